@@ -1,0 +1,268 @@
+//! The TOML configuration file: virtual services and their real servers.
+//!
+//! ```toml
+//! [[service]]
+//! protocol = "tcp"              # tcp | udp
+//! address = "198.18.100.1:80"   # virtual IP and port
+//! scheduler = "rr"
+//!
+//! [[service.real]]
+//! address = "198.19.0.11:80"    # real server; port 0 keeps the virtual port
+//! weight = 1                    # 0 quiesces; default 1
+//! forward = "nat"               # forwarding method; NAT (masquerading) is the one built so far
+//! ```
+//!
+//! Parsing is strict (unknown keys are errors) and a file either loads whole or not at all:
+//! a bad reload leaves the running configuration untouched.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::service::{Protocol, Scheduler, ServiceKey};
+
+/// The configuration shipped in the binary, used when no `--config` is given: the services
+/// of the demo topology (`examples/demo.sh`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/wvs.toml");
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Path of the file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown or mistyped keys.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    service: Vec<ServiceToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceToml {
+    protocol: String,
+    address: String,
+    #[serde(default = "default_scheduler")]
+    scheduler: String,
+    #[serde(default)]
+    real: Vec<RealToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RealToml {
+    address: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default = "default_forward")]
+    forward: String,
+    #[serde(default)]
+    upper_threshold: u32,
+    #[serde(default)]
+    lower_threshold: u32,
+}
+
+fn default_scheduler() -> String {
+    // IPVS's default is wlc; until the scheduler plugins land, rr is the one built in.
+    "rr".into()
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_forward() -> String {
+    "nat".into()
+}
+
+/// A validated virtual service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Virtual IP.
+    pub addr: IpAddr,
+    /// Virtual port.
+    pub port: u16,
+    /// Scheduler.
+    pub scheduler: Scheduler,
+    /// Real servers, in order.
+    pub reals: Vec<RealSpec>,
+}
+
+impl ServiceSpec {
+    /// The service's key.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey {
+            proto: self.proto,
+            addr: self.addr,
+            port: self.port,
+        }
+    }
+}
+
+/// A validated real server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealSpec {
+    /// Address.
+    pub addr: IpAddr,
+    /// Port (0 = the virtual port).
+    pub port: u16,
+    /// Weight, 0..=65535 as in IPVS.
+    pub weight: u32,
+    /// Upper connection threshold (0 = none).
+    pub upper_threshold: u32,
+    /// Lower connection threshold (0 = none).
+    pub lower_threshold: u32,
+}
+
+/// Read and validate a configuration file.
+pub fn load(path: &Path) -> Result<Vec<ServiceSpec>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// Parse and validate configuration text.
+pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
+    let file: File = toml::from_str(text)?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(file.service.len());
+    for s in file.service {
+        let proto = match s.protocol.as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "protocol {other:?}: expected \"tcp\" or \"udp\""
+                )));
+            }
+        };
+        let vip = parse_sockaddr(&s.address, "service address")?;
+        if vip.port() == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "service {}: port 0 services need persistence, which is not built yet",
+                s.address
+            )));
+        }
+        let scheduler = Scheduler::from_name(&s.scheduler).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "service {}: unknown scheduler {:?} (built in: rr)",
+                s.address, s.scheduler
+            ))
+        })?;
+        if !seen.insert((proto, vip)) {
+            return Err(ConfigError::Invalid(format!(
+                "service {} {} is defined twice",
+                s.protocol, s.address
+            )));
+        }
+        let mut reals = Vec::with_capacity(s.real.len());
+        let mut seen_real = HashSet::new();
+        for r in s.real {
+            let ra = parse_sockaddr(&r.address, "real server address")?;
+            if r.forward != "nat" {
+                return Err(ConfigError::Invalid(format!(
+                    "real server {}: forwarding method {:?} is not supported yet (use \"nat\")",
+                    r.address, r.forward
+                )));
+            }
+            if r.weight > 65535 {
+                return Err(ConfigError::Invalid(format!(
+                    "real server {}: weight {} is above 65535",
+                    r.address, r.weight
+                )));
+            }
+            if ra.is_ipv4() != vip.is_ipv4() {
+                return Err(ConfigError::Invalid(format!(
+                    "real server {} and service {} are of different address families",
+                    r.address, s.address
+                )));
+            }
+            if !seen_real.insert(ra) {
+                return Err(ConfigError::Invalid(format!(
+                    "real server {} is listed twice in service {}",
+                    r.address, s.address
+                )));
+            }
+            reals.push(RealSpec {
+                addr: ra.ip(),
+                port: ra.port(),
+                weight: r.weight,
+                upper_threshold: r.upper_threshold,
+                lower_threshold: r.lower_threshold,
+            });
+        }
+        out.push(ServiceSpec {
+            proto,
+            addr: vip.ip(),
+            port: vip.port(),
+            scheduler,
+            reals,
+        });
+    }
+    if out.iter().any(|s| s.addr.is_ipv6()) {
+        return Err(ConfigError::Invalid(
+            "IPv6 services are not supported by the datapath yet".into(),
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_sockaddr(s: &str, what: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "{what} {s:?} is not an IP:port (IPv6 as [addr]:port)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let specs = parse(EMBEDDED_DEFAULT).unwrap();
+        assert!(specs.iter().any(|s| s.proto == Protocol::Tcp && s.reals.len() == 3));
+        assert!(specs.iter().any(|s| s.proto == Protocol::Udp));
+    }
+
+    #[test]
+    fn refuses_bad_input_with_a_reason() {
+        let cases = [
+            ("[[service]]\nprotocol='sctp'\naddress='198.18.100.1:80'", "protocol"),
+            ("[[service]]\nprotocol='tcp'\naddress='198.18.100.1'", "IP:port"),
+            ("[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nscheduler='nope'", "unknown scheduler"),
+            ("[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\ncolour=1", "unknown field"),
+            (
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\n[[service.real]]\naddress='198.19.0.1:80'\nweight=70000",
+                "above 65535",
+            ),
+            (
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\n[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'",
+                "twice",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}

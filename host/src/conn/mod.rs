@@ -1,0 +1,151 @@
+//! Connections: the entry IPVS keeps per flow ([`Conn`]), the TCP state machine ([`state`])
+//! and the table that finds a connection from a packet of either direction ([`table`]).
+
+pub mod state;
+pub mod table;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use state::{Direction, TcpFlags, TcpState};
+pub use table::{ConnTable, InsertError};
+
+use crate::consts::UDP_TIMEOUT_SECS;
+use crate::service::{Dest, Protocol};
+
+/// Lookup key of a packet: protocol and both endpoints, as the packet carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Source address.
+    pub saddr: IpAddr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination address.
+    pub daddr: IpAddr,
+    /// Destination port.
+    pub dport: u16,
+}
+
+/// Where replies to the client go: the interface the client's packets came in on and the
+/// MAC address they came from (the client or its router).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    /// Index of the interface in the `--iface` list.
+    pub iface: u8,
+    /// Link-layer address.
+    pub mac: [u8; 6],
+}
+
+/// One tracked connection (`struct ip_vs_conn`), NAT mode.
+#[derive(Debug)]
+pub struct Conn {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Client address and port.
+    pub caddr: IpAddr,
+    /// Client port.
+    pub cport: u16,
+    /// Virtual address.
+    pub vaddr: IpAddr,
+    /// Virtual port.
+    pub vport: u16,
+    /// Real server address.
+    pub daddr: IpAddr,
+    /// Real server port.
+    pub dport: u16,
+    /// TCP state (UDP connections stay in `None`).
+    pub state: TcpState,
+    /// Whether the connection counts as inactive on its real server (`IP_VS_CONN_F_INACTIVE`).
+    pub inactive: bool,
+    /// Set to have the table remove the connection when the current access ends.
+    pub expire_now: bool,
+    /// Timeout of the current state in milliseconds.
+    pub timeout_ms: u64,
+    /// Time (ms on the datapath clock) after which the connection is expired.
+    pub expires: u64,
+    /// Where replies go.
+    pub client_hop: Hop,
+    /// The real server; keeps it alive after its removal until the connection goes.
+    pub dest: Arc<Dest>,
+}
+
+impl Conn {
+    /// A new connection bound to `dest`, counted on it as IPVS does (`ip_vs_conn_new`).
+    pub fn new(key: &ConnKey, dest: Arc<Dest>, client_hop: Hop, now: u64) -> Self {
+        dest.bind();
+        let timeout_ms = match key.proto {
+            Protocol::Tcp => TcpState::None.timeout_ms(),
+            Protocol::Udp => u64::from(UDP_TIMEOUT_SECS) * 1000,
+        };
+        Self {
+            proto: key.proto,
+            caddr: key.saddr,
+            cport: key.sport,
+            vaddr: key.daddr,
+            vport: key.dport,
+            daddr: dest.addr,
+            dport: if dest.port == 0 { key.dport } else { dest.port },
+            state: TcpState::None,
+            inactive: false,
+            expire_now: false,
+            timeout_ms,
+            expires: now + timeout_ms,
+            client_hop,
+            dest,
+        }
+    }
+
+    /// Key of packets from the client (client -> VIP).
+    #[inline]
+    pub fn in_key(&self) -> ConnKey {
+        ConnKey {
+            proto: self.proto,
+            saddr: self.caddr,
+            sport: self.cport,
+            daddr: self.vaddr,
+            dport: self.vport,
+        }
+    }
+
+    /// Key of replies from the real server (real server -> client).
+    #[inline]
+    pub fn out_key(&self) -> ConnKey {
+        ConnKey {
+            proto: self.proto,
+            saddr: self.daddr,
+            sport: self.dport,
+            daddr: self.caddr,
+            dport: self.cport,
+        }
+    }
+
+    /// Advance the TCP state for a packet and move the connection between the real server's
+    /// active and inactive counts as `set_tcp_state` does.
+    pub fn tcp_transition(&mut self, dir: Direction, flags: TcpFlags) {
+        let new = state::next_state(self.state, dir, flags);
+        if new != self.state {
+            if !self.inactive && new != TcpState::Established {
+                self.dest.set_inactive(true);
+                self.inactive = true;
+            } else if self.inactive && new == TcpState::Established {
+                self.dest.set_inactive(false);
+                self.inactive = false;
+            }
+            self.state = new;
+        }
+        self.timeout_ms = self.state.timeout_ms();
+    }
+
+    /// Re-arm the expiry timer for the current state (`ip_vs_conn_put`).
+    #[inline]
+    pub fn touch(&mut self, now: u64) {
+        self.expires = now + self.timeout_ms;
+    }
+
+    /// Uncount the connection on its real server (`ip_vs_unbind_dest`); call once, when it goes.
+    pub fn release(&self) {
+        self.dest.unbind(self.inactive);
+    }
+}

@@ -1,0 +1,241 @@
+//! The IPVS TCP state machine (`ip_vs_proto_tcp.c`): eleven states, transitions driven by the
+//! flags of each packet and its direction, and a timeout per state.
+
+use crate::consts::TCP_TIMEOUTS_SECS;
+
+/// IPVS TCP connection states, in the kernel's order (`IP_VS_TCP_S_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TcpState {
+    /// No packet seen yet.
+    None = 0,
+    /// Three-way handshake completed.
+    Established,
+    /// SYN seen from the real server.
+    SynSent,
+    /// SYN seen from the client.
+    SynRecv,
+    /// FIN seen from the real server first.
+    FinWait,
+    /// Both sides closed.
+    TimeWait,
+    /// Reset or closed.
+    Close,
+    /// FIN seen from the client first.
+    CloseWait,
+    /// Last ACK awaited.
+    LastAck,
+    /// Expected connection (application helpers).
+    Listen,
+    /// SYN-ACK seen (secure_tcp table).
+    SynAck,
+}
+
+impl TcpState {
+    const ALL: [Self; 11] = [
+        Self::None,
+        Self::Established,
+        Self::SynSent,
+        Self::SynRecv,
+        Self::FinWait,
+        Self::TimeWait,
+        Self::Close,
+        Self::CloseWait,
+        Self::LastAck,
+        Self::Listen,
+        Self::SynAck,
+    ];
+
+    /// Return the state's name as `ipvsadm -L -c` prints it.
+    pub fn name(self) -> &'static str {
+        [
+            "NONE",
+            "ESTABLISHED",
+            "SYN_SENT",
+            "SYN_RECV",
+            "FIN_WAIT",
+            "TIME_WAIT",
+            "CLOSE",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "LISTEN",
+            "SYNACK",
+        ][self as usize]
+    }
+
+    /// Return the state's timeout in milliseconds (IPVS defaults).
+    pub fn timeout_ms(self) -> u64 {
+        u64::from(TCP_TIMEOUTS_SECS[self as usize]) * 1000
+    }
+
+    fn from_index(i: u8) -> Self {
+        Self::ALL[usize::from(i) % Self::ALL.len()]
+    }
+}
+
+/// Which way a packet travels, as the state table sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to real server (`TCP_DIR_INPUT`).
+    Input = 0,
+    /// Real server to client (`TCP_DIR_OUTPUT`).
+    Output = 4,
+    /// Client to real server when replies bypass the balancer (DR/TUN; `TCP_DIR_INPUT_ONLY`).
+    InputOnly = 8,
+}
+
+/// The TCP flags that drive the state table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpFlags {
+    /// SYN bit.
+    pub syn: bool,
+    /// FIN bit.
+    pub fin: bool,
+    /// ACK bit.
+    pub ack: bool,
+    /// RST bit.
+    pub rst: bool,
+}
+
+impl TcpFlags {
+    /// Row of the state table for these flags: RST before SYN before FIN before ACK
+    /// (`tcp_state_idx`); `None` when no flag that matters is set.
+    fn index(self) -> Option<usize> {
+        if self.rst {
+            Some(3)
+        } else if self.syn {
+            Some(0)
+        } else if self.fin {
+            Some(1)
+        } else if self.ack {
+            Some(2)
+        } else {
+            None
+        }
+    }
+}
+
+use TcpState as S;
+const ES: TcpState = S::Established;
+const SS: TcpState = S::SynSent;
+const SR: TcpState = S::SynRecv;
+const FW: TcpState = S::FinWait;
+const TW: TcpState = S::TimeWait;
+const CL: TcpState = S::Close;
+const CW: TcpState = S::CloseWait;
+const LA: TcpState = S::LastAck;
+const LI: TcpState = S::Listen;
+const SA: TcpState = S::SynAck;
+
+/// `tcp_states[]`: rows are direction offset + flag index (syn, fin, ack, rst), columns the
+/// current state (sNO sES sSS sSR sFW sTW sCL sCW sLA sLI sSA).
+#[rustfmt::skip]
+const TCP_STATES: [[TcpState; 11]; 12] = [
+    // INPUT
+    /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
+    /*fin*/ [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW],
+    /*ack*/ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+    /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR],
+    // OUTPUT
+    /*syn*/ [SS, ES, SS, SR, SS, SS, SS, SS, SS, LI, SR],
+    /*fin*/ [TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW],
+    /*ack*/ [ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES],
+    /*rst*/ [CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL],
+    // INPUT_ONLY
+    /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
+    /*fin*/ [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
+    /*ack*/ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+    /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
+];
+
+/// `tcp_states_dos[]`, the table IPVS switches to when `secure_tcp` is active.
+#[rustfmt::skip]
+#[allow(dead_code)] // selected by the defense strategies of a later issue
+const TCP_STATES_DOS: [[TcpState; 11]; 12] = [
+    // INPUT
+    /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SA],
+    /*fin*/ [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, SA],
+    /*ack*/ [CL, ES, SS, SR, FW, TW, CL, CW, CL, LI, SA],
+    /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
+    // OUTPUT
+    /*syn*/ [SS, ES, SS, SA, SS, SS, SS, SS, SS, LI, SA],
+    /*fin*/ [TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW],
+    /*ack*/ [ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES],
+    /*rst*/ [CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL],
+    // INPUT_ONLY
+    /*syn*/ [SA, ES, ES, SR, SA, SA, SA, SA, SA, SA, SA],
+    /*fin*/ [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
+    /*ack*/ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+    /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
+];
+
+/// Next state for a packet with `flags` travelling in `dir` on a connection in `state`
+/// (`set_tcp_state`). Packets with none of SYN/FIN/ACK/RST leave the state alone.
+pub fn next_state(state: TcpState, dir: Direction, flags: TcpFlags) -> TcpState {
+    match flags.index() {
+        Some(i) => TCP_STATES[dir as usize + i][state as usize],
+        None => state,
+    }
+}
+
+/// Decode a state stored as its number.
+pub fn state_from_u8(v: u8) -> TcpState {
+    TcpState::from_index(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(syn: bool, fin: bool, ack: bool, rst: bool) -> TcpFlags {
+        TcpFlags { syn, fin, ack, rst }
+    }
+
+    #[test]
+    fn handshake_and_close_as_ipvs() {
+        let syn = f(true, false, false, false);
+        let synack = f(true, false, true, false);
+        let ack = f(false, false, true, false);
+        let fin = f(false, true, true, false);
+        let mut s = TcpState::None;
+        s = next_state(s, Direction::Input, syn);
+        assert_eq!(s, TcpState::SynRecv);
+        s = next_state(s, Direction::Output, synack);
+        assert_eq!(s, TcpState::SynRecv, "SYN ranks before ACK, and oSYN keeps sSR");
+        s = next_state(s, Direction::Input, ack);
+        assert_eq!(s, TcpState::Established);
+        s = next_state(s, Direction::Input, fin);
+        assert_eq!(s, TcpState::CloseWait, "FIN ranks before ACK");
+        s = next_state(s, Direction::Output, fin);
+        assert_eq!(s, TcpState::TimeWait);
+        assert_eq!(s.timeout_ms(), 120_000);
+    }
+
+    #[test]
+    fn rst_wins_and_flagless_keeps_state() {
+        let s = next_state(TcpState::Established, Direction::Input, f(true, false, false, true));
+        assert_eq!(s, TcpState::Close);
+        assert_eq!(s.timeout_ms(), 10_000);
+        let s2 = next_state(TcpState::Established, Direction::Output, TcpFlags::default());
+        assert_eq!(s2, TcpState::Established);
+    }
+
+    #[test]
+    fn timeouts_match_ipvs_defaults() {
+        assert_eq!(TcpState::None.timeout_ms(), 2_000);
+        assert_eq!(TcpState::Established.timeout_ms(), 900_000);
+        assert_eq!(TcpState::SynRecv.timeout_ms(), 60_000);
+        assert_eq!(TcpState::CloseWait.timeout_ms(), 60_000);
+        assert_eq!(TcpState::LastAck.timeout_ms(), 30_000);
+        assert_eq!(TcpState::SynAck.timeout_ms(), 120_000);
+    }
+
+    #[test]
+    fn every_state_round_trips() {
+        for s in TcpState::ALL {
+            assert_eq!(state_from_u8(s as u8), s);
+            assert!(!s.name().is_empty());
+        }
+        assert_eq!(TCP_STATES_DOS[0][10], TcpState::SynAck);
+    }
+}

@@ -1,0 +1,331 @@
+//! The connection table: finds a connection from a packet of either direction.
+//!
+//! Design:
+//! - Sharded. The shard is chosen by hashing the *client* endpoint (protocol, address,
+//!   port), which both directions' keys contain, so a connection and both of its index entries
+//!   live in one shard: one lock per packet, and insertion and removal are atomic. Workers
+//!   contend only when they touch the same shard at the same instant; there is no global lock.
+//! - Hashed with a random key chosen at start (`foldhash`'s `RandomState`), as IPVS seeds its
+//!   hash with `ip_vs_conn_rnd`, so no client can aim its flows at one bucket.
+//! - Each shard keeps its connections in a slab and one `hashbrown::HashTable` of slab
+//!   indices, tagged with the direction of the key they stand for; an index entry costs 4
+//!   bytes, not a copy of the key.
+//! - Bounded: each shard holds at most its share of `max_conns`; a full shard refuses new
+//!   connections and the caller counts the drop.
+//! - Expired by a timer: [`ConnTable::sweep`] removes connections whose time is up, or whose
+//!   real server is gone, and is called every `CONN_SWEEP_INTERVAL_MS` by the host.
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+use slab::Slab;
+
+use super::{Conn, ConnKey};
+use crate::consts::CONN_SHARDS;
+use crate::service::Protocol;
+
+/// Which of a connection's two keys an index entry or a lookup is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyDir {
+    /// Client -> VIP key.
+    In,
+    /// Real server -> client key.
+    Out,
+}
+
+const OUT_TAG: u32 = 1 << 31;
+
+/// Why a connection could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    /// The table (this connection's shard of it) holds as many connections as it may.
+    #[error("connection table full")]
+    Full(Box<Conn>),
+    /// A connection with the same key was added meanwhile by another worker.
+    #[error("connection exists")]
+    Exists(Box<Conn>),
+}
+
+impl InsertError {
+    /// Give the refused connection back.
+    pub fn into_conn(self) -> Box<Conn> {
+        match self {
+            Self::Full(c) | Self::Exists(c) => c,
+        }
+    }
+}
+
+#[repr(align(128))]
+struct Shard {
+    inner: Mutex<ShardInner>,
+}
+
+struct ShardInner {
+    index: HashTable<u32>,
+    conns: Slab<Conn>,
+}
+
+/// The shared connection table.
+pub struct ConnTable {
+    shards: Box<[Shard]>,
+    hasher: foldhash::fast::RandomState,
+    per_shard_max: usize,
+    len: AtomicUsize,
+}
+
+impl std::fmt::Debug for ConnTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnTable").field("len", &self.len()).finish()
+    }
+}
+
+impl ConnTable {
+    /// An empty table for at most `max_conns` connections.
+    pub fn new(max_conns: usize) -> Self {
+        let shards = (0..CONN_SHARDS)
+            .map(|_| Shard {
+                inner: Mutex::new(ShardInner {
+                    index: HashTable::new(),
+                    conns: Slab::new(),
+                }),
+            })
+            .collect();
+        Self {
+            shards,
+            hasher: foldhash::fast::RandomState::default(),
+            per_shard_max: max_conns.div_ceil(CONN_SHARDS).max(1),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Number of connections in the table.
+    pub fn len(&self) -> usize {
+        self.len.load(Relaxed)
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    fn shard(&self, proto: Protocol, caddr: IpAddr, cport: u16) -> &Shard {
+        let h = self.hasher.hash_one((proto, caddr, cport));
+        // High bits pick the shard; hashbrown uses the low bits and the top 7 within it.
+        &self.shards[(h >> 40) as usize % CONN_SHARDS]
+    }
+
+    #[inline]
+    fn shard_for(&self, dir: KeyDir, key: &ConnKey) -> &Shard {
+        match dir {
+            KeyDir::In => self.shard(key.proto, key.saddr, key.sport),
+            KeyDir::Out => self.shard(key.proto, key.daddr, key.dport),
+        }
+    }
+
+    #[inline]
+    fn hash(&self, dir: KeyDir, key: &ConnKey) -> u64 {
+        self.hasher.hash_one((dir == KeyDir::Out, key))
+    }
+
+    /// Find the connection a packet with `key` (travelling in `dir`) belongs to and run `f`
+    /// on it under its shard's lock. If `f` sets `expire_now`, the connection is removed.
+    #[inline]
+    pub fn with_conn<R>(
+        &self,
+        dir: KeyDir,
+        key: &ConnKey,
+        f: impl FnOnce(&mut Conn) -> R,
+    ) -> Option<R> {
+        let shard = self.shard_for(dir, key);
+        let hash = self.hash(dir, key);
+        let mut g = shard.inner.lock();
+        let inner = &mut *g;
+        let conns = &inner.conns;
+        let tagged = *inner.index.find(hash, |&t| tagged_eq(conns, t, key))?;
+        let idx = (tagged & !OUT_TAG) as usize;
+        let conn = inner.conns.get_mut(idx)?;
+        let r = f(conn);
+        if conn.expire_now {
+            self.remove_locked(inner, idx);
+        }
+        Some(r)
+    }
+
+    /// Add a new connection under both of its keys.
+    pub fn insert(&self, conn: Conn) -> Result<(), InsertError> {
+        let in_key = conn.in_key();
+        let out_key = conn.out_key();
+        let shard = self.shard_for(KeyDir::In, &in_key);
+        let (hin, hout) = (self.hash(KeyDir::In, &in_key), self.hash(KeyDir::Out, &out_key));
+        let mut g = shard.inner.lock();
+        let inner = &mut *g;
+        let conns = &inner.conns;
+        let exists = inner.index.find(hin, |&t| tagged_eq(conns, t, &in_key)).is_some()
+            || inner.index.find(hout, |&t| tagged_eq(conns, t, &out_key)).is_some();
+        if exists {
+            return Err(InsertError::Exists(Box::new(conn)));
+        }
+        if inner.conns.len() >= self.per_shard_max {
+            return Err(InsertError::Full(Box::new(conn)));
+        }
+        let idx = inner.conns.insert(conn) as u32;
+        let hasher = |t: &u32| rehash(self, &inner.conns, *t);
+        inner.index.insert_unique(hin, idx, hasher);
+        let hasher = |t: &u32| rehash(self, &inner.conns, *t);
+        inner.index.insert_unique(hout, idx | OUT_TAG, hasher);
+        self.len.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Remove every connection whose time is up at `now` or whose real server is gone
+    /// (`expire_nodest_conn`). Returns how many were removed.
+    pub fn sweep(&self, now: u64) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut g = shard.inner.lock();
+            let inner = &mut *g;
+            let dead: Vec<usize> = inner
+                .conns
+                .iter()
+                .filter(|(_, c)| c.expires <= now || !c.dest.available())
+                .map(|(i, _)| i)
+                .collect();
+            for idx in dead {
+                self.remove_locked(inner, idx);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Visit every connection (for listings and tests); holds one shard lock at a time.
+    pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
+        for shard in self.shards.iter() {
+            let g = shard.inner.lock();
+            for (_, c) in g.conns.iter() {
+                f(c);
+            }
+        }
+    }
+
+    fn remove_locked(&self, inner: &mut ShardInner, idx: usize) {
+        let Some(conn) = inner.conns.try_remove(idx) else {
+            return;
+        };
+        let idx = idx as u32;
+        for (dir, key, tag) in [
+            (KeyDir::In, conn.in_key(), idx),
+            (KeyDir::Out, conn.out_key(), idx | OUT_TAG),
+        ] {
+            if let Ok(e) = inner.index.find_entry(self.hash(dir, &key), |&t| t == tag) {
+                e.remove();
+            }
+        }
+        conn.release();
+        self.len.fetch_sub(1, Relaxed);
+    }
+}
+
+#[inline]
+fn tagged_eq(conns: &Slab<Conn>, tagged: u32, key: &ConnKey) -> bool {
+    let Some(c) = conns.get((tagged & !OUT_TAG) as usize) else {
+        return false;
+    };
+    if tagged & OUT_TAG == 0 {
+        c.in_key() == *key
+    } else {
+        c.out_key() == *key
+    }
+}
+
+fn rehash(table: &ConnTable, conns: &Slab<Conn>, tagged: u32) -> u64 {
+    match conns.get((tagged & !OUT_TAG) as usize) {
+        Some(c) if tagged & OUT_TAG == 0 => table.hash(KeyDir::In, &c.in_key()),
+        Some(c) => table.hash(KeyDir::Out, &c.out_key()),
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Hop;
+    use crate::service::Dest;
+    use std::sync::Arc;
+
+    fn key(cport: u16) -> ConnKey {
+        ConnKey {
+            proto: Protocol::Tcp,
+            saddr: "198.18.0.2".parse().unwrap(),
+            sport: cport,
+            daddr: "198.18.100.1".parse().unwrap(),
+            dport: 80,
+        }
+    }
+
+    fn hop() -> Hop {
+        Hop { iface: 0, mac: [2, 0, 0, 0, 0, 1] }
+    }
+
+    #[test]
+    fn both_directions_find_one_conn() {
+        let t = ConnTable::new(1000);
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 8080));
+        let c = Conn::new(&key(40000), d.clone(), hop(), 0);
+        let out = c.out_key();
+        t.insert(c).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(d.activeconns.load(Relaxed), 1);
+        assert_eq!(t.with_conn(KeyDir::In, &key(40000), |c| c.dport), Some(8080));
+        assert_eq!(t.with_conn(KeyDir::Out, &out, |c| c.vport), Some(80));
+        assert!(t.with_conn(KeyDir::In, &key(40001), |_| ()).is_none());
+        assert!(t.with_conn(KeyDir::Out, &key(40000), |_| ()).is_none(), "directions are distinct");
+        let again = Conn::new(&key(40000), d.clone(), hop(), 0);
+        assert!(matches!(t.insert(again), Err(InsertError::Exists(_))));
+        // The refused duplicate was counted by Conn::new; the caller unbinds it.
+        d.unbind(false);
+        t.with_conn(KeyDir::In, &key(40000), |c| c.expire_now = true);
+        assert_eq!(t.len(), 0);
+        assert_eq!(d.activeconns.load(Relaxed), 0);
+        assert!(t.with_conn(KeyDir::Out, &out, |_| ()).is_none());
+    }
+
+    #[test]
+    fn bounded_and_swept() {
+        let t = ConnTable::new(CONN_SHARDS); // one per shard
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
+        let mut full = 0;
+        for p in 0..4000u16 {
+            match t.insert(Conn::new(&key(p), d.clone(), hop(), 0)) {
+                Ok(()) => {}
+                Err(e) => {
+                    assert!(matches!(e, InsertError::Full(_)));
+                    e.into_conn().dest.unbind(false);
+                    full += 1;
+                }
+            }
+        }
+        assert!(t.len() <= CONN_SHARDS);
+        assert_eq!(t.len() + full, 4000);
+        // TCP NONE times out after 2 s.
+        assert_eq!(t.sweep(1999), 0);
+        let n = t.len();
+        assert_eq!(t.sweep(2000), n);
+        assert!(t.is_empty());
+        assert_eq!(d.activeconns.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn gone_dest_is_swept() {
+        let t = ConnTable::new(1000);
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
+        t.insert(Conn::new(&key(1), d.clone(), hop(), 0)).unwrap();
+        assert_eq!(t.sweep(1), 0);
+        d.set_available(false);
+        assert_eq!(t.sweep(1), 1);
+    }
+}

@@ -1,0 +1,65 @@
+//! Every tunable constant of wvs in one place (Katran keeps its `balancer_consts.h` the same way).
+//!
+//! Values that IPVS defines carry the kernel's name and value; the others say why they are what
+//! they are.
+
+/// IPVS TCP state timeouts in seconds, indexed by [`crate::conn::TcpState`]
+/// (`tcp_timeouts[]` in `ip_vs_proto_tcp.c`):
+/// NONE, ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK,
+/// LISTEN, SYNACK.
+pub const TCP_TIMEOUTS_SECS: [u32; 11] = [2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120];
+
+/// IPVS UDP timeout in seconds (`udp_timeouts[IP_VS_UDP_S_NORMAL] = 5*60*HZ`).
+pub const UDP_TIMEOUT_SECS: u32 = 300;
+
+/// Default bound on tracked connections. IPVS is bounded only by memory; a user-space table
+/// needs a number, and one million entries fit in well under 256 MiB.
+pub const DEFAULT_MAX_CONNS: usize = 1 << 20;
+
+/// Shards of the connection table. A power of two; many more than worker threads, so two
+/// workers rarely meet on one shard lock and an expiry sweep holds each lock only briefly.
+pub const CONN_SHARDS: usize = 256;
+
+/// How often the expiry timer sweeps the connection table. Connections live at most this much
+/// longer than their state's timeout.
+pub const CONN_SWEEP_INTERVAL_MS: u64 = 1000;
+
+/// Size of the `struct virtio_net_hdr` that `PACKET_VNET_HDR` puts before every frame.
+pub const VNET_HDR_LEN: usize = 10;
+
+/// Bytes per packet buffer: the largest GRO/GSO super-packet the kernel hands a packet socket
+/// (64 KiB of IP datagram) plus the vnet and Ethernet headers, rounded up.
+pub const SLOT_SIZE: usize = 65536 + 512;
+
+/// Receive buffers kept posted per socket and worker. Sized so a burst between two wake-ups
+/// of a worker fits without the kernel dropping frames at the socket.
+pub const SLOTS_PER_SOCKET: usize = 256;
+
+/// Completion-queue entries drained before submitting the resulting sends and receives in
+/// one `io_uring_enter`.
+pub const URING_ENTRIES: u32 = 1024;
+
+/// How long a worker blocks in `io_uring_enter` before it looks at its stop flag.
+pub const WORKER_WAKE_MS: i64 = 200;
+
+/// Socket receive buffer per packet socket (`SO_RCVBUFFORCE`).
+pub const SOCKET_RCVBUF: i32 = 8 << 20;
+
+/// How often next hops (route and neighbour of every real server) are re-read from the kernel.
+pub const NEIGH_REFRESH_MS: u64 = 1000;
+
+/// How soon a real server with no known next hop is looked up again.
+pub const NEIGH_RETRY_MS: u64 = 100;
+
+/// UDP port the neighbour resolver sends an empty datagram to, to make the kernel resolve a
+/// next hop's link-layer address (discard service, RFC 863).
+pub const NEIGH_PROBE_PORT: u16 = 9;
+
+/// Name of the nftables table wvs installs in its network namespace.
+pub const NFT_TABLE: &str = "wvs";
+
+/// Priority of wvs's netdev ingress chain: before anything else may see the packet.
+pub const NFT_PRIORITY: i32 = -500;
+
+/// Interval of the statistics line in the log.
+pub const STATS_LOG_INTERVAL_MS: u64 = 10_000;

@@ -1,0 +1,403 @@
+//! The datapath: a pure function from a received frame to a verdict.
+//!
+//! [`Datapath::process`] takes the frame's bytes (rewritten in place), which interface it
+//! came in on, the time, the service [`Snapshot`] and the shared [`ConnTable`], and says
+//! whether to send the frame out of one of wvs's interfaces, drop it (with a counted
+//! [`DropReason`]), or leave it alone because it is not wvs's (the kernel got its own copy).
+//! It does no I/O and reads no clock, so every IPVS rule it follows (`ip_vs_in`, `ip_vs_out`,
+//! the TCP state table, NAT) is unit- and property-tested with synthetic frames.
+//!
+//! Per packet it allocates nothing and takes one shard lock of the connection table. A new
+//! connection also takes its service's scheduler lock.
+
+pub mod stats;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+pub use stats::{DatapathStats, DropReason, StatsSum};
+
+use crate::conn::table::KeyDir;
+use crate::conn::{Conn, ConnKey, ConnTable, Direction, Hop, InsertError, TcpFlags, TcpState};
+use crate::service::{NextHop, Protocol, Snapshot, VirtualService};
+use crate::wire::{
+    ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, TcpPacket,
+    UdpPacket, checksum, ipv4_field, tcp_field, udp_field,
+};
+use crate::xmit::nat::{self, CsumMode, Rewrite};
+
+/// What the I/O layer knows about a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Index of the interface (in the `--iface` list) the frame came in on.
+    pub iface: u8,
+    /// State of the frame's L4 checksum.
+    pub csum: CsumMode,
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) frame out of this interface.
+    Tx {
+        /// Index of the interface in the `--iface` list.
+        iface: u8,
+    },
+    /// Drop it, counted under this reason.
+    Drop(DropReason),
+    /// Not wvs's: leave it to the kernel.
+    Pass,
+}
+
+/// One of wvs's interfaces as the datapath sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Iface {
+    /// Its MAC address: frames to it are candidates, frames from wvs carry it.
+    pub mac: [u8; 6],
+}
+
+/// A worker's datapath: shared connection table, interface list, own counters.
+#[derive(Debug)]
+pub struct Datapath {
+    conns: Arc<ConnTable>,
+    ifaces: Arc<[Iface]>,
+    stats: Arc<DatapathStats>,
+}
+
+/// The parts of a classified IPv4 TCP/UDP packet the handlers need.
+struct L4Info {
+    proto: Protocol,
+    saddr: Ipv4Addr,
+    daddr: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    ihl: usize,
+    total_len: usize,
+    flags: TcpFlags,
+}
+
+impl L4Info {
+    fn key(&self) -> ConnKey {
+        ConnKey {
+            proto: self.proto,
+            saddr: IpAddr::V4(self.saddr),
+            sport: self.sport,
+            daddr: IpAddr::V4(self.daddr),
+            dport: self.dport,
+        }
+    }
+
+    /// A SYN without ACK or RST: the only TCP packet that may start a connection.
+    fn is_new_syn(&self) -> bool {
+        self.proto == Protocol::Tcp && self.flags.syn && !self.flags.ack && !self.flags.rst
+    }
+}
+
+/// What the connection lookup of an inbound packet decided.
+enum InLookup {
+    Forward { daddr: IpAddr, dport: u16, hop: Option<NextHop> },
+    Drop(DropReason),
+    Reschedule,
+}
+
+impl Datapath {
+    /// A datapath over a shared table, with its own counters.
+    pub fn new(conns: Arc<ConnTable>, ifaces: Arc<[Iface]>, stats: Arc<DatapathStats>) -> Self {
+        Self { conns, ifaces, stats }
+    }
+
+    /// Return the worker's counters.
+    pub fn stats(&self) -> &Arc<DatapathStats> {
+        &self.stats
+    }
+
+    /// Decide what to do with one received frame, rewriting it in place when it is to be
+    /// sent, and count the outcome. `now` is in milliseconds on a monotonic clock.
+    pub fn process(&self, snap: &Snapshot, now: u64, meta: RxMeta, frame: &mut [u8]) -> Verdict {
+        stats::bump(&self.stats.rx);
+        let v = self.classify(snap, now, meta, frame);
+        match v {
+            Verdict::Tx { .. } => {}
+            Verdict::Drop(r) => self.stats.count_drop(r),
+            Verdict::Pass => stats::bump(&self.stats.passed),
+        }
+        v
+    }
+
+    fn classify(&self, snap: &Snapshot, now: u64, meta: RxMeta, frame: &mut [u8]) -> Verdict {
+        let Some(iface) = self.ifaces.get(usize::from(meta.iface)) else {
+            return Verdict::Pass;
+        };
+        let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
+            return Verdict::Drop(DropReason::L2Truncated);
+        };
+        // Only frames sent to our MAC: not broadcasts, and not what a bridge floods to us.
+        if eth.dst_addr() != EthernetAddress(iface.mac) {
+            return Verdict::Pass;
+        }
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            return Verdict::Pass;
+        }
+        let client_mac = eth.src_addr().0;
+        let info = match parse_ipv4(snap, &frame[ETHERNET_HEADER_LEN..]) {
+            Ok(Some(info)) => info,
+            Ok(None) => return Verdict::Pass,
+            Err(r) => return Verdict::Drop(r),
+        };
+        if let Some(svc) = snap.service(info.proto, IpAddr::V4(info.daddr), info.dport) {
+            let hop = Hop {
+                iface: meta.iface,
+                mac: client_mac,
+            };
+            self.inbound(svc, now, meta, hop, &info, frame)
+        } else if snap.is_real(info.proto, IpAddr::V4(info.saddr), info.sport) {
+            self.outbound(now, meta, &info, frame)
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// Client -> VIP (`ip_vs_in`): find or schedule the connection, rewrite the destination.
+    fn inbound(
+        &self,
+        svc: &VirtualService,
+        now: u64,
+        meta: RxMeta,
+        client_hop: Hop,
+        info: &L4Info,
+        frame: &mut [u8],
+    ) -> Verdict {
+        let key = info.key();
+        let lookup = |c: &mut Conn| -> InLookup {
+            if !c.dest.available() {
+                // expire_nodest_conn: the server is gone; a new SYN gets a new server.
+                c.expire_now = true;
+                return if info.is_new_syn() {
+                    InLookup::Reschedule
+                } else {
+                    InLookup::Drop(DropReason::DestGone)
+                };
+            }
+            // conn_reuse_mode 1: a SYN reusing the ports of a connection in TIME_WAIT starts
+            // a new connection instead of being mistaken for the old one.
+            if info.is_new_syn() && c.state == TcpState::TimeWait {
+                c.expire_now = true;
+                return InLookup::Reschedule;
+            }
+            if info.proto == Protocol::Tcp {
+                c.tcp_transition(Direction::Input, info.flags);
+            }
+            c.touch(now);
+            InLookup::Forward {
+                daddr: c.daddr,
+                dport: c.dport,
+                hop: c.dest.next_hop(),
+            }
+        };
+        let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
+        if found.is_none() || matches!(found, Some(InLookup::Reschedule)) {
+            found = Some(match self.new_conn(svc, now, client_hop, info, &key) {
+                Ok(fwd) => fwd,
+                // Another worker added the same connection in the meantime: use it.
+                Err(None) => self
+                    .conns
+                    .with_conn(KeyDir::In, &key, lookup)
+                    .unwrap_or(InLookup::Drop(DropReason::NoConnIn)),
+                Err(Some(r)) => InLookup::Drop(r),
+            });
+        }
+        let (daddr, dport, hop) = match found {
+            Some(InLookup::Forward { daddr, dport, hop }) => (daddr, dport, hop),
+            Some(InLookup::Drop(r)) => return Verdict::Drop(r),
+            _ => return Verdict::Drop(DropReason::NoConnIn),
+        };
+        let Some(hop) = hop else {
+            return Verdict::Drop(DropReason::NoNextHop);
+        };
+        let IpAddr::V4(daddr) = daddr else {
+            return Verdict::Drop(DropReason::IpBadVersion);
+        };
+        let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
+            return Verdict::Drop(DropReason::NoNextHop);
+        };
+        let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
+        nat::rewrite_v4(ip, info.ihl, info.proto, Rewrite::Dst, daddr, dport, meta.csum);
+        set_macs(frame, out_if.mac, hop.mac);
+        Verdict::Tx { iface: hop.iface }
+    }
+
+    /// Schedule a new connection and add it to the table. `Err(None)` means another worker
+    /// added it first.
+    fn new_conn(
+        &self,
+        svc: &VirtualService,
+        now: u64,
+        client_hop: Hop,
+        info: &L4Info,
+        key: &ConnKey,
+    ) -> Result<InLookup, Option<DropReason>> {
+        // tcp_conn_schedule: SYN without RST; no ACK check, so SYN+ACK schedules (active FTP).
+        if info.proto == Protocol::Tcp && !(info.flags.syn && !info.flags.rst) {
+            return Err(Some(DropReason::NoConnIn));
+        }
+        let dest = svc.schedule().ok_or(Some(DropReason::NoDest))?;
+        let Some(hop) = dest.next_hop() else {
+            dest.resolve_wanted.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(Some(DropReason::NoNextHop));
+        };
+        let mut conn = Conn::new(key, dest.clone(), client_hop, now);
+        if info.proto == Protocol::Tcp {
+            conn.tcp_transition(Direction::Input, info.flags);
+        }
+        conn.touch(now);
+        let fwd = InLookup::Forward {
+            daddr: conn.daddr,
+            dport: conn.dport,
+            hop: Some(hop),
+        };
+        match self.conns.insert(conn) {
+            Ok(()) => {
+                stats::bump(&self.stats.conns);
+                Ok(fwd)
+            }
+            Err(e) => {
+                let full = matches!(e, InsertError::Full(_));
+                e.into_conn().release();
+                Err(full.then_some(DropReason::ConnTableFull))
+            }
+        }
+    }
+
+    /// Real server -> client (`ip_vs_out`): find the connection, restore the VIP as source.
+    fn outbound(&self, now: u64, meta: RxMeta, info: &L4Info, frame: &mut [u8]) -> Verdict {
+        let key = info.key();
+        let found = self.conns.with_conn(KeyDir::Out, &key, |c| {
+            if !c.dest.available() {
+                c.expire_now = true;
+                return Err(DropReason::DestGone);
+            }
+            if info.proto == Protocol::Tcp {
+                c.tcp_transition(Direction::Output, info.flags);
+            }
+            c.touch(now);
+            Ok((c.vaddr, c.vport, c.client_hop))
+        });
+        let (vaddr, vport, hop) = match found {
+            Some(Ok(v)) => v,
+            Some(Err(r)) => return Verdict::Drop(r),
+            None => return Verdict::Drop(DropReason::NoConnOut),
+        };
+        let IpAddr::V4(vaddr) = vaddr else {
+            return Verdict::Drop(DropReason::IpBadVersion);
+        };
+        let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
+            return Verdict::Drop(DropReason::NoNextHop);
+        };
+        let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
+        // Replies are forwarded, so they lose one hop as in the kernel's ip_forward.
+        if !nat::decrement_ttl_v4(&mut ip[..info.ihl]) {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        nat::rewrite_v4(ip, info.ihl, info.proto, Rewrite::Src, vaddr, vport, meta.csum);
+        set_macs(frame, out_if.mac, hop.mac);
+        Verdict::Tx { iface: hop.iface }
+    }
+}
+
+fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) {
+    let mut eth = EthernetFrame::new_unchecked(frame);
+    eth.set_src_addr(EthernetAddress(src));
+    eth.set_dst_addr(EthernetAddress(dst));
+}
+
+/// Validate an IPv4 packet and read what classification needs.
+///
+/// `Ok(None)`: not TCP/UDP or not wvs's, leave it alone. `Err`: malformed, or a fragment that
+/// concerns a service; drop. A packet that is not addressed to a virtual IP and does not come
+/// from a real server is never dropped here, whatever it looks like: it is the kernel's.
+fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Option<L4Info>, DropReason> {
+    if ip.len() < ipv4_field::MIN_HEADER_LEN {
+        return Err(DropReason::IpTruncated);
+    }
+    let pkt = Ipv4Packet::new_unchecked(ip);
+    if pkt.version() != 4 {
+        return Err(DropReason::IpBadVersion);
+    }
+    let ihl = usize::from(pkt.header_len());
+    if ihl < ipv4_field::MIN_HEADER_LEN {
+        return Err(DropReason::IpBadIhl);
+    }
+    let total_len = usize::from(pkt.total_len());
+    if total_len < ihl {
+        return Err(DropReason::IpBadLength);
+    }
+    if total_len > ip.len() {
+        return Err(DropReason::IpTruncated);
+    }
+    let proto = match u8::from(pkt.next_header()) {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return Ok(None),
+    };
+    let (saddr, daddr) = (pkt.src_addr(), pkt.dst_addr());
+    let ours = || snap.is_vip(IpAddr::V4(daddr)) || snap.is_real_addr(IpAddr::V4(saddr));
+    if pkt.more_frags() || pkt.frag_offset() != 0 {
+        return if ours() { Err(DropReason::IpFragment) } else { Ok(None) };
+    }
+    let l4 = &ip[ihl..total_len];
+    if l4.len() < 4 {
+        return if ours() {
+            Err(match proto {
+                Protocol::Tcp => DropReason::TcpTruncated,
+                Protocol::Udp => DropReason::UdpTruncated,
+            })
+        } else {
+            Ok(None)
+        };
+    }
+    let sport = u16::from_be_bytes([l4[0], l4[1]]);
+    let dport = u16::from_be_bytes([l4[2], l4[3]]);
+    let mine = snap.service(proto, IpAddr::V4(daddr), dport).is_some()
+        || snap.is_real(proto, IpAddr::V4(saddr), sport);
+    if !mine {
+        return Ok(None);
+    }
+    // From here on the packet is ours: check it fully before anything rewrites it.
+    if checksum::compute(&ip[..ihl]) != 0 {
+        return Err(DropReason::IpBadChecksum);
+    }
+    let flags = match proto {
+        Protocol::Tcp => {
+            let tcp = TcpPacket::new_checked(l4).map_err(|_| DropReason::TcpTruncated)?;
+            if usize::from(tcp.header_len()) < tcp_field::MIN_HEADER_LEN {
+                return Err(DropReason::TcpTruncated);
+            }
+            TcpFlags {
+                syn: tcp.syn(),
+                fin: tcp.fin(),
+                ack: tcp.ack(),
+                rst: tcp.rst(),
+            }
+        }
+        Protocol::Udp => {
+            let udp = UdpPacket::new_checked(l4).map_err(|_| DropReason::UdpTruncated)?;
+            if usize::from(udp.len()) < udp_field::HEADER_LEN {
+                return Err(DropReason::UdpTruncated);
+            }
+            TcpFlags::default()
+        }
+    };
+    Ok(Some(L4Info {
+        proto,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        ihl,
+        total_len,
+        flags,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! Per-worker datapath counters. Each worker owns one [`DatapathStats`] and is its only
+//! writer, so counting is a plain load and store (no locked instruction, no shared cache
+//! line); readers sum the workers' counters.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! drop_reasons {
+    ($( $(#[$doc:meta])* $v:ident => $name:literal, )*) => {
+        /// Why the datapath dropped a packet. Every drop is counted under one of these.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason { $( $(#[$doc])* $v, )* }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$v,)*];
+
+            /// Return the reason's metric label.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$v => $name,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Frame shorter than an Ethernet header.
+    L2Truncated => "l2_truncated",
+    /// IPv4 header or datagram longer than the frame.
+    IpTruncated => "ip_truncated",
+    /// IPv4 header with a version other than 4.
+    IpBadVersion => "ip_bad_version",
+    /// IHL below 5 words.
+    IpBadIhl => "ip_bad_ihl",
+    /// Total length shorter than the header.
+    IpBadLength => "ip_bad_length",
+    /// IPv4 header checksum wrong.
+    IpBadChecksum => "ip_bad_csum",
+    /// A fragment to a virtual service or from a real server (ports unknown: never guessed).
+    IpFragment => "ip_fragment",
+    /// TCP header cut short or data offset out of range.
+    TcpTruncated => "tcp_truncated",
+    /// UDP header cut short or length field out of range.
+    UdpTruncated => "udp_truncated",
+    /// TTL would reach zero on the way out.
+    TtlExceeded => "ttl_exceeded",
+    /// Non-SYN TCP packet to a virtual service with no connection.
+    NoConnIn => "no_conn_in",
+    /// Packet from a real server's port that belongs to no connection.
+    NoConnOut => "no_conn_out",
+    /// The scheduler found no real server that can take a connection.
+    NoDest => "no_dest",
+    /// The connection's real server was removed (`expire_nodest_conn`).
+    DestGone => "dest_gone",
+    /// The real server's next hop is not resolved yet.
+    NoNextHop => "no_next_hop",
+    /// The connection table is full.
+    ConnTableFull => "conn_table_full",
+    /// The frame was larger than a receive buffer.
+    RxTruncated => "rx_truncated",
+    /// The kernel refused to send the frame.
+    TxError => "tx_error",
+}
+
+/// Counters of one worker.
+#[derive(Debug)]
+pub struct DatapathStats {
+    /// Frames received.
+    pub rx: AtomicU64,
+    /// Frames sent.
+    pub tx: AtomicU64,
+    /// Frames left to the kernel (not wvs's).
+    pub passed: AtomicU64,
+    /// Connections created.
+    pub conns: AtomicU64,
+    drops: Box<[AtomicU64]>,
+}
+
+impl Default for DatapathStats {
+    fn default() -> Self {
+        Self {
+            rx: AtomicU64::new(0),
+            tx: AtomicU64::new(0),
+            passed: AtomicU64::new(0),
+            conns: AtomicU64::new(0),
+            drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// Add one to a counter that only the calling thread writes.
+#[inline]
+pub fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+impl DatapathStats {
+    /// Count a drop.
+    #[inline]
+    pub fn count_drop(&self, r: DropReason) {
+        bump(&self.drops[r as usize]);
+    }
+
+    /// Return the drop count for a reason.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r as usize].load(Relaxed)
+    }
+}
+
+/// Sums of several workers' counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StatsSum {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames sent.
+    pub tx: u64,
+    /// Frames left to the kernel.
+    pub passed: u64,
+    /// Connections created.
+    pub conns: u64,
+    /// Drops by reason, in [`DropReason::ALL`] order.
+    pub drops: Vec<(DropReason, u64)>,
+}
+
+impl StatsSum {
+    /// Sum the counters of `workers`.
+    pub fn of<'a>(workers: impl IntoIterator<Item = &'a DatapathStats>) -> Self {
+        let mut s = StatsSum {
+            drops: DropReason::ALL.iter().map(|r| (*r, 0)).collect(),
+            ..Default::default()
+        };
+        for w in workers {
+            s.rx += w.rx.load(Relaxed);
+            s.tx += w.tx.load(Relaxed);
+            s.passed += w.passed.load(Relaxed);
+            s.conns += w.conns.load(Relaxed);
+            for (r, n) in s.drops.iter_mut() {
+                *n += w.drops(*r);
+            }
+        }
+        s
+    }
+
+    /// Total drops.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().map(|(_, n)| n).sum()
+    }
+}

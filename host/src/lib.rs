@@ -1,0 +1,24 @@
+//! wvs: a programmable Layer-4 load balancer that does what Linux IPVS does, in user space.
+//!
+//! The crate is split the way the work is:
+//! - [`wire`]: typed views over packet bytes and checksum arithmetic;
+//! - [`conn`]: connections, the IPVS TCP state machine and the shared connection table;
+//! - [`service`]: virtual services and real servers, published as immutable snapshots;
+//! - [`xmit`]: header rewrites per forwarding method (NAT);
+//! - [`datapath`]: the sans-io core, a pure function from a frame to a verdict;
+//! - [`io`]: the thin shell that moves frames (AF_PACKET, io_uring, nftables, netlink);
+//! - [`config`] and [`run`]: the configuration file and the daemon that ties it together.
+//!
+//! Every tunable number is in [`consts`].
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod conn;
+pub mod consts;
+pub mod datapath;
+pub mod io;
+pub mod run;
+pub mod service;
+pub mod wire;
+pub mod xmit;

@@ -1,0 +1,223 @@
+//! A real server ("destination" in IPVS): address, weight, flags, connection counters and
+//! the next hop frames to it go to.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use wvs_sdk::dest_flags::{AVAILABLE, OVERLOAD};
+
+/// Where frames to a real server go: which of wvs's interfaces and which MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    /// Index of the interface in the `--iface` list.
+    pub iface: u8,
+    /// Link-layer address of the next hop (the real server or its gateway).
+    pub mac: [u8; 6],
+}
+
+impl NextHop {
+    const VALID: u64 = 1 << 63;
+
+    fn pack(self) -> u64 {
+        let mut v = Self::VALID | (u64::from(self.iface) << 48);
+        for (i, b) in self.mac.iter().enumerate() {
+            v |= u64::from(*b) << (8 * (5 - i));
+        }
+        v
+    }
+
+    fn unpack(v: u64) -> Option<Self> {
+        if v & Self::VALID == 0 {
+            return None;
+        }
+        let mut mac = [0u8; 6];
+        for (i, b) in mac.iter_mut().enumerate() {
+            *b = (v >> (8 * (5 - i))) as u8;
+        }
+        Some(Self {
+            iface: (v >> 48) as u8,
+            mac,
+        })
+    }
+}
+
+/// A real server. Shared by every snapshot that has it and by its connections, so its
+/// counters survive configuration edits and outlive its removal (IPVS's "trash" list).
+#[derive(Debug)]
+pub struct Dest {
+    /// Address.
+    pub addr: IpAddr,
+    /// Port (0 means the virtual port).
+    pub port: u16,
+    weight: AtomicU32,
+    flags: AtomicU32,
+    u_threshold: AtomicU32,
+    l_threshold: AtomicU32,
+    /// Connections in ESTABLISHED (TCP) or any UDP connection (`activeconns`).
+    pub activeconns: AtomicI32,
+    /// TCP connections in any other state (`inactconns`).
+    pub inactconns: AtomicI32,
+    /// Connections ever scheduled to this server.
+    pub conns: AtomicU64,
+    next_hop: AtomicU64,
+    /// Set by the fast path when it has no next hop, so the resolver looks sooner.
+    pub resolve_wanted: AtomicBool,
+}
+
+impl Dest {
+    /// A new, available real server with weight 1 and no next hop yet.
+    pub fn new(addr: IpAddr, port: u16) -> Self {
+        Self {
+            addr,
+            port,
+            weight: AtomicU32::new(1),
+            flags: AtomicU32::new(AVAILABLE),
+            u_threshold: AtomicU32::new(0),
+            l_threshold: AtomicU32::new(0),
+            activeconns: AtomicI32::new(0),
+            inactconns: AtomicI32::new(0),
+            conns: AtomicU64::new(0),
+            next_hop: AtomicU64::new(0),
+            resolve_wanted: AtomicBool::new(true),
+        }
+    }
+
+    /// Return the weight.
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    /// Set the weight (0 quiesces: no new connections, existing ones continue).
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w, Relaxed);
+    }
+
+    /// Set the upper and lower connection thresholds (0 = none).
+    pub fn set_thresholds(&self, upper: u32, lower: u32) {
+        self.u_threshold.store(upper, Relaxed);
+        self.l_threshold.store(lower, Relaxed);
+    }
+
+    /// Return the `IP_VS_DEST_F_*` flags.
+    #[inline]
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Relaxed)
+    }
+
+    /// Whether the server is still configured (`IP_VS_DEST_F_AVAILABLE`).
+    #[inline]
+    pub fn available(&self) -> bool {
+        self.flags() & AVAILABLE != 0
+    }
+
+    /// Mark the server configured or gone.
+    pub fn set_available(&self, yes: bool) {
+        if yes {
+            self.flags.fetch_or(AVAILABLE, Relaxed);
+        } else {
+            self.flags.fetch_and(!AVAILABLE, Relaxed);
+        }
+    }
+
+    /// Whether a scheduler may give it a new connection: weight above 0, not overloaded.
+    #[inline]
+    pub fn schedulable(&self) -> bool {
+        self.weight() > 0 && self.flags() & OVERLOAD == 0
+    }
+
+    /// Return the next hop, if known.
+    #[inline]
+    pub fn next_hop(&self) -> Option<NextHop> {
+        NextHop::unpack(self.next_hop.load(Relaxed))
+    }
+
+    /// Set or clear the next hop.
+    pub fn set_next_hop(&self, hop: Option<NextHop>) {
+        self.next_hop.store(hop.map_or(0, NextHop::pack), Relaxed);
+    }
+
+    /// Count a new connection bound to this server (`ip_vs_bind_dest`): it starts active,
+    /// and crossing the upper threshold marks the server overloaded.
+    pub fn bind(&self) {
+        self.activeconns.fetch_add(1, Relaxed);
+        self.conns.fetch_add(1, Relaxed);
+        let u = self.u_threshold.load(Relaxed);
+        if u != 0 && self.total_conns() >= u {
+            self.flags.fetch_or(OVERLOAD, Relaxed);
+        }
+    }
+
+    /// Count a connection leaving (`ip_vs_unbind_dest`) and clear the overload flag as IPVS
+    /// does: below the lower threshold, or below 3/4 of the upper one when there is no lower.
+    pub fn unbind(&self, inactive: bool) {
+        if inactive {
+            self.inactconns.fetch_sub(1, Relaxed);
+        } else {
+            self.activeconns.fetch_sub(1, Relaxed);
+        }
+        if self.flags() & OVERLOAD != 0 {
+            let (u, l) = (self.u_threshold.load(Relaxed), self.l_threshold.load(Relaxed));
+            let total = self.total_conns();
+            let clear = if l != 0 {
+                total < l
+            } else if u != 0 {
+                u64::from(total) * 4 < u64::from(u) * 3
+            } else {
+                true
+            };
+            if clear {
+                self.flags.fetch_and(!OVERLOAD, Relaxed);
+            }
+        }
+    }
+
+    /// Move one connection between the active and inactive counts.
+    pub fn set_inactive(&self, inactive: bool) {
+        if inactive {
+            self.activeconns.fetch_sub(1, Relaxed);
+            self.inactconns.fetch_add(1, Relaxed);
+        } else {
+            self.inactconns.fetch_sub(1, Relaxed);
+            self.activeconns.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn total_conns(&self) -> u32 {
+        let t = self.activeconns.load(Relaxed) + self.inactconns.load(Relaxed);
+        t.max(0) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_hop_packs() {
+        let d = Dest::new("198.19.0.11".parse().unwrap(), 80);
+        assert_eq!(d.next_hop(), None);
+        let h = NextHop {
+            iface: 3,
+            mac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee],
+        };
+        d.set_next_hop(Some(h));
+        assert_eq!(d.next_hop(), Some(h));
+        d.set_next_hop(None);
+        assert_eq!(d.next_hop(), None);
+    }
+
+    #[test]
+    fn thresholds_as_ipvs() {
+        let d = Dest::new("198.19.0.11".parse().unwrap(), 80);
+        d.set_thresholds(4, 0);
+        for _ in 0..4 {
+            d.bind();
+        }
+        assert!(!d.schedulable(), "4 >= u_threshold 4 sets OVERLOAD");
+        d.unbind(false);
+        assert!(!d.schedulable(), "3*4 < 4*3 is false: still overloaded");
+        d.unbind(false);
+        assert!(d.schedulable(), "2*4 < 12 clears OVERLOAD");
+    }
+}

@@ -1,0 +1,197 @@
+//! Virtual services and their real servers, published to the workers as one immutable
+//! [`Snapshot`] behind an `ArcSwap`.
+//!
+//! The control side builds a whole new snapshot and swaps it in with one store, so a packet
+//! sees either the old or the new configuration, never half of one. What must outlive an edit
+//! lives outside the snapshot in `Arc`s that the next snapshot takes over by identity: a real
+//! server's connection counters and next hop ([`Dest`]) and a scheduler's cursor
+//! ([`SchedState`]).
+
+mod dest;
+mod sched;
+
+pub use dest::{Dest, NextHop};
+pub use sched::{SchedState, Scheduler};
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::ServiceSpec;
+
+/// Layer-4 protocols a virtual service can balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+}
+
+impl Protocol {
+    /// Return the IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+        }
+    }
+
+    /// Return the protocol's lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// What identifies a virtual service: protocol, virtual IP and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Virtual IP address.
+    pub addr: IpAddr,
+    /// Virtual port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{} {}:{}", self.proto.name(), a, self.port),
+            IpAddr::V6(a) => write!(f, "{} [{}]:{}", self.proto.name(), a, self.port),
+        }
+    }
+}
+
+/// One virtual service in a snapshot.
+#[derive(Debug)]
+pub struct VirtualService {
+    /// The service's key.
+    pub key: ServiceKey,
+    /// Its real servers, in configuration order (schedulers walk them in this order).
+    pub dests: Vec<Arc<Dest>>,
+    /// Which scheduler picks a real server for a new connection.
+    pub scheduler: Scheduler,
+    /// The scheduler's state, kept across snapshots.
+    pub sched: Arc<SchedState>,
+}
+
+impl VirtualService {
+    /// Pick a real server for a new connection, or `None` when none can take one.
+    pub fn schedule(&self) -> Option<&Arc<Dest>> {
+        self.scheduler.schedule(&self.sched, &self.dests)
+    }
+}
+
+/// The configuration the workers see: every virtual service, and the indexes the fast path
+/// needs to tell in one lookup whether a packet is wvs's.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    services: HashMap<ServiceKey, Arc<VirtualService>, foldhash::fast::RandomState>,
+    /// (protocol, address, port) of every real server: replies come from these.
+    reals: HashSet<(Protocol, IpAddr, u16), foldhash::fast::RandomState>,
+    /// Every virtual IP address.
+    vips: HashSet<IpAddr, foldhash::fast::RandomState>,
+    /// Every real server address.
+    real_addrs: HashSet<IpAddr, foldhash::fast::RandomState>,
+}
+
+impl Snapshot {
+    /// Build a snapshot from validated specs, taking over from `previous` the `Dest` and
+    /// scheduler state of every real server and service that stays.
+    pub fn build(specs: &[ServiceSpec], previous: &Snapshot) -> Self {
+        let mut snap = Snapshot::default();
+        for spec in specs {
+            let key = spec.key();
+            let old = previous.services.get(&key);
+            let dests = spec
+                .reals
+                .iter()
+                .map(|r| {
+                    let reused = old.and_then(|o| {
+                        o.dests
+                            .iter()
+                            .find(|d| d.addr == r.addr && d.port == r.port)
+                            .cloned()
+                    });
+                    let dest = reused.unwrap_or_else(|| Arc::new(Dest::new(r.addr, r.port)));
+                    dest.set_weight(r.weight);
+                    dest.set_thresholds(r.upper_threshold, r.lower_threshold);
+                    dest
+                })
+                .collect::<Vec<_>>();
+            for d in &dests {
+                snap.reals.insert((key.proto, d.addr, d.port));
+                snap.real_addrs.insert(d.addr);
+            }
+            snap.vips.insert(key.addr);
+            let sched = match old {
+                Some(o) if o.scheduler == spec.scheduler => o.sched.clone(),
+                _ => Arc::new(SchedState::default()),
+            };
+            snap.services.insert(
+                key,
+                Arc::new(VirtualService {
+                    key,
+                    dests,
+                    scheduler: spec.scheduler,
+                    sched,
+                }),
+            );
+        }
+        snap
+    }
+
+    /// Find the virtual service a packet to `addr:port` belongs to.
+    #[inline]
+    pub fn service(&self, proto: Protocol, addr: IpAddr, port: u16) -> Option<&Arc<VirtualService>> {
+        if self.services.is_empty() {
+            return None;
+        }
+        self.services.get(&ServiceKey { proto, addr, port })
+    }
+
+    /// Whether `addr:port` is a real server of some service: its packets may be replies.
+    #[inline]
+    pub fn is_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
+        !self.reals.is_empty() && self.reals.contains(&(proto, addr, port))
+    }
+
+    /// Whether `addr` is a virtual IP address.
+    #[inline]
+    pub fn is_vip(&self, addr: IpAddr) -> bool {
+        self.vips.contains(&addr)
+    }
+
+    /// Whether `addr` is a real server address.
+    #[inline]
+    pub fn is_real_addr(&self, addr: IpAddr) -> bool {
+        self.real_addrs.contains(&addr)
+    }
+
+    /// Iterate over the services, in no particular order.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<VirtualService>> {
+        self.services.values()
+    }
+
+    /// Iterate over every real server of every service.
+    pub fn dests(&self) -> impl Iterator<Item = &Arc<Dest>> {
+        self.services.values().flat_map(|s| s.dests.iter())
+    }
+
+    /// Mark the real servers of `self` that `next` no longer has as gone, and those that it
+    /// has as available. Call after `next` was published.
+    pub fn retire_into(&self, next: &Snapshot) {
+        for d in next.dests() {
+            d.set_available(true);
+        }
+        for d in self.dests() {
+            if !next.dests().any(|n| Arc::ptr_eq(n, d)) {
+                d.set_available(false);
+            }
+        }
+    }
+}

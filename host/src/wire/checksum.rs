@@ -1,0 +1,123 @@
+//! Internet checksum arithmetic: incremental update (RFC 1624) and full computation.
+//!
+//! NAT changes a few 16-bit words of a header; recomputing a TCP checksum over a 64 KiB
+//! super-packet for that would cost more than everything else on the fast path. RFC 1624
+//! eqn. 3 updates a checksum in constant time: `HC' = ~(~HC + ~m + m')`. No crate offers the
+//! in-place update for both complete and partial (offloaded) checksums, so it is written here;
+//! property tests check it against a full recomputation.
+//!
+//! A *partial* checksum is what a sender that offloads checksumming leaves in a TCP/UDP header
+//! (`CHECKSUM_PARTIAL`, `VIRTIO_NET_HDR_F_NEEDS_CSUM`): the folded, uncomplemented sum of the
+//! pseudo-header only. The device (or the receiving kernel) completes it later over the real
+//! payload. So an address change, which is in the pseudo-header, is added to it directly, and
+//! a port change, which the final computation will see anyway, does not touch it.
+
+/// Add `data` as big-endian 16-bit words to a 32-bit one's-complement accumulator.
+#[inline]
+pub fn sum_words(mut acc: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        // Fold early so the accumulator never overflows, whatever the length.
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    if let [last] = chunks.remainder() {
+        acc = acc.wrapping_add(u32::from(*last) << 8);
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc
+}
+
+/// Fold a 32-bit accumulator to 16 bits (no complement).
+#[inline]
+pub fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Update a complete checksum for a change of `old` to `new` (equal lengths, even, RFC 1624).
+#[inline]
+pub fn update(check: u16, old: &[u8], new: &[u8]) -> u16 {
+    debug_assert_eq!(old.len(), new.len());
+    let mut acc = u32::from(!check);
+    acc = sub_words(acc, old);
+    acc = sum_words(acc, new);
+    !fold(acc)
+}
+
+/// Update a partial (pseudo-header only, uncomplemented) checksum for a pseudo-header change.
+#[inline]
+pub fn update_partial(check: u16, old: &[u8], new: &[u8]) -> u16 {
+    debug_assert_eq!(old.len(), new.len());
+    let mut acc = u32::from(check);
+    acc = sub_words(acc, old);
+    acc = sum_words(acc, new);
+    fold(acc)
+}
+
+/// Add the one's complement of each word of `data` (subtraction in one's-complement arithmetic).
+#[inline]
+fn sub_words(mut acc: u32, data: &[u8]) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc = acc.wrapping_add(u32::from(!u16::from_be_bytes([c[0], c[1]])));
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    debug_assert!(chunks.remainder().is_empty(), "incremental update needs whole words");
+    acc
+}
+
+/// Compute the checksum of `data` from scratch (used by tests and for ICMP bodies).
+pub fn compute(data: &[u8]) -> u16 {
+    !fold(sum_words(0, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rfc1071_example() {
+        // RFC 1071 section 3 example words: 0001 f203 f4f5 f6f7 sum to ddf2.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum_words(0, &data)), 0xddf2);
+        assert_eq!(compute(&data), !0xddf2);
+    }
+
+    proptest! {
+        /// Incremental update equals recomputation for any buffer and any 4-byte rewrite.
+        #[test]
+        fn update_matches_recompute(
+            mut data in proptest::collection::vec(any::<u8>(), 8..256usize),
+            at in 0usize..64,
+            new in any::<[u8; 4]>(),
+        ) {
+            if data.len() % 2 == 1 { data.pop(); }
+            let at = (at * 2) % (data.len() - 4);
+            let before = compute(&data);
+            let old: [u8; 4] = data[at..at + 4].try_into().unwrap();
+            data[at..at + 4].copy_from_slice(&new);
+            let after = compute(&data);
+            let inc = update(before, &old, &new);
+            // 0x0000 and 0xffff are the same number in one's complement.
+            prop_assert!(inc == after || (inc ^ after) == 0xffff && (inc == 0 || inc == 0xffff));
+        }
+
+        /// A partial checksum updated for an address change equals the partial checksum of the
+        /// new pseudo-header.
+        #[test]
+        fn partial_update_matches(old in any::<[u8; 4]>(), new in any::<[u8; 4]>(), rest in any::<[u8; 8]>()) {
+            let mut ph = [0u8; 12];
+            ph[..4].copy_from_slice(&old);
+            ph[4..].copy_from_slice(&rest);
+            let before = fold(sum_words(0, &ph));
+            ph[..4].copy_from_slice(&new);
+            let after = fold(sum_words(0, &ph));
+            let inc = update_partial(before, &old, &new);
+            prop_assert!(inc == after || (inc ^ after) == 0xffff && (inc == 0 || inc == 0xffff));
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Typed views over packet bytes.
+//!
+//! Ethernet, IPv4, IPv6, TCP, UDP and ICMP views come from `smoltcp::wire`: zero-copy
+//! `Packet<&mut [u8]>` types whose contract is that once `new_checked` (or `check_len`)
+//! succeeded, no accessor or setter panics. This module adds what smoltcp does not have:
+//! the `virtio_net_hdr` that packet sockets put before each frame ([`vnet`]) and the RFC 1624
+//! incremental checksum update that NAT needs ([`checksum`]).
+
+pub mod checksum;
+pub mod vnet;
+
+pub use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol,
+    Ipv4Packet, TcpPacket, UdpPacket,
+};
+
+/// TCP header field offsets used by the in-place NAT rewrite (RFC 9293).
+pub mod tcp_field {
+    /// Offset of the checksum field.
+    pub const CHECKSUM: usize = 16;
+    /// Length of a TCP header without options.
+    pub const MIN_HEADER_LEN: usize = 20;
+}
+
+/// UDP header field offsets used by the in-place NAT rewrite (RFC 768).
+pub mod udp_field {
+    /// Offset of the checksum field.
+    pub const CHECKSUM: usize = 6;
+    /// Length of the UDP header.
+    pub const HEADER_LEN: usize = 8;
+}
+
+/// IPv4 header field offsets used by the in-place NAT rewrite (RFC 791).
+pub mod ipv4_field {
+    /// Length of an IPv4 header without options.
+    pub const MIN_HEADER_LEN: usize = 20;
+}
+
+/// Ethernet header length (no VLAN tag).
+pub const ETHERNET_HEADER_LEN: usize = 14;

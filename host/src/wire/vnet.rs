@@ -1,0 +1,90 @@
+//! The `struct virtio_net_hdr` that a packet socket with `PACKET_VNET_HDR` puts before each
+//! frame it receives and expects before each frame it sends (`include/uapi/linux/virtio_net.h`).
+//!
+//! It is how wvs handles GRO/GSO super-packets and offloaded checksums correctly: a received
+//! super-packet is forwarded whole with its GSO fields intact (the kernel segments it where it
+//! must), and a frame whose checksum a local sender left partial is forwarded with
+//! `NEEDS_CSUM`, so the kernel completes the checksum after our rewrite. Fields are in the
+//! host's byte order for modern (little-endian) virtio, which is what packet sockets use.
+
+use crate::consts::VNET_HDR_LEN;
+
+mod field {
+    pub(super) const FLAGS: usize = 0;
+    pub(super) const GSO_TYPE: usize = 1;
+    pub(super) const CSUM_START: core::ops::Range<usize> = 6..8;
+    pub(super) const CSUM_OFFSET: core::ops::Range<usize> = 8..10;
+}
+
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the L4 checksum holds only the pseudo-header sum.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_F_DATA_VALID`: the receiver verified the checksum (receive only).
+pub const F_DATA_VALID: u8 = 2;
+/// `VIRTIO_NET_HDR_GSO_NONE`.
+pub const GSO_NONE: u8 = 0;
+
+/// A view over the 10-byte vnet header at the start of a packet buffer.
+#[derive(Debug)]
+pub struct VnetHeader<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> VnetHeader<T> {
+    /// Wrap a buffer that starts with a vnet header, checking its length.
+    pub fn new_checked(buffer: T) -> Option<Self> {
+        (buffer.as_ref().len() >= VNET_HDR_LEN).then_some(Self { buffer })
+    }
+
+    /// Return the flags field.
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// Return the GSO type field.
+    pub fn gso_type(&self) -> u8 {
+        self.buffer.as_ref()[field::GSO_TYPE]
+    }
+
+    /// Return the checksum start offset (from the start of the frame).
+    pub fn csum_start(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_le_bytes([b[field::CSUM_START.start], b[field::CSUM_START.start + 1]])
+    }
+
+    /// Return the checksum field offset (from `csum_start`).
+    pub fn csum_offset(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_le_bytes([b[field::CSUM_OFFSET.start], b[field::CSUM_OFFSET.start + 1]])
+    }
+
+    /// Whether the frame's L4 checksum is partial and left for the kernel to complete.
+    pub fn needs_csum(&self) -> bool {
+        self.flags() & F_NEEDS_CSUM != 0
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> VnetHeader<T> {
+    /// Make a received header valid for sending: keep GSO and `NEEDS_CSUM`, drop the
+    /// receive-only `DATA_VALID`.
+    pub fn prepare_tx(&mut self) {
+        self.buffer.as_mut()[field::FLAGS] &= F_NEEDS_CSUM;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_prepare() {
+        let mut b = [F_NEEDS_CSUM | F_DATA_VALID, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0];
+        let mut h = VnetHeader::new_checked(&mut b[..]).unwrap();
+        assert!(h.needs_csum());
+        assert_eq!(h.gso_type(), 1);
+        assert_eq!(h.csum_start(), 34);
+        assert_eq!(h.csum_offset(), 16);
+        h.prepare_tx();
+        assert_eq!(h.flags(), F_NEEDS_CSUM);
+        assert!(VnetHeader::new_checked(&b[..9]).is_none());
+    }
+}
