@@ -150,7 +150,7 @@ fn tcp_nat_both_ways_with_valid_checksums() {
     assert_eq!(&synack[0..6], &CLIENT_MAC, "back to the MAC the client's packets came from");
     assert_eq!(&synack[6..12], &CLIENT_IF_MAC);
 
-    let dest = h.snap.dests().find(|d| d.addr == IpAddr::V4(rs.into())).unwrap().clone();
+    let dest = h.snap.dests().find(|d| d.addr == IpAddr::V4(rs.into()) && d.port == 8080).unwrap().clone();
     assert_eq!((dest.activeconns.load(Relaxed), dest.inactconns.load(Relaxed)), (0, 1), "SYN_RECV is inactive");
     let mut ack = tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40000), (VIP, 80), F::Ack, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(h.dp.process(&h.snap, 2, COMPLETE, &mut ack), Verdict::Tx { iface: 1 });
