@@ -1,1 +1,75 @@
-fn main() {}
+//! The `wvs` command.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "wvs",
+    version,
+    about = "wvs: a Layer-4 load balancer that does what Linux IPVS does, in user space",
+    long_about = "wvs balances TCP and UDP connections to virtual services over real servers, \
+        like Linux IPVS in NAT (masquerading) mode, from user space: frames are read and sent \
+        through AF_PACKET sockets driven by io_uring, and the kernel's copy of wvs's packets \
+        is dropped by an nftables table that wvs installs and removes itself."
+)]
+struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive list).
+    #[arg(long, global = true, env = "WVS_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the load balancer on the given interfaces until SIGINT or SIGTERM.
+    ///
+    /// SIGHUP reloads the --config file; a file that does not validate changes nothing.
+    /// wvs needs CAP_NET_ADMIN and CAP_NET_RAW (run it as root) and the `nft` command.
+    Run {
+        /// An interface to serve (clients and real servers are reached through these).
+        /// Give it once per interface.
+        #[arg(long = "iface", value_name = "IF", required = true)]
+        ifaces: Vec<String>,
+        /// TOML file with the virtual services and real servers (see examples/wvs.toml).
+        /// Without it, the example configuration built into the binary is used.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Datapath worker threads [default: one per core].
+        #[arg(long, value_name = "N")]
+        workers: Option<usize>,
+        /// Most connections tracked at once.
+        #[arg(long, value_name = "N", default_value_t = wvs::consts::DEFAULT_MAX_CONNS)]
+        max_conns: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Run {
+            ifaces,
+            config,
+            workers,
+            max_conns,
+        } => {
+            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            wvs::run::run(wvs::run::RunOptions {
+                ifaces,
+                config,
+                workers,
+                max_conns,
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,272 @@
-//! The daemon.
+//! The daemon: loads the configuration, sets up interfaces, nftables and workers, and runs
+//! the control loop (signals, next-hop resolution, expiry, statistics) until told to stop.
+//!
+//! Threads: one datapath worker per core (std threads, each on its own io_uring), one
+//! expiry timer, and the control loop on a single-threaded tokio runtime. The control loop
+//! never touches a packet; the workers never wait for it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{self, ConfigError, ServiceSpec};
+use crate::conn::ConnTable;
+use crate::consts::{CONN_SWEEP_INTERVAL_MS, NEIGH_REFRESH_MS, NEIGH_RETRY_MS, STATS_LOG_INTERVAL_MS};
+use crate::datapath::{Datapath, DatapathStats, Iface, StatsSum};
+use crate::io::neigh::{self, NeighError, Resolver};
+use crate::io::nft::{NftError, NftTable};
+use crate::io::socket::PacketSocket;
+use crate::io::worker::Worker;
+use crate::service::Snapshot;
+
+/// What `wvs run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Interfaces to serve, in order (their index is the datapath's interface number).
+    pub ifaces: Vec<String>,
+    /// Configuration file; `None` uses the embedded example configuration.
+    pub config: Option<PathBuf>,
+    /// Number of datapath workers.
+    pub workers: usize,
+    /// Bound on tracked connections.
+    pub max_conns: usize,
+}
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Interfaces or next hops could not be read.
+    #[error(transparent)]
+    Neigh(#[from] NeighError),
+    /// The nftables table could not be installed.
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Bad command-line arguments.
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let what = what.into();
+    move |source| RunError::Io { what, source }
+}
+
+/// Run the daemon until SIGINT or SIGTERM.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("cannot start the control runtime"))?;
+    rt.block_on(run_async(opts))
+}
+
+fn load_specs(path: &Option<PathBuf>) -> Result<Vec<ServiceSpec>, ConfigError> {
+    match path {
+        Some(p) => config::load(p),
+        None => config::parse(config::EMBEDDED_DEFAULT),
+    }
+}
+
+async fn run_async(opts: RunOptions) -> Result<(), RunError> {
+    if opts.ifaces.is_empty() || opts.ifaces.len() > usize::from(u8::MAX) {
+        return Err(RunError::Usage("give between 1 and 255 --iface".into()));
+    }
+    let mut names = opts.ifaces.clone();
+    names.sort();
+    names.dedup();
+    if names.len() != opts.ifaces.len() {
+        return Err(RunError::Usage("an interface is given twice".into()));
+    }
+    if opts.workers == 0 {
+        return Err(RunError::Usage("--workers must be at least 1".into()));
+    }
+    let specs = load_specs(&opts.config)?;
+    match &opts.config {
+        Some(p) => tracing::info!(config = %p.display(), services = specs.len(), "configuration loaded"),
+        None => tracing::warn!(services = specs.len(), "no --config given: using the embedded example configuration (examples/wvs.toml)"),
+    }
+    let handle = neigh::connect()?;
+    let ifaces = neigh::lookup_ifaces(&handle, &opts.ifaces).await?;
+    for i in &ifaces {
+        tracing::info!(iface = i.name, index = i.index, mac = %neigh::fmt_mac(&i.mac), "interface");
+    }
+
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&specs, &Snapshot::default())));
+    let mut nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
+    tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
+
+    let conns = Arc::new(ConnTable::new(opts.max_conns));
+    let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface { mac: i.mac }).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+
+    // Open every socket before starting any worker, so a failure leaves nothing running.
+    let mut worker_sockets = Vec::with_capacity(opts.workers);
+    for _ in 0..opts.workers {
+        let mut socks = Vec::with_capacity(ifaces.len());
+        for i in &ifaces {
+            let group = (opts.workers > 1).then(|| (std::process::id() as u16).wrapping_add(i.index as u16));
+            socks.push(PacketSocket::open(i.index, group).map_err(io_err(format!("packet socket on {}", i.name)))?);
+        }
+        worker_sockets.push(socks);
+    }
+    let (exit_tx, mut exit_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
+    let mut all_stats: Vec<Arc<DatapathStats>> = Vec::new();
+    let mut threads = Vec::new();
+    for (id, sockets) in worker_sockets.into_iter().enumerate() {
+        let stats = Arc::new(DatapathStats::default());
+        all_stats.push(stats.clone());
+        let worker = Worker {
+            id,
+            sockets,
+            datapath: Datapath::new(conns.clone(), dp_ifaces.clone(), stats),
+            snapshot: snapshot.clone(),
+            stop: stop.clone(),
+            epoch,
+        };
+        let tx = exit_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("wvs-worker-{id}"))
+            .spawn(move || {
+                let r = worker.run();
+                let _ = tx.send((id, r));
+            })
+            .map_err(io_err("cannot start a worker thread"))?;
+        threads.push(t);
+    }
+    let sweeper = {
+        let (conns, stop) = (conns.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("wvs-expire".into())
+            .spawn(move || {
+                while !stop.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(CONN_SWEEP_INTERVAL_MS));
+                    let n = conns.sweep(epoch.elapsed().as_millis() as u64);
+                    if n > 0 {
+                        tracing::trace!(expired = n, "connections expired");
+                    }
+                }
+            })
+            .map_err(io_err("cannot start the expiry thread"))?
+    };
+
+    let mut resolver = Resolver::new(handle, ifaces.clone());
+    // Resolve every real server before announcing readiness, so the first connections are
+    // not dropped for want of a MAC address.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let missing = resolver.refresh(&snapshot.load(), false).await?;
+        if missing == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(missing, "some real servers have no next hop yet; retrying in the background");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(NEIGH_RETRY_MS)).await;
+    }
+    tracing::info!(workers = opts.workers, ifaces = ?opts.ifaces, "ready");
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal handler"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal handler"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(io_err("signal handler"))?;
+    let mut resolve_tick = tokio::time::interval(Duration::from_millis(NEIGH_RETRY_MS));
+    let mut stats_tick = tokio::time::interval(Duration::from_millis(STATS_LOG_INTERVAL_MS));
+    let mut last_full = Instant::now();
+    let mut last_logged = StatsSum::default();
+    let result = loop {
+        tokio::select! {
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
+            _ = sighup.recv() => reload(&opts.config, &snapshot, &mut nft),
+            Some((id, r)) = exit_rx.recv() => {
+                break match r {
+                    Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),
+                    Err(e) => Err(RunError::Io { what: format!("worker {id}"), source: e }),
+                };
+            }
+            _ = resolve_tick.tick() => {
+                let all = last_full.elapsed() >= Duration::from_millis(NEIGH_REFRESH_MS);
+                if all { last_full = Instant::now(); }
+                if let Err(e) = resolver.refresh(&snapshot.load(), all).await {
+                    tracing::warn!("next-hop refresh failed: {e}");
+                }
+            }
+            _ = stats_tick.tick() => {
+                let s = StatsSum::of(all_stats.iter().map(|s| s.as_ref()));
+                if s != last_logged {
+                    log_stats(&s, conns.len());
+                    last_logged = s;
+                }
+            }
+        }
+    };
+
+    stop.store(true, Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let _ = sweeper.join();
+    log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len());
+    nft.remove()?;
+    tracing::info!(table = crate::consts::NFT_TABLE, "nftables table removed; stopped");
+    result
+}
+
+/// Reload the configuration file (SIGHUP). A bad file changes nothing.
+fn reload(path: &Option<PathBuf>, snapshot: &ArcSwap<Snapshot>, nft: &mut NftTable) {
+    let Some(p) = path else {
+        tracing::warn!("SIGHUP: no --config file to reload; keeping the embedded configuration");
+        return;
+    };
+    let specs = match config::load(p) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
+            return;
+        }
+    };
+    let old = snapshot.load_full();
+    let next = Arc::new(Snapshot::build(&specs, &old));
+    if let Err(e) = nft.update(&next) {
+        tracing::error!("SIGHUP: configuration not reloaded, nftables refused it: {e}");
+        return;
+    }
+    snapshot.store(next.clone());
+    old.retire_into(&next);
+    tracing::info!(config = %p.display(), services = specs.len(), "configuration reloaded");
+}
+
+fn log_stats(s: &StatsSum, conns: usize) {
+    let drops: Vec<String> = s
+        .drops
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| format!("{}={n}", r.name()))
+        .collect();
+    tracing::info!(
+        rx = s.rx,
+        tx = s.tx,
+        passed = s.passed,
+        conns_created = s.conns,
+        conns_now = conns,
+        dropped = s.dropped(),
+        drops = %drops.join(","),
+        "stats"
+    );
+}

@@ -1,0 +1,241 @@
+//! Interfaces and next hops, read from the kernel over rtnetlink.
+//!
+//! wvs sends frames itself, so it needs for every real server the interface and MAC address
+//! the kernel would use: a route lookup (`RTM_GETROUTE` for the server's address gives the
+//! output interface and gateway) and the neighbour table (`RTM_GETNEIGH` gives the gateway's
+//! or server's MAC). Results are published into each [`Dest`](crate::service::Dest) as one
+//! atomic word the fast path reads. When the kernel has no usable neighbour entry, wvs
+//! sends an empty UDP datagram to the server's discard port so that the kernel resolves it
+//! (ARP) and looks again shortly after; a known MAC stays in use meanwhile.
+//!
+//! Replies to clients need no lookup: they go back to the MAC and interface the client's
+//! packets came from, which each connection remembers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+use crate::consts::NEIGH_PROBE_PORT;
+use crate::service::{NextHop, Snapshot};
+
+/// Why interfaces or next hops could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NeighError {
+    /// The netlink socket could not be opened.
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(std::io::Error),
+    /// A netlink request failed.
+    #[error("netlink: {0}")]
+    Netlink(#[from] rtnetlink::Error),
+    /// An interface given with `--iface` does not exist.
+    #[error("interface {0:?} not found in this network namespace")]
+    NoSuchIface(String),
+    /// An interface has no Ethernet address.
+    #[error("interface {0:?} has no Ethernet (6-byte) address")]
+    NotEthernet(String),
+}
+
+/// One of wvs's interfaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceInfo {
+    /// Name.
+    pub name: String,
+    /// Kernel interface index.
+    pub index: u32,
+    /// MAC address.
+    pub mac: [u8; 6],
+}
+
+/// Open an rtnetlink connection, running its I/O task on the current tokio runtime.
+pub fn connect() -> Result<Handle, NeighError> {
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(NeighError::Connect)?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// Look up the interfaces named on the command line.
+pub async fn lookup_ifaces(handle: &Handle, names: &[String]) -> Result<Vec<IfaceInfo>, NeighError> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let mut links = handle.link().get().match_name(name.clone()).execute();
+        let msg = match links.try_next().await {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => return Err(NeighError::NoSuchIface(name.clone())),
+        };
+        let mac = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(v) if v.len() == 6 => <[u8; 6]>::try_from(v.as_slice()).ok(),
+                _ => None,
+            })
+            .ok_or_else(|| NeighError::NotEthernet(name.clone()))?;
+        out.push(IfaceInfo {
+            name: name.clone(),
+            index: msg.header.index,
+            mac,
+        });
+    }
+    Ok(out)
+}
+
+/// Resolves real servers' next hops.
+#[derive(Debug)]
+pub struct Resolver {
+    handle: Handle,
+    ifaces: Vec<IfaceInfo>,
+    warned: HashMap<IpAddr, String>,
+}
+
+impl Resolver {
+    /// A resolver for real servers reachable through `ifaces`.
+    pub fn new(handle: Handle, ifaces: Vec<IfaceInfo>) -> Self {
+        Self {
+            handle,
+            ifaces,
+            warned: HashMap::new(),
+        }
+    }
+
+    /// Look up the next hop of every real server that has none or asked for one, or of all
+    /// of them when `all`. Returns how many real servers still have no next hop.
+    pub async fn refresh(&mut self, snap: &Snapshot, all: bool) -> Result<usize, NeighError> {
+        let mut todo: Vec<IpAddr> = snap
+            .dests()
+            .filter(|d| all || d.next_hop().is_none() || d.resolve_wanted.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|d| d.addr)
+            .collect();
+        todo.sort();
+        todo.dedup();
+        if todo.is_empty() {
+            return Ok(0);
+        }
+        let neighbours = self.neighbours().await?;
+        let mut unresolved = 0;
+        for addr in todo {
+            let hop = self.resolve(addr, &neighbours).await?;
+            let mut changed = false;
+            for d in snap.dests().filter(|d| d.addr == addr) {
+                d.resolve_wanted.store(false, std::sync::atomic::Ordering::Relaxed);
+                match hop {
+                    Some(h) => {
+                        changed |= d.next_hop() != Some(h);
+                        d.set_next_hop(Some(h));
+                    }
+                    None if d.next_hop().is_none() => unresolved += 1,
+                    None => {}
+                }
+            }
+            if let (true, Some(h)) = (changed, hop) {
+                let iface = &self.ifaces[usize::from(h.iface)].name;
+                tracing::info!(real = %addr, iface, mac = %fmt_mac(&h.mac), "next hop");
+            }
+        }
+        Ok(unresolved)
+    }
+
+    async fn resolve(
+        &mut self,
+        addr: IpAddr,
+        neighbours: &HashMap<(u32, IpAddr), [u8; 6]>,
+    ) -> Result<Option<NextHop>, NeighError> {
+        let IpAddr::V4(v4) = addr else { return Ok(None) };
+        let msg = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(v4, 32)
+            .build();
+        let mut routes = self.handle.route().get(msg).execute();
+        let Some(route) = routes.try_next().await? else {
+            self.warn_once(addr, "no route to this real server".into());
+            return Ok(None);
+        };
+        let mut oif = None;
+        let mut gateway = None;
+        for a in &route.attributes {
+            match a {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(IpAddr::V4(*g)),
+                _ => {}
+            }
+        }
+        let Some(oif) = oif else { return Ok(None) };
+        let Some(slot) = self.ifaces.iter().position(|i| i.index == oif) else {
+            self.warn_once(
+                addr,
+                format!("the route to this real server leaves through interface {oif}, which wvs does not own (add it with --iface)"),
+            );
+            return Ok(None);
+        };
+        let via = gateway.unwrap_or(addr);
+        match neighbours.get(&(oif, via)) {
+            Some(mac) => Ok(Some(NextHop { iface: slot as u8, mac: *mac })),
+            None => {
+                probe(addr);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn neighbours(&self) -> Result<HashMap<(u32, IpAddr), [u8; 6]>, NeighError> {
+        let mut out = HashMap::new();
+        let mut dump = self.handle.neighbours().get().execute();
+        while let Some(n) = dump.try_next().await? {
+            let usable = matches!(
+                n.header.state,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+                    | NeighbourState::Noarp
+            );
+            if !usable {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for a in &n.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(IpAddr::V4(*v)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => ip = Some(IpAddr::V6(*v)),
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                        mac = <[u8; 6]>::try_from(l.as_slice()).ok()
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                out.insert((n.header.ifindex, ip), mac);
+            }
+        }
+        Ok(out)
+    }
+
+    fn warn_once(&mut self, addr: IpAddr, why: String) {
+        if self.warned.get(&addr) != Some(&why) {
+            tracing::warn!(real = %addr, "{why}");
+            self.warned.insert(addr, why);
+        }
+    }
+}
+
+/// Make the kernel resolve `addr`'s next hop by sending it an empty datagram (discard port).
+fn probe(addr: IpAddr) {
+    let bind: SocketAddr = match addr {
+        IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+        IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
+    };
+    let sent = UdpSocket::bind(bind).and_then(|s| s.send_to(&[], (addr, NEIGH_PROBE_PORT)));
+    if let Err(e) = sent {
+        tracing::debug!(real = %addr, "neighbour probe failed: {e}");
+    }
+}
+
+/// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}

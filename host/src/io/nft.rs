@@ -1,0 +1,158 @@
+//! The nftables table that keeps the kernel from handling wvs's packets a second time.
+//!
+//! A packet socket gets a copy of each frame before the netdev ingress hook, so wvs sees
+//! every frame and the kernel's copy can be dropped right there: packets to a virtual
+//! service, replies from a real server's port, and fragments to or from those addresses
+//! (which the datapath drops as well: their ports cannot be known). Everything else (ARP,
+//! SSH, other traffic) is the kernel's as usual.
+//!
+//! The table is written with `nft -f -` as one transaction, so it is replaced atomically on
+//! every configuration change, and deleted when wvs stops. A table left by a crashed run is
+//! replaced at start.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+
+use crate::consts::{NFT_PRIORITY, NFT_TABLE};
+use crate::service::Snapshot;
+
+/// Why the nftables table could not be written or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// `nft` could not be run.
+    #[error("cannot run nft (install the nftables package): {0}")]
+    Spawn(std::io::Error),
+    /// `nft` refused the script.
+    #[error("nft failed: {0}")]
+    Failed(String),
+}
+
+/// The installed table; removed on drop.
+#[derive(Debug)]
+pub struct NftTable {
+    devices: Vec<String>,
+    installed: bool,
+}
+
+impl NftTable {
+    /// Install (or replace) the table for `devices` and the services of `snap`.
+    pub fn install(devices: &[String], snap: &Snapshot) -> Result<Self, NftError> {
+        let existed = run_nft(&format!("list table netdev {NFT_TABLE}\n"), false).is_ok();
+        if existed {
+            tracing::warn!(table = NFT_TABLE, "replacing an nftables table left by an earlier run");
+        }
+        let mut t = Self {
+            devices: devices.to_vec(),
+            installed: false,
+        };
+        t.update(snap)?;
+        Ok(t)
+    }
+
+    /// Replace the table's rules for a new snapshot, atomically.
+    pub fn update(&mut self, snap: &Snapshot) -> Result<(), NftError> {
+        run_nft(&render(&self.devices, snap), true)?;
+        self.installed = true;
+        Ok(())
+    }
+
+    /// Delete the table.
+    pub fn remove(&mut self) -> Result<(), NftError> {
+        if self.installed {
+            run_nft(&format!("delete table netdev {NFT_TABLE}\n"), true)?;
+            self.installed = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove() {
+            tracing::error!("cannot remove nftables table {NFT_TABLE}: {e}");
+        }
+    }
+}
+
+/// The nft script that replaces the table in one transaction.
+pub fn render(devices: &[String], snap: &Snapshot) -> String {
+    let mut vips = Vec::new();
+    let mut reals = Vec::new();
+    let mut vip_addrs = Vec::new();
+    let mut real_addrs = Vec::new();
+    for s in snap.services() {
+        let IpAddr::V4(a) = s.key.addr else { continue };
+        vips.push(format!("{a} . {} . {}", s.key.proto.name(), s.key.port));
+        vip_addrs.push(a.to_string());
+        for d in &s.dests {
+            let IpAddr::V4(r) = d.addr else { continue };
+            let port = if d.port == 0 { s.key.port } else { d.port };
+            reals.push(format!("{r} . {} . {port}", s.key.proto.name()));
+            real_addrs.push(r.to_string());
+        }
+    }
+    for v in [&mut vips, &mut reals, &mut vip_addrs, &mut real_addrs] {
+        v.sort();
+        v.dedup();
+    }
+    let elements = |v: &[String]| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!("elements = {{ {} }}", v.join(", "))
+        }
+    };
+    let devs = devices
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "table netdev {t} {{}}\n\
+         delete table netdev {t}\n\
+         table netdev {t} {{\n\
+         \tcomment \"wvs: the kernel's copy of wvs's packets is dropped here\"\n\
+         \tset vips {{ type ipv4_addr . inet_proto . inet_service; {vips} }}\n\
+         \tset reals {{ type ipv4_addr . inet_proto . inet_service; {reals} }}\n\
+         \tset vip_addrs {{ type ipv4_addr; {vip_addrs} }}\n\
+         \tset real_addrs {{ type ipv4_addr; {real_addrs} }}\n\
+         \tchain ingress {{\n\
+         \t\ttype filter hook ingress devices = {{ {devs} }} priority {prio}; policy accept;\n\
+         \t\tip frag-off & 0x3fff != 0 ip daddr @vip_addrs drop\n\
+         \t\tip frag-off & 0x3fff != 0 ip saddr @real_addrs drop\n\
+         \t\tip daddr . meta l4proto . th dport @vips drop\n\
+         \t\tip saddr . meta l4proto . th sport @reals drop\n\
+         \t}}\n\
+         }}\n",
+        t = NFT_TABLE,
+        vips = elements(&vips),
+        reals = elements(&reals),
+        vip_addrs = elements(&vip_addrs),
+        real_addrs = elements(&real_addrs),
+        prio = NFT_PRIORITY,
+    )
+}
+
+fn run_nft(script: &str, log_errors: bool) -> Result<(), NftError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if log_errors {
+            tracing::debug!(script, "nft script refused");
+        }
+        Err(NftError::Failed(msg))
+    }
+}

@@ -1,0 +1,91 @@
+//! AF_PACKET sockets: one per interface and worker, all of an interface's sockets in one
+//! `PACKET_FANOUT_HASH` group so that the kernel spreads flows over the workers.
+//!
+//! Options, and why:
+//! - `PACKET_VNET_HDR`: each frame comes with a `virtio_net_hdr`, so GRO/GSO super-packets
+//!   and partial checksums are forwarded correctly instead of being mangled or refused.
+//! - `PACKET_IGNORE_OUTGOING`: do not receive what this host sends (our own transmissions
+//!   included), only what arrives.
+//! - `PACKET_QDISC_BYPASS`: frames wvs sends skip the qdisc layer, as a router's forwarded
+//!   packets would not wait in one either.
+//! - The socket is created with protocol 0 and bound with `ETH_P_ALL` and the interface
+//!   index, so it never sees a frame from another interface, even between `socket` and `bind`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::consts::SOCKET_RCVBUF;
+
+/// A bound packet socket.
+#[derive(Debug)]
+pub struct PacketSocket {
+    fd: OwnedFd,
+}
+
+impl AsRawFd for PacketSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn check(ret: libc::c_int, what: &str) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        Err(io::Error::new(e.kind(), format!("{what}: {e}")))
+    } else {
+        Ok(ret)
+    }
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int, what: &str) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and its exact size is passed.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    check(ret, what).map(|_| ())
+}
+
+impl PacketSocket {
+    /// Open a packet socket on interface `ifindex` and, if `fanout_group` is given, join it.
+    pub fn open(ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        let raw = check(raw, "socket(AF_PACKET)")?;
+        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let s = Self { fd };
+        let fd = s.as_raw_fd();
+        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1, "PACKET_VNET_HDR")?;
+        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING")?;
+        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS")?;
+        // Without CAP_NET_ADMIN the forced size fails; the default buffer still works.
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_RCVBUF, "SO_RCVBUFFORCE").is_err() {
+            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_RCVBUF, "SO_RCVBUF")?;
+        }
+        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value to start from.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
+        let ret = unsafe {
+            libc::bind(
+                fd,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        check(ret, "bind(AF_PACKET)")?;
+        if let Some(group) = fanout_group {
+            let arg = (u32::from(group) | (libc::PACKET_FANOUT_HASH << 16)) as libc::c_int;
+            setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, arg, "PACKET_FANOUT")?;
+        }
+        Ok(s)
+    }
+}
