@@ -5,7 +5,8 @@
 #                                                                                 198.19.0.11-13
 # The virtual IP 198.18.100.1 is routed to the balancer; real servers route back through it.
 #
-# usage: topology.sh up PREFIX | down PREFIX | nginx PREFIX DIR | socat PREFIX DIR
+# usage: topology.sh up PREFIX | down PREFIX | nginx PREFIX DIR [big] | socat PREFIX
+#   nginx ... big also serves a 100 MB random file at /big.
 set -euo pipefail
 cmd=${1:?usage: topology.sh up|down|nginx|socat PREFIX [DIR]}
 P=${2:?prefix}
@@ -55,8 +56,10 @@ nginx_up() {
     local d="$dir/rs$i"
     mkdir -p "$d/www" "$d/tmp"
     echo "rs$i" > "$d/www/index.html"
-    [ -f "$dir/big" ] || head -c 100000000 /dev/urandom > "$dir/big"
-    ln -sf "$dir/big" "$d/www/big"
+    if [ "${4:-}" = big ]; then
+      [ -f "$dir/big" ] || head -c 100000000 /dev/urandom > "$dir/big"
+      ln -sf "$dir/big" "$d/www/big"
+    fi
     cat > "$d/nginx.conf" <<CONF
 daemon on;
 user root;

@@ -1,0 +1,189 @@
+//! The end-to-end harness: a topology of network namespaces with real nginx and socat, and
+//! the real `wvs` binary in the balancer's namespace. Everything a test creates is removed by
+//! guards on drop, also when the test fails, and every name is unique so tests run in
+//! parallel.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const VIP: &str = "198.18.100.1";
+pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/topology.sh");
+pub const WVS: &str = env!("CARGO_BIN_EXE_wvs");
+
+/// Three real servers behind one balancer; see scripts/topology.sh.
+pub struct Topo {
+    pub prefix: String,
+    pub dir: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Topo {
+    /// Build the namespaces and start nginx (with a 100 MB file if `big`) and socat.
+    pub fn new(name: &str, big: bool) -> Self {
+        let prefix = format!("w{}{:04x}", name, rand_u16());
+        let dir = std::env::temp_dir().join(format!("wvs-e2e-{prefix}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let t = Topo { prefix, dir };
+        run(Command::new("bash").args([TOPOLOGY, "up", &t.prefix]));
+        let mut nginx = Command::new("bash");
+        nginx.args([TOPOLOGY, "nginx", &t.prefix]).arg(&t.dir);
+        if big {
+            nginx.arg("big");
+        }
+        run(&mut nginx);
+        // socat runs in the background of the script's shell; it stays in its namespace.
+        run(Command::new("bash").args([TOPOLOGY, "socat", &t.prefix]).stdout(Stdio::null()).stderr(Stdio::null()));
+        t
+    }
+
+    pub fn ns(&self, n: &str) -> String {
+        format!("{}-{n}", self.prefix)
+    }
+
+    /// Run a command in namespace `n` and return its output (whatever its exit status).
+    pub fn exec(&self, n: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(n)])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// GET a URL from the client; returns the body.
+    pub fn curl(&self, url: &str) -> String {
+        let out = self.exec("cli", &["curl", "-sS", "-m", "5", url]);
+        assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Send one datagram to VIP:9000 from the client on a connected UDP socket and return
+    /// the reply. A connected socket only accepts datagrams from the address it is connected
+    /// to, so a reply at all proves that it came from the VIP, not from a real server.
+    pub fn udp_ask(&self) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns("cli"), "socat", "-T", "3", "-", &format!("UDP4:{VIP}:9000")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(b"who\n")?;
+                c.wait_with_output()
+            })
+            .expect("socat");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Count answers by body.
+    pub fn tally(answers: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for a in answers {
+            *m.entry(a).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").args([TOPOLOGY, "down", &self.prefix]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The real `wvs` binary running in the balancer's namespace; stopped (SIGTERM, then SIGKILL)
+/// on drop.
+pub struct Wvs {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Wvs {
+    /// Start `wvs run --iface c0 --iface s0 [--config FILE]` and wait until it is ready.
+    pub fn start(topo: &Topo, config: Option<&Path>) -> Self {
+        let log = topo.dir.join(format!("wvs-{}.log", rand_u16()));
+        let f = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &topo.ns("lb"), WVS, "run", "--iface", "c0", "--iface", "s0"]);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.env("WVS_LOG", "info").stdout(Stdio::null()).stderr(f);
+        let child = cmd.spawn().expect("start wvs");
+        let w = Wvs { child: Some(child), log };
+        w.wait_log("ready", Duration::from_secs(20));
+        w
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log has `n` lines containing `needle`.
+    pub fn wait_log_n(&self, needle: &str, n: usize, timeout: Duration) {
+        let t0 = Instant::now();
+        while self.log_text().matches(needle).count() < n {
+            assert!(t0.elapsed() < timeout, "wvs did not log {needle:?} in time:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        self.wait_log_n(needle, 1, timeout);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
+    }
+
+    /// Stop with SIGTERM and return the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().expect("running");
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                return s;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("wvs did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Wvs {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (t ^ (std::process::id() << 8) ^ (t >> 16)) as u16
+}

@@ -1,0 +1,106 @@
+//! End to end, NAT mode: real nginx and socat behind the real `wvs` binary, in namespaces.
+//! Needs root, iproute2, nftables, nginx, socat and curl (scripts/setup.sh installs them).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Topo, VIP, Wvs};
+
+#[test]
+fn http_round_robin_is_exact() {
+    let topo = Topo::new("rr", false);
+    let _wvs = Wvs::start(&topo, None);
+    let answers: Vec<String> = (0..30).map(|_| topo.curl(&format!("http://{VIP}/"))).collect();
+    let tally = Topo::tally(answers);
+    let want: Vec<(String, usize)> = ["rs1", "rs2", "rs3"].iter().map(|s| (s.to_string(), 10)).collect();
+    assert_eq!(tally.into_iter().collect::<Vec<_>>(), want, "30 requests over 3 servers, rr");
+}
+
+#[test]
+fn udp_is_balanced_and_answered_from_the_vip() {
+    let topo = Topo::new("udp", false);
+    let _wvs = Wvs::start(&topo, None);
+    // Every socat client uses a new source port: a new UDP connection each time.
+    let answers: Vec<String> = (0..30).map(|_| topo.udp_ask()).collect();
+    let tally = Topo::tally(answers);
+    let want: Vec<(String, usize)> = ["rs1", "rs2", "rs3"].iter().map(|s| (s.to_string(), 10)).collect();
+    assert_eq!(tally.into_iter().collect::<Vec<_>>(), want, "each reply came back from {VIP}:9000");
+}
+
+#[test]
+fn download_of_100_mb_is_byte_exact() {
+    let topo = Topo::new("big", true);
+    let _wvs = Wvs::start(&topo, None);
+    let got = topo.dir.join("got");
+    let out = topo.exec(
+        "cli",
+        &["curl", "-sS", "-m", "120", "-o", got.to_str().expect("path"), &format!("http://{VIP}/big")],
+    );
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read(topo.dir.join("big")).expect("source file");
+    let have = std::fs::read(&got).expect("downloaded file");
+    assert_eq!(have.len(), 100_000_000);
+    assert!(have == want, "the downloaded bytes differ from the served file");
+}
+
+const THREE: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.100.1:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.19.0.11:80"
+[[service.real]]
+address = "198.19.0.12:80"
+[[service.real]]
+address = "198.19.0.13:80"
+"#;
+
+#[test]
+fn removed_real_server_gets_no_new_connections() {
+    let topo = Topo::new("rm", false);
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(&cfg, THREE).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let before = Topo::tally((0..6).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(before.get("rs3"), Some(&2));
+
+    let two = THREE.replace("[[service.real]]\naddress = \"198.19.0.13:80\"\n", "");
+    assert!(!two.contains(".13"));
+    std::fs::write(&cfg, two).expect("config");
+    wvs.signal("HUP");
+    wvs.wait_log("configuration reloaded", Duration::from_secs(10));
+    let after = Topo::tally((0..30).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(after.get("rs3"), None, "{after:?}");
+    assert_eq!((after.get("rs1"), after.get("rs2")), (Some(&15), Some(&15)), "{after:?}");
+
+    // A file that does not validate changes nothing.
+    std::fs::write(&cfg, "[[service]]\nprotocol = 'tcp'\naddress = 'nonsense'\n").expect("config");
+    wvs.signal("HUP");
+    wvs.wait_log("configuration not reloaded", Duration::from_secs(10));
+    let still = Topo::tally((0..4).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!((still.get("rs1"), still.get("rs2")), (Some(&2), Some(&2)), "{still:?}");
+}
+
+#[test]
+fn stopped_wvs_leaves_no_table_and_no_socket() {
+    let topo = Topo::new("stop", false);
+    let mut wvs = Wvs::start(&topo, None);
+    let during = topo.exec("lb", &["nft", "list", "tables"]);
+    assert!(String::from_utf8_lossy(&during.stdout).contains("netdev wvs"), "table installed while running");
+    let packet_sockets = |t: &Topo| {
+        let out = t.exec("lb", &["cat", "/proc/net/packet"]);
+        String::from_utf8_lossy(&out.stdout).lines().skip(1).count()
+    };
+    assert!(packet_sockets(&topo) >= 2, "one packet socket per interface and worker");
+    assert_eq!(topo.curl(&format!("http://{VIP}/")), "rs1");
+
+    let status = wvs.stop();
+    assert!(status.success(), "exit status {status:?}\n{}", wvs.log_text());
+    let after = topo.exec("lb", &["nft", "list", "tables"]);
+    assert!(after.status.success());
+    assert_eq!(String::from_utf8_lossy(&after.stdout).trim(), "", "no nftables table left");
+    assert_eq!(packet_sockets(&topo), 0, "no packet socket left");
+    assert!(wvs.log_text().contains("nftables table removed"));
+}
