@@ -11,10 +11,19 @@ use common::{Topo, VIP, Wvs};
 fn http_round_robin_is_exact() {
     let topo = Topo::new("rr", false);
     let _wvs = Wvs::start(&topo, None);
-    let answers: Vec<String> = (0..30).map(|_| topo.curl(&format!("http://{VIP}/"))).collect();
+    let answers: Vec<String> = (0..30)
+        .map(|_| topo.curl(&format!("http://{VIP}/")))
+        .collect();
     let tally = Topo::tally(answers);
-    let want: Vec<(String, usize)> = ["rs1", "rs2", "rs3"].iter().map(|s| (s.to_string(), 10)).collect();
-    assert_eq!(tally.into_iter().collect::<Vec<_>>(), want, "30 requests over 3 servers, rr");
+    let want: Vec<(String, usize)> = ["rs1", "rs2", "rs3"]
+        .iter()
+        .map(|s| (s.to_string(), 10))
+        .collect();
+    assert_eq!(
+        tally.into_iter().collect::<Vec<_>>(),
+        want,
+        "30 requests over 3 servers, rr"
+    );
 }
 
 #[test]
@@ -24,8 +33,15 @@ fn udp_is_balanced_and_answered_from_the_vip() {
     // Every socat client uses a new source port: a new UDP connection each time.
     let answers: Vec<String> = (0..30).map(|_| topo.udp_ask()).collect();
     let tally = Topo::tally(answers);
-    let want: Vec<(String, usize)> = ["rs1", "rs2", "rs3"].iter().map(|s| (s.to_string(), 10)).collect();
-    assert_eq!(tally.into_iter().collect::<Vec<_>>(), want, "each reply came back from {VIP}:9000");
+    let want: Vec<(String, usize)> = ["rs1", "rs2", "rs3"]
+        .iter()
+        .map(|s| (s.to_string(), 10))
+        .collect();
+    assert_eq!(
+        tally.into_iter().collect::<Vec<_>>(),
+        want,
+        "each reply came back from {VIP}:9000"
+    );
 }
 
 #[test]
@@ -35,13 +51,28 @@ fn download_of_100_mb_is_byte_exact() {
     let got = topo.dir.join("got");
     let out = topo.exec(
         "cli",
-        &["curl", "-sS", "-m", "120", "-o", got.to_str().expect("path"), &format!("http://{VIP}/big")],
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "120",
+            "-o",
+            got.to_str().expect("path"),
+            &format!("http://{VIP}/big"),
+        ],
     );
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want = std::fs::read(topo.dir.join("big")).expect("source file");
     let have = std::fs::read(&got).expect("downloaded file");
     assert_eq!(have.len(), 100_000_000);
-    assert!(have == want, "the downloaded bytes differ from the served file");
+    assert!(
+        have == want,
+        "the downloaded bytes differ from the served file"
+    );
 }
 
 const THREE: &str = r#"
@@ -73,14 +104,26 @@ fn removed_real_server_gets_no_new_connections() {
     wvs.wait_log("configuration reloaded", Duration::from_secs(10));
     let after = Topo::tally((0..30).map(|_| topo.curl(&format!("http://{VIP}/"))));
     assert_eq!(after.get("rs3"), None, "{after:?}");
-    assert_eq!((after.get("rs1"), after.get("rs2")), (Some(&15), Some(&15)), "{after:?}");
+    assert_eq!(
+        (after.get("rs1"), after.get("rs2")),
+        (Some(&15), Some(&15)),
+        "{after:?}"
+    );
 
     // A file that does not validate changes nothing.
-    std::fs::write(&cfg, "[[service]]\nprotocol = 'tcp'\naddress = 'nonsense'\n").expect("config");
+    std::fs::write(
+        &cfg,
+        "[[service]]\nprotocol = 'tcp'\naddress = 'nonsense'\n",
+    )
+    .expect("config");
     wvs.signal("HUP");
     wvs.wait_log("configuration not reloaded", Duration::from_secs(10));
     let still = Topo::tally((0..4).map(|_| topo.curl(&format!("http://{VIP}/"))));
-    assert_eq!((still.get("rs1"), still.get("rs2")), (Some(&2), Some(&2)), "{still:?}");
+    assert_eq!(
+        (still.get("rs1"), still.get("rs2")),
+        (Some(&2), Some(&2)),
+        "{still:?}"
+    );
 }
 
 #[test]
@@ -88,19 +131,33 @@ fn stopped_wvs_leaves_no_table_and_no_socket() {
     let topo = Topo::new("stop", false);
     let mut wvs = Wvs::start(&topo, None);
     let during = topo.exec("lb", &["nft", "list", "tables"]);
-    assert!(String::from_utf8_lossy(&during.stdout).contains("netdev wvs"), "table installed while running");
+    assert!(
+        String::from_utf8_lossy(&during.stdout).contains("netdev wvs"),
+        "table installed while running"
+    );
     let packet_sockets = |t: &Topo| {
         let out = t.exec("lb", &["cat", "/proc/net/packet"]);
         String::from_utf8_lossy(&out.stdout).lines().skip(1).count()
     };
-    assert!(packet_sockets(&topo) >= 2, "one packet socket per interface and worker");
+    assert!(
+        packet_sockets(&topo) >= 2,
+        "one packet socket per interface and worker"
+    );
     assert_eq!(topo.curl(&format!("http://{VIP}/")), "rs1");
 
     let status = wvs.stop();
-    assert!(status.success(), "exit status {status:?}\n{}", wvs.log_text());
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        wvs.log_text()
+    );
     let after = topo.exec("lb", &["nft", "list", "tables"]);
     assert!(after.status.success());
-    assert_eq!(String::from_utf8_lossy(&after.stdout).trim(), "", "no nftables table left");
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout).trim(),
+        "",
+        "no nftables table left"
+    );
     assert_eq!(packet_sockets(&topo), 0, "no packet socket left");
     assert!(wvs.log_text().contains("nftables table removed"));
 }

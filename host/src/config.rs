@@ -240,17 +240,33 @@ mod tests {
     #[test]
     fn embedded_default_parses() {
         let specs = parse(EMBEDDED_DEFAULT).unwrap();
-        assert!(specs.iter().any(|s| s.proto == Protocol::Tcp && s.reals.len() == 3));
+        assert!(
+            specs
+                .iter()
+                .any(|s| s.proto == Protocol::Tcp && s.reals.len() == 3)
+        );
         assert!(specs.iter().any(|s| s.proto == Protocol::Udp));
     }
 
     #[test]
     fn refuses_bad_input_with_a_reason() {
         let cases = [
-            ("[[service]]\nprotocol='sctp'\naddress='198.18.100.1:80'", "protocol"),
-            ("[[service]]\nprotocol='tcp'\naddress='198.18.100.1'", "IP:port"),
-            ("[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nscheduler='nope'", "unknown scheduler"),
-            ("[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\ncolour=1", "unknown field"),
+            (
+                "[[service]]\nprotocol='sctp'\naddress='198.18.100.1:80'",
+                "protocol",
+            ),
+            (
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1'",
+                "IP:port",
+            ),
+            (
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nscheduler='nope'",
+                "unknown scheduler",
+            ),
+            (
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\ncolour=1",
+                "unknown field",
+            ),
             (
                 "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\n[[service.real]]\naddress='198.19.0.1:80'\nweight=70000",
                 "above 65535",

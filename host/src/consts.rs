@@ -31,9 +31,10 @@ pub const VNET_HDR_LEN: usize = 10;
 /// (64 KiB of IP datagram) plus the vnet and Ethernet headers, rounded up.
 pub const SLOT_SIZE: usize = 65536 + 512;
 
-/// Receive buffers kept posted per socket and worker. Sized so a burst between two wake-ups
-/// of a worker fits without the kernel dropping frames at the socket.
-pub const SLOTS_PER_SOCKET: usize = 256;
+/// Packet buffers per worker, shared by its sockets through one provided-buffer ring. A
+/// power of two. Enough for a burst between two wake-ups of a worker plus the frames in
+/// flight to the egress socket; only the bytes frames touch become resident memory.
+pub const BUFFERS_PER_WORKER: u16 = 1024;
 
 /// Completion-queue entries drained before submitting the resulting sends and receives in
 /// one `io_uring_enter`.

@@ -62,7 +62,8 @@ fn main() -> anyhow::Result<()> {
             workers,
             max_conns,
         } => {
-            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let workers = workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             wvs::run::run(wvs::run::RunOptions {
                 ifaces,
                 config,

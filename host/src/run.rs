@@ -15,7 +15,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{self, ConfigError, ServiceSpec};
 use crate::conn::ConnTable;
-use crate::consts::{CONN_SWEEP_INTERVAL_MS, NEIGH_REFRESH_MS, NEIGH_RETRY_MS, STATS_LOG_INTERVAL_MS};
+use crate::consts::{
+    CONN_SWEEP_INTERVAL_MS, NEIGH_REFRESH_MS, NEIGH_RETRY_MS, STATS_LOG_INTERVAL_MS,
+};
 use crate::datapath::{Datapath, DatapathStats, Iface, StatsSum};
 use crate::io::neigh::{self, NeighError, Resolver};
 use crate::io::nft::{NftError, NftTable};
@@ -97,8 +99,13 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     }
     let specs = load_specs(&opts.config)?;
     match &opts.config {
-        Some(p) => tracing::info!(config = %p.display(), services = specs.len(), "configuration loaded"),
-        None => tracing::warn!(services = specs.len(), "no --config given: using the embedded example configuration (examples/wvs.toml)"),
+        Some(p) => {
+            tracing::info!(config = %p.display(), services = specs.len(), "configuration loaded")
+        }
+        None => tracing::warn!(
+            services = specs.len(),
+            "no --config given: using the embedded example configuration (examples/wvs.toml)"
+        ),
     }
     let handle = neigh::connect()?;
     let ifaces = neigh::lookup_ifaces(&handle, &opts.ifaces).await?;
@@ -106,7 +113,10 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tracing::info!(iface = i.name, index = i.index, mac = %neigh::fmt_mac(&i.mac), "interface");
     }
 
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(&specs, &Snapshot::default())));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+        &specs,
+        &Snapshot::default(),
+    )));
     let mut nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
 
@@ -120,12 +130,17 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     for _ in 0..opts.workers {
         let mut socks = Vec::with_capacity(ifaces.len());
         for i in &ifaces {
-            let group = (opts.workers > 1).then(|| (std::process::id() as u16).wrapping_add(i.index as u16));
-            socks.push(PacketSocket::open(i.index, group).map_err(io_err(format!("packet socket on {}", i.name)))?);
+            let group = (opts.workers > 1)
+                .then(|| (std::process::id() as u16).wrapping_add(i.index as u16));
+            socks.push(
+                PacketSocket::open(i.index, group)
+                    .map_err(io_err(format!("packet socket on {}", i.name)))?,
+            );
         }
         worker_sockets.push(socks);
     }
-    let (exit_tx, mut exit_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
+    let (exit_tx, mut exit_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
     let mut all_stats: Vec<Arc<DatapathStats>> = Vec::new();
     let mut threads = Vec::new();
     for (id, sockets) in worker_sockets.into_iter().enumerate() {
@@ -175,7 +190,10 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             break;
         }
         if Instant::now() > deadline {
-            tracing::warn!(missing, "some real servers have no next hop yet; retrying in the background");
+            tracing::warn!(
+                missing,
+                "some real servers have no next hop yet; retrying in the background"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(NEIGH_RETRY_MS)).await;
@@ -222,9 +240,15 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         let _ = t.join();
     }
     let _ = sweeper.join();
-    log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len());
+    log_stats(
+        &StatsSum::of(all_stats.iter().map(|s| s.as_ref())),
+        conns.len(),
+    );
     nft.remove()?;
-    tracing::info!(table = crate::consts::NFT_TABLE, "nftables table removed; stopped");
+    tracing::info!(
+        table = crate::consts::NFT_TABLE,
+        "nftables table removed; stopped"
+    );
     result
 }
 

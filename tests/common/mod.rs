@@ -20,7 +20,9 @@ pub struct Topo {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -45,7 +47,10 @@ impl Topo {
         }
         run(&mut nginx);
         // socat runs in the background of the script's shell; it stays in its namespace.
-        run(Command::new("bash").args([TOPOLOGY, "socat", &t.prefix]).stdout(Stdio::null()).stderr(Stdio::null()));
+        run(Command::new("bash")
+            .args([TOPOLOGY, "socat", &t.prefix])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()));
         t
     }
 
@@ -65,7 +70,11 @@ impl Topo {
     /// GET a URL from the client; returns the body.
     pub fn curl(&self, url: &str) -> String {
         let out = self.exec("cli", &["curl", "-sS", "-m", "5", url]);
-        assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -74,7 +83,16 @@ impl Topo {
     /// to, so a reply at all proves that it came from the VIP, not from a real server.
     pub fn udp_ask(&self) -> String {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns("cli"), "socat", "-T", "3", "-", &format!("UDP4:{VIP}:9000")])
+            .args([
+                "netns",
+                "exec",
+                &self.ns("cli"),
+                "socat",
+                "-T",
+                "3",
+                "-",
+                &format!("UDP4:{VIP}:9000"),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -100,7 +118,9 @@ impl Topo {
 
 impl Drop for Topo {
     fn drop(&mut self) {
-        let _ = Command::new("bash").args([TOPOLOGY, "down", &self.prefix]).status();
+        let _ = Command::new("bash")
+            .args([TOPOLOGY, "down", &self.prefix])
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -118,13 +138,26 @@ impl Wvs {
         let log = topo.dir.join(format!("wvs-{}.log", rand_u16()));
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &topo.ns("lb"), WVS, "run", "--iface", "c0", "--iface", "s0"]);
+        cmd.args([
+            "netns",
+            "exec",
+            &topo.ns("lb"),
+            WVS,
+            "run",
+            "--iface",
+            "c0",
+            "--iface",
+            "s0",
+        ]);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
         cmd.env("WVS_LOG", "info").stdout(Stdio::null()).stderr(f);
         let child = cmd.spawn().expect("start wvs");
-        let w = Wvs { child: Some(child), log };
+        let w = Wvs {
+            child: Some(child),
+            log,
+        };
         w.wait_log("ready", Duration::from_secs(20));
         w
     }
@@ -137,7 +170,11 @@ impl Wvs {
     pub fn wait_log_n(&self, needle: &str, n: usize, timeout: Duration) {
         let t0 = Instant::now();
         while self.log_text().matches(needle).count() < n {
-            assert!(t0.elapsed() < timeout, "wvs did not log {needle:?} in time:\n{}", self.log_text());
+            assert!(
+                t0.elapsed() < timeout,
+                "wvs did not log {needle:?} in time:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -151,7 +188,9 @@ impl Wvs {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
     }
 
     /// Stop with SIGTERM and return the exit status.

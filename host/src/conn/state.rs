@@ -201,7 +201,11 @@ mod tests {
         s = next_state(s, Direction::Input, syn);
         assert_eq!(s, TcpState::SynRecv);
         s = next_state(s, Direction::Output, synack);
-        assert_eq!(s, TcpState::SynRecv, "SYN ranks before ACK, and oSYN keeps sSR");
+        assert_eq!(
+            s,
+            TcpState::SynRecv,
+            "SYN ranks before ACK, and oSYN keeps sSR"
+        );
         s = next_state(s, Direction::Input, ack);
         assert_eq!(s, TcpState::Established);
         s = next_state(s, Direction::Input, fin);
@@ -213,10 +217,18 @@ mod tests {
 
     #[test]
     fn rst_wins_and_flagless_keeps_state() {
-        let s = next_state(TcpState::Established, Direction::Input, f(true, false, false, true));
+        let s = next_state(
+            TcpState::Established,
+            Direction::Input,
+            f(true, false, false, true),
+        );
         assert_eq!(s, TcpState::Close);
         assert_eq!(s.timeout_ms(), 10_000);
-        let s2 = next_state(TcpState::Established, Direction::Output, TcpFlags::default());
+        let s2 = next_state(
+            TcpState::Established,
+            Direction::Output,
+            TcpFlags::default(),
+        );
         assert_eq!(s2, TcpState::Established);
     }
 

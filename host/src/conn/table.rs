@@ -78,7 +78,9 @@ pub struct ConnTable {
 
 impl std::fmt::Debug for ConnTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnTable").field("len", &self.len()).finish()
+        f.debug_struct("ConnTable")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -160,12 +162,21 @@ impl ConnTable {
         let in_key = conn.in_key();
         let out_key = conn.out_key();
         let shard = self.shard_for(KeyDir::In, &in_key);
-        let (hin, hout) = (self.hash(KeyDir::In, &in_key), self.hash(KeyDir::Out, &out_key));
+        let (hin, hout) = (
+            self.hash(KeyDir::In, &in_key),
+            self.hash(KeyDir::Out, &out_key),
+        );
         let mut g = shard.inner.lock();
         let inner = &mut *g;
         let conns = &inner.conns;
-        let exists = inner.index.find(hin, |&t| tagged_eq(conns, t, &in_key)).is_some()
-            || inner.index.find(hout, |&t| tagged_eq(conns, t, &out_key)).is_some();
+        let exists = inner
+            .index
+            .find(hin, |&t| tagged_eq(conns, t, &in_key))
+            .is_some()
+            || inner
+                .index
+                .find(hout, |&t| tagged_eq(conns, t, &out_key))
+                .is_some();
         if exists {
             return Err(InsertError::Exists(Box::new(conn)));
         }
@@ -268,7 +279,10 @@ mod tests {
     }
 
     fn hop() -> Hop {
-        Hop { iface: 0, mac: [2, 0, 0, 0, 0, 1] }
+        Hop {
+            iface: 0,
+            mac: [2, 0, 0, 0, 0, 1],
+        }
     }
 
     #[test]
@@ -280,10 +294,16 @@ mod tests {
         t.insert(c).unwrap();
         assert_eq!(t.len(), 1);
         assert_eq!(d.activeconns.load(Relaxed), 1);
-        assert_eq!(t.with_conn(KeyDir::In, &key(40000), |c| c.dport), Some(8080));
+        assert_eq!(
+            t.with_conn(KeyDir::In, &key(40000), |c| c.dport),
+            Some(8080)
+        );
         assert_eq!(t.with_conn(KeyDir::Out, &out, |c| c.vport), Some(80));
         assert!(t.with_conn(KeyDir::In, &key(40001), |_| ()).is_none());
-        assert!(t.with_conn(KeyDir::Out, &key(40000), |_| ()).is_none(), "directions are distinct");
+        assert!(
+            t.with_conn(KeyDir::Out, &key(40000), |_| ()).is_none(),
+            "directions are distinct"
+        );
         let again = Conn::new(&key(40000), d.clone(), hop(), 0);
         assert!(matches!(t.insert(again), Err(InsertError::Exists(_))));
         // The refused duplicate was counted by Conn::new; the caller unbinds it.

@@ -95,7 +95,11 @@ impl L4Info {
 
 /// What the connection lookup of an inbound packet decided.
 enum InLookup {
-    Forward { daddr: IpAddr, dport: u16, hop: Option<NextHop> },
+    Forward {
+        daddr: IpAddr,
+        dport: u16,
+        hop: Option<NextHop>,
+    },
     Drop(DropReason),
     Reschedule,
 }
@@ -103,7 +107,11 @@ enum InLookup {
 impl Datapath {
     /// A datapath over a shared table, with its own counters.
     pub fn new(conns: Arc<ConnTable>, ifaces: Arc<[Iface]>, stats: Arc<DatapathStats>) -> Self {
-        Self { conns, ifaces, stats }
+        Self {
+            conns,
+            ifaces,
+            stats,
+        }
     }
 
     /// Return the worker's counters.
@@ -221,7 +229,15 @@ impl Datapath {
             return Verdict::Drop(DropReason::NoNextHop);
         };
         let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
-        nat::rewrite_v4(ip, info.ihl, info.proto, Rewrite::Dst, daddr, dport, meta.csum);
+        nat::rewrite_v4(
+            ip,
+            info.ihl,
+            info.proto,
+            Rewrite::Dst,
+            daddr,
+            dport,
+            meta.csum,
+        );
         set_macs(frame, out_if.mac, hop.mac);
         Verdict::Tx { iface: hop.iface }
     }
@@ -237,12 +253,13 @@ impl Datapath {
         key: &ConnKey,
     ) -> Result<InLookup, Option<DropReason>> {
         // tcp_conn_schedule: SYN without RST; no ACK check, so SYN+ACK schedules (active FTP).
-        if info.proto == Protocol::Tcp && !(info.flags.syn && !info.flags.rst) {
+        if info.proto == Protocol::Tcp && (!info.flags.syn || info.flags.rst) {
             return Err(Some(DropReason::NoConnIn));
         }
         let dest = svc.schedule().ok_or(Some(DropReason::NoDest))?;
         let Some(hop) = dest.next_hop() else {
-            dest.resolve_wanted.store(true, std::sync::atomic::Ordering::Relaxed);
+            dest.resolve_wanted
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(Some(DropReason::NoNextHop));
         };
         let mut conn = Conn::new(key, dest.clone(), client_hop, now);
@@ -298,7 +315,15 @@ impl Datapath {
         if !nat::decrement_ttl_v4(&mut ip[..info.ihl]) {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        nat::rewrite_v4(ip, info.ihl, info.proto, Rewrite::Src, vaddr, vport, meta.csum);
+        nat::rewrite_v4(
+            ip,
+            info.ihl,
+            info.proto,
+            Rewrite::Src,
+            vaddr,
+            vport,
+            meta.csum,
+        );
         set_macs(frame, out_if.mac, hop.mac);
         Verdict::Tx { iface: hop.iface }
     }
@@ -342,7 +367,11 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Option<L4Info>, DropReason> 
     let (saddr, daddr) = (pkt.src_addr(), pkt.dst_addr());
     let ours = || snap.is_vip(IpAddr::V4(daddr)) || snap.is_real_addr(IpAddr::V4(saddr));
     if pkt.more_frags() || pkt.frag_offset() != 0 {
-        return if ours() { Err(DropReason::IpFragment) } else { Ok(None) };
+        return if ours() {
+            Err(DropReason::IpFragment)
+        } else {
+            Ok(None)
+        };
     }
     let l4 = &ip[ihl..total_len];
     if l4.len() < 4 {

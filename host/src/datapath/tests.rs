@@ -50,11 +50,17 @@ fn harness_with(max_conns: usize) -> Harness {
     .unwrap();
     let snap = Snapshot::build(&specs, &Snapshot::default());
     for d in snap.dests() {
-        let IpAddr::V4(a) = d.addr else { unreachable!() };
-        d.set_next_hop(Some(NextHop { iface: 1, mac: rs_mac(a.octets()[3]) }));
+        let IpAddr::V4(a) = d.addr else {
+            unreachable!()
+        };
+        d.set_next_hop(Some(NextHop {
+            iface: 1,
+            mac: rs_mac(a.octets()[3]),
+        }));
     }
     let conns = Arc::new(ConnTable::new(max_conns));
-    let ifaces: Arc<[Iface]> = vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
+    let ifaces: Arc<[Iface]> =
+        vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
     let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()));
     Harness { dp, snap, conns }
 }
@@ -63,8 +69,14 @@ fn harness() -> Harness {
     harness_with(1 << 16)
 }
 
-const COMPLETE: RxMeta = RxMeta { iface: 0, csum: CsumMode::Complete };
-const FROM_RS: RxMeta = RxMeta { iface: 1, csum: CsumMode::Complete };
+const COMPLETE: RxMeta = RxMeta {
+    iface: 0,
+    csum: CsumMode::Complete,
+};
+const FROM_RS: RxMeta = RxMeta {
+    iface: 1,
+    csum: CsumMode::Complete,
+};
 
 #[derive(Clone, Copy)]
 enum F {
@@ -76,7 +88,14 @@ enum F {
     Psh,
 }
 
-fn tcp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16), f: F, payload: &[u8]) -> Vec<u8> {
+fn tcp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    f: F,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(src.0, dst.0, 64)
         .tcp(src.1, dst.1, 1000, 65535);
@@ -93,7 +112,13 @@ fn tcp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8;
     v
 }
 
-fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    payload: &[u8],
+) -> Vec<u8> {
     let mut v = Vec::new();
     PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(src.0, dst.0, 64)
@@ -104,69 +129,174 @@ fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: ([u8; 4], u16), dst: ([u8;
 }
 
 fn client_syn(cport: u16) -> Vec<u8> {
-    tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, cport), (VIP, 80), F::Syn, b"")
+    tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, cport),
+        (VIP, 80),
+        F::Syn,
+        b"",
+    )
 }
 
 /// Parse a frame with etherparse and check every checksum independently of our code.
 fn check_frame(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16, u8) {
     let h = PacketHeaders::from_ethernet_slice(frame).expect("frame parses");
-    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else { panic!("not ipv4") };
+    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+        panic!("not ipv4")
+    };
     assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "ip checksum");
     let payload = h.payload.slice();
     let (sport, dport) = match &h.transport {
         Some(TransportHeader::Tcp(t)) => {
-            assert_eq!(t.checksum, t.calc_checksum_ipv4(ip, payload).unwrap(), "tcp checksum");
+            assert_eq!(
+                t.checksum,
+                t.calc_checksum_ipv4(ip, payload).unwrap(),
+                "tcp checksum"
+            );
             (t.source_port, t.destination_port)
         }
         Some(TransportHeader::Udp(u)) => {
             if u.checksum != 0 {
-                assert_eq!(u.checksum, u.calc_checksum_ipv4(ip, payload).unwrap(), "udp checksum");
+                assert_eq!(
+                    u.checksum,
+                    u.calc_checksum_ipv4(ip, payload).unwrap(),
+                    "udp checksum"
+                );
             }
             (u.source_port, u.destination_port)
         }
         _ => panic!("no transport"),
     };
-    (Ipv4Addr::from(ip.source), sport, Ipv4Addr::from(ip.destination), dport, ip.time_to_live)
+    (
+        Ipv4Addr::from(ip.source),
+        sport,
+        Ipv4Addr::from(ip.destination),
+        dport,
+        ip.time_to_live,
+    )
 }
 
 #[test]
 fn tcp_nat_both_ways_with_valid_checksums() {
     let h = harness();
     let mut syn = client_syn(40000);
-    assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut syn), Verdict::Tx { iface: 1 });
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
     let (s, sp, d, dp, ttl) = check_frame(&syn);
-    assert_eq!((s, sp), (Ipv4Addr::from(CLIENT), 40000), "client address is preserved (NAT)");
+    assert_eq!(
+        (s, sp),
+        (Ipv4Addr::from(CLIENT), 40000),
+        "client address is preserved (NAT)"
+    );
     assert_eq!((d, dp), ("198.19.0.11".parse().unwrap(), 8080));
-    assert_eq!(ttl, 64, "the VIP is local to the balancer: inbound keeps its TTL");
+    assert_eq!(
+        ttl, 64,
+        "the VIP is local to the balancer: inbound keeps its TTL"
+    );
     assert_eq!(&syn[0..6], &rs_mac(11), "to the real server's MAC");
-    assert_eq!(&syn[6..12], &SERVER_IF_MAC, "from the server-side interface");
+    assert_eq!(
+        &syn[6..12],
+        &SERVER_IF_MAC,
+        "from the server-side interface"
+    );
 
     let rs = [198, 19, 0, 11];
-    let mut synack = tcp_frame(rs_mac(11), SERVER_IF_MAC, (rs, 8080), (CLIENT, 40000), F::SynAck, b"");
-    assert_eq!(h.dp.process(&h.snap, 1, FROM_RS, &mut synack), Verdict::Tx { iface: 0 });
+    let mut synack = tcp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        (rs, 8080),
+        (CLIENT, 40000),
+        F::SynAck,
+        b"",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut synack),
+        Verdict::Tx { iface: 0 }
+    );
     let (s, sp, d, dp, ttl) = check_frame(&synack);
-    assert_eq!((s, sp, d, dp), (Ipv4Addr::from(VIP), 80, Ipv4Addr::from(CLIENT), 40000));
+    assert_eq!(
+        (s, sp, d, dp),
+        (Ipv4Addr::from(VIP), 80, Ipv4Addr::from(CLIENT), 40000)
+    );
     assert_eq!(ttl, 63, "replies are forwarded: one hop less");
-    assert_eq!(&synack[0..6], &CLIENT_MAC, "back to the MAC the client's packets came from");
+    assert_eq!(
+        &synack[0..6],
+        &CLIENT_MAC,
+        "back to the MAC the client's packets came from"
+    );
     assert_eq!(&synack[6..12], &CLIENT_IF_MAC);
 
-    let dest = h.snap.dests().find(|d| d.addr == IpAddr::V4(rs.into()) && d.port == 8080).unwrap().clone();
-    assert_eq!((dest.activeconns.load(Relaxed), dest.inactconns.load(Relaxed)), (0, 1), "SYN_RECV is inactive");
-    let mut ack = tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40000), (VIP, 80), F::Ack, b"GET / HTTP/1.0\r\n\r\n");
-    assert_eq!(h.dp.process(&h.snap, 2, COMPLETE, &mut ack), Verdict::Tx { iface: 1 });
+    let dest = h
+        .snap
+        .dests()
+        .find(|d| d.addr == IpAddr::V4(rs.into()) && d.port == 8080)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            dest.activeconns.load(Relaxed),
+            dest.inactconns.load(Relaxed)
+        ),
+        (0, 1),
+        "SYN_RECV is inactive"
+    );
+    let mut ack = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        F::Ack,
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 2, COMPLETE, &mut ack),
+        Verdict::Tx { iface: 1 }
+    );
     check_frame(&ack);
-    assert_eq!((dest.activeconns.load(Relaxed), dest.inactconns.load(Relaxed)), (1, 0), "ESTABLISHED is active");
+    assert_eq!(
+        (
+            dest.activeconns.load(Relaxed),
+            dest.inactconns.load(Relaxed)
+        ),
+        (1, 0),
+        "ESTABLISHED is active"
+    );
     let mut state = None;
     h.conns.for_each(|c| state = Some((c.state, c.expires)));
     assert_eq!(state, Some((TcpState::Established, 2 + 900_000)));
 
     // Client closes: FIN -> CLOSE_WAIT, inactive again; after its 60 s timeout it is swept.
-    let mut fin = tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40000), (VIP, 80), F::Fin, b"");
-    assert_eq!(h.dp.process(&h.snap, 3, COMPLETE, &mut fin), Verdict::Tx { iface: 1 });
-    assert_eq!((dest.activeconns.load(Relaxed), dest.inactconns.load(Relaxed)), (0, 1));
+    let mut fin = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40000),
+        (VIP, 80),
+        F::Fin,
+        b"",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 3, COMPLETE, &mut fin),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(
+        (
+            dest.activeconns.load(Relaxed),
+            dest.inactconns.load(Relaxed)
+        ),
+        (0, 1)
+    );
     assert_eq!(h.conns.sweep(3 + 59_999), 0);
     assert_eq!(h.conns.sweep(3 + 60_000), 1);
-    assert_eq!((dest.activeconns.load(Relaxed), dest.inactconns.load(Relaxed)), (0, 0));
+    assert_eq!(
+        (
+            dest.activeconns.load(Relaxed),
+            dest.inactconns.load(Relaxed)
+        ),
+        (0, 0)
+    );
 }
 
 #[test]
@@ -175,7 +305,10 @@ fn round_robin_over_thirty_connections() {
     let mut per = std::collections::HashMap::new();
     for p in 0..30u16 {
         let mut f = client_syn(50000 + p);
-        assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut f), Verdict::Tx { iface: 1 });
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut f),
+            Verdict::Tx { iface: 1 }
+        );
         *per.entry(check_frame(&f).2).or_insert(0) += 1;
     }
     assert_eq!(per.len(), 3);
@@ -189,36 +322,79 @@ fn only_syn_starts_a_tcp_connection() {
     // IPVS schedules on SYN without RST, SYN+ACK included (for active FTP): only these don't.
     for f in [F::Ack, F::Fin, F::Rst, F::Psh] {
         let mut fr = tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 1234), (VIP, 80), f, b"");
-        assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut fr), Verdict::Drop(DropReason::NoConnIn));
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut fr),
+            Verdict::Drop(DropReason::NoConnIn)
+        );
     }
     assert!(h.conns.is_empty());
     // A reply from a real server port that no connection expects.
-    let mut r = tcp_frame(rs_mac(11), SERVER_IF_MAC, ([198, 19, 0, 11], 8080), (CLIENT, 9), F::Ack, b"");
-    assert_eq!(h.dp.process(&h.snap, 0, FROM_RS, &mut r), Verdict::Drop(DropReason::NoConnOut));
+    let mut r = tcp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        ([198, 19, 0, 11], 8080),
+        (CLIENT, 9),
+        F::Ack,
+        b"",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_RS, &mut r),
+        Verdict::Drop(DropReason::NoConnOut)
+    );
     assert_eq!(h.dp.stats().drops(DropReason::NoConnIn), 4);
 }
 
 #[test]
 fn udp_nat_and_zero_checksum() {
     let h = harness();
-    let mut q = udp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 5353), (VIP, 9000), b"hello");
-    assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut q), Verdict::Tx { iface: 1 });
+    let mut q = udp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 5353),
+        (VIP, 9000),
+        b"hello",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut q),
+        Verdict::Tx { iface: 1 }
+    );
     let (_, _, d, dp, _) = check_frame(&q);
     assert_eq!((d, dp), ("198.19.0.11".parse().unwrap(), 9000));
-    let dest = h.snap.dests().find(|x| x.addr == IpAddr::V4(d) && x.port == 9000).unwrap();
-    assert_eq!(dest.activeconns.load(Relaxed), 1, "UDP connections count as active");
+    let dest = h
+        .snap
+        .dests()
+        .find(|x| x.addr == IpAddr::V4(d) && x.port == 9000)
+        .unwrap();
+    assert_eq!(
+        dest.activeconns.load(Relaxed),
+        1,
+        "UDP connections count as active"
+    );
 
-    let mut a = udp_frame(rs_mac(11), SERVER_IF_MAC, ([198, 19, 0, 11], 9000), (CLIENT, 5353), b"rs1");
+    let mut a = udp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        ([198, 19, 0, 11], 9000),
+        (CLIENT, 5353),
+        b"rs1",
+    );
     // Without a UDP checksum (0): it must stay 0.
     a[14 + 20 + 6] = 0;
     a[14 + 20 + 7] = 0;
-    assert_eq!(h.dp.process(&h.snap, 1, FROM_RS, &mut a), Verdict::Tx { iface: 0 });
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut a),
+        Verdict::Tx { iface: 0 }
+    );
     assert_eq!(&a[14 + 20 + 6..14 + 20 + 8], &[0, 0]);
     let (s, sp, ..) = check_frame(&a);
     assert_eq!((s, sp), (Ipv4Addr::from(VIP), 9000));
     let mut expires = 0;
     h.conns.for_each(|c| expires = c.expires);
-    assert_eq!(expires, 1 + 300_000, "UDP timeout 300 s, re-armed by each packet");
+    assert_eq!(
+        expires,
+        1 + 300_000,
+        "UDP timeout 300 s, re-armed by each packet"
+    );
 }
 
 /// Partial (offloaded) checksums: after the rewrite the field must hold the pseudo-header
@@ -228,8 +404,31 @@ fn partial_checksum_tracks_the_pseudo_header() {
     let h = harness();
     for proto in [Protocol::Tcp, Protocol::Udp] {
         let (mut f, dport, l4_len, off) = match proto {
-            Protocol::Tcp => (tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40100), (VIP, 80), F::Syn, b"x"), 80, 21u16, 16),
-            Protocol::Udp => (udp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40100), (VIP, 9000), b"x"), 9000, 9u16, 6),
+            Protocol::Tcp => (
+                tcp_frame(
+                    CLIENT_MAC,
+                    CLIENT_IF_MAC,
+                    (CLIENT, 40100),
+                    (VIP, 80),
+                    F::Syn,
+                    b"x",
+                ),
+                80,
+                21u16,
+                16,
+            ),
+            Protocol::Udp => (
+                udp_frame(
+                    CLIENT_MAC,
+                    CLIENT_IF_MAC,
+                    (CLIENT, 40100),
+                    (VIP, 9000),
+                    b"x",
+                ),
+                9000,
+                9u16,
+                6,
+            ),
         };
         let _ = dport;
         let pseudo = |src: [u8; 4], dst: [u8; 4]| {
@@ -242,12 +441,21 @@ fn partial_checksum_tracks_the_pseudo_header() {
         };
         let at = 14 + 20 + off;
         f[at..at + 2].copy_from_slice(&pseudo(CLIENT, VIP).to_be_bytes());
-        let meta = RxMeta { iface: 0, csum: CsumMode::Partial };
-        assert_eq!(h.dp.process(&h.snap, 0, meta, &mut f), Verdict::Tx { iface: 1 });
+        let meta = RxMeta {
+            iface: 0,
+            csum: CsumMode::Partial,
+        };
+        assert_eq!(
+            h.dp.process(&h.snap, 0, meta, &mut f),
+            Verdict::Tx { iface: 1 }
+        );
         let d: [u8; 4] = f[14 + 16..14 + 20].try_into().unwrap();
         let got = u16::from_be_bytes([f[at], f[at + 1]]);
         let want = pseudo(CLIENT, d);
-        assert!(got == want || (got ^ want) == 0xffff && (got == 0 || got == 0xffff), "{proto:?}: {got:#x} != {want:#x}");
+        assert!(
+            got == want || (got ^ want) == 0xffff && (got == 0 || got == 0xffff),
+            "{proto:?}: {got:#x} != {want:#x}"
+        );
     }
 }
 
@@ -272,17 +480,37 @@ fn removed_real_server_drops_and_reschedules() {
     .unwrap();
     let next = Snapshot::build(&specs, &h.snap);
     h.snap.retire_into(&next);
-    let mut ack = tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40200), (VIP, 80), F::Ack, b"");
-    assert_eq!(h.dp.process(&next, 1, COMPLETE, &mut ack), Verdict::Drop(DropReason::DestGone));
-    assert!(h.conns.is_empty(), "expire_nodest_conn: the connection went with the packet");
+    let mut ack = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40200),
+        (VIP, 80),
+        F::Ack,
+        b"",
+    );
+    assert_eq!(
+        h.dp.process(&next, 1, COMPLETE, &mut ack),
+        Verdict::Drop(DropReason::DestGone)
+    );
+    assert!(
+        h.conns.is_empty(),
+        "expire_nodest_conn: the connection went with the packet"
+    );
     // A SYN on the same ports gets a live server at once.
     let mut syn2 = client_syn(40200);
-    assert_eq!(h.dp.process(&next, 2, COMPLETE, &mut syn2), Verdict::Tx { iface: 1 });
+    assert_eq!(
+        h.dp.process(&next, 2, COMPLETE, &mut syn2),
+        Verdict::Tx { iface: 1 }
+    );
     assert_ne!(check_frame(&syn2).2, first);
     for _ in 0..10 {
         let mut s = client_syn(41000 + h.conns.len() as u16);
         h.dp.process(&next, 3, COMPLETE, &mut s);
-        assert_ne!(check_frame(&s).2, first, "no new connection to a removed server");
+        assert_ne!(
+            check_frame(&s).2,
+            first,
+            "no new connection to a removed server"
+        );
     }
 }
 
@@ -292,20 +520,70 @@ fn syn_in_time_wait_starts_a_new_connection() {
     let rs = [198, 19, 0, 11];
     let mut steps: Vec<(RxMeta, Vec<u8>)> = vec![
         (COMPLETE, client_syn(40300)),
-        (FROM_RS, tcp_frame(rs_mac(11), SERVER_IF_MAC, (rs, 8080), (CLIENT, 40300), F::SynAck, b"")),
-        (COMPLETE, tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40300), (VIP, 80), F::Ack, b"")),
-        (FROM_RS, tcp_frame(rs_mac(11), SERVER_IF_MAC, (rs, 8080), (CLIENT, 40300), F::Fin, b"")),
-        (COMPLETE, tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40300), (VIP, 80), F::Fin, b"")),
+        (
+            FROM_RS,
+            tcp_frame(
+                rs_mac(11),
+                SERVER_IF_MAC,
+                (rs, 8080),
+                (CLIENT, 40300),
+                F::SynAck,
+                b"",
+            ),
+        ),
+        (
+            COMPLETE,
+            tcp_frame(
+                CLIENT_MAC,
+                CLIENT_IF_MAC,
+                (CLIENT, 40300),
+                (VIP, 80),
+                F::Ack,
+                b"",
+            ),
+        ),
+        (
+            FROM_RS,
+            tcp_frame(
+                rs_mac(11),
+                SERVER_IF_MAC,
+                (rs, 8080),
+                (CLIENT, 40300),
+                F::Fin,
+                b"",
+            ),
+        ),
+        (
+            COMPLETE,
+            tcp_frame(
+                CLIENT_MAC,
+                CLIENT_IF_MAC,
+                (CLIENT, 40300),
+                (VIP, 80),
+                F::Fin,
+                b"",
+            ),
+        ),
     ];
     for (m, f) in steps.iter_mut() {
-        assert!(matches!(h.dp.process(&h.snap, 0, *m, f), Verdict::Tx { .. }));
+        assert!(matches!(
+            h.dp.process(&h.snap, 0, *m, f),
+            Verdict::Tx { .. }
+        ));
     }
     let mut st = None;
     h.conns.for_each(|c| st = Some(c.state));
     assert_eq!(st, Some(TcpState::TimeWait));
     let mut syn = client_syn(40300);
-    assert_eq!(h.dp.process(&h.snap, 1, COMPLETE, &mut syn), Verdict::Tx { iface: 1 });
-    assert_eq!(check_frame(&syn).2, "198.19.0.12".parse::<Ipv4Addr>().unwrap(), "rescheduled: next in rotation");
+    assert_eq!(
+        h.dp.process(&h.snap, 1, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(
+        check_frame(&syn).2,
+        "198.19.0.12".parse::<Ipv4Addr>().unwrap(),
+        "rescheduled: next in rotation"
+    );
     assert_eq!(h.conns.len(), 1);
 }
 
@@ -313,9 +591,30 @@ fn syn_in_time_wait_starts_a_new_connection() {
 fn what_is_not_ours_passes() {
     let h = harness();
     // Another destination MAC (flooded by a bridge), a broadcast, another IP, ARP.
-    let mut other_mac = tcp_frame(CLIENT_MAC, [2, 9, 9, 9, 9, 9], (CLIENT, 1), (VIP, 80), F::Syn, b"");
-    let mut other_ip = tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 1), ([198, 18, 0, 1], 22), F::Syn, b"");
-    let mut other_port = tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 1), (VIP, 81), F::Syn, b"");
+    let mut other_mac = tcp_frame(
+        CLIENT_MAC,
+        [2, 9, 9, 9, 9, 9],
+        (CLIENT, 1),
+        (VIP, 80),
+        F::Syn,
+        b"",
+    );
+    let mut other_ip = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 1),
+        ([198, 18, 0, 1], 22),
+        F::Syn,
+        b"",
+    );
+    let mut other_port = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 1),
+        (VIP, 81),
+        F::Syn,
+        b"",
+    );
     let mut arp = vec![0xffu8; 42];
     arp[6..12].copy_from_slice(&CLIENT_MAC);
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
@@ -325,7 +624,14 @@ fn what_is_not_ours_passes() {
         assert_eq!(*f, before, "left untouched");
     }
     // Not ours even if malformed: a fragment or a short header to another address.
-    let mut frag = tcp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 1), ([198, 18, 0, 1], 22), F::Syn, b"");
+    let mut frag = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 1),
+        ([198, 18, 0, 1], 22),
+        F::Syn,
+        b"",
+    );
     frag[14 + 6] |= 0x20;
     assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut frag), Verdict::Pass);
     assert_eq!(h.dp.stats().passed.load(Relaxed), 5);
@@ -339,7 +645,11 @@ fn malformed_frames_are_counted_and_dropped() {
     let ip = 14;
     let mut cases: Vec<(&str, Vec<u8>, DropReason)> = Vec::new();
     cases.push(("runt", good[..10].to_vec(), DropReason::L2Truncated));
-    cases.push(("short ip", good[..14 + 12].to_vec(), DropReason::IpTruncated));
+    cases.push((
+        "short ip",
+        good[..14 + 12].to_vec(),
+        DropReason::IpTruncated,
+    ));
     let mut v = good.clone();
     v[ip] = 0x65;
     cases.push(("version 6 in an IPv4 frame", v, DropReason::IpBadVersion));
@@ -382,11 +692,19 @@ fn malformed_frames_are_counted_and_dropped() {
     cases.push(("UDP length 4", u, DropReason::UdpTruncated));
     let mut u = udp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 1), (VIP, 9000), b"abc");
     u[ip + 20 + 4..ip + 20 + 6].copy_from_slice(&400u16.to_be_bytes());
-    cases.push(("UDP length beyond the datagram", u, DropReason::UdpTruncated));
+    cases.push((
+        "UDP length beyond the datagram",
+        u,
+        DropReason::UdpTruncated,
+    ));
 
     for (name, mut f, want) in cases {
         let before = h.dp.stats().drops(want);
-        assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut f), Verdict::Drop(want), "{name}");
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut f),
+            Verdict::Drop(want),
+            "{name}"
+        );
         assert_eq!(h.dp.stats().drops(want), before + 1, "{name} counted");
     }
     assert!(h.conns.is_empty());
@@ -405,7 +723,10 @@ fn ip_options_are_skipped_not_misread() {
     let tl = u16::from_be_bytes([v[16], v[17]]) + 4;
     v[16..18].copy_from_slice(&tl.to_be_bytes());
     fix_ip_csum(&mut v);
-    assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut v), Verdict::Tx { iface: 1 });
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut v),
+        Verdict::Tx { iface: 1 }
+    );
     let (_, sp, d, dp, _) = check_frame(&v);
     assert_eq!((sp, d, dp), (40500, "198.19.0.11".parse().unwrap(), 8080));
 }
@@ -422,8 +743,16 @@ fn full_table_refuses_new_connections() {
     }
     assert!(refused > 0);
     assert_eq!(h.conns.len() + refused, 2000);
-    let active: i32 = h.snap.dests().map(|d| d.activeconns.load(Relaxed) + d.inactconns.load(Relaxed)).sum();
-    assert_eq!(active as usize, h.conns.len(), "refused connections are not counted on servers");
+    let active: i32 = h
+        .snap
+        .dests()
+        .map(|d| d.activeconns.load(Relaxed) + d.inactconns.load(Relaxed))
+        .sum();
+    assert_eq!(
+        active as usize,
+        h.conns.len(),
+        "refused connections are not counted on servers"
+    );
 }
 
 #[test]
@@ -434,9 +763,15 @@ fn no_next_hop_is_counted_and_asked_for() {
         d.resolve_wanted.store(false, Relaxed);
     }
     let mut f = client_syn(40600);
-    assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut f), Verdict::Drop(DropReason::NoNextHop));
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut f),
+        Verdict::Drop(DropReason::NoNextHop)
+    );
     assert!(h.snap.dests().any(|d| d.resolve_wanted.load(Relaxed)));
-    assert!(h.conns.is_empty(), "the retransmitted SYN will schedule again");
+    assert!(
+        h.conns.is_empty(),
+        "the retransmitted SYN will schedule again"
+    );
 }
 
 fn fix_ip_csum(v: &mut [u8]) {

@@ -7,6 +7,7 @@
 //! - [`nft`]: the nftables table that keeps the kernel from also handling wvs's packets;
 //! - [`neigh`]: interfaces and next hops (routes and neighbours) read over rtnetlink.
 
+pub mod bufring;
 pub mod neigh;
 pub mod nft;
 pub mod socket;

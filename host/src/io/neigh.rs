@@ -59,7 +59,10 @@ pub fn connect() -> Result<Handle, NeighError> {
 }
 
 /// Look up the interfaces named on the command line.
-pub async fn lookup_ifaces(handle: &Handle, names: &[String]) -> Result<Vec<IfaceInfo>, NeighError> {
+pub async fn lookup_ifaces(
+    handle: &Handle,
+    names: &[String],
+) -> Result<Vec<IfaceInfo>, NeighError> {
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let mut links = handle.link().get().match_name(name.clone()).execute();
@@ -107,7 +110,10 @@ impl Resolver {
     pub async fn refresh(&mut self, snap: &Snapshot, all: bool) -> Result<usize, NeighError> {
         let mut todo: Vec<IpAddr> = snap
             .dests()
-            .filter(|d| all || d.next_hop().is_none() || d.resolve_wanted.load(std::sync::atomic::Ordering::Relaxed))
+            .filter(|d| {
+                all || d.next_hop().is_none()
+                    || d.resolve_wanted.load(std::sync::atomic::Ordering::Relaxed)
+            })
             .map(|d| d.addr)
             .collect();
         todo.sort();
@@ -121,7 +127,8 @@ impl Resolver {
             let hop = self.resolve(addr, &neighbours).await?;
             let mut changed = false;
             for d in snap.dests().filter(|d| d.addr == addr) {
-                d.resolve_wanted.store(false, std::sync::atomic::Ordering::Relaxed);
+                d.resolve_wanted
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 match hop {
                     Some(h) => {
                         changed |= d.next_hop() != Some(h);
@@ -144,7 +151,9 @@ impl Resolver {
         addr: IpAddr,
         neighbours: &HashMap<(u32, IpAddr), [u8; 6]>,
     ) -> Result<Option<NextHop>, NeighError> {
-        let IpAddr::V4(v4) = addr else { return Ok(None) };
+        let IpAddr::V4(v4) = addr else {
+            return Ok(None);
+        };
         let msg = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
             .destination_prefix(v4, 32)
             .build();
@@ -172,7 +181,10 @@ impl Resolver {
         };
         let via = gateway.unwrap_or(addr);
         match neighbours.get(&(oif, via)) {
-            Some(mac) => Ok(Some(NextHop { iface: slot as u8, mac: *mac })),
+            Some(mac) => Ok(Some(NextHop {
+                iface: slot as u8,
+                mac: *mac,
+            })),
             None => {
                 probe(addr);
                 Ok(None)
@@ -200,8 +212,12 @@ impl Resolver {
             let mut mac = None;
             for a in &n.attributes {
                 match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(IpAddr::V4(*v)),
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => ip = Some(IpAddr::V6(*v)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => {
+                        ip = Some(IpAddr::V4(*v))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
+                        ip = Some(IpAddr::V6(*v))
+                    }
                     NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                         mac = <[u8; 6]>::try_from(l.as_slice()).ok()
                     }
@@ -237,5 +253,8 @@ fn probe(addr: IpAddr) {
 
 /// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }

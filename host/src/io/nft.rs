@@ -40,7 +40,10 @@ impl NftTable {
     pub fn install(devices: &[String], snap: &Snapshot) -> Result<Self, NftError> {
         let existed = run_nft(&format!("list table netdev {NFT_TABLE}\n"), false).is_ok();
         if existed {
-            tracing::warn!(table = NFT_TABLE, "replacing an nftables table left by an earlier run");
+            tracing::warn!(
+                table = NFT_TABLE,
+                "replacing an nftables table left by an earlier run"
+            );
         }
         let mut t = Self {
             devices: devices.to_vec(),
@@ -143,7 +146,9 @@ fn run_nft(script: &str, log_errors: bool) -> Result<(), NftError> {
         .spawn()
         .map_err(NftError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(NftError::Spawn)?;
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(NftError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(NftError::Spawn)?;
     if out.status.success() {

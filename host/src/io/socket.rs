@@ -37,7 +37,13 @@ fn check(ret: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int, what: &str) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+    what: &str,
+) -> io::Result<()> {
     // SAFETY: `value` lives across the call and its exact size is passed.
     let ret = unsafe {
         libc::setsockopt(
@@ -61,12 +67,44 @@ impl PacketSocket {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let s = Self { fd };
         let fd = s.as_raw_fd();
-        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_VNET_HDR, 1, "PACKET_VNET_HDR")?;
-        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING")?;
-        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS")?;
+        setsockopt_int(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_VNET_HDR,
+            1,
+            "PACKET_VNET_HDR",
+        )?;
+        setsockopt_int(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            1,
+            "PACKET_IGNORE_OUTGOING",
+        )?;
+        setsockopt_int(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_QDISC_BYPASS,
+            1,
+            "PACKET_QDISC_BYPASS",
+        )?;
         // Without CAP_NET_ADMIN the forced size fails; the default buffer still works.
-        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_RCVBUF, "SO_RCVBUFFORCE").is_err() {
-            setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_RCVBUF, "SO_RCVBUF")?;
+        if setsockopt_int(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            SOCKET_RCVBUF,
+            "SO_RCVBUFFORCE",
+        )
+        .is_err()
+        {
+            setsockopt_int(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                SOCKET_RCVBUF,
+                "SO_RCVBUF",
+            )?;
         }
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value to start from.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -84,7 +122,13 @@ impl PacketSocket {
         check(ret, "bind(AF_PACKET)")?;
         if let Some(group) = fanout_group {
             let arg = (u32::from(group) | (libc::PACKET_FANOUT_HASH << 16)) as libc::c_int;
-            setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_FANOUT, arg, "PACKET_FANOUT")?;
+            setsockopt_int(
+                fd,
+                libc::SOL_PACKET,
+                libc::PACKET_FANOUT,
+                arg,
+                "PACKET_FANOUT",
+            )?;
         }
         Ok(s)
     }

@@ -1,12 +1,12 @@
 //! A worker: one thread, one io_uring, one packet socket per interface.
 //!
-//! Every buffer slot belongs to one socket and always has exactly one operation in flight:
-//! a receive into it, or the send of the frame it holds. A received frame is processed in
+//! Each socket has one multishot receive armed; the kernel puts every frame into a buffer
+//! from the worker's provided-buffer ring ([`BufRing`]). A received frame is processed in
 //! place and, if the datapath says so, sent from the same buffer on the egress socket; when
-//! that send completes, the slot receives again. Nothing is copied and nothing is allocated
-//! per packet. All the operations that one batch of completions produces are submitted with
-//! a single `io_uring_enter`, which also waits for the next completions; the thread sleeps
-//! there when there is no traffic (no busy polling).
+//! that send completes, the buffer goes back to the ring. Nothing is copied and nothing is
+//! allocated per packet. All the operations that one batch of completions produces are
+//! submitted with a single `io_uring_enter`, which also waits for the next completions; the
+//! thread sleeps there when there is no traffic (no busy polling).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -17,8 +17,9 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+use super::bufring::BufRing;
 use super::socket::PacketSocket;
-use crate::consts::{SLOT_SIZE, SLOTS_PER_SOCKET, URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS};
+use crate::consts::{BUFFERS_PER_WORKER, SLOT_SIZE, URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS};
 use crate::datapath::{Datapath, DropReason, RxMeta, Verdict, stats};
 use crate::service::Snapshot;
 use crate::wire::vnet::VnetHeader;
@@ -27,7 +28,7 @@ use crate::xmit::nat::CsumMode;
 const OP_RECV: u64 = 1 << 32;
 const OP_SEND: u64 = 2 << 32;
 const OP_CANCEL: u64 = 3 << 32;
-const SLOT_MASK: u64 = 0xffff_ffff;
+const LOW_MASK: u64 = 0xffff_ffff;
 
 /// Everything a worker needs.
 pub struct Worker {
@@ -45,93 +46,127 @@ pub struct Worker {
     pub epoch: Instant,
 }
 
-/// Page-aligned packet buffers, allocated once per worker and zero-filled lazily by the
-/// kernel, so a slot costs resident memory only for the bytes frames actually used.
-struct Buffers {
-    mem: Vec<u8>,
-}
-
-impl Buffers {
-    fn new(slots: usize) -> Self {
-        Self {
-            mem: vec![0u8; slots * SLOT_SIZE],
-        }
-    }
-
-    fn slot(&mut self, i: usize) -> &mut [u8] {
-        &mut self.mem[i * SLOT_SIZE..(i + 1) * SLOT_SIZE]
-    }
+/// The ring and the buffers it uses, dropped in that order (fields drop in declaration
+/// order), so the kernel is done with the buffers before they are freed.
+struct Uring {
+    ring: IoUring<squeue::Entry, cqueue::Entry>,
+    bufs: BufRing,
 }
 
 impl Worker {
     /// Run until the stop flag is set.
     pub fn run(self) -> io::Result<()> {
-        let n_if = self.sockets.len();
-        let slots = n_if * SLOTS_PER_SOCKET;
-        let mut bufs = Buffers::new(slots);
-        let mut ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
-            .setup_cqsize((slots as u32 * 2).max(URING_ENTRIES * 2))
+        let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
+            .setup_cqsize(u32::from(BUFFERS_PER_WORKER) * 2 + URING_ENTRIES)
             .setup_single_issuer()
             .setup_coop_taskrun()
             .build(URING_ENTRIES)?;
-        let fds: Vec<types::Fd> = self.sockets.iter().map(|s| types::Fd(s.as_raw_fd())).collect();
-        let mut completions: Vec<(u64, i32)> = Vec::with_capacity(slots * 2);
+        let bufs = BufRing::new(&ring, BUFFERS_PER_WORKER, 0)?;
+        let mut u = Uring { ring, bufs };
+        let fds: Vec<types::Fd> = self
+            .sockets
+            .iter()
+            .map(|s| types::Fd(s.as_raw_fd()))
+            .collect();
+        let mut completions: Vec<(u64, i32, u32)> =
+            Vec::with_capacity(usize::from(BUFFERS_PER_WORKER) * 2);
+        let mut rearm = vec![true; fds.len()];
         let mut inflight = 0usize;
         let stats = self.datapath.stats().clone();
 
-        for slot in 0..slots {
-            let e = recv_entry(&fds, &mut bufs, slot);
-            push(&mut ring, &e)?;
-            inflight += 1;
-        }
-        tracing::debug!(worker = self.id, slots, "worker started");
+        tracing::debug!(
+            worker = self.id,
+            buffers = BUFFERS_PER_WORKER,
+            "worker started"
+        );
         let ts = types::Timespec::new()
             .sec((WORKER_WAKE_MS / 1000) as u64)
             .nsec(((WORKER_WAKE_MS % 1000) * 1_000_000) as u32);
         let args = types::SubmitArgs::new().timespec(&ts);
         while !self.stop.load(Relaxed) {
-            match ring.submitter().submit_with_args(1, &args) {
+            for (i, r) in rearm.iter_mut().enumerate() {
+                if std::mem::take(r) {
+                    let e = opcode::RecvMulti::new(fds[i], u.bufs.bgid())
+                        .flags(libc::MSG_TRUNC)
+                        .build()
+                        .user_data(OP_RECV | i as u64);
+                    push(&mut u.ring, &e)?;
+                    inflight += 1;
+                }
+            }
+            match u.ring.submitter().submit_with_args(1, &args) {
                 Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
                 Err(e) => return Err(e),
             }
             completions.clear();
-            completions.extend(ring.completion().map(|c| (c.user_data(), c.result())));
+            completions.extend(
+                u.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             if completions.is_empty() {
                 continue;
             }
             let snap = self.snapshot.load();
             let now = self.epoch.elapsed().as_millis() as u64;
-            for &(ud, res) in &completions {
-                inflight -= 1;
-                let slot = (ud & SLOT_MASK) as usize;
-                let next = match ud & !SLOT_MASK {
-                    OP_RECV => self.on_recv(&snap, now, &fds, &mut bufs, slot, res),
+            for &(ud, res, flags) in &completions {
+                let low = (ud & LOW_MASK) as usize;
+                match ud & !LOW_MASK {
+                    OP_RECV => {
+                        if !cqueue::more(flags) {
+                            // The multishot receive ended (out of buffers, or an error): arm
+                            // it again in the next round.
+                            inflight -= 1;
+                            rearm[low] = true;
+                        }
+                        let Some(bid) = cqueue::buffer_select(flags) else {
+                            if res < 0 && res != -libc::ENOBUFS {
+                                tracing::debug!(worker = self.id, err = -res, "receive failed");
+                            }
+                            continue;
+                        };
+                        if let Some(e) = self.on_recv(&snap, now, &fds, &mut u.bufs, low, bid, res)
+                        {
+                            push(&mut u.ring, &e)?;
+                            inflight += 1;
+                        } else {
+                            u.bufs.give(bid);
+                        }
+                    }
                     OP_SEND => {
+                        inflight -= 1;
                         if res < 0 {
                             stats.count_drop(DropReason::TxError);
                             tracing::trace!(worker = self.id, err = -res, "send failed");
                         } else {
                             stats::bump(&stats.tx);
                         }
-                        recv_entry(&fds, &mut bufs, slot)
+                        u.bufs.give(low as u16);
                     }
-                    _ => continue,
-                };
-                push(&mut ring, &next)?;
-                inflight += 1;
+                    _ => {}
+                }
             }
+            u.bufs.publish();
         }
-        // Cancel the receives still posted and wait for every operation to end, so the kernel
-        // is done with the buffers before they are freed.
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(OP_CANCEL);
-        push(&mut ring, &cancel)?;
+        // Cancel the armed receives and wait for every operation to end, so the kernel is
+        // done with the buffers before they are freed.
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(OP_CANCEL);
+        push(&mut u.ring, &cancel)?;
         let deadline = Instant::now() + std::time::Duration::from_secs(2);
         while inflight > 0 && Instant::now() < deadline {
-            let _ = ring.submitter().submit_with_args(1, &args);
-            for c in ring.completion() {
-                if c.user_data() & !SLOT_MASK != OP_CANCEL {
-                    inflight -= 1;
+            let _ = u.ring.submitter().submit_with_args(1, &args);
+            for c in u.ring.completion() {
+                match c.user_data() & !LOW_MASK {
+                    OP_RECV if !cqueue::more(c.flags()) => inflight -= 1,
+                    OP_SEND => inflight -= 1,
+                    _ => {}
                 }
             }
         }
@@ -139,70 +174,66 @@ impl Worker {
         Ok(())
     }
 
-    /// Handle a completed receive and return the slot's next operation.
+    /// Handle a received frame in buffer `bid`; return the send to queue, if any. Without
+    /// one, the caller gives the buffer back.
+    #[allow(clippy::too_many_arguments)]
     fn on_recv(
         &self,
         snap: &Snapshot,
         now: u64,
         fds: &[types::Fd],
-        bufs: &mut Buffers,
-        slot: usize,
+        bufs: &mut BufRing,
+        iface: usize,
+        bid: u16,
         res: i32,
-    ) -> squeue::Entry {
+    ) -> Option<squeue::Entry> {
         let stats = self.datapath.stats();
         if res < 0 {
-            tracing::trace!(worker = self.id, err = -res, "receive failed");
-            return recv_entry(fds, bufs, slot);
+            return None;
         }
         let len = res as usize;
         if len > SLOT_SIZE {
             stats::bump(&stats.rx);
             stats.count_drop(DropReason::RxTruncated);
-            return recv_entry(fds, bufs, slot);
+            return None;
         }
-        let buf = &mut bufs.slot(slot)[..len];
-        let Some(vnet) = VnetHeader::new_checked(&*buf) else {
-            return recv_entry(fds, bufs, slot);
+        let buf = &mut bufs.buf(bid)[..len];
+        let vnet = VnetHeader::new_checked(&*buf)?;
+        let csum = if vnet.needs_csum() {
+            CsumMode::Partial
+        } else {
+            CsumMode::Complete
         };
-        let csum = if vnet.needs_csum() { CsumMode::Partial } else { CsumMode::Complete };
         let meta = RxMeta {
-            iface: (slot / SLOTS_PER_SOCKET) as u8,
+            iface: iface as u8,
             csum,
         };
-        match self.datapath.process(snap, now, meta, &mut buf[VNET_HDR_LEN..]) {
+        match self
+            .datapath
+            .process(snap, now, meta, &mut buf[VNET_HDR_LEN..])
+        {
             Verdict::Tx { iface } => {
                 if let Some(mut h) = VnetHeader::new_checked(&mut *buf) {
                     h.prepare_tx();
                 }
-                let Some(fd) = fds.get(usize::from(iface)) else {
-                    return recv_entry(fds, bufs, slot);
-                };
-                opcode::Send::new(*fd, buf.as_ptr(), len as u32)
-                    .build()
-                    .user_data(OP_SEND | slot as u64)
+                let fd = fds.get(usize::from(iface))?;
+                Some(
+                    opcode::Send::new(*fd, buf.as_ptr(), len as u32)
+                        .build()
+                        .user_data(OP_SEND | u64::from(bid)),
+                )
             }
-            Verdict::Drop(_) | Verdict::Pass => recv_entry(fds, bufs, slot),
+            Verdict::Drop(_) | Verdict::Pass => None,
         }
     }
-}
-
-/// The receive operation for a slot, on the socket the slot belongs to. `MSG_TRUNC` makes the
-/// result the frame's real length, so a frame larger than the slot is detected, not cut.
-fn recv_entry(fds: &[types::Fd], bufs: &mut Buffers, slot: usize) -> squeue::Entry {
-    let fd = fds[slot / SLOTS_PER_SOCKET];
-    let buf = bufs.slot(slot);
-    opcode::Recv::new(fd, buf.as_mut_ptr(), SLOT_SIZE as u32)
-        .flags(libc::MSG_TRUNC)
-        .build()
-        .user_data(OP_RECV | slot as u64)
 }
 
 /// Queue an operation, submitting first if the submission queue is full.
 fn push(ring: &mut IoUring, e: &squeue::Entry) -> io::Result<()> {
     loop {
-        // SAFETY: every entry points into the worker's `Buffers`, which outlive the ring's
-        // use of them: the worker cancels and reaps all operations before dropping them, and
-        // each slot has at most one operation in flight.
+        // SAFETY: every entry points into the worker's buffer ring, which outlives the ring's
+        // use of it (see `Uring`), and a buffer is in at most one operation at a time: the
+        // kernel's receive until it completes, then our send until it completes.
         if unsafe { ring.submission().push(e) }.is_ok() {
             return Ok(());
         }

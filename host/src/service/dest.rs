@@ -157,7 +157,10 @@ impl Dest {
             self.activeconns.fetch_sub(1, Relaxed);
         }
         if self.flags() & OVERLOAD != 0 {
-            let (u, l) = (self.u_threshold.load(Relaxed), self.l_threshold.load(Relaxed));
+            let (u, l) = (
+                self.u_threshold.load(Relaxed),
+                self.l_threshold.load(Relaxed),
+            );
             let total = self.total_conns();
             let clear = if l != 0 {
                 total < l

@@ -147,7 +147,12 @@ impl Snapshot {
 
     /// Find the virtual service a packet to `addr:port` belongs to.
     #[inline]
-    pub fn service(&self, proto: Protocol, addr: IpAddr, port: u16) -> Option<&Arc<VirtualService>> {
+    pub fn service(
+        &self,
+        proto: Protocol,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<&Arc<VirtualService>> {
         if self.services.is_empty() {
             return None;
         }

@@ -72,7 +72,12 @@ mod tests {
 
     fn dests(n: usize) -> Vec<Arc<Dest>> {
         (0..n)
-            .map(|i| Arc::new(Dest::new(format!("198.19.0.{}", 11 + i).parse().unwrap(), 80)))
+            .map(|i| {
+                Arc::new(Dest::new(
+                    format!("198.19.0.{}", 11 + i).parse().unwrap(),
+                    80,
+                ))
+            })
             .collect()
     }
 

@@ -65,7 +65,10 @@ fn sub_words(mut acc: u32, data: &[u8]) -> u32 {
         acc = acc.wrapping_add(u32::from(!u16::from_be_bytes([c[0], c[1]])));
         acc = (acc & 0xffff) + (acc >> 16);
     }
-    debug_assert!(chunks.remainder().is_empty(), "incremental update needs whole words");
+    debug_assert!(
+        chunks.remainder().is_empty(),
+        "incremental update needs whole words"
+    );
     acc
 }
 

@@ -97,7 +97,14 @@ pub fn rewrite_v4(
 
 /// Adjust a TCP/UDP checksum for an address (pseudo-header) and port change.
 #[inline]
-fn l4_update(check: u16, old_a: &[u8], new_a: &[u8], old_p: u16, new_p: u16, mode: CsumMode) -> u16 {
+fn l4_update(
+    check: u16,
+    old_a: &[u8],
+    new_a: &[u8],
+    old_p: u16,
+    new_p: u16,
+    mode: CsumMode,
+) -> u16 {
     match mode {
         CsumMode::Complete => {
             let c = checksum::update(check, old_a, new_a);
@@ -119,6 +126,10 @@ pub fn decrement_ttl_v4(hdr: &mut [u8]) -> bool {
     // TTL shares a 16-bit word with the protocol field.
     let proto = u8::from(iph.next_header());
     iph.set_hop_limit(ttl - 1);
-    iph.set_checksum(checksum::update(iph.checksum(), &[ttl, proto], &[ttl - 1, proto]));
+    iph.set_checksum(checksum::update(
+        iph.checksum(),
+        &[ttl, proto],
+        &[ttl - 1, proto],
+    ));
     true
 }
