@@ -29,6 +29,7 @@ enum Command {
     /// Run the load balancer on the given interfaces until SIGINT or SIGTERM.
     ///
     /// SIGHUP reloads the --config file; a file that does not validate changes nothing.
+    /// SIGUSR1 logs the counters at once (they are also logged every 10 s while they change).
     /// wvs needs CAP_NET_ADMIN and CAP_NET_RAW (run it as root) and the `nft` command.
     Run {
         /// An interface to serve (clients and real servers are reached through these).

@@ -203,6 +203,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal handler"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal handler"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(io_err("signal handler"))?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(io_err("signal handler"))?;
     let mut resolve_tick = tokio::time::interval(Duration::from_millis(NEIGH_RETRY_MS));
     let mut stats_tick = tokio::time::interval(Duration::from_millis(STATS_LOG_INTERVAL_MS));
     let mut last_full = Instant::now();
@@ -212,6 +213,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
             _ = sighup.recv() => reload(&opts.config, &snapshot, &mut nft),
+            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len()),
             Some((id, r)) = exit_rx.recv() => {
                 break match r {
                     Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),

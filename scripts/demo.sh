@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The demo: build wvs, build the test topology in network namespaces (a client, the
+# balancer, a switch and three real servers with nginx and socat), run wvs there on its
+# embedded default configuration, send traffic through it and show where it went.
+# Run as root. Everything it creates is removed when it ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "demo.sh: run as root (it creates network namespaces)" >&2
+  exit 1
+fi
+scripts/setup.sh
+echo "== building wvs (release)"
+cargo build --release -q -p wvs
+
+P=wvsdemo
+DIR=/tmp/wvs-demo
+VIP=198.18.100.1
+WVS_PID=
+cleanup() {
+  if [ -n "$WVS_PID" ]; then kill "$WVS_PID" 2>/dev/null || true; wait "$WVS_PID" 2>/dev/null || true; fi
+  scripts/topology.sh down "$P"
+}
+trap cleanup EXIT INT TERM
+scripts/topology.sh down "$P"
+rm -rf "$DIR" && mkdir -p "$DIR"
+echo "== building the topology (namespaces $P-cli, $P-lb, $P-sw, $P-rs1..3)"
+scripts/topology.sh up "$P"
+scripts/topology.sh nginx "$P" "$DIR"
+scripts/topology.sh socat "$P" >/dev/null 2>&1
+echo "== starting wvs in $P-lb: wvs run --iface c0 --iface s0 (embedded configuration)"
+ip netns exec "$P-lb" target/release/wvs run --iface c0 --iface s0 2> "$DIR/wvs.log" &
+WVS_PID=$!
+for _ in $(seq 100); do grep -q ready "$DIR/wvs.log" && break; sleep 0.1; done
+grep -q ready "$DIR/wvs.log" || { cat "$DIR/wvs.log"; exit 1; }
+
+echo "== 12 HTTP requests from the client to http://$VIP/ (round robin):"
+for _ in $(seq 12); do ip netns exec "$P-cli" curl -s -m 2 "http://$VIP/"; done | sort | uniq -c
+echo "== 6 UDP datagrams to $VIP:9000 (answers come back from the VIP):"
+for _ in $(seq 6); do echo hi | ip netns exec "$P-cli" socat -T 2 - "UDP4:$VIP:9000"; done | sort | uniq -c
+echo "== 5 s of wrk, a new TCP connection per request:"
+ip netns exec "$P-cli" wrk -t2 -c32 -d5s -H 'Connection: close' "http://$VIP/" | grep -E 'Requests/sec|requests in|Socket errors' || true
+kill -USR1 "$WVS_PID"
+sleep 0.3
+echo "== wvs's counters:"
+grep ' stats' "$DIR/wvs.log" | tail -1 | sed 's/^.*stats/stats/'
+cat <<TXT
+
+Where to look:
+  wvs's log:            $DIR/wvs.log
+  its nftables table:   ip netns exec $P-lb nft list table netdev wvs
+  try it yourself:      ip netns exec $P-cli curl http://$VIP/
+  counters now:         kill -USR1 $WVS_PID; tail -1 $DIR/wvs.log
+TXT
+if [ -t 0 ]; then
+  read -r -p "Press Enter to stop wvs and remove the namespaces... " _
+fi
