@@ -161,3 +161,52 @@ fn stopped_wvs_leaves_no_table_and_no_socket() {
     assert_eq!(packet_sockets(&topo), 0, "no packet socket left");
     assert!(wvs.log_text().contains("nftables table removed"));
 }
+
+#[test]
+fn icmp_errors_are_relayed_with_the_vip_restored() {
+    // Nothing listens on port 9001 of the real servers: each answers a datagram with an ICMP
+    // port unreachable addressed to the client and quoting the datagram it got (client ->
+    // real server). wvs must hand it to the client quoting client -> VIP, or the client's
+    // connected socket never learns that the port is closed.
+    let topo = Topo::new("icmp", false);
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(
+        &cfg,
+        "[[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:9001\"\n\
+         [[service.real]]\naddress = \"198.19.0.11:9001\"\n",
+    )
+    .expect("config");
+    let _wvs = Wvs::start(&topo, Some(&cfg));
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "socat",
+            "-T",
+            "5",
+            "-",
+            &format!("UDP4:{VIP}:9001"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            let mut stdin = c.stdin.take().expect("stdin");
+            stdin.write_all(b"anyone?\n")?;
+            // Keep stdin open so that socat waits for the answer (or the error); once the
+            // error arrived socat has exited and this write may fail, which is fine.
+            std::thread::sleep(Duration::from_millis(1500));
+            let _ = stdin.write_all(b"still?\n");
+            drop(stdin);
+            c.wait_with_output()
+        })
+        .expect("socat");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Connection refused"),
+        "the client saw no port unreachable: {err:?}"
+    );
+}

@@ -10,6 +10,7 @@
 //! Per packet it allocates nothing and takes one shard lock of the connection table. A new
 //! connection also takes its service's scheduler lock.
 
+mod icmp;
 pub mod stats;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -148,8 +149,9 @@ impl Datapath {
         }
         let client_mac = eth.src_addr().0;
         let info = match parse_ipv4(snap, &frame[ETHERNET_HEADER_LEN..]) {
-            Ok(Some(info)) => info,
-            Ok(None) => return Verdict::Pass,
+            Ok(Parsed::L4(info)) => info,
+            Ok(Parsed::IcmpError(e)) => return self.icmp_error(&e, frame),
+            Ok(Parsed::NotOurs) => return Verdict::Pass,
             Err(r) => return Verdict::Drop(r),
         };
         if let Some(svc) = snap.service(info.proto, IpAddr::V4(info.daddr), info.dport) {
@@ -335,12 +337,22 @@ fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) {
     eth.set_dst_addr(EthernetAddress(dst));
 }
 
+/// What an IPv4 packet is to wvs.
+enum Parsed {
+    /// Not wvs's: leave it to the kernel.
+    NotOurs,
+    /// A TCP or UDP packet of a service, either way.
+    L4(L4Info),
+    /// An ICMP error about a packet of a connection.
+    IcmpError(icmp::IcmpError),
+}
+
 /// Validate an IPv4 packet and read what classification needs.
 ///
-/// `Ok(None)`: not TCP/UDP or not wvs's, leave it alone. `Err`: malformed, or a fragment that
-/// concerns a service; drop. A packet that is not addressed to a virtual IP and does not come
-/// from a real server is never dropped here, whatever it looks like: it is the kernel's.
-fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Option<L4Info>, DropReason> {
+/// `Err`: malformed, or a fragment that concerns a service; drop. A packet that is not
+/// addressed to a virtual IP and does not come from a real server is never dropped here,
+/// whatever it looks like: it is the kernel's.
+fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Parsed, DropReason> {
     if ip.len() < ipv4_field::MIN_HEADER_LEN {
         return Err(DropReason::IpTruncated);
     }
@@ -359,20 +371,25 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Option<L4Info>, DropReason> 
     if total_len > ip.len() {
         return Err(DropReason::IpTruncated);
     }
-    let proto = match u8::from(pkt.next_header()) {
-        6 => Protocol::Tcp,
-        17 => Protocol::Udp,
-        _ => return Ok(None),
-    };
     let (saddr, daddr) = (pkt.src_addr(), pkt.dst_addr());
     let ours = || snap.is_vip(IpAddr::V4(daddr)) || snap.is_real_addr(IpAddr::V4(saddr));
-    if pkt.more_frags() || pkt.frag_offset() != 0 {
+    let fragment = pkt.more_frags() || pkt.frag_offset() != 0;
+    if fragment {
         return if ours() {
             Err(DropReason::IpFragment)
         } else {
-            Ok(None)
+            Ok(Parsed::NotOurs)
         };
     }
+    let proto = match u8::from(pkt.next_header()) {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        1 => {
+            return icmp::parse(snap, ip, ihl, total_len, daddr)
+                .map(|e| e.map_or(Parsed::NotOurs, Parsed::IcmpError));
+        }
+        _ => return Ok(Parsed::NotOurs),
+    };
     let l4 = &ip[ihl..total_len];
     if l4.len() < 4 {
         return if ours() {
@@ -381,7 +398,7 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Option<L4Info>, DropReason> 
                 Protocol::Udp => DropReason::UdpTruncated,
             })
         } else {
-            Ok(None)
+            Ok(Parsed::NotOurs)
         };
     }
     let sport = u16::from_be_bytes([l4[0], l4[1]]);
@@ -389,7 +406,7 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Option<L4Info>, DropReason> 
     let mine = snap.service(proto, IpAddr::V4(daddr), dport).is_some()
         || snap.is_real(proto, IpAddr::V4(saddr), sport);
     if !mine {
-        return Ok(None);
+        return Ok(Parsed::NotOurs);
     }
     // From here on the packet is ours: check it fully before anything rewrites it.
     if checksum::compute(&ip[..ihl]) != 0 {
@@ -416,7 +433,7 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Option<L4Info>, DropReason> 
             TcpFlags::default()
         }
     };
-    Ok(Some(L4Info {
+    Ok(Parsed::L4(L4Info {
         proto,
         saddr,
         daddr,

@@ -42,6 +42,12 @@ drop_reasons! {
     TcpTruncated => "tcp_truncated",
     /// UDP header cut short or length field out of range.
     UdpTruncated => "udp_truncated",
+    /// ICMP error about a service too short to hold its quoted header.
+    IcmpTruncated => "icmp_truncated",
+    /// ICMP error about a service whose quoted IP header is malformed.
+    IcmpInnerBad => "icmp_inner_bad",
+    /// ICMP error about a service's packet that belongs to no connection.
+    IcmpNoConn => "icmp_no_conn",
     /// TTL would reach zero on the way out.
     TtlExceeded => "ttl_exceeded",
     /// Non-SYN TCP packet to a virtual service with no connection.

@@ -830,3 +830,211 @@ proptest! {
         prop_assert_eq!((s, sp, c, cp), (Ipv4Addr::from(VIP), vport, Ipv4Addr::from(client), cport));
     }
 }
+
+/// An ICMP error frame from `src` to `dst` quoting `quote` (IP header + 8 bytes or more).
+fn icmp_error_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    ty: u8,
+    code: u8,
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut icmp = vec![ty, code, 0, 0, 0, 0, 0x05, 0xdc]; // frag-needed: next-hop MTU 1500
+    icmp.extend_from_slice(quote);
+    let c = checksum::compute(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .write(&mut v, etherparse::IpNumber::ICMP, &icmp)
+        .unwrap();
+    v
+}
+
+/// The first `n` bytes of the IP packet inside an Ethernet frame.
+fn quote_of(frame: &[u8], n: usize) -> Vec<u8> {
+    frame[14..14 + n].to_vec()
+}
+
+fn check_icmp(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, Vec<u8>) {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("frame parses");
+    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+        panic!("not ipv4")
+    };
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "outer ip checksum"
+    );
+    let icmp = &frame[14 + 20..];
+    assert_eq!(checksum::compute(icmp), 0, "icmp checksum");
+    let inner = &icmp[8..];
+    let ihl = usize::from(inner[0] & 0xf) * 4;
+    assert_eq!(checksum::compute(&inner[..ihl]), 0, "quoted ip checksum");
+    (
+        Ipv4Addr::from(ip.source),
+        Ipv4Addr::from(ip.destination),
+        ip.time_to_live,
+        inner.to_vec(),
+    )
+}
+
+#[test]
+fn icmp_error_about_a_reply_goes_to_the_real_server() {
+    let h = harness();
+    let mut syn = client_syn(40800);
+    h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
+    // A router on the client side cannot forward a reply VIP:80 -> client:40800.
+    let reply = tcp_frame(
+        CLIENT_IF_MAC,
+        CLIENT_MAC,
+        (VIP, 80),
+        (CLIENT, 40800),
+        F::Ack,
+        b"data",
+    );
+    let mut e = icmp_error_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        [198, 18, 0, 254],
+        VIP,
+        3,
+        4,
+        &quote_of(&reply, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 1, COMPLETE, &mut e),
+        Verdict::Tx { iface: 1 }
+    );
+    let (s, d, ttl, inner) = check_icmp(&e);
+    assert_eq!(
+        (s, d),
+        (
+            "198.18.0.254".parse().unwrap(),
+            "198.19.0.11".parse().unwrap()
+        )
+    );
+    assert_eq!(ttl, 64);
+    assert_eq!(
+        &inner[12..16],
+        &[198, 19, 0, 11],
+        "quoted source is the real server now"
+    );
+    assert_eq!(&inner[16..20], &CLIENT);
+    assert_eq!(
+        &inner[20..22],
+        &8080u16.to_be_bytes(),
+        "quoted source port is the real port"
+    );
+    assert_eq!(&e[0..6], &rs_mac(11));
+}
+
+#[test]
+fn icmp_error_about_a_forwarded_packet_goes_to_the_client() {
+    let h = harness();
+    let mut syn = client_syn(40900);
+    h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
+    // The real server (or a router before it) reports on the forwarded SYN.
+    let mut e = icmp_error_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        [198, 19, 0, 11],
+        CLIENT,
+        3,
+        4,
+        &quote_of(&syn, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut e),
+        Verdict::Tx { iface: 0 }
+    );
+    let (s, d, ttl, inner) = check_icmp(&e);
+    assert_eq!((s, d), (Ipv4Addr::from(VIP), Ipv4Addr::from(CLIENT)));
+    assert_eq!(ttl, 63);
+    assert_eq!(&inner[12..16], &CLIENT);
+    assert_eq!(&inner[16..20], &VIP, "quoted destination is the VIP again");
+    assert_eq!(
+        &inner[22..24],
+        &80u16.to_be_bytes(),
+        "quoted destination port is the virtual port"
+    );
+    assert_eq!(&e[0..6], &CLIENT_MAC);
+}
+
+#[test]
+fn icmp_errors_that_match_nothing_or_are_cut_short() {
+    let h = harness();
+    let reply = tcp_frame(
+        CLIENT_IF_MAC,
+        CLIENT_MAC,
+        (VIP, 80),
+        (CLIENT, 41000),
+        F::Ack,
+        b"",
+    );
+    let mut no_conn = icmp_error_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        [198, 18, 0, 254],
+        VIP,
+        3,
+        4,
+        &quote_of(&reply, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut no_conn),
+        Verdict::Drop(DropReason::IcmpNoConn)
+    );
+    let mut short = icmp_error_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        [198, 18, 0, 254],
+        VIP,
+        3,
+        4,
+        &quote_of(&reply, 24),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut short),
+        Verdict::Drop(DropReason::IcmpTruncated)
+    );
+    let mut q = quote_of(&reply, 28);
+    q[0] = 0x43;
+    let mut bad_ihl =
+        icmp_error_frame(CLIENT_MAC, CLIENT_IF_MAC, [198, 18, 0, 254], VIP, 11, 0, &q);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut bad_ihl),
+        Verdict::Drop(DropReason::IcmpInnerBad)
+    );
+    // Not errors, or not about a service: the kernel's.
+    let mut ping = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut ping, b"")
+        .unwrap();
+    assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut ping), Verdict::Pass);
+    let other = tcp_frame(
+        CLIENT_IF_MAC,
+        CLIENT_MAC,
+        ([198, 18, 0, 1], 22),
+        (CLIENT, 41000),
+        F::Ack,
+        b"",
+    );
+    let mut elsewhere = icmp_error_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        CLIENT,
+        [198, 18, 0, 1],
+        3,
+        3,
+        &quote_of(&other, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut elsewhere),
+        Verdict::Pass
+    );
+}

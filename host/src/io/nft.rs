@@ -126,6 +126,8 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
          \t\tip frag-off & 0x3fff != 0 ip saddr @real_addrs drop\n\
          \t\tip daddr . meta l4proto . th dport @vips drop\n\
          \t\tip saddr . meta l4proto . th sport @reals drop\n\
+         \t\tip daddr @vip_addrs icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} drop\n\
+         \t\tip saddr @real_addrs icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} drop\n\
          \t}}\n\
          }}\n",
         t = NFT_TABLE,

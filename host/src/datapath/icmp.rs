@@ -1,0 +1,211 @@
+//! ICMP errors about NAT'd connections (`ip_vs_in_icmp`, `ip_vs_out_icmp`).
+//!
+//! A router or host that cannot deliver a packet of a connection sends an ICMP error to the
+//! packet's source, quoting its IP header and first 8 bytes. For the error to be of use
+//! (path MTU discovery above all), it must reach the other end of the connection with the
+//! quote translated the way the original packet was:
+//! - an error about a reply (VIP -> client) arrives addressed to the VIP; it goes to the
+//!   real server, with the outer destination and the quoted source set to the real server;
+//! - an error about a forwarded packet (client -> real server) arrives addressed to the
+//!   client; it goes to the client, with the outer source and the quoted destination set to
+//!   the VIP, so the client's stack matches it to its socket.
+//!
+//! As in IPVS, the quoted IP header checksum and the ICMP checksum are recomputed, the
+//! quoted TCP/UDP checksum (usually cut off) is left alone, and the connection's state and
+//! timer do not change.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::{Datapath, DropReason, Verdict, set_macs};
+use crate::conn::ConnKey;
+use crate::conn::table::KeyDir;
+use crate::service::{Protocol, Snapshot};
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, checksum, ipv4_field};
+use crate::xmit::nat;
+
+/// ICMP header length (type, code, checksum, 4 more bytes).
+const ICMP_HEADER_LEN: usize = 8;
+/// ICMP types that quote the packet they are about (RFC 792).
+const DEST_UNREACHABLE: u8 = 3;
+const TIME_EXCEEDED: u8 = 11;
+const PARAMETER_PROBLEM: u8 = 12;
+
+/// Which way the quoted packet went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum About {
+    /// A reply the balancer sent to a client (quoted source: the VIP).
+    Reply,
+    /// A packet the balancer forwarded to a real server (quoted destination: the server).
+    Forwarded,
+}
+
+/// A parsed ICMP error about one of wvs's connections.
+pub(super) struct IcmpError {
+    about: About,
+    /// Outer IP header length.
+    ihl: usize,
+    /// Outer total length.
+    total_len: usize,
+    /// The quoted packet's protocol and endpoints.
+    proto: Protocol,
+    saddr: Ipv4Addr,
+    sport: u16,
+    daddr: Ipv4Addr,
+    dport: u16,
+    /// Quoted IP header length.
+    inner_ihl: usize,
+}
+
+/// Read an ICMP error and decide whether it concerns a service. `ip` is the outer packet,
+/// already checked for version, IHL and length.
+pub(super) fn parse(
+    snap: &Snapshot,
+    ip: &[u8],
+    ihl: usize,
+    total_len: usize,
+    daddr: Ipv4Addr,
+) -> Result<Option<IcmpError>, DropReason> {
+    let to_vip = snap.is_vip(IpAddr::V4(daddr));
+    // Malformed errors are dropped only when addressed to a VIP; others are the kernel's.
+    let bad = |r| if to_vip { Err(r) } else { Ok(None) };
+    let icmp = &ip[ihl..total_len];
+    if icmp.len() < ICMP_HEADER_LEN {
+        return bad(DropReason::IcmpTruncated);
+    }
+    if !matches!(
+        icmp[0],
+        DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM
+    ) {
+        return Ok(None);
+    }
+    let inner = &icmp[ICMP_HEADER_LEN..];
+    if inner.len() < ipv4_field::MIN_HEADER_LEN {
+        return bad(DropReason::IcmpTruncated);
+    }
+    let q = Ipv4Packet::new_unchecked(inner);
+    let inner_ihl = usize::from(q.header_len());
+    if q.version() != 4 || inner_ihl < ipv4_field::MIN_HEADER_LEN {
+        return bad(DropReason::IcmpInnerBad);
+    }
+    // RFC 792: the quote holds the IP header and at least 8 bytes of its payload.
+    if inner.len() < inner_ihl + 8 {
+        return bad(DropReason::IcmpTruncated);
+    }
+    let proto = match u8::from(q.next_header()) {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return Ok(None),
+    };
+    if q.frag_offset() != 0 {
+        // A quote of a later fragment has no ports.
+        return Ok(None);
+    }
+    let l4 = &inner[inner_ihl..];
+    let (sport, dport) = (
+        u16::from_be_bytes([l4[0], l4[1]]),
+        u16::from_be_bytes([l4[2], l4[3]]),
+    );
+    let (qs, qd) = (q.src_addr(), q.dst_addr());
+    let about = if to_vip && snap.service(proto, IpAddr::V4(qs), sport).is_some() {
+        About::Reply
+    } else if snap.is_real(proto, IpAddr::V4(qd), dport) {
+        About::Forwarded
+    } else {
+        return Ok(None);
+    };
+    if checksum::compute(&ip[..ihl]) != 0 {
+        return Err(DropReason::IpBadChecksum);
+    }
+    Ok(Some(IcmpError {
+        about,
+        ihl,
+        total_len,
+        proto,
+        saddr: qs,
+        sport,
+        daddr: qd,
+        dport,
+        inner_ihl,
+    }))
+}
+
+impl Datapath {
+    /// Relay an ICMP error to the other end of its connection.
+    pub(super) fn icmp_error(&self, e: &IcmpError, frame: &mut [u8]) -> Verdict {
+        // The quoted packet's key, turned into the key of the packet that would go the
+        // other way: that is how the connection table knows the connection.
+        let key = ConnKey {
+            proto: e.proto,
+            saddr: IpAddr::V4(e.daddr),
+            sport: e.dport,
+            daddr: IpAddr::V4(e.saddr),
+            dport: e.sport,
+        };
+        let (dir, found) = match e.about {
+            About::Reply => (
+                KeyDir::In,
+                self.conns.with_conn(KeyDir::In, &key, |c| {
+                    c.dest
+                        .next_hop()
+                        .map(|h| (c.daddr, c.dport, h.iface, h.mac))
+                }),
+            ),
+            About::Forwarded => (
+                KeyDir::Out,
+                self.conns.with_conn(KeyDir::Out, &key, |c| {
+                    Some((c.vaddr, c.vport, c.client_hop.iface, c.client_hop.mac))
+                }),
+            ),
+        };
+        let (addr, port, iface, mac) = match found {
+            Some(Some(v)) => v,
+            Some(None) => return Verdict::Drop(DropReason::NoNextHop),
+            None => return Verdict::Drop(DropReason::IcmpNoConn),
+        };
+        let IpAddr::V4(addr) = addr else {
+            return Verdict::Drop(DropReason::IcmpInnerBad);
+        };
+        let Some(out_if) = self.ifaces.get(usize::from(iface)) else {
+            return Verdict::Drop(DropReason::NoNextHop);
+        };
+        let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + e.total_len];
+        let (hdr, icmp) = ip.split_at_mut(e.ihl);
+        if dir == KeyDir::Out && !nat::decrement_ttl_v4(hdr) {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        let mut outer = Ipv4Packet::new_unchecked(&mut *hdr);
+        let old = match dir {
+            KeyDir::In => outer.dst_addr(),
+            KeyDir::Out => outer.src_addr(),
+        };
+        match dir {
+            KeyDir::In => outer.set_dst_addr(addr),
+            KeyDir::Out => outer.set_src_addr(addr),
+        }
+        outer.set_checksum(checksum::update(
+            outer.checksum(),
+            &old.octets(),
+            &addr.octets(),
+        ));
+
+        let (inner_hdr, inner_l4) = icmp[ICMP_HEADER_LEN..].split_at_mut(e.inner_ihl);
+        let mut q = Ipv4Packet::new_unchecked(&mut *inner_hdr);
+        // Reply: the quote's source was the VIP and becomes the real server; forwarded: the
+        // quote's destination was the real server and becomes the VIP.
+        match dir {
+            KeyDir::In => q.set_src_addr(addr),
+            KeyDir::Out => q.set_dst_addr(addr),
+        }
+        q.set_checksum(0);
+        let c = checksum::compute(&inner_hdr[..e.inner_ihl]);
+        Ipv4Packet::new_unchecked(&mut *inner_hdr).set_checksum(c);
+        let port_at = if dir == KeyDir::In { 0 } else { 2 };
+        inner_l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+
+        icmp[2..4].copy_from_slice(&[0, 0]);
+        let c = checksum::compute(icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        set_macs(frame, out_if.mac, mac);
+        Verdict::Tx { iface }
+    }
+}
