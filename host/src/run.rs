@@ -158,7 +158,10 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         let t = std::thread::Builder::new()
             .name(format!("wvs-worker-{id}"))
             .spawn(move || {
-                let r = worker.run();
+                // A panicking worker must stop the daemon (and so remove the nftables
+                // table) rather than leave its share of the traffic unserved.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()))
+                    .unwrap_or_else(|_| Err(std::io::Error::other("worker panicked")));
                 let _ = tx.send((id, r));
             })
             .map_err(io_err("cannot start a worker thread"))?;
@@ -289,6 +292,7 @@ fn log_stats(s: &StatsSum, conns: usize) {
         rx = s.rx,
         tx = s.tx,
         passed = s.passed,
+        rx_gso = s.rx_gso,
         conns_created = s.conns,
         conns_now = conns,
         dropped = s.dropped(),

@@ -339,6 +339,41 @@ mod tests {
         assert_eq!(d.activeconns.load(Relaxed), 0);
     }
 
+    /// Several threads adding, finding and expiring connections at once: every connection
+    /// is found from both directions and the counts add up.
+    #[test]
+    fn concurrent_workers_agree() {
+        let t = Arc::new(ConnTable::new(1 << 20));
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
+        let threads: Vec<_> = (0..4u16)
+            .map(|w| {
+                let (t, d) = (t.clone(), d.clone());
+                std::thread::spawn(move || {
+                    for i in 0..5000u16 {
+                        let mut k = key(i);
+                        k.saddr =
+                            std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, w as u8));
+                        let c = Conn::new(&k, d.clone(), hop(), 0);
+                        let out = c.out_key();
+                        t.insert(c).unwrap();
+                        assert!(t.with_conn(KeyDir::In, &k, |_| ()).is_some());
+                        assert!(t.with_conn(KeyDir::Out, &out, |_| ()).is_some());
+                        if i % 2 == 0 {
+                            t.with_conn(KeyDir::Out, &out, |c| c.expire_now = true);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(t.len(), 4 * 2500);
+        assert_eq!(d.activeconns.load(Relaxed), 4 * 2500);
+        assert_eq!(t.sweep(u64::MAX), 4 * 2500);
+        assert_eq!(d.activeconns.load(Relaxed), 0);
+    }
+
     #[test]
     fn gone_dest_is_swept() {
         let t = ConnTable::new(1000);

@@ -79,6 +79,8 @@ pub struct DatapathStats {
     pub passed: AtomicU64,
     /// Connections created.
     pub conns: AtomicU64,
+    /// GRO/GSO super-packets received (forwarded whole, segmented by the kernel later).
+    pub rx_gso: AtomicU64,
     drops: Box<[AtomicU64]>,
 }
 
@@ -89,6 +91,7 @@ impl Default for DatapathStats {
             tx: AtomicU64::new(0),
             passed: AtomicU64::new(0),
             conns: AtomicU64::new(0),
+            rx_gso: AtomicU64::new(0),
             drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -124,6 +127,8 @@ pub struct StatsSum {
     pub passed: u64,
     /// Connections created.
     pub conns: u64,
+    /// GRO/GSO super-packets received.
+    pub rx_gso: u64,
     /// Drops by reason, in [`DropReason::ALL`] order.
     pub drops: Vec<(DropReason, u64)>,
 }
@@ -140,6 +145,7 @@ impl StatsSum {
             s.tx += w.tx.load(Relaxed);
             s.passed += w.passed.load(Relaxed);
             s.conns += w.conns.load(Relaxed);
+            s.rx_gso += w.rx_gso.load(Relaxed);
             for (r, n) in s.drops.iter_mut() {
                 *n += w.drops(*r);
             }

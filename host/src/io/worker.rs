@@ -199,6 +199,9 @@ impl Worker {
         }
         let buf = &mut bufs.buf(bid)[..len];
         let vnet = VnetHeader::new_checked(&*buf)?;
+        if vnet.gso_type() != crate::wire::vnet::GSO_NONE {
+            stats::bump(&stats.rx_gso);
+        }
         let csum = if vnet.needs_csum() {
             CsumMode::Partial
         } else {
