@@ -43,15 +43,15 @@ const OUT_TAG: u32 = 1 << 31;
 pub enum InsertError {
     /// The table (this connection's shard of it) holds as many connections as it may.
     #[error("connection table full")]
-    Full(Box<Conn>),
+    Full(Conn),
     /// A connection with the same key was added meanwhile by another worker.
     #[error("connection exists")]
-    Exists(Box<Conn>),
+    Exists(Conn),
 }
 
 impl InsertError {
     /// Give the refused connection back.
-    pub fn into_conn(self) -> Box<Conn> {
+    pub fn into_conn(self) -> Conn {
         match self {
             Self::Full(c) | Self::Exists(c) => c,
         }
@@ -178,10 +178,10 @@ impl ConnTable {
                 .find(hout, |&t| tagged_eq(conns, t, &out_key))
                 .is_some();
         if exists {
-            return Err(InsertError::Exists(Box::new(conn)));
+            return Err(InsertError::Exists(conn));
         }
         if inner.conns.len() >= self.per_shard_max {
-            return Err(InsertError::Full(Box::new(conn)));
+            return Err(InsertError::Full(conn));
         }
         let idx = inner.conns.insert(conn) as u32;
         let hasher = |t: &u32| rehash(self, &inner.conns, *t);
@@ -198,18 +198,17 @@ impl ConnTable {
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut g = shard.inner.lock();
-            let inner = &mut *g;
-            let dead: Vec<usize> = inner
-                .conns
-                .iter()
-                .filter(|(_, c)| c.expires <= now || !c.dest.available())
-                .map(|(i, _)| i)
-                .collect();
-            for idx in dead {
-                self.remove_locked(inner, idx);
+            let ShardInner { index, conns } = &mut *g;
+            conns.retain(|idx, c| {
+                if c.expires > now && c.dest.available() {
+                    return true;
+                }
+                self.unindex(index, idx as u32, c);
                 removed += 1;
-            }
+                false
+            });
         }
+        self.len.fetch_sub(removed, Relaxed);
         removed
     }
 
@@ -227,17 +226,21 @@ impl ConnTable {
         let Some(conn) = inner.conns.try_remove(idx) else {
             return;
         };
-        let idx = idx as u32;
+        self.unindex(&mut inner.index, idx as u32, &conn);
+        self.len.fetch_sub(1, Relaxed);
+    }
+
+    /// Remove a connection's two index entries and uncount it on its real server.
+    fn unindex(&self, index: &mut HashTable<u32>, idx: u32, conn: &Conn) {
         for (dir, key, tag) in [
             (KeyDir::In, conn.in_key(), idx),
             (KeyDir::Out, conn.out_key(), idx | OUT_TAG),
         ] {
-            if let Ok(e) = inner.index.find_entry(self.hash(dir, &key), |&t| t == tag) {
+            if let Ok(e) = index.find_entry(self.hash(dir, &key), |&t| t == tag) {
                 e.remove();
             }
         }
         conn.release();
-        self.len.fetch_sub(1, Relaxed);
     }
 }
 

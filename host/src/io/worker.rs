@@ -59,7 +59,7 @@ impl Worker {
         let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
             .setup_cqsize(u32::from(BUFFERS_PER_WORKER) * 2 + URING_ENTRIES)
             .setup_single_issuer()
-            .setup_coop_taskrun()
+            .setup_defer_taskrun()
             .build(URING_ENTRIES)?;
         let bufs = BufRing::new(&ring, BUFFERS_PER_WORKER, 0)?;
         let mut u = Uring { ring, bufs };
