@@ -38,9 +38,10 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The TOML is malformed or has unknown or mistyped keys.
+    /// The TOML is malformed or has unknown or mistyped keys. (Not a `#[source]`: the
+    /// message already says all of it, and a cause chain would say it twice.)
     #[error("invalid configuration: {0}")]
-    Parse(#[from] toml::de::Error),
+    Parse(toml::de::Error),
     /// A value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -223,6 +224,12 @@ pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
         ));
     }
     Ok(out)
+}
+
+impl From<toml::de::Error> for ConfigError {
+    fn from(e: toml::de::Error) -> Self {
+        Self::Parse(e)
+    }
 }
 
 fn parse_sockaddr(s: &str, what: &str) -> Result<SocketAddr, ConfigError> {
