@@ -38,6 +38,7 @@ impl Topo {
         let prefix = format!("w{}{:04x}", name, rand_u16());
         let dir = std::env::temp_dir().join(format!("wvs-e2e-{prefix}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        // Built before anything it owns, so that a failure half-way still cleans up.
         let t = Topo { prefix, dir };
         run(Command::new("bash").args([TOPOLOGY, "up", &t.prefix]));
         let mut nginx = Command::new("bash");
