@@ -1,16 +1,27 @@
-//! wvs-sdk: the plugin ABI shared by the wvs host and its WebAssembly plugins.
+//! wvs-sdk: what a wvs scheduler plugin and the wvs host share.
 //!
-//! The ABI is versioned: a plugin exports `wvs_abi_version` returning [`ABI_VERSION`] and the
-//! host refuses modules whose version it does not know. The scheduler and application-helper
-//! calls are defined by the plugin-runtime issue; this crate already fixes the version number
-//! and the real-server flags that the host's service table uses, so both sides agree on them
-//! from the first release.
+//! A scheduler is a type that implements [`Scheduler`]: IPVS calls the same two things of
+//! its schedulers, "the real servers changed" ([`Scheduler::update`], IPVS's
+//! `add_dest`/`del_dest`/`upd_dest`) and "pick a real server for this new connection"
+//! ([`Scheduler::schedule`]). It sees the real servers as a slice of [`DestInfo`] in
+//! configuration order, with the counters IPVS schedulers read, and the connection as a
+//! [`ConnInfo`]. It is called once per new connection, never per packet, and must not
+//! allocate per call.
+//!
+//! The same code builds natively, so a scheduler's logic is tested with `cargo test`, and for
+//! `wasm32-unknown-unknown`, where the host runs it as a plugin. The types are `#[repr(C)]`
+//! with fixed layouts: the host writes them straight into the plugin's memory. The ABI is
+//! versioned ([`ABI_VERSION`]) and described in `sdk/ABI.md`.
 
 #![warn(missing_docs)]
 #![no_std]
 
 /// Version of the host/plugin ABI described in `sdk/ABI.md`.
 pub const ABI_VERSION: u32 = 1;
+
+/// Most real servers one service may have (the size of the table the host shares with a
+/// plugin). IPVS's Maglev table (4093 entries) needs fewer servers than entries.
+pub const MAX_DESTS: usize = 1024;
 
 /// Real-server flags, with IPVS's values (`include/uapi/linux/ip_vs.h`).
 pub mod dest_flags {
@@ -32,4 +43,198 @@ pub mod svc_flags {
     pub const SCHED2: u32 = 0x0010;
     /// Scheduler flag 3 (`IP_VS_SVC_F_SCHED3`).
     pub const SCHED3: u32 = 0x0020;
+}
+
+/// A real server as a scheduler sees it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestInfo {
+    /// Address: IPv6, or IPv4 mapped (`::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
+    /// Port, host byte order.
+    pub port: u16,
+    /// Reserved, zero.
+    pub reserved: u16,
+    /// Weight, 0..=65535; 0 quiesces the server (no new connections).
+    pub weight: i32,
+    /// The last weight above 0 (Maglev keeps its table when a server is quiesced).
+    pub last_weight: i32,
+    /// [`dest_flags`].
+    pub flags: u32,
+    /// Active connections (TCP ESTABLISHED, and every UDP connection).
+    pub activeconns: u32,
+    /// Inactive connections (TCP in any other state).
+    pub inactconns: u32,
+    /// Persistence templates pointing at this server.
+    pub persistconns: u32,
+    /// An operator-set hint per server for custom schedulers (for example a latency in µs);
+    /// 0 when unset. IPVS's schedulers ignore it.
+    pub hint: u32,
+}
+
+impl DestInfo {
+    /// IPVS's `ip_vs_dest_conn_overhead`: active connections weigh 256 inactive ones.
+    #[inline]
+    pub fn overhead(&self) -> u32 {
+        (self.activeconns << 8).wrapping_add(self.inactconns)
+    }
+
+    /// Whether the server is over its upper threshold.
+    #[inline]
+    pub fn overloaded(&self) -> bool {
+        self.flags & dest_flags::OVERLOAD != 0
+    }
+
+    /// What most IPVS schedulers require of a server: weight above 0 and not overloaded.
+    #[inline]
+    pub fn schedulable(&self) -> bool {
+        self.weight > 0 && !self.overloaded()
+    }
+
+    /// The address folded to 32 bits as IPVS's hashing schedulers do: the IPv4 address, or
+    /// the XOR of the four words of an IPv6 address (host byte order).
+    #[inline]
+    pub fn addr_fold(&self) -> u32 {
+        fold_addr(&self.addr)
+    }
+}
+
+/// The connection being scheduled.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Client address (IPv6, or IPv4 mapped).
+    pub saddr: [u8; 16],
+    /// Virtual address.
+    pub daddr: [u8; 16],
+    /// Client port, host byte order.
+    pub sport: u16,
+    /// Virtual port, host byte order.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 4 or 6.
+    pub af: u8,
+    /// Reserved, zero.
+    pub reserved: u16,
+    /// The service's [`svc_flags`].
+    pub svc_flags: u32,
+}
+
+impl ConnInfo {
+    /// The client address folded to 32 bits (see [`DestInfo::addr_fold`]).
+    #[inline]
+    pub fn saddr_fold(&self) -> u32 {
+        fold_addr(&self.saddr)
+    }
+
+    /// The virtual address folded to 32 bits.
+    #[inline]
+    pub fn daddr_fold(&self) -> u32 {
+        fold_addr(&self.daddr)
+    }
+
+    /// Whether a service flag is set.
+    #[inline]
+    pub fn has_flag(&self, flag: u32) -> bool {
+        self.svc_flags & flag != 0
+    }
+}
+
+/// Fold a 16-byte address as IPVS does (`addr->ip`, or the XOR of the `ip6` words).
+#[inline]
+pub fn fold_addr(a: &[u8; 16]) -> u32 {
+    let w = |i: usize| u32::from_be_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    if a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff {
+        w(12)
+    } else {
+        w(0) ^ w(4) ^ w(8) ^ w(12)
+    }
+}
+
+/// Map an IPv4 address (host order) into the 16-byte form.
+#[inline]
+pub fn v4_mapped(a: u32) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[10] = 0xff;
+    out[11] = 0xff;
+    out[12..].copy_from_slice(&a.to_be_bytes());
+    out
+}
+
+/// The kernel's `hash_32(val, bits)`: multiply by the 32-bit golden ratio, keep the top bits.
+#[inline]
+pub fn hash_32(val: u32, bits: u32) -> u32 {
+    val.wrapping_mul(0x61C8_8647) >> (32 - bits)
+}
+
+/// Greatest common divisor (0 with 0 gives 0).
+#[inline]
+pub fn gcd(mut a: u32, mut b: u32) -> u32 {
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a
+}
+
+/// What the host offers a scheduler besides the servers and the connection.
+pub trait Host {
+    /// A random number (uniform over `u32`).
+    fn random(&mut self) -> u32;
+    /// Milliseconds on a monotonic clock.
+    fn now_ms(&self) -> u64;
+}
+
+/// A scheduling algorithm. State lives in `self` and belongs to one virtual service; the
+/// host calls one service's scheduler from one thread at a time.
+pub trait Scheduler: Default {
+    /// The scheduler's name as `ipvsadm -s` spells it.
+    const NAME: &'static str;
+
+    /// The real servers of the service, their weights or the service flags changed (and
+    /// before the first connection). Rebuild what depends on them.
+    fn update(&mut self, _dests: &[DestInfo], _svc_flags: u32) {}
+
+    /// Pick a real server for a new connection: an index into `dests`, or `None` when no
+    /// server can take it (the host then drops the packet and counts it).
+    fn schedule(
+        &mut self,
+        conn: &ConnInfo,
+        dests: &[DestInfo],
+        host: &mut dyn Host,
+    ) -> Option<usize>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_are_fixed() {
+        assert_eq!(core::mem::size_of::<DestInfo>(), 48);
+        assert_eq!(core::mem::size_of::<ConnInfo>(), 44);
+    }
+
+    #[test]
+    fn folding_and_hashing() {
+        let a = v4_mapped(0xC612_000B);
+        assert_eq!(fold_addr(&a), 0xC612_000B);
+        let mut v6 = [0u8; 16];
+        v6[0] = 0x20;
+        v6[15] = 1;
+        assert_eq!(fold_addr(&v6), 0x2000_0000 ^ 1);
+        assert_eq!(hash_32(1, 8), 0x61);
+        assert_eq!(gcd(12, 18), 6);
+        assert_eq!(gcd(0, 5), 5);
+        let d = DestInfo {
+            activeconns: 2,
+            inactconns: 3,
+            weight: 1,
+            ..Default::default()
+        };
+        assert_eq!(d.overhead(), 2 * 256 + 3);
+        assert!(d.schedulable());
+    }
 }
