@@ -4,7 +4,9 @@
 //! [[service]]
 //! protocol = "tcp"              # tcp | udp
 //! address = "198.18.100.1:80"   # virtual IP and port
-//! scheduler = "rr"
+//! scheduler = "wlc"            # rr wrr lc wlc sed nq fo ovf twos sh dh; default wlc
+//! flags = ["sh-port"]           # scheduler flags, as ipvsadm -b: sh-fallback sh-port
+//!                               # mh-fallback mh-port flag-1 flag-2 flag-3
 //!
 //! [[service.real]]
 //! address = "198.19.0.11:80"    # real server; port 0 keeps the virtual port
@@ -62,6 +64,8 @@ struct ServiceToml {
     #[serde(default = "default_scheduler")]
     scheduler: String,
     #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
     real: Vec<RealToml>,
 }
 
@@ -80,8 +84,8 @@ struct RealToml {
 }
 
 fn default_scheduler() -> String {
-    // IPVS's default is wlc; until the scheduler plugins land, rr is the one built in.
-    "rr".into()
+    // IPVS's (and ipvsadm's) default.
+    "wlc".into()
 }
 fn default_weight() -> u32 {
     1
@@ -101,6 +105,8 @@ pub struct ServiceSpec {
     pub port: u16,
     /// Scheduler.
     pub scheduler: Scheduler,
+    /// Service flags (`IP_VS_SVC_F_*`).
+    pub flags: u32,
     /// Real servers, in order.
     pub reals: Vec<RealSpec>,
 }
@@ -163,11 +169,23 @@ pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
             )));
         }
         let scheduler = Scheduler::from_name(&s.scheduler).ok_or_else(|| {
+            let known: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
             ConfigError::Invalid(format!(
-                "service {}: unknown scheduler {:?} (built in: rr)",
-                s.address, s.scheduler
+                "service {}: unknown scheduler {:?} (known: {})",
+                s.address,
+                s.scheduler,
+                known.join(" ")
             ))
         })?;
+        let mut flags = 0;
+        for f in &s.flags {
+            flags |= svc_flag(f).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "service {}: unknown flag {f:?} (known: sh-fallback sh-port mh-fallback mh-port flag-1 flag-2 flag-3)",
+                    s.address
+                ))
+            })?;
+        }
         if !seen.insert((proto, vip)) {
             return Err(ConfigError::Invalid(format!(
                 "service {} {} is defined twice",
@@ -215,6 +233,7 @@ pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
             addr: vip.ip(),
             port: vip.port(),
             scheduler,
+            flags,
             reals,
         });
     }
@@ -230,6 +249,17 @@ impl From<toml::de::Error> for ConfigError {
     fn from(e: toml::de::Error) -> Self {
         Self::Parse(e)
     }
+}
+
+/// A scheduler flag as ipvsadm's `-b` spells it.
+fn svc_flag(name: &str) -> Option<u32> {
+    use wvs_sdk::svc_flags::{SCHED1, SCHED2, SCHED3};
+    Some(match name {
+        "sh-fallback" | "mh-fallback" | "flag-1" => SCHED1,
+        "sh-port" | "mh-port" | "flag-2" => SCHED2,
+        "flag-3" => SCHED3,
+        _ => return None,
+    })
 }
 
 fn parse_sockaddr(s: &str, what: &str) -> Result<SocketAddr, ConfigError> {
@@ -269,6 +299,10 @@ mod tests {
             (
                 "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nscheduler='nope'",
                 "unknown scheduler",
+            ),
+            (
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nflags=['sh-nope']",
+                "unknown flag",
             ),
             (
                 "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\ncolour=1",

@@ -258,7 +258,16 @@ impl Datapath {
         if info.proto == Protocol::Tcp && (!info.flags.syn || info.flags.rst) {
             return Err(Some(DropReason::NoConnIn));
         }
-        let dest = svc.schedule().ok_or(Some(DropReason::NoDest))?;
+        let mut ci = wvs_sdk::ConnInfo {
+            saddr: info.saddr.to_ipv6_mapped().octets(),
+            daddr: info.daddr.to_ipv6_mapped().octets(),
+            sport: info.sport,
+            dport: info.dport,
+            proto: info.proto.number(),
+            af: 4,
+            ..Default::default()
+        };
+        let dest = svc.schedule(&mut ci, now).ok_or(Some(DropReason::NoDest))?;
         let Some(hop) = dest.next_hop() else {
             dest.resolve_wanted
                 .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -32,6 +32,7 @@ fn harness_with(max_conns: usize) -> Harness {
         [[service]]
         protocol = "tcp"
         address = "198.18.100.1:80"
+        scheduler = "rr"
         [[service.real]]
         address = "198.19.0.11:8080"
         [[service.real]]
@@ -41,6 +42,7 @@ fn harness_with(max_conns: usize) -> Harness {
         [[service]]
         protocol = "udp"
         address = "198.18.100.1:9000"
+        scheduler = "rr"
         [[service.real]]
         address = "198.19.0.11:9000"
         [[service.real]]
@@ -471,6 +473,7 @@ fn removed_real_server_drops_and_reschedules() {
         [[service]]
         protocol = "tcp"
         address = "198.18.100.1:80"
+        scheduler = "rr"
         [[service.real]]
         address = "198.19.0.12:8080"
         [[service.real]]

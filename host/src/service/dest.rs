@@ -186,6 +186,25 @@ impl Dest {
         }
     }
 
+    /// The server as a scheduler sees it.
+    pub fn info(&self) -> wvs_sdk::DestInfo {
+        let addr = match self.addr {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        let weight = self.weight() as i32;
+        wvs_sdk::DestInfo {
+            addr,
+            port: self.port,
+            weight,
+            last_weight: weight,
+            flags: self.flags(),
+            activeconns: self.activeconns.load(Relaxed).max(0) as u32,
+            inactconns: self.inactconns.load(Relaxed).max(0) as u32,
+            ..Default::default()
+        }
+    }
+
     fn total_conns(&self) -> u32 {
         let t = self.activeconns.load(Relaxed) + self.inactconns.load(Relaxed);
         t.max(0) as u32

@@ -75,14 +75,16 @@ pub struct VirtualService {
     pub dests: Vec<Arc<Dest>>,
     /// Which scheduler picks a real server for a new connection.
     pub scheduler: Scheduler,
+    /// Service flags (`IP_VS_SVC_F_*`: sh-port, sh-fallback, …).
+    pub flags: u32,
     /// The scheduler's state, kept across snapshots.
     pub sched: Arc<SchedState>,
 }
 
 impl VirtualService {
     /// Pick a real server for a new connection, or `None` when none can take one.
-    pub fn schedule(&self) -> Option<&Arc<Dest>> {
-        self.scheduler.schedule(&self.sched, &self.dests)
+    pub fn schedule(&self, conn: &mut wvs_sdk::ConnInfo, now: u64) -> Option<&Arc<Dest>> {
+        self.sched.schedule(&self.dests, conn, now)
     }
 }
 
@@ -129,8 +131,10 @@ impl Snapshot {
             }
             snap.vips.insert(key.addr);
             let sched = match old {
-                Some(o) if o.scheduler == spec.scheduler => o.sched.clone(),
-                _ => Arc::new(SchedState::default()),
+                Some(o) if o.scheduler == spec.scheduler && o.flags == spec.flags => {
+                    o.sched.clone()
+                }
+                _ => Arc::new(SchedState::new(spec.scheduler, spec.flags)),
             };
             snap.services.insert(
                 key,
@@ -138,6 +142,7 @@ impl Snapshot {
                     key,
                     dests,
                     scheduler: spec.scheduler,
+                    flags: spec.flags,
                     sched,
                 }),
             );

@@ -1,0 +1,92 @@
+//! End to end, schedulers: real curl through the real `wvs` binary to real nginx, with the
+//! IPVS schedulers chosen in the configuration file. Needs root (see e2e_nat.rs).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Topo, VIP, Wvs};
+
+fn config(topo: &Topo, scheduler: &str, weights: [u32; 3]) -> std::path::PathBuf {
+    let mut c = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"{scheduler}\"\n"
+    );
+    for (i, w) in weights.iter().enumerate() {
+        c += &format!(
+            "[[service.real]]\naddress = \"198.19.0.1{}:80\"\nweight = {w}\n",
+            i + 1
+        );
+    }
+    let p = topo.dir.join("wvs.toml");
+    std::fs::write(&p, c).expect("config");
+    p
+}
+
+fn get(topo: &Topo, n: usize) -> Vec<(String, usize)> {
+    Topo::tally((0..n).map(|_| topo.curl(&format!("http://{VIP}/"))))
+        .into_iter()
+        .collect()
+}
+
+fn tally(pairs: &[(&str, usize)]) -> Vec<(String, usize)> {
+    pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+}
+
+#[test]
+fn wrr_with_weights_3_2_1() {
+    let topo = Topo::new("wrr", false);
+    let cfg = config(&topo, "wrr", [3, 2, 1]);
+    let _wvs = Wvs::start(&topo, Some(&cfg));
+    assert_eq!(
+        get(&topo, 60),
+        tally(&[("rs1", 30), ("rs2", 20), ("rs3", 10)])
+    );
+}
+
+#[test]
+fn wlc_steers_around_long_lived_connections() {
+    let topo = Topo::new("wlc", false);
+    let cfg = config(&topo, "wlc", [1, 1, 1]);
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    // Two connections held open: wlc puts them on rs1, then rs2 (rs1's 256 > 0).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.ns("cli"),
+                "socat",
+                "-T",
+                "60",
+                "-",
+                &format!("TCP:{VIP}:80"),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        held.push(child);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Each short request leaves an inactive connection (TIME_WAIT) on its server: 1 per
+    // request, far below the 256 that one active connection weighs.
+    assert_eq!(get(&topo, 10), tally(&[("rs3", 10)]));
+    for mut c in held {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    drop(wvs);
+}
+
+#[test]
+fn sh_keeps_a_client_on_one_server() {
+    let topo = Topo::new("sh", false);
+    let cfg = config(&topo, "sh", [1, 1, 1]);
+    let _wvs = Wvs::start(&topo, Some(&cfg));
+    let t = get(&topo, 20);
+    assert_eq!(t.len(), 1, "one client, one server: {t:?}");
+    assert_eq!(t[0].1, 20);
+}
