@@ -26,5 +26,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found: install the Rust toolchain with rustup (https://rustup.rs) first" >&2
   exit 1
 fi
+# The scheduler plugins are built for wasm32 as part of the normal build (host/build.rs).
+rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

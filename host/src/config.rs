@@ -1,6 +1,10 @@
 //! The TOML configuration file: virtual services and their real servers.
 //!
 //! ```toml
+//! [[plugin]]                    # a scheduler plugin from a file (sdk/ABI.md)
+//! name = "lat2"                 # services use it as scheduler = "lat2"
+//! path = "lat2.wasm"            # relative to this file
+//!
 //! [[service]]
 //! protocol = "tcp"              # tcp | udp
 //! address = "198.18.100.1:80"   # virtual IP and port
@@ -11,6 +15,7 @@
 //! [[service.real]]
 //! address = "198.19.0.11:80"    # real server; port 0 keeps the virtual port
 //! weight = 1                    # 0 quiesces; default 1
+//! hint = 0                      # a number for custom schedulers (e.g. latency in µs)
 //! forward = "nat"               # forwarding method; NAT (masquerading) is the one built so far
 //! ```
 //!
@@ -53,7 +58,34 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
+    plugin: Vec<PluginToml>,
+    #[serde(default)]
     service: Vec<ServiceToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginToml {
+    name: String,
+    path: String,
+}
+
+/// A scheduler plugin loaded from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSpec {
+    /// Name services use in `scheduler = "…"`; may replace a built-in one.
+    pub name: String,
+    /// Path of the `.wasm` module (relative paths are relative to the configuration file).
+    pub path: std::path::PathBuf,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Scheduler plugins from files.
+    pub plugins: Vec<PluginSpec>,
+    /// Virtual services.
+    pub services: Vec<ServiceSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +113,8 @@ struct RealToml {
     upper_threshold: u32,
     #[serde(default)]
     lower_threshold: u32,
+    #[serde(default)]
+    hint: u32,
 }
 
 fn default_scheduler() -> String {
@@ -103,8 +137,8 @@ pub struct ServiceSpec {
     pub addr: IpAddr,
     /// Virtual port.
     pub port: u16,
-    /// Scheduler.
-    pub scheduler: Scheduler,
+    /// Scheduler name: a built-in IPVS scheduler or a `[[plugin]]`.
+    pub scheduler: String,
     /// Service flags (`IP_VS_SVC_F_*`).
     pub flags: u32,
     /// Real servers, in order.
@@ -135,20 +169,53 @@ pub struct RealSpec {
     pub upper_threshold: u32,
     /// Lower connection threshold (0 = none).
     pub lower_threshold: u32,
+    /// Hint for custom schedulers.
+    pub hint: u32,
 }
 
 /// Read and validate a configuration file.
-pub fn load(path: &Path) -> Result<Vec<ServiceSpec>, ConfigError> {
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text)
+    let mut cfg = parse(&text)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for p in &mut cfg.plugins {
+        if p.path.is_relative() {
+            p.path = base.join(&p.path);
+        }
+    }
+    Ok(cfg)
 }
 
 /// Parse and validate configuration text.
-pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let file: File = toml::from_str(text)?;
+    let mut plugins = Vec::with_capacity(file.plugin.len());
+    for p in file.plugin {
+        let valid = !p.name.is_empty()
+            && p.name.len() <= 32
+            && p.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(ConfigError::Invalid(format!(
+                "plugin name {:?}: use 1 to 32 letters, digits, '-' or '_'",
+                p.name
+            )));
+        }
+        if plugins.iter().any(|q: &PluginSpec| q.name == p.name) {
+            return Err(ConfigError::Invalid(format!(
+                "plugin {:?} is defined twice",
+                p.name
+            )));
+        }
+        plugins.push(PluginSpec {
+            name: p.name,
+            path: p.path.into(),
+        });
+    }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(file.service.len());
     for s in file.service {
@@ -168,15 +235,18 @@ pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
                 s.address
             )));
         }
-        let scheduler = Scheduler::from_name(&s.scheduler).ok_or_else(|| {
+        if Scheduler::from_name(&s.scheduler).is_none()
+            && !plugins.iter().any(|p| p.name == s.scheduler)
+        {
             let known: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
-            ConfigError::Invalid(format!(
-                "service {}: unknown scheduler {:?} (known: {})",
+            return Err(ConfigError::Invalid(format!(
+                "service {}: unknown scheduler {:?} (built in: {}; or a [[plugin]] name)",
                 s.address,
                 s.scheduler,
                 known.join(" ")
-            ))
-        })?;
+            )));
+        }
+        let scheduler = s.scheduler.clone();
         let mut flags = 0;
         for f in &s.flags {
             flags |= svc_flag(f).ok_or_else(|| {
@@ -226,6 +296,7 @@ pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
                 weight: r.weight,
                 upper_threshold: r.upper_threshold,
                 lower_threshold: r.lower_threshold,
+                hint: r.hint,
             });
         }
         out.push(ServiceSpec {
@@ -242,7 +313,10 @@ pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
             "IPv6 services are not supported by the datapath yet".into(),
         ));
     }
-    Ok(out)
+    Ok(Config {
+        plugins,
+        services: out,
+    })
 }
 
 impl From<toml::de::Error> for ConfigError {
@@ -276,7 +350,7 @@ mod tests {
 
     #[test]
     fn embedded_default_parses() {
-        let specs = parse(EMBEDDED_DEFAULT).unwrap();
+        let specs = parse(EMBEDDED_DEFAULT).unwrap().services;
         assert!(
             specs
                 .iter()

@@ -64,3 +64,14 @@ pub const NFT_PRIORITY: i32 = -500;
 
 /// Interval of the statistics line in the log.
 pub const STATS_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// Period of the plugin runtime's epoch timer (wasmtime epoch interruption).
+pub const PLUGIN_EPOCH_MS: u64 = 1;
+
+/// Epochs a plugin call may run before it is interrupted: a scheduler call takes well under
+/// a microsecond, so 10 ms means a runaway plugin, not a slow one.
+pub const PLUGIN_DEADLINE_EPOCHS: u64 = 10;
+
+/// Most linear memory a plugin instance may have (bytes). The built-in schedulers use about
+/// 1 MiB (Rust's default stack plus the shared table).
+pub const PLUGIN_MAX_MEMORY: usize = 16 << 20;

@@ -5,6 +5,7 @@
 //! - [`conn`]: connections, the IPVS TCP state machine and the shared connection table;
 //! - [`service`]: virtual services and real servers, published as immutable snapshots;
 //! - [`xmit`]: header rewrites per forwarding method (NAT);
+//! - [`plugin`]: the WebAssembly runtime that runs schedulers (wasmtime);
 //! - [`datapath`]: the sans-io core, a pure function from a frame to a verdict;
 //! - [`io`]: the thin shell that moves frames (AF_PACKET, io_uring, nftables, netlink);
 //! - [`config`] and [`run`]: the configuration file and the daemon that ties it together.
@@ -18,6 +19,7 @@ pub mod conn;
 pub mod consts;
 pub mod datapath;
 pub mod io;
+pub mod plugin;
 pub mod run;
 pub mod service;
 pub mod wire;

@@ -46,6 +46,16 @@ enum Command {
         /// Most connections tracked at once.
         #[arg(long, value_name = "N", default_value_t = wvs::consts::DEFAULT_MAX_CONNS)]
         max_conns: usize,
+        /// How the built-in IPVS schedulers run: as WebAssembly plugins embedded in the
+        /// binary (wasm), or compiled in (native). Plugins from files always run as wasm.
+        #[arg(long, value_name = "MODE", default_value = "wasm", value_parser = ["wasm", "native"])]
+        sched_runtime: String,
+        /// Directory of the compiled-plugin cache, so that a restart does not compile again.
+        #[arg(long, value_name = "DIR", default_value = "/var/cache/wvs/plugins")]
+        plugin_cache: PathBuf,
+        /// Do not cache compiled plugins on disk.
+        #[arg(long)]
+        no_plugin_cache: bool,
     },
 }
 
@@ -73,6 +83,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             config,
             workers,
             max_conns,
+            sched_runtime,
+            plugin_cache,
+            no_plugin_cache,
         } => {
             let workers = workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -81,6 +94,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 config,
                 workers,
                 max_conns,
+                wasm_schedulers: sched_runtime == "wasm",
+                plugin_cache: (!no_plugin_cache).then_some(plugin_cache),
             })?;
         }
     }

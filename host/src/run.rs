@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{self, ConfigError, ServiceSpec};
+use crate::config::{self, Config, ConfigError};
 use crate::conn::ConnTable;
 use crate::consts::{
     CONN_SWEEP_INTERVAL_MS, NEIGH_REFRESH_MS, NEIGH_RETRY_MS, STATS_LOG_INTERVAL_MS,
@@ -23,6 +23,7 @@ use crate::io::neigh::{self, NeighError, Resolver};
 use crate::io::nft::{NftError, NftTable};
 use crate::io::socket::PacketSocket;
 use crate::io::worker::Worker;
+use crate::plugin::{Registry, Runtime};
 use crate::service::Snapshot;
 
 /// What `wvs run` was asked to do.
@@ -36,6 +37,10 @@ pub struct RunOptions {
     pub workers: usize,
     /// Bound on tracked connections.
     pub max_conns: usize,
+    /// Run the built-in schedulers as WebAssembly plugins (else natively).
+    pub wasm_schedulers: bool,
+    /// Directory of the compiled-plugin cache (`None`: no cache).
+    pub plugin_cache: Option<PathBuf>,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -50,6 +55,9 @@ pub enum RunError {
     /// The nftables table could not be installed.
     #[error(transparent)]
     Nft(#[from] NftError),
+    /// A plugin could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Io {
@@ -77,7 +85,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     rt.block_on(run_async(opts))
 }
 
-fn load_specs(path: &Option<PathBuf>) -> Result<Vec<ServiceSpec>, ConfigError> {
+fn load_specs(path: &Option<PathBuf>) -> Result<Config, ConfigError> {
     match path {
         Some(p) => config::load(p),
         None => config::parse(config::EMBEDDED_DEFAULT),
@@ -97,16 +105,31 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     if opts.workers == 0 {
         return Err(RunError::Usage("--workers must be at least 1".into()));
     }
-    let specs = load_specs(&opts.config)?;
+    let cfg = load_specs(&opts.config)?;
+    let n_services = cfg.services.len();
     match &opts.config {
         Some(p) => {
-            tracing::info!(config = %p.display(), services = specs.len(), "configuration loaded")
+            tracing::info!(config = %p.display(), services = n_services, plugins = cfg.plugins.len(), "configuration loaded")
         }
         None => tracing::warn!(
-            services = specs.len(),
+            services = n_services,
             "no --config given: using the embedded example configuration (examples/wvs.toml)"
         ),
     }
+    let t0 = Instant::now();
+    let runtime = Runtime::new(opts.plugin_cache.as_deref())?;
+    let mut registry = Registry::new(runtime, opts.wasm_schedulers)?;
+    registry.load(&cfg.plugins)?;
+    tracing::info!(
+        ms = t0.elapsed().as_millis() as u64,
+        builtin = if opts.wasm_schedulers {
+            "wasm"
+        } else {
+            "native"
+        },
+        custom = cfg.plugins.len(),
+        "schedulers compiled"
+    );
     let handle = neigh::connect()?;
     let ifaces = neigh::lookup_ifaces(&handle, &opts.ifaces).await?;
     for i in &ifaces {
@@ -114,8 +137,9 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     }
 
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-        &specs,
+        &cfg.services,
         &Snapshot::default(),
+        &|name| registry.choice(name),
     )));
     let mut nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
@@ -215,8 +239,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sighup.recv() => reload(&opts.config, &snapshot, &mut nft),
-            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len()),
+            _ = sighup.recv() => reload(&opts.config, &snapshot, &mut nft, &mut registry),
+            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &registry.runtime().stats),
             Some((id, r)) = exit_rx.recv() => {
                 break match r {
                     Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),
@@ -233,7 +257,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             _ = stats_tick.tick() => {
                 let s = StatsSum::of(all_stats.iter().map(|s| s.as_ref()));
                 if s != last_logged {
-                    log_stats(&s, conns.len());
+                    log_stats(&s, conns.len(), &registry.runtime().stats);
                     last_logged = s;
                 }
             }
@@ -248,6 +272,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     log_stats(
         &StatsSum::of(all_stats.iter().map(|s| s.as_ref())),
         conns.len(),
+        &registry.runtime().stats,
     );
     nft.remove()?;
     tracing::info!(
@@ -257,31 +282,45 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     result
 }
 
-/// Reload the configuration file (SIGHUP). A bad file changes nothing.
-fn reload(path: &Option<PathBuf>, snapshot: &ArcSwap<Snapshot>, nft: &mut NftTable) {
+/// Reload the configuration file (SIGHUP). A bad file, or a plugin that does not compile,
+/// changes nothing. Plugins are compiled before anything is swapped; a service whose module
+/// changed gets a fresh instance of the new one, while its connections keep their servers.
+fn reload(
+    path: &Option<PathBuf>,
+    snapshot: &ArcSwap<Snapshot>,
+    nft: &mut NftTable,
+    registry: &mut Registry,
+) {
     let Some(p) = path else {
         tracing::warn!("SIGHUP: no --config file to reload; keeping the embedded configuration");
         return;
     };
-    let specs = match config::load(p) {
-        Ok(s) => s,
+    let cfg = match config::load(p) {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
             return;
         }
     };
+    if let Err(e) = registry.load(&cfg.plugins) {
+        tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
+        return;
+    }
     let old = snapshot.load_full();
-    let next = Arc::new(Snapshot::build(&specs, &old));
+    let next = Arc::new(Snapshot::build(&cfg.services, &old, &|name| {
+        registry.choice(name)
+    }));
     if let Err(e) = nft.update(&next) {
         tracing::error!("SIGHUP: configuration not reloaded, nftables refused it: {e}");
         return;
     }
     snapshot.store(next.clone());
     old.retire_into(&next);
-    tracing::info!(config = %p.display(), services = specs.len(), "configuration reloaded");
+    tracing::info!(config = %p.display(), services = cfg.services.len(), plugins = cfg.plugins.len(), "configuration reloaded");
 }
 
-fn log_stats(s: &StatsSum, conns: usize) {
+fn log_stats(s: &StatsSum, conns: usize, plugins: &crate::plugin::PluginStats) {
+    use std::sync::atomic::Ordering::Relaxed;
     let drops: Vec<String> = s
         .drops
         .iter()
@@ -297,6 +336,10 @@ fn log_stats(s: &StatsSum, conns: usize) {
         conns_now = conns,
         dropped = s.dropped(),
         drops = %drops.join(","),
+        plugin_calls = plugins.calls.load(Relaxed),
+        plugin_traps = plugins.traps.load(Relaxed),
+        plugin_invalid = plugins.invalid.load(Relaxed),
+        plugin_fallbacks = plugins.fallbacks.load(Relaxed),
         "stats"
     );
 }

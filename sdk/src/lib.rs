@@ -47,7 +47,7 @@ pub mod svc_flags {
 
 /// A real server as a scheduler sees it.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct DestInfo {
     /// Address: IPv6, or IPv4 mapped (`::ffff:a.b.c.d`).
     pub addr: [u8; 16],
@@ -101,7 +101,7 @@ impl DestInfo {
 
 /// The connection being scheduled.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ConnInfo {
     /// Client address (IPv6, or IPv4 mapped).
     pub saddr: [u8; 16],
@@ -179,6 +179,29 @@ pub fn gcd(mut a: u32, mut b: u32) -> u32 {
     a
 }
 
+/// The rule IPVS's wlc, sed and nq share: the first schedulable server (weight above 0, not
+/// overloaded) is the least loaded so far; each next one replaces it when
+/// `loh * w(dest) > doh * w(least)`, i.e. when it has less overhead per weight, compared
+/// without division.
+pub fn least_weighted(dests: &[DestInfo], overhead: fn(&DestInfo) -> u32) -> Option<usize> {
+    let mut least: Option<(usize, i64)> = None;
+    for (i, d) in dests.iter().enumerate() {
+        if !d.schedulable() {
+            continue;
+        }
+        let doh = i64::from(overhead(d));
+        match least {
+            None => least = Some((i, doh)),
+            Some((l, loh)) => {
+                if loh * i64::from(d.weight) > doh * i64::from(dests[l].weight) {
+                    least = Some((i, doh));
+                }
+            }
+        }
+    }
+    least.map(|(i, _)| i)
+}
+
 /// What the host offers a scheduler besides the servers and the connection.
 pub trait Host {
     /// A random number (uniform over `u32`).
@@ -212,6 +235,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shared_offsets_are_the_abi() {
+        assert_eq!(core::mem::offset_of!(Shared, conn), SHARED_CONN_OFFSET);
+        assert_eq!(core::mem::offset_of!(Shared, n_dests), SHARED_N_OFFSET);
+        assert_eq!(core::mem::offset_of!(Shared, dests), SHARED_DESTS_OFFSET);
+    }
+
+    #[test]
     fn layouts_are_fixed() {
         assert_eq!(core::mem::size_of::<DestInfo>(), 48);
         assert_eq!(core::mem::size_of::<ConnInfo>(), 44);
@@ -237,4 +267,206 @@ mod tests {
         assert_eq!(d.overhead(), 2 * 256 + 3);
         assert!(d.schedulable());
     }
+}
+
+/// Offset of [`Shared::conn`] in the shared region.
+pub const SHARED_CONN_OFFSET: usize = 0;
+/// Offset of [`Shared::n_dests`] in the shared region.
+pub const SHARED_N_OFFSET: usize = 44;
+/// Offset of [`Shared::dests`] in the shared region.
+pub const SHARED_DESTS_OFFSET: usize = 48;
+
+/// The memory a plugin shares with the host: the connection being scheduled and the real
+/// servers, written by the host before each call. `#[repr(C)]`: offsets are part of the ABI
+/// (`conn` at 0, `n_dests` at 44, `dests` at 48).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Shared {
+    /// The connection (valid during `wvs_schedule`).
+    pub conn: ConnInfo,
+    /// How many entries of `dests` are valid.
+    pub n_dests: u32,
+    /// The real servers, in configuration order.
+    pub dests: [DestInfo; MAX_DESTS],
+}
+
+impl Shared {
+    /// An empty table.
+    pub const fn new() -> Self {
+        const EMPTY: DestInfo = DestInfo {
+            addr: [0; 16],
+            port: 0,
+            reserved: 0,
+            weight: 0,
+            last_weight: 0,
+            flags: 0,
+            activeconns: 0,
+            inactconns: 0,
+            persistconns: 0,
+            hint: 0,
+        };
+        Self {
+            conn: ConnInfo {
+                saddr: [0; 16],
+                daddr: [0; 16],
+                sport: 0,
+                dport: 0,
+                proto: 0,
+                af: 0,
+                reserved: 0,
+                svc_flags: 0,
+            },
+            n_dests: 0,
+            dests: [EMPTY; MAX_DESTS],
+        }
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Names of the functions a scheduler plugin exports and imports (ABI version 1).
+pub mod abi {
+    /// Export: `() -> i32`, the ABI version the plugin was built for.
+    pub const ABI_VERSION_FN: &str = "wvs_abi_version";
+    /// Export: `() -> i32`, the address of the plugin's [`crate::Shared`] in its memory.
+    pub const SHARED_FN: &str = "wvs_shared";
+    /// Export: `(n_dests: i32, svc_flags: i32)`, the real servers changed.
+    pub const UPDATE_FN: &str = "wvs_update";
+    /// Export: `(n_dests: i32) -> i32`, the index of the chosen server, or -1 for none.
+    pub const SCHEDULE_FN: &str = "wvs_schedule";
+    /// Module of the host functions a plugin imports.
+    pub const IMPORT_MODULE: &str = "wvs";
+    /// Import: `() -> i32`, a random number.
+    pub const RANDOM_FN: &str = "random";
+    /// Import: `() -> i64`, milliseconds on a monotonic clock.
+    pub const NOW_MS_FN: &str = "now_ms";
+}
+
+/// The plugin side of the ABI, used by [`export_scheduler!`]; not for direct use.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod guest {
+    use core::cell::UnsafeCell;
+
+    use super::{Host, Scheduler, Shared};
+
+    #[link(wasm_import_module = "wvs")]
+    unsafe extern "C" {
+        #[link_name = "random"]
+        fn host_random() -> u32;
+        #[link_name = "now_ms"]
+        fn host_now_ms() -> u64;
+    }
+
+    struct GuestHost;
+
+    impl Host for GuestHost {
+        fn random(&mut self) -> u32 {
+            // SAFETY: an import with no arguments and no memory access, provided by the host.
+            unsafe { host_random() }
+        }
+        fn now_ms(&self) -> u64 {
+            // SAFETY: as above.
+            unsafe { host_now_ms() }
+        }
+    }
+
+    /// The table shared with the host. A static of its own, all zeros, so it costs the
+    /// module no data segment.
+    pub struct SharedCell(UnsafeCell<Shared>);
+
+    /// The scheduler instance, created on first use.
+    pub struct SchedCell<T>(UnsafeCell<Option<T>>);
+
+    // SAFETY: a wasm32 plugin instance is single-threaded; the host never calls into one
+    // instance from two threads at once.
+    unsafe impl Sync for SharedCell {}
+    // SAFETY: as above.
+    unsafe impl<T> Sync for SchedCell<T> {}
+
+    impl SharedCell {
+        /// An empty table.
+        pub const fn new() -> Self {
+            Self(UnsafeCell::new(Shared::new()))
+        }
+
+        /// Address of the table.
+        pub fn get(&self) -> *mut Shared {
+            self.0.get()
+        }
+    }
+
+    impl<T: Scheduler> SchedCell<T> {
+        /// No instance yet.
+        pub const fn new() -> Self {
+            Self(UnsafeCell::new(None))
+        }
+
+        fn parts<'a>(&'a self, shared: &'a SharedCell, n: u32) -> (&'a Shared, &'a mut T, usize) {
+            // SAFETY: single-threaded, and no reference into the state outlives one export
+            // call; the host writes the table only between calls.
+            let (shared, sched) = unsafe { (&*shared.0.get(), &mut *self.0.get()) };
+            let n = (n as usize).min(shared.dests.len());
+            (shared, sched.get_or_insert_with(T::default), n)
+        }
+
+        /// `wvs_update`.
+        pub fn update(&self, shared: &SharedCell, n: u32, flags: u32) {
+            let (shared, sched, n) = self.parts(shared, n);
+            sched.update(&shared.dests[..n], flags);
+        }
+
+        /// `wvs_schedule`.
+        pub fn schedule(&self, shared: &SharedCell, n: u32) -> i32 {
+            let (shared, sched, n) = self.parts(shared, n);
+            match sched.schedule(&shared.conn, &shared.dests[..n], &mut GuestHost) {
+                Some(i) if i < n => i as i32,
+                _ => -1,
+            }
+        }
+    }
+}
+
+/// Export a [`Scheduler`] as a wvs plugin: `wvs_sdk::export_scheduler!(MyScheduler);`.
+///
+/// On `wasm32` it defines the plugin's exports (see `sdk/ABI.md`) and its panic handler (a
+/// trap, which the host counts and answers by falling back to a built-in scheduler). On other
+/// targets it does nothing, so the same crate builds natively for tests.
+#[macro_export]
+macro_rules! export_scheduler {
+    ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            static SHARED: $crate::guest::SharedCell = $crate::guest::SharedCell::new();
+            static SCHED: $crate::guest::SchedCell<$t> = $crate::guest::SchedCell::new();
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_abi_version() -> u32 {
+                $crate::ABI_VERSION
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_shared() -> *mut $crate::Shared {
+                SHARED.get()
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_update(n: u32, flags: u32) {
+                SCHED.update(&SHARED, n, flags)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_schedule(n: u32) -> i32 {
+                SCHED.schedule(&SHARED, n)
+            }
+
+            #[panic_handler]
+            fn panic(_: &core::panic::PanicInfo) -> ! {
+                core::arch::wasm32::unreachable()
+            }
+        };
+    };
 }

@@ -50,7 +50,7 @@ fn harness_with(max_conns: usize) -> Harness {
         "#,
     )
     .unwrap();
-    let snap = Snapshot::build(&specs, &Snapshot::default());
+    let snap = Snapshot::build_native(&specs.services, &Snapshot::default());
     for d in snap.dests() {
         let IpAddr::V4(a) = d.addr else {
             unreachable!()
@@ -481,7 +481,7 @@ fn removed_real_server_drops_and_reschedules() {
         "#,
     )
     .unwrap();
-    let next = Snapshot::build(&specs, &h.snap);
+    let next = Snapshot::build_native(&specs.services, &h.snap);
     h.snap.retire_into(&next);
     let mut ack = tcp_frame(
         CLIENT_MAC,

@@ -53,6 +53,7 @@ pub struct Dest {
     flags: AtomicU32,
     u_threshold: AtomicU32,
     l_threshold: AtomicU32,
+    hint: AtomicU32,
     /// Connections in ESTABLISHED (TCP) or any UDP connection (`activeconns`).
     pub activeconns: AtomicI32,
     /// TCP connections in any other state (`inactconns`).
@@ -74,6 +75,7 @@ impl Dest {
             flags: AtomicU32::new(AVAILABLE),
             u_threshold: AtomicU32::new(0),
             l_threshold: AtomicU32::new(0),
+            hint: AtomicU32::new(0),
             activeconns: AtomicI32::new(0),
             inactconns: AtomicI32::new(0),
             conns: AtomicU64::new(0),
@@ -91,6 +93,11 @@ impl Dest {
     /// Set the weight (0 quiesces: no new connections, existing ones continue).
     pub fn set_weight(&self, w: u32) {
         self.weight.store(w, Relaxed);
+    }
+
+    /// Set the hint custom schedulers may read.
+    pub fn set_hint(&self, hint: u32) {
+        self.hint.store(hint, Relaxed);
     }
 
     /// Set the upper and lower connection thresholds (0 = none).
@@ -201,6 +208,7 @@ impl Dest {
             flags: self.flags(),
             activeconns: self.activeconns.load(Relaxed).max(0) as u32,
             inactconns: self.inactconns.load(Relaxed).max(0) as u32,
+            hint: self.hint.load(Relaxed),
             ..Default::default()
         }
     }

@@ -11,7 +11,7 @@ mod dest;
 mod sched;
 
 pub use dest::{Dest, NextHop};
-pub use sched::{SchedState, Scheduler};
+pub use sched::{SchedChoice, SchedState, Scheduler};
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -74,7 +74,7 @@ pub struct VirtualService {
     /// Its real servers, in configuration order (schedulers walk them in this order).
     pub dests: Vec<Arc<Dest>>,
     /// Which scheduler picks a real server for a new connection.
-    pub scheduler: Scheduler,
+    pub scheduler: SchedChoice,
     /// Service flags (`IP_VS_SVC_F_*`: sh-port, sh-fallback, …).
     pub flags: u32,
     /// The scheduler's state, kept across snapshots.
@@ -103,8 +103,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Build a snapshot from validated specs, taking over from `previous` the `Dest` and
-    /// scheduler state of every real server and service that stays.
-    pub fn build(specs: &[ServiceSpec], previous: &Snapshot) -> Self {
+    /// scheduler state of every real server and service that stays. `resolve` turns a
+    /// scheduler name into what runs it; a service whose scheduler (module included) and
+    /// flags are unchanged keeps its scheduler instance and state.
+    pub fn build(
+        specs: &[ServiceSpec],
+        previous: &Snapshot,
+        resolve: &dyn Fn(&str) -> SchedChoice,
+    ) -> Self {
         let mut snap = Snapshot::default();
         for spec in specs {
             let key = spec.key();
@@ -121,6 +127,7 @@ impl Snapshot {
                     });
                     let dest = reused.unwrap_or_else(|| Arc::new(Dest::new(r.addr, r.port)));
                     dest.set_weight(r.weight);
+                    dest.set_hint(r.hint);
                     dest.set_thresholds(r.upper_threshold, r.lower_threshold);
                     dest
                 })
@@ -130,18 +137,17 @@ impl Snapshot {
                 snap.real_addrs.insert(d.addr);
             }
             snap.vips.insert(key.addr);
+            let choice = resolve(&spec.scheduler);
             let sched = match old {
-                Some(o) if o.scheduler == spec.scheduler && o.flags == spec.flags => {
-                    o.sched.clone()
-                }
-                _ => Arc::new(SchedState::new(spec.scheduler, spec.flags)),
+                Some(o) if o.scheduler == choice && o.flags == spec.flags => o.sched.clone(),
+                _ => Arc::new(SchedState::new(&choice, spec.flags)),
             };
             snap.services.insert(
                 key,
                 Arc::new(VirtualService {
                     key,
                     dests,
-                    scheduler: spec.scheduler,
+                    scheduler: choice,
                     flags: spec.flags,
                     sched,
                 }),
@@ -190,6 +196,14 @@ impl Snapshot {
     /// Iterate over every real server of every service.
     pub fn dests(&self) -> impl Iterator<Item = &Arc<Dest>> {
         self.services.values().flat_map(|s| s.dests.iter())
+    }
+
+    /// A snapshot with the built-in schedulers run natively (tests, and the building block
+    /// of [`Snapshot::build`]).
+    pub fn build_native(specs: &[ServiceSpec], previous: &Snapshot) -> Self {
+        Self::build(specs, previous, &|name| {
+            SchedChoice::native(Scheduler::from_name(name).unwrap_or(Scheduler::Wlc))
+        })
     }
 
     /// Mark the real servers of `self` that `next` no longer has as gone, and those that it

@@ -2,19 +2,22 @@
 //! servers it reads.
 //!
 //! The schedulers are the plugin crates of `plugins/` (IPVS's rules, written against
-//! `wvs-sdk`), linked in natively until the WebAssembly runtime runs them as plugins; the
-//! calling convention is already the plugin one. Each service owns one [`SchedState`]: the
-//! scheduler instance and a [`DestInfo`] table refreshed from the live counters at each call,
+//! `wvs-sdk`). They run as WebAssembly plugins (the built-in ones embedded in the binary) and
+//! are also linked in natively, as the safe fallback when a plugin fails and for
+//! `--sched-runtime native`. Each service owns one [`SchedState`]: the scheduler instance
+//! and a [`DestInfo`] table refreshed from the live counters at each call,
 //! under one lock that is IPVS's per-service `sched_lock`. It is taken once per new
 //! connection, never per packet and never across services, and it makes rotations exact
 //! whichever worker sees the connection.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::Mutex;
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler as _};
 
 use super::Dest;
+use crate::plugin::{Plugin, PluginError, Runtime, WasmScheduler};
 
 macro_rules! schedulers {
     ($( $variant:ident => $ty:path, )*) => {
@@ -71,13 +74,49 @@ impl Scheduler {
     }
 }
 
+/// What runs a service's scheduling: a plugin (built in or from a file) and the native
+/// IPVS scheduler that takes over if the plugin fails.
+#[derive(Debug, Clone)]
+pub struct SchedChoice {
+    /// The name the configuration uses.
+    pub name: String,
+    /// The plugin; `None` runs `fallback` natively.
+    pub plugin: Option<Plugin>,
+    /// The safe built-in: the same IPVS scheduler natively, or wlc for custom plugins.
+    pub fallback: Scheduler,
+}
+
+impl PartialEq for SchedChoice {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.plugin == other.plugin && self.fallback == other.fallback
+    }
+}
+
+impl SchedChoice {
+    /// A native IPVS scheduler.
+    pub fn native(s: Scheduler) -> Self {
+        Self {
+            name: s.name().into(),
+            plugin: None,
+            fallback: s,
+        }
+    }
+}
+
+enum Running {
+    Native(Box<Instance>),
+    Wasm(Box<WasmScheduler>),
+}
+
 /// A service's scheduler instance and its view of the real servers.
 pub struct SchedState {
     inner: Mutex<Inner>,
 }
 
 struct Inner {
-    instance: Instance,
+    running: Running,
+    fallback: Scheduler,
+    stats: Option<Arc<Runtime>>,
     table: Vec<DestInfo>,
     flags: u32,
     updated: bool,
@@ -90,7 +129,8 @@ impl std::fmt::Debug for SchedState {
     }
 }
 
-/// What the host offers schedulers: random numbers (xorshift seeded at start) and the clock.
+/// What the host offers native schedulers: random numbers (xorshift seeded at start) and
+/// the clock.
 struct SchedHost {
     rng: u64,
     now: u64,
@@ -110,11 +150,24 @@ impl Host for SchedHost {
 }
 
 impl SchedState {
-    /// A fresh instance of `scheduler` for a service with these flags.
-    pub fn new(scheduler: Scheduler, flags: u32) -> Self {
+    /// A fresh instance for a service with these flags. A plugin that cannot be instantiated
+    /// is logged and replaced by its fallback.
+    pub fn new(choice: &SchedChoice, flags: u32) -> Self {
+        let running = match &choice.plugin {
+            Some(p) => match p.instantiate() {
+                Ok(w) => Running::Wasm(Box::new(w)),
+                Err(e) => {
+                    tracing::error!(fallback = choice.fallback.name(), "{e}");
+                    Running::Native(Box::new(choice.fallback.instance()))
+                }
+            },
+            None => Running::Native(Box::new(choice.fallback.instance())),
+        };
         Self {
             inner: Mutex::new(Inner {
-                instance: scheduler.instance(),
+                running,
+                fallback: choice.fallback,
+                stats: choice.plugin.as_ref().map(|p| p.runtime().clone()),
                 table: Vec::new(),
                 flags,
                 updated: false,
@@ -124,6 +177,11 @@ impl SchedState {
                 },
             }),
         }
+    }
+
+    /// Whether the service runs a plugin (and has not fallen back).
+    pub fn runs_plugin(&self) -> bool {
+        matches!(self.inner.lock().running, Running::Wasm(_))
     }
 
     /// Pick a real server for a new connection. `conn.svc_flags` is filled in here.
@@ -146,15 +204,53 @@ impl SchedState {
             changed |= t.addr != info.addr || t.port != info.port || t.weight != info.weight;
             *t = info;
         }
-        if changed {
-            inner.instance.update(&inner.table, inner.flags);
-            inner.updated = true;
-        }
         inner.host.now = now;
-        let i = inner
-            .instance
-            .schedule(conn, &inner.table, &mut inner.host)?;
-        dests.get(i)
+        let picked = match &mut inner.running {
+            Running::Native(s) => {
+                if changed {
+                    s.update(&inner.table, inner.flags);
+                }
+                Ok(s.schedule(conn, &inner.table, &mut inner.host))
+            }
+            Running::Wasm(w) => {
+                let r = if changed {
+                    w.update(&inner.table, inner.flags)
+                } else {
+                    Ok(())
+                };
+                let r = r.and_then(|()| w.schedule(conn, &inner.table, now));
+                if let Some(rt) = &inner.stats {
+                    rt.stats.calls.fetch_add(1, Relaxed);
+                }
+                r
+            }
+        };
+        inner.updated = true;
+        let i = match picked {
+            Ok(i) => i,
+            Err(e) => {
+                // Counted, logged once (the service stops calling the plugin), and answered
+                // by the native fallback from now on, starting with this connection.
+                if let Some(rt) = &inner.stats {
+                    let c = match e {
+                        PluginError::BadAnswer { .. } => &rt.stats.invalid,
+                        _ => &rt.stats.traps,
+                    };
+                    c.fetch_add(1, Relaxed);
+                    rt.stats.fallbacks.fetch_add(1, Relaxed);
+                }
+                tracing::error!(
+                    fallback = inner.fallback.name(),
+                    "{e}; the service falls back until the plugin is replaced"
+                );
+                let mut native = inner.fallback.instance();
+                native.update(&inner.table, inner.flags);
+                let i = native.schedule(conn, &inner.table, &mut inner.host);
+                inner.running = Running::Native(Box::new(native));
+                i
+            }
+        };
+        dests.get(i?)
     }
 }
 
@@ -175,6 +271,10 @@ mod tests {
                 d
             })
             .collect()
+    }
+
+    fn native(s: Scheduler) -> SchedState {
+        SchedState::new(&SchedChoice::native(s), 0)
     }
 
     fn picks(st: &SchedState, d: &[Arc<Dest>], n: usize) -> Vec<usize> {
@@ -199,7 +299,7 @@ mod tests {
     #[test]
     fn rr_rotates_and_skips_quiesced() {
         let d = dests(&[1, 1, 1]);
-        let st = SchedState::new(Scheduler::Rr, 0);
+        let st = native(Scheduler::Rr);
         assert_eq!(picks(&st, &d, 4), [0, 1, 2, 0]);
         d[2].set_weight(0);
         assert_eq!(picks(&st, &d, 3), [1, 0, 1]);
@@ -208,7 +308,7 @@ mod tests {
     #[test]
     fn wrr_follows_weight_changes() {
         let d = dests(&[3, 2, 1]);
-        let st = SchedState::new(Scheduler::Wrr, 0);
+        let st = native(Scheduler::Wrr);
         let p = picks(&st, &d, 60);
         let count = |i| p.iter().filter(|&&x| x == i).count();
         assert_eq!((count(0), count(1), count(2)), (30, 20, 10));

@@ -2,7 +2,7 @@
 //! `hash_32` version): a 256-bucket table filled round robin over the servers; the
 //! connection's destination address picks the bucket. No fallback.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler, dest_flags, hash_32};
 
@@ -56,6 +56,8 @@ impl Scheduler for Dh {
         ok.then_some(i)
     }
 }
+
+wvs_sdk::export_scheduler!(Dh);
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Weighted failover, as `ip_vs_fo_schedule` (net/netfilter/ipvs/ip_vs_fo.c): the server with
 //! the highest weight that is not overloaded (the first of equals).
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler};
 
@@ -29,6 +29,8 @@ impl Scheduler for Fo {
         best
     }
 }
+
+wvs_sdk::export_scheduler!(Fo);
 
 #[cfg(test)]
 mod tests {

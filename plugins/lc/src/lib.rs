@@ -1,7 +1,7 @@
 //! Least connection, as `ip_vs_lc_schedule` (net/netfilter/ipvs/ip_vs_lc.c): the server with
 //! the least overhead (active * 256 + inactive), weights ignored except that 0 quiesces.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler};
 
@@ -31,6 +31,8 @@ impl Scheduler for Lc {
         least.map(|(i, _)| i)
     }
 }
+
+wvs_sdk::export_scheduler!(Lc);
 
 #[cfg(test)]
 mod tests {

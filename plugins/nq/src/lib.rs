@@ -1,7 +1,7 @@
 //! Never queue, as `ip_vs_nq_schedule` (net/netfilter/ipvs/ip_vs_nq.c): an idle server (no
 //! active connection) at once, the first in the list; otherwise shortest expected delay.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler};
 
@@ -38,6 +38,8 @@ impl Scheduler for Nq {
         least.map(|(i, _)| i)
     }
 }
+
+wvs_sdk::export_scheduler!(Nq);
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Weighted overflow, as `ip_vs_ovf_schedule` (net/netfilter/ipvs/ip_vs_ovf.c): the server
 //! with the highest weight whose active connections do not exceed its weight.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler};
 
@@ -31,6 +31,8 @@ impl Scheduler for Ovf {
         h
     }
 }
+
+wvs_sdk::export_scheduler!(Ovf);
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Round robin, as `ip_vs_rr_schedule` (net/netfilter/ipvs/ip_vs_rr.c): starting after the
 //! server chosen last, the first one with weight above 0 that is not overloaded.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler};
 
@@ -37,6 +37,8 @@ impl Scheduler for Rr {
         Some(i)
     }
 }
+
+wvs_sdk::export_scheduler!(Rr);
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Shortest expected delay, as `ip_vs_sed_schedule` (net/netfilter/ipvs/ip_vs_sed.c): the
 //! least (active + 1) / weight; inactive connections do not count.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler};
 
@@ -23,9 +23,11 @@ impl Scheduler for Sed {
         dests: &[DestInfo],
         _host: &mut dyn Host,
     ) -> Option<usize> {
-        wvs_sched_wlc::least_weighted(dests, sed_overhead)
+        wvs_sdk::least_weighted(dests, sed_overhead)
     }
 }
+
+wvs_sdk::export_scheduler!(Sed);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 //! unavailable server's clients go round the table to the next available one instead of
 //! being refused.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler, hash_32, svc_flags};
 
@@ -98,6 +98,8 @@ impl Scheduler for Sh {
         })
     }
 }
+
+wvs_sdk::export_scheduler!(Sh);
 
 #[cfg(test)]
 mod tests {

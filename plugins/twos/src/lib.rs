@@ -2,7 +2,7 @@
 //! servers drawn at random in proportion to their weights, then the one with the lower
 //! overhead per weight.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler};
 
@@ -59,6 +59,8 @@ impl Scheduler for Twos {
         }
     }
 }
+
+wvs_sdk::export_scheduler!(Twos);
 
 #[cfg(test)]
 mod tests {

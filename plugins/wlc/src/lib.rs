@@ -2,7 +2,7 @@
 //! (net/netfilter/ipvs/ip_vs_wlc.c): the least overhead / weight, compared without division
 //! (`loh * w(dest) > doh * w(least)`).
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler};
 
@@ -19,30 +19,11 @@ impl Scheduler for Wlc {
         dests: &[DestInfo],
         _host: &mut dyn Host,
     ) -> Option<usize> {
-        least_weighted(dests, DestInfo::overhead)
+        wvs_sdk::least_weighted(dests, DestInfo::overhead)
     }
 }
 
-/// The rule wlc and sed share: the first schedulable server is the least, then each next one
-/// replaces it when `loh * w(dest) > doh * w(least)`.
-pub fn least_weighted(dests: &[DestInfo], overhead: fn(&DestInfo) -> u32) -> Option<usize> {
-    let mut least: Option<(usize, i64)> = None;
-    for (i, d) in dests.iter().enumerate() {
-        if !d.schedulable() {
-            continue;
-        }
-        let doh = i64::from(overhead(d));
-        match least {
-            None => least = Some((i, doh)),
-            Some((l, loh)) => {
-                if loh * i64::from(d.weight) > doh * i64::from(dests[l].weight) {
-                    least = Some((i, doh));
-                }
-            }
-        }
-    }
-    least.map(|(i, _)| i)
-}
+wvs_sdk::export_scheduler!(Wlc);
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 //! weight `cw`, lowering `cw` by the weights' gcd after each pass, from the largest weight
 //! down to 1.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler, gcd};
 
@@ -85,6 +85,8 @@ impl Scheduler for Wrr {
         }
     }
 }
+
+wvs_sdk::export_scheduler!(Wrr);
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,95 @@
+//! Build the built-in scheduler plugins for `wasm32-unknown-unknown` and embed them.
+//!
+//! The plugins are crates of this workspace (`plugins/*`). Cargo cannot build one package
+//! for two targets in one invocation on stable, so this script runs a second cargo for the
+//! wasm32 target with its own target directory under `OUT_DIR` (so it never waits on the
+//! outer build's lock), then writes `builtin_plugins.rs`, which `include_bytes!`s each
+//! module. A plain `cargo build` therefore builds everything; the only prerequisite is the
+//! wasm32 target (`rustup target add wasm32-unknown-unknown`, done by scripts/setup.sh).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// (scheduler name, package) of every built-in plugin.
+const PLUGINS: &[(&str, &str)] = &[
+    ("rr", "wvs-sched-rr"),
+    ("wrr", "wvs-sched-wrr"),
+    ("lc", "wvs-sched-lc"),
+    ("wlc", "wvs-sched-wlc"),
+    ("sed", "wvs-sched-sed"),
+    ("nq", "wvs-sched-nq"),
+    ("fo", "wvs-sched-fo"),
+    ("ovf", "wvs-sched-ovf"),
+    ("twos", "wvs-sched-twos"),
+    ("sh", "wvs-sched-sh"),
+    ("dh", "wvs-sched-dh"),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ is in the workspace")
+        .to_path_buf();
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
+    let target_dir = out.join("wasm-target");
+    for dir in [
+        "plugins",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "--profile",
+            "wasm",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    for (_, pkg) in PLUGINS {
+        cmd.args(["-p", pkg]);
+    }
+    // The outer build's flags are for the host target, not for wasm32.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build the wasm32 plugins");
+    if !status.success() {
+        panic!(
+            "building the scheduler plugins for wasm32 failed; is the target installed? \
+             (rustup target add wasm32-unknown-unknown, or run scripts/setup.sh)"
+        );
+    }
+
+    let wasm_dir = target_dir.join("wasm32-unknown-unknown").join("wasm");
+    let mut src = String::from(
+        "/// The built-in scheduler plugins: (name, WebAssembly module).\npub static BUILTIN: &[(&str, &[u8])] = &[\n",
+    );
+    for (name, pkg) in PLUGINS {
+        let file = wasm_dir.join(format!("{}.wasm", pkg.replace('-', "_")));
+        assert!(file.exists(), "{} was not built", file.display());
+        src += &format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            file.display().to_string()
+        );
+    }
+    src += "];\n";
+    std::fs::write(out.join("builtin_plugins.rs"), src).expect("write builtin_plugins.rs");
+}

@@ -1,0 +1,300 @@
+//! The WebAssembly plugin runtime (wasmtime).
+//!
+//! - Modules are compiled once, off the fast path, when the configuration is loaded; compiled
+//!   code is cached on disk (wasmtime's cache, in `--plugin-cache`), so a restart does not
+//!   compile again.
+//! - Each virtual service gets its own instance of its scheduler's module: a scheduler's state
+//!   belongs to its service. The instance is called under the service's scheduler lock, once
+//!   per new connection; packets of existing connections never call a plugin.
+//! - Every call runs under a deadline (wasmtime epoch interruption; a timer thread advances
+//!   the epoch every millisecond) and a memory limit. A trap, a timeout or an answer out of
+//!   range is counted, logged (once per plugin and service, not per packet), and the service
+//!   falls back to the native build of a safe IPVS scheduler until the plugin is replaced.
+//! - The built-in schedulers are embedded in the binary as wasm ([`builtin`]), built from
+//!   `plugins/` by `host/build.rs`.
+
+pub mod builtin {
+    //! The embedded built-in scheduler modules.
+    include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
+}
+
+mod sched;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+pub use sched::WasmScheduler;
+
+use crate::consts::{PLUGIN_EPOCH_MS, PLUGIN_MAX_MEMORY};
+
+/// Why a plugin could not be loaded or called.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The module is not valid WebAssembly or could not be compiled.
+    #[error("cannot compile plugin {name}: {msg}")]
+    Compile {
+        /// Plugin name.
+        name: String,
+        /// What wasmtime said.
+        msg: String,
+    },
+    /// The module does not have the exports of the ABI, or the wrong ABI version.
+    #[error(
+        "plugin {name} does not follow the wvs ABI version {}: {msg}",
+        wvs_sdk::ABI_VERSION
+    )]
+    Abi {
+        /// Plugin name.
+        name: String,
+        /// What is missing or wrong.
+        msg: String,
+    },
+    /// A call trapped (including running past its deadline).
+    #[error("plugin {name} trapped: {msg}")]
+    Trap {
+        /// Plugin name.
+        name: String,
+        /// The trap.
+        msg: String,
+    },
+    /// A call returned an index that is not a real server.
+    #[error("plugin {name} answered {answer} with {n} real servers")]
+    BadAnswer {
+        /// Plugin name.
+        name: String,
+        /// The answer.
+        answer: i32,
+        /// How many servers there were.
+        n: usize,
+    },
+}
+
+/// Counters of plugin calls, shared by every service.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Scheduler calls.
+    pub calls: AtomicU64,
+    /// Calls that trapped or timed out.
+    pub traps: AtomicU64,
+    /// Calls that returned an invalid answer.
+    pub invalid: AtomicU64,
+    /// Services switched to their fallback scheduler.
+    pub fallbacks: AtomicU64,
+}
+
+/// A compiled module, ready to instantiate.
+#[derive(Clone)]
+pub struct Plugin {
+    /// Name services refer to it by.
+    pub name: String,
+    /// Digest of the module's bytes: two plugins are the same when name and digest are.
+    pub digest: u64,
+    module: wasmtime::Module,
+    runtime: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Plugin {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.digest == other.digest
+    }
+}
+
+/// A stable digest of a module's bytes (the same on every run).
+fn digest(wasm: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    wasm.hash(&mut h);
+    h.finish()
+}
+
+/// The wasmtime engine, its epoch timer and the plugin counters.
+pub struct Runtime {
+    engine: wasmtime::Engine,
+    linker: wasmtime::Linker<sched::StoreData>,
+    /// Counters.
+    pub stats: PluginStats,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+impl Runtime {
+    /// An engine with epoch interruption, its timer thread, and a compiled-code cache in
+    /// `cache_dir` (none if `None` or if the directory cannot be used).
+    pub fn new(cache_dir: Option<&Path>) -> Result<Arc<Self>, PluginError> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        if let Some(dir) = cache_dir {
+            match std::fs::create_dir_all(dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    let mut cc = wasmtime::CacheConfig::new();
+                    cc.with_directory(dir);
+                    wasmtime::Cache::new(cc).map_err(|e| e.to_string())
+                }) {
+                Ok(cache) => {
+                    config.cache(Some(cache));
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), "plugin cache disabled: {e}"),
+            }
+        }
+        let engine = wasmtime::Engine::new(&config).map_err(|e| PluginError::Compile {
+            name: "(engine)".into(),
+            msg: e.to_string(),
+        })?;
+        let linker = sched::linker(&engine).map_err(|e| PluginError::Compile {
+            name: "(linker)".into(),
+            msg: e.to_string(),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("wvs-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Relaxed) {
+                        std::thread::sleep(Duration::from_millis(PLUGIN_EPOCH_MS));
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Compile {
+                    name: "(epoch timer)".into(),
+                    msg: e.to_string(),
+                })?;
+        }
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            stats: PluginStats::default(),
+            stop,
+        }))
+    }
+
+    /// Compile a module (from the disk cache when it was compiled before) and check that it
+    /// has the ABI's exports, by instantiating it once.
+    pub fn compile(self: &Arc<Self>, name: &str, wasm: &[u8]) -> Result<Plugin, PluginError> {
+        let module =
+            wasmtime::Module::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
+                name: name.into(),
+                msg: format!("{e:#}"),
+            })?;
+        let plugin = Plugin {
+            name: name.into(),
+            digest: digest(wasm),
+            module,
+            runtime: self.clone(),
+        };
+        plugin.instantiate()?;
+        Ok(plugin)
+    }
+
+    /// Compile every embedded built-in scheduler.
+    pub fn builtins(self: &Arc<Self>) -> Result<Vec<Plugin>, PluginError> {
+        builtin::BUILTIN
+            .iter()
+            .map(|(name, wasm)| self.compile(name, wasm))
+            .collect()
+    }
+}
+
+impl Plugin {
+    /// The runtime (and its counters) the plugin belongs to.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// A new instance for one service.
+    pub fn instantiate(&self) -> Result<WasmScheduler, PluginError> {
+        WasmScheduler::new(self)
+    }
+}
+
+/// Every scheduler the configuration can name: the built-in plugins, compiled once at
+/// start, and the plugins of the configuration file, compiled at each load.
+#[derive(Debug)]
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    builtins: Vec<Plugin>,
+    custom: Vec<Plugin>,
+    /// Run the built-in schedulers as wasm plugins (else natively).
+    wasm_builtins: bool,
+}
+
+impl Registry {
+    /// Compile the built-in plugins.
+    pub fn new(runtime: Arc<Runtime>, wasm_builtins: bool) -> Result<Self, PluginError> {
+        let builtins = runtime.builtins()?;
+        Ok(Self {
+            runtime,
+            builtins,
+            custom: Vec::new(),
+            wasm_builtins,
+        })
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Compile the plugins of a configuration; on success they replace the previous ones.
+    /// On failure nothing changes (a reload with a bad module keeps the running ones).
+    pub fn load(&mut self, specs: &[crate::config::PluginSpec]) -> Result<(), PluginError> {
+        let mut custom = Vec::with_capacity(specs.len());
+        for s in specs {
+            let wasm = std::fs::read(&s.path).map_err(|e| PluginError::Compile {
+                name: s.name.clone(),
+                msg: format!("cannot read {}: {e}", s.path.display()),
+            })?;
+            custom.push(self.runtime.compile(&s.name, &wasm)?);
+        }
+        self.custom = custom;
+        Ok(())
+    }
+
+    /// What runs the scheduler called `name`: a plugin from the file by that name, else the
+    /// built-in one (as a plugin or natively), with its native fallback.
+    pub fn choice(&self, name: &str) -> crate::service::SchedChoice {
+        use crate::service::{SchedChoice, Scheduler};
+        let native = Scheduler::from_name(name);
+        let fallback = native.unwrap_or(Scheduler::Wlc);
+        let plugin = self
+            .custom
+            .iter()
+            .find(|p| p.name == name)
+            .or_else(|| {
+                self.builtins
+                    .iter()
+                    .find(|p| self.wasm_builtins && p.name == name)
+            })
+            .cloned();
+        SchedChoice {
+            name: name.into(),
+            plugin,
+            fallback,
+        }
+    }
+}
+
+/// Memory a plugin instance may use, in bytes.
+pub const MAX_MEMORY: usize = PLUGIN_MAX_MEMORY;

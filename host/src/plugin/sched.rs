@@ -1,0 +1,202 @@
+//! One scheduler plugin instance: the store, the shared table in its memory, and the calls.
+
+use wasmtime::{
+    Caller, Engine, Instance, Linker, Memory, Store, StoreLimits, StoreLimitsBuilder, TypedFunc,
+};
+use wvs_sdk::{ConnInfo, DestInfo, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET, SHARED_N_OFFSET, abi};
+
+use super::{MAX_MEMORY, Plugin, PluginError};
+use crate::consts::PLUGIN_DEADLINE_EPOCHS;
+
+/// Per-instance host state.
+pub(super) struct StoreData {
+    limits: StoreLimits,
+    rng: u64,
+    now: u64,
+}
+
+/// The host functions a plugin imports.
+pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
+    let mut l = Linker::new(engine);
+    l.func_wrap(
+        abi::IMPORT_MODULE,
+        abi::RANDOM_FN,
+        |mut c: Caller<'_, StoreData>| -> u32 {
+            let d = c.data_mut();
+            d.rng ^= d.rng << 13;
+            d.rng ^= d.rng >> 7;
+            d.rng ^= d.rng << 17;
+            (d.rng >> 32) as u32
+        },
+    )?;
+    l.func_wrap(
+        abi::IMPORT_MODULE,
+        abi::NOW_MS_FN,
+        |c: Caller<'_, StoreData>| -> u64 { c.data().now },
+    )?;
+    Ok(l)
+}
+
+/// A plugin instance bound to one service.
+pub struct WasmScheduler {
+    name: String,
+    store: Store<StoreData>,
+    memory: Memory,
+    shared: usize,
+    update: TypedFunc<(u32, u32), ()>,
+    schedule: TypedFunc<u32, i32>,
+}
+
+impl std::fmt::Debug for WasmScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmScheduler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WasmScheduler {
+    pub(super) fn new(p: &Plugin) -> Result<Self, PluginError> {
+        let abi_err = |msg: String| PluginError::Abi {
+            name: p.name.clone(),
+            msg,
+        };
+        let data = StoreData {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MAX_MEMORY)
+                .instances(1)
+                .tables(4)
+                .memories(1)
+                .build(),
+            rng: rand::random::<u64>() | 1,
+            now: 0,
+        };
+        let mut store = Store::new(&p.runtime.engine, data);
+        store.limiter(|d| &mut d.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        let instance: Instance = p
+            .runtime
+            .linker
+            .instantiate(&mut store, &p.module)
+            .map_err(|e| abi_err(format!("{e:#}")))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| abi_err("no exported memory".into()))?;
+        let version: TypedFunc<(), u32> = instance
+            .get_typed_func(&mut store, abi::ABI_VERSION_FN)
+            .map_err(|e| abi_err(format!("{}: {e}", abi::ABI_VERSION_FN)))?;
+        let shared_fn: TypedFunc<(), u32> = instance
+            .get_typed_func(&mut store, abi::SHARED_FN)
+            .map_err(|e| abi_err(format!("{}: {e}", abi::SHARED_FN)))?;
+        let update = instance
+            .get_typed_func(&mut store, abi::UPDATE_FN)
+            .map_err(|e| abi_err(format!("{}: {e}", abi::UPDATE_FN)))?;
+        let schedule = instance
+            .get_typed_func(&mut store, abi::SCHEDULE_FN)
+            .map_err(|e| abi_err(format!("{}: {e}", abi::SCHEDULE_FN)))?;
+        let v = version
+            .call(&mut store, ())
+            .map_err(|e| abi_err(format!("{e:#}")))?;
+        if v != wvs_sdk::ABI_VERSION {
+            return Err(abi_err(format!("it was built for ABI version {v}")));
+        }
+        store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        let shared = shared_fn
+            .call(&mut store, ())
+            .map_err(|e| abi_err(format!("{e:#}")))? as usize;
+        let size = SHARED_DESTS_OFFSET + wvs_sdk::MAX_DESTS * std::mem::size_of::<DestInfo>();
+        if shared
+            .checked_add(size)
+            .is_none_or(|end| end > memory.data_size(&store))
+        {
+            return Err(abi_err("the shared table lies outside its memory".into()));
+        }
+        Ok(Self {
+            name: p.name.clone(),
+            store,
+            memory,
+            shared,
+            update,
+            schedule,
+        })
+    }
+
+    /// Return the plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn trap(&self, e: wasmtime::Error) -> PluginError {
+        PluginError::Trap {
+            name: self.name.clone(),
+            msg: format!("{e:#}"),
+        }
+    }
+
+    /// Write the real servers into the shared table. Returns how many were written.
+    fn write_dests(&mut self, dests: &[DestInfo]) -> Result<usize, PluginError> {
+        let n = dests.len().min(wvs_sdk::MAX_DESTS);
+        let at = self.shared + SHARED_DESTS_OFFSET;
+        let bytes: &[u8] = bytemuck::cast_slice(&dests[..n]);
+        let mem = self.memory.data_mut(&mut self.store);
+        // The bounds were checked at instantiation and memory only grows; check anyway,
+        // since the plugin controls its memory.
+        let dst = mem
+            .get_mut(at..at + bytes.len())
+            .ok_or_else(|| PluginError::Abi {
+                name: self.name.clone(),
+                msg: "shared table out of bounds".into(),
+            })?;
+        dst.copy_from_slice(bytes);
+        if let Some(nb) =
+            mem.get_mut(self.shared + SHARED_N_OFFSET..self.shared + SHARED_N_OFFSET + 4)
+        {
+            nb.copy_from_slice(&(n as u32).to_le_bytes());
+        }
+        Ok(n)
+    }
+
+    /// The real servers changed (`wvs_update`).
+    pub fn update(&mut self, dests: &[DestInfo], flags: u32) -> Result<(), PluginError> {
+        let n = self.write_dests(dests)?;
+        self.store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        self.update
+            .call(&mut self.store, (n as u32, flags))
+            .map_err(|e| self.trap(e))
+    }
+
+    /// Pick a real server for a connection (`wvs_schedule`).
+    pub fn schedule(
+        &mut self,
+        conn: &ConnInfo,
+        dests: &[DestInfo],
+        now: u64,
+    ) -> Result<Option<usize>, PluginError> {
+        let n = self.write_dests(dests)?;
+        let at = self.shared + SHARED_CONN_OFFSET;
+        let cb: &[u8] = bytemuck::bytes_of(conn);
+        if let Some(dst) = self
+            .memory
+            .data_mut(&mut self.store)
+            .get_mut(at..at + cb.len())
+        {
+            dst.copy_from_slice(cb);
+        }
+        self.store.data_mut().now = now;
+        self.store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        let answer = self
+            .schedule
+            .call(&mut self.store, n as u32)
+            .map_err(|e| self.trap(e))?;
+        match answer {
+            -1 => Ok(None),
+            a if a >= 0 && (a as usize) < n => Ok(Some(a as usize)),
+            a => Err(PluginError::BadAnswer {
+                name: self.name.clone(),
+                answer: a,
+                n,
+            }),
+        }
+    }
+}
