@@ -298,3 +298,6 @@ impl Registry {
 
 /// Memory a plugin instance may use, in bytes.
 pub const MAX_MEMORY: usize = PLUGIN_MAX_MEMORY;
+
+#[cfg(test)]
+mod tests;

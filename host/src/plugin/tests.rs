@@ -1,0 +1,225 @@
+//! The plugin runtime against real wasmtime: the embedded built-ins agree with their native
+//! builds, and misbehaving plugins (traps, endless loops, endless memory, bad answers, wrong
+//! ABI) are contained, counted and replaced by the fallback.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use proptest::prelude::*;
+use wvs_sdk::ConnInfo;
+
+use super::*;
+use crate::service::{Dest, SchedChoice, SchedState, Scheduler};
+
+fn runtime() -> Arc<Runtime> {
+    Runtime::new(None).expect("runtime")
+}
+
+fn dests(spec: &[(u32, i32, i32)]) -> Vec<Arc<Dest>> {
+    spec.iter()
+        .enumerate()
+        .map(|(i, &(w, act, inact))| {
+            let d = Arc::new(Dest::new(
+                format!("198.19.0.{}", 11 + i).parse().unwrap(),
+                80,
+            ));
+            d.set_weight(w);
+            d.activeconns.store(act, Relaxed);
+            d.inactconns.store(inact, Relaxed);
+            d
+        })
+        .collect()
+}
+
+fn conn(c: u32, port: u16) -> ConnInfo {
+    ConnInfo {
+        saddr: std::net::Ipv4Addr::from(0xC612_0000 | c)
+            .to_ipv6_mapped()
+            .octets(),
+        daddr: std::net::Ipv4Addr::new(198, 18, 100, 1)
+            .to_ipv6_mapped()
+            .octets(),
+        sport: port,
+        dport: 80,
+        proto: 6,
+        af: 4,
+        ..Default::default()
+    }
+}
+
+fn index(d: &[Arc<Dest>], p: Option<&Arc<Dest>>) -> Option<usize> {
+    p.map(|p| d.iter().position(|x| Arc::ptr_eq(x, p)).unwrap())
+}
+
+/// A module with the ABI's exports and the given body for `wvs_schedule`.
+fn wat(version: i32, schedule_body: &str) -> String {
+    format!(
+        r#"(module
+            (import "wvs" "random" (func $random (result i32)))
+            (memory (export "memory") 1)
+            (func (export "wvs_abi_version") (result i32) i32.const {version})
+            (func (export "wvs_shared") (result i32) i32.const 1024)
+            (func (export "wvs_update") (param i32 i32))
+            (func (export "wvs_schedule") (param i32) (result i32) {schedule_body}))"#
+    )
+}
+
+fn custom(rt: &Arc<Runtime>, text: &str) -> Result<Plugin, PluginError> {
+    rt.compile("custom", text.as_bytes())
+}
+
+#[test]
+fn every_builtin_compiles_and_follows_the_abi() {
+    let rt = runtime();
+    let names: Vec<String> = rt.builtins().unwrap().into_iter().map(|p| p.name).collect();
+    let want: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(names, want);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The wasm build of each deterministic built-in makes the same choices as its native
+    /// build, connection after connection, whatever the weights and counters.
+    #[test]
+    fn wasm_and_native_agree(
+        spec in proptest::collection::vec((0u32..5, 0i32..4, 0i32..600), 1..6),
+        clients in proptest::collection::vec((any::<u32>(), any::<u16>()), 1..20),
+        flags in 0u32..4,
+    ) {
+        static BUILTINS: std::sync::OnceLock<(Arc<Runtime>, Vec<Plugin>)> = std::sync::OnceLock::new();
+        let (rt, builtins) = BUILTINS.get_or_init(|| {
+            let rt = runtime();
+            let b = rt.builtins().unwrap();
+            (rt, b)
+        });
+        let d = dests(&spec);
+        for p in builtins.iter().filter(|p| p.name != "twos") {
+            let native = Scheduler::from_name(&p.name).unwrap();
+            let svc_flags = (flags & 3) << 3; // SCHED1 and SCHED2
+            let w = SchedState::new(&SchedChoice { name: p.name.clone(), plugin: Some(p.clone()), fallback: native }, svc_flags);
+            let n = SchedState::new(&SchedChoice::native(native), svc_flags);
+            for &(c, port) in &clients {
+                let a = index(&d, w.schedule(&d, &mut conn(c, port), 0));
+                let b = index(&d, n.schedule(&d, &mut conn(c, port), 0));
+                prop_assert_eq!(a, b, "{} differs", p.name);
+            }
+            prop_assert!(w.runs_plugin(), "{} fell back", p.name);
+        }
+        prop_assert_eq!(rt.stats.traps.load(Relaxed), 0);
+    }
+}
+
+/// Run one misbehaving plugin: traffic goes on (the fallback answers), the fault is counted
+/// once, and the plugin is not called again.
+fn contained(body: &str, counter: fn(&PluginStats) -> &AtomicU64) {
+    let rt = runtime();
+    let p = custom(&rt, &wat(1, body)).expect("compiles");
+    let st = SchedState::new(
+        &SchedChoice {
+            name: "custom".into(),
+            plugin: Some(p),
+            fallback: Scheduler::Rr,
+        },
+        0,
+    );
+    let d = dests(&[(1, 0, 0), (1, 0, 0), (1, 0, 0)]);
+    let picks: Vec<_> = (0..6)
+        .map(|i| index(&d, st.schedule(&d, &mut conn(1, i), 0)))
+        .collect();
+    assert_eq!(
+        picks,
+        [0, 1, 2, 0, 1, 2].map(Some),
+        "the fallback (rr) served every connection"
+    );
+    assert!(!st.runs_plugin());
+    assert_eq!(counter(&rt.stats).load(Relaxed), 1);
+    assert_eq!(rt.stats.fallbacks.load(Relaxed), 1);
+    assert_eq!(
+        rt.stats.calls.load(Relaxed),
+        1,
+        "never called again after the fault"
+    );
+}
+
+#[test]
+fn a_trap_falls_back() {
+    contained("unreachable", |s| &s.traps);
+}
+
+#[test]
+fn an_endless_loop_is_interrupted() {
+    let t0 = std::time::Instant::now();
+    contained("(loop $l (br $l)) i32.const 0", |s| &s.traps);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "the deadline cut it short"
+    );
+}
+
+#[test]
+fn endless_memory_growth_is_refused() {
+    // Grow by 16 pages until refused, then trap: the store's limit refuses at 16 MiB.
+    contained(
+        "(block $done (loop $l (br_if $done (i32.eq (memory.grow (i32.const 16)) (i32.const -1))) (br $l))) unreachable",
+        |s| &s.traps,
+    );
+}
+
+#[test]
+fn an_answer_out_of_range_falls_back() {
+    contained("i32.const 7", |s| &s.invalid);
+}
+
+#[test]
+fn wrong_abi_is_refused_at_load() {
+    let rt = runtime();
+    let e = custom(&rt, &wat(2, "i32.const 0")).unwrap_err();
+    assert!(e.to_string().contains("ABI version 2"), "{e}");
+    let e = custom(&rt, "(module (memory (export \"memory\") 1))").unwrap_err();
+    assert!(e.to_string().contains("wvs_abi_version"), "{e}");
+    let e = custom(&rt, "not wasm").unwrap_err();
+    assert!(matches!(e, PluginError::Compile { .. }), "{e}");
+    // The shared table must lie inside the memory.
+    let outside = wat(1, "i32.const 0").replace("i32.const 1024)", "i32.const 65000)");
+    let e = custom(&rt, &outside).unwrap_err();
+    assert!(e.to_string().contains("outside"), "{e}");
+}
+
+#[test]
+fn a_plugin_reads_the_table_the_host_wrote() {
+    // Pick the server whose `hint` (offset 44 in each 48-byte entry) is smallest.
+    let body = r#"
+        (local $i i32) (local $best i32) (local $bh i32) (local $h i32)
+        (local.set $best (i32.const -1))
+        (local.set $bh (i32.const -1))
+        (block $done (loop $l
+            (br_if $done (i32.ge_u (local.get $i) (local.get 0)))
+            (local.set $h (i32.load (i32.add (i32.const 1116) (i32.mul (local.get $i) (i32.const 48)))))
+            (if (i32.lt_u (local.get $h) (local.get $bh)) (then (local.set $bh (local.get $h)) (local.set $best (local.get $i))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $l)))
+        (local.get $best)"#;
+    let rt = runtime();
+    let p = custom(&rt, &wat(1, body)).unwrap();
+    let st = SchedState::new(
+        &SchedChoice {
+            name: "custom".into(),
+            plugin: Some(p),
+            fallback: Scheduler::Rr,
+        },
+        0,
+    );
+    let d = dests(&[(1, 0, 0), (1, 0, 0), (1, 0, 0)]);
+    for (i, h) in [300, 100, 200].iter().enumerate() {
+        d[i].set_hint(*h);
+    }
+    assert_eq!(index(&d, st.schedule(&d, &mut conn(1, 1), 0)), Some(1));
+    d[2].set_hint(50);
+    assert_eq!(
+        index(&d, st.schedule(&d, &mut conn(1, 2), 0)),
+        Some(2),
+        "counters are fresh at every call"
+    );
+    assert!(st.runs_plugin());
+}
