@@ -23,6 +23,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("twos", "wvs-sched-twos"),
     ("sh", "wvs-sched-sh"),
     ("dh", "wvs-sched-dh"),
+    ("mh", "wvs-sched-mh"),
 ];
 
 fn main() {

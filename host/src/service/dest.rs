@@ -50,6 +50,7 @@ pub struct Dest {
     /// Port (0 means the virtual port).
     pub port: u16,
     weight: AtomicU32,
+    last_weight: AtomicU32,
     flags: AtomicU32,
     u_threshold: AtomicU32,
     l_threshold: AtomicU32,
@@ -72,6 +73,7 @@ impl Dest {
             addr,
             port,
             weight: AtomicU32::new(1),
+            last_weight: AtomicU32::new(1),
             flags: AtomicU32::new(AVAILABLE),
             u_threshold: AtomicU32::new(0),
             l_threshold: AtomicU32::new(0),
@@ -90,9 +92,20 @@ impl Dest {
         self.weight.load(Relaxed)
     }
 
-    /// Set the weight (0 quiesces: no new connections, existing ones continue).
+    /// Set the weight (0 quiesces: no new connections, existing ones continue). The last
+    /// weight above 0 is kept (`last_weight`): Maglev keeps a quiesced server's entries.
     pub fn set_weight(&self, w: u32) {
         self.weight.store(w, Relaxed);
+        if w > 0 {
+            self.last_weight.store(w, Relaxed);
+        }
+    }
+
+    /// Set the weight of a server being added: its last weight is that weight, even 0
+    /// (IPVS's Maglev ignores a server added with weight 0).
+    pub fn set_initial_weight(&self, w: u32) {
+        self.weight.store(w, Relaxed);
+        self.last_weight.store(w, Relaxed);
     }
 
     /// Set the hint custom schedulers may read.
@@ -204,7 +217,7 @@ impl Dest {
             addr,
             port: self.port,
             weight,
-            last_weight: weight,
+            last_weight: self.last_weight.load(Relaxed) as i32,
             flags: self.flags(),
             activeconns: self.activeconns.load(Relaxed).max(0) as u32,
             inactconns: self.inactconns.load(Relaxed).max(0) as u32,

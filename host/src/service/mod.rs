@@ -125,8 +125,17 @@ impl Snapshot {
                             .find(|d| d.addr == r.addr && d.port == r.port)
                             .cloned()
                     });
-                    let dest = reused.unwrap_or_else(|| Arc::new(Dest::new(r.addr, r.port)));
-                    dest.set_weight(r.weight);
+                    let dest = match reused {
+                        Some(d) => {
+                            d.set_weight(r.weight);
+                            d
+                        }
+                        None => {
+                            let d = Arc::new(Dest::new(r.addr, r.port));
+                            d.set_initial_weight(r.weight);
+                            d
+                        }
+                    };
                     dest.set_hint(r.hint);
                     dest.set_thresholds(r.upper_threshold, r.lower_threshold);
                     dest

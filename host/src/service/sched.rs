@@ -65,6 +65,7 @@ schedulers! {
     Twos => wvs_sched_twos::Twos,
     Sh => wvs_sched_sh::Sh,
     Dh => wvs_sched_dh::Dh,
+    Mh => wvs_sched_mh::Mh,
 }
 
 impl Scheduler {
@@ -201,7 +202,10 @@ impl SchedState {
         inner.table.resize(dests.len(), DestInfo::default());
         for (t, d) in inner.table.iter_mut().zip(dests) {
             let info = d.info();
-            changed |= t.addr != info.addr || t.port != info.port || t.weight != info.weight;
+            changed |= t.addr != info.addr
+                || t.port != info.port
+                || t.weight != info.weight
+                || t.last_weight != info.last_weight;
             *t = info;
         }
         inner.host.now = now;
