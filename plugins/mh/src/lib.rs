@@ -35,7 +35,7 @@ pub fn hsiphash_u32(v: u32, key: &[u64; 2]) -> u32 {
     let mut v2 = 0x6c79_6765_6e65_7261u64 ^ key[0];
     let mut v3 = 0x7465_6462_7974_6573u64 ^ key[1];
     let b: u64 = (4u64 << 56) | u64::from(v);
-    let mut round = |v0: &mut u64, v1: &mut u64, v2: &mut u64, v3: &mut u64| {
+    let round = |v0: &mut u64, v1: &mut u64, v2: &mut u64, v3: &mut u64| {
         *v0 = v0.wrapping_add(*v1);
         *v1 = v1.rotate_left(13) ^ *v0;
         *v0 = v0.rotate_left(32);
