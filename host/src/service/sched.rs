@@ -39,6 +39,8 @@ macro_rules! schedulers {
             }
         }
 
+        // Always behind a Box (created once per service), so the size spread costs nothing.
+        #[allow(clippy::large_enum_variant)]
         enum Instance { $( $variant($ty), )* }
 
         impl Instance {
