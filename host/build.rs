@@ -26,6 +26,9 @@ const PLUGINS: &[(&str, &str)] = &[
     ("mh", "wvs-sched-mh"),
 ];
 
+/// The example custom scheduler (examples/lat2).
+const EXAMPLE: &str = "wvs-example-lat2";
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let root = manifest_dir
@@ -59,6 +62,9 @@ fn main() {
     for (_, pkg) in PLUGINS {
         cmd.args(["-p", pkg]);
     }
+    // The example custom scheduler is built too (not embedded): the end-to-end tests load it
+    // from the file whose path WVS_EXAMPLE_LAT2_WASM gives.
+    cmd.args(["-p", EXAMPLE]);
     // The outer build's flags are for the host target, not for wasm32.
     for var in [
         "RUSTFLAGS",
@@ -92,5 +98,10 @@ fn main() {
         );
     }
     src += "];\n";
+    let example = wasm_dir.join(format!("{}.wasm", EXAMPLE.replace('-', "_")));
+    println!(
+        "cargo:rustc-env=WVS_EXAMPLE_LAT2_WASM={}",
+        example.display()
+    );
     std::fs::write(out.join("builtin_plugins.rs"), src).expect("write builtin_plugins.rs");
 }

@@ -227,3 +227,37 @@ fn rand_u16() -> u16 {
         .unwrap_or(0);
     (t ^ (std::process::id() << 8) ^ (t >> 16)) as u16
 }
+
+impl Wvs {
+    /// Ask for the counters (SIGUSR1) and return the numbers of the stats line it logs.
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        let before = self.log_text().matches(" stats").count();
+        self.signal("USR1");
+        self.wait_log_n(" stats", before + 1, Duration::from_secs(5));
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .filter(|l| l.contains(" stats"))
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        line.split_whitespace()
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_string(), v.trim_matches('"').parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Rewrite the configuration file, send SIGHUP and wait until wvs has reloaded it.
+    pub fn reload(&self, path: &Path, config: &str) {
+        let before = self.log_text().matches("configuration reloaded").count();
+        std::fs::write(path, config).expect("config");
+        self.signal("HUP");
+        self.wait_log_n(
+            "configuration reloaded",
+            before + 1,
+            Duration::from_secs(10),
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! End to end, WebAssembly schedulers: the embedded built-ins, a custom plugin from a file,
+//! misbehaving plugins, and hot swaps under load, with real traffic through the real binary.
+//! Needs root (see e2e_nat.rs).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Topo, VIP, Wvs};
+
+fn service(scheduler: &str, reals: &[(u32, u32)], flags: &str) -> String {
+    let mut c = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"{scheduler}\"\n{flags}\n"
+    );
+    for (i, (w, hint)) in reals.iter().enumerate() {
+        c += &format!(
+            "[[service.real]]\naddress = \"198.19.0.1{}:80\"\nweight = {w}\nhint = {hint}\n",
+            i + 1
+        );
+    }
+    c
+}
+
+fn plugin(name: &str, path: &std::path::Path) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\npath = \"{}\"\n",
+        path.display()
+    )
+}
+
+fn get(topo: &Topo, n: usize) -> BTreeMap<String, usize> {
+    Topo::tally((0..n).map(|_| topo.curl(&format!("http://{VIP}/"))))
+}
+
+#[test]
+fn builtin_rr_runs_as_wasm_and_is_exact() {
+    let topo = Topo::new("prr", false);
+    let wvs = Wvs::start(&topo, None);
+    let t = get(&topo, 30);
+    assert_eq!(
+        t.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "{t:?}"
+    );
+    let s = wvs.stats();
+    assert_eq!(
+        s.get("plugin_calls"),
+        Some(&30),
+        "every connection went through the wasm rr: {s:?}"
+    );
+    assert_eq!(s.get("plugin_traps"), Some(&0));
+}
+
+#[test]
+fn mh_moves_about_a_third_when_one_of_three_goes() {
+    let topo = Topo::new("mh", false);
+    let clients: Vec<String> = (10..70).map(|i| format!("198.18.0.{i}")).collect();
+    for c in &clients {
+        let out = topo.exec(
+            "cli",
+            &["ip", "addr", "add", &format!("{c}/24"), "dev", "eth0"],
+        );
+        assert!(out.status.success());
+    }
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(&cfg, service("mh", &[(1, 0), (1, 0), (1, 0)], "")).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let ask = |c: &str| {
+        let out = topo.exec(
+            "cli",
+            &[
+                "curl",
+                "-sS",
+                "-m",
+                "5",
+                "--interface",
+                c,
+                &format!("http://{VIP}/"),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before: Vec<String> = clients.iter().map(|c| ask(c)).collect();
+    for c in &clients {
+        assert_eq!(
+            ask(c),
+            before[clients.iter().position(|x| x == c).unwrap()],
+            "mh is sticky"
+        );
+    }
+    wvs.reload(&cfg, &service("mh", &[(1, 0), (1, 0)], ""));
+    let after: Vec<String> = clients.iter().map(|c| ask(c)).collect();
+    let on_rs3 = before.iter().filter(|s| *s == "rs3").count();
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    let moved_elsewhere = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| *b != "rs3" && b != a)
+        .count();
+    assert!(after.iter().all(|s| s != "rs3"));
+    assert_eq!(moved, on_rs3, "only rs3's clients moved");
+    assert_eq!(moved_elsewhere, 0);
+    assert!(
+        moved * 100 <= 45 * clients.len(),
+        "about a third moved: {moved} of {}",
+        clients.len()
+    );
+}
+
+#[test]
+fn custom_plugin_from_a_file_schedules() {
+    let topo = Topo::new("lat", false);
+    let wasm = env!("WVS_EXAMPLE_LAT2_WASM");
+    let cfg = topo.dir.join("wvs.toml");
+    let text = plugin("lat2", std::path::Path::new(wasm))
+        + &service("lat2", &[(1, 1000), (1, 10), (1, 1000)], "");
+    std::fs::write(&cfg, text).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let t = get(&topo, 60);
+    // rs2 wins whenever it is one of the two draws: 5/9 of the connections on average. The
+    // chance that it still gets no more than another server over 60 draws is below 1e-6.
+    let (r1, r2, r3) = (
+        t.get("rs1").copied().unwrap_or(0),
+        t.get("rs2").copied().unwrap_or(0),
+        t.get("rs3").copied().unwrap_or(0),
+    );
+    assert!(r2 > r1 && r2 > r3, "{t:?}");
+    assert_eq!(r1 + r2 + r3, 60);
+    let s = wvs.stats();
+    assert_eq!(s.get("plugin_calls"), Some(&60), "{s:?}");
+    assert_eq!(s.get("plugin_fallbacks"), Some(&0));
+}
+
+/// A module with the ABI's exports whose `wvs_schedule` runs `body`.
+fn bad_plugin(body: &str) -> String {
+    format!(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "wvs_abi_version") (result i32) i32.const 1)
+            (func (export "wvs_shared") (result i32) i32.const 1024)
+            (func (export "wvs_update") (param i32 i32))
+            (func (export "wvs_schedule") (param i32) (result i32) {body}))"#
+    )
+}
+
+#[test]
+fn misbehaving_plugins_do_not_stop_traffic() {
+    let topo = Topo::new("bad", false);
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(&cfg, service("rr", &[(1, 0), (1, 0), (1, 0)], "")).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let cases = [
+        ("trap", "unreachable"),
+        ("loop", "(loop $l (br $l)) i32.const 0"),
+        (
+            "memory",
+            "(block $d (loop $l (br_if $d (i32.eq (memory.grow (i32.const 16)) (i32.const -1))) (br $l))) (loop $l2 (br $l2)) i32.const 0",
+        ),
+    ];
+    for (i, (name, body)) in cases.iter().enumerate() {
+        let path = topo.dir.join(format!("{name}.wat"));
+        std::fs::write(&path, bad_plugin(body)).expect("plugin");
+        wvs.reload(
+            &cfg,
+            &(plugin(name, &path) + &service(name, &[(1, 0), (1, 0), (1, 0)], "")),
+        );
+        let t = get(&topo, 6);
+        assert_eq!(
+            t.values().sum::<usize>(),
+            6,
+            "{name}: every request was served: {t:?}"
+        );
+        let s = wvs.stats();
+        assert_eq!(
+            s.get("plugin_traps"),
+            Some(&(i as u64 + 1)),
+            "{name}: {s:?}"
+        );
+        assert_eq!(
+            s.get("plugin_fallbacks"),
+            Some(&(i as u64 + 1)),
+            "{name}: one fallback per fault"
+        );
+    }
+}
+
+#[test]
+fn twenty_swaps_under_load_fail_no_request() {
+    let topo = Topo::new("swap", false);
+    let cfg = topo.dir.join("wvs.toml");
+    let lat2 = std::path::Path::new(env!("WVS_EXAMPLE_LAT2_WASM"));
+    let configs = [
+        service("rr", &[(1, 0), (1, 0), (1, 0)], ""),
+        service("wrr", &[(3, 0), (2, 0), (1, 0)], ""),
+        plugin("lat2", lat2) + &service("lat2", &[(1, 100), (1, 10), (1, 100)], ""),
+        service("mh", &[(1, 0), (1, 0), (1, 0)], "flags = [\"mh-port\"]"),
+    ];
+    std::fs::write(&cfg, &configs[0]).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let wrk = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "wrk",
+            "-t2",
+            "-c16",
+            "-d12s",
+            "-H",
+            "Connection: close",
+            &format!("http://{VIP}/"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrk");
+    std::thread::sleep(Duration::from_millis(1000));
+    for i in 1..=20 {
+        wvs.reload(&cfg, &configs[i % configs.len()]);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = wrk.wait_with_output().expect("wrk");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        !report.contains("Socket errors"),
+        "failed requests during the swaps:\n{report}"
+    );
+    assert!(!report.contains("Non-2xx"), "{report}");
+    let requests: u64 = report
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(requests > 1000, "{report}");
+    assert_eq!(wvs.log_text().matches("configuration reloaded").count(), 20);
+    assert_eq!(wvs.stats().get("plugin_traps"), Some(&0));
+}
