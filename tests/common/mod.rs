@@ -237,8 +237,7 @@ impl Wvs {
         let log = self.log_text();
         let line = log
             .lines()
-            .filter(|l| l.contains(" stats"))
-            .last()
+            .rfind(|l| l.contains(" stats"))
             .unwrap_or_default()
             .to_string();
         line.split_whitespace()
