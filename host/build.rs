@@ -24,6 +24,8 @@ const PLUGINS: &[(&str, &str)] = &[
     ("sh", "wvs-sched-sh"),
     ("dh", "wvs-sched-dh"),
     ("mh", "wvs-sched-mh"),
+    ("lblc", "wvs-sched-lblc"),
+    ("lblcr", "wvs-sched-lblcr"),
 ];
 
 /// The example custom scheduler (examples/lat2).

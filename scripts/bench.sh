@@ -102,16 +102,20 @@ ip netns exec "$P-lb" nft delete table ip wvsbench_dnat
 ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
 ip netns exec "$P-lb" conntrack -F >/dev/null 2>&1 || true
 
-start_wvs ${WVS_ARGS:-}
-results+=("$(measure wvs)")
+# wvs with its built-in round robin run natively, then as the embedded wasm plugin.
+start_wvs --sched-runtime native ${WVS_ARGS:-}
+results+=("$(measure wvs-native)")
+stop_wvs
+start_wvs --sched-runtime wasm ${WVS_ARGS:-}
+results+=("$(measure wvs-wasm)")
 stop_wvs
 
 echo
 echo "machine: $(nproc) cores, $(uname -r); ${RUNS} runs of ${DUR}s each, median"
-printf '%-10s %18s %8s %16s %8s\n' case "HTTP conn/s" ratio "UDP 60B pps" ratio
+printf '%-12s %18s %8s %16s %8s\n' case "HTTP conn/s" ratio "UDP 60B pps" ratio
 base=(${results[0]})
 for r in "${results[@]}"; do
   set -- $r
-  printf '%-10s %18s %8s %16s %8s\n' "$1" "$2" "$(awk -v a="$2" -v b="${base[1]}" 'BEGIN { printf "%.2f", a / b }')" \
+  printf '%-12s %18s %8s %16s %8s\n' "$1" "$2" "$(awk -v a="$2" -v b="${base[1]}" 'BEGIN { printf "%.2f", a / b }')" \
     "$3" "$(awk -v a="$3" -v b="${base[2]}" 'BEGIN { printf "%.2f", a / b }')"
 done

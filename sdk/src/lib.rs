@@ -202,6 +202,62 @@ pub fn least_weighted(dests: &[DestInfo], overhead: fn(&DestInfo) -> u32) -> Opt
     least.map(|(i, _)| i)
 }
 
+/// The weighted least connection of the locality-based schedulers (`__ip_vs_lblc_schedule`,
+/// `__ip_vs_lblcr_schedule`): the first server with weight that is not overloaded, then any
+/// later one that is not overloaded with less overhead per weight.
+pub fn lblc_wlc(dests: &[DestInfo]) -> Option<usize> {
+    let first = dests.iter().position(|d| !d.overloaded() && d.weight > 0)?;
+    let mut least = first;
+    let mut loh = i64::from(dests[first].overhead());
+    for (i, d) in dests.iter().enumerate().skip(first + 1) {
+        if d.overloaded() {
+            continue;
+        }
+        let doh = i64::from(d.overhead());
+        if loh * i64::from(d.weight) > doh * i64::from(dests[least].weight) {
+            least = i;
+            loh = doh;
+        }
+    }
+    Some(least)
+}
+
+/// `is_overloaded` of the locality-based schedulers: more active connections than weight,
+/// while some server has fewer than half of its weight.
+pub fn lblc_overloaded(d: &DestInfo, dests: &[DestInfo]) -> bool {
+    i64::from(d.activeconns) > i64::from(d.weight)
+        && dests
+            .iter()
+            .any(|o| i64::from(o.activeconns) * 2 < i64::from(o.weight))
+}
+
+/// A real server's identity (address and port) that stays valid when the table is reordered
+/// or shrinks; schedulers that remember servers (lblc, lblcr) keep these, not indexes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestId {
+    /// Address.
+    pub addr: [u8; 16],
+    /// Port.
+    pub port: u16,
+}
+
+impl DestId {
+    /// The identity of a table entry.
+    pub fn of(d: &DestInfo) -> Self {
+        Self {
+            addr: d.addr,
+            port: d.port,
+        }
+    }
+
+    /// Where this server is in the current table, if it is still there.
+    pub fn find(&self, dests: &[DestInfo]) -> Option<usize> {
+        dests
+            .iter()
+            .position(|d| d.addr == self.addr && d.port == self.port)
+    }
+}
+
 /// What the host offers a scheduler besides the servers and the connection.
 pub trait Host {
     /// A random number (uniform over `u32`).

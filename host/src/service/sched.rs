@@ -68,6 +68,8 @@ schedulers! {
     Sh => wvs_sched_sh::Sh,
     Dh => wvs_sched_dh::Dh,
     Mh => wvs_sched_mh::Mh,
+    Lblc => wvs_sched_lblc::Lblc,
+    Lblcr => wvs_sched_lblcr::Lblcr,
 }
 
 impl Scheduler {

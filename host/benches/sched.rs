@@ -1,0 +1,143 @@
+//! What a WebAssembly scheduler costs: one scheduler call, native and wasm, and one new
+//! connection through the whole datapath (parse, schedule, insert into the connection table,
+//! NAT rewrite), native and wasm.
+//!
+//! `cargo bench -p wvs --bench sched` (figures in BENCHMARKS.md).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use divan::Bencher;
+use etherparse::PacketBuilder;
+use wvs::conn::ConnTable;
+use wvs::datapath::{Datapath, DatapathStats, Iface, RxMeta, Verdict};
+use wvs::plugin::{Registry, Runtime};
+use wvs::service::{NextHop, SchedChoice, SchedState, Scheduler, Snapshot};
+use wvs::xmit::nat::CsumMode;
+use wvs_sdk::ConnInfo;
+
+fn main() {
+    divan::main();
+}
+
+fn registry(wasm: bool) -> Registry {
+    Registry::new(Runtime::new(None).expect("runtime"), wasm).expect("builtins")
+}
+
+fn dests() -> Vec<Arc<wvs::service::Dest>> {
+    (0..3)
+        .map(|i| {
+            Arc::new(wvs::service::Dest::new(
+                format!("198.19.0.{}", 11 + i).parse().unwrap(),
+                80,
+            ))
+        })
+        .collect()
+}
+
+const SCHEDULERS: &[&str] = &["rr", "wlc", "mh"];
+
+/// One scheduler call with a three-server table, through the service's scheduler state
+/// (lock, table refresh, call): native.
+#[divan::bench(args = SCHEDULERS)]
+fn call_native(b: Bencher, name: &str) {
+    let st = SchedState::new(&SchedChoice::native(Scheduler::from_name(name).unwrap()), 0);
+    let d = dests();
+    let mut conn = ConnInfo::default();
+    b.bench_local(|| st.schedule(&d, &mut conn, 0).is_some());
+}
+
+/// The same call to the embedded wasm build.
+#[divan::bench(args = SCHEDULERS)]
+fn call_wasm(b: Bencher, name: &str) {
+    let reg = registry(true);
+    let st = SchedState::new(&reg.choice(name), 0);
+    assert!(st.runs_plugin());
+    let d = dests();
+    let mut conn = ConnInfo::default();
+    b.bench_local(|| st.schedule(&d, &mut conn, 0).is_some());
+    assert!(st.runs_plugin());
+}
+
+/// The plugin call alone: write the connection and the three-server table into the
+/// plugin's memory, set the deadline, call `wvs_schedule`, check the answer.
+#[divan::bench(args = SCHEDULERS)]
+fn plugin_call_only(b: Bencher, name: &str) {
+    let reg = registry(true);
+    let mut w = reg
+        .choice(name)
+        .plugin
+        .expect("built in")
+        .instantiate()
+        .expect("instance");
+    let table: Vec<_> = dests().iter().map(|d| d.info()).collect();
+    w.update(&table, 0).expect("update");
+    let conn = ConnInfo::default();
+    b.bench_local(|| w.schedule(&conn, &table, 0).expect("call").is_some());
+}
+
+fn snapshot(reg: &Registry) -> Snapshot {
+    let cfg = wvs::config::parse(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nscheduler = \"rr\"\n\
+         [[service.real]]\naddress = \"198.19.0.11:80\"\n[[service.real]]\naddress = \"198.19.0.12:80\"\n\
+         [[service.real]]\naddress = \"198.19.0.13:80\"\n",
+    )
+    .unwrap();
+    let snap = Snapshot::build(&cfg.services, &Snapshot::default(), &|n| reg.choice(n));
+    for d in snap.dests() {
+        d.set_next_hop(Some(NextHop {
+            iface: 1,
+            mac: [2, 0, 0, 0, 1, 1],
+        }));
+    }
+    snap
+}
+
+const CLIENT_IF: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+fn syn(client: u32, port: u16) -> Vec<u8> {
+    let mut v = Vec::with_capacity(64);
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xc1], CLIENT_IF)
+        .ipv4(client.to_be_bytes(), [198, 18, 100, 1], 64)
+        .tcp(port, 80, 1, 65535)
+        .syn()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+/// A new connection through the whole datapath: a SYN from a client never seen before.
+fn new_conn(b: Bencher, wasm: bool) {
+    let reg = registry(wasm);
+    let snap = snapshot(&reg);
+    let conns = Arc::new(ConnTable::new(1 << 24));
+    let ifaces: Arc<[Iface]> = vec![
+        Iface { mac: CLIENT_IF },
+        Iface {
+            mac: [2, 0, 0, 0, 0, 2],
+        },
+    ]
+    .into();
+    let dp = Datapath::new(conns, ifaces, Arc::new(DatapathStats::default()));
+    let meta = RxMeta {
+        iface: 0,
+        csum: CsumMode::Complete,
+    };
+    let mut n: u32 = 0;
+    b.with_inputs(|| {
+        n += 1;
+        syn(0x0a00_0000 + (n >> 16), n as u16)
+    })
+    .bench_local_refs(|f| assert!(matches!(dp.process(&snap, 0, meta, f), Verdict::Tx { .. })));
+    let _ = IpAddr::from([0u8; 4]);
+}
+
+#[divan::bench]
+fn new_conn_native(b: Bencher) {
+    new_conn(b, false);
+}
+
+#[divan::bench]
+fn new_conn_wasm(b: Bencher) {
+    new_conn(b, true);
+}
