@@ -46,10 +46,19 @@ fn wrr_with_weights_3_2_1() {
 
 #[test]
 fn wlc_steers_around_long_lived_connections() {
-    let topo = Topo::new("wlc", false);
-    let cfg = config(&topo, "wlc", [1, 1, 1]);
+    steers_around_long_lived_connections("wlc");
+}
+
+#[test]
+fn lc_steers_around_long_lived_connections() {
+    steers_around_long_lived_connections("lc");
+}
+
+fn steers_around_long_lived_connections(scheduler: &str) {
+    let topo = Topo::new(scheduler, false);
+    let cfg = config(&topo, scheduler, [1, 1, 1]);
     let wvs = Wvs::start(&topo, Some(&cfg));
-    // Two connections held open: wlc puts them on rs1, then rs2 (rs1's 256 > 0).
+    // Two connections held open: (w)lc puts them on rs1, then rs2 (rs1's 256 > 0).
     let mut held = Vec::new();
     for _ in 0..2 {
         let child = Command::new("ip")

@@ -294,6 +294,53 @@ mod tests {
             .collect()
     }
 
+    proptest::proptest! {
+        /// Whatever the weights, counters and flags: no scheduler gives a new connection to
+        /// a quiesced (weight 0) or overloaded server.
+        #[test]
+        fn never_quiesced_nor_overloaded(
+            spec in proptest::collection::vec((0u32..4, 0i32..5, 0i32..300, proptest::bool::ANY), 1..6),
+            picks in 1usize..20,
+        ) {
+            let d: Vec<Arc<Dest>> = spec
+                .iter()
+                .enumerate()
+                .map(|(i, &(w, act, inact, over))| {
+                    let d = Arc::new(Dest::new(format!("198.19.0.{}", 11 + i).parse().unwrap(), 80));
+                    d.set_weight(w);
+                    d.activeconns.store(act, std::sync::atomic::Ordering::Relaxed);
+                    d.inactconns.store(inact, std::sync::atomic::Ordering::Relaxed);
+                    if over {
+                        d.set_thresholds(1, 0);
+                        d.bind();
+                    }
+                    d
+                })
+                .collect();
+            let eligible = d.iter().any(|x| x.schedulable());
+            for s in Scheduler::ALL {
+                let st = native(*s);
+                for p in 0..picks {
+                    let mut c = ConnInfo { sport: p as u16, ..Default::default() };
+                    match st.schedule(&d, &mut c, 0) {
+                        Some(x) => proptest::prop_assert!(x.schedulable(), "{} chose a quiesced or overloaded server", s.name()),
+                        // The hashing schedulers refuse when the hashed server cannot take
+                        // it (without their fallback flag), and ovf when all are full.
+                        None => proptest::prop_assert!(
+                            !eligible || matches!(s, Scheduler::Sh | Scheduler::Dh | Scheduler::Mh | Scheduler::Ovf),
+                            "{} found none among eligible servers", s.name()
+                        ),
+                    }
+                }
+            }
+            if !eligible {
+                for s in Scheduler::ALL {
+                    proptest::prop_assert!(native(*s).schedule(&d, &mut ConnInfo::default(), 0).is_none(), "{}", s.name());
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_ipvs_name_parses() {
         for n in [

@@ -98,8 +98,12 @@ impl Scheduler for Lblc {
             e.lastuse = now;
             if let Some(i) = e.dest.find(dests) {
                 let d = &dests[i];
+                // IPVS checks available, weight and its own overload rule here; the
+                // threshold flag (OVERLOAD) is checked too, so that no scheduler ever gives a
+                // server over its upper threshold a new connection.
                 if d.flags & dest_flags::AVAILABLE != 0
                     && d.weight > 0
+                    && !d.overloaded()
                     && !wvs_sdk::lblc_overloaded(d, dests)
                 {
                     return Some(i);
