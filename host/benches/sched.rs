@@ -39,29 +39,31 @@ const SCHEDULERS: &[&str] = &["rr", "wlc", "mh"];
 
 /// One scheduler call with a three-server table, through the service's scheduler state
 /// (lock, table refresh, call): native.
-#[divan::bench(args = SCHEDULERS)]
+#[divan::bench(args = SCHEDULERS, sample_size = 1000)]
 fn call_native(b: Bencher, name: &str) {
     let st = SchedState::new(&SchedChoice::native(Scheduler::from_name(name).unwrap()), 0);
     let d = dests();
     let mut conn = ConnInfo::default();
+    st.schedule(&d, &mut conn, 0); // the first call builds the scheduler's tables
     b.bench_local(|| st.schedule(&d, &mut conn, 0).is_some());
 }
 
 /// The same call to the embedded wasm build.
-#[divan::bench(args = SCHEDULERS)]
+#[divan::bench(args = SCHEDULERS, sample_size = 1000)]
 fn call_wasm(b: Bencher, name: &str) {
     let reg = registry(true);
     let st = SchedState::new(&reg.choice(name), 0);
     assert!(st.runs_plugin());
     let d = dests();
     let mut conn = ConnInfo::default();
+    st.schedule(&d, &mut conn, 0);
     b.bench_local(|| st.schedule(&d, &mut conn, 0).is_some());
     assert!(st.runs_plugin());
 }
 
 /// The plugin call alone: write the connection and the three-server table into the
 /// plugin's memory, set the deadline, call `wvs_schedule`, check the answer.
-#[divan::bench(args = SCHEDULERS)]
+#[divan::bench(args = SCHEDULERS, sample_size = 1000)]
 fn plugin_call_only(b: Bencher, name: &str) {
     let reg = registry(true);
     let mut w = reg
@@ -124,6 +126,12 @@ fn new_conn(b: Bencher, wasm: bool) {
         csum: CsumMode::Complete,
     };
     let mut n: u32 = 0;
+    // The first connection builds the scheduler's tables.
+    let mut first = syn(0x0b00_0001, 1);
+    assert!(matches!(
+        dp.process(&snap, 0, meta, &mut first),
+        Verdict::Tx { .. }
+    ));
     b.with_inputs(|| {
         n += 1;
         syn(0x0a00_0000 + (n >> 16), n as u16)
@@ -132,12 +140,12 @@ fn new_conn(b: Bencher, wasm: bool) {
     let _ = IpAddr::from([0u8; 4]);
 }
 
-#[divan::bench]
+#[divan::bench(sample_size = 100, sample_count = 500)]
 fn new_conn_native(b: Bencher) {
     new_conn(b, false);
 }
 
-#[divan::bench]
+#[divan::bench(sample_size = 100, sample_count = 500)]
 fn new_conn_wasm(b: Bencher) {
     new_conn(b, true);
 }

@@ -34,8 +34,13 @@ macro_rules! schedulers {
                 match self { $(Scheduler::$variant => <$ty as wvs_sdk::Scheduler>::NAME,)* }
             }
 
-            fn instance(self) -> Instance {
-                match self { $(Scheduler::$variant => Instance::$variant(<$ty>::default()),)* }
+            /// A new boxed instance. Out of line and cold on purpose: some schedulers keep
+            /// tables of tens of kilobytes, and a caller that built one on its own stack would
+            /// probe that much stack on every call, used or not.
+            #[cold]
+            #[inline(never)]
+            fn instance(self) -> Box<Instance> {
+                match self { $(Scheduler::$variant => Box::new(Instance::$variant(<$ty>::default())),)* }
             }
         }
 
@@ -163,10 +168,10 @@ impl SchedState {
                 Ok(w) => Running::Wasm(Box::new(w)),
                 Err(e) => {
                     tracing::error!(fallback = choice.fallback.name(), "{e}");
-                    Running::Native(Box::new(choice.fallback.instance()))
+                    Running::Native(choice.fallback.instance())
                 }
             },
-            None => Running::Native(Box::new(choice.fallback.instance())),
+            None => Running::Native(choice.fallback.instance()),
         };
         Self {
             inner: Mutex::new(Inner {
@@ -254,7 +259,7 @@ impl SchedState {
                 let mut native = inner.fallback.instance();
                 native.update(&inner.table, inner.flags);
                 let i = native.schedule(conn, &inner.table, &mut inner.host);
-                inner.running = Running::Native(Box::new(native));
+                inner.running = Running::Native(native);
                 i
             }
         };

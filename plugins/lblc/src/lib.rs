@@ -13,7 +13,7 @@
 use wvs_sdk::{ConnInfo, DestId, DestInfo, Host, Scheduler, dest_flags};
 
 /// Destination addresses remembered at most.
-pub const CAPACITY: usize = 4096;
+pub const CAPACITY: usize = 1024;
 /// `sysctl_lblc_expiration` default (`DEFAULT_EXPIRATION`, 24 h), in ms.
 pub const EXPIRATION_MS: u64 = 24 * 60 * 60 * 1000;
 /// `CHECK_EXPIRE_INTERVAL` (60 s), in ms.

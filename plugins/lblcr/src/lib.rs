@@ -12,9 +12,9 @@
 use wvs_sdk::{ConnInfo, DestId, DestInfo, Host, Scheduler, dest_flags};
 
 /// Destination addresses remembered at most.
-pub const CAPACITY: usize = 1024;
+pub const CAPACITY: usize = 256;
 /// Servers per destination address at most.
-pub const SET_SIZE: usize = 16;
+pub const SET_SIZE: usize = 8;
 /// `sysctl_lblcr_expiration` default (24 h), in ms.
 pub const EXPIRATION_MS: u64 = 24 * 60 * 60 * 1000;
 /// `CHECK_EXPIRE_INTERVAL` (60 s), in ms.
