@@ -68,12 +68,13 @@ udp_pps() {
   echo $(((after - before) / DUR))
 }
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# "median min-max" of the numbers on stdin.
+stats() { sort -n | awk '{ a[NR] = $1 } END { printf "%s %s-%s\n", a[int((NR + 1) / 2)], a[1], a[NR] }'; }
 
-measure() { # name
+measure() { # name -> "name http_median http_range udp_median udp_range"
   local h u
-  h=$(for _ in $(seq "$RUNS"); do http_rps; done | median)
-  u=$(for _ in $(seq "$RUNS"); do udp_pps; done | median)
+  h=$(for _ in $(seq "$RUNS"); do http_rps; done | stats)
+  u=$(for _ in $(seq "$RUNS"); do udp_pps; done | stats)
   echo "$1 $h $u"
 }
 
@@ -102,20 +103,20 @@ ip netns exec "$P-lb" nft delete table ip wvsbench_dnat
 ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
 ip netns exec "$P-lb" conntrack -F >/dev/null 2>&1 || true
 
-# wvs with its built-in round robin run natively, then as the embedded wasm plugin.
-start_wvs --sched-runtime native ${WVS_ARGS:-}
-results+=("$(measure wvs-native)")
-stop_wvs
+# wvs with its built-in round robin as the embedded wasm plugin, then compiled in.
 start_wvs --sched-runtime wasm ${WVS_ARGS:-}
 results+=("$(measure wvs-wasm)")
 stop_wvs
+start_wvs --sched-runtime native ${WVS_ARGS:-}
+results+=("$(measure wvs-native)")
+stop_wvs
 
 echo
-echo "machine: $(nproc) cores, $(uname -r); ${RUNS} runs of ${DUR}s each, median"
-printf '%-12s %18s %8s %16s %8s\n' case "HTTP conn/s" ratio "UDP 60B pps" ratio
+echo "machine: $(nproc) cores, $(uname -r); ${RUNS} runs of ${DUR}s each: median (min-max), ratio of medians to nft-dnat"
+printf '%-12s %12s %15s %6s %12s %17s %6s\n' case "HTTP conn/s" "(spread)" ratio "UDP pps" "(spread)" ratio
 base=(${results[0]})
 for r in "${results[@]}"; do
   set -- $r
-  printf '%-12s %18s %8s %16s %8s\n' "$1" "$2" "$(awk -v a="$2" -v b="${base[1]}" 'BEGIN { printf "%.2f", a / b }')" \
-    "$3" "$(awk -v a="$3" -v b="${base[2]}" 'BEGIN { printf "%.2f", a / b }')"
+  printf '%-12s %12s %15s %6s %12s %17s %6s\n' "$1" "$2" "($3)" "$(awk -v a="$2" -v b="${base[1]}" 'BEGIN { printf "%.2f", a / b }')" \
+    "$4" "($5)" "$(awk -v a="$4" -v b="${base[3]}" 'BEGIN { printf "%.2f", a / b }')"
 done
