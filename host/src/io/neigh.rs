@@ -158,9 +158,17 @@ impl Resolver {
             .destination_prefix(v4, 32)
             .build();
         let mut routes = self.handle.route().get(msg).execute();
-        let Some(route) = routes.try_next().await? else {
-            self.warn_once(addr, "no route to this real server".into());
-            return Ok(None);
+        // No route is the operator's to fix, not a reason to stop: warn, and look again.
+        let route = match routes.try_next().await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.warn_once(addr, "no route to this real server".into());
+                return Ok(None);
+            }
+            Err(e) => {
+                self.warn_once(addr, format!("no route to this real server: {e}"));
+                return Ok(None);
+            }
         };
         let mut oif = None;
         let mut gateway = None;
