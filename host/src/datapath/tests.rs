@@ -1041,3 +1041,15 @@ fn icmp_errors_that_match_nothing_or_are_cut_short() {
         Verdict::Pass
     );
 }
+
+#[test]
+fn no_schedulable_server_drops_and_counts() {
+    let h = harness();
+    for d in h.snap.dests() {
+        d.set_weight(0);
+    }
+    let mut f = client_syn(41100);
+    assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut f), Verdict::Drop(DropReason::NoDest));
+    assert_eq!(h.dp.stats().drops(DropReason::NoDest), 1);
+    assert!(h.conns.is_empty());
+}
