@@ -93,6 +93,25 @@ fn download_of_100_mb_is_byte_exact() {
         .max()
         .unwrap_or(0);
     assert!(gso > 0, "no GSO super-packet went through wvs:\n{log}");
+    // The traffic counters saw the download: 100 MB of payload plus the IP and TCP headers
+    // (counted once per super-packet, as IPVS counts skb->len).
+    let traffic: u64 = log
+        .lines()
+        .filter(|l| l.contains(" traffic"))
+        .filter_map(|l| {
+            l.split("outbytes=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (100_000_000..104_000_000).contains(&traffic),
+        "outbytes {traffic}:\n{log}"
+    );
 }
 
 const THREE: &str = r#"

@@ -120,7 +120,13 @@ fn new_conn(b: Bencher, wasm: bool) {
         },
     ]
     .into();
-    let dp = Datapath::new(conns, ifaces, Arc::new(DatapathStats::default()));
+    let dp = Datapath::new(
+        conns,
+        ifaces,
+        Arc::new(DatapathStats::default()),
+        0,
+        Default::default(),
+    );
     let meta = RxMeta {
         iface: 0,
         csum: CsumMode::Complete,

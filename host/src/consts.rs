@@ -75,3 +75,9 @@ pub const PLUGIN_DEADLINE_EPOCHS: u64 = 10;
 /// Most linear memory a plugin instance may have (bytes). The built-in schedulers use about
 /// 1 MiB (Rust's default stack plus the shared table).
 pub const PLUGIN_MAX_MEMORY: usize = 16 << 20;
+
+/// Most datapath workers (the per-worker counter slots of every service and real server).
+pub const MAX_WORKERS: usize = 64;
+
+/// Interval of IPVS's rate estimator (`ip_vs_est.c`: 2 s).
+pub const ESTIMATOR_INTERVAL_MS: u64 = 2000;

@@ -8,6 +8,7 @@
 //! - [`plugin`]: the WebAssembly runtime that runs schedulers (wasmtime);
 //! - [`datapath`]: the sans-io core, a pure function from a frame to a verdict;
 //! - [`io`]: the thin shell that moves frames (AF_PACKET, io_uring, nftables, netlink);
+//! - [`stats`]: traffic counters per service and real server, and IPVS's rate estimator;
 //! - [`config`] and [`run`]: the configuration file and the daemon that ties it together.
 //!
 //! Every tunable number is in [`consts`].
@@ -22,5 +23,6 @@ pub mod io;
 pub mod plugin;
 pub mod run;
 pub mod service;
+pub mod stats;
 pub mod wire;
 pub mod xmit;

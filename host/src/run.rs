@@ -102,8 +102,11 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     if names.len() != opts.ifaces.len() {
         return Err(RunError::Usage("an interface is given twice".into()));
     }
-    if opts.workers == 0 {
-        return Err(RunError::Usage("--workers must be at least 1".into()));
+    if opts.workers == 0 || opts.workers > crate::consts::MAX_WORKERS {
+        return Err(RunError::Usage(format!(
+            "--workers must be between 1 and {}",
+            crate::consts::MAX_WORKERS
+        )));
     }
     let cfg = load_specs(&opts.config)?;
     let n_services = cfg.services.len();
@@ -145,6 +148,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
 
     let conns = Arc::new(ConnTable::new(opts.max_conns));
+    let traffic = Arc::new(crate::stats::Stats::default());
     let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface { mac: i.mac }).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
@@ -173,7 +177,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         let worker = Worker {
             id,
             sockets,
-            datapath: Datapath::new(conns.clone(), dp_ifaces.clone(), stats),
+            datapath: Datapath::new(conns.clone(), dp_ifaces.clone(), stats, id, traffic.clone()),
             snapshot: snapshot.clone(),
             stop: stop.clone(),
             epoch,
@@ -233,6 +237,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(io_err("signal handler"))?;
     let mut resolve_tick = tokio::time::interval(Duration::from_millis(NEIGH_RETRY_MS));
     let mut stats_tick = tokio::time::interval(Duration::from_millis(STATS_LOG_INTERVAL_MS));
+    let mut est_tick =
+        tokio::time::interval(Duration::from_millis(crate::consts::ESTIMATOR_INTERVAL_MS));
     let mut last_full = Instant::now();
     let mut last_logged = StatsSum::default();
     let result = loop {
@@ -240,7 +246,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
             _ = sighup.recv() => reload(&opts.config, &snapshot, &mut nft, &mut registry),
-            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &registry.runtime().stats),
+            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &registry.runtime().stats, &traffic),
             Some((id, r)) = exit_rx.recv() => {
                 break match r {
                     Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),
@@ -254,10 +260,20 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                     tracing::warn!("next-hop refresh failed: {e}");
                 }
             }
+            _ = est_tick.tick() => {
+                traffic.sample();
+                let snap = snapshot.load();
+                for svc in snap.services() {
+                    svc.stats.sample();
+                    for d in &svc.dests {
+                        d.stats.sample();
+                    }
+                }
+            }
             _ = stats_tick.tick() => {
                 let s = StatsSum::of(all_stats.iter().map(|s| s.as_ref()));
                 if s != last_logged {
-                    log_stats(&s, conns.len(), &registry.runtime().stats);
+                    log_stats(&s, conns.len(), &registry.runtime().stats, &traffic);
                     last_logged = s;
                 }
             }
@@ -273,6 +289,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         &StatsSum::of(all_stats.iter().map(|s| s.as_ref())),
         conns.len(),
         &registry.runtime().stats,
+        &traffic,
     );
     nft.remove()?;
     tracing::info!(
@@ -319,7 +336,12 @@ fn reload(
     tracing::info!(config = %p.display(), services = cfg.services.len(), plugins = cfg.plugins.len(), "configuration reloaded");
 }
 
-fn log_stats(s: &StatsSum, conns: usize, plugins: &crate::plugin::PluginStats) {
+fn log_stats(
+    s: &StatsSum,
+    conns: usize,
+    plugins: &crate::plugin::PluginStats,
+    traffic: &crate::stats::Stats,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     let drops: Vec<String> = s
         .drops
@@ -341,5 +363,19 @@ fn log_stats(s: &StatsSum, conns: usize, plugins: &crate::plugin::PluginStats) {
         plugin_invalid = plugins.invalid.load(Relaxed),
         plugin_fallbacks = plugins.fallbacks.load(Relaxed),
         "stats"
+    );
+    let (t, r) = (traffic.totals(), traffic.rates());
+    tracing::info!(
+        conns = t.conns,
+        inpkts = t.inpkts,
+        outpkts = t.outpkts,
+        inbytes = t.inbytes,
+        outbytes = t.outbytes,
+        cps = r.cps,
+        inpps = r.inpps,
+        outpps = r.outpps,
+        inbps = r.inbps,
+        outbps = r.outbps,
+        "traffic"
     );
 }

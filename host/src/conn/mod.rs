@@ -69,11 +69,19 @@ pub struct Conn {
     pub client_hop: Hop,
     /// The real server; keeps it alive after its removal until the connection goes.
     pub dest: Arc<Dest>,
+    /// The service's counters (replies are counted there too).
+    pub svc_stats: Arc<crate::stats::Stats>,
 }
 
 impl Conn {
     /// A new connection bound to `dest`, counted on it as IPVS does (`ip_vs_conn_new`).
-    pub fn new(key: &ConnKey, dest: Arc<Dest>, client_hop: Hop, now: u64) -> Self {
+    pub fn new(
+        key: &ConnKey,
+        dest: Arc<Dest>,
+        svc_stats: Arc<crate::stats::Stats>,
+        client_hop: Hop,
+        now: u64,
+    ) -> Self {
         dest.bind();
         let timeout_ms = match key.proto {
             Protocol::Tcp => TcpState::None.timeout_ms(),
@@ -94,6 +102,7 @@ impl Conn {
             expires: now + timeout_ms,
             client_hop,
             dest,
+            svc_stats,
         }
     }
 

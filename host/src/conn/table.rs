@@ -292,7 +292,7 @@ mod tests {
     fn both_directions_find_one_conn() {
         let t = ConnTable::new(1000);
         let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 8080));
-        let c = Conn::new(&key(40000), d.clone(), hop(), 0);
+        let c = Conn::new(&key(40000), d.clone(), Default::default(), hop(), 0);
         let out = c.out_key();
         t.insert(c).unwrap();
         assert_eq!(t.len(), 1);
@@ -307,7 +307,7 @@ mod tests {
             t.with_conn(KeyDir::Out, &key(40000), |_| ()).is_none(),
             "directions are distinct"
         );
-        let again = Conn::new(&key(40000), d.clone(), hop(), 0);
+        let again = Conn::new(&key(40000), d.clone(), Default::default(), hop(), 0);
         assert!(matches!(t.insert(again), Err(InsertError::Exists(_))));
         // The refused duplicate was counted by Conn::new; the caller unbinds it.
         d.unbind(false);
@@ -323,7 +323,7 @@ mod tests {
         let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
         let mut full = 0;
         for p in 0..4000u16 {
-            match t.insert(Conn::new(&key(p), d.clone(), hop(), 0)) {
+            match t.insert(Conn::new(&key(p), d.clone(), Default::default(), hop(), 0)) {
                 Ok(()) => {}
                 Err(e) => {
                     assert!(matches!(e, InsertError::Full(_)));
@@ -356,7 +356,7 @@ mod tests {
                         let mut k = key(i);
                         k.saddr =
                             std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, w as u8));
-                        let c = Conn::new(&k, d.clone(), hop(), 0);
+                        let c = Conn::new(&k, d.clone(), Default::default(), hop(), 0);
                         let out = c.out_key();
                         t.insert(c).unwrap();
                         assert!(t.with_conn(KeyDir::In, &k, |_| ()).is_some());
@@ -381,7 +381,8 @@ mod tests {
     fn gone_dest_is_swept() {
         let t = ConnTable::new(1000);
         let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
-        t.insert(Conn::new(&key(1), d.clone(), hop(), 0)).unwrap();
+        t.insert(Conn::new(&key(1), d.clone(), Default::default(), hop(), 0))
+            .unwrap();
         assert_eq!(t.sweep(1), 0);
         d.set_available(false);
         assert_eq!(t.sweep(1), 1);

@@ -63,6 +63,10 @@ pub struct Datapath {
     conns: Arc<ConnTable>,
     ifaces: Arc<[Iface]>,
     stats: Arc<DatapathStats>,
+    /// This worker's slot in every traffic counter.
+    worker: usize,
+    /// The balancer's traffic counters (all services).
+    traffic: Arc<crate::stats::Stats>,
 }
 
 /// The parts of a classified IPv4 TCP/UDP packet the handlers need.
@@ -106,12 +110,21 @@ enum InLookup {
 }
 
 impl Datapath {
-    /// A datapath over a shared table, with its own counters.
-    pub fn new(conns: Arc<ConnTable>, ifaces: Arc<[Iface]>, stats: Arc<DatapathStats>) -> Self {
+    /// A datapath over a shared table, with its own counters. `worker` is its slot in the
+    /// traffic counters (below `MAX_WORKERS`); `traffic` is the balancer-wide set.
+    pub fn new(
+        conns: Arc<ConnTable>,
+        ifaces: Arc<[Iface]>,
+        stats: Arc<DatapathStats>,
+        worker: usize,
+        traffic: Arc<crate::stats::Stats>,
+    ) -> Self {
         Self {
             conns,
             ifaces,
             stats,
+            worker,
+            traffic,
         }
     }
 
@@ -198,6 +211,8 @@ impl Datapath {
                 c.tcp_transition(Direction::Input, info.flags);
             }
             c.touch(now);
+            c.dest.stats.worker(self.worker).packet_in(info.total_len);
+            c.svc_stats.worker(self.worker).packet_in(info.total_len);
             InLookup::Forward {
                 daddr: c.daddr,
                 dport: c.dport,
@@ -230,6 +245,7 @@ impl Datapath {
         let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
+        self.traffic.worker(self.worker).packet_in(info.total_len);
         let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
         nat::rewrite_v4(
             ip,
@@ -273,7 +289,7 @@ impl Datapath {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(Some(DropReason::NoNextHop));
         };
-        let mut conn = Conn::new(key, dest.clone(), client_hop, now);
+        let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
         if info.proto == Protocol::Tcp {
             conn.tcp_transition(Direction::Input, info.flags);
         }
@@ -286,6 +302,12 @@ impl Datapath {
         match self.conns.insert(conn) {
             Ok(()) => {
                 stats::bump(&self.stats.conns);
+                let w = self.worker;
+                for s in [&dest.stats, &*svc.stats, &*self.traffic] {
+                    s.worker(w).conn();
+                }
+                dest.stats.worker(w).packet_in(info.total_len);
+                svc.stats.worker(w).packet_in(info.total_len);
                 Ok(fwd)
             }
             Err(e) => {
@@ -308,6 +330,8 @@ impl Datapath {
                 c.tcp_transition(Direction::Output, info.flags);
             }
             c.touch(now);
+            c.dest.stats.worker(self.worker).packet_out(info.total_len);
+            c.svc_stats.worker(self.worker).packet_out(info.total_len);
             Ok((c.vaddr, c.vport, c.client_hop))
         });
         let (vaddr, vport, hop) = match found {
@@ -322,6 +346,7 @@ impl Datapath {
             return Verdict::Drop(DropReason::NoNextHop);
         };
         let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
+        self.traffic.worker(self.worker).packet_out(info.total_len);
         // Replies are forwarded, so they lose one hop as in the kernel's ip_forward.
         if !nat::decrement_ttl_v4(&mut ip[..info.ihl]) {
             return Verdict::Drop(DropReason::TtlExceeded);

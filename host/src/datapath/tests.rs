@@ -63,7 +63,13 @@ fn harness_with(max_conns: usize) -> Harness {
     let conns = Arc::new(ConnTable::new(max_conns));
     let ifaces: Arc<[Iface]> =
         vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
-    let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()));
+    let dp = Datapath::new(
+        conns.clone(),
+        ifaces,
+        Arc::new(DatapathStats::default()),
+        1,
+        Default::default(),
+    );
     Harness { dp, snap, conns }
 }
 
@@ -1049,7 +1055,68 @@ fn no_schedulable_server_drops_and_counts() {
         d.set_weight(0);
     }
     let mut f = client_syn(41100);
-    assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut f), Verdict::Drop(DropReason::NoDest));
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut f),
+        Verdict::Drop(DropReason::NoDest)
+    );
     assert_eq!(h.dp.stats().drops(DropReason::NoDest), 1);
     assert!(h.conns.is_empty());
+}
+
+#[test]
+fn traffic_is_counted_per_server_service_and_balancer() {
+    let h = harness();
+    let traffic = h.dp.traffic.clone();
+    let rs = [198, 19, 0, 11];
+    let mut syn = client_syn(41200);
+    let mut synack = tcp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        (rs, 8080),
+        (CLIENT, 41200),
+        F::SynAck,
+        b"",
+    );
+    let mut ack = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 41200),
+        (VIP, 80),
+        F::Ack,
+        b"hello",
+    );
+    let (l1, l2, l3) = (syn.len() - 14, synack.len() - 14, ack.len() - 14);
+    h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
+    h.dp.process(&h.snap, 0, FROM_RS, &mut synack);
+    h.dp.process(&h.snap, 0, COMPLETE, &mut ack);
+    let want = crate::stats::Totals {
+        conns: 1,
+        inpkts: 2,
+        outpkts: 1,
+        inbytes: (l1 + l3) as u64,
+        outbytes: l2 as u64,
+    };
+    let dest = h
+        .snap
+        .dests()
+        .find(|d| d.addr == IpAddr::V4(rs.into()) && d.port == 8080)
+        .unwrap();
+    let svc = h
+        .snap
+        .service(Protocol::Tcp, IpAddr::V4(VIP.into()), 80)
+        .unwrap();
+    assert_eq!(dest.stats.totals(), want);
+    assert_eq!(svc.stats.totals(), want);
+    assert_eq!(traffic.totals(), want);
+    // A packet that is dropped is not traffic.
+    let mut stray = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 9),
+        (VIP, 80),
+        F::Ack,
+        b"",
+    );
+    h.dp.process(&h.snap, 0, COMPLETE, &mut stray);
+    assert_eq!(traffic.totals(), want);
 }

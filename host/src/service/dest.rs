@@ -64,6 +64,8 @@ pub struct Dest {
     next_hop: AtomicU64,
     /// Set by the fast path when it has no next hop, so the resolver looks sooner.
     pub resolve_wanted: AtomicBool,
+    /// Traffic counters and rates.
+    pub stats: crate::stats::Stats,
 }
 
 impl Dest {
@@ -83,6 +85,7 @@ impl Dest {
             conns: AtomicU64::new(0),
             next_hop: AtomicU64::new(0),
             resolve_wanted: AtomicBool::new(true),
+            stats: crate::stats::Stats::default(),
         }
     }
 

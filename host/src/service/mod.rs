@@ -79,6 +79,8 @@ pub struct VirtualService {
     pub flags: u32,
     /// The scheduler's state, kept across snapshots.
     pub sched: Arc<SchedState>,
+    /// Traffic counters and rates, kept across snapshots.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 impl VirtualService {
@@ -151,6 +153,7 @@ impl Snapshot {
                 Some(o) if o.scheduler == choice && o.flags == spec.flags => o.sched.clone(),
                 _ => Arc::new(SchedState::new(&choice, spec.flags)),
             };
+            let stats = old.map_or_else(Default::default, |o| o.stats.clone());
             snap.services.insert(
                 key,
                 Arc::new(VirtualService {
@@ -159,6 +162,7 @@ impl Snapshot {
                     scheduler: choice,
                     flags: spec.flags,
                     sched,
+                    stats,
                 }),
             );
         }

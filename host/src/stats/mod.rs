@@ -1,0 +1,232 @@
+//! Traffic counters and IPVS's rate estimator.
+//!
+//! Counters (connections, packets and bytes in and out) are kept per worker, as IPVS keeps
+//! them per CPU: each worker writes only its own slot, with plain loads and stores on its own
+//! cache line, and readers sum the slots. Every service and real server has a set, and so has
+//! the whole balancer; they outlive configuration edits (the next snapshot takes them over).
+//!
+//! [`Estimator`] is `ip_vs_est.c`: every 2 seconds, the increase of each counter becomes a
+//! rate (scaled by 2^10 for connections and packets, 2^5 for bytes), smoothed with an
+//! exponentially weighted moving average of weight 1/4.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+use crate::consts::MAX_WORKERS;
+use crate::datapath::stats::bump;
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct Counters {
+    conns: AtomicU64,
+    inpkts: AtomicU64,
+    outpkts: AtomicU64,
+    inbytes: AtomicU64,
+    outbytes: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl Counters {
+    /// Count a new connection.
+    #[inline]
+    pub fn conn(&self) {
+        bump(&self.conns);
+    }
+
+    /// Count a packet from the client side of `len` bytes (IP length).
+    #[inline]
+    pub fn packet_in(&self, len: usize) {
+        bump(&self.inpkts);
+        add(&self.inbytes, len as u64);
+    }
+
+    /// Count a packet from the real-server side.
+    #[inline]
+    pub fn packet_out(&self, len: usize) {
+        bump(&self.outpkts);
+        add(&self.outbytes, len as u64);
+    }
+}
+
+/// Summed counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Connections.
+    pub conns: u64,
+    /// Packets in (client to server).
+    pub inpkts: u64,
+    /// Packets out (server to client).
+    pub outpkts: u64,
+    /// Bytes in.
+    pub inbytes: u64,
+    /// Bytes out.
+    pub outbytes: u64,
+}
+
+/// Rates, as `ipvsadm --rate` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rates {
+    /// Connections per second.
+    pub cps: u64,
+    /// Packets in per second.
+    pub inpps: u64,
+    /// Packets out per second.
+    pub outpps: u64,
+    /// Bytes in per second.
+    pub inbps: u64,
+    /// Bytes out per second.
+    pub outbps: u64,
+}
+
+/// `struct ip_vs_estimator`: the last totals and the smoothed, scaled rates.
+#[derive(Debug, Default, Clone)]
+pub struct Estimator {
+    last: Totals,
+    cps: i64,
+    inpps: i64,
+    outpps: i64,
+    inbps: i64,
+    outbps: i64,
+}
+
+impl Estimator {
+    /// Take one 2-second sample (`estimation_timer`).
+    pub fn sample(&mut self, t: Totals) {
+        fn ewma(avg: &mut i64, rate: u64) {
+            *avg += (rate as i64 - *avg) >> 2;
+        }
+        let d = |now: u64, last: u64| now.wrapping_sub(last);
+        ewma(&mut self.cps, d(t.conns, self.last.conns) << 9);
+        ewma(&mut self.inpps, d(t.inpkts, self.last.inpkts) << 9);
+        ewma(&mut self.outpps, d(t.outpkts, self.last.outpkts) << 9);
+        ewma(&mut self.inbps, d(t.inbytes, self.last.inbytes) << 4);
+        ewma(&mut self.outbps, d(t.outbytes, self.last.outbytes) << 4);
+        self.last = t;
+    }
+
+    /// Read the rates out (`ip_vs_read_estimator`).
+    pub fn rates(&self) -> Rates {
+        let pps = |v: i64| (v.max(0) as u64 + 0x1FF) >> 10;
+        let bps = |v: i64| (v.max(0) as u64 + 0xF) >> 5;
+        Rates {
+            cps: pps(self.cps),
+            inpps: pps(self.inpps),
+            outpps: pps(self.outpps),
+            inbps: bps(self.inbps),
+            outbps: bps(self.outbps),
+        }
+    }
+}
+
+/// The counters of one service, real server or of the whole balancer: a slot per worker and
+/// the estimator the control loop updates.
+#[derive(Debug)]
+pub struct Stats {
+    slots: Box<[Counters]>,
+    est: Mutex<Estimator>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            slots: (0..MAX_WORKERS).map(|_| Counters::default()).collect(),
+            est: Mutex::new(Estimator::default()),
+        }
+    }
+}
+
+impl Stats {
+    /// The counters of worker `w` (workers beyond `MAX_WORKERS` share the last slot's
+    /// cache line but still count correctly only if single-writer; the daemon refuses more).
+    #[inline]
+    pub fn worker(&self, w: usize) -> &Counters {
+        &self.slots[w.min(MAX_WORKERS - 1)]
+    }
+
+    /// Sum the workers' counters.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for s in self.slots.iter() {
+            t.conns += s.conns.load(Relaxed);
+            t.inpkts += s.inpkts.load(Relaxed);
+            t.outpkts += s.outpkts.load(Relaxed);
+            t.inbytes += s.inbytes.load(Relaxed);
+            t.outbytes += s.outbytes.load(Relaxed);
+        }
+        t
+    }
+
+    /// Take a 2-second sample for the estimator.
+    pub fn sample(&self) {
+        let t = self.totals();
+        self.est.lock().sample(t);
+    }
+
+    /// The estimated rates.
+    pub fn rates(&self) -> Rates {
+        self.est.lock().rates()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_rate_converges_to_the_true_rate() {
+        // 1000 connections and 2 MB per second, sampled every 2 s; after 80 samples the
+        // EWMA's remaining error, (3/4)^80, is below rounding.
+        let mut e = Estimator::default();
+        let mut t = Totals::default();
+        let mut seen = Vec::new();
+        for _ in 0..80 {
+            t.conns += 2000;
+            t.inpkts += 20_000;
+            t.inbytes += 4_000_000;
+            e.sample(t);
+            seen.push(e.rates().cps);
+        }
+        let r = e.rates();
+        assert_eq!(r.cps, 1000);
+        assert_eq!(r.inpps, 10_000);
+        assert_eq!(r.inbps, 2_000_000);
+        assert_eq!(r.outpps, 0);
+        // W = 1/4: a quarter of the way after the first sample, ~8 s to get close.
+        assert_eq!(seen[0], 250);
+        assert!(seen[3] > 650 && seen[3] < 700, "{seen:?}");
+    }
+
+    #[test]
+    fn rates_decay_when_traffic_stops() {
+        let mut e = Estimator::default();
+        let mut t = Totals::default();
+        for _ in 0..30 {
+            t.conns += 200;
+            e.sample(t);
+        }
+        assert_eq!(e.rates().cps, 100);
+        for _ in 0..40 {
+            e.sample(t);
+        }
+        assert_eq!(e.rates().cps, 0);
+    }
+
+    #[test]
+    fn workers_sum() {
+        let s = Stats::default();
+        s.worker(0).conn();
+        s.worker(1).conn();
+        s.worker(1).packet_in(100);
+        s.worker(3).packet_out(1500);
+        let t = s.totals();
+        assert_eq!(
+            (t.conns, t.inpkts, t.inbytes, t.outpkts, t.outbytes),
+            (2, 1, 100, 1, 1500)
+        );
+    }
+}
