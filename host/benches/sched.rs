@@ -120,13 +120,7 @@ fn new_conn(b: Bencher, wasm: bool) {
         },
     ]
     .into();
-    let dp = Datapath::new(
-        conns,
-        ifaces,
-        Arc::new(DatapathStats::default()),
-        0,
-        Default::default(),
-    );
+    let dp = Datapath::new(conns, ifaces, Arc::new(DatapathStats::default()), 0);
     let meta = RxMeta {
         iface: 0,
         csum: CsumMode::Complete,

@@ -148,7 +148,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
 
     let conns = Arc::new(ConnTable::new(opts.max_conns));
-    let traffic = Arc::new(crate::stats::Stats::default());
+    let mut traffic = crate::stats::BalancerTotals::default();
     let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface { mac: i.mac }).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
@@ -177,7 +177,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         let worker = Worker {
             id,
             sockets,
-            datapath: Datapath::new(conns.clone(), dp_ifaces.clone(), stats, id, traffic.clone()),
+            datapath: Datapath::new(conns.clone(), dp_ifaces.clone(), stats, id),
             snapshot: snapshot.clone(),
             stop: stop.clone(),
             epoch,
@@ -245,8 +245,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sighup.recv() => reload(&opts.config, &snapshot, &mut nft, &mut registry),
-            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &registry.runtime().stats, &traffic),
+            _ = sighup.recv() => reload(&opts.config, &snapshot, &mut nft, &mut registry, &mut traffic),
+            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &registry.runtime().stats, &mut traffic, &snapshot.load()),
             Some((id, r)) = exit_rx.recv() => {
                 break match r {
                     Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),
@@ -261,8 +261,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                 }
             }
             _ = est_tick.tick() => {
-                traffic.sample();
                 let snap = snapshot.load();
+                traffic.sample(&snap);
                 for svc in snap.services() {
                     svc.stats.sample();
                     for d in &svc.dests {
@@ -273,7 +273,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             _ = stats_tick.tick() => {
                 let s = StatsSum::of(all_stats.iter().map(|s| s.as_ref()));
                 if s != last_logged {
-                    log_stats(&s, conns.len(), &registry.runtime().stats, &traffic);
+                    log_stats(&s, conns.len(), &registry.runtime().stats, &mut traffic, &snapshot.load());
                     last_logged = s;
                 }
             }
@@ -289,7 +289,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         &StatsSum::of(all_stats.iter().map(|s| s.as_ref())),
         conns.len(),
         &registry.runtime().stats,
-        &traffic,
+        &mut traffic,
+        &snapshot.load(),
     );
     nft.remove()?;
     tracing::info!(
@@ -307,6 +308,7 @@ fn reload(
     snapshot: &ArcSwap<Snapshot>,
     nft: &mut NftTable,
     registry: &mut Registry,
+    traffic: &mut crate::stats::BalancerTotals,
 ) {
     let Some(p) = path else {
         tracing::warn!("SIGHUP: no --config file to reload; keeping the embedded configuration");
@@ -333,6 +335,7 @@ fn reload(
     }
     snapshot.store(next.clone());
     old.retire_into(&next);
+    traffic.retire(&old, &next);
     tracing::info!(config = %p.display(), services = cfg.services.len(), plugins = cfg.plugins.len(), "configuration reloaded");
 }
 
@@ -340,7 +343,8 @@ fn log_stats(
     s: &StatsSum,
     conns: usize,
     plugins: &crate::plugin::PluginStats,
-    traffic: &crate::stats::Stats,
+    traffic: &mut crate::stats::BalancerTotals,
+    snap: &Snapshot,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
     let drops: Vec<String> = s
@@ -364,7 +368,7 @@ fn log_stats(
         plugin_fallbacks = plugins.fallbacks.load(Relaxed),
         "stats"
     );
-    let (t, r) = (traffic.totals(), traffic.rates());
+    let (t, r) = (traffic.totals(snap), traffic.rates());
     tracing::info!(
         conns = t.conns,
         inpkts = t.inpkts,

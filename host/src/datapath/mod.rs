@@ -65,8 +65,6 @@ pub struct Datapath {
     stats: Arc<DatapathStats>,
     /// This worker's slot in every traffic counter.
     worker: usize,
-    /// The balancer's traffic counters (all services).
-    traffic: Arc<crate::stats::Stats>,
 }
 
 /// The parts of a classified IPv4 TCP/UDP packet the handlers need.
@@ -111,20 +109,18 @@ enum InLookup {
 
 impl Datapath {
     /// A datapath over a shared table, with its own counters. `worker` is its slot in the
-    /// traffic counters (below `MAX_WORKERS`); `traffic` is the balancer-wide set.
+    /// traffic counters of services and real servers (below `MAX_WORKERS`).
     pub fn new(
         conns: Arc<ConnTable>,
         ifaces: Arc<[Iface]>,
         stats: Arc<DatapathStats>,
         worker: usize,
-        traffic: Arc<crate::stats::Stats>,
     ) -> Self {
         Self {
             conns,
             ifaces,
             stats,
             worker,
-            traffic,
         }
     }
 
@@ -245,7 +241,6 @@ impl Datapath {
         let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
-        self.traffic.worker(self.worker).packet_in(info.total_len);
         let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
         nat::rewrite_v4(
             ip,
@@ -303,9 +298,8 @@ impl Datapath {
             Ok(()) => {
                 stats::bump(&self.stats.conns);
                 let w = self.worker;
-                for s in [&dest.stats, &*svc.stats, &*self.traffic] {
-                    s.worker(w).conn();
-                }
+                dest.stats.worker(w).conn();
+                svc.stats.worker(w).conn();
                 dest.stats.worker(w).packet_in(info.total_len);
                 svc.stats.worker(w).packet_in(info.total_len);
                 Ok(fwd)
@@ -346,7 +340,6 @@ impl Datapath {
             return Verdict::Drop(DropReason::NoNextHop);
         };
         let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
-        self.traffic.worker(self.worker).packet_out(info.total_len);
         // Replies are forwarded, so they lose one hop as in the kernel's ip_forward.
         if !nat::decrement_ttl_v4(&mut ip[..info.ihl]) {
             return Verdict::Drop(DropReason::TtlExceeded);

@@ -63,13 +63,7 @@ fn harness_with(max_conns: usize) -> Harness {
     let conns = Arc::new(ConnTable::new(max_conns));
     let ifaces: Arc<[Iface]> =
         vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
-    let dp = Datapath::new(
-        conns.clone(),
-        ifaces,
-        Arc::new(DatapathStats::default()),
-        1,
-        Default::default(),
-    );
+    let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 1);
     Harness { dp, snap, conns }
 }
 
@@ -1066,7 +1060,7 @@ fn no_schedulable_server_drops_and_counts() {
 #[test]
 fn traffic_is_counted_per_server_service_and_balancer() {
     let h = harness();
-    let traffic = h.dp.traffic.clone();
+    let mut traffic = crate::stats::BalancerTotals::default();
     let rs = [198, 19, 0, 11];
     let mut syn = client_syn(41200);
     let mut synack = tcp_frame(
@@ -1107,7 +1101,7 @@ fn traffic_is_counted_per_server_service_and_balancer() {
         .unwrap();
     assert_eq!(dest.stats.totals(), want);
     assert_eq!(svc.stats.totals(), want);
-    assert_eq!(traffic.totals(), want);
+    assert_eq!(traffic.totals(&h.snap), want);
     // A packet that is dropped is not traffic.
     let mut stray = tcp_frame(
         CLIENT_MAC,
@@ -1118,5 +1112,17 @@ fn traffic_is_counted_per_server_service_and_balancer() {
         b"",
     );
     h.dp.process(&h.snap, 0, COMPLETE, &mut stray);
-    assert_eq!(traffic.totals(), want);
+    assert_eq!(traffic.totals(&h.snap), want);
+    // The service goes: what it counted stays in the balancer's totals, also once its last
+    // connection has gone.
+    let next = Snapshot::build_native(&[], &h.snap);
+    h.snap.retire_into(&next);
+    traffic.retire(&h.snap, &next);
+    assert_eq!(traffic.totals(&next), want);
+    assert_eq!(h.conns.sweep(0), 1, "its server went with it");
+    assert_eq!(
+        traffic.totals(&next),
+        want,
+        "kept after the last connection went"
+    );
 }

@@ -68,6 +68,73 @@ pub struct Totals {
     pub outbytes: u64,
 }
 
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Self) {
+        self.conns += o.conns;
+        self.inpkts += o.inpkts;
+        self.outpkts += o.outpkts;
+        self.inbytes += o.inbytes;
+        self.outbytes += o.outbytes;
+    }
+}
+
+/// The balancer's totals, summed from its services rather than counted a third time per
+/// packet: the services of the current snapshot, the removed ones that connections still
+/// count on, and what the removed ones counted before they went.
+#[derive(Debug, Default)]
+pub struct BalancerTotals {
+    removed: Vec<std::sync::Arc<Stats>>,
+    gone: Totals,
+    est: Estimator,
+}
+
+impl BalancerTotals {
+    /// Keep the counters of services that `next` no longer has.
+    pub fn retire(&mut self, old: &crate::service::Snapshot, next: &crate::service::Snapshot) {
+        for svc in old.services() {
+            if !next
+                .services()
+                .any(|n| std::sync::Arc::ptr_eq(&n.stats, &svc.stats))
+            {
+                self.removed.push(svc.stats.clone());
+            }
+        }
+    }
+
+    /// Sum everything counted so far.
+    pub fn totals(&mut self, snap: &crate::service::Snapshot) -> Totals {
+        let gone = &mut self.gone;
+        self.removed.retain(|s| {
+            // No connection holds it any more: it will not count again.
+            if std::sync::Arc::strong_count(s) == 1 {
+                *gone += s.totals();
+                false
+            } else {
+                true
+            }
+        });
+        let mut t = self.gone;
+        for s in &self.removed {
+            t += s.totals();
+        }
+        for svc in snap.services() {
+            t += svc.stats.totals();
+        }
+        t
+    }
+
+    /// Take a 2-second estimator sample of the totals.
+    pub fn sample(&mut self, snap: &crate::service::Snapshot) {
+        let t = self.totals(snap);
+        self.est.sample(t);
+    }
+
+    /// The estimated rates.
+    pub fn rates(&self) -> Rates {
+        self.est.rates()
+    }
+}
+
 /// Rates, as `ipvsadm --rate` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rates {
