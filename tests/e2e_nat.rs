@@ -15,10 +15,7 @@ fn http_round_robin_is_exact() {
         .map(|_| topo.curl(&format!("http://{VIP}/")))
         .collect();
     let tally = Topo::tally(answers);
-    let want: Vec<(String, usize)> = ["rs1", "rs2", "rs3"]
-        .iter()
-        .map(|s| (s.to_string(), 10))
-        .collect();
+    let want = Topo::even(30);
     assert_eq!(
         tally.into_iter().collect::<Vec<_>>(),
         want,
@@ -33,10 +30,7 @@ fn udp_is_balanced_and_answered_from_the_vip() {
     // Every socat client uses a new source port: a new UDP connection each time.
     let answers: Vec<String> = (0..30).map(|_| topo.udp_ask()).collect();
     let tally = Topo::tally(answers);
-    let want: Vec<(String, usize)> = ["rs1", "rs2", "rs3"]
-        .iter()
-        .map(|s| (s.to_string(), 10))
-        .collect();
+    let want = Topo::even(30);
     assert_eq!(
         tally.into_iter().collect::<Vec<_>>(),
         want,

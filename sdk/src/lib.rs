@@ -85,7 +85,8 @@ impl DestInfo {
         self.flags & dest_flags::OVERLOAD != 0
     }
 
-    /// What most IPVS schedulers require of a server: weight above 0 and not overloaded.
+    /// What most IPVS schedulers require of a server: weight above 0 and not overloaded (the
+    /// opposite of the hashing schedulers' `is_unavailable`).
     #[inline]
     pub fn schedulable(&self) -> bool {
         self.weight > 0 && !self.overloaded()

@@ -107,6 +107,14 @@ impl Topo {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The tally of `n` answers spread evenly over rs1, rs2 and rs3.
+    pub fn even(n: usize) -> Vec<(String, usize)> {
+        ["rs1", "rs2", "rs3"]
+            .iter()
+            .map(|s| (s.to_string(), n / 3))
+            .collect()
+    }
+
     /// Count answers by body.
     pub fn tally(answers: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();

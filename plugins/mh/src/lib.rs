@@ -90,10 +90,6 @@ impl Default for Mh {
     }
 }
 
-fn unavailable(d: &DestInfo) -> bool {
-    d.weight <= 0 || d.overloaded()
-}
-
 impl Mh {
     fn entry<'a>(&self, dests: &'a [DestInfo], hash: usize) -> Option<(usize, &'a DestInfo)> {
         let i = usize::from(self.lookup[hash]);
@@ -181,7 +177,7 @@ impl Scheduler for Mh {
         let addr = conn.saddr_fold();
         let ihash = hashkey(addr, port, &HASH1, 0) as usize % TAB_SIZE;
         let (i, d) = self.entry(dests, ihash)?;
-        if !unavailable(d) {
+        if d.schedulable() {
             return Some(i);
         }
         if !conn.has_flag(MH_FALLBACK) {
@@ -192,7 +188,7 @@ impl Scheduler for Mh {
             let roffset = ((offset + ihash) % TAB_SIZE) as u32;
             let hash = hashkey(addr, port, &HASH1, roffset) as usize % TAB_SIZE;
             let (i, d) = self.entry(dests, hash)?;
-            if !unavailable(d) {
+            if d.schedulable() {
                 return Some(i);
             }
         }

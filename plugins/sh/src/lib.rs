@@ -38,10 +38,6 @@ pub fn hashkey(addr_fold: u32, port: u16, offset: u32) -> usize {
         & (TAB_SIZE - 1)
 }
 
-fn unavailable(d: &DestInfo) -> bool {
-    d.weight <= 0 || d.overloaded()
-}
-
 impl Sh {
     fn bucket<'a>(&self, dests: &'a [DestInfo], hash: usize) -> Option<(usize, &'a DestInfo)> {
         let i = usize::from(self.buckets[hash]);
@@ -84,7 +80,7 @@ impl Scheduler for Sh {
         let addr = conn.saddr_fold();
         let ihash = hashkey(addr, port, 0);
         let (i, d) = self.bucket(dests, ihash)?;
-        if !unavailable(d) {
+        if d.schedulable() {
             return Some(i);
         }
         if !conn.has_flag(SH_FALLBACK) {
@@ -94,7 +90,7 @@ impl Scheduler for Sh {
         (0..TAB_SIZE as u32).find_map(|offset| {
             let roffset = (offset + ihash as u32) % TAB_SIZE as u32;
             let (i, d) = self.bucket(dests, hashkey(addr, port, roffset))?;
-            (!unavailable(d)).then_some(i)
+            d.schedulable().then_some(i)
         })
     }
 }
