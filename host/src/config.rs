@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::service::{Protocol, Scheduler, ServiceKey};
 
@@ -54,7 +54,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
@@ -63,7 +63,7 @@ struct File {
     service: Vec<ServiceToml>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PluginToml {
     name: String,
@@ -88,7 +88,7 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceToml {
     protocol: String,
@@ -101,7 +101,7 @@ struct ServiceToml {
     real: Vec<RealToml>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RealToml {
     address: String,
@@ -325,6 +325,53 @@ impl From<toml::de::Error> for ConfigError {
     }
 }
 
+/// Write a configuration as TOML that [`parse`] reads back to the same configuration.
+pub fn to_toml(cfg: &Config) -> String {
+    let file = File {
+        plugin: cfg
+            .plugins
+            .iter()
+            .map(|p| PluginToml {
+                name: p.name.clone(),
+                path: p.path.display().to_string(),
+            })
+            .collect(),
+        service: cfg
+            .services
+            .iter()
+            .map(|s| ServiceToml {
+                protocol: s.proto.name().into(),
+                address: std::net::SocketAddr::new(s.addr, s.port).to_string(),
+                scheduler: s.scheduler.clone(),
+                flags: flag_names(s.flags),
+                real: s
+                    .reals
+                    .iter()
+                    .map(|r| RealToml {
+                        address: std::net::SocketAddr::new(r.addr, r.port).to_string(),
+                        weight: r.weight,
+                        forward: "nat".into(),
+                        upper_threshold: r.upper_threshold,
+                        lower_threshold: r.lower_threshold,
+                        hint: r.hint,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    // Serializing plain strings and numbers cannot fail.
+    toml::to_string(&file).unwrap_or_default()
+}
+
+fn flag_names(flags: u32) -> Vec<String> {
+    use wvs_sdk::svc_flags::{SCHED1, SCHED2, SCHED3};
+    [(SCHED1, "flag-1"), (SCHED2, "flag-2"), (SCHED3, "flag-3")]
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
+
 /// A scheduler flag as ipvsadm's `-b` spells it.
 fn svc_flag(name: &str) -> Option<u32> {
     use wvs_sdk::svc_flags::{SCHED1, SCHED2, SCHED3};
@@ -357,6 +404,20 @@ mod tests {
                 .any(|s| s.proto == Protocol::Tcp && s.reals.len() == 3)
         );
         assert!(specs.iter().any(|s| s.proto == Protocol::Udp));
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let text = "[[plugin]]\nname = 'lat2'\npath = '/x/lat2.wasm'\n\
+            [[service]]\nprotocol = 'udp'\naddress = '198.18.100.1:9000'\nscheduler = 'sh'\nflags = ['sh-port', 'sh-fallback']\n\
+            [[service.real]]\naddress = '198.19.0.11:9000'\nweight = 3\nhint = 7\nupper_threshold = 10\n\
+            [[service]]\nprotocol = 'tcp'\naddress = '198.18.100.1:80'\nscheduler = 'lat2'\n";
+        let cfg = parse(text).unwrap();
+        assert_eq!(parse(&to_toml(&cfg)).unwrap(), cfg);
+        assert_eq!(
+            parse(&to_toml(&Config::default())).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

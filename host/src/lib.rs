@@ -9,6 +9,7 @@
 //! - [`datapath`]: the sans-io core, a pure function from a frame to a verdict;
 //! - [`io`]: the thin shell that moves frames (AF_PACKET, io_uring, nftables, netlink);
 //! - [`stats`]: traffic counters per service and real server, and IPVS's rate estimator;
+//! - [`control`]: the owner of the running configuration, changes all or nothing, the state file;
 //! - [`config`] and [`run`]: the configuration file and the daemon that ties it together.
 //!
 //! Every tunable number is in [`consts`].
@@ -18,6 +19,7 @@
 pub mod config;
 pub mod conn;
 pub mod consts;
+pub mod control;
 pub mod datapath;
 pub mod io;
 pub mod plugin;

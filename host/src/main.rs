@@ -56,6 +56,11 @@ enum Command {
         /// Do not cache compiled plugins on disk.
         #[arg(long)]
         no_plugin_cache: bool,
+        /// Directory of the state file: every change is saved there atomically and the
+        /// saved configuration is restored at start (before --config). Without it, changes
+        /// are not saved.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -86,6 +91,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             sched_runtime,
             plugin_cache,
             no_plugin_cache,
+            state_dir,
         } => {
             let workers = workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -96,6 +102,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 max_conns,
                 wasm_schedulers: sched_runtime == "wasm",
                 plugin_cache: (!no_plugin_cache).then_some(plugin_cache),
+                state_dir,
             })?;
         }
     }

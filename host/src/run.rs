@@ -18,6 +18,7 @@ use crate::conn::ConnTable;
 use crate::consts::{
     CONN_SWEEP_INTERVAL_MS, NEIGH_REFRESH_MS, NEIGH_RETRY_MS, STATS_LOG_INTERVAL_MS,
 };
+use crate::control::{Controller, StateFile};
 use crate::datapath::{Datapath, DatapathStats, Iface, StatsSum};
 use crate::io::neigh::{self, NeighError, Resolver};
 use crate::io::nft::{NftError, NftTable};
@@ -41,6 +42,8 @@ pub struct RunOptions {
     pub wasm_schedulers: bool,
     /// Directory of the compiled-plugin cache (`None`: no cache).
     pub plugin_cache: Option<PathBuf>,
+    /// Directory of the state file (`None`: changes are not saved).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -58,6 +61,9 @@ pub enum RunError {
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
+    /// The state file could not be read or written.
+    #[error(transparent)]
+    State(#[from] crate::control::StateError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Io {
@@ -108,17 +114,50 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             crate::consts::MAX_WORKERS
         )));
     }
-    let cfg = load_specs(&opts.config)?;
-    let n_services = cfg.services.len();
-    match &opts.config {
-        Some(p) => {
-            tracing::info!(config = %p.display(), services = n_services, plugins = cfg.plugins.len(), "configuration loaded")
+    // What to start with: the saved state if there is one, else the --config file, else
+    // the embedded example.
+    let state = opts.state_dir.as_deref().map(StateFile::open).transpose()?;
+    let saved = match &state {
+        Some(st) => st.load()?,
+        None => None,
+    };
+    let cfg = match saved {
+        Some(c) => {
+            let st = state
+                .as_ref()
+                .map(|s| s.path().display().to_string())
+                .unwrap_or_default();
+            if opts.config.is_some() {
+                tracing::warn!(
+                    state = st,
+                    "the saved state is restored; --config applies on SIGHUP"
+                );
+            }
+            tracing::info!(
+                state = st,
+                services = c.services.len(),
+                plugins = c.plugins.len(),
+                "configuration restored"
+            );
+            c
         }
-        None => tracing::warn!(
-            services = n_services,
-            "no --config given: using the embedded example configuration (examples/wvs.toml)"
-        ),
-    }
+        None => {
+            let c = load_specs(&opts.config)?;
+            match &opts.config {
+                Some(p) => tracing::info!(
+                    config = %p.display(),
+                    services = c.services.len(),
+                    plugins = c.plugins.len(),
+                    "configuration loaded"
+                ),
+                None => tracing::warn!(
+                    services = c.services.len(),
+                    "no --config given: using the embedded example configuration (examples/wvs.toml)"
+                ),
+            }
+            c
+        }
+    };
     let t0 = Instant::now();
     let runtime = Runtime::new(opts.plugin_cache.as_deref())?;
     let mut registry = Registry::new(runtime, opts.wasm_schedulers)?;
@@ -144,11 +183,12 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         &Snapshot::default(),
         &|name| registry.choice(name),
     )));
-    let mut nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
+    let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
+    let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
+    control.save()?;
 
     let conns = Arc::new(ConnTable::new(opts.max_conns));
-    let mut traffic = crate::stats::BalancerTotals::default();
     let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface { mac: i.mac }).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
@@ -245,8 +285,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sighup.recv() => reload(&opts.config, &snapshot, &mut nft, &mut registry, &mut traffic),
-            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &registry.runtime().stats, &mut traffic, &snapshot.load()),
+            _ = sighup.recv() => reload(&opts.config, &mut control),
+            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &mut control),
             Some((id, r)) = exit_rx.recv() => {
                 break match r {
                     Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),
@@ -262,7 +302,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = est_tick.tick() => {
                 let snap = snapshot.load();
-                traffic.sample(&snap);
+                control.traffic().sample(&snap);
                 for svc in snap.services() {
                     svc.stats.sample();
                     for d in &svc.dests {
@@ -273,7 +313,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             _ = stats_tick.tick() => {
                 let s = StatsSum::of(all_stats.iter().map(|s| s.as_ref()));
                 if s != last_logged {
-                    log_stats(&s, conns.len(), &registry.runtime().stats, &mut traffic, &snapshot.load());
+                    log_stats(&s, conns.len(), &mut control);
                     last_logged = s;
                 }
             }
@@ -288,11 +328,9 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     log_stats(
         &StatsSum::of(all_stats.iter().map(|s| s.as_ref())),
         conns.len(),
-        &registry.runtime().stats,
-        &mut traffic,
-        &snapshot.load(),
+        &mut control,
     );
-    nft.remove()?;
+    control.remove_nft()?;
     tracing::info!(
         table = crate::consts::NFT_TABLE,
         "nftables table removed; stopped"
@@ -303,15 +341,9 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
 /// Reload the configuration file (SIGHUP). A bad file, or a plugin that does not compile,
 /// changes nothing. Plugins are compiled before anything is swapped; a service whose module
 /// changed gets a fresh instance of the new one, while its connections keep their servers.
-fn reload(
-    path: &Option<PathBuf>,
-    snapshot: &ArcSwap<Snapshot>,
-    nft: &mut NftTable,
-    registry: &mut Registry,
-    traffic: &mut crate::stats::BalancerTotals,
-) {
+fn reload(path: &Option<PathBuf>, control: &mut Controller) {
     let Some(p) = path else {
-        tracing::warn!("SIGHUP: no --config file to reload; keeping the embedded configuration");
+        tracing::warn!("SIGHUP: no --config file to reload; keeping the running configuration");
         return;
     };
     let cfg = match config::load(p) {
@@ -321,31 +353,18 @@ fn reload(
             return;
         }
     };
-    if let Err(e) = registry.load(&cfg.plugins) {
-        tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
-        return;
+    let (services, plugins) = (cfg.services.len(), cfg.plugins.len());
+    match control.apply(cfg) {
+        Ok(()) => {
+            tracing::info!(config = %p.display(), services, plugins, "configuration reloaded")
+        }
+        Err(e) => tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {e}"),
     }
-    let old = snapshot.load_full();
-    let next = Arc::new(Snapshot::build(&cfg.services, &old, &|name| {
-        registry.choice(name)
-    }));
-    if let Err(e) = nft.update(&next) {
-        tracing::error!("SIGHUP: configuration not reloaded, nftables refused it: {e}");
-        return;
-    }
-    snapshot.store(next.clone());
-    old.retire_into(&next);
-    traffic.retire(&old, &next);
-    tracing::info!(config = %p.display(), services = cfg.services.len(), plugins = cfg.plugins.len(), "configuration reloaded");
 }
 
-fn log_stats(
-    s: &StatsSum,
-    conns: usize,
-    plugins: &crate::plugin::PluginStats,
-    traffic: &mut crate::stats::BalancerTotals,
-    snap: &Snapshot,
-) {
+fn log_stats(s: &StatsSum, conns: usize, control: &mut Controller) {
+    let snap = control.snapshot().load_full();
+    let plugins = &control.registry().runtime().stats;
     use std::sync::atomic::Ordering::Relaxed;
     let drops: Vec<String> = s
         .drops
@@ -368,7 +387,8 @@ fn log_stats(
         plugin_fallbacks = plugins.fallbacks.load(Relaxed),
         "stats"
     );
-    let (t, r) = (traffic.totals(snap), traffic.rates());
+    let traffic = control.traffic();
+    let (t, r) = (traffic.totals(&snap), traffic.rates());
     tracing::info!(
         conns = t.conns,
         inpkts = t.inpkts,

@@ -144,6 +144,11 @@ pub struct Wvs {
 impl Wvs {
     /// Start `wvs run --iface c0 --iface s0 [--config FILE]` and wait until it is ready.
     pub fn start(topo: &Topo, config: Option<&Path>) -> Self {
+        Self::start_with(topo, config, &[])
+    }
+
+    /// As [`Wvs::start`], with more arguments.
+    pub fn start_with(topo: &Topo, config: Option<&Path>, extra: &[&str]) -> Self {
         let log = topo.dir.join(format!("wvs-{}.log", rand_u16()));
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new("ip");
@@ -161,6 +166,7 @@ impl Wvs {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        cmd.args(extra);
         cmd.env("WVS_LOG", "info").stdout(Stdio::null()).stderr(f);
         let child = cmd.spawn().expect("start wvs");
         let w = Wvs {

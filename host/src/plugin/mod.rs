@@ -257,29 +257,45 @@ impl Registry {
         &self.runtime
     }
 
-    /// Compile the plugins of a configuration; on success they replace the previous ones.
-    /// On failure nothing changes (a reload with a bad module keeps the running ones).
-    pub fn load(&mut self, specs: &[crate::config::PluginSpec]) -> Result<(), PluginError> {
-        let mut custom = Vec::with_capacity(specs.len());
-        for s in specs {
-            let wasm = std::fs::read(&s.path).map_err(|e| PluginError::Compile {
-                name: s.name.clone(),
-                msg: format!("cannot read {}: {e}", s.path.display()),
-            })?;
-            custom.push(self.runtime.compile(&s.name, &wasm)?);
-        }
+    /// Compile the plugins of a configuration without installing them: a change is
+    /// checked whole before anything of it takes effect.
+    pub fn prepare(&self, specs: &[crate::config::PluginSpec]) -> Result<Vec<Plugin>, PluginError> {
+        specs
+            .iter()
+            .map(|s| {
+                let wasm = std::fs::read(&s.path).map_err(|e| PluginError::Compile {
+                    name: s.name.clone(),
+                    msg: format!("cannot read {}: {e}", s.path.display()),
+                })?;
+                self.runtime.compile(&s.name, &wasm)
+            })
+            .collect()
+    }
+
+    /// Install plugins that [`prepare`](Self::prepare) compiled.
+    pub fn commit(&mut self, custom: Vec<Plugin>) {
         self.custom = custom;
+    }
+
+    /// Compile and install the plugins of a configuration; on failure nothing changes.
+    pub fn load(&mut self, specs: &[crate::config::PluginSpec]) -> Result<(), PluginError> {
+        let custom = self.prepare(specs)?;
+        self.commit(custom);
         Ok(())
     }
 
     /// What runs the scheduler called `name`: a plugin from the file by that name, else the
     /// built-in one (as a plugin or natively), with its native fallback.
     pub fn choice(&self, name: &str) -> crate::service::SchedChoice {
+        self.choice_in(&self.custom, name)
+    }
+
+    /// As [`choice`](Self::choice), with `custom` as the plugins from files.
+    pub fn choice_in(&self, custom: &[Plugin], name: &str) -> crate::service::SchedChoice {
         use crate::service::{SchedChoice, Scheduler};
         let native = Scheduler::from_name(name);
         let fallback = native.unwrap_or(Scheduler::Wlc);
-        let plugin = self
-            .custom
+        let plugin = custom
             .iter()
             .find(|p| p.name == name)
             .or_else(|| {

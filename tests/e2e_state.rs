@@ -1,0 +1,79 @@
+//! End to end, persistence: the running configuration is saved in the state directory after
+//! every change and restored at start; a corrupt state stops the start. Needs root.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Topo, VIP, WVS, Wvs};
+
+fn service(reals: &[u8]) -> String {
+    let mut c =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n");
+    for r in reals {
+        c += &format!("[[service.real]]\naddress = \"198.19.0.1{r}:80\"\n");
+    }
+    c
+}
+
+#[test]
+fn changes_are_saved_and_restored_and_a_corrupt_state_stops_the_start() {
+    let topo = Topo::new("state", false);
+    let state_dir = topo.dir.join("state");
+    let state_file = state_dir.join("wvs-state.toml");
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(&cfg, service(&[1, 2, 3])).expect("config");
+    let sd = state_dir.to_str().expect("path");
+
+    let mut wvs = Wvs::start_with(&topo, Some(&cfg), &["--state-dir", sd]);
+    let saved = std::fs::read_to_string(&state_file).expect("state saved at start");
+    assert_eq!(saved.matches("[[service.real]]").count(), 3, "{saved}");
+    wvs.reload(&cfg, &service(&[1, 2]));
+    let saved = std::fs::read_to_string(&state_file).expect("state");
+    assert_eq!(
+        saved.matches("[[service.real]]").count(),
+        2,
+        "saved after the change: {saved}"
+    );
+    assert!(!saved.contains("198.19.0.13"));
+    assert!(wvs.stop().success());
+
+    // Restart from the state alone: the reloaded configuration is back.
+    let _wvs = Wvs::start_with(&topo, None, &["--state-dir", sd]);
+    let t = Topo::tally((0..30).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        [("rs1".to_string(), 15), ("rs2".to_string(), 15)]
+    );
+    drop(_wvs);
+
+    // A corrupt state file is an error, not an empty configuration.
+    std::fs::write(&state_file, "[[service]]\nprotocol = 'tcp'\naddress = ").expect("corrupt");
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "ip",
+            "netns",
+            "exec",
+            &topo.ns("lb"),
+            WVS,
+            "run",
+            "--iface",
+            "c0",
+            "--iface",
+            "s0",
+            "--state-dir",
+            sd,
+        ])
+        .output()
+        .expect("wvs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+    let tables = topo.exec("lb", &["nft", "list", "tables"]);
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "",
+        "nothing installed"
+    );
+}
