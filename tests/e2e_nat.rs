@@ -27,8 +27,8 @@ fn http_round_robin_is_exact() {
 fn udp_is_balanced_and_answered_from_the_vip() {
     let topo = Topo::new("udp", false);
     let _wvs = Wvs::start(&topo, None);
-    // Every socat client uses a new source port: a new UDP connection each time.
-    let answers: Vec<String> = (0..30).map(|_| topo.udp_ask()).collect();
+    // Every datagram from a new source port: a new UDP connection each time.
+    let answers: Vec<String> = (0..30).map(|i| topo.udp_ask(41000 + i)).collect();
     let tally = Topo::tally(answers);
     let want = Topo::even(30);
     assert_eq!(

@@ -79,10 +79,12 @@ impl Topo {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Send one datagram to VIP:9000 from the client on a connected UDP socket and return
-    /// the reply. A connected socket only accepts datagrams from the address it is connected
-    /// to, so a reply at all proves that it came from the VIP, not from a real server.
-    pub fn udp_ask(&self) -> String {
+    /// Send one datagram to VIP:9000 from the client's UDP port `sport` on a connected UDP
+    /// socket and return the reply. A connected socket only accepts datagrams from the address
+    /// it is connected to, so a reply at all proves that it came from the VIP, not from a real
+    /// server. The port is the caller's: an ephemeral port that happened to repeat would
+    /// rightly reuse its UDP connection (and its real server) for 300 s.
+    pub fn udp_ask(&self, sport: u16) -> String {
         let out = Command::new("ip")
             .args([
                 "netns",
@@ -92,7 +94,7 @@ impl Topo {
                 "-T",
                 "3",
                 "-",
-                &format!("UDP4:{VIP}:9000"),
+                &format!("UDP4:{VIP}:9000,sourceport={sport}"),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
