@@ -243,3 +243,72 @@ fn icmp_errors_are_relayed_with_the_vip_restored() {
         "the client saw no port unreachable: {err:?}"
     );
 }
+
+#[test]
+fn a_flood_of_malformed_frames_is_counted_and_survived() {
+    // 100,000 frames to the VIP's port 80, at full speed through the real interfaces: half
+    // with random version/IHL, total length, id, fragment bits and header checksum; half
+    // well-formed but for a random header checksum; all with random TCP header bytes.
+    let topo = Topo::new("fuzz", false);
+    let mut wvs = Wvs::start(&topo, None);
+    let mac = |ns: &str, dev: &str| {
+        let out = topo.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let conf = topo.dir.join("fuzz.cfg");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{ eth(da={lb}, sa={cli}, type=0x0800), drnd(1), 0x00, drnd(2), drnd(4), 64, 6, drnd(2), \
+             198, 18, 0, 2, 198, 18, 100, 1, 0x9c, 0x40, 0x00, 0x50, drnd(16) }}\n\
+             {{ eth(da={lb}, sa={cli}, type=0x0800), 0x45, 0x00, 0x00, 0x28, drnd(2), 0x40, 0x00, 64, 6, drnd(2), \
+             198, 18, 0, 2, 198, 18, 100, 1, 0x9c, 0x41, 0x00, 0x50, drnd(16) }}\n",
+            lb = mac("lb", "c0"),
+            cli = mac("cli", "eth0")
+        ),
+    )
+    .expect("trafgen config");
+    let out = topo.exec(
+        "cli",
+        &[
+            "timeout",
+            "30",
+            "trafgen",
+            "--dev",
+            "eth0",
+            "--conf",
+            conf.to_str().expect("path"),
+            "--cpus",
+            "1",
+            "--num",
+            "100000",
+            "-q",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "trafgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // Still serving, exactly as before.
+    let t = Topo::tally((0..6).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(t.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{t:?}");
+    let s = wvs.stats();
+    let dropped = s.get("dropped").copied().unwrap_or(0);
+    assert!(
+        dropped >= 95_000,
+        "the malformed frames were counted as drops: {s:?}"
+    );
+    assert!(dropped <= 100_000, "{s:?}");
+    assert!(wvs.stop().success(), "{}", wvs.log_text());
+    let log = wvs.log_text();
+    for reason in [
+        "ip_bad_version",
+        "ip_bad_ihl",
+        "ip_truncated",
+        "ip_bad_csum",
+    ] {
+        assert!(log.contains(reason), "no {reason} drops counted:\n{log}");
+    }
+}
