@@ -295,6 +295,7 @@ fn a_flood_of_malformed_frames_is_counted_and_survived() {
     let t = Topo::tally((0..6).map(|_| topo.curl(&format!("http://{VIP}/"))));
     assert_eq!(t.values().copied().collect::<Vec<_>>(), [2, 2, 2], "{t:?}");
     let s = wvs.stats();
+    eprintln!("counters after the flood: {s:?}");
     let dropped = s.get("dropped").copied().unwrap_or(0);
     assert!(
         dropped >= 95_000,
