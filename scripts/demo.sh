@@ -43,14 +43,14 @@ ip netns exec "$P-cli" wrk -t2 -c32 -d5s -H 'Connection: close' "http://$VIP/" |
 kill -USR1 "$WVS_PID"
 sleep 0.3
 echo "== wvs's counters:"
-grep ' stats' "$DIR/wvs.log" | tail -1 | sed 's/^.*stats/stats/'
+grep -E ' (stats|traffic) ' "$DIR/wvs.log" | tail -2 | sed -E 's/^.*(stats|traffic)/\1/'
 cat <<TXT
 
 Where to look:
   wvs's log:            $DIR/wvs.log
   its nftables table:   ip netns exec $P-lb nft list table netdev wvs
   try it yourself:      ip netns exec $P-cli curl http://$VIP/
-  counters now:         kill -USR1 $WVS_PID; tail -1 $DIR/wvs.log
+  counters now:         kill -USR1 $WVS_PID; tail -2 $DIR/wvs.log
 TXT
 if [ -t 0 ]; then
   read -r -p "Press Enter to stop wvs and remove the namespaces... " _
