@@ -99,3 +99,30 @@ fn sh_keeps_a_client_on_one_server() {
     assert_eq!(t.len(), 1, "one client, one server: {t:?}");
     assert_eq!(t[0].1, 20);
 }
+
+#[test]
+fn no_available_server_is_refused_at_once() {
+    // All servers quiesced: IPVS answers a new connection with ICMP port unreachable from the
+    // VIP, so the client fails at once ("connection refused") instead of timing out.
+    let topo = Topo::new("refuse", false);
+    let cfg = config(&topo, "wlc", [0, 0, 0]);
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let t0 = std::time::Instant::now();
+    let out = topo.exec(
+        "cli",
+        &["curl", "-sS", "-m", "5", &format!("http://{VIP}/")],
+    );
+    let took = t0.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "curl: couldn't connect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "refused at once, not timed out: {took:?}"
+    );
+    let s = wvs.stats();
+    assert!(s.get("icmp_sent").copied().unwrap_or(0) >= 1, "{s:?}");
+}

@@ -81,3 +81,9 @@ pub const MAX_WORKERS: usize = 64;
 
 /// Interval of IPVS's rate estimator (`ip_vs_est.c`: 2 s).
 pub const ESTIMATOR_INTERVAL_MS: u64 = 2000;
+
+/// ICMP errors (port unreachable for a service with no available real server) each worker
+/// may send per second, and its burst. The kernel's `icmp_ratelimit` is of this order.
+pub const ICMP_REPLY_RATE: u32 = 100;
+/// Burst of the ICMP reply rate limit.
+pub const ICMP_REPLY_BURST: u32 = 100;

@@ -377,6 +377,7 @@ fn log_stats(s: &StatsSum, conns: usize, control: &mut Controller) {
         tx = s.tx,
         passed = s.passed,
         rx_gso = s.rx_gso,
+        icmp_sent = s.icmp_sent,
         conns_created = s.conns,
         conns_now = conns,
         dropped = s.dropped(),

@@ -29,6 +29,8 @@ const ICMP_HEADER_LEN: usize = 8;
 const DEST_UNREACHABLE: u8 = 3;
 const TIME_EXCEEDED: u8 = 11;
 const PARAMETER_PROBLEM: u8 = 12;
+/// Code of "port unreachable" under destination unreachable.
+const PORT_UNREACHABLE: u8 = 3;
 
 /// Which way the quoted packet went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +129,61 @@ pub(super) fn parse(
         dport,
         inner_ihl,
     }))
+}
+
+/// Turn the IPv4 frame of `len` bytes at the start of `buf` into an ICMP port unreachable
+/// to its sender, from the address it was sent to, quoting its IP header and first 8 bytes
+/// of payload (RFC 792). Returns the new frame's length, or `None` if the frame is not a
+/// whole IPv4 packet with 8 bytes of payload or the buffer is too small.
+pub(super) fn port_unreachable(buf: &mut [u8], len: usize) -> Option<usize> {
+    const IP: usize = ETHERNET_HEADER_LEN;
+    let frame = buf.get(..len)?;
+    let ip = frame.get(IP..)?;
+    if ip.len() < ipv4_field::MIN_HEADER_LEN {
+        return None;
+    }
+    let ihl = usize::from(Ipv4Packet::new_unchecked(ip).header_len());
+    let quote_len = ihl + 8;
+    if ihl < ipv4_field::MIN_HEADER_LEN || ip.len() < quote_len {
+        return None;
+    }
+    let mut quote = [0u8; 60 + 8];
+    quote[..quote_len].copy_from_slice(&ip[..quote_len]);
+    let orig = Ipv4Packet::new_unchecked(&quote[..quote_len]);
+    let (client, vip) = (orig.src_addr(), orig.dst_addr());
+    let total = ipv4_field::MIN_HEADER_LEN + ICMP_HEADER_LEN + quote_len;
+    let out_len = IP + total;
+    let out = buf.get_mut(..out_len)?;
+    // Ethernet: back to where it came from, from us.
+    let (dst, src) = out[..12].split_at_mut(6);
+    dst.swap_with_slice(src);
+    let (hdr, rest) = out[IP..].split_at_mut(ipv4_field::MIN_HEADER_LEN);
+    hdr.fill(0);
+    let mut iph = Ipv4Packet::new_unchecked(&mut *hdr);
+    iph.set_version(4);
+    iph.set_header_len(ipv4_field::MIN_HEADER_LEN as u8);
+    iph.set_total_len(total as u16);
+    iph.set_hop_limit(64);
+    iph.set_next_header(crate::wire::IpProtocol::Icmp);
+    iph.set_src_addr(vip);
+    iph.set_dst_addr(client);
+    let c = checksum::compute(&hdr[..]);
+    Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+    let icmp = &mut rest[..ICMP_HEADER_LEN + quote_len];
+    icmp[..ICMP_HEADER_LEN].copy_from_slice(&[
+        DEST_UNREACHABLE,
+        PORT_UNREACHABLE,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    icmp[ICMP_HEADER_LEN..].copy_from_slice(&quote[..quote_len]);
+    let c = checksum::compute(icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    Some(out_len)
 }
 
 impl Datapath {

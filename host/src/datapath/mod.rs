@@ -48,6 +48,14 @@ pub enum Verdict {
     Drop(DropReason),
     /// Not wvs's: leave it to the kernel.
     Pass,
+    /// Send the packet wvs wrote in the buffer instead of the received frame: `len` bytes
+    /// from the start (an ICMP error to the client, from [`Datapath::process_buf`]).
+    Reply {
+        /// Index of the interface in the `--iface` list.
+        iface: u8,
+        /// Length of the frame written.
+        len: usize,
+    },
 }
 
 /// One of wvs's interfaces as the datapath sees it.
@@ -65,6 +73,8 @@ pub struct Datapath {
     stats: Arc<DatapathStats>,
     /// This worker's slot in every traffic counter.
     worker: usize,
+    /// Token bucket of the ICMP errors wvs sends itself (tokens, last refill in ms).
+    icmp_bucket: std::cell::Cell<(u32, u64)>,
 }
 
 /// The parts of a classified IPv4 TCP/UDP packet the handlers need.
@@ -121,6 +131,7 @@ impl Datapath {
             ifaces,
             stats,
             worker,
+            icmp_bucket: std::cell::Cell::new((crate::consts::ICMP_REPLY_BURST, 0)),
         }
     }
 
@@ -135,11 +146,56 @@ impl Datapath {
         stats::bump(&self.stats.rx);
         let v = self.classify(snap, now, meta, frame);
         match v {
-            Verdict::Tx { .. } => {}
+            Verdict::Tx { .. } | Verdict::Reply { .. } => {}
             Verdict::Drop(r) => self.stats.count_drop(r),
             Verdict::Pass => stats::bump(&self.stats.passed),
         }
         v
+    }
+
+    /// As [`process`](Self::process), for a frame of `len` bytes at the start of a larger
+    /// buffer, which lets wvs answer in place: a new connection that no real server can take
+    /// gets an ICMP port unreachable from the VIP, as IPVS sends (`ip_vs_leave`), so the
+    /// client fails at once instead of retrying. Replies are rate limited per worker.
+    pub fn process_buf(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        meta: RxMeta,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Verdict {
+        let len = len.min(buf.len());
+        let v = self.process(snap, now, meta, &mut buf[..len]);
+        if v == Verdict::Drop(DropReason::NoDest)
+            && self.icmp_token(now)
+            && let Some(n) = icmp::port_unreachable(buf, len)
+        {
+            stats::bump(&self.stats.icmp_sent);
+            return Verdict::Reply {
+                iface: meta.iface,
+                len: n,
+            };
+        }
+        v
+    }
+
+    /// Take a token from the ICMP bucket, refilled at `ICMP_REPLY_RATE` per second.
+    fn icmp_token(&self, now: u64) -> bool {
+        use crate::consts::{ICMP_REPLY_BURST, ICMP_REPLY_RATE};
+        let (tokens, last) = self.icmp_bucket.get();
+        let refill = now.saturating_sub(last) * u64::from(ICMP_REPLY_RATE) / 1000;
+        let (tokens, last) = if refill > 0 {
+            (
+                (u64::from(tokens) + refill).min(u64::from(ICMP_REPLY_BURST)) as u32,
+                now,
+            )
+        } else {
+            (tokens, last)
+        };
+        let ok = tokens > 0;
+        self.icmp_bucket.set((tokens - u32::from(ok), last));
+        ok
     }
 
     fn classify(&self, snap: &Snapshot, now: u64, meta: RxMeta, frame: &mut [u8]) -> Verdict {

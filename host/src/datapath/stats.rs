@@ -81,6 +81,8 @@ pub struct DatapathStats {
     pub conns: AtomicU64,
     /// GRO/GSO super-packets received (forwarded whole, segmented by the kernel later).
     pub rx_gso: AtomicU64,
+    /// ICMP port unreachable sent for connections no real server could take.
+    pub icmp_sent: AtomicU64,
     drops: Box<[AtomicU64]>,
 }
 
@@ -92,6 +94,7 @@ impl Default for DatapathStats {
             passed: AtomicU64::new(0),
             conns: AtomicU64::new(0),
             rx_gso: AtomicU64::new(0),
+            icmp_sent: AtomicU64::new(0),
             drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -129,6 +132,8 @@ pub struct StatsSum {
     pub conns: u64,
     /// GRO/GSO super-packets received.
     pub rx_gso: u64,
+    /// ICMP port unreachable sent.
+    pub icmp_sent: u64,
     /// Drops by reason, in [`DropReason::ALL`] order.
     pub drops: Vec<(DropReason, u64)>,
 }
@@ -146,6 +151,7 @@ impl StatsSum {
             s.passed += w.passed.load(Relaxed);
             s.conns += w.conns.load(Relaxed);
             s.rx_gso += w.rx_gso.load(Relaxed);
+            s.icmp_sent += w.icmp_sent.load(Relaxed);
             for (r, n) in s.drops.iter_mut() {
                 *n += w.drops(*r);
             }

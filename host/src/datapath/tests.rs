@@ -1126,3 +1126,66 @@ fn traffic_is_counted_per_server_service_and_balancer() {
         "kept after the last connection went"
     );
 }
+
+#[test]
+fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
+    let h = harness();
+    for d in h.snap.dests() {
+        d.set_weight(0);
+    }
+    let syn = client_syn(41300);
+    let mut buf = vec![0u8; 2048];
+    buf[..syn.len()].copy_from_slice(&syn);
+    let v = h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, syn.len());
+    let Verdict::Reply { iface: 0, len } = v else {
+        panic!("{v:?}")
+    };
+    let out = &buf[..len];
+    assert_eq!(&out[0..6], &CLIENT_MAC, "back to the client");
+    assert_eq!(&out[6..12], &CLIENT_IF_MAC);
+    let (s, d, ttl, inner) = check_icmp(out);
+    assert_eq!(
+        (s, d, ttl),
+        (Ipv4Addr::from(VIP), Ipv4Addr::from(CLIENT), 64)
+    );
+    assert_eq!(
+        &out[14 + 20..14 + 22],
+        &[3, 3],
+        "destination unreachable, port unreachable"
+    );
+    assert_eq!(
+        inner,
+        syn[14..14 + 28].to_vec(),
+        "quotes the SYN's IP header and 8 bytes"
+    );
+    assert_eq!(
+        h.dp.stats().drops(DropReason::NoDest),
+        1,
+        "the SYN itself is still a drop"
+    );
+    assert_eq!(h.dp.stats().icmp_sent.load(Relaxed), 1);
+    // Rate limited: the burst, then nothing until tokens come back (100 per second).
+    let mut sent = 1;
+    for _ in 0..200 {
+        buf[..syn.len()].copy_from_slice(&syn);
+        if matches!(
+            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, syn.len()),
+            Verdict::Reply { .. }
+        ) {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, crate::consts::ICMP_REPLY_BURST as usize);
+    buf[..syn.len()].copy_from_slice(&syn);
+    assert!(matches!(
+        h.dp.process_buf(&h.snap, 1000, COMPLETE, &mut buf, syn.len()),
+        Verdict::Reply { .. }
+    ));
+    // Without room in the buffer there is no reply, only the drop.
+    let mut tight = syn.clone();
+    let n = tight.len();
+    assert_eq!(
+        h.dp.process_buf(&h.snap, 2000, COMPLETE, &mut tight, n),
+        Verdict::Drop(DropReason::NoDest)
+    );
+}

@@ -211,23 +211,34 @@ impl Worker {
             iface: iface as u8,
             csum,
         };
-        match self
-            .datapath
-            .process(snap, now, meta, &mut buf[VNET_HDR_LEN..])
-        {
+        let slot = bufs.buf(bid);
+        let verdict = self.datapath.process_buf(
+            snap,
+            now,
+            meta,
+            &mut slot[VNET_HDR_LEN..],
+            len - VNET_HDR_LEN,
+        );
+        let (iface, out_len) = match verdict {
             Verdict::Tx { iface } => {
-                if let Some(mut h) = VnetHeader::new_checked(&mut *buf) {
+                if let Some(mut h) = VnetHeader::new_checked(&mut *slot) {
                     h.prepare_tx();
                 }
-                let fd = fds.get(usize::from(iface))?;
-                Some(
-                    opcode::Send::new(*fd, buf.as_ptr(), len as u32)
-                        .build()
-                        .user_data(OP_SEND | u64::from(bid)),
-                )
+                (iface, len)
             }
-            Verdict::Drop(_) | Verdict::Pass => None,
-        }
+            Verdict::Reply { iface, len: n } => {
+                // A packet wvs wrote whole: complete checksums, no segmentation.
+                slot[..VNET_HDR_LEN].fill(0);
+                (iface, VNET_HDR_LEN + n)
+            }
+            Verdict::Drop(_) | Verdict::Pass => return None,
+        };
+        let fd = fds.get(usize::from(iface))?;
+        Some(
+            opcode::Send::new(*fd, slot.as_ptr(), out_len as u32)
+                .build()
+                .user_data(OP_SEND | u64::from(bid)),
+        )
     }
 }
 
