@@ -23,11 +23,12 @@
 //! a bad reload leaves the running configuration untouched.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::consts::{MAX_PERSISTENT_SECS, MAX_WEIGHT};
 use crate::service::{Protocol, Scheduler, ServiceKey};
 
 /// The configuration shipped in the binary, used when no `--config` is given: the services
@@ -60,7 +61,7 @@ struct File {
     #[serde(default)]
     plugin: Vec<PluginToml>,
     #[serde(default)]
-    service: Vec<ServiceToml>,
+    service: Vec<ServiceDef>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -88,33 +89,56 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A virtual service as written: in the configuration file, the state file and the REST API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ServiceToml {
-    protocol: String,
-    address: String,
+pub struct ServiceDef {
+    /// `tcp` or `udp`.
+    #[schema(example = "tcp")]
+    pub protocol: String,
+    /// Virtual IP and port.
+    #[schema(example = "198.18.100.1:80")]
+    pub address: String,
+    /// Scheduler: a built-in IPVS scheduler or a plugin's name. Default `wlc`, as IPVS.
     #[serde(default = "default_scheduler")]
-    scheduler: String,
-    #[serde(default)]
-    flags: Vec<String>,
-    #[serde(default)]
-    real: Vec<RealToml>,
+    #[schema(example = "wlc")]
+    pub scheduler: String,
+    /// Scheduler flags as ipvsadm's `-b`: sh-fallback sh-port mh-fallback mh-port flag-1..3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+    /// Persistence timeout in seconds (ipvsadm `-p`); absent: not persistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<u32>,
+    /// Persistence granularity (ipvsadm `-M`), a dotted IPv4 netmask; default 255.255.255.255.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netmask: Option<String>,
+    /// Real servers, in order (`[[service.real]]` in TOML).
+    #[serde(default, alias = "real", skip_serializing_if = "Vec::is_empty")]
+    pub reals: Vec<RealDef>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A real server as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RealToml {
-    address: String,
+pub struct RealDef {
+    /// Address and port; port 0 keeps the virtual port.
+    #[schema(example = "198.19.0.11:80")]
+    pub address: String,
+    /// Weight 0..=65535; 0 quiesces (no new connections). Default 1.
     #[serde(default = "default_weight")]
-    weight: u32,
+    pub weight: u32,
+    /// Forwarding method: `nat` (masquerading, ipvsadm `-m`), the one wvs builds.
     #[serde(default = "default_forward")]
-    forward: String,
+    pub forward: String,
+    /// Upper connection threshold (0: none).
     #[serde(default)]
-    upper_threshold: u32,
+    pub upper_threshold: u32,
+    /// Lower connection threshold (0: none).
     #[serde(default)]
-    lower_threshold: u32,
+    pub lower_threshold: u32,
+    /// A number custom schedulers may read (e.g. a latency in µs).
     #[serde(default)]
-    hint: u32,
+    pub hint: u32,
 }
 
 fn default_scheduler() -> String {
@@ -127,6 +151,9 @@ fn default_weight() -> u32 {
 fn default_forward() -> String {
     "nat".into()
 }
+
+/// What identifies a virtual service.
+pub type ServiceId = ServiceKey;
 
 /// A validated virtual service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +168,10 @@ pub struct ServiceSpec {
     pub scheduler: String,
     /// Service flags (`IP_VS_SVC_F_*`).
     pub flags: u32,
+    /// Persistence timeout in seconds (`IP_VS_SVC_F_PERSISTENT`), if persistent.
+    pub persistent: Option<u32>,
+    /// Persistence netmask (IPv4, host byte order).
+    pub netmask: u32,
     /// Real servers, in order.
     pub reals: Vec<RealSpec>,
 }
@@ -152,6 +183,19 @@ impl ServiceSpec {
             proto: self.proto,
             addr: self.addr,
             port: self.port,
+        }
+    }
+
+    /// The service as written (the inverse of [`ServiceDef::validate`]).
+    pub fn to_def(&self) -> ServiceDef {
+        ServiceDef {
+            protocol: self.proto.name().into(),
+            address: SocketAddr::new(self.addr, self.port).to_string(),
+            scheduler: self.scheduler.clone(),
+            flags: flag_names(&self.scheduler, self.flags),
+            persistent: self.persistent,
+            netmask: (self.netmask != u32::MAX).then(|| Ipv4Addr::from(self.netmask).to_string()),
+            reals: self.reals.iter().map(RealSpec::to_def).collect(),
         }
     }
 }
@@ -173,6 +217,20 @@ pub struct RealSpec {
     pub hint: u32,
 }
 
+impl RealSpec {
+    /// The real server as written.
+    pub fn to_def(&self) -> RealDef {
+        RealDef {
+            address: SocketAddr::new(self.addr, self.port).to_string(),
+            weight: self.weight,
+            forward: "nat".into(),
+            upper_threshold: self.upper_threshold,
+            lower_threshold: self.lower_threshold,
+            hint: self.hint,
+        }
+    }
+}
+
 /// Read and validate a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -189,134 +247,249 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     Ok(cfg)
 }
 
+/// Whether `name` may name a plugin.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Parse and validate configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let file: File = toml::from_str(text)?;
-    let mut plugins = Vec::with_capacity(file.plugin.len());
+    let mut cfg = Config {
+        plugins: Vec::with_capacity(file.plugin.len()),
+        services: Vec::with_capacity(file.service.len()),
+    };
     for p in file.plugin {
-        let valid = !p.name.is_empty()
-            && p.name.len() <= 32
-            && p.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
-            return Err(ConfigError::Invalid(format!(
+        if !valid_plugin_name(&p.name) {
+            return Err(invalid(format!(
                 "plugin name {:?}: use 1 to 32 letters, digits, '-' or '_'",
                 p.name
             )));
         }
-        if plugins.iter().any(|q: &PluginSpec| q.name == p.name) {
-            return Err(ConfigError::Invalid(format!(
-                "plugin {:?} is defined twice",
-                p.name
-            )));
-        }
-        plugins.push(PluginSpec {
+        cfg.plugins.push(PluginSpec {
             name: p.name,
             path: p.path.into(),
         });
     }
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(file.service.len());
-    for s in file.service {
-        let proto = match s.protocol.as_str() {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            other => {
-                return Err(ConfigError::Invalid(format!(
-                    "protocol {other:?}: expected \"tcp\" or \"udp\""
-                )));
-            }
-        };
-        let vip = parse_sockaddr(&s.address, "service address")?;
-        if vip.port() == 0 {
-            return Err(ConfigError::Invalid(format!(
-                "service {}: port 0 services need persistence, which is not built yet",
-                s.address
+    for s in &file.service {
+        cfg.services.push(s.validate()?);
+    }
+    cfg.check()?;
+    Ok(cfg)
+}
+
+fn invalid(msg: String) -> ConfigError {
+    ConfigError::Invalid(msg)
+}
+
+/// Parse a protocol name.
+pub fn parse_protocol(s: &str) -> Result<Protocol, ConfigError> {
+    match s {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        other => Err(invalid(format!(
+            "protocol {other:?}: expected \"tcp\" or \"udp\""
+        ))),
+    }
+}
+
+/// Parse a service's identity (protocol name and `vip:port`).
+pub fn parse_service_id(protocol: &str, address: &str) -> Result<ServiceId, ConfigError> {
+    let proto = parse_protocol(protocol)?;
+    let vip = parse_sockaddr(address, "service address")?;
+    Ok(ServiceKey {
+        proto,
+        addr: vip.ip(),
+        port: vip.port(),
+    })
+}
+
+impl ServiceDef {
+    /// Validate the service on its own; [`Config::check`] checks it against the others.
+    pub fn validate(&self) -> Result<ServiceSpec, ConfigError> {
+        let id = parse_service_id(&self.protocol, &self.address)?;
+        if id.addr.is_ipv6() {
+            return Err(invalid(format!(
+                "service {}: IPv6 services are not supported by the datapath yet",
+                self.address
             )));
         }
-        if Scheduler::from_name(&s.scheduler).is_none()
-            && !plugins.iter().any(|p| p.name == s.scheduler)
-        {
-            let known: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
-            return Err(ConfigError::Invalid(format!(
-                "service {}: unknown scheduler {:?} (built in: {}; or a [[plugin]] name)",
-                s.address,
-                s.scheduler,
-                known.join(" ")
+        if id.port == 0 {
+            return Err(invalid(format!(
+                "service {}: port 0 (all-port) services are not supported",
+                self.address
             )));
         }
-        let scheduler = s.scheduler.clone();
+        if self.scheduler.is_empty() {
+            return Err(invalid(format!(
+                "service {}: the scheduler name is empty",
+                self.address
+            )));
+        }
         let mut flags = 0;
-        for f in &s.flags {
+        for f in &self.flags {
             flags |= svc_flag(f).ok_or_else(|| {
-                ConfigError::Invalid(format!(
+                invalid(format!(
                     "service {}: unknown flag {f:?} (known: sh-fallback sh-port mh-fallback mh-port flag-1 flag-2 flag-3)",
-                    s.address
+                    self.address
                 ))
             })?;
         }
-        if !seen.insert((proto, vip)) {
-            return Err(ConfigError::Invalid(format!(
-                "service {} {} is defined twice",
-                s.protocol, s.address
+        let persistent = match self.persistent {
+            None => None,
+            Some(t) if (1..=MAX_PERSISTENT_SECS).contains(&t) => Some(t),
+            Some(t) => {
+                return Err(invalid(format!(
+                    "service {}: persistence timeout {t} is outside 1..={MAX_PERSISTENT_SECS} seconds",
+                    self.address
+                )));
+            }
+        };
+        let netmask = match &self.netmask {
+            None => u32::MAX,
+            Some(m) => parse_netmask(m).ok_or_else(|| {
+                invalid(format!(
+                    "service {}: netmask {m:?} is not a dotted IPv4 netmask such as 255.255.255.0",
+                    self.address
+                ))
+            })?,
+        };
+        let mut reals = Vec::with_capacity(self.reals.len());
+        for r in &self.reals {
+            reals.push(r.validate(id)?);
+        }
+        Ok(ServiceSpec {
+            proto: id.proto,
+            addr: id.addr,
+            port: id.port,
+            scheduler: self.scheduler.clone(),
+            flags,
+            persistent,
+            netmask,
+            reals,
+        })
+    }
+}
+
+impl RealDef {
+    /// Validate a real server of service `svc`.
+    pub fn validate(&self, svc: ServiceId) -> Result<RealSpec, ConfigError> {
+        let ra = parse_real_addr(&self.address)?;
+        match self.forward.as_str() {
+            "nat" | "masq" => {}
+            "route" | "dr" | "tunnel" | "ipip" => {
+                return Err(invalid(format!(
+                    "real server {}: forwarding method {:?} is not supported: wvs forwards by NAT (masquerading, ipvsadm -m)",
+                    self.address, self.forward
+                )));
+            }
+            other => {
+                return Err(invalid(format!(
+                    "real server {}: unknown forwarding method {other:?} (use \"nat\")",
+                    self.address
+                )));
+            }
+        }
+        if self.weight > MAX_WEIGHT {
+            return Err(invalid(format!(
+                "real server {}: weight {} is above {MAX_WEIGHT}",
+                self.address, self.weight
             )));
         }
-        let mut reals = Vec::with_capacity(s.real.len());
-        let mut seen_real = HashSet::new();
-        for r in s.real {
-            let ra = parse_sockaddr(&r.address, "real server address")?;
-            if r.forward != "nat" {
-                return Err(ConfigError::Invalid(format!(
-                    "real server {}: forwarding method {:?} is not supported yet (use \"nat\")",
-                    r.address, r.forward
-                )));
-            }
-            if r.weight > 65535 {
-                return Err(ConfigError::Invalid(format!(
-                    "real server {}: weight {} is above 65535",
-                    r.address, r.weight
-                )));
-            }
-            if ra.is_ipv4() != vip.is_ipv4() {
-                return Err(ConfigError::Invalid(format!(
-                    "real server {} and service {} are of different address families",
-                    r.address, s.address
-                )));
-            }
-            if !seen_real.insert(ra) {
-                return Err(ConfigError::Invalid(format!(
-                    "real server {} is listed twice in service {}",
-                    r.address, s.address
-                )));
-            }
-            reals.push(RealSpec {
-                addr: ra.ip(),
-                port: ra.port(),
-                weight: r.weight,
-                upper_threshold: r.upper_threshold,
-                lower_threshold: r.lower_threshold,
-                hint: r.hint,
-            });
+        if ra.is_ipv4() != svc.addr.is_ipv4() {
+            return Err(invalid(format!(
+                "real server {} and service {svc} are of different address families",
+                self.address
+            )));
         }
-        out.push(ServiceSpec {
-            proto,
-            addr: vip.ip(),
-            port: vip.port(),
-            scheduler,
-            flags,
-            reals,
-        });
+        if self.lower_threshold != 0
+            && self.upper_threshold != 0
+            && self.lower_threshold > self.upper_threshold
+        {
+            return Err(invalid(format!(
+                "real server {}: lower threshold {} is above the upper threshold {}",
+                self.address, self.lower_threshold, self.upper_threshold
+            )));
+        }
+        Ok(RealSpec {
+            addr: ra.ip(),
+            port: ra.port(),
+            weight: self.weight,
+            upper_threshold: self.upper_threshold,
+            lower_threshold: self.lower_threshold,
+            hint: self.hint,
+        })
     }
-    if out.iter().any(|s| s.addr.is_ipv6()) {
-        return Err(ConfigError::Invalid(
-            "IPv6 services are not supported by the datapath yet".into(),
-        ));
+}
+
+/// Parse a real server's address: `ip:port`, or a bare IP (port 0: the virtual port), as
+/// ipvsadm's `-r` takes it.
+pub fn parse_real_addr(s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0));
     }
-    Ok(Config {
-        plugins,
-        services: out,
-    })
+    parse_sockaddr(s, "real server address")
+}
+
+fn parse_netmask(s: &str) -> Option<u32> {
+    let m = u32::from(s.parse::<Ipv4Addr>().ok()?);
+    // Contiguous ones from the top, and not empty.
+    (m != 0 && m.leading_ones() + m.trailing_zeros() == 32).then_some(m)
+}
+
+impl Config {
+    /// Check the services against each other and the plugins: nothing defined twice, every
+    /// scheduler known.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for p in &self.plugins {
+            if !names.insert(&p.name) {
+                return Err(invalid(format!("plugin {:?} is defined twice", p.name)));
+            }
+        }
+        let mut seen = HashSet::new();
+        for s in &self.services {
+            if !seen.insert(s.key()) {
+                return Err(invalid(format!("service {} is defined twice", s.key())));
+            }
+            if Scheduler::from_name(&s.scheduler).is_none()
+                && !self.plugins.iter().any(|p| p.name == s.scheduler)
+            {
+                let known: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
+                return Err(invalid(format!(
+                    "service {}: unknown scheduler {:?} (built in: {}; or a plugin's name)",
+                    s.key(),
+                    s.scheduler,
+                    known.join(" ")
+                )));
+            }
+            let mut seen_real = HashSet::new();
+            for r in &s.reals {
+                if !seen_real.insert((r.addr, r.port)) {
+                    return Err(invalid(format!(
+                        "real server {} is listed twice in service {}",
+                        SocketAddr::new(r.addr, r.port),
+                        s.key()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The service with this identity.
+    pub fn service(&self, id: ServiceId) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.key() == id)
+    }
+
+    /// The service with this identity, to edit.
+    pub fn service_mut(&mut self, id: ServiceId) -> Option<&mut ServiceSpec> {
+        self.services.iter_mut().find(|s| s.key() == id)
+    }
 }
 
 impl From<toml::de::Error> for ConfigError {
@@ -336,36 +509,21 @@ pub fn to_toml(cfg: &Config) -> String {
                 path: p.path.display().to_string(),
             })
             .collect(),
-        service: cfg
-            .services
-            .iter()
-            .map(|s| ServiceToml {
-                protocol: s.proto.name().into(),
-                address: std::net::SocketAddr::new(s.addr, s.port).to_string(),
-                scheduler: s.scheduler.clone(),
-                flags: flag_names(s.flags),
-                real: s
-                    .reals
-                    .iter()
-                    .map(|r| RealToml {
-                        address: std::net::SocketAddr::new(r.addr, r.port).to_string(),
-                        weight: r.weight,
-                        forward: "nat".into(),
-                        upper_threshold: r.upper_threshold,
-                        lower_threshold: r.lower_threshold,
-                        hint: r.hint,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        service: cfg.services.iter().map(ServiceSpec::to_def).collect(),
     };
     // Serializing plain strings and numbers cannot fail.
     toml::to_string(&file).unwrap_or_default()
 }
 
-fn flag_names(flags: u32) -> Vec<String> {
+/// The flags as ipvsadm's `-b` names them (sh-… or mh-… for those schedulers).
+pub fn flag_names(scheduler: &str, flags: u32) -> Vec<String> {
     use wvs_sdk::svc_flags::{SCHED1, SCHED2, SCHED3};
-    [(SCHED1, "flag-1"), (SCHED2, "flag-2"), (SCHED3, "flag-3")]
+    let (f1, f2) = match scheduler {
+        "sh" => ("sh-fallback", "sh-port"),
+        "mh" => ("mh-fallback", "mh-port"),
+        _ => ("flag-1", "flag-2"),
+    };
+    [(SCHED1, f1), (SCHED2, f2), (SCHED3, "flag-3")]
         .iter()
         .filter(|(f, _)| flags & f != 0)
         .map(|(_, n)| n.to_string())
@@ -384,11 +542,8 @@ fn svc_flag(name: &str) -> Option<u32> {
 }
 
 fn parse_sockaddr(s: &str, what: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse::<SocketAddr>().map_err(|_| {
-        ConfigError::Invalid(format!(
-            "{what} {s:?} is not an IP:port (IPv6 as [addr]:port)"
-        ))
-    })
+    s.parse::<SocketAddr>()
+        .map_err(|_| invalid(format!("{what} {s:?} is not an IP:port (IPv6 as [addr]:port)")))
 }
 
 #[cfg(test)]

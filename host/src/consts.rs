@@ -87,3 +87,34 @@ pub const ESTIMATOR_INTERVAL_MS: u64 = 2000;
 pub const ICMP_REPLY_RATE: u32 = 100;
 /// Burst of the ICMP reply rate limit.
 pub const ICMP_REPLY_BURST: u32 = 100;
+
+/// Highest real-server weight (IPVS takes 0..=INT_MAX; ipvsadm and keepalived use 0..=65535).
+pub const MAX_WEIGHT: u32 = 65535;
+
+/// Persistence timeout `ipvsadm -p` gives when no value follows it
+/// (`IPVS_SVC_PERSISTENT_TIMEOUT`, 6 minutes).
+pub const DEFAULT_PERSISTENT_SECS: u32 = 6 * 60;
+
+/// Longest persistence timeout accepted (one year).
+pub const MAX_PERSISTENT_SECS: u32 = 365 * 24 * 3600;
+
+/// Where `wvs run` keeps its state (configuration, API token, uploaded plugins) by default.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/wvs";
+
+/// Address the REST API listens on by default.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:9080";
+
+/// Name of the API token file in the state directory.
+pub const TOKEN_FILE: &str = "api-token";
+
+/// Largest JSON request body the API accepts.
+pub const API_MAX_JSON: usize = 1 << 20;
+
+/// Largest plugin module the API accepts.
+pub const API_MAX_PLUGIN: usize = 16 << 20;
+
+/// Most connections one listing returns (the rest are counted, not listed).
+pub const API_MAX_CONN_LIST: usize = 100_000;
+
+/// Persistence templates kept per shard at most (they are bounded like connections).
+pub const PERSIST_SHARDS: usize = 64;

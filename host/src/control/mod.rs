@@ -7,6 +7,7 @@
 //! snapshot is published with one store, so a packet sees the old configuration or the new
 //! one, never a mix. The datapath never waits for any of this.
 
+pub mod edit;
 pub mod state;
 
 use std::sync::Arc;

@@ -1,0 +1,375 @@
+//! Edits of the configuration, as the REST API, `wvs adm` and batches express them.
+//!
+//! An edit is a pure function of the running [`Config`]: [`apply_all`] applies a list of
+//! changes to a copy and checks the result as a whole, so a batch either yields one valid
+//! configuration or an error naming the change that failed, and the running one is never
+//! touched on the way. The controller then swaps the result in with one store.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    Config, ConfigError, RealDef, ServiceDef, ServiceId, parse_real_addr, parse_service_id,
+};
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    /// Add a virtual service (with its real servers, if any): `ipvsadm -A`.
+    AddService {
+        /// The service.
+        service: ServiceDef,
+    },
+    /// Replace a service's scheduler, flags and persistence, keeping its real servers,
+    /// counters and connections: `ipvsadm -E`.
+    EditService {
+        /// The service's new settings (its real servers must not be given).
+        service: ServiceDef,
+    },
+    /// Delete a virtual service: `ipvsadm -D`.
+    DeleteService {
+        /// `tcp` or `udp`.
+        protocol: String,
+        /// Virtual IP and port.
+        address: String,
+    },
+    /// Delete every virtual service: `ipvsadm -C`.
+    Clear {},
+    /// Add a real server to a service: `ipvsadm -a`.
+    AddReal {
+        /// `tcp` or `udp`.
+        protocol: String,
+        /// The service's virtual IP and port.
+        address: String,
+        /// The real server.
+        real: RealDef,
+    },
+    /// Change a real server's weight, thresholds or hint: `ipvsadm -e`.
+    EditReal {
+        /// `tcp` or `udp`.
+        protocol: String,
+        /// The service's virtual IP and port.
+        address: String,
+        /// The real server's new settings.
+        real: RealDef,
+    },
+    /// Remove a real server from a service: `ipvsadm -d`.
+    DeleteReal {
+        /// `tcp` or `udp`.
+        protocol: String,
+        /// The service's virtual IP and port.
+        address: String,
+        /// The real server's address.
+        real: String,
+    },
+}
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The change is malformed or makes the configuration invalid.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The service or real server does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The service or real server exists already.
+    #[error("{0}")]
+    Exists(String),
+    /// A change of a batch failed; none of the batch was applied.
+    #[error("change {index} ({op}): {source}")]
+    InBatch {
+        /// Position of the change in the batch, from 0.
+        index: usize,
+        /// Its operation.
+        op: &'static str,
+        /// Why it failed.
+        source: Box<EditError>,
+    },
+}
+
+impl Change {
+    /// The operation's name, as in JSON.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::AddService { .. } => "add_service",
+            Self::EditService { .. } => "edit_service",
+            Self::DeleteService { .. } => "delete_service",
+            Self::Clear {} => "clear",
+            Self::AddReal { .. } => "add_real",
+            Self::EditReal { .. } => "edit_real",
+            Self::DeleteReal { .. } => "delete_real",
+        }
+    }
+
+    /// Apply the change to `cfg` (not checked as a whole: see [`apply_all`]).
+    pub fn apply(&self, cfg: &mut Config) -> Result<(), EditError> {
+        match self {
+            Self::AddService { service } => {
+                let spec = service.validate()?;
+                if cfg.service(spec.key()).is_some() {
+                    return Err(EditError::Exists(format!(
+                        "service {} exists already",
+                        spec.key()
+                    )));
+                }
+                cfg.services.push(spec);
+            }
+            Self::EditService { service } => {
+                if !service.reals.is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "edit_service changes a service's settings; add, edit or delete its real servers with add_real, edit_real, delete_real".into(),
+                    )
+                    .into());
+                }
+                let spec = service.validate()?;
+                let cur = find(cfg, spec.key())?;
+                cur.scheduler = spec.scheduler;
+                cur.flags = spec.flags;
+                cur.persistent = spec.persistent;
+                cur.netmask = spec.netmask;
+            }
+            Self::DeleteService { protocol, address } => {
+                let id = parse_service_id(protocol, address)?;
+                find(cfg, id)?;
+                cfg.services.retain(|s| s.key() != id);
+            }
+            Self::Clear {} => cfg.services.clear(),
+            Self::AddReal {
+                protocol,
+                address,
+                real,
+            } => {
+                let id = parse_service_id(protocol, address)?;
+                let spec = real.validate(id)?;
+                let svc = find(cfg, id)?;
+                if svc
+                    .reals
+                    .iter()
+                    .any(|r| r.addr == spec.addr && r.port == spec.port)
+                {
+                    return Err(EditError::Exists(format!(
+                        "real server {} of service {id} exists already",
+                        real.address
+                    )));
+                }
+                svc.reals.push(spec);
+            }
+            Self::EditReal {
+                protocol,
+                address,
+                real,
+            } => {
+                let id = parse_service_id(protocol, address)?;
+                let spec = real.validate(id)?;
+                let svc = find(cfg, id)?;
+                let cur = svc
+                    .reals
+                    .iter_mut()
+                    .find(|r| r.addr == spec.addr && r.port == spec.port)
+                    .ok_or_else(|| {
+                        EditError::NotFound(format!(
+                            "service {id} has no real server {}",
+                            real.address
+                        ))
+                    })?;
+                *cur = spec;
+            }
+            Self::DeleteReal {
+                protocol,
+                address,
+                real,
+            } => {
+                let id = parse_service_id(protocol, address)?;
+                let ra = parse_real_addr(real)?;
+                let svc = find(cfg, id)?;
+                let before = svc.reals.len();
+                svc.reals
+                    .retain(|r| !(r.addr == ra.ip() && r.port == ra.port()));
+                if svc.reals.len() == before {
+                    return Err(EditError::NotFound(format!(
+                        "service {id} has no real server {real}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find(cfg: &mut Config, id: ServiceId) -> Result<&mut crate::config::ServiceSpec, EditError> {
+    cfg.service_mut(id)
+        .ok_or_else(|| EditError::NotFound(format!("no service {id}")))
+}
+
+/// Apply `changes` in order to a copy of `cfg` and check the result: all or nothing.
+pub fn apply_all(cfg: &Config, changes: &[Change]) -> Result<Config, EditError> {
+    let mut next = cfg.clone();
+    for (index, c) in changes.iter().enumerate() {
+        c.apply(&mut next).map_err(|e| {
+            if changes.len() == 1 {
+                e
+            } else {
+                EditError::InBatch {
+                    index,
+                    op: c.op(),
+                    source: Box::new(e),
+                }
+            }
+        })?;
+    }
+    next.check()?;
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(addr: &str, sched: &str, reals: &[&str]) -> ServiceDef {
+        ServiceDef {
+            protocol: "tcp".into(),
+            address: addr.into(),
+            scheduler: sched.into(),
+            flags: vec![],
+            persistent: None,
+            netmask: None,
+            reals: reals
+                .iter()
+                .map(|r| RealDef {
+                    address: (*r).into(),
+                    weight: 1,
+                    forward: "nat".into(),
+                    upper_threshold: 0,
+                    lower_threshold: 0,
+                    hint: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn add_edit_delete() {
+        let cfg = Config::default();
+        let cfg = apply_all(
+            &cfg,
+            &[Change::AddService {
+                service: svc("198.18.100.1:80", "rr", &["198.19.0.11:80"]),
+            }],
+        )
+        .unwrap();
+        let mut edit = svc("198.18.100.1:80", "wrr", &[]);
+        edit.persistent = Some(60);
+        edit.netmask = Some("255.255.255.0".into());
+        let cfg = apply_all(&cfg, &[Change::EditService { service: edit }]).unwrap();
+        let s = &cfg.services[0];
+        assert_eq!(
+            (s.scheduler.as_str(), s.persistent, s.netmask, s.reals.len()),
+            ("wrr", Some(60), 0xffff_ff00, 1)
+        );
+        let cfg = apply_all(
+            &cfg,
+            &[Change::DeleteReal {
+                protocol: "tcp".into(),
+                address: "198.18.100.1:80".into(),
+                real: "198.19.0.11:80".into(),
+            }],
+        )
+        .unwrap();
+        assert!(cfg.services[0].reals.is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_all_or_nothing() {
+        let cfg = Config::default();
+        let err = apply_all(
+            &cfg,
+            &[
+                Change::AddService {
+                    service: svc("198.18.100.1:80", "rr", &[]),
+                },
+                Change::AddReal {
+                    protocol: "tcp".into(),
+                    address: "198.18.100.1:80".into(),
+                    real: svc("x:1", "rr", &["198.19.0.11:80"]).reals[0].clone(),
+                },
+                Change::AddService {
+                    service: svc("198.18.100.1:80", "nope", &[]),
+                },
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("change 2 (add_service)"), "{err}");
+        assert!(err.contains("exists already"), "{err}");
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn refuses_with_reasons() {
+        let base = apply_all(
+            &Config::default(),
+            &[Change::AddService {
+                service: svc("198.18.100.1:80", "rr", &["198.19.0.11:80"]),
+            }],
+        )
+        .unwrap();
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Change::AddService {
+                    service: svc("198.18.100.1:80", "rr", &[]),
+                },
+                "exists already",
+            ),
+            (
+                Change::AddService {
+                    service: svc("198.18.100.2:80", "nope", &[]),
+                },
+                "unknown scheduler",
+            ),
+            (
+                Change::AddService {
+                    service: svc("198.18.100.2:99999", "rr", &[]),
+                },
+                "not an IP:port",
+            ),
+            (
+                Change::DeleteService {
+                    protocol: "tcp".into(),
+                    address: "198.18.100.9:80".into(),
+                },
+                "no service",
+            ),
+            (
+                Change::DeleteService {
+                    protocol: "icmp".into(),
+                    address: "198.18.100.1:80".into(),
+                },
+                "protocol",
+            ),
+            (
+                Change::EditReal {
+                    protocol: "tcp".into(),
+                    address: "198.18.100.1:80".into(),
+                    real: svc("x", "rr", &["198.19.0.99:80"]).reals[0].clone(),
+                },
+                "no real server",
+            ),
+        ];
+        for (c, want) in cases {
+            let err = apply_all(&base, &[c.clone()]).unwrap_err().to_string();
+            assert!(err.contains(want), "{c:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn json_shape() {
+        let c: Change = serde_json::from_str(
+            r#"{"op":"add_real","protocol":"tcp","address":"198.18.100.1:80","real":{"address":"198.19.0.11:80","weight":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.op(), "add_real");
+        assert!(serde_json::from_str::<Change>(r#"{"op":"clear","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Change>(r#"{"op":"explode"}"#).is_err());
+    }
+}
