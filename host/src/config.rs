@@ -113,7 +113,12 @@ pub struct ServiceDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netmask: Option<String>,
     /// Real servers, in order (`[[service.real]]` in TOML).
-    #[serde(default, alias = "real", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "real",
+        alias = "reals",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub reals: Vec<RealDef>,
 }
 
@@ -542,8 +547,11 @@ fn svc_flag(name: &str) -> Option<u32> {
 }
 
 fn parse_sockaddr(s: &str, what: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse::<SocketAddr>()
-        .map_err(|_| invalid(format!("{what} {s:?} is not an IP:port (IPv6 as [addr]:port)")))
+    s.parse::<SocketAddr>().map_err(|_| {
+        invalid(format!(
+            "{what} {s:?} is not an IP:port (IPv6 as [addr]:port)"
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@
 
 #![warn(missing_docs)]
 
+pub mod adm;
+pub mod api;
 pub mod config;
 pub mod conn;
 pub mod consts;

@@ -56,11 +56,36 @@ enum Command {
         /// Do not cache compiled plugins on disk.
         #[arg(long)]
         no_plugin_cache: bool,
-        /// Directory of the state file: every change is saved there atomically and the
-        /// saved configuration is restored at start (before --config). Without it, changes
-        /// are not saved.
-        #[arg(long, value_name = "DIR")]
-        state_dir: Option<PathBuf>,
+        /// State directory: the configuration is saved there atomically after every change
+        /// and restored at start (it wins over --config, which then applies on SIGHUP);
+        /// uploaded plugins and the generated API token live there too.
+        #[arg(long, value_name = "DIR", default_value = wvs::consts::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Address of the REST API, the dashboard and /metrics.
+        #[arg(long, value_name = "ADDR", default_value = wvs::consts::DEFAULT_API_ADDR)]
+        api: std::net::SocketAddr,
+        /// Do not serve the REST API.
+        #[arg(long)]
+        no_api: bool,
+        /// File holding the API token. Without it (and without WVS_API_TOKEN), a random
+        /// token is written to STATE_DIR/api-token (mode 0600) and used.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Show or change a running wvs the way ipvsadm does, over the REST API.
+    ///
+    /// Takes ipvsadm's options (-A -E -D -C -a -e -d -L -S -R -Z, -t -u, -s -p -M -b,
+    /// -r -m -w -x -y, -n -c --stats --rate --exact) and prints ipvsadm's formats, so that
+    /// existing scripts and `ipvsadm-save -n` files work. `wvs adm -h` lists them.
+    #[command(disable_help_flag = true)]
+    Adm {
+        /// ipvsadm's arguments.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
     },
 }
 
@@ -83,6 +108,12 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Adm { args } => {
+            let code = wvs::adm::main(&args);
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
         Command::Run {
             ifaces,
             config,
@@ -92,6 +123,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             plugin_cache,
             no_plugin_cache,
             state_dir,
+            api,
+            no_api,
+            token_file,
         } => {
             let workers = workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -102,7 +136,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 max_conns,
                 wasm_schedulers: sched_runtime == "wasm",
                 plugin_cache: (!no_plugin_cache).then_some(plugin_cache),
-                state_dir,
+                state_dir: Some(state_dir),
+                api: (!no_api).then_some(api),
+                token: std::env::var("WVS_API_TOKEN").ok(),
+                token_file,
             })?;
         }
     }

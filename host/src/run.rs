@@ -44,6 +44,12 @@ pub struct RunOptions {
     pub plugin_cache: Option<PathBuf>,
     /// Directory of the state file (`None`: changes are not saved).
     pub state_dir: Option<PathBuf>,
+    /// Address the REST API listens on (`None`: no API).
+    pub api: Option<std::net::SocketAddr>,
+    /// The API token given in the environment (`WVS_API_TOKEN`).
+    pub token: Option<String>,
+    /// A file holding the API token.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -185,7 +191,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     )));
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
-    let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
+    let control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
     control.save()?;
 
     let conns = Arc::new(ConnTable::new(opts.max_conns));
@@ -251,6 +257,36 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             .map_err(io_err("cannot start the expiry thread"))?
     };
 
+    let token_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::consts::DEFAULT_STATE_DIR));
+    let (token, token_source) =
+        crate::api::load_token(opts.token.clone(), opts.token_file.as_deref(), &token_dir)
+            .map_err(io_err("cannot read or create the API token"))?;
+    let api = Arc::new(crate::api::ApiState {
+        control: tokio::sync::Mutex::new(control),
+        snapshot: snapshot.clone(),
+        conns: conns.clone(),
+        datapath: all_stats.clone(),
+        token,
+        epoch,
+        token_source,
+        max_conns: opts.max_conns,
+    });
+    if let Some(addr) = opts.api {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(io_err(format!("cannot listen on {addr} for the API")))?;
+        let st = api.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::api::serve(listener, st).await {
+                tracing::error!("the API stopped: {e}");
+            }
+        });
+        tracing::info!(%addr, "REST API listening");
+    }
+
     let mut resolver = Resolver::new(handle, ifaces.clone());
     // Resolve every real server before announcing readiness, so the first connections are
     // not dropped for want of a MAC address.
@@ -285,8 +321,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sighup.recv() => reload(&opts.config, &mut control),
-            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &mut control),
+            _ = sighup.recv() => reload(&opts.config, &mut *api.control.lock().await),
+            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &mut *api.control.lock().await),
             Some((id, r)) = exit_rx.recv() => {
                 break match r {
                     Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),
@@ -302,7 +338,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = est_tick.tick() => {
                 let snap = snapshot.load();
-                control.traffic().sample(&snap);
+                api.control.lock().await.traffic().sample(&snap);
                 for svc in snap.services() {
                     svc.stats.sample();
                     for d in &svc.dests {
@@ -313,7 +349,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             _ = stats_tick.tick() => {
                 let s = StatsSum::of(all_stats.iter().map(|s| s.as_ref()));
                 if s != last_logged {
-                    log_stats(&s, conns.len(), &mut control);
+                    log_stats(&s, conns.len(), &mut *api.control.lock().await);
                     last_logged = s;
                 }
             }
@@ -325,6 +361,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         let _ = t.join();
     }
     let _ = sweeper.join();
+    let mut control = api.control.lock().await;
     log_stats(
         &StatsSum::of(all_stats.iter().map(|s| s.as_ref())),
         conns.len(),

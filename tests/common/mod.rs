@@ -168,6 +168,12 @@ impl Wvs {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        // Each run keeps its state in the test's directory unless the test names one, so
+        // that no test restores another's configuration from the default state directory.
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir")
+                .arg(topo.dir.join(format!("state-{}", rand_u16())));
+        }
         cmd.args(extra);
         cmd.env("WVS_LOG", "info").stdout(Stdio::null()).stderr(f);
         let child = cmd.spawn().expect("start wvs");

@@ -33,6 +33,25 @@ pub enum ControlError {
     /// The state could not be saved.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The change itself is invalid.
+    #[error(transparent)]
+    Edit(#[from] edit::EditError),
+    /// A plugin still in use cannot be deleted.
+    #[error("plugin {name:?} is used by {services}; change their scheduler first")]
+    InUse {
+        /// The plugin.
+        name: String,
+        /// The services that use it.
+        services: String,
+    },
+    /// A file operation on an uploaded plugin failed.
+    #[error("plugin file {path}: {source}")]
+    PluginFile {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// The running configuration and everything derived from it.
@@ -108,6 +127,103 @@ impl Controller {
         old.retire_into(&snap);
         self.traffic.retire(&old, &snap);
         self.config = next;
+        Ok(())
+    }
+
+    /// The state file, if changes are saved.
+    pub fn state_path(&self) -> Option<&std::path::Path> {
+        self.state.as_ref().map(StateFile::path)
+    }
+
+    /// Apply a list of edits, all or nothing.
+    pub fn apply_changes(&mut self, changes: &[edit::Change]) -> Result<(), ControlError> {
+        let next = edit::apply_all(&self.config, changes)?;
+        self.apply(next)
+    }
+
+    /// Directory uploaded plugins are kept in (in the state directory).
+    pub fn plugin_dir(&self) -> Option<std::path::PathBuf> {
+        self.state.as_ref().map(|s| s.dir().join("plugins"))
+    }
+
+    /// Add or replace the plugin `name` with `wasm`: the module is written to the plugin
+    /// directory under a name of its own, compiled and swapped in with the services that use
+    /// it; if anything fails the file is removed and nothing changes.
+    pub fn put_plugin(&mut self, name: &str, wasm: &[u8]) -> Result<(), ControlError> {
+        use crate::config::{ConfigError, PluginSpec};
+        if !crate::config::valid_plugin_name(name) {
+            return Err(edit::EditError::Invalid(ConfigError::Invalid(format!(
+                "plugin name {name:?}: use 1 to 32 letters, digits, '-' or '_'"
+            )))
+            .into());
+        }
+        let dir = self.plugin_dir().ok_or_else(|| ControlError::PluginFile {
+            path: "(no state directory)".into(),
+            source: std::io::Error::other("uploads need --state-dir"),
+        })?;
+        let file_err = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| ControlError::PluginFile { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(file_err(&dir))?;
+        let digest = crate::plugin::digest(wasm);
+        let path = dir.join(format!("{name}-{digest:016x}.wasm"));
+        state::write_atomic(&dir, &path, wasm).map_err(file_err(&path))?;
+        let mut next = self.config.clone();
+        let old = next
+            .plugins
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| next.plugins.remove(i));
+        next.plugins.push(PluginSpec {
+            name: name.into(),
+            path: path.clone(),
+        });
+        match self.apply(next) {
+            Ok(()) => {
+                if let Some(o) = old
+                    && o.path != path
+                    && o.path.starts_with(&dir)
+                {
+                    let _ = std::fs::remove_file(&o.path);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if old.as_ref().is_none_or(|o| o.path != path) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Delete the plugin `name` if no service uses it.
+    pub fn delete_plugin(&mut self, name: &str) -> Result<(), ControlError> {
+        let users: Vec<String> = self
+            .config
+            .services
+            .iter()
+            .filter(|s| s.scheduler == name)
+            .map(|s| s.key().to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(ControlError::InUse {
+                name: name.into(),
+                services: users.join(", "),
+            });
+        }
+        let mut next = self.config.clone();
+        let Some(i) = next.plugins.iter().position(|p| p.name == name) else {
+            return Err(edit::EditError::NotFound(format!("no plugin {name:?}")).into());
+        };
+        let gone = next.plugins.remove(i);
+        self.apply(next)?;
+        if let Some(dir) = self.plugin_dir()
+            && gone.path.starts_with(&dir)
+        {
+            let _ = std::fs::remove_file(&gone.path);
+        }
         Ok(())
     }
 

@@ -85,32 +85,47 @@ impl StateFile {
 
     /// Save a configuration atomically (temporary file, fsync, rename, fsync of the directory).
     pub fn save(&self, cfg: &Config) -> Result<(), StateError> {
-        let tmp = self
-            .dir
-            .join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
         let text = format!(
             "# wvs state: the running configuration, saved after every change. Edit with care;\n\
              # wvs refuses to start on a file that does not parse.\n{}",
             config::to_toml(cfg)
         );
-        let written = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_err(&tmp)(e));
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))
+        write_atomic(&self.dir, &self.path, text.as_bytes()).map_err(io_err(&self.path))
     }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Write `bytes` to `path` in `dir` atomically: a temporary file in the same directory,
+/// flushed, renamed over `path`, then the directory flushed, so that after a crash `path`
+/// holds the old bytes or the new ones, never a mix or nothing.
+pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ impl PartialEq for Plugin {
 }
 
 /// A stable digest of a module's bytes (the same on every run).
-fn digest(wasm: &[u8]) -> u64 {
+pub fn digest(wasm: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     wasm.hash(&mut h);

@@ -59,6 +59,8 @@ pub struct Dest {
     pub activeconns: AtomicI32,
     /// TCP connections in any other state (`inactconns`).
     pub inactconns: AtomicI32,
+    /// Persistence templates pointing at this server (`persistconns`).
+    pub persistconns: AtomicI32,
     /// Connections ever scheduled to this server.
     pub conns: AtomicU64,
     next_hop: AtomicU64,
@@ -82,6 +84,7 @@ impl Dest {
             hint: AtomicU32::new(0),
             activeconns: AtomicI32::new(0),
             inactconns: AtomicI32::new(0),
+            persistconns: AtomicI32::new(0),
             conns: AtomicU64::new(0),
             next_hop: AtomicU64::new(0),
             resolve_wanted: AtomicBool::new(true),

@@ -81,6 +81,12 @@ pub struct VirtualService {
     pub sched: Arc<SchedState>,
     /// Traffic counters and rates, kept across snapshots.
     pub stats: Arc<crate::stats::Stats>,
+    /// The service as configured (its `reals` in the order of `dests`).
+    pub spec: ServiceSpec,
+    /// Persistence timeout in milliseconds (0: not persistent).
+    pub persist_ms: u64,
+    /// Persistence netmask applied to client addresses (IPv4).
+    pub netmask: u32,
 }
 
 impl VirtualService {
@@ -163,6 +169,9 @@ impl Snapshot {
                     flags: spec.flags,
                     sched,
                     stats,
+                    spec: spec.clone(),
+                    persist_ms: spec.persistent.map_or(0, |t| u64::from(t) * 1000),
+                    netmask: spec.netmask,
                 }),
             );
         }
@@ -204,6 +213,23 @@ impl Snapshot {
     /// Iterate over the services, in no particular order.
     pub fn services(&self) -> impl Iterator<Item = &Arc<VirtualService>> {
         self.services.values()
+    }
+
+    /// The services sorted by protocol, address and port, as `ipvsadm -L` lists them.
+    pub fn services_sorted(&self) -> Vec<&Arc<VirtualService>> {
+        let mut v: Vec<_> = self.services.values().collect();
+        v.sort_by_key(|s| s.key);
+        v
+    }
+
+    /// Number of services.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether there is no service.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
     }
 
     /// Iterate over every real server of every service.

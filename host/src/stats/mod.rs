@@ -54,7 +54,17 @@ impl Counters {
 }
 
 /// Summed counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Totals {
     /// Connections.
     pub conns: u64,
@@ -136,7 +146,17 @@ impl BalancerTotals {
 }
 
 /// Rates, as `ipvsadm --rate` shows them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Rates {
     /// Connections per second.
     pub cps: u64,

@@ -1,0 +1,354 @@
+//! ipvsadm's output formats, byte for byte (`ipvsadm.c`: `print_title`,
+//! `print_service_entry`, `print_largenum`, `list_conn`), trailing spaces included.
+
+use std::fmt::Write;
+
+use crate::api::{ConnView, ServiceView};
+
+/// Which listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Weights and connection counts.
+    Plain,
+    /// --stats.
+    Stats,
+    /// --rate.
+    Rate,
+    /// --thresholds.
+    Thresholds,
+    /// --persistent-conn.
+    PersistentConn,
+}
+
+/// A number as `print_largenum` prints it: 9 wide, or scaled with K/M/G/T unless `exact`.
+pub fn largenum(out: &mut String, i: u64, exact: bool) {
+    let _ = if exact {
+        let len = i.to_string().len();
+        let w = if len <= 8 { 9 } else { len + 1 };
+        write!(out, "{i:>w$}")
+    } else if i < 100_000_000 {
+        write!(out, "{i:>9}")
+    } else if i < 1_000_000_000 {
+        write!(out, "{:>8}K", i / 1_000)
+    } else if i < 100_000_000_000 {
+        write!(out, "{:>8}M", i / 1_000_000)
+    } else if i < 100_000_000_000_000 {
+        write!(out, "{:>8}G", i / 1_000_000_000)
+    } else {
+        write!(out, "{:>8}T", i / 1_000_000_000_000)
+    };
+}
+
+/// The title lines of a listing.
+pub fn title(out: &mut String, l: Listing) {
+    let _ = match l {
+        Listing::Stats => writeln!(
+            out,
+            "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port",
+            "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+        ),
+        Listing::Rate => writeln!(
+            out,
+            "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port",
+            "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+        ),
+        Listing::Thresholds => writeln!(
+            out,
+            "{:<33} {:<10} {:<10} {:<10} {:<10}\n  -> RemoteAddress:Port",
+            "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+        ),
+        Listing::PersistentConn => writeln!(
+            out,
+            "{:<33} {:<9} {:<11} {:<10} {:<10}\n  -> RemoteAddress:Port",
+            "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn"
+        ),
+        Listing::Plain => writeln!(
+            out,
+            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+        ),
+    };
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    &s[..s.len().min(n)]
+}
+
+/// One service and its real servers, as `-L` prints them.
+pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
+    let name = format!("{}  {}", s.protocol.to_ascii_uppercase(), s.address);
+    let name = truncate(&name, 33);
+    match l {
+        Listing::Stats => {
+            let _ = write!(out, "{name:<33}");
+            for v in [
+                s.stats.conns,
+                s.stats.inpkts,
+                s.stats.outpkts,
+                s.stats.inbytes,
+                s.stats.outbytes,
+            ] {
+                largenum(out, v, exact);
+            }
+        }
+        Listing::Rate => {
+            let _ = write!(out, "{name:<33}");
+            for v in [
+                s.rates.cps,
+                s.rates.inpps,
+                s.rates.outpps,
+                s.rates.inbps,
+                s.rates.outbps,
+            ] {
+                largenum(out, v, exact);
+            }
+        }
+        _ => {
+            let _ = write!(out, "{name} {}", s.scheduler);
+            if let Some(t) = s.persistent {
+                let _ = write!(out, " persistent {t}");
+                if s.netmask != "255.255.255.255" {
+                    let _ = write!(out, " mask {}", s.netmask);
+                }
+            }
+        }
+    }
+    out.push('\n');
+    let mut reals: Vec<_> = s.reals.iter().collect();
+    reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
+    for r in reals {
+        let d = truncate(&r.address, 28);
+        let _ = match l {
+            Listing::Stats => {
+                let _ = write!(out, "  -> {d:<28}");
+                for v in [
+                    r.stats.conns,
+                    r.stats.inpkts,
+                    r.stats.outpkts,
+                    r.stats.inbytes,
+                    r.stats.outbytes,
+                ] {
+                    largenum(out, v, exact);
+                }
+                writeln!(out)
+            }
+            Listing::Rate => {
+                let _ = write!(
+                    out,
+                    "  -> {d:<28} {:>8} {:>8} {:>8}",
+                    r.rates.cps as u32, r.rates.inpps as u32, r.rates.outpps as u32
+                );
+                largenum(out, r.rates.inbps, exact);
+                largenum(out, r.rates.outbps, exact);
+                writeln!(out)
+            }
+            Listing::Thresholds => writeln!(
+                out,
+                "  -> {d:<28} {:<10} {:<10} {:<10} {:<10}",
+                r.upper_threshold, r.lower_threshold, r.active_conns, r.inactive_conns
+            ),
+            Listing::PersistentConn => writeln!(
+                out,
+                "  -> {d:<28} {:<9} {:<11} {:<10} {:<10}",
+                r.weight, r.persist_conns, r.active_conns, r.inactive_conns
+            ),
+            Listing::Plain => writeln!(
+                out,
+                "  -> {d:<28} {:<7} {:<6} {:<10} {:<10}",
+                "Masq", r.weight, r.active_conns, r.inactive_conns
+            ),
+        };
+    }
+}
+
+/// The whole table, as `ipvsadm -L -n` prints it.
+pub fn list(
+    out: &mut String,
+    version: &str,
+    size: usize,
+    services: &[ServiceView],
+    l: Listing,
+    exact: bool,
+) {
+    let _ = writeln!(out, "IP Virtual Server version {version} (size={size})");
+    title(out, l);
+    for s in services {
+        service(out, s, l, exact);
+    }
+}
+
+/// The rules, as `ipvsadm -S -n` prints them.
+pub fn save(out: &mut String, services: &[ServiceView]) {
+    for s in services {
+        let flag = if s.protocol == "udp" { "-u" } else { "-t" };
+        let _ = write!(out, "-A {flag} {} -s {}", s.address, s.scheduler);
+        if !s.flags.is_empty() {
+            let _ = write!(out, " -b {}", s.flags.join(","));
+        }
+        if let Some(t) = s.persistent {
+            let _ = write!(out, " -p {t}");
+            if s.netmask != "255.255.255.255" {
+                let _ = write!(out, " -M {}", s.netmask);
+            }
+        }
+        out.push('\n');
+        let mut reals: Vec<_> = s.reals.iter().collect();
+        reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
+        for r in reals {
+            let _ = writeln!(
+                out,
+                "-a {flag} {} -r {} -m -w {}",
+                s.address, r.address, r.weight
+            );
+        }
+    }
+}
+
+/// The connection table, as `ipvsadm -L -n -c` prints it.
+pub fn conns(out: &mut String, conns: &[ConnView]) {
+    let _ = writeln!(
+        out,
+        "IPVS connection entries\npro expire state       source             virtual            destination"
+    );
+    for c in conns {
+        let secs = c.expires_ms.div_ceil(1000);
+        let expire = format!("{:02}:{:02}", secs / 60, secs % 60);
+        let _ = writeln!(
+            out,
+            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            c.protocol.to_ascii_uppercase(),
+            expire,
+            c.state,
+            c.client,
+            c.virtual_address,
+            c.real
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RealView;
+    use crate::stats::{Rates, Totals};
+
+    fn real(addr: &str, w: u32, act: i64, inact: i64) -> RealView {
+        RealView {
+            address: addr.into(),
+            weight: w,
+            forward: "nat".into(),
+            upper_threshold: 0,
+            lower_threshold: 0,
+            hint: 0,
+            active_conns: act,
+            inactive_conns: inact,
+            persist_conns: 0,
+            overloaded: false,
+            reachable: true,
+            stats: Totals::default(),
+            rates: Rates::default(),
+        }
+    }
+
+    fn svc() -> ServiceView {
+        ServiceView {
+            protocol: "tcp".into(),
+            address: "192.168.10.1:80".into(),
+            scheduler: "wlc".into(),
+            scheduler_runs: "wasm".into(),
+            flags: vec![],
+            persistent: Some(300),
+            netmask: "255.255.255.255".into(),
+            stats: Totals {
+                conns: 5123,
+                inpkts: 61234,
+                outpkts: 58002,
+                inbytes: 4923411,
+                outbytes: 81234567,
+            },
+            rates: Rates::default(),
+            reals: vec![
+                real("10.0.0.3:80", 2, 25, 81),
+                real("10.0.0.2:80", 1, 12, 40),
+            ],
+        }
+    }
+
+    #[test]
+    fn plain_listing_matches_ipvsadm() {
+        let mut out = String::new();
+        list(&mut out, "1.2.1", 4096, &[svc()], Listing::Plain, false);
+        assert_eq!(
+            out,
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port Scheduler Flags\n  \
+             -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+             TCP  192.168.10.1:80 wlc persistent 300\n  \
+             -> 10.0.0.2:80                  Masq    1      12         40        \n  \
+             -> 10.0.0.3:80                  Masq    2      25         81        \n"
+        );
+    }
+
+    #[test]
+    fn stats_listing_matches_ipvsadm() {
+        let mut out = String::new();
+        let mut s = svc();
+        s.reals.clear();
+        list(&mut out, "1.2.1", 4096, &[s], Listing::Stats, false);
+        assert_eq!(
+            out,
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n  \
+             -> RemoteAddress:Port\n\
+             TCP  192.168.10.1:80                  5123    61234    58002  4923411 81234567\n"
+        );
+    }
+
+    #[test]
+    fn large_numbers() {
+        let f = |i, exact| {
+            let mut s = String::new();
+            largenum(&mut s, i, exact);
+            s
+        };
+        assert_eq!(f(99_999_999, false), " 99999999");
+        assert_eq!(f(123_456_789, false), "  123456K");
+        assert_eq!(f(12_345_678_901, false), "   12345M");
+        assert_eq!(f(123_456_789_012, false), "     123G");
+        assert_eq!(f(123_456_789, true), " 123456789");
+        assert_eq!(f(5, true), "        5");
+    }
+
+    #[test]
+    fn save_format() {
+        let mut out = String::new();
+        let mut s = svc();
+        s.netmask = "255.255.255.0".into();
+        save(&mut out, &[s]);
+        assert_eq!(
+            out,
+            "-A -t 192.168.10.1:80 -s wlc -p 300 -M 255.255.255.0\n\
+             -a -t 192.168.10.1:80 -r 10.0.0.2:80 -m -w 1\n\
+             -a -t 192.168.10.1:80 -r 10.0.0.3:80 -m -w 2\n"
+        );
+    }
+
+    #[test]
+    fn connection_rows() {
+        let mut out = String::new();
+        conns(
+            &mut out,
+            &[ConnView {
+                protocol: "tcp".into(),
+                client: "172.16.0.9:51234".into(),
+                virtual_address: "192.168.10.1:80".into(),
+                real: "10.0.0.2:80".into(),
+                state: "ESTABLISHED".into(),
+                expires_ms: 899_000,
+            }],
+        );
+        assert_eq!(
+            out.lines().nth(2),
+            Some("TCP 14:59  ESTABLISHED 172.16.0.9:51234   192.168.10.1:80    10.0.0.2:80")
+        );
+    }
+}

@@ -1,0 +1,440 @@
+//! `wvs adm`: ipvsadm's command line and output over wvs's REST API.
+//!
+//! Every change goes to `POST /api/v1/batch`, so a `-R` restore is applied all or nothing
+//! (ipvsadm applies its lines one by one and stops half way on an error).
+
+pub mod format;
+pub mod parse;
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::api::{ConnList, ErrorBody, InfoView, ServiceView};
+use crate::config::{RealDef, ServiceDef};
+use crate::control::edit::Change;
+use format::Listing;
+use parse::{Args, Cmd, Fwd, UsageError};
+
+const HELP: &str = "\
+wvs adm: ipvsadm's commands for a running wvs, over its REST API
+
+Usage:
+  wvs adm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+  wvs adm -D virtual-service
+  wvs adm -C
+  wvs adm -R                      (reads -S lines from stdin; applied all or nothing)
+  wvs adm -S [-n]
+  wvs adm -a|e virtual-service -r server-address [-m] [-w weight] [-x upper] [-y lower]
+  wvs adm -d virtual-service -r server-address
+  wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn] [--exact]
+  wvs adm -h
+
+virtual-service:
+  --tcp-service  -t service-address   service-address is host:port
+  --udp-service  -u service-address
+
+Options:
+  --scheduler    -s scheduler   rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos,
+                                or an uploaded plugin's name; the default is wlc
+  --persistent   -p [timeout]   persistent service (default timeout 360 s)
+  --netmask      -M netmask     persistence granularity, e.g. 255.255.255.0
+  --sched-flags  -b flags       sh-fallback sh-port mh-fallback mh-port flag-1 flag-2 flag-3
+  --real-server  -r address     ip[:port]; without a port, the service's port
+  --masquerading -m             NAT, the forwarding method wvs builds (also when none is
+                                given; -g and -i are refused)
+  --weight       -w weight      0..65535, default 1; 0 quiesces the server
+  --u-threshold  -x uthreshold  upper connection threshold
+  --l-threshold  -y lthreshold  lower connection threshold
+  --numeric      -n             numeric output (wvs never resolves names)
+  --connection   -c             list the connection table
+  --stats / --rate / --thresholds / --persistent-conn / --exact (-X) / --nosort
+
+wvs's own:
+  --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080)
+  --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
+
+Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -g/-i
+forwarding, -6, --ops, --pe, --set, the sync daemon, -Z.
+";
+
+/// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
+pub fn main(words: &[String]) -> i32 {
+    let args = match parse::parse(words) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("wvs adm: {e}\nTry `wvs adm -h' for more information.");
+            return 2;
+        }
+    };
+    match run(&args) {
+        Ok(out) => {
+            print!("{out}");
+            0
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("wvs adm: {e}\nTry `wvs adm -h' for more information.");
+            2
+        }
+        Err(Failure::Api(e)) => {
+            eprintln!("wvs adm: {e}");
+            1
+        }
+    }
+}
+
+enum Failure {
+    Usage(UsageError),
+    Api(String),
+}
+
+impl From<UsageError> for Failure {
+    fn from(e: UsageError) -> Self {
+        Self::Usage(e)
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Failure {
+    Failure::Usage(UsageError(msg.into()))
+}
+
+fn run(a: &Args) -> Result<String, Failure> {
+    let mut out = String::new();
+    let Some(cmd) = a.cmd else {
+        // ipvsadm with no command lists the table.
+        return run(&Args {
+            cmd: Some(Cmd::List),
+            ..a.clone()
+        });
+    };
+    match cmd {
+        Cmd::Help => return Ok(HELP.into()),
+        Cmd::Version => {
+            return Ok(format!(
+                "wvs adm {} (ipvsadm-compatible)\n",
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
+        Cmd::Zero => return Err(usage("zeroing counters (-Z) is not supported by wvs")),
+        _ => {}
+    }
+    let client = Client::new(a)?;
+    match cmd {
+        Cmd::List if a.connections => {
+            let mut path = "/api/v1/connections".to_string();
+            if let Some((p, addr)) = &a.service {
+                path += &format!("?service={p}/{addr}");
+            }
+            let list: ConnList = client.get(&path)?;
+            format::conns(&mut out, &list.connections);
+        }
+        Cmd::List => {
+            let listing = if a.stats {
+                Listing::Stats
+            } else if a.rate {
+                Listing::Rate
+            } else if a.thresholds {
+                Listing::Thresholds
+            } else if a.persistent_conn {
+                Listing::PersistentConn
+            } else {
+                Listing::Plain
+            };
+            if a.fwmark.is_some() {
+                return Err(fwmark());
+            }
+            match &a.service {
+                Some((p, addr)) => {
+                    let s: ServiceView = client.get(&format!("/api/v1/services/{p}/{addr}"))?;
+                    format::title(&mut out, listing);
+                    format::service(&mut out, &s, listing, a.exact);
+                }
+                None => {
+                    let info: InfoView = client.get("/api/v1/info")?;
+                    let mut services: Vec<ServiceView> = client.get("/api/v1/services")?;
+                    if a.nosort {
+                        // The API lists sorted; unsorted has no other order to show.
+                        services.shrink_to_fit();
+                    }
+                    format::list(
+                        &mut out,
+                        &info.ipvs_version,
+                        info.conn_table_size,
+                        &services,
+                        listing,
+                        a.exact,
+                    );
+                }
+            }
+        }
+        Cmd::Save => {
+            let services: Vec<ServiceView> = client.get("/api/v1/services")?;
+            format::save(&mut out, &services);
+        }
+        Cmd::Restore => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Failure::Api(format!("cannot read the rules from stdin: {e}")))?;
+            let mut changes = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+                let words = if words.first().is_some_and(|w| w == "ipvsadm") {
+                    &words[1..]
+                } else {
+                    &words[..]
+                };
+                let la = parse::parse(words)
+                    .map_err(|e| usage(format!("line {}: {e}: {line}", n + 1)))?;
+                changes.push(change(&la).map_err(|e| match e {
+                    Failure::Usage(u) => usage(format!("line {}: {u}: {line}", n + 1)),
+                    other => other,
+                })?);
+            }
+            let n = changes.len();
+            client.batch(changes)?;
+            eprintln!("wvs adm: {n} rules restored");
+        }
+        _ => client.batch(vec![change(a)?])?,
+    }
+    Ok(out)
+}
+
+fn fwmark() -> Failure {
+    usage(
+        "fwmark services (-f) are not supported: wvs reads packets before netfilter could mark them",
+    )
+}
+
+/// The service of a command: (protocol, address).
+fn service_of(a: &Args) -> Result<(String, String), Failure> {
+    if a.fwmark.is_some() {
+        return Err(fwmark());
+    }
+    a.service
+        .clone()
+        .ok_or_else(|| usage("no virtual service given (-t or -u)"))
+}
+
+/// The change a command asks for.
+fn change(a: &Args) -> Result<Change, Failure> {
+    let cmd = a.cmd.ok_or_else(|| usage("no command given"))?;
+    if cmd == Cmd::Clear {
+        return Ok(Change::Clear {});
+    }
+    let (protocol, address) = service_of(a)?;
+    let service_def = || ServiceDef {
+        protocol: protocol.clone(),
+        address: address.clone(),
+        scheduler: a.scheduler.clone().unwrap_or_else(|| "wlc".into()),
+        flags: a.sched_flags.clone(),
+        persistent: a.persistent,
+        netmask: a.netmask.clone(),
+        reals: vec![],
+    };
+    let real_addr = || -> Result<String, Failure> {
+        let r = a
+            .real
+            .clone()
+            .ok_or_else(|| usage("no real server given (-r)"))?;
+        if r.parse::<std::net::IpAddr>().is_ok() {
+            // ipvsadm: without a port, the service's port.
+            let port = address.rsplit_once(':').map_or("0", |(_, p)| p);
+            return Ok(format!("{r}:{port}"));
+        }
+        Ok(r)
+    };
+    let real_def = || -> Result<RealDef, Failure> {
+        Ok(RealDef {
+            address: real_addr()?,
+            weight: a.weight.unwrap_or(1),
+            forward: match a.fwd {
+                None | Some(Fwd::Masq) => "nat",
+                Some(Fwd::Route) => "route",
+                Some(Fwd::Tunnel) => "tunnel",
+            }
+            .into(),
+            upper_threshold: a.u_threshold.unwrap_or(0),
+            lower_threshold: a.l_threshold.unwrap_or(0),
+            hint: 0,
+        })
+    };
+    Ok(match cmd {
+        Cmd::AddService => Change::AddService {
+            service: service_def(),
+        },
+        Cmd::EditService => Change::EditService {
+            service: service_def(),
+        },
+        Cmd::DeleteService => Change::DeleteService { protocol, address },
+        Cmd::AddReal => Change::AddReal {
+            real: real_def()?,
+            protocol,
+            address,
+        },
+        Cmd::EditReal => Change::EditReal {
+            real: real_def()?,
+            protocol,
+            address,
+        },
+        Cmd::DeleteReal => Change::DeleteReal {
+            real: real_addr()?,
+            protocol,
+            address,
+        },
+        other => return Err(usage(format!("{other:?} is not a change"))),
+    })
+}
+
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token_file: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(a: &Args) -> Result<Self, Failure> {
+        let addr = a
+            .api
+            .clone()
+            .or_else(|| std::env::var("WVS_API").ok())
+            .unwrap_or_else(|| crate::consts::DEFAULT_API_ADDR.into());
+        let token_file = a.token_file.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                crate::consts::DEFAULT_STATE_DIR,
+                crate::consts::TOKEN_FILE
+            )
+        });
+        let token = match &a.token_file {
+            Some(_) => None,
+            None => std::env::var("WVS_API_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Ok(Self {
+            agent,
+            base: format!("http://{addr}"),
+            token_file,
+            token,
+        })
+    }
+
+    fn token(&self) -> Result<String, Failure> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        std::fs::read_to_string(&self.token_file)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| {
+                Failure::Api(format!(
+                    "cannot read the API token from {}: {e} (set WVS_API_TOKEN or --token-file)",
+                    self.token_file
+                ))
+            })
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> Failure {
+        Failure::Api(format!(
+            "cannot reach wvs at {}: {e} (is `wvs run` running? --api sets the address)",
+            self.base
+        ))
+    }
+
+    fn answer<T: DeserializeOwned>(
+        &self,
+        mut r: ureq::http::Response<ureq::Body>,
+    ) -> Result<T, Failure> {
+        let status = r.status();
+        let text = r
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| Failure::Api(format!("reading the answer: {e}")))?;
+        if !status.is_success() {
+            let msg = serde_json::from_str::<ErrorBody>(&text)
+                .map(|b| b.error)
+                .unwrap_or(text);
+            return Err(Failure::Api(msg));
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Api(format!("unexpected answer from wvs: {e}")))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        let r = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        self.answer(r)
+    }
+
+    fn batch(&self, changes: Vec<Change>) -> Result<(), Failure> {
+        let token = self.token()?;
+        let r = self
+            .agent
+            .post(format!("{}/api/v1/batch", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_json(serde_json::json!({ "changes": changes }))
+            .map_err(|e| self.unreachable(e))?;
+        let _: Vec<ServiceView> = self.answer(r)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ch(s: &str) -> Result<Change, String> {
+        let a = parse::parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .map_err(|e| e.to_string())?;
+        change(&a).map_err(|e| match e {
+            Failure::Usage(u) => u.to_string(),
+            Failure::Api(m) => m,
+        })
+    }
+
+    #[test]
+    fn commands_become_changes() {
+        let c = ch("-A -t 198.18.100.1:80 -s rr -p 60 -M 255.255.255.0").unwrap();
+        let Change::AddService { service } = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (
+                service.scheduler.as_str(),
+                service.persistent,
+                service.netmask.as_deref()
+            ),
+            ("rr", Some(60), Some("255.255.255.0"))
+        );
+        let c = ch("-E -t 198.18.100.1:80").unwrap();
+        assert!(matches!(c, Change::EditService { service } if service.scheduler == "wlc"));
+        let c = ch("-a -t 198.18.100.1:80 -r 198.19.0.11 -w 3").unwrap();
+        assert!(
+            matches!(&c, Change::AddReal { real, .. } if real.address == "198.19.0.11:80" && real.weight == 3 && real.forward == "nat"),
+            "{c:?}"
+        );
+        let c = ch("-a -t 198.18.100.1:80 -r 198.19.0.11:8080 -g").unwrap();
+        assert!(matches!(&c, Change::AddReal { real, .. } if real.forward == "route"));
+        assert!(ch("-A -f 7 -s rr").unwrap_err().contains("fwmark"));
+        assert!(
+            ch("-a -t 198.18.100.1:80")
+                .unwrap_err()
+                .contains("no real server")
+        );
+        assert!(matches!(ch("-C").unwrap(), Change::Clear {}));
+    }
+}

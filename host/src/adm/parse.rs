@@ -1,0 +1,397 @@
+//! ipvsadm's command line, parsed the way popt parses it: short options may be bundled
+//! (`-Ln`) and take their argument attached or as the next word (`-t1.2.3.4:80`,
+//! `-t 1.2.3.4:80`), long ones as `--opt value` or `--opt=value`; `-p` takes a timeout only
+//! if the next word is not an option.
+
+use crate::consts::DEFAULT_PERSISTENT_SECS;
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    /// -A
+    AddService,
+    /// -E
+    EditService,
+    /// -D
+    DeleteService,
+    /// -C
+    Clear,
+    /// -R
+    Restore,
+    /// -S
+    Save,
+    /// -a
+    AddReal,
+    /// -e
+    EditReal,
+    /// -d
+    DeleteReal,
+    /// -L / -l
+    List,
+    /// -Z
+    Zero,
+    /// -h
+    Help,
+    /// -v / --version
+    Version,
+}
+
+/// Forwarding method flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// -g
+    Route,
+    /// -i
+    Tunnel,
+    /// -m
+    Masq,
+}
+
+/// A parsed command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    /// The command (exactly one).
+    pub cmd: Option<Cmd>,
+    /// `tcp` or `udp` and the address, from -t / -u.
+    pub service: Option<(String, String)>,
+    /// -f MARK.
+    pub fwmark: Option<String>,
+    /// -s.
+    pub scheduler: Option<String>,
+    /// -p [timeout].
+    pub persistent: Option<u32>,
+    /// -M.
+    pub netmask: Option<String>,
+    /// -b (comma-separated).
+    pub sched_flags: Vec<String>,
+    /// -r.
+    pub real: Option<String>,
+    /// -g / -i / -m.
+    pub fwd: Option<Fwd>,
+    /// -w.
+    pub weight: Option<u32>,
+    /// -x.
+    pub u_threshold: Option<u32>,
+    /// -y.
+    pub l_threshold: Option<u32>,
+    /// -n.
+    pub numeric: bool,
+    /// -c.
+    pub connections: bool,
+    /// --stats.
+    pub stats: bool,
+    /// --rate.
+    pub rate: bool,
+    /// --thresholds.
+    pub thresholds: bool,
+    /// --persistent-conn.
+    pub persistent_conn: bool,
+    /// --exact / -X.
+    pub exact: bool,
+    /// --nosort.
+    pub nosort: bool,
+    /// --api ADDR (wvs's own).
+    pub api: Option<String>,
+    /// --token-file FILE (wvs's own).
+    pub token_file: Option<String>,
+}
+
+/// A usage error, with ipvsadm's wording where it has one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+/// How an option is spelled: short letter, long name, and whether it takes a value.
+struct Opt {
+    short: Option<char>,
+    long: &'static str,
+    arg: ArgKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ArgKind {
+    None,
+    Required,
+    Optional,
+}
+
+const OPTS: &[Opt] = &[
+    opt(Some('A'), "add-service", ArgKind::None),
+    opt(Some('E'), "edit-service", ArgKind::None),
+    opt(Some('D'), "delete-service", ArgKind::None),
+    opt(Some('C'), "clear", ArgKind::None),
+    opt(Some('R'), "restore", ArgKind::None),
+    opt(Some('S'), "save", ArgKind::None),
+    opt(Some('a'), "add-server", ArgKind::None),
+    opt(Some('e'), "edit-server", ArgKind::None),
+    opt(Some('d'), "delete-server", ArgKind::None),
+    opt(Some('L'), "list", ArgKind::None),
+    opt(Some('l'), "list", ArgKind::None),
+    opt(Some('Z'), "zero", ArgKind::None),
+    opt(Some('h'), "help", ArgKind::None),
+    opt(Some('v'), "version", ArgKind::None),
+    opt(Some('t'), "tcp-service", ArgKind::Required),
+    opt(Some('u'), "udp-service", ArgKind::Required),
+    opt(Some('f'), "fwmark-service", ArgKind::Required),
+    opt(Some('s'), "scheduler", ArgKind::Required),
+    opt(Some('p'), "persistent", ArgKind::Optional),
+    opt(Some('M'), "netmask", ArgKind::Required),
+    opt(Some('b'), "sched-flags", ArgKind::Required),
+    opt(Some('r'), "real-server", ArgKind::Required),
+    opt(Some('g'), "gatewaying", ArgKind::None),
+    opt(Some('i'), "ipip", ArgKind::None),
+    opt(Some('m'), "masquerading", ArgKind::None),
+    opt(Some('w'), "weight", ArgKind::Required),
+    opt(Some('x'), "u-threshold", ArgKind::Required),
+    opt(Some('y'), "l-threshold", ArgKind::Required),
+    opt(Some('n'), "numeric", ArgKind::None),
+    opt(Some('c'), "connection", ArgKind::None),
+    opt(Some('X'), "exact", ArgKind::None),
+    opt(Some('6'), "ipv6", ArgKind::None),
+    opt(Some('o'), "ops", ArgKind::None),
+    opt(None, "stats", ArgKind::None),
+    opt(None, "rate", ArgKind::None),
+    opt(None, "thresholds", ArgKind::None),
+    opt(None, "persistent-conn", ArgKind::None),
+    opt(None, "sort", ArgKind::None),
+    opt(None, "nosort", ArgKind::None),
+    opt(None, "pe", ArgKind::Required),
+    opt(None, "timeout", ArgKind::None),
+    opt(None, "set", ArgKind::None),
+    opt(None, "start-daemon", ArgKind::Required),
+    opt(None, "stop-daemon", ArgKind::Required),
+    opt(None, "daemon", ArgKind::None),
+    opt(None, "api", ArgKind::Required),
+    opt(None, "token-file", ArgKind::Required),
+];
+
+const fn opt(short: Option<char>, long: &'static str, arg: ArgKind) -> Opt {
+    Opt { short, long, arg }
+}
+
+fn number(what: &str, v: &str, max: u32) -> Result<u32, UsageError> {
+    match v.parse::<u32>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(usage(format!("illegal {what} specified: {v:?}"))),
+    }
+}
+
+/// Parse one command line (without the program name).
+pub fn parse(words: &[String]) -> Result<Args, UsageError> {
+    let mut a = Args::default();
+    let mut i = 0;
+    let set_cmd = |a: &mut Args, c: Cmd| -> Result<(), UsageError> {
+        if a.cmd.is_some_and(|old| old != c) {
+            return Err(usage("multiple commands specified"));
+        }
+        a.cmd = Some(c);
+        Ok(())
+    };
+    while i < words.len() {
+        let w = &words[i];
+        i += 1;
+        // Each word gives one or more (option, attached value) pairs.
+        let mut items: Vec<(&Opt, Option<String>)> = Vec::new();
+        if let Some(long) = w.strip_prefix("--") {
+            let (name, val) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            let o = OPTS
+                .iter()
+                .find(|o| o.long == name)
+                .ok_or_else(|| usage(format!("unknown option --{name}")))?;
+            items.push((o, val));
+        } else if let Some(shorts) = w.strip_prefix('-').filter(|s| !s.is_empty()) {
+            let chars: Vec<char> = shorts.chars().collect();
+            let mut k = 0;
+            while k < chars.len() {
+                let c = chars[k];
+                let o = OPTS
+                    .iter()
+                    .find(|o| o.short == Some(c))
+                    .ok_or_else(|| usage(format!("unknown option -{c}")))?;
+                k += 1;
+                if o.arg != ArgKind::None && k < chars.len() {
+                    items.push((o, Some(chars[k..].iter().collect())));
+                    break;
+                }
+                items.push((o, None));
+            }
+        } else {
+            return Err(usage(format!("unexpected argument {w:?}")));
+        }
+        for (o, attached) in items {
+            let val = match (o.arg, attached) {
+                (ArgKind::None, Some(_)) => {
+                    return Err(usage(format!("option --{} takes no value", o.long)));
+                }
+                (ArgKind::None, None) => None,
+                (_, Some(v)) => Some(v),
+                (ArgKind::Required, None) => {
+                    let v = words
+                        .get(i)
+                        .ok_or_else(|| usage(format!("option --{} needs a value", o.long)))?;
+                    i += 1;
+                    Some(v.clone())
+                }
+                (ArgKind::Optional, None) => match words.get(i) {
+                    Some(v) if !v.starts_with('-') => {
+                        i += 1;
+                        Some(v.clone())
+                    }
+                    _ => None,
+                },
+            };
+            let v = val.unwrap_or_default();
+            match o.long {
+                "add-service" => set_cmd(&mut a, Cmd::AddService)?,
+                "edit-service" => set_cmd(&mut a, Cmd::EditService)?,
+                "delete-service" => set_cmd(&mut a, Cmd::DeleteService)?,
+                "clear" => set_cmd(&mut a, Cmd::Clear)?,
+                "restore" => set_cmd(&mut a, Cmd::Restore)?,
+                "save" => set_cmd(&mut a, Cmd::Save)?,
+                "add-server" => set_cmd(&mut a, Cmd::AddReal)?,
+                "edit-server" => set_cmd(&mut a, Cmd::EditReal)?,
+                "delete-server" => set_cmd(&mut a, Cmd::DeleteReal)?,
+                "list" => set_cmd(&mut a, Cmd::List)?,
+                "zero" => set_cmd(&mut a, Cmd::Zero)?,
+                "help" => set_cmd(&mut a, Cmd::Help)?,
+                "version" => set_cmd(&mut a, Cmd::Version)?,
+                "tcp-service" | "udp-service" => {
+                    if a.service.is_some() || a.fwmark.is_some() {
+                        return Err(usage("more than one service specified"));
+                    }
+                    let p = if o.long == "tcp-service" {
+                        "tcp"
+                    } else {
+                        "udp"
+                    };
+                    a.service = Some((p.into(), v));
+                }
+                "fwmark-service" => {
+                    if a.service.is_some() || a.fwmark.is_some() {
+                        return Err(usage("more than one service specified"));
+                    }
+                    a.fwmark = Some(v);
+                }
+                "scheduler" => a.scheduler = Some(v),
+                "persistent" => {
+                    a.persistent = Some(if v.is_empty() {
+                        DEFAULT_PERSISTENT_SECS
+                    } else {
+                        match v.parse::<u32>() {
+                            Ok(t) if t >= 1 => t,
+                            _ => return Err(usage(format!("illegal timeout specified: {v:?}"))),
+                        }
+                    })
+                }
+                "netmask" => a.netmask = Some(v),
+                "sched-flags" => a
+                    .sched_flags
+                    .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
+                "real-server" => a.real = Some(v),
+                "gatewaying" => a.fwd = Some(Fwd::Route),
+                "ipip" => a.fwd = Some(Fwd::Tunnel),
+                "masquerading" => a.fwd = Some(Fwd::Masq),
+                "weight" => a.weight = Some(number("weight", &v, crate::consts::MAX_WEIGHT)?),
+                "u-threshold" => {
+                    a.u_threshold = Some(number("upper threshold", &v, i32::MAX as u32)?)
+                }
+                "l-threshold" => {
+                    a.l_threshold = Some(number("lower threshold", &v, i32::MAX as u32)?)
+                }
+                "numeric" => a.numeric = true,
+                "connection" => a.connections = true,
+                "exact" => a.exact = true,
+                "stats" => a.stats = true,
+                "rate" => a.rate = true,
+                "thresholds" => a.thresholds = true,
+                "persistent-conn" => a.persistent_conn = true,
+                "sort" => a.nosort = false,
+                "nosort" => a.nosort = true,
+                "api" => a.api = Some(v),
+                "token-file" => a.token_file = Some(v),
+                "ipv6" => return Err(usage("IPv6 services are not supported by wvs yet")),
+                "ops" => {
+                    return Err(usage(
+                        "one-packet scheduling (-o/--ops) is not supported by wvs",
+                    ));
+                }
+                "pe" => {
+                    return Err(usage("persistence engines (--pe) are not supported by wvs"));
+                }
+                other => {
+                    return Err(usage(format!(
+                        "--{other} is not supported by wvs (no kernel timeouts to set and no sync daemon)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Args, UsageError> {
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn save_lines_parse() {
+        let a = p("-A -t 192.168.10.1:80 -s wlc -p 300 -M 255.255.255.0").unwrap();
+        assert_eq!(a.cmd, Some(Cmd::AddService));
+        assert_eq!(a.service, Some(("tcp".into(), "192.168.10.1:80".into())));
+        assert_eq!(a.scheduler.as_deref(), Some("wlc"));
+        assert_eq!(a.persistent, Some(300));
+        assert_eq!(a.netmask.as_deref(), Some("255.255.255.0"));
+        let a = p("-a -u 192.168.10.1:53 -r 10.0.0.2:53 -m -w 2").unwrap();
+        assert_eq!(a.cmd, Some(Cmd::AddReal));
+        assert_eq!(a.fwd, Some(Fwd::Masq));
+        assert_eq!(a.weight, Some(2));
+        assert_eq!(a.real.as_deref(), Some("10.0.0.2:53"));
+    }
+
+    #[test]
+    fn popt_forms() {
+        let a = p("-Ln --stats --exact").unwrap();
+        assert!(a.numeric && a.stats && a.exact && a.cmd == Some(Cmd::List));
+        let a = p("-A -t1.2.3.4:80 -p -s rr").unwrap();
+        assert_eq!(
+            a.persistent,
+            Some(DEFAULT_PERSISTENT_SECS),
+            "-p without a value"
+        );
+        assert_eq!(a.scheduler.as_deref(), Some("rr"));
+        let a = p("--add-service --tcp-service=1.2.3.4:80 --scheduler=sh -b sh-port,sh-fallback")
+            .unwrap();
+        assert_eq!(a.sched_flags, ["sh-port", "sh-fallback"]);
+        let a = p("-lnc").unwrap();
+        assert!(a.connections);
+    }
+
+    #[test]
+    fn usage_errors() {
+        for (s, want) in [
+            ("-A -D -t 1.2.3.4:80", "multiple commands"),
+            ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w heavy", "illegal weight"),
+            ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 70000", "illegal weight"),
+            ("-A -t 1.2.3.4:80 -u 1.2.3.4:80", "more than one service"),
+            ("-A -t", "needs a value"),
+            ("-Q", "unknown option"),
+            ("--frobnicate", "unknown option"),
+            ("-A -t 1.2.3.4:80 --ops", "not supported"),
+            ("stray", "unexpected argument"),
+        ] {
+            let e = p(s).unwrap_err().to_string();
+            assert!(e.contains(want), "{s}: {e}");
+        }
+    }
+}

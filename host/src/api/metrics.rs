@@ -1,0 +1,425 @@
+//! `/metrics`: Prometheus (OpenMetrics text) with node_exporter's ipvs collector names for
+//! what IPVS has (`node_ipvs_*`, so existing IPVS dashboards work) and `wvs_*` for the rest.
+//!
+//! Values are read at scrape time from the counters the datapath already keeps (per-worker
+//! slots, summed), so scraping adds nothing to the fast path.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::Shared;
+use crate::stats::{Rates, Totals};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Everything one scrape shows, read before encoding.
+#[derive(Debug, Default)]
+struct Scrape {
+    totals: Totals,
+    rates: Rates,
+    services: Vec<(Labels, Totals, Rates)>,
+    backends: Vec<(Labels, i64, i64, i64, Totals, Rates)>,
+    plugin: [u64; 4],
+    drops: Vec<(Labels, u64)>,
+    rx: u64,
+    tx: u64,
+    passed: u64,
+    conns: u64,
+    capacity: u64,
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+fn counters<T>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[T],
+    f: impl Fn(&T) -> (&Labels, u64),
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for r in rows {
+        let (l, v) = f(r);
+        ConstCounter::new(v).encode(m.encode_family(l)?)?;
+    }
+    Ok(())
+}
+
+fn gauges<T>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[T],
+    f: impl Fn(&T) -> (&Labels, i64),
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for r in rows {
+        let (l, v) = f(r);
+        ConstGauge::new(v).encode(m.encode_family(l)?)?;
+    }
+    Ok(())
+}
+
+fn rate(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let t = &self.totals;
+        counter(
+            &mut e,
+            "node_ipvs_connections",
+            "The total number of connections made.",
+            t.conns,
+        )?;
+        counter(
+            &mut e,
+            "node_ipvs_incoming_packets",
+            "The total number of incoming packets.",
+            t.inpkts,
+        )?;
+        counter(
+            &mut e,
+            "node_ipvs_outgoing_packets",
+            "The total number of outgoing packets.",
+            t.outpkts,
+        )?;
+        counter(
+            &mut e,
+            "node_ipvs_incoming_bytes",
+            "The total amount of incoming data.",
+            t.inbytes,
+        )?;
+        counter(
+            &mut e,
+            "node_ipvs_outgoing_bytes",
+            "The total amount of outgoing data.",
+            t.outbytes,
+        )?;
+        let b = &self.backends;
+        gauges(
+            &mut e,
+            "node_ipvs_backend_connections_active",
+            "The current active connections by local and remote address.",
+            b,
+            |r| (&r.0, r.1),
+        )?;
+        gauges(
+            &mut e,
+            "node_ipvs_backend_connections_inactive",
+            "The current inactive connections by local and remote address.",
+            b,
+            |r| (&r.0, r.2),
+        )?;
+        gauges(
+            &mut e,
+            "node_ipvs_backend_weight",
+            "The current backend weight by local and remote address.",
+            b,
+            |r| (&r.0, r.3),
+        )?;
+
+        let r = &self.rates;
+        gauge(
+            &mut e,
+            "wvs_rate_connections_per_second",
+            "Connections per second (IPVS estimator).",
+            rate(r.cps),
+        )?;
+        gauge(
+            &mut e,
+            "wvs_rate_incoming_packets_per_second",
+            "Incoming packets per second.",
+            rate(r.inpps),
+        )?;
+        gauge(
+            &mut e,
+            "wvs_rate_outgoing_packets_per_second",
+            "Outgoing packets per second.",
+            rate(r.outpps),
+        )?;
+        gauge(
+            &mut e,
+            "wvs_rate_incoming_bytes_per_second",
+            "Incoming bytes per second.",
+            rate(r.inbps),
+        )?;
+        gauge(
+            &mut e,
+            "wvs_rate_outgoing_bytes_per_second",
+            "Outgoing bytes per second.",
+            rate(r.outbps),
+        )?;
+        let s = &self.services;
+        counters(
+            &mut e,
+            "wvs_service_connections",
+            "Connections made, by virtual service.",
+            s,
+            |r| (&r.0, r.1.conns),
+        )?;
+        counters(
+            &mut e,
+            "wvs_service_incoming_packets",
+            "Incoming packets, by virtual service.",
+            s,
+            |r| (&r.0, r.1.inpkts),
+        )?;
+        counters(
+            &mut e,
+            "wvs_service_outgoing_packets",
+            "Outgoing packets, by virtual service.",
+            s,
+            |r| (&r.0, r.1.outpkts),
+        )?;
+        counters(
+            &mut e,
+            "wvs_service_incoming_bytes",
+            "Incoming bytes, by virtual service.",
+            s,
+            |r| (&r.0, r.1.inbytes),
+        )?;
+        counters(
+            &mut e,
+            "wvs_service_outgoing_bytes",
+            "Outgoing bytes, by virtual service.",
+            s,
+            |r| (&r.0, r.1.outbytes),
+        )?;
+        gauges(
+            &mut e,
+            "wvs_service_connections_per_second",
+            "Connections per second, by virtual service.",
+            s,
+            |r| (&r.0, rate(r.2.cps)),
+        )?;
+        gauges(
+            &mut e,
+            "wvs_service_incoming_packets_per_second",
+            "Incoming packets per second, by virtual service.",
+            s,
+            |r| (&r.0, rate(r.2.inpps)),
+        )?;
+        gauges(
+            &mut e,
+            "wvs_service_outgoing_packets_per_second",
+            "Outgoing packets per second, by virtual service.",
+            s,
+            |r| (&r.0, rate(r.2.outpps)),
+        )?;
+        gauges(
+            &mut e,
+            "wvs_service_incoming_bytes_per_second",
+            "Incoming bytes per second, by virtual service.",
+            s,
+            |r| (&r.0, rate(r.2.inbps)),
+        )?;
+        gauges(
+            &mut e,
+            "wvs_service_outgoing_bytes_per_second",
+            "Outgoing bytes per second, by virtual service.",
+            s,
+            |r| (&r.0, rate(r.2.outbps)),
+        )?;
+        counters(
+            &mut e,
+            "wvs_backend_connections",
+            "Connections made, by real server.",
+            b,
+            |r| (&r.0, r.4.conns),
+        )?;
+        counters(
+            &mut e,
+            "wvs_backend_incoming_packets",
+            "Incoming packets, by real server.",
+            b,
+            |r| (&r.0, r.4.inpkts),
+        )?;
+        counters(
+            &mut e,
+            "wvs_backend_outgoing_packets",
+            "Outgoing packets, by real server.",
+            b,
+            |r| (&r.0, r.4.outpkts),
+        )?;
+        counters(
+            &mut e,
+            "wvs_backend_incoming_bytes",
+            "Incoming bytes, by real server.",
+            b,
+            |r| (&r.0, r.4.inbytes),
+        )?;
+        counters(
+            &mut e,
+            "wvs_backend_outgoing_bytes",
+            "Outgoing bytes, by real server.",
+            b,
+            |r| (&r.0, r.4.outbytes),
+        )?;
+        gauges(
+            &mut e,
+            "wvs_backend_connections_per_second",
+            "Connections per second, by real server.",
+            b,
+            |r| (&r.0, rate(r.5.cps)),
+        )?;
+
+        let [calls, traps, invalid, fallbacks] = self.plugin;
+        counter(
+            &mut e,
+            "wvs_plugin_calls",
+            "Scheduler calls into WebAssembly plugins.",
+            calls,
+        )?;
+        counter(
+            &mut e,
+            "wvs_plugin_traps",
+            "Plugin calls that trapped or ran out of time.",
+            traps,
+        )?;
+        counter(
+            &mut e,
+            "wvs_plugin_invalid_answers",
+            "Plugin calls that gave an invalid answer.",
+            invalid,
+        )?;
+        counter(
+            &mut e,
+            "wvs_plugin_fallbacks",
+            "Services switched to their native fallback scheduler.",
+            fallbacks,
+        )?;
+        counters(
+            &mut e,
+            "wvs_drops",
+            "Frames dropped by the datapath, by reason.",
+            &self.drops,
+            |r| (&r.0, r.1),
+        )?;
+        counter(
+            &mut e,
+            "wvs_rx_frames",
+            "Frames received by the datapath.",
+            self.rx,
+        )?;
+        counter(
+            &mut e,
+            "wvs_tx_frames",
+            "Frames sent by the datapath.",
+            self.tx,
+        )?;
+        counter(
+            &mut e,
+            "wvs_passed_frames",
+            "Frames left to the kernel.",
+            self.passed,
+        )?;
+        gauge(
+            &mut e,
+            "wvs_connection_table_entries",
+            "Connections tracked now.",
+            rate(self.conns),
+        )?;
+        gauge(
+            &mut e,
+            "wvs_connection_table_capacity",
+            "Most connections tracked at once.",
+            rate(self.capacity),
+        )?;
+        Ok(())
+    }
+}
+
+/// GET /metrics.
+pub async fn metrics(State(st): State<Shared>) -> Response {
+    let snap = st.snapshot.load_full();
+    let mut s = Scrape::default();
+    {
+        let mut c = st.control.lock().await;
+        let p = &c.registry().runtime().stats;
+        s.plugin = [
+            p.calls.load(Relaxed),
+            p.traps.load(Relaxed),
+            p.invalid.load(Relaxed),
+            p.fallbacks.load(Relaxed),
+        ];
+        let traffic = c.traffic();
+        s.totals = traffic.totals(&snap);
+        s.rates = traffic.rates();
+    }
+    for svc in snap.services_sorted() {
+        let proto = svc.key.proto.name().to_ascii_uppercase();
+        let (vip, vport) = (svc.key.addr.to_string(), svc.key.port.to_string());
+        s.services.push((
+            vec![
+                ("local_address", vip.clone()),
+                ("local_port", vport.clone()),
+                ("proto", proto.clone()),
+            ],
+            svc.stats.totals(),
+            svc.stats.rates(),
+        ));
+        for d in &svc.dests {
+            let port = if d.port == 0 { svc.key.port } else { d.port };
+            s.backends.push((
+                vec![
+                    ("local_address", vip.clone()),
+                    ("local_port", vport.clone()),
+                    ("remote_address", d.addr.to_string()),
+                    ("remote_port", port.to_string()),
+                    ("proto", proto.clone()),
+                    ("local_mark", String::new()),
+                ],
+                i64::from(d.activeconns.load(Relaxed).max(0)),
+                i64::from(d.inactconns.load(Relaxed).max(0)),
+                i64::from(d.weight()),
+                d.stats.totals(),
+                d.stats.rates(),
+            ));
+        }
+    }
+    let sum = crate::datapath::StatsSum::of(st.datapath.iter().map(|w| w.as_ref()));
+    s.drops = sum
+        .drops
+        .iter()
+        .map(|(r, n)| (vec![("reason", r.name().to_string())], *n))
+        .collect();
+    (s.rx, s.tx, s.passed) = (sum.rx, sum.tx, sum.passed);
+    s.conns = st.conns.len() as u64;
+    s.capacity = st.max_conns as u64;
+    let mut reg = prometheus_client::registry::Registry::default();
+    reg.register_collector(Box::new(s));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+        return super::ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        )
+        .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

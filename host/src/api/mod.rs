@@ -1,0 +1,652 @@
+//! The REST API (`/api/v1`) and the Prometheus endpoint (`/metrics`).
+//!
+//! Reads are served from one load of the published snapshot, so a listing shows one
+//! configuration, never half of an edit. Writes take the controller's lock (one writer at a
+//! time), build the next configuration with [`crate::control::edit`] and swap it in whole;
+//! they need `Authorization: Bearer TOKEN`. The API runs on the control thread's runtime:
+//! it never touches a packet.
+
+mod doc;
+mod metrics;
+pub mod views;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{RealDef, ServiceDef, parse_real_addr, parse_service_id};
+use crate::conn::ConnTable;
+use crate::consts::{API_MAX_JSON, API_MAX_PLUGIN};
+use crate::control::edit::{Change, EditError};
+use crate::control::{ControlError, Controller};
+use crate::datapath::DatapathStats;
+use crate::service::Snapshot;
+
+pub use views::*;
+
+/// What the API handlers share.
+pub struct ApiState {
+    /// The one owner of the configuration; writers take turns.
+    pub control: tokio::sync::Mutex<Controller>,
+    /// The published snapshot (readers load it once per request).
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The connection table.
+    pub conns: Arc<ConnTable>,
+    /// The workers' datapath counters.
+    pub datapath: Vec<Arc<DatapathStats>>,
+    /// The bearer token mutating requests must carry.
+    pub token: String,
+    /// The datapath clock's origin.
+    pub epoch: Instant,
+    /// Where the token came from (for messages).
+    pub token_source: String,
+    /// The bound on tracked connections.
+    pub max_conns: usize,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+type Shared = Arc<ApiState>;
+
+/// An API error: a status and a message saying what is wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, for a person.
+    pub error: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match &e {
+            ControlError::Edit(EditError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ControlError::Edit(EditError::Exists(_)) | ControlError::InUse { .. } => {
+                StatusCode::CONFLICT
+            }
+            ControlError::Edit(EditError::InBatch { source, .. }) => match **source {
+                EditError::NotFound(_) => StatusCode::NOT_FOUND,
+                EditError::Exists(_) => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            ControlError::Edit(_) | ControlError::Plugin(_) => StatusCode::BAD_REQUEST,
+            ControlError::Nft(_) | ControlError::State(_) | ControlError::PluginFile { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        if status.is_server_error() {
+            tracing::error!("change refused: {e}");
+        }
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<crate::config::ConfigError> for ApiError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self::bad(e.to_string())
+    }
+}
+
+/// A JSON body whose rejection (bad JSON, unknown field, wrong type, too large, wrong
+/// content type) is answered with [`ErrorBody`] and the rejection's status.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(r) => Err(ApiError::new(r.status(), r.body_text())),
+        }
+    }
+}
+
+/// The router: `/api/v1/…`, `/metrics`.
+pub fn router(state: Shared) -> Router {
+    let plugins = Router::new()
+        .route(
+            "/api/v1/plugins/{name}",
+            put(put_plugin).delete(delete_plugin),
+        )
+        .layer(DefaultBodyLimit::max(API_MAX_PLUGIN));
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route(
+            "/api/v1/services",
+            get(list_services).post(add_service).delete(clear),
+        )
+        .route(
+            "/api/v1/services/{proto}/{addr}",
+            get(get_service).put(edit_service).delete(delete_service),
+        )
+        .route("/api/v1/services/{proto}/{addr}/reals", post(add_real))
+        .route(
+            "/api/v1/services/{proto}/{addr}/reals/{real}",
+            put(edit_real).delete(delete_real),
+        )
+        .route("/api/v1/batch", post(batch))
+        .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/connections", get(list_connections))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/info", get(info))
+        .route("/metrics", get(metrics::metrics))
+        .layer(DefaultBodyLimit::max(API_MAX_JSON))
+        .merge(plugins)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+/// Refuse a mutating request without the right bearer token.
+async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if token_eq(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "changes need 'Authorization: Bearer TOKEN' (the token is {})",
+                st.token_source
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Compare tokens in time independent of where they differ.
+fn token_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "This API's OpenAPI document")))]
+async fn openapi() -> Response {
+    axum::Json(doc::document()).into_response()
+}
+
+/// Filters of a service listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only the service `proto/vip:port` (e.g. `tcp/198.18.100.1:80`).
+    pub service: Option<String>,
+}
+
+fn parse_service_filter(s: &str) -> Result<crate::config::ServiceId, ApiError> {
+    let (p, a) = s.split_once('/').ok_or_else(|| {
+        ApiError::bad(format!(
+            "service {s:?}: write it as PROTO/VIP:PORT, e.g. tcp/198.18.100.1:80"
+        ))
+    })?;
+    Ok(parse_service_id(p, a)?)
+}
+
+#[utoipa::path(get, path = "/api/v1/services", params(ListQuery),
+    responses((status = 200, body = [ServiceView], description = "Every virtual service, sorted as ipvsadm -L sorts them")))]
+async fn list_services(
+    State(st): State<Shared>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Vec<ServiceView>>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let filter = q.service.as_deref().map(parse_service_filter).transpose()?;
+    let snap = st.snapshot.load();
+    Ok(axum::Json(
+        snap.services_sorted()
+            .into_iter()
+            .filter(|s| filter.is_none_or(|f| f == s.key))
+            .map(|s| ServiceView::of(s))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/services/{proto}/{addr}",
+    params(("proto" = String, Path, description = "tcp or udp"), ("addr" = String, Path, description = "VIP:port")),
+    responses((status = 200, body = ServiceView), (status = 404, body = ErrorBody)))]
+async fn get_service(
+    State(st): State<Shared>,
+    Path((proto, addr)): Path<(String, String)>,
+) -> Result<axum::Json<ServiceView>, ApiError> {
+    let id = parse_service_id(&proto, &addr)?;
+    let snap = st.snapshot.load();
+    snap.service(id.proto, id.addr, id.port)
+        .map(|s| axum::Json(ServiceView::of(s)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))
+}
+
+/// Apply changes under the controller's lock and answer with the resulting services.
+async fn change(st: &Shared, changes: Vec<Change>) -> Result<(), ApiError> {
+    let mut c = st.control.lock().await;
+    let ops: Vec<&str> = changes.iter().map(Change::op).collect();
+    c.apply_changes(&changes)?;
+    tracing::info!(changes = ?ops, services = c.config().services.len(), "configuration changed");
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/services", request_body = ServiceDef,
+    responses((status = 201, body = ServiceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn add_service(
+    State(st): State<Shared>,
+    ApiJson(service): ApiJson<ServiceDef>,
+) -> Result<Response, ApiError> {
+    let id = parse_service_id(&service.protocol, &service.address)?;
+    change(&st, vec![Change::AddService { service }]).await?;
+    Ok((StatusCode::CREATED, view_of(&st, id)?).into_response())
+}
+
+fn view_of(st: &Shared, id: crate::config::ServiceId) -> Result<axum::Json<ServiceView>, ApiError> {
+    let snap = st.snapshot.load();
+    snap.service(id.proto, id.addr, id.port)
+        .map(|s| axum::Json(ServiceView::of(s)))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))
+}
+
+fn same_service(proto: &str, addr: &str, def: &ServiceDef) -> Result<(), ApiError> {
+    let a = parse_service_id(proto, addr)?;
+    let b = parse_service_id(&def.protocol, &def.address)?;
+    if a != b {
+        return Err(ApiError::bad(format!(
+            "the body names service {b} but the path names {a}"
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(put, path = "/api/v1/services/{proto}/{addr}", request_body = ServiceDef,
+    params(("proto" = String, Path), ("addr" = String, Path)),
+    responses((status = 200, body = ServiceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn edit_service(
+    State(st): State<Shared>,
+    Path((proto, addr)): Path<(String, String)>,
+    ApiJson(service): ApiJson<ServiceDef>,
+) -> Result<axum::Json<ServiceView>, ApiError> {
+    same_service(&proto, &addr, &service)?;
+    let id = parse_service_id(&proto, &addr)?;
+    change(&st, vec![Change::EditService { service }]).await?;
+    view_of(&st, id)
+}
+
+#[utoipa::path(delete, path = "/api/v1/services/{proto}/{addr}",
+    params(("proto" = String, Path), ("addr" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn delete_service(
+    State(st): State<Shared>,
+    Path((protocol, address)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    change(&st, vec![Change::DeleteService { protocol, address }]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/services", responses((status = 204)), security(("bearer" = [])))]
+async fn clear(State(st): State<Shared>) -> Result<StatusCode, ApiError> {
+    change(&st, vec![Change::Clear {}]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/services/{proto}/{addr}/reals", request_body = RealDef,
+    params(("proto" = String, Path), ("addr" = String, Path)),
+    responses((status = 201, body = ServiceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn add_real(
+    State(st): State<Shared>,
+    Path((protocol, address)): Path<(String, String)>,
+    ApiJson(real): ApiJson<RealDef>,
+) -> Result<Response, ApiError> {
+    let id = parse_service_id(&protocol, &address)?;
+    change(
+        &st,
+        vec![Change::AddReal {
+            protocol,
+            address,
+            real,
+        }],
+    )
+    .await?;
+    Ok((StatusCode::CREATED, view_of(&st, id)?).into_response())
+}
+
+#[utoipa::path(put, path = "/api/v1/services/{proto}/{addr}/reals/{real}", request_body = RealDef,
+    params(("proto" = String, Path), ("addr" = String, Path), ("real" = String, Path, description = "real server ip:port")),
+    responses((status = 200, body = ServiceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn edit_real(
+    State(st): State<Shared>,
+    Path((protocol, address, rip)): Path<(String, String, String)>,
+    ApiJson(real): ApiJson<RealDef>,
+) -> Result<axum::Json<ServiceView>, ApiError> {
+    if parse_real_addr(&rip)? != parse_real_addr(&real.address)? {
+        return Err(ApiError::bad(format!(
+            "the body names real server {} but the path names {rip}",
+            real.address
+        )));
+    }
+    let id = parse_service_id(&protocol, &address)?;
+    change(
+        &st,
+        vec![Change::EditReal {
+            protocol,
+            address,
+            real,
+        }],
+    )
+    .await?;
+    view_of(&st, id)
+}
+
+#[utoipa::path(delete, path = "/api/v1/services/{proto}/{addr}/reals/{real}",
+    params(("proto" = String, Path), ("addr" = String, Path), ("real" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn delete_real(
+    State(st): State<Shared>,
+    Path((protocol, address, real)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    change(
+        &st,
+        vec![Change::DeleteReal {
+            protocol,
+            address,
+            real,
+        }],
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A batch of changes, applied all or nothing.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The changes, in order.
+    pub changes: Vec<Change>,
+}
+
+#[utoipa::path(post, path = "/api/v1/batch", request_body = Batch,
+    responses((status = 200, body = [ServiceView], description = "The services after the batch"),
+        (status = 400, body = ErrorBody, description = "Nothing of the batch was applied")),
+    security(("bearer" = [])))]
+async fn batch(
+    State(st): State<Shared>,
+    ApiJson(b): ApiJson<Batch>,
+) -> Result<axum::Json<Vec<ServiceView>>, ApiError> {
+    if b.changes.len() > 100_000 {
+        return Err(ApiError::bad("a batch holds at most 100000 changes"));
+    }
+    change(&st, b.changes).await?;
+    let snap = st.snapshot.load();
+    Ok(axum::Json(
+        snap.services_sorted()
+            .into_iter()
+            .map(|s| ServiceView::of(s))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/plugins", responses((status = 200, body = [PluginView])))]
+async fn list_plugins(State(st): State<Shared>) -> axum::Json<Vec<PluginView>> {
+    let c = st.control.lock().await;
+    axum::Json(PluginView::all(&c))
+}
+
+#[utoipa::path(put, path = "/api/v1/plugins/{name}",
+    params(("name" = String, Path, description = "the name services use as their scheduler")),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the module (sdk/ABI.md)"),
+    responses((status = 201, body = [PluginView]), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn put_plugin(
+    State(st): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(ct.starts_with("application/wasm") || ct.starts_with("application/octet-stream")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the module as Content-Type: application/wasm",
+        ));
+    }
+    if !body.starts_with(b"\0asm") {
+        return Err(ApiError::bad(
+            "the body is not a WebAssembly module (no \\0asm header)",
+        ));
+    }
+    let mut c = st.control.lock().await;
+    c.put_plugin(&name, &body)?;
+    tracing::info!(plugin = name, bytes = body.len(), "plugin uploaded");
+    Ok((StatusCode::CREATED, axum::Json(PluginView::all(&c))).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/plugins/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "a service still uses it")),
+    security(("bearer" = [])))]
+async fn delete_plugin(
+    State(st): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut c = st.control.lock().await;
+    c.delete_plugin(&name)?;
+    tracing::info!(plugin = name, "plugin deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Filters of the connection listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConnQuery {
+    /// Only connections of service `proto/vip:port`.
+    pub service: Option<String>,
+    /// Only connections to real server `ip:port`.
+    pub real: Option<String>,
+    /// Only connections in this state (ESTABLISHED, TIME_WAIT, UDP, …).
+    pub state: Option<String>,
+    /// At most this many (default and limit 100000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/connections", params(ConnQuery),
+    responses((status = 200, body = ConnList), (status = 400, body = ErrorBody)))]
+async fn list_connections(
+    State(st): State<Shared>,
+    q: Result<Query<ConnQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<ConnList>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let svc = q.service.as_deref().map(parse_service_filter).transpose()?;
+    let real = q.real.as_deref().map(parse_real_addr).transpose()?;
+    let state = q.state.map(|s| s.to_ascii_uppercase());
+    if let Some(s) = &state
+        && !views::STATE_NAMES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad(format!(
+            "state {s:?}: expected one of {}",
+            views::STATE_NAMES.join(" ")
+        )));
+    }
+    let limit = q
+        .limit
+        .unwrap_or(crate::consts::API_MAX_CONN_LIST)
+        .min(crate::consts::API_MAX_CONN_LIST);
+    let now = st.epoch.elapsed().as_millis() as u64;
+    let conns = st.conns.clone();
+    // Walking a large table takes a while: off the control thread.
+    let list = tokio::task::spawn_blocking(move || {
+        ConnList::collect(&conns, now, limit, |c| {
+            svc.is_none_or(|k| k.proto == c.proto && k.addr == c.vaddr && k.port == c.vport)
+                && real.is_none_or(|r| r.ip() == c.daddr && (r.port() == 0 || r.port() == c.dport))
+                && state
+                    .as_deref()
+                    .is_none_or(|s| views::conn_state_name(c) == s)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(axum::Json(list))
+}
+
+#[utoipa::path(get, path = "/api/v1/stats", responses((status = 200, body = StatsView)))]
+async fn stats(State(st): State<Shared>) -> axum::Json<StatsView> {
+    axum::Json(StatsView::collect(&st).await)
+}
+
+#[utoipa::path(get, path = "/api/v1/info", responses((status = 200, body = InfoView)))]
+async fn info(State(st): State<Shared>) -> axum::Json<InfoView> {
+    let c = st.control.lock().await;
+    axum::Json(InfoView {
+        version: env!("CARGO_PKG_VERSION").into(),
+        ipvs_version: "1.2.1".into(),
+        conn_table_size: st.max_conns,
+        connections: st.conns.len(),
+        state_file: c.state_path().map(|p| p.display().to_string()),
+    })
+}
+
+/// Serve the API on `listener` until the process stops.
+pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+/// The API token: `WVS_API_TOKEN`, else the `--token-file`, else the token file in the state
+/// directory, created with a random token (mode 0600) if missing. Returns the token and a
+/// description of where it came from.
+pub fn load_token(
+    env: Option<String>,
+    token_file: Option<&std::path::Path>,
+    state_dir: &std::path::Path,
+) -> Result<(String, String), std::io::Error> {
+    if let Some(t) = env.filter(|t| !t.trim().is_empty()) {
+        return Ok((t.trim().to_string(), "WVS_API_TOKEN".into()));
+    }
+    if let Some(p) = token_file {
+        let t = std::fs::read_to_string(p)?;
+        let t = t.trim();
+        if t.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "token file {} is empty",
+                p.display()
+            )));
+        }
+        return Ok((t.to_string(), format!("in {}", p.display())));
+    }
+    let p: PathBuf = state_dir.join(crate::consts::TOKEN_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(t) if !t.trim().is_empty() => {
+            return Ok((t.trim().to_string(), format!("in {}", p.display())));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let token: String = {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        (0..32)
+            .map(|_| format!("{:02x}", rng.random::<u8>()))
+            .collect()
+    };
+    std::fs::create_dir_all(state_dir)?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = state_dir.join(format!(".{}.tmp", crate::consts::TOKEN_FILE));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(format!("{token}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &p)?;
+    tracing::info!(file = %p.display(), "API token created");
+    Ok((token, format!("in {}", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare() {
+        assert!(token_eq(b"abc", b"abc"));
+        assert!(!token_eq(b"abc", b"abd"));
+        assert!(!token_eq(b"abc", b"abcd"));
+        assert!(!token_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn token_file_is_created_once_with_mode_0600() {
+        let dir = std::env::temp_dir().join(format!("wvs-token-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (t1, _) = load_token(None, None, &dir).unwrap();
+        assert_eq!(t1.len(), 64);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(crate::consts::TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (t2, _) = load_token(None, None, &dir).unwrap();
+        assert_eq!(t1, t2, "the same token after a restart");
+        let (t3, src) = load_token(Some("s3cret".into()), None, &dir).unwrap();
+        assert_eq!((t3.as_str(), src.as_str()), ("s3cret", "WVS_API_TOKEN"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,338 @@
+//! What the API answers: services with their live counters, plugins, connections, totals.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::{Deserialize, Serialize};
+
+use crate::conn::{Conn, ConnTable};
+use crate::control::Controller;
+use crate::service::{Protocol, VirtualService};
+use crate::stats::{Rates, Totals};
+
+/// A virtual service, its settings, real servers and counters.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceView {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Virtual IP and port.
+    pub address: String,
+    /// Scheduler name.
+    pub scheduler: String,
+    /// What runs it now: `wasm`, `native`, or `fallback` (the plugin failed; its native
+    /// fallback runs).
+    pub scheduler_runs: String,
+    /// Scheduler flags (ipvsadm `-b` names).
+    pub flags: Vec<String>,
+    /// Persistence timeout in seconds, if persistent.
+    pub persistent: Option<u32>,
+    /// Persistence netmask.
+    pub netmask: String,
+    /// Counters since the service was added.
+    pub stats: Totals,
+    /// Rates (ip_vs_est: 2 s samples, EWMA).
+    pub rates: Rates,
+    /// Real servers, in configuration order.
+    pub reals: Vec<RealView>,
+}
+
+/// A real server and its counters.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RealView {
+    /// Address and port.
+    pub address: String,
+    /// Weight (0: quiesced).
+    pub weight: u32,
+    /// Forwarding method (`nat`).
+    pub forward: String,
+    /// Upper connection threshold (0: none).
+    pub upper_threshold: u32,
+    /// Lower connection threshold (0: none).
+    pub lower_threshold: u32,
+    /// Hint for custom schedulers.
+    pub hint: u32,
+    /// Active connections (TCP ESTABLISHED; every UDP one).
+    pub active_conns: i64,
+    /// Inactive connections (TCP in any other state).
+    pub inactive_conns: i64,
+    /// Persistence templates pointing at it.
+    pub persist_conns: i64,
+    /// Over its upper threshold: no new connections until it drains.
+    pub overloaded: bool,
+    /// Whether its next hop (MAC address) is known.
+    pub reachable: bool,
+    /// Counters.
+    pub stats: Totals,
+    /// Rates.
+    pub rates: Rates,
+}
+
+impl ServiceView {
+    /// The view of a published service.
+    pub fn of(s: &VirtualService) -> Self {
+        let def = s.spec.to_def();
+        let runs = match (&s.scheduler.plugin, s.sched.runs_plugin()) {
+            (None, _) => "native",
+            (Some(_), true) => "wasm",
+            (Some(_), false) => "fallback",
+        };
+        Self {
+            protocol: def.protocol,
+            address: def.address,
+            scheduler: def.scheduler,
+            scheduler_runs: runs.into(),
+            flags: def.flags,
+            persistent: def.persistent,
+            netmask: std::net::Ipv4Addr::from(s.spec.netmask).to_string(),
+            stats: s.stats.totals(),
+            rates: s.stats.rates(),
+            reals: s
+                .dests
+                .iter()
+                .zip(&s.spec.reals)
+                .map(|(d, r)| RealView {
+                    address: SocketAddr::new(d.addr, d.port).to_string(),
+                    weight: d.weight(),
+                    forward: "nat".into(),
+                    upper_threshold: r.upper_threshold,
+                    lower_threshold: r.lower_threshold,
+                    hint: r.hint,
+                    active_conns: i64::from(d.activeconns.load(Relaxed).max(0)),
+                    inactive_conns: i64::from(d.inactconns.load(Relaxed).max(0)),
+                    persist_conns: i64::from(d.persistconns.load(Relaxed).max(0)),
+                    overloaded: d.flags() & wvs_sdk::dest_flags::OVERLOAD != 0,
+                    reachable: d.next_hop().is_some(),
+                    stats: d.stats.totals(),
+                    rates: d.stats.rates(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A scheduler plugin.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginView {
+    /// Name services use as their scheduler.
+    pub name: String,
+    /// `builtin` (an IPVS scheduler embedded in wvs) or `custom` (uploaded or from the
+    /// configuration file).
+    pub kind: String,
+    /// The module file (custom plugins).
+    pub path: Option<String>,
+    /// Size of the module in bytes (custom plugins).
+    pub bytes: Option<u64>,
+    /// Services using it.
+    pub used_by: Vec<String>,
+}
+
+impl PluginView {
+    /// Every plugin: built-in schedulers first, then custom ones.
+    pub fn all(c: &Controller) -> Vec<Self> {
+        let cfg = c.config();
+        let users = |name: &str| -> Vec<String> {
+            cfg.services
+                .iter()
+                .filter(|s| s.scheduler == name)
+                .map(|s| s.key().to_string())
+                .collect()
+        };
+        let mut out: Vec<Self> = crate::service::Scheduler::ALL
+            .iter()
+            .filter(|s| !cfg.plugins.iter().any(|p| p.name == s.name()))
+            .map(|s| Self {
+                name: s.name().into(),
+                kind: "builtin".into(),
+                path: None,
+                bytes: None,
+                used_by: users(s.name()),
+            })
+            .collect();
+        out.extend(cfg.plugins.iter().map(|p| Self {
+            name: p.name.clone(),
+            kind: "custom".into(),
+            path: Some(p.path.display().to_string()),
+            bytes: std::fs::metadata(&p.path).ok().map(|m| m.len()),
+            used_by: users(&p.name),
+        }));
+        out
+    }
+}
+
+/// Names a connection's state can have in listings, as `ipvsadm -L -c` prints them.
+pub const STATE_NAMES: &[&str] = &[
+    "NONE",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "SYNACK",
+    "UDP",
+];
+
+/// A connection's state as `ipvsadm -L -c` prints it.
+pub fn conn_state_name(c: &Conn) -> &'static str {
+    match c.proto {
+        Protocol::Tcp => c.state.name(),
+        Protocol::Udp => "UDP",
+    }
+}
+
+/// One connection.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConnView {
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Client address and port.
+    pub client: String,
+    /// Virtual address and port.
+    pub virtual_address: String,
+    /// Real server address and port.
+    pub real: String,
+    /// State (`ESTABLISHED`, `TIME_WAIT`, `UDP`, …).
+    pub state: String,
+    /// Milliseconds until it expires unless more packets come.
+    pub expires_ms: u64,
+}
+
+/// A connection listing.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConnList {
+    /// Connections that matched (may exceed `connections.len()` when limited).
+    pub matched: usize,
+    /// The connections listed.
+    pub connections: Vec<ConnView>,
+}
+
+impl ConnList {
+    /// Walk the table (one shard lock at a time) and list what `keep` accepts.
+    pub fn collect(
+        table: &ConnTable,
+        now: u64,
+        limit: usize,
+        mut keep: impl FnMut(&Conn) -> bool,
+    ) -> Self {
+        let mut out = Self {
+            matched: 0,
+            connections: Vec::new(),
+        };
+        table.for_each(|c| {
+            if !keep(c) {
+                return;
+            }
+            out.matched += 1;
+            if out.connections.len() < limit {
+                out.connections.push(ConnView {
+                    protocol: c.proto.name().into(),
+                    client: SocketAddr::new(c.caddr, c.cport).to_string(),
+                    virtual_address: SocketAddr::new(c.vaddr, c.vport).to_string(),
+                    real: SocketAddr::new(c.daddr, c.dport).to_string(),
+                    state: conn_state_name(c).into(),
+                    expires_ms: c.expires.saturating_sub(now),
+                });
+            }
+        });
+        out
+    }
+}
+
+/// Datapath counters.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DatapathView {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames sent.
+    pub tx: u64,
+    /// Frames left to the kernel (not wvs's).
+    pub passed: u64,
+    /// GRO/GSO super-packets received.
+    pub rx_gso: u64,
+    /// ICMP port unreachable answers sent.
+    pub icmp_sent: u64,
+    /// Frames dropped, by reason (only reasons that occurred).
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+/// Plugin counters.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginCounters {
+    /// Scheduler calls into plugins.
+    pub calls: u64,
+    /// Calls that trapped or ran out of time.
+    pub traps: u64,
+    /// Calls that gave an invalid answer.
+    pub invalid: u64,
+    /// Services switched to their native fallback.
+    pub fallbacks: u64,
+}
+
+/// Global counters.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatsView {
+    /// The balancer's totals (every service, removed ones included).
+    pub totals: Totals,
+    /// The balancer's rates.
+    pub rates: Rates,
+    /// Connections tracked now.
+    pub connections: usize,
+    /// Datapath counters.
+    pub datapath: DatapathView,
+    /// Plugin counters.
+    pub plugins: PluginCounters,
+}
+
+impl StatsView {
+    /// Collect the global counters.
+    pub async fn collect(st: &super::ApiState) -> Self {
+        let sum = crate::datapath::StatsSum::of(st.datapath.iter().map(|s| s.as_ref()));
+        let snap = st.snapshot.load_full();
+        let mut c = st.control.lock().await;
+        let p = &c.registry().runtime().stats;
+        let plugins = PluginCounters {
+            calls: p.calls.load(Relaxed),
+            traps: p.traps.load(Relaxed),
+            invalid: p.invalid.load(Relaxed),
+            fallbacks: p.fallbacks.load(Relaxed),
+        };
+        let traffic = c.traffic();
+        Self {
+            totals: traffic.totals(&snap),
+            rates: traffic.rates(),
+            connections: st.conns.len(),
+            datapath: DatapathView {
+                rx: sum.rx,
+                tx: sum.tx,
+                passed: sum.passed,
+                rx_gso: sum.rx_gso,
+                icmp_sent: sum.icmp_sent,
+                drops: sum
+                    .drops
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| (r.name().to_string(), *n))
+                    .collect(),
+            },
+            plugins,
+        }
+    }
+}
+
+/// About this wvs.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InfoView {
+    /// wvs's version.
+    pub version: String,
+    /// The IPVS version whose behaviour wvs follows (printed by `wvs adm -L`).
+    pub ipvs_version: String,
+    /// Most connections tracked at once (`size=` in `ipvsadm -L`).
+    pub conn_table_size: usize,
+    /// Connections tracked now.
+    pub connections: usize,
+    /// The state file, if changes are saved.
+    pub state_file: Option<String>,
+}
