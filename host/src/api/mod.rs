@@ -527,18 +527,15 @@ async fn list_connections(
         .min(crate::consts::API_MAX_CONN_LIST);
     let now = st.epoch.elapsed().as_millis() as u64;
     let conns = st.conns.clone();
+    let filter = views::ConnFilter {
+        service: svc,
+        real,
+        state,
+    };
     // Walking a large table takes a while: off the control thread.
-    let list = tokio::task::spawn_blocking(move || {
-        ConnList::collect(&conns, now, limit, |c| {
-            svc.is_none_or(|k| k.proto == c.proto && k.addr == c.vaddr && k.port == c.vport)
-                && real.is_none_or(|r| r.ip() == c.daddr && (r.port() == 0 || r.port() == c.dport))
-                && state
-                    .as_deref()
-                    .is_none_or(|s| views::conn_state_name(c) == s)
-        })
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let list = tokio::task::spawn_blocking(move || ConnList::collect(&conns, now, limit, &filter))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(list))
 }
 

@@ -209,33 +209,87 @@ pub struct ConnList {
     pub connections: Vec<ConnView>,
 }
 
+/// Which connections a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct ConnFilter {
+    /// Only this service.
+    pub service: Option<crate::service::ServiceKey>,
+    /// Only this real server (port 0: any port).
+    pub real: Option<SocketAddr>,
+    /// Only this state.
+    pub state: Option<String>,
+}
+
+impl ConnFilter {
+    fn keeps(
+        &self,
+        proto: Protocol,
+        vaddr: std::net::IpAddr,
+        vport: u16,
+        daddr: std::net::IpAddr,
+        dport: u16,
+        state: &str,
+    ) -> bool {
+        self.service
+            .is_none_or(|k| k.proto == proto && k.addr == vaddr && k.port == vport)
+            && self
+                .real
+                .is_none_or(|r| r.ip() == daddr && (r.port() == 0 || r.port() == dport))
+            && self.state.as_deref().is_none_or(|s| s == state)
+    }
+}
+
 impl ConnList {
-    /// Walk the table (one shard lock at a time) and list what `keep` accepts.
-    pub fn collect(
-        table: &ConnTable,
-        now: u64,
-        limit: usize,
-        mut keep: impl FnMut(&Conn) -> bool,
-    ) -> Self {
+    /// Walk the table and the persistence templates (one shard lock at a time) and list
+    /// what `filter` keeps. Templates show as ipvsadm shows them: state NONE, client port 0.
+    pub fn collect(table: &ConnTable, now: u64, limit: usize, filter: &ConnFilter) -> Self {
         let mut out = Self {
             matched: 0,
             connections: Vec::new(),
         };
-        table.for_each(|c| {
-            if !keep(c) {
-                return;
-            }
+        let push = |out: &mut Self, v: ConnView| {
             out.matched += 1;
             if out.connections.len() < limit {
-                out.connections.push(ConnView {
+                out.connections.push(v);
+            }
+        };
+        table.for_each(|c| {
+            let state = conn_state_name(c);
+            if !filter.keeps(c.proto, c.vaddr, c.vport, c.daddr, c.dport, state) {
+                return;
+            }
+            push(
+                &mut out,
+                ConnView {
                     protocol: c.proto.name().into(),
                     client: SocketAddr::new(c.caddr, c.cport).to_string(),
                     virtual_address: SocketAddr::new(c.vaddr, c.vport).to_string(),
                     real: SocketAddr::new(c.daddr, c.dport).to_string(),
-                    state: conn_state_name(c).into(),
+                    state: state.into(),
                     expires_ms: c.expires.saturating_sub(now),
-                });
+                },
+            );
+        });
+        table.persist().for_each(|k, t| {
+            let dport = if t.dest.port == 0 {
+                k.vport
+            } else {
+                t.dest.port
+            };
+            if !filter.keeps(k.proto, k.vaddr, k.vport, t.dest.addr, dport, "NONE") {
+                return;
             }
+            push(
+                &mut out,
+                ConnView {
+                    protocol: k.proto.name().into(),
+                    client: SocketAddr::new(k.client, 0).to_string(),
+                    virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
+                    real: SocketAddr::new(t.dest.addr, dport).to_string(),
+                    state: "NONE".into(),
+                    expires_ms: t.expires.saturating_sub(now),
+                },
+            );
         });
         out
     }

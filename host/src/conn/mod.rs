@@ -1,6 +1,7 @@
 //! Connections: the entry IPVS keeps per flow ([`Conn`]), the TCP state machine ([`state`])
 //! and the table that finds a connection from a packet of either direction ([`table`]).
 
+pub mod persist;
 pub mod state;
 pub mod table;
 

@@ -74,6 +74,7 @@ pub struct ConnTable {
     hasher: foldhash::fast::RandomState,
     per_shard_max: usize,
     len: AtomicUsize,
+    persist: super::persist::PersistTable,
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -100,7 +101,13 @@ impl ConnTable {
             hasher: foldhash::fast::RandomState::default(),
             per_shard_max: max_conns.div_ceil(CONN_SHARDS).max(1),
             len: AtomicUsize::new(0),
+            persist: super::persist::PersistTable::new(max_conns),
         }
+    }
+
+    /// The persistence templates.
+    pub fn persist(&self) -> &super::persist::PersistTable {
+        &self.persist
     }
 
     /// Number of connections in the table.
@@ -209,6 +216,7 @@ impl ConnTable {
             });
         }
         self.len.fetch_sub(removed, Relaxed);
+        self.persist.sweep(now);
         removed
     }
 

@@ -357,7 +357,9 @@ mod tests {
             ),
         ];
         for (c, want) in cases {
-            let err = apply_all(&base, std::slice::from_ref(&c)).unwrap_err().to_string();
+            let err = apply_all(&base, std::slice::from_ref(&c))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{c:?}: {err}");
         }
     }

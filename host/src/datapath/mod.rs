@@ -334,7 +334,22 @@ impl Datapath {
             af: 4,
             ..Default::default()
         };
-        let dest = svc.schedule(&mut ci, now).ok_or(Some(DropReason::NoDest))?;
+        let dest = if svc.persist_ms > 0 {
+            let tkey = crate::conn::persist::TemplateKey {
+                proto: info.proto,
+                client: crate::conn::persist::masked(key.saddr, svc.netmask),
+                vaddr: key.daddr,
+                vport: key.dport,
+            };
+            self.conns
+                .persist()
+                .dest_for(tkey, now, svc.persist_ms, || {
+                    svc.schedule(&mut ci, now).cloned()
+                })
+        } else {
+            svc.schedule(&mut ci, now).cloned()
+        }
+        .ok_or(Some(DropReason::NoDest))?;
         let Some(hop) = dest.next_hop() else {
             dest.resolve_wanted
                 .store(true, std::sync::atomic::Ordering::Relaxed);
