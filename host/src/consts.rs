@@ -118,3 +118,6 @@ pub const API_MAX_CONN_LIST: usize = 100_000;
 
 /// Persistence templates kept per shard at most (they are bounded like connections).
 pub const PERSIST_SHARDS: usize = 64;
+
+/// How long a change through the API waits for the next hops of its real servers.
+pub const API_RESOLVE_WAIT_MS: u64 = 2000;

@@ -85,28 +85,38 @@ impl Topo {
     /// server. The port is the caller's: an ephemeral port that happened to repeat would
     /// rightly reuse its UDP connection (and its real server) for 300 s.
     pub fn udp_ask(&self, sport: u16) -> String {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns("cli"),
-                "socat",
-                "-T",
-                "3",
-                "-",
-                &format!("UDP4:{VIP}:9000,sourceport={sport}"),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().expect("stdin").write_all(b"who\n")?;
-                c.wait_with_output()
-            })
-            .expect("socat");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        // UDP may lose a datagram when parallel tests load the machine (the per-CPU
+        // backlog of veth devices is shared by every namespace): ask again, from the same
+        // port, as a UDP client does. A repeat belongs to the same connection, so it reaches
+        // the same server and changes no tally.
+        for _ in 0..3 {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.ns("cli"),
+                    "socat",
+                    "-T",
+                    "2",
+                    "-",
+                    &format!("UDP4:{VIP}:9000,sourceport={sport},reuseaddr"),
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().expect("stdin").write_all(b"who\n")?;
+                    c.wait_with_output()
+                })
+                .expect("socat");
+            let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !answer.is_empty() {
+                return answer;
+            }
+        }
+        String::new()
     }
 
     /// The tally of `n` answers spread evenly over rs1, rs2 and rs3.
@@ -141,6 +151,10 @@ impl Drop for Topo {
 pub struct Wvs {
     child: Option<Child>,
     pub log: PathBuf,
+    /// Its state directory (the API token is in it).
+    pub state_dir: PathBuf,
+    /// The balancer's namespace.
+    pub ns: String,
 }
 
 impl Wvs {
@@ -151,6 +165,16 @@ impl Wvs {
 
     /// As [`Wvs::start`], with more arguments.
     pub fn start_with(topo: &Topo, config: Option<&Path>, extra: &[&str]) -> Self {
+        Self::start_with_env(topo, config, extra, &[])
+    }
+
+    /// As [`Wvs::start_with`], with environment variables.
+    pub fn start_with_env(
+        topo: &Topo,
+        config: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = topo.dir.join(format!("wvs-{}.log", rand_u16()));
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new("ip");
@@ -170,16 +194,25 @@ impl Wvs {
         }
         // Each run keeps its state in the test's directory unless the test names one, so
         // that no test restores another's configuration from the default state directory.
-        if !extra.contains(&"--state-dir") {
-            cmd.arg("--state-dir")
-                .arg(topo.dir.join(format!("state-{}", rand_u16())));
-        }
+        let state_dir = match extra.iter().position(|a| *a == "--state-dir") {
+            Some(i) => PathBuf::from(extra[i + 1]),
+            None => {
+                let d = topo.dir.join(format!("state-{}", rand_u16()));
+                cmd.arg("--state-dir").arg(&d);
+                d
+            }
+        };
         cmd.args(extra);
         cmd.env("WVS_LOG", "info").stdout(Stdio::null()).stderr(f);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = cmd.spawn().expect("start wvs");
         let w = Wvs {
             child: Some(child),
             log,
+            state_dir,
+            ns: topo.ns("lb"),
         };
         w.wait_log("ready", Duration::from_secs(20));
         w
@@ -251,6 +284,87 @@ fn rand_u16() -> u16 {
 }
 
 impl Wvs {
+    /// Run `wvs adm ARGS` in the balancer's namespace with the daemon's token; returns the
+    /// exit code, stdout and stderr.
+    pub fn adm(&self, args: &[&str]) -> (i32, String, String) {
+        self.adm_stdin(args, "")
+    }
+
+    /// As [`Wvs::adm`], with `input` on stdin.
+    pub fn adm_stdin(&self, args: &[&str], input: &str) -> (i32, String, String) {
+        use std::io::Write;
+        let token = self.state_dir.join("api-token");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, WVS, "adm", "--token-file"])
+            .arg(&token)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wvs adm");
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(input.as_bytes()).expect("stdin");
+        }
+        let out = child.wait_with_output().expect("wvs adm");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `wvs adm ARGS`, which must succeed; returns its stdout.
+    pub fn adm_ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.adm(args);
+        assert_eq!(code, 0, "wvs adm {args:?} failed: {err}");
+        out
+    }
+
+    /// The API token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("api-token"))
+            .expect("token file")
+            .trim()
+            .to_string()
+    }
+
+    /// An API request with curl in the balancer's namespace: returns (status, body).
+    /// `auth` is the Authorization header's value, if any.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<&Path>,
+    ) -> (u16, String) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "curl", "-s", "-X", method])
+            .args(["-w", "\n%{http_code}"]);
+        if let Some(a) = auth {
+            cmd.args(["-H", &format!("Authorization: {a}")]);
+        }
+        if let Some(c) = content_type {
+            cmd.args(["-H", &format!("Content-Type: {c}")]);
+        }
+        if let Some(b) = body {
+            cmd.arg("--data-binary").arg(format!("@{}", b.display()));
+        }
+        cmd.arg(format!("http://127.0.0.1:9080{path}"));
+        let out = cmd.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// GET a JSON document from the API.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.api("GET", path, None, None, None);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
     /// Ask for the counters (SIGUSR1) and return the numbers of the stats line it logs.
     pub fn stats(&self) -> BTreeMap<String, u64> {
         let before = self.log_text().matches(" stats").count();

@@ -275,7 +275,22 @@ async fn change(st: &Shared, changes: Vec<Change>) -> Result<(), ApiError> {
     let ops: Vec<&str> = changes.iter().map(Change::op).collect();
     c.apply_changes(&changes)?;
     tracing::info!(changes = ?ops, services = c.config().services.len(), "configuration changed");
+    drop(c);
+    wait_next_hops(st).await;
     Ok(())
+}
+
+/// Wait (bounded) until every real server has a next hop, so that when a change is
+/// answered its new servers take traffic at once: the first packet of a UDP flow to a
+/// server whose MAC address is unknown would be dropped. The resolver fills them in on its
+/// next tick; a server that cannot be reached is logged there and does not hold the answer
+/// longer than the bound.
+async fn wait_next_hops(st: &Shared) {
+    let deadline =
+        Instant::now() + std::time::Duration::from_millis(crate::consts::API_RESOLVE_WAIT_MS);
+    while st.snapshot.load().dests().any(|d| d.next_hop().is_none()) && Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/services", request_body = ServiceDef,
