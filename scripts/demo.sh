@@ -29,7 +29,9 @@ scripts/topology.sh up "$P"
 scripts/topology.sh nginx "$P" "$DIR"
 scripts/topology.sh socat "$P" >/dev/null 2>&1
 echo "== starting wvs in $P-lb: wvs run --iface c0 --iface s0 (embedded configuration)"
-ip netns exec "$P-lb" target/release/wvs run --iface c0 --iface s0 2> "$DIR/wvs.log" &
+# Its own state directory, so that the demo starts from the embedded configuration each time
+# (the default, /var/lib/wvs, would restore what an earlier run changed).
+ip netns exec "$P-lb" target/release/wvs run --iface c0 --iface s0 --state-dir "$DIR/state" 2> "$DIR/wvs.log" &
 WVS_PID=$!
 for _ in $(seq 100); do grep -q ready "$DIR/wvs.log" && break; sleep 0.1; done
 grep -q ready "$DIR/wvs.log" || { cat "$DIR/wvs.log"; exit 1; }
@@ -40,17 +42,31 @@ echo "== 6 UDP datagrams to $VIP:9000 (answers come back from the VIP):"
 for _ in $(seq 6); do echo hi | ip netns exec "$P-cli" socat -T 2 - "UDP4:$VIP:9000"; done | sort | uniq -c
 echo "== 5 s of wrk, a new TCP connection per request:"
 ip netns exec "$P-cli" wrk -t2 -c32 -d5s -H 'Connection: close' "http://$VIP/" | grep -E 'Requests/sec|requests in|Socket errors' || true
-kill -USR1 "$WVS_PID"
-sleep 0.3
-echo "== wvs's counters:"
-grep -E ' (stats|traffic) ' "$DIR/wvs.log" | tail -2 | sed -E 's/^.*(stats|traffic)/\1/'
+ADM=(ip netns exec "$P-lb" target/release/wvs adm --token-file "$DIR/state/api-token")
+echo "== wvs adm -L -n (ipvsadm's listing, over the REST API):"
+"${ADM[@]}" -L -n
+echo "== wvs adm -L -n --stats:"
+"${ADM[@]}" -L -n --stats
+echo "== live edit: wvs adm -e -t $VIP:80 -r 198.19.0.11:80 -m -w 0 (drain rs1), then 12 requests:"
+"${ADM[@]}" -e -t "$VIP:80" -r 198.19.0.11:80 -m -w 0
+for _ in $(seq 12); do ip netns exec "$P-cli" curl -s -m 2 "http://$VIP/"; done | sort | uniq -c
+echo "== a new service from an ipvsadm-save file (wvs adm -R), weighted 3:1 on port 8080:"
+printf '%s\n' "-A -t $VIP:8080 -s wrr" "-a -t $VIP:8080 -r 198.19.0.12:80 -m -w 3" \
+  "-a -t $VIP:8080 -r 198.19.0.13:80 -m -w 1" | "${ADM[@]}" -R
+for _ in $(seq 12); do ip netns exec "$P-cli" curl -s -m 2 "http://$VIP:8080/"; done | sort | uniq -c
+echo "== wvs adm -S -n (what a restart restores, saved in $DIR/state):"
+"${ADM[@]}" -S -n
+echo "== /metrics (node_exporter's ipvs names, and wvs's own), a few lines:"
+ip netns exec "$P-lb" curl -s http://127.0.0.1:9080/metrics | grep -E '^(node_ipvs_(connections|incoming_packets)_total|wvs_plugin_calls_total|wvs_connection_table_entries) '
 cat <<TXT
 
 Where to look:
   wvs's log:            $DIR/wvs.log
   its nftables table:   ip netns exec $P-lb nft list table netdev wvs
   try it yourself:      ip netns exec $P-cli curl http://$VIP/
-  counters now:         kill -USR1 $WVS_PID; tail -2 $DIR/wvs.log
+  the ipvsadm way:      ${ADM[*]} -L -n --rate
+  the REST API:         ip netns exec $P-lb curl -s http://127.0.0.1:9080/api/v1/services
+  its OpenAPI document: ip netns exec $P-lb curl -s http://127.0.0.1:9080/api/v1/openapi.json
 TXT
 if [ -t 0 ]; then
   read -r -p "Press Enter to stop wvs and remove the namespaces... " _

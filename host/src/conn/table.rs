@@ -175,17 +175,24 @@ impl ConnTable {
         );
         let mut g = shard.inner.lock();
         let inner = &mut *g;
-        let conns = &inner.conns;
-        let exists = inner
-            .index
-            .find(hin, |&t| tagged_eq(conns, t, &in_key))
-            .is_some()
-            || inner
-                .index
-                .find(hout, |&t| tagged_eq(conns, t, &out_key))
-                .is_some();
-        if exists {
-            return Err(InsertError::Exists(conn));
+        // A finished TCP connection (TIME_WAIT or CLOSE) holding the same reply key is
+        // replaced: the same client port reaching the same real server port through another
+        // service (or after a reschedule) starts a new connection, as the server sees it,
+        // and its replies must not be taken for the old one's.
+        for (h, key) in [(hin, &in_key), (hout, &out_key)] {
+            let conns = &inner.conns;
+            let Some(&t) = inner.index.find(h, |&t| tagged_eq(conns, t, key)) else {
+                continue;
+            };
+            let idx = (t & !OUT_TAG) as usize;
+            let finished = conns.get(idx).is_some_and(|c| {
+                c.proto == Protocol::Tcp
+                    && matches!(c.state, super::TcpState::TimeWait | super::TcpState::Close)
+            });
+            if !finished {
+                return Err(InsertError::Exists(conn));
+            }
+            self.remove_locked(inner, idx);
         }
         if inner.conns.len() >= self.per_shard_max {
             return Err(InsertError::Full(conn));
@@ -275,7 +282,7 @@ fn rehash(table: &ConnTable, conns: &Slab<Conn>, tagged: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::Hop;
+    use crate::conn::{Hop, TcpState};
     use crate::service::Dest;
     use std::sync::Arc;
 
@@ -352,6 +359,41 @@ mod tests {
 
     /// Several threads adding, finding and expiring connections at once: every connection
     /// is found from both directions and the counts add up.
+    #[test]
+    fn a_finished_connection_with_the_same_reply_key_is_replaced() {
+        let t = ConnTable::new(1000);
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
+        // Client port 40000 reached rs1:80 through VIP:80; then through VIP:8080, which
+        // maps to the same real server port: the same reply key.
+        let mut other = key(40000);
+        other.dport = 8080;
+        t.insert(Conn::new(
+            &key(40000),
+            d.clone(),
+            Default::default(),
+            hop(),
+            0,
+        ))
+        .unwrap();
+        let busy = Conn::new(&other, d.clone(), Default::default(), hop(), 0);
+        assert!(
+            matches!(t.insert(busy), Err(InsertError::Exists(_))),
+            "a live connection keeps its key"
+        );
+        d.unbind(false);
+        t.with_conn(KeyDir::In, &key(40000), |c| c.state = TcpState::TimeWait);
+        let fresh = Conn::new(&other, d.clone(), Default::default(), hop(), 0);
+        t.insert(fresh).unwrap();
+        assert_eq!(t.len(), 1);
+        assert!(t.with_conn(KeyDir::In, &key(40000), |_| ()).is_none());
+        let vport = t.with_conn(
+            KeyDir::Out,
+            &Conn::new(&other, d.clone(), Default::default(), hop(), 0).out_key(),
+            |c| c.vport,
+        );
+        assert_eq!(vport, Some(8080), "replies belong to the new connection");
+    }
+
     #[test]
     fn concurrent_workers_agree() {
         let t = Arc::new(ConnTable::new(1 << 20));
