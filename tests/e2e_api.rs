@@ -679,3 +679,49 @@ fn plugins_are_uploaded_used_and_deleted_when_unused() {
     assert!(doc["paths"]["/api/v1/plugins/{name}"]["put"].is_object());
     assert!(doc["paths"]["/api/v1/batch"]["post"].is_object());
 }
+
+#[test]
+fn a_client_port_reused_through_another_service_to_the_same_server_connects() {
+    let topo = Topo::new("reuse", false);
+    let wvs = start_empty(&topo);
+    for port in ["80", "8080"] {
+        wvs.adm_ok(&["-A", "-t", &format!("{VIP}:{port}"), "-s", "rr"]);
+        wvs.adm_ok(&[
+            "-a",
+            "-t",
+            &format!("{VIP}:{port}"),
+            "-r",
+            "198.19.0.11:80",
+            "-m",
+        ]);
+    }
+    // The same client port to both services: the second connection has the reply key
+    // (rs1:80 -> client:45123) of the first, which wvs holds in TIME_WAIT.
+    for port in ["80", "8080"] {
+        // socat with reuseaddr: the client's own TIME_WAIT (to VIP:80) must not stop the bind.
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &topo.ns("cli"), "socat", "-T", "3", "-"])
+            .arg(format!("TCP4:{VIP}:{port},sourceport=45123,reuseaddr"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("socat");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .expect("request");
+        let out = child.wait_with_output().expect("socat");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.trim_end().ends_with("rs1"),
+            "port {port}: {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let c = wvs.adm_ok(&["-L", "-n", "-c"]);
+    assert!(c.contains(&format!("198.18.0.2:45123   {VIP}:8080")), "{c}");
+}
