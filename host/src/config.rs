@@ -11,13 +11,20 @@
 //! scheduler = "wlc"            # rr wrr lc wlc sed nq fo ovf twos sh dh; default wlc
 //! flags = ["sh-port"]           # scheduler flags, as ipvsadm -b: sh-fallback sh-port
 //!                               # mh-fallback mh-port flag-1 flag-2 flag-3
+//! persistent = 300              # optional persistence timeout, seconds (ipvsadm -p)
+//! netmask = "255.255.255.0"     # optional persistence granularity (ipvsadm -M)
 //!
 //! [[service.real]]
 //! address = "198.19.0.11:80"    # real server; port 0 keeps the virtual port
 //! weight = 1                    # 0 quiesces; default 1
 //! hint = 0                      # a number for custom schedulers (e.g. latency in µs)
 //! forward = "nat"               # forwarding method; NAT (masquerading) is the one built so far
+//! upper_threshold = 0           # connection thresholds (ipvsadm -x / -y); 0 = none
+//! lower_threshold = 0
 //! ```
+//!
+//! The same definitions ([`ServiceDef`], [`RealDef`]) are the REST API's JSON and the state
+//! file's TOML, so all three validate alike.
 //!
 //! Parsing is strict (unknown keys are errors) and a file either loads whole or not at all:
 //! a bad reload leaves the running configuration untouched.
