@@ -121,3 +121,6 @@ pub const PERSIST_SHARDS: usize = 64;
 
 /// How long a change through the API waits for the next hops of its real servers.
 pub const API_RESOLVE_WAIT_MS: u64 = 2000;
+
+/// The IPVS version whose behaviour wvs follows, as `ipvsadm -L` prints it.
+pub const IPVS_VERSION: &str = "1.2.1";

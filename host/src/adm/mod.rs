@@ -152,11 +152,8 @@ fn run(a: &Args) -> Result<String, Failure> {
                 }
                 None => {
                     let info: InfoView = client.get("/api/v1/info")?;
-                    let mut services: Vec<ServiceView> = client.get("/api/v1/services")?;
-                    if a.nosort {
-                        // The API lists sorted; unsorted has no other order to show.
-                        services.shrink_to_fit();
-                    }
+                    // Listed in ipvsadm's sorted order; --nosort is accepted and lists the same.
+                    let services: Vec<ServiceView> = client.get("/api/v1/services")?;
                     format::list(
                         &mut out,
                         &info.ipvs_version,

@@ -564,7 +564,7 @@ async fn info(State(st): State<Shared>) -> axum::Json<InfoView> {
     let c = st.control.lock().await;
     axum::Json(InfoView {
         version: env!("CARGO_PKG_VERSION").into(),
-        ipvs_version: "1.2.1".into(),
+        ipvs_version: crate::consts::IPVS_VERSION.into(),
         conn_table_size: st.max_conns,
         connections: st.conns.len(),
         state_file: c.state_path().map(|p| p.display().to_string()),
