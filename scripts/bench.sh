@@ -1,31 +1,63 @@
 #!/usr/bin/env bash
-# NAT benchmark on the test topology: wvs against nftables DNAT (the kernel's balancer),
-# same namespaces, same servers, one run. Prints requests/s with a new connection each
-# (wrk -H 'Connection: close' against nginx) and 60-byte UDP frames/s over 64k flows
-# (trafgen, counted where the real servers receive them), each the median of RUNS runs.
+# The benchmark: wvs against the kernel and HAProxy on the test topology, in one run.
 #
-# usage: sudo scripts/bench.sh            (DUR=seconds per run, RUNS=runs per figure)
+# Cases (the balancer namespace changes; client, switch, servers and tools stay the same):
+#   fwd         plain kernel forwarding, no NAT: the client talks to the servers' own
+#               addresses through the balancer (the limit of this topology)
+#   nft-dnat    nftables DNAT with numgen round robin (the kernel's balancer)
+#   haproxy     HAProxy in TCP mode, round robin (what users pick instead); no UDP
+#   wvs         wvs, built-in round robin (the embedded wasm plugin)
+#   wvs-custom  wvs, a custom wasm scheduler loaded from a file (examples/lat2)
+# Figures, each RUNS times for DUR seconds, median and spread:
+#   udp pps     64-byte frames over 64k flows from trafgen, counted where the servers receive
+#   tcp Gbit/s  iperf3, one stream, to rs1
+#   http close  requests/s, a new connection each (wrk -t3 -c63, Connection: close): new
+#               connections per second
+#   http ka     requests/s over keep-alive connections (wrk -t3 -c63)
+#   p50 / p99   latency of one keep-alive connection (wrk -t1 -c1 --latency), in µs
+#               (the latency a balancer adds is its figure less fwd's)
+#   cpu         CPU during the http-close runs, in % of one core (200 = both cores): the
+#               processes of the client, balancer and server namespaces (user + system,
+#               which includes kernel work done in their context), softirq ticks, and the
+#               whole machine's busy time
+# Then wvs's resident memory with 1,000,000 tracked connections.
+#
+# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-custom fwd"
+#                                   MEM=1 for the memory figure, OUT=file for a copy of the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 RUNS=${RUNS:-3}
+CASES=${CASES:-nft-dnat haproxy wvs wvs-custom fwd}
+MEM=${MEM:-1}
 P=wvsb$$
 DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
 VIP=198.18.100.1
-WVS_PID=
+LB_PID=
 
+log() { echo "bench: $*" >&2; }
 cleanup() {
-  [ -n "$WVS_PID" ] && kill "$WVS_PID" 2>/dev/null && wait "$WVS_PID" 2>/dev/null || true
+  if [ -n "$LB_PID" ]; then kill "$LB_PID" 2>/dev/null || true; wait "$LB_PID" 2>/dev/null || true; fi
   scripts/topology.sh down "$P"
   rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
 
-echo "building wvs (release)..." >&2
+scripts/setup.sh
+log "building wvs (release)"
 cargo build --release -q -p wvs
+WVS=target/release/wvs
+# The custom scheduler: examples/lat2, built for wasm32 by the build (host/build.rs).
+LAT2=$(ls -t target/release/build/wvs-*/out/wasm-target/wasm32-unknown-unknown/wasm/wvs_example_lat2.wasm 2>/dev/null | head -1 || true)
+[ -f "$LAT2" ] || { log "wvs_example_lat2.wasm not found under target/release/build"; exit 1; }
+
+log "building the topology $P-*"
 scripts/topology.sh up "$P"
 scripts/topology.sh nginx "$P" "$DIR"
+ip netns exec "$P-rs1" iperf3 -s -D
+ip netns exec "$P-cli" sysctl -qw net.ipv4.ip_local_port_range="30000 60999"
 for i in 1 2 3; do
+  # The servers count (and drop) the UDP test traffic at their ingress.
   ip netns exec "$P-rs$i" nft -f - <<'NFT'
 table netdev wvsbench {
   chain in {
@@ -37,15 +69,139 @@ NFT
 done
 lb_mac=$(ip netns exec "$P-lb" cat /sys/class/net/c0/address)
 cli_mac=$(ip netns exec "$P-cli" cat /sys/class/net/eth0/address)
-cat > "$DIR/udp.cfg" <<CFG
+udp_cfg() { # daddr -> trafgen config of 64-byte frames (60 + FCS) over 64k source ports
+  cat <<CFG
 {
   eth(da=$lb_mac, sa=$cli_mac),
-  ipv4(saddr=198.18.0.2, daddr=$VIP, ttl=64),
+  ipv4(saddr=198.18.0.2, daddr=$1, ttl=64),
   udp(sp=dinc(1024, 65535), dp=9000),
   fill(0x00, 18)
 }
 CFG
+}
+udp_cfg "$VIP" > "$DIR/udp-vip.cfg"
+udp_cfg 198.19.0.11 > "$DIR/udp-rs1.cfg"
+# wrk: one server per thread for the fwd case (no balancer to spread them).
+cat > "$DIR/spread.lua" <<'LUA'
+local addrs = nil
+local n = 0
+function setup(thread)
+  if addrs == nil then
+    addrs = {}
+    for _, h in ipairs({"198.19.0.11", "198.19.0.12", "198.19.0.13"}) do
+      for _, a in ipairs(wrk.lookup(h, "80")) do table.insert(addrs, a) end
+    end
+  end
+  n = n % #addrs + 1
+  thread.addr = addrs[n]
+end
+LUA
 
+cat > "$DIR/wvs.toml" <<TOML
+[[service]]
+protocol = "tcp"
+address = "$VIP:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.19.0.11:80"
+[[service.real]]
+address = "198.19.0.12:80"
+[[service.real]]
+address = "198.19.0.13:80"
+[[service]]
+protocol = "udp"
+address = "$VIP:9000"
+scheduler = "rr"
+[[service.real]]
+address = "198.19.0.11:9000"
+[[service.real]]
+address = "198.19.0.12:9000"
+[[service.real]]
+address = "198.19.0.13:9000"
+[[service]]
+protocol = "tcp"
+address = "$VIP:5201"
+scheduler = "rr"
+[[service.real]]
+address = "198.19.0.11:5201"
+TOML
+{ printf '[[plugin]]\nname = "lat2"\npath = "%s"\n' "$(realpath "$LAT2")"; sed 's/scheduler = "rr"/scheduler = "lat2"/' "$DIR/wvs.toml"; } > "$DIR/wvs-custom.toml"
+
+cat > "$DIR/haproxy.cfg" <<CFG
+global
+  maxconn 8000
+  nbthread 2
+  pidfile $DIR/haproxy.pid
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend http
+  bind $VIP:80
+  default_backend web
+backend web
+  balance roundrobin
+  server rs1 198.19.0.11:80
+  server rs2 198.19.0.12:80
+  server rs3 198.19.0.13:80
+frontend iperf
+  bind $VIP:5201
+  default_backend iperf
+backend iperf
+  server rs1 198.19.0.11:5201
+CFG
+
+# --- case setup and teardown ---------------------------------------------------------------
+case_up() {
+  case "$1" in
+    fwd)
+      # Client ports of its own: the servers keep TIME_WAIT entries of the NAT cases' ports
+      # with other TCP timestamps (the client's offset depends on the address it talks to),
+      # and PAWS would drop SYNs that reuse them.
+      ip netns exec "$P-cli" sysctl -qw net.ipv4.ip_local_port_range="10000 29999"
+      ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1 ;;
+    nft-dnat)
+      ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1
+      ip netns exec "$P-lb" nft -f - <<'NFT'
+table ip wvsbench_dnat {
+  chain pre {
+    type nat hook prerouting priority dstnat;
+    ip daddr 198.18.100.1 tcp dport 80 dnat to numgen inc mod 3 map { 0 : 198.19.0.11, 1 : 198.19.0.12, 2 : 198.19.0.13 }
+    ip daddr 198.18.100.1 udp dport 9000 dnat to numgen inc mod 3 map { 0 : 198.19.0.11, 1 : 198.19.0.12, 2 : 198.19.0.13 }
+    ip daddr 198.18.100.1 tcp dport 5201 dnat to 198.19.0.11
+  }
+}
+NFT
+      ;;
+    haproxy)
+      ip netns exec "$P-lb" ip addr add "$VIP/32" dev lo
+      ip netns exec "$P-lb" haproxy -q -f "$DIR/haproxy.cfg" -db &
+      LB_PID=$!
+      sleep 0.5 ;;
+    wvs|wvs-custom)
+      local cfg=$DIR/wvs.toml
+      [ "$1" = wvs-custom ] && cfg=$DIR/wvs-custom.toml
+      ip netns exec "$P-lb" "$WVS" run --iface c0 --iface s0 --config "$cfg" \
+        --state-dir "$DIR/state-$1" --no-api ${WVS_ARGS:-} 2> "$DIR/$1.log" &
+      LB_PID=$!
+      for _ in $(seq 200); do grep -q ready "$DIR/$1.log" && break; sleep 0.1; done
+      grep -q ready "$DIR/$1.log" || { cat "$DIR/$1.log" >&2; exit 1; } ;;
+  esac
+}
+case_down() {
+  if [ -n "$LB_PID" ]; then kill "$LB_PID" 2>/dev/null || true; wait "$LB_PID" 2>/dev/null || true; LB_PID=; fi
+  case "$1" in
+    nft-dnat) ip netns exec "$P-lb" nft delete table ip wvsbench_dnat ;;
+    haproxy) ip netns exec "$P-lb" ip addr del "$VIP/32" dev lo ;;
+  esac
+  ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
+  ip netns exec "$P-cli" sysctl -qw net.ipv4.ip_local_port_range="30000 60999"
+  ip netns exec "$P-lb" conntrack -F >/dev/null 2>&1 || true
+  sleep 1
+}
+
+# --- measurements (one run each; they print one number) -----------------------------------
 udp_count() {
   local total=0 n
   for i in 1 2 3; do
@@ -54,69 +210,135 @@ udp_count() {
   done
   echo "$total"
 }
-
-http_rps() {
-  ip netns exec "$P-cli" wrk -t2 -c64 -d"${DUR}s" -H 'Connection: close' "http://$VIP/" | awk '/Requests\/sec/ { printf "%d\n", $2 }'
-}
-
-udp_pps() {
-  local before after
+udp_pps() { # case
+  [ "$1" = haproxy ] && { echo -; return; }
+  local cfg=$DIR/udp-vip.cfg before after
+  [ "$1" = fwd ] && cfg=$DIR/udp-rs1.cfg
   before=$(udp_count)
-  ip netns exec "$P-cli" timeout "$DUR" trafgen --dev eth0 --conf "$DIR/udp.cfg" --cpus 1 --no-sock-mem -q >/dev/null 2>&1 || true
+  ip netns exec "$P-cli" timeout "$DUR" trafgen --dev eth0 --conf "$cfg" --cpus 1 --no-sock-mem -q >/dev/null 2>&1 || true
   sleep 0.5
   after=$(udp_count)
   echo $(((after - before) / DUR))
 }
-
-# "median min-max" of the numbers on stdin.
-stats() { sort -n | awk '{ a[NR] = $1 } END { printf "%s %s-%s\n", a[int((NR + 1) / 2)], a[1], a[NR] }'; }
-
-measure() { # name -> "name http_median http_range udp_median udp_range"
-  local h u
-  h=$(for _ in $(seq "$RUNS"); do http_rps; done | stats)
-  u=$(for _ in $(seq "$RUNS"); do udp_pps; done | stats)
-  echo "$1 $h $u"
+tcp_gbps() { # case
+  local to=$VIP
+  [ "$1" = fwd ] && to=198.19.0.11
+  ip netns exec "$P-cli" iperf3 -c "$to" -t "$DUR" -J 2>/dev/null |
+    awk -F'[:,]' '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { printf "%.2f\n", $2 / 1e9; exit }'
+}
+wrk_args() { # case -> target arguments
+  if [ "$1" = fwd ]; then echo "-s $DIR/spread.lua http://198.19.0.11/"; else echo "http://$VIP/"; fi
+}
+http_close() {
+  # shellcheck disable=SC2046
+  ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" -H 'Connection: close' $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
+}
+http_ka() {
+  # shellcheck disable=SC2046
+  ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
+}
+to_us() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); m = 1 } else if (v ~ /ms$/) { sub(/ms$/, "", v); m = 1000 } else { sub(/s$/, "", v); m = 1e6 } printf "%.0f\n", v * m }'; }
+latency() { # case -> "p50 p99" in µs
+  local url=http://$VIP/
+  [ "$1" = fwd ] && url=http://198.19.0.11/
+  ip netns exec "$P-cli" wrk -t1 -c1 -d"${DUR}s" --latency "$url" > "$DIR/lat.txt"
+  echo "$(awk '$1 == "50%" { print $2 }' "$DIR/lat.txt" | to_us) $(awk '$1 == "99%" { print $2 }' "$DIR/lat.txt" | to_us)"
+}
+ns_ticks() { # namespace -> CPU ticks (user + system) of its processes
+  local t=0 pid
+  for pid in $(ip netns pids "$1" 2>/dev/null); do
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+softirq_ticks() { awk '/^cpu / { print $8 }' /proc/stat; }
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+cpu_during_http() { # case -> "rps cli% lb% srv% softirq% busy%"
+  local l0 s0 q0 t0 l1 q1 t1 rps srv0=0 srv1=0 i cli b0 b1
+  l0=$(ns_ticks "$P-lb"); q0=$(softirq_ticks); b0=$(busy_ticks)
+  for i in 1 2 3; do srv0=$((srv0 + $(ns_ticks "$P-rs$i"))); done
+  t0=$(date +%s%N)
+  # The client (wrk) exits before it could be read from /proc: bash's time reports it.
+  local TIMEFORMAT='%3U %3S'
+  { time http_close "$1" > "$DIR/rps.txt"; } 2> "$DIR/cli-time.txt"
+  rps=$(cat "$DIR/rps.txt")
+  t1=$(date +%s%N)
+  l1=$(ns_ticks "$P-lb"); q1=$(softirq_ticks); b1=$(busy_ticks)
+  for i in 1 2 3; do srv1=$((srv1 + $(ns_ticks "$P-rs$i"))); done
+  local hz secs
+  hz=$(getconf CLK_TCK)
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1e9 }')
+  pct() { awk -v d="$1" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%d", d / hz / s * 100 }'; }
+  cli=$(awk -v s="$secs" '{ printf "%d", ($1 + $2) / s * 100 }' "$DIR/cli-time.txt")
+  echo "$rps $cli $(pct $((l1 - l0))) $(pct $((srv1 - srv0))) $(pct $((q1 - q0))) $(pct $((b1 - b0)))"
 }
 
-start_wvs() {
-  ip netns exec "$P-lb" target/release/wvs run --iface c0 --iface s0 "$@" 2> "$DIR/wvs.log" &
-  WVS_PID=$!
-  for _ in $(seq 100); do grep -q ready "$DIR/wvs.log" && return; sleep 0.1; done
-  echo "wvs did not start:" >&2; cat "$DIR/wvs.log" >&2; exit 1
-}
-stop_wvs() { kill "$WVS_PID"; wait "$WVS_PID" || true; WVS_PID=; }
+# "median min-max" of the numbers on stdin ("-" when there are none).
+stats() { sort -g | awk '$1 != "-" { a[++n] = $1 } END { if (n == 0) print "- -"; else printf "%s %s-%s\n", a[int((n + 1) / 2)], a[1], a[n] }'; }
+median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-results=()
-# nftables DNAT: the kernel forwards and conntrack NATs, round robin with numgen.
-ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1
-ip netns exec "$P-lb" nft -f - <<'NFT'
-table ip wvsbench_dnat {
-  chain pre {
-    type nat hook prerouting priority dstnat;
-    ip daddr 198.18.100.1 tcp dport 80 dnat to numgen inc mod 3 map { 0 : 198.19.0.11, 1 : 198.19.0.12, 2 : 198.19.0.13 }
-    ip daddr 198.18.100.1 udp dport 9000 dnat to numgen inc mod 3 map { 0 : 198.19.0.11, 1 : 198.19.0.12, 2 : 198.19.0.13 }
-  }
-}
-NFT
-results+=("$(measure nft-dnat)")
-ip netns exec "$P-lb" nft delete table ip wvsbench_dnat
-ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
-ip netns exec "$P-lb" conntrack -F >/dev/null 2>&1 || true
-
-# wvs with its built-in round robin as the embedded wasm plugin, then compiled in.
-start_wvs --sched-runtime wasm ${WVS_ARGS:-}
-results+=("$(measure wvs-wasm)")
-stop_wvs
-start_wvs --sched-runtime native ${WVS_ARGS:-}
-results+=("$(measure wvs-native)")
-stop_wvs
-
-echo
-echo "machine: $(nproc) cores, $(uname -r); ${RUNS} runs of ${DUR}s each: median (min-max), ratio of medians to nft-dnat"
-printf '%-12s %12s %15s %6s %12s %17s %6s\n' case "HTTP conn/s" "(spread)" ratio "UDP pps" "(spread)" ratio
-base=(${results[0]})
-for r in "${results[@]}"; do
-  set -- $r
-  printf '%-12s %12s %15s %6s %12s %17s %6s\n' "$1" "$2" "($3)" "$(awk -v a="$2" -v b="${base[1]}" 'BEGIN { printf "%.2f", a / b }')" \
-    "$4" "($5)" "$(awk -v a="$4" -v b="${base[3]}" 'BEGIN { printf "%.2f", a / b }')"
+declare -A R
+for c in $CASES; do
+  log "case $c"
+  case_up "$c"
+  R[$c,udp]=$(for _ in $(seq "$RUNS"); do udp_pps "$c"; done | stats)
+  R[$c,tcp]=$(for _ in $(seq "$RUNS"); do tcp_gbps "$c"; done | stats)
+  : > "$DIR/cpu.txt"
+  for _ in $(seq "$RUNS"); do cpu_during_http "$c" >> "$DIR/cpu.txt"; done
+  R[$c,close]=$(awk '{ print $1 }' "$DIR/cpu.txt" | stats)
+  R[$c,cpu]="$(for f in 2 3 4 5 6; do awk -v f="$f" '{ print $f }' "$DIR/cpu.txt" | median; done | paste -sd/)"
+  R[$c,ka]=$(for _ in $(seq "$RUNS"); do http_ka "$c"; done | stats)
+  : > "$DIR/lat-runs.txt"
+  for _ in $(seq "$RUNS"); do latency "$c" >> "$DIR/lat-runs.txt"; done
+  R[$c,p50]=$(awk '{ print $1 }' "$DIR/lat-runs.txt" | median)
+  R[$c,p99]=$(awk '{ print $2 }' "$DIR/lat-runs.txt" | median)
+  case_down "$c"
 done
+
+mem_line=
+if [ "$MEM" = 1 ]; then
+  log "memory: wvs with 1,000,000 tracked connections"
+  # One datagram from each of 1M client addresses (saddr counts up from 10.0.0.0).
+  cat > "$DIR/udp-1m.cfg" <<CFG
+{
+  eth(da=$lb_mac, sa=$cli_mac),
+  ipv4(saddr=dinc(167772160, 184549375), daddr=$VIP, ttl=64),
+  udp(sp=40000, dp=9000),
+  fill(0x00, 18)
+}
+CFG
+  ip netns exec "$P-lb" "$WVS" run --iface c0 --iface s0 --config "$DIR/wvs.toml" --state-dir "$DIR/state-mem" \
+    --max-conns 2000000 --api 127.0.0.1:9081 2> "$DIR/mem.log" &
+  LB_PID=$!
+  for _ in $(seq 200); do grep -q ready "$DIR/mem.log" && break; sleep 0.1; done
+  rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$LB_PID/status"; }
+  conns() { ip netns exec "$P-lb" curl -s http://127.0.0.1:9081/api/v1/info | sed -E 's/.*"connections":([0-9]+).*/\1/'; }
+  rss0=$(rss); n0=$(conns)
+  for _ in 1 2 3 4 5 6; do
+    [ "$(conns)" -ge 1000000 ] && break
+    ip netns exec "$P-cli" trafgen --dev eth0 --conf "$DIR/udp-1m.cfg" --cpus 1 --no-sock-mem -q -n 1000000 --rate 300000pps >/dev/null 2>&1 || true
+    sleep 1
+  done
+  n1=$(conns); rss1=$(rss)
+  kill "$LB_PID"; wait "$LB_PID" 2>/dev/null || true; LB_PID=
+  mem_line=$(awk -v a="$rss0" -v b="$rss1" -v n0="$n0" -v n1="$n1" 'BEGIN { printf "wvs RSS: %.0f MiB idle, %.0f MiB with %d connections: %.0f bytes per connection", a / 1048576, b / 1048576, n1, (b - a) / (n1 - n0) }')
+fi
+
+# --- the table ----------------------------------------------------------------------------
+ratio() { # value base -> ratio (or -)
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'
+}
+{
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); $RUNS runs of ${DUR}s per figure: median (min-max) and ratio to nft-dnat"
+  printf '%-11s | %-26s | %-20s | %-26s | %-26s | %-11s | %-22s\n' case "UDP pps" "TCP Gbit/s" "HTTP close req/s" "HTTP keep-alive req/s" "p50/p99 µs" "CPU % cli/lb/srv/sirq/all"
+  for c in $CASES; do
+    cell() { # key -> "median (spread) ratio"
+      set -- $(echo "${R[$c,$1]}") "$1"
+      local base="-"
+      [ -n "${R[nft-dnat,$3]:-}" ] && base=$(echo "${R[nft-dnat,$3]}" | awk '{ print $1 }')
+      if [ "$1" = - ]; then echo "n/a"; else echo "$1 ($2) $(ratio "$1" "$base")x"; fi
+    }
+    printf '%-11s | %-26s | %-20s | %-26s | %-26s | %-11s | %-22s\n' "$c" "$(cell udp)" "$(cell tcp)" "$(cell close)" "$(cell ka)" "${R[$c,p50]}/${R[$c,p99]}" "${R[$c,cpu]}"
+  done
+  if [ -n "$mem_line" ]; then echo "$mem_line"; fi
+} | tee "${OUT:-/dev/null}"

@@ -16,6 +16,7 @@ need trafgen netsniff-ng
 need ethtool ethtool
 need sysctl procps
 need cc gcc
+need haproxy haproxy
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq
