@@ -56,6 +56,10 @@ scripts/topology.sh up "$P"
 scripts/topology.sh nginx "$P" "$DIR"
 ip netns exec "$P-rs1" iperf3 -s -D
 ip netns exec "$P-cli" sysctl -qw net.ipv4.ip_local_port_range="30000 60999"
+# Behind a proxy the client closes first (it has the whole response before the server's FIN
+# comes through), so its ports sit in TIME_WAIT: let connect() reuse them, or HAProxy's
+# figure would be the client running out of ports. The other cases leave none.
+ip netns exec "$P-cli" sysctl -qw net.ipv4.tcp_tw_reuse=1
 for i in 1 2 3; do
   # The servers count (and drop) the UDP test traffic at their ingress.
   ip netns exec "$P-rs$i" nft -f - <<'NFT'
@@ -175,6 +179,9 @@ table ip wvsbench_dnat {
 NFT
       ;;
     haproxy)
+      # The usual proxy tuning: more source ports toward the servers, reused from TIME_WAIT.
+      ip netns exec "$P-lb" sysctl -qw net.ipv4.tcp_tw_reuse=1
+      ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
       ip netns exec "$P-lb" ip addr add "$VIP/32" dev lo
       ip netns exec "$P-lb" haproxy -q -f "$DIR/haproxy.cfg" -db &
       LB_PID=$!
