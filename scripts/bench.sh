@@ -343,7 +343,9 @@ ratio() { # value base -> ratio (or -)
       set -- $(echo "${R[$c,$1]}") "$1"
       local base="-"
       [ -n "${R[nft-dnat,$3]:-}" ] && base=$(echo "${R[nft-dnat,$3]}" | awk '{ print $1 }')
-      if [ "$1" = - ]; then echo "n/a"; else echo "$1 ($2) $(ratio "$1" "$base")x"; fi
+      local r
+      r=$(ratio "$1" "$base")
+      if [ "$1" = - ]; then echo "n/a"; elif [ "$r" = - ]; then echo "$1 ($2)"; else echo "$1 ($2) ${r}x"; fi
     }
     printf '%-11s | %-26s | %-20s | %-26s | %-26s | %-11s | %-22s\n' "$c" "$(cell udp)" "$(cell tcp)" "$(cell close)" "$(cell ka)" "${R[$c,p50]}/${R[$c,p99]}" "${R[$c,cpu]}"
   done
