@@ -108,11 +108,9 @@ fn syn(client: u32, port: u16) -> Vec<u8> {
     v
 }
 
-/// A new connection through the whole datapath: a SYN from a client never seen before.
-fn new_conn(b: Bencher, wasm: bool) {
-    let reg = registry(wasm);
-    let snap = snapshot(&reg);
-    let conns = Arc::new(ConnTable::new(1 << 24));
+/// A datapath with a client-side and a server-side interface, and what a frame from the
+/// client side carries.
+fn datapath(max_conns: usize) -> (Datapath, RxMeta) {
     let ifaces: Arc<[Iface]> = vec![
         Iface { mac: CLIENT_IF },
         Iface {
@@ -120,11 +118,20 @@ fn new_conn(b: Bencher, wasm: bool) {
         },
     ]
     .into();
+    let conns = Arc::new(ConnTable::new(max_conns));
     let dp = Datapath::new(conns, ifaces, Arc::new(DatapathStats::default()), 0);
     let meta = RxMeta {
         iface: 0,
         csum: CsumMode::Complete,
     };
+    (dp, meta)
+}
+
+/// A new connection through the whole datapath: a SYN from a client never seen before.
+fn new_conn(b: Bencher, wasm: bool) {
+    let reg = registry(wasm);
+    let snap = snapshot(&reg);
+    let (dp, meta) = datapath(1 << 24);
     let mut n: u32 = 0;
     // The first connection builds the scheduler's tables.
     let mut first = syn(0x0b00_0001, 1);
@@ -167,19 +174,7 @@ fn known_flow(b: Bencher) {
             mac: [2, 0, 0, 0, 1, 1],
         }));
     }
-    let conns = Arc::new(ConnTable::new(1 << 20));
-    let ifaces: Arc<[Iface]> = vec![
-        Iface { mac: CLIENT_IF },
-        Iface {
-            mac: [2, 0, 0, 0, 0, 2],
-        },
-    ]
-    .into();
-    let dp = Datapath::new(conns, ifaces, Arc::new(DatapathStats::default()), 0);
-    let meta = RxMeta {
-        iface: 0,
-        csum: CsumMode::Complete,
-    };
+    let (dp, meta) = datapath(1 << 20);
     let datagram = |port: u16| {
         let mut v = Vec::with_capacity(64);
         PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xc1], CLIENT_IF)

@@ -529,11 +529,11 @@ async fn list_connections(
     let real = q.real.as_deref().map(parse_real_addr).transpose()?;
     let state = q.state.map(|s| s.to_ascii_uppercase());
     if let Some(s) = &state
-        && !views::STATE_NAMES.contains(&s.as_str())
+        && !views::state_names().any(|n| n == s)
     {
         return Err(ApiError::bad(format!(
             "state {s:?}: expected one of {}",
-            views::STATE_NAMES.join(" ")
+            views::state_names().collect::<Vec<_>>().join(" ")
         )));
     }
     let limit = q

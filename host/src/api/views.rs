@@ -159,21 +159,14 @@ impl PluginView {
     }
 }
 
-/// Names a connection's state can have in listings, as `ipvsadm -L -c` prints them.
-pub const STATE_NAMES: &[&str] = &[
-    "NONE",
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "SYNACK",
-    "UDP",
-];
+/// The names a connection's state can have in listings, as `ipvsadm -L -c` prints them:
+/// the TCP states, and `UDP`.
+pub fn state_names() -> impl Iterator<Item = &'static str> {
+    crate::conn::TcpState::ALL
+        .iter()
+        .map(|s| s.name())
+        .chain(std::iter::once("UDP"))
+}
 
 /// A connection's state as `ipvsadm -L -c` prints it.
 pub fn conn_state_name(c: &Conn) -> &'static str {

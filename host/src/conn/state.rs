@@ -32,7 +32,8 @@ pub enum TcpState {
 }
 
 impl TcpState {
-    const ALL: [Self; 11] = [
+    /// Every state, in `IP_VS_TCP_S_*` order.
+    pub const ALL: [Self; 11] = [
         Self::None,
         Self::Established,
         Self::SynSent,
