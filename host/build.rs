@@ -45,6 +45,9 @@ fn main() {
         "sdk/Cargo.toml",
         "Cargo.toml",
         "Cargo.lock",
+        // The dashboard, embedded by rust-embed (src/api/web.rs): a release build must see
+        // `web/dist` appear after `npm run build`.
+        "web/dist",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

@@ -17,6 +17,10 @@ need ethtool ethtool
 need sysctl procps
 need cc gcc
 need haproxy haproxy
+need node nodejs
+need npm npm
+need chromium chromium
+need chromedriver chromium-driver
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq
@@ -31,3 +35,14 @@ fi
 rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# The dashboard (web/): its npm packages from the lock file, bundled into web/dist, which the
+# wvs build embeds. Rebuilt when a source is newer than the bundle.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -d "$root/web/node_modules" ] || [ "$root/web/package-lock.json" -nt "$root/web/node_modules" ]; then
+  echo "setup: installing the dashboard's npm packages (web/package-lock.json)" >&2
+  (cd "$root/web" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f "$root/web/dist/index.html" ] || [ -n "$(find "$root/web/src" "$root/web/build.mjs" "$root/web/package-lock.json" -newer "$root/web/dist/index.html" 2>/dev/null | head -1)" ]; then
+  (cd "$root/web" && npm run --silent build)
+fi

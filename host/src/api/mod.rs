@@ -9,6 +9,7 @@
 mod doc;
 mod metrics;
 pub mod views;
+mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -179,6 +180,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/info", get(info))
         .route("/metrics", get(metrics::metrics))
+        .route("/", get(web::asset))
+        .route("/{file}", get(web::asset))
         .layer(DefaultBodyLimit::max(API_MAX_JSON))
         .merge(plugins)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })

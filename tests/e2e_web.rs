@@ -1,0 +1,310 @@
+//! End to end, the dashboard in a real browser: headless Chromium (through chromedriver and
+//! fantoccini) adds a service and two real servers through the page, curl reaches them
+//! through the VIP, the page's counters rise, and hostile input shows as text. Screenshots
+//! are kept in `artifacts/`. Needs root, chromium and chromium-driver.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Topo, VIP, Wvs};
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// chromedriver in the balancer's namespace (so the browser reaches the API on its
+/// loopback), and a socat bridge from this namespace's loopback to it.
+struct Driver {
+    children: Vec<Child>,
+    port: u16,
+}
+
+impl Driver {
+    fn start(topo: &Topo) -> Self {
+        let port = 20000 + (std::process::id() % 20000) as u16;
+        let driver = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.ns("lb"),
+                "chromedriver",
+                "--port=9515",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (apt install chromium-driver)");
+        let bridge = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+            .arg(format!(
+                "EXEC:ip netns exec {} socat STDIO TCP\\:127.0.0.1\\:9515",
+                topo.ns("lb")
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+        let d = Driver {
+            children: vec![driver, bridge],
+            port,
+        };
+        // Ready when chromedriver answers through the bridge.
+        let t0 = Instant::now();
+        loop {
+            let ok = Command::new("curl")
+                .args(["-sf", "-m", "1", &format!("http://127.0.0.1:{port}/status")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn browser(port: u16) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1800"]
+        }),
+    );
+    ClientBuilder::rustls()
+        .expect("rustls")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session")
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// Wait until `cond` holds for the page (checked every 200 ms), or fail with `what`.
+async fn until<F, Fut>(what: &str, secs: u64, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while !cond().await {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn fill(c: &Client, id: &str, value: &str) {
+    let e = c.find(Locator::Id(id)).await.expect(id);
+    e.clear().await.expect("clear");
+    e.send_keys(value).await.expect("type");
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+fn artifacts() -> std::path::PathBuf {
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts");
+    std::fs::create_dir_all(&d).expect("artifacts dir");
+    d
+}
+
+#[test]
+fn the_dashboard_adds_a_service_and_shows_its_traffic() {
+    let topo = Topo::new("web", false);
+    let cfg = topo.dir.join("empty.toml");
+    std::fs::write(&cfg, "").expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let token = wvs.token();
+    let driver = Driver::start(&topo);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(driver.port).await;
+        c.goto("http://127.0.0.1:9080/").await.expect("the dashboard");
+        let src = c.source().await.unwrap_or_default();
+        assert!(src.contains("id=\"status\""), "the page: {src}");
+        until("the page to go live", 15, || async { text(&c, "#status").await.starts_with("live") }).await;
+
+        // Without the token a change is refused, and the page says so next to the form.
+        fill(&c, "svc-address", &format!("{VIP}:80")).await;
+        click(&c, "#svc-submit").await;
+        until("the 401 shown", 10, || async {
+            text(&c, "#service-form .error[data-for=form]").await.contains("token")
+        })
+        .await;
+
+        fill(&c, "token", &token).await;
+        click(&c, "#token-save").await;
+
+        // Hostile input comes back in the API's error message: it must show as text.
+        fill(&c, "svc-flags", "<img src=x onerror=\"window.pwned=1\">").await;
+        click(&c, "#svc-submit").await;
+        until("the flag error next to the field", 10, || async {
+            text(&c, "#service-form .error[data-for=flags]").await.contains("<img src=x")
+        })
+        .await;
+        let imgs = c.find_all(Locator::Css("img")).await.expect("query");
+        assert!(imgs.is_empty(), "no element was made from the API's text");
+        let pwned = c.execute("return window.pwned === undefined", vec![]).await.expect("js");
+        assert_eq!(pwned, serde_json::json!(true), "no script ran");
+
+        // Add the service (round robin) and two real servers through the forms.
+        fill(&c, "svc-flags", "").await;
+        click(&c, "#svc-scheduler option[value=rr]").await;
+        click(&c, "#svc-submit").await;
+        let svc = format!("[data-service=\"tcp/{VIP}:80\"]");
+        until("the service listed", 10, || async {
+            c.find(Locator::Css(&svc)).await.is_ok()
+        })
+        .await;
+        for rs in ["198.19.0.11:80", "198.19.0.12:80"] {
+            fill(&c, "real-address", rs).await;
+            click(&c, "#real-submit").await;
+            let row = format!("{svc} tr[data-real=\"{rs}\"]");
+            until("the real server listed", 10, || async { c.find(Locator::Css(&row)).await.is_ok() }).await;
+        }
+        // A bad weight: the API's error shows next to the weight field.
+        fill(&c, "real-address", "198.19.0.13:80").await;
+        fill(&c, "real-weight", "70000").await;
+        click(&c, "#real-submit").await;
+        until("the weight error", 10, || async {
+            text(&c, "#real-form .error[data-for=weight]").await.contains("65535")
+        })
+        .await;
+        fill(&c, "real-weight", "1").await;
+
+        // Traffic through the VIP reaches both servers, and the page's counters rise.
+        let t = Topo::tally((0..10).map(|_| topo.curl(&format!("http://{VIP}/"))));
+        assert_eq!(
+            t.into_iter().collect::<Vec<_>>(),
+            [("rs1".to_string(), 5), ("rs2".to_string(), 5)]
+        );
+        until("the service's counter to reach 10", 15, || async {
+            text(&c, &format!("{svc} [data-testid=service-conns]")).await == "conns 10"
+        })
+        .await;
+        until("the total to reach 10", 15, || async {
+            text(&c, "[data-testid=total-conns]").await == "10"
+        })
+        .await;
+
+        // Upload a plugin through the form (the browser reads the file from disk), switch
+        // the service to it with the edit button, then drain rs1 with its button.
+        fill(&c, "plugin-name", "lat2").await;
+        c.find(Locator::Id("plugin-file"))
+            .await
+            .expect("file input")
+            .send_keys(env!("WVS_EXAMPLE_LAT2_WASM"))
+            .await
+            .expect("choose the file");
+        click(&c, "#plugin-submit").await;
+        until("lat2 listed as a custom plugin", 15, || async {
+            text(&c, "#plugins").await.contains("lat2 custom")
+        })
+        .await;
+        click(&c, &format!("{svc} button.edit")).await;
+        until("lat2 offered as a scheduler", 10, || async {
+            c.find(Locator::Css("#svc-scheduler option[value=lat2]")).await.is_ok()
+        })
+        .await;
+        click(&c, "#svc-scheduler option[value=lat2]").await;
+        click(&c, "#svc-submit").await;
+        until("the service running lat2", 10, || async {
+            text(&c, &format!("{svc} .meta")).await.starts_with("lat2 (wasm)")
+        })
+        .await;
+        click(&c, &format!("{svc} tr[data-real=\"198.19.0.11:80\"] button.drain")).await;
+        until("rs1 drained", 10, || async {
+            text(&c, &format!("{svc} tr[data-real=\"198.19.0.11:80\"]")).await.contains("drained")
+        })
+        .await;
+        let t = Topo::tally((0..6).map(|_| topo.curl(&format!("http://{VIP}/"))));
+        assert_eq!(t.into_iter().collect::<Vec<_>>(), [("rs2".to_string(), 6)], "drained: no new connections to rs1");
+
+        // The connection view, filtered by service and state.
+        click(&c, &format!("#conn-service option[value=\"tcp/{VIP}:80\"]")).await;
+        click(&c, "#conn-state option[value=TIME_WAIT]").await;
+        click(&c, "#conn-refresh").await;
+        until("the 16 connections listed", 10, || async {
+            text(&c, "#conn-count").await.starts_with("16 matching")
+        })
+        .await;
+
+        // Steady traffic for a few seconds: the rates (2 s samples) and the charts move.
+        let ns = topo.ns("cli");
+        let load = std::thread::spawn(move || {
+            for _ in 0..60 {
+                let _ = Command::new("ip")
+                    .args(["netns", "exec", &ns, "curl", "-s", "-o", "/dev/null", "-m", "2"])
+                    .arg(format!("http://{VIP}/"))
+                    .status();
+                std::thread::sleep(Duration::from_millis(80));
+            }
+        });
+        until("a connection rate on the page", 20, || async {
+            let cps = text(&c, "[data-testid=cps]").await;
+            !cps.is_empty() && cps != "0"
+        })
+        .await;
+        let _ = tokio::task::spawn_blocking(move || load.join()).await;
+        c.execute("window.scrollTo(0, 0)", vec![]).await.expect("scroll");
+        let png = c.screenshot().await.expect("screenshot");
+        std::fs::write(artifacts().join("dashboard.png"), &png).expect("save screenshot");
+        // A narrow window still shows the services (the layout wraps).
+        c.set_window_size(420, 1400).await.expect("resize");
+        // The charts follow their boxes at once; the per-service ones at the next refresh.
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let png = c.screenshot().await.expect("screenshot");
+        std::fs::write(artifacts().join("dashboard-narrow.png"), &png).expect("save screenshot");
+        let width = c
+            .execute("return document.querySelector('main').scrollWidth <= window.innerWidth + 1", vec![])
+            .await
+            .expect("js");
+        let wide = c
+            .execute(
+                "return [...document.querySelectorAll('main *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.scroll')).slice(0, 5).map(e => e.tagName + '.' + e.className + ' in #' + (e.parentElement.closest('[id]') || {}).id + ' parentw=' + e.parentElement.clientWidth + ':' + Math.round(e.getBoundingClientRect().right))",
+                vec![],
+            )
+            .await
+            .expect("js");
+        assert_eq!(width, serde_json::json!(true), "no sideways scrolling of the page: {wide}");
+        c.close().await.expect("close the browser");
+    });
+    drop(driver);
+    drop(wvs);
+}
