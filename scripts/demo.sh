@@ -67,6 +67,8 @@ Where to look:
   the ipvsadm way:      ${ADM[*]} -L -n --rate
   the REST API:         ip netns exec $P-lb curl -s http://127.0.0.1:9080/api/v1/services
   its OpenAPI document: ip netns exec $P-lb curl -s http://127.0.0.1:9080/api/v1/openapi.json
+  the dashboard:        socat TCP-LISTEN:9080,bind=127.0.0.1,fork,reuseaddr EXEC:"ip netns exec $P-lb socat STDIO TCP\\:127.0.0.1\\:9080" &
+                        then open http://127.0.0.1:9080/ with the token: cat $DIR/state/api-token
 TXT
 if [ -t 0 ]; then
   read -r -p "Press Enter to stop wvs and remove the namespaces... " _
