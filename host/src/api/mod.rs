@@ -11,6 +11,7 @@ mod metrics;
 pub mod views;
 mod web;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +32,7 @@ use crate::consts::{API_MAX_JSON, API_MAX_PLUGIN};
 use crate::control::edit::{Change, EditError};
 use crate::control::{ControlError, Controller};
 use crate::datapath::DatapathStats;
-use crate::service::Snapshot;
+use crate::service::{Dest, Snapshot};
 
 pub use views::*;
 
@@ -276,22 +277,35 @@ async fn get_service(
 async fn change(st: &Shared, changes: Vec<Change>) -> Result<(), ApiError> {
     let mut c = st.control.lock().await;
     let ops: Vec<&str> = changes.iter().map(Change::op).collect();
+    // Addresses, not pointers: the set is held across an await in a Send future.
+    let before: HashSet<usize> = st.snapshot.load().dests().map(dest_id).collect();
     c.apply_changes(&changes)?;
     tracing::info!(changes = ?ops, services = c.config().services.len(), "configuration changed");
     drop(c);
-    wait_next_hops(st).await;
+    wait_next_hops(st, &before).await;
     Ok(())
 }
 
-/// Wait (bounded) until every real server has a next hop, so that when a change is
-/// answered its new servers take traffic at once: the first packet of a UDP flow to a
-/// server whose MAC address is unknown would be dropped. The resolver fills them in on its
-/// next tick; a server that cannot be reached is logged there and does not hold the answer
-/// longer than the bound.
-async fn wait_next_hops(st: &Shared) {
+/// A real server's identity across snapshots (the `Dest` is shared by identity).
+fn dest_id(d: &Arc<Dest>) -> usize {
+    Arc::as_ptr(d) as usize
+}
+
+/// Wait (bounded) until the real servers a change added have a next hop, so that when it is
+/// answered they take traffic at once: the first packet of a UDP flow to a server whose MAC
+/// address is unknown would be dropped. The resolver fills them in on its next tick; a
+/// server that cannot be reached is logged there and holds the answer no longer than the
+/// bound. Servers that were there before the change (`before`) are not waited for.
+async fn wait_next_hops(st: &Shared, before: &HashSet<usize>) {
     let deadline =
         Instant::now() + std::time::Duration::from_millis(crate::consts::API_RESOLVE_WAIT_MS);
-    while st.snapshot.load().dests().any(|d| d.next_hop().is_none()) && Instant::now() < deadline {
+    let missing = || {
+        st.snapshot
+            .load()
+            .dests()
+            .any(|d| d.next_hop().is_none() && !before.contains(&dest_id(d)))
+    };
+    while missing() && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
