@@ -73,6 +73,24 @@ fn truncate(s: &str, n: usize) -> &str {
     &s[..s.len().min(n)]
 }
 
+/// Five counters in a row, as `print_largenum` prints each.
+fn numbers(out: &mut String, values: [u64; 5], exact: bool) {
+    for v in values {
+        largenum(out, v, exact);
+    }
+}
+
+fn totals(t: &crate::stats::Totals) -> [u64; 5] {
+    [t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes]
+}
+
+/// A service's real servers in ipvsadm's order (sorted by address and port).
+fn sorted_reals(s: &ServiceView) -> Vec<&crate::api::RealView> {
+    let mut reals: Vec<_> = s.reals.iter().collect();
+    reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
+    reals
+}
+
 /// One service and its real servers, as `-L` prints them.
 pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
     let name = format!("{}  {}", s.protocol.to_ascii_uppercase(), s.address);
@@ -80,27 +98,12 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
     match l {
         Listing::Stats => {
             let _ = write!(out, "{name:<33}");
-            for v in [
-                s.stats.conns,
-                s.stats.inpkts,
-                s.stats.outpkts,
-                s.stats.inbytes,
-                s.stats.outbytes,
-            ] {
-                largenum(out, v, exact);
-            }
+            numbers(out, totals(&s.stats), exact);
         }
         Listing::Rate => {
+            let r = &s.rates;
             let _ = write!(out, "{name:<33}");
-            for v in [
-                s.rates.cps,
-                s.rates.inpps,
-                s.rates.outpps,
-                s.rates.inbps,
-                s.rates.outbps,
-            ] {
-                largenum(out, v, exact);
-            }
+            numbers(out, [r.cps, r.inpps, r.outpps, r.inbps, r.outbps], exact);
         }
         _ => {
             let _ = write!(out, "{name} {}", s.scheduler);
@@ -113,22 +116,12 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
         }
     }
     out.push('\n');
-    let mut reals: Vec<_> = s.reals.iter().collect();
-    reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
-    for r in reals {
+    for r in sorted_reals(s) {
         let d = truncate(&r.address, 28);
         let _ = match l {
             Listing::Stats => {
                 let _ = write!(out, "  -> {d:<28}");
-                for v in [
-                    r.stats.conns,
-                    r.stats.inpkts,
-                    r.stats.outpkts,
-                    r.stats.inbytes,
-                    r.stats.outbytes,
-                ] {
-                    largenum(out, v, exact);
-                }
+                numbers(out, totals(&r.stats), exact);
                 writeln!(out)
             }
             Listing::Rate => {
@@ -191,9 +184,7 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
             }
         }
         out.push('\n');
-        let mut reals: Vec<_> = s.reals.iter().collect();
-        reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
-        for r in reals {
+        for r in sorted_reals(s) {
             let _ = writeln!(
                 out,
                 "-a {flag} {} -r {} -m -w {}",

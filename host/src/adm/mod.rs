@@ -119,7 +119,7 @@ fn run(a: &Args) -> Result<String, Failure> {
         Cmd::Zero => return Err(usage("zeroing counters (-Z) is not supported by wvs")),
         _ => {}
     }
-    let client = Client::new(a)?;
+    let client = Client::new(a);
     match cmd {
         Cmd::List if a.connections => {
             let mut path = "/api/v1/connections".to_string();
@@ -296,7 +296,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(a: &Args) -> Result<Self, Failure> {
+    fn new(a: &Args) -> Self {
         let addr = a
             .api
             .clone()
@@ -320,12 +320,12 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        Ok(Self {
+        Self {
             agent,
             base: format!("http://{addr}"),
             token_file,
             token,
-        })
+        }
     }
 
     fn token(&self) -> Result<String, Failure> {

@@ -76,7 +76,7 @@ fn gauges<T>(
     Ok(())
 }
 
-fn rate(v: u64) -> i64 {
+fn as_gauge(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -141,31 +141,31 @@ impl Collector for Scrape {
             &mut e,
             "wvs_rate_connections_per_second",
             "Connections per second (IPVS estimator).",
-            rate(r.cps),
+            as_gauge(r.cps),
         )?;
         gauge(
             &mut e,
             "wvs_rate_incoming_packets_per_second",
             "Incoming packets per second.",
-            rate(r.inpps),
+            as_gauge(r.inpps),
         )?;
         gauge(
             &mut e,
             "wvs_rate_outgoing_packets_per_second",
             "Outgoing packets per second.",
-            rate(r.outpps),
+            as_gauge(r.outpps),
         )?;
         gauge(
             &mut e,
             "wvs_rate_incoming_bytes_per_second",
             "Incoming bytes per second.",
-            rate(r.inbps),
+            as_gauge(r.inbps),
         )?;
         gauge(
             &mut e,
             "wvs_rate_outgoing_bytes_per_second",
             "Outgoing bytes per second.",
-            rate(r.outbps),
+            as_gauge(r.outbps),
         )?;
         let s = &self.services;
         counters(
@@ -208,35 +208,35 @@ impl Collector for Scrape {
             "wvs_service_connections_per_second",
             "Connections per second, by virtual service.",
             s,
-            |r| (&r.0, rate(r.2.cps)),
+            |r| (&r.0, as_gauge(r.2.cps)),
         )?;
         gauges(
             &mut e,
             "wvs_service_incoming_packets_per_second",
             "Incoming packets per second, by virtual service.",
             s,
-            |r| (&r.0, rate(r.2.inpps)),
+            |r| (&r.0, as_gauge(r.2.inpps)),
         )?;
         gauges(
             &mut e,
             "wvs_service_outgoing_packets_per_second",
             "Outgoing packets per second, by virtual service.",
             s,
-            |r| (&r.0, rate(r.2.outpps)),
+            |r| (&r.0, as_gauge(r.2.outpps)),
         )?;
         gauges(
             &mut e,
             "wvs_service_incoming_bytes_per_second",
             "Incoming bytes per second, by virtual service.",
             s,
-            |r| (&r.0, rate(r.2.inbps)),
+            |r| (&r.0, as_gauge(r.2.inbps)),
         )?;
         gauges(
             &mut e,
             "wvs_service_outgoing_bytes_per_second",
             "Outgoing bytes per second, by virtual service.",
             s,
-            |r| (&r.0, rate(r.2.outbps)),
+            |r| (&r.0, as_gauge(r.2.outbps)),
         )?;
         counters(
             &mut e,
@@ -278,7 +278,7 @@ impl Collector for Scrape {
             "wvs_backend_connections_per_second",
             "Connections per second, by real server.",
             b,
-            |r| (&r.0, rate(r.5.cps)),
+            |r| (&r.0, as_gauge(r.5.cps)),
         )?;
 
         let [calls, traps, invalid, fallbacks] = self.plugin;
@@ -335,13 +335,13 @@ impl Collector for Scrape {
             &mut e,
             "wvs_connection_table_entries",
             "Connections tracked now.",
-            rate(self.conns),
+            as_gauge(self.conns),
         )?;
         gauge(
             &mut e,
             "wvs_connection_table_capacity",
             "Most connections tracked at once.",
-            rate(self.capacity),
+            as_gauge(self.capacity),
         )?;
         Ok(())
     }

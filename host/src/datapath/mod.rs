@@ -20,7 +20,7 @@ pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
 use crate::conn::{Conn, ConnKey, ConnTable, Direction, Hop, InsertError, TcpFlags, TcpState};
-use crate::service::{NextHop, Protocol, Snapshot, VirtualService};
+use crate::service::{Dest, NextHop, Protocol, Snapshot, VirtualService};
 use crate::wire::{
     ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, TcpPacket,
     UdpPacket, checksum, ipv4_field, tcp_field, udp_field,
@@ -334,22 +334,27 @@ impl Datapath {
             af: 4,
             ..Default::default()
         };
-        let dest = if svc.persist_ms > 0 {
+        // A persistent service's template hands out an owned server; otherwise the service's
+        // own is borrowed (no reference count taken until the connection holds it).
+        let templated;
+        let dest: &Arc<Dest> = if svc.persist_ms > 0 {
             let tkey = crate::conn::persist::TemplateKey {
                 proto: info.proto,
                 client: crate::conn::persist::masked(key.saddr, svc.netmask),
                 vaddr: key.daddr,
                 vport: key.dport,
             };
-            self.conns
+            templated = self
+                .conns
                 .persist()
                 .dest_for(tkey, now, svc.persist_ms, || {
                     svc.schedule(&mut ci, now).cloned()
                 })
+                .ok_or(Some(DropReason::NoDest))?;
+            &templated
         } else {
-            svc.schedule(&mut ci, now).cloned()
-        }
-        .ok_or(Some(DropReason::NoDest))?;
+            svc.schedule(&mut ci, now).ok_or(Some(DropReason::NoDest))?
+        };
         let Some(hop) = dest.next_hop() else {
             dest.resolve_wanted
                 .store(true, std::sync::atomic::Ordering::Relaxed);
