@@ -5,12 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Topo, VIP, Wvs};
+use common::{Topo, VIP, Wvs, example};
 
 #[test]
 fn http_round_robin_is_exact() {
     let topo = Topo::new("rr", false);
-    let _wvs = Wvs::start(&topo, None);
+    let _wvs = Wvs::start(&topo, Some(example()));
     let answers: Vec<String> = (0..30)
         .map(|_| topo.curl(&format!("http://{VIP}/")))
         .collect();
@@ -26,7 +26,7 @@ fn http_round_robin_is_exact() {
 #[test]
 fn udp_is_balanced_and_answered_from_the_vip() {
     let topo = Topo::new("udp", false);
-    let _wvs = Wvs::start(&topo, None);
+    let _wvs = Wvs::start(&topo, Some(example()));
     // Every datagram from a new source port: a new UDP connection each time.
     let answers: Vec<String> = (0..30).map(|i| topo.udp_ask(41000 + i)).collect();
     let tally = Topo::tally(answers);
@@ -41,7 +41,7 @@ fn udp_is_balanced_and_answered_from_the_vip() {
 #[test]
 fn download_of_100_mb_is_byte_exact() {
     let topo = Topo::new("big", true);
-    let wvs = Wvs::start(&topo, None);
+    let wvs = Wvs::start(&topo, Some(example()));
     let got = topo.dir.join("got");
     let out = topo.exec(
         "cli",
@@ -162,7 +162,7 @@ fn removed_real_server_gets_no_new_connections() {
 #[test]
 fn stopped_wvs_leaves_no_table_and_no_socket() {
     let topo = Topo::new("stop", false);
-    let mut wvs = Wvs::start(&topo, None);
+    let mut wvs = Wvs::start(&topo, Some(example()));
     let during = topo.exec("lb", &["nft", "list", "tables"]);
     assert!(
         String::from_utf8_lossy(&during.stdout).contains("netdev wvs"),
@@ -250,7 +250,7 @@ fn a_flood_of_malformed_frames_is_counted_and_survived() {
     // with random version/IHL, total length, id, fragment bits and header checksum; half
     // well-formed but for a random header checksum; all with random TCP header bytes.
     let topo = Topo::new("fuzz", false);
-    let mut wvs = Wvs::start(&topo, None);
+    let mut wvs = Wvs::start(&topo, Some(example()));
     let mac = |ns: &str, dev: &str| {
         let out = topo.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Topo, VIP, Wvs};
+use common::{Topo, VIP, Wvs, example};
 
 fn service(scheduler: &str, reals: &[(u32, u32)], flags: &str) -> String {
     let mut c = format!(
@@ -37,7 +37,7 @@ fn get(topo: &Topo, n: usize) -> BTreeMap<String, usize> {
 #[test]
 fn builtin_rr_runs_as_wasm_and_is_exact() {
     let topo = Topo::new("prr", false);
-    let wvs = Wvs::start(&topo, None);
+    let wvs = Wvs::start(&topo, Some(example()));
     let t = get(&topo, 30);
     assert_eq!(
         t.values().copied().collect::<Vec<_>>(),

@@ -8,7 +8,8 @@
 //! [[service]]
 //! protocol = "tcp"              # tcp | udp
 //! address = "198.18.100.1:80"   # virtual IP and port
-//! scheduler = "wlc"            # rr wrr lc wlc sed nq fo ovf twos sh dh; default wlc
+//! scheduler = "wlc"             # an IPVS scheduler (rr wrr lc wlc sed nq fo ovf twos sh dh
+//!                               # mh lblc lblcr) or a [[plugin]] name; default wlc
 //! flags = ["sh-port"]           # scheduler flags, as ipvsadm -b: sh-fallback sh-port
 //!                               # mh-fallback mh-port flag-1 flag-2 flag-3
 //! persistent = 300              # optional persistence timeout, seconds (ipvsadm -p)
@@ -38,9 +39,10 @@ use serde::{Deserialize, Serialize};
 use crate::consts::{MAX_PERSISTENT_SECS, MAX_WEIGHT};
 use crate::service::{Protocol, Scheduler, ServiceKey};
 
-/// The configuration shipped in the binary, used when no `--config` is given: the services
-/// of the demo topology (`examples/demo.sh`).
-pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/wvs.toml");
+/// The example configuration (`examples/wvs.toml`, the demo topology's services), which
+/// the tests check parses. wvs itself builds in no services.
+#[cfg(test)]
+pub(crate) const EXAMPLE: &str = include_str!("../../examples/wvs.toml");
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -567,7 +569,7 @@ mod tests {
 
     #[test]
     fn embedded_default_parses() {
-        let specs = parse(EMBEDDED_DEFAULT).unwrap().services;
+        let specs = parse(EXAMPLE).unwrap().services;
         assert!(
             specs
                 .iter()

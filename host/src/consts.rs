@@ -118,6 +118,9 @@ pub const API_MAX_CONN_LIST: usize = 100_000;
 
 /// Persistence templates kept per shard at most (they are bounded like connections).
 pub const PERSIST_SHARDS: usize = 64;
+/// A template whose time is up while it still controls connections is re-armed with this
+/// timeout, which it keeps from then on (`ip_vs_conn_expire`'s `expire_later`: 60 s).
+pub const TEMPLATE_EXPIRE_LATER_MS: u64 = 60_000;
 
 /// How long a change through the API waits for the next hops of its real servers.
 pub const API_RESOLVE_WAIT_MS: u64 = 2000;

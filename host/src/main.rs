@@ -28,6 +28,11 @@ struct Cli {
 enum Command {
     /// Run the load balancer on the given interfaces until SIGINT or SIGTERM.
     ///
+    /// What it starts with: the configuration saved in --state-dir by an earlier run; at a
+    /// first start (nothing saved), the services of --config; with neither, no services at
+    /// all, as IPVS starts (add them with `wvs adm` or the REST API). Every change is saved
+    /// to --state-dir.
+    ///
     /// SIGHUP reloads the --config file; a file that does not validate changes nothing.
     /// SIGUSR1 logs the counters at once (they are also logged every 10 s while they change).
     /// wvs needs CAP_NET_ADMIN and CAP_NET_RAW (run it as root) and the `nft` command.
@@ -37,7 +42,9 @@ enum Command {
         #[arg(long = "iface", value_name = "IF", required = true)]
         ifaces: Vec<String>,
         /// TOML file with the virtual services and real servers (see examples/wvs.toml).
-        /// Without it, the example configuration built into the binary is used.
+        /// Read at the first start, when the state directory holds no saved state; after
+        /// that the saved state wins and this file applies on SIGHUP. Without either, wvs
+        /// starts with no services: add them with `wvs adm` or the REST API.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Datapath worker threads [default: one per core].

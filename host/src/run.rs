@@ -100,7 +100,8 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
 fn load_specs(path: &Option<PathBuf>) -> Result<Config, ConfigError> {
     match path {
         Some(p) => config::load(p),
-        None => config::parse(config::EMBEDDED_DEFAULT),
+        // Like IPVS, a first start with nothing to restore has no services.
+        None => Ok(Config::default()),
     }
 }
 
@@ -121,7 +122,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         )));
     }
     // What to start with: the saved state if there is one, else the --config file, else
-    // the embedded example.
+    // nothing (services are then added over the API or with `wvs adm`).
     let state = opts.state_dir.as_deref().map(StateFile::open).transpose()?;
     let saved = match &state {
         Some(st) => st.load()?,
@@ -156,9 +157,9 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                     plugins = c.plugins.len(),
                     "configuration loaded"
                 ),
-                None => tracing::warn!(
-                    services = c.services.len(),
-                    "no --config given: using the embedded example configuration (examples/wvs.toml)"
+                None => tracing::info!(
+                    "no saved state and no --config: starting with no services \
+                     (add them with `wvs adm` or the REST API)"
                 ),
             }
             c
@@ -415,6 +416,7 @@ fn log_stats(s: &StatsSum, conns: usize, control: &mut Controller) {
         passed = s.passed,
         rx_gso = s.rx_gso,
         icmp_sent = s.icmp_sent,
+        resets_sent = s.resets_sent,
         conns_created = s.conns,
         conns_now = conns,
         dropped = s.dropped(),

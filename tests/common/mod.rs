@@ -12,6 +12,13 @@ use std::time::{Duration, Instant};
 pub const VIP: &str = "198.18.100.1";
 pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/topology.sh");
 pub const WVS: &str = env!("CARGO_BIN_EXE_wvs");
+/// The example configuration: the demo topology's services (TCP 80 and UDP 9000, rr).
+pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/wvs.toml");
+
+/// [`EXAMPLE`] as a path.
+pub fn example() -> &'static Path {
+    Path::new(EXAMPLE)
+}
 
 /// Three real servers behind one balancer; see scripts/topology.sh.
 pub struct Topo {

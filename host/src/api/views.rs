@@ -301,6 +301,8 @@ pub struct DatapathView {
     pub rx_gso: u64,
     /// ICMP port unreachable answers sent.
     pub icmp_sent: u64,
+    /// TCP resets answered to segments of no connection.
+    pub resets_sent: u64,
     /// Frames dropped, by reason (only reasons that occurred).
     pub drops: std::collections::BTreeMap<String, u64>,
 }
@@ -357,6 +359,7 @@ impl StatsView {
                 passed: sum.passed,
                 rx_gso: sum.rx_gso,
                 icmp_sent: sum.icmp_sent,
+                resets_sent: sum.resets_sent,
                 drops: sum
                     .drops
                     .iter()

@@ -72,6 +72,8 @@ pub struct Conn {
     pub dest: Arc<Dest>,
     /// The service's counters (replies are counted there too).
     pub svc_stats: Arc<crate::stats::Stats>,
+    /// The persistence template that placed it (`cp->control`), kept alive by it.
+    pub control: Option<persist::Control>,
 }
 
 impl Conn {
@@ -104,6 +106,7 @@ impl Conn {
             client_hop,
             dest,
             svc_stats,
+            control: None,
         }
     }
 

@@ -4,19 +4,24 @@
 //!
 //! A template is keyed by protocol, the client address under the service's netmask and the
 //! virtual address and port. It points at its real server (counted in `persistconns`), and
-//! lives the service's persistence timeout past the last connection it placed. It is dropped
-//! when its server is gone; a quiesced server (weight 0) keeps its templates, as IPVS does
-//! with `expire_quiescent_template` at its default of 0.
+//! lives the service's persistence timeout past the last connection it placed, and beyond
+//! that for as long as a connection it placed is still open: each such connection holds a
+//! [`Control`] (IPVS's `cp->control`, counted in the template's `n_control`), and a template
+//! whose time is up while it controls connections is re-armed with 60 s, as
+//! `ip_vs_conn_expire` does. It is dropped when its server is gone; a quiesced server
+//! (weight 0) keeps its templates, as IPVS does with `expire_quiescent_template` at its
+//! default of 0.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::Mutex;
 
-use crate::consts::PERSIST_SHARDS;
+use crate::consts::{PERSIST_SHARDS, TEMPLATE_EXPIRE_LATER_MS};
 use crate::service::{Dest, Protocol};
 
 /// What a template is found by.
@@ -37,8 +42,42 @@ pub struct TemplateKey {
 pub struct Template {
     /// The real server its connections go to.
     pub dest: Arc<Dest>,
-    /// When it expires (ms on the datapath clock).
+    /// When it expires (ms on the datapath clock), unless it still controls connections.
     pub expires: u64,
+    /// Its timeout: the service's persistence timeout, or 60 s once re-armed.
+    pub timeout_ms: u64,
+    /// How many open connections it placed (`n_control`).
+    n_control: Arc<AtomicU32>,
+}
+
+impl Template {
+    /// How many open connections it controls.
+    pub fn controls(&self) -> u32 {
+        self.n_control.load(Relaxed)
+    }
+
+    /// Whether it can place another connection at `now` (`ip_vs_check_template`).
+    fn valid(&self, now: u64) -> bool {
+        (self.expires > now || self.controls() > 0) && self.dest.available()
+    }
+}
+
+/// A connection's link to the template that placed it (`cp->control`): while the connection
+/// holds it, the template lives. Dropped with the connection.
+#[derive(Debug)]
+pub struct Control(Arc<AtomicU32>);
+
+impl Control {
+    fn new(n_control: &Arc<AtomicU32>) -> Self {
+        n_control.fetch_add(1, Relaxed);
+        Self(n_control.clone())
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Drop for Template {
@@ -71,48 +110,68 @@ impl PersistTable {
         &self.shards[(self.hasher.hash_one(k) >> 40) as usize % PERSIST_SHARDS]
     }
 
-    /// The real server for a new connection of a persistent service: the template's if it
-    /// has a valid one, else the one `schedule` picks, remembered for `timeout_ms`. Returns
-    /// `None` when there is no valid template and `schedule` finds no server, or the table is
-    /// full.
+    /// The real server for a new connection of a persistent service, and the connection's
+    /// link to its template: the template's server if it has a valid one, else the one
+    /// `schedule` picks, remembered for `timeout_ms`. Returns `None` when there is no valid
+    /// template and `schedule` finds no server. When the table is full the connection is
+    /// placed without a template (as a full connection table would remember nothing).
     pub fn dest_for(
         &self,
         key: TemplateKey,
         now: u64,
         timeout_ms: u64,
         schedule: impl FnOnce() -> Option<Arc<Dest>>,
-    ) -> Option<Arc<Dest>> {
+    ) -> Option<(Arc<Dest>, Option<Control>)> {
         let mut shard = self.shard(&key).lock();
         if let Some(t) = shard.get_mut(&key) {
-            if t.expires > now && t.dest.available() {
-                t.expires = now + timeout_ms;
-                return Some(t.dest.clone());
+            if t.valid(now) {
+                // ip_vs_conn_put(ct): re-armed with the template's own timeout.
+                t.expires = now + t.timeout_ms;
+                return Some((t.dest.clone(), Some(Control::new(&t.n_control))));
             }
             shard.remove(&key);
         }
         let dest = schedule()?;
         if shard.len() >= self.per_shard_max {
-            // Full: place the connection, but remember nothing (as a full conn table would).
-            return Some(dest);
+            return Some((dest, None));
         }
         dest.persistconns.fetch_add(1, Relaxed);
+        let n_control = Arc::new(AtomicU32::new(0));
+        let control = Control::new(&n_control);
         shard.insert(
             key,
             Template {
                 dest: dest.clone(),
                 expires: now + timeout_ms,
+                timeout_ms,
+                n_control,
             },
         );
-        Some(dest)
+        Some((dest, Some(control)))
     }
 
-    /// Remove expired templates and those whose server is gone; returns how many.
+    /// Remove the templates whose time is up and that control no connection, and those
+    /// whose server is gone; re-arm with 60 s those whose time is up but still control
+    /// connections. Returns how many were removed.
     pub fn sweep(&self, now: u64) -> usize {
         let mut n = 0;
         for s in self.shards.iter() {
             let mut g = s.lock();
             let before = g.len();
-            g.retain(|_, t| t.expires > now && t.dest.available());
+            g.retain(|_, t| {
+                if !t.dest.available() {
+                    return false;
+                }
+                if t.expires > now {
+                    return true;
+                }
+                if t.controls() > 0 {
+                    t.timeout_ms = TEMPLATE_EXPIRE_LATER_MS;
+                    t.expires = now + TEMPLATE_EXPIRE_LATER_MS;
+                    return true;
+                }
+                false
+            });
             n += before - g.len();
         }
         n
@@ -164,26 +223,24 @@ mod tests {
         let t = PersistTable::new(1000);
         let a = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
         let b = Arc::new(Dest::new("198.19.0.12".parse().unwrap(), 80));
-        let d = t
-            .dest_for(key("198.18.0.2"), 0, 1000, || Some(a.clone()))
-            .unwrap();
+        let pick = |client, now, d: &Arc<Dest>| {
+            // The connection closes at once: it does not hold the template.
+            t.dest_for(key(client), now, 1000, || Some(d.clone()))
+                .unwrap()
+                .0
+        };
+        let d = pick("198.18.0.2", 0, &a);
         assert!(Arc::ptr_eq(&d, &a));
         assert_eq!(a.persistconns.load(Relaxed), 1);
         // Another client of the same /24 within the timeout: the template's server.
-        let d = t
-            .dest_for(key("198.18.0.77"), 900, 1000, || Some(b.clone()))
-            .unwrap();
+        let d = pick("198.18.0.77", 900, &b);
         assert!(Arc::ptr_eq(&d, &a), "template refreshed to 1900");
         // Quiesced: the template still holds (expire_quiescent_template = 0).
         a.set_weight(0);
-        let d = t
-            .dest_for(key("198.18.0.2"), 1800, 1000, || Some(b.clone()))
-            .unwrap();
+        let d = pick("198.18.0.2", 1800, &b);
         assert!(Arc::ptr_eq(&d, &a));
         // Expired: scheduled again.
-        let d = t
-            .dest_for(key("198.18.0.2"), 5000, 1000, || Some(b.clone()))
-            .unwrap();
+        let d = pick("198.18.0.2", 5000, &b);
         assert!(Arc::ptr_eq(&d, &b));
         assert_eq!(
             (a.persistconns.load(Relaxed), b.persistconns.load(Relaxed)),
@@ -194,5 +251,36 @@ mod tests {
         assert_eq!(t.sweep(5001), 1);
         assert!(t.is_empty());
         assert_eq!(b.persistconns.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn template_lives_while_it_controls_connections() {
+        let t = PersistTable::new(1000);
+        let a = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
+        let b = Arc::new(Dest::new("198.19.0.12".parse().unwrap(), 80));
+        let (d, control) = t
+            .dest_for(key("198.18.0.2"), 0, 1000, || Some(a.clone()))
+            .unwrap();
+        assert!(Arc::ptr_eq(&d, &a));
+        let control = control.expect("a template was made");
+        // Its time is up, but the connection it placed is open: re-armed with 60 s.
+        assert_eq!(t.sweep(1000), 0);
+        let mut seen = None;
+        t.for_each(|_, tp| seen = Some((tp.expires, tp.timeout_ms, tp.controls())));
+        assert_eq!(seen, Some((61_000, 60_000, 1)));
+        // And it still places new connections, refreshed with its new 60 s timeout.
+        let (d, c2) = t
+            .dest_for(key("198.18.0.9"), 30_000, 1000, || Some(b.clone()))
+            .unwrap();
+        assert!(Arc::ptr_eq(&d, &a));
+        t.for_each(|_, tp| seen = Some((tp.expires, tp.timeout_ms, tp.controls())));
+        assert_eq!(seen, Some((90_000, 60_000, 2)));
+        drop(c2);
+        drop(control);
+        // No connection left: it goes when its time is up.
+        assert_eq!(t.sweep(89_999), 0);
+        assert_eq!(t.sweep(90_000), 1);
+        assert!(t.is_empty());
+        assert_eq!(a.persistconns.load(Relaxed), 0);
     }
 }

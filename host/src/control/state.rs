@@ -143,7 +143,7 @@ mod tests {
         let dir = tmpdir("rt");
         let st = StateFile::open(&dir).unwrap();
         assert!(st.load().unwrap().is_none(), "no state yet");
-        let cfg = config::parse(config::EMBEDDED_DEFAULT).unwrap();
+        let cfg = config::parse(config::EXAMPLE).unwrap();
         st.save(&cfg).unwrap();
         assert_eq!(st.load().unwrap(), Some(cfg.clone()));
         let empty = Config::default();

@@ -10,9 +10,12 @@
 //!   client; it goes to the client, with the outer source and the quoted destination set to
 //!   the VIP, so the client's stack matches it to its socket.
 //!
-//! As in IPVS, the quoted IP header checksum and the ICMP checksum are recomputed, the
-//! quoted TCP/UDP checksum (usually cut off) is left alone, and the connection's state and
-//! timer do not change.
+//! As in IPVS, the errors relayed are destination unreachable, source quench and time
+//! exceeded (others, parameter problem among them, are the kernel's); the quoted IP header
+//! checksum and the ICMP checksum are recomputed, the quoted TCP/UDP checksum (usually cut
+//! off) is left alone, the connection's state and timer do not change, and the error is
+//! counted in the connection's and its service's traffic, inbound or outbound as the
+//! direction it travels (`ip_vs_in_stats` / `ip_vs_out_stats`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -26,9 +29,9 @@ use crate::xmit::nat;
 /// ICMP header length (type, code, checksum, 4 more bytes).
 const ICMP_HEADER_LEN: usize = 8;
 /// ICMP types that quote the packet they are about (RFC 792).
-const DEST_UNREACHABLE: u8 = 3;
-const TIME_EXCEEDED: u8 = 11;
-const PARAMETER_PROBLEM: u8 = 12;
+pub(crate) const DEST_UNREACHABLE: u8 = 3;
+pub(crate) const SOURCE_QUENCH: u8 = 4;
+pub(crate) const TIME_EXCEEDED: u8 = 11;
 /// Code of "port unreachable" under destination unreachable.
 const PORT_UNREACHABLE: u8 = 3;
 
@@ -74,10 +77,7 @@ pub(super) fn parse(
     if icmp.len() < ICMP_HEADER_LEN {
         return bad(DropReason::IcmpTruncated);
     }
-    if !matches!(
-        icmp[0],
-        DEST_UNREACHABLE | TIME_EXCEEDED | PARAMETER_PROBLEM
-    ) {
+    if !matches!(icmp[0], DEST_UNREACHABLE | SOURCE_QUENCH | TIME_EXCEEDED) {
         return Ok(None);
     }
     let inner = &icmp[ICMP_HEADER_LEN..];
@@ -198,18 +198,23 @@ impl Datapath {
             daddr: IpAddr::V4(e.saddr),
             dport: e.sport,
         };
+        let w = self.worker;
+        let len = e.total_len;
         let (dir, found) = match e.about {
             About::Reply => (
                 KeyDir::In,
                 self.conns.with_conn(KeyDir::In, &key, |c| {
-                    c.dest
-                        .next_hop()
-                        .map(|h| (c.daddr, c.dport, h.iface, h.mac))
+                    let hop = c.dest.next_hop()?;
+                    c.dest.stats.worker(w).packet_in(len);
+                    c.svc_stats.worker(w).packet_in(len);
+                    Some((c.daddr, c.dport, hop.iface, hop.mac))
                 }),
             ),
             About::Forwarded => (
                 KeyDir::Out,
                 self.conns.with_conn(KeyDir::Out, &key, |c| {
+                    c.dest.stats.worker(w).packet_out(len);
+                    c.svc_stats.worker(w).packet_out(len);
                     Some((c.vaddr, c.vport, c.client_hop.iface, c.client_hop.mac))
                 }),
             ),

@@ -11,6 +11,7 @@
 //! connection also takes its service's scheduler lock.
 
 mod icmp;
+mod reset;
 pub mod stats;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -154,9 +155,11 @@ impl Datapath {
     }
 
     /// As [`process`](Self::process), for a frame of `len` bytes at the start of a larger
-    /// buffer, which lets wvs answer in place: a new connection that no real server can take
-    /// gets an ICMP port unreachable from the VIP, as IPVS sends (`ip_vs_leave`), so the
-    /// client fails at once instead of retrying. Replies are rate limited per worker.
+    /// buffer, which lets wvs answer in place, as the director would: a new connection that
+    /// no real server can take gets an ICMP port unreachable from the VIP, as IPVS sends
+    /// (`ip_vs_leave`), and a TCP segment of no connection gets a reset from the VIP, as the
+    /// director's own stack answers what IPVS lets through (see [`reset`]), so clients fail
+    /// at once instead of retrying. Both share one rate limit per worker.
     pub fn process_buf(
         &self,
         snap: &Snapshot,
@@ -167,17 +170,28 @@ impl Datapath {
     ) -> Verdict {
         let len = len.min(buf.len());
         let v = self.process(snap, now, meta, &mut buf[..len]);
-        if v == Verdict::Drop(DropReason::NoDest)
-            && self.icmp_token(now)
-            && let Some(n) = icmp::port_unreachable(buf, len)
-        {
-            stats::bump(&self.stats.icmp_sent);
-            return Verdict::Reply {
-                iface: meta.iface,
-                len: n,
-            };
+        let answer = match v {
+            Verdict::Drop(DropReason::NoDest) => icmp::port_unreachable,
+            Verdict::Drop(DropReason::NoConnIn) => reset::tcp_reset,
+            _ => return v,
+        };
+        // Written first (a dropped frame may be overwritten), so that what is never
+        // answered (a reset, a truncated segment) takes no token.
+        let Some(n) = answer(buf, len) else {
+            return v;
+        };
+        if !self.icmp_token(now) {
+            return v;
         }
-        v
+        if v == Verdict::Drop(DropReason::NoDest) {
+            stats::bump(&self.stats.icmp_sent);
+        } else {
+            stats::bump(&self.stats.resets_sent);
+        }
+        Verdict::Reply {
+            iface: meta.iface,
+            len: n,
+        }
     }
 
     /// Take a token from the ICMP bucket, refilled at `ICMP_REPLY_RATE` per second.
@@ -253,9 +267,14 @@ impl Datapath {
                     InLookup::Drop(DropReason::DestGone)
                 };
             }
-            // conn_reuse_mode 1: a SYN reusing the ports of a connection in TIME_WAIT starts
-            // a new connection instead of being mistaken for the old one.
-            if info.is_new_syn() && c.state == TcpState::TimeWait {
+            // conn_reuse_mode 1 (`is_new_conn_expected`): a SYN reusing the ports of a
+            // finished connection (TIME_WAIT or CLOSE) starts a new one, unless a persistence
+            // template controls it; then the state table takes the SYN (back to SYN_RECV on
+            // the template's server).
+            if info.is_new_syn()
+                && c.control.is_none()
+                && matches!(c.state, TcpState::TimeWait | TcpState::Close)
+            {
                 c.expire_now = true;
                 return InLookup::Reschedule;
             }
@@ -334,9 +353,11 @@ impl Datapath {
             af: 4,
             ..Default::default()
         };
-        // A persistent service's template hands out an owned server; otherwise the service's
-        // own is borrowed (no reference count taken until the connection holds it).
+        // A persistent service's template hands out an owned server and the connection's
+        // link to it; otherwise the service's own server is borrowed (no reference count
+        // taken until the connection holds it).
         let templated;
+        let mut control = None;
         let dest: &Arc<Dest> = if svc.persist_ms > 0 {
             let tkey = crate::conn::persist::TemplateKey {
                 proto: info.proto,
@@ -344,13 +365,15 @@ impl Datapath {
                 vaddr: key.daddr,
                 vport: key.dport,
             };
-            templated = self
+            let (d, c) = self
                 .conns
                 .persist()
                 .dest_for(tkey, now, svc.persist_ms, || {
                     svc.schedule(&mut ci, now).cloned()
                 })
                 .ok_or(Some(DropReason::NoDest))?;
+            templated = d;
+            control = c;
             &templated
         } else {
             svc.schedule(&mut ci, now).ok_or(Some(DropReason::NoDest))?
@@ -361,6 +384,7 @@ impl Datapath {
             return Err(Some(DropReason::NoNextHop));
         };
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
+        conn.control = control;
         if info.proto == Protocol::Tcp {
             conn.tcp_transition(Direction::Input, info.flags);
         }

@@ -83,6 +83,8 @@ pub struct DatapathStats {
     pub rx_gso: AtomicU64,
     /// ICMP port unreachable sent for connections no real server could take.
     pub icmp_sent: AtomicU64,
+    /// TCP resets sent for segments of no connection.
+    pub resets_sent: AtomicU64,
     drops: Box<[AtomicU64]>,
 }
 
@@ -95,6 +97,7 @@ impl Default for DatapathStats {
             conns: AtomicU64::new(0),
             rx_gso: AtomicU64::new(0),
             icmp_sent: AtomicU64::new(0),
+            resets_sent: AtomicU64::new(0),
             drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -134,6 +137,8 @@ pub struct StatsSum {
     pub rx_gso: u64,
     /// ICMP port unreachable sent.
     pub icmp_sent: u64,
+    /// TCP resets sent.
+    pub resets_sent: u64,
     /// Drops by reason, in [`DropReason::ALL`] order.
     pub drops: Vec<(DropReason, u64)>,
 }
@@ -152,6 +157,7 @@ impl StatsSum {
             s.conns += w.conns.load(Relaxed);
             s.rx_gso += w.rx_gso.load(Relaxed);
             s.icmp_sent += w.icmp_sent.load(Relaxed);
+            s.resets_sent += w.resets_sent.load(Relaxed);
             for (r, n) in s.drops.iter_mut() {
                 *n += w.drops(*r);
             }

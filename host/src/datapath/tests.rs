@@ -1189,3 +1189,325 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
         Verdict::Drop(DropReason::NoDest)
     );
 }
+
+/// The TCP header of a frame wvs wrote, checked (checksums) and parsed.
+fn tcp_of(frame: &[u8]) -> etherparse::TcpHeader {
+    check_frame(frame);
+    match PacketHeaders::from_ethernet_slice(frame).unwrap().transport {
+        Some(TransportHeader::Tcp(t)) => t,
+        _ => panic!("not tcp"),
+    }
+}
+
+#[test]
+fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
+    let h = harness();
+    let mut buf = [0u8; 2048];
+    // With ACK (what a client sends after losing its connection): RST, seq = its ack.
+    let seg = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40500),
+        (VIP, 80),
+        F::Ack,
+        b"more data",
+    );
+    buf[..seg.len()].copy_from_slice(&seg);
+    let v = h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len());
+    let Verdict::Reply { iface: 0, len } = v else {
+        panic!("{v:?}")
+    };
+    let out = &buf[..len];
+    assert_eq!(len, 14 + 20 + 20);
+    assert_eq!(
+        (&out[0..6], &out[6..12]),
+        (&CLIENT_MAC[..], &CLIENT_IF_MAC[..])
+    );
+    assert_eq!(
+        check_frame(out),
+        (Ipv4Addr::from(VIP), 80, Ipv4Addr::from(CLIENT), 40500, 64)
+    );
+    let t = tcp_of(out);
+    assert!(t.rst && !t.ack && !t.syn && !t.fin);
+    assert_eq!(t.sequence_number, 1, "the segment's acknowledgment number");
+    assert_eq!(h.conns.len(), 0, "no connection is made");
+    assert_eq!(h.dp.stats().drops(DropReason::NoConnIn), 1);
+    assert_eq!(h.dp.stats().resets_sent.load(Relaxed), 1);
+
+    // Without ACK: RST+ACK, seq 0, acknowledging the segment's data and FIN.
+    let seg = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40501),
+        (VIP, 80),
+        F::Psh,
+        b"12345",
+    );
+    buf[..seg.len()].copy_from_slice(&seg);
+    let Verdict::Reply { len, .. } = h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len())
+    else {
+        panic!("no reset")
+    };
+    let t = tcp_of(&buf[..len]);
+    assert!(t.rst && t.ack);
+    assert_eq!((t.sequence_number, t.acknowledgment_number), (0, 1005));
+
+    // A reset is never answered, and the UDP service is not concerned.
+    let seg = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40502),
+        (VIP, 80),
+        F::Rst,
+        b"",
+    );
+    buf[..seg.len()].copy_from_slice(&seg);
+    assert_eq!(
+        h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len()),
+        Verdict::Drop(DropReason::NoConnIn)
+    );
+    assert_eq!(h.dp.stats().resets_sent.load(Relaxed), 2);
+}
+
+#[test]
+fn resets_share_the_answer_rate_limit() {
+    let h = harness();
+    let seg = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40600),
+        (VIP, 80),
+        F::Ack,
+        b"",
+    );
+    let mut buf = [0u8; 2048];
+    let mut sent = 0;
+    for _ in 0..300 {
+        buf[..seg.len()].copy_from_slice(&seg);
+        if matches!(
+            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len()),
+            Verdict::Reply { .. }
+        ) {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, crate::consts::ICMP_REPLY_BURST as usize);
+}
+
+/// Open a connection from `cport` (SYN, ACK), then end it with a RST (to CLOSE) or a FIN.
+fn finish_conn(h: &Harness, cport: u16, rst: bool) -> Ipv4Addr {
+    let mut syn = client_syn(cport);
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { .. }
+    ));
+    let rs = check_frame(&syn).2;
+    let mut ack = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, cport),
+        (VIP, 80),
+        F::Ack,
+        b"",
+    );
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut ack),
+        Verdict::Tx { .. }
+    ));
+    let mut last = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, cport),
+        (VIP, 80),
+        if rst { F::Rst } else { F::Fin },
+        b"",
+    );
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut last),
+        Verdict::Tx { .. }
+    ));
+    rs
+}
+
+#[test]
+fn a_syn_reusing_a_closed_connection_is_rescheduled() {
+    let h = harness();
+    let first = finish_conn(&h, 40700, true);
+    let mut st = None;
+    h.conns.for_each(|c| st = Some(c.state));
+    assert_eq!(st, Some(TcpState::Close));
+    let mut syn = client_syn(40700);
+    assert_eq!(
+        h.dp.process(&h.snap, 1, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_ne!(check_frame(&syn).2, first, "rescheduled: next in rotation");
+    assert_eq!(h.conns.len(), 1);
+}
+
+fn persistent_harness() -> Harness {
+    let specs = config::parse(
+        r#"
+        [[service]]
+        protocol = "tcp"
+        address = "198.18.100.1:80"
+        scheduler = "rr"
+        persistent = 1
+        [[service.real]]
+        address = "198.19.0.11:8080"
+        [[service.real]]
+        address = "198.19.0.12:8080"
+        "#,
+    )
+    .unwrap();
+    let mut h = harness();
+    h.snap = Snapshot::build_native(&specs.services, &Snapshot::default());
+    for d in h.snap.dests() {
+        let IpAddr::V4(a) = d.addr else {
+            unreachable!()
+        };
+        d.set_next_hop(Some(NextHop {
+            iface: 1,
+            mac: rs_mac(a.octets()[3]),
+        }));
+    }
+    h
+}
+
+#[test]
+fn a_template_lives_while_its_connections_do_and_keeps_its_reused_ports() {
+    let h = persistent_harness();
+    let mut syn = client_syn(40800);
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { .. }
+    ));
+    let rs = check_frame(&syn).2;
+    // 1 s of persistence is long past, but the connection is open: the template stays.
+    h.conns.sweep(5_000);
+    assert_eq!(h.conns.persist().len(), 1);
+    let mut other = client_syn(40801);
+    h.dp.process(&h.snap, 5_000, COMPLETE, &mut other);
+    assert_eq!(
+        check_frame(&other).2,
+        rs,
+        "the template still places connections"
+    );
+    // Established, then closed by a reset: a SYN on the same ports is not rescheduled
+    // while a template controls the connection (is_new_conn_expected); the state table
+    // takes it, on the same server.
+    let mut ack = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40800),
+        (VIP, 80),
+        F::Ack,
+        b"",
+    );
+    h.dp.process(&h.snap, 5_000, COMPLETE, &mut ack);
+    let mut rst = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40800),
+        (VIP, 80),
+        F::Rst,
+        b"",
+    );
+    h.dp.process(&h.snap, 5_000, COMPLETE, &mut rst);
+    let mut st = Vec::new();
+    h.conns.for_each(|c| st.push((c.cport, c.state)));
+    assert!(st.contains(&(40800, TcpState::Close)), "{st:?}");
+    let mut again = client_syn(40800);
+    h.dp.process(&h.snap, 5_001, COMPLETE, &mut again);
+    assert_eq!(check_frame(&again).2, rs);
+    assert_eq!(h.conns.len(), 2);
+    let mut states = Vec::new();
+    h.conns.for_each(|c| states.push((c.cport, c.state)));
+    states.sort_by_key(|s| s.0);
+    assert_eq!(
+        states,
+        [(40800, TcpState::SynRecv), (40801, TcpState::SynRecv)]
+    );
+    // Once every connection is gone, the template goes at its (re-armed, 60 s) time.
+    h.conns.sweep(10_000_000);
+    assert_eq!(h.conns.len(), 0);
+    h.conns
+        .sweep(10_000_001 + crate::consts::TEMPLATE_EXPIRE_LATER_MS);
+    assert_eq!(h.conns.persist().len(), 0);
+}
+
+#[test]
+fn source_quench_is_relayed_and_icmp_errors_are_counted_as_ipvs_does() {
+    let h = harness();
+    let mut syn = client_syn(41100);
+    h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
+    let svc = h
+        .snap
+        .service(Protocol::Tcp, IpAddr::V4(VIP.into()), 80)
+        .unwrap();
+    let dest = h
+        .snap
+        .dests()
+        .find(|d| d.addr == IpAddr::V4([198, 19, 0, 11].into()))
+        .unwrap();
+    let counts = |s: &crate::stats::Stats| {
+        let t = s.totals();
+        (t.inpkts, t.outpkts)
+    };
+    assert_eq!(counts(&svc.stats), (1, 0));
+    // Source quench from the real server's side about the forwarded SYN: relayed to the
+    // client, counted outbound (ip_vs_out_icmp: ip_vs_out_stats).
+    let mut e = icmp_error_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        [198, 19, 0, 11],
+        CLIENT,
+        4,
+        0,
+        &quote_of(&syn, 28),
+    );
+    let len = e.len() - 14;
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut e),
+        Verdict::Tx { iface: 0 }
+    );
+    assert_eq!(counts(&svc.stats), (1, 1));
+    assert_eq!(counts(&dest.stats), (1, 1));
+    assert_eq!(svc.stats.totals().outbytes, len as u64);
+    // Time exceeded on the client side about a reply: relayed to the server, counted
+    // inbound (ip_vs_in_icmp: ip_vs_in_stats).
+    let reply = tcp_frame(
+        CLIENT_IF_MAC,
+        CLIENT_MAC,
+        (VIP, 80),
+        (CLIENT, 41100),
+        F::Ack,
+        b"",
+    );
+    let mut e = icmp_error_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        [198, 18, 0, 254],
+        VIP,
+        11,
+        0,
+        &quote_of(&reply, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 1, COMPLETE, &mut e),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(counts(&svc.stats), (2, 1));
+    // Parameter problem is not one IPVS relays: the kernel's.
+    let mut e = icmp_error_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        [198, 18, 0, 254],
+        VIP,
+        12,
+        0,
+        &quote_of(&reply, 28),
+    );
+    assert_eq!(h.dp.process(&h.snap, 1, COMPLETE, &mut e), Verdict::Pass);
+    assert_eq!(counts(&svc.stats), (2, 1));
+}

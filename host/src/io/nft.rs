@@ -2,9 +2,13 @@
 //!
 //! A packet socket gets a copy of each frame before the netdev ingress hook, so wvs sees
 //! every frame and the kernel's copy can be dropped right there: packets to a virtual
-//! service, replies from a real server's port, and fragments to or from those addresses
-//! (which the datapath drops as well: their ports cannot be known). Everything else (ARP,
-//! SSH, other traffic) is the kernel's as usual.
+//! service, replies from a real server's port, fragments to or from those addresses
+//! (which the datapath drops as well: their ports cannot be known), and the ICMP errors
+//! wvs relays: those whose quoted packet is of a service (a reply from a VIP's port, or a
+//! packet to a real server's port), matched on the quote itself. Everything else (ARP,
+//! SSH, other traffic, ICMP errors about flows of the kernel's) is the kernel's as usual.
+//! The quote is matched at fixed offsets, so a quote with IP options (which no common
+//! stack sends) reaches the kernel too, which has no use for it.
 //!
 //! The table is written with `nft -f -` as one transaction, so it is replaced atomically on
 //! every configuration change, and deleted when wvs stops. A table left by a crashed run is
@@ -82,20 +86,41 @@ impl Drop for NftTable {
 pub fn render(devices: &[String], snap: &Snapshot) -> String {
     let mut vips = Vec::new();
     let mut reals = Vec::new();
+    // The same tuples as raw integers, for matching inside an ICMP error's quote.
+    let mut icmp_vips = Vec::new();
+    let mut icmp_reals = Vec::new();
     let mut vip_addrs = Vec::new();
     let mut real_addrs = Vec::new();
     for s in snap.services() {
         let IpAddr::V4(a) = s.key.addr else { continue };
         vips.push(format!("{a} . {} . {}", s.key.proto.name(), s.key.port));
+        icmp_vips.push(format!(
+            "{:#010x} . {} . {}",
+            u32::from(a),
+            s.key.proto.number(),
+            s.key.port
+        ));
         vip_addrs.push(a.to_string());
         for d in &s.dests {
             let IpAddr::V4(r) = d.addr else { continue };
             let port = if d.port == 0 { s.key.port } else { d.port };
             reals.push(format!("{r} . {} . {port}", s.key.proto.name()));
+            icmp_reals.push(format!(
+                "{:#010x} . {} . {port}",
+                u32::from(r),
+                s.key.proto.number()
+            ));
             real_addrs.push(r.to_string());
         }
     }
-    for v in [&mut vips, &mut reals, &mut vip_addrs, &mut real_addrs] {
+    for v in [
+        &mut vips,
+        &mut reals,
+        &mut vip_addrs,
+        &mut real_addrs,
+        &mut icmp_vips,
+        &mut icmp_reals,
+    ] {
         v.sort();
         v.dedup();
     }
@@ -120,14 +145,16 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
          \tset reals {{ type ipv4_addr . inet_proto . inet_service; {reals} }}\n\
          \tset vip_addrs {{ type ipv4_addr; {vip_addrs} }}\n\
          \tset real_addrs {{ type ipv4_addr; {real_addrs} }}\n\
+         \tset icmp_vips {{ typeof {quote_src}; {icmp_vips} }}\n\
+         \tset icmp_reals {{ typeof {quote_dst}; {icmp_reals} }}\n\
          \tchain ingress {{\n\
          \t\ttype filter hook ingress devices = {{ {devs} }} priority {prio}; policy accept;\n\
          \t\tip frag-off & 0x3fff != 0 ip daddr @vip_addrs drop\n\
          \t\tip frag-off & 0x3fff != 0 ip saddr @real_addrs drop\n\
          \t\tip daddr . meta l4proto . th dport @vips drop\n\
          \t\tip saddr . meta l4proto . th sport @reals drop\n\
-         \t\tip daddr @vip_addrs icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} drop\n\
-         \t\tip saddr @real_addrs icmp type {{ destination-unreachable, time-exceeded, parameter-problem }} drop\n\
+         \t\tip daddr @vip_addrs icmp type {{ {relayed} }} {quote_v4} {quote_src} @icmp_vips drop\n\
+         \t\ticmp type {{ {relayed} }} {quote_v4} {quote_dst} @icmp_reals drop\n\
          \t}}\n\
          }}\n",
         t = NFT_TABLE,
@@ -135,6 +162,16 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
         reals = elements(&reals),
         vip_addrs = elements(&vip_addrs),
         real_addrs = elements(&real_addrs),
+        icmp_vips = elements(&icmp_vips),
+        icmp_reals = elements(&icmp_reals),
+        // What the datapath relays (ip_vs_in_icmp / ip_vs_out_icmp).
+        relayed = "destination-unreachable, source-quench, time-exceeded",
+        // The quote starts 8 bytes into the ICMP header: version 4, IHL 5, then its
+        // protocol (byte 9), source (12), destination (16), source port (20), destination
+        // port (22). Offsets in bits.
+        quote_v4 = "@th,64,8 0x45",
+        quote_src = "@th,160,32 . @th,136,8 . @th,224,16",
+        quote_dst = "@th,192,32 . @th,136,8 . @th,240,16",
         prio = NFT_PRIORITY,
     )
 }

@@ -119,8 +119,13 @@ impl Dest {
         self.hint.store(hint, Relaxed);
     }
 
-    /// Set the upper and lower connection thresholds (0 = none).
+    /// Set the upper and lower connection thresholds (0 = none). As `__ip_vs_update_dest`
+    /// does, removing the upper threshold or raising it lifts OVERLOAD at once; otherwise the
+    /// flag waits for a connection to leave.
     pub fn set_thresholds(&self, upper: u32, lower: u32) {
+        if upper == 0 || upper > self.u_threshold.load(Relaxed) {
+            self.flags.fetch_and(!OVERLOAD, Relaxed);
+        }
         self.u_threshold.store(upper, Relaxed);
         self.l_threshold.store(lower, Relaxed);
     }
@@ -227,6 +232,7 @@ impl Dest {
             flags: self.flags(),
             activeconns: self.activeconns.load(Relaxed).max(0) as u32,
             inactconns: self.inactconns.load(Relaxed).max(0) as u32,
+            persistconns: self.persistconns.load(Relaxed).max(0) as u32,
             hint: self.hint.load(Relaxed),
             ..Default::default()
         }
@@ -268,5 +274,40 @@ mod tests {
         assert!(!d.schedulable(), "3*4 < 4*3 is false: still overloaded");
         d.unbind(false);
         assert!(d.schedulable(), "2*4 < 12 clears OVERLOAD");
+    }
+
+    #[test]
+    fn threshold_edits_clear_overload_as_update_dest() {
+        let d = Dest::new("198.19.0.11".parse().unwrap(), 80);
+        d.set_thresholds(2, 0);
+        d.bind();
+        d.bind();
+        assert!(!d.schedulable());
+        // The same or a lower upper threshold keeps OVERLOAD.
+        d.set_thresholds(2, 1);
+        assert!(!d.schedulable());
+        d.set_thresholds(1, 0);
+        assert!(!d.schedulable());
+        // Raised: cleared at once (the next bind may set it again).
+        d.set_thresholds(5, 0);
+        assert!(
+            d.schedulable(),
+            "raising the upper threshold clears OVERLOAD"
+        );
+        d.set_thresholds(2, 0);
+        d.bind();
+        assert!(!d.schedulable());
+        d.set_thresholds(0, 0);
+        assert!(
+            d.schedulable(),
+            "removing the upper threshold clears OVERLOAD"
+        );
+    }
+
+    #[test]
+    fn info_carries_persistconns() {
+        let d = Dest::new("198.19.0.11".parse().unwrap(), 80);
+        d.persistconns.store(3, Relaxed);
+        assert_eq!(d.info().persistconns, 3);
     }
 }

@@ -1,0 +1,85 @@
+//! The reset a director's own stack sends for a TCP segment of no connection.
+//!
+//! IPVS lets a non-SYN segment to a virtual service that has no connection go on
+//! (`tcp_conn_schedule` schedules only on SYN; `ip_vs_in` then returns `NF_ACCEPT`), so the
+//! director's stack, which has the VIP and no socket for it, answers with a reset. A client
+//! whose connection was lost (across a restart of the balancer, say) learns it at once
+//! instead of retransmitting until its own timeout. wvs answers the same reset, from the VIP,
+//! as RFC 9293 section 3.10.7.1 and Linux's `tcp_v4_send_reset` build it: with the
+//! segment's acknowledgment number as its sequence number if the segment had ACK, else
+//! sequence 0 and an ACK of everything the segment occupied.
+
+use crate::wire::{
+    ETHERNET_HEADER_LEN, IpProtocol, Ipv4Packet, TcpPacket, checksum, ipv4_field, tcp_field,
+};
+
+/// TTL of the resets wvs sends (Linux's default `ip_default_ttl`).
+const RESET_TTL: u8 = 64;
+
+/// Turn the Ethernet/IPv4/TCP frame of `len` bytes at the start of `buf` into the reset its
+/// receiver would answer, in place. Returns the new frame's length, or `None` if the frame
+/// is not a whole TCP segment, or is itself a reset (never answered, RFC 9293).
+pub(super) fn tcp_reset(buf: &mut [u8], len: usize) -> Option<usize> {
+    const IP: usize = ETHERNET_HEADER_LEN;
+    const TCP: usize = IP + ipv4_field::MIN_HEADER_LEN;
+    const OUT_LEN: usize = TCP + tcp_field::MIN_HEADER_LEN;
+    let ip = buf.get(IP..len)?;
+    let pkt = Ipv4Packet::new_checked(ip).ok()?;
+    if pkt.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let (client, vip) = (pkt.src_addr(), pkt.dst_addr());
+    let ihl = usize::from(pkt.header_len());
+    let total = usize::from(pkt.total_len());
+    let seg = ip.get(ihl..total)?;
+    let tcp = TcpPacket::new_checked(seg).ok()?;
+    if tcp.rst() {
+        return None;
+    }
+    let payload = seg.len().saturating_sub(usize::from(tcp.header_len()));
+    let (cport, vport) = (tcp.src_port(), tcp.dst_port());
+    let (seq, ack, ack_flag) = if tcp.ack() {
+        (tcp.ack_number(), smoltcp::wire::TcpSeqNumber(0), false)
+    } else {
+        let occupied = payload + usize::from(tcp.syn()) + usize::from(tcp.fin());
+        (
+            smoltcp::wire::TcpSeqNumber(0),
+            smoltcp::wire::TcpSeqNumber(tcp.seq_number().0.wrapping_add(occupied as i32)),
+            true,
+        )
+    };
+    let out = buf.get_mut(..OUT_LEN)?;
+    // Ethernet: back to where it came from, from us.
+    let (dst, src) = out[..12].split_at_mut(6);
+    dst.swap_with_slice(src);
+    let (hdr, l4) = out[IP..].split_at_mut(ipv4_field::MIN_HEADER_LEN);
+    hdr.fill(0);
+    let mut iph = Ipv4Packet::new_unchecked(&mut *hdr);
+    iph.set_version(4);
+    iph.set_header_len(ipv4_field::MIN_HEADER_LEN as u8);
+    iph.set_total_len((ipv4_field::MIN_HEADER_LEN + tcp_field::MIN_HEADER_LEN) as u16);
+    iph.set_dont_frag(true);
+    iph.set_hop_limit(RESET_TTL);
+    iph.set_next_header(IpProtocol::Tcp);
+    iph.set_src_addr(vip);
+    iph.set_dst_addr(client);
+    let c = checksum::compute(&hdr[..]);
+    Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+    l4.fill(0);
+    let mut t = TcpPacket::new_unchecked(&mut *l4);
+    t.set_src_port(vport);
+    t.set_dst_port(cport);
+    t.set_seq_number(seq);
+    t.set_ack_number(ack);
+    t.set_header_len(tcp_field::MIN_HEADER_LEN as u8);
+    t.set_rst(true);
+    t.set_ack(ack_flag);
+    // Pseudo-header (RFC 9293 3.1) and the header itself.
+    let mut acc = checksum::sum_words(0, &vip.octets());
+    acc = checksum::sum_words(acc, &client.octets());
+    acc = checksum::sum_words(acc, &[0, 6, 0, tcp_field::MIN_HEADER_LEN as u8]);
+    acc = checksum::sum_words(acc, l4);
+    let c = !checksum::fold(acc);
+    l4[tcp_field::CHECKSUM..tcp_field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+    Some(OUT_LEN)
+}
