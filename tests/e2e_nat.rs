@@ -313,3 +313,116 @@ fn a_flood_of_malformed_frames_is_counted_and_survived() {
         assert!(log.contains(reason), "no {reason} drops counted:\n{log}");
     }
 }
+
+/// A client in the client namespace that opens one keep-alive HTTP connection to the VIP,
+/// asks once, then waits for a line on stdin and asks again on the same connection,
+/// printing what became of the second request and how long it took.
+const HELD_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.create_connection(("198.18.100.1", 80), timeout=10)
+req = b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n"
+s.sendall(req)
+print("first:", s.recv(4096).split(b"\r\n\r\n", 1)[1].decode().strip(), flush=True)
+sys.stdin.readline()
+t0 = time.monotonic()
+try:
+    s.sendall(req)
+    data = s.recv(4096)
+    print("second: data", data[:12], flush=True)
+except ConnectionResetError:
+    print("second: reset after %d ms" % ((time.monotonic() - t0) * 1000), flush=True)
+except socket.timeout:
+    print("second: timeout", flush=True)
+"#;
+
+#[test]
+fn a_connection_held_across_a_restart_gets_a_reset() {
+    // IPVS lets a segment of no connection through to the director's stack, which resets
+    // it; wvs answers the same reset, so a client whose connection was lost in a restart
+    // learns it at once instead of retransmitting until its own timeout.
+    use std::io::{BufRead, BufReader, Write};
+    let topo = Topo::new("rst", false);
+    let sd = topo.dir.join("state");
+    let sd = sd.to_str().expect("path");
+    let mut wvs = Wvs::start_with(&topo, Some(example()), &["--state-dir", sd]);
+    let mut client = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "python3",
+            "-c",
+            HELD_CLIENT,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first answer");
+    assert!(line.starts_with("first: rs"), "{line}");
+    assert!(wvs.stop().success());
+    let wvs = Wvs::start_with(&topo, None, &["--state-dir", sd]);
+    client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    line.clear();
+    out.read_line(&mut line).expect("second answer");
+    let _ = client.wait();
+    let ms: u64 = line
+        .trim()
+        .strip_prefix("second: reset after ")
+        .and_then(|r| r.strip_suffix(" ms"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reset: {line:?}"));
+    assert!(
+        ms < 1000,
+        "the reset came at once, not after retransmissions: {ms} ms"
+    );
+    let stats = wvs.get_json("/api/v1/stats");
+    assert_eq!(stats["datapath"]["resets_sent"], 1, "{stats}");
+}
+
+#[test]
+fn icmp_errors_about_the_kernels_own_flows_reach_the_kernel() {
+    // The balancer itself sends a datagram from its own address to a closed port of a real
+    // server: the port unreachable that comes back is about a flow of the kernel's, not of a
+    // service, so the nftables table must leave it to the kernel, whose socket then sees
+    // the refusal.
+    let topo = Topo::new("kicmp", false);
+    let _wvs = Wvs::start(&topo, Some(example()));
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("lb"),
+            "socat",
+            "-T",
+            "3",
+            "-",
+            "UDP4:198.19.0.11:9999",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            let mut stdin = c.stdin.take().expect("stdin");
+            stdin.write_all(b"anyone?\n")?;
+            std::thread::sleep(std::time::Duration::from_millis(1000));
+            let _ = stdin.write_all(b"still?\n");
+            drop(stdin);
+            c.wait_with_output()
+        })
+        .expect("socat");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Connection refused"),
+        "the balancer's kernel saw no port unreachable: {err:?}"
+    );
+}

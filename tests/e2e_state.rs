@@ -77,3 +77,29 @@ fn changes_are_saved_and_restored_and_a_corrupt_state_stops_the_start() {
         "nothing installed"
     );
 }
+
+#[test]
+fn a_first_start_without_config_has_no_services() {
+    // Like IPVS, wvs invents nothing: an empty state directory and no --config is an empty
+    // table, which `wvs adm` shows and which the state then records.
+    let topo = Topo::new("empty", false);
+    let mut wvs = Wvs::start(&topo, None);
+    let list = wvs.adm_ok(&["-L", "-n"]);
+    assert_eq!(
+        list.lines().count(),
+        3,
+        "only ipvsadm's three header lines: {list}"
+    );
+    assert!(
+        wvs.log_text().contains("starting with no services"),
+        "{}",
+        wvs.log_text()
+    );
+    assert_eq!(wvs.adm_ok(&["-S", "-n"]), "");
+    let out = topo.exec(
+        "cli",
+        &["curl", "-sS", "-m", "2", &format!("http://{VIP}/")],
+    );
+    assert!(!out.status.success(), "nothing answers on the VIP");
+    assert!(wvs.stop().success());
+}
