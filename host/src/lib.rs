@@ -10,6 +10,8 @@
 //! - [`io`]: the thin shell that moves frames (AF_PACKET, io_uring, nftables, netlink);
 //! - [`stats`]: traffic counters per service and real server, and IPVS's rate estimator;
 //! - [`control`]: the owner of the running configuration, changes all or nothing, the state file;
+//! - [`api`]: the REST API, its OpenAPI document, `/metrics` and the embedded dashboard;
+//! - [`adm`]: `wvs adm`, ipvsadm's command line and output formats over the REST API;
 //! - [`config`] and [`run`]: the configuration file and the daemon that ties it together.
 //!
 //! Every tunable number is in [`consts`].

@@ -81,7 +81,7 @@ enum Command {
     },
     /// Show or change a running wvs the way ipvsadm does, over the REST API.
     ///
-    /// Takes ipvsadm's options (-A -E -D -C -a -e -d -L -S -R -Z, -t -u, -s -p -M -b,
+    /// Takes ipvsadm's options (-A -E -D -C -a -e -d -L -S -R, -t -u, -s -p -M -b,
     /// -r -m -w -x -y, -n -c --stats --rate --exact) and prints ipvsadm's formats, so that
     /// existing scripts and `ipvsadm-save -n` files work. `wvs adm -h` lists them.
     #[command(disable_help_flag = true)]

@@ -56,7 +56,7 @@ wvs's own:
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
 Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -g/-i
-forwarding, -6, --ops, --pe, --set, the sync daemon, -Z.
+forwarding, -6, --ops, --pe, --set, the sync daemon, -Z (zeroing counters).
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.

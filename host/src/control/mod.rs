@@ -1,7 +1,7 @@
 //! The control library: the one owner of the running configuration.
 //!
-//! Every change, whatever asks for it (a reload today; the REST API and `wvs adm` next),
-//! goes through [`Controller::apply`], all or nothing: plugins are compiled, the new service
+//! Every change, whatever asks for it (a SIGHUP reload, the REST API, `wvs adm` through the
+//! API, the dashboard), goes through [`Controller::apply`], all or nothing: plugins are compiled, the new service
 //! snapshot is built and the nftables table is updated before anything is swapped; the state
 //! file is saved before the swap, and if it cannot be, the change is undone. Then the
 //! snapshot is published with one store, so a packet sees the old configuration or the new

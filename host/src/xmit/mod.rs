@@ -1,4 +1,5 @@
-//! Transmitters: how a packet's headers are rewritten for its forwarding method. Only NAT
-//! (masquerading) so far; DR, TUN and FullNAT follow.
+//! Transmitters: how a packet's headers are rewritten for its forwarding method. wvs has
+//! one method, NAT (masquerading, `ip_vs_nat_xmit`); the others are refused where a
+//! configuration names them.
 
 pub mod nat;

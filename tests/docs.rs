@@ -1,0 +1,109 @@
+//! What the documentation and the help texts say is true: every path they name exists, the
+//! options `wvs --help` says `wvs adm` takes are not among those it refuses, and the release
+//! profile ships a stripped binary. No root needed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WVS: &str = env!("CARGO_BIN_EXE_wvs");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Every text file of the project a reader or `--help` shows: Markdown, TOML, shell
+/// scripts and Rust sources (whose doc comments become `--help` and rustdoc).
+fn texts(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || ["target", "node_modules", "dist"].contains(&name) {
+            continue;
+        }
+        if p.is_dir() {
+            texts(&p, out);
+        } else if ["md", "toml", "sh", "rs", "js", "html"]
+            .iter()
+            .any(|x| name.ends_with(&format!(".{x}")))
+        {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_path_the_docs_name_exists() {
+    let root = root();
+    let mut files = Vec::new();
+    texts(&root, &mut files);
+    assert!(files.len() > 50, "found the sources: {}", files.len());
+    let dirs = ["scripts/", "examples/", "docs/", "tests/", "sdk/", "web/src/", "plugins/"];
+    let mut missing = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for d in dirs {
+            for (i, _) in text.match_indices(d) {
+                // Only paths that start a word (not ../scripts/ or host/tests/...).
+                if i > 0 {
+                    let prev = text.as_bytes()[i - 1];
+                    if prev.is_ascii_alphanumeric() || b"/._-$".contains(&prev) {
+                        continue;
+                    }
+                }
+                let path: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || "/._-".contains(*c))
+                    .collect();
+                let path = path.trim_end_matches(['.', '/']);
+                // A directory named alone ("docs/") or a glob-like mention is not a path.
+                if path.len() <= d.len() || path.contains("..") {
+                    continue;
+                }
+                if !root.join(path).exists() {
+                    missing.push(format!("{}: {path}", f.strip_prefix(&root).unwrap_or(f).display()));
+                }
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(missing.is_empty(), "named but missing:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn wvs_help_lists_only_adm_options_that_adm_takes() {
+    let out = Command::new(WVS).args(["help", "adm"]).output().expect("wvs help adm");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let start = help.find("Takes ipvsadm's options (").expect("the options list") + 25;
+    let end = start + help[start..].find(')').expect("end of the list");
+    let listed: Vec<&str> = help[start..end]
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| w.starts_with('-'))
+        .collect();
+    assert!(listed.len() > 20, "{listed:?}");
+    let adm = Command::new(WVS).args(["adm", "-h"]).output().expect("wvs adm -h");
+    let adm_help = String::from_utf8_lossy(&adm.stdout).to_string()
+        + &String::from_utf8_lossy(&adm.stderr);
+    let refused = &adm_help[adm_help.find("Not supported:").expect("the refused list")..];
+    for o in listed {
+        let word = |s: &str| {
+            s.split(|c: char| c.is_whitespace() || c == ',' || c == '/')
+                .any(|w| w == o)
+        };
+        assert!(!word(refused), "{o} is listed by `wvs help adm` but refused: {refused}");
+    }
+}
+
+#[test]
+fn the_release_profile_ships_a_stripped_binary() {
+    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let release = &cargo[cargo.find("[profile.release]").expect("release profile")..];
+    let release = &release[..release[1..].find("\n[").map_or(release.len(), |i| i + 1)];
+    assert!(
+        release.contains("split-debuginfo") || release.contains("strip = "),
+        "the release binary keeps its debug info: {release}"
+    );
+}
