@@ -40,7 +40,15 @@ fn every_path_the_docs_name_exists() {
     let mut files = Vec::new();
     texts(&root, &mut files);
     assert!(files.len() > 50, "found the sources: {}", files.len());
-    let dirs = ["scripts/", "examples/", "docs/", "tests/", "sdk/", "web/src/", "plugins/"];
+    let dirs = [
+        "scripts/",
+        "examples/",
+        "docs/",
+        "tests/",
+        "sdk/",
+        "web/src/",
+        "plugins/",
+    ];
     let mut missing = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
@@ -63,37 +71,56 @@ fn every_path_the_docs_name_exists() {
                     continue;
                 }
                 if !root.join(path).exists() {
-                    missing.push(format!("{}: {path}", f.strip_prefix(&root).unwrap_or(f).display()));
+                    missing.push(format!(
+                        "{}: {path}",
+                        f.strip_prefix(&root).unwrap_or(f).display()
+                    ));
                 }
             }
         }
     }
     missing.sort();
     missing.dedup();
-    assert!(missing.is_empty(), "named but missing:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "named but missing:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
 fn wvs_help_lists_only_adm_options_that_adm_takes() {
-    let out = Command::new(WVS).args(["help", "adm"]).output().expect("wvs help adm");
+    let out = Command::new(WVS)
+        .args(["help", "adm"])
+        .output()
+        .expect("wvs help adm");
     let help = String::from_utf8_lossy(&out.stdout);
-    let start = help.find("Takes ipvsadm's options (").expect("the options list") + 25;
+    let start = help
+        .find("Takes ipvsadm's options (")
+        .expect("the options list")
+        + 25;
     let end = start + help[start..].find(')').expect("end of the list");
     let listed: Vec<&str> = help[start..end]
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|w| w.starts_with('-'))
         .collect();
     assert!(listed.len() > 20, "{listed:?}");
-    let adm = Command::new(WVS).args(["adm", "-h"]).output().expect("wvs adm -h");
-    let adm_help = String::from_utf8_lossy(&adm.stdout).to_string()
-        + &String::from_utf8_lossy(&adm.stderr);
+    let adm = Command::new(WVS)
+        .args(["adm", "-h"])
+        .output()
+        .expect("wvs adm -h");
+    let adm_help =
+        String::from_utf8_lossy(&adm.stdout).to_string() + &String::from_utf8_lossy(&adm.stderr);
     let refused = &adm_help[adm_help.find("Not supported:").expect("the refused list")..];
     for o in listed {
         let word = |s: &str| {
             s.split(|c: char| c.is_whitespace() || c == ',' || c == '/')
                 .any(|w| w == o)
         };
-        assert!(!word(refused), "{o} is listed by `wvs help adm` but refused: {refused}");
+        assert!(
+            !word(refused),
+            "{o} is listed by `wvs help adm` but refused: {refused}"
+        );
     }
 }
 

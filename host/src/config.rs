@@ -59,9 +59,15 @@ pub enum ConfigError {
     /// message already says all of it, and a cause chain would say it twice.)
     #[error("invalid configuration: {0}")]
     Parse(toml::de::Error),
-    /// A value is out of range or inconsistent.
+    /// A value is malformed or out of range: what the OpenAPI document's schemas describe
+    /// (the REST API answers 400).
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// Every value is well-formed, but they contradict each other or the rest of the
+    /// configuration: a lower threshold above the upper one, a scheduler that is not
+    /// loaded, something defined twice (the REST API answers 409).
+    #[error("invalid configuration: {0}")]
+    Conflict(String),
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -103,23 +109,31 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServiceDef {
     /// `tcp` or `udp`.
-    #[schema(example = "tcp")]
+    #[schema(value_type = crate::api::schema::ProtocolName)]
     pub protocol: String,
-    /// Virtual IP and port.
-    #[schema(example = "198.18.100.1:80")]
+    /// Virtual IPv4 address and port (1-65535), written as `a.b.c.d:port`.
+    #[schema(value_type = crate::api::schema::VipPort)]
     pub address: String,
-    /// Scheduler: a built-in IPVS scheduler or a plugin's name. Default `wlc`, as IPVS.
+    /// Scheduler: a built-in IPVS scheduler or a loaded plugin's name. Default `wlc`, as
+    /// IPVS. A name that is neither is a conflict (409).
     #[serde(default = "default_scheduler")]
-    #[schema(example = "wlc")]
+    #[schema(value_type = crate::api::schema::SchedName)]
     pub scheduler: String,
-    /// Scheduler flags as ipvsadm's `-b`: sh-fallback sh-port mh-fallback mh-port flag-1..3.
+    /// Scheduler flags as ipvsadm's `-b`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::api::schema::SchedFlag>)]
     pub flags: Vec<String>,
     /// Persistence timeout in seconds (ipvsadm `-p`); absent: not persistent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 31536000)]
     pub persistent: Option<u32>,
     /// Persistence granularity (ipvsadm `-M`), a dotted IPv4 netmask; default 255.255.255.255.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::Netmask>)]
     pub netmask: Option<String>,
     /// Real servers, in order (`[[service.real]]` in TOML).
     #[serde(
@@ -135,24 +149,179 @@ pub struct ServiceDef {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RealDef {
-    /// Address and port; port 0 keeps the virtual port.
-    #[schema(example = "198.19.0.11:80")]
+    /// IPv4 address, with a port (`a.b.c.d:port`) or without one (`a.b.c.d`, or port 0):
+    /// the virtual port.
+    #[schema(value_type = crate::api::schema::RealAddr)]
     pub address: String,
     /// Weight 0..=65535; 0 quiesces (no new connections). Default 1.
-    #[serde(default = "default_weight")]
+    #[serde(default = "default_weight", deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 65535)]
     pub weight: u32,
-    /// Forwarding method: `nat` (masquerading, ipvsadm `-m`), the one wvs builds.
+    /// Forwarding method: `nat` (masquerading, ipvsadm `-m`; `masq` is the same), the one
+    /// wvs builds.
     #[serde(default = "default_forward")]
+    #[schema(value_type = crate::api::schema::Forward)]
     pub forward: String,
     /// Upper connection threshold (0: none).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 4294967295u32)]
     pub upper_threshold: u32,
-    /// Lower connection threshold (0: none).
-    #[serde(default)]
+    /// Lower connection threshold (0: none); at most the upper one, as IPVS requires (a
+    /// lower threshold above the upper one is a conflict, 409).
+    #[serde(default, deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 4294967295u32)]
     pub lower_threshold: u32,
     /// A number custom schedulers may read (e.g. a latency in µs).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 4294967295u32)]
     pub hint: u32,
+}
+
+/// A service's settings, without its identity and real servers: what
+/// `PUT /api/v1/services/{proto}/{addr}` and a batch's `edit_service` replace (ipvsadm
+/// `-E`), keeping the real servers, counters and connections.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Scheduler: a built-in IPVS scheduler or a loaded plugin's name. Default `wlc`, as
+    /// ipvsadm -E without -s. A name that is neither is a conflict (409).
+    #[serde(default = "default_scheduler")]
+    #[schema(value_type = crate::api::schema::SchedName)]
+    pub scheduler: String,
+    /// Scheduler flags as ipvsadm's `-b`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::api::schema::SchedFlag>)]
+    pub flags: Vec<String>,
+    /// Persistence timeout in seconds (ipvsadm `-p`); absent: not persistent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 31536000)]
+    pub persistent: Option<u32>,
+    /// Persistence granularity (ipvsadm `-M`); default 255.255.255.255.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::Netmask>)]
+    pub netmask: Option<String>,
+}
+
+impl ServiceSettings {
+    /// The whole service definition of service `protocol`/`address` with these settings
+    /// and no real servers.
+    pub fn to_def(&self, protocol: &str, address: &str) -> ServiceDef {
+        ServiceDef {
+            protocol: protocol.into(),
+            address: address.into(),
+            scheduler: self.scheduler.clone(),
+            flags: self.flags.clone(),
+            persistent: self.persistent,
+            netmask: self.netmask.clone(),
+            reals: Vec::new(),
+        }
+    }
+}
+
+/// A real server's settings, without its address: what
+/// `PUT /api/v1/services/{proto}/{addr}/reals/{real}` replaces (ipvsadm `-e`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RealSettings {
+    /// Weight 0..=65535; 0 quiesces (no new connections). Default 1.
+    #[serde(default = "default_weight", deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 65535)]
+    pub weight: u32,
+    /// Forwarding method: `nat` (masquerading; `masq` is the same).
+    #[serde(default = "default_forward")]
+    #[schema(value_type = crate::api::schema::Forward)]
+    pub forward: String,
+    /// Upper connection threshold (0: none).
+    #[serde(default, deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 4294967295u32)]
+    pub upper_threshold: u32,
+    /// Lower connection threshold (0: none); at most the upper one, as IPVS requires (409
+    /// otherwise).
+    #[serde(default, deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 4294967295u32)]
+    pub lower_threshold: u32,
+    /// A number custom schedulers may read (e.g. a latency in µs).
+    #[serde(default, deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 4294967295u32)]
+    pub hint: u32,
+}
+
+impl RealSettings {
+    /// The real server at `address` with these settings.
+    pub fn to_def(&self, address: &str) -> RealDef {
+        RealDef {
+            address: address.into(),
+            weight: self.weight,
+            forward: self.forward.clone(),
+            upper_threshold: self.upper_threshold,
+            lower_threshold: self.lower_threshold,
+            hint: self.hint,
+        }
+    }
+}
+
+/// Integers as JSON Schema means them: a number with no fractional part, so `300.0` is
+/// 300 (serde alone takes only `300`). Out of range or fractional is an error.
+mod whole {
+    use serde::de::{Deserializer, Error, Visitor};
+
+    struct U32;
+
+    impl Visitor<'_> for U32 {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number from 0 to 4294967295")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is above 4294967295")))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u32, E> {
+            u32::try_from(v).map_err(|_| E::custom(format!("{v} is outside 0..=4294967295")))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<u32, E> {
+            if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
+                Ok(v as u32)
+            } else {
+                Err(E::custom(format!(
+                    "{v} is not a whole number from 0 to 4294967295"
+                )))
+            }
+        }
+    }
+
+    /// A `u32`, also written as a float with no fractional part.
+    pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        d.deserialize_any(U32)
+    }
+
+    /// An optional `u32` (`null` or absent is `None`).
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        struct Opt;
+        impl<'de> Visitor<'de> for Opt {
+            type Value = Option<u32>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("null or a whole number from 0 to 4294967295")
+            }
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                super::whole::u32(d).map(Some)
+            }
+        }
+        d.deserialize_option(Opt)
+    }
 }
 
 fn default_scheduler() -> String {
@@ -300,6 +469,10 @@ fn invalid(msg: String) -> ConfigError {
     ConfigError::Invalid(msg)
 }
 
+fn conflict(msg: String) -> ConfigError {
+    ConfigError::Conflict(msg)
+}
+
 /// Parse a protocol name.
 pub fn parse_protocol(s: &str) -> Result<Protocol, ConfigError> {
     match s {
@@ -338,10 +511,10 @@ impl ServiceDef {
                 self.address
             )));
         }
-        if self.scheduler.is_empty() {
+        if !valid_plugin_name(&self.scheduler) {
             return Err(invalid(format!(
-                "service {}: the scheduler name is empty",
-                self.address
+                "service {}: scheduler name {:?}: use 1 to 32 letters, digits, '-' or '_'",
+                self.address, self.scheduler
             )));
         }
         let mut flags = 0;
@@ -415,16 +588,14 @@ impl RealDef {
             )));
         }
         if ra.is_ipv4() != svc.addr.is_ipv4() {
-            return Err(invalid(format!(
+            return Err(conflict(format!(
                 "real server {} and service {svc} are of different address families",
                 self.address
             )));
         }
-        if self.lower_threshold != 0
-            && self.upper_threshold != 0
-            && self.lower_threshold > self.upper_threshold
-        {
-            return Err(invalid(format!(
+        // ip_vs_add_dest / ip_vs_edit_dest: -ERANGE, also when there is no upper threshold.
+        if self.lower_threshold > self.upper_threshold {
+            return Err(conflict(format!(
                 "real server {}: lower threshold {} is above the upper threshold {}",
                 self.address, self.lower_threshold, self.upper_threshold
             )));
@@ -444,9 +615,32 @@ impl RealDef {
 /// ipvsadm's `-r` takes it.
 pub fn parse_real_addr(s: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 0));
+        return canonical(
+            SocketAddr::new(ip, 0),
+            &ip.to_string(),
+            s,
+            "real server address",
+        );
     }
     parse_sockaddr(s, "real server address")
+}
+
+/// Accept an address only as it is written back (`198.19.0.11:80`, not `198.19.0.11:080`),
+/// so that what the API takes is exactly what its document's patterns describe, and a
+/// saved configuration reads the same as what was given.
+fn canonical(
+    a: SocketAddr,
+    written: &str,
+    given: &str,
+    what: &str,
+) -> Result<SocketAddr, ConfigError> {
+    if written == given {
+        Ok(a)
+    } else {
+        Err(invalid(format!(
+            "{what} {given:?} is not written canonically (as {written:?})"
+        )))
+    }
 }
 
 fn parse_netmask(s: &str) -> Option<u32> {
@@ -462,19 +656,19 @@ impl Config {
         let mut names = HashSet::new();
         for p in &self.plugins {
             if !names.insert(&p.name) {
-                return Err(invalid(format!("plugin {:?} is defined twice", p.name)));
+                return Err(conflict(format!("plugin {:?} is defined twice", p.name)));
             }
         }
         let mut seen = HashSet::new();
         for s in &self.services {
             if !seen.insert(s.key()) {
-                return Err(invalid(format!("service {} is defined twice", s.key())));
+                return Err(conflict(format!("service {} is defined twice", s.key())));
             }
             if Scheduler::from_name(&s.scheduler).is_none()
                 && !self.plugins.iter().any(|p| p.name == s.scheduler)
             {
                 let known: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
-                return Err(invalid(format!(
+                return Err(conflict(format!(
                     "service {}: unknown scheduler {:?} (built in: {}; or a plugin's name)",
                     s.key(),
                     s.scheduler,
@@ -484,7 +678,7 @@ impl Config {
             let mut seen_real = HashSet::new();
             for r in &s.reals {
                 if !seen_real.insert((r.addr, r.port)) {
-                    return Err(invalid(format!(
+                    return Err(conflict(format!(
                         "real server {} is listed twice in service {}",
                         SocketAddr::new(r.addr, r.port),
                         s.key()
@@ -556,11 +750,12 @@ fn svc_flag(name: &str) -> Option<u32> {
 }
 
 fn parse_sockaddr(s: &str, what: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse::<SocketAddr>().map_err(|_| {
+    let a = s.parse::<SocketAddr>().map_err(|_| {
         invalid(format!(
             "{what} {s:?} is not an IP:port (IPv6 as [addr]:port)"
         ))
-    })
+    })?;
+    canonical(a, &a.to_string(), s, what)
 }
 
 #[cfg(test)]

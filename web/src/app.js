@@ -307,14 +307,22 @@ async function poll() {
 }
 
 // --- editing -------------------------------------------------------------------------------
-function serviceBody() {
+// A service's settings: the body of PUT /services/{proto}/{addr} (the path names it).
+function serviceSettings() {
   const persistent = $("svc-persistent").value.trim();
   return {
-    protocol: $("svc-protocol").value,
-    address: $("svc-address").value.trim(),
     scheduler: $("svc-scheduler").value,
     flags: $("svc-flags").value.split(",").map((f) => f.trim()).filter(Boolean),
     ...(persistent ? { persistent: Number(persistent) } : {}),
+  };
+}
+
+// A whole service: the body of POST /services.
+function serviceBody() {
+  return {
+    protocol: $("svc-protocol").value,
+    address: $("svc-address").value.trim(),
+    ...serviceSettings(),
   };
 }
 
@@ -348,7 +356,7 @@ async function submitService(ev) {
   const form = $("service-form");
   clearErrors(form);
   try {
-    if (editing) await api("PUT", svcPath(editing), serviceBody());
+    if (editing) await api("PUT", svcPath(editing), serviceSettings());
     else await api("POST", "/api/v1/services", serviceBody());
     resetServiceForm();
     await poll();
@@ -367,9 +375,9 @@ async function deleteService(s) {
   }
 }
 
-function realBody() {
+// A real server's settings: the body of PUT …/reals/{real} (the path names it).
+function realSettings() {
   return {
-    address: $("real-address").value.trim(),
     weight: Number($("real-weight").value || 0),
     upper_threshold: Number($("real-upper").value || 0),
     lower_threshold: Number($("real-lower").value || 0),
@@ -391,10 +399,10 @@ async function submitReal(ev, update) {
     form.querySelector('.error[data-for="service"]').textContent = "add a service first";
     return;
   }
-  const body = realBody();
+  const address = $("real-address").value.trim();
   try {
-    if (update) await api("PUT", `${svcPath(s)}/reals/${enc(body.address)}`, body);
-    else await api("POST", `${svcPath(s)}/reals`, body);
+    if (update) await api("PUT", `${svcPath(s)}/reals/${enc(address)}`, realSettings());
+    else await api("POST", `${svcPath(s)}/reals`, { address, ...realSettings() });
     $("real-address").value = "";
     await poll();
   } catch (e) {
@@ -413,7 +421,6 @@ function pickReal(s, r) {
 async function drain(s, r) {
   try {
     await api("PUT", `${svcPath(s)}/reals/${enc(r.address)}`, {
-      address: r.address,
       weight: 0,
       upper_threshold: r.upper_threshold,
       lower_threshold: r.lower_threshold,

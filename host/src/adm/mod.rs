@@ -265,9 +265,19 @@ fn change(a: &Args) -> Result<Change, Failure> {
         Cmd::AddService => Change::AddService {
             service: service_def(),
         },
-        Cmd::EditService => Change::EditService {
-            service: service_def(),
-        },
+        Cmd::EditService => {
+            let d = service_def();
+            Change::EditService {
+                settings: crate::config::ServiceSettings {
+                    scheduler: d.scheduler,
+                    flags: d.flags,
+                    persistent: d.persistent,
+                    netmask: d.netmask,
+                },
+                protocol,
+                address,
+            }
+        }
         Cmd::DeleteService => Change::DeleteService { protocol, address },
         Cmd::AddReal => Change::AddReal {
             real: real_def()?,
@@ -418,7 +428,7 @@ mod tests {
             ("rr", Some(60), Some("255.255.255.0"))
         );
         let c = ch("-E -t 198.18.100.1:80").unwrap();
-        assert!(matches!(c, Change::EditService { service } if service.scheduler == "wlc"));
+        assert!(matches!(c, Change::EditService { settings, .. } if settings.scheduler == "wlc"));
         let c = ch("-a -t 198.18.100.1:80 -r 198.19.0.11 -w 3").unwrap();
         assert!(
             matches!(&c, Change::AddReal { real, .. } if real.address == "198.19.0.11:80" && real.weight == 3 && real.forward == "nat"),

@@ -1,5 +1,8 @@
-//! The OpenAPI document, generated from the handlers' and types' annotations.
+//! The OpenAPI document, generated from the handlers' and types' annotations, with the
+//! links between operations that create, read, change and delete a resource added, so that
+//! a client (or a fuzzer's stateful phase) can follow them.
 
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
@@ -8,7 +11,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     info(
         title = "wvs",
         description = "The wvs control API: virtual services, real servers, plugins, connections and counters. \
-            Changes need `Authorization: Bearer TOKEN`; each one is applied all or nothing.",
+            Changes need `Authorization: Bearer TOKEN`; each one is applied all or nothing. \
+            Errors are `{\"error\": \"...\"}`: 400 for a request this document does not allow, \
+            401 without the token, 404 for what does not exist, 409 for a well-formed request \
+            that conflicts with the running configuration or with itself, 413 and 415 for \
+            bodies too large or of another type.",
     ),
     paths(
         super::openapi,
@@ -29,7 +36,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::stats,
         super::info,
     ),
-    components(schemas(crate::control::edit::Change)),
+    components(schemas(
+        crate::control::edit::Change,
+        super::schema::ServiceFilter,
+        super::schema::ConnState,
+        super::schema::PluginName,
+        super::schema::RealAddr,
+        super::schema::VipPort,
+        super::schema::ProtocolName,
+    )),
     modifiers(&Bearer),
 )]
 struct Doc;
@@ -46,17 +61,120 @@ impl utoipa::Modify for Bearer {
     }
 }
 
-/// The document.
-pub fn document() -> utoipa::openapi::OpenApi {
-    Doc::openapi()
+/// The document, as served at `/api/v1/openapi.json`.
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(Doc::openapi()).unwrap_or(Value::Null);
+    // A change is refused with a field it does not know (serde's deny_unknown_fields),
+    // which utoipa does not carry over to the variants of a tagged enum.
+    if let Some(variants) = doc
+        .pointer_mut("/components/schemas/Change/oneOf")
+        .and_then(Value::as_array_mut)
+    {
+        for v in variants {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("additionalProperties".into(), Value::Bool(false));
+            }
+        }
+    }
+    let service = json!({
+        "proto": "$response.body#/protocol",
+        "addr": "$response.body#/address",
+    });
+    let real = json!({
+        "proto": "$request.path.proto",
+        "addr": "$request.path.addr",
+        "real": "$request.body#/address",
+    });
+    let plugin = json!({ "name": "$request.path.name" });
+    let links = [
+        (
+            "/api/v1/plugins/{name}",
+            "put",
+            "201",
+            vec![("DeletePlugin", "delete_plugin", &plugin)],
+        ),
+        (
+            "/api/v1/services",
+            "post",
+            "201",
+            vec![
+                ("GetService", "get_service", &service),
+                ("EditService", "edit_service", &service),
+                ("DeleteService", "delete_service", &service),
+                ("AddReal", "add_real", &service),
+            ],
+        ),
+        (
+            "/api/v1/services/{proto}/{addr}/reals",
+            "post",
+            "201",
+            vec![
+                ("EditReal", "edit_real", &real),
+                ("DeleteReal", "delete_real", &real),
+            ],
+        ),
+    ];
+    for (path, method, status, to) in links {
+        let Some(resp) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                path.replace('~', "~0").replace('/', "~1")
+            ))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let mut map = serde_json::Map::new();
+        for (name, op, params) in to {
+            map.insert(
+                name.into(),
+                json!({ "operationId": op, "parameters": params }),
+            );
+        }
+        resp.insert("links".into(), Value::Object(map));
+    }
+    // A plugin is uploaded as the module's bytes (utoipa would say an array of numbers).
+    if let Some(body) = doc
+        .pointer_mut("/paths/~1api~1v1~1plugins~1{name}/put/requestBody")
+        .and_then(Value::as_object_mut)
+    {
+        let binary = json!({ "schema": { "type": "string", "format": "binary" } });
+        body.insert(
+            "content".into(),
+            json!({ "application/wasm": binary, "application/octet-stream": binary }),
+        );
+    }
+    // Group the operations by what they are about (utoipa would name them all after the
+    // module, "super"), which is also how generated clients name their modules.
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let tag = match path.trim_start_matches("/api/v1/") {
+                p if p.contains("/reals") => "reals",
+                p if p.starts_with("services") => "services",
+                p if p.starts_with("plugins") => "plugins",
+                p if p.starts_with("connections") => "connections",
+                p if p.starts_with("batch") => "batch",
+                _ => "about",
+            };
+            for op in item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|o| o.values_mut())
+            {
+                if let Some(o) = op.as_object_mut() {
+                    o.insert("tags".into(), json!([tag]));
+                }
+            }
+        }
+    }
+    doc
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn documents_every_endpoint() {
-        let doc = super::document();
-        let json = serde_json::to_value(&doc).unwrap();
+        let json = super::document();
         for p in [
             "/api/v1/services",
             "/api/v1/services/{proto}/{addr}",
@@ -70,5 +188,18 @@ mod tests {
         }
         assert!(json["components"]["schemas"]["ServiceDef"].is_object());
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
+        let links = &json["paths"]["/api/v1/services"]["post"]["responses"]["201"]["links"];
+        assert_eq!(links["GetService"]["operationId"], "get_service");
+    }
+
+    #[test]
+    fn query_parameters_are_in_the_query() {
+        let json = super::document();
+        for p in &json["paths"]["/api/v1/connections"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")[..]
+        {
+            assert_eq!(p["in"], "query", "{p}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 mod doc;
 mod metrics;
+pub mod schema;
 pub mod views;
 mod web;
 
@@ -26,7 +27,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RealDef, ServiceDef, parse_real_addr, parse_service_id};
+use crate::config::{
+    ConfigError, RealDef, RealSettings, ServiceDef, ServiceSettings, parse_real_addr,
+    parse_service_id,
+};
 use crate::conn::ConnTable;
 use crate::consts::{API_MAX_JSON, API_MAX_PLUGIN};
 use crate::control::edit::{Change, EditError};
@@ -103,19 +107,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status of a refused edit: 404 for what does not exist, 409 for what is well-formed
+/// but conflicts with itself or the running configuration, 400 for what is malformed.
+fn edit_status(e: &EditError) -> StatusCode {
+    match e {
+        EditError::NotFound(_) => StatusCode::NOT_FOUND,
+        EditError::Exists(_) | EditError::Invalid(ConfigError::Conflict(_)) => StatusCode::CONFLICT,
+        EditError::InBatch { source, .. } => edit_status(source),
+        EditError::Invalid(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
-            ControlError::Edit(EditError::NotFound(_)) => StatusCode::NOT_FOUND,
-            ControlError::Edit(EditError::Exists(_)) | ControlError::InUse { .. } => {
-                StatusCode::CONFLICT
-            }
-            ControlError::Edit(EditError::InBatch { source, .. }) => match **source {
-                EditError::NotFound(_) => StatusCode::NOT_FOUND,
-                EditError::Exists(_) => StatusCode::CONFLICT,
-                _ => StatusCode::BAD_REQUEST,
-            },
-            ControlError::Edit(_) | ControlError::Plugin(_) => StatusCode::BAD_REQUEST,
+            ControlError::Edit(e) => edit_status(e),
+            ControlError::InUse { .. } => StatusCode::CONFLICT,
+            ControlError::Plugin(_) => StatusCode::BAD_REQUEST,
             ControlError::Nft(_) | ControlError::State(_) | ControlError::PluginFile { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -127,14 +135,19 @@ impl From<ControlError> for ApiError {
     }
 }
 
-impl From<crate::config::ConfigError> for ApiError {
-    fn from(e: crate::config::ConfigError) -> Self {
-        Self::bad(e.to_string())
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Conflict(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            _ => Self::bad(e.to_string()),
+        }
     }
 }
 
-/// A JSON body whose rejection (bad JSON, unknown field, wrong type, too large, wrong
-/// content type) is answered with [`ErrorBody`] and the rejection's status.
+/// A JSON body whose rejection is answered with [`ErrorBody`]: 400 for what does not match
+/// the document (bad JSON, an unknown field, a wrong type: axum says 422 for the last two,
+/// but to a client they are all a request the document forbids), 413 when too large, 415
+/// for another content type.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -147,7 +160,13 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(r) => Err(ApiError::new(r.status(), r.body_text())),
+            Err(r) => {
+                let status = match r.status() {
+                    StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                    s => s,
+                };
+                Err(ApiError::new(status, r.body_text()))
+            }
         }
     }
 }
@@ -219,17 +238,63 @@ fn token_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "This API's OpenAPI document")))]
+#[utoipa::path(get, path = "/api/v1/openapi.json", responses((status = 200, description = "This API's OpenAPI document", content_type = "application/json")))]
 async fn openapi() -> Response {
     axum::Json(doc::document()).into_response()
 }
 
+/// The OpenAPI document as served.
+pub fn openapi_document() -> serde_json::Value {
+    doc::document()
+}
+
 /// Filters of a service listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only the service `proto/vip:port` (e.g. `tcp/198.18.100.1:80`).
+    #[param(value_type = Option<schema::ServiceFilter>)]
     pub service: Option<String>,
+}
+
+/// A service named in the path (documentation only: the handlers parse the strings).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct ServicePath {
+    /// `tcp` or `udp`.
+    #[param(value_type = schema::ProtocolName)]
+    proto: String,
+    /// The virtual IP and port.
+    #[param(value_type = schema::VipPort)]
+    addr: String,
+}
+
+/// A real server of a service named in the path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct RealPath {
+    /// `tcp` or `udp`.
+    #[param(value_type = schema::ProtocolName)]
+    proto: String,
+    /// The virtual IP and port.
+    #[param(value_type = schema::VipPort)]
+    addr: String,
+    /// The real server's address.
+    #[param(value_type = schema::RealAddr)]
+    real: String,
+}
+
+/// A plugin named in the path.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct PluginPath {
+    /// The name services use as their scheduler.
+    #[param(value_type = schema::PluginName)]
+    name: String,
 }
 
 fn parse_service_filter(s: &str) -> Result<crate::config::ServiceId, ApiError> {
@@ -242,7 +307,7 @@ fn parse_service_filter(s: &str) -> Result<crate::config::ServiceId, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/services", params(ListQuery),
-    responses((status = 200, body = [ServiceView], description = "Every virtual service, sorted as ipvsadm -L sorts them")))]
+    responses((status = 200, body = [ServiceView], description = "Every virtual service, sorted as ipvsadm -L sorts them"), (status = 400, body = ErrorBody, description = "A malformed parameter")))]
 async fn list_services(
     State(st): State<Shared>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -259,9 +324,8 @@ async fn list_services(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/services/{proto}/{addr}",
-    params(("proto" = String, Path, description = "tcp or udp"), ("addr" = String, Path, description = "VIP:port")),
-    responses((status = 200, body = ServiceView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/services/{proto}/{addr}", params(ServicePath),
+    responses((status = 200, body = ServiceView, description = "The service"), (status = 400, body = ErrorBody, description = "A malformed parameter"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin")))]
 async fn get_service(
     State(st): State<Shared>,
     Path((proto, addr)): Path<(String, String)>,
@@ -311,7 +375,7 @@ async fn wait_next_hops(st: &Shared, before: &HashSet<usize>) {
 }
 
 #[utoipa::path(post, path = "/api/v1/services", request_body = ServiceDef,
-    responses((status = 201, body = ServiceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)),
+    responses((status = 201, body = ServiceView, description = "The service as added"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 409, body = ErrorBody, description = "Well-formed, but in conflict with the running configuration or with itself: it exists already, a scheduler that is not loaded, a lower threshold above the upper one, a plugin in use"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
     security(("bearer" = [])))]
 async fn add_service(
     State(st): State<Shared>,
@@ -329,35 +393,29 @@ fn view_of(st: &Shared, id: crate::config::ServiceId) -> Result<axum::Json<Servi
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))
 }
 
-fn same_service(proto: &str, addr: &str, def: &ServiceDef) -> Result<(), ApiError> {
-    let a = parse_service_id(proto, addr)?;
-    let b = parse_service_id(&def.protocol, &def.address)?;
-    if a != b {
-        return Err(ApiError::bad(format!(
-            "the body names service {b} but the path names {a}"
-        )));
-    }
-    Ok(())
-}
-
-#[utoipa::path(put, path = "/api/v1/services/{proto}/{addr}", request_body = ServiceDef,
-    params(("proto" = String, Path), ("addr" = String, Path)),
-    responses((status = 200, body = ServiceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+#[utoipa::path(put, path = "/api/v1/services/{proto}/{addr}", params(ServicePath), request_body = ServiceSettings,
+    responses((status = 200, body = ServiceView, description = "The service after the change (ipvsadm -E)"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin"), (status = 409, body = ErrorBody, description = "Well-formed, but in conflict with the running configuration or with itself: it exists already, a scheduler that is not loaded, a lower threshold above the upper one, a plugin in use"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
     security(("bearer" = [])))]
 async fn edit_service(
     State(st): State<Shared>,
-    Path((proto, addr)): Path<(String, String)>,
-    ApiJson(service): ApiJson<ServiceDef>,
+    Path((protocol, address)): Path<(String, String)>,
+    ApiJson(settings): ApiJson<ServiceSettings>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
-    same_service(&proto, &addr, &service)?;
-    let id = parse_service_id(&proto, &addr)?;
-    change(&st, vec![Change::EditService { service }]).await?;
+    let id = parse_service_id(&protocol, &address)?;
+    change(
+        &st,
+        vec![Change::EditService {
+            protocol,
+            address,
+            settings,
+        }],
+    )
+    .await?;
     view_of(&st, id)
 }
 
-#[utoipa::path(delete, path = "/api/v1/services/{proto}/{addr}",
-    params(("proto" = String, Path), ("addr" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/services/{proto}/{addr}", params(ServicePath),
+    responses((status = 204, description = "Deleted (ipvsadm -D)"), (status = 400, body = ErrorBody, description = "A malformed parameter"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")), security(("bearer" = [])))]
 async fn delete_service(
     State(st): State<Shared>,
     Path((protocol, address)): Path<(String, String)>,
@@ -366,15 +424,15 @@ async fn delete_service(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(delete, path = "/api/v1/services", responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/services",
+    responses((status = 204, description = "Every service deleted (ipvsadm -C)"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")), security(("bearer" = [])))]
 async fn clear(State(st): State<Shared>) -> Result<StatusCode, ApiError> {
     change(&st, vec![Change::Clear {}]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/services/{proto}/{addr}/reals", request_body = RealDef,
-    params(("proto" = String, Path), ("addr" = String, Path)),
-    responses((status = 201, body = ServiceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+#[utoipa::path(post, path = "/api/v1/services/{proto}/{addr}/reals", params(ServicePath), request_body = RealDef,
+    responses((status = 201, body = ServiceView, description = "The service with the real server added (ipvsadm -a)"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin"), (status = 409, body = ErrorBody, description = "Well-formed, but in conflict with the running configuration or with itself: it exists already, a scheduler that is not loaded, a lower threshold above the upper one, a plugin in use"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
     security(("bearer" = [])))]
 async fn add_real(
     State(st): State<Shared>,
@@ -394,21 +452,16 @@ async fn add_real(
     Ok((StatusCode::CREATED, view_of(&st, id)?).into_response())
 }
 
-#[utoipa::path(put, path = "/api/v1/services/{proto}/{addr}/reals/{real}", request_body = RealDef,
-    params(("proto" = String, Path), ("addr" = String, Path), ("real" = String, Path, description = "real server ip:port")),
-    responses((status = 200, body = ServiceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+#[utoipa::path(put, path = "/api/v1/services/{proto}/{addr}/reals/{real}", params(RealPath), request_body = RealSettings,
+    responses((status = 200, body = ServiceView, description = "The service after the change (ipvsadm -e)"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin"), (status = 409, body = ErrorBody, description = "Well-formed, but in conflict with the running configuration or with itself: it exists already, a scheduler that is not loaded, a lower threshold above the upper one, a plugin in use"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
     security(("bearer" = [])))]
 async fn edit_real(
     State(st): State<Shared>,
     Path((protocol, address, rip)): Path<(String, String, String)>,
-    ApiJson(real): ApiJson<RealDef>,
+    ApiJson(settings): ApiJson<RealSettings>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
-    if parse_real_addr(&rip)? != parse_real_addr(&real.address)? {
-        return Err(ApiError::bad(format!(
-            "the body names real server {} but the path names {rip}",
-            real.address
-        )));
-    }
+    parse_real_addr(&rip)?;
+    let real = settings.to_def(&rip);
     let id = parse_service_id(&protocol, &address)?;
     change(
         &st,
@@ -422,9 +475,8 @@ async fn edit_real(
     view_of(&st, id)
 }
 
-#[utoipa::path(delete, path = "/api/v1/services/{proto}/{addr}/reals/{real}",
-    params(("proto" = String, Path), ("addr" = String, Path), ("real" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/services/{proto}/{addr}/reals/{real}", params(RealPath),
+    responses((status = 204, description = "Removed (ipvsadm -d)"), (status = 400, body = ErrorBody, description = "A malformed parameter"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")), security(("bearer" = [])))]
 async fn delete_real(
     State(st): State<Shared>,
     Path((protocol, address, real)): Path<(String, String, String)>,
@@ -450,8 +502,7 @@ pub struct Batch {
 }
 
 #[utoipa::path(post, path = "/api/v1/batch", request_body = Batch,
-    responses((status = 200, body = [ServiceView], description = "The services after the batch"),
-        (status = 400, body = ErrorBody, description = "Nothing of the batch was applied")),
+    responses((status = 200, body = [ServiceView], description = "The services after the batch"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin"), (status = 409, body = ErrorBody, description = "Well-formed, but in conflict with the running configuration or with itself: it exists already, a scheduler that is not loaded, a lower threshold above the upper one, a plugin in use"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
     security(("bearer" = [])))]
 async fn batch(
     State(st): State<Shared>,
@@ -470,16 +521,15 @@ async fn batch(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/plugins", responses((status = 200, body = [PluginView])))]
+#[utoipa::path(get, path = "/api/v1/plugins", responses((status = 200, body = [PluginView], description = "Every scheduler: the built-in ones and the uploaded plugins")))]
 async fn list_plugins(State(st): State<Shared>) -> axum::Json<Vec<PluginView>> {
     let c = st.control.lock().await;
     axum::Json(PluginView::all(&c))
 }
 
-#[utoipa::path(put, path = "/api/v1/plugins/{name}",
-    params(("name" = String, Path, description = "the name services use as their scheduler")),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the module (sdk/ABI.md)"),
-    responses((status = 201, body = [PluginView]), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)),
+#[utoipa::path(put, path = "/api/v1/plugins/{name}", params(PluginPath),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The module (sdk/ABI.md)"),
+    responses((status = 201, body = [PluginView], description = "Compiled and loaded; services naming it use it from now on"), (status = 400, body = ErrorBody, description = "A malformed name, or a body that is not a WebAssembly module following the ABI"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
     security(("bearer" = [])))]
 async fn put_plugin(
     State(st): State<Shared>,
@@ -508,8 +558,8 @@ async fn put_plugin(
     Ok((StatusCode::CREATED, axum::Json(PluginView::all(&c))).into_response())
 }
 
-#[utoipa::path(delete, path = "/api/v1/plugins/{name}", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "a service still uses it")),
+#[utoipa::path(delete, path = "/api/v1/plugins/{name}", params(PluginPath),
+    responses((status = 204, description = "Deleted with its file"), (status = 400, body = ErrorBody, description = "A malformed parameter"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin"), (status = 409, body = ErrorBody, description = "A service still uses it"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
     security(("bearer" = [])))]
 async fn delete_plugin(
     State(st): State<Shared>,
@@ -523,20 +573,25 @@ async fn delete_plugin(
 
 /// Filters of the connection listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConnQuery {
     /// Only connections of service `proto/vip:port`.
+    #[param(value_type = Option<schema::ServiceFilter>)]
     pub service: Option<String>,
     /// Only connections to real server `ip:port`.
+    #[param(value_type = Option<schema::RealAddr>)]
     pub real: Option<String>,
     /// Only connections in this state (ESTABLISHED, TIME_WAIT, UDP, …).
+    #[param(value_type = Option<schema::ConnState>)]
     pub state: Option<String>,
-    /// At most this many (default and limit 100000).
-    pub limit: Option<usize>,
+    /// At most this many (default 100000, the most).
+    #[param(minimum = 0, maximum = 100000)]
+    pub limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/api/v1/connections", params(ConnQuery),
-    responses((status = 200, body = ConnList), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ConnList, description = "The connection table and the persistence templates, as ipvsadm -L -c lists them"), (status = 400, body = ErrorBody, description = "A malformed parameter")))]
 async fn list_connections(
     State(st): State<Shared>,
     q: Result<Query<ConnQuery>, axum::extract::rejection::QueryRejection>,
@@ -544,7 +599,7 @@ async fn list_connections(
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     let svc = q.service.as_deref().map(parse_service_filter).transpose()?;
     let real = q.real.as_deref().map(parse_real_addr).transpose()?;
-    let state = q.state.map(|s| s.to_ascii_uppercase());
+    let state = q.state;
     if let Some(s) = &state
         && !views::state_names().any(|n| n == s)
     {
@@ -553,10 +608,16 @@ async fn list_connections(
             views::state_names().collect::<Vec<_>>().join(" ")
         )));
     }
-    let limit = q
-        .limit
-        .unwrap_or(crate::consts::API_MAX_CONN_LIST)
-        .min(crate::consts::API_MAX_CONN_LIST);
+    let limit = match q.limit {
+        None => crate::consts::API_MAX_CONN_LIST,
+        Some(n) if n as usize <= crate::consts::API_MAX_CONN_LIST => n as usize,
+        Some(n) => {
+            return Err(ApiError::bad(format!(
+                "limit {n} is above {}",
+                crate::consts::API_MAX_CONN_LIST
+            )));
+        }
+    };
     let now = st.epoch.elapsed().as_millis() as u64;
     let conns = st.conns.clone();
     let filter = views::ConnFilter {
@@ -571,12 +632,12 @@ async fn list_connections(
     Ok(axum::Json(list))
 }
 
-#[utoipa::path(get, path = "/api/v1/stats", responses((status = 200, body = StatsView)))]
+#[utoipa::path(get, path = "/api/v1/stats", responses((status = 200, body = StatsView, description = "Totals, rates and datapath counters")))]
 async fn stats(State(st): State<Shared>) -> axum::Json<StatsView> {
     axum::Json(StatsView::collect(&st).await)
 }
 
-#[utoipa::path(get, path = "/api/v1/info", responses((status = 200, body = InfoView)))]
+#[utoipa::path(get, path = "/api/v1/info", responses((status = 200, body = InfoView, description = "Versions and the connection table's size")))]
 async fn info(State(st): State<Shared>) -> axum::Json<InfoView> {
     let c = st.control.lock().await;
     axum::Json(InfoView {

@@ -8,7 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    Config, ConfigError, RealDef, ServiceDef, ServiceId, parse_real_addr, parse_service_id,
+    Config, ConfigError, RealDef, ServiceDef, ServiceId, ServiceSettings, parse_real_addr,
+    parse_service_id,
 };
 
 /// One change.
@@ -23,14 +24,22 @@ pub enum Change {
     /// Replace a service's scheduler, flags and persistence, keeping its real servers,
     /// counters and connections: `ipvsadm -E`.
     EditService {
-        /// The service's new settings (its real servers must not be given).
-        service: ServiceDef,
+        /// `tcp` or `udp`.
+        #[schema(value_type = crate::api::schema::ProtocolName)]
+        protocol: String,
+        /// Virtual IP and port.
+        #[schema(value_type = crate::api::schema::VipPort)]
+        address: String,
+        /// The service's new settings.
+        settings: ServiceSettings,
     },
     /// Delete a virtual service: `ipvsadm -D`.
     DeleteService {
         /// `tcp` or `udp`.
+        #[schema(value_type = crate::api::schema::ProtocolName)]
         protocol: String,
         /// Virtual IP and port.
+        #[schema(value_type = crate::api::schema::VipPort)]
         address: String,
     },
     /// Delete every virtual service: `ipvsadm -C`.
@@ -38,8 +47,10 @@ pub enum Change {
     /// Add a real server to a service: `ipvsadm -a`.
     AddReal {
         /// `tcp` or `udp`.
+        #[schema(value_type = crate::api::schema::ProtocolName)]
         protocol: String,
         /// The service's virtual IP and port.
+        #[schema(value_type = crate::api::schema::VipPort)]
         address: String,
         /// The real server.
         real: RealDef,
@@ -47,8 +58,10 @@ pub enum Change {
     /// Change a real server's weight, thresholds or hint: `ipvsadm -e`.
     EditReal {
         /// `tcp` or `udp`.
+        #[schema(value_type = crate::api::schema::ProtocolName)]
         protocol: String,
         /// The service's virtual IP and port.
+        #[schema(value_type = crate::api::schema::VipPort)]
         address: String,
         /// The real server's new settings.
         real: RealDef,
@@ -56,10 +69,13 @@ pub enum Change {
     /// Remove a real server from a service: `ipvsadm -d`.
     DeleteReal {
         /// `tcp` or `udp`.
+        #[schema(value_type = crate::api::schema::ProtocolName)]
         protocol: String,
         /// The service's virtual IP and port.
+        #[schema(value_type = crate::api::schema::VipPort)]
         address: String,
         /// The real server's address.
+        #[schema(value_type = crate::api::schema::RealAddr)]
         real: String,
     },
 }
@@ -115,14 +131,12 @@ impl Change {
                 }
                 cfg.services.push(spec);
             }
-            Self::EditService { service } => {
-                if !service.reals.is_empty() {
-                    return Err(ConfigError::Invalid(
-                        "edit_service changes a service's settings; add, edit or delete its real servers with add_real, edit_real, delete_real".into(),
-                    )
-                    .into());
-                }
-                let spec = service.validate()?;
+            Self::EditService {
+                protocol,
+                address,
+                settings,
+            } => {
+                let spec = settings.to_def(protocol, address).validate()?;
                 let cur = find(cfg, spec.key())?;
                 cur.scheduler = spec.scheduler;
                 cur.flags = spec.flags;
@@ -258,10 +272,21 @@ mod tests {
             }],
         )
         .unwrap();
-        let mut edit = svc("198.18.100.1:80", "wrr", &[]);
-        edit.persistent = Some(60);
-        edit.netmask = Some("255.255.255.0".into());
-        let cfg = apply_all(&cfg, &[Change::EditService { service: edit }]).unwrap();
+        let settings = ServiceSettings {
+            scheduler: "wrr".into(),
+            flags: vec![],
+            persistent: Some(60),
+            netmask: Some("255.255.255.0".into()),
+        };
+        let cfg = apply_all(
+            &cfg,
+            &[Change::EditService {
+                protocol: "tcp".into(),
+                address: "198.18.100.1:80".into(),
+                settings,
+            }],
+        )
+        .unwrap();
         let s = &cfg.services[0];
         assert_eq!(
             (s.scheduler.as_str(), s.persistent, s.netmask, s.reals.len()),

@@ -1448,7 +1448,7 @@ fn source_quench_is_relayed_and_icmp_errors_are_counted_as_ipvs_does() {
     let dest = h
         .snap
         .dests()
-        .find(|d| d.addr == IpAddr::V4([198, 19, 0, 11].into()))
+        .find(|d| d.addr == IpAddr::V4([198, 19, 0, 11].into()) && d.port == 8080)
         .unwrap();
     let counts = |s: &crate::stats::Stats| {
         let t = s.totals();

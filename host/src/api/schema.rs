@@ -1,0 +1,187 @@
+//! The value types of the OpenAPI document: what each string the API takes may be, as
+//! JSON Schema says it (enums and patterns). They exist for the document only; the API
+//! parses the same strings with `crate::config`, which accepts exactly what these describe
+//! (addresses only as written canonically), so a request the document allows is never
+//! refused as malformed, and one it forbids is never accepted.
+
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+/// A decimal IPv4 octet, without leading zeros.
+const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+/// A port 1..=65535, without leading zeros.
+const PORT: &str =
+    "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+
+fn ipv4() -> String {
+    format!("{OCTET}(\\.{OCTET}){{3}}")
+}
+
+/// Pattern of a virtual service's address: `a.b.c.d:port`.
+pub fn vip_port_pattern() -> String {
+    format!("^{}:{PORT}$", ipv4())
+}
+
+/// Pattern of a real server's address: `a.b.c.d`, or with a port (0: the virtual port).
+pub fn real_addr_pattern() -> String {
+    format!("^{}(:(0|{PORT}))?$", ipv4())
+}
+
+/// Pattern of a service filter: `tcp/a.b.c.d:port`.
+pub fn service_filter_pattern() -> String {
+    format!("^(tcp|udp)/{}:{PORT}$", ipv4())
+}
+
+/// Pattern of a scheduler or plugin name.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,32}$";
+
+fn string(description: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+}
+
+macro_rules! schema_type {
+    ($(#[$doc:meta])* $name:ident, $build:expr) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                let b: ObjectBuilder = $build;
+                b.into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+schema_type!(
+    /// `tcp` or `udp`.
+    ProtocolName,
+    string("The protocol: tcp or udp.").enum_values(Some(["tcp", "udp"]))
+);
+
+schema_type!(
+    /// A virtual service's address.
+    VipPort,
+    string("A virtual service's IPv4 address and port (1-65535), as a.b.c.d:port.")
+        .pattern(Some(vip_port_pattern()))
+        .examples(["198.18.100.1:80"])
+);
+
+schema_type!(
+    /// A real server's address.
+    RealAddr,
+    string(
+        "A real server's IPv4 address, as a.b.c.d:port, or a.b.c.d (or port 0) for the \
+         virtual port.",
+    )
+    .pattern(Some(real_addr_pattern()))
+    .examples(["198.19.0.11:80"])
+);
+
+schema_type!(
+    /// A scheduler's name.
+    SchedName,
+    string(
+        "A scheduler: one of IPVS's (rr wrr lc wlc sed nq fo ovf twos sh dh mh lblc lblcr) \
+         or an uploaded plugin's name. A name that is neither is answered 409.",
+    )
+    .pattern(Some(NAME_PATTERN))
+    .examples(["wlc"])
+);
+
+schema_type!(
+    /// A plugin's name.
+    PluginName,
+    string("A plugin's name: 1 to 32 letters, digits, '-' or '_'.")
+        .pattern(Some(NAME_PATTERN))
+        .examples(["lat2"])
+);
+
+schema_type!(
+    /// A scheduler flag as ipvsadm's `-b` spells it.
+    SchedFlag,
+    string("A scheduler flag, as ipvsadm -b spells it.").enum_values(Some([
+        "sh-fallback",
+        "sh-port",
+        "mh-fallback",
+        "mh-port",
+        "flag-1",
+        "flag-2",
+        "flag-3",
+    ]))
+);
+
+schema_type!(
+    /// A persistence netmask.
+    Netmask,
+    string("A persistence netmask (ipvsadm -M): a dotted IPv4 netmask of 1 to 32 bits.")
+        .enum_values(Some(
+            (1..=32u32).map(|bits| std::net::Ipv4Addr::from(u32::MAX << (32 - bits)).to_string()),
+        ))
+);
+
+schema_type!(
+    /// A forwarding method.
+    Forward,
+    string("The forwarding method: nat (masquerading, ipvsadm -m; masq is the same).")
+        .enum_values(Some(["nat", "masq"]))
+);
+
+schema_type!(
+    /// A service filter.
+    ServiceFilter,
+    string("A service, as PROTO/VIP:PORT.")
+        .pattern(Some(service_filter_pattern()))
+        .examples(["tcp/198.18.100.1:80"])
+);
+
+schema_type!(
+    /// A connection state name.
+    ConnState,
+    string("A connection state, as ipvsadm -L -c names it.")
+        .enum_values(Some(crate::api::views::state_names().collect::<Vec<_>>()))
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The patterns, checked against the parsers they describe: whatever the pattern takes,
+    /// the parser takes, and the other way round, on a sample of near misses.
+    #[test]
+    fn patterns_and_parsers_agree() {
+        let vip = matcher(&vip_port_pattern());
+        let real = matcher(&real_addr_pattern());
+        for s in [
+            "198.18.100.1:80",
+            "0.0.0.0:1",
+            "255.255.255.255:65535",
+            "198.18.100.1:0",
+            "198.18.100.1:65536",
+            "198.18.100.1:080",
+            "198.18.100.01:80",
+            "198.18.100.256:80",
+            "198.18.100:80",
+            "198.18.100.1",
+            "198.18.100.1:",
+            "[::1]:80",
+            " 198.18.100.1:80",
+            "198.18.100.1:80 ",
+            "198.18.100.1:+80",
+        ] {
+            let parsed = crate::config::parse_service_id("tcp", s)
+                .is_ok_and(|id| id.addr.is_ipv4() && id.port != 0);
+            assert_eq!(vip(s), parsed, "vip {s:?}");
+            let parsed = crate::config::parse_real_addr(s).is_ok_and(|a| a.is_ipv4());
+            assert_eq!(real(s), parsed, "real {s:?}");
+        }
+    }
+
+    fn matcher(pattern: &str) -> impl Fn(&str) -> bool + use<> {
+        let re = regex::Regex::new(pattern).expect("a valid pattern");
+        move |s: &str| re.is_match(s)
+    }
+}
