@@ -19,7 +19,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 command -v perf >/dev/null || { apt-get install -y -qq linux-perf >/dev/null; }
-cargo build --release -q -p wvs
+# With line tables, so that profiles name source lines (the release binary has none).
+cargo build --profile profiling -q -p wvs
 scripts/topology.sh up "$P"
 scripts/topology.sh nginx "$P" "$DIR"
 ip netns exec "$P-rs1" iperf3 -s -D
@@ -44,7 +45,7 @@ protocol = "tcp"
 address = "$VIP:5201"
 real = [{ address = "198.19.0.11:5201" }]
 TOML
-ip netns exec "$P-lb" target/release/wvs run --iface c0 --iface s0 --config "$DIR/wvs.toml" \
+ip netns exec "$P-lb" target/profiling/wvs run --iface c0 --iface s0 --config "$DIR/wvs.toml" \
   --state-dir "$DIR/state" --no-api ${WVS_ARGS:-} 2> "$DIR/wvs.log" &
 WVS_PID=$!
 for _ in $(seq 200); do grep -q ready "$DIR/wvs.log" && break; sleep 0.1; done

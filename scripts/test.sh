@@ -12,3 +12,17 @@ scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+
+# The release binary ships without debug info (scripts/profile.sh builds the `profiling`
+# profile, with line tables, for profiles): check what a user gets.
+cargo build --release -q -p wvs
+size=$(stat -c %s target/release/wvs)
+echo "test: target/release/wvs is $((size / 1048576)) MiB"
+if file target/release/wvs | grep -q "with debug_info"; then
+  echo "test: target/release/wvs carries debug info" >&2
+  exit 1
+fi
+[ "$size" -lt $((40 << 20)) ] || { echo "test: target/release/wvs is over 40 MiB" >&2; exit 1; }
+
+# The demo, as a newcomer runs it: every command it prints must work while it waits.
+tests/demo_test.sh

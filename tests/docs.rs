@@ -130,7 +130,22 @@ fn the_release_profile_ships_a_stripped_binary() {
     let release = &cargo[cargo.find("[profile.release]").expect("release profile")..];
     let release = &release[..release[1..].find("\n[").map_or(release.len(), |i| i + 1)];
     assert!(
-        release.contains("split-debuginfo") || release.contains("strip = "),
+        release.contains("strip = \"debuginfo\"") || release.contains("strip = true"),
         "the release binary keeps its debug info: {release}"
     );
+}
+
+#[test]
+fn the_readme_is_short_and_gives_the_two_commands() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 100,
+        "README.md has {lines} lines: reference material belongs in docs/"
+    );
+    for cmd in ["./scripts/demo.sh", "./scripts/test.sh"] {
+        assert!(readme.contains(cmd), "README.md does not give {cmd}");
+    }
+    let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
+    assert!(ci.contains("./scripts/test.sh"), ".ci/run runs the README's test command");
 }
