@@ -37,7 +37,7 @@ grep -qE '^ +4 rs1$' "$T/out" || fail "12 requests did not go 4/4/4"
 
 n=0
 while IFS= read -r line; do
-  cmd=${line#*:  }
+  cmd=${line#*: }
   cmd="${cmd#"${cmd%%[! ]*}"}"
   case "$line" in
     *"the dashboard:"*)

@@ -147,5 +147,8 @@ fn the_readme_is_short_and_gives_the_two_commands() {
         assert!(readme.contains(cmd), "README.md does not give {cmd}");
     }
     let ci = std::fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
-    assert!(ci.contains("./scripts/test.sh"), ".ci/run runs the README's test command");
+    assert!(
+        ci.contains("./scripts/test.sh"),
+        ".ci/run runs the README's test command"
+    );
 }
