@@ -210,34 +210,7 @@ fn icmp_errors_are_relayed_with_the_vip_restored() {
     )
     .expect("config");
     let _wvs = Wvs::start(&topo, Some(&cfg));
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.ns("cli"),
-            "socat",
-            "-T",
-            "5",
-            "-",
-            &format!("UDP4:{VIP}:9001"),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            let mut stdin = c.stdin.take().expect("stdin");
-            stdin.write_all(b"anyone?\n")?;
-            // Keep stdin open so that socat waits for the answer (or the error); once the
-            // error arrived socat has exited and this write may fail, which is fine.
-            std::thread::sleep(Duration::from_millis(1500));
-            let _ = stdin.write_all(b"still?\n");
-            drop(stdin);
-            c.wait_with_output()
-        })
-        .expect("socat");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = udp_to_a_closed_port(&topo, "cli", &format!("{VIP}:9001"));
     assert!(
         err.contains("Connection refused"),
         "the client saw no port unreachable: {err:?}"
@@ -395,16 +368,27 @@ fn icmp_errors_about_the_kernels_own_flows_reach_the_kernel() {
     // the refusal.
     let topo = Topo::new("kicmp", false);
     let _wvs = Wvs::start(&topo, Some(example()));
+    let err = udp_to_a_closed_port(&topo, "lb", "198.19.0.11:9999");
+    assert!(
+        err.contains("Connection refused"),
+        "the balancer's kernel saw no port unreachable: {err:?}"
+    );
+}
+
+/// Send a datagram from namespace `ns` to `target` on a connected UDP socket (socat), keep
+/// the socket open 1.5 s for an ICMP error to come back, and return socat's stderr, which
+/// says "Connection refused" if a port unreachable reached the socket.
+fn udp_to_a_closed_port(topo: &Topo, ns: &str, target: &str) -> String {
     let out = std::process::Command::new("ip")
         .args([
             "netns",
             "exec",
-            &topo.ns("lb"),
+            &topo.ns(ns),
             "socat",
             "-T",
-            "3",
+            "5",
             "-",
-            "UDP4:198.19.0.11:9999",
+            &format!("UDP4:{target}"),
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -414,15 +398,13 @@ fn icmp_errors_about_the_kernels_own_flows_reach_the_kernel() {
             use std::io::Write;
             let mut stdin = c.stdin.take().expect("stdin");
             stdin.write_all(b"anyone?\n")?;
-            std::thread::sleep(std::time::Duration::from_millis(1000));
+            // Keep stdin open so that socat waits for the answer (or the error); once the
+            // error arrived socat has exited and this write may fail, which is fine.
+            std::thread::sleep(Duration::from_millis(1500));
             let _ = stdin.write_all(b"still?\n");
             drop(stdin);
             c.wait_with_output()
         })
         .expect("socat");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("Connection refused"),
-        "the balancer's kernel saw no port unreachable: {err:?}"
-    );
+    String::from_utf8_lossy(&out.stderr).to_string()
 }

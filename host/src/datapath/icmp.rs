@@ -151,25 +151,15 @@ pub(super) fn port_unreachable(buf: &mut [u8], len: usize) -> Option<usize> {
     quote[..quote_len].copy_from_slice(&ip[..quote_len]);
     let orig = Ipv4Packet::new_unchecked(&quote[..quote_len]);
     let (client, vip) = (orig.src_addr(), orig.dst_addr());
-    let total = ipv4_field::MIN_HEADER_LEN + ICMP_HEADER_LEN + quote_len;
-    let out_len = IP + total;
-    let out = buf.get_mut(..out_len)?;
-    // Ethernet: back to where it came from, from us.
-    let (dst, src) = out[..12].split_at_mut(6);
-    dst.swap_with_slice(src);
-    let (hdr, rest) = out[IP..].split_at_mut(ipv4_field::MIN_HEADER_LEN);
-    hdr.fill(0);
-    let mut iph = Ipv4Packet::new_unchecked(&mut *hdr);
-    iph.set_version(4);
-    iph.set_header_len(ipv4_field::MIN_HEADER_LEN as u8);
-    iph.set_total_len(total as u16);
-    iph.set_hop_limit(64);
-    iph.set_next_header(crate::wire::IpProtocol::Icmp);
-    iph.set_src_addr(vip);
-    iph.set_dst_addr(client);
-    let c = checksum::compute(&hdr[..]);
-    Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
-    let icmp = &mut rest[..ICMP_HEADER_LEN + quote_len];
+    let icmp_len = ICMP_HEADER_LEN + quote_len;
+    let icmp = super::answer_headers(
+        buf,
+        vip,
+        client,
+        crate::wire::IpProtocol::Icmp,
+        icmp_len,
+        false,
+    )?;
     icmp[..ICMP_HEADER_LEN].copy_from_slice(&[
         DEST_UNREACHABLE,
         PORT_UNREACHABLE,
@@ -183,7 +173,7 @@ pub(super) fn port_unreachable(buf: &mut [u8], len: usize) -> Option<usize> {
     icmp[ICMP_HEADER_LEN..].copy_from_slice(&quote[..quote_len]);
     let c = checksum::compute(icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    Some(out_len)
+    Some(IP + ipv4_field::MIN_HEADER_LEN + icmp_len)
 }
 
 impl Datapath {

@@ -458,6 +458,42 @@ impl Datapath {
     }
 }
 
+/// TTL of the answers wvs writes itself (Linux's default `ip_default_ttl`).
+const ANSWER_TTL: u8 = 64;
+
+/// Write, at the start of `out`, the Ethernet and IPv4 headers of an answer to the frame
+/// that was received there: back to its sender's MAC from ours (the addresses swapped),
+/// from `src` to `dst`, with `payload_len` bytes of `proto` to follow. Returns the space
+/// after the headers, or `None` if `out` cannot hold the headers and the payload.
+fn answer_headers(
+    out: &mut [u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: crate::wire::IpProtocol,
+    payload_len: usize,
+    dont_frag: bool,
+) -> Option<&mut [u8]> {
+    let total = ipv4_field::MIN_HEADER_LEN + payload_len;
+    let out = out.get_mut(..ETHERNET_HEADER_LEN + total)?;
+    let (eth, ip) = out.split_at_mut(ETHERNET_HEADER_LEN);
+    let (dst_mac, src_mac) = eth[..12].split_at_mut(6);
+    dst_mac.swap_with_slice(src_mac);
+    let (hdr, payload) = ip.split_at_mut(ipv4_field::MIN_HEADER_LEN);
+    hdr.fill(0);
+    let mut iph = Ipv4Packet::new_unchecked(&mut *hdr);
+    iph.set_version(4);
+    iph.set_header_len(ipv4_field::MIN_HEADER_LEN as u8);
+    iph.set_total_len(u16::try_from(total).ok()?);
+    iph.set_dont_frag(dont_frag);
+    iph.set_hop_limit(ANSWER_TTL);
+    iph.set_next_header(proto);
+    iph.set_src_addr(src);
+    iph.set_dst_addr(dst);
+    let c = checksum::compute(&hdr[..]);
+    Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+    Some(payload)
+}
+
 fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) {
     let mut eth = EthernetFrame::new_unchecked(frame);
     eth.set_src_addr(EthernetAddress(src));

@@ -13,16 +13,12 @@ use crate::wire::{
     ETHERNET_HEADER_LEN, IpProtocol, Ipv4Packet, TcpPacket, checksum, ipv4_field, tcp_field,
 };
 
-/// TTL of the resets wvs sends (Linux's default `ip_default_ttl`).
-const RESET_TTL: u8 = 64;
-
 /// Turn the Ethernet/IPv4/TCP frame of `len` bytes at the start of `buf` into the reset its
 /// receiver would answer, in place. Returns the new frame's length, or `None` if the frame
 /// is not a whole TCP segment, or is itself a reset (never answered, RFC 9293).
 pub(super) fn tcp_reset(buf: &mut [u8], len: usize) -> Option<usize> {
     const IP: usize = ETHERNET_HEADER_LEN;
-    const TCP: usize = IP + ipv4_field::MIN_HEADER_LEN;
-    const OUT_LEN: usize = TCP + tcp_field::MIN_HEADER_LEN;
+    const OUT_LEN: usize = IP + ipv4_field::MIN_HEADER_LEN + tcp_field::MIN_HEADER_LEN;
     let ip = buf.get(IP..len)?;
     let pkt = Ipv4Packet::new_checked(ip).ok()?;
     if pkt.next_header() != IpProtocol::Tcp {
@@ -48,23 +44,14 @@ pub(super) fn tcp_reset(buf: &mut [u8], len: usize) -> Option<usize> {
             true,
         )
     };
-    let out = buf.get_mut(..OUT_LEN)?;
-    // Ethernet: back to where it came from, from us.
-    let (dst, src) = out[..12].split_at_mut(6);
-    dst.swap_with_slice(src);
-    let (hdr, l4) = out[IP..].split_at_mut(ipv4_field::MIN_HEADER_LEN);
-    hdr.fill(0);
-    let mut iph = Ipv4Packet::new_unchecked(&mut *hdr);
-    iph.set_version(4);
-    iph.set_header_len(ipv4_field::MIN_HEADER_LEN as u8);
-    iph.set_total_len((ipv4_field::MIN_HEADER_LEN + tcp_field::MIN_HEADER_LEN) as u16);
-    iph.set_dont_frag(true);
-    iph.set_hop_limit(RESET_TTL);
-    iph.set_next_header(IpProtocol::Tcp);
-    iph.set_src_addr(vip);
-    iph.set_dst_addr(client);
-    let c = checksum::compute(&hdr[..]);
-    Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+    let l4 = super::answer_headers(
+        buf,
+        vip,
+        client,
+        IpProtocol::Tcp,
+        tcp_field::MIN_HEADER_LEN,
+        true,
+    )?;
     l4.fill(0);
     let mut t = TcpPacket::new_unchecked(&mut *l4);
     t.set_src_port(vport);
