@@ -41,14 +41,19 @@ while IFS= read -r line; do
   cmd="${cmd#"${cmd%%[! ]*}"}"
   case "$line" in
     *"the dashboard:"*)
+      if ss -ltn | grep -q '127.0.0.1:9080 '; then
+        fail "something else listens on 127.0.0.1:9080 already; the printed forwarder needs it"
+      fi
       # Run the forwarder as printed (without its '&'), then load the page through it.
-      eval "${cmd% &}" > "$T/fwd.log" 2>&1 &
+      # exec: the background job is socat itself, so that its PID is the one to end.
+      (eval "exec ${cmd% &}") > "$T/fwd.log" 2>&1 &
       FWD_PID=$!
       for _ in $(seq 50); do
         curl -s -m 2 http://127.0.0.1:9080/ > "$T/page" 2>/dev/null && break
         sleep 0.1
       done
       grep -q "<title>" "$T/page" || fail "the dashboard did not load through: $cmd"
+      kill -0 "$FWD_PID" 2>/dev/null || fail "the printed forwarder did not keep running: $(cat "$T/fwd.log")"
       kill "$FWD_PID"; wait "$FWD_PID" 2>/dev/null || true; FWD_PID=
       ;;
     *"paste the token: "*)
