@@ -71,6 +71,10 @@ pub const PLUGIN_EPOCH_MS: u64 = 1;
 /// Epochs a plugin call may run before it is interrupted: a scheduler call takes well under
 /// a microsecond, so 10 ms means a runaway plugin, not a slow one.
 pub const PLUGIN_DEADLINE_EPOCHS: u64 = 10;
+/// Deadline of a plugin's instantiation and ABI checks, in epochs (1 s): on the control
+/// thread, never per packet, and long enough for a slow or emulated machine, where 10 ms
+/// refused the built-in plugins at start.
+pub const PLUGIN_SETUP_DEADLINE_EPOCHS: u64 = 1000;
 
 /// Most linear memory a plugin instance may have (bytes). The built-in schedulers use about
 /// 1 MiB (Rust's default stack plus the shared table).

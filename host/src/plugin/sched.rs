@@ -6,7 +6,7 @@ use wasmtime::{
 use wvs_sdk::{ConnInfo, DestInfo, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET, SHARED_N_OFFSET, abi};
 
 use super::{MAX_MEMORY, Plugin, PluginError};
-use crate::consts::PLUGIN_DEADLINE_EPOCHS;
+use crate::consts::{PLUGIN_DEADLINE_EPOCHS, PLUGIN_SETUP_DEADLINE_EPOCHS};
 
 /// Per-instance host state.
 pub(super) struct StoreData {
@@ -74,7 +74,7 @@ impl WasmScheduler {
         let mut store = Store::new(&p.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
         let instance: Instance = p
             .runtime
             .linker
@@ -101,7 +101,7 @@ impl WasmScheduler {
         if v != wvs_sdk::ABI_VERSION {
             return Err(abi_err(format!("it was built for ABI version {v}")));
         }
-        store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
         let shared = shared_fn
             .call(&mut store, ())
             .map_err(|e| abi_err(format!("{e:#}")))? as usize;
