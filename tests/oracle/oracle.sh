@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The IPVS oracle: a VM running Debian's own kernel (which has IPVS, unlike the machines
+# wvs is developed on), with ipvsadm, keepalived, nginx and friends, in which a scenario
+# runs the same traffic through the kernel's IPVS and through wvs and compares them.
+#
+#   tests/oracle/oracle.sh image              build the VM image (cached; see below)
+#   tests/oracle/oracle.sh run SCENARIO [DIR] boot it, run tests/oracle/scenarios/SCENARIO.sh
+#                                             with target/release/wvs, keep the output in DIR
+#
+# The image (Debian bookworm's kernel and modules, a minimal root file system from
+# Debian's packages, and a small initramfs that mounts it over 9p under a tmpfs overlay) is
+# built once per machine into $WVS_ORACLE_CACHE (default /var/cache/wvs-oracle), in a
+# directory named after the hash of this recipe, so it is rebuilt when the recipe changes.
+# The VM runs under qemu's software emulation (TCG; nested KVM hangs on these machines),
+# WVS_ORACLE_ACCEL=kvm where KVM works. Every step is bounded in time and prints progress.
+# Needs root. Installs mmdebstrap, qemu-system-x86 and busybox-static if missing.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CACHE=${WVS_ORACLE_CACHE:-/var/cache/wvs-oracle}
+SUITE=bookworm
+PKGS=linux-image-amd64,ipvsadm,keepalived,nginx-light,curl,socat,iproute2,nftables,tshark,vsftpd,python3,procps,kmod,iputils-ping
+MODULES="virtio_pci 9pnet_virtio 9p overlay"
+RECIPE=$(cat "$0" "$HERE/init" | sha256sum | cut -c1-16)
+IMG=$CACHE/$RECIPE
+
+log() { echo "oracle: $*" >&2; }
+
+need() {
+  local pkgs=()
+  command -v mmdebstrap >/dev/null || pkgs+=(mmdebstrap)
+  command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
+  [ -x /bin/busybox ] || pkgs+=(busybox-static)
+  command -v cpio >/dev/null || pkgs+=(cpio)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    log "installing ${pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  fi
+}
+
+# The host's Debian sources, for mmdebstrap (deb822 or one-line format).
+sources() {
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    cat /etc/apt/sources.list.d/debian.sources
+  else
+    grep -E '^deb ' /etc/apt/sources.list
+  fi
+}
+
+# Module files (relative to lib/modules/VER) for $MODULES and what they need, in load order.
+module_order() {
+  local dep=$1/modules.dep m line
+  for m in $MODULES; do
+    line=$(grep -E "(^|/)$m\.ko:" "$dep") || { log "no module $m"; exit 1; }
+    for d in $(echo "${line#*:}" | tr ' ' '\n' | tac); do echo "$d"; done
+    echo "${line%%:*}"
+  done | awk 'NF && !seen[$0]++'
+}
+
+image() {
+  if [ -f "$IMG/ready" ]; then
+    log "image $IMG is ready"
+    return
+  fi
+  need
+  local tmp=$IMG.tmp
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  log "building the root file system ($SUITE: $PKGS) into $tmp; a few minutes"
+  sources | timeout 1800 mmdebstrap --variant=minbase --include="$PKGS" \
+    --customize-hook='rm -f "$1/etc/resolv.conf"; echo oracle > "$1/etc/hostname"' \
+    "$SUITE" "$tmp/rootfs" - >"$tmp/mmdebstrap.log" 2>&1 \
+    || { tail -20 "$tmp/mmdebstrap.log" >&2; exit 1; }
+  local kver
+  kver=$(ls "$tmp/rootfs/lib/modules")
+  log "kernel $kver; building the initramfs"
+  local ird=$tmp/initramfs
+  mkdir -p "$ird/bin" "$ird/modules" "$ird/proc" "$ird/sys" "$ird/dev"
+  cp /bin/busybox "$ird/bin/busybox"
+  install -m 0755 "$HERE/init" "$ird/init"
+  module_order "$tmp/rootfs/lib/modules/$kver" > "$tmp/order"
+  while read -r m; do
+    cp "$tmp/rootfs/lib/modules/$kver/$m" "$ird/modules/"
+    basename "$m" >> "$ird/modules.order"
+  done < "$tmp/order"
+  (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$tmp/initramfs.gz"
+  cp "$tmp/rootfs/boot/vmlinuz-$kver" "$tmp/vmlinuz"
+  touch "$tmp/ready"
+  rm -rf "$IMG"
+  mv "$tmp" "$IMG"
+  log "image ready: $IMG"
+}
+
+run() {
+  local scenario=${1:?usage: oracle.sh run SCENARIO [DIR]} out=${2:-}
+  [ -f "$HERE/scenarios/$scenario.sh" ] || { log "no scenario $scenario"; exit 2; }
+  image
+  local wvs=${WVS_BIN:-$ROOT/target/release/wvs}
+  [ -x "$wvs" ] || { log "$wvs not built (cargo build --release -p wvs)"; exit 1; }
+  [ -n "$out" ] || out=$(mktemp -d /tmp/wvs-oracle-out.XXXXXX)
+  mkdir -p "$out"
+  local share
+  share=$(mktemp -d /tmp/wvs-oracle-share.XXXXXX)
+  trap 'rm -rf "$share"' RETURN
+  cp "$HERE/guest.sh" "$share/"
+  cp "$ROOT/scripts/topology.sh" "$share/"
+  cp -r "$HERE/scenarios" "$share/"
+  cp "$wvs" "$share/wvs"
+  mkdir -p "$share/out"
+  echo "$scenario" > "$share/scenario"
+  local accel=${WVS_ORACLE_ACCEL:-tcg}
+  log "booting ($accel) for scenario $scenario; console in $out/console.log"
+  local t0=$SECONDS rc=0
+  timeout "${WVS_ORACLE_TIMEOUT:-900}" qemu-system-x86_64 \
+    -machine q35,accel="$accel" -cpu max -smp 2 -m 2048 \
+    -nographic -no-reboot -monitor none -serial stdio \
+    -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.gz" \
+    -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3" \
+    -fsdev local,id=r,path="$IMG/rootfs",security_model=passthrough,readonly=on \
+    -device virtio-9p-pci,fsdev=r,mount_tag=rootfs \
+    -fsdev local,id=s,path="$share",security_model=passthrough \
+    -device virtio-9p-pci,fsdev=s,mount_tag=share \
+    </dev/null >"$out/console.log" 2>&1 || rc=$?
+  cp -r "$share/out/." "$out/"
+  log "VM ended after $((SECONDS - t0)) s (qemu exit $rc); output in $out"
+  [ "$rc" = 0 ] || { tail -30 "$out/console.log" >&2; exit 1; }
+  [ -f "$out/rc" ] || { log "the scenario did not finish"; tail -30 "$out/console.log" >&2; exit 1; }
+  cat "$out/stdout"
+  if [ "$(cat "$out/rc")" != 0 ]; then
+    log "scenario $scenario failed:"
+    cat "$out/stderr" >&2
+    exit 1
+  fi
+}
+
+case "${1:-}" in
+  image) image ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 image | run SCENARIO [DIR]" >&2; exit 2 ;;
+esac
