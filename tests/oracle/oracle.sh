@@ -4,7 +4,7 @@
 # runs the same traffic through the kernel's IPVS and through wvs and compares them.
 #
 #   tests/oracle/oracle.sh image              build the VM image (cached; see below)
-#   tests/oracle/oracle.sh run SCENARIO [DIR] boot it, run tests/oracle/scenarios/SCENARIO.sh
+#   tests/oracle/oracle.sh run SCENARIO [DIR] boot it, run scenarios/SCENARIO.sh
 #                                             with target/release/wvs, keep the output in DIR
 #
 # The image (Debian bookworm's kernel and modules, a minimal root file system from
