@@ -130,15 +130,20 @@ fn udp_frame(
     v
 }
 
-fn client_syn(cport: u16) -> Vec<u8> {
+/// A TCP segment from the client's `cport` to the VIP's port 80.
+fn client_seg(cport: u16, f: F, payload: &[u8]) -> Vec<u8> {
     tcp_frame(
         CLIENT_MAC,
         CLIENT_IF_MAC,
         (CLIENT, cport),
         (VIP, 80),
-        F::Syn,
-        b"",
+        f,
+        payload,
     )
+}
+
+fn client_syn(cport: u16) -> Vec<u8> {
+    client_seg(cport, F::Syn, b"")
 }
 
 /// Parse a frame with etherparse and check every checksum independently of our code.
@@ -245,14 +250,7 @@ fn tcp_nat_both_ways_with_valid_checksums() {
         (0, 1),
         "SYN_RECV is inactive"
     );
-    let mut ack = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40000),
-        (VIP, 80),
-        F::Ack,
-        b"GET / HTTP/1.0\r\n\r\n",
-    );
+    let mut ack = client_seg(40000, F::Ack, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(
         h.dp.process(&h.snap, 2, COMPLETE, &mut ack),
         Verdict::Tx { iface: 1 }
@@ -271,14 +269,7 @@ fn tcp_nat_both_ways_with_valid_checksums() {
     assert_eq!(state, Some((TcpState::Established, 2 + 900_000)));
 
     // Client closes: FIN -> CLOSE_WAIT, inactive again; after its 60 s timeout it is swept.
-    let mut fin = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40000),
-        (VIP, 80),
-        F::Fin,
-        b"",
-    );
+    let mut fin = client_seg(40000, F::Fin, b"");
     assert_eq!(
         h.dp.process(&h.snap, 3, COMPLETE, &mut fin),
         Verdict::Tx { iface: 1 }
@@ -406,19 +397,7 @@ fn partial_checksum_tracks_the_pseudo_header() {
     let h = harness();
     for proto in [Protocol::Tcp, Protocol::Udp] {
         let (mut f, dport, l4_len, off) = match proto {
-            Protocol::Tcp => (
-                tcp_frame(
-                    CLIENT_MAC,
-                    CLIENT_IF_MAC,
-                    (CLIENT, 40100),
-                    (VIP, 80),
-                    F::Syn,
-                    b"x",
-                ),
-                80,
-                21u16,
-                16,
-            ),
+            Protocol::Tcp => (client_seg(40100, F::Syn, b"x"), 80, 21u16, 16),
             Protocol::Udp => (
                 udp_frame(
                     CLIENT_MAC,
@@ -483,14 +462,7 @@ fn removed_real_server_drops_and_reschedules() {
     .unwrap();
     let next = Snapshot::build_native(&specs.services, &h.snap);
     h.snap.retire_into(&next);
-    let mut ack = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40200),
-        (VIP, 80),
-        F::Ack,
-        b"",
-    );
+    let mut ack = client_seg(40200, F::Ack, b"");
     assert_eq!(
         h.dp.process(&next, 1, COMPLETE, &mut ack),
         Verdict::Drop(DropReason::DestGone)
@@ -534,17 +506,7 @@ fn syn_in_time_wait_starts_a_new_connection() {
                 b"",
             ),
         ),
-        (
-            COMPLETE,
-            tcp_frame(
-                CLIENT_MAC,
-                CLIENT_IF_MAC,
-                (CLIENT, 40300),
-                (VIP, 80),
-                F::Ack,
-                b"",
-            ),
-        ),
+        (COMPLETE, client_seg(40300, F::Ack, b"")),
         (
             FROM_RS,
             tcp_frame(
@@ -556,17 +518,7 @@ fn syn_in_time_wait_starts_a_new_connection() {
                 b"",
             ),
         ),
-        (
-            COMPLETE,
-            tcp_frame(
-                CLIENT_MAC,
-                CLIENT_IF_MAC,
-                (CLIENT, 40300),
-                (VIP, 80),
-                F::Fin,
-                b"",
-            ),
-        ),
+        (COMPLETE, client_seg(40300, F::Fin, b"")),
     ];
     for (m, f) in steps.iter_mut() {
         assert!(matches!(
@@ -1071,14 +1023,7 @@ fn traffic_is_counted_per_server_service_and_balancer() {
         F::SynAck,
         b"",
     );
-    let mut ack = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 41200),
-        (VIP, 80),
-        F::Ack,
-        b"hello",
-    );
+    let mut ack = client_seg(41200, F::Ack, b"hello");
     let (l1, l2, l3) = (syn.len() - 14, synack.len() - 14, ack.len() - 14);
     h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
     h.dp.process(&h.snap, 0, FROM_RS, &mut synack);
@@ -1103,14 +1048,7 @@ fn traffic_is_counted_per_server_service_and_balancer() {
     assert_eq!(svc.stats.totals(), want);
     assert_eq!(traffic.totals(&h.snap), want);
     // A packet that is dropped is not traffic.
-    let mut stray = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 9),
-        (VIP, 80),
-        F::Ack,
-        b"",
-    );
+    let mut stray = client_seg(9, F::Ack, b"");
     h.dp.process(&h.snap, 0, COMPLETE, &mut stray);
     assert_eq!(traffic.totals(&h.snap), want);
     // The service goes: what it counted stays in the balancer's totals, also once its last
@@ -1165,16 +1103,7 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
     );
     assert_eq!(h.dp.stats().icmp_sent.load(Relaxed), 1);
     // Rate limited: the burst, then nothing until tokens come back (100 per second).
-    let mut sent = 1;
-    for _ in 0..200 {
-        buf[..syn.len()].copy_from_slice(&syn);
-        if matches!(
-            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, syn.len()),
-            Verdict::Reply { .. }
-        ) {
-            sent += 1;
-        }
-    }
+    let sent = 1 + answers(&h, &syn, 200, 0);
     assert_eq!(sent, crate::consts::ICMP_REPLY_BURST as usize);
     buf[..syn.len()].copy_from_slice(&syn);
     assert!(matches!(
@@ -1204,14 +1133,7 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     let h = harness();
     let mut buf = [0u8; 2048];
     // With ACK (what a client sends after losing its connection): RST, seq = its ack.
-    let seg = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40500),
-        (VIP, 80),
-        F::Ack,
-        b"more data",
-    );
+    let seg = client_seg(40500, F::Ack, b"more data");
     buf[..seg.len()].copy_from_slice(&seg);
     let v = h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len());
     let Verdict::Reply { iface: 0, len } = v else {
@@ -1235,14 +1157,7 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     assert_eq!(h.dp.stats().resets_sent.load(Relaxed), 1);
 
     // Without ACK: RST+ACK, seq 0, acknowledging the segment's data and FIN.
-    let seg = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40501),
-        (VIP, 80),
-        F::Psh,
-        b"12345",
-    );
+    let seg = client_seg(40501, F::Psh, b"12345");
     buf[..seg.len()].copy_from_slice(&seg);
     let Verdict::Reply { len, .. } = h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len())
     else {
@@ -1253,14 +1168,7 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     assert_eq!((t.sequence_number, t.acknowledgment_number), (0, 1005));
 
     // A reset is never answered, and the UDP service is not concerned.
-    let seg = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40502),
-        (VIP, 80),
-        F::Rst,
-        b"",
-    );
+    let seg = client_seg(40502, F::Rst, b"");
     buf[..seg.len()].copy_from_slice(&seg);
     assert_eq!(
         h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len()),
@@ -1272,26 +1180,25 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
 #[test]
 fn resets_share_the_answer_rate_limit() {
     let h = harness();
-    let seg = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40600),
-        (VIP, 80),
-        F::Ack,
-        b"",
+    let seg = client_seg(40600, F::Ack, b"");
+    assert_eq!(
+        answers(&h, &seg, 300, 0),
+        crate::consts::ICMP_REPLY_BURST as usize
     );
+}
+
+/// Give `frame` to the datapath `n` times at `now`; return how many times it answered.
+fn answers(h: &Harness, frame: &[u8], n: usize, now: u64) -> usize {
     let mut buf = [0u8; 2048];
-    let mut sent = 0;
-    for _ in 0..300 {
-        buf[..seg.len()].copy_from_slice(&seg);
-        if matches!(
-            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len()),
-            Verdict::Reply { .. }
-        ) {
-            sent += 1;
-        }
-    }
-    assert_eq!(sent, crate::consts::ICMP_REPLY_BURST as usize);
+    (0..n)
+        .filter(|_| {
+            buf[..frame.len()].copy_from_slice(frame);
+            matches!(
+                h.dp.process_buf(&h.snap, now, COMPLETE, &mut buf, frame.len()),
+                Verdict::Reply { .. }
+            )
+        })
+        .count()
 }
 
 /// Open a connection from `cport` (SYN, ACK), then end it with a RST (to CLOSE) or a FIN.
@@ -1302,14 +1209,7 @@ fn finish_conn(h: &Harness, cport: u16, rst: bool) -> Ipv4Addr {
         Verdict::Tx { .. }
     ));
     let rs = check_frame(&syn).2;
-    let mut ack = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, cport),
-        (VIP, 80),
-        F::Ack,
-        b"",
-    );
+    let mut ack = client_seg(cport, F::Ack, b"");
     assert!(matches!(
         h.dp.process(&h.snap, 0, COMPLETE, &mut ack),
         Verdict::Tx { .. }
@@ -1396,23 +1296,9 @@ fn a_template_lives_while_its_connections_do_and_keeps_its_reused_ports() {
     // Established, then closed by a reset: a SYN on the same ports is not rescheduled
     // while a template controls the connection (is_new_conn_expected); the state table
     // takes it, on the same server.
-    let mut ack = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40800),
-        (VIP, 80),
-        F::Ack,
-        b"",
-    );
+    let mut ack = client_seg(40800, F::Ack, b"");
     h.dp.process(&h.snap, 5_000, COMPLETE, &mut ack);
-    let mut rst = tcp_frame(
-        CLIENT_MAC,
-        CLIENT_IF_MAC,
-        (CLIENT, 40800),
-        (VIP, 80),
-        F::Rst,
-        b"",
-    );
+    let mut rst = client_seg(40800, F::Rst, b"");
     h.dp.process(&h.snap, 5_000, COMPLETE, &mut rst);
     let mut st = Vec::new();
     h.conns.for_each(|c| st.push((c.cport, c.state)));
