@@ -176,7 +176,8 @@ fn stopped_wvs_leaves_no_table_and_no_socket() {
         packet_sockets(&topo) >= 2,
         "one packet socket per interface and worker"
     );
-    assert_eq!(topo.curl(&format!("http://{VIP}/")), "rs1");
+    // Round robin starts with the real server configured last: IPVS's list is newest first.
+    assert_eq!(topo.curl(&format!("http://{VIP}/")), "rs3");
 
     let status = wvs.stop();
     assert!(

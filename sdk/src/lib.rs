@@ -3,8 +3,10 @@
 //! A scheduler is a type that implements [`Scheduler`]: IPVS calls the same two things of
 //! its schedulers, "the real servers changed" ([`Scheduler::update`], IPVS's
 //! `add_dest`/`del_dest`/`upd_dest`) and "pick a real server for this new connection"
-//! ([`Scheduler::schedule`]). It sees the real servers as a slice of [`DestInfo`] in
-//! configuration order, with the counters IPVS schedulers read, and the connection as a
+//! ([`Scheduler::schedule`]). It sees the real servers as a slice of [`DestInfo`] newest
+//! first (the reverse of configuration order: IPVS adds a real server at the head of its
+//! service's list, and ties and rotations follow that list), with the counters IPVS
+//! schedulers read, and the connection as a
 //! [`ConnInfo`]. It is called once per new connection, never per packet, and must not
 //! allocate per call.
 //!
@@ -343,7 +345,7 @@ pub struct Shared {
     pub conn: ConnInfo,
     /// How many entries of `dests` are valid.
     pub n_dests: u32,
-    /// The real servers, in configuration order.
+    /// The real servers, newest first (the reverse of configuration order, as IPVS's list).
     pub dests: [DestInfo; MAX_DESTS],
 }
 

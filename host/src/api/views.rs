@@ -87,9 +87,7 @@ impl ServiceView {
             stats: s.stats.totals(),
             rates: s.stats.rates(),
             reals: s
-                .dests
-                .iter()
-                .zip(&s.spec.reals)
+                .reals()
                 .map(|(d, r)| RealView {
                     address: SocketAddr::new(d.addr, d.port).to_string(),
                     weight: d.weight(),

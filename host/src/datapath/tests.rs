@@ -27,6 +27,8 @@ struct Harness {
 }
 
 fn harness_with(max_conns: usize) -> Harness {
+    // Real servers are listed last to first: schedulers see them newest first, as IPVS
+    // does, so round robin starts at .11.
     let specs = config::parse(
         r#"
         [[service]]
@@ -34,19 +36,19 @@ fn harness_with(max_conns: usize) -> Harness {
         address = "198.18.100.1:80"
         scheduler = "rr"
         [[service.real]]
-        address = "198.19.0.11:8080"
+        address = "198.19.0.13:8080"
         [[service.real]]
         address = "198.19.0.12:8080"
         [[service.real]]
-        address = "198.19.0.13:8080"
+        address = "198.19.0.11:8080"
         [[service]]
         protocol = "udp"
         address = "198.18.100.1:9000"
         scheduler = "rr"
         [[service.real]]
-        address = "198.19.0.11:9000"
-        [[service.real]]
         address = "198.19.0.12:9000"
+        [[service.real]]
+        address = "198.19.0.11:9000"
         "#,
     )
     .unwrap();

@@ -71,7 +71,10 @@ impl std::fmt::Display for ServiceKey {
 pub struct VirtualService {
     /// The service's key.
     pub key: ServiceKey,
-    /// Its real servers, in configuration order (schedulers walk them in this order).
+    /// Its real servers, newest first: the order in which schedulers walk them. IPVS adds
+    /// a real server at the head of its service's list (`list_add_rcu` in
+    /// `__ip_vs_update_dest`), and the order decides ties and rotations, so wvs keeps the
+    /// configuration's order reversed here (`spec.reals` stays in configuration order).
     pub dests: Vec<Arc<Dest>>,
     /// Which scheduler picks a real server for a new connection.
     pub scheduler: SchedChoice,
@@ -81,7 +84,7 @@ pub struct VirtualService {
     pub sched: Arc<SchedState>,
     /// Traffic counters and rates, kept across snapshots.
     pub stats: Arc<crate::stats::Stats>,
-    /// The service as configured (its `reals` in the order of `dests`).
+    /// The service as configured (its `reals` in configuration order, `dests` reversed).
     pub spec: ServiceSpec,
     /// Persistence timeout in milliseconds (0: not persistent).
     pub persist_ms: u64,
@@ -90,6 +93,11 @@ pub struct VirtualService {
 }
 
 impl VirtualService {
+    /// Each real server with its configuration, in configuration order.
+    pub fn reals(&self) -> impl Iterator<Item = (&Arc<Dest>, &crate::config::RealSpec)> {
+        self.dests.iter().rev().zip(&self.spec.reals)
+    }
+
     /// Pick a real server for a new connection, or `None` when none can take one.
     pub fn schedule(&self, conn: &mut wvs_sdk::ConnInfo, now: u64) -> Option<&Arc<Dest>> {
         self.sched.schedule(&self.dests, conn, now)
@@ -126,6 +134,7 @@ impl Snapshot {
             let dests = spec
                 .reals
                 .iter()
+                .rev()
                 .map(|r| {
                     let reused = old.and_then(|o| {
                         o.dests
