@@ -85,7 +85,9 @@ fn snapshot(reg: &Registry) -> Snapshot {
          [[service.real]]\naddress = \"198.19.0.13:80\"\n",
     )
     .unwrap();
-    let snap = Snapshot::build(&cfg.services, &Snapshot::default(), &|n| reg.choice(n));
+    let snap = Snapshot::build(&cfg.services, &cfg.timeouts, &Snapshot::default(), &|n| {
+        reg.choice(n)
+    });
     for d in snap.dests() {
         d.set_next_hop(Some(NextHop {
             iface: 1,
@@ -167,7 +169,9 @@ fn known_flow(b: Bencher) {
          [[service.real]]\naddress = \"198.19.0.11:9000\"\n[[service.real]]\naddress = \"198.19.0.12:9000\"\n",
     )
     .unwrap();
-    let snap = Snapshot::build(&cfg.services, &Snapshot::default(), &|n| reg.choice(n));
+    let snap = Snapshot::build(&cfg.services, &cfg.timeouts, &Snapshot::default(), &|n| {
+        reg.choice(n)
+    });
     for d in snap.dests() {
         d.set_next_hop(Some(NextHop {
             iface: 1,

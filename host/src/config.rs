@@ -22,6 +22,11 @@
 //! forward = "nat"               # forwarding method; NAT (masquerading) is the one built so far
 //! upper_threshold = 0           # connection thresholds (ipvsadm -x / -y); 0 = none
 //! lower_threshold = 0
+//!
+//! [timeouts]                    # optional: connection timeouts in seconds (ipvsadm --set)
+//! tcp = 900                     # an established TCP connection
+//! tcpfin = 120                  # a TCP connection in FIN_WAIT
+//! udp = 300                     # a UDP flow
 //! ```
 //!
 //! The same definitions ([`ServiceDef`], [`RealDef`]) are the REST API's JSON and the state
@@ -36,7 +41,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::consts::{MAX_PERSISTENT_SECS, MAX_WEIGHT};
+use crate::consts::{MAX_PERSISTENT_SECS, MAX_TIMEOUT_SECS, MAX_WEIGHT};
 use crate::service::{Protocol, Scheduler, ServiceKey};
 
 /// The example configuration (`examples/wvs.toml`, the demo topology's services), which
@@ -77,6 +82,69 @@ struct File {
     plugin: Vec<PluginToml>,
     #[serde(default)]
     service: Vec<ServiceDef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeouts: Option<Timeouts>,
+}
+
+/// The connection timeouts `ipvsadm --set tcp tcpfin udp` changes, in seconds: IPVS's
+/// `tcp_timeouts[ESTABLISHED]`, `tcp_timeouts[FIN_WAIT]` and `udp_timeouts[NORMAL]`
+/// (the other TCP states keep IPVS's fixed values). A connection takes its state's timeout at
+/// its next packet, as in IPVS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// An established TCP connection (default 900).
+    #[serde(default = "default_tcp_timeout", deserialize_with = "whole::u32")]
+    #[schema(minimum = 1, maximum = 2678400)]
+    pub tcp: u32,
+    /// A TCP connection in FIN_WAIT (default 120).
+    #[serde(default = "default_tcpfin_timeout", deserialize_with = "whole::u32")]
+    #[schema(minimum = 1, maximum = 2678400)]
+    pub tcpfin: u32,
+    /// A UDP flow (default 300).
+    #[serde(default = "default_udp_timeout", deserialize_with = "whole::u32")]
+    #[schema(minimum = 1, maximum = 2678400)]
+    pub udp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp: default_tcp_timeout(),
+            tcpfin: default_tcpfin_timeout(),
+            udp: default_udp_timeout(),
+        }
+    }
+}
+
+fn default_tcp_timeout() -> u32 {
+    crate::consts::TCP_TIMEOUTS_SECS[crate::conn::TcpState::Established as usize]
+}
+
+fn default_tcpfin_timeout() -> u32 {
+    crate::consts::TCP_TIMEOUTS_SECS[crate::conn::TcpState::FinWait as usize]
+}
+
+fn default_udp_timeout() -> u32 {
+    crate::consts::UDP_TIMEOUT_SECS
+}
+
+impl Timeouts {
+    /// Check every value is in 1..=[`MAX_TIMEOUT_SECS`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, v) in [
+            ("tcp", self.tcp),
+            ("tcpfin", self.tcpfin),
+            ("udp", self.udp),
+        ] {
+            if !(1..=MAX_TIMEOUT_SECS).contains(&v) {
+                return Err(invalid(format!(
+                    "timeout {name} = {v}: use 1 to {MAX_TIMEOUT_SECS} seconds"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -102,6 +170,8 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// Virtual services.
     pub services: Vec<ServiceSpec>,
+    /// Connection timeouts.
+    pub timeouts: Timeouts,
 }
 
 /// A virtual service as written: in the configuration file, the state file and the REST API.
@@ -266,7 +336,7 @@ impl RealSettings {
 
 /// Integers as JSON Schema means them: a number with no fractional part, so `300.0` is
 /// 300 (serde alone takes only `300`). Out of range or fractional is an error.
-mod whole {
+pub(crate) mod whole {
     use serde::de::{Deserializer, Error, Visitor};
 
     struct U32;
@@ -442,9 +512,12 @@ pub fn valid_plugin_name(name: &str) -> bool {
 /// Parse and validate configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let file: File = toml::from_str(text)?;
+    let timeouts = file.timeouts.unwrap_or_default();
+    timeouts.validate()?;
     let mut cfg = Config {
         plugins: Vec::with_capacity(file.plugin.len()),
         services: Vec::with_capacity(file.service.len()),
+        timeouts,
     };
     for p in file.plugin {
         if !valid_plugin_name(&p.name) {
@@ -718,6 +791,7 @@ pub fn to_toml(cfg: &Config) -> String {
             })
             .collect(),
         service: cfg.services.iter().map(ServiceSpec::to_def).collect(),
+        timeouts: (cfg.timeouts != Timeouts::default()).then_some(cfg.timeouts),
     };
     // Serializing plain strings and numbers cannot fail.
     toml::to_string(&file).unwrap_or_default()
@@ -781,6 +855,23 @@ mod tests {
             [[service]]\nprotocol = 'tcp'\naddress = '198.18.100.1:80'\nscheduler = 'lat2'\n";
         let cfg = parse(text).unwrap();
         assert_eq!(parse(&to_toml(&cfg)).unwrap(), cfg);
+        let timed = parse("[timeouts]\ntcp = 60\nudp = 5\n").unwrap();
+        assert_eq!(
+            timed.timeouts,
+            Timeouts {
+                tcp: 60,
+                tcpfin: 120,
+                udp: 5
+            }
+        );
+        assert_eq!(parse(&to_toml(&timed)).unwrap(), timed);
+        assert!(
+            !to_toml(&Config::default()).contains("timeouts"),
+            "defaults are not written"
+        );
+        for bad in ["tcp = 0", "udp = 2678401", "tcpfin = -1", "fin = 3"] {
+            assert!(parse(&format!("[timeouts]\n{bad}\n")).is_err(), "{bad}");
+        }
         assert_eq!(
             parse(&to_toml(&Config::default())).unwrap(),
             Config::default()

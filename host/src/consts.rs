@@ -99,6 +99,9 @@ pub const MAX_WEIGHT: u32 = 65535;
 /// (`IPVS_SVC_PERSISTENT_TIMEOUT`, 6 minutes).
 pub const DEFAULT_PERSISTENT_SECS: u32 = 6 * 60;
 
+/// Longest connection timeout `--set` accepts, in seconds (ipvsadm's `MAX_TIMEOUT`, 31 days).
+pub const MAX_TIMEOUT_SECS: u32 = 86400 * 31;
+
 /// Longest persistence timeout accepted (one year).
 pub const MAX_PERSISTENT_SECS: u32 = 365 * 24 * 3600;
 

@@ -187,6 +187,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
 
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
         &cfg.services,
+        &cfg.timeouts,
         &Snapshot::default(),
         &|name| registry.choice(name),
     )));

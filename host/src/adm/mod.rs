@@ -29,6 +29,8 @@ Usage:
   wvs adm -a|e virtual-service -r server-address [-m] [-w weight] [-x upper] [-y lower]
   wvs adm -d virtual-service -r server-address
   wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn] [--exact]
+  wvs adm -L|l --timeout
+  wvs adm --set tcp tcpfin udp    (seconds; 0 keeps a value)
   wvs adm -h
 
 virtual-service:
@@ -56,7 +58,7 @@ wvs's own:
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
 Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -g/-i
-forwarding, -6, --ops, --pe, --set, the sync daemon, -Z (zeroing counters).
+forwarding, -6, --ops, --pe, the sync daemon, -Z (zeroing counters).
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
@@ -121,6 +123,13 @@ fn run(a: &Args) -> Result<String, Failure> {
     }
     let client = Client::new(a);
     match cmd {
+        Cmd::List if a.timeout => {
+            let t: crate::config::Timeouts = client.get("/api/v1/timeouts")?;
+            out += &format!(
+                "Timeout (tcp tcpfin udp): {} {} {}\n",
+                t.tcp, t.tcpfin, t.udp
+            );
+        }
         Cmd::List if a.connections => {
             let mut path = "/api/v1/connections".to_string();
             if let Some((p, addr)) = &a.service {
@@ -223,6 +232,9 @@ fn change(a: &Args) -> Result<Change, Failure> {
     let cmd = a.cmd.ok_or_else(|| usage("no command given"))?;
     if cmd == Cmd::Clear {
         return Ok(Change::Clear {});
+    }
+    if let (Cmd::SetTimeouts, Some([tcp, tcpfin, udp])) = (cmd, a.timeouts) {
+        return Ok(Change::SetTimeouts { tcp, tcpfin, udp });
     }
     let (protocol, address) = service_of(a)?;
     let service_def = || ServiceDef {

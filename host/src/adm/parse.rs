@@ -34,6 +34,8 @@ pub enum Cmd {
     Help,
     /// -v / --version
     Version,
+    /// --set tcp tcpfin udp
+    SetTimeouts,
 }
 
 /// Forwarding method flags.
@@ -90,6 +92,10 @@ pub struct Args {
     pub exact: bool,
     /// --nosort.
     pub nosort: bool,
+    /// --timeout (with -L: list the timeouts).
+    pub timeout: bool,
+    /// The values of --set: tcp, tcpfin, udp (0 keeps one).
+    pub timeouts: Option<[u32; 3]>,
     /// --api ADDR (wvs's own).
     pub api: Option<String>,
     /// --token-file FILE (wvs's own).
@@ -183,6 +189,7 @@ fn number(what: &str, v: &str, max: u32) -> Result<u32, UsageError> {
 /// Parse one command line (without the program name).
 pub fn parse(words: &[String]) -> Result<Args, UsageError> {
     let mut a = Args::default();
+    let mut positional: Vec<String> = Vec::new();
     let mut i = 0;
     let set_cmd = |a: &mut Args, c: Cmd| -> Result<(), UsageError> {
         if a.cmd.is_some_and(|old| old != c) {
@@ -223,7 +230,10 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 items.push((o, None));
             }
         } else {
-            return Err(usage(format!("unexpected argument {w:?}")));
+            // A word that is no option: --set's values (ipvsadm reads them after the
+            // options), or a mistake, told below.
+            positional.push(w.clone());
+            continue;
         }
         for (o, attached) in items {
             let val = match (o.arg, attached) {
@@ -262,6 +272,8 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 "zero" => set_cmd(&mut a, Cmd::Zero)?,
                 "help" => set_cmd(&mut a, Cmd::Help)?,
                 "version" => set_cmd(&mut a, Cmd::Version)?,
+                "set" => set_cmd(&mut a, Cmd::SetTimeouts)?,
+                "timeout" => a.timeout = true,
                 "tcp-service" | "udp-service" => {
                     if a.service.is_some() || a.fwmark.is_some() {
                         return Err(usage("more than one service specified"));
@@ -327,11 +339,28 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 }
                 other => {
                     return Err(usage(format!(
-                        "--{other} is not supported by wvs (no kernel timeouts to set and no sync daemon)"
+                        "--{other} is not supported by wvs (no sync daemon yet)"
                     )));
                 }
             }
         }
+    }
+    let mut rest = positional.into_iter();
+    if a.cmd == Some(Cmd::SetTimeouts) {
+        let mut t = [0u32; 3];
+        for v in &mut t {
+            let w = rest
+                .next()
+                .ok_or_else(|| usage("--set option requires 3 timeout values"))?;
+            *v = match w.parse::<u32>() {
+                Ok(n) if n <= crate::consts::MAX_TIMEOUT_SECS => n,
+                _ => return Err(usage(format!("invalid timeout value `{w}' specified"))),
+            };
+        }
+        a.timeouts = Some(t);
+    }
+    if let Some(w) = rest.next() {
+        return Err(usage(format!("unexpected argument {w}")));
     }
     Ok(a)
 }
@@ -342,6 +371,31 @@ mod tests {
 
     fn p(s: &str) -> Result<Args, UsageError> {
         parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn set_takes_three_timeouts_as_ipvsadm() {
+        let a = p("--set 10 0 30").unwrap();
+        assert_eq!(
+            (a.cmd, a.timeouts),
+            (Some(Cmd::SetTimeouts), Some([10, 0, 30]))
+        );
+        assert_eq!(
+            p("--set 10 20").unwrap_err().0,
+            "--set option requires 3 timeout values"
+        );
+        assert_eq!(
+            p("--set 10 x 30").unwrap_err().0,
+            "invalid timeout value `x' specified"
+        );
+        assert_eq!(
+            p("--set 1 2 2678401").unwrap_err().0,
+            "invalid timeout value `2678401' specified"
+        );
+        assert_eq!(p("--set 1 2 3 4").unwrap_err().0, "unexpected argument 4");
+        assert_eq!(p("-L 5").unwrap_err().0, "unexpected argument 5");
+        let l = p("-L --timeout").unwrap();
+        assert!(l.timeout && l.cmd == Some(Cmd::List));
     }
 
     #[test]

@@ -35,6 +35,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::list_connections,
         super::stats,
         super::info,
+        super::get_timeouts,
+        super::put_timeouts,
     ),
     components(schemas(
         crate::control::edit::Change,
@@ -183,6 +185,7 @@ mod tests {
             "/api/v1/plugins/{name}",
             "/api/v1/connections",
             "/api/v1/stats",
+            "/api/v1/timeouts",
         ] {
             assert!(json["paths"][p].is_object(), "{p} missing");
         }

@@ -28,7 +28,7 @@ use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    ConfigError, RealDef, RealSettings, ServiceDef, ServiceSettings, parse_real_addr,
+    ConfigError, RealDef, RealSettings, ServiceDef, ServiceSettings, Timeouts, parse_real_addr,
     parse_service_id,
 };
 use crate::conn::ConnTable;
@@ -198,6 +198,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/connections", get(list_connections))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/timeouts", get(get_timeouts).put(put_timeouts))
         .route("/api/v1/info", get(info))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(web::asset))
@@ -635,6 +636,31 @@ async fn list_connections(
 #[utoipa::path(get, path = "/api/v1/stats", responses((status = 200, body = StatsView, description = "Totals, rates and datapath counters")))]
 async fn stats(State(st): State<Shared>) -> axum::Json<StatsView> {
     axum::Json(StatsView::collect(&st).await)
+}
+
+#[utoipa::path(get, path = "/api/v1/timeouts", responses((status = 200, body = Timeouts, description = "The connection timeouts in seconds (ipvsadm -L --timeout)")))]
+async fn get_timeouts(State(st): State<Shared>) -> axum::Json<Timeouts> {
+    axum::Json(st.control.lock().await.config().timeouts)
+}
+
+#[utoipa::path(put, path = "/api/v1/timeouts", request_body = Timeouts,
+    responses((status = 200, body = Timeouts, description = "The timeouts after the change (ipvsadm --set; an absent value is set to its default)"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
+    security(("bearer" = [])))]
+async fn put_timeouts(
+    State(st): State<Shared>,
+    ApiJson(t): ApiJson<Timeouts>,
+) -> Result<axum::Json<Timeouts>, ApiError> {
+    t.validate()?;
+    change(
+        &st,
+        vec![Change::SetTimeouts {
+            tcp: t.tcp,
+            tcpfin: t.tcpfin,
+            udp: t.udp,
+        }],
+    )
+    .await?;
+    Ok(axum::Json(t))
 }
 
 #[utoipa::path(get, path = "/api/v1/info", responses((status = 200, body = InfoView, description = "Versions and the connection table's size")))]

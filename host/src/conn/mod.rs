@@ -8,7 +8,7 @@ pub mod table;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use state::{Direction, TcpFlags, TcpState};
+pub use state::{Direction, StateTimeouts, TcpFlags, TcpState};
 pub use table::{ConnTable, InsertError};
 
 use crate::consts::UDP_TIMEOUT_SECS;
@@ -134,9 +134,19 @@ impl Conn {
         }
     }
 
+    /// Account a packet: advance the TCP state (or keep UDP's one) and take the state's
+    /// timeout, as IPVS's `state_transition` does for every packet.
+    #[inline]
+    pub fn advance(&mut self, dir: Direction, flags: TcpFlags, timeouts: &StateTimeouts) {
+        match self.proto {
+            Protocol::Tcp => self.tcp_transition(dir, flags, timeouts),
+            Protocol::Udp => self.timeout_ms = timeouts.udp(),
+        }
+    }
+
     /// Advance the TCP state for a packet and move the connection between the real server's
     /// active and inactive counts as `set_tcp_state` does.
-    pub fn tcp_transition(&mut self, dir: Direction, flags: TcpFlags) {
+    pub fn tcp_transition(&mut self, dir: Direction, flags: TcpFlags, timeouts: &StateTimeouts) {
         let new = state::next_state(self.state, dir, flags);
         if new != self.state {
             if !self.inactive && new != TcpState::Established {
@@ -148,7 +158,7 @@ impl Conn {
             }
             self.state = new;
         }
-        self.timeout_ms = self.state.timeout_ms();
+        self.timeout_ms = timeouts.tcp(self.state);
     }
 
     /// Re-arm the expiry timer for the current state (`ip_vs_conn_put`).

@@ -78,6 +78,22 @@ pub enum Change {
         #[schema(value_type = crate::api::schema::RealAddr)]
         real: String,
     },
+    /// Change the connection timeouts, in seconds; 0 keeps a value: `ipvsadm --set tcp
+    /// tcpfin udp`. A connection takes the new value at its next packet.
+    SetTimeouts {
+        /// An established TCP connection.
+        #[serde(deserialize_with = "crate::config::whole::u32")]
+        #[schema(minimum = 0, maximum = 2678400)]
+        tcp: u32,
+        /// A TCP connection in FIN_WAIT.
+        #[serde(deserialize_with = "crate::config::whole::u32")]
+        #[schema(minimum = 0, maximum = 2678400)]
+        tcpfin: u32,
+        /// A UDP flow.
+        #[serde(deserialize_with = "crate::config::whole::u32")]
+        #[schema(minimum = 0, maximum = 2678400)]
+        udp: u32,
+    },
 }
 
 /// Why a change was refused.
@@ -115,6 +131,7 @@ impl Change {
             Self::AddReal { .. } => "add_real",
             Self::EditReal { .. } => "edit_real",
             Self::DeleteReal { .. } => "delete_real",
+            Self::SetTimeouts { .. } => "set_timeouts",
         }
     }
 
@@ -206,6 +223,16 @@ impl Change {
                     )));
                 }
             }
+            Self::SetTimeouts { tcp, tcpfin, udp } => {
+                let keep = |new: u32, old: u32| if new == 0 { old } else { new };
+                let t = crate::config::Timeouts {
+                    tcp: keep(*tcp, cfg.timeouts.tcp),
+                    tcpfin: keep(*tcpfin, cfg.timeouts.tcpfin),
+                    udp: keep(*udp, cfg.timeouts.udp),
+                };
+                t.validate()?;
+                cfg.timeouts = t;
+            }
         }
         Ok(())
     }
@@ -260,6 +287,29 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn set_timeouts_keeps_what_is_zero_and_checks_the_rest() {
+        let cfg = Config::default();
+        let set = |tcp, tcpfin, udp| Change::SetTimeouts { tcp, tcpfin, udp };
+        let next = apply_all(&cfg, &[set(60, 0, 10)]).unwrap();
+        assert_eq!(
+            (next.timeouts.tcp, next.timeouts.tcpfin, next.timeouts.udp),
+            (60, 120, 10)
+        );
+        let again = apply_all(&next, &[set(0, 5, 0)]).unwrap();
+        assert_eq!(
+            (
+                again.timeouts.tcp,
+                again.timeouts.tcpfin,
+                again.timeouts.udp
+            ),
+            (60, 5, 10)
+        );
+        assert!(apply_all(&cfg, &[set(2_678_401, 0, 0)]).is_err());
+        let cleared = apply_all(&again, &[Change::Clear {}]).unwrap();
+        assert_eq!(cleared.timeouts, again.timeouts, "-C keeps the timeouts");
     }
 
     #[test]

@@ -110,9 +110,12 @@ impl Controller {
         let custom = self.registry.prepare(&next.plugins)?;
         let old = self.snapshot.load_full();
         let registry = &self.registry;
-        let snap = Arc::new(Snapshot::build(&next.services, &old, &|n| {
-            registry.choice_in(&custom, n)
-        }));
+        let snap = Arc::new(Snapshot::build(
+            &next.services,
+            &next.timeouts,
+            &old,
+            &|n| registry.choice_in(&custom, n),
+        ));
         self.nft.update(&snap)?;
         if let Some(st) = &self.state
             && let Err(e) = st.save(&next)

@@ -20,7 +20,9 @@ use std::sync::Arc;
 pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
-use crate::conn::{Conn, ConnKey, ConnTable, Direction, Hop, InsertError, TcpFlags, TcpState};
+use crate::conn::{
+    Conn, ConnKey, ConnTable, Direction, Hop, InsertError, StateTimeouts, TcpFlags, TcpState,
+};
 use crate::service::{Dest, NextHop, Protocol, Snapshot, VirtualService};
 use crate::wire::{
     ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, TcpPacket,
@@ -240,7 +242,7 @@ impl Datapath {
             };
             self.inbound(svc, now, meta, hop, &info, frame)
         } else if snap.is_real(info.proto, IpAddr::V4(info.saddr), info.sport) {
-            self.outbound(now, meta, &info, frame)
+            self.outbound(&snap.timeouts, now, meta, &info, frame)
         } else {
             Verdict::Pass
         }
@@ -257,6 +259,7 @@ impl Datapath {
         frame: &mut [u8],
     ) -> Verdict {
         let key = info.key();
+        let timeouts = &svc.timeouts;
         let lookup = |c: &mut Conn| -> InLookup {
             if !c.dest.available() {
                 // expire_nodest_conn: the server is gone; a new SYN gets a new server.
@@ -278,9 +281,7 @@ impl Datapath {
                 c.expire_now = true;
                 return InLookup::Reschedule;
             }
-            if info.proto == Protocol::Tcp {
-                c.tcp_transition(Direction::Input, info.flags);
-            }
+            c.advance(Direction::Input, info.flags, timeouts);
             c.touch(now);
             c.dest.stats.worker(self.worker).packet_in(info.total_len);
             c.svc_stats.worker(self.worker).packet_in(info.total_len);
@@ -385,9 +386,7 @@ impl Datapath {
         };
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
         conn.control = control;
-        if info.proto == Protocol::Tcp {
-            conn.tcp_transition(Direction::Input, info.flags);
-        }
+        conn.advance(Direction::Input, info.flags, &svc.timeouts);
         conn.touch(now);
         let fwd = InLookup::Forward {
             daddr: conn.daddr,
@@ -413,16 +412,21 @@ impl Datapath {
     }
 
     /// Real server -> client (`ip_vs_out`): find the connection, restore the VIP as source.
-    fn outbound(&self, now: u64, meta: RxMeta, info: &L4Info, frame: &mut [u8]) -> Verdict {
+    fn outbound(
+        &self,
+        timeouts: &StateTimeouts,
+        now: u64,
+        meta: RxMeta,
+        info: &L4Info,
+        frame: &mut [u8],
+    ) -> Verdict {
         let key = info.key();
         let found = self.conns.with_conn(KeyDir::Out, &key, |c| {
             if !c.dest.available() {
                 c.expire_now = true;
                 return Err(DropReason::DestGone);
             }
-            if info.proto == Protocol::Tcp {
-                c.tcp_transition(Direction::Output, info.flags);
-            }
+            c.advance(Direction::Output, info.flags, timeouts);
             c.touch(now);
             c.dest.stats.worker(self.worker).packet_out(info.total_len);
             c.svc_stats.worker(self.worker).packet_out(info.total_len);

@@ -1399,3 +1399,69 @@ fn source_quench_is_relayed_and_icmp_errors_are_counted_as_ipvs_does() {
     assert_eq!(h.dp.process(&h.snap, 1, COMPLETE, &mut e), Verdict::Pass);
     assert_eq!(counts(&svc.stats), (2, 1));
 }
+
+/// `--set` reaches existing connections at their next packet (IPVS's `state_transition`
+/// takes the state's timeout from the table on every packet); the states it does not name
+/// keep IPVS's values.
+#[test]
+fn set_timeouts_take_effect_at_the_next_packet() {
+    let mut h = harness();
+    let udp = || udp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 5353), (VIP, 9000), b"q");
+    let conn = |h: &Harness, proto| {
+        let mut e = None;
+        h.conns.for_each(|c| {
+            if c.proto == proto {
+                e = Some((c.state, c.expires))
+            }
+        });
+        e.expect("a connection")
+    };
+    let tx = Verdict::Tx { iface: 1 };
+    assert_eq!(h.dp.process(&h.snap, 0, COMPLETE, &mut udp()), tx);
+    assert_eq!(conn(&h, Protocol::Udp).1, 300_000);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut client_syn(40000)),
+        tx
+    );
+
+    let t = config::Timeouts {
+        tcp: 45,
+        tcpfin: 5,
+        udp: 7,
+    };
+    let specs: Vec<_> = h.snap.services().map(|s| s.spec.clone()).collect();
+    h.snap = Snapshot::build(&specs, &t, &h.snap, &|n| {
+        crate::service::SchedChoice::native(
+            crate::service::Scheduler::from_name(n).expect("built in"),
+        )
+    });
+    assert_eq!(
+        conn(&h, Protocol::Udp).1,
+        300_000,
+        "unchanged until a packet"
+    );
+    assert_eq!(h.dp.process(&h.snap, 10, COMPLETE, &mut udp()), tx);
+    assert_eq!(conn(&h, Protocol::Udp).1, 10 + 7_000);
+
+    // ESTABLISHED takes `tcp`, FIN_WAIT `tcpfin`; CLOSE_WAIT keeps IPVS's 60 s.
+    let mut ack = client_seg(40000, F::Ack, b"");
+    assert_eq!(h.dp.process(&h.snap, 20, COMPLETE, &mut ack), tx);
+    assert_eq!(
+        conn(&h, Protocol::Tcp),
+        (TcpState::Established, 20 + 45_000)
+    );
+    let rs = [198, 19, 0, 11];
+    let mut fin = tcp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        (rs, 8080),
+        (CLIENT, 40000),
+        F::Fin,
+        b"",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 30, FROM_RS, &mut fin),
+        Verdict::Tx { iface: 0 }
+    );
+    assert_eq!(conn(&h, Protocol::Tcp), (TcpState::FinWait, 30 + 5_000));
+}

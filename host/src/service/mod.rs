@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::ServiceSpec;
+use crate::config::{ServiceSpec, Timeouts};
+use crate::conn::StateTimeouts;
 
 /// Layer-4 protocols a virtual service can balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,6 +91,9 @@ pub struct VirtualService {
     pub persist_ms: u64,
     /// Persistence netmask applied to client addresses (IPv4).
     pub netmask: u32,
+    /// The connection timeouts (the snapshot's, here too so that the path of a client's
+    /// packet reads them from the service it already holds).
+    pub timeouts: StateTimeouts,
 }
 
 impl VirtualService {
@@ -115,6 +119,8 @@ pub struct Snapshot {
     vips: HashSet<IpAddr, foldhash::fast::RandomState>,
     /// Every real server address.
     real_addrs: HashSet<IpAddr, foldhash::fast::RandomState>,
+    /// The connection timeouts (`ipvsadm --set`).
+    pub timeouts: StateTimeouts,
 }
 
 impl Snapshot {
@@ -124,10 +130,14 @@ impl Snapshot {
     /// flags are unchanged keeps its scheduler instance and state.
     pub fn build(
         specs: &[ServiceSpec],
+        timeouts: &Timeouts,
         previous: &Snapshot,
         resolve: &dyn Fn(&str) -> SchedChoice,
     ) -> Self {
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            timeouts: StateTimeouts::new(timeouts),
+            ..Snapshot::default()
+        };
         for spec in specs {
             let key = spec.key();
             let old = previous.services.get(&key);
@@ -181,6 +191,7 @@ impl Snapshot {
                     spec: spec.clone(),
                     persist_ms: spec.persistent.map_or(0, |t| u64::from(t) * 1000),
                     netmask: spec.netmask,
+                    timeouts: snap.timeouts,
                 }),
             );
         }
@@ -249,7 +260,7 @@ impl Snapshot {
     /// A snapshot with the built-in schedulers run natively (tests, and the building block
     /// of [`Snapshot::build`]).
     pub fn build_native(specs: &[ServiceSpec], previous: &Snapshot) -> Self {
-        Self::build(specs, previous, &|name| {
+        Self::build(specs, &Timeouts::default(), previous, &|name| {
             SchedChoice::native(Scheduler::from_name(name).unwrap_or(Scheduler::Wlc))
         })
     }
