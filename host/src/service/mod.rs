@@ -174,9 +174,34 @@ impl Snapshot {
             }
             snap.vips.insert(key.addr);
             let choice = resolve(&spec.scheduler);
+            // The scheduler hears of each change as it is made, as in IPVS. A new service
+            // is told of its real servers as IPVS hears of a service built by `-A` and then
+            // `-a` for each: of the first (up to the first with a weight), then of all (wrr's
+            // current weight depends on that history; no IPVS scheduler's state depends on
+            // more of it). A new scheduler on a service starts from all of them, as
+            // `ip_vs_bind_scheduler` does.
             let sched = match old {
-                Some(o) if o.scheduler == choice && o.flags == spec.flags => o.sched.clone(),
-                _ => Arc::new(SchedState::new(&choice, spec.flags)),
+                Some(o) if o.scheduler == choice && o.flags == spec.flags => {
+                    o.sched.refresh(&dests);
+                    o.sched.clone()
+                }
+                Some(_) => {
+                    let s = SchedState::new(&choice, spec.flags);
+                    s.refresh(&dests);
+                    Arc::new(s)
+                }
+                None => {
+                    let s = SchedState::new(&choice, spec.flags);
+                    let first = dests
+                        .iter()
+                        .rposition(|d| d.weight() > 0)
+                        .unwrap_or(dests.len());
+                    for k in (first..dests.len()).rev() {
+                        s.refresh(&dests[k..]);
+                    }
+                    s.refresh(&dests);
+                    Arc::new(s)
+                }
             };
             let stats = old.map_or_else(Default::default, |o| o.stats.clone());
             snap.services.insert(

@@ -194,6 +194,18 @@ impl SchedState {
         matches!(self.inner.lock().running, Running::Wasm(_))
     }
 
+    /// Tell the scheduler about the real servers now, as IPVS's `add_dest`/`del_dest`/
+    /// `upd_dest` do when each command runs (the control side calls this once per change,
+    /// so a scheduler whose state depends on the order of changes, like wrr's current
+    /// weight, follows the same history as in IPVS).
+    pub fn refresh(&self, dests: &[Arc<Dest>]) {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        if let Err(e) = inner.sync(dests) {
+            inner.fall_back(&e, None);
+        }
+    }
+
     /// Pick a real server for a new connection. `conn.svc_flags` is filled in here.
     pub fn schedule<'a>(
         &self,
@@ -204,12 +216,32 @@ impl SchedState {
         let mut g = self.inner.lock();
         let inner = &mut *g;
         conn.svc_flags = inner.flags;
-        // Refresh the table from the live counters; what IPVS tells a scheduler through
-        // add_dest/del_dest/upd_dest (a server added, removed or reweighted) shows here as a
-        // change of identity or weight, and triggers `update`.
-        let mut changed = !inner.updated || inner.table.len() != dests.len();
-        inner.table.resize(dests.len(), DestInfo::default());
-        for (t, d) in inner.table.iter_mut().zip(dests) {
+        inner.host.now = now;
+        let picked = inner.sync(dests).and_then(|()| match &mut inner.running {
+            Running::Native(s) => Ok(s.schedule(conn, &inner.table, &mut inner.host)),
+            Running::Wasm(w) => {
+                if let Some(rt) = &inner.stats {
+                    rt.stats.calls.fetch_add(1, Relaxed);
+                }
+                w.schedule(conn, &inner.table, now)
+            }
+        });
+        let i = match picked {
+            Ok(i) => i,
+            Err(e) => inner.fall_back(&e, Some(conn)),
+        };
+        dests.get(i?)
+    }
+}
+
+impl Inner {
+    /// Refresh the table from the live counters; what IPVS tells a scheduler through
+    /// add_dest/del_dest/upd_dest (a server added, removed or reweighted) shows here as a
+    /// change of identity or weight, and triggers `update`.
+    fn sync(&mut self, dests: &[Arc<Dest>]) -> Result<(), PluginError> {
+        let mut changed = !self.updated || self.table.len() != dests.len();
+        self.table.resize(dests.len(), DestInfo::default());
+        for (t, d) in self.table.iter_mut().zip(dests) {
             let info = d.info();
             changed |= t.addr != info.addr
                 || t.port != info.port
@@ -217,53 +249,39 @@ impl SchedState {
                 || t.last_weight != info.last_weight;
             *t = info;
         }
-        inner.host.now = now;
-        let picked = match &mut inner.running {
+        self.updated = true;
+        if !changed {
+            return Ok(());
+        }
+        match &mut self.running {
             Running::Native(s) => {
-                if changed {
-                    s.update(&inner.table, inner.flags);
-                }
-                Ok(s.schedule(conn, &inner.table, &mut inner.host))
+                s.update(&self.table, self.flags);
+                Ok(())
             }
-            Running::Wasm(w) => {
-                let r = if changed {
-                    w.update(&inner.table, inner.flags)
-                } else {
-                    Ok(())
-                };
-                let r = r.and_then(|()| w.schedule(conn, &inner.table, now));
-                if let Some(rt) = &inner.stats {
-                    rt.stats.calls.fetch_add(1, Relaxed);
-                }
-                r
-            }
-        };
-        inner.updated = true;
-        let i = match picked {
-            Ok(i) => i,
-            Err(e) => {
-                // Counted, logged once (the service stops calling the plugin), and answered
-                // by the native fallback from now on, starting with this connection.
-                if let Some(rt) = &inner.stats {
-                    let c = match e {
-                        PluginError::BadAnswer { .. } => &rt.stats.invalid,
-                        _ => &rt.stats.traps,
-                    };
-                    c.fetch_add(1, Relaxed);
-                    rt.stats.fallbacks.fetch_add(1, Relaxed);
-                }
-                tracing::error!(
-                    fallback = inner.fallback.name(),
-                    "{e}; the service falls back until the plugin is replaced"
-                );
-                let mut native = inner.fallback.instance();
-                native.update(&inner.table, inner.flags);
-                let i = native.schedule(conn, &inner.table, &mut inner.host);
-                inner.running = Running::Native(native);
-                i
-            }
-        };
-        dests.get(i?)
+            Running::Wasm(w) => w.update(&self.table, self.flags),
+        }
+    }
+
+    /// A plugin failed: counted, logged once (the service stops calling the plugin), and
+    /// answered by the native fallback from now on, starting with `conn` if there is one.
+    fn fall_back(&mut self, e: &PluginError, conn: Option<&ConnInfo>) -> Option<usize> {
+        if let Some(rt) = &self.stats {
+            let c = match e {
+                PluginError::BadAnswer { .. } => &rt.stats.invalid,
+                _ => &rt.stats.traps,
+            };
+            c.fetch_add(1, Relaxed);
+            rt.stats.fallbacks.fetch_add(1, Relaxed);
+        }
+        tracing::error!(
+            fallback = self.fallback.name(),
+            "{e}; the service falls back until the plugin is replaced"
+        );
+        let mut native = self.fallback.instance();
+        native.update(&self.table, self.flags);
+        let i = conn.and_then(|c| native.schedule(c, &self.table, &mut self.host));
+        self.running = Running::Native(native);
+        i
     }
 }
 
@@ -297,6 +315,41 @@ mod tests {
                 d.iter().position(|x| Arc::ptr_eq(x, p)).unwrap()
             })
             .collect()
+    }
+
+    /// What the kernel's wrr did in the oracle (tests/oracle, `sched`): a service built by
+    /// `-A` then `-a` rs1 (weight 3), rs2 (2), rs3 (1) serves rs3 rs2 rs1 rs1 rs2 rs1, because
+    /// the current weight left by the first `-a` is 1. Built from a configuration in one
+    /// step, the snapshot replays that history; a new scheduler on a running service starts
+    /// from the largest weight (`ip_vs_bind_scheduler`).
+    #[test]
+    fn wrr_follows_the_history_of_changes_as_ipvs() {
+        let cfg = crate::config::parse(
+            "[[service]]\nprotocol = 'tcp'\naddress = '198.18.100.1:80'\nscheduler = 'wrr'\n\
+             [[service.real]]\naddress = '198.19.0.11:80'\nweight = 3\n\
+             [[service.real]]\naddress = '198.19.0.12:80'\nweight = 2\n\
+             [[service.real]]\naddress = '198.19.0.13:80'\nweight = 1\n",
+        )
+        .unwrap();
+        let order = |snap: &crate::service::Snapshot| -> Vec<u8> {
+            let svc = snap.services().next().unwrap();
+            (0..6)
+                .map(|_| {
+                    let d = svc.schedule(&mut ConnInfo::default(), 0).unwrap();
+                    match d.addr {
+                        std::net::IpAddr::V4(a) => a.octets()[3] - 10,
+                        std::net::IpAddr::V6(_) => 0,
+                    }
+                })
+                .collect()
+        };
+        let built = crate::service::Snapshot::build_native(&cfg.services, &Default::default());
+        assert_eq!(order(&built), [3, 2, 1, 1, 2, 1]);
+
+        let st = native(Scheduler::Wrr);
+        let d = dests(&[1, 2, 3]);
+        st.refresh(&d);
+        assert_eq!(picks(&st, &d, 6), [2, 1, 2, 0, 1, 2], "init_svc: cw = mw");
     }
 
     proptest::proptest! {
