@@ -21,6 +21,11 @@ need node nodejs
 need npm npm
 need chromium chromium
 need chromedriver chromium-driver
+# The IPVS oracle's VM (tests/oracle): its image builder, the emulator, its initramfs.
+need mmdebstrap mmdebstrap
+need qemu-system-x86_64 qemu-system-x86
+need busybox busybox-static
+need cpio cpio
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq

@@ -26,3 +26,13 @@ fi
 
 # The demo, as a newcomer runs it: every command it prints must work while it waits.
 tests/demo_test.sh
+
+# IPVS itself as the oracle: each scenario runs the same traffic through Debian's kernel
+# IPVS (configured by the real ipvsadm) and through this wvs (by `wvs adm` with the same
+# arguments) in a VM, and compares (tests/oracle/README.md; the VM image is built once per
+# machine, about 3 minutes, then cached).
+tests/oracle/oracle.sh image
+for scenario in sched state persist icmp outputs; do
+  echo "test: oracle scenario $scenario"
+  tests/oracle/oracle.sh run "$scenario" "target/oracle/$scenario"
+done

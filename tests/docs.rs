@@ -152,3 +152,40 @@ fn the_readme_is_short_and_gives_the_two_commands() {
         ".ci/run runs the README's test command"
     );
 }
+
+/// The oracle's comparison takes out exactly the differences docs/ipvs-differences.md
+/// documents (each row marked `oracle:ID`), no more and no fewer.
+#[test]
+fn the_oracle_takes_out_only_documented_differences() {
+    let root = root();
+    let compare = std::fs::read_to_string(root.join("tests/oracle/scenarios/compare.py"))
+        .expect("compare.py");
+    let doc = std::fs::read_to_string(root.join("docs/ipvs-differences.md")).expect("doc");
+    let known = compare
+        .split_once("KNOWN = {")
+        .and_then(|(_, rest)| rest.split_once("\n}"))
+        .map(|(body, _)| body)
+        .expect("KNOWN in compare.py");
+    let mut ids: Vec<&str> = known
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"'))
+        .filter_map(|l| l.split_once("\": (").map(|(id, _)| id))
+        .collect();
+    ids.sort_unstable();
+    let mut documented: Vec<&str> = doc
+        .split("`oracle:")
+        .skip(1)
+        .filter_map(|s| s.split_once('`').map(|(id, _)| id))
+        .filter(|id| *id != "ID")
+        .collect();
+    documented.sort_unstable();
+    documented.dedup();
+    assert!(
+        !ids.is_empty(),
+        "no known differences parsed from compare.py"
+    );
+    assert_eq!(
+        ids, documented,
+        "compare.py's KNOWN and the table's oracle: ids"
+    );
+}

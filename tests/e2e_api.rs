@@ -113,7 +113,23 @@ fn adm_adds_edits_deletes_saves_and_restores_with_traffic() {
         "{c}"
     );
 
-    // Saved, and restored by a restart: same rules, same traffic.
+    // Timeouts, as ipvsadm --set (0 keeps one); a TIME_WAIT connection keeps its 120 s.
+    assert_eq!(
+        wvs.adm_ok(&["-L", "--timeout"]),
+        "Timeout (tcp tcpfin udp): 900 120 300\n"
+    );
+    wvs.adm_ok(&["--set", "600", "0", "20"]);
+    assert_eq!(
+        wvs.adm_ok(&["-L", "--timeout"]),
+        "Timeout (tcp tcpfin udp): 600 120 20\n"
+    );
+    let (code, _, err) = wvs.adm(&["--set", "1", "2"]);
+    assert!(
+        code == 2 && err.starts_with("wvs adm: --set option requires 3 timeout values\n"),
+        "{code} {err}"
+    );
+
+    // Saved, and restored by a restart: same rules, same traffic, same timeouts.
     let state = std::fs::read_to_string(wvs.state_dir.join("wvs-state.toml")).expect("state");
     assert!(
         state.contains("wrr") && state.contains("198.19.0.13:80"),
@@ -126,6 +142,10 @@ fn adm_adds_edits_deletes_saves_and_restores_with_traffic() {
         &["--state-dir", wvs.state_dir.to_str().expect("path")],
     );
     assert_eq!(wvs.adm_ok(&["-S", "-n"]), saved);
+    assert_eq!(
+        wvs.adm_ok(&["-L", "--timeout"]),
+        "Timeout (tcp tcpfin udp): 600 120 20\n"
+    );
     assert_eq!(tally(&topo, &url, 30), pairs(&[("rs2", 10), ("rs3", 20)]));
 
     // Delete one service, then clear.

@@ -11,7 +11,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 scenario=$(cat /share/scenario)
 echo "guest: kernel $(uname -r), scenario $scenario"
 cd /share
-sh "/share/scenarios/$scenario.sh" > /share/out/stdout 2> /share/out/stderr
+bash "/share/scenarios/$scenario.sh" > /share/out/stdout 2> /share/out/stderr
 echo $? > /share/out/rc
 sync
 echo o > /proc/sysrq-trigger

@@ -19,6 +19,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${WVS_ORACLE_CACHE:-/var/cache/wvs-oracle}
 SUITE=bookworm
+# The kernel: bookworm-backports' (6.12) rather than bookworm's 6.1, which lacks the twos
+# scheduler (ip_vs_twos came with 6.2); everything else is bookworm's.
+KERNEL_PIN='Package: linux-image-* linux-kbuild-* linux-base
+Pin: release n='"$SUITE"'-backports
+Pin-Priority: 990'
 PKGS=linux-image-amd64,ipvsadm,keepalived,nginx-light,curl,socat,iproute2,nftables,tshark,vsftpd,python3,procps,kmod,iputils-ping
 MODULES="virtio_pci 9pnet_virtio 9p overlay"
 RECIPE=$(cat "$0" "$HERE/init" | sha256sum | cut -c1-16)
@@ -38,12 +43,14 @@ need() {
   fi
 }
 
-# The host's Debian sources, for mmdebstrap (deb822 or one-line format).
+# The host's Debian sources, for mmdebstrap (deb822 or one-line format), with the suite's
+# backports added to the main archive's entry: the kernel comes from there (see KERNEL).
 sources() {
   if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    cat /etc/apt/sources.list.d/debian.sources
+    sed "0,/^Suites: $SUITE\b/s//& $SUITE-backports/" /etc/apt/sources.list.d/debian.sources
   else
     grep -E '^deb ' /etc/apt/sources.list
+    grep -m1 -E "^deb .* $SUITE main" /etc/apt/sources.list | sed "s/ $SUITE main/ $SUITE-backports main/"
   fi
 }
 
@@ -51,7 +58,7 @@ sources() {
 module_order() {
   local dep=$1/modules.dep m line
   for m in $MODULES; do
-    line=$(grep -E "(^|/)$m\.ko:" "$dep") || { log "no module $m"; exit 1; }
+    line=$(grep -E "(^|/)$m\.ko(\.xz|\.zst)?:" "$dep") || { log "no module $m"; exit 1; }
     for d in $(echo "${line#*:}" | tr ' ' '\n' | tac); do echo "$d"; done
     echo "${line%%:*}"
   done | awk 'NF && !seen[$0]++'
@@ -68,6 +75,8 @@ image() {
   mkdir -p "$tmp"
   log "building the root file system ($SUITE: $PKGS) into $tmp; a few minutes"
   sources | timeout 1800 mmdebstrap --variant=minbase --include="$PKGS" \
+    --setup-hook='mkdir -p "$1/etc/apt/preferences.d"' \
+    --setup-hook="printf '%s\\n' '$KERNEL_PIN' > \"\$1/etc/apt/preferences.d/kernel\"" \
     --customize-hook='rm -f "$1/etc/resolv.conf"; echo oracle > "$1/etc/hostname"' \
     "$SUITE" "$tmp/rootfs" - >"$tmp/mmdebstrap.log" 2>&1 \
     || { tail -20 "$tmp/mmdebstrap.log" >&2; exit 1; }
@@ -79,9 +88,16 @@ image() {
   cp /bin/busybox "$ird/bin/busybox"
   install -m 0755 "$HERE/init" "$ird/init"
   module_order "$tmp/rootfs/lib/modules/$kver" > "$tmp/order"
+  # Busybox's insmod takes plain modules: decompress what the kernel package compressed.
   while read -r m; do
-    cp "$tmp/rootfs/lib/modules/$kver/$m" "$ird/modules/"
-    basename "$m" >> "$ird/modules.order"
+    local f=$tmp/rootfs/lib/modules/$kver/$m b
+    b=$(basename "$m")
+    case "$m" in
+      *.xz) xz -dc "$f" > "$ird/modules/${b%.xz}"; b=${b%.xz} ;;
+      *.zst) zstd -qdc "$f" > "$ird/modules/${b%.zst}"; b=${b%.zst} ;;
+      *) cp "$f" "$ird/modules/" ;;
+    esac
+    echo "$b" >> "$ird/modules.order"
   done < "$tmp/order"
   (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) > "$tmp/initramfs.gz"
   cp "$tmp/rootfs/boot/vmlinuz-$kver" "$tmp/vmlinuz"

@@ -9,7 +9,10 @@
 #                           built-in schedulers natively here: under software emulation a
 #                           wasm plugin's load-time ABI check overruns its 10 ms deadline
 #                           (the same code runs as wasm in every other test).
-#   ask CLIENT_IP [PORT]    one HTTP request from the client at CLIENT_IP; prints the server
+#   ask CLIENT_IP [PORT [LPORT]]  one HTTP request from the client at CLIENT_IP (from port
+#                           LPORT); prints the server
+#   hold PORT SECS          a connection held open in the background
+#   compare [IDS]           compare.py on the two runs' records
 set -u
 P=o
 VIP=198.18.100.1
@@ -51,5 +54,19 @@ balancer() {
 }
 
 ask() {
-  ip netns exec "$P-cli" curl -s -m 5 --interface "$1" "http://$VIP:${2:-80}/" || echo "-"
+  ip netns exec "$P-cli" curl -s -m 5 --interface "$1" ${3:+--local-port "$3"} \
+    "http://$VIP:${2:-80}/" || echo "-"
+}
+
+# hold PORT SECS: a connection to VIP:PORT from the client, held open (idle) for SECS in
+# the background (nginx keeps an idle connection for a minute).
+hold() {
+  (sleep "$2" | ip netns exec "$P-cli" socat -T "$2" - "TCP4:$VIP:$1" >/dev/null 2>&1 &)
+  sleep 0.5
+}
+
+# compare [ID,ID…]: the two runs' records, through compare.py (which must see these
+# documented differences).
+compare() {
+  python3 /share/scenarios/compare.py /share/out/ipvs.txt /share/out/wvs.txt "${1:-}"
 }

@@ -1,20 +1,23 @@
 # Which real server each connection of a fixed sequence gets, for every IPVS scheduler,
-# through the kernel's IPVS and through wvs configured with the same ipvsadm arguments;
-# and `-L -n` after each configuration. Prints one block per balancer; the host compares.
+# through the kernel's IPVS and through wvs configured with the same ipvsadm arguments,
+# and `-L -n` after each configuration; twos, which draws at random, by distribution.
 set -e
 . /share/scenarios/lib.sh
 
-# scheduler, ipvsadm flags of the service, weights of rs1..rs3
-CASES="rr::1,1,1 wrr::3,2,1 lc::1,1,1 wlc::3,2,1 sed::3,2,1 nq::3,2,1 fo::1,3,2 ovf::3,2,1
-sh::1,1,1 dh::1,1,1 mh::1,1,1 lblc::1,1,1 lblcr::1,1,1"
+# scheduler:ipvsadm flags of the service ('+' for a space):weights of rs1..rs3
+CASES="rr::1,1,1 wrr::3,2,1 wrr::1,0,2 lc::1,1,1 wlc::3,2,1 sed::3,2,1 nq::3,2,1 fo::1,3,2
+ovf::3,2,1 sh::1,1,1 sh:-b+sh-port:1,1,1 sh:-b+sh-fallback:1,0,1 dh::1,1,1 mh::1,1,1
+mh:-b+mh-port:1,1,1 lblc::1,1,1 lblcr::1,1,1"
+TWOS_DRAWS=240
 
 for mode in ipvs wvs; do
   up
   balancer "$mode"
   exec 3>"/share/out/$mode.txt"
   port=1000
-  echo "$CASES" | tr ' ' '\n' | while IFS=: read -r s flags weights; do
-    [ -n "$s" ] || continue
+  for case in $CASES; do
+    IFS=: read -r s flags weights <<<"$case"
+    flags=$(echo "$flags" | tr + ' ')
     # Each case on its own virtual port: IPVS keeps a removed real server (with its
     # connection counts) in its trash for the same service, and the cases must not
     # inherit each other's counts.
@@ -29,12 +32,25 @@ for mode in ipvs wvs; do
     done
     seq=""
     for n in $(seq 0 17); do
-      seq="$seq $(ask "198.18.0.$((10 + n % 6))" "$port")"
+      # Six client addresses, each from its own fixed ports (for the -port flags).
+      seq="$seq $(ask "198.18.0.$((10 + n % 6))" "$port" $((30000 + port * 20 + n)))"
     done
-    echo "$s $flags:$seq" >&3
+    echo "$s $flags/$weights:$seq" >&3
     $ADM -L -n >&3
   done
+  # twos draws two servers at random by weight and takes the less loaded: compared by
+  # the distribution of its picks (compare.py: chi-square, p < 0.001).
+  $ADM -C
+  $ADM -A -t "$VIP:2000" -s twos
+  i=1
+  for w in 6 3 1; do
+    $ADM -a -t "$VIP:2000" -r "198.19.0.1$i:80" -m -w "$w"
+    i=$((i + 1))
+  done
+  echo "== distribution twos 6,3,1" >&3
+  for n in $(seq 1 $TWOS_DRAWS); do ask "198.18.0.$((10 + n % 20))" 2000; done | sort | uniq -c |
+    awk '{print $2, $1}' >&3
   exec 3>&-
   down
 done
-diff -u /share/out/ipvs.txt /share/out/wvs.txt
+compare size

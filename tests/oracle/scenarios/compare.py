@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Compare what a scenario recorded through the kernel's IPVS (ipvs.txt) with what it
+recorded through wvs (wvs.txt); exit 1 with a diff when they differ.
+
+    compare.py IPVS_FILE WVS_FILE [ID,ID...]   (the documented differences it must see)
+
+Exact, line by line, except:
+- connection entries (`-L -c` lines) are compared as a set within each block (IPVS lists
+  its hash table's order), and their remaining times may differ by TOLERANCE seconds (the
+  two runs are seconds apart and not to the millisecond alike);
+- rate columns (`--rate` lines) may differ by RATE_TOLERANCE (the two estimators sample two
+  different runs);
+- a block named `== distribution …` holds `NAME COUNT` lines of random draws: the two
+  samples must not differ by a chi-square test of homogeneity at p < 0.001;
+- the deliberate differences of docs/ipvs-differences.md, each named here by the id its
+  row carries (`oracle:ID`), are taken out of both texts first. Each must still be seen:
+  a difference that went away (or a new one) fails, so the table stays true.
+"""
+import difflib
+import re
+import sys
+
+TOLERANCE = 2
+RATE_TOLERANCE = 0.25
+
+# id -> (pattern, replacement, whether the pattern must match in both texts with different
+# values). Keep in step with the table in docs/ipvs-differences.md.
+KNOWN = {
+    # -L -n's first line: IPVS prints its connection hash table's bucket count, wvs the
+    # connection table's bound (--max-conns).
+    "size": (r"\(size=\d+\)", "(size=*)"),
+}
+
+CONN = re.compile(
+    r"^(?P<pro>TCP|UDP) +(?P<mm>\d\d):(?P<ss>\d\d) +(?P<rest>\S+ +\S+ +\S+ +\S+)\s*$"
+)
+
+
+def blocks(text):
+    """Split at '== name' lines: [(name, [lines])]."""
+    out = [("", [])]
+    for line in text.splitlines():
+        if line.startswith("== "):
+            out.append((line, []))
+        else:
+            out[-1][1].append(line)
+    return out
+
+
+def normalize(ipvs, wvs):
+    """Take out the known differences; return both texts and the ids seen."""
+    seen = set()
+    for ident, (pat, rep) in KNOWN.items():
+        a, b = re.findall(pat, ipvs), re.findall(pat, wvs)
+        if a and b and a != b:
+            seen.add(ident)
+        ipvs, wvs = re.sub(pat, rep, ipvs), re.sub(pat, rep, wvs)
+    return ipvs, wvs, seen
+
+
+def conns_match(a, b):
+    """Two sorted lists of entry lines; if they agree within TOLERANCE, b becomes a."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        mx, my = CONN.match(x), CONN.match(y)
+        if mx["pro"] != my["pro"] or mx["rest"].split() != my["rest"].split():
+            return False
+        tx = int(mx["mm"]) * 60 + int(mx["ss"])
+        ty = int(my["mm"]) * 60 + int(my["ss"])
+        if abs(tx - ty) > TOLERANCE:
+            return False
+    return True
+
+
+def entry_key(line):
+    m = CONN.match(line)
+    return (m["pro"], m["rest"].split())
+
+
+def rates_match(x, y):
+    wx, wy = x.split(), y.split()
+    if len(wx) != len(wy):
+        return False
+    for u, v in zip(wx, wy):
+        if u == v:
+            continue
+        try:
+            fu, fv = float(u[:-1] if u[-1] in "KMG" else u), float(v[:-1] if v[-1] in "KMG" else v)
+        except ValueError:
+            return False
+        if abs(fu - fv) > RATE_TOLERANCE * max(abs(fu), abs(fv), 1.0):
+            return False
+    return True
+
+
+# The chi-square distribution's 0.999 quantile, by degrees of freedom.
+CHI2_999 = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 5: 20.52}
+
+
+def same_distribution(li, lw):
+    ci = dict(l.split() for l in li if l.strip())
+    cw = dict(l.split() for l in lw if l.strip())
+    names = sorted(set(ci) | set(cw))
+    a = [int(ci.get(n, 0)) for n in names]
+    b = [int(cw.get(n, 0)) for n in names]
+    na, nb = sum(a), sum(b)
+    if not na or not nb or len(names) - 1 not in CHI2_999:
+        return False
+    chi2 = 0.0
+    for x, y in zip(a, b):
+        tot = x + y
+        ea, eb = tot * na / (na + nb), tot * nb / (na + nb)
+        chi2 += (x - ea) ** 2 / ea + (y - eb) ** 2 / eb
+    print(f"distribution {names}: ipvs {a}, wvs {b}, chi-square {chi2:.2f}")
+    return chi2 < CHI2_999[len(names) - 1]
+
+
+def reconcile(ipvs, wvs):
+    """Apply the tolerances: return wvs's text with what is within them set to ipvs's."""
+    out = []
+    bi, bw = blocks(ipvs), blocks(wvs)
+    if [n for n, _ in bi] != [n for n, _ in bw]:
+        return wvs
+    for (name, li), (_, lw) in zip(bi, bw):
+        ci = sorted((l for l in li if CONN.match(l)), key=entry_key)
+        cw = sorted((l for l in lw if CONN.match(l)), key=entry_key)
+        rest_i = [l for l in li if not CONN.match(l)]
+        rest_w = [l for l in lw if not CONN.match(l)]
+        if conns_match(ci, cw):
+            cw = ci
+        if name.startswith("== distribution") and same_distribution(rest_i, rest_w):
+            rest_w = rest_i
+        if "rate" in name and len(rest_i) == len(rest_w):
+            rest_w = [i if rates_match(i, w) else w for i, w in zip(rest_i, rest_w)]
+        if name:
+            out.append(name)
+        out.extend(rest_w + cw)
+    return "\n".join(out) + "\n"
+
+
+def canonical(text):
+    """Entries sorted within their blocks, as reconcile writes them."""
+    out = []
+    for name, lines in blocks(text):
+        if name:
+            out.append(name)
+        out.extend([l for l in lines if not CONN.match(l)])
+        out.extend(sorted((l for l in lines if CONN.match(l)), key=entry_key))
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ipvs = open(sys.argv[1]).read()
+    wvs = open(sys.argv[2]).read()
+    ipvs, wvs, seen = normalize(ipvs, wvs)
+    a, b = canonical(ipvs), reconcile(ipvs, wvs)
+    ok = True
+    if a != b:
+        ok = False
+        sys.stdout.writelines(
+            difflib.unified_diff(a.splitlines(True), b.splitlines(True), "ipvs", "wvs")
+        )
+    wanted = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] else set()
+    for ident in sorted(wanted - seen):
+        ok = False
+        print(f"documented difference oracle:{ident} was not seen: update docs/ipvs-differences.md")
+    print("same as IPVS" if ok else "differs from IPVS")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

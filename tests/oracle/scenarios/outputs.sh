@@ -1,0 +1,57 @@
+# ipvsadm's listings, through the kernel's IPVS and through wvs configured alike: -L -n in
+# each format (plain, --exact, --thresholds, --persistent-conn, one service), -S -n, and,
+# after a fixed amount of traffic, --stats (byte for byte) and --rate (within the
+# estimators' tolerance).
+set -e
+. /share/scenarios/lib.sh
+
+for mode in ipvs wvs; do
+  up
+  balancer "$mode"
+  exec 3>"/share/out/$mode.txt"
+  $ADM -A -t "$VIP:80" -s wrr
+  $ADM -a -t "$VIP:80" -r 198.19.0.11:80 -m -w 3
+  $ADM -a -t "$VIP:80" -r 198.19.0.12:80 -m -w 2 -x 100 -y 50
+  $ADM -a -t "$VIP:80" -r 198.19.0.13 -m -w 0
+  $ADM -A -t "$VIP:8080" -s sh -b sh-port,sh-fallback -p 120 -M 255.255.255.0
+  $ADM -a -t "$VIP:8080" -r 198.19.0.12:80 -m
+  $ADM -A -u "$VIP:9000" -s mh -b mh-port
+  $ADM -a -u "$VIP:9000" -r 198.19.0.11:9000 -m -w 65535
+  $ADM -A -t "$VIP:443" -s lblcr
+  for f in "" "--exact" "--thresholds" "--persistent-conn"; do
+    echo "== -L -n $f" >&3
+    # shellcheck disable=SC2086
+    $ADM -L -n $f >&3
+  done
+  echo "== -L -n -t VIP:80" >&3
+  $ADM -L -n -t "$VIP:80" >&3
+  echo "== -S -n" >&3
+  $ADM -S -n >&3
+  # The same traffic: 12 HTTP requests (HTTP/1.0: the server closes first) and 5 datagrams.
+  for n in $(seq 1 12); do
+    ip netns exec "$P-cli" curl -s -0 -m 5 -o /dev/null "http://$VIP/"
+  done
+  for n in $(seq 1 5); do
+    ip netns exec "$P-cli" socat -T 1 - "UDP4:$VIP:9000" <<<"q" >/dev/null 2>&1 || true
+  done
+  sleep 1
+  echo "== --stats" >&3
+  $ADM -L -n --stats >&3
+  echo "== --stats --exact" >&3
+  $ADM -L -n --stats --exact >&3
+  # The rate estimators (every 2 s, averaging over about 8 s): four requests a second for
+  # 8 s, paced by the clock so that both runs offer the same load.
+  python3 - "$P-cli" "$VIP" <<'PY'
+import subprocess, sys, time
+t0 = time.time()
+for i in range(32):
+    time.sleep(max(0.0, t0 + i * 0.25 - time.time()))
+    subprocess.run(["ip", "netns", "exec", sys.argv[1], "curl", "-s", "-0", "-m", "5",
+                    "-o", "/dev/null", f"http://{sys.argv[2]}/"])
+PY
+  echo "== --rate" >&3
+  $ADM -L -n --rate >&3
+  exec 3>&-
+  down
+done
+compare size

@@ -1,0 +1,60 @@
+# The connection table after scripted packet sequences: the same segments (tcpseq.py, over a
+# raw socket from the client) through the kernel's IPVS and through wvs, with timeouts
+# shortened by --set; `-L -c -n` (state and remaining time of every entry) right after the
+# sequences and again once the short timeouts ran out. Written to ipvs.txt and wvs.txt; the
+# host compares them (compare.py: entries sorted, remaining times within 2 s).
+set -e
+. /share/scenarios/lib.sh
+
+SEQ="ip netns exec $P-cli python3 /share/scenarios/tcpseq.py $VIP 80"
+
+for mode in ipvs wvs; do
+  up
+  # The client's kernel must not reset the server's answers to the script's segments.
+  ip netns exec "$P-cli" nft -f - <<'NFT'
+table inet oracle {
+  chain out { type filter hook output priority 0; tcp flags & rst == rst ip ttl != 77 drop; }
+}
+NFT
+  balancer "$mode"
+  exec 3>"/share/out/$mode.txt"
+  $ADM -A -t "$VIP:80" -s rr
+  for i in 1 2 3; do $ADM -a -t "$VIP:80" -r "198.19.0.1$i:80" -m; done
+  $ADM -A -u "$VIP:9000" -s rr
+  $ADM -a -u "$VIP:9000" -r 198.19.0.11:9000 -m
+  echo "== timeouts" >&3
+  $ADM -L --timeout >&3
+  $ADM --set 30 20 15
+  $ADM -L --timeout >&3
+  echo "== sequences" >&3
+  {
+    # Each sequence on its own client port; rr spreads them over rs3, rs2, rs1, rs3, …
+    $SEQ 40001 syn
+    $SEQ 40002 syn ack
+    $SEQ 40003 syn ack data
+    $SEQ 40004 syn ack fin
+    $SEQ 40005 syn ack rst
+    $SEQ 40006 syn ack rst-oow
+    $SEQ 40007 syn rst
+    $SEQ 40008 syn synack-lost ack
+    $SEQ 40009 syn ack fin ack
+    $SEQ 40010 ack
+    $SEQ 40011 syn ack data rst
+  } >&3 2>&1
+  ip netns exec "$P-cli" socat -T 1 - "UDP4:$VIP:9000" <<<"q" >&3 2>&1 || true
+  echo "== table after the sequences" >&3
+  $ADM -L -c -n >&3
+  echo "== -L -n" >&3
+  $ADM -L -n >&3
+  # A connection in TIME_WAIT whose client port comes back with a SYN (conn_reuse_mode 1).
+  echo "== time-wait reuse" >&3
+  $SEQ 40020 syn ack data fin wait:0.5 ack >&3 2>&1
+  $ADM -L -c -n | grep ':40020 ' | sed 's/^/before: /' >&3 || true
+  ISN=9000 ip netns exec "$P-cli" python3 /share/scenarios/tcpseq.py "$VIP" 80 40020 syn wait:0.2 >&3 2>&1
+  $ADM -L -c -n | grep ':40020 ' | sed 's/^/after: /' >&3 || true
+  sleep 11
+  echo "== table 11 s later" >&3
+  $ADM -L -c -n >&3
+  exec 3>&-
+  down
+done
