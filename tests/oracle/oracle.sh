@@ -58,7 +58,12 @@ sources() {
 module_order() {
   local dep=$1/modules.dep m line
   for m in $MODULES; do
-    line=$(grep -E "(^|/)$m\.ko(\.xz|\.zst)?:" "$dep") || { log "no module $m"; exit 1; }
+    if ! line=$(grep -E "(^|/)$m\.ko(\.xz|\.zst)?:" "$dep"); then
+      # Built into this kernel: nothing to load.
+      grep -qE "(^|/)$m\.ko$" "$1/modules.builtin" && continue
+      log "no module $m"
+      exit 1
+    fi
     for d in $(echo "${line#*:}" | tr ' ' '\n' | tac); do echo "$d"; done
     echo "${line%%:*}"
   done | awk 'NF && !seen[$0]++'

@@ -107,6 +107,9 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
         }
         _ => {
             let _ = write!(out, "{name} {}", s.scheduler);
+            if !s.flags.is_empty() {
+                let _ = write!(out, " ({})", s.flags.join(","));
+            }
             if let Some(t) = s.persistent {
                 let _ = write!(out, " persistent {t}");
                 if s.netmask != "255.255.255.255" {
@@ -276,6 +279,22 @@ mod tests {
              TCP  192.168.10.1:80 wlc persistent 300\n  \
              -> 10.0.0.2:80                  Masq    1      12         40        \n  \
              -> 10.0.0.3:80                  Masq    2      25         81        \n"
+        );
+    }
+
+    /// As the kernel's ipvsadm printed it in the oracle (`sched`): the scheduler's flags in
+    /// parentheses after its name.
+    #[test]
+    fn scheduler_flags_follow_the_scheduler() {
+        let mut out = String::new();
+        let mut s = svc();
+        s.scheduler = "sh".into();
+        s.flags = vec!["sh-fallback".into(), "sh-port".into()];
+        s.reals.clear();
+        service(&mut out, &s, Listing::Plain, false);
+        assert_eq!(
+            out,
+            "TCP  192.168.10.1:80 sh (sh-fallback,sh-port) persistent 300\n"
         );
     }
 
