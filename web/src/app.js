@@ -472,7 +472,7 @@ async function deletePlugin(p) {
 
 // --- connections ---------------------------------------------------------------------------
 function expire(ms) {
-  const s = Math.ceil(ms / 1000);
+  const s = Math.floor(ms / 1000);
   return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
 }
 

@@ -204,7 +204,9 @@ pub fn conns(out: &mut String, conns: &[ConnView]) {
         "IPVS connection entries\npro expire state       source             virtual            destination"
     );
     for c in conns {
-        let secs = c.expires_ms.div_ceil(1000);
+        // Whole seconds left, rounded down as IPVS's `(expires - jiffies) / HZ`: a
+        // connection just armed for 60 s shows 00:59 (the oracle's `state` scenario).
+        let secs = c.expires_ms / 1000;
         let expire = format!("{:02}:{:02}", secs / 60, secs % 60);
         let _ = writeln!(
             out,

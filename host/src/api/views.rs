@@ -163,7 +163,7 @@ pub fn state_names() -> impl Iterator<Item = &'static str> {
     crate::conn::TcpState::ALL
         .iter()
         .map(|s| s.name())
-        .chain(std::iter::once("UDP"))
+        .chain(["UDP", "ASSURED"])
 }
 
 /// A connection's state as `ipvsadm -L -c` prints it.
@@ -232,7 +232,8 @@ impl ConnFilter {
 
 impl ConnList {
     /// Walk the table and the persistence templates (one shard lock at a time) and list
-    /// what `filter` keeps. Templates show as ipvsadm shows them: state NONE, client port 0.
+    /// what `filter` keeps. Templates show as ipvsadm shows them: state NONE or ASSURED, client
+    /// port 0.
     pub fn collect(table: &ConnTable, now: u64, limit: usize, filter: &ConnFilter) -> Self {
         let mut out = Self {
             matched: 0,
@@ -245,6 +246,11 @@ impl ConnList {
             }
         };
         table.for_each(|c| {
+            // IPVS's timer removes a connection at its timeout; wvs's sweep does within
+            // a second after it, and the listing leaves out what is already due.
+            if c.expires <= now {
+                return;
+            }
             let state = conn_state_name(c);
             if !filter.keeps(c.proto, c.vaddr, c.vport, c.daddr, c.dport, state) {
                 return;
@@ -267,7 +273,8 @@ impl ConnList {
             } else {
                 t.dest.port
             };
-            if !filter.keeps(k.proto, k.vaddr, k.vport, t.dest.addr, dport, "NONE") {
+            let state = t.state_name();
+            if !filter.keeps(k.proto, k.vaddr, k.vport, t.dest.addr, dport, state) {
                 return;
             }
             push(
@@ -277,7 +284,7 @@ impl ConnList {
                     client: SocketAddr::new(k.client, 0).to_string(),
                     virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
                     real: SocketAddr::new(t.dest.addr, dport).to_string(),
-                    state: "NONE".into(),
+                    state: state.into(),
                     expires_ms: t.expires.saturating_sub(now),
                 },
             );

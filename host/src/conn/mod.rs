@@ -140,7 +140,14 @@ impl Conn {
     pub fn advance(&mut self, dir: Direction, flags: TcpFlags, timeouts: &StateTimeouts) {
         match self.proto {
             Protocol::Tcp => self.tcp_transition(dir, flags, timeouts),
-            Protocol::Udp => self.timeout_ms = timeouts.udp(),
+            Protocol::Udp => {
+                self.timeout_ms = timeouts.udp();
+                if dir == Direction::Output
+                    && let Some(c) = &self.control
+                {
+                    c.assure();
+                }
+            }
         }
     }
 
@@ -149,14 +156,19 @@ impl Conn {
     pub fn tcp_transition(&mut self, dir: Direction, flags: TcpFlags, timeouts: &StateTimeouts) {
         let new = state::next_state(self.state, dir, flags);
         if new != self.state {
-            if !self.inactive && new != TcpState::Established {
+            if !self.inactive && !new.active() {
                 self.dest.set_inactive(true);
                 self.inactive = true;
-            } else if self.inactive && new == TcpState::Established {
+            } else if self.inactive && new.active() {
                 self.dest.set_inactive(false);
                 self.inactive = false;
             }
             self.state = new;
+            if new == TcpState::Established
+                && let Some(c) = &self.control
+            {
+                c.assure();
+            }
         }
         self.timeout_ms = timeouts.tcp(self.state);
     }

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32};
 
 use parking_lot::Mutex;
 
@@ -46,14 +46,35 @@ pub struct Template {
     pub expires: u64,
     /// Its timeout: the service's persistence timeout, or 60 s once re-armed.
     pub timeout_ms: u64,
+    /// What its connections share with it.
+    link: Arc<Link>,
+}
+
+/// What a template shares with the connections it placed.
+#[derive(Debug, Default)]
+struct Link {
     /// How many open connections it placed (`n_control`).
-    n_control: Arc<AtomicU32>,
+    n_control: AtomicU32,
+    /// Whether one of them was answered: IPVS's `IP_VS_CTPL_S_ASSURED`, set by
+    /// `ip_vs_control_assure_ct` when a TCP connection it placed becomes ESTABLISHED or a
+    /// UDP one carries a reply. `ipvsadm -L -c` shows the template as ASSURED, else NONE.
+    assured: AtomicBool,
 }
 
 impl Template {
     /// How many open connections it controls.
     pub fn controls(&self) -> u32 {
-        self.n_control.load(Relaxed)
+        self.link.n_control.load(Relaxed)
+    }
+
+    /// Its state as `ipvsadm -L -c` names it: ASSURED once a connection it placed was
+    /// answered, NONE before.
+    pub fn state_name(&self) -> &'static str {
+        if self.link.assured.load(Relaxed) {
+            "ASSURED"
+        } else {
+            "NONE"
+        }
     }
 
     /// Whether it can place another connection at `now` (`ip_vs_check_template`).
@@ -65,18 +86,27 @@ impl Template {
 /// A connection's link to the template that placed it (`cp->control`): while the connection
 /// holds it, the template lives. Dropped with the connection.
 #[derive(Debug)]
-pub struct Control(Arc<AtomicU32>);
+pub struct Control(Arc<Link>);
 
 impl Control {
-    fn new(n_control: &Arc<AtomicU32>) -> Self {
-        n_control.fetch_add(1, Relaxed);
-        Self(n_control.clone())
+    fn new(link: &Arc<Link>) -> Self {
+        link.n_control.fetch_add(1, Relaxed);
+        Self(link.clone())
+    }
+
+    /// The connection was answered: the template becomes ASSURED (once; a plain load
+    /// first, so that later packets do not write the shared line).
+    #[inline]
+    pub fn assure(&self) {
+        if !self.0.assured.load(Relaxed) {
+            self.0.assured.store(true, Relaxed);
+        }
     }
 }
 
 impl Drop for Control {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.n_control.fetch_sub(1, Relaxed);
     }
 }
 
@@ -127,7 +157,7 @@ impl PersistTable {
             if t.valid(now) {
                 // ip_vs_conn_put(ct): re-armed with the template's own timeout.
                 t.expires = now + t.timeout_ms;
-                return Some((t.dest.clone(), Some(Control::new(&t.n_control))));
+                return Some((t.dest.clone(), Some(Control::new(&t.link))));
             }
             shard.remove(&key);
         }
@@ -136,15 +166,15 @@ impl PersistTable {
             return Some((dest, None));
         }
         dest.persistconns.fetch_add(1, Relaxed);
-        let n_control = Arc::new(AtomicU32::new(0));
-        let control = Control::new(&n_control);
+        let link = Arc::new(Link::default());
+        let control = Control::new(&link);
         shard.insert(
             key,
             Template {
                 dest: dest.clone(),
                 expires: now + timeout_ms,
                 timeout_ms,
-                n_control,
+                link,
             },
         );
         Some((dest, Some(control)))

@@ -47,6 +47,17 @@ impl TcpState {
         Self::SynAck,
     ];
 
+    /// Whether a connection in this state counts in its server's active connections
+    /// (`tcp_state_active` in ip_vs_proto_tcp.c): the handshake states and ESTABLISHED; the
+    /// closing ones count as inactive. The kernel's IPVS (6.12, in the oracle) showed a
+    /// SYN_RECV connection as active.
+    pub fn active(self) -> bool {
+        matches!(
+            self,
+            Self::Established | Self::SynSent | Self::SynRecv | Self::SynAck
+        )
+    }
+
     /// Return the state's name as `ipvsadm -L -c` prints it.
     pub fn name(self) -> &'static str {
         [

@@ -249,8 +249,8 @@ fn tcp_nat_both_ways_with_valid_checksums() {
             dest.activeconns.load(Relaxed),
             dest.inactconns.load(Relaxed)
         ),
-        (0, 1),
-        "SYN_RECV is inactive"
+        (1, 0),
+        "SYN_RECV is active (tcp_state_active)"
     );
     let mut ack = client_seg(40000, F::Ack, b"GET / HTTP/1.0\r\n\r\n");
     assert_eq!(
@@ -1295,11 +1295,19 @@ fn a_template_lives_while_its_connections_do_and_keeps_its_reused_ports() {
         rs,
         "the template still places connections"
     );
+    let template_state = || {
+        let mut s = "";
+        h.conns.persist().for_each(|_, t| s = t.state_name());
+        s
+    };
+    assert_eq!(template_state(), "NONE");
     // Established, then closed by a reset: a SYN on the same ports is not rescheduled
     // while a template controls the connection (is_new_conn_expected); the state table
-    // takes it, on the same server.
+    // takes it, on the same server. ESTABLISHED assures the template, as the kernel's
+    // IPVS lists it in the oracle.
     let mut ack = client_seg(40800, F::Ack, b"");
     h.dp.process(&h.snap, 5_000, COMPLETE, &mut ack);
+    assert_eq!(template_state(), "ASSURED");
     let mut rst = client_seg(40800, F::Rst, b"");
     h.dp.process(&h.snap, 5_000, COMPLETE, &mut rst);
     let mut st = Vec::new();

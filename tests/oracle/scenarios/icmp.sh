@@ -69,6 +69,9 @@ PY
   $ADM -a -u "$VIP:9300" -r 198.19.0.11:9300 -m -w 0
   echo "== no server" >&3
   udp_ask 41002 9300 >&3
+  # IPVS sums its per-CPU counters into what it lists every 2 s (its estimator's tick);
+  # wvs's are live: wait for the sum.
+  sleep 3
   echo "== --stats" >&3
   $ADM -L -n --stats >&3
   exec 3>&-

@@ -34,7 +34,8 @@ for mode in ipvs wvs; do
   for n in $(seq 1 5); do
     ip netns exec "$P-cli" socat -T 1 - "UDP4:$VIP:9000" <<<"q" >/dev/null 2>&1 || true
   done
-  sleep 1
+  # IPVS sums its per-CPU counters into what it lists every 2 s; wvs's are live.
+  sleep 3
   echo "== --stats" >&3
   $ADM -L -n --stats >&3
   echo "== --stats --exact" >&3
