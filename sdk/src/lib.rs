@@ -63,9 +63,10 @@ pub struct DestInfo {
     pub last_weight: i32,
     /// [`dest_flags`].
     pub flags: u32,
-    /// Active connections (TCP ESTABLISHED, and every UDP connection).
+    /// Active connections: TCP ones in the handshake or ESTABLISHED (`tcp_state_active`).
     pub activeconns: u32,
-    /// Inactive connections (TCP in any other state).
+    /// Inactive connections: TCP ones closing or closed, and every UDP flow (IPVS starts
+    /// each connection inactive, and only TCP's states make one active).
     pub inactconns: u32,
     /// Persistence templates pointing at this server.
     pub persistconns: u32,

@@ -177,14 +177,15 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
     for s in services {
         let flag = if s.protocol == "udp" { "-u" } else { "-t" };
         let _ = write!(out, "-A {flag} {} -s {}", s.address, s.scheduler);
-        if !s.flags.is_empty() {
-            let _ = write!(out, " -b {}", s.flags.join(","));
-        }
+        // After the persistence, as ipvsadm -S writes them (the oracle's `outputs`).
         if let Some(t) = s.persistent {
             let _ = write!(out, " -p {t}");
             if s.netmask != "255.255.255.255" {
                 let _ = write!(out, " -M {}", s.netmask);
             }
+        }
+        if !s.flags.is_empty() {
+            let _ = write!(out, " -b {}", s.flags.join(","));
         }
         out.push('\n');
         for r in sorted_reals(s) {

@@ -51,9 +51,9 @@ pub struct RealView {
     pub lower_threshold: u32,
     /// Hint for custom schedulers.
     pub hint: u32,
-    /// Active connections (TCP ESTABLISHED; every UDP one).
+    /// Active connections (TCP in the handshake or ESTABLISHED).
     pub active_conns: i64,
-    /// Inactive connections (TCP in any other state).
+    /// Inactive connections (TCP closing or closed; every UDP flow).
     pub inactive_conns: i64,
     /// Persistence templates pointing at it.
     pub persist_conns: i64,

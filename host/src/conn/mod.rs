@@ -99,7 +99,7 @@ impl Conn {
             daddr: dest.addr,
             dport: if dest.port == 0 { key.dport } else { dest.port },
             state: TcpState::None,
-            inactive: false,
+            inactive: true,
             expire_now: false,
             timeout_ms,
             expires: now + timeout_ms,

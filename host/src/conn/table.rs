@@ -311,7 +311,7 @@ mod tests {
         let out = c.out_key();
         t.insert(c).unwrap();
         assert_eq!(t.len(), 1);
-        assert_eq!(d.activeconns.load(Relaxed), 1);
+        assert_eq!(d.inactconns.load(Relaxed), 1);
         assert_eq!(
             t.with_conn(KeyDir::In, &key(40000), |c| c.dport),
             Some(8080)
@@ -325,10 +325,10 @@ mod tests {
         let again = Conn::new(&key(40000), d.clone(), Default::default(), hop(), 0);
         assert!(matches!(t.insert(again), Err(InsertError::Exists(_))));
         // The refused duplicate was counted by Conn::new; the caller unbinds it.
-        d.unbind(false);
+        d.unbind(true);
         t.with_conn(KeyDir::In, &key(40000), |c| c.expire_now = true);
         assert_eq!(t.len(), 0);
-        assert_eq!(d.activeconns.load(Relaxed), 0);
+        assert_eq!(d.inactconns.load(Relaxed), 0);
         assert!(t.with_conn(KeyDir::Out, &out, |_| ()).is_none());
     }
 
@@ -342,7 +342,7 @@ mod tests {
                 Ok(()) => {}
                 Err(e) => {
                     assert!(matches!(e, InsertError::Full(_)));
-                    e.into_conn().dest.unbind(false);
+                    e.into_conn().release();
                     full += 1;
                 }
             }
@@ -354,7 +354,7 @@ mod tests {
         let n = t.len();
         assert_eq!(t.sweep(2000), n);
         assert!(t.is_empty());
-        assert_eq!(d.activeconns.load(Relaxed), 0);
+        assert_eq!(d.inactconns.load(Relaxed), 0);
     }
 
     /// Several threads adding, finding and expiring connections at once: every connection
@@ -422,9 +422,9 @@ mod tests {
             th.join().unwrap();
         }
         assert_eq!(t.len(), 4 * 2500);
-        assert_eq!(d.activeconns.load(Relaxed), 4 * 2500);
+        assert_eq!(d.inactconns.load(Relaxed), 4 * 2500);
         assert_eq!(t.sweep(u64::MAX), 4 * 2500);
-        assert_eq!(d.activeconns.load(Relaxed), 0);
+        assert_eq!(d.inactconns.load(Relaxed), 0);
     }
 
     #[test]

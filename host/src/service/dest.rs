@@ -55,9 +55,9 @@ pub struct Dest {
     u_threshold: AtomicU32,
     l_threshold: AtomicU32,
     hint: AtomicU32,
-    /// Connections in ESTABLISHED (TCP) or any UDP connection (`activeconns`).
+    /// TCP connections in the handshake or ESTABLISHED (`activeconns`).
     pub activeconns: AtomicI32,
-    /// TCP connections in any other state (`inactconns`).
+    /// TCP connections closing or closed, and every UDP flow (`inactconns`).
     pub inactconns: AtomicI32,
     /// Persistence templates pointing at this server (`persistconns`).
     pub persistconns: AtomicI32,
@@ -168,10 +168,13 @@ impl Dest {
         self.next_hop.store(hop.map_or(0, NextHop::pack), Relaxed);
     }
 
-    /// Count a new connection bound to this server (`ip_vs_bind_dest`): it starts active,
-    /// and crossing the upper threshold marks the server overloaded.
+    /// Count a new connection bound to this server (`ip_vs_bind_dest`): it starts inactive
+    /// (`__ip_vs_update_dest` gives every server's connections `IP_VS_CONN_F_INACTIVE`; a
+    /// TCP one becomes active with its handshake, a UDP one stays inactive, as the kernel's
+    /// IPVS lists them in the oracle), and crossing the upper threshold marks the server
+    /// overloaded.
     pub fn bind(&self) {
-        self.activeconns.fetch_add(1, Relaxed);
+        self.inactconns.fetch_add(1, Relaxed);
         self.conns.fetch_add(1, Relaxed);
         let u = self.u_threshold.load(Relaxed);
         if u != 0 && self.total_conns() >= u {
