@@ -6,8 +6,9 @@ recorded through wvs (wvs.txt); exit 1 with a diff when they differ.
 
 Exact, line by line, except:
 - connection entries (`-L -c` lines) are compared as a set within each block (IPVS lists
-  its hash table's order), and their remaining times may differ by TOLERANCE seconds (the
-  two runs are seconds apart and not to the millisecond alike);
+  its hash table's order), and their remaining times may differ by TOLERANCE seconds, or by
+  N in a block named `== … (N s)` (the two runs do not take their steps at the same
+  moments);
 - rate figures (in a block named `== --rate…`) may differ by RATE_TOLERANCE of the larger,
   or by RATE_SLACK: the two runs' estimators tick at different moments of their load, and
   IPVS's starts its kthread's first ticks late, so only gross errors (a wrong unit, a
@@ -61,8 +62,8 @@ def normalize(ipvs, wvs):
     return ipvs, wvs, seen
 
 
-def conns_match(a, b):
-    """Two sorted lists of entry lines; if they agree within TOLERANCE, b becomes a."""
+def conns_match(a, b, tolerance=TOLERANCE):
+    """Two sorted lists of entry lines; whether they agree within `tolerance` seconds."""
     if len(a) != len(b):
         return False
     for x, y in zip(a, b):
@@ -71,7 +72,7 @@ def conns_match(a, b):
             return False
         tx = int(mx["mm"]) * 60 + int(mx["ss"])
         ty = int(my["mm"]) * 60 + int(my["ss"])
-        if abs(tx - ty) > TOLERANCE:
+        if abs(tx - ty) > tolerance:
             return False
     return True
 
@@ -130,7 +131,9 @@ def reconcile(ipvs, wvs):
         cw = sorted((l for l in lw if CONN.match(l)), key=entry_key)
         rest_i = [l for l in li if not CONN.match(l)]
         rest_w = [l for l in lw if not CONN.match(l)]
-        if conns_match(ci, cw):
+        # A block named '… (N s)' allows N seconds.
+        m = re.search(r"\((\d+) s\)$", name)
+        if conns_match(ci, cw, int(m[1]) if m else TOLERANCE):
             cw = ci
         if name.startswith("== distribution") and same_distribution(rest_i, rest_w):
             rest_w = rest_i

@@ -18,7 +18,10 @@ for mode in ipvs wvs; do
     echo "== persistent $port" >&3
     for round in 1 2; do
       seq=""
-      for c in 10 11 12 13 14; do seq="$seq $(ask "198.18.0.$c" "$port")"; done
+      for c in 10 11 12 13 14; do
+        # From fixed client ports, so that the connection entries compare.
+        seq="$seq $(ask "198.18.0.$c" "$port" $((30000 + port * 100 + round * 20 + c)))"
+      done
       echo "round $round:$seq" >&3
     done
   done
@@ -30,7 +33,7 @@ for mode in ipvs wvs; do
   $ADM -e -t "$VIP:80" -r 198.19.0.13:80 -m -w 0
   echo "== persistent 80 with rs3 quiesced" >&3
   seq=""
-  for c in 10 11 12 13 14 15; do seq="$seq $(ask "198.18.0.$c" 80)"; done
+  for c in 10 11 12 13 14 15; do seq="$seq $(ask "198.18.0.$c" 80 $((38300 + c)))"; done
   echo "$seq" >&3
 
   # Thresholds: at most 2 connections each (-x 2), open again below 1 (-y 1).
