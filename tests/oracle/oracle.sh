@@ -7,10 +7,11 @@
 #   tests/oracle/oracle.sh run SCENARIO [DIR] boot it, run scenarios/SCENARIO.sh
 #                                             with target/release/wvs, keep the output in DIR
 #
-# The image (Debian bookworm's kernel and modules, a minimal root file system from
-# Debian's packages, and a small initramfs that mounts it over 9p under a tmpfs overlay) is
-# built once per machine into $WVS_ORACLE_CACHE (default /var/cache/wvs-oracle), in a
-# directory named after the hash of this recipe, so it is rebuilt when the recipe changes.
+# The image (a minimal Debian bookworm root file system from Debian's packages, with the
+# kernel of bookworm-backports, and a small initramfs that mounts it over 9p under a tmpfs
+# overlay) is built once per machine into $WVS_ORACLE_CACHE (default /var/cache/wvs-oracle),
+# in a directory named after the hash of its recipe (see recipe()), so it is rebuilt when
+# the recipe changes; older images there are removed once a new one is ready.
 # The VM runs under qemu's software emulation (TCG; nested KVM hangs on these machines),
 # WVS_ORACLE_ACCEL=kvm where KVM works. Every step is bounded in time and prints progress.
 # Needs root. Installs mmdebstrap, qemu-system-x86 and busybox-static if missing.
@@ -26,8 +27,7 @@ Pin: release n='"$SUITE"'-backports
 Pin-Priority: 990'
 PKGS=linux-image-amd64,ipvsadm,keepalived,nginx-light,curl,socat,iproute2,nftables,tshark,vsftpd,python3,procps,kmod,iputils-ping
 MODULES="virtio_pci 9pnet_virtio 9p overlay"
-RECIPE=$(cat "$0" "$HERE/init" | sha256sum | cut -c1-16)
-IMG=$CACHE/$RECIPE
+IMG=  # $CACHE/<hash of the recipe>, set by recipe() once the functions below are defined
 
 log() { echo "oracle: $*" >&2; }
 
@@ -67,6 +67,15 @@ module_order() {
     for d in $(echo "${line#*:}" | tr ' ' '\n' | tac); do echo "$d"; done
     echo "${line%%:*}"
   done | awk 'NF && !seen[$0]++'
+}
+
+# The image's directory: named after what builds it (the settings above, the functions
+# that build it, and init), so that a change of any of those builds a new image and a change
+# of how scenarios run does not.
+recipe() {
+  local h
+  h=$({ printf '%s\n' "$SUITE" "$PKGS" "$KERNEL_PIN" "$MODULES"; declare -f image sources module_order; cat "$HERE/init"; } | sha256sum | cut -c1-16)
+  IMG=$CACHE/$h
 }
 
 image() {
@@ -110,6 +119,11 @@ image() {
   rm -rf "$IMG"
   mv "$tmp" "$IMG"
   log "image ready: $IMG"
+  # Older recipes' images (each near 1 GB) are of no more use to this recipe.
+  local old
+  for old in "$CACHE"/*; do
+    [ "$old" = "$IMG" ] || [ ! -f "$old/ready" ] || { log "removing the older image $old"; rm -rf "$old"; }
+  done
 }
 
 run() {
@@ -120,6 +134,7 @@ run() {
   [ -x "$wvs" ] || { log "$wvs not built (cargo build --release -p wvs)"; exit 1; }
   [ -n "$out" ] || out=$(mktemp -d /tmp/wvs-oracle-out.XXXXXX)
   mkdir -p "$out"
+  rm -f "$out"/{console.log,stdout,stderr,rc,ipvs.txt,wvs.txt}
   local share
   share=$(mktemp -d /tmp/wvs-oracle-share.XXXXXX)
   trap 'rm -rf "$share"' RETURN
@@ -129,19 +144,18 @@ run() {
   cp "$wvs" "$share/wvs"
   mkdir -p "$share/out"
   echo "$scenario" > "$share/scenario"
-  local accel=${WVS_ORACLE_ACCEL:-tcg}
-  log "booting ($accel) for scenario $scenario; console in $out/console.log"
-  local t0=$SECONDS rc=0
-  timeout "${WVS_ORACLE_TIMEOUT:-900}" qemu-system-x86_64 \
-    -machine q35,accel="$accel" -cpu max -smp 2 -m 2048 \
-    -nographic -no-reboot -monitor none -serial stdio \
-    -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.gz" \
-    -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3" \
-    -fsdev local,id=r,path="$IMG/rootfs",security_model=passthrough,readonly=on \
-    -device virtio-9p-pci,fsdev=r,mount_tag=rootfs \
-    -fsdev local,id=s,path="$share",security_model=passthrough \
-    -device virtio-9p-pci,fsdev=s,mount_tag=share \
-    </dev/null >"$out/console.log" 2>&1 || rc=$?
+  local accel=${WVS_ORACLE_ACCEL:-tcg} t0=$SECONDS rc attempt
+  # Under software emulation the kernel sometimes dies at boot, patching its own code
+  # while the other virtual CPU runs it (an int3 in sched_clock_cpu); such a boot, which
+  # never reached the scenario, is tried again, up to three times.
+  for attempt in 1 2 3; do
+    log "booting ($accel) for scenario $scenario; console in $out/console.log"
+    rc=0
+    boot "$share" "$out" "$accel" || rc=$?
+    grep -q "^guest: \|guest: kernel" "$out/console.log" && break
+    log "the VM did not boot (attempt $attempt): $(grep -m1 -o 'Kernel panic.*' "$out/console.log" || echo 'no console output')"
+    rc=1
+  done
   cp -r "$share/out/." "$out/"
   log "VM ended after $((SECONDS - t0)) s (qemu exit $rc); output in $out"
   [ "$rc" = 0 ] || { tail -30 "$out/console.log" >&2; exit 1; }
@@ -154,6 +168,22 @@ run() {
   fi
 }
 
+# boot SHARE OUT ACCEL: one run of the VM, its console in OUT/console.log.
+boot() {
+  local share=$1 out=$2 accel=$3
+  timeout "${WVS_ORACLE_TIMEOUT:-900}" qemu-system-x86_64 \
+    -machine q35,accel="$accel" -cpu max -smp 2 -m 2048 \
+    -nographic -no-reboot -monitor none -serial stdio \
+    -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.gz" \
+    -append "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3" \
+    -fsdev local,id=r,path="$IMG/rootfs",security_model=passthrough,readonly=on \
+    -device virtio-9p-pci,fsdev=r,mount_tag=rootfs \
+    -fsdev local,id=s,path="$share",security_model=passthrough \
+    -device virtio-9p-pci,fsdev=s,mount_tag=share \
+    </dev/null >"$out/console.log" 2>&1
+}
+
+recipe
 case "${1:-}" in
   image) image ;;
   run) shift; run "$@" ;;
