@@ -24,7 +24,7 @@ import re
 import sys
 
 TOLERANCE = 2
-RATE_TOLERANCE = 0.6
+RATE_TOLERANCE = 0.4
 RATE_SLACK = 2
 
 # id -> (pattern, replacement, whether the pattern must match in both texts with different
