@@ -38,6 +38,17 @@ for mode in ipvs wvs; do
     echo "$s $flags/$weights:$seq" >&3
     $ADM -L -n >&3
   done
+  # rr across changes: a server added at the head, then the one chosen last removed.
+  $ADM -C
+  $ADM -A -t "$VIP:2100" -s rr
+  for i in 1 2; do $ADM -a -t "$VIP:2100" -r "198.19.0.1$i:80" -m; done
+  seq=""
+  for n in 1 2 3; do seq="$seq $(ask 198.18.0.10 2100)"; done
+  $ADM -a -t "$VIP:2100" -r 198.19.0.13:80 -m
+  for n in 1 2 3; do seq="$seq $(ask 198.18.0.10 2100)"; done
+  $ADM -d -t "$VIP:2100" -r 198.19.0.12:80
+  for n in 1 2 3; do seq="$seq $(ask 198.18.0.10 2100)"; done
+  echo "rr across -a and -d:$seq" >&3
   # twos draws two servers at random by weight and takes the less loaded: compared by
   # the distribution of its picks (compare.py: chi-square, p < 0.001).
   $ADM -C
