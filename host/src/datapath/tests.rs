@@ -144,6 +144,18 @@ fn client_seg(cport: u16, f: F, payload: &[u8]) -> Vec<u8> {
     )
 }
 
+/// A TCP segment from rs1's port 8080 to the client's `cport`.
+fn rs1_seg(cport: u16, f: F, payload: &[u8]) -> Vec<u8> {
+    tcp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        ([198, 19, 0, 11], 8080),
+        (CLIENT, cport),
+        f,
+        payload,
+    )
+}
+
 fn client_syn(cport: u16) -> Vec<u8> {
     client_seg(cport, F::Syn, b"")
 }
@@ -213,14 +225,7 @@ fn tcp_nat_both_ways_with_valid_checksums() {
     );
 
     let rs = [198, 19, 0, 11];
-    let mut synack = tcp_frame(
-        rs_mac(11),
-        SERVER_IF_MAC,
-        (rs, 8080),
-        (CLIENT, 40000),
-        F::SynAck,
-        b"",
-    );
+    let mut synack = rs1_seg(40000, F::SynAck, b"");
     assert_eq!(
         h.dp.process(&h.snap, 1, FROM_RS, &mut synack),
         Verdict::Tx { iface: 0 }
@@ -324,14 +329,7 @@ fn only_syn_starts_a_tcp_connection() {
     }
     assert!(h.conns.is_empty());
     // A reply from a real server port that no connection expects.
-    let mut r = tcp_frame(
-        rs_mac(11),
-        SERVER_IF_MAC,
-        ([198, 19, 0, 11], 8080),
-        (CLIENT, 9),
-        F::Ack,
-        b"",
-    );
+    let mut r = rs1_seg(9, F::Ack, b"");
     assert_eq!(
         h.dp.process(&h.snap, 0, FROM_RS, &mut r),
         Verdict::Drop(DropReason::NoConnOut)
@@ -497,32 +495,11 @@ fn removed_real_server_drops_and_reschedules() {
 #[test]
 fn syn_in_time_wait_starts_a_new_connection() {
     let h = harness();
-    let rs = [198, 19, 0, 11];
     let mut steps: Vec<(RxMeta, Vec<u8>)> = vec![
         (COMPLETE, client_syn(40300)),
-        (
-            FROM_RS,
-            tcp_frame(
-                rs_mac(11),
-                SERVER_IF_MAC,
-                (rs, 8080),
-                (CLIENT, 40300),
-                F::SynAck,
-                b"",
-            ),
-        ),
+        (FROM_RS, rs1_seg(40300, F::SynAck, b"")),
         (COMPLETE, client_seg(40300, F::Ack, b"")),
-        (
-            FROM_RS,
-            tcp_frame(
-                rs_mac(11),
-                SERVER_IF_MAC,
-                (rs, 8080),
-                (CLIENT, 40300),
-                F::Fin,
-                b"",
-            ),
-        ),
+        (FROM_RS, rs1_seg(40300, F::Fin, b"")),
         (COMPLETE, client_seg(40300, F::Fin, b"")),
     ];
     for (m, f) in steps.iter_mut() {
@@ -1020,14 +997,7 @@ fn traffic_is_counted_per_server_service_and_balancer() {
     let mut traffic = crate::stats::BalancerTotals::default();
     let rs = [198, 19, 0, 11];
     let mut syn = client_syn(41200);
-    let mut synack = tcp_frame(
-        rs_mac(11),
-        SERVER_IF_MAC,
-        (rs, 8080),
-        (CLIENT, 41200),
-        F::SynAck,
-        b"",
-    );
+    let mut synack = rs1_seg(41200, F::SynAck, b"");
     let mut ack = client_seg(41200, F::Ack, b"hello");
     let (l1, l2, l3) = (syn.len() - 14, synack.len() - 14, ack.len() - 14);
     h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
@@ -1461,15 +1431,7 @@ fn set_timeouts_take_effect_at_the_next_packet() {
         conn(&h, Protocol::Tcp),
         (TcpState::Established, 20 + 45_000)
     );
-    let rs = [198, 19, 0, 11];
-    let mut fin = tcp_frame(
-        rs_mac(11),
-        SERVER_IF_MAC,
-        (rs, 8080),
-        (CLIENT, 40000),
-        F::Fin,
-        b"",
-    );
+    let mut fin = rs1_seg(40000, F::Fin, b"");
     assert_eq!(
         h.dp.process(&h.snap, 30, FROM_RS, &mut fin),
         Verdict::Tx { iface: 0 }
