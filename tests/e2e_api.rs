@@ -206,7 +206,8 @@ fn an_ipvsadm_save_file_restores_as_is_and_a_bad_one_changes_nothing() {
     );
 
     // Persistent wlc over a /24: every connection from the client goes to one server, and
-    // the template shows in the connection table as ipvsadm shows one.
+    // the template shows in the connection table as ipvsadm shows one (ASSURED once a
+    // connection it placed was established, as the kernel's IPVS lists it).
     let first = topo.curl(&format!("http://{VIP}/"));
     let t = tally(&topo, &format!("http://{VIP}/"), 15);
     assert_eq!(t, vec![(first.clone(), 15)], "persistent");
@@ -214,7 +215,7 @@ fn an_ipvsadm_save_file_restores_as_is_and_a_bad_one_changes_nothing() {
     let n = first.trim_start_matches("rs");
     assert!(
         c.lines().any(|l| l.starts_with("TCP ")
-            && l.contains(" NONE        198.18.0.0:0       198.18.100.1:80    ")
+            && l.contains(" ASSURED     198.18.0.0:0       198.18.100.1:80    ")
             && l.ends_with(&format!("198.19.0.1{n}:80"))),
         "{c}"
     );
