@@ -7,7 +7,8 @@ packets (the oracle's state scenario runs the same script through IPVS and throu
 
 Steps: syn, ack, data (one byte), fin, rst, rst-oow (a reset far outside the window),
 synack-lost (a SYN that is sent again), wait:SECONDS. After each step the script reads what
-the server sends back for 0.3 s and acknowledges nothing by itself: the sequence is what the
+the server sends back for 0.3 s (and prints its flags, bare ACKs left out) and acknowledges
+nothing by itself: the sequence is what the
 balancer sees. The first sequence number is $ISN (default 1000). The client's own kernel must not answer the server's segments with resets
 (the scenario drops resets whose TTL is not this script's, 77).
 """
@@ -79,7 +80,11 @@ def main():
                 continue
             dlen = len(pkt) - ihl - (off >> 4) * 4
             ack = (s + dlen + (1 if f & 3 else 0)) & 0xFFFFFFFF
-            seen.append("".join(k for k, v in FLAGS.items() if f & v))
+            # A bare ACK is left out: whether the server sends one before its FIN or data,
+            # or folds it into them, depends on its own timing, not on the balancer.
+            flags = "".join(k for k, v in FLAGS.items() if f & v)
+            if flags != "A" or dlen:
+                seen.append(flags)
         return seen
 
     for step in steps:
