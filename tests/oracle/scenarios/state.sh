@@ -52,9 +52,11 @@ NFT
   # A connection in TIME_WAIT whose client port comes back with a SYN (conn_reuse_mode 1).
   echo "== time-wait reuse" >&3
   $SEQ 40020 syn ack data fin wait:0.5 ack >&3 2>&1
-  $ADM -L -c -n | grep ':40020 ' | sed 's/^/before: /' >&3 || true
+  echo "== the entry in TIME_WAIT" >&3
+  $ADM -L -c -n | grep ':40020 ' >&3 || true
   ISN=9000 ip netns exec "$P-cli" python3 /share/scenarios/tcpseq.py "$VIP" 80 40020 syn wait:0.2 >&3 2>&1
-  $ADM -L -c -n | grep ':40020 ' | sed 's/^/after: /' >&3 || true
+  echo "== the entry after a SYN on its ports" >&3
+  $ADM -L -c -n | grep ':40020 ' >&3 || true
   sleep 11
   echo "== table 11 s later (5 s)" >&3
   $ADM -L -c -n >&3
