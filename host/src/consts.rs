@@ -42,6 +42,9 @@ pub const URING_ENTRIES: u32 = 1024;
 
 /// How long a worker blocks in `io_uring_enter` before it looks at its stop flag.
 pub const WORKER_WAKE_MS: i64 = 200;
+/// How often a worker asks the kernel how many frames its sockets' full receive queues
+/// dropped (one `getsockopt` per socket).
+pub const QUEUE_DROPS_POLL_MS: u64 = 100;
 
 /// Socket receive buffer per packet socket (`SO_RCVBUFFORCE`).
 pub const SOCKET_RCVBUF: i32 = 8 << 20;

@@ -66,6 +66,8 @@ drop_reasons! {
     RxTruncated => "rx_truncated",
     /// The kernel refused to send the frame.
     TxError => "tx_error",
+    /// The socket's receive queue was full: the kernel dropped the frame before wvs read it.
+    RxQueueFull => "rx_queue_full",
 }
 
 /// Counters of one worker.
@@ -114,6 +116,13 @@ impl DatapathStats {
     #[inline]
     pub fn count_drop(&self, r: DropReason) {
         bump(&self.drops[r as usize]);
+    }
+
+    /// Count `n` drops at once.
+    #[inline]
+    pub fn count_drops(&self, r: DropReason, n: u64) {
+        let c = &self.drops[r as usize];
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
     /// Return the drop count for a reason.

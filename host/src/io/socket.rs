@@ -132,4 +132,25 @@ impl PacketSocket {
         }
         Ok(s)
     }
+
+    /// Frames the kernel dropped since the last call because the socket's receive queue
+    /// was full (`PACKET_STATISTICS`, which the kernel resets on each read). They never
+    /// reach wvs, so without this they would be lost without a count.
+    pub fn take_queue_drops(&self) -> io::Result<u32> {
+        // SAFETY: tpacket_stats is plain old data; all-zero is a valid value.
+        let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `st` and `len` live across the call and `len` is `st`'s exact size.
+        let ret = unsafe {
+            libc::getsockopt(
+                self.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        check(ret, "PACKET_STATISTICS")?;
+        Ok(st.tp_drops)
+    }
 }

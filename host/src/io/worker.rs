@@ -19,7 +19,9 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::bufring::BufRing;
 use super::socket::PacketSocket;
-use crate::consts::{BUFFERS_PER_WORKER, SLOT_SIZE, URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS};
+use crate::consts::{
+    BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, SLOT_SIZE, URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS,
+};
 use crate::datapath::{Datapath, DropReason, RxMeta, Verdict, stats};
 use crate::service::Snapshot;
 use crate::wire::vnet::VnetHeader;
@@ -73,6 +75,7 @@ impl Worker {
         let mut rearm = vec![true; fds.len()];
         let mut inflight = 0usize;
         let stats = self.datapath.stats().clone();
+        let mut last_queue_poll = 0u64;
 
         tracing::debug!(
             worker = self.id,
@@ -103,6 +106,11 @@ impl Worker {
                     ) => {}
                 Err(e) => return Err(e),
             }
+            let now = self.epoch.elapsed().as_millis() as u64;
+            if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
+                last_queue_poll = now;
+                self.count_queue_drops();
+            }
             completions.clear();
             completions.extend(
                 u.ring
@@ -113,7 +121,6 @@ impl Worker {
                 continue;
             }
             let snap = self.snapshot.load();
-            let now = self.epoch.elapsed().as_millis() as u64;
             for &(ud, res, flags) in &completions {
                 let low = (ud & LOW_MASK) as usize;
                 match ud & !LOW_MASK {
@@ -170,8 +177,23 @@ impl Worker {
                 }
             }
         }
+        self.count_queue_drops();
         tracing::debug!(worker = self.id, "worker stopped");
         Ok(())
+    }
+
+    /// Add what the kernel dropped at the sockets' full receive queues to the drop counts.
+    fn count_queue_drops(&self) {
+        for s in &self.sockets {
+            match s.take_queue_drops() {
+                Ok(0) => {}
+                Ok(n) => self
+                    .datapath
+                    .stats()
+                    .count_drops(DropReason::RxQueueFull, u64::from(n)),
+                Err(e) => tracing::debug!(worker = self.id, err = %e, "socket statistics"),
+            }
+        }
     }
 
     /// Handle a received frame in buffer `bid`; return the send to queue, if any. Without
