@@ -11,9 +11,10 @@ use divan::Bencher;
 use etherparse::PacketBuilder;
 use wvs::conn::ConnTable;
 use wvs::datapath::{Datapath, DatapathStats, Iface, RxMeta, Verdict};
+use wvs::model::Scheduler;
 use wvs::plugin::{Registry, Runtime};
-use wvs::service::{NextHop, SchedChoice, SchedState, Scheduler, Snapshot};
-use wvs::xmit::nat::CsumMode;
+use wvs::service::{NextHop, SchedChoice, SchedState, Snapshot};
+use wvs::wire::checksum::CsumMode;
 use wvs_sdk::ConnInfo;
 
 fn main() {
@@ -52,7 +53,7 @@ fn call_native(b: Bencher, name: &str) {
 #[divan::bench(args = SCHEDULERS, sample_size = 1000)]
 fn call_wasm(b: Bencher, name: &str) {
     let reg = registry(true);
-    let st = SchedState::new(&reg.choice(name), 0);
+    let st = SchedState::new(&SchedChoice::new(name, reg.plugin_for(name)), 0);
     assert!(st.runs_plugin());
     let d = dests();
     let mut conn = ConnInfo::default();
@@ -67,8 +68,7 @@ fn call_wasm(b: Bencher, name: &str) {
 fn plugin_call_only(b: Bencher, name: &str) {
     let reg = registry(true);
     let mut w = reg
-        .choice(name)
-        .plugin
+        .plugin_for(name)
         .expect("built in")
         .instantiate()
         .expect("instance");
@@ -86,7 +86,7 @@ fn snapshot(reg: &Registry) -> Snapshot {
     )
     .unwrap();
     let snap = Snapshot::build(&cfg.services, &cfg.timeouts, &Snapshot::default(), &|n| {
-        reg.choice(n)
+        SchedChoice::new(n, reg.plugin_for(n))
     });
     for d in snap.dests() {
         d.set_next_hop(Some(NextHop {
@@ -125,6 +125,7 @@ fn datapath(max_conns: usize) -> (Datapath, RxMeta) {
     let meta = RxMeta {
         iface: 0,
         csum: CsumMode::Complete,
+        gso: false,
     };
     (dp, meta)
 }
@@ -170,7 +171,7 @@ fn known_flow(b: Bencher) {
     )
     .unwrap();
     let snap = Snapshot::build(&cfg.services, &cfg.timeouts, &Snapshot::default(), &|n| {
-        reg.choice(n)
+        SchedChoice::new(n, reg.plugin_for(n))
     });
     for d in snap.dests() {
         d.set_next_hop(Some(NextHop {

@@ -19,7 +19,11 @@
 //! address = "198.19.0.11:80"    # real server; port 0 keeps the virtual port
 //! weight = 1                    # 0 quiesces; default 1
 //! hint = 0                      # a number for custom schedulers (e.g. latency in µs)
-//! forward = "nat"               # forwarding method; NAT (masquerading) is the one built so far
+//! forward = "nat"               # nat (masquerading, ipvsadm -m), dr (direct routing, -g)
+//!                               # or tunnel (-i); default nat
+//! tun_type = "gue"              # tunnel only: ipip (default), gue or gre (--tun-type)
+//! tun_port = 6080               # gue only, and required: the UDP port (--tun-port)
+//! tun_csum = "csum"             # gue/gre: nocsum (default), csum, remcsum (gue) (--tun-*csum)
 //! upper_threshold = 0           # connection thresholds (ipvsadm -x / -y); 0 = none
 //! lower_threshold = 0
 //!
@@ -42,7 +46,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::consts::{MAX_PERSISTENT_SECS, MAX_TIMEOUT_SECS, MAX_WEIGHT};
-use crate::service::{Protocol, Scheduler, ServiceKey};
+use crate::model::{Forward, Protocol, Scheduler, ServiceKey, TunCsum, TunKind, Tunnel};
 
 /// The example configuration (`examples/wvs.toml`, the demo topology's services), which
 /// the tests check parses. wvs itself builds in no services.
@@ -227,11 +231,27 @@ pub struct RealDef {
     #[serde(default = "default_weight", deserialize_with = "whole::u32")]
     #[schema(minimum = 0, maximum = 65535)]
     pub weight: u32,
-    /// Forwarding method: `nat` (masquerading, ipvsadm `-m`; `masq` is the same), the one
-    /// wvs builds.
+    /// Forwarding method: `nat` (masquerading, ipvsadm `-m`; `masq` is the same), `dr`
+    /// (direct routing, `-g`; `route`) or `tunnel` (`-i`; `tun`). Default `nat`.
     #[serde(default = "default_forward")]
     #[schema(value_type = crate::api::schema::Forward)]
     pub forward: String,
+    /// Tunnel type (`forward = "tunnel"` only): ipip (default), gue or gre.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::TunType>)]
+    pub tun_type: Option<String>,
+    /// GUE's UDP destination port (gue only, and required there).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub tun_port: Option<u32>,
+    /// The tunnel's checksum: nocsum (default), csum (gue, gre) or remcsum (gue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::TunCsum>)]
+    pub tun_csum: Option<String>,
     /// Upper connection threshold (0: none).
     #[serde(default, deserialize_with = "whole::u32")]
     #[schema(minimum = 0, maximum = 4294967295u32)]
@@ -301,10 +321,27 @@ pub struct RealSettings {
     #[serde(default = "default_weight", deserialize_with = "whole::u32")]
     #[schema(minimum = 0, maximum = 65535)]
     pub weight: u32,
-    /// Forwarding method: `nat` (masquerading; `masq` is the same).
+    /// Forwarding method: `nat` (masquerading; `masq`), `dr` (`route`) or `tunnel` (`tun`).
+    /// Default `nat`.
     #[serde(default = "default_forward")]
     #[schema(value_type = crate::api::schema::Forward)]
     pub forward: String,
+    /// Tunnel type (`forward = "tunnel"` only): ipip (default), gue or gre.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::TunType>)]
+    pub tun_type: Option<String>,
+    /// GUE's UDP destination port (gue only, and required there).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub tun_port: Option<u32>,
+    /// The tunnel's checksum: nocsum (default), csum (gue, gre) or remcsum (gue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::TunCsum>)]
+    pub tun_csum: Option<String>,
     /// Upper connection threshold (0: none).
     #[serde(default, deserialize_with = "whole::u32")]
     #[schema(minimum = 0, maximum = 4294967295u32)]
@@ -327,6 +364,9 @@ impl RealSettings {
             address: address.into(),
             weight: self.weight,
             forward: self.forward.clone(),
+            tun_type: self.tun_type.clone(),
+            tun_port: self.tun_port,
+            tun_csum: self.tun_csum.clone(),
             upper_threshold: self.upper_threshold,
             lower_threshold: self.lower_threshold,
             hint: self.hint,
@@ -462,6 +502,8 @@ pub struct RealSpec {
     pub port: u16,
     /// Weight, 0..=65535 as in IPVS.
     pub weight: u32,
+    /// Forwarding method.
+    pub fwd: Forward,
     /// Upper connection threshold (0 = none).
     pub upper_threshold: u32,
     /// Lower connection threshold (0 = none).
@@ -476,7 +518,19 @@ impl RealSpec {
         RealDef {
             address: SocketAddr::new(self.addr, self.port).to_string(),
             weight: self.weight,
-            forward: "nat".into(),
+            forward: self.fwd.name().into(),
+            tun_type: match self.fwd {
+                Forward::Tunnel(t) => Some(t.kind.name().into()),
+                _ => None,
+            },
+            tun_port: match self.fwd {
+                Forward::Tunnel(t) if t.port != 0 => Some(u32::from(t.port)),
+                _ => None,
+            },
+            tun_csum: match self.fwd {
+                Forward::Tunnel(t) if t.csum != TunCsum::None => Some(t.csum.name().into()),
+                _ => None,
+            },
             upper_threshold: self.upper_threshold,
             lower_threshold: self.lower_threshold,
             hint: self.hint,
@@ -639,21 +693,7 @@ impl RealDef {
     /// Validate a real server of service `svc`.
     pub fn validate(&self, svc: ServiceId) -> Result<RealSpec, ConfigError> {
         let ra = parse_real_addr(&self.address)?;
-        match self.forward.as_str() {
-            "nat" | "masq" => {}
-            "route" | "dr" | "tunnel" | "ipip" => {
-                return Err(invalid(format!(
-                    "real server {}: forwarding method {:?} is not supported: wvs forwards by NAT (masquerading, ipvsadm -m)",
-                    self.address, self.forward
-                )));
-            }
-            other => {
-                return Err(invalid(format!(
-                    "real server {}: unknown forwarding method {other:?} (use \"nat\")",
-                    self.address
-                )));
-            }
-        }
+        let fwd = self.forward_method(svc, ra.port())?;
         if self.weight > MAX_WEIGHT {
             return Err(invalid(format!(
                 "real server {}: weight {} is above {MAX_WEIGHT}",
@@ -677,10 +717,76 @@ impl RealDef {
             addr: ra.ip(),
             port: ra.port(),
             weight: self.weight,
+            fwd,
             upper_threshold: self.upper_threshold,
             lower_threshold: self.lower_threshold,
             hint: self.hint,
         })
+    }
+}
+
+impl RealDef {
+    /// The forwarding method as written, checked as ipvsadm and the kernel check it: tunnel
+    /// options only with a tunnel and only those its type takes; DR and tunnels keep the
+    /// virtual port (`port`: the real server's as written).
+    fn forward_method(&self, svc: ServiceId, port: u16) -> Result<Forward, ConfigError> {
+        let who = &self.address;
+        let fwd = match self.forward.as_str() {
+            "nat" | "masq" => Forward::Masq,
+            "dr" | "route" => Forward::Route,
+            "tunnel" | "tun" => {
+                let kind = match self.tun_type.as_deref() {
+                    None => TunKind::Ipip,
+                    Some(k) => TunKind::from_name(k).ok_or_else(|| {
+                        invalid(format!(
+                            "real server {who}: unknown tunnel type {k:?} (ipip, gue or gre)"
+                        ))
+                    })?,
+                };
+                let csum = match self.tun_csum.as_deref() {
+                    None => TunCsum::None,
+                    Some(c) => TunCsum::from_name(c).ok_or_else(|| {
+                        invalid(format!(
+                            "real server {who}: unknown tunnel checksum {c:?} (nocsum, csum or remcsum)"
+                        ))
+                    })?,
+                };
+                let port = match self.tun_port {
+                    None => 0,
+                    Some(p @ 1..=65535) => p as u16,
+                    Some(p) => {
+                        return Err(invalid(format!(
+                            "real server {who}: tunnel port {p} is not in 1-65535"
+                        )));
+                    }
+                };
+                let t = Tunnel { kind, port, csum };
+                t.check()
+                    .map_err(|e| conflict(format!("real server {who}: {e}")))?;
+                Forward::Tunnel(t)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "real server {who}: unknown forwarding method {other:?} (nat, dr or tunnel)"
+                )));
+            }
+        };
+        if !matches!(fwd, Forward::Tunnel(_))
+            && (self.tun_type.is_some() || self.tun_port.is_some() || self.tun_csum.is_some())
+        {
+            return Err(conflict(format!(
+                "real server {who}: tunnel options conflict with forwarding method {:?}",
+                self.forward
+            )));
+        }
+        if !fwd.maps_ports() && port != 0 && port != svc.port {
+            return Err(conflict(format!(
+                "real server {who}: {} forwards to the virtual port {}, not {port} (leave the port out)",
+                fwd.name(),
+                svc.port
+            )));
+        }
+        Ok(fwd)
     }
 }
 

@@ -1,10 +1,11 @@
 //! wvs: a programmable Layer-4 load balancer that does what Linux IPVS does, in user space.
 //!
 //! The crate is split the way the work is:
+//! - [`model`]: the shared words (protocol, service key, scheduler names, forwarding methods);
 //! - [`wire`]: typed views over packet bytes and checksum arithmetic;
 //! - [`conn`]: connections, the IPVS TCP state machine and the shared connection table;
 //! - [`service`]: virtual services and real servers, published as immutable snapshots;
-//! - [`xmit`]: header rewrites per forwarding method (NAT);
+//! - [`xmit`]: the transmitters, one per forwarding method (NAT, DR, tunnels);
 //! - [`plugin`]: the WebAssembly runtime that runs schedulers (wasmtime);
 //! - [`datapath`]: the sans-io core, a pure function from a frame to a verdict;
 //! - [`io`]: the thin shell that moves frames (AF_PACKET, io_uring, nftables, netlink);
@@ -26,6 +27,7 @@ pub mod consts;
 pub mod control;
 pub mod datapath;
 pub mod io;
+pub mod model;
 pub mod plugin;
 pub mod run;
 pub mod service;

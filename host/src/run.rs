@@ -189,7 +189,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         &cfg.services,
         &cfg.timeouts,
         &Snapshot::default(),
-        &|name| registry.choice(name),
+        &|name| crate::service::SchedChoice::new(name, registry.plugin_for(name)),
     )));
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
@@ -340,7 +340,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = est_tick.tick() => {
                 let snap = snapshot.load();
-                api.control.lock().await.traffic().sample(&snap);
+                api.control.lock().await.traffic().sample(snap.service_stats());
                 for svc in snap.services() {
                     svc.stats.sample();
                     for d in &svc.dests {
@@ -429,7 +429,7 @@ fn log_stats(s: &StatsSum, conns: usize, control: &mut Controller) {
         "stats"
     );
     let traffic = control.traffic();
-    let (t, r) = (traffic.totals(&snap), traffic.rates());
+    let (t, r) = (traffic.totals(snap.service_stats()), traffic.rates());
     tracing::info!(
         conns = t.conns,
         inpkts = t.inpkts,

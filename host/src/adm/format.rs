@@ -18,6 +18,30 @@ pub enum Listing {
     Thresholds,
     /// --persistent-conn.
     PersistentConn,
+    /// --tun-info.
+    TunInfo,
+}
+
+/// ipvsadm's name of a forwarding method (`fwd_name`) and its switch (`fwd_switch`).
+fn method(forward: &str) -> (&'static str, &'static str) {
+    match forward {
+        "dr" => ("Route", "-g"),
+        "tunnel" => ("Tunnel", "-i"),
+        _ => ("Masq", "-m"),
+    }
+}
+
+/// A tunnel's `--tun-info` column (`fwd_tun_info`): `ipip`, `gue:PORT:CSUM`, `gre:CSUM`.
+fn tun_info(r: &crate::api::RealView) -> Option<String> {
+    if r.forward != "tunnel" {
+        return None;
+    }
+    let csum = r.tun_csum.as_deref().unwrap_or("nocsum");
+    Some(match r.tun_type.as_deref().unwrap_or("ipip") {
+        "gue" => format!("gue:{}:{csum}", r.tun_port.unwrap_or(0)),
+        "gre" => format!("gre:{csum}"),
+        k => k.to_string(),
+    })
 }
 
 /// A number as `print_largenum` prints it: 9 wide, or scaled with K/M/G/T unless `exact`.
@@ -65,6 +89,10 @@ pub fn title(out: &mut String, l: Listing) {
         Listing::Plain => writeln!(
             out,
             "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+        ),
+        Listing::TunInfo => writeln!(
+            out,
+            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn"
         ),
     };
 }
@@ -150,7 +178,19 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
             Listing::Plain => writeln!(
                 out,
                 "  -> {d:<28} {:<7} {:<6} {:<10} {:<10}",
-                "Masq", r.weight, r.active_conns, r.inactive_conns
+                method(&r.forward).0,
+                r.weight,
+                r.active_conns,
+                r.inactive_conns
+            ),
+            Listing::TunInfo => writeln!(
+                out,
+                "  -> {d:<28} {:<7} {:<13} {:<6} {:<10} {:<10}",
+                method(&r.forward).0,
+                tun_info(r).unwrap_or_else(|| "n/a".into()),
+                r.weight,
+                r.active_conns,
+                r.inactive_conns
             ),
         };
     }
@@ -189,11 +229,27 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
         }
         out.push('\n');
         for r in sorted_reals(s) {
-            let _ = writeln!(
+            let _ = write!(
                 out,
-                "-a {flag} {} -r {} -m -w {}",
-                s.address, r.address, r.weight
+                "-a {flag} {} -r {} {} -w {}",
+                s.address,
+                r.address,
+                method(&r.forward).1,
+                r.weight
             );
+            // print_tunnel_rule: the type, GUE's port, the checksum option but for IPIP.
+            if r.forward == "tunnel" {
+                let kind = r.tun_type.as_deref().unwrap_or("ipip");
+                let _ = write!(out, " --tun-type {kind}");
+                if let Some(p) = r.tun_port {
+                    let _ = write!(out, " --tun-port {p}");
+                }
+                if kind != "ipip" {
+                    let csum = r.tun_csum.as_deref().unwrap_or("nocsum");
+                    let _ = write!(out, " --tun-{csum}");
+                }
+            }
+            out.push('\n');
         }
     }
 }
@@ -233,6 +289,9 @@ mod tests {
             address: addr.into(),
             weight: w,
             forward: "nat".into(),
+            tun_type: None,
+            tun_port: None,
+            tun_csum: None,
             upper_threshold: 0,
             lower_threshold: 0,
             hint: 0,

@@ -26,9 +26,10 @@ Usage:
   wvs adm -C
   wvs adm -R                      (reads -S lines from stdin; applied all or nothing)
   wvs adm -S [-n]
-  wvs adm -a|e virtual-service -r server-address [-m] [-w weight] [-x upper] [-y lower]
+  wvs adm -a|e virtual-service -r server-address [-g|-i|-m] [-w weight] [-x upper] [-y lower]
+          [--tun-type ipip|gue|gre] [--tun-port port] [--tun-nocsum|--tun-csum|--tun-remcsum]
   wvs adm -d virtual-service -r server-address
-  wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn] [--exact]
+  wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact]
   wvs adm -L|l --timeout
   wvs adm --set tcp tcpfin udp    (seconds; 0 keeps a value)
   wvs adm -h
@@ -44,8 +45,14 @@ Options:
   --netmask      -M netmask     persistence granularity, e.g. 255.255.255.0
   --sched-flags  -b flags       sh-fallback sh-port mh-fallback mh-port flag-1 flag-2 flag-3
   --real-server  -r address     ip[:port]; without a port, the service's port
-  --masquerading -m             NAT, the forwarding method wvs builds (also when none is
-                                given; -g and -i are refused)
+  --gatewaying   -g             direct routing (the default, as ipvsadm's): the server
+                                shares a segment with wvs and holds the VIP
+  --ipip         -i             tunnelling: IPIP, or GUE/GRE with --tun-type
+  --masquerading -m             NAT: replies return through wvs
+  --tun-type     type           ipip (default), gue or gre
+  --tun-port     port           GUE's UDP port (needed for gue)
+  --tun-nocsum / --tun-csum / --tun-remcsum
+                                the tunnel's checksum (csum: gue, gre; remcsum: gue)
   --weight       -w weight      0..65535, default 1; 0 quiesces the server
   --u-threshold  -x uthreshold  upper connection threshold
   --l-threshold  -y lthreshold  lower connection threshold
@@ -57,8 +64,8 @@ wvs's own:
   --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
-Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -g/-i
-forwarding, -6, --ops, --pe, the sync daemon, -Z (zeroing counters).
+Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -6,
+--ops, --pe, the sync daemon, -Z (zeroing counters).
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
@@ -147,6 +154,8 @@ fn run(a: &Args) -> Result<String, Failure> {
                 Listing::Thresholds
             } else if a.persistent_conn {
                 Listing::PersistentConn
+            } else if a.tun_info {
+                Listing::TunInfo
             } else {
                 Listing::Plain
             };
@@ -259,15 +268,32 @@ fn change(a: &Args) -> Result<Change, Failure> {
         Ok(r)
     };
     let real_def = || -> Result<RealDef, Failure> {
+        let tunnel_opts = a.tun_type.is_some() || a.tun_port.is_some() || a.tun_csum.is_some();
+        // ipvsadm: direct routing when no method is given, to -a and -e alike.
+        let fwd = a.fwd.unwrap_or(Fwd::Route);
+        if tunnel_opts && fwd != Fwd::Tunnel {
+            return Err(usage("Tunnel options conflict with forward method"));
+        }
+        let mut real = real_addr()?;
+        // ipvsadm: DR and tunnels deliver to the service's port, whatever -r said.
+        if fwd != Fwd::Masq
+            && let (Some((host, _)), Some((_, port))) =
+                (real.rsplit_once(':'), address.rsplit_once(':'))
+        {
+            real = format!("{host}:{port}");
+        }
         Ok(RealDef {
-            address: real_addr()?,
+            address: real,
             weight: a.weight.unwrap_or(1),
-            forward: match a.fwd {
-                None | Some(Fwd::Masq) => "nat",
-                Some(Fwd::Route) => "route",
-                Some(Fwd::Tunnel) => "tunnel",
+            forward: match fwd {
+                Fwd::Masq => "nat",
+                Fwd::Route => "dr",
+                Fwd::Tunnel => "tunnel",
             }
             .into(),
+            tun_type: a.tun_type.clone(),
+            tun_port: a.tun_port,
+            tun_csum: a.tun_csum.map(|c| c.trim_start_matches("tun-").to_string()),
             upper_threshold: a.u_threshold.unwrap_or(0),
             lower_threshold: a.l_threshold.unwrap_or(0),
             hint: 0,
@@ -441,13 +467,41 @@ mod tests {
         );
         let c = ch("-E -t 198.18.100.1:80").unwrap();
         assert!(matches!(c, Change::EditService { settings, .. } if settings.scheduler == "wlc"));
-        let c = ch("-a -t 198.18.100.1:80 -r 198.19.0.11 -w 3").unwrap();
+        let c = ch("-a -t 198.18.100.1:80 -r 198.19.0.11 -w 3 -m").unwrap();
         assert!(
             matches!(&c, Change::AddReal { real, .. } if real.address == "198.19.0.11:80" && real.weight == 3 && real.forward == "nat"),
             "{c:?}"
         );
-        let c = ch("-a -t 198.18.100.1:80 -r 198.19.0.11:8080 -g").unwrap();
-        assert!(matches!(&c, Change::AddReal { real, .. } if real.forward == "route"));
+        // ipvsadm: direct routing without a method, to the service's port whatever -r says.
+        for args in [
+            "-a -t 198.18.100.1:80 -r 198.19.0.11:8080",
+            "-e -t 198.18.100.1:80 -r 198.19.0.11:8080 -g",
+        ] {
+            let c = ch(args).unwrap();
+            let real = match &c {
+                Change::AddReal { real, .. } | Change::EditReal { real, .. } => real.clone(),
+                _ => panic!("{c:?}"),
+            };
+            assert_eq!(
+                (real.address.as_str(), real.forward.as_str()),
+                ("198.19.0.11:80", "dr"),
+                "{args}"
+            );
+        }
+        let c =
+            ch("-a -t 198.18.100.1:80 -r 198.19.0.11 -i --tun-type gue --tun-port 6080 --tun-csum")
+                .unwrap();
+        assert!(
+            matches!(&c, Change::AddReal { real, .. } if real.forward == "tunnel"
+                && real.tun_type.as_deref() == Some("gue") && real.tun_port == Some(6080)
+                && real.tun_csum.as_deref() == Some("csum")),
+            "{c:?}"
+        );
+        assert!(
+            ch("-a -t 198.18.100.1:80 -r 198.19.0.11 -g --tun-type gre")
+                .unwrap_err()
+                .contains("Tunnel options conflict with forward method")
+        );
         assert!(ch("-A -f 7 -s rr").unwrap_err().contains("fwmark"));
         assert!(
             ch("-a -t 198.18.100.1:80")

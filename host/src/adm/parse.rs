@@ -70,6 +70,14 @@ pub struct Args {
     pub real: Option<String>,
     /// -g / -i / -m.
     pub fwd: Option<Fwd>,
+    /// --tun-type.
+    pub tun_type: Option<String>,
+    /// --tun-port.
+    pub tun_port: Option<u32>,
+    /// --tun-nocsum / --tun-csum / --tun-remcsum, as the option's name.
+    pub tun_csum: Option<&'static str>,
+    /// --tun-info (with -L: the tunnel column).
+    pub tun_info: bool,
     /// -w.
     pub weight: Option<u32>,
     /// -x.
@@ -151,6 +159,12 @@ const OPTS: &[Opt] = &[
     opt(Some('g'), "gatewaying", ArgKind::None),
     opt(Some('i'), "ipip", ArgKind::None),
     opt(Some('m'), "masquerading", ArgKind::None),
+    opt(None, "tun-type", ArgKind::Required),
+    opt(None, "tun-port", ArgKind::Required),
+    opt(None, "tun-nocsum", ArgKind::None),
+    opt(None, "tun-csum", ArgKind::None),
+    opt(None, "tun-remcsum", ArgKind::None),
+    opt(None, "tun-info", ArgKind::None),
     opt(Some('w'), "weight", ArgKind::Required),
     opt(Some('x'), "u-threshold", ArgKind::Required),
     opt(Some('y'), "l-threshold", ArgKind::Required),
@@ -310,6 +324,23 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 "gatewaying" => a.fwd = Some(Fwd::Route),
                 "ipip" => a.fwd = Some(Fwd::Tunnel),
                 "masquerading" => a.fwd = Some(Fwd::Masq),
+                "tun-type" => {
+                    if crate::model::TunKind::from_name(&v).is_none() {
+                        return Err(usage(format!("illegal tunnel type specified: {v:?}")));
+                    }
+                    a.tun_type = Some(v)
+                }
+                "tun-port" => a.tun_port = Some(number("tunnel port", &v, 65535)?),
+                "tun-nocsum" | "tun-csum" | "tun-remcsum" => {
+                    if let Some(old) = a.tun_csum.filter(|old| *old != o.long) {
+                        return Err(usage(format!(
+                            "The option '--{}' conflicts with the '--{old}' option",
+                            o.long
+                        )));
+                    }
+                    a.tun_csum = Some(o.long);
+                }
+                "tun-info" => a.tun_info = true,
                 "weight" => a.weight = Some(number("weight", &v, crate::consts::MAX_WEIGHT)?),
                 "u-threshold" => {
                     a.u_threshold = Some(number("upper threshold", &v, i32::MAX as u32)?)
@@ -443,6 +474,18 @@ mod tests {
             ("--frobnicate", "unknown option"),
             ("-A -t 1.2.3.4:80 --ops", "not supported"),
             ("stray", "unexpected argument"),
+            (
+                "-a -t 1.2.3.4:80 -r 10.0.0.1 -i --tun-type vxlan",
+                "illegal tunnel type",
+            ),
+            (
+                "-a -t 1.2.3.4:80 -r 10.0.0.1 -i --tun-port 0x10",
+                "illegal tunnel port",
+            ),
+            (
+                "-a -t 1.2.3.4:80 -r 10.0.0.1 -i --tun-type gue --tun-port 1 --tun-csum --tun-nocsum",
+                "conflicts with",
+            ),
         ] {
             let e = p(s).unwrap_err().to_string();
             assert!(e.contains(want), "{s}: {e}");

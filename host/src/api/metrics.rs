@@ -361,7 +361,7 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
             p.fallbacks.load(Relaxed),
         ];
         let traffic = c.traffic();
-        s.totals = traffic.totals(&snap);
+        s.totals = traffic.totals(snap.service_stats());
         s.rates = traffic.rates();
     }
     for svc in snap.services_sorted() {

@@ -126,8 +126,28 @@ schema_type!(
 schema_type!(
     /// A forwarding method.
     Forward,
-    string("The forwarding method: nat (masquerading, ipvsadm -m; masq is the same).")
-        .enum_values(Some(["nat", "masq"]))
+    string(
+        "The forwarding method: nat (masquerading, ipvsadm -m; masq is the same), dr (direct \
+         routing, ipvsadm -g; route is the same) or tunnel (ipvsadm -i; tun is the same)."
+    )
+    .enum_values(Some(["nat", "masq", "dr", "route", "tunnel", "tun"]))
+);
+
+schema_type!(
+    /// A tunnel type.
+    TunType,
+    string("The tunnel type (ipvsadm --tun-type): ipip (the default), gue or gre.")
+        .enum_values(Some(["ipip", "gue", "gre"]))
+);
+
+schema_type!(
+    /// A tunnel checksum option.
+    TunCsum,
+    string(
+        "The tunnel's checksum (ipvsadm --tun-nocsum, --tun-csum, --tun-remcsum): nocsum (the \
+         default), csum (gue and gre) or remcsum (gue)."
+    )
+    .enum_values(Some(["nocsum", "csum", "remcsum"]))
 );
 
 schema_type!(

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::{Conn, ConnTable};
 use crate::control::Controller;
-use crate::service::{Protocol, VirtualService};
+use crate::model::Protocol;
+use crate::service::VirtualService;
 use crate::stats::{Rates, Totals};
 
 /// A virtual service, its settings, real servers and counters.
@@ -43,8 +44,17 @@ pub struct RealView {
     pub address: String,
     /// Weight (0: quiesced).
     pub weight: u32,
-    /// Forwarding method (`nat`).
+    /// Forwarding method: `nat`, `dr` or `tunnel`.
     pub forward: String,
+    /// Tunnel type (tunnels only): `ipip`, `gue` or `gre`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tun_type: Option<String>,
+    /// GUE's UDP port (GUE only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tun_port: Option<u32>,
+    /// The tunnel's checksum option when not `nocsum`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tun_csum: Option<String>,
     /// Upper connection threshold (0: none).
     pub upper_threshold: u32,
     /// Lower connection threshold (0: none).
@@ -88,20 +98,26 @@ impl ServiceView {
             rates: s.stats.rates(),
             reals: s
                 .reals()
-                .map(|(d, r)| RealView {
-                    address: SocketAddr::new(d.addr, d.port).to_string(),
-                    weight: d.weight(),
-                    forward: "nat".into(),
-                    upper_threshold: r.upper_threshold,
-                    lower_threshold: r.lower_threshold,
-                    hint: r.hint,
-                    active_conns: i64::from(d.activeconns.load(Relaxed).max(0)),
-                    inactive_conns: i64::from(d.inactconns.load(Relaxed).max(0)),
-                    persist_conns: i64::from(d.persistconns.load(Relaxed).max(0)),
-                    overloaded: d.flags() & wvs_sdk::dest_flags::OVERLOAD != 0,
-                    reachable: d.next_hop().is_some(),
-                    stats: d.stats.totals(),
-                    rates: d.stats.rates(),
+                .map(|(d, r)| {
+                    let def = r.to_def();
+                    RealView {
+                        address: SocketAddr::new(d.addr, d.port).to_string(),
+                        weight: d.weight(),
+                        forward: def.forward,
+                        tun_type: def.tun_type,
+                        tun_port: def.tun_port,
+                        tun_csum: def.tun_csum,
+                        upper_threshold: r.upper_threshold,
+                        lower_threshold: r.lower_threshold,
+                        hint: r.hint,
+                        active_conns: i64::from(d.activeconns.load(Relaxed).max(0)),
+                        inactive_conns: i64::from(d.inactconns.load(Relaxed).max(0)),
+                        persist_conns: i64::from(d.persistconns.load(Relaxed).max(0)),
+                        overloaded: d.flags() & wvs_sdk::dest_flags::OVERLOAD != 0,
+                        reachable: d.next_hop().is_some(),
+                        stats: d.stats.totals(),
+                        rates: d.stats.rates(),
+                    }
                 })
                 .collect(),
         }
@@ -135,7 +151,7 @@ impl PluginView {
                 .map(|s| s.key().to_string())
                 .collect()
         };
-        let mut out: Vec<Self> = crate::service::Scheduler::ALL
+        let mut out: Vec<Self> = crate::model::Scheduler::ALL
             .iter()
             .filter(|s| !cfg.plugins.iter().any(|p| p.name == s.name()))
             .map(|s| Self {
@@ -204,7 +220,7 @@ pub struct ConnList {
 #[derive(Debug, Clone, Default)]
 pub struct ConnFilter {
     /// Only this service.
-    pub service: Option<crate::service::ServiceKey>,
+    pub service: Option<crate::model::ServiceKey>,
     /// Only this real server (port 0: any port).
     pub real: Option<SocketAddr>,
     /// Only this state.
@@ -355,7 +371,7 @@ impl StatsView {
         };
         let traffic = c.traffic();
         Self {
-            totals: traffic.totals(&snap),
+            totals: traffic.totals(snap.service_stats()),
             rates: traffic.rates(),
             connections: st.conns.len(),
             datapath: DatapathView {

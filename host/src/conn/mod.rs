@@ -12,7 +12,8 @@ pub use state::{Direction, StateTimeouts, TcpFlags, TcpState};
 pub use table::{ConnTable, InsertError};
 
 use crate::consts::UDP_TIMEOUT_SECS;
-use crate::service::{Dest, Protocol};
+use crate::model::{Forward, Protocol};
+use crate::service::Dest;
 
 /// Lookup key of a packet: protocol and both endpoints, as the packet carries them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,6 +75,12 @@ pub struct Conn {
     pub svc_stats: Arc<crate::stats::Stats>,
     /// The persistence template that placed it (`cp->control`), kept alive by it.
     pub control: Option<persist::Control>,
+    /// How its packets reach the real server: the server's method when it was created,
+    /// kept for its life (IPVS binds `cp->packet_xmit` once).
+    pub fwd: Forward,
+    /// No reply seen yet from a server whose replies bypass wvs (`IP_VS_CONN_F_NOOUTPUT`):
+    /// its TCP state follows the client's packets alone (the INPUT_ONLY table).
+    pub no_output: bool,
 }
 
 impl Conn {
@@ -86,6 +93,7 @@ impl Conn {
         now: u64,
     ) -> Self {
         dest.bind();
+        let fwd = dest.forward();
         let timeout_ms = match key.proto {
             Protocol::Tcp => TcpState::None.timeout_ms(),
             Protocol::Udp => u64::from(UDP_TIMEOUT_SECS) * 1000,
@@ -107,6 +115,8 @@ impl Conn {
             dest,
             svc_stats,
             control: None,
+            fwd,
+            no_output: !fwd.sees_replies(),
         }
     }
 
@@ -138,6 +148,16 @@ impl Conn {
     /// timeout, as IPVS's `state_transition` does for every packet.
     #[inline]
     pub fn advance(&mut self, dir: Direction, flags: TcpFlags, timeouts: &StateTimeouts) {
+        // set_tcp_state: a packet from the server clears NOOUTPUT; until then the client's
+        // packets move the state by the INPUT_ONLY rows.
+        let dir = match (self.no_output, dir) {
+            (true, Direction::Output) => {
+                self.no_output = false;
+                dir
+            }
+            (true, _) => Direction::InputOnly,
+            (false, d) => d,
+        };
         match self.proto {
             Protocol::Tcp => self.tcp_transition(dir, flags, timeouts),
             Protocol::Udp => {

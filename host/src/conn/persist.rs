@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32};
 use parking_lot::Mutex;
 
 use crate::consts::{PERSIST_SHARDS, TEMPLATE_EXPIRE_LATER_MS};
-use crate::service::{Dest, Protocol};
+use crate::model::Protocol;
+use crate::service::Dest;
 
 /// What a template is found by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -25,7 +25,7 @@ use slab::Slab;
 
 use super::{Conn, ConnKey};
 use crate::consts::CONN_SHARDS;
-use crate::service::Protocol;
+use crate::model::Protocol;
 
 /// Which of a connection's two keys an index entry or a lookup is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

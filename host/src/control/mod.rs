@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::io::nft::{NftError, NftTable};
 use crate::plugin::{PluginError, Registry};
-use crate::service::Snapshot;
+use crate::service::{SchedChoice, Snapshot};
 use crate::stats::BalancerTotals;
 pub use state::{StateError, StateFile};
 
@@ -114,7 +114,7 @@ impl Controller {
             &next.services,
             &next.timeouts,
             &old,
-            &|n| registry.choice_in(&custom, n),
+            &|n| SchedChoice::new(n, registry.plugin_in(&custom, n)),
         ));
         self.nft.update(&snap)?;
         if let Some(st) = &self.state
@@ -128,7 +128,8 @@ impl Controller {
         self.registry.commit(custom);
         self.snapshot.store(snap.clone());
         old.retire_into(&snap);
-        self.traffic.retire(&old, &snap);
+        self.traffic
+            .retire(old.service_stats(), snap.service_stats());
         self.config = next;
         Ok(())
     }

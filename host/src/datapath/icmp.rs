@@ -22,7 +22,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::{Datapath, DropReason, Verdict, set_macs};
 use crate::conn::ConnKey;
 use crate::conn::table::KeyDir;
-use crate::service::{Protocol, Snapshot};
+use crate::model::Protocol;
+use crate::service::Snapshot;
 use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, checksum, ipv4_field};
 use crate::xmit::nat;
 

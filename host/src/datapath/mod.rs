@@ -23,12 +23,14 @@ use crate::conn::table::KeyDir;
 use crate::conn::{
     Conn, ConnKey, ConnTable, Direction, Hop, InsertError, StateTimeouts, TcpFlags, TcpState,
 };
-use crate::service::{Dest, NextHop, Protocol, Snapshot, VirtualService};
+use crate::model::{Forward, Protocol};
+use crate::service::{Dest, NextHop, Snapshot, VirtualService};
+use crate::wire::checksum::CsumMode;
 use crate::wire::{
     ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, TcpPacket,
     UdpPacket, checksum, ipv4_field, tcp_field, udp_field,
 };
-use crate::xmit::nat::{self, CsumMode, Rewrite};
+use crate::xmit;
 
 /// What the I/O layer knows about a received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct RxMeta {
     pub iface: u8,
     /// State of the frame's L4 checksum.
     pub csum: CsumMode,
+    /// Whether the frame is a GSO super-packet (the kernel cuts it into segments on send).
+    pub gso: bool,
 }
 
 /// What to do with a frame.
@@ -51,6 +55,14 @@ pub enum Verdict {
     Drop(DropReason),
     /// Not wvs's: leave it to the kernel.
     Pass,
+    /// Send the packet a transmitter rebuilt in the buffer (an encapsulation): `len` bytes
+    /// from the start, checksums complete, nothing left for the kernel to do.
+    Whole {
+        /// Index of the interface in the `--iface` list.
+        iface: u8,
+        /// Length of the frame.
+        len: usize,
+    },
     /// Send the packet wvs wrote in the buffer instead of the received frame: `len` bytes
     /// from the start (an ICMP error to the client, from [`Datapath::process_buf`]).
     Reply {
@@ -115,6 +127,8 @@ enum InLookup {
         daddr: IpAddr,
         dport: u16,
         hop: Option<NextHop>,
+        fwd: Forward,
+        src: Ipv4Addr,
     },
     Drop(DropReason),
     Reschedule,
@@ -144,12 +158,25 @@ impl Datapath {
     }
 
     /// Decide what to do with one received frame, rewriting it in place when it is to be
-    /// sent, and count the outcome. `now` is in milliseconds on a monotonic clock.
+    /// sent, and count the outcome. `now` is in milliseconds on a monotonic clock. With no
+    /// room after the frame, a packet that must grow (a tunnel's) is dropped.
     pub fn process(&self, snap: &Snapshot, now: u64, meta: RxMeta, frame: &mut [u8]) -> Verdict {
+        let len = frame.len();
+        self.process_in(snap, now, meta, frame, len)
+    }
+
+    fn process_in(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        meta: RxMeta,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Verdict {
         stats::bump(&self.stats.rx);
-        let v = self.classify(snap, now, meta, frame);
+        let v = self.classify(snap, now, meta, buf, len);
         match v {
-            Verdict::Tx { .. } | Verdict::Reply { .. } => {}
+            Verdict::Tx { .. } | Verdict::Whole { .. } | Verdict::Reply { .. } => {}
             Verdict::Drop(r) => self.stats.count_drop(r),
             Verdict::Pass => stats::bump(&self.stats.passed),
         }
@@ -171,7 +198,7 @@ impl Datapath {
         len: usize,
     ) -> Verdict {
         let len = len.min(buf.len());
-        let v = self.process(snap, now, meta, &mut buf[..len]);
+        let v = self.process_in(snap, now, meta, buf, len);
         let answer = match v {
             Verdict::Drop(DropReason::NoDest) => icmp::port_unreachable,
             Verdict::Drop(DropReason::NoConnIn) => reset::tcp_reset,
@@ -214,10 +241,18 @@ impl Datapath {
         ok
     }
 
-    fn classify(&self, snap: &Snapshot, now: u64, meta: RxMeta, frame: &mut [u8]) -> Verdict {
+    fn classify(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        meta: RxMeta,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Verdict {
         let Some(iface) = self.ifaces.get(usize::from(meta.iface)) else {
             return Verdict::Pass;
         };
+        let frame = &mut buf[..len];
         let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
             return Verdict::Drop(DropReason::L2Truncated);
         };
@@ -240,9 +275,9 @@ impl Datapath {
                 iface: meta.iface,
                 mac: client_mac,
             };
-            self.inbound(svc, now, meta, hop, &info, frame)
+            self.inbound(svc, now, meta, hop, &info, buf)
         } else if snap.is_real(info.proto, IpAddr::V4(info.saddr), info.sport) {
-            self.outbound(&snap.timeouts, now, meta, &info, frame)
+            self.outbound(&snap.timeouts, now, meta, &info, buf)
         } else {
             Verdict::Pass
         }
@@ -256,7 +291,7 @@ impl Datapath {
         meta: RxMeta,
         client_hop: Hop,
         info: &L4Info,
-        frame: &mut [u8],
+        buf: &mut [u8],
     ) -> Verdict {
         let key = info.key();
         let timeouts = &svc.timeouts;
@@ -289,6 +324,8 @@ impl Datapath {
                 daddr: c.daddr,
                 dport: c.dport,
                 hop: c.dest.next_hop(),
+                fwd: c.fwd,
+                src: c.dest.source(),
             }
         };
         let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
@@ -303,8 +340,14 @@ impl Datapath {
                 Err(Some(r)) => InLookup::Drop(r),
             });
         }
-        let (daddr, dport, hop) = match found {
-            Some(InLookup::Forward { daddr, dport, hop }) => (daddr, dport, hop),
+        let (daddr, dport, hop, fwd, src) = match found {
+            Some(InLookup::Forward {
+                daddr,
+                dport,
+                hop,
+                fwd,
+                src,
+            }) => (daddr, dport, hop, fwd, src),
             Some(InLookup::Drop(r)) => return Verdict::Drop(r),
             _ => return Verdict::Drop(DropReason::NoConnIn),
         };
@@ -317,18 +360,31 @@ impl Datapath {
         let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
-        let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
-        nat::rewrite_v4(
-            ip,
-            info.ihl,
-            info.proto,
-            Rewrite::Dst,
+        let target = xmit::Target {
+            fwd,
             daddr,
             dport,
-            meta.csum,
-        );
-        set_macs(frame, out_if.mac, hop.mac);
-        Verdict::Tx { iface: hop.iface }
+            src,
+            flow_hash: flow_hash(info),
+        };
+        let link = xmit::Link {
+            iface: hop.iface,
+            src_mac: out_if.mac,
+            dst_mac: hop.mac,
+        };
+        let mut pkt = self.packet(buf, meta, info);
+        sent(xmit::to_real(&mut pkt, &target, link))
+    }
+
+    fn packet<'a>(&self, buf: &'a mut [u8], meta: RxMeta, info: &L4Info) -> xmit::Packet<'a> {
+        xmit::Packet {
+            buf,
+            ihl: info.ihl,
+            total_len: info.total_len,
+            proto: info.proto,
+            csum: meta.csum,
+            gso: meta.gso,
+        }
     }
 
     /// Schedule a new connection and add it to the table. `Err(None)` means another worker
@@ -392,6 +448,8 @@ impl Datapath {
             daddr: conn.daddr,
             dport: conn.dport,
             hop: Some(hop),
+            fwd: conn.fwd,
+            src: dest.source(),
         };
         match self.conns.insert(conn) {
             Ok(()) => {
@@ -418,7 +476,7 @@ impl Datapath {
         now: u64,
         meta: RxMeta,
         info: &L4Info,
-        frame: &mut [u8],
+        buf: &mut [u8],
     ) -> Verdict {
         let key = info.key();
         let found = self.conns.with_conn(KeyDir::Out, &key, |c| {
@@ -443,23 +501,34 @@ impl Datapath {
         let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
-        let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.total_len];
-        // Replies are forwarded, so they lose one hop as in the kernel's ip_forward.
-        if !nat::decrement_ttl_v4(&mut ip[..info.ihl]) {
-            return Verdict::Drop(DropReason::TtlExceeded);
-        }
-        nat::rewrite_v4(
-            ip,
-            info.ihl,
-            info.proto,
-            Rewrite::Src,
-            vaddr,
-            vport,
-            meta.csum,
-        );
-        set_macs(frame, out_if.mac, hop.mac);
-        Verdict::Tx { iface: hop.iface }
+        let link = xmit::Link {
+            iface: hop.iface,
+            src_mac: out_if.mac,
+            dst_mac: hop.mac,
+        };
+        let mut pkt = self.packet(buf, meta, info);
+        sent(xmit::to_client(&mut pkt, vaddr, vport, link))
     }
+}
+
+/// A transmitter's outcome as a verdict.
+fn sent(r: Result<xmit::Sent, xmit::Refused>) -> Verdict {
+    match r {
+        Ok(xmit::Sent::InPlace { iface }) => Verdict::Tx { iface },
+        Ok(xmit::Sent::Whole { iface, len }) => Verdict::Whole { iface, len },
+        Err(xmit::Refused::TtlExceeded) => Verdict::Drop(DropReason::TtlExceeded),
+        Err(xmit::Refused::NoRoom) => Verdict::Drop(DropReason::NoRoom),
+        Err(xmit::Refused::TunnelGso) => Verdict::Drop(DropReason::TunnelGso),
+    }
+}
+
+/// A hash of a connection's addresses and ports, the same for each of its packets: the
+/// entropy a tunnel's UDP source port carries (`skb_get_hash` in `udp_flow_src_port`).
+fn flow_hash(info: &L4Info) -> u32 {
+    use std::hash::BuildHasher;
+    let h = foldhash::fast::FixedState::with_seed(0)
+        .hash_one((info.saddr, info.daddr, info.sport, info.dport, info.proto));
+    (h ^ (h >> 32)) as u32
 }
 
 /// TTL of the answers wvs writes itself (Linux's default `ip_default_ttl`).

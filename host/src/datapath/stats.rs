@@ -66,6 +66,10 @@ drop_reasons! {
     RxTruncated => "rx_truncated",
     /// The kernel refused to send the frame.
     TxError => "tx_error",
+    /// The packet and its encapsulation do not fit in a buffer.
+    NoRoom => "no_room",
+    /// A GSO super-packet to a tunnel (see `xmit::Refused::TunnelGso`).
+    TunnelGso => "tunnel_gso",
     /// The socket's receive queue was full: the kernel dropped the frame before wvs read it.
     RxQueueFull => "rx_queue_full",
 }
@@ -105,11 +109,7 @@ impl Default for DatapathStats {
     }
 }
 
-/// Add one to a counter that only the calling thread writes.
-#[inline]
-pub fn bump(c: &AtomicU64) {
-    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
-}
+pub use crate::stats::bump;
 
 impl DatapathStats {
     /// Count a drop.

@@ -76,10 +76,12 @@ fn harness() -> Harness {
 const COMPLETE: RxMeta = RxMeta {
     iface: 0,
     csum: CsumMode::Complete,
+    gso: false,
 };
 const FROM_RS: RxMeta = RxMeta {
     iface: 1,
     csum: CsumMode::Complete,
+    gso: false,
 };
 
 #[derive(Clone, Copy)]
@@ -214,8 +216,8 @@ fn tcp_nat_both_ways_with_valid_checksums() {
     );
     assert_eq!((d, dp), ("198.19.0.11".parse().unwrap(), 8080));
     assert_eq!(
-        ttl, 64,
-        "the VIP is local to the balancer: inbound keeps its TTL"
+        ttl, 63,
+        "forwarded: one hop less, as IPVS's decrement_ttl in __ip_vs_get_out_rt"
     );
     assert_eq!(&syn[0..6], &rs_mac(11), "to the real server's MAC");
     assert_eq!(
@@ -428,6 +430,7 @@ fn partial_checksum_tracks_the_pseudo_header() {
         let meta = RxMeta {
             iface: 0,
             csum: CsumMode::Partial,
+            gso: false,
         };
         assert_eq!(
             h.dp.process(&h.snap, 0, meta, &mut f),
@@ -1021,20 +1024,20 @@ fn traffic_is_counted_per_server_service_and_balancer() {
         .unwrap();
     assert_eq!(dest.stats.totals(), want);
     assert_eq!(svc.stats.totals(), want);
-    assert_eq!(traffic.totals(&h.snap), want);
+    assert_eq!(traffic.totals(h.snap.service_stats()), want);
     // A packet that is dropped is not traffic.
     let mut stray = client_seg(9, F::Ack, b"");
     h.dp.process(&h.snap, 0, COMPLETE, &mut stray);
-    assert_eq!(traffic.totals(&h.snap), want);
+    assert_eq!(traffic.totals(h.snap.service_stats()), want);
     // The service goes: what it counted stays in the balancer's totals, also once its last
     // connection has gone.
     let next = Snapshot::build_native(&[], &h.snap);
     h.snap.retire_into(&next);
-    traffic.retire(&h.snap, &next);
-    assert_eq!(traffic.totals(&next), want);
+    traffic.retire(h.snap.service_stats(), next.service_stats());
+    assert_eq!(traffic.totals(next.service_stats()), want);
     assert_eq!(h.conns.sweep(0), 1, "its server went with it");
     assert_eq!(
-        traffic.totals(&next),
+        traffic.totals(next.service_stats()),
         want,
         "kept after the last connection went"
     );
@@ -1413,7 +1416,7 @@ fn set_timeouts_take_effect_at_the_next_packet() {
     let specs: Vec<_> = h.snap.services().map(|s| s.spec.clone()).collect();
     h.snap = Snapshot::build(&specs, &t, &h.snap, &|n| {
         crate::service::SchedChoice::native(
-            crate::service::Scheduler::from_name(n).expect("built in"),
+            crate::model::Scheduler::from_name(n).expect("built in"),
         )
     });
     assert_eq!(

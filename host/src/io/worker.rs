@@ -24,8 +24,8 @@ use crate::consts::{
 };
 use crate::datapath::{Datapath, DropReason, RxMeta, Verdict, stats};
 use crate::service::Snapshot;
+use crate::wire::checksum::CsumMode;
 use crate::wire::vnet::VnetHeader;
-use crate::xmit::nat::CsumMode;
 
 const OP_RECV: u64 = 1 << 32;
 const OP_SEND: u64 = 2 << 32;
@@ -221,7 +221,8 @@ impl Worker {
         }
         let buf = &mut bufs.buf(bid)[..len];
         let vnet = VnetHeader::new_checked(&*buf)?;
-        if vnet.gso_type() != crate::wire::vnet::GSO_NONE {
+        let gso = vnet.gso_type() != crate::wire::vnet::GSO_NONE;
+        if gso {
             stats::bump(&stats.rx_gso);
         }
         let csum = if vnet.needs_csum() {
@@ -232,6 +233,7 @@ impl Worker {
         let meta = RxMeta {
             iface: iface as u8,
             csum,
+            gso,
         };
         let slot = bufs.buf(bid);
         let verdict = self.datapath.process_buf(
@@ -248,7 +250,7 @@ impl Worker {
                 }
                 (iface, len)
             }
-            Verdict::Reply { iface, len: n } => {
+            Verdict::Reply { iface, len: n } | Verdict::Whole { iface, len: n } => {
                 // A packet wvs wrote whole: complete checksums, no segmentation.
                 slot[..VNET_HDR_LEN].fill(0);
                 (iface, VNET_HDR_LEN + n)

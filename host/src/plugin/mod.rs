@@ -284,18 +284,15 @@ impl Registry {
         Ok(())
     }
 
-    /// What runs the scheduler called `name`: a plugin from the file by that name, else the
-    /// built-in one (as a plugin or natively), with its native fallback.
-    pub fn choice(&self, name: &str) -> crate::service::SchedChoice {
-        self.choice_in(&self.custom, name)
+    /// The plugin that runs the scheduler called `name`: the one from a file by that name,
+    /// else the built-in one when built-ins run as plugins (`None`: run it natively).
+    pub fn plugin_for(&self, name: &str) -> Option<Plugin> {
+        self.plugin_in(&self.custom, name)
     }
 
-    /// As [`choice`](Self::choice), with `custom` as the plugins from files.
-    pub fn choice_in(&self, custom: &[Plugin], name: &str) -> crate::service::SchedChoice {
-        use crate::service::{SchedChoice, Scheduler};
-        let native = Scheduler::from_name(name);
-        let fallback = native.unwrap_or(Scheduler::Wlc);
-        let plugin = custom
+    /// As [`plugin_for`](Self::plugin_for), with `custom` as the plugins from files.
+    pub fn plugin_in(&self, custom: &[Plugin], name: &str) -> Option<Plugin> {
+        custom
             .iter()
             .find(|p| p.name == name)
             .or_else(|| {
@@ -303,12 +300,7 @@ impl Registry {
                     .iter()
                     .find(|p| self.wasm_builtins && p.name == name)
             })
-            .cloned();
-        SchedChoice {
-            name: name.into(),
-            plugin,
-            fallback,
-        }
+            .cloned()
     }
 }
 

@@ -9,7 +9,8 @@ use proptest::prelude::*;
 use wvs_sdk::ConnInfo;
 
 use super::*;
-use crate::service::{Dest, SchedChoice, SchedState, Scheduler};
+use crate::model::Scheduler;
+use crate::service::{Dest, SchedChoice, SchedState};
 
 fn runtime() -> Arc<Runtime> {
     Runtime::new(None).expect("runtime")

@@ -1,8 +1,10 @@
 //! A real server ("destination" in IPVS): address, weight, flags, connection counters and
 //! the next hop frames to it go to.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crate::model::{Forward, TunCsum, TunKind, Tunnel};
 
 use wvs_sdk::dest_flags::{AVAILABLE, OVERLOAD};
 
@@ -41,6 +43,49 @@ impl NextHop {
     }
 }
 
+/// A forwarding method as one word, so that the fast path reads it with one load: the
+/// method in bits 0-7, the tunnel type in 8-15, its checksum option in 16-23, its port in
+/// 24-39.
+fn pack_forward(f: Forward) -> u64 {
+    match f {
+        Forward::Masq => 0,
+        Forward::Route => 1,
+        Forward::Tunnel(t) => {
+            let kind = match t.kind {
+                TunKind::Ipip => 0u64,
+                TunKind::Gue => 1,
+                TunKind::Gre => 2,
+            };
+            let csum = match t.csum {
+                TunCsum::None => 0u64,
+                TunCsum::Csum => 1,
+                TunCsum::Remcsum => 2,
+            };
+            2 | kind << 8 | csum << 16 | u64::from(t.port) << 24
+        }
+    }
+}
+
+fn unpack_forward(v: u64) -> Forward {
+    match v & 0xff {
+        1 => Forward::Route,
+        2 => Forward::Tunnel(Tunnel {
+            kind: match (v >> 8) & 0xff {
+                1 => TunKind::Gue,
+                2 => TunKind::Gre,
+                _ => TunKind::Ipip,
+            },
+            csum: match (v >> 16) & 0xff {
+                1 => TunCsum::Csum,
+                2 => TunCsum::Remcsum,
+                _ => TunCsum::None,
+            },
+            port: (v >> 24) as u16,
+        }),
+        _ => Forward::Masq,
+    }
+}
+
 /// A real server. Shared by every snapshot that has it and by its connections, so its
 /// counters survive configuration edits and outlive its removal (IPVS's "trash" list).
 #[derive(Debug)]
@@ -64,6 +109,11 @@ pub struct Dest {
     /// Connections ever scheduled to this server.
     pub conns: AtomicU64,
     next_hop: AtomicU64,
+    /// The forwarding method, packed ([`pack_forward`]); new connections copy it.
+    fwd: AtomicU64,
+    /// wvs's source address towards the server (the route's preferred source): a tunnel's
+    /// outer source.
+    src: AtomicU32,
     /// Set by the fast path when it has no next hop, so the resolver looks sooner.
     pub resolve_wanted: AtomicBool,
     /// Traffic counters and rates.
@@ -87,6 +137,8 @@ impl Dest {
             persistconns: AtomicI32::new(0),
             conns: AtomicU64::new(0),
             next_hop: AtomicU64::new(0),
+            fwd: AtomicU64::new(pack_forward(Forward::Masq)),
+            src: AtomicU32::new(0),
             resolve_wanted: AtomicBool::new(true),
             stats: crate::stats::Stats::default(),
         }
@@ -166,6 +218,29 @@ impl Dest {
     /// Set or clear the next hop.
     pub fn set_next_hop(&self, hop: Option<NextHop>) {
         self.next_hop.store(hop.map_or(0, NextHop::pack), Relaxed);
+    }
+
+    /// The forwarding method new connections to it use.
+    #[inline]
+    pub fn forward(&self) -> Forward {
+        unpack_forward(self.fwd.load(Relaxed))
+    }
+
+    /// Set the forwarding method (connections keep the one they started with, as IPVS
+    /// binds a connection's transmitter once).
+    pub fn set_forward(&self, f: Forward) {
+        self.fwd.store(pack_forward(f), Relaxed);
+    }
+
+    /// wvs's source address towards the server (0.0.0.0 until the route is known).
+    #[inline]
+    pub fn source(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.src.load(Relaxed))
+    }
+
+    /// Set wvs's source address towards the server.
+    pub fn set_source(&self, a: Ipv4Addr) {
+        self.src.store(u32::from(a), Relaxed);
     }
 
     /// Count a new connection bound to this server (`ip_vs_bind_dest`): it starts inactive
@@ -250,6 +325,28 @@ impl Dest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forward_packs() {
+        let all = [
+            Forward::Masq,
+            Forward::Route,
+            Forward::Tunnel(Tunnel::default()),
+            Forward::Tunnel(Tunnel {
+                kind: TunKind::Gue,
+                port: 65535,
+                csum: TunCsum::Remcsum,
+            }),
+            Forward::Tunnel(Tunnel {
+                kind: TunKind::Gre,
+                port: 0,
+                csum: TunCsum::Csum,
+            }),
+        ];
+        for f in all {
+            assert_eq!(unpack_forward(pack_forward(f)), f);
+        }
+    }
 
     #[test]
     fn next_hop_packs() {

@@ -11,7 +11,7 @@ mod dest;
 mod sched;
 
 pub use dest::{Dest, NextHop};
-pub use sched::{SchedChoice, SchedState, Scheduler};
+pub use sched::{SchedChoice, SchedState};
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -19,53 +19,7 @@ use std::sync::Arc;
 
 use crate::config::{ServiceSpec, Timeouts};
 use crate::conn::StateTimeouts;
-
-/// Layer-4 protocols a virtual service can balance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    /// TCP (IP protocol 6).
-    Tcp,
-    /// UDP (IP protocol 17).
-    Udp,
-}
-
-impl Protocol {
-    /// Return the IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Self::Tcp => 6,
-            Self::Udp => 17,
-        }
-    }
-
-    /// Return the protocol's lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        }
-    }
-}
-
-/// What identifies a virtual service: protocol, virtual IP and port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceKey {
-    /// Protocol.
-    pub proto: Protocol,
-    /// Virtual IP address.
-    pub addr: IpAddr,
-    /// Virtual port.
-    pub port: u16,
-}
-
-impl std::fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.addr {
-            IpAddr::V4(a) => write!(f, "{} {}:{}", self.proto.name(), a, self.port),
-            IpAddr::V6(a) => write!(f, "{} [{}]:{}", self.proto.name(), a, self.port),
-        }
-    }
-}
+use crate::model::{Protocol, Scheduler, ServiceKey};
 
 /// One virtual service in a snapshot.
 #[derive(Debug)]
@@ -165,10 +119,13 @@ impl Snapshot {
                     };
                     dest.set_hint(r.hint);
                     dest.set_thresholds(r.upper_threshold, r.lower_threshold);
+                    dest.set_forward(r.fwd);
                     dest
                 })
                 .collect::<Vec<_>>();
-            for d in &dests {
+            // Only NAT servers' packets come back through wvs: another method's server
+            // talks to its clients directly, and what it sends wvs is none of IPVS's.
+            for d in dests.iter().filter(|d| d.forward().sees_replies()) {
                 snap.reals.insert((key.proto, d.addr, d.port));
                 snap.real_addrs.insert(d.addr);
             }
@@ -258,6 +215,11 @@ impl Snapshot {
     /// Iterate over the services, in no particular order.
     pub fn services(&self) -> impl Iterator<Item = &Arc<VirtualService>> {
         self.services.values()
+    }
+
+    /// Every service's traffic counters.
+    pub fn service_stats(&self) -> impl Iterator<Item = &Arc<crate::stats::Stats>> {
+        self.services.values().map(|s| &s.stats)
     }
 
     /// The services sorted by protocol, address and port, as `ipvsadm -L` lists them.

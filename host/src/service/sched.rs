@@ -17,23 +17,12 @@ use parking_lot::Mutex;
 use wvs_sdk::{ConnInfo, DestInfo, Host, Scheduler as _};
 
 use super::Dest;
+use crate::model::Scheduler;
 use crate::plugin::{Plugin, PluginError, Runtime, WasmScheduler};
 
-macro_rules! schedulers {
+macro_rules! instances {
     ($( $variant:ident => $ty:path, )*) => {
-        /// Which scheduler a service uses.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum Scheduler { $( #[doc = concat!("`", stringify!($ty), "`.")] $variant, )* }
-
         impl Scheduler {
-            /// Every scheduler.
-            pub const ALL: &'static [Scheduler] = &[$(Scheduler::$variant,)*];
-
-            /// Return the IPVS name (`ipvsadm -s NAME`).
-            pub fn name(self) -> &'static str {
-                match self { $(Scheduler::$variant => <$ty as wvs_sdk::Scheduler>::NAME,)* }
-            }
-
             /// A new boxed instance. Out of line and cold on purpose: some schedulers keep
             /// tables of tens of kilobytes, and a caller that built one on its own stack would
             /// probe that much stack on every call, used or not.
@@ -59,30 +48,7 @@ macro_rules! schedulers {
         }
     };
 }
-
-schedulers! {
-    Rr => wvs_sched_rr::Rr,
-    Wrr => wvs_sched_wrr::Wrr,
-    Lc => wvs_sched_lc::Lc,
-    Wlc => wvs_sched_wlc::Wlc,
-    Sed => wvs_sched_sed::Sed,
-    Nq => wvs_sched_nq::Nq,
-    Fo => wvs_sched_fo::Fo,
-    Ovf => wvs_sched_ovf::Ovf,
-    Twos => wvs_sched_twos::Twos,
-    Sh => wvs_sched_sh::Sh,
-    Dh => wvs_sched_dh::Dh,
-    Mh => wvs_sched_mh::Mh,
-    Lblc => wvs_sched_lblc::Lblc,
-    Lblcr => wvs_sched_lblcr::Lblcr,
-}
-
-impl Scheduler {
-    /// Parse an IPVS scheduler name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|s| s.name() == name)
-    }
-}
+crate::model::builtin_schedulers!(instances);
 
 /// What runs a service's scheduling: a plugin (built in or from a file) and the native
 /// IPVS scheduler that takes over if the plugin fails.
@@ -103,6 +69,16 @@ impl PartialEq for SchedChoice {
 }
 
 impl SchedChoice {
+    /// The scheduler called `name`, run by `plugin` if there is one; its fallback is the
+    /// IPVS scheduler of that name, or wlc for a custom plugin's.
+    pub fn new(name: &str, plugin: Option<Plugin>) -> Self {
+        Self {
+            name: name.into(),
+            plugin,
+            fallback: Scheduler::from_name(name).unwrap_or(Scheduler::Wlc),
+        }
+    }
+
     /// A native IPVS scheduler.
     pub fn native(s: Scheduler) -> Self {
         Self {

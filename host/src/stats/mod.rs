@@ -13,8 +13,16 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use parking_lot::Mutex;
 
+use std::sync::Arc;
+
 use crate::consts::MAX_WORKERS;
-use crate::datapath::stats::bump;
+
+/// Add one to a counter that only the calling thread writes: a plain load and store, no
+/// locked instruction, as IPVS's per-CPU counters.
+#[inline]
+pub fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+}
 
 /// One worker's counters.
 #[derive(Debug, Default)]
@@ -93,30 +101,32 @@ impl std::ops::AddAssign for Totals {
 /// count on, and what the removed ones counted before they went.
 #[derive(Debug, Default)]
 pub struct BalancerTotals {
-    removed: Vec<std::sync::Arc<Stats>>,
+    removed: Vec<Arc<Stats>>,
     gone: Totals,
     est: Estimator,
 }
 
 impl BalancerTotals {
-    /// Keep the counters of services that `next` no longer has.
-    pub fn retire(&mut self, old: &crate::service::Snapshot, next: &crate::service::Snapshot) {
-        for svc in old.services() {
-            if !next
-                .services()
-                .any(|n| std::sync::Arc::ptr_eq(&n.stats, &svc.stats))
-            {
-                self.removed.push(svc.stats.clone());
+    /// Keep the counters of the services of `old` (their stats) that `next` no longer has.
+    pub fn retire<'a>(
+        &mut self,
+        old: impl IntoIterator<Item = &'a Arc<Stats>>,
+        next: impl IntoIterator<Item = &'a Arc<Stats>>,
+    ) {
+        let next: Vec<&Arc<Stats>> = next.into_iter().collect();
+        for s in old {
+            if !next.iter().any(|n| Arc::ptr_eq(n, s)) {
+                self.removed.push(s.clone());
             }
         }
     }
 
-    /// Sum everything counted so far.
-    pub fn totals(&mut self, snap: &crate::service::Snapshot) -> Totals {
+    /// Sum everything counted so far; `live` are the current services' stats.
+    pub fn totals<'a>(&mut self, live: impl IntoIterator<Item = &'a Arc<Stats>>) -> Totals {
         let gone = &mut self.gone;
         self.removed.retain(|s| {
             // No connection holds it any more: it will not count again.
-            if std::sync::Arc::strong_count(s) == 1 {
+            if Arc::strong_count(s) == 1 {
                 *gone += s.totals();
                 false
             } else {
@@ -127,15 +137,15 @@ impl BalancerTotals {
         for s in &self.removed {
             t += s.totals();
         }
-        for svc in snap.services() {
-            t += svc.stats.totals();
+        for s in live {
+            t += s.totals();
         }
         t
     }
 
     /// Take a 2-second estimator sample of the totals.
-    pub fn sample(&mut self, snap: &crate::service::Snapshot) {
-        let t = self.totals(snap);
+    pub fn sample<'a>(&mut self, live: impl IntoIterator<Item = &'a Arc<Stats>>) {
+        let t = self.totals(live);
         self.est.sample(t);
     }
 

@@ -1,5 +1,138 @@
-//! Transmitters: how a packet's headers are rewritten for its forwarding method. wvs has
-//! one method, NAT (masquerading, `ip_vs_nat_xmit`); the others are refused where a
-//! configuration names them.
+//! The transmitters (`ip_vs_xmit.c`): how a packet of a connection leaves wvs, one module
+//! per forwarding method. Each takes the packet as received, with its IP header checked, and
+//! does everything its method needs: the TTL, the rewrite or the encapsulation, the
+//! checksums, the Ethernet addresses. The datapath calls [`to_real`] for a client's packet
+//! and [`to_client`] for a real server's reply; adding a method is a variant of
+//! [`Forward`] and its module here.
+//!
+//! - [`nat`]: masquerading; the destination becomes the real server and replies get the
+//!   virtual service back as their source.
+//! - [`dr`]: direct routing; only the Ethernet destination changes.
+//! - [`tunnel`]: IPIP, GUE or GRE around the packet, to the real server.
 
+pub mod dr;
 pub mod nat;
+pub mod tunnel;
+
+use std::net::Ipv4Addr;
+
+use crate::model::{Forward, Protocol};
+use crate::wire::checksum::CsumMode;
+use crate::wire::{ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame};
+
+/// The link a frame leaves on: which of wvs's interfaces, from and to which MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Index of the interface in the `--iface` list.
+    pub iface: u8,
+    /// The interface's own address.
+    pub src_mac: [u8; 6],
+    /// The next hop's address.
+    pub dst_mac: [u8; 6],
+}
+
+/// A received IPv4 TCP/UDP packet in its buffer, as the datapath checked it.
+#[derive(Debug)]
+pub struct Packet<'a> {
+    /// The buffer: the Ethernet frame from its start, with room after it (the whole slot).
+    pub buf: &'a mut [u8],
+    /// The IP header's length.
+    pub ihl: usize,
+    /// The IP packet's total length (the frame is `ETHERNET_HEADER_LEN + total_len`).
+    pub total_len: usize,
+    /// The L4 protocol.
+    pub proto: Protocol,
+    /// State of the L4 checksum.
+    pub csum: CsumMode,
+    /// Whether it is a GSO super-packet (larger than the path, cut by the kernel on send).
+    pub gso: bool,
+}
+
+impl Packet<'_> {
+    /// The IP packet.
+    fn ip(&mut self) -> &mut [u8] {
+        &mut self.buf[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + self.total_len]
+    }
+}
+
+/// What a transmitter made of the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The frame, rewritten in place at the same length: send it with its offloads (GSO,
+    /// partial checksum) as received.
+    InPlace {
+        /// Index of the interface in the `--iface` list.
+        iface: u8,
+    },
+    /// A new frame of `len` bytes from the start of the buffer, its checksums complete and
+    /// nothing left for the kernel to do.
+    Whole {
+        /// Index of the interface in the `--iface` list.
+        iface: u8,
+        /// Length of the frame.
+        len: usize,
+    },
+}
+
+/// Why a transmitter did not send the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The TTL would reach zero (IPVS answers ICMP time exceeded).
+    TtlExceeded,
+    /// The encapsulated packet does not fit in the buffer.
+    NoRoom,
+    /// A GSO super-packet cannot be encapsulated: the kernel segments only what it knows the
+    /// headers of, and a packet socket cannot describe a tunnel to it.
+    TunnelGso,
+}
+
+/// What the connection says about where a client's packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The forwarding method.
+    pub fwd: Forward,
+    /// The real server's address.
+    pub daddr: Ipv4Addr,
+    /// The real server's port (NAT).
+    pub dport: u16,
+    /// wvs's source address towards the real server (the outer source of a tunnel).
+    pub src: Ipv4Addr,
+    /// A hash of the connection, for a tunnel's UDP source port (GUE).
+    pub flow_hash: u32,
+}
+
+/// Send a client's packet to its real server by the connection's method (`cp->packet_xmit`).
+pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
+    match t.fwd {
+        Forward::Masq => nat::to_real(pkt, t, link),
+        Forward::Route => dr::to_real(pkt, link),
+        Forward::Tunnel(tun) => tunnel::to_real(pkt, t, &tun, link),
+    }
+}
+
+/// Send a real server's reply to the client (NAT only: the other methods see no reply).
+pub fn to_client(
+    pkt: &mut Packet<'_>,
+    vaddr: Ipv4Addr,
+    vport: u16,
+    link: Link,
+) -> Result<Sent, Refused> {
+    nat::to_client(pkt, vaddr, vport, link)
+}
+
+/// Decrement the IPv4 TTL as a router does (`ip_decrease_ttl`), or refuse when it would
+/// reach zero: every transmitter forwards, so every one does this first.
+pub fn decrement_ttl(ip: &mut [u8]) -> Result<(), Refused> {
+    if nat::decrement_ttl_v4(ip) {
+        Ok(())
+    } else {
+        Err(Refused::TtlExceeded)
+    }
+}
+
+/// Write the Ethernet addresses of `link` into the frame at the start of `buf`.
+pub fn set_macs(buf: &mut [u8], link: Link) {
+    let mut eth = EthernetFrame::new_unchecked(buf);
+    eth.set_src_addr(EthernetAddress(link.src_mac));
+    eth.set_dst_addr(EthernetAddress(link.dst_mac));
+}

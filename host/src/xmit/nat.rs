@@ -8,18 +8,36 @@
 
 use std::net::Ipv4Addr;
 
-use crate::service::Protocol;
-use crate::wire::checksum;
+use super::{Link, Packet, Refused, Sent, Target};
+use crate::model::Protocol;
+use crate::wire::checksum::{self, CsumMode};
 use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket};
 
-/// State of the L4 checksum of a received frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CsumMode {
-    /// The checksum field holds a complete checksum.
-    Complete,
-    /// The sender offloaded the checksum: the field holds the pseudo-header sum only, and the
-    /// kernel completes it when the frame is sent on (`VIRTIO_NET_HDR_F_NEEDS_CSUM`).
-    Partial,
+/// A client's packet to its real server (`ip_vs_nat_xmit`): one hop less, the destination
+/// becomes the real server.
+pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
+    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let ip = pkt.ip();
+    super::decrement_ttl(&mut ip[..ihl])?;
+    rewrite_v4(ip, ihl, proto, Rewrite::Dst, t.daddr, t.dport, csum);
+    super::set_macs(pkt.buf, link);
+    Ok(Sent::InPlace { iface: link.iface })
+}
+
+/// A real server's reply to the client (`handle_response`): one hop less (the kernel
+/// forwards replies), the source becomes the virtual service.
+pub fn to_client(
+    pkt: &mut Packet<'_>,
+    vaddr: Ipv4Addr,
+    vport: u16,
+    link: Link,
+) -> Result<Sent, Refused> {
+    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let ip = pkt.ip();
+    super::decrement_ttl(&mut ip[..ihl])?;
+    rewrite_v4(ip, ihl, proto, Rewrite::Src, vaddr, vport, csum);
+    super::set_macs(pkt.buf, link);
+    Ok(Sent::InPlace { iface: link.iface })
 }
 
 /// Which endpoint of the packet is rewritten.

@@ -1,0 +1,273 @@
+//! The words every part of wvs shares: protocols, what names a virtual service, the
+//! built-in schedulers' names and the forwarding methods. They live here, apart from the
+//! modules that use them, so that `config`, `service`, `plugin` and `stats` depend on this
+//! module and not on one another.
+
+use std::net::IpAddr;
+
+/// Layer-4 protocols a virtual service can balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP (IP protocol 6).
+    Tcp,
+    /// UDP (IP protocol 17).
+    Udp,
+}
+
+impl Protocol {
+    /// Return the IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+        }
+    }
+
+    /// Return the protocol's lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// What identifies a virtual service: protocol, virtual IP and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Virtual IP address.
+    pub addr: IpAddr,
+    /// Virtual port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{} {}:{}", self.proto.name(), a, self.port),
+            IpAddr::V6(a) => write!(f, "{} [{}]:{}", self.proto.name(), a, self.port),
+        }
+    }
+}
+
+/// The built-in schedulers, each the plugin crate that implements it: calls `$then!` with
+/// the list, so that the list is written once (here) and each user derives what it needs
+/// from it (the names below, the native instances in `service::sched`).
+macro_rules! builtin_schedulers {
+    ($then:ident) => {
+        $then! {
+            Rr => wvs_sched_rr::Rr,
+            Wrr => wvs_sched_wrr::Wrr,
+            Lc => wvs_sched_lc::Lc,
+            Wlc => wvs_sched_wlc::Wlc,
+            Sed => wvs_sched_sed::Sed,
+            Nq => wvs_sched_nq::Nq,
+            Fo => wvs_sched_fo::Fo,
+            Ovf => wvs_sched_ovf::Ovf,
+            Twos => wvs_sched_twos::Twos,
+            Sh => wvs_sched_sh::Sh,
+            Dh => wvs_sched_dh::Dh,
+            Mh => wvs_sched_mh::Mh,
+            Lblc => wvs_sched_lblc::Lblc,
+            Lblcr => wvs_sched_lblcr::Lblcr,
+        }
+    };
+}
+pub(crate) use builtin_schedulers;
+
+macro_rules! scheduler_names {
+    ($( $variant:ident => $ty:path, )*) => {
+        /// A built-in IPVS scheduler.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Scheduler { $( #[doc = concat!("`", stringify!($ty), "`.")] $variant, )* }
+
+        impl Scheduler {
+            /// Every scheduler.
+            pub const ALL: &'static [Scheduler] = &[$(Scheduler::$variant,)*];
+
+            /// Return the IPVS name (`ipvsadm -s NAME`).
+            pub fn name(self) -> &'static str {
+                match self { $(Scheduler::$variant => <$ty as wvs_sdk::Scheduler>::NAME,)* }
+            }
+        }
+    };
+}
+builtin_schedulers!(scheduler_names);
+
+impl Scheduler {
+    /// Parse an IPVS scheduler name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|s| s.name() == name)
+    }
+}
+
+/// How packets reach a real server: IPVS's forwarding methods (`IP_VS_CONN_F_FWD_MASK`).
+/// Each has its transmitter in [`crate::xmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Forward {
+    /// Masquerading (NAT, ipvsadm `-m`): the destination becomes the real server, and its
+    /// replies come back through wvs, which restores the virtual service as their source.
+    #[default]
+    Masq,
+    /// Direct routing (ipvsadm `-g`): only the Ethernet destination changes, to the real
+    /// server on the shared segment; it holds the VIP and answers the client itself.
+    Route,
+    /// Tunnelling (ipvsadm `-i`): the packet goes whole inside an outer IPv4 packet to the
+    /// real server, which holds the VIP and answers the client itself.
+    Tunnel(Tunnel),
+}
+
+impl Forward {
+    /// The name ipvsadm lists (`-L`'s Forward column).
+    pub fn ipvsadm_name(self) -> &'static str {
+        match self {
+            Self::Masq => "Masq",
+            Self::Route => "Route",
+            Self::Tunnel(_) => "Tunnel",
+        }
+    }
+
+    /// The name the configuration and the API use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Masq => "nat",
+            Self::Route => "dr",
+            Self::Tunnel(_) => "tunnel",
+        }
+    }
+
+    /// Whether replies pass through wvs. Without them IPVS marks a connection
+    /// `IP_VS_CONN_F_NOOUTPUT` and follows its TCP state on the client's packets alone.
+    pub fn sees_replies(self) -> bool {
+        matches!(self, Self::Masq)
+    }
+
+    /// Whether the real server's port may differ from the virtual one. DR and tunnels
+    /// deliver the packet as the client sent it, so ipvsadm sets the virtual port.
+    pub fn maps_ports(self) -> bool {
+        matches!(self, Self::Masq)
+    }
+}
+
+/// A tunnel's encapsulation (ipvsadm `--tun-type`, `--tun-port`, `--tun-*csum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Tunnel {
+    /// The encapsulation.
+    pub kind: TunKind,
+    /// GUE's UDP destination port (0 for the others).
+    pub port: u16,
+    /// The outer checksum (GUE and GRE).
+    pub csum: TunCsum,
+}
+
+/// Tunnel types (`IP_VS_CONN_F_TUNNEL_TYPE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunKind {
+    /// IP in IP (protocol 4).
+    #[default]
+    Ipip,
+    /// Generic UDP Encapsulation: UDP, a 4-byte GUE header, the inner packet.
+    Gue,
+    /// GRE (protocol 47), 4 bytes, or 8 with a checksum.
+    Gre,
+}
+
+impl TunKind {
+    /// ipvsadm's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ipip => "ipip",
+            Self::Gue => "gue",
+            Self::Gre => "gre",
+        }
+    }
+
+    /// Parse ipvsadm's name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::Ipip, Self::Gue, Self::Gre]
+            .into_iter()
+            .find(|k| k.name() == s)
+    }
+}
+
+/// Tunnel checksum options (`IP_VS_TUNNEL_ENCAP_FLAG_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunCsum {
+    /// No outer checksum (the default).
+    #[default]
+    None,
+    /// An outer UDP (GUE) or GRE checksum.
+    Csum,
+    /// GUE remote checksum offload: the receiver completes the inner checksum.
+    Remcsum,
+}
+
+impl TunCsum {
+    /// ipvsadm's name (`--tun-info`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "nocsum",
+            Self::Csum => "csum",
+            Self::Remcsum => "remcsum",
+        }
+    }
+
+    /// Parse ipvsadm's name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::None, Self::Csum, Self::Remcsum]
+            .into_iter()
+            .find(|k| k.name() == s)
+    }
+}
+
+impl Tunnel {
+    /// Check the combination as ipvsadm's `tunnel_opt_check` and the kernel do: GUE needs
+    /// a port, the others take none; IPIP takes no checksum option, GRE no remote one.
+    pub fn check(&self) -> Result<(), String> {
+        let k = self.kind.name();
+        match self.kind {
+            TunKind::Gue if self.port == 0 => {
+                Err(format!("the {k} tunnel type needs a tunnel port"))
+            }
+            TunKind::Ipip | TunKind::Gre if self.port != 0 => {
+                Err(format!("the {k} tunnel type takes no tunnel port"))
+            }
+            TunKind::Ipip if self.csum != TunCsum::None => Err(format!(
+                "the {k} tunnel type takes no checksum option ({})",
+                self.csum.name()
+            )),
+            TunKind::Gre if self.csum == TunCsum::Remcsum => {
+                Err(format!("the {k} tunnel type takes no remcsum"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_options_are_checked_as_ipvsadm_does() {
+        let t = |kind, port, csum| Tunnel { kind, port, csum }.check();
+        assert!(t(TunKind::Ipip, 0, TunCsum::None).is_ok());
+        assert!(t(TunKind::Ipip, 5555, TunCsum::None).is_err());
+        assert!(t(TunKind::Ipip, 0, TunCsum::Csum).is_err());
+        assert!(t(TunKind::Gue, 0, TunCsum::None).is_err());
+        assert!(t(TunKind::Gue, 5555, TunCsum::Remcsum).is_ok());
+        assert!(t(TunKind::Gre, 0, TunCsum::Csum).is_ok());
+        assert!(t(TunKind::Gre, 0, TunCsum::Remcsum).is_err());
+        assert!(t(TunKind::Gre, 47, TunCsum::None).is_err());
+    }
+
+    #[test]
+    fn scheduler_names_round_trip() {
+        for s in Scheduler::ALL {
+            assert_eq!(Scheduler::from_name(s.name()), Some(*s));
+        }
+        assert_eq!(Scheduler::from_name("nope"), None);
+    }
+}

@@ -1,0 +1,212 @@
+//! Tunnelling (`ip_vs_tunnel_xmit`, ipvsadm `-i`): the client's packet, one hop less, goes
+//! whole inside a new IPv4 packet from wvs to the real server, which takes it out (its
+//! `tunl0`, a `fou` GUE port, or a GRE device holds the VIP) and answers the client
+//! directly. As IPVS builds it:
+//! - the outer header: DF copied from the inner packet (`pmtu_disc` 1), TOS from the inner
+//!   one with ECN encapsulated as RFC 6040 (CE becomes ECT(0)), TTL from the inner packet
+//!   after its decrement, protocol 4 (IPIP), 17 (GUE) or 47 (GRE);
+//! - GUE (draft-ietf-intarea-gue, as Linux's `fou`): UDP from a source port spread by a hash
+//!   of the connection (`udp_flow_src_port`, so the real server's receive queues share the
+//!   load) to the configured port, a checksum only with `--tun-csum`, then a 4-byte header
+//!   of version 0 whose protocol field says IPIP;
+//! - GRE (RFC 2784): 4 bytes (protocol 0x0800), 8 with `--tun-csum` (the C bit and a
+//!   checksum over the GRE header and the packet).
+//!
+//! The inner packet's L4 checksum is completed in software when its sender left it partial:
+//! the kernel cannot finish it inside a tunnel for a packet socket. For the same reason a
+//! GSO super-packet is refused here (see [`Refused::TunnelGso`]).
+
+use super::{Link, Packet, Refused, Sent, Target};
+use crate::model::{TunCsum, TunKind, Tunnel};
+use crate::wire::checksum::{self, CsumMode};
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, ipv4_field, tcp_field, udp_field};
+
+/// The outer IPv4 header.
+const OUTER_IP_LEN: usize = ipv4_field::MIN_HEADER_LEN;
+/// UDP header and the GUE header (version 0, no options).
+const GUE_LEN: usize = udp_field::HEADER_LEN + 4;
+/// The GRE header without and with its checksum word.
+const GRE_LEN: usize = 4;
+const GRE_CSUM_LEN: usize = 8;
+/// IP protocol numbers of the outer header.
+const PROTO_IPIP: u8 = 4;
+const PROTO_UDP: u8 = 17;
+const PROTO_GRE: u8 = 47;
+/// GRE's protocol type for IPv4, and its checksum-present bit.
+const GRE_PROTO_IPV4: u16 = 0x0800;
+const GRE_FLAG_CSUM: u16 = 0x8000;
+/// The range `udp_flow_src_port` spreads over (Linux's default `ip_local_port_range`).
+const FLOW_PORT_MIN: u32 = 32768;
+const FLOW_PORT_MAX: u32 = 60999;
+/// ECN bits of the TOS byte, and the two code points RFC 6040 encapsulation uses.
+const ECN_MASK: u8 = 0b11;
+const ECN_CE: u8 = 0b11;
+const ECN_ECT0: u8 = 0b10;
+
+/// Bytes a tunnel adds before the inner packet: what the path MTU loses.
+pub fn overhead(tun: &Tunnel) -> usize {
+    OUTER_IP_LEN
+        + match tun.kind {
+            TunKind::Ipip => 0,
+            TunKind::Gue => GUE_LEN,
+            TunKind::Gre if tun.csum == TunCsum::Csum => GRE_CSUM_LEN,
+            TunKind::Gre => GRE_LEN,
+        }
+}
+
+/// GUE's UDP source port for a connection hash (`udp_flow_src_port`).
+pub fn flow_port(hash: u32) -> u16 {
+    ((u64::from(hash) * u64::from(FLOW_PORT_MAX - FLOW_PORT_MIN)) >> 32) as u16
+        + FLOW_PORT_MIN as u16
+}
+
+/// The outer TOS for an inner one: same DSCP, ECN encapsulated (`INET_ECN_encapsulate`).
+fn outer_tos(inner: u8) -> u8 {
+    let ecn = if inner & ECN_MASK == ECN_CE {
+        ECN_ECT0
+    } else {
+        inner & ECN_MASK
+    };
+    (inner & !ECN_MASK) | ecn
+}
+
+/// A client's packet to its real server through the tunnel.
+pub fn to_real(
+    pkt: &mut Packet<'_>,
+    t: &Target,
+    tun: &Tunnel,
+    link: Link,
+) -> Result<Sent, Refused> {
+    if pkt.gso {
+        return Err(Refused::TunnelGso);
+    }
+    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let inner_len = pkt.total_len;
+    let over = overhead(tun);
+    let end = ETHERNET_HEADER_LEN + over + inner_len;
+    let outer_len = u16::try_from(over + inner_len).map_err(|_| Refused::NoRoom)?;
+    if end > pkt.buf.len() {
+        return Err(Refused::NoRoom);
+    }
+    let ip = pkt.ip();
+    super::decrement_ttl(&mut ip[..ihl])?;
+    if csum == CsumMode::Partial {
+        let field = match proto {
+            crate::model::Protocol::Tcp => tcp_field::CHECKSUM,
+            crate::model::Protocol::Udp => udp_field::CHECKSUM,
+        };
+        let l4 = &mut ip[ihl..];
+        if checksum::complete_partial(l4, field) == 0 && proto == crate::model::Protocol::Udp {
+            l4[field..field + 2].copy_from_slice(&0xffffu16.to_be_bytes());
+        }
+    }
+    let (tos, ttl, dont_frag, ident) = {
+        let inner = Ipv4Packet::new_unchecked(&ip[..ihl]);
+        (
+            inner.dscp() << 2 | inner.ecn(),
+            inner.hop_limit(),
+            inner.dont_frag(),
+            inner.ident(),
+        )
+    };
+    pkt.buf.copy_within(
+        ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + inner_len,
+        ETHERNET_HEADER_LEN + over,
+    );
+    let frame = &mut pkt.buf[..end];
+    let (hdr, encap) = frame[ETHERNET_HEADER_LEN..].split_at_mut(OUTER_IP_LEN);
+    let next = match tun.kind {
+        TunKind::Ipip => PROTO_IPIP,
+        TunKind::Gue => PROTO_UDP,
+        TunKind::Gre => PROTO_GRE,
+    };
+    hdr.fill(0);
+    let mut outer = Ipv4Packet::new_unchecked(&mut *hdr);
+    outer.set_version(4);
+    outer.set_header_len(OUTER_IP_LEN as u8);
+    let tos = outer_tos(tos);
+    outer.set_dscp(tos >> 2);
+    outer.set_ecn(tos & ECN_MASK);
+    outer.set_total_len(outer_len);
+    outer.set_ident(ident);
+    outer.set_dont_frag(dont_frag);
+    outer.set_hop_limit(ttl);
+    outer.set_next_header(next.into());
+    outer.set_src_addr(t.src);
+    outer.set_dst_addr(t.daddr);
+    let c = checksum::compute(&hdr[..]);
+    Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+    match tun.kind {
+        TunKind::Ipip => {}
+        TunKind::Gue => {
+            let udp_len = (GUE_LEN + inner_len) as u16;
+            let (udp, rest) = encap.split_at_mut(udp_field::HEADER_LEN);
+            udp[0..2].copy_from_slice(&flow_port(t.flow_hash).to_be_bytes());
+            udp[2..4].copy_from_slice(&tun.port.to_be_bytes());
+            udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+            udp[6..8].fill(0);
+            // Version 0, C 0, no options; the protocol of what follows; no flags.
+            rest[..4].copy_from_slice(&[0, PROTO_IPIP, 0, 0]);
+            if tun.csum != TunCsum::None {
+                let mut c = checksum::l4_v4(t.src.octets(), t.daddr.octets(), PROTO_UDP, encap);
+                if c == 0 {
+                    c = 0xffff;
+                }
+                encap[udp_field::CHECKSUM..udp_field::CHECKSUM + 2]
+                    .copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        TunKind::Gre => {
+            let csum = tun.csum == TunCsum::Csum;
+            let flags = if csum { GRE_FLAG_CSUM } else { 0 };
+            encap[0..2].copy_from_slice(&flags.to_be_bytes());
+            encap[2..4].copy_from_slice(&GRE_PROTO_IPV4.to_be_bytes());
+            if csum {
+                encap[4..8].fill(0);
+                let c = checksum::compute(encap);
+                encap[4..6].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+    }
+    super::set_macs(frame, link);
+    Ok(Sent::Whole {
+        iface: link.iface,
+        len: end,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overheads_as_ipvs_counts_them() {
+        let t = |kind, csum| Tunnel {
+            kind,
+            port: if kind == TunKind::Gue { 6080 } else { 0 },
+            csum,
+        };
+        assert_eq!(overhead(&t(TunKind::Ipip, TunCsum::None)), 20);
+        assert_eq!(overhead(&t(TunKind::Gue, TunCsum::None)), 32);
+        assert_eq!(overhead(&t(TunKind::Gue, TunCsum::Csum)), 32);
+        assert_eq!(overhead(&t(TunKind::Gre, TunCsum::None)), 24);
+        assert_eq!(overhead(&t(TunKind::Gre, TunCsum::Csum)), 28);
+    }
+
+    #[test]
+    fn flow_ports_stay_in_the_ephemeral_range() {
+        for h in [0, 1, 0x8000_0000, u32::MAX] {
+            let p = u32::from(flow_port(h));
+            assert!((FLOW_PORT_MIN..=FLOW_PORT_MAX).contains(&p), "{h}: {p}");
+        }
+        assert_ne!(flow_port(0x1234_5678), flow_port(0x9abc_def0));
+    }
+
+    #[test]
+    fn ecn_is_encapsulated_as_rfc_6040() {
+        assert_eq!(outer_tos(0xb8), 0xb8);
+        assert_eq!(outer_tos(0xb9), 0xb9);
+        assert_eq!(outer_tos(0xba), 0xba);
+        assert_eq!(outer_tos(0xbb), 0xba);
+    }
+}
