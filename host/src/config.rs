@@ -1021,4 +1021,88 @@ mod tests {
             assert!(err.contains(want), "{text:?}: {err}");
         }
     }
+
+    #[test]
+    fn forwarding_methods_and_tunnel_options_are_checked_as_ipvsadm_does() {
+        let real = |body: &str| {
+            parse(&format!(
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\n[[service.real]]\n{body}"
+            ))
+            .map(|c| c.services[0].reals[0].fwd)
+        };
+        assert_eq!(real("address='198.19.0.1'").unwrap(), Forward::Masq);
+        assert_eq!(
+            real("address='198.19.0.1'\nforward='route'").unwrap(),
+            Forward::Route
+        );
+        assert_eq!(
+            real("address='198.19.0.1:80'\nforward='tunnel'\ntun_type='gue'\ntun_port=6080\ntun_csum='remcsum'")
+                .unwrap(),
+            Forward::Tunnel(Tunnel {
+                kind: TunKind::Gue,
+                port: 6080,
+                csum: TunCsum::Remcsum
+            })
+        );
+        for (body, want, conflict) in [
+            (
+                "address='198.19.0.1'\nforward='fullnat'",
+                "unknown forwarding method",
+                false,
+            ),
+            (
+                "address='198.19.0.1'\nforward='tunnel'\ntun_type='vxlan'",
+                "unknown tunnel type",
+                false,
+            ),
+            (
+                "address='198.19.0.1'\nforward='tunnel'\ntun_csum='some'",
+                "unknown tunnel checksum",
+                false,
+            ),
+            (
+                "address='198.19.0.1'\nforward='tunnel'\ntun_type='gue'\ntun_port=70000",
+                "not in 1-65535",
+                false,
+            ),
+            (
+                "address='198.19.0.1'\nforward='tunnel'\ntun_type='gue'",
+                "needs a tunnel port",
+                true,
+            ),
+            (
+                "address='198.19.0.1'\nforward='tunnel'\ntun_port=6080",
+                "takes no tunnel port",
+                true,
+            ),
+            (
+                "address='198.19.0.1'\nforward='tunnel'\ntun_csum='csum'",
+                "takes no checksum option",
+                true,
+            ),
+            (
+                "address='198.19.0.1'\nforward='tunnel'\ntun_type='gre'\ntun_csum='remcsum'",
+                "takes no remcsum",
+                true,
+            ),
+            (
+                "address='198.19.0.1'\nforward='dr'\ntun_type='gre'",
+                "conflict with forwarding method",
+                true,
+            ),
+            (
+                "address='198.19.0.1:8080'\nforward='dr'",
+                "forwards to the virtual port 80",
+                true,
+            ),
+        ] {
+            let e = real(body).unwrap_err();
+            assert!(e.to_string().contains(want), "{body}: {e}");
+            assert_eq!(
+                matches!(e, ConfigError::Conflict(_)),
+                conflict,
+                "{body}: {e:?}"
+            );
+        }
+    }
 }

@@ -360,6 +360,10 @@ impl Datapath {
         let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
+        // A tunnel needs wvs's own address on the route as its outer source.
+        if matches!(fwd, Forward::Tunnel(_)) && src.is_unspecified() {
+            return Verdict::Drop(DropReason::NoNextHop);
+        }
         let target = xmit::Target {
             fwd,
             daddr,

@@ -1441,3 +1441,269 @@ fn set_timeouts_take_effect_at_the_next_packet() {
     );
     assert_eq!(conn(&h, Protocol::Tcp), (TcpState::FinWait, 30 + 5_000));
 }
+
+/// A TCP service on VIP:80 and a UDP one on VIP:9000 whose real servers are `reals` (TOML
+/// `[[service.real]]` bodies, the same for both), with next hops on interface 1 and wvs's
+/// source address 198.19.0.1.
+fn method_harness(real: &str) -> Harness {
+    let toml = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nscheduler = \"rr\"\n\
+         [[service.real]]\n{real}\n\
+         [[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:9000\"\nscheduler = \"rr\"\n\
+         [[service.real]]\n{real}\n"
+    );
+    let specs = config::parse(&toml).unwrap();
+    let snap = Snapshot::build_native(&specs.services, &Snapshot::default());
+    for d in snap.dests() {
+        let IpAddr::V4(a) = d.addr else {
+            unreachable!()
+        };
+        d.set_next_hop(Some(NextHop {
+            iface: 1,
+            mac: rs_mac(a.octets()[3]),
+        }));
+        d.set_source(Ipv4Addr::new(198, 19, 0, 1));
+    }
+    let conns = Arc::new(ConnTable::new(1 << 10));
+    let ifaces: Arc<[Iface]> =
+        vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
+    let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 1);
+    Harness { dp, snap, conns }
+}
+
+fn state_of(h: &Harness) -> TcpState {
+    let mut st = None;
+    h.conns.for_each(|c| st = Some(c.state));
+    st.expect("a connection")
+}
+
+#[test]
+fn direct_routing_changes_the_macs_and_the_ttl_only() {
+    let h = method_harness("address = \"198.19.0.21\"\nforward = \"dr\"");
+    let syn = client_syn(40000);
+    let mut out = syn.clone();
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut out),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(&out[0..6], &rs_mac(21), "to the real server's MAC");
+    assert_eq!(&out[6..12], &SERVER_IF_MAC, "from wvs's");
+    let (s, sp, d, dp, ttl) = check_frame(&out);
+    assert_eq!(
+        (s, sp, d, dp, ttl),
+        (Ipv4Addr::from(CLIENT), 40000, Ipv4Addr::from(VIP), 80, 63),
+        "the packet as the client sent it, one hop less"
+    );
+    // Nothing else changed: past the TTL and the header checksum, every byte is the same.
+    assert_eq!(out[12..22], syn[12..22]);
+    assert_eq!(out[23..24], syn[23..24]);
+    assert_eq!(out[26..], syn[26..]);
+    assert_eq!(state_of(&h), TcpState::SynRecv);
+    // INPUT_ONLY: the server's replies never pass, so the client's FIN after the handshake
+    // means FIN_WAIT (the INPUT rows would say CLOSE_WAIT).
+    for (f, want) in [
+        (F::Ack, TcpState::Established),
+        (F::Fin, TcpState::FinWait),
+        (F::Ack, TcpState::FinWait),
+        (F::Rst, TcpState::Close),
+    ] {
+        let mut seg = client_seg(40000, f, b"");
+        assert_eq!(
+            h.dp.process(&h.snap, 1, COMPLETE, &mut seg),
+            Verdict::Tx { iface: 1 }
+        );
+        assert_eq!(state_of(&h), want);
+    }
+    // What the server sends from its own address is none of wvs's: it is no NAT server.
+    let mut own = tcp_frame(
+        rs_mac(21),
+        SERVER_IF_MAC,
+        ([198, 19, 0, 21], 80),
+        (CLIENT, 40000),
+        F::Ack,
+        b"",
+    );
+    assert_eq!(h.dp.process(&h.snap, 2, FROM_RS, &mut own), Verdict::Pass);
+}
+
+#[test]
+fn a_packet_that_would_outlive_its_ttl_is_not_forwarded() {
+    for real in [
+        "address = \"198.19.0.21\"\nforward = \"dr\"",
+        "address = \"198.19.0.21\"\nforward = \"tunnel\"",
+        "address = \"198.19.0.21:80\"",
+    ] {
+        let h = method_harness(real);
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+            .ipv4(CLIENT, VIP, 1)
+            .tcp(40000, 80, 1000, 65535)
+            .syn()
+            .write(&mut v, b"")
+            .unwrap();
+        let mut buf = vec![0u8; 2048];
+        buf[..v.len()].copy_from_slice(&v);
+        assert_eq!(
+            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, v.len()),
+            Verdict::Drop(DropReason::TtlExceeded),
+            "{real}"
+        );
+    }
+}
+
+/// Check an encapsulated frame: Ethernet to the real server, an outer IPv4 header from
+/// wvs (checksum, TTL, DF, TOS, protocol), and return the protocol and what follows it.
+fn outer(frame: &[u8], rs: u8) -> (u8, Vec<u8>) {
+    assert_eq!(&frame[0..6], &rs_mac(rs));
+    assert_eq!(&frame[6..12], &SERVER_IF_MAC);
+    let (ip, rest) = etherparse::Ipv4Header::from_slice(&frame[14..]).expect("outer ipv4");
+    assert_eq!(
+        ip.header_checksum,
+        ip.calc_header_checksum(),
+        "outer checksum"
+    );
+    assert_eq!(
+        ip.source,
+        [198, 19, 0, 1],
+        "from wvs's address on the route"
+    );
+    assert_eq!(ip.destination, [198, 19, 0, rs]);
+    assert_eq!(ip.time_to_live, 63, "the inner TTL after its decrement");
+    assert!(ip.dont_fragment, "DF copied from the inner packet");
+    assert_eq!(usize::from(ip.total_len), frame.len() - 14);
+    (ip.protocol.0, rest.to_vec())
+}
+
+/// The inner packet, checked as the real server's stack will: both checksums, the TTL.
+fn inner_ok(inner: &[u8], sport: u16, dport: u16) {
+    let mut eth = vec![0u8; 12];
+    eth.extend_from_slice(&[0x08, 0x00]);
+    eth.extend_from_slice(inner);
+    let (s, sp, d, dp, ttl) = check_frame(&eth);
+    assert_eq!(
+        (s, sp, d, dp, ttl),
+        (
+            Ipv4Addr::from(CLIENT),
+            sport,
+            Ipv4Addr::from(VIP),
+            dport,
+            63
+        )
+    );
+}
+
+#[test]
+fn tunnels_carry_the_packet_whole_as_linux_takes_it_apart() {
+    for (tun, proto) in [
+        ("", 4),
+        ("tun_type = \"ipip\"", 4),
+        ("tun_type = \"gue\"\ntun_port = 6080", 17),
+        (
+            "tun_type = \"gue\"\ntun_port = 6080\ntun_csum = \"csum\"",
+            17,
+        ),
+        ("tun_type = \"gre\"", 47),
+        ("tun_type = \"gre\"\ntun_csum = \"csum\"", 47),
+    ] {
+        let h = method_harness(&format!(
+            "address = \"198.19.0.22\"\nforward = \"tunnel\"\n{tun}"
+        ));
+        for (frame, sport, dport) in [
+            (client_seg(40001, F::Syn, b""), 40001, 80),
+            (
+                udp_frame(
+                    CLIENT_MAC,
+                    CLIENT_IF_MAC,
+                    (CLIENT, 40002),
+                    (VIP, 9000),
+                    b"who",
+                ),
+                40002,
+                9000,
+            ),
+        ] {
+            let mut buf = vec![0u8; 2048];
+            buf[..frame.len()].copy_from_slice(&frame);
+            let v =
+                h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, frame.len());
+            let Verdict::Whole { iface: 1, len } = v else {
+                panic!("{tun}: {v:?}")
+            };
+            let (p, rest) = outer(&buf[..len], 22);
+            assert_eq!(p, proto, "{tun}");
+            let inner = match p {
+                4 => rest,
+                17 => {
+                    let (udp, gue) = etherparse::UdpHeader::from_slice(&rest).unwrap();
+                    assert_eq!(udp.destination_port, 6080);
+                    assert!((32768..=60999).contains(&udp.source_port));
+                    assert_eq!(usize::from(udp.length), rest.len());
+                    if tun.contains("csum") {
+                        let ip = etherparse::Ipv4Header::from_slice(&buf[14..len]).unwrap().0;
+                        assert_eq!(udp.checksum, udp.calc_checksum_ipv4(&ip, gue).unwrap());
+                    } else {
+                        assert_eq!(udp.checksum, 0, "{tun}: no checksum");
+                    }
+                    assert_eq!(gue[..4], [0, 4, 0, 0], "GUE version 0 carrying IPIP");
+                    gue[4..].to_vec()
+                }
+                _ => {
+                    if tun.contains("csum") {
+                        assert_eq!(rest[..4], [0x80, 0, 0x08, 0x00]);
+                        assert_eq!(checksum::compute(&rest), 0, "GRE checksum");
+                        rest[8..].to_vec()
+                    } else {
+                        assert_eq!(rest[..4], [0, 0, 0x08, 0x00]);
+                        rest[4..].to_vec()
+                    }
+                }
+            };
+            inner_ok(&inner, sport, dport);
+        }
+    }
+}
+
+#[test]
+fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
+    let h = method_harness("address = \"198.19.0.22\"\nforward = \"tunnel\"");
+    let mut f = client_seg(40003, F::Syn, b"");
+    // What a local sender that offloads leaves in the field: the pseudo-header sum.
+    let mut ph = Vec::new();
+    ph.extend_from_slice(&CLIENT);
+    ph.extend_from_slice(&VIP);
+    ph.extend_from_slice(&[0, 6]);
+    ph.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
+    let partial = checksum::fold(checksum::sum_words(0, &ph));
+    f[14 + 20 + 16..14 + 20 + 18].copy_from_slice(&partial.to_be_bytes());
+    let partial_meta = RxMeta {
+        iface: 0,
+        csum: CsumMode::Partial,
+        gso: false,
+    };
+    let mut buf = vec![0u8; 2048];
+    buf[..f.len()].copy_from_slice(&f);
+    let Verdict::Whole { len, .. } =
+        h.dp.process_buf(&h.snap, 0, partial_meta, &mut buf, f.len())
+    else {
+        panic!("not sent")
+    };
+    inner_ok(&outer(&buf[..len], 22).1, 40003, 80);
+    // A GSO super-packet: the kernel could not cut it inside a tunnel.
+    let gso = RxMeta {
+        gso: true,
+        ..COMPLETE
+    };
+    let mut seg = client_seg(40003, F::Ack, b"data");
+    let n = seg.len();
+    seg.resize(2048, 0);
+    assert_eq!(
+        h.dp.process_buf(&h.snap, 1, gso, &mut seg, n),
+        Verdict::Drop(DropReason::TunnelGso)
+    );
+    // No room after the frame for the outer header.
+    let mut tight = client_seg(40003, F::Ack, b"data");
+    assert_eq!(
+        h.dp.process(&h.snap, 2, COMPLETE, &mut tight),
+        Verdict::Drop(DropReason::NoRoom)
+    );
+}

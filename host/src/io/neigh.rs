@@ -124,11 +124,14 @@ impl Resolver {
         let neighbours = self.neighbours().await?;
         let mut unresolved = 0;
         for addr in todo {
-            let hop = self.resolve(addr, &neighbours).await?;
+            let (hop, src) = self.resolve(addr, &neighbours).await?;
             let mut changed = false;
             for d in snap.dests().filter(|d| d.addr == addr) {
                 d.resolve_wanted
                     .store(false, std::sync::atomic::Ordering::Relaxed);
+                if let Some(a) = src {
+                    d.set_source(a);
+                }
                 match hop {
                     Some(h) => {
                         changed |= d.next_hop() != Some(h);
@@ -146,13 +149,15 @@ impl Resolver {
         Ok(unresolved)
     }
 
+    /// The next hop towards `addr` and wvs's source address on that route (a tunnel's
+    /// outer source, as IPVS takes the route's `saddr`).
     async fn resolve(
         &mut self,
         addr: IpAddr,
         neighbours: &HashMap<(u32, IpAddr), [u8; 6]>,
-    ) -> Result<Option<NextHop>, NeighError> {
+    ) -> Result<(Option<NextHop>, Option<std::net::Ipv4Addr>), NeighError> {
         let IpAddr::V4(v4) = addr else {
-            return Ok(None);
+            return Ok((None, None));
         };
         let msg = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
             .destination_prefix(v4, 32)
@@ -163,39 +168,46 @@ impl Resolver {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.warn_once(addr, "no route to this real server".into());
-                return Ok(None);
+                return Ok((None, None));
             }
             Err(e) => {
                 self.warn_once(addr, format!("no route to this real server: {e}"));
-                return Ok(None);
+                return Ok((None, None));
             }
         };
         let mut oif = None;
         let mut gateway = None;
+        let mut src = None;
         for a in &route.attributes {
             match a {
                 RouteAttribute::Oif(i) => oif = Some(*i),
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(IpAddr::V4(*g)),
+                RouteAttribute::PrefSource(RouteAddress::Inet(a)) => src = Some(*a),
                 _ => {}
             }
         }
-        let Some(oif) = oif else { return Ok(None) };
+        let Some(oif) = oif else {
+            return Ok((None, src));
+        };
         let Some(slot) = self.ifaces.iter().position(|i| i.index == oif) else {
             self.warn_once(
                 addr,
                 format!("the route to this real server leaves through interface {oif}, which wvs does not own (add it with --iface)"),
             );
-            return Ok(None);
+            return Ok((None, src));
         };
         let via = gateway.unwrap_or(addr);
         match neighbours.get(&(oif, via)) {
-            Some(mac) => Ok(Some(NextHop {
-                iface: slot as u8,
-                mac: *mac,
-            })),
+            Some(mac) => Ok((
+                Some(NextHop {
+                    iface: slot as u8,
+                    mac: *mac,
+                }),
+                src,
+            )),
             None => {
                 probe(addr);
-                Ok(None)
+                Ok((None, src))
             }
         }
     }
