@@ -26,6 +26,8 @@ need mmdebstrap mmdebstrap
 need qemu-system-x86_64 qemu-system-x86
 need busybox busybox-static
 need cpio cpio
+# Wire-format checks of what wvs sends (tunnels): tshark's dissectors.
+need tshark tshark
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq

@@ -5,26 +5,29 @@
 #                                                                                 198.19.0.11-13
 # The virtual IP 198.18.100.1 is routed to the balancer; real servers route back through it.
 #
-# usage: topology.sh up PREFIX | down PREFIX | nginx PREFIX DIR [big] | socat PREFIX
+# One-armed, as DR and TUN are deployed (`up PREFIX onearm`):
+#
+#   [P-cli] eth0 198.18.0.2 ── c0 198.18.0.1 [P-rt] s0 198.19.0.254 ── [P-sw] br0 ─┬─ s0 [P-lb] 198.19.0.1
+#                                                                                └─ eth0 [P-rs1..3] 198.19.0.11-13
+# The router sends the virtual IP to the balancer; everything else on the switch, the real
+# servers' replies included, goes through the router.
+#
+# usage: topology.sh up PREFIX [onearm] | down PREFIX | nginx PREFIX DIR [big] | socat PREFIX
+#        | dr PREFIX (the real servers hold the VIP on lo, ARP as LVS-DR needs)
+#        | vip_socat PREFIX (UDP responders bound to the VIP, once the servers hold it)
 #   nginx ... big also serves a 100 MB random file at /big.
 set -euo pipefail
 cmd=${1:?usage: topology.sh up|down|nginx|socat PREFIX [DIR]}
 P=${2:?prefix}
 
 up() {
+  if [ "${1:-}" = onearm ]; then up_onearm; return; fi
   for n in cli lb sw rs1 rs2 rs3; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
   ip -n "$P-cli" link add eth0 type veth peer name c0 netns "$P-lb"
   ip -n "$P-lb" link add s0 type veth peer name p0 netns "$P-sw"
   ip -n "$P-sw" link add br0 type bridge
   ip -n "$P-sw" link set p0 master br0
-  for i in 1 2 3; do
-    ip -n "$P-rs$i" link add eth0 type veth peer name "p$i" netns "$P-sw"
-    ip -n "$P-sw" link set "p$i" master br0
-    ip -n "$P-sw" link set "p$i" up
-    ip -n "$P-rs$i" addr add "198.19.0.1$i/24" dev eth0
-    ip -n "$P-rs$i" link set eth0 up
-    ip -n "$P-rs$i" route add default via 198.19.0.1
-  done
+  servers 198.19.0.1
   ip -n "$P-sw" link set p0 up
   ip -n "$P-sw" link set br0 up
   ip -n "$P-cli" addr add 198.18.0.2/24 dev eth0
@@ -38,12 +41,60 @@ up() {
   ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
 }
 
+# rs1..rs3 on the switch's br0, their default route via $1.
+servers() {
+  for i in 1 2 3; do
+    ip -n "$P-rs$i" link add eth0 type veth peer name "p$i" netns "$P-sw"
+    ip -n "$P-sw" link set "p$i" master br0
+    ip -n "$P-sw" link set "p$i" up
+    ip -n "$P-rs$i" addr add "198.19.0.1$i/24" dev eth0
+    ip -n "$P-rs$i" link set eth0 up
+    ip -n "$P-rs$i" route add default via "$1"
+  done
+}
+
+up_onearm() {
+  for n in cli rt lb sw rs1 rs2 rs3; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
+  ip -n "$P-cli" link add eth0 type veth peer name c0 netns "$P-rt"
+  ip -n "$P-sw" link add br0 type bridge
+  ip -n "$P-rt" link add s0 type veth peer name p0 netns "$P-sw"
+  ip -n "$P-lb" link add s0 type veth peer name pl netns "$P-sw"
+  for p in p0 pl; do ip -n "$P-sw" link set "$p" master br0; ip -n "$P-sw" link set "$p" up; done
+  servers 198.19.0.254
+  ip -n "$P-sw" link set br0 up
+  ip -n "$P-cli" addr add 198.18.0.2/24 dev eth0
+  ip -n "$P-cli" link set eth0 up
+  ip -n "$P-cli" route add default via 198.18.0.1
+  ip -n "$P-rt" addr add 198.18.0.1/24 dev c0
+  ip -n "$P-rt" addr add 198.19.0.254/24 dev s0
+  ip -n "$P-rt" link set c0 up
+  ip -n "$P-rt" link set s0 up
+  ip -n "$P-rt" route add 198.18.100.1/32 via 198.19.0.1
+  ip netns exec "$P-rt" sysctl -qw net.ipv4.ip_forward=1
+  # The router's ICMP redirects would tell the servers to skip it: not what this models.
+  ip netns exec "$P-rt" sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.s0.send_redirects=0
+  ip -n "$P-lb" addr add 198.19.0.1/24 dev s0
+  ip -n "$P-lb" link set s0 up
+  ip -n "$P-lb" route add default via 198.19.0.254
+  ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
+}
+
+# LVS-DR real servers: the VIP on lo, not answered in ARP (arp_ignore=1: only addresses of
+# the interface asked on; arp_announce=2: never the VIP as an ARP source).
+dr() {
+  for i in 1 2 3; do
+    ip -n "$P-rs$i" addr add 198.18.100.1/32 dev lo
+    ip netns exec "$P-rs$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ignore=1 \
+      net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.eth0.arp_announce=2
+  done
+}
+
 down() {
-  for n in cli lb sw rs1 rs2 rs3; do
+  for n in cli rt lb sw rs1 rs2 rs3; do
     for pid in $(ip netns pids "$P-$n" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
   done
   sleep 0.2
-  for n in cli lb sw rs1 rs2 rs3; do
+  for n in cli rt lb sw rs1 rs2 rs3; do
     for pid in $(ip netns pids "$P-$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$P-$n" 2>/dev/null || true
   done
@@ -86,8 +137,18 @@ socat_up() {
   done
 }
 
+# UDP responders bound to the VIP, for servers that hold it (DR, TUN): a reply must come
+# from the VIP, and a socket bound to 0.0.0.0 would answer from the server's own address.
+vip_socat() {
+  for i in 1 2 3; do
+    ip netns exec "$P-rs$i" socat -T 5 UDP4-RECVFROM:9000,bind=198.18.100.1,reuseaddr,fork SYSTEM:"echo rs$i" &
+  done
+}
+
 case "$cmd" in
-  up) up ;;
+  up) up "${3:-}" ;;
+  dr) dr; vip_socat ;;
+  vip_socat) vip_socat ;;
   down) down ;;
   nginx) nginx_up "$@" ;;
   socat) socat_up ;;

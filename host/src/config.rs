@@ -715,7 +715,12 @@ impl RealDef {
         }
         Ok(RealSpec {
             addr: ra.ip(),
-            port: ra.port(),
+            // DR and tunnels deliver to the virtual port: say so, as ipvsadm sets it.
+            port: if fwd.maps_ports() {
+                ra.port()
+            } else {
+                svc.port
+            },
             weight: self.weight,
             fwd,
             upper_threshold: self.upper_threshold,

@@ -24,6 +24,8 @@ pub fn example() -> &'static Path {
 pub struct Topo {
     pub prefix: String,
     pub dir: PathBuf,
+    /// One-armed: client, router, and the balancer beside the servers on the switch.
+    pub onearm: bool,
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -42,12 +44,31 @@ fn run(cmd: &mut Command) -> Output {
 impl Topo {
     /// Build the namespaces and start nginx (with a 100 MB file if `big`) and socat.
     pub fn new(name: &str, big: bool) -> Self {
+        Self::build(name, big, false)
+    }
+
+    /// The one-armed topology (DR and TUN as they are deployed): the client behind a
+    /// router, the balancer on the servers' switch, the servers answering via the router.
+    pub fn onearm(name: &str, big: bool) -> Self {
+        Self::build(name, big, true)
+    }
+
+    fn build(name: &str, big: bool, onearm: bool) -> Self {
         let prefix = format!("w{}{:04x}", name, rand_u16());
         let dir = std::env::temp_dir().join(format!("wvs-e2e-{prefix}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         // Built before anything it owns, so that a failure half-way still cleans up.
-        let t = Topo { prefix, dir };
-        run(Command::new("bash").args([TOPOLOGY, "up", &t.prefix]));
+        let t = Topo {
+            prefix,
+            dir,
+            onearm,
+        };
+        let mut up = Command::new("bash");
+        up.args([TOPOLOGY, "up", &t.prefix]);
+        if onearm {
+            up.arg("onearm");
+        }
+        run(&mut up);
         let mut nginx = Command::new("bash");
         nginx.args([TOPOLOGY, "nginx", &t.prefix]).arg(&t.dir);
         if big {
@@ -60,6 +81,18 @@ impl Topo {
             .stdout(Stdio::null())
             .stderr(Stdio::null()));
         t
+    }
+
+    /// Run a topology.sh command on this topology. Its output is not kept: what it starts
+    /// in the background (socat) would hold a pipe open.
+    pub fn script(&self, cmd: &str) {
+        let st = Command::new("bash")
+            .args([TOPOLOGY, cmd, &self.prefix])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("bash");
+        assert!(st.success(), "topology.sh {cmd} failed");
     }
 
     pub fn ns(&self, n: &str) -> String {
@@ -165,7 +198,8 @@ pub struct Wvs {
 }
 
 impl Wvs {
-    /// Start `wvs run --iface c0 --iface s0 [--config FILE]` and wait until it is ready.
+    /// Start `wvs run --iface c0 --iface s0 [--config FILE]` (one-armed: `--iface s0`) and
+    /// wait until it is ready.
     pub fn start(topo: &Topo, config: Option<&Path>) -> Self {
         Self::start_with(topo, config, &[])
     }
@@ -185,17 +219,11 @@ impl Wvs {
         let log = topo.dir.join(format!("wvs-{}.log", rand_u16()));
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &topo.ns("lb"),
-            WVS,
-            "run",
-            "--iface",
-            "c0",
-            "--iface",
-            "s0",
-        ]);
+        cmd.args(["netns", "exec", &topo.ns("lb"), WVS, "run"]);
+        let ifaces: &[&str] = if topo.onearm { &["s0"] } else { &["c0", "s0"] };
+        for i in ifaces {
+            cmd.args(["--iface", i]);
+        }
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""A test-only tunnel end for the real servers of the TUN tests.
+
+The test machine's kernel has no ipip, fou or gre modules, so a real server cannot take
+wvs's tunnel packets apart the way an LVS-TUN server does (`tunl0`, `ip fou add ... gue`, a
+gre device). This does the same job in user space: it receives the outer packets (a raw
+socket for IPIP and GRE, a UDP socket for GUE), checks the encapsulation, and writes the
+inner packet into a TUN device that holds the VIP, so the kernel receives it as it would
+from tunl0 and the server's nginx answers the client directly.
+
+usage: decap.py ipip|gre|gue[:PORT] VIP
+Prints "ready" once listening; counts what it took apart in the file named by $DECAP_COUNT
+(rewritten every 100 packets and at exit).
+"""
+import fcntl
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+
+
+def open_tun(name: str) -> int:
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    return fd
+
+
+def main() -> None:
+    kind, vip = sys.argv[1], sys.argv[2]
+    port = 0
+    if kind.startswith("gue"):
+        kind, port = "gue", int(kind.split(":")[1])
+    tun = open_tun("tun0")
+    for cmd in (
+        ["ip", "addr", "add", f"{vip}/32", "dev", "tun0"],
+        ["ip", "link", "set", "tun0", "up"],
+        # The inner packet comes from the client, whose route is not tun0: loose rp_filter
+        # (the max of all and the interface applies), as LVS-TUN servers are set up.
+        ["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.tun0.rp_filter=0",
+         "net.ipv4.conf.eth0.rp_filter=0"],
+        # On the VIP's segment, as DR: never answer ARP for the VIP nor use it as a source.
+        ["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.eth0.arp_ignore=1",
+         "net.ipv4.conf.all.arp_announce=2", "net.ipv4.conf.eth0.arp_announce=2"],
+    ):
+        subprocess.run(cmd, check=True)
+    if kind == "ipip":
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP)
+    elif kind == "gre":
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", port))
+    count_file = os.environ.get("DECAP_COUNT")
+    n = bad = 0
+
+    def save() -> None:
+        if count_file:
+            with open(count_file + ".tmp", "w") as f:
+                f.write(f"{n} {bad}\n")
+            os.replace(count_file + ".tmp", count_file)
+
+    def stop(*_):
+        save()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    print("ready", flush=True)
+    while True:
+        pkt = s.recv(70000)
+        if kind == "gue":
+            # Version 0, no control bit; hlen words of options; the inner protocol IPIP.
+            if len(pkt) < 4 or pkt[0] >> 6 != 0 or pkt[0] & 0x20 or pkt[1] != 4:
+                bad += 1
+                continue
+            inner = pkt[4 + 4 * (pkt[0] & 0x1F):]
+        else:
+            outer_len = (pkt[0] & 0x0F) * 4
+            inner = pkt[outer_len:]
+            if kind == "gre":
+                flags, proto = struct.unpack("!HH", inner[:4])
+                if proto != 0x0800 or flags & 0x7FFF:
+                    bad += 1
+                    continue
+                inner = inner[8 if flags & 0x8000 else 4:]
+        os.write(tun, inner)
+        n += 1
+        if n % 100 == 0:
+            save()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+//! The forwarding methods end to end, on the one-armed topology DR and TUN are deployed
+//! on (scripts/topology.sh `up PREFIX onearm`): the client behind a router, wvs with one
+//! interface on the servers' switch, the servers answering the client through the router.
+//!
+//! - DR: the real servers hold the VIP on `lo` with `arp_ignore=1` / `arp_announce=2`, as
+//!   LVS-DR servers are set up.
+//! - TUN: the test kernel has no ipip, fou or gre modules (see /proc/config.gz), so each
+//!   server runs `tests/decap.py`, a user-space tunnel end that takes wvs's packets apart
+//!   and hands the inner packet to the kernel through a TUN device holding the VIP, as
+//!   `tunl0` would. A capture of wvs's tunnel packets is decoded by tshark's dissectors.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+
+use common::{Topo, VIP, Wvs};
+
+/// 20 MiB of the served 100 MB file.
+const DOWNLOAD: usize = 20 << 20;
+
+/// A configuration with TCP VIP:80 and UDP VIP:9000 over rs1..rs3 by rr, each real server
+/// with `method` (TOML lines of `[[service.real]]`).
+fn config(topo: &Topo, method: &str) -> std::path::PathBuf {
+    let mut text = String::new();
+    for (proto, port) in [("tcp", 80), ("udp", 9000)] {
+        text.push_str(&format!(
+            "[[service]]\nprotocol = \"{proto}\"\naddress = \"{VIP}:{port}\"\nscheduler = \"rr\"\n"
+        ));
+        for i in 1..=3 {
+            text.push_str(&format!(
+                "[[service.real]]\naddress = \"198.19.0.1{i}\"\n{method}\n"
+            ));
+        }
+    }
+    let path = topo.dir.join("xmit.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// 30 requests, served 10/10/10; 30 UDP questions from distinct ports, the same.
+fn serves_evenly(topo: &Topo) {
+    let t = Topo::tally((0..30).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        Topo::even(30),
+        "TCP spread"
+    );
+    let u = Topo::tally((0..30).map(|i| topo.udp_ask(41000 + i)));
+    assert_eq!(
+        u.into_iter().collect::<Vec<_>>(),
+        Topo::even(30),
+        "UDP spread"
+    );
+}
+
+/// A 20 MiB download through the VIP, byte for byte the served file's first 20 MiB.
+fn downloads_exactly(topo: &Topo) {
+    let got = topo.dir.join("got");
+    let out = topo.exec(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "120",
+            "-r",
+            &format!("0-{}", DOWNLOAD - 1),
+            "-o",
+            got.to_str().expect("path"),
+            &format!("http://{VIP}/big"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = std::fs::read(topo.dir.join("big")).expect("source file");
+    let have = std::fs::read(&got).expect("downloaded file");
+    assert_eq!(have.len(), DOWNLOAD);
+    assert!(
+        have[..] == want[..DOWNLOAD],
+        "the downloaded bytes differ from the served file"
+    );
+}
+
+/// The services' counters: what came in from clients, and that nothing went out (the
+/// servers' replies bypass wvs).
+fn counted_inbound_only(wvs: &Wvs) {
+    let v = wvs.get_json("/api/v1/services");
+    for svc in v.as_array().expect("list") {
+        let s = &svc["stats"];
+        assert!(
+            s["inpkts"].as_u64().unwrap_or(0) > 0,
+            "nothing counted in: {svc}"
+        );
+        assert_eq!(s["outpkts"].as_u64(), Some(0), "replies counted: {svc}");
+        assert_eq!(s["outbytes"].as_u64(), Some(0), "replies counted: {svc}");
+    }
+}
+
+#[test]
+fn direct_routing_serves_evenly_and_downloads_exactly() {
+    let topo = Topo::onearm("dr", true);
+    topo.script("dr");
+    let wvs = Wvs::start(&topo, Some(&config(&topo, "forward = \"dr\"")));
+    serves_evenly(&topo);
+    downloads_exactly(&topo);
+    counted_inbound_only(&wvs);
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!(
+            "  -> {:<28} {:<7} 1      ",
+            "198.19.0.11:80", "Route"
+        )),
+        "{listing}"
+    );
+    let saved = wvs.adm_ok(&["-S", "-n"]);
+    assert!(
+        saved.contains(&format!("-a -t {VIP}:80 -r 198.19.0.11:80 -g -w 1\n")),
+        "{saved}"
+    );
+}
+
+/// Each real server's tunnel end; killed on drop.
+struct Decaps(Vec<Child>);
+
+impl Decaps {
+    /// Stop them (they write their counts as they go) and return how many packets each
+    /// took apart and how many were malformed.
+    fn finish(mut self, topo: &Topo) -> Vec<(u64, u64)> {
+        self.stop();
+        (1..=3)
+            .map(|i| {
+                let c = std::fs::read_to_string(topo.dir.join(format!("decap-rs{i}")))
+                    .unwrap_or_default();
+                let mut it = c.split_whitespace().map(|n| n.parse::<u64>().unwrap_or(0));
+                (it.next().unwrap_or(0), it.next().unwrap_or(u64::MAX))
+            })
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        for mut c in self.0.drain(..) {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Decaps {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn decaps(topo: &Topo, kind: &str) -> Decaps {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/decap.py");
+    let mut all = Decaps(Vec::new());
+    for i in 1..=3 {
+        let mut c = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.ns(&format!("rs{i}")),
+                "python3",
+                script,
+                kind,
+                VIP,
+            ])
+            .env("DECAP_COUNT", topo.dir.join(format!("decap-rs{i}")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("decap.py");
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("decap.py output");
+        assert_eq!(line.trim(), "ready", "decap.py rs{i} did not start");
+        all.0.push(c);
+    }
+    // The VIP now exists on each server: UDP responders that answer from it.
+    topo.script("vip_socat");
+    all
+}
+
+/// Capture up to 20 of wvs's tunnel packets (`filter`) where they enter the switch while
+/// `traffic` runs; returns the capture file. (Not on wvs's own interface: frames sent with
+/// `PACKET_QDISC_BYPASS` skip the taps of other packet sockets there.)
+fn capture(topo: &Topo, filter: &str, traffic: impl FnOnce()) -> std::path::PathBuf {
+    let pcap = topo.dir.join("tunnel.pcap");
+    let mut dump = Command::new("ip")
+        .args(["netns", "exec", &topo.ns("sw"), "tshark", "-i", "pl"])
+        .args(["-f", filter, "-c", "20", "-a", "duration:60", "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tshark");
+    // The capture file appears once the capture runs (tshark's own messages are buffered
+    // until it exits).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::fs::metadata(&pcap).map_or(0, |m| m.len()) == 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut err = dump.stderr.take().expect("stderr");
+    traffic();
+    // 20 packets end it; fewer, an interrupt (which tshark ends on cleanly).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
+    let st = dump.wait().expect("tshark");
+    let mut rest = String::new();
+    let _ = err.read_to_string(&mut rest);
+    assert!(st.success(), "tshark capture failed: {st}: {rest}");
+    pcap
+}
+
+/// tshark's fields for each packet of `pcap`, checksums verified by its dissectors.
+fn fields(pcap: &std::path::Path, names: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-r"]).arg(pcap);
+    for pref in [
+        "ip.check_checksum:TRUE",
+        "udp.check_checksum:TRUE",
+        "tcp.check_checksum:TRUE",
+    ] {
+        cmd.args(["-o", pref]);
+    }
+    cmd.args(["-T", "fields", "-E", "separator=|"]);
+    for f in names {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark -r");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+/// Bring a tunnel up, serve through it (capturing), download through it, and check what
+/// the tunnel ends saw. `check` gets the capture.
+fn tunnel_case(
+    name: &str,
+    method: &str,
+    decap: &str,
+    filter: &str,
+    check: impl Fn(&std::path::Path),
+) {
+    let topo = Topo::onearm(name, true);
+    let ends = decaps(&topo, decap);
+    let wvs = Wvs::start(&topo, Some(&config(&topo, method)));
+    let pcap = capture(&topo, filter, || serves_evenly(&topo));
+    check(&pcap);
+    downloads_exactly(&topo);
+    counted_inbound_only(&wvs);
+    let counts = ends.finish(&topo);
+    for (i, (took, bad)) in counts.iter().enumerate() {
+        assert_eq!(*bad, 0, "rs{}: malformed tunnel packets", i + 1);
+        assert!(*took >= 10, "rs{} took {took} packets apart", i + 1);
+    }
+    let listing = wvs.adm_ok(&["-L", "-n", "--tun-info"]);
+    assert!(
+        listing.contains(&format!("  -> {:<28} {:<7} ", "198.19.0.11:80", "Tunnel")),
+        "{listing}"
+    );
+}
+
+/// The IPv4 fields checked of outer and inner headers: addresses, protocol, TTL, DF and
+/// the checksum's status (1: verified good).
+const IP_FIELDS: [&str; 6] = [
+    "ip.src",
+    "ip.dst",
+    "ip.proto",
+    "ip.ttl",
+    "ip.flags.df",
+    "ip.checksum.status",
+];
+
+/// One packet's IPv4 fields, outer then inner (tshark lists a repeated field's values
+/// with commas): from wvs's address to a real server, TTL and DF from the inner packet
+/// (62: the client's 64 less the router's hop and wvs's), checksums good; the inner one
+/// from the client to the VIP, TTL 62, DF, checksum good.
+fn ip_ok(f: &[String], proto: &str, inner_too: bool) {
+    let v = |i: usize| f[i].split(',').collect::<Vec<_>>();
+    let n = if inner_too { 2 } else { 1 };
+    assert_eq!(
+        v(0)[..n],
+        ["198.19.0.1", "198.18.0.2"][..n],
+        "sources {f:?}"
+    );
+    assert!(
+        v(1)[0].starts_with("198.19.0.1") && v(1)[0].len() == 11,
+        "outer destination {f:?}"
+    );
+    if inner_too {
+        assert_eq!(v(1)[1], VIP, "inner destination {f:?}");
+    }
+    assert_eq!(v(2)[0], proto, "outer protocol {f:?}");
+    assert_eq!(v(3)[..n], ["62", "62"][..n], "TTLs {f:?}");
+    assert_eq!(v(4)[..n], ["1", "1"][..n], "DF {f:?}");
+    assert_eq!(v(5)[..n], ["1", "1"][..n], "IP checksums {f:?}");
+}
+
+/// The inner packet's TCP or UDP checksum as tshark verified it.
+fn l4_ok(f: &[String]) {
+    assert!(f.iter().any(|x| x == "1"), "no L4 checksum verified {f:?}");
+}
+
+#[test]
+fn ipip_tunnel_serves_evenly_and_downloads_exactly() {
+    tunnel_case(
+        "ipip",
+        "forward = \"tunnel\"",
+        "ipip",
+        "ip proto 4",
+        |pcap| {
+            let mut names = IP_FIELDS.to_vec();
+            names.extend(["tcp.checksum.status", "udp.checksum.status"]);
+            let rows = fields(pcap, &names);
+            assert!(rows.len() >= 10, "{rows:?}");
+            for f in &rows {
+                ip_ok(f, "4", true);
+                l4_ok(&f[6..]);
+            }
+        },
+    );
+}
+
+#[test]
+fn gre_tunnel_serves_evenly_and_downloads_exactly() {
+    tunnel_case(
+        "gre",
+        "forward = \"tunnel\"\ntun_type = \"gre\"\ntun_csum = \"csum\"",
+        "gre",
+        "ip proto 47",
+        |pcap| {
+            let mut names = IP_FIELDS.to_vec();
+            names.extend([
+                "gre.flags.checksum",
+                "gre.proto",
+                "gre.checksum.status",
+                "tcp.checksum.status",
+                "udp.checksum.status",
+            ]);
+            let rows = fields(pcap, &names);
+            assert!(rows.len() >= 10, "{rows:?}");
+            for f in &rows {
+                ip_ok(f, "47", true);
+                assert_eq!(f[6], "1", "GRE checksum present {f:?}");
+                assert_eq!(f[7], "0x0800", "GRE carries IPv4 {f:?}");
+                assert_eq!(f[8], "1", "GRE checksum good {f:?}");
+                l4_ok(&f[9..]);
+            }
+        },
+    );
+}
+
+/// Wireshark has no GUE dissector: the outer headers are its, the 4-byte GUE header is
+/// checked here, and the inner packets go through tshark again as raw IP (text2pcap).
+#[test]
+fn gue_tunnel_serves_evenly_and_downloads_exactly() {
+    tunnel_case(
+        "gue",
+        "forward = \"tunnel\"\ntun_type = \"gue\"\ntun_port = 6080\ntun_csum = \"csum\"",
+        "gue:6080",
+        "udp dst port 6080",
+        |pcap| {
+            let mut names = IP_FIELDS.to_vec();
+            names.extend([
+                "udp.srcport",
+                "udp.dstport",
+                "udp.checksum.status",
+                "udp.payload",
+            ]);
+            let rows = fields(pcap, &names);
+            assert!(rows.len() >= 10, "{rows:?}");
+            let mut dump = String::new();
+            for f in &rows {
+                ip_ok(f, "17", false);
+                let sport: u32 = f[6].parse().unwrap_or(0);
+                assert!((32768..=60999).contains(&sport), "GUE source port {f:?}");
+                assert_eq!(f[7], "6080", "{f:?}");
+                assert_eq!(f[8], "1", "outer UDP checksum good {f:?}");
+                let payload = f[9].replace(':', "");
+                assert_eq!(
+                    &payload[..8],
+                    "00040000",
+                    "GUE version 0 carrying IPIP {f:?}"
+                );
+                dump.push_str("0000");
+                for b in payload[8..].as_bytes().chunks(2) {
+                    dump.push(' ');
+                    dump.push_str(std::str::from_utf8(b).expect("hex"));
+                }
+                dump.push('\n');
+            }
+            let hex = pcap.with_extension("inner.txt");
+            let inner = pcap.with_extension("inner.pcap");
+            std::fs::write(&hex, dump).expect("hex dump");
+            let out = Command::new("text2pcap")
+                .args(["-q", "-l", "101"])
+                .arg(&hex)
+                .arg(&inner)
+                .output()
+                .expect("text2pcap");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let mut names = IP_FIELDS.to_vec();
+            names.extend(["tcp.checksum.status", "udp.checksum.status"]);
+            let inner_rows = fields(&inner, &names);
+            assert_eq!(inner_rows.len(), rows.len());
+            for f in &inner_rows {
+                assert_eq!(f[0], "198.18.0.2", "{f:?}");
+                assert_eq!(f[1], VIP, "{f:?}");
+                assert_eq!(
+                    (f[3].as_str(), f[4].as_str(), f[5].as_str()),
+                    ("62", "1", "1"),
+                    "{f:?}"
+                );
+                l4_ok(&f[6..]);
+            }
+        },
+    );
+}
