@@ -400,7 +400,7 @@ fn gue_tunnel_serves_evenly_and_downloads_exactly() {
                     "GUE version 0 carrying IPIP {f:?}"
                 );
                 dump.push_str("0000");
-                for b in payload[8..].as_bytes().chunks(2) {
+                for b in payload.as_bytes()[8..].chunks(2) {
                     dump.push(' ');
                     dump.push_str(std::str::from_utf8(b).expect("hex"));
                 }
