@@ -256,6 +256,34 @@ fn the_dashboard_adds_a_service_and_shows_its_traffic() {
         let t = Topo::tally((0..6).map(|_| topo.curl(&format!("http://{VIP}/"))));
         assert_eq!(t.into_iter().collect::<Vec<_>>(), [("rs2".to_string(), 6)], "drained: no new connections to rs1");
 
+        // A tunnel through the form, quiesced (this topology's servers have no tunnel end):
+        // GUE without its port is refused next to the tunnel fields; with it, the server is
+        // listed as ipvsadm --tun-info shows it, and its drain button keeps the method.
+        fill(&c, "real-address", "198.19.0.13:80").await;
+        fill(&c, "real-weight", "0").await;
+        click(&c, "#real-forward option[value=tunnel]").await;
+        click(&c, "#real-tun-type option[value=gue]").await;
+        click(&c, "#real-submit").await;
+        until("the tunnel error", 10, || async {
+            text(&c, "#real-form .error[data-for=tunnel]").await.contains("needs a tunnel port")
+        })
+        .await;
+        fill(&c, "real-tun-port", "6080").await;
+        click(&c, "#real-submit").await;
+        let rs3 = format!("{svc} tr[data-real=\"198.19.0.13:80\"]");
+        until("the tunnel listed", 10, || async {
+            match c.find(Locator::Css(&rs3)).await {
+                Ok(e) => e.text().await.unwrap_or_default().contains("Tunnel gue:6080:nocsum"),
+                Err(_) => false,
+            }
+        })
+        .await;
+        click(&c, &format!("{rs3} button.drain")).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(text(&c, &rs3).await.contains("Tunnel gue:6080:nocsum"), "drained as a tunnel");
+        click(&c, "#real-forward option[value=nat]").await;
+        fill(&c, "real-weight", "1").await;
+
         // The connection view, filtered by service and state.
         click(&c, &format!("#conn-service option[value=\"tcp/{VIP}:80\"]")).await;
         click(&c, "#conn-state option[value=TIME_WAIT]").await;

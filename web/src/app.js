@@ -100,6 +100,8 @@ const SERVICE_FIELDS = [
 ];
 const REAL_FIELDS = [
   ["weight", ["weight"]],
+  ["tunnel", ["tunnel", "tun_"]],
+  ["forward", ["forwarding method", "forward"]],
   ["threshold", ["threshold"]],
   ["service", ["no service"]],
   ["address", ["address", "ip:port", "real server", "exists"]],
@@ -166,13 +168,34 @@ function renderTotals(st) {
   );
 }
 
+/** The forwarding method as ipvsadm -L names it, with the tunnel as --tun-info shows it. */
+function methodName(r) {
+  if (r.forward === "dr") return "Route";
+  if (r.forward !== "tunnel") return "Masq";
+  const type = r.tun_type || "ipip";
+  const csum = r.tun_csum || "nocsum";
+  if (type === "gue") return `Tunnel gue:${r.tun_port}:${csum}`;
+  if (type === "gre") return `Tunnel gre:${csum}`;
+  return "Tunnel ipip";
+}
+
+/** A real server's forwarding fields, as the API takes them. */
+function methodFields(forward, type, port, csum) {
+  const m = { forward };
+  if (forward !== "tunnel") return m;
+  m.tun_type = type || "ipip";
+  if (port) m.tun_port = Number(port);
+  if (csum && csum !== "nocsum") m.tun_csum = csum;
+  return m;
+}
+
 function realRow(s, r) {
   const health = r.weight === 0 ? "drained" : r.overloaded ? "overloaded" : r.reachable ? "up" : "no next hop";
   return el(
     "tr",
     { "data-real": r.address },
     el("td", {}, r.address),
-    el("td", {}, r.forward === "nat" ? "Masq" : r.forward),
+    el("td", {}, methodName(r)),
     el("td", { class: "num" }, r.weight),
     el("td", { class: health === "up" ? "ok" : "warn" }, health),
     el("td", { class: "num" }, fmt(r.active_conns)),
@@ -379,6 +402,7 @@ async function deleteService(s) {
 function realSettings() {
   return {
     weight: Number($("real-weight").value || 0),
+    ...methodFields($("real-forward").value, $("real-tun-type").value, $("real-tun-port").value, $("real-tun-csum").value),
     upper_threshold: Number($("real-upper").value || 0),
     lower_threshold: Number($("real-lower").value || 0),
   };
@@ -414,14 +438,20 @@ function pickReal(s, r) {
   $("real-service").value = `${s.protocol}/${s.address}`;
   $("real-address").value = r.address;
   $("real-weight").value = r.weight;
+  $("real-forward").value = r.forward;
+  $("real-tun-type").value = r.tun_type || "ipip";
+  $("real-tun-port").value = r.tun_port || "";
+  $("real-tun-csum").value = r.tun_csum || "nocsum";
   $("real-upper").value = r.upper_threshold;
   $("real-lower").value = r.lower_threshold;
 }
 
 async function drain(s, r) {
   try {
+    // Everything else as it is: a PUT replaces the settings, the method with them.
     await api("PUT", `${svcPath(s)}/reals/${enc(r.address)}`, {
       weight: 0,
+      ...methodFields(r.forward, r.tun_type, r.tun_port, r.tun_csum),
       upper_threshold: r.upper_threshold,
       lower_threshold: r.lower_threshold,
       hint: r.hint,

@@ -1,7 +1,8 @@
 # Shared by the oracle scenarios (sourced, inside the VM): the test topology of
 # scripts/topology.sh, and the two balancers under test behind one interface.
 #
-#   up                      build the namespaces (prefix o), nginx and socat on rs1..3
+#   up [onearm]             build the namespaces (prefix o), nginx and socat on rs1..3
+#                           (onearm: client, router, the balancer beside the servers)
 #   down                    remove them
 #   balancer ipvs|wvs       make the balancer namespace ready for the kernel's IPVS or for
 #                           wvs, and set ADM to the command that configures it
@@ -20,7 +21,8 @@ TOPO="bash /share/topology.sh"
 WVS_PID=
 
 up() {
-  $TOPO up "$P" >/dev/null
+  ONEARM=${1:-}
+  $TOPO up "$P" ${ONEARM:+onearm} >/dev/null
   $TOPO nginx "$P" /tmp/oracle-www >/dev/null
   $TOPO socat "$P" >/dev/null 2>&1
   # More client addresses, so that hashing schedulers see several clients.
@@ -36,14 +38,17 @@ balancer() {
   case "$1" in
     ipvs)
       modprobe ip_vs
-      # IPVS NAT: the VIP is the director's own, and it forwards the replies.
+      # The VIP is the director's own; for NAT it also forwards the replies.
       ip -n "$P-lb" addr add "$VIP/32" dev lo
-      ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1
+      [ -n "${ONEARM:-}" ] || ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1
       ip netns exec "$P-lb" sysctl -qw net.ipv4.vs.conntrack=0 2>/dev/null || true
       ADM="ip netns exec $P-lb ipvsadm"
       ;;
     wvs)
-      ip netns exec "$P-lb" /share/wvs run --iface c0 --iface s0 --state-dir /tmp/wvs-state \
+      local ifaces="--iface c0 --iface s0"
+      [ -z "${ONEARM:-}" ] || ifaces="--iface s0"
+      # shellcheck disable=SC2086
+      ip netns exec "$P-lb" /share/wvs run $ifaces --state-dir /tmp/wvs-state \
         --no-plugin-cache --workers 1 --sched-runtime "${WVS_SCHED_RUNTIME:-native}" 2>/tmp/wvs.log &
       WVS_PID=$!
       for _ in $(seq 600); do grep -q ready /tmp/wvs.log && break; sleep 0.2; done
