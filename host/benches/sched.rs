@@ -125,7 +125,7 @@ fn datapath(max_conns: usize) -> (Datapath, RxMeta) {
     let meta = RxMeta {
         iface: 0,
         csum: CsumMode::Complete,
-        gso: false,
+        gso_size: 0,
     };
     (dp, meta)
 }

@@ -35,6 +35,8 @@ pub(crate) const SOURCE_QUENCH: u8 = 4;
 pub(crate) const TIME_EXCEEDED: u8 = 11;
 /// Code of "port unreachable" under destination unreachable.
 const PORT_UNREACHABLE: u8 = 3;
+/// Code of "fragmentation needed and DF set" under destination unreachable.
+const FRAG_NEEDED: u8 = 4;
 
 /// Which way the quoted packet went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +139,33 @@ pub(super) fn parse(
 /// of payload (RFC 792). Returns the new frame's length, or `None` if the frame is not a
 /// whole IPv4 packet with 8 bytes of payload or the buffer is too small.
 pub(super) fn port_unreachable(buf: &mut [u8], len: usize) -> Option<usize> {
+    error_from_destination(buf, len, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4])
+}
+
+/// ICMP time exceeded in transit (type 11, code 0) for a client's packet whose TTL ran out
+/// at the balancer, from the VIP: as the director's `icmp_send` answers, its source being
+/// the packet's local destination.
+pub(super) fn time_exceeded(buf: &mut [u8], len: usize) -> Option<usize> {
+    error_from_destination(buf, len, TIME_EXCEEDED, 0, [0; 4])
+}
+
+/// ICMP fragmentation needed (type 3, code 4) with the next hop's MTU (RFC 1191), from the
+/// VIP, for a client's packet with DF that does not fit the path to its real server.
+pub(super) fn frag_needed(buf: &mut [u8], len: usize, mtu: u16) -> Option<usize> {
+    let m = mtu.to_be_bytes();
+    error_from_destination(buf, len, DEST_UNREACHABLE, FRAG_NEEDED, [0, 0, m[0], m[1]])
+}
+
+/// Write, in place of the received frame, an ICMP error of `kind`/`code` (its second word
+/// `word`) about it, from its destination back to its sender, quoting its IP header and 8
+/// bytes. Returns the answer's length, or `None` if the frame is too short to quote.
+fn error_from_destination(
+    buf: &mut [u8],
+    len: usize,
+    kind: u8,
+    code: u8,
+    word: [u8; 4],
+) -> Option<usize> {
     const IP: usize = ETHERNET_HEADER_LEN;
     let frame = buf.get(..len)?;
     let ip = frame.get(IP..)?;
@@ -161,16 +190,8 @@ pub(super) fn port_unreachable(buf: &mut [u8], len: usize) -> Option<usize> {
         icmp_len,
         false,
     )?;
-    icmp[..ICMP_HEADER_LEN].copy_from_slice(&[
-        DEST_UNREACHABLE,
-        PORT_UNREACHABLE,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ]);
+    icmp[..ICMP_HEADER_LEN]
+        .copy_from_slice(&[kind, code, 0, 0, word[0], word[1], word[2], word[3]]);
     icmp[ICMP_HEADER_LEN..].copy_from_slice(&quote[..quote_len]);
     let c = checksum::compute(icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());

@@ -39,8 +39,9 @@ pub struct RxMeta {
     pub iface: u8,
     /// State of the frame's L4 checksum.
     pub csum: CsumMode,
-    /// Whether the frame is a GSO super-packet (the kernel cuts it into segments on send).
-    pub gso: bool,
+    /// The payload size of the segments the kernel will cut a GSO super-packet into on
+    /// send; 0 for a plain frame.
+    pub gso_size: u16,
 }
 
 /// What to do with a frame.
@@ -90,6 +91,8 @@ pub struct Datapath {
     worker: usize,
     /// Token bucket of the ICMP errors wvs sends itself (tokens, last refill in ms).
     icmp_bucket: std::cell::Cell<(u32, u64)>,
+    /// The MTU of the last `FragNeeded` refusal, for its answer.
+    frag_mtu: std::cell::Cell<u16>,
 }
 
 /// The parts of a classified IPv4 TCP/UDP packet the handlers need.
@@ -129,6 +132,7 @@ enum InLookup {
         hop: Option<NextHop>,
         fwd: Forward,
         src: Ipv4Addr,
+        mtu: u32,
     },
     Drop(DropReason),
     Reschedule,
@@ -149,6 +153,7 @@ impl Datapath {
             stats,
             worker,
             icmp_bucket: std::cell::Cell::new((crate::consts::ICMP_REPLY_BURST, 0)),
+            frag_mtu: std::cell::Cell::new(0),
         }
     }
 
@@ -188,7 +193,10 @@ impl Datapath {
     /// no real server can take gets an ICMP port unreachable from the VIP, as IPVS sends
     /// (`ip_vs_leave`), and a TCP segment of no connection gets a reset from the VIP, as the
     /// director's own stack answers what IPVS lets through (see [`reset`]), so clients fail
-    /// at once instead of retrying. Both share one rate limit per worker.
+    /// at once instead of retrying. A client's packet whose TTL runs out gets ICMP time
+    /// exceeded, and one with DF too long for the path to its server ICMP fragmentation
+    /// needed with the path's MTU (`__ip_vs_get_out_rt`), both from the VIP. All share one
+    /// rate limit per worker.
     pub fn process_buf(
         &self,
         snap: &Snapshot,
@@ -199,23 +207,30 @@ impl Datapath {
     ) -> Verdict {
         let len = len.min(buf.len());
         let v = self.process_in(snap, now, meta, buf, len);
-        let answer = match v {
-            Verdict::Drop(DropReason::NoDest) => icmp::port_unreachable,
-            Verdict::Drop(DropReason::NoConnIn) => reset::tcp_reset,
-            _ => return v,
+        let Verdict::Drop(reason) = v else {
+            return v;
         };
         // Written first (a dropped frame may be overwritten), so that what is never
         // answered (a reset, a truncated segment) takes no token.
-        let Some(n) = answer(buf, len) else {
+        let written = match reason {
+            DropReason::NoDest => icmp::port_unreachable(buf, len),
+            DropReason::NoConnIn => reset::tcp_reset(buf, len),
+            // A client's packet, not a reply on its way out (that one is the kernel's
+            // business in IPVS, and wvs has no address of its own to answer from).
+            DropReason::TtlExceeded if to_vip(snap, buf, len) => icmp::time_exceeded(buf, len),
+            DropReason::FragNeeded => icmp::frag_needed(buf, len, self.frag_mtu.get()),
+            _ => return v,
+        };
+        let Some(n) = written else {
             return v;
         };
         if !self.icmp_token(now) {
             return v;
         }
-        if v == Verdict::Drop(DropReason::NoDest) {
-            stats::bump(&self.stats.icmp_sent);
-        } else {
+        if reason == DropReason::NoConnIn {
             stats::bump(&self.stats.resets_sent);
+        } else {
+            stats::bump(&self.stats.icmp_sent);
         }
         Verdict::Reply {
             iface: meta.iface,
@@ -326,6 +341,7 @@ impl Datapath {
                 hop: c.dest.next_hop(),
                 fwd: c.fwd,
                 src: c.dest.source(),
+                mtu: c.dest.mtu(),
             }
         };
         let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
@@ -340,14 +356,15 @@ impl Datapath {
                 Err(Some(r)) => InLookup::Drop(r),
             });
         }
-        let (daddr, dport, hop, fwd, src) = match found {
+        let (daddr, dport, hop, fwd, src, mtu) = match found {
             Some(InLookup::Forward {
                 daddr,
                 dport,
                 hop,
                 fwd,
                 src,
-            }) => (daddr, dport, hop, fwd, src),
+                mtu,
+            }) => (daddr, dport, hop, fwd, src, mtu),
             Some(InLookup::Drop(r)) => return Verdict::Drop(r),
             _ => return Verdict::Drop(DropReason::NoConnIn),
         };
@@ -370,6 +387,7 @@ impl Datapath {
             dport,
             src,
             flow_hash: flow_hash(info),
+            mtu,
         };
         let link = xmit::Link {
             iface: hop.iface,
@@ -377,7 +395,7 @@ impl Datapath {
             dst_mac: hop.mac,
         };
         let mut pkt = self.packet(buf, meta, info);
-        sent(xmit::to_real(&mut pkt, &target, link))
+        self.sent(xmit::to_real(&mut pkt, &target, link))
     }
 
     fn packet<'a>(&self, buf: &'a mut [u8], meta: RxMeta, info: &L4Info) -> xmit::Packet<'a> {
@@ -387,7 +405,7 @@ impl Datapath {
             total_len: info.total_len,
             proto: info.proto,
             csum: meta.csum,
-            gso: meta.gso,
+            gso_size: meta.gso_size,
         }
     }
 
@@ -454,6 +472,7 @@ impl Datapath {
             hop: Some(hop),
             fwd: conn.fwd,
             src: dest.source(),
+            mtu: dest.mtu(),
         };
         match self.conns.insert(conn) {
             Ok(()) => {
@@ -511,19 +530,31 @@ impl Datapath {
             dst_mac: hop.mac,
         };
         let mut pkt = self.packet(buf, meta, info);
-        sent(xmit::to_client(&mut pkt, vaddr, vport, link))
+        self.sent(xmit::to_client(&mut pkt, vaddr, vport, link))
+    }
+
+    /// A transmitter's outcome as a verdict; the MTU of a refusal is kept for the answer.
+    fn sent(&self, r: Result<xmit::Sent, xmit::Refused>) -> Verdict {
+        match r {
+            Ok(xmit::Sent::InPlace { iface }) => Verdict::Tx { iface },
+            Ok(xmit::Sent::Whole { iface, len }) => Verdict::Whole { iface, len },
+            Err(xmit::Refused::TtlExceeded) => Verdict::Drop(DropReason::TtlExceeded),
+            Err(xmit::Refused::NoRoom) => Verdict::Drop(DropReason::NoRoom),
+            Err(xmit::Refused::TunnelGso) => Verdict::Drop(DropReason::TunnelGso),
+            Err(xmit::Refused::TooBig) => Verdict::Drop(DropReason::TooBig),
+            Err(xmit::Refused::FragNeeded { mtu }) => {
+                self.frag_mtu.set(mtu);
+                Verdict::Drop(DropReason::FragNeeded)
+            }
+        }
     }
 }
 
-/// A transmitter's outcome as a verdict.
-fn sent(r: Result<xmit::Sent, xmit::Refused>) -> Verdict {
-    match r {
-        Ok(xmit::Sent::InPlace { iface }) => Verdict::Tx { iface },
-        Ok(xmit::Sent::Whole { iface, len }) => Verdict::Whole { iface, len },
-        Err(xmit::Refused::TtlExceeded) => Verdict::Drop(DropReason::TtlExceeded),
-        Err(xmit::Refused::NoRoom) => Verdict::Drop(DropReason::NoRoom),
-        Err(xmit::Refused::TunnelGso) => Verdict::Drop(DropReason::TunnelGso),
-    }
+/// Whether the IPv4 packet of the frame in `buf` is addressed to a virtual IP.
+fn to_vip(snap: &Snapshot, buf: &[u8], len: usize) -> bool {
+    buf.get(ETHERNET_HEADER_LEN..len)
+        .filter(|ip| ip.len() >= ipv4_field::MIN_HEADER_LEN)
+        .is_some_and(|ip| snap.is_vip(IpAddr::V4(Ipv4Packet::new_unchecked(ip).dst_addr())))
 }
 
 /// A hash of a connection's addresses and ports, the same for each of its packets: the

@@ -70,6 +70,10 @@ drop_reasons! {
     NoRoom => "no_room",
     /// A GSO super-packet to a tunnel (see `xmit::Refused::TunnelGso`).
     TunnelGso => "tunnel_gso",
+    /// Longer than the path's MTU, with DF: answered with ICMP fragmentation needed.
+    FragNeeded => "frag_needed",
+    /// Longer than the path's MTU, without DF.
+    TooBig => "too_big",
     /// The socket's receive queue was full: the kernel dropped the frame before wvs read it.
     RxQueueFull => "rx_queue_full",
 }
@@ -87,7 +91,8 @@ pub struct DatapathStats {
     pub conns: AtomicU64,
     /// GRO/GSO super-packets received (forwarded whole, segmented by the kernel later).
     pub rx_gso: AtomicU64,
-    /// ICMP port unreachable sent for connections no real server could take.
+    /// ICMP errors wvs sent itself: port unreachable (no real server could take a new
+    /// connection), time exceeded, fragmentation needed.
     pub icmp_sent: AtomicU64,
     /// TCP resets sent for segments of no connection.
     pub resets_sent: AtomicU64,

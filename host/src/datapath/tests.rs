@@ -76,12 +76,12 @@ fn harness() -> Harness {
 const COMPLETE: RxMeta = RxMeta {
     iface: 0,
     csum: CsumMode::Complete,
-    gso: false,
+    gso_size: 0,
 };
 const FROM_RS: RxMeta = RxMeta {
     iface: 1,
     csum: CsumMode::Complete,
-    gso: false,
+    gso_size: 0,
 };
 
 #[derive(Clone, Copy)]
@@ -430,7 +430,7 @@ fn partial_checksum_tracks_the_pseudo_header() {
         let meta = RxMeta {
             iface: 0,
             csum: CsumMode::Partial,
-            gso: false,
+            gso_size: 0,
         };
         assert_eq!(
             h.dp.process(&h.snap, 0, meta, &mut f),
@@ -1527,7 +1527,7 @@ fn direct_routing_changes_the_macs_and_the_ttl_only() {
 }
 
 #[test]
-fn a_packet_that_would_outlive_its_ttl_is_not_forwarded() {
+fn a_packet_that_would_outlive_its_ttl_gets_time_exceeded_from_the_vip() {
     for real in [
         "address = \"198.19.0.21\"\nforward = \"dr\"",
         "address = \"198.19.0.21\"\nforward = \"tunnel\"",
@@ -1543,11 +1543,107 @@ fn a_packet_that_would_outlive_its_ttl_is_not_forwarded() {
             .unwrap();
         let mut buf = vec![0u8; 2048];
         buf[..v.len()].copy_from_slice(&v);
+        let Verdict::Reply { iface: 0, len } =
+            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, v.len())
+        else {
+            panic!("{real}: no answer")
+        };
+        let (s, d, _, quote) = check_icmp(&buf[..len]);
         assert_eq!(
-            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, v.len()),
-            Verdict::Drop(DropReason::TtlExceeded),
+            (s, d),
+            (Ipv4Addr::from(VIP), Ipv4Addr::from(CLIENT)),
             "{real}"
         );
+        assert_eq!(buf[34..36], [11, 0], "{real}: time exceeded in transit");
+        assert_eq!(
+            quote[..28],
+            v[14..42],
+            "{real}: the packet quoted as it came"
+        );
+        assert_eq!(buf[..6], CLIENT_MAC, "back to the client's hop");
+        assert_eq!(h.dp.stats().drops(DropReason::TtlExceeded), 1);
+    }
+}
+
+#[test]
+fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
+    // Path MTU 1400 towards the servers; a tunnel's is 20 (IPIP) or 32 (GUE) bytes less.
+    for (real, mtu) in [
+        ("address = \"198.19.0.21:80\"", 1400u16),
+        ("address = \"198.19.0.21\"\nforward = \"dr\"", 1400),
+        ("address = \"198.19.0.21\"\nforward = \"tunnel\"", 1380),
+        (
+            "address = \"198.19.0.21\"\nforward = \"tunnel\"\ntun_type = \"gue\"\ntun_port = 6080",
+            1368,
+        ),
+    ] {
+        let h = method_harness(real);
+        for d in h.snap.dests() {
+            d.set_mtu(1400);
+        }
+        let big = |cport: u16, df: bool, len: usize| {
+            let mut v = Vec::new();
+            let mut ip =
+                etherparse::Ipv4Header::new(0, 64, etherparse::IpNumber::TCP, CLIENT, VIP).unwrap();
+            ip.dont_fragment = df;
+            PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+                .ip(etherparse::IpHeaders::Ipv4(ip, Default::default()))
+                .tcp(cport, 80, 1000, 65535)
+                .ack(1)
+                .write(&mut v, &vec![7u8; len - 40])
+                .unwrap();
+            v
+        };
+        // The handshake first (small), then data of exactly the MTU: it passes.
+        let mut syn = client_syn(40010);
+        let mut slot = vec![0u8; 4096];
+        slot[..syn.len()].copy_from_slice(&syn);
+        assert!(matches!(
+            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut slot, syn.len()),
+            Verdict::Tx { .. } | Verdict::Whole { .. }
+        ));
+        syn.clear();
+        let fits = big(40010, true, usize::from(mtu));
+        slot[..fits.len()].copy_from_slice(&fits);
+        assert!(
+            matches!(
+                h.dp.process_buf(&h.snap, 1, COMPLETE, &mut slot, fits.len()),
+                Verdict::Tx { .. } | Verdict::Whole { .. }
+            ),
+            "{real}: {mtu} bytes fit"
+        );
+        // One byte more with DF: fragmentation needed, with the MTU, from the VIP.
+        let over = big(40010, true, usize::from(mtu) + 1);
+        slot[..over.len()].copy_from_slice(&over);
+        let Verdict::Reply { iface: 0, len } =
+            h.dp.process_buf(&h.snap, 2, COMPLETE, &mut slot, over.len())
+        else {
+            panic!("{real}: no answer")
+        };
+        let (s, d, _, quote) = check_icmp(&slot[..len]);
+        assert_eq!((s, d), (Ipv4Addr::from(VIP), Ipv4Addr::from(CLIENT)));
+        assert_eq!(slot[34..36], [3, 4], "{real}: fragmentation needed");
+        assert_eq!(slot[40..42], mtu.to_be_bytes(), "{real}: next-hop MTU");
+        assert_eq!(quote[..28], over[14..42]);
+        // Without DF: not sent, counted (IPVS would fragment it).
+        let nodf = big(40010, false, usize::from(mtu) + 1);
+        slot[..nodf.len()].copy_from_slice(&nodf);
+        assert_eq!(
+            h.dp.process_buf(&h.snap, 3, COMPLETE, &mut slot, nodf.len()),
+            Verdict::Drop(DropReason::TooBig)
+        );
+        // A GSO super-packet by the size of its segments: small on the wire here, but
+        // cut into 1448-byte payloads it would not fit.
+        let gso = RxMeta {
+            gso_size: 1448,
+            ..COMPLETE
+        };
+        let seg = big(40010, true, 200);
+        slot[..seg.len()].copy_from_slice(&seg);
+        let v = h.dp.process_buf(&h.snap, 4, gso, &mut slot, seg.len());
+        assert!(matches!(v, Verdict::Reply { .. }), "{real}: {v:?}");
+        assert_eq!(slot[40..42], mtu.to_be_bytes(), "{real}: next-hop MTU");
+        assert_eq!(h.dp.stats().drops(DropReason::FragNeeded), 2);
     }
 }
 
@@ -1678,7 +1774,7 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     let partial_meta = RxMeta {
         iface: 0,
         csum: CsumMode::Partial,
-        gso: false,
+        gso_size: 0,
     };
     let mut buf = vec![0u8; 2048];
     buf[..f.len()].copy_from_slice(&f);
@@ -1690,7 +1786,7 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     inner_ok(&outer(&buf[..len], 22).1, 40003, 80);
     // A GSO super-packet: the kernel could not cut it inside a tunnel.
     let gso = RxMeta {
-        gso: true,
+        gso_size: 1448,
         ..COMPLETE
     };
     let mut seg = client_seg(40003, F::Ack, b"data");

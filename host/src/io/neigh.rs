@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMetric};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use crate::consts::NEIGH_PROBE_PORT;
@@ -49,6 +49,8 @@ pub struct IfaceInfo {
     pub index: u32,
     /// MAC address.
     pub mac: [u8; 6],
+    /// MTU (when the kernel says; 1500 otherwise).
+    pub mtu: u32,
 }
 
 /// Open an rtnetlink connection, running its I/O task on the current tokio runtime.
@@ -70,6 +72,14 @@ pub async fn lookup_ifaces(
             Ok(Some(m)) => m,
             Ok(None) | Err(_) => return Err(NeighError::NoSuchIface(name.clone())),
         };
+        let mtu = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or(1500);
         let mac = msg
             .attributes
             .iter()
@@ -82,10 +92,14 @@ pub async fn lookup_ifaces(
             name: name.clone(),
             index: msg.header.index,
             mac,
+            mtu,
         });
     }
     Ok(out)
 }
+
+/// What a route lookup gives: next hop, source address, MTU.
+type Resolved = (Option<NextHop>, Option<std::net::Ipv4Addr>, Option<u32>);
 
 /// Resolves real servers' next hops.
 #[derive(Debug)]
@@ -124,13 +138,16 @@ impl Resolver {
         let neighbours = self.neighbours().await?;
         let mut unresolved = 0;
         for addr in todo {
-            let (hop, src) = self.resolve(addr, &neighbours).await?;
+            let (hop, src, mtu) = self.resolve(addr, &neighbours).await?;
             let mut changed = false;
             for d in snap.dests().filter(|d| d.addr == addr) {
                 d.resolve_wanted
                     .store(false, std::sync::atomic::Ordering::Relaxed);
                 if let Some(a) = src {
                     d.set_source(a);
+                }
+                if let Some(m) = mtu {
+                    d.set_mtu(m);
                 }
                 match hop {
                     Some(h) => {
@@ -149,15 +166,16 @@ impl Resolver {
         Ok(unresolved)
     }
 
-    /// The next hop towards `addr` and wvs's source address on that route (a tunnel's
-    /// outer source, as IPVS takes the route's `saddr`).
+    /// The next hop towards `addr`, wvs's source address on that route (a tunnel's outer
+    /// source, as IPVS takes the route's `saddr`) and the route's MTU (its `mtu` metric,
+    /// else its interface's: IPVS's `dst_mtu`).
     async fn resolve(
         &mut self,
         addr: IpAddr,
         neighbours: &HashMap<(u32, IpAddr), [u8; 6]>,
-    ) -> Result<(Option<NextHop>, Option<std::net::Ipv4Addr>), NeighError> {
+    ) -> Result<Resolved, NeighError> {
         let IpAddr::V4(v4) = addr else {
-            return Ok((None, None));
+            return Ok((None, None, None));
         };
         let msg = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
             .destination_prefix(v4, 32)
@@ -168,18 +186,25 @@ impl Resolver {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.warn_once(addr, "no route to this real server".into());
-                return Ok((None, None));
+                return Ok((None, None, None));
             }
             Err(e) => {
                 self.warn_once(addr, format!("no route to this real server: {e}"));
-                return Ok((None, None));
+                return Ok((None, None, None));
             }
         };
         let mut oif = None;
         let mut gateway = None;
         let mut src = None;
+        let mut route_mtu = None;
         for a in &route.attributes {
             match a {
+                RouteAttribute::Metrics(m) => {
+                    route_mtu = m.iter().find_map(|x| match x {
+                        RouteMetric::Mtu(v) if *v > 0 => Some(*v),
+                        _ => None,
+                    })
+                }
                 RouteAttribute::Oif(i) => oif = Some(*i),
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(IpAddr::V4(*g)),
                 RouteAttribute::PrefSource(RouteAddress::Inet(a)) => src = Some(*a),
@@ -187,15 +212,16 @@ impl Resolver {
             }
         }
         let Some(oif) = oif else {
-            return Ok((None, src));
+            return Ok((None, src, route_mtu));
         };
         let Some(slot) = self.ifaces.iter().position(|i| i.index == oif) else {
             self.warn_once(
                 addr,
                 format!("the route to this real server leaves through interface {oif}, which wvs does not own (add it with --iface)"),
             );
-            return Ok((None, src));
+            return Ok((None, src, route_mtu));
         };
+        let mtu = Some(route_mtu.unwrap_or(self.ifaces[slot].mtu));
         let via = gateway.unwrap_or(addr);
         match neighbours.get(&(oif, via)) {
             Some(mac) => Ok((
@@ -204,10 +230,11 @@ impl Resolver {
                     mac: *mac,
                 }),
                 src,
+                mtu,
             )),
             None => {
                 probe(addr);
-                Ok((None, src))
+                Ok((None, src, mtu))
             }
         }
     }

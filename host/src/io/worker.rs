@@ -221,8 +221,12 @@ impl Worker {
         }
         let buf = &mut bufs.buf(bid)[..len];
         let vnet = VnetHeader::new_checked(&*buf)?;
-        let gso = vnet.gso_type() != crate::wire::vnet::GSO_NONE;
-        if gso {
+        let gso_size = if vnet.gso_type() != crate::wire::vnet::GSO_NONE {
+            vnet.gso_size().max(1)
+        } else {
+            0
+        };
+        if gso_size != 0 {
             stats::bump(&stats.rx_gso);
         }
         let csum = if vnet.needs_csum() {
@@ -233,7 +237,7 @@ impl Worker {
         let meta = RxMeta {
             iface: iface as u8,
             csum,
-            gso,
+            gso_size,
         };
         let slot = bufs.buf(bid);
         let verdict = self.datapath.process_buf(

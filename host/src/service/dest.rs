@@ -114,6 +114,8 @@ pub struct Dest {
     /// wvs's source address towards the server (the route's preferred source): a tunnel's
     /// outer source.
     src: AtomicU32,
+    /// The route's MTU towards the server (0 until known).
+    mtu: AtomicU32,
     /// Set by the fast path when it has no next hop, so the resolver looks sooner.
     pub resolve_wanted: AtomicBool,
     /// Traffic counters and rates.
@@ -139,6 +141,7 @@ impl Dest {
             next_hop: AtomicU64::new(0),
             fwd: AtomicU64::new(pack_forward(Forward::Masq)),
             src: AtomicU32::new(0),
+            mtu: AtomicU32::new(0),
             resolve_wanted: AtomicBool::new(true),
             stats: crate::stats::Stats::default(),
         }
@@ -241,6 +244,17 @@ impl Dest {
     /// Set wvs's source address towards the server.
     pub fn set_source(&self, a: Ipv4Addr) {
         self.src.store(u32::from(a), Relaxed);
+    }
+
+    /// The path MTU towards the server: the route's (0 until known).
+    #[inline]
+    pub fn mtu(&self) -> u32 {
+        self.mtu.load(Relaxed)
+    }
+
+    /// Set the path MTU towards the server.
+    pub fn set_mtu(&self, m: u32) {
+        self.mtu.store(m, Relaxed);
     }
 
     /// Count a new connection bound to this server (`ip_vs_bind_dest`): it starts inactive

@@ -12,6 +12,7 @@ use crate::consts::VNET_HDR_LEN;
 mod field {
     pub(super) const FLAGS: usize = 0;
     pub(super) const GSO_TYPE: usize = 1;
+    pub(super) const GSO_SIZE: core::ops::Range<usize> = 4..6;
     pub(super) const CSUM_START: core::ops::Range<usize> = 6..8;
     pub(super) const CSUM_OFFSET: core::ops::Range<usize> = 8..10;
 }
@@ -43,6 +44,12 @@ impl<T: AsRef<[u8]>> VnetHeader<T> {
     /// Return the GSO type field.
     pub fn gso_type(&self) -> u8 {
         self.buffer.as_ref()[field::GSO_TYPE]
+    }
+
+    /// Return the GSO segment size: the payload bytes of each segment the kernel will cut.
+    pub fn gso_size(&self) -> u16 {
+        let b = self.buffer.as_ref();
+        u16::from_le_bytes([b[field::GSO_SIZE.start], b[field::GSO_SIZE.start + 1]])
     }
 
     /// Return the checksum start offset (from the start of the frame).
@@ -81,6 +88,7 @@ mod tests {
         let mut h = VnetHeader::new_checked(&mut b[..]).unwrap();
         assert!(h.needs_csum());
         assert_eq!(h.gso_type(), 1);
+        assert_eq!(h.gso_size(), 0x05a8);
         assert_eq!(h.csum_start(), 34);
         assert_eq!(h.csum_offset(), 16);
         h.prepare_tx();

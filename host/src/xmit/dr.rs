@@ -3,10 +3,11 @@
 //! and one hop less. The real server holds the VIP on a device that does not answer ARP for
 //! it and replies to the client directly, so wvs never sees the replies.
 
-use super::{Link, Packet, Refused, Sent};
+use super::{Link, Packet, Refused, Sent, Target};
 
 /// A client's packet to its real server.
-pub fn to_real(pkt: &mut Packet<'_>, link: Link) -> Result<Sent, Refused> {
+pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
+    super::check(pkt, t.mtu)?;
     let ihl = pkt.ihl;
     super::decrement_ttl(&mut pkt.ip()[..ihl])?;
     super::set_macs(pkt.buf, link);

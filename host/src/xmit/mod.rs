@@ -18,7 +18,9 @@ use std::net::Ipv4Addr;
 
 use crate::model::{Forward, Protocol};
 use crate::wire::checksum::CsumMode;
-use crate::wire::{ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame};
+use crate::wire::{
+    ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, Ipv4Packet, tcp_field, udp_field,
+};
 
 /// The link a frame leaves on: which of wvs's interfaces, from and to which MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +46,8 @@ pub struct Packet<'a> {
     pub proto: Protocol,
     /// State of the L4 checksum.
     pub csum: CsumMode,
-    /// Whether it is a GSO super-packet (larger than the path, cut by the kernel on send).
-    pub gso: bool,
+    /// A GSO super-packet's segment payload size (the kernel cuts it on send); 0 if plain.
+    pub gso_size: u16,
 }
 
 impl Packet<'_> {
@@ -84,6 +86,14 @@ pub enum Refused {
     /// A GSO super-packet cannot be encapsulated: the kernel segments only what it knows the
     /// headers of, and a packet socket cannot describe a tunnel to it.
     TunnelGso,
+    /// Longer than the path's MTU with DF set: IPVS answers ICMP fragmentation needed
+    /// with this MTU (`ensure_mtu_is_adequate`).
+    FragNeeded {
+        /// The MTU to report.
+        mtu: u16,
+    },
+    /// Longer than the path's MTU without DF (IPVS would fragment it).
+    TooBig,
 }
 
 /// What the connection says about where a client's packet goes.
@@ -99,13 +109,15 @@ pub struct Target {
     pub src: Ipv4Addr,
     /// A hash of the connection, for a tunnel's UDP source port (GUE).
     pub flow_hash: u32,
+    /// The path MTU towards the real server (0: not known, not checked).
+    pub mtu: u32,
 }
 
 /// Send a client's packet to its real server by the connection's method (`cp->packet_xmit`).
 pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
     match t.fwd {
         Forward::Masq => nat::to_real(pkt, t, link),
-        Forward::Route => dr::to_real(pkt, link),
+        Forward::Route => dr::to_real(pkt, t, link),
         Forward::Tunnel(tun) => tunnel::to_real(pkt, t, &tun, link),
     }
 }
@@ -129,6 +141,49 @@ pub fn decrement_ttl(ip: &mut [u8]) -> Result<(), Refused> {
         Err(Refused::TtlExceeded)
     }
 }
+
+/// The checks of `__ip_vs_get_out_rt` before a packet is changed, in its order: the TTL,
+/// then the MTU (`mtu`: the path's, less what the method adds; 0: unknown). Nothing is
+/// written, so a refused packet can still be quoted in the answer.
+pub fn check(pkt: &Packet<'_>, mtu: u32) -> Result<(), Refused> {
+    let ip = &pkt.buf[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + pkt.total_len];
+    let iph = Ipv4Packet::new_unchecked(&ip[..pkt.ihl]);
+    if iph.hop_limit() <= 1 {
+        return Err(Refused::TtlExceeded);
+    }
+    if mtu == 0 {
+        return Ok(());
+    }
+    // What goes on the wire: the packet, or each segment the kernel will cut from a GSO
+    // super-packet (IPVS leaves GSO to the output path, which checks its segments).
+    let len = if pkt.gso_size == 0 {
+        pkt.total_len
+    } else {
+        let l4_hdr = match pkt.proto {
+            Protocol::Tcp => ip
+                .get(pkt.ihl + 12)
+                .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
+            Protocol::Udp => udp_field::HEADER_LEN,
+        };
+        pkt.ihl + l4_hdr + usize::from(pkt.gso_size)
+    };
+    if len as u64 <= u64::from(mtu) {
+        return Ok(());
+    }
+    if iph.dont_frag() {
+        // `mtu < 68` is a broken route; IPVS drops there without an answer.
+        let mtu = u16::try_from(mtu).map_err(|_| Refused::TooBig)?;
+        if mtu < MIN_IPV4_MTU {
+            return Err(Refused::TooBig);
+        }
+        Err(Refused::FragNeeded { mtu })
+    } else {
+        Err(Refused::TooBig)
+    }
+}
+
+/// The least MTU IPv4 allows (RFC 791).
+const MIN_IPV4_MTU: u16 = 68;
 
 /// Write the Ethernet addresses of `link` into the frame at the start of `buf`.
 pub fn set_macs(buf: &mut [u8], link: Link) {

@@ -16,6 +16,7 @@ use crate::wire::{Ipv4Packet, TcpPacket, UdpPacket};
 /// A client's packet to its real server (`ip_vs_nat_xmit`): one hop less, the destination
 /// becomes the real server.
 pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
+    super::check(pkt, t.mtu)?;
     let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
     let ip = pkt.ip();
     super::decrement_ttl(&mut ip[..ihl])?;

@@ -77,12 +77,17 @@ pub fn to_real(
     tun: &Tunnel,
     link: Link,
 ) -> Result<Sent, Refused> {
-    if pkt.gso {
+    let over = overhead(tun);
+    // The path's MTU less the tunnel's overhead (IPVS: `dst_mtu - sizeof(iphdr)` ...).
+    super::check(
+        pkt,
+        t.mtu.saturating_sub(over as u32).max(u32::from(t.mtu != 0)),
+    )?;
+    if pkt.gso_size != 0 {
         return Err(Refused::TunnelGso);
     }
     let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
     let inner_len = pkt.total_len;
-    let over = overhead(tun);
     let end = ETHERNET_HEADER_LEN + over + inner_len;
     let outer_len = u16::try_from(over + inner_len).map_err(|_| Refused::NoRoom)?;
     if end > pkt.buf.len() {
