@@ -28,6 +28,8 @@ need busybox busybox-static
 need cpio cpio
 # Wire-format checks of what wvs sends (tunnels): tshark's dissectors.
 need tshark tshark
+# Path MTU and TTL checks.
+need tracepath iputils-tracepath
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq

@@ -437,3 +437,179 @@ fn gue_tunnel_serves_evenly_and_downloads_exactly() {
         },
     );
 }
+
+/// 20 MiB sent to VIP:5001, where each real server counts what it received (`wc -c`) and
+/// answers the count: what the client's socat prints.
+fn upload_20_mib(topo: &Topo) -> String {
+    for i in 1..=3 {
+        let ns = topo.ns(&format!("rs{i}"));
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "socat",
+                "TCP-LISTEN:5001,reuseaddr,fork",
+                "SYSTEM:wc -c",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat");
+    }
+    let file = topo.dir.join("up");
+    std::fs::write(&file, vec![0x5au8; DOWNLOAD]).expect("upload file");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "timeout",
+            "60",
+            "socat",
+            "-t",
+            "10",
+            "-",
+        ])
+        .arg(format!("TCP:{VIP}:5001"))
+        .stdin(std::fs::File::open(&file).expect("file"))
+        .output()
+        .expect("socat");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Lower the MTU of `devs` (namespace, device) to 1400.
+fn mtu_1400(topo: &Topo, devs: &[(&str, &str)]) {
+    for (ns, dev) in devs {
+        let out = topo.exec(ns, &["ip", "link", "set", "dev", dev, "mtu", "1400"]);
+        assert!(
+            out.status.success(),
+            "{ns} {dev}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The path to the servers has an MTU of 1400 (the switch's ports) while the client's and
+/// the servers' own are 1500, so the servers announce an MSS that does not fit: the
+/// client's TCP sends 1500-byte packets (as GSO super-packets) with DF, the switch would
+/// drop them without a word, and the upload completes only because wvs answers ICMP
+/// fragmentation needed and the client sends smaller ones.
+fn path_mtu_upload(topo: &Topo, wvs: &Wvs) {
+    assert_eq!(
+        upload_20_mib(topo),
+        DOWNLOAD.to_string(),
+        "all bytes arrived"
+    );
+    let s = wvs.stats();
+    assert!(
+        s.get("icmp_sent").copied().unwrap_or(0) >= 1,
+        "no fragmentation needed sent: {s:?}"
+    );
+    let route = topo.exec("cli", &["ip", "route", "get", VIP]);
+    let route = String::from_utf8_lossy(&route.stdout).to_string();
+    assert!(
+        route.contains("mtu 1400"),
+        "the client learned the path MTU: {route}"
+    );
+}
+
+fn tcp_5001(topo: &Topo, method: &str) -> std::path::PathBuf {
+    let path = topo.dir.join("mtu.toml");
+    let mut text =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:5001\"\nscheduler = \"sh\"\n");
+    for i in 1..=3 {
+        let port = if method.contains("nat") { ":5001" } else { "" };
+        text.push_str(&format!(
+            "[[service.real]]\naddress = \"198.19.0.1{i}{port}\"\n{method}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:9000\"\nscheduler = \"rr\"\n\
+         [[service.real]]\naddress = \"198.19.0.11:9000\"\n"
+    ));
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+#[test]
+fn nat_path_mtu_is_learned_from_fragmentation_needed_and_ttl_1_from_time_exceeded() {
+    let topo = Topo::new("pmtun", false);
+    mtu_1400(
+        &topo,
+        &[
+            ("lb", "s0"),
+            ("sw", "p0"),
+            ("sw", "p1"),
+            ("sw", "p2"),
+            ("sw", "p3"),
+        ],
+    );
+    let wvs = Wvs::start(&topo, Some(&tcp_5001(&topo, "forward = \"nat\"")));
+    path_mtu_upload(&topo, &wvs);
+    // tracepath's first probe (UDP to the service's port, TTL 1) meets wvs: the balancer
+    // answers at hop 1, from the VIP, as IPVS's director does.
+    let out = topo.exec(
+        "cli",
+        &[
+            "timeout",
+            "20",
+            "tracepath",
+            "-n",
+            "-m",
+            "1",
+            "-p",
+            "9000",
+            VIP,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("1:") && l.contains(VIP)),
+        "tracepath: {text}"
+    );
+}
+
+#[test]
+fn dr_path_mtu_follows_the_route_to_the_servers() {
+    let topo = Topo::onearm("pmtud", false);
+    topo.script("dr");
+    mtu_1400(
+        &topo,
+        &[
+            ("sw", "p1"),
+            ("sw", "p2"),
+            ("sw", "p3"),
+        ],
+    );
+    // wvs shares its interface with the router (MTU 1500): the operator tells it the
+    // servers' MTU on the route to them, as the director's kernel would be told.
+    let out = topo.exec(
+        "lb",
+        &[
+            "ip",
+            "route",
+            "replace",
+            "198.19.0.0/24",
+            "dev",
+            "s0",
+            "mtu",
+            "1400",
+            "proto",
+            "kernel",
+            "scope",
+            "link",
+            "src",
+            "198.19.0.1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wvs = Wvs::start(&topo, Some(&tcp_5001(&topo, "forward = \"dr\"")));
+    path_mtu_upload(&topo, &wvs);
+}
