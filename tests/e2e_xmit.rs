@@ -123,7 +123,7 @@ fn direct_routing_serves_evenly_and_downloads_exactly() {
     );
 }
 
-/// Each real server's tunnel end; killed on drop.
+/// Processes in the real servers (tunnel ends, listeners); killed and reaped on drop.
 struct Decaps(Vec<Child>);
 
 impl Decaps {
@@ -441,21 +441,24 @@ fn gue_tunnel_serves_evenly_and_downloads_exactly() {
 /// 20 MiB sent to VIP:5001, where each real server counts what it received (`wc -c`) and
 /// answers the count: what the client's socat prints.
 fn upload_20_mib(topo: &Topo) -> String {
+    let mut counters = Decaps(Vec::new());
     for i in 1..=3 {
         let ns = topo.ns(&format!("rs{i}"));
-        let _ = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "socat",
-                "TCP-LISTEN:5001,reuseaddr,fork",
-                "SYSTEM:wc -c",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat");
+        counters.0.push(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "socat",
+                    "TCP-LISTEN:5001,reuseaddr,fork",
+                    "SYSTEM:wc -c",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("socat"),
+        );
     }
     let file = topo.dir.join("up");
     std::fs::write(&file, vec![0x5au8; DOWNLOAD]).expect("upload file");
@@ -476,6 +479,7 @@ fn upload_20_mib(topo: &Topo) -> String {
         .stdin(std::fs::File::open(&file).expect("file"))
         .output()
         .expect("socat");
+    // (The listeners are stopped and reaped when `counters` goes.)
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -576,14 +580,7 @@ fn nat_path_mtu_is_learned_from_fragmentation_needed_and_ttl_1_from_time_exceede
 fn dr_path_mtu_follows_the_route_to_the_servers() {
     let topo = Topo::onearm("pmtud", false);
     topo.script("dr");
-    mtu_1400(
-        &topo,
-        &[
-            ("sw", "p1"),
-            ("sw", "p2"),
-            ("sw", "p3"),
-        ],
-    );
+    mtu_1400(&topo, &[("sw", "p1"), ("sw", "p2"), ("sw", "p3")]);
     // wvs shares its interface with the router (MTU 1500): the operator tells it the
     // servers' MTU on the route to them, as the director's kernel would be told.
     let out = topo.exec(
