@@ -101,7 +101,9 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
             s.key.port
         ));
         vip_addrs.push(a.to_string());
-        for d in &s.dests {
+        // Only NAT servers' packets are wvs's: a DR or tunnel server talks to its clients
+        // directly, and what it sends the balancer is the kernel's.
+        for d in s.dests.iter().filter(|d| d.forward().sees_replies()) {
             let IpAddr::V4(r) = d.addr else { continue };
             let port = if d.port == 0 { s.key.port } else { d.port };
             reals.push(format!("{r} . {} . {port}", s.key.proto.name()));
@@ -198,5 +200,27 @@ fn run_nft(script: &str, log_errors: bool) -> Result<(), NftError> {
             tracing::debug!(script, "nft script refused");
         }
         Err(NftError::Failed(msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nat_servers_replies_are_taken_from_the_kernel() {
+        let cfg = crate::config::parse(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:8080\"\n\
+             [[service.real]]\naddress = \"198.19.0.12\"\nforward = \"dr\"\n\
+             [[service.real]]\naddress = \"198.19.0.13\"\nforward = \"tunnel\"\n",
+        )
+        .expect("config");
+        let snap = Snapshot::build_native(&cfg.services, &Snapshot::default());
+        let script = render(&["s0".to_string()], &snap);
+        assert!(script.contains("198.19.0.11 . tcp . 8080"), "{script}");
+        assert!(!script.contains("198.19.0.12"), "{script}");
+        assert!(!script.contains("198.19.0.13"), "{script}");
+        assert!(script.contains("198.18.100.1 . tcp . 80"), "{script}");
     }
 }
