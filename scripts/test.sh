@@ -32,7 +32,7 @@ tests/demo_test.sh
 # arguments) in a VM, and compares (tests/oracle/README.md; the VM image is built once per
 # machine, about 3 minutes, then cached).
 tests/oracle/oracle.sh image
-for scenario in sched state persist icmp outputs; do
+for scenario in sched state persist icmp outputs xmit; do
   echo "test: oracle scenario $scenario"
   tests/oracle/oracle.sh run "$scenario" "target/oracle/$scenario"
 done

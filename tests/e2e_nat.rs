@@ -42,26 +42,8 @@ fn udp_is_balanced_and_answered_from_the_vip() {
 fn download_of_100_mb_is_byte_exact() {
     let topo = Topo::new("big", true);
     let wvs = Wvs::start(&topo, Some(example()));
-    let got = topo.dir.join("got");
-    let out = topo.exec(
-        "cli",
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "120",
-            "-o",
-            got.to_str().expect("path"),
-            &format!("http://{VIP}/big"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let have = topo.download_big(None);
     let want = std::fs::read(topo.dir.join("big")).expect("source file");
-    let have = std::fs::read(&got).expect("downloaded file");
     assert_eq!(have.len(), 100_000_000);
     assert!(
         have == want,

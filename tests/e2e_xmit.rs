@@ -56,28 +56,8 @@ fn serves_evenly(topo: &Topo) {
 
 /// A 20 MiB download through the VIP, byte for byte the served file's first 20 MiB.
 fn downloads_exactly(topo: &Topo) {
-    let got = topo.dir.join("got");
-    let out = topo.exec(
-        "cli",
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "120",
-            "-r",
-            &format!("0-{}", DOWNLOAD - 1),
-            "-o",
-            got.to_str().expect("path"),
-            &format!("http://{VIP}/big"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let have = topo.download_big(Some(DOWNLOAD));
     let want = std::fs::read(topo.dir.join("big")).expect("source file");
-    let have = std::fs::read(&got).expect("downloaded file");
     assert_eq!(have.len(), DOWNLOAD);
     assert!(
         have[..] == want[..DOWNLOAD],

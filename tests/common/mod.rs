@@ -108,6 +108,33 @@ impl Topo {
             .expect("ip netns exec")
     }
 
+    /// Download `http://VIP/big` from the client (its first `bytes` bytes, or all) into
+    /// the test's directory and return what arrived.
+    pub fn download_big(&self, bytes: Option<usize>) -> Vec<u8> {
+        let got = self.dir.join("got");
+        let range = bytes.map(|n| format!("0-{}", n - 1));
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "-m",
+            "120",
+            "-o",
+            got.to_str().expect("path"),
+        ];
+        if let Some(r) = &range {
+            args.extend(["-r", r.as_str()]);
+        }
+        let url = format!("http://{VIP}/big");
+        args.push(&url);
+        let out = self.exec("cli", &args);
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(&got).expect("downloaded file")
+    }
+
     /// GET a URL from the client; returns the body.
     pub fn curl(&self, url: &str) -> String {
         let out = self.exec("cli", &["curl", "-sS", "-m", "5", url]);

@@ -171,7 +171,7 @@ run() {
 # boot SHARE OUT ACCEL: one run of the VM, its console in OUT/console.log.
 boot() {
   local share=$1 out=$2 accel=$3
-  timeout "${WVS_ORACLE_TIMEOUT:-900}" qemu-system-x86_64 \
+  timeout "${WVS_ORACLE_TIMEOUT:-1500}" qemu-system-x86_64 \
     -machine q35,accel="$accel" -cpu max -smp 2 -m 2048 \
     -nographic -no-reboot -monitor none -serial stdio \
     -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.gz" \

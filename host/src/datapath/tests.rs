@@ -52,7 +52,13 @@ fn harness_with(max_conns: usize) -> Harness {
         "#,
     )
     .unwrap();
-    let snap = Snapshot::build_native(&specs.services, &Snapshot::default());
+    harness_of(&specs.services, max_conns)
+}
+
+/// A harness over `services`, every real server reachable on interface 1 (MAC from its
+/// address) with wvs's source address 198.19.0.1 on the way.
+fn harness_of(services: &[config::ServiceSpec], max_conns: usize) -> Harness {
+    let snap = Snapshot::build_native(services, &Snapshot::default());
     for d in snap.dests() {
         let IpAddr::V4(a) = d.addr else {
             unreachable!()
@@ -61,6 +67,7 @@ fn harness_with(max_conns: usize) -> Harness {
             iface: 1,
             mac: rs_mac(a.octets()[3]),
         }));
+        d.set_source(Ipv4Addr::new(198, 19, 0, 1));
     }
     let conns = Arc::new(ConnTable::new(max_conns));
     let ifaces: Arc<[Iface]> =
@@ -1453,22 +1460,7 @@ fn method_harness(real: &str) -> Harness {
          [[service.real]]\n{real}\n"
     );
     let specs = config::parse(&toml).unwrap();
-    let snap = Snapshot::build_native(&specs.services, &Snapshot::default());
-    for d in snap.dests() {
-        let IpAddr::V4(a) = d.addr else {
-            unreachable!()
-        };
-        d.set_next_hop(Some(NextHop {
-            iface: 1,
-            mac: rs_mac(a.octets()[3]),
-        }));
-        d.set_source(Ipv4Addr::new(198, 19, 0, 1));
-    }
-    let conns = Arc::new(ConnTable::new(1 << 10));
-    let ifaces: Arc<[Iface]> =
-        vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
-    let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 1);
-    Harness { dp, snap, conns }
+    harness_of(&specs.services, 1 << 10)
 }
 
 fn state_of(h: &Harness) -> TcpState {
