@@ -31,12 +31,17 @@ fn method(forward: &str) -> (&'static str, &'static str) {
     }
 }
 
-/// A tunnel's `--tun-info` column (`fwd_tun_info`): `ipip`, `gue:PORT:CSUM`, `gre:CSUM`.
+/// A tunnel's `--tun-info` column (`fwd_tun_info`): `ipip`, `gue:PORT:CSUM`, `gre:CSUM`,
+/// the checksum option in ipvsadm's short names (`-c`, `+c`, `r+c`; the oracle's `xmit`).
 fn tun_info(r: &crate::api::RealView) -> Option<String> {
     if r.forward != "tunnel" {
         return None;
     }
-    let csum = r.tun_csum.as_deref().unwrap_or("nocsum");
+    let csum = match r.tun_csum.as_deref() {
+        Some("csum") => "+c",
+        Some("remcsum") => "r+c",
+        _ => "-c",
+    };
     Some(match r.tun_type.as_deref().unwrap_or("ipip") {
         "gue" => format!("gue:{}:{csum}", r.tun_port.unwrap_or(0)),
         "gre" => format!("gre:{csum}"),
@@ -327,6 +332,49 @@ mod tests {
                 real("10.0.0.2:80", 1, 12, 40),
             ],
         }
+    }
+
+    #[test]
+    fn methods_and_tunnels_print_as_ipvsadm_does() {
+        // As ipvsadm 1.31 prints them in the oracle's `xmit` scenario.
+        let mut s = svc();
+        s.persistent = None;
+        let tunnel = |addr: &str, kind: &str, port: Option<u32>, csum: Option<&str>| RealView {
+            forward: "tunnel".into(),
+            tun_type: Some(kind.into()),
+            tun_port: port,
+            tun_csum: csum.map(str::to_string),
+            ..real(addr, 1, 0, 0)
+        };
+        s.reals = vec![
+            RealView {
+                forward: "dr".into(),
+                ..real("10.0.0.1:80", 1, 0, 0)
+            },
+            tunnel("10.0.0.2:80", "ipip", None, None),
+            tunnel("10.0.0.3:80", "gue", Some(6080), Some("remcsum")),
+            tunnel("10.0.0.4:80", "gre", None, Some("csum")),
+        ];
+        let mut out = String::new();
+        service(&mut out, &s, Listing::TunInfo, false);
+        assert_eq!(
+            out,
+            "TCP  192.168.10.1:80 wlc\n  \
+             -> 10.0.0.1:80                  Route   n/a           1      0          0         \n  \
+             -> 10.0.0.2:80                  Tunnel  ipip          1      0          0         \n  \
+             -> 10.0.0.3:80                  Tunnel  gue:6080:r+c  1      0          0         \n  \
+             -> 10.0.0.4:80                  Tunnel  gre:+c        1      0          0         \n"
+        );
+        let mut out = String::new();
+        save(&mut out, &[s]);
+        assert_eq!(
+            out,
+            "-A -t 192.168.10.1:80 -s wlc\n\
+             -a -t 192.168.10.1:80 -r 10.0.0.1:80 -g -w 1\n\
+             -a -t 192.168.10.1:80 -r 10.0.0.2:80 -i -w 1 --tun-type ipip\n\
+             -a -t 192.168.10.1:80 -r 10.0.0.3:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-remcsum\n\
+             -a -t 192.168.10.1:80 -r 10.0.0.4:80 -i -w 1 --tun-type gre --tun-csum\n"
+        );
     }
 
     #[test]
