@@ -31,6 +31,14 @@ servers() {
     ip netns exec "$ns" ip fou add port 6080 gue
     ip -n "$ns" link set gre0 up
     ip -n "$ns" addr add "$GRE/32" dev gre0
+    # rs2 is the --tun-csum one: Linux takes GRE with a checksum only on a device that
+    # expects one (icsum); the fallback gre0 drops it.
+    if [ "$i" = 2 ]; then
+      ip -n "$ns" tunnel add gre1 mode gre local 198.19.0.12 icsum
+      ip -n "$ns" link set gre1 up
+      ip -n "$ns" addr add "$GRE/32" dev gre1
+      ip netns exec "$ns" sysctl -qw net.ipv4.conf.gre1.rp_filter=0
+    fi
     ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
       net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.gre0.rp_filter=0 net.ipv4.conf.eth0.rp_filter=0
   done
