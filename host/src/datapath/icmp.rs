@@ -121,6 +121,11 @@ pub(super) fn parse(
     if checksum::compute(&ip[..ihl]) != 0 {
         return Err(DropReason::IpBadChecksum);
     }
+    // ip_vs_in_icmp / ip_vs_out_icmp: an error whose own checksum fails is dropped, not
+    // relayed with a checksum wvs would make good again.
+    if checksum::compute(icmp) != 0 {
+        return Err(DropReason::IcmpBadChecksum);
+    }
     Ok(Some(IcmpError {
         about,
         ihl,

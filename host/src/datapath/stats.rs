@@ -70,6 +70,8 @@ drop_reasons! {
     NoRoom => "no_room",
     /// A GSO super-packet to a tunnel (see `xmit::Refused::TunnelGso`).
     TunnelGso => "tunnel_gso",
+    /// An ICMP error about a connection whose checksum fails.
+    IcmpBadChecksum => "icmp_bad_csum",
     /// Longer than the path's MTU, with DF: answered with ICMP fragmentation needed.
     FragNeeded => "frag_needed",
     /// Longer than the path's MTU, without DF.

@@ -955,6 +955,23 @@ fn icmp_errors_that_match_nothing_or_are_cut_short() {
         h.dp.process(&h.snap, 0, COMPLETE, &mut bad_ihl),
         Verdict::Drop(DropReason::IcmpInnerBad)
     );
+    // A bad ICMP checksum: dropped as IPVS does, counted.
+    let mut bad_csum = icmp_error_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        [198, 18, 0, 254],
+        VIP,
+        3,
+        4,
+        &quote_of(&reply, 28),
+    );
+    let at = 14 + 20 + 2;
+    bad_csum[at] ^= 0x5a;
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut bad_csum),
+        Verdict::Drop(DropReason::IcmpBadChecksum)
+    );
+    assert_eq!(h.dp.stats().drops(DropReason::IcmpBadChecksum), 1);
     // Not errors, or not about a service: the kernel's.
     let mut ping = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
