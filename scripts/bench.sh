@@ -8,6 +8,11 @@
 #   haproxy     HAProxy in TCP mode, round robin (what users pick instead); no UDP
 #   wvs         wvs, built-in round robin (the embedded wasm plugin)
 #   wvs-custom  wvs, a custom wasm scheduler loaded from a file (examples/lat2)
+#   wvs-dr      wvs, direct routing: the servers hold the VIP on lo and answer the client
+#               themselves; their replies cross the balancer's kernel, which forwards them
+#               (the servers' gateway here), not wvs
+#   wvs-tun     wvs, IPIP tunnels: UDP only, counted as IPIP packets at the servers' ingress
+#               (this kernel has no ipip module to take TCP apart at a server's speed)
 # Figures, each RUNS times for DUR seconds, median and spread:
 #   udp pps     64-byte frames over 64k flows from trafgen, counted where the servers receive
 #   tcp Gbit/s  iperf3, one stream, to rs1
@@ -22,13 +27,13 @@
 #               whole machine's busy time
 # Then wvs's resident memory with 1,000,000 tracked connections.
 #
-# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-custom fwd"
+# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-custom fwd wvs-dr wvs-tun"
 #                                   MEM=1 for the memory figure, OUT=file for a copy of the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 RUNS=${RUNS:-3}
-CASES=${CASES:-nft-dnat haproxy wvs wvs-custom fwd}
+CASES=${CASES:-nft-dnat haproxy wvs wvs-custom fwd wvs-dr wvs-tun}
 MEM=${MEM:-1}
 P=wvsb$$
 DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
@@ -67,6 +72,7 @@ table netdev wvsbench {
   chain in {
     type filter hook ingress device eth0 priority 0;
     udp dport 9000 counter drop
+    ip protocol ipip counter drop
   }
 }
 NFT
@@ -130,6 +136,9 @@ scheduler = "rr"
 address = "198.19.0.11:5201"
 TOML
 { printf '[[plugin]]\nname = "lat2"\npath = "%s"\n' "$(realpath "$LAT2")"; sed 's/scheduler = "rr"/scheduler = "lat2"/' "$DIR/wvs.toml"; } > "$DIR/wvs-custom.toml"
+# DR and IPIP: the same services, the servers' port left out (these methods keep the VIP's).
+sed -E 's/^address = "(198\.19\.0\.1[0-9]):[0-9]+"$/address = "\1"\nforward = "dr"/' "$DIR/wvs.toml" > "$DIR/wvs-dr.toml"
+sed -E 's/^address = "(198\.19\.0\.1[0-9]):[0-9]+"$/address = "\1"\nforward = "tunnel"/' "$DIR/wvs.toml" > "$DIR/wvs-tun.toml"
 
 cat > "$DIR/haproxy.cfg" <<CFG
 global
@@ -186,9 +195,14 @@ NFT
       ip netns exec "$P-lb" haproxy -q -f "$DIR/haproxy.cfg" -db &
       LB_PID=$!
       sleep 0.5 ;;
-    wvs|wvs-custom)
-      local cfg=$DIR/wvs.toml
-      [ "$1" = wvs-custom ] && cfg=$DIR/wvs-custom.toml
+    wvs|wvs-custom|wvs-dr|wvs-tun)
+      local cfg=$DIR/$1.toml
+      if [ "$1" = wvs-dr ]; then
+        # The servers hold the VIP (lo, no ARP for it); their replies to the client go
+        # through the balancer's kernel, their gateway.
+        scripts/topology.sh dr "$P" >/dev/null 2>&1
+        ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1
+      fi
       ip netns exec "$P-lb" "$WVS" run --iface c0 --iface s0 --config "$cfg" \
         --state-dir "$DIR/state-$1" --no-api ${WVS_ARGS:-} 2> "$DIR/$1.log" &
       LB_PID=$!
@@ -201,6 +215,7 @@ case_down() {
   case "$1" in
     nft-dnat) ip netns exec "$P-lb" nft delete table ip wvsbench_dnat ;;
     haproxy) ip netns exec "$P-lb" ip addr del "$VIP/32" dev lo ;;
+    wvs-dr) for i in 1 2 3; do ip netns exec "$P-rs$i" ip addr del "$VIP/32" dev lo; done ;;
   esac
   ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
   ip netns exec "$P-cli" sysctl -qw net.ipv4.ip_local_port_range="30000 60999"
@@ -209,14 +224,15 @@ case_down() {
 }
 
 # --- measurements (one run each; they print one number) -----------------------------------
-udp_count() {
+udp_count() { # UDP datagrams (or IPIP packets) the servers received
   local total=0 n
   for i in 1 2 3; do
-    n=$(ip netns exec "$P-rs$i" nft list chain netdev wvsbench in | awk '/packets/ { for (f = 1; f <= NF; f++) if ($f == "packets") print $(f + 1) }')
+    n=$(ip netns exec "$P-rs$i" nft list chain netdev wvsbench in | awk '/packets/ { for (f = 1; f <= NF; f++) if ($f == "packets") s += $(f + 1) } END { print s + 0 }')
     total=$((total + n))
   done
   echo "$total"
 }
+tcp_case() { [ "$1" != wvs-tun ]; } # no TCP figures for a tunnel without a server-side end
 udp_pps() { # case
   [ "$1" = haproxy ] && { echo -; return; }
   local cfg=$DIR/udp-vip.cfg before after
@@ -228,6 +244,7 @@ udp_pps() { # case
   echo $(((after - before) / DUR))
 }
 tcp_gbps() { # case
+  tcp_case "$1" || { echo -; return; }
   local to=$VIP
   [ "$1" = fwd ] && to=198.19.0.11
   ip netns exec "$P-cli" iperf3 -c "$to" -t "$DUR" -J 2>/dev/null |
@@ -241,11 +258,13 @@ http_close() {
   ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" -H 'Connection: close' $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
 }
 http_ka() {
+  tcp_case "$1" || { echo -; return; }
   # shellcheck disable=SC2046
   ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
 }
 to_us() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); m = 1 } else if (v ~ /ms$/) { sub(/ms$/, "", v); m = 1000 } else { sub(/s$/, "", v); m = 1e6 } printf "%.0f\n", v * m }'; }
 latency() { # case -> "p50 p99" in µs
+  tcp_case "$1" || { echo "- -"; return; }
   local url=http://$VIP/
   [ "$1" = fwd ] && url=http://198.19.0.11/
   ip netns exec "$P-cli" wrk -t1 -c1 -d"${DUR}s" --latency "$url" > "$DIR/lat.txt"
@@ -261,6 +280,7 @@ ns_ticks() { # namespace -> CPU ticks (user + system) of its processes
 softirq_ticks() { awk '/^cpu / { print $8 }' /proc/stat; }
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 cpu_during_http() { # case -> "rps cli% lb% srv% softirq% busy%"
+  tcp_case "$1" || { echo "- - - - - -"; return; }
   local l0 s0 q0 t0 l1 q1 t1 rps srv0=0 srv1=0 i cli b0 b1
   l0=$(ns_ticks "$P-lb"); q0=$(softirq_ticks); b0=$(busy_ticks)
   for i in 1 2 3; do srv0=$((srv0 + $(ns_ticks "$P-rs$i"))); done

@@ -25,7 +25,11 @@ for mode in ipvs wvs; do
       echo "round $round:$seq" >&3
     done
   done
-  echo "== templates and connections" >&3
+  # Remaining times tell when each of the 20 requests ran; a request through wvs takes
+  # longer under emulation than through the kernel, so the two runs drift apart by a few
+  # seconds over them (3 s seen): 8 s of tolerance. States are compared exactly, and the
+  # timers told apart here (60 s templates, 120 s TIME_WAIT) are far wider apart.
+  echo "== templates and connections (8 s)" >&3
   $ADM -L -c -n >&3
   echo "== --persistent-conn" >&3
   $ADM -L -n --persistent-conn >&3
