@@ -72,7 +72,7 @@ table netdev wvsbench {
   chain in {
     type filter hook ingress device eth0 priority 0;
     udp dport 9000 counter drop
-    ip protocol ipip counter drop
+    ip protocol 4 counter drop
   }
 }
 NFT
