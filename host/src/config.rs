@@ -14,13 +14,14 @@
 //!                               # mh-fallback mh-port flag-1 flag-2 flag-3
 //! persistent = 300              # optional persistence timeout, seconds (ipvsadm -p)
 //! netmask = "255.255.255.0"     # optional persistence granularity (ipvsadm -M)
+//! laddrs = ["198.19.0.1"]       # full NAT's local addresses (DPVS's --add-laddr)
 //!
 //! [[service.real]]
 //! address = "198.19.0.11:80"    # real server; port 0 keeps the virtual port
 //! weight = 1                    # 0 quiesces; default 1
 //! hint = 0                      # a number for custom schedulers (e.g. latency in µs)
-//! forward = "nat"               # nat (masquerading, ipvsadm -m), dr (direct routing, -g)
-//!                               # or tunnel (-i); default nat
+//! forward = "nat"               # nat (masquerading, ipvsadm -m), dr (direct routing, -g),
+//!                               # tunnel (-i), fullnat (-b) or local; default nat
 //! tun_type = "gue"              # tunnel only: ipip (default), gue or gre (--tun-type)
 //! tun_port = 6080               # gue only, and required: the UDP port (--tun-port)
 //! tun_csum = "csum"             # gue/gre: nocsum (default), csum, remcsum (gue) (--tun-*csum)
@@ -31,6 +32,10 @@
 //! tcp = 900                     # an established TCP connection
 //! tcpfin = 120                  # a TCP connection in FIN_WAIT
 //! udp = 300                     # a UDP flow
+//!
+//! [sysctl]                      # optional: IPVS's switches, both off by default
+//! cache_bypass = false          # no real server: packets go on to their destination
+//! nat_icmp_send = false         # port unreachable to a server's packet of no connection
 //! ```
 //!
 //! The same definitions ([`ServiceDef`], [`RealDef`]) are the REST API's JSON and the state
@@ -88,6 +93,24 @@ struct File {
     service: Vec<ServiceDef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timeouts: Option<Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sysctl: Option<Sysctl>,
+}
+
+/// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sysctl {
+    /// `cache_bypass`: when a service has no real server that can take a new connection,
+    /// its packets go on to the address they were sent to (routed by the balancer's own
+    /// stack, as a transparent cache cluster needs) instead of being refused. Default off.
+    #[serde(default)]
+    pub cache_bypass: bool,
+    /// `nat_icmp_send`: a packet from a NAT real server's port that belongs to no
+    /// connection (and is not a reset) is answered with ICMP port unreachable, so the server
+    /// learns at once that the client is gone. Default off.
+    #[serde(default)]
+    pub nat_icmp_send: bool,
 }
 
 /// The connection timeouts `ipvsadm --set tcp tcpfin udp` changes, in seconds: IPVS's
@@ -176,6 +199,8 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
     /// Connection timeouts.
     pub timeouts: Timeouts,
+    /// IPVS's switches.
+    pub sysctl: Sysctl,
 }
 
 /// A virtual service as written: in the configuration file, the state file and the REST API.
@@ -209,6 +234,11 @@ pub struct ServiceDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::api::schema::Netmask>)]
     pub netmask: Option<String>,
+    /// Local addresses of full NAT (DPVS's `--add-laddr`): the sources its real servers see
+    /// and answer to. IPv4 addresses of the balancer's on the servers' side.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::api::schema::Ipv4>)]
+    pub laddrs: Vec<String>,
     /// Real servers, in order (`[[service.real]]` in TOML).
     #[serde(
         default,
@@ -307,6 +337,7 @@ impl ServiceSettings {
             flags: self.flags.clone(),
             persistent: self.persistent,
             netmask: self.netmask.clone(),
+            laddrs: Vec::new(),
             reals: Vec::new(),
         }
     }
@@ -465,6 +496,8 @@ pub struct ServiceSpec {
     pub persistent: Option<u32>,
     /// Persistence netmask (IPv4, host byte order).
     pub netmask: u32,
+    /// Full NAT's local addresses, in order, without repeats.
+    pub laddrs: Vec<Ipv4Addr>,
     /// Real servers, in order.
     pub reals: Vec<RealSpec>,
 }
@@ -488,6 +521,7 @@ impl ServiceSpec {
             flags: flag_names(&self.scheduler, self.flags),
             persistent: self.persistent,
             netmask: (self.netmask != u32::MAX).then(|| Ipv4Addr::from(self.netmask).to_string()),
+            laddrs: self.laddrs.iter().map(|a| a.to_string()).collect(),
             reals: self.reals.iter().map(RealSpec::to_def).collect(),
         }
     }
@@ -572,6 +606,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         plugins: Vec::with_capacity(file.plugin.len()),
         services: Vec::with_capacity(file.service.len()),
         timeouts,
+        sysctl: file.sysctl.unwrap_or_default(),
     };
     for p in file.plugin {
         if !valid_plugin_name(&p.name) {
@@ -676,6 +711,17 @@ impl ServiceDef {
         for r in &self.reals {
             reals.push(r.validate(id)?);
         }
+        let mut laddrs = Vec::with_capacity(self.laddrs.len());
+        for a in &self.laddrs {
+            let l = parse_laddr(a)?;
+            if laddrs.contains(&l) {
+                return Err(conflict(format!(
+                    "service {}: local address {l} is given twice",
+                    self.address
+                )));
+            }
+            laddrs.push(l);
+        }
         Ok(ServiceSpec {
             proto: id.proto,
             addr: id.addr,
@@ -684,6 +730,7 @@ impl ServiceDef {
             flags,
             persistent,
             netmask,
+            laddrs,
             reals,
         })
     }
@@ -739,6 +786,8 @@ impl RealDef {
         let fwd = match self.forward.as_str() {
             "nat" | "masq" => Forward::Masq,
             "dr" | "route" => Forward::Route,
+            "fullnat" | "full-nat" => Forward::FullNat,
+            "local" => Forward::Local,
             "tunnel" | "tun" => {
                 let kind = match self.tun_type.as_deref() {
                     None => TunKind::Ipip,
@@ -772,7 +821,7 @@ impl RealDef {
             }
             other => {
                 return Err(invalid(format!(
-                    "real server {who}: unknown forwarding method {other:?} (nat, dr or tunnel)"
+                    "real server {who}: unknown forwarding method {other:?} (nat, dr, tunnel, fullnat or local)"
                 )));
             }
         };
@@ -793,6 +842,22 @@ impl RealDef {
         }
         Ok(fwd)
     }
+}
+
+/// Parse a full-NAT local address: an IPv4 address as written canonically (malformed: 400),
+/// that is a unicast one (else a conflict, 409: it cannot be a source).
+pub fn parse_laddr(s: &str) -> Result<Ipv4Addr, ConfigError> {
+    let a: Ipv4Addr = s
+        .parse()
+        .ok()
+        .filter(|a: &Ipv4Addr| a.to_string() == s)
+        .ok_or_else(|| invalid(format!("local address {s:?} is not an IPv4 address")))?;
+    if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+        return Err(conflict(format!(
+            "local address {a} is not a unicast address"
+        )));
+    }
+    Ok(a)
 }
 
 /// Parse a real server's address: `ip:port`, or a bare IP (port 0: the virtual port), as
@@ -903,6 +968,7 @@ pub fn to_toml(cfg: &Config) -> String {
             .collect(),
         service: cfg.services.iter().map(ServiceSpec::to_def).collect(),
         timeouts: (cfg.timeouts != Timeouts::default()).then_some(cfg.timeouts),
+        sysctl: (cfg.sysctl != Sysctl::default()).then_some(cfg.sysctl),
     };
     // Serializing plain strings and numbers cannot fail.
     toml::to_string(&file).unwrap_or_default()

@@ -20,6 +20,10 @@ pub const DEFAULT_MAX_CONNS: usize = 1 << 20;
 /// workers rarely meet on one shard lock and an expiry sweep holds each lock only briefly.
 pub const CONN_SHARDS: usize = 256;
 
+/// The local ports full NAT hands out, per local address (DPVS's range: the unprivileged
+/// ports), so a local address carries up to 64,512 connections at once.
+pub const FULLNAT_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
+
 /// How often the expiry timer sweeps the connection table. Connections live at most this much
 /// longer than their state's timeout.
 pub const CONN_SWEEP_INTERVAL_MS: u64 = 1000;

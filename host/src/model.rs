@@ -117,6 +117,15 @@ pub enum Forward {
     /// Tunnelling (ipvsadm `-i`): the packet goes whole inside an outer IPv4 packet to the
     /// real server, which holds the VIP and answers the client itself.
     Tunnel(Tunnel),
+    /// Full NAT (DPVS's `-b`): as masquerading, and the source becomes one of the service's
+    /// local addresses and ports, so replies come back to wvs whatever the server's routes.
+    FullNat,
+    /// A real server that is the balancer itself (IPVS's `LOCALNODE`): the packet goes to
+    /// the balancer's own stack unchanged, and its answers leave from there.
+    Local,
+    /// No real server (IPVS's `cache_bypass`): the packet goes on to the address it was
+    /// sent to, routed by the balancer's own stack.
+    Bypass,
 }
 
 impl Forward {
@@ -126,6 +135,9 @@ impl Forward {
             Self::Masq => "Masq",
             Self::Route => "Route",
             Self::Tunnel(_) => "Tunnel",
+            Self::FullNat => "FullNat",
+            Self::Local => "Local",
+            Self::Bypass => "Bypass",
         }
     }
 
@@ -135,19 +147,22 @@ impl Forward {
             Self::Masq => "nat",
             Self::Route => "dr",
             Self::Tunnel(_) => "tunnel",
+            Self::FullNat => "fullnat",
+            Self::Local => "local",
+            Self::Bypass => "bypass",
         }
     }
 
     /// Whether replies pass through wvs. Without them IPVS marks a connection
     /// `IP_VS_CONN_F_NOOUTPUT` and follows its TCP state on the client's packets alone.
     pub fn sees_replies(self) -> bool {
-        matches!(self, Self::Masq)
+        matches!(self, Self::Masq | Self::FullNat)
     }
 
     /// Whether the real server's port may differ from the virtual one. DR and tunnels
     /// deliver the packet as the client sent it, so ipvsadm sets the virtual port.
     pub fn maps_ports(self) -> bool {
-        matches!(self, Self::Masq)
+        matches!(self, Self::Masq | Self::FullNat)
     }
 }
 

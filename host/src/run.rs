@@ -22,7 +22,7 @@ use crate::control::{Controller, StateFile};
 use crate::datapath::{Datapath, DatapathStats, Iface, StatsSum};
 use crate::io::neigh::{self, NeighError, Resolver};
 use crate::io::nft::{NftError, NftTable};
-use crate::io::socket::PacketSocket;
+use crate::io::socket::{PacketSocket, StackSocket};
 use crate::io::worker::Worker;
 use crate::plugin::{Registry, Runtime};
 use crate::service::Snapshot;
@@ -185,12 +185,14 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tracing::info!(iface = i.name, index = i.index, mac = %neigh::fmt_mac(&i.mac), "interface");
     }
 
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+    let mut first = Snapshot::build(
         &cfg.services,
         &cfg.timeouts,
         &Snapshot::default(),
         &|name| crate::service::SchedChoice::new(name, registry.plugin_for(name)),
-    )));
+    );
+    first.sysctl = cfg.sysctl;
+    let snapshot = Arc::new(ArcSwap::from_pointee(first));
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
     let control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
@@ -213,18 +215,20 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                     .map_err(io_err(format!("packet socket on {}", i.name)))?,
             );
         }
-        worker_sockets.push(socks);
+        let stack = StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
+        worker_sockets.push((socks, stack));
     }
     let (exit_tx, mut exit_rx) =
         tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
     let mut all_stats: Vec<Arc<DatapathStats>> = Vec::new();
     let mut threads = Vec::new();
-    for (id, sockets) in worker_sockets.into_iter().enumerate() {
+    for (id, (sockets, stack)) in worker_sockets.into_iter().enumerate() {
         let stats = Arc::new(DatapathStats::default());
         all_stats.push(stats.clone());
         let worker = Worker {
             id,
             sockets,
+            stack,
             datapath: Datapath::new(conns.clone(), dp_ifaces.clone(), stats, id),
             snapshot: snapshot.clone(),
             stop: stop.clone(),

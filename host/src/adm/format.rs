@@ -27,6 +27,10 @@ fn method(forward: &str) -> (&'static str, &'static str) {
     match forward {
         "dr" => ("Route", "-g"),
         "tunnel" => ("Tunnel", "-i"),
+        // DPVS's ipvsadm.
+        "fullnat" => ("FullNat", "-b"),
+        // LOCALNODE: ipvsadm's fwd_switch saves it as direct routing.
+        "local" => ("Local", "-g"),
         _ => ("Masq", "-m"),
     }
 }
@@ -255,6 +259,30 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
                 }
             }
             out.push('\n');
+        }
+        for l in &s.laddrs {
+            let _ = writeln!(out, "-P {flag} {} -z {}", s.address, l.address);
+        }
+    }
+}
+
+/// Full NAT's local addresses, as DPVS's `ipvsadm --get-laddr` prints them: a title,
+/// then each service with its count and each address with its exhaustion count
+/// ("CONFLICTS") and connections.
+pub fn laddrs(out: &mut String, services: &[ServiceView]) {
+    let _ = writeln!(
+        out,
+        "{:<20} {:<8} {:<20} {:<10} {:<10}",
+        "VIP:VPORT", "TOTAL", "LADDR", "CONFLICTS", "CONNS"
+    );
+    for s in services {
+        let _ = writeln!(out, "{:<20} {:<8} ", s.address, s.laddrs.len());
+        for l in &s.laddrs {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<8} {:<20} {:<10} {:<10}",
+                "", "", l.address, l.exhausted, l.conns
+            );
         }
     }
 }

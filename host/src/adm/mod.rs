@@ -26,12 +26,14 @@ Usage:
   wvs adm -C
   wvs adm -R                      (reads -S lines from stdin; applied all or nothing)
   wvs adm -S [-n]
-  wvs adm -a|e virtual-service -r server-address [-g|-i|-m] [-w weight] [-x upper] [-y lower]
+  wvs adm -a|e virtual-service -r server-address [-g|-i|-m|-b] [-w weight] [-x upper] [-y lower]
           [--tun-type ipip|gue|gre] [--tun-port port] [--tun-nocsum|--tun-csum|--tun-remcsum]
   wvs adm -d virtual-service -r server-address
   wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact]
   wvs adm -L|l --timeout
   wvs adm --set tcp tcpfin udp    (seconds; 0 keeps a value)
+  wvs adm -P|Q virtual-service -z local-address   (full NAT's local addresses, as DPVS's)
+  wvs adm -G [virtual-service]
   wvs adm -h
 
 virtual-service:
@@ -43,12 +45,20 @@ Options:
                                 or an uploaded plugin's name; the default is wlc
   --persistent   -p [timeout]   persistent service (default timeout 360 s)
   --netmask      -M netmask     persistence granularity, e.g. 255.255.255.0
-  --sched-flags  -b flags       sh-fallback sh-port mh-fallback mh-port flag-1 flag-2 flag-3
+  --sched-flags  -b flags       (with -A/-E) sh-fallback sh-port mh-fallback mh-port
+                                flag-1 flag-2 flag-3
   --real-server  -r address     ip[:port]; without a port, the service's port
   --gatewaying   -g             direct routing (the default, as ipvsadm's): the server
                                 shares a segment with wvs and holds the VIP
   --ipip         -i             tunnelling: IPIP, or GUE/GRE with --tun-type
   --masquerading -m             NAT: replies return through wvs
+  --fullnat      -b             full NAT (with -a/-e, as DPVS's ipvsadm): the source
+                                becomes a local address of the service (-P), so the
+                                server needs no route to the clients
+  --add-laddr    -P             add a local address to a service (with -z)
+  --del-laddr    -Q             remove one (its connections keep it until they end)
+  --get-laddr    -G             list them, with their connections and exhaustions
+  --laddr        -z address     the local address: one of wvs's host's on the servers' side
   --tun-type     type           ipip (default), gue or gre
   --tun-port     port           GUE's UDP port (needed for gue)
   --tun-nocsum / --tun-csum / --tun-remcsum
@@ -187,6 +197,17 @@ fn run(a: &Args) -> Result<String, Failure> {
             let services: Vec<ServiceView> = client.get("/api/v1/services")?;
             format::save(&mut out, &services);
         }
+        Cmd::GetLaddr => {
+            let services: Vec<ServiceView> = match &a.service {
+                Some((p, addr)) => vec![client.get(&format!("/api/v1/services/{p}/{addr}"))?],
+                None => client
+                    .get::<Vec<ServiceView>>("/api/v1/services")?
+                    .into_iter()
+                    .filter(|s| !s.laddrs.is_empty())
+                    .collect(),
+            };
+            format::laddrs(&mut out, &services);
+        }
         Cmd::Restore => {
             let mut text = String::new();
             std::io::stdin()
@@ -246,6 +267,25 @@ fn change(a: &Args) -> Result<Change, Failure> {
         return Ok(Change::SetTimeouts { tcp, tcpfin, udp });
     }
     let (protocol, address) = service_of(a)?;
+    if matches!(cmd, Cmd::AddLaddr | Cmd::DelLaddr) {
+        let laddr = a
+            .laddr
+            .clone()
+            .ok_or_else(|| usage("no local address given (-z)"))?;
+        return Ok(if cmd == Cmd::AddLaddr {
+            Change::AddLaddr {
+                protocol,
+                address,
+                laddr,
+            }
+        } else {
+            Change::DeleteLaddr {
+                protocol,
+                address,
+                laddr,
+            }
+        });
+    }
     let service_def = || ServiceDef {
         protocol: protocol.clone(),
         address: address.clone(),
@@ -253,6 +293,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
         flags: a.sched_flags.clone(),
         persistent: a.persistent,
         netmask: a.netmask.clone(),
+        laddrs: Vec::new(),
         reals: vec![],
     };
     let real_addr = || -> Result<String, Failure> {
@@ -276,7 +317,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
         }
         let mut real = real_addr()?;
         // ipvsadm: DR and tunnels deliver to the service's port, whatever -r said.
-        if fwd != Fwd::Masq
+        if !matches!(fwd, Fwd::Masq | Fwd::FullNat)
             && let (Some((host, _)), Some((_, port))) =
                 (real.rsplit_once(':'), address.rsplit_once(':'))
         {
@@ -289,6 +330,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
                 Fwd::Masq => "nat",
                 Fwd::Route => "dr",
                 Fwd::Tunnel => "tunnel",
+                Fwd::FullNat => "fullnat",
             }
             .into(),
             tun_type: a.tun_type.clone(),

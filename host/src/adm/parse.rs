@@ -36,6 +36,12 @@ pub enum Cmd {
     Version,
     /// --set tcp tcpfin udp
     SetTimeouts,
+    /// -P / --add-laddr (DPVS)
+    AddLaddr,
+    /// -Q / --del-laddr (DPVS)
+    DelLaddr,
+    /// -G / --get-laddr (DPVS)
+    GetLaddr,
 }
 
 /// Forwarding method flags.
@@ -47,6 +53,8 @@ pub enum Fwd {
     Tunnel,
     /// -m
     Masq,
+    /// -b / --fullnat with -a or -e (DPVS)
+    FullNat,
 }
 
 /// A parsed command line.
@@ -68,6 +76,8 @@ pub struct Args {
     pub sched_flags: Vec<String>,
     /// -r.
     pub real: Option<String>,
+    /// -z / --laddr (DPVS).
+    pub laddr: Option<String>,
     /// -g / -i / -m.
     pub fwd: Option<Fwd>,
     /// --tun-type.
@@ -159,6 +169,11 @@ const OPTS: &[Opt] = &[
     opt(Some('g'), "gatewaying", ArgKind::None),
     opt(Some('i'), "ipip", ArgKind::None),
     opt(Some('m'), "masquerading", ArgKind::None),
+    opt(None, "fullnat", ArgKind::None),
+    opt(Some('P'), "add-laddr", ArgKind::None),
+    opt(Some('Q'), "del-laddr", ArgKind::None),
+    opt(Some('G'), "get-laddr", ArgKind::None),
+    opt(Some('z'), "laddr", ArgKind::Required),
     opt(None, "tun-type", ArgKind::Required),
     opt(None, "tun-port", ArgKind::Required),
     opt(None, "tun-nocsum", ArgKind::None),
@@ -232,9 +247,18 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
             let mut k = 0;
             while k < chars.len() {
                 let c = chars[k];
+                // DPVS's -b is full NAT for a real server; ipvsadm's is a service's
+                // scheduler flags.
+                let real_cmd = matches!(a.cmd, Some(Cmd::AddReal | Cmd::EditReal));
                 let o = OPTS
                     .iter()
-                    .find(|o| o.short == Some(c))
+                    .find(|o| {
+                        if c == 'b' && real_cmd {
+                            o.long == "fullnat"
+                        } else {
+                            o.short == Some(c)
+                        }
+                    })
                     .ok_or_else(|| usage(format!("unknown option -{c}")))?;
                 k += 1;
                 if o.arg != ArgKind::None && k < chars.len() {
@@ -287,6 +311,11 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 "help" => set_cmd(&mut a, Cmd::Help)?,
                 "version" => set_cmd(&mut a, Cmd::Version)?,
                 "set" => set_cmd(&mut a, Cmd::SetTimeouts)?,
+                "add-laddr" => set_cmd(&mut a, Cmd::AddLaddr)?,
+                "del-laddr" => set_cmd(&mut a, Cmd::DelLaddr)?,
+                "get-laddr" => set_cmd(&mut a, Cmd::GetLaddr)?,
+                "laddr" => a.laddr = Some(v),
+                "fullnat" => a.fwd = Some(Fwd::FullNat),
                 "timeout" => a.timeout = true,
                 "tcp-service" | "udp-service" => {
                     if a.service.is_some() || a.fwmark.is_some() {

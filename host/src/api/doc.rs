@@ -37,6 +37,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::info,
         super::get_timeouts,
         super::put_timeouts,
+        super::get_sysctl,
+        super::put_sysctl,
     ),
     components(schemas(
         crate::control::edit::Change,

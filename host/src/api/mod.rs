@@ -28,7 +28,7 @@ use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    ConfigError, RealDef, RealSettings, ServiceDef, ServiceSettings, Timeouts, parse_real_addr,
+    ConfigError, RealDef, RealSettings, ServiceDef, ServiceSettings, Sysctl, Timeouts, parse_real_addr,
     parse_service_id,
 };
 use crate::conn::ConnTable;
@@ -199,6 +199,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/connections", get(list_connections))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/timeouts", get(get_timeouts).put(put_timeouts))
+        .route("/api/v1/sysctl", get(get_sysctl).put(put_sysctl))
         .route("/api/v1/info", get(info))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(web::asset))
@@ -320,7 +321,7 @@ async fn list_services(
         snap.services_sorted()
             .into_iter()
             .filter(|s| filter.is_none_or(|f| f == s.key))
-            .map(|s| ServiceView::of(s))
+            .map(|s| ServiceView::of(s, &st.conns))
             .collect(),
     ))
 }
@@ -334,7 +335,7 @@ async fn get_service(
     let id = parse_service_id(&proto, &addr)?;
     let snap = st.snapshot.load();
     snap.service(id.proto, id.addr, id.port)
-        .map(|s| axum::Json(ServiceView::of(s)))
+        .map(|s| axum::Json(ServiceView::of(s, &st.conns)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))
 }
 
@@ -390,7 +391,7 @@ async fn add_service(
 fn view_of(st: &Shared, id: crate::config::ServiceId) -> Result<axum::Json<ServiceView>, ApiError> {
     let snap = st.snapshot.load();
     snap.service(id.proto, id.addr, id.port)
-        .map(|s| axum::Json(ServiceView::of(s)))
+        .map(|s| axum::Json(ServiceView::of(s, &st.conns)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))
 }
 
@@ -517,7 +518,7 @@ async fn batch(
     Ok(axum::Json(
         snap.services_sorted()
             .into_iter()
-            .map(|s| ServiceView::of(s))
+            .map(|s| ServiceView::of(s, &st.conns))
             .collect(),
     ))
 }
@@ -661,6 +662,22 @@ async fn put_timeouts(
     )
     .await?;
     Ok(axum::Json(t))
+}
+
+#[utoipa::path(get, path = "/api/v1/sysctl", responses((status = 200, body = Sysctl, description = "IPVS's switches wvs follows (/proc/sys/net/ipv4/vs/cache_bypass, nat_icmp_send)")))]
+async fn get_sysctl(State(st): State<Shared>) -> axum::Json<Sysctl> {
+    axum::Json(st.control.lock().await.config().sysctl)
+}
+
+#[utoipa::path(put, path = "/api/v1/sysctl", request_body = Sysctl,
+    responses((status = 200, body = Sysctl, description = "The switches after the change (an absent one is set to its default, off)"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
+    security(("bearer" = [])))]
+async fn put_sysctl(
+    State(st): State<Shared>,
+    ApiJson(sysctl): ApiJson<Sysctl>,
+) -> Result<axum::Json<Sysctl>, ApiError> {
+    change(&st, vec![Change::SetSysctl { sysctl }]).await?;
+    Ok(axum::Json(sysctl))
 }
 
 #[utoipa::path(get, path = "/api/v1/info", responses((status = 200, body = InfoView, description = "Versions and the connection table's size")))]

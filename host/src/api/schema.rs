@@ -128,9 +128,22 @@ schema_type!(
     Forward,
     string(
         "The forwarding method: nat (masquerading, ipvsadm -m; masq is the same), dr (direct \
-         routing, ipvsadm -g; route is the same) or tunnel (ipvsadm -i; tun is the same)."
+         routing, ipvsadm -g; route is the same), tunnel (ipvsadm -i; tun is the same), \
+         fullnat (full NAT, DPVS's ipvsadm -b; full-nat is the same) or local (the balancer's \
+         own stack serves; a real server whose address is the balancer's own is local \
+         whatever its method)."
     )
-    .enum_values(Some(["nat", "masq", "dr", "route", "tunnel", "tun"]))
+    .enum_values(Some([
+        "nat", "masq", "dr", "route", "tunnel", "tun", "fullnat", "full-nat", "local",
+    ]))
+);
+
+schema_type!(
+    /// An IPv4 address.
+    Ipv4,
+    string("An IPv4 address, a.b.c.d.")
+        .pattern(Some(format!("^{}$", ipv4())))
+        .examples(["198.18.1.1"])
 );
 
 schema_type!(

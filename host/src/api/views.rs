@@ -33,8 +33,22 @@ pub struct ServiceView {
     pub stats: Totals,
     /// Rates (ip_vs_est: 2 s samples, EWMA).
     pub rates: Rates,
+    /// Full NAT's local addresses (DPVS's `--get-laddr`), in configuration order.
+    #[serde(default)]
+    pub laddrs: Vec<LaddrView>,
     /// Real servers, in configuration order.
     pub reals: Vec<RealView>,
+}
+
+/// A full-NAT local address of a service and the use of its ports.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LaddrView {
+    /// The address.
+    pub address: String,
+    /// Connections holding one of its ports (of this protocol, whichever service).
+    pub conns: u64,
+    /// Times a new connection found no free port on it (DPVS's "CONFLICTS").
+    pub exhausted: u64,
 }
 
 /// A real server and its counters.
@@ -44,7 +58,8 @@ pub struct RealView {
     pub address: String,
     /// Weight (0: quiesced).
     pub weight: u32,
-    /// Forwarding method: `nat`, `dr` or `tunnel`.
+    /// Forwarding method: `nat`, `dr`, `tunnel`, `fullnat`, or `local` (the server's
+    /// address is the balancer's own, whatever the configured method).
     pub forward: String,
     /// Tunnel type (tunnels only): `ipip`, `gue` or `gre`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +94,7 @@ pub struct RealView {
 
 impl ServiceView {
     /// The view of a published service.
-    pub fn of(s: &VirtualService) -> Self {
+    pub fn of(s: &VirtualService, conns: &ConnTable) -> Self {
         let def = s.spec.to_def();
         let runs = match (&s.scheduler.plugin, s.sched.runs_plugin()) {
             (None, _) => "native",
@@ -96,6 +111,19 @@ impl ServiceView {
             netmask: std::net::Ipv4Addr::from(s.spec.netmask).to_string(),
             stats: s.stats.totals(),
             rates: s.stats.rates(),
+            laddrs: s
+                .spec
+                .laddrs
+                .iter()
+                .map(|a| {
+                    let (used, exhausted) = conns.laddr_usage(s.key.proto, (*a).into());
+                    LaddrView {
+                        address: a.to_string(),
+                        conns: used,
+                        exhausted,
+                    }
+                })
+                .collect(),
             reals: s
                 .reals()
                 .map(|(d, r)| {
@@ -103,7 +131,10 @@ impl ServiceView {
                     RealView {
                         address: SocketAddr::new(d.addr, d.port).to_string(),
                         weight: d.weight(),
-                        forward: def.forward,
+                        forward: match d.forward() {
+                            crate::model::Forward::Local => "local".into(),
+                            _ => def.forward,
+                        },
                         tun_type: def.tun_type,
                         tun_port: def.tun_port,
                         tun_csum: def.tun_csum,
@@ -114,7 +145,8 @@ impl ServiceView {
                         inactive_conns: i64::from(d.inactconns.load(Relaxed).max(0)),
                         persist_conns: i64::from(d.persistconns.load(Relaxed).max(0)),
                         overloaded: d.flags() & wvs_sdk::dest_flags::OVERLOAD != 0,
-                        reachable: d.next_hop().is_some(),
+                        reachable: d.next_hop().is_some()
+                            || d.forward() == crate::model::Forward::Local,
                         stats: d.stats.totals(),
                         rates: d.stats.rates(),
                     }

@@ -78,6 +78,14 @@ pub struct Conn {
     /// How its packets reach the real server: the server's method when it was created,
     /// kept for its life (IPVS binds `cp->packet_xmit` once).
     pub fwd: Forward,
+    /// The source the real server sees: the client, or in full NAT a local address of the
+    /// service's (`cp->laddr`), whose replies come back to it.
+    pub laddr: IpAddr,
+    /// The source port the real server sees (`cp->lport`).
+    pub lport: u16,
+    /// Whether `laddr:lport` was taken from a pool (full NAT) and goes back to it when the
+    /// connection goes.
+    pub lport_held: bool,
     /// No reply seen yet from a server whose replies bypass wvs (`IP_VS_CONN_F_NOOUTPUT`):
     /// its TCP state follows the client's packets alone (the INPUT_ONLY table).
     pub no_output: bool,
@@ -116,6 +124,9 @@ impl Conn {
             svc_stats,
             control: None,
             fwd,
+            laddr: key.saddr,
+            lport: key.sport,
+            lport_held: false,
             no_output: !fwd.sees_replies(),
         }
     }
@@ -132,17 +143,20 @@ impl Conn {
         }
     }
 
-    /// Key of replies from the real server (real server -> client).
+    /// Key of replies from the real server (real server -> client, or to the local
+    /// address in full NAT).
     #[inline]
     pub fn out_key(&self) -> ConnKey {
         ConnKey {
             proto: self.proto,
             saddr: self.daddr,
             sport: self.dport,
-            daddr: self.caddr,
-            dport: self.cport,
+            daddr: self.laddr,
+            dport: self.lport,
         }
     }
+
+
 
     /// Account a packet: advance the TCP state (or keep UDP's one) and take the state's
     /// timeout, as IPVS's `state_transition` does for every packet.

@@ -47,13 +47,16 @@ pub enum InsertError {
     /// A connection with the same key was added meanwhile by another worker.
     #[error("connection exists")]
     Exists(Conn),
+    /// Full NAT: no local address of the service has a free port for this client.
+    #[error("no free local port")]
+    NoLocalPort(Conn),
 }
 
 impl InsertError {
     /// Give the refused connection back.
     pub fn into_conn(self) -> Conn {
         match self {
-            Self::Full(c) | Self::Exists(c) => c,
+            Self::Full(c) | Self::Exists(c) | Self::NoLocalPort(c) => c,
         }
     }
 }
@@ -66,6 +69,8 @@ struct Shard {
 struct ShardInner {
     index: HashTable<u32>,
     conns: Slab<Conn>,
+    /// Full NAT's free local ports of this shard, per protocol and local address.
+    lports: LocalPortPools,
 }
 
 /// The shared connection table.
@@ -93,6 +98,7 @@ impl ConnTable {
                 inner: Mutex::new(ShardInner {
                     index: HashTable::new(),
                     conns: Slab::new(),
+                    lports: LocalPortPools::default(),
                 }),
             })
             .collect();
@@ -122,9 +128,14 @@ impl ConnTable {
 
     #[inline]
     fn shard(&self, proto: Protocol, caddr: IpAddr, cport: u16) -> &Shard {
+        &self.shards[self.shard_index(proto, caddr, cport)]
+    }
+
+    #[inline]
+    fn shard_index(&self, proto: Protocol, caddr: IpAddr, cport: u16) -> usize {
         let h = self.hasher.hash_one((proto, caddr, cport));
         // High bits pick the shard; hashbrown uses the low bits and the top 7 within it.
-        &self.shards[(h >> 40) as usize % CONN_SHARDS]
+        (h >> 40) as usize % CONN_SHARDS
     }
 
     #[inline]
@@ -166,15 +177,78 @@ impl ConnTable {
 
     /// Add a new connection under both of its keys.
     pub fn insert(&self, conn: Conn) -> Result<(), InsertError> {
+        let shard = self.shard_for(KeyDir::In, &conn.in_key());
+        let mut g = shard.inner.lock();
+        self.insert_locked(&mut g, conn)
+    }
+
+    /// Add a new full-NAT connection with a local address and port from the pools of
+    /// `laddrs` (tried from `first` on, round the list), and return them. The port is one whose reply key
+    /// falls in the client's shard, as DPVS picks a port whose replies reach the client's
+    /// core: a connection and both its keys stay under one lock, and no two connections
+    /// hold the same local address and port.
+    pub fn insert_fullnat(
+        &self,
+        mut conn: Conn,
+        laddrs: &[std::net::Ipv4Addr],
+        first: usize,
+    ) -> Result<(IpAddr, u16), InsertError> {
+        let si = self.shard_index(conn.proto, conn.caddr, conn.cport);
+        let mut g = self.shards[si].inner.lock();
+        let inner = &mut *g;
+        let n = laddrs.len();
+        let mut taken = None;
+        for k in 0..n {
+            let a = IpAddr::V4(laddrs[(first + k) % n]);
+            let pool = inner
+                .lports
+                .entry((conn.proto, a))
+                .or_insert_with(|| LocalPorts::new(self, si, conn.proto, a));
+            match pool.take() {
+                Some(p) => {
+                    taken = Some((a, p));
+                    break;
+                }
+                None => pool.exhausted += 1,
+            }
+        }
+        let Some((a, p)) = taken else {
+            return Err(InsertError::NoLocalPort(conn));
+        };
+        conn.laddr = a;
+        conn.lport = p;
+        conn.lport_held = true;
+        self.insert_locked(inner, conn).map(|()| (a, p)).map_err(|e| {
+            let mut c = e;
+            let conn = match &mut c {
+                InsertError::Full(c) | InsertError::Exists(c) | InsertError::NoLocalPort(c) => c,
+            };
+            give_back(&mut inner.lports, conn);
+            conn.lport_held = false;
+            c
+        })
+    }
+
+    /// How many connections hold a port of local address `addr` (protocol `proto`), and how
+    /// many times a new connection found none free there.
+    pub fn laddr_usage(&self, proto: Protocol, addr: IpAddr) -> (u64, u64) {
+        let (mut used, mut exhausted) = (0, 0);
+        for shard in self.shards.iter() {
+            if let Some(p) = shard.inner.lock().lports.get(&(proto, addr)) {
+                used += p.used;
+                exhausted += p.exhausted;
+            }
+        }
+        (used, exhausted)
+    }
+
+    fn insert_locked(&self, inner: &mut ShardInner, conn: Conn) -> Result<(), InsertError> {
         let in_key = conn.in_key();
         let out_key = conn.out_key();
-        let shard = self.shard_for(KeyDir::In, &in_key);
         let (hin, hout) = (
             self.hash(KeyDir::In, &in_key),
             self.hash(KeyDir::Out, &out_key),
         );
-        let mut g = shard.inner.lock();
-        let inner = &mut *g;
         // A finished TCP connection (TIME_WAIT or CLOSE) holding the same reply key is
         // replaced: the same client port reaching the same real server port through another
         // service (or after a reschedule) starts a new connection, as the server sees it,
@@ -212,12 +286,17 @@ impl ConnTable {
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut g = shard.inner.lock();
-            let ShardInner { index, conns } = &mut *g;
+            let ShardInner {
+                index,
+                conns,
+                lports,
+            } = &mut *g;
             conns.retain(|idx, c| {
                 if c.expires > now && c.dest.available() {
                     return true;
                 }
                 self.unindex(index, idx as u32, c);
+                give_back(lports, c);
                 removed += 1;
                 false
             });
@@ -242,6 +321,7 @@ impl ConnTable {
             return;
         };
         self.unindex(&mut inner.index, idx as u32, &conn);
+        give_back(&mut inner.lports, &conn);
         self.len.fetch_sub(1, Relaxed);
     }
 
@@ -256,6 +336,50 @@ impl ConnTable {
             }
         }
         conn.release();
+    }
+}
+
+/// The free local ports of one shard, per protocol and local address.
+type LocalPortPools = std::collections::HashMap<(Protocol, IpAddr), LocalPorts>;
+
+/// One shard's share of a local address's ports: those whose reply key hashes to it.
+struct LocalPorts {
+    /// Free ports, handed out oldest-freed first, so that a port is reused as late as it
+    /// can be (the real server may keep the last connection on it in TIME_WAIT).
+    free: std::collections::VecDeque<u16>,
+    /// Ports held by connections.
+    used: u64,
+    /// Times a connection found none free.
+    exhausted: u64,
+}
+
+impl LocalPorts {
+    fn new(table: &ConnTable, shard: usize, proto: Protocol, addr: IpAddr) -> Self {
+        let free = crate::consts::FULLNAT_PORTS
+            .filter(|&p| table.shard_index(proto, addr, p) == shard)
+            .collect();
+        Self {
+            free,
+            used: 0,
+            exhausted: 0,
+        }
+    }
+
+    fn take(&mut self) -> Option<u16> {
+        let p = self.free.pop_front()?;
+        self.used += 1;
+        Some(p)
+    }
+}
+
+/// Return a full-NAT connection's local port to its pool.
+fn give_back(pools: &mut LocalPortPools, conn: &Conn) {
+    if !conn.lport_held {
+        return;
+    }
+    if let Some(p) = pools.get_mut(&(conn.proto, conn.laddr)) {
+        p.free.push_back(conn.lport);
+        p.used = p.used.saturating_sub(1);
     }
 }
 

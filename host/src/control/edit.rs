@@ -78,6 +78,36 @@ pub enum Change {
         #[schema(value_type = crate::api::schema::RealAddr)]
         real: String,
     },
+    /// Add a full-NAT local address to a service: DPVS's `ipvsadm --add-laddr`.
+    AddLaddr {
+        /// `tcp` or `udp`.
+        #[schema(value_type = crate::api::schema::ProtocolName)]
+        protocol: String,
+        /// The service's virtual IP and port.
+        #[schema(value_type = crate::api::schema::VipPort)]
+        address: String,
+        /// The local address.
+        #[schema(value_type = crate::api::schema::Ipv4)]
+        laddr: String,
+    },
+    /// Remove a full-NAT local address from a service: DPVS's `ipvsadm --del-laddr`. Its
+    /// connections keep their address and port until they end.
+    DeleteLaddr {
+        /// `tcp` or `udp`.
+        #[schema(value_type = crate::api::schema::ProtocolName)]
+        protocol: String,
+        /// The service's virtual IP and port.
+        #[schema(value_type = crate::api::schema::VipPort)]
+        address: String,
+        /// The local address.
+        #[schema(value_type = crate::api::schema::Ipv4)]
+        laddr: String,
+    },
+    /// Set IPVS's switches (`cache_bypass`, `nat_icmp_send`).
+    SetSysctl {
+        /// The switches.
+        sysctl: crate::config::Sysctl,
+    },
     /// Change the connection timeouts, in seconds; 0 keeps a value: `ipvsadm --set tcp
     /// tcpfin udp`. A connection takes the new value at its next packet.
     SetTimeouts {
@@ -132,6 +162,9 @@ impl Change {
             Self::EditReal { .. } => "edit_real",
             Self::DeleteReal { .. } => "delete_real",
             Self::SetTimeouts { .. } => "set_timeouts",
+            Self::AddLaddr { .. } => "add_laddr",
+            Self::DeleteLaddr { .. } => "delete_laddr",
+            Self::SetSysctl { .. } => "set_sysctl",
         }
     }
 
@@ -223,6 +256,38 @@ impl Change {
                     )));
                 }
             }
+            Self::AddLaddr {
+                protocol,
+                address,
+                laddr,
+            } => {
+                let id = parse_service_id(protocol, address)?;
+                let a = crate::config::parse_laddr(laddr)?;
+                let svc = find(cfg, id)?;
+                if svc.laddrs.contains(&a) {
+                    return Err(EditError::Exists(format!(
+                        "service {id} has local address {a} already"
+                    )));
+                }
+                svc.laddrs.push(a);
+            }
+            Self::DeleteLaddr {
+                protocol,
+                address,
+                laddr,
+            } => {
+                let id = parse_service_id(protocol, address)?;
+                let a = crate::config::parse_laddr(laddr)?;
+                let svc = find(cfg, id)?;
+                let before = svc.laddrs.len();
+                svc.laddrs.retain(|l| *l != a);
+                if svc.laddrs.len() == before {
+                    return Err(EditError::NotFound(format!(
+                        "service {id} has no local address {a}"
+                    )));
+                }
+            }
+            Self::SetSysctl { sysctl } => cfg.sysctl = *sysctl,
             Self::SetTimeouts { tcp, tcpfin, udp } => {
                 let keep = |new: u32, old: u32| if new == 0 { old } else { new };
                 let t = crate::config::Timeouts {
@@ -275,6 +340,7 @@ mod tests {
             flags: vec![],
             persistent: None,
             netmask: None,
+            laddrs: Vec::new(),
             reals: reals
                 .iter()
                 .map(|r| RealDef {

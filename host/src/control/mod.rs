@@ -110,12 +110,14 @@ impl Controller {
         let custom = self.registry.prepare(&next.plugins)?;
         let old = self.snapshot.load_full();
         let registry = &self.registry;
-        let snap = Arc::new(Snapshot::build(
+        let mut snap = Snapshot::build(
             &next.services,
             &next.timeouts,
             &old,
             &|n| SchedChoice::new(n, registry.plugin_in(&custom, n)),
-        ));
+        );
+        snap.sysctl = next.sysctl;
+        let snap = Arc::new(snap);
         self.nft.update(&snap)?;
         if let Some(st) = &self.state
             && let Err(e) = st.save(&next)

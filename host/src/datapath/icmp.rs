@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::{Datapath, DropReason, Verdict, set_macs};
 use crate::conn::ConnKey;
 use crate::conn::table::KeyDir;
-use crate::model::Protocol;
+use crate::model::{Forward, Protocol};
 use crate::service::Snapshot;
 use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, checksum, ipv4_field};
 use crate::xmit::nat;
@@ -144,32 +144,47 @@ pub(super) fn parse(
 /// of payload (RFC 792). Returns the new frame's length, or `None` if the frame is not a
 /// whole IPv4 packet with 8 bytes of payload or the buffer is too small.
 pub(super) fn port_unreachable(buf: &mut [u8], len: usize) -> Option<usize> {
-    error_from_destination(buf, len, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4])
+    error_from_destination(buf, len, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4], None)
+}
+
+/// ICMP port unreachable from wvs's own address `src` (`nat_icmp_send`: to a real server
+/// whose packet belongs to no connection; its destination, the client, is not wvs's).
+pub(super) fn port_unreachable_from(buf: &mut [u8], len: usize, src: Ipv4Addr) -> Option<usize> {
+    error_from_destination(buf, len, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4], Some(src))
 }
 
 /// ICMP time exceeded in transit (type 11, code 0) for a client's packet whose TTL ran out
 /// at the balancer, from the VIP: as the director's `icmp_send` answers, its source being
 /// the packet's local destination.
 pub(super) fn time_exceeded(buf: &mut [u8], len: usize) -> Option<usize> {
-    error_from_destination(buf, len, TIME_EXCEEDED, 0, [0; 4])
+    error_from_destination(buf, len, TIME_EXCEEDED, 0, [0; 4], None)
 }
 
 /// ICMP fragmentation needed (type 3, code 4) with the next hop's MTU (RFC 1191), from the
 /// VIP, for a client's packet with DF that does not fit the path to its real server.
 pub(super) fn frag_needed(buf: &mut [u8], len: usize, mtu: u16) -> Option<usize> {
     let m = mtu.to_be_bytes();
-    error_from_destination(buf, len, DEST_UNREACHABLE, FRAG_NEEDED, [0, 0, m[0], m[1]])
+    error_from_destination(
+        buf,
+        len,
+        DEST_UNREACHABLE,
+        FRAG_NEEDED,
+        [0, 0, m[0], m[1]],
+        None,
+    )
 }
 
 /// Write, in place of the received frame, an ICMP error of `kind`/`code` (its second word
-/// `word`) about it, from its destination back to its sender, quoting its IP header and 8
-/// bytes. Returns the answer's length, or `None` if the frame is too short to quote.
+/// `word`) about it, from its destination (or `from`) back to its sender, quoting its IP
+/// header and 8 bytes. Returns the answer's length, or `None` if the frame is too short to
+/// quote.
 fn error_from_destination(
     buf: &mut [u8],
     len: usize,
     kind: u8,
     code: u8,
     word: [u8; 4],
+    from: Option<Ipv4Addr>,
 ) -> Option<usize> {
     const IP: usize = ETHERNET_HEADER_LEN;
     let frame = buf.get(..len)?;
@@ -189,7 +204,7 @@ fn error_from_destination(
     let icmp_len = ICMP_HEADER_LEN + quote_len;
     let icmp = super::answer_headers(
         buf,
-        vip,
+        from.unwrap_or(vip),
         client,
         crate::wire::IpProtocol::Icmp,
         icmp_len,
@@ -224,7 +239,8 @@ impl Datapath {
                     let hop = c.dest.next_hop()?;
                     c.dest.stats.worker(w).packet_in(len);
                     c.svc_stats.worker(w).packet_in(len);
-                    Some((c.daddr, c.dport, hop.iface, hop.mac))
+                    let other = (c.fwd == Forward::FullNat).then_some((c.laddr, c.lport));
+                    Some((c.daddr, c.dport, hop.iface, hop.mac, other))
                 }),
             ),
             About::Forwarded => (
@@ -232,17 +248,30 @@ impl Datapath {
                 self.conns.with_conn(KeyDir::Out, &key, |c| {
                     c.dest.stats.worker(w).packet_out(len);
                     c.svc_stats.worker(w).packet_out(len);
-                    Some((c.vaddr, c.vport, c.client_hop.iface, c.client_hop.mac))
+                    let other = (c.fwd == Forward::FullNat).then_some((c.caddr, c.cport));
+                    Some((
+                        c.vaddr,
+                        c.vport,
+                        c.client_hop.iface,
+                        c.client_hop.mac,
+                        other,
+                    ))
                 }),
             ),
         };
-        let (addr, port, iface, mac) = match found {
+        let (addr, port, iface, mac, other) = match found {
             Some(Some(v)) => v,
             Some(None) => return Verdict::Drop(DropReason::NoNextHop),
             None => return Verdict::Drop(DropReason::IcmpNoConn),
         };
         let IpAddr::V4(addr) = addr else {
             return Verdict::Drop(DropReason::IcmpInnerBad);
+        };
+        // Full NAT: the other endpoint was translated too (the client and the local address).
+        let other = match other {
+            Some((IpAddr::V4(a), p)) => Some((a, p)),
+            Some(_) => return Verdict::Drop(DropReason::IcmpInnerBad),
+            None => None,
         };
         let Some(out_if) = self.ifaces.get(usize::from(iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
@@ -266,6 +295,17 @@ impl Datapath {
             &old.octets(),
             &addr.octets(),
         ));
+        // Full NAT, an error about a packet to a server: it was addressed to the local
+        // address, and goes to the client.
+        if let (KeyDir::Out, Some((caddr, _))) = (dir, other) {
+            let old = outer.dst_addr();
+            outer.set_dst_addr(caddr);
+            outer.set_checksum(checksum::update(
+                outer.checksum(),
+                &old.octets(),
+                &caddr.octets(),
+            ));
+        }
 
         let (inner_hdr, inner_l4) = icmp[ICMP_HEADER_LEN..].split_at_mut(e.inner_ihl);
         let mut q = Ipv4Packet::new_unchecked(&mut *inner_hdr);
@@ -275,11 +315,22 @@ impl Datapath {
             KeyDir::In => q.set_src_addr(addr),
             KeyDir::Out => q.set_dst_addr(addr),
         }
+        // Full NAT: the quote's other end was the client (a reply's destination), or the
+        // local address (a forwarded packet's source).
+        if let Some((a, _)) = other {
+            match dir {
+                KeyDir::In => q.set_dst_addr(a),
+                KeyDir::Out => q.set_src_addr(a),
+            }
+        }
         q.set_checksum(0);
         let c = checksum::compute(&inner_hdr[..e.inner_ihl]);
         Ipv4Packet::new_unchecked(&mut *inner_hdr).set_checksum(c);
         let port_at = if dir == KeyDir::In { 0 } else { 2 };
         inner_l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+        if let Some((_, p)) = other {
+            inner_l4[2 - port_at..4 - port_at].copy_from_slice(&p.to_be_bytes());
+        }
 
         icmp[2..4].copy_from_slice(&[0, 0]);
         let c = checksum::compute(icmp);

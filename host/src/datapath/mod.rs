@@ -21,7 +21,7 @@ pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
 use crate::conn::{
-    Conn, ConnKey, ConnTable, Direction, Hop, InsertError, StateTimeouts, TcpFlags, TcpState,
+    Conn, ConnKey, ConnTable, Direction, Hop, InsertError, TcpFlags, TcpState,
 };
 use crate::model::{Forward, Protocol};
 use crate::service::{Dest, NextHop, Snapshot, VirtualService};
@@ -64,6 +64,15 @@ pub enum Verdict {
         /// Length of the frame.
         len: usize,
     },
+    /// Hand the IP packet (from the end of the Ethernet header, `len` bytes, checksums
+    /// complete) to the balancer's own stack, addressed to `daddr`: a local real server, or
+    /// bypass.
+    Stack {
+        /// The packet's destination.
+        daddr: Ipv4Addr,
+        /// Length of the IP packet.
+        len: usize,
+    },
     /// Send the packet wvs wrote in the buffer instead of the received frame: `len` bytes
     /// from the start (an ICMP error to the client, from [`Datapath::process_buf`]).
     Reply {
@@ -93,6 +102,9 @@ pub struct Datapath {
     icmp_bucket: std::cell::Cell<(u32, u64)>,
     /// The MTU of the last `FragNeeded` refusal, for its answer.
     frag_mtu: std::cell::Cell<u16>,
+    /// wvs's address to answer the last `NoConnOut` from (`nat_icmp_send`), if it is to be
+    /// answered.
+    unreach_src: std::cell::Cell<Option<Ipv4Addr>>,
 }
 
 /// The parts of a classified IPv4 TCP/UDP packet the handlers need.
@@ -133,6 +145,7 @@ enum InLookup {
         fwd: Forward,
         src: Ipv4Addr,
         mtu: u32,
+        local: (IpAddr, u16),
     },
     Drop(DropReason),
     Reschedule,
@@ -154,6 +167,7 @@ impl Datapath {
             worker,
             icmp_bucket: std::cell::Cell::new((crate::consts::ICMP_REPLY_BURST, 0)),
             frag_mtu: std::cell::Cell::new(0),
+            unreach_src: std::cell::Cell::new(None),
         }
     }
 
@@ -179,9 +193,13 @@ impl Datapath {
         len: usize,
     ) -> Verdict {
         stats::bump(&self.stats.rx);
+        self.unreach_src.set(None);
         let v = self.classify(snap, now, meta, buf, len);
         match v {
-            Verdict::Tx { .. } | Verdict::Whole { .. } | Verdict::Reply { .. } => {}
+            Verdict::Tx { .. }
+            | Verdict::Whole { .. }
+            | Verdict::Reply { .. }
+            | Verdict::Stack { .. } => {}
             Verdict::Drop(r) => self.stats.count_drop(r),
             Verdict::Pass => stats::bump(&self.stats.passed),
         }
@@ -219,6 +237,10 @@ impl Datapath {
             // business in IPVS, and wvs has no address of its own to answer from).
             DropReason::TtlExceeded if to_vip(snap, buf, len) => icmp::time_exceeded(buf, len),
             DropReason::FragNeeded => icmp::frag_needed(buf, len, self.frag_mtu.get()),
+            DropReason::NoConnOut => match self.unreach_src.get() {
+                Some(src) => icmp::port_unreachable_from(buf, len, src),
+                None => return v,
+            },
             _ => return v,
         };
         let Some(n) = written else {
@@ -290,17 +312,19 @@ impl Datapath {
                 iface: meta.iface,
                 mac: client_mac,
             };
-            self.inbound(svc, now, meta, hop, &info, buf)
+            self.inbound(snap.sysctl.cache_bypass, svc, now, meta, hop, &info, buf)
         } else if snap.is_real(info.proto, IpAddr::V4(info.saddr), info.sport) {
-            self.outbound(&snap.timeouts, now, meta, &info, buf)
+            self.outbound(snap, now, meta, &info, buf)
         } else {
             Verdict::Pass
         }
     }
 
     /// Client -> VIP (`ip_vs_in`): find or schedule the connection, rewrite the destination.
+    #[allow(clippy::too_many_arguments)]
     fn inbound(
         &self,
+        bypass: bool,
         svc: &VirtualService,
         now: u64,
         meta: RxMeta,
@@ -342,11 +366,12 @@ impl Datapath {
                 fwd: c.fwd,
                 src: c.dest.source(),
                 mtu: c.dest.mtu(),
+                local: (c.laddr, c.lport),
             }
         };
         let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
         if found.is_none() || matches!(found, Some(InLookup::Reschedule)) {
-            found = Some(match self.new_conn(svc, now, client_hop, info, &key) {
+            found = Some(match self.new_conn(svc, now, client_hop, info, &key, bypass) {
                 Ok(fwd) => fwd,
                 // Another worker added the same connection in the meantime: use it.
                 Err(None) => self
@@ -356,7 +381,7 @@ impl Datapath {
                 Err(Some(r)) => InLookup::Drop(r),
             });
         }
-        let (daddr, dport, hop, fwd, src, mtu) = match found {
+        let (daddr, dport, hop, fwd, src, mtu, local) = match found {
             Some(InLookup::Forward {
                 daddr,
                 dport,
@@ -364,18 +389,32 @@ impl Datapath {
                 fwd,
                 src,
                 mtu,
-            }) => (daddr, dport, hop, fwd, src, mtu),
+                local,
+            }) => (daddr, dport, hop, fwd, src, mtu, local),
             Some(InLookup::Drop(r)) => return Verdict::Drop(r),
             _ => return Verdict::Drop(DropReason::NoConnIn),
         };
-        let Some(hop) = hop else {
-            return Verdict::Drop(DropReason::NoNextHop);
-        };
-        let IpAddr::V4(daddr) = daddr else {
+        let (IpAddr::V4(daddr), IpAddr::V4(laddr)) = (daddr, local.0) else {
             return Verdict::Drop(DropReason::IpBadVersion);
         };
-        let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
-            return Verdict::Drop(DropReason::NoNextHop);
+        // The own stack needs no next hop: it routes or delivers itself.
+        let link = match (fwd, hop) {
+            (Forward::Local | Forward::Bypass, _) => xmit::Link {
+                iface: meta.iface,
+                src_mac: [0; 6],
+                dst_mac: [0; 6],
+            },
+            (_, None) => return Verdict::Drop(DropReason::NoNextHop),
+            (_, Some(hop)) => {
+                let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
+                    return Verdict::Drop(DropReason::NoNextHop);
+                };
+                xmit::Link {
+                    iface: hop.iface,
+                    src_mac: out_if.mac,
+                    dst_mac: hop.mac,
+                }
+            }
         };
         // A tunnel needs wvs's own address on the route as its outer source.
         if matches!(fwd, Forward::Tunnel(_)) && src.is_unspecified() {
@@ -388,11 +427,7 @@ impl Datapath {
             src,
             flow_hash: flow_hash(info),
             mtu,
-        };
-        let link = xmit::Link {
-            iface: hop.iface,
-            src_mac: out_if.mac,
-            dst_mac: hop.mac,
+            local: (laddr, local.1),
         };
         let mut pkt = self.packet(buf, meta, info);
         self.sent(xmit::to_real(&mut pkt, &target, link))
@@ -418,6 +453,7 @@ impl Datapath {
         client_hop: Hop,
         info: &L4Info,
         key: &ConnKey,
+        snap_bypass: bool,
     ) -> Result<InLookup, Option<DropReason>> {
         // tcp_conn_schedule: SYN without RST; no ACK check, so SYN+ACK schedules (active FTP).
         if info.proto == Protocol::Tcp && (!info.flags.syn || info.flags.rst) {
@@ -437,44 +473,72 @@ impl Datapath {
         // taken until the connection holds it).
         let templated;
         let mut control = None;
-        let dest: &Arc<Dest> = if svc.persist_ms > 0 {
+        let scheduled: Option<&Arc<Dest>> = if svc.persist_ms > 0 {
             let tkey = crate::conn::persist::TemplateKey {
                 proto: info.proto,
                 client: crate::conn::persist::masked(key.saddr, svc.netmask),
                 vaddr: key.daddr,
                 vport: key.dport,
             };
-            let (d, c) = self
+            match self
                 .conns
                 .persist()
                 .dest_for(tkey, now, svc.persist_ms, || {
                     svc.schedule(&mut ci, now).cloned()
-                })
-                .ok_or(Some(DropReason::NoDest))?;
-            templated = d;
-            control = c;
-            &templated
+                }) {
+                Some((d, c)) => {
+                    templated = d;
+                    control = c;
+                    Some(&templated)
+                }
+                None => None,
+            }
         } else {
-            svc.schedule(&mut ci, now).ok_or(Some(DropReason::NoDest))?
+            svc.schedule(&mut ci, now)
         };
-        let Some(hop) = dest.next_hop() else {
+        // ip_vs_leave: with no server and cache_bypass on, the packet goes on to where it
+        // was sent, as a connection of its own (later packets follow it even when servers
+        // come back).
+        let dest: &Arc<Dest> = match scheduled {
+            Some(d) => d,
+            None if snap_bypass => &svc.bypass,
+            None => return Err(Some(DropReason::NoDest)),
+        };
+        let fwd = dest.forward();
+        let hop = dest.next_hop();
+        if hop.is_none() && !matches!(fwd, Forward::Local | Forward::Bypass) {
             dest.resolve_wanted
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(Some(DropReason::NoNextHop));
-        };
+        }
+        if fwd == Forward::FullNat && svc.spec.laddrs.is_empty() {
+            return Err(Some(DropReason::NoLocalAddr));
+        }
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
         conn.control = control;
         conn.advance(Direction::Input, info.flags, &svc.timeouts);
         conn.touch(now);
-        let fwd = InLookup::Forward {
+        let mut fwd = InLookup::Forward {
             daddr: conn.daddr,
             dport: conn.dport,
-            hop: Some(hop),
+            hop,
             fwd: conn.fwd,
             src: dest.source(),
             mtu: dest.mtu(),
+            local: (conn.laddr, conn.lport),
         };
-        match self.conns.insert(conn) {
+        let inserted = if conn.fwd == Forward::FullNat {
+            let laddrs = &svc.spec.laddrs;
+            let first = flow_hash(info) as usize % laddrs.len().max(1);
+            self.conns.insert_fullnat(conn, laddrs, first).map(|l| {
+                if let InLookup::Forward { local, .. } = &mut fwd {
+                    *local = l;
+                }
+            })
+        } else {
+            self.conns.insert(conn)
+        };
+        match inserted {
             Ok(()) => {
                 stats::bump(&self.stats.conns);
                 let w = self.worker;
@@ -485,23 +549,29 @@ impl Datapath {
                 Ok(fwd)
             }
             Err(e) => {
-                let full = matches!(e, InsertError::Full(_));
+                let reason = match e {
+                    InsertError::Full(_) => Some(DropReason::ConnTableFull),
+                    InsertError::NoLocalPort(_) => Some(DropReason::NoLocalPort),
+                    InsertError::Exists(_) => None,
+                };
                 e.into_conn().release();
-                Err(full.then_some(DropReason::ConnTableFull))
+                Err(reason)
             }
         }
     }
 
-    /// Real server -> client (`ip_vs_out`): find the connection, restore the VIP as source.
+    /// Real server -> client (`ip_vs_out`): find the connection, restore the VIP as source
+    /// (and in full NAT the client as destination).
     fn outbound(
         &self,
-        timeouts: &StateTimeouts,
+        snap: &Snapshot,
         now: u64,
         meta: RxMeta,
         info: &L4Info,
         buf: &mut [u8],
     ) -> Verdict {
         let key = info.key();
+        let timeouts = &snap.timeouts;
         let found = self.conns.with_conn(KeyDir::Out, &key, |c| {
             if !c.dest.available() {
                 c.expire_now = true;
@@ -511,14 +581,26 @@ impl Datapath {
             c.touch(now);
             c.dest.stats.worker(self.worker).packet_out(info.total_len);
             c.svc_stats.worker(self.worker).packet_out(info.total_len);
-            Ok((c.vaddr, c.vport, c.client_hop))
+            Ok((c.fwd, c.vaddr, c.vport, c.caddr, c.cport, c.client_hop))
         });
-        let (vaddr, vport, hop) = match found {
+        let (fwd, vaddr, vport, caddr, cport, hop) = match found {
             Some(Ok(v)) => v,
             Some(Err(r)) => return Verdict::Drop(r),
-            None => return Verdict::Drop(DropReason::NoConnOut),
+            None => {
+                // nat_icmp_send: tell the server its packet has no connection, unless it is
+                // a reset (ip_vs_out).
+                if snap.sysctl.nat_icmp_send && !(info.proto == Protocol::Tcp && info.flags.rst)
+                {
+                    self.unreach_src.set(snap.real_source(
+                        info.proto,
+                        IpAddr::V4(info.saddr),
+                        info.sport,
+                    ));
+                }
+                return Verdict::Drop(DropReason::NoConnOut);
+            }
         };
-        let IpAddr::V4(vaddr) = vaddr else {
+        let (IpAddr::V4(vaddr), IpAddr::V4(caddr)) = (vaddr, caddr) else {
             return Verdict::Drop(DropReason::IpBadVersion);
         };
         let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
@@ -529,8 +611,15 @@ impl Datapath {
             src_mac: out_if.mac,
             dst_mac: hop.mac,
         };
+        let back = xmit::Back {
+            fwd,
+            vaddr,
+            vport,
+            caddr,
+            cport,
+        };
         let mut pkt = self.packet(buf, meta, info);
-        self.sent(xmit::to_client(&mut pkt, vaddr, vport, link))
+        self.sent(xmit::to_client(&mut pkt, &back, link))
     }
 
     /// A transmitter's outcome as a verdict; the MTU of a refusal is kept for the answer.
@@ -538,6 +627,7 @@ impl Datapath {
         match r {
             Ok(xmit::Sent::InPlace { iface }) => Verdict::Tx { iface },
             Ok(xmit::Sent::Whole { iface, len }) => Verdict::Whole { iface, len },
+            Ok(xmit::Sent::Stack { daddr, len }) => Verdict::Stack { daddr, len },
             Err(xmit::Refused::TtlExceeded) => Verdict::Drop(DropReason::TtlExceeded),
             Err(xmit::Refused::NoRoom) => Verdict::Drop(DropReason::NoRoom),
             Err(xmit::Refused::TunnelGso) => Verdict::Drop(DropReason::TunnelGso),

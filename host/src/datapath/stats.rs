@@ -78,6 +78,10 @@ drop_reasons! {
     TooBig => "too_big",
     /// The socket's receive queue was full: the kernel dropped the frame before wvs read it.
     RxQueueFull => "rx_queue_full",
+    /// A full-NAT connection to a service that has no local address (`--add-laddr`).
+    NoLocalAddr => "no_local_addr",
+    /// A full-NAT connection for which no local address had a free port.
+    NoLocalPort => "no_local_port",
 }
 
 /// Counters of one worker.

@@ -99,7 +99,9 @@ pub async fn lookup_ifaces(
 }
 
 /// What a route lookup gives: next hop, source address, MTU.
-type Resolved = (Option<NextHop>, Option<std::net::Ipv4Addr>, Option<u32>);
+/// What the route to a real server says: the next hop, wvs's source address, the MTU, and
+/// whether the address is the balancer's own (a local route).
+type Resolved = (Option<NextHop>, Option<std::net::Ipv4Addr>, Option<u32>, bool);
 
 /// Resolves real servers' next hops.
 #[derive(Debug)]
@@ -138,11 +140,18 @@ impl Resolver {
         let neighbours = self.neighbours().await?;
         let mut unresolved = 0;
         for addr in todo {
-            let (hop, src, mtu) = self.resolve(addr, &neighbours).await?;
+            let (hop, src, mtu, local) = self.resolve(addr, &neighbours).await?;
             let mut changed = false;
             for d in snap.dests().filter(|d| d.addr == addr) {
                 d.resolve_wanted
                     .store(false, std::sync::atomic::Ordering::Relaxed);
+                if d.forward() != crate::model::Forward::Local && local {
+                    tracing::info!(real = %addr, "the balancer's own address: a local real server");
+                }
+                d.set_local(local);
+                if local {
+                    continue;
+                }
                 if let Some(a) = src {
                     d.set_source(a);
                 }
@@ -175,7 +184,7 @@ impl Resolver {
         neighbours: &HashMap<(u32, IpAddr), [u8; 6]>,
     ) -> Result<Resolved, NeighError> {
         let IpAddr::V4(v4) = addr else {
-            return Ok((None, None, None));
+            return Ok((None, None, None, false));
         };
         let msg = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
             .destination_prefix(v4, 32)
@@ -186,13 +195,16 @@ impl Resolver {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.warn_once(addr, "no route to this real server".into());
-                return Ok((None, None, None));
+                return Ok((None, None, None, false));
             }
             Err(e) => {
                 self.warn_once(addr, format!("no route to this real server: {e}"));
-                return Ok((None, None, None));
+                return Ok((None, None, None, false));
             }
         };
+        if route.header.kind == rtnetlink::packet_route::route::RouteType::Local {
+            return Ok((None, None, None, true));
+        }
         let mut oif = None;
         let mut gateway = None;
         let mut src = None;
@@ -212,14 +224,14 @@ impl Resolver {
             }
         }
         let Some(oif) = oif else {
-            return Ok((None, src, route_mtu));
+            return Ok((None, src, route_mtu, false));
         };
         let Some(slot) = self.ifaces.iter().position(|i| i.index == oif) else {
             self.warn_once(
                 addr,
                 format!("the route to this real server leaves through interface {oif}, which wvs does not own (add it with --iface)"),
             );
-            return Ok((None, src, route_mtu));
+            return Ok((None, src, route_mtu, false));
         };
         let mtu = Some(route_mtu.unwrap_or(self.ifaces[slot].mtu));
         let via = gateway.unwrap_or(addr);
@@ -231,10 +243,11 @@ impl Resolver {
                 }),
                 src,
                 mtu,
+                false,
             )),
             None => {
                 probe(addr);
-                Ok((None, src, mtu))
+                Ok((None, src, mtu, false))
             }
         }
     }

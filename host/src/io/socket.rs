@@ -154,3 +154,57 @@ impl PacketSocket {
         Ok(st.tp_drops)
     }
 }
+
+/// A raw IPv4 socket with the IP header included (`IPPROTO_RAW`): what wvs hands the
+/// balancer's own stack (a local real server's packets, bypass) goes out through it as if
+/// the balancer had sent it, so the stack routes it or delivers it locally.
+#[derive(Debug)]
+pub struct StackSocket {
+    fd: OwnedFd,
+}
+
+impl StackSocket {
+    /// Open the socket.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: plain syscall with constant arguments; the descriptor is checked below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_RAW,
+            )
+        };
+        let fd = check(fd, "socket(AF_INET, SOCK_RAW, IPPROTO_RAW)")?;
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
+    }
+
+    /// Send the IPv4 packet `pkt` (header included) to `daddr`, without waiting.
+    pub fn send_to(&self, pkt: &[u8], daddr: std::net::Ipv4Addr) -> io::Result<usize> {
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(daddr).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: `pkt` and `sa` live across the call and their exact sizes are passed.
+        let n = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                libc::MSG_DONTWAIT,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::bufring::BufRing;
-use super::socket::PacketSocket;
+use super::socket::{PacketSocket, StackSocket};
 use crate::consts::{
     BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, SLOT_SIZE, URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS,
 };
@@ -38,6 +38,8 @@ pub struct Worker {
     pub id: usize,
     /// One socket per interface, in `--iface` order.
     pub sockets: Vec<PacketSocket>,
+    /// The way to the balancer's own stack.
+    pub stack: StackSocket,
     /// The datapath with this worker's counters.
     pub datapath: Datapath,
     /// The published service snapshot.
@@ -258,6 +260,23 @@ impl Worker {
                 // A packet wvs wrote whole: complete checksums, no segmentation.
                 slot[..VNET_HDR_LEN].fill(0);
                 (iface, VNET_HDR_LEN + n)
+            }
+            Verdict::Stack { daddr, len: n } => {
+                // Not the fast path (a local real server, or bypass): a plain send, done
+                // when it returns, so the buffer goes back at once.
+                let at = VNET_HDR_LEN + crate::wire::ETHERNET_HEADER_LEN;
+                let sent = slot
+                    .get(at..at + n)
+                    .map(|pkt| self.stack.send_to(pkt, daddr));
+                match sent {
+                    Some(Ok(_)) => stats::bump(&stats.tx),
+                    Some(Err(e)) => {
+                        stats.count_drop(DropReason::TxError);
+                        tracing::trace!(worker = self.id, err = %e, "send to the stack failed");
+                    }
+                    None => stats.count_drop(DropReason::TxError),
+                }
+                return None;
             }
             Verdict::Drop(_) | Verdict::Pass => return None,
         };

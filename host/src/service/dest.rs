@@ -63,6 +63,9 @@ fn pack_forward(f: Forward) -> u64 {
             };
             2 | kind << 8 | csum << 16 | u64::from(t.port) << 24
         }
+        Forward::FullNat => 3,
+        Forward::Local => 4,
+        Forward::Bypass => 5,
     }
 }
 
@@ -82,6 +85,9 @@ fn unpack_forward(v: u64) -> Forward {
             },
             port: (v >> 24) as u16,
         }),
+        3 => Forward::FullNat,
+        4 => Forward::Local,
+        5 => Forward::Bypass,
         _ => Forward::Masq,
     }
 }
@@ -111,6 +117,9 @@ pub struct Dest {
     next_hop: AtomicU64,
     /// The forwarding method, packed ([`pack_forward`]); new connections copy it.
     fwd: AtomicU64,
+    /// Whether the server's address is one of the balancer's own (the route to it is a
+    /// local one): its connections go to the balancer's stack whatever the method.
+    local: AtomicBool,
     /// wvs's source address towards the server (the route's preferred source): a tunnel's
     /// outer source.
     src: AtomicU32,
@@ -140,6 +149,7 @@ impl Dest {
             conns: AtomicU64::new(0),
             next_hop: AtomicU64::new(0),
             fwd: AtomicU64::new(pack_forward(Forward::Masq)),
+            local: AtomicBool::new(false),
             src: AtomicU32::new(0),
             mtu: AtomicU32::new(0),
             resolve_wanted: AtomicBool::new(true),
@@ -223,10 +233,24 @@ impl Dest {
         self.next_hop.store(hop.map_or(0, NextHop::pack), Relaxed);
     }
 
-    /// The forwarding method new connections to it use.
+    /// The forwarding method new connections to it use: `Local` for an address of the
+    /// balancer's own, as IPVS sets `IP_VS_CONN_F_LOCALNODE` for one, else the configured one.
     #[inline]
     pub fn forward(&self) -> Forward {
+        if self.local.load(Relaxed) {
+            return Forward::Local;
+        }
         unpack_forward(self.fwd.load(Relaxed))
+    }
+
+    /// The forwarding method as configured.
+    pub fn configured_forward(&self) -> Forward {
+        unpack_forward(self.fwd.load(Relaxed))
+    }
+
+    /// Mark the server's address as the balancer's own (or not), as the resolver finds.
+    pub fn set_local(&self, yes: bool) {
+        self.local.store(yes, Relaxed);
     }
 
     /// Set the forwarding method (connections keep the one they started with, as IPVS
@@ -356,6 +380,9 @@ mod tests {
                 port: 0,
                 csum: TunCsum::Csum,
             }),
+            Forward::FullNat,
+            Forward::Local,
+            Forward::Bypass,
         ];
         for f in all {
             assert_eq!(unpack_forward(pack_forward(f)), f);

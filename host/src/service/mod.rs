@@ -14,7 +14,7 @@ pub use dest::{Dest, NextHop};
 pub use sched::{SchedChoice, SchedState};
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use crate::config::{ServiceSpec, Timeouts};
@@ -48,6 +48,8 @@ pub struct VirtualService {
     /// The connection timeouts (the snapshot's, here too so that the path of a client's
     /// packet reads them from the service it already holds).
     pub timeouts: StateTimeouts,
+    /// The destination of `cache_bypass` connections: the VIP itself, routed by the stack.
+    pub bypass: Arc<Dest>,
 }
 
 impl VirtualService {
@@ -75,6 +77,8 @@ pub struct Snapshot {
     real_addrs: HashSet<IpAddr, foldhash::fast::RandomState>,
     /// The connection timeouts (`ipvsadm --set`).
     pub timeouts: StateTimeouts,
+    /// IPVS's switches.
+    pub sysctl: crate::config::Sysctl,
 }
 
 impl Snapshot {
@@ -174,6 +178,14 @@ impl Snapshot {
                     persist_ms: spec.persistent.map_or(0, |t| u64::from(t) * 1000),
                     netmask: spec.netmask,
                     timeouts: snap.timeouts,
+                    bypass: old.map_or_else(
+                        || {
+                            let d = Dest::new(key.addr, key.port);
+                            d.set_forward(crate::model::Forward::Bypass);
+                            Arc::new(d)
+                        },
+                        |o| o.bypass.clone(),
+                    ),
                 }),
             );
         }
@@ -192,6 +204,17 @@ impl Snapshot {
             return None;
         }
         self.services.get(&ServiceKey { proto, addr, port })
+    }
+
+    /// wvs's own address towards the real server `addr:port` (its route's source), if known.
+    pub fn real_source(&self, proto: Protocol, addr: IpAddr, port: u16) -> Option<Ipv4Addr> {
+        self.services
+            .values()
+            .filter(|s| s.key.proto == proto)
+            .flat_map(|s| s.dests.iter().map(move |d| (s.key.port, d)))
+            .find(|(vport, d)| d.addr == addr && (if d.port == 0 { *vport } else { d.port }) == port)
+            .map(|(_, d)| d.source())
+            .filter(|a| !a.is_unspecified())
     }
 
     /// Whether `addr:port` is a real server of some service: its packets may be replies.

@@ -9,9 +9,14 @@
 //!   virtual service back as their source.
 //! - [`dr`]: direct routing; only the Ethernet destination changes.
 //! - [`tunnel`]: IPIP, GUE or GRE around the packet, to the real server.
+//! - [`fullnat`]: masquerading both ways: the source becomes a local address and port too.
+//! - [`stack`]: the balancer's own stack takes the packet: a local real server, or the
+//!   packet's own destination (bypass).
 
 pub mod dr;
+pub mod fullnat;
 pub mod nat;
+pub mod stack;
 pub mod tunnel;
 
 use std::net::Ipv4Addr;
@@ -74,6 +79,14 @@ pub enum Sent {
         /// Length of the frame.
         len: usize,
     },
+    /// The IP packet (after the Ethernet header), checksums complete, for the balancer's
+    /// own stack to deliver or route to `daddr`.
+    Stack {
+        /// The packet's destination.
+        daddr: Ipv4Addr,
+        /// Length of the IP packet.
+        len: usize,
+    },
 }
 
 /// Why a transmitter did not send the packet.
@@ -111,6 +124,23 @@ pub struct Target {
     pub flow_hash: u32,
     /// The path MTU towards the real server (0: not known, not checked).
     pub mtu: u32,
+    /// Full NAT: the local address and port the real server sees as the source.
+    pub local: (Ipv4Addr, u16),
+}
+
+/// What the connection says about a real server's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Back {
+    /// The forwarding method (masquerading or full NAT).
+    pub fwd: Forward,
+    /// The virtual address, the reply's new source.
+    pub vaddr: Ipv4Addr,
+    /// The virtual port.
+    pub vport: u16,
+    /// The client's address (full NAT: the reply's new destination).
+    pub caddr: Ipv4Addr,
+    /// The client's port.
+    pub cport: u16,
 }
 
 /// Send a client's packet to its real server by the connection's method (`cp->packet_xmit`).
@@ -119,17 +149,35 @@ pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Ref
         Forward::Masq => nat::to_real(pkt, t, link),
         Forward::Route => dr::to_real(pkt, t, link),
         Forward::Tunnel(tun) => tunnel::to_real(pkt, t, &tun, link),
+        Forward::FullNat => fullnat::to_real(pkt, t, link),
+        Forward::Local => stack::local(pkt),
+        Forward::Bypass => stack::bypass(pkt),
     }
 }
 
-/// Send a real server's reply to the client (NAT only: the other methods see no reply).
-pub fn to_client(
-    pkt: &mut Packet<'_>,
-    vaddr: Ipv4Addr,
-    vport: u16,
-    link: Link,
-) -> Result<Sent, Refused> {
-    nat::to_client(pkt, vaddr, vport, link)
+/// Send a real server's reply to the client (NAT and full NAT: the other methods see no
+/// reply).
+pub fn to_client(pkt: &mut Packet<'_>, b: &Back, link: Link) -> Result<Sent, Refused> {
+    match b.fwd {
+        Forward::FullNat => fullnat::to_client(pkt, b, link),
+        _ => nat::to_client(pkt, b.vaddr, b.vport, link),
+    }
+}
+
+/// Complete a partial L4 checksum in software (`skb_checksum_help`), for a packet that
+/// leaves without the kernel's offload: an encapsulated one, or one for the own stack.
+pub fn complete_csum(ip: &mut [u8], ihl: usize, proto: Protocol, csum: CsumMode) {
+    if csum != CsumMode::Partial {
+        return;
+    }
+    let field = match proto {
+        Protocol::Tcp => tcp_field::CHECKSUM,
+        Protocol::Udp => udp_field::CHECKSUM,
+    };
+    let l4 = &mut ip[ihl..];
+    if crate::wire::checksum::complete_partial(l4, field) == 0 && proto == Protocol::Udp {
+        l4[field..field + 2].copy_from_slice(&0xffffu16.to_be_bytes());
+    }
 }
 
 /// Decrement the IPv4 TTL as a router does (`ip_decrease_ttl`), or refuse when it would

@@ -18,8 +18,8 @@
 
 use super::{Link, Packet, Refused, Sent, Target};
 use crate::model::{TunCsum, TunKind, Tunnel};
-use crate::wire::checksum::{self, CsumMode};
-use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, ipv4_field, tcp_field, udp_field};
+use crate::wire::checksum;
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, ipv4_field, udp_field};
 
 /// The outer IPv4 header.
 const OUTER_IP_LEN: usize = ipv4_field::MIN_HEADER_LEN;
@@ -95,16 +95,7 @@ pub fn to_real(
     }
     let ip = pkt.ip();
     super::decrement_ttl(&mut ip[..ihl])?;
-    if csum == CsumMode::Partial {
-        let field = match proto {
-            crate::model::Protocol::Tcp => tcp_field::CHECKSUM,
-            crate::model::Protocol::Udp => udp_field::CHECKSUM,
-        };
-        let l4 = &mut ip[ihl..];
-        if checksum::complete_partial(l4, field) == 0 && proto == crate::model::Protocol::Udp {
-            l4[field..field + 2].copy_from_slice(&0xffffu16.to_be_bytes());
-        }
-    }
+    super::complete_csum(ip, ihl, proto, csum);
     let (tos, ttl, dont_frag, ident) = {
         let inner = Ipv4Packet::new_unchecked(&ip[..ihl]);
         (

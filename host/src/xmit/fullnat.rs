@@ -1,0 +1,32 @@
+//! Full NAT (DPVS's `FULLNAT`): masquerading of both endpoints. A client's packet gets the
+//! real server as its destination and one of the service's local addresses and ports as
+//! its source; a reply, addressed to that local address, gets the virtual service as its
+//! source and the client as its destination. The server answers the balancer whatever its
+//! routes say, so it needs no route to the clients (and does not see their addresses).
+
+use super::{Back, Link, Packet, Refused, Sent, Target};
+use super::nat::{Rewrite, rewrite_v4};
+
+/// A client's packet to its real server: one hop less, then both endpoints rewritten.
+pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
+    super::check(pkt, t.mtu)?;
+    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let ip = pkt.ip();
+    super::decrement_ttl(&mut ip[..ihl])?;
+    rewrite_v4(ip, ihl, proto, Rewrite::Dst, t.daddr, t.dport, csum);
+    rewrite_v4(ip, ihl, proto, Rewrite::Src, t.local.0, t.local.1, csum);
+    super::set_macs(pkt.buf, link);
+    Ok(Sent::InPlace { iface: link.iface })
+}
+
+/// A real server's reply to the client: one hop less, from the virtual service to the
+/// client again.
+pub fn to_client(pkt: &mut Packet<'_>, b: &Back, link: Link) -> Result<Sent, Refused> {
+    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let ip = pkt.ip();
+    super::decrement_ttl(&mut ip[..ihl])?;
+    rewrite_v4(ip, ihl, proto, Rewrite::Src, b.vaddr, b.vport, csum);
+    rewrite_v4(ip, ihl, proto, Rewrite::Dst, b.caddr, b.cport, csum);
+    super::set_macs(pkt.buf, link);
+    Ok(Sent::InPlace { iface: link.iface })
+}

@@ -1,0 +1,35 @@
+//! The balancer's own stack as the next hop.
+//!
+//! - [`local`] (`ip_vs_null_xmit`): the real server is the balancer itself, so the packet
+//!   is delivered to its stack as the client sent it, to the VIP and port (a server there
+//!   listens on them), and the answers leave from that stack directly.
+//! - [`bypass`] (`ip_vs_bypass_xmit`): no real server could take the connection and
+//!   `cache_bypass` is on, so the packet goes on to the address it was sent to, routed by
+//!   the balancer's stack as any forwarded packet: one hop less, nothing rewritten.
+//!
+//! The packet leaves without the kernel's offloads, so a partial checksum is completed.
+
+use super::{Packet, Refused, Sent};
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet};
+
+/// Deliver to the balancer's own stack.
+pub fn local(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
+    Ok(finish(pkt))
+}
+
+/// Route on to the packet's own destination.
+pub fn bypass(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
+    super::check(pkt, 0)?;
+    let ihl = pkt.ihl;
+    super::decrement_ttl(&mut pkt.ip()[..ihl])?;
+    Ok(finish(pkt))
+}
+
+fn finish(pkt: &mut Packet<'_>) -> Sent {
+    let (ihl, proto, csum, len) = (pkt.ihl, pkt.proto, pkt.csum, pkt.total_len);
+    let ip = pkt.ip();
+    super::complete_csum(ip, ihl, proto, csum);
+    let daddr = Ipv4Packet::new_unchecked(&ip[..ihl]).dst_addr();
+    debug_assert!(pkt.buf.len() >= ETHERNET_HEADER_LEN + len);
+    Sent::Stack { daddr, len }
+}
