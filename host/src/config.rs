@@ -1117,7 +1117,7 @@ mod tests {
         );
         for (body, want, conflict) in [
             (
-                "address='198.19.0.1'\nforward='fullnat'",
+                "address='198.19.0.1'\nforward='snat'",
                 "unknown forwarding method",
                 false,
             ),
@@ -1163,6 +1163,11 @@ mod tests {
             ),
             (
                 "address='198.19.0.1:8080'\nforward='dr'",
+                "forwards to the virtual port 80",
+                true,
+            ),
+            (
+                "address='198.19.0.1:8080'\nforward='local'",
                 "forwards to the virtual port 80",
                 true,
             ),

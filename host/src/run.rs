@@ -215,7 +215,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                     .map_err(io_err(format!("packet socket on {}", i.name)))?,
             );
         }
-        let stack = StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
+        let stack =
+            StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
         worker_sockets.push((socks, stack));
     }
     let (exit_tx, mut exit_rx) =

@@ -355,6 +355,7 @@ mod tests {
                 outbytes: 81234567,
             },
             rates: Rates::default(),
+            laddrs: vec![],
             reals: vec![
                 real("10.0.0.3:80", 2, 25, 81),
                 real("10.0.0.2:80", 1, 12, 40),
@@ -464,6 +465,24 @@ mod tests {
         assert_eq!(f(123_456_789_012, false), "     123G");
         assert_eq!(f(123_456_789, true), " 123456789");
         assert_eq!(f(5, true), "        5");
+    }
+
+    #[test]
+    fn get_laddr_format_as_dpvs() {
+        let mut s = svc();
+        s.laddrs = vec![crate::api::LaddrView {
+            address: "10.0.0.100".into(),
+            conns: 12,
+            exhausted: 1,
+        }];
+        let mut out = String::new();
+        laddrs(&mut out, &[s]);
+        assert_eq!(
+            out,
+            "VIP:VPORT            TOTAL    LADDR                CONFLICTS  CONNS     \n\
+             192.168.10.1:80      1        \n                              \
+             10.0.0.100           1          12        \n"
+        );
     }
 
     #[test]

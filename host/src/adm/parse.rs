@@ -474,6 +474,27 @@ mod tests {
     }
 
     #[test]
+    fn dpvs_full_nat_options() {
+        // -b: full NAT for a real server (DPVS), scheduler flags for a service (ipvsadm).
+        let a = p("-a -t 192.168.10.1:80 -r 10.0.0.2:8080 -b").unwrap();
+        assert_eq!(a.fwd, Some(Fwd::FullNat));
+        assert!(a.sched_flags.is_empty());
+        let a = p("-e -t 192.168.10.1:80 -r 10.0.0.2 --fullnat -w 3").unwrap();
+        assert_eq!((a.fwd, a.weight), (Some(Fwd::FullNat), Some(3)));
+        let a = p("-A -t 192.168.10.1:80 -s sh -b sh-port").unwrap();
+        assert_eq!(a.sched_flags, vec!["sh-port".to_string()]);
+        assert_eq!(a.fwd, None);
+        let a = p("--add-laddr -t 192.168.10.1:80 -z 10.0.0.100").unwrap();
+        assert_eq!(a.cmd, Some(Cmd::AddLaddr));
+        assert_eq!(a.laddr.as_deref(), Some("10.0.0.100"));
+        assert_eq!(
+            p("-Q -t 192.168.10.1:80 -z10.0.0.100").unwrap().cmd,
+            Some(Cmd::DelLaddr)
+        );
+        assert_eq!(p("-G").unwrap().cmd, Some(Cmd::GetLaddr));
+    }
+
+    #[test]
     fn popt_forms() {
         let a = p("-Ln --stats --exact").unwrap();
         assert!(a.numeric && a.stats && a.exact && a.cmd == Some(Cmd::List));
@@ -499,7 +520,7 @@ mod tests {
             ("-a -t 1.2.3.4:80 -r 10.0.0.1 -w 70000", "illegal weight"),
             ("-A -t 1.2.3.4:80 -u 1.2.3.4:80", "more than one service"),
             ("-A -t", "needs a value"),
-            ("-Q", "unknown option"),
+            ("-J", "unknown option"),
             ("--frobnicate", "unknown option"),
             ("-A -t 1.2.3.4:80 --ops", "not supported"),
             ("stray", "unexpected argument"),

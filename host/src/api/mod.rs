@@ -28,8 +28,8 @@ use axum::routing::{get, post, put};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    ConfigError, RealDef, RealSettings, ServiceDef, ServiceSettings, Sysctl, Timeouts, parse_real_addr,
-    parse_service_id,
+    ConfigError, RealDef, RealSettings, ServiceDef, ServiceSettings, Sysctl, Timeouts,
+    parse_real_addr, parse_service_id,
 };
 use crate::conn::ConnTable;
 use crate::consts::{API_MAX_JSON, API_MAX_PLUGIN};

@@ -156,8 +156,6 @@ impl Conn {
         }
     }
 
-
-
     /// Account a packet: advance the TCP state (or keep UDP's one) and take the state's
     /// timeout, as IPVS's `state_transition` does for every packet.
     #[inline]

@@ -176,6 +176,9 @@ impl ConnTable {
     }
 
     /// Add a new connection under both of its keys.
+    // The refused connection comes back by value: boxing it would allocate on the refusal
+    // path, which a flood makes hot (a full table refuses every new connection).
+    #[allow(clippy::result_large_err)]
     pub fn insert(&self, conn: Conn) -> Result<(), InsertError> {
         let shard = self.shard_for(KeyDir::In, &conn.in_key());
         let mut g = shard.inner.lock();
@@ -187,6 +190,9 @@ impl ConnTable {
     /// falls in the client's shard, as DPVS picks a port whose replies reach the client's
     /// core: a connection and both its keys stay under one lock, and no two connections
     /// hold the same local address and port.
+    // The refused connection comes back by value: boxing it would allocate on the refusal
+    // path, which a flood makes hot (a full table refuses every new connection).
+    #[allow(clippy::result_large_err)]
     pub fn insert_fullnat(
         &self,
         mut conn: Conn,
@@ -218,15 +224,19 @@ impl ConnTable {
         conn.laddr = a;
         conn.lport = p;
         conn.lport_held = true;
-        self.insert_locked(inner, conn).map(|()| (a, p)).map_err(|e| {
-            let mut c = e;
-            let conn = match &mut c {
-                InsertError::Full(c) | InsertError::Exists(c) | InsertError::NoLocalPort(c) => c,
-            };
-            give_back(&mut inner.lports, conn);
-            conn.lport_held = false;
-            c
-        })
+        self.insert_locked(inner, conn)
+            .map(|()| (a, p))
+            .map_err(|e| {
+                let mut c = e;
+                let conn = match &mut c {
+                    InsertError::Full(c) | InsertError::Exists(c) | InsertError::NoLocalPort(c) => {
+                        c
+                    }
+                };
+                give_back(&mut inner.lports, conn);
+                conn.lport_held = false;
+                c
+            })
     }
 
     /// How many connections hold a port of local address `addr` (protocol `proto`), and how
@@ -242,6 +252,9 @@ impl ConnTable {
         (used, exhausted)
     }
 
+    // The refused connection comes back by value: boxing it would allocate on the refusal
+    // path, which a flood makes hot (a full table refuses every new connection).
+    #[allow(clippy::result_large_err)]
     fn insert_locked(&self, inner: &mut ShardInner, conn: Conn) -> Result<(), InsertError> {
         let in_key = conn.in_key();
         let out_key = conn.out_key();

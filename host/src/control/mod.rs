@@ -110,12 +110,9 @@ impl Controller {
         let custom = self.registry.prepare(&next.plugins)?;
         let old = self.snapshot.load_full();
         let registry = &self.registry;
-        let mut snap = Snapshot::build(
-            &next.services,
-            &next.timeouts,
-            &old,
-            &|n| SchedChoice::new(n, registry.plugin_in(&custom, n)),
-        );
+        let mut snap = Snapshot::build(&next.services, &next.timeouts, &old, &|n| {
+            SchedChoice::new(n, registry.plugin_in(&custom, n))
+        });
         snap.sysctl = next.sysctl;
         let snap = Arc::new(snap);
         self.nft.update(&snap)?;

@@ -150,7 +150,14 @@ pub(super) fn port_unreachable(buf: &mut [u8], len: usize) -> Option<usize> {
 /// ICMP port unreachable from wvs's own address `src` (`nat_icmp_send`: to a real server
 /// whose packet belongs to no connection; its destination, the client, is not wvs's).
 pub(super) fn port_unreachable_from(buf: &mut [u8], len: usize, src: Ipv4Addr) -> Option<usize> {
-    error_from_destination(buf, len, DEST_UNREACHABLE, PORT_UNREACHABLE, [0; 4], Some(src))
+    error_from_destination(
+        buf,
+        len,
+        DEST_UNREACHABLE,
+        PORT_UNREACHABLE,
+        [0; 4],
+        Some(src),
+    )
 }
 
 /// ICMP time exceeded in transit (type 11, code 0) for a client's packet whose TTL ran out

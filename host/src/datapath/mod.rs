@@ -20,9 +20,7 @@ use std::sync::Arc;
 pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
-use crate::conn::{
-    Conn, ConnKey, ConnTable, Direction, Hop, InsertError, TcpFlags, TcpState,
-};
+use crate::conn::{Conn, ConnKey, ConnTable, Direction, Hop, InsertError, TcpFlags, TcpState};
 use crate::model::{Forward, Protocol};
 use crate::service::{Dest, NextHop, Snapshot, VirtualService};
 use crate::wire::checksum::CsumMode;
@@ -371,15 +369,17 @@ impl Datapath {
         };
         let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
         if found.is_none() || matches!(found, Some(InLookup::Reschedule)) {
-            found = Some(match self.new_conn(svc, now, client_hop, info, &key, bypass) {
-                Ok(fwd) => fwd,
-                // Another worker added the same connection in the meantime: use it.
-                Err(None) => self
-                    .conns
-                    .with_conn(KeyDir::In, &key, lookup)
-                    .unwrap_or(InLookup::Drop(DropReason::NoConnIn)),
-                Err(Some(r)) => InLookup::Drop(r),
-            });
+            found = Some(
+                match self.new_conn(svc, now, client_hop, info, &key, bypass) {
+                    Ok(fwd) => fwd,
+                    // Another worker added the same connection in the meantime: use it.
+                    Err(None) => self
+                        .conns
+                        .with_conn(KeyDir::In, &key, lookup)
+                        .unwrap_or(InLookup::Drop(DropReason::NoConnIn)),
+                    Err(Some(r)) => InLookup::Drop(r),
+                },
+            );
         }
         let (daddr, dport, hop, fwd, src, mtu, local) = match found {
             Some(InLookup::Forward {
@@ -589,8 +589,7 @@ impl Datapath {
             None => {
                 // nat_icmp_send: tell the server its packet has no connection, unless it is
                 // a reset (ip_vs_out).
-                if snap.sysctl.nat_icmp_send && !(info.proto == Protocol::Tcp && info.flags.rst)
-                {
+                if snap.sysctl.nat_icmp_send && !(info.proto == Protocol::Tcp && info.flags.rst) {
                     self.unreach_src.set(snap.real_source(
                         info.proto,
                         IpAddr::V4(info.saddr),

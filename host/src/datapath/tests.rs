@@ -1812,3 +1812,206 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
         Verdict::Drop(DropReason::NoRoom)
     );
 }
+
+/// A full-NAT harness: the TCP and UDP services with local addresses `laddrs` and one
+/// full-NAT real server, 198.19.0.21:8080 (UDP: :9000).
+fn fullnat_harness(laddrs: &str) -> Harness {
+    fullnat_harness_with(laddrs, 1 << 12)
+}
+
+fn fullnat_harness_with(laddrs: &str, max_conns: usize) -> Harness {
+    let toml = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nscheduler = \"rr\"\n\
+         laddrs = [{laddrs}]\n\
+         [[service.real]]\naddress = \"198.19.0.21:8080\"\nforward = \"fullnat\"\n\
+         [[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:9000\"\nscheduler = \"rr\"\n\
+         laddrs = [{laddrs}]\n\
+         [[service.real]]\naddress = \"198.19.0.21:9000\"\nforward = \"fullnat\"\n"
+    );
+    let specs = config::parse(&toml).unwrap();
+    harness_of(&specs.services, max_conns)
+}
+
+#[test]
+fn full_nat_rewrites_both_ends_and_matches_replies_by_local_port() {
+    let h = fullnat_harness("\"198.19.0.1\", \"198.19.0.2\"");
+    let mut ports = std::collections::HashSet::new();
+    for cport in 40000..40100u16 {
+        let mut out = client_syn(cport);
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut out),
+            Verdict::Tx { iface: 1 }
+        );
+        let (s, sp, d, dp, ttl) = check_frame(&out);
+        assert_eq!((d, dp, ttl), (Ipv4Addr::new(198, 19, 0, 21), 8080, 63));
+        assert!(
+            s == Ipv4Addr::new(198, 19, 0, 1) || s == Ipv4Addr::new(198, 19, 0, 2),
+            "from a local address: {s}"
+        );
+        assert!(sp >= 1024, "a local port from the range: {sp}");
+        assert!(ports.insert((s, sp)), "no two connections share {s}:{sp}");
+        // The server answers the local address and port; the reply goes to the client from
+        // the VIP.
+        let mut reply = tcp_frame(
+            rs_mac(21),
+            SERVER_IF_MAC,
+            ([198, 19, 0, 21], 8080),
+            (s.octets(), sp),
+            F::SynAck,
+            b"",
+        );
+        assert_eq!(
+            h.dp.process(&h.snap, 1, FROM_RS, &mut reply),
+            Verdict::Tx { iface: 0 }
+        );
+        assert_eq!(&reply[0..6], &CLIENT_MAC);
+        assert_eq!(
+            check_frame(&reply),
+            (Ipv4Addr::from(VIP), 80, Ipv4Addr::from(CLIENT), cport, 63)
+        );
+    }
+    assert!(
+        ports.iter().any(|(a, _)| a.octets()[3] == 1)
+            && ports.iter().any(|(a, _)| a.octets()[3] == 2),
+        "both local addresses in use"
+    );
+    let used = |a: [u8; 4]| {
+        h.conns
+            .laddr_usage(Protocol::Tcp, Ipv4Addr::from(a).into())
+            .0
+    };
+    assert_eq!(used([198, 19, 0, 1]) + used([198, 19, 0, 2]), 100);
+    // Expired connections give their ports back.
+    h.conns.sweep(u64::MAX);
+    assert_eq!(used([198, 19, 0, 1]) + used([198, 19, 0, 2]), 0);
+}
+
+#[test]
+fn full_nat_without_local_address_or_free_port_is_refused_and_counted() {
+    let h = fullnat_harness("");
+    let mut out = client_syn(40000);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut out),
+        Verdict::Drop(DropReason::NoLocalAddr)
+    );
+    // One local address: 64,512 ports, spread over the shards; flows from many clients
+    // take them until none is left in a client's shard.
+    let h = fullnat_harness_with("\"198.19.0.1\"", 1 << 20);
+    let mut refused = 0;
+    let mut ok = 0;
+    // Enough flows that every shard's share of the ports runs out.
+    for i in 0..200_000u32 {
+        let c = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let mut f = udp_frame(CLIENT_MAC, CLIENT_IF_MAC, (c, 5000), (VIP, 9000), b"x");
+        match h.dp.process(&h.snap, 0, COMPLETE, &mut f) {
+            Verdict::Tx { .. } => ok += 1,
+            Verdict::Drop(DropReason::NoLocalPort) => refused += 1,
+            v => panic!("{v:?}"),
+        }
+    }
+    assert_eq!(ok, 64512, "every port of the local address is used once");
+    assert_eq!(refused, 200_000 - 64512);
+    let (used, exhausted) = h
+        .conns
+        .laddr_usage(Protocol::Udp, Ipv4Addr::new(198, 19, 0, 1).into());
+    assert_eq!((used, exhausted), (64512, refused));
+    assert_eq!(h.dp.stats().drops(DropReason::NoLocalPort), refused);
+}
+
+#[test]
+fn a_local_real_server_gets_the_packet_unchanged_through_the_stack() {
+    let h = method_harness("address = \"198.19.0.21\"\nforward = \"dr\"");
+    for d in h.snap.dests() {
+        d.set_local(true);
+        d.set_next_hop(None);
+    }
+    let mut f = client_seg(40000, F::Syn, b"");
+    let orig = f.clone();
+    let v = h.dp.process(&h.snap, 0, COMPLETE, &mut f);
+    assert_eq!(
+        v,
+        Verdict::Stack {
+            daddr: Ipv4Addr::from(VIP),
+            len: orig.len() - ETHERNET_HEADER_LEN
+        }
+    );
+    assert_eq!(f, orig, "not even the TTL changes: the stack receives it");
+    let mut fwd = None;
+    h.conns.for_each(|c| fwd = Some(c.fwd));
+    assert_eq!(fwd, Some(Forward::Local));
+}
+
+#[test]
+fn bypass_sends_a_packet_of_no_server_on_to_its_destination() {
+    let mut h = method_harness("address = \"198.19.0.21\"\nweight = 0");
+    let mut f = client_syn(40000);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut f),
+        Verdict::Drop(DropReason::NoDest)
+    );
+    h.snap.sysctl.cache_bypass = true;
+    let mut f = client_seg(40000, F::Syn, b"");
+    let n = f.len() - ETHERNET_HEADER_LEN;
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut f),
+        Verdict::Stack {
+            daddr: Ipv4Addr::from(VIP),
+            len: n
+        }
+    );
+    let (_, _, d, dp, ttl) = check_frame(&f);
+    assert_eq!(
+        (d, dp, ttl),
+        (Ipv4Addr::from(VIP), 80, 63),
+        "routed on, one hop less"
+    );
+    // The connection sticks to bypass even when a server can take connections again.
+    for d in h.snap.dests() {
+        d.set_weight(1);
+    }
+    let mut f = client_seg(40000, F::Ack, b"");
+    assert!(matches!(
+        h.dp.process(&h.snap, 1, COMPLETE, &mut f),
+        Verdict::Stack { .. }
+    ));
+}
+
+#[test]
+fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
+    let mut h = harness();
+    let frame = rs1_seg(40000, F::Ack, b"");
+    let mut buf = frame.clone();
+    buf.resize(2048, 0);
+    assert_eq!(
+        h.dp.process_buf(&h.snap, 0, FROM_RS, &mut buf, frame.len()),
+        Verdict::Drop(DropReason::NoConnOut),
+        "off by default"
+    );
+    h.snap.sysctl.nat_icmp_send = true;
+    let mut buf = frame.clone();
+    buf.resize(2048, 0);
+    let v = h.dp.process_buf(&h.snap, 0, FROM_RS, &mut buf, frame.len());
+    let Verdict::Reply { iface: 1, len } = v else {
+        panic!("{v:?}")
+    };
+    let (src, dst, _, quote) = check_icmp(&buf[..len]);
+    assert_eq!(
+        (src, dst, buf[34], buf[35]),
+        (
+            Ipv4Addr::new(198, 19, 0, 1),
+            Ipv4Addr::new(198, 19, 0, 11),
+            3,
+            3
+        ),
+        "port unreachable from wvs's own address to the server"
+    );
+    assert_eq!(quote[..28], quote_of(&frame, 28)[..]);
+    // Never for a reset.
+    let rst = rs1_seg(40000, F::Rst, b"");
+    let mut buf = rst.clone();
+    buf.resize(2048, 0);
+    assert_eq!(
+        h.dp.process_buf(&h.snap, 0, FROM_RS, &mut buf, rst.len()),
+        Verdict::Drop(DropReason::NoConnOut)
+    );
+}

@@ -101,7 +101,12 @@ pub async fn lookup_ifaces(
 /// What a route lookup gives: next hop, source address, MTU.
 /// What the route to a real server says: the next hop, wvs's source address, the MTU, and
 /// whether the address is the balancer's own (a local route).
-type Resolved = (Option<NextHop>, Option<std::net::Ipv4Addr>, Option<u32>, bool);
+type Resolved = (
+    Option<NextHop>,
+    Option<std::net::Ipv4Addr>,
+    Option<u32>,
+    bool,
+);
 
 /// Resolves real servers' next hops.
 #[derive(Debug)]

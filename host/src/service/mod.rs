@@ -212,7 +212,9 @@ impl Snapshot {
             .values()
             .filter(|s| s.key.proto == proto)
             .flat_map(|s| s.dests.iter().map(move |d| (s.key.port, d)))
-            .find(|(vport, d)| d.addr == addr && (if d.port == 0 { *vport } else { d.port }) == port)
+            .find(|(vport, d)| {
+                d.addr == addr && (if d.port == 0 { *vport } else { d.port }) == port
+            })
             .map(|(_, d)| d.source())
             .filter(|a| !a.is_unspecified())
     }

@@ -4,8 +4,8 @@
 //! source and the client as its destination. The server answers the balancer whatever its
 //! routes say, so it needs no route to the clients (and does not see their addresses).
 
-use super::{Back, Link, Packet, Refused, Sent, Target};
 use super::nat::{Rewrite, rewrite_v4};
+use super::{Back, Link, Packet, Refused, Sent, Target};
 
 /// A client's packet to its real server: one hop less, then both endpoints rewritten.
 pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
