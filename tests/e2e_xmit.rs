@@ -590,3 +590,327 @@ fn dr_path_mtu_follows_the_route_to_the_servers() {
     let wvs = Wvs::start(&topo, Some(&tcp_5001(&topo, "forward = \"dr\"")));
     path_mtu_upload(&topo, &wvs);
 }
+
+/// Full NAT on the two-armed topology with the servers' default route removed: they have
+/// no route to the client network at all, and serve it through the local addresses.
+#[test]
+fn full_nat_serves_servers_without_a_route_to_the_clients() {
+    let topo = Topo::new("fnat", true);
+    for i in 1..=3 {
+        let rs = format!("rs{i}");
+        topo.exec(&rs, &["ip", "route", "del", "default"]);
+        let out = topo.exec(&rs, &["ip", "route", "get", "198.18.0.2"]);
+        assert!(
+            !out.status.success(),
+            "rs{i} still has a route to the client"
+        );
+    }
+    // Two local addresses of the balancer's on the servers' side (its kernel answers ARP
+    // for them); the first is also the address of its interface there.
+    topo.exec("lb", &["ip", "addr", "add", "198.19.0.100/24", "dev", "s0"]);
+    let mut text = String::new();
+    for (proto, port) in [("tcp", 80), ("udp", 9000)] {
+        text.push_str(&format!(
+            "[[service]]\nprotocol = \"{proto}\"\naddress = \"{VIP}:{port}\"\nscheduler = \"rr\"\n\
+             laddrs = [\"198.19.0.1\", \"198.19.0.100\"]\n"
+        ));
+        for i in 1..=3 {
+            text.push_str(&format!(
+                "[[service.real]]\naddress = \"198.19.0.1{i}:{port}\"\nforward = \"fullnat\"\n"
+            ));
+        }
+    }
+    let cfg = topo.dir.join("fullnat.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    serves_evenly(&topo);
+    downloads_exactly(&topo);
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!(
+            "  -> {:<28} {:<7} 1      ",
+            "198.19.0.11:80", "FullNat"
+        )),
+        "{listing}"
+    );
+    let saved = wvs.adm_ok(&["-S", "-n"]);
+    for want in [
+        format!("-a -t {VIP}:80 -r 198.19.0.11:80 -b -w 1\n"),
+        format!("-P -t {VIP}:80 -z 198.19.0.100\n"),
+    ] {
+        assert!(saved.contains(&want), "{want} in {saved}");
+    }
+    // Both local addresses carry connections (the TCP ones are in TIME_WAIT still).
+    let got = wvs.adm_ok(&["-G", "-t", &format!("{VIP}:80")]);
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["VIP:VPORT", "TOTAL", "LADDR", "CONFLICTS", "CONNS"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [format!("{VIP}:80").as_str(), "2"]
+    );
+    let mut total = 0;
+    for (l, addr) in lines[2..].iter().zip(["198.19.0.1", "198.19.0.100"]) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!((f[0], f[1]), (addr, "0"), "{got}");
+        let n: u64 = f[2].parse().expect("conns");
+        assert!(n > 0, "no connection on {addr}: {got}");
+        total += n;
+    }
+    assert_eq!(total, 31, "30 requests and the download: {got}");
+    // Local addresses are edited like the rest, and a removed one keeps its connections.
+    wvs.adm_ok(&["-Q", "-t", &format!("{VIP}:80"), "-z", "198.19.0.100"]);
+    wvs.adm_ok(&[
+        "--add-laddr",
+        "-t",
+        &format!("{VIP}:80"),
+        "-z",
+        "198.19.0.101",
+    ]);
+    let (code, _, err) = wvs.adm(&["-P", "-t", &format!("{VIP}:80"), "-z", "198.19.0.101"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already"), "{err}");
+    let v = wvs.get_json(&format!("/api/v1/services/tcp/{VIP}:80"));
+    let addrs: Vec<&str> = v["laddrs"]
+        .as_array()
+        .expect("laddrs")
+        .iter()
+        .filter_map(|l| l["address"].as_str())
+        .collect();
+    assert_eq!(addrs, ["198.19.0.1", "198.19.0.101"]);
+}
+
+/// A real server whose address is the balancer's own: its stack serves the connections
+/// (an nginx on the balancer, on the VIP), beside a NAT server.
+#[test]
+fn a_local_real_server_answers_through_the_vip() {
+    let topo = Topo::new("local", false);
+    // As on an IPVS director, the VIP is one of the balancer's addresses, and a server
+    // there listens on it.
+    topo.exec(
+        "lb",
+        &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+    );
+    let d = topo.dir.join("lbweb");
+    std::fs::create_dir_all(d.join("tmp")).expect("dir");
+    std::fs::write(
+        d.join("nginx.conf"),
+        format!(
+            "daemon on; user root; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp;\n\
+             fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+             server {{ listen {VIP}:80; location = / {{ return 200 \"lb\\n\"; }} }} }}\n",
+            d = d.display()
+        ),
+    )
+    .expect("nginx.conf");
+    let out = topo.exec(
+        "lb",
+        &["nginx", "-c", d.join("nginx.conf").to_str().expect("path")],
+    );
+    assert!(
+        out.status.success(),
+        "nginx: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = topo.dir.join("local.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n\
+             [[service.real]]\naddress = \"198.19.0.1:80\"\nforward = \"nat\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:80\"\nforward = \"nat\"\n"
+        ),
+    )
+    .expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let t = Topo::tally((0..10).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        [("lb".to_string(), 5), ("rs1".to_string(), 5)],
+        "the balancer's own server takes its share"
+    );
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!(
+            "  -> {:<28} {:<7} 1      ",
+            "198.19.0.1:80", "Local"
+        )),
+        "{listing}"
+    );
+    assert_eq!(wvs.drops("tx_error"), 0);
+}
+
+/// cache_bypass: with no real server left, the packets go on to the address they were
+/// sent to. Here rs1 holds the VIP (a transparent cache's origin) and the balancer routes
+/// to it, as a router in front of it would.
+#[test]
+fn bypass_sends_traffic_on_to_its_destination_when_no_server_is_left() {
+    let topo = Topo::new("bypass", false);
+    topo.exec(
+        "rs1",
+        &["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+    );
+    topo.exec(
+        "lb",
+        &[
+            "ip",
+            "route",
+            "add",
+            &format!("{VIP}/32"),
+            "via",
+            "198.19.0.11",
+        ],
+    );
+    topo.exec("lb", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let cfg = topo.dir.join("bypass.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sysctl]\ncache_bypass = true\n\
+             [[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n\
+             [[service.real]]\naddress = \"198.19.0.12:80\"\nforward = \"nat\"\n\
+             [[service.real]]\naddress = \"198.19.0.13:80\"\nforward = \"nat\"\n"
+        ),
+    )
+    .expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let t = Topo::tally((0..4).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        [("rs2".to_string(), 2), ("rs3".to_string(), 2)]
+    );
+    for rs in ["198.19.0.12:80", "198.19.0.13:80"] {
+        wvs.adm_ok(&["-d", "-t", &format!("{VIP}:80"), "-r", rs]);
+    }
+    let t = Topo::tally((0..4).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        [("rs1".to_string(), 4)],
+        "the VIP's own host answers"
+    );
+    assert_eq!(wvs.drops("no_dest"), 0);
+    // Off again: refused at once (port unreachable), as without bypass.
+    let body = topo.dir.join("sysctl.json");
+    std::fs::write(&body, "{\"cache_bypass\": false}").expect("body");
+    let (code, body) = wvs.api(
+        "PUT",
+        "/api/v1/sysctl",
+        Some(&format!("Bearer {}", wvs.token())),
+        Some("application/json"),
+        Some(&body),
+    );
+    assert_eq!(code, 200, "{body}");
+    let out = topo.exec(
+        "cli",
+        &["curl", "-sS", "-m", "5", &format!("http://{VIP}/")],
+    );
+    assert!(!out.status.success());
+    assert!(wvs.drops("no_dest") > 0);
+}
+
+/// An ICMP error from a real server about a client's datagram is relayed only if its
+/// checksum holds: a bad one is dropped and counted (IPVS drops it too), a good one
+/// reaches the client's socket.
+#[test]
+fn an_icmp_error_with_a_bad_checksum_is_dropped_and_counted() {
+    let topo = Topo::new("icsum", false);
+    let cfg = topo.dir.join("icsum.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:9002\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:9002\"\n"
+        ),
+    )
+    .expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    // rs1 takes the datagrams in silence, so its kernel sends no error of its own.
+    let mut sink = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("rs1"),
+            "socat",
+            "-u",
+            "UDP4-RECV:9002",
+            "/dev/null",
+        ])
+        .spawn()
+        .expect("socat");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut client = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "socat",
+            "-T",
+            "10",
+            "-",
+            &format!("UDP4:{VIP}:9002,sourceport=40123"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("socat");
+    let mut stdin = client.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"hello\n").expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // A port unreachable quoting the datagram as rs1 got it: 198.18.0.2:40123 ->
+    // 198.19.0.11:9002.
+    let send = |good: bool| {
+        let py = format!(
+            r#"
+import socket, struct
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+udp = struct.pack("!HHHH", 40123, 9002, 14, 0)
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 34, 1, 0, 63, 17, 0,
+                 socket.inet_aton("198.18.0.2"), socket.inet_aton("198.19.0.11"))
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+icmp = struct.pack("!BBHI", 3, 3, 0, 0) + ip + udp
+c = csum(icmp) ^ ({bad})
+icmp = icmp[:2] + struct.pack("!H", c) + icmp[4:]
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.sendto(icmp, ("198.18.0.2", 0))
+"#,
+            bad = if good { "0" } else { "0x5a5a" }
+        );
+        let out = topo.exec("rs1", &["python3", "-c", &py]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    send(false);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(wvs.drops("icmp_bad_csum"), 1);
+    assert!(
+        client.try_wait().expect("socat").is_none(),
+        "the client's socket heard of the bad error"
+    );
+    send(true);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while client.try_wait().expect("socat").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(stdin);
+    let out = client.wait_with_output().expect("socat");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Connection refused"),
+        "the good error did not arrive: {err}"
+    );
+    assert_eq!(wvs.drops("icmp_bad_csum"), 1);
+    let _ = sink.kill();
+    let _ = sink.wait();
+}

@@ -446,6 +446,16 @@ impl Wvs {
             .collect()
     }
 
+    /// The datapath's drop count for `reason`, from `/metrics`.
+    pub fn drops(&self, reason: &str) -> u64 {
+        let (code, text) = self.api("GET", "/metrics", None, None, None);
+        assert_eq!(code, 200, "/metrics: {text}");
+        let want = format!("wvs_drops_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(want.as_str())?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    }
+
     /// Rewrite the configuration file, send SIGHUP and wait until wvs has reloaded it.
     pub fn reload(&self, path: &Path, config: &str) {
         let before = self.log_text().matches("configuration reloaded").count();

@@ -130,7 +130,9 @@ impl Snapshot {
             // Only NAT servers' packets come back through wvs: another method's server
             // talks to its clients directly, and what it sends wvs is none of IPVS's.
             for d in dests.iter().filter(|d| d.forward().sees_replies()) {
-                snap.reals.insert((key.proto, d.addr, d.port));
+                // Port 0: the virtual port, as the connections see it.
+                let port = if d.port == 0 { key.port } else { d.port };
+                snap.reals.insert((key.proto, d.addr, port));
                 snap.real_addrs.insert(d.addr);
             }
             snap.vips.insert(key.addr);
