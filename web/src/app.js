@@ -171,6 +171,8 @@ function renderTotals(st) {
 /** The forwarding method as ipvsadm -L names it, with the tunnel as --tun-info shows it. */
 function methodName(r) {
   if (r.forward === "dr") return "Route";
+  if (r.forward === "fullnat") return "FullNat";
+  if (r.forward === "local") return "Local";
   if (r.forward !== "tunnel") return "Masq";
   const type = r.tun_type || "ipip";
   const csum = r.tun_csum || "nocsum";
@@ -229,6 +231,9 @@ function renderServices() {
       el("span", { class: "meta" }, `${s.scheduler} (${s.scheduler_runs})`),
       s.flags.length ? el("span", { class: "meta" }, s.flags.join(",")) : null,
       s.persistent ? el("span", { class: "meta" }, `persistent ${s.persistent}s mask ${s.netmask}`) : null,
+      (s.laddrs || []).length
+        ? el("span", { class: "meta", "data-laddrs": "" }, "local addresses " + s.laddrs.map((l) => `${l.address} (${l.conns})`).join(", "))
+        : null,
       el("span", { class: "meta", "data-testid": "service-conns" }, `conns ${fmt(s.stats.conns)}`),
       el("span", { class: "meta" }, `${fmt(s.rates.cps)} conn/s, ${fmt(s.rates.inpps)}/${fmt(s.rates.outpps)} pps`),
       el("button", { type: "button", class: "edit", onclick: () => editService(s) }, "edit"),
