@@ -35,6 +35,13 @@ pub const VNET_HDR_LEN: usize = 10;
 /// (64 KiB of IP datagram) plus the vnet and Ethernet headers, rounded up.
 pub const SLOT_SIZE: usize = 65536 + 512;
 
+/// Transmit buffers per worker for the segments of GSO super-packets wvs cuts itself
+/// (into tunnels): a 64 KiB super-packet at MTU 1500 makes 45.
+pub const SEG_BUFFERS: u16 = 256;
+
+/// Size of a segment buffer: a vnet header and a frame of up to a 9000-byte MTU.
+pub const SEG_SLOT: usize = 9216;
+
 /// Packet buffers per worker, shared by its sockets through one provided-buffer ring. A
 /// power of two. Enough for a burst between two wake-ups of a worker plus the frames in
 /// flight to the egress socket; only the bytes frames touch become resident memory.

@@ -71,6 +71,12 @@ pub enum Verdict {
         /// Length of the IP packet.
         len: usize,
     },
+    /// A GSO super-packet was cut into `count` segments, each handed to the segment sink
+    /// to send; nothing is sent from the received buffer.
+    Segmented {
+        /// How many segments were sent.
+        count: usize,
+    },
     /// Send the packet wvs wrote in the buffer instead of the received frame: `len` bytes
     /// from the start (an ICMP error to the client, from [`Datapath::process_buf`]).
     Reply {
@@ -179,7 +185,7 @@ impl Datapath {
     /// room after the frame, a packet that must grow (a tunnel's) is dropped.
     pub fn process(&self, snap: &Snapshot, now: u64, meta: RxMeta, frame: &mut [u8]) -> Verdict {
         let len = frame.len();
-        self.process_in(snap, now, meta, frame, len)
+        self.process_in(snap, now, meta, frame, len, &mut xmit::gso::NoSink)
     }
 
     fn process_in(
@@ -189,15 +195,17 @@ impl Datapath {
         meta: RxMeta,
         buf: &mut [u8],
         len: usize,
+        sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
         stats::bump(&self.stats.rx);
         self.unreach_src.set(None);
-        let v = self.classify(snap, now, meta, buf, len);
+        let v = self.classify(snap, now, meta, buf, len, sink);
         match v {
             Verdict::Tx { .. }
             | Verdict::Whole { .. }
             | Verdict::Reply { .. }
-            | Verdict::Stack { .. } => {}
+            | Verdict::Stack { .. }
+            | Verdict::Segmented { .. } => {}
             Verdict::Drop(r) => self.stats.count_drop(r),
             Verdict::Pass => stats::bump(&self.stats.passed),
         }
@@ -221,8 +229,22 @@ impl Datapath {
         buf: &mut [u8],
         len: usize,
     ) -> Verdict {
+        self.process_seg(snap, now, meta, buf, len, &mut xmit::gso::NoSink)
+    }
+
+    /// As [`process_buf`](Self::process_buf), with buffers to cut a GSO super-packet into
+    /// segments when its transmitter cannot send it whole (a tunnel's).
+    pub fn process_seg(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        meta: RxMeta,
+        buf: &mut [u8],
+        len: usize,
+        sink: &mut dyn xmit::gso::SegmentSink,
+    ) -> Verdict {
         let len = len.min(buf.len());
-        let v = self.process_in(snap, now, meta, buf, len);
+        let v = self.process_in(snap, now, meta, buf, len, sink);
         let Verdict::Drop(reason) = v else {
             return v;
         };
@@ -283,6 +305,7 @@ impl Datapath {
         meta: RxMeta,
         buf: &mut [u8],
         len: usize,
+        sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
         let Some(iface) = self.ifaces.get(usize::from(meta.iface)) else {
             return Verdict::Pass;
@@ -310,7 +333,16 @@ impl Datapath {
                 iface: meta.iface,
                 mac: client_mac,
             };
-            self.inbound(snap.sysctl.cache_bypass, svc, now, meta, hop, &info, buf)
+            self.inbound(
+                snap.sysctl.cache_bypass,
+                svc,
+                now,
+                meta,
+                hop,
+                &info,
+                buf,
+                sink,
+            )
         } else if snap.is_real(info.proto, IpAddr::V4(info.saddr), info.sport) {
             self.outbound(snap, now, meta, &info, buf)
         } else {
@@ -329,6 +361,7 @@ impl Datapath {
         client_hop: Hop,
         info: &L4Info,
         buf: &mut [u8],
+        sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
         let key = info.key();
         let timeouts = &svc.timeouts;
@@ -430,7 +463,21 @@ impl Datapath {
             local: (laddr, local.1),
         };
         let mut pkt = self.packet(buf, meta, info);
-        self.sent(xmit::to_real(&mut pkt, &target, link))
+        match xmit::to_real(&mut pkt, &target, link) {
+            // A super-packet into a tunnel: cut here, as the kernel cannot.
+            Err(xmit::Refused::TunnelGso) => {
+                match xmit::gso::segment(&pkt, sink, |p| xmit::to_real(p, &target, link)) {
+                    Ok((count, all)) => {
+                        // Out of transmit buffers part of the way: the rest is lost.
+                        self.stats
+                            .count_drops(DropReason::TunnelGso, (all - count) as u64);
+                        Verdict::Segmented { count }
+                    }
+                    Err(r) => self.sent(Err(r)),
+                }
+            }
+            r => self.sent(r),
+        }
     }
 
     fn packet<'a>(&self, buf: &'a mut [u8], meta: RxMeta, info: &L4Info) -> xmit::Packet<'a> {

@@ -68,7 +68,8 @@ drop_reasons! {
     TxError => "tx_error",
     /// The packet and its encapsulation do not fit in a buffer.
     NoRoom => "no_room",
-    /// A GSO super-packet to a tunnel (see `xmit::Refused::TunnelGso`).
+    /// A GSO super-packet (or some of its segments) to a tunnel that found no free buffer
+    /// to be cut into (see `xmit::gso`).
     TunnelGso => "tunnel_gso",
     /// An ICMP error about a connection whose checksum fails.
     IcmpBadChecksum => "icmp_bad_csum",

@@ -1805,12 +1805,50 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
         h.dp.process_buf(&h.snap, 1, gso, &mut seg, n),
         Verdict::Drop(DropReason::TunnelGso)
     );
+    // With transmit buffers to cut it into, it goes as the segments the kernel would have
+    // cut, each in its own tunnel packet.
+    let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let big = client_seg(40003, F::Psh, &payload);
+    let mut buf = big.clone();
+    buf.resize(big.len() + 64, 0);
+    let mut sink = TestSink::default();
+    assert_eq!(
+        h.dp.process_seg(&h.snap, 3, gso, &mut buf, big.len(), &mut sink),
+        Verdict::Segmented { count: 3 }
+    );
+    let mut data = Vec::new();
+    for (iface, f) in &sink.sent {
+        assert_eq!(*iface, 1);
+        let (proto, inner) = outer(f, 22);
+        assert_eq!(proto, 4);
+        inner_ok(&inner, 40003, 80);
+        data.extend_from_slice(&inner[40..]);
+    }
+    assert_eq!(data, payload, "the payload whole and in order");
     // No room after the frame for the outer header.
     let mut tight = client_seg(40003, F::Ack, b"data");
     assert_eq!(
         h.dp.process(&h.snap, 2, COMPLETE, &mut tight),
         Verdict::Drop(DropReason::NoRoom)
     );
+}
+
+/// Transmit buffers for segments, kept for inspection.
+#[derive(Default)]
+struct TestSink {
+    bufs: Vec<Vec<u8>>,
+    sent: Vec<(u8, Vec<u8>)>,
+}
+
+impl xmit::gso::SegmentSink for TestSink {
+    fn buf(&mut self) -> Option<&mut [u8]> {
+        self.bufs.push(vec![0; 2048]);
+        self.bufs.last_mut().map(|b| &mut b[..])
+    }
+    fn send(&mut self, iface: u8, len: usize) {
+        let b = self.bufs.last().expect("a buffer");
+        self.sent.push((iface, b[..len].to_vec()));
+    }
 }
 
 /// A full-NAT harness: the TCP and UDP services with local addresses `laddrs` and one

@@ -20,7 +20,8 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use super::bufring::BufRing;
 use super::socket::{PacketSocket, StackSocket};
 use crate::consts::{
-    BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, SLOT_SIZE, URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS,
+    BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, SEG_BUFFERS, SEG_SLOT, SLOT_SIZE, URING_ENTRIES,
+    VNET_HDR_LEN, WORKER_WAKE_MS,
 };
 use crate::datapath::{Datapath, DropReason, RxMeta, Verdict, stats};
 use crate::service::Snapshot;
@@ -30,6 +31,7 @@ use crate::wire::vnet::VnetHeader;
 const OP_RECV: u64 = 1 << 32;
 const OP_SEND: u64 = 2 << 32;
 const OP_CANCEL: u64 = 3 << 32;
+const OP_SEG: u64 = 4 << 32;
 const LOW_MASK: u64 = 0xffff_ffff;
 
 /// Everything a worker needs.
@@ -55,6 +57,61 @@ pub struct Worker {
 struct Uring {
     ring: IoUring<squeue::Entry, cqueue::Entry>,
     bufs: BufRing,
+    segs: SegPool,
+}
+
+/// Transmit buffers for the segments of GSO super-packets the datapath cuts (into a
+/// tunnel), allocated once: each a vnet header (zero: nothing left for the kernel) and a
+/// frame of up to a jumbo MTU.
+struct SegPool {
+    mem: Box<[u8]>,
+    free: Vec<u16>,
+    /// Written and waiting to be queued: (buffer, interface, frame length).
+    ready: Vec<(u16, u8, usize)>,
+    /// Lent to the datapath, not sent (yet).
+    lent: Option<u16>,
+}
+
+impl SegPool {
+    fn new() -> Self {
+        Self {
+            mem: vec![0u8; usize::from(SEG_BUFFERS) * SEG_SLOT].into_boxed_slice(),
+            free: (0..SEG_BUFFERS).collect(),
+            ready: Vec::with_capacity(usize::from(SEG_BUFFERS)),
+            lent: None,
+        }
+    }
+
+    fn slot(&mut self, i: u16) -> &mut [u8] {
+        let at = usize::from(i) * SEG_SLOT;
+        &mut self.mem[at..at + SEG_SLOT]
+    }
+
+    /// Take back a buffer the datapath was lent but did not send.
+    fn settle(&mut self) {
+        if let Some(i) = self.lent.take() {
+            self.free.push(i);
+        }
+    }
+}
+
+impl crate::xmit::gso::SegmentSink for SegPool {
+    fn buf(&mut self) -> Option<&mut [u8]> {
+        let i = match self.lent {
+            Some(i) => i,
+            None => self.free.pop()?,
+        };
+        self.lent = Some(i);
+        let slot = self.slot(i);
+        slot[..VNET_HDR_LEN].fill(0);
+        Some(&mut slot[VNET_HDR_LEN..])
+    }
+
+    fn send(&mut self, iface: u8, len: usize) {
+        if let Some(i) = self.lent.take() {
+            self.ready.push((i, iface, VNET_HDR_LEN + len));
+        }
+    }
 }
 
 impl Worker {
@@ -66,7 +123,11 @@ impl Worker {
             .setup_defer_taskrun()
             .build(URING_ENTRIES)?;
         let bufs = BufRing::new(&ring, BUFFERS_PER_WORKER, 0)?;
-        let mut u = Uring { ring, bufs };
+        let mut u = Uring {
+            ring,
+            bufs,
+            segs: SegPool::new(),
+        };
         let fds: Vec<types::Fd> = self
             .sockets
             .iter()
@@ -139,12 +200,26 @@ impl Worker {
                             }
                             continue;
                         };
-                        if let Some(e) = self.on_recv(&snap, now, &fds, &mut u.bufs, low, bid, res)
+                        if let Some(e) =
+                            self.on_recv(&snap, now, &fds, &mut u.bufs, &mut u.segs, low, bid, res)
                         {
                             push(&mut u.ring, &e)?;
                             inflight += 1;
                         } else {
                             u.bufs.give(bid);
+                        }
+                        u.segs.settle();
+                        for (i, iface, len) in std::mem::take(&mut u.segs.ready) {
+                            let Some(fd) = fds.get(usize::from(iface)) else {
+                                u.segs.free.push(i);
+                                continue;
+                            };
+                            let slot = u.segs.slot(i);
+                            let e = opcode::Send::new(*fd, slot.as_ptr(), len as u32)
+                                .build()
+                                .user_data(OP_SEG | u64::from(i));
+                            push(&mut u.ring, &e)?;
+                            inflight += 1;
                         }
                     }
                     OP_SEND => {
@@ -156,6 +231,15 @@ impl Worker {
                             stats::bump(&stats.tx);
                         }
                         u.bufs.give(low as u16);
+                    }
+                    OP_SEG => {
+                        inflight -= 1;
+                        if res < 0 {
+                            stats.count_drop(DropReason::TxError);
+                        } else {
+                            stats::bump(&stats.tx);
+                        }
+                        u.segs.free.push(low as u16);
                     }
                     _ => {}
                 }
@@ -174,7 +258,7 @@ impl Worker {
             for c in u.ring.completion() {
                 match c.user_data() & !LOW_MASK {
                     OP_RECV if !cqueue::more(c.flags()) => inflight -= 1,
-                    OP_SEND => inflight -= 1,
+                    OP_SEND | OP_SEG => inflight -= 1,
                     _ => {}
                 }
             }
@@ -207,6 +291,7 @@ impl Worker {
         now: u64,
         fds: &[types::Fd],
         bufs: &mut BufRing,
+        segs: &mut SegPool,
         iface: usize,
         bid: u16,
         res: i32,
@@ -242,12 +327,13 @@ impl Worker {
             gso_size,
         };
         let slot = bufs.buf(bid);
-        let verdict = self.datapath.process_buf(
+        let verdict = self.datapath.process_seg(
             snap,
             now,
             meta,
             &mut slot[VNET_HDR_LEN..],
             len - VNET_HDR_LEN,
+            segs,
         );
         let (iface, out_len) = match verdict {
             Verdict::Tx { iface } => {
@@ -278,7 +364,7 @@ impl Worker {
                 }
                 return None;
             }
-            Verdict::Drop(_) | Verdict::Pass => return None,
+            Verdict::Drop(_) | Verdict::Pass | Verdict::Segmented { .. } => return None,
         };
         let fd = fds.get(usize::from(iface))?;
         Some(

@@ -15,6 +15,7 @@
 
 pub mod dr;
 pub mod fullnat;
+pub mod gso;
 pub mod nat;
 pub mod stack;
 pub mod tunnel;
@@ -96,8 +97,9 @@ pub enum Refused {
     TtlExceeded,
     /// The encapsulated packet does not fit in the buffer.
     NoRoom,
-    /// A GSO super-packet cannot be encapsulated: the kernel segments only what it knows the
-    /// headers of, and a packet socket cannot describe a tunnel to it.
+    /// A GSO super-packet cannot be encapsulated whole: the kernel segments only what it
+    /// knows the headers of, and a packet socket cannot describe a tunnel to it; the
+    /// datapath cuts it ([`gso`]) if it has buffers.
     TunnelGso,
     /// Longer than the path's MTU with DF set: IPVS answers ICMP fragmentation needed
     /// with this MTU (`ensure_mtu_is_adequate`).
