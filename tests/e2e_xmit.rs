@@ -914,3 +914,37 @@ s.sendto(icmp, ("198.18.0.2", 0))
     let _ = sink.kill();
     let _ = sink.wait();
 }
+
+/// An upload into an IPIP tunnel: the client's TCP sends GSO super-packets of 1500-byte
+/// segments with DF; the tunnel takes 20 bytes of the path's 1500, so wvs answers
+/// fragmentation needed with 1480, and then cuts each super-packet into segments itself
+/// (the kernel cannot segment inside a tunnel), every one of which the servers' tunnel end
+/// takes apart: the 20 MiB arrive whole.
+#[test]
+fn a_tunnel_upload_learns_the_tunnel_mtu_and_is_segmented_by_wvs() {
+    let topo = Topo::onearm("tunup", false);
+    let ends = decaps(&topo, "ipip");
+    let wvs = Wvs::start(&topo, Some(&tcp_5001(&topo, "forward = \"tunnel\"")));
+    assert_eq!(
+        upload_20_mib(&topo),
+        DOWNLOAD.to_string(),
+        "all bytes arrived"
+    );
+    let route = topo.exec("cli", &["ip", "route", "get", VIP]);
+    let route = String::from_utf8_lossy(&route.stdout).to_string();
+    assert!(
+        route.contains("mtu 1480"),
+        "the client learned the tunnel's MTU: {route}"
+    );
+    let s = wvs.stats();
+    assert!(
+        s.get("rx_gso").copied().unwrap_or(0) > 0,
+        "no super-packet came: {s:?}"
+    );
+    assert_eq!(wvs.drops("tunnel_gso"), 0);
+    let counts = ends.finish(&topo);
+    assert!(
+        counts.iter().all(|(_, bad)| *bad == 0),
+        "malformed tunnel packets: {counts:?}"
+    );
+}
