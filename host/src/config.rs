@@ -33,9 +33,10 @@
 //! tcpfin = 120                  # a TCP connection in FIN_WAIT
 //! udp = 300                     # a UDP flow
 //!
-//! [sysctl]                      # optional: IPVS's switches, both off by default
+//! [sysctl]                      # optional: IPVS's switches, with IPVS's defaults
 //! cache_bypass = false          # no real server: packets go on to their destination
 //! nat_icmp_send = false         # port unreachable to a server's packet of no connection
+//! pmtu_disc = true              # off: tunnels fragment instead of fragmentation needed
 //! ```
 //!
 //! The same definitions ([`ServiceDef`], [`RealDef`]) are the REST API's JSON and the state
@@ -98,7 +99,7 @@ struct File {
 }
 
 /// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sysctl {
     /// `cache_bypass`: when a service has no real server that can take a new connection,
@@ -111,6 +112,25 @@ pub struct Sysctl {
     /// learns at once that the client is gone. Default off.
     #[serde(default)]
     pub nat_icmp_send: bool,
+    /// `pmtu_disc`: a packet with DF too long for the path is answered with ICMP
+    /// fragmentation needed, whatever the method. Off, a tunnel's outer packet goes without
+    /// DF and is fragmented instead. Default on.
+    #[serde(default = "yes")]
+    pub pmtu_disc: bool,
+}
+
+impl Default for Sysctl {
+    fn default() -> Self {
+        Self {
+            cache_bypass: false,
+            nat_icmp_send: false,
+            pmtu_disc: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The connection timeouts `ipvsadm --set tcp tcpfin udp` changes, in seconds: IPVS's

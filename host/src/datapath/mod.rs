@@ -333,16 +333,7 @@ impl Datapath {
                 iface: meta.iface,
                 mac: client_mac,
             };
-            self.inbound(
-                snap.sysctl.cache_bypass,
-                svc,
-                now,
-                meta,
-                hop,
-                &info,
-                buf,
-                sink,
-            )
+            self.inbound(snap.sysctl, svc, now, meta, hop, &info, buf, sink)
         } else if snap.is_real(info.proto, IpAddr::V4(info.saddr), info.sport) {
             self.outbound(snap, now, meta, &info, buf)
         } else {
@@ -354,7 +345,7 @@ impl Datapath {
     #[allow(clippy::too_many_arguments)]
     fn inbound(
         &self,
-        bypass: bool,
+        sysctl: crate::config::Sysctl,
         svc: &VirtualService,
         now: u64,
         meta: RxMeta,
@@ -403,7 +394,7 @@ impl Datapath {
         let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
         if found.is_none() || matches!(found, Some(InLookup::Reschedule)) {
             found = Some(
-                match self.new_conn(svc, now, client_hop, info, &key, bypass) {
+                match self.new_conn(svc, now, client_hop, info, &key, sysctl.cache_bypass) {
                     Ok(fwd) => fwd,
                     // Another worker added the same connection in the meantime: use it.
                     Err(None) => self
@@ -461,6 +452,7 @@ impl Datapath {
             flow_hash: flow_hash(info),
             mtu,
             local: (laddr, local.1),
+            pmtu_disc: sysctl.pmtu_disc,
         };
         let mut pkt = self.packet(buf, meta, info);
         match xmit::to_real(&mut pkt, &target, link) {
@@ -471,6 +463,17 @@ impl Datapath {
                         // Out of transmit buffers part of the way: the rest is lost.
                         self.stats
                             .count_drops(DropReason::TunnelGso, (all - count) as u64);
+                        Verdict::Segmented { count }
+                    }
+                    Err(r) => self.sent(Err(r)),
+                }
+            }
+            // A tunnel's outer packet too long for the path, without DF: in fragments.
+            Ok(xmit::Sent::Fragment { iface, len, mtu }) => {
+                match xmit::frag::fragment(&pkt.buf[..len], mtu, iface, sink) {
+                    Ok((count, all)) => {
+                        self.stats
+                            .count_drops(DropReason::TooBig, (all - count) as u64);
                         Verdict::Segmented { count }
                     }
                     Err(r) => self.sent(Err(r)),
@@ -674,6 +677,9 @@ impl Datapath {
             Ok(xmit::Sent::InPlace { iface }) => Verdict::Tx { iface },
             Ok(xmit::Sent::Whole { iface, len }) => Verdict::Whole { iface, len },
             Ok(xmit::Sent::Stack { daddr, len }) => Verdict::Stack { daddr, len },
+            // Only a tunnel asks for fragments, and the caller handles it; without buffers
+            // it is too big.
+            Ok(xmit::Sent::Fragment { .. }) => Verdict::Drop(DropReason::TooBig),
             Err(xmit::Refused::TtlExceeded) => Verdict::Drop(DropReason::TtlExceeded),
             Err(xmit::Refused::NoRoom) => Verdict::Drop(DropReason::NoRoom),
             Err(xmit::Refused::TunnelGso) => Verdict::Drop(DropReason::TunnelGso),

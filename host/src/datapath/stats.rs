@@ -75,7 +75,8 @@ drop_reasons! {
     IcmpBadChecksum => "icmp_bad_csum",
     /// Longer than the path's MTU, with DF: answered with ICMP fragmentation needed.
     FragNeeded => "frag_needed",
-    /// Longer than the path's MTU, without DF.
+    /// Longer than the path's MTU, without DF (NAT, DR; IPVS would fragment it), or a
+    /// tunnel's outer packet whose fragments found no free buffer.
     TooBig => "too_big",
     /// The socket's receive queue was full: the kernel dropped the frame before wvs read it.
     RxQueueFull => "rx_queue_full",

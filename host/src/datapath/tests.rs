@@ -2053,3 +2053,70 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
         Verdict::Drop(DropReason::NoConnOut)
     );
 }
+
+#[test]
+fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
+    let mut h = method_harness("address = \"198.19.0.22\"\nforward = \"tunnel\"");
+    for d in h.snap.dests() {
+        d.set_mtu(1400);
+    }
+    // 1438 bytes of IP: with the outer header, 58 over the path's 1400. Without DF: the
+    // outer packet goes in fragments.
+    let payload = vec![0x42u8; 1410];
+    let mut f = udp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 5000),
+        (VIP, 9000),
+        &payload,
+    );
+    // etherparse sets DF on what it builds; clear it (and fix the header checksum).
+    f[14 + 6] &= !0x40;
+    fix_ip_csum(&mut f);
+    let n = f.len();
+    let mut buf = f.clone();
+    buf.resize(n + 64, 0);
+    let mut sink = TestSink::default();
+    assert_eq!(
+        h.dp.process_seg(&h.snap, 1, COMPLETE, &mut buf, n, &mut sink),
+        Verdict::Segmented { count: 2 }
+    );
+    let mut outer_payload = Vec::new();
+    for (k, (_, fr)) in sink.sent.iter().enumerate() {
+        let (ip, rest) = etherparse::Ipv4Header::from_slice(&fr[14..]).expect("fragment");
+        assert!(fr.len() - 14 <= 1400, "fits the path");
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        assert_eq!(u8::from(ip.protocol), 4);
+        assert_eq!((ip.more_fragments, ip.dont_fragment), (k == 0, false));
+        outer_payload.extend_from_slice(&rest[..usize::from(ip.total_len) - 20]);
+    }
+    let mut inner = vec![0u8; 12];
+    inner.extend_from_slice(&[0x08, 0x00]);
+    inner.extend_from_slice(&outer_payload);
+    let (s, _, d, dp, ttl) = check_frame(&inner);
+    assert_eq!(
+        (s, d, dp, ttl),
+        (Ipv4Addr::from(CLIENT), Ipv4Addr::from(VIP), 9000, 63)
+    );
+    // With DF: fragmentation needed with the tunnel's MTU, unless pmtu_disc is off.
+    let mut df = udp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 5001),
+        (VIP, 9000),
+        &payload,
+    );
+    let n = df.len();
+    df.resize(n + 64, 0);
+    let mut sink = TestSink::default();
+    let v =
+        h.dp.process_seg(&h.snap, 2, COMPLETE, &mut df.clone(), n, &mut sink);
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    h.snap.sysctl.pmtu_disc = false;
+    assert_eq!(
+        h.dp.process_seg(&h.snap, 3, COMPLETE, &mut df, n, &mut sink),
+        Verdict::Segmented { count: 2 }
+    );
+    let (ip, _) = etherparse::Ipv4Header::from_slice(&sink.sent[0].1[14..]).expect("fragment");
+    assert!(!ip.dont_fragment, "the outer packet goes without DF");
+}

@@ -145,7 +145,7 @@ pub fn segment(
         match xmit(&mut p)? {
             Sent::Whole { iface, len } => sink.send(iface, len),
             Sent::InPlace { iface } => sink.send(iface, ETHERNET_HEADER_LEN + seg_len),
-            Sent::Stack { .. } => return Err(Refused::NoRoom),
+            Sent::Stack { .. } | Sent::Fragment { .. } => return Err(Refused::TooBig),
         }
         sent += 1;
     }

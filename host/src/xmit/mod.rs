@@ -14,6 +14,7 @@
 //!   packet's own destination (bypass).
 
 pub mod dr;
+pub mod frag;
 pub mod fullnat;
 pub mod gso;
 pub mod nat;
@@ -80,6 +81,16 @@ pub enum Sent {
         /// Length of the frame.
         len: usize,
     },
+    /// A new frame of `len` bytes from the start of the buffer, longer than the path's
+    /// `mtu`: to be sent in fragments ([`frag`]).
+    Fragment {
+        /// Index of the interface in the `--iface` list.
+        iface: u8,
+        /// Length of the frame.
+        len: usize,
+        /// The path's MTU.
+        mtu: u32,
+    },
     /// The IP packet (after the Ethernet header), checksums complete, for the balancer's
     /// own stack to deliver or route to `daddr`.
     Stack {
@@ -128,6 +139,9 @@ pub struct Target {
     pub mtu: u32,
     /// Full NAT: the local address and port the real server sees as the source.
     pub local: (Ipv4Addr, u16),
+    /// IPVS's `pmtu_disc`: a tunnel's outer packet keeps the inner DF (else it goes without
+    /// DF and is fragmented when too long).
+    pub pmtu_disc: bool,
 }
 
 /// What the connection says about a real server's reply.

@@ -79,12 +79,23 @@ pub fn to_real(
 ) -> Result<Sent, Refused> {
     let over = overhead(tun);
     // The path's MTU less the tunnel's overhead (IPVS: `dst_mtu - sizeof(iphdr)` ...).
-    super::check(
+    // Too long without DF, or with `pmtu_disc` off (`ensure_mtu_is_adequate` lets a
+    // tunnel's packet through then): encapsulated whole, and the outer packet fragmented.
+    let fragment = match super::check(
         pkt,
         t.mtu.saturating_sub(over as u32).max(u32::from(t.mtu != 0)),
-    )?;
+    ) {
+        Ok(()) => false,
+        Err(Refused::TooBig) => true,
+        Err(Refused::FragNeeded { .. }) if !t.pmtu_disc => true,
+        Err(e) => return Err(e),
+    };
     if pkt.gso_size != 0 {
-        return Err(Refused::TunnelGso);
+        return Err(if fragment {
+            Refused::TooBig
+        } else {
+            Refused::TunnelGso
+        });
     }
     let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
     let inner_len = pkt.total_len;
@@ -125,7 +136,7 @@ pub fn to_real(
     outer.set_ecn(tos & ECN_MASK);
     outer.set_total_len(outer_len);
     outer.set_ident(ident);
-    outer.set_dont_frag(dont_frag);
+    outer.set_dont_frag(dont_frag && t.pmtu_disc);
     outer.set_hop_limit(ttl);
     outer.set_next_header(next.into());
     outer.set_src_addr(t.src);
@@ -165,6 +176,13 @@ pub fn to_real(
         }
     }
     super::set_macs(frame, link);
+    if fragment {
+        return Ok(Sent::Fragment {
+            iface: link.iface,
+            len: end,
+            mtu: t.mtu,
+        });
+    }
     Ok(Sent::Whole {
         iface: link.iface,
         len: end,
