@@ -633,6 +633,13 @@ fn full_nat_serves_servers_without_a_route_to_the_clients() {
         )),
         "{listing}"
     );
+    let (_, metrics) = wvs.api("GET", "/metrics", None, None, None);
+    assert!(
+        metrics.lines().any(|l| l.starts_with("wvs_backend_info{")
+            && l.contains("remote_address=\"198.19.0.11\"")
+            && l.contains("forward=\"FullNat\"")),
+        "{metrics}"
+    );
     let saved = wvs.adm_ok(&["-S", "-n"]);
     for want in [
         format!("-a -t {VIP}:80 -r 198.19.0.11:80 -b -w 1\n"),

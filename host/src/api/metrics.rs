@@ -27,6 +27,8 @@ struct Scrape {
     rates: Rates,
     services: Vec<(Labels, Totals, Rates)>,
     backends: Vec<(Labels, i64, i64, i64, Totals, Rates)>,
+    /// Each real server's labels with its forwarding method, as ipvsadm -L names it.
+    backend_info: Vec<(Labels, i64)>,
     plugin: [u64; 4],
     drops: Vec<(Labels, u64)>,
     rx: u64,
@@ -134,6 +136,13 @@ impl Collector for Scrape {
             "The current backend weight by local and remote address.",
             b,
             |r| (&r.0, r.3),
+        )?;
+        gauges(
+            &mut e,
+            "wvs_backend_info",
+            "Each real server, with its forwarding method as ipvsadm -L names it (Masq, Route, Tunnel, FullNat, Local); always 1.",
+            &self.backend_info,
+            |r| (&r.0, r.1),
         )?;
 
         let r = &self.rates;
@@ -378,15 +387,19 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
         ));
         for d in &svc.dests {
             let port = if d.port == 0 { svc.key.port } else { d.port };
+            let labels = vec![
+                ("local_address", vip.clone()),
+                ("local_port", vport.clone()),
+                ("remote_address", d.addr.to_string()),
+                ("remote_port", port.to_string()),
+                ("proto", proto.clone()),
+                ("local_mark", String::new()),
+            ];
+            let mut info = labels.clone();
+            info.push(("forward", d.forward().ipvsadm_name().to_string()));
+            s.backend_info.push((info, 1));
             s.backends.push((
-                vec![
-                    ("local_address", vip.clone()),
-                    ("local_port", vport.clone()),
-                    ("remote_address", d.addr.to_string()),
-                    ("remote_port", port.to_string()),
-                    ("proto", proto.clone()),
-                    ("local_mark", String::new()),
-                ],
+                labels,
                 i64::from(d.activeconns.load(Relaxed).max(0)),
                 i64::from(d.inactconns.load(Relaxed).max(0)),
                 i64::from(d.weight()),
