@@ -332,7 +332,7 @@ fn the_token_is_enforced_and_bad_input_is_refused_with_nothing_changed() {
         ("POST", "/api/v1/services", Some("text/plain"), good.clone(), 415, "Content-Type"),
         ("POST", "/api/v1/services", Some("application/json"), body("big.json", &big), 413, "length limit"),
         ("POST", "/api/v1/services/tcp/198.18.100.1:80/reals", Some("application/json"), body("weight.json", br#"{"address":"198.19.0.12:80","weight":70000}"#), 400, "above 65535"),
-        ("POST", "/api/v1/services/tcp/198.18.100.1:80/reals", Some("application/json"), body("fwd.json", br#"{"address":"198.19.0.12:80","forward":"fullnat"}"#), 400, "unknown forwarding method"),
+        ("POST", "/api/v1/services/tcp/198.18.100.1:80/reals", Some("application/json"), body("fwd.json", br#"{"address":"198.19.0.12:80","forward":"snat"}"#), 400, "unknown forwarding method"),
         ("POST", "/api/v1/services/tcp/198.18.100.1:80/reals", Some("application/json"), body("gue.json", br#"{"address":"198.19.0.12:80","forward":"tunnel","tun_type":"gue"}"#), 409, "needs a tunnel port"),
         ("POST", "/api/v1/services/tcp/198.18.100.1:80/reals", Some("application/json"), body("drport.json", br#"{"address":"198.19.0.12:8080","forward":"dr"}"#), 409, "forwards to the virtual port 80"),
         ("DELETE", "/api/v1/services/tcp/198.18.100.1:99", None, body("none", b""), 404, "no service"),

@@ -99,8 +99,10 @@ struct File {
 }
 
 /// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults.
+/// Read from a table of names to booleans only (serde would take a sequence for a struct),
+/// every name known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "std::collections::BTreeMap<String, bool>")]
 pub struct Sysctl {
     /// `cache_bypass`: when a service has no real server that can take a new connection,
     /// its packets go on to the address they were sent to (routed by the balancer's own
@@ -115,8 +117,30 @@ pub struct Sysctl {
     /// `pmtu_disc`: a packet with DF too long for the path is answered with ICMP
     /// fragmentation needed, whatever the method. Off, a tunnel's outer packet goes without
     /// DF and is fragmented instead. Default on.
-    #[serde(default = "yes")]
+    #[serde(default)]
+    #[schema(default = true)]
     pub pmtu_disc: bool,
+}
+
+impl TryFrom<std::collections::BTreeMap<String, bool>> for Sysctl {
+    type Error = String;
+
+    fn try_from(m: std::collections::BTreeMap<String, bool>) -> Result<Self, String> {
+        let mut s = Self::default();
+        for (k, v) in m {
+            match k.as_str() {
+                "cache_bypass" => s.cache_bypass = v,
+                "nat_icmp_send" => s.nat_icmp_send = v,
+                "pmtu_disc" => s.pmtu_disc = v,
+                other => {
+                    return Err(format!(
+                        "unknown field `{other}`, expected `cache_bypass`, `nat_icmp_send` or `pmtu_disc`"
+                    ));
+                }
+            }
+        }
+        Ok(s)
+    }
 }
 
 impl Default for Sysctl {
@@ -127,10 +151,6 @@ impl Default for Sysctl {
             pmtu_disc: true,
         }
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// The connection timeouts `ipvsadm --set tcp tcpfin udp` changes, in seconds: IPVS's
@@ -1042,6 +1062,51 @@ mod tests {
                 .any(|s| s.proto == Protocol::Tcp && s.reals.len() == 3)
         );
         assert!(specs.iter().any(|s| s.proto == Protocol::Udp));
+    }
+
+    #[test]
+    fn sysctl_and_local_addresses_round_trip_and_are_checked() {
+        let cfg = parse(
+            "[sysctl]\ncache_bypass = true\npmtu_disc = false\n\
+             [[service]]\nprotocol = 'tcp'\naddress = '198.18.100.1:80'\nladdrs = ['198.19.0.100', '198.19.0.101']\n\
+             [[service.real]]\naddress = '198.19.0.11:8080'\nforward = 'fullnat'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.sysctl,
+            Sysctl {
+                cache_bypass: true,
+                nat_icmp_send: false,
+                pmtu_disc: false
+            }
+        );
+        assert_eq!(cfg.services[0].laddrs.len(), 2);
+        assert_eq!(cfg.services[0].reals[0].fwd, Forward::FullNat);
+        assert_eq!(parse(&to_toml(&cfg)).unwrap(), cfg);
+        assert!(
+            parse("").unwrap().sysctl.pmtu_disc,
+            "on by default, as IPVS"
+        );
+        assert!(parse("[sysctl]\nbogus = true\n").is_err());
+        assert!(parse("[sysctl]\ncache_bypass = 1\n").is_err());
+        for (laddrs, conflict) in [
+            ("['198.19.0.1', '198.19.0.1']", true),
+            ("['0.0.0.0']", true),
+            ("['198.19.0']", false),
+            ("['198.19.0.01']", false),
+        ] {
+            let e = parse(&format!(
+                "[[service]]\nprotocol = 'tcp'\naddress = '198.18.100.1:80'\nladdrs = {laddrs}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(
+                matches!(e, ConfigError::Conflict(_)),
+                conflict,
+                "{laddrs}: {e}"
+            );
+        }
+        let json: Result<Sysctl, _> = serde_json::from_str("[]");
+        assert!(json.is_err(), "a sequence is no table of switches");
     }
 
     #[test]
