@@ -102,7 +102,10 @@ struct File {
 /// Read from a table of names to booleans only (serde would take a sequence for a struct),
 /// every name known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(try_from = "std::collections::BTreeMap<String, bool>")]
+#[serde(
+    try_from = "std::collections::BTreeMap<String, bool>",
+    deny_unknown_fields
+)]
 pub struct Sysctl {
     /// `cache_bypass`: when a service has no real server that can take a new connection,
     /// its packets go on to the address they were sent to (routed by the balancer's own
