@@ -11,8 +11,9 @@
 #   wvs-dr      wvs, direct routing: the servers hold the VIP on lo and answer the client
 #               themselves; their replies cross the balancer's kernel, which forwards them
 #               (the servers' gateway here), not wvs
-#   wvs-tun     wvs, IPIP tunnels: UDP only, counted as IPIP packets at the servers' ingress
-#               (this kernel has no ipip module to take TCP apart at a server's speed)
+#   wvs-tun     wvs, IPIP tunnels: the servers take the packets apart in their kernel with a
+#               tc eBPF program (scripts/ipip-decap.py: this kernel has no ipip module),
+#               hold the VIP on lo and answer the client as in wvs-dr
 # Figures, each RUNS times for DUR seconds, median and spread:
 #   udp pps     64-byte frames over 64k flows from trafgen, counted where the servers receive
 #   tcp Gbit/s  iperf3, one stream, to rs1
@@ -44,6 +45,7 @@ log() { echo "bench: $*" >&2; }
 cleanup() {
   if [ -n "$LB_PID" ]; then kill "$LB_PID" 2>/dev/null || true; wait "$LB_PID" 2>/dev/null || true; fi
   scripts/topology.sh down "$P"
+  if mountpoint -q "$DIR/bpf"; then umount "$DIR/bpf"; fi
   rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
@@ -197,11 +199,21 @@ NFT
       sleep 0.5 ;;
     wvs|wvs-custom|wvs-dr|wvs-tun)
       local cfg=$DIR/$1.toml
-      if [ "$1" = wvs-dr ]; then
+      if [ "$1" = wvs-dr ] || [ "$1" = wvs-tun ]; then
         # The servers hold the VIP (lo, no ARP for it); their replies to the client go
         # through the balancer's kernel, their gateway.
         scripts/topology.sh dr "$P" >/dev/null 2>&1
         ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1
+      fi
+      if [ "$1" = wvs-tun ]; then
+        # The tunnel end: the eBPF decapsulator on each server's ingress.
+        mkdir -p "$DIR/bpf"
+        mountpoint -q "$DIR/bpf" || mount -t bpf bpf "$DIR/bpf"
+        [ -e "$DIR/bpf/ipip-decap" ] || python3 scripts/ipip-decap.py "$DIR/bpf/ipip-decap"
+        for i in 1 2 3; do
+          ip netns exec "$P-rs$i" tc qdisc add dev eth0 clsact
+          ip netns exec "$P-rs$i" tc filter add dev eth0 ingress bpf direct-action object-pinned "$DIR/bpf/ipip-decap"
+        done
       fi
       ip netns exec "$P-lb" "$WVS" run --iface c0 --iface s0 --config "$cfg" \
         --state-dir "$DIR/state-$1" --no-api ${WVS_ARGS:-} 2> "$DIR/$1.log" &
@@ -216,6 +228,11 @@ case_down() {
     nft-dnat) ip netns exec "$P-lb" nft delete table ip wvsbench_dnat ;;
     haproxy) ip netns exec "$P-lb" ip addr del "$VIP/32" dev lo ;;
     wvs-dr) for i in 1 2 3; do ip netns exec "$P-rs$i" ip addr del "$VIP/32" dev lo; done ;;
+    wvs-tun)
+      for i in 1 2 3; do
+        ip netns exec "$P-rs$i" ip addr del "$VIP/32" dev lo
+        ip netns exec "$P-rs$i" tc qdisc del dev eth0 clsact
+      done ;;
   esac
   ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
   ip netns exec "$P-cli" sysctl -qw net.ipv4.ip_local_port_range="30000 60999"
@@ -232,7 +249,6 @@ udp_count() { # UDP datagrams (or IPIP packets) the servers received
   done
   echo "$total"
 }
-tcp_case() { [ "$1" != wvs-tun ]; } # no TCP figures for a tunnel without a server-side end
 udp_pps() { # case
   [ "$1" = haproxy ] && { echo -; return; }
   local cfg=$DIR/udp-vip.cfg before after
@@ -244,7 +260,6 @@ udp_pps() { # case
   echo $(((after - before) / DUR))
 }
 tcp_gbps() { # case
-  tcp_case "$1" || { echo -; return; }
   local to=$VIP
   [ "$1" = fwd ] && to=198.19.0.11
   ip netns exec "$P-cli" iperf3 -c "$to" -t "$DUR" -J 2>/dev/null |
@@ -258,13 +273,11 @@ http_close() {
   ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" -H 'Connection: close' $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
 }
 http_ka() {
-  tcp_case "$1" || { echo -; return; }
   # shellcheck disable=SC2046
   ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
 }
 to_us() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); m = 1 } else if (v ~ /ms$/) { sub(/ms$/, "", v); m = 1000 } else { sub(/s$/, "", v); m = 1e6 } printf "%.0f\n", v * m }'; }
 latency() { # case -> "p50 p99" in µs
-  tcp_case "$1" || { echo "- -"; return; }
   local url=http://$VIP/
   [ "$1" = fwd ] && url=http://198.19.0.11/
   ip netns exec "$P-cli" wrk -t1 -c1 -d"${DUR}s" --latency "$url" > "$DIR/lat.txt"
@@ -280,7 +293,6 @@ ns_ticks() { # namespace -> CPU ticks (user + system) of its processes
 softirq_ticks() { awk '/^cpu / { print $8 }' /proc/stat; }
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 cpu_during_http() { # case -> "rps cli% lb% srv% softirq% busy%"
-  tcp_case "$1" || { echo "- - - - - -"; return; }
   local l0 s0 q0 t0 l1 q1 t1 rps srv0=0 srv1=0 i cli b0 b1
   l0=$(ns_ticks "$P-lb"); q0=$(softirq_ticks); b0=$(busy_ticks)
   for i in 1 2 3; do srv0=$((srv0 + $(ns_ticks "$P-rs$i"))); done

@@ -95,7 +95,7 @@ impl SegPool {
     }
 }
 
-impl crate::xmit::gso::SegmentSink for SegPool {
+impl crate::datapath::SegmentSink for SegPool {
     fn buf(&mut self) -> Option<&mut [u8]> {
         let i = match self.lent {
             Some(i) => i,
