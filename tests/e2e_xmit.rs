@@ -955,3 +955,38 @@ fn a_tunnel_upload_learns_the_tunnel_mtu_and_is_segmented_by_wvs() {
         "malformed tunnel packets: {counts:?}"
     );
 }
+
+/// A datagram without DF that fits the client's path (1500 bytes) but not the tunnel's: wvs
+/// sends the outer packet in two fragments, the server's kernel puts them together, and its
+/// tunnel end answers. With DF it would get fragmentation needed instead.
+#[test]
+fn a_tunnel_fragments_an_outer_packet_without_df() {
+    let topo = Topo::onearm("tunfrag", false);
+    let _ends = decaps(&topo, "ipip");
+    let wvs = Wvs::start(&topo, Some(&config(&topo, "forward = \"tunnel\"")));
+    let py = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT: no DF
+s.bind(("0.0.0.0", 42000))
+s.connect(("{VIP}", 9000))
+s.settimeout(3)
+for _ in range(3):
+    s.send(b"x" * 1472)  # 1500 bytes of IP: 1520 in the tunnel
+    try:
+        print(s.recv(100).decode().strip())
+        break
+    except socket.timeout:
+        pass
+"#
+    );
+    let out = topo.exec("cli", &["python3", "-c", &py]);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        answer.starts_with("rs"),
+        "no answer through the fragmented tunnel: {answer:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(wvs.drops("too_big"), 0);
+}

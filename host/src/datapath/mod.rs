@@ -17,10 +17,10 @@ pub mod stats;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-pub use stats::{DatapathStats, DropReason, StatsSum};
 /// The transmit buffers the I/O layer lends for segments and fragments (defined with the
 /// transmitters that fill them).
 pub use crate::xmit::gso::SegmentSink;
+pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
 use crate::conn::{Conn, ConnKey, ConnTable, Direction, Hop, InsertError, TcpFlags, TcpState};
