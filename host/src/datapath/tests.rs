@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config;
+use crate::xmit::gso::TestSink;
 
 const CLIENT_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const SERVER_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -1831,24 +1832,6 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
         h.dp.process(&h.snap, 2, COMPLETE, &mut tight),
         Verdict::Drop(DropReason::NoRoom)
     );
-}
-
-/// Transmit buffers for segments, kept for inspection.
-#[derive(Default)]
-struct TestSink {
-    bufs: Vec<Vec<u8>>,
-    sent: Vec<(u8, Vec<u8>)>,
-}
-
-impl xmit::gso::SegmentSink for TestSink {
-    fn buf(&mut self) -> Option<&mut [u8]> {
-        self.bufs.push(vec![0; 2048]);
-        self.bufs.last_mut().map(|b| &mut b[..])
-    }
-    fn send(&mut self, iface: u8, len: usize) {
-        let b = self.bufs.last().expect("a buffer");
-        self.sent.push((iface, b[..len].to_vec()));
-    }
 }
 
 /// A full-NAT harness: the TCP and UDP services with local addresses `laddrs` and one

@@ -65,23 +65,6 @@ mod tests {
     use super::*;
     use etherparse::{IpFragOffset, Ipv4Header};
 
-    #[derive(Default)]
-    struct VecSink {
-        bufs: Vec<Vec<u8>>,
-        sent: Vec<Vec<u8>>,
-    }
-
-    impl SegmentSink for VecSink {
-        fn buf(&mut self) -> Option<&mut [u8]> {
-            self.bufs.push(vec![0; 2048]);
-            self.bufs.last_mut().map(|b| &mut b[..])
-        }
-        fn send(&mut self, _iface: u8, len: usize) {
-            let b = self.bufs.last().expect("a buffer");
-            self.sent.push(b[..len].to_vec());
-        }
-    }
-
     #[test]
     fn fragments_reassemble_to_the_packet() {
         let payload: Vec<u8> = (0..3001u32).map(|i| (i * 7) as u8).collect();
@@ -91,10 +74,10 @@ mod tests {
             .udp(40000, 6080)
             .write(&mut frame, &payload)
             .unwrap();
-        let mut sink = VecSink::default();
+        let mut sink = crate::xmit::gso::TestSink::default();
         assert_eq!(fragment(&frame, 1400, 0, &mut sink).unwrap(), (3, 3));
         let mut whole = Vec::new();
-        for (k, f) in sink.sent.iter().enumerate() {
+        for (k, (_, f)) in sink.sent.iter().enumerate() {
             assert_eq!(f[..14], frame[..14]);
             let (h, rest) = Ipv4Header::from_slice(&f[14..]).unwrap();
             assert!(f.len() - 14 <= 1400);

@@ -152,26 +152,32 @@ pub fn segment(
     Ok((sent, n))
 }
 
+/// Transmit buffers for tests, each frame sent kept with its interface.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct TestSink {
+    bufs: Vec<Vec<u8>>,
+    /// What was sent: (interface, frame).
+    pub(crate) sent: Vec<(u8, Vec<u8>)>,
+}
+
+#[cfg(test)]
+impl SegmentSink for TestSink {
+    fn buf(&mut self) -> Option<&mut [u8]> {
+        self.bufs.push(vec![0; 2048]);
+        self.bufs.last_mut().map(|b| &mut b[..])
+    }
+    fn send(&mut self, iface: u8, len: usize) {
+        if let Some(b) = self.bufs.last() {
+            self.sent.push((iface, b[..len].to_vec()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
-
-    struct VecSink {
-        bufs: Vec<Vec<u8>>,
-        sent: Vec<(u8, Vec<u8>)>,
-    }
-
-    impl SegmentSink for VecSink {
-        fn buf(&mut self) -> Option<&mut [u8]> {
-            self.bufs.push(vec![0; 2048]);
-            self.bufs.last_mut().map(|b| &mut b[..])
-        }
-        fn send(&mut self, iface: u8, len: usize) {
-            let b = self.bufs.last().expect("a buffer");
-            self.sent.push((iface, b[..len].to_vec()));
-        }
-    }
 
     #[test]
     fn a_tcp_super_packet_becomes_the_segments_the_kernel_would_send() {
@@ -194,10 +200,7 @@ mod tests {
             csum: CsumMode::Complete,
             gso_size: 1448,
         };
-        let mut sink = VecSink {
-            bufs: vec![],
-            sent: vec![],
-        };
+        let mut sink = TestSink::default();
         let n = segment(&pkt, &mut sink, |_| Ok(Sent::InPlace { iface: 3 })).unwrap();
         assert_eq!(n, (3, 3));
         let mut data = Vec::new();
@@ -244,10 +247,7 @@ mod tests {
             csum: CsumMode::Complete,
             gso_size: 1000,
         };
-        let mut sink = VecSink {
-            bufs: vec![],
-            sent: vec![],
-        };
+        let mut sink = TestSink::default();
         assert_eq!(
             segment(&pkt, &mut sink, |_| Ok(Sent::InPlace { iface: 0 })).unwrap(),
             (3, 3)
