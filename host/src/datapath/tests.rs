@@ -1986,6 +1986,23 @@ fn bypass_sends_a_packet_of_no_server_on_to_its_destination() {
         (Ipv4Addr::from(VIP), 80, 63),
         "routed on, one hop less"
     );
+    // A super-packet goes in segments (a raw socket takes none whole).
+    let gso = RxMeta {
+        gso_size: 1000,
+        ..COMPLETE
+    };
+    let big = client_seg(40000, F::Psh, &[9u8; 2500]);
+    let mut buf = big.clone();
+    let mut sink = TestSink::default();
+    assert_eq!(
+        h.dp.process_seg(&h.snap, 1, gso, &mut buf, big.len(), &mut sink),
+        Verdict::Segmented { count: 3 }
+    );
+    for (iface, f) in &sink.sent {
+        assert_eq!(*iface, u8::MAX, "to the stack");
+        let (_, _, d, dp, ttl) = check_frame(f);
+        assert_eq!((d, dp, ttl), (Ipv4Addr::from(VIP), 80, 63));
+    }
     // The connection sticks to bypass even when a server can take connections again.
     for d in h.snap.dests() {
         d.set_weight(1);

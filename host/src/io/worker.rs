@@ -95,21 +95,44 @@ impl SegPool {
     }
 }
 
-impl crate::datapath::SegmentSink for SegPool {
+/// The segment pool as the datapath sees it, with the way to the own stack.
+struct Sink<'a> {
+    pool: &'a mut SegPool,
+    stack: &'a StackSocket,
+    stats: &'a crate::datapath::DatapathStats,
+}
+
+impl crate::datapath::SegmentSink for Sink<'_> {
     fn buf(&mut self) -> Option<&mut [u8]> {
-        let i = match self.lent {
+        let p = &mut *self.pool;
+        let i = match p.lent {
             Some(i) => i,
-            None => self.free.pop()?,
+            None => p.free.pop()?,
         };
-        self.lent = Some(i);
-        let slot = self.slot(i);
+        p.lent = Some(i);
+        let slot = p.slot(i);
         slot[..VNET_HDR_LEN].fill(0);
         Some(&mut slot[VNET_HDR_LEN..])
     }
 
     fn send(&mut self, iface: u8, len: usize) {
-        if let Some(i) = self.lent.take() {
-            self.ready.push((i, iface, VNET_HDR_LEN + len));
+        if let Some(i) = self.pool.lent.take() {
+            self.pool.ready.push((i, iface, VNET_HDR_LEN + len));
+        }
+    }
+
+    fn to_stack(&mut self, daddr: std::net::Ipv4Addr, len: usize) {
+        let Some(i) = self.pool.lent else { return };
+        let at = VNET_HDR_LEN + crate::wire::ETHERNET_HEADER_LEN;
+        let sent = self
+            .pool
+            .slot(i)
+            .get(at..at + len)
+            .map(|pkt| self.stack.send_to(pkt, daddr));
+        // Sent (or not) at once: the buffer stays lent for the next segment.
+        match sent {
+            Some(Ok(_)) => stats::bump(&self.stats.tx),
+            _ => self.stats.count_drop(DropReason::TxError),
         }
     }
 }
@@ -327,13 +350,18 @@ impl Worker {
             gso_size,
         };
         let slot = bufs.buf(bid);
+        let mut sink = Sink {
+            pool: segs,
+            stack: &self.stack,
+            stats,
+        };
         let verdict = self.datapath.process_seg(
             snap,
             now,
             meta,
             &mut slot[VNET_HDR_LEN..],
             len - VNET_HDR_LEN,
-            segs,
+            &mut sink,
         );
         let (iface, out_len) = match verdict {
             Verdict::Tx { iface } => {

@@ -1,8 +1,9 @@
 //! Software segmentation (`skb_gso_segment` for TCPv4 and UDP_L4): a GSO super-packet that
-//! must be encapsulated is cut into the segments the kernel would have cut it into, each
-//! of which then goes through the transmitter as a plain packet. The kernel cannot do it
-//! for wvs: a packet socket can hand it a GSO packet only with the headers it knows (TCP or
-//! UDP right after the IP header), not inside a tunnel.
+//! must be encapsulated (or routed on by the balancer's stack, bypass) is cut into the
+//! segments the kernel would have cut it into, each of which then goes through the
+//! transmitter as a plain packet. The kernel cannot do it for wvs: a packet socket can hand
+//! it a GSO packet only with the headers it knows (TCP or UDP right after the IP header),
+//! not inside a tunnel, and a raw socket none at all.
 //!
 //! Each segment gets the headers of the super-packet with its own length, IP ID (one more
 //! per segment, as the kernel counts) and checksums; a TCP segment its sequence number, and
@@ -20,6 +21,9 @@ pub trait SegmentSink {
     fn buf(&mut self) -> Option<&mut [u8]>;
     /// Send the frame just written in the last buffer: `len` bytes, out of `iface`.
     fn send(&mut self, iface: u8, len: usize);
+    /// Hand the IP packet just written in the last buffer (after the Ethernet header, `len`
+    /// bytes) to the balancer's own stack, addressed to `daddr`.
+    fn to_stack(&mut self, daddr: std::net::Ipv4Addr, len: usize);
 }
 
 /// A sink without buffers: nothing can be segmented.
@@ -31,6 +35,7 @@ impl SegmentSink for NoSink {
         None
     }
     fn send(&mut self, _iface: u8, _len: usize) {}
+    fn to_stack(&mut self, _daddr: std::net::Ipv4Addr, _len: usize) {}
 }
 
 const TCP_FIN: u8 = 0x01;
@@ -145,7 +150,8 @@ pub fn segment(
         match xmit(&mut p)? {
             Sent::Whole { iface, len } => sink.send(iface, len),
             Sent::InPlace { iface } => sink.send(iface, ETHERNET_HEADER_LEN + seg_len),
-            Sent::Stack { .. } | Sent::Fragment { .. } => return Err(Refused::TooBig),
+            Sent::Stack { daddr, len } => sink.to_stack(daddr, len),
+            Sent::Fragment { .. } => return Err(Refused::TooBig),
         }
         sent += 1;
     }
@@ -171,6 +177,10 @@ impl SegmentSink for TestSink {
         if let Some(b) = self.bufs.last() {
             self.sent.push((iface, b[..len].to_vec()));
         }
+    }
+    fn to_stack(&mut self, _daddr: std::net::Ipv4Addr, len: usize) {
+        // Kept as a frame on interface 255.
+        self.send(u8::MAX, ETHERNET_HEADER_LEN + len);
     }
 }
 

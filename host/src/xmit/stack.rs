@@ -7,7 +7,9 @@
 //!   `cache_bypass` is on, so the packet goes on to the address it was sent to, routed by
 //!   the balancer's stack as any forwarded packet: one hop less, nothing rewritten.
 //!
-//! The packet leaves without the kernel's offloads, so a partial checksum is completed.
+//! The packet leaves without the kernel's offloads, so a partial checksum is completed; a
+//! local server takes a super-packet whole (the loopback's MTU is 64 KiB), a bypassed one
+//! is cut into segments first.
 
 use super::{Packet, Refused, Sent};
 use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet};
@@ -20,6 +22,10 @@ pub fn local(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
 /// Route on to the packet's own destination.
 pub fn bypass(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
     super::check(pkt, 0)?;
+    // A raw socket takes no super-packet: cut it first (`gso`).
+    if pkt.gso_size != 0 {
+        return Err(Refused::TunnelGso);
+    }
     let ihl = pkt.ihl;
     super::decrement_ttl(&mut pkt.ip()[..ihl])?;
     Ok(finish(pkt))
