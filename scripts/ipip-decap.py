@@ -2,7 +2,7 @@
 """A kernel-speed IPIP tunnel end for the benchmark's real servers (scripts/bench.sh).
 
 The test machines' kernel has no ipip module, so a real server cannot take wvs's IPIP
-packets apart with `tunl0`. This loads a six-instruction tc (clsact ingress) eBPF program
+packets apart with `tunl0`. This loads a 19-instruction tc (clsact ingress) eBPF program
 that does the same: for an IPv4 packet whose protocol is IPIP (4) and whose outer header
 has no options, it removes the outer header (bpf_skb_adjust_room at the MAC layer), and
 the kernel receives the inner packet, to the VIP the server holds on `lo`, as it would
