@@ -366,10 +366,11 @@ async fn wait_next_hops(st: &Shared, before: &HashSet<usize>) {
     let deadline =
         Instant::now() + std::time::Duration::from_millis(crate::consts::API_RESOLVE_WAIT_MS);
     let missing = || {
-        st.snapshot
-            .load()
-            .dests()
-            .any(|d| d.next_hop().is_none() && !before.contains(&dest_id(d)))
+        st.snapshot.load().dests().any(|d| {
+            d.next_hop().is_none()
+                && d.forward() != crate::model::Forward::Local
+                && !before.contains(&dest_id(d))
+        })
     };
     while missing() && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
