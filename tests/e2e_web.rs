@@ -281,6 +281,18 @@ fn the_dashboard_adds_a_service_and_shows_its_traffic() {
         click(&c, &format!("{rs3} button.drain")).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(text(&c, &rs3).await.contains("Tunnel gue:6080:nocsum"), "drained as a tunnel");
+        // Full NAT through the form, quiesced too: listed as ipvsadm -L lists it.
+        fill(&c, "real-address", "198.19.0.12:8081").await;
+        click(&c, "#real-forward option[value=fullnat]").await;
+        click(&c, "#real-submit").await;
+        let fnat = format!("{svc} tr[data-real=\"198.19.0.12:8081\"]");
+        until("the full-NAT server listed", 10, || async {
+            match c.find(Locator::Css(&fnat)).await {
+                Ok(e) => e.text().await.unwrap_or_default().contains("FullNat"),
+                Err(_) => false,
+            }
+        })
+        .await;
         click(&c, "#real-forward option[value=nat]").await;
         fill(&c, "real-weight", "1").await;
 

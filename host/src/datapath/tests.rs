@@ -2120,3 +2120,83 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     let (ip, _) = etherparse::Ipv4Header::from_slice(&sink.sent[0].1[14..]).expect("fragment");
     assert!(!ip.dont_fragment, "the outer packet goes without DF");
 }
+
+#[test]
+fn icmp_errors_of_full_nat_connections_are_translated_at_both_ends() {
+    let h = fullnat_harness("\"198.19.0.1\"");
+    let mut syn = client_syn(40901);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    let (laddr, lport, _, _, _) = check_frame(&syn);
+    // The server reports on the SYN it got (local address -> server), to the local address:
+    // the client gets it about its own SYN (client -> VIP), from the VIP.
+    let mut e = icmp_error_frame(
+        rs_mac(21),
+        SERVER_IF_MAC,
+        [198, 19, 0, 21],
+        laddr.octets(),
+        3,
+        4,
+        &quote_of(&syn, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut e),
+        Verdict::Tx { iface: 0 }
+    );
+    let (s, d, _, inner) = check_icmp(&e);
+    assert_eq!((s, d), (Ipv4Addr::from(VIP), Ipv4Addr::from(CLIENT)));
+    assert_eq!(&inner[12..16], &CLIENT, "quoted source: the client");
+    assert_eq!(&inner[16..20], &VIP, "quoted destination: the VIP");
+    assert_eq!(&inner[20..22], &40901u16.to_be_bytes());
+    assert_eq!(&inner[22..24], &80u16.to_be_bytes());
+    // A router on the client's side reports on a reply (VIP -> client), to the VIP: the
+    // server gets it about its own reply (server -> local address).
+    let reply = tcp_frame(
+        rs_mac(21),
+        SERVER_IF_MAC,
+        ([198, 19, 0, 21], 8080),
+        (laddr.octets(), lport),
+        F::SynAck,
+        b"",
+    );
+    let mut out = reply.clone();
+    assert_eq!(
+        h.dp.process(&h.snap, 2, FROM_RS, &mut out),
+        Verdict::Tx { iface: 0 }
+    );
+    let mut e = icmp_error_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        [198, 18, 0, 254],
+        VIP,
+        11,
+        0,
+        &quote_of(&out, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 3, COMPLETE, &mut e),
+        Verdict::Tx { iface: 1 }
+    );
+    let (s, d, _, inner) = check_icmp(&e);
+    assert_eq!(
+        (s, d),
+        (
+            Ipv4Addr::new(198, 18, 0, 254),
+            Ipv4Addr::new(198, 19, 0, 21)
+        )
+    );
+    assert_eq!(
+        &inner[12..16],
+        &[198, 19, 0, 21],
+        "quoted source: the server"
+    );
+    assert_eq!(
+        &inner[16..20],
+        &laddr.octets(),
+        "quoted destination: the local address"
+    );
+    assert_eq!(&inner[20..22], &8080u16.to_be_bytes());
+    assert_eq!(&inner[22..24], &lport.to_be_bytes());
+}
