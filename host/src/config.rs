@@ -805,8 +805,10 @@ impl RealDef {
         }
         Ok(RealSpec {
             addr: ra.ip(),
-            // DR and tunnels deliver to the virtual port: say so, as ipvsadm sets it.
-            port: if fwd.maps_ports() {
+            // DR and tunnels deliver to the virtual port, and a server given without a port
+            // (or port 0) takes it too: say so, as ipvsadm sets it (`-r IP` means the
+            // service's port), so that listings show the port the server is reached on.
+            port: if fwd.maps_ports() && ra.port() != 0 {
                 ra.port()
             } else {
                 svc.port
@@ -1084,6 +1086,16 @@ mod tests {
             }
         );
         assert_eq!(cfg.services[0].laddrs.len(), 2);
+        // Without a port (or with 0), a server of any method is reached on the service's
+        // port, and says so, as ipvsadm's `-r IP` does.
+        let bare = parse(
+            "[[service]]\nprotocol = 'tcp'\naddress = '198.18.100.1:80'\n\
+             [[service.real]]\naddress = '198.19.0.11'\n\
+             [[service.real]]\naddress = '198.19.0.12:0'\nforward = 'fullnat'\n",
+        )
+        .unwrap();
+        let ports: Vec<u16> = bare.services[0].reals.iter().map(|r| r.port).collect();
+        assert_eq!(ports, [80, 80]);
         assert_eq!(cfg.services[0].reals[0].fwd, Forward::FullNat);
         assert_eq!(parse(&to_toml(&cfg)).unwrap(), cfg);
         assert!(

@@ -246,10 +246,11 @@ impl Change {
             } => {
                 let id = parse_service_id(protocol, address)?;
                 let ra = parse_real_addr(real)?;
+                // Without a port: the service's, as the server was added.
+                let port = if ra.port() == 0 { id.port } else { ra.port() };
                 let svc = find(cfg, id)?;
                 let before = svc.reals.len();
-                svc.reals
-                    .retain(|r| !(r.addr == ra.ip() && r.port == ra.port()));
+                svc.reals.retain(|r| !(r.addr == ra.ip() && r.port == port));
                 if svc.reals.len() == before {
                     return Err(EditError::NotFound(format!(
                         "service {id} has no real server {real}"
@@ -416,7 +417,8 @@ mod tests {
             &[Change::DeleteReal {
                 protocol: "tcp".into(),
                 address: "198.18.100.1:80".into(),
-                real: "198.19.0.11:80".into(),
+                // Without a port: the service's, as ipvsadm -d -r IP means.
+                real: "198.19.0.11".into(),
             }],
         )
         .unwrap();
