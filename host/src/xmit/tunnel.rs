@@ -14,7 +14,8 @@
 //!
 //! The inner packet's L4 checksum is completed in software when its sender left it partial:
 //! the kernel cannot finish it inside a tunnel for a packet socket. For the same reason a
-//! GSO super-packet is refused here (see [`Refused::TunnelGso`]).
+//! GSO super-packet is refused here whole ([`Refused::TunnelGso`]) and the datapath cuts it
+//! into segments ([`super::gso`]), each of which comes back here as a plain packet.
 
 use super::{Link, Packet, Refused, Sent, Target};
 use crate::model::{TunCsum, TunKind, Tunnel};
