@@ -42,6 +42,27 @@ pub const SEG_BUFFERS: u16 = 256;
 /// Size of a segment buffer: a vnet header and a frame of up to a 9000-byte MTU.
 pub const SEG_SLOT: usize = 9216;
 
+/// Bytes of a slot of the packet rings (`--io ring`): a 1500-byte MTU frame with its
+/// `tpacket2_hdr`, address and vnet header (76 bytes before the frame) and room for what
+/// wvs adds (a tunnel header, an ICMP error written in place). Larger frames are copied
+/// through the socket instead (see `io::ring`).
+pub const RING_FRAME_SIZE: usize = 2048;
+
+/// Bytes of a ring block: the unit the kernel allocates (16 slots, one order-2 page set).
+pub const RING_BLOCK_SIZE: usize = 1 << 15;
+
+/// Slots of each receive ring (one per worker and interface): 4 MiB, a few milliseconds of
+/// line rate at the packet rates of the benchmarks.
+pub const RING_RX_FRAMES: u32 = 2048;
+
+/// Slots of each transmit ring: a slot stays the kernel's until the skb made from it is
+/// freed (at the next hop's socket, for a veth), so there are more than one batch's worth.
+pub const RING_TX_FRAMES: u32 = 1024;
+
+/// Most frames a worker takes from one ring before it sends what it has and looks at the
+/// other rings and its completions.
+pub const RING_BATCH: u32 = 256;
+
 /// Packet buffers per worker, shared by its sockets through one provided-buffer ring. A
 /// power of two. Enough for a burst between two wake-ups of a worker plus the frames in
 /// flight to the egress socket; only the bytes frames touch become resident memory.

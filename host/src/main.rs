@@ -50,6 +50,12 @@ enum Command {
         /// Datapath worker threads [default: one per core].
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
+        /// How the workers move frames: `ring`, packet sockets with memory-mapped receive
+        /// and transmit rings (frames handed over as they arrive, each batch sent with one
+        /// system call), or `uring`, packet sockets read and written through io_uring one
+        /// frame per operation (a copy and an skb per frame each way). See BENCHMARKS.md.
+        #[arg(long = "io", value_name = "BACKEND", default_value = "ring", value_parser = ["ring", "uring"])]
+        io: String,
         /// Most connections tracked at once.
         #[arg(long, value_name = "N", default_value_t = wvs::consts::DEFAULT_MAX_CONNS)]
         max_conns: usize,
@@ -125,6 +131,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             ifaces,
             config,
             workers,
+            io,
             max_conns,
             sched_runtime,
             plugin_cache,
@@ -140,6 +147,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 ifaces,
                 config,
                 workers,
+                io: io.parse().map_err(anyhow::Error::msg)?,
                 max_conns,
                 wasm_schedulers: sched_runtime == "wasm",
                 plugin_cache: (!no_plugin_cache).then_some(plugin_cache),

@@ -20,10 +20,12 @@ use crate::consts::{
 };
 use crate::control::{Controller, StateFile};
 use crate::datapath::{Datapath, DatapathStats, Iface, StatsSum};
+use crate::io::Backend;
 use crate::io::neigh::{self, NeighError, Resolver};
 use crate::io::nft::{NftError, NftTable};
+use crate::io::ring::PacketRing;
 use crate::io::socket::{PacketSocket, StackSocket};
-use crate::io::worker::Worker;
+use crate::io::worker::{Ports, RingPort, Worker};
 use crate::plugin::{Registry, Runtime};
 use crate::service::Snapshot;
 
@@ -36,6 +38,8 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     /// Number of datapath workers.
     pub workers: usize,
+    /// How the workers move frames.
+    pub io: crate::io::Backend,
     /// Bound on tracked connections.
     pub max_conns: usize,
     /// Run the built-in schedulers as WebAssembly plugins (else natively).
@@ -206,14 +210,23 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     // Open every socket before starting any worker, so a failure leaves nothing running.
     let mut worker_sockets = Vec::with_capacity(opts.workers);
     for _ in 0..opts.workers {
-        let mut socks = Vec::with_capacity(ifaces.len());
+        let mut socks = match opts.io {
+            Backend::Ring => Ports::Ring(Vec::with_capacity(ifaces.len())),
+            Backend::Uring => Ports::Uring(Vec::with_capacity(ifaces.len())),
+        };
         for i in &ifaces {
             let group = (opts.workers > 1)
                 .then(|| (std::process::id() as u16).wrapping_add(i.index as u16));
-            socks.push(
-                PacketSocket::open(i.index, group)
-                    .map_err(io_err(format!("packet socket on {}", i.name)))?,
-            );
+            let what = || format!("packet socket on {}", i.name);
+            match &mut socks {
+                Ports::Ring(v) => v.push(RingPort {
+                    ring: PacketRing::open(i.index, group).map_err(io_err(what()))?,
+                    tx: PacketSocket::open_tx(i.index).map_err(io_err(what()))?,
+                }),
+                Ports::Uring(v) => {
+                    v.push(PacketSocket::open(i.index, group).map_err(io_err(what()))?)
+                }
+            }
         }
         let stack =
             StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
@@ -228,7 +241,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         all_stats.push(stats.clone());
         let worker = Worker {
             id,
-            sockets,
+            ports: sockets,
             stack,
             datapath: Datapath::new(conns.clone(), dp_ifaces.clone(), stats, id),
             snapshot: snapshot.clone(),
@@ -312,7 +325,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         }
         tokio::time::sleep(Duration::from_millis(NEIGH_RETRY_MS)).await;
     }
-    tracing::info!(workers = opts.workers, ifaces = ?opts.ifaces, "ready");
+    tracing::info!(workers = opts.workers, io = opts.io.name(), ifaces = ?opts.ifaces, "ready");
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal handler"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal handler"))?;

@@ -178,6 +178,36 @@ impl Datapath {
         }
     }
 
+    /// Where the connection table will look for the connection of `frame` (an Ethernet
+    /// frame), one address per direction the packet could be travelling in, for the I/O
+    /// layer to prefetch before it processes a batch. Nothing for what is not TCP or UDP
+    /// over IPv4.
+    pub fn lookup_hint(&self, frame: &[u8]) -> Option<[*const u8; 2]> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            return None;
+        }
+        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+        let proto = match u8::from(ip.next_header()) {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            _ => return None,
+        };
+        let l4 = ip.payload();
+        let ports = l4.get(..4)?;
+        let key = ConnKey {
+            proto,
+            saddr: IpAddr::V4(ip.src_addr()),
+            sport: u16::from_be_bytes([ports[0], ports[1]]),
+            daddr: IpAddr::V4(ip.dst_addr()),
+            dport: u16::from_be_bytes([ports[2], ports[3]]),
+        };
+        Some([
+            self.conns.shard_hint(KeyDir::In, &key),
+            self.conns.shard_hint(KeyDir::Out, &key),
+        ])
+    }
+
     /// Return the worker's counters.
     pub fn stats(&self) -> &Arc<DatapathStats> {
         &self.stats

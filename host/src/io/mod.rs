@@ -1,7 +1,9 @@
 //! The thin shell around the datapath: it moves frames and holds no policy.
 //!
-//! - [`socket`]: AF_PACKET sockets with vnet headers in a fanout group (the only `unsafe`
-//!   besides the ring);
+//! - [`socket`]: AF_PACKET sockets with vnet headers in a fanout group;
+//! - [`ring`]: the same sockets with memory-mapped RX and TX rings (`--io ring`, the
+//!   default);
+//! - [`bufring`]: io_uring's provided buffers for the `--io uring` backend;
 //! - [`worker`]: one thread per core, each on its own io_uring, feeding frames to
 //!   [`crate::datapath::Datapath::process`] and sending what it returns;
 //! - [`nft`]: the nftables table that keeps the kernel from also handling wvs's packets;
@@ -10,5 +12,37 @@
 pub mod bufring;
 pub mod neigh;
 pub mod nft;
+pub mod ring;
 pub mod socket;
 pub mod worker;
+
+/// How a worker moves frames (`wvs run --io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Packet sockets with memory-mapped RX and TX rings ([`ring`]).
+    #[default]
+    Ring,
+    /// Packet sockets read and written through io_uring, one operation per frame.
+    Uring,
+}
+
+impl Backend {
+    /// The name `--io` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Ring => "ring",
+            Backend::Uring => "uring",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ring" => Ok(Backend::Ring),
+            "uring" => Ok(Backend::Uring),
+            _ => Err(format!("unknown I/O backend {s:?}: ring or uring")),
+        }
+    }
+}

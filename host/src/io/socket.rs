@@ -28,7 +28,7 @@ impl AsRawFd for PacketSocket {
     }
 }
 
-fn check(ret: libc::c_int, what: &str) -> io::Result<libc::c_int> {
+pub(super) fn check(ret: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     if ret < 0 {
         let e = io::Error::last_os_error();
         Err(io::Error::new(e.kind(), format!("{what}: {e}")))
@@ -37,7 +37,7 @@ fn check(ret: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     }
 }
 
-fn setsockopt_int(
+pub(super) fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -106,29 +106,9 @@ impl PacketSocket {
                 "SO_RCVBUF",
             )?;
         }
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value to start from.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
-        let ret = unsafe {
-            libc::bind(
-                fd,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        check(ret, "bind(AF_PACKET)")?;
+        bind_all(fd, ifindex)?;
         if let Some(group) = fanout_group {
-            let arg = (u32::from(group) | (libc::PACKET_FANOUT_HASH << 16)) as libc::c_int;
-            setsockopt_int(
-                fd,
-                libc::SOL_PACKET,
-                libc::PACKET_FANOUT,
-                arg,
-                "PACKET_FANOUT",
-            )?;
+            join_fanout(fd, group)?;
         }
         Ok(s)
     }
@@ -137,22 +117,107 @@ impl PacketSocket {
     /// was full (`PACKET_STATISTICS`, which the kernel resets on each read). They never
     /// reach wvs, so without this they would be lost without a count.
     pub fn take_queue_drops(&self) -> io::Result<u32> {
-        // SAFETY: tpacket_stats is plain old data; all-zero is a valid value.
-        let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: `st` and `len` live across the call and `len` is `st`'s exact size.
-        let ret = unsafe {
-            libc::getsockopt(
+        take_drops(self.as_raw_fd())
+    }
+
+    /// Open a packet socket that only sends, on interface `ifindex`: bound with protocol 0,
+    /// the kernel delivers nothing to it. The ring backend sends what does not fit a TX
+    /// ring slot through it (GSO super-frames, jumbo frames, a full ring).
+    pub fn open_tx(ifindex: u32) -> io::Result<Self> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        let raw = check(raw, "socket(AF_PACKET)")?;
+        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let s = fd.as_raw_fd();
+        setsockopt_int(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_VNET_HDR,
+            1,
+            "PACKET_VNET_HDR",
+        )?;
+        setsockopt_int(
+            s,
+            libc::SOL_PACKET,
+            libc::PACKET_QDISC_BYPASS,
+            1,
+            "PACKET_QDISC_BYPASS",
+        )?;
+        bind_to(s, ifindex, 0)?;
+        Ok(Self { fd })
+    }
+
+    /// Send `frame` (vnet header first) at once, without waiting.
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        // SAFETY: `frame` is readable for its length for the duration of the call.
+        let n = unsafe {
+            libc::send(
                 self.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats).cast(),
-                &mut len,
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_DONTWAIT,
             )
         };
-        check(ret, "PACKET_STATISTICS")?;
-        Ok(st.tp_drops)
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
+}
+
+/// Bind `fd` to interface `ifindex` for every protocol (`ETH_P_ALL`).
+pub(super) fn bind_all(fd: RawFd, ifindex: u32) -> io::Result<()> {
+    bind_to(fd, ifindex, libc::ETH_P_ALL as u16)
+}
+
+fn bind_to(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value to start from.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = protocol.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a valid sockaddr_ll and its exact size is passed.
+    let ret = unsafe {
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    check(ret, "bind(AF_PACKET)").map(|_| ())
+}
+
+/// Join the interface's `PACKET_FANOUT_HASH` group `group`.
+pub(super) fn join_fanout(fd: RawFd, group: u16) -> io::Result<()> {
+    let arg = (u32::from(group) | (libc::PACKET_FANOUT_HASH << 16)) as libc::c_int;
+    setsockopt_int(
+        fd,
+        libc::SOL_PACKET,
+        libc::PACKET_FANOUT,
+        arg,
+        "PACKET_FANOUT",
+    )
+}
+
+/// `PACKET_STATISTICS`' drops (a full queue or ring), which the kernel resets on each read.
+pub(super) fn take_drops(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: tpacket_stats is plain old data; all-zero is a valid value.
+    let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` and `len` live across the call and `len` is `st`'s exact size.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    check(ret, "PACKET_STATISTICS")?;
+    Ok(st.tp_drops)
 }
 
 /// A raw IPv4 socket with the IP header included (`IPPROTO_RAW`): what wvs hands the

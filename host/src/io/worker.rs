@@ -1,12 +1,18 @@
-//! A worker: one thread, one io_uring, one packet socket per interface.
+//! A worker: one thread, one io_uring, and per interface the way frames come in and go out,
+//! which is the backend's (`wvs run --io`):
 //!
-//! Each socket has one multishot receive armed; the kernel puts every frame into a buffer
-//! from the worker's provided-buffer ring ([`BufRing`]). A received frame is processed in
-//! place and, if the datapath says so, sent from the same buffer on the egress socket; when
-//! that send completes, the buffer goes back to the ring. Nothing is copied and nothing is
-//! allocated per packet. All the operations that one batch of completions produces are
-//! submitted with a single `io_uring_enter`, which also waits for the next completions; the
-//! thread sleeps there when there is no traffic (no busy polling).
+//! - `ring` (the default): a packet socket with an RX and a TX ring ([`PacketRing`]). A
+//!   multishot poll on each socket wakes the worker; it takes every frame the rings hold
+//!   (up to a batch per ring), processes each in its slot, copies what is to be sent into a
+//!   TX slot, and sends each TX ring's batch with one send, queued on the io_uring with the
+//!   wait for the next wake-up (one `io_uring_enter` per round).
+//! - `uring`: a plain packet socket with one multishot receive armed; the kernel puts every
+//!   frame into a buffer of the worker's provided-buffer ring ([`BufRing`]), which is
+//!   processed in place and sent from the same buffer; when that send completes, the buffer
+//!   goes back to the ring.
+//!
+//! Nothing is allocated per packet. The thread sleeps in `io_uring_enter` when there is no
+//! traffic (no busy polling), waking at least every `WORKER_WAKE_MS` to see the stop flag.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -18,10 +24,11 @@ use arc_swap::ArcSwap;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::bufring::BufRing;
+use super::ring::PacketRing;
 use super::socket::{PacketSocket, StackSocket};
 use crate::consts::{
-    BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, SEG_BUFFERS, SEG_SLOT, SLOT_SIZE, URING_ENTRIES,
-    VNET_HDR_LEN, WORKER_WAKE_MS,
+    BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, RING_BATCH, SEG_BUFFERS, SEG_SLOT, SLOT_SIZE,
+    URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS,
 };
 use crate::datapath::{Datapath, DropReason, RxMeta, Verdict, stats};
 use crate::service::Snapshot;
@@ -32,14 +39,16 @@ const OP_RECV: u64 = 1 << 32;
 const OP_SEND: u64 = 2 << 32;
 const OP_CANCEL: u64 = 3 << 32;
 const OP_SEG: u64 = 4 << 32;
+const OP_POLL: u64 = 5 << 32;
+const OP_FLUSH: u64 = 6 << 32;
 const LOW_MASK: u64 = 0xffff_ffff;
 
 /// Everything a worker needs.
 pub struct Worker {
     /// Worker number, for logs.
     pub id: usize,
-    /// One socket per interface, in `--iface` order.
-    pub sockets: Vec<PacketSocket>,
+    /// The way frames come and go, one port per interface in `--iface` order.
+    pub ports: Ports,
     /// The way to the balancer's own stack.
     pub stack: StackSocket,
     /// The datapath with this worker's counters.
@@ -50,6 +59,23 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// Start of the datapath clock.
     pub epoch: Instant,
+}
+
+/// A worker's interfaces, per backend.
+pub enum Ports {
+    /// `--io ring`: per interface, a socket with packet rings, and a plain socket for what
+    /// does not fit a TX slot.
+    Ring(Vec<RingPort>),
+    /// `--io uring`: per interface, a plain packet socket.
+    Uring(Vec<PacketSocket>),
+}
+
+/// One interface of the ring backend.
+pub struct RingPort {
+    /// The socket with the RX and TX rings, in the interface's fanout group.
+    pub ring: PacketRing,
+    /// A send-only socket for frames larger than a TX slot, or when the TX ring is full.
+    pub tx: PacketSocket,
 }
 
 /// The ring and the buffers it uses, dropped in that order (fields drop in declaration
@@ -139,7 +165,14 @@ impl crate::datapath::SegmentSink for Sink<'_> {
 
 impl Worker {
     /// Run until the stop flag is set.
-    pub fn run(self) -> io::Result<()> {
+    pub fn run(mut self) -> io::Result<()> {
+        match std::mem::replace(&mut self.ports, Ports::Uring(Vec::new())) {
+            Ports::Ring(ports) => self.run_ring(ports),
+            Ports::Uring(sockets) => self.run_uring(sockets),
+        }
+    }
+
+    fn run_uring(&self, sockets: Vec<PacketSocket>) -> io::Result<()> {
         let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
             .setup_cqsize(u32::from(BUFFERS_PER_WORKER) * 2 + URING_ENTRIES)
             .setup_single_issuer()
@@ -151,11 +184,7 @@ impl Worker {
             bufs,
             segs: SegPool::new(),
         };
-        let fds: Vec<types::Fd> = self
-            .sockets
-            .iter()
-            .map(|s| types::Fd(s.as_raw_fd()))
-            .collect();
+        let fds: Vec<types::Fd> = sockets.iter().map(|s| types::Fd(s.as_raw_fd())).collect();
         let mut completions: Vec<(u64, i32, u32)> =
             Vec::with_capacity(usize::from(BUFFERS_PER_WORKER) * 2);
         let mut rearm = vec![true; fds.len()];
@@ -195,7 +224,7 @@ impl Worker {
             let now = self.epoch.elapsed().as_millis() as u64;
             if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
                 last_queue_poll = now;
-                self.count_queue_drops();
+                self.count_queue_drops(sockets.iter().map(|s| s.take_queue_drops()));
             }
             completions.clear();
             completions.extend(
@@ -286,15 +315,250 @@ impl Worker {
                 }
             }
         }
-        self.count_queue_drops();
+        self.count_queue_drops(sockets.iter().map(|s| s.take_queue_drops()));
         tracing::debug!(worker = self.id, "worker stopped");
         Ok(())
     }
 
-    /// Add what the kernel dropped at the sockets' full receive queues to the drop counts.
-    fn count_queue_drops(&self) {
-        for s in &self.sockets {
-            match s.take_queue_drops() {
+    fn run_ring(&self, mut ports: Vec<RingPort>) -> io::Result<()> {
+        let mut ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(URING_ENTRIES)?;
+        let mut segs = SegPool::new();
+        // A frame too large for a slot comes whole off the socket into this buffer.
+        let mut big = vec![0u8; SLOT_SIZE].into_boxed_slice();
+        let fds: Vec<types::Fd> = ports
+            .iter()
+            .map(|p| types::Fd(p.ring.as_raw_fd()))
+            .collect();
+        let mut rearm = vec![true; fds.len()];
+        let mut inflight = 0usize;
+        let mut last_queue_poll = 0u64;
+        let mut more = false;
+        tracing::debug!(worker = self.id, io = "ring", "worker started");
+        let ts = types::Timespec::new()
+            .sec((WORKER_WAKE_MS / 1000) as u64)
+            .nsec(((WORKER_WAKE_MS % 1000) * 1_000_000) as u32);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        while !self.stop.load(Relaxed) {
+            for (i, r) in rearm.iter_mut().enumerate() {
+                if std::mem::take(r) {
+                    let e = opcode::PollAdd::new(fds[i], libc::POLLIN as u32)
+                        .multi(true)
+                        .build()
+                        .user_data(OP_POLL | i as u64);
+                    push(&mut ring, &e)?;
+                    inflight += 1;
+                }
+            }
+            // Each TX ring's batch is sent by the same io_uring_enter that waits for the
+            // next frames: a send with no data makes the kernel take the queued slots.
+            for (i, p) in ports.iter().enumerate() {
+                if p.ring.take_queued() > 0 {
+                    let e = opcode::Send::new(fds[i], std::ptr::null(), 0)
+                        .flags(libc::MSG_DONTWAIT)
+                        .build()
+                        .user_data(OP_FLUSH | i as u64);
+                    push(&mut ring, &e)?;
+                    inflight += 1;
+                }
+            }
+            // With frames left in a ring (a full batch was taken), do not wait.
+            match ring.submitter().submit_with_args(usize::from(!more), &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            for c in ring.completion() {
+                let low = (c.user_data() & LOW_MASK) as usize;
+                match c.user_data() & !LOW_MASK {
+                    OP_POLL if !cqueue::more(c.flags()) => {
+                        inflight -= 1;
+                        if let Some(r) = rearm.get_mut(low) {
+                            *r = true;
+                        }
+                        if c.result() < 0 {
+                            tracing::debug!(worker = self.id, err = -c.result(), "poll failed");
+                        }
+                    }
+                    OP_FLUSH => {
+                        inflight -= 1;
+                        if c.result() < 0 {
+                            tracing::trace!(
+                                worker = self.id,
+                                err = -c.result(),
+                                "ring send failed"
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let now = self.epoch.elapsed().as_millis() as u64;
+            if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
+                last_queue_poll = now;
+                self.count_queue_drops(ports.iter().map(|p| p.ring.take_ring_drops()));
+            }
+            let snap = self.snapshot.load();
+            more = false;
+            for i in 0..ports.len() {
+                more |= self.drain_ring(&snap, now, &mut ports, i, &mut segs, &mut big);
+            }
+        }
+        for p in &ports {
+            let _ = p.ring.flush();
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(OP_CANCEL);
+        push(&mut ring, &cancel)?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        while inflight > 0 && Instant::now() < deadline {
+            let _ = ring.submitter().submit_with_args(1, &args);
+            for c in ring.completion() {
+                match c.user_data() & !LOW_MASK {
+                    OP_POLL if !cqueue::more(c.flags()) => inflight -= 1,
+                    OP_FLUSH => inflight -= 1,
+                    _ => {}
+                }
+            }
+        }
+        self.count_queue_drops(ports.iter().map(|p| p.ring.take_ring_drops()));
+        tracing::debug!(worker = self.id, "worker stopped");
+        Ok(())
+    }
+
+    /// Process up to `RING_BATCH` frames of port `i`'s RX ring; returns whether frames are
+    /// left in it. The batch's frames and the connection-table shards they will lock are
+    /// prefetched first, so those loads overlap instead of stalling one packet at a time.
+    fn drain_ring(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        ports: &mut [RingPort],
+        i: usize,
+        segs: &mut SegPool,
+        big: &mut [u8],
+    ) -> bool {
+        let stats = self.datapath.stats();
+        let mut ready = 0;
+        while ready < RING_BATCH && ports[i].ring.rx_prefetch(ready) {
+            ready += 1;
+        }
+        if ready == 0 {
+            return false;
+        }
+        if ready > 1 {
+            for k in 0..ready {
+                if let Some(h) = self.datapath.lookup_hint(ports[i].ring.rx_frame_at(k)) {
+                    h.iter().for_each(|&p| super::ring::prefetch(p));
+                }
+            }
+        }
+        for _ in 0..ready {
+            let Some(f) = ports[i].ring.rx_peek() else {
+                break;
+            };
+            if f.copied {
+                // The whole frame is on the socket, in the order of the slots.
+                let got = ports[i].ring.recv_copy(big);
+                ports[i].ring.rx_release();
+                match got {
+                    Ok(len) => {
+                        if let Some((e, out)) = self.handle(snap, now, big, len, i, segs) {
+                            self.send_plain(ports, usize::from(e), &big[..out]);
+                        }
+                    }
+                    Err(e) => {
+                        stats::bump(&stats.rx);
+                        stats.count_drop(DropReason::RxTruncated);
+                        tracing::debug!(worker = self.id, err = %e, "copied frame missing");
+                    }
+                }
+            } else if f.snaplen < f.len || f.snaplen == 0 {
+                // Too large for the slot and not copied (the socket's buffer was full).
+                ports[i].ring.rx_release();
+                stats::bump(&stats.rx);
+                stats.count_drop(DropReason::RxTruncated);
+            } else {
+                let start = f.mac - VNET_HDR_LEN;
+                let len = VNET_HDR_LEN + f.snaplen;
+                let out = {
+                    let slot = &mut ports[i].ring.rx_slot()[start..];
+                    self.handle(snap, now, slot, len, i, segs)
+                };
+                if let Some((e, out_len)) = out {
+                    self.send_from_rx(ports, i, usize::from(e), start, out_len);
+                }
+                ports[i].ring.rx_release();
+            }
+            self.send_segments(ports, segs);
+        }
+        ready == RING_BATCH && ports[i].ring.rx_peek().is_some()
+    }
+
+    /// Queue `len` bytes at `start` of port `i`'s head RX slot on port `e`'s TX ring.
+    fn send_from_rx(&self, ports: &mut [RingPort], i: usize, e: usize, start: usize, len: usize) {
+        let queued = if e == i {
+            ports[i].ring.tx_push_own_rx(start, len)
+        } else if let Some((src, dst)) = pair_mut(ports, i, e) {
+            dst.ring.tx_push(&src.ring.rx_bytes()[start..start + len])
+        } else {
+            self.datapath.stats().count_drop(DropReason::TxError);
+            return;
+        };
+        if queued {
+            stats::bump(&self.datapath.stats().tx);
+        } else {
+            let data = &ports[i].ring.rx_bytes()[start..start + len];
+            self.send_plain(ports, e, data);
+        }
+    }
+
+    /// Send a frame that does not go through a TX ring (too large for a slot, or the ring
+    /// is full), after what the ring holds, so that frames leave in order.
+    fn send_plain(&self, ports: &[RingPort], e: usize, frame: &[u8]) {
+        let stats = self.datapath.stats();
+        let Some(p) = ports.get(e) else {
+            stats.count_drop(DropReason::TxError);
+            return;
+        };
+        let _ = p.ring.flush();
+        match p.tx.send(frame) {
+            Ok(_) => stats::bump(&stats.tx),
+            Err(err) => {
+                stats.count_drop(DropReason::TxError);
+                tracing::trace!(worker = self.id, err = %err, "send failed");
+            }
+        }
+    }
+
+    /// Send the segments the datapath cut from the last frame.
+    fn send_segments(&self, ports: &mut [RingPort], segs: &mut SegPool) {
+        segs.settle();
+        for k in 0..segs.ready.len() {
+            let (idx, iface, len) = segs.ready[k];
+            let e = usize::from(iface);
+            let data = &segs.slot(idx)[..len];
+            if ports.get_mut(e).is_some_and(|p| p.ring.tx_push(data)) {
+                stats::bump(&self.datapath.stats().tx);
+            } else {
+                self.send_plain(ports, e, data);
+            }
+            segs.free.push(idx);
+        }
+        segs.ready.clear();
+    }
+
+    /// Add what the kernel dropped at full receive queues or rings to the drop counts.
+    fn count_queue_drops(&self, drops: impl Iterator<Item = io::Result<u32>>) {
+        for d in drops {
+            match d {
                 Ok(0) => {}
                 Ok(n) => self
                     .datapath
@@ -319,18 +583,37 @@ impl Worker {
         bid: u16,
         res: i32,
     ) -> Option<squeue::Entry> {
+        let len = usize::try_from(res).ok()?;
+        let slot = bufs.buf(bid);
+        let (iface, out_len) = self.handle(snap, now, slot, len, iface, segs)?;
+        let fd = fds.get(usize::from(iface))?;
+        Some(
+            opcode::Send::new(*fd, slot.as_ptr(), out_len as u32)
+                .build()
+                .user_data(OP_SEND | u64::from(bid)),
+        )
+    }
+
+    /// Process the frame of `len` bytes (its vnet header first) at the start of `slot`, in
+    /// place. Returns the interface to send it on and its new length (vnet header
+    /// included), the header made ready for sending; `None` when nothing is to be sent from
+    /// the slot (dropped, passed, handed to the stack, or cut into segments).
+    fn handle(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        slot: &mut [u8],
+        len: usize,
+        iface: usize,
+        segs: &mut SegPool,
+    ) -> Option<(u8, usize)> {
         let stats = self.datapath.stats();
-        if res < 0 {
-            return None;
-        }
-        let len = res as usize;
-        if len > SLOT_SIZE {
+        if len > slot.len() {
             stats::bump(&stats.rx);
             stats.count_drop(DropReason::RxTruncated);
             return None;
         }
-        let buf = &mut bufs.buf(bid)[..len];
-        let vnet = VnetHeader::new_checked(&*buf)?;
+        let vnet = VnetHeader::new_checked(&slot[..len])?;
         let gso_size = if vnet.gso_type() != crate::wire::vnet::GSO_NONE {
             vnet.gso_size().max(1)
         } else {
@@ -349,7 +632,6 @@ impl Worker {
             csum,
             gso_size,
         };
-        let slot = bufs.buf(bid);
         let mut sink = Sink {
             pool: segs,
             stack: &self.stack,
@@ -363,17 +645,17 @@ impl Worker {
             len - VNET_HDR_LEN,
             &mut sink,
         );
-        let (iface, out_len) = match verdict {
+        match verdict {
             Verdict::Tx { iface } => {
                 if let Some(mut h) = VnetHeader::new_checked(&mut *slot) {
                     h.prepare_tx();
                 }
-                (iface, len)
+                Some((iface, len))
             }
             Verdict::Reply { iface, len: n } | Verdict::Whole { iface, len: n } => {
                 // A packet wvs wrote whole: complete checksums, no segmentation.
                 slot[..VNET_HDR_LEN].fill(0);
-                (iface, VNET_HDR_LEN + n)
+                Some((iface, VNET_HDR_LEN + n))
             }
             Verdict::Stack { daddr, len: n } => {
                 // Not the fast path (a local real server, or bypass): a plain send, done
@@ -390,16 +672,24 @@ impl Worker {
                     }
                     None => stats.count_drop(DropReason::TxError),
                 }
-                return None;
+                None
             }
-            Verdict::Drop(_) | Verdict::Pass | Verdict::Segmented { .. } => return None,
-        };
-        let fd = fds.get(usize::from(iface))?;
-        Some(
-            opcode::Send::new(*fd, slot.as_ptr(), out_len as u32)
-                .build()
-                .user_data(OP_SEND | u64::from(bid)),
-        )
+            Verdict::Drop(_) | Verdict::Pass | Verdict::Segmented { .. } => None,
+        }
+    }
+}
+
+/// Two different ports, mutably.
+fn pair_mut(ports: &mut [RingPort], a: usize, b: usize) -> Option<(&mut RingPort, &mut RingPort)> {
+    if a == b || a >= ports.len() || b >= ports.len() {
+        return None;
+    }
+    if a < b {
+        let (l, r) = ports.split_at_mut(b);
+        Some((&mut l[a], &mut r[0]))
+    } else {
+        let (l, r) = ports.split_at_mut(a);
+        Some((&mut r[0], &mut l[b]))
     }
 }
 
