@@ -6,7 +6,9 @@
 #               addresses through the balancer (the limit of this topology)
 #   nft-dnat    nftables DNAT with numgen round robin (the kernel's balancer)
 #   haproxy     HAProxy in TCP mode, round robin (what users pick instead); no UDP
-#   wvs         wvs, built-in round robin (the embedded wasm plugin)
+#   wvs         wvs, built-in round robin (the embedded wasm plugin), default backend
+#               (--io ring: packet sockets with memory-mapped RX and TX rings)
+#   wvs-uring   the same with --io uring (one io_uring receive and send per frame)
 #   wvs-custom  wvs, a custom wasm scheduler loaded from a file (examples/lat2)
 #   wvs-dr      wvs, direct routing: the servers hold the VIP on lo and answer the client
 #               themselves; their replies cross the balancer's kernel, which forwards them
@@ -16,6 +18,10 @@
 #               hold the VIP on lo and answer the client as in wvs-dr
 # Figures, each RUNS times for DUR seconds, median and spread:
 #   udp pps     64-byte frames over 64k flows from trafgen, counted where the servers receive
+#   ns/pkt      CPU per forwarded packet during the UDP runs, in ns: the whole machine's busy
+#               time (sys: client, balancer, servers, softirq), and the balancer process's
+#               own threads (lb: wvs or HAProxy; the kernel cases have none, their NAT runs
+#               in softirq, counted in sys)
 #   tcp Gbit/s  iperf3, one stream, to rs1
 #   http close  requests/s, a new connection each (wrk -t3 -c63, Connection: close): new
 #               connections per second
@@ -28,13 +34,13 @@
 #               whole machine's busy time
 # Then wvs's resident memory with 1,000,000 tracked connections.
 #
-# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-custom fwd wvs-dr wvs-tun"
+# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-custom fwd wvs-dr wvs-tun"
 #                                   MEM=1 for the memory figure, OUT=file for a copy of the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 RUNS=${RUNS:-3}
-CASES=${CASES:-nft-dnat haproxy wvs wvs-custom fwd wvs-dr wvs-tun}
+CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-custom fwd wvs-dr wvs-tun}
 MEM=${MEM:-1}
 P=wvsb$$
 DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
@@ -197,8 +203,9 @@ NFT
       ip netns exec "$P-lb" haproxy -q -f "$DIR/haproxy.cfg" -db &
       LB_PID=$!
       sleep 0.5 ;;
-    wvs|wvs-custom|wvs-dr|wvs-tun)
-      local cfg=$DIR/$1.toml
+    wvs|wvs-uring|wvs-custom|wvs-dr|wvs-tun)
+      local cfg=$DIR/$1.toml io=ring
+      if [ "$1" = wvs-uring ]; then cfg=$DIR/wvs.toml; io=uring; fi
       if [ "$1" = wvs-dr ] || [ "$1" = wvs-tun ]; then
         # The servers hold the VIP (lo, no ARP for it); their replies to the client go
         # through the balancer's kernel, their gateway.
@@ -216,7 +223,7 @@ NFT
         done
       fi
       ip netns exec "$P-lb" "$WVS" run --iface c0 --iface s0 --config "$cfg" \
-        --state-dir "$DIR/state-$1" --no-api ${WVS_ARGS:-} 2> "$DIR/$1.log" &
+        --state-dir "$DIR/state-$1" --no-api --io "$io" ${WVS_ARGS:-} 2> "$DIR/$1.log" &
       LB_PID=$!
       for _ in $(seq 200); do grep -q ready "$DIR/$1.log" && break; sleep 0.1; done
       grep -q ready "$DIR/$1.log" || { cat "$DIR/$1.log" >&2; exit 1; } ;;
@@ -249,15 +256,20 @@ udp_count() { # UDP datagrams (or IPIP packets) the servers received
   done
   echo "$total"
 }
-udp_pps() { # case
-  [ "$1" = haproxy ] && { echo -; return; }
-  local cfg=$DIR/udp-vip.cfg before after
+udp_pps() { # case -> "pps sys-ns/pkt lb-ns/pkt"
+  [ "$1" = haproxy ] && { echo "- - -"; return; }
+  local cfg=$DIR/udp-vip.cfg before after b0 b1 l0 l1
   [ "$1" = fwd ] && cfg=$DIR/udp-rs1.cfg
-  before=$(udp_count)
+  before=$(udp_count); b0=$(busy_ticks); l0=$(ns_ticks "$P-lb")
   ip netns exec "$P-cli" timeout "$DUR" trafgen --dev eth0 --conf "$cfg" --cpus 1 --no-sock-mem -q >/dev/null 2>&1 || true
   sleep 0.5
-  after=$(udp_count)
-  echo $(((after - before) / DUR))
+  after=$(udp_count); b1=$(busy_ticks); l1=$(ns_ticks "$P-lb")
+  local n=$((after - before)) hz
+  hz=$(getconf CLK_TCK)
+  awk -v n="$n" -v d="$DUR" -v b=$((b1 - b0)) -v l=$((l1 - l0)) -v hz="$hz" -v c="$1" 'BEGIN {
+    if (n <= 0) { print "0 - -"; exit }
+    lb = (c ~ /^wvs/) ? sprintf("%.0f", l / hz * 1e9 / n) : "-"
+    printf "%d %.0f %s\n", n / d, b / hz * 1e9 / n, lb }'
 }
 tcp_gbps() { # case
   local to=$VIP
@@ -320,7 +332,10 @@ declare -A R
 for c in $CASES; do
   log "case $c"
   case_up "$c"
-  R[$c,udp]=$(for _ in $(seq "$RUNS"); do udp_pps "$c"; done | stats)
+  : > "$DIR/udp.txt"
+  for _ in $(seq "$RUNS"); do udp_pps "$c" >> "$DIR/udp.txt"; done
+  R[$c,udp]=$(awk '{ print $1 }' "$DIR/udp.txt" | stats)
+  R[$c,nspp]="$(awk '{ print $2 }' "$DIR/udp.txt" | median)/$(awk '{ print $3 }' "$DIR/udp.txt" | median)"
   R[$c,tcp]=$(for _ in $(seq "$RUNS"); do tcp_gbps "$c"; done | stats)
   : > "$DIR/cpu.txt"
   for _ in $(seq "$RUNS"); do cpu_during_http "$c" >> "$DIR/cpu.txt"; done
@@ -369,7 +384,7 @@ ratio() { # value base -> ratio (or -)
 }
 {
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); $RUNS runs of ${DUR}s per figure: median (min-max) and ratio to nft-dnat"
-  printf '%-11s | %-26s | %-20s | %-26s | %-26s | %-11s | %-22s\n' case "UDP pps" "TCP Gbit/s" "HTTP close req/s" "HTTP keep-alive req/s" "p50/p99 µs" "CPU % cli/lb/srv/sirq/all"
+  printf '%-11s | %-26s | %-13s | %-20s | %-26s | %-26s | %-11s | %-22s\n' case "UDP pps" "ns/pkt sys/lb" "TCP Gbit/s" "HTTP close req/s" "HTTP keep-alive req/s" "p50/p99 µs" "CPU % cli/lb/srv/sirq/all"
   for c in $CASES; do
     cell() { # key -> "median (spread) ratio"
       set -- $(echo "${R[$c,$1]}") "$1"
@@ -379,7 +394,7 @@ ratio() { # value base -> ratio (or -)
       r=$(ratio "$1" "$base")
       if [ "$1" = - ]; then echo "n/a"; elif [ "$r" = - ]; then echo "$1 ($2)"; else echo "$1 ($2) ${r}x"; fi
     }
-    printf '%-11s | %-26s | %-20s | %-26s | %-26s | %-11s | %-22s\n' "$c" "$(cell udp)" "$(cell tcp)" "$(cell close)" "$(cell ka)" "${R[$c,p50]}/${R[$c,p99]}" "${R[$c,cpu]}"
+    printf '%-11s | %-26s | %-13s | %-20s | %-26s | %-26s | %-11s | %-22s\n' "$c" "$(cell udp)" "${R[$c,nspp]}" "$(cell tcp)" "$(cell close)" "$(cell ka)" "${R[$c,p50]}/${R[$c,p99]}" "${R[$c,cpu]}"
   done
   if [ -n "$mem_line" ]; then echo "$mem_line"; fi
 } | tee "${OUT:-/dev/null}"

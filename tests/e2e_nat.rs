@@ -7,10 +7,26 @@ use std::time::Duration;
 
 use common::{Topo, VIP, Wvs, example};
 
-#[test]
-fn http_round_robin_is_exact() {
-    let topo = Topo::new("rr", false);
-    let _wvs = Wvs::start(&topo, Some(example()));
+/// The I/O backends (`wvs run --io`): the tests of the forwarding basics run on each.
+macro_rules! on_every_backend {
+    ($body:ident: $($name:ident => $io:literal),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $body($io)
+            }
+        )+
+    };
+}
+
+on_every_backend!(http_round_robin_is_exact:
+    http_round_robin_is_exact_ring => "ring",
+    http_round_robin_is_exact_uring => "uring",
+);
+
+fn http_round_robin_is_exact(io: &str) {
+    let topo = Topo::new(&format!("rr{io}"), false);
+    let _wvs = Wvs::start_io(&topo, Some(example()), io);
     let answers: Vec<String> = (0..30)
         .map(|_| topo.curl(&format!("http://{VIP}/")))
         .collect();
@@ -23,10 +39,14 @@ fn http_round_robin_is_exact() {
     );
 }
 
-#[test]
-fn udp_is_balanced_and_answered_from_the_vip() {
-    let topo = Topo::new("udp", false);
-    let _wvs = Wvs::start(&topo, Some(example()));
+on_every_backend!(udp_is_balanced_and_answered_from_the_vip:
+    udp_is_balanced_and_answered_from_the_vip_ring => "ring",
+    udp_is_balanced_and_answered_from_the_vip_uring => "uring",
+);
+
+fn udp_is_balanced_and_answered_from_the_vip(io: &str) {
+    let topo = Topo::new(&format!("udp{io}"), false);
+    let _wvs = Wvs::start_io(&topo, Some(example()), io);
     // Every datagram from a new source port: a new UDP connection each time.
     let answers: Vec<String> = (0..30).map(|i| topo.udp_ask(41000 + i)).collect();
     let tally = Topo::tally(answers);
@@ -38,10 +58,14 @@ fn udp_is_balanced_and_answered_from_the_vip() {
     );
 }
 
-#[test]
-fn download_of_100_mb_is_byte_exact() {
-    let topo = Topo::new("big", true);
-    let wvs = Wvs::start(&topo, Some(example()));
+on_every_backend!(download_of_100_mb_is_byte_exact:
+    download_of_100_mb_is_byte_exact_ring => "ring",
+    download_of_100_mb_is_byte_exact_uring => "uring",
+);
+
+fn download_of_100_mb_is_byte_exact(io: &str) {
+    let topo = Topo::new(&format!("big{io}"), true);
+    let wvs = Wvs::start_io(&topo, Some(example()), io);
     let have = topo.download_big(None);
     let want = std::fs::read(topo.dir.join("big")).expect("source file");
     assert_eq!(have.len(), 100_000_000);
@@ -141,10 +165,14 @@ fn removed_real_server_gets_no_new_connections() {
     );
 }
 
-#[test]
-fn stopped_wvs_leaves_no_table_and_no_socket() {
-    let topo = Topo::new("stop", false);
-    let mut wvs = Wvs::start(&topo, Some(example()));
+on_every_backend!(stopped_wvs_leaves_no_table_and_no_socket:
+    stopped_wvs_leaves_no_table_and_no_socket_ring => "ring",
+    stopped_wvs_leaves_no_table_and_no_socket_uring => "uring",
+);
+
+fn stopped_wvs_leaves_no_table_and_no_socket(io: &str) {
+    let topo = Topo::new(&format!("stop{io}"), false);
+    let mut wvs = Wvs::start_io(&topo, Some(example()), io);
     let during = topo.exec("lb", &["nft", "list", "tables"]);
     assert!(
         String::from_utf8_lossy(&during.stdout).contains("netdev wvs"),
@@ -200,13 +228,17 @@ fn icmp_errors_are_relayed_with_the_vip_restored() {
     );
 }
 
-#[test]
-fn a_flood_of_malformed_frames_is_counted_and_survived() {
+on_every_backend!(a_flood_of_malformed_frames_is_counted_and_survived:
+    a_flood_of_malformed_frames_is_counted_and_survived_ring => "ring",
+    a_flood_of_malformed_frames_is_counted_and_survived_uring => "uring",
+);
+
+fn a_flood_of_malformed_frames_is_counted_and_survived(io: &str) {
     // 100,000 frames to the VIP's port 80, at full speed through the real interfaces: half
     // with random version/IHL, total length, id, fragment bits and header checksum; half
     // well-formed but for a random header checksum; all with random TCP header bytes.
-    let topo = Topo::new("fuzz", false);
-    let mut wvs = Wvs::start(&topo, Some(example()));
+    let topo = Topo::new(&format!("fuzz{io}"), false);
+    let mut wvs = Wvs::start_io(&topo, Some(example()), io);
     let mac = |ns: &str, dev: &str| {
         let out = topo.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -257,15 +289,15 @@ fn a_flood_of_malformed_frames_is_counted_and_survived() {
     eprintln!("counters after the flood: {s:?}");
     let dropped = s.get("dropped").copied().unwrap_or(0);
     // Every frame is accounted for: dropped by wvs for what it is, or, when the flood
-    // outran the worker, at the socket's full receive queue (the kernel's count, read by
-    // wvs as `rx_queue_full`).
+    // outran the worker, at the full packet ring or socket queue (the kernel's count, read
+    // by wvs as `rx_ring_full` or `rx_queue_full`).
     assert!(
         dropped >= 95_000,
         "the malformed frames were counted as drops: {s:?}"
     );
     assert!(dropped <= 100_000, "{s:?}");
-    // 60,000 more while wvs is stopped: the socket's queue holds some (about 8 MiB of
-    // them), the kernel drops the rest, and wvs counts those too once it runs again.
+    // 60,000 more while wvs is stopped: the ring (or the socket's queue) holds some, the
+    // kernel drops the rest, and wvs counts those too once it runs again.
     wvs.signal("STOP");
     flood("60000");
     wvs.signal("CONT");
@@ -279,8 +311,13 @@ fn a_flood_of_malformed_frames_is_counted_and_survived() {
     );
     assert!(wvs.stop().success(), "{}", wvs.log_text());
     let log = wvs.log_text();
+    let full = if io == "ring" {
+        "rx_ring_full"
+    } else {
+        "rx_queue_full"
+    };
     for reason in [
-        "rx_queue_full",
+        full,
         "ip_bad_version",
         "ip_bad_ihl",
         "ip_truncated",

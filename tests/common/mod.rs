@@ -231,6 +231,11 @@ impl Wvs {
         Self::start_with(topo, config, &[])
     }
 
+    /// As [`Wvs::start`], on I/O backend `io` (`--io`).
+    pub fn start_io(topo: &Topo, config: Option<&Path>, io: &str) -> Self {
+        Self::start_with(topo, config, &["--io", io])
+    }
+
     /// As [`Wvs::start`], with more arguments.
     pub fn start_with(topo: &Topo, config: Option<&Path>, extra: &[&str]) -> Self {
         Self::start_with_env(topo, config, extra, &[])

@@ -80,6 +80,9 @@ drop_reasons! {
     TooBig => "too_big",
     /// The socket's receive queue was full: the kernel dropped the frame before wvs read it.
     RxQueueFull => "rx_queue_full",
+    /// The packet ring was full (`--io ring`): the kernel dropped the frame before wvs took
+    /// it (`PACKET_STATISTICS`' `tp_drops`).
+    RxRingFull => "rx_ring_full",
     /// A full-NAT connection to a service that has no local address (`--add-laddr`).
     NoLocalAddr => "no_local_addr",
     /// A full-NAT connection for which no local address had a free port.

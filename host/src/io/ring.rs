@@ -156,6 +156,22 @@ impl PacketRing {
                 "SO_RCVBUF",
             )?;
         }
+        // The TX ring's skbs are charged to the socket until the next hop frees them (for a
+        // veth, when the receiving socket has read them): with the default send buffer a
+        // few hundred frames in flight would make the flush fail with EAGAIN and wait. The
+        // ring is the bound that matters.
+        let sndbuf = (RING_TX_FRAMES as usize * RING_FRAME_SIZE * 2) as libc::c_int;
+        if setsockopt_int(
+            s,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            sndbuf,
+            "SO_SNDBUFFORCE",
+        )
+        .is_err()
+        {
+            setsockopt_int(s, libc::SOL_SOCKET, libc::SO_SNDBUF, sndbuf, "SO_SNDBUF")?;
+        }
         let rx_req = ring_req(RING_RX_FRAMES);
         let tx_req = ring_req(RING_TX_FRAMES);
         set_ring(s, libc::PACKET_RX_RING, &rx_req, "PACKET_RX_RING")?;

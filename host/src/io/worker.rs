@@ -224,7 +224,10 @@ impl Worker {
             let now = self.epoch.elapsed().as_millis() as u64;
             if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
                 last_queue_poll = now;
-                self.count_queue_drops(sockets.iter().map(|s| s.take_queue_drops()));
+                self.count_queue_drops(
+                    DropReason::RxQueueFull,
+                    sockets.iter().map(|s| s.take_queue_drops()),
+                );
             }
             completions.clear();
             completions.extend(
@@ -315,7 +318,10 @@ impl Worker {
                 }
             }
         }
-        self.count_queue_drops(sockets.iter().map(|s| s.take_queue_drops()));
+        self.count_queue_drops(
+            DropReason::RxQueueFull,
+            sockets.iter().map(|s| s.take_queue_drops()),
+        );
         tracing::debug!(worker = self.id, "worker stopped");
         Ok(())
     }
@@ -402,7 +408,10 @@ impl Worker {
             let now = self.epoch.elapsed().as_millis() as u64;
             if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
                 last_queue_poll = now;
-                self.count_queue_drops(ports.iter().map(|p| p.ring.take_ring_drops()));
+                self.count_queue_drops(
+                    DropReason::RxRingFull,
+                    ports.iter().map(|p| p.ring.take_ring_drops()),
+                );
             }
             let snap = self.snapshot.load();
             more = false;
@@ -428,7 +437,10 @@ impl Worker {
                 }
             }
         }
-        self.count_queue_drops(ports.iter().map(|p| p.ring.take_ring_drops()));
+        self.count_queue_drops(
+            DropReason::RxRingFull,
+            ports.iter().map(|p| p.ring.take_ring_drops()),
+        );
         tracing::debug!(worker = self.id, "worker stopped");
         Ok(())
     }
@@ -556,14 +568,11 @@ impl Worker {
     }
 
     /// Add what the kernel dropped at full receive queues or rings to the drop counts.
-    fn count_queue_drops(&self, drops: impl Iterator<Item = io::Result<u32>>) {
+    fn count_queue_drops(&self, reason: DropReason, drops: impl Iterator<Item = io::Result<u32>>) {
         for d in drops {
             match d {
                 Ok(0) => {}
-                Ok(n) => self
-                    .datapath
-                    .stats()
-                    .count_drops(DropReason::RxQueueFull, u64::from(n)),
+                Ok(n) => self.datapath.stats().count_drops(reason, u64::from(n)),
                 Err(e) => tracing::debug!(worker = self.id, err = %e, "socket statistics"),
             }
         }
