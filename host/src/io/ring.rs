@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::socket::{check, setsockopt_int};
 use crate::consts::{
-    RING_BLOCK_SIZE, RING_FRAME_SIZE, RING_RX_FRAMES, RING_TX_FRAMES, SOCKET_RCVBUF,
+    RING_BLOCK_SIZE, RING_FRAME_SIZE, RING_RX_FRAMES, RING_TX_FRAMES, SOCKET_RCVBUF, VNET_HDR_LEN,
 };
 
 /// `tpacket2_hdr`'s fields (`linux/if_packet.h`), as offsets into a slot.
@@ -255,7 +255,7 @@ impl PacketRing {
         let len = self.read_u32(self.rx, self.rx_head, hdr::LEN) as usize;
         // A header that would put the frame outside its slot is the kernel's bug, not
         // ours to trust: such a frame is handed back unread.
-        let snaplen = if (crate::consts::VNET_HDR_LEN..=RING_FRAME_SIZE).contains(&mac) {
+        let snaplen = if (VNET_HDR_LEN..=RING_FRAME_SIZE).contains(&mac) {
             snaplen.min(RING_FRAME_SIZE - mac)
         } else {
             0
@@ -338,6 +338,23 @@ impl PacketRing {
     /// [`flush`](Self::flush).
     pub fn tx_commit(&mut self, len: usize) {
         let p = self.slot_ptr(self.tx, self.tx_head);
+        // A frame that is not a GSO super-frame is copied whole into the skb's linear part
+        // (the vnet header's `hdr_len`, what the kernel copies before it maps the rest of
+        // the slot as page fragments): fragments of a TX ring are "zero-copy" pages that the
+        // receiving namespace's stack must copy again (`skb_copy_ubufs`, with a page
+        // allocation) before it may queue them on a socket.
+        if len > VNET_HDR_LEN {
+            // SAFETY: the slot holds `len` > 10 bytes from TX_DATA: the vnet header's
+            // gso_type (byte 1) and hdr_len (bytes 2-3, little-endian) are inside it.
+            unsafe {
+                let vnet = p.add(hdr::TX_DATA);
+                if vnet.add(1).read() == 0 {
+                    let frame = ((len - VNET_HDR_LEN) as u16).to_le_bytes();
+                    vnet.add(2).write(frame[0]);
+                    vnet.add(3).write(frame[1]);
+                }
+            }
+        }
         // SAFETY: the slot is the user's (available); `tp_len` is its second u32.
         unsafe { p.add(hdr::LEN).cast::<u32>().write_volatile(len as u32) };
         self.status(self.tx, self.tx_head)
