@@ -103,6 +103,10 @@ pub const STATS_LOG_INTERVAL_MS: u64 = 10_000;
 /// Period of the plugin runtime's epoch timer (wasmtime epoch interruption).
 pub const PLUGIN_EPOCH_MS: u64 = 1;
 
+/// Ticks without a plugin call after which the epoch timer sleeps until the next call (an
+/// idle wvs then uses no CPU for it).
+pub const PLUGIN_EPOCH_IDLE_TICKS: u32 = 1000;
+
 /// Epochs a plugin call may run before it is interrupted: a scheduler call takes well under
 /// a microsecond, so 10 ms means a runaway plugin, not a slow one.
 pub const PLUGIN_DEADLINE_EPOCHS: u64 = 10;

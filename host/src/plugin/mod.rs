@@ -22,12 +22,12 @@ mod sched;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
 pub use sched::WasmScheduler;
 
-use crate::consts::{PLUGIN_EPOCH_MS, PLUGIN_MAX_MEMORY};
+use crate::consts::{PLUGIN_EPOCH_IDLE_TICKS, PLUGIN_EPOCH_MS, PLUGIN_MAX_MEMORY};
 
 /// Why a plugin could not be loaded or called.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,31 @@ pub fn digest(wasm: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The epoch timer's switch: it ticks (every `PLUGIN_EPOCH_MS`, so that a plugin call's
+/// deadline can pass) only while plugins are being called, and sleeps after
+/// `PLUGIN_EPOCH_IDLE_TICKS` ticks without a call, so that an idle wvs does not wake a
+/// thousand times a second. A call wakes it; a call's deadline counts ticks from the call's
+/// start, so a timer that was asleep before the call loses nothing.
+#[derive(Debug, Default)]
+pub(crate) struct EpochClock {
+    calls: std::sync::atomic::AtomicU64,
+    asleep: AtomicBool,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl EpochClock {
+    /// Say a call is about to start (on the worker's side of the store/load pair with
+    /// the timer: either the timer sees the new count or the caller sees it asleep).
+    pub(crate) fn wake(&self) {
+        self.calls.fetch_add(1, SeqCst);
+        if self.asleep.load(SeqCst)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+    }
+}
+
 /// The wasmtime engine, its epoch timer and the plugin counters.
 pub struct Runtime {
     engine: wasmtime::Engine,
@@ -124,6 +149,7 @@ pub struct Runtime {
     /// Counters.
     pub stats: PluginStats,
     stop: Arc<AtomicBool>,
+    clock: Arc<EpochClock>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -135,6 +161,9 @@ impl std::fmt::Debug for Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
+        if let Some(t) = self.clock.thread.get() {
+            t.unpark();
+        }
     }
 }
 
@@ -167,26 +196,53 @@ impl Runtime {
             msg: e.to_string(),
         })?;
         let stop = Arc::new(AtomicBool::new(false));
+        let clock = Arc::new(EpochClock::default());
         {
-            let (engine, stop) = (engine.clone(), stop.clone());
-            std::thread::Builder::new()
+            let (engine, stop, tick) = (engine.clone(), stop.clone(), clock.clone());
+            let t = std::thread::Builder::new()
                 .name("wvs-epoch".into())
                 .spawn(move || {
+                    let clock = tick;
+                    let mut seen = clock.calls.load(SeqCst);
+                    let mut idle = 0u32;
                     while !stop.load(Relaxed) {
+                        if idle >= PLUGIN_EPOCH_IDLE_TICKS {
+                            // No call started for that many ticks, so none is running (its
+                            // deadline is far shorter): sleep until the next one, looking at
+                            // the stop flag now and then.
+                            clock.asleep.store(true, SeqCst);
+                            if clock.calls.load(SeqCst) == seen {
+                                std::thread::park_timeout(Duration::from_secs(1));
+                            }
+                            clock.asleep.store(false, SeqCst);
+                            let now = clock.calls.load(SeqCst);
+                            if now == seen {
+                                continue;
+                            }
+                            (seen, idle) = (now, 0);
+                        }
                         std::thread::sleep(Duration::from_millis(PLUGIN_EPOCH_MS));
                         engine.increment_epoch();
+                        let now = clock.calls.load(SeqCst);
+                        if now == seen {
+                            idle += 1;
+                        } else {
+                            (seen, idle) = (now, 0);
+                        }
                     }
                 })
                 .map_err(|e| PluginError::Compile {
                     name: "(epoch timer)".into(),
                     msg: e.to_string(),
                 })?;
+            let _ = clock.thread.set(t.thread().clone());
         }
         Ok(Arc::new(Self {
             engine,
             linker,
             stats: PluginStats::default(),
             stop,
+            clock,
         }))
     }
 

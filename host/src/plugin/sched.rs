@@ -45,6 +45,7 @@ pub struct WasmScheduler {
     shared: usize,
     update: TypedFunc<(u32, u32), ()>,
     schedule: TypedFunc<u32, i32>,
+    clock: std::sync::Arc<super::EpochClock>,
 }
 
 impl std::fmt::Debug for WasmScheduler {
@@ -74,6 +75,7 @@ impl WasmScheduler {
         let mut store = Store::new(&p.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
         store.epoch_deadline_trap();
+        p.runtime.clock.wake();
         store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
         let instance: Instance = p
             .runtime
@@ -101,6 +103,7 @@ impl WasmScheduler {
         if v != wvs_sdk::ABI_VERSION {
             return Err(abi_err(format!("it was built for ABI version {v}")));
         }
+        p.runtime.clock.wake();
         store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
         let shared = shared_fn
             .call(&mut store, ())
@@ -119,6 +122,7 @@ impl WasmScheduler {
             shared,
             update,
             schedule,
+            clock: p.runtime.clock.clone(),
         })
     }
 
@@ -160,6 +164,7 @@ impl WasmScheduler {
     /// The real servers changed (`wvs_update`).
     pub fn update(&mut self, dests: &[DestInfo], flags: u32) -> Result<(), PluginError> {
         let n = self.write_dests(dests)?;
+        self.clock.wake();
         self.store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
         self.update
             .call(&mut self.store, (n as u32, flags))
@@ -184,6 +189,7 @@ impl WasmScheduler {
             dst.copy_from_slice(cb);
         }
         self.store.data_mut().now = now;
+        self.clock.wake();
         self.store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
         let answer = self
             .schedule

@@ -159,6 +159,34 @@ fn an_endless_loop_is_interrupted() {
 }
 
 #[test]
+fn an_endless_loop_is_interrupted_after_the_epoch_timer_slept() {
+    // The timer sleeps after a second without calls; a call must wake it, or its deadline
+    // would never pass.
+    let rt = runtime();
+    let p = custom(&rt, &wat(1, "(loop $l (br $l)) i32.const 0")).expect("compiles");
+    let idle = crate::consts::PLUGIN_EPOCH_MS * u64::from(crate::consts::PLUGIN_EPOCH_IDLE_TICKS);
+    std::thread::sleep(std::time::Duration::from_millis(idle * 2));
+    assert!(rt.clock.asleep.load(Relaxed), "the timer sleeps when idle");
+    let st = SchedState::new(
+        &SchedChoice {
+            name: "custom".into(),
+            plugin: Some(p),
+            fallback: Scheduler::Rr,
+        },
+        0,
+    );
+    let d = dests(&[(1, 0, 0), (1, 0, 0)]);
+    let t0 = std::time::Instant::now();
+    assert_eq!(index(&d, st.schedule(&d, &mut conn(1, 1), 0)), Some(0));
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
+        "the deadline cut it short: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(rt.stats.traps.load(Relaxed), 1);
+}
+
+#[test]
 fn endless_memory_growth_is_refused() {
     // Grow by 16 pages until refused, then trap: the store's limit refuses at 16 MiB.
     contained(
