@@ -2200,3 +2200,28 @@ fn icmp_errors_of_full_nat_connections_are_translated_at_both_ends() {
     assert_eq!(&inner[20..22], &8080u16.to_be_bytes());
     assert_eq!(&inner[22..24], &lport.to_be_bytes());
 }
+
+#[test]
+fn both_packets_of_a_connection_hint_at_the_same_shard() {
+    // The I/O layer prefetches what `lookup_hint` names for a whole batch: the client's
+    // packet (looked up by its own endpoint) and the server's reply (looked up by the
+    // client's endpoint, its destination) must name the shard their lookups will lock.
+    let h = harness();
+    let fwd =
+        h.dp.lookup_hint(&client_syn(40000))
+            .expect("a TCP frame has hints");
+    let back =
+        h.dp.lookup_hint(&rs1_seg(40000, F::SynAck, b""))
+            .expect("hints");
+    assert_eq!(
+        fwd[0], back[1],
+        "the client's key and the reply's key share a shard"
+    );
+    let udp = udp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40000), (VIP, 53), b"q");
+    assert!(h.dp.lookup_hint(&udp).is_some());
+    // Not TCP or UDP over IPv4: nothing to prefetch.
+    let mut arp = client_syn(40000);
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    assert!(h.dp.lookup_hint(&arp).is_none());
+    assert!(h.dp.lookup_hint(&arp[..10]).is_none());
+}
