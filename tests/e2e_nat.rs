@@ -295,7 +295,9 @@ fn a_flood_of_malformed_frames_is_counted_and_survived(io: &str) {
         dropped >= 95_000,
         "the malformed frames were counted as drops: {s:?}"
     );
-    assert!(dropped <= 100_000, "{s:?}");
+    // (A frame of the namespace's own traffic, IPv6 neighbour discovery or ARP, that meets
+    // the full ring is lost and counted with the flood.)
+    assert!(dropped <= 100_050, "{s:?}");
     // 60,000 more while wvs is stopped: the ring (or the socket's queue) holds some, the
     // kernel drops the rest, and wvs counts those too once it runs again.
     wvs.signal("STOP");
@@ -309,13 +311,15 @@ fn a_flood_of_malformed_frames_is_counted_and_survived(io: &str) {
         (59_500..=60_050).contains(&(after - dropped)),
         "every frame of the second flood was counted as a drop: {dropped} then {after}"
     );
-    assert!(wvs.stop().success(), "{}", wvs.log_text());
-    let log = wvs.log_text();
+    // What the kernel dropped at the full ring (or queue) is in /metrics under its own name.
     let full = if io == "ring" {
         "rx_ring_full"
     } else {
         "rx_queue_full"
     };
+    assert!(wvs.drops(full) > 0, "no {full} in /metrics");
+    assert!(wvs.stop().success(), "{}", wvs.log_text());
+    let log = wvs.log_text();
     for reason in [
         full,
         "ip_bad_version",
