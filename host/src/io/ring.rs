@@ -19,10 +19,10 @@
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::socket::{check, setsockopt_int};
+use super::socket::check;
 use crate::consts::{
     RING_BLOCK_SIZE, RING_FRAME_SIZE, RING_RX_FRAMES, RING_TX_FRAMES, SOCKET_RCVBUF, VNET_HDR_LEN,
 };
@@ -93,85 +93,43 @@ impl PacketRing {
     /// Open the socket on interface `ifindex`, map its rings and, if `fanout_group` is given,
     /// join the group.
     pub fn open(ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        let raw = check(raw, "socket(AF_PACKET)")?;
-        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // The version and the vnet header must be set before the rings exist. A TX slot
+        // the kernel cannot send is skipped (`PACKET_LOSS`, and counted by the send's
+        // result) instead of stopping every slot behind it; frames larger than a slot are
+        // also queued whole on the socket (`PACKET_COPY_THRESH`).
+        let fd = super::socket::packet_fd()?;
         let s = fd.as_raw_fd();
-        // The version and the vnet header must be set before the rings exist.
-        setsockopt_int(
+        super::socket::set_options(
             s,
-            libc::SOL_PACKET,
-            libc::PACKET_VERSION,
-            TPACKET_V2,
-            "PACKET_VERSION",
+            &[(
+                libc::SOL_PACKET,
+                libc::PACKET_VERSION,
+                TPACKET_V2,
+                "PACKET_VERSION",
+            )],
         )?;
-        setsockopt_int(
+        super::socket::set_options(s, &super::socket::RX_OPTIONS)?;
+        super::socket::set_options(
             s,
-            libc::SOL_PACKET,
-            libc::PACKET_VNET_HDR,
-            1,
-            "PACKET_VNET_HDR",
+            &[
+                (libc::SOL_PACKET, libc::PACKET_LOSS, 1, "PACKET_LOSS"),
+                (
+                    libc::SOL_PACKET,
+                    libc::PACKET_COPY_THRESH,
+                    1,
+                    "PACKET_COPY_THRESH",
+                ),
+            ],
         )?;
-        setsockopt_int(
-            s,
-            libc::SOL_PACKET,
-            libc::PACKET_IGNORE_OUTGOING,
-            1,
-            "PACKET_IGNORE_OUTGOING",
-        )?;
-        setsockopt_int(
-            s,
-            libc::SOL_PACKET,
-            libc::PACKET_QDISC_BYPASS,
-            1,
-            "PACKET_QDISC_BYPASS",
-        )?;
-        // A TX slot the kernel cannot send is skipped (and counted by the send's result)
-        // instead of stopping every slot behind it.
-        setsockopt_int(s, libc::SOL_PACKET, libc::PACKET_LOSS, 1, "PACKET_LOSS")?;
-        // Frames larger than a slot are also queued whole on the socket.
-        setsockopt_int(
-            s,
-            libc::SOL_PACKET,
-            libc::PACKET_COPY_THRESH,
-            1,
-            "PACKET_COPY_THRESH",
-        )?;
-        if setsockopt_int(
-            s,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            SOCKET_RCVBUF,
-            "SO_RCVBUFFORCE",
-        )
-        .is_err()
-        {
-            setsockopt_int(
-                s,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                SOCKET_RCVBUF,
-                "SO_RCVBUF",
-            )?;
-        }
+        super::socket::force_rcvbuf(s, SOCKET_RCVBUF)?;
         // The TX ring's skbs are charged to the socket until the next hop frees them (for a
         // veth, when the receiving socket has read them): with the default send buffer a
         // few hundred frames in flight would make the flush fail with EAGAIN and wait. The
         // ring is the bound that matters.
-        let sndbuf = (RING_TX_FRAMES as usize * RING_FRAME_SIZE * 2) as libc::c_int;
-        if setsockopt_int(
+        super::socket::force_sndbuf(
             s,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUFFORCE,
-            sndbuf,
-            "SO_SNDBUFFORCE",
-        )
-        .is_err()
-        {
-            setsockopt_int(s, libc::SOL_SOCKET, libc::SO_SNDBUF, sndbuf, "SO_SNDBUF")?;
-        }
+            (RING_TX_FRAMES as usize * RING_FRAME_SIZE * 2) as libc::c_int,
+        )?;
         let rx_req = ring_req(RING_RX_FRAMES);
         let tx_req = ring_req(RING_TX_FRAMES);
         set_ring(s, libc::PACKET_RX_RING, &rx_req, "PACKET_RX_RING")?;

@@ -37,7 +37,7 @@ pub(super) fn check(ret: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     }
 }
 
-pub(super) fn setsockopt_int(
+fn setsockopt_int(
     fd: RawFd,
     level: libc::c_int,
     name: libc::c_int,
@@ -57,55 +57,87 @@ pub(super) fn setsockopt_int(
     check(ret, what).map(|_| ())
 }
 
+/// A socket option: (level, option, value, name for errors).
+pub(super) type SockOpt = (libc::c_int, libc::c_int, libc::c_int, &'static str);
+
+/// What every receiving packet socket of wvs sets (see the module's doc).
+pub(super) const RX_OPTIONS: [SockOpt; 3] = [
+    (
+        libc::SOL_PACKET,
+        libc::PACKET_VNET_HDR,
+        1,
+        "PACKET_VNET_HDR",
+    ),
+    (
+        libc::SOL_PACKET,
+        libc::PACKET_IGNORE_OUTGOING,
+        1,
+        "PACKET_IGNORE_OUTGOING",
+    ),
+    (
+        libc::SOL_PACKET,
+        libc::PACKET_QDISC_BYPASS,
+        1,
+        "PACKET_QDISC_BYPASS",
+    ),
+];
+
+/// A new `AF_PACKET` raw socket (protocol 0: it receives nothing until bound).
+pub(super) fn packet_fd() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    let raw = check(raw, "socket(AF_PACKET)")?;
+    // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Set `options` on `fd`, in order.
+pub(super) fn set_options(fd: RawFd, options: &[SockOpt]) -> io::Result<()> {
+    options
+        .iter()
+        .try_for_each(|&(level, name, value, what)| setsockopt_int(fd, level, name, value, what))
+}
+
+/// A bigger receive buffer (`SO_RCVBUFFORCE`; without CAP_NET_ADMIN, as big as allowed).
+pub(super) fn force_rcvbuf(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
+    if setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        bytes,
+        "SO_RCVBUFFORCE",
+    )
+    .is_err()
+    {
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes, "SO_RCVBUF")?;
+    }
+    Ok(())
+}
+
+/// A bigger send buffer (`SO_SNDBUFFORCE`; without CAP_NET_ADMIN, as big as allowed).
+pub(super) fn force_sndbuf(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
+    if setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        bytes,
+        "SO_SNDBUFFORCE",
+    )
+    .is_err()
+    {
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes, "SO_SNDBUF")?;
+    }
+    Ok(())
+}
+
 impl PacketSocket {
     /// Open a packet socket on interface `ifindex` and, if `fanout_group` is given, join it.
     pub fn open(ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        let raw = check(raw, "socket(AF_PACKET)")?;
-        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = packet_fd()?;
+        set_options(fd.as_raw_fd(), &RX_OPTIONS)?;
         let s = Self { fd };
         let fd = s.as_raw_fd();
-        setsockopt_int(
-            fd,
-            libc::SOL_PACKET,
-            libc::PACKET_VNET_HDR,
-            1,
-            "PACKET_VNET_HDR",
-        )?;
-        setsockopt_int(
-            fd,
-            libc::SOL_PACKET,
-            libc::PACKET_IGNORE_OUTGOING,
-            1,
-            "PACKET_IGNORE_OUTGOING",
-        )?;
-        setsockopt_int(
-            fd,
-            libc::SOL_PACKET,
-            libc::PACKET_QDISC_BYPASS,
-            1,
-            "PACKET_QDISC_BYPASS",
-        )?;
-        // Without CAP_NET_ADMIN the forced size fails; the default buffer still works.
-        if setsockopt_int(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            SOCKET_RCVBUF,
-            "SO_RCVBUFFORCE",
-        )
-        .is_err()
-        {
-            setsockopt_int(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                SOCKET_RCVBUF,
-                "SO_RCVBUF",
-            )?;
-        }
+        force_rcvbuf(fd, SOCKET_RCVBUF)?;
         bind_all(fd, ifindex)?;
         if let Some(group) = fanout_group {
             join_fanout(fd, group)?;
@@ -124,26 +156,9 @@ impl PacketSocket {
     /// the kernel delivers nothing to it. The ring backend sends what does not fit a TX
     /// ring slot through it (GSO super-frames, jumbo frames, a full ring).
     pub fn open_tx(ifindex: u32) -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        let raw = check(raw, "socket(AF_PACKET)")?;
-        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = packet_fd()?;
+        set_options(fd.as_raw_fd(), &[RX_OPTIONS[0], RX_OPTIONS[2]])?;
         let s = fd.as_raw_fd();
-        setsockopt_int(
-            s,
-            libc::SOL_PACKET,
-            libc::PACKET_VNET_HDR,
-            1,
-            "PACKET_VNET_HDR",
-        )?;
-        setsockopt_int(
-            s,
-            libc::SOL_PACKET,
-            libc::PACKET_QDISC_BYPASS,
-            1,
-            "PACKET_QDISC_BYPASS",
-        )?;
         bind_to(s, ifindex, 0)?;
         Ok(Self { fd })
     }

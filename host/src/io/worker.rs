@@ -197,9 +197,7 @@ impl Worker {
             buffers = BUFFERS_PER_WORKER,
             "worker started"
         );
-        let ts = types::Timespec::new()
-            .sec((WORKER_WAKE_MS / 1000) as u64)
-            .nsec(((WORKER_WAKE_MS % 1000) * 1_000_000) as u32);
+        let ts = wake_interval();
         let args = types::SubmitArgs::new().timespec(&ts);
         while !self.stop.load(Relaxed) {
             for (i, r) in rearm.iter_mut().enumerate() {
@@ -212,15 +210,7 @@ impl Worker {
                     inflight += 1;
                 }
             }
-            match u.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            enter(&u.ring, 1, &args)?;
             let now = self.epoch.elapsed().as_millis() as u64;
             if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
                 last_queue_poll = now;
@@ -343,9 +333,7 @@ impl Worker {
         let mut last_queue_poll = 0u64;
         let mut more = false;
         tracing::debug!(worker = self.id, io = "ring", "worker started");
-        let ts = types::Timespec::new()
-            .sec((WORKER_WAKE_MS / 1000) as u64)
-            .nsec(((WORKER_WAKE_MS % 1000) * 1_000_000) as u32);
+        let ts = wake_interval();
         let args = types::SubmitArgs::new().timespec(&ts);
         while !self.stop.load(Relaxed) {
             for (i, r) in rearm.iter_mut().enumerate() {
@@ -371,15 +359,7 @@ impl Worker {
                 }
             }
             // With frames left in a ring (a full batch was taken), do not wait.
-            match ring.submitter().submit_with_args(usize::from(!more), &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            enter(&ring, usize::from(!more), &args)?;
             for c in ring.completion() {
                 let low = (c.user_data() & LOW_MASK) as usize;
                 match c.user_data() & !LOW_MASK {
@@ -686,6 +666,30 @@ impl Worker {
             Verdict::Drop(_) | Verdict::Pass | Verdict::Segmented { .. } => None,
         }
     }
+}
+
+/// Submit what is queued and wait for `want` completions, or until the wake-up interval
+/// passes (a timeout, an interruption or a full completion queue is no error).
+fn enter(ring: &IoUring, want: usize, args: &types::SubmitArgs<'_, '_>) -> io::Result<()> {
+    match ring.submitter().submit_with_args(want, args) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How long a worker sleeps at most in `io_uring_enter` before it looks at the stop flag.
+fn wake_interval() -> types::Timespec {
+    types::Timespec::new()
+        .sec((WORKER_WAKE_MS / 1000) as u64)
+        .nsec(((WORKER_WAKE_MS % 1000) * 1_000_000) as u32)
 }
 
 /// Two different ports, mutably.
