@@ -208,16 +208,8 @@ impl PacketRing {
         if st & TP_STATUS_USER == 0 {
             return None;
         }
-        let mac = usize::from(self.read_u16(self.rx, self.rx_head, hdr::MAC));
-        let snaplen = self.read_u32(self.rx, self.rx_head, hdr::SNAPLEN) as usize;
+        let (mac, snaplen) = self.frame_span(self.rx_head);
         let len = self.read_u32(self.rx, self.rx_head, hdr::LEN) as usize;
-        // A header that would put the frame outside its slot is the kernel's bug, not
-        // ours to trust: such a frame is handed back unread.
-        let snaplen = if (VNET_HDR_LEN..=RING_FRAME_SIZE).contains(&mac) {
-            snaplen.min(RING_FRAME_SIZE - mac)
-        } else {
-            0
-        };
         Some(RxFrame {
             mac,
             snaplen,
@@ -243,14 +235,23 @@ impl PacketRing {
     /// The frame in the `ahead`-th slot after the head (which [`rx_prefetch`] found ready).
     pub fn rx_frame_at(&self, ahead: u32) -> &[u8] {
         let i = (self.rx_head + ahead) % self.rx.frames;
+        let (mac, snaplen) = self.frame_span(i);
+        // SAFETY: the slot is the user's until released, and `frame_span` keeps the range
+        // inside it.
+        unsafe { std::slice::from_raw_parts(self.slot_ptr(self.rx, i).add(mac), snaplen) }
+    }
+
+    /// Where RX slot `i`'s frame starts and how many of its bytes the slot holds. A header
+    /// that would put the frame outside its slot is the kernel's bug, not ours to trust:
+    /// such a frame has no bytes (and is handed back unread).
+    fn frame_span(&self, i: u32) -> (usize, usize) {
         let mac = usize::from(self.read_u16(self.rx, i, hdr::MAC));
         let snaplen = self.read_u32(self.rx, i, hdr::SNAPLEN) as usize;
-        if mac > RING_FRAME_SIZE {
-            return &[];
+        if (VNET_HDR_LEN..=RING_FRAME_SIZE).contains(&mac) {
+            (mac, snaplen.min(RING_FRAME_SIZE - mac))
+        } else {
+            (VNET_HDR_LEN, 0)
         }
-        let snaplen = snaplen.min(RING_FRAME_SIZE - mac);
-        // SAFETY: the slot is the user's until released, and the range is inside it.
-        unsafe { std::slice::from_raw_parts(self.slot_ptr(self.rx, i).add(mac), snaplen) }
     }
 
     /// The head slot's bytes, read-only.
