@@ -6,6 +6,10 @@
 //! outer build's lock), then writes `builtin_plugins.rs`, which `include_bytes!`s each
 //! module. A plain `cargo build` therefore builds everything; the only prerequisite is the
 //! wasm32 target (`rustup target add wasm32-unknown-unknown`, done by scripts/setup.sh).
+//!
+//! It also compiles the XDP program of `wvs run --io xdp` (`bpf/wvs_xdp.c`) with
+//! `clang -target bpf`. Without clang the build goes on with an empty object and a warning:
+//! wvs then runs with the other I/O backends and says why `--io xdp` cannot start.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -109,4 +113,33 @@ fn main() {
         example.display()
     );
     std::fs::write(out.join("builtin_plugins.rs"), src).expect("write builtin_plugins.rs");
+    build_xdp(&manifest_dir, &out);
+}
+
+/// Compile `bpf/wvs_xdp.c` into `OUT_DIR/wvs_xdp.o` (embedded by `src/io/xdp.rs`).
+fn build_xdp(manifest_dir: &std::path::Path, out: &std::path::Path) {
+    let src = manifest_dir.join("bpf").join("wvs_xdp.c");
+    let obj = out.join("wvs_xdp.o");
+    println!("cargo:rerun-if-changed={}", src.display());
+    println!("cargo:rerun-if-env-changed=CLANG");
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    // -g: the BTF that describes the maps; -O2: the verifier wants the bounds checks as
+    // written, not spilled to the stack.
+    let status = Command::new(&clang)
+        .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("{clang} could not compile {}: {s}", src.display()),
+        Err(e) => {
+            println!(
+                "cargo:warning=cannot run {clang} ({e}): wvs is built without its XDP program, \
+                 so `--io xdp` will not start (install clang, as scripts/setup.sh does)"
+            );
+            std::fs::write(&obj, b"").expect("write an empty wvs_xdp.o");
+        }
+    }
 }

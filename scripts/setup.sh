@@ -30,6 +30,8 @@ need cpio cpio
 need tshark tshark
 # Path MTU and TTL checks.
 need tracepath iputils-tracepath
+# The XDP program of `wvs run --io xdp` (host/bpf/wvs_xdp.c), compiled by host/build.rs.
+need clang clang
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq

@@ -63,6 +63,22 @@ pub const RING_TX_FRAMES: u32 = 1024;
 /// other rings and its completions.
 pub const RING_BATCH: u32 = 256;
 
+/// Bytes of an AF_XDP UMEM chunk (`--io xdp`): one frame each. The kernel writes a frame
+/// 256 bytes in (`XDP_PACKET_HEADROOM`), where wvs puts the vnet header the datapath reads;
+/// 4 KiB leaves room for the largest frame XDP on a veth takes (its MTU is capped at about
+/// 3.5 KB without multi-buffer XDP).
+pub const XSK_CHUNK_SIZE: u32 = 4096;
+
+/// Chunks of each AF_XDP socket's UMEM (16 MiB), all of them in its fill ring at once.
+pub const XSK_CHUNKS: u32 = 4096;
+
+/// Descriptors of each AF_XDP socket's RX ring.
+pub const XSK_RX_RING: u32 = 2048;
+
+/// Descriptors of the completion ring, which the kernel requires and wvs does not use (it
+/// sends through the packet sockets' TX rings, see `io::xdp`).
+pub const XSK_COMPLETION_RING: u32 = 64;
+
 /// Packet buffers per worker, shared by its sockets through one provided-buffer ring. A
 /// power of two. Enough for a burst between two wake-ups of a worker plus the frames in
 /// flight to the egress socket; only the bytes frames touch become resident memory.

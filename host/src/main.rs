@@ -54,9 +54,12 @@ enum Command {
         workers: Option<usize>,
         /// How the workers move frames: `ring`, packet sockets with memory-mapped receive
         /// and transmit rings (frames handed over as they arrive, each batch sent with one
-        /// system call), or `uring`, packet sockets read and written through io_uring one
-        /// frame per operation (a copy and an skb per frame each way). See BENCHMARKS.md.
-        #[arg(long = "io", value_name = "BACKEND", default_value = "ring", value_parser = ["ring", "uring"])]
+        /// system call); `uring`, packet sockets read and written through io_uring one
+        /// frame per operation (a copy and an skb per frame each way); or `xdp`, AF_XDP
+        /// sockets fed by wvs's own XDP program (attached to each --iface in driver mode
+        /// while wvs runs; frames before the kernel builds an skb, the rest passed to the
+        /// kernel), sending through TX rings as `ring` does. See BENCHMARKS.md.
+        #[arg(long = "io", value_name = "BACKEND", default_value = "ring", value_parser = ["ring", "uring", "xdp"])]
         io: String,
         /// Most connections tracked at once.
         #[arg(long, value_name = "N", default_value_t = wvs::consts::DEFAULT_MAX_CONNS)]

@@ -26,6 +26,7 @@ use crate::io::nft::{NftError, NftTable};
 use crate::io::ring::PacketRing;
 use crate::io::socket::{PacketSocket, StackSocket};
 use crate::io::worker::{Ports, RingPort, Worker};
+use crate::io::xdp::{XdpError, XdpFilter, XdpPassed, XdpProgram, Xsk};
 use crate::plugin::{Registry, Runtime};
 use crate::service::Snapshot;
 
@@ -68,6 +69,9 @@ pub enum RunError {
     /// The nftables table could not be installed.
     #[error(transparent)]
     Nft(#[from] NftError),
+    /// The XDP program or its sockets could not be set up (`--io xdp`).
+    #[error(transparent)]
+    Xdp(#[from] crate::io::xdp::XdpError),
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
@@ -199,7 +203,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(first));
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
-    let control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
+    let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
     control.save()?;
 
     let conns = Arc::new(ConnTable::new(opts.max_conns));
@@ -208,11 +212,24 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let epoch = Instant::now();
 
     // Open every socket before starting any worker, so a failure leaves nothing running.
+    let (xdp, xsks, mut passed) = if opts.io == Backend::Xdp {
+        let x = setup_xdp(&ifaces, opts.workers, &snapshot.load())?;
+        control.set_xdp_filter(x.filter);
+        (Some(x.prog), x.per_worker, Some(x.passed))
+    } else {
+        (None, Vec::new(), None)
+    };
+    let mut xsks = xsks.into_iter();
     let mut worker_sockets = Vec::with_capacity(opts.workers);
     for _ in 0..opts.workers {
         let mut socks = match opts.io {
             Backend::Ring => Ports::Ring(Vec::with_capacity(ifaces.len())),
             Backend::Uring => Ports::Uring(Vec::with_capacity(ifaces.len())),
+            Backend::Xdp => Ports::Xdp {
+                xsks: xsks.next().unwrap_or_default(),
+                passed: passed.take(),
+                tx: Vec::with_capacity(ifaces.len()),
+            },
         };
         for i in &ifaces {
             let group = (opts.workers > 1)
@@ -226,11 +243,22 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                 Ports::Uring(v) => {
                     v.push(PacketSocket::open(i.index, group).map_err(io_err(what()))?)
                 }
+                Ports::Xdp { tx, .. } => tx.push(RingPort {
+                    ring: PacketRing::open_tx_only(i.index).map_err(io_err(what()))?,
+                    tx: PacketSocket::open_tx(i.index).map_err(io_err(what()))?,
+                }),
             }
         }
         let stack =
             StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
         worker_sockets.push((socks, stack));
+    }
+    // Frames are redirected from here on (and wait in the sockets' rings for the workers).
+    let mut xdp = xdp;
+    if let Some(prog) = &mut xdp {
+        for i in &ifaces {
+            prog.attach(&i.name)?;
+        }
     }
     let (exit_tx, mut exit_rx) =
         tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
@@ -387,12 +415,64 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         conns.len(),
         &mut control,
     );
+    // The XDP program goes before the nftables table, so that no frame of a service reaches
+    // the kernel unfiltered in between.
+    drop(xdp);
     control.remove_nft()?;
     tracing::info!(
         table = crate::consts::NFT_TABLE,
         "nftables table removed; stopped"
     );
     result
+}
+
+/// Load the XDP program, fill its filter from `snap`, and open an XDP socket per receive
+/// queue of every interface, dealt out to the workers in turn (a veth has one queue, so
+/// with two interfaces and two workers each worker reads one interface). The program is
+/// attached later, once every socket of the run exists.
+fn setup_xdp(
+    ifaces: &[neigh::IfaceInfo],
+    workers: usize,
+    snap: &Snapshot,
+) -> Result<XdpSetup, RunError> {
+    let (mut prog, mut filter, passed) = XdpProgram::load()?;
+    filter.update(snap)?;
+    let mut per_worker: Vec<Vec<Xsk>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut n = 0usize;
+    for (port, i) in ifaces.iter().enumerate() {
+        for queue in 0..crate::io::xdp::rx_queues(&i.name) {
+            let x = Xsk::open(i.index, queue, port as u8).map_err(|source| XdpError::Socket {
+                iface: i.name.clone(),
+                queue,
+                source,
+            })?;
+            prog.add_socket(i.index, queue, &x)?;
+            tracing::info!(
+                iface = i.name,
+                queue,
+                worker = n % workers,
+                mode = if x.zero_copy { "zero-copy" } else { "copy" },
+                "XDP socket"
+            );
+            per_worker[n % workers].push(x);
+            n += 1;
+        }
+    }
+    Ok(XdpSetup {
+        prog,
+        filter,
+        passed,
+        per_worker,
+    })
+}
+
+/// What `--io xdp` sets up before the workers start.
+struct XdpSetup {
+    prog: XdpProgram,
+    filter: XdpFilter,
+    passed: XdpPassed,
+    /// Each worker's XDP sockets.
+    per_worker: Vec<Vec<Xsk>>,
 }
 
 /// Reload the configuration file (SIGHUP). A bad file, or a plugin that does not compile,

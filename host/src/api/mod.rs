@@ -124,9 +124,10 @@ impl From<ControlError> for ApiError {
             ControlError::Edit(e) => edit_status(e),
             ControlError::InUse { .. } => StatusCode::CONFLICT,
             ControlError::Plugin(_) => StatusCode::BAD_REQUEST,
-            ControlError::Nft(_) | ControlError::State(_) | ControlError::PluginFile { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ControlError::Nft(_)
+            | ControlError::Xdp(_)
+            | ControlError::State(_)
+            | ControlError::PluginFile { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             tracing::error!("change refused: {e}");

@@ -30,6 +30,9 @@ pub enum ControlError {
     /// nftables refused the new table.
     #[error(transparent)]
     Nft(#[from] NftError),
+    /// The XDP program's map refused the new claims (`--io xdp`).
+    #[error(transparent)]
+    Xdp(#[from] crate::io::xdp::XdpError),
     /// The state could not be saved.
     #[error(transparent)]
     State(#[from] StateError),
@@ -61,6 +64,8 @@ pub struct Controller {
     snapshot: Arc<ArcSwap<Snapshot>>,
     registry: Registry,
     nft: NftTable,
+    /// With `--io xdp`: which frames the XDP program redirects to wvs.
+    xdp: Option<crate::io::xdp::XdpFilter>,
     traffic: BalancerTotals,
     state: Option<StateFile>,
 }
@@ -80,9 +85,16 @@ impl Controller {
             snapshot,
             registry,
             nft,
+            xdp: None,
             traffic: BalancerTotals::default(),
             state,
         }
+    }
+
+    /// Keep the XDP program's filter in step with every change from now on (`--io xdp`;
+    /// it already holds the running snapshot's claims).
+    pub fn set_xdp_filter(&mut self, filter: crate::io::xdp::XdpFilter) {
+        self.xdp = Some(filter);
     }
 
     /// The running configuration.
@@ -116,12 +128,16 @@ impl Controller {
         snap.sysctl = next.sysctl;
         let snap = Arc::new(snap);
         self.nft.update(&snap)?;
+        if let Some(x) = &mut self.xdp
+            && let Err(e) = x.update(&snap)
+        {
+            self.undo_filters(&old);
+            return Err(e.into());
+        }
         if let Some(st) = &self.state
             && let Err(e) = st.save(&next)
         {
-            if let Err(undo) = self.nft.update(&old) {
-                tracing::error!("cannot restore the nftables table after a failed save: {undo}");
-            }
+            self.undo_filters(&old);
             return Err(e.into());
         }
         self.registry.commit(custom);
@@ -235,6 +251,19 @@ impl Controller {
         match &self.state {
             Some(st) => st.save(&self.config),
             None => Ok(()),
+        }
+    }
+
+    /// Put the nftables table and the XDP filter back as they were for `old`, after a change
+    /// failed half-way.
+    fn undo_filters(&mut self, old: &Snapshot) {
+        if let Err(undo) = self.nft.update(old) {
+            tracing::error!("cannot restore the nftables table after a failed change: {undo}");
+        }
+        if let Some(x) = &mut self.xdp
+            && let Err(undo) = x.update(old)
+        {
+            tracing::error!("cannot restore the XDP filter after a failed change: {undo}");
         }
     }
 

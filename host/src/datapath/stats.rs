@@ -80,9 +80,13 @@ drop_reasons! {
     TooBig => "too_big",
     /// The socket's receive queue was full: the kernel dropped the frame before wvs read it.
     RxQueueFull => "rx_queue_full",
-    /// The packet ring was full (`--io ring`): the kernel dropped the frame before wvs took
-    /// it (`PACKET_STATISTICS`' `tp_drops`).
+    /// The packet ring (`--io ring`) or the XDP socket's RX ring (`--io xdp`) was full: the
+    /// kernel dropped the frame before wvs took it (`PACKET_STATISTICS`' `tp_drops`,
+    /// `XDP_STATISTICS`' `rx_ring_full`).
     RxRingFull => "rx_ring_full",
+    /// The XDP socket dropped the frame for another reason (`XDP_STATISTICS`' `rx_dropped`,
+    /// and `rx_fill_ring_empty_descs`: no free chunk).
+    XskRxDropped => "xsk_rx_dropped",
     /// A full-NAT connection to a service that has no local address (`--add-laddr`).
     NoLocalAddr => "no_local_addr",
     /// A full-NAT connection for which no local address had a free port.

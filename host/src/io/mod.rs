@@ -3,6 +3,8 @@
 //! - [`socket`]: AF_PACKET sockets with vnet headers in a fanout group;
 //! - [`ring`]: the same sockets with memory-mapped RX and TX rings (`--io ring`, the
 //!   default);
+//! - [`xdp`]: AF_XDP sockets fed by wvs's own XDP program (`--io xdp`), sending through
+//!   the ring backend's TX rings;
 //! - [`bufring`]: io_uring's provided buffers for the `--io uring` backend;
 //! - [`worker`]: one thread per core, each on its own io_uring, feeding frames to
 //!   [`crate::datapath::Datapath::process`] and sending what it returns;
@@ -15,6 +17,7 @@ pub mod nft;
 pub mod ring;
 pub mod socket;
 pub mod worker;
+pub mod xdp;
 
 /// How a worker moves frames (`wvs run --io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,6 +27,8 @@ pub enum Backend {
     Ring,
     /// Packet sockets read and written through io_uring, one operation per frame.
     Uring,
+    /// AF_XDP sockets fed by wvs's XDP program, sending through TX rings ([`xdp`]).
+    Xdp,
 }
 
 impl Backend {
@@ -32,6 +37,7 @@ impl Backend {
         match self {
             Backend::Ring => "ring",
             Backend::Uring => "uring",
+            Backend::Xdp => "xdp",
         }
     }
 }
@@ -42,7 +48,8 @@ impl std::str::FromStr for Backend {
         match s {
             "ring" => Ok(Backend::Ring),
             "uring" => Ok(Backend::Uring),
-            _ => Err(format!("unknown I/O backend {s:?}: ring or uring")),
+            "xdp" => Ok(Backend::Xdp),
+            _ => Err(format!("unknown I/O backend {s:?}: ring, uring or xdp")),
         }
     }
 }

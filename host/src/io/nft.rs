@@ -15,10 +15,11 @@
 //! replaced at start.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
 
 use crate::consts::{NFT_PRIORITY, NFT_TABLE};
+use crate::model::Protocol;
 use crate::service::Snapshot;
 
 /// Why the nftables table could not be written or removed.
@@ -82,50 +83,64 @@ impl Drop for NftTable {
     }
 }
 
+/// What wvs takes from the kernel in a snapshot: the nftables table drops the kernel's copy
+/// of these packets, and the XDP program of `--io xdp` ([`super::xdp`]) redirects them to
+/// wvs. Sorted, without duplicates.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// Virtual services: (address, protocol, port).
+    pub vips: Vec<(Ipv4Addr, Protocol, u16)>,
+    /// NAT real servers (whose replies come back through wvs): (address, protocol, port).
+    pub reals: Vec<(Ipv4Addr, Protocol, u16)>,
+    /// Virtual addresses (for fragments, whose ports cannot be known, and ICMP errors).
+    pub vip_addrs: Vec<Ipv4Addr>,
+    /// NAT real servers' addresses (for fragments).
+    pub real_addrs: Vec<Ipv4Addr>,
+}
+
+impl Claims {
+    /// The claims of `snap`'s services.
+    pub fn of(snap: &Snapshot) -> Self {
+        let mut c = Self::default();
+        for s in snap.services() {
+            let IpAddr::V4(a) = s.key.addr else { continue };
+            c.vips.push((a, s.key.proto, s.key.port));
+            c.vip_addrs.push(a);
+            // Only NAT servers' packets are wvs's: a DR or tunnel server talks to its
+            // clients directly, and what it sends the balancer is the kernel's.
+            for d in s.dests.iter().filter(|d| d.forward().sees_replies()) {
+                let IpAddr::V4(r) = d.addr else { continue };
+                let port = if d.port == 0 { s.key.port } else { d.port };
+                c.reals.push((r, s.key.proto, port));
+                c.real_addrs.push(r);
+            }
+        }
+        c.vips.sort();
+        c.vips.dedup();
+        c.reals.sort();
+        c.reals.dedup();
+        c.vip_addrs.sort();
+        c.vip_addrs.dedup();
+        c.real_addrs.sort();
+        c.real_addrs.dedup();
+        c
+    }
+}
+
 /// The nft script that replaces the table in one transaction.
 pub fn render(devices: &[String], snap: &Snapshot) -> String {
-    let mut vips = Vec::new();
-    let mut reals = Vec::new();
+    let c = Claims::of(snap);
+    let tuple = |&(a, p, port): &(Ipv4Addr, Protocol, u16)| format!("{a} . {} . {port}", p.name());
     // The same tuples as raw integers, for matching inside an ICMP error's quote.
-    let mut icmp_vips = Vec::new();
-    let mut icmp_reals = Vec::new();
-    let mut vip_addrs = Vec::new();
-    let mut real_addrs = Vec::new();
-    for s in snap.services() {
-        let IpAddr::V4(a) = s.key.addr else { continue };
-        vips.push(format!("{a} . {} . {}", s.key.proto.name(), s.key.port));
-        icmp_vips.push(format!(
-            "{:#010x} . {} . {}",
-            u32::from(a),
-            s.key.proto.number(),
-            s.key.port
-        ));
-        vip_addrs.push(a.to_string());
-        // Only NAT servers' packets are wvs's: a DR or tunnel server talks to its clients
-        // directly, and what it sends the balancer is the kernel's.
-        for d in s.dests.iter().filter(|d| d.forward().sees_replies()) {
-            let IpAddr::V4(r) = d.addr else { continue };
-            let port = if d.port == 0 { s.key.port } else { d.port };
-            reals.push(format!("{r} . {} . {port}", s.key.proto.name()));
-            icmp_reals.push(format!(
-                "{:#010x} . {} . {port}",
-                u32::from(r),
-                s.key.proto.number()
-            ));
-            real_addrs.push(r.to_string());
-        }
-    }
-    for v in [
-        &mut vips,
-        &mut reals,
-        &mut vip_addrs,
-        &mut real_addrs,
-        &mut icmp_vips,
-        &mut icmp_reals,
-    ] {
-        v.sort();
-        v.dedup();
-    }
+    let raw = |&(a, p, port): &(Ipv4Addr, Protocol, u16)| {
+        format!("{:#010x} . {} . {port}", u32::from(a), p.number())
+    };
+    let vips: Vec<String> = c.vips.iter().map(tuple).collect();
+    let reals: Vec<String> = c.reals.iter().map(tuple).collect();
+    let icmp_vips: Vec<String> = c.vips.iter().map(raw).collect();
+    let icmp_reals: Vec<String> = c.reals.iter().map(raw).collect();
+    let vip_addrs: Vec<String> = c.vip_addrs.iter().map(|a| a.to_string()).collect();
+    let real_addrs: Vec<String> = c.real_addrs.iter().map(|a| a.to_string()).collect();
     let elements = |v: &[String]| {
         if v.is_empty() {
             String::new()

@@ -93,6 +93,16 @@ impl PacketRing {
     /// Open the socket on interface `ifindex`, map its rings and, if `fanout_group` is given,
     /// join the group.
     pub fn open(ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
+        Self::open_with(ifindex, fanout_group, true)
+    }
+
+    /// Open a socket with a TX ring only, on interface `ifindex`: bound with protocol 0, the
+    /// kernel delivers nothing to it (`--io xdp` receives through XDP sockets).
+    pub fn open_tx_only(ifindex: u32) -> io::Result<Self> {
+        Self::open_with(ifindex, None, false)
+    }
+
+    fn open_with(ifindex: u32, fanout_group: Option<u16>, rx: bool) -> io::Result<Self> {
         // The version and the vnet header must be set before the rings exist. A TX slot
         // the kernel cannot send is skipped (`PACKET_LOSS`, and counted by the send's
         // result) instead of stopping every slot behind it; frames larger than a slot are
@@ -130,9 +140,11 @@ impl PacketRing {
             s,
             (RING_TX_FRAMES as usize * RING_FRAME_SIZE * 2) as libc::c_int,
         )?;
-        let rx_req = ring_req(RING_RX_FRAMES);
+        let rx_req = ring_req(if rx { RING_RX_FRAMES } else { 0 });
         let tx_req = ring_req(RING_TX_FRAMES);
-        set_ring(s, libc::PACKET_RX_RING, &rx_req, "PACKET_RX_RING")?;
+        if rx {
+            set_ring(s, libc::PACKET_RX_RING, &rx_req, "PACKET_RX_RING")?;
+        }
         set_ring(s, libc::PACKET_TX_RING, &tx_req, "PACKET_TX_RING")?;
         let rx_len = (rx_req.tp_block_size * rx_req.tp_block_nr) as usize;
         let tx_len = (tx_req.tp_block_size * tx_req.tp_block_nr) as usize;
@@ -169,6 +181,10 @@ impl PacketRing {
             tx_head: 0,
             tx_queued: Cell::new(0),
         };
+        if !rx {
+            super::socket::bind_to(s, ifindex, 0)?;
+            return Ok(ring);
+        }
         super::socket::bind_all(s, ifindex)?;
         if let Some(group) = fanout_group {
             super::socket::join_fanout(s, group)?;
@@ -204,6 +220,9 @@ impl PacketRing {
 
     /// The frame at the head of the RX ring, if the kernel has handed it over.
     pub fn rx_peek(&self) -> Option<RxFrame> {
+        if self.rx.frames == 0 {
+            return None;
+        }
         let st = self.status(self.rx, self.rx_head).load(Ordering::Acquire);
         if st & TP_STATUS_USER == 0 {
             return None;
@@ -221,6 +240,9 @@ impl PacketRing {
     /// Whether the `ahead`-th slot after the head holds a frame; if so, start loading the
     /// cache lines of its first bytes (the kernel wrote them on another core).
     pub fn rx_prefetch(&self, ahead: u32) -> bool {
+        if self.rx.frames == 0 {
+            return false;
+        }
         let i = (self.rx_head + ahead) % self.rx.frames;
         if self.status(self.rx, i).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
             return false;

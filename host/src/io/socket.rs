@@ -187,7 +187,7 @@ pub(super) fn bind_all(fd: RawFd, ifindex: u32) -> io::Result<()> {
     bind_to(fd, ifindex, libc::ETH_P_ALL as u16)
 }
 
-fn bind_to(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+pub(super) fn bind_to(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
     // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value to start from.
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;

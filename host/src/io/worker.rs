@@ -10,6 +10,10 @@
 //!   frame into a buffer of the worker's provided-buffer ring ([`BufRing`]), which is
 //!   processed in place and sent from the same buffer; when that send completes, the buffer
 //!   goes back to the ring.
+//! - `xdp`: per receive queue of each interface an AF_XDP socket ([`Xsk`]), split over the
+//!   workers, woken by a multishot poll as the ring backend is; frames are processed in
+//!   their UMEM chunk and copied into the TX rings of send-only packet sockets, which are
+//!   flushed as under `ring`.
 //!
 //! Nothing is allocated per packet. The thread sleeps in `io_uring_enter` when there is no
 //! traffic (no busy polling), waking at least every `WORKER_WAKE_MS` to see the stop flag.
@@ -26,6 +30,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use super::bufring::BufRing;
 use super::ring::PacketRing;
 use super::socket::{PacketSocket, StackSocket};
+use super::xdp::{XdpPassed, Xsk};
 use crate::consts::{
     BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, RING_BATCH, SEG_BUFFERS, SEG_SLOT, SLOT_SIZE,
     URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS,
@@ -68,6 +73,17 @@ pub enum Ports {
     Ring(Vec<RingPort>),
     /// `--io uring`: per interface, a plain packet socket.
     Uring(Vec<PacketSocket>),
+    /// `--io xdp`: the worker's XDP sockets (some queues of some interfaces), and per
+    /// interface a send-only socket with a TX ring.
+    Xdp {
+        /// The XDP sockets this worker reads.
+        xsks: Vec<Xsk>,
+        /// The XDP program's count of frames it passed to the kernel (one worker reads it
+        /// into its `passed` counter).
+        passed: Option<XdpPassed>,
+        /// Per interface, where frames leave (the rings have no RX ring).
+        tx: Vec<RingPort>,
+    },
 }
 
 /// One interface of the ring backend.
@@ -167,8 +183,9 @@ impl Worker {
     /// Run until the stop flag is set.
     pub fn run(mut self) -> io::Result<()> {
         match std::mem::replace(&mut self.ports, Ports::Uring(Vec::new())) {
-            Ports::Ring(ports) => self.run_ring(ports),
+            Ports::Ring(ports) => self.run_ring(ports, None),
             Ports::Uring(sockets) => self.run_uring(sockets),
+            Ports::Xdp { xsks, passed, tx } => self.run_ring(tx, Some((xsks, passed))),
         }
     }
 
@@ -316,7 +333,17 @@ impl Worker {
         Ok(())
     }
 
-    fn run_ring(&self, mut ports: Vec<RingPort>) -> io::Result<()> {
+    /// The loop of the ring backend, and of the XDP backend with `xsks` given: frames then
+    /// come from the XDP sockets, and `ports` only send.
+    fn run_ring(
+        &self,
+        mut ports: Vec<RingPort>,
+        xdp: Option<(Vec<Xsk>, Option<XdpPassed>)>,
+    ) -> io::Result<()> {
+        let (mut xsks, mut passed) = match xdp {
+            Some((x, p)) => (Some(x), p),
+            None => (None, None),
+        };
         let mut ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -324,15 +351,27 @@ impl Worker {
         let mut segs = SegPool::new();
         // A frame too large for a slot comes whole off the socket into this buffer.
         let mut big = vec![0u8; SLOT_SIZE].into_boxed_slice();
-        let fds: Vec<types::Fd> = ports
-            .iter()
-            .map(|p| types::Fd(p.ring.as_raw_fd()))
-            .collect();
+        // What wakes the worker: the RX rings, or the XDP sockets.
+        let fds: Vec<types::Fd> = match &xsks {
+            Some(x) => x.iter().map(|x| types::Fd(x.as_raw_fd())).collect(),
+            None => ports
+                .iter()
+                .map(|p| types::Fd(p.ring.as_raw_fd()))
+                .collect(),
+        };
         let mut rearm = vec![true; fds.len()];
         let mut inflight = 0usize;
         let mut last_queue_poll = 0u64;
         let mut more = false;
-        tracing::debug!(worker = self.id, io = "ring", "worker started");
+        match &xsks {
+            Some(x) => tracing::debug!(
+                worker = self.id,
+                io = "xdp",
+                queues = ?x.iter().map(|x| (x.port, x.queue)).collect::<Vec<_>>(),
+                "worker started"
+            ),
+            None => tracing::debug!(worker = self.id, io = "ring", "worker started"),
+        }
         let ts = wake_interval();
         let args = types::SubmitArgs::new().timespec(&ts);
         while !self.stop.load(Relaxed) {
@@ -350,7 +389,7 @@ impl Worker {
             // next frames: a send with no data makes the kernel take the queued slots.
             for (i, p) in ports.iter().enumerate() {
                 if p.ring.take_queued() > 0 {
-                    let e = opcode::Send::new(fds[i], std::ptr::null(), 0)
+                    let e = opcode::Send::new(types::Fd(p.ring.as_raw_fd()), std::ptr::null(), 0)
                         .flags(libc::MSG_DONTWAIT)
                         .build()
                         .user_data(OP_FLUSH | i as u64);
@@ -388,15 +427,22 @@ impl Worker {
             let now = self.epoch.elapsed().as_millis() as u64;
             if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
                 last_queue_poll = now;
-                self.count_queue_drops(
-                    DropReason::RxRingFull,
-                    ports.iter().map(|p| p.ring.take_ring_drops()),
-                );
+                self.count_ring_drops(&ports, xsks.as_deref_mut());
+                self.count_xdp_passed(passed.as_mut());
             }
             let snap = self.snapshot.load();
             more = false;
-            for i in 0..ports.len() {
-                more |= self.drain_ring(&snap, now, &mut ports, i, &mut segs, &mut big);
+            match xsks.as_deref_mut() {
+                Some(xsks) => {
+                    for x in xsks {
+                        more |= self.drain_xsk(&snap, now, x, &mut ports, &mut segs);
+                    }
+                }
+                None => {
+                    for i in 0..ports.len() {
+                        more |= self.drain_ring(&snap, now, &mut ports, i, &mut segs, &mut big);
+                    }
+                }
             }
         }
         for p in &ports {
@@ -417,12 +463,111 @@ impl Worker {
                 }
             }
         }
-        self.count_queue_drops(
-            DropReason::RxRingFull,
-            ports.iter().map(|p| p.ring.take_ring_drops()),
-        );
+        self.count_ring_drops(&ports, xsks.as_deref_mut());
+        self.count_xdp_passed(passed.as_mut());
         tracing::debug!(worker = self.id, "worker stopped");
         Ok(())
+    }
+
+    /// Add the frames the XDP program passed to the kernel to the `passed` count.
+    fn count_xdp_passed(&self, passed: Option<&mut XdpPassed>) {
+        if let Some(p) = passed {
+            match p.take() {
+                Ok(n) => {
+                    self.datapath
+                        .stats()
+                        .passed
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(worker = self.id, err = %e, "XDP pass count"),
+            }
+        }
+    }
+
+    /// Add what the kernel dropped at full RX rings (or XDP sockets) to the drop counts.
+    fn count_ring_drops(&self, ports: &[RingPort], xsks: Option<&mut [Xsk]>) {
+        let Some(xsks) = xsks else {
+            self.count_queue_drops(
+                DropReason::RxRingFull,
+                ports.iter().map(|p| p.ring.take_ring_drops()),
+            );
+            return;
+        };
+        let stats = self.datapath.stats();
+        for x in xsks {
+            match x.take_drops() {
+                Ok((full, other)) => {
+                    if full > 0 {
+                        stats.count_drops(DropReason::RxRingFull, full);
+                    }
+                    if other > 0 {
+                        stats.count_drops(DropReason::XskRxDropped, other);
+                    }
+                }
+                Err(e) => tracing::debug!(worker = self.id, err = %e, "XDP socket statistics"),
+            }
+        }
+    }
+
+    /// Process up to `RING_BATCH` frames of XDP socket `x`; returns whether frames are left
+    /// in it. As [`drain_ring`](Self::drain_ring): the batch's headers and connection-table
+    /// shards are prefetched first. Each frame is processed in its chunk (a vnet header
+    /// written before it, which the kernel left room for), copied into a TX slot, and its
+    /// chunk goes back to the fill ring.
+    fn drain_xsk(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        x: &mut Xsk,
+        ports: &mut [RingPort],
+        segs: &mut SegPool,
+    ) -> bool {
+        let stats = self.datapath.stats();
+        let ready = x.rx_ready(RING_BATCH);
+        if ready == 0 {
+            return false;
+        }
+        if ready > 1 {
+            for k in 0..ready {
+                let b = x.rx_bytes(k);
+                super::ring::prefetch(b.as_ptr());
+                super::ring::prefetch(b.as_ptr().wrapping_add(64));
+            }
+            for k in 0..ready {
+                if let Some(h) = self.datapath.lookup_hint(x.rx_bytes(k)) {
+                    h.iter().for_each(|&p| super::ring::prefetch(p));
+                }
+            }
+        }
+        let iface = usize::from(x.port);
+        for k in 0..ready {
+            let f = x.rx_frame(k);
+            if f.len == 0 {
+                stats::bump(&stats.rx);
+                stats.count_drop(DropReason::RxTruncated);
+            } else {
+                let buf = x.frame_buf(&f);
+                let len = VNET_HDR_LEN + f.len;
+                let partial = super::xdp::partial_csum(&buf[VNET_HDR_LEN..len]);
+                if let Some(mut h) = VnetHeader::new_checked(&mut *buf) {
+                    h.set_plain(partial);
+                }
+                if let Some((e, out)) = self.handle(snap, now, buf, len, iface, segs) {
+                    let e = usize::from(e);
+                    let data = &buf[..out];
+                    if ports.get_mut(e).is_some_and(|p| p.ring.tx_push(data)) {
+                        stats::bump(&stats.tx);
+                    } else {
+                        self.send_plain(ports, e, data);
+                    }
+                }
+                self.send_segments(ports, segs);
+            }
+            x.fill_push(f.chunk);
+        }
+        x.rx_release(ready);
+        x.fill_commit();
+        ready == RING_BATCH && x.rx_ready(1) > 0
     }
 
     /// Process up to `RING_BATCH` frames of port `i`'s RX ring; returns whether frames are

@@ -99,6 +99,15 @@ pub fn l4_v4(src: [u8; 4], dst: [u8; 4], proto: u8, segment: &[u8]) -> u16 {
     !fold(sum_words(acc, segment))
 }
 
+/// The pseudo-header sum a sender that offloads leaves in the L4 checksum field of an IPv4
+/// segment of `len` bytes: folded, not complemented.
+pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u16 {
+    let mut acc = sum_words(0, &src);
+    acc = sum_words(acc, &dst);
+    acc = sum_words(acc, &[0, proto]);
+    fold(sum_words(acc, &len.to_be_bytes()))
+}
+
 /// Complete a partial checksum in software, as the device would have (`skb_checksum_help`):
 /// the field at `field` of `segment` holds the pseudo-header sum; the result covers it and
 /// every byte of the segment. Returns the value written. `field` must leave room for two

@@ -76,6 +76,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VnetHeader<T> {
     pub fn prepare_tx(&mut self) {
         self.buffer.as_mut()[field::FLAGS] &= F_NEEDS_CSUM;
     }
+
+    /// Make it the header of a frame that came without one: no GSO, and either a complete
+    /// checksum or, with `partial` = (start, offset), `NEEDS_CSUM` for the L4 checksum at
+    /// `offset` bytes into the header starting `start` bytes into the frame.
+    pub fn set_plain(&mut self, partial: Option<(u16, u16)>) {
+        let b = self.buffer.as_mut();
+        b[..VNET_HDR_LEN].fill(0);
+        if let Some((start, offset)) = partial {
+            b[field::FLAGS] = F_NEEDS_CSUM;
+            b[field::CSUM_START].copy_from_slice(&start.to_le_bytes());
+            b[field::CSUM_OFFSET].copy_from_slice(&offset.to_le_bytes());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,164 @@
+// wvs's XDP program (`wvs run --io xdp`): redirect to wvs's AF_XDP sockets the frames that
+// are wvs's, pass everything else to the kernel.
+//
+// "wvs's" is what the nftables table (host/src/io/nft.rs) takes from the kernel under the
+// packet-socket backends, decided from one hash map that the control plane fills from each
+// service snapshot: IPv4 packets to a virtual service (address, protocol, port), packets
+// from a NAT real server's (address, protocol, port), fragments to a virtual address or
+// from a real server's address, and the ICMP errors wvs relays (destination unreachable,
+// source quench, time exceeded) whose quoted packet is of a service. A frame is redirected
+// to the socket bound to the queue it arrived on (found by interface and queue in
+// `wvs_queues`); without one it is passed, and the nftables table drops it as before.
+// Every frame passed is counted (`wvs_passed`), which wvs adds to its `passed` counter.
+//
+// Self-contained (no kernel or libbpf headers), so that `clang -target bpf` needs nothing
+// else; built by host/build.rs and loaded by aya (host/src/io/xdp.rs), which also owns the
+// key layout below: keep them the same.
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int(*name)[val]
+#define __type(name, val) typeof(val) *name
+
+enum { XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
+enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_PERCPU_ARRAY = 6, BPF_MAP_TYPE_XSKMAP = 17 };
+
+struct xdp_md {
+	__u32 data;
+	__u32 data_end;
+	__u32 data_meta;
+	__u32 ingress_ifindex;
+	__u32 rx_queue_index;
+	__u32 egress_ifindex;
+};
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+
+// What a tuple is: kept equal to `xdp::Kind` in host/src/io/xdp.rs.
+enum { KIND_VIP = 1, KIND_REAL = 2, KIND_VIP_ADDR = 3, KIND_REAL_ADDR = 4 };
+
+// Address and port in network byte order; port 0 and protocol 0 for the address kinds.
+struct tuple {
+	__u32 addr;
+	__u8 proto;
+	__u8 kind;
+	__u16 port;
+};
+
+struct ifq {
+	__u32 ifindex;
+	__u32 queue;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct tuple);
+	__type(value, __u8);
+	__uint(max_entries, 65536);
+} wvs_tuples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct ifq);
+	__type(value, __u32);
+	__uint(max_entries, 1024);
+} wvs_queues SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+	__uint(max_entries, 1024);
+} wvs_xsks SEC(".maps");
+
+// Frames passed to the kernel (wvs's `passed` counter, as under the packet-socket backends).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} wvs_passed SEC(".maps");
+
+#define ETH_HLEN 14
+#define ETH_P_IP_BE 0x0008 /* htons(0x0800) */
+#define IP_FRAG_BE 0xff3f  /* htons(0x3fff): MF and the offset */
+#define PROTO_ICMP 1
+
+static __attribute__((always_inline)) int known(__u32 addr, __u8 proto, __u8 kind, __u16 port)
+{
+	struct tuple t = { .addr = addr, .proto = proto, .kind = kind, .port = port };
+	return bpf_map_lookup_elem(&wvs_tuples, &t) != 0;
+}
+
+static __attribute__((always_inline)) int pass(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&wvs_passed, &zero);
+	if (n)
+		*n += 1;
+	return XDP_PASS;
+}
+
+static __attribute__((always_inline)) __u32 load32(const __u8 *p)
+{
+	return (__u32)p[0] | (__u32)p[1] << 8 | (__u32)p[2] << 16 | (__u32)p[3] << 24;
+}
+
+static __attribute__((always_inline)) __u16 load16(const __u8 *p)
+{
+	return (__u16)(p[0] | p[1] << 8);
+}
+
+SEC("xdp")
+int wvs_xdp(struct xdp_md *ctx)
+{
+	const __u8 *data = (const __u8 *)(long)ctx->data;
+	const __u8 *end = (const __u8 *)(long)ctx->data_end;
+	const __u8 *ip = data + ETH_HLEN;
+	if (ip + 20 > end || load16(data + 12) != ETH_P_IP_BE || (ip[0] >> 4) != 4)
+		return pass();
+	__u32 ihl = (ip[0] & 0x0f) * 4;
+	if (ihl < 20)
+		return pass();
+	__u8 proto = ip[9];
+	__u32 saddr = load32(ip + 12);
+	__u32 daddr = load32(ip + 16);
+	int mine = 0;
+	if (load16(ip + 6) & IP_FRAG_BE) {
+		mine = known(daddr, 0, KIND_VIP_ADDR, 0) || known(saddr, 0, KIND_REAL_ADDR, 0);
+	} else if (proto == PROTO_ICMP) {
+		// Type 3, 4, 11 with an IPv4 quote without options: the quote's protocol (9),
+		// source (12), destination (16), ports (20, 22), 8 bytes into the ICMP header.
+		const __u8 *l4 = ip + ihl;
+		if (l4 + 8 + 24 > end)
+			return pass();
+		__u8 type = l4[0];
+		const __u8 *q = l4 + 8;
+		if ((type == 3 || type == 4 || type == 11) && q[0] == 0x45) {
+			mine = (known(daddr, 0, KIND_VIP_ADDR, 0) &&
+				known(load32(q + 12), q[9], KIND_VIP, load16(q + 20))) ||
+			       known(load32(q + 16), q[9], KIND_REAL, load16(q + 22));
+		}
+	} else {
+		const __u8 *l4 = ip + ihl;
+		if (l4 + 4 > end)
+			return pass();
+		mine = known(daddr, proto, KIND_VIP, load16(l4 + 2)) ||
+		       known(saddr, proto, KIND_REAL, load16(l4));
+	}
+	if (!mine)
+		return pass();
+	struct ifq q = { .ifindex = ctx->ingress_ifindex, .queue = ctx->rx_queue_index };
+	__u32 *slot = bpf_map_lookup_elem(&wvs_queues, &q);
+	if (!slot)
+		return pass();
+	long verdict = bpf_redirect_map(&wvs_xsks, *slot, XDP_PASS);
+	return verdict == XDP_PASS ? pass() : verdict;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

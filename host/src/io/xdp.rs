@@ -1,0 +1,891 @@
+//! AF_XDP (`wvs run --io xdp`): frames come to wvs through XDP sockets, before the kernel
+//! builds an skb for them.
+//!
+//! - [`XdpProgram`]: wvs's own XDP program (`host/bpf/wvs_xdp.c`, compiled by the build with
+//!   `clang -target bpf`, loaded with aya), attached in driver mode to every interface. It
+//!   redirects what is wvs's (the [`Claims`] of the running snapshot, kept in a hash map by
+//!   [`XdpFilter`]) to the socket of the queue the frame came in on, and passes the rest
+//!   (ARP, SSH, the host's own traffic) to the kernel as usual. It is attached through a
+//!   BPF link, which the kernel removes when wvs exits, however it exits.
+//! - [`Xsk`]: one socket per interface and receive queue, with its own UMEM: a fill ring
+//!   that hands every chunk to the kernel, an RX ring wvs reads frames from, processed in
+//!   their chunk. Bound with `XDP_USE_NEED_WAKEUP`, zero-copy where the driver has it, copy
+//!   mode otherwise (veth). A worker waits for it through io_uring (a multishot poll).
+//! - Frames leave through the ring backend's packet sockets with TX rings (one per worker
+//!   and interface, sending only): a frame is written into a TX slot as under `--io ring`,
+//!   and the datapath's vnet-header conventions (GSO, partial checksums) hold unchanged.
+//!   An XDP socket's own TX ring would save nothing here: in copy mode it also builds an
+//!   skb per frame from a copy.
+//!
+//! XDP on a veth has limits the kernel enforces when the program is attached, reported
+//! with what to change: the peer's MTU must fit a page (about 3.5 KB, no multi-buffer XDP
+//! here), and the device needs as many receive queues as its peer has transmit queues.
+//! While a program is attached the peer does not send GSO super-frames, so every frame
+//! fits a chunk.
+
+use std::collections::HashSet;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aya::Ebpf;
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::{ProgramError, Xdp, XdpMode};
+
+use super::nft::Claims;
+use super::socket::check;
+use crate::consts::{VNET_HDR_LEN, XSK_CHUNK_SIZE, XSK_CHUNKS, XSK_COMPLETION_RING, XSK_RX_RING};
+use crate::service::Snapshot;
+
+/// The compiled XDP program (empty when the build had no clang).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wvs_xdp.o"));
+
+/// The program's name and its maps' (in `wvs_xdp.c`).
+const PROGRAM: &str = "wvs_xdp";
+const MAP_TUPLES: &str = "wvs_tuples";
+const MAP_QUEUES: &str = "wvs_queues";
+const MAP_XSKS: &str = "wvs_xsks";
+const MAP_PASSED: &str = "wvs_passed";
+/// `max_entries` of `wvs_xsks` and `wvs_queues`.
+const MAX_SOCKETS: u32 = 1024;
+
+/// What a tuple of `wvs_tuples` is: `enum { KIND_... }` in `wvs_xdp.c`.
+mod kind {
+    pub const VIP: u8 = 1;
+    pub const REAL: u8 = 2;
+    pub const VIP_ADDR: u8 = 3;
+    pub const REAL_ADDR: u8 = 4;
+}
+
+/// A key of `wvs_tuples` (`struct tuple` in `wvs_xdp.c`): address and port as on the wire.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Tuple {
+    addr: [u8; 4],
+    proto: u8,
+    kind: u8,
+    port: [u8; 2],
+}
+
+// SAFETY: plain data of 8 bytes without padding, valid for every bit pattern.
+unsafe impl aya::Pod for Tuple {}
+
+/// A key of `wvs_queues` (`struct ifq`): which socket a queue's frames go to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct Ifq {
+    ifindex: u32,
+    queue: u32,
+}
+
+// SAFETY: plain data of 8 bytes without padding, valid for every bit pattern.
+unsafe impl aya::Pod for Ifq {}
+
+/// Why the XDP backend could not start or follow a change.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The binary was built without clang.
+    #[error(
+        "this wvs was built without its XDP program (clang was missing at build time): \
+         install clang (scripts/setup.sh does) and rebuild, or use --io ring"
+    )]
+    NotBuilt,
+    /// The program or a map could not be loaded or used.
+    #[error("XDP program: {0}")]
+    Program(String),
+    /// The program could not be attached to an interface.
+    #[error("cannot attach wvs's XDP program to {iface}: {reason}")]
+    Attach {
+        /// The interface.
+        iface: String,
+        /// What the kernel said, and what to change.
+        reason: String,
+    },
+    /// An XDP socket could not be set up.
+    #[error("XDP socket on {iface} queue {queue}: {source}")]
+    Socket {
+        /// The interface.
+        iface: String,
+        /// The receive queue.
+        queue: u32,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn program_err(e: impl std::fmt::Display) -> XdpError {
+    XdpError::Program(e.to_string())
+}
+
+/// The loaded program, its sockets' maps and its attachments; dropping it detaches it.
+pub struct XdpProgram {
+    ebpf: Ebpf,
+    queues: BpfHashMap<MapData, Ifq, u32>,
+    xsks: XskMap<MapData>,
+    sockets: u32,
+    attached: Vec<String>,
+}
+
+impl std::fmt::Debug for XdpProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpProgram")
+            .field("sockets", &self.sockets)
+            .field("attached", &self.attached)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpProgram {
+    /// Load the program into the kernel (not attached yet), and hand out the filter that
+    /// the control plane keeps in step with the snapshot and the count of passed frames.
+    pub fn load() -> Result<(Self, XdpFilter, XdpPassed), XdpError> {
+        if OBJECT.is_empty() {
+            return Err(XdpError::NotBuilt);
+        }
+        let mut ebpf = Ebpf::load(OBJECT).map_err(program_err)?;
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| XdpError::Program(format!("map {name} missing")))
+        };
+        let tuples = BpfHashMap::try_from(take(&mut ebpf, MAP_TUPLES)?).map_err(program_err)?;
+        let queues = BpfHashMap::try_from(take(&mut ebpf, MAP_QUEUES)?).map_err(program_err)?;
+        let xsks = XskMap::try_from(take(&mut ebpf, MAP_XSKS)?).map_err(program_err)?;
+        let passed = PerCpuArray::try_from(take(&mut ebpf, MAP_PASSED)?).map_err(program_err)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| XdpError::Program(format!("program {PROGRAM} missing")))?
+            .try_into()
+            .map_err(program_err)?;
+        prog.load().map_err(program_err)?;
+        Ok((
+            Self {
+                ebpf,
+                queues,
+                xsks,
+                sockets: 0,
+                attached: Vec::new(),
+            },
+            XdpFilter {
+                map: tuples,
+                current: HashSet::new(),
+            },
+            XdpPassed {
+                map: passed,
+                last: 0,
+            },
+        ))
+    }
+
+    /// Send the frames of `ifindex`'s receive queue `queue` to `socket`.
+    pub fn add_socket(&mut self, ifindex: u32, queue: u32, socket: &Xsk) -> Result<(), XdpError> {
+        if self.sockets >= MAX_SOCKETS {
+            return Err(XdpError::Program(format!(
+                "more than {MAX_SOCKETS} interface queues"
+            )));
+        }
+        let slot = self.sockets;
+        self.xsks
+            .set(slot, socket.as_raw_fd(), 0)
+            .map_err(program_err)?;
+        self.queues
+            .insert(Ifq { ifindex, queue }, slot, 0)
+            .map_err(program_err)?;
+        self.sockets += 1;
+        Ok(())
+    }
+
+    /// Attach the program to `iface` in driver mode.
+    pub fn attach(&mut self, iface: &str) -> Result<(), XdpError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| XdpError::Program(format!("program {PROGRAM} missing")))?
+            .try_into()
+            .map_err(program_err)?;
+        prog.attach(iface, XdpMode::Driver)
+            .map_err(|e| XdpError::Attach {
+                iface: iface.to_string(),
+                reason: attach_reason(&e),
+            })?;
+        self.attached.push(iface.to_string());
+        tracing::info!(iface, mode = "driver", "XDP program attached");
+        Ok(())
+    }
+}
+
+impl Drop for XdpProgram {
+    fn drop(&mut self) {
+        // The links go with the program (aya detaches them as it drops it); said here so
+        // that the log shows the interfaces were left clean.
+        if !self.attached.is_empty() {
+            tracing::info!(ifaces = ?self.attached, "XDP program detached");
+        }
+    }
+}
+
+/// The kernel's refusal, with what to change.
+fn attach_reason(e: &ProgramError) -> String {
+    let errno = match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    };
+    match errno {
+        Some(libc::ERANGE) => format!(
+            "{e}: the MTU of the interface or its veth peer is too large for XDP \
+             (at most about 3,500 bytes on a veth without multi-buffer XDP): lower it"
+        ),
+        Some(libc::ENOSPC) => format!(
+            "{e}: the interface has fewer receive queues than its veth peer has transmit \
+             queues: recreate the pair with numrxqueues at least the peer's numtxqueues"
+        ),
+        Some(libc::EBUSY | libc::EEXIST) => format!(
+            "{e}: another XDP program is attached to it: remove it \
+             (ip link set dev IFACE xdp off) or use --io ring"
+        ),
+        Some(libc::EOPNOTSUPP) => format!("{e}: the driver has no native XDP: use --io ring"),
+        _ => e.to_string(),
+    }
+}
+
+/// The program's view of which frames are wvs's: a hash map of tuples, kept equal to the
+/// snapshot's [`Claims`] (entries added before stale ones are removed, so a change never
+/// passes a frame of a service that stays).
+pub struct XdpFilter {
+    map: BpfHashMap<MapData, Tuple, u8>,
+    current: HashSet<Tuple>,
+}
+
+impl std::fmt::Debug for XdpFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpFilter")
+            .field("tuples", &self.current.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpFilter {
+    /// Make the map hold `snap`'s claims.
+    pub fn update(&mut self, snap: &Snapshot) -> Result<(), XdpError> {
+        let next = tuples(&Claims::of(snap));
+        for t in next.difference(&self.current) {
+            self.map.insert(*t, 1, 0).map_err(program_err)?;
+        }
+        for t in self.current.difference(&next) {
+            // A tuple already gone is no error: the map is wvs's alone.
+            let _ = self.map.remove(t);
+        }
+        self.current = next;
+        Ok(())
+    }
+}
+
+/// How many frames the program passed to the kernel (it counts them per CPU).
+pub struct XdpPassed {
+    map: PerCpuArray<MapData, u64>,
+    last: u64,
+}
+
+impl std::fmt::Debug for XdpPassed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpPassed")
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpPassed {
+    /// Frames passed since the last call.
+    pub fn take(&mut self) -> Result<u64, XdpError> {
+        let per_cpu = self.map.get(&0, 0).map_err(program_err)?;
+        let total: u64 = per_cpu.iter().sum();
+        let new = total.saturating_sub(self.last);
+        self.last = total;
+        Ok(new)
+    }
+}
+
+/// The map's keys for `c`.
+fn tuples(c: &Claims) -> HashSet<Tuple> {
+    let port = |(a, p, port): &(std::net::Ipv4Addr, crate::model::Protocol, u16), kind| Tuple {
+        addr: a.octets(),
+        proto: p.number(),
+        kind,
+        port: port.to_be_bytes(),
+    };
+    let addr = |a: &std::net::Ipv4Addr, kind| Tuple {
+        addr: a.octets(),
+        proto: 0,
+        kind,
+        port: [0; 2],
+    };
+    c.vips
+        .iter()
+        .map(|v| port(v, kind::VIP))
+        .chain(c.reals.iter().map(|r| port(r, kind::REAL)))
+        .chain(c.vip_addrs.iter().map(|a| addr(a, kind::VIP_ADDR)))
+        .chain(c.real_addrs.iter().map(|a| addr(a, kind::REAL_ADDR)))
+        .collect()
+}
+
+/// One mapped ring of an XDP socket: the shared producer and consumer indexes, the flags
+/// word, and the descriptors.
+struct Ring {
+    map: *mut u8,
+    map_len: usize,
+    producer: *const AtomicU32,
+    consumer: *const AtomicU32,
+    flags: *const AtomicU32,
+    desc: *mut u8,
+    mask: u32,
+    /// Our side's index: the consumer for the RX ring, the producer for the fill ring.
+    head: u32,
+}
+
+impl Ring {
+    /// Map ring `size` (descriptors of `desc_size` bytes) of socket `fd` at `pgoff`.
+    fn map(
+        fd: RawFd,
+        off: &libc::xdp_ring_offset,
+        size: u32,
+        desc_size: usize,
+        pgoff: libc::off_t,
+        what: &str,
+    ) -> io::Result<Self> {
+        let map_len = off.desc as usize + size as usize * desc_size;
+        // SAFETY: maps the socket's ring at the offset the kernel defines for it; the result
+        // is checked, and unmapped only on drop.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                pgoff,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("mmap({what}): {e}")));
+        }
+        let map = map.cast::<u8>();
+        // SAFETY: the kernel's offsets (XDP_MMAP_OFFSETS) are inside the mapping it made,
+        // and the indexes and flags are 4-byte aligned u32s it updates atomically.
+        let ring = unsafe {
+            let producer = map.add(off.producer as usize).cast::<AtomicU32>();
+            let consumer = map.add(off.consumer as usize).cast::<AtomicU32>();
+            Self {
+                map,
+                map_len,
+                producer,
+                consumer,
+                flags: map.add(off.flags as usize).cast::<AtomicU32>(),
+                desc: map.add(off.desc as usize),
+                mask: size - 1,
+                head: 0,
+            }
+        };
+        Ok(ring)
+    }
+
+    fn producer(&self) -> &AtomicU32 {
+        // SAFETY: points into the mapping (see `map`), alive as long as `self`.
+        unsafe { &*self.producer }
+    }
+
+    fn consumer(&self) -> &AtomicU32 {
+        // SAFETY: as `producer`.
+        unsafe { &*self.consumer }
+    }
+
+    fn flags(&self) -> u32 {
+        // SAFETY: as `producer`.
+        unsafe { &*self.flags }.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made in `map` with this length; nothing borrows it now.
+        unsafe { libc::munmap(self.map.cast(), self.map_len) };
+    }
+}
+
+/// An AF_XDP socket bound to one receive queue of one interface, with its own UMEM.
+pub struct Xsk {
+    // Rings before the socket and the UMEM: fields drop in order, and the rings are
+    // mappings of the socket.
+    rx: Ring,
+    fill: Ring,
+    _completion: Ring,
+    fd: OwnedFd,
+    umem: *mut u8,
+    umem_len: usize,
+    /// The interface's position in `--iface` (the datapath's interface number).
+    pub port: u8,
+    /// The receive queue.
+    pub queue: u32,
+    /// Zero-copy (the driver's) rather than copy mode.
+    pub zero_copy: bool,
+    last: libc::xdp_statistics,
+}
+
+// SAFETY: the UMEM and the rings are owned by this value alone (unmapped on drop) and only
+// the worker thread that owns the value touches them; moving it to that thread is sound.
+unsafe impl Send for Xsk {}
+
+impl AsRawFd for Xsk {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A received frame: where its chunk starts in the UMEM, where the frame starts, its length.
+#[derive(Debug, Clone, Copy)]
+pub struct XskFrame {
+    /// Offset of the chunk.
+    pub chunk: u64,
+    /// Offset of the first byte of the frame.
+    pub addr: usize,
+    /// Bytes of the frame.
+    pub len: usize,
+}
+
+impl Xsk {
+    /// Open a socket on queue `queue` of interface `ifindex` (number `port` in `--iface`).
+    pub fn open(ifindex: u32, queue: u32, port: u8) -> io::Result<Self> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        let raw = check(raw, "socket(AF_XDP)")?;
+        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let s = fd.as_raw_fd();
+        let umem_len = (XSK_CHUNKS * XSK_CHUNK_SIZE) as usize;
+        // SAFETY: fresh anonymous memory; the result is checked, unmapped only on drop.
+        let umem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                umem_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if umem == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("mmap(UMEM): {e}")));
+        }
+        let umem = umem.cast::<u8>();
+        let unmap = || {
+            // SAFETY: the mapping just made, not yet owned by a value.
+            unsafe { libc::munmap(umem.cast(), umem_len) };
+        };
+        let reg = libc::xdp_umem_reg {
+            addr: umem as u64,
+            len: umem_len as u64,
+            chunk_size: XSK_CHUNK_SIZE,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        let setup = || -> io::Result<(Ring, Ring, Ring)> {
+            setsockopt(s, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+            setsockopt(
+                s,
+                libc::XDP_UMEM_FILL_RING,
+                &XSK_CHUNKS,
+                "XDP_UMEM_FILL_RING",
+            )?;
+            setsockopt(
+                s,
+                libc::XDP_UMEM_COMPLETION_RING,
+                &XSK_COMPLETION_RING,
+                "XDP_UMEM_COMPLETION_RING",
+            )?;
+            setsockopt(s, libc::XDP_RX_RING, &XSK_RX_RING, "XDP_RX_RING")?;
+            let off: libc::xdp_mmap_offsets =
+                getsockopt(s, libc::XDP_MMAP_OFFSETS, "XDP_MMAP_OFFSETS")?;
+            let rx = Ring::map(
+                s,
+                &off.rx,
+                XSK_RX_RING,
+                std::mem::size_of::<libc::xdp_desc>(),
+                libc::XDP_PGOFF_RX_RING,
+                "RX ring",
+            )?;
+            let fill = Ring::map(
+                s,
+                &off.fr,
+                XSK_CHUNKS,
+                8,
+                libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t,
+                "fill ring",
+            )?;
+            let completion = Ring::map(
+                s,
+                &off.cr,
+                XSK_COMPLETION_RING,
+                8,
+                libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t,
+                "completion ring",
+            )?;
+            Ok((rx, fill, completion))
+        };
+        let (rx, fill, completion) = match setup() {
+            Ok(r) => r,
+            Err(e) => {
+                drop(fd);
+                unmap();
+                return Err(e);
+            }
+        };
+        let mut x = Self {
+            rx,
+            fill,
+            _completion: completion,
+            fd,
+            umem,
+            umem_len,
+            port,
+            queue,
+            zero_copy: false,
+            // SAFETY: a plain C struct of integers, valid zeroed.
+            last: unsafe { std::mem::zeroed() },
+        };
+        // Every chunk to the kernel: the fill ring is exactly as large as the UMEM.
+        for c in 0..XSK_CHUNKS {
+            x.fill_push(u64::from(c) * u64::from(XSK_CHUNK_SIZE));
+        }
+        x.fill_commit();
+        let addr = libc::sockaddr_xdp {
+            sxdp_family: libc::AF_XDP as u16,
+            sxdp_flags: libc::XDP_USE_NEED_WAKEUP,
+            sxdp_ifindex: ifindex,
+            sxdp_queue_id: queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        // SAFETY: `addr` lives across the call and its exact size is passed.
+        let ret = unsafe {
+            libc::bind(
+                s,
+                (&addr as *const libc::sockaddr_xdp).cast(),
+                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+            )
+        };
+        check(ret, "bind(AF_XDP)")?;
+        let opts: libc::xdp_options = getsockopt(s, libc::XDP_OPTIONS, "XDP_OPTIONS")?;
+        x.zero_copy = opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0;
+        Ok(x)
+    }
+
+    /// How many received frames are ready, up to `max`; prefetches nothing.
+    pub fn rx_ready(&self, max: u32) -> u32 {
+        let prod = self.rx.producer().load(Ordering::Acquire);
+        prod.wrapping_sub(self.rx.head).min(max)
+    }
+
+    /// The `ahead`-th ready frame (below what [`rx_ready`](Self::rx_ready) returned). A
+    /// descriptor that would put the frame outside its chunk, or leave no room for the
+    /// vnet header before it, has no bytes.
+    pub fn rx_frame(&self, ahead: u32) -> XskFrame {
+        let i = (self.rx.head.wrapping_add(ahead) & self.rx.mask) as usize;
+        // SAFETY: `i` is below the ring's size, so the descriptor is inside the mapping;
+        // the kernel wrote it before publishing the producer index we read (Acquire).
+        let d = unsafe { self.rx.desc.cast::<libc::xdp_desc>().add(i).read_volatile() };
+        let size = u64::from(XSK_CHUNK_SIZE);
+        let chunk = d.addr & !(size - 1);
+        let off = (d.addr - chunk) as usize;
+        let len = d.len as usize;
+        let valid = d.addr < self.umem_len as u64
+            && off >= VNET_HDR_LEN
+            && off + len <= XSK_CHUNK_SIZE as usize;
+        XskFrame {
+            chunk,
+            addr: d.addr as usize,
+            len: if valid { len } else { 0 },
+        }
+    }
+
+    /// The frame's chunk from `VNET_HDR_LEN` bytes before the frame to the chunk's end.
+    pub fn frame_buf(&mut self, f: &XskFrame) -> &mut [u8] {
+        let start = f.addr.saturating_sub(VNET_HDR_LEN).max(f.chunk as usize);
+        let end = f.chunk as usize + XSK_CHUNK_SIZE as usize;
+        // SAFETY: `chunk` is a chunk of the UMEM (the descriptor was checked by `rx_frame`:
+        // the range lies inside the UMEM and inside one chunk), the user's until it goes
+        // back to the fill ring; the borrow of `self` ends before that can happen.
+        unsafe { std::slice::from_raw_parts_mut(self.umem.add(start), end - start) }
+    }
+
+    /// The first bytes of the `ahead`-th ready frame, to prefetch and peek at.
+    pub fn rx_bytes(&self, ahead: u32) -> &[u8] {
+        let f = self.rx_frame(ahead);
+        // SAFETY: as `frame_buf`, shared and only the frame's bytes.
+        unsafe { std::slice::from_raw_parts(self.umem.add(f.addr), f.len) }
+    }
+
+    /// Hand `n` read descriptors back to the kernel.
+    pub fn rx_release(&mut self, n: u32) {
+        self.rx.head = self.rx.head.wrapping_add(n);
+        self.rx.consumer().store(self.rx.head, Ordering::Release);
+    }
+
+    /// Put a chunk back in the fill ring (published by [`fill_commit`](Self::fill_commit)).
+    /// It always fits: the ring has a place for every chunk of the UMEM.
+    pub fn fill_push(&mut self, chunk: u64) {
+        let i = (self.fill.head & self.fill.mask) as usize;
+        // SAFETY: `i` is below the ring's size, so the slot is inside the mapping; the
+        // kernel reads it only after the producer index moves past it.
+        unsafe { self.fill.desc.cast::<u64>().add(i).write_volatile(chunk) };
+        self.fill.head = self.fill.head.wrapping_add(1);
+    }
+
+    /// Publish the chunks put back since the last call, and wake the driver if it asked
+    /// (`XDP_RING_NEED_WAKEUP`; a zero-copy driver waits for it, copy mode never asks).
+    pub fn fill_commit(&mut self) {
+        self.fill
+            .producer()
+            .store(self.fill.head, Ordering::Release);
+        if self.fill.flags() & libc::XDP_RING_NEED_WAKEUP != 0 {
+            // SAFETY: a receive of nothing, which only kicks the driver.
+            unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+        }
+    }
+
+    /// Frames the kernel dropped since the last call: (RX ring full, other reasons: no free
+    /// chunk in the fill ring, a frame too large for a chunk).
+    pub fn take_drops(&mut self) -> io::Result<(u64, u64)> {
+        let s: libc::xdp_statistics =
+            getsockopt(self.as_raw_fd(), libc::XDP_STATISTICS, "XDP_STATISTICS")?;
+        let full = s.rx_ring_full.saturating_sub(self.last.rx_ring_full);
+        let other = (s.rx_dropped + s.rx_fill_ring_empty_descs)
+            .saturating_sub(self.last.rx_dropped + self.last.rx_fill_ring_empty_descs);
+        self.last = s;
+        Ok((full, other))
+    }
+}
+
+impl Drop for Xsk {
+    fn drop(&mut self) {
+        // The rings (fields) are unmapped after this, then the socket closed; the UMEM is
+        // unmapped here, which is sound because the kernel holds its own reference to the
+        // pages registered with XDP_UMEM_REG until the socket is gone.
+        // SAFETY: the mapping was made in `open` with this length; nothing borrows it now.
+        unsafe { libc::munmap(self.umem.cast(), self.umem_len) };
+    }
+}
+
+/// The receive queues in use on interface `name` (each gets an XDP socket): the driver's
+/// count (`ETHTOOL_GCHANNELS`: its RX-only and combined channels; a veth's are its
+/// `real_num_rx_queues`), else the `queues/rx-*` entries of sysfs, else one.
+pub fn rx_queues(name: &str) -> u32 {
+    /// `struct ethtool_channels` (`linux/ethtool.h`).
+    #[repr(C)]
+    #[derive(Default)]
+    struct Channels {
+        cmd: u32,
+        max_rx: u32,
+        max_tx: u32,
+        max_other: u32,
+        max_combined: u32,
+        rx_count: u32,
+        tx_count: u32,
+        other_count: u32,
+        combined_count: u32,
+    }
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    let mut ch = Channels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Channels::default()
+    };
+    let from_driver = (|| {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ifreq is plain old data; all-zero is a valid value to start from.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        let bytes = name.as_bytes();
+        if bytes.len() >= ifr.ifr_name.len() {
+            return None;
+        }
+        for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&mut ch as *mut Channels).cast();
+        // SAFETY: SIOCETHTOOL with a valid ifreq whose data points at `ch`, which lives
+        // across the call and is as large as the command's struct.
+        let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
+        (ret == 0).then_some(ch.rx_count + ch.combined_count)
+    })();
+    if let Some(n) = from_driver.filter(|&n| n > 0) {
+        return n;
+    }
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// Where a frame's L4 checksum is, if its sender left it partial.
+///
+/// A frame redirected by XDP comes without the skb's metadata, and a local sender on a veth
+/// (a client or server namespace of the tests, a container) offloads its checksums: the
+/// field then holds the pseudo-header sum alone, which the packet-socket backends learn from
+/// the vnet header (`NEEDS_CSUM`). Here it is recognised by its value; the frame is then
+/// sent on with `NEEDS_CSUM`, so the kernel completes the checksum as it would have. A
+/// complete checksum that happens to equal that sum (one frame in 65,536) is completed to
+/// the same value, since the sum it stands for is the one the completion adds.
+pub fn partial_csum(frame: &[u8]) -> Option<(u16, u16)> {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, Ipv4Packet};
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
+    }
+    let proto = u8::from(ip.next_header());
+    let offset: usize = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    let l4 = ip.payload();
+    let field = l4.get(offset..offset + 2)?;
+    let check = u16::from_be_bytes([field[0], field[1]]);
+    let len = u16::try_from(l4.len()).ok()?;
+    let pseudo = crate::wire::checksum::pseudo_v4(
+        ip.src_addr().octets(),
+        ip.dst_addr().octets(),
+        proto,
+        len,
+    );
+    // UDP's 0 is "no checksum", never a partial one.
+    (check == pseudo && check != 0).then(|| {
+        let start = crate::wire::ETHERNET_HEADER_LEN + usize::from(ip.header_len());
+        (start as u16, offset as u16)
+    })
+}
+
+fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T, what: &str) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and its exact size is passed.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    check(ret, what).map(|_| ())
+}
+
+fn getsockopt<T>(fd: RawFd, name: libc::c_int, what: &str) -> io::Result<T> {
+    // SAFETY: the option structs of SOL_XDP are plain C structs of integers, valid zeroed.
+    let mut value: T = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` is writable for `len` bytes across the call.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            name,
+            (&mut value as *mut T).cast(),
+            &mut len,
+        )
+    };
+    check(ret, what)?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuples_follow_the_claims() {
+        let cfg = crate::config::parse(
+            "[[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:53\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:5353\"\n\
+             [[service.real]]\naddress = \"198.19.0.12\"\nforward = \"dr\"\n",
+        )
+        .expect("config");
+        let snap = Snapshot::build_native(&cfg.services, &Snapshot::default());
+        let t = tuples(&Claims::of(&snap));
+        assert_eq!(t.len(), 4, "{t:?}");
+        assert!(t.contains(&Tuple {
+            addr: [198, 18, 100, 1],
+            proto: 17,
+            kind: kind::VIP,
+            port: [0, 53],
+        }));
+        assert!(t.contains(&Tuple {
+            addr: [198, 19, 0, 11],
+            proto: 17,
+            kind: kind::REAL,
+            port: 5353u16.to_be_bytes(),
+        }));
+        assert!(t.contains(&Tuple {
+            addr: [198, 18, 100, 1],
+            proto: 0,
+            kind: kind::VIP_ADDR,
+            port: [0; 2],
+        }));
+        // A DR server's packets are the kernel's.
+        assert!(!t.iter().any(|t| t.addr == [198, 19, 0, 12]));
+    }
+
+    #[test]
+    fn partial_checksums_are_recognised() {
+        use crate::wire::checksum::{l4_v4, pseudo_v4};
+        let (src, dst) = ([198, 18, 0, 2], [198, 18, 100, 1]);
+        let mut seg = *b"\x9c\x40\x00\x35\x00\x10\x00\x00payload!";
+        let frame = |seg: &[u8]| {
+            let mut f = vec![0u8; 14 + 20];
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+            f[14] = 0x45;
+            f[16..18].copy_from_slice(&((20 + seg.len()) as u16).to_be_bytes());
+            f[22] = 64;
+            f[23] = 17;
+            f[26..30].copy_from_slice(&src);
+            f[30..34].copy_from_slice(&dst);
+            f.extend_from_slice(seg);
+            f
+        };
+        let pseudo = pseudo_v4(src, dst, 17, seg.len() as u16);
+        seg[6..8].copy_from_slice(&pseudo.to_be_bytes());
+        assert_eq!(partial_csum(&frame(&seg)), Some((34, 6)));
+        seg[6..8].copy_from_slice(&[0, 0]);
+        let full = l4_v4(src, dst, 17, &seg);
+        seg[6..8].copy_from_slice(&full.to_be_bytes());
+        assert_eq!(partial_csum(&frame(&seg)), None);
+        // No checksum at all (UDP's 0).
+        seg[6..8].copy_from_slice(&[0, 0]);
+        assert_eq!(partial_csum(&frame(&seg)), None);
+    }
+
+    #[test]
+    fn the_program_is_embedded() {
+        // The build compiles it whenever clang is there (CI installs it).
+        assert!(!OBJECT.is_empty(), "built without clang");
+    }
+}
