@@ -498,3 +498,50 @@ fn udp_to_a_closed_port(topo: &Topo, ns: &str, target: &str) -> String {
         .expect("socat");
     String::from_utf8_lossy(&out.stderr).to_string()
 }
+
+#[test]
+fn xdp_refuses_a_veth_it_cannot_serve_and_leaves_nothing() {
+    // XDP on a veth takes frames of up to a page: with the server side's peer at a 9000-byte
+    // MTU the kernel refuses the program. wvs must say what to change, and leave no program
+    // (the client side's was attached first), no table and no socket behind.
+    let topo = Topo::new("xdpmtu", false);
+    for (ns, dev) in [("sw", "p0"), ("lb", "s0")] {
+        let out = topo.exec(ns, &["ip", "link", "set", dev, "mtu", "9000"]);
+        assert!(out.status.success(), "mtu 9000 on {dev}");
+    }
+    let out = std::process::Command::new("timeout")
+        .args([
+            "30",
+            "ip",
+            "netns",
+            "exec",
+            &topo.ns("lb"),
+            common::WVS,
+            "run",
+        ])
+        .args(["--iface", "c0", "--iface", "s0", "--io", "xdp", "--config"])
+        .arg(example())
+        .arg("--state-dir")
+        .arg(topo.dir.join("state"))
+        .output()
+        .expect("run wvs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "wvs started:\n{err}");
+    assert!(
+        err.contains("cannot attach wvs's XDP program to s0") && err.contains("MTU"),
+        "the refusal names the interface and the MTU:\n{err}"
+    );
+    for dev in ["c0", "s0"] {
+        let link = topo.exec("lb", &["ip", "-d", "link", "show", "dev", dev]);
+        assert!(
+            !String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
+            "an XDP program was left on {dev}"
+        );
+    }
+    let tables = topo.exec("lb", &["nft", "list", "tables"]);
+    assert_eq!(
+        String::from_utf8_lossy(&tables.stdout).trim(),
+        "",
+        "a table was left"
+    );
+}

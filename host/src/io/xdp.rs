@@ -225,9 +225,12 @@ impl Drop for XdpProgram {
 
 /// The kernel's refusal, with what to change.
 fn attach_reason(e: &ProgramError) -> String {
-    let errno = match e {
-        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
-        _ => None,
+    let (errno, e) = match e {
+        ProgramError::SyscallError(s) => (
+            s.io_error.raw_os_error(),
+            format!("{} failed: {}", s.call, s.io_error),
+        ),
+        _ => (None, e.to_string()),
     };
     match errno {
         Some(libc::ERANGE) => format!(
@@ -236,14 +239,15 @@ fn attach_reason(e: &ProgramError) -> String {
         ),
         Some(libc::ENOSPC) => format!(
             "{e}: the interface has fewer receive queues than its veth peer has transmit \
-             queues: recreate the pair with numrxqueues at least the peer's numtxqueues"
+             queues: give it more (ethtool -L IFACE rx N) or the peer fewer (ethtool -L PEER \
+             tx N)"
         ),
         Some(libc::EBUSY | libc::EEXIST) => format!(
             "{e}: another XDP program is attached to it: remove it \
              (ip link set dev IFACE xdp off) or use --io ring"
         ),
         Some(libc::EOPNOTSUPP) => format!("{e}: the driver has no native XDP: use --io ring"),
-        _ => e.to_string(),
+        _ => e,
     }
 }
 
