@@ -9,6 +9,9 @@
 #   wvs         wvs, built-in round robin (the embedded wasm plugin), default backend
 #               (--io ring: packet sockets with memory-mapped RX and TX rings)
 #   wvs-uring   the same with --io uring (one io_uring receive and send per frame)
+#   wvs-xdp     the same with --io xdp (AF_XDP sockets fed by wvs's XDP program, copy mode
+#               on veth; sent through TX rings). While it runs, the client's and the switch's
+#               veth ends send no GSO super-packets (the kernel's rule for XDP on a veth)
 #   wvs-custom  wvs, a custom wasm scheduler loaded from a file (examples/lat2)
 #   wvs-dr      wvs, direct routing: the servers hold the VIP on lo and answer the client
 #               themselves; their replies cross the balancer's kernel, which forwards them
@@ -34,13 +37,13 @@
 #               whole machine's busy time
 # Then wvs's resident memory with 1,000,000 tracked connections.
 #
-# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-custom fwd wvs-dr wvs-tun"
+# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun"
 #                                   MEM=1 for the memory figure, OUT=file for a copy of the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 RUNS=${RUNS:-3}
-CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-custom fwd wvs-dr wvs-tun}
+CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun}
 MEM=${MEM:-1}
 P=wvsb$$
 DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
@@ -203,9 +206,10 @@ NFT
       ip netns exec "$P-lb" haproxy -q -f "$DIR/haproxy.cfg" -db &
       LB_PID=$!
       sleep 0.5 ;;
-    wvs|wvs-uring|wvs-custom|wvs-dr|wvs-tun)
+    wvs|wvs-uring|wvs-xdp|wvs-custom|wvs-dr|wvs-tun)
       local cfg=$DIR/$1.toml io=ring
       if [ "$1" = wvs-uring ]; then cfg=$DIR/wvs.toml; io=uring; fi
+      if [ "$1" = wvs-xdp ]; then cfg=$DIR/wvs.toml; io=xdp; fi
       if [ "$1" = wvs-dr ] || [ "$1" = wvs-tun ]; then
         # The servers hold the VIP (lo, no ARP for it); their replies to the client go
         # through the balancer's kernel, their gateway.

@@ -199,17 +199,8 @@ fn stopped_wvs_leaves_no_table_and_no_socket(io: &str) {
     // Round robin starts with the real server configured last: IPVS's list is newest first.
     assert_eq!(topo.curl(&format!("http://{VIP}/")), "rs3");
     // Under XDP, wvs's program is on both interfaces while it runs (`ip link` shows it).
-    let xdp_on = |t: &Topo| {
-        ["c0", "s0"]
-            .into_iter()
-            .filter(|dev| {
-                let out = t.exec("lb", &["ip", "-d", "link", "show", "dev", dev]);
-                String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
-            })
-            .count()
-    };
     if io == "xdp" {
-        assert_eq!(xdp_on(&topo), 2, "XDP program attached while running");
+        assert_eq!(xdp_programs(&topo), 2, "XDP program attached while running");
     }
 
     let status = wvs.stop();
@@ -226,7 +217,7 @@ fn stopped_wvs_leaves_no_table_and_no_socket(io: &str) {
         "no nftables table left"
     );
     assert_eq!(packet_sockets(&topo), 0, "no packet socket left");
-    assert_eq!(xdp_on(&topo), 0, "no XDP program left");
+    assert_eq!(xdp_programs(&topo), 0, "no XDP program left");
     assert!(wvs.log_text().contains("nftables table removed"));
 }
 
@@ -531,17 +522,38 @@ fn xdp_refuses_a_veth_it_cannot_serve_and_leaves_nothing() {
         err.contains("cannot attach wvs's XDP program to s0") && err.contains("MTU"),
         "the refusal names the interface and the MTU:\n{err}"
     );
-    for dev in ["c0", "s0"] {
-        let link = topo.exec("lb", &["ip", "-d", "link", "show", "dev", dev]);
-        assert!(
-            !String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
-            "an XDP program was left on {dev}"
-        );
-    }
+    assert_eq!(xdp_programs(&topo), 0, "an XDP program was left");
     let tables = topo.exec("lb", &["nft", "list", "tables"]);
     assert_eq!(
         String::from_utf8_lossy(&tables.stdout).trim(),
         "",
         "a table was left"
     );
+}
+
+#[test]
+fn a_killed_wvs_leaves_no_xdp_program() {
+    // The program hangs on a BPF link that wvs holds: when wvs dies without a chance to
+    // clean up (SIGKILL), the kernel closes the link and takes the program off, so the
+    // interfaces pass everything to the kernel again. (The nftables table stays until the
+    // next start replaces it, as after any crash.)
+    let topo = Topo::new("xdpkill", false);
+    let mut wvs = Wvs::start_io(&topo, Some(example()), "xdp");
+    assert_eq!(topo.curl(&format!("http://{VIP}/")), "rs3");
+    assert_eq!(xdp_programs(&topo), 2, "XDP program attached while running");
+    wvs.signal("KILL");
+    let status = wvs.stop();
+    assert!(!status.success(), "wvs was killed");
+    assert_eq!(xdp_programs(&topo), 0, "an XDP program outlived wvs");
+}
+
+/// How many of the balancer's interfaces have an XDP program (`ip -d link` shows it).
+fn xdp_programs(t: &Topo) -> usize {
+    ["c0", "s0"]
+        .into_iter()
+        .filter(|dev| {
+            let out = t.exec("lb", &["ip", "-d", "link", "show", "dev", dev]);
+            String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+        })
+        .count()
 }

@@ -21,7 +21,9 @@
 //! with what to change: the peer's MTU must fit a page (about 3.5 KB, no multi-buffer XDP
 //! here), and the device needs as many receive queues as its peer has transmit queues.
 //! While a program is attached the peer does not send GSO super-frames, so every frame
-//! fits a chunk.
+//! fits a chunk. The third limit, an XDP program on the receiving peer for frames
+//! redirected into a veth, does not arise: the program redirects only into wvs's sockets,
+//! never into another interface.
 
 use std::collections::HashSet;
 use std::io;
