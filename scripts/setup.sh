@@ -32,6 +32,8 @@ need tshark tshark
 need tracepath iputils-tracepath
 # The XDP program of `wvs run --io xdp` (host/bpf/wvs_xdp.c), compiled by host/build.rs.
 need clang clang
+# wasm32 plugins written in C (sdk/wvs.h, examples/c-sched): clang links them with wasm-ld.
+need wasm-ld lld
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq

@@ -243,3 +243,136 @@ fn twenty_swaps_under_load_fail_no_request() {
     assert_eq!(wvs.log_text().matches("configuration reloaded").count(), 20);
     assert_eq!(wvs.stats().get("plugin_traps"), Some(&0));
 }
+
+/// The repository's root.
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is in the repository")
+        .to_path_buf()
+}
+
+/// Compile C for wasm32 with clang and lld, as sdk/ABI.md's recipe does.
+fn clang_wasm(args: &[&str]) -> std::process::Output {
+    let out = Command::new("clang")
+        .args([
+            "--target=wasm32",
+            "-O2",
+            "-ffreestanding",
+            "-nostdlib",
+            "-Wall",
+            "-Werror",
+        ])
+        .arg("-I")
+        .arg(root().join("sdk"))
+        .args(args)
+        .output()
+        .expect("clang (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "clang {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn c_header_layouts_match_the_rust_abi() {
+    // Every size and field offset of sdk/wvs.h, asserted at compile time for wasm32 against
+    // the values of the Rust definitions (sdk/src/abi.rs), and the constants too.
+    use std::mem::{offset_of, size_of};
+    use wvs_sdk::{ConnInfo, DestInfo, Shared};
+    let mut c = String::from("#include <stddef.h>\n#include \"wvs.h\"\n");
+    let mut check = |expr: String, want: usize| {
+        c += &format!("_Static_assert({expr} == {want}, \"{expr}\");\n");
+    };
+    check("sizeof(wvs_dest_info)".into(), size_of::<DestInfo>());
+    check("sizeof(wvs_conn_info)".into(), size_of::<ConnInfo>());
+    check("sizeof(wvs_shared)".into(), size_of::<Shared>());
+    macro_rules! fields {
+        ($c:literal, $t:ty: $($f:ident),+) => {
+            $(check(format!("offsetof({}, {})", $c, stringify!($f)), offset_of!($t, $f));)+
+        };
+    }
+    fields!("wvs_dest_info", DestInfo: addr, port, reserved, weight, last_weight, flags,
+        activeconns, inactconns, persistconns, hint);
+    fields!("wvs_conn_info", ConnInfo: saddr, daddr, sport, dport, proto, af, reserved, svc_flags);
+    fields!("wvs_shared", Shared: conn, n_dests, dests);
+    check("WVS_ABI_VERSION".into(), wvs_sdk::ABI_VERSION as usize);
+    check("WVS_MAX_DESTS".into(), wvs_sdk::MAX_DESTS);
+    check(
+        "WVS_DEST_F_AVAILABLE".into(),
+        wvs_sdk::dest_flags::AVAILABLE as usize,
+    );
+    check(
+        "WVS_DEST_F_OVERLOAD".into(),
+        wvs_sdk::dest_flags::OVERLOAD as usize,
+    );
+    check(
+        "WVS_SVC_F_PERSISTENT".into(),
+        wvs_sdk::svc_flags::PERSISTENT as usize,
+    );
+    check(
+        "WVS_SVC_F_ONEPACKET".into(),
+        wvs_sdk::svc_flags::ONEPACKET as usize,
+    );
+    check(
+        "WVS_SVC_F_SCHED1".into(),
+        wvs_sdk::svc_flags::SCHED1 as usize,
+    );
+    check(
+        "WVS_SVC_F_SCHED2".into(),
+        wvs_sdk::svc_flags::SCHED2 as usize,
+    );
+    check(
+        "WVS_SVC_F_SCHED3".into(),
+        wvs_sdk::svc_flags::SCHED3 as usize,
+    );
+    // The C file goes to a directory removed however the test ends.
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("wvs-abi-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let file = dir.0.join("layout.c");
+    std::fs::write(&file, &c).expect("write layout.c");
+    clang_wasm(&["-fsyntax-only", file.to_str().expect("path")]);
+}
+
+#[test]
+fn c_scheduler_from_clang_schedules() {
+    // examples/c-sched, built with clang and lld exactly as its README says, loaded as a
+    // plugin: smooth weighted round robin over weights 1, 2, 3 gives exactly 10, 20 and 30
+    // of 60 connections, every one through the C code (no trap, no fallback).
+    let topo = Topo::new("csched", false);
+    let wasm = topo.dir.join("sched.wasm");
+    clang_wasm(&[
+        "-Wl,--no-entry",
+        "-o",
+        wasm.to_str().expect("path"),
+        root()
+            .join("examples/c-sched/sched.c")
+            .to_str()
+            .expect("path"),
+    ]);
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(
+        &cfg,
+        plugin("swrr", &wasm) + &service("swrr", &[(1, 0), (2, 0), (3, 0)], ""),
+    )
+    .expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let t = get(&topo, 60);
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        [("rs1".into(), 10), ("rs2".into(), 20), ("rs3".into(), 30)],
+        "60 connections by weights 1, 2, 3"
+    );
+    let s = wvs.stats();
+    assert_eq!(s.get("plugin_calls"), Some(&60), "{s:?}");
+    assert_eq!(s.get("plugin_traps"), Some(&0), "{s:?}");
+    assert_eq!(s.get("plugin_fallbacks"), Some(&0), "{s:?}");
+}

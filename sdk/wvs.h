@@ -1,0 +1,120 @@
+/*
+ * wvs.h: the wvs plugin ABI, version 1, for plugins written in C (or anything that can
+ * use a C header) and built for wasm32. It is the same ABI as the Rust SDK's
+ * (sdk/src/abi.rs), described in sdk/ABI.md; a test checks every layout below against
+ * the Rust definitions.
+ *
+ * A scheduler defines two functions and one line:
+ *
+ *     #include "wvs.h"
+ *
+ *     static void update(const wvs_dest_info *dests, uint32_t n, uint32_t svc_flags) {}
+ *
+ *     static int32_t schedule(const wvs_conn_info *conn, const wvs_dest_info *dests,
+ *                             uint32_t n) {
+ *         for (uint32_t i = 0; i < n; i++)
+ *             if (wvs_schedulable(&dests[i]))
+ *                 return (int32_t)i;
+ *         return -1;
+ *     }
+ *
+ *     WVS_EXPORT_SCHEDULER(update, schedule)
+ *
+ * and is built with clang and lld, with no C library (examples/c-sched):
+ *
+ *     clang --target=wasm32 -O2 -nostdlib -Wl,--no-entry -o sched.wasm sched.c
+ *
+ * Only the imports below may be used: any other import (a C library's, WASI's) makes the
+ * host refuse the module.
+ */
+#ifndef WVS_H
+#define WVS_H
+
+#include <stdint.h>
+
+#define WVS_ABI_VERSION 1u
+/* Most real servers one service may have (the size of the shared table). */
+#define WVS_MAX_DESTS 1024u
+
+/* Real-server flags (IPVS's IP_VS_DEST_F_*). */
+#define WVS_DEST_F_AVAILABLE 0x0001u
+#define WVS_DEST_F_OVERLOAD 0x0002u
+
+/* Virtual-service flags (IPVS's IP_VS_SVC_F_*). */
+#define WVS_SVC_F_PERSISTENT 0x0001u
+#define WVS_SVC_F_ONEPACKET 0x0004u
+#define WVS_SVC_F_SCHED1 0x0008u /* sh-fallback / mh-fallback */
+#define WVS_SVC_F_SCHED2 0x0010u /* sh-port / mh-port */
+#define WVS_SVC_F_SCHED3 0x0020u
+
+/* A real server as a scheduler sees it (48 bytes). Addresses are IPv6 or IPv4-mapped
+ * (::ffff:a.b.c.d); ports in host byte order. */
+typedef struct wvs_dest_info {
+    uint8_t addr[16];
+    uint16_t port;
+    uint16_t reserved;
+    int32_t weight;       /* 0 quiesces the server */
+    int32_t last_weight;  /* the last weight above 0 */
+    uint32_t flags;       /* WVS_DEST_F_* */
+    uint32_t activeconns;
+    uint32_t inactconns;
+    uint32_t persistconns;
+    uint32_t hint;        /* an operator-set number per server; 0 when unset */
+} wvs_dest_info;
+
+/* The connection being scheduled (44 bytes). */
+typedef struct wvs_conn_info {
+    uint8_t saddr[16];    /* client */
+    uint8_t daddr[16];    /* virtual address */
+    uint16_t sport;
+    uint16_t dport;
+    uint8_t proto;        /* IP protocol number */
+    uint8_t af;           /* 4 or 6 */
+    uint16_t reserved;
+    uint32_t svc_flags;   /* WVS_SVC_F_* */
+} wvs_conn_info;
+
+/* The region the host writes before each call: the connection, then the real servers
+ * newest first (the reverse of configuration order, as IPVS's list). */
+typedef struct wvs_shared {
+    wvs_conn_info conn;   /* offset 0 */
+    uint32_t n_dests;     /* offset 44 */
+    wvs_dest_info dests[WVS_MAX_DESTS]; /* offset 48 */
+} wvs_shared;
+
+/* Imports (module "wvs"). */
+__attribute__((import_module("wvs"), import_name("random"))) uint32_t wvs_random(void);
+__attribute__((import_module("wvs"), import_name("now_ms"))) uint64_t wvs_now_ms(void);
+
+/* What most IPVS schedulers require of a server: weight above 0 and not overloaded. */
+static inline int wvs_schedulable(const wvs_dest_info *d) {
+    return d->weight > 0 && !(d->flags & WVS_DEST_F_OVERLOAD);
+}
+
+/* IPVS's connection overhead: an active connection weighs 256 inactive ones. */
+static inline uint32_t wvs_overhead(const wvs_dest_info *d) {
+    return (d->activeconns << 8) + d->inactconns;
+}
+
+/* The exports of a scheduler: UPDATE(dests, n, svc_flags) when the real servers changed,
+ * SCHEDULE(conn, dests, n) -> index or -1 for each new connection. A trap (for example
+ * __builtin_trap()) is counted by the host, which then falls back to a built-in scheduler. */
+#define WVS_EXPORT_SCHEDULER(UPDATE, SCHEDULE)                                          \
+    static wvs_shared wvs_shared_region;                                               \
+    __attribute__((export_name("wvs_abi_version"))) uint32_t wvs_abi_version(void) {   \
+        return WVS_ABI_VERSION;                                                        \
+    }                                                                                  \
+    __attribute__((export_name("wvs_shared"))) wvs_shared *wvs_shared_addr(void) {     \
+        return &wvs_shared_region;                                                     \
+    }                                                                                  \
+    __attribute__((export_name("wvs_update"))) void wvs_update(uint32_t n,             \
+                                                               uint32_t flags) {       \
+        UPDATE(wvs_shared_region.dests, n < WVS_MAX_DESTS ? n : WVS_MAX_DESTS, flags); \
+    }                                                                                  \
+    __attribute__((export_name("wvs_schedule"))) int32_t wvs_schedule(uint32_t n) {    \
+        uint32_t m = n < WVS_MAX_DESTS ? n : WVS_MAX_DESTS;                            \
+        int32_t i = SCHEDULE(&wvs_shared_region.conn, wvs_shared_region.dests, m);     \
+        return (i >= 0 && (uint32_t)i < m) ? i : -1;                                   \
+    }
+
+#endif /* WVS_H */
