@@ -557,3 +557,26 @@ fn xdp_programs(t: &Topo) -> usize {
         })
         .count()
 }
+
+#[test]
+fn xdp_follows_services_added_and_removed_while_running() {
+    // The XDP program redirects only what the running configuration claims: a service added
+    // with `wvs adm` is served at once, and once it is deleted its packets are the kernel's
+    // again (which has no such address and drops them).
+    let topo = Topo::new("xdpedit", false);
+    let wvs = Wvs::start_io(&topo, Some(example()), "xdp");
+    let url = format!("http://{VIP}:8080/");
+    let answers = |t: &Topo| {
+        let out = t.exec("cli", &["curl", "-sS", "-m", "2", &url]);
+        out.status.success()
+    };
+    assert!(!answers(&topo), "no service on port 8080 yet");
+    let svc = format!("{VIP}:8080");
+    wvs.adm_ok(&["-A", "-t", &svc, "-s", "rr"]);
+    wvs.adm_ok(&["-a", "-t", &svc, "-r", "198.19.0.11:80", "-m"]);
+    assert_eq!(topo.curl(&url), "rs1", "the new service is served");
+    wvs.adm_ok(&["-D", "-t", &svc]);
+    assert!(!answers(&topo), "the deleted service is not served");
+    // The services of the configuration were untouched by both changes.
+    assert_eq!(topo.curl(&format!("http://{VIP}/")), "rs3");
+}
