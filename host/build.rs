@@ -30,6 +30,9 @@ const PLUGINS: &[(&str, &str)] = &[
     ("mh", "wvs-sched-mh"),
     ("lblc", "wvs-sched-lblc"),
     ("lblcr", "wvs-sched-lblcr"),
+    // Application helpers.
+    ("ftp", "wvs-helper-ftp"),
+    ("proxy-v2", "wvs-helper-proxy-v2"),
 ];
 
 /// The example custom scheduler (examples/lat2).

@@ -34,6 +34,10 @@ need tracepath iputils-tracepath
 need clang clang
 # wasm32 plugins written in C (sdk/wvs.h, examples/c-sched): clang links them with wasm-ld.
 need wasm-ld lld
+# Real servers of the application helpers' tests: FTP (the ftp helper) and TFTP (the
+# example helper in examples/tftp-helper).
+need vsftpd vsftpd
+need in.tftpd tftpd-hpa
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq

@@ -40,7 +40,16 @@ static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 
 // What a tuple is: kept equal to `xdp::Kind` in host/src/io/xdp.rs.
-enum { KIND_VIP = 1, KIND_REAL = 2, KIND_VIP_ADDR = 3, KIND_REAL_ADDR = 4 };
+enum {
+	KIND_VIP = 1,
+	KIND_REAL = 2,
+	KIND_VIP_ADDR = 3,
+	KIND_REAL_ADDR = 4,
+	// An address and protocol whose data ports (20, 1024 up) are wvs's: application
+	// helpers' expected connections (port 0 in the key).
+	KIND_DATA_VIP = 5,
+	KIND_DATA_REAL = 6,
+};
 
 // Address and port in network byte order; port 0 and protocol 0 for the address kinds.
 struct tuple {
@@ -88,6 +97,13 @@ struct {
 #define ETH_P_IP_BE 0x0008 /* htons(0x0800) */
 #define IP_FRAG_BE 0xff3f  /* htons(0x3fff): MF and the offset */
 #define PROTO_ICMP 1
+
+// Port 20 or an unprivileged one (network byte order in): Snapshot::is_data_port.
+static __attribute__((always_inline)) int data_port(__u16 port_be)
+{
+	__u16 p = __builtin_bswap16(port_be);
+	return p == 20 || p >= 1024;
+}
 
 static __attribute__((always_inline)) int known(__u32 addr, __u8 proto, __u8 kind, __u16 port)
 {
@@ -148,8 +164,10 @@ int wvs_xdp(struct xdp_md *ctx)
 		const __u8 *l4 = ip + ihl;
 		if (l4 + 4 > end)
 			return pass();
-		mine = known(daddr, proto, KIND_VIP, load16(l4 + 2)) ||
-		       known(saddr, proto, KIND_REAL, load16(l4));
+		__u16 sport = load16(l4), dport = load16(l4 + 2);
+		mine = known(daddr, proto, KIND_VIP, dport) || known(saddr, proto, KIND_REAL, sport) ||
+		       (data_port(dport) && known(daddr, proto, KIND_DATA_VIP, 0)) ||
+		       (data_port(sport) && known(saddr, proto, KIND_DATA_REAL, 0));
 	}
 	if (!mine)
 		return pass();

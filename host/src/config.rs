@@ -277,6 +277,11 @@ pub struct ServiceDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::api::schema::Netmask>)]
     pub netmask: Option<String>,
+    /// Application helpers bound to the service's NAT and full-NAT connections, in order:
+    /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent: the
+    /// default, `ftp` on TCP port 21 (as `ip_vs_ftp` with `ports=21`), none elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helpers: Option<Vec<String>>,
     /// Local addresses of full NAT (DPVS's `--add-laddr`): the sources its real servers see
     /// and answer to. IPv4 addresses of the balancer's on the servers' side.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -367,6 +372,11 @@ pub struct ServiceSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::api::schema::Netmask>)]
     pub netmask: Option<String>,
+    /// Application helpers bound to the service's NAT and full-NAT connections, in order:
+    /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent: the
+    /// default, `ftp` on TCP port 21 (as `ip_vs_ftp` with `ports=21`), none elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helpers: Option<Vec<String>>,
 }
 
 impl ServiceSettings {
@@ -380,6 +390,7 @@ impl ServiceSettings {
             flags: self.flags.clone(),
             persistent: self.persistent,
             netmask: self.netmask.clone(),
+            helpers: self.helpers.clone(),
             laddrs: Vec::new(),
             reals: Vec::new(),
         }
@@ -541,6 +552,8 @@ pub struct ServiceSpec {
     pub netmask: u32,
     /// Full NAT's local addresses, in order, without repeats.
     pub laddrs: Vec<Ipv4Addr>,
+    /// Helpers as configured (`None`: the default for the port; see [`Self::helper_names`]).
+    pub helpers: Option<Vec<String>>,
     /// Real servers, in order.
     pub reals: Vec<RealSpec>,
 }
@@ -555,6 +568,18 @@ impl ServiceSpec {
         }
     }
 
+    /// The helpers its connections are bound to: those configured, else `ftp` for TCP
+    /// port 21.
+    pub fn helper_names(&self) -> Vec<String> {
+        match &self.helpers {
+            Some(h) => h.clone(),
+            None if self.proto == Protocol::Tcp && self.port == crate::consts::FTP_PORT => {
+                vec!["ftp".into()]
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// The service as written (the inverse of [`ServiceDef::validate`]).
     pub fn to_def(&self) -> ServiceDef {
         ServiceDef {
@@ -564,6 +589,7 @@ impl ServiceSpec {
             flags: flag_names(&self.scheduler, self.flags),
             persistent: self.persistent,
             netmask: (self.netmask != u32::MAX).then(|| Ipv4Addr::from(self.netmask).to_string()),
+            helpers: self.helpers.clone(),
             laddrs: self.laddrs.iter().map(|a| a.to_string()).collect(),
             reals: self.reals.iter().map(RealSpec::to_def).collect(),
         }
@@ -750,6 +776,22 @@ impl ServiceDef {
                 ))
             })?,
         };
+        if let Some(hs) = &self.helpers {
+            for (i, h) in hs.iter().enumerate() {
+                if !valid_plugin_name(h) || h == "none" {
+                    return Err(invalid(format!(
+                        "service {}: helper name {h:?}: use 1 to 32 letters, digits, '-' or '_' (and [] for none)",
+                        self.address
+                    )));
+                }
+                if hs[..i].contains(h) {
+                    return Err(invalid(format!(
+                        "service {}: helper {h:?} is given twice",
+                        self.address
+                    )));
+                }
+            }
+        }
         let mut reals = Vec::with_capacity(self.reals.len());
         for r in &self.reals {
             reals.push(r.validate(id)?);
@@ -774,6 +816,7 @@ impl ServiceDef {
             persistent,
             netmask,
             laddrs,
+            helpers: self.helpers.clone(),
             reals,
         })
     }
@@ -968,6 +1011,17 @@ impl Config {
                     s.scheduler,
                     known.join(" ")
                 )));
+            }
+            for h in s.helper_names() {
+                if !crate::consts::BUILTIN_HELPERS.contains(&h.as_str())
+                    && !self.plugins.iter().any(|p| p.name == h)
+                {
+                    return Err(conflict(format!(
+                        "service {}: unknown helper {h:?} (built in: {}; or a helper plugin's name)",
+                        s.key(),
+                        crate::consts::BUILTIN_HELPERS.join(" ")
+                    )));
+                }
             }
             let mut seen_real = HashSet::new();
             for r in &s.reals {

@@ -135,6 +135,29 @@ pub const PLUGIN_SETUP_DEADLINE_EPOCHS: u64 = 1000;
 /// 1 MiB (Rust's default stack plus the shared table).
 pub const PLUGIN_MAX_MEMORY: usize = 16 << 20;
 
+/// Most expected connections one helper call may register (an FTP reply asks for one).
+pub const HELPER_MAX_EXPECTS_PER_CALL: usize = 4;
+
+/// How long an expected connection waits for its first packet unless the helper says
+/// otherwise: IPVS's LISTEN timeout (`ip_vs_tcp_conn_listen`, 2 minutes).
+pub const HELPER_EXPECT_TIMEOUT_MS: u64 = 120_000;
+
+/// The lowest port of the range a helper that expects connections claims on its service's
+/// virtual and real addresses (with port 20): IPVS's FTP service lookup takes port 20 and
+/// every port that needs no privilege to bind (`inet_port_requires_bind_service`).
+pub const HELPER_DATA_PORTS_FROM: u16 = 1024;
+
+/// The MTU a resized segment is held to when the path's is not known (Ethernet's): a
+/// helper's segment that grows past it is cut in two or more.
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// The helpers built into the binary (`plugins/ftp`, `plugins/proxy-v2`).
+pub const BUILTIN_HELPERS: &[&str] = &["ftp", "proxy-v2"];
+
+/// The well-known FTP control port: NAT services on it get the `ftp` helper unless they
+/// name their helpers (as `ip_vs_ftp` loaded with its default `ports=21`).
+pub const FTP_PORT: u16 = 21;
+
 /// Most datapath workers (the per-worker counter slots of every service and real server).
 pub const MAX_WORKERS: usize = 64;
 

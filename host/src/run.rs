@@ -193,11 +193,14 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tracing::info!(iface = i.name, index = i.index, mac = %neigh::fmt_mac(&i.mac), "interface");
     }
 
-    let mut first = Snapshot::build(
+    crate::control::check_kinds(&registry, registry.custom(), &cfg)
+        .map_err(|e| RunError::Usage(e.to_string()))?;
+    let mut first = Snapshot::build_with_helpers(
         &cfg.services,
         &cfg.timeouts,
         &Snapshot::default(),
         &|name| crate::service::SchedChoice::new(name, registry.plugin_for(name)),
+        &|name| registry.helper_in(registry.custom(), name),
     );
     first.sysctl = cfg.sysctl;
     let snapshot = Arc::new(ArcSwap::from_pointee(first));

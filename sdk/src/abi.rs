@@ -158,6 +158,194 @@ pub const RANDOM_FN: &str = "random";
 /// Import: `() -> i64`, milliseconds on a monotonic clock.
 pub const NOW_MS_FN: &str = "now_ms";
 
+// The helper plugin kind (IPVS's application helpers, `ip_vs_app`): a helper sees the
+// payload of each packet of the connections bound to it, may replace it or drop the
+// packet, and may ask for expected connections.
+
+/// Most payload bytes a helper is shown or may write back (an IPv4 packet's limit).
+pub const HELPER_MAX_PAYLOAD: usize = 65536;
+/// Bytes of state the host keeps per connection and helper (IPVS's `cp->app_data`): zero
+/// when the connection is created, written back after every call.
+pub const HELPER_STATE_LEN: usize = 64;
+
+/// Which way a packet travels, in [`PacketInfo::dir`].
+pub mod helper_dir {
+    /// Client to real server (IPVS's `pkt_in`).
+    pub const IN: u8 = 0;
+    /// Real server to client (IPVS's `pkt_out`).
+    pub const OUT: u8 = 1;
+}
+
+/// A helper's answers to `wvs_helper_packet` besides a new payload length.
+pub mod helper_answer {
+    /// Leave the packet as it is.
+    pub const KEEP: i32 = -1;
+    /// Drop the packet.
+    pub const DROP: i32 = -2;
+}
+
+/// What a helper declares about itself (`wvs_helper_flags`).
+pub mod helper_flags {
+    /// It asks for expected connections: the host claims the data ports of its services'
+    /// addresses (port 20 and the unprivileged ports, as IPVS's FTP service lookup does).
+    pub const EXPECTS: u32 = 0x1;
+}
+
+/// Forwarding methods in [`PacketInfo::fwd`].
+pub mod helper_fwd {
+    /// Masquerading (NAT).
+    pub const NAT: u8 = 0;
+    /// Full NAT: the real server sees a local address of the balancer as the source.
+    pub const FULLNAT: u8 = 1;
+}
+
+/// The packet a helper is called for and the connection it belongs to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PacketInfo {
+    /// Client address (IPv6, or IPv4 mapped).
+    pub caddr: [u8; 16],
+    /// Virtual address.
+    pub vaddr: [u8; 16],
+    /// Real server address.
+    pub daddr: [u8; 16],
+    /// Client port, host byte order.
+    pub cport: u16,
+    /// Virtual port.
+    pub vport: u16,
+    /// Real server port.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 4 or 6.
+    pub af: u8,
+    /// [`helper_dir`].
+    pub dir: u8,
+    /// [`helper_fwd`].
+    pub fwd: u8,
+    /// The connection's TCP state, IPVS's numbering (`IP_VS_TCP_S_*`: 1 ESTABLISHED); 0
+    /// for UDP.
+    pub tcp_state: u8,
+    /// Reserved, zero.
+    pub reserved: u8,
+    /// The segment's sequence number as its sender numbered it (TCP; 0 for UDP).
+    pub seq: u32,
+    /// Where the payload's first byte lies in its direction's stream, counted from 0 (the
+    /// byte after the SYN) in the sender's numbering; `u32::MAX` when the SYN was not seen.
+    pub offset: u32,
+    /// Payload bytes in the shared buffer.
+    pub len: u32,
+    /// The most bytes a replacement may have.
+    pub max_len: u32,
+}
+
+/// An expected connection (IPVS's `ip_vs_conn_new` from a helper): a data connection that
+/// the host lets in for a while and sends to the controlling connection's real server, as
+/// part of it. The virtual address is the controlling connection's; the real server must
+/// be its real server.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Expect {
+    /// Client address (IPv4 mapped): must be the controlling connection's client.
+    pub caddr: [u8; 16],
+    /// Real server address: zero for the controlling connection's, else equal to it.
+    pub daddr: [u8; 16],
+    /// Client port; 0 for any (IPVS's `NO_CPORT`: the first packet from the client fills it).
+    pub cport: u16,
+    /// Virtual port; 0 for the same as the real server's port.
+    pub vport: u16,
+    /// Real server port; 0 for any (the first packet from the server fills it, and the
+    /// virtual port with it when that is 0 too).
+    pub dport: u16,
+    /// IP protocol number (6 or 17).
+    pub proto: u8,
+    /// Reserved, zero.
+    pub reserved: u8,
+    /// How long it waits for its first packet, ms; 0 for IPVS's LISTEN timeout (120 s).
+    pub timeout_ms: u32,
+}
+
+/// Offset of [`HelperShared::pkt`] in a helper's shared region.
+pub const HELPER_PKT_OFFSET: usize = core::mem::offset_of!(HelperShared, pkt);
+/// Offset of [`HelperShared::state`].
+pub const HELPER_STATE_OFFSET: usize = core::mem::offset_of!(HelperShared, state);
+/// Offset of [`HelperShared::expect`].
+pub const HELPER_EXPECT_OFFSET: usize = core::mem::offset_of!(HelperShared, expect);
+/// Offset of [`HelperShared::payload`].
+pub const HELPER_PAYLOAD_OFFSET: usize = core::mem::offset_of!(HelperShared, payload);
+
+/// The memory a helper shares with the host: the packet, the connection's helper state and
+/// the payload, written by the host before each call; the state and the payload (when the
+/// answer is a length) read back after it; `expect` written by the helper before it calls
+/// the host's `expect`. Offsets: `pkt` 0, `state` 76, `expect` 140, `payload` 184.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct HelperShared {
+    /// The packet.
+    pub pkt: PacketInfo,
+    /// The connection's state for this helper.
+    pub state: [u8; HELPER_STATE_LEN],
+    /// The expected connection to register.
+    pub expect: Expect,
+    /// The payload, `pkt.len` bytes; a replacement is written here.
+    pub payload: [u8; HELPER_MAX_PAYLOAD],
+}
+
+impl HelperShared {
+    /// An empty region.
+    pub const fn new() -> Self {
+        Self {
+            pkt: PacketInfo {
+                caddr: [0; 16],
+                vaddr: [0; 16],
+                daddr: [0; 16],
+                cport: 0,
+                vport: 0,
+                dport: 0,
+                proto: 0,
+                af: 0,
+                dir: 0,
+                fwd: 0,
+                tcp_state: 0,
+                reserved: 0,
+                seq: 0,
+                offset: 0,
+                len: 0,
+                max_len: 0,
+            },
+            state: [0; HELPER_STATE_LEN],
+            expect: Expect {
+                caddr: [0; 16],
+                daddr: [0; 16],
+                cport: 0,
+                vport: 0,
+                dport: 0,
+                proto: 0,
+                reserved: 0,
+                timeout_ms: 0,
+            },
+            payload: [0; HELPER_MAX_PAYLOAD],
+        }
+    }
+}
+
+impl Default for HelperShared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Helper export: `() -> i32`, the address of the plugin's [`HelperShared`].
+pub const HELPER_SHARED_FN: &str = "wvs_helper_shared";
+/// Helper export: `() -> i32`, [`helper_flags`].
+pub const HELPER_FLAGS_FN: &str = "wvs_helper_flags";
+/// Helper export: `() -> i32`, called per packet with payload: [`helper_answer`], or the
+/// length of the replacement written to the payload buffer.
+pub const HELPER_PACKET_FN: &str = "wvs_helper_packet";
+/// Import (helpers): `() -> i32`, register the expected connection in the shared region's
+/// `expect`; 0 when registered, negative when refused.
+pub const EXPECT_FN: &str = "expect";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +362,17 @@ mod tests {
             core::mem::size_of::<Shared>(),
             48 + 48 * MAX_DESTS,
             "no padding after the table"
+        );
+        assert_eq!(core::mem::size_of::<PacketInfo>(), 76);
+        assert_eq!(core::mem::size_of::<Expect>(), 44);
+        assert_eq!(HELPER_PKT_OFFSET, 0);
+        assert_eq!(HELPER_STATE_OFFSET, 76);
+        assert_eq!(HELPER_EXPECT_OFFSET, 140);
+        assert_eq!(HELPER_PAYLOAD_OFFSET, 184);
+        assert_eq!(
+            core::mem::size_of::<HelperShared>(),
+            184 + HELPER_MAX_PAYLOAD,
+            "no padding after the payload"
         );
     }
 }

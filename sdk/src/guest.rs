@@ -4,7 +4,7 @@
 
 use core::cell::UnsafeCell;
 
-use super::{Host, Scheduler, Shared};
+use super::{Helper, HelperHost, HelperShared, Host, Scheduler, Shared};
 
 #[link(wasm_import_module = "wvs")]
 unsafe extern "C" {
@@ -12,6 +12,8 @@ unsafe extern "C" {
     fn host_random() -> u32;
     #[link_name = "now_ms"]
     fn host_now_ms() -> u64;
+    #[link_name = "expect"]
+    fn host_expect() -> i32;
 }
 
 struct GuestHost;
@@ -78,6 +80,86 @@ impl<T: Scheduler> SchedCell<T> {
         match sched.schedule(&shared.conn, &shared.dests[..n], &mut GuestHost) {
             Some(i) if i < n => i as i32,
             _ => -1,
+        }
+    }
+}
+
+/// The region a helper shares with the host.
+pub struct HelperSharedCell(UnsafeCell<HelperShared>);
+
+/// The helper instance and its output buffer.
+pub struct HelperCell<T>(UnsafeCell<(Option<T>, [u8; crate::HELPER_MAX_PAYLOAD])>);
+
+// SAFETY: a wasm32 plugin instance is single-threaded (see above).
+unsafe impl Sync for HelperSharedCell {}
+// SAFETY: as above.
+unsafe impl<T> Sync for HelperCell<T> {}
+
+impl HelperSharedCell {
+    /// An empty region.
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(HelperShared::new()))
+    }
+
+    /// Address of the region.
+    pub fn get(&self) -> *mut HelperShared {
+        self.0.get()
+    }
+}
+
+struct GuestHelperHost(*mut HelperShared);
+
+impl HelperHost for GuestHelperHost {
+    fn expect(&mut self, e: &crate::Expect) -> bool {
+        // SAFETY: the region is this instance's static; no reference into it is held
+        // across this write (the helper got copies of what it reads).
+        unsafe { (*self.0).expect = *e };
+        // SAFETY: an import that reads the shared region, provided by the host.
+        unsafe { host_expect() == 0 }
+    }
+    fn now_ms(&self) -> u64 {
+        // SAFETY: as in `GuestHost`.
+        unsafe { host_now_ms() }
+    }
+}
+
+impl<T: Helper> HelperCell<T> {
+    /// No instance yet.
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new((None, [0; crate::HELPER_MAX_PAYLOAD])))
+    }
+
+    /// `wvs_helper_packet`.
+    pub fn packet(&self, shared: &HelperSharedCell) -> i32 {
+        let region = shared.get();
+        // SAFETY: single-threaded; the host writes the region only between calls. The
+        // packet and state are copied out, so `expect` may write the region meanwhile.
+        let (pkt, mut state) = unsafe { ((*region).pkt, (*region).state) };
+        // SAFETY: as above; the payload is not written by `expect`.
+        let payload = unsafe { &(*region).payload };
+        // SAFETY: the instance cell is only touched here, one call at a time.
+        let (helper, out) = unsafe { &mut *self.0.get() };
+        let helper = helper.get_or_insert_with(T::default);
+        let n = (pkt.len as usize).min(payload.len());
+        let max = (pkt.max_len as usize).min(out.len());
+        let action = helper.packet(
+            &pkt,
+            &mut state,
+            &payload[..n],
+            &mut out[..max],
+            &mut GuestHelperHost(region),
+        );
+        // SAFETY: as above; no reference into the region is live.
+        unsafe { (*region).state = state };
+        match action {
+            crate::Action::Keep => crate::helper_answer::KEEP,
+            crate::Action::Drop => crate::helper_answer::DROP,
+            crate::Action::Replace(len) if len <= max => {
+                // SAFETY: as above.
+                unsafe { (&mut (*region).payload)[..len].copy_from_slice(&out[..len]) };
+                len as i32
+            }
+            crate::Action::Replace(_) => crate::helper_answer::KEEP,
         }
     }
 }

@@ -17,7 +17,12 @@
 //!
 //! The crate is split the way the ABI is: [`abi`] (the layouts and names host and plugins
 //! share, also given to C as `sdk/wvs.h`), [`ipvs`] (what IPVS's schedulers compute), and
-//! the guest glue behind [`export_scheduler!`].
+//! the guest glue behind [`export_scheduler!`] and [`export_helper!`].
+//!
+//! The second kind of plugin is an application helper ([`Helper`], IPVS's `ip_vs_app`): it
+//! sees the payload of the connections bound to it and may rewrite it (FTP's passive
+//! replies, a PROXY protocol header) or ask for expected connections (FTP's data
+//! connections).
 
 #![warn(missing_docs)]
 #![no_std]
@@ -29,8 +34,10 @@ pub mod guest;
 pub mod ipvs;
 
 pub use abi::{
-    ABI_VERSION, ConnInfo, DestInfo, MAX_DESTS, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET,
-    SHARED_N_OFFSET, Shared, dest_flags, svc_flags,
+    ABI_VERSION, ConnInfo, DestInfo, Expect, HELPER_EXPECT_OFFSET, HELPER_MAX_PAYLOAD,
+    HELPER_PAYLOAD_OFFSET, HELPER_PKT_OFFSET, HELPER_STATE_LEN, HELPER_STATE_OFFSET, HelperShared,
+    MAX_DESTS, PacketInfo, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET, SHARED_N_OFFSET, Shared,
+    dest_flags, helper_answer, helper_dir, helper_flags, helper_fwd, svc_flags,
 };
 pub use ipvs::{
     DestId, fold_addr, gcd, hash_32, lblc_overloaded, lblc_wlc, least_weighted, v4_mapped,
@@ -62,6 +69,89 @@ pub trait Scheduler: Default {
         dests: &[DestInfo],
         host: &mut dyn Host,
     ) -> Option<usize>;
+}
+
+/// What the host offers a helper during a call.
+pub trait HelperHost {
+    /// Register an expected connection tied to the connection being helped (see
+    /// [`Expect`]); `false` when the host refused it (another client, another server, a
+    /// full table).
+    fn expect(&mut self, e: &Expect) -> bool;
+    /// Milliseconds on a monotonic clock.
+    fn now_ms(&self) -> u64;
+}
+
+/// A helper's answer for one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send the packet as it is.
+    Keep,
+    /// Send it with the payload written to the output buffer instead (its first `n`
+    /// bytes); the host fixes the lengths, the checksums and, for TCP, every later
+    /// sequence and acknowledgement number (and SACK block) of both directions.
+    Replace(usize),
+    /// Drop the packet.
+    Drop,
+}
+
+/// An application helper (IPVS's `struct ip_vs_app`): it is shown the payload of every
+/// packet of the connections bound to it, in both directions, and may rewrite it. One
+/// instance serves many connections: what it must remember about one connection goes in
+/// the state bytes the host keeps for it (zero at first), not in `self`.
+pub trait Helper: Default {
+    /// The helper's name, as services bind it (`helpers = ["ftp"]`).
+    const NAME: &'static str;
+    /// [`helper_flags`]: [`helper_flags::EXPECTS`] if it registers expected connections.
+    const FLAGS: u32 = 0;
+
+    /// A packet with payload (TCP: of any state; the helper decides what it looks at).
+    /// `payload` is what was sent; a replacement is written to `out` (at most `out.len()`
+    /// bytes) and answered with [`Action::Replace`].
+    fn packet(
+        &mut self,
+        pkt: &PacketInfo,
+        state: &mut [u8; HELPER_STATE_LEN],
+        payload: &[u8],
+        out: &mut [u8],
+        host: &mut dyn HelperHost,
+    ) -> Action;
+}
+
+/// Export a [`Helper`] as a wvs plugin: `wvs_sdk::export_helper!(MyHelper);`. As
+/// [`export_scheduler!`], it does nothing on targets other than `wasm32`.
+#[macro_export]
+macro_rules! export_helper {
+    ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            static SHARED: $crate::guest::HelperSharedCell = $crate::guest::HelperSharedCell::new();
+            static HELPER: $crate::guest::HelperCell<$t> = $crate::guest::HelperCell::new();
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_abi_version() -> u32 {
+                $crate::ABI_VERSION
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_helper_shared() -> *mut $crate::HelperShared {
+                SHARED.get()
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_helper_flags() -> u32 {
+                <$t as $crate::Helper>::FLAGS
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_helper_packet() -> i32 {
+                HELPER.packet(&SHARED)
+            }
+
+            #[panic_handler]
+            fn panic(_: &core::panic::PanicInfo) -> ! {
+                core::arch::wasm32::unreachable()
+            }
+        };
+    };
 }
 
 /// Export a [`Scheduler`] as a wvs plugin: `wvs_sdk::export_scheduler!(MyScheduler);`.

@@ -153,6 +153,10 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
                     let _ = write!(out, " mask {}", s.netmask);
                 }
             }
+            // wvs's own: the application helpers (ipvsadm lists ip_vs_app elsewhere).
+            if !s.helpers.is_empty() {
+                let _ = write!(out, " helper {}", s.helpers.join(","));
+            }
         }
     }
     out.push('\n');
@@ -235,6 +239,14 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
         }
         if !s.flags.is_empty() {
             let _ = write!(out, " -b {}", s.flags.join(","));
+        }
+        if !s.helpers_default {
+            let h = if s.helpers.is_empty() {
+                "none".to_string()
+            } else {
+                s.helpers.join(",")
+            };
+            let _ = write!(out, " --helper {h}");
         }
         out.push('\n');
         for r in sorted_reals(s) {
@@ -347,6 +359,8 @@ mod tests {
             flags: vec![],
             persistent: Some(300),
             netmask: "255.255.255.255".into(),
+            helpers: vec![],
+            helpers_default: true,
             stats: Totals {
                 conns: 5123,
                 inpkts: 61234,

@@ -293,6 +293,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
         flags: a.sched_flags.clone(),
         persistent: a.persistent,
         netmask: a.netmask.clone(),
+        helpers: a.helper.as_deref().map(parse_helpers),
         laddrs: Vec::new(),
         reals: vec![],
     };
@@ -353,6 +354,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
                     flags: d.flags,
                     persistent: d.persistent,
                     netmask: d.netmask,
+                    helpers: d.helpers,
                 },
                 protocol,
                 address,
@@ -478,6 +480,17 @@ impl Client {
         let _: Vec<ServiceView> = self.answer(r)?;
         Ok(())
     }
+}
+
+/// `--helper NAME[,NAME]`, or `none` for none.
+fn parse_helpers(v: &str) -> Vec<String> {
+    if v == "none" {
+        return Vec::new();
+    }
+    v.split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

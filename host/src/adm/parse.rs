@@ -74,6 +74,8 @@ pub struct Args {
     pub netmask: Option<String>,
     /// -b (comma-separated).
     pub sched_flags: Vec<String>,
+    /// --helper NAME[,NAME] or none (wvs's own).
+    pub helper: Option<String>,
     /// -r.
     pub real: Option<String>,
     /// -z / --laddr (DPVS).
@@ -165,6 +167,7 @@ const OPTS: &[Opt] = &[
     opt(Some('p'), "persistent", ArgKind::Optional),
     opt(Some('M'), "netmask", ArgKind::Required),
     opt(Some('b'), "sched-flags", ArgKind::Required),
+    opt(None, "helper", ArgKind::Required),
     opt(Some('r'), "real-server", ArgKind::Required),
     opt(Some('g'), "gatewaying", ArgKind::None),
     opt(Some('i'), "ipip", ArgKind::None),
@@ -346,6 +349,7 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                     })
                 }
                 "netmask" => a.netmask = Some(v),
+                "helper" => a.helper = Some(v),
                 "sched-flags" => a
                     .sched_flags
                     .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),

@@ -122,7 +122,7 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match &e {
             ControlError::Edit(e) => edit_status(e),
-            ControlError::InUse { .. } => StatusCode::CONFLICT,
+            ControlError::InUse { .. } | ControlError::WrongKind(_) => StatusCode::CONFLICT,
             ControlError::Plugin(_) => StatusCode::BAD_REQUEST,
             ControlError::Nft(_)
             | ControlError::Xdp(_)

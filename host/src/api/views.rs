@@ -29,6 +29,12 @@ pub struct ServiceView {
     pub persistent: Option<u32>,
     /// Persistence netmask.
     pub netmask: String,
+    /// The application helpers its NAT connections are bound to.
+    #[serde(default)]
+    pub helpers: Vec<String>,
+    /// Whether those are the port's default (not configured).
+    #[serde(default)]
+    pub helpers_default: bool,
     /// Counters since the service was added.
     pub stats: Totals,
     /// Rates (ip_vs_est: 2 s samples, EWMA).
@@ -109,6 +115,8 @@ impl ServiceView {
             flags: def.flags,
             persistent: def.persistent,
             netmask: std::net::Ipv4Addr::from(s.spec.netmask).to_string(),
+            helpers: s.spec.helper_names(),
+            helpers_default: s.spec.helpers.is_none(),
             stats: s.stats.totals(),
             rates: s.stats.rates(),
             laddrs: s

@@ -1,6 +1,7 @@
 //! Connections: the entry IPVS keeps per flow ([`Conn`]), the TCP state machine ([`state`])
 //! and the table that finds a connection from a packet of either direction ([`table`]).
 
+pub mod app;
 pub mod persist;
 pub mod state;
 pub mod table;
@@ -89,6 +90,16 @@ pub struct Conn {
     /// No reply seen yet from a server whose replies bypass wvs (`IP_VS_CONN_F_NOOUTPUT`):
     /// its TCP state follows the client's packets alone (the INPUT_ONLY table).
     pub no_output: bool,
+    /// The application helpers bound to it (`cp->app`), if any.
+    pub app: Option<Arc<app::AppConn>>,
+    /// The connection that expected it (`cp->control` of an FTP data connection).
+    pub controller: Option<app::Controller>,
+    /// An expected connection whose client port is not known yet (`IP_VS_CONN_F_NO_CPORT`):
+    /// the client's first packet fills it.
+    pub no_cport: bool,
+    /// An expected connection whose real server port is not known yet: the server's first
+    /// packet fills it (and the virtual port, when that was left open too).
+    pub no_dport: bool,
 }
 
 impl Conn {
@@ -128,6 +139,10 @@ impl Conn {
             lport: key.sport,
             lport_held: false,
             no_output: !fwd.sees_replies(),
+            app: None,
+            controller: None,
+            no_cport: false,
+            no_dport: false,
         }
     }
 
@@ -209,6 +224,12 @@ impl Conn {
     #[inline]
     pub fn touch(&mut self, now: u64) {
         self.expires = now + self.timeout_ms;
+    }
+
+    /// Whether it is an expected connection still waiting for a port.
+    #[inline]
+    pub fn wildcard(&self) -> bool {
+        self.no_cport || self.no_dport
     }
 
     /// Uncount the connection on its real server (`ip_vs_unbind_dest`); call once, when it goes.

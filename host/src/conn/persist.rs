@@ -95,6 +95,13 @@ impl Control {
         Self(link.clone())
     }
 
+    /// Another link to the same template, counted there (an expected connection is
+    /// controlled by its controlling connection's template too, so the template lives as
+    /// long as the connections it controls).
+    pub fn share(&self) -> Self {
+        Self::new(&self.0)
+    }
+
     /// The connection was answered: the template becomes ASSURED (once; a plain load
     /// first, so that later packets do not write the shared line).
     #[inline]

@@ -79,6 +79,9 @@ pub struct ConnTable {
     hasher: foldhash::fast::RandomState,
     per_shard_max: usize,
     len: AtomicUsize,
+    /// Expected connections still waiting for a port (IPVS's `no_cport_conns`): while
+    /// there are none, a lookup that misses looks no further.
+    wildcards: AtomicUsize,
     persist: super::persist::PersistTable,
 }
 
@@ -107,6 +110,7 @@ impl ConnTable {
             hasher: foldhash::fast::RandomState::default(),
             per_shard_max: max_conns.div_ceil(CONN_SHARDS).max(1),
             len: AtomicUsize::new(0),
+            wildcards: AtomicUsize::new(0),
             persist: super::persist::PersistTable::new(max_conns),
         }
     }
@@ -183,6 +187,120 @@ impl ConnTable {
             self.remove_locked(inner, idx);
         }
         Some(r)
+    }
+
+    /// Whether expected connections wait for a port.
+    #[inline]
+    pub fn has_wildcards(&self) -> bool {
+        self.wildcards.load(Relaxed) > 0
+    }
+
+    /// A packet with `key` (travelling in `dir`) found no connection: if an expected
+    /// connection waits for it with the port this packet fills in (the client's, coming in;
+    /// the real server's, going out), give it that port (`ip_vs_conn_fill_cport`) and
+    /// return true; the caller looks the packet up again.
+    pub fn fill_wildcard(&self, dir: KeyDir, key: &ConnKey) -> bool {
+        if !self.has_wildcards() {
+            return false;
+        }
+        let wild = ConnKey { sport: 0, ..*key };
+        let shard = self.shard_for(dir, &wild);
+        let mut g = shard.inner.lock();
+        let inner = &mut *g;
+        let conns = &inner.conns;
+        let hash = self.hash(dir, &wild);
+        let Some(&tagged) = inner.index.find(hash, |&t| tagged_eq(conns, t, &wild)) else {
+            return false;
+        };
+        let idx = (tagged & !OUT_TAG) as usize;
+        match dir {
+            KeyDir::Out => {
+                // The client's endpoint is known, so the connection stays in its shard:
+                // re-index it under its full keys.
+                let Some(c) = inner.conns.get(idx) else {
+                    return false;
+                };
+                if !c.no_dport {
+                    return false;
+                }
+                let (old_in, old_out) = (c.in_key(), c.out_key());
+                let vport = if c.vport == 0 { key.sport } else { c.vport };
+                let new_in = ConnKey {
+                    dport: vport,
+                    ..old_in
+                };
+                let new_out = ConnKey {
+                    sport: key.sport,
+                    ..old_out
+                };
+                let conns = &inner.conns;
+                if inner
+                    .index
+                    .find(self.hash(KeyDir::In, &new_in), |&t| {
+                        tagged_eq(conns, t, &new_in)
+                    })
+                    .is_some()
+                {
+                    // Another connection holds the filled key: this one cannot have it.
+                    return false;
+                }
+                if let Some(c) = inner.conns.get_mut(idx) {
+                    c.dport = key.sport;
+                    c.vport = vport;
+                    c.no_dport = false;
+                }
+                for (d, old, tag) in [
+                    (KeyDir::In, old_in, idx as u32),
+                    (KeyDir::Out, old_out, idx as u32 | OUT_TAG),
+                ] {
+                    if let Ok(e) = inner.index.find_entry(self.hash(d, &old), |&t| t == tag) {
+                        e.remove();
+                    }
+                }
+                let hasher = |t: &u32| rehash(self, &inner.conns, *t);
+                inner
+                    .index
+                    .insert_unique(self.hash(KeyDir::In, &new_in), idx as u32, hasher);
+                let hasher = |t: &u32| rehash(self, &inner.conns, *t);
+                inner.index.insert_unique(
+                    self.hash(KeyDir::Out, &new_out),
+                    idx as u32 | OUT_TAG,
+                    hasher,
+                );
+                self.wildcards.fetch_sub(1, Relaxed);
+                true
+            }
+            KeyDir::In => {
+                // The client's port decides the shard: move the connection there.
+                if !inner.conns.get(idx).is_some_and(|c| c.no_cport) {
+                    return false;
+                }
+                let Some(mut conn) = inner.conns.try_remove(idx) else {
+                    return false;
+                };
+                for (d, k, tag) in [
+                    (KeyDir::In, conn.in_key(), idx as u32),
+                    (KeyDir::Out, conn.out_key(), idx as u32 | OUT_TAG),
+                ] {
+                    if let Ok(e) = inner.index.find_entry(self.hash(d, &k), |&t| t == tag) {
+                        e.remove();
+                    }
+                }
+                self.len.fetch_sub(1, Relaxed);
+                self.wildcards.fetch_sub(1, Relaxed);
+                drop(g);
+                conn.cport = key.sport;
+                conn.lport = key.sport;
+                conn.no_cport = false;
+                match self.insert(conn) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        e.into_conn().release();
+                        false
+                    }
+                }
+            }
+        }
     }
 
     /// Add a new connection under both of its keys.
@@ -300,6 +418,9 @@ impl ConnTable {
         let hasher = |t: &u32| rehash(self, &inner.conns, *t);
         inner.index.insert_unique(hout, idx | OUT_TAG, hasher);
         self.len.fetch_add(1, Relaxed);
+        if inner.conns.get(idx as usize).is_some_and(Conn::wildcard) {
+            self.wildcards.fetch_add(1, Relaxed);
+        }
         Ok(())
     }
 
@@ -316,6 +437,12 @@ impl ConnTable {
             } = &mut *g;
             conns.retain(|idx, c| {
                 if c.expires > now && c.dest.available() {
+                    return true;
+                }
+                // A connection that controls expected ones waits for them
+                // (`ip_vs_conn_expire`: `n_control` set, expire later).
+                if c.dest.available() && c.app.as_ref().is_some_and(|a| a.controls()) {
+                    c.expires = now + c.timeout_ms;
                     return true;
                 }
                 self.unindex(index, idx as u32, c);
@@ -350,6 +477,9 @@ impl ConnTable {
 
     /// Remove a connection's two index entries and uncount it on its real server.
     fn unindex(&self, index: &mut HashTable<u32>, idx: u32, conn: &Conn) {
+        if conn.wildcard() {
+            self.wildcards.fetch_sub(1, Relaxed);
+        }
         for (dir, key, tag) in [
             (KeyDir::In, conn.in_key(), idx),
             (KeyDir::Out, conn.out_key(), idx | OUT_TAG),

@@ -341,6 +341,7 @@ mod tests {
             flags: vec![],
             persistent: None,
             netmask: None,
+            helpers: None,
             laddrs: Vec::new(),
             reals: reals
                 .iter()
@@ -397,6 +398,7 @@ mod tests {
             flags: vec![],
             persistent: Some(60),
             netmask: Some("255.255.255.0".into()),
+            helpers: None,
         };
         let cfg = apply_all(
             &cfg,

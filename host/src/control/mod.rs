@@ -39,8 +39,12 @@ pub enum ControlError {
     /// The change itself is invalid.
     #[error(transparent)]
     Edit(#[from] edit::EditError),
+    /// A service names a plugin of the other kind (a helper as its scheduler, or a
+    /// scheduler as a helper).
+    #[error("{0}")]
+    WrongKind(String),
     /// A plugin still in use cannot be deleted.
-    #[error("plugin {name:?} is used by {services}; change their scheduler first")]
+    #[error("plugin {name:?} is used by {services}; change their scheduler or helpers first")]
     InUse {
         /// The plugin.
         name: String,
@@ -120,11 +124,16 @@ impl Controller {
     /// Replace the running configuration with `next`, all or nothing.
     pub fn apply(&mut self, next: Config) -> Result<(), ControlError> {
         let custom = self.registry.prepare(&next.plugins)?;
+        check_kinds(&self.registry, &custom, &next)?;
         let old = self.snapshot.load_full();
         let registry = &self.registry;
-        let mut snap = Snapshot::build(&next.services, &next.timeouts, &old, &|n| {
-            SchedChoice::new(n, registry.plugin_in(&custom, n))
-        });
+        let mut snap = Snapshot::build_with_helpers(
+            &next.services,
+            &next.timeouts,
+            &old,
+            &|n| SchedChoice::new(n, registry.plugin_in(&custom, n)),
+            &|n| registry.helper_in(&custom, n),
+        );
         snap.sysctl = next.sysctl;
         let snap = Arc::new(snap);
         self.nft.update(&snap)?;
@@ -223,7 +232,7 @@ impl Controller {
             .config
             .services
             .iter()
-            .filter(|s| s.scheduler == name)
+            .filter(|s| s.scheduler == name || s.helper_names().iter().any(|h| h == name))
             .map(|s| s.key().to_string())
             .collect();
         if !users.is_empty() {
@@ -271,4 +280,35 @@ impl Controller {
     pub fn remove_nft(&mut self) -> Result<(), NftError> {
         self.nft.remove()
     }
+}
+
+/// Check that every service's scheduler and helpers name plugins of the right kind: a
+/// scheduler plugin as a helper, or a helper as a scheduler, is refused.
+pub fn check_kinds(
+    registry: &Registry,
+    custom: &[crate::plugin::Plugin],
+    cfg: &Config,
+) -> Result<(), ControlError> {
+    use crate::plugin::PluginKind;
+    for s in &cfg.services {
+        if custom
+            .iter()
+            .any(|p| p.name == s.scheduler && p.kind != PluginKind::Scheduler)
+        {
+            return Err(ControlError::WrongKind(format!(
+                "service {}: plugin {:?} is an application helper, not a scheduler",
+                s.key(),
+                s.scheduler
+            )));
+        }
+        for h in s.helper_names() {
+            if registry.helper_in(custom, &h).is_none() {
+                return Err(ControlError::WrongKind(format!(
+                    "service {}: {h:?} is not an application helper",
+                    s.key()
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@
 //! Per packet it allocates nothing and takes one shard lock of the connection table. A new
 //! connection also takes its service's scheduler lock.
 
+mod app;
 mod icmp;
 mod reset;
 pub mod stats;
@@ -80,6 +81,14 @@ pub enum Verdict {
         /// How many segments were sent.
         count: usize,
     },
+    /// Send the frame rewritten in place with its offloads as received (a GSO super-packet,
+    /// a partial checksum), at a new length: an application helper resized its payload.
+    Resized {
+        /// Index of the interface in the `--iface` list.
+        iface: u8,
+        /// Length of the frame.
+        len: usize,
+    },
     /// Send the packet wvs wrote in the buffer instead of the received frame: `len` bytes
     /// from the start (an ICMP error to the client, from [`Datapath::process_buf`]).
     Reply {
@@ -115,6 +124,7 @@ pub struct Datapath {
 }
 
 /// The parts of a classified IPv4 TCP/UDP packet the handlers need.
+#[derive(Clone, Copy)]
 struct L4Info {
     proto: Protocol,
     saddr: Ipv4Addr,
@@ -153,6 +163,7 @@ enum InLookup {
         src: Ipv4Addr,
         mtu: u32,
         local: (IpAddr, u16),
+        app: Option<app::AppCtx>,
     },
     Drop(DropReason),
     Reschedule,
@@ -238,6 +249,7 @@ impl Datapath {
             | Verdict::Whole { .. }
             | Verdict::Reply { .. }
             | Verdict::Stack { .. }
+            | Verdict::Resized { .. }
             | Verdict::Segmented { .. } => {}
             Verdict::Drop(r) => self.stats.count_drop(r),
             Verdict::Pass => stats::bump(&self.stats.passed),
@@ -361,25 +373,33 @@ impl Datapath {
             Ok(Parsed::NotOurs) => return Verdict::Pass,
             Err(r) => return Verdict::Drop(r),
         };
-        if let Some(svc) = snap.service(info.proto, IpAddr::V4(info.daddr), info.dport) {
-            let hop = Hop {
-                iface: meta.iface,
-                mac: client_mac,
-            };
-            self.inbound(snap.sysctl, svc, now, meta, hop, &info, buf, sink)
-        } else if snap.is_real(info.proto, IpAddr::V4(info.saddr), info.sport) {
-            self.outbound(snap, now, meta, &info, buf)
+        let hop = Hop {
+            iface: meta.iface,
+            mac: client_mac,
+        };
+        let (daddr, saddr) = (IpAddr::V4(info.daddr), IpAddr::V4(info.saddr));
+        if let Some(svc) = snap.service(info.proto, daddr, info.dport) {
+            self.inbound(snap, Some(svc), now, meta, hop, &info, buf, sink)
+        } else if snap.is_real(info.proto, saddr, info.sport) {
+            self.outbound(snap, now, meta, &info, buf, sink, false)
+        } else if snap.is_data_vip(info.proto, daddr, info.dport) {
+            // An expected connection's port on a virtual address (FTP data).
+            self.inbound(snap, None, now, meta, hop, &info, buf, sink)
+        } else if snap.is_data_real(info.proto, saddr, info.sport) {
+            self.outbound(snap, now, meta, &info, buf, sink, true)
         } else {
             Verdict::Pass
         }
     }
 
     /// Client -> VIP (`ip_vs_in`): find or schedule the connection, rewrite the destination.
+    /// Without a service, the packet is to an expected connection's port: it has one, or
+    /// none at all.
     #[allow(clippy::too_many_arguments)]
     fn inbound(
         &self,
-        sysctl: crate::config::Sysctl,
-        svc: &VirtualService,
+        snap: &Snapshot,
+        svc: Option<&Arc<VirtualService>>,
         now: u64,
         meta: RxMeta,
         client_hop: Hop,
@@ -387,8 +407,9 @@ impl Datapath {
         buf: &mut [u8],
         sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
+        let sysctl = snap.sysctl;
         let key = info.key();
-        let timeouts = &svc.timeouts;
+        let timeouts = svc.map_or(&snap.timeouts, |s| &s.timeouts);
         let lookup = |c: &mut Conn| -> InLookup {
             if !c.dest.available() {
                 // expire_nodest_conn: the server is gone; a new SYN gets a new server.
@@ -422,9 +443,24 @@ impl Datapath {
                 src: c.dest.source(),
                 mtu: c.dest.mtu(),
                 local: (c.laddr, c.lport),
+                app: app::AppCtx::of(c),
             }
         };
         let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
+        // IPVS's NO_CPORT lookup: an expected connection waiting for this client port.
+        if found.is_none() && self.conns.fill_wildcard(KeyDir::In, &key) {
+            stats::bump(&self.stats.helper.expects_matched);
+            found = self.conns.with_conn(KeyDir::In, &key, lookup);
+        }
+        let Some(svc) = svc else {
+            return match found {
+                Some(InLookup::Forward { .. }) => {
+                    self.forward_in(snap, now, meta, info, buf, sink, found)
+                }
+                Some(InLookup::Drop(r)) => Verdict::Drop(r),
+                _ => Verdict::Drop(DropReason::NoConnIn),
+            };
+        };
         if found.is_none() || matches!(found, Some(InLookup::Reschedule)) {
             found = Some(
                 match self.new_conn(svc, now, client_hop, info, &key, sysctl.cache_bypass) {
@@ -438,7 +474,23 @@ impl Datapath {
                 },
             );
         }
-        let (daddr, dport, hop, fwd, src, mtu, local) = match found {
+        self.forward_in(snap, now, meta, info, buf, sink, found)
+    }
+
+    /// Send a client's packet on by what its connection lookup found.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_in(
+        &self,
+        snap: &Snapshot,
+        now: u64,
+        mut meta: RxMeta,
+        info: &L4Info,
+        buf: &mut [u8],
+        sink: &mut dyn xmit::gso::SegmentSink,
+        found: Option<InLookup>,
+    ) -> Verdict {
+        let sysctl = snap.sysctl;
+        let (daddr, dport, hop, fwd, src, mtu, local, app) = match found {
             Some(InLookup::Forward {
                 daddr,
                 dport,
@@ -447,10 +499,28 @@ impl Datapath {
                 src,
                 mtu,
                 local,
-            }) => (daddr, dport, hop, fwd, src, mtu, local),
+                app,
+            }) => (daddr, dport, hop, fwd, src, mtu, local, app),
             Some(InLookup::Drop(r)) => return Verdict::Drop(r),
             _ => return Verdict::Drop(DropReason::NoConnIn),
         };
+        let mut info = *info;
+        let helped = match &app {
+            Some(ctx) => match self.help(
+                snap,
+                ctx,
+                wvs_sdk::helper_dir::IN,
+                now,
+                &mut meta,
+                &mut info,
+                buf,
+            ) {
+                Ok(h) => h,
+                Err(r) => return Verdict::Drop(r),
+            },
+            None => app::Helped::default(),
+        };
+        let info = &info;
         let (IpAddr::V4(daddr), IpAddr::V4(laddr)) = (daddr, local.0) else {
             return Verdict::Drop(DropReason::IpBadVersion);
         };
@@ -488,6 +558,10 @@ impl Datapath {
             pmtu_disc: sysctl.pmtu_disc,
         };
         let mut pkt = self.packet(buf, meta, info);
+        if helped.resized {
+            let r = xmit::to_real(&mut pkt, &target, link);
+            return self.resized(r, &mut pkt, mtu, sink);
+        }
         match xmit::to_real(&mut pkt, &target, link) {
             // A super-packet into a tunnel: cut here, as the kernel cannot.
             Err(xmit::Refused::TunnelGso) => {
@@ -599,6 +673,12 @@ impl Datapath {
         }
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
         conn.control = control;
+        // ip_vs_bind_app: helpers only for the methods whose replies come back through wvs.
+        if !svc.helpers.is_empty() && matches!(conn.fwd, Forward::Masq | Forward::FullNat) {
+            conn.app = Some(crate::conn::app::AppConn::new(
+                svc.helpers.iter().map(|h| Arc::from(h.name())),
+            ));
+        }
         conn.advance(Direction::Input, info.flags, &svc.timeouts);
         conn.touch(now);
         let mut fwd = InLookup::Forward {
@@ -609,6 +689,7 @@ impl Datapath {
             src: dest.source(),
             mtu: dest.mtu(),
             local: (conn.laddr, conn.lport),
+            app: app::AppCtx::of(&conn),
         };
         let inserted = if conn.fwd == Forward::FullNat {
             let laddrs = &svc.spec.laddrs;
@@ -644,18 +725,23 @@ impl Datapath {
     }
 
     /// Real server -> client (`ip_vs_out`): find the connection, restore the VIP as source
-    /// (and in full NAT the client as destination).
+    /// (and in full NAT the client as destination). `data`: the packet is from a port of a
+    /// real server that expected connections may use; one of no connection is the
+    /// kernel's, routed on as the kernel would have.
+    #[allow(clippy::too_many_arguments)]
     fn outbound(
         &self,
         snap: &Snapshot,
         now: u64,
-        meta: RxMeta,
+        mut meta: RxMeta,
         info: &L4Info,
         buf: &mut [u8],
+        sink: &mut dyn xmit::gso::SegmentSink,
+        data: bool,
     ) -> Verdict {
         let key = info.key();
         let timeouts = &snap.timeouts;
-        let found = self.conns.with_conn(KeyDir::Out, &key, |c| {
+        let lookup = |c: &mut Conn| {
             if !c.dest.available() {
                 c.expire_now = true;
                 return Err(DropReason::DestGone);
@@ -664,11 +750,32 @@ impl Datapath {
             c.touch(now);
             c.dest.stats.worker(self.worker).packet_out(info.total_len);
             c.svc_stats.worker(self.worker).packet_out(info.total_len);
-            Ok((c.fwd, c.vaddr, c.vport, c.caddr, c.cport, c.client_hop))
-        });
-        let (fwd, vaddr, vport, caddr, cport, hop) = match found {
+            Ok((
+                (c.fwd, c.vaddr, c.vport, c.caddr, c.cport, c.client_hop),
+                app::AppCtx::of(c),
+            ))
+        };
+        let mut found = self.conns.with_conn(KeyDir::Out, &key, lookup);
+        // An expected connection waiting for the server's port (a TFTP transfer's).
+        if found.is_none() && self.conns.fill_wildcard(KeyDir::Out, &key) {
+            stats::bump(&self.stats.helper.expects_matched);
+            found = self.conns.with_conn(KeyDir::Out, &key, lookup);
+        }
+        let ((fwd, vaddr, vport, caddr, cport, hop), app) = match found {
             Some(Ok(v)) => v,
             Some(Err(r)) => return Verdict::Drop(r),
+            None if data => {
+                let mut pkt = self.packet(buf, meta, info);
+                return match xmit::stack::bypass(&mut pkt) {
+                    Err(xmit::Refused::TunnelGso) => {
+                        match xmit::gso::segment(&pkt, sink, xmit::stack::bypass) {
+                            Ok((count, _)) => Verdict::Segmented { count },
+                            Err(r) => self.sent(Err(r)),
+                        }
+                    }
+                    r => self.sent(r),
+                };
+            }
             None => {
                 // nat_icmp_send: tell the server its packet has no connection, unless it is
                 // a reset (ip_vs_out).
@@ -700,8 +807,71 @@ impl Datapath {
             caddr,
             cport,
         };
-        let mut pkt = self.packet(buf, meta, info);
+        let mut info = *info;
+        if let Some(ctx) = &app {
+            match self.help(
+                snap,
+                ctx,
+                wvs_sdk::helper_dir::OUT,
+                now,
+                &mut meta,
+                &mut info,
+                buf,
+            ) {
+                Ok(h) if h.resized => {
+                    let mut pkt = self.packet(buf, meta, &info);
+                    let r = xmit::to_client(&mut pkt, &back, link);
+                    return self.resized(r, &mut pkt, 0, sink);
+                }
+                Ok(_) => {}
+                Err(r) => return Verdict::Drop(r),
+            }
+        }
+        let mut pkt = self.packet(buf, meta, &info);
         self.sent(xmit::to_client(&mut pkt, &back, link))
+    }
+
+    /// The verdict for a packet a helper resized, which `xmit` rewrote in place: sent at its
+    /// new length, with its offloads when it came with them; a plain one longer than the
+    /// path's MTU (`mtu`, 0: unknown) cut into segments, as the kernel would have cut a
+    /// GSO packet.
+    fn resized(
+        &self,
+        r: Result<xmit::Sent, xmit::Refused>,
+        pkt: &mut xmit::Packet<'_>,
+        mtu: u32,
+        sink: &mut dyn xmit::gso::SegmentSink,
+    ) -> Verdict {
+        let iface = match r {
+            Ok(xmit::Sent::InPlace { iface }) => iface,
+            other => return self.sent(other),
+        };
+        let len = ETHERNET_HEADER_LEN + pkt.total_len;
+        if pkt.gso_size != 0 || pkt.csum == CsumMode::Partial {
+            return Verdict::Resized { iface, len };
+        }
+        let Some(mtu) = app::too_long(pkt.total_len, mtu) else {
+            return Verdict::Whole { iface, len };
+        };
+        // Cut what the transmitter made: headers as they leave, segments sent as they are.
+        let l4_hdr = match pkt.proto {
+            Protocol::Tcp => pkt
+                .buf
+                .get(ETHERNET_HEADER_LEN + pkt.ihl + 12)
+                .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
+            Protocol::Udp => return Verdict::Drop(DropReason::TooBig),
+        };
+        pkt.gso_size = mtu.saturating_sub((pkt.ihl + l4_hdr) as u16);
+        // Each segment has the rewritten headers already: it goes out as it is.
+        match xmit::gso::segment(pkt, sink, |_| Ok(xmit::Sent::InPlace { iface })) {
+            Ok((count, all)) => {
+                stats::bump(&self.stats.helper.segmented);
+                self.stats
+                    .count_drops(DropReason::TooBig, (all - count) as u64);
+                Verdict::Segmented { count }
+            }
+            Err(r) => self.sent(Err(r)),
+        }
     }
 
     /// A transmitter's outcome as a verdict; the MTU of a refusal is kept for the answer.
@@ -850,7 +1020,9 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Parsed, DropReason> {
     let sport = u16::from_be_bytes([l4[0], l4[1]]);
     let dport = u16::from_be_bytes([l4[2], l4[3]]);
     let mine = snap.service(proto, IpAddr::V4(daddr), dport).is_some()
-        || snap.is_real(proto, IpAddr::V4(saddr), sport);
+        || snap.is_real(proto, IpAddr::V4(saddr), sport)
+        || snap.is_data_vip(proto, IpAddr::V4(daddr), dport)
+        || snap.is_data_real(proto, IpAddr::V4(saddr), sport);
     if !mine {
         return Ok(Parsed::NotOurs);
     }

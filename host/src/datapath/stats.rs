@@ -91,6 +91,31 @@ drop_reasons! {
     NoLocalAddr => "no_local_addr",
     /// A full-NAT connection for which no local address had a free port.
     NoLocalPort => "no_local_port",
+    /// A segment of a connection bound to an application helper whose TCP checksum is
+    /// wrong (checked before the helper sees it, as `tcp_csum_check`).
+    L4BadChecksum => "l4_bad_csum",
+    /// An application helper dropped the packet.
+    HelperDrop => "helper_drop",
+}
+
+/// Counters of the application helpers, per worker.
+#[derive(Debug, Default)]
+pub struct HelperCounters {
+    /// Helper calls (packets with payload shown to a helper).
+    pub calls: AtomicU64,
+    /// Payloads a helper replaced.
+    pub rewrites: AtomicU64,
+    /// Calls that trapped, timed out or answered out of range: the connection passes
+    /// through unmodified from then on.
+    pub faults: AtomicU64,
+    /// Expected connections registered.
+    pub expects: AtomicU64,
+    /// Expected connections refused (another client or server, no room).
+    pub expects_refused: AtomicU64,
+    /// Expected connections taken by their first packet.
+    pub expects_matched: AtomicU64,
+    /// Segments that grew past the path's MTU and were cut in two or more.
+    pub segmented: AtomicU64,
 }
 
 /// Counters of one worker.
@@ -111,6 +136,8 @@ pub struct DatapathStats {
     pub icmp_sent: AtomicU64,
     /// TCP resets sent for segments of no connection.
     pub resets_sent: AtomicU64,
+    /// Application helpers.
+    pub helper: HelperCounters,
     drops: Box<[AtomicU64]>,
 }
 
@@ -124,12 +151,13 @@ impl Default for DatapathStats {
             rx_gso: AtomicU64::new(0),
             icmp_sent: AtomicU64::new(0),
             resets_sent: AtomicU64::new(0),
+            helper: HelperCounters::default(),
             drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
 
-pub use crate::stats::bump;
+pub use crate::stats::{add, bump};
 
 impl DatapathStats {
     /// Count a drop.
@@ -168,6 +196,9 @@ pub struct StatsSum {
     pub icmp_sent: u64,
     /// TCP resets sent.
     pub resets_sent: u64,
+    /// Application helpers: calls, rewrites, faults, expected connections registered,
+    /// refused and matched, segments cut.
+    pub helper: [u64; 7],
     /// Drops by reason, in [`DropReason::ALL`] order.
     pub drops: Vec<(DropReason, u64)>,
 }
@@ -187,6 +218,18 @@ impl StatsSum {
             s.rx_gso += w.rx_gso.load(Relaxed);
             s.icmp_sent += w.icmp_sent.load(Relaxed);
             s.resets_sent += w.resets_sent.load(Relaxed);
+            let h = &w.helper;
+            for (acc, c) in s.helper.iter_mut().zip([
+                &h.calls,
+                &h.rewrites,
+                &h.faults,
+                &h.expects,
+                &h.expects_refused,
+                &h.expects_matched,
+                &h.segmented,
+            ]) {
+                *acc += c.load(Relaxed);
+            }
             for (r, n) in s.drops.iter_mut() {
                 *n += w.drops(*r);
             }

@@ -96,6 +96,11 @@ pub struct Claims {
     pub vip_addrs: Vec<Ipv4Addr>,
     /// NAT real servers' addresses (for fragments).
     pub real_addrs: Vec<Ipv4Addr>,
+    /// Virtual addresses of services whose helpers expect connections: their data ports
+    /// (20 and 1024 up, [`Snapshot::is_data_port`]) too.
+    pub data_vips: Vec<(Ipv4Addr, Protocol)>,
+    /// NAT real servers of those services: replies from their data ports.
+    pub data_reals: Vec<(Ipv4Addr, Protocol)>,
 }
 
 impl Claims {
@@ -123,6 +128,17 @@ impl Claims {
         c.vip_addrs.dedup();
         c.real_addrs.sort();
         c.real_addrs.dedup();
+        let (dv, dr) = snap.data_claims();
+        let v4 = |v: Vec<(Protocol, IpAddr)>| {
+            v.into_iter()
+                .filter_map(|(p, a)| match a {
+                    IpAddr::V4(a) => Some((a, p)),
+                    IpAddr::V6(_) => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        c.data_vips = v4(dv);
+        c.data_reals = v4(dr);
         c
     }
 }
@@ -139,6 +155,9 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
     let reals: Vec<String> = c.reals.iter().map(tuple).collect();
     let icmp_vips: Vec<String> = c.vips.iter().map(raw).collect();
     let icmp_reals: Vec<String> = c.reals.iter().map(raw).collect();
+    let pair = |&(a, p): &(Ipv4Addr, Protocol)| format!("{a} . {}", p.name());
+    let data_vips: Vec<String> = c.data_vips.iter().map(pair).collect();
+    let data_reals: Vec<String> = c.data_reals.iter().map(pair).collect();
     let vip_addrs: Vec<String> = c.vip_addrs.iter().map(|a| a.to_string()).collect();
     let real_addrs: Vec<String> = c.real_addrs.iter().map(|a| a.to_string()).collect();
     let elements = |v: &[String]| {
@@ -162,6 +181,8 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
          \tset reals {{ type ipv4_addr . inet_proto . inet_service; {reals} }}\n\
          \tset vip_addrs {{ type ipv4_addr; {vip_addrs} }}\n\
          \tset real_addrs {{ type ipv4_addr; {real_addrs} }}\n\
+         \tset data_vips {{ type ipv4_addr . inet_proto; {data_vips} }}\n\
+         \tset data_reals {{ type ipv4_addr . inet_proto; {data_reals} }}\n\
          \tset icmp_vips {{ typeof {quote_src}; {icmp_vips} }}\n\
          \tset icmp_reals {{ typeof {quote_dst}; {icmp_reals} }}\n\
          \tchain ingress {{\n\
@@ -170,6 +191,8 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
          \t\tip frag-off & 0x3fff != 0 ip saddr @real_addrs drop\n\
          \t\tip daddr . meta l4proto . th dport @vips drop\n\
          \t\tip saddr . meta l4proto . th sport @reals drop\n\
+         \t\tip daddr . meta l4proto @data_vips th dport {{ {data_ports} }} drop\n\
+         \t\tip saddr . meta l4proto @data_reals th sport {{ {data_ports} }} drop\n\
          \t\tip daddr @vip_addrs icmp type {{ {relayed} }} {quote_v4} {quote_src} @icmp_vips drop\n\
          \t\ticmp type {{ {relayed} }} {quote_v4} {quote_dst} @icmp_reals drop\n\
          \t}}\n\
@@ -179,6 +202,13 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
         reals = elements(&reals),
         vip_addrs = elements(&vip_addrs),
         real_addrs = elements(&real_addrs),
+        data_vips = elements(&data_vips),
+        data_reals = elements(&data_reals),
+        data_ports = format!(
+            "{}, {}-65535",
+            crate::consts::FTP_PORT - 1,
+            crate::consts::HELPER_DATA_PORTS_FROM
+        ),
         icmp_vips = elements(&icmp_vips),
         icmp_reals = elements(&icmp_reals),
         // What the datapath relays (ip_vs_in_icmp / ip_vs_out_icmp).

@@ -786,6 +786,13 @@ impl Worker {
                 }
                 Some((iface, len))
             }
+            Verdict::Resized { iface, len: n } => {
+                // Offloads as received, at the length a helper made.
+                if let Some(mut h) = VnetHeader::new_checked(&mut *slot) {
+                    h.prepare_tx();
+                }
+                Some((iface, VNET_HDR_LEN + n))
+            }
             Verdict::Reply { iface, len: n } | Verdict::Whole { iface, len: n } => {
                 // A packet wvs wrote whole: complete checksums, no segmentation.
                 slot[..VNET_HDR_LEN].fill(0);

@@ -57,6 +57,10 @@ mod kind {
     pub const REAL: u8 = 2;
     pub const VIP_ADDR: u8 = 3;
     pub const REAL_ADDR: u8 = 4;
+    /// The data ports (20, 1024 up) of a virtual address whose helper expects connections.
+    pub const DATA_VIP: u8 = 5;
+    /// The data ports of such a service's real server.
+    pub const DATA_REAL: u8 = 6;
 }
 
 /// A key of `wvs_tuples` (`struct tuple` in `wvs_xdp.c`): address and port as on the wire.
@@ -330,6 +334,14 @@ fn tuples(c: &Claims) -> HashSet<Tuple> {
         .chain(c.reals.iter().map(|r| port(r, kind::REAL)))
         .chain(c.vip_addrs.iter().map(|a| addr(a, kind::VIP_ADDR)))
         .chain(c.real_addrs.iter().map(|a| addr(a, kind::REAL_ADDR)))
+        .chain(c.data_vips.iter().map(|&(a, p)| Tuple {
+            proto: p.number(),
+            ..addr(&a, kind::DATA_VIP)
+        }))
+        .chain(c.data_reals.iter().map(|&(a, p)| Tuple {
+            proto: p.number(),
+            ..addr(&a, kind::DATA_REAL)
+        }))
         .collect()
 }
 

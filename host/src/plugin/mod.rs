@@ -18,6 +18,7 @@ pub mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 }
 
+mod helper;
 mod sched;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
+pub use helper::{Answer, HelperPool, WasmHelper};
 pub use sched::WasmScheduler;
 
 use crate::consts::{PLUGIN_EPOCH_IDLE_TICKS, PLUGIN_EPOCH_MS, PLUGIN_MAX_MEMORY};
@@ -84,11 +86,25 @@ pub struct PluginStats {
     pub fallbacks: AtomicU64,
 }
 
+/// What a plugin is, from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    /// A scheduler (`wvs_schedule`).
+    Scheduler,
+    /// An application helper (`wvs_helper_packet`), with its flags.
+    Helper {
+        /// [`wvs_sdk::helper_flags`].
+        flags: u32,
+    },
+}
+
 /// A compiled module, ready to instantiate.
 #[derive(Clone)]
 pub struct Plugin {
     /// Name services refer to it by.
     pub name: String,
+    /// Scheduler or helper.
+    pub kind: PluginKind,
     /// Digest of the module's bytes: two plugins are the same when name and digest are.
     pub digest: u64,
     module: wasmtime::Module,
@@ -254,13 +270,22 @@ impl Runtime {
                 name: name.into(),
                 msg: format!("{e:#}"),
             })?;
-        let plugin = Plugin {
+        let helper = module
+            .exports()
+            .any(|e| e.name() == wvs_sdk::abi::HELPER_PACKET_FN);
+        let mut plugin = Plugin {
             name: name.into(),
+            kind: PluginKind::Scheduler,
             digest: digest(wasm),
             module,
             runtime: self.clone(),
         };
-        plugin.instantiate()?;
+        if helper {
+            let flags = WasmHelper::new(&plugin)?.flags();
+            plugin.kind = PluginKind::Helper { flags };
+        } else {
+            plugin.instantiate()?;
+        }
         Ok(plugin)
     }
 
@@ -328,6 +353,11 @@ impl Registry {
             .collect()
     }
 
+    /// The plugins from files now installed.
+    pub fn custom(&self) -> &[Plugin] {
+        &self.custom
+    }
+
     /// Install plugins that [`prepare`](Self::prepare) compiled.
     pub fn commit(&mut self, custom: Vec<Plugin>) {
         self.custom = custom;
@@ -350,13 +380,32 @@ impl Registry {
     pub fn plugin_in(&self, custom: &[Plugin], name: &str) -> Option<Plugin> {
         custom
             .iter()
-            .find(|p| p.name == name)
+            .find(|p| p.name == name && p.kind == PluginKind::Scheduler)
             .or_else(|| {
-                self.builtins
-                    .iter()
-                    .find(|p| self.wasm_builtins && p.name == name)
+                self.builtins.iter().find(|p| {
+                    self.wasm_builtins && p.name == name && p.kind == PluginKind::Scheduler
+                })
             })
             .cloned()
+    }
+
+    /// The helper called `name`: the plugin from a file by that name, else the built-in
+    /// one (helpers always run as plugins). `None`: there is no such helper.
+    pub fn helper_in(&self, custom: &[Plugin], name: &str) -> Option<Plugin> {
+        custom
+            .iter()
+            .find(|p| p.name == name)
+            .or_else(|| self.builtins.iter().find(|p| p.name == name))
+            .filter(|p| matches!(p.kind, PluginKind::Helper { .. }))
+            .cloned()
+    }
+
+    /// The names of the built-in helpers.
+    pub fn builtin_helpers(&self) -> impl Iterator<Item = &str> {
+        self.builtins
+            .iter()
+            .filter(|p| matches!(p.kind, PluginKind::Helper { .. }))
+            .map(|p| p.name.as_str())
     }
 }
 

@@ -10,9 +10,22 @@ use crate::consts::{PLUGIN_DEADLINE_EPOCHS, PLUGIN_SETUP_DEADLINE_EPOCHS};
 
 /// Per-instance host state.
 pub(super) struct StoreData {
-    limits: StoreLimits,
+    pub(super) limits: StoreLimits,
     rng: u64,
-    now: u64,
+    pub(super) now: u64,
+    /// What a helper's `expect` may register, and what it did (helpers only).
+    pub(super) expect: super::helper::ExpectScope,
+}
+
+impl StoreData {
+    pub(super) fn new(limits: StoreLimits) -> Self {
+        Self {
+            limits,
+            rng: rand::random::<u64>() | 1,
+            now: 0,
+            expect: Default::default(),
+        }
+    }
 }
 
 /// The host functions a plugin imports.
@@ -34,6 +47,7 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
         abi::NOW_MS_FN,
         |c: Caller<'_, StoreData>| -> u64 { c.data().now },
     )?;
+    super::helper::link_expect(&mut l)?;
     Ok(l)
 }
 
@@ -62,16 +76,14 @@ impl WasmScheduler {
             name: p.name.clone(),
             msg,
         };
-        let data = StoreData {
-            limits: StoreLimitsBuilder::new()
+        let data = StoreData::new(
+            StoreLimitsBuilder::new()
                 .memory_size(MAX_MEMORY)
                 .instances(1)
                 .tables(4)
                 .memories(1)
                 .build(),
-            rng: rand::random::<u64>() | 1,
-            now: 0,
-        };
+        );
         let mut store = Store::new(&p.runtime.engine, data);
         store.limiter(|d| &mut d.limits);
         store.epoch_deadline_trap();

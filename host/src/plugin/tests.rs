@@ -72,9 +72,103 @@ fn custom(rt: &Arc<Runtime>, text: &str) -> Result<Plugin, PluginError> {
 #[test]
 fn every_builtin_compiles_and_follows_the_abi() {
     let rt = runtime();
-    let names: Vec<String> = rt.builtins().unwrap().into_iter().map(|p| p.name).collect();
+    let all = rt.builtins().unwrap();
+    let names: Vec<&str> = all
+        .iter()
+        .filter(|p| p.kind == PluginKind::Scheduler)
+        .map(|p| p.name.as_str())
+        .collect();
     let want: Vec<&str> = Scheduler::ALL.iter().map(|s| s.name()).collect();
     assert_eq!(names, want);
+    let helpers: Vec<(&str, PluginKind)> = all
+        .iter()
+        .filter(|p| p.kind != PluginKind::Scheduler)
+        .map(|p| (p.name.as_str(), p.kind))
+        .collect();
+    assert_eq!(
+        helpers,
+        [
+            (
+                "ftp",
+                PluginKind::Helper {
+                    flags: wvs_sdk::helper_flags::EXPECTS
+                }
+            ),
+            ("proxy-v2", PluginKind::Helper { flags: 0 }),
+        ]
+    );
+}
+
+fn mapped(a: [u8; 4]) -> [u8; 16] {
+    std::net::Ipv4Addr::from(a).to_ipv6_mapped().octets()
+}
+
+/// The built-in FTP helper as wasm: the host's side of a call (packet, state, payload,
+/// expectation checks) round trip.
+#[test]
+fn ftp_helper_rewrites_a_passive_reply_and_expects_its_data_connection() {
+    let rt = runtime();
+    let ftp = rt
+        .builtins()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name == "ftp")
+        .unwrap();
+    let pool = HelperPool::new(ftp);
+    assert!(pool.expects());
+    let mut pkt = wvs_sdk::PacketInfo {
+        caddr: mapped([198, 18, 0, 2]),
+        vaddr: mapped([198, 18, 0, 100]),
+        daddr: mapped([198, 19, 0, 11]),
+        cport: 40000,
+        vport: 21,
+        dport: 21,
+        proto: 6,
+        af: 4,
+        tcp_state: 1,
+        max_len: 1000,
+        ..Default::default()
+    };
+    let mut state = [0u8; wvs_sdk::HELPER_STATE_LEN];
+    let pasv = b"PASV\r\n";
+    pkt.len = pasv.len() as u32;
+    pool.with(0, |h| {
+        assert_eq!(h.packet(&pkt, &mut state, pasv, true, 0)?, Answer::Keep);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        state[0], 1,
+        "the helper's state comes back to the connection"
+    );
+    let reply = b"227 Entering Passive Mode (198,19,0,11,195,80).\r\n";
+    pkt.dir = wvs_sdk::helper_dir::OUT;
+    pkt.len = reply.len() as u32;
+    let (out, expects) = pool
+        .with(0, |h| {
+            let out = match h.packet(&pkt, &mut state, reply, true, 0)? {
+                Answer::Replace(b) => b.to_vec(),
+                a => panic!("{a:?}"),
+            };
+            Ok((out, h.expects().to_vec()))
+        })
+        .unwrap();
+    assert_eq!(out, b"227 Entering Passive Mode (198,18,0,100,195,80).\r\n");
+    assert_eq!(expects.len(), 1);
+    assert_eq!(
+        (expects[0].cport, expects[0].vport, expects[0].dport),
+        (0, 50000, 50000)
+    );
+    // Another client's expectation, or none allowed (full NAT): refused, reply left alone.
+    state[0] = 1;
+    let refused = pool
+        .with(0, |h| {
+            let a = h.packet(&pkt, &mut state, reply, false, 0)?;
+            assert_eq!(a, Answer::Keep);
+            Ok(h.refused())
+        })
+        .unwrap();
+    assert_eq!(refused, 1);
 }
 
 proptest! {
@@ -95,7 +189,7 @@ proptest! {
             (rt, b)
         });
         let d = dests(&spec);
-        for p in builtins.iter().filter(|p| p.name != "twos") {
+        for p in builtins.iter().filter(|p| p.name != "twos" && p.kind == PluginKind::Scheduler) {
             let native = Scheduler::from_name(&p.name).unwrap();
             let svc_flags = (flags & 3) << 3; // SCHED1 and SCHED2
             let w = SchedState::new(&SchedChoice { name: p.name.clone(), plugin: Some(p.clone()), fallback: native }, svc_flags);

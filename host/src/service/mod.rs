@@ -21,6 +21,9 @@ use crate::config::{ServiceSpec, Timeouts};
 use crate::conn::StateTimeouts;
 use crate::model::{Protocol, Scheduler, ServiceKey};
 
+/// (protocol, address) pairs whose data ports are claimed ([`Snapshot::data_claims`]).
+pub type AddrClaims = Vec<(Protocol, IpAddr)>;
+
 /// One virtual service in a snapshot.
 #[derive(Debug)]
 pub struct VirtualService {
@@ -50,6 +53,8 @@ pub struct VirtualService {
     pub timeouts: StateTimeouts,
     /// The destination of `cache_bypass` connections: the VIP itself, routed by the stack.
     pub bypass: Arc<Dest>,
+    /// The application helpers bound to its NAT and full-NAT connections, in order.
+    pub helpers: Vec<Arc<crate::plugin::HelperPool>>,
 }
 
 impl VirtualService {
@@ -75,6 +80,11 @@ pub struct Snapshot {
     vips: HashSet<IpAddr, foldhash::fast::RandomState>,
     /// Every real server address.
     real_addrs: HashSet<IpAddr, foldhash::fast::RandomState>,
+    /// (protocol, virtual address) of services with a helper that expects connections:
+    /// their data ports are wvs's too ([`Snapshot::is_data_vip`]).
+    data_vips: HashSet<(Protocol, IpAddr), foldhash::fast::RandomState>,
+    /// (protocol, real server address) of NAT servers of those services.
+    data_reals: HashSet<(Protocol, IpAddr), foldhash::fast::RandomState>,
     /// The connection timeouts (`ipvsadm --set`).
     pub timeouts: StateTimeouts,
     /// IPVS's switches.
@@ -91,6 +101,19 @@ impl Snapshot {
         timeouts: &Timeouts,
         previous: &Snapshot,
         resolve: &dyn Fn(&str) -> SchedChoice,
+    ) -> Self {
+        Self::build_with_helpers(specs, timeouts, previous, resolve, &|_| None)
+    }
+
+    /// As [`build`](Self::build), with `helper` turning a helper's name into its plugin
+    /// (a name it does not know is left out; the configuration was checked before). A
+    /// helper plugin that stays keeps its instances.
+    pub fn build_with_helpers(
+        specs: &[ServiceSpec],
+        timeouts: &Timeouts,
+        previous: &Snapshot,
+        resolve: &dyn Fn(&str) -> SchedChoice,
+        helper: &dyn Fn(&str) -> Option<crate::plugin::Plugin>,
     ) -> Self {
         let mut snap = Snapshot {
             timeouts: StateTimeouts::new(timeouts),
@@ -167,6 +190,26 @@ impl Snapshot {
                 }
             };
             let stats = old.map_or_else(Default::default, |o| o.stats.clone());
+            let helpers: Vec<_> = spec
+                .helper_names()
+                .iter()
+                .filter_map(|n| helper(n))
+                .map(|p| {
+                    previous
+                        .services
+                        .values()
+                        .flat_map(|s| s.helpers.iter())
+                        .find(|h| h.plugin == p)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(crate::plugin::HelperPool::new(p)))
+                })
+                .collect();
+            if helpers.iter().any(|h| h.expects()) {
+                snap.data_vips.insert((key.proto, key.addr));
+                for d in dests.iter().filter(|d| d.forward().sees_replies()) {
+                    snap.data_reals.insert((key.proto, d.addr));
+                }
+            }
             snap.services.insert(
                 key,
                 Arc::new(VirtualService {
@@ -188,6 +231,7 @@ impl Snapshot {
                         },
                         |o| o.bypass.clone(),
                     ),
+                    helpers,
                 }),
             );
         }
@@ -225,6 +269,41 @@ impl Snapshot {
     #[inline]
     pub fn is_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
         !self.reals.is_empty() && self.reals.contains(&(proto, addr, port))
+    }
+
+    /// Whether `port` is one of the ports expected connections may use: port 20 (active
+    /// FTP) and the unprivileged ones, as IPVS's FTP service lookup falls back on.
+    #[inline]
+    pub fn is_data_port(port: u16) -> bool {
+        port == crate::consts::FTP_PORT - 1 || port >= crate::consts::HELPER_DATA_PORTS_FROM
+    }
+
+    /// Whether a packet to `addr:port` may belong to an expected connection: `addr` is the
+    /// virtual address of a service whose helper expects connections.
+    #[inline]
+    pub fn is_data_vip(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
+        !self.data_vips.is_empty()
+            && Self::is_data_port(port)
+            && self.data_vips.contains(&(proto, addr))
+    }
+
+    /// Whether a packet from `addr:port` may belong to an expected connection: `addr` is a
+    /// NAT real server of such a service.
+    #[inline]
+    pub fn is_data_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
+        !self.data_reals.is_empty()
+            && Self::is_data_port(port)
+            && self.data_reals.contains(&(proto, addr))
+    }
+
+    /// The (protocol, address) pairs whose data ports are claimed: virtual addresses, then
+    /// real servers.
+    pub fn data_claims(&self) -> (AddrClaims, AddrClaims) {
+        let mut v: Vec<_> = self.data_vips.iter().copied().collect();
+        let mut r: Vec<_> = self.data_reals.iter().copied().collect();
+        v.sort();
+        r.sort();
+        (v, r)
     }
 
     /// Whether `addr` is a virtual IP address.

@@ -35,7 +35,9 @@ pub struct Counters {
     outbytes: AtomicU64,
 }
 
-fn add(c: &AtomicU64, n: u64) {
+/// Add `n` to a counter only its worker writes.
+#[inline]
+pub fn add(c: &AtomicU64, n: u64) {
     c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
 }
 

@@ -16,14 +16,24 @@ pub use smoltcp::wire::{
 
 /// TCP header field offsets used by the in-place NAT rewrite (RFC 9293).
 pub mod tcp_field {
+    /// Offset of the sequence number.
+    pub const SEQ: usize = 4;
+    /// Offset of the acknowledgement number.
+    pub const ACK: usize = 8;
+    /// Offset of the data offset (high 4 bits, in 32-bit words).
+    pub const DATA_OFF: usize = 12;
     /// Offset of the checksum field.
     pub const CHECKSUM: usize = 16;
+    /// The SACK option's kind (RFC 2018).
+    pub const OPT_SACK: u8 = 5;
     /// Length of a TCP header without options.
     pub const MIN_HEADER_LEN: usize = 20;
 }
 
 /// UDP header field offsets used by the in-place NAT rewrite (RFC 768).
 pub mod udp_field {
+    /// Offset of the length field.
+    pub const LENGTH: usize = 4;
     /// Offset of the checksum field.
     pub const CHECKSUM: usize = 6;
     /// Length of the UDP header.

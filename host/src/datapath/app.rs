@@ -1,0 +1,438 @@
+//! Application helpers on the datapath, as `ip_vs_app.c` and `ip_vs_proto_tcp.c` run them:
+//! a segment of a connection bound to helpers has its TCP checksum verified, its sequence
+//! and acknowledgement numbers (and SACK blocks, which IPVS leaves alone and conntrack's
+//! seqadj fixes) shifted by what earlier resized segments changed, its payload shown to
+//! each helper in turn, and, when a helper replaced it, its lengths and checksums redone and
+//! the change recorded against its original sequence number. Expected connections the
+//! helpers ask for are added to the table as IPVS's `NO_CPORT` entries.
+//!
+//! Only connections of services with helpers come here: every other packet takes the fast
+//! path untouched. A helper runs under its connection's own lock, on the worker's own
+//! instance, with a deadline; one that fails leaves the connection to pass unmodified.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use wvs_sdk::{Expect, HELPER_MAX_PAYLOAD, PacketInfo, helper_dir, helper_fwd};
+
+use super::{DropReason, L4Info, RxMeta, stats};
+use crate::conn::app::{AppConn, Controller, SeqAdj};
+use crate::conn::{Conn, ConnKey, Hop, TcpState, persist};
+use crate::consts::{HELPER_EXPECT_TIMEOUT_MS, HELPER_MAX_EXPECTS_PER_CALL};
+use crate::model::{Forward, Protocol};
+use crate::plugin::Answer;
+use crate::service::{Dest, Snapshot};
+use crate::wire::checksum::{self, CsumMode};
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, tcp_field, udp_field};
+
+/// What a packet's helpers need of its connection, taken under the table's lock.
+pub(super) struct AppCtx {
+    app: Arc<AppConn>,
+    info: PacketInfo,
+    vaddr: IpAddr,
+    vport: u16,
+    dest: Arc<Dest>,
+    svc_stats: Arc<crate::stats::Stats>,
+    hop: Hop,
+    control: Option<persist::Control>,
+}
+
+fn mapped(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl AppCtx {
+    /// The context of `c`'s packets, if helpers are bound to it.
+    pub(super) fn of(c: &Conn) -> Option<Self> {
+        let app = c.app.as_ref()?.clone();
+        Some(Self {
+            app,
+            info: PacketInfo {
+                caddr: mapped(c.caddr),
+                vaddr: mapped(c.vaddr),
+                daddr: mapped(c.daddr),
+                cport: c.cport,
+                vport: c.vport,
+                dport: c.dport,
+                proto: c.proto.number(),
+                af: 4,
+                fwd: if c.fwd == Forward::FullNat {
+                    helper_fwd::FULLNAT
+                } else {
+                    helper_fwd::NAT
+                },
+                tcp_state: c.state as u8,
+                ..Default::default()
+            },
+            vaddr: c.vaddr,
+            vport: c.vport,
+            dest: c.dest.clone(),
+            svc_stats: c.svc_stats.clone(),
+            hop: c.client_hop,
+            control: c.control.as_ref().map(persist::Control::share),
+        })
+    }
+}
+
+/// What the helper path did to a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Helped {
+    /// Its length changed: it cannot be sent as received.
+    pub resized: bool,
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Write a 32-bit field of a TCP segment, updating a complete checksum incrementally.
+fn write_u32(seg: &mut [u8], at: usize, v: u32, complete: bool) {
+    let Some(old) = seg.get(at..at + 4).map(|s| [s[0], s[1], s[2], s[3]]) else {
+        return;
+    };
+    let new = v.to_be_bytes();
+    if old == new {
+        return;
+    }
+    seg[at..at + 4].copy_from_slice(&new);
+    if complete {
+        let c = tcp_field::CHECKSUM;
+        let check = u16::from_be_bytes([seg[c], seg[c + 1]]);
+        let check = checksum::update(check, &old, &new);
+        seg[c..c + 2].copy_from_slice(&check.to_be_bytes());
+    }
+}
+
+/// Shift the edges of every SACK block of a segment's options by `adj` (the other
+/// direction's adjustment, as its acknowledgement).
+fn fix_sack(seg: &mut [u8], doff: usize, adj: &SeqAdj, complete: bool) {
+    let mut at = tcp_field::MIN_HEADER_LEN;
+    while at < doff {
+        match seg[at] {
+            0 => return,
+            1 => at += 1,
+            kind => {
+                let Some(&len) = seg.get(at + 1) else { return };
+                let len = usize::from(len);
+                if len < 2 || at + len > doff {
+                    return;
+                }
+                if kind == tcp_field::OPT_SACK {
+                    let mut edge = at + 2;
+                    while edge + 4 <= at + len {
+                        let v = read_u32(seg, edge);
+                        write_u32(seg, edge, adj.fix_ack(v), complete);
+                        edge += 4;
+                    }
+                }
+                at += len;
+            }
+        }
+    }
+}
+
+impl super::Datapath {
+    /// Run a packet of a connection bound to helpers through them (`app_tcp_pkt_in` and
+    /// `app_tcp_pkt_out`): `dir` is [`helper_dir`]. Updates `info` and `meta` to the
+    /// packet as it now is.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn help(
+        &self,
+        snap: &Snapshot,
+        ctx: &AppCtx,
+        dir: u8,
+        now: u64,
+        meta: &mut RxMeta,
+        info: &mut L4Info,
+        buf: &mut [u8],
+    ) -> Result<Helped, DropReason> {
+        let l4 = ETHERNET_HEADER_LEN + info.ihl;
+        let end = ETHERNET_HEADER_LEN + info.total_len;
+        let (src, dst) = (info.saddr.octets(), info.daddr.octets());
+        let complete = meta.csum == CsumMode::Complete;
+        let mut g = ctx.app.inner.lock();
+        let inner = &mut *g;
+        let (hdr_len, seq) = match info.proto {
+            Protocol::Tcp => {
+                // tcp_csum_check: a helper never sees (nor a delta records) a segment the
+                // server would discard.
+                if complete && checksum::l4_v4(src, dst, 6, &buf[l4..end]) != 0 {
+                    return Err(DropReason::L4BadChecksum);
+                }
+                let seg = &mut buf[l4..end];
+                let doff = usize::from(seg[tcp_field::DATA_OFF] >> 4) * 4;
+                let seq = read_u32(seg, tcp_field::SEQ);
+                if info.flags.syn {
+                    if dir == helper_dir::IN {
+                        inner.in_isn = Some(seq);
+                    } else {
+                        inner.out_isn = Some(seq);
+                    }
+                }
+                let (mine, theirs) = if dir == helper_dir::IN {
+                    (inner.in_seq, inner.out_seq)
+                } else {
+                    (inner.out_seq, inner.in_seq)
+                };
+                write_u32(seg, tcp_field::SEQ, mine.fix_seq(seq), complete);
+                if info.flags.ack {
+                    let ack = read_u32(seg, tcp_field::ACK);
+                    write_u32(seg, tcp_field::ACK, theirs.fix_ack(ack), complete);
+                }
+                if theirs.active() {
+                    fix_sack(seg, doff.min(seg.len()), &theirs, complete);
+                }
+                (doff, seq)
+            }
+            Protocol::Udp => (udp_field::HEADER_LEN, 0),
+        };
+        let pstart = l4 + hdr_len;
+        let plen = end.saturating_sub(pstart);
+        let helpers = snap
+            .service(info.proto, ctx.vaddr, ctx.vport)
+            .map_or(&[][..], |s| &s.helpers[..]);
+        if plen == 0 || plen > HELPER_MAX_PAYLOAD || inner.faulted || helpers.is_empty() {
+            return Ok(Helped::default());
+        }
+        let isn = if dir == helper_dir::IN {
+            inner.in_isn
+        } else {
+            inner.out_isn
+        };
+        // Room for a replacement: the buffer, and what an IPv4 packet can hold.
+        let room = buf
+            .len()
+            .saturating_sub(pstart)
+            .min(HELPER_MAX_PAYLOAD)
+            .min(usize::from(u16::MAX) - info.ihl - hdr_len);
+        let mut pkt = ctx.info;
+        pkt.dir = dir;
+        pkt.seq = seq;
+        pkt.offset = match (info.proto, isn) {
+            (Protocol::Tcp, Some(i)) => seq.wrapping_sub(i).wrapping_sub(1),
+            _ => u32::MAX,
+        };
+        pkt.max_len = room as u32;
+        let allow = ctx.info.fwd == helper_fwd::NAT;
+        let mut cur = plen;
+        let mut changed = false;
+        let mut expects = [Expect::default(); HELPER_MAX_EXPECTS_PER_CALL];
+        let mut n_exp = 0;
+        let hs = &self.stats.helper;
+        for slot in inner.helpers.iter_mut() {
+            let Some(pool) = helpers.iter().find(|h| h.name() == &*slot.name) else {
+                continue;
+            };
+            pkt.len = cur as u32;
+            stats::bump(&hs.calls);
+            let state = &mut slot.state;
+            let r = pool.with(self.worker, |h| {
+                let refused = h.refused();
+                let answer = h.packet(&pkt, state, &buf[pstart..pstart + cur], allow, now)?;
+                let out = match answer {
+                    Answer::Keep => None,
+                    Answer::Drop => Some(None),
+                    Answer::Replace(b) => {
+                        buf[pstart..pstart + b.len()].copy_from_slice(b);
+                        Some(Some(b.len()))
+                    }
+                };
+                for e in h.expects() {
+                    if n_exp < expects.len() {
+                        expects[n_exp] = *e;
+                        n_exp += 1;
+                    }
+                }
+                let refused = h.refused().wrapping_sub(refused);
+                Ok((out, refused))
+            });
+            match r {
+                Ok((out, refused)) => {
+                    stats::add(&hs.expects_refused, u64::from(refused));
+                    match out {
+                        None => {}
+                        Some(None) => return Err(DropReason::HelperDrop),
+                        Some(Some(n)) => {
+                            cur = n;
+                            changed = true;
+                            stats::bump(&hs.rewrites);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The packet goes on as the earlier helpers left it; the connection
+                    // passes through unmodified from now on.
+                    inner.faulted = true;
+                    stats::bump(&hs.faults);
+                    pool.plugin
+                        .runtime()
+                        .stats
+                        .traps
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(helper = pool.name(), "helper failed: {e}");
+                    break;
+                }
+            }
+        }
+        if info.proto == Protocol::Tcp && cur != plen {
+            let diff = cur as i64 - plen as i64;
+            let adj = if dir == helper_dir::IN {
+                &mut inner.in_seq
+            } else {
+                &mut inner.out_seq
+            };
+            adj.update(seq, diff as i32);
+        }
+        drop(g);
+        for e in &expects[..n_exp] {
+            self.expect(ctx, e, now);
+        }
+        if !changed {
+            return Ok(Helped::default());
+        }
+        let total = info.total_len - plen + cur;
+        {
+            let ip = &mut buf[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.ihl];
+            let mut iph = Ipv4Packet::new_unchecked(&mut *ip);
+            iph.set_total_len(total as u16);
+            iph.set_checksum(0);
+            let c = checksum::compute(ip);
+            Ipv4Packet::new_unchecked(ip).set_checksum(c);
+        }
+        let seg = &mut buf[l4..ETHERNET_HEADER_LEN + total];
+        let field = match info.proto {
+            Protocol::Tcp => tcp_field::CHECKSUM,
+            Protocol::Udp => {
+                let l = seg.len() as u16;
+                seg[udp_field::LENGTH..udp_field::LENGTH + 2].copy_from_slice(&l.to_be_bytes());
+                udp_field::CHECKSUM
+            }
+        };
+        let no_udp_csum = info.proto == Protocol::Udp && seg[field] == 0 && seg[field + 1] == 0;
+        if meta.csum == CsumMode::Partial {
+            // The kernel sums the segment: only the pseudo-header's length changed.
+            let c = checksum::pseudo_v4(src, dst, info.proto.number(), seg.len() as u16);
+            seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
+        } else if !no_udp_csum {
+            seg[field..field + 2].fill(0);
+            let mut c = checksum::l4_v4(src, dst, info.proto.number(), seg);
+            if c == 0 && info.proto == Protocol::Udp {
+                c = 0xffff;
+            }
+            seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        info.total_len = total;
+        Ok(Helped {
+            resized: cur != plen,
+        })
+    }
+
+    /// Add an expected connection (`ip_vs_conn_new` from `ip_vs_ftp`): to the controlling
+    /// connection's real server, in LISTEN (TCP) for its timeout, controlled by it.
+    fn expect(&self, ctx: &AppCtx, e: &Expect, now: u64) {
+        let hs = &self.stats.helper;
+        let v4 = |m: &[u8; 16]| std::net::Ipv6Addr::from(*m).to_ipv4_mapped();
+        let (Some(caddr), IpAddr::V4(vaddr)) = (v4(&e.caddr), ctx.vaddr) else {
+            stats::bump(&hs.expects_refused);
+            return;
+        };
+        let proto = match e.proto {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            _ => {
+                stats::bump(&hs.expects_refused);
+                return;
+            }
+        };
+        // Both ports open: nothing would ever tell which packet is the one expected.
+        if e.cport == 0 && e.dport == 0 {
+            stats::bump(&hs.expects_refused);
+            return;
+        }
+        let vport = if e.vport == 0 { e.dport } else { e.vport };
+        let key = ConnKey {
+            proto,
+            saddr: IpAddr::V4(caddr),
+            sport: e.cport,
+            daddr: IpAddr::V4(vaddr),
+            dport: vport,
+        };
+        let mut conn = Conn::new(&key, ctx.dest.clone(), ctx.svc_stats.clone(), ctx.hop, now);
+        conn.dport = e.dport;
+        conn.no_cport = e.cport == 0;
+        conn.no_dport = e.dport == 0;
+        conn.controller = Some(Controller::new(&ctx.app));
+        conn.control = ctx.control.as_ref().map(persist::Control::share);
+        conn.timeout_ms = if e.timeout_ms == 0 {
+            HELPER_EXPECT_TIMEOUT_MS
+        } else {
+            u64::from(e.timeout_ms)
+        };
+        if proto == Protocol::Tcp {
+            conn.state = TcpState::Listen;
+        }
+        conn.touch(now);
+        match self.conns.insert(conn) {
+            Ok(()) => {
+                stats::bump(&hs.expects);
+                stats::bump(&self.stats.conns);
+            }
+            Err(err) => {
+                // One with the same keys exists already (a repeated PORT): it stays.
+                if !matches!(err, crate::conn::InsertError::Exists(_)) {
+                    stats::bump(&hs.expects_refused);
+                }
+                err.into_conn().release();
+            }
+        }
+    }
+}
+
+/// Whether a resized plain packet of `total` bytes (IP) is longer than `mtu` (0: the
+/// Ethernet default): then it is cut into segments, as the kernel would a GSO packet.
+pub(super) fn too_long(total: usize, mtu: u32) -> Option<u16> {
+    let mtu = if mtu == 0 {
+        crate::consts::DEFAULT_MTU
+    } else {
+        mtu
+    };
+    (total as u64 > u64::from(mtu)).then_some(mtu as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sack_edges_follow_the_other_direction() {
+        let mut adj = SeqAdj::default();
+        adj.update(1000, 10);
+        // A header with NOP NOP SACK(1 block).
+        let mut seg = vec![0u8; 32];
+        seg[tcp_field::DATA_OFF] = 8 << 4;
+        seg[20..24].copy_from_slice(&[1, 1, tcp_field::OPT_SACK, 10]);
+        seg[24..28].copy_from_slice(&1100u32.to_be_bytes());
+        seg[28..32].copy_from_slice(&1200u32.to_be_bytes());
+        fix_sack(&mut seg, 32, &adj, false);
+        assert_eq!(read_u32(&seg, 24), 1090);
+        assert_eq!(read_u32(&seg, 28), 1190);
+    }
+
+    #[test]
+    fn malformed_options_stop_the_walk() {
+        let adj = SeqAdj {
+            delta: 5,
+            set: true,
+            ..Default::default()
+        };
+        for opts in [[5u8, 0, 0, 0], [5, 40, 0, 0], [2, 1, 0, 0]] {
+            let mut seg = vec![0u8; 24];
+            seg[20..24].copy_from_slice(&opts);
+            fix_sack(&mut seg, 24, &adj, true);
+        }
+    }
+}

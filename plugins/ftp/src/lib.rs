@@ -1,0 +1,464 @@
+//! FTP, as `ip_vs_ftp.c` helps it through NAT.
+//!
+//! - Passive mode: the client's `PASV` (or `EPSV`) is remembered; the server's
+//!   `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)` reply then names the real server, so
+//!   it is rewritten to name the virtual address (the text may change length; the host
+//!   shifts the sequence numbers), and the data connection is expected from the client,
+//!   any port, to the virtual address on the server's port (IPVS's `NO_CPORT` entry). A
+//!   `229 (|||port|)` reply names no address: only the expectation is needed.
+//! - Active mode: the client's `PORT h1,h2,h3,h4,p1,p2` (or `EPRT |1|addr|port|`) names
+//!   where the server is to connect; the data connection is expected from the real server's
+//!   port 20 (the control port less one) to that client port, leaving as the virtual
+//!   address's port 20.
+//!
+//! As in IPVS: only in ESTABLISHED, IPv4, one segment at a time (a command split across
+//! two segments is not seen), and nothing else of the session is touched.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+use wvs_sdk::{Action, Expect, HELPER_STATE_LEN, Helper, HelperHost, PacketInfo, helper_dir};
+
+/// IPVS's `IP_VS_TCP_S_ESTABLISHED`.
+const ESTABLISHED: u8 = 1;
+
+/// What the control connection waits for (`cp->app_data`), in state byte 0.
+const ACTIVE: u8 = 0;
+const PASV: u8 = 1;
+const EPSV: u8 = 2;
+
+/// The FTP helper.
+#[derive(Debug, Default)]
+pub struct Ftp;
+
+wvs_sdk::export_helper!(Ftp);
+
+impl Helper for Ftp {
+    const NAME: &'static str = "ftp";
+    const FLAGS: u32 = wvs_sdk::helper_flags::EXPECTS;
+
+    fn packet(
+        &mut self,
+        pkt: &PacketInfo,
+        state: &mut [u8; HELPER_STATE_LEN],
+        payload: &[u8],
+        out: &mut [u8],
+        host: &mut dyn HelperHost,
+    ) -> Action {
+        if pkt.tcp_state != ESTABLISHED || pkt.af != 4 {
+            return Action::Keep;
+        }
+        if pkt.dir == helper_dir::IN {
+            from_client(pkt, state, payload, host);
+            Action::Keep
+        } else {
+            from_server(pkt, state, payload, out, host)
+        }
+    }
+}
+
+/// `ip_vs_ftp_in`: note a passive request, or expect an active data connection.
+fn from_client(
+    pkt: &PacketInfo,
+    state: &mut [u8; HELPER_STATE_LEN],
+    payload: &[u8],
+    host: &mut dyn HelperHost,
+) {
+    if let Some(mode) = passive_request(payload) {
+        state[0] = mode;
+        return;
+    }
+    let Some((addr, port)) = active_request(payload) else {
+        return;
+    };
+    state[0] = ACTIVE;
+    // The server connects from the port below the control port (20 for 21), and the
+    // client sees it come from the same port of the virtual address.
+    let e = Expect {
+        caddr: v4_mapped(addr),
+        daddr: pkt.daddr,
+        cport: port,
+        vport: pkt.vport.wrapping_sub(1),
+        dport: pkt.dport.wrapping_sub(1),
+        proto: 6,
+        ..Default::default()
+    };
+    host.expect(&e);
+}
+
+/// `ip_vs_ftp_out`: after a passive request, expect the data connection and name the
+/// virtual address in the reply.
+fn from_server(
+    pkt: &PacketInfo,
+    state: &mut [u8; HELPER_STATE_LEN],
+    payload: &[u8],
+    out: &mut [u8],
+    host: &mut dyn HelperHost,
+) -> Action {
+    let (addr, port, span) = match state[0] {
+        PASV => match pasv_reply(payload) {
+            Some(v) => v,
+            None => return Action::Keep,
+        },
+        EPSV => match epsv_reply(payload) {
+            Some(port) => (addr_of(&pkt.daddr), port, None),
+            None => return Action::Keep,
+        },
+        _ => return Action::Keep,
+    };
+    state[0] = ACTIVE;
+    let e = Expect {
+        caddr: pkt.caddr,
+        daddr: v4_mapped(addr),
+        cport: 0,
+        vport: port,
+        dport: port,
+        proto: 6,
+        ..Default::default()
+    };
+    if !host.expect(&e) {
+        return Action::Keep;
+    }
+    let Some((start, end)) = span else {
+        return Action::Keep;
+    };
+    let mut text = [0u8; 24];
+    let n = format_pasv(&mut text, addr_of(&pkt.vaddr), port);
+    splice(payload, start, end, &text[..n], out).map_or(Action::Keep, Action::Replace)
+}
+
+/// `"PASV\r\n"` anywhere in the segment, or `"EPSV\r\n"` / `"EPSV 1\r\n"` (IPv4): the
+/// mode to wait for.
+pub fn passive_request(p: &[u8]) -> Option<u8> {
+    for i in 0..p.len() {
+        let rest = &p[i..];
+        if starts_with_nocase(rest, b"PASV\r\n") {
+            return Some(PASV);
+        }
+        if starts_with_nocase(rest, b"EPSV") {
+            let tail = &rest[4..];
+            if tail.starts_with(b"\r\n") || tail.starts_with(b" 1\r\n") {
+                return Some(EPSV);
+            }
+        }
+    }
+    None
+}
+
+/// `PORT h1,h2,h3,h4,p1,p2` or `EPRT |1|a.b.c.d|port|` at the start of the segment.
+pub fn active_request(p: &[u8]) -> Option<([u8; 4], u16)> {
+    if starts_with_nocase(p, b"PORT ") {
+        let (addr, port, _) = six_numbers(&p[5..])?;
+        return Some((addr, port));
+    }
+    if starts_with_nocase(p, b"EPRT ") {
+        return eprt(&p[5..]);
+    }
+    None
+}
+
+/// `227 ...(h1,h2,h3,h4,p1,p2)`: the address, the port and where the numbers lie.
+pub fn pasv_reply(p: &[u8]) -> Option<([u8; 4], u16, Option<(usize, usize)>)> {
+    if !p.starts_with(b"227 ") {
+        return None;
+    }
+    // The numbers start at the first digit after the code ("(" is optional).
+    let start = 4 + p[4..].iter().position(u8::is_ascii_digit)?;
+    let (addr, port, len) = six_numbers(&p[start..])?;
+    Some((addr, port, Some((start, start + len))))
+}
+
+/// `229 ...(|||port|)`: the port.
+pub fn epsv_reply(p: &[u8]) -> Option<u16> {
+    if !p.starts_with(b"229 ") {
+        return None;
+    }
+    let open = p.iter().position(|&b| b == b'(')?;
+    let rest = &p[open + 1..];
+    let d = *rest.first()?;
+    if !(33..=126).contains(&d) || rest.get(1) != Some(&d) || rest.get(2) != Some(&d) {
+        return None;
+    }
+    let (port, used) = number(&rest[3..])?;
+    (rest.get(3 + used) == Some(&d) && (1..=65535).contains(&port)).then_some(port as u16)
+}
+
+/// `|1|a.b.c.d|port|` (any delimiter from `!` to `~`).
+fn eprt(p: &[u8]) -> Option<([u8; 4], u16)> {
+    let d = *p.first()?;
+    if !(33..=126).contains(&d) || p.get(1) != Some(&b'1') || p.get(2) != Some(&d) {
+        return None;
+    }
+    let rest = &p[3..];
+    let end = rest.iter().position(|&b| b == d)?;
+    let addr = parse_v4(&rest[..end])?;
+    let rest = &rest[end + 1..];
+    let (port, used) = number(rest)?;
+    (rest.get(used) == Some(&d) && (1..=65535).contains(&port)).then_some((addr, port as u16))
+}
+
+/// `h1,h2,h3,h4,p1,p2`, each at most 255, ended by anything but a digit or a comma:
+/// the address, the port and the text's length.
+fn six_numbers(p: &[u8]) -> Option<([u8; 4], u16, usize)> {
+    let mut v = [0u8; 6];
+    let mut at = 0;
+    for (i, slot) in v.iter_mut().enumerate() {
+        let (n, used) = number(&p[at..])?;
+        *slot = u8::try_from(n).ok()?;
+        at += used;
+        if i < 5 {
+            if p.get(at) != Some(&b',') {
+                return None;
+            }
+            at += 1;
+        }
+    }
+    if p.get(at) == Some(&b',') {
+        return None;
+    }
+    let port = u16::from(v[4]) << 8 | u16::from(v[5]);
+    Some(([v[0], v[1], v[2], v[3]], port, at))
+}
+
+/// A decimal number of at most 5 digits: its value and length.
+fn number(p: &[u8]) -> Option<(u32, usize)> {
+    let len = p.iter().take_while(|b| b.is_ascii_digit()).count();
+    if len == 0 || len > 5 {
+        return None;
+    }
+    let v = p[..len]
+        .iter()
+        .fold(0u32, |acc, b| acc * 10 + u32::from(b - b'0'));
+    Some((v, len))
+}
+
+fn parse_v4(p: &[u8]) -> Option<[u8; 4]> {
+    let mut a = [0u8; 4];
+    let mut at = 0;
+    for (i, slot) in a.iter_mut().enumerate() {
+        let (n, used) = number(&p[at..])?;
+        *slot = u8::try_from(n).ok()?;
+        at += used;
+        if i < 3 {
+            if p.get(at) != Some(&b'.') {
+                return None;
+            }
+            at += 1;
+        }
+    }
+    (at == p.len()).then_some(a)
+}
+
+/// `h1,h2,h3,h4,p1,p2` for `addr` and `port` into `buf` (24 bytes hold the longest).
+pub fn format_pasv(buf: &mut [u8; 24], addr: [u8; 4], port: u16) -> usize {
+    let nums = [
+        addr[0],
+        addr[1],
+        addr[2],
+        addr[3],
+        (port >> 8) as u8,
+        (port & 0xff) as u8,
+    ];
+    let mut n = 0;
+    for (i, v) in nums.iter().enumerate() {
+        if i > 0 {
+            buf[n] = b',';
+            n += 1;
+        }
+        let digits = [v / 100, v / 10 % 10, v % 10];
+        let skip = if *v >= 100 {
+            0
+        } else if *v >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            buf[n] = b'0' + d;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `payload` with `start..end` replaced by `text`, into `out`: its length, or `None` if
+/// it does not fit.
+pub fn splice(
+    payload: &[u8],
+    start: usize,
+    end: usize,
+    text: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let n = payload.len() - (end - start) + text.len();
+    if n > out.len() || end > payload.len() || start > end {
+        return None;
+    }
+    out[..start].copy_from_slice(&payload[..start]);
+    out[start..start + text.len()].copy_from_slice(text);
+    out[start + text.len()..n].copy_from_slice(&payload[end..]);
+    Some(n)
+}
+
+fn starts_with_nocase(p: &[u8], pat: &[u8]) -> bool {
+    p.len() >= pat.len() && p[..pat.len()].eq_ignore_ascii_case(pat)
+}
+
+fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[10] = 0xff;
+    m[11] = 0xff;
+    m[12..].copy_from_slice(&a);
+    m
+}
+
+fn addr_of(m: &[u8; 16]) -> [u8; 4] {
+    [m[12], m[13], m[14], m[15]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Host(Vec<Expect>, bool);
+    impl HelperHost for Host {
+        fn expect(&mut self, e: &Expect) -> bool {
+            self.0.push(*e);
+            self.1
+        }
+        fn now_ms(&self) -> u64 {
+            0
+        }
+    }
+
+    fn pkt(dir: u8) -> PacketInfo {
+        PacketInfo {
+            caddr: v4_mapped([198, 18, 0, 2]),
+            vaddr: v4_mapped([198, 18, 0, 100]),
+            daddr: v4_mapped([198, 19, 0, 11]),
+            cport: 40000,
+            vport: 21,
+            dport: 21,
+            proto: 6,
+            af: 4,
+            dir,
+            tcp_state: ESTABLISHED,
+            ..Default::default()
+        }
+    }
+
+    fn call(
+        dir: u8,
+        state: &mut [u8; HELPER_STATE_LEN],
+        payload: &[u8],
+        host: &mut Host,
+    ) -> (Action, Vec<u8>) {
+        let mut out = vec![0u8; 512];
+        let a = Ftp.packet(&pkt(dir), state, payload, &mut out, host);
+        let n = match a {
+            Action::Replace(n) => n,
+            _ => 0,
+        };
+        out.truncate(n);
+        (a, out)
+    }
+
+    #[test]
+    fn passive_reply_names_the_vip_and_expects_the_data_connection() {
+        let mut st = [0u8; HELPER_STATE_LEN];
+        let mut h = Host(vec![], true);
+        assert_eq!(call(0, &mut st, b"PASV\r\n", &mut h).0, Action::Keep);
+        assert_eq!(st[0], PASV);
+        let (a, out) = call(
+            1,
+            &mut st,
+            b"227 Entering Passive Mode (198,19,0,11,195,80).\r\n",
+            &mut h,
+        );
+        assert_eq!(a, Action::Replace(out.len()));
+        assert_eq!(out, b"227 Entering Passive Mode (198,18,0,100,195,80).\r\n");
+        assert_eq!(st[0], ACTIVE);
+        assert_eq!(h.0.len(), 1);
+        let e = h.0[0];
+        assert_eq!((e.cport, e.vport, e.dport), (0, 50000, 50000));
+        assert_eq!(e.caddr, pkt(0).caddr);
+        assert_eq!(e.daddr, pkt(0).daddr);
+        // Once answered, another 227 is left alone.
+        let again = call(1, &mut st, b"227 (198,19,0,11,195,80)\r\n", &mut h);
+        assert_eq!(again.0, Action::Keep);
+    }
+
+    #[test]
+    fn epsv_expects_without_rewriting() {
+        let mut st = [0u8; HELPER_STATE_LEN];
+        let mut h = Host(vec![], true);
+        call(0, &mut st, b"epsv\r\n", &mut h);
+        assert_eq!(st[0], EPSV);
+        let (a, _) = call(
+            1,
+            &mut st,
+            b"229 Entering Extended Passive Mode (|||50001|)\r\n",
+            &mut h,
+        );
+        assert_eq!(a, Action::Keep);
+        assert_eq!(h.0[0].vport, 50001);
+        assert_eq!(h.0[0].daddr, pkt(0).daddr);
+    }
+
+    #[test]
+    fn port_and_eprt_expect_the_servers_connection_from_port_20() {
+        let mut st = [0u8; HELPER_STATE_LEN];
+        let mut h = Host(vec![], true);
+        call(0, &mut st, b"PORT 198,18,0,2,4,1\r\n", &mut h);
+        call(0, &mut st, b"EPRT |1|198.18.0.2|5282|\r\n", &mut h);
+        assert_eq!(h.0.len(), 2);
+        assert_eq!((h.0[0].cport, h.0[0].vport, h.0[0].dport), (1025, 20, 20));
+        assert_eq!(h.0[0].caddr, pkt(0).caddr);
+        assert_eq!(h.0[1].cport, 5282);
+        assert_eq!(
+            call(0, &mut st, b"EPRT |2|::1|5282|\r\n", &mut h).0,
+            Action::Keep
+        );
+        assert_eq!(h.0.len(), 2, "IPv6 in an IPv4 session is ignored");
+    }
+
+    #[test]
+    fn malformed_commands_are_ignored() {
+        let mut st = [0u8; HELPER_STATE_LEN];
+        let mut h = Host(vec![], true);
+        for bad in [
+            &b"PORT 198,18,0,2,4\r\n"[..],
+            b"PORT 198,18,0,256,4,1\r\n",
+            b"PORT 1,2,3,4,5,6,7\r\n",
+            b"EPRT |1|198.18.0|5282|\r\n",
+            b"EPRT |1|198.18.0.2|70000|\r\n",
+            b"PAS",
+            b"",
+        ] {
+            call(0, &mut st, bad, &mut h);
+        }
+        assert!(h.0.is_empty());
+        assert_eq!(st[0], ACTIVE);
+        st[0] = PASV;
+        for bad in [&b"227 (1,2,3)\r\n"[..], b"227 ", b"200 OK\r\n"] {
+            assert_eq!(call(1, &mut st, bad, &mut h).0, Action::Keep);
+        }
+        assert!(h.0.is_empty());
+    }
+
+    #[test]
+    fn a_refused_expectation_leaves_the_reply() {
+        let mut st = [PASV; HELPER_STATE_LEN];
+        let mut h = Host(vec![], false);
+        let (a, _) = call(1, &mut st, b"227 (198,19,0,11,195,80)\r\n", &mut h);
+        assert_eq!(a, Action::Keep);
+    }
+
+    #[test]
+    fn pasv_text_formats() {
+        let mut b = [0u8; 24];
+        let n = format_pasv(&mut b, [255, 255, 255, 255], 65535);
+        assert_eq!(&b[..n], b"255,255,255,255,255,255");
+        let n = format_pasv(&mut b, [1, 0, 10, 100], 256);
+        assert_eq!(&b[..n], b"1,0,10,100,1,0");
+    }
+}
