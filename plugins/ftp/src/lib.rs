@@ -156,8 +156,11 @@ pub fn active_request(p: &[u8]) -> Option<([u8; 4], u16)> {
     None
 }
 
+/// What a passive reply names: the address, the port, and where the text to rewrite lies.
+pub type Passive = ([u8; 4], u16, Option<(usize, usize)>);
+
 /// `227 ...(h1,h2,h3,h4,p1,p2)`: the address, the port and where the numbers lie.
-pub fn pasv_reply(p: &[u8]) -> Option<([u8; 4], u16, Option<(usize, usize)>)> {
+pub fn pasv_reply(p: &[u8]) -> Option<Passive> {
     if !p.starts_with(b"227 ") {
         return None;
     }
