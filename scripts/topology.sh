@@ -15,6 +15,8 @@
 # usage: topology.sh up PREFIX [onearm] | down PREFIX | nginx PREFIX DIR [big] | socat PREFIX
 #        | dr PREFIX (the real servers hold the VIP on lo, ARP as LVS-DR needs)
 #        | vip_socat PREFIX (UDP responders bound to the VIP, once the servers hold it)
+#        | vsftpd PREFIX DIR (an anonymous FTP server in each real server: DIR/rsN/ftp/5m, a
+#          5 MB file, and a writable incoming/; active mode from port 20)
 #   nginx ... big also serves a 100 MB random file at /big.
 set -euo pipefail
 cmd=${1:?usage: topology.sh up|down|nginx|socat PREFIX [DIR]}
@@ -145,6 +147,36 @@ vip_socat() {
   done
 }
 
+# vsftpd in each real server, anonymous, downloads and uploads, passive and active mode.
+vsftpd_up() {
+  local dir=${3:?dir}
+  [ -f "$dir/5m" ] || head -c 5000000 /dev/urandom > "$dir/5m"
+  for i in 1 2 3; do
+    local d="$dir/rs$i"
+    mkdir -p "$d/ftp/incoming" "$d/empty"
+    chmod 755 "$d/ftp"; chmod 777 "$d/ftp/incoming"
+    cp "$dir/5m" "$d/ftp/5m"
+    echo "rs$i" > "$d/ftp/name"
+    cat > "$d/vsftpd.conf" <<CONF
+listen=YES
+background=YES
+anonymous_enable=YES
+local_enable=NO
+anon_root=$d/ftp
+write_enable=YES
+anon_upload_enable=YES
+anon_umask=022
+connect_from_port_20=YES
+secure_chroot_dir=$d/empty
+vsftpd_log_file=$d/vsftpd.log
+xferlog_enable=YES
+seccomp_sandbox=NO
+use_localtime=NO
+CONF
+    ip netns exec "$P-rs$i" vsftpd "$d/vsftpd.conf"
+  done
+}
+
 case "$cmd" in
   up) up "${3:-}" ;;
   dr) dr; vip_socat ;;
@@ -152,5 +184,6 @@ case "$cmd" in
   down) down ;;
   nginx) nginx_up "$@" ;;
   socat) socat_up ;;
+  vsftpd) vsftpd_up "$@" ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

@@ -373,8 +373,8 @@ pub struct ServiceSettings {
     #[schema(value_type = Option<crate::api::schema::Netmask>)]
     pub netmask: Option<String>,
     /// Application helpers bound to the service's NAT and full-NAT connections, in order:
-    /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent: the
-    /// default, `ftp` on TCP port 21 (as `ip_vs_ftp` with `ports=21`), none elsewhere.
+    /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent:
+    /// unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helpers: Option<Vec<String>>,
 }
@@ -1013,6 +1013,12 @@ impl Config {
                 )));
             }
             for h in s.helper_names() {
+                if Scheduler::from_name(&h).is_some() {
+                    return Err(conflict(format!(
+                        "service {}: {h:?} is a scheduler, not an application helper",
+                        s.key()
+                    )));
+                }
                 if !crate::consts::BUILTIN_HELPERS.contains(&h.as_str())
                     && !self.plugins.iter().any(|p| p.name == h)
                 {

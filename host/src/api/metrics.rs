@@ -31,6 +31,7 @@ struct Scrape {
     backend_info: Vec<(Labels, i64)>,
     plugin: [u64; 4],
     drops: Vec<(Labels, u64)>,
+    helper: Vec<(Labels, u64)>,
     rx: u64,
     tx: u64,
     passed: u64,
@@ -317,6 +318,14 @@ impl Collector for Scrape {
         )?;
         counters(
             &mut e,
+            "wvs_helper_events",
+            "Application helper events: calls, rewrites, faults, expected connections \
+             registered, refused and matched, resized segments cut.",
+            &self.helper,
+            |r| (&r.0, r.1),
+        )?;
+        counters(
+            &mut e,
             "wvs_drops",
             "Frames dropped by the datapath, by reason.",
             &self.drops,
@@ -413,6 +422,11 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
         .drops
         .iter()
         .map(|(r, n)| (vec![("reason", r.name().to_string())], *n))
+        .collect();
+    s.helper = crate::datapath::stats::HELPER_EVENTS
+        .iter()
+        .zip(sum.helper)
+        .map(|(name, n)| (vec![("event", (*name).to_string())], n))
         .collect();
     (s.rx, s.tx, s.passed) = (sum.rx, sum.tx, sum.passed);
     s.conns = st.conns.len() as u64;

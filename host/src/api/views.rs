@@ -364,6 +364,10 @@ pub struct DatapathView {
     pub icmp_sent: u64,
     /// TCP resets answered to segments of no connection.
     pub resets_sent: u64,
+    /// Application helper events (calls, rewrites, faults, expects, expects_refused,
+    /// expects_matched, segmented), those that occurred.
+    #[serde(default)]
+    pub helpers: std::collections::BTreeMap<String, u64>,
     /// Frames dropped, by reason (only reasons that occurred).
     pub drops: std::collections::BTreeMap<String, u64>,
 }
@@ -421,6 +425,12 @@ impl StatsView {
                 rx_gso: sum.rx_gso,
                 icmp_sent: sum.icmp_sent,
                 resets_sent: sum.resets_sent,
+                helpers: crate::datapath::stats::HELPER_EVENTS
+                    .iter()
+                    .zip(sum.helper)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(k, n)| ((*k).to_string(), n))
+                    .collect(),
                 drops: sum
                     .drops
                     .iter()

@@ -192,6 +192,10 @@ impl Change {
                 cur.flags = spec.flags;
                 cur.persistent = spec.persistent;
                 cur.netmask = spec.netmask;
+                // wvs's own setting: left as it was unless given.
+                if spec.helpers.is_some() {
+                    cur.helpers = spec.helpers;
+                }
             }
             Self::DeleteService { protocol, address } => {
                 let id = parse_service_id(protocol, address)?;

@@ -98,6 +98,17 @@ drop_reasons! {
     HelperDrop => "helper_drop",
 }
 
+/// The names of [`StatsSum::helper`]'s counters, in order.
+pub const HELPER_EVENTS: [&str; 7] = [
+    "calls",
+    "rewrites",
+    "faults",
+    "expects",
+    "expects_refused",
+    "expects_matched",
+    "segmented",
+];
+
 /// Counters of the application helpers, per worker.
 #[derive(Debug, Default)]
 pub struct HelperCounters {

@@ -1,0 +1,205 @@
+//! Application helpers end to end: real vsftpd servers behind VIP:21 with the built-in
+//! `ftp` helper, nginx behind a full-NAT service with `proxy-v2`, real curl as the client.
+//! Run as root (network namespaces).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{TOPOLOGY, Topo, VIP, Wvs};
+
+/// Three anonymous vsftpd servers (see scripts/topology.sh `vsftpd`).
+fn ftp_topo(name: &str) -> Topo {
+    let topo = Topo::new(name, false);
+    let st = Command::new("bash")
+        .args([TOPOLOGY, "vsftpd", &topo.prefix])
+        .arg(&topo.dir)
+        .status()
+        .expect("bash");
+    assert!(st.success(), "topology.sh vsftpd failed");
+    topo
+}
+
+/// VIP:21 to the three servers, round robin, with `extra` lines in the service.
+fn ftp_config(topo: &Topo, extra: &str) -> PathBuf {
+    let p = topo.dir.join("ftp.toml");
+    let mut c = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:21\"\nscheduler = \"rr\"\n{extra}\n"
+    );
+    for i in 1..=3 {
+        c += &format!("[[service.real]]\naddress = \"198.19.0.1{i}:21\"\n");
+    }
+    std::fs::write(&p, c).expect("config");
+    p
+}
+
+/// curl from the client with `args`; panics with its error unless it succeeds.
+fn curl(topo: &Topo, args: &[&str]) -> String {
+    let mut all = vec!["curl", "-sS", "-m", "60"];
+    all.extend(args);
+    let out = topo.exec("cli", &all);
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn five_mb(topo: &Topo) -> Vec<u8> {
+    std::fs::read(topo.dir.join("5m")).expect("the 5 MB file")
+}
+
+/// Download `ftp://VIP/5m` with curl's `mode` flags into `to` and check it byte for byte.
+fn download(topo: &Topo, mode: &[&str], to: &Path) {
+    let url = format!("ftp://{VIP}/5m");
+    let mut args = mode.to_vec();
+    args.extend(["-o", to.to_str().expect("path"), &url]);
+    curl(topo, &args);
+    let got = std::fs::read(to).expect("downloaded");
+    assert!(
+        got == five_mb(topo),
+        "{mode:?}: {} bytes, not the file",
+        got.len()
+    );
+}
+
+fn helper_events(w: &Wvs) -> serde_json::Value {
+    w.get_json("/api/v1/stats")["datapath"]["helpers"].clone()
+}
+
+fn event(w: &Wvs, name: &str) -> u64 {
+    helper_events(w)[name].as_u64().unwrap_or(0)
+}
+
+/// The four modes curl has: EPSV (its default), PASV, EPRT and PORT (active, the server
+/// connecting back from port 20 through the VIP), each several times, byte-exact.
+#[test]
+fn ftp_downloads_in_every_mode_through_the_vip() {
+    let topo = ftp_topo("ftp");
+    let w = Wvs::start(&topo, Some(&ftp_config(&topo, "")));
+    // The default for port 21: the ftp helper, shown by -L.
+    let list = w.adm_ok(&["-L", "-n"]);
+    assert!(list.contains(":21 rr helper ftp"), "{list}");
+    let client = "198.18.0.2";
+    let modes: [(&str, Vec<&str>); 4] = [
+        ("epsv", vec![]),
+        ("pasv", vec!["--disable-epsv"]),
+        ("eprt", vec!["-P", client]),
+        ("port", vec!["-P", client, "--disable-eprt"]),
+    ];
+    for (name, flags) in &modes {
+        for k in 0..3 {
+            download(&topo, flags, &topo.dir.join(format!("got-{name}-{k}")));
+        }
+    }
+    // PASV's reply was rewritten (a length change: 198,19,0,1x to 198,18,100,1); every
+    // data connection was expected and taken.
+    assert!(event(&w, "rewrites") >= 3, "{}", helper_events(&w));
+    assert!(event(&w, "expects") >= 12, "{}", helper_events(&w));
+    assert!(event(&w, "expects_matched") >= 6, "{}", helper_events(&w));
+    assert_eq!(event(&w, "faults"), 0);
+    assert_eq!(w.drops("l4_bad_csum"), 0);
+}
+
+/// An upload (STOR) arrives whole on one server; one control session runs several
+/// transfers, each with its own data connection.
+#[test]
+fn ftp_upload_and_several_transfers_in_one_session() {
+    let topo = ftp_topo("ftpu");
+    let w = Wvs::start(&topo, Some(&ftp_config(&topo, "")));
+    let src = topo.dir.join("5m");
+    curl(
+        &topo,
+        &[
+            "-T",
+            src.to_str().expect("path"),
+            &format!("ftp://{VIP}/incoming/up"),
+        ],
+    );
+    let copies: Vec<Vec<u8>> = (1..=3)
+        .filter_map(|i| std::fs::read(topo.dir.join(format!("rs{i}/ftp/incoming/up"))).ok())
+        .collect();
+    assert_eq!(copies.len(), 1, "one server has the upload");
+    assert!(copies[0] == five_mb(&topo), "the upload arrived whole");
+
+    // One curl, one control connection (curl reuses it), three transfers, each with a
+    // data connection of its own: all from the server that holds the session.
+    let dir = topo.dir.to_str().expect("path").to_string();
+    let out = curl(
+        &topo,
+        &[
+            "-w",
+            "%{num_connects}\n",
+            "--disable-epsv",
+            "-o",
+            &format!("{dir}/s1"),
+            &format!("ftp://{VIP}/5m"),
+            "-o",
+            &format!("{dir}/s2"),
+            &format!("ftp://{VIP}/name"),
+            "-o",
+            &format!("{dir}/s3"),
+            &format!("ftp://{VIP}/5m"),
+        ],
+    );
+    let connects: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        connects,
+        ["2", "1", "1"],
+        "the control connection and one data connection, then data connections: {out}"
+    );
+    assert!(std::fs::read(topo.dir.join("s1")).expect("s1") == five_mb(&topo));
+    assert!(std::fs::read(topo.dir.join("s3")).expect("s3") == five_mb(&topo));
+    let name = std::fs::read_to_string(topo.dir.join("s2")).expect("s2");
+    assert!(name.starts_with("rs"), "{name}");
+    drop(w);
+}
+
+/// `--helper none` leaves FTP's passive reply alone (the client is told the real
+/// server's address, which it cannot reach), and `-S` keeps the choice; `--helper ftp`
+/// brings it back.
+#[test]
+fn helpers_are_bound_by_adm_and_saved() {
+    let topo = ftp_topo("ftpn");
+    let w = Wvs::start(&topo, None);
+    let vip = format!("{VIP}:21");
+    w.adm_ok(&["-A", "-t", &vip, "-s", "rr", "--helper", "none"]);
+    for i in 1..=3 {
+        w.adm_ok(&["-a", "-t", &vip, "-r", &format!("198.19.0.1{i}:21"), "-m"]);
+    }
+    let save = w.adm_ok(&["-S", "-n"]);
+    assert!(save.contains("--helper none"), "{save}");
+    let out = topo.exec(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "8",
+            "--disable-epsv",
+            "-o",
+            "/dev/null",
+            &format!("ftp://{VIP}/name"),
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "no helper: PASV names the real server"
+    );
+    w.adm_ok(&["-E", "-t", &vip, "-s", "rr", "--helper", "ftp"]);
+    let list = w.adm_ok(&["-L", "-n"]);
+    assert!(list.contains("rr helper ftp"), "{list}");
+    let save = w.adm_ok(&["-S", "-n"]);
+    assert!(save.contains("--helper ftp"), "{save}");
+    let name = curl(&topo, &["--disable-epsv", &format!("ftp://{VIP}/name")]);
+    assert!(name.starts_with("rs"), "{name}");
+    // A scheduler is not a helper, and an unknown name is refused.
+    let (code, _, err) = w.adm(&["-E", "-t", &vip, "-s", "rr", "--helper", "wrr"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not an application helper"), "{err}");
+    let (code, _, err) = w.adm(&["-E", "-t", &vip, "-s", "rr", "--helper", "gopher"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown helper"), "{err}");
+}
