@@ -115,6 +115,12 @@ fn main() {
         "cargo:rustc-env=WVS_EXAMPLE_LAT2_WASM={}",
         example.display()
     );
+    // The built-in helpers' files too: the end-to-end tests load them as plugins from
+    // files (a helper replaced while connections use it).
+    println!(
+        "cargo:rustc-env=WVS_HELPER_FTP_WASM={}",
+        wasm_dir.join("wvs_helper_ftp.wasm").display()
+    );
     std::fs::write(out.join("builtin_plugins.rs"), src).expect("write builtin_plugins.rs");
     build_xdp(&manifest_dir, &out);
 }

@@ -203,3 +203,143 @@ fn helpers_are_bound_by_adm_and_saved() {
     assert_ne!(code, 0);
     assert!(err.contains("unknown helper"), "{err}");
 }
+
+/// Passive and active mode on the other packet I/O backends: under `--io xdp` the XDP
+/// program must redirect the data ports (20, 1024 up) of the VIP and of the servers too.
+fn ftp_on(io: &str) {
+    let topo = ftp_topo(&format!("f{}", &io[..1]));
+    let w = Wvs::start_io(&topo, Some(&ftp_config(&topo, "")), io);
+    for (name, flags) in [
+        ("epsv", vec![]),
+        ("pasv", vec!["--disable-epsv"]),
+        ("port", vec!["-P", "198.18.0.2", "--disable-eprt"]),
+    ] {
+        download(&topo, &flags, &topo.dir.join(format!("got-{name}")));
+    }
+    assert!(event(&w, "expects_matched") >= 2, "{}", helper_events(&w));
+}
+
+#[test]
+fn ftp_on_uring() {
+    ftp_on("uring");
+}
+
+#[test]
+fn ftp_on_xdp() {
+    ftp_on("xdp");
+}
+
+/// A helper that traps on every call (WebAssembly text; wasmtime compiles it).
+const TRAP_HELPER: &str = r#"(module
+  (memory (export "memory") 2)
+  (func (export "wvs_abi_version") (result i32) i32.const 1)
+  (func (export "wvs_helper_shared") (result i32) i32.const 1024)
+  (func (export "wvs_helper_flags") (result i32) i32.const 0)
+  (func (export "wvs_helper_packet") (result i32) unreachable))"#;
+
+/// A helper that traps is counted once per connection and the connection goes on
+/// unmodified: FTP control sessions keep working (curl -I: SIZE and MDTM, no data
+/// connection), and wvs with them.
+#[test]
+fn a_trapping_helper_leaves_control_sessions_working() {
+    let topo = ftp_topo("ftpt");
+    let trap = topo.dir.join("trap.wat");
+    std::fs::write(&trap, TRAP_HELPER).expect("wat");
+    let cfg = ftp_config(&topo, "helpers = [\"trap\", \"ftp\"]");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[plugin]]\nname = \"trap\"\npath = \"{}\"\n\n{text}",
+            trap.display()
+        ),
+    )
+    .expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    for k in 1..=3 {
+        let head = curl(&topo, &["-I", &format!("ftp://{VIP}/5m")]);
+        assert!(head.contains("Content-Length: 5000000"), "{head}");
+        assert_eq!(event(&w, "faults"), k, "one fault per connection");
+    }
+    let traps = w.get_json("/api/v1/stats")["plugins"]["traps"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(traps, 3);
+    // The same service without the trapping helper serves transfers again.
+    w.reload(
+        &cfg,
+        &std::fs::read_to_string(ftp_config(&topo, "")).expect("config"),
+    );
+    download(&topo, &["--disable-epsv"], &topo.dir.join("after"));
+}
+
+/// The FTP helper replaced (by a plugin from a file, then by the built-in one again)
+/// while a control session runs transfers: each transfer of the session is served, by
+/// whichever helper is in place, from the connection's own helper state.
+#[test]
+fn the_ftp_helper_is_replaced_while_a_session_runs() {
+    let topo = ftp_topo("ftps");
+    let cfg = ftp_config(&topo, "");
+    let w = Wvs::start(&topo, Some(&cfg));
+    // The same module with a custom section: another plugin to wvs (another digest).
+    let mut wasm = std::fs::read(env!("WVS_HELPER_FTP_WASM")).expect("ftp wasm");
+    wasm.extend_from_slice(&[0, 5, 4, b'w', b'v', b's', b'2']);
+    let file = topo.dir.join("ftp2.wasm");
+    std::fs::write(&file, &wasm).expect("wasm");
+    let base = std::fs::read_to_string(&cfg).expect("config");
+    let swapped = format!(
+        "[[plugin]]\nname = \"ftp\"\npath = \"{}\"\n\n{base}",
+        file.display()
+    );
+    let dir = topo.dir.display().to_string();
+    let mut args: Vec<String> = [
+        "curl",
+        "-sS",
+        "-m",
+        "60",
+        "--disable-epsv",
+        "--limit-rate",
+        "2M",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for k in 0..4 {
+        args.extend([
+            "-o".into(),
+            format!("{dir}/s{k}"),
+            format!("ftp://{VIP}/5m"),
+        ]);
+    }
+    let ns = topo.ns("cli");
+    let t0 = std::time::Instant::now();
+    let session = std::thread::spawn(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(&args)
+            .output()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    w.reload(&cfg, &swapped);
+    let plugins = w.get_json("/api/v1/plugins").to_string();
+    assert!(plugins.contains("\"ftp\""), "{plugins}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    w.reload(&cfg, &base);
+    assert!(
+        !session.is_finished(),
+        "the session outlasts both replacements ({:?})",
+        t0.elapsed()
+    );
+    let out = session.join().expect("thread").expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for k in 0..4 {
+        let got = std::fs::read(topo.dir.join(format!("s{k}"))).expect("file");
+        assert!(got == five_mb(&topo), "transfer {k}: {} bytes", got.len());
+    }
+    assert!(event(&w, "rewrites") >= 4, "{}", helper_events(&w));
+    assert_eq!(event(&w, "faults"), 0);
+}
