@@ -343,3 +343,144 @@ fn the_ftp_helper_is_replaced_while_a_session_runs() {
     assert!(event(&w, "rewrites") >= 4, "{}", helper_events(&w));
     assert_eq!(event(&w, "faults"), 0);
 }
+
+/// nginx with `listen 8080 proxy_protocol` in each real server: it logs, and answers with,
+/// the address the PROXY header gives and the one the connection came from.
+fn nginx_proxy_protocol(topo: &Topo) {
+    for i in 1..=3 {
+        let d = topo.dir.join(format!("pp{i}"));
+        std::fs::create_dir_all(d.join("tmp")).expect("dir");
+        let d = d.display();
+        let conf = format!(
+            "daemon on; user root; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n\
+               client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+               uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+               log_format pp '$proxy_protocol_addr:$proxy_protocol_port via $remote_addr \"$request\"';\n\
+               access_log {d}/access.log pp;\n\
+               server {{ listen 8080 proxy_protocol;\n\
+                 location / {{ return 200 \"$proxy_protocol_addr:$proxy_protocol_port $remote_addr rs{i}\\n\"; }} }}\n\
+             }}\n"
+        );
+        let path = topo.dir.join(format!("pp{i}.conf"));
+        std::fs::write(&path, conf).expect("nginx.conf");
+        let out = topo.exec(
+            &format!("rs{i}"),
+            &["nginx", "-c", path.to_str().expect("path")],
+        );
+        assert!(
+            out.status.success(),
+            "nginx: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Behind full NAT the real servers see the balancer's local address as the source; the
+/// `proxy-v2` helper tells them the client's. nginx logs the client's real address and
+/// port; a 5 MB upload behind the header arrives byte for byte (every later segment shifted
+/// by the header's 28 bytes, every acknowledgement shifted back).
+#[test]
+fn proxy_v2_tells_full_nat_servers_the_client() {
+    let topo = Topo::new("pv2", false);
+    nginx_proxy_protocol(&topo);
+    // Upload sinks: each server writes what its one connection brings to a file.
+    for i in 1..=3 {
+        let f = topo.dir.join(format!("up{i}"));
+        Command::new("ip")
+            .args(["netns", "exec", &topo.ns(&format!("rs{i}")), "socat", "-u"])
+            .arg("TCP-LISTEN:8081,reuseaddr")
+            .arg(format!("CREATE:{}", f.display()))
+            .spawn()
+            .expect("socat");
+    }
+    let mut text = String::new();
+    for port in [8080, 8081] {
+        text += &format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{port}\"\nscheduler = \"rr\"\n\
+             laddrs = [\"198.19.0.1\"]\nhelpers = [\"proxy-v2\"]\n"
+        );
+        for i in 1..=3 {
+            text += &format!(
+                "[[service.real]]\naddress = \"198.19.0.1{i}:{port}\"\nforward = \"fullnat\"\n"
+            );
+        }
+    }
+    let cfg = topo.dir.join("pv2.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    let mut servers = std::collections::BTreeSet::new();
+    for k in 0..6 {
+        let port = 41000 + k;
+        let body = curl(
+            &topo,
+            &[
+                "--local-port",
+                &port.to_string(),
+                &format!("http://{VIP}:8080/k{k}"),
+            ],
+        );
+        let f: Vec<&str> = body.split_whitespace().collect();
+        assert_eq!(f.len(), 3, "{body}");
+        assert_eq!(
+            f[0],
+            format!("198.18.0.2:{port}"),
+            "the client, from the header"
+        );
+        assert_eq!(f[1], "198.19.0.1", "the connection: the local address");
+        servers.insert(f[2].to_string());
+    }
+    assert_eq!(servers.len(), 3, "{servers:?}");
+    let logs: String = (1..=3)
+        .map(|i| {
+            std::fs::read_to_string(topo.dir.join(format!("pp{i}/access.log"))).unwrap_or_default()
+        })
+        .collect();
+    for k in 0..6 {
+        let want = format!(
+            "198.18.0.2:{} via 198.19.0.1 \"GET /k{k} HTTP/1.1\"",
+            41000 + k
+        );
+        assert!(logs.contains(&want), "{want} in\n{logs}");
+    }
+
+    let src = topo.dir.join("big-up");
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&src, &data).expect("file");
+    let out = topo.exec(
+        "cli",
+        &[
+            "socat",
+            "-u",
+            &format!("FILE:{}", src.display()),
+            &format!("TCP:{VIP}:8081,sourceport=42000"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        got = (1..=3)
+            .filter_map(|i| std::fs::read(topo.dir.join(format!("up{i}"))).ok())
+            .find(|v| !v.is_empty())
+            .unwrap_or_default();
+        if got.len() >= data.len() + 28 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(got.len(), data.len() + 28, "header and data");
+    assert_eq!(&got[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(&got[16..20], &[198, 18, 0, 2]);
+    assert_eq!(&got[24..26], &42000u16.to_be_bytes());
+    assert!(
+        got[28..] == data[..],
+        "the stream after the header is the client's"
+    );
+    assert_eq!(event(&w, "faults"), 0);
+    assert_eq!(w.drops("l4_bad_csum"), 0);
+}
