@@ -553,7 +553,9 @@ impl Datapath {
             dport,
             src,
             flow_hash: flow_hash(info),
-            mtu,
+            // A segment a helper made longer is held to the MTU by cutting it (below), not
+            // refused: the sender never sent anything too long.
+            mtu: if helped.resized { 0 } else { mtu },
             local: (laddr, local.1),
             pmtu_disc: sysctl.pmtu_disc,
         };
@@ -1063,5 +1065,7 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Parsed, DropReason> {
     }))
 }
 
+#[cfg(test)]
+mod app_tests;
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,10 @@ const ESTABLISHED: u8 = 1;
 const ACTIVE: u8 = 0;
 const PASV: u8 = 1;
 const EPSV: u8 = 2;
+/// Bytes 1..5: the stream offset of the last passive reply answered, byte 5 its mode, so
+/// that a retransmission of it is rewritten again (IPVS sends it as the server wrote it).
+const LAST_OFFSET: usize = 1;
+const LAST_MODE: usize = 5;
 
 /// The FTP helper.
 #[derive(Debug, Default)]
@@ -94,7 +98,13 @@ fn from_server(
     out: &mut [u8],
     host: &mut dyn HelperHost,
 ) -> Action {
-    let (addr, port, span) = match state[0] {
+    let last = u32::from_le_bytes([state[1], state[2], state[3], state[4]]);
+    let mode = if state[0] == ACTIVE && state[LAST_MODE] != ACTIVE && pkt.offset == last {
+        state[LAST_MODE]
+    } else {
+        state[0]
+    };
+    let (addr, port, span) = match mode {
         PASV => match pasv_reply(payload) {
             Some(v) => v,
             None => return Action::Keep,
@@ -106,6 +116,10 @@ fn from_server(
         _ => return Action::Keep,
     };
     state[0] = ACTIVE;
+    if pkt.offset != u32::MAX {
+        state[LAST_OFFSET..LAST_OFFSET + 4].copy_from_slice(&pkt.offset.to_le_bytes());
+        state[LAST_MODE] = mode;
+    }
     let e = Expect {
         caddr: pkt.caddr,
         daddr: v4_mapped(addr),
@@ -365,18 +379,15 @@ mod tests {
         (a, out)
     }
 
+    const REPLY: &[u8] = b"227 Entering Passive Mode (198,19,0,11,195,80).\r\n";
+
     #[test]
     fn passive_reply_names_the_vip_and_expects_the_data_connection() {
         let mut st = [0u8; HELPER_STATE_LEN];
         let mut h = Host(vec![], true);
         assert_eq!(call(0, &mut st, b"PASV\r\n", &mut h).0, Action::Keep);
         assert_eq!(st[0], PASV);
-        let (a, out) = call(
-            1,
-            &mut st,
-            b"227 Entering Passive Mode (198,19,0,11,195,80).\r\n",
-            &mut h,
-        );
+        let (a, out) = call(1, &mut st, REPLY, &mut h);
         assert_eq!(a, Action::Replace(out.len()));
         assert_eq!(out, b"227 Entering Passive Mode (198,18,0,100,195,80).\r\n");
         assert_eq!(st[0], ACTIVE);
@@ -385,9 +396,18 @@ mod tests {
         assert_eq!((e.cport, e.vport, e.dport), (0, 50000, 50000));
         assert_eq!(e.caddr, pkt(0).caddr);
         assert_eq!(e.daddr, pkt(0).daddr);
-        // Once answered, another 227 is left alone.
-        let again = call(1, &mut st, b"227 (198,19,0,11,195,80)\r\n", &mut h);
-        assert_eq!(again.0, Action::Keep);
+        // A retransmission of the reply (the same stream offset) is rewritten again...
+        let again = call(1, &mut st, REPLY, &mut h);
+        assert_eq!(
+            again.1,
+            b"227 Entering Passive Mode (198,18,0,100,195,80).\r\n"
+        );
+        // ... but another 227 without a PASV before it is left alone.
+        let mut later = pkt(1);
+        later.offset = 100;
+        let mut out = vec![0u8; 512];
+        let a = Ftp.packet(&later, &mut st, REPLY, &mut out, &mut h);
+        assert_eq!(a, Action::Keep);
     }
 
     #[test]

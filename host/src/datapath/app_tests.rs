@@ -1,0 +1,422 @@
+//! The helper path with synthetic frames and the built-in `ftp` and `proxy-v2` helpers as
+//! wasm: checksums verified, passive replies rewritten, IPVS's sequence rules through
+//! retransmissions, SACK blocks, expected connections, a grown segment cut at the MTU.
+
+use std::net::Ipv4Addr;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering::Relaxed;
+
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TcpOptionElement, TransportHeader};
+
+use super::*;
+use crate::config;
+use crate::plugin::{Plugin, Runtime};
+use crate::xmit::gso::TestSink;
+
+const CLIENT_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const SERVER_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
+const RS_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 11];
+const CLIENT: [u8; 4] = [198, 18, 0, 2];
+const VIP: [u8; 4] = [198, 18, 100, 1];
+const RS: [u8; 4] = [198, 19, 0, 11];
+
+fn helpers() -> &'static (Arc<Runtime>, Vec<Plugin>) {
+    static H: OnceLock<(Arc<Runtime>, Vec<Plugin>)> = OnceLock::new();
+    H.get_or_init(|| {
+        let rt = Runtime::new(None).unwrap();
+        let hs = crate::plugin::builtin::BUILTIN
+            .iter()
+            .filter(|(n, _)| crate::consts::BUILTIN_HELPERS.contains(n))
+            .map(|(n, w)| rt.compile(n, w).unwrap())
+            .collect();
+        (rt, hs)
+    })
+}
+
+struct H {
+    dp: Datapath,
+    snap: Snapshot,
+    conns: Arc<ConnTable>,
+}
+
+/// One service on `port` with real server 198.19.0.11 (`fwd`, port 0: the same) and
+/// `helpers`, interface 1 with MTU `mtu` towards it.
+fn harness(port: u16, extra: &str, mtu: u32) -> H {
+    let cfg = config::parse(&format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:{port}\"\nscheduler = \"rr\"\n{extra}\n\
+         [[service.real]]\naddress = \"198.19.0.11\"\n"
+    ))
+    .unwrap();
+    let (_, plugins) = helpers();
+    let snap = Snapshot::build_with_helpers(
+        &cfg.services,
+        &cfg.timeouts,
+        &Snapshot::default(),
+        &|n| {
+            crate::service::SchedChoice::native(
+                crate::model::Scheduler::from_name(n).unwrap_or(crate::model::Scheduler::Wlc),
+            )
+        },
+        &|n| plugins.iter().find(|p| p.name == n).cloned(),
+    );
+    for d in snap.dests() {
+        d.set_next_hop(Some(NextHop {
+            iface: 1,
+            mac: RS_MAC,
+        }));
+        d.set_source(Ipv4Addr::new(198, 19, 0, 1));
+        d.set_mtu(mtu);
+    }
+    let conns = Arc::new(ConnTable::new(1 << 12));
+    let ifaces: Arc<[Iface]> =
+        vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
+    let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 0);
+    H { dp, snap, conns }
+}
+
+const FROM_CLIENT: RxMeta = RxMeta {
+    iface: 0,
+    csum: CsumMode::Complete,
+    gso_size: 0,
+};
+const FROM_RS: RxMeta = RxMeta {
+    iface: 1,
+    csum: CsumMode::Complete,
+    gso_size: 0,
+};
+
+#[derive(Default, Clone, Copy)]
+struct Seg {
+    syn: bool,
+    ack: Option<u32>,
+    sack: Option<(u32, u32)>,
+}
+
+/// A TCP frame, client to VIP or real server to client.
+fn frame(from_client: bool, ports: (u16, u16), seq: u32, s: Seg, payload: &[u8]) -> Vec<u8> {
+    let b = if from_client {
+        PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(ports.0, ports.1, seq, 65535)
+    } else {
+        PacketBuilder::ethernet2(RS_MAC, SERVER_IF_MAC)
+            .ipv4(RS, CLIENT, 64)
+            .tcp(ports.0, ports.1, seq, 65535)
+    };
+    let mut b = if s.syn { b.syn() } else { b };
+    if let Some(a) = s.ack {
+        b = b.ack(a);
+    }
+    if let Some(block) = s.sack {
+        b = b
+            .options(&[
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::SelectiveAcknowledgement(block, [None, None, None]),
+            ])
+            .unwrap();
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+/// What left: (seq, ack, SACK block, payload), with every checksum checked.
+#[derive(Debug, PartialEq, Eq)]
+struct Out {
+    seq: u32,
+    ack: u32,
+    sack: Option<(u32, u32)>,
+    payload: Vec<u8>,
+}
+
+fn parse(f: &[u8]) -> Out {
+    let h = PacketHeaders::from_ethernet_slice(f).unwrap();
+    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+        panic!("not IPv4")
+    };
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IP checksum");
+    let Some(TransportHeader::Tcp(t)) = &h.transport else {
+        panic!("not TCP")
+    };
+    let body = h.payload.slice();
+    assert_eq!(
+        usize::from(ip.total_len),
+        ip.header_len() + t.header_len() + body.len(),
+        "IP length"
+    );
+    assert_eq!(
+        t.checksum,
+        t.calc_checksum_ipv4(ip, body).unwrap(),
+        "TCP checksum"
+    );
+    let sack = t.options_iterator().find_map(|o| match o {
+        Ok(TcpOptionElement::SelectiveAcknowledgement(b, _)) => Some(b),
+        _ => None,
+    });
+    Out {
+        seq: t.sequence_number,
+        ack: t.acknowledgment_number,
+        sack,
+        payload: body.to_vec(),
+    }
+}
+
+/// Process `f` in a roomy buffer; returns the verdict and every frame that left.
+fn send(h: &H, meta: RxMeta, f: &[u8]) -> (Verdict, Vec<Vec<u8>>) {
+    send_at(h, 0, meta, f)
+}
+
+/// As [`send`], at time `now` (ms).
+fn send_at(h: &H, now: u64, meta: RxMeta, f: &[u8]) -> (Verdict, Vec<Vec<u8>>) {
+    let mut buf = vec![0u8; 4096];
+    buf[..f.len()].copy_from_slice(f);
+    let mut sink = TestSink::default();
+    let v =
+        h.dp.process_seg(&h.snap, now, meta, &mut buf, f.len(), &mut sink);
+    let out = match v {
+        Verdict::Tx { .. } => vec![buf[..f.len()].to_vec()],
+        Verdict::Whole { len, .. } | Verdict::Resized { len, .. } => vec![buf[..len].to_vec()],
+        Verdict::Segmented { .. } => sink.sent.into_iter().map(|(_, f)| f).collect(),
+        _ => vec![],
+    };
+    (v, out)
+}
+
+fn one(h: &H, meta: RxMeta, f: &[u8]) -> Out {
+    let (v, out) = send(h, meta, f);
+    assert_eq!(out.len(), 1, "{v:?}");
+    parse(&out[0])
+}
+
+const C0: u32 = 1000;
+const S0: u32 = 5000;
+const CP: (u16, u16) = (40000, 21);
+const SP: (u16, u16) = (21, 40000);
+
+/// The control connection up to ESTABLISHED.
+fn handshake(h: &H) {
+    let syn = Seg {
+        syn: true,
+        ..Default::default()
+    };
+    one(h, FROM_CLIENT, &frame(true, CP, C0, syn, b""));
+    let synack = Seg {
+        syn: true,
+        ack: Some(C0 + 1),
+        ..Default::default()
+    };
+    one(h, FROM_RS, &frame(false, SP, S0, synack, b""));
+    let ack = Seg {
+        ack: Some(S0 + 1),
+        ..Default::default()
+    };
+    one(h, FROM_CLIENT, &frame(true, CP, C0 + 1, ack, b""));
+}
+
+const REPLY: &[u8] = b"227 Entering Passive Mode (198,19,0,11,195,80).\r\n";
+const REWRITTEN: &[u8] = b"227 Entering Passive Mode (198,18,100,1,195,80).\r\n";
+
+#[test]
+fn passive_reply_is_rewritten_and_the_stream_shifted() {
+    let h = harness(21, "", 0);
+    handshake(&h);
+    let ack = |a| Seg {
+        ack: Some(a),
+        ..Default::default()
+    };
+    let pasv = one(
+        &h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"),
+    );
+    assert_eq!(pasv.payload, b"PASV\r\n");
+    // The reply grows by one byte ("198,19,0,11" to "198,18,100,1").
+    let grow = (REWRITTEN.len() - REPLY.len()) as u32;
+    assert_eq!(grow, 1);
+    let r = one(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
+    assert_eq!(r.payload, REWRITTEN);
+    assert_eq!((r.seq, r.ack), (S0 + 1, C0 + 7));
+    let next = S0 + 1 + REPLY.len() as u32;
+    // The server's next segment is shifted; the client's acknowledgement of it, back.
+    let r2 = one(
+        &h,
+        FROM_RS,
+        &frame(false, SP, next, ack(C0 + 7), b"150 Here.\r\n"),
+    );
+    assert_eq!(r2.seq, next + grow);
+    let c = one(
+        &h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 7, ack(next + grow + 11), b""),
+    );
+    assert_eq!(c.ack, next + 11);
+    // An ack of the rewritten reply only (before its end) and one of its start.
+    let c = one(&h, FROM_CLIENT, &frame(true, CP, C0 + 7, ack(S0 + 1), b""));
+    assert_eq!(c.ack, S0 + 1);
+    // A retransmission of the reply is rewritten again, keeps its sequence number, and
+    // does not count twice.
+    let again = one(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
+    assert_eq!((again.seq, again.payload.as_slice()), (S0 + 1, REWRITTEN));
+    let r3 = one(
+        &h,
+        FROM_RS,
+        &frame(false, SP, next + 11, ack(C0 + 7), b"226 Done.\r\n"),
+    );
+    assert_eq!(r3.seq, next + 11 + grow);
+    // A SACK block of the client's about the shifted stream is shifted back.
+    let sacked = Seg {
+        ack: Some(next + grow),
+        sack: Some((next + grow + 11, next + grow + 22)),
+        ..Default::default()
+    };
+    let c = one(&h, FROM_CLIENT, &frame(true, CP, C0 + 7, sacked, b""));
+    assert_eq!(c.ack, next);
+    assert_eq!(c.sack, Some((next + 11, next + 22)));
+    let s = h.dp.stats();
+    assert_eq!(
+        s.helper.expects.load(Relaxed),
+        1,
+        "one expectation (the repeat exists)"
+    );
+    assert!(s.helper.rewrites.load(Relaxed) >= 2);
+
+    // The data connection: from any client port to VIP:50000, to the same server.
+    let data = Seg {
+        syn: true,
+        ..Default::default()
+    };
+    let d = send(&h, FROM_CLIENT, &frame(true, (50123, 50000), 77, data, b""));
+    assert!(matches!(d.0, Verdict::Tx { iface: 1 }), "{:?}", d.0);
+    let hd = PacketHeaders::from_ethernet_slice(&d.1[0]).unwrap();
+    let Some(TransportHeader::Tcp(t)) = &hd.transport else {
+        panic!()
+    };
+    assert_eq!(t.destination_port, 50000);
+    assert_eq!(s.helper.expects_matched.load(Relaxed), 1);
+    // Its reply goes back as the VIP's port 50000.
+    let back = Seg {
+        syn: true,
+        ack: Some(78),
+        ..Default::default()
+    };
+    let b = send(&h, FROM_RS, &frame(false, (50000, 50123), 9, back, b""));
+    assert!(matches!(b.0, Verdict::Tx { iface: 0 }), "{:?}", b.0);
+    // The control connection is held while its data connection lives: the data
+    // connection, ESTABLISHED at 600 s, outlives the control connection's 900 s.
+    let est = Seg {
+        ack: Some(10),
+        ..Default::default()
+    };
+    send_at(
+        &h,
+        600_000,
+        FROM_CLIENT,
+        &frame(true, (50123, 50000), 78, est, b""),
+    );
+    assert_eq!(h.conns.len(), 2);
+    assert_eq!(h.conns.sweep(901_000), 0, "held by its data connection");
+    assert_eq!(h.conns.sweep(1_501_000), 1, "the data connection goes");
+    // The control connection's timer was re-armed when it was held (IPVS's expire later).
+    assert_eq!(h.conns.sweep(1_801_001), 1);
+}
+
+#[test]
+fn a_bad_checksum_never_reaches_the_helper() {
+    let h = harness(21, "", 0);
+    handshake(&h);
+    let mut f = frame(
+        true,
+        CP,
+        C0 + 1,
+        Seg {
+            ack: Some(S0 + 1),
+            ..Default::default()
+        },
+        b"PASV\r\n",
+    );
+    let last = f.len() - 1;
+    f[last] ^= 0x20;
+    let (v, _) = send(&h, FROM_CLIENT, &f);
+    assert_eq!(v, Verdict::Drop(DropReason::L4BadChecksum));
+    assert_eq!(h.dp.stats().helper.calls.load(Relaxed), 0);
+}
+
+#[test]
+fn active_mode_expects_the_servers_connection_from_port_20() {
+    let h = harness(21, "", 0);
+    handshake(&h);
+    let ack = Seg {
+        ack: Some(S0 + 1),
+        ..Default::default()
+    };
+    one(
+        &h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 1, ack, b"PORT 198,18,0,2,4,1\r\n"),
+    );
+    // The server connects from its port 20 to the client's 1025: out as VIP:20.
+    let syn = Seg {
+        syn: true,
+        ..Default::default()
+    };
+    let (v, out) = send(&h, FROM_RS, &frame(false, (20, 1025), 300, syn, b""));
+    assert!(matches!(v, Verdict::Tx { iface: 0 }), "{v:?}");
+    let hd = PacketHeaders::from_ethernet_slice(&out[0]).unwrap();
+    let Some(NetHeaders::Ipv4(ip, _)) = &hd.net else {
+        panic!()
+    };
+    assert_eq!(ip.source, VIP);
+    // A PORT naming another host is refused (no FTP bounce through the VIP).
+    one(
+        &h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 22, ack, b"PORT 198,18,0,9,4,1\r\n"),
+    );
+    assert_eq!(h.dp.stats().helper.expects_refused.load(Relaxed), 1);
+}
+
+#[test]
+fn proxy_header_goes_before_the_first_byte_and_a_grown_segment_is_cut() {
+    // MTU 600 towards the server: a 560-byte first segment plus the 28-byte header is too
+    // long, and leaves in two segments.
+    let h = harness(
+        8080,
+        "laddrs = [\"198.19.0.1\"]\nhelpers = [\"proxy-v2\"]",
+        600,
+    );
+    let cfg_fwd = |h: &H| {
+        for d in h.snap.dests() {
+            d.set_forward(crate::model::Forward::FullNat);
+        }
+    };
+    cfg_fwd(&h);
+    let cp = (40000, 8080);
+    let syn = Seg {
+        syn: true,
+        ..Default::default()
+    };
+    let s = one(&h, FROM_CLIENT, &frame(true, cp, C0, syn, b""));
+    let body = vec![b'x'; 560];
+    let ack = Seg {
+        ack: Some(1),
+        ..Default::default()
+    };
+    let (v, out) = send(&h, FROM_CLIENT, &frame(true, cp, C0 + 1, ack, &body));
+    assert!(matches!(v, Verdict::Segmented { count: 2 }), "{v:?}");
+    let segs: Vec<Out> = out.iter().map(|f| parse(f)).collect();
+    let all: Vec<u8> = segs.iter().flat_map(|o| o.payload.clone()).collect();
+    assert_eq!(all.len(), 28 + 560);
+    assert_eq!(&all[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(&all[16..20], &CLIENT);
+    assert_eq!(&all[28..], &body[..]);
+    assert_eq!(segs[0].seq, C0 + 1);
+    assert_eq!(segs[1].seq, C0 + 1 + segs[0].payload.len() as u32);
+    assert_eq!(h.dp.stats().helper.segmented.load(Relaxed), 1);
+    // The next segment is shifted by the header.
+    let n = one(&h, FROM_CLIENT, &frame(true, cp, C0 + 561, ack, b"more"));
+    assert_eq!(n.seq, C0 + 561 + 28);
+    assert_eq!(n.payload, b"more");
+    let _ = s;
+}
