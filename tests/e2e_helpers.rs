@@ -386,14 +386,16 @@ fn proxy_v2_tells_full_nat_servers_the_client() {
     let topo = Topo::new("pv2", false);
     nginx_proxy_protocol(&topo);
     // Upload sinks: each server writes what its one connection brings to a file.
+    let mut sinks = Vec::new();
     for i in 1..=3 {
         let f = topo.dir.join(format!("up{i}"));
-        Command::new("ip")
+        let sink = Command::new("ip")
             .args(["netns", "exec", &topo.ns(&format!("rs{i}")), "socat", "-u"])
             .arg("TCP-LISTEN:8081,reuseaddr")
             .arg(format!("CREATE:{}", f.display()))
             .spawn()
             .expect("socat");
+        sinks.push(sink);
     }
     let mut text = String::new();
     for port in [8080, 8081] {
