@@ -37,6 +37,8 @@ const PLUGINS: &[(&str, &str)] = &[
 
 /// The example custom scheduler (examples/lat2).
 const EXAMPLE: &str = "wvs-example-lat2";
+/// The example custom helper (examples/tftp-helper).
+const EXAMPLE_HELPER: &str = "wvs-example-tftp";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
@@ -48,6 +50,8 @@ fn main() {
     let target_dir = out.join("wasm-target");
     for dir in [
         "plugins",
+        "examples/lat2",
+        "examples/tftp-helper",
         "sdk/src",
         "sdk/Cargo.toml",
         "Cargo.toml",
@@ -76,7 +80,7 @@ fn main() {
     }
     // The example custom scheduler is built too (not embedded): the end-to-end tests load it
     // from the file whose path WVS_EXAMPLE_LAT2_WASM gives.
-    cmd.args(["-p", EXAMPLE]);
+    cmd.args(["-p", EXAMPLE, "-p", EXAMPLE_HELPER]);
     // The outer build's flags are for the host target, not for wasm32.
     for var in [
         "RUSTFLAGS",
@@ -114,6 +118,12 @@ fn main() {
     println!(
         "cargo:rustc-env=WVS_EXAMPLE_LAT2_WASM={}",
         example.display()
+    );
+    println!(
+        "cargo:rustc-env=WVS_EXAMPLE_TFTP_WASM={}",
+        wasm_dir
+            .join(format!("{}.wasm", EXAMPLE_HELPER.replace('-', "_")))
+            .display()
     );
     // The built-in helpers' files too: the end-to-end tests load them as plugins from
     // files (a helper replaced while connections use it).

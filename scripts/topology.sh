@@ -17,6 +17,7 @@
 #        | vip_socat PREFIX (UDP responders bound to the VIP, once the servers hold it)
 #        | vsftpd PREFIX DIR (an anonymous FTP server in each real server: DIR/rsN/ftp/5m, a
 #          5 MB file, and a writable incoming/; active mode from port 20)
+#        | tftpd PREFIX DIR (tftpd-hpa in each real server serving DIR/rsN/tftp: 1m, name)
 #   nginx ... big also serves a 100 MB random file at /big.
 set -euo pipefail
 cmd=${1:?usage: topology.sh up|down|nginx|socat PREFIX [DIR]}
@@ -177,6 +178,20 @@ CONF
   done
 }
 
+# tftpd-hpa in each real server: a 1 MB file and the server's name.
+tftpd_up() {
+  local dir=${3:?dir}
+  [ -f "$dir/1m" ] || head -c 1000000 /dev/urandom > "$dir/1m"
+  for i in 1 2 3; do
+    local d="$dir/rs$i/tftp"
+    mkdir -p "$d"
+    cp "$dir/1m" "$d/1m"
+    echo "rs$i" > "$d/name"
+    ip netns exec "$P-rs$i" in.tftpd --listen --address 0.0.0.0:69 --user root \
+      --pidfile "$dir/rs$i/tftpd.pid" --secure "$d"
+  done
+}
+
 case "$cmd" in
   up) up "${3:-}" ;;
   dr) dr; vip_socat ;;
@@ -185,5 +200,6 @@ case "$cmd" in
   nginx) nginx_up "$@" ;;
   socat) socat_up ;;
   vsftpd) vsftpd_up "$@" ;;
+  tftpd) tftpd_up "$@" ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

@@ -486,3 +486,55 @@ fn proxy_v2_tells_full_nat_servers_the_client() {
     assert_eq!(event(&w, "faults"), 0);
     assert_eq!(w.drops("l4_bad_csum"), 0);
 }
+
+/// The example helper (examples/tftp-helper), loaded as a user would: a UDP service on
+/// port 69 in front of tftpd-hpa, curl's `tftp://` as the client. The transfer comes from
+/// each server's new port, expected by the helper, and reaches curl as the VIP's.
+#[test]
+fn the_tftp_example_helper_serves_files_through_the_vip() {
+    let topo = Topo::new("tftp", false);
+    let st = Command::new("bash")
+        .args([TOPOLOGY, "tftpd", &topo.prefix])
+        .arg(&topo.dir)
+        .status()
+        .expect("bash");
+    assert!(st.success(), "topology.sh tftpd failed");
+    let mut c = format!(
+        "[[plugin]]\nname = \"tftp\"\npath = \"{}\"\n\n\
+         [[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:69\"\nscheduler = \"rr\"\n\
+         helpers = [\"tftp\"]\n",
+        env!("WVS_EXAMPLE_TFTP_WASM")
+    );
+    for i in 1..=3 {
+        c += &format!("[[service.real]]\naddress = \"198.19.0.1{i}:69\"\n");
+    }
+    let cfg = topo.dir.join("tftp.toml");
+    std::fs::write(&cfg, c).expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    let want = std::fs::read(topo.dir.join("1m")).expect("1m");
+    let mut names = std::collections::BTreeSet::new();
+    for k in 0..3 {
+        let got = topo.dir.join(format!("t{k}"));
+        curl(
+            &topo,
+            &[
+                "--local-port",
+                &(43000 + k).to_string(),
+                "-o",
+                got.to_str().expect("path"),
+                &format!("tftp://{VIP}/1m"),
+            ],
+        );
+        assert!(std::fs::read(&got).expect("file") == want, "transfer {k}");
+        names.insert(curl(
+            &topo,
+            &[
+                "--local-port",
+                &(43100 + k).to_string(),
+                &format!("tftp://{VIP}/name"),
+            ],
+        ));
+    }
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(event(&w, "expects_matched") >= 6, "{}", helper_events(&w));
+}
