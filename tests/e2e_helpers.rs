@@ -538,3 +538,43 @@ fn the_tftp_example_helper_serves_files_through_the_vip() {
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(event(&w, "expects_matched") >= 6, "{}", helper_events(&w));
 }
+
+/// A passive request seen on the wire: the 227 reply names the VIP, and the expected data
+/// connection waits in LISTEN with client port 0, listed by `wvs adm -L -n -c` as ipvsadm
+/// lists IPVS's.
+#[test]
+fn an_expected_connection_is_listed_in_listen() {
+    let topo = ftp_topo("ftpl");
+    let w = Wvs::start(&topo, Some(&ftp_config(&topo, "")));
+    let out = topo.exec(
+        "cli",
+        &[
+            "bash",
+            "-c",
+            &format!(
+                "(printf 'USER anonymous\\r\\nPASS x\\r\\n'; sleep 0.5; printf 'PASV\\r\\n'; sleep 1) \
+                 | socat -t 2 - TCP:{VIP}:21"
+            ),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let reply = text
+        .lines()
+        .find(|l| l.starts_with("227 "))
+        .unwrap_or_else(|| panic!("no 227 in {text}"));
+    assert!(reply.contains("(198,18,100,1,"), "{reply}");
+    let list = w.adm_ok(&["-L", "-n", "-c"]);
+    let listen: Vec<&str> = list.lines().filter(|l| l.contains("LISTEN")).collect();
+    assert_eq!(listen.len(), 1, "{list}");
+    let f: Vec<&str> = listen[0].split_whitespace().collect();
+    assert_eq!(f[0], "TCP");
+    assert_eq!(f[3], "198.18.0.2:0", "{list}");
+    assert!(f[4].starts_with(&format!("{VIP}:")), "{list}");
+    assert!(f[5].starts_with("198.19.0.1"), "{list}");
+    let vport = f[4].rsplit(':').next().expect("port");
+    assert_eq!(
+        f[5].rsplit(':').next(),
+        Some(vport),
+        "the same port on both sides"
+    );
+}
