@@ -298,6 +298,44 @@ fn c_header_layouts_match_the_rust_abi() {
         activeconns, inactconns, persistconns, hint);
     fields!("wvs_conn_info", ConnInfo: saddr, daddr, sport, dport, proto, af, reserved, svc_flags);
     fields!("wvs_shared", Shared: conn, n_dests, dests);
+    use wvs_sdk::{Expect, HelperShared, PacketInfo};
+    check("sizeof(wvs_packet_info)".into(), size_of::<PacketInfo>());
+    check("sizeof(wvs_expect_info)".into(), size_of::<Expect>());
+    check(
+        "sizeof(wvs_helper_shared)".into(),
+        size_of::<HelperShared>(),
+    );
+    fields!("wvs_packet_info", PacketInfo: caddr, vaddr, daddr, cport, vport, dport, proto, af,
+        dir, fwd, tcp_state, reserved, seq, offset, len, max_len);
+    fields!("wvs_expect_info", Expect: caddr, daddr, cport, vport, dport, proto, reserved, timeout_ms);
+    fields!("wvs_helper_shared", HelperShared: pkt, state, expect, payload);
+    check("WVS_HELPER_MAX_PAYLOAD".into(), wvs_sdk::HELPER_MAX_PAYLOAD);
+    check("WVS_HELPER_STATE_LEN".into(), wvs_sdk::HELPER_STATE_LEN);
+    check("WVS_HELPER_DIR_IN".into(), wvs_sdk::helper_dir::IN as usize);
+    check(
+        "WVS_HELPER_DIR_OUT".into(),
+        wvs_sdk::helper_dir::OUT as usize,
+    );
+    check(
+        "WVS_HELPER_FWD_NAT".into(),
+        wvs_sdk::helper_fwd::NAT as usize,
+    );
+    check(
+        "WVS_HELPER_FWD_FULLNAT".into(),
+        wvs_sdk::helper_fwd::FULLNAT as usize,
+    );
+    check(
+        "-WVS_HELPER_KEEP".into(),
+        (-wvs_sdk::helper_answer::KEEP) as usize,
+    );
+    check(
+        "-WVS_HELPER_DROP".into(),
+        (-wvs_sdk::helper_answer::DROP) as usize,
+    );
+    check(
+        "WVS_HELPER_F_EXPECTS".into(),
+        wvs_sdk::helper_flags::EXPECTS as usize,
+    );
     check("WVS_ABI_VERSION".into(), wvs_sdk::ABI_VERSION as usize);
     check("WVS_MAX_DESTS".into(), wvs_sdk::MAX_DESTS);
     check(
@@ -375,4 +413,60 @@ fn c_scheduler_from_clang_schedules() {
     assert_eq!(s.get("plugin_calls"), Some(&60), "{s:?}");
     assert_eq!(s.get("plugin_traps"), Some(&0), "{s:?}");
     assert_eq!(s.get("plugin_fallbacks"), Some(&0), "{s:?}");
+}
+
+/// A helper in C through `sdk/wvs.h`: it drops requests whose method is BLOCK.
+const C_HELPER: &str = r#"#include "wvs.h"
+
+static int32_t packet(const wvs_packet_info *pkt, uint8_t *state, const uint8_t *payload,
+                      uint8_t *out, uint32_t max) {
+    static const char m[] = "BLOCK ";
+    (void)state; (void)out; (void)max;
+    if (pkt->dir != WVS_HELPER_DIR_IN || pkt->offset != 0 || pkt->len < 6)
+        return WVS_HELPER_KEEP;
+    for (int i = 0; i < 6; i++)
+        if (payload[i] != (uint8_t)m[i])
+            return WVS_HELPER_KEEP;
+    return WVS_HELPER_DROP;
+}
+
+WVS_EXPORT_HELPER(packet, 0)
+"#;
+
+#[test]
+fn c_helper_from_clang_sees_the_stream() {
+    // Built with clang and lld like the C scheduler, bound to the HTTP service: GET is
+    // served, the BLOCK method's first segment is dropped every time it is sent.
+    let topo = Topo::new("chelp", false);
+    let src = topo.dir.join("block.c");
+    std::fs::write(&src, C_HELPER).expect("source");
+    let wasm = topo.dir.join("block.wasm");
+    clang_wasm(&[
+        "-Wl,--no-entry",
+        "-o",
+        wasm.to_str().expect("path"),
+        src.to_str().expect("path"),
+    ]);
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(
+        &cfg,
+        plugin("block", &wasm) + &service("rr", &[(1, 0), (1, 0), (1, 0)], "helpers = [\"block\"]"),
+    )
+    .expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    assert_eq!(get(&topo, 3).len(), 3, "GET is served");
+    let out = topo.exec(
+        "cli",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "2",
+            "-X",
+            "BLOCK",
+            &format!("http://{VIP}/"),
+        ],
+    );
+    assert!(!out.status.success(), "BLOCK is dropped");
+    assert!(wvs.drops("helper_drop") >= 1);
 }
