@@ -22,6 +22,7 @@ wvs adm: ipvsadm's commands for a running wvs, over its REST API
 
 Usage:
   wvs adm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+          [--helper name[,name]|none]
   wvs adm -D virtual-service
   wvs adm -C
   wvs adm -R                      (reads -S lines from stdin; applied all or nothing)
@@ -71,6 +72,9 @@ Options:
   --stats / --rate / --thresholds / --persistent-conn / --exact (-X) / --nosort
 
 wvs's own:
+  --helper NAMES      (with -A/-E) application helpers bound to the service's NAT
+                      connections, in order: ftp, proxy-v2, or a helper plugin's name;
+                      none for none; without it, -A gives port 21 ftp and -E keeps them
   --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
