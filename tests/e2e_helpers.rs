@@ -193,6 +193,11 @@ fn helpers_are_bound_by_adm_and_saved() {
     assert!(list.contains("rr helper ftp"), "{list}");
     let save = w.adm_ok(&["-S", "-n"]);
     assert!(save.contains("--helper ftp"), "{save}");
+    // -R takes -S's lines back, helpers included.
+    w.adm_ok(&["-C"]);
+    let (code, _, err) = w.adm_stdin(&["-R"], &save);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(w.adm_ok(&["-S", "-n"]), save);
     let name = curl(&topo, &["--disable-epsv", &format!("ftp://{VIP}/name")]);
     assert!(name.starts_with("rs"), "{name}");
     // A scheduler is not a helper, and an unknown name is refused.
