@@ -420,3 +420,20 @@ fn proxy_header_goes_before_the_first_byte_and_a_grown_segment_is_cut() {
     assert_eq!(n.payload, b"more");
     let _ = s;
 }
+
+#[test]
+fn an_expected_connection_is_controlled_by_the_template_too() {
+    // A persistent FTP service: the template counts the control connection and the data
+    // connection it expected (IPVS's n_control), so it outlives neither.
+    let h = harness(21, "persistent = 300", 0);
+    handshake(&h);
+    let ack = |a| Seg {
+        ack: Some(a),
+        ..Default::default()
+    };
+    one(&h, FROM_CLIENT, &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"));
+    one(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
+    let mut controls = Vec::new();
+    h.conns.persist().for_each(|_, t| controls.push(t.controls()));
+    assert_eq!(controls, [2]);
+}
