@@ -231,6 +231,7 @@ function renderServices() {
       el("span", { class: "meta" }, `${s.scheduler} (${s.scheduler_runs})`),
       s.flags.length ? el("span", { class: "meta" }, s.flags.join(",")) : null,
       s.persistent ? el("span", { class: "meta" }, `persistent ${s.persistent}s mask ${s.netmask}`) : null,
+      (s.helpers || []).length ? el("span", { class: "meta", "data-helpers": "" }, "helpers " + s.helpers.join(",")) : null,
       (s.laddrs || []).length
         ? el("span", { class: "meta", "data-laddrs": "" }, "local addresses " + s.laddrs.map((l) => `${l.address} (${l.conns})`).join(", "))
         : null,
