@@ -431,9 +431,15 @@ fn an_expected_connection_is_controlled_by_the_template_too() {
         ack: Some(a),
         ..Default::default()
     };
-    one(&h, FROM_CLIENT, &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"));
+    one(
+        &h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"),
+    );
     one(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
     let mut controls = Vec::new();
-    h.conns.persist().for_each(|_, t| controls.push(t.controls()));
+    h.conns
+        .persist()
+        .for_each(|_, t| controls.push(t.controls()));
     assert_eq!(controls, [2]);
 }
