@@ -4,17 +4,15 @@
 //! calls never wait for one another.
 
 use parking_lot::Mutex;
-use wasmtime::{Caller, Linker, Memory, Store, StoreLimitsBuilder, TypedFunc};
+use wasmtime::{Caller, Linker, Memory, Store, TypedFunc};
 use wvs_sdk::{
     Expect, HELPER_EXPECT_OFFSET, HELPER_MAX_PAYLOAD, HELPER_PAYLOAD_OFFSET, HELPER_PKT_OFFSET,
     HELPER_STATE_LEN, HELPER_STATE_OFFSET, HelperShared, PacketInfo, abi,
 };
 
 use super::sched::StoreData;
-use super::{MAX_MEMORY, Plugin, PluginError};
-use crate::consts::{
-    HELPER_MAX_EXPECTS_PER_CALL, MAX_WORKERS, PLUGIN_DEADLINE_EPOCHS, PLUGIN_SETUP_DEADLINE_EPOCHS,
-};
+use super::{Plugin, PluginError};
+use crate::consts::{HELPER_MAX_EXPECTS_PER_CALL, MAX_WORKERS, PLUGIN_DEADLINE_EPOCHS};
 
 /// What the host lets a helper's `expect` call ask for, set before each call.
 #[derive(Debug, Clone, Copy, Default)]
@@ -104,45 +102,12 @@ impl WasmHelper {
             name: p.name.clone(),
             msg,
         };
-        let data = StoreData::new(
-            StoreLimitsBuilder::new()
-                .memory_size(MAX_MEMORY)
-                .instances(1)
-                .tables(4)
-                .memories(1)
-                .build(),
-        );
-        let mut store = Store::new(&p.runtime.engine, data);
-        store.limiter(|d| &mut d.limits);
-        store.epoch_deadline_trap();
-        p.runtime.clock.wake();
-        store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
-        let instance = p
-            .runtime
-            .linker
-            .instantiate(&mut store, &p.module)
-            .map_err(|e| abi_err(format!("{e:#}")))?;
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| abi_err("no exported memory".into()))?;
-        let version: TypedFunc<(), u32> = instance
-            .get_typed_func(&mut store, abi::ABI_VERSION_FN)
-            .map_err(|e| abi_err(format!("{}: {e}", abi::ABI_VERSION_FN)))?;
-        let shared_fn: TypedFunc<(), u32> = instance
-            .get_typed_func(&mut store, abi::HELPER_SHARED_FN)
-            .map_err(|e| abi_err(format!("{}: {e}", abi::HELPER_SHARED_FN)))?;
-        let packet = instance
-            .get_typed_func(&mut store, abi::HELPER_PACKET_FN)
-            .map_err(|e| abi_err(format!("{}: {e}", abi::HELPER_PACKET_FN)))?;
-        let flags_fn: TypedFunc<(), u32> = instance
-            .get_typed_func(&mut store, abi::HELPER_FLAGS_FN)
-            .map_err(|e| abi_err(format!("{}: {e}", abi::HELPER_FLAGS_FN)))?;
-        let v = version
-            .call(&mut store, ())
-            .map_err(|e| abi_err(format!("{e:#}")))?;
-        if v != wvs_sdk::ABI_VERSION {
-            return Err(abi_err(format!("it was built for ABI version {v}")));
-        }
+        let (mut store, instance, memory) = super::sched::instantiate(p)?;
+        let shared_fn: TypedFunc<(), u32> =
+            super::sched::export(p, &mut store, &instance, abi::HELPER_SHARED_FN)?;
+        let packet = super::sched::export(p, &mut store, &instance, abi::HELPER_PACKET_FN)?;
+        let flags_fn: TypedFunc<(), u32> =
+            super::sched::export(p, &mut store, &instance, abi::HELPER_FLAGS_FN)?;
         let flags = flags_fn
             .call(&mut store, ())
             .map_err(|e| abi_err(format!("{e:#}")))?;

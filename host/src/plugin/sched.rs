@@ -51,6 +51,59 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
     Ok(l)
 }
 
+/// A new store and instance of `p` (either kind), under the limits every plugin gets,
+/// with its memory found and its ABI version checked.
+pub(super) fn instantiate(p: &Plugin) -> Result<(Store<StoreData>, Instance, Memory), PluginError> {
+    let abi_err = |msg: String| PluginError::Abi {
+        name: p.name.clone(),
+        msg,
+    };
+    let data = StoreData::new(
+        StoreLimitsBuilder::new()
+            .memory_size(MAX_MEMORY)
+            .instances(1)
+            .tables(4)
+            .memories(1)
+            .build(),
+    );
+    let mut store = Store::new(&p.runtime.engine, data);
+    store.limiter(|d| &mut d.limits);
+    store.epoch_deadline_trap();
+    p.runtime.clock.wake();
+    store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
+    let instance: Instance = p
+        .runtime
+        .linker
+        .instantiate(&mut store, &p.module)
+        .map_err(|e| abi_err(format!("{e:#}")))?;
+    let memory = instance
+        .get_memory(&mut store, "memory")
+        .ok_or_else(|| abi_err("no exported memory".into()))?;
+    let version: TypedFunc<(), u32> = export(p, &mut store, &instance, abi::ABI_VERSION_FN)?;
+    let v = version
+        .call(&mut store, ())
+        .map_err(|e| abi_err(format!("{e:#}")))?;
+    if v != wvs_sdk::ABI_VERSION {
+        return Err(abi_err(format!("it was built for ABI version {v}")));
+    }
+    Ok((store, instance, memory))
+}
+
+/// The exported function `name` of `instance`, with its signature checked.
+pub(super) fn export<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+    p: &Plugin,
+    store: &mut Store<StoreData>,
+    instance: &Instance,
+    name: &str,
+) -> Result<TypedFunc<P, R>, PluginError> {
+    instance
+        .get_typed_func(&mut *store, name)
+        .map_err(|e| PluginError::Abi {
+            name: p.name.clone(),
+            msg: format!("{name}: {e}"),
+        })
+}
+
 /// A plugin instance bound to one service.
 pub struct WasmScheduler {
     name: String,
@@ -76,45 +129,10 @@ impl WasmScheduler {
             name: p.name.clone(),
             msg,
         };
-        let data = StoreData::new(
-            StoreLimitsBuilder::new()
-                .memory_size(MAX_MEMORY)
-                .instances(1)
-                .tables(4)
-                .memories(1)
-                .build(),
-        );
-        let mut store = Store::new(&p.runtime.engine, data);
-        store.limiter(|d| &mut d.limits);
-        store.epoch_deadline_trap();
-        p.runtime.clock.wake();
-        store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
-        let instance: Instance = p
-            .runtime
-            .linker
-            .instantiate(&mut store, &p.module)
-            .map_err(|e| abi_err(format!("{e:#}")))?;
-        let memory = instance
-            .get_memory(&mut store, "memory")
-            .ok_or_else(|| abi_err("no exported memory".into()))?;
-        let version: TypedFunc<(), u32> = instance
-            .get_typed_func(&mut store, abi::ABI_VERSION_FN)
-            .map_err(|e| abi_err(format!("{}: {e}", abi::ABI_VERSION_FN)))?;
-        let shared_fn: TypedFunc<(), u32> = instance
-            .get_typed_func(&mut store, abi::SHARED_FN)
-            .map_err(|e| abi_err(format!("{}: {e}", abi::SHARED_FN)))?;
-        let update = instance
-            .get_typed_func(&mut store, abi::UPDATE_FN)
-            .map_err(|e| abi_err(format!("{}: {e}", abi::UPDATE_FN)))?;
-        let schedule = instance
-            .get_typed_func(&mut store, abi::SCHEDULE_FN)
-            .map_err(|e| abi_err(format!("{}: {e}", abi::SCHEDULE_FN)))?;
-        let v = version
-            .call(&mut store, ())
-            .map_err(|e| abi_err(format!("{e:#}")))?;
-        if v != wvs_sdk::ABI_VERSION {
-            return Err(abi_err(format!("it was built for ABI version {v}")));
-        }
+        let (mut store, instance, memory) = instantiate(p)?;
+        let shared_fn: TypedFunc<(), u32> = export(p, &mut store, &instance, abi::SHARED_FN)?;
+        let update = export(p, &mut store, &instance, abi::UPDATE_FN)?;
+        let schedule = export(p, &mut store, &instance, abi::SCHEDULE_FN)?;
         p.runtime.clock.wake();
         store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
         let shared = shared_fn
