@@ -216,24 +216,30 @@ fn eprt(p: &[u8]) -> Option<([u8; 4], u16)> {
 /// `h1,h2,h3,h4,p1,p2`, each at most 255, ended by anything but a digit or a comma:
 /// the address, the port and the text's length.
 fn six_numbers(p: &[u8]) -> Option<([u8; 4], u16, usize)> {
-    let mut v = [0u8; 6];
-    let mut at = 0;
-    for (i, slot) in v.iter_mut().enumerate() {
-        let (n, used) = number(&p[at..])?;
-        *slot = u8::try_from(n).ok()?;
-        at += used;
-        if i < 5 {
-            if p.get(at) != Some(&b',') {
-                return None;
-            }
-            at += 1;
-        }
-    }
+    let (v, at) = bytes::<6>(p, b',')?;
     if p.get(at) == Some(&b',') {
         return None;
     }
     let port = u16::from(v[4]) << 8 | u16::from(v[5]);
     Some(([v[0], v[1], v[2], v[3]], port, at))
+}
+
+/// `N` decimal numbers of at most 255 separated by `sep`: them and the text's length.
+fn bytes<const N: usize>(p: &[u8], sep: u8) -> Option<([u8; N], usize)> {
+    let mut v = [0u8; N];
+    let mut at = 0;
+    for (i, slot) in v.iter_mut().enumerate() {
+        let (n, used) = number(&p[at..])?;
+        *slot = u8::try_from(n).ok()?;
+        at += used;
+        if i + 1 < N {
+            if p.get(at) != Some(&sep) {
+                return None;
+            }
+            at += 1;
+        }
+    }
+    Some((v, at))
 }
 
 /// A decimal number of at most 5 digits: its value and length.
@@ -248,20 +254,9 @@ fn number(p: &[u8]) -> Option<(u32, usize)> {
     Some((v, len))
 }
 
+/// A dotted IPv4 address, the whole of `p`.
 fn parse_v4(p: &[u8]) -> Option<[u8; 4]> {
-    let mut a = [0u8; 4];
-    let mut at = 0;
-    for (i, slot) in a.iter_mut().enumerate() {
-        let (n, used) = number(&p[at..])?;
-        *slot = u8::try_from(n).ok()?;
-        at += used;
-        if i < 3 {
-            if p.get(at) != Some(&b'.') {
-                return None;
-            }
-            at += 1;
-        }
-    }
+    let (a, at) = bytes::<4>(p, b'.')?;
     (at == p.len()).then_some(a)
 }
 
