@@ -297,24 +297,35 @@ fn the_ftp_helper_is_replaced_while_a_session_runs() {
         file.display()
     );
     let dir = topo.dir.display().to_string();
-    let mut args: Vec<String> = [
-        "curl",
-        "-sS",
-        "-m",
-        "60",
-        "--disable-epsv",
-        "--limit-rate",
-        "2M",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = ["curl", "-sS", "-m", "60", "--disable-epsv"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for k in 0..4 {
         args.extend([
             "-o".into(),
             format!("{dir}/s{k}"),
             format!("ftp://{VIP}/5m"),
         ]);
+    }
+    // The servers send at 16 Mbit/s (curl's own --limit-rate does not hold back a fast
+    // local transfer in Debian's curl 7.88), so each transfer lasts about 2.5 s.
+    for i in 1..=3 {
+        let rs = format!("rs{i}");
+        let out = topo.exec(
+            &rs,
+            &[
+                "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit",
+            ]
+            .into_iter()
+            .chain(["burst", "32kb", "latency", "400ms"])
+            .collect::<Vec<_>>(),
+        );
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let ns = topo.ns("cli");
     let t0 = std::time::Instant::now();
@@ -324,22 +335,51 @@ fn the_ftp_helper_is_replaced_while_a_session_runs() {
             .args(&args)
             .output()
     });
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // A transfer's file has bytes once it started. The first swap lands during transfer 0 and before transfer 1 starts, the
+    // second during transfer 1 or 2 and before transfer 3 starts.
+    let started =
+        |k: usize| std::fs::metadata(topo.dir.join(format!("s{k}"))).is_ok_and(|m| m.len() > 0);
+    let wait_start = |k: usize| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !started(k) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            started(k),
+            "transfer {k} never started ({:?})",
+            t0.elapsed()
+        );
+    };
+    wait_start(0);
     w.reload(&cfg, &swapped);
     let plugins = w.get_json("/api/v1/plugins").to_string();
     assert!(plugins.contains("\"ftp\""), "{plugins}");
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let first = (started(1), t0.elapsed());
+    wait_start(1);
     w.reload(&cfg, &base);
-    assert!(
-        !session.is_finished(),
-        "the session outlasts both replacements ({:?})",
+    let second = (started(3), t0.elapsed());
+    let out = session.join().expect("thread").expect("curl");
+    eprintln!(
+        "swaps at {:?} and {:?}, session {:?}",
+        first.1,
+        second.1,
         t0.elapsed()
     );
-    let out = session.join().expect("thread").expect("curl");
     assert!(
         out.status.success(),
-        "{}",
+        "curl after {:?}: {}",
+        t0.elapsed(),
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !first.0,
+        "transfer 1 started before the first swap ({:?})",
+        first.1
+    );
+    assert!(
+        !second.0,
+        "transfer 3 started before the second swap ({:?})",
+        second.1
     );
     for k in 0..4 {
         let got = std::fs::read(topo.dir.join(format!("s{k}"))).expect("file");

@@ -156,9 +156,13 @@ int wvs_xdp(struct xdp_md *ctx)
 		__u8 type = l4[0];
 		const __u8 *q = l4 + 8;
 		if ((type == 3 || type == 4 || type == 11) && q[0] == 0x45) {
+			__u32 qs = load32(q + 12), qd = load32(q + 16);
+			__u16 qsport = load16(q + 20), qdport = load16(q + 22);
 			mine = (known(daddr, 0, KIND_VIP_ADDR, 0) &&
-				known(load32(q + 12), q[9], KIND_VIP, load16(q + 20))) ||
-			       known(load32(q + 16), q[9], KIND_REAL, load16(q + 22));
+				(known(qs, q[9], KIND_VIP, qsport) ||
+				 (data_port(qsport) && known(qs, q[9], KIND_DATA_VIP, 0)))) ||
+			       known(qd, q[9], KIND_REAL, qdport) ||
+			       (data_port(qdport) && known(qd, q[9], KIND_DATA_REAL, 0));
 		}
 	} else {
 		const __u8 *l4 = ip + ihl;

@@ -443,3 +443,39 @@ fn an_expected_connection_is_controlled_by_the_template_too() {
         .for_each(|_, t| controls.push(t.controls()));
     assert_eq!(controls, [2]);
 }
+
+#[test]
+fn icmp_errors_about_data_connections_are_relayed() {
+    let h = harness(21, "", 0);
+    handshake(&h);
+    let ack = |a| Seg {
+        ack: Some(a),
+        ..Default::default()
+    };
+    one(
+        &h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"),
+    );
+    one(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
+    let syn = Seg {
+        syn: true,
+        ..Default::default()
+    };
+    one(&h, FROM_CLIENT, &frame(true, (50123, 50000), 77, syn, b""));
+    // A router on the client's side cannot forward a reply VIP:50000 -> client:50123.
+    let mut quote = frame(false, (50000, 50123), 9, ack(78), b"data")[14..42].to_vec();
+    quote[12..16].copy_from_slice(&VIP);
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0xdc];
+    icmp.extend_from_slice(&quote);
+    let c = checksum::compute(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut e = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4([198, 18, 0, 254], VIP, 64)
+        .write(&mut e, etherparse::IpNumber::ICMP, &icmp)
+        .unwrap();
+    let (v, out) = send(&h, FROM_CLIENT, &e);
+    assert_eq!(v, Verdict::Tx { iface: 1 }, "to the real server");
+    assert_eq!(&out[0][14 + 16..14 + 20], &RS, "addressed to it");
+}

@@ -111,9 +111,15 @@ pub(super) fn parse(
         u16::from_be_bytes([l4[2], l4[3]]),
     );
     let (qs, qd) = (q.src_addr(), q.dst_addr());
-    let about = if to_vip && snap.service(proto, IpAddr::V4(qs), sport).is_some() {
+    // Services' ports, and the data ports of expected connections (application helpers).
+    let about = if to_vip
+        && (snap.service(proto, IpAddr::V4(qs), sport).is_some()
+            || snap.is_data_vip(proto, IpAddr::V4(qs), sport))
+    {
         About::Reply
-    } else if snap.is_real(proto, IpAddr::V4(qd), dport) {
+    } else if snap.is_real(proto, IpAddr::V4(qd), dport)
+        || snap.is_data_real(proto, IpAddr::V4(qd), dport)
+    {
         About::Forwarded
     } else {
         return Ok(None);
