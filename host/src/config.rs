@@ -281,7 +281,12 @@ pub struct ServiceDef {
     /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent: the
     /// default, `ftp` on TCP port 21 (as `ip_vs_ftp` with `ports=21`), none elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::api::schema::HelperName>>)]
     pub helpers: Option<Vec<String>>,
+    /// The health check of its real servers that have none of their own (wvs's
+    /// keepalived: see `health::spec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::health::CheckDef>,
     /// Local addresses of full NAT (DPVS's `--add-laddr`): the sources its real servers see
     /// and answer to. IPv4 addresses of the balancer's on the servers' side.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -343,6 +348,9 @@ pub struct RealDef {
     #[serde(default, deserialize_with = "whole::u32")]
     #[schema(minimum = 0, maximum = 4294967295u32)]
     pub hint: u32,
+    /// The real server's health check (`type = "none"`: not its service's either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::health::CheckDef>,
 }
 
 /// A service's settings, without its identity and real servers: what
@@ -376,7 +384,12 @@ pub struct ServiceSettings {
     /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent:
     /// unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::api::schema::HelperName>>)]
     pub helpers: Option<Vec<String>>,
+    /// The default health check of its real servers; absent: unchanged, `type = "none"`:
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::health::CheckDef>,
 }
 
 impl ServiceSettings {
@@ -391,6 +404,7 @@ impl ServiceSettings {
             persistent: self.persistent,
             netmask: self.netmask.clone(),
             helpers: self.helpers.clone(),
+            check: self.check.clone(),
             laddrs: Vec::new(),
             reals: Vec::new(),
         }
@@ -440,6 +454,9 @@ pub struct RealSettings {
     #[serde(default, deserialize_with = "whole::u32")]
     #[schema(minimum = 0, maximum = 4294967295u32)]
     pub hint: u32,
+    /// The real server's health check (`type = "none"`: not its service's either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::health::CheckDef>,
 }
 
 impl RealSettings {
@@ -455,6 +472,7 @@ impl RealSettings {
             upper_threshold: self.upper_threshold,
             lower_threshold: self.lower_threshold,
             hint: self.hint,
+            check: self.check.clone(),
         }
     }
 }
@@ -554,6 +572,8 @@ pub struct ServiceSpec {
     pub laddrs: Vec<Ipv4Addr>,
     /// Helpers as configured (`None`: the default for the port; see [`Self::helper_names`]).
     pub helpers: Option<Vec<String>>,
+    /// The default health check of its real servers.
+    pub check: Option<crate::health::CheckSpec>,
     /// Real servers, in order.
     pub reals: Vec<RealSpec>,
 }
@@ -590,6 +610,7 @@ impl ServiceSpec {
             persistent: self.persistent,
             netmask: (self.netmask != u32::MAX).then(|| Ipv4Addr::from(self.netmask).to_string()),
             helpers: self.helpers.clone(),
+            check: self.check.as_ref().map(|c| c.def.clone()),
             laddrs: self.laddrs.iter().map(|a| a.to_string()).collect(),
             reals: self.reals.iter().map(RealSpec::to_def).collect(),
         }
@@ -613,6 +634,8 @@ pub struct RealSpec {
     pub lower_threshold: u32,
     /// Hint for custom schedulers.
     pub hint: u32,
+    /// Its own health check (else its service's).
+    pub check: Option<crate::health::CheckSpec>,
 }
 
 impl RealSpec {
@@ -637,6 +660,7 @@ impl RealSpec {
             upper_threshold: self.upper_threshold,
             lower_threshold: self.lower_threshold,
             hint: self.hint,
+            check: self.check.as_ref().map(|c| c.def.clone()),
         }
     }
 }
@@ -778,14 +802,20 @@ impl ServiceDef {
         };
         if let Some(hs) = &self.helpers {
             for (i, h) in hs.iter().enumerate() {
-                if !valid_plugin_name(h) || h == "none" {
+                if !valid_plugin_name(h) {
                     return Err(invalid(format!(
                         "service {}: helper name {h:?}: use 1 to 32 letters, digits, '-' or '_' (and [] for none)",
                         self.address
                     )));
                 }
+                if h == "none" {
+                    return Err(conflict(format!(
+                        "service {}: no helper is called \"none\" (write [] for none)",
+                        self.address
+                    )));
+                }
                 if hs[..i].contains(h) {
-                    return Err(invalid(format!(
+                    return Err(conflict(format!(
                         "service {}: helper {h:?} is given twice",
                         self.address
                     )));
@@ -817,6 +847,11 @@ impl ServiceDef {
             netmask,
             laddrs,
             helpers: self.helpers.clone(),
+            check: self
+                .check
+                .as_ref()
+                .map(|c| c.validate(&format!("service {}", self.address)))
+                .transpose()?,
             reals,
         })
     }
@@ -861,6 +896,11 @@ impl RealDef {
             upper_threshold: self.upper_threshold,
             lower_threshold: self.lower_threshold,
             hint: self.hint,
+            check: self
+                .check
+                .as_ref()
+                .map(|c| c.validate(&format!("real server {}", self.address)))
+                .transpose()?,
         })
     }
 }

@@ -212,3 +212,35 @@ pub const API_RESOLVE_WAIT_MS: u64 = 2000;
 
 /// The IPVS version whose behaviour wvs follows, as `ipvsadm -L` prints it.
 pub const IPVS_VERSION: &str = "1.2.1";
+
+/// Seconds between health checks when `interval` is not given. keepalived's `delay_loop`
+/// defaults to 60 s; wvs checks more often by default, as HAProxy (2 s) and Envoy do,
+/// because a down server found a minute late fails that many clients.
+pub const CHECK_DEFAULT_INTERVAL_MS: u64 = 5000;
+
+/// A health check's whole deadline when `timeout` is not given (keepalived's
+/// `connect_timeout` default, 5 s).
+pub const CHECK_DEFAULT_TIMEOUT_MS: u64 = 5000;
+
+/// keepalived's `delay_before_retry` default (1 s; HTTP_GET and SSL_GET: 3 s).
+pub const CHECK_DEFAULT_RETRY_DELAY_MS: u64 = 1000;
+
+/// keepalived's `delay_before_retry` default for HTTP_GET and SSL_GET
+/// (`check_http.c`'s `default_delay_before_retry`).
+pub const CHECK_HTTP_RETRY_DELAY_MS: u64 = 3000;
+
+/// The shortest check interval and timeout: below this a check is a load test.
+pub const CHECK_MIN_MS: u64 = 50;
+
+/// The longest check time that may be written (a day).
+pub const CHECK_MAX_MS: u64 = 86_400_000;
+
+/// Results each check keeps for the API and the dashboard.
+pub const CHECK_HISTORY: usize = 20;
+
+/// Bytes of an HTTP check's response read at most: a health page is small, and a server that
+/// streams without end must not hold the checker.
+pub const CHECK_HTTP_MAX_RESPONSE: usize = 1 << 20;
+
+/// How often the checker looks for a new configuration (probes added or removed).
+pub const CHECK_RECONCILE_MS: u64 = 200;

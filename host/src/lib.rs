@@ -10,6 +10,7 @@
 //! - [`datapath`]: the sans-io core, a pure function from a frame to a verdict;
 //! - [`io`]: the thin shell that moves frames (AF_PACKET, io_uring, nftables, netlink);
 //! - [`stats`]: traffic counters per service and real server, and IPVS's rate estimator;
+//! - [`health`]: the real servers' health checks (keepalived's checkers), on their own thread;
 //! - [`control`]: the owner of the running configuration, changes all or nothing, the state file;
 //! - [`api`]: the REST API, its OpenAPI document, `/metrics` and the embedded dashboard;
 //! - [`adm`]: `wvs adm`, ipvsadm's command line and output formats over the REST API;
@@ -26,6 +27,7 @@ pub mod conn;
 pub mod consts;
 pub mod control;
 pub mod datapath;
+pub mod health;
 pub mod io;
 pub mod model;
 pub mod plugin;

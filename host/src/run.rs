@@ -308,6 +308,10 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             .map_err(io_err("cannot start the expiry thread"))?
     };
 
+    // The health checks: their own thread and runtime, reading the published snapshot.
+    let _health = crate::health::Monitor::start(snapshot.clone(), stop.clone())
+        .map_err(io_err("cannot start the health checker".to_string()))?;
+
     let token_dir = opts
         .state_dir
         .clone()

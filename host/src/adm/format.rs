@@ -121,8 +121,54 @@ fn totals(t: &crate::stats::Totals) -> [u64; 5] {
     [t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes]
 }
 
-/// A service's real servers in ipvsadm's order (sorted by address and port).
+/// wvs's own `--check` options of a health check, as `-S` writes them.
+fn check_args(out: &mut String, c: &crate::health::CheckDef) {
+    let arg = match c.kind.as_str() {
+        "http" | "https" => format!("{}:{}", c.kind, c.path.as_deref().unwrap_or("/")),
+        "dns" => format!("dns:{}", c.name.as_deref().unwrap_or(".")),
+        "misc" => format!("misc:{}", c.program.as_deref().unwrap_or("")),
+        k => k.to_string(),
+    };
+    let quoted = if arg.contains(' ') {
+        format!("'{arg}'")
+    } else {
+        arg
+    };
+    let _ = write!(out, " --check {quoted}");
+    let secs = |s: u64| {
+        if s.is_multiple_of(1000) {
+            (s / 1000).to_string()
+        } else {
+            format!("{}", s as f64 / 1000.0)
+        }
+    };
+    if let Some(i) = c.interval {
+        let _ = write!(out, " --check-interval {}", secs(i.0));
+    }
+    if let Some(t) = c.timeout {
+        let _ = write!(out, " --check-timeout {}", secs(t.0));
+    }
+    if let Some(r) = c.rise {
+        let _ = write!(out, " --rise {r}");
+    }
+    if let Some(f) = c.fall.or(c.retry.map(|r| r + 1)) {
+        let _ = write!(out, " --fall {f}");
+    }
+    if c.inhibit_on_failure {
+        out.push_str(" --inhibit-on-failure");
+    }
+}
+
+/// A service's real servers in ipvsadm's order (sorted by address and port), without those
+/// a health check took out of scheduling (keepalived deletes them from IPVS).
 fn sorted_reals(s: &ServiceView) -> Vec<&crate::api::RealView> {
+    let mut reals: Vec<_> = s.reals.iter().filter(|r| r.scheduled).collect();
+    reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
+    reals
+}
+
+/// Every real server of a service, sorted as ipvsadm sorts them (what `-S` saves).
+fn all_reals(s: &ServiceView) -> Vec<&crate::api::RealView> {
     let mut reals: Vec<_> = s.reals.iter().collect();
     reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
     reals
@@ -248,15 +294,18 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
             };
             let _ = write!(out, " --helper {h}");
         }
+        if let Some(c) = &s.check {
+            check_args(out, c);
+        }
         out.push('\n');
-        for r in sorted_reals(s) {
+        for r in all_reals(s) {
             let _ = write!(
                 out,
                 "-a {flag} {} -r {} {} -w {}",
                 s.address,
                 r.address,
                 method(&r.forward).1,
-                r.weight
+                r.configured_weight.unwrap_or(r.weight)
             );
             // print_tunnel_rule: the type, GUE's port, the checksum option but for IPIP.
             if r.forward == "tunnel" {
@@ -269,6 +318,9 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
                     let csum = r.tun_csum.as_deref().unwrap_or("nocsum");
                     let _ = write!(out, " --tun-{csum}");
                 }
+            }
+            if let Some(c) = &r.check {
+                check_args(out, c);
             }
             out.push('\n');
         }
@@ -345,6 +397,10 @@ mod tests {
             persist_conns: 0,
             overloaded: false,
             reachable: true,
+            configured_weight: None,
+            check: None,
+            health: None,
+            scheduled: true,
             stats: Totals::default(),
             rates: Rates::default(),
         }
@@ -361,6 +417,7 @@ mod tests {
             netmask: "255.255.255.255".into(),
             helpers: vec![],
             helpers_default: true,
+            check: None,
             stats: Totals {
                 conns: 5123,
                 inpkts: 61234,

@@ -22,13 +22,14 @@ wvs adm: ipvsadm's commands for a running wvs, over its REST API
 
 Usage:
   wvs adm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
-          [--helper name[,name]|none]
+          [--helper name[,name]|none] [check options]
   wvs adm -D virtual-service
   wvs adm -C
   wvs adm -R                      (reads -S lines from stdin; applied all or nothing)
   wvs adm -S [-n]
   wvs adm -a|e virtual-service -r server-address [-g|-i|-m|-b] [-w weight] [-x upper] [-y lower]
           [--tun-type ipip|gue|gre] [--tun-port port] [--tun-nocsum|--tun-csum|--tun-remcsum]
+          [check options]
   wvs adm -d virtual-service -r server-address
   wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact]
   wvs adm -L|l --timeout
@@ -75,6 +76,15 @@ wvs's own:
   --helper NAMES      (with -A/-E) application helpers bound to the service's NAT
                       connections, in order: ftp, proxy-v2, or a helper plugin's name;
                       none for none; without it, -A gives port 21 ftp and -E keeps them
+  --check TYPE        (with -A/-E: the service's real servers' default; with -a/-e: the
+                      server's own) a health check: tcp, http:PATH, https:PATH, udp,
+                      dns:NAME, misc:PROGRAM, or none; without it, -e keeps the check
+  --check-interval S  seconds between checks (keepalived's delay_loop; default 5)
+  --check-timeout S   seconds one whole check may take (connect_timeout; default 5)
+  --rise N / --fall N passes that bring a server back (default 1) and failures that take
+                      it out (default 2)
+  --inhibit-on-failure  a failed server gets weight 0 (its connections go on) instead of
+                      leaving scheduling
   --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
@@ -298,9 +308,11 @@ fn change(a: &Args) -> Result<Change, Failure> {
         persistent: a.persistent,
         netmask: a.netmask.clone(),
         helpers: a.helper.as_deref().map(parse_helpers),
+        check: None,
         laddrs: Vec::new(),
         reals: vec![],
     };
+    let check = check_def(a)?;
     let real_addr = || -> Result<String, Failure> {
         let r = a
             .real
@@ -344,11 +356,15 @@ fn change(a: &Args) -> Result<Change, Failure> {
             upper_threshold: a.u_threshold.unwrap_or(0),
             lower_threshold: a.l_threshold.unwrap_or(0),
             hint: 0,
+            check: check.clone(),
         })
     };
     Ok(match cmd {
         Cmd::AddService => Change::AddService {
-            service: service_def(),
+            service: ServiceDef {
+                check: check.clone(),
+                ..service_def()
+            },
         },
         Cmd::EditService => {
             let d = service_def();
@@ -359,6 +375,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
                     persistent: d.persistent,
                     netmask: d.netmask,
                     helpers: d.helpers,
+                    check: check.clone(),
                 },
                 protocol,
                 address,
@@ -484,6 +501,43 @@ impl Client {
         let _: Vec<ServiceView> = self.answer(r)?;
         Ok(())
     }
+}
+
+/// The health check `--check` and its options give (`None` without `--check`).
+fn check_def(a: &Args) -> Result<Option<crate::health::CheckDef>, Failure> {
+    let Some(c) = &a.check else {
+        if a.check_interval.is_some()
+            || a.check_timeout.is_some()
+            || a.rise.is_some()
+            || a.fall.is_some()
+            || a.inhibit_on_failure
+        {
+            return Err(usage(
+                "--check-interval, --check-timeout, --rise, --fall and --inhibit-on-failure need --check",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut d = crate::health::CheckDef::from_arg(c).map_err(usage)?;
+    let secs =
+        |what: &str, v: &Option<String>| -> Result<Option<crate::health::spec::Period>, Failure> {
+            v.as_deref()
+                .map(|s| match s.parse::<f64>() {
+                    Ok(f) if f.is_finite() && (0.05..=86400.0).contains(&f) => {
+                        Ok(crate::health::spec::Secs((f * 1000.0).round() as u64))
+                    }
+                    _ => Err(usage(format!(
+                        "illegal {what} specified: {s:?} (seconds, 0.05 to 86400)"
+                    ))),
+                })
+                .transpose()
+        };
+    d.interval = secs("check interval", &a.check_interval)?;
+    d.timeout = secs("check timeout", &a.check_timeout)?;
+    d.rise = a.rise;
+    d.fall = a.fall;
+    d.inhibit_on_failure = a.inhibit_on_failure;
+    Ok(Some(d))
 }
 
 /// `--helper NAME[,NAME]`, or `none` for none.

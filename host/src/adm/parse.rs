@@ -90,6 +90,18 @@ pub struct Args {
     pub tun_csum: Option<&'static str>,
     /// --tun-info (with -L: the tunnel column).
     pub tun_info: bool,
+    /// --check TYPE[:ARG] (wvs's own, with -A/-E/-a/-e).
+    pub check: Option<String>,
+    /// --check-interval SECONDS.
+    pub check_interval: Option<String>,
+    /// --check-timeout SECONDS.
+    pub check_timeout: Option<String>,
+    /// --rise N.
+    pub rise: Option<u32>,
+    /// --fall N.
+    pub fall: Option<u32>,
+    /// --inhibit-on-failure.
+    pub inhibit_on_failure: bool,
     /// -w.
     pub weight: Option<u32>,
     /// -x.
@@ -183,6 +195,12 @@ const OPTS: &[Opt] = &[
     opt(None, "tun-csum", ArgKind::None),
     opt(None, "tun-remcsum", ArgKind::None),
     opt(None, "tun-info", ArgKind::None),
+    opt(None, "check", ArgKind::Required),
+    opt(None, "check-interval", ArgKind::Required),
+    opt(None, "check-timeout", ArgKind::Required),
+    opt(None, "rise", ArgKind::Required),
+    opt(None, "fall", ArgKind::Required),
+    opt(None, "inhibit-on-failure", ArgKind::None),
     opt(Some('w'), "weight", ArgKind::Required),
     opt(Some('x'), "u-threshold", ArgKind::Required),
     opt(Some('y'), "l-threshold", ArgKind::Required),
@@ -374,6 +392,12 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                     a.tun_csum = Some(o.long);
                 }
                 "tun-info" => a.tun_info = true,
+                "check" => a.check = Some(v),
+                "check-interval" => a.check_interval = Some(v),
+                "check-timeout" => a.check_timeout = Some(v),
+                "rise" => a.rise = Some(number("rise", &v, 100)?),
+                "fall" => a.fall = Some(number("fall", &v, 100)?),
+                "inhibit-on-failure" => a.inhibit_on_failure = true,
                 "weight" => a.weight = Some(number("weight", &v, crate::consts::MAX_WEIGHT)?),
                 "u-threshold" => {
                     a.u_threshold = Some(number("upper threshold", &v, i32::MAX as u32)?)

@@ -29,6 +29,10 @@ struct Scrape {
     backends: Vec<(Labels, i64, i64, i64, Totals, Rates)>,
     /// Each real server's labels with its forwarding method, as ipvsadm -L names it.
     backend_info: Vec<(Labels, i64)>,
+    /// Each checked real server: 1 up, 0 down.
+    backend_up: Vec<(Labels, i64)>,
+    /// Each checked real server's last check's duration, seconds.
+    check_latency: Vec<(Labels, f64)>,
     plugin: [u64; 4],
     drops: Vec<(Labels, u64)>,
     helper: Vec<(Labels, u64)>,
@@ -70,6 +74,21 @@ fn gauges<T>(
     help: &str,
     rows: &[T],
     f: impl Fn(&T) -> (&Labels, i64),
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for r in rows {
+        let (l, v) = f(r);
+        ConstGauge::new(v).encode(m.encode_family(l)?)?;
+    }
+    Ok(())
+}
+
+fn float_gauges<T>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[T],
+    f: impl Fn(&T) -> (&Labels, f64),
 ) -> std::fmt::Result {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for r in rows {
@@ -143,6 +162,20 @@ impl Collector for Scrape {
             "wvs_backend_info",
             "Each real server, with its forwarding method as ipvsadm -L names it (Masq, Route, Tunnel, FullNat, Local); always 1.",
             &self.backend_info,
+            |r| (&r.0, r.1),
+        )?;
+        gauges(
+            &mut e,
+            "wvs_backend_up",
+            "Whether the real server's health check finds it up (1) or down (0); only checked servers.",
+            &self.backend_up,
+            |r| (&r.0, r.1),
+        )?;
+        float_gauges(
+            &mut e,
+            "wvs_backend_check_latency_seconds",
+            "How long the real server's last health check took.",
+            &self.check_latency,
             |r| (&r.0, r.1),
         )?;
 
@@ -407,6 +440,15 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
             let mut info = labels.clone();
             info.push(("forward", d.forward().ipvsadm_name().to_string()));
             s.backend_info.push((info, 1));
+            if let Some(h) = d.health() {
+                let mut l = labels.clone();
+                l.push(("check", h.check.clone()));
+                s.backend_up.push((l.clone(), i64::from(h.state == "up")));
+                if let Some(last) = &h.last {
+                    s.check_latency
+                        .push((l, last.latency_us as f64 / 1_000_000.0));
+                }
+            }
             s.backends.push((
                 labels,
                 i64::from(d.activeconns.load(Relaxed).max(0)),

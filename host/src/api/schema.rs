@@ -218,3 +218,85 @@ mod tests {
         move |s: &str| re.is_match(s)
     }
 }
+
+schema_type!(
+    /// An application helper's name.
+    HelperName,
+    string(
+        "An application helper: ftp, proxy-v2 or an uploaded helper plugin's name (1 to 32 \
+         letters, digits, '-' or '_'). A name that is none of them, or `none`, is answered 409.",
+    )
+    .pattern(Some(NAME_PATTERN))
+    .examples(["ftp"])
+);
+
+schema_type!(
+    /// A health check's type.
+    CheckType,
+    string("The check: tcp, http, https, udp, dns, misc, or none (no check).")
+        .enum_values(Some(["tcp", "http", "https", "udp", "dns", "misc", "none"]))
+);
+
+/// Pattern of an HTTP check's path: `/` and printable ASCII without spaces.
+pub const CHECK_PATH_PATTERN: &str = "^/[!-~]*$";
+/// Pattern of an HTTP check's host: printable ASCII without spaces.
+pub const CHECK_HOST_PATTERN: &str = "^[!-~]+$";
+/// Pattern of an HTTP status code or range.
+pub const CHECK_STATUS_PATTERN: &str = "^[1-5][0-9]{2}(-[1-5][0-9]{2})?$";
+/// Pattern of an MD5 digest.
+pub const CHECK_DIGEST_PATTERN: &str = "^[0-9a-fA-F]{32}$";
+/// Pattern of a DNS check's name: `.` or labels of letters, digits, '-' and '_'.
+pub const CHECK_DNS_NAME_PATTERN: &str = "^(\\.|([A-Za-z0-9_-]{1,63}\\.)*[A-Za-z0-9_-]{1,63}\\.?)$";
+/// Pattern of a misc check's program: something besides spaces.
+pub const CHECK_PROGRAM_PATTERN: &str = "\\S";
+
+schema_type!(
+    /// An HTTP check's path.
+    CheckPath,
+    string("The path requested: '/' and printable ASCII, no spaces.")
+        .pattern(Some(CHECK_PATH_PATTERN))
+        .examples(["/health"])
+);
+
+schema_type!(
+    /// An HTTP check's host.
+    CheckHost,
+    string("The Host header and TLS server name: printable ASCII, no spaces.")
+        .pattern(Some(CHECK_HOST_PATTERN))
+);
+
+schema_type!(
+    /// An HTTP status code or range.
+    CheckStatus,
+    string("A status code (100-599) or a range such as 200-299 (low to high; 409 otherwise).")
+        .pattern(Some(CHECK_STATUS_PATTERN))
+        .examples(["200-299"])
+);
+
+schema_type!(
+    /// An MD5 digest.
+    CheckDigest,
+    string("The MD5 digest of the body, 32 hexadecimal digits (keepalived's genhash).")
+        .pattern(Some(CHECK_DIGEST_PATTERN))
+);
+
+schema_type!(
+    /// A DNS check's name.
+    CheckDnsName,
+    string("The name queried: '.', or labels of letters, digits, '-' and '_'.")
+        .pattern(Some(CHECK_DNS_NAME_PATTERN))
+        .max_length(Some(253))
+);
+
+schema_type!(
+    /// A DNS check's query type.
+    CheckQtype,
+    string("The query type.").enum_values(Some(["A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA"]))
+);
+
+schema_type!(
+    /// A misc check's program.
+    CheckProgram,
+    string("The program and its arguments, split at spaces, run without a shell.")
+        .pattern(Some(CHECK_PROGRAM_PATTERN))
+);

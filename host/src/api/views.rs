@@ -35,6 +35,9 @@ pub struct ServiceView {
     /// Whether those are the port's default (not configured).
     #[serde(default)]
     pub helpers_default: bool,
+    /// The default health check of its real servers, as configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::health::CheckDef>,
     /// Counters since the service was added.
     pub stats: Totals,
     /// Rates (ip_vs_est: 2 s samples, EWMA).
@@ -57,13 +60,21 @@ pub struct LaddrView {
     pub exhausted: u64,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// A real server and its counters.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RealView {
     /// Address and port.
     pub address: String,
-    /// Weight (0: quiesced).
+    /// Weight (0: quiesced), as ipvsadm lists it: 0 while a health check with
+    /// `inhibit_on_failure` finds the server down.
     pub weight: u32,
+    /// The weight as configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configured_weight: Option<u32>,
     /// Forwarding method: `nat`, `dr`, `tunnel`, `fullnat`, or `local` (the server's
     /// address is the balancer's own, whatever the configured method).
     pub forward: String,
@@ -92,6 +103,16 @@ pub struct RealView {
     pub overloaded: bool,
     /// Whether its next hop (MAC address) is known.
     pub reachable: bool,
+    /// Its own health check, as configured (else its service's applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::health::CheckDef>,
+    /// What its health check finds (absent: not checked, or not yet set up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::HealthReport>,
+    /// Whether it is in scheduling: false while a health check without
+    /// `inhibit_on_failure` finds it down (keepalived removes such a server from IPVS).
+    #[serde(default = "yes")]
+    pub scheduled: bool,
     /// Counters.
     pub stats: Totals,
     /// Rates.
@@ -117,6 +138,7 @@ impl ServiceView {
             netmask: std::net::Ipv4Addr::from(s.spec.netmask).to_string(),
             helpers: s.spec.helper_names(),
             helpers_default: s.spec.helpers.is_none(),
+            check: def.check.clone(),
             stats: s.stats.totals(),
             rates: s.stats.rates(),
             laddrs: s
@@ -139,6 +161,7 @@ impl ServiceView {
                     RealView {
                         address: SocketAddr::new(d.addr, d.port).to_string(),
                         weight: d.weight(),
+                        configured_weight: Some(d.configured_weight()),
                         forward: match d.forward() {
                             crate::model::Forward::Local => "local".into(),
                             _ => def.forward,
@@ -155,6 +178,9 @@ impl ServiceView {
                         overloaded: d.flags() & wvs_sdk::dest_flags::OVERLOAD != 0,
                         reachable: d.next_hop().is_some()
                             || d.forward() == crate::model::Forward::Local,
+                        check: def.check,
+                        health: d.health(),
+                        scheduled: d.in_scheduling(),
                         stats: d.stats.totals(),
                         rates: d.stats.rates(),
                     }

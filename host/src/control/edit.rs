@@ -196,6 +196,9 @@ impl Change {
                 if spec.helpers.is_some() {
                     cur.helpers = spec.helpers;
                 }
+                if spec.check.is_some() {
+                    cur.check = spec.check;
+                }
             }
             Self::DeleteService { protocol, address } => {
                 let id = parse_service_id(protocol, address)?;
@@ -241,7 +244,9 @@ impl Change {
                             real.address
                         ))
                     })?;
-                *cur = spec;
+                // wvs's own setting: left as it was unless given.
+                let check = spec.check.clone().or_else(|| cur.check.take());
+                *cur = crate::config::RealSpec { check, ..spec };
             }
             Self::DeleteReal {
                 protocol,
@@ -346,6 +351,7 @@ mod tests {
             persistent: None,
             netmask: None,
             helpers: None,
+            check: None,
             laddrs: Vec::new(),
             reals: reals
                 .iter()
@@ -359,6 +365,7 @@ mod tests {
                     upper_threshold: 0,
                     lower_threshold: 0,
                     hint: 0,
+                    check: None,
                 })
                 .collect(),
         }
@@ -403,6 +410,7 @@ mod tests {
             persistent: Some(60),
             netmask: Some("255.255.255.0".into()),
             helpers: None,
+            check: None,
         };
         let cfg = apply_all(
             &cfg,

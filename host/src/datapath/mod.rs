@@ -778,6 +778,16 @@ impl Datapath {
                     r => self.sent(r),
                 };
             }
+            // A packet to the balancer itself from the server's port, of no connection: the
+            // answer to a connection of the balancer's own stack (a health check's), which
+            // IPVS's ip_vs_out leaves to the stack too (NF_ACCEPT).
+            None if snap.real_source(info.proto, IpAddr::V4(info.saddr), info.sport)
+                == Some(info.daddr) =>
+            {
+                stats::bump(&self.stats.passed);
+                let mut pkt = self.packet(buf, meta, info);
+                return self.sent(xmit::stack::local(&mut pkt));
+            }
             None => {
                 // nat_icmp_send: tell the server its packet has no connection, unless it is
                 // a reset (ip_vs_out).

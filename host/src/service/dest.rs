@@ -2,7 +2,8 @@
 //! the next hop frames to it go to.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::model::{Forward, TunCsum, TunKind, Tunnel};
 
@@ -127,9 +128,18 @@ pub struct Dest {
     mtu: AtomicU32,
     /// Set by the fast path when it has no next hop, so the resolver looks sooner.
     pub resolve_wanted: AtomicBool,
+    /// What its health check says: [`HEALTH_DOWN`], [`HEALTH_INHIBIT`].
+    health: AtomicU8,
+    /// The probe that checks it, and whether a failure inhibits (control side only).
+    probe: parking_lot::Mutex<Option<(Arc<crate::health::ProbeShared>, bool)>>,
     /// Traffic counters and rates.
     pub stats: crate::stats::Stats,
 }
+
+/// The health check failed.
+const HEALTH_DOWN: u8 = 1;
+/// A failure sets weight 0 instead of taking the server out of scheduling.
+const HEALTH_INHIBIT: u8 = 2;
 
 impl Dest {
     /// A new, available real server with weight 1 and no next hop yet.
@@ -153,14 +163,58 @@ impl Dest {
             src: AtomicU32::new(0),
             mtu: AtomicU32::new(0),
             resolve_wanted: AtomicBool::new(true),
+            health: AtomicU8::new(0),
+            probe: parking_lot::Mutex::new(None),
             stats: crate::stats::Stats::default(),
         }
     }
 
-    /// Return the weight.
+    /// Return the weight: 0 while a health check with `inhibit_on_failure` finds the
+    /// server down (keepalived sets it so), else the configured one.
     #[inline]
     pub fn weight(&self) -> u32 {
+        if self.health.load(Relaxed) == HEALTH_DOWN | HEALTH_INHIBIT {
+            return 0;
+        }
         self.weight.load(Relaxed)
+    }
+
+    /// Return the weight as configured, whatever the health check says.
+    pub fn configured_weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    /// Record what the health check says: down or not, and whether down means weight 0
+    /// (`inhibit`) or out of scheduling.
+    pub fn set_health(&self, down: bool, inhibit: bool) {
+        let v = if down { HEALTH_DOWN } else { 0 } | if inhibit { HEALTH_INHIBIT } else { 0 };
+        self.health.store(v, Relaxed);
+    }
+
+    /// Whether its health check finds it down.
+    #[inline]
+    pub fn is_down(&self) -> bool {
+        self.health.load(Relaxed) & HEALTH_DOWN != 0
+    }
+
+    /// Whether schedulers see it: not when a health check took it out (keepalived's
+    /// DELDEST). An inhibited server stays, with weight 0.
+    #[inline]
+    pub fn in_scheduling(&self) -> bool {
+        self.health.load(Relaxed) != HEALTH_DOWN
+    }
+
+    /// Attach the probe that checks it (`None`: not checked).
+    pub fn set_probe(&self, probe: Option<(Arc<crate::health::ProbeShared>, bool)>) {
+        *self.probe.lock() = probe;
+    }
+
+    /// Its health as the API shows it, if it is checked.
+    pub fn health(&self) -> Option<crate::health::HealthReport> {
+        self.probe
+            .lock()
+            .as_ref()
+            .map(|(p, inhibit)| p.report(*inhibit))
     }
 
     /// Set the weight (0 quiesces: no new connections, existing ones continue). The last

@@ -104,6 +104,8 @@ struct Inner {
     fallback: Scheduler,
     stats: Option<Arc<Runtime>>,
     table: Vec<DestInfo>,
+    /// `table[i]` is `dests[map[i]]`: servers a health check took out are not in the table.
+    map: Vec<usize>,
     flags: u32,
     updated: bool,
     host: SchedHost,
@@ -155,6 +157,7 @@ impl SchedState {
                 fallback: choice.fallback,
                 stats: choice.plugin.as_ref().map(|p| p.runtime().clone()),
                 table: Vec::new(),
+                map: Vec::new(),
                 flags,
                 updated: false,
                 host: SchedHost {
@@ -206,7 +209,7 @@ impl SchedState {
             Ok(i) => i,
             Err(e) => inner.fall_back(&e, Some(conn)),
         };
-        dests.get(i?)
+        dests.get(*inner.map.get(i?)?)
     }
 }
 
@@ -215,15 +218,33 @@ impl Inner {
     /// add_dest/del_dest/upd_dest (a server added, removed or reweighted) shows here as a
     /// change of identity or weight, and triggers `update`.
     fn sync(&mut self, dests: &[Arc<Dest>]) -> Result<(), PluginError> {
-        let mut changed = !self.updated || self.table.len() != dests.len();
-        self.table.resize(dests.len(), DestInfo::default());
-        for (t, d) in self.table.iter_mut().zip(dests) {
+        let mut changed = !self.updated;
+        let mut n = 0;
+        for (k, d) in dests.iter().enumerate() {
+            // A server its health check took out is gone for the scheduler, as keepalived's
+            // DELDEST makes it for IPVS's (its connections continue).
+            if !d.in_scheduling() {
+                continue;
+            }
             let info = d.info();
+            if n == self.table.len() {
+                self.table.push(DestInfo::default());
+                self.map.push(k);
+                changed = true;
+            }
+            let t = &mut self.table[n];
             changed |= t.addr != info.addr
                 || t.port != info.port
                 || t.weight != info.weight
                 || t.last_weight != info.last_weight;
             *t = info;
+            self.map[n] = k;
+            n += 1;
+        }
+        if n != self.table.len() {
+            self.table.truncate(n);
+            self.map.truncate(n);
+            changed = true;
         }
         self.updated = true;
         if !changed {

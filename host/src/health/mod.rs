@@ -1,0 +1,312 @@
+//! Health checks of the real servers, run by wvs itself (what keepalived's checkers do
+//! beside IPVS).
+//!
+//! The checker has its own thread and runtime, apart from the control thread and the
+//! workers, and reads only the published snapshot: each configuration's checks become
+//! probes, one per (address, port, check, timing), shared by every service and real server
+//! that has the same one (keepalived#2111 asks for this). A probe's result is written to
+//! each of its real servers' [`Dest`] as one flag the scheduler reads: a down server
+//! leaves scheduling (keepalived's DELDEST) or, with `inhibit_on_failure`, keeps its place
+//! with weight 0; its connections continue either way. The datapath never waits on a check.
+
+pub mod probe;
+pub mod spec;
+pub mod state;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::consts::CHECK_RECONCILE_MS;
+use crate::model::ServiceKey;
+use crate::service::{Dest, Snapshot};
+pub use spec::{CheckDef, CheckSpec, Probe, Timing};
+pub use state::{Health, Outcome};
+
+/// What identifies a probe: where, what and when.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeKey {
+    /// The address and port checked.
+    pub target: SocketAddr,
+    /// The check.
+    pub probe: Probe,
+    /// Its timing and counts.
+    pub timing: Timing,
+}
+
+/// One real server of a service that a probe decides for.
+#[derive(Debug, Clone)]
+struct Bound {
+    dest: Arc<Dest>,
+    inhibit: bool,
+    service: ServiceKey,
+}
+
+/// A running probe: its state and the real servers it decides for.
+#[derive(Debug)]
+pub struct ProbeShared {
+    /// What it checks.
+    pub key: ProbeKey,
+    state: Mutex<Health>,
+    bound: Mutex<Vec<Bound>>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// A probe's state as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct HealthReport {
+    /// `up` or `down`.
+    pub state: String,
+    /// Since when (the last change, or the start of checking), ms since the Unix epoch.
+    pub since_ms: u64,
+    /// The check's type.
+    pub check: String,
+    /// The address and port checked.
+    pub target: String,
+    /// Consecutive passes, latest run.
+    pub passes: u32,
+    /// Consecutive failures, latest run.
+    pub failures: u32,
+    /// The last result (none before the first check ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<Outcome>,
+    /// The latest results, oldest first.
+    pub history: Vec<Outcome>,
+    /// Whether a failure sets weight 0 instead of leaving scheduling.
+    pub inhibit_on_failure: bool,
+}
+
+impl ProbeShared {
+    /// The state as the API shows it, for a real server with `inhibit`.
+    pub fn report(&self, inhibit: bool) -> HealthReport {
+        let h = self.state.lock();
+        let (passes, failures) = h.runs();
+        HealthReport {
+            state: if h.up() { "up" } else { "down" }.into(),
+            since_ms: h.since_ms(),
+            check: self.key.probe.kind().into(),
+            target: self.key.target.to_string(),
+            passes,
+            failures,
+            last: h.history().back().cloned(),
+            history: h.history().iter().cloned().collect(),
+            inhibit_on_failure: inhibit,
+        }
+    }
+
+    fn up(&self) -> bool {
+        self.state.lock().up()
+    }
+
+    fn publish(self: &Arc<Self>, up: bool) {
+        for b in self.bound.lock().iter() {
+            b.dest.set_health(!up, b.inhibit);
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The checker: its thread runs every probe of the published configuration.
+#[derive(Debug)]
+pub struct Monitor {
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Monitor {
+    /// Start checking what `snapshot` says, on a thread of its own, until `stop` is set.
+    pub fn start(snapshot: Arc<ArcSwap<Snapshot>>, stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wvs-health".into())
+            .spawn(move || rt.block_on(watch(snapshot, flag)))?;
+        Ok(Self {
+            thread: Some(thread),
+            stop,
+        })
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn watch(snapshot: Arc<ArcSwap<Snapshot>>, stop: Arc<AtomicBool>) {
+    let tls = probe::tls_config();
+    let mut probes: HashMap<ProbeKey, Arc<ProbeShared>> = HashMap::new();
+    let mut seen: Option<Arc<Snapshot>> = None;
+    while !stop.load(Relaxed) {
+        let snap = snapshot.load_full();
+        if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snap)) {
+            reconcile(&snap, &mut probes, &tls);
+            seen = Some(snap);
+        }
+        tokio::time::sleep(Duration::from_millis(CHECK_RECONCILE_MS)).await;
+    }
+    for p in probes.values() {
+        if let Some(t) = p.task.lock().take() {
+            t.abort();
+        }
+    }
+}
+
+/// The probes a snapshot asks for, with the real servers each decides for.
+fn wanted(snap: &Snapshot) -> HashMap<ProbeKey, Vec<Bound>> {
+    let mut want: HashMap<ProbeKey, Vec<Bound>> = HashMap::new();
+    for svc in snap.services() {
+        for (dest, real) in svc.reals() {
+            let Some(spec) = real.check.as_ref().or(svc.spec.check.as_ref()) else {
+                continue;
+            };
+            let Some(probe) = &spec.probe else { continue };
+            let key = ProbeKey {
+                target: SocketAddr::new(dest.addr, spec.port.unwrap_or(real.port)),
+                probe: probe.clone(),
+                timing: spec.timing,
+            };
+            want.entry(key).or_default().push(Bound {
+                dest: dest.clone(),
+                inhibit: spec.inhibit,
+                service: svc.key,
+            });
+        }
+    }
+    want
+}
+
+/// Bring the running probes in line with a new snapshot: probes that stay keep their state
+/// (and their real servers theirs), new ones start, others stop and free their servers.
+fn reconcile(
+    snap: &Snapshot,
+    probes: &mut HashMap<ProbeKey, Arc<ProbeShared>>,
+    tls: &Arc<tokio_rustls::rustls::ClientConfig>,
+) {
+    let want = wanted(snap);
+    let checked: HashSet<*const Dest> = want
+        .values()
+        .flatten()
+        .map(|b| Arc::as_ptr(&b.dest))
+        .collect();
+    for p in probes.values() {
+        for b in p.bound.lock().iter() {
+            if !checked.contains(&Arc::as_ptr(&b.dest)) {
+                b.dest.set_probe(None);
+                b.dest.set_health(false, false);
+            }
+        }
+    }
+    probes.retain(|k, p| {
+        let keep = want.contains_key(k);
+        if !keep {
+            if let Some(t) = p.task.lock().take() {
+                t.abort();
+            }
+            tracing::info!(real = %k.target, check = k.probe.kind(), "health check stopped");
+        }
+        keep
+    });
+    for (key, bound) in want {
+        let p = probes.entry(key.clone()).or_insert_with(|| {
+            let p = Arc::new(ProbeShared {
+                key: key.clone(),
+                state: Mutex::new(Health::new(unix_ms())),
+                bound: Mutex::new(Vec::new()),
+                task: Mutex::new(None),
+            });
+            let task = tokio::spawn(run_probe(p.clone(), tls.clone()));
+            *p.task.lock() = Some(task.abort_handle());
+            tracing::info!(
+                real = %key.target,
+                check = key.probe.kind(),
+                interval_ms = key.timing.interval_ms,
+                "health check started"
+            );
+            p
+        });
+        let up = p.up();
+        for b in &bound {
+            b.dest.set_probe(Some((p.clone(), b.inhibit)));
+            b.dest.set_health(!up, b.inhibit);
+        }
+        *p.bound.lock() = bound;
+    }
+}
+
+async fn run_probe(p: Arc<ProbeShared>, tls: Arc<tokio_rustls::rustls::ClientConfig>) {
+    let t = p.key.timing;
+    // Spread the first checks of many probes (keepalived's `warmup`), at most a second.
+    let warmup = rand::random::<u64>() % t.interval_ms.clamp(1, 1000);
+    tokio::time::sleep(Duration::from_millis(warmup)).await;
+    loop {
+        let ((ok, detail), took) = probe::check(
+            &p.key.probe,
+            p.key.target,
+            Duration::from_millis(t.timeout_ms),
+            &tls,
+        )
+        .await;
+        let outcome = Outcome {
+            ok,
+            at_ms: unix_ms(),
+            latency_us: took.as_micros() as u64,
+            detail,
+        };
+        let (change, delay, up, runs) = {
+            let mut h = p.state.lock();
+            let change = h.record(outcome.clone(), &t);
+            (change, h.next_delay_ms(&t), h.up(), h.runs())
+        };
+        p.publish(up);
+        let services: Vec<String> = p
+            .bound
+            .lock()
+            .iter()
+            .map(|b| b.service.to_string())
+            .collect();
+        match change {
+            Some(false) => tracing::warn!(
+                real = %p.key.target,
+                check = p.key.probe.kind(),
+                services = ?services,
+                failures = runs.1,
+                "real server DOWN: {}",
+                outcome.detail
+            ),
+            Some(true) => tracing::warn!(
+                real = %p.key.target,
+                check = p.key.probe.kind(),
+                services = ?services,
+                passes = runs.0,
+                "real server UP: {}",
+                outcome.detail
+            ),
+            None if !ok => tracing::debug!(
+                real = %p.key.target,
+                check = p.key.probe.kind(),
+                failures = runs.1,
+                "check failed: {}",
+                outcome.detail
+            ),
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+}

@@ -1,0 +1,447 @@
+//! The probes: one check of one address, as keepalived's checkers do it, in-process and
+//! asynchronous (no fork per check but MISC_CHECK's program), with one deadline for the
+//! whole check.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::spec::Probe;
+use crate::consts::CHECK_HTTP_MAX_RESPONSE;
+
+/// What one check found: passed or not, and what was seen.
+pub type Found = (bool, String);
+
+/// Run `probe` against `target` within `timeout`; returns the result and how long it took.
+pub async fn check(
+    probe: &Probe,
+    target: SocketAddr,
+    timeout: Duration,
+    tls: &Arc<tokio_rustls::rustls::ClientConfig>,
+) -> (Found, Duration) {
+    let t0 = Instant::now();
+    let found = match tokio::time::timeout(timeout, run(probe, target, tls)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => (false, e),
+        Err(_) => (
+            false,
+            format!("timed out after {} s", timeout.as_secs_f64()),
+        ),
+    };
+    (found, t0.elapsed())
+}
+
+async fn run(
+    probe: &Probe,
+    target: SocketAddr,
+    tls: &Arc<tokio_rustls::rustls::ClientConfig>,
+) -> Result<Found, String> {
+    match probe {
+        Probe::Tcp => {
+            TcpStream::connect(target).await.map_err(io_err)?;
+            Ok((true, "connected".into()))
+        }
+        Probe::Http {
+            tls: false,
+            path,
+            host,
+            ..
+        } => {
+            let s = TcpStream::connect(target).await.map_err(io_err)?;
+            let reply = http_get(s, target, path, host.as_deref()).await?;
+            Ok(judge_http(probe, &reply))
+        }
+        Probe::Http {
+            tls: true,
+            path,
+            host,
+            ..
+        } => {
+            let s = TcpStream::connect(target).await.map_err(io_err)?;
+            use tokio_rustls::rustls::pki_types::ServerName;
+            let name = match host {
+                Some(h) => ServerName::try_from(h.clone())
+                    .map_err(|e| format!("TLS server name {h:?}: {e}"))?,
+                None => ServerName::IpAddress(target.ip().into()),
+            };
+            let s = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, s)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let reply = http_get(s, target, path, host.as_deref()).await?;
+            Ok(judge_http(probe, &reply))
+        }
+        Probe::Udp { payload, expect } => {
+            let buf = udp_exchange(target, payload).await?;
+            Ok(match expect {
+                Some(e) if !contains(&buf, e) => (
+                    false,
+                    format!("reply of {} bytes without the expected text", buf.len()),
+                ),
+                _ => (true, format!("reply of {} bytes", buf.len())),
+            })
+        }
+        Probe::Dns { name, qtype } => {
+            let id: u16 = rand::random();
+            let query = dns_query(id, name, *qtype)?;
+            let reply = udp_exchange(target, &query).await?;
+            Ok(judge_dns(id, &reply))
+        }
+        Probe::Misc { argv } => {
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .env("WVS_REAL_ADDR", target.ip().to_string())
+                .env("WVS_REAL_PORT", target.port().to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                // A program past its deadline is killed when the check is dropped
+                // (keepalived's misc_timeout).
+                .kill_on_drop(true);
+            let st = cmd
+                .status()
+                .await
+                .map_err(|e| format!("{}: {e}", argv[0]))?;
+            Ok(match st.code() {
+                Some(0) => (true, "exit 0".into()),
+                Some(c) => (false, format!("exit {c}")),
+                None => (false, "killed by a signal".into()),
+            })
+        }
+    }
+}
+
+fn io_err(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// An HTTP/1.0 GET (as keepalived's default `http_protocol`): the reply ends with the
+/// connection, so no chunked coding.
+async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    target: SocketAddr,
+    path: &str,
+    host: Option<&str>,
+) -> Result<Vec<u8>, String> {
+    let host = host.map_or_else(|| target.ip().to_string(), str::to_string);
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: wvs-health\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.map_err(io_err)?;
+    let mut reply = Vec::new();
+    let read = (&mut s)
+        .take(CHECK_HTTP_MAX_RESPONSE as u64)
+        .read_to_end(&mut reply)
+        .await;
+    match read {
+        Ok(_) => Ok(reply),
+        // A TLS server that closes without close_notify still sent its reply.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => Ok(reply),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Judge an HTTP reply against the probe's status codes, digest and text.
+pub fn judge_http(probe: &Probe, reply: &[u8]) -> Found {
+    let Probe::Http {
+        status,
+        digest,
+        contains: text,
+        ..
+    } = probe
+    else {
+        return (false, "not an HTTP check".into());
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut r = httparse::Response::new(&mut headers);
+    let head = match r.parse(reply) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return (false, "incomplete HTTP reply".into()),
+        Err(e) => return (false, format!("not an HTTP reply: {e}")),
+    };
+    let code = r.code.unwrap_or(0);
+    let mut body = &reply[head..];
+    // keepalived digests the body as Content-Length gives it.
+    if let Some(len) = r
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        && len < body.len()
+    {
+        body = &body[..len];
+    }
+    if !status.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) {
+        return (false, format!("HTTP {code}"));
+    }
+    if let Some(d) = digest {
+        let got: [u8; 16] = Md5::digest(body).into();
+        if &got != d {
+            let hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
+            return (false, format!("HTTP {code}, body digest {hex}"));
+        }
+    }
+    if let Some(t) = text
+        && !contains(body, t.as_bytes())
+    {
+        return (false, format!("HTTP {code}, body without {t:?}"));
+    }
+    (true, format!("HTTP {code}"))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn udp_exchange(target: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let any: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().map_err(|_| "address")?
+    } else {
+        "[::]:0".parse().map_err(|_| "address")?
+    };
+    let s = UdpSocket::bind(any).await.map_err(io_err)?;
+    // Connected, so an ICMP port unreachable comes back as an error (keepalived's UDP_CHECK).
+    s.connect(target).await.map_err(io_err)?;
+    s.send(payload).await.map_err(io_err)?;
+    let mut buf = vec![0u8; 65536];
+    let n = s.recv(&mut buf).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "port unreachable".into(),
+        _ => io_err(e),
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// DNS_CHECK's query: recursion desired, one question of class IN.
+pub fn dns_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
+    use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, TYPE};
+    let mut p = Packet::new_query(id);
+    p.set_flags(PacketFlag::RECURSION_DESIRED);
+    let n = if name == "." {
+        ""
+    } else {
+        name.trim_end_matches('.')
+    };
+    let qname = Name::new(n).map_err(|e| format!("dns name {name:?}: {e}"))?;
+    p.questions.push(Question::new(
+        qname,
+        TYPE::from(qtype).into(),
+        CLASS::IN.into(),
+        false,
+    ));
+    p.build_bytes_vec().map_err(|e| format!("dns query: {e}"))
+}
+
+/// keepalived's judgement of a DNS reply: its id, the response bit, RCODE 0 (the answer
+/// itself is not looked at).
+pub fn judge_dns(id: u16, reply: &[u8]) -> Found {
+    use simple_dns::{Packet, PacketFlag, RCODE};
+    match Packet::parse(reply) {
+        Err(e) => (false, format!("not a DNS reply: {e}")),
+        Ok(p) if p.id() != id => (false, "DNS reply to another query".into()),
+        Ok(p) if !p.has_flags(PacketFlag::RESPONSE) => (false, "DNS query, not a reply".into()),
+        Ok(p) if p.rcode() != RCODE::NoError => (false, format!("DNS {:?}", p.rcode())),
+        Ok(p) => (true, format!("DNS NOERROR, {} answers", p.answers.len())),
+    }
+}
+
+/// keepalived does not verify the certificate of SSL_GET's server (a real server's
+/// certificate names the service, not the address checked); nor does wvs.
+#[derive(Debug)]
+struct AnyCert(Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
+
+impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        _: &[tokio_rustls::rustls::pki_types::CertificateDer<'_>],
+        _: &tokio_rustls::rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: tokio_rustls::rustls::pki_types::UnixTime,
+    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error>
+    {
+        Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &tokio_rustls::rustls::pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client of HTTPS checks.
+pub fn tls_config() -> Arc<tokio_rustls::rustls::ClientConfig> {
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+                .with_no_client_auth()
+        });
+    match cfg {
+        Ok(c) => Arc::new(c),
+        // The built-in provider supports the default versions; should it ever not, HTTPS
+        // checks fail with the handshake's error rather than wvs not starting.
+        Err(e) => {
+            tracing::error!("TLS for health checks: {e}");
+            Arc::new(
+                tokio_rustls::rustls::ClientConfig::builder()
+                    .with_root_certificates(tokio_rustls::rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::spec::CheckDef;
+
+    fn http(toml: &str) -> Probe {
+        toml::from_str::<CheckDef>(toml)
+            .unwrap()
+            .validate("t")
+            .unwrap()
+            .probe
+            .unwrap()
+    }
+
+    #[test]
+    fn http_replies_judged_as_keepalived() {
+        let p = http("type = 'http'");
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA";
+        assert_eq!(judge_http(&p, ok), (true, "HTTP 200".into()));
+        let e = b"HTTP/1.1 503 Service Unavailable\r\n\r\n";
+        assert_eq!(judge_http(&p, e), (false, "HTTP 503".into()));
+        assert!(!judge_http(&p, b"SSH-2.0-OpenSSH\r\n").0);
+        assert!(!judge_http(&p, b"HTTP/1.1 200 OK\r\nContent-").0);
+        // md5("ok") = 444bcb3a3fcf8389296c49467f27e1d6; the body is cut at Content-Length.
+        let d = http("type = 'http'\ndigest = '444bcb3a3fcf8389296c49467f27e1d6'");
+        assert!(judge_http(&d, ok).0);
+        let bad = b"HTTP/1.1 200 OK\r\n\r\nko";
+        let (pass, why) = judge_http(&d, bad);
+        assert!(!pass && why.contains("digest"), "{why}");
+        let t = http("type = 'http'\ncontains = 'ok'\nstatus = ['503']");
+        assert!(!judge_http(&t, ok).0, "200 is not 503");
+        assert!(judge_http(&t, b"HTTP/1.0 503 x\r\n\r\nall ok").0);
+    }
+
+    #[test]
+    fn dns_query_and_reply() {
+        let q = dns_query(0x1234, "example.org", 6).unwrap();
+        assert_eq!(&q[..2], &[0x12, 0x34]);
+        assert_eq!(q[2] & 0x01, 1, "RD");
+        assert_eq!(u16::from_be_bytes([q[4], q[5]]), 1, "one question");
+        assert_eq!(&q[12..25], b"\x07example\x03org\x00");
+        assert_eq!(&q[25..29], &[0, 6, 0, 1], "SOA, IN");
+        assert!(!judge_dns(0x1234, &q).0, "a query is not a reply");
+        let mut r = q.clone();
+        r[2] |= 0x80;
+        assert!(judge_dns(0x1234, &r).0);
+        assert!(!judge_dns(0x4321, &r).0);
+        r[3] |= 3;
+        assert!(!judge_dns(0x1234, &r).0, "NXDOMAIN");
+        let root = dns_query(1, ".", 6).unwrap();
+        assert_eq!(&root[12..17], &[0, 0, 6, 0, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_fails_fast_and_a_silent_server_times_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = l.local_addr().unwrap();
+        drop(l);
+        let tls = tls_config();
+        let ((ok, why), _) = check(&Probe::Tcp, open, Duration::from_secs(2), &tls).await;
+        assert!(!ok);
+        assert_eq!(why, "connection refused");
+        // A server that accepts and never answers: the whole check's deadline holds.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            // A byte every 100 ms: keepalived's per-read timeout would never fire.
+            for _ in 0..50 {
+                if s.write_all(b"H").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let p = http("type = 'http'");
+        let ((ok, why), took) = check(&p, addr, Duration::from_millis(400), &tls).await;
+        assert!(!ok);
+        assert!(why.starts_with("timed out"), "{why}");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn misc_checks_judge_the_exit_code() {
+        let tls = tls_config();
+        let a: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let t = Duration::from_secs(5);
+        let ok = Probe::Misc {
+            argv: vec!["/bin/true".into()],
+        };
+        assert!(check(&ok, a, t, &tls).await.0.0);
+        let bad = Probe::Misc {
+            argv: vec!["/bin/false".into()],
+        };
+        assert_eq!(check(&bad, a, t, &tls).await.0, (false, "exit 1".into()));
+        let slow = Probe::Misc {
+            argv: vec!["/bin/sleep".into(), "10".into()],
+        };
+        let ((ok, why), took) = check(&slow, a, Duration::from_millis(300), &tls).await;
+        assert!(!ok && why.starts_with("timed out"), "{why}");
+        assert!(took < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,677 @@
+//! A health check as written (`check = { … }` on a real server or a service, in TOML, JSON
+//! and `wvs adm --check`) and as validated.
+//!
+//! The parameters are keepalived's (`delay_loop` is `interval`, `connect_timeout` is
+//! `timeout`, `retry`, `delay_before_retry` is `retry_delay`), with two changes its users
+//! ask for: `timeout` bounds the whole check, not each read (keepalived#1822), and `rise` /
+//! `fall` count consecutive results before the state changes (keepalived has `retry` only).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+use crate::consts::{
+    CHECK_DEFAULT_INTERVAL_MS, CHECK_DEFAULT_RETRY_DELAY_MS, CHECK_DEFAULT_TIMEOUT_MS,
+    CHECK_HTTP_RETRY_DELAY_MS, CHECK_MAX_MS, CHECK_MIN_MS,
+};
+
+/// A duration written in seconds (fractions allowed, as keepalived's timers), kept in
+/// milliseconds; at least `MIN` ms and at most a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Secs<const MIN: u64 = 0>(pub u64);
+
+/// An interval or timeout: at least [`CHECK_MIN_MS`].
+pub type Period = Secs<CHECK_MIN_MS>;
+
+impl<const MIN: u64> Serialize for Secs<MIN> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_multiple_of(1000) {
+            s.serialize_u64(self.0 / 1000)
+        } else {
+            s.serialize_f64(self.0 as f64 / 1000.0)
+        }
+    }
+}
+
+impl<'de, const MIN: u64> Deserialize<'de> for Secs<MIN> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        let ms = v * 1000.0;
+        if !(ms.is_finite() && ms >= MIN as f64 && ms <= CHECK_MAX_MS as f64) {
+            return Err(serde::de::Error::custom(format!(
+                "{v} is not a number of seconds from {} to {}",
+                MIN as f64 / 1000.0,
+                CHECK_MAX_MS / 1000
+            )));
+        }
+        Ok(Secs((ms.round() as u64).max(MIN)))
+    }
+}
+
+/// A health check as written. `type` says what is checked; the other keys belong to some
+/// types only (an option of another type is an error).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckDef {
+    /// `tcp` (a connect, keepalived's TCP_CHECK), `http` and `https` (a GET, HTTP_GET and
+    /// SSL_GET), `udp` (a payload sent, a reply expected), `dns` (a query, DNS_CHECK),
+    /// `misc` (a program, MISC_CHECK), or `none` (a real server's way out of its service's
+    /// default check).
+    #[serde(rename = "type")]
+    #[schema(value_type = crate::api::schema::CheckType)]
+    pub kind: String,
+    /// The port checked; default the real server's (keepalived's `connect_port`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub port: Option<u32>,
+    /// http/https: the path requested; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::CheckPath>)]
+    pub path: Option<String>,
+    /// http/https: the `Host` header (and TLS server name); default the server's address
+    /// (keepalived's `virtualhost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::CheckHost>)]
+    pub host: Option<String>,
+    /// http/https: the status codes that pass, each a code or a range `"200-299"`; default
+    /// 200-299 (keepalived's `status_code`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::api::schema::CheckStatus>)]
+    pub status: Vec<String>,
+    /// http/https: the MD5 digest of the body, 32 hex digits (keepalived's `digest`, made by
+    /// its `genhash`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::CheckDigest>)]
+    pub digest: Option<String>,
+    /// http/https: a string the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// udp: the payload sent (text); default empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// udp: a string the reply must contain; default any reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// dns: the name queried; default `.` (keepalived's `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::CheckDnsName>)]
+    pub name: Option<String>,
+    /// dns: the query type (A, NS, CNAME, SOA, MX, TXT, AAAA); default SOA (keepalived's
+    /// `type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::CheckQtype>)]
+    pub qtype: Option<String>,
+    /// misc: the program and its arguments, split at spaces and run without a shell
+    /// (keepalived's `misc_path`); it passes when it exits 0 within `timeout`.
+    /// `WVS_REAL_ADDR` and `WVS_REAL_PORT` in its environment say which server it checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::CheckProgram>)]
+    pub program: Option<String>,
+    /// Seconds between checks (keepalived's `delay_loop`); default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, minimum = 0.05, maximum = 86400)]
+    pub interval: Option<Period>,
+    /// Seconds the whole check may take, connect, request and reply (keepalived's
+    /// `connect_timeout`, there per read); default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, minimum = 0.05, maximum = 86400)]
+    pub timeout: Option<Period>,
+    /// keepalived's `retry`: checks repeated after a failure before an up server is taken
+    /// down, that is `fall` = `retry` + 1. Default 1 (dns 3, misc 0).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u32"
+    )]
+    #[schema(minimum = 0, maximum = 99)]
+    pub retry: Option<u32>,
+    /// Seconds before a failed check of an up server is repeated (keepalived's
+    /// `delay_before_retry`); default 1 (http and https 3, dns the interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 86400)]
+    pub retry_delay: Option<Secs>,
+    /// Consecutive passes that bring a down server back; default 1 (keepalived).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 100)]
+    pub rise: Option<u32>,
+    /// Consecutive failures that take an up server down; default `retry` + 1.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u32"
+    )]
+    #[schema(minimum = 1, maximum = 100)]
+    pub fall: Option<u32>,
+    /// A failed server keeps its place with weight 0 (its connections continue, no new
+    /// ones) instead of leaving scheduling (keepalived's `inhibit_on_failure`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inhibit_on_failure: bool,
+}
+
+/// What a check does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Probe {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP/1.0 GET, over TLS (`tls`) or not.
+    Http {
+        /// HTTPS.
+        tls: bool,
+        /// The path.
+        path: String,
+        /// The `Host` header and TLS server name (`None`: the address).
+        host: Option<String>,
+        /// Status code ranges that pass.
+        status: Vec<(u16, u16)>,
+        /// MD5 of the body.
+        digest: Option<[u8; 16]>,
+        /// A string the body must contain.
+        contains: Option<String>,
+    },
+    /// A UDP datagram and its reply.
+    Udp {
+        /// Sent.
+        payload: Vec<u8>,
+        /// The reply must contain it.
+        expect: Option<Vec<u8>>,
+    },
+    /// A DNS query over UDP.
+    Dns {
+        /// The name.
+        name: String,
+        /// The query type's number.
+        qtype: u16,
+    },
+    /// A program.
+    Misc {
+        /// Program and arguments.
+        argv: Vec<String>,
+    },
+}
+
+impl Probe {
+    /// The check's type name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Http { tls: false, .. } => "http",
+            Self::Http { tls: true, .. } => "https",
+            Self::Udp { .. } => "udp",
+            Self::Dns { .. } => "dns",
+            Self::Misc { .. } => "misc",
+        }
+    }
+}
+
+/// A validated check: what is probed, when, and what a result changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// As written (kept for saving and listing).
+    pub def: CheckDef,
+    /// `None`: `type = "none"`, no check.
+    pub probe: Option<Probe>,
+    /// The port checked (`None`: the real server's).
+    pub port: Option<u16>,
+    /// Timing and counts.
+    pub timing: Timing,
+    /// Weight 0 on failure instead of leaving scheduling.
+    pub inhibit: bool,
+}
+
+/// When a check runs and how many results change the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timing {
+    /// Between checks, ms.
+    pub interval_ms: u64,
+    /// The whole check's deadline, ms.
+    pub timeout_ms: u64,
+    /// Before a failed check of an up server is repeated, ms.
+    pub retry_delay_ms: u64,
+    /// Passes to come back.
+    pub rise: u32,
+    /// Failures to go down.
+    pub fall: u32,
+}
+
+const DNS_TYPES: &[(&str, u16)] = &[
+    ("A", 1),
+    ("NS", 2),
+    ("CNAME", 5),
+    ("SOA", 6),
+    ("MX", 15),
+    ("TXT", 16),
+    ("AAAA", 28),
+];
+
+fn invalid(who: &str, msg: String) -> ConfigError {
+    ConfigError::Invalid(format!("{who}: check: {msg}"))
+}
+
+fn conflict(who: &str, msg: String) -> ConfigError {
+    ConfigError::Conflict(format!("{who}: check: {msg}"))
+}
+
+impl CheckDef {
+    /// A check of type `kind` with every other key at its default.
+    pub fn of(kind: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Parse `wvs adm --check`'s value: `tcp`, `http:PATH`, `https:PATH`, `udp`,
+    /// `dns:NAME`, `misc:PROGRAM` or `none`.
+    pub fn from_arg(arg: &str) -> Result<Self, String> {
+        let (kind, rest) = match arg.split_once(':') {
+            Some((k, r)) => (k, Some(r)),
+            None => (arg, None),
+        };
+        let mut d = Self::of(kind);
+        match (kind, rest) {
+            ("tcp" | "udp" | "none", None) => {}
+            ("http" | "https", r) => d.path = r.filter(|p| !p.is_empty()).map(Into::into),
+            ("dns", r) => d.name = r.filter(|p| !p.is_empty()).map(Into::into),
+            ("misc", Some(p)) if !p.trim().is_empty() => d.program = Some(p.into()),
+            _ => {
+                return Err(format!(
+                    "--check {arg:?}: use tcp, http:PATH, https:PATH, udp, dns:NAME, misc:PROGRAM or none"
+                ));
+            }
+        }
+        Ok(d)
+    }
+
+    /// Validate the check of `who` (a real server or service, for messages): first every
+    /// value on its own (malformed: [`ConfigError::Invalid`], what the OpenAPI schema
+    /// says), then how they fit together ([`ConfigError::Conflict`]).
+    pub fn validate(&self, who: &str) -> Result<CheckSpec, ConfigError> {
+        self.check_values(who)?;
+        let kind = self.kind.as_str();
+        let http = matches!(kind, "http" | "https");
+        let only = |set: bool, name: &str, ok: bool| -> Result<(), ConfigError> {
+            if set && !ok {
+                Err(conflict(
+                    who,
+                    format!("{name} does not apply to a {kind} check"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        only(self.path.is_some(), "path", http)?;
+        only(self.host.is_some(), "host", http)?;
+        only(!self.status.is_empty(), "status", http)?;
+        only(self.digest.is_some(), "digest", http)?;
+        only(self.contains.is_some(), "contains", http)?;
+        only(self.payload.is_some(), "payload", kind == "udp")?;
+        only(self.expect.is_some(), "expect", kind == "udp")?;
+        only(self.name.is_some(), "name", kind == "dns")?;
+        only(self.qtype.is_some(), "qtype", kind == "dns")?;
+        only(self.program.is_some(), "program", kind == "misc")?;
+        let probe = match kind {
+            "none" => None,
+            "tcp" => Some(Probe::Tcp),
+            "http" | "https" => Some(self.http(who, kind == "https")?),
+            "udp" => Some(Probe::Udp {
+                payload: self.payload.clone().unwrap_or_default().into_bytes(),
+                expect: self.expect.clone().map(String::into_bytes),
+            }),
+            "dns" => Some(Probe::Dns {
+                name: self.name.clone().unwrap_or_else(|| ".".into()),
+                qtype: DNS_TYPES
+                    .iter()
+                    .find(|(n, _)| Some(*n) == self.qtype.as_deref().or(Some("SOA")))
+                    .map_or(6, |(_, v)| *v),
+            }),
+            _ => {
+                let argv: Vec<String> = self
+                    .program
+                    .as_deref()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(Into::into)
+                    .collect();
+                if argv.is_empty() {
+                    return Err(conflict(who, "a misc check needs program".into()));
+                }
+                Some(Probe::Misc { argv })
+            }
+        };
+        let interval_ms = self.interval.map_or(CHECK_DEFAULT_INTERVAL_MS, |s| s.0);
+        let timeout_ms = self.timeout.map_or(CHECK_DEFAULT_TIMEOUT_MS, |s| s.0);
+        let retry_delay_ms = match (self.retry_delay, kind) {
+            (Some(s), _) => s.0,
+            (None, "http" | "https") => CHECK_HTTP_RETRY_DELAY_MS,
+            (None, "dns") => interval_ms,
+            (None, _) => CHECK_DEFAULT_RETRY_DELAY_MS,
+        };
+        let default_retry = match kind {
+            "dns" => 3,
+            "misc" => 0,
+            _ => 1,
+        };
+        let fall = match (self.fall, self.retry) {
+            (Some(f), Some(r)) if f != r + 1 => {
+                return Err(conflict(
+                    who,
+                    format!("fall {f} contradicts retry {r} (fall is retry + 1; give one)"),
+                ));
+            }
+            (Some(f), _) => f,
+            (None, r) => r.unwrap_or(default_retry) + 1,
+        };
+        Ok(CheckSpec {
+            def: self.clone(),
+            probe,
+            port: self.port.map(|p| p as u16),
+            timing: Timing {
+                interval_ms,
+                timeout_ms,
+                retry_delay_ms,
+                rise: self.rise.unwrap_or(1),
+                fall,
+            },
+            inhibit: self.inhibit_on_failure,
+        })
+    }
+
+    /// Each value on its own, as the OpenAPI document's schema describes it.
+    fn check_values(&self, who: &str) -> Result<(), ConfigError> {
+        const KINDS: [&str; 7] = ["tcp", "http", "https", "udp", "dns", "misc", "none"];
+        if !KINDS.contains(&self.kind.as_str()) {
+            return Err(invalid(
+                who,
+                format!(
+                    "unknown type {:?} (tcp, http, https, udp, dns, misc or none)",
+                    self.kind
+                ),
+            ));
+        }
+        if let Some(p) = self.port
+            && !(1..=65535).contains(&p)
+        {
+            return Err(invalid(who, format!("port {p} is not in 1-65535")));
+        }
+        let printable = |v: &str| !v.is_empty() && v.bytes().all(|b| (b'!'..=b'~').contains(&b));
+        if let Some(p) = &self.path
+            && !(p.starts_with('/') && (p.len() == 1 || printable(&p[1..])))
+        {
+            return Err(invalid(
+                who,
+                format!("path {p:?} must start with / and be printable ASCII without spaces"),
+            ));
+        }
+        if let Some(h) = &self.host
+            && !printable(h)
+        {
+            return Err(invalid(who, format!("host {h:?} is not a host name")));
+        }
+        for st in &self.status {
+            if status_range(st).is_none() {
+                return Err(invalid(
+                    who,
+                    format!("status {st:?}: use a code or a range of codes from 100 to 599"),
+                ));
+            }
+        }
+        if let Some(h) = &self.digest
+            && parse_md5(h).is_none()
+        {
+            return Err(invalid(
+                who,
+                format!("digest {h:?} is not 32 hexadecimal digits"),
+            ));
+        }
+        if let Some(n) = &self.name
+            && !dns_name_ok(n)
+        {
+            return Err(invalid(who, format!("dns name {n:?} is not a domain name")));
+        }
+        if let Some(t) = &self.qtype
+            && !DNS_TYPES.iter().any(|(n, _)| n == t)
+        {
+            return Err(invalid(
+                who,
+                format!("dns qtype {t:?}: use A, NS, CNAME, SOA, MX, TXT or AAAA"),
+            ));
+        }
+        if let Some(p) = &self.program
+            && p.trim().is_empty()
+        {
+            return Err(invalid(who, "program is empty".into()));
+        }
+        if let Some(r) = self.retry
+            && r > 99
+        {
+            return Err(invalid(who, format!("retry {r} is not in 0-99")));
+        }
+        for (name, v) in [("rise", self.rise), ("fall", self.fall)] {
+            if let Some(v) = v
+                && !(1..=100).contains(&v)
+            {
+                return Err(invalid(who, format!("{name} {v} is not in 1-100")));
+            }
+        }
+        Ok(())
+    }
+
+    fn http(&self, who: &str, tls: bool) -> Result<Probe, ConfigError> {
+        let mut status = Vec::new();
+        for s in &self.status {
+            match status_range(s) {
+                Some((lo, hi)) if lo <= hi => status.push((lo, hi)),
+                _ => {
+                    return Err(conflict(
+                        who,
+                        format!("status range {s:?} runs from high to low"),
+                    ));
+                }
+            }
+        }
+        if status.is_empty() {
+            status.push((200, 299));
+        }
+        Ok(Probe::Http {
+            tls,
+            path: self.path.clone().unwrap_or_else(|| "/".into()),
+            host: self.host.clone(),
+            status,
+            digest: self.digest.as_deref().and_then(parse_md5),
+            contains: self.contains.clone(),
+        })
+    }
+}
+
+/// `NNN` or `NNN-NNN`, codes 100-599 (the bounds' order is checked apart).
+fn status_range(s: &str) -> Option<(u16, u16)> {
+    let code = |c: &str| {
+        (c.len() == 3 && c.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| c.parse::<u16>().ok())
+            .flatten()
+            .filter(|c| (100..=599).contains(c))
+    };
+    match s.split_once('-') {
+        Some((lo, hi)) => Some((code(lo)?, code(hi)?)),
+        None => code(s).map(|c| (c, c)),
+    }
+}
+
+/// `.`, or labels of 1-63 letters, digits, '-' and '_', at most 253 characters.
+fn dns_name_ok(n: &str) -> bool {
+    if n == "." {
+        return true;
+    }
+    let body = n.strip_suffix('.').unwrap_or(n);
+    n.len() <= 253
+        && !body.is_empty()
+        && body.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn parse_md5(h: &str) -> Option<[u8; 16]> {
+    if h.len() != 32 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml(s: &str) -> CheckDef {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn keepalived_defaults() {
+        let t = CheckDef::of("tcp").validate("x").unwrap();
+        assert_eq!(t.probe, Some(Probe::Tcp));
+        assert_eq!(
+            (t.timing.rise, t.timing.fall, t.timing.retry_delay_ms),
+            (1, 2, 1000)
+        );
+        let h = CheckDef::of("http").validate("x").unwrap();
+        assert_eq!(h.timing.retry_delay_ms, 3000, "check_http's default");
+        let Some(Probe::Http { status, path, .. }) = h.probe else {
+            panic!()
+        };
+        assert_eq!((status, path.as_str()), (vec![(200, 299)], "/"));
+        let d = CheckDef::of("dns").validate("x").unwrap();
+        assert_eq!(d.timing.fall, 4, "DNS_CHECK retries 3 times");
+        assert_eq!(d.timing.retry_delay_ms, d.timing.interval_ms);
+        let m = toml("type = 'misc'\nprogram = '/bin/true'")
+            .validate("x")
+            .unwrap();
+        assert_eq!(m.timing.fall, 1, "MISC_CHECK does not retry");
+    }
+
+    #[test]
+    fn times_are_seconds_and_counts_are_checked() {
+        let c = toml("type = 'tcp'\ninterval = 0.5\ntimeout = 2\nrise = 2\nfall = 3")
+            .validate("x")
+            .unwrap();
+        assert_eq!(
+            (
+                c.timing.interval_ms,
+                c.timing.timeout_ms,
+                c.timing.rise,
+                c.timing.fall
+            ),
+            (500, 2000, 2, 3)
+        );
+        assert_eq!(
+            serde_json::to_string(&c.def).unwrap(),
+            r#"{"type":"tcp","interval":0.5,"timeout":2,"rise":2,"fall":3}"#
+        );
+        assert!(
+            toml("type = 'tcp'\nretry = 2")
+                .validate("x")
+                .unwrap()
+                .timing
+                .fall
+                == 3
+        );
+        assert!(matches!(
+            toml("type = 'tcp'\nretry = 2\nfall = 2").validate("x"),
+            Err(ConfigError::Conflict(_))
+        ));
+        assert!(toml("type = 'tcp'\nrise = 0").validate("x").is_err());
+        assert!(toml::from_str::<CheckDef>("type = 'tcp'\ninterval = 0.01").is_err());
+        assert!(toml::from_str::<CheckDef>("type = 'tcp'\ninterval = -1").is_err());
+        assert_eq!(
+            toml("type = 'tcp'\nretry_delay = 0").retry_delay,
+            Some(Secs(0))
+        );
+    }
+
+    #[test]
+    fn options_belong_to_their_types() {
+        let e = toml("type = 'tcp'\npath = '/'").validate("rs").unwrap_err();
+        assert!(
+            e.to_string().contains("path does not apply to a tcp check"),
+            "{e}"
+        );
+        assert!(
+            matches!(e, ConfigError::Conflict(_)),
+            "well-formed, but not for tcp"
+        );
+        assert!(matches!(
+            toml("type = 'http'\nstatus = ['299-200']").validate("x"),
+            Err(ConfigError::Conflict(_))
+        ));
+        assert!(matches!(
+            toml("type = 'http'\npath = 'x'").validate("x"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(toml("type = 'dns'\nname = 'a..b'").validate("x").is_err());
+        assert!(toml("type = 'dns'\nqtype = 'soa'").validate("x").is_err());
+        assert!(
+            toml("type = 'dns'\nname = 'example.org.'")
+                .validate("x")
+                .is_ok()
+        );
+        assert!(toml("type = 'ping'").validate("x").is_err());
+        assert!(toml("type = 'misc'").validate("x").is_err());
+        assert!(
+            toml("type = 'http'\nstatus = ['200-2']")
+                .validate("x")
+                .is_err()
+        );
+        assert!(toml("type = 'http'\ndigest = 'abc'").validate("x").is_err());
+        let h = toml("type = 'https'\npath = '/h'\nstatus = ['503', '200-204']\ndigest = '9e107d9d372bb6826bd81d3542a419d6'")
+            .validate("x")
+            .unwrap();
+        let Some(Probe::Http {
+            tls,
+            status,
+            digest,
+            ..
+        }) = h.probe
+        else {
+            panic!()
+        };
+        assert!(tls);
+        assert_eq!(status, vec![(503, 503), (200, 204)]);
+        assert_eq!(digest.unwrap()[0], 0x9e);
+    }
+
+    #[test]
+    fn adm_arguments() {
+        assert_eq!(CheckDef::from_arg("tcp").unwrap(), CheckDef::of("tcp"));
+        let h = CheckDef::from_arg("http:/health").unwrap();
+        assert_eq!(h.path.as_deref(), Some("/health"));
+        assert_eq!(
+            CheckDef::from_arg("dns:example.org")
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(
+            CheckDef::from_arg("misc:/bin/check --quiet")
+                .unwrap()
+                .program
+                .as_deref(),
+            Some("/bin/check --quiet")
+        );
+        assert!(CheckDef::from_arg("misc:").is_err());
+        assert!(CheckDef::from_arg("tcp:80").is_err());
+        assert!(CheckDef::from_arg("icmp").is_err());
+    }
+}
