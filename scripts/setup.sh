@@ -38,6 +38,9 @@ need wasm-ld lld
 # example helper in examples/tftp-helper).
 need vsftpd vsftpd
 need in.tftpd tftpd-hpa
+# The health checks' tests: DNS_CHECK against a real DNS server, and a client for it.
+need dnsmasq dnsmasq-base
+need dig bind9-dnsutils
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq

@@ -317,3 +317,501 @@ fn inhibit_on_failure_shows_weight_zero() {
     let r = health(&w, "198.19.0.13:80");
     assert_eq!(r["weight"].as_u64(), Some(1), "{r}");
 }
+
+/// Shape each real server's sending to `rate` (tc tbf), so a download lasts long enough to
+/// act during it.
+fn slow_servers(topo: &Topo, rate: &str) {
+    for i in 1..=3 {
+        let out = topo.exec(
+            &format!("rs{i}"),
+            &[
+                "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "64kb",
+                "latency", "400ms",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A 20 MB download goes on through `wvs adm -d --drain`: the server is listed with weight
+/// 0 and gets no new connection; the download ends byte-exact, then the drain ends.
+#[test]
+fn a_download_finishes_through_a_drain() {
+    let topo = Topo::new("hdr", true);
+    let cfg = config(&topo, "");
+    let w = Wvs::start(&topo, Some(&cfg));
+    slow_servers(&topo, "64mbit");
+    let part = topo.dir.join("part");
+    let (ns, url, out) = (
+        topo.ns("cli"),
+        format!("http://{VIP}/big"),
+        part.to_str().expect("path").to_string(),
+    );
+    let t0 = Instant::now();
+    let download = std::thread::spawn(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns, "curl", "-sS", "-m", "60"])
+            .args(["-r", "0-19999999", "-o", &out, &url])
+            .output()
+            .expect("curl")
+    });
+    let real = loop {
+        let c = w.get_json("/api/v1/connections");
+        let est = c["connections"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["state"] == "ESTABLISHED").cloned());
+        if let Some(c) = est {
+            break c["real"].as_str().expect("real").to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "no connection: {c}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let name = format!("rs{}", &real[real.len() - 4..real.len() - 3]);
+    w.adm_ok(&[
+        "-d",
+        "-t",
+        &format!("{VIP}:80"),
+        "-r",
+        &real,
+        "--drain",
+        "30",
+    ]);
+    let listing = w.adm_ok(&["-L", "-n"]);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&real))
+        .unwrap_or_else(|| panic!("{real} is listed while it drains:\n{listing}"));
+    assert_eq!(line.split_whitespace().nth(3), Some("0"), "{line}");
+    let svc = &w.get_json("/api/v1/services")[0];
+    assert_eq!(svc["draining"][0]["address"], real.as_str(), "{svc}");
+    assert!(
+        svc["draining"][0]["drain_until_ms"].as_u64().is_some(),
+        "{svc}"
+    );
+    let saved = w.adm_ok(&["-S", "-n"]);
+    assert!(
+        !saved.contains(&real),
+        "a drained server is not saved: {saved}"
+    );
+    for _ in 0..8 {
+        let who = topo.curl(&format!("http://{VIP}/"));
+        assert_ne!(who, name, "a new connection went to the drained server");
+    }
+    let out = download.join().expect("download");
+    assert!(
+        out.status.success(),
+        "the download broke: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = t0.elapsed();
+    let got = std::fs::read(&part).expect("part");
+    let big = std::fs::read(topo.dir.join("big")).expect("big");
+    assert!(
+        got.len() == 20_000_000 && got[..] == big[..20_000_000],
+        "{} bytes",
+        got.len()
+    );
+    eprintln!("20 MB through the drain of {real} in {took:?}");
+    w.wait_log("drain over: its connections ended", Duration::from_secs(5));
+    let listing = w.adm_ok(&["-L", "-n"]);
+    assert!(!listing.contains(&real), "{listing}");
+}
+
+/// MISC_CHECK: a script judged by its exit code (here: whether a file names the server
+/// down). A failed server's UDP flows move with `udp_on_failure = "move"` and stay with
+/// `keep`, IPVS's way.
+#[test]
+fn a_misc_check_takes_udp_servers_out_and_their_flows_move_or_stay() {
+    let topo = Topo::new("hud", false);
+    let script = topo.dir.join("check.sh");
+    let dir = topo.dir.display();
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\n[ ! -e {dir}/down-$WVS_REAL_ADDR ]\n"),
+    )
+    .expect("script");
+    let st = Command::new("chmod")
+        .args(["+x", script.to_str().expect("path")])
+        .status()
+        .expect("chmod");
+    assert!(st.success());
+    let cfg = topo.dir.join("udp.toml");
+    let write = |policy: &str| {
+        let mut c = format!(
+            "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:9000\"\nscheduler = \"rr\"\n\
+             udp_on_failure = \"{policy}\"\n\
+             check = {{ type = \"misc\", program = \"{}\", interval = 0.3, timeout = 2, fall = 1 }}\n",
+            script.display()
+        );
+        for i in 1..=3 {
+            c += &format!("[[service.real]]\naddress = \"198.19.0.1{i}:9000\"\n");
+        }
+        c
+    };
+    std::fs::write(&cfg, write("move")).expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    let down = |rs: &str, yes: bool| {
+        let f = topo.dir.join(format!("down-198.19.0.1{}", &rs[2..]));
+        if yes {
+            std::fs::write(f, "").expect("down file");
+        } else {
+            std::fs::remove_file(f).expect("down file");
+        }
+    };
+    let first = topo.udp_ask(42000);
+    assert_eq!(topo.udp_ask(42000), first, "a flow stays on its server");
+    down(&first, true);
+    let real = format!("198.19.0.1{}:9000", &first[2..]);
+    wait_state(&w, &real, "down", Duration::from_secs(5));
+    let r = health(&w, &real);
+    assert_eq!(r["health"]["last"]["detail"], "exit 1", "{r}");
+    let moved = topo.udp_ask(42000);
+    assert_ne!(moved, first, "the flow moved off the failed server");
+    assert_eq!(topo.udp_ask(42000), moved);
+    down(&first, false);
+    wait_state(&w, &real, "up", Duration::from_secs(5));
+
+    w.reload(&cfg, &write("keep"));
+    let kept = topo.udp_ask(42001);
+    down(&kept, true);
+    let real = format!("198.19.0.1{}:9000", &kept[2..]);
+    wait_state(&w, &real, "down", Duration::from_secs(5));
+    assert_eq!(
+        topo.udp_ask(42001),
+        kept,
+        "keep: the flow stays, as in IPVS"
+    );
+    let fresh = topo.udp_ask(42002);
+    assert_ne!(fresh, kept, "a new flow goes elsewhere");
+}
+
+/// DNS_CHECK against dnsmasq on two of the three servers of a UDP service on port 53: the
+/// third (nothing listening: port unreachable) is taken out, and dig's queries through the
+/// VIP are all answered.
+#[test]
+fn a_dns_check_against_dnsmasq() {
+    let topo = Topo::new("hdn", false);
+    for i in 1..=2 {
+        let pid = topo.dir.join(format!("dnsmasq{i}.pid"));
+        let out = topo.exec(
+            &format!("rs{i}"),
+            &[
+                "dnsmasq",
+                "--port=53",
+                &format!("--listen-address=198.19.0.1{i}"),
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--address=/example.test/198.18.0.9",
+                &format!("--pid-file={}", pid.display()),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "dnsmasq: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cfg = topo.dir.join("dns.toml");
+    let mut c = format!(
+        "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:53\"\nscheduler = \"rr\"\n\
+         check = {{ type = \"dns\", name = \"example.test\", qtype = \"A\", interval = 0.3, timeout = 0.5, retry = 1 }}\n"
+    );
+    for i in 1..=3 {
+        c += &format!("[[service.real]]\naddress = \"198.19.0.1{i}:53\"\n");
+    }
+    std::fs::write(&cfg, c).expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    wait_state(&w, "198.19.0.13:53", "down", Duration::from_secs(5));
+    let r = health(&w, "198.19.0.13:53");
+    assert_eq!(r["health"]["last"]["detail"], "port unreachable", "{r}");
+    for i in 1..=2 {
+        let r = health(&w, &format!("198.19.0.1{i}:53"));
+        assert_eq!(r["health"]["state"], "up", "{r}");
+        assert_eq!(r["health"]["last"]["ok"], true, "{r}");
+        assert!(
+            r["health"]["last"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("DNS NOERROR, 1 answers")),
+            "{r}"
+        );
+    }
+    for k in 0..6 {
+        let out = topo.exec(
+            "cli",
+            &[
+                "dig",
+                &format!("@{VIP}"),
+                "-b",
+                &format!("198.18.0.2#{}", 43000 + k),
+                "example.test",
+                "A",
+                "+short",
+                "+time=2",
+                "+tries=1",
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "198.18.0.9",
+            "query {k}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// An operator's keepalived.conf, as keepalived's documentation writes one: VRRP (skipped
+/// with a note), an HTTP_GET virtual server and, in an included file, a TCP_CHECK one.
+const KEEPALIVED_CONF: &str = "\
+! Configuration File for keepalived
+
+global_defs {
+   router_id LVS_DEVEL
+}
+
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    advert_int 1
+    virtual_ipaddress {
+        @VIP@
+    }
+}
+
+virtual_server @VIP@ 80 {
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+
+    real_server 198.19.0.11 80 {
+        weight 1
+        HTTP_GET {
+            url {
+              path /
+              status_code 200
+            }
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+    real_server 198.19.0.12 80 {
+        weight 1
+        HTTP_GET {
+            url {
+              path /
+              status_code 200
+            }
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+    real_server 198.19.0.13 80 {
+        weight 2
+        HTTP_GET {
+            url {
+              path /
+              status_code 200
+            }
+            connect_timeout 1
+            retry 1
+            delay_before_retry 1
+        }
+    }
+}
+
+include conf.d/*.conf
+";
+
+const KEEPALIVED_TCP: &str = "\
+virtual_server @VIP@ 81 {
+    delay_loop 1
+    lb_algo wrr
+    lb_kind NAT
+    persistence_timeout 30
+    protocol TCP
+    sorry_server 198.19.0.13 80
+
+    real_server 198.19.0.11 80 {
+        weight 1
+        TCP_CHECK {
+            connect_port 80
+            connect_timeout 1
+        }
+    }
+    real_server 198.19.0.12 80 {
+        weight 1
+        TCP_CHECK {
+            connect_port 80
+            connect_timeout 1
+        }
+    }
+}
+";
+
+/// `wvs adm --import-keepalived`: two virtual servers with their checkers, served; a file
+/// with a keyword wvs lacks is refused with its line, and nothing changes.
+#[test]
+fn a_keepalived_conf_is_imported_and_served() {
+    let topo = Topo::new("hka", false);
+    let w = Wvs::start(&topo, None);
+    std::fs::create_dir_all(topo.dir.join("ka/conf.d")).expect("dir");
+    let conf = topo.dir.join("ka/keepalived.conf");
+    std::fs::write(&conf, KEEPALIVED_CONF.replace("@VIP@", VIP)).expect("conf");
+    std::fs::write(
+        topo.dir.join("ka/conf.d/tcp.conf"),
+        KEEPALIVED_TCP.replace("@VIP@", VIP),
+    )
+    .expect("conf");
+    let conf = conf.to_str().expect("path");
+    let (code, _, err) = w.adm(&["--import-keepalived", conf]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("keepalived.conf:7: vrrp_instance skipped"),
+        "VRRP is skipped with a note: {err}"
+    );
+    assert!(
+        err.contains("imported 2 virtual servers with 6 real servers"),
+        "{err}"
+    );
+    let listing = w.adm_ok(&["-L", "-n"]);
+    let heads: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.starts_with("TCP"))
+        .map(str::trim_end)
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            format!("TCP  {VIP}:80 rr"),
+            format!("TCP  {VIP}:81 wrr persistent 30")
+        ],
+        "{listing}"
+    );
+    for i in 1..=3 {
+        let r = wait_state(
+            &w,
+            &format!("198.19.0.1{i}:80"),
+            "up",
+            Duration::from_secs(5),
+        );
+        let _ = r;
+    }
+    // Each service's checks are its own: http on :80, tcp on :81.
+    let svcs = w.get_json("/api/v1/services");
+    for s in svcs.as_array().expect("services") {
+        let want = if s["address"] == format!("{VIP}:80") {
+            "http"
+        } else {
+            "tcp"
+        };
+        for r in s["reals"].as_array().expect("reals") {
+            if r["sorry"] == true {
+                assert!(
+                    r["check"].is_null(),
+                    "keepalived checks no sorry server: {r}"
+                );
+                continue;
+            }
+            assert_eq!(r["check"]["type"], want, "{r}");
+            assert_eq!(r["check"]["interval"], 1, "delay_loop: {r}");
+        }
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..8 {
+        *seen
+            .entry(topo.curl(&format!("http://{VIP}/")))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["rs1", "rs2", "rs3"],
+        "{seen:?}"
+    );
+    let first = topo.curl(&format!("http://{VIP}:81/"));
+    assert!(["rs1", "rs2"].contains(&first.as_str()), "{first}");
+    for _ in 0..3 {
+        assert_eq!(topo.curl(&format!("http://{VIP}:81/")), first, "persistent");
+    }
+
+    // A keyword wvs does not honour: listed with its line, nothing applied.
+    let before = w.get_json("/api/v1/services");
+    let bad = topo.dir.join("ka/bad.conf");
+    std::fs::write(
+        &bad,
+        "virtual_server @VIP@ 82 {\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n    \
+         quorum 2\n    real_server 198.19.0.11 80 {\n        TCP_CHECK {\n            connect_timeout 1\n        }\n    }\n}\n"
+            .replace("@VIP@", VIP),
+    )
+    .expect("conf");
+    let bad = bad.to_str().expect("path");
+    let (code, _, err) = w.adm(&["--import-keepalived", bad]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{bad}:5: quorum is not supported in a virtual_server"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("nothing was applied"), "{err}");
+    let after = w.get_json("/api/v1/services");
+    assert_eq!(
+        before.as_array().map(Vec::len),
+        after.as_array().map(Vec::len)
+    );
+    // The same file again: its services exist already, and the batch leaves all as it was.
+    let (code, _, err) = w.adm(&["--import-keepalived", conf]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exists"), "{err}");
+    // Services, servers, methods and weights as before (not the counters).
+    let table = |l: &str| -> Vec<String> {
+        l.lines()
+            .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let listing2 = w.adm_ok(&["-L", "-n"]);
+    assert_eq!(table(&listing2), table(&listing), "nothing changed");
+
+    // The sorry server is listed and used only when no other server of :81 can be.
+    assert_eq!(
+        listing.matches("198.19.0.13:80").count(),
+        1,
+        "only :80's rs3: {listing}"
+    );
+    nginx(&topo, 1, false);
+    nginx(&topo, 2, false);
+    wait_state(&w, "198.19.0.11:80", "down", Duration::from_secs(6));
+    wait_state(&w, "198.19.0.12:80", "down", Duration::from_secs(6));
+    // Both :81 checks see it too (tcp, shared by nothing else).
+    let t0 = Instant::now();
+    loop {
+        let s = w.get_json(&format!("/api/v1/services/tcp/{VIP}:81"));
+        let sorry = s["reals"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["sorry"] == true).cloned())
+            .expect("a sorry server");
+        if sorry["scheduled"] == true {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(6),
+            "sorry server unused: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(topo.curl(&format!("http://{VIP}:81/")), "rs3");
+    let listing3 = w.adm_ok(&["-L", "-n"]);
+    assert_eq!(
+        listing3.matches("198.19.0.13:80").count(),
+        2,
+        "rs3 serves :81 now: {listing3}"
+    );
+}

@@ -287,6 +287,12 @@ pub struct ServiceDef {
     /// keepalived: see `health::spec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::health::CheckDef>,
+    /// What happens to a UDP flow whose real server a health check finds down: `keep` (it
+    /// stays, as in IPVS; the default) or `move` (its next datagram is scheduled anew,
+    /// keepalived#2163).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::UdpOnFailure>)]
+    pub udp_on_failure: Option<String>,
     /// Local addresses of full NAT (DPVS's `--add-laddr`): the sources its real servers see
     /// and answer to. IPv4 addresses of the balancer's on the servers' side.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -351,6 +357,11 @@ pub struct RealDef {
     /// The real server's health check (`type = "none"`: not its service's either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::health::CheckDef>,
+    /// A sorry server (keepalived's `sorry_server`): scheduled only while no other real
+    /// server of the service can take a connection (all down, out or of weight 0). Not
+    /// health-checked unless it has a check of its own. An edit keeps it what it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sorry: bool,
 }
 
 /// A service's settings, without its identity and real servers: what
@@ -390,6 +401,10 @@ pub struct ServiceSettings {
     /// none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::health::CheckDef>,
+    /// UDP flows of a failed real server: `keep` or `move`; absent: unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::api::schema::UdpOnFailure>)]
+    pub udp_on_failure: Option<String>,
 }
 
 impl ServiceSettings {
@@ -405,6 +420,7 @@ impl ServiceSettings {
             netmask: self.netmask.clone(),
             helpers: self.helpers.clone(),
             check: self.check.clone(),
+            udp_on_failure: self.udp_on_failure.clone(),
             laddrs: Vec::new(),
             reals: Vec::new(),
         }
@@ -457,6 +473,11 @@ pub struct RealSettings {
     /// The real server's health check (`type = "none"`: not its service's either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::health::CheckDef>,
+    /// A sorry server (keepalived's `sorry_server`): scheduled only while no other real
+    /// server of the service can take a connection (all down, out or of weight 0). Not
+    /// health-checked unless it has a check of its own. An edit keeps it what it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sorry: bool,
 }
 
 impl RealSettings {
@@ -473,6 +494,7 @@ impl RealSettings {
             lower_threshold: self.lower_threshold,
             hint: self.hint,
             check: self.check.clone(),
+            sorry: self.sorry,
         }
     }
 }
@@ -574,6 +596,11 @@ pub struct ServiceSpec {
     pub helpers: Option<Vec<String>>,
     /// The default health check of its real servers.
     pub check: Option<crate::health::CheckSpec>,
+    /// `udp_on_failure` as configured: `Some(true)` move, `Some(false)` keep, `None`
+    /// not given (keep).
+    pub udp_on_failure: Option<bool>,
+    /// Whether a failed server's UDP flows move.
+    pub udp_move: bool,
     /// Real servers, in order.
     pub reals: Vec<RealSpec>,
 }
@@ -611,6 +638,9 @@ impl ServiceSpec {
             netmask: (self.netmask != u32::MAX).then(|| Ipv4Addr::from(self.netmask).to_string()),
             helpers: self.helpers.clone(),
             check: self.check.as_ref().map(|c| c.def.clone()),
+            udp_on_failure: self
+                .udp_on_failure
+                .map(|m| if m { "move" } else { "keep" }.to_string()),
             laddrs: self.laddrs.iter().map(|a| a.to_string()).collect(),
             reals: self.reals.iter().map(RealSpec::to_def).collect(),
         }
@@ -636,6 +666,8 @@ pub struct RealSpec {
     pub hint: u32,
     /// Its own health check (else its service's).
     pub check: Option<crate::health::CheckSpec>,
+    /// A sorry server: scheduled only when no other can be.
+    pub sorry: bool,
 }
 
 impl RealSpec {
@@ -661,6 +693,7 @@ impl RealSpec {
             lower_threshold: self.lower_threshold,
             hint: self.hint,
             check: self.check.as_ref().map(|c| c.def.clone()),
+            sorry: self.sorry,
         }
     }
 }
@@ -822,6 +855,17 @@ impl ServiceDef {
                 }
             }
         }
+        let udp_on_failure = match self.udp_on_failure.as_deref() {
+            None => None,
+            Some("keep") => Some(false),
+            Some("move") => Some(true),
+            Some(o) => {
+                return Err(invalid(format!(
+                    "service {}: udp_on_failure {o:?}: keep or move",
+                    self.address
+                )));
+            }
+        };
         let mut reals = Vec::with_capacity(self.reals.len());
         for r in &self.reals {
             reals.push(r.validate(id)?);
@@ -852,6 +896,8 @@ impl ServiceDef {
                 .as_ref()
                 .map(|c| c.validate(&format!("service {}", self.address)))
                 .transpose()?,
+            udp_on_failure,
+            udp_move: udp_on_failure == Some(true),
             reals,
         })
     }
@@ -901,6 +947,7 @@ impl RealDef {
                 .as_ref()
                 .map(|c| c.validate(&format!("real server {}", self.address)))
                 .transpose()?,
+            sorry: self.sorry,
         })
     }
 }

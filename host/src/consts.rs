@@ -244,3 +244,9 @@ pub const CHECK_HTTP_MAX_RESPONSE: usize = 1 << 20;
 
 /// How often the checker looks for a new configuration (probes added or removed).
 pub const CHECK_RECONCILE_MS: u64 = 200;
+
+/// The longest grace period of a drained real server (a day).
+pub const MAX_DRAIN_SECS: u32 = 86_400;
+
+/// How often drained real servers are looked at (connections left, period over).
+pub const DRAIN_SWEEP_MS: u64 = 250;

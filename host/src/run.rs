@@ -329,6 +329,16 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         token_source,
         max_conns: opts.max_conns,
     });
+    {
+        // Drained real servers leave once their connections end or their period is over.
+        let st = api.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(crate::consts::DRAIN_SWEEP_MS)).await;
+                st.control.lock().await.sweep_drains();
+            }
+        });
+    }
     if let Some(addr) = opts.api {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

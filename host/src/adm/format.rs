@@ -162,14 +162,21 @@ fn check_args(out: &mut String, c: &crate::health::CheckDef) {
 /// A service's real servers in ipvsadm's order (sorted by address and port), without those
 /// a health check took out of scheduling (keepalived deletes them from IPVS).
 fn sorted_reals(s: &ServiceView) -> Vec<&crate::api::RealView> {
-    let mut reals: Vec<_> = s.reals.iter().filter(|r| r.scheduled).collect();
+    // Those being drained are listed with weight 0, as IPVS lists a quiesced server.
+    let mut reals: Vec<_> = s
+        .reals
+        .iter()
+        .filter(|r| r.scheduled)
+        .chain(s.draining.iter())
+        .collect();
     reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
     reals
 }
 
-/// Every real server of a service, sorted as ipvsadm sorts them (what `-S` saves).
+/// Every real server of a service, sorted as ipvsadm sorts them (what `-S` saves); not a
+/// sorry server, which ipvsadm's rules cannot express (as keepalived's never reach them).
 fn all_reals(s: &ServiceView) -> Vec<&crate::api::RealView> {
-    let mut reals: Vec<_> = s.reals.iter().collect();
+    let mut reals: Vec<_> = s.reals.iter().filter(|r| !r.sorry).collect();
     reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
     reals
 }
@@ -401,6 +408,8 @@ mod tests {
             check: None,
             health: None,
             scheduled: true,
+            drain_until_ms: None,
+            sorry: false,
             stats: Totals::default(),
             rates: Rates::default(),
         }
@@ -418,6 +427,8 @@ mod tests {
             helpers: vec![],
             helpers_default: true,
             check: None,
+            udp_on_failure: None,
+            draining: vec![],
             stats: Totals {
                 conns: 5123,
                 inpkts: 61234,

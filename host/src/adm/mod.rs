@@ -4,6 +4,7 @@
 //! (ipvsadm applies its lines one by one and stops half way on an error).
 
 pub mod format;
+pub mod keepalived;
 pub mod parse;
 
 use std::io::Read;
@@ -30,12 +31,13 @@ Usage:
   wvs adm -a|e virtual-service -r server-address [-g|-i|-m|-b] [-w weight] [-x upper] [-y lower]
           [--tun-type ipip|gue|gre] [--tun-port port] [--tun-nocsum|--tun-csum|--tun-remcsum]
           [check options]
-  wvs adm -d virtual-service -r server-address
+  wvs adm -d virtual-service -r server-address [--drain seconds]
   wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact]
   wvs adm -L|l --timeout
   wvs adm --set tcp tcpfin udp    (seconds; 0 keeps a value)
   wvs adm -P|Q virtual-service -z local-address   (full NAT's local addresses, as DPVS's)
   wvs adm -G [virtual-service]
+  wvs adm --import-keepalived FILE
   wvs adm -h
 
 virtual-service:
@@ -83,8 +85,15 @@ wvs's own:
   --check-timeout S   seconds one whole check may take (connect_timeout; default 5)
   --rise N / --fall N passes that bring a server back (default 1) and failures that take
                       it out (default 2)
+  --drain S           (with -d) remove the server gracefully: no new connections, its
+                      connections go on until they end or S seconds are over
   --inhibit-on-failure  a failed server gets weight 0 (its connections go on) instead of
                       leaving scheduling
+  --import-keepalived FILE
+                      apply keepalived.conf's virtual_server blocks (with their real
+                      servers, checkers and sorry_server; includes followed) as one change,
+                      all or nothing: every keyword wvs cannot honour is listed with its
+                      file and line and nothing is applied; VRRP sections are skipped
   --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
@@ -250,6 +259,38 @@ fn run(a: &Args) -> Result<String, Failure> {
             client.batch(changes)?;
             eprintln!("wvs adm: {n} rules restored");
         }
+        Cmd::ImportKeepalived => {
+            let file = a.import.clone().unwrap_or_default();
+            let found = keepalived::import(std::path::Path::new(&file));
+            for n in &found.notes {
+                eprintln!("wvs adm: note: {n}");
+            }
+            if !found.problems.is_empty() {
+                for p in &found.problems {
+                    eprintln!("wvs adm: {p}");
+                }
+                return Err(Failure::Api(format!(
+                    "{file}: {} thing{} wvs cannot import; nothing was applied",
+                    found.problems.len(),
+                    if found.problems.len() == 1 { "" } else { "s" }
+                )));
+            }
+            let (services, reals) = (
+                found.services.len(),
+                found.services.iter().map(|s| s.reals.len()).sum::<usize>(),
+            );
+            let changes = found
+                .services
+                .into_iter()
+                .map(|service| Change::AddService { service })
+                .collect();
+            client.batch(changes)?;
+            eprintln!(
+                "wvs adm: imported {services} virtual server{} with {reals} real server{} from {file}",
+                if services == 1 { "" } else { "s" },
+                if reals == 1 { "" } else { "s" }
+            );
+        }
         _ => client.batch(vec![change(a)?])?,
     }
     Ok(out)
@@ -309,6 +350,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
         netmask: a.netmask.clone(),
         helpers: a.helper.as_deref().map(parse_helpers),
         check: None,
+        udp_on_failure: None,
         laddrs: Vec::new(),
         reals: vec![],
     };
@@ -357,6 +399,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
             lower_threshold: a.l_threshold.unwrap_or(0),
             hint: 0,
             check: check.clone(),
+            sorry: false,
         })
     };
     Ok(match cmd {
@@ -376,6 +419,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
                     netmask: d.netmask,
                     helpers: d.helpers,
                     check: check.clone(),
+                    udp_on_failure: None,
                 },
                 protocol,
                 address,
@@ -396,6 +440,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
             real: real_addr()?,
             protocol,
             address,
+            drain_timeout: a.drain,
         },
         other => return Err(usage(format!("{other:?} is not a change"))),
     })

@@ -42,6 +42,8 @@ pub enum Cmd {
     DelLaddr,
     /// -G / --get-laddr (DPVS)
     GetLaddr,
+    /// --import-keepalived FILE (wvs's own)
+    ImportKeepalived,
 }
 
 /// Forwarding method flags.
@@ -102,6 +104,8 @@ pub struct Args {
     pub fall: Option<u32>,
     /// --inhibit-on-failure.
     pub inhibit_on_failure: bool,
+    /// --drain SECONDS (with -d).
+    pub drain: Option<u32>,
     /// -w.
     pub weight: Option<u32>,
     /// -x.
@@ -132,6 +136,8 @@ pub struct Args {
     pub api: Option<String>,
     /// --token-file FILE (wvs's own).
     pub token_file: Option<String>,
+    /// --import-keepalived FILE (wvs's own).
+    pub import: Option<String>,
 }
 
 /// A usage error, with ipvsadm's wording where it has one.
@@ -201,6 +207,7 @@ const OPTS: &[Opt] = &[
     opt(None, "rise", ArgKind::Required),
     opt(None, "fall", ArgKind::Required),
     opt(None, "inhibit-on-failure", ArgKind::None),
+    opt(None, "drain", ArgKind::Required),
     opt(Some('w'), "weight", ArgKind::Required),
     opt(Some('x'), "u-threshold", ArgKind::Required),
     opt(Some('y'), "l-threshold", ArgKind::Required),
@@ -223,6 +230,7 @@ const OPTS: &[Opt] = &[
     opt(None, "daemon", ArgKind::None),
     opt(None, "api", ArgKind::Required),
     opt(None, "token-file", ArgKind::Required),
+    opt(None, "import-keepalived", ArgKind::Required),
 ];
 
 const fn opt(short: Option<char>, long: &'static str, arg: ArgKind) -> Opt {
@@ -336,6 +344,10 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 "del-laddr" => set_cmd(&mut a, Cmd::DelLaddr)?,
                 "get-laddr" => set_cmd(&mut a, Cmd::GetLaddr)?,
                 "laddr" => a.laddr = Some(v),
+                "import-keepalived" => {
+                    set_cmd(&mut a, Cmd::ImportKeepalived)?;
+                    a.import = Some(v);
+                }
                 "fullnat" => a.fwd = Some(Fwd::FullNat),
                 "timeout" => a.timeout = true,
                 "tcp-service" | "udp-service" => {
@@ -398,6 +410,9 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 "rise" => a.rise = Some(number("rise", &v, 100)?),
                 "fall" => a.fall = Some(number("fall", &v, 100)?),
                 "inhibit-on-failure" => a.inhibit_on_failure = true,
+                "drain" => {
+                    a.drain = Some(number("drain period", &v, crate::consts::MAX_DRAIN_SECS)?)
+                }
                 "weight" => a.weight = Some(number("weight", &v, crate::consts::MAX_WEIGHT)?),
                 "u-threshold" => {
                     a.u_threshold = Some(number("upper threshold", &v, i32::MAX as u32)?)

@@ -261,6 +261,17 @@ pub struct ListQuery {
     pub service: Option<String>,
 }
 
+/// How a real server is removed.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DrainQuery {
+    /// A grace period in seconds: no new connections, and its connections go on until they
+    /// end or the period is over (`wvs adm -d --drain`). Absent or 0: at once, as IPVS.
+    #[param(minimum = 0, maximum = 86400)]
+    pub drain_timeout: Option<u32>,
+}
+
 /// A service named in the path (documentation only: the handlers parse the strings).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -479,18 +490,21 @@ async fn edit_real(
     view_of(&st, id)
 }
 
-#[utoipa::path(delete, path = "/api/v1/services/{proto}/{addr}/reals/{real}", params(RealPath),
+#[utoipa::path(delete, path = "/api/v1/services/{proto}/{addr}/reals/{real}", params(RealPath, DrainQuery),
     responses((status = 204, description = "Removed (ipvsadm -d)"), (status = 400, body = ErrorBody, description = "A malformed parameter"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service, real server or plugin"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")), security(("bearer" = [])))]
 async fn delete_real(
     State(st): State<Shared>,
     Path((protocol, address, real)): Path<(String, String, String)>,
+    q: Result<Query<DrainQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     change(
         &st,
         vec![Change::DeleteReal {
             protocol,
             address,
             real,
+            drain_timeout: q.drain_timeout,
         }],
     )
     .await?;

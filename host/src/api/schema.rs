@@ -300,3 +300,10 @@ schema_type!(
     string("The program and its arguments, split at spaces, run without a shell.")
         .pattern(Some(CHECK_PROGRAM_PATTERN))
 );
+
+schema_type!(
+    /// What happens to a failed real server's UDP flows.
+    UdpOnFailure,
+    string("keep (IPVS: they stay on the failed server) or move (scheduled anew).")
+        .enum_values(Some(["keep", "move"]))
+);

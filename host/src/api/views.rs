@@ -38,6 +38,9 @@ pub struct ServiceView {
     /// The default health check of its real servers, as configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::health::CheckDef>,
+    /// A failed real server's UDP flows: `keep` or `move` (when configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_on_failure: Option<String>,
     /// Counters since the service was added.
     pub stats: Totals,
     /// Rates (ip_vs_est: 2 s samples, EWMA).
@@ -47,6 +50,10 @@ pub struct ServiceView {
     pub laddrs: Vec<LaddrView>,
     /// Real servers, in configuration order.
     pub reals: Vec<RealView>,
+    /// Real servers removed with a grace period and not gone yet (weight 0: no new
+    /// connections), with `drain_until_ms`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<RealView>,
 }
 
 /// A full-NAT local address of a service and the use of its ports.
@@ -113,10 +120,52 @@ pub struct RealView {
     /// `inhibit_on_failure` finds it down (keepalived removes such a server from IPVS).
     #[serde(default = "yes")]
     pub scheduled: bool,
+    /// When its drain ends at the latest (ms since the Unix epoch), if it is being drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_until_ms: Option<u64>,
+    /// A sorry server (keepalived's `sorry_server`): `scheduled` only while no other real
+    /// server of the service can take a connection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sorry: bool,
     /// Counters.
     pub stats: Totals,
     /// Rates.
     pub rates: Rates,
+}
+
+impl RealView {
+    /// The view of a real server being drained (no configuration any more).
+    fn draining(d: &crate::service::Dest, vport: u16) -> Self {
+        let port = if d.port == 0 { vport } else { d.port };
+        let (fwd, tun) = match d.configured_forward() {
+            crate::model::Forward::Tunnel(t) => ("tunnel".to_string(), Some(t)),
+            f => (f.name().to_string(), None),
+        };
+        RealView {
+            address: SocketAddr::new(d.addr, port).to_string(),
+            weight: 0,
+            configured_weight: None,
+            forward: fwd,
+            tun_type: tun.map(|t| t.kind.name().into()),
+            tun_port: tun.filter(|t| t.port != 0).map(|t| u32::from(t.port)),
+            tun_csum: None,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            hint: 0,
+            active_conns: i64::from(d.activeconns.load(Relaxed).max(0)),
+            inactive_conns: i64::from(d.inactconns.load(Relaxed).max(0)),
+            persist_conns: i64::from(d.persistconns.load(Relaxed).max(0)),
+            overloaded: false,
+            reachable: d.next_hop().is_some(),
+            check: None,
+            health: None,
+            scheduled: false,
+            drain_until_ms: Some(d.drain_until_ms()),
+            sorry: false,
+            stats: d.stats.totals(),
+            rates: d.stats.rates(),
+        }
+    }
 }
 
 impl ServiceView {
@@ -139,6 +188,7 @@ impl ServiceView {
             helpers: s.spec.helper_names(),
             helpers_default: s.spec.helpers.is_none(),
             check: def.check.clone(),
+            udp_on_failure: def.udp_on_failure.clone(),
             stats: s.stats.totals(),
             rates: s.stats.rates(),
             laddrs: s
@@ -157,6 +207,7 @@ impl ServiceView {
             reals: s
                 .reals()
                 .map(|(d, r)| {
+                    let sorry_in_use = crate::service::Dest::sorry_in_use(&s.dests);
                     let def = r.to_def();
                     RealView {
                         address: SocketAddr::new(d.addr, d.port).to_string(),
@@ -180,11 +231,18 @@ impl ServiceView {
                             || d.forward() == crate::model::Forward::Local,
                         check: def.check,
                         health: d.health(),
-                        scheduled: d.in_scheduling(),
+                        scheduled: d.in_scheduling() && (!d.is_sorry() || sorry_in_use),
+                        drain_until_ms: None,
+                        sorry: d.is_sorry(),
                         stats: d.stats.totals(),
                         rates: d.stats.rates(),
                     }
                 })
+                .collect(),
+            draining: s
+                .draining
+                .iter()
+                .map(|d| RealView::draining(d, s.key.port))
                 .collect(),
         }
     }

@@ -80,7 +80,12 @@ impl Template {
 
     /// Whether it can place another connection at `now` (`ip_vs_check_template`).
     fn valid(&self, now: u64) -> bool {
-        (self.expires > now || self.controls() > 0) && self.dest.available()
+        (self.expires > now || self.controls() > 0)
+            && self.dest.available()
+            && !self.dest.draining()
+            // A server a health check took out is gone for templates too, as keepalived's
+            // DELDEST makes it (an inhibited one, at weight 0, keeps them, as IPVS does).
+            && self.dest.in_scheduling()
     }
 }
 

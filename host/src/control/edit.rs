@@ -77,6 +77,16 @@ pub enum Change {
         /// The real server's address.
         #[schema(value_type = crate::api::schema::RealAddr)]
         real: String,
+        /// A grace period in seconds (`wvs adm -d --drain`): the server gets no new
+        /// connections, and its connections go on until they end or the period is over.
+        /// Absent or 0: at once (IPVS).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "crate::config::whole::opt_u32"
+        )]
+        #[schema(minimum = 0, maximum = 86400)]
+        drain_timeout: Option<u32>,
     },
     /// Add a full-NAT local address to a service: DPVS's `ipvsadm --add-laddr`.
     AddLaddr {
@@ -199,6 +209,10 @@ impl Change {
                 if spec.check.is_some() {
                     cur.check = spec.check;
                 }
+                if spec.udp_on_failure.is_some() {
+                    cur.udp_on_failure = spec.udp_on_failure;
+                    cur.udp_move = spec.udp_move;
+                }
             }
             Self::DeleteService { protocol, address } => {
                 let id = parse_service_id(protocol, address)?;
@@ -246,15 +260,30 @@ impl Change {
                     })?;
                 // wvs's own setting: left as it was unless given.
                 let check = spec.check.clone().or_else(|| cur.check.take());
-                *cur = crate::config::RealSpec { check, ..spec };
+                let sorry = cur.sorry;
+                *cur = crate::config::RealSpec {
+                    check,
+                    sorry,
+                    ..spec
+                };
             }
             Self::DeleteReal {
                 protocol,
                 address,
                 real,
+                drain_timeout,
             } => {
                 let id = parse_service_id(protocol, address)?;
                 let ra = parse_real_addr(real)?;
+                if let Some(t) = drain_timeout
+                    && *t > crate::consts::MAX_DRAIN_SECS
+                {
+                    return Err(crate::config::ConfigError::Invalid(format!(
+                        "drain timeout {t} is above {} seconds",
+                        crate::consts::MAX_DRAIN_SECS
+                    ))
+                    .into());
+                }
                 // Without a port: the service's, as the server was added.
                 let port = if ra.port() == 0 { id.port } else { ra.port() };
                 let svc = find(cfg, id)?;
@@ -352,6 +381,7 @@ mod tests {
             netmask: None,
             helpers: None,
             check: None,
+            udp_on_failure: None,
             laddrs: Vec::new(),
             reals: reals
                 .iter()
@@ -366,6 +396,7 @@ mod tests {
                     lower_threshold: 0,
                     hint: 0,
                     check: None,
+                    sorry: false,
                 })
                 .collect(),
         }
@@ -411,6 +442,7 @@ mod tests {
             netmask: Some("255.255.255.0".into()),
             helpers: None,
             check: None,
+            udp_on_failure: None,
         };
         let cfg = apply_all(
             &cfg,
@@ -429,6 +461,7 @@ mod tests {
         let cfg = apply_all(
             &cfg,
             &[Change::DeleteReal {
+                drain_timeout: None,
                 protocol: "tcp".into(),
                 address: "198.18.100.1:80".into(),
                 // Without a port: the service's, as ipvsadm -d -r IP means.

@@ -72,6 +72,17 @@ pub struct Controller {
     xdp: Option<crate::io::xdp::XdpFilter>,
     traffic: BalancerTotals,
     state: Option<StateFile>,
+    /// Real servers removed with a grace period, still in the published snapshot.
+    draining: Vec<Drain>,
+}
+
+/// A real server removed with a grace period.
+#[derive(Debug, Clone)]
+struct Drain {
+    service: crate::model::ServiceKey,
+    dest: Arc<crate::service::Dest>,
+    until: std::time::Instant,
+    since: std::time::Instant,
 }
 
 impl Controller {
@@ -92,6 +103,7 @@ impl Controller {
             xdp: None,
             traffic: BalancerTotals::default(),
             state,
+            draining: Vec::new(),
         }
     }
 
@@ -135,6 +147,12 @@ impl Controller {
             &|n| registry.helper_in(&custom, n),
         );
         snap.sysctl = next.sysctl;
+        let drains: Vec<_> = self
+            .draining
+            .iter()
+            .map(|d| (d.service, d.dest.clone()))
+            .collect();
+        snap.add_draining(&drains);
         let snap = Arc::new(snap);
         self.nft.update(&snap)?;
         if let Some(x) = &mut self.xdp
@@ -166,7 +184,96 @@ impl Controller {
     /// Apply a list of edits, all or nothing.
     pub fn apply_changes(&mut self, changes: &[edit::Change]) -> Result<(), ControlError> {
         let next = edit::apply_all(&self.config, changes)?;
-        self.apply(next)
+        let kept = self.draining.len();
+        let old = self.snapshot.load_full();
+        let now = std::time::Instant::now();
+        for c in changes {
+            let edit::Change::DeleteReal {
+                protocol,
+                address,
+                real,
+                drain_timeout: Some(secs @ 1..),
+            } = c
+            else {
+                continue;
+            };
+            // apply_all has checked these.
+            let (Ok(id), Ok(ra)) = (
+                crate::config::parse_service_id(protocol, address),
+                crate::config::parse_real_addr(real),
+            ) else {
+                continue;
+            };
+            let port = if ra.port() == 0 { id.port } else { ra.port() };
+            let Some(svc) = old.services().find(|s| s.key == id) else {
+                continue;
+            };
+            if let Some(d) = svc
+                .dests
+                .iter()
+                .find(|d| d.addr == ra.ip() && d.port == port)
+            {
+                let secs = u64::from(*secs);
+                d.set_draining(crate::health::unix_ms() + secs * 1000);
+                tracing::info!(service = %id, real, secs, "real server removed, draining");
+                self.draining.push(Drain {
+                    service: id,
+                    dest: d.clone(),
+                    until: now + std::time::Duration::from_secs(secs),
+                    since: now,
+                });
+            }
+        }
+        let r = self.apply(next);
+        if r.is_err() {
+            for d in self.draining.drain(kept..) {
+                d.dest.set_draining(0);
+            }
+        }
+        r
+    }
+
+    /// End the drains whose server has no connection left (TCP: no active one; UDP: none)
+    /// or whose period is over; the server then leaves the snapshot and its remaining
+    /// connections end with it, as after `ipvsadm -d`. Called every
+    /// [`DRAIN_SWEEP_MS`](crate::consts::DRAIN_SWEEP_MS).
+    pub fn sweep_drains(&mut self) {
+        if self.draining.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let before = self.draining.len();
+        self.draining.retain(|d| {
+            let active = d
+                .dest
+                .activeconns
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(0);
+            let left = if d.service.proto == crate::model::Protocol::Tcp {
+                active as u32
+            } else {
+                d.dest.conns_now()
+            };
+            let gone = !self.config.services.iter().any(|s| s.key() == d.service);
+            if left == 0 || now >= d.until || gone {
+                tracing::info!(
+                    service = %d.service,
+                    real = %std::net::SocketAddr::new(d.dest.addr, d.dest.port),
+                    left,
+                    secs = d.since.elapsed().as_secs_f64(),
+                    "drain over: {}",
+                    if left == 0 { "its connections ended" } else { "the period is over" }
+                );
+                false
+            } else {
+                true
+            }
+        });
+        if self.draining.len() != before
+            && let Err(e) = self.apply(self.config.clone())
+        {
+            tracing::error!("ending a drain: {e}");
+        }
     }
 
     /// Directory uploaded plugins are kept in (in the state directory).

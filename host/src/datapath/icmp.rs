@@ -233,7 +233,7 @@ fn error_from_destination(
 
 impl Datapath {
     /// Relay an ICMP error to the other end of its connection.
-    pub(super) fn icmp_error(&self, e: &IcmpError, frame: &mut [u8]) -> Verdict {
+    pub(super) fn icmp_error(&self, snap: &Snapshot, e: &IcmpError, frame: &mut [u8]) -> Verdict {
         // The quoted packet's key, turned into the key of the packet that would go the
         // other way: that is how the connection table knows the connection.
         let key = ConnKey {
@@ -275,6 +275,18 @@ impl Datapath {
         let (addr, port, iface, mac, other) = match found {
             Some(Some(v)) => v,
             Some(None) => return Verdict::Drop(DropReason::NoNextHop),
+            // About a packet the balancer's own stack sent a real server (a health check's
+            // probe, from its address towards that server): the error is the stack's, as
+            // IPVS's ip_vs_out_icmp leaves what belongs to no connection (NF_ACCEPT).
+            None if e.about == About::Forwarded
+                && snap.real_source(e.proto, IpAddr::V4(e.daddr), e.dport) == Some(e.saddr) =>
+            {
+                super::stats::bump(&self.stats.passed);
+                return Verdict::Stack {
+                    daddr: e.saddr,
+                    len: e.total_len,
+                };
+            }
             None => return Verdict::Drop(DropReason::IcmpNoConn),
         };
         let IpAddr::V4(addr) = addr else {

@@ -369,7 +369,7 @@ impl Datapath {
         let client_mac = eth.src_addr().0;
         let info = match parse_ipv4(snap, &frame[ETHERNET_HEADER_LEN..]) {
             Ok(Parsed::L4(info)) => info,
-            Ok(Parsed::IcmpError(e)) => return self.icmp_error(&e, frame),
+            Ok(Parsed::IcmpError(e)) => return self.icmp_error(snap, &e, frame),
             Ok(Parsed::NotOurs) => return Verdict::Pass,
             Err(r) => return Verdict::Drop(r),
         };
@@ -410,6 +410,7 @@ impl Datapath {
         let sysctl = snap.sysctl;
         let key = info.key();
         let timeouts = svc.map_or(&snap.timeouts, |s| &s.timeouts);
+        let move_udp = svc.is_some_and(|s| s.spec.udp_move);
         let lookup = |c: &mut Conn| -> InLookup {
             if !c.dest.available() {
                 // expire_nodest_conn: the server is gone; a new SYN gets a new server.
@@ -419,6 +420,12 @@ impl Datapath {
                 } else {
                     InLookup::Drop(DropReason::DestGone)
                 };
+            }
+            // A UDP flow whose server a health check finds down moves to a live one when
+            // its service says so (keepalived#2163); IPVS keeps it where it is.
+            if move_udp && info.proto == Protocol::Udp && c.dest.is_down() {
+                c.expire_now = true;
+                return InLookup::Reschedule;
             }
             // conn_reuse_mode 1 (`is_new_conn_expected`): a SYN reusing the ports of a
             // finished connection (TIME_WAIT or CLOSE) starts a new one, unless a persistence

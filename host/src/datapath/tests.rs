@@ -2055,6 +2055,98 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
 }
 
 #[test]
+fn what_a_real_server_sends_the_balancers_own_address_goes_to_its_stack() {
+    // A health check's probe goes from wvs's own address towards the server (198.19.0.1 ->
+    // rs1:8080); the server's answer, and an ICMP error about the probe, are the stack's.
+    let h = harness();
+    let answer = tcp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        ([198, 19, 0, 11], 8080),
+        ([198, 19, 0, 1], 50000),
+        F::SynAck,
+        b"",
+    );
+    let mut f = answer.clone();
+    let v = h.dp.process(&h.snap, 0, FROM_RS, &mut f);
+    assert_eq!(
+        v,
+        Verdict::Stack {
+            daddr: Ipv4Addr::new(198, 19, 0, 1),
+            len: answer.len() - ETHERNET_HEADER_LEN
+        }
+    );
+    assert_eq!(f, answer, "unchanged");
+    let probe = udp_frame(
+        SERVER_IF_MAC,
+        rs_mac(11),
+        ([198, 19, 0, 1], 50001),
+        ([198, 19, 0, 11], 8080),
+        b"probe",
+    );
+    let mut e = icmp_error_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        [198, 19, 0, 11],
+        [198, 19, 0, 1],
+        3,
+        3,
+        &quote_of(&probe, 28),
+    );
+    let n = e.len() - ETHERNET_HEADER_LEN;
+    let orig = e.clone();
+    // The harness's service is TCP: a UDP probe's error is nobody's.
+    assert_eq!(h.dp.process(&h.snap, 0, FROM_RS, &mut e), Verdict::Pass);
+    let tcp_probe = tcp_frame(
+        SERVER_IF_MAC,
+        rs_mac(11),
+        ([198, 19, 0, 1], 50001),
+        ([198, 19, 0, 11], 8080),
+        F::Syn,
+        b"",
+    );
+    let mut e = icmp_error_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        [198, 19, 0, 11],
+        [198, 19, 0, 1],
+        3,
+        3,
+        &quote_of(&tcp_probe, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_RS, &mut e),
+        Verdict::Stack {
+            daddr: Ipv4Addr::new(198, 19, 0, 1),
+            len: n
+        }
+    );
+    assert_eq!(e.len(), orig.len());
+    // About a packet from another address, the same error belongs to no connection.
+    let stray = tcp_frame(
+        SERVER_IF_MAC,
+        rs_mac(11),
+        ([198, 19, 0, 9], 50001),
+        ([198, 19, 0, 11], 8080),
+        F::Syn,
+        b"",
+    );
+    let mut other = icmp_error_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        [198, 19, 0, 11],
+        [198, 19, 0, 9],
+        3,
+        3,
+        &quote_of(&stray, 28),
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_RS, &mut other),
+        Verdict::Drop(DropReason::IcmpNoConn)
+    );
+}
+
+#[test]
 fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     let mut h = method_harness("address = \"198.19.0.22\"\nforward = \"tunnel\"");
     for d in h.snap.dests() {

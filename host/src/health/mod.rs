@@ -110,7 +110,8 @@ impl ProbeShared {
     }
 }
 
-fn unix_ms() -> u64 {
+/// Now, in ms since the Unix epoch.
+pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -173,7 +174,10 @@ fn wanted(snap: &Snapshot) -> HashMap<ProbeKey, Vec<Bound>> {
     let mut want: HashMap<ProbeKey, Vec<Bound>> = HashMap::new();
     for svc in snap.services() {
         for (dest, real) in svc.reals() {
-            let Some(spec) = real.check.as_ref().or(svc.spec.check.as_ref()) else {
+            // A sorry server is not checked by its service's default (keepalived never
+            // checks one).
+            let default = svc.spec.check.as_ref().filter(|_| !real.sorry);
+            let Some(spec) = real.check.as_ref().or(default) else {
                 continue;
             };
             let Some(probe) = &spec.probe else { continue };

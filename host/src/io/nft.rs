@@ -113,7 +113,12 @@ impl Claims {
             c.vip_addrs.push(a);
             // Only NAT servers' packets are wvs's: a DR or tunnel server talks to its
             // clients directly, and what it sends the balancer is the kernel's.
-            for d in s.dests.iter().filter(|d| d.forward().sees_replies()) {
+            for d in s
+                .dests
+                .iter()
+                .chain(s.draining.iter())
+                .filter(|d| d.forward().sees_replies())
+            {
                 let IpAddr::V4(r) = d.addr else { continue };
                 let port = if d.port == 0 { s.key.port } else { d.port };
                 c.reals.push((r, s.key.proto, port));

@@ -130,6 +130,11 @@ pub struct Dest {
     pub resolve_wanted: AtomicBool,
     /// What its health check says: [`HEALTH_DOWN`], [`HEALTH_INHIBIT`].
     health: AtomicU8,
+    /// A sorry server (keepalived's `sorry_server`): scheduled only when no other can be.
+    sorry: AtomicBool,
+    /// Removed with a grace period until then (ms since the Unix epoch; 0: not drained):
+    /// its connections go on, nothing new goes to it.
+    drain_until: AtomicU64,
     /// The probe that checks it, and whether a failure inhibits (control side only).
     probe: parking_lot::Mutex<Option<(Arc<crate::health::ProbeShared>, bool)>>,
     /// Traffic counters and rates.
@@ -164,6 +169,8 @@ impl Dest {
             mtu: AtomicU32::new(0),
             resolve_wanted: AtomicBool::new(true),
             health: AtomicU8::new(0),
+            sorry: AtomicBool::new(false),
+            drain_until: AtomicU64::new(0),
             probe: parking_lot::Mutex::new(None),
             stats: crate::stats::Stats::default(),
         }
@@ -202,6 +209,47 @@ impl Dest {
     #[inline]
     pub fn in_scheduling(&self) -> bool {
         self.health.load(Relaxed) != HEALTH_DOWN
+    }
+
+    /// Make it a sorry server, or an ordinary one.
+    pub fn set_sorry(&self, sorry: bool) {
+        self.sorry.store(sorry, Relaxed);
+    }
+
+    /// Whether it is a sorry server.
+    #[inline]
+    pub fn is_sorry(&self) -> bool {
+        self.sorry.load(Relaxed)
+    }
+
+    /// Whether the service's sorry servers are in use: none of its other servers can take
+    /// a connection (keepalived adds the sorry server when its quorum of weight is lost).
+    pub fn sorry_in_use(dests: &[Arc<Dest>]) -> bool {
+        !dests
+            .iter()
+            .any(|d| !d.is_sorry() && d.in_scheduling() && d.weight() > 0)
+    }
+
+    /// Mark it removed with a grace period (`wvs adm -d --drain`): its connections go on
+    /// until they end or the period is over; no template places a new one on it.
+    pub fn set_draining(&self, until_ms: u64) {
+        self.drain_until.store(until_ms, Relaxed);
+    }
+
+    /// Whether it is being drained.
+    #[inline]
+    pub fn draining(&self) -> bool {
+        self.drain_until.load(Relaxed) != 0
+    }
+
+    /// When its grace period ends, ms since the Unix epoch (0: not drained).
+    pub fn drain_until_ms(&self) -> u64 {
+        self.drain_until.load(Relaxed)
+    }
+
+    /// Connections bound to it now (active and inactive).
+    pub fn conns_now(&self) -> u32 {
+        self.total_conns()
     }
 
     /// Attach the probe that checks it (`None`: not checked).

@@ -55,6 +55,9 @@ pub struct VirtualService {
     pub bypass: Arc<Dest>,
     /// The application helpers bound to its NAT and full-NAT connections, in order.
     pub helpers: Vec<Arc<crate::plugin::HelperPool>>,
+    /// Real servers removed with a grace period (`wvs adm -d --drain`): not scheduled, but
+    /// their replies are still wvs's and their connections go on.
+    pub draining: Vec<Arc<Dest>>,
 }
 
 impl VirtualService {
@@ -147,6 +150,7 @@ impl Snapshot {
                     dest.set_hint(r.hint);
                     dest.set_thresholds(r.upper_threshold, r.lower_threshold);
                     dest.set_forward(r.fwd);
+                    dest.set_sorry(r.sorry);
                     dest
                 })
                 .collect::<Vec<_>>();
@@ -232,10 +236,28 @@ impl Snapshot {
                         |o| o.bypass.clone(),
                     ),
                     helpers,
+                    draining: Vec::new(),
                 }),
             );
         }
         snap
+    }
+
+    /// Keep real servers being drained in their services (those whose service is gone are
+    /// not kept): their replies stay claimed, they stay available. Call on a snapshot just
+    /// built, before it is published.
+    pub fn add_draining(&mut self, drains: &[(ServiceKey, Arc<Dest>)]) {
+        for (key, d) in drains {
+            let Some(svc) = self.services.get_mut(key).and_then(Arc::get_mut) else {
+                continue;
+            };
+            svc.draining.push(d.clone());
+            if d.forward().sees_replies() {
+                let port = if d.port == 0 { key.port } else { d.port };
+                self.reals.insert((key.proto, d.addr, port));
+                self.real_addrs.insert(d.addr);
+            }
+        }
     }
 
     /// Find the virtual service a packet to `addr:port` belongs to.
@@ -345,9 +367,11 @@ impl Snapshot {
         self.services.is_empty()
     }
 
-    /// Iterate over every real server of every service.
+    /// Iterate over every real server of every service, those being drained too.
     pub fn dests(&self) -> impl Iterator<Item = &Arc<Dest>> {
-        self.services.values().flat_map(|s| s.dests.iter())
+        self.services
+            .values()
+            .flat_map(|s| s.dests.iter().chain(s.draining.iter()))
     }
 
     /// A snapshot with the built-in schedulers run natively (tests, and the building block

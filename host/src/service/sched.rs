@@ -220,10 +220,12 @@ impl Inner {
     fn sync(&mut self, dests: &[Arc<Dest>]) -> Result<(), PluginError> {
         let mut changed = !self.updated;
         let mut n = 0;
+        let sorry = dests.iter().any(|d| d.is_sorry()) && Dest::sorry_in_use(dests);
         for (k, d) in dests.iter().enumerate() {
             // A server its health check took out is gone for the scheduler, as keepalived's
-            // DELDEST makes it for IPVS's (its connections continue).
-            if !d.in_scheduling() {
+            // DELDEST makes it for IPVS's (its connections continue); a sorry server is
+            // there only while no other can take a connection.
+            if !d.in_scheduling() || (d.is_sorry() && !sorry) {
                 continue;
             }
             let info = d.info();

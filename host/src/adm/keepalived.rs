@@ -1,0 +1,951 @@
+//! `wvs adm --import-keepalived FILE`: a keepalived.conf's `virtual_server` blocks, with
+//! their real servers and checkers, as one batch of changes.
+//!
+//! keepalived's grammar: a keyword and its values on a line, `{ … }` opening a block (on
+//! the same line or the next), `#` and `!` starting a comment, `"…"` quoting a value with
+//! spaces, `include PATTERN` reading other files (a glob, relative to the including file's
+//! directory). What is read here is only what wvs does: every keyword of a virtual or real
+//! server or checker that wvs cannot honour is a problem, listed with its file and line, and
+//! nothing is applied. VRRP and the daemon's own sections (`vrrp_*`, `global_defs`,
+//! `static_*`, …) are keepalived's business, not a balancer's: they are skipped with a note.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{RealDef, ServiceDef};
+use crate::health::CheckDef;
+
+/// keepalived's default `delay_loop` (seconds), used when a configuration gives none.
+const KEEPALIVED_DELAY_LOOP: f64 = 60.0;
+/// How deep `include`s may nest (keepalived stops at 8 too).
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Where something was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At {
+    /// The file, as named.
+    pub file: String,
+    /// Its line, from 1.
+    pub line: usize,
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// A statement: a keyword, its values, and its block if it opens one.
+#[derive(Debug, Clone)]
+struct Node {
+    at: At,
+    key: String,
+    args: Vec<String>,
+    block: Option<Vec<Node>>,
+}
+
+/// What an import found.
+#[derive(Debug, Default)]
+pub struct Import {
+    /// The services, with their real servers.
+    pub services: Vec<ServiceDef>,
+    /// What was skipped and why (VRRP and the daemon's sections).
+    pub notes: Vec<String>,
+    /// What wvs cannot honour, each with where it is. Not empty: nothing may be applied.
+    pub problems: Vec<String>,
+}
+
+/// Read `file` (and what it includes) and turn its virtual servers into services.
+pub fn import(file: &Path) -> Import {
+    let mut out = Import::default();
+    let mut nodes = Vec::new();
+    read_file(file, 0, &mut nodes, &mut out.problems);
+    for n in &nodes {
+        top(n, &mut out);
+    }
+    if out.services.is_empty() && out.problems.is_empty() {
+        out.problems.push(format!(
+            "{}: no virtual_server block: nothing to import",
+            file.display()
+        ));
+    }
+    out
+}
+
+/// Parse `text` (of `file`) alone, without following includes: for tests.
+#[cfg(test)]
+fn import_text(file: &str, text: &str) -> Import {
+    let mut out = Import::default();
+    let nodes = parse(file, text, Path::new("."), 0, &mut out.problems);
+    for n in &nodes {
+        top(n, &mut out);
+    }
+    out
+}
+
+fn read_file(file: &Path, depth: usize, nodes: &mut Vec<Node>, problems: &mut Vec<String>) {
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let dir = file.parent().unwrap_or(Path::new("."));
+            nodes.extend(parse(
+                &file.display().to_string(),
+                &text,
+                dir,
+                depth,
+                problems,
+            ));
+        }
+        Err(e) => problems.push(format!("{}: cannot read: {e}", file.display())),
+    }
+}
+
+/// One token and its line.
+struct Tok {
+    line: usize,
+    text: String,
+    /// `{`, `}` or a line's end.
+    punct: bool,
+}
+
+fn tokens(text: &str) -> Vec<Tok> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 1;
+        let mut chars = line.chars().peekable();
+        let mut word = String::new();
+        let flush = |word: &mut String, out: &mut Vec<Tok>| {
+            if !word.is_empty() {
+                out.push(Tok {
+                    line: line_no,
+                    text: std::mem::take(word),
+                    punct: false,
+                });
+            }
+        };
+        while let Some(c) = chars.next() {
+            match c {
+                '#' | '!' if word.is_empty() => break,
+                '"' => {
+                    // A quoted value: up to the closing quote, spaces and all.
+                    for q in chars.by_ref() {
+                        if q == '"' {
+                            break;
+                        }
+                        word.push(q);
+                    }
+                    out.push(Tok {
+                        line: line_no,
+                        text: std::mem::take(&mut word),
+                        punct: false,
+                    });
+                }
+                '{' | '}' => {
+                    flush(&mut word, &mut out);
+                    out.push(Tok {
+                        line: line_no,
+                        text: c.to_string(),
+                        punct: true,
+                    });
+                }
+                c if c.is_whitespace() => flush(&mut word, &mut out),
+                c => word.push(c),
+            }
+        }
+        flush(&mut word, &mut out);
+        out.push(Tok {
+            line: line_no,
+            text: "\n".into(),
+            punct: true,
+        });
+    }
+    out
+}
+
+fn parse(
+    file: &str,
+    text: &str,
+    dir: &Path,
+    depth: usize,
+    problems: &mut Vec<String>,
+) -> Vec<Node> {
+    let toks = tokens(text);
+    let mut i = 0;
+    let mut nodes = Vec::new();
+    block(file, &toks, &mut i, dir, depth, &mut nodes, problems, false);
+    nodes
+}
+
+/// Read statements until the end (or a `}` when `nested`).
+#[allow(clippy::too_many_arguments)]
+fn block(
+    file: &str,
+    toks: &[Tok],
+    i: &mut usize,
+    dir: &Path,
+    depth: usize,
+    nodes: &mut Vec<Node>,
+    problems: &mut Vec<String>,
+    nested: bool,
+) -> bool {
+    while *i < toks.len() {
+        let t = &toks[*i];
+        if t.punct {
+            *i += 1;
+            match t.text.as_str() {
+                "}" if nested => return true,
+                "}" => problems.push(format!("{file}:{}: a `}}` that closes nothing", t.line)),
+                "{" => {
+                    problems.push(format!("{file}:{}: a block with no keyword", t.line));
+                    let mut skipped = Vec::new();
+                    block(file, toks, i, dir, depth, &mut skipped, problems, true);
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let at = At {
+            file: file.into(),
+            line: t.line,
+        };
+        let key = t.text.clone();
+        *i += 1;
+        let mut args = Vec::new();
+        while *i < toks.len() && !toks[*i].punct {
+            args.push(toks[*i].text.clone());
+            *i += 1;
+        }
+        // The block may open on the next line.
+        let mut j = *i;
+        while j < toks.len() && toks[j].text == "\n" {
+            j += 1;
+        }
+        let opens = j < toks.len() && toks[j].text == "{";
+        let mut node = Node {
+            at: at.clone(),
+            key,
+            args,
+            block: None,
+        };
+        if opens {
+            *i = j + 1;
+            let mut children = Vec::new();
+            if !block(file, toks, i, dir, depth, &mut children, problems, true) {
+                problems.push(format!("{at}: `{}`'s block is not closed", node.key));
+            }
+            node.block = Some(children);
+        }
+        if node.key == "include" && node.block.is_none() {
+            include(&node, dir, depth, nodes, problems);
+        } else {
+            nodes.push(node);
+        }
+    }
+    !nested
+}
+
+fn include(
+    node: &Node,
+    dir: &Path,
+    depth: usize,
+    nodes: &mut Vec<Node>,
+    problems: &mut Vec<String>,
+) {
+    let [pattern] = node.args.as_slice() else {
+        problems.push(format!(
+            "{}: include takes one file name or pattern",
+            node.at
+        ));
+        return;
+    };
+    if depth >= MAX_INCLUDE_DEPTH {
+        problems.push(format!(
+            "{}: includes nest deeper than {MAX_INCLUDE_DEPTH} (a loop?)",
+            node.at
+        ));
+        return;
+    }
+    let full = if Path::new(pattern).is_absolute() {
+        PathBuf::from(pattern)
+    } else {
+        dir.join(pattern)
+    };
+    let files: Vec<PathBuf> = match glob::glob(&full.to_string_lossy()) {
+        Ok(paths) => paths.filter_map(Result::ok).collect(),
+        Err(e) => {
+            problems.push(format!("{}: include {pattern:?}: {e}", node.at));
+            return;
+        }
+    };
+    if files.is_empty() {
+        // keepalived warns and goes on; an import that silently lost a file would be worse.
+        problems.push(format!("{}: include {pattern:?} matches no file", node.at));
+    }
+    for f in files {
+        read_file(&f, depth + 1, nodes, problems);
+    }
+}
+
+/// Sections of keepalived that are not the balancer's: skipped with a note.
+const NOT_OURS: &[&str] = &[
+    "global_defs",
+    "vrrp_instance",
+    "vrrp_sync_group",
+    "vrrp_script",
+    "vrrp_track_process",
+    "track_file",
+    "static_ipaddress",
+    "static_routes",
+    "static_rules",
+    "linkbeat_interfaces",
+    "bfd_instance",
+    "net_namespace",
+];
+
+fn top(n: &Node, out: &mut Import) {
+    match n.key.as_str() {
+        "virtual_server" => virtual_server(n, out),
+        k if NOT_OURS.contains(&k) || k.starts_with("vrrp_") => out.notes.push(format!(
+            "{}: {} skipped: VRRP and keepalived's own settings stay keepalived's (wvs balances and checks)",
+            n.at, n.key
+        )),
+        _ => unsupported(n, out, "at the top level"),
+    }
+}
+
+fn unsupported(n: &Node, out: &mut Import, where_: &str) {
+    out.problems
+        .push(format!("{}: {} is not supported {where_}", n.at, n.key));
+}
+
+/// Defaults a virtual server gives its checkers.
+#[derive(Default, Clone)]
+struct CheckDefaults {
+    delay_loop: Option<f64>,
+    connect_timeout: Option<f64>,
+    retry: Option<u32>,
+    delay_before_retry: Option<f64>,
+    virtualhost: Option<String>,
+}
+
+fn one<'a>(n: &'a Node, out: &mut Import) -> Option<&'a str> {
+    match n.args.as_slice() {
+        [v] => Some(v.as_str()),
+        _ => {
+            out.problems
+                .push(format!("{}: {} takes one value", n.at, n.key));
+            None
+        }
+    }
+}
+
+fn num<T: std::str::FromStr>(n: &Node, out: &mut Import) -> Option<T> {
+    let v = one(n, out)?;
+    match v.parse() {
+        Ok(x) => Some(x),
+        Err(_) => {
+            out.problems
+                .push(format!("{}: {} {v:?} is not a number", n.at, n.key));
+            None
+        }
+    }
+}
+
+fn secs(n: &Node, out: &mut Import) -> Option<f64> {
+    num::<f64>(n, out).filter(|v| {
+        let ok = v.is_finite() && *v >= 0.0;
+        if !ok {
+            out.problems
+                .push(format!("{}: {} must be a number of seconds", n.at, n.key));
+        }
+        ok
+    })
+}
+
+fn no_block(n: &Node, out: &mut Import) -> bool {
+    if n.block.is_some() {
+        out.problems
+            .push(format!("{}: {} takes no block", n.at, n.key));
+        return false;
+    }
+    true
+}
+
+/// `ADDR PORT` or `ADDR:PORT` (keepalived takes both) as `a.b.c.d:port`.
+fn addr_port(n: &Node, out: &mut Import) -> Option<String> {
+    let (addr, port) = match n.args.as_slice() {
+        [a, p] => (a.as_str(), p.as_str()),
+        [a] if a.contains(':') => a.rsplit_once(':')?,
+        _ => {
+            out.problems.push(format!(
+                "{}: {} needs an IPv4 address and a port",
+                n.at, n.key
+            ));
+            return None;
+        }
+    };
+    match (addr.parse::<std::net::Ipv4Addr>(), port.parse::<u16>()) {
+        (Ok(a), Ok(p)) => Some(format!("{a}:{p}")),
+        _ => {
+            out.problems.push(format!(
+                "{}: {} {addr} {port}: not an IPv4 address and port (wvs balances IPv4)",
+                n.at, n.key
+            ));
+            None
+        }
+    }
+}
+
+fn virtual_server(n: &Node, out: &mut Import) {
+    if n.args
+        .first()
+        .is_some_and(|a| a == "fwmark" || a == "group")
+    {
+        out.problems.push(format!(
+            "{}: virtual_server {} is not supported (wvs's services are an address and a port)",
+            n.at, n.args[0]
+        ));
+        return;
+    }
+    let before = out.problems.len();
+    let Some(address) = addr_port(n, out) else {
+        return;
+    };
+    let Some(body) = &n.block else {
+        out.problems
+            .push(format!("{}: virtual_server without a block", n.at));
+        return;
+    };
+    let mut svc = ServiceDef {
+        protocol: "tcp".into(),
+        address: address.clone(),
+        scheduler: "wlc".into(),
+        flags: vec![],
+        persistent: None,
+        netmask: None,
+        helpers: None,
+        check: None,
+        udp_on_failure: None,
+        laddrs: vec![],
+        reals: vec![],
+    };
+    let mut method = "nat".to_string();
+    let mut defaults = CheckDefaults::default();
+    let mut inhibit = false;
+    let mut reals: Vec<&Node> = Vec::new();
+    let mut sorry: Option<String> = None;
+    for c in body {
+        let key = c.key.as_str();
+        if key != "real_server" && !no_block(c, out) {
+            continue;
+        }
+        match key {
+            "lb_algo" | "lvs_sched" => {
+                if let Some(v) = one(c, out) {
+                    const SCHEDULERS: [&str; 13] = [
+                        "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo",
+                        "ovf", "mh",
+                    ];
+                    if SCHEDULERS.contains(&v) {
+                        svc.scheduler = v.into();
+                    } else {
+                        out.problems
+                            .push(format!("{}: {key} {v}: no such IPVS scheduler", c.at));
+                    }
+                }
+            }
+            "lb_kind" | "lvs_method" => {
+                if let Some(v) = one(c, out) {
+                    match v.to_ascii_uppercase().as_str() {
+                        "NAT" => method = "nat".into(),
+                        "DR" => method = "dr".into(),
+                        "TUN" => method = "tunnel".into(),
+                        _ => out
+                            .problems
+                            .push(format!("{}: {key} {v}: use NAT, DR or TUN", c.at)),
+                    }
+                }
+            }
+            "protocol" => {
+                if let Some(v) = one(c, out) {
+                    match v.to_ascii_uppercase().as_str() {
+                        "TCP" => svc.protocol = "tcp".into(),
+                        "UDP" => svc.protocol = "udp".into(),
+                        _ => out.problems.push(format!(
+                            "{}: protocol {v} is not supported (TCP or UDP)",
+                            c.at
+                        )),
+                    }
+                }
+            }
+            "persistence_timeout" => {
+                if let Some(t) = num::<u32>(c, out) {
+                    svc.persistent = Some(t.max(1));
+                }
+            }
+            "persistence_granularity" => {
+                if let Some(v) = one(c, out) {
+                    svc.netmask = Some(v.into());
+                }
+            }
+            "delay_loop" => defaults.delay_loop = secs(c, out),
+            "connect_timeout" => defaults.connect_timeout = secs(c, out),
+            "retry" | "nb_get_retry" => defaults.retry = num(c, out),
+            "delay_before_retry" => defaults.delay_before_retry = secs(c, out),
+            "virtualhost" => defaults.virtualhost = one(c, out).map(Into::into),
+            "inhibit_on_failure" => inhibit = true,
+            "ip_family" => {
+                if one(c, out).is_some_and(|v| v != "inet") {
+                    out.problems
+                        .push(format!("{}: ip_family: wvs balances IPv4 (inet)", c.at));
+                }
+            }
+            "sorry_server" => sorry = addr_port(c, out),
+            "real_server" => reals.push(c),
+            _ => unsupported(c, out, "in a virtual_server"),
+        }
+    }
+    for r in reals {
+        if let Some(real) = real_server(r, &svc, &method, &defaults, inhibit, out) {
+            svc.reals.push(real);
+        }
+    }
+    if let Some(addr) = sorry {
+        svc.reals.push(RealDef {
+            sorry: true,
+            ..plain_real(dr_port(addr, &svc, &method), &method)
+        });
+    }
+    // What wvs would refuse (a bad netmask, say), told here with a line, unless a problem
+    // of this block was told already.
+    if out.problems.len() == before
+        && let Err(e) = svc.validate()
+    {
+        out.problems.push(format!("{}: {e}", n.at));
+    }
+    out.services.push(svc);
+}
+
+/// DR and tunnels deliver to the service's port, whatever the real server says (ipvsadm).
+fn dr_port(addr: String, svc: &ServiceDef, method: &str) -> String {
+    match (method, addr.rsplit_once(':'), svc.address.rsplit_once(':')) {
+        ("dr" | "tunnel", Some((host, _)), Some((_, port))) => format!("{host}:{port}"),
+        _ => addr,
+    }
+}
+
+fn plain_real(address: String, method: &str) -> RealDef {
+    RealDef {
+        address,
+        weight: 1,
+        forward: method.into(),
+        tun_type: None,
+        tun_port: None,
+        tun_csum: None,
+        upper_threshold: 0,
+        lower_threshold: 0,
+        hint: 0,
+        check: None,
+        sorry: false,
+    }
+}
+
+fn real_server(
+    n: &Node,
+    svc: &ServiceDef,
+    method: &str,
+    defaults: &CheckDefaults,
+    vs_inhibit: bool,
+    out: &mut Import,
+) -> Option<RealDef> {
+    let address = addr_port(n, out)?;
+    let Some(body) = &n.block else {
+        // keepalived takes a real server without a block: weight 1, no checker.
+        return Some(plain_real(dr_port(address, svc, method), method));
+    };
+    let mut real = plain_real(dr_port(address, svc, method), method);
+    let mut defaults = defaults.clone();
+    let mut inhibit = vs_inhibit;
+    let mut checkers: Vec<&Node> = Vec::new();
+    for c in body {
+        let key = c.key.as_str();
+        let checker = matches!(
+            key,
+            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "DNS_CHECK" | "MISC_CHECK"
+        );
+        if !checker && !no_block(c, out) {
+            continue;
+        }
+        match key {
+            "weight" => {
+                if let Some(w) = num::<u32>(c, out) {
+                    real.weight = w;
+                }
+            }
+            "inhibit_on_failure" => inhibit = true,
+            "uthreshold" => real.upper_threshold = num(c, out).unwrap_or(0),
+            "lthreshold" => real.lower_threshold = num(c, out).unwrap_or(0),
+            "delay_loop" => defaults.delay_loop = secs(c, out),
+            "connect_timeout" => defaults.connect_timeout = secs(c, out),
+            "retry" | "nb_get_retry" => defaults.retry = num(c, out),
+            "delay_before_retry" => defaults.delay_before_retry = secs(c, out),
+            "virtualhost" => defaults.virtualhost = one(c, out).map(Into::into),
+            _ if checker => checkers.push(c),
+            _ => unsupported(c, out, "in a real_server"),
+        }
+    }
+    match checkers.as_slice() {
+        [] => {}
+        [c] => {
+            if let Some(mut check) = checker(c, &defaults, out) {
+                check.inhibit_on_failure = inhibit;
+                if let Err(e) = check.validate(&format!("real server {}", real.address)) {
+                    out.problems.push(format!("{}: {e}", c.at));
+                }
+                real.check = Some(check);
+            }
+        }
+        [_, second, ..] => out.problems.push(format!(
+            "{}: a second checker on one real server is not supported (wvs runs one check per server)",
+            second.at
+        )),
+    }
+    Some(real)
+}
+
+fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<CheckDef> {
+    let kind = match n.key.as_str() {
+        "TCP_CHECK" => "tcp",
+        "HTTP_GET" => "http",
+        "SSL_GET" => "https",
+        "DNS_CHECK" => "dns",
+        _ => "misc",
+    };
+    let mut d = CheckDef::of(kind);
+    let mut t = defaults.clone();
+    let mut urls = 0;
+    let mut misc_timeout = None;
+    let within = format!("in a {}", n.key);
+    for c in n.block.iter().flatten() {
+        let key = c.key.as_str();
+        if key != "url" && !no_block(c, out) {
+            continue;
+        }
+        let http = matches!(kind, "http" | "https");
+        match key {
+            "connect_port" => {
+                d.port = num::<u16>(c, out).filter(|p| *p > 0).map(u32::from);
+            }
+            "connect_ip" => out.problems.push(format!(
+                "{}: connect_ip is not supported (wvs checks the real server's own address)",
+                c.at
+            )),
+            "connect_timeout" => t.connect_timeout = secs(c, out),
+            "delay_loop" => t.delay_loop = secs(c, out),
+            "retry" | "nb_get_retry" => t.retry = num(c, out),
+            "delay_before_retry" => t.delay_before_retry = secs(c, out),
+            "virtualhost" if http => t.virtualhost = one(c, out).map(Into::into),
+            "url" if http => {
+                urls += 1;
+                if urls > 1 {
+                    out.problems.push(format!(
+                        "{}: a second url is not supported (wvs's HTTP check requests one path)",
+                        c.at
+                    ));
+                    continue;
+                }
+                url(c, &mut d, out);
+            }
+            "type" if kind == "dns" => d.qtype = one(c, out).map(str::to_ascii_uppercase),
+            "name" if kind == "dns" => d.name = one(c, out).map(Into::into),
+            "misc_path" if kind == "misc" => {
+                if !c.args.is_empty() {
+                    d.program = Some(c.args.join(" "));
+                } else {
+                    out.problems
+                        .push(format!("{}: misc_path needs a program", c.at));
+                }
+            }
+            "misc_timeout" if kind == "misc" => misc_timeout = secs(c, out),
+            _ => unsupported(c, out, &within),
+        }
+    }
+    if kind == "misc" && d.program.is_none() {
+        out.problems
+            .push(format!("{}: MISC_CHECK without misc_path", n.at));
+    }
+    if matches!(kind, "http" | "https") {
+        if urls == 0 {
+            out.problems
+                .push(format!("{}: {} without a url block", n.at, n.key));
+        }
+        d.host = t.virtualhost.clone();
+    }
+    let period = |v: f64, what: &str, out: &mut Import| -> Option<crate::health::spec::Period> {
+        let ms = (v * 1000.0).round() as u64;
+        if !(crate::consts::CHECK_MIN_MS..=crate::consts::CHECK_MAX_MS).contains(&ms) {
+            out.problems.push(format!(
+                "{}: {what} {v} is out of range ({} to {} seconds)",
+                n.at,
+                crate::consts::CHECK_MIN_MS as f64 / 1000.0,
+                crate::consts::CHECK_MAX_MS / 1000
+            ));
+            return None;
+        }
+        Some(crate::health::spec::Secs(ms))
+    };
+    d.interval = period(
+        t.delay_loop.unwrap_or(KEEPALIVED_DELAY_LOOP),
+        "delay_loop",
+        out,
+    );
+    // MISC_CHECK's deadline is misc_timeout (keepalived: the delay_loop when absent).
+    let timeout = if kind == "misc" {
+        misc_timeout.or(t.delay_loop)
+    } else {
+        t.connect_timeout
+    };
+    if let Some(v) = timeout {
+        d.timeout = period(v, "connect_timeout", out);
+    }
+    d.retry = t.retry;
+    d.retry_delay = t
+        .delay_before_retry
+        .map(|v| crate::health::spec::Secs((v * 1000.0).round() as u64));
+    Some(d)
+}
+
+fn url(n: &Node, d: &mut CheckDef, out: &mut Import) {
+    for c in n.block.iter().flatten() {
+        if !no_block(c, out) {
+            continue;
+        }
+        match c.key.as_str() {
+            "path" => d.path = one(c, out).map(Into::into),
+            "digest" => d.digest = one(c, out).map(str::to_ascii_lowercase),
+            "status_code" => d.status.extend(c.args.iter().cloned()),
+            _ => unsupported(c, out, "in a url"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // As keepalived's documentation (keepalived.conf(5) and its samples) writes them.
+    const SAMPLE: &str = r#"
+! Configuration File for keepalived
+
+global_defs {
+   notification_email {
+     acassen@firewall.loc
+   }
+   router_id LVS_DEVEL
+}
+
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    virtual_ipaddress {
+        192.168.200.16
+    }
+}
+
+virtual_server 192.168.200.100 443 {
+    delay_loop 6
+    lb_algo rr
+    lb_kind NAT
+    persistence_timeout 50
+    protocol TCP
+
+    real_server 192.168.201.100 443 {
+        weight 1
+        SSL_GET {
+            url {
+              path /
+              digest ff20ad2481f97b1754ef3e12ecd3a9cc
+            }
+            url {
+              path /mrtg/
+              digest 9b3a0c85a887a256d6939da88aabd8cd
+            }
+            connect_timeout 3
+            retry 3
+            delay_before_retry 3
+        }
+    }
+}
+
+virtual_server 10.10.10.2 1358 {
+    delay_loop 6
+    lb_algo rr
+    lb_kind NAT
+    persistence_timeout 50
+    protocol TCP
+
+    sorry_server 192.168.200.200 1358
+
+    real_server 192.168.200.2 1358 {
+        weight 1
+        HTTP_GET {
+            url {
+              path /testurl/test.jsp
+              digest 640205b7b0fc66c1ea91c463fac6334d
+              status_code 200
+            }
+            connect_timeout 3
+            retry 3
+            delay_before_retry 3
+        }
+    }
+    real_server 192.168.200.3 1358 {
+        weight 1
+        inhibit_on_failure
+        TCP_CHECK {
+            connect_port 1358
+            connect_timeout 3
+        }
+    }
+}
+"#;
+
+    #[test]
+    fn a_documented_configuration_imports_and_what_wvs_lacks_is_listed_by_line() {
+        let i = import_text("keepalived.conf", SAMPLE);
+        assert_eq!(i.notes.len(), 2, "{:?}", i.notes);
+        assert!(i.notes[0].starts_with("keepalived.conf:4: global_defs skipped"));
+        assert!(i.notes[1].starts_with("keepalived.conf:11: vrrp_instance skipped"));
+        // The first server's second url: one path per check.
+        assert_eq!(
+            i.problems,
+            vec![
+                "keepalived.conf:35: a second url is not supported (wvs's HTTP check requests one path)"
+            ]
+        );
+        assert_eq!(i.services.len(), 2);
+        let s = &i.services[1];
+        assert_eq!(
+            (
+                s.protocol.as_str(),
+                s.address.as_str(),
+                s.scheduler.as_str()
+            ),
+            ("tcp", "10.10.10.2:1358", "rr")
+        );
+        assert_eq!(s.persistent, Some(50));
+        assert_eq!(s.reals.len(), 3);
+        let http = s.reals[0].check.as_ref().unwrap();
+        assert_eq!(http.kind, "http");
+        assert_eq!(http.path.as_deref(), Some("/testurl/test.jsp"));
+        assert_eq!(http.status, vec!["200"]);
+        assert_eq!(
+            http.digest.as_deref(),
+            Some("640205b7b0fc66c1ea91c463fac6334d")
+        );
+        assert_eq!(http.interval, Some(crate::health::spec::Secs(6000)));
+        assert_eq!(http.timeout, Some(crate::health::spec::Secs(3000)));
+        assert_eq!(
+            (http.retry, http.retry_delay),
+            (Some(3), Some(crate::health::spec::Secs(3000)))
+        );
+        let tcp = s.reals[1].check.as_ref().unwrap();
+        assert_eq!((tcp.kind.as_str(), tcp.port), ("tcp", Some(1358)));
+        assert!(tcp.inhibit_on_failure);
+        assert_eq!(s.reals[0].forward, "nat");
+        assert!(s.reals[2].sorry && s.reals[2].address == "192.168.200.200:1358");
+        for r in &s.reals {
+            if let Some(c) = &r.check {
+                c.validate("test").expect("valid check");
+            }
+        }
+    }
+
+    #[test]
+    fn every_unsupported_keyword_is_listed_and_blocks_may_open_on_the_next_line() {
+        let text = "virtual_server 198.18.0.10 80\n{\n  lb_algo wrr\n  lb_kind DR\n  alpha\n  quorum 2\n  real_server 198.19.0.11 8080\n  {\n    weight 3\n    notify_down /bin/false\n    MISC_CHECK {\n      misc_path \"/usr/local/bin/check --fast\"\n      misc_timeout 4\n      misc_dynamic\n    }\n  }\n}\nvirtual_server fwmark 1 {\n}\n";
+        let i = import_text("k.conf", text);
+        assert_eq!(
+            i.problems,
+            vec![
+                "k.conf:5: alpha is not supported in a virtual_server",
+                "k.conf:6: quorum is not supported in a virtual_server",
+                "k.conf:10: notify_down is not supported in a real_server",
+                "k.conf:14: misc_dynamic is not supported in a MISC_CHECK",
+                "k.conf:18: virtual_server fwmark is not supported (wvs's services are an address and a port)",
+            ]
+        );
+        let r = &i.services[0].reals[0];
+        assert_eq!(
+            (r.address.as_str(), r.weight, r.forward.as_str()),
+            ("198.19.0.11:80", 3, "dr"),
+            "DR goes to the service's port"
+        );
+        let c = r.check.as_ref().unwrap();
+        assert_eq!(c.program.as_deref(), Some("/usr/local/bin/check --fast"));
+        assert_eq!(c.timeout, Some(crate::health::spec::Secs(4000)));
+        assert_eq!(
+            c.interval,
+            Some(crate::health::spec::Secs(60000)),
+            "keepalived's default delay_loop"
+        );
+    }
+
+    #[test]
+    fn dns_checks_udp_services_and_malformed_input() {
+        let text = "virtual_server 198.18.0.10:53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  DNS_CHECK {\n   type A\n   name example.test\n   retry 2\n  }\n }\n}\n}\nvirtual_server 198.18.0.10 {\n}\n";
+        let i = import_text("d.conf", text);
+        assert_eq!(
+            i.problems,
+            vec![
+                "d.conf:11: a `}` that closes nothing",
+                "d.conf:12: virtual_server needs an IPv4 address and a port",
+            ]
+        );
+        let s = &i.services[0];
+        assert_eq!(s.protocol, "udp");
+        let c = s.reals[0].check.as_ref().unwrap();
+        assert_eq!(
+            (
+                c.kind.as_str(),
+                c.name.as_deref(),
+                c.qtype.as_deref(),
+                c.retry
+            ),
+            ("dns", Some("example.test"), Some("A"), Some(2))
+        );
+        let unclosed = import_text("u.conf", "virtual_server 198.18.0.10 80 {\n lb_algo rr\n");
+        assert_eq!(
+            unclosed.problems,
+            vec!["u.conf:1: `virtual_server`'s block is not closed"]
+        );
+    }
+
+    #[test]
+    fn includes_are_followed_relative_to_the_including_file() {
+        let dir = std::env::temp_dir().join(format!("wvs-ka-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        std::fs::write(
+            dir.join("keepalived.conf"),
+            "include conf.d/*.conf\ninclude missing/*.conf\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("conf.d/web.conf"),
+            "virtual_server 198.18.0.10 80 {\n real_server 198.19.0.11 80 {\n  TCP_CHECK {\n  }\n }\n bogus 1\n}\n",
+        )
+        .unwrap();
+        let i = import(&dir.join("keepalived.conf"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(i.services.len(), 1);
+        assert_eq!(i.problems.len(), 2, "{:?}", i.problems);
+        assert!(
+            i.problems[0]
+                .ends_with("keepalived.conf:2: include \"missing/*.conf\" matches no file")
+        );
+        assert!(
+            i.problems[1]
+                .ends_with("conf.d/web.conf:6: bogus is not supported in a virtual_server")
+        );
+    }
+}
