@@ -282,6 +282,30 @@ fn the_dashboard_adds_a_service_and_shows_its_traffic() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(text(&c, &rs3).await.contains("Tunnel gue:6080:nocsum"), "drained as a tunnel");
         // Full NAT through the form, quiesced too: listed as ipvsadm -L lists it.
+        // Health checks (set with wvs adm): the health column shows what each finds, with
+        // the latest results as a strip of passes and failures.
+        let vs = format!("{VIP}:80");
+        wvs.adm_ok(&["-e", "-t", &vs, "-r", "198.19.0.11:80", "-m", "--check", "http:/", "--check-interval", "0.2"]);
+        wvs.adm_ok(&["-e", "-t", &vs, "-r", "198.19.0.12:80", "-m", "--check", "http:/missing", "--check-interval", "0.2"]);
+        let passes = format!("{svc} tr[data-real=\"198.19.0.11:80\"] td[data-health=up] .hist i.pass");
+        until("rs1 checked up, with its passes", 15, || async {
+            c.find_all(Locator::Css(&passes)).await.map_or(0, |v| v.len()) >= 3
+        })
+        .await;
+        let fails = format!("{svc} tr[data-real=\"198.19.0.12:80\"] td[data-health=down] .hist i.fail");
+        until("rs2 checked down (404), with its failures", 15, || async {
+            c.find_all(Locator::Css(&fails)).await.map_or(0, |v| v.len()) >= 2
+        })
+        .await;
+        assert!(text(&c, &format!("{svc} tr[data-real=\"198.19.0.12:80\"]")).await.contains("down"));
+        for rs in ["198.19.0.11:80", "198.19.0.12:80"] {
+            wvs.adm_ok(&["-e", "-t", &vs, "-r", rs, "-m", "--check", "none"]);
+        }
+        until("rs2 unchecked again", 15, || async {
+            text(&c, &format!("{svc} tr[data-real=\"198.19.0.12:80\"]")).await.contains("unchecked")
+        })
+        .await;
+
         fill(&c, "real-address", "198.19.0.12:8081").await;
         click(&c, "#real-forward option[value=fullnat]").await;
         click(&c, "#real-submit").await;

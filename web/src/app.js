@@ -191,15 +191,70 @@ function methodFields(forward, type, port, csum) {
   return m;
 }
 
+/** How long ago `ms` (since the epoch) was, shortly. */
+function ago(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  return `${Math.round(s / 3600)}h`;
+}
+
+/**
+ * A real server's health cell: what its check found (state, since when, the last result
+ * and its latency, and the latest results as a strip, oldest first), or, unchecked, what
+ * the weights and next hop say.
+ */
+function healthCell(r) {
+  const h = r.health;
+  if (r.drain_until_ms) {
+    return el("td", { class: "warn", "data-health": "draining" }, `draining, ${Math.max(0, Math.round((r.drain_until_ms - Date.now()) / 1000))}s left at most`);
+  }
+  if (!h) {
+    const label = r.sorry ? (r.scheduled ? "sorry (in use)" : "sorry (standby)") : r.weight === 0 ? "drained" : r.overloaded ? "overloaded" : r.reachable ? "unchecked" : "no next hop";
+    return el("td", { class: r.weight === 0 || r.overloaded || !r.reachable ? "warn" : "muted", "data-health": "derived" }, label);
+  }
+  const last = h.last;
+  const lastText = last ? `${last.detail}, ${(last.latency_us / 1000).toFixed(1)} ms` : "not checked yet";
+  const strip = el(
+    "span",
+    { class: "hist", "data-history": "" },
+    ...h.history.map((o) => el("i", { class: o.ok ? "pass" : "fail", title: `${new Date(o.at_ms).toLocaleTimeString()}: ${o.detail}` })),
+  );
+  return el(
+    "td",
+    { class: h.state === "up" ? "ok" : "warn", "data-health": h.state, title: `${h.check} check of ${h.target}: ${lastText}; ${h.passes} passes, ${h.failures} failures in a row` },
+    `${h.state} ${ago(h.since_ms)} (${h.check})`,
+    " ",
+    strip,
+  );
+}
+
+/** A real server removed with a grace period: its connections end, it takes no new one. */
+function drainingRow(r) {
+  return el(
+    "tr",
+    { "data-real": r.address, "data-draining": "" },
+    el("td", {}, r.address),
+    el("td", {}, methodName(r)),
+    el("td", { class: "num" }, 0),
+    healthCell(r),
+    el("td", { class: "num" }, fmt(r.active_conns)),
+    el("td", { class: "num" }, fmt(r.inactive_conns)),
+    el("td", { class: "num" }, fmt(r.stats.conns)),
+    el("td", { class: "num" }, fmt(r.rates.cps)),
+    el("td", { class: "num" }, `${fmt(r.rates.inpps)} / ${fmt(r.rates.outpps)}`),
+    el("td", {}),
+  );
+}
+
 function realRow(s, r) {
-  const health = r.weight === 0 ? "drained" : r.overloaded ? "overloaded" : r.reachable ? "up" : "no next hop";
   return el(
     "tr",
     { "data-real": r.address },
     el("td", {}, r.address),
     el("td", {}, methodName(r)),
     el("td", { class: "num" }, r.weight),
-    el("td", { class: health === "up" ? "ok" : "warn" }, health),
+    healthCell(r),
     el("td", { class: "num" }, fmt(r.active_conns)),
     el("td", { class: "num" }, fmt(r.inactive_conns)),
     el("td", { class: "num", "data-testid": "real-conns" }, fmt(r.stats.conns)),
@@ -252,7 +307,7 @@ function renderServices() {
           ...["real server", "forward", "weight", "health", "active", "inactive", "conns", "conn/s", "pps in/out", ""].map((h) => el("th", {}, h)),
         ),
       ),
-      el("tbody", {}, ...s.reals.map((r) => realRow(s, r))),
+      el("tbody", {}, ...s.reals.map((r) => realRow(s, r)), ...(s.draining || []).map((r) => drainingRow(r))),
     );
     const spark = el("div", { class: "spark", id: sparkId });
     return { node: el("div", { class: "service", "data-service": key }, head, el("div", { class: "scroll" }, table), spark), key, sparkId };
