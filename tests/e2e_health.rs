@@ -14,12 +14,17 @@ use common::{Topo, VIP, Wvs};
 
 /// VIP:80 to the three nginx servers, round robin, with `check` as the service's check.
 fn config(topo: &Topo, check: &str) -> PathBuf {
+    config_with(topo, check, "")
+}
+
+/// As [`config`], with `real` added to each real server (`forward = "dr"`).
+fn config_with(topo: &Topo, check: &str, real: &str) -> PathBuf {
     let p = topo.dir.join("health.toml");
     let mut c = format!(
         "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n{check}\n"
     );
     for i in 1..=3 {
-        c += &format!("[[service.real]]\naddress = \"198.19.0.1{i}:80\"\n");
+        c += &format!("[[service.real]]\naddress = \"198.19.0.1{i}:80\"\n{real}\n");
     }
     std::fs::write(&p, c).expect("config");
     p
@@ -813,5 +818,79 @@ fn a_keepalived_conf_is_imported_and_served() {
         listing3.matches("198.19.0.13:80").count(),
         2,
         "rs3 serves :81 now: {listing3}"
+    );
+}
+
+/// Checks of DR servers go the way clients' packets go: to the VIP, with the server's MAC
+/// address. rs3 is up (nginx answers on its own address, where keepalived's check would
+/// look) but does not hold the VIP: it is seen as down and gets no client; given the VIP,
+/// it comes up.
+#[test]
+fn dr_servers_are_checked_through_the_vip() {
+    let topo = Topo::onearm("hdr", false);
+    topo.script("dr");
+    let vip32 = format!("{VIP}/32");
+    let out = topo.exec("rs3", &["ip", "addr", "del", &vip32, "dev", "lo"]);
+    assert!(out.status.success(), "{out:?}");
+    let cfg = config_with(
+        &topo,
+        "check = { type = \"http\", path = \"/\", interval = 0.3, timeout = 0.5 }",
+        "forward = \"dr\"",
+    );
+    let w = Wvs::start(&topo, Some(&cfg));
+    // rs1 and rs2 hold the VIP: their checks through it pass.
+    for i in 1..=2 {
+        let real = format!("198.19.0.1{i}:80");
+        let t0 = Instant::now();
+        while health(&w, &real)["health"]["passes"].as_u64().unwrap_or(0) < 2 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{real}: {}",
+                health(&w, &real)
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+    wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(5));
+    let r = health(&w, "198.19.0.13:80");
+    assert!(
+        r["health"]["last"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("timed out")),
+        "{r}"
+    );
+    // Its own address answers: a check there would pass.
+    let own = topo.exec("lb", &["curl", "-sS", "-m", "2", "http://198.19.0.13/"]);
+    assert_eq!(
+        String::from_utf8_lossy(&own.stdout).trim(),
+        "rs3",
+        "{own:?}"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..9 {
+        seen.insert(topo.curl(&format!("http://{VIP}/")));
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["rs1", "rs2"],
+        "no client goes to the server without the VIP"
+    );
+    let out = topo.exec("rs3", &["ip", "addr", "add", &vip32, "dev", "lo"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(5));
+    let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(
+        log.contains("checks of DR and tunnel servers go through the VIP"),
+        "{log}"
+    );
+    drop(w);
+    // Its routing rule goes with it (the device and route went with the process).
+    let rules = topo.exec("lb", &["ip", "rule", "show"]);
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains("0x57560001"), "{rules}");
+    let links = topo.exec("lb", &["ip", "link", "show"]);
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("wvs-check"),
+        "the device is gone"
     );
 }

@@ -998,3 +998,73 @@ for _ in range(3):
     );
     assert_eq!(wvs.drops("too_big"), 0);
 }
+
+/// A real server's check state (`health.state`) and consecutive passes, by the API.
+fn checked(wvs: &Wvs, real: &str) -> (String, u64, serde_json::Value) {
+    let v = wvs.get_json("/api/v1/services");
+    let r = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["reals"].as_array().cloned().unwrap_or_default())
+        .find(|r| r["address"] == real)
+        .unwrap_or_else(|| panic!("no real server {real}: {v}"));
+    let h = &r["health"];
+    (
+        h["state"].as_str().unwrap_or_default().to_string(),
+        h["passes"].as_u64().unwrap_or(0),
+        r.clone(),
+    )
+}
+
+/// Checks of tunnel servers go through the tunnel to the VIP, as clients' packets do: with
+/// every tunnel end up each server passes; when rs3's tunnel end goes (and the VIP with it,
+/// its nginx still answering on its own address) rs3 is down and gets no client.
+#[test]
+fn tunnel_servers_are_checked_through_the_tunnel() {
+    let topo = Topo::onearm("htun", false);
+    let mut ends = decaps(&topo, "ipip");
+    let mut text = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n\
+         check = {{ type = \"http\", path = \"/\", interval = 0.3, timeout = 0.5 }}\n"
+    );
+    for i in 1..=3 {
+        text +=
+            &format!("[[service.real]]\naddress = \"198.19.0.1{i}:80\"\nforward = \"tunnel\"\n");
+    }
+    let cfg = topo.dir.join("htun.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let wait = |real: &str, ok: &dyn Fn(&str, u64) -> bool| {
+        let t0 = std::time::Instant::now();
+        loop {
+            let (state, passes, r) = checked(&wvs, real);
+            if ok(&state, passes) {
+                return;
+            }
+            assert!(t0.elapsed().as_secs() < 5, "{real}: {r}");
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    };
+    for i in 1..=3 {
+        wait(&format!("198.19.0.1{i}:80"), &|s, p| s == "up" && p >= 2);
+    }
+    // rs3's tunnel end goes, and with it the VIP there.
+    let mut rs3 = ends.0.remove(2);
+    let _ = Command::new("kill").arg(rs3.id().to_string()).status();
+    let _ = rs3.wait();
+    wait("198.19.0.13:80", &|s, _| s == "down");
+    let own = topo.exec("lb", &["curl", "-sS", "-m", "2", "http://198.19.0.13/"]);
+    assert_eq!(
+        String::from_utf8_lossy(&own.stdout).trim(),
+        "rs3",
+        "{own:?}"
+    );
+    let seen = Topo::tally((0..8).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["rs1", "rs2"],
+        "no client goes to the server without a tunnel end"
+    );
+    ends.stop();
+}

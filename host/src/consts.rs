@@ -250,3 +250,17 @@ pub const MAX_DRAIN_SECS: u32 = 86_400;
 
 /// How often drained real servers are looked at (connections left, period over).
 pub const DRAIN_SWEEP_MS: u64 = 250;
+
+/// Checks of DR and tunnel real servers through the VIP (`health::via`): the TUN device the
+/// balancer's stack sends them into, its MTU (room for a tunnel's header within 1500), the
+/// mark their sockets carry, and the routing table and rule priority that send marked
+/// packets to the device.
+pub const CHECK_TUN: &str = "wvs-check";
+/// See [`CHECK_TUN`].
+pub const CHECK_TUN_MTU: u32 = 1400;
+/// See [`CHECK_TUN`] ("WV" in ASCII, then 1).
+pub const CHECK_MARK: u32 = 0x5756_0001;
+/// See [`CHECK_TUN`].
+pub const CHECK_TABLE: u32 = 0x5756;
+/// See [`CHECK_TUN`]: before the main table's rule (32766).
+pub const CHECK_RULE_PRIORITY: u32 = 1000;

@@ -309,7 +309,17 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     };
 
     // The health checks: their own thread and runtime, reading the published snapshot.
-    let _health = crate::health::Monitor::start(snapshot.clone(), stop.clone())
+    // Checks of DR and tunnel servers go through the VIP when the path can be set up.
+    let check_path = match crate::health::via::CheckPath::setup(&handle, &ifaces).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(
+                "checks of DR and tunnel servers go to their own addresses: the path through the VIP cannot be set up: {e}"
+            );
+            None
+        }
+    };
+    let _health = crate::health::Monitor::start(snapshot.clone(), stop.clone(), check_path.clone())
         .map_err(io_err("cannot start the health checker".to_string()))?;
 
     let token_dir = opts
@@ -352,7 +362,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tracing::info!(%addr, "REST API listening");
     }
 
-    let mut resolver = Resolver::new(handle, ifaces.clone());
+    let mut resolver = Resolver::new(handle.clone(), ifaces.clone());
     // Resolve every real server before announcing readiness, so the first connections are
     // not dropped for want of a MAC address.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -435,6 +445,9 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     // The XDP program goes before the nftables table, so that no frame of a service reaches
     // the kernel unfiltered in between.
     drop(xdp);
+    if check_path.is_some() {
+        crate::health::via::CheckPath::teardown(&handle).await;
+    }
     control.remove_nft()?;
     tracing::info!(
         table = crate::consts::NFT_TABLE,

@@ -12,6 +12,7 @@
 pub mod probe;
 pub mod spec;
 pub mod state;
+pub mod via;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub struct ProbeKey {
     pub probe: Probe,
     /// Its timing and counts.
     pub timing: Timing,
+    /// A DR or tunnel server checked through its service's VIP and port (`via`).
+    pub via: Option<SocketAddr>,
 }
 
 /// One real server of a service that a probe decides for.
@@ -55,6 +58,8 @@ pub struct ProbeShared {
     state: Mutex<Health>,
     bound: Mutex<Vec<Bound>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// How a check through the VIP reaches its server.
+    via: Option<probe::Via>,
 }
 
 /// A probe's state as the API shows it.
@@ -126,14 +131,18 @@ pub struct Monitor {
 
 impl Monitor {
     /// Start checking what `snapshot` says, on a thread of its own, until `stop` is set.
-    pub fn start(snapshot: Arc<ArcSwap<Snapshot>>, stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+    pub fn start(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        stop: Arc<AtomicBool>,
+        path: Option<Arc<via::CheckPath>>,
+    ) -> std::io::Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("wvs-health".into())
-            .spawn(move || rt.block_on(watch(snapshot, flag)))?;
+            .spawn(move || rt.block_on(watch(snapshot, flag, path)))?;
         Ok(Self {
             thread: Some(thread),
             stop,
@@ -150,14 +159,18 @@ impl Drop for Monitor {
     }
 }
 
-async fn watch(snapshot: Arc<ArcSwap<Snapshot>>, stop: Arc<AtomicBool>) {
+async fn watch(
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    stop: Arc<AtomicBool>,
+    path: Option<Arc<via::CheckPath>>,
+) {
     let tls = probe::tls_config();
     let mut probes: HashMap<ProbeKey, Arc<ProbeShared>> = HashMap::new();
     let mut seen: Option<Arc<Snapshot>> = None;
     while !stop.load(Relaxed) {
         let snap = snapshot.load_full();
         if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snap)) {
-            reconcile(&snap, &mut probes, &tls);
+            reconcile(&snap, &mut probes, &tls, path.as_ref());
             seen = Some(snap);
         }
         tokio::time::sleep(Duration::from_millis(CHECK_RECONCILE_MS)).await;
@@ -170,7 +183,7 @@ async fn watch(snapshot: Arc<ArcSwap<Snapshot>>, stop: Arc<AtomicBool>) {
 }
 
 /// The probes a snapshot asks for, with the real servers each decides for.
-fn wanted(snap: &Snapshot) -> HashMap<ProbeKey, Vec<Bound>> {
+fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
     let mut want: HashMap<ProbeKey, Vec<Bound>> = HashMap::new();
     for svc in snap.services() {
         for (dest, real) in svc.reals() {
@@ -181,10 +194,16 @@ fn wanted(snap: &Snapshot) -> HashMap<ProbeKey, Vec<Bound>> {
                 continue;
             };
             let Some(probe) = &spec.probe else { continue };
+            // DR and tunnel servers the way clients reach them (not a program's check).
+            let via = (through_vip
+                && via::goes_via(dest.forward())
+                && !matches!(probe, Probe::Misc { .. }))
+            .then(|| SocketAddr::new(svc.key.addr, spec.port.unwrap_or(svc.key.port)));
             let key = ProbeKey {
                 target: SocketAddr::new(dest.addr, spec.port.unwrap_or(real.port)),
                 probe: probe.clone(),
                 timing: spec.timing,
+                via,
             };
             want.entry(key).or_default().push(Bound {
                 dest: dest.clone(),
@@ -202,8 +221,9 @@ fn reconcile(
     snap: &Snapshot,
     probes: &mut HashMap<ProbeKey, Arc<ProbeShared>>,
     tls: &Arc<tokio_rustls::rustls::ClientConfig>,
+    path: Option<&Arc<via::CheckPath>>,
 ) {
-    let want = wanted(snap);
+    let want = wanted(snap, path.is_some());
     let checked: HashSet<*const Dest> = want
         .values()
         .flatten()
@@ -229,11 +249,24 @@ fn reconcile(
     });
     for (key, bound) in want {
         let p = probes.entry(key.clone()).or_insert_with(|| {
+            // Through the VIP, unless the VIP is this host's own (then the stack would
+            // answer the check itself).
+            let via = match (key.via, path, bound.first()) {
+                (Some(vip), Some(path), Some(b)) if !via::vip_is_local(vip.ip()) => {
+                    Some(probe::Via {
+                        path: path.clone(),
+                        dest: b.dest.clone(),
+                        vip,
+                    })
+                }
+                _ => None,
+            };
             let p = Arc::new(ProbeShared {
                 key: key.clone(),
                 state: Mutex::new(Health::new(unix_ms())),
                 bound: Mutex::new(Vec::new()),
                 task: Mutex::new(None),
+                via,
             });
             let task = tokio::spawn(run_probe(p.clone(), tls.clone()));
             *p.task.lock() = Some(task.abort_handle());
@@ -241,6 +274,7 @@ fn reconcile(
                 real = %key.target,
                 check = key.probe.kind(),
                 interval_ms = key.timing.interval_ms,
+                via = ?p.via.as_ref().map(|v| v.vip),
                 "health check started"
             );
             p
@@ -263,6 +297,7 @@ async fn run_probe(p: Arc<ProbeShared>, tls: Arc<tokio_rustls::rustls::ClientCon
         let ((ok, detail), took) = probe::check(
             &p.key.probe,
             p.key.target,
+            p.via.as_ref(),
             Duration::from_millis(t.timeout_ms),
             &tls,
         )

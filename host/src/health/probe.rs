@@ -16,15 +16,42 @@ use crate::consts::CHECK_HTTP_MAX_RESPONSE;
 /// What one check found: passed or not, and what was seen.
 pub type Found = (bool, String);
 
+/// How a check of a DR or tunnel server reaches it: through `vip`, as clients' packets do.
+#[derive(Debug, Clone)]
+pub struct Via {
+    /// The path through the TUN device.
+    pub path: Arc<super::via::CheckPath>,
+    /// The real server.
+    pub dest: Arc<crate::service::Dest>,
+    /// The virtual address and port.
+    pub vip: SocketAddr,
+}
+
+/// A TCP connection to the server: to `target`, or through the VIP. The flight, if any,
+/// must live as long as the connection.
+async fn tcp(
+    target: SocketAddr,
+    via: Option<&Via>,
+) -> Result<(TcpStream, Option<super::via::Flight>), String> {
+    match via {
+        Some(v) => {
+            let (s, f) = v.path.tcp(&v.dest, v.vip).await.map_err(io_err)?;
+            Ok((s, Some(f)))
+        }
+        None => Ok((TcpStream::connect(target).await.map_err(io_err)?, None)),
+    }
+}
+
 /// Run `probe` against `target` within `timeout`; returns the result and how long it took.
 pub async fn check(
     probe: &Probe,
     target: SocketAddr,
+    via: Option<&Via>,
     timeout: Duration,
     tls: &Arc<tokio_rustls::rustls::ClientConfig>,
 ) -> (Found, Duration) {
     let t0 = Instant::now();
-    let found = match tokio::time::timeout(timeout, run(probe, target, tls)).await {
+    let found = match tokio::time::timeout(timeout, run(probe, target, via, tls)).await {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => (false, e),
         Err(_) => (
@@ -38,11 +65,12 @@ pub async fn check(
 async fn run(
     probe: &Probe,
     target: SocketAddr,
+    via: Option<&Via>,
     tls: &Arc<tokio_rustls::rustls::ClientConfig>,
 ) -> Result<Found, String> {
     match probe {
         Probe::Tcp => {
-            TcpStream::connect(target).await.map_err(io_err)?;
+            tcp(target, via).await?;
             Ok((true, "connected".into()))
         }
         Probe::Http {
@@ -51,7 +79,7 @@ async fn run(
             host,
             ..
         } => {
-            let s = TcpStream::connect(target).await.map_err(io_err)?;
+            let (s, _flight) = tcp(target, via).await?;
             let reply = http_get(s, target, path, host.as_deref()).await?;
             Ok(judge_http(probe, &reply))
         }
@@ -61,7 +89,7 @@ async fn run(
             host,
             ..
         } => {
-            let s = TcpStream::connect(target).await.map_err(io_err)?;
+            let (s, _flight) = tcp(target, via).await?;
             use tokio_rustls::rustls::pki_types::ServerName;
             let name = match host {
                 Some(h) => ServerName::try_from(h.clone())
@@ -76,7 +104,7 @@ async fn run(
             Ok(judge_http(probe, &reply))
         }
         Probe::Udp { payload, expect } => {
-            let buf = udp_exchange(target, payload).await?;
+            let buf = udp_exchange(target, via, payload).await?;
             Ok(match expect {
                 Some(e) if !contains(&buf, e) => (
                     false,
@@ -88,7 +116,7 @@ async fn run(
         Probe::Dns { name, qtype } => {
             let id: u16 = rand::random();
             let query = dns_query(id, name, *qtype)?;
-            let reply = udp_exchange(target, &query).await?;
+            let reply = udp_exchange(target, via, &query).await?;
             Ok(judge_dns(id, &reply))
         }
         Probe::Misc { argv } => {
@@ -207,15 +235,28 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-async fn udp_exchange(target: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let any: SocketAddr = if target.is_ipv4() {
-        "0.0.0.0:0".parse().map_err(|_| "address")?
-    } else {
-        "[::]:0".parse().map_err(|_| "address")?
-    };
-    let s = UdpSocket::bind(any).await.map_err(io_err)?;
+async fn udp_exchange(
+    target: SocketAddr,
+    via: Option<&Via>,
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
     // Connected, so an ICMP port unreachable comes back as an error (keepalived's UDP_CHECK).
-    s.connect(target).await.map_err(io_err)?;
+    let (s, _flight) = match via {
+        Some(v) => {
+            let (s, f) = v.path.udp(&v.dest, v.vip).await.map_err(io_err)?;
+            (s, Some(f))
+        }
+        None => {
+            let any: SocketAddr = if target.is_ipv4() {
+                "0.0.0.0:0".parse().map_err(|_| "address")?
+            } else {
+                "[::]:0".parse().map_err(|_| "address")?
+            };
+            let s = UdpSocket::bind(any).await.map_err(io_err)?;
+            s.connect(target).await.map_err(io_err)?;
+            (s, None)
+        }
+    };
     s.send(payload).await.map_err(io_err)?;
     let mut buf = vec![0u8; 65536];
     let n = s.recv(&mut buf).await.map_err(|e| match e.kind() {
@@ -400,7 +441,7 @@ mod tests {
         let open = l.local_addr().unwrap();
         drop(l);
         let tls = tls_config();
-        let ((ok, why), _) = check(&Probe::Tcp, open, Duration::from_secs(2), &tls).await;
+        let ((ok, why), _) = check(&Probe::Tcp, open, None, Duration::from_secs(2), &tls).await;
         assert!(!ok);
         assert_eq!(why, "connection refused");
         // A server that accepts and never answers: the whole check's deadline holds.
@@ -417,7 +458,7 @@ mod tests {
             }
         });
         let p = http("type = 'http'");
-        let ((ok, why), took) = check(&p, addr, Duration::from_millis(400), &tls).await;
+        let ((ok, why), took) = check(&p, addr, None, Duration::from_millis(400), &tls).await;
         assert!(!ok);
         assert!(why.starts_with("timed out"), "{why}");
         assert!(took < Duration::from_millis(1000), "{took:?}");
@@ -432,15 +473,18 @@ mod tests {
         let ok = Probe::Misc {
             argv: vec!["/bin/true".into()],
         };
-        assert!(check(&ok, a, t, &tls).await.0.0);
+        assert!(check(&ok, a, None, t, &tls).await.0.0);
         let bad = Probe::Misc {
             argv: vec!["/bin/false".into()],
         };
-        assert_eq!(check(&bad, a, t, &tls).await.0, (false, "exit 1".into()));
+        assert_eq!(
+            check(&bad, a, None, t, &tls).await.0,
+            (false, "exit 1".into())
+        );
         let slow = Probe::Misc {
             argv: vec!["/bin/sleep".into(), "10".into()],
         };
-        let ((ok, why), took) = check(&slow, a, Duration::from_millis(300), &tls).await;
+        let ((ok, why), took) = check(&slow, a, None, Duration::from_millis(300), &tls).await;
         assert!(!ok && why.starts_with("timed out"), "{why}");
         assert!(took < Duration::from_secs(2));
     }

@@ -1,0 +1,350 @@
+//! Checks of DR and tunnel real servers the way client traffic goes: to the VIP, with the
+//! real server's MAC address (DR) or through the tunnel (TUN), so that a server that is up
+//! but not set up for the VIP (no VIP on its loopback, no tunnel end) is seen as down.
+//! keepalived cannot do this: its checks go to the server's own address.
+//!
+//! How: a check's socket carries the mark [`CHECK_MARK`]; a routing rule sends marked
+//! packets to table [`CHECK_TABLE`], whose only route is the TUN device [`CHECK_TUN`]. wvs
+//! reads what the stack writes there, finds the real server by the check's source port (each
+//! check binds its port first and registers it), and sends the packet with the same
+//! transmitter as a client's (`xmit::to_real`). The server answers from the VIP to wvs's
+//! own address, directly; the datapath leaves that to the stack (it is no service's), whose
+//! socket takes it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use parking_lot::Mutex;
+
+use crate::consts::{
+    CHECK_MARK, CHECK_RULE_PRIORITY, CHECK_TABLE, CHECK_TUN, CHECK_TUN_MTU, VNET_HDR_LEN,
+};
+use crate::io::neigh::IfaceInfo;
+use crate::io::socket::PacketSocket;
+use crate::io::tun::Tun;
+use crate::model::{Forward, Protocol};
+use crate::service::Dest;
+use crate::wire::checksum::CsumMode;
+use crate::wire::{ETHERNET_HEADER_LEN, EthernetFrame, EthernetProtocol, Ipv4Packet};
+use crate::xmit;
+
+/// Why the check path could not be set up (checks then go to the servers' own addresses).
+#[derive(Debug, thiserror::Error)]
+pub enum ViaError {
+    /// The TUN device or a packet socket.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A route, a rule or the device's settings.
+    #[error("netlink: {0}")]
+    Netlink(#[from] rtnetlink::Error),
+    /// The device vanished before it could be set up.
+    #[error("the device {0} is gone")]
+    NoDevice(String),
+}
+
+/// The path checks of DR and tunnel servers take.
+#[derive(Debug)]
+pub struct CheckPath {
+    /// Checks in flight: their protocol and source port, and the real server each is for.
+    flights: Mutex<HashMap<(Protocol, u16), Arc<Dest>>>,
+    /// wvs's interfaces (by their index in `--iface`): a socket to send on, and the MAC.
+    links: Vec<(PacketSocket, [u8; 6])>,
+}
+
+/// A check in flight: its source port is known to the path until it is dropped.
+#[derive(Debug)]
+pub struct Flight {
+    path: Arc<CheckPath>,
+    key: (Protocol, u16),
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.path.flights.lock().remove(&self.key);
+    }
+}
+
+impl CheckPath {
+    /// Create the TUN device, its route and rule, and the thread that forwards what the
+    /// stack writes into it. Runs on the control runtime at start.
+    pub async fn setup(
+        handle: &rtnetlink::Handle,
+        ifaces: &[IfaceInfo],
+    ) -> Result<Arc<Self>, ViaError> {
+        let tun = Tun::open(CHECK_TUN)?;
+        let link = handle
+            .link()
+            .get()
+            .match_name(CHECK_TUN)
+            .execute()
+            .try_next()
+            .await?
+            .ok_or_else(|| ViaError::NoDevice(CHECK_TUN.into()))?;
+        let index = link.header.index;
+        handle
+            .link()
+            .set(
+                rtnetlink::LinkUnspec::new_with_index(index)
+                    .mtu(CHECK_TUN_MTU)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await?;
+        let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+            .output_interface(index)
+            .table_id(CHECK_TABLE)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .build();
+        handle.route().add(route).replace().execute().await?;
+        // One rule: remove one left by a wvs that was killed, then add it.
+        let rule = || {
+            handle
+                .rule()
+                .add()
+                .v4()
+                .fw_mark(CHECK_MARK)
+                .table_id(CHECK_TABLE)
+                .priority(CHECK_RULE_PRIORITY)
+                .action(rtnetlink::packet_route::rule::RuleAction::ToTable)
+        };
+        let _ = handle
+            .rule()
+            .del(rule().message_mut().clone())
+            .execute()
+            .await;
+        rule().execute().await?;
+        let links = ifaces
+            .iter()
+            .map(|i| Ok((PacketSocket::open_tx(i.index)?, i.mac)))
+            .collect::<Result<Vec<_>, std::io::Error>>()?;
+        let path = Arc::new(Self {
+            flights: Mutex::new(HashMap::new()),
+            links,
+        });
+        let fwd = path.clone();
+        std::thread::Builder::new()
+            .name("wvs-check-path".into())
+            .spawn(move || fwd.forward_all(&tun))?;
+        tracing::info!(
+            device = CHECK_TUN,
+            table = CHECK_TABLE,
+            mark = CHECK_MARK,
+            "checks of DR and tunnel servers go through the VIP"
+        );
+        Ok(path)
+    }
+
+    /// Remove the rule (the device and its route go with the process).
+    pub async fn teardown(handle: &rtnetlink::Handle) {
+        let mut rule = handle
+            .rule()
+            .add()
+            .v4()
+            .fw_mark(CHECK_MARK)
+            .table_id(CHECK_TABLE)
+            .priority(CHECK_RULE_PRIORITY)
+            .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
+        let _ = handle
+            .rule()
+            .del(rule.message_mut().clone())
+            .execute()
+            .await;
+    }
+
+    /// Forward what the stack writes into the device until the process ends.
+    fn forward_all(&self, tun: &Tun) {
+        let mut buf = vec![0u8; VNET_HDR_LEN + ETHERNET_HEADER_LEN + 65_536 + 256];
+        loop {
+            let at = VNET_HDR_LEN + ETHERNET_HEADER_LEN;
+            let n = match tun.read(&mut buf[at..at + 65_536]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!("{}: {e}; checks through the VIP stop", tun.name);
+                    return;
+                }
+            };
+            // The virtio header stays zero: no offload.
+            buf[..VNET_HDR_LEN].fill(0);
+            if let Some((len, iface)) = self.forward_one(&mut buf[VNET_HDR_LEN..], n)
+                && let Some((sock, _)) = self.links.get(usize::from(iface))
+                && let Err(e) = sock.send(&buf[..VNET_HDR_LEN + len])
+            {
+                tracing::debug!("a check's packet was not sent: {e}");
+            }
+        }
+    }
+
+    /// Turn the IP packet of `n` bytes after the Ethernet header of `frame` into the frame
+    /// to send; returns its length and interface. `None`: no check of ours, or no way to the
+    /// server yet (the check times out, as a client's connection would).
+    fn forward_one(&self, frame: &mut [u8], n: usize) -> Option<(usize, u8)> {
+        let ip = frame.get(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + n)?;
+        let (proto, sport) = flight_of(ip)?;
+        let ihl = usize::from(Ipv4Packet::new_unchecked(ip).header_len());
+        let Some(dest) = self.flights.lock().get(&(proto, sport)).cloned() else {
+            tracing::trace!(?proto, sport, "not a check's packet");
+            return None;
+        };
+        let Some(hop) = dest.next_hop() else {
+            tracing::trace!(real = %dest.addr, "no next hop to the real server yet");
+            return None;
+        };
+        let (_, mac) = self.links.get(usize::from(hop.iface))?;
+        let IpAddr::V4(daddr) = dest.addr else {
+            return None;
+        };
+        // The stack wrote an IP packet: the frame around it is ours to fill.
+        EthernetFrame::new_unchecked(&mut *frame).set_ethertype(EthernetProtocol::Ipv4);
+        let target = xmit::Target {
+            fwd: dest.forward(),
+            daddr,
+            dport: dest.port,
+            src: dest.source(),
+            flow_hash: u32::from(sport),
+            mtu: 0,
+            local: (Ipv4Addr::UNSPECIFIED, 0),
+            pmtu_disc: true,
+        };
+        let mut pkt = xmit::Packet {
+            buf: frame,
+            ihl,
+            total_len: n,
+            proto,
+            csum: CsumMode::Complete,
+            gso_size: 0,
+        };
+        let link = xmit::Link {
+            iface: hop.iface,
+            src_mac: *mac,
+            dst_mac: hop.mac,
+        };
+        match xmit::to_real(&mut pkt, &target, link) {
+            Ok(xmit::Sent::InPlace { iface }) => Some((ETHERNET_HEADER_LEN + n, iface)),
+            Ok(xmit::Sent::Whole { len, iface }) => Some((len, iface)),
+            other => {
+                tracing::trace!(real = %dest.addr, ?other, "a check's packet was refused");
+                None
+            }
+        }
+    }
+
+    /// Open a socket of `kind` for a check of `dest` through `vip`: marked, bound to wvs's
+    /// address towards the server, its port registered.
+    fn socket(
+        self: &Arc<Self>,
+        kind: socket2::Type,
+        proto: Protocol,
+        dest: &Arc<Dest>,
+    ) -> Result<(socket2::Socket, Flight), String> {
+        let src = dest.source();
+        if src.is_unspecified() {
+            return Err("no route to the real server yet".into());
+        }
+        let s = socket2::Socket::new(socket2::Domain::IPV4, kind, None)
+            .and_then(|s| {
+                s.set_mark(CHECK_MARK)?;
+                s.set_nonblocking(true)?;
+                s.bind(&SocketAddr::new(src.into(), 0).into())?;
+                Ok(s)
+            })
+            .map_err(|e| format!("check socket: {e}"))?;
+        let port = s
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .ok_or("check socket: no local port")?;
+        self.flights.lock().insert((proto, port), dest.clone());
+        Ok((
+            s,
+            Flight {
+                path: self.clone(),
+                key: (proto, port),
+            },
+        ))
+    }
+
+    /// A TCP connection to `vip` that reaches `dest` as a client's would.
+    pub async fn tcp(
+        self: &Arc<Self>,
+        dest: &Arc<Dest>,
+        vip: SocketAddr,
+    ) -> Result<(tokio::net::TcpStream, Flight), std::io::Error> {
+        let (s, flight) = self
+            .socket(socket2::Type::STREAM, Protocol::Tcp, dest)
+            .map_err(std::io::Error::other)?;
+        let s = tokio::net::TcpSocket::from_std_stream(s.into());
+        Ok((s.connect(vip).await?, flight))
+    }
+
+    /// A UDP socket connected to `vip` whose datagrams reach `dest` as a client's would.
+    pub async fn udp(
+        self: &Arc<Self>,
+        dest: &Arc<Dest>,
+        vip: SocketAddr,
+    ) -> Result<(tokio::net::UdpSocket, Flight), std::io::Error> {
+        let (s, flight) = self
+            .socket(socket2::Type::DGRAM, Protocol::Udp, dest)
+            .map_err(std::io::Error::other)?;
+        let s = tokio::net::UdpSocket::from_std(s.into())?;
+        s.connect(vip).await?;
+        Ok((s, flight))
+    }
+}
+
+/// Whether a check of a server forwarded by `fwd` goes through the VIP.
+pub fn goes_via(fwd: Forward) -> bool {
+    matches!(fwd, Forward::Route | Forward::Tunnel(_))
+}
+
+/// Whether `vip` is one of this host's addresses (keepalived's VRRP puts it there): then the
+/// stack would deliver a check to itself, and it goes to the server's own address instead.
+pub fn vip_is_local(vip: IpAddr) -> bool {
+    std::net::TcpListener::bind((vip, 0)).is_ok()
+}
+
+/// The protocol and source port of a check's IPv4 packet.
+fn flight_of(ip: &[u8]) -> Option<(Protocol, u16)> {
+    let p = Ipv4Packet::new_checked(ip).ok()?;
+    let ihl = usize::from(p.header_len());
+    let proto = match u8::from(p.next_header()) {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return None,
+    };
+    let l4 = ip.get(ihl..ihl + 2)?;
+    Some((proto, u16::from_be_bytes([l4[0], l4[1]])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checks_packet_is_known_by_its_protocol_and_source_port() {
+        // IPv4, 20-byte header, TCP, then the TCP source port 40000.
+        let mut ip = vec![0u8; 40];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        assert_eq!(flight_of(&ip), Some((Protocol::Tcp, 40000)));
+        ip[9] = 17;
+        assert_eq!(flight_of(&ip), Some((Protocol::Udp, 40000)));
+        ip[9] = 1;
+        assert_eq!(flight_of(&ip), None, "ICMP is no check's");
+        assert_eq!(flight_of(&ip[..10]), None, "a truncated header");
+    }
+
+    #[test]
+    fn dr_and_tunnel_servers_go_through_the_vip() {
+        assert!(goes_via(Forward::Route));
+        assert!(!goes_via(Forward::Masq));
+        assert!(!goes_via(Forward::FullNat));
+    }
+}
