@@ -116,24 +116,50 @@ pub const NFT_PRIORITY: i32 = -500;
 /// Interval of the statistics line in the log.
 pub const STATS_LOG_INTERVAL_MS: u64 = 10_000;
 
-/// Period of the plugin runtime's epoch timer (wasmtime epoch interruption).
-pub const PLUGIN_EPOCH_MS: u64 = 1;
+/// Period of the plugin runtime's epoch timer (wasmtime epoch interruption), in µs. The
+/// timer ticks on absolute times, so the period holds on average whatever the sleep's
+/// overshoot; it runs only while plugins are called.
+pub const PLUGIN_EPOCH_US: u64 = 100;
 
 /// Ticks without a plugin call after which the epoch timer sleeps until the next call (an
-/// idle wvs then uses no CPU for it).
-pub const PLUGIN_EPOCH_IDLE_TICKS: u32 = 1000;
+/// idle wvs then uses no CPU for it): 1 s.
+pub const PLUGIN_EPOCH_IDLE_TICKS: u32 = 10_000;
 
-/// Epochs a plugin call may run before it is interrupted: a scheduler call takes well under
-/// a microsecond, so 10 ms means a runaway plugin, not a slow one.
-pub const PLUGIN_DEADLINE_EPOCHS: u64 = 10;
+/// Epochs of wall-clock time after which a plugin call's running time is examined: 7 ticks
+/// (0.6 to 0.7 ms, the first tick may come at once); then a window of
+/// [`PLUGIN_OVERRUN_WINDOW_TICKS`] in which it must have run to be interrupted, so a
+/// runaway call ends within 0.9 ms. A scheduler call takes about a microsecond: a call
+/// this long is a runaway plugin holding a worker, not a slow one.
+pub const PLUGIN_DEADLINE_EPOCHS: u64 = 7;
+/// The window, in ticks, over which the thread's CPU clock tells a running call (at least
+/// half of it on the CPU: interrupted) from a preempted one (given another window).
+pub const PLUGIN_OVERRUN_WINDOW_TICKS: u64 = 2;
+/// Windows after which a call is interrupted however little it ran (10 ms of wall time).
+pub const PLUGIN_OVERRUN_MAX_WINDOWS: u32 = 50;
 /// Deadline of a plugin's instantiation and ABI checks, in epochs (1 s): on the control
 /// thread, never per packet, and long enough for a slow or emulated machine, where 10 ms
 /// refused the built-in plugins at start.
-pub const PLUGIN_SETUP_DEADLINE_EPOCHS: u64 = 1000;
+pub const PLUGIN_SETUP_DEADLINE_EPOCHS: u64 = 10_000;
+
+/// A scheduler call that takes longer than this (µs) is slow: a hundred times what the
+/// built-in ones take.
+pub const PLUGIN_SLOW_CALL_US: u64 = 100;
+/// A scheduler plugin's slowness score rises by this much on a slow call and falls by one
+/// on another; at [`PLUGIN_SLOW_SCORE_LIMIT`] the service falls back. 16 slow calls in a
+/// row, or more than one call in five for long, make a plugin too slow; a rare slow call
+/// (a preemption in the middle of it) does not.
+pub const PLUGIN_SLOW_SCORE_STEP: u32 = 4;
+/// See [`PLUGIN_SLOW_SCORE_STEP`].
+pub const PLUGIN_SLOW_SCORE_LIMIT: u32 = 64;
 
 /// Most linear memory a plugin instance may have (bytes). The built-in schedulers use about
 /// 1 MiB (Rust's default stack plus the shared table).
 pub const PLUGIN_MAX_MEMORY: usize = 16 << 20;
+
+/// Most elements a plugin's tables may hold together. A Rust or C plugin's function table
+/// has one entry per function called indirectly, a few hundred at most; without a bound a
+/// `table.grow` loop takes host memory at will (wasmtime's table storage is host memory).
+pub const PLUGIN_MAX_TABLE_ELEMENTS: usize = 10_000;
 
 /// Most expected connections one helper call may register (an FTP reply asks for one).
 pub const HELPER_MAX_EXPECTS_PER_CALL: usize = 4;

@@ -33,7 +33,7 @@ struct Scrape {
     backend_up: Vec<(Labels, i64)>,
     /// Each checked real server's last check's duration, seconds.
     check_latency: Vec<(Labels, f64)>,
-    plugin: [u64; 4],
+    plugin: [u64; 5],
     drops: Vec<(Labels, u64)>,
     helper: Vec<(Labels, u64)>,
     rx: u64,
@@ -324,7 +324,7 @@ impl Collector for Scrape {
             |r| (&r.0, as_gauge(r.5.cps)),
         )?;
 
-        let [calls, traps, invalid, fallbacks] = self.plugin;
+        let [calls, traps, invalid, slow, fallbacks] = self.plugin;
         counter(
             &mut e,
             "wvs_plugin_calls",
@@ -342,6 +342,12 @@ impl Collector for Scrape {
             "wvs_plugin_invalid_answers",
             "Plugin calls that gave an invalid answer.",
             invalid,
+        )?;
+        counter(
+            &mut e,
+            "wvs_plugin_slow",
+            "Scheduler plugins taken out for calls that kept taking too long.",
+            slow,
         )?;
         counter(
             &mut e,
@@ -409,6 +415,7 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
             p.calls.load(Relaxed),
             p.traps.load(Relaxed),
             p.invalid.load(Relaxed),
+            p.slow.load(Relaxed),
             p.fallbacks.load(Relaxed),
         ];
         let traffic = c.traffic();

@@ -463,8 +463,11 @@ pub struct PluginCounters {
     pub calls: u64,
     /// Calls that trapped or ran out of time.
     pub traps: u64,
-    /// Calls that gave an invalid answer.
+    /// Calls that gave an invalid answer (out of range, or a server that takes no new
+    /// connection).
     pub invalid: u64,
+    /// Plugins taken out for being repeatedly slow.
+    pub slow: u64,
     /// Services switched to their native fallback.
     pub fallbacks: u64,
 }
@@ -495,6 +498,7 @@ impl StatsView {
             calls: p.calls.load(Relaxed),
             traps: p.traps.load(Relaxed),
             invalid: p.invalid.load(Relaxed),
+            slow: p.slow.load(Relaxed),
             fallbacks: p.fallbacks.load(Relaxed),
         };
         let traffic = c.traffic();

@@ -367,7 +367,7 @@ impl Datapath {
             return Verdict::Pass;
         }
         let client_mac = eth.src_addr().0;
-        let info = match parse_ipv4(snap, &frame[ETHERNET_HEADER_LEN..]) {
+        let info = match parse_ipv4(snap, &frame[ETHERNET_HEADER_LEN..], meta.csum) {
             Ok(Parsed::L4(info)) => info,
             Ok(Parsed::IcmpError(e)) => return self.icmp_error(snap, &e, frame),
             Ok(Parsed::NotOurs) => return Verdict::Pass,
@@ -936,7 +936,10 @@ const ANSWER_TTL: u8 = 64;
 /// Write, at the start of `out`, the Ethernet and IPv4 headers of an answer to the frame
 /// that was received there: back to its sender's MAC from ours (the addresses swapped),
 /// from `src` to `dst`, with `payload_len` bytes of `proto` to follow. Returns the space
-/// after the headers, or `None` if `out` cannot hold the headers and the payload.
+/// after the headers, or `None` if `out` cannot hold the headers and the payload, or if
+/// either address is not one host's (RFC 1122 3.2.2 and 4.2.3.10: no ICMP error or reset
+/// to or from an unspecified, loopback, broadcast, multicast or reserved address, so that
+/// a forged source cannot turn wvs into an amplifier towards a whole network).
 fn answer_headers(
     out: &mut [u8],
     src: Ipv4Addr,
@@ -945,6 +948,9 @@ fn answer_headers(
     payload_len: usize,
     dont_frag: bool,
 ) -> Option<&mut [u8]> {
+    if !one_host(src) || !one_host(dst) {
+        return None;
+    }
     let total = ipv4_field::MIN_HEADER_LEN + payload_len;
     let out = out.get_mut(..ETHERNET_HEADER_LEN + total)?;
     let (eth, ip) = out.split_at_mut(ETHERNET_HEADER_LEN);
@@ -964,6 +970,13 @@ fn answer_headers(
     let c = checksum::compute(&hdr[..]);
     Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
     Some(payload)
+}
+
+/// Whether `a` names a single host (RFC 1122 3.2.1.3): not 0.0.0.0/8, 127/8, multicast,
+/// the reserved 240/4 or the limited broadcast.
+fn one_host(a: Ipv4Addr) -> bool {
+    let first = a.octets()[0];
+    first != 0 && !a.is_loopback() && !a.is_multicast() && first < 240
 }
 
 fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) {
@@ -987,7 +1000,12 @@ enum Parsed {
 /// `Err`: malformed, or a fragment that concerns a service; drop. A packet that is not
 /// addressed to a virtual IP and does not come from a real server is never dropped here,
 /// whatever it looks like: it is the kernel's.
-fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Parsed, DropReason> {
+///
+/// A TCP segment that can change a connection's state (SYN, FIN, RST) has its checksum
+/// verified first when it carries a complete one (`csum`): a forged or damaged RST must
+/// not close a connection, nor a damaged SYN take a table entry. Data segments are left to
+/// the real server's stack, as IPVS leaves them when no helper needs the payload.
+fn parse_ipv4(snap: &Snapshot, ip: &[u8], csum: CsumMode) -> Result<Parsed, DropReason> {
     if ip.len() < ipv4_field::MIN_HEADER_LEN {
         return Err(DropReason::IpTruncated);
     }
@@ -1055,12 +1073,19 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8]) -> Result<Parsed, DropReason> {
             if usize::from(tcp.header_len()) < tcp_field::MIN_HEADER_LEN {
                 return Err(DropReason::TcpTruncated);
             }
-            TcpFlags {
+            let flags = TcpFlags {
                 syn: tcp.syn(),
                 fin: tcp.fin(),
                 ack: tcp.ack(),
                 rst: tcp.rst(),
+            };
+            if (flags.syn || flags.fin || flags.rst)
+                && csum == CsumMode::Complete
+                && checksum::l4_v4(saddr.octets(), daddr.octets(), 6, l4) != 0
+            {
+                return Err(DropReason::L4BadChecksum);
             }
+            flags
         }
         Protocol::Udp => {
             let udp = UdpPacket::new_checked(l4).map_err(|_| DropReason::UdpTruncated)?;

@@ -91,8 +91,9 @@ drop_reasons! {
     NoLocalAddr => "no_local_addr",
     /// A full-NAT connection for which no local address had a free port.
     NoLocalPort => "no_local_port",
-    /// A segment of a connection bound to an application helper whose TCP checksum is
-    /// wrong (checked before the helper sees it, as `tcp_csum_check`).
+    /// A TCP segment with a wrong checksum: a SYN, FIN or RST (checked before it changes a
+    /// connection's state), or a segment of a connection bound to an application helper
+    /// (checked before the helper sees it, as `tcp_csum_check`).
     L4BadChecksum => "l4_bad_csum",
     /// An application helper dropped the packet.
     HelperDrop => "helper_drop",

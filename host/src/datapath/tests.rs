@@ -2317,3 +2317,108 @@ fn both_packets_of_a_connection_hint_at_the_same_shard() {
     assert!(h.dp.lookup_hint(&arp).is_none());
     assert!(h.dp.lookup_hint(&arp[..10]).is_none());
 }
+
+/// A SYN, FIN or RST with a wrong checksum changes nothing: dropped and counted before it
+/// reaches the state table (a forged RST cannot close a connection, a damaged SYN takes no
+/// entry). A data segment's checksum is the real server's to check; a partial one (an
+/// offloading local sender) is not a complete checksum to verify.
+#[test]
+fn state_changing_segments_with_bad_checksums_change_nothing() {
+    let h = harness();
+    let corrupt = |mut f: Vec<u8>| {
+        // The TCP checksum field: Ethernet 14 + IPv4 20 + 16.
+        f[14 + 20 + 16] ^= 0x5a;
+        f
+    };
+    let mut bad_syn = corrupt(client_syn(40900));
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut bad_syn),
+        Verdict::Drop(DropReason::L4BadChecksum)
+    );
+    let mut n = 0;
+    h.conns.for_each(|_| n += 1);
+    assert_eq!(n, 0, "a damaged SYN takes no entry");
+    let mut syn = client_syn(40900);
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { .. }
+    ));
+    let mut ack = client_seg(40900, F::Ack, b"");
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut ack),
+        Verdict::Tx { .. }
+    ));
+    for f in [F::Rst, F::Fin] {
+        let mut bad = corrupt(client_seg(40900, f, b""));
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut bad),
+            Verdict::Drop(DropReason::L4BadChecksum)
+        );
+    }
+    let mut st = None;
+    h.conns.for_each(|c| st = Some(c.state));
+    assert_eq!(st, Some(TcpState::Established), "still established");
+    assert_eq!(h.dp.stats.drops(DropReason::L4BadChecksum), 3);
+    // A data segment is forwarded as it is; so is a RST whose checksum is partial.
+    let mut data = corrupt(client_seg(40900, F::Psh, b"hello"));
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut data),
+        Verdict::Tx { .. }
+    ));
+    let partial = RxMeta {
+        csum: CsumMode::Partial,
+        ..COMPLETE
+    };
+    let mut rst = corrupt(client_seg(40900, F::Rst, b""));
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, partial, &mut rst),
+        Verdict::Tx { .. }
+    ));
+    let mut st = None;
+    h.conns.for_each(|c| st = Some(c.state));
+    assert_eq!(st, Some(TcpState::Close));
+}
+
+/// No ICMP error and no reset goes to an address that is not one host's (RFC 1122): a
+/// packet "from" a broadcast, multicast, loopback or reserved address gets no answer, only
+/// its drop counted.
+#[test]
+fn no_answer_goes_to_an_address_that_is_not_one_hosts() {
+    let h = harness();
+    let mut buf = [0u8; 2048];
+    let mut run = |f: &[u8]| {
+        buf[..f.len()].copy_from_slice(f);
+        h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, f.len())
+    };
+    for src in [
+        [0, 0, 0, 0],
+        [127, 0, 0, 1],
+        [224, 0, 0, 1],
+        [240, 0, 0, 1],
+        [255, 255, 255, 255],
+    ] {
+        // A segment of no connection: a reset's case.
+        let ack = tcp_frame(
+            CLIENT_MAC,
+            CLIENT_IF_MAC,
+            (src, 40950),
+            (VIP, 80),
+            F::Ack,
+            b"",
+        );
+        assert_eq!(run(&ack), Verdict::Drop(DropReason::NoConnIn), "{src:?}");
+    }
+    // A host's address is answered.
+    let ack = tcp_frame(
+        CLIENT_MAC,
+        CLIENT_IF_MAC,
+        (CLIENT, 40950),
+        (VIP, 80),
+        F::Ack,
+        b"",
+    );
+    assert!(matches!(run(&ack), Verdict::Reply { .. }));
+    assert_eq!(h.dp.stats().resets_sent.load(Relaxed), 1);
+    assert!(one_host(Ipv4Addr::new(198, 18, 0, 2)));
+    assert!(!one_host(Ipv4Addr::BROADCAST));
+}

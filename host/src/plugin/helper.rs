@@ -166,7 +166,7 @@ impl WasmHelper {
         d.expect.allowed = allow_expect;
         d.expect.n = 0;
         self.clock.wake();
-        self.store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        super::sched::StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
         let answer = self
             .packet
             .call(&mut self.store, ())

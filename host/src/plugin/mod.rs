@@ -29,7 +29,7 @@ use std::time::Duration;
 pub use helper::{Answer, HelperPool, WasmHelper};
 pub use sched::WasmScheduler;
 
-use crate::consts::{PLUGIN_EPOCH_IDLE_TICKS, PLUGIN_EPOCH_MS, PLUGIN_MAX_MEMORY};
+use crate::consts::{PLUGIN_EPOCH_IDLE_TICKS, PLUGIN_EPOCH_US, PLUGIN_MAX_MEMORY};
 
 /// Why a plugin could not be loaded or called.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,29 @@ pub enum PluginError {
         /// The trap.
         msg: String,
     },
+    /// A scheduler call named a real server that takes no new connection (weight 0, or
+    /// over its upper threshold), which no IPVS scheduler does.
+    #[error("plugin {name} picked {addr}, which {why}")]
+    Unavailable {
+        /// Plugin name.
+        name: String,
+        /// The server it picked.
+        addr: String,
+        /// Why that server may not take it.
+        why: &'static str,
+    },
+    /// Scheduler calls kept taking longer than `PLUGIN_SLOW_CALL_US`.
+    #[error(
+        "plugin {name} is too slow: its calls keep taking over {limit_us} µs (the last {took_us} µs)"
+    )]
+    Slow {
+        /// Plugin name.
+        name: String,
+        /// The bound.
+        limit_us: u64,
+        /// The last call's time.
+        took_us: u64,
+    },
     /// A call returned an index that is not a real server.
     #[error("plugin {name} answered {answer} with {n} real servers")]
     BadAnswer {
@@ -82,6 +105,8 @@ pub struct PluginStats {
     pub traps: AtomicU64,
     /// Calls that returned an invalid answer.
     pub invalid: AtomicU64,
+    /// Plugins taken out for being repeatedly slow.
+    pub slow: AtomicU64,
     /// Services switched to their fallback scheduler.
     pub fallbacks: AtomicU64,
 }
@@ -133,9 +158,9 @@ pub fn digest(wasm: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The epoch timer's switch: it ticks (every `PLUGIN_EPOCH_MS`, so that a plugin call's
+/// The epoch timer's switch: it ticks (every `PLUGIN_EPOCH_US`, so that a plugin call's
 /// deadline can pass) only while plugins are being called, and sleeps after
-/// `PLUGIN_EPOCH_IDLE_TICKS` ticks without a call, so that an idle wvs does not wake a
+/// `PLUGIN_EPOCH_IDLE_TICKS` ticks without a call, so that an idle wvs does not wake ten
 /// thousand times a second. A call wakes it; a call's deadline counts ticks from the call's
 /// start, so a timer that was asleep before the call loses nothing.
 #[derive(Debug, Default)]
@@ -166,6 +191,8 @@ pub struct Runtime {
     pub stats: PluginStats,
     stop: Arc<AtomicBool>,
     clock: Arc<EpochClock>,
+    /// Above this a scheduler call is slow (µs); `PLUGIN_SLOW_CALL_US` unless set.
+    slow_call_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -221,6 +248,8 @@ impl Runtime {
                     let clock = tick;
                     let mut seen = clock.calls.load(SeqCst);
                     let mut idle = 0u32;
+                    let period = Duration::from_micros(PLUGIN_EPOCH_US);
+                    let mut next = std::time::Instant::now();
                     while !stop.load(Relaxed) {
                         if idle >= PLUGIN_EPOCH_IDLE_TICKS {
                             // No call started for that many ticks, so none is running (its
@@ -236,8 +265,19 @@ impl Runtime {
                                 continue;
                             }
                             (seen, idle) = (now, 0);
+                            next = std::time::Instant::now();
                         }
-                        std::thread::sleep(Duration::from_millis(PLUGIN_EPOCH_MS));
+                        // Tick at absolute times: each sleep overshoots (timer slack), the
+                        // next one is shorter by as much.
+                        next += period;
+                        let now = std::time::Instant::now();
+                        match next.checked_duration_since(now) {
+                            Some(d) => std::thread::sleep(d),
+                            // Far behind (the thread was not scheduled): start again from
+                            // now rather than tick in a burst.
+                            None if now - next > period * 10 => next = now,
+                            None => {}
+                        }
                         engine.increment_epoch();
                         let now = clock.calls.load(SeqCst);
                         if now == seen {
@@ -259,7 +299,13 @@ impl Runtime {
             stats: PluginStats::default(),
             stop,
             clock,
+            slow_call_us: AtomicU64::new(crate::consts::PLUGIN_SLOW_CALL_US),
         }))
+    }
+
+    /// Set the time above which a scheduler call is slow, for instances made from now on.
+    pub fn set_slow_call_us(&self, us: u64) {
+        self.slow_call_us.store(us, Relaxed);
     }
 
     /// Compile a module (from the disk cache when it was compiled before) and check that it

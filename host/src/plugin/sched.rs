@@ -6,7 +6,12 @@ use wasmtime::{
 use wvs_sdk::{ConnInfo, DestInfo, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET, SHARED_N_OFFSET, abi};
 
 use super::{MAX_MEMORY, Plugin, PluginError};
-use crate::consts::{PLUGIN_DEADLINE_EPOCHS, PLUGIN_SETUP_DEADLINE_EPOCHS};
+use crate::consts::{
+    PLUGIN_DEADLINE_EPOCHS, PLUGIN_EPOCH_US, PLUGIN_MAX_TABLE_ELEMENTS, PLUGIN_OVERRUN_MAX_WINDOWS,
+    PLUGIN_OVERRUN_WINDOW_TICKS, PLUGIN_SETUP_DEADLINE_EPOCHS, PLUGIN_SLOW_SCORE_LIMIT,
+    PLUGIN_SLOW_SCORE_STEP,
+};
+use std::time::Duration;
 
 /// Per-instance host state.
 pub(super) struct StoreData {
@@ -15,6 +20,9 @@ pub(super) struct StoreData {
     pub(super) now: u64,
     /// What a helper's `expect` may register, and what it did (helpers only).
     pub(super) expect: super::helper::ExpectScope,
+    /// The current call's overrun, once its deadline passed: the thread's CPU time at the
+    /// start of the window being measured, and how many windows were measured.
+    overrun: Option<(std::time::Duration, u32)>,
 }
 
 impl StoreData {
@@ -24,6 +32,44 @@ impl StoreData {
             rng: rand::random::<u64>() | 1,
             now: 0,
             expect: Default::default(),
+            overrun: None,
+        }
+    }
+
+    /// Start a call with the deadline `ticks` epochs away.
+    pub(super) fn arm(store: &mut Store<Self>, ticks: u64) {
+        store.data_mut().overrun = None;
+        store.set_epoch_deadline(ticks);
+    }
+
+    /// The call's deadline passed (in wall-clock ticks). Interrupt it if it was running:
+    /// the thread's CPU clock must show it ran at least half of a window of
+    /// `PLUGIN_OVERRUN_WINDOW_TICKS` after the deadline. A worker preempted in the middle
+    /// of a short call (a busy machine) gets more windows, up to
+    /// `PLUGIN_OVERRUN_MAX_WINDOWS`, instead of its plugin being taken for a runaway one.
+    fn deadline_passed(&mut self) -> wasmtime::UpdateDeadline {
+        use nix::time::{ClockId, clock_gettime};
+        let Ok(now) = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from) else {
+            return wasmtime::UpdateDeadline::Interrupt;
+        };
+        let window = PLUGIN_OVERRUN_WINDOW_TICKS;
+        match &mut self.overrun {
+            None => {
+                self.overrun = Some((now, 0));
+                wasmtime::UpdateDeadline::Continue(window)
+            }
+            Some((start, windows)) => {
+                let ran = now.saturating_sub(*start);
+                *windows += 1;
+                if ran >= Duration::from_micros(PLUGIN_EPOCH_US * window / 2)
+                    || *windows >= PLUGIN_OVERRUN_MAX_WINDOWS
+                {
+                    wasmtime::UpdateDeadline::Interrupt
+                } else {
+                    *start = now;
+                    wasmtime::UpdateDeadline::Continue(window)
+                }
+            }
         }
     }
 }
@@ -61,16 +107,20 @@ pub(super) fn instantiate(p: &Plugin) -> Result<(Store<StoreData>, Instance, Mem
     let data = StoreData::new(
         StoreLimitsBuilder::new()
             .memory_size(MAX_MEMORY)
+            .table_elements(PLUGIN_MAX_TABLE_ELEMENTS)
             .instances(1)
             .tables(4)
             .memories(1)
+            // A refused `memory.grow` or `table.grow` traps (and the plugin falls back)
+            // instead of returning -1 to a loop that would ask again until its deadline.
+            .trap_on_grow_failure(true)
             .build(),
     );
     let mut store = Store::new(&p.runtime.engine, data);
     store.limiter(|d| &mut d.limits);
-    store.epoch_deadline_trap();
+    store.epoch_deadline_callback(|mut c| Ok(c.data_mut().deadline_passed()));
     p.runtime.clock.wake();
-    store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
+    StoreData::arm(&mut store, PLUGIN_SETUP_DEADLINE_EPOCHS);
     let instance: Instance = p
         .runtime
         .linker
@@ -113,6 +163,10 @@ pub struct WasmScheduler {
     update: TypedFunc<(u32, u32), ()>,
     schedule: TypedFunc<u32, i32>,
     clock: std::sync::Arc<super::EpochClock>,
+    /// Slowness: up by `PLUGIN_SLOW_SCORE_STEP` per slow call, down by one per other call.
+    slow_score: u32,
+    /// Above this a call is slow (µs).
+    slow_call_us: u64,
 }
 
 impl std::fmt::Debug for WasmScheduler {
@@ -134,7 +188,7 @@ impl WasmScheduler {
         let update = export(p, &mut store, &instance, abi::UPDATE_FN)?;
         let schedule = export(p, &mut store, &instance, abi::SCHEDULE_FN)?;
         p.runtime.clock.wake();
-        store.set_epoch_deadline(PLUGIN_SETUP_DEADLINE_EPOCHS);
+        StoreData::arm(&mut store, PLUGIN_SETUP_DEADLINE_EPOCHS);
         let shared = shared_fn
             .call(&mut store, ())
             .map_err(|e| abi_err(format!("{e:#}")))? as usize;
@@ -153,6 +207,11 @@ impl WasmScheduler {
             update,
             schedule,
             clock: p.runtime.clock.clone(),
+            slow_score: 0,
+            slow_call_us: p
+                .runtime
+                .slow_call_us
+                .load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -195,7 +254,7 @@ impl WasmScheduler {
     pub fn update(&mut self, dests: &[DestInfo], flags: u32) -> Result<(), PluginError> {
         let n = self.write_dests(dests)?;
         self.clock.wake();
-        self.store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
         self.update
             .call(&mut self.store, (n as u32, flags))
             .map_err(|e| self.trap(e))
@@ -220,11 +279,25 @@ impl WasmScheduler {
         }
         self.store.data_mut().now = now;
         self.clock.wake();
-        self.store.set_epoch_deadline(PLUGIN_DEADLINE_EPOCHS);
+        StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
+        let t0 = std::time::Instant::now();
         let answer = self
             .schedule
             .call(&mut self.store, n as u32)
             .map_err(|e| self.trap(e))?;
+        let took_us = t0.elapsed().as_micros() as u64;
+        if took_us > self.slow_call_us {
+            self.slow_score += PLUGIN_SLOW_SCORE_STEP;
+            if self.slow_score >= PLUGIN_SLOW_SCORE_LIMIT {
+                return Err(PluginError::Slow {
+                    name: self.name.clone(),
+                    limit_us: self.slow_call_us,
+                    took_us,
+                });
+            }
+        } else {
+            self.slow_score = self.slow_score.saturating_sub(1);
+        }
         match answer {
             -1 => Ok(None),
             a if a >= 0 && (a as usize) < n => Ok(Some(a as usize)),

@@ -258,8 +258,8 @@ fn an_endless_loop_is_interrupted_after_the_epoch_timer_slept() {
     // would never pass.
     let rt = runtime();
     let p = custom(&rt, &wat(1, "(loop $l (br $l)) i32.const 0")).expect("compiles");
-    let idle = crate::consts::PLUGIN_EPOCH_MS * u64::from(crate::consts::PLUGIN_EPOCH_IDLE_TICKS);
-    std::thread::sleep(std::time::Duration::from_millis(idle * 2));
+    let idle = crate::consts::PLUGIN_EPOCH_US * u64::from(crate::consts::PLUGIN_EPOCH_IDLE_TICKS);
+    std::thread::sleep(std::time::Duration::from_micros(idle * 2));
     assert!(rt.clock.asleep.load(Relaxed), "the timer sleeps when idle");
     let st = SchedState::new(
         &SchedChoice {
@@ -287,6 +287,111 @@ fn endless_memory_growth_is_refused() {
         "(block $done (loop $l (br_if $done (i32.eq (memory.grow (i32.const 16)) (i32.const -1))) (br $l))) unreachable",
         |s| &s.traps,
     );
+}
+
+#[test]
+fn endless_table_growth_traps_and_falls_back() {
+    // A table of its own, grown by 1000 elements until refused: past
+    // PLUGIN_MAX_TABLE_ELEMENTS the grow traps, long before the call's deadline.
+    let rt = runtime();
+    let text = wat(
+        1,
+        "(loop $l (drop (table.grow $t (ref.null func) (i32.const 1000))) (br $l)) i32.const 0",
+    )
+    .replace(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 1) (table $t 1 funcref)",
+    );
+    let p = custom(&rt, &text).expect("compiles");
+    let st = SchedState::new(
+        &SchedChoice {
+            name: "custom".into(),
+            plugin: Some(p),
+            fallback: Scheduler::Rr,
+        },
+        0,
+    );
+    let d = dests(&[(1, 0, 0), (1, 0, 0)]);
+    let t0 = std::time::Instant::now();
+    assert_eq!(index(&d, st.schedule(&d, &mut conn(1, 1), 0)), Some(0));
+    assert!(!st.runs_plugin(), "fell back");
+    assert_eq!(rt.stats.traps.load(Relaxed), 1);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn the_deadline_is_under_a_millisecond() {
+    // An endless loop is cut short after PLUGIN_DEADLINE_EPOCHS ticks: under 1 ms of its
+    // own (the call's overhead and a busy machine's scheduling aside, hence the margin).
+    let rt = runtime();
+    let p = custom(&rt, &wat(1, "(loop $l (br $l)) i32.const 0")).expect("compiles");
+    let mut w = crate::plugin::WasmScheduler::new(&p).expect("instance");
+    let d: Vec<_> = dests(&[(1, 0, 0)]).iter().map(|d| d.info()).collect();
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..20 {
+        let t0 = std::time::Instant::now();
+        let r = w.schedule(&conn(1, 1), &d, 0);
+        best = best.min(t0.elapsed());
+        assert!(matches!(r, Err(PluginError::Trap { .. })), "{r:?}");
+    }
+    assert!(
+        best < std::time::Duration::from_micros(1000),
+        "the fastest interrupted call took {best:?}"
+    );
+}
+
+#[test]
+fn a_repeatedly_slow_plugin_falls_back() {
+    // 10,000 turns of a loop: microseconds, far under the deadline, but over a bound of
+    // 1 µs: after PLUGIN_SLOW_SCORE_LIMIT / PLUGIN_SLOW_SCORE_STEP calls it falls back.
+    let rt = runtime();
+    rt.set_slow_call_us(1);
+    let body = "(local $i i32) (local.set $i (i32.const 10000)) \
+        (loop $l (local.set $i (i32.sub (local.get $i) (i32.const 1))) \
+        (br_if $l (local.get $i))) i32.const 0";
+    let p = custom(&rt, &wat(1, body)).expect("compiles");
+    let st = SchedState::new(
+        &SchedChoice {
+            name: "custom".into(),
+            plugin: Some(p),
+            fallback: Scheduler::Rr,
+        },
+        0,
+    );
+    let d = dests(&[(1, 0, 0), (1, 0, 0)]);
+    let calls = crate::consts::PLUGIN_SLOW_SCORE_LIMIT / crate::consts::PLUGIN_SLOW_SCORE_STEP;
+    for i in 0..(calls - 1) as u16 {
+        assert_eq!(index(&d, st.schedule(&d, &mut conn(1, i), 0)), Some(0));
+        assert!(st.runs_plugin(), "call {i}");
+    }
+    st.schedule(&d, &mut conn(1, 99), 0);
+    assert!(!st.runs_plugin(), "fell back");
+    assert_eq!(rt.stats.slow.load(Relaxed), 1);
+    assert_eq!(rt.stats.traps.load(Relaxed), 0);
+    assert_eq!(rt.stats.fallbacks.load(Relaxed), 1);
+}
+
+#[test]
+fn a_plugin_naming_a_quiesced_server_falls_back() {
+    // It always answers the first server, whose weight is 0: no IPVS scheduler would.
+    let rt = runtime();
+    let p = custom(&rt, &wat(1, "i32.const 0")).expect("compiles");
+    let st = SchedState::new(
+        &SchedChoice {
+            name: "custom".into(),
+            plugin: Some(p),
+            fallback: Scheduler::Rr,
+        },
+        0,
+    );
+    let d = dests(&[(0, 0, 0), (1, 0, 0)]);
+    assert_eq!(index(&d, st.schedule(&d, &mut conn(1, 1), 0)), Some(1));
+    assert!(!st.runs_plugin());
+    assert_eq!(rt.stats.invalid.load(Relaxed), 1);
 }
 
 #[test]

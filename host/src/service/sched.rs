@@ -202,7 +202,31 @@ impl SchedState {
                 if let Some(rt) = &inner.stats {
                     rt.stats.calls.fetch_add(1, Relaxed);
                 }
-                w.schedule(conn, &inner.table, now)
+                w.schedule(conn, &inner.table, now).and_then(|i| {
+                    // No IPVS scheduler picks a server that takes no new connection; a
+                    // plugin that does is wrong, not the server.
+                    let Some(d) = i.and_then(|i| inner.table.get(i)) else {
+                        return Ok(i);
+                    };
+                    let why = if d.weight <= 0 {
+                        "has weight 0"
+                    } else if d.flags & wvs_sdk::dest_flags::OVERLOAD != 0 {
+                        "is over its upper threshold"
+                    } else {
+                        return Ok(i);
+                    };
+                    Err(PluginError::Unavailable {
+                        name: w.name().to_string(),
+                        addr: inner
+                            .map
+                            .get(i.unwrap_or_default())
+                            .and_then(|&k| dests.get(k))
+                            .map_or_else(String::new, |d| {
+                                std::net::SocketAddr::new(d.addr, d.port).to_string()
+                            }),
+                        why,
+                    })
+                })
             }
         });
         let i = match picked {
@@ -266,7 +290,10 @@ impl Inner {
     fn fall_back(&mut self, e: &PluginError, conn: Option<&ConnInfo>) -> Option<usize> {
         if let Some(rt) = &self.stats {
             let c = match e {
-                PluginError::BadAnswer { .. } => &rt.stats.invalid,
+                PluginError::BadAnswer { .. } | PluginError::Unavailable { .. } => {
+                    &rt.stats.invalid
+                }
+                PluginError::Slow { .. } => &rt.stats.slow,
                 _ => &rt.stats.traps,
             };
             c.fetch_add(1, Relaxed);
