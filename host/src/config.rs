@@ -37,6 +37,14 @@
 //! cache_bypass = false          # no real server: packets go on to their destination
 //! nat_icmp_send = false         # port unreachable to a server's packet of no connection
 //! pmtu_disc = true              # off: tunnels fragment instead of fragmentation needed
+//!
+//! [defense]                     # optional: IPVS's defense strategies (docs/defense.md)
+//! drop_entry = 1                # 0 off, 1 automatic, 3 always (IPVS's default: 0)
+//! drop_packet = 1               # the same (IPVS's default: 0)
+//! secure_tcp = 1                # the same (IPVS's default: 0)
+//! threshold = 75                # automatic ones act above this % of --max-conns
+//! amemthresh = 1024             # or under this many pages of available memory
+//! am_droprate = 10              # drop_packet = 3 drops one new connection in this many
 //! ```
 //!
 //! The same definitions ([`ServiceDef`], [`RealDef`]) are the REST API's JSON and the state
@@ -96,6 +104,8 @@ struct File {
     timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sysctl: Option<Sysctl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    defense: Option<crate::conn::defense::DefenseSettings>,
 }
 
 /// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults.
@@ -244,6 +254,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// IPVS's switches.
     pub sysctl: Sysctl,
+    /// The defense strategies.
+    pub defense: crate::conn::defense::DefenseSettings,
 }
 
 /// A virtual service as written: in the configuration file, the state file and the REST API.
@@ -733,7 +745,9 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         services: Vec::with_capacity(file.service.len()),
         timeouts,
         sysctl: file.sysctl.unwrap_or_default(),
+        defense: file.defense.unwrap_or_default(),
     };
+    cfg.defense.validate().map_err(invalid)?;
     for p in file.plugin {
         if !valid_plugin_name(&p.name) {
             return Err(invalid(format!(
@@ -1161,6 +1175,7 @@ pub fn to_toml(cfg: &Config) -> String {
         service: cfg.services.iter().map(ServiceSpec::to_def).collect(),
         timeouts: (cfg.timeouts != Timeouts::default()).then_some(cfg.timeouts),
         sysctl: (cfg.sysctl != Sysctl::default()).then_some(cfg.sysctl),
+        defense: (cfg.defense != Default::default()).then_some(cfg.defense),
     };
     // Serializing plain strings and numbers cannot fail.
     toml::to_string(&file).unwrap_or_default()
@@ -1250,6 +1265,17 @@ mod tests {
             "on by default, as IPVS"
         );
         assert!(parse("[sysctl]\nbogus = true\n").is_err());
+        // Defense: IPVS's modes, checked; written back when not the defaults.
+        let cfg = parse("[defense]\nsecure_tcp = 3\nthreshold = 50\n").unwrap();
+        assert_eq!((cfg.defense.secure_tcp, cfg.defense.threshold), (3, 50));
+        assert_eq!(cfg.defense.drop_entry, 1, "the others keep their defaults");
+        assert_eq!(parse(&to_toml(&cfg)).unwrap(), cfg);
+        let e = parse("[defense]\ndrop_packet = 4\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("drop_packet"), "{e}");
+        assert!(parse("[defense]\nbogus = 1\n").is_err());
+        assert!(!to_toml(&parse("").unwrap()).contains("defense"));
         assert!(parse("[sysctl]\ncache_bypass = 1\n").is_err());
         for (laddrs, conflict) in [
             ("['198.19.0.1', '198.19.0.1']", true),

@@ -24,6 +24,11 @@ pub const CONN_SHARDS: usize = 256;
 /// ports), so a local address carries up to 64,512 connections at once.
 pub const FULLNAT_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
 
+/// Random slots a full shard looks at for a half-open entry to evict before it refuses a
+/// new connection: bounded work per refused packet in a flood, and with a flood's entries
+/// filling the shard, one is nearly always found.
+pub const CONN_EVICT_PROBES: usize = 8;
+
 /// How often the expiry timer sweeps the connection table. Connections live at most this much
 /// longer than their state's timeout.
 pub const CONN_SWEEP_INTERVAL_MS: u64 = 1000;

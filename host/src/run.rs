@@ -203,6 +203,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         &|name| registry.helper_in(registry.custom(), name),
     );
     first.sysctl = cfg.sysctl;
+    first.defense = cfg.defense;
     let snapshot = Arc::new(ArcSwap::from_pointee(first));
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
@@ -210,6 +211,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     control.save()?;
 
     let conns = Arc::new(ConnTable::new(opts.max_conns));
+    conns.defense().configure(snapshot.load().defense);
     let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface { mac: i.mac }).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
@@ -293,15 +295,36 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         threads.push(t);
     }
     let sweeper = {
-        let (conns, stop) = (conns.clone(), stop.clone());
+        let (conns, stop, snapshot) = (conns.clone(), stop.clone(), snapshot.clone());
         std::thread::Builder::new()
             .name("wvs-expire".into())
             .spawn(move || {
+                let mut settings = snapshot.load().defense;
                 while !stop.load(Relaxed) {
                     std::thread::sleep(Duration::from_millis(CONN_SWEEP_INTERVAL_MS));
-                    let n = conns.sweep(epoch.elapsed().as_millis() as u64);
+                    let now = epoch.elapsed().as_millis() as u64;
+                    let n = conns.sweep(now);
                     if n > 0 {
                         tracing::trace!(expired = n, "connections expired");
+                    }
+                    // defense_work_handler: the level from how full the table (and memory)
+                    // is, then drop_entry's scan.
+                    let defense = conns.defense();
+                    let now_settings = snapshot.load().defense;
+                    if now_settings != settings {
+                        defense.configure(now_settings);
+                        settings = now_settings;
+                    }
+                    defense.update(
+                        conns.len(),
+                        conns.max_conns(),
+                        crate::conn::defense::avail_pages(),
+                    );
+                    if defense.drop_entry() {
+                        let n = conns.random_dropentry(now);
+                        if n > 0 {
+                            tracing::debug!(dropped = n, "drop_entry expired connections");
+                        }
                     }
                 }
             })

@@ -41,6 +41,7 @@ struct Scrape {
     passed: u64,
     conns: u64,
     capacity: u64,
+    defense: crate::conn::defense::DefenseView,
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
@@ -400,6 +401,52 @@ impl Collector for Scrape {
             "Most connections tracked at once.",
             as_gauge(self.capacity),
         )?;
+        let d = &self.defense;
+        gauge(
+            &mut e,
+            "wvs_defense_active",
+            "1 while a defense strategy acts (the table is filling up), else 0.",
+            i64::from(d.active),
+        )?;
+        let modes: Vec<(Labels, i64)> = [
+            ("drop_entry", d.drop_entry),
+            ("drop_packet", d.drop_packet),
+            ("secure_tcp", d.secure_tcp),
+        ]
+        .into_iter()
+        .map(|(k, v)| (vec![("strategy", k.to_string())], i64::from(v)))
+        .collect();
+        gauges(
+            &mut e,
+            "wvs_defense_mode",
+            "Each defense strategy's mode as IPVS's sysctls: 0 off, 1 automatic and idle, \
+             2 automatic and acting, 3 always on.",
+            &modes,
+            |r| (&r.0, r.1),
+        )?;
+        gauge(
+            &mut e,
+            "wvs_defense_drop_rate",
+            "drop_packet drops one new connection in this many (0: none).",
+            i64::from(d.drop_rate),
+        )?;
+        let events: Vec<(Labels, u64)> = [
+            ("evicted", d.evicted),
+            ("dropped_entries", d.dropped_entries),
+            ("dropped_packets", d.dropped_packets),
+            ("engaged", d.engaged),
+        ]
+        .into_iter()
+        .map(|(k, v)| (vec![("event", k.to_string())], v))
+        .collect();
+        counters(
+            &mut e,
+            "wvs_defense_events",
+            "Defense events: half-open entries a full table evicted, entries drop_entry \
+             expired, new connections drop_packet dropped, times the strategies engaged.",
+            &events,
+            |r| (&r.0, r.1),
+        )?;
         Ok(())
     }
 }
@@ -480,6 +527,7 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
     (s.rx, s.tx, s.passed) = (sum.rx, sum.tx, sum.passed);
     s.conns = st.conns.len() as u64;
     s.capacity = st.max_conns as u64;
+    s.defense = st.conns.defense().view();
     let mut reg = prometheus_client::registry::Registry::default();
     reg.register_collector(Box::new(s));
     let mut out = String::new();

@@ -481,6 +481,8 @@ pub struct StatsView {
     pub rates: Rates,
     /// Connections tracked now.
     pub connections: usize,
+    /// The defense strategies against floods (IPVS's drop_entry, drop_packet, secure_tcp).
+    pub defense: crate::conn::defense::DefenseView,
     /// Datapath counters.
     pub datapath: DatapathView,
     /// Plugin counters.
@@ -506,6 +508,7 @@ impl StatsView {
             totals: traffic.totals(snap.service_stats()),
             rates: traffic.rates(),
             connections: st.conns.len(),
+            defense: st.conns.defense().view(),
             datapath: DatapathView {
                 rx: sum.rx,
                 tx: sum.tx,

@@ -2,6 +2,7 @@
 //! and the table that finds a connection from a packet of either direction ([`table`]).
 
 pub mod app;
+pub mod defense;
 pub mod persist;
 pub mod state;
 pub mod table;
@@ -100,6 +101,9 @@ pub struct Conn {
     /// An expected connection whose real server port is not known yet: the server's first
     /// packet fills it (and the virtual port, when that was left open too).
     pub no_dport: bool,
+    /// Packets from the client (`cp->in_pkts`, saturating): the defense drops entries with
+    /// few first.
+    pub in_pkts: u32,
 }
 
 impl Conn {
@@ -143,6 +147,7 @@ impl Conn {
             controller: None,
             no_cport: false,
             no_dport: false,
+            in_pkts: 0,
         }
     }
 
@@ -174,7 +179,13 @@ impl Conn {
     /// Account a packet: advance the TCP state (or keep UDP's one) and take the state's
     /// timeout, as IPVS's `state_transition` does for every packet.
     #[inline]
-    pub fn advance(&mut self, dir: Direction, flags: TcpFlags, timeouts: &StateTimeouts) {
+    pub fn advance(
+        &mut self,
+        dir: Direction,
+        flags: TcpFlags,
+        timeouts: &StateTimeouts,
+        secure: bool,
+    ) {
         // set_tcp_state: a packet from the server clears NOOUTPUT; until then the client's
         // packets move the state by the INPUT_ONLY rows.
         let dir = match (self.no_output, dir) {
@@ -186,7 +197,7 @@ impl Conn {
             (false, d) => d,
         };
         match self.proto {
-            Protocol::Tcp => self.tcp_transition(dir, flags, timeouts),
+            Protocol::Tcp => self.tcp_transition(dir, flags, timeouts, secure),
             Protocol::Udp => {
                 self.timeout_ms = timeouts.udp();
                 if dir == Direction::Output
@@ -200,8 +211,14 @@ impl Conn {
 
     /// Advance the TCP state for a packet and move the connection between the real server's
     /// active and inactive counts as `set_tcp_state` does.
-    pub fn tcp_transition(&mut self, dir: Direction, flags: TcpFlags, timeouts: &StateTimeouts) {
-        let new = state::next_state(self.state, dir, flags);
+    pub fn tcp_transition(
+        &mut self,
+        dir: Direction,
+        flags: TcpFlags,
+        timeouts: &StateTimeouts,
+        secure: bool,
+    ) {
+        let new = state::next_state(self.state, dir, flags, secure);
         if new != self.state {
             if !self.inactive && !new.active() {
                 self.dest.set_inactive(true);
@@ -224,6 +241,17 @@ impl Conn {
     #[inline]
     pub fn touch(&mut self, now: u64) {
         self.expires = now + self.timeout_ms;
+    }
+
+    /// Whether a full table may evict it for a new connection: a TCP connection still in
+    /// its handshake (SYN_RECV, or SYN_ACK under `secure_tcp`), or a UDP flow of one
+    /// packet, that controls no other connection. A SYN flood's entries are all such.
+    pub fn half_open(&self) -> bool {
+        let early = match self.proto {
+            Protocol::Tcp => matches!(self.state, TcpState::SynRecv | TcpState::SynAck),
+            Protocol::Udp => self.in_pkts <= 1,
+        };
+        early && !self.wildcard() && !self.app.as_ref().is_some_and(|a| a.controls())
     }
 
     /// Whether it is an expected connection still waiting for a port.

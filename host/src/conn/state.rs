@@ -202,7 +202,6 @@ const TCP_STATES: [[TcpState; 11]; 12] = [
 
 /// `tcp_states_dos[]`, the table IPVS switches to when `secure_tcp` is active.
 #[rustfmt::skip]
-#[allow(dead_code)] // selected by the defense strategies of a later issue
 const TCP_STATES_DOS: [[TcpState; 11]; 12] = [
     // INPUT
     /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SA],
@@ -222,10 +221,12 @@ const TCP_STATES_DOS: [[TcpState; 11]; 12] = [
 ];
 
 /// Next state for a packet with `flags` travelling in `dir` on a connection in `state`
-/// (`set_tcp_state`). Packets with none of SYN/FIN/ACK/RST leave the state alone.
-pub fn next_state(state: TcpState, dir: Direction, flags: TcpFlags) -> TcpState {
+/// (`set_tcp_state`), by `tcp_states_dos` when `secure` (the `secure_tcp` defense acts).
+/// Packets with none of SYN/FIN/ACK/RST leave the state alone.
+pub fn next_state(state: TcpState, dir: Direction, flags: TcpFlags, secure: bool) -> TcpState {
+    let table = if secure { &TCP_STATES_DOS } else { &TCP_STATES };
     match flags.index() {
-        Some(i) => TCP_STATES[dir as usize + i][state as usize],
+        Some(i) => table[dir as usize + i][state as usize],
         None => state,
     }
 }
@@ -250,19 +251,19 @@ mod tests {
         let ack = f(false, false, true, false);
         let fin = f(false, true, true, false);
         let mut s = TcpState::None;
-        s = next_state(s, Direction::Input, syn);
+        s = next_state(s, Direction::Input, syn, false);
         assert_eq!(s, TcpState::SynRecv);
-        s = next_state(s, Direction::Output, synack);
+        s = next_state(s, Direction::Output, synack, false);
         assert_eq!(
             s,
             TcpState::SynRecv,
             "SYN ranks before ACK, and oSYN keeps sSR"
         );
-        s = next_state(s, Direction::Input, ack);
+        s = next_state(s, Direction::Input, ack, false);
         assert_eq!(s, TcpState::Established);
-        s = next_state(s, Direction::Input, fin);
+        s = next_state(s, Direction::Input, fin, false);
         assert_eq!(s, TcpState::CloseWait, "FIN ranks before ACK");
-        s = next_state(s, Direction::Output, fin);
+        s = next_state(s, Direction::Output, fin, false);
         assert_eq!(s, TcpState::TimeWait);
         assert_eq!(s.timeout_ms(), 120_000);
     }
@@ -273,6 +274,7 @@ mod tests {
             TcpState::Established,
             Direction::Input,
             f(true, false, false, true),
+            false,
         );
         assert_eq!(s, TcpState::Close);
         assert_eq!(s.timeout_ms(), 10_000);
@@ -280,8 +282,40 @@ mod tests {
             TcpState::Established,
             Direction::Output,
             TcpFlags::default(),
+            false,
         );
         assert_eq!(s2, TcpState::Established);
+    }
+
+    #[test]
+    fn secure_tcp_waits_for_the_server_as_ipvs() {
+        // ipvs-more.md's vectors, NAT: in SYN -> SR; in ACK -> SR; out SYN|ACK -> SA;
+        // in ACK -> SA; out ACK -> ES. Normal table: in SYN -> SR; in ACK -> ES.
+        let (syn, synack) = (f(true, false, false, false), f(true, false, true, false));
+        let ack = f(false, false, true, false);
+        let mut s = TcpState::None;
+        for (dir, flags, want) in [
+            (Direction::Input, syn, TcpState::SynRecv),
+            (Direction::Input, ack, TcpState::SynRecv),
+            (Direction::Output, synack, TcpState::SynAck),
+            (Direction::Input, ack, TcpState::SynAck),
+            (Direction::Output, ack, TcpState::Established),
+        ] {
+            s = next_state(s, dir, flags, true);
+            assert_eq!(s, want, "{dir:?} {flags:?}");
+        }
+        let s = next_state(TcpState::None, Direction::Input, syn, false);
+        assert_eq!(
+            next_state(s, Direction::Input, ack, false),
+            TcpState::Established
+        );
+        // DR and tunnels (input only): SYN -> SYN_ACK (120 s), the client's ACK -> ES.
+        let s = next_state(TcpState::None, Direction::InputOnly, syn, true);
+        assert_eq!(s, TcpState::SynAck);
+        assert_eq!(
+            next_state(s, Direction::InputOnly, ack, true),
+            TcpState::Established
+        );
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct ConnTable {
     /// there are none, a lookup that misses looks no further.
     wildcards: AtomicUsize,
     persist: super::persist::PersistTable,
+    defense: super::defense::Defense,
+    max_conns: usize,
 }
 
 impl std::fmt::Debug for ConnTable {
@@ -112,7 +114,99 @@ impl ConnTable {
             len: AtomicUsize::new(0),
             wildcards: AtomicUsize::new(0),
             persist: super::persist::PersistTable::new(max_conns),
+            defense: super::defense::Defense::default(),
+            max_conns,
         }
+    }
+
+    /// The defense strategies' state.
+    pub fn defense(&self) -> &super::defense::Defense {
+        &self.defense
+    }
+
+    /// The table's bound.
+    pub fn max_conns(&self) -> usize {
+        self.max_conns
+    }
+
+    /// Whether a new connection from `key` (a client's packet) would find room in its
+    /// shard, evicting a half-open entry there if it is full; checked before the scheduler
+    /// is called, so that a flood against a full table costs no scheduling.
+    pub fn has_room(&self, key: &ConnKey) -> bool {
+        let mut g = self.shard_for(KeyDir::In, key).inner.lock();
+        g.conns.len() < self.per_shard_max || self.evict_locked(&mut g)
+    }
+
+    /// Evict one half-open entry of a full shard (a few random slots are looked at, so a
+    /// flood's insert costs a bounded amount); whether one was.
+    fn evict_locked(&self, inner: &mut ShardInner) -> bool {
+        let cap = inner.conns.capacity();
+        if cap == 0 {
+            return false;
+        }
+        // Random slots first (a shard's slab is at least half full when the shard is), then
+        // the first entries in order: either way a bounded look.
+        let probed = (0..crate::consts::CONN_EVICT_PROBES)
+            .map(|_| rand::random::<u32>() as usize % cap)
+            .find(|&i| inner.conns.get(i).is_some_and(Conn::half_open));
+        let found = probed.or_else(|| {
+            inner
+                .conns
+                .iter()
+                .take(crate::consts::CONN_EVICT_PROBES * 8)
+                .find(|(_, c)| c.half_open())
+                .map(|(i, _)| i)
+        });
+        let Some(idx) = found else {
+            return false;
+        };
+        self.remove_locked(inner, idx);
+        self.defense.evicted.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// `ip_vs_random_dropentry`, once a second while `drop_entry` acts: a random 1/32 of
+    /// the table (that share of its shards) is scanned, and entries in their handshake,
+    /// and idle ones (60 s untouched) with few packets (`todrop_entry`), are expired.
+    /// Returns how many were.
+    pub fn random_dropentry(&self, now: u64) -> usize {
+        let mut counters = [0u8; 9];
+        let mut removed = 0;
+        for _ in 0..(CONN_SHARDS / 32).max(1) {
+            let shard = &self.shards[rand::random::<u32>() as usize % CONN_SHARDS];
+            let mut g = shard.inner.lock();
+            let ShardInner {
+                index,
+                conns,
+                lports,
+            } = &mut *g;
+            conns.retain(|idx, c| {
+                let controls = c.app.as_ref().is_some_and(|a| a.controls());
+                if controls || c.wildcard() {
+                    return true;
+                }
+                let idle = now >= (c.expires - c.timeout_ms.min(c.expires)) + 60_000;
+                let drop = match (c.proto, c.state) {
+                    (Protocol::Tcp, super::TcpState::SynRecv | super::TcpState::SynAck) => true,
+                    (Protocol::Tcp, super::TcpState::Established) | (Protocol::Udp, _) => {
+                        idle && super::defense::todrop_entry(c.in_pkts, &mut counters)
+                    }
+                    _ => false,
+                };
+                if !drop {
+                    return true;
+                }
+                self.unindex(index, idx as u32, c);
+                give_back(lports, c);
+                removed += 1;
+                false
+            });
+        }
+        self.len.fetch_sub(removed, Relaxed);
+        self.defense
+            .dropped_entries
+            .fetch_add(removed as u64, Relaxed);
+        removed
     }
 
     /// The persistence templates.
@@ -409,7 +503,7 @@ impl ConnTable {
             }
             self.remove_locked(inner, idx);
         }
-        if inner.conns.len() >= self.per_shard_max {
+        if inner.conns.len() >= self.per_shard_max && !self.evict_locked(inner) {
             return Err(InsertError::Full(conn));
         }
         let idx = inner.conns.insert(conn) as u32;
@@ -607,6 +701,51 @@ mod tests {
         assert_eq!(t.len(), 0);
         assert_eq!(d.inactconns.load(Relaxed), 0);
         assert!(t.with_conn(KeyDir::Out, &out, |_| ()).is_none());
+    }
+
+    #[test]
+    fn drop_entry_takes_handshakes_and_idle_one_packet_entries_only() {
+        // One shard's worth is scanned per 1/32: fill every shard, then scan until each
+        // shard was seen.
+        let t = ConnTable::new(100_000);
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
+        let states = [
+            TcpState::SynRecv,
+            TcpState::Established,
+            TcpState::TimeWait,
+            TcpState::Established,
+        ];
+        for p in 0..4000u16 {
+            let mut c = Conn::new(&key(p), d.clone(), Default::default(), hop(), 0);
+            c.state = states[usize::from(p) % 4];
+            // Established entries: one with 1 packet, idle; one with 100 packets.
+            c.in_pkts = if p % 4 == 1 { 1 } else { 100 };
+            c.timeout_ms = 900_000;
+            c.expires = 900_000;
+            t.insert(c).unwrap();
+        }
+        let mut dropped = 0;
+        for _ in 0..2000 {
+            dropped += t.random_dropentry(60_000);
+        }
+        assert_eq!(
+            dropped, 2000,
+            "the handshakes and the idle one-packet entries"
+        );
+        let mut left = [0; 4];
+        t.for_each(|c| left[usize::from(c.cport) % 4] += 1);
+        assert_eq!(left, [0, 0, 1000, 1000]);
+        assert_eq!(t.defense().dropped_entries.load(Relaxed), 2000);
+        // Not idle for 60 s yet: kept.
+        let t = ConnTable::new(1000);
+        let mut c = Conn::new(&key(1), d.clone(), Default::default(), hop(), 0);
+        (c.state, c.in_pkts, c.timeout_ms, c.expires) =
+            (TcpState::Established, 1, 900_000, 900_000);
+        t.insert(c).unwrap();
+        for _ in 0..500 {
+            t.random_dropentry(59_999);
+        }
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

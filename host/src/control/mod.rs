@@ -147,6 +147,7 @@ impl Controller {
             &|n| registry.helper_in(&custom, n),
         );
         snap.sysctl = next.sysctl;
+        snap.defense = next.defense;
         let drains: Vec<_> = self
             .draining
             .iter()

@@ -121,6 +121,8 @@ pub struct Datapath {
     /// wvs's address to answer the last `NoConnOut` from (`nat_icmp_send`), if it is to be
     /// answered.
     unreach_src: std::cell::Cell<Option<Ipv4Addr>>,
+    /// This worker's `drop_packet` countdown (IPVS's `drop_counter`).
+    drop_counter: std::cell::Cell<u32>,
 }
 
 /// The parts of a classified IPv4 TCP/UDP packet the handlers need.
@@ -186,6 +188,7 @@ impl Datapath {
             icmp_bucket: std::cell::Cell::new((crate::consts::ICMP_REPLY_BURST, 0)),
             frag_mtu: std::cell::Cell::new(0),
             unreach_src: std::cell::Cell::new(None),
+            drop_counter: std::cell::Cell::new(0),
         }
     }
 
@@ -411,6 +414,7 @@ impl Datapath {
         let key = info.key();
         let timeouts = svc.map_or(&snap.timeouts, |s| &s.timeouts);
         let move_udp = svc.is_some_and(|s| s.spec.udp_move);
+        let secure = self.conns.defense().secure_tcp();
         let lookup = |c: &mut Conn| -> InLookup {
             if !c.dest.available() {
                 // expire_nodest_conn: the server is gone; a new SYN gets a new server.
@@ -438,7 +442,8 @@ impl Datapath {
                 c.expire_now = true;
                 return InLookup::Reschedule;
             }
-            c.advance(Direction::Input, info.flags, timeouts);
+            c.in_pkts = c.in_pkts.saturating_add(1);
+            c.advance(Direction::Input, info.flags, timeouts, secure);
             c.touch(now);
             c.dest.stats.worker(self.worker).packet_in(info.total_len);
             c.svc_stats.worker(self.worker).packet_in(info.total_len);
@@ -625,6 +630,15 @@ impl Datapath {
         if info.proto == Protocol::Tcp && (!info.flags.syn || info.flags.rst) {
             return Err(Some(DropReason::NoConnIn));
         }
+        // Defense, before the scheduler is called: `drop_packet` (`ip_vs_todrop`, in
+        // `tcp_conn_schedule`), and a table with no room (after evicting a half-open
+        // entry) refuses at once.
+        if self.conns.defense().todrop(&self.drop_counter) {
+            return Err(Some(DropReason::DefenseDrop));
+        }
+        if !self.conns.has_room(key) {
+            return Err(Some(DropReason::ConnTableFull));
+        }
         let mut ci = wvs_sdk::ConnInfo {
             saddr: info.saddr.to_ipv6_mapped().octets(),
             daddr: info.daddr.to_ipv6_mapped().octets(),
@@ -688,7 +702,13 @@ impl Datapath {
                 svc.helpers.iter().map(|h| Arc::from(h.name())),
             ));
         }
-        conn.advance(Direction::Input, info.flags, &svc.timeouts);
+        conn.in_pkts = 1;
+        conn.advance(
+            Direction::Input,
+            info.flags,
+            &svc.timeouts,
+            self.conns.defense().secure_tcp(),
+        );
         conn.touch(now);
         let mut fwd = InLookup::Forward {
             daddr: conn.daddr,
@@ -750,12 +770,13 @@ impl Datapath {
     ) -> Verdict {
         let key = info.key();
         let timeouts = &snap.timeouts;
+        let secure = self.conns.defense().secure_tcp();
         let lookup = |c: &mut Conn| {
             if !c.dest.available() {
                 c.expire_now = true;
                 return Err(DropReason::DestGone);
             }
-            c.advance(Direction::Output, info.flags, timeouts);
+            c.advance(Direction::Output, info.flags, timeouts, secure);
             c.touch(now);
             c.dest.stats.worker(self.worker).packet_out(info.total_len);
             c.svc_stats.worker(self.worker).packet_out(info.total_len);

@@ -60,8 +60,10 @@ drop_reasons! {
     DestGone => "dest_gone",
     /// The real server's next hop is not resolved yet.
     NoNextHop => "no_next_hop",
-    /// The connection table is full.
+    /// The connection table is full (and its shard had no half-open entry to evict).
     ConnTableFull => "conn_table_full",
+    /// A new connection the `drop_packet` defense dropped.
+    DefenseDrop => "defense_drop",
     /// The frame was larger than a receive buffer.
     RxTruncated => "rx_truncated",
     /// The kernel refused to send the frame.

@@ -679,18 +679,48 @@ fn ip_options_are_skipped_not_misread() {
     assert_eq!((sp, d, dp), (40500, "198.19.0.11".parse().unwrap(), 8080));
 }
 
+/// A full table takes a new connection in place of a half-open one (a SYN flood's), and
+/// refuses it only when its shard holds none: established connections are never evicted.
 #[test]
-fn full_table_refuses_new_connections() {
+fn a_full_table_evicts_half_open_entries_not_established_ones() {
+    // One entry per shard: 256 in all.
+    let h = harness_with(1);
+    for p in 0..2000u16 {
+        let mut f = client_syn(p + 1);
+        assert!(matches!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut f),
+            Verdict::Tx { .. }
+        ));
+    }
+    assert!(h.conns.len() <= crate::consts::CONN_SHARDS);
+    let evicted = h.conns.defense().evicted.load(Relaxed) as usize;
+    assert_eq!(
+        h.conns.len() + evicted,
+        2000,
+        "every SYN took a half-open entry's place"
+    );
+
     let h = harness_with(1);
     let mut refused = 0;
     for p in 0..2000u16 {
         let mut f = client_syn(p + 1);
-        if h.dp.process(&h.snap, 0, COMPLETE, &mut f) == Verdict::Drop(DropReason::ConnTableFull) {
-            refused += 1;
+        match h.dp.process(&h.snap, 0, COMPLETE, &mut f) {
+            Verdict::Drop(DropReason::ConnTableFull) => refused += 1,
+            v => {
+                assert!(matches!(v, Verdict::Tx { .. }), "{v:?}");
+                let mut ack = client_seg(p + 1, F::Ack, b"");
+                assert!(matches!(
+                    h.dp.process(&h.snap, 0, COMPLETE, &mut ack),
+                    Verdict::Tx { .. }
+                ));
+            }
         }
     }
     assert!(refused > 0);
     assert_eq!(h.conns.len() + refused, 2000);
+    assert_eq!(h.conns.defense().evicted.load(Relaxed), 0);
+    h.conns
+        .for_each(|c| assert_eq!(c.state, TcpState::Established, "{}", c.cport));
     let active: i32 = h
         .snap
         .dests()
@@ -701,6 +731,84 @@ fn full_table_refuses_new_connections() {
         h.conns.len(),
         "refused connections are not counted on servers"
     );
+}
+
+/// `secure_tcp` on: the client's ACK does not make a NAT connection ESTABLISHED (a spoofed
+/// one would otherwise hold an entry for 15 minutes); the server's answer does.
+#[test]
+fn secure_tcp_waits_for_the_real_server() {
+    let h = harness();
+    h.conns
+        .defense()
+        .configure(crate::conn::defense::DefenseSettings {
+            secure_tcp: 3,
+            ..Default::default()
+        });
+    let mut syn = client_syn(40980);
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { .. }
+    ));
+    let mut ack = client_seg(40980, F::Ack, b"");
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut ack),
+        Verdict::Tx { .. }
+    ));
+    let state = || {
+        let mut st = None;
+        h.conns.for_each(|c| st = Some(c.state));
+        st
+    };
+    assert_eq!(state(), Some(TcpState::SynRecv));
+    let mut synack = rs1_seg(40980, F::SynAck, b"");
+    let v = h.dp.process(&h.snap, 0, FROM_RS, &mut synack);
+    if matches!(v, Verdict::Tx { .. }) {
+        assert_eq!(state(), Some(TcpState::SynAck));
+        let mut ack = rs1_seg(40980, F::Ack, b"");
+        assert!(matches!(
+            h.dp.process(&h.snap, 0, FROM_RS, &mut ack),
+            Verdict::Tx { .. }
+        ));
+        assert_eq!(state(), Some(TcpState::Established));
+    } else {
+        // The connection went to another server than rs1: answer from it.
+        panic!("rs1 did not get the connection: {v:?}");
+    }
+}
+
+/// `drop_packet` in mode 3 drops one new connection in `am_droprate`, before scheduling;
+/// packets of existing connections are never dropped.
+#[test]
+fn drop_packet_drops_a_share_of_new_connections_only() {
+    let h = harness();
+    let mut syn = client_syn(40990);
+    assert!(matches!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { .. }
+    ));
+    h.conns
+        .defense()
+        .configure(crate::conn::defense::DefenseSettings {
+            drop_packet: 3,
+            am_droprate: 5,
+            ..Default::default()
+        });
+    let dropped = (0..50u16)
+        .filter(|p| {
+            let mut f = client_syn(41000 + p);
+            h.dp.process(&h.snap, 0, COMPLETE, &mut f) == Verdict::Drop(DropReason::DefenseDrop)
+        })
+        .count();
+    assert_eq!(dropped, 10);
+    for _ in 0..20 {
+        let mut ack = client_seg(40990, F::Ack, b"");
+        assert!(matches!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut ack),
+            Verdict::Tx { .. }
+        ));
+    }
+    assert_eq!(h.dp.stats().drops(DropReason::DefenseDrop), 10);
+    assert_eq!(h.conns.defense().dropped_packets.load(Relaxed), 10);
 }
 
 #[test]

@@ -92,6 +92,8 @@ pub struct Snapshot {
     pub timeouts: StateTimeouts,
     /// IPVS's switches.
     pub sysctl: crate::config::Sysctl,
+    /// The defense strategies' settings (the expiry thread applies them).
+    pub defense: crate::conn::defense::DefenseSettings,
 }
 
 impl Snapshot {
