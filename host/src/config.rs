@@ -40,7 +40,7 @@
 //!
 //! [defense]                     # optional: IPVS's defense strategies (docs/defense.md)
 //! drop_entry = 1                # 0 off, 1 automatic, 3 always (IPVS's default: 0)
-//! drop_packet = 1               # the same (IPVS's default: 0)
+//! drop_packet = 0               # the same (IPVS's default too)
 //! secure_tcp = 1                # the same (IPVS's default: 0)
 //! threshold = 75                # automatic ones act above this % of --max-conns
 //! amemthresh = 1024             # or under this many pages of available memory

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 pub struct DefenseSettings {
     /// `drop_entry` mode, 0-3. Default 1 (IPVS: 0).
     pub drop_entry: u8,
-    /// `drop_packet` mode, 0-3. Default 1 (IPVS: 0).
+    /// `drop_packet` mode, 0-3. Default 0, as IPVS: it drops real clients' new
+    /// connections as often as a flood's, and with eviction a full table no longer
+    /// refuses them.
     pub drop_packet: u8,
     /// `secure_tcp` mode, 0-3. Default 1 (IPVS: 0).
     pub secure_tcp: u8,
@@ -49,7 +51,7 @@ impl Default for DefenseSettings {
     fn default() -> Self {
         Self {
             drop_entry: 1,
-            drop_packet: 1,
+            drop_packet: 0,
             secure_tcp: 1,
             threshold: 75,
             amemthresh: 1024,
@@ -423,6 +425,7 @@ mod tests {
     #[test]
     fn the_table_threshold_engages_and_releases() {
         let d = Defense::default();
+        d.configure(S);
         assert!(!d.active());
         // 100 of 1000 used: off. 800 (over 75 %): on, 200 left of the last 250: one new
         // connection in 250 / (250 - 200) = 5 dropped; full: all.
@@ -438,6 +441,11 @@ mod tests {
         assert!(!d.update(10, 1000, None).secure_tcp);
         assert!(!d.active());
         assert_eq!(d.view().drop_packet, 1);
+        // The defaults: drop_packet off, as IPVS.
+        let d = Defense::default();
+        let l = d.update(1000, 1000, None);
+        assert!(l.secure_tcp && l.drop_entry);
+        assert_eq!(l.drop_rate, 0);
         // Memory short while the table is not: on.
         assert!(d.update(10, 1000, Some(100)).secure_tcp);
     }

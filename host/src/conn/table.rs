@@ -10,8 +10,9 @@
 //! - Each shard keeps its connections in a slab and one `hashbrown::HashTable` of slab
 //!   indices, tagged with the direction of the key they stand for; an index entry costs 4
 //!   bytes, not a copy of the key.
-//! - Bounded: each shard holds at most its share of `max_conns`; a full shard refuses new
-//!   connections and the caller counts the drop.
+//! - Bounded: the table holds at most `max_conns` and each shard at most its share; a full
+//!   shard (or table) takes a new connection in place of a half-open one, or refuses it and
+//!   the caller counts the drop (docs/defense.md).
 //! - Expired by a timer: [`ConnTable::sweep`] removes connections whose time is up, or whose
 //!   real server is gone, and is called every `CONN_SWEEP_INTERVAL_MS` by the host.
 
@@ -134,7 +135,8 @@ impl ConnTable {
     /// is called, so that a flood against a full table costs no scheduling.
     pub fn has_room(&self, key: &ConnKey) -> bool {
         let mut g = self.shard_for(KeyDir::In, key).inner.lock();
-        g.conns.len() < self.per_shard_max || self.evict_locked(&mut g)
+        (g.conns.len() < self.per_shard_max && self.len() < self.max_conns)
+            || self.evict_locked(&mut g)
     }
 
     /// Evict one half-open entry of a full shard (a few random slots are looked at, so a
@@ -503,7 +505,12 @@ impl ConnTable {
             }
             self.remove_locked(inner, idx);
         }
-        if inner.conns.len() >= self.per_shard_max && !self.evict_locked(inner) {
+        // A place in the whole table is reserved first, so that workers inserting at once
+        // in different shards never take it past `max_conns`; a full shard or table takes
+        // the place of a half-open entry (whose removal gives its place back) or refuses.
+        let reserved = self.len.fetch_add(1, Relaxed) < self.max_conns;
+        if (!reserved || inner.conns.len() >= self.per_shard_max) && !self.evict_locked(inner) {
+            self.len.fetch_sub(1, Relaxed);
             return Err(InsertError::Full(conn));
         }
         let idx = inner.conns.insert(conn) as u32;
@@ -511,7 +518,6 @@ impl ConnTable {
         inner.index.insert_unique(hin, idx, hasher);
         let hasher = |t: &u32| rehash(self, &inner.conns, *t);
         inner.index.insert_unique(hout, idx | OUT_TAG, hasher);
-        self.len.fetch_add(1, Relaxed);
         if inner.conns.get(idx as usize).is_some_and(Conn::wildcard) {
             self.wildcards.fetch_add(1, Relaxed);
         }
@@ -746,6 +752,22 @@ mod tests {
             t.random_dropentry(59_999);
         }
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn the_whole_table_never_exceeds_its_bound() {
+        // 1000 does not divide into 256 shards: the shares round up, the table does not.
+        let t = ConnTable::new(1000);
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
+        for p in 0..5000u16 {
+            if let Err(e) = t.insert(Conn::new(&key(p), d.clone(), Default::default(), hop(), 0)) {
+                e.into_conn().release();
+            }
+        }
+        assert_eq!(t.len(), 1000);
+        let mut n = 0;
+        t.for_each(|_| n += 1);
+        assert_eq!(n, 1000);
     }
 
     #[test]

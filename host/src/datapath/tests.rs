@@ -684,7 +684,7 @@ fn ip_options_are_skipped_not_misread() {
 #[test]
 fn a_full_table_evicts_half_open_entries_not_established_ones() {
     // One entry per shard: 256 in all.
-    let h = harness_with(1);
+    let h = harness_with(crate::consts::CONN_SHARDS);
     for p in 0..2000u16 {
         let mut f = client_syn(p + 1);
         assert!(matches!(
@@ -700,7 +700,7 @@ fn a_full_table_evicts_half_open_entries_not_established_ones() {
         "every SYN took a half-open entry's place"
     );
 
-    let h = harness_with(1);
+    let h = harness_with(crate::consts::CONN_SHARDS);
     let mut refused = 0;
     for p in 0..2000u16 {
         let mut f = client_syn(p + 1);
