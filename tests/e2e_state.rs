@@ -103,3 +103,58 @@ fn a_first_start_without_config_has_no_services() {
     assert!(!out.status.success(), "nothing answers on the VIP");
     assert!(wvs.stop().success());
 }
+
+/// One wvs per state directory: a second one is refused with the first one's pid, before
+/// it touches anything, and the first goes on serving.
+#[test]
+fn a_second_wvs_on_the_same_state_directory_is_refused() {
+    let topo = Topo::new("lock", false);
+    let state = topo.dir.join("state-lock");
+    let state_s = state.to_str().expect("path");
+    let w = Wvs::start_with(&topo, Some(common::example()), &["--state-dir", state_s]);
+    let out = topo.exec(
+        "lb",
+        &[
+            WVS,
+            "run",
+            "--iface",
+            "c0",
+            "--iface",
+            "s0",
+            "--state-dir",
+            state_s,
+            "--api",
+            "127.0.0.1:9089",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("in use by another wvs") && err.contains(&format!("pid {}", w.pid())),
+        "{err}"
+    );
+    let t = Topo::tally((0..3).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(t.len(), 3, "the first one still serves: {t:?}");
+    // A directory others may write is refused too.
+    let open = topo.dir.join("state-open");
+    std::fs::create_dir_all(&open).expect("dir");
+    Command::new("chmod")
+        .args(["777", open.to_str().expect("path")])
+        .status()
+        .expect("chmod");
+    let out = topo.exec(
+        "lb",
+        &[
+            WVS,
+            "run",
+            "--iface",
+            "c0",
+            "--state-dir",
+            open.to_str().expect("path"),
+            "--api",
+            "127.0.0.1:9089",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("chmod 700"), "{err}");
+}

@@ -115,6 +115,9 @@ pub const NEIGH_PROBE_PORT: u16 = 9;
 /// Name of the nftables table wvs installs in its network namespace.
 pub const NFT_TABLE: &str = "wvs";
 
+/// How long an `nft` run may take before it is killed and its change refused.
+pub const NFT_TIMEOUT_MS: u64 = 10_000;
+
 /// Priority of wvs's netdev ingress chain: before anything else may see the packet.
 pub const NFT_PRIORITY: i32 = -500;
 

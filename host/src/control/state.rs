@@ -25,6 +25,26 @@ pub enum StateError {
         /// The error.
         source: std::io::Error,
     },
+    /// Another wvs holds the state directory.
+    #[error(
+        "state directory {dir} is in use by another wvs (pid {pid}): one wvs per state directory; stop it or give --state-dir another directory"
+    )]
+    Locked {
+        /// The directory.
+        dir: String,
+        /// The holder, as it wrote itself into the lock file.
+        pid: String,
+    },
+    /// The state directory can be written by others than its owner.
+    #[error(
+        "state directory {dir} is writable by group or others (mode {mode:o}): another user could replace the state wvs starts from; chmod 700 it"
+    )]
+    Unsafe {
+        /// The directory.
+        dir: String,
+        /// Its mode.
+        mode: u32,
+    },
     /// The state file exists but is not a valid configuration.
     #[error(
         "state file {path} is corrupt (fix or remove it; wvs will not start on an empty configuration instead): {source}"
@@ -37,11 +57,16 @@ pub enum StateError {
     },
 }
 
-/// The state file of a state directory.
+/// Name of the lock file in the state directory: held (`flock`) while wvs runs.
+pub const LOCK_FILE: &str = "wvs.lock";
+
+/// The state file of a state directory, which this process holds alone while it lives.
 #[derive(Debug, Clone)]
 pub struct StateFile {
     dir: PathBuf,
     path: PathBuf,
+    /// The lock file, locked: the lock goes with the last clone (and with the process).
+    _lock: std::sync::Arc<std::fs::File>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -53,14 +78,60 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 
 impl StateFile {
     /// The state file in `dir`, creating the directory (mode 0700) if needed.
+    ///
+    /// An existing directory must not be writable by group or others (wvs starts from what
+    /// it holds), and no other wvs may hold it: the lock file is locked for the life of
+    /// the process, and a second wvs is refused with the first one's pid.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err(dir))?;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(StateError::Unsafe {
+                dir: dir.display().to_string(),
+                mode,
+            });
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                return Err(StateError::Locked {
+                    dir: dir.display().to_string(),
+                    pid: pid.trim().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        // Who holds it, for the message a second wvs gives.
+        lock.set_len(0)
+            .and_then(|()| {
+                use std::io::Seek;
+                lock.seek(std::io::SeekFrom::Start(0))?;
+                writeln!(lock, "{}", std::process::id())
+            })
+            .map_err(io_err(&lock_path))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE),
+            _lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -108,11 +179,16 @@ pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover of a crash is ours to replace (the directory is ours alone); then the
+    // file is created exclusively and never through a symlink.
+    let _ = std::fs::remove_file(&tmp);
     let written = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()
@@ -153,16 +229,48 @@ mod tests {
             Some(empty),
             "an empty configuration is a valid state"
         );
-        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        let mut leftovers: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name())
             .collect();
+        leftovers.sort();
         assert_eq!(
             leftovers,
-            [std::ffi::OsString::from(STATE_FILE)],
+            [STATE_FILE, LOCK_FILE].map(std::ffi::OsString::from),
             "no temporary file left"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_wvs_per_state_directory() {
+        let dir = tmpdir("lock");
+        let first = StateFile::open(&dir).unwrap();
+        let e = StateFile::open(&dir).unwrap_err();
+        assert!(
+            matches!(&e, StateError::Locked { pid, .. } if *pid == std::process::id().to_string()),
+            "{e}"
+        );
+        assert!(e.to_string().contains("in use by another wvs"), "{e}");
+        let clone = first.clone();
+        drop(first);
+        assert!(StateFile::open(&dir).is_err(), "a clone still holds it");
+        drop(clone);
+        StateFile::open(&dir).expect("free again");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_state_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmpdir("unsafe");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = StateFile::open(&dir).unwrap_err();
+        assert!(e.to_string().contains("chmod 700"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        StateFile::open(&dir).expect("fine once private");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

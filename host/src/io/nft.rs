@@ -228,8 +228,17 @@ pub fn render(devices: &[String], snap: &Snapshot) -> String {
     )
 }
 
+/// `nft` by absolute path (a `PATH` of the caller's must not choose what runs as root): the
+/// first of Debian's places that exists.
+fn nft_path() -> &'static str {
+    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("/usr/sbin/nft")
+}
+
 fn run_nft(script: &str, log_errors: bool) -> Result<(), NftError> {
-    let mut child = Command::new("nft")
+    let mut child = Command::new(nft_path())
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -240,6 +249,21 @@ fn run_nft(script: &str, log_errors: bool) -> Result<(), NftError> {
         stdin
             .write_all(script.as_bytes())
             .map_err(NftError::Spawn)?;
+    }
+    // Bounded: a hung nft (a netlink socket that never answers) must not hold the control
+    // thread; it is killed and the change fails, all or nothing as any refusal.
+    let t0 = std::time::Instant::now();
+    let limit = std::time::Duration::from_millis(crate::consts::NFT_TIMEOUT_MS);
+    while child.try_wait().map_err(NftError::Spawn)?.is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(NftError::Failed(format!(
+                "nft did not finish within {} ms and was killed",
+                crate::consts::NFT_TIMEOUT_MS
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let out = child.wait_with_output().map_err(NftError::Spawn)?;
     if out.status.success() {
