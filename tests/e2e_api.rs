@@ -103,6 +103,38 @@ fn adm_adds_edits_deletes_saves_and_restores_with_traffic() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert_eq!(conns, 90, "{stats}");
+    // -Z of the service zeroes its counters and its servers' (ipvsadm -Z -t), and -Z all of
+    // them; new traffic counts from there.
+    wvs.adm_ok(&["-Z", "-t", &svc]);
+    let zeroed = wvs.adm_ok(&["-L", "-n", "--stats", "--exact", "-t", &svc]);
+    let row = |text: &str, n: usize| -> Vec<u64> {
+        text.lines()
+            .nth(n)
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(2)
+                    .filter_map(|v| v.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(row(&zeroed, 2), [0, 0, 0, 0, 0], "{zeroed}");
+    assert_eq!(
+        row(&zeroed, 3),
+        [0, 0, 0, 0, 0],
+        "a real server's: {zeroed}"
+    );
+    topo.curl(&format!("http://{VIP}/"));
+    let after = wvs.adm_ok(&["-L", "-n", "--stats", "--exact", "-t", &svc]);
+    assert_eq!(row(&after, 2).first(), Some(&1), "{after}");
+    wvs.adm_ok(&["-Z"]);
+    let all = wvs.adm_ok(&["-L", "-n", "--stats", "--exact"]);
+    assert!(
+        all.lines()
+            .skip(3)
+            .all(|l| l.split_whitespace().skip(2).all(|v| v == "0")),
+        "{all}"
+    );
     let c = wvs.adm_ok(&["-L", "-n", "-c"]);
     assert!(c.starts_with("IPVS connection entries\npro expire state       source             virtual            destination\n"), "{c}");
     assert!(c.contains("TIME_WAIT   198.18.0.2:"), "{c}");

@@ -71,6 +71,23 @@ pub fn import(file: &Path) -> Import {
     out
 }
 
+/// Read `text` as a keepalived.conf on its own: an `include` in it is refused (no file is
+/// read). What the fuzz target feeds.
+pub fn import_str(text: &str) -> Import {
+    let mut out = Import::default();
+    let nodes = parse(
+        "input",
+        text,
+        Path::new("."),
+        MAX_INCLUDE_DEPTH,
+        &mut out.problems,
+    );
+    for n in &nodes {
+        top(n, &mut out);
+    }
+    out
+}
+
 /// Parse `text` (of `file`) alone, without following includes: for tests.
 #[cfg(test)]
 fn import_text(file: &str, text: &str) -> Import {

@@ -98,7 +98,7 @@ wvs's own:
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
 Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -6,
---ops, --pe, the sync daemon, -Z (zeroing counters).
+--ops, --pe, the sync daemon.
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
@@ -158,7 +158,6 @@ fn run(a: &Args) -> Result<String, Failure> {
                 env!("CARGO_PKG_VERSION")
             ));
         }
-        Cmd::Zero => return Err(usage("zeroing counters (-Z) is not supported by wvs")),
         _ => {}
     }
     let client = Client::new(a);
@@ -290,6 +289,16 @@ fn run(a: &Args) -> Result<String, Failure> {
                 if services == 1 { "" } else { "s" },
                 if reals == 1 { "" } else { "s" }
             );
+        }
+        Cmd::Zero => {
+            if a.fwmark.is_some() {
+                return Err(fwmark());
+            }
+            let path = match &a.service {
+                Some((p, addr)) => format!("/api/v1/services/{p}/{addr}/stats/zero"),
+                None => "/api/v1/stats/zero".to_string(),
+            };
+            let _: crate::api::Zeroed = client.post(&path)?;
         }
         _ => client.batch(vec![change(a)?])?,
     }
@@ -531,6 +540,17 @@ impl Client {
             .agent
             .get(format!("{}{path}", self.base))
             .call()
+            .map_err(|e| self.unreachable(e))?;
+        self.answer(r)
+    }
+
+    fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        let token = self.token()?;
+        let r = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send_empty()
             .map_err(|e| self.unreachable(e))?;
         self.answer(r)
     }

@@ -34,6 +34,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::delete_plugin,
         super::list_connections,
         super::stats,
+        super::zero_all,
+        super::zero_service,
         super::info,
         super::get_timeouts,
         super::put_timeouts,

@@ -199,6 +199,11 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/connections", get(list_connections))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/stats/zero", post(zero_all))
+        .route(
+            "/api/v1/services/{proto}/{addr}/stats/zero",
+            post(zero_service),
+        )
         .route("/api/v1/timeouts", get(get_timeouts).put(put_timeouts))
         .route("/api/v1/sysctl", get(get_sysctl).put(put_sysctl))
         .route("/api/v1/info", get(info))
@@ -653,6 +658,50 @@ async fn list_connections(
 #[utoipa::path(get, path = "/api/v1/stats", responses((status = 200, body = StatsView, description = "Totals, rates and datapath counters")))]
 async fn stats(State(st): State<Shared>) -> axum::Json<StatsView> {
     axum::Json(StatsView::collect(&st).await)
+}
+
+/// What a zeroing did.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Zeroed {
+    /// Services whose counters (and their real servers') were zeroed.
+    pub services: usize,
+}
+
+#[utoipa::path(post, path = "/api/v1/stats/zero",
+    responses((status = 200, body = Zeroed, description = "Every counter and rate zeroed: the balancer's, each service's and each real server's (ipvsadm -Z)"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one")),
+    security(("bearer" = [])))]
+async fn zero_all(State(st): State<Shared>) -> axum::Json<Zeroed> {
+    let snap = st.snapshot.load_full();
+    let mut c = st.control.lock().await;
+    c.traffic().zero(snap.service_stats());
+    for d in snap.dests() {
+        d.stats.zero();
+    }
+    tracing::info!("counters zeroed");
+    axum::Json(Zeroed {
+        services: snap.services().count(),
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/services/{proto}/{addr}/stats/zero",
+    params(ServicePath),
+    responses((status = 200, body = Zeroed, description = "The service's counters and rates zeroed, and its real servers' (ipvsadm -Z -t|-u SERVICE)"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such service")),
+    security(("bearer" = [])))]
+async fn zero_service(
+    State(st): State<Shared>,
+    Path((proto, addr)): Path<(String, String)>,
+) -> Result<axum::Json<Zeroed>, ApiError> {
+    let id = parse_service_id(&proto, &addr)?;
+    let snap = st.snapshot.load_full();
+    let s = snap
+        .service(id.proto, id.addr, id.port)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))?;
+    s.stats.zero();
+    for (d, _) in s.reals() {
+        d.stats.zero();
+    }
+    tracing::info!(service = %id, "counters zeroed");
+    Ok(axum::Json(Zeroed { services: 1 }))
 }
 
 #[utoipa::path(get, path = "/api/v1/timeouts", responses((status = 200, body = Timeouts, description = "The connection timeouts in seconds (ipvsadm -L --timeout)")))]

@@ -145,6 +145,19 @@ impl BalancerTotals {
         t
     }
 
+    /// Zero the balancer's counters and rates with its services' (`live`, whose real servers
+    /// the caller zeroes): `ipvsadm -Z` without a service.
+    pub fn zero<'a>(&mut self, live: impl IntoIterator<Item = &'a Arc<Stats>>) {
+        for s in live {
+            s.zero();
+        }
+        for s in &self.removed {
+            s.zero();
+        }
+        self.gone = Totals::default();
+        self.est = Estimator::default();
+    }
+
     /// Take a 2-second estimator sample of the totals.
     pub fn sample<'a>(&mut self, live: impl IntoIterator<Item = &'a Arc<Stats>>) {
         let t = self.totals(live);
@@ -228,6 +241,9 @@ impl Estimator {
 pub struct Stats {
     slots: Box<[Counters]>,
     est: Mutex<Estimator>,
+    /// What was counted when the counters were last zeroed (`ipvsadm -Z`): IPVS keeps such
+    /// a base too (`kstats0`), so that zeroing never races the workers' counting.
+    base: Mutex<Totals>,
 }
 
 impl Default for Stats {
@@ -235,6 +251,7 @@ impl Default for Stats {
         Self {
             slots: (0..MAX_WORKERS).map(|_| Counters::default()).collect(),
             est: Mutex::new(Estimator::default()),
+            base: Mutex::new(Totals::default()),
         }
     }
 }
@@ -247,8 +264,20 @@ impl Stats {
         &self.slots[w.min(MAX_WORKERS - 1)]
     }
 
-    /// Sum the workers' counters.
+    /// Sum the workers' counters, since they were last zeroed.
     pub fn totals(&self) -> Totals {
+        let raw = self.raw();
+        let b = *self.base.lock();
+        Totals {
+            conns: raw.conns.saturating_sub(b.conns),
+            inpkts: raw.inpkts.saturating_sub(b.inpkts),
+            outpkts: raw.outpkts.saturating_sub(b.outpkts),
+            inbytes: raw.inbytes.saturating_sub(b.inbytes),
+            outbytes: raw.outbytes.saturating_sub(b.outbytes),
+        }
+    }
+
+    fn raw(&self) -> Totals {
         let mut t = Totals::default();
         for s in self.slots.iter() {
             t.conns += s.conns.load(Relaxed);
@@ -258,6 +287,12 @@ impl Stats {
             t.outbytes += s.outbytes.load(Relaxed);
         }
         t
+    }
+
+    /// Zero the counters and the rates (`ip_vs_zero_stats`).
+    pub fn zero(&self) {
+        *self.base.lock() = self.raw();
+        *self.est.lock() = Estimator::default();
     }
 
     /// Take a 2-second sample for the estimator.
@@ -275,6 +310,23 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeroing_starts_the_counts_and_rates_again() {
+        let s = Arc::new(Stats::default());
+        s.worker(0).conn();
+        s.worker(1).packet_in(100);
+        s.sample();
+        assert_eq!(s.totals().conns, 1);
+        let mut b = BalancerTotals::default();
+        b.zero([&s]);
+        assert_eq!(s.totals(), Totals::default());
+        assert_eq!(s.rates(), Rates::default());
+        assert_eq!(b.totals([&s]), Totals::default());
+        s.worker(0).packet_in(60);
+        assert_eq!((s.totals().inpkts, s.totals().inbytes), (1, 60));
+        assert_eq!(b.totals([&s]).inbytes, 60);
+    }
 
     #[test]
     fn steady_rate_converges_to_the_true_rate() {
