@@ -13,6 +13,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 
+# Coverage-guided fuzzing, bounded: 20 s per target over the corpora seeded from the unit
+# tests' frames (scripts/fuzz.sh; longer runs: scripts/fuzz.sh SECONDS).
+scripts/fuzz.sh 20
+
 # The release binary ships without debug info (scripts/profile.sh builds the `profiling`
 # profile, with line tables, for profiles): check what a user gets.
 cargo build --release -q -p wvs

@@ -1,0 +1,259 @@
+//! What the fuzz targets share: the datapath harness and the seed frames.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+
+use wvs::conn::table::ConnTable;
+use wvs::datapath::{Datapath, DatapathStats, Iface, RxMeta};
+use wvs::service::{NextHop, Snapshot};
+use wvs::wire::checksum::CsumMode;
+
+/// wvs's interface towards the clients, and towards the real servers.
+pub const CLIENT_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// See [`CLIENT_IF_MAC`].
+pub const SERVER_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// The client's MAC.
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
+/// A real server's MAC (by the last byte of its address).
+pub fn rs_mac(last: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 1, last]
+}
+
+/// NAT (TCP 80, rr; UDP 9000 with a one-packet scheduler), full NAT (TCP 81), DR (TCP 82),
+/// persistence (TCP 83), and FTP's helper-less control port: every kind of state.
+const SERVICES: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.100.1:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.19.0.11:8080"
+[[service.real]]
+address = "198.19.0.12:8080"
+[[service]]
+protocol = "udp"
+address = "198.18.100.1:9000"
+scheduler = "rr"
+[[service.real]]
+address = "198.19.0.11:9000"
+[[service]]
+protocol = "tcp"
+address = "198.18.100.1:81"
+scheduler = "wlc"
+laddrs = ["198.19.0.200"]
+[[service.real]]
+address = "198.19.0.13:80"
+forward = "fullnat"
+[[service]]
+protocol = "tcp"
+address = "198.18.100.1:82"
+scheduler = "sh"
+[[service.real]]
+address = "198.19.0.14:82"
+forward = "dr"
+[[service]]
+protocol = "tcp"
+address = "198.18.100.1:83"
+scheduler = "lc"
+persistent = 60
+[[service.real]]
+address = "198.19.0.15:83"
+"#;
+
+/// A datapath over the services above, every real server reachable on interface 1.
+pub struct Harness {
+    /// The datapath.
+    pub dp: Datapath,
+    /// Its services.
+    pub snap: Snapshot,
+    /// Its table.
+    pub conns: Arc<ConnTable>,
+}
+
+impl Harness {
+    /// A fresh one, with a small table (so that fuzzing meets a full one too).
+    pub fn new() -> Self {
+        let cfg = wvs::config::parse(SERVICES).expect("the fuzz harness's services");
+        let snap = Snapshot::build_native(&cfg.services, &Snapshot::default());
+        for d in snap.dests() {
+            if let IpAddr::V4(a) = d.addr {
+                d.set_next_hop(Some(NextHop {
+                    iface: 1,
+                    mac: rs_mac(a.octets()[3]),
+                }));
+            }
+            d.set_source(Ipv4Addr::new(198, 19, 0, 1));
+        }
+        let conns = Arc::new(ConnTable::new(512));
+        let ifaces: Arc<[Iface]> = vec![
+            Iface { mac: CLIENT_IF_MAC },
+            Iface { mac: SERVER_IF_MAC },
+        ]
+        .into();
+        let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 0);
+        Self { dp, snap, conns }
+    }
+
+    /// Run one frame: `meta`'s bit 0 picks the interface, bit 1 a partial checksum, bit 2
+    /// a GSO size; the buffer has room for answers and segments.
+    pub fn run(&self, now: u64, meta: u8, frame: &[u8]) {
+        let mut buf = vec![0u8; frame.len().max(2048) + 256];
+        buf[..frame.len()].copy_from_slice(frame);
+        let m = RxMeta {
+            iface: meta & 1,
+            csum: if meta & 2 != 0 {
+                CsumMode::Partial
+            } else {
+                CsumMode::Complete
+            },
+            gso_size: if meta & 4 != 0 { 1400 } else { 0 },
+        };
+        let _ = self.dp.process_buf(&self.snap, now, m, &mut buf, frame.len());
+    }
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Frames of the kinds the unit tests build: clients' SYNs, ACKs, data, FINs and RSTs to
+/// each service, UDP questions, the real servers' answers, and ICMP errors quoting them.
+pub fn seed_frames() -> Vec<(u8, Vec<u8>)> {
+    use etherparse::PacketBuilder;
+    let client = [198, 18, 0, 2];
+    let vip = [198, 18, 100, 1];
+    let mut out = Vec::new();
+    let tcp = |src_mac, dst_mac, src: ([u8; 4], u16), dst: ([u8; 4], u16), f: u8, data: &[u8]| {
+        let b = PacketBuilder::ethernet2(src_mac, dst_mac)
+            .ipv4(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, 1000, 65535);
+        let b = match f {
+            0 => b.syn(),
+            1 => b.syn().ack(1001),
+            2 => b.ack(1),
+            3 => b.fin().ack(1),
+            4 => b.rst(),
+            _ => b.psh().ack(1),
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, data).expect("frame");
+        v
+    };
+    for port in [80u16, 81, 82, 83, 21] {
+        for f in 0..6 {
+            out.push((
+                0,
+                tcp(CLIENT_MAC, CLIENT_IF_MAC, (client, 40000), (vip, port), f, b"GET / HTTP/1.0\r\n\r\n"),
+            ));
+        }
+    }
+    for f in 0..6 {
+        out.push((
+            1,
+            tcp(rs_mac(11), SERVER_IF_MAC, ([198, 19, 0, 11], 8080), (client, 40000), f, b"HTTP/1.0 200 OK\r\n\r\n"),
+        ));
+    }
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(client, vip, 64)
+        .udp(41000, 9000)
+        .write(&mut udp, b"who")
+        .expect("frame");
+    out.push((0, udp.clone()));
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(rs_mac(11), SERVER_IF_MAC)
+        .ipv4([198, 19, 0, 11], client, 64)
+        .udp(9000, 41000)
+        .write(&mut reply, b"rs1")
+        .expect("frame");
+    out.push((1, reply.clone()));
+    // ICMP port unreachable and fragmentation needed quoting each way's packet.
+    for (from_if, src_mac, src, quoted) in [
+        (1u8, rs_mac(11), [198, 19, 0, 11], &udp),
+        (0, CLIENT_MAC, client, &reply),
+    ] {
+        for (t, code) in [(3u8, 3u8), (3, 4), (11, 0)] {
+            let q = &quoted[14..quoted.len().min(14 + 28)];
+            let mut icmp = vec![t, code, 0, 0, 0, 0, 0x05, 0x78];
+            icmp.extend_from_slice(q);
+            let c = wvs::wire::checksum::compute(&icmp);
+            icmp[2..4].copy_from_slice(&c.to_be_bytes());
+            let mut v = Vec::new();
+            let dst = if from_if == 1 { client } else { vip };
+            PacketBuilder::ethernet2(src_mac, if from_if == 1 { SERVER_IF_MAC } else { CLIENT_IF_MAC })
+                .ipv4(src, dst, 64)
+                .write(&mut v, etherparse::IpNumber(1), &icmp)
+                .expect("frame");
+            out.push((from_if, v));
+        }
+    }
+    out
+}
+
+/// Encode frames as the datapath target reads its input: per frame a meta byte, a
+/// 2-byte little-endian length, the frame.
+pub fn encode(frames: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (meta, f) in frames {
+        v.push(*meta);
+        v.extend_from_slice(&(f.len() as u16).to_le_bytes());
+        v.extend_from_slice(f);
+    }
+    v
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) {
+    std::fs::create_dir_all(dir).expect("corpus directory");
+    std::fs::write(dir.join(name), data).expect("seed");
+}
+
+/// Write the seed corpora under `corpus` (a directory per target): the unit tests' kinds
+/// of frames for the datapath, the project's own configurations, command lines and
+/// keepalived.conf for the parsers.
+pub fn write_seeds(corpus: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let frames = seed_frames();
+    for (i, f) in frames.iter().enumerate() {
+        write(&corpus.join("datapath"), &format!("frame-{i:02}"), &encode(std::slice::from_ref(f)));
+    }
+    write(&corpus.join("datapath"), "all", &encode(&frames));
+    let project = root.parent().expect("project");
+    for f in ["examples/wvs.toml"] {
+        if let Ok(t) = std::fs::read(project.join(f)) {
+            write(&corpus.join("config_toml"), "example", &t);
+        }
+    }
+    write(
+        &corpus.join("config_toml"),
+        "defense",
+        b"[timeouts]\ntcp = 900\ntcpfin = 120\nudp = 300\n[sysctl]\ncache_bypass = true\n[defense]\nsecure_tcp = 3\n",
+    );
+    write(
+        &corpus.join("config_json"),
+        "service",
+        br#"{"protocol":"tcp","address":"198.18.100.1:80","scheduler":"wrr","persistent":300,"reals":[{"address":"198.19.0.11:80","weight":2,"forward":"dr","check":{"type":"http","path":"/","status":[200]}}]}"#,
+    );
+    write(&corpus.join("config_json"), "defense", br#"{"drop_entry":1,"secure_tcp":3,"threshold":50}"#);
+    for (i, line) in [
+        "-A\0-t\0198.18.100.1:80\0-s\0wrr\0-p\0300",
+        "-a\0-t\0198.18.100.1:80\0-r\0198.19.0.11:80\0-g\0-w\0100\0-x\0500\0-y\0100",
+        "-L\0-n\0--stats\0--rate\0--exact",
+        "--set\0900\0120\0300",
+        "-E\0-u\0198.18.100.1:53\0-s\0mh\0-b\0mh-fallback,mh-port\0--helper\0none",
+        "-a\0-t\0198.18.100.1:80\0-r\0198.19.0.12:80\0--check\0http:/health\0--rise\03\0--fall\02",
+        "-d\0-t\0198.18.100.1:80\0-r\0198.19.0.11:80\0--drain\030",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write(&corpus.join("adm_args"), &format!("args-{i}"), line.as_bytes());
+    }
+    write(
+        &corpus.join("keepalived"),
+        "conf",
+        b"global_defs {\n  router_id LVS\n}\nvirtual_server 198.18.100.1 80 {\n  delay_loop 6\n  lb_algo wrr\n  lb_kind NAT\n  persistence_timeout 50\n  protocol TCP\n  sorry_server 198.19.0.20 80\n  real_server 198.19.0.11 80 {\n    weight 1\n    inhibit_on_failure\n    HTTP_GET {\n      url {\n        path /\n        status_code 200\n        digest 444bcb3a3fcf8389296c49467f27e1d6\n      }\n      connect_timeout 3\n      retry 3\n      delay_before_retry 3\n    }\n  }\n  real_server 198.19.0.12 80 {\n    TCP_CHECK {\n      connect_port 80\n    }\n  }\n}\nvirtual_server 198.18.100.1 53 {\n  protocol UDP\n  lb_kind DR\n  real_server 198.19.0.13 53 {\n    DNS_CHECK {\n      name example.\n    }\n    MISC_CHECK {\n      misc_path \"/bin/true\"\n      misc_timeout 2\n    }\n  }\n}\nvrrp_instance VI_1 {\n  state MASTER\n}\n",
+    );
+}
