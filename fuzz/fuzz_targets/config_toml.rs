@@ -8,6 +8,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     if let Ok(cfg) = wvs::config::parse(text) {
         let again = wvs::config::parse(&wvs::config::to_toml(&cfg));
-        assert_eq!(again.ok().as_ref(), Some(&cfg), "to_toml does not round-trip");
+        assert_eq!(
+            again.ok().as_ref(),
+            Some(&cfg),
+            "to_toml does not round-trip"
+        );
     }
 });

@@ -86,11 +86,8 @@ impl Harness {
             d.set_source(Ipv4Addr::new(198, 19, 0, 1));
         }
         let conns = Arc::new(ConnTable::new(512));
-        let ifaces: Arc<[Iface]> = vec![
-            Iface { mac: CLIENT_IF_MAC },
-            Iface { mac: SERVER_IF_MAC },
-        ]
-        .into();
+        let ifaces: Arc<[Iface]> =
+            vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
         let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 0);
         Self { dp, snap, conns }
     }
@@ -109,7 +106,9 @@ impl Harness {
             },
             gso_size: if meta & 4 != 0 { 1400 } else { 0 },
         };
-        let _ = self.dp.process_buf(&self.snap, now, m, &mut buf, frame.len());
+        let _ = self
+            .dp
+            .process_buf(&self.snap, now, m, &mut buf, frame.len());
     }
 }
 
@@ -146,14 +145,28 @@ pub fn seed_frames() -> Vec<(u8, Vec<u8>)> {
         for f in 0..6 {
             out.push((
                 0,
-                tcp(CLIENT_MAC, CLIENT_IF_MAC, (client, 40000), (vip, port), f, b"GET / HTTP/1.0\r\n\r\n"),
+                tcp(
+                    CLIENT_MAC,
+                    CLIENT_IF_MAC,
+                    (client, 40000),
+                    (vip, port),
+                    f,
+                    b"GET / HTTP/1.0\r\n\r\n",
+                ),
             ));
         }
     }
     for f in 0..6 {
         out.push((
             1,
-            tcp(rs_mac(11), SERVER_IF_MAC, ([198, 19, 0, 11], 8080), (client, 40000), f, b"HTTP/1.0 200 OK\r\n\r\n"),
+            tcp(
+                rs_mac(11),
+                SERVER_IF_MAC,
+                ([198, 19, 0, 11], 8080),
+                (client, 40000),
+                f,
+                b"HTTP/1.0 200 OK\r\n\r\n",
+            ),
         ));
     }
     let mut udp = Vec::new();
@@ -183,10 +196,17 @@ pub fn seed_frames() -> Vec<(u8, Vec<u8>)> {
             icmp[2..4].copy_from_slice(&c.to_be_bytes());
             let mut v = Vec::new();
             let dst = if from_if == 1 { client } else { vip };
-            PacketBuilder::ethernet2(src_mac, if from_if == 1 { SERVER_IF_MAC } else { CLIENT_IF_MAC })
-                .ipv4(src, dst, 64)
-                .write(&mut v, etherparse::IpNumber(1), &icmp)
-                .expect("frame");
+            PacketBuilder::ethernet2(
+                src_mac,
+                if from_if == 1 {
+                    SERVER_IF_MAC
+                } else {
+                    CLIENT_IF_MAC
+                },
+            )
+            .ipv4(src, dst, 64)
+            .write(&mut v, etherparse::IpNumber(1), &icmp)
+            .expect("frame");
             out.push((from_if, v));
         }
     }
@@ -217,7 +237,11 @@ pub fn write_seeds(corpus: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let frames = seed_frames();
     for (i, f) in frames.iter().enumerate() {
-        write(&corpus.join("datapath"), &format!("frame-{i:02}"), &encode(std::slice::from_ref(f)));
+        write(
+            &corpus.join("datapath"),
+            &format!("frame-{i:02}"),
+            &encode(std::slice::from_ref(f)),
+        );
     }
     write(&corpus.join("datapath"), "all", &encode(&frames));
     let project = root.parent().expect("project");
@@ -236,7 +260,11 @@ pub fn write_seeds(corpus: &Path) {
         "service",
         br#"{"protocol":"tcp","address":"198.18.100.1:80","scheduler":"wrr","persistent":300,"reals":[{"address":"198.19.0.11:80","weight":2,"forward":"dr","check":{"type":"http","path":"/","status":[200]}}]}"#,
     );
-    write(&corpus.join("config_json"), "defense", br#"{"drop_entry":1,"secure_tcp":3,"threshold":50}"#);
+    write(
+        &corpus.join("config_json"),
+        "defense",
+        br#"{"drop_entry":1,"secure_tcp":3,"threshold":50}"#,
+    );
     for (i, line) in [
         "-A\0-t\0198.18.100.1:80\0-s\0wrr\0-p\0300",
         "-a\0-t\0198.18.100.1:80\0-r\0198.19.0.11:80\0-g\0-w\0100\0-x\0500\0-y\0100",
@@ -249,7 +277,11 @@ pub fn write_seeds(corpus: &Path) {
     .iter()
     .enumerate()
     {
-        write(&corpus.join("adm_args"), &format!("args-{i}"), line.as_bytes());
+        write(
+            &corpus.join("adm_args"),
+            &format!("args-{i}"),
+            line.as_bytes(),
+        );
     }
     write(
         &corpus.join("keepalived"),

@@ -385,7 +385,9 @@ impl Registry {
     }
 
     /// Compile the plugins of a configuration without installing them: a change is
-    /// checked whole before anything of it takes effect.
+    /// checked whole before anything of it takes effect. A plugin installed already with
+    /// the same name and the same bytes (by digest) is taken as it is: a change that does
+    /// not touch a plugin compiles nothing.
     pub fn prepare(&self, specs: &[crate::config::PluginSpec]) -> Result<Vec<Plugin>, PluginError> {
         specs
             .iter()
@@ -394,6 +396,14 @@ impl Registry {
                     name: s.name.clone(),
                     msg: format!("cannot read {}: {e}", s.path.display()),
                 })?;
+                let d = digest(&wasm);
+                if let Some(p) = self
+                    .custom
+                    .iter()
+                    .find(|p| p.name == s.name && p.digest == d)
+                {
+                    return Ok(p.clone());
+                }
                 self.runtime.compile(&s.name, &wasm)
             })
             .collect()

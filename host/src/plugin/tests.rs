@@ -401,6 +401,33 @@ fn a_plugin_naming_a_quiesced_server_falls_back() {
 }
 
 #[test]
+fn an_unchanged_plugin_is_not_compiled_again() {
+    let dir = std::env::temp_dir().join(format!("wvs-prepare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("custom.wat");
+    std::fs::write(&path, wat(1, "i32.const 0")).unwrap();
+    let spec = crate::config::PluginSpec {
+        name: "custom".into(),
+        path: path.clone(),
+    };
+    let mut reg = Registry::new(runtime(), false).unwrap();
+    reg.load(std::slice::from_ref(&spec)).unwrap();
+    let again = reg.prepare(std::slice::from_ref(&spec)).unwrap();
+    assert!(wasmtime::Module::same(
+        &again[0].module,
+        &reg.custom()[0].module
+    ));
+    // New bytes under the same name: compiled.
+    std::fs::write(&path, wat(1, "i32.const -1")).unwrap();
+    let changed = reg.prepare(std::slice::from_ref(&spec)).unwrap();
+    assert!(!wasmtime::Module::same(
+        &changed[0].module,
+        &reg.custom()[0].module
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn an_answer_out_of_range_falls_back() {
     contained("i32.const 7", |s| &s.invalid);
 }
