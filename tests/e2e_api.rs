@@ -274,6 +274,24 @@ fn an_ipvsadm_save_file_restores_as_is_and_a_bad_one_changes_nothing() {
 fn the_token_is_enforced_and_bad_input_is_refused_with_nothing_changed() {
     let topo = Topo::new("tok", false);
     let wvs = start_empty(&topo);
+    // DNS rebinding: a Host header naming another host is refused, reads included.
+    let out = topo.exec(
+        "lb",
+        &[
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Host: evil.example:9080",
+            "http://127.0.0.1:9080/api/v1/services",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n403") && text.contains("--api-host"),
+        "{text}"
+    );
     wvs.adm_ok(&["-A", "-t", &format!("{VIP}:80"), "-s", "rr"]);
     wvs.adm_ok(&[
         "-a",

@@ -85,6 +85,12 @@ enum Command {
         /// Do not serve the REST API.
         #[arg(long)]
         no_api: bool,
+        /// A host name the API answers to, besides IP addresses and `localhost`
+        /// (repeatable). A request whose Host header names another is refused, so that a
+        /// web page on a name that resolves here (DNS rebinding) cannot use the API from
+        /// a browser.
+        #[arg(long, value_name = "NAME")]
+        api_host: Vec<String>,
         /// File holding the API token. Without it (and without WVS_API_TOKEN), a random
         /// token is written to STATE_DIR/api-token (mode 0600) and used.
         #[arg(long, value_name = "FILE")]
@@ -144,6 +150,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             state_dir,
             api,
             no_api,
+            api_host,
             token_file,
         } => {
             let workers = workers
@@ -158,6 +165,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 plugin_cache: (!no_plugin_cache).then_some(plugin_cache),
                 state_dir: Some(state_dir),
                 api: (!no_api).then_some(api),
+                api_hosts: api_host,
                 token: std::env::var("WVS_API_TOKEN").ok(),
                 token_file,
             })?;

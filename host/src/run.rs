@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
     /// Address the REST API listens on (`None`: no API).
     pub api: Option<std::net::SocketAddr>,
+    /// Host names the API answers to besides IP addresses and `localhost`.
+    pub api_hosts: Vec<String>,
     /// The API token given in the environment (`WVS_API_TOKEN`).
     pub token: Option<String>,
     /// A file holding the API token.
@@ -361,6 +363,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         epoch,
         token_source,
         max_conns: opts.max_conns,
+        api_hosts: opts.api_hosts.clone(),
     });
     {
         // Drained real servers leave once their connections end or their period is over.

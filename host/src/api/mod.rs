@@ -58,6 +58,8 @@ pub struct ApiState {
     pub token_source: String,
     /// The bound on tracked connections.
     pub max_conns: usize,
+    /// Host names the API answers to besides IP addresses and `localhost` (`--api-host`).
+    pub api_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -219,6 +221,20 @@ pub fn router(state: Shared) -> Router {
 
 /// Refuse a mutating request without the right bearer token.
 async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(h) = req.headers().get(header::HOST)
+        && !host_allowed(h.as_bytes(), &st.api_hosts)
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {:?} is not this API's: it answers to IP addresses, localhost and the \
+                 names given with --api-host (a web page on another name could be DNS \
+                 rebinding)",
+                String::from_utf8_lossy(h.as_bytes())
+            ),
+        )
+        .into_response();
+    }
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
@@ -239,6 +255,25 @@ async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
         )
         .into_response(),
     }
+}
+
+/// Whether a Host header names this API: an IP address (v4, or v6 in brackets), `localhost`,
+/// or one of `names`, with or without a port.
+fn host_allowed(host: &[u8], names: &[String]) -> bool {
+    let Ok(h) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let name = if let Some(rest) = h.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        }
+    } else {
+        h.rsplit_once(':').map_or(h, |(n, _)| n)
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Compare tokens in time independent of where they differ.
@@ -820,6 +855,30 @@ pub fn load_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_addresses_localhost_and_named_hosts_are_this_apis() {
+        let names = ["lb1.example".to_string()];
+        for ok in [
+            "127.0.0.1:9080",
+            "198.18.0.1",
+            "[::1]:9080",
+            "localhost:9080",
+            "LocalHost",
+            "lb1.example:9080",
+        ] {
+            assert!(host_allowed(ok.as_bytes(), &names), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9080",
+            "127.0.0.1.evil.example",
+            "[nope]",
+            "lb1.example.evil",
+        ] {
+            assert!(!host_allowed(bad.as_bytes(), &names), "{bad}");
+        }
+    }
 
     #[test]
     fn tokens_compare() {
