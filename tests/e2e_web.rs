@@ -222,6 +222,8 @@ fn the_dashboard_adds_a_service_and_shows_its_traffic() {
             text(&c, "[data-testid=total-conns]").await == "10"
         })
         .await;
+        // The flood defense, idle with the table nearly empty.
+        assert_eq!(text(&c, "[data-testid=defense]").await, "idle");
 
         // Upload a plugin through the form (the browser reads the file from disk), switch
         // the service to it with the edit button, then drain rs1 with its button.

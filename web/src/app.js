@@ -164,7 +164,26 @@ function renderTotals(st) {
     card("frames sent", fmt(d.tx)),
     card("left to the kernel", fmt(d.passed)),
     card("ICMP sent", fmt(d.icmp_sent)),
+    defenseCard(st.defense),
     ...(drops.length ? drops.map(([k, v]) => card("drop: " + k, fmt(v), "drop-" + k)) : [card("drops", "0", "drops")]),
+  );
+}
+
+/** The flood defense (docs/defense.md): idle, or what acts, with what it did so far. */
+function defenseCard(df) {
+  if (!df) return card("defense", "-", "defense");
+  const acting = [
+    df.drop_entry === 2 || df.drop_entry === 3 ? "drop_entry" : null,
+    df.drop_rate ? `drop_packet 1/${df.drop_rate}` : null,
+    df.secure_tcp === 2 || df.secure_tcp === 3 ? "secure_tcp" : null,
+  ].filter(Boolean);
+  const state = df.active ? "acting: " + acting.join(", ") : "idle";
+  const done = `evicted ${fmt(df.evicted)}, dropped ${fmt(df.dropped_entries)} entries / ${fmt(df.dropped_packets)} new`;
+  return el(
+    "div",
+    { class: df.active ? "card defense acting" : "card defense" },
+    el("div", { class: "v", "data-testid": "defense" }, state),
+    el("div", { class: "k" }, "defense (" + done + ")"),
   );
 }
 
