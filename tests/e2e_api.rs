@@ -799,3 +799,80 @@ fn a_client_port_reused_through_another_service_to_the_same_server_connects() {
     let c = wvs.adm_ok(&["-L", "-n", "-c"]);
     assert!(c.contains(&format!("198.18.0.2:45123   {VIP}:8080")), "{c}");
 }
+
+/// `GET/PUT /api/v1/settings`: the timeouts, IPVS's switches and the defense strategies as
+/// one change, validated (a mode of 4 is refused and nothing changes), saved (a restart
+/// keeps them) and applied (the defense takes its new mode within its one-second update).
+#[test]
+fn settings_are_one_validated_saved_change() {
+    let topo = Topo::new("sets", false);
+    let mut wvs = start_empty(&topo);
+    let s = wvs.get_json("/api/v1/settings");
+    assert_eq!(s["defense"]["secure_tcp"], 1, "{s}");
+    assert_eq!(s["defense"]["drop_packet"], 0, "{s}");
+    assert_eq!(s["timeouts"]["tcp"], 900, "{s}");
+    let auth = format!("Bearer {}", wvs.token());
+    let body = |text: &str| {
+        let p = topo.dir.join("settings.json");
+        std::fs::write(&p, text).expect("body");
+        p
+    };
+    let bad = body(r#"{"defense": {"secure_tcp": 4}}"#);
+    let (code, msg) = wvs.api(
+        "PUT",
+        "/api/v1/settings",
+        Some(&auth),
+        Some("application/json"),
+        Some(&bad),
+    );
+    assert_eq!(code, 400, "{msg}");
+    assert_eq!(wvs.get_json("/api/v1/settings"), s, "nothing changed");
+    let good = body(
+        r#"{"timeouts": {"tcp": 600, "tcpfin": 60, "udp": 30}, "sysctl": {"nat_icmp_send": true},
+            "defense": {"secure_tcp": 3, "threshold": 60}}"#,
+    );
+    let (code, msg) = wvs.api(
+        "PUT",
+        "/api/v1/settings",
+        Some(&auth),
+        Some("application/json"),
+        Some(&good),
+    );
+    assert_eq!(code, 200, "{msg}");
+    let now = wvs.get_json("/api/v1/settings");
+    assert_eq!(
+        (
+            &now["timeouts"]["udp"],
+            &now["sysctl"]["nat_icmp_send"],
+            &now["defense"]["threshold"]
+        ),
+        (
+            &serde_json::json!(30),
+            &serde_json::json!(true),
+            &serde_json::json!(60)
+        ),
+        "{now}"
+    );
+    assert_eq!(
+        now["defense"]["drop_entry"], 1,
+        "an absent field is its default"
+    );
+    let t0 = std::time::Instant::now();
+    while wvs.get_json("/api/v1/stats")["defense"]["secure_tcp"] != 3 {
+        assert!(
+            t0.elapsed().as_secs() < 5,
+            "the defense did not take mode 3"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(wvs.get_json("/api/v1/stats")["defense"]["active"], true);
+    assert_eq!(
+        wvs.adm_ok(&["-L", "--timeout"]),
+        "Timeout (tcp tcpfin udp): 600 60 30\n"
+    );
+    // Saved: a restart on the same state directory has them.
+    let state = wvs.state_dir.clone();
+    wvs.stop();
+    let again = Wvs::start_with(&topo, None, &["--state-dir", state.to_str().expect("path")]);
+    assert_eq!(again.get_json("/api/v1/settings"), now);
+}

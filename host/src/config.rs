@@ -549,6 +549,12 @@ pub(crate) mod whole {
         d.deserialize_any(U32)
     }
 
+    /// A `u8`, also written as a float with no fractional part.
+    pub fn u8<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+        let v = d.deserialize_any(U32)?;
+        u8::try_from(v).map_err(|_| D::Error::custom(format!("{v} is above 255")))
+    }
+
     /// An optional `u32` (`null` or absent is `None`).
     pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
         struct Opt;

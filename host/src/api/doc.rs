@@ -41,6 +41,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::put_timeouts,
         super::get_sysctl,
         super::put_sysctl,
+        super::get_settings,
+        super::put_settings,
     ),
     components(schemas(
         crate::control::edit::Change,

@@ -208,6 +208,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/api/v1/timeouts", get(get_timeouts).put(put_timeouts))
         .route("/api/v1/sysctl", get(get_sysctl).put(put_sysctl))
+        .route("/api/v1/settings", get(get_settings).put(put_settings))
         .route("/api/v1/info", get(info))
         .route("/metrics", get(metrics::metrics))
         .route("/", get(web::asset))
@@ -778,6 +779,59 @@ async fn put_sysctl(
 ) -> Result<axum::Json<Sysctl>, ApiError> {
     change(&st, vec![Change::SetSysctl { sysctl }]).await?;
     Ok(axum::Json(sysctl))
+}
+
+/// The balancer's settings: IPVS's timeouts and sysctls, and the defense strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The connection timeouts (`ipvsadm --set`); an absent value is its default.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// IPVS's switches; an absent one is its default.
+    #[serde(default)]
+    pub sysctl: Sysctl,
+    /// The defense strategies (docs/defense.md); an absent field is its default.
+    #[serde(default)]
+    pub defense: crate::conn::defense::DefenseSettings,
+}
+
+#[utoipa::path(get, path = "/api/v1/settings", responses((status = 200, body = Settings, description = "The timeouts, IPVS's switches and the defense strategies")))]
+async fn get_settings(State(st): State<Shared>) -> axum::Json<Settings> {
+    let c = st.control.lock().await;
+    let cfg = c.config();
+    axum::Json(Settings {
+        timeouts: cfg.timeouts,
+        sysctl: cfg.sysctl,
+        defense: cfg.defense,
+    })
+}
+
+#[utoipa::path(put, path = "/api/v1/settings", request_body = Settings,
+    responses((status = 200, body = Settings, description = "The settings after the change: all of them, validated and saved as one change"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
+    security(("bearer" = [])))]
+async fn put_settings(
+    State(st): State<Shared>,
+    ApiJson(s): ApiJson<Settings>,
+) -> Result<axum::Json<Settings>, ApiError> {
+    s.timeouts.validate()?;
+    s.defense
+        .validate()
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    change(
+        &st,
+        vec![
+            Change::SetTimeouts {
+                tcp: s.timeouts.tcp,
+                tcpfin: s.timeouts.tcpfin,
+                udp: s.timeouts.udp,
+            },
+            Change::SetSysctl { sysctl: s.sysctl },
+            Change::SetDefense { defense: s.defense },
+        ],
+    )
+    .await?;
+    Ok(axum::Json(s))
 }
 
 #[utoipa::path(get, path = "/api/v1/info", responses((status = 200, body = InfoView, description = "Versions and the connection table's size")))]

@@ -29,21 +29,33 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct DefenseSettings {
     /// `drop_entry` mode, 0-3. Default 1 (IPVS: 0).
+    #[serde(deserialize_with = "crate::config::whole::u8")]
+    #[schema(minimum = 0, maximum = 3)]
     pub drop_entry: u8,
     /// `drop_packet` mode, 0-3. Default 0, as IPVS: it drops real clients' new
     /// connections as often as a flood's, and with eviction a full table no longer
     /// refuses them.
+    #[serde(deserialize_with = "crate::config::whole::u8")]
+    #[schema(minimum = 0, maximum = 3)]
     pub drop_packet: u8,
     /// `secure_tcp` mode, 0-3. Default 1 (IPVS: 0).
+    #[serde(deserialize_with = "crate::config::whole::u8")]
+    #[schema(minimum = 0, maximum = 3)]
     pub secure_tcp: u8,
     /// The automatic modes engage when the table holds more than this percentage of
     /// `max_conns`, 1-100. Default 75.
+    #[serde(deserialize_with = "crate::config::whole::u8")]
+    #[schema(minimum = 1, maximum = 100)]
     pub threshold: u8,
     /// `amemthresh`: or when the host's available memory is under this many pages, as
     /// IPVS. Default 1024.
+    #[serde(deserialize_with = "crate::config::whole::u32")]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub amemthresh: u32,
     /// `am_droprate`: `drop_packet` mode 3 drops one new connection in this many. Default
     /// 10.
+    #[serde(deserialize_with = "crate::config::whole::u32")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub am_droprate: u32,
 }
 
@@ -80,6 +92,14 @@ impl DefenseSettings {
         }
         if self.am_droprate == 0 {
             return Err("defense.am_droprate is 0; it is 1 or more".into());
+        }
+        for (name, v) in [
+            ("amemthresh", self.amemthresh),
+            ("am_droprate", self.am_droprate),
+        ] {
+            if v > i32::MAX as u32 {
+                return Err(format!("defense.{name} is {v}; it is at most {}", i32::MAX));
+            }
         }
         Ok(())
     }

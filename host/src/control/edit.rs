@@ -113,6 +113,12 @@ pub enum Change {
         #[schema(value_type = crate::api::schema::Ipv4)]
         laddr: String,
     },
+    /// Set the defense strategies against floods (IPVS's `drop_entry`, `drop_packet`,
+    /// `secure_tcp`, their threshold; docs/defense.md).
+    SetDefense {
+        /// The settings.
+        defense: crate::conn::defense::DefenseSettings,
+    },
     /// Set IPVS's switches (`cache_bypass`, `nat_icmp_send`).
     SetSysctl {
         /// The switches.
@@ -175,6 +181,7 @@ impl Change {
             Self::AddLaddr { .. } => "add_laddr",
             Self::DeleteLaddr { .. } => "delete_laddr",
             Self::SetSysctl { .. } => "set_sysctl",
+            Self::SetDefense { .. } => "set_defense",
         }
     }
 
@@ -327,6 +334,12 @@ impl Change {
                 }
             }
             Self::SetSysctl { sysctl } => cfg.sysctl = *sysctl,
+            Self::SetDefense { defense } => {
+                defense
+                    .validate()
+                    .map_err(|m| EditError::Invalid(ConfigError::Invalid(m)))?;
+                cfg.defense = *defense;
+            }
             Self::SetTimeouts { tcp, tcpfin, udp } => {
                 let keep = |new: u32, old: u32| if new == 0 { old } else { new };
                 let t = crate::config::Timeouts {
