@@ -1,9 +1,10 @@
 //! Floods against a bounded table (docs/defense.md): a million spoofed SYNs, or a million
 //! one-packet UDP flows, from random sources at the VIP while a client makes 200 real
-//! requests. wvs runs with `--max-conns 100000`, which the flood fills in four seconds; the
-//! table must never exceed it, wvs's memory must stay bounded, at least 99 % of the
-//! client's requests must be served, and the defense must be seen acting and then, once
-//! the flood's entries are gone, standing down.
+//! requests. wvs runs with `--max-conns 100000`; the flood takes it past the defense's
+//! threshold (75 %) in about eight seconds, and the table must never exceed its bound,
+//! wvs's memory must stay bounded, at least 99 % of the client's requests must be served,
+//! and the defense must be seen acting and then, once the flood's entries are gone,
+//! standing down.
 //!
 //! The flood comes from trafgen in the client's namespace, with sources in 198.18.128.0/17
 //! (addresses no namespace holds: the real servers' answers to them go back through wvs to
@@ -20,7 +21,10 @@ use common::{Topo, VIP, Wvs};
 
 const MAX_CONNS: u64 = 100_000;
 const FLOOD: &str = "1000000";
-const RATE: &str = "25000pps";
+/// What the debug binary the tests run keeps up with on a two-core machine shared with
+/// trafgen, the real servers and the clients (each spoofed SYN is two frames in: the SYN
+/// and the server's SYN-ACK); 1,000,000 take 100 s.
+const RATE: &str = "10000pps";
 
 /// The services of the example, with a 20 s UDP timeout (as an operator sets with
 /// `ipvsadm --set`), so that a UDP flood's entries go within the test, and the UDP
@@ -55,7 +59,7 @@ fn flood(topo: &Topo, l4: &str) -> Child {
     )
     .expect("trafgen config");
     Command::new("ip")
-        .args(["netns", "exec", &topo.ns("cli"), "timeout", "90", "trafgen"])
+        .args(["netns", "exec", &topo.ns("cli"), "timeout", "150", "trafgen"])
         .args(["--dev", "eth0", "--conf"])
         .arg(&conf)
         .args([
@@ -192,17 +196,12 @@ fn served_during(
     let rss0 = rss_kib(w.pid());
     let watch = Watch::start(w);
     let f = flood(topo, l4);
-    // Full after 100,000 / 25,000 a second: wait for it.
+    // Past the defense's threshold (75 % of the table) after about 8 s: wait for it to act.
     let t0 = Instant::now();
-    let conns = || {
-        w.get_json("/api/v1/stats")["connections"]
-            .as_u64()
-            .unwrap_or(0)
-    };
-    while conns() < MAX_CONNS * 9 / 10 {
+    while w.get_json("/api/v1/stats")["defense"]["active"] != true {
         assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the flood did not fill the table: {}",
+            t0.elapsed() < Duration::from_secs(40),
+            "the flood did not bring the defense out: {}",
             w.get_json("/api/v1/stats")
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -264,7 +263,9 @@ fn bounded(seen: &Seen, rss0: u64) {
         seen.most_conns <= MAX_CONNS,
         "the table went over its bound: {seen:?}"
     );
-    assert!(seen.most_conns >= MAX_CONNS * 9 / 10, "{seen:?}");
+    // The flood took the table past the defense's threshold (which then held it there or
+    // evicted to take new connections).
+    assert!(seen.most_conns >= MAX_CONNS * 3 / 4, "{seen:?}");
     // 100,000 entries take some tens of MiB; anything near 256 MiB more is a leak.
     assert!(
         seen.most_rss_kib < rss0 + 256 * 1024,
