@@ -59,7 +59,14 @@ fn flood(topo: &Topo, l4: &str) -> Child {
     )
     .expect("trafgen config");
     Command::new("ip")
-        .args(["netns", "exec", &topo.ns("cli"), "timeout", "150", "trafgen"])
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "timeout",
+            "150",
+            "trafgen",
+        ])
         .args(["--dev", "eth0", "--conf"])
         .arg(&conf)
         .args([
