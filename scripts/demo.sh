@@ -72,7 +72,7 @@ wvs is running in namespace $P-lb (pid $WVS_PID) with everything the demo set up
   its nftables table:   ip netns exec $P-lb nft list table netdev wvs
   a request:            ip netns exec $P-cli curl -s http://$VIP/
   the ipvsadm way:      ${ADM[*]} -L -n --rate
-  the REST API:         ip netns exec $P-lb curl -s http://127.0.0.1:9080/api/v1/services
+  the REST API:         ip netns exec $P-lb curl -s -H "Authorization: Bearer \$(cat $DIR/state/api-token)" http://127.0.0.1:9080/api/v1/services
   its OpenAPI document: ip netns exec $P-lb curl -s http://127.0.0.1:9080/api/v1/openapi.json
   the dashboard:        socat TCP-LISTEN:9080,bind=127.0.0.1,fork,reuseaddr EXEC:'ip netns exec $P-lb socat STDIO TCP\:127.0.0.1\:9080' &
                         then open http://127.0.0.1:9080/ and paste the token: cat $DIR/state/api-token

@@ -357,9 +357,29 @@ fn the_token_is_enforced_and_bad_input_is_refused_with_nothing_changed() {
         .expect("adm");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong bearer token"));
-    // Reading needs no token.
-    let (code, _) = wvs.api("GET", "/api/v1/services", None, None, None);
-    assert_eq!(code, 200);
+    // Reading needs the token too: the tables hold client addresses. The document and the
+    // dashboard's files do not.
+    for path in [
+        "/api/v1/services",
+        "/api/v1/connections",
+        "/api/v1/stats",
+        "/api/v1/info",
+        "/api/v1/settings",
+    ] {
+        let (code, body) = wvs.api("GET", path, None, None, None);
+        assert_eq!(code, 401, "GET {path} without the token: {body}");
+        assert!(body.contains("token"), "{body}");
+        let (code, _) = wvs.api("GET", path, Some("Bearer nope"), None, None);
+        assert_eq!(code, 401, "GET {path} with a wrong token");
+        wvs.get_json(path);
+    }
+    for path in ["/api/v1/openapi.json", "/", "/metrics"] {
+        let (code, _) = wvs.api("GET", path, None, None, None);
+        assert_eq!(
+            code, 200,
+            "GET {path} needs no token (metrics: on a loopback address)"
+        );
+    }
 
     // Bad inputs: each a 4xx with a message saying what is wrong.
     let big = vec![b' '; 2 << 20];

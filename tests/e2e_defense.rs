@@ -166,11 +166,12 @@ impl Watch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let (pid, ns) = (w.pid(), w.ns.clone());
+        let auth = format!("Authorization: Bearer {}", w.token());
         let thread = std::thread::spawn(move || {
             let mut seen = Seen::default();
             while !flag.load(Relaxed) {
                 let out = Command::new("ip")
-                    .args(["netns", "exec", &ns, "curl", "-s", "-m", "2"])
+                    .args(["netns", "exec", &ns, "curl", "-s", "-m", "2", "-H", &auth])
                     .arg("http://127.0.0.1:9080/api/v1/stats")
                     .output()
                     .expect("curl");

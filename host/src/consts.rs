@@ -232,6 +232,18 @@ pub const API_MAX_JSON: usize = 1 << 20;
 /// Largest plugin module the API accepts.
 pub const API_MAX_PLUGIN: usize = 16 << 20;
 
+/// Time an API client has to send a request's header, from connecting or from the last
+/// answer on a kept-alive connection; an idle socket is closed after it.
+pub const API_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+/// Time the API has to answer a request, its body's upload included (a 16 MiB plugin over
+/// a slow link, then its compilation).
+pub const API_REQUEST_TIMEOUT_MS: u64 = 120_000;
+
+/// Most API connections open at once; at the cap, the oldest idle one makes room for a new
+/// one. Well under the 1024 file descriptors a process gets by default.
+pub const API_MAX_CONNS: usize = 256;
+
 /// Most connections one listing returns (the rest are counted, not listed).
 pub const API_MAX_CONN_LIST: usize = 100_000;
 

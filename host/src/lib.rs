@@ -31,6 +31,7 @@ pub mod health;
 pub mod io;
 pub mod model;
 pub mod plugin;
+pub mod privs;
 pub mod run;
 pub mod service;
 pub mod stats;

@@ -91,6 +91,13 @@ enum Command {
         /// a browser.
         #[arg(long, value_name = "NAME")]
         api_host: Vec<String>,
+        /// The API's TLS certificate chain (PEM): the API, the dashboard and /metrics are
+        /// served over HTTPS. Needs --api-tls-key.
+        #[arg(long, value_name = "FILE", requires = "api_tls_key")]
+        api_tls_cert: Option<PathBuf>,
+        /// The private key of --api-tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, value_name = "FILE", requires = "api_tls_cert")]
+        api_tls_key: Option<PathBuf>,
         /// File holding the API token. Without it (and without WVS_API_TOKEN), a random
         /// token is written to STATE_DIR/api-token (mode 0600) and used.
         #[arg(long, value_name = "FILE")]
@@ -151,6 +158,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             api,
             no_api,
             api_host,
+            api_tls_cert,
+            api_tls_key,
             token_file,
         } => {
             let workers = workers
@@ -166,6 +175,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 state_dir: Some(state_dir),
                 api: (!no_api).then_some(api),
                 api_hosts: api_host,
+                api_tls: api_tls_cert.zip(api_tls_key),
                 token: std::env::var("WVS_API_TOKEN").ok(),
                 token_file,
             })?;

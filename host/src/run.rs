@@ -53,6 +53,8 @@ pub struct RunOptions {
     pub api: Option<std::net::SocketAddr>,
     /// Host names the API answers to besides IP addresses and `localhost`.
     pub api_hosts: Vec<String>,
+    /// The API's TLS certificate chain and private key, PEM files (`None`: plain HTTP).
+    pub api_tls: Option<(PathBuf, PathBuf)>,
     /// The API token given in the environment (`WVS_API_TOKEN`).
     pub token: Option<String>,
     /// A file holding the API token.
@@ -74,6 +76,9 @@ pub enum RunError {
     /// The XDP program or its sockets could not be set up (`--io xdp`).
     #[error(transparent)]
     Xdp(#[from] crate::io::xdp::XdpError),
+    /// The API's TLS certificate or key could not be used.
+    #[error("the API's TLS certificate: {0}")]
+    Tls(#[from] crate::api::server::TlsError),
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
@@ -267,6 +272,46 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             prog.attach(&i.name)?;
         }
     }
+    // What still needs privileges comes before any thread starts (capabilities are each
+    // thread's own; a thread inherits its creator's): the check path's TUN device and
+    // routing rule, the API's port. Then they are dropped, for every thread to come.
+    // Checks of DR and tunnel servers go through the VIP when the path can be set up.
+    let check_path = match crate::health::via::CheckPath::setup(&handle, &ifaces).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(
+                "checks of DR and tunnel servers go to their own addresses: the path through the VIP cannot be set up: {e}"
+            );
+            None
+        }
+    };
+    let api_listener = match opts.api {
+        Some(addr) => {
+            let tls = opts
+                .api_tls
+                .as_ref()
+                .map(|(cert, key)| crate::api::server::load_tls(cert, key))
+                .transpose()?;
+            if tls.is_none() && !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    "the API listens beyond this machine over plain HTTP: its token and the \
+                     client addresses it lists cross the network in the clear (give \
+                     --api-tls-cert and --api-tls-key)"
+                );
+            }
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(io_err(format!("cannot listen on {addr} for the API")))?;
+            Some((listener, tls))
+        }
+        None => None,
+    };
+    crate::privs::raise_nofile();
+    match crate::privs::drop_to_kept() {
+        Ok(d) => tracing::info!(kept = ?d.kept, dropped = d.dropped.len(), "capabilities dropped"),
+        Err(e) => tracing::warn!("cannot drop capabilities, running with all of them: {e}"),
+    }
     let (exit_tx, mut exit_rx) =
         tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
     let mut all_stats: Vec<Arc<DatapathStats>> = Vec::new();
@@ -334,16 +379,6 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     };
 
     // The health checks: their own thread and runtime, reading the published snapshot.
-    // Checks of DR and tunnel servers go through the VIP when the path can be set up.
-    let check_path = match crate::health::via::CheckPath::setup(&handle, &ifaces).await {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::warn!(
-                "checks of DR and tunnel servers go to their own addresses: the path through the VIP cannot be set up: {e}"
-            );
-            None
-        }
-    };
     let _health = crate::health::Monitor::start(snapshot.clone(), stop.clone(), check_path.clone())
         .map_err(io_err("cannot start the health checker".to_string()))?;
 
@@ -364,6 +399,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         token_source,
         max_conns: opts.max_conns,
         api_hosts: opts.api_hosts.clone(),
+        server: Default::default(),
     });
     {
         // Drained real servers leave once their connections end or their period is over.
@@ -375,17 +411,16 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             }
         });
     }
-    if let Some(addr) = opts.api {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(io_err(format!("cannot listen on {addr} for the API")))?;
+    if let Some((listener, tls)) = api_listener {
+        let addr = listener.local_addr().ok();
         let st = api.clone();
+        let https = tls.is_some();
         tokio::spawn(async move {
-            if let Err(e) = crate::api::serve(listener, st).await {
+            if let Err(e) = crate::api::serve(listener, st, tls).await {
                 tracing::error!("the API stopped: {e}");
             }
         });
-        tracing::info!(%addr, "REST API listening");
+        tracing::info!(addr = ?addr, https, "REST API listening");
     }
 
     let mut resolver = Resolver::new(handle.clone(), ifaces.clone());

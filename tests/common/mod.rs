@@ -427,7 +427,8 @@ impl Wvs {
 
     /// GET a JSON document from the API.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        let (code, body) = self.api("GET", path, None, None, None);
+        let auth = format!("Bearer {}", self.token());
+        let (code, body) = self.api("GET", path, Some(&auth), None, None);
         assert_eq!(code, 200, "GET {path}: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
     }

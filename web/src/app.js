@@ -404,7 +404,9 @@ async function poll() {
     $("status").textContent = `live · ${services.length} services · updated ${new Date().toLocaleTimeString()}`;
     $("status").className = "status";
   } catch (e) {
-    $("status").textContent = "cannot reach wvs: " + e.message;
+    // Reads need the token too (the tables hold client addresses).
+    $("status").textContent =
+      e instanceof ApiError && e.status === 401 ? "enter the API token above to read and edit" : "cannot reach wvs: " + e.message;
     $("status").className = "status bad";
   }
 }
@@ -624,6 +626,8 @@ function start() {
     token = $("token").value.trim();
     sessionStorage.setItem("wvs-token", token);
     $("status").textContent = token ? "token set" : "token cleared";
+    api("GET", "/api/v1/plugins").then(renderPlugins).catch(() => {});
+    poll();
   });
   $("service-form").addEventListener("submit", submitService);
   $("svc-cancel").addEventListener("click", resetServiceForm);

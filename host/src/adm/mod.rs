@@ -536,9 +536,12 @@ impl Client {
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        // Reads need the token too: the tables hold client addresses.
+        let token = self.token()?;
         let r = self
             .agent
             .get(format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
             .call()
             .map_err(|e| self.unreachable(e))?;
         self.answer(r)

@@ -11,7 +11,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
     info(
         title = "wvs",
         description = "The wvs control API: virtual services, real servers, plugins, connections and counters. \
-            Changes need `Authorization: Bearer TOKEN`; each one is applied all or nothing. \
+            Every operation but this document needs `Authorization: Bearer TOKEN`, reads \
+            included (the tables hold client addresses); each change is applied all or nothing. \
             Errors are `{\"error\": \"...\"}`: 400 for a request this document does not allow, \
             401 without the token, 404 for what does not exist, 409 for a well-formed request \
             that conflicts with the running configuration or with itself, 413 and 415 for \
@@ -152,6 +153,32 @@ pub fn document() -> Value {
             json!({ "application/wasm": binary, "application/octet-stream": binary }),
         );
     }
+    // Every operation but this document's needs the token, reads included (the tables hold
+    // client addresses): say so once here rather than on each handler.
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            if path == "/api/v1/openapi.json" {
+                continue;
+            }
+            for op in item
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|o| o.values_mut())
+                .filter_map(Value::as_object_mut)
+            {
+                op.insert("security".into(), json!([{ "bearer": [] }]));
+                if let Some(r) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                    r.entry("401").or_insert_with(|| {
+                        json!({
+                            "description": "No bearer token, or a wrong one",
+                            "content": { "application/json": {
+                                "schema": { "$ref": "#/components/schemas/ErrorBody" } } }
+                        })
+                    });
+                }
+            }
+        }
+    }
     // Group the operations by what they are about (utoipa would name them all after the
     // module, "super"), which is also how generated clients name their modules.
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
@@ -197,6 +224,12 @@ mod tests {
         }
         assert!(json["components"]["schemas"]["ServiceDef"].is_object());
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
+        for (p, m) in [("/api/v1/connections", "get"), ("/api/v1/stats", "get")] {
+            let op = &json["paths"][p][m];
+            assert_eq!(op["security"][0]["bearer"], serde_json::json!([]), "{p}");
+            assert!(op["responses"]["401"].is_object(), "{p}");
+        }
+        assert!(json["paths"]["/api/v1/openapi.json"]["get"]["security"].is_null());
         let links = &json["paths"]["/api/v1/services"]["post"]["responses"]["201"]["links"];
         assert_eq!(links["GetService"]["operationId"], "get_service");
     }

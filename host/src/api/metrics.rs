@@ -42,6 +42,8 @@ struct Scrape {
     conns: u64,
     capacity: u64,
     defense: crate::conn::defense::DefenseView,
+    /// The API server's: open connections, then evicted, refused, timed out, TLS failed.
+    api: (u64, [u64; 4]),
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
@@ -447,6 +449,25 @@ impl Collector for Scrape {
             &events,
             |r| (&r.0, r.1),
         )?;
+        gauge(
+            &mut e,
+            "wvs_api_connections",
+            "Connections open to the API now.",
+            as_gauge(self.api.0),
+        )?;
+        let api: Vec<(Labels, u64)> = ["evicted", "refused", "timed_out", "tls_failed"]
+            .into_iter()
+            .zip(self.api.1)
+            .map(|(k, v)| (vec![("event", k.to_string())], v))
+            .collect();
+        counters(
+            &mut e,
+            "wvs_api_connection_events",
+            "The API server's bounds acting: idle connections closed to make room at the cap, \
+             connections refused at the cap, requests answered 408, failed TLS handshakes.",
+            &api,
+            |r| (&r.0, r.1),
+        )?;
         Ok(())
     }
 }
@@ -528,6 +549,16 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
     s.conns = st.conns.len() as u64;
     s.capacity = st.max_conns as u64;
     s.defense = st.conns.defense().view();
+    let a = &st.server;
+    s.api = (
+        a.open.load(Relaxed) as u64,
+        [
+            a.evicted.load(Relaxed),
+            a.refused.load(Relaxed),
+            a.timed_out.load(Relaxed),
+            a.tls_failed.load(Relaxed),
+        ],
+    );
     let mut reg = prometheus_client::registry::Registry::default();
     reg.register_collector(Box::new(s));
     let mut out = String::new();

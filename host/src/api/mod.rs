@@ -9,6 +9,7 @@
 mod doc;
 mod metrics;
 pub mod schema;
+pub mod server;
 pub mod views;
 mod web;
 
@@ -60,6 +61,8 @@ pub struct ApiState {
     pub max_conns: usize,
     /// Host names the API answers to besides IP addresses and `localhost` (`--api-host`).
     pub api_hosts: Vec<String>,
+    /// The HTTP server's counters.
+    pub server: Arc<server::ServerStats>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -236,9 +239,10 @@ async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if needs_no_token(&req) {
         return next.run(req).await;
     }
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -250,11 +254,37 @@ async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             format!(
-                "changes need 'Authorization: Bearer TOKEN' (the token is {})",
+                "{} need 'Authorization: Bearer TOKEN' (the token is {})",
+                if read {
+                    "reads (the tables hold client addresses) and changes"
+                } else {
+                    "changes"
+                },
                 st.token_source
             ),
         )
         .into_response(),
+    }
+}
+
+/// What anyone who can reach the API may read: the OpenAPI document, the dashboard's files
+/// (the page asks for the token before it reads), and `/metrics` when asked on a loopback
+/// address (a scraper on the machine itself; elsewhere it needs the token like the rest).
+fn needs_no_token(req: &Request) -> bool {
+    let path = req.uri().path();
+    if *req.method() == Method::OPTIONS {
+        return true;
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return false;
+    }
+    match path {
+        "/api/v1/openapi.json" => true,
+        "/metrics" => req
+            .extensions()
+            .get::<server::LocalAddr>()
+            .is_some_and(|a| a.0.ip().is_loopback()),
+        p => !p.starts_with("/api/"),
     }
 }
 
@@ -846,9 +876,21 @@ async fn info(State(st): State<Shared>) -> axum::Json<InfoView> {
     })
 }
 
-/// Serve the API on `listener` until the process stops.
-pub async fn serve(listener: tokio::net::TcpListener, state: Shared) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+/// Serve the API on `listener` until the process stops, over TLS when `tls` is given.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> std::io::Result<()> {
+    let stats = state.server.clone();
+    server::serve(
+        listener,
+        router(state),
+        server::Limits::default(),
+        tls,
+        stats,
+    )
+    .await
 }
 
 /// The API token: `WVS_API_TOKEN`, else the `--token-file`, else the token file in the state

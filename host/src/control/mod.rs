@@ -420,3 +420,100 @@ pub fn check_kinds(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::nft::{Recorder, render};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    const ONE: &str = "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\n\
+                       [[service.real]]\naddress = \"198.19.0.11:80\"\n";
+
+    fn controller(state: Option<StateFile>) -> (Controller, Recorder) {
+        let rec = Recorder::default();
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let nft = NftTable::install_with(&["s0".into()], &snapshot.load(), Box::new(rec.clone()))
+            .expect("install");
+        let runtime = crate::plugin::Runtime::new(None).expect("runtime");
+        let registry = Registry::new(runtime, false).expect("registry");
+        rec.scripts.lock().clear();
+        let c = Controller::new(Config::default(), snapshot, registry, nft, state);
+        (c, rec)
+    }
+
+    fn empty_script() -> String {
+        render(&["s0".to_string()], &Snapshot::default())
+    }
+
+    #[test]
+    fn a_change_nftables_refuses_changes_nothing() {
+        let (mut c, rec) = controller(None);
+        rec.refuse.store(1, Relaxed);
+        let next = crate::config::parse(ONE).expect("config");
+        let err = c.apply(next.clone()).expect_err("refused");
+        assert!(matches!(err, ControlError::Nft(_)), "{err}");
+        assert!(
+            c.config().services.is_empty(),
+            "the configuration is the old one"
+        );
+        assert_eq!(
+            c.snapshot().load().services().count(),
+            0,
+            "nothing published"
+        );
+        assert_eq!(rec.scripts.lock().len(), 1, "one try, nothing to undo");
+
+        c.apply(next).expect("the same change once nft takes it");
+        assert_eq!(c.snapshot().load().services().count(), 1);
+        let last = rec.scripts.lock().last().cloned().unwrap_or_default();
+        assert!(last.contains("198.18.100.1 . tcp . 80"), "{last}");
+        assert_eq!(last, render(&["s0".to_string()], &c.snapshot().load()));
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_saved_puts_the_table_back() {
+        let dir = std::env::temp_dir().join(format!("wvs-control-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = StateFile::open(&dir).expect("state dir");
+        // A directory where the state file goes: the rename onto it fails.
+        std::fs::create_dir(dir.join(state::STATE_FILE)).expect("mkdir");
+        std::fs::write(dir.join(state::STATE_FILE).join("x"), b"x").expect("file");
+        let (mut c, rec) = controller(Some(st));
+        let err = c
+            .apply(crate::config::parse(ONE).expect("config"))
+            .expect_err("cannot be saved");
+        assert!(matches!(err, ControlError::State(_)), "{err}");
+        let s = rec.scripts.lock().clone();
+        assert_eq!(s.len(), 2, "installed, then rolled back: {s:?}");
+        assert!(
+            s[0].contains("198.18.100.1 . tcp . 80"),
+            "the new table first"
+        );
+        assert_eq!(s[1], empty_script(), "then the old one again");
+        assert!(c.config().services.is_empty());
+        assert_eq!(c.snapshot().load().services().count(), 0);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_batch_with_one_bad_change_applies_none_and_runs_no_nft() {
+        let (mut c, rec) = controller(None);
+        let next = crate::config::parse(ONE).expect("config");
+        let changes = vec![
+            edit::Change::AddService {
+                service: next.services[0].to_def(),
+            },
+            edit::Change::DeleteService {
+                protocol: "tcp".into(),
+                address: "198.18.100.9:80".into(),
+            },
+        ];
+        let err = c
+            .apply_changes(&changes)
+            .expect_err("the second is refused");
+        assert!(matches!(err, ControlError::Edit(_)), "{err}");
+        assert!(rec.scripts.lock().is_empty());
+        assert!(c.config().services.is_empty());
+    }
+}

@@ -33,17 +33,48 @@ pub enum NftError {
     Failed(String),
 }
 
+/// What runs an nft script: `nft -f -` ([`NftCommand`]), or in tests a recorder that can
+/// be told to refuse, so that the control plane's all-or-nothing and roll-back paths are
+/// tested without root.
+pub trait NftRunner: std::fmt::Debug + Send {
+    /// Run `script` as one transaction. `quiet`: a refusal is expected (a probe), so it is
+    /// not logged.
+    fn run(&mut self, script: &str, quiet: bool) -> Result<(), NftError>;
+}
+
+/// The real `nft`, by absolute path, bounded in time.
+#[derive(Debug, Default)]
+pub struct NftCommand;
+
+impl NftRunner for NftCommand {
+    fn run(&mut self, script: &str, quiet: bool) -> Result<(), NftError> {
+        run_nft(script, !quiet)
+    }
+}
+
 /// The installed table; removed on drop.
 #[derive(Debug)]
 pub struct NftTable {
     devices: Vec<String>,
     installed: bool,
+    runner: Box<dyn NftRunner>,
 }
 
 impl NftTable {
     /// Install (or replace) the table for `devices` and the services of `snap`.
     pub fn install(devices: &[String], snap: &Snapshot) -> Result<Self, NftError> {
-        let existed = run_nft(&format!("list table netdev {NFT_TABLE}\n"), false).is_ok();
+        Self::install_with(devices, snap, Box::new(NftCommand))
+    }
+
+    /// [`Self::install`] through another runner.
+    pub fn install_with(
+        devices: &[String],
+        snap: &Snapshot,
+        mut runner: Box<dyn NftRunner>,
+    ) -> Result<Self, NftError> {
+        let existed = runner
+            .run(&format!("list table netdev {NFT_TABLE}\n"), true)
+            .is_ok();
         if existed {
             tracing::warn!(
                 table = NFT_TABLE,
@@ -53,6 +84,7 @@ impl NftTable {
         let mut t = Self {
             devices: devices.to_vec(),
             installed: false,
+            runner,
         };
         t.update(snap)?;
         Ok(t)
@@ -60,7 +92,7 @@ impl NftTable {
 
     /// Replace the table's rules for a new snapshot, atomically.
     pub fn update(&mut self, snap: &Snapshot) -> Result<(), NftError> {
-        run_nft(&render(&self.devices, snap), true)?;
+        self.runner.run(&render(&self.devices, snap), false)?;
         self.installed = true;
         Ok(())
     }
@@ -68,7 +100,8 @@ impl NftTable {
     /// Delete the table.
     pub fn remove(&mut self) -> Result<(), NftError> {
         if self.installed {
-            run_nft(&format!("delete table netdev {NFT_TABLE}\n"), true)?;
+            self.runner
+                .run(&format!("delete table netdev {NFT_TABLE}\n"), false)?;
             self.installed = false;
         }
         Ok(())
@@ -277,9 +310,96 @@ fn run_nft(script: &str, log_errors: bool) -> Result<(), NftError> {
     }
 }
 
+/// A runner for tests: records every script and refuses when told to.
+#[cfg(test)]
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    /// Every script run, in order.
+    pub scripts: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+    /// Refuse the next this many scripts.
+    pub refuse: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cfg(test)]
+impl NftRunner for Recorder {
+    fn run(&mut self, script: &str, _quiet: bool) -> Result<(), NftError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.scripts.lock().push(script.to_string());
+        if self
+            .refuse
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(NftError::Failed("Error: refused by the test".into()));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rendered script of a configuration with every kind of service and real server,
+    /// against the file beside this one. `WVS_BLESS=1 cargo test` rewrites the file after
+    /// a deliberate change; `nft -c -f FILE` checks that nft takes it.
+    #[test]
+    fn the_rendered_script_is_the_golden_one() {
+        let cfg = crate::config::parse(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:8080\"\n\
+             [[service.real]]\naddress = \"198.19.0.12\"\nforward = \"dr\"\n\
+             [[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:53\"\n\
+             [[service.real]]\naddress = \"198.19.0.13:5353\"\n\
+             [[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.2:21\"\nhelpers = [\"ftp\"]\n\
+             [[service.real]]\naddress = \"198.19.0.14:21\"\n",
+        )
+        .expect("config");
+        // With the built-in helpers, so that the FTP service's data ports are claimed.
+        let runtime = crate::plugin::Runtime::new(None).expect("runtime");
+        let registry = crate::plugin::Registry::new(runtime, false).expect("registry");
+        let snap = Snapshot::build_with_helpers(
+            &cfg.services,
+            &cfg.timeouts,
+            &Snapshot::default(),
+            &|n| crate::service::SchedChoice::new(n, None),
+            &|n| registry.helper_in(&[], n),
+        );
+        let script = render(&["s0".to_string(), "s1".to_string()], &snap);
+        assert!(
+            script.contains("198.18.100.2 . tcp"),
+            "the FTP data ports: {script}"
+        );
+        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/io/nft.golden");
+        if std::env::var_os("WVS_BLESS").is_some() {
+            std::fs::write(&golden, &script).expect("write the golden file");
+        }
+        let want = std::fs::read_to_string(&golden).expect("src/io/nft.golden");
+        assert_eq!(
+            script, want,
+            "the nft script changed: check it, then WVS_BLESS=1 cargo test to accept it"
+        );
+        let empty = render(&["s0".to_string()], &Snapshot::default());
+        assert!(
+            !empty.contains("elements"),
+            "no empty element lists: {empty}"
+        );
+    }
+
+    #[test]
+    fn a_table_is_replaced_then_deleted_through_its_runner() {
+        let rec = Recorder::default();
+        let mut t =
+            NftTable::install_with(&["s0".into()], &Snapshot::default(), Box::new(rec.clone()))
+                .expect("install");
+        t.remove().expect("remove");
+        t.remove().expect("twice is once");
+        let s = rec.scripts.lock().clone();
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert!(s[0].starts_with("list table netdev wvs"));
+        assert!(s[1].starts_with("table netdev wvs {}\ndelete table netdev wvs\n"));
+        assert_eq!(s[2], "delete table netdev wvs\n");
+    }
 
     #[test]
     fn only_nat_servers_replies_are_taken_from_the_kernel() {
