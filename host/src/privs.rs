@@ -15,6 +15,10 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// The capabilities wvs keeps after start.
 pub const KEPT: &[Capability] = &[Capability::CAP_NET_ADMIN];
 
+/// With `--io xdp`, also CAP_BPF: every change rewrites the XDP filter's map, and the
+/// `bpf()` call takes it where unprivileged BPF is off (Debian's default).
+pub const KEPT_XDP: &[Capability] = &[Capability::CAP_NET_ADMIN, Capability::CAP_BPF];
+
 /// Why privileges could not be dropped.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivsError {
@@ -35,9 +39,22 @@ pub struct Dropped {
     pub dropped: Vec<Capability>,
 }
 
-/// Drop every capability but [`KEPT`] from every set and set `NO_NEW_PRIVS`.
-pub fn drop_to_kept() -> Result<Dropped, PrivsError> {
-    let keep: CapsHashSet = KEPT.iter().copied().collect();
+/// Drop every capability but [`KEPT`] (or [`KEPT_XDP`]) from every set and set
+/// `NO_NEW_PRIVS`.
+pub fn drop_to_kept(xdp: bool) -> Result<Dropped, PrivsError> {
+    drop_to(if xdp { KEPT_XDP } else { KEPT })
+}
+
+/// Drop every capability of the calling thread (capabilities are each thread's own): for a
+/// thread started before [`drop_to_kept`] that needs none.
+pub fn drop_all_in_this_thread() {
+    if let Err(e) = drop_to(&[]) {
+        tracing::warn!("cannot drop this thread's capabilities: {e}");
+    }
+}
+
+fn drop_to(keep: &[Capability]) -> Result<Dropped, PrivsError> {
+    let keep: CapsHashSet = keep.iter().copied().collect();
     let before = caps::read(None, CapSet::Permitted)?;
     // The bounding set first: that takes CAP_SETPCAP, which goes with the rest below. A
     // process without it (a dedicated user) has nothing in the bounding set to fear: it

@@ -180,56 +180,23 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             c
         }
     };
-    let t0 = Instant::now();
-    let runtime = Runtime::new(opts.plugin_cache.as_deref())?;
-    let mut registry = Registry::new(runtime, opts.wasm_schedulers)?;
-    registry.load(&cfg.plugins)?;
-    tracing::info!(
-        ms = t0.elapsed().as_millis() as u64,
-        builtin = if opts.wasm_schedulers {
-            "wasm"
-        } else {
-            "native"
-        },
-        custom = cfg.plugins.len(),
-        "schedulers compiled"
-    );
     let handle = neigh::connect()?;
     let ifaces = neigh::lookup_ifaces(&handle, &opts.ifaces).await?;
     for i in &ifaces {
         tracing::info!(iface = i.name, index = i.index, mac = %neigh::fmt_mac(&i.mac), "interface");
     }
 
-    crate::control::check_kinds(&registry, registry.custom(), &cfg)
-        .map_err(|e| RunError::Usage(e.to_string()))?;
-    let mut first = Snapshot::build_with_helpers(
-        &cfg.services,
-        &cfg.timeouts,
-        &Snapshot::default(),
-        &|name| crate::service::SchedChoice::new(name, registry.plugin_for(name)),
-        &|name| registry.helper_in(registry.custom(), name),
-    );
-    first.sysctl = cfg.sysctl;
-    first.defense = cfg.defense;
-    let snapshot = Arc::new(ArcSwap::from_pointee(first));
-    let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
-    tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
-    let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
-    control.save()?;
-
-    let conns = Arc::new(ConnTable::new(opts.max_conns));
-    conns.defense().configure(snapshot.load().defense);
     let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface { mac: i.mac }).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
 
     // Open every socket before starting any worker, so a failure leaves nothing running.
-    let (xdp, xsks, mut passed) = if opts.io == Backend::Xdp {
-        let x = setup_xdp(&ifaces, opts.workers, &snapshot.load())?;
-        control.set_xdp_filter(x.filter);
-        (Some(x.prog), x.per_worker, Some(x.passed))
+    // The XDP filter is filled once the services are known (below).
+    let (xdp, xsks, mut passed, xdp_filter) = if opts.io == Backend::Xdp {
+        let x = setup_xdp(&ifaces, opts.workers, &Snapshot::default())?;
+        (Some(x.prog), x.per_worker, Some(x.passed), Some(x.filter))
     } else {
-        (None, Vec::new(), None)
+        (None, Vec::new(), None, None)
     };
     let mut xsks = xsks.into_iter();
     let mut worker_sockets = Vec::with_capacity(opts.workers);
@@ -265,16 +232,9 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
         worker_sockets.push((socks, stack));
     }
-    // Frames are redirected from here on (and wait in the sockets' rings for the workers).
-    let mut xdp = xdp;
-    if let Some(prog) = &mut xdp {
-        for i in &ifaces {
-            prog.attach(&i.name)?;
-        }
-    }
-    // What still needs privileges comes before any thread starts (capabilities are each
-    // thread's own; a thread inherits its creator's): the check path's TUN device and
-    // routing rule, the API's port. Then they are dropped, for every thread to come.
+    // What needs privileges comes before any thread starts (capabilities are each thread's
+    // own; a thread inherits its creator's): the sockets above, the check path's TUN device
+    // and routing rule, the API's port. Then they are dropped, for every thread to come.
     // Checks of DR and tunnel servers go through the VIP when the path can be set up.
     let check_path = match crate::health::via::CheckPath::setup(&handle, &ifaces).await {
         Ok(p) => Some(p),
@@ -308,9 +268,54 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         None => None,
     };
     crate::privs::raise_nofile();
-    match crate::privs::drop_to_kept() {
+    match crate::privs::drop_to_kept(opts.io == Backend::Xdp) {
         Ok(d) => tracing::info!(kept = ?d.kept, dropped = d.dropped.len(), "capabilities dropped"),
         Err(e) => tracing::warn!("cannot drop capabilities, running with all of them: {e}"),
+    }
+
+    // Then the plugins (their runtime starts threads), the services and the nftables table.
+    let t0 = Instant::now();
+    let runtime = Runtime::new(opts.plugin_cache.as_deref())?;
+    let mut registry = Registry::new(runtime, opts.wasm_schedulers)?;
+    registry.load(&cfg.plugins)?;
+    tracing::info!(
+        ms = t0.elapsed().as_millis() as u64,
+        builtin = if opts.wasm_schedulers {
+            "wasm"
+        } else {
+            "native"
+        },
+        custom = cfg.plugins.len(),
+        "schedulers compiled"
+    );
+    crate::control::check_kinds(&registry, registry.custom(), &cfg)
+        .map_err(|e| RunError::Usage(e.to_string()))?;
+    let mut first = Snapshot::build_with_helpers(
+        &cfg.services,
+        &cfg.timeouts,
+        &Snapshot::default(),
+        &|name| crate::service::SchedChoice::new(name, registry.plugin_for(name)),
+        &|name| registry.helper_in(registry.custom(), name),
+    );
+    first.sysctl = cfg.sysctl;
+    first.defense = cfg.defense;
+    let snapshot = Arc::new(ArcSwap::from_pointee(first));
+    let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
+    tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
+    let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
+    control.save()?;
+    let conns = Arc::new(ConnTable::new(opts.max_conns));
+    conns.defense().configure(snapshot.load().defense);
+    if let Some(mut filter) = xdp_filter {
+        filter.update(&snapshot.load())?;
+        control.set_xdp_filter(filter);
+    }
+    // Frames are redirected from here on (and wait in the sockets' rings for the workers).
+    let mut xdp = xdp;
+    if let Some(prog) = &mut xdp {
+        for i in &ifaces {
+            prog.attach(&i.name)?;
+        }
     }
     let (exit_tx, mut exit_rx) =
         tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();

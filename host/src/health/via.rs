@@ -127,7 +127,11 @@ impl CheckPath {
         let fwd = path.clone();
         std::thread::Builder::new()
             .name("wvs-check-path".into())
-            .spawn(move || fwd.forward_all(&tun))?;
+            .spawn(move || {
+                // Started while wvs still holds every capability; it needs none.
+                crate::privs::drop_all_in_this_thread();
+                fwd.forward_all(&tun)
+            })?;
         tracing::info!(
             device = CHECK_TUN,
             table = CHECK_TABLE,

@@ -1,0 +1,307 @@
+//! End to end, the process and its API under hostile conditions: 2,000 idle sockets on the
+//! API do not keep `wvs adm` out; HTTPS; capabilities after start read from
+//! /proc/PID/status; `/metrics` open on a loopback address only. Needs root.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Topo, VIP, WVS, Wvs};
+
+fn start_empty(topo: &Topo, extra: &[&str]) -> Wvs {
+    let cfg = topo.dir.join("empty.toml");
+    std::fs::write(&cfg, "# no services\n").expect("config");
+    Wvs::start_with(topo, Some(&cfg), extra)
+}
+
+/// Holds 2,000 idle connections to the API while `wvs adm -L -n` runs, then reports what
+/// became of them: closed at once to make room (the cap), and closed after the header
+/// timeout (the rest), and how many descriptors wvs held meanwhile.
+const IDLE: &str = r#"
+import json, os, resource, socket, subprocess, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+pid, adm = sys.argv[1], sys.argv[2:]
+socks = []
+t0 = time.time()
+for _ in range(2000):
+    socks.append(socket.create_connection(("127.0.0.1", 9080), timeout=10))
+opened = time.time() - t0
+t0 = time.time()
+r = subprocess.run(adm, capture_output=True, text=True, timeout=60)
+adm_secs = time.time() - t0
+wvs_fds = len(os.listdir(f"/proc/{pid}/fd"))
+def closed(s):
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except (ConnectionResetError, OSError):
+        return True
+time.sleep(0.5)
+closed_now = sum(closed(s) for s in socks)
+time.sleep(12)
+closed_later = sum(closed(s) for s in socks)
+print(json.dumps({"opened_secs": opened, "adm_rc": r.returncode, "adm_out": r.stdout,
+                  "adm_err": r.stderr, "adm_secs": adm_secs, "wvs_fds": wvs_fds,
+                  "closed_now": closed_now, "closed_later": closed_later}))
+"#;
+
+fn metric(w: &Wvs, line_start: &str) -> f64 {
+    let (code, text) = w.api("GET", "/metrics", None, None, None);
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+}
+
+#[test]
+fn two_thousand_idle_sockets_do_not_keep_adm_out() {
+    let topo = Topo::new("idle", false);
+    let w = start_empty(&topo, &[]);
+    w.adm_ok(&["-A", "-t", &format!("{VIP}:80"), "-s", "rr"]);
+    let token = w.state_dir.join("api-token");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &w.ns, "python3", "-c", IDLE])
+        .arg(w.pid().to_string())
+        .args([WVS, "adm", "--token-file"])
+        .arg(&token)
+        .args(["-L", "-n"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    eprintln!("idle sockets: {r}");
+    assert_eq!(r["adm_rc"], 0, "wvs adm failed: {}", r["adm_err"]);
+    assert!(
+        r["adm_out"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("{VIP}:80")),
+        "{r}"
+    );
+    assert!(
+        r["adm_secs"].as_f64().unwrap_or(99.0) < 5.0,
+        "adm was held: {r}"
+    );
+    // The cap (256) holds: wvs kept no more descriptors than that and its own.
+    assert!(r["wvs_fds"].as_u64().unwrap_or(9999) < 256 + 128, "{r}");
+    // All but the cap's worth were closed to make room, at once …
+    assert!(r["closed_now"].as_u64().unwrap_or(0) >= 2000 - 256, "{r}");
+    // … and the rest after the header timeout (10 s).
+    assert_eq!(r["closed_later"], 2000, "{r}");
+    assert!(metric(&w, "wvs_api_connection_events_total{event=\"evicted\"} ") >= 1700.0);
+    // The API answers as before.
+    w.get_json("/api/v1/info");
+}
+
+#[test]
+fn the_api_speaks_https_with_the_given_certificate() {
+    let topo = Topo::new("tls", false);
+    let (cert, key) = (topo.dir.join("cert.pem"), topo.dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args([
+            "-subj",
+            "/CN=wvs-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let c = cert.to_str().expect("path");
+    let k = key.to_str().expect("path");
+    let w = start_empty(&topo, &["--api-tls-cert", c, "--api-tls-key", k]);
+    let auth = format!("Authorization: Bearer {}", w.token());
+    let curl = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &w.ns, "curl", "-s", "-m", "5"])
+            .args(args)
+            .output()
+            .expect("curl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (rc, body) = curl(&[
+        "--cacert",
+        c,
+        "-H",
+        &auth,
+        "https://127.0.0.1:9080/api/v1/info",
+    ]);
+    assert_eq!(rc, Some(0), "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(info["version"].is_string(), "{body}");
+    // A client that does not trust the certificate is refused; plain HTTP gets no answer.
+    let (rc, _) = curl(&["https://127.0.0.1:9080/api/v1/info"]);
+    assert_ne!(rc, Some(0), "an unknown certificate is refused");
+    let (rc, body) = curl(&["-H", &auth, "http://127.0.0.1:9080/api/v1/info"]);
+    assert!(
+        rc != Some(0) || !body.contains("version"),
+        "no plain HTTP: {body}"
+    );
+    assert!(metric_tls(&w, c) >= 1.0);
+
+    // A key that is not the certificate's stops the start with a message saying so.
+    let other = topo.dir.join("other.pem");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let sd = topo.dir.join("state-bad");
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "ip",
+            "netns",
+            "exec",
+            &topo.ns("lb"),
+            WVS,
+            "run",
+            "--iface",
+            "c0",
+        ])
+        .args(["--iface", "s0", "--api", "127.0.0.1:9081", "--state-dir"])
+        .arg(&sd)
+        .args(["--api-tls-cert", c, "--api-tls-key"])
+        .arg(&other)
+        .output()
+        .expect("wvs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("TLS certificate"), "{err}");
+}
+
+/// `/metrics` over HTTPS (loopback: no token): the failed handshakes counted.
+fn metric_tls(w: &Wvs, cacert: &str) -> f64 {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &w.ns, "curl", "-s", "-m", "5", "--cacert", cacert,
+        ])
+        .arg("https://127.0.0.1:9080/metrics")
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("wvs_api_connection_events_total{event=\"tls_failed\"} ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no tls_failed in {text}"))
+}
+
+fn t_is_main(status: &std::path::Path, pid: u32) -> bool {
+    status.parent().and_then(|t| t.file_name()) == Some(std::ffi::OsStr::new(&pid.to_string()))
+}
+
+/// One capability set of /proc/PID/task/TID/status, as a number.
+fn cap_field(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+#[test]
+fn after_start_only_cap_net_admin_is_left_and_no_new_privileges() {
+    let topo = Topo::new("caps", false);
+    // On every address: /metrics is open on the loopback one only, and a warning says that
+    // the API is plain HTTP beyond the machine.
+    let w = start_empty(&topo, &["--api", "0.0.0.0:9080"]);
+    assert!(w.log_text().contains("plain HTTP"), "{}", w.log_text());
+    const NET_ADMIN: u64 = 1 << 12;
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", w.pid())).expect("tasks");
+    let mut n = 0;
+    for t in tasks {
+        let path = t.expect("task").path().join("status");
+        let status = std::fs::read_to_string(&path).expect("status");
+        let name = format!(
+            "{} {}",
+            path.display(),
+            status.lines().next().unwrap_or_default()
+        );
+        // CAP_NET_ADMIN at most (a thread that needs none has none), in every set.
+        for set in ["CapEff:", "CapPrm:", "CapBnd:", "CapInh:", "CapAmb:"] {
+            assert_eq!(
+                cap_field(&status, set) & !NET_ADMIN,
+                0,
+                "{name} {set}\n{}",
+                w.log_text()
+            );
+        }
+        if t_is_main(&path, w.pid()) {
+            assert_eq!(
+                cap_field(&status, "CapEff:"),
+                NET_ADMIN,
+                "the main thread runs nft"
+            );
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "{name}: {status}");
+        n += 1;
+    }
+    assert!(
+        n >= 3,
+        "the main thread, the workers, the expiry and check threads: {n}"
+    );
+
+    // What needs CAP_NET_ADMIN still works: a change rewrites the nftables table.
+    w.adm_ok(&["-A", "-t", &format!("{VIP}:80"), "-s", "rr"]);
+    w.adm_ok(&[
+        "-a",
+        "-t",
+        &format!("{VIP}:80"),
+        "-r",
+        "198.19.0.11:80",
+        "-m",
+    ]);
+    let nft = topo.exec("lb", &["nft", "list", "table", "netdev", "wvs"]);
+    assert!(
+        String::from_utf8_lossy(&nft.stdout).contains(&format!("{VIP} . tcp . 80")),
+        "{}",
+        String::from_utf8_lossy(&nft.stdout)
+    );
+    let t = Topo::tally((0..4).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(t.get("rs1"), Some(&4), "{t:?}");
+
+    let get = |url: &str| {
+        let out = topo.exec(
+            "lb",
+            &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get("http://127.0.0.1:9080/metrics"), "200");
+    assert_eq!(
+        get("http://198.18.0.1:9080/metrics"),
+        "401",
+        "elsewhere it needs the token"
+    );
+}
