@@ -1,10 +1,12 @@
 //! End to end, the process and its API under hostile conditions: 2,000 idle sockets on the
 //! API do not keep `wvs adm` out; HTTPS; capabilities after start read from
-//! /proc/PID/status; `/metrics` open on a loopback address only. Needs root.
+//! /proc/PID/status, as root and as the systemd unit's dedicated user; `/metrics` open on a
+//! loopback address only. Needs root.
 
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::{Topo, VIP, WVS, Wvs};
 
@@ -304,4 +306,236 @@ fn after_start_only_cap_net_admin_is_left_and_no_new_privileges() {
         "401",
         "elsewhere it needs the token"
     );
+}
+
+/// The unit's `Key=` values (space-separated words).
+fn unit_words(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .flat_map(|v| v.split_whitespace().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn runs_as_the_units_dedicated_user_with_its_two_capabilities() {
+    let unit_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/wvs.service");
+    let unit = std::fs::read_to_string(unit_path).expect("dist/wvs.service");
+    let ambient = unit_words(&unit, "AmbientCapabilities");
+    assert_eq!(ambient, unit_words(&unit, "CapabilityBoundingSet"));
+    assert!(unit.contains("NoNewPrivileges=yes") && unit.contains("User=wvs"));
+    // systemd's own check of the unit (with this build's binary in place of the installed
+    // one, which it looks for).
+    let checked = std::env::temp_dir().join(format!("wvs-{}.service", std::process::id()));
+    std::fs::write(&checked, unit.replace("/usr/local/bin/wvs", WVS)).expect("unit copy");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&checked)
+        .output()
+        .expect("systemd-analyze");
+    let _ = std::fs::remove_file(&checked);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // What the unit does, with setpriv: a user of its own (an unused uid stands for the
+    // `wvs` user), only the unit's capabilities, ambient, and no_new_privs.
+    let topo = Topo::new("unit", false);
+    const UID: &str = "64123";
+    let sd = topo.dir.join("state-unit");
+    let cache = topo.dir.join("cache-unit");
+    for d in [&sd, &cache] {
+        std::fs::create_dir_all(d).expect("dir");
+        let out = Command::new("chown")
+            .arg(format!("{UID}:{UID}"))
+            .arg(d)
+            .output()
+            .expect("chown");
+        assert!(out.status.success());
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .expect("chmod");
+    }
+    let caps = ambient
+        .iter()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let cfg = topo.dir.join("one.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:80\"\n"
+        ),
+    )
+    .expect("config");
+    let (reuid, regid) = (format!("--reuid={UID}"), format!("--regid={UID}"));
+    let (inh, amb) = (
+        format!("--inh-caps=-all,{caps}"),
+        format!("--ambient-caps={caps}"),
+    );
+    let bnd = format!("--bounding-set=-all,{caps}");
+    let w = Wvs::start_wrapped(
+        &topo,
+        Some(&cfg),
+        &[
+            "--state-dir",
+            sd.to_str().expect("path"),
+            "--plugin-cache",
+            cache.to_str().expect("path"),
+        ],
+        &[],
+        &[
+            "setpriv",
+            &reuid,
+            &regid,
+            "--clear-groups",
+            &inh,
+            &amb,
+            &bnd,
+            "--no-new-privs",
+        ],
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).expect("status");
+    assert!(status.contains(&format!("Uid:\t{UID}\t{UID}")), "{status}");
+    const NET_ADMIN: u64 = 1 << 12;
+    assert_eq!(
+        cap_field(&status, "CapEff:"),
+        NET_ADMIN,
+        "CAP_NET_RAW is gone"
+    );
+    assert_eq!(cap_field(&status, "CapPrm:"), NET_ADMIN);
+    assert_eq!(
+        cap_field(&status, "CapAmb:"),
+        NET_ADMIN,
+        "nft gets CAP_NET_ADMIN"
+    );
+    let t = Topo::tally((0..3).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(t.get("rs1"), Some(&3), "{t:?}");
+    // A change: nft run by the unprivileged user, with its ambient CAP_NET_ADMIN.
+    w.adm_ok(&[
+        "-a",
+        "-t",
+        &format!("{VIP}:80"),
+        "-r",
+        "198.19.0.12:80",
+        "-m",
+    ]);
+    let nft = topo.exec("lb", &["nft", "list", "table", "netdev", "wvs"]);
+    assert!(
+        String::from_utf8_lossy(&nft.stdout).contains("198.19.0.12 . tcp . 80"),
+        "{}",
+        String::from_utf8_lossy(&nft.stdout)
+    );
+}
+
+fn one_server(topo: &Topo) -> std::path::PathBuf {
+    let cfg = topo.dir.join("one.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:80\"\n"
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
+fn ip(topo: &Topo, ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["-n", &topo.ns(ns)])
+        .args(args)
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "ip -n {ns} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn served_by_rs1(topo: &Topo, n: usize) {
+    let t = Topo::tally((0..n).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(t.get("rs1"), Some(&n), "{t:?}");
+}
+
+#[test]
+fn an_interface_deleted_and_created_again_is_bound_again() {
+    relink("ring");
+}
+
+#[test]
+fn an_interface_deleted_and_created_again_is_bound_again_uring() {
+    relink("uring");
+}
+
+fn relink(io: &str) {
+    let topo = Topo::new(&format!("rl{io}"), false);
+    // Two workers: their receive sockets are in a fanout group, which cannot be bound to
+    // another interface, so the new ones come from the socket broker.
+    let w = Wvs::start_with(
+        &topo,
+        Some(&one_server(&topo)),
+        &["--workers", "2", "--io", io],
+    );
+    served_by_rs1(&topo, 3);
+    ip(&topo, "lb", &["link", "del", "s0"]);
+    w.wait_log("interface gone", Duration::from_secs(5));
+    // The same name again, with another address (the real servers learn it from the
+    // gratuitous ARP the kernel sends when it comes up).
+    let sw = topo.ns("sw");
+    ip(
+        &topo,
+        "lb",
+        &[
+            "link",
+            "add",
+            "s0",
+            "address",
+            "02:00:00:00:5e:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "p0",
+            "netns",
+            &sw,
+        ],
+    );
+    ip(&topo, "sw", &["link", "set", "p0", "master", "br0"]);
+    ip(&topo, "sw", &["link", "set", "p0", "up"]);
+    let out = topo.exec("lb", &["sysctl", "-qw", "net.ipv4.conf.s0.arp_notify=1"]);
+    assert!(out.status.success());
+    ip(&topo, "lb", &["addr", "add", "198.19.0.1/24", "dev", "s0"]);
+    ip(&topo, "lb", &["link", "set", "s0", "up"]);
+    w.wait_log("interface back", Duration::from_secs(5));
+    assert!(
+        w.log_text().contains("02:00:00:00:5e:01"),
+        "{}",
+        w.log_text()
+    );
+    served_by_rs1(&topo, 5);
+    // The nftables table was written again, so that its hook is on the new interface.
+    w.wait_log("nftables table written again", Duration::from_secs(2));
+}
+
+#[test]
+fn a_real_server_whose_mac_address_changes_is_followed() {
+    let topo = Topo::new("newmac", false);
+    let w = Wvs::start(&topo, Some(&one_server(&topo)));
+    served_by_rs1(&topo, 3);
+    // The kernel takes a gratuitous ARP for an entry updated less than a second ago as
+    // nothing new (locktime).
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = topo.exec("rs1", &["sysctl", "-qw", "net.ipv4.conf.eth0.arp_notify=1"]);
+    assert!(out.status.success());
+    ip(
+        &topo,
+        "rs1",
+        &["link", "set", "eth0", "address", "02:00:00:00:aa:01"],
+    );
+    w.wait_log("mac=02:00:00:00:aa:01", Duration::from_secs(5));
+    served_by_rs1(&topo, 3);
 }

@@ -87,7 +87,7 @@ impl Harness {
         }
         let conns = Arc::new(ConnTable::new(512));
         let ifaces: Arc<[Iface]> =
-            vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
+            vec![Iface::new(CLIENT_IF_MAC), Iface::new(SERVER_IF_MAC)].into();
         let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 0);
         Self { dp, snap, conns }
     }

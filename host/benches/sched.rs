@@ -113,13 +113,7 @@ fn syn(client: u32, port: u16) -> Vec<u8> {
 /// A datapath with a client-side and a server-side interface, and what a frame from the
 /// client side carries.
 fn datapath(max_conns: usize) -> (Datapath, RxMeta) {
-    let ifaces: Arc<[Iface]> = vec![
-        Iface { mac: CLIENT_IF },
-        Iface {
-            mac: [2, 0, 0, 0, 0, 2],
-        },
-    ]
-    .into();
+    let ifaces: Arc<[Iface]> = vec![Iface::new(CLIENT_IF), Iface::new([2, 0, 0, 0, 0, 2])].into();
     let conns = Arc::new(ConnTable::new(max_conns));
     let dp = Datapath::new(conns, ifaces, Arc::new(DatapathStats::default()), 0);
     let meta = RxMeta {

@@ -103,6 +103,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
     },
+    /// The socket broker `wvs run` starts for itself (internal): it keeps CAP_NET_RAW and
+    /// hands wvs new packet sockets over its standard input, for an interface that returns.
+    #[command(hide = true)]
+    SocketBroker,
     /// Show or change a running wvs the way ipvsadm does, over the REST API.
     ///
     /// Takes ipvsadm's options (-A -E -D -C -a -e -d -L -S -R, -t -u, -s -p -M -b,
@@ -139,6 +143,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::SocketBroker => wvs::io::broker::serve()?,
         Command::Adm { args } => {
             let code = wvs::adm::main(&args);
             if code != 0 {

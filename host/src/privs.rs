@@ -53,6 +53,11 @@ pub fn drop_all_in_this_thread() {
     }
 }
 
+/// The socket broker's set ([`crate::io::broker`]): CAP_NET_RAW alone.
+pub fn drop_to_net_raw() -> Result<Dropped, PrivsError> {
+    drop_to(&[Capability::CAP_NET_RAW])
+}
+
 fn drop_to(keep: &[Capability]) -> Result<Dropped, PrivsError> {
     let keep: CapsHashSet = keep.iter().copied().collect();
     let before = caps::read(None, CapSet::Permitted)?;

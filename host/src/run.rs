@@ -186,7 +186,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tracing::info!(iface = i.name, index = i.index, mac = %neigh::fmt_mac(&i.mac), "interface");
     }
 
-    let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface { mac: i.mac }).collect();
+    let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface::new(i.mac)).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
 
@@ -267,6 +267,24 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         }
         None => None,
     };
+    // The sockets of an interface that is deleted and comes back are new ones, which take
+    // CAP_NET_RAW: the broker keeps it, apart from wvs.
+    let broker = match opts.io {
+        Backend::Xdp => None,
+        _ => match crate::io::broker::Broker::start() {
+            Ok(b) => {
+                tracing::debug!(pid = b.pid(), "socket broker started");
+                Some(b)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start the socket broker: an interface deleted and created again \
+                     will need a restart of wvs: {e}"
+                );
+                None
+            }
+        },
+    };
     crate::privs::raise_nofile();
     match crate::privs::drop_to_kept(opts.io == Backend::Xdp) {
         Ok(d) => tracing::info!(kept = ?d.kept, dropped = d.dropped.len(), "capabilities dropped"),
@@ -321,8 +339,11 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
     let mut all_stats: Vec<Arc<DatapathStats>> = Vec::new();
     let mut threads = Vec::new();
+    let mut mail = Vec::with_capacity(opts.workers);
     for (id, (sockets, stack)) in worker_sockets.into_iter().enumerate() {
         let stats = Arc::new(DatapathStats::default());
+        let mailbox = Arc::new(crate::io::worker::Mailbox::default());
+        mail.push(mailbox.clone());
         all_stats.push(stats.clone());
         let worker = Worker {
             id,
@@ -332,6 +353,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             snapshot: snapshot.clone(),
             stop: stop.clone(),
             epoch,
+            mail: mailbox,
         };
         let tx = exit_tx.clone();
         let t = std::thread::Builder::new()
@@ -429,6 +451,15 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     }
 
     let mut resolver = Resolver::new(handle.clone(), ifaces.clone());
+    let mut links = Links {
+        seen: ifaces.iter().map(|i| Some((i.index, i.mac))).collect(),
+        ifaces: ifaces.clone(),
+        dp: dp_ifaces.clone(),
+        mail,
+        broker,
+        io: opts.io,
+        workers: opts.workers,
+    };
     // Resolve every real server before announcing readiness, so the first connections are
     // not dropped for want of a MAC address.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -472,7 +503,10 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = resolve_tick.tick() => {
                 let all = last_full.elapsed() >= Duration::from_millis(NEIGH_REFRESH_MS);
-                if all { last_full = Instant::now(); }
+                if all {
+                    last_full = Instant::now();
+                    links.check(&handle, &mut resolver, &api, check_path.as_deref()).await;
+                }
                 if let Err(e) = resolver.refresh(&snapshot.load(), all).await {
                     tracing::warn!("next-hop refresh failed: {e}");
                 }
@@ -520,6 +554,125 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         "nftables table removed; stopped"
     );
     result
+}
+
+/// wvs's interfaces as last seen. One that disappears is logged; when one of the same name
+/// is there again (a new index, perhaps a new address), the workers get new sockets on it
+/// from the broker, the datapath and the check path its address, the resolver its index,
+/// and the nftables table is written again (its hook went with the old interface).
+struct Links {
+    ifaces: Vec<neigh::IfaceInfo>,
+    /// Per interface: its index and address, `None` while it is gone.
+    seen: Vec<Option<(u32, [u8; 6])>>,
+    dp: Arc<[Iface]>,
+    mail: Vec<Arc<crate::io::worker::Mailbox>>,
+    broker: Option<crate::io::broker::Broker>,
+    io: Backend,
+    workers: usize,
+}
+
+impl Links {
+    async fn check(
+        &mut self,
+        handle: &rtnetlink::Handle,
+        resolver: &mut Resolver,
+        api: &crate::api::ApiState,
+        check_path: Option<&crate::health::via::CheckPath>,
+    ) {
+        for slot in 0..self.ifaces.len() {
+            let name = self.ifaces[slot].name.clone();
+            let now = neigh::lookup_iface(handle, &name).await.ok();
+            let before = self.seen[slot];
+            match (&now, before) {
+                (None, Some((index, _))) => {
+                    tracing::warn!(
+                        iface = name,
+                        index,
+                        "interface gone: its traffic stops until it is back"
+                    );
+                    self.seen[slot] = None;
+                }
+                (Some(info), Some((index, mac))) if info.index == index => {
+                    if info.mac != mac {
+                        tracing::info!(iface = name, mac = %neigh::fmt_mac(&info.mac), "interface address changed");
+                        self.dp[slot].set_mac(info.mac);
+                        if let Some(p) = check_path {
+                            let _ = p.relink(slot, info.index, info.mac);
+                        }
+                        self.seen[slot] = Some((index, info.mac));
+                    }
+                }
+                (Some(info), _) => {
+                    match self.rebind(slot, info, check_path) {
+                        Ok(()) => {
+                            tracing::info!(iface = name, index = info.index, mac = %neigh::fmt_mac(&info.mac), "interface back: bound again");
+                            self.seen[slot] = Some((info.index, info.mac));
+                            self.ifaces[slot] = info.clone();
+                            resolver.set_iface(slot, info.clone());
+                            match api.control.lock().await.reinstall_nft() {
+                                Ok(()) => tracing::info!(
+                                    iface = name,
+                                    "nftables table written again: its hook is on the new interface"
+                                ),
+                                Err(e) => tracing::error!(
+                                    iface = name,
+                                    "cannot write the nftables table again: {e}"
+                                ),
+                            }
+                        }
+                        Err(e) => {
+                            // Tried again on the next look.
+                            tracing::warn!(
+                                iface = name,
+                                "interface back, but it cannot be bound again: {e}"
+                            );
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// New sockets on interface `slot`'s new index for every worker.
+    fn rebind(
+        &self,
+        slot: usize,
+        info: &neigh::IfaceInfo,
+        check_path: Option<&crate::health::via::CheckPath>,
+    ) -> std::io::Result<()> {
+        use crate::io::worker::NewPort;
+        let Some(broker) = &self.broker else {
+            return Err(std::io::Error::other(match self.io {
+                Backend::Xdp => "with --io xdp, restart wvs to take it back",
+                _ => "no socket broker (see the log at start): restart wvs",
+            }));
+        };
+        let group =
+            (self.workers > 1).then(|| (std::process::id() as u16).wrapping_add(info.index as u16));
+        let mut ports = Vec::with_capacity(self.workers);
+        for _ in 0..self.workers {
+            ports.push(match self.io {
+                Backend::Uring => NewPort::Uring(PacketSocket::open_on(
+                    broker.packet_socket()?,
+                    info.index,
+                    group,
+                )?),
+                _ => NewPort::Ring(RingPort {
+                    ring: PacketRing::open_on(broker.packet_socket()?, info.index, group)?,
+                    tx: PacketSocket::open_tx_on(broker.packet_socket()?, info.index)?,
+                }),
+            });
+        }
+        self.dp[slot].set_mac(info.mac);
+        if let Some(p) = check_path {
+            p.relink(slot, info.index, info.mac)?;
+        }
+        for (m, p) in self.mail.iter().zip(ports) {
+            m.post(slot, p);
+        }
+        Ok(())
+    }
 }
 
 /// Load the XDP program, fill its filter from `snap`, and open an XDP socket per receive

@@ -248,10 +248,23 @@ impl Wvs {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_wrapped(topo, config, extra, env, &[])
+    }
+
+    /// As [`Wvs::start_with_env`], run through `wrapper` (e.g. `setpriv ARGS`).
+    pub fn start_wrapped(
+        topo: &Topo,
+        config: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Self {
         let log = topo.dir.join(format!("wvs-{}.log", rand_u16()));
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &topo.ns("lb"), WVS, "run"]);
+        cmd.args(["netns", "exec", &topo.ns("lb")])
+            .args(wrapper)
+            .args([WVS, "run"]);
         let ifaces: &[&str] = if topo.onearm { &["s0"] } else { &["c0", "s0"] };
         for i in ifaces {
             cmd.args(["--iface", i]);

@@ -384,6 +384,13 @@ impl Controller {
         }
     }
 
+    /// Write the nftables table again for the running snapshot (an interface it hooks was
+    /// created again: the kernel took the hook away with the old one).
+    pub fn reinstall_nft(&mut self) -> Result<(), NftError> {
+        let snap = self.snapshot.load_full();
+        self.nft.update(&snap)
+    }
+
     /// Remove the nftables table (at stop).
     pub fn remove_nft(&mut self) -> Result<(), NftError> {
         self.nft.remove()

@@ -69,8 +69,7 @@ fn harness(port: u16, extra: &str, mtu: u32) -> H {
         d.set_mtu(mtu);
     }
     let conns = Arc::new(ConnTable::new(1 << 12));
-    let ifaces: Arc<[Iface]> =
-        vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
+    let ifaces: Arc<[Iface]> = vec![Iface::new(CLIENT_IF_MAC), Iface::new(SERVER_IF_MAC)].into();
     let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 0);
     H { dp, snap, conns }
 }

@@ -360,7 +360,7 @@ impl Datapath {
         icmp[2..4].copy_from_slice(&[0, 0]);
         let c = checksum::compute(icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        set_macs(frame, out_if.mac, mac);
+        set_macs(frame, out_if.mac(), mac);
         Verdict::Tx { iface }
     }
 }

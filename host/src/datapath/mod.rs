@@ -100,10 +100,39 @@ pub enum Verdict {
 }
 
 /// One of wvs's interfaces as the datapath sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Iface {
-    /// Its MAC address: frames to it are candidates, frames from wvs carry it.
-    pub mac: [u8; 6],
+    /// Its MAC address: frames to it are candidates, frames from wvs carry it. It changes
+    /// when the interface is created again (or given another address) while wvs runs.
+    mac: std::sync::atomic::AtomicU64,
+}
+
+impl Iface {
+    /// An interface with MAC address `mac`.
+    pub fn new(mac: [u8; 6]) -> Self {
+        let s = Self {
+            mac: Default::default(),
+        };
+        s.set_mac(mac);
+        s
+    }
+
+    /// Its MAC address now.
+    pub fn mac(&self) -> [u8; 6] {
+        let b = self
+            .mac
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes();
+        [b[0], b[1], b[2], b[3], b[4], b[5]]
+    }
+
+    /// Its new MAC address.
+    pub fn set_mac(&self, mac: [u8; 6]) {
+        let mut b = [0u8; 8];
+        b[..6].copy_from_slice(&mac);
+        self.mac
+            .store(u64::from_le_bytes(b), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A worker's datapath: shared connection table, interface list, own counters.
@@ -363,7 +392,7 @@ impl Datapath {
             return Verdict::Drop(DropReason::L2Truncated);
         };
         // Only frames sent to our MAC: not broadcasts, and not what a bridge floods to us.
-        if eth.dst_addr() != EthernetAddress(iface.mac) {
+        if eth.dst_addr() != EthernetAddress(iface.mac()) {
             return Verdict::Pass;
         }
         if eth.ethertype() != EthernetProtocol::Ipv4 {
@@ -550,7 +579,7 @@ impl Datapath {
                 };
                 xmit::Link {
                     iface: hop.iface,
-                    src_mac: out_if.mac,
+                    src_mac: out_if.mac(),
                     dst_mac: hop.mac,
                 }
             }
@@ -837,7 +866,7 @@ impl Datapath {
         };
         let link = xmit::Link {
             iface: hop.iface,
-            src_mac: out_if.mac,
+            src_mac: out_if.mac(),
             dst_mac: hop.mac,
         };
         let back = xmit::Back {

@@ -71,8 +71,7 @@ fn harness_of(services: &[config::ServiceSpec], max_conns: usize) -> Harness {
         d.set_source(Ipv4Addr::new(198, 19, 0, 1));
     }
     let conns = Arc::new(ConnTable::new(max_conns));
-    let ifaces: Arc<[Iface]> =
-        vec![Iface { mac: CLIENT_IF_MAC }, Iface { mac: SERVER_IF_MAC }].into();
+    let ifaces: Arc<[Iface]> = vec![Iface::new(CLIENT_IF_MAC), Iface::new(SERVER_IF_MAC)].into();
     let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 1);
     Harness { dp, snap, conns }
 }

@@ -50,7 +50,7 @@ pub struct CheckPath {
     /// Checks in flight: their protocol and source port, and the real server each is for.
     flights: Mutex<HashMap<(Protocol, u16), Arc<Dest>>>,
     /// wvs's interfaces (by their index in `--iface`): a socket to send on, and the MAC.
-    links: Vec<(PacketSocket, [u8; 6])>,
+    links: Vec<(PacketSocket, crate::datapath::Iface)>,
 }
 
 /// A check in flight: its source port is known to the path until it is dropped.
@@ -118,7 +118,12 @@ impl CheckPath {
         rule().execute().await?;
         let links = ifaces
             .iter()
-            .map(|i| Ok((PacketSocket::open_tx(i.index)?, i.mac)))
+            .map(|i| {
+                Ok((
+                    PacketSocket::open_tx(i.index)?,
+                    crate::datapath::Iface::new(i.mac),
+                ))
+            })
             .collect::<Result<Vec<_>, std::io::Error>>()?;
         let path = Arc::new(Self {
             flights: Mutex::new(HashMap::new()),
@@ -139,6 +144,15 @@ impl CheckPath {
             "checks of DR and tunnel servers go through the VIP"
         );
         Ok(path)
+    }
+
+    /// Follow interface `slot` to its new index and address (it was created again).
+    pub fn relink(&self, slot: usize, index: u32, mac: [u8; 6]) -> std::io::Result<()> {
+        if let Some((sock, iface)) = self.links.get(slot) {
+            sock.rebind_tx(index)?;
+            iface.set_mac(mac);
+        }
+        Ok(())
     }
 
     /// Remove the rule (the device and its route go with the process).
@@ -197,7 +211,8 @@ impl CheckPath {
             tracing::trace!(real = %dest.addr, "no next hop to the real server yet");
             return None;
         };
-        let (_, mac) = self.links.get(usize::from(hop.iface))?;
+        let (_, iface) = self.links.get(usize::from(hop.iface))?;
+        let mac = &iface.mac();
         let IpAddr::V4(daddr) = dest.addr else {
             return None;
         };

@@ -9,8 +9,11 @@
 //! - [`worker`]: one thread per core, each on its own io_uring, feeding frames to
 //!   [`crate::datapath::Datapath::process`] and sending what it returns;
 //! - [`nft`]: the nftables table that keeps the kernel from also handling wvs's packets;
-//! - [`neigh`]: interfaces and next hops (routes and neighbours) read over rtnetlink.
+//! - [`neigh`]: interfaces and next hops (routes and neighbours) read over rtnetlink;
+//! - [`broker`]: the process that keeps CAP_NET_RAW, for the sockets of an interface that
+//!   comes back.
 
+pub mod broker;
 pub mod bufring;
 pub mod neigh;
 pub mod nft;

@@ -67,10 +67,18 @@ pub async fn lookup_ifaces(
 ) -> Result<Vec<IfaceInfo>, NeighError> {
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let mut links = handle.link().get().match_name(name.clone()).execute();
+        out.push(lookup_iface(handle, name).await?);
+    }
+    Ok(out)
+}
+
+/// Look up one interface by name.
+pub async fn lookup_iface(handle: &Handle, name: &str) -> Result<IfaceInfo, NeighError> {
+    {
+        let mut links = handle.link().get().match_name(name.to_string()).execute();
         let msg = match links.try_next().await {
             Ok(Some(m)) => m,
-            Ok(None) | Err(_) => return Err(NeighError::NoSuchIface(name.clone())),
+            Ok(None) | Err(_) => return Err(NeighError::NoSuchIface(name.to_string())),
         };
         let mtu = msg
             .attributes
@@ -87,15 +95,14 @@ pub async fn lookup_ifaces(
                 LinkAttribute::Address(v) if v.len() == 6 => <[u8; 6]>::try_from(v.as_slice()).ok(),
                 _ => None,
             })
-            .ok_or_else(|| NeighError::NotEthernet(name.clone()))?;
-        out.push(IfaceInfo {
-            name: name.clone(),
+            .ok_or_else(|| NeighError::NotEthernet(name.to_string()))?;
+        Ok(IfaceInfo {
+            name: name.to_string(),
             index: msg.header.index,
             mac,
             mtu,
-        });
+        })
     }
-    Ok(out)
 }
 
 /// What a route lookup gives: next hop, source address, MTU.
@@ -123,6 +130,13 @@ impl Resolver {
             handle,
             ifaces,
             warned: HashMap::new(),
+        }
+    }
+
+    /// Follow interface `slot` to what it is now (it was created again).
+    pub fn set_iface(&mut self, slot: usize, info: IfaceInfo) {
+        if let Some(i) = self.ifaces.get_mut(slot) {
+            *i = info;
         }
     }
 

@@ -93,21 +93,30 @@ impl PacketRing {
     /// Open the socket on interface `ifindex`, map its rings and, if `fanout_group` is given,
     /// join the group.
     pub fn open(ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
-        Self::open_with(ifindex, fanout_group, true)
+        Self::open_with(super::socket::packet_fd()?, ifindex, fanout_group, true)
+    }
+
+    /// As [`Self::open`], on a socket opened elsewhere (the [`super::broker`]'s).
+    pub fn open_on(fd: OwnedFd, ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
+        Self::open_with(fd, ifindex, fanout_group, true)
     }
 
     /// Open a socket with a TX ring only, on interface `ifindex`: bound with protocol 0, the
     /// kernel delivers nothing to it (`--io xdp` receives through XDP sockets).
     pub fn open_tx_only(ifindex: u32) -> io::Result<Self> {
-        Self::open_with(ifindex, None, false)
+        Self::open_with(super::socket::packet_fd()?, ifindex, None, false)
     }
 
-    fn open_with(ifindex: u32, fanout_group: Option<u16>, rx: bool) -> io::Result<Self> {
+    fn open_with(
+        fd: OwnedFd,
+        ifindex: u32,
+        fanout_group: Option<u16>,
+        rx: bool,
+    ) -> io::Result<Self> {
         // The version and the vnet header must be set before the rings exist. A TX slot
         // the kernel cannot send is skipped (`PACKET_LOSS`, and counted by the send's
         // result) instead of stopping every slot behind it; frames larger than a slot are
         // also queued whole on the socket (`PACKET_COPY_THRESH`).
-        let fd = super::socket::packet_fd()?;
         let s = fd.as_raw_fd();
         super::socket::set_options(
             s,

@@ -133,7 +133,11 @@ pub(super) fn force_sndbuf(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
 impl PacketSocket {
     /// Open a packet socket on interface `ifindex` and, if `fanout_group` is given, join it.
     pub fn open(ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
-        let fd = packet_fd()?;
+        Self::open_on(packet_fd()?, ifindex, fanout_group)
+    }
+
+    /// As [`Self::open`], on a socket opened elsewhere (the [`super::broker`]'s).
+    pub fn open_on(fd: OwnedFd, ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
         set_options(fd.as_raw_fd(), &RX_OPTIONS)?;
         let s = Self { fd };
         let fd = s.as_raw_fd();
@@ -156,11 +160,21 @@ impl PacketSocket {
     /// the kernel delivers nothing to it. The ring backend sends what does not fit a TX
     /// ring slot through it (GSO super-frames, jumbo frames, a full ring).
     pub fn open_tx(ifindex: u32) -> io::Result<Self> {
-        let fd = packet_fd()?;
+        Self::open_tx_on(packet_fd()?, ifindex)
+    }
+
+    /// As [`Self::open_tx`], on a socket opened elsewhere (the [`super::broker`]'s).
+    pub fn open_tx_on(fd: OwnedFd, ifindex: u32) -> io::Result<Self> {
         set_options(fd.as_raw_fd(), &[RX_OPTIONS[0], RX_OPTIONS[2]])?;
         let s = fd.as_raw_fd();
         bind_to(s, ifindex, 0)?;
         Ok(Self { fd })
+    }
+
+    /// Bind this sending socket to another interface (one deleted and created again has a
+    /// new index); a socket that only sends is in no fanout group, so it can be.
+    pub fn rebind_tx(&self, ifindex: u32) -> io::Result<()> {
+        bind_to(self.as_raw_fd(), ifindex, 0)
     }
 
     /// Send `frame` (vnet header first) at once, without waiting.

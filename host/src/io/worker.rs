@@ -47,6 +47,55 @@ const OP_SEG: u64 = 4 << 32;
 const OP_POLL: u64 = 5 << 32;
 const OP_FLUSH: u64 = 6 << 32;
 const LOW_MASK: u64 = 0xffff_ffff;
+/// In a receive's or a poll's user data: the interface in the low 16 bits, its sockets'
+/// generation above (a completion of a replaced socket's operation is told apart).
+const IFACE_MASK: u64 = 0xffff;
+
+/// The user data of a receive or poll on interface `i`'s sockets of generation `gen`.
+fn iface_op(op: u64, gen_: u16, i: usize) -> u64 {
+    op | (u64::from(gen_) << 16) | (i as u64 & IFACE_MASK)
+}
+
+/// Sockets for an interface that was created again, for one worker to take.
+pub enum NewPort {
+    /// `--io ring`.
+    Ring(RingPort),
+    /// `--io uring`.
+    Uring(PacketSocket),
+}
+
+/// Where the control thread leaves a worker the new sockets of an interface that returned;
+/// the worker looks once per round (one atomic load), not per frame.
+#[derive(Default)]
+pub struct Mailbox {
+    pending: AtomicBool,
+    ports: parking_lot::Mutex<Vec<(usize, NewPort)>>,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").finish_non_exhaustive()
+    }
+}
+
+impl Mailbox {
+    /// Leave the sockets of interface `iface` for the worker.
+    pub fn post(&self, iface: usize, port: NewPort) {
+        self.ports.lock().push((iface, port));
+        self.pending
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn take(&self) -> Vec<(usize, NewPort)> {
+        if !self
+            .pending
+            .swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.ports.lock())
+    }
+}
 
 /// Everything a worker needs.
 pub struct Worker {
@@ -64,6 +113,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// Start of the datapath clock.
     pub epoch: Instant,
+    /// New sockets for an interface that returned.
+    pub mail: Arc<Mailbox>,
 }
 
 /// A worker's interfaces, per backend.
@@ -189,7 +240,7 @@ impl Worker {
         }
     }
 
-    fn run_uring(&self, sockets: Vec<PacketSocket>) -> io::Result<()> {
+    fn run_uring(&self, mut sockets: Vec<PacketSocket>) -> io::Result<()> {
         let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
             .setup_cqsize(u32::from(BUFFERS_PER_WORKER) * 2 + URING_ENTRIES)
             .setup_single_issuer()
@@ -201,7 +252,8 @@ impl Worker {
             bufs,
             segs: SegPool::new(),
         };
-        let fds: Vec<types::Fd> = sockets.iter().map(|s| types::Fd(s.as_raw_fd())).collect();
+        let mut fds: Vec<types::Fd> = sockets.iter().map(|s| types::Fd(s.as_raw_fd())).collect();
+        let mut gens = vec![0u16; fds.len()];
         let mut completions: Vec<(u64, i32, u32)> =
             Vec::with_capacity(usize::from(BUFFERS_PER_WORKER) * 2);
         let mut rearm = vec![true; fds.len()];
@@ -217,12 +269,29 @@ impl Worker {
         let ts = wake_interval();
         let args = types::SubmitArgs::new().timespec(&ts);
         while !self.stop.load(Relaxed) {
+            for (i, port) in self.mail.take() {
+                let NewPort::Uring(sock) = port else { continue };
+                let Some(g) = gens.get_mut(i) else { continue };
+                let cancel = opcode::AsyncCancel::new(iface_op(OP_RECV, *g, i))
+                    .build()
+                    .user_data(OP_CANCEL);
+                push(&mut u.ring, &cancel)?;
+                *g = g.wrapping_add(1);
+                fds[i] = types::Fd(sock.as_raw_fd());
+                sockets[i] = sock;
+                rearm[i] = true;
+                tracing::debug!(
+                    worker = self.id,
+                    iface = i,
+                    "new socket for a returning interface"
+                );
+            }
             for (i, r) in rearm.iter_mut().enumerate() {
                 if std::mem::take(r) {
                     let e = opcode::RecvMulti::new(fds[i], u.bufs.bgid())
                         .flags(libc::MSG_TRUNC)
                         .build()
-                        .user_data(OP_RECV | i as u64);
+                        .user_data(iface_op(OP_RECV, gens[i], i));
                     push(&mut u.ring, &e)?;
                     inflight += 1;
                 }
@@ -250,11 +319,14 @@ impl Worker {
                 let low = (ud & LOW_MASK) as usize;
                 match ud & !LOW_MASK {
                     OP_RECV => {
+                        let (iface, g) = ((ud & IFACE_MASK) as usize, (low >> 16) as u16);
                         if !cqueue::more(flags) {
                             // The multishot receive ended (out of buffers, or an error): arm
-                            // it again in the next round.
+                            // it again in the next round, unless its socket was replaced.
                             inflight -= 1;
-                            rearm[low] = true;
+                            if gens.get(iface) == Some(&g) {
+                                rearm[iface] = true;
+                            }
                         }
                         let Some(bid) = cqueue::buffer_select(flags) else {
                             if res < 0 && res != -libc::ENOBUFS {
@@ -262,9 +334,16 @@ impl Worker {
                             }
                             continue;
                         };
-                        if let Some(e) =
-                            self.on_recv(&snap, now, &fds, &mut u.bufs, &mut u.segs, low, bid, res)
-                        {
+                        if let Some(e) = self.on_recv(
+                            &snap,
+                            now,
+                            &fds,
+                            &mut u.bufs,
+                            &mut u.segs,
+                            iface,
+                            bid,
+                            res,
+                        ) {
                             push(&mut u.ring, &e)?;
                             inflight += 1;
                         } else {
@@ -352,7 +431,7 @@ impl Worker {
         // A frame too large for a slot comes whole off the socket into this buffer.
         let mut big = vec![0u8; SLOT_SIZE].into_boxed_slice();
         // What wakes the worker: the RX rings, or the XDP sockets.
-        let fds: Vec<types::Fd> = match &xsks {
+        let mut fds: Vec<types::Fd> = match &xsks {
             Some(x) => x.iter().map(|x| types::Fd(x.as_raw_fd())).collect(),
             None => ports
                 .iter()
@@ -360,6 +439,7 @@ impl Worker {
                 .collect(),
         };
         let mut rearm = vec![true; fds.len()];
+        let mut gens = vec![0u16; fds.len()];
         let mut inflight = 0usize;
         let mut last_queue_poll = 0u64;
         let mut more = false;
@@ -375,12 +455,32 @@ impl Worker {
         let ts = wake_interval();
         let args = types::SubmitArgs::new().timespec(&ts);
         while !self.stop.load(Relaxed) {
+            for (i, port) in self.mail.take() {
+                // With --io xdp frames arrive through the XDP sockets, not these.
+                let (NewPort::Ring(p), None) = (port, &xsks) else {
+                    continue;
+                };
+                let Some(g) = gens.get_mut(i) else { continue };
+                let cancel = opcode::AsyncCancel::new(iface_op(OP_POLL, *g, i))
+                    .build()
+                    .user_data(OP_CANCEL);
+                push(&mut ring, &cancel)?;
+                *g = g.wrapping_add(1);
+                fds[i] = types::Fd(p.ring.as_raw_fd());
+                ports[i] = p;
+                rearm[i] = true;
+                tracing::debug!(
+                    worker = self.id,
+                    iface = i,
+                    "new sockets for a returning interface"
+                );
+            }
             for (i, r) in rearm.iter_mut().enumerate() {
                 if std::mem::take(r) {
                     let e = opcode::PollAdd::new(fds[i], libc::POLLIN as u32)
                         .multi(true)
                         .build()
-                        .user_data(OP_POLL | i as u64);
+                        .user_data(iface_op(OP_POLL, gens[i], i));
                     push(&mut ring, &e)?;
                     inflight += 1;
                 }
@@ -404,7 +504,10 @@ impl Worker {
                 match c.user_data() & !LOW_MASK {
                     OP_POLL if !cqueue::more(c.flags()) => {
                         inflight -= 1;
-                        if let Some(r) = rearm.get_mut(low) {
+                        let (i, g) = (low & IFACE_MASK as usize, (low >> 16) as u16);
+                        if gens.get(i) == Some(&g)
+                            && let Some(r) = rearm.get_mut(i)
+                        {
                             *r = true;
                         }
                         if c.result() < 0 {
