@@ -427,6 +427,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         max_conns: opts.max_conns,
         api_hosts: opts.api_hosts.clone(),
         server: Default::default(),
+        conn_walk: tokio::sync::Semaphore::new(1),
     });
     {
         // Drained real servers leave once their connections end or their period is over.

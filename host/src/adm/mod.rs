@@ -170,12 +170,27 @@ fn run(a: &Args) -> Result<String, Failure> {
             );
         }
         Cmd::List if a.connections => {
-            let mut path = "/api/v1/connections".to_string();
+            let mut path = "/api/v1/connections?".to_string();
             if let Some((p, addr)) = &a.service {
-                path += &format!("?service={p}/{addr}");
+                path += &format!("service={p}/{addr}&");
             }
-            let list: ConnList = client.get(&path)?;
-            format::conns(&mut out, &list.connections);
+            // Page by page, as /proc/net/ip_vs_conn is read: a table of millions is not
+            // one answer.
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = match &cursor {
+                    Some(c) => format!("{path}cursor={c}"),
+                    None => path.clone(),
+                };
+                let list: ConnList = client.get(&page)?;
+                all.extend(list.connections);
+                match list.next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+            format::conns(&mut out, &all);
         }
         Cmd::List => {
             let listing = if a.stats {

@@ -63,6 +63,8 @@ pub struct ApiState {
     pub api_hosts: Vec<String>,
     /// The HTTP server's counters.
     pub server: Arc<server::ServerStats>,
+    /// One connection-table walk at a time.
+    pub conn_walk: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -677,6 +679,9 @@ pub struct ConnQuery {
     /// At most this many (default 100000, the most).
     #[param(minimum = 0, maximum = 100000)]
     pub limit: Option<u32>,
+    /// Go on from here: the `next` of the page before.
+    #[param(value_type = Option<schema::ConnCursor>)]
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/connections", params(ConnQuery),
@@ -707,17 +712,33 @@ async fn list_connections(
             )));
         }
     };
-    let now = st.epoch.elapsed().as_millis() as u64;
-    let conns = st.conns.clone();
+    let from = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(views::ConnCursor::parse(c).ok_or_else(|| {
+            ApiError::bad(format!(
+                "cursor {c:?}: pass the `next` of the page before, as it was given"
+            ))
+        })?),
+    };
     let filter = views::ConnFilter {
         service: svc,
         real,
         state,
     };
-    // Walking a large table takes a while: off the control thread.
-    let list = tokio::task::spawn_blocking(move || ConnList::collect(&conns, now, limit, &filter))
+    // One walk at a time (each takes every shard's lock in turn, for a while when the
+    // table is large): others wait their turn, within the request timeout.
+    let _turn = st
+        .conn_walk
+        .acquire()
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let now = st.epoch.elapsed().as_millis() as u64;
+    let conns = st.conns.clone();
+    // Walking a large table takes a while: off the control thread.
+    let list =
+        tokio::task::spawn_blocking(move || ConnList::collect(&conns, now, limit, &filter, from))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(list))
 }
 

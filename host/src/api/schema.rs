@@ -178,6 +178,14 @@ schema_type!(
         .enum_values(Some(crate::api::views::state_names().collect::<Vec<_>>()))
 );
 
+schema_type!(
+    /// Where a page of the connection listing starts.
+    ConnCursor,
+    string("Where a page of the connection listing starts: a listing's `next`.")
+        .pattern(Some(r"^[ct]\.[0-9]{1,9}\.[0-9]{1,9}$"))
+        .examples(["c.3.1041"])
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

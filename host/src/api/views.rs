@@ -334,10 +334,14 @@ pub struct ConnView {
 /// A connection listing.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnList {
-    /// Connections that matched (may exceed `connections.len()` when limited).
+    /// Connections that matched from the cursor on (more than `connections.len()` when
+    /// limited: the rest are in the next pages).
     pub matched: usize,
     /// The connections listed.
     pub connections: Vec<ConnView>,
+    /// Where the next page starts (`?cursor=`), when more matched than were listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Which connections a listing shows.
@@ -370,65 +374,124 @@ impl ConnFilter {
     }
 }
 
+/// Where a paginated connection listing goes on: after slot `1` of connection shard `0`,
+/// or after the first `1` templates of template shard `0` (connections come first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnCursor {
+    /// In the connection table.
+    Conn(usize, usize),
+    /// In the persistence templates.
+    Template(usize, usize),
+}
+
+impl ConnCursor {
+    /// As the API writes it: `c.SHARD.SLOT` or `t.SHARD.SKIP`.
+    pub fn encode(self) -> String {
+        match self {
+            Self::Conn(s, i) => format!("c.{s}.{i}"),
+            Self::Template(s, n) => format!("t.{s}.{n}"),
+        }
+    }
+
+    /// Read a cursor the API wrote.
+    pub fn parse(v: &str) -> Option<Self> {
+        let mut it = v.splitn(3, '.');
+        let (kind, a, b) = (it.next()?, it.next()?, it.next()?);
+        let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+        match kind {
+            "c" => Some(Self::Conn(a, b)),
+            "t" => Some(Self::Template(a, b)),
+            _ => None,
+        }
+    }
+}
+
 impl ConnList {
-    /// Walk the table and the persistence templates (one shard lock at a time) and list
-    /// what `filter` keeps. Templates show as ipvsadm shows them: state NONE or ASSURED, client
-    /// port 0.
-    pub fn collect(table: &ConnTable, now: u64, limit: usize, filter: &ConnFilter) -> Self {
+    /// Walk the table and then the persistence templates (one shard lock at a time) from
+    /// `from` on, and list what `filter` keeps, at most `limit`; `matched` counts the rest
+    /// too, and `next` says where the next page starts. Templates show as ipvsadm shows
+    /// them: state NONE or ASSURED, client port 0. Like IPVS's `/proc/net/ip_vs_conn`, a
+    /// listing in pages is of a live table: a connection made meanwhile may be missed.
+    pub fn collect(
+        table: &ConnTable,
+        now: u64,
+        limit: usize,
+        filter: &ConnFilter,
+        from: Option<ConnCursor>,
+    ) -> Self {
         let mut out = Self {
             matched: 0,
             connections: Vec::new(),
+            next: None,
         };
-        let push = |out: &mut Self, v: ConnView| {
+        let mut last: Option<ConnCursor> = None;
+        let mut push = |out: &mut Self, v: ConnView, at: ConnCursor| {
             out.matched += 1;
             if out.connections.len() < limit {
                 out.connections.push(v);
+                last = Some(at);
             }
         };
-        table.for_each(|c| {
-            // IPVS's timer removes a connection at its timeout; wvs's sweep does within
-            // a second after it, and the listing leaves out what is already due.
-            if c.expires <= now {
-                return;
-            }
-            let state = conn_state_name(c);
-            if !filter.keeps(c.proto, c.vaddr, c.vport, c.daddr, c.dport, state) {
-                return;
-            }
-            push(
-                &mut out,
-                ConnView {
-                    protocol: c.proto.name().into(),
-                    client: SocketAddr::new(c.caddr, c.cport).to_string(),
-                    virtual_address: SocketAddr::new(c.vaddr, c.vport).to_string(),
-                    real: SocketAddr::new(c.daddr, c.dport).to_string(),
-                    state: state.into(),
-                    expires_ms: c.expires.saturating_sub(now),
-                },
-            );
-        });
-        table.persist().for_each(|k, t| {
-            let dport = if t.dest.port == 0 {
-                k.vport
-            } else {
-                t.dest.port
-            };
-            let state = t.state_name();
-            if !filter.keeps(k.proto, k.vaddr, k.vport, t.dest.addr, dport, state) {
-                return;
-            }
-            push(
-                &mut out,
-                ConnView {
-                    protocol: k.proto.name().into(),
-                    client: SocketAddr::new(k.client, 0).to_string(),
-                    virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
-                    real: SocketAddr::new(t.dest.addr, dport).to_string(),
-                    state: state.into(),
-                    expires_ms: t.expires.saturating_sub(now),
-                },
-            );
-        });
+        let (conn_from, tmpl_from) = match from {
+            None => (Some((0, None)), (0, 0)),
+            Some(ConnCursor::Conn(s, i)) => (Some((s, Some(i))), (0, 0)),
+            Some(ConnCursor::Template(s, n)) => (None, (s, n)),
+        };
+        if let Some((shard, after)) = conn_from {
+            table.walk_from(shard, after, |si, idx, c| {
+                // IPVS's timer removes a connection at its timeout; wvs's sweep does
+                // within a second after it, and the listing leaves out what is already due.
+                if c.expires <= now {
+                    return true;
+                }
+                let state = conn_state_name(c);
+                if !filter.keeps(c.proto, c.vaddr, c.vport, c.daddr, c.dport, state) {
+                    return true;
+                }
+                push(
+                    &mut out,
+                    ConnView {
+                        protocol: c.proto.name().into(),
+                        client: SocketAddr::new(c.caddr, c.cport).to_string(),
+                        virtual_address: SocketAddr::new(c.vaddr, c.vport).to_string(),
+                        real: SocketAddr::new(c.daddr, c.dport).to_string(),
+                        state: state.into(),
+                        expires_ms: c.expires.saturating_sub(now),
+                    },
+                    ConnCursor::Conn(si, idx),
+                );
+                true
+            });
+        }
+        table
+            .persist()
+            .walk_from(tmpl_from.0, tmpl_from.1, |si, i, k, t| {
+                let dport = if t.dest.port == 0 {
+                    k.vport
+                } else {
+                    t.dest.port
+                };
+                let state = t.state_name();
+                if !filter.keeps(k.proto, k.vaddr, k.vport, t.dest.addr, dport, state) {
+                    return true;
+                }
+                push(
+                    &mut out,
+                    ConnView {
+                        protocol: k.proto.name().into(),
+                        client: SocketAddr::new(k.client, 0).to_string(),
+                        virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
+                        real: SocketAddr::new(t.dest.addr, dport).to_string(),
+                        state: state.into(),
+                        expires_ms: t.expires.saturating_sub(now),
+                    },
+                    ConnCursor::Template(si, i + 1),
+                );
+                true
+            });
+        if out.matched > out.connections.len() {
+            out.next = last.map(ConnCursor::encode);
+        }
         out
     }
 }
@@ -547,4 +610,68 @@ pub struct InfoView {
     pub connections: usize,
     /// The state file, if changes are saved.
     pub state_file: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{ConnKey, Hop};
+    use crate::service::Dest;
+    use std::sync::Arc;
+
+    fn table(n: u16) -> ConnTable {
+        let t = ConnTable::new(10_000);
+        let d = Arc::new(Dest::new("198.19.0.11".parse().expect("addr"), 80));
+        for p in 0..n {
+            let k = ConnKey {
+                proto: Protocol::Tcp,
+                saddr: "198.18.0.2".parse().expect("addr"),
+                sport: 10_000 + p,
+                daddr: "198.18.100.1".parse().expect("addr"),
+                dport: 80,
+            };
+            let hop = Hop {
+                iface: 0,
+                mac: [2, 0, 0, 0, 0, 1],
+            };
+            t.insert(Conn::new(&k, d.clone(), Default::default(), hop, 60_000))
+                .expect("room");
+        }
+        t
+    }
+
+    #[test]
+    fn pages_list_every_connection_once() {
+        let t = table(500);
+        let all = ConnList::collect(&t, 0, 100_000, &ConnFilter::default(), None);
+        assert_eq!((all.matched, all.connections.len()), (500, 500));
+        assert!(all.next.is_none());
+        let mut seen = std::collections::HashSet::new();
+        let mut from = None;
+        let mut pages = 0;
+        loop {
+            let page = ConnList::collect(&t, 0, 37, &ConnFilter::default(), from);
+            assert!(page.connections.len() <= 37);
+            for c in &page.connections {
+                assert!(seen.insert(c.client.clone()), "listed twice: {}", c.client);
+            }
+            pages += 1;
+            match page.next {
+                Some(n) => from = Some(ConnCursor::parse(&n).expect("a cursor it wrote")),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 500);
+        assert_eq!(pages, 500usize.div_ceil(37));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_refused() {
+        for c in [ConnCursor::Conn(3, 1041), ConnCursor::Template(0, 7)] {
+            assert_eq!(ConnCursor::parse(&c.encode()), Some(c));
+        }
+        for bad in ["", "c.1", "x.1.2", "c.-1.2", "c.1.2.3", "c.a.b"] {
+            assert_eq!(ConnCursor::parse(bad), None, "{bad}");
+        }
+    }
 }

@@ -220,6 +220,27 @@ impl PersistTable {
         n
     }
 
+    /// Visit the templates from shard `shard` on, skipping the first `skip` of that shard
+    /// (a listing's cursor), with their shard and position; `f` returns `false` to stop.
+    pub fn walk_from(
+        &self,
+        shard: usize,
+        skip: usize,
+        mut f: impl FnMut(usize, usize, &TemplateKey, &Template) -> bool,
+    ) {
+        for (si, s) in self.shards.iter().enumerate().skip(shard) {
+            let g = s.lock();
+            for (i, (k, t)) in g.iter().enumerate() {
+                if si == shard && i < skip {
+                    continue;
+                }
+                if !f(si, i, k, t) {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Visit every template (listings); one shard lock at a time.
     pub fn for_each(&self, mut f: impl FnMut(&TemplateKey, &Template)) {
         for s in self.shards.iter() {

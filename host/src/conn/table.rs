@@ -556,6 +556,28 @@ impl ConnTable {
         removed
     }
 
+    /// Visit the connections from shard `shard` on, in that shard those with a slot above
+    /// `after` (a listing's cursor: slots do not move while a connection lives), with
+    /// their shard and slot; `f` returns `false` to stop.
+    pub fn walk_from(
+        &self,
+        shard: usize,
+        after: Option<usize>,
+        mut f: impl FnMut(usize, usize, &Conn) -> bool,
+    ) {
+        for (si, s) in self.shards.iter().enumerate().skip(shard) {
+            let g = s.inner.lock();
+            for (idx, c) in g.conns.iter() {
+                if si == shard && after.is_some_and(|a| idx <= a) {
+                    continue;
+                }
+                if !f(si, idx, c) {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Visit every connection (for listings and tests); holds one shard lock at a time.
     pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
         for shard in self.shards.iter() {
