@@ -896,3 +896,104 @@ fn settings_are_one_validated_saved_change() {
     let again = Wvs::start_with(&topo, None, &["--state-dir", state.to_str().expect("path")]);
     assert_eq!(again.get_json("/api/v1/settings"), now);
 }
+
+/// Holds a TCP connection to VIP:80 from the client (saying nothing) for `secs`.
+fn hold_connection(topo: &Topo, secs: u32) -> std::process::Child {
+    Command::new("ip")
+        .args(["netns", "exec", &topo.ns("cli"), "python3", "-c"])
+        .arg(format!(
+            "import socket, time\ns = socket.create_connection(('{VIP}', 80), timeout=5)\n\
+             print('connected', flush=True)\ntime.sleep({secs})\n"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3")
+}
+
+#[test]
+fn expire_nodest_conn_decides_whether_a_removed_servers_connections_stay() {
+    let topo = Topo::new("nodest", false);
+    let wvs = start_empty(&topo);
+    wvs.adm_ok(&["-A", "-t", &format!("{VIP}:80"), "-s", "rr"]);
+    let auth = format!("Bearer {}", wvs.token());
+    let put = |json: &str| {
+        let p = topo.dir.join("sysctl.json");
+        std::fs::write(&p, json).expect("body");
+        let (code, msg) = wvs.api(
+            "PUT",
+            "/api/v1/sysctl",
+            Some(&auth),
+            Some("application/json"),
+            Some(&p),
+        );
+        assert_eq!(code, 200, "{msg}");
+    };
+    let s = wvs.get_json("/api/v1/sysctl");
+    assert_eq!(
+        (
+            &s["expire_nodest_conn"],
+            &s["expire_quiescent_template"],
+            &s["conn_reuse_mode"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(false),
+            &serde_json::json!(1)
+        ),
+        "{s}"
+    );
+    let conns = || {
+        wvs.adm_ok(&["-L", "-n", "-c"])
+            .lines()
+            .filter(|l| l.contains("198.19.0.11:80"))
+            .count()
+    };
+    for (nodest, stays) in [(true, false), (false, true)] {
+        put(&format!(
+            r#"{{"expire_nodest_conn": {nodest}, "conn_reuse_mode": 1}}"#
+        ));
+        wvs.adm_ok(&[
+            "-a",
+            "-t",
+            &format!("{VIP}:80"),
+            "-r",
+            "198.19.0.11:80",
+            "-m",
+        ]);
+        let mut held = hold_connection(&topo, 8);
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(held.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "connected");
+        assert_eq!(conns(), 1, "the held connection is listed");
+        wvs.adm_ok(&["-d", "-t", &format!("{VIP}:80"), "-r", "198.19.0.11:80"]);
+        // The expiry thread runs every second.
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        assert_eq!(
+            conns() == 1,
+            stays,
+            "expire_nodest_conn={nodest}: the connection {}",
+            if stays {
+                "stays until its timeout"
+            } else {
+                "goes with its server"
+            }
+        );
+        let _ = held.kill();
+        let _ = held.wait();
+    }
+    // Out of range: refused, nothing changed.
+    let p = topo.dir.join("bad.json");
+    std::fs::write(&p, r#"{"conn_reuse_mode": 4}"#).expect("body");
+    let (code, msg) = wvs.api(
+        "PUT",
+        "/api/v1/sysctl",
+        Some(&auth),
+        Some("application/json"),
+        Some(&p),
+    );
+    assert_eq!(code, 400, "{msg}");
+    assert!(msg.contains("conn_reuse_mode"), "{msg}");
+}

@@ -108,12 +108,12 @@ struct File {
     defense: Option<crate::conn::defense::DefenseSettings>,
 }
 
-/// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults.
-/// Read from a table of names to booleans only (serde would take a sequence for a struct),
-/// every name known.
+/// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults but
+/// for `expire_nodest_conn`. Read from a table of names (serde would take a sequence for a
+/// struct), every name known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(
-    try_from = "std::collections::BTreeMap<String, bool>",
+    try_from = "std::collections::BTreeMap<String, serde_json::Value>",
     deny_unknown_fields
 )]
 pub struct Sysctl {
@@ -133,21 +133,59 @@ pub struct Sysctl {
     #[serde(default)]
     #[schema(default = true)]
     pub pmtu_disc: bool,
+    /// `expire_nodest_conn`: a packet of a connection whose real server was removed ends
+    /// the connection (and a SYN gets a new server at once; so does a SYN reusing the ports
+    /// of a connection to a quiesced server), instead of being dropped until the
+    /// connection times out. Default on (IPVS: off), so that a client is not stuck for
+    /// the 15 minutes of an ESTABLISHED timeout (kubernetes#81775).
+    #[serde(default)]
+    #[schema(default = true)]
+    pub expire_nodest_conn: bool,
+    /// `expire_quiescent_template`: a persistence template whose server has weight 0 is
+    /// dropped when a new connection would use it, so the client is scheduled again.
+    /// Default off, as IPVS: the template holds.
+    #[serde(default)]
+    pub expire_quiescent_template: bool,
+    /// `conn_reuse_mode`, IPVS's bits: 1, a SYN reusing the ports of a connection in
+    /// TIME_WAIT or CLOSE starts a new one (scheduled again); 2, also of one in FIN_WAIT
+    /// that saw no reply (DR, TUN). 0 turns it off: the SYN goes to the old connection.
+    /// Default 1, as IPVS.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 3, default = 1)]
+    pub conn_reuse_mode: u8,
 }
 
-impl TryFrom<std::collections::BTreeMap<String, bool>> for Sysctl {
+impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
     type Error = String;
 
-    fn try_from(m: std::collections::BTreeMap<String, bool>) -> Result<Self, String> {
+    fn try_from(m: std::collections::BTreeMap<String, serde_json::Value>) -> Result<Self, String> {
         let mut s = Self::default();
         for (k, v) in m {
+            let flag = || {
+                v.as_bool()
+                    .ok_or_else(|| format!("{k}: expected true or false, not {v}"))
+            };
             match k.as_str() {
-                "cache_bypass" => s.cache_bypass = v,
-                "nat_icmp_send" => s.nat_icmp_send = v,
-                "pmtu_disc" => s.pmtu_disc = v,
+                "cache_bypass" => s.cache_bypass = flag()?,
+                "nat_icmp_send" => s.nat_icmp_send = flag()?,
+                "pmtu_disc" => s.pmtu_disc = flag()?,
+                "expire_nodest_conn" => s.expire_nodest_conn = flag()?,
+                "expire_quiescent_template" => s.expire_quiescent_template = flag()?,
+                "conn_reuse_mode" => {
+                    s.conn_reuse_mode = match v.as_f64() {
+                        Some(f) if f.fract() == 0.0 && (0.0..=3.0).contains(&f) => f as u8,
+                        _ => {
+                            return Err(format!(
+                                "conn_reuse_mode: expected 0, 1, 2 or 3 (IPVS's bits), not {v}"
+                            ));
+                        }
+                    }
+                }
                 other => {
                     return Err(format!(
-                        "unknown field `{other}`, expected `cache_bypass`, `nat_icmp_send` or `pmtu_disc`"
+                        "unknown field `{other}`, expected `cache_bypass`, `nat_icmp_send`, \
+                         `pmtu_disc`, `expire_nodest_conn`, `expire_quiescent_template` or \
+                         `conn_reuse_mode`"
                     ));
                 }
             }
@@ -162,6 +200,9 @@ impl Default for Sysctl {
             cache_bypass: false,
             nat_icmp_send: false,
             pmtu_disc: true,
+            expire_nodest_conn: true,
+            expire_quiescent_template: false,
+            conn_reuse_mode: 1,
         }
     }
 }
@@ -1249,10 +1290,32 @@ mod tests {
             cfg.sysctl,
             Sysctl {
                 cache_bypass: true,
-                nat_icmp_send: false,
-                pmtu_disc: false
+                pmtu_disc: false,
+                ..Sysctl::default()
             }
         );
+        let more = parse(
+            "[sysctl]\nexpire_nodest_conn = false\nexpire_quiescent_template = true\n\
+             conn_reuse_mode = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                more.sysctl.expire_nodest_conn,
+                more.sysctl.expire_quiescent_template,
+                more.sysctl.conn_reuse_mode
+            ),
+            (false, true, 3)
+        );
+        for bad in [
+            "conn_reuse_mode = 4",
+            "conn_reuse_mode = 1.5",
+            "conn_reuse_mode = true",
+            "expire_nodest_conn = 1",
+            "pmtu = true",
+        ] {
+            assert!(parse(&format!("[sysctl]\n{bad}\n")).is_err(), "{bad}");
+        }
         assert_eq!(cfg.services[0].laddrs.len(), 2);
         // Without a port (or with 0), a server of any method is reached on the service's
         // port, and says so, as ipvsadm's `-r IP` does.

@@ -377,6 +377,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                 while !stop.load(Relaxed) {
                     std::thread::sleep(Duration::from_millis(CONN_SWEEP_INTERVAL_MS));
                     let now = epoch.elapsed().as_millis() as u64;
+                    conns.set_expire_nodest(snapshot.load().sysctl.expire_nodest_conn);
                     let n = conns.sweep(now);
                     if n > 0 {
                         tracing::trace!(expired = n, "connections expired");

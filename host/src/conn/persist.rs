@@ -163,11 +163,14 @@ impl PersistTable {
         key: TemplateKey,
         now: u64,
         timeout_ms: u64,
+        expire_quiescent: bool,
         schedule: impl FnOnce() -> Option<Arc<Dest>>,
     ) -> Option<(Arc<Dest>, Option<Control>)> {
         let mut shard = self.shard(&key).lock();
         if let Some(t) = shard.get_mut(&key) {
-            if t.valid(now) {
+            // expire_quiescent_template: a template on a server of weight 0 is given up
+            // (ip_vs_check_template).
+            if t.valid(now) && !(expire_quiescent && t.dest.weight() == 0) {
                 // ip_vs_conn_put(ct): re-armed with the template's own timeout.
                 t.expires = now + t.timeout_ms;
                 return Some((t.dest.clone(), Some(Control::new(&t.link))));
@@ -289,7 +292,7 @@ mod tests {
         let b = Arc::new(Dest::new("198.19.0.12".parse().unwrap(), 80));
         let pick = |client, now, d: &Arc<Dest>| {
             // The connection closes at once: it does not hold the template.
-            t.dest_for(key(client), now, 1000, || Some(d.clone()))
+            t.dest_for(key(client), now, 1000, false, || Some(d.clone()))
                 .unwrap()
                 .0
         };
@@ -299,10 +302,20 @@ mod tests {
         // Another client of the same /24 within the timeout: the template's server.
         let d = pick("198.18.0.77", 900, &b);
         assert!(Arc::ptr_eq(&d, &a), "template refreshed to 1900");
-        // Quiesced: the template still holds (expire_quiescent_template = 0).
+        // Quiesced: the template still holds (expire_quiescent_template = 0) …
         a.set_weight(0);
         let d = pick("198.18.0.2", 1800, &b);
         assert!(Arc::ptr_eq(&d, &a));
+        // … and with expire_quiescent_template, another client of the /24 is scheduled
+        // again (the template is given up), as IPVS's ip_vs_check_template does.
+        let (d, _) = t
+            .dest_for(key("198.18.0.3"), 1900, 1000, true, || Some(b.clone()))
+            .unwrap();
+        assert!(Arc::ptr_eq(&d, &b), "scheduled again");
+        let (d, _) = t
+            .dest_for(key("198.18.0.2"), 1950, 1000, false, || Some(a.clone()))
+            .unwrap();
+        assert!(Arc::ptr_eq(&d, &b), "the new template holds");
         // Expired: scheduled again.
         let d = pick("198.18.0.2", 5000, &b);
         assert!(Arc::ptr_eq(&d, &b));
@@ -323,7 +336,7 @@ mod tests {
         let a = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
         let b = Arc::new(Dest::new("198.19.0.12".parse().unwrap(), 80));
         let (d, control) = t
-            .dest_for(key("198.18.0.2"), 0, 1000, || Some(a.clone()))
+            .dest_for(key("198.18.0.2"), 0, 1000, false, || Some(a.clone()))
             .unwrap();
         assert!(Arc::ptr_eq(&d, &a));
         let control = control.expect("a template was made");
@@ -334,7 +347,7 @@ mod tests {
         assert_eq!(seen, Some((61_000, 60_000, 1)));
         // And it still places new connections, refreshed with its new 60 s timeout.
         let (d, c2) = t
-            .dest_for(key("198.18.0.9"), 30_000, 1000, || Some(b.clone()))
+            .dest_for(key("198.18.0.9"), 30_000, 1000, false, || Some(b.clone()))
             .unwrap();
         assert!(Arc::ptr_eq(&d, &a));
         t.for_each(|_, tp| seen = Some((tp.expires, tp.timeout_ms, tp.controls())));

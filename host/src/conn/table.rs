@@ -83,6 +83,8 @@ pub struct ConnTable {
     /// Expected connections still waiting for a port (IPVS's `no_cport_conns`): while
     /// there are none, a lookup that misses looks no further.
     wildcards: AtomicUsize,
+    /// `expire_nodest_conn`: the sweep also removes connections whose server is gone.
+    expire_nodest: std::sync::atomic::AtomicBool,
     persist: super::persist::PersistTable,
     defense: super::defense::Defense,
     max_conns: usize,
@@ -114,6 +116,7 @@ impl ConnTable {
             per_shard_max: max_conns.div_ceil(CONN_SHARDS).max(1),
             len: AtomicUsize::new(0),
             wildcards: AtomicUsize::new(0),
+            expire_nodest: std::sync::atomic::AtomicBool::new(true),
             persist: super::persist::PersistTable::new(max_conns),
             defense: super::defense::Defense::default(),
             max_conns,
@@ -524,9 +527,16 @@ impl ConnTable {
         Ok(())
     }
 
-    /// Remove every connection whose time is up at `now` or whose real server is gone
-    /// (`expire_nodest_conn`). Returns how many were removed.
+    /// Follow the `expire_nodest_conn` switch (the sweeper sets it from the snapshot).
+    pub fn set_expire_nodest(&self, on: bool) {
+        self.expire_nodest.store(on, Relaxed);
+    }
+
+    /// Remove every connection whose time is up at `now` or, with `expire_nodest_conn`,
+    /// whose real server is gone (as IPVS since 5.9 flushes them after a server's removal;
+    /// without it they wait for their timeout). Returns how many were removed.
     pub fn sweep(&self, now: u64) -> usize {
+        let nodest = self.expire_nodest.load(Relaxed);
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut g = shard.inner.lock();
@@ -536,7 +546,7 @@ impl ConnTable {
                 lports,
             } = &mut *g;
             conns.retain(|idx, c| {
-                if c.expires > now && c.dest.available() {
+                if c.expires > now && (c.dest.available() || !nodest) {
                     return true;
                 }
                 // A connection that controls expected ones waits for them

@@ -445,8 +445,27 @@ impl Datapath {
         let move_udp = svc.is_some_and(|s| s.spec.udp_move);
         let secure = self.conns.defense().secure_tcp();
         let lookup = |c: &mut Conn| -> InLookup {
+            // ip_vs_in's order: first a SYN reusing the ports of a connection that is over
+            // (conn_reuse_mode, `is_new_conn_expected`) or whose server is quiesced
+            // (with expire_nodest_conn) starts a new connection, unless a persistence
+            // template controls the old one; then the server's state.
+            let reuse = sysctl.conn_reuse_mode;
+            if reuse != 0 && info.is_new_syn() {
+                let over = c.control.is_none()
+                    && (matches!(c.state, TcpState::TimeWait | TcpState::Close)
+                        || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output));
+                if over || (sysctl.expire_nodest_conn && c.dest.weight() == 0) {
+                    c.expire_now = true;
+                    return InLookup::Reschedule;
+                }
+            }
             if !c.dest.available() {
-                // expire_nodest_conn: the server is gone; a new SYN gets a new server.
+                // The server is gone. expire_nodest_conn: the connection ends with this
+                // packet, and a SYN gets a new server; else the packet is dropped and the
+                // connection waits for its timeout.
+                if !sysctl.expire_nodest_conn {
+                    return InLookup::Drop(DropReason::DestGone);
+                }
                 c.expire_now = true;
                 return if info.is_new_syn() {
                     InLookup::Reschedule
@@ -457,17 +476,6 @@ impl Datapath {
             // A UDP flow whose server a health check finds down moves to a live one when
             // its service says so (keepalived#2163); IPVS keeps it where it is.
             if move_udp && info.proto == Protocol::Udp && c.dest.is_down() {
-                c.expire_now = true;
-                return InLookup::Reschedule;
-            }
-            // conn_reuse_mode 1 (`is_new_conn_expected`): a SYN reusing the ports of a
-            // finished connection (TIME_WAIT or CLOSE) starts a new one, unless a persistence
-            // template controls it; then the state table takes the SYN (back to SYN_RECV on
-            // the template's server).
-            if info.is_new_syn()
-                && c.control.is_none()
-                && matches!(c.state, TcpState::TimeWait | TcpState::Close)
-            {
                 c.expire_now = true;
                 return InLookup::Reschedule;
             }
@@ -504,7 +512,7 @@ impl Datapath {
         };
         if found.is_none() || matches!(found, Some(InLookup::Reschedule)) {
             found = Some(
-                match self.new_conn(svc, now, client_hop, info, &key, sysctl.cache_bypass) {
+                match self.new_conn(svc, now, client_hop, info, &key, sysctl) {
                     Ok(fwd) => fwd,
                     // Another worker added the same connection in the meantime: use it.
                     Err(None) => self
@@ -653,8 +661,9 @@ impl Datapath {
         client_hop: Hop,
         info: &L4Info,
         key: &ConnKey,
-        snap_bypass: bool,
+        sysctl: crate::config::Sysctl,
     ) -> Result<InLookup, Option<DropReason>> {
+        let snap_bypass = sysctl.cache_bypass;
         // tcp_conn_schedule: SYN without RST; no ACK check, so SYN+ACK schedules (active FTP).
         if info.proto == Protocol::Tcp && (!info.flags.syn || info.flags.rst) {
             return Err(Some(DropReason::NoConnIn));
@@ -689,12 +698,13 @@ impl Datapath {
                 vaddr: key.daddr,
                 vport: key.dport,
             };
-            match self
-                .conns
-                .persist()
-                .dest_for(tkey, now, svc.persist_ms, || {
-                    svc.schedule(&mut ci, now).cloned()
-                }) {
+            match self.conns.persist().dest_for(
+                tkey,
+                now,
+                svc.persist_ms,
+                sysctl.expire_quiescent_template,
+                || svc.schedule(&mut ci, now).cloned(),
+            ) {
                 Some((d, c)) => {
                     templated = d;
                     control = c;

@@ -535,6 +535,80 @@ fn syn_in_time_wait_starts_a_new_connection() {
 }
 
 #[test]
+fn without_expire_nodest_conn_a_removed_servers_packets_are_dropped_and_it_stays() {
+    let h = harness();
+    let mut syn = client_syn(40250);
+    h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
+    let specs = config::parse(
+        r#"
+        [[service]]
+        protocol = "tcp"
+        address = "198.18.100.1:80"
+        scheduler = "rr"
+        [[service.real]]
+        address = "198.19.0.12:8080"
+        "#,
+    )
+    .unwrap();
+    let mut next = Snapshot::build_native(&specs.services, &h.snap);
+    next.sysctl.expire_nodest_conn = false;
+    h.snap.retire_into(&next);
+    for (t, mut seg) in [(1, client_seg(40250, F::Ack, b"")), (2, client_syn(40250))] {
+        assert_eq!(
+            h.dp.process(&next, t, COMPLETE, &mut seg),
+            Verdict::Drop(DropReason::DestGone),
+            "IPVS's default: dropped"
+        );
+    }
+    assert_eq!(h.conns.len(), 1, "the connection waits for its timeout");
+}
+
+#[test]
+fn conn_reuse_mode_0_sends_a_syn_in_time_wait_to_the_old_connection() {
+    let h = harness();
+    let mut next = Snapshot::build_native(
+        &config::parse(
+            r#"
+            [[service]]
+            protocol = "tcp"
+            address = "198.18.100.1:80"
+            scheduler = "rr"
+            [[service.real]]
+            address = "198.19.0.13:8080"
+            [[service.real]]
+            address = "198.19.0.12:8080"
+            [[service.real]]
+            address = "198.19.0.11:8080"
+            "#,
+        )
+        .unwrap()
+        .services,
+        &h.snap,
+    );
+    next.sysctl.conn_reuse_mode = 0;
+    let mut steps: Vec<(RxMeta, Vec<u8>)> = vec![
+        (COMPLETE, client_syn(40310)),
+        (FROM_RS, rs1_seg(40310, F::SynAck, b"")),
+        (COMPLETE, client_seg(40310, F::Ack, b"")),
+        (FROM_RS, rs1_seg(40310, F::Fin, b"")),
+        (COMPLETE, client_seg(40310, F::Fin, b"")),
+    ];
+    for (m, f) in steps.iter_mut() {
+        assert!(matches!(h.dp.process(&next, 0, *m, f), Verdict::Tx { .. }));
+    }
+    let mut syn = client_syn(40310);
+    assert_eq!(
+        h.dp.process(&next, 1, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(
+        check_frame(&syn).2,
+        "198.19.0.11".parse::<Ipv4Addr>().unwrap(),
+        "the old connection's server, not the next in rotation"
+    );
+}
+
+#[test]
 fn what_is_not_ours_passes() {
     let h = harness();
     // Another destination MAC (flooded by a bridge), a broadcast, another IP, ARP.
