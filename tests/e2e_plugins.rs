@@ -470,3 +470,115 @@ fn c_helper_from_clang_sees_the_stream() {
     assert!(!out.status.success(), "BLOCK is dropped");
     assert!(wvs.drops("helper_drop") >= 1);
 }
+
+/// A valid module (no scheduler ABI: it need not get that far) whose one function is `n`
+/// steps of arithmetic: a megabyte of it takes Cranelift hundreds of MiB and seconds.
+fn heavy_module(n: usize) -> Vec<u8> {
+    fn leb(mut v: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let section = |id: u8, body: &[u8], m: &mut Vec<u8>| {
+        m.push(id);
+        leb(body.len(), m);
+        m.extend_from_slice(body);
+    };
+    let mut code = vec![0x41, 0x01];
+    for k in 0..n {
+        code.extend_from_slice(&[0x41, (k & 0x3f) as u8, 0x6a]);
+        if k % 3 == 0 {
+            code.extend_from_slice(&[0x41, 0x07, 0x6c]);
+        }
+    }
+    code.push(0x0b);
+    let mut body = vec![0];
+    body.extend_from_slice(&code);
+    let mut codes = vec![1];
+    leb(body.len(), &mut codes);
+    codes.extend_from_slice(&body);
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[1, 0x60, 0, 1, 0x7f], &mut m);
+    section(3, &[1, 0], &mut m);
+    section(7, &[1, 1, b'f', 0, 0], &mut m);
+    section(10, &codes, &mut m);
+    m
+}
+
+#[test]
+fn a_plugin_that_compiles_too_long_or_too_big_is_refused_and_the_api_goes_on() {
+    let topo = Topo::new("budget", false);
+    let cfg = topo.dir.join("empty.toml");
+    std::fs::write(&cfg, "").expect("config");
+    let heavy = topo.dir.join("heavy.wasm");
+    std::fs::write(&heavy, heavy_module(300_000)).expect("module");
+    let lat2 = std::path::PathBuf::from(env!("WVS_EXAMPLE_LAT2_WASM"));
+    for (extra, says) in [
+        (["--plugin-compile-timeout", "2"], "longer than 2 s"),
+        (["--plugin-compile-memory", "128"], "more than 128 MiB"),
+    ] {
+        let wvs = Wvs::start_with(&topo, Some(&cfg), &extra);
+        let bearer = format!("Bearer {}", wvs.token());
+        // While it compiles, the API answers: compilation is off the control thread.
+        let upload = {
+            let (ns, bearer, heavy) = (wvs.ns.clone(), bearer.clone(), heavy.clone());
+            std::thread::spawn(move || {
+                let t0 = std::time::Instant::now();
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &ns,
+                        "curl",
+                        "-s",
+                        "-X",
+                        "PUT",
+                        "-w",
+                        "\n%{http_code}",
+                    ])
+                    .args(["-H", &format!("Authorization: {bearer}")])
+                    .args(["-H", "Content-Type: application/wasm", "--data-binary"])
+                    .arg(format!("@{}", heavy.display()))
+                    .arg("http://127.0.0.1:9080/api/v1/plugins/heavy")
+                    .output()
+                    .expect("curl");
+                (
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    t0.elapsed(),
+                )
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let t0 = std::time::Instant::now();
+        wvs.get_json("/api/v1/info");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_millis(500),
+            "the API waited for the compilation: {:?}",
+            t0.elapsed()
+        );
+        let (text, took) = upload.join().expect("upload");
+        assert!(text.ends_with("\n400"), "{text}");
+        assert!(text.contains(says), "{text}");
+        assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+        let plugins = wvs.get_json("/api/v1/plugins").to_string();
+        assert!(
+            !plugins.contains("heavy"),
+            "nothing of it installed: {plugins}"
+        );
+        // A real plugin fits both budgets.
+        let (code, msg) = wvs.api(
+            "PUT",
+            "/api/v1/plugins/lat2",
+            Some(&bearer),
+            Some("application/wasm"),
+            Some(&lat2),
+        );
+        assert_eq!(code, 201, "{msg}");
+    }
+}

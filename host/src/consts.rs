@@ -164,6 +164,14 @@ pub const PLUGIN_SLOW_SCORE_LIMIT: u32 = 64;
 /// 1 MiB (Rust's default stack plus the shared table).
 pub const PLUGIN_MAX_MEMORY: usize = 16 << 20;
 
+/// Seconds a module from outside may take to compile (in its own process, killed after).
+/// The built-in schedulers take milliseconds; a large real plugin a second or two here.
+pub const PLUGIN_COMPILE_SECS: u64 = 30;
+
+/// Address space a module from outside may take to compile, bytes: Cranelift's working
+/// memory and the compiler's threads' stacks.
+pub const PLUGIN_COMPILE_MEMORY: u64 = 2 << 30;
+
 /// Most elements a plugin's tables may hold together. A Rust or C plugin's function table
 /// has one entry per function called indirectly, a few hundred at most; without a bound a
 /// `table.grow` loop takes host memory at will (wasmtime's table storage is host memory).

@@ -74,6 +74,15 @@ enum Command {
         /// Do not cache compiled plugins on disk.
         #[arg(long)]
         no_plugin_cache: bool,
+        /// Seconds an uploaded or configured plugin may take to compile (in a process of
+        /// its own, killed after; the upload is refused).
+        #[arg(long, value_name = "SECS", default_value_t = wvs::consts::PLUGIN_COMPILE_SECS,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        plugin_compile_timeout: u64,
+        /// MiB of address space a plugin's compilation may take (its process's limit).
+        #[arg(long, value_name = "MIB", default_value_t = wvs::consts::PLUGIN_COMPILE_MEMORY >> 20,
+              value_parser = clap::value_parser!(u64).range(64..=65536))]
+        plugin_compile_memory: u64,
         /// State directory: the configuration is saved there atomically after every change
         /// and restored at start (it wins over --config, which then applies on SIGHUP);
         /// uploaded plugins and the generated API token live there too.
@@ -102,6 +111,17 @@ enum Command {
         /// token is written to STATE_DIR/api-token (mode 0600) and used.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+    },
+    /// Compile a plugin module from standard input within a memory budget (internal:
+    /// `wvs run` compiles uploads this way, and kills it after its time budget).
+    #[command(hide = true)]
+    PluginCompile {
+        /// Address-space limit, bytes.
+        #[arg(long)]
+        memory: u64,
+        /// The compiled-plugin cache to fill.
+        #[arg(long)]
+        cache: Option<PathBuf>,
     },
     /// The socket broker `wvs run` starts for itself (internal): it keeps CAP_NET_RAW and
     /// hands wvs new packet sockets over its standard input, for an interface that returns.
@@ -144,6 +164,9 @@ fn main() -> std::process::ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::SocketBroker => wvs::io::broker::serve()?,
+        Command::PluginCompile { memory, cache } => {
+            wvs::plugin::budget::child_main(memory, cache.as_deref()).map_err(anyhow::Error::msg)?
+        }
         Command::Adm { args } => {
             let code = wvs::adm::main(&args);
             if code != 0 {
@@ -159,6 +182,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             sched_runtime,
             plugin_cache,
             no_plugin_cache,
+            plugin_compile_timeout,
+            plugin_compile_memory,
             state_dir,
             api,
             no_api,
@@ -177,6 +202,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 max_conns,
                 wasm_schedulers: sched_runtime == "wasm",
                 plugin_cache: (!no_plugin_cache).then_some(plugin_cache),
+                plugin_compile: (
+                    std::time::Duration::from_secs(plugin_compile_timeout),
+                    plugin_compile_memory << 20,
+                ),
                 state_dir: Some(state_dir),
                 api: (!no_api).then_some(api),
                 api_hosts: api_host,

@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub wasm_schedulers: bool,
     /// Directory of the compiled-plugin cache (`None`: no cache).
     pub plugin_cache: Option<PathBuf>,
+    /// What compiling a plugin from outside may take: time, and address space in bytes.
+    pub plugin_compile: (Duration, u64),
     /// Directory of the state file (`None`: changes are not saved).
     pub state_dir: Option<PathBuf>,
     /// Address the REST API listens on (`None`: no API).
@@ -294,6 +296,13 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     // Then the plugins (their runtime starts threads), the services and the nftables table.
     let t0 = Instant::now();
     let runtime = Runtime::new(opts.plugin_cache.as_deref())?;
+    match crate::plugin::budget::Budget::new(opts.plugin_cache.as_deref()) {
+        Ok(mut b) => {
+            (b.time, b.memory) = opts.plugin_compile;
+            runtime.set_budget(b)
+        }
+        Err(e) => tracing::warn!("plugins compile without a time and memory budget: {e}"),
+    }
     let mut registry = Registry::new(runtime, opts.wasm_schedulers)?;
     registry.load(&cfg.plugins)?;
     tracing::info!(

@@ -643,6 +643,14 @@ async fn put_plugin(
             "the body is not a WebAssembly module (no \\0asm header)",
         ));
     }
+    // Compiled first, off the control thread and within its budget: the change below
+    // finds it compiled, and the API and the timers go on meanwhile.
+    let runtime = st.control.lock().await.registry().runtime().clone();
+    let (n, b) = (name.clone(), body.clone());
+    tokio::task::spawn_blocking(move || runtime.compile_ahead(&n, &b))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ControlError::from)?;
     let mut c = st.control.lock().await;
     c.put_plugin(&name, &body)?;
     tracing::info!(plugin = name, bytes = body.len(), "plugin uploaded");

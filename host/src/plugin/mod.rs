@@ -18,6 +18,7 @@ pub mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 }
 
+pub mod budget;
 mod helper;
 mod sched;
 
@@ -193,6 +194,33 @@ pub struct Runtime {
     clock: Arc<EpochClock>,
     /// Above this a scheduler call is slow (µs); `PLUGIN_SLOW_CALL_US` unless set.
     slow_call_us: AtomicU64,
+    /// What compiling a module from outside may take (`None`: no child process; tests).
+    budget: std::sync::OnceLock<budget::Budget>,
+    /// Modules compiled ahead, off the control thread (an upload), for the change that
+    /// follows: with their bytes, the last few.
+    ahead: parking_lot::Mutex<Vec<(Arc<[u8]>, wasmtime::Module)>>,
+}
+
+/// The engine's settings: wvs's and the compiler process's are the same, so that what one
+/// puts in the compiled-plugin cache the other finds.
+pub(crate) fn engine_config(cache_dir: Option<&Path>) -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    if let Some(dir) = cache_dir {
+        match std::fs::create_dir_all(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let mut cc = wasmtime::CacheConfig::new();
+                cc.with_directory(dir);
+                wasmtime::Cache::new(cc).map_err(|e| e.to_string())
+            }) {
+            Ok(cache) => {
+                config.cache(Some(cache));
+            }
+            Err(e) => tracing::warn!(dir = %dir.display(), "plugin cache disabled: {e}"),
+        }
+    }
+    config
 }
 
 impl std::fmt::Debug for Runtime {
@@ -214,22 +242,7 @@ impl Runtime {
     /// An engine with epoch interruption, its timer thread, and a compiled-code cache in
     /// `cache_dir` (none if `None` or if the directory cannot be used).
     pub fn new(cache_dir: Option<&Path>) -> Result<Arc<Self>, PluginError> {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        if let Some(dir) = cache_dir {
-            match std::fs::create_dir_all(dir)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    let mut cc = wasmtime::CacheConfig::new();
-                    cc.with_directory(dir);
-                    wasmtime::Cache::new(cc).map_err(|e| e.to_string())
-                }) {
-                Ok(cache) => {
-                    config.cache(Some(cache));
-                }
-                Err(e) => tracing::warn!(dir = %dir.display(), "plugin cache disabled: {e}"),
-            }
-        }
+        let config = engine_config(cache_dir);
         let engine = wasmtime::Engine::new(&config).map_err(|e| PluginError::Compile {
             name: "(engine)".into(),
             msg: e.to_string(),
@@ -300,7 +313,26 @@ impl Runtime {
             stop,
             clock,
             slow_call_us: AtomicU64::new(crate::consts::PLUGIN_SLOW_CALL_US),
+            budget: std::sync::OnceLock::new(),
+            ahead: parking_lot::Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Compile modules from outside within `b` from now on.
+    pub fn set_budget(&self, b: budget::Budget) {
+        let _ = self.budget.set(b);
+    }
+
+    /// Compile a module from outside now, off the control thread (a blocking task), so that
+    /// the change that installs it finds it compiled; checks it as [`Self::compile`] does.
+    pub fn compile_ahead(self: &Arc<Self>, name: &str, wasm: &[u8]) -> Result<(), PluginError> {
+        let plugin = self.compile(name, wasm)?;
+        let mut ahead = self.ahead.lock();
+        if ahead.len() >= 4 {
+            ahead.remove(0);
+        }
+        ahead.push((Arc::from(wasm), plugin.module));
+        Ok(())
     }
 
     /// Set the time above which a scheduler call is slow, for instances made from now on.
@@ -311,11 +343,42 @@ impl Runtime {
     /// Compile a module (from the disk cache when it was compiled before) and check that it
     /// has the ABI's exports, by instantiating it once.
     pub fn compile(self: &Arc<Self>, name: &str, wasm: &[u8]) -> Result<Plugin, PluginError> {
-        let module =
-            wasmtime::Module::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
-                name: name.into(),
-                msg: format!("{e:#}"),
-            })?;
+        self.plugin_of(name, wasm, self.module(name, wasm, true)?)
+    }
+
+    /// The compiled module: one compiled ahead, else compiled now (within the budget when
+    /// it comes from `outside` the binary).
+    fn module(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        outside: bool,
+    ) -> Result<wasmtime::Module, PluginError> {
+        let ready = self
+            .ahead
+            .lock()
+            .iter()
+            .find(|(w, _)| **w == *wasm)
+            .map(|(_, m)| m.clone());
+        if let Some(m) = ready {
+            return Ok(m);
+        }
+        if outside && let Some(b) = self.budget.get() {
+            b.check(name, wasm)?;
+        }
+        wasmtime::Module::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
+            name: name.into(),
+            msg: format!("{e:#}"),
+        })
+    }
+
+    /// A plugin of a compiled module, checked against the ABI by instantiating it once.
+    fn plugin_of(
+        self: &Arc<Self>,
+        name: &str,
+        wasm: &[u8],
+        module: wasmtime::Module,
+    ) -> Result<Plugin, PluginError> {
         let helper = module
             .exports()
             .any(|e| e.name() == wvs_sdk::abi::HELPER_PACKET_FN);
@@ -337,9 +400,10 @@ impl Runtime {
 
     /// Compile every embedded built-in scheduler.
     pub fn builtins(self: &Arc<Self>) -> Result<Vec<Plugin>, PluginError> {
+        // Embedded in the binary: compiled here, without the budget's child process.
         builtin::BUILTIN
             .iter()
-            .map(|(name, wasm)| self.compile(name, wasm))
+            .map(|(name, wasm)| self.plugin_of(name, wasm, self.module(name, wasm, false)?))
             .collect()
     }
 }
