@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of wvs's parsers of outside input (fuzz/: the datapath both ways
 # with a populated table, the TOML and JSON configuration, the ipvsadm command line,
-# keepalived.conf) with libFuzzer, on the stable toolchain: libFuzzer's coverage
+# keepalived.conf, health checks' replies, the API's cursor and Host header) with libFuzzer, on the stable toolchain: libFuzzer's coverage
 # instrumentation is passed as stable -C flags, to the fuzz targets' own build only.
 #
 # usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default: 30 s, every target)
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../fuzz"
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(datapath config_toml config_json adm_args keepalived)
+[ ${#targets[@]} -gt 0 ] || targets=(datapath config_toml config_json adm_args keepalived replies)
 host=$(rustc -vV | sed -n 's/^host: //p')
 flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
 flags+=" -Cllvm-args=-sanitizer-coverage-inline-8bit-counters"

@@ -159,6 +159,36 @@ fn the_api_speaks_https_with_the_given_certificate() {
         "no plain HTTP: {body}"
     );
     assert!(metric_tls(&w, c) >= 1.0);
+    // wvs adm over HTTPS, trusting the certificate it is given.
+    let adm = |extra: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &w.ns, WVS, "adm", "--token-file"])
+            .arg(w.state_dir.join("api-token"))
+            .args(extra)
+            .args(["-A", "-t", &format!("{VIP}:80"), "-s", "rr"])
+            .output()
+            .expect("wvs adm")
+    };
+    let out = adm(&["--api", "https://127.0.0.1:9080", "--api-ca", c]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = adm(&["--api", "https://127.0.0.1:9080"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--api-ca"));
+    let listed = Command::new("ip")
+        .args(["netns", "exec", &w.ns, WVS, "adm", "--token-file"])
+        .arg(w.state_dir.join("api-token"))
+        .args(["--api", "https://127.0.0.1:9080", "--api-ca", c, "-L", "-n"])
+        .output()
+        .expect("wvs adm");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&format!("{VIP}:80 rr")),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
 
     // A key that is not the certificate's stops the start with a message saying so.
     let other = topo.dir.join("other.pem");
@@ -361,15 +391,7 @@ fn runs_as_the_units_dedicated_user_with_its_two_capabilities() {
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
         .collect::<Vec<_>>()
         .join(",");
-    let cfg = topo.dir.join("one.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\n\
-             [[service.real]]\naddress = \"198.19.0.11:80\"\n"
-        ),
-    )
-    .expect("config");
+    let cfg = one_server(&topo);
     let (reuid, regid) = (format!("--reuid={UID}"), format!("--regid={UID}"));
     let (inh, amb) = (
         format!("--inh-caps=-all,{caps}"),

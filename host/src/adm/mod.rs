@@ -94,7 +94,9 @@ wvs's own:
                       servers, checkers and sorry_server; includes followed) as one change,
                       all or nothing: every keyword wvs cannot honour is listed with its
                       file and line and nothing is applied; VRRP sections are skipped
-  --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080)
+  --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080);
+                      https://HOST:PORT when it is served over TLS
+  --api-ca FILE       with https: the API's certificate, or its CA's (PEM)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
 Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -6,
@@ -160,7 +162,7 @@ fn run(a: &Args) -> Result<String, Failure> {
         }
         _ => {}
     }
-    let client = Client::new(a);
+    let client = Client::new(a)?;
     match cmd {
         Cmd::List if a.timeout => {
             let t: crate::config::Timeouts = client.get("/api/v1/timeouts")?;
@@ -478,7 +480,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(a: &Args) -> Self {
+    fn new(a: &Args) -> Result<Self, Failure> {
         let addr = a
             .api
             .clone()
@@ -497,17 +499,47 @@ impl Client {
                 .ok()
                 .filter(|t| !t.is_empty()),
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        Self {
-            agent,
-            base: format!("http://{addr}"),
+            .timeout_global(Some(Duration::from_secs(60)));
+        let base = if let Some(rest) = addr.strip_prefix("https://") {
+            let ca = a.api_ca.as_deref().ok_or_else(|| {
+                usage("an https:// API needs --api-ca FILE: its certificate or its CA's (PEM)")
+            })?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| Failure::Api(format!("cannot read --api-ca {ca}: {e}")))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|i| match i {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            if certs.is_empty() {
+                return Err(Failure::Api(format!("--api-ca {ca}: no certificate in it")));
+            }
+            // The same rustls and crypto provider as the daemon's.
+            let provider =
+                std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .provider(ureq::tls::TlsProvider::Rustls)
+                    .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                    .unversioned_rustls_crypto_provider(provider)
+                    .build(),
+            );
+            format!("https://{}", rest.trim_end_matches('/'))
+        } else {
+            format!(
+                "http://{}",
+                addr.trim_start_matches("http://").trim_end_matches('/')
+            )
+        };
+        Ok(Self {
+            agent: config.build().into(),
+            base,
             token_file,
             token,
-        }
+        })
     }
 
     fn token(&self) -> Result<String, Failure> {

@@ -134,6 +134,8 @@ pub struct Args {
     pub timeouts: Option<[u32; 3]>,
     /// --api ADDR (wvs's own).
     pub api: Option<String>,
+    /// --api-ca FILE (wvs's own): the certificate (or its CA) of an API served over HTTPS.
+    pub api_ca: Option<String>,
     /// --token-file FILE (wvs's own).
     pub token_file: Option<String>,
     /// --import-keepalived FILE (wvs's own).
@@ -230,6 +232,7 @@ const OPTS: &[Opt] = &[
     opt(None, "daemon", ArgKind::None),
     opt(None, "api", ArgKind::Required),
     opt(None, "token-file", ArgKind::Required),
+    opt(None, "api-ca", ArgKind::Required),
     opt(None, "import-keepalived", ArgKind::Required),
 ];
 
@@ -431,6 +434,7 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 "nosort" => a.nosort = true,
                 "api" => a.api = Some(v),
                 "token-file" => a.token_file = Some(v),
+                "api-ca" => a.api_ca = Some(v),
                 "ipv6" => return Err(usage("IPv6 services are not supported by wvs yet")),
                 "ops" => {
                     return Err(usage(

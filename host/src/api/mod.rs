@@ -292,7 +292,7 @@ fn needs_no_token(req: &Request) -> bool {
 
 /// Whether a Host header names this API: an IP address (v4, or v6 in brackets), `localhost`,
 /// or one of `names`, with or without a port.
-fn host_allowed(host: &[u8], names: &[String]) -> bool {
+pub fn host_allowed(host: &[u8], names: &[String]) -> bool {
     let Ok(h) = std::str::from_utf8(host) else {
         return false;
     };
@@ -643,6 +643,7 @@ async fn put_plugin(
             "the body is not a WebAssembly module (no \\0asm header)",
         ));
     }
+    crate::control::check_plugin_name(&name)?;
     // Compiled first, off the control thread and within its budget: the change below
     // finds it compiled, and the API and the timers go on meanwhile.
     let runtime = st.control.lock().await.registry().runtime().clone();
@@ -824,7 +825,7 @@ async fn put_timeouts(
     Ok(axum::Json(t))
 }
 
-#[utoipa::path(get, path = "/api/v1/sysctl", responses((status = 200, body = Sysctl, description = "IPVS's switches wvs follows (/proc/sys/net/ipv4/vs/cache_bypass, nat_icmp_send)")))]
+#[utoipa::path(get, path = "/api/v1/sysctl", responses((status = 200, body = Sysctl, description = "IPVS's switches wvs follows (/proc/sys/net/ipv4/vs/: cache_bypass, nat_icmp_send, pmtu_disc, expire_nodest_conn, expire_quiescent_template, conn_reuse_mode)")))]
 async fn get_sysctl(State(st): State<Shared>) -> axum::Json<Sysctl> {
     axum::Json(st.control.lock().await.config().sysctl)
 }

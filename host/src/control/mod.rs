@@ -286,13 +286,8 @@ impl Controller {
     /// directory under a name of its own, compiled and swapped in with the services that use
     /// it; if anything fails the file is removed and nothing changes.
     pub fn put_plugin(&mut self, name: &str, wasm: &[u8]) -> Result<(), ControlError> {
-        use crate::config::{ConfigError, PluginSpec};
-        if !crate::config::valid_plugin_name(name) {
-            return Err(edit::EditError::Invalid(ConfigError::Invalid(format!(
-                "plugin name {name:?}: use 1 to 32 letters, digits, '-' or '_'"
-            )))
-            .into());
-        }
+        use crate::config::PluginSpec;
+        check_plugin_name(name)?;
         let dir = self.plugin_dir().ok_or_else(|| ControlError::PluginFile {
             path: "(no state directory)".into(),
             source: std::io::Error::other("uploads need --state-dir"),
@@ -395,6 +390,19 @@ impl Controller {
     pub fn remove_nft(&mut self) -> Result<(), NftError> {
         self.nft.remove()
     }
+}
+
+/// Refuse a plugin name that is not 1 to 32 letters, digits, '-' or '_'.
+pub fn check_plugin_name(name: &str) -> Result<(), ControlError> {
+    if crate::config::valid_plugin_name(name) {
+        return Ok(());
+    }
+    Err(
+        edit::EditError::Invalid(crate::config::ConfigError::Invalid(format!(
+            "plugin name {name:?}: use 1 to 32 letters, digits, '-' or '_'"
+        )))
+        .into(),
+    )
 }
 
 /// Check that every service's scheduler and helpers name plugins of the right kind: a

@@ -502,22 +502,24 @@ fn removed_real_server_drops_and_reschedules() {
     }
 }
 
+/// A connection from client port `port` to rs1, through its handshake and both FINs.
+fn to_time_wait(h: &Harness, snap: &Snapshot, port: u16) {
+    let mut steps: Vec<(RxMeta, Vec<u8>)> = vec![
+        (COMPLETE, client_syn(port)),
+        (FROM_RS, rs1_seg(port, F::SynAck, b"")),
+        (COMPLETE, client_seg(port, F::Ack, b"")),
+        (FROM_RS, rs1_seg(port, F::Fin, b"")),
+        (COMPLETE, client_seg(port, F::Fin, b"")),
+    ];
+    for (m, f) in steps.iter_mut() {
+        assert!(matches!(h.dp.process(snap, 0, *m, f), Verdict::Tx { .. }));
+    }
+}
+
 #[test]
 fn syn_in_time_wait_starts_a_new_connection() {
     let h = harness();
-    let mut steps: Vec<(RxMeta, Vec<u8>)> = vec![
-        (COMPLETE, client_syn(40300)),
-        (FROM_RS, rs1_seg(40300, F::SynAck, b"")),
-        (COMPLETE, client_seg(40300, F::Ack, b"")),
-        (FROM_RS, rs1_seg(40300, F::Fin, b"")),
-        (COMPLETE, client_seg(40300, F::Fin, b"")),
-    ];
-    for (m, f) in steps.iter_mut() {
-        assert!(matches!(
-            h.dp.process(&h.snap, 0, *m, f),
-            Verdict::Tx { .. }
-        ));
-    }
+    to_time_wait(&h, &h.snap, 40300);
     let mut st = None;
     h.conns.for_each(|c| st = Some(c.state));
     assert_eq!(st, Some(TcpState::TimeWait));
@@ -586,16 +588,7 @@ fn conn_reuse_mode_0_sends_a_syn_in_time_wait_to_the_old_connection() {
         &h.snap,
     );
     next.sysctl.conn_reuse_mode = 0;
-    let mut steps: Vec<(RxMeta, Vec<u8>)> = vec![
-        (COMPLETE, client_syn(40310)),
-        (FROM_RS, rs1_seg(40310, F::SynAck, b"")),
-        (COMPLETE, client_seg(40310, F::Ack, b"")),
-        (FROM_RS, rs1_seg(40310, F::Fin, b"")),
-        (COMPLETE, client_seg(40310, F::Fin, b"")),
-    ];
-    for (m, f) in steps.iter_mut() {
-        assert!(matches!(h.dp.process(&next, 0, *m, f), Verdict::Tx { .. }));
-    }
+    to_time_wait(&h, &next, 40310);
     let mut syn = client_syn(40310);
     assert_eq!(
         h.dp.process(&next, 1, COMPLETE, &mut syn),
