@@ -114,6 +114,9 @@ fn the_api_speaks_https_with_the_given_certificate() {
             "-addext",
             "subjectAltName=IP:127.0.0.1",
         ])
+        // An end entity's certificate (openssl's default for -x509 is a CA's, which rustls
+        // does not take as a server's own).
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")

@@ -557,8 +557,17 @@ impl Client {
     }
 
     fn unreachable(&self, e: ureq::Error) -> Failure {
+        let text = e.to_string();
+        let hint = if text.contains("CaUsedAsEndEntity") {
+            "the API's certificate is marked as a CA's: make it with basicConstraints=CA:FALSE, \
+             or sign it with a CA and give that to --api-ca"
+        } else if text.contains("certificate") {
+            "--api-ca must be the API's certificate or its CA's"
+        } else {
+            "is `wvs run` running? --api sets the address"
+        };
         Failure::Api(format!(
-            "cannot reach wvs at {}: {e} (is `wvs run` running? --api sets the address)",
+            "cannot reach wvs at {}: {text} ({hint})",
             self.base
         ))
     }

@@ -49,6 +49,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::control::edit::Change,
         super::schema::ServiceFilter,
         super::schema::ConnState,
+        super::schema::ConnCursor,
         super::schema::PluginName,
         super::schema::RealAddr,
         super::schema::VipPort,
