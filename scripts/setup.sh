@@ -41,6 +41,9 @@ need in.tftpd tftpd-hpa
 # The health checks' tests: DNS_CHECK against a real DNS server, and a client for it.
 need dnsmasq dnsmasq-base
 need dig bind9-dnsutils
+# The API over HTTPS: a test certificate. The systemd unit in dist/: systemd's own check.
+need openssl openssl
+need systemd-analyze systemd
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq
