@@ -831,7 +831,7 @@ async fn get_sysctl(State(st): State<Shared>) -> axum::Json<Sysctl> {
 }
 
 #[utoipa::path(put, path = "/api/v1/sysctl", request_body = Sysctl,
-    responses((status = 200, body = Sysctl, description = "The switches after the change (an absent one is set to its default, off)"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
+    responses((status = 200, body = Sysctl, description = "The switches after the change (an absent one is set to its default)"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
     security(("bearer" = [])))]
 async fn put_sysctl(
     State(st): State<Shared>,

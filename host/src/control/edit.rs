@@ -119,7 +119,8 @@ pub enum Change {
         /// The settings.
         defense: crate::conn::defense::DefenseSettings,
     },
-    /// Set IPVS's switches (`cache_bypass`, `nat_icmp_send`).
+    /// Set IPVS's switches (`cache_bypass`, `nat_icmp_send`, `pmtu_disc`, `expire_nodest_conn`,
+    /// `expire_quiescent_template`, `conn_reuse_mode`).
     SetSysctl {
         /// The switches.
         sysctl: crate::config::Sysctl,
