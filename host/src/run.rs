@@ -494,11 +494,38 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal handler"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(io_err("signal handler"))?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(io_err("signal handler"))?;
-    let mut resolve_tick = tokio::time::interval(Duration::from_millis(NEIGH_RETRY_MS));
+    // Next hops and interfaces are looked up over netlink, which can be slow (an emulated
+    // machine takes a while per request): in a task of their own, so that the rate
+    // estimators' ticks and the signals are never held behind them.
+    let neighbours = {
+        let (snapshot, handle, api, check_path) = (
+            snapshot.clone(),
+            handle.clone(),
+            api.clone(),
+            check_path.clone(),
+        );
+        tokio::spawn(async move {
+            let mut resolve_tick = tokio::time::interval(Duration::from_millis(NEIGH_RETRY_MS));
+            resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_full = Instant::now();
+            loop {
+                resolve_tick.tick().await;
+                let all = last_full.elapsed() >= Duration::from_millis(NEIGH_REFRESH_MS);
+                if all {
+                    last_full = Instant::now();
+                    links
+                        .check(&handle, &mut resolver, &api, check_path.as_deref())
+                        .await;
+                }
+                if let Err(e) = resolver.refresh(&snapshot.load(), all).await {
+                    tracing::warn!("next-hop refresh failed: {e}");
+                }
+            }
+        })
+    };
     let mut stats_tick = tokio::time::interval(Duration::from_millis(STATS_LOG_INTERVAL_MS));
     let mut est_tick =
         tokio::time::interval(Duration::from_millis(crate::consts::ESTIMATOR_INTERVAL_MS));
-    let mut last_full = Instant::now();
     let mut last_logged = StatsSum::default();
     let result = loop {
         tokio::select! {
@@ -511,16 +538,6 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                     Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),
                     Err(e) => Err(RunError::Io { what: format!("worker {id}"), source: e }),
                 };
-            }
-            _ = resolve_tick.tick() => {
-                let all = last_full.elapsed() >= Duration::from_millis(NEIGH_REFRESH_MS);
-                if all {
-                    last_full = Instant::now();
-                    links.check(&handle, &mut resolver, &api, check_path.as_deref()).await;
-                }
-                if let Err(e) = resolver.refresh(&snapshot.load(), all).await {
-                    tracing::warn!("next-hop refresh failed: {e}");
-                }
             }
             _ = est_tick.tick() => {
                 let snap = snapshot.load();
@@ -542,6 +559,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         }
     };
 
+    neighbours.abort();
+    let _ = neighbours.await;
     stop.store(true, Relaxed);
     for t in threads {
         let _ = t.join();
@@ -592,7 +611,15 @@ impl Links {
     ) {
         for slot in 0..self.ifaces.len() {
             let name = self.ifaces[slot].name.clone();
-            let now = neigh::lookup_iface(handle, &name).await.ok();
+            let now = match neigh::lookup_iface(handle, &name).await {
+                Ok(info) => Some(info),
+                Err(neigh::NeighError::NoSuchIface(_)) => None,
+                Err(e) => {
+                    // Not an answer about the interface: look again next time.
+                    tracing::warn!(iface = name, "cannot look the interface up: {e}");
+                    continue;
+                }
+            };
             let before = self.seen[slot];
             match (&now, before) {
                 (None, Some((index, _))) => {

@@ -73,36 +73,42 @@ pub async fn lookup_ifaces(
 }
 
 /// Look up one interface by name.
+/// `NoSuchIface` only when the kernel says so (ENODEV, or no answer); any other failure is
+/// `Netlink`, so that a caller does not take a passing error for a vanished interface.
 pub async fn lookup_iface(handle: &Handle, name: &str) -> Result<IfaceInfo, NeighError> {
-    {
-        let mut links = handle.link().get().match_name(name.to_string()).execute();
-        let msg = match links.try_next().await {
-            Ok(Some(m)) => m,
-            Ok(None) | Err(_) => return Err(NeighError::NoSuchIface(name.to_string())),
-        };
-        let mtu = msg
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::Mtu(m) => Some(*m),
-                _ => None,
-            })
-            .unwrap_or(1500);
-        let mac = msg
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::Address(v) if v.len() == 6 => <[u8; 6]>::try_from(v.as_slice()).ok(),
-                _ => None,
-            })
-            .ok_or_else(|| NeighError::NotEthernet(name.to_string()))?;
-        Ok(IfaceInfo {
-            name: name.to_string(),
-            index: msg.header.index,
-            mac,
-            mtu,
+    let mut links = handle.link().get().match_name(name.to_string()).execute();
+    let msg = match links.try_next().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(NeighError::NoSuchIface(name.to_string())),
+        Err(rtnetlink::Error::NetlinkError(m))
+            if m.code.map(|c| c.get().abs()) == Some(libc::ENODEV) =>
+        {
+            return Err(NeighError::NoSuchIface(name.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mtu = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
         })
-    }
+        .unwrap_or(1500);
+    let mac = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(v) if v.len() == 6 => <[u8; 6]>::try_from(v.as_slice()).ok(),
+            _ => None,
+        })
+        .ok_or_else(|| NeighError::NotEthernet(name.to_string()))?;
+    Ok(IfaceInfo {
+        name: name.to_string(),
+        index: msg.header.index,
+        mac,
+        mtu,
+    })
 }
 
 /// What a route lookup gives: next hop, source address, MTU.

@@ -165,15 +165,15 @@ impl WasmHelper {
         d.expect.daddr = pkt.daddr;
         d.expect.allowed = allow_expect;
         d.expect.n = 0;
-        self.clock.wake();
         super::sched::StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
-        let answer = self
-            .packet
-            .call(&mut self.store, ())
-            .map_err(|e| PluginError::Trap {
-                name: self.name.clone(),
-                msg: format!("{e:#}"),
-            })?;
+        let r = {
+            let _running = self.clock.enter();
+            self.packet.call(&mut self.store, ())
+        };
+        let answer = r.map_err(|e| PluginError::Trap {
+            name: self.name.clone(),
+            msg: format!("{e:#}"),
+        })?;
         let mem = self.memory.data(&self.store);
         let st = mem
             .get(shared + HELPER_STATE_OFFSET..shared + HELPER_STATE_OFFSET + HELPER_STATE_LEN)

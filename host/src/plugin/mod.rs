@@ -160,27 +160,48 @@ pub fn digest(wasm: &[u8]) -> u64 {
 }
 
 /// The epoch timer's switch: it ticks (every `PLUGIN_EPOCH_US`, so that a plugin call's
-/// deadline can pass) only while plugins are being called, and sleeps after
-/// `PLUGIN_EPOCH_IDLE_TICKS` ticks without a call, so that an idle wvs does not wake ten
-/// thousand times a second. A call wakes it; a call's deadline counts ticks from the call's
+/// deadline can pass) only while a plugin call runs or has just run, and sleeps once none
+/// has run for `PLUGIN_EPOCH_IDLE_TICKS` ticks, so that a wvs with a few new connections a
+/// second does not wake ten thousand times a second (on an emulated machine that alone
+/// took half of its CPU). A call wakes it; a call's deadline counts ticks from the call's
 /// start, so a timer that was asleep before the call loses nothing.
 #[derive(Debug, Default)]
 pub(crate) struct EpochClock {
     calls: std::sync::atomic::AtomicU64,
+    /// Calls in progress: the timer never sleeps under one, however long it runs.
+    running: std::sync::atomic::AtomicU32,
     asleep: AtomicBool,
     thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl EpochClock {
     /// Say a call is about to start (on the worker's side of the store/load pair with
-    /// the timer: either the timer sees the new count or the caller sees it asleep).
-    pub(crate) fn wake(&self) {
+    /// the timer: either the timer sees the new count or the caller sees it asleep); the
+    /// call runs until the guard is dropped.
+    #[must_use = "the call runs while the guard lives"]
+    pub(crate) fn enter(&self) -> Running<'_> {
+        self.running.fetch_add(1, SeqCst);
         self.calls.fetch_add(1, SeqCst);
         if self.asleep.load(SeqCst)
             && let Some(t) = self.thread.get()
         {
             t.unpark();
         }
+        Running(self)
+    }
+
+    /// Nothing started since the timer last saw `seen` calls and nothing runs.
+    fn quiet(&self, seen: u64) -> bool {
+        self.running.load(SeqCst) == 0 && self.calls.load(SeqCst) == seen
+    }
+}
+
+/// A plugin call in progress (see [`EpochClock::enter`]).
+pub(crate) struct Running<'a>(&'a EpochClock);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, SeqCst);
     }
 }
 
@@ -265,19 +286,17 @@ impl Runtime {
                     let mut next = std::time::Instant::now();
                     while !stop.load(Relaxed) {
                         if idle >= PLUGIN_EPOCH_IDLE_TICKS {
-                            // No call started for that many ticks, so none is running (its
-                            // deadline is far shorter): sleep until the next one, looking at
-                            // the stop flag now and then.
+                            // No call started for that many ticks and none runs: sleep
+                            // until the next one, looking at the stop flag now and then.
                             clock.asleep.store(true, SeqCst);
-                            if clock.calls.load(SeqCst) == seen {
+                            if clock.quiet(seen) {
                                 std::thread::park_timeout(Duration::from_secs(1));
                             }
                             clock.asleep.store(false, SeqCst);
-                            let now = clock.calls.load(SeqCst);
-                            if now == seen {
+                            if clock.quiet(seen) {
                                 continue;
                             }
-                            (seen, idle) = (now, 0);
+                            (seen, idle) = (clock.calls.load(SeqCst), 0);
                             next = std::time::Instant::now();
                         }
                         // Tick at absolute times: each sleep overshoots (timer slack), the
@@ -293,7 +312,7 @@ impl Runtime {
                         }
                         engine.increment_epoch();
                         let now = clock.calls.load(SeqCst);
-                        if now == seen {
+                        if now == seen && clock.running.load(SeqCst) == 0 {
                             idle += 1;
                         } else {
                             (seen, idle) = (now, 0);

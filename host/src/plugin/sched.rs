@@ -119,7 +119,7 @@ pub(super) fn instantiate(p: &Plugin) -> Result<(Store<StoreData>, Instance, Mem
     let mut store = Store::new(&p.runtime.engine, data);
     store.limiter(|d| &mut d.limits);
     store.epoch_deadline_callback(|mut c| Ok(c.data_mut().deadline_passed()));
-    p.runtime.clock.wake();
+    let _running = p.runtime.clock.enter();
     StoreData::arm(&mut store, PLUGIN_SETUP_DEADLINE_EPOCHS);
     let instance: Instance = p
         .runtime
@@ -187,11 +187,12 @@ impl WasmScheduler {
         let shared_fn: TypedFunc<(), u32> = export(p, &mut store, &instance, abi::SHARED_FN)?;
         let update = export(p, &mut store, &instance, abi::UPDATE_FN)?;
         let schedule = export(p, &mut store, &instance, abi::SCHEDULE_FN)?;
-        p.runtime.clock.wake();
+        let running = p.runtime.clock.enter();
         StoreData::arm(&mut store, PLUGIN_SETUP_DEADLINE_EPOCHS);
         let shared = shared_fn
             .call(&mut store, ())
             .map_err(|e| abi_err(format!("{e:#}")))? as usize;
+        drop(running);
         let size = SHARED_DESTS_OFFSET + wvs_sdk::MAX_DESTS * std::mem::size_of::<DestInfo>();
         if shared
             .checked_add(size)
@@ -253,11 +254,12 @@ impl WasmScheduler {
     /// The real servers changed (`wvs_update`).
     pub fn update(&mut self, dests: &[DestInfo], flags: u32) -> Result<(), PluginError> {
         let n = self.write_dests(dests)?;
-        self.clock.wake();
         StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
-        self.update
-            .call(&mut self.store, (n as u32, flags))
-            .map_err(|e| self.trap(e))
+        let r = {
+            let _running = self.clock.enter();
+            self.update.call(&mut self.store, (n as u32, flags))
+        };
+        r.map_err(|e| self.trap(e))
     }
 
     /// Pick a real server for a connection (`wvs_schedule`).
@@ -278,14 +280,14 @@ impl WasmScheduler {
             dst.copy_from_slice(cb);
         }
         self.store.data_mut().now = now;
-        self.clock.wake();
         StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
         let t0 = std::time::Instant::now();
-        let answer = self
-            .schedule
-            .call(&mut self.store, n as u32)
-            .map_err(|e| self.trap(e))?;
+        let r = {
+            let _running = self.clock.enter();
+            self.schedule.call(&mut self.store, n as u32)
+        };
         let took_us = t0.elapsed().as_micros() as u64;
+        let answer = r.map_err(|e| self.trap(e))?;
         if took_us > self.slow_call_us {
             self.slow_score += PLUGIN_SLOW_SCORE_STEP;
             if self.slow_score >= PLUGIN_SLOW_SCORE_LIMIT {

@@ -254,12 +254,15 @@ fn an_endless_loop_is_interrupted() {
 
 #[test]
 fn an_endless_loop_is_interrupted_after_the_epoch_timer_slept() {
-    // The timer sleeps after a second without calls; a call must wake it, or its deadline
+    // The timer sleeps soon after the last call; a call must wake it, or its deadline
     // would never pass.
     let rt = runtime();
     let p = custom(&rt, &wat(1, "(loop $l (br $l)) i32.const 0")).expect("compiles");
     let idle = crate::consts::PLUGIN_EPOCH_US * u64::from(crate::consts::PLUGIN_EPOCH_IDLE_TICKS);
-    std::thread::sleep(std::time::Duration::from_micros(idle * 2));
+    let t0 = std::time::Instant::now();
+    while !rt.clock.asleep.load(Relaxed) && t0.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::sleep(std::time::Duration::from_micros(idle));
+    }
     assert!(rt.clock.asleep.load(Relaxed), "the timer sleeps when idle");
     let st = SchedState::new(
         &SchedChoice {
