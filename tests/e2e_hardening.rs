@@ -209,26 +209,16 @@ fn the_api_speaks_https_with_the_given_certificate() {
         .expect("openssl");
     assert!(made.status.success());
     let sd = topo.dir.join("state-bad");
-    let out = Command::new("timeout")
-        .args([
-            "20",
-            "ip",
-            "netns",
-            "exec",
-            &topo.ns("lb"),
-            WVS,
-            "run",
-            "--iface",
-            "c0",
-        ])
-        .args(["--iface", "s0", "--api", "127.0.0.1:9081", "--state-dir"])
-        .arg(&sd)
-        .args(["--api-tls-cert", c, "--api-tls-key"])
-        .arg(&other)
-        .output()
-        .expect("wvs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = topo.wvs_refused(&[
+        "--api".as_ref(),
+        "127.0.0.1:9081".as_ref(),
+        "--state-dir".as_ref(),
+        sd.as_os_str(),
+        "--api-tls-cert".as_ref(),
+        c.as_ref(),
+        "--api-tls-key".as_ref(),
+        other.as_os_str(),
+    ]);
     assert!(err.contains("TLS certificate"), "{err}");
 }
 

@@ -49,26 +49,7 @@ fn changes_are_saved_and_restored_and_a_corrupt_state_stops_the_start() {
 
     // A corrupt state file is an error, not an empty configuration.
     std::fs::write(&state_file, "[[service]]\nprotocol = 'tcp'\naddress = ").expect("corrupt");
-    let out = Command::new("timeout")
-        .args([
-            "20",
-            "ip",
-            "netns",
-            "exec",
-            &topo.ns("lb"),
-            WVS,
-            "run",
-            "--iface",
-            "c0",
-            "--iface",
-            "s0",
-            "--state-dir",
-            sd,
-        ])
-        .output()
-        .expect("wvs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = topo.wvs_refused(&["--state-dir".as_ref(), sd.as_ref()]);
     assert!(err.contains("corrupt"), "{err}");
     let tables = topo.exec("lb", &["nft", "list", "tables"]);
     assert_eq!(

@@ -108,6 +108,20 @@ impl Topo {
             .expect("ip netns exec")
     }
 
+    /// Run `wvs run --iface c0 --iface s0 ARGS` in the balancer's namespace when it is
+    /// meant to refuse to start: it must exit with status 1 within 20 s; its error output.
+    pub fn wvs_refused(&self, args: &[&std::ffi::OsStr]) -> String {
+        let out = Command::new("timeout")
+            .args(["20", "ip", "netns", "exec", &self.ns("lb"), WVS, "run"])
+            .args(["--iface", "c0", "--iface", "s0"])
+            .args(args)
+            .output()
+            .expect("wvs");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        err
+    }
+
     /// Download `http://VIP/big` from the client (its first `bytes` bytes, or all) into
     /// the test's directory and return what arrived.
     pub fn download_big(&self, bytes: Option<usize>) -> Vec<u8> {

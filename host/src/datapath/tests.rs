@@ -27,6 +27,21 @@ struct Harness {
     conns: Arc<ConnTable>,
 }
 
+impl Harness {
+    /// The snapshot the control plane publishes next: the round-robin TCP service on the
+    /// VIP with `reals` (listed as in the configuration file), its state carried over.
+    fn next_snapshot(&self, reals: &[&str]) -> Snapshot {
+        let mut toml = String::from(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nscheduler = \"rr\"\n",
+        );
+        for r in reals {
+            toml += &format!("[[service.real]]\naddress = \"{r}\"\n");
+        }
+        let specs = config::parse(&toml).expect("a valid configuration");
+        Snapshot::build_native(&specs.services, &self.snap)
+    }
+}
+
 fn harness_with(max_conns: usize) -> Harness {
     // Real servers are listed last to first: schedulers see them newest first, as IPVS
     // does, so round robin starts at .11.
@@ -460,20 +475,7 @@ fn removed_real_server_drops_and_reschedules() {
     h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
     let first = check_frame(&syn).2;
     // The control plane publishes a snapshot without that server.
-    let specs = config::parse(
-        r#"
-        [[service]]
-        protocol = "tcp"
-        address = "198.18.100.1:80"
-        scheduler = "rr"
-        [[service.real]]
-        address = "198.19.0.12:8080"
-        [[service.real]]
-        address = "198.19.0.13:8080"
-        "#,
-    )
-    .unwrap();
-    let next = Snapshot::build_native(&specs.services, &h.snap);
+    let next = h.next_snapshot(&["198.19.0.12:8080", "198.19.0.13:8080"]);
     h.snap.retire_into(&next);
     let mut ack = client_seg(40200, F::Ack, b"");
     assert_eq!(
@@ -541,18 +543,7 @@ fn without_expire_nodest_conn_a_removed_servers_packets_are_dropped_and_it_stays
     let h = harness();
     let mut syn = client_syn(40250);
     h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
-    let specs = config::parse(
-        r#"
-        [[service]]
-        protocol = "tcp"
-        address = "198.18.100.1:80"
-        scheduler = "rr"
-        [[service.real]]
-        address = "198.19.0.12:8080"
-        "#,
-    )
-    .unwrap();
-    let mut next = Snapshot::build_native(&specs.services, &h.snap);
+    let mut next = h.next_snapshot(&["198.19.0.12:8080"]);
     next.sysctl.expire_nodest_conn = false;
     h.snap.retire_into(&next);
     for (t, mut seg) in [(1, client_seg(40250, F::Ack, b"")), (2, client_syn(40250))] {
@@ -568,25 +559,7 @@ fn without_expire_nodest_conn_a_removed_servers_packets_are_dropped_and_it_stays
 #[test]
 fn conn_reuse_mode_0_sends_a_syn_in_time_wait_to_the_old_connection() {
     let h = harness();
-    let mut next = Snapshot::build_native(
-        &config::parse(
-            r#"
-            [[service]]
-            protocol = "tcp"
-            address = "198.18.100.1:80"
-            scheduler = "rr"
-            [[service.real]]
-            address = "198.19.0.13:8080"
-            [[service.real]]
-            address = "198.19.0.12:8080"
-            [[service.real]]
-            address = "198.19.0.11:8080"
-            "#,
-        )
-        .unwrap()
-        .services,
-        &h.snap,
-    );
+    let mut next = h.next_snapshot(&["198.19.0.13:8080", "198.19.0.12:8080", "198.19.0.11:8080"]);
     next.sysctl.conn_reuse_mode = 0;
     to_time_wait(&h, &next, 40310);
     let mut syn = client_syn(40310);
