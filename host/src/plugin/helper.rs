@@ -165,9 +165,9 @@ impl WasmHelper {
         d.expect.daddr = pkt.daddr;
         d.expect.allowed = allow_expect;
         d.expect.n = 0;
-        super::sched::StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
         let r = {
             let _running = self.clock.enter();
+            super::sched::StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
             self.packet.call(&mut self.store, ())
         };
         let answer = r.map_err(|e| PluginError::Trap {
