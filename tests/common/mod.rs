@@ -10,6 +10,26 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const VIP: &str = "198.18.100.1";
+
+/// The client of [`Topo::udp_ask`]: a socket connected to `VIP PORT` from port `SPORT`
+/// (SO_REUSEADDR, as the previous question's socket may linger), asking "who" until an
+/// answer comes (0.5, 1, 2 and 3 s apart), which it prints.
+const UDP_ASK: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[3])))
+s.connect((sys.argv[1], int(sys.argv[2])))
+for wait in (0.5, 1, 2, 3):
+    s.send(b"who\n")
+    s.settimeout(wait)
+    try:
+        print(s.recv(2048).decode(errors="replace").strip())
+        break
+    except (socket.timeout, ConnectionRefusedError):
+        pass
+"#;
+
 pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/topology.sh");
 pub const WVS: &str = env!("CARGO_BIN_EXE_wvs");
 /// The example configuration: the demo topology's services (TCP 80 and UDP 9000, rr).
@@ -166,38 +186,18 @@ impl Topo {
     /// server. The port is the caller's: an ephemeral port that happened to repeat would
     /// rightly reuse its UDP connection (and its real server) for 300 s.
     pub fn udp_ask(&self, sport: u16) -> String {
-        // UDP may lose a datagram when parallel tests load the machine (the per-CPU
-        // backlog of veth devices is shared by every namespace): ask again, from the same
-        // port, as a UDP client does. A repeat belongs to the same connection, so it reaches
-        // the same server and changes no tally.
-        for _ in 0..3 {
-            let out = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.ns("cli"),
-                    "socat",
-                    "-T",
-                    "2",
-                    "-",
-                    &format!("UDP4:{VIP}:9000,sourceport={sport},reuseaddr"),
-                ])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .and_then(|mut c| {
-                    use std::io::Write;
-                    c.stdin.take().expect("stdin").write_all(b"who\n")?;
-                    c.wait_with_output()
-                })
-                .expect("socat");
-            let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if !answer.is_empty() {
-                return answer;
-            }
-        }
-        String::new()
+        // UDP may lose a datagram when parallel tests load the machine (the per-CPU backlog
+        // of veth devices is shared by every namespace), and a loaded machine may answer
+        // late (the responders fork a shell per datagram; a tunnel end runs in user space):
+        // ask again from the same socket after 0.5, 1, 2 and 3 s, returning on the first
+        // answer. A repeat belongs to the same connection, so it reaches the same server
+        // and changes no tally. (socat's client gives an answer only its fixed 0.5 s after
+        // the question, and a fresh socat per attempt had a busy machine miss all three.)
+        let out = self.exec(
+            "cli",
+            &["python3", "-c", UDP_ASK, VIP, "9000", &sport.to_string()],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// The tally of `n` answers spread evenly over rs1, rs2 and rs3.
