@@ -165,11 +165,13 @@ impl WasmHelper {
         d.expect.daddr = pkt.daddr;
         d.expect.allowed = allow_expect;
         d.expect.n = 0;
-        let r = {
-            let _running = self.clock.enter();
-            super::sched::StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
-            self.packet.call(&mut self.store, ())
-        };
+        let packet = &self.packet;
+        let (r, _) = super::sched::call(
+            &self.clock,
+            &mut self.store,
+            PLUGIN_DEADLINE_EPOCHS,
+            |store| packet.call(store, ()),
+        );
         let answer = r.map_err(|e| PluginError::Trap {
             name: self.name.clone(),
             msg: format!("{e:#}"),

@@ -36,12 +36,6 @@ impl StoreData {
         }
     }
 
-    /// Start a call with the deadline `ticks` epochs away.
-    pub(super) fn arm(store: &mut Store<Self>, ticks: u64) {
-        store.data_mut().overrun = None;
-        store.set_epoch_deadline(ticks);
-    }
-
     /// The call's deadline passed (in wall-clock ticks). Interrupt it if it was running:
     /// the thread's CPU clock must show it ran at least half of a window of
     /// `PLUGIN_OVERRUN_WINDOW_TICKS` after the deadline. A worker preempted in the middle
@@ -72,6 +66,25 @@ impl StoreData {
             }
         }
     }
+}
+
+/// Run `f`, calls into a plugin, with their deadline `ticks` epochs away and the epoch
+/// timer kept awake meanwhile; returns what `f` returned and how long it took. The order
+/// matters: the timer is woken first, then the deadline armed and the clock read, since
+/// waking it may cost this thread its CPU for a while (the woken timer runs first), which
+/// is no part of the call.
+pub(super) fn call<R>(
+    clock: &super::EpochClock,
+    store: &mut Store<StoreData>,
+    ticks: u64,
+    f: impl FnOnce(&mut Store<StoreData>) -> R,
+) -> (R, Duration) {
+    let _running = clock.enter();
+    store.data_mut().overrun = None;
+    store.set_epoch_deadline(ticks);
+    let t0 = std::time::Instant::now();
+    let r = f(store);
+    (r, t0.elapsed())
 }
 
 /// The host functions a plugin imports.
@@ -119,20 +132,27 @@ pub(super) fn instantiate(p: &Plugin) -> Result<(Store<StoreData>, Instance, Mem
     let mut store = Store::new(&p.runtime.engine, data);
     store.limiter(|d| &mut d.limits);
     store.epoch_deadline_callback(|mut c| Ok(c.data_mut().deadline_passed()));
-    let _running = p.runtime.clock.enter();
-    StoreData::arm(&mut store, PLUGIN_SETUP_DEADLINE_EPOCHS);
-    let instance: Instance = p
-        .runtime
-        .linker
-        .instantiate(&mut store, &p.module)
-        .map_err(|e| abi_err(format!("{e:#}")))?;
-    let memory = instance
-        .get_memory(&mut store, "memory")
-        .ok_or_else(|| abi_err("no exported memory".into()))?;
-    let version: TypedFunc<(), u32> = export(p, &mut store, &instance, abi::ABI_VERSION_FN)?;
-    let v = version
-        .call(&mut store, ())
-        .map_err(|e| abi_err(format!("{e:#}")))?;
+    let (r, _) = call(
+        &p.runtime.clock,
+        &mut store,
+        PLUGIN_SETUP_DEADLINE_EPOCHS,
+        |store| {
+            let instance: Instance = p
+                .runtime
+                .linker
+                .instantiate(&mut *store, &p.module)
+                .map_err(|e| abi_err(format!("{e:#}")))?;
+            let memory = instance
+                .get_memory(&mut *store, "memory")
+                .ok_or_else(|| abi_err("no exported memory".into()))?;
+            let version: TypedFunc<(), u32> = export(p, store, &instance, abi::ABI_VERSION_FN)?;
+            let v = version
+                .call(&mut *store, ())
+                .map_err(|e| abi_err(format!("{e:#}")))?;
+            Ok::<_, PluginError>((instance, memory, v))
+        },
+    );
+    let (instance, memory, v) = r?;
     if v != wvs_sdk::ABI_VERSION {
         return Err(abi_err(format!("it was built for ABI version {v}")));
     }
@@ -187,12 +207,13 @@ impl WasmScheduler {
         let shared_fn: TypedFunc<(), u32> = export(p, &mut store, &instance, abi::SHARED_FN)?;
         let update = export(p, &mut store, &instance, abi::UPDATE_FN)?;
         let schedule = export(p, &mut store, &instance, abi::SCHEDULE_FN)?;
-        let running = p.runtime.clock.enter();
-        StoreData::arm(&mut store, PLUGIN_SETUP_DEADLINE_EPOCHS);
-        let shared = shared_fn
-            .call(&mut store, ())
-            .map_err(|e| abi_err(format!("{e:#}")))? as usize;
-        drop(running);
+        let (r, _) = call(
+            &p.runtime.clock,
+            &mut store,
+            PLUGIN_SETUP_DEADLINE_EPOCHS,
+            |store| shared_fn.call(store, ()),
+        );
+        let shared = r.map_err(|e| abi_err(format!("{e:#}")))? as usize;
         let size = SHARED_DESTS_OFFSET + wvs_sdk::MAX_DESTS * std::mem::size_of::<DestInfo>();
         if shared
             .checked_add(size)
@@ -254,11 +275,13 @@ impl WasmScheduler {
     /// The real servers changed (`wvs_update`).
     pub fn update(&mut self, dests: &[DestInfo], flags: u32) -> Result<(), PluginError> {
         let n = self.write_dests(dests)?;
-        let r = {
-            let _running = self.clock.enter();
-            StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
-            self.update.call(&mut self.store, (n as u32, flags))
-        };
+        let update = &self.update;
+        let (r, _) = call(
+            &self.clock,
+            &mut self.store,
+            PLUGIN_DEADLINE_EPOCHS,
+            |store| update.call(store, (n as u32, flags)),
+        );
         r.map_err(|e| self.trap(e))
     }
 
@@ -280,15 +303,14 @@ impl WasmScheduler {
             dst.copy_from_slice(cb);
         }
         self.store.data_mut().now = now;
-        let (r, took_us) = {
-            // Armed and timed once the epoch timer is awake: waking it may cost this thread
-            // its CPU for a while (the woken timer runs first), which is no part of the call.
-            let _running = self.clock.enter();
-            StoreData::arm(&mut self.store, PLUGIN_DEADLINE_EPOCHS);
-            let t0 = std::time::Instant::now();
-            let r = self.schedule.call(&mut self.store, n as u32);
-            (r, t0.elapsed().as_micros() as u64)
-        };
+        let schedule = &self.schedule;
+        let (r, took) = call(
+            &self.clock,
+            &mut self.store,
+            PLUGIN_DEADLINE_EPOCHS,
+            |store| schedule.call(store, n as u32),
+        );
+        let took_us = took.as_micros() as u64;
         let answer = r.map_err(|e| self.trap(e))?;
         if took_us > self.slow_call_us {
             self.slow_score += PLUGIN_SLOW_SCORE_STEP;
