@@ -486,6 +486,11 @@ fn an_interface_deleted_and_created_again_is_bound_again_uring() {
     relink("uring");
 }
 
+#[test]
+fn an_interface_deleted_and_created_again_is_bound_again_xdp() {
+    relink("xdp");
+}
+
 fn relink(io: &str) {
     let topo = Topo::new(&format!("rl{io}"), false);
     // Two workers: their receive sockets are in a fanout group, which cannot be bound to
@@ -534,6 +539,18 @@ fn relink(io: &str) {
     served_by_rs1(&topo, 5);
     // The nftables table was written again, so that its hook is on the new interface.
     w.wait_log("nftables table written again", Duration::from_secs(2));
+    if io == "xdp" {
+        // The XDP program is on the new interface: the frames came through new XDP
+        // sockets in its maps.
+        let link = topo.exec("lb", &["ip", "-d", "link", "show", "dev", "s0"]);
+        let link = String::from_utf8_lossy(&link.stdout);
+        assert!(link.contains("prog/xdp"), "{link}");
+        assert!(
+            !w.log_text().contains("cannot be bound again"),
+            "{}",
+            w.log_text()
+        );
+    }
 }
 
 #[test]

@@ -16,8 +16,16 @@ use caps::{CapSet, Capability, CapsHashSet};
 pub const KEPT: &[Capability] = &[Capability::CAP_NET_ADMIN];
 
 /// With `--io xdp`, also CAP_BPF: every change rewrites the XDP filter's map, and the
-/// `bpf()` call takes it where unprivileged BPF is off (Debian's default).
-pub const KEPT_XDP: &[Capability] = &[Capability::CAP_NET_ADMIN, Capability::CAP_BPF];
+/// `bpf()` call takes it where unprivileged BPF is off (Debian's default); and
+/// CAP_IPC_LOCK: the UMEM of an XDP socket is locked memory, which without it counts
+/// against `RLIMIT_MEMLOCK` (8 MiB by default, half of one UMEM), and an interface that
+/// comes back gets new XDP sockets (raising the limit instead would take CAP_SYS_RESOURCE,
+/// which is broader).
+pub const KEPT_XDP: &[Capability] = &[
+    Capability::CAP_NET_ADMIN,
+    Capability::CAP_BPF,
+    Capability::CAP_IPC_LOCK,
+];
 
 /// Why privileges could not be dropped.
 #[derive(Debug, thiserror::Error)]

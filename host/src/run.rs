@@ -271,21 +271,18 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     };
     // The sockets of an interface that is deleted and comes back are new ones, which take
     // CAP_NET_RAW: the broker keeps it, apart from wvs.
-    let broker = match opts.io {
-        Backend::Xdp => None,
-        _ => match crate::io::broker::Broker::start() {
-            Ok(b) => {
-                tracing::debug!(pid = b.pid(), "socket broker started");
-                Some(b)
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "cannot start the socket broker: an interface deleted and created again \
-                     will need a restart of wvs: {e}"
-                );
-                None
-            }
-        },
+    let broker = match crate::io::broker::Broker::start() {
+        Ok(b) => {
+            tracing::debug!(pid = b.pid(), "socket broker started");
+            Some(b)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot start the socket broker: an interface deleted and created again \
+                 will need a restart of wvs: {e}"
+            );
+            None
+        }
     };
     crate::privs::raise_nofile();
     match crate::privs::drop_to_kept(opts.io == Backend::Xdp) {
@@ -344,6 +341,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             prog.attach(&i.name)?;
         }
     }
+    // Shared with the interface watch, which attaches it to an interface that comes back.
+    let xdp = xdp.map(|p| Arc::new(parking_lot::Mutex::new(p)));
     let (exit_tx, mut exit_rx) =
         tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
     let mut all_stats: Vec<Arc<DatapathStats>> = Vec::new();
@@ -470,6 +469,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         broker,
         io: opts.io,
         workers: opts.workers,
+        xdp: xdp.clone(),
     };
     // Resolve every real server before announcing readiness, so the first connections are
     // not dropped for want of a MAC address.
@@ -573,7 +573,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         &mut control,
     );
     // The XDP program goes before the nftables table, so that no frame of a service reaches
-    // the kernel unfiltered in between.
+    // the kernel unfiltered in between (the interface watch, which shared it, has ended).
     drop(xdp);
     if check_path.is_some() {
         crate::health::via::CheckPath::teardown(&handle).await;
@@ -599,6 +599,8 @@ struct Links {
     broker: Option<crate::io::broker::Broker>,
     io: Backend,
     workers: usize,
+    /// `--io xdp`: the program, to be attached to an interface that comes back.
+    xdp: Option<Arc<parking_lot::Mutex<XdpProgram>>>,
 }
 
 impl Links {
@@ -681,11 +683,13 @@ impl Links {
     ) -> std::io::Result<()> {
         use crate::io::worker::NewPort;
         let Some(broker) = &self.broker else {
-            return Err(std::io::Error::other(match self.io {
-                Backend::Xdp => "with --io xdp, restart wvs to take it back",
-                _ => "no socket broker (see the log at start): restart wvs",
-            }));
+            return Err(std::io::Error::other(
+                "no socket broker (see the log at start): restart wvs",
+            ));
         };
+        if let Some(prog) = &self.xdp {
+            return self.rebind_xdp(prog, broker, slot, info, check_path);
+        }
         let group =
             (self.workers > 1).then(|| (std::process::id() as u16).wrapping_add(info.index as u16));
         let mut ports = Vec::with_capacity(self.workers);
@@ -708,6 +712,53 @@ impl Links {
         }
         for (m, p) in self.mail.iter().zip(ports) {
             m.post(slot, p);
+        }
+        Ok(())
+    }
+}
+
+impl Links {
+    /// `--io xdp`: new XDP sockets for the new interface's receive queues (queue `q` to
+    /// worker `(slot + q) % workers`, as the first interfaces were dealt out on a veth with
+    /// one queue) in the program's maps in place of the old interface's, a sending socket
+    /// for every worker, and the program attached to it.
+    fn rebind_xdp(
+        &self,
+        prog: &parking_lot::Mutex<XdpProgram>,
+        broker: &crate::io::broker::Broker,
+        slot: usize,
+        info: &neigh::IfaceInfo,
+        check_path: Option<&crate::health::via::CheckPath>,
+    ) -> std::io::Result<()> {
+        use crate::io::worker::NewPort;
+        let mut xsks: Vec<Vec<Xsk>> = (0..self.workers).map(|_| Vec::new()).collect();
+        for queue in 0..crate::io::xdp::rx_queues(&info.name) {
+            let x = Xsk::open_on(broker.xdp_socket()?, info.index, queue, slot as u8)?;
+            xsks[(slot + queue as usize) % self.workers].push(x);
+        }
+        let mut tx = Vec::with_capacity(self.workers);
+        for _ in 0..self.workers {
+            tx.push(RingPort {
+                ring: PacketRing::open_tx_only_on(broker.packet_socket()?, info.index)?,
+                tx: PacketSocket::open_tx_on(broker.packet_socket()?, info.index)?,
+            });
+        }
+        {
+            let mut p = prog.lock();
+            // The interface as it was before it went (updated once this succeeds).
+            p.forget_iface(self.ifaces[slot].index);
+            for x in xsks.iter().flatten() {
+                p.add_socket(info.index, x.queue, x)
+                    .map_err(std::io::Error::other)?;
+            }
+            p.attach(&info.name).map_err(std::io::Error::other)?;
+        }
+        self.dp[slot].set_mac(info.mac);
+        if let Some(p) = check_path {
+            p.relink(slot, info.index, info.mac)?;
+        }
+        for ((m, tx), xsks) in self.mail.iter().zip(tx).zip(xsks) {
+            m.post(slot, NewPort::Xdp { tx, xsks });
         }
         Ok(())
     }

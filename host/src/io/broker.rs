@@ -7,8 +7,9 @@
 //! socket-broker`, its own binary again) with a Unix datagram socket as its standard
 //! input. The broker drops every capability but CAP_NET_RAW, sets `no_new_privs`, dies
 //! with its parent, and does one thing: for each datagram it receives, it creates an
-//! unbound `AF_PACKET` socket (which receives nothing until wvs binds it) and sends it
-//! back (`SCM_RIGHTS`). It reads nothing else from anyone: its only input is its parent.
+//! unbound `AF_PACKET` socket (which receives nothing until wvs binds it), or for `--io
+//! xdp` an unbound `AF_XDP` one, and sends it back (`SCM_RIGHTS`). It reads nothing else
+//! from anyone: its only input is its parent.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
@@ -19,8 +20,9 @@ use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-/// The one request the broker answers.
-const ASK: &[u8] = b"packet";
+/// The requests the broker answers: the kind of socket wanted.
+const ASK_PACKET: &[u8] = b"packet";
+const ASK_XDP: &[u8] = b"xdp";
 
 /// How long wvs waits for a socket from the broker.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,7 +55,16 @@ impl Broker {
 
     /// A new, unbound `AF_PACKET` socket.
     pub fn packet_socket(&self) -> io::Result<OwnedFd> {
-        self.chan.send(ASK)?;
+        self.ask(ASK_PACKET)
+    }
+
+    /// A new, unbound `AF_XDP` socket.
+    pub fn xdp_socket(&self) -> io::Result<OwnedFd> {
+        self.ask(ASK_XDP)
+    }
+
+    fn ask(&self, what: &[u8]) -> io::Result<OwnedFd> {
+        self.chan.send(what)?;
         let mut buf = [0u8; 64];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -103,11 +114,15 @@ pub fn serve() -> io::Result<()> {
             Ok(0) | Err(_) => return Ok(()),
             Ok(n) => n,
         };
-        if &buf[..n] != ASK {
-            let _ = chan.send(b"unknown request");
-            continue;
-        }
-        match super::socket::packet_fd() {
+        let made = match &buf[..n] {
+            ASK_PACKET => super::socket::packet_fd(),
+            ASK_XDP => super::xdp::xsk_fd(),
+            _ => {
+                let _ = chan.send(b"unknown request");
+                continue;
+            }
+        };
+        match made {
             Ok(fd) => {
                 let fds = [fd.as_raw_fd()];
                 let cmsg = [ControlMessage::ScmRights(&fds)];

@@ -107,6 +107,11 @@ impl PacketRing {
         Self::open_with(super::socket::packet_fd()?, ifindex, None, false)
     }
 
+    /// As [`Self::open_tx_only`], on a socket opened elsewhere (the [`super::broker`]'s).
+    pub fn open_tx_only_on(fd: OwnedFd, ifindex: u32) -> io::Result<Self> {
+        Self::open_with(fd, ifindex, None, false)
+    }
+
     fn open_with(
         fd: OwnedFd,
         ifindex: u32,

@@ -62,6 +62,14 @@ pub enum NewPort {
     Ring(RingPort),
     /// `--io uring`.
     Uring(PacketSocket),
+    /// `--io xdp`: where the interface's frames leave, and the XDP sockets of those of its
+    /// receive queues this worker reads (perhaps none).
+    Xdp {
+        /// The sending socket.
+        tx: RingPort,
+        /// The XDP sockets.
+        xsks: Vec<Xsk>,
+    },
 }
 
 /// Where the control thread leaves a worker the new sockets of an interface that returned;
@@ -440,6 +448,8 @@ impl Worker {
         };
         let mut rearm = vec![true; fds.len()];
         let mut gens = vec![0u16; fds.len()];
+        // With --io xdp: the generation of every XDP socket's poll (renewed together).
+        let mut xdp_gen = 0u16;
         let mut inflight = 0usize;
         let mut last_queue_poll = 0u64;
         let mut more = false;
@@ -456,24 +466,49 @@ impl Worker {
         let args = types::SubmitArgs::new().timespec(&ts);
         while !self.stop.load(Relaxed) {
             for (i, port) in self.mail.take() {
-                // With --io xdp frames arrive through the XDP sockets, not these.
-                let (NewPort::Ring(p), None) = (port, &xsks) else {
-                    continue;
-                };
-                let Some(g) = gens.get_mut(i) else { continue };
-                let cancel = opcode::AsyncCancel::new(iface_op(OP_POLL, *g, i))
-                    .build()
-                    .user_data(OP_CANCEL);
-                push(&mut ring, &cancel)?;
-                *g = g.wrapping_add(1);
-                fds[i] = types::Fd(p.ring.as_raw_fd());
-                ports[i] = p;
-                rearm[i] = true;
-                tracing::debug!(
-                    worker = self.id,
-                    iface = i,
-                    "new sockets for a returning interface"
-                );
+                match (port, xsks.as_mut()) {
+                    (NewPort::Xdp { tx, xsks: new }, Some(have)) if i < ports.len() => {
+                        // The polls are per XDP socket, and their number may change:
+                        // cancel them all and poll the new set, under a generation that
+                        // none of the old polls has (so their ends re-arm nothing).
+                        for (k, g) in gens.iter().enumerate() {
+                            let cancel = opcode::AsyncCancel::new(iface_op(OP_POLL, *g, k))
+                                .build()
+                                .user_data(OP_CANCEL);
+                            push(&mut ring, &cancel)?;
+                        }
+                        ports[i] = tx;
+                        have.retain(|x| usize::from(x.port) != i);
+                        have.extend(new);
+                        xdp_gen = xdp_gen.wrapping_add(1);
+                        fds = have.iter().map(|x| types::Fd(x.as_raw_fd())).collect();
+                        gens = vec![xdp_gen; fds.len()];
+                        rearm = vec![true; fds.len()];
+                        tracing::debug!(
+                            worker = self.id,
+                            iface = i,
+                            queues = ?have.iter().map(|x| (x.port, x.queue)).collect::<Vec<_>>(),
+                            "new XDP sockets for a returning interface"
+                        );
+                    }
+                    (NewPort::Ring(p), None) => {
+                        let Some(g) = gens.get_mut(i) else { continue };
+                        let cancel = opcode::AsyncCancel::new(iface_op(OP_POLL, *g, i))
+                            .build()
+                            .user_data(OP_CANCEL);
+                        push(&mut ring, &cancel)?;
+                        *g = g.wrapping_add(1);
+                        fds[i] = types::Fd(p.ring.as_raw_fd());
+                        ports[i] = p;
+                        rearm[i] = true;
+                        tracing::debug!(
+                            worker = self.id,
+                            iface = i,
+                            "new sockets for a returning interface"
+                        );
+                    }
+                    _ => {}
+                }
             }
             for (i, r) in rearm.iter_mut().enumerate() {
                 if std::mem::take(r) {

@@ -78,7 +78,7 @@ unsafe impl aya::Pod for Tuple {}
 
 /// A key of `wvs_queues` (`struct ifq`): which socket a queue's frames go to.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Ifq {
     ifindex: u32,
     queue: u32,
@@ -128,14 +128,64 @@ pub struct XdpProgram {
     ebpf: Ebpf,
     queues: BpfHashMap<MapData, Ifq, u32>,
     xsks: XskMap<MapData>,
-    sockets: u32,
+    slots: Slots,
     attached: Vec<String>,
+}
+
+/// Which slot of `wvs_xsks` each interface queue's socket has. The slots of an interface
+/// that went go to the sockets of one that comes, so that an interface deleted and created
+/// again any number of times never runs out of them.
+#[derive(Debug, Default)]
+struct Slots {
+    of: std::collections::HashMap<Ifq, u32>,
+    free: Vec<u32>,
+    /// Slots ever handed out.
+    used: u32,
+}
+
+impl Slots {
+    /// The slot for `q`: its own, else a free one, else a new one; `None` past
+    /// `MAX_SOCKETS`. It is `q`'s once [`Self::take`] says so.
+    fn pick(&self, q: Ifq) -> Option<u32> {
+        self.of
+            .get(&q)
+            .or(self.free.last())
+            .copied()
+            .or((self.used < MAX_SOCKETS).then_some(self.used))
+    }
+
+    /// `q` has `slot` (from [`Self::pick`]).
+    fn take(&mut self, q: Ifq, slot: u32) {
+        if self.of.insert(q, slot).is_none() {
+            if self.free.last() == Some(&slot) {
+                self.free.pop();
+            } else {
+                self.used += 1;
+            }
+        }
+    }
+
+    /// Interface `ifindex` is gone: its queues, whose slots are free again.
+    fn forget(&mut self, ifindex: u32) -> Vec<Ifq> {
+        let gone: Vec<Ifq> = self
+            .of
+            .keys()
+            .filter(|q| q.ifindex == ifindex)
+            .copied()
+            .collect();
+        for q in &gone {
+            if let Some(slot) = self.of.remove(q) {
+                self.free.push(slot);
+            }
+        }
+        gone
+    }
 }
 
 impl std::fmt::Debug for XdpProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XdpProgram")
-            .field("sockets", &self.sockets)
+            .field("sockets", &self.slots.of.len())
             .field("attached", &self.attached)
             .finish_non_exhaustive()
     }
@@ -168,7 +218,7 @@ impl XdpProgram {
                 ebpf,
                 queues,
                 xsks,
-                sockets: 0,
+                slots: Slots::default(),
                 attached: Vec::new(),
             },
             XdpFilter {
@@ -184,20 +234,24 @@ impl XdpProgram {
 
     /// Send the frames of `ifindex`'s receive queue `queue` to `socket`.
     pub fn add_socket(&mut self, ifindex: u32, queue: u32, socket: &Xsk) -> Result<(), XdpError> {
-        if self.sockets >= MAX_SOCKETS {
-            return Err(XdpError::Program(format!(
-                "more than {MAX_SOCKETS} interface queues"
-            )));
-        }
-        let slot = self.sockets;
+        let ifq = Ifq { ifindex, queue };
+        let slot = self.slots.pick(ifq).ok_or_else(|| {
+            XdpError::Program(format!("more than {MAX_SOCKETS} interface queues"))
+        })?;
         self.xsks
             .set(slot, socket.as_raw_fd(), 0)
             .map_err(program_err)?;
-        self.queues
-            .insert(Ifq { ifindex, queue }, slot, 0)
-            .map_err(program_err)?;
-        self.sockets += 1;
+        self.queues.insert(ifq, slot, 0).map_err(program_err)?;
+        self.slots.take(ifq, slot);
         Ok(())
+    }
+
+    /// Interface `ifindex` is gone: its queues' slots are free for another's sockets. (The
+    /// kernel takes a socket out of `wvs_xsks` itself when it closes.)
+    pub fn forget_iface(&mut self, ifindex: u32) {
+        for q in self.slots.forget(ifindex) {
+            let _ = self.queues.remove(&q);
+        }
     }
 
     /// Attach the program to `iface` in driver mode.
@@ -213,7 +267,9 @@ impl XdpProgram {
                 iface: iface.to_string(),
                 reason: attach_reason(&e),
             })?;
-        self.attached.push(iface.to_string());
+        if !self.attached.iter().any(|a| a == iface) {
+            self.attached.push(iface.to_string());
+        }
         tracing::info!(iface, mode = "driver", "XDP program attached");
         Ok(())
     }
@@ -472,11 +528,11 @@ pub struct XskFrame {
 impl Xsk {
     /// Open a socket on queue `queue` of interface `ifindex` (number `port` in `--iface`).
     pub fn open(ifindex: u32, queue: u32, port: u8) -> io::Result<Self> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        let raw = check(raw, "socket(AF_XDP)")?;
-        // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Self::open_on(xsk_fd()?, ifindex, queue, port)
+    }
+
+    /// As [`Self::open`], on a socket opened elsewhere (the [`super::broker`]'s).
+    pub fn open_on(fd: OwnedFd, ifindex: u32, queue: u32, port: u8) -> io::Result<Self> {
         let s = fd.as_raw_fd();
         let umem_len = (XSK_CHUNKS * XSK_CHUNK_SIZE) as usize;
         // SAFETY: fresh anonymous memory; the result is checked, unmapped only on drop.
@@ -702,6 +758,15 @@ impl Drop for Xsk {
     }
 }
 
+/// A new `AF_XDP` socket, not yet bound (creating one takes CAP_NET_RAW).
+pub(super) fn xsk_fd() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    let raw = check(raw, "socket(AF_XDP)")?;
+    // SAFETY: `raw` is a new, valid descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// The receive queues in use on interface `name` (each gets an XDP socket): the driver's
 /// count (`ETHTOOL_GCHANNELS`: its RX-only and combined channels; a veth's are its
 /// `real_num_rx_queues`), else the `queues/rx-*` entries of sysfs, else one.
@@ -838,6 +903,36 @@ fn getsockopt<T>(fd: RawFd, name: libc::c_int, what: &str) -> io::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interface_that_comes_back_takes_the_slots_of_the_one_that_went() {
+        let q = |ifindex, queue| Ifq { ifindex, queue };
+        let mut s = Slots::default();
+        for (i, queue) in [(2, 0), (2, 1), (3, 0)] {
+            let slot = s.pick(q(i, queue)).expect("room");
+            s.take(q(i, queue), slot);
+        }
+        assert_eq!(s.pick(q(2, 1)), Some(1), "a queue keeps its slot");
+        // Interface 2 goes and comes back as 7, a thousand times: slots 0 and 1 again.
+        for n in 0..1000 {
+            let (old, new) = if n == 0 { (2, 7) } else { (7, 7) };
+            let mut gone = s.forget(old);
+            gone.sort_by_key(|g| g.queue);
+            assert_eq!(gone, [q(old, 0), q(old, 1)]);
+            let mut got = Vec::new();
+            for queue in 0..2 {
+                let slot = s.pick(q(new, queue)).expect("room");
+                s.take(q(new, queue), slot);
+                got.push(slot);
+            }
+            got.sort();
+            assert_eq!(got, [0, 1]);
+        }
+        assert_eq!(s.used, 3);
+        assert_eq!(s.pick(q(9, 0)), Some(3), "a new interface, a new slot");
+        s.used = MAX_SOCKETS;
+        assert_eq!(s.pick(q(9, 0)), None, "no more than the map holds");
+    }
 
     #[test]
     fn tuples_follow_the_claims() {
