@@ -370,7 +370,16 @@ CFG
   LB_PID=$!
   for _ in $(seq 200); do grep -q ready "$DIR/mem.log" && break; sleep 0.1; done
   rss() { awk '/VmRSS/ { print $2 * 1024 }' "/proc/$LB_PID/status"; }
-  conns() { ip netns exec "$P-lb" curl -s http://127.0.0.1:9081/api/v1/info | sed -E 's/.*"connections":([0-9]+).*/\1/'; }
+  # The API's reads take the token too (the tables hold client addresses).
+  conns() {
+    local n
+    n=$(ip netns exec "$P-lb" curl -s -H "Authorization: Bearer $(cat "$DIR/state-mem/api-token")" \
+      http://127.0.0.1:9081/api/v1/info | sed -nE 's/.*"connections":([0-9]+).*/\1/p')
+    case $n in
+      '' | *[!0-9]*) log "cannot read wvs's connection count from its API"; return 1 ;;
+    esac
+    echo "$n"
+  }
   rss0=$(rss); n0=$(conns)
   for _ in 1 2 3 4 5 6; do
     [ "$(conns)" -ge 1000000 ] && break
