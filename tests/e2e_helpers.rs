@@ -297,7 +297,8 @@ fn the_ftp_helper_is_replaced_while_a_session_runs() {
         file.display()
     );
     let dir = topo.dir.display().to_string();
-    let mut args: Vec<String> = ["curl", "-sS", "-m", "60", "--disable-epsv"]
+    // Verbose: should it fail, its messages tell which connection and which reply.
+    let mut args: Vec<String> = ["curl", "-sS", "-v", "-m", "60", "--disable-epsv"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -365,12 +366,21 @@ fn the_ftp_helper_is_replaced_while_a_session_runs() {
         second.1,
         t0.elapsed()
     );
-    assert!(
-        out.status.success(),
-        "curl after {:?}: {}",
-        t0.elapsed(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail = |t: &str, n: usize| {
+            let l: Vec<&str> = t.lines().filter(|l| !l.starts_with("{ [")).collect();
+            l[l.len().saturating_sub(n)..].join("\n")
+        };
+        panic!(
+            "curl after {:?}:\n{}\nhelper events: {}\ndrops: {}\nwvs:\n{}",
+            t0.elapsed(),
+            tail(&err, 40),
+            helper_events(&w),
+            w.get_json("/api/v1/stats")["datapath"]["drops"],
+            tail(&w.log_text(), 30)
+        );
+    }
     assert!(
         !first.0,
         "transfer 1 started before the first swap ({:?})",

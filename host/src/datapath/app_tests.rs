@@ -88,6 +88,7 @@ const FROM_RS: RxMeta = RxMeta {
 #[derive(Default, Clone, Copy)]
 struct Seg {
     syn: bool,
+    rst: bool,
     ack: Option<u32>,
     sack: Option<(u32, u32)>,
 }
@@ -104,6 +105,9 @@ fn frame(from_client: bool, ports: (u16, u16), seq: u32, s: Seg, payload: &[u8])
             .tcp(ports.0, ports.1, seq, 65535)
     };
     let mut b = if s.syn { b.syn() } else { b };
+    if s.rst {
+        b = b.rst();
+    }
     if let Some(a) = s.ack {
         b = b.ack(a);
     }
@@ -319,6 +323,52 @@ fn passive_reply_is_rewritten_and_the_stream_shifted() {
     assert_eq!(h.conns.sweep(1_501_000), 1, "the data connection goes");
     // The control connection's timer was re-armed when it was held (IPVS's expire later).
     assert_eq!(h.conns.sweep(1_801_001), 1);
+}
+
+#[test]
+fn a_closed_data_connection_reused_by_the_client_stays_with_its_server() {
+    // IPVS's is_new_conn_expected: a controlled connection is not rescheduled when a SYN
+    // reuses its ports once it is over. An FTP data connection's port is no service, so
+    // a new schedule would find none, and the client would get a reset.
+    let h = harness(21, "", 0);
+    handshake(&h);
+    let ack = |a| Seg {
+        ack: Some(a),
+        ..Default::default()
+    };
+    one(
+        &h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"),
+    );
+    one(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
+    let syn = Seg {
+        syn: true,
+        ..Default::default()
+    };
+    let data = (50123, 50000);
+    let d = send(&h, FROM_CLIENT, &frame(true, data, 77, syn, b""));
+    assert!(matches!(d.0, Verdict::Tx { iface: 1 }), "{:?}", d.0);
+    // ESTABLISHED, then reset by the client: CLOSE.
+    send(&h, FROM_CLIENT, &frame(true, data, 78, ack(10), b""));
+    let rst = Seg {
+        rst: true,
+        ..Default::default()
+    };
+    send(&h, FROM_CLIENT, &frame(true, data, 78, rst, b""));
+    let mut states = Vec::new();
+    h.conns.for_each(|c| states.push((c.cport, c.state)));
+    assert!(states.contains(&(50123, TcpState::Close)), "{states:?}");
+    // The client's next data connection from the same port to the same server port.
+    let again = send(&h, FROM_CLIENT, &frame(true, data, 9000, syn, b""));
+    assert!(matches!(again.0, Verdict::Tx { iface: 1 }), "{:?}", again.0);
+    let hd = PacketHeaders::from_ethernet_slice(&again.1[0]).unwrap();
+    let (Some(NetHeaders::Ipv4(ip, _)), Some(TransportHeader::Tcp(t))) = (&hd.net, &hd.transport)
+    else {
+        panic!("not TCP/IPv4")
+    };
+    assert_eq!((ip.destination, t.destination_port), (RS, 50000));
+    assert_eq!(h.dp.stats().resets_sent.load(Relaxed), 0);
 }
 
 #[test]

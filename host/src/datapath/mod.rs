@@ -447,11 +447,14 @@ impl Datapath {
         let lookup = |c: &mut Conn| -> InLookup {
             // ip_vs_in's order: first a SYN reusing the ports of a connection that is over
             // (conn_reuse_mode, `is_new_conn_expected`) or whose server is quiesced
-            // (with expire_nodest_conn) starts a new connection, unless a persistence
-            // template controls the old one; then the server's state.
+            // (with expire_nodest_conn) starts a new connection, unless the old one is
+            // controlled (`cp->control`): by a persistence template, or by the control
+            // connection whose helper expected it (an FTP data connection, whose port is
+            // no service and could not be scheduled); then the server's state.
             let reuse = sysctl.conn_reuse_mode;
             if reuse != 0 && info.is_new_syn() {
                 let over = c.control.is_none()
+                    && c.controller.is_none()
                     && (matches!(c.state, TcpState::TimeWait | TcpState::Close)
                         || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output));
                 if over || (sysctl.expire_nodest_conn && c.dest.weight() == 0) {
