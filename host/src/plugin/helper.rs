@@ -86,6 +86,8 @@ pub struct WasmHelper {
     packet: TypedFunc<(), i32>,
     clock: std::sync::Arc<super::EpochClock>,
     flags: u32,
+    /// Called before (the first call is timed from its start, as a scheduler's).
+    warm: bool,
 }
 
 impl std::fmt::Debug for WasmHelper {
@@ -129,6 +131,7 @@ impl WasmHelper {
             packet,
             clock: p.runtime.clock.clone(),
             flags,
+            warm: false,
         })
     }
 
@@ -166,12 +169,19 @@ impl WasmHelper {
         d.expect.allowed = allow_expect;
         d.expect.n = 0;
         let packet = &self.packet;
+        let kind = if self.warm {
+            super::sched::CallKind::Quick
+        } else {
+            super::sched::CallKind::Measured
+        };
         let (r, _) = super::sched::call(
             &self.clock,
             &mut self.store,
             PLUGIN_DEADLINE_EPOCHS,
+            kind,
             |store| packet.call(store, ()),
         );
+        self.warm = true;
         let answer = r.map_err(|e| PluginError::Trap {
             name: self.name.clone(),
             msg: format!("{e:#}"),

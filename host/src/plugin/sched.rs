@@ -23,6 +23,30 @@ pub(super) struct StoreData {
     /// The current call's overrun, once its deadline passed: the thread's CPU time at the
     /// start of the window being measured, and how many windows were measured.
     overrun: Option<(std::time::Duration, u32)>,
+    /// The thread's CPU time when the current call started, for a call timed from its
+    /// start ([`CallKind::Measured`]).
+    cpu_start: Option<Duration>,
+}
+
+/// How a call's overrun is judged once its deadline has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallKind {
+    /// A call of the fast path (microseconds): judged by a window after the deadline, with
+    /// no clock read before it.
+    Quick,
+    /// A call that may take a few hundred microseconds of CPU (a scheduler's update
+    /// building its table, an instance's first call touching its memory): the thread's
+    /// CPU clock is read at its start, and it is interrupted once it has run for its
+    /// deadline in all. A window would take such a call, preempted half-way on a busy
+    /// machine, for a runaway one when it resumed.
+    Measured,
+}
+
+fn thread_cpu() -> Option<Duration> {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .ok()
 }
 
 impl StoreData {
@@ -33,6 +57,7 @@ impl StoreData {
             now: 0,
             expect: Default::default(),
             overrun: None,
+            cpu_start: None,
         }
     }
 
@@ -42,11 +67,22 @@ impl StoreData {
     /// of a short call (a busy machine) gets more windows, up to
     /// `PLUGIN_OVERRUN_MAX_WINDOWS`, instead of its plugin being taken for a runaway one.
     fn deadline_passed(&mut self) -> wasmtime::UpdateDeadline {
-        use nix::time::{ClockId, clock_gettime};
-        let Ok(now) = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map(Duration::from) else {
+        let Some(now) = thread_cpu() else {
             return wasmtime::UpdateDeadline::Interrupt;
         };
         let window = PLUGIN_OVERRUN_WINDOW_TICKS;
+        if let Some(start) = self.cpu_start {
+            // Measured from its start: interrupted once it ran for its deadline.
+            let windows = &mut self.overrun.get_or_insert((start, 0)).1;
+            *windows += 1;
+            let budget = Duration::from_micros(PLUGIN_EPOCH_US * PLUGIN_DEADLINE_EPOCHS);
+            return if now.saturating_sub(start) >= budget || *windows >= PLUGIN_OVERRUN_MAX_WINDOWS
+            {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(window)
+            };
+        }
         match &mut self.overrun {
             None => {
                 self.overrun = Some((now, 0));
@@ -77,10 +113,16 @@ pub(super) fn call<R>(
     clock: &super::EpochClock,
     store: &mut Store<StoreData>,
     ticks: u64,
+    kind: CallKind,
     f: impl FnOnce(&mut Store<StoreData>) -> R,
 ) -> (R, Duration) {
     let _running = clock.enter();
-    store.data_mut().overrun = None;
+    let d = store.data_mut();
+    d.overrun = None;
+    d.cpu_start = match kind {
+        CallKind::Quick => None,
+        CallKind::Measured => thread_cpu(),
+    };
     store.set_epoch_deadline(ticks);
     let t0 = std::time::Instant::now();
     let r = f(store);
@@ -136,6 +178,7 @@ pub(super) fn instantiate(p: &Plugin) -> Result<(Store<StoreData>, Instance, Mem
         &p.runtime.clock,
         &mut store,
         PLUGIN_SETUP_DEADLINE_EPOCHS,
+        CallKind::Quick,
         |store| {
             let instance: Instance = p
                 .runtime
@@ -185,6 +228,9 @@ pub struct WasmScheduler {
     clock: std::sync::Arc<super::EpochClock>,
     /// Slowness: up by `PLUGIN_SLOW_SCORE_STEP` per slow call, down by one per other call.
     slow_score: u32,
+    /// Called before: the first call is timed from its start (it touches the instance's
+    /// memory for the first time), the others by a window.
+    warm: bool,
     /// Above this a call is slow (µs).
     slow_call_us: u64,
 }
@@ -211,6 +257,7 @@ impl WasmScheduler {
             &p.runtime.clock,
             &mut store,
             PLUGIN_SETUP_DEADLINE_EPOCHS,
+            CallKind::Quick,
             |store| shared_fn.call(store, ()),
         );
         let shared = r.map_err(|e| abi_err(format!("{e:#}")))? as usize;
@@ -230,6 +277,7 @@ impl WasmScheduler {
             schedule,
             clock: p.runtime.clock.clone(),
             slow_score: 0,
+            warm: false,
             slow_call_us: p
                 .runtime
                 .slow_call_us
@@ -280,6 +328,7 @@ impl WasmScheduler {
             &self.clock,
             &mut self.store,
             PLUGIN_DEADLINE_EPOCHS,
+            CallKind::Measured,
             |store| update.call(store, (n as u32, flags)),
         );
         r.map_err(|e| self.trap(e))
@@ -304,12 +353,19 @@ impl WasmScheduler {
         }
         self.store.data_mut().now = now;
         let schedule = &self.schedule;
+        let kind = if self.warm {
+            CallKind::Quick
+        } else {
+            CallKind::Measured
+        };
         let (r, took) = call(
             &self.clock,
             &mut self.store,
             PLUGIN_DEADLINE_EPOCHS,
+            kind,
             |store| schedule.call(store, n as u32),
         );
+        self.warm = true;
         let took_us = took.as_micros() as u64;
         let answer = r.map_err(|e| self.trap(e))?;
         if took_us > self.slow_call_us {

@@ -354,6 +354,37 @@ fn the_deadline_is_under_a_millisecond() {
 }
 
 #[test]
+fn an_update_is_cut_short_by_the_cpu_it_used() {
+    // An update (and an instance's first call) is timed by the thread's CPU clock from
+    // its start: a preempted one is not taken for a runaway one, an endless one is still
+    // cut within 1 ms of CPU.
+    let rt = runtime();
+    let text = wat(1, "i32.const 0").replace(
+        r#"(func (export "wvs_update") (param i32 i32))"#,
+        r#"(func (export "wvs_update") (param i32 i32) (loop $l (br $l)))"#,
+    );
+    let p = custom(&rt, &text).expect("compiles");
+    let d: Vec<_> = dests(&[(1, 0, 0)]).iter().map(|d| d.info()).collect();
+    let cpu = || {
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .map(std::time::Duration::from)
+            .expect("thread CPU clock")
+    };
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..10 {
+        let mut w = crate::plugin::WasmScheduler::new(&p).expect("instance");
+        let t0 = cpu();
+        let r = w.update(&d, 0);
+        best = best.min(cpu() - t0);
+        assert!(matches!(r, Err(PluginError::Trap { .. })), "{r:?}");
+    }
+    assert!(
+        best < std::time::Duration::from_micros(1000),
+        "the fastest interrupted update took {best:?}"
+    );
+}
+
+#[test]
 fn a_repeatedly_slow_plugin_falls_back() {
     // 10,000 turns of a loop: microseconds, far under the deadline, but over a bound of
     // 1 µs: after PLUGIN_SLOW_SCORE_LIMIT / PLUGIN_SLOW_SCORE_STEP calls it falls back.
