@@ -221,6 +221,26 @@ fn handshake(h: &H) {
 const REPLY: &[u8] = b"227 Entering Passive Mode (198,19,0,11,195,80).\r\n";
 const REWRITTEN: &[u8] = b"227 Entering Passive Mode (198,18,100,1,195,80).\r\n";
 
+/// A segment acknowledging `a`.
+fn ack(a: u32) -> Seg {
+    Seg {
+        ack: Some(a),
+        ..Default::default()
+    }
+}
+
+/// The control connection up, a `PASV` and its reply: a data connection to VIP:50000 is
+/// expected.
+fn passive(h: &H) {
+    handshake(h);
+    one(
+        h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"),
+    );
+    one(h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
+}
+
 #[test]
 fn passive_reply_is_rewritten_and_the_stream_shifted() {
     let h = harness(21, "", 0);
@@ -331,17 +351,7 @@ fn a_closed_data_connection_reused_by_the_client_stays_with_its_server() {
     // reuses its ports once it is over. An FTP data connection's port is no service, so
     // a new schedule would find none, and the client would get a reset.
     let h = harness(21, "", 0);
-    handshake(&h);
-    let ack = |a| Seg {
-        ack: Some(a),
-        ..Default::default()
-    };
-    one(
-        &h,
-        FROM_CLIENT,
-        &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"),
-    );
-    one(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
+    passive(&h);
     let syn = Seg {
         syn: true,
         ..Default::default()
@@ -496,17 +506,7 @@ fn an_expected_connection_is_controlled_by_the_template_too() {
 #[test]
 fn icmp_errors_about_data_connections_are_relayed() {
     let h = harness(21, "", 0);
-    handshake(&h);
-    let ack = |a| Seg {
-        ack: Some(a),
-        ..Default::default()
-    };
-    one(
-        &h,
-        FROM_CLIENT,
-        &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"),
-    );
-    one(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), REPLY));
+    passive(&h);
     let syn = Seg {
         syn: true,
         ..Default::default()

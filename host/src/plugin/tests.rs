@@ -65,6 +65,13 @@ fn wat(version: i32, schedule_body: &str) -> String {
     )
 }
 
+/// The calling thread's CPU time.
+fn thread_cpu() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(std::time::Duration::from)
+        .expect("thread CPU clock")
+}
+
 fn custom(rt: &Arc<Runtime>, text: &str) -> Result<Plugin, PluginError> {
     rt.compile("custom", text.as_bytes())
 }
@@ -335,16 +342,11 @@ fn the_deadline_is_under_a_millisecond() {
     let p = custom(&rt, &wat(1, "(loop $l (br $l)) i32.const 0")).expect("compiles");
     let mut w = crate::plugin::WasmScheduler::new(&p).expect("instance");
     let d: Vec<_> = dests(&[(1, 0, 0)]).iter().map(|d| d.info()).collect();
-    let cpu = || {
-        nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-            .map(std::time::Duration::from)
-            .expect("thread CPU clock")
-    };
     let mut best = std::time::Duration::MAX;
     for _ in 0..20 {
-        let t0 = cpu();
+        let t0 = thread_cpu();
         let r = w.schedule(&conn(1, 1), &d, 0);
-        best = best.min(cpu() - t0);
+        best = best.min(thread_cpu() - t0);
         assert!(matches!(r, Err(PluginError::Trap { .. })), "{r:?}");
     }
     assert!(
@@ -365,17 +367,12 @@ fn an_update_is_cut_short_by_the_cpu_it_used() {
     );
     let p = custom(&rt, &text).expect("compiles");
     let d: Vec<_> = dests(&[(1, 0, 0)]).iter().map(|d| d.info()).collect();
-    let cpu = || {
-        nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-            .map(std::time::Duration::from)
-            .expect("thread CPU clock")
-    };
     let mut best = std::time::Duration::MAX;
     for _ in 0..10 {
         let mut w = crate::plugin::WasmScheduler::new(&p).expect("instance");
-        let t0 = cpu();
+        let t0 = thread_cpu();
         let r = w.update(&d, 0);
-        best = best.min(cpu() - t0);
+        best = best.min(thread_cpu() - t0);
         assert!(matches!(r, Err(PluginError::Trap { .. })), "{r:?}");
     }
     assert!(
