@@ -9,6 +9,8 @@ mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
 ip link set lo up
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 scenario=$(cat /share/scenario)
+# Which sides run here: "ipvs" (oracle.sh record, verify) or "ipvs wvs" (oracle.sh run).
+[ ! -f /share/modes ] || export ORACLE_MODES="$(cat /share/modes)"
 echo "guest: kernel $(uname -r), scenario $scenario"
 cd /share
 bash "/share/scenarios/$scenario.sh" > /share/out/stdout 2> /share/out/stderr

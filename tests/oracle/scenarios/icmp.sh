@@ -3,7 +3,7 @@
 # client's "port unreachable" for a server's reply reaches the real server, and `--stats`
 # counts them as IPVS does; a service with no server left answers from the VIP.
 set -e
-. /share/scenarios/lib.sh
+. "${ORACLE_SHARE:-/share}/scenarios/lib.sh"
 
 # udp_ask SPORT PORT: one datagram from the client's SPORT to VIP:PORT; prints the answer
 # or the error.
@@ -22,10 +22,10 @@ except OSError as e:
 PY
 }
 
-for mode in ipvs wvs; do
+for mode in $MODES; do
   up
   balancer "$mode"
-  exec 3>"/share/out/$mode.txt"
+  exec 3>"$OUT/$mode.txt"
   # Nothing listens on rs1's port 9100: its kernel answers "port unreachable".
   $ADM -A -u "$VIP:9100" -s rr
   $ADM -a -u "$VIP:9100" -r 198.19.0.11:9100 -m
@@ -36,7 +36,7 @@ for mode in ipvs wvs; do
   # second with "port unreachable", which must reach rs1 (its next receive fails).
   $ADM -A -u "$VIP:9200" -s rr
   $ADM -a -u "$VIP:9200" -r 198.19.0.11:9200 -m
-  ip netns exec "$P-rs1" python3 - >/tmp/rs1-icmp.txt 2>&1 <<'PY' &
+  ip netns exec "$P-rs1" python3 - >"$WORK/rs1-icmp.txt" 2>&1 <<'PY' &
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", 9200))
@@ -63,7 +63,7 @@ PY
   echo "== to a client that went away" >&3
   udp_ask 41001 9200 >&3
   wait "$rs" || true
-  cat /tmp/rs1-icmp.txt >&3
+  cat "$WORK/rs1-icmp.txt" >&3
   # A service whose only server is quiesced: no server, the VIP answers port unreachable.
   $ADM -A -u "$VIP:9300" -s rr
   $ADM -a -u "$VIP:9300" -r 198.19.0.11:9300 -m -w 0

@@ -3,12 +3,12 @@
 # after the same packets, --stats (byte for byte); --rate under the same paced load (its
 # figures within a band: the two runs' estimators tick at different moments).
 set -e
-. /share/scenarios/lib.sh
+. "${ORACLE_SHARE:-/share}/scenarios/lib.sh"
 
-for mode in ipvs wvs; do
+for mode in $MODES; do
   up
   balancer "$mode"
-  exec 3>"/share/out/$mode.txt"
+  exec 3>"$OUT/$mode.txt"
   $ADM -A -t "$VIP:80" -s wrr
   $ADM -a -t "$VIP:80" -r 198.19.0.11:80 -m -w 3
   $ADM -a -t "$VIP:80" -r 198.19.0.12:80 -m -w 2 -x 100 -y 50
@@ -36,7 +36,7 @@ table inet oracle {
 }
 NFT
   for n in $(seq 1 12); do
-    ip netns exec "$P-cli" python3 /share/scenarios/tcpseq.py "$VIP" 80 $((42000 + n)) \
+    ip netns exec "$P-cli" python3 $SHARE/scenarios/tcpseq.py "$VIP" 80 $((42000 + n)) \
       syn ack data ack fin ack >/dev/null
   done
   for n in $(seq 1 6); do

@@ -2,7 +2,7 @@
 # through the kernel's IPVS and through wvs configured with the same ipvsadm arguments,
 # and `-L -n` after each configuration; twos, which draws at random, by distribution.
 set -e
-. /share/scenarios/lib.sh
+. "${ORACLE_SHARE:-/share}/scenarios/lib.sh"
 
 # scheduler:ipvsadm flags of the service ('+' for a space):weights of rs1..rs3
 CASES="rr::1,1,1 wrr::3,2,1 wrr::1,0,2 lc::1,1,1 wlc::3,2,1 sed::3,2,1 nq::3,2,1 fo::1,3,2
@@ -10,10 +10,10 @@ ovf::3,2,1 sh::1,1,1 sh:-b+sh-port:1,1,1 sh:-b+sh-fallback:1,0,1 dh::1,1,1 mh::1
 mh:-b+mh-port:1,1,1 lblc::1,1,1 lblcr::1,1,1"
 TWOS_DRAWS=240
 
-for mode in ipvs wvs; do
+for mode in $MODES; do
   up
   balancer "$mode"
-  exec 3>"/share/out/$mode.txt"
+  exec 3>"$OUT/$mode.txt"
   port=1000
   for case in $CASES; do
     IFS=: read -r s flags weights <<<"$case"
