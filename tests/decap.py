@@ -8,7 +8,8 @@ socket for IPIP and GRE, a UDP socket for GUE), checks the encapsulation, and wr
 inner packet into a TUN device that holds the VIP, so the kernel receives it as it would
 from tunl0 and the server's nginx answers the client directly.
 
-usage: decap.py ipip|gre|gue[:PORT] VIP
+usage: decap.py ipip|gre|gue[:PORT] VIP [TUN]   (TUN: the device's name, tun0 by default;
+several kinds in one server need one each)
 Prints "ready" once listening; counts what it took apart in the file named by $DECAP_COUNT
 (rewritten every 100 packets and at exit).
 """
@@ -36,13 +37,14 @@ def main() -> None:
     port = 0
     if kind.startswith("gue"):
         kind, port = "gue", int(kind.split(":")[1])
-    tun = open_tun("tun0")
+    name = sys.argv[3] if len(sys.argv) > 3 else "tun0"
+    tun = open_tun(name)
     for cmd in (
-        ["ip", "addr", "add", f"{vip}/32", "dev", "tun0"],
-        ["ip", "link", "set", "tun0", "up"],
+        ["ip", "addr", "add", f"{vip}/32", "dev", name],
+        ["ip", "link", "set", name, "up"],
         # The inner packet comes from the client, whose route is not tun0: loose rp_filter
         # (the max of all and the interface applies), as LVS-TUN servers are set up.
-        ["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.tun0.rp_filter=0",
+        ["sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", f"net.ipv4.conf.{name}.rp_filter=0",
          "net.ipv4.conf.eth0.rp_filter=0"],
         # On the VIP's segment, as DR: never answer ARP for the VIP nor use it as a source.
         ["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.eth0.arp_ignore=1",
