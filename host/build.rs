@@ -47,7 +47,18 @@ fn main() {
         .expect("host/ is in the workspace")
         .to_path_buf();
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it"));
-    let target_dir = out.join("wasm-target");
+    // One wasm32 build for every build of the host: clippy's, the tests' (debug), the
+    // release binary's and the fuzz targets' (their own workspace) all take the plugins from
+    // the same directory beside the workspace's target directory, since the `wasm` profile
+    // does not depend on the outer profile. Under OUT_DIR each of those four built the same
+    // eighteen modules again, with full LTO. The inner cargo locks this directory, not the
+    // outer build's, so the two never wait on each other.
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root.join(d) })
+        .unwrap_or_else(|| root.join("target"))
+        .join("wasm-plugins");
     for dir in [
         "plugins",
         "examples/lat2",
