@@ -347,7 +347,7 @@ fn the_token_is_enforced_and_bad_input_is_refused_with_nothing_changed() {
             "netns",
             "exec",
             &topo.ns("lb"),
-            common::WVS,
+            common::wvs_bin(),
             "adm",
             "--token-file",
         ])

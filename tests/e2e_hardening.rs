@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Topo, VIP, WVS, Wvs};
+use common::{Topo, VIP, Wvs, wvs_bin};
 
 fn start_empty(topo: &Topo, extra: &[&str]) -> Wvs {
     let cfg = topo.dir.join("empty.toml");
@@ -66,7 +66,7 @@ fn two_thousand_idle_sockets_do_not_keep_adm_out() {
     let out = Command::new("ip")
         .args(["netns", "exec", &w.ns, "python3", "-c", IDLE])
         .arg(w.pid().to_string())
-        .args([WVS, "adm", "--token-file"])
+        .args([wvs_bin(), "adm", "--token-file"])
         .arg(&token)
         .args(["-L", "-n"])
         .output()
@@ -165,7 +165,7 @@ fn the_api_speaks_https_with_the_given_certificate() {
     // wvs adm over HTTPS, trusting the certificate it is given.
     let adm = |extra: &[&str]| {
         Command::new("ip")
-            .args(["netns", "exec", &w.ns, WVS, "adm", "--token-file"])
+            .args(["netns", "exec", &w.ns, wvs_bin(), "adm", "--token-file"])
             .arg(w.state_dir.join("api-token"))
             .args(extra)
             .args(["-A", "-t", &format!("{VIP}:80"), "-s", "rr"])
@@ -182,7 +182,7 @@ fn the_api_speaks_https_with_the_given_certificate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--api-ca"));
     let listed = Command::new("ip")
-        .args(["netns", "exec", &w.ns, WVS, "adm", "--token-file"])
+        .args(["netns", "exec", &w.ns, wvs_bin(), "adm", "--token-file"])
         .arg(w.state_dir.join("api-token"))
         .args(["--api", "https://127.0.0.1:9080", "--api-ca", c, "-L", "-n"])
         .output()
@@ -349,7 +349,7 @@ fn runs_as_the_units_dedicated_user_with_its_two_capabilities() {
     // systemd's own check of the unit (with this build's binary in place of the installed
     // one, which it looks for).
     let checked = std::env::temp_dir().join(format!("wvs-{}.service", std::process::id()));
-    std::fs::write(&checked, unit.replace("/usr/local/bin/wvs", WVS)).expect("unit copy");
+    std::fs::write(&checked, unit.replace("/usr/local/bin/wvs", wvs_bin())).expect("unit copy");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&checked)

@@ -507,7 +507,7 @@ fn xdp_refuses_a_veth_it_cannot_serve_and_leaves_nothing() {
             "netns",
             "exec",
             &topo.ns("lb"),
-            common::WVS,
+            common::wvs_bin(),
             "run",
         ])
         .args(["--iface", "c0", "--iface", "s0", "--io", "xdp", "--config"])

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{Topo, VIP, WVS, Wvs};
+use common::{Topo, VIP, Wvs, wvs_bin};
 
 fn service(reals: &[u8]) -> String {
     let mut c =
@@ -96,7 +96,7 @@ fn a_second_wvs_on_the_same_state_directory_is_refused() {
     let out = topo.exec(
         "lb",
         &[
-            WVS,
+            wvs_bin(),
             "run",
             "--iface",
             "c0",
@@ -126,7 +126,7 @@ fn a_second_wvs_on_the_same_state_directory_is_refused() {
     let out = topo.exec(
         "lb",
         &[
-            WVS,
+            wvs_bin(),
             "run",
             "--iface",
             "c0",

@@ -31,7 +31,24 @@ for wait in (0.5, 1, 2, 3):
 "#;
 
 pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/topology.sh");
-pub const WVS: &str = env!("CARGO_BIN_EXE_wvs");
+/// The `wvs` binary the tests run: `$WVS_BIN` when set (scripts/test.sh sets it to the
+/// release binary, so that the flood and load tests measure what users run and one build
+/// serves the end-to-end tests, the demo and the oracle), else the debug binary cargo
+/// built beside the tests.
+pub fn wvs_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("WVS_BIN") {
+        Ok(p) if !p.is_empty() => {
+            assert!(
+                Path::new(&p).is_file(),
+                "WVS_BIN={p} is not a file (cargo build --release -p wvs)"
+            );
+            eprintln!("e2e: running {p} (WVS_BIN)");
+            p
+        }
+        _ => env!("CARGO_BIN_EXE_wvs").to_string(),
+    })
+}
 /// The example configuration: the demo topology's services (TCP 80 and UDP 9000, rr).
 pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/wvs.toml");
 
@@ -132,7 +149,15 @@ impl Topo {
     /// meant to refuse to start: it must exit with status 1 within 20 s; its error output.
     pub fn wvs_refused(&self, args: &[&std::ffi::OsStr]) -> String {
         let out = Command::new("timeout")
-            .args(["20", "ip", "netns", "exec", &self.ns("lb"), WVS, "run"])
+            .args([
+                "20",
+                "ip",
+                "netns",
+                "exec",
+                &self.ns("lb"),
+                wvs_bin(),
+                "run",
+            ])
             .args(["--iface", "c0", "--iface", "s0"])
             .args(args)
             .output()
@@ -278,7 +303,7 @@ impl Wvs {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &topo.ns("lb")])
             .args(wrapper)
-            .args([WVS, "run"]);
+            .args([wvs_bin(), "run"]);
         let ifaces: &[&str] = if topo.onearm { &["s0"] } else { &["c0", "s0"] };
         for i in ifaces {
             cmd.args(["--iface", i]);
@@ -389,7 +414,7 @@ impl Wvs {
         use std::io::Write;
         let token = self.state_dir.join("api-token");
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, WVS, "adm", "--token-file"])
+            .args(["netns", "exec", &self.ns, wvs_bin(), "adm", "--token-file"])
             .arg(&token)
             .args(args)
             .stdin(Stdio::piped())
