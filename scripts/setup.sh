@@ -21,11 +21,9 @@ need node nodejs
 need npm npm
 need chromium chromium
 need chromedriver chromium-driver
-# The IPVS oracle's VM (tests/oracle): its image builder, the emulator, its initramfs.
-need mmdebstrap mmdebstrap
-need qemu-system-x86_64 qemu-system-x86
-need busybox busybox-static
-need cpio cpio
+# The IPVS oracle's VM (mmdebstrap, qemu, busybox) is not here: the test command replays
+# the kernel's committed records natively, and tests/oracle/oracle.sh installs what the VM
+# needs when it boots one (a record, a verify, or a scenario whose record is out of date).
 # Wire-format checks of what wvs sends (tunnels): tshark's dissectors.
 need tshark tshark
 # Path MTU and TTL checks.
