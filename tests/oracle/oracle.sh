@@ -252,7 +252,7 @@ verify() {
     tmp=$(mktemp -d /tmp/wvs-oracle-verify.XXXXXX)
     vm "$scenario" "$tmp" ipvs
     sed 1d "$RECORDS/$scenario.txt" > "$tmp/committed.txt"
-    echo "verify: $scenario, the kernel now against its committed record:"
+    echo "verify: $scenario, the kernel now against its committed record (compare.py calls the record ipvs, the new run wvs):"
     if python3 "$HERE/scenarios/compare.py" "$tmp/committed.txt" "$tmp/ipvs.txt" ""; then
       rm -rf "$tmp"
     else
