@@ -13,14 +13,14 @@ pub const VIP: &str = "198.18.100.1";
 
 /// The client of [`Topo::udp_ask`]: a socket connected to `VIP PORT` from port `SPORT`
 /// (SO_REUSEADDR, as the previous question's socket may linger), asking "who" until an
-/// answer comes (0.5, 1, 2 and 3 s apart), which it prints.
+/// answer comes (0.5, 1, 2, 3, 5 and 8 s apart), which it prints.
 const UDP_ASK: &str = r#"
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[3])))
 s.connect((sys.argv[1], int(sys.argv[2])))
-for wait in (0.5, 1, 2, 3):
+for wait in (0.5, 1, 2, 3, 5, 8):
     s.send(b"who\n")
     s.settimeout(wait)
     try:
@@ -214,10 +214,15 @@ impl Topo {
         // UDP may lose a datagram when parallel tests load the machine (the per-CPU backlog
         // of veth devices is shared by every namespace), and a loaded machine may answer
         // late (the responders fork a shell per datagram; a tunnel end runs in user space):
-        // ask again from the same socket after 0.5, 1, 2 and 3 s, returning on the first
-        // answer. A repeat belongs to the same connection, so it reaches the same server
-        // and changes no tally. (socat's client gives an answer only its fixed 0.5 s after
-        // the question, and a fresh socat per attempt had a busy machine miss all three.)
+        // ask again from the same socket after 0.5, 1, 2, 3, 5 and 8 s, returning on the
+        // first answer. A repeat belongs to the same connection, so it reaches the same
+        // server and changes no tally. (socat's client gives an answer only its fixed 0.5 s
+        // after the question, and a fresh socat per attempt had a busy machine miss all
+        // three. With a busy loop on each core, the IPIP and GRE tests of one run in three
+        // each had one of their 30 questions unanswered for all of 6.5 s, likely while a
+        // parallel test's 20 MiB download went through a user-space tunnel end and veth's
+        // per-CPU backlog, shared by every namespace, dropped while softirqs waited for a
+        // CPU: the last two waits outlast such a spell.)
         let out = self.exec(
             "cli",
             &["python3", "-c", UDP_ASK, VIP, "9000", &sport.to_string()],
