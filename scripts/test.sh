@@ -129,7 +129,7 @@ phase "demo" tests/demo_test.sh
 # same arguments) in namespaces and the two are compared. A scenario whose inputs changed
 # since its record runs its kernel side in the VM again first (tests/oracle/README.md;
 # `tests/oracle/oracle.sh verify` runs every kernel side again from scratch).
-for scenario in sched state persist icmp outputs xmit; do
+for scenario in $(tests/oracle/oracle.sh scenarios); do
   phase "oracle: $scenario" tests/oracle/oracle.sh replay "$scenario" "target/oracle/$scenario"
 done
 

@@ -21,6 +21,7 @@
 #                                             schedulers native), as before the records
 #   tests/oracle/oracle.sh image              build the VM image (cached; see below)
 #   tests/oracle/oracle.sh hash SCENARIO      the hash of the kernel side's inputs
+#   tests/oracle/oracle.sh scenarios          the scenarios the test command replays
 #
 # The image (a minimal Debian bookworm root file system from Debian's packages, with the
 # kernel of bookworm-backports, and a small initramfs that mounts it over 9p under a tmpfs
@@ -209,6 +210,11 @@ record_hash() {
   sed -n '1s/^# oracle: .* inputs \([0-9a-f]*\)$/\1/p' "$1"
 }
 
+# record_current SCENARIO: whether its committed record was made by the current inputs.
+record_current() {
+  [ -f "$RECORDS/$1.txt" ] && [ "$(record_hash "$RECORDS/$1.txt")" = "$(kernel_hash "$1")" ]
+}
+
 run() {
   local scenario=${1:?usage: oracle.sh run SCENARIO [DIR]} out=${2:-}
   scenario_exists "$scenario"
@@ -238,14 +244,12 @@ record() {
 }
 
 verify() {
-  local scenario tmp failed=() want have
+  local scenario tmp failed=()
   [ $# -gt 0 ] || set -- $SCENARIOS
   for scenario in "$@"; do
     scenario_exists "$scenario"
-    want=$(kernel_hash "$scenario")
-    have=$( [ -f "$RECORDS/$scenario.txt" ] && record_hash "$RECORDS/$scenario.txt" || true)
-    if [ "$have" != "$want" ]; then
-      log "$scenario: the committed record is of inputs '${have:-none}', these are $want: run oracle.sh record $scenario"
+    if ! record_current "$scenario"; then
+      log "$scenario: the committed record is missing or of other inputs than $(kernel_hash "$scenario"): run oracle.sh record $scenario"
       failed+=("$scenario")
       continue
     fi
@@ -275,12 +279,10 @@ replay() {
   [ -n "$out" ] || out=$(mktemp -d /tmp/wvs-oracle-out.XXXXXX)
   mkdir -p "$out"
   rm -rf "$out"/{stdout,stderr,ipvs.txt,wvs.txt,wvs.log,kernel}
-  local want rec=$RECORDS/$scenario.txt
-  want=$(kernel_hash "$scenario")
-  if [ -f "$rec" ] && [ "$(record_hash "$rec")" = "$want" ]; then
-    sed 1d "$rec" > "$out/ipvs.txt"
+  if record_current "$scenario"; then
+    sed 1d "$RECORDS/$scenario.txt" > "$out/ipvs.txt"
   else
-    log "WARNING: tests/oracle/kernel/$scenario.txt is missing or of other inputs (these are $want):"
+    log "WARNING: tests/oracle/kernel/$scenario.txt is missing or of other inputs (these are $(kernel_hash "$scenario")):"
     log "the kernel's side runs in the VM now (minutes); record it with 'oracle.sh record $scenario' and commit it"
     vm "$scenario" "$out/kernel" ipvs >/dev/null
     cp "$out/kernel/ipvs.txt" "$out/ipvs.txt"
@@ -334,6 +336,7 @@ case "${1:-}" in
   record) shift; record "$@" ;;
   verify) shift; verify "$@" ;;
   replay) shift; replay "$@" ;;
+  scenarios) echo "$SCENARIOS" ;;
   hash) scenario_exists "${2:?usage: oracle.sh hash SCENARIO}"; kernel_hash "$2" ;;
-  *) echo "usage: $0 replay SCENARIO [DIR] | record [SCENARIO...] | verify [SCENARIO...] | run SCENARIO [DIR] | image | hash SCENARIO" >&2; exit 2 ;;
+  *) echo "usage: $0 replay SCENARIO [DIR] | record [SCENARIO...] | verify [SCENARIO...] | run SCENARIO [DIR] | image | hash SCENARIO | scenarios" >&2; exit 2 ;;
 esac
