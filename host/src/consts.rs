@@ -179,6 +179,13 @@ pub const PLUGIN_COMPILE_MEMORY: u64 = 2 << 30;
 /// `table.grow` loop takes host memory at will (wasmtime's table storage is host memory).
 pub const PLUGIN_MAX_TABLE_ELEMENTS: usize = 10_000;
 
+/// The wait before a helper instance whose call failed is built again (off the datapath),
+/// doubled with each failure in a row up to [`HELPER_REBUILD_BACKOFF_MAX_MS`]. Meanwhile
+/// the worker's new connections pass the helper by, as after a fault.
+pub const HELPER_REBUILD_BACKOFF_MS: u64 = 100;
+/// The longest wait before a helper instance is built again.
+pub const HELPER_REBUILD_BACKOFF_MAX_MS: u64 = 30_000;
+
 /// Most expected connections one helper call may register (an FTP reply asks for one).
 pub const HELPER_MAX_EXPECTS_PER_CALL: usize = 4;
 

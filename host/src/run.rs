@@ -293,6 +293,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     // Then the plugins (their runtime starts threads), the services and the nftables table.
     let t0 = Instant::now();
     let runtime = Runtime::new(opts.plugin_cache.as_deref())?;
+    runtime.set_workers(opts.workers);
     match crate::plugin::budget::Budget::new(opts.plugin_cache.as_deref()) {
         Ok(mut b) => {
             (b.time, b.memory) = opts.plugin_compile;

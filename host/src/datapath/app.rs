@@ -268,11 +268,14 @@ impl super::Datapath {
                     // passes through unmodified from now on.
                     inner.faulted = true;
                     stats::bump(&hs.faults);
-                    pool.plugin
-                        .runtime()
-                        .stats
-                        .traps
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // No instance (being rebuilt after a failure) is no new trap.
+                    if !matches!(e, crate::plugin::PluginError::NoInstance { .. }) {
+                        pool.plugin
+                            .runtime()
+                            .stats
+                            .traps
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     tracing::debug!(helper = pool.name(), "helper failed: {e}");
                     break;
                 }

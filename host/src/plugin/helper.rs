@@ -4,6 +4,7 @@
 //! calls never wait for one another.
 
 use parking_lot::Mutex;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed, Release};
 use wasmtime::{Caller, Linker, Memory, Store, TypedFunc};
 use wvs_sdk::{
     Expect, HELPER_EXPECT_OFFSET, HELPER_MAX_PAYLOAD, HELPER_PAYLOAD_OFFSET, HELPER_PKT_OFFSET,
@@ -12,7 +13,10 @@ use wvs_sdk::{
 
 use super::sched::StoreData;
 use super::{Plugin, PluginError};
-use crate::consts::{HELPER_MAX_EXPECTS_PER_CALL, MAX_WORKERS, PLUGIN_DEADLINE_EPOCHS};
+use crate::consts::{
+    HELPER_MAX_EXPECTS_PER_CALL, HELPER_REBUILD_BACKOFF_MAX_MS, HELPER_REBUILD_BACKOFF_MS,
+    MAX_WORKERS, PLUGIN_DEADLINE_EPOCHS, PLUGIN_SETUP_DEADLINE_EPOCHS,
+};
 
 /// What the host lets a helper's `expect` call ask for, set before each call.
 #[derive(Debug, Clone, Copy, Default)]
@@ -110,12 +114,21 @@ impl WasmHelper {
         let packet = super::sched::export(p, &mut store, &instance, abi::HELPER_PACKET_FN)?;
         let flags_fn: TypedFunc<(), u32> =
             super::sched::export(p, &mut store, &instance, abi::HELPER_FLAGS_FN)?;
-        let flags = flags_fn
-            .call(&mut store, ())
-            .map_err(|e| abi_err(format!("{e:#}")))?;
-        let shared = shared_fn
-            .call(&mut store, ())
-            .map_err(|e| abi_err(format!("{e:#}")))? as usize;
+        // Under the deadline as every call: a helper whose `flags` or `shared` never
+        // returns must not hang the thread that builds it.
+        let (r, _) = super::sched::call(
+            &p.runtime.clock,
+            &mut store,
+            PLUGIN_SETUP_DEADLINE_EPOCHS,
+            super::sched::CallKind::Quick,
+            |store| {
+                let flags = flags_fn.call(&mut *store, ())?;
+                let shared = shared_fn.call(&mut *store, ())?;
+                wasmtime::Result::<(u32, u32)>::Ok((flags, shared))
+            },
+        );
+        let (flags, shared) = r.map_err(|e| abi_err(format!("{e:#}")))?;
+        let shared = shared as usize;
         if shared
             .checked_add(std::mem::size_of::<HelperShared>())
             .is_none_or(|end| end > memory.data_size(&store))
@@ -225,13 +238,25 @@ impl WasmHelper {
     }
 }
 
-/// A helper plugin with an instance per worker, made on the worker's first use.
+/// A helper plugin with an instance per worker. The instances are built off the datapath:
+/// those of the workers that run when the pool is made (on the control thread), and after
+/// a failed call by a rebuilder thread after a back-off, so that a worker never compiles,
+/// instantiates or waits for a helper that fails on every call.
 pub struct HelperPool {
     /// The plugin.
     pub plugin: Plugin,
     /// Its [`wvs_sdk::helper_flags`].
     pub flags: u32,
+    shared: std::sync::Arc<PoolShared>,
+}
+
+/// What the workers and the rebuilder share.
+struct PoolShared {
     slots: Box<[Mutex<Option<WasmHelper>>]>,
+    /// Failures since the last call that succeeded: the rebuild's back-off doubles with each.
+    failures: std::sync::atomic::AtomicU32,
+    /// A rebuilder is waiting or building.
+    rebuilding: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for HelperPool {
@@ -242,18 +267,45 @@ impl std::fmt::Debug for HelperPool {
     }
 }
 
+/// The wait before rebuilding after `failures` failures in a row.
+pub(crate) fn rebuild_backoff(failures: u32) -> std::time::Duration {
+    let ms = HELPER_REBUILD_BACKOFF_MS
+        .saturating_mul(1u64 << failures.saturating_sub(1).min(20))
+        .min(HELPER_REBUILD_BACKOFF_MAX_MS);
+    std::time::Duration::from_millis(ms)
+}
+
 impl HelperPool {
-    /// A pool for a helper plugin (`flags` from its compilation: [`Plugin::kind`]).
+    /// A pool for a helper plugin (`flags` from its compilation: [`Plugin::kind`]), with
+    /// the instances of the runtime's workers built now.
     pub fn new(plugin: Plugin) -> Self {
         let flags = match plugin.kind {
             super::PluginKind::Helper { flags } => flags,
             super::PluginKind::Scheduler => 0,
         };
-        Self {
+        let shared = std::sync::Arc::new(PoolShared {
+            slots: (0..MAX_WORKERS).map(|_| Mutex::new(None)).collect(),
+            failures: Default::default(),
+            rebuilding: Default::default(),
+        });
+        let pool = Self {
             plugin,
             flags,
-            slots: (0..MAX_WORKERS).map(|_| Mutex::new(None)).collect(),
+            shared,
+        };
+        let workers = pool.plugin.runtime.workers().clamp(1, MAX_WORKERS);
+        for slot in &pool.shared.slots[..workers] {
+            match WasmHelper::new(&pool.plugin) {
+                Ok(h) => *slot.lock() = Some(h),
+                Err(e) => {
+                    tracing::warn!(helper = %pool.plugin.name, "helper instance: {e}");
+                    pool.shared.failures.fetch_add(1, Relaxed);
+                    pool.rebuild();
+                    break;
+                }
+            }
         }
+        pool
     }
 
     /// The helper's name.
@@ -266,28 +318,89 @@ impl HelperPool {
         self.flags & wvs_sdk::helper_flags::EXPECTS != 0
     }
 
-    /// Run `f` on worker `worker`'s instance (made first if need be). A call that fails
-    /// drops the instance, so the next one starts from a fresh one.
+    /// Whether worker `worker` has an instance now.
+    pub fn ready(&self, worker: usize) -> bool {
+        self.shared.slots[worker % MAX_WORKERS].lock().is_some()
+    }
+
+    /// Run `f` on worker `worker`'s instance. A call that fails drops the instance; so
+    /// does a worker find none ([`PluginError::NoInstance`]) until the rebuilder, after
+    /// its back-off, has made a new one.
     pub fn with<R>(
         &self,
         worker: usize,
         f: impl FnOnce(&mut WasmHelper) -> Result<R, PluginError>,
     ) -> Result<R, PluginError> {
-        let slot = &self.slots[worker % self.slots.len()];
-        let mut g = slot.lock();
-        if g.is_none() {
-            *g = Some(WasmHelper::new(&self.plugin)?);
-        }
+        let mut g = self.shared.slots[worker % MAX_WORKERS].lock();
         let Some(h) = g.as_mut() else {
-            return Err(PluginError::Abi {
+            drop(g);
+            self.rebuild();
+            return Err(PluginError::NoInstance {
                 name: self.plugin.name.clone(),
-                msg: "no instance".into(),
             });
         };
         let r = f(h);
-        if r.is_err() {
-            *g = None;
+        match r {
+            Ok(_) => {
+                if self.shared.failures.load(Relaxed) != 0 {
+                    self.shared.failures.store(0, Relaxed);
+                }
+            }
+            Err(_) => {
+                *g = None;
+                drop(g);
+                self.shared.failures.fetch_add(1, Relaxed);
+                self.rebuild();
+            }
         }
         r
+    }
+
+    /// Start the rebuilder unless it runs: after the back-off it fills every empty slot of
+    /// the workers the runtime has (and the one asked for).
+    fn rebuild(&self) {
+        if self.shared.rebuilding.swap(true, AcqRel) {
+            return;
+        }
+        let shared = std::sync::Arc::downgrade(&self.shared);
+        let plugin = self.plugin.clone();
+        let wait = rebuild_backoff(self.shared.failures.load(Relaxed).max(1));
+        let spawned = std::thread::Builder::new()
+            .name("wvs-helper-build".into())
+            .spawn(move || {
+                std::thread::sleep(wait);
+                // The pool went (a new configuration): nothing to rebuild.
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let workers = plugin.runtime.workers().clamp(1, MAX_WORKERS);
+                let mut failed = false;
+                for slot in &shared.slots[..workers] {
+                    if slot.lock().is_some() {
+                        continue;
+                    }
+                    match WasmHelper::new(&plugin) {
+                        Ok(h) => *slot.lock() = Some(h),
+                        Err(e) => {
+                            tracing::warn!(helper = %plugin.name, "helper instance: {e}");
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+                shared.rebuilding.store(false, Release);
+                if failed {
+                    shared.failures.fetch_add(1, Relaxed);
+                    let pool = HelperPool {
+                        flags: 0,
+                        plugin,
+                        shared,
+                    };
+                    pool.rebuild();
+                }
+            });
+        if spawned.is_err() {
+            self.shared.rebuilding.store(false, Release);
+        }
     }
 }

@@ -85,6 +85,13 @@ pub enum PluginError {
         /// The last call's time.
         took_us: u64,
     },
+    /// A helper has no instance on this worker: its last call failed and the rebuilder
+    /// has not made a new one yet (it waits a back-off first).
+    #[error("helper {name} has no instance on this worker yet (rebuilding after a failure)")]
+    NoInstance {
+        /// Plugin name.
+        name: String,
+    },
     /// A call returned an index that is not a real server.
     #[error("plugin {name} answered {answer} with {n} real servers")]
     BadAnswer {
@@ -220,6 +227,8 @@ pub struct Runtime {
     /// Modules compiled ahead, off the control thread (an upload), for the change that
     /// follows: with their bytes, the last few.
     ahead: parking_lot::Mutex<Vec<(Arc<[u8]>, wasmtime::Module)>>,
+    /// The datapath workers, each with its own helper instances (1 until set).
+    workers: std::sync::atomic::AtomicUsize,
 }
 
 /// The engine's settings: wvs's and the compiler process's are the same, so that what one
@@ -334,6 +343,7 @@ impl Runtime {
             slow_call_us: AtomicU64::new(crate::consts::PLUGIN_SLOW_CALL_US),
             budget: std::sync::OnceLock::new(),
             ahead: parking_lot::Mutex::new(Vec::new()),
+            workers: std::sync::atomic::AtomicUsize::new(1),
         }))
     }
 
@@ -352,6 +362,16 @@ impl Runtime {
         }
         ahead.push((Arc::from(wasm), plugin.module));
         Ok(())
+    }
+
+    /// Say how many datapath workers run: helper pools build an instance for each.
+    pub fn set_workers(&self, n: usize) {
+        self.workers.store(n, Relaxed);
+    }
+
+    /// The datapath workers helper pools build instances for.
+    pub fn workers(&self) -> usize {
+        self.workers.load(Relaxed)
     }
 
     /// Set the time above which a scheduler call is slow, for instances made from now on.

@@ -515,3 +515,105 @@ fn a_plugin_reads_the_table_the_host_wrote() {
     );
     assert!(st.runs_plugin());
 }
+
+/// A helper module whose `flags` and `packet` run the given bodies.
+fn helper_wat(flags: &str, packet: &str) -> String {
+    format!(
+        r#"(module
+            (memory (export "memory") 2)
+            (func (export "wvs_abi_version") (result i32) i32.const 1)
+            (func (export "wvs_helper_shared") (result i32) i32.const 1024)
+            (func (export "wvs_helper_flags") (result i32) {flags})
+            (func (export "wvs_helper_packet") (result i32) {packet}))"#
+    )
+}
+
+/// A helper whose `flags` (or `shared`) never returns is interrupted at its first
+/// instance, on the thread that compiles it (an upload's, the control thread's), and
+/// refused with a message: no thread hangs on it.
+#[test]
+fn a_helper_whose_flags_loop_is_refused_within_its_deadline() {
+    let rt = runtime();
+    for (name, wat) in [
+        (
+            "flags",
+            helper_wat("(loop $l (br $l)) i32.const 0", "i32.const -1"),
+        ),
+        (
+            "shared",
+            helper_wat("i32.const 0", "i32.const -1").replace(
+                "(result i32) i32.const 1024",
+                "(result i32) (loop $l (br $l)) i32.const 0",
+            ),
+        ),
+    ] {
+        let t0 = std::time::Instant::now();
+        let e = rt.compile(name, wat.as_bytes()).expect_err("refused");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{name}: {:?}",
+            t0.elapsed()
+        );
+        assert!(matches!(e, PluginError::Abi { .. }), "{name}: {e}");
+        assert!(format!("{e}").contains("interrupt"), "{name}: {e}");
+    }
+}
+
+/// A helper whose `packet` loops: the call is interrupted, the instance dropped, and the
+/// worker finds no instance (it builds none itself) until the rebuilder, after its
+/// back-off and off the worker, has made one.
+#[test]
+fn a_failed_helper_is_rebuilt_off_the_worker_after_a_back_off() {
+    let rt = runtime();
+    rt.set_workers(2);
+    let p = rt
+        .compile(
+            "spin",
+            helper_wat("i32.const 0", "(loop $l (br $l)) i32.const -1").as_bytes(),
+        )
+        .expect("compiles");
+    let pool = HelperPool::new(p);
+    assert!(
+        pool.ready(0) && pool.ready(1),
+        "instances built with the pool"
+    );
+    assert!(!pool.ready(2), "only the runtime's workers");
+    let pkt = wvs_sdk::PacketInfo {
+        max_len: 100,
+        len: 1,
+        ..Default::default()
+    };
+    let mut state = [0u8; wvs_sdk::HELPER_STATE_LEN];
+    let t0 = std::time::Instant::now();
+    let r = pool.with(0, |h| {
+        h.packet(&pkt, &mut state, b"x", false, 0).map(|_| ())
+    });
+    assert!(matches!(r, Err(PluginError::Trap { .. })), "{r:?}");
+    assert!(t0.elapsed() < std::time::Duration::from_millis(500));
+    assert!(
+        !pool.ready(0) && pool.ready(1),
+        "worker 0's instance dropped"
+    );
+    let t1 = std::time::Instant::now();
+    let r = pool.with(0, |_| Ok(()));
+    assert!(matches!(r, Err(PluginError::NoInstance { .. })), "{r:?}");
+    assert!(
+        t1.elapsed() < std::time::Duration::from_millis(5),
+        "no build on the worker"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !pool.ready(0) {
+        assert!(std::time::Instant::now() < deadline, "rebuilt");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(crate::consts::HELPER_REBUILD_BACKOFF_MS),
+        "after the back-off"
+    );
+    // Failures in a row wait longer, up to the bound.
+    assert!(helper::rebuild_backoff(3) > helper::rebuild_backoff(1));
+    assert_eq!(
+        helper::rebuild_backoff(60).as_millis() as u64,
+        crate::consts::HELPER_REBUILD_BACKOFF_MAX_MS
+    );
+}
