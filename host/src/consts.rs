@@ -189,6 +189,11 @@ pub const HELPER_REBUILD_BACKOFF_MAX_MS: u64 = 30_000;
 /// Most expected connections one helper call may register (an FTP reply asks for one).
 pub const HELPER_MAX_EXPECTS_PER_CALL: usize = 4;
 
+/// Expected connections one control connection may have waiting at once (no packet has
+/// used them): a newer one replaces the oldest. IPVS's FTP helper asks for one per
+/// `PORT`/`PASV`, so a client has one waiting; a few allow for pipelined commands.
+pub const HELPER_MAX_EXPECTS_PER_CONN: usize = 4;
+
 /// How long an expected connection waits for its first packet unless the helper says
 /// otherwise: IPVS's LISTEN timeout (`ip_vs_tcp_conn_listen`, 2 minutes).
 pub const HELPER_EXPECT_TIMEOUT_MS: u64 = 120_000;

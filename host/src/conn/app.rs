@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use parking_lot::Mutex;
 use wvs_sdk::HELPER_STATE_LEN;
 
+use crate::consts::HELPER_MAX_EXPECTS_PER_CONN;
+
 /// The helper part of a connection bound to helpers; shared with the connections it
 /// controls.
 #[derive(Debug)]
@@ -19,6 +21,26 @@ pub struct AppConn {
     /// Expected connections it controls (IPVS's `n_control`): it does not expire while
     /// there are any.
     pub n_control: AtomicU32,
+    /// The keys (as the client sends) of the last expected connections it asked for, in a
+    /// ring: asking for more than [`HELPER_MAX_EXPECTS_PER_CONN`] removes the oldest if no
+    /// packet has used it yet, so one control connection cannot fill the table.
+    pub expected: Mutex<ExpectRing>,
+}
+
+/// The ring of [`AppConn::expected`].
+#[derive(Debug, Default)]
+pub struct ExpectRing {
+    keys: [Option<crate::conn::ConnKey>; HELPER_MAX_EXPECTS_PER_CONN],
+    next: usize,
+}
+
+impl ExpectRing {
+    /// Record `key` and return the key it replaces, if the ring was full.
+    pub fn push(&mut self, key: crate::conn::ConnKey) -> Option<crate::conn::ConnKey> {
+        let slot = &mut self.keys[self.next];
+        self.next = (self.next + 1) % HELPER_MAX_EXPECTS_PER_CONN;
+        slot.replace(key)
+    }
 }
 
 /// The state under [`AppConn::inner`].
@@ -68,6 +90,7 @@ impl AppConn {
                 faulted: false,
             }),
             n_control: AtomicU32::new(0),
+            expected: Mutex::new(ExpectRing::default()),
         })
     }
 
@@ -80,19 +103,39 @@ impl AppConn {
 /// An expected connection's link to the connection that asked for it (`cp->control`):
 /// counted there while it lives.
 #[derive(Debug)]
-pub struct Controller(Arc<AppConn>);
+pub struct Controller {
+    app: Arc<AppConn>,
+    /// No packet has used the expected connection yet: the defense may reclaim it, and a
+    /// newer expectation of the same controller may replace it.
+    waiting: bool,
+}
 
 impl Controller {
     /// Link to `app` and count it there.
     pub fn new(app: &Arc<AppConn>) -> Self {
         app.n_control.fetch_add(1, Relaxed);
-        Self(app.clone())
+        Self {
+            app: app.clone(),
+            waiting: true,
+        }
+    }
+
+    /// A packet used the expected connection.
+    #[inline]
+    pub fn used(&mut self) {
+        self.waiting = false;
+    }
+
+    /// Whether no packet has used it yet.
+    #[inline]
+    pub fn waiting(&self) -> bool {
+        self.waiting
     }
 }
 
 impl Drop for Controller {
     fn drop(&mut self) {
-        self.0.n_control.fetch_sub(1, Relaxed);
+        self.app.n_control.fetch_sub(1, Relaxed);
     }
 }
 

@@ -251,7 +251,17 @@ impl Conn {
             Protocol::Tcp => matches!(self.state, TcpState::SynRecv | TcpState::SynAck),
             Protocol::Udp => self.in_pkts <= 1,
         };
-        early && !self.wildcard() && !self.app.as_ref().is_some_and(|a| a.controls())
+        (early && !self.wildcard() && !self.app.as_ref().is_some_and(|a| a.controls()))
+            || self.waiting_expectation()
+    }
+
+    /// Whether it is an expected connection no packet has used yet: such entries are as
+    /// cheap to ask for as a SYN, so eviction and `drop_entry` may reclaim them.
+    #[inline]
+    pub fn waiting_expectation(&self) -> bool {
+        self.controller
+            .as_ref()
+            .is_some_and(app::Controller::waiting)
     }
 
     /// Whether it is an expected connection still waiting for a port.

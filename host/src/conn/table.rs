@@ -187,17 +187,19 @@ impl ConnTable {
             } = &mut *g;
             conns.retain(|idx, c| {
                 let controls = c.app.as_ref().is_some_and(|a| a.controls());
-                if controls || c.wildcard() {
+                let waiting = c.waiting_expectation();
+                if !waiting && (controls || c.wildcard()) {
                     return true;
                 }
                 let idle = now >= (c.expires - c.timeout_ms.min(c.expires)) + 60_000;
-                let drop = match (c.proto, c.state) {
-                    (Protocol::Tcp, super::TcpState::SynRecv | super::TcpState::SynAck) => true,
-                    (Protocol::Tcp, super::TcpState::Established) | (Protocol::Udp, _) => {
-                        idle && super::defense::todrop_entry(c.in_pkts, &mut counters)
-                    }
-                    _ => false,
-                };
+                let drop = waiting
+                    || match (c.proto, c.state) {
+                        (Protocol::Tcp, super::TcpState::SynRecv | super::TcpState::SynAck) => true,
+                        (Protocol::Tcp, super::TcpState::Established) | (Protocol::Udp, _) => {
+                            idle && super::defense::todrop_entry(c.in_pkts, &mut counters)
+                        }
+                        _ => false,
+                    };
                 if !drop {
                     return true;
                 }
@@ -286,6 +288,18 @@ impl ConnTable {
             self.remove_locked(inner, idx);
         }
         Some(r)
+    }
+
+    /// Remove the expected connection with `key` (its client-side key as asked for) if no
+    /// packet has used it yet; whether one was.
+    pub fn remove_waiting_expectation(&self, key: &ConnKey) -> bool {
+        self.with_conn(KeyDir::In, key, |c| {
+            if c.waiting_expectation() {
+                c.expire_now = true;
+            }
+            c.expire_now
+        })
+        .unwrap_or(false)
     }
 
     /// Whether expected connections wait for a port.
@@ -784,6 +798,40 @@ mod tests {
             t.random_dropentry(59_999);
         }
         assert_eq!(t.len(), 1);
+    }
+
+    /// Expected connections no packet has used are as cheap to ask for as a SYN: a full
+    /// shard evicts them and `drop_entry` reclaims them; once used they are kept as any.
+    #[test]
+    fn the_defense_reclaims_waiting_expectations_only() {
+        let t = ConnTable::new(100_000);
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 80));
+        let app = crate::conn::app::AppConn::new(std::iter::empty());
+        for p in 0..4000u16 {
+            let mut c = Conn::new(&key(p), d.clone(), Default::default(), hop(), 0);
+            c.state = TcpState::Listen;
+            c.controller = Some(crate::conn::app::Controller::new(&app));
+            if p % 2 == 1 {
+                c.controller.as_mut().unwrap().used();
+            }
+            (c.timeout_ms, c.expires) = (120_000, 120_000);
+            assert_eq!(c.half_open(), p % 2 == 0);
+            t.insert(c).unwrap();
+        }
+        let mut dropped = 0;
+        for _ in 0..2000 {
+            dropped += t.random_dropentry(1);
+        }
+        assert_eq!(dropped, 2000, "every waiting one, none used");
+        t.for_each(|c| assert!(!c.waiting_expectation()));
+        assert_eq!(app.n_control.load(Relaxed), 2000);
+        // By its key, as a newer expectation of its controller replaces it.
+        let mut c = Conn::new(&key(9000), d.clone(), Default::default(), hop(), 0);
+        c.controller = Some(crate::conn::app::Controller::new(&app));
+        t.insert(c).unwrap();
+        assert!(!t.remove_waiting_expectation(&key(1)), "used: kept");
+        assert!(t.remove_waiting_expectation(&key(9000)));
+        assert_eq!(t.len(), 2000);
     }
 
     #[test]

@@ -18,7 +18,9 @@ use wvs_sdk::{Expect, HELPER_MAX_PAYLOAD, PacketInfo, helper_dir, helper_fwd};
 use super::{DropReason, L4Info, RxMeta, stats};
 use crate::conn::app::{AppConn, Controller, SeqAdj};
 use crate::conn::{Conn, ConnKey, Hop, TcpState, persist};
-use crate::consts::{HELPER_EXPECT_TIMEOUT_MS, HELPER_MAX_EXPECTS_PER_CALL};
+use crate::consts::{
+    HELPER_DATA_PORTS_FROM, HELPER_EXPECT_TIMEOUT_MS, HELPER_MAX_EXPECTS_PER_CALL,
+};
 use crate::model::{Forward, Protocol};
 use crate::plugin::Answer;
 use crate::service::{Dest, Snapshot};
@@ -356,6 +358,14 @@ impl super::Datapath {
             stats::bump(&hs.expects_refused);
             return;
         }
+        // Only ports a data connection may use (FTP's 20, and those an unprivileged
+        // process binds): a reply naming another service's port (PASV with 80) must not
+        // capture a client's next connection to it.
+        let data_port = |p: u16| p == 0 || p == 20 || p >= HELPER_DATA_PORTS_FROM;
+        if !(data_port(e.cport) && data_port(e.vport) && data_port(e.dport)) {
+            stats::bump(&hs.expects_refused);
+            return;
+        }
         let vport = if e.vport == 0 { e.dport } else { e.vport };
         let key = ConnKey {
             proto,
@@ -383,6 +393,13 @@ impl super::Datapath {
             Ok(()) => {
                 stats::bump(&hs.expects);
                 stats::bump(&self.stats.conns);
+                // One control connection keeps a few waiting at most: the oldest goes.
+                let old = ctx.app.expected.lock().push(key);
+                if let Some(old) = old
+                    && self.conns.remove_waiting_expectation(&old)
+                {
+                    stats::bump(&hs.expects_replaced);
+                }
             }
             Err(err) => {
                 // One with the same keys exists already (a repeated PORT): it stays.

@@ -436,6 +436,65 @@ fn active_mode_expects_the_servers_connection_from_port_20() {
     assert_eq!(h.dp.stats().helper.expects_refused.load(Relaxed), 1);
 }
 
+/// One control connection sending `PORT` after `PORT`: each asks for an expected
+/// connection, but no more than `HELPER_MAX_EXPECTS_PER_CONN` wait at once (a newer one
+/// replaces the oldest), so a client cannot fill the table with them.
+#[test]
+fn a_hundred_thousand_port_commands_leave_a_handful_of_entries() {
+    let h = harness(21, "", 0);
+    handshake(&h);
+    let mut seq = C0 + 1;
+    for i in 0..100_000u32 {
+        let port = 1024 + (i % 60_000) as u16;
+        let cmd = format!("PORT 198,18,0,2,{},{}\r\n", port >> 8, port & 0xff);
+        let (v, _) = send(
+            &h,
+            FROM_CLIENT,
+            &frame(true, CP, seq, ack(S0 + 1), cmd.as_bytes()),
+        );
+        assert!(!matches!(v, Verdict::Drop(_)), "{i}: {v:?}");
+        seq = seq.wrapping_add(cmd.len() as u32);
+    }
+    let hs = &h.dp.stats().helper;
+    assert_eq!(hs.expects.load(Relaxed), 100_000);
+    assert_eq!(
+        hs.expects_replaced.load(Relaxed),
+        100_000 - crate::consts::HELPER_MAX_EXPECTS_PER_CONN as u64
+    );
+    assert_eq!(
+        h.conns.len(),
+        1 + crate::consts::HELPER_MAX_EXPECTS_PER_CONN,
+        "the control connection and the last few"
+    );
+    // The newest still works: the server connects from port 20 to it.
+    let last = 1024 + (99_999 % 60_000) as u16;
+    let syn = Seg {
+        syn: true,
+        ..Default::default()
+    };
+    let (v, _) = send(&h, FROM_RS, &frame(false, (20, last), 300, syn, b""));
+    assert!(matches!(v, Verdict::Tx { iface: 0 }), "{v:?}");
+}
+
+/// A passive reply naming another service's port (80, below 1024) is left alone and
+/// expects nothing: the client's next connection to VIP:80 must reach port 80's service.
+#[test]
+fn a_passive_reply_naming_a_privileged_port_expects_nothing() {
+    let h = harness(21, "", 0);
+    handshake(&h);
+    one(
+        &h,
+        FROM_CLIENT,
+        &frame(true, CP, C0 + 1, ack(S0 + 1), b"PASV\r\n"),
+    );
+    let reply = b"227 Entering Passive Mode (198,19,0,11,0,80).\r\n";
+    send(&h, FROM_RS, &frame(false, SP, S0 + 1, ack(C0 + 7), reply));
+    let hs = &h.dp.stats().helper;
+    assert_eq!(hs.expects.load(Relaxed), 0);
+    assert_eq!(hs.expects_refused.load(Relaxed), 1);
+    assert_eq!(h.conns.len(), 1, "only the control connection");
+}
+
 #[test]
 fn proxy_header_goes_before_the_first_byte_and_a_grown_segment_is_cut() {
     // MTU 600 towards the server: a 560-byte first segment plus the 28-byte header is too

@@ -483,6 +483,9 @@ impl Datapath {
                 return InLookup::Reschedule;
             }
             c.in_pkts = c.in_pkts.saturating_add(1);
+            if let Some(k) = c.controller.as_mut() {
+                k.used();
+            }
             c.advance(Direction::Input, info.flags, timeouts, secure);
             c.touch(now);
             c.dest.stats.worker(self.worker).packet_in(info.total_len);
@@ -817,6 +820,9 @@ impl Datapath {
             if !c.dest.available() {
                 c.expire_now = true;
                 return Err(DropReason::DestGone);
+            }
+            if let Some(k) = c.controller.as_mut() {
+                k.used();
             }
             c.advance(Direction::Output, info.flags, timeouts, secure);
             c.touch(now);

@@ -102,7 +102,7 @@ drop_reasons! {
 }
 
 /// The names of [`StatsSum::helper`]'s counters, in order.
-pub const HELPER_EVENTS: [&str; 7] = [
+pub const HELPER_EVENTS: [&str; 8] = [
     "calls",
     "rewrites",
     "faults",
@@ -110,6 +110,7 @@ pub const HELPER_EVENTS: [&str; 7] = [
     "expects_refused",
     "expects_matched",
     "segmented",
+    "expects_replaced",
 ];
 
 /// Counters of the application helpers, per worker.
@@ -130,6 +131,9 @@ pub struct HelperCounters {
     pub expects_matched: AtomicU64,
     /// Segments that grew past the path's MTU and were cut in two or more.
     pub segmented: AtomicU64,
+    /// Waiting expected connections removed for a newer one of the same control
+    /// connection (`HELPER_MAX_EXPECTS_PER_CONN`).
+    pub expects_replaced: AtomicU64,
 }
 
 /// Counters of one worker.
@@ -212,7 +216,7 @@ pub struct StatsSum {
     pub resets_sent: u64,
     /// Application helpers: calls, rewrites, faults, expected connections registered,
     /// refused and matched, segments cut.
-    pub helper: [u64; 7],
+    pub helper: [u64; HELPER_EVENTS.len()],
     /// Drops by reason, in [`DropReason::ALL`] order.
     pub drops: Vec<(DropReason, u64)>,
 }
@@ -241,6 +245,7 @@ impl StatsSum {
                 &h.expects_refused,
                 &h.expects_matched,
                 &h.segmented,
+                &h.expects_replaced,
             ]) {
                 *acc += c.load(Relaxed);
             }
