@@ -1177,6 +1177,16 @@ impl Config {
                     )));
                 }
             }
+            // The scheduler plugins' table holds that many (the SDK's `MAX_DESTS`): a
+            // server past it would never be scheduled.
+            if s.reals.len() > wvs_sdk::MAX_DESTS {
+                return Err(invalid(format!(
+                    "service {} has {} real servers: at most {} per service",
+                    s.key(),
+                    s.reals.len(),
+                    wvs_sdk::MAX_DESTS
+                )));
+            }
             let mut seen_real = HashSet::new();
             for r in &s.reals {
                 if !seen_real.insert((r.addr, r.port)) {
@@ -1522,5 +1532,34 @@ mod tests {
                 "{body}: {e:?}"
             );
         }
+    }
+
+    /// A scheduler plugin sees at most `MAX_DESTS` servers: a service with more is refused
+    /// with the bound, not served by the first 1024.
+    #[test]
+    fn more_real_servers_than_a_plugin_sees_are_refused() {
+        let n = wvs_sdk::MAX_DESTS;
+        let mut text = String::from(
+            "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nscheduler='rr'\n",
+        );
+        for i in 0..n {
+            text += &format!(
+                "[[service.real]]\naddress='198.19.{}.{}'\n",
+                i / 250,
+                1 + i % 250
+            );
+        }
+        assert_eq!(
+            parse(&text).expect("the bound itself").services[0]
+                .reals
+                .len(),
+            n
+        );
+        text += "[[service.real]]\naddress='198.19.100.1'\n";
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.to_string().contains("1025 real servers: at most 1024"),
+            "{e}"
+        );
     }
 }

@@ -298,7 +298,10 @@ impl Controller {
         };
         std::fs::create_dir_all(&dir).map_err(file_err(&dir))?;
         let digest = crate::plugin::digest(wasm);
-        let path = dir.join(format!("{name}-{digest:016x}.wasm"));
+        let path = dir.join(format!(
+            "{name}-{}.wasm",
+            crate::plugin::digest_hex(&digest)
+        ));
         state::write_atomic(&dir, &path, wasm).map_err(file_err(&path))?;
         let mut next = self.config.clone();
         let old = next

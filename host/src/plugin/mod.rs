@@ -138,8 +138,10 @@ pub struct Plugin {
     pub name: String,
     /// Scheduler or helper.
     pub kind: PluginKind,
-    /// Digest of the module's bytes: two plugins are the same when name and digest are.
-    pub digest: u64,
+    /// SHA-256 of the module's bytes.
+    pub digest: [u8; 32],
+    /// The module's bytes: two plugins are the same when name, digest and bytes are.
+    wasm: Arc<[u8]>,
     module: wasmtime::Module,
     runtime: Arc<Runtime>,
 }
@@ -154,16 +156,28 @@ impl std::fmt::Debug for Plugin {
 
 impl PartialEq for Plugin {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.digest == other.digest
+        self.is(&other.name, &other.digest, &other.wasm)
     }
 }
 
-/// A stable digest of a module's bytes (the same on every run).
-pub fn digest(wasm: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    wasm.hash(&mut h);
-    h.finish()
+impl Plugin {
+    /// Whether it is the module `wasm` (with `digest`) under the name `name`: the digest
+    /// first, then the bytes, so that no crafted digest collision can pass for another
+    /// module.
+    pub fn is(&self, name: &str, digest: &[u8; 32], wasm: &[u8]) -> bool {
+        self.name == name && self.digest == *digest && *self.wasm == *wasm
+    }
+}
+
+/// The SHA-256 of a module's bytes (names its file in the state directory).
+pub fn digest(wasm: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(wasm).into()
+}
+
+/// A digest in hexadecimal.
+pub fn digest_hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The epoch timer's switch: it ticks (every `PLUGIN_EPOCH_US`, so that a plugin call's
@@ -425,6 +439,7 @@ impl Runtime {
             name: name.into(),
             kind: PluginKind::Scheduler,
             digest: digest(wasm),
+            wasm: Arc::from(wasm),
             module,
             runtime: self.clone(),
         };
@@ -500,11 +515,7 @@ impl Registry {
                     msg: format!("cannot read {}: {e}", s.path.display()),
                 })?;
                 let d = digest(&wasm);
-                if let Some(p) = self
-                    .custom
-                    .iter()
-                    .find(|p| p.name == s.name && p.digest == d)
-                {
+                if let Some(p) = self.custom.iter().find(|p| p.is(&s.name, &d, &wasm)) {
                     return Ok(p.clone());
                 }
                 self.runtime.compile(&s.name, &wasm)

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 /// Per-instance host state.
 pub(super) struct StoreData {
-    pub(super) limits: StoreLimits,
+    pub(super) limits: Limits,
     rng: u64,
     pub(super) now: u64,
     /// What a helper's `expect` may register, and what it did (helpers only).
@@ -26,6 +26,69 @@ pub(super) struct StoreData {
     /// The thread's CPU time when the current call started, for a call timed from its
     /// start ([`CallKind::Measured`]).
     cpu_start: Option<Duration>,
+}
+
+/// wasmtime's per-store limits, with [`PLUGIN_MAX_TABLE_ELEMENTS`] as the bound of every
+/// table together (wasmtime's own bound is per table, so four tables could hold four times
+/// as much).
+pub(super) struct Limits {
+    store: StoreLimits,
+    /// Elements of every table so far (tables never shrink).
+    table_elements: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.store.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self
+            .table_elements
+            .saturating_add(desired.saturating_sub(current));
+        if total > PLUGIN_MAX_TABLE_ELEMENTS {
+            // A refused grow traps (as `trap_on_grow_failure`), a refused creation fails
+            // the instantiation.
+            return Err(wasmtime::format_err!(
+                "the plugin's tables would hold {total} elements together, over {PLUGIN_MAX_TABLE_ELEMENTS}"
+            ));
+        }
+        let ok = self.store.table_growing(current, desired, maximum)?;
+        if ok {
+            self.table_elements = total;
+        }
+        Ok(ok)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.store.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.store.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.store.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.store.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.store.memories()
+    }
 }
 
 /// How a call's overrun is judged once its deadline has passed.
@@ -52,7 +115,10 @@ fn thread_cpu() -> Option<Duration> {
 impl StoreData {
     pub(super) fn new(limits: StoreLimits) -> Self {
         Self {
-            limits,
+            limits: Limits {
+                store: limits,
+                table_elements: 0,
+            },
             rng: rand::random::<u64>() | 1,
             now: 0,
             expect: Default::default(),

@@ -617,3 +617,43 @@ fn a_failed_helper_is_rebuilt_off_the_worker_after_a_back_off() {
         crate::consts::HELPER_REBUILD_BACKOFF_MAX_MS
     );
 }
+
+/// The table bound is for every table together: four tables of 3,000 elements (12,000)
+/// are refused at instantiation, four of 2,000 are taken.
+#[test]
+fn the_table_bound_is_a_total() {
+    let rt = runtime();
+    let tables = |n: usize| {
+        let four: String = (0..4)
+            .map(|i| format!("(table $t{i} {n} funcref) "))
+            .collect();
+        wat(1, "i32.const 0").replace(
+            "(memory (export \"memory\") 1)",
+            &format!("(memory (export \"memory\") 1) {four}"),
+        )
+    };
+    custom(&rt, &tables(2000)).expect("8,000 elements together");
+    let e = custom(&rt, &tables(3000)).expect_err("12,000 together");
+    assert!(e.to_string().contains("over 10000"), "{e}");
+}
+
+/// A plugin is the same as another only with the same name, SHA-256 and bytes: a module
+/// whose digest matched another's (a crafted collision) is still compiled afresh.
+#[test]
+fn a_plugin_is_known_by_its_sha256_and_its_bytes() {
+    let rt = runtime();
+    let text = wat(1, "i32.const 0");
+    let p = custom(&rt, &text).expect("compiles");
+    assert_eq!(digest_hex(&p.digest), digest_hex(&digest(text.as_bytes())),);
+    assert_eq!(
+        digest_hex(&digest(b"")),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert!(p.is("custom", &p.digest, text.as_bytes()));
+    let other = wat(1, "i32.const 1");
+    assert!(
+        !p.is("custom", &p.digest, other.as_bytes()),
+        "same digest, other bytes"
+    );
+    assert!(!p.is("other", &p.digest, text.as_bytes()));
+}
