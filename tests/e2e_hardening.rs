@@ -255,6 +255,31 @@ fn cap_field(status: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {status}"))
 }
 
+/// The uid of the user wvs runs as by default (created by its first start as root).
+static WVS_UID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+    let out = std::process::Command::new("id")
+        .args(["-u", "wvs"])
+        .output()
+        .expect("id");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the wvs user exists once wvs has started as root")
+});
+
+/// `--user root` keeps uid 0, by explicit choice, with a warning.
+#[test]
+fn user_root_is_kept_only_when_asked_and_warned_about() {
+    let topo = Topo::new("uroot", false);
+    let w = start_empty(&topo, &["--user", "root"]);
+    assert!(w.log_text().contains("--user root"), "{}", w.log_text());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).expect("status");
+    assert!(status.contains("Uid:\t0\t0\t0\t0"), "{status}");
+    drop(w);
+    let err = topo.wvs_refused(&["--user".as_ref(), "no-such-user-here".as_ref()]);
+    assert!(err.contains("no such user"), "{err}");
+}
+
 #[test]
 fn after_start_only_cap_net_admin_is_left_and_no_new_privileges() {
     let topo = Topo::new("caps", false);
@@ -290,7 +315,17 @@ fn after_start_only_cap_net_admin_is_left_and_no_new_privileges() {
             );
         }
         assert!(status.contains("NoNewPrivs:\t1"), "{name}: {status}");
+        // Started as root: every thread runs as the user wvs became (`--user`, wvs).
+        let u = *WVS_UID;
+        let uid = format!("Uid:\t{u}\t{u}\t{u}\t{u}");
+        assert!(status.contains(&uid), "{name}: {status}");
         n += 1;
+    }
+    // Its directories are that user's.
+    use std::os::unix::fs::MetadataExt;
+    for f in [w.state_dir.clone(), w.state_dir.join("api-token")] {
+        let m = std::fs::metadata(&f).expect("state");
+        assert_eq!(m.uid(), *WVS_UID, "{}", f.display());
     }
     assert!(
         n >= 3,

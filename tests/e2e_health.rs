@@ -894,3 +894,100 @@ fn dr_servers_are_checked_through_the_vip() {
         "the device is gone"
     );
 }
+
+/// A misc check runs a program: from the API (here `wvs adm`) only behind
+/// `--allow-misc-checks`; allowed, the program runs as wvs's user with no capability and
+/// an environment without wvs's API token.
+#[test]
+fn misc_checks_from_the_api_need_an_opt_in_and_run_with_nothing_of_wvss() {
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topo::new("hmisc", false);
+    // Where the program writes what it saw: a directory wvs's user may write.
+    let out = topo.dir.join("seen");
+    std::fs::create_dir_all(&out).expect("dir");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let script = topo.dir.join("look.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nenv > {o}/env.tmp && mv {o}/env.tmp {o}/env\ncat /proc/self/status > {o}/status\n",
+            o = out.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let cfg = topo.dir.join("empty.toml");
+    std::fs::write(&cfg, "# none\n").expect("config");
+    let vip = format!("{VIP}:80");
+    let check = format!("misc:{}", script.display());
+    // The token comes in the environment (as a unit's Environment= would give it); the
+    // same one is in the state directory for `wvs adm`.
+    let secret = "s3cret-token-of-the-test";
+    let env = [("WVS_API_TOKEN", secret)];
+    let state = topo.dir.join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::write(state.join("api-token"), format!("{secret}\n")).expect("token");
+    std::fs::set_permissions(
+        state.join("api-token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let sd = state.to_str().expect("path");
+    let w = Wvs::start_with_env(&topo, Some(&cfg), &["--state-dir", sd], &env);
+    w.adm_ok(&["-A", "-t", &vip, "-s", "rr"]);
+    let (code, _, err) = w.adm(&[
+        "-a",
+        "-t",
+        &vip,
+        "-r",
+        "198.19.0.11:80",
+        "-m",
+        "--check",
+        &check,
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--allow-misc-checks"), "{err}");
+    drop(w);
+    // The first run saved its service: the second starts from it.
+    let w = Wvs::start_with_env(
+        &topo,
+        Some(&cfg),
+        &["--state-dir", sd, "--allow-misc-checks"],
+        &env,
+    );
+    w.adm_ok(&[
+        "-a",
+        "-t",
+        &vip,
+        "-r",
+        "198.19.0.11:80",
+        "-m",
+        "--check",
+        &check,
+        "--check-interval",
+        "0.5",
+    ]);
+    let t0 = std::time::Instant::now();
+    while !out.join("env").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the check ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let env = std::fs::read_to_string(out.join("env")).expect("env");
+    assert!(
+        !env.contains("s3cret") && !env.contains("WVS_API_TOKEN"),
+        "{env}"
+    );
+    assert!(env.contains("WVS_REAL_ADDR=198.19.0.11"), "{env}");
+    let status = std::fs::read_to_string(out.join("status")).expect("status");
+    for set in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(set))
+            .expect("cap line");
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).expect("uid");
+    assert!(!uid.contains("\t0\t"), "not root: {uid}");
+}

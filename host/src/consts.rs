@@ -242,6 +242,14 @@ pub const MAX_PERSISTENT_SECS: u32 = 365 * 24 * 3600;
 /// Where `wvs run` keeps its state (configuration, API token, uploaded plugins) by default.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/wvs";
 
+/// `PATH` of a misc health check's program, whose environment has nothing else of wvs's
+/// (but `WVS_REAL_ADDR` and `WVS_REAL_PORT`).
+pub const MISC_CHECK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The user `wvs run` becomes once set up when started as root (`--user`); created as a
+/// system user if missing.
+pub const DEFAULT_USER: &str = "wvs";
+
 /// Address the REST API listens on by default.
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:9080";
 

@@ -49,7 +49,7 @@ enum Command {
         /// starts with no services: add them with `wvs adm` or the REST API.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Datapath worker threads [default: one per core].
+        /// Datapath worker threads [default: one per core, at most 64].
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
         /// How the workers move frames: `ring`, packet sockets with memory-mapped receive
@@ -111,6 +111,17 @@ enum Command {
         /// token is written to STATE_DIR/api-token (mode 0600) and used.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Started as root, the user wvs runs as once its sockets are open, keeping only
+        /// the capabilities it needs; the state directory and plugin cache are made its.
+        /// The default user is created as a system user if missing. `--user root` keeps
+        /// uid 0 (warned about).
+        #[arg(long, value_name = "NAME", default_value = wvs::consts::DEFAULT_USER)]
+        user: String,
+        /// Let the REST API and `wvs adm` add misc health checks (programs wvs runs, as
+        /// its user, with no capability and a minimal environment). Without it only the
+        /// --config file may name them.
+        #[arg(long)]
+        allow_misc_checks: bool,
     },
     /// Compile a plugin module from standard input within a memory budget (internal:
     /// `wvs run` compiles uploads this way, and kills it after its time budget).
@@ -191,9 +202,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             api_tls_cert,
             api_tls_key,
             token_file,
+            user,
+            allow_misc_checks,
         } => {
-            let workers = workers
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            // One per core, up to the most wvs runs (a 96-core machine starts with 64).
+            let workers = workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(wvs::consts::MAX_WORKERS)
+            });
             wvs::run::run(wvs::run::RunOptions {
                 ifaces,
                 config,
@@ -212,6 +229,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 api_tls: api_tls_cert.zip(api_tls_key),
                 token: std::env::var("WVS_API_TOKEN").ok(),
                 token_file,
+                user,
+                allow_misc_checks,
             })?;
         }
     }

@@ -96,6 +96,27 @@ fn drop_to(keep: &[Capability]) -> Result<Dropped, PrivsError> {
     Ok(Dropped { kept, dropped })
 }
 
+/// Let the next program this process starts have `cap` (inheritable and ambient), if
+/// this process has it; [`drop_to_kept`] clears it again.
+pub fn pass_on(cap: Capability) {
+    let r = caps::raise(None, CapSet::Inheritable, cap)
+        .and_then(|()| caps::raise(None, CapSet::Ambient, cap));
+    if let Err(e) = r {
+        tracing::debug!("cannot pass {cap} on: {e}");
+    }
+}
+
+/// Let no program the calling thread starts have a capability through exec (its ambient
+/// and inheritable sets cleared; the thread keeps its own). As root (`--user root`) a
+/// program still gets the bounding set, CAP_NET_ADMIN.
+pub fn pass_none_on() {
+    let r =
+        caps::clear(None, CapSet::Ambient).and_then(|()| caps::clear(None, CapSet::Inheritable));
+    if let Err(e) = r {
+        tracing::warn!("cannot keep capabilities from the programs this thread runs: {e}");
+    }
+}
+
 /// Raise the soft limit on open files to the hard one: the API's connection cap and the
 /// health checks' sockets come out of it, and 1024 is a default from another era.
 pub fn raise_nofile() {
@@ -109,4 +130,172 @@ pub fn raise_nofile() {
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
     }
+}
+
+/// The user wvs runs as once set up, when started as root.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// Its name.
+    pub name: String,
+    /// Its user id.
+    pub uid: nix::unistd::Uid,
+    /// Its primary group.
+    pub gid: nix::unistd::Gid,
+}
+
+/// Why the user to run as cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// No such user.
+    #[error("--user {0}: no such user")]
+    Unknown(String),
+    /// The user database could not be read.
+    #[error("--user {name}: {source}")]
+    Lookup {
+        /// The name.
+        name: String,
+        /// Why.
+        source: nix::Error,
+    },
+    /// The default user could not be created.
+    #[error("cannot create the system user {name} (useradd: {msg}); create it, or give --user")]
+    Create {
+        /// The name.
+        name: String,
+        /// What useradd said.
+        msg: String,
+    },
+    /// Changing the process's user failed.
+    #[error("cannot become user {name}: {source}")]
+    Switch {
+        /// The name.
+        name: String,
+        /// Why.
+        source: nix::Error,
+    },
+    /// The capabilities could not be kept across the change.
+    #[error("capabilities: {0}")]
+    Caps(#[from] caps::errors::CapsError),
+    /// A directory could not be handed to the user.
+    #[error("cannot give {dir} to user {name}: {source}")]
+    Chown {
+        /// The directory.
+        dir: String,
+        /// The user.
+        name: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The user to become after setting up: `None` when wvs does not run as root (it keeps
+/// its user) or `name` is `root` (by explicit choice, warned about). The default user
+/// (`consts::DEFAULT_USER`) is created as a system user when missing, so that a fresh
+/// machine needs no step first; another name must exist.
+pub fn resolve_user(name: &str) -> Result<Option<RunAs>, UserError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    if name == "root" {
+        tracing::warn!(
+            "--user root: wvs keeps uid 0 (with CAP_NET_ADMIN alone); owner permission bits \
+             still let it, its plugin compiler and its misc checks write root's files"
+        );
+        return Ok(None);
+    }
+    let lookup = |name: &str| {
+        nix::unistd::User::from_name(name).map_err(|source| UserError::Lookup {
+            name: name.into(),
+            source,
+        })
+    };
+    let user = match lookup(name)? {
+        Some(u) => u,
+        None if name == crate::consts::DEFAULT_USER => {
+            let out = std::process::Command::new("useradd")
+                .args([
+                    "--system",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    name,
+                ])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .output()
+                .map_err(|e| UserError::Create {
+                    name: name.into(),
+                    msg: e.to_string(),
+                })?;
+            if !out.status.success() {
+                return Err(UserError::Create {
+                    name: name.into(),
+                    msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+            tracing::info!(user = name, "created the system user wvs runs as");
+            lookup(name)?.ok_or_else(|| UserError::Unknown(name.into()))?
+        }
+        None => return Err(UserError::Unknown(name.into())),
+    };
+    if user.uid.is_root() {
+        return Ok(None);
+    }
+    Ok(Some(RunAs {
+        name: user.name,
+        uid: user.uid,
+        gid: user.gid,
+    }))
+}
+
+/// Make `dir` (created mode 0700 if missing) and everything in it `to`'s, without
+/// following symbolic links: what an earlier run as another user left becomes the new
+/// user's.
+pub fn give_dir(dir: &std::path::Path, to: &RunAs) -> Result<(), UserError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |source| UserError::Chown {
+        dir: dir.display().to_string(),
+        name: to.name.clone(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+    }
+    fn walk(p: &std::path::Path, to: &RunAs) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(to.uid.as_raw()), Some(to.gid.as_raw()))?;
+        if std::fs::symlink_metadata(p)?.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                walk(&e?.path(), to)?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir, to).map_err(err)
+}
+
+/// Become `to` for good, keeping the permitted capabilities across the change (then
+/// [`drop_to_kept`] narrows them and raises what the new user's children need).
+pub fn become_user(to: &RunAs) -> Result<(), UserError> {
+    use nix::unistd::{setgroups, setresgid, setresuid};
+    let err = |source| UserError::Switch {
+        name: to.name.clone(),
+        source,
+    };
+    nix::sys::prctl::set_keepcaps(true).map_err(err)?;
+    setgroups(&[to.gid]).map_err(err)?;
+    setresgid(to.gid, to.gid, to.gid).map_err(err)?;
+    setresuid(to.uid, to.uid, to.uid).map_err(err)?;
+    nix::sys::prctl::set_keepcaps(false).map_err(err)?;
+    // The change cleared the effective set: take the permitted one back, so that the
+    // drop that follows may change the bounding set.
+    let permitted = caps::read(None, CapSet::Permitted)?;
+    caps::set(None, CapSet::Effective, &permitted)?;
+    tracing::info!(user = to.name, uid = to.uid.as_raw(), "running as");
+    Ok(())
 }

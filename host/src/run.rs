@@ -61,6 +61,10 @@ pub struct RunOptions {
     pub token: Option<String>,
     /// A file holding the API token.
     pub token_file: Option<PathBuf>,
+    /// The user to run as once set up, when started as root (`--user`).
+    pub user: String,
+    /// Changes over the API may add misc health checks (`--allow-misc-checks`).
+    pub allow_misc_checks: bool,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -87,6 +91,9 @@ pub enum RunError {
     /// The state file could not be read or written.
     #[error(transparent)]
     State(#[from] crate::control::StateError),
+    /// The user to run as.
+    #[error(transparent)]
+    User(#[from] crate::privs::UserError),
     /// A system call failed.
     #[error("{what}: {source}")]
     Io {
@@ -140,7 +147,22 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     }
     // What to start with: the saved state if there is one, else the --config file, else
     // nothing (services are then added over the API or with `wvs adm`).
-    let state = opts.state_dir.as_deref().map(StateFile::open).transpose()?;
+    // Started as root: the user wvs becomes once set up, who owns its directories.
+    let run_as = crate::privs::resolve_user(&opts.user)?;
+    if let Some(u) = &run_as {
+        for d in opts.state_dir.iter().chain(opts.plugin_cache.iter()) {
+            crate::privs::give_dir(d, u)?;
+        }
+    }
+    let owner = run_as
+        .as_ref()
+        .map_or_else(nix::unistd::geteuid, |u| u.uid)
+        .as_raw();
+    let state = opts
+        .state_dir
+        .as_deref()
+        .map(|d| StateFile::open(d, owner))
+        .transpose()?;
     let saved = match &state {
         Some(st) => st.load()?,
         None => None,
@@ -234,6 +256,30 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
         worker_sockets.push((socks, stack));
     }
+    // First the user wvs runs as (root's setresuid changes every thread, and one that has
+    // dropped its capabilities could not follow): the capabilities stay permitted for
+    // the setup below, until they are dropped.
+    if let Some(u) = &run_as {
+        crate::privs::become_user(u)?;
+    }
+    // The sockets of an interface that is deleted and comes back are new ones, which take
+    // CAP_NET_RAW: the broker keeps it, apart from wvs.
+    // It runs as wvs's user, so that wvs can stop it: CAP_NET_RAW goes to it through
+    // the ambient set (cleared again when wvs drops its capabilities).
+    crate::privs::pass_on(caps::Capability::CAP_NET_RAW);
+    let broker = match crate::io::broker::Broker::start() {
+        Ok(b) => {
+            tracing::debug!(pid = b.pid(), "socket broker started");
+            Some(b)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot start the socket broker: an interface deleted and created again \
+                 will need a restart of wvs: {e}"
+            );
+            None
+        }
+    };
     // What needs privileges comes before any thread starts (capabilities are each thread's
     // own; a thread inherits its creator's): the sockets above, the check path's TUN device
     // and routing rule, the API's port. Then they are dropped, for every thread to come.
@@ -268,21 +314,6 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             Some((listener, tls))
         }
         None => None,
-    };
-    // The sockets of an interface that is deleted and comes back are new ones, which take
-    // CAP_NET_RAW: the broker keeps it, apart from wvs.
-    let broker = match crate::io::broker::Broker::start() {
-        Ok(b) => {
-            tracing::debug!(pid = b.pid(), "socket broker started");
-            Some(b)
-        }
-        Err(e) => {
-            tracing::warn!(
-                "cannot start the socket broker: an interface deleted and created again \
-                 will need a restart of wvs: {e}"
-            );
-            None
-        }
     };
     crate::privs::raise_nofile();
     match crate::privs::drop_to_kept(opts.io == Backend::Xdp) {
@@ -328,6 +359,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
     let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
+    control.set_allow_misc(opts.allow_misc_checks);
     control.save()?;
     let conns = Arc::new(ConnTable::new(opts.max_conns));
     conns.defense().configure(snapshot.load().defense);

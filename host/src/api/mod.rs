@@ -131,6 +131,7 @@ impl From<ControlError> for ApiError {
             ControlError::Edit(e) => edit_status(e),
             ControlError::InUse { .. } | ControlError::WrongKind(_) => StatusCode::CONFLICT,
             ControlError::Plugin(_) => StatusCode::BAD_REQUEST,
+            ControlError::MiscCheck { .. } => StatusCode::FORBIDDEN,
             ControlError::Nft(_)
             | ControlError::Xdp(_)
             | ControlError::State(_)
@@ -946,6 +947,28 @@ pub fn load_token(
         return Ok((t.to_string(), format!("in {}", p.display())));
     }
     let p: PathBuf = state_dir.join(crate::consts::TOKEN_FILE);
+    // The token wvs made before: its own regular file, for its user alone.
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) => {
+            use std::os::unix::fs::MetadataExt;
+            let me = nix::unistd::geteuid().as_raw();
+            if !m.file_type().is_file() || m.mode() & 0o077 != 0 || m.uid() != me {
+                return Err(std::io::Error::other(format!(
+                    "token file {} is not safe (a regular file of uid {me}, mode 0600,                      is; it is uid {}, mode {:04o}{}): remove it and wvs makes a new one",
+                    p.display(),
+                    m.uid(),
+                    m.mode() & 0o7777,
+                    if m.file_type().is_symlink() {
+                        ", a symbolic link"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     match std::fs::read_to_string(&p) {
         Ok(t) if !t.trim().is_empty() => {
             return Ok((t.trim().to_string(), format!("in {}", p.display())));
@@ -962,18 +985,8 @@ pub fn load_token(
             .collect()
     };
     std::fs::create_dir_all(state_dir)?;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = state_dir.join(format!(".{}.tmp", crate::consts::TOKEN_FILE));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(format!("{token}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &p)?;
+    // Created exclusively, never through a symbolic link, then renamed into place.
+    crate::control::state::write_atomic(state_dir, &p, format!("{token}\n").as_bytes())?;
     tracing::info!(file = %p.display(), "API token created");
     Ok((token, format!("in {}", p.display())))
 }
@@ -1028,6 +1041,16 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let (t2, _) = load_token(None, None, &dir).unwrap();
         assert_eq!(t1, t2, "the same token after a restart");
+        // Loose permissions, or a link in its place: refused, not used.
+        let file = dir.join(crate::consts::TOKEN_FILE);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load_token(None, None, &dir).unwrap_err();
+        assert!(e.to_string().contains("not safe"), "{e}");
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
+        let e = load_token(None, None, &dir).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_file(&file).unwrap();
         let (t3, src) = load_token(Some("s3cret".into()), None, &dir).unwrap();
         assert_eq!((t3.as_str(), src.as_str()), ("s3cret", "WVS_API_TOKEN"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -51,6 +51,15 @@ pub enum ControlError {
         /// The services that use it.
         services: String,
     },
+    /// A misc health check (a program wvs runs) came over the API without
+    /// `--allow-misc-checks`.
+    #[error(
+        "misc health check {program:?}: programs from the API need `wvs run --allow-misc-checks` (or put the check in the --config file)"
+    )]
+    MiscCheck {
+        /// The program.
+        program: String,
+    },
     /// A file operation on an uploaded plugin failed.
     #[error("plugin file {path}: {source}")]
     PluginFile {
@@ -74,6 +83,22 @@ pub struct Controller {
     state: Option<StateFile>,
     /// Real servers removed with a grace period, still in the published snapshot.
     draining: Vec<Drain>,
+    /// Changes (the API, `wvs adm`) may add misc health checks (`--allow-misc-checks`).
+    allow_misc: bool,
+}
+
+/// The programs of the misc health checks of `cfg`'s services and real servers.
+fn misc_programs(cfg: &Config) -> std::collections::HashSet<&str> {
+    let mut out = std::collections::HashSet::new();
+    for s in &cfg.services {
+        let checks = std::iter::once(&s.check).chain(s.reals.iter().map(|r| &r.check));
+        for c in checks.flatten() {
+            if let Some(p) = &c.def.program {
+                out.insert(p.as_str());
+            }
+        }
+    }
+    out
 }
 
 /// A real server removed with a grace period.
@@ -104,7 +129,13 @@ impl Controller {
             traffic: BalancerTotals::default(),
             state,
             draining: Vec::new(),
+            allow_misc: false,
         }
+    }
+
+    /// Let changes add misc health checks (`--allow-misc-checks`).
+    pub fn set_allow_misc(&mut self, on: bool) {
+        self.allow_misc = on;
     }
 
     /// Keep the XDP program's filter in step with every change from now on (`--io xdp`;
@@ -185,6 +216,14 @@ impl Controller {
     /// Apply a list of edits, all or nothing.
     pub fn apply_changes(&mut self, changes: &[edit::Change]) -> Result<(), ControlError> {
         let next = edit::apply_all(&self.config, changes)?;
+        // A misc check runs a program: one the configuration file (root's) did not name
+        // needs the operator's opt-in. Those already running may stay.
+        if !self.allow_misc {
+            let now = misc_programs(&self.config);
+            if let Some(p) = misc_programs(&next).into_iter().find(|p| !now.contains(p)) {
+                return Err(ControlError::MiscCheck { program: p.into() });
+            }
+        }
         let kept = self.draining.len();
         let old = self.snapshot.load_full();
         let now = std::time::Instant::now();
@@ -493,7 +532,7 @@ mod tests {
     fn a_change_that_cannot_be_saved_puts_the_table_back() {
         let dir = std::env::temp_dir().join(format!("wvs-control-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let st = StateFile::open(&dir).expect("state dir");
+        let st = StateFile::open(&dir, nix::unistd::geteuid().as_raw()).expect("state dir");
         // A directory where the state file goes: the rename onto it fails.
         std::fs::create_dir(dir.join(state::STATE_FILE)).expect("mkdir");
         std::fs::write(dir.join(state::STATE_FILE).join("x"), b"x").expect("file");

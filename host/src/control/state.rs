@@ -36,14 +36,12 @@ pub enum StateError {
         pid: String,
     },
     /// The state directory can be written by others than its owner.
-    #[error(
-        "state directory {dir} is writable by group or others (mode {mode:o}): another user could replace the state wvs starts from; chmod 700 it"
-    )]
+    #[error("directory {dir} is not safe for wvs's state: {why}")]
     Unsafe {
         /// The directory.
         dir: String,
-        /// Its mode.
-        mode: u32,
+        /// What is wrong with it.
+        why: String,
     },
     /// The state file exists but is not a valid configuration.
     #[error(
@@ -82,8 +80,8 @@ impl StateFile {
     /// An existing directory must not be writable by group or others (wvs starts from what
     /// it holds), and no other wvs may hold it: the lock file is locked for the life of
     /// the process, and a second wvs is refused with the first one's pid.
-    pub fn open(dir: &Path) -> Result<Self, StateError> {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    pub fn open(dir: &Path, owner: u32) -> Result<Self, StateError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if !dir.exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -91,14 +89,7 @@ impl StateFile {
                 .create(dir)
                 .map_err(io_err(dir))?;
         }
-        let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            return Err(StateError::Unsafe {
-                dir: dir.display().to_string(),
-                mode,
-            });
-        }
+        check_dir(dir, owner)?;
         let lock_path = dir.join(LOCK_FILE);
         let mut lock = std::fs::OpenOptions::new()
             .read(true)
@@ -170,6 +161,51 @@ impl StateFile {
     }
 }
 
+/// A directory wvs keeps what it trusts in (its state, compiled plugins): a directory, not
+/// a symbolic link, owned by `owner` (wvs's effective user), writable by no one else; its
+/// parent writable by no one but its owner and root, or sticky (as `/tmp`), so that no
+/// one else can put another directory in its place.
+pub fn check_dir(dir: &Path, owner: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_dir = |why: String| StateError::Unsafe {
+        dir: dir.display().to_string(),
+        why,
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir("not a directory".into()));
+    }
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() != owner {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not by wvs's user (uid {owner})",
+            meta.uid()
+        )));
+    }
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "mode {mode:04o}: others can write it; use 0700"
+        )));
+    }
+    let parent = std::fs::canonicalize(dir)
+        .map_err(io_err(dir))?
+        .parent()
+        .map(Path::to_path_buf);
+    if let Some(parent) = parent {
+        let pm = std::fs::metadata(&parent).map_err(io_err(&parent))?;
+        let pmode = pm.mode() & 0o7777;
+        let sticky = pmode & 0o1000 != 0;
+        if (pm.uid() != 0 && pm.uid() != owner) || (pmode & 0o022 != 0 && !sticky) {
+            return Err(unsafe_dir(format!(
+                "its parent {} (uid {}, mode {pmode:04o}) can be changed by others",
+                parent.display(),
+                pm.uid()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Write `bytes` to `path` in `dir` atomically: a temporary file in the same directory,
 /// flushed, renamed over `path`, then the directory flushed, so that after a crash `path`
 /// holds the old bytes or the new ones, never a mix or nothing.
@@ -217,7 +253,7 @@ mod tests {
     #[test]
     fn saves_and_restores() {
         let dir = tmpdir("rt");
-        let st = StateFile::open(&dir).unwrap();
+        let st = StateFile::open(&dir, nix::unistd::geteuid().as_raw()).unwrap();
         assert!(st.load().unwrap().is_none(), "no state yet");
         let cfg = config::parse(config::EXAMPLE).unwrap();
         st.save(&cfg).unwrap();
@@ -246,8 +282,8 @@ mod tests {
     #[test]
     fn one_wvs_per_state_directory() {
         let dir = tmpdir("lock");
-        let first = StateFile::open(&dir).unwrap();
-        let e = StateFile::open(&dir).unwrap_err();
+        let first = StateFile::open(&dir, nix::unistd::geteuid().as_raw()).unwrap();
+        let e = StateFile::open(&dir, nix::unistd::geteuid().as_raw()).unwrap_err();
         assert!(
             matches!(&e, StateError::Locked { pid, .. } if *pid == std::process::id().to_string()),
             "{e}"
@@ -255,9 +291,12 @@ mod tests {
         assert!(e.to_string().contains("in use by another wvs"), "{e}");
         let clone = first.clone();
         drop(first);
-        assert!(StateFile::open(&dir).is_err(), "a clone still holds it");
+        assert!(
+            StateFile::open(&dir, nix::unistd::geteuid().as_raw()).is_err(),
+            "a clone still holds it"
+        );
         drop(clone);
-        StateFile::open(&dir).expect("free again");
+        StateFile::open(&dir, nix::unistd::geteuid().as_raw()).expect("free again");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -267,17 +306,46 @@ mod tests {
         let dir = tmpdir("unsafe");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let e = StateFile::open(&dir).unwrap_err();
-        assert!(e.to_string().contains("chmod 700"), "{e}");
+        let e = StateFile::open(&dir, nix::unistd::geteuid().as_raw()).unwrap_err();
+        assert!(e.to_string().contains("use 0700"), "{e}");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        StateFile::open(&dir).expect("fine once private");
+        StateFile::open(&dir, nix::unistd::geteuid().as_raw()).expect("fine once private");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A state directory (or plugin cache) of another user, a symbolic link, or under a
+    /// parent others may write, is refused.
+    #[test]
+    fn a_state_directory_not_wvss_alone_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let me = nix::unistd::geteuid().as_raw();
+        let dir = tmpdir("owner");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = check_dir(&dir, me + 1).unwrap_err();
+        assert!(e.to_string().contains("not by wvs's user"), "{e}");
+        let link = dir.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let e = check_dir(&link, me).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        std::fs::remove_file(&link).unwrap();
+        let inner = dir.join("state");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700)).unwrap();
+        check_dir(&inner, me).expect("a private parent");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_dir(&inner, me).unwrap_err();
+        assert!(e.to_string().contains("its parent"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_dir(&inner, me).expect("a sticky parent, as /tmp");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_corrupt_state_is_an_error_not_an_empty_configuration() {
         let dir = tmpdir("bad");
-        let st = StateFile::open(&dir).unwrap();
+        let st = StateFile::open(&dir, nix::unistd::geteuid().as_raw()).unwrap();
         std::fs::write(st.path(), "[[service]]\nprotocol = 'tcp'\naddress = ").unwrap();
         let e = st.load().unwrap_err();
         assert!(matches!(e, StateError::Corrupt { .. }), "{e}");

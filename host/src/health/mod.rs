@@ -142,7 +142,11 @@ impl Monitor {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("wvs-health".into())
-            .spawn(move || rt.block_on(watch(snapshot, flag, path)))?;
+            .spawn(move || {
+                // Its misc programs get no capability: none passed on by exec.
+                crate::privs::pass_none_on();
+                rt.block_on(watch(snapshot, flag, path))
+            })?;
         Ok(Self {
             thread: Some(thread),
             stop,

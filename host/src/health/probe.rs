@@ -121,7 +121,10 @@ async fn run(
         }
         Probe::Misc { argv } => {
             let mut cmd = tokio::process::Command::new(&argv[0]);
+            // A minimal environment: nothing of wvs's (its API token) reaches the program.
             cmd.args(&argv[1..])
+                .env_clear()
+                .env("PATH", crate::consts::MISC_CHECK_PATH)
                 .env("WVS_REAL_ADDR", target.ip().to_string())
                 .env("WVS_REAL_PORT", target.port().to_string())
                 .stdin(std::process::Stdio::null())

@@ -248,11 +248,20 @@ pub struct Runtime {
 /// The engine's settings: wvs's and the compiler process's are the same, so that what one
 /// puts in the compiled-plugin cache the other finds.
 pub(crate) fn engine_config(cache_dir: Option<&Path>) -> wasmtime::Config {
+    use std::os::unix::fs::DirBuilderExt;
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
     if let Some(dir) = cache_dir {
-        match std::fs::create_dir_all(dir)
+        // Native code wvs runs: a directory of wvs's user alone (as the state directory).
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::control::state::check_dir(dir, nix::unistd::geteuid().as_raw())
+                    .map_err(|e| e.to_string())
+            })
             .and_then(|()| {
                 let mut cc = wasmtime::CacheConfig::new();
                 cc.with_directory(dir);
