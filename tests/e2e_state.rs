@@ -139,3 +139,79 @@ fn a_second_wvs_on_the_same_state_directory_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("chmod 700"), "{err}");
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).expect("mount point");
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount tmpfs");
+        Self(at.to_path_buf())
+    }
+
+    fn remount(&self, opts: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "remount {opts}");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A valid saved state on a disk that became read-only, or full, is served: wvs starts
+/// with a warning, forwards, and refuses only the changes it cannot save.
+#[test]
+fn a_read_only_or_full_state_disk_serves_the_saved_state_and_refuses_changes() {
+    let topo = Topo::new("stro", false);
+    let state_dir = topo.dir.join("state");
+    let mount = Mount::tmpfs(&state_dir, "4m");
+    let sd = state_dir.to_str().expect("path");
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(&cfg, service(&[1, 2, 3])).expect("config");
+    let mut w = Wvs::start_with(&topo, Some(&cfg), &["--state-dir", sd]);
+    assert!(w.stop().success());
+    let other = "198.18.100.2:80";
+    for (how, why) in [("ro", "Read-only"), ("rw", "No space")] {
+        mount.remount(how);
+        if how == "rw" {
+            // Fill it: the saved state stays, nothing more fits.
+            let _ = Command::new("dd")
+                .args(["if=/dev/zero", "bs=64k", "status=none"])
+                .arg(format!("of={}/fill", state_dir.display()))
+                .status();
+        }
+        let w = Wvs::start_with(&topo, Some(&cfg), &["--state-dir", sd]);
+        assert!(
+            w.log_text().contains("cannot save the state at start")
+                || w.log_text().contains("read-only"),
+            "{how}: {}",
+            w.log_text()
+        );
+        let t = Topo::tally((0..3).map(|_| topo.curl(&format!("http://{VIP}/"))));
+        assert_eq!(t.len(), 3, "{how}: the saved state is served: {t:?}");
+        let (code, _, err) = w.adm(&["-A", "-t", other, "-s", "rr"]);
+        assert_ne!(code, 0, "{how}: a change that cannot be saved is refused");
+        assert!(err.contains(why), "{how}: {err}");
+        let list = w.adm_ok(&["-L", "-n"]);
+        assert!(!list.contains(other), "{how}: nothing of it runs: {list}");
+    }
+}

@@ -207,9 +207,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             // One per core, up to the most wvs runs (a 96-core machine starts with 64).
             let workers = workers.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map_or(1, |n| n.get())
-                    .min(wvs::consts::MAX_WORKERS)
+                wvs::run::default_workers(
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                )
             });
             wvs::run::run(wvs::run::RunOptions {
                 ifaces,

@@ -177,14 +177,14 @@ pub enum UserError {
     #[error("capabilities: {0}")]
     Caps(#[from] caps::errors::CapsError),
     /// A directory could not be handed to the user.
-    #[error("cannot give {dir} to user {name}: {source}")]
+    #[error("cannot give {dir} to user {name}: {err}")]
     Chown {
         /// The directory.
         dir: String,
         /// The user.
         name: String,
         /// Why.
-        source: std::io::Error,
+        err: std::io::Error,
     },
 }
 
@@ -255,10 +255,10 @@ pub fn resolve_user(name: &str) -> Result<Option<RunAs>, UserError> {
 /// user's.
 pub fn give_dir(dir: &std::path::Path, to: &RunAs) -> Result<(), UserError> {
     use std::os::unix::fs::DirBuilderExt;
-    let err = |source| UserError::Chown {
+    let err = |err| UserError::Chown {
         dir: dir.display().to_string(),
         name: to.name.clone(),
-        source,
+        err,
     };
     if !dir.exists() {
         std::fs::DirBuilder::new()
@@ -268,15 +268,27 @@ pub fn give_dir(dir: &std::path::Path, to: &RunAs) -> Result<(), UserError> {
             .map_err(err)?;
     }
     fn walk(p: &std::path::Path, to: &RunAs) -> std::io::Result<()> {
-        std::os::unix::fs::lchown(p, Some(to.uid.as_raw()), Some(to.gid.as_raw()))?;
-        if std::fs::symlink_metadata(p)?.is_dir() {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(p)?;
+        // Only what is not the user's yet (a read-only disk of the user's is fine).
+        if m.uid() != to.uid.as_raw() || m.gid() != to.gid.as_raw() {
+            std::os::unix::fs::lchown(p, Some(to.uid.as_raw()), Some(to.gid.as_raw()))?;
+        }
+        if m.is_dir() {
             for e in std::fs::read_dir(p)? {
                 walk(&e?.path(), to)?;
             }
         }
         Ok(())
     }
-    walk(dir, to).map_err(err)
+    match walk(dir, to) {
+        // A read-only disk: what is there is served as it is (see the state's open).
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            tracing::warn!(dir = %dir.display(), "read-only: cannot give it to user {}", to.name);
+            Ok(())
+        }
+        r => r.map_err(err),
+    }
 }
 
 /// Become `to` for good, keeping the permitted capabilities across the change (then

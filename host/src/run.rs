@@ -129,6 +129,12 @@ fn load_specs(path: &Option<PathBuf>) -> Result<Config, ConfigError> {
     }
 }
 
+/// `--workers` when not given: one per core, at most [`crate::consts::MAX_WORKERS`] (a
+/// machine with more cores starts rather than refuse its own default).
+pub fn default_workers(cores: usize) -> usize {
+    cores.clamp(1, crate::consts::MAX_WORKERS)
+}
+
 async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     if opts.ifaces.is_empty() || opts.ifaces.len() > usize::from(u8::MAX) {
         return Err(RunError::Usage("give between 1 and 255 --iface".into()));
@@ -360,7 +366,13 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
     let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
     control.set_allow_misc(opts.allow_misc_checks);
-    control.save()?;
+    // A full or read-only disk does not stop a start that loaded a valid state: wvs
+    // serves it, and each change that cannot be saved is refused with the reason.
+    if let Err(e) = control.save() {
+        tracing::warn!(
+            "cannot save the state at start (serving it; changes that cannot be saved will be refused): {e}"
+        );
+    }
     let conns = Arc::new(ConnTable::new(opts.max_conns));
     conns.defense().configure(snapshot.load().defense);
     if let Some(mut filter) = xdp_filter {
@@ -912,4 +924,17 @@ fn log_stats(s: &StatsSum, conns: usize, control: &mut Controller) {
         outbps = r.outbps,
         "traffic"
     );
+}
+
+#[cfg(test)]
+mod default_workers_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_worker_count_is_one_per_core_up_to_the_bound() {
+        assert_eq!(default_workers(0), 1);
+        assert_eq!(default_workers(2), 2);
+        assert_eq!(default_workers(64), 64);
+        assert_eq!(default_workers(96), 64, "96 cores start with 64 workers");
+    }
 }

@@ -196,6 +196,13 @@ impl Controller {
         if let Some(st) = &self.state
             && let Err(e) = st.save(&next)
         {
+            // The write may have failed after its rename (the directory's fsync): the file
+            // could name the refused change, so the running configuration is written back.
+            if let Err(undo) = st.save(&self.config) {
+                tracing::error!(
+                    "cannot write the running configuration back after a failed save: {undo}"
+                );
+            }
             self.undo_filters(&old);
             return Err(e.into());
         }
@@ -341,7 +348,14 @@ impl Controller {
             "{name}-{}.wasm",
             crate::plugin::digest_hex(&digest)
         ));
-        state::write_atomic(&dir, &path, wasm).map_err(file_err(&path))?;
+        if let Err(e) = state::write_atomic(&dir, &path, wasm) {
+            // It may be in place already (the directory's fsync failed after the rename);
+            // the same bytes under the same name may be the running plugin's file.
+            if !self.config.plugins.iter().any(|p| p.path == path) {
+                let _ = std::fs::remove_file(&path);
+            }
+            return Err(file_err(&path)(e));
+        }
         let mut next = self.config.clone();
         let old = next
             .plugins
@@ -363,7 +377,14 @@ impl Controller {
                 Ok(())
             }
             Err(e) => {
-                if old.as_ref().is_none_or(|o| o.path != path) {
+                // Removed unless the state on disk names it (its write-back failed too):
+                // the next start must find every plugin its state names.
+                let named = self
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.load().ok().flatten())
+                    .is_some_and(|c| c.plugins.iter().any(|p| p.path == path));
+                if !named && old.as_ref().is_none_or(|o| o.path != path) {
                     let _ = std::fs::remove_file(&path);
                 }
                 Err(e)
@@ -526,6 +547,51 @@ mod tests {
         let last = rec.scripts.lock().last().cloned().unwrap_or_default();
         assert!(last.contains("198.18.100.1 . tcp . 80"), "{last}");
         assert_eq!(last, render(&["s0".to_string()], &c.snapshot().load()));
+    }
+
+    /// A save whose directory fsync fails after the rename is a failed change: the running
+    /// configuration stays, the state on disk is written back to it, and an upload's
+    /// plugin file goes, so that the next start finds what its state names.
+    #[test]
+    fn a_failed_directory_fsync_rolls_the_change_and_the_file_back() {
+        let dir = std::env::temp_dir().join(format!("wvs-control-fsync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = StateFile::open(&dir, nix::unistd::geteuid().as_raw()).expect("state dir");
+        let (mut c, _rec) = controller(Some(st));
+        state::FAIL_DIR_SYNC.with(|f| f.set(true));
+        let err = c
+            .apply(crate::config::parse(ONE).expect("config"))
+            .expect_err("not durable");
+        assert!(matches!(err, ControlError::State(_)), "{err}");
+        assert!(c.config().services.is_empty(), "the running one stays");
+        let saved = StateFile::open(&dir, nix::unistd::geteuid().as_raw());
+        assert!(saved.is_err(), "still locked by the first");
+        drop(c);
+        let saved = StateFile::open(&dir, nix::unistd::geteuid().as_raw())
+            .expect("state")
+            .load()
+            .expect("parses")
+            .expect("saved");
+        assert!(
+            saved.services.is_empty(),
+            "the file was written back: {saved:?}"
+        );
+        // An upload refused the same way leaves no file behind.
+        let st = StateFile::open(&dir, nix::unistd::geteuid().as_raw()).expect("state dir");
+        let (mut c, _rec) = controller(Some(st));
+        let wasm = crate::plugin::builtin::BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "rr")
+            .map(|(_, w)| *w)
+            .expect("rr");
+        assert!(c.put_plugin("myrr", wasm).is_err());
+        state::FAIL_DIR_SYNC.with(|f| f.set(false));
+        let left: Vec<_> = std::fs::read_dir(dir.join("plugins"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(c.config().plugins.is_empty());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

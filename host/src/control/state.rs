@@ -91,15 +91,32 @@ impl StateFile {
         }
         check_dir(dir, owner)?;
         let lock_path = dir.join(LOCK_FILE);
-        let mut lock = std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+            .open(&lock_path);
+        let (mut lock, writable) = match opened {
+            Ok(f) => (f, true),
+            // A read-only disk: the saved state can still be read and served (changes,
+            // which cannot be saved, are refused); the lock is taken on a read-only open.
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "the state directory is read-only: serving what is saved; changes will be refused"
+                );
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&lock_path)
+                    .map_err(io_err(&lock_path))?;
+                (f, false)
+            }
+            Err(e) => return Err(io_err(&lock_path)(e)),
+        };
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -111,14 +128,16 @@ impl StateFile {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
-        // Who holds it, for the message a second wvs gives.
-        lock.set_len(0)
-            .and_then(|()| {
+        // Who holds it, for the message a second wvs gives (a full disk only loses that).
+        if writable
+            && let Err(e) = lock.set_len(0).and_then(|()| {
                 use std::io::Seek;
                 lock.seek(std::io::SeekFrom::Start(0))?;
                 writeln!(lock, "{}", std::process::id())
             })
-            .map_err(io_err(&lock_path))?;
+        {
+            tracing::warn!(file = %lock_path.display(), "cannot write the lock file: {e}");
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE),
@@ -237,7 +256,17 @@ pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    #[cfg(test)]
+    if FAIL_DIR_SYNC.with(|f| f.get()) {
+        return Err(std::io::Error::other("injected: directory fsync failed"));
+    }
     std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the next writes fail at the directory's fsync, after their rename.
+    pub static FAIL_DIR_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[cfg(test)]
