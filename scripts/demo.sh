@@ -11,7 +11,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "demo.sh: run as root (it creates network namespaces)" >&2
   exit 1
 fi
-scripts/setup.sh
+# Only what the demo needs (the test command installs the rest).
+scripts/setup.sh demo
 echo "== building wvs (release)"
 cargo build --release -q -p wvs
 

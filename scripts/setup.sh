@@ -1,24 +1,37 @@
 #!/usr/bin/env bash
-# Install what wvs needs to build, demo and test on a fresh Debian machine (run as root).
-# Idempotent: it installs only what is missing.
+# Install what wvs needs on a fresh Debian machine (run as root). Idempotent: it installs
+# only what is missing.
+#   scripts/setup.sh        everything the tests use (the README's test command)
+#   scripts/setup.sh demo   what building wvs and running the demo need, nothing more
 set -euo pipefail
+mode=${1:-all}
+case "$mode" in
+  all|demo) ;;
+  *) echo "usage: scripts/setup.sh [demo]" >&2; exit 2 ;;
+esac
 
 pkgs=()
 need() { command -v "$1" >/dev/null 2>&1 || pkgs+=("$2"); }
+# Building wvs: a C toolchain for the linker and build scripts, clang for the XDP program
+# (host/bpf/wvs_xdp.c, compiled by host/build.rs), node and npm for the dashboard it embeds.
+need cc gcc
+need clang clang
+need node nodejs
+need npm npm
+# The demo: namespaces and the nftables table, nginx and socat as the real servers, curl
+# and wrk as the clients.
 need ip iproute2
 need nft nftables
+need sysctl procps
 need nginx nginx-light
 need socat socat
 need curl curl
 need wrk wrk
+if [ "$mode" = all ]; then
 need iperf3 iperf3
 need trafgen netsniff-ng
 need ethtool ethtool
-need sysctl procps
-need cc gcc
 need haproxy haproxy
-need node nodejs
-need npm npm
 need chromium chromium
 need chromedriver chromium-driver
 # The IPVS oracle's VM (mmdebstrap, qemu, busybox) is not here: the test command replays
@@ -42,6 +55,7 @@ need dig bind9-dnsutils
 # The API over HTTPS: a test certificate. The systemd unit in dist/: systemd's own check.
 need openssl openssl
 need systemd-analyze systemd
+fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2
   apt-get update -qq

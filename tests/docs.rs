@@ -189,3 +189,84 @@ fn the_oracle_takes_out_only_documented_differences() {
         "compare.py's KNOWN and the table's oracle: ids"
     );
 }
+
+/// `wvs adm -h` names every option `wvs adm` parses (its option table in
+/// host/src/adm/parse.rs): as `--long` (or `-s`) among what it does, or in the list of
+/// what it refuses.
+#[test]
+fn wvs_adm_help_names_every_option_it_parses() {
+    let src = std::fs::read_to_string(root().join("host/src/adm/parse.rs")).expect("parse.rs");
+    let re = regex::Regex::new(r#"opt\((?:Some\('(.)'\)|None), "([a-z0-9-]+)""#).expect("re");
+    let adm = Command::new(WVS)
+        .args(["adm", "-h"])
+        .output()
+        .expect("wvs adm -h");
+    let help =
+        String::from_utf8_lossy(&adm.stdout).to_string() + &String::from_utf8_lossy(&adm.stderr);
+    let at = help.find("Not supported:").expect("the refused list");
+    let (does, refused) = help.split_at(at);
+    let word = |text: &str, w: &str| {
+        text.split(|c: char| c.is_whitespace() || ",/()|[]:".contains(c))
+            .any(|x| x == w)
+    };
+    let mut n = 0;
+    let mut missing = Vec::new();
+    for c in re.captures_iter(&src) {
+        let long = format!("--{}", &c[2]);
+        let short = c.get(1).map(|s| format!("-{}", s.as_str()));
+        let named = word(does, &long)
+            || short.as_deref().is_some_and(|s| word(does, s) || word(refused, s))
+            || word(refused, &long)
+            // The sync daemon's options are refused as one.
+            || (c[2].contains("daemon") && refused.contains("the sync daemon"));
+        if !named {
+            missing.push(long);
+        }
+        n += 1;
+    }
+    assert!(n > 50, "the option table was read: {n}");
+    assert!(missing.is_empty(), "`wvs adm -h` does not name {missing:?}");
+}
+
+/// docs/ipvs-differences.md says "not yet" only of options `wvs adm` refuses, and
+/// docs/adm.md says what differs from ipvsadm's output instead of "byte for byte" alone.
+#[test]
+fn the_docs_say_exactly_what_adm_refuses_and_what_differs() {
+    let diff = std::fs::read_to_string(root().join("docs/ipvs-differences.md")).expect("doc");
+    let adm = Command::new(WVS)
+        .args(["adm", "-h"])
+        .output()
+        .expect("wvs adm -h");
+    let help = String::from_utf8_lossy(&adm.stdout).to_string();
+    let refused = &help[help.find("Not supported:").expect("the refused list")..];
+    let re = regex::Regex::new(r"`(-[A-Za-z0-9-]+)`").expect("re");
+    for row in diff.lines().filter(|l| l.contains("| Not yet |")) {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        for c in re.captures_iter(first) {
+            assert!(
+                refused.contains(&c[1]),
+                "ipvs-differences.md says {} is not yet there, but `wvs adm` takes it",
+                &c[1]
+            );
+        }
+    }
+    let doc = std::fs::read_to_string(root().join("docs/adm.md")).expect("adm.md");
+    for must in ["What\ndiffers", "size=", "`-v`", "never resolved"] {
+        assert!(
+            doc.replace("What differs", "What\ndiffers").contains(must),
+            "docs/adm.md does not say {must:?}"
+        );
+    }
+    // Every example the repository has is in docs/architecture.md's map.
+    let arch = std::fs::read_to_string(root().join("docs/architecture.md")).expect("doc");
+    for e in std::fs::read_dir(root().join("examples"))
+        .expect("examples")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(
+            arch.contains(&name),
+            "docs/architecture.md does not name examples/{name}"
+        );
+    }
+}

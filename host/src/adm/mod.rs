@@ -34,11 +34,12 @@ Usage:
   wvs adm -d virtual-service -r server-address [--drain seconds]
   wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact]
   wvs adm -L|l --timeout
+  wvs adm -Z [virtual-service]    (zero the counters: all, or one service's)
   wvs adm --set tcp tcpfin udp    (seconds; 0 keeps a value)
   wvs adm -P|Q virtual-service -z local-address   (full NAT's local addresses, as DPVS's)
   wvs adm -G [virtual-service]
   wvs adm --import-keepalived FILE
-  wvs adm -h
+  wvs adm -h | -v
 
 virtual-service:
   --tcp-service  -t service-address   service-address is host:port
@@ -72,7 +73,10 @@ Options:
   --l-threshold  -y lthreshold  lower connection threshold
   --numeric      -n             numeric output (wvs never resolves names)
   --connection   -c             list the connection table
-  --stats / --rate / --thresholds / --persistent-conn / --exact (-X) / --nosort
+  --stats / --rate / --thresholds / --persistent-conn / --exact (-X) / --sort / --nosort
+  --zero         -Z             zero the counters
+  --list         -L / -l        list the services (-c: the connections)
+  --version      -v             wvs adm's version (not ipvsadm's line: wvs is no kernel)
 
 wvs's own:
   --helper NAMES      (with -A/-E) application helpers bound to the service's NAT
