@@ -23,14 +23,40 @@ const IDLE: &str = r#"
 import json, os, resource, socket, subprocess, sys, time
 resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
 pid, adm = sys.argv[1], sys.argv[2:]
+token = open(adm[adm.index("--token-file") + 1]).read().strip()
+def ask(s):
+    s.sendall(("GET /api/v1/info HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+               + token + "\r\n\r\n").encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        b = s.recv(4096)
+        if not b:
+            return None
+        got += b
+    return got.split(b"\r\n", 1)[0].decode()
+# The operator's keep-alive connection, which showed the token: the flood must not close it.
+op = socket.create_connection(("127.0.0.1", 9080), timeout=5)
+first = ask(op)
 socks = []
 t0 = time.time()
-for _ in range(2000):
+answers = []
+for i in range(2000):
     socks.append(socket.create_connection(("127.0.0.1", 9080), timeout=10))
+    # The operator asks now and then (its connection idle in between, within the
+    # keep-alive header timeout).
+    if i % 200 == 199:
+        try:
+            answers.append(ask(op))
+        except OSError as e:
+            answers.append(str(e))
 opened = time.time() - t0
 t0 = time.time()
 r = subprocess.run(adm, capture_output=True, text=True, timeout=60)
 adm_secs = time.time() - t0
+try:
+    again = ask(op)
+except OSError as e:
+    again = str(e)
 wvs_fds = len(os.listdir(f"/proc/{pid}/fd"))
 def closed(s):
     s.setblocking(False)
@@ -46,7 +72,8 @@ time.sleep(12)
 closed_later = sum(closed(s) for s in socks)
 print(json.dumps({"opened_secs": opened, "adm_rc": r.returncode, "adm_out": r.stdout,
                   "adm_err": r.stderr, "adm_secs": adm_secs, "wvs_fds": wvs_fds,
-                  "closed_now": closed_now, "closed_later": closed_later}))
+                  "closed_now": closed_now, "closed_later": closed_later,
+                  "operator": sorted(set([first, again] + answers))}))
 "#;
 
 fn metric(w: &Wvs, line_start: &str) -> f64 {
@@ -97,6 +124,12 @@ fn two_thousand_idle_sockets_do_not_keep_adm_out() {
     // … and the rest after the header timeout (10 s).
     assert_eq!(r["closed_later"], 2000, "{r}");
     assert!(metric(&w, "wvs_api_connection_events_total{event=\"evicted\"} ") >= 1700.0);
+    // The operator's connection, authenticated before the flood, was kept open.
+    assert_eq!(
+        r["operator"],
+        serde_json::json!(["HTTP/1.1 200 OK"]),
+        "{r}"
+    );
     // The API answers as before.
     w.get_json("/api/v1/info");
 }

@@ -598,7 +598,9 @@ async function showConns(ev) {
   if ($("conn-state").value) q.set("state", $("conn-state").value);
   try {
     const list = await api("GET", "/api/v1/connections?" + q);
-    $("conn-count").textContent = `${list.matched} matching, ${list.connections.length} shown`;
+    $("conn-count").textContent = list.next
+    ? `${list.connections.length} shown, more matching`
+    : `${list.matched} matching, ${list.connections.length} shown`;
     $("conns").tBodies[0].replaceChildren(
       ...list.connections.map((c) =>
         el(

@@ -252,7 +252,12 @@ async fn auth(State(st): State<Shared>, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(t) if token_eq(t.trim().as_bytes(), st.token.as_bytes()) => next.run(req).await,
+        Some(t) if token_eq(t.trim().as_bytes(), st.token.as_bytes()) => {
+            if let Some(a) = req.extensions().get::<server::Authed>() {
+                a.set();
+            }
+            next.run(req).await
+        }
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token").into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,

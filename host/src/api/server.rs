@@ -35,6 +35,22 @@ use crate::consts::{API_HEADER_TIMEOUT_MS, API_MAX_CONNS, API_REQUEST_TIMEOUT_MS
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub SocketAddr);
 
+/// Set on a connection once a request on it carried the right token: the cap evicts such
+/// connections last.
+#[derive(Debug, Clone, Default)]
+pub struct Authed(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Authed {
+    /// Mark the connection.
+    pub fn set(&self) {
+        self.0.store(true, Relaxed);
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(Relaxed)
+    }
+}
+
 /// The server's bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -114,6 +130,8 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Tl
 struct Slot {
     /// Requests in progress on it.
     busy: Arc<AtomicUsize>,
+    /// A request on it carried the token.
+    authed: Authed,
     /// Told when the connection is to close to make room.
     close: Arc<Notify>,
 }
@@ -154,19 +172,29 @@ pub async fn serve(
             Ok(a) => a,
             Err(_) => continue,
         };
-        let (id, busy, close) = {
+        let (id, busy, close, authed) = {
             let mut s = slots.lock();
-            if s.open.len() >= limits.max_conns {
-                let idle = s
-                    .open
-                    .iter()
-                    .find(|(_, v)| v.busy.load(Relaxed) == 0)
-                    .map(|(k, _)| *k);
-                match idle.and_then(|k| s.open.remove(&k)) {
+            // At the cap a connection goes: the oldest idle one that never showed the
+            // token, else the oldest idle one. Connections that never showed it may hold
+            // every slot but one: the last goes to a new connection only when all of them
+            // are busy, and the next new one may evict it unless it showed the token.
+            let unauthed = s.open.values().filter(|v| !v.authed.get()).count();
+            let full = s.open.len() >= limits.max_conns;
+            if full || unauthed + 1 >= limits.max_conns {
+                let oldest_idle = |authed: bool| {
+                    s.open
+                        .iter()
+                        .find(|(_, v)| v.busy.load(Relaxed) == 0 && v.authed.get() == authed)
+                        .map(|(k, _)| *k)
+                };
+                let victim =
+                    oldest_idle(false).or_else(|| full.then(|| oldest_idle(true)).flatten());
+                match victim.and_then(|k| s.open.remove(&k)) {
                     Some(victim) => {
                         victim.close.notify_one();
                         stats.evicted.fetch_add(1, Relaxed);
                     }
+                    None if !full => {}
                     None => {
                         stats.refused.fetch_add(1, Relaxed);
                         tracing::debug!(%peer, "API connection refused: every one open is busy");
@@ -178,14 +206,16 @@ pub async fn serve(
             s.next += 1;
             let busy = Arc::new(AtomicUsize::new(0));
             let close = Arc::new(Notify::new());
+            let authed = Authed::default();
             s.open.insert(
                 id,
                 Slot {
                     busy: busy.clone(),
+                    authed: authed.clone(),
                     close: close.clone(),
                 },
             );
-            (id, busy, close)
+            (id, busy, close, authed)
         };
         stats.open.fetch_add(1, Relaxed);
         let _ = stream.set_nodelay(true);
@@ -195,6 +225,7 @@ pub async fn serve(
             local,
             busy,
             close,
+            authed,
             stats: stats.clone(),
         };
         let slots = slots.clone();
@@ -230,6 +261,7 @@ struct Conn {
     local: SocketAddr,
     busy: Arc<AtomicUsize>,
     close: Arc<Notify>,
+    authed: Authed,
     stats: Arc<ServerStats>,
 }
 
@@ -253,6 +285,7 @@ impl Conn {
             local,
             busy,
             close,
+            authed,
             stats,
         } = self;
         let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -261,6 +294,7 @@ impl Conn {
             busy.fetch_add(1, Relaxed);
             let guard = Busy(busy.clone());
             req.extensions_mut().insert(LocalAddr(local));
+            req.extensions_mut().insert(authed.clone());
             async move {
                 let _guard = guard;
                 let answer = tokio::time::timeout(limits.request_timeout, app.oneshot(req)).await;

@@ -334,8 +334,9 @@ pub struct ConnView {
 /// A connection listing.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnList {
-    /// Connections that matched from the cursor on (more than `connections.len()` when
-    /// limited: the rest are in the next pages).
+    /// Connections that matched from the cursor on: all of them when there is no `next`;
+    /// with `next`, the page's and one more (the walk stops at the first match past the
+    /// page, so that a page costs its own length, not the table's).
     pub matched: usize,
     /// The connections listed.
     pub connections: Vec<ConnView>,
@@ -425,13 +426,18 @@ impl ConnList {
             next: None,
         };
         let mut last: Option<ConnCursor> = None;
+        // Whether the walk goes on: it stops at the first match past the page.
         let mut push = |out: &mut Self, v: ConnView, at: ConnCursor| {
             out.matched += 1;
             if out.connections.len() < limit {
                 out.connections.push(v);
                 last = Some(at);
+                true
+            } else {
+                false
             }
         };
+        let mut full = false;
         let (conn_from, tmpl_from) = match from {
             None => (Some((0, None)), (0, 0)),
             Some(ConnCursor::Conn(s, i)) => (Some((s, Some(i))), (0, 0)),
@@ -448,7 +454,7 @@ impl ConnList {
                 if !filter.keeps(c.proto, c.vaddr, c.vport, c.daddr, c.dport, state) {
                     return true;
                 }
-                push(
+                let more = push(
                     &mut out,
                     ConnView {
                         protocol: c.proto.name().into(),
@@ -460,35 +466,37 @@ impl ConnList {
                     },
                     ConnCursor::Conn(si, idx),
                 );
-                true
+                full = !more;
+                more
             });
         }
-        table
-            .persist()
-            .walk_from(tmpl_from.0, tmpl_from.1, |si, i, k, t| {
-                let dport = if t.dest.port == 0 {
-                    k.vport
-                } else {
-                    t.dest.port
-                };
-                let state = t.state_name();
-                if !filter.keeps(k.proto, k.vaddr, k.vport, t.dest.addr, dport, state) {
-                    return true;
-                }
-                push(
-                    &mut out,
-                    ConnView {
-                        protocol: k.proto.name().into(),
-                        client: SocketAddr::new(k.client, 0).to_string(),
-                        virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
-                        real: SocketAddr::new(t.dest.addr, dport).to_string(),
-                        state: state.into(),
-                        expires_ms: t.expires.saturating_sub(now),
-                    },
-                    ConnCursor::Template(si, i + 1),
-                );
-                true
-            });
+        if !full {
+            table
+                .persist()
+                .walk_from(tmpl_from.0, tmpl_from.1, |si, i, k, t| {
+                    let dport = if t.dest.port == 0 {
+                        k.vport
+                    } else {
+                        t.dest.port
+                    };
+                    let state = t.state_name();
+                    if !filter.keeps(k.proto, k.vaddr, k.vport, t.dest.addr, dport, state) {
+                        return true;
+                    }
+                    push(
+                        &mut out,
+                        ConnView {
+                            protocol: k.proto.name().into(),
+                            client: SocketAddr::new(k.client, 0).to_string(),
+                            virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
+                            real: SocketAddr::new(t.dest.addr, dport).to_string(),
+                            state: state.into(),
+                            expires_ms: t.expires.saturating_sub(now),
+                        },
+                        ConnCursor::Template(si, i + 1),
+                    )
+                });
+        }
         if out.matched > out.connections.len() {
             out.next = last.map(ConnCursor::encode);
         }
@@ -663,6 +671,10 @@ mod tests {
         }
         assert_eq!(seen.len(), 500);
         assert_eq!(pages, 500usize.div_ceil(37));
+        // A page stops at the first match past it: `matched` is the page and one more.
+        let page = ConnList::collect(&t, 0, 37, &ConnFilter::default(), None);
+        assert_eq!(page.matched, 38);
+        assert!(page.next.is_some());
     }
 
     #[test]
