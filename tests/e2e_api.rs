@@ -997,3 +997,138 @@ fn expire_nodest_conn_decides_whether_a_removed_servers_connections_stay() {
     assert_eq!(code, 400, "{msg}");
     assert!(msg.contains("conn_reuse_mode"), "{msg}");
 }
+
+/// `-S` then `-R` is a full backup: a configuration using every option `wvs adm` can
+/// express (persistence, flags, helpers, every forwarding method with its options, hints,
+/// thresholds, a sorry server, local addresses, a UDP policy, checks with every field) is
+/// saved, cleared, restored, and saved again to the same text.
+#[test]
+fn save_then_restore_gives_back_every_option() {
+    let topo = Topo::new("sr", false);
+    let cfg = topo.dir.join("all.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[[service]]
+protocol = "tcp"
+address = "{VIP}:80"
+scheduler = "sh"
+flags = ["sh-port", "sh-fallback"]
+persistent = 300
+netmask = "255.255.255.0"
+helpers = ["proxy-v2"]
+laddrs = ["198.19.0.100"]
+check = {{ type = "http", path = "/health", host = "www.example", status = ["200", "301-302"], digest = "9b3a0c85a887a256d6939da88aabd8cd", contains = "it's ok", port = 8080, interval = 2.5, timeout = 1, rise = 2, fall = 3, inhibit_on_failure = true }}
+[[service.real]]
+address = "198.19.0.11:80"
+forward = "nat"
+weight = 3
+hint = 77
+upper_threshold = 100
+lower_threshold = 50
+[[service.real]]
+address = "198.19.0.12:80"
+forward = "tunnel"
+tun_type = "gue"
+tun_port = 6080
+tun_csum = "remcsum"
+[[service.real]]
+address = "198.19.0.13:80"
+forward = "fullnat"
+check = {{ type = "tcp", port = 81 }}
+[[service.real]]
+address = "198.19.0.14:80"
+forward = "nat"
+sorry = true
+
+[[service]]
+protocol = "udp"
+address = "{VIP}:53"
+scheduler = "rr"
+udp_on_failure = "move"
+check = {{ type = "dns", name = "example.", qtype = "A", interval = 3 }}
+[[service.real]]
+address = "198.19.0.11:53"
+forward = "dr"
+check = {{ type = "udp", payload = "ping me", expect = "pong" }}
+"#
+        ),
+    )
+    .expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    let first = w.adm_ok(&["-S", "-n"]);
+    for want in [
+        "--hint 77",
+        "--sorry",
+        "--check-status 200,301-302",
+        "--check-digest 9b3a0c85a887a256d6939da88aabd8cd",
+        "--check-host www.example",
+        "--check-contains 'it'\\''s ok'",
+        "--udp-on-failure move",
+        "--check-qtype A",
+        "--check-payload 'ping me'",
+    ] {
+        assert!(first.contains(want), "-S lacks {want}:\n{first}");
+    }
+    w.adm_ok(&["-C"]);
+    assert_eq!(
+        w.get_json("/api/v1/services").as_array().map(Vec::len),
+        Some(0)
+    );
+    let (code, _, err) = w.adm_stdin(&["-R"], &first);
+    assert_eq!(code, 0, "{err}");
+    let again = w.adm_ok(&["-S", "-n"]);
+    assert_eq!(again, first, "-S of the round trip is the original");
+    // -e keeps the hint unless --hint sets it.
+    let vip = format!("{VIP}:80");
+    w.adm_ok(&["-e", "-t", &vip, "-r", "198.19.0.11:80", "-m", "-w", "5"]);
+    let hint = |w: &Wvs| {
+        w.get_json(&format!("/api/v1/services/tcp/{vip}"))["reals"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["address"] == "198.19.0.11:80"))
+            .map(|r| r["hint"].as_u64())
+    };
+    assert_eq!(hint(&w), Some(Some(77)));
+    w.adm_ok(&[
+        "-e",
+        "-t",
+        &vip,
+        "-r",
+        "198.19.0.11:80",
+        "-m",
+        "--hint",
+        "9",
+    ]);
+    assert_eq!(hint(&w), Some(Some(9)));
+}
+
+/// Plugins from the command line: `wvs adm --plugin-load NAME FILE`, `--plugin-list`,
+/// `--plugin-delete NAME`, as the REST API does them.
+#[test]
+fn plugins_are_loaded_listed_and_deleted_by_adm() {
+    let topo = Topo::new("admplg", false);
+    let w = start_empty(&topo);
+    let wasm = env!("WVS_EXAMPLE_LAT2_WASM");
+    let out = w.adm_ok(&["--plugin-load", "lat2", wasm]);
+    assert!(out.contains("lat2"), "{out}");
+    let svc = format!("{VIP}:80");
+    w.adm_ok(&["-A", "-t", &svc, "-s", "lat2"]);
+    let list = w.adm_ok(&["--plugin-list"]);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("lat2 "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("custom") && line.contains(&format!("tcp {svc}")),
+        "{list}"
+    );
+    let (code, _, err) = w.adm(&["--plugin-delete", "lat2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("used by"), "{err}");
+    w.adm_ok(&["-E", "-t", &svc, "-s", "rr"]);
+    w.adm_ok(&["--plugin-delete", "lat2"]);
+    assert!(!w.adm_ok(&["--plugin-list"]).contains("lat2 "));
+    let (code, _, err) = w.adm(&["--plugin-load", "bad", "/nonexistent.wasm"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read /nonexistent.wasm"), "{err}");
+}

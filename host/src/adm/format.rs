@@ -157,6 +157,28 @@ fn check_args(out: &mut String, c: &crate::health::CheckDef) {
     if c.inhibit_on_failure {
         out.push_str(" --inhibit-on-failure");
     }
+    // The rest, as wvs's own options: -S then -R gives the same check back.
+    let q = |v: &str| {
+        if v.is_empty() || v.contains(|ch: char| ch.is_whitespace() || ch == '\'' || ch == '"') {
+            format!("'{}'", v.replace('\'', "'\\''"))
+        } else {
+            v.to_string()
+        }
+    };
+    for (opt, v) in [
+        ("port", c.port.map(|p| p.to_string())),
+        ("host", c.host.clone()),
+        ("status", (!c.status.is_empty()).then(|| c.status.join(","))),
+        ("digest", c.digest.clone()),
+        ("contains", c.contains.clone()),
+        ("payload", c.payload.clone()),
+        ("expect", c.expect.clone()),
+        ("qtype", c.qtype.clone()),
+    ] {
+        if let Some(v) = v {
+            let _ = write!(out, " --check-{opt} {}", q(&v));
+        }
+    }
 }
 
 /// A service's real servers in ipvsadm's order (sorted by address and port), without those
@@ -176,7 +198,7 @@ fn sorted_reals(s: &ServiceView) -> Vec<&crate::api::RealView> {
 /// Every real server of a service, sorted as ipvsadm sorts them (what `-S` saves); not a
 /// sorry server, which ipvsadm's rules cannot express (as keepalived's never reach them).
 fn all_reals(s: &ServiceView) -> Vec<&crate::api::RealView> {
-    let mut reals: Vec<_> = s.reals.iter().filter(|r| !r.sorry).collect();
+    let mut reals: Vec<_> = s.reals.iter().collect();
     reals.sort_by_key(|r| r.address.parse::<std::net::SocketAddr>().ok());
     reals
 }
@@ -301,6 +323,9 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
             };
             let _ = write!(out, " --helper {h}");
         }
+        if let Some(u) = &s.udp_on_failure {
+            let _ = write!(out, " --udp-on-failure {u}");
+        }
         if let Some(c) = &s.check {
             check_args(out, c);
         }
@@ -325,6 +350,12 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
                     let csum = r.tun_csum.as_deref().unwrap_or("nocsum");
                     let _ = write!(out, " --tun-{csum}");
                 }
+            }
+            if r.hint != 0 {
+                let _ = write!(out, " --hint {}", r.hint);
+            }
+            if r.sorry {
+                out.push_str(" --sorry");
             }
             if let Some(c) = &r.check {
                 check_args(out, c);

@@ -39,6 +39,7 @@ Usage:
   wvs adm -P|Q virtual-service -z local-address   (full NAT's local addresses, as DPVS's)
   wvs adm -G [virtual-service]
   wvs adm --import-keepalived FILE
+  wvs adm --plugin-load NAME FILE | --plugin-list | --plugin-delete NAME
   wvs adm -h | -v
 
 virtual-service:
@@ -89,6 +90,14 @@ wvs's own:
   --check-timeout S   seconds one whole check may take (connect_timeout; default 5)
   --rise N / --fall N passes that bring a server back (default 1) and failures that take
                       it out (default 2)
+  --check-port P / --check-host H / --check-status CODES / --check-digest MD5 /
+  --check-contains TEXT / --check-payload TEXT / --check-expect TEXT / --check-qtype T /
+  --check-retry N     the rest of a check, as its TOML keys (port, host, status...)
+  --hint N            (with -a/-e) a number custom schedulers read; -e keeps it unless given
+  --udp-on-failure keep|move
+                      (with -A) a failed server's UDP flows stay (IPVS's way) or move
+  --sorry             (with -a) a sorry server: scheduled only while no other can take a
+                      connection (keepalived's sorry_server)
   --drain S           (with -d) remove the server gracefully: no new connections, its
                       connections go on until they end or S seconds are over
   --inhibit-on-failure  a failed server gets weight 0 (its connections go on) instead of
@@ -98,6 +107,13 @@ wvs's own:
                       servers, checkers and sorry_server; includes followed) as one change,
                       all or nothing: every keyword wvs cannot honour is listed with its
                       file and line and nothing is applied; VRRP sections are skipped
+  --plugin-load NAME FILE
+                      upload a scheduler or helper plugin (a .wasm module) under NAME,
+                      compiled and checked before it is taken; it replaces a plugin of that
+                      name in the services that use it (the built-in ones too)
+  --plugin-list       the plugins: built-in and uploaded, their size and their users
+  --plugin-delete NAME
+                      delete an uploaded plugin no service uses (with its file)
   --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080);
                       https://HOST:PORT when it is served over TLS
   --api-ca FILE       with https: the API's certificate, or its CA's (PEM)
@@ -262,7 +278,9 @@ fn run(a: &Args) -> Result<String, Failure> {
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+                // Words as a shell splits them: -S quotes what has spaces in it.
+                let words: Vec<String> = shlex::split(line)
+                    .ok_or_else(|| usage(format!("line {}: unbalanced quotes: {line}", n + 1)))?;
                 let words = if words.first().is_some_and(|w| w == "ipvsadm") {
                     &words[1..]
                 } else {
@@ -278,6 +296,39 @@ fn run(a: &Args) -> Result<String, Failure> {
             let n = changes.len();
             client.batch(changes)?;
             eprintln!("wvs adm: {n} rules restored");
+        }
+        Cmd::PluginLoad => {
+            let name = a.plugin.clone().unwrap_or_default();
+            let file = a.plugin_file.clone().unwrap_or_default();
+            let wasm = std::fs::read(&file)
+                .map_err(|e| Failure::Api(format!("cannot read {file}: {e}")))?;
+            let _: Option<Vec<crate::api::PluginView>> =
+                client.send("PUT", &format!("/api/v1/plugins/{name}"), Some(wasm))?;
+            out += &format!("plugin {name} loaded from {file}\n");
+        }
+        Cmd::PluginDelete => {
+            let name = a.plugin.clone().unwrap_or_default();
+            let _: Option<()> = client.send("DELETE", &format!("/api/v1/plugins/{name}"), None)?;
+        }
+        Cmd::PluginList => {
+            let all: Vec<crate::api::PluginView> = client.get("/api/v1/plugins")?;
+            out += &format!(
+                "{:<16} {:<8} {:>8}  {}\n",
+                "Name", "Kind", "Bytes", "Used by"
+            );
+            for p in all {
+                out += &format!(
+                    "{:<16} {:<8} {:>8}  {}\n",
+                    p.name,
+                    p.kind,
+                    p.bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                    if p.used_by.is_empty() {
+                        "-".to_string()
+                    } else {
+                        p.used_by.join(", ")
+                    }
+                );
+            }
         }
         Cmd::ImportKeepalived => {
             let file = a.import.clone().unwrap_or_default();
@@ -321,7 +372,26 @@ fn run(a: &Args) -> Result<String, Failure> {
             };
             let _: crate::api::Zeroed = client.post(&path)?;
         }
-        _ => client.batch(vec![change(a)?])?,
+        _ => {
+            let mut c = change(a)?;
+            // -e sets what ipvsadm's -e sets; the hint (wvs's own) stays unless --hint.
+            if let (
+                Change::EditReal {
+                    protocol,
+                    address,
+                    real,
+                },
+                None,
+            ) = (&mut c, a.hint)
+            {
+                let svc: ServiceView =
+                    client.get(&format!("/api/v1/services/{protocol}/{address}"))?;
+                if let Some(r) = svc.reals.iter().find(|r| r.address == real.address) {
+                    real.hint = r.hint;
+                }
+            }
+            client.batch(vec![c])?
+        }
     }
     Ok(out)
 }
@@ -380,7 +450,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
         netmask: a.netmask.clone(),
         helpers: a.helper.as_deref().map(parse_helpers),
         check: None,
-        udp_on_failure: None,
+        udp_on_failure: a.udp_on_failure.clone(),
         laddrs: Vec::new(),
         reals: vec![],
     };
@@ -427,9 +497,9 @@ fn change(a: &Args) -> Result<Change, Failure> {
             tun_csum: a.tun_csum.map(|c| c.trim_start_matches("tun-").to_string()),
             upper_threshold: a.u_threshold.unwrap_or(0),
             lower_threshold: a.l_threshold.unwrap_or(0),
-            hint: 0,
+            hint: a.hint.unwrap_or(0),
             check: check.clone(),
-            sorry: false,
+            sorry: a.sorry,
         })
     };
     Ok(match cmd {
@@ -618,6 +688,32 @@ impl Client {
         self.answer(r)
     }
 
+    /// A `PUT` with a module's bytes, or a `DELETE`; an empty answer (204) is `None`.
+    fn send<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Option<T>, Failure> {
+        let token = self.token()?;
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {token}");
+        let r = match (method, body) {
+            ("PUT", Some(b)) => self
+                .agent
+                .put(url)
+                .header("Authorization", &auth)
+                .header("Content-Type", "application/wasm")
+                .send(&b[..]),
+            _ => self.agent.delete(url).header("Authorization", &auth).call(),
+        }
+        .map_err(|e| self.unreachable(e))?;
+        if r.status() == ureq::http::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        self.answer(r).map(Some)
+    }
+
     fn batch(&self, changes: Vec<Change>) -> Result<(), Failure> {
         let token = self.token()?;
         let r = self
@@ -639,9 +735,10 @@ fn check_def(a: &Args) -> Result<Option<crate::health::CheckDef>, Failure> {
             || a.rise.is_some()
             || a.fall.is_some()
             || a.inhibit_on_failure
+            || !a.check_more.is_empty()
         {
             return Err(usage(
-                "--check-interval, --check-timeout, --rise, --fall and --inhibit-on-failure need --check",
+                "--check-interval, --check-timeout, --rise, --fall, --inhibit-on-failure and the other --check-* options need --check",
             ));
         }
         return Ok(None);
@@ -665,6 +762,23 @@ fn check_def(a: &Args) -> Result<Option<crate::health::CheckDef>, Failure> {
     d.rise = a.rise;
     d.fall = a.fall;
     d.inhibit_on_failure = a.inhibit_on_failure;
+    for (key, v) in &a.check_more {
+        let num = |v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| usage(format!("illegal check {key} specified: {v:?}")))
+        };
+        match *key {
+            "port" => d.port = Some(num(v)?),
+            "retry" => d.retry = Some(num(v)?),
+            "host" => d.host = Some(v.clone()),
+            "status" => d.status = v.split(',').map(str::to_string).collect(),
+            "digest" => d.digest = Some(v.clone()),
+            "contains" => d.contains = Some(v.clone()),
+            "payload" => d.payload = Some(v.clone()),
+            "expect" => d.expect = Some(v.clone()),
+            _ => d.qtype = Some(v.clone()),
+        }
+    }
     Ok(Some(d))
 }
 

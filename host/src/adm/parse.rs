@@ -44,6 +44,12 @@ pub enum Cmd {
     GetLaddr,
     /// --import-keepalived FILE (wvs's own)
     ImportKeepalived,
+    /// --plugin-load NAME FILE (wvs's own)
+    PluginLoad,
+    /// --plugin-list (wvs's own)
+    PluginList,
+    /// --plugin-delete NAME (wvs's own)
+    PluginDelete,
 }
 
 /// Forwarding method flags.
@@ -140,6 +146,20 @@ pub struct Args {
     pub token_file: Option<String>,
     /// --import-keepalived FILE (wvs's own).
     pub import: Option<String>,
+    /// --hint N (wvs's own, with -a/-e): the number custom schedulers read.
+    pub hint: Option<u32>,
+    /// --udp-on-failure keep|move (wvs's own, with -A): a failed server's UDP flows.
+    pub udp_on_failure: Option<String>,
+    /// --sorry (wvs's own, with -a): a sorry server (keepalived's `sorry_server`).
+    pub sorry: bool,
+    /// --check-port, --check-host, --check-status, --check-digest, --check-contains,
+    /// --check-payload, --check-expect, --check-qtype, --check-retry (wvs's own): the rest
+    /// of a health check, as its TOML keys.
+    pub check_more: Vec<(&'static str, String)>,
+    /// --plugin-load NAME FILE / --plugin-delete NAME: the plugin's name.
+    pub plugin: Option<String>,
+    /// --plugin-load NAME FILE: the module's file.
+    pub plugin_file: Option<String>,
 }
 
 /// A usage error, with ipvsadm's wording where it has one.
@@ -234,6 +254,21 @@ const OPTS: &[Opt] = &[
     opt(None, "token-file", ArgKind::Required),
     opt(None, "api-ca", ArgKind::Required),
     opt(None, "import-keepalived", ArgKind::Required),
+    opt(None, "hint", ArgKind::Required),
+    opt(None, "sorry", ArgKind::None),
+    opt(None, "udp-on-failure", ArgKind::Required),
+    opt(None, "check-port", ArgKind::Required),
+    opt(None, "check-host", ArgKind::Required),
+    opt(None, "check-status", ArgKind::Required),
+    opt(None, "check-digest", ArgKind::Required),
+    opt(None, "check-contains", ArgKind::Required),
+    opt(None, "check-payload", ArgKind::Required),
+    opt(None, "check-expect", ArgKind::Required),
+    opt(None, "check-qtype", ArgKind::Required),
+    opt(None, "check-retry", ArgKind::Required),
+    opt(None, "plugin-load", ArgKind::Required),
+    opt(None, "plugin-list", ArgKind::None),
+    opt(None, "plugin-delete", ArgKind::Required),
 ];
 
 const fn opt(short: Option<char>, long: &'static str, arg: ArgKind) -> Opt {
@@ -351,6 +386,15 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                     set_cmd(&mut a, Cmd::ImportKeepalived)?;
                     a.import = Some(v);
                 }
+                "plugin-load" => {
+                    set_cmd(&mut a, Cmd::PluginLoad)?;
+                    a.plugin = Some(v);
+                }
+                "plugin-list" => set_cmd(&mut a, Cmd::PluginList)?,
+                "plugin-delete" => {
+                    set_cmd(&mut a, Cmd::PluginDelete)?;
+                    a.plugin = Some(v);
+                }
                 "fullnat" => a.fwd = Some(Fwd::FullNat),
                 "timeout" => a.timeout = true,
                 "tcp-service" | "udp-service" => {
@@ -408,6 +452,18 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
                 }
                 "tun-info" => a.tun_info = true,
                 "check" => a.check = Some(v),
+                "hint" => a.hint = Some(number("hint", &v, u32::MAX)?),
+                "sorry" => a.sorry = true,
+                "udp-on-failure" => a.udp_on_failure = Some(v),
+                "check-port" => a.check_more.push(("port", v)),
+                "check-host" => a.check_more.push(("host", v)),
+                "check-status" => a.check_more.push(("status", v)),
+                "check-digest" => a.check_more.push(("digest", v)),
+                "check-contains" => a.check_more.push(("contains", v)),
+                "check-payload" => a.check_more.push(("payload", v)),
+                "check-expect" => a.check_more.push(("expect", v)),
+                "check-qtype" => a.check_more.push(("qtype", v)),
+                "check-retry" => a.check_more.push(("retry", v)),
                 "check-interval" => a.check_interval = Some(v),
                 "check-timeout" => a.check_timeout = Some(v),
                 "rise" => a.rise = Some(number("rise", &v, 100)?),
@@ -465,6 +521,12 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
             };
         }
         a.timeouts = Some(t);
+    }
+    if a.cmd == Some(Cmd::PluginLoad) {
+        a.plugin_file = Some(
+            rest.next()
+                .ok_or_else(|| usage("--plugin-load takes a name and a .wasm file"))?,
+        );
     }
     if let Some(w) = rest.next() {
         return Err(usage(format!("unexpected argument {w}")));
