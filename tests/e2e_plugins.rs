@@ -584,3 +584,51 @@ fn a_plugin_that_compiles_too_long_or_too_big_is_refused_and_the_api_goes_on() {
         assert_eq!(code, 201, "{msg}");
     }
 }
+
+/// The plugin template, copied out of the repository as a user would (its `wvs-sdk` path
+/// pointed at this checkout's `sdk`), builds with the command its Cargo.toml gives, loads
+/// with `wvs adm --plugin-load` and schedules.
+#[test]
+fn the_plugin_template_builds_outside_the_repository_and_loads() {
+    let topo = Topo::new("tmpl", false);
+    let dir = topo.dir.join("mysched");
+    std::fs::create_dir_all(dir.join("src")).expect("dir");
+    let src = root().join("examples/plugin-template");
+    let toml = std::fs::read_to_string(src.join("Cargo.toml")).expect("template");
+    let sdk = root().join("sdk");
+    let toml = toml.replace("../../sdk", sdk.to_str().expect("path"));
+    std::fs::write(dir.join("Cargo.toml"), toml).expect("Cargo.toml");
+    std::fs::copy(src.join("src/lib.rs"), dir.join("src/lib.rs")).expect("lib.rs");
+    let out = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--offline",
+            "-q",
+        ])
+        .current_dir(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("cargo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = dir.join("target/wasm32-unknown-unknown/release/my_sched.wasm");
+    let cfg = topo.dir.join("empty.toml");
+    std::fs::write(&cfg, "# none\n").expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    w.adm_ok(&["--plugin-load", "mysched", wasm.to_str().expect("path")]);
+    let svc = format!("{VIP}:80");
+    w.adm_ok(&["-A", "-t", &svc, "-s", "mysched"]);
+    for i in 1..=3 {
+        w.adm_ok(&["-a", "-t", &svc, "-r", &format!("198.19.0.1{i}:80"), "-m"]);
+    }
+    let t = get(&topo, 6);
+    assert_eq!(t.values().sum::<usize>(), 6, "{t:?}");
+    let v = w.get_json(&format!("/api/v1/services/tcp/{svc}"));
+    assert_eq!(v["scheduler_runs"], "wasm", "{v}");
+}
