@@ -137,7 +137,7 @@ fn a_second_wvs_on_the_same_state_directory_is_refused() {
         ],
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("chmod 700"), "{err}");
+    assert!(!out.status.success() && err.contains("use 0700"), "{err}");
 }
 
 /// A tmpfs mounted for a test, unmounted when dropped (also when the test fails).
@@ -214,4 +214,47 @@ fn a_read_only_or_full_state_disk_serves_the_saved_state_and_refuses_changes() {
         let list = w.adm_ok(&["-L", "-n"]);
         assert!(!list.contains(other), "{how}: nothing of it runs: {list}");
     }
+}
+
+/// SIGHUP applies the file's own changes and keeps `wvs adm`'s edits elsewhere: an
+/// unchanged file changes nothing (the edits stay), an edited file changes what it edits.
+#[test]
+fn sighup_applies_the_files_changes_and_keeps_adms_edits() {
+    let topo = Topo::new("hup", false);
+    let cfg = topo.dir.join("wvs.toml");
+    std::fs::write(&cfg, service(&[1, 2, 3])).expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    let other = "198.18.100.2:80";
+    w.adm_ok(&["-A", "-t", other, "-s", "rr"]);
+    w.adm_ok(&["--set", "900", "0", "0"]);
+    w.adm_ok(&[
+        "-e",
+        "-t",
+        &format!("{VIP}:80"),
+        "-r",
+        "198.19.0.13:80",
+        "-m",
+        "-w",
+        "0",
+    ]);
+    // The file as it was: nothing changes.
+    w.reload(&cfg, &service(&[1, 2, 3]));
+    let list = w.adm_ok(&["-L", "-n"]);
+    assert!(list.contains(other), "the added service stays: {list}");
+    assert!(
+        list.lines()
+            .any(|l| l.contains("198.19.0.13:80") && l.contains(" 0 ")),
+        "the edited weight stays: {list}"
+    );
+    assert!(w.adm_ok(&["-L", "--timeout"]).contains("900"));
+    // The file drops a server of its service: that service becomes the file's, the rest
+    // stays.
+    w.reload(&cfg, &service(&[1, 2]));
+    assert!(w.log_text().contains("SIGHUP: service"), "{}", w.log_text());
+    let list = w.adm_ok(&["-L", "-n"]);
+    assert!(!list.contains("198.19.0.13"), "{list}");
+    assert!(list.contains(other), "{list}");
+    assert!(w.adm_ok(&["-L", "--timeout"]).contains("900"));
+    let t = Topo::tally((0..4).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(t.len(), 2, "{t:?}");
 }

@@ -1201,6 +1201,74 @@ impl Config {
         Ok(())
     }
 
+    /// What a reload of the configuration file gives (SIGHUP): the file's changes since it
+    /// was last applied (`base` to `new`) applied to the running configuration (`self`).
+    /// What changed only in the running one (`wvs adm`, the API, `--set`) stays; where the
+    /// file changed the same service, plugin or setting, the file wins. Returns the result
+    /// and one line per change, for the log.
+    pub fn merge_file(&self, base: &Config, new: &Config) -> (Config, Vec<String>) {
+        let mut out = self.clone();
+        let mut said = Vec::new();
+        // Services, by key, in the running order; new ones after.
+        let key_of = |c: &Config, k: ServiceKey| c.services.iter().position(|s| s.key() == k);
+        for b in &base.services {
+            if key_of(new, b.key()).is_none() && key_of(&out, b.key()).is_some() {
+                out.services.retain(|s| s.key() != b.key());
+                said.push(format!("service {} removed", b.key()));
+            }
+        }
+        for n in &new.services {
+            let before = key_of(base, n.key()).map(|i| &base.services[i]);
+            if before == Some(n) {
+                continue;
+            }
+            match key_of(&out, n.key()) {
+                Some(i) => {
+                    if out.services[i] != *n {
+                        out.services[i] = n.clone();
+                        said.push(format!("service {} replaced by the file's", n.key()));
+                    }
+                }
+                None => {
+                    out.services.push(n.clone());
+                    said.push(format!("service {} added", n.key()));
+                }
+            }
+        }
+        // Plugins, by name.
+        for b in &base.plugins {
+            if !new.plugins.iter().any(|p| p.name == b.name) {
+                let n = out.plugins.len();
+                out.plugins.retain(|p| p != b);
+                if out.plugins.len() != n {
+                    said.push(format!("plugin {} removed", b.name));
+                }
+            }
+        }
+        for p in &new.plugins {
+            if base.plugins.contains(p) {
+                continue;
+            }
+            out.plugins.retain(|o| o.name != p.name);
+            out.plugins.push(p.clone());
+            said.push(format!("plugin {} from {}", p.name, p.path.display()));
+        }
+        // Settings, each whole.
+        if new.timeouts != base.timeouts && out.timeouts != new.timeouts {
+            out.timeouts = new.timeouts;
+            said.push("timeouts".into());
+        }
+        if new.sysctl != base.sysctl && out.sysctl != new.sysctl {
+            out.sysctl = new.sysctl;
+            said.push("sysctl".into());
+        }
+        if new.defense != base.defense && out.defense != new.defense {
+            out.defense = new.defense;
+            said.push("defense".into());
+        }
+        (out, said)
+    }
+
     /// The service with this identity.
     pub fn service(&self, id: ServiceId) -> Option<&ServiceSpec> {
         self.services.iter().find(|s| s.key() == id)
@@ -1561,5 +1629,43 @@ mod tests {
             e.to_string().contains("1025 real servers: at most 1024"),
             "{e}"
         );
+    }
+
+    /// A reload applies the file's own changes and keeps the operator's edits elsewhere.
+    #[test]
+    fn a_reload_merges_the_files_changes_into_the_running_configuration() {
+        let svc = |port: u16, sched: &str| {
+            format!(
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:{port}'\nscheduler='{sched}'\n\
+                 [[service.real]]\naddress='198.19.0.11'\n"
+            )
+        };
+        let base = parse(&(svc(80, "rr") + &svc(81, "rr") + &svc(82, "rr"))).unwrap();
+        // The operator: 80 edited (wlc), 90 added, --set timeouts.
+        let mut running =
+            parse(&(svc(80, "wlc") + &svc(81, "rr") + &svc(82, "rr") + &svc(90, "rr"))).unwrap();
+        running.timeouts.tcp = 42;
+        // The file: 81 changed (sh), 82 removed, 83 added.
+        let new = parse(&(svc(80, "rr") + &svc(81, "sh") + &svc(83, "rr"))).unwrap();
+        let (out, said) = running.merge_file(&base, &new);
+        let got: Vec<(u16, &str)> = out
+            .services
+            .iter()
+            .map(|s| (s.port, s.scheduler.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [(80, "wlc"), (81, "sh"), (90, "rr"), (83, "rr")],
+            "{said:?}"
+        );
+        assert_eq!(
+            out.timeouts.tcp, 42,
+            "--set kept: the file did not change timeouts"
+        );
+        assert_eq!(said.len(), 3, "{said:?}");
+        // The file changing the operator's service wins there.
+        let new2 = parse(&(svc(80, "sed") + &svc(81, "rr") + &svc(82, "rr"))).unwrap();
+        let (out, _) = running.merge_file(&base, &new2);
+        assert_eq!(out.services[0].scheduler, "sed");
     }
 }

@@ -173,6 +173,18 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         Some(st) => st.load()?,
         None => None,
     };
+    // The file as it is now: what a SIGHUP compares the file with, to apply its changes.
+    let file_base = opts.config.as_ref().and_then(|p| match config::load(p) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if saved.is_some() {
+                tracing::warn!(
+                    "--config does not load now (a SIGHUP will apply it whole once it does): {e}"
+                );
+            }
+            None
+        }
+    });
     let cfg = match saved {
         Some(c) => {
             let st = state
@@ -182,7 +194,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             if opts.config.is_some() {
                 tracing::warn!(
                     state = st,
-                    "the saved state is restored; --config applies on SIGHUP"
+                    "the saved state is restored; --config applies on SIGHUP (the file's \
+                     changes from now on, merged into the running configuration)"
                 );
             }
             tracing::info!(
@@ -366,6 +379,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
     let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
     control.set_allow_misc(opts.allow_misc_checks);
+    control.set_file_base(file_base);
     // A full or read-only disk does not stop a start that loaded a valid state: wvs
     // serves it, and each change that cannot be saved is refused with the reason.
     if let Err(e) = control.save() {
@@ -866,17 +880,40 @@ fn reload(path: &Option<PathBuf>, control: &mut Controller) {
         tracing::warn!("SIGHUP: no --config file to reload; keeping the running configuration");
         return;
     };
-    let cfg = match config::load(p) {
+    let file = match config::load(p) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {e}");
             return;
         }
     };
-    let (services, plugins) = (cfg.services.len(), cfg.plugins.len());
-    match control.apply(cfg) {
+    // The file's changes since it was last applied, merged into the running configuration:
+    // what `wvs adm` and the API changed elsewhere stays (docs/running.md).
+    let base = control.file_base().cloned().unwrap_or_default();
+    let (next, changes) = control.config().merge_file(&base, &file);
+    if changes.is_empty() {
+        control.set_file_base(Some(file));
+        tracing::info!(
+            config = %p.display(),
+            changes = 0,
+            "configuration reloaded (the file has not changed since it was applied)"
+        );
+        return;
+    }
+    let (services, plugins) = (next.services.len(), next.plugins.len());
+    match control.apply(next) {
         Ok(()) => {
-            tracing::info!(config = %p.display(), services, plugins, "configuration reloaded")
+            for c in &changes {
+                tracing::info!(config = %p.display(), "SIGHUP: {c}");
+            }
+            control.set_file_base(Some(file));
+            tracing::info!(
+                config = %p.display(),
+                services,
+                plugins,
+                changes = changes.len(),
+                "configuration reloaded"
+            )
         }
         Err(e) => tracing::error!("SIGHUP: configuration not reloaded, the running one stays: {e}"),
     }

@@ -85,6 +85,9 @@ pub struct Controller {
     draining: Vec<Drain>,
     /// Changes (the API, `wvs adm`) may add misc health checks (`--allow-misc-checks`).
     allow_misc: bool,
+    /// The `--config` file as last applied (or read at start): a reload applies what
+    /// changed in it since.
+    file_base: Option<Config>,
 }
 
 /// The programs of the misc health checks of `cfg`'s services and real servers.
@@ -130,7 +133,18 @@ impl Controller {
             state,
             draining: Vec::new(),
             allow_misc: false,
+            file_base: None,
         }
+    }
+
+    /// The `--config` file as last applied.
+    pub fn file_base(&self) -> Option<&Config> {
+        self.file_base.as_ref()
+    }
+
+    /// Record the `--config` file as applied.
+    pub fn set_file_base(&mut self, c: Option<Config>) {
+        self.file_base = c;
     }
 
     /// Let changes add misc health checks (`--allow-misc-checks`).
