@@ -635,3 +635,104 @@ fn a_real_server_whose_mac_address_changes_is_followed() {
     w.wait_log("mac=02:00:00:00:aa:01", Duration::from_secs(5));
     served_by_rs1(&topo, 3);
 }
+
+/// The system calls of a `systemd-analyze syscall-filter` group, its groups expanded.
+fn syscall_group(group: &str, out: &mut std::collections::BTreeSet<String>) {
+    let o = Command::new("systemd-analyze")
+        .args(["syscall-filter", group])
+        .output()
+        .expect("systemd-analyze syscall-filter");
+    assert!(o.status.success(), "{group}");
+    for l in String::from_utf8_lossy(&o.stdout).lines().skip(1) {
+        let w = l.trim();
+        if w.is_empty() || w.starts_with('#') {
+            continue;
+        }
+        if w.starts_with('@') {
+            syscall_group(w, out);
+        } else {
+            out.insert(w.to_string());
+        }
+    }
+}
+
+/// The unit's `SystemCallFilter=` holds every system call wvs makes: wvs traced (with nft,
+/// the plugin compiler and the socket broker it starts) while it starts, forwards, takes a
+/// change, compiles an upload, reloads and stops.
+#[test]
+fn every_system_call_wvs_makes_is_in_the_units_filter() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/wvs.service"))
+        .expect("unit");
+    let mut allowed = std::collections::BTreeSet::new();
+    for w in unit_words(&unit, "SystemCallFilter") {
+        if w.starts_with('@') {
+            syscall_group(&w, &mut allowed);
+        } else {
+            allowed.insert(w);
+        }
+    }
+    assert!(allowed.contains("io_uring_enter") && allowed.contains("openat"));
+    let topo = Topo::new("scall", false);
+    let trace = topo.dir.join("strace.log");
+    let cfg = topo.dir.join("one.toml");
+    std::fs::write(&cfg, format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n[[service.real]]\naddress = \"198.19.0.11:80\"\nforward = \"nat\"\n")).expect("config");
+    let tr = trace.to_str().expect("path");
+    let mut w = Wvs::start_wrapped(
+        &topo,
+        Some(&cfg),
+        &[],
+        &[],
+        &["strace", "-f", "-qq", "-o", tr, "--"],
+    );
+    for _ in 0..3 {
+        topo.curl(&format!("http://{VIP}/"));
+    }
+    w.adm_ok(&[
+        "-a",
+        "-t",
+        &format!("{VIP}:80"),
+        "-r",
+        "198.19.0.12:80",
+        "-m",
+    ]);
+    w.adm_ok(&["--plugin-load", "lat2", env!("WVS_EXAMPLE_LAT2_WASM")]);
+    // Signals go to wvs itself, strace's child.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", w.pid()))
+        .expect("strace's children");
+    let pid = children
+        .split_whitespace()
+        .next()
+        .expect("wvs under strace")
+        .to_string();
+    let kill = |sig: &str| {
+        let st = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    };
+    kill("-HUP");
+    w.wait_log("configuration reloaded", std::time::Duration::from_secs(10));
+    kill("-TERM");
+    let t0 = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "wvs stops"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    w.stop();
+    let log = std::fs::read_to_string(&trace).expect("trace");
+    let re = regex::Regex::new(r"^\d+\s+([a-z0-9_]+)\(").expect("re");
+    let made: std::collections::BTreeSet<String> = log
+        .lines()
+        .filter_map(|l| re.captures(l).map(|c| c[1].to_string()))
+        .collect();
+    assert!(made.len() > 30, "traced: {made:?}");
+    let outside: Vec<&String> = made.iter().filter(|s| !allowed.contains(*s)).collect();
+    assert!(
+        outside.is_empty(),
+        "system calls the unit's filter refuses: {outside:?}"
+    );
+}
