@@ -20,9 +20,40 @@ pub fn rs_mac(last: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 1, last]
 }
 
-/// NAT (TCP 80, rr; UDP 9000 with a one-packet scheduler), full NAT (TCP 81), DR (TCP 82),
-/// persistence (TCP 83), and FTP's helper-less control port: every kind of state.
+/// NAT (TCP 80, rr; UDP 9000), full NAT (TCP 81), DR (TCP 82), persistence (TCP 83), FTP
+/// with the built-in `ftp` helper (TCP 21: payload rewriting, sequence and SACK
+/// adjustment, expected connections), tunnels (TCP 84: IPIP and GUE with checksums) and a
+/// full-NAT service with `proxy-v2` (TCP 85): every kind of state.
 const SERVICES: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.100.1:21"
+scheduler = "rr"
+[[service.real]]
+address = "198.19.0.16:21"
+forward = "nat"
+[[service]]
+protocol = "tcp"
+address = "198.18.100.1:84"
+scheduler = "rr"
+[[service.real]]
+address = "198.19.0.17:84"
+forward = "tunnel"
+[[service.real]]
+address = "198.19.0.18:84"
+forward = "tunnel"
+tun_type = "gue"
+tun_port = 6080
+tun_csum = "csum"
+[[service]]
+protocol = "tcp"
+address = "198.18.100.1:85"
+scheduler = "rr"
+helpers = ["proxy-v2"]
+laddrs = ["198.19.0.201"]
+[[service.real]]
+address = "198.19.0.19:85"
+forward = "fullnat"
 [[service]]
 protocol = "tcp"
 address = "198.18.100.1:80"
@@ -75,7 +106,24 @@ impl Harness {
     /// A fresh one, with a small table (so that fuzzing meets a full one too).
     pub fn new() -> Self {
         let cfg = wvs::config::parse(SERVICES).expect("the fuzz harness's services");
-        let snap = Snapshot::build_native(&cfg.services, &Snapshot::default());
+        // The built-in helpers as the daemon runs them: wasm, in a runtime of their own.
+        let runtime = wvs::plugin::Runtime::new(None).expect("plugin runtime");
+        let helpers: Vec<wvs::plugin::Plugin> = wvs::plugin::builtin::BUILTIN
+            .iter()
+            .filter(|(n, _)| wvs::consts::BUILTIN_HELPERS.contains(n))
+            .map(|(n, w)| runtime.compile(n, w).expect("a built-in helper"))
+            .collect();
+        let snap = Snapshot::build_with_helpers(
+            &cfg.services,
+            &cfg.timeouts,
+            &Snapshot::default(),
+            &|n| {
+                wvs::service::SchedChoice::native(
+                    wvs::model::Scheduler::from_name(n).unwrap_or(wvs::model::Scheduler::Wlc),
+                )
+            },
+            &|n| helpers.iter().find(|p| p.name == n).cloned(),
+        );
         for d in snap.dests() {
             if let IpAddr::V4(a) = d.addr {
                 d.set_next_hop(Some(NextHop {
@@ -92,14 +140,17 @@ impl Harness {
         Self { dp, snap, conns }
     }
 
-    /// Run one frame: `meta`'s bit 0 picks the interface, bit 1 a partial checksum, bit 2
-    /// a GSO size; the buffer has room for answers and segments.
+    /// Run one frame: `meta`'s bit 0 picks the interface, bit 1 a partial checksum (or,
+    /// without it, the XDP backend's rule: a checksum field holding the pseudo-header
+    /// sum is taken as partial), bit 2 a GSO size; the buffer has room for answers and
+    /// segments.
     pub fn run(&self, now: u64, meta: u8, frame: &[u8]) {
         let mut buf = vec![0u8; frame.len().max(2048) + 256];
         buf[..frame.len()].copy_from_slice(frame);
+        let xdp_partial = wvs::io::xdp::partial_csum(frame).is_some();
         let m = RxMeta {
             iface: meta & 1,
-            csum: if meta & 2 != 0 {
+            csum: if meta & 2 != 0 || xdp_partial {
                 CsumMode::Partial
             } else {
                 CsumMode::Complete
@@ -169,6 +220,114 @@ pub fn seed_frames() -> Vec<(u8, Vec<u8>)> {
             ),
         ));
     }
+    // FTP through the helper: the control connection's handshake, PASV and its reply
+    // (rewritten, an expected connection), PORT and EPRT (expected connections), the
+    // passive data connection; then the tunnel and proxy-v2 services' handshakes and data.
+    let ftp_srv = [198, 19, 0, 16];
+    let seg = |from_client: bool, flags: u8, seq: u32, ack: u32, data: &[u8]| {
+        let b = if from_client {
+            PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+                .ipv4(client, vip, 64)
+                .tcp(40021, 21, seq, 65535)
+        } else {
+            PacketBuilder::ethernet2(rs_mac(16), SERVER_IF_MAC)
+                .ipv4(ftp_srv, client, 64)
+                .tcp(21, 40021, seq, 65535)
+        };
+        let b = match flags {
+            0 => b.syn(),
+            1 => b.syn().ack(ack),
+            _ => b.psh().ack(ack),
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, data).expect("frame");
+        (u8::from(!from_client), v)
+    };
+    let (c0, s0) = (1000u32, 5000u32);
+    out.push(seg(true, 0, c0, 0, b""));
+    out.push(seg(false, 1, s0, c0 + 1, b""));
+    out.push(seg(true, 2, c0 + 1, s0 + 1, b""));
+    let pasv = b"PASV\r\n";
+    out.push(seg(true, 2, c0 + 1, s0 + 1, pasv));
+    let reply = b"227 Entering Passive Mode (198,19,0,16,195,80).\r\n";
+    out.push(seg(false, 2, s0 + 1, c0 + 7, reply));
+    let port = b"PORT 198,18,0,2,4,1\r\n";
+    out.push(seg(true, 2, c0 + 7, s0 + 1 + reply.len() as u32, port));
+    let eprt = b"EPRT |1|198.18.0.2|5000|\r\n";
+    out.push(seg(
+        true,
+        2,
+        c0 + 7 + port.len() as u32,
+        s0 + 1 + reply.len() as u32,
+        eprt,
+    ));
+    out.push(seg(
+        false,
+        2,
+        s0 + 1 + reply.len() as u32,
+        c0 + 7,
+        b"200 PORT ok.\r\n",
+    ));
+    let mut data = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(client, vip, 64)
+        .tcp(40022, 50000, 1, 65535)
+        .syn()
+        .write(&mut data, b"")
+        .expect("frame");
+    out.push((0, data));
+    for port in [84u16, 85] {
+        for f in [0u8, 2, 5] {
+            out.push((
+                0,
+                tcp(
+                    CLIENT_MAC,
+                    CLIENT_IF_MAC,
+                    (client, 40100),
+                    (vip, port),
+                    f,
+                    b"GET /x HTTP/1.0\r\n\r\n",
+                ),
+            ));
+        }
+        // A GSO super-packet's worth of data (meta bit 2: a 1400-byte GSO size).
+        out.push((
+            4,
+            tcp(
+                CLIENT_MAC,
+                CLIENT_IF_MAC,
+                (client, 40100),
+                (vip, port),
+                5,
+                &[b'x'; 3000],
+            ),
+        ));
+    }
+    out.push((
+        4,
+        tcp(
+            CLIENT_MAC,
+            CLIENT_IF_MAC,
+            (client, 40000),
+            (vip, 80),
+            5,
+            &[b'y'; 4000],
+        ),
+    ));
+    // A fragment (more fragments set) of a datagram to the UDP service.
+    let mut frag = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(client, vip, 64)
+        .udp(41001, 9000)
+        .write(&mut frag, &[b'z'; 64])
+        .expect("frame");
+    frag[14 + 6] |= 0x20;
+    let c = {
+        frag[14 + 10..14 + 12].fill(0);
+        wvs::wire::checksum::compute(&frag[14..34])
+    };
+    frag[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    out.push((0, frag));
     let mut udp = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
         .ipv4(client, vip, 64)

@@ -200,7 +200,13 @@ impl Controller {
             .collect();
         snap.add_draining(&drains);
         let snap = Arc::new(snap);
-        self.nft.update(&snap)?;
+        if let Err(e) = self.nft.update(&snap) {
+            // An nft killed past its time may have committed: the running table again.
+            if matches!(e, NftError::TimedOut(_)) {
+                self.undo_filters(&old);
+            }
+            return Err(e.into());
+        }
         if let Some(x) = &mut self.xdp
             && let Err(e) = x.update(&snap)
         {
@@ -606,6 +612,25 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
         assert!(c.config().plugins.is_empty());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// An nft killed after it committed the new table: the running one is written again,
+    /// so the kernel's view is the running snapshot's.
+    #[test]
+    fn an_nft_killed_after_committing_is_followed_by_the_running_table() {
+        let (mut c, rec) = controller(None);
+        rec.commit_then_time_out.store(1, Relaxed);
+        let err = c
+            .apply(crate::config::parse(ONE).expect("config"))
+            .expect_err("timed out");
+        assert!(
+            matches!(err, ControlError::Nft(NftError::TimedOut(_))),
+            "{err}"
+        );
+        let s = rec.scripts.lock().clone();
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(s[1], render(&["s0".to_string()], &c.snapshot().load()));
+        assert!(c.config().services.is_empty());
     }
 
     #[test]

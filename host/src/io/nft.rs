@@ -31,6 +31,10 @@ pub enum NftError {
     /// `nft` refused the script.
     #[error("nft failed: {0}")]
     Failed(String),
+    /// `nft` ran past its time and was killed: it may have committed the script first, so
+    /// the caller writes the table it means to keep again.
+    #[error("nft did not finish within {0} ms and was killed")]
+    TimedOut(u64),
 }
 
 /// What runs an nft script: `nft -f -` ([`NftCommand`]), or in tests a recorder that can
@@ -271,35 +275,66 @@ fn nft_path() -> &'static str {
 }
 
 fn run_nft(script: &str, log_errors: bool) -> Result<(), NftError> {
-    let mut child = Command::new(nft_path())
-        .args(["-f", "-"])
+    let limit = std::time::Duration::from_millis(crate::consts::NFT_TIMEOUT_MS);
+    run_program(nft_path(), &["-f", "-"], script, log_errors, limit)
+}
+
+/// Run `program` with `script` on its standard input, within `limit` for all of it.
+fn run_program(
+    program: &str,
+    args: &[&str],
+    script: &str,
+    log_errors: bool,
+    limit: std::time::Duration,
+) -> Result<(), NftError> {
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(NftError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(NftError::Spawn)?;
-    }
-    // Bounded: a hung nft (a netlink socket that never answers) must not hold the control
-    // thread; it is killed and the change fails, all or nothing as any refusal.
+    // The script goes in from a thread of its own, so that an nft that stops reading (a
+    // script past the pipe's buffer, a hung netlink socket) is under the same bound as
+    // one that does not exit; a write that fails (nft gone) ends the thread.
+    let writer = child.stdin.take().map(|mut stdin| {
+        let script = script.to_owned();
+        std::thread::spawn(move || stdin.write_all(script.as_bytes()))
+    });
+    // Bounded: a hung nft must not hold the control thread; it is killed (and reaped) and
+    // the change fails.
     let t0 = std::time::Instant::now();
-    let limit = std::time::Duration::from_millis(crate::consts::NFT_TIMEOUT_MS);
-    while child.try_wait().map_err(NftError::Spawn)?.is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(NftError::Failed(format!(
-                "nft did not finish within {} ms and was killed",
-                crate::consts::NFT_TIMEOUT_MS
-            )));
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if t0.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                if let Some(w) = writer {
+                    let _ = w.join();
+                }
+                return Err(NftError::TimedOut(limit.as_millis() as u64));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(NftError::Spawn(e));
+            }
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    let written = match writer.map(|w| w.join()) {
+        Some(Ok(Err(e))) => Err(e.to_string()),
+        Some(Err(_)) => Err("the writer thread panicked".to_string()),
+        _ => Ok(()),
+    };
     let out = child.wait_with_output().map_err(NftError::Spawn)?;
     if out.status.success() {
+        if let Err(e) = written {
+            return Err(NftError::Failed(format!(
+                "cannot hand the script to nft: {e}"
+            )));
+        }
         Ok(())
     } else {
         let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -318,6 +353,9 @@ pub struct Recorder {
     pub scripts: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
     /// Refuse the next this many scripts.
     pub refuse: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Take the next this many scripts (recorded as the table now) and then time out, as
+    /// an nft killed after it committed.
+    pub commit_then_time_out: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[cfg(test)]
@@ -325,6 +363,13 @@ impl NftRunner for Recorder {
     fn run(&mut self, script: &str, _quiet: bool) -> Result<(), NftError> {
         use std::sync::atomic::Ordering::Relaxed;
         self.scripts.lock().push(script.to_string());
+        if self
+            .commit_then_time_out
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(NftError::TimedOut(1));
+        }
         if self
             .refuse
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
@@ -416,5 +461,26 @@ mod tests {
         assert!(!script.contains("198.19.0.12"), "{script}");
         assert!(!script.contains("198.19.0.13"), "{script}");
         assert!(script.contains("198.18.100.1 . tcp . 80"), "{script}");
+    }
+
+    /// An nft that reads nothing and never exits (here `sleep`, with a script past the
+    /// pipe's buffer): the write is under the bound too; it is killed and reaped in time.
+    #[test]
+    fn a_program_that_reads_nothing_is_killed_within_the_bound() {
+        let script = "x".repeat(1 << 20);
+        let t0 = std::time::Instant::now();
+        let r = run_program(
+            "/bin/sleep",
+            &["30"],
+            &script,
+            false,
+            std::time::Duration::from_millis(300),
+        );
+        assert!(matches!(r, Err(NftError::TimedOut(300))), "{r:?}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }

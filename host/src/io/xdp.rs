@@ -330,19 +330,53 @@ impl std::fmt::Debug for XdpFilter {
 }
 
 impl XdpFilter {
-    /// Make the map hold `snap`'s claims.
+    /// Make the map hold `snap`'s claims; on failure it holds what it held.
     pub fn update(&mut self, snap: &Snapshot) -> Result<(), XdpError> {
         let next = tuples(&Claims::of(snap));
-        for t in next.difference(&self.current) {
-            self.map.insert(*t, 1, 0).map_err(program_err)?;
-        }
-        for t in self.current.difference(&next) {
-            // A tuple already gone is no error: the map is wvs's alone.
-            let _ = self.map.remove(t);
-        }
+        apply_tuples(&mut self.map, &self.current, &next)?;
         self.current = next;
         Ok(())
     }
+}
+
+/// The tuple map as [`apply_tuples`] changes it (the kernel's map, or a test's).
+trait TupleMap {
+    fn put(&mut self, t: Tuple) -> Result<(), XdpError>;
+    fn take(&mut self, t: &Tuple);
+}
+
+impl TupleMap for BpfHashMap<MapData, Tuple, u8> {
+    fn put(&mut self, t: Tuple) -> Result<(), XdpError> {
+        self.insert(t, 1, 0).map_err(program_err)
+    }
+
+    fn take(&mut self, t: &Tuple) {
+        // A tuple already gone is no error: the map is wvs's alone.
+        let _ = self.remove(t);
+    }
+}
+
+/// Change a map holding `current` to hold `next`: the new tuples first, then the old ones
+/// removed. An insert that fails takes out the tuples inserted before it, so that the map
+/// holds `current` again (the running snapshot's claims).
+fn apply_tuples(
+    map: &mut impl TupleMap,
+    current: &HashSet<Tuple>,
+    next: &HashSet<Tuple>,
+) -> Result<(), XdpError> {
+    let added: Vec<Tuple> = next.difference(current).copied().collect();
+    for (i, t) in added.iter().enumerate() {
+        if let Err(e) = map.put(*t) {
+            for done in &added[..i] {
+                map.take(done);
+            }
+            return Err(e);
+        }
+    }
+    for t in current.difference(next) {
+        map.take(t);
+    }
+    Ok(())
 }
 
 /// How many frames the program passed to the kernel (it counts them per CPU).
@@ -1000,5 +1034,58 @@ mod tests {
     fn the_program_is_embedded() {
         // The build compiles it whenever clang is there (CI installs it).
         assert!(!OBJECT.is_empty(), "built without clang");
+    }
+
+    /// A map that fails its `fail_at`-th insert.
+    #[derive(Default)]
+    struct FlakyMap {
+        held: HashSet<Tuple>,
+        inserts: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl TupleMap for FlakyMap {
+        fn put(&mut self, t: Tuple) -> Result<(), XdpError> {
+            self.inserts += 1;
+            if Some(self.inserts) == self.fail_at {
+                return Err(XdpError::Program("map full (test)".into()));
+            }
+            self.held.insert(t);
+            Ok(())
+        }
+
+        fn take(&mut self, t: &Tuple) {
+            self.held.remove(t);
+        }
+    }
+
+    fn tuple(n: u8) -> Tuple {
+        Tuple {
+            addr: [198, 18, 100, n],
+            proto: 6,
+            kind: 0,
+            port: 80u16.to_be_bytes(),
+        }
+    }
+
+    /// An update that fails half-way leaves the map as it was: what it inserted is taken
+    /// out, what it was to remove stays.
+    #[test]
+    fn a_failed_map_update_leaves_the_running_claims() {
+        let current: HashSet<Tuple> = (1..=3).map(tuple).collect();
+        let next: HashSet<Tuple> = (3..=8).map(tuple).collect();
+        let mut m = FlakyMap {
+            held: current.clone(),
+            fail_at: Some(3),
+            ..Default::default()
+        };
+        assert!(apply_tuples(&mut m, &current, &next).is_err());
+        assert_eq!(m.held, current);
+        let mut m = FlakyMap {
+            held: current.clone(),
+            ..Default::default()
+        };
+        apply_tuples(&mut m, &current, &next).expect("applied");
+        assert_eq!(m.held, next);
     }
 }
