@@ -113,6 +113,7 @@ impl Budget {
 /// else says why on standard error.
 pub fn child_main(memory: u64, cache_dir: Option<&Path>) -> Result<(), String> {
     crate::privs::drop_all_in_this_thread();
+    restrict_writes(cache_dir);
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, memory, memory)
         .map_err(|e| format!("cannot limit the compiler's memory: {e}"))?;
     let mut wasm = Vec::new();
@@ -123,4 +124,26 @@ pub fn child_main(memory: u64, cache_dir: Option<&Path>) -> Result<(), String> {
         .map_err(|e| format!("the engine: {e}"))?;
     wasmtime::Module::new(&engine, &wasm).map_err(|e| format!("{e:#}"))?;
     Ok(())
+}
+
+/// Landlock: the compiler may write nowhere but the compiled-plugin cache (its output),
+/// whatever its user owns. Where the kernel has no Landlock it runs as before, with a note.
+fn restrict_writes(cache_dir: Option<&Path>) {
+    use landlock::{
+        ABI, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, path_beneath_rules,
+    };
+    let abi = ABI::V1;
+    let write = AccessFs::from_write(abi);
+    let r = Ruleset::default()
+        .handle_access(write)
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules(cache_dir.into_iter(), write)))
+        .and_then(|r| r.restrict_self());
+    match r {
+        Ok(s) if s.ruleset == RulesetStatus::FullyEnforced => {}
+        Ok(_) => eprintln!(
+            "note: the kernel does not enforce Landlock: the compiler's writes are not confined"
+        ),
+        Err(e) => eprintln!("note: cannot confine the compiler's writes: {e}"),
+    }
 }
