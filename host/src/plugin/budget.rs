@@ -137,7 +137,7 @@ fn restrict_writes(cache_dir: Option<&Path>) {
     let r = Ruleset::default()
         .handle_access(write)
         .and_then(|r| r.create())
-        .and_then(|r| r.add_rules(path_beneath_rules(cache_dir.into_iter(), write)))
+        .and_then(|r| r.add_rules(path_beneath_rules(cache_dir, write)))
         .and_then(|r| r.restrict_self());
     match r {
         Ok(s) if s.ruleset == RulesetStatus::FullyEnforced => {}
