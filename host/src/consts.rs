@@ -242,6 +242,10 @@ pub const MAX_PERSISTENT_SECS: u32 = 365 * 24 * 3600;
 /// Where `wvs run` keeps its state (configuration, API token, uploaded plugins) by default.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/wvs";
 
+/// The environment variable that may hold the API token: no program wvs starts (nft, the
+/// socket broker, the plugin compiler, misc checks) gets it.
+pub const API_TOKEN_ENV: &str = "WVS_API_TOKEN";
+
 /// `PATH` of a misc health check's program, whose environment has nothing else of wvs's
 /// (but `WVS_REAL_ADDR` and `WVS_REAL_PORT`).
 pub const MISC_CHECK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -42,6 +42,7 @@ impl Broker {
         let exe = std::env::current_exe()?;
         let child = Command::new(exe)
             .arg("socket-broker")
+            .env_remove(crate::consts::API_TOKEN_ENV)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .spawn()?;

@@ -289,6 +289,7 @@ fn run_program(
 ) -> Result<(), NftError> {
     let mut child = Command::new(program)
         .args(args)
+        .env_remove(crate::consts::API_TOKEN_ENV)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -47,7 +47,9 @@ impl Budget {
             msg,
         };
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("plugin-compile")
+        // Nothing of the API's: the token stays with wvs.
+        cmd.env_remove(crate::consts::API_TOKEN_ENV)
+            .arg("plugin-compile")
             .arg("--memory")
             .arg(self.memory.to_string());
         if let Some(d) = &self.cache_dir {
