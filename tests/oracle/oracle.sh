@@ -290,6 +290,9 @@ replay() {
   local share work t0=$SECONDS rc=0
   share=$(mktemp -d /tmp/wvs-oracle-share.XXXXXX)
   work=$(mktemp -d /tmp/wvs-oracle-work.XXXXXX)
+  # wvs started as root runs as its own user (--user): it must reach its state directory
+  # and the scenario's files in these (mktemp makes them 0700).
+  chmod 755 "$share" "$work"
   cp -r "$HERE/scenarios" "$share/"
   cp "$ROOT/scripts/topology.sh" "$ROOT/tests/decap.py" "$share/"
   ln -s "$wvs" "$share/wvs"
