@@ -488,6 +488,14 @@ fn the_token_comes_from_the_environment_or_a_file() {
     drop(w);
 
     let mut w = Wvs::start_with_env(&topo, Some(&cfg), &[], &[("WVS_API_TOKEN", "from-env")]);
+    // wvs executes itself again without the token in its environment: what /proc shows of
+    // it (to its user and root, and to every program it starts) never held it.
+    let environ = std::fs::read(format!("/proc/{}/environ", w.pid())).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        !environ.contains("from-env") && !environ.contains("WVS_API_TOKEN="),
+        "{environ}"
+    );
     let (code, _) = w.api(
         "DELETE",
         "/api/v1/services",

@@ -246,6 +246,13 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/wvs";
 /// socket broker, the plugin compiler, misc checks) gets it.
 pub const API_TOKEN_ENV: &str = "WVS_API_TOKEN";
 
+/// Set by `wvs run` when it executes itself again to leave [`API_TOKEN_ENV`] out of its
+/// environment: the descriptor of the anonymous memory file that holds the token.
+pub const API_TOKEN_FD_ENV: &str = "WVS_API_TOKEN_FD";
+
+/// Name of that memory file (`/proc/PID/fd` shows `/memfd:` and it).
+pub const API_TOKEN_MEMFD: &str = "wvs-api-token";
+
 /// `PATH` of a misc health check's program, whose environment has nothing else of wvs's
 /// (but `WVS_REAL_ADDR` and `WVS_REAL_PORT`).
 pub const MISC_CHECK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -162,6 +162,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if matches!(cli.command, Command::Run { .. }) {
+        // Before any thread: the token must not stay in what /proc shows of wvs.
+        wvs::privs::reexec_without_env_token();
+    }
     match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -227,7 +231,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 api: (!no_api).then_some(api),
                 api_hosts: api_host,
                 api_tls: api_tls_cert.zip(api_tls_key),
-                token: std::env::var("WVS_API_TOKEN").ok(),
+                token: wvs::privs::take_env_token(),
                 token_file,
                 user,
                 allow_misc_checks,

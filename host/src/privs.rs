@@ -117,6 +117,83 @@ pub fn pass_none_on() {
     }
 }
 
+/// Execute `wvs run` again without `WVS_API_TOKEN` in its environment, the token handed
+/// over in an anonymous memory file ([`take_env_token`] reads it).
+///
+/// Why not remove the variable in place: what `/proc/PID/environ` shows (to wvs's user and
+/// to root) is the memory the process was started with, which no later `unsetenv` clears,
+/// and every program started without an explicit environment would still get it. A new
+/// image starts with an environment that never held it. Returns only if there is no token
+/// in the environment or the execution failed (then the token stays, with a warning).
+pub fn reexec_without_env_token() {
+    use crate::consts::{API_TOKEN_ENV, API_TOKEN_FD_ENV, API_TOKEN_MEMFD};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let Some(token) = std::env::var_os(API_TOKEN_ENV) else {
+        return;
+    };
+    if std::env::var_os(API_TOKEN_FD_ENV).is_some() {
+        return;
+    }
+    let err = (|| -> std::io::Result<std::io::Error> {
+        // Not close-on-exec: the new image inherits it.
+        let fd = nix::sys::memfd::memfd_create(API_TOKEN_MEMFD, nix::sys::memfd::MFdFlags::empty())
+            .map_err(std::io::Error::from)?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(token.as_encoded_bytes())?;
+        let mut args = std::env::args_os();
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        if let Some(arg0) = args.next() {
+            cmd.arg0(arg0);
+        }
+        let err = cmd
+            .args(args)
+            .env_remove(API_TOKEN_ENV)
+            .env(API_TOKEN_FD_ENV, file.as_raw_fd().to_string())
+            .exec();
+        Ok(err)
+    })()
+    .unwrap_or_else(|e| e);
+    tracing::warn!("cannot execute wvs again without {API_TOKEN_ENV} in its environment: {err}");
+}
+
+/// The API token given in the environment: from the memory file a re-executed wvs was
+/// handed ([`reexec_without_env_token`]; closed once read), else `WVS_API_TOKEN` itself.
+pub fn take_env_token() -> Option<String> {
+    use crate::consts::{API_TOKEN_ENV, API_TOKEN_FD_ENV, API_TOKEN_MEMFD};
+    let Some(fd) = std::env::var(API_TOKEN_FD_ENV).ok() else {
+        return std::env::var(API_TOKEN_ENV).ok();
+    };
+    let read = (|| -> std::io::Result<String> {
+        let n: std::os::fd::RawFd = fd
+            .parse()
+            .map_err(|_| std::io::Error::other("not a descriptor number"))?;
+        let link = format!("/proc/self/fd/{n}");
+        // Only the file this wvs made: a number inherited from elsewhere is not read.
+        let target = std::fs::read_link(&link)?;
+        if !target
+            .to_string_lossy()
+            .starts_with(&format!("/memfd:{API_TOKEN_MEMFD}"))
+        {
+            return Err(std::io::Error::other(format!(
+                "descriptor {n} is {}, not wvs's token",
+                target.display()
+            )));
+        }
+        let token = std::fs::read_to_string(&link)?;
+        nix::unistd::close(n)?;
+        Ok(token)
+    })();
+    match read {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("{API_TOKEN_FD_ENV}={fd}: cannot read the API token: {e}");
+            None
+        }
+    }
+}
+
 /// Raise the soft limit on open files to the hard one: the API's connection cap and the
 /// health checks' sockets come out of it, and 1024 is a default from another era.
 pub fn raise_nofile() {
