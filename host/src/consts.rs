@@ -264,6 +264,9 @@ pub const DEFAULT_USER: &str = "wvs";
 /// Address the REST API listens on by default.
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:9080";
 
+/// Name of the directory uploaded plugins are kept in, in the state directory.
+pub const PLUGIN_DIR: &str = "plugins";
+
 /// Name of the API token file in the state directory.
 pub const TOKEN_FILE: &str = "api-token";
 

@@ -377,6 +377,8 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(first));
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
+    // The token is read from (or made in) the state directory once the API starts.
+    let token_state = state.clone();
     let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
     control.set_allow_misc(opts.allow_misc_checks);
     control.set_file_base(file_base);
@@ -477,13 +479,20 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let _health = crate::health::Monitor::start(snapshot.clone(), stop.clone(), check_path.clone())
         .map_err(io_err("cannot start the health checker".to_string()))?;
 
-    let token_dir = opts
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(crate::consts::DEFAULT_STATE_DIR));
-    let (token, token_source) =
-        crate::api::load_token(opts.token.clone(), opts.token_file.as_deref(), &token_dir)
-            .map_err(io_err("cannot read or create the API token"))?;
+    let (token, token_source) = match &token_state {
+        Some(st) => {
+            crate::api::load_token(opts.token.clone(), opts.token_file.as_deref(), st.dir())
+                .map_err(io_err("cannot read or create the API token"))?
+        }
+        None => {
+            let dir = crate::control::state::TrustedDir::open(
+                std::path::Path::new(crate::consts::DEFAULT_STATE_DIR),
+                nix::unistd::geteuid().as_raw(),
+            )?;
+            crate::api::load_token(opts.token.clone(), opts.token_file.as_deref(), &dir)
+                .map_err(io_err("cannot read or create the API token"))?
+        }
+    };
     let api = Arc::new(crate::api::ApiState {
         control: tokio::sync::Mutex::new(control),
         snapshot: snapshot.clone(),

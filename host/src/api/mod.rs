@@ -935,8 +935,9 @@ pub async fn serve(
 pub fn load_token(
     env: Option<String>,
     token_file: Option<&std::path::Path>,
-    state_dir: &std::path::Path,
+    state_dir: &crate::control::state::TrustedDir,
 ) -> Result<(String, String), std::io::Error> {
+    use crate::consts::TOKEN_FILE;
     if let Some(t) = env.filter(|t| !t.trim().is_empty()) {
         return Ok((t.trim().to_string(), "WVS_API_TOKEN".into()));
     }
@@ -951,19 +952,20 @@ pub fn load_token(
         }
         return Ok((t.to_string(), format!("in {}", p.display())));
     }
-    let p: PathBuf = state_dir.join(crate::consts::TOKEN_FILE);
+    let p: PathBuf = state_dir.join(TOKEN_FILE);
     // The token wvs made before: its own regular file, for its user alone.
-    match std::fs::symlink_metadata(&p) {
+    match state_dir.stat(TOKEN_FILE) {
         Ok(m) => {
-            use std::os::unix::fs::MetadataExt;
             let me = nix::unistd::geteuid().as_raw();
-            if !m.file_type().is_file() || m.mode() & 0o077 != 0 || m.uid() != me {
+            let kind = m.st_mode & libc::S_IFMT;
+            if kind != libc::S_IFREG || m.st_mode & 0o077 != 0 || m.st_uid != me {
                 return Err(std::io::Error::other(format!(
-                    "token file {} is not safe (a regular file of uid {me}, mode 0600,                      is; it is uid {}, mode {:04o}{}): remove it and wvs makes a new one",
+                    "token file {} is not safe (a regular file of uid {me}, mode 0600, \
+                     is; it is uid {}, mode {:04o}{}): remove it and wvs makes a new one",
                     p.display(),
-                    m.uid(),
-                    m.mode() & 0o7777,
-                    if m.file_type().is_symlink() {
+                    m.st_uid,
+                    m.st_mode & 0o7777,
+                    if kind == libc::S_IFLNK {
                         ", a symbolic link"
                     } else {
                         ""
@@ -974,7 +976,7 @@ pub fn load_token(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    match std::fs::read_to_string(&p) {
+    match state_dir.read_to_string(TOKEN_FILE) {
         Ok(t) if !t.trim().is_empty() => {
             return Ok((t.trim().to_string(), format!("in {}", p.display())));
         }
@@ -989,9 +991,8 @@ pub fn load_token(
             .map(|_| format!("{:02x}", rng.random::<u8>()))
             .collect()
     };
-    std::fs::create_dir_all(state_dir)?;
     // Created exclusively, never through a symbolic link, then renamed into place.
-    crate::control::state::write_atomic(state_dir, &p, format!("{token}\n").as_bytes())?;
+    state_dir.write_atomic(TOKEN_FILE, format!("{token}\n").as_bytes())?;
     tracing::info!(file = %p.display(), "API token created");
     Ok((token, format!("in {}", p.display())))
 }
@@ -1036,7 +1037,9 @@ mod tests {
     fn token_file_is_created_once_with_mode_0600() {
         let dir = std::env::temp_dir().join(format!("wvs-token-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let (t1, _) = load_token(None, None, &dir).unwrap();
+        let td =
+            crate::control::state::TrustedDir::open(&dir, nix::unistd::geteuid().as_raw()).unwrap();
+        let (t1, _) = load_token(None, None, &td).unwrap();
         assert_eq!(t1.len(), 64);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join(crate::consts::TOKEN_FILE))
@@ -1044,19 +1047,19 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (t2, _) = load_token(None, None, &dir).unwrap();
+        let (t2, _) = load_token(None, None, &td).unwrap();
         assert_eq!(t1, t2, "the same token after a restart");
         // Loose permissions, or a link in its place: refused, not used.
         let file = dir.join(crate::consts::TOKEN_FILE);
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = load_token(None, None, &dir).unwrap_err();
+        let e = load_token(None, None, &td).unwrap_err();
         assert!(e.to_string().contains("not safe"), "{e}");
         std::fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", &file).unwrap();
-        let e = load_token(None, None, &dir).unwrap_err();
+        let e = load_token(None, None, &td).unwrap_err();
         assert!(e.to_string().contains("symbolic link"), "{e}");
         std::fs::remove_file(&file).unwrap();
-        let (t3, src) = load_token(Some("s3cret".into()), None, &dir).unwrap();
+        let (t3, src) = load_token(Some("s3cret".into()), None, &td).unwrap();
         assert_eq!((t3.as_str(), src.as_str()), ("s3cret", "WVS_API_TOKEN"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -343,9 +343,26 @@ impl Controller {
         }
     }
 
-    /// Directory uploaded plugins are kept in (in the state directory).
-    pub fn plugin_dir(&self) -> Option<std::path::PathBuf> {
-        self.state.as_ref().map(|s| s.dir().join("plugins"))
+    /// The directory uploaded plugins are kept in (`plugins` in the state directory),
+    /// opened and checked as the state directory is.
+    fn plugin_dir(&self) -> Result<state::TrustedDir, ControlError> {
+        let st = self
+            .state
+            .as_ref()
+            .ok_or_else(|| ControlError::PluginFile {
+                path: "(no state directory)".into(),
+                source: std::io::Error::other("uploads need --state-dir"),
+            })?;
+        st.dir()
+            .subdir(crate::consts::PLUGIN_DIR)
+            .map_err(|e| ControlError::PluginFile {
+                path: st
+                    .dir()
+                    .join(crate::consts::PLUGIN_DIR)
+                    .display()
+                    .to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })
     }
 
     /// Add or replace the plugin `name` with `wasm`: the module is written to the plugin
@@ -354,25 +371,19 @@ impl Controller {
     pub fn put_plugin(&mut self, name: &str, wasm: &[u8]) -> Result<(), ControlError> {
         use crate::config::PluginSpec;
         check_plugin_name(name)?;
-        let dir = self.plugin_dir().ok_or_else(|| ControlError::PluginFile {
-            path: "(no state directory)".into(),
-            source: std::io::Error::other("uploads need --state-dir"),
-        })?;
+        let dir = self.plugin_dir()?;
         let file_err = |path: &std::path::Path| {
             let path = path.display().to_string();
             move |source| ControlError::PluginFile { path, source }
         };
-        std::fs::create_dir_all(&dir).map_err(file_err(&dir))?;
         let digest = crate::plugin::digest(wasm);
-        let path = dir.join(format!(
-            "{name}-{}.wasm",
-            crate::plugin::digest_hex(&digest)
-        ));
-        if let Err(e) = state::write_atomic(&dir, &path, wasm) {
+        let file = format!("{name}-{}.wasm", crate::plugin::digest_hex(&digest));
+        let path = dir.join(&file);
+        if let Err(e) = dir.write_atomic(&file, wasm) {
             // It may be in place already (the directory's fsync failed after the rename);
             // the same bytes under the same name may be the running plugin's file.
             if !self.config.plugins.iter().any(|p| p.path == path) {
-                let _ = std::fs::remove_file(&path);
+                let _ = dir.remove(&file);
             }
             return Err(file_err(&path)(e));
         }
@@ -390,9 +401,8 @@ impl Controller {
             Ok(()) => {
                 if let Some(o) = old
                     && o.path != path
-                    && o.path.starts_with(&dir)
                 {
-                    let _ = std::fs::remove_file(&o.path);
+                    remove_uploaded(&dir, &o.path);
                 }
                 Ok(())
             }
@@ -405,7 +415,7 @@ impl Controller {
                     .and_then(|st| st.load().ok().flatten())
                     .is_some_and(|c| c.plugins.iter().any(|p| p.path == path));
                 if !named && old.as_ref().is_none_or(|o| o.path != path) {
-                    let _ = std::fs::remove_file(&path);
+                    let _ = dir.remove(&file);
                 }
                 Err(e)
             }
@@ -433,10 +443,8 @@ impl Controller {
         };
         let gone = next.plugins.remove(i);
         self.apply(next)?;
-        if let Some(dir) = self.plugin_dir()
-            && gone.path.starts_with(&dir)
-        {
-            let _ = std::fs::remove_file(&gone.path);
+        if let Ok(dir) = self.plugin_dir() {
+            remove_uploaded(&dir, &gone.path);
         }
         Ok(())
     }
@@ -517,6 +525,17 @@ pub fn check_kinds(
         }
     }
     Ok(())
+}
+
+/// Remove the plugin file `path` if it is one of `dir`'s (an upload's, not a file the
+/// configuration names elsewhere).
+fn remove_uploaded(dir: &state::TrustedDir, path: &std::path::Path) {
+    if path.parent() == Some(dir.path())
+        && let Some(name) = path.file_name().and_then(|n| n.to_str())
+        && let Err(e) = dir.remove(name)
+    {
+        tracing::warn!(file = %path.display(), "cannot remove a replaced plugin's file: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub const LOCK_FILE: &str = "wvs.lock";
 /// The state file of a state directory, which this process holds alone while it lives.
 #[derive(Debug, Clone)]
 pub struct StateFile {
-    dir: PathBuf,
+    dir: std::sync::Arc<TrustedDir>,
     path: PathBuf,
     /// The lock file, locked: the lock goes with the last clone (and with the process).
     _lock: std::sync::Arc<std::fs::File>,
@@ -77,41 +77,25 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 impl StateFile {
     /// The state file in `dir`, creating the directory (mode 0700) if needed.
     ///
-    /// An existing directory must not be writable by group or others (wvs starts from what
-    /// it holds), and no other wvs may hold it: the lock file is locked for the life of
-    /// the process, and a second wvs is refused with the first one's pid.
+    /// The directory must be `owner`'s alone ([`TrustedDir`]: wvs starts from what it
+    /// holds), and no other wvs may hold it: the lock file is locked for the life of the
+    /// process, and a second wvs is refused with the first one's pid.
     pub fn open(dir: &Path, owner: u32) -> Result<Self, StateError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err(dir))?;
-        }
-        check_dir(dir, owner)?;
+        use nix::fcntl::OFlag;
+        let dir = TrustedDir::open(dir, owner)?;
         let lock_path = dir.join(LOCK_FILE);
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path);
+        let opened = dir.open_file(LOCK_FILE, OFlag::O_RDWR | OFlag::O_CREAT, 0o600);
         let (mut lock, writable) = match opened {
             Ok(f) => (f, true),
             // A read-only disk: the saved state can still be read and served (changes,
             // which cannot be saved, are refused); the lock is taken on a read-only open.
             Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
                 tracing::warn!(
-                    dir = %dir.display(),
+                    dir = %dir.path().display(),
                     "the state directory is read-only: serving what is saved; changes will be refused"
                 );
-                let f = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&lock_path)
+                let f = dir
+                    .open_file(LOCK_FILE, OFlag::O_RDONLY, 0)
                     .map_err(io_err(&lock_path))?;
                 (f, false)
             }
@@ -120,9 +104,9 @@ impl StateFile {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                let pid = dir.read_to_string(LOCK_FILE).unwrap_or_default();
                 return Err(StateError::Locked {
-                    dir: dir.display().to_string(),
+                    dir: dir.path().display().to_string(),
                     pid: pid.trim().to_string(),
                 });
             }
@@ -139,8 +123,8 @@ impl StateFile {
             tracing::warn!(file = %lock_path.display(), "cannot write the lock file: {e}");
         }
         Ok(Self {
-            dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE),
+            dir: std::sync::Arc::new(dir),
             _lock: std::sync::Arc::new(lock),
         })
     }
@@ -152,7 +136,7 @@ impl StateFile {
 
     /// The saved configuration, or `None` if there is none yet.
     pub fn load(&self) -> Result<Option<Config>, StateError> {
-        match std::fs::read_to_string(&self.path) {
+        match self.dir.read_to_string(STATE_FILE) {
             Ok(text) => config::parse(&text)
                 .map(Some)
                 .map_err(|source| StateError::Corrupt {
@@ -171,96 +155,250 @@ impl StateFile {
              # wvs refuses to start on a file that does not parse.\n{}",
             config::to_toml(cfg)
         );
-        write_atomic(&self.dir, &self.path, text.as_bytes()).map_err(io_err(&self.path))
+        self.dir
+            .write_atomic(STATE_FILE, text.as_bytes())
+            .map_err(io_err(&self.path))
     }
 
     /// The state directory.
-    pub fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &TrustedDir {
         &self.dir
     }
 }
 
-/// A directory wvs keeps what it trusts in (its state, compiled plugins): a directory, not
-/// a symbolic link, owned by `owner` (wvs's effective user), writable by no one else; its
-/// parent writable by no one but its owner and root, or sticky (as `/tmp`), so that no
-/// one else can put another directory in its place.
-pub fn check_dir(dir: &Path, owner: u32) -> Result<(), StateError> {
-    use std::os::unix::fs::MetadataExt;
-    let unsafe_dir = |why: String| StateError::Unsafe {
-        dir: dir.display().to_string(),
-        why,
-    };
-    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
-    if !meta.is_dir() {
-        return Err(unsafe_dir("not a directory".into()));
+/// Why a directory's owner and mode make it unfit, if they do.
+fn unfit(uid: u32, mode: u32, is_dir: bool, owner: u32) -> Option<String> {
+    let mode = mode & 0o7777;
+    if !is_dir {
+        return Some("not a directory".into());
     }
-    let mode = meta.mode() & 0o7777;
-    if meta.uid() != owner {
-        return Err(unsafe_dir(format!(
-            "owned by uid {}, not by wvs's user (uid {owner})",
-            meta.uid()
-        )));
+    if uid != owner {
+        return Some(format!(
+            "owned by uid {uid}, not by wvs's user (uid {owner})"
+        ));
     }
     if mode & 0o022 != 0 {
-        return Err(unsafe_dir(format!(
-            "mode {mode:04o}: others can write it; use 0700"
-        )));
+        return Some(format!("mode {mode:04o}: others can write it; use 0700"));
     }
-    let parent = std::fs::canonicalize(dir)
-        .map_err(io_err(dir))?
-        .parent()
-        .map(Path::to_path_buf);
-    if let Some(parent) = parent {
-        let pm = std::fs::metadata(&parent).map_err(io_err(&parent))?;
+    None
+}
+
+/// Every directory above `dir`, up to `/`, must be changeable by no one but its owner
+/// (root or `owner`) unless it is sticky (as `/tmp`: there no one else may rename or remove
+/// what is not theirs), so that no one else can put another directory in `dir`'s place.
+fn check_ancestors(dir: &Path, owner: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(dir).map_err(io_err(dir))?;
+    for parent in real.ancestors().skip(1) {
+        let pm = std::fs::metadata(parent).map_err(io_err(parent))?;
         let pmode = pm.mode() & 0o7777;
         let sticky = pmode & 0o1000 != 0;
         if (pm.uid() != 0 && pm.uid() != owner) || (pmode & 0o022 != 0 && !sticky) {
-            return Err(unsafe_dir(format!(
-                "its parent {} (uid {}, mode {pmode:04o}) can be changed by others",
-                parent.display(),
-                pm.uid()
-            )));
+            return Err(StateError::Unsafe {
+                dir: dir.display().to_string(),
+                why: format!(
+                    "its parent {} (uid {}, mode {pmode:04o}) can be changed by others",
+                    parent.display(),
+                    pm.uid()
+                ),
+            });
         }
     }
     Ok(())
 }
 
-/// Write `bytes` to `path` in `dir` atomically: a temporary file in the same directory,
-/// flushed, renamed over `path`, then the directory flushed, so that after a crash `path`
-/// holds the old bytes or the new ones, never a mix or nothing.
-pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    // A leftover of a crash is ours to replace (the directory is ours alone); then the
-    // file is created exclusively and never through a symlink.
-    let _ = std::fs::remove_file(&tmp);
-    let written = (|| {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+/// A directory wvs keeps what it trusts in (its state, compiled plugins), checked by
+/// path: a directory, not a symbolic link, owned by `owner` (wvs's effective user),
+/// writable by no one else, and every directory above it changeable by no one but root
+/// or `owner` (or sticky). For a directory wvs opens files in itself, [`TrustedDir`]
+/// checks the handle it then uses; this is for one a library opens files in by path (the
+/// compiled-plugin cache, which wasmtime manages), where the check of every directory
+/// above is what keeps the path meaning the directory checked.
+pub fn check_dir(dir: &Path, owner: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    if let Some(why) = unfit(meta.uid(), meta.mode(), meta.is_dir(), owner) {
+        return Err(StateError::Unsafe {
+            dir: dir.display().to_string(),
+            why,
+        });
     }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    check_ancestors(dir, owner)
+}
+
+/// A directory wvs trusts (its state, the uploaded plugins), held open: checked through
+/// its handle ([`check_dir`]'s rules) and every file in it opened relative to that handle,
+/// never through a symbolic link, so that what wvs reads and writes is in the directory it
+/// checked, whatever is renamed into its path afterwards.
+#[derive(Debug)]
+pub struct TrustedDir {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+    /// The user it belongs to.
+    owner: u32,
+}
+
+/// Flags every open in a trusted directory has.
+fn at_flags() -> nix::fcntl::OFlag {
+    nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC
+}
+
+impl TrustedDir {
+    /// `path`, created (mode 0700, with any missing parent) if missing, then opened and
+    /// checked.
+    pub fn open(path: &Path, owner: u32) -> Result<Self, StateError> {
+        use nix::fcntl::OFlag;
+        use std::os::unix::fs::DirBuilderExt;
+        if std::fs::symlink_metadata(path).is_err() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(io_err(path))?;
+        }
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | at_flags(),
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP => StateError::Unsafe {
+                dir: path.display().to_string(),
+                why: "not a directory (a symbolic link is not followed)".into(),
+            },
+            e => io_err(path)(e.into()),
+        })?;
+        Self::checked(path.to_path_buf(), fd, owner)
     }
-    #[cfg(test)]
-    if FAIL_DIR_SYNC.with(|f| f.get()) {
-        return Err(std::io::Error::other("injected: directory fsync failed"));
+
+    fn checked(path: PathBuf, fd: std::os::fd::OwnedFd, owner: u32) -> Result<Self, StateError> {
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| io_err(&path)(e.into()))?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if let Some(why) = unfit(st.st_uid, st.st_mode, is_dir, owner) {
+            return Err(StateError::Unsafe {
+                dir: path.display().to_string(),
+                why,
+            });
+        }
+        check_ancestors(&path, owner)?;
+        Ok(Self { path, fd, owner })
     }
-    std::fs::File::open(dir).and_then(|d| d.sync_all())
+
+    /// The directory `name` in this one, created (mode 0700) if missing, held open and
+    /// checked as this one is.
+    pub fn subdir(&self, name: &str) -> Result<Self, StateError> {
+        use nix::fcntl::OFlag;
+        let path = self.join(name);
+        match nix::sys::stat::mkdirat(
+            &self.fd,
+            name,
+            nix::sys::stat::Mode::from_bits_truncate(0o700),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(io_err(&path)(e.into())),
+        }
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | at_flags(),
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP => StateError::Unsafe {
+                dir: path.display().to_string(),
+                why: "not a directory (a symbolic link is not followed)".into(),
+            },
+            e => io_err(&path)(e.into()),
+        })?;
+        Self::checked(path, fd, self.owner)
+    }
+
+    /// The path it was opened by (for messages, and for what is handed to others by path).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `name` in it, as a path.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Open `name` in it with `flags` (never through a symbolic link), creating it with
+    /// `mode` if `flags` say so.
+    pub fn open_file(
+        &self,
+        name: &str,
+        flags: nix::fcntl::OFlag,
+        mode: u32,
+    ) -> std::io::Result<std::fs::File> {
+        let fd = nix::fcntl::openat(
+            &self.fd,
+            name,
+            flags | at_flags(),
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// The whole of `name`, as text.
+    pub fn read_to_string(&self, name: &str) -> std::io::Result<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        self.open_file(name, nix::fcntl::OFlag::O_RDONLY, 0)?
+            .read_to_string(&mut text)?;
+        Ok(text)
+    }
+
+    /// What `name` is (not following a symbolic link).
+    pub fn stat(&self, name: &str) -> std::io::Result<nix::sys::stat::FileStat> {
+        Ok(nix::sys::stat::fstatat(
+            &self.fd,
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?)
+    }
+
+    /// Remove the file `name`.
+    pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        Ok(nix::unistd::unlinkat(
+            &self.fd,
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )?)
+    }
+
+    /// Write `bytes` to `name` atomically: a temporary file in the same directory, flushed,
+    /// renamed over `name`, then the directory flushed, so that after a crash `name` holds
+    /// the old bytes or the new ones, never a mix or nothing.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        use nix::fcntl::OFlag;
+        let tmp = format!(".{name}.{}.tmp", std::process::id());
+        // A leftover of a crash is ours to replace (the directory is ours alone); then the
+        // file is created exclusively.
+        let _ = self.remove(&tmp);
+        let written = (|| {
+            let mut f = self.open_file(
+                &tmp,
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+                0o600,
+            )?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = self.remove(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = nix::fcntl::renameat(&self.fd, tmp.as_str(), &self.fd, name) {
+            let _ = self.remove(&tmp);
+            return Err(e.into());
+        }
+        #[cfg(test)]
+        if FAIL_DIR_SYNC.with(|f| f.get()) {
+            return Err(std::io::Error::other("injected: directory fsync failed"));
+        }
+        Ok(nix::unistd::fsync(&self.fd)?)
+    }
 }
 
 #[cfg(test)]
@@ -369,6 +507,73 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         check_dir(&inner, me).expect("a sticky parent, as /tmp");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every directory above counts, not only the parent: a grandparent others may write
+    /// lets them rename the parent away and put their own in its place.
+    #[test]
+    fn a_directory_under_any_ancestor_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let me = nix::unistd::geteuid().as_raw();
+        let top = tmpdir("ancestors");
+        let inner = top.join("a").join("b").join("state");
+        std::fs::create_dir_all(&inner).unwrap();
+        for d in [&top, &top.join("a"), &top.join("a/b")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        TrustedDir::open(&inner, me).expect("every ancestor private");
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = TrustedDir::open(&inner, me).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("its parent {}", top.display())),
+            "{e}"
+        );
+        let e = check_dir(&inner, me).unwrap_err();
+        assert!(e.to_string().contains("its parent"), "{e}");
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    /// Once open, the state directory is the one checked: a directory renamed into its path
+    /// (or a symbolic link) afterwards gets nothing, and a link is never followed inside.
+    #[test]
+    fn files_go_to_the_directory_checked_whatever_takes_its_path() {
+        let me = nix::unistd::geteuid().as_raw();
+        let top = tmpdir("handle");
+        let dir = top.join("state");
+        let st = StateFile::open(&dir, me).unwrap();
+        let cfg = config::parse(config::EXAMPLE).unwrap();
+        let moved = top.join("moved");
+        std::fs::rename(&dir, &moved).unwrap();
+        let other = top.join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::os::unix::fs::symlink(&other, &dir).unwrap();
+        st.save(&cfg).unwrap();
+        assert_eq!(
+            st.load().unwrap(),
+            Some(cfg),
+            "read back from the checked one"
+        );
+        assert!(
+            moved.join(STATE_FILE).exists(),
+            "written to the checked directory"
+        );
+        assert_eq!(
+            std::fs::read_dir(&other).unwrap().count(),
+            0,
+            "nothing in the other"
+        );
+        // A link inside is not followed, for a file or a directory.
+        std::os::unix::fs::symlink(&other, moved.join("plugins")).unwrap();
+        let e = st.dir().subdir("plugins").unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        std::fs::remove_file(moved.join(STATE_FILE)).unwrap();
+        std::os::unix::fs::symlink(other.join("x"), moved.join(STATE_FILE)).unwrap();
+        assert!(
+            st.load().is_err(),
+            "a link in the state file's place is not read"
+        );
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]
