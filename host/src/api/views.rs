@@ -376,7 +376,7 @@ impl ConnFilter {
 }
 
 /// Where a paginated connection listing goes on: after slot `1` of connection shard `0`,
-/// or after the first `1` templates of template shard `0` (connections come first).
+/// or at position `1` of template shard `0` (connections come first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnCursor {
     /// In the connection table.
@@ -386,7 +386,7 @@ pub enum ConnCursor {
 }
 
 impl ConnCursor {
-    /// As the API writes it: `c.SHARD.SLOT` or `t.SHARD.SKIP`.
+    /// As the API writes it: `c.SHARD.SLOT` or `t.SHARD.POSITION`.
     pub fn encode(self) -> String {
         match self {
             Self::Conn(s, i) => format!("c.{s}.{i}"),
@@ -675,6 +675,54 @@ mod tests {
         let page = ConnList::collect(&t, 0, 37, &ConnFilter::default(), None);
         assert_eq!(page.matched, 38);
         assert!(page.next.is_some());
+    }
+
+    /// Templates page as connections do, each listed once, and a page starts where the last
+    /// ended: the walk's first template is the cursor's, not one counted up to.
+    #[test]
+    fn template_pages_resume_at_their_cursor() {
+        use crate::conn::persist::TemplateKey;
+        let t = table(0);
+        let d = Arc::new(Dest::new("198.19.0.11".parse().expect("addr"), 80));
+        let n = 3_000u32;
+        for i in 0..n {
+            let key = TemplateKey {
+                proto: Protocol::Tcp,
+                client: std::net::Ipv4Addr::from(0xc612_0000 + i).into(),
+                vaddr: "198.18.100.1".parse().expect("addr"),
+                vport: 80,
+            };
+            t.persist()
+                .dest_for(key, 0, 360_000, false, || Some(d.clone()))
+                .expect("a server");
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut from = None;
+        loop {
+            let page = ConnList::collect(&t, 0, 41, &ConnFilter::default(), from);
+            for c in &page.connections {
+                assert!(seen.insert(c.client.clone()), "listed twice: {}", c.client);
+            }
+            match page.next {
+                Some(n) => {
+                    let c = ConnCursor::parse(&n).expect("a cursor it wrote");
+                    if let ConnCursor::Template(shard, at) = c {
+                        let mut first = None;
+                        t.persist().walk_from(shard, at, |si, i, _, _| {
+                            first = Some((si, i));
+                            false
+                        });
+                        // The first one visited is at the cursor (or in a later shard when
+                        // the page ended its shard).
+                        let (si, i) = first.expect("more to list");
+                        assert!((si, i) == (shard, at) || (si > shard && i == 0), "{c:?}");
+                    }
+                    from = Some(c);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), n as usize);
     }
 
     #[test]

@@ -12,7 +12,6 @@
 //! (weight 0) keeps its templates, as IPVS does with `expire_quiescent_template` at its
 //! default of 0.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -129,7 +128,11 @@ impl Drop for Template {
     }
 }
 
-type Shard = Mutex<HashMap<TemplateKey, Template, foldhash::fast::RandomState>>;
+/// An index map, not a hash map: a listing in pages resumes at a template's position
+/// (a hash map's iteration has no position to resume at; skipping a count makes a listing
+/// quadratic). A removal moves the last template into the gap (`swap_remove`), so a page
+/// written meanwhile may miss that one, as a listing of a live table may.
+type Shard = Mutex<indexmap::IndexMap<TemplateKey, Template, foldhash::fast::RandomState>>;
 
 /// Every persistence template, sharded by key.
 #[derive(Debug)]
@@ -175,7 +178,7 @@ impl PersistTable {
                 t.expires = now + t.timeout_ms;
                 return Some((t.dest.clone(), Some(Control::new(&t.link))));
             }
-            shard.remove(&key);
+            shard.swap_remove(&key);
         }
         let dest = schedule()?;
         if shard.len() >= self.per_shard_max {
@@ -223,21 +226,23 @@ impl PersistTable {
         n
     }
 
-    /// Visit the templates from shard `shard` on, skipping the first `skip` of that shard
-    /// (a listing's cursor), with their shard and position; `f` returns `false` to stop.
+    /// Visit the templates from position `at` of shard `shard` on (a listing's cursor:
+    /// reached at once, not by counting), with their shard and position; `f` returns
+    /// `false` to stop.
     pub fn walk_from(
         &self,
         shard: usize,
-        skip: usize,
+        at: usize,
         mut f: impl FnMut(usize, usize, &TemplateKey, &Template) -> bool,
     ) {
         for (si, s) in self.shards.iter().enumerate().skip(shard) {
             let g = s.lock();
-            for (i, (k, t)) in g.iter().enumerate() {
-                if si == shard && i < skip {
-                    continue;
-                }
-                if !f(si, i, k, t) {
+            let first = if si == shard { at } else { 0 };
+            let Some(rest) = g.get_range(first..) else {
+                continue;
+            };
+            for (i, (k, t)) in rest.iter().enumerate() {
+                if !f(si, first + i, k, t) {
                     return;
                 }
             }
