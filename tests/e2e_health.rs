@@ -883,6 +883,48 @@ fn dr_servers_are_checked_through_the_vip() {
         log.contains("checks of DR and tunnel servers go through the VIP"),
         "{log}"
     );
+    // keepalived's VRRP master holds the VIP on its interface: the checks still go
+    // through it (a check of the server's own address would keep rs3 up below).
+    let out = topo.exec("lb", &["ip", "addr", "add", &vip32, "dev", "s0"]);
+    assert!(out.status.success(), "{out:?}");
+    let before = health(&w, "198.19.0.11:80")["health"]["passes"]
+        .as_u64()
+        .unwrap_or(0);
+    let t0 = Instant::now();
+    while health(&w, "198.19.0.11:80")["health"]["passes"]
+        .as_u64()
+        .unwrap_or(0)
+        < before + 3
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "checks through a local VIP pass: {}",
+            health(&w, "198.19.0.11:80")
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let out = topo.exec("rs3", &["ip", "addr", "del", &vip32, "dev", "lo"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(5));
+    let out = topo.exec("rs3", &["ip", "addr", "add", &vip32, "dev", "lo"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(5));
+    for i in 1..=3 {
+        assert_eq!(
+            health(&w, &format!("198.19.0.1{i}:80"))["health"]["state"],
+            "up",
+            "rs{i} through the local VIP"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..9 {
+        seen.insert(topo.curl(&format!("http://{VIP}/")));
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["rs1", "rs2", "rs3"],
+        "clients served while the director holds the VIP"
+    );
     drop(w);
     // Its routing rule goes with it (the device and route went with the process).
     let rules = topo.exec("lb", &["ip", "rule", "show"]);

@@ -352,5 +352,10 @@ pub const CHECK_TUN_MTU: u32 = 1400;
 pub const CHECK_MARK: u32 = 0x5756_0001;
 /// See [`CHECK_TUN`].
 pub const CHECK_TABLE: u32 = 0x5756;
+/// What a check through a VIP that is one of the director's own addresses connects to
+/// instead ([`crate::conn::own`]): the check path makes it the VIP on the way out, the
+/// datapath makes the VIP it again in the answer. RFC 7600's IPv4 dummy address: never on
+/// the wire, nobody's address.
+pub const CHECK_STANDIN: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 0, 8);
 /// See [`CHECK_TUN`]: before the main table's rule (32766).
 pub const CHECK_RULE_PRIORITY: u32 = 1000;

@@ -303,7 +303,15 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     // own; a thread inherits its creator's): the sockets above, the check path's TUN device
     // and routing rule, the API's port. Then they are dropped, for every thread to come.
     // Checks of DR and tunnel servers go through the VIP when the path can be set up.
-    let check_path = match crate::health::via::CheckPath::setup(&handle, &ifaces).await {
+    let conns = Arc::new(ConnTable::new(opts.max_conns));
+    let check_path = match crate::health::via::CheckPath::setup(
+        &handle,
+        &ifaces,
+        conns.clone(),
+        opts.io != Backend::Xdp,
+    )
+    .await
+    {
         Ok(p) => Some(p),
         Err(e) => {
             tracing::warn!(
@@ -389,7 +397,6 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             "cannot save the state at start (serving it; changes that cannot be saved will be refused): {e}"
         );
     }
-    let conns = Arc::new(ConnTable::new(opts.max_conns));
     conns.defense().configure(snapshot.load().defense);
     if let Some(mut filter) = xdp_filter {
         filter.update(&snapshot.load())?;

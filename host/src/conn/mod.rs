@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod defense;
+pub mod own;
 pub mod persist;
 pub mod state;
 pub mod table;

@@ -87,6 +87,7 @@ pub struct ConnTable {
     expire_nodest: std::sync::atomic::AtomicBool,
     persist: super::persist::PersistTable,
     defense: super::defense::Defense,
+    own: super::own::OwnChecks,
     max_conns: usize,
 }
 
@@ -119,6 +120,7 @@ impl ConnTable {
             expire_nodest: std::sync::atomic::AtomicBool::new(true),
             persist: super::persist::PersistTable::new(max_conns),
             defense: super::defense::Defense::default(),
+            own: super::own::OwnChecks::default(),
             max_conns,
         }
     }
@@ -126,6 +128,12 @@ impl ConnTable {
     /// The defense strategies' state.
     pub fn defense(&self) -> &super::defense::Defense {
         &self.defense
+    }
+
+    /// The director's own checks through a local VIP, whose answers the datapath hands to
+    /// its stack.
+    pub fn own(&self) -> &super::own::OwnChecks {
+        &self.own
     }
 
     /// The table's bound.

@@ -399,7 +399,12 @@ impl Datapath {
             return Verdict::Pass;
         }
         let client_mac = eth.src_addr().0;
-        let info = match parse_ipv4(snap, &frame[ETHERNET_HEADER_LEN..], meta.csum) {
+        let info = match parse_ipv4(
+            snap,
+            self.conns.own(),
+            &frame[ETHERNET_HEADER_LEN..],
+            meta.csum,
+        ) {
             Ok(Parsed::L4(info)) => info,
             Ok(Parsed::IcmpError(e)) => return self.icmp_error(snap, &e, frame),
             Ok(Parsed::NotOurs) => return Verdict::Pass,
@@ -419,6 +424,18 @@ impl Datapath {
             self.inbound(snap, None, now, meta, hop, &info, buf, sink)
         } else if snap.is_data_real(info.proto, saddr, info.sport) {
             self.outbound(snap, now, meta, &info, buf, sink, true)
+        } else if self
+            .conns
+            .own()
+            .answers(info.proto, info.saddr, info.sport, info.dport)
+        {
+            // The answer to the director's own check through a VIP it holds (conn::own).
+            let mut pkt = self.packet(buf, meta, &info);
+            self.sent(xmit::stack::own_check(
+                &mut pkt,
+                crate::consts::CHECK_STANDIN,
+                info.sport,
+            ))
         } else {
             Verdict::Pass
         }
@@ -1074,7 +1091,13 @@ enum Parsed {
 /// verified first when it carries a complete one (`csum`): a forged or damaged RST must
 /// not close a connection, nor a damaged SYN take a table entry. Data segments are left to
 /// the real server's stack, as IPVS leaves them when no helper needs the payload.
-fn parse_ipv4(snap: &Snapshot, ip: &[u8], csum: CsumMode) -> Result<Parsed, DropReason> {
+/// `own` is the director's own checks through a local VIP, whose answers are wvs's too.
+fn parse_ipv4(
+    snap: &Snapshot,
+    own: &crate::conn::own::OwnChecks,
+    ip: &[u8],
+    csum: CsumMode,
+) -> Result<Parsed, DropReason> {
     if ip.len() < ipv4_field::MIN_HEADER_LEN {
         return Err(DropReason::IpTruncated);
     }
@@ -1128,7 +1151,8 @@ fn parse_ipv4(snap: &Snapshot, ip: &[u8], csum: CsumMode) -> Result<Parsed, Drop
     let mine = snap.service(proto, IpAddr::V4(daddr), dport).is_some()
         || snap.is_real(proto, IpAddr::V4(saddr), sport)
         || snap.is_data_vip(proto, IpAddr::V4(daddr), dport)
-        || snap.is_data_real(proto, IpAddr::V4(saddr), sport);
+        || snap.is_data_real(proto, IpAddr::V4(saddr), sport)
+        || own.answers(proto, saddr, sport, dport);
     if !mine {
         return Ok(Parsed::NotOurs);
     }

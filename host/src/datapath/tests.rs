@@ -2569,3 +2569,58 @@ fn no_answer_goes_to_an_address_that_is_not_one_hosts() {
     assert!(one_host(Ipv4Addr::new(198, 18, 0, 2)));
     assert!(!one_host(Ipv4Addr::BROADCAST));
 }
+
+/// The answer to the director's own check through a VIP it holds (conn::own) goes to its
+/// stack from the stand-in address the check connected to, its checksums right; the same
+/// packet once the check is over is no one's.
+#[test]
+fn the_answer_to_a_check_through_a_local_vip_goes_to_the_stack_from_the_stand_in() {
+    let h = harness();
+    let own_addr = [198, 19, 0, 1];
+    let vip: std::net::SocketAddrV4 = std::net::SocketAddrV4::new(VIP.into(), 80);
+    let answer = || {
+        tcp_frame(
+            [0x02, 0, 0, 0, 0, 0x11],
+            SERVER_IF_MAC,
+            (VIP, 80),
+            (own_addr, 45105),
+            F::SynAck,
+            b"",
+        )
+    };
+    let mut f = answer();
+    assert_eq!(h.dp.process(&h.snap, 0, FROM_RS, &mut f), Verdict::Pass);
+    h.conns.own().insert(Protocol::Tcp, 45105, vip);
+    let mut f = answer();
+    let n = f.len() - ETHERNET_HEADER_LEN;
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_RS, &mut f),
+        Verdict::Stack {
+            daddr: Ipv4Addr::from(own_addr),
+            len: n
+        }
+    );
+    let (s, sp, d, dp, _) = check_frame(&f);
+    assert_eq!(
+        (s, sp, d, dp),
+        (
+            crate::consts::CHECK_STANDIN,
+            80,
+            Ipv4Addr::from(own_addr),
+            45105
+        )
+    );
+    // From another port of the VIP: not the check's.
+    let mut other = tcp_frame(
+        [0x02, 0, 0, 0, 0, 0x11],
+        SERVER_IF_MAC,
+        (VIP, 81),
+        (own_addr, 45105),
+        F::SynAck,
+        b"",
+    );
+    assert_eq!(h.dp.process(&h.snap, 0, FROM_RS, &mut other), Verdict::Pass);
+    h.conns.own().remove(Protocol::Tcp, 45105);
+    let mut f = answer();
+    assert_eq!(h.dp.process(&h.snap, 0, FROM_RS, &mut f), Verdict::Pass);
+}

@@ -253,16 +253,13 @@ fn reconcile(
     });
     for (key, bound) in want {
         let p = probes.entry(key.clone()).or_insert_with(|| {
-            // Through the VIP, unless the VIP is this host's own (then the stack would
-            // answer the check itself).
+            // Through the VIP (its own or not: `via` sees to it at each check).
             let via = match (key.via, path, bound.first()) {
-                (Some(vip), Some(path), Some(b)) if !via::vip_is_local(vip.ip()) => {
-                    Some(probe::Via {
-                        path: path.clone(),
-                        dest: b.dest.clone(),
-                        vip,
-                    })
-                }
+                (Some(vip), Some(path), Some(b)) => Some(probe::Via {
+                    path: path.clone(),
+                    dest: b.dest.clone(),
+                    vip,
+                }),
                 _ => None,
             };
             let p = Arc::new(ProbeShared {

@@ -10,16 +10,24 @@
 //! transmitter as a client's (`xmit::to_real`). The server answers from the VIP to wvs's
 //! own address, directly; the datapath leaves that to the stack (it is no service's), whose
 //! socket takes it.
+//!
+//! While the VIP is one of the director's own addresses (keepalived's VRRP master holds
+//! it), a socket connected to it would be answered by the director's own stack, and the
+//! answer from it is a martian there: such a check connects to a stand-in address instead,
+//! made the VIP here on the way out and turned back by the datapath ([`crate::conn::own`]).
+//! Whether the VIP is local is looked at for every check, so a VIP that moves is followed.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use parking_lot::Mutex;
 
+use crate::conn::ConnTable;
 use crate::consts::{
-    CHECK_MARK, CHECK_RULE_PRIORITY, CHECK_TABLE, CHECK_TUN, CHECK_TUN_MTU, VNET_HDR_LEN,
+    CHECK_MARK, CHECK_RULE_PRIORITY, CHECK_STANDIN, CHECK_TABLE, CHECK_TUN, CHECK_TUN_MTU,
+    VNET_HDR_LEN,
 };
 use crate::io::neigh::IfaceInfo;
 use crate::io::socket::PacketSocket;
@@ -44,13 +52,25 @@ pub enum ViaError {
     NoDevice(String),
 }
 
+/// A check in flight: the real server it is for, and the VIP when it connected to the
+/// stand-in address.
+type InFlight = (Arc<Dest>, Option<SocketAddrV4>);
+
 /// The path checks of DR and tunnel servers take.
 #[derive(Debug)]
 pub struct CheckPath {
-    /// Checks in flight: their protocol and source port, and the real server each is for.
-    flights: Mutex<HashMap<(Protocol, u16), Arc<Dest>>>,
+    /// Checks in flight: their protocol and source port, the real server each is for, and
+    /// the VIP a check connected to the stand-in address is for.
+    flights: Mutex<HashMap<(Protocol, u16), InFlight>>,
     /// wvs's interfaces (by their index in `--iface`): a socket to send on, and the MAC.
     links: Vec<(PacketSocket, crate::datapath::Iface)>,
+    /// The connection table, whose registry of checks through a local VIP the datapath
+    /// reads.
+    conns: Arc<ConnTable>,
+    /// Whether the datapath sees the answers to checks through a local VIP: not under
+    /// `--io xdp`, whose program passes them to the kernel (then such checks go to the
+    /// server's own address, as keepalived's do).
+    sees_answers: bool,
 }
 
 /// A check in flight: its source port is known to the path until it is dropped.
@@ -62,7 +82,9 @@ pub struct Flight {
 
 impl Drop for Flight {
     fn drop(&mut self) {
-        self.path.flights.lock().remove(&self.key);
+        if let Some((_, Some(_))) = self.path.flights.lock().remove(&self.key) {
+            self.path.conns.own().remove(self.key.0, self.key.1);
+        }
     }
 }
 
@@ -72,6 +94,8 @@ impl CheckPath {
     pub async fn setup(
         handle: &rtnetlink::Handle,
         ifaces: &[IfaceInfo],
+        conns: Arc<ConnTable>,
+        sees_answers: bool,
     ) -> Result<Arc<Self>, ViaError> {
         let tun = Tun::open(CHECK_TUN)?;
         let link = handle
@@ -128,6 +152,8 @@ impl CheckPath {
         let path = Arc::new(Self {
             flights: Mutex::new(HashMap::new()),
             links,
+            conns,
+            sees_answers,
         });
         let fwd = path.clone();
         std::thread::Builder::new()
@@ -203,10 +229,23 @@ impl CheckPath {
         let ip = frame.get(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + n)?;
         let (proto, sport) = flight_of(ip)?;
         let ihl = usize::from(Ipv4Packet::new_unchecked(ip).header_len());
-        let Some(dest) = self.flights.lock().get(&(proto, sport)).cloned() else {
+        let Some((dest, standin)) = self.flights.lock().get(&(proto, sport)).cloned() else {
             tracing::trace!(?proto, sport, "not a check's packet");
             return None;
         };
+        if let Some(vip) = standin {
+            // Connected to the stand-in address: to the VIP it stands for.
+            let ip = frame.get_mut(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + n)?;
+            xmit::nat::rewrite_v4(
+                ip,
+                ihl,
+                proto,
+                xmit::nat::Rewrite::Dst,
+                *vip.ip(),
+                vip.port(),
+                CsumMode::Complete,
+            );
+        }
         let Some(hop) = dest.next_hop() else {
             tracing::trace!(real = %dest.addr, "no next hop to the real server yet");
             return None;
@@ -251,14 +290,23 @@ impl CheckPath {
         }
     }
 
+    /// Whether a check through `vip` goes through it now: always, unless the VIP is this
+    /// host's own and the datapath does not see the answers (`--io xdp`); then the check
+    /// goes to the server's own address.
+    pub fn goes_through(&self, vip: SocketAddr) -> bool {
+        self.sees_answers || !vip_is_local(vip.ip())
+    }
+
     /// Open a socket of `kind` for a check of `dest` through `vip`: marked, bound to wvs's
-    /// address towards the server, its port registered.
+    /// address towards the server, its port registered; returns it with the address to
+    /// connect to (the VIP, or the stand-in address while the VIP is local).
     fn socket(
         self: &Arc<Self>,
         kind: socket2::Type,
         proto: Protocol,
         dest: &Arc<Dest>,
-    ) -> Result<(socket2::Socket, Flight), String> {
+        vip: SocketAddr,
+    ) -> Result<(socket2::Socket, Flight, SocketAddr), String> {
         let src = dest.source();
         if src.is_unspecified() {
             return Err("no route to the real server yet".into());
@@ -277,13 +325,25 @@ impl CheckPath {
             .and_then(|a| a.as_socket())
             .map(|a| a.port())
             .ok_or("check socket: no local port")?;
-        self.flights.lock().insert((proto, port), dest.clone());
+        let standin = match vip {
+            SocketAddr::V4(v) if vip_is_local(vip.ip()) => Some(v),
+            _ => None,
+        };
+        // The datapath's registry first: the answer may come as soon as the SYN leaves.
+        if let Some(v) = standin {
+            self.conns.own().insert(proto, port, v);
+        }
+        self.flights
+            .lock()
+            .insert((proto, port), (dest.clone(), standin));
+        let to = standin.map_or(vip, |v| SocketAddr::new(CHECK_STANDIN.into(), v.port()));
         Ok((
             s,
             Flight {
                 path: self.clone(),
                 key: (proto, port),
             },
+            to,
         ))
     }
 
@@ -293,11 +353,11 @@ impl CheckPath {
         dest: &Arc<Dest>,
         vip: SocketAddr,
     ) -> Result<(tokio::net::TcpStream, Flight), std::io::Error> {
-        let (s, flight) = self
-            .socket(socket2::Type::STREAM, Protocol::Tcp, dest)
+        let (s, flight, to) = self
+            .socket(socket2::Type::STREAM, Protocol::Tcp, dest, vip)
             .map_err(std::io::Error::other)?;
         let s = tokio::net::TcpSocket::from_std_stream(s.into());
-        Ok((s.connect(vip).await?, flight))
+        Ok((s.connect(to).await?, flight))
     }
 
     /// A UDP socket connected to `vip` whose datagrams reach `dest` as a client's would.
@@ -306,11 +366,11 @@ impl CheckPath {
         dest: &Arc<Dest>,
         vip: SocketAddr,
     ) -> Result<(tokio::net::UdpSocket, Flight), std::io::Error> {
-        let (s, flight) = self
-            .socket(socket2::Type::DGRAM, Protocol::Udp, dest)
+        let (s, flight, to) = self
+            .socket(socket2::Type::DGRAM, Protocol::Udp, dest, vip)
             .map_err(std::io::Error::other)?;
         let s = tokio::net::UdpSocket::from_std(s.into())?;
-        s.connect(vip).await?;
+        s.connect(to).await?;
         Ok((s, flight))
     }
 }
@@ -320,10 +380,22 @@ pub fn goes_via(fwd: Forward) -> bool {
     matches!(fwd, Forward::Route | Forward::Tunnel(_))
 }
 
-/// Whether `vip` is one of this host's addresses (keepalived's VRRP puts it there): then the
-/// stack would deliver a check to itself, and it goes to the server's own address instead.
+/// Whether `vip` is one of this host's addresses (keepalived's VRRP puts it there). Read
+/// from the interfaces' addresses, not by binding to it, which `ip_nonlocal_bind` (often on
+/// where keepalived runs) lets succeed for any address.
 pub fn vip_is_local(vip: IpAddr) -> bool {
-    std::net::TcpListener::bind((vip, 0)).is_ok()
+    match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs.into_iter().any(|a| {
+            a.address.is_some_and(|s| match vip {
+                IpAddr::V4(v) => s.as_sockaddr_in().is_some_and(|x| x.ip() == v),
+                IpAddr::V6(v) => s.as_sockaddr_in6().is_some_and(|x| x.ip() == v),
+            })
+        }),
+        Err(e) => {
+            tracing::debug!("cannot list this host's addresses: {e}");
+            false
+        }
+    }
 }
 
 /// The protocol and source port of a check's IPv4 packet.

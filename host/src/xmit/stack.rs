@@ -19,6 +19,28 @@ pub fn local(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
     Ok(finish(pkt))
 }
 
+/// The answer to one of the director's own checks through a local VIP
+/// ([`crate::conn::own`]): from `standin` instead of the VIP (its port, `sport`, kept),
+/// delivered to its stack.
+pub fn own_check(
+    pkt: &mut Packet<'_>,
+    standin: std::net::Ipv4Addr,
+    sport: u16,
+) -> Result<Sent, Refused> {
+    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let ip = pkt.ip();
+    super::nat::rewrite_v4(
+        ip,
+        ihl,
+        proto,
+        super::nat::Rewrite::Src,
+        standin,
+        sport,
+        csum,
+    );
+    Ok(finish(pkt))
+}
+
 /// Route on to the packet's own destination.
 pub fn bypass(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
     super::check(pkt, 0)?;
