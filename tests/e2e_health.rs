@@ -824,9 +824,20 @@ fn a_keepalived_conf_is_imported_and_served() {
 /// Checks of DR servers go the way clients' packets go: to the VIP, with the server's MAC
 /// address. rs3 is up (nginx answers on its own address, where keepalived's check would
 /// look) but does not hold the VIP: it is seen as down and gets no client; given the VIP,
-/// it comes up.
+/// it comes up. Then the director holds the VIP too (as keepalived's VRRP master does):
+/// the checks still go through it.
 #[test]
 fn dr_servers_are_checked_through_the_vip() {
+    dr_checks_through_the_vip("ring");
+}
+
+/// The same under `--io xdp`, whose program hands wvs the answers from the VIP.
+#[test]
+fn dr_servers_are_checked_through_the_vip_xdp() {
+    dr_checks_through_the_vip("xdp");
+}
+
+fn dr_checks_through_the_vip(io: &str) {
     let topo = Topo::onearm("hdr", false);
     topo.script("dr");
     let vip32 = format!("{VIP}/32");
@@ -837,7 +848,7 @@ fn dr_servers_are_checked_through_the_vip() {
         "check = { type = \"http\", path = \"/\", interval = 0.3, timeout = 0.5 }",
         "forward = \"dr\"",
     );
-    let w = Wvs::start(&topo, Some(&cfg));
+    let w = Wvs::start_io(&topo, Some(&cfg), io);
     // rs1 and rs2 hold the VIP: their checks through it pass.
     for i in 1..=2 {
         let real = format!("198.19.0.1{i}:80");

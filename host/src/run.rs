@@ -308,7 +308,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         &handle,
         &ifaces,
         conns.clone(),
-        opts.io != Backend::Xdp,
+        opts.io == Backend::Xdp,
     )
     .await
     {

@@ -186,6 +186,30 @@ async fn watch(
     }
 }
 
+/// Where the answers to `snap`'s checks through a VIP come from: the VIPs and ports they go
+/// to, with their protocol. Under `--io xdp` every such check connects to the stand-in
+/// address ([`via`]), and the XDP program hands these answers to wvs.
+pub fn answers_through_vips(
+    snap: &Snapshot,
+) -> Vec<(std::net::Ipv4Addr, crate::model::Protocol, u16)> {
+    let mut v: Vec<_> = wanted(snap, true)
+        .into_keys()
+        .filter_map(|k| {
+            let std::net::SocketAddr::V4(vip) = k.via? else {
+                return None;
+            };
+            let proto = match k.probe {
+                Probe::Udp { .. } | Probe::Dns { .. } => crate::model::Protocol::Udp,
+                _ => crate::model::Protocol::Tcp,
+            };
+            Some((*vip.ip(), proto, vip.port()))
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// The probes a snapshot asks for, with the real servers each decides for.
 fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
     let mut want: HashMap<ProbeKey, Vec<Bound>> = HashMap::new();

@@ -34,11 +34,11 @@ async fn tcp(
     via: Option<&Via>,
 ) -> Result<(TcpStream, Option<super::via::Flight>), String> {
     match via {
-        Some(v) if v.path.goes_through(v.vip) => {
+        Some(v) => {
             let (s, f) = v.path.tcp(&v.dest, v.vip).await.map_err(io_err)?;
             Ok((s, Some(f)))
         }
-        _ => Ok((TcpStream::connect(target).await.map_err(io_err)?, None)),
+        None => Ok((TcpStream::connect(target).await.map_err(io_err)?, None)),
     }
 }
 
@@ -245,11 +245,11 @@ async fn udp_exchange(
 ) -> Result<Vec<u8>, String> {
     // Connected, so an ICMP port unreachable comes back as an error (keepalived's UDP_CHECK).
     let (s, _flight) = match via {
-        Some(v) if v.path.goes_through(v.vip) => {
+        Some(v) => {
             let (s, f) = v.path.udp(&v.dest, v.vip).await.map_err(io_err)?;
             (s, Some(f))
         }
-        _ => {
+        None => {
             let any: SocketAddr = if target.is_ipv4() {
                 "0.0.0.0:0".parse().map_err(|_| "address")?
             } else {

@@ -67,10 +67,10 @@ pub struct CheckPath {
     /// The connection table, whose registry of checks through a local VIP the datapath
     /// reads.
     conns: Arc<ConnTable>,
-    /// Whether the datapath sees the answers to checks through a local VIP: not under
-    /// `--io xdp`, whose program passes them to the kernel (then such checks go to the
-    /// server's own address, as keepalived's do).
-    sees_answers: bool,
+    /// Whether every check through a VIP connects to the stand-in address, not only those
+    /// through a local one: under `--io xdp`, whose program hands wvs the answers from a
+    /// VIP's checked ports (`answers_through_vips`), which the kernel then never sees.
+    standin_always: bool,
 }
 
 /// A check in flight: its source port is known to the path until it is dropped.
@@ -95,7 +95,7 @@ impl CheckPath {
         handle: &rtnetlink::Handle,
         ifaces: &[IfaceInfo],
         conns: Arc<ConnTable>,
-        sees_answers: bool,
+        standin_always: bool,
     ) -> Result<Arc<Self>, ViaError> {
         let tun = Tun::open(CHECK_TUN)?;
         let link = handle
@@ -153,7 +153,7 @@ impl CheckPath {
             flights: Mutex::new(HashMap::new()),
             links,
             conns,
-            sees_answers,
+            standin_always,
         });
         let fwd = path.clone();
         std::thread::Builder::new()
@@ -290,13 +290,6 @@ impl CheckPath {
         }
     }
 
-    /// Whether a check through `vip` goes through it now: always, unless the VIP is this
-    /// host's own and the datapath does not see the answers (`--io xdp`); then the check
-    /// goes to the server's own address.
-    pub fn goes_through(&self, vip: SocketAddr) -> bool {
-        self.sees_answers || !vip_is_local(vip.ip())
-    }
-
     /// Open a socket of `kind` for a check of `dest` through `vip`: marked, bound to wvs's
     /// address towards the server, its port registered; returns it with the address to
     /// connect to (the VIP, or the stand-in address while the VIP is local).
@@ -326,7 +319,7 @@ impl CheckPath {
             .map(|a| a.port())
             .ok_or("check socket: no local port")?;
         let standin = match vip {
-            SocketAddr::V4(v) if vip_is_local(vip.ip()) => Some(v),
+            SocketAddr::V4(v) if self.standin_always || vip_is_local(vip.ip()) => Some(v),
             _ => None,
         };
         // The datapath's registry first: the answer may come as soon as the SYN leaves.

@@ -422,6 +422,8 @@ fn tuples(c: &Claims) -> HashSet<Tuple> {
         .iter()
         .map(|v| port(v, kind::VIP))
         .chain(c.reals.iter().map(|r| port(r, kind::REAL)))
+        // The answers to checks through a VIP, from it: as a NAT server's replies are.
+        .chain(c.check_answers.iter().map(|r| port(r, kind::REAL)))
         .chain(c.vip_addrs.iter().map(|a| addr(a, kind::VIP_ADDR)))
         .chain(c.real_addrs.iter().map(|a| addr(a, kind::REAL_ADDR)))
         .chain(c.data_vips.iter().map(|&(a, p)| Tuple {
