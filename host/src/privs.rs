@@ -253,6 +253,16 @@ pub enum UserError {
     /// The capabilities could not be kept across the change.
     #[error("capabilities: {0}")]
     Caps(#[from] caps::errors::CapsError),
+    /// The user cannot reach a directory given to it.
+    #[error("user {name} cannot reach {dir}: {why}")]
+    Unreachable {
+        /// The directory.
+        dir: String,
+        /// The user.
+        name: String,
+        /// Which directory above stops it.
+        why: String,
+    },
     /// A directory could not be handed to the user.
     #[error("cannot give {dir} to user {name}: {err}")]
     Chown {
@@ -362,10 +372,41 @@ pub fn give_dir(dir: &std::path::Path, to: &RunAs) -> Result<(), UserError> {
         // A read-only disk: what is there is served as it is (see the state's open).
         Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
             tracing::warn!(dir = %dir.display(), "read-only: cannot give it to user {}", to.name);
-            Ok(())
         }
-        r => r.map_err(err),
+        r => r.map_err(err)?,
     }
+    reachable(dir, to).map_err(|why| UserError::Unreachable {
+        dir: dir.display().to_string(),
+        name: to.name.clone(),
+        why,
+    })
+}
+
+/// Whether `to` may pass through every directory above `dir` (search permission), as it
+/// must to reach it by path once wvs runs as it (the plugin cache, plugins named by path).
+fn reachable(dir: &std::path::Path, to: &RunAs) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(dir).map_err(|e| e.to_string())?;
+    for a in real.ancestors().skip(1) {
+        let m = std::fs::metadata(a).map_err(|e| format!("{}: {e}", a.display()))?;
+        let bit = if m.uid() == to.uid.as_raw() {
+            0o100
+        } else if m.gid() == to.gid.as_raw() {
+            0o010
+        } else {
+            0o001
+        };
+        if m.mode() & bit == 0 {
+            return Err(format!(
+                "{} (uid {}, mode {:04o}) does not let it pass; give it o+x, or choose a \
+                 directory elsewhere",
+                a.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Become `to` for good, keeping the permitted capabilities across the change (then
@@ -387,4 +428,33 @@ pub fn become_user(to: &RunAs) -> Result<(), UserError> {
     caps::set(None, CapSet::Effective, &permitted)?;
     tracing::info!(user = to.name, uid = to.uid.as_raw(), "running as");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state directory under a parent wvs's user may not pass through is refused with
+    /// the directory that stops it, not left to fail later with "Permission denied".
+    #[test]
+    fn a_directory_its_user_cannot_reach_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = std::env::temp_dir().join(format!("wvs-privs-test-{}", std::process::id()));
+        let dir = top.join("state");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let nobody = RunAs {
+            name: "nobody".into(),
+            uid: nix::unistd::Uid::from_raw(65534),
+            gid: nix::unistd::Gid::from_raw(65534),
+        };
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let why = reachable(&dir, &nobody).expect_err("a private parent");
+        assert!(
+            why.contains(&top.display().to_string()) && why.contains("0700"),
+            "{why}"
+        );
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        reachable(&dir, &nobody).expect("o+x lets it pass");
+        std::fs::remove_dir_all(&top).expect("clean");
+    }
 }
