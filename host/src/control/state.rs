@@ -243,11 +243,26 @@ fn at_flags() -> nix::fcntl::OFlag {
     nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC
 }
 
+/// Flags a trusted directory is opened with.
+fn dir_flags() -> nix::fcntl::OFlag {
+    nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | at_flags()
+}
+
+/// Why a trusted directory could not be opened: a link or a file in its place is unsafe.
+fn dir_err(path: &Path, e: nix::errno::Errno) -> StateError {
+    match e {
+        nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP => StateError::Unsafe {
+            dir: path.display().to_string(),
+            why: "not a directory (a symbolic link is not followed)".into(),
+        },
+        e => io_err(path)(e.into()),
+    }
+}
+
 impl TrustedDir {
     /// `path`, created (mode 0700, with any missing parent) if missing, then opened and
     /// checked.
     pub fn open(path: &Path, owner: u32) -> Result<Self, StateError> {
-        use nix::fcntl::OFlag;
         use std::os::unix::fs::DirBuilderExt;
         if std::fs::symlink_metadata(path).is_err() {
             std::fs::DirBuilder::new()
@@ -256,18 +271,8 @@ impl TrustedDir {
                 .create(path)
                 .map_err(io_err(path))?;
         }
-        let fd = nix::fcntl::open(
-            path,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | at_flags(),
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| match e {
-            nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP => StateError::Unsafe {
-                dir: path.display().to_string(),
-                why: "not a directory (a symbolic link is not followed)".into(),
-            },
-            e => io_err(path)(e.into()),
-        })?;
+        let fd = nix::fcntl::open(path, dir_flags(), nix::sys::stat::Mode::empty())
+            .map_err(|e| dir_err(path, e))?;
         Self::checked(path.to_path_buf(), fd, owner)
     }
 
@@ -287,7 +292,6 @@ impl TrustedDir {
     /// The directory `name` in this one, created (mode 0700) if missing, held open and
     /// checked as this one is.
     pub fn subdir(&self, name: &str) -> Result<Self, StateError> {
-        use nix::fcntl::OFlag;
         let path = self.join(name);
         match nix::sys::stat::mkdirat(
             &self.fd,
@@ -297,19 +301,8 @@ impl TrustedDir {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(io_err(&path)(e.into())),
         }
-        let fd = nix::fcntl::openat(
-            &self.fd,
-            name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | at_flags(),
-            nix::sys::stat::Mode::empty(),
-        )
-        .map_err(|e| match e {
-            nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP => StateError::Unsafe {
-                dir: path.display().to_string(),
-                why: "not a directory (a symbolic link is not followed)".into(),
-            },
-            e => io_err(&path)(e.into()),
-        })?;
+        let fd = nix::fcntl::openat(&self.fd, name, dir_flags(), nix::sys::stat::Mode::empty())
+            .map_err(|e| dir_err(&path, e))?;
         Self::checked(path, fd, self.owner)
     }
 
