@@ -11,6 +11,9 @@
 //! `clang -target bpf`. Without clang the build goes on with an empty object and a warning:
 //! wvs then runs with the other I/O backends and says why `--io xdp` cannot start.
 
+// A build script fails by panicking, with the reason: that is what `expect` is for here.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -2,6 +2,9 @@
 //! options `wvs --help` says `wvs adm` takes are not among those it refuses, and the release
 //! profile ships a stripped binary. No root needed.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

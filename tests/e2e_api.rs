@@ -1,6 +1,9 @@
 //! End to end, the control plane: `wvs adm` and the REST API drive the real daemon in the
 //! test topology with real traffic flowing. Needs root.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

@@ -10,6 +10,9 @@
 //! (addresses no namespace holds: the real servers' answers to them go back through wvs to
 //! the client's link and end there).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

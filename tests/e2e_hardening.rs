@@ -3,6 +3,9 @@
 //! /proc/PID/status, as root and as the systemd unit's dedicated user; `/metrics` open on a
 //! loopback address only. Needs root.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,9 @@
 //! with rise and fall) and schedules around the failed ones. Real nginx servers in
 //! namespaces, stopped and started again; real curl clients.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

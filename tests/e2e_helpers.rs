@@ -2,6 +2,9 @@
 //! `ftp` helper, nginx behind a full-NAT service with `proxy-v2`, real curl as the client.
 //! Run as root (network namespaces).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! End to end, NAT mode: real nginx and socat behind the real `wvs` binary, in namespaces.
 //! Needs root, iproute2, nftables, nginx, socat and curl (scripts/setup.sh installs them).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -6,6 +6,9 @@
 //! tools come from PyPI into a throwaway virtual environment made here. Needs root and
 //! network access to the package index (for the virtual environment).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

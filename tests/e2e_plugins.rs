@@ -2,6 +2,9 @@
 //! misbehaving plugins, and hot swaps under load, with real traffic through the real binary.
 //! Needs root (see e2e_nat.rs).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

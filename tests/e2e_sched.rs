@@ -1,6 +1,9 @@
 //! End to end, schedulers: real curl through the real `wvs` binary to real nginx, with the
 //! IPVS schedulers chosen in the configuration file. Needs root (see e2e_nat.rs).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -1,6 +1,9 @@
 //! End to end, persistence: the running configuration is saved in the state directory after
 //! every change and restored at start; a corrupt state stops the start. Needs root.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

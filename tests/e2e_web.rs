@@ -3,6 +3,9 @@
 //! through the VIP, the page's counters rise, and hostile input shows as text. Screenshots
 //! are kept in `artifacts/`. Needs root, chromium and chromium-driver.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -9,6 +9,9 @@
 //!   and hands the inner packet to the kernel through a TUN device holding the VIP, as
 //!   `tunl0` would. A capture of wvs's tunnel packets is decoded by tshark's dissectors.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read};

@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p wvs --bench sched` (figures in BENCHMARKS.md).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::IpAddr;
 use std::sync::Arc;
 

@@ -185,78 +185,95 @@ fn parse(
     problems: &mut Vec<String>,
 ) -> Vec<Node> {
     let toks = tokens(text);
-    let mut i = 0;
+    let mut p = Parser {
+        file,
+        toks: &toks,
+        i: 0,
+        dir,
+        depth,
+        problems,
+    };
     let mut nodes = Vec::new();
-    block(file, &toks, &mut i, dir, depth, &mut nodes, problems, false);
+    p.block(&mut nodes, false);
     nodes
 }
 
-/// Read statements until the end (or a `}` when `nested`).
-#[allow(clippy::too_many_arguments)]
-fn block(
-    file: &str,
-    toks: &[Tok],
-    i: &mut usize,
-    dir: &Path,
+/// One file's tokens being read into nodes.
+struct Parser<'a> {
+    file: &'a str,
+    toks: &'a [Tok],
+    /// The next token.
+    i: usize,
+    /// The file's directory (where its relative includes are).
+    dir: &'a Path,
+    /// How deep in includes the file is.
     depth: usize,
-    nodes: &mut Vec<Node>,
-    problems: &mut Vec<String>,
-    nested: bool,
-) -> bool {
-    while *i < toks.len() {
-        let t = &toks[*i];
-        if t.punct {
-            *i += 1;
-            match t.text.as_str() {
-                "}" if nested => return true,
-                "}" => problems.push(format!("{file}:{}: a `}}` that closes nothing", t.line)),
-                "{" => {
-                    problems.push(format!("{file}:{}: a block with no keyword", t.line));
-                    let mut skipped = Vec::new();
-                    block(file, toks, i, dir, depth, &mut skipped, problems, true);
+    problems: &'a mut Vec<String>,
+}
+
+impl Parser<'_> {
+    /// Read statements into `nodes` until the end (or a `}` when `nested`).
+    fn block(&mut self, nodes: &mut Vec<Node>, nested: bool) -> bool {
+        let (file, toks) = (self.file, self.toks);
+        while self.i < toks.len() {
+            let t = &toks[self.i];
+            if t.punct {
+                self.i += 1;
+                match t.text.as_str() {
+                    "}" if nested => return true,
+                    "}" => self
+                        .problems
+                        .push(format!("{file}:{}: a `}}` that closes nothing", t.line)),
+                    "{" => {
+                        self.problems
+                            .push(format!("{file}:{}: a block with no keyword", t.line));
+                        let mut skipped = Vec::new();
+                        self.block(&mut skipped, true);
+                    }
+                    _ => {}
                 }
-                _ => {}
+                continue;
             }
-            continue;
-        }
-        let at = At {
-            file: file.into(),
-            line: t.line,
-        };
-        let key = t.text.clone();
-        *i += 1;
-        let mut args = Vec::new();
-        while *i < toks.len() && !toks[*i].punct {
-            args.push(toks[*i].text.clone());
-            *i += 1;
-        }
-        // The block may open on the next line.
-        let mut j = *i;
-        while j < toks.len() && toks[j].text == "\n" {
-            j += 1;
-        }
-        let opens = j < toks.len() && toks[j].text == "{";
-        let mut node = Node {
-            at: at.clone(),
-            key,
-            args,
-            block: None,
-        };
-        if opens {
-            *i = j + 1;
-            let mut children = Vec::new();
-            if !block(file, toks, i, dir, depth, &mut children, problems, true) {
-                problems.push(format!("{at}: `{}`'s block is not closed", node.key));
+            let at = At {
+                file: file.into(),
+                line: t.line,
+            };
+            let key = t.text.clone();
+            self.i += 1;
+            let mut args = Vec::new();
+            while self.i < toks.len() && !toks[self.i].punct {
+                args.push(toks[self.i].text.clone());
+                self.i += 1;
             }
-            node.block = Some(children);
+            // The block may open on the next line.
+            let mut j = self.i;
+            while j < toks.len() && toks[j].text == "\n" {
+                j += 1;
+            }
+            let opens = j < toks.len() && toks[j].text == "{";
+            let mut node = Node {
+                at: at.clone(),
+                key,
+                args,
+                block: None,
+            };
+            if opens {
+                self.i = j + 1;
+                let mut children = Vec::new();
+                if !self.block(&mut children, true) {
+                    self.problems
+                        .push(format!("{at}: `{}`'s block is not closed", node.key));
+                }
+                node.block = Some(children);
+            }
+            if node.key == "include" && node.block.is_none() {
+                include(&node, self.dir, self.depth, nodes, self.problems);
+            } else {
+                nodes.push(node);
+            }
         }
-        if node.key == "include" && node.block.is_none() {
-            include(&node, dir, depth, nodes, problems);
-        } else {
-            nodes.push(node);
-        }
+        !nested
     }
-    !nested
 }
 
 fn include(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use wvs_sdk::{Expect, HELPER_MAX_PAYLOAD, PacketInfo, helper_dir, helper_fwd};
 
-use super::{DropReason, L4Info, RxMeta, stats};
+use super::{DropReason, stats};
 use crate::conn::app::{AppConn, Controller, SeqAdj};
 use crate::conn::{Conn, ConnKey, Hop, TcpState, persist};
 use crate::consts::{
@@ -23,7 +23,7 @@ use crate::consts::{
 };
 use crate::model::{Forward, Protocol};
 use crate::plugin::Answer;
-use crate::service::{Dest, Snapshot};
+use crate::service::Dest;
 use crate::wire::checksum::{self, CsumMode};
 use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, tcp_field, udp_field};
 
@@ -141,17 +141,15 @@ impl super::Datapath {
     /// Run a packet of a connection bound to helpers through them (`app_tcp_pkt_in` and
     /// `app_tcp_pkt_out`): `dir` is [`helper_dir`]. Updates `info` and `meta` to the
     /// packet as it now is.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn help(
         &self,
-        snap: &Snapshot,
+        rx: &mut super::Rx<'_>,
         ctx: &AppCtx,
         dir: u8,
-        now: u64,
-        meta: &mut RxMeta,
-        info: &mut L4Info,
         buf: &mut [u8],
     ) -> Result<Helped, DropReason> {
+        let (snap, now) = (rx.snap, rx.now);
+        let (meta, info) = (&mut rx.meta, &mut rx.info);
         let l4 = ETHERNET_HEADER_LEN + info.ihl;
         let end = ETHERNET_HEADER_LEN + info.total_len;
         let (src, dst) = (info.saddr.octets(), info.daddr.octets());

@@ -167,6 +167,16 @@ struct L4Info {
     flags: TcpFlags,
 }
 
+/// A received packet as the handlers see it: the snapshot it is handled under, the time,
+/// how it came in and its parsed headers (a helper's rewrite updates the last two).
+#[derive(Clone, Copy)]
+struct Rx<'s> {
+    snap: &'s Snapshot,
+    now: u64,
+    meta: RxMeta,
+    info: L4Info,
+}
+
 impl L4Info {
     fn key(&self) -> ConnKey {
         ConnKey {
@@ -415,15 +425,21 @@ impl Datapath {
             mac: client_mac,
         };
         let (daddr, saddr) = (IpAddr::V4(info.daddr), IpAddr::V4(info.saddr));
+        let rx = Rx {
+            snap,
+            now,
+            meta,
+            info,
+        };
         if let Some(svc) = snap.service(info.proto, daddr, info.dport) {
-            self.inbound(snap, Some(svc), now, meta, hop, &info, buf, sink)
+            self.inbound(rx, Some(svc), hop, buf, sink)
         } else if snap.is_real(info.proto, saddr, info.sport) {
-            self.outbound(snap, now, meta, &info, buf, sink, false)
+            self.outbound(rx, buf, sink, false)
         } else if snap.is_data_vip(info.proto, daddr, info.dport) {
             // An expected connection's port on a virtual address (FTP data).
-            self.inbound(snap, None, now, meta, hop, &info, buf, sink)
+            self.inbound(rx, None, hop, buf, sink)
         } else if snap.is_data_real(info.proto, saddr, info.sport) {
-            self.outbound(snap, now, meta, &info, buf, sink, true)
+            self.outbound(rx, buf, sink, true)
         } else if self
             .conns
             .own()
@@ -444,18 +460,18 @@ impl Datapath {
     /// Client -> VIP (`ip_vs_in`): find or schedule the connection, rewrite the destination.
     /// Without a service, the packet is to an expected connection's port: it has one, or
     /// none at all.
-    #[allow(clippy::too_many_arguments)]
     fn inbound(
         &self,
-        snap: &Snapshot,
+        rx: Rx<'_>,
         svc: Option<&Arc<VirtualService>>,
-        now: u64,
-        meta: RxMeta,
         client_hop: Hop,
-        info: &L4Info,
         buf: &mut [u8],
         sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
+        let Rx {
+            snap, now, info, ..
+        } = rx;
+        let info = &info;
         let sysctl = snap.sysctl;
         let key = info.key();
         let timeouts = svc.map_or(&snap.timeouts, |s| &s.timeouts);
@@ -526,9 +542,7 @@ impl Datapath {
         }
         let Some(svc) = svc else {
             return match found {
-                Some(InLookup::Forward { .. }) => {
-                    self.forward_in(snap, now, meta, info, buf, sink, found)
-                }
+                Some(InLookup::Forward { .. }) => self.forward_in(rx, buf, sink, found),
                 Some(InLookup::Drop(r)) => Verdict::Drop(r),
                 _ => Verdict::Drop(DropReason::NoConnIn),
             };
@@ -546,21 +560,24 @@ impl Datapath {
                 },
             );
         }
-        self.forward_in(snap, now, meta, info, buf, sink, found)
+        self.forward_in(rx, buf, sink, found)
     }
 
     /// Send a client's packet on by what its connection lookup found.
-    #[allow(clippy::too_many_arguments)]
     fn forward_in(
         &self,
-        snap: &Snapshot,
-        now: u64,
-        mut meta: RxMeta,
-        info: &L4Info,
+        rx: Rx<'_>,
         buf: &mut [u8],
         sink: &mut dyn xmit::gso::SegmentSink,
         found: Option<InLookup>,
     ) -> Verdict {
+        let Rx {
+            snap,
+            now,
+            mut meta,
+            info,
+        } = rx;
+        let info = &info;
         let sysctl = snap.sysctl;
         let (daddr, dport, hop, fwd, src, mtu, local, app) = match found {
             Some(InLookup::Forward {
@@ -578,18 +595,20 @@ impl Datapath {
         };
         let mut info = *info;
         let helped = match &app {
-            Some(ctx) => match self.help(
-                snap,
-                ctx,
-                wvs_sdk::helper_dir::IN,
-                now,
-                &mut meta,
-                &mut info,
-                buf,
-            ) {
-                Ok(h) => h,
-                Err(r) => return Verdict::Drop(r),
-            },
+            Some(ctx) => {
+                let mut seen = Rx {
+                    snap,
+                    now,
+                    meta,
+                    info,
+                };
+                let h = self.help(&mut seen, ctx, wvs_sdk::helper_dir::IN, buf);
+                (meta, info) = (seen.meta, seen.info);
+                match h {
+                    Ok(h) => h,
+                    Err(r) => return Verdict::Drop(r),
+                }
+            }
             None => app::Helped::default(),
         };
         let info = &info;
@@ -819,17 +838,20 @@ impl Datapath {
     /// (and in full NAT the client as destination). `data`: the packet is from a port of a
     /// real server that expected connections may use; one of no connection is the
     /// kernel's, routed on as the kernel would have.
-    #[allow(clippy::too_many_arguments)]
     fn outbound(
         &self,
-        snap: &Snapshot,
-        now: u64,
-        mut meta: RxMeta,
-        info: &L4Info,
+        rx: Rx<'_>,
         buf: &mut [u8],
         sink: &mut dyn xmit::gso::SegmentSink,
         data: bool,
     ) -> Verdict {
+        let Rx {
+            snap,
+            now,
+            mut meta,
+            info,
+        } = rx;
+        let info = &info;
         let key = info.key();
         let timeouts = &snap.timeouts;
         let secure = self.conns.defense().secure_tcp();
@@ -914,15 +936,15 @@ impl Datapath {
         };
         let mut info = *info;
         if let Some(ctx) = &app {
-            match self.help(
+            let mut seen = Rx {
                 snap,
-                ctx,
-                wvs_sdk::helper_dir::OUT,
                 now,
-                &mut meta,
-                &mut info,
-                buf,
-            ) {
+                meta,
+                info,
+            };
+            let h = self.help(&mut seen, ctx, wvs_sdk::helper_dir::OUT, buf);
+            (meta, info) = (seen.meta, seen.info);
+            match h {
                 Ok(h) if h.resized => {
                     let mut pkt = self.packet(buf, meta, &info);
                     let r = xmit::to_client(&mut pkt, &back, link);

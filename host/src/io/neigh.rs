@@ -326,9 +326,9 @@ impl Resolver {
 
 /// Make the kernel resolve `addr`'s next hop by sending it an empty datagram (discard port).
 fn probe(addr: IpAddr) {
-    let bind: SocketAddr = match addr {
-        IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
-        IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
+    let bind = match addr {
+        IpAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     };
     let sent = UdpSocket::bind(bind).and_then(|s| s.send_to(&[], (addr, NEIGH_PROBE_PORT)));
     if let Err(e) = sent {

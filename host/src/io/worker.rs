@@ -342,16 +342,7 @@ impl Worker {
                             }
                             continue;
                         };
-                        if let Some(e) = self.on_recv(
-                            &snap,
-                            now,
-                            &fds,
-                            &mut u.bufs,
-                            &mut u.segs,
-                            iface,
-                            bid,
-                            res,
-                        ) {
+                        if let Some(e) = self.on_recv(&snap, now, &fds, &mut u, (iface, bid, res)) {
                             push(&mut u.ring, &e)?;
                             inflight += 1;
                         } else {
@@ -841,23 +832,20 @@ impl Worker {
         }
     }
 
-    /// Handle a received frame in buffer `bid`; return the send to queue, if any. Without
-    /// one, the caller gives the buffer back.
-    #[allow(clippy::too_many_arguments)]
+    /// Handle a frame received on interface `iface` into buffer `bid` (`res`: its length,
+    /// or an error); return the send to queue, if any. Without one, the caller gives the
+    /// buffer back.
     fn on_recv(
         &self,
         snap: &Snapshot,
         now: u64,
         fds: &[types::Fd],
-        bufs: &mut BufRing,
-        segs: &mut SegPool,
-        iface: usize,
-        bid: u16,
-        res: i32,
+        u: &mut Uring,
+        (iface, bid, res): (usize, u16, i32),
     ) -> Option<squeue::Entry> {
         let len = usize::try_from(res).ok()?;
-        let slot = bufs.buf(bid);
-        let (iface, out_len) = self.handle(snap, now, slot, len, iface, segs)?;
+        let slot = u.bufs.buf(bid);
+        let (iface, out_len) = self.handle(snap, now, slot, len, iface, &mut u.segs)?;
         let fd = fds.get(usize::from(iface))?;
         Some(
             opcode::Send::new(*fd, slot.as_ptr(), out_len as u32)
