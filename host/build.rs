@@ -158,8 +158,17 @@ fn build_xdp(manifest_dir: &std::path::Path, out: &std::path::Path) {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     // -g: the BTF that describes the maps; -O2: the verifier wants the bounds checks as
     // written, not spilled to the stack.
+    // Which ports are an expected connection's: the program's rule is the datapath's
+    // (`Snapshot::is_data_port`), from the same constants.
+    let consts_rs = manifest_dir.join("src").join("consts.rs");
+    println!("cargo:rerun-if-changed={}", consts_rs.display());
+    let consts = std::fs::read_to_string(&consts_rs).expect("read src/consts.rs");
+    let ftp = rust_const(&consts, "FTP_PORT");
+    let from = rust_const(&consts, "HELPER_DATA_PORTS_FROM");
     let status = Command::new(&clang)
         .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-c"])
+        .arg(format!("-DWVS_FTP_DATA_PORT={}", ftp - 1))
+        .arg(format!("-DWVS_DATA_PORTS_FROM={from}"))
         .arg(&src)
         .arg("-o")
         .arg(&obj)
@@ -175,4 +184,13 @@ fn build_xdp(manifest_dir: &std::path::Path, out: &std::path::Path) {
             std::fs::write(&obj, b"").expect("write an empty wvs_xdp.o");
         }
     }
+}
+
+/// The value of `pub const NAME: u16 = VALUE;` in `text` (src/consts.rs).
+fn rust_const(text: &str, name: &str) -> u32 {
+    let decl = format!("pub const {name}: u16 = ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&decl))
+        .and_then(|v| v.trim_end_matches(';').replace('_', "").parse().ok())
+        .unwrap_or_else(|| panic!("src/consts.rs has no `{decl}…;`"))
 }

@@ -98,11 +98,16 @@ struct {
 #define IP_FRAG_BE 0xff3f  /* htons(0x3fff): MF and the offset */
 #define PROTO_ICMP 1
 
-// Port 20 or an unprivileged one (network byte order in): Snapshot::is_data_port.
+// FTP's data port or an unprivileged one (network byte order in): Snapshot::is_data_port.
+// Both numbers come from wvs's src/consts.rs (FTP_PORT - 1, HELPER_DATA_PORTS_FROM),
+// passed by host/build.rs.
+#if !defined(WVS_FTP_DATA_PORT) || !defined(WVS_DATA_PORTS_FROM)
+#error "build with -DWVS_FTP_DATA_PORT=... -DWVS_DATA_PORTS_FROM=... (host/build.rs does)"
+#endif
 static __attribute__((always_inline)) int data_port(__u16 port_be)
 {
 	__u16 p = __builtin_bswap16(port_be);
-	return p == 20 || p >= 1024;
+	return p == WVS_FTP_DATA_PORT || p >= WVS_DATA_PORTS_FROM;
 }
 
 static __attribute__((always_inline)) int known(__u32 addr, __u8 proto, __u8 kind, __u16 port)
