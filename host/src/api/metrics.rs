@@ -578,3 +578,92 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+    }
+
+    /// Every family in the order and form it was written in (node_exporter's names, types
+    /// and help), from a scrape with every row kind: a change to the exposition is seen.
+    #[test]
+    fn the_exposition_is_as_written() {
+        let t = |n: u64| Totals {
+            conns: n,
+            inpkts: n + 1,
+            outpkts: n + 2,
+            inbytes: n + 3,
+            outbytes: n + 4,
+        };
+        let r = |n: u64| Rates {
+            cps: n,
+            inpps: n + 1,
+            outpps: n + 2,
+            inbps: n + 3,
+            outbps: n + 4,
+        };
+        let svc = labels(&[
+            ("local_address", "198.18.100.1"),
+            ("local_port", "80"),
+            ("proto", "TCP"),
+        ]);
+        let real = labels(&[
+            ("local_address", "198.18.100.1"),
+            ("local_port", "80"),
+            ("remote_address", "198.19.0.11"),
+            ("remote_port", "80"),
+            ("proto", "TCP"),
+            ("local_mark", ""),
+        ]);
+        let mut checked = real.clone();
+        checked.push(("check", "http".into()));
+        let mut info = real.clone();
+        info.push(("forward", "Masq".into()));
+        let s = Scrape {
+            totals: t(10),
+            rates: r(20),
+            services: vec![(svc, t(30), r(40))],
+            backends: vec![(real, 3, 4, 5, t(50), r(60))],
+            backend_info: vec![(info, 1)],
+            backend_up: vec![(checked.clone(), 1)],
+            check_latency: vec![(checked, 0.0025)],
+            plugin: [1, 2, 3, 4, 5],
+            drops: vec![(labels(&[("reason", "no_dest")]), 7)],
+            helper: vec![(labels(&[("event", "calls")]), 8)],
+            rx: 100,
+            tx: 90,
+            passed: 10,
+            conns: 6,
+            capacity: 1000,
+            defense: crate::conn::defense::DefenseView {
+                drop_entry: 1,
+                drop_packet: 0,
+                secure_tcp: 2,
+                drop_rate: 9,
+                active: true,
+                evicted: 11,
+                dropped_entries: 12,
+                dropped_packets: 13,
+                engaged: 14,
+            },
+            api: (2, [15, 16, 17, 18]),
+        };
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register_collector(Box::new(s));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).expect("encode");
+        let golden =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/metrics.golden");
+        if std::env::var_os("WVS_BLESS").is_some() {
+            std::fs::write(&golden, &out).expect("write the golden file");
+        }
+        let want = std::fs::read_to_string(&golden).expect("src/api/metrics.golden");
+        assert_eq!(
+            out, want,
+            "the exposition changed: check it, then WVS_BLESS=1 cargo test to accept it"
+        );
+    }
+}
