@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -46,429 +46,415 @@ struct Scrape {
     api: (u64, [u64; 4]),
 }
 
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
-    let c = ConstCounter::new(v);
-    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+/// How a metric reads its value from a row of `T`, and so its type.
+enum Read<T> {
+    Count(fn(&T) -> u64),
+    Gauge(fn(&T) -> i64),
+    Float(fn(&T) -> f64),
 }
 
-fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
-    let g = ConstGauge::new(v);
-    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+/// One metric: its name, its help and how a row gives its value.
+struct Def<T: 'static> {
+    name: &'static str,
+    help: &'static str,
+    read: Read<T>,
 }
 
-fn counters<T>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[T],
-    f: impl Fn(&T) -> (&Labels, u64),
-) -> std::fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for r in rows {
-        let (l, v) = f(r);
-        ConstCounter::new(v).encode(m.encode_family(l)?)?;
+const fn count<T>(name: &'static str, help: &'static str, f: fn(&T) -> u64) -> Def<T> {
+    Def {
+        name,
+        help,
+        read: Read::Count(f),
     }
-    Ok(())
 }
 
-fn gauges<T>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[T],
-    f: impl Fn(&T) -> (&Labels, i64),
-) -> std::fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for r in rows {
-        let (l, v) = f(r);
-        ConstGauge::new(v).encode(m.encode_family(l)?)?;
+const fn gauge<T>(name: &'static str, help: &'static str, f: fn(&T) -> i64) -> Def<T> {
+    Def {
+        name,
+        help,
+        read: Read::Gauge(f),
     }
-    Ok(())
 }
 
-fn float_gauges<T>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: &[T],
-    f: impl Fn(&T) -> (&Labels, f64),
-) -> std::fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for r in rows {
-        let (l, v) = f(r);
-        ConstGauge::new(v).encode(m.encode_family(l)?)?;
+const fn float<T>(name: &'static str, help: &'static str, f: fn(&T) -> f64) -> Def<T> {
+    Def {
+        name,
+        help,
+        read: Read::Float(f),
     }
-    Ok(())
 }
 
 fn as_gauge(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+impl<T> Def<T> {
+    fn kind(&self) -> MetricType {
+        match self.read {
+            Read::Count(_) => MetricType::Counter,
+            Read::Gauge(_) | Read::Float(_) => MetricType::Gauge,
+        }
+    }
+
+    fn value(&self, row: &T, m: MetricEncoder<'_>) -> std::fmt::Result {
+        match self.read {
+            Read::Count(f) => ConstCounter::new(f(row)).encode(m),
+            Read::Gauge(f) => ConstGauge::new(f(row)).encode(m),
+            Read::Float(f) => ConstGauge::new(f(row)).encode(m),
+        }
+    }
+}
+
+/// Metrics of one value, unlabelled.
+fn scalars(e: &mut DescriptorEncoder, defs: &[Def<Scrape>], s: &Scrape) -> std::fmt::Result {
+    for d in defs {
+        d.value(s, e.encode_descriptor(d.name, d.help, None, d.kind())?)?;
+    }
+    Ok(())
+}
+
+/// Metrics with a value per labelled row.
+fn families<T>(
+    e: &mut DescriptorEncoder,
+    defs: &[Def<T>],
+    rows: &[T],
+    labels: fn(&T) -> &Labels,
+) -> std::fmt::Result {
+    for d in defs {
+        let mut m = e.encode_descriptor(d.name, d.help, None, d.kind())?;
+        for r in rows {
+            d.value(r, m.encode_family(labels(r))?)?;
+        }
+    }
+    Ok(())
+}
+
+type Backend = (Labels, i64, i64, i64, Totals, Rates);
+type Service = (Labels, Totals, Rates);
+
+const TOTALS: &[Def<Scrape>] = &[
+    count(
+        "node_ipvs_connections",
+        "The total number of connections made.",
+        |s| s.totals.conns,
+    ),
+    count(
+        "node_ipvs_incoming_packets",
+        "The total number of incoming packets.",
+        |s| s.totals.inpkts,
+    ),
+    count(
+        "node_ipvs_outgoing_packets",
+        "The total number of outgoing packets.",
+        |s| s.totals.outpkts,
+    ),
+    count(
+        "node_ipvs_incoming_bytes",
+        "The total amount of incoming data.",
+        |s| s.totals.inbytes,
+    ),
+    count(
+        "node_ipvs_outgoing_bytes",
+        "The total amount of outgoing data.",
+        |s| s.totals.outbytes,
+    ),
+];
+
+const BACKEND_STATE: &[Def<Backend>] = &[
+    gauge(
+        "node_ipvs_backend_connections_active",
+        "The current active connections by local and remote address.",
+        |r| r.1,
+    ),
+    gauge(
+        "node_ipvs_backend_connections_inactive",
+        "The current inactive connections by local and remote address.",
+        |r| r.2,
+    ),
+    gauge(
+        "node_ipvs_backend_weight",
+        "The current backend weight by local and remote address.",
+        |r| r.3,
+    ),
+];
+
+const BACKEND_INFO: &[Def<(Labels, i64)>] = &[gauge(
+    "wvs_backend_info",
+    "Each real server, with its forwarding method as ipvsadm -L names it (Masq, Route, Tunnel, FullNat, Local); always 1.",
+    |r| r.1,
+)];
+
+const BACKEND_UP: &[Def<(Labels, i64)>] = &[gauge(
+    "wvs_backend_up",
+    "Whether the real server's health check finds it up (1) or down (0); only checked servers.",
+    |r| r.1,
+)];
+
+const CHECK_LATENCY: &[Def<(Labels, f64)>] = &[float(
+    "wvs_backend_check_latency_seconds",
+    "How long the real server's last health check took.",
+    |r| r.1,
+)];
+
+const RATES: &[Def<Scrape>] = &[
+    gauge(
+        "wvs_rate_connections_per_second",
+        "Connections per second (IPVS estimator).",
+        |s| as_gauge(s.rates.cps),
+    ),
+    gauge(
+        "wvs_rate_incoming_packets_per_second",
+        "Incoming packets per second.",
+        |s| as_gauge(s.rates.inpps),
+    ),
+    gauge(
+        "wvs_rate_outgoing_packets_per_second",
+        "Outgoing packets per second.",
+        |s| as_gauge(s.rates.outpps),
+    ),
+    gauge(
+        "wvs_rate_incoming_bytes_per_second",
+        "Incoming bytes per second.",
+        |s| as_gauge(s.rates.inbps),
+    ),
+    gauge(
+        "wvs_rate_outgoing_bytes_per_second",
+        "Outgoing bytes per second.",
+        |s| as_gauge(s.rates.outbps),
+    ),
+];
+
+const SERVICES: &[Def<Service>] = &[
+    count(
+        "wvs_service_connections",
+        "Connections made, by virtual service.",
+        |r| r.1.conns,
+    ),
+    count(
+        "wvs_service_incoming_packets",
+        "Incoming packets, by virtual service.",
+        |r| r.1.inpkts,
+    ),
+    count(
+        "wvs_service_outgoing_packets",
+        "Outgoing packets, by virtual service.",
+        |r| r.1.outpkts,
+    ),
+    count(
+        "wvs_service_incoming_bytes",
+        "Incoming bytes, by virtual service.",
+        |r| r.1.inbytes,
+    ),
+    count(
+        "wvs_service_outgoing_bytes",
+        "Outgoing bytes, by virtual service.",
+        |r| r.1.outbytes,
+    ),
+    gauge(
+        "wvs_service_connections_per_second",
+        "Connections per second, by virtual service.",
+        |r| as_gauge(r.2.cps),
+    ),
+    gauge(
+        "wvs_service_incoming_packets_per_second",
+        "Incoming packets per second, by virtual service.",
+        |r| as_gauge(r.2.inpps),
+    ),
+    gauge(
+        "wvs_service_outgoing_packets_per_second",
+        "Outgoing packets per second, by virtual service.",
+        |r| as_gauge(r.2.outpps),
+    ),
+    gauge(
+        "wvs_service_incoming_bytes_per_second",
+        "Incoming bytes per second, by virtual service.",
+        |r| as_gauge(r.2.inbps),
+    ),
+    gauge(
+        "wvs_service_outgoing_bytes_per_second",
+        "Outgoing bytes per second, by virtual service.",
+        |r| as_gauge(r.2.outbps),
+    ),
+];
+
+const BACKEND_TRAFFIC: &[Def<Backend>] = &[
+    count(
+        "wvs_backend_connections",
+        "Connections made, by real server.",
+        |r| r.4.conns,
+    ),
+    count(
+        "wvs_backend_incoming_packets",
+        "Incoming packets, by real server.",
+        |r| r.4.inpkts,
+    ),
+    count(
+        "wvs_backend_outgoing_packets",
+        "Outgoing packets, by real server.",
+        |r| r.4.outpkts,
+    ),
+    count(
+        "wvs_backend_incoming_bytes",
+        "Incoming bytes, by real server.",
+        |r| r.4.inbytes,
+    ),
+    count(
+        "wvs_backend_outgoing_bytes",
+        "Outgoing bytes, by real server.",
+        |r| r.4.outbytes,
+    ),
+    gauge(
+        "wvs_backend_connections_per_second",
+        "Connections per second, by real server.",
+        |r| as_gauge(r.5.cps),
+    ),
+];
+
+const PLUGINS: &[Def<Scrape>] = &[
+    count(
+        "wvs_plugin_calls",
+        "Scheduler calls into WebAssembly plugins.",
+        |s| s.plugin[0],
+    ),
+    count(
+        "wvs_plugin_traps",
+        "Plugin calls that trapped or ran out of time.",
+        |s| s.plugin[1],
+    ),
+    count(
+        "wvs_plugin_invalid_answers",
+        "Plugin calls that gave an invalid answer.",
+        |s| s.plugin[2],
+    ),
+    count(
+        "wvs_plugin_slow",
+        "Scheduler plugins taken out for calls that kept taking too long.",
+        |s| s.plugin[3],
+    ),
+    count(
+        "wvs_plugin_fallbacks",
+        "Services switched to their native fallback scheduler.",
+        |s| s.plugin[4],
+    ),
+];
+
+const HELPER: &[Def<(Labels, u64)>] = &[count(
+    "wvs_helper_events",
+    "Application helper events: calls, rewrites, faults, expected connections \
+     registered, refused and matched, resized segments cut.",
+    |r| r.1,
+)];
+
+const DROPS: &[Def<(Labels, u64)>] = &[count(
+    "wvs_drops",
+    "Frames dropped by the datapath, by reason.",
+    |r| r.1,
+)];
+
+const FRAMES_AND_TABLE: &[Def<Scrape>] = &[
+    count("wvs_rx_frames", "Frames received by the datapath.", |s| {
+        s.rx
+    }),
+    count("wvs_tx_frames", "Frames sent by the datapath.", |s| s.tx),
+    count("wvs_passed_frames", "Frames left to the kernel.", |s| {
+        s.passed
+    }),
+    gauge(
+        "wvs_connection_table_entries",
+        "Connections tracked now.",
+        |s| as_gauge(s.conns),
+    ),
+    gauge(
+        "wvs_connection_table_capacity",
+        "Most connections tracked at once.",
+        |s| as_gauge(s.capacity),
+    ),
+    gauge(
+        "wvs_defense_active",
+        "1 while a defense strategy acts (the table is filling up), else 0.",
+        |s| i64::from(s.defense.active),
+    ),
+];
+
+const DEFENSE_MODE: &[Def<(Labels, i64)>] = &[gauge(
+    "wvs_defense_mode",
+    "Each defense strategy's mode as IPVS's sysctls: 0 off, 1 automatic and idle, \
+     2 automatic and acting, 3 always on.",
+    |r| r.1,
+)];
+
+const DEFENSE_RATE: &[Def<Scrape>] = &[gauge(
+    "wvs_defense_drop_rate",
+    "drop_packet drops one new connection in this many (0: none).",
+    |s| i64::from(s.defense.drop_rate),
+)];
+
+const DEFENSE_EVENTS: &[Def<(Labels, u64)>] = &[count(
+    "wvs_defense_events",
+    "Defense events: half-open entries a full table evicted, entries drop_entry \
+     expired, new connections drop_packet dropped, times the strategies engaged.",
+    |r| r.1,
+)];
+
+const API_OPEN: &[Def<Scrape>] = &[gauge(
+    "wvs_api_connections",
+    "Connections open to the API now.",
+    |s| as_gauge(s.api.0),
+)];
+
+const API_EVENTS: &[Def<(Labels, u64)>] = &[count(
+    "wvs_api_connection_events",
+    "The API server's bounds acting: idle connections closed to make room at the cap, \
+     connections refused at the cap, requests answered 408, failed TLS handshakes.",
+    |r| r.1,
+)];
+
+/// `(label name, value)` rows of one label each.
+fn one_label<V: Copy>(name: &'static str, rows: &[(&str, V)]) -> Vec<(Labels, V)> {
+    rows.iter()
+        .map(|(k, v)| (vec![(name, (*k).to_string())], *v))
+        .collect()
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let t = &self.totals;
-        counter(
-            &mut e,
-            "node_ipvs_connections",
-            "The total number of connections made.",
-            t.conns,
-        )?;
-        counter(
-            &mut e,
-            "node_ipvs_incoming_packets",
-            "The total number of incoming packets.",
-            t.inpkts,
-        )?;
-        counter(
-            &mut e,
-            "node_ipvs_outgoing_packets",
-            "The total number of outgoing packets.",
-            t.outpkts,
-        )?;
-        counter(
-            &mut e,
-            "node_ipvs_incoming_bytes",
-            "The total amount of incoming data.",
-            t.inbytes,
-        )?;
-        counter(
-            &mut e,
-            "node_ipvs_outgoing_bytes",
-            "The total amount of outgoing data.",
-            t.outbytes,
-        )?;
-        let b = &self.backends;
-        gauges(
-            &mut e,
-            "node_ipvs_backend_connections_active",
-            "The current active connections by local and remote address.",
-            b,
-            |r| (&r.0, r.1),
-        )?;
-        gauges(
-            &mut e,
-            "node_ipvs_backend_connections_inactive",
-            "The current inactive connections by local and remote address.",
-            b,
-            |r| (&r.0, r.2),
-        )?;
-        gauges(
-            &mut e,
-            "node_ipvs_backend_weight",
-            "The current backend weight by local and remote address.",
-            b,
-            |r| (&r.0, r.3),
-        )?;
-        gauges(
-            &mut e,
-            "wvs_backend_info",
-            "Each real server, with its forwarding method as ipvsadm -L names it (Masq, Route, Tunnel, FullNat, Local); always 1.",
-            &self.backend_info,
-            |r| (&r.0, r.1),
-        )?;
-        gauges(
-            &mut e,
-            "wvs_backend_up",
-            "Whether the real server's health check finds it up (1) or down (0); only checked servers.",
-            &self.backend_up,
-            |r| (&r.0, r.1),
-        )?;
-        float_gauges(
-            &mut e,
-            "wvs_backend_check_latency_seconds",
-            "How long the real server's last health check took.",
-            &self.check_latency,
-            |r| (&r.0, r.1),
-        )?;
-
-        let r = &self.rates;
-        gauge(
-            &mut e,
-            "wvs_rate_connections_per_second",
-            "Connections per second (IPVS estimator).",
-            as_gauge(r.cps),
-        )?;
-        gauge(
-            &mut e,
-            "wvs_rate_incoming_packets_per_second",
-            "Incoming packets per second.",
-            as_gauge(r.inpps),
-        )?;
-        gauge(
-            &mut e,
-            "wvs_rate_outgoing_packets_per_second",
-            "Outgoing packets per second.",
-            as_gauge(r.outpps),
-        )?;
-        gauge(
-            &mut e,
-            "wvs_rate_incoming_bytes_per_second",
-            "Incoming bytes per second.",
-            as_gauge(r.inbps),
-        )?;
-        gauge(
-            &mut e,
-            "wvs_rate_outgoing_bytes_per_second",
-            "Outgoing bytes per second.",
-            as_gauge(r.outbps),
-        )?;
-        let s = &self.services;
-        counters(
-            &mut e,
-            "wvs_service_connections",
-            "Connections made, by virtual service.",
-            s,
-            |r| (&r.0, r.1.conns),
-        )?;
-        counters(
-            &mut e,
-            "wvs_service_incoming_packets",
-            "Incoming packets, by virtual service.",
-            s,
-            |r| (&r.0, r.1.inpkts),
-        )?;
-        counters(
-            &mut e,
-            "wvs_service_outgoing_packets",
-            "Outgoing packets, by virtual service.",
-            s,
-            |r| (&r.0, r.1.outpkts),
-        )?;
-        counters(
-            &mut e,
-            "wvs_service_incoming_bytes",
-            "Incoming bytes, by virtual service.",
-            s,
-            |r| (&r.0, r.1.inbytes),
-        )?;
-        counters(
-            &mut e,
-            "wvs_service_outgoing_bytes",
-            "Outgoing bytes, by virtual service.",
-            s,
-            |r| (&r.0, r.1.outbytes),
-        )?;
-        gauges(
-            &mut e,
-            "wvs_service_connections_per_second",
-            "Connections per second, by virtual service.",
-            s,
-            |r| (&r.0, as_gauge(r.2.cps)),
-        )?;
-        gauges(
-            &mut e,
-            "wvs_service_incoming_packets_per_second",
-            "Incoming packets per second, by virtual service.",
-            s,
-            |r| (&r.0, as_gauge(r.2.inpps)),
-        )?;
-        gauges(
-            &mut e,
-            "wvs_service_outgoing_packets_per_second",
-            "Outgoing packets per second, by virtual service.",
-            s,
-            |r| (&r.0, as_gauge(r.2.outpps)),
-        )?;
-        gauges(
-            &mut e,
-            "wvs_service_incoming_bytes_per_second",
-            "Incoming bytes per second, by virtual service.",
-            s,
-            |r| (&r.0, as_gauge(r.2.inbps)),
-        )?;
-        gauges(
-            &mut e,
-            "wvs_service_outgoing_bytes_per_second",
-            "Outgoing bytes per second, by virtual service.",
-            s,
-            |r| (&r.0, as_gauge(r.2.outbps)),
-        )?;
-        counters(
-            &mut e,
-            "wvs_backend_connections",
-            "Connections made, by real server.",
-            b,
-            |r| (&r.0, r.4.conns),
-        )?;
-        counters(
-            &mut e,
-            "wvs_backend_incoming_packets",
-            "Incoming packets, by real server.",
-            b,
-            |r| (&r.0, r.4.inpkts),
-        )?;
-        counters(
-            &mut e,
-            "wvs_backend_outgoing_packets",
-            "Outgoing packets, by real server.",
-            b,
-            |r| (&r.0, r.4.outpkts),
-        )?;
-        counters(
-            &mut e,
-            "wvs_backend_incoming_bytes",
-            "Incoming bytes, by real server.",
-            b,
-            |r| (&r.0, r.4.inbytes),
-        )?;
-        counters(
-            &mut e,
-            "wvs_backend_outgoing_bytes",
-            "Outgoing bytes, by real server.",
-            b,
-            |r| (&r.0, r.4.outbytes),
-        )?;
-        gauges(
-            &mut e,
-            "wvs_backend_connections_per_second",
-            "Connections per second, by real server.",
-            b,
-            |r| (&r.0, as_gauge(r.5.cps)),
-        )?;
-
-        let [calls, traps, invalid, slow, fallbacks] = self.plugin;
-        counter(
-            &mut e,
-            "wvs_plugin_calls",
-            "Scheduler calls into WebAssembly plugins.",
-            calls,
-        )?;
-        counter(
-            &mut e,
-            "wvs_plugin_traps",
-            "Plugin calls that trapped or ran out of time.",
-            traps,
-        )?;
-        counter(
-            &mut e,
-            "wvs_plugin_invalid_answers",
-            "Plugin calls that gave an invalid answer.",
-            invalid,
-        )?;
-        counter(
-            &mut e,
-            "wvs_plugin_slow",
-            "Scheduler plugins taken out for calls that kept taking too long.",
-            slow,
-        )?;
-        counter(
-            &mut e,
-            "wvs_plugin_fallbacks",
-            "Services switched to their native fallback scheduler.",
-            fallbacks,
-        )?;
-        counters(
-            &mut e,
-            "wvs_helper_events",
-            "Application helper events: calls, rewrites, faults, expected connections \
-             registered, refused and matched, resized segments cut.",
-            &self.helper,
-            |r| (&r.0, r.1),
-        )?;
-        counters(
-            &mut e,
-            "wvs_drops",
-            "Frames dropped by the datapath, by reason.",
-            &self.drops,
-            |r| (&r.0, r.1),
-        )?;
-        counter(
-            &mut e,
-            "wvs_rx_frames",
-            "Frames received by the datapath.",
-            self.rx,
-        )?;
-        counter(
-            &mut e,
-            "wvs_tx_frames",
-            "Frames sent by the datapath.",
-            self.tx,
-        )?;
-        counter(
-            &mut e,
-            "wvs_passed_frames",
-            "Frames left to the kernel.",
-            self.passed,
-        )?;
-        gauge(
-            &mut e,
-            "wvs_connection_table_entries",
-            "Connections tracked now.",
-            as_gauge(self.conns),
-        )?;
-        gauge(
-            &mut e,
-            "wvs_connection_table_capacity",
-            "Most connections tracked at once.",
-            as_gauge(self.capacity),
-        )?;
+        let e = &mut e;
         let d = &self.defense;
-        gauge(
-            &mut e,
-            "wvs_defense_active",
-            "1 while a defense strategy acts (the table is filling up), else 0.",
-            i64::from(d.active),
-        )?;
-        let modes: Vec<(Labels, i64)> = [
-            ("drop_entry", d.drop_entry),
-            ("drop_packet", d.drop_packet),
-            ("secure_tcp", d.secure_tcp),
-        ]
-        .into_iter()
-        .map(|(k, v)| (vec![("strategy", k.to_string())], i64::from(v)))
-        .collect();
-        gauges(
-            &mut e,
-            "wvs_defense_mode",
-            "Each defense strategy's mode as IPVS's sysctls: 0 off, 1 automatic and idle, \
-             2 automatic and acting, 3 always on.",
-            &modes,
-            |r| (&r.0, r.1),
-        )?;
-        gauge(
-            &mut e,
-            "wvs_defense_drop_rate",
-            "drop_packet drops one new connection in this many (0: none).",
-            i64::from(d.drop_rate),
-        )?;
-        let events: Vec<(Labels, u64)> = [
+        scalars(e, TOTALS, self)?;
+        families(e, BACKEND_STATE, &self.backends, |r| &r.0)?;
+        families(e, BACKEND_INFO, &self.backend_info, |r| &r.0)?;
+        families(e, BACKEND_UP, &self.backend_up, |r| &r.0)?;
+        families(e, CHECK_LATENCY, &self.check_latency, |r| &r.0)?;
+        scalars(e, RATES, self)?;
+        families(e, SERVICES, &self.services, |r| &r.0)?;
+        families(e, BACKEND_TRAFFIC, &self.backends, |r| &r.0)?;
+        scalars(e, PLUGINS, self)?;
+        families(e, HELPER, &self.helper, |r| &r.0)?;
+        families(e, DROPS, &self.drops, |r| &r.0)?;
+        scalars(e, FRAMES_AND_TABLE, self)?;
+        let modes = [
+            ("drop_entry", i64::from(d.drop_entry)),
+            ("drop_packet", i64::from(d.drop_packet)),
+            ("secure_tcp", i64::from(d.secure_tcp)),
+        ];
+        families(e, DEFENSE_MODE, &one_label("strategy", &modes), |r| &r.0)?;
+        scalars(e, DEFENSE_RATE, self)?;
+        let events = [
             ("evicted", d.evicted),
             ("dropped_entries", d.dropped_entries),
             ("dropped_packets", d.dropped_packets),
             ("engaged", d.engaged),
-        ]
-        .into_iter()
-        .map(|(k, v)| (vec![("event", k.to_string())], v))
-        .collect();
-        counters(
-            &mut e,
-            "wvs_defense_events",
-            "Defense events: half-open entries a full table evicted, entries drop_entry \
-             expired, new connections drop_packet dropped, times the strategies engaged.",
-            &events,
-            |r| (&r.0, r.1),
-        )?;
-        gauge(
-            &mut e,
-            "wvs_api_connections",
-            "Connections open to the API now.",
-            as_gauge(self.api.0),
-        )?;
-        let api: Vec<(Labels, u64)> = ["evicted", "refused", "timed_out", "tls_failed"]
-            .into_iter()
-            .zip(self.api.1)
-            .map(|(k, v)| (vec![("event", k.to_string())], v))
-            .collect();
-        counters(
-            &mut e,
-            "wvs_api_connection_events",
-            "The API server's bounds acting: idle connections closed to make room at the cap, \
-             connections refused at the cap, requests answered 408, failed TLS handshakes.",
-            &api,
-            |r| (&r.0, r.1),
-        )?;
-        Ok(())
+        ];
+        families(e, DEFENSE_EVENTS, &one_label("event", &events), |r| &r.0)?;
+        scalars(e, API_OPEN, self)?;
+        let [evicted, refused, timed_out, tls_failed] = self.api.1;
+        let api = [
+            ("evicted", evicted),
+            ("refused", refused),
+            ("timed_out", timed_out),
+            ("tls_failed", tls_failed),
+        ];
+        families(e, API_EVENTS, &one_label("event", &api), |r| &r.0)
     }
 }
 
