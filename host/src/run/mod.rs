@@ -15,9 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{self, Config, ConfigError};
 use crate::conn::ConnTable;
-use crate::consts::{
-    CONN_SWEEP_INTERVAL_MS, NEIGH_REFRESH_MS, NEIGH_RETRY_MS, STATS_LOG_INTERVAL_MS,
-};
+use crate::consts::{NEIGH_REFRESH_MS, NEIGH_RETRY_MS, STATS_LOG_INTERVAL_MS};
 use crate::control::{Controller, StateFile};
 use crate::datapath::{Datapath, DatapathStats, Iface, StatsSum};
 use crate::io::Backend;
@@ -29,6 +27,11 @@ use crate::io::worker::{Ports, RingPort, Worker};
 use crate::io::xdp::{XdpError, XdpFilter, XdpPassed, XdpProgram, Xsk};
 use crate::plugin::{Registry, Runtime};
 use crate::service::Snapshot;
+
+mod expiry;
+mod links;
+
+use links::Links;
 
 /// What `wvs run` was asked to do.
 #[derive(Debug, Clone)]
@@ -136,6 +139,134 @@ pub fn default_workers(cores: usize) -> usize {
 }
 
 async fn run_async(opts: RunOptions) -> Result<(), RunError> {
+    check_usage(&opts)?;
+    // Started as root: the user wvs becomes once set up, who owns its directories.
+    let run_as = crate::privs::resolve_user(&opts.user)?;
+    let start = load_state(&opts, run_as.as_ref())?;
+    let handle = neigh::connect()?;
+    let ifaces = neigh::lookup_ifaces(&handle, &opts.ifaces).await?;
+    for i in &ifaces {
+        tracing::info!(iface = i.name, index = i.index, mac = %neigh::fmt_mac(&i.mac), "interface");
+    }
+    let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface::new(i.mac)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let sockets = open_sockets(&opts, &ifaces)?;
+    let conns = Arc::new(ConnTable::new(opts.max_conns));
+    let held = set_up_privileged(&opts, run_as.as_ref(), &handle, &ifaces, &conns).await?;
+    // The API's token is read from (or made in) the state directory.
+    let token_state = start.state.clone();
+    let mut control = build_control(&opts, start)?;
+    let snapshot = control.snapshot().clone();
+    conns.defense().configure(snapshot.load().defense);
+    let xdp = attach_xdp(sockets.xdp, &mut control, &snapshot, &ifaces)?;
+    let mut workers = start_workers(
+        &opts,
+        sockets.per_worker,
+        WorkerShare {
+            conns: &conns,
+            ifaces: &dp_ifaces,
+            snapshot: &snapshot,
+            stop: &stop,
+            epoch,
+        },
+    )?;
+    let sweeper = expiry::start(conns.clone(), stop.clone(), snapshot.clone(), epoch)
+        .map_err(io_err("cannot start the expiry thread"))?;
+    // The health checks: their own thread and runtime, reading the published snapshot.
+    let _health =
+        crate::health::Monitor::start(snapshot.clone(), stop.clone(), held.check_path.clone())
+            .map_err(io_err("cannot start the health checker".to_string()))?;
+    let api = start_api(
+        &opts,
+        control,
+        token_state.as_ref(),
+        &conns,
+        &workers.stats,
+        epoch,
+        held.api_listener,
+    )
+    .await?;
+    let mut resolver = Resolver::new(handle.clone(), ifaces.clone());
+    let links = Links {
+        seen: ifaces.iter().map(|i| Some((i.index, i.mac))).collect(),
+        ifaces: ifaces.clone(),
+        dp: dp_ifaces.clone(),
+        mail: std::mem::take(&mut workers.mail),
+        broker: held.broker,
+        io: opts.io,
+        workers: opts.workers,
+        xdp: xdp.clone(),
+    };
+    wait_for_next_hops(&mut resolver, &snapshot).await?;
+    // Taken before readiness is announced: a signal sent on seeing it is never the
+    // default action's (which would end wvs without removing its table).
+    let signals = Signals::new()?;
+    tracing::info!(workers = opts.workers, io = opts.io.name(), ifaces = ?opts.ifaces, "ready");
+    let neighbours = watch(links, resolver, &handle, &api, held.check_path.clone());
+    let result = serve(&opts, signals, &api, &conns, &mut workers).await;
+    neighbours.abort();
+    let _ = neighbours.await;
+    shutdown(
+        Running {
+            stop,
+            workers,
+            sweeper,
+            xdp,
+            check_path: held.check_path,
+        },
+        &api,
+        &conns,
+        &handle,
+    )
+    .await?;
+    result
+}
+
+/// What runs until the end, to be stopped in order.
+struct Running {
+    stop: Arc<AtomicBool>,
+    workers: Workers,
+    sweeper: std::thread::JoinHandle<()>,
+    xdp: Option<Arc<parking_lot::Mutex<XdpProgram>>>,
+    check_path: Option<Arc<crate::health::via::CheckPath>>,
+}
+
+/// Stop the threads, log the last counters, then take out of the kernel what wvs put
+/// there: the XDP program, the check path's rule, the nftables table.
+async fn shutdown(
+    r: Running,
+    api: &crate::api::ApiState,
+    conns: &ConnTable,
+    handle: &rtnetlink::Handle,
+) -> Result<(), RunError> {
+    r.stop.store(true, Relaxed);
+    for t in r.workers.threads {
+        let _ = t.join();
+    }
+    let _ = r.sweeper.join();
+    let mut control = api.control.lock().await;
+    log_stats(
+        &StatsSum::of(r.workers.stats.iter().map(|s| s.as_ref())),
+        conns.len(),
+        &mut control,
+    );
+    // The XDP program goes before the nftables table, so that no frame of a service reaches
+    // the kernel unfiltered in between (the interface watch, which shared it, has ended).
+    drop(r.xdp);
+    if r.check_path.is_some() {
+        crate::health::via::CheckPath::teardown(handle).await;
+    }
+    control.remove_nft()?;
+    tracing::info!(
+        table = crate::consts::NFT_TABLE,
+        "nftables table removed; stopped"
+    );
+    Ok(())
+}
+
+/// The arguments' own rules, before anything is touched.
+fn check_usage(opts: &RunOptions) -> Result<(), RunError> {
     if opts.ifaces.is_empty() || opts.ifaces.len() > usize::from(u8::MAX) {
         return Err(RunError::Usage("give between 1 and 255 --iface".into()));
     }
@@ -151,19 +282,28 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             crate::consts::MAX_WORKERS
         )));
     }
-    // What to start with: the saved state if there is one, else the --config file, else
-    // nothing (services are then added over the API or with `wvs adm`).
-    // Started as root: the user wvs becomes once set up, who owns its directories.
-    let run_as = crate::privs::resolve_user(&opts.user)?;
-    if let Some(u) = &run_as {
+    Ok(())
+}
+
+/// What the run starts from: the state directory (held), the configuration to serve,
+/// and the `--config` file as it is now.
+struct Start {
+    state: Option<StateFile>,
+    cfg: Config,
+    /// What a SIGHUP compares the file with, to apply its changes.
+    file_base: Option<Config>,
+}
+
+/// What to start with: the saved state if there is one, else the --config file, else
+/// nothing (services are then added over the API or with `wvs adm`). The directories are
+/// given to the user wvs becomes first.
+fn load_state(opts: &RunOptions, run_as: Option<&crate::privs::RunAs>) -> Result<Start, RunError> {
+    if let Some(u) = run_as {
         for d in opts.state_dir.iter().chain(opts.plugin_cache.iter()) {
             crate::privs::give_dir(d, u)?;
         }
     }
-    let owner = run_as
-        .as_ref()
-        .map_or_else(nix::unistd::geteuid, |u| u.uid)
-        .as_raw();
+    let owner = run_as.map_or_else(nix::unistd::geteuid, |u| u.uid).as_raw();
     let state = opts
         .state_dir
         .as_deref()
@@ -173,7 +313,6 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         Some(st) => st.load()?,
         None => None,
     };
-    // The file as it is now: what a SIGHUP compares the file with, to apply its changes.
     let file_base = opts.config.as_ref().and_then(|p| match config::load(p) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -223,26 +362,32 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             c
         }
     };
-    let handle = neigh::connect()?;
-    let ifaces = neigh::lookup_ifaces(&handle, &opts.ifaces).await?;
-    for i in &ifaces {
-        tracing::info!(iface = i.name, index = i.index, mac = %neigh::fmt_mac(&i.mac), "interface");
-    }
+    Ok(Start {
+        state,
+        cfg,
+        file_base,
+    })
+}
 
-    let dp_ifaces: Arc<[Iface]> = ifaces.iter().map(|i| Iface::new(i.mac)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let epoch = Instant::now();
+/// Every socket of the run, opened before any worker starts, so that a failure leaves
+/// nothing running.
+struct Sockets {
+    /// `--io xdp`: the program (attached once the services are known) and its filter.
+    xdp: Option<(XdpProgram, XdpFilter)>,
+    /// Each worker's ports and its socket to the own stack.
+    per_worker: Vec<(Ports, StackSocket)>,
+}
 
-    // Open every socket before starting any worker, so a failure leaves nothing running.
-    // The XDP filter is filled once the services are known (below).
-    let (xdp, xsks, mut passed, xdp_filter) = if opts.io == Backend::Xdp {
-        let x = setup_xdp(&ifaces, opts.workers, &Snapshot::default())?;
-        (Some(x.prog), x.per_worker, Some(x.passed), Some(x.filter))
+fn open_sockets(opts: &RunOptions, ifaces: &[neigh::IfaceInfo]) -> Result<Sockets, RunError> {
+    // The XDP filter is filled once the services are known.
+    let (xdp, xsks, mut passed) = if opts.io == Backend::Xdp {
+        let x = setup_xdp(ifaces, opts.workers, &Snapshot::default())?;
+        (Some((x.prog, x.filter)), x.per_worker, Some(x.passed))
     } else {
-        (None, Vec::new(), None, None)
+        (None, Vec::new(), None)
     };
     let mut xsks = xsks.into_iter();
-    let mut worker_sockets = Vec::with_capacity(opts.workers);
+    let mut per_worker = Vec::with_capacity(opts.workers);
     for _ in 0..opts.workers {
         let mut socks = match opts.io {
             Backend::Ring => Ports::Ring(Vec::with_capacity(ifaces.len())),
@@ -253,7 +398,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                 tx: Vec::with_capacity(ifaces.len()),
             },
         };
-        for i in &ifaces {
+        for i in ifaces {
             let group = (opts.workers > 1)
                 .then(|| (std::process::id() as u16).wrapping_add(i.index as u16));
             let what = || format!("packet socket on {}", i.name);
@@ -273,12 +418,41 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         }
         let stack =
             StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
-        worker_sockets.push((socks, stack));
+        per_worker.push((socks, stack));
     }
+    Ok(Sockets { xdp, per_worker })
+}
+
+/// What is set up with privileges, before they are dropped.
+struct Privileged {
+    /// The socket broker (new sockets for an interface that comes back).
+    broker: Option<crate::io::broker::Broker>,
+    /// The path checks of DR and tunnel servers take through the VIP.
+    check_path: Option<Arc<crate::health::via::CheckPath>>,
+    /// The API's socket and TLS settings.
+    api_listener: Option<ApiListener>,
+}
+
+/// The API's listening socket and its TLS settings (`None`: plain HTTP).
+type ApiListener = (
+    tokio::net::TcpListener,
+    Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+);
+
+/// The user wvs runs as, the broker, the check path and the API's port: what needs
+/// privileges comes before any thread starts (capabilities are each thread's own; a
+/// thread inherits its creator's). Then they are dropped, for every thread to come.
+async fn set_up_privileged(
+    opts: &RunOptions,
+    run_as: Option<&crate::privs::RunAs>,
+    handle: &rtnetlink::Handle,
+    ifaces: &[neigh::IfaceInfo],
+    conns: &Arc<ConnTable>,
+) -> Result<Privileged, RunError> {
     // First the user wvs runs as (root's setresuid changes every thread, and one that has
     // dropped its capabilities could not follow): the capabilities stay permitted for
     // the setup below, until they are dropped.
-    if let Some(u) = &run_as {
+    if let Some(u) = run_as {
         crate::privs::become_user(u)?;
     }
     // The sockets of an interface that is deleted and comes back are new ones, which take
@@ -299,14 +473,10 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             None
         }
     };
-    // What needs privileges comes before any thread starts (capabilities are each thread's
-    // own; a thread inherits its creator's): the sockets above, the check path's TUN device
-    // and routing rule, the API's port. Then they are dropped, for every thread to come.
     // Checks of DR and tunnel servers go through the VIP when the path can be set up.
-    let conns = Arc::new(ConnTable::new(opts.max_conns));
     let check_path = match crate::health::via::CheckPath::setup(
-        &handle,
-        &ifaces,
+        handle,
+        ifaces,
         conns.clone(),
         opts.io == Backend::Xdp,
     )
@@ -321,25 +491,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     let api_listener = match opts.api {
-        Some(addr) => {
-            let tls = opts
-                .api_tls
-                .as_ref()
-                .map(|(cert, key)| crate::api::server::load_tls(cert, key))
-                .transpose()?;
-            if tls.is_none() && !addr.ip().is_loopback() {
-                tracing::warn!(
-                    %addr,
-                    "the API listens beyond this machine over plain HTTP: its token and the \
-                     client addresses it lists cross the network in the clear (give \
-                     --api-tls-cert and --api-tls-key)"
-                );
-            }
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(io_err(format!("cannot listen on {addr} for the API")))?;
-            Some((listener, tls))
-        }
+        Some(addr) => Some(listen_api(opts, addr).await?),
         None => None,
     };
     crate::privs::raise_nofile();
@@ -347,8 +499,45 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         Ok(d) => tracing::info!(kept = ?d.kept, dropped = d.dropped.len(), "capabilities dropped"),
         Err(e) => tracing::warn!("cannot drop capabilities, running with all of them: {e}"),
     }
+    Ok(Privileged {
+        broker,
+        check_path,
+        api_listener,
+    })
+}
 
-    // Then the plugins (their runtime starts threads), the services and the nftables table.
+/// The API's port, with its TLS settings if given.
+async fn listen_api(
+    opts: &RunOptions,
+    addr: std::net::SocketAddr,
+) -> Result<ApiListener, RunError> {
+    let tls = opts
+        .api_tls
+        .as_ref()
+        .map(|(cert, key)| crate::api::server::load_tls(cert, key))
+        .transpose()?;
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the API listens beyond this machine over plain HTTP: its token and the \
+             client addresses it lists cross the network in the clear (give \
+             --api-tls-cert and --api-tls-key)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(io_err(format!("cannot listen on {addr} for the API")))?;
+    Ok((listener, tls))
+}
+
+/// The plugins (their runtime starts threads), the services' first snapshot, the
+/// nftables table and the controller that changes them.
+fn build_control(opts: &RunOptions, start: Start) -> Result<Controller, RunError> {
+    let Start {
+        state,
+        cfg,
+        file_base,
+    } = start;
     let t0 = Instant::now();
     let runtime = Runtime::new(opts.plugin_cache.as_deref())?;
     runtime.set_workers(opts.workers);
@@ -385,9 +574,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let snapshot = Arc::new(ArcSwap::from_pointee(first));
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");
-    // The token is read from (or made in) the state directory once the API starts.
-    let token_state = state.clone();
-    let mut control = Controller::new(cfg, snapshot.clone(), registry, nft, state);
+    let mut control = Controller::new(cfg, snapshot, registry, nft, state);
     control.set_allow_misc(opts.allow_misc_checks);
     control.set_file_base(file_base);
     // A full or read-only disk does not stop a start that loaded a valid state: wvs
@@ -397,38 +584,75 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             "cannot save the state at start (serving it; changes that cannot be saved will be refused): {e}"
         );
     }
-    conns.defense().configure(snapshot.load().defense);
-    if let Some(mut filter) = xdp_filter {
-        filter.update(&snapshot.load())?;
-        control.set_xdp_filter(filter);
+    Ok(control)
+}
+
+/// `--io xdp`: the filter filled from the services and handed to the controller, then the
+/// program attached: frames are redirected from here on (and wait in the sockets' rings
+/// for the workers). Shared with the interface watch, which attaches it to an interface
+/// that comes back.
+fn attach_xdp(
+    xdp: Option<(XdpProgram, XdpFilter)>,
+    control: &mut Controller,
+    snapshot: &ArcSwap<Snapshot>,
+    ifaces: &[neigh::IfaceInfo],
+) -> Result<Option<Arc<parking_lot::Mutex<XdpProgram>>>, RunError> {
+    let Some((mut prog, mut filter)) = xdp else {
+        return Ok(None);
+    };
+    filter.update(&snapshot.load())?;
+    control.set_xdp_filter(filter);
+    for i in ifaces {
+        prog.attach(&i.name)?;
     }
-    // Frames are redirected from here on (and wait in the sockets' rings for the workers).
-    let mut xdp = xdp;
-    if let Some(prog) = &mut xdp {
-        for i in &ifaces {
-            prog.attach(&i.name)?;
-        }
-    }
-    // Shared with the interface watch, which attaches it to an interface that comes back.
-    let xdp = xdp.map(|p| Arc::new(parking_lot::Mutex::new(p)));
-    let (exit_tx, mut exit_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
-    let mut all_stats: Vec<Arc<DatapathStats>> = Vec::new();
-    let mut threads = Vec::new();
-    let mut mail = Vec::with_capacity(opts.workers);
-    for (id, (sockets, stack)) in worker_sockets.into_iter().enumerate() {
+    Ok(Some(Arc::new(parking_lot::Mutex::new(prog))))
+}
+
+/// What every worker shares.
+struct WorkerShare<'a> {
+    conns: &'a Arc<ConnTable>,
+    ifaces: &'a Arc<[Iface]>,
+    snapshot: &'a Arc<ArcSwap<Snapshot>>,
+    stop: &'a Arc<AtomicBool>,
+    epoch: Instant,
+}
+
+/// The running workers.
+struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Each one's counters.
+    stats: Vec<Arc<DatapathStats>>,
+    /// Each one's mailbox (new sockets from the interface watch).
+    mail: Vec<Arc<crate::io::worker::Mailbox>>,
+    /// A worker that ends says so here, with why.
+    exits: tokio::sync::mpsc::UnboundedReceiver<(usize, std::io::Result<()>)>,
+}
+
+fn start_workers(
+    opts: &RunOptions,
+    per_worker: Vec<(Ports, StackSocket)>,
+    share: WorkerShare<'_>,
+) -> Result<Workers, RunError> {
+    let (exit_tx, exits) = tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
+    let mut w = Workers {
+        threads: Vec::with_capacity(opts.workers),
+        stats: Vec::with_capacity(opts.workers),
+        mail: Vec::with_capacity(opts.workers),
+        exits,
+    };
+    for (id, (sockets, stack)) in per_worker.into_iter().enumerate() {
         let stats = Arc::new(DatapathStats::default());
         let mailbox = Arc::new(crate::io::worker::Mailbox::default());
-        mail.push(mailbox.clone());
-        all_stats.push(stats.clone());
+        w.mail.push(mailbox.clone());
+        w.stats.push(stats.clone());
         let worker = Worker {
             id,
             ports: sockets,
             stack,
-            datapath: Datapath::new(conns.clone(), dp_ifaces.clone(), stats, id),
-            snapshot: snapshot.clone(),
-            stop: stop.clone(),
-            epoch,
+            datapath: Datapath::new(share.conns.clone(), share.ifaces.clone(), stats, id),
+            snapshot: share.snapshot.clone(),
+            stop: share.stop.clone(),
+            epoch: share.epoch,
             mail: mailbox,
         };
         let tx = exit_tx.clone();
@@ -442,51 +666,23 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                 let _ = tx.send((id, r));
             })
             .map_err(io_err("cannot start a worker thread"))?;
-        threads.push(t);
+        w.threads.push(t);
     }
-    let sweeper = {
-        let (conns, stop, snapshot) = (conns.clone(), stop.clone(), snapshot.clone());
-        std::thread::Builder::new()
-            .name("wvs-expire".into())
-            .spawn(move || {
-                let mut settings = snapshot.load().defense;
-                while !stop.load(Relaxed) {
-                    std::thread::sleep(Duration::from_millis(CONN_SWEEP_INTERVAL_MS));
-                    let now = epoch.elapsed().as_millis() as u64;
-                    conns.set_expire_nodest(snapshot.load().sysctl.expire_nodest_conn);
-                    let n = conns.sweep(now);
-                    if n > 0 {
-                        tracing::trace!(expired = n, "connections expired");
-                    }
-                    // defense_work_handler: the level from how full the table (and memory)
-                    // is, then drop_entry's scan.
-                    let defense = conns.defense();
-                    let now_settings = snapshot.load().defense;
-                    if now_settings != settings {
-                        defense.configure(now_settings);
-                        settings = now_settings;
-                    }
-                    defense.update(
-                        conns.len(),
-                        conns.max_conns(),
-                        crate::conn::defense::avail_pages(),
-                    );
-                    if defense.drop_entry() {
-                        let n = conns.random_dropentry(now);
-                        if n > 0 {
-                            tracing::debug!(dropped = n, "drop_entry expired connections");
-                        }
-                    }
-                }
-            })
-            .map_err(io_err("cannot start the expiry thread"))?
-    };
+    Ok(w)
+}
 
-    // The health checks: their own thread and runtime, reading the published snapshot.
-    let _health = crate::health::Monitor::start(snapshot.clone(), stop.clone(), check_path.clone())
-        .map_err(io_err("cannot start the health checker".to_string()))?;
-
-    let (token, token_source) = match &token_state {
+/// The API's state (the controller goes into it), its token, the drain sweep and, with
+/// a listener, the server.
+async fn start_api(
+    opts: &RunOptions,
+    control: Controller,
+    token_state: Option<&StateFile>,
+    conns: &Arc<ConnTable>,
+    stats: &[Arc<DatapathStats>],
+    epoch: Instant,
+    listener: Option<ApiListener>,
+) -> Result<Arc<crate::api::ApiState>, RunError> {
+    let (token, token_source) = match token_state {
         Some(st) => {
             crate::api::load_token(opts.token.clone(), opts.token_file.as_deref(), st.dir())
                 .map_err(io_err("cannot read or create the API token"))?
@@ -500,11 +696,12 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                 .map_err(io_err("cannot read or create the API token"))?
         }
     };
+    let snapshot = control.snapshot().clone();
     let api = Arc::new(crate::api::ApiState {
         control: tokio::sync::Mutex::new(control),
-        snapshot: snapshot.clone(),
+        snapshot,
         conns: conns.clone(),
-        datapath: all_stats.clone(),
+        datapath: stats.to_vec(),
         token,
         epoch,
         token_source,
@@ -523,7 +720,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             }
         });
     }
-    if let Some((listener, tls)) = api_listener {
+    if let Some((listener, tls)) = listener {
         let addr = listener.local_addr().ok();
         let st = api.clone();
         let https = tls.is_some();
@@ -534,88 +731,111 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         });
         tracing::info!(addr = ?addr, https, "REST API listening");
     }
+    Ok(api)
+}
 
-    let mut resolver = Resolver::new(handle.clone(), ifaces.clone());
-    let mut links = Links {
-        seen: ifaces.iter().map(|i| Some((i.index, i.mac))).collect(),
-        ifaces: ifaces.clone(),
-        dp: dp_ifaces.clone(),
-        mail,
-        broker,
-        io: opts.io,
-        workers: opts.workers,
-        xdp: xdp.clone(),
-    };
-    // Resolve every real server before announcing readiness, so the first connections are
-    // not dropped for want of a MAC address.
+/// Resolve every real server before announcing readiness, so the first connections are
+/// not dropped for want of a MAC address (at most 3 s; the rest in the background).
+async fn wait_for_next_hops(
+    resolver: &mut Resolver,
+    snapshot: &ArcSwap<Snapshot>,
+) -> Result<(), RunError> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let missing = resolver.refresh(&snapshot.load(), false).await?;
         if missing == 0 {
-            break;
+            return Ok(());
         }
         if Instant::now() > deadline {
             tracing::warn!(
                 missing,
                 "some real servers have no next hop yet; retrying in the background"
             );
-            break;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(NEIGH_RETRY_MS)).await;
     }
-    tracing::info!(workers = opts.workers, io = opts.io.name(), ifaces = ?opts.ifaces, "ready");
+}
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signal handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signal handler"))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(io_err("signal handler"))?;
-    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(io_err("signal handler"))?;
-    // Next hops and interfaces are looked up over netlink, which can be slow (an emulated
-    // machine takes a while per request): in a task of their own, so that the rate
-    // estimators' ticks and the signals are never held behind them.
-    let neighbours = {
-        let (snapshot, handle, api, check_path) = (
-            snapshot.clone(),
-            handle.clone(),
-            api.clone(),
-            check_path.clone(),
-        );
-        tokio::spawn(async move {
-            let mut resolve_tick = tokio::time::interval(Duration::from_millis(NEIGH_RETRY_MS));
-            resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_full = Instant::now();
-            loop {
-                resolve_tick.tick().await;
-                let all = last_full.elapsed() >= Duration::from_millis(NEIGH_REFRESH_MS);
-                if all {
-                    last_full = Instant::now();
-                    links
-                        .check(&handle, &mut resolver, &api, check_path.as_deref())
-                        .await;
-                }
-                if let Err(e) = resolver.refresh(&snapshot.load(), all).await {
-                    tracing::warn!("next-hop refresh failed: {e}");
-                }
+/// Next hops and interfaces are looked up over netlink, which can be slow (an emulated
+/// machine takes a while per request): in a task of their own, so that the rate
+/// estimators' ticks and the signals are never held behind them.
+fn watch(
+    mut links: Links,
+    mut resolver: Resolver,
+    handle: &rtnetlink::Handle,
+    api: &Arc<crate::api::ApiState>,
+    check_path: Option<Arc<crate::health::via::CheckPath>>,
+) -> tokio::task::JoinHandle<()> {
+    let (snapshot, handle, api) = (api.snapshot.clone(), handle.clone(), api.clone());
+    tokio::spawn(async move {
+        let mut resolve_tick = tokio::time::interval(Duration::from_millis(NEIGH_RETRY_MS));
+        resolve_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_full = Instant::now();
+        loop {
+            resolve_tick.tick().await;
+            let all = last_full.elapsed() >= Duration::from_millis(NEIGH_REFRESH_MS);
+            if all {
+                last_full = Instant::now();
+                links
+                    .check(&handle, &mut resolver, &api, check_path.as_deref())
+                    .await;
             }
+            if let Err(e) = resolver.refresh(&snapshot.load(), all).await {
+                tracing::warn!("next-hop refresh failed: {e}");
+            }
+        }
+    })
+}
+
+/// The signals wvs handles.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, RunError> {
+        let on = |k| signal(k).map_err(io_err("signal handler"));
+        Ok(Self {
+            int: on(SignalKind::interrupt())?,
+            term: on(SignalKind::terminate())?,
+            hup: on(SignalKind::hangup())?,
+            usr1: on(SignalKind::user_defined1())?,
         })
-    };
+    }
+}
+
+/// Serve until a signal to stop or a worker's end: SIGHUP reloads the file, SIGUSR1 logs
+/// the counters; the rate estimators tick, and the counters are logged when they moved.
+async fn serve(
+    opts: &RunOptions,
+    mut sig: Signals,
+    api: &crate::api::ApiState,
+    conns: &ConnTable,
+    workers: &mut Workers,
+) -> Result<(), RunError> {
     let mut stats_tick = tokio::time::interval(Duration::from_millis(STATS_LOG_INTERVAL_MS));
     let mut est_tick =
         tokio::time::interval(Duration::from_millis(crate::consts::ESTIMATOR_INTERVAL_MS));
     let mut last_logged = StatsSum::default();
-    let result = loop {
+    let sum = |w: &Workers| StatsSum::of(w.stats.iter().map(|s| s.as_ref()));
+    loop {
         tokio::select! {
-            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break Ok(()); }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break Ok(()); }
-            _ = sighup.recv() => reload(&opts.config, &mut *api.control.lock().await),
-            _ = sigusr1.recv() => log_stats(&StatsSum::of(all_stats.iter().map(|s| s.as_ref())), conns.len(), &mut *api.control.lock().await),
-            Some((id, r)) = exit_rx.recv() => {
-                break match r {
+            _ = sig.int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
+            _ = sig.term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
+            _ = sig.hup.recv() => reload(&opts.config, &mut *api.control.lock().await),
+            _ = sig.usr1.recv() => log_stats(&sum(workers), conns.len(), &mut *api.control.lock().await),
+            Some((id, r)) = workers.exits.recv() => {
+                return match r {
                     Ok(()) => Err(RunError::Usage(format!("worker {id} stopped unexpectedly"))),
                     Err(e) => Err(RunError::Io { what: format!("worker {id}"), source: e }),
                 };
             }
             _ = est_tick.tick() => {
-                let snap = snapshot.load();
+                let snap = api.snapshot.load();
                 api.control.lock().await.traffic().sample(snap.service_stats());
                 for svc in snap.services() {
                     svc.stats.sample();
@@ -625,217 +845,13 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
                 }
             }
             _ = stats_tick.tick() => {
-                let s = StatsSum::of(all_stats.iter().map(|s| s.as_ref()));
+                let s = sum(workers);
                 if s != last_logged {
                     log_stats(&s, conns.len(), &mut *api.control.lock().await);
                     last_logged = s;
                 }
             }
         }
-    };
-
-    neighbours.abort();
-    let _ = neighbours.await;
-    stop.store(true, Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-    let _ = sweeper.join();
-    let mut control = api.control.lock().await;
-    log_stats(
-        &StatsSum::of(all_stats.iter().map(|s| s.as_ref())),
-        conns.len(),
-        &mut control,
-    );
-    // The XDP program goes before the nftables table, so that no frame of a service reaches
-    // the kernel unfiltered in between (the interface watch, which shared it, has ended).
-    drop(xdp);
-    if check_path.is_some() {
-        crate::health::via::CheckPath::teardown(&handle).await;
-    }
-    control.remove_nft()?;
-    tracing::info!(
-        table = crate::consts::NFT_TABLE,
-        "nftables table removed; stopped"
-    );
-    result
-}
-
-/// wvs's interfaces as last seen. One that disappears is logged; when one of the same name
-/// is there again (a new index, perhaps a new address), the workers get new sockets on it
-/// from the broker, the datapath and the check path its address, the resolver its index,
-/// and the nftables table is written again (its hook went with the old interface).
-struct Links {
-    ifaces: Vec<neigh::IfaceInfo>,
-    /// Per interface: its index and address, `None` while it is gone.
-    seen: Vec<Option<(u32, [u8; 6])>>,
-    dp: Arc<[Iface]>,
-    mail: Vec<Arc<crate::io::worker::Mailbox>>,
-    broker: Option<crate::io::broker::Broker>,
-    io: Backend,
-    workers: usize,
-    /// `--io xdp`: the program, to be attached to an interface that comes back.
-    xdp: Option<Arc<parking_lot::Mutex<XdpProgram>>>,
-}
-
-impl Links {
-    async fn check(
-        &mut self,
-        handle: &rtnetlink::Handle,
-        resolver: &mut Resolver,
-        api: &crate::api::ApiState,
-        check_path: Option<&crate::health::via::CheckPath>,
-    ) {
-        for slot in 0..self.ifaces.len() {
-            let name = self.ifaces[slot].name.clone();
-            let now = match neigh::lookup_iface(handle, &name).await {
-                Ok(info) => Some(info),
-                Err(neigh::NeighError::NoSuchIface(_)) => None,
-                Err(e) => {
-                    // Not an answer about the interface: look again next time.
-                    tracing::warn!(iface = name, "cannot look the interface up: {e}");
-                    continue;
-                }
-            };
-            let before = self.seen[slot];
-            match (&now, before) {
-                (None, Some((index, _))) => {
-                    tracing::warn!(
-                        iface = name,
-                        index,
-                        "interface gone: its traffic stops until it is back"
-                    );
-                    self.seen[slot] = None;
-                }
-                (Some(info), Some((index, mac))) if info.index == index => {
-                    if info.mac != mac {
-                        tracing::info!(iface = name, mac = %neigh::fmt_mac(&info.mac), "interface address changed");
-                        self.dp[slot].set_mac(info.mac);
-                        if let Some(p) = check_path {
-                            let _ = p.relink(slot, info.index, info.mac);
-                        }
-                        self.seen[slot] = Some((index, info.mac));
-                    }
-                }
-                (Some(info), _) => {
-                    match self.rebind(slot, info, check_path) {
-                        Ok(()) => {
-                            tracing::info!(iface = name, index = info.index, mac = %neigh::fmt_mac(&info.mac), "interface back: bound again");
-                            self.seen[slot] = Some((info.index, info.mac));
-                            self.ifaces[slot] = info.clone();
-                            resolver.set_iface(slot, info.clone());
-                            match api.control.lock().await.reinstall_nft() {
-                                Ok(()) => tracing::info!(
-                                    iface = name,
-                                    "nftables table written again: its hook is on the new interface"
-                                ),
-                                Err(e) => tracing::error!(
-                                    iface = name,
-                                    "cannot write the nftables table again: {e}"
-                                ),
-                            }
-                        }
-                        Err(e) => {
-                            // Tried again on the next look.
-                            tracing::warn!(
-                                iface = name,
-                                "interface back, but it cannot be bound again: {e}"
-                            );
-                        }
-                    }
-                }
-                (None, None) => {}
-            }
-        }
-    }
-
-    /// New sockets on interface `slot`'s new index for every worker.
-    fn rebind(
-        &self,
-        slot: usize,
-        info: &neigh::IfaceInfo,
-        check_path: Option<&crate::health::via::CheckPath>,
-    ) -> std::io::Result<()> {
-        use crate::io::worker::NewPort;
-        let Some(broker) = &self.broker else {
-            return Err(std::io::Error::other(
-                "no socket broker (see the log at start): restart wvs",
-            ));
-        };
-        if let Some(prog) = &self.xdp {
-            return self.rebind_xdp(prog, broker, slot, info, check_path);
-        }
-        let group =
-            (self.workers > 1).then(|| (std::process::id() as u16).wrapping_add(info.index as u16));
-        let mut ports = Vec::with_capacity(self.workers);
-        for _ in 0..self.workers {
-            ports.push(match self.io {
-                Backend::Uring => NewPort::Uring(PacketSocket::open_on(
-                    broker.packet_socket()?,
-                    info.index,
-                    group,
-                )?),
-                _ => NewPort::Ring(RingPort {
-                    ring: PacketRing::open_on(broker.packet_socket()?, info.index, group)?,
-                    tx: PacketSocket::open_tx_on(broker.packet_socket()?, info.index)?,
-                }),
-            });
-        }
-        self.dp[slot].set_mac(info.mac);
-        if let Some(p) = check_path {
-            p.relink(slot, info.index, info.mac)?;
-        }
-        for (m, p) in self.mail.iter().zip(ports) {
-            m.post(slot, p);
-        }
-        Ok(())
-    }
-}
-
-impl Links {
-    /// `--io xdp`: new XDP sockets for the new interface's receive queues (queue `q` to
-    /// worker `(slot + q) % workers`, as the first interfaces were dealt out on a veth with
-    /// one queue) in the program's maps in place of the old interface's, a sending socket
-    /// for every worker, and the program attached to it.
-    fn rebind_xdp(
-        &self,
-        prog: &parking_lot::Mutex<XdpProgram>,
-        broker: &crate::io::broker::Broker,
-        slot: usize,
-        info: &neigh::IfaceInfo,
-        check_path: Option<&crate::health::via::CheckPath>,
-    ) -> std::io::Result<()> {
-        use crate::io::worker::NewPort;
-        let mut xsks: Vec<Vec<Xsk>> = (0..self.workers).map(|_| Vec::new()).collect();
-        for queue in 0..crate::io::xdp::rx_queues(&info.name) {
-            let x = Xsk::open_on(broker.xdp_socket()?, info.index, queue, slot as u8)?;
-            xsks[(slot + queue as usize) % self.workers].push(x);
-        }
-        let mut tx = Vec::with_capacity(self.workers);
-        for _ in 0..self.workers {
-            tx.push(RingPort {
-                ring: PacketRing::open_tx_only_on(broker.packet_socket()?, info.index)?,
-                tx: PacketSocket::open_tx_on(broker.packet_socket()?, info.index)?,
-            });
-        }
-        {
-            let mut p = prog.lock();
-            // The interface as it was before it went (updated once this succeeds).
-            p.forget_iface(self.ifaces[slot].index);
-            for x in xsks.iter().flatten() {
-                p.add_socket(info.index, x.queue, x)
-                    .map_err(std::io::Error::other)?;
-            }
-            p.attach(&info.name).map_err(std::io::Error::other)?;
-        }
-        self.dp[slot].set_mac(info.mac);
-        if let Some(p) = check_path {
-            p.relink(slot, info.index, info.mac)?;
-        }
-        for ((m, tx), xsks) in self.mail.iter().zip(tx).zip(xsks) {
-            m.post(slot, NewPort::Xdp { tx, xsks });
-        }
-        Ok(())
     }
 }
 
