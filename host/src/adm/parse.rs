@@ -287,227 +287,305 @@ pub fn parse(words: &[String]) -> Result<Args, UsageError> {
     let mut a = Args::default();
     let mut positional: Vec<String> = Vec::new();
     let mut i = 0;
-    let set_cmd = |a: &mut Args, c: Cmd| -> Result<(), UsageError> {
-        if a.cmd.is_some_and(|old| old != c) {
-            return Err(usage("multiple commands specified"));
-        }
-        a.cmd = Some(c);
-        Ok(())
-    };
     while i < words.len() {
         let w = &words[i];
         i += 1;
-        // Each word gives one or more (option, attached value) pairs.
-        let mut items: Vec<(&Opt, Option<String>)> = Vec::new();
-        if let Some(long) = w.strip_prefix("--") {
-            let (name, val) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (long, None),
-            };
-            let o = OPTS
-                .iter()
-                .find(|o| o.long == name)
-                .ok_or_else(|| usage(format!("unknown option --{name}")))?;
-            items.push((o, val));
-        } else if let Some(shorts) = w.strip_prefix('-').filter(|s| !s.is_empty()) {
-            let chars: Vec<char> = shorts.chars().collect();
-            let mut k = 0;
-            while k < chars.len() {
-                let c = chars[k];
-                // DPVS's -b is full NAT for a real server; ipvsadm's is a service's
-                // scheduler flags.
-                let real_cmd = matches!(a.cmd, Some(Cmd::AddReal | Cmd::EditReal));
-                let o = OPTS
-                    .iter()
-                    .find(|o| {
-                        if c == 'b' && real_cmd {
-                            o.long == "fullnat"
-                        } else {
-                            o.short == Some(c)
-                        }
-                    })
-                    .ok_or_else(|| usage(format!("unknown option -{c}")))?;
-                k += 1;
-                if o.arg != ArgKind::None && k < chars.len() {
-                    items.push((o, Some(chars[k..].iter().collect())));
-                    break;
-                }
-                items.push((o, None));
-            }
-        } else {
+        let Some(items) = options_in(w, a.cmd)? else {
             // A word that is no option: --set's values (ipvsadm reads them after the
             // options), or a mistake, told below.
             positional.push(w.clone());
             continue;
-        }
+        };
         for (o, attached) in items {
-            let val = match (o.arg, attached) {
-                (ArgKind::None, Some(_)) => {
-                    return Err(usage(format!("option --{} takes no value", o.long)));
-                }
-                (ArgKind::None, None) => None,
-                (_, Some(v)) => Some(v),
-                (ArgKind::Required, None) => {
-                    let v = words
-                        .get(i)
-                        .ok_or_else(|| usage(format!("option --{} needs a value", o.long)))?;
-                    i += 1;
-                    Some(v.clone())
-                }
-                (ArgKind::Optional, None) => match words.get(i) {
-                    Some(v) if !v.starts_with('-') => {
-                        i += 1;
-                        Some(v.clone())
-                    }
-                    _ => None,
-                },
-            };
-            let v = val.unwrap_or_default();
-            match o.long {
-                "add-service" => set_cmd(&mut a, Cmd::AddService)?,
-                "edit-service" => set_cmd(&mut a, Cmd::EditService)?,
-                "delete-service" => set_cmd(&mut a, Cmd::DeleteService)?,
-                "clear" => set_cmd(&mut a, Cmd::Clear)?,
-                "restore" => set_cmd(&mut a, Cmd::Restore)?,
-                "save" => set_cmd(&mut a, Cmd::Save)?,
-                "add-server" => set_cmd(&mut a, Cmd::AddReal)?,
-                "edit-server" => set_cmd(&mut a, Cmd::EditReal)?,
-                "delete-server" => set_cmd(&mut a, Cmd::DeleteReal)?,
-                "list" => set_cmd(&mut a, Cmd::List)?,
-                "zero" => set_cmd(&mut a, Cmd::Zero)?,
-                "help" => set_cmd(&mut a, Cmd::Help)?,
-                "version" => set_cmd(&mut a, Cmd::Version)?,
-                "set" => set_cmd(&mut a, Cmd::SetTimeouts)?,
-                "add-laddr" => set_cmd(&mut a, Cmd::AddLaddr)?,
-                "del-laddr" => set_cmd(&mut a, Cmd::DelLaddr)?,
-                "get-laddr" => set_cmd(&mut a, Cmd::GetLaddr)?,
-                "laddr" => a.laddr = Some(v),
-                "import-keepalived" => {
-                    set_cmd(&mut a, Cmd::ImportKeepalived)?;
-                    a.import = Some(v);
-                }
-                "plugin-load" => {
-                    set_cmd(&mut a, Cmd::PluginLoad)?;
-                    a.plugin = Some(v);
-                }
-                "plugin-list" => set_cmd(&mut a, Cmd::PluginList)?,
-                "plugin-delete" => {
-                    set_cmd(&mut a, Cmd::PluginDelete)?;
-                    a.plugin = Some(v);
-                }
-                "fullnat" => a.fwd = Some(Fwd::FullNat),
-                "timeout" => a.timeout = true,
-                "tcp-service" | "udp-service" => {
-                    if a.service.is_some() || a.fwmark.is_some() {
-                        return Err(usage("more than one service specified"));
-                    }
-                    let p = if o.long == "tcp-service" {
-                        "tcp"
-                    } else {
-                        "udp"
-                    };
-                    a.service = Some((p.into(), v));
-                }
-                "fwmark-service" => {
-                    if a.service.is_some() || a.fwmark.is_some() {
-                        return Err(usage("more than one service specified"));
-                    }
-                    a.fwmark = Some(v);
-                }
-                "scheduler" => a.scheduler = Some(v),
-                "persistent" => {
-                    a.persistent = Some(if v.is_empty() {
-                        DEFAULT_PERSISTENT_SECS
-                    } else {
-                        match v.parse::<u32>() {
-                            Ok(t) if t >= 1 => t,
-                            _ => return Err(usage(format!("illegal timeout specified: {v:?}"))),
-                        }
-                    })
-                }
-                "netmask" => a.netmask = Some(v),
-                "helper" => a.helper = Some(v),
-                "sched-flags" => a
-                    .sched_flags
-                    .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
-                "real-server" => a.real = Some(v),
-                "gatewaying" => a.fwd = Some(Fwd::Route),
-                "ipip" => a.fwd = Some(Fwd::Tunnel),
-                "masquerading" => a.fwd = Some(Fwd::Masq),
-                "tun-type" => {
-                    if crate::model::TunKind::from_name(&v).is_none() {
-                        return Err(usage(format!("illegal tunnel type specified: {v:?}")));
-                    }
-                    a.tun_type = Some(v)
-                }
-                "tun-port" => a.tun_port = Some(number("tunnel port", &v, 65535)?),
-                "tun-nocsum" | "tun-csum" | "tun-remcsum" => {
-                    if let Some(old) = a.tun_csum.filter(|old| *old != o.long) {
-                        return Err(usage(format!(
-                            "The option '--{}' conflicts with the '--{old}' option",
-                            o.long
-                        )));
-                    }
-                    a.tun_csum = Some(o.long);
-                }
-                "tun-info" => a.tun_info = true,
-                "check" => a.check = Some(v),
-                "hint" => a.hint = Some(number("hint", &v, u32::MAX)?),
-                "sorry" => a.sorry = true,
-                "udp-on-failure" => a.udp_on_failure = Some(v),
-                "check-port" => a.check_more.push(("port", v)),
-                "check-host" => a.check_more.push(("host", v)),
-                "check-status" => a.check_more.push(("status", v)),
-                "check-digest" => a.check_more.push(("digest", v)),
-                "check-contains" => a.check_more.push(("contains", v)),
-                "check-payload" => a.check_more.push(("payload", v)),
-                "check-expect" => a.check_more.push(("expect", v)),
-                "check-qtype" => a.check_more.push(("qtype", v)),
-                "check-retry" => a.check_more.push(("retry", v)),
-                "check-interval" => a.check_interval = Some(v),
-                "check-timeout" => a.check_timeout = Some(v),
-                "rise" => a.rise = Some(number("rise", &v, 100)?),
-                "fall" => a.fall = Some(number("fall", &v, 100)?),
-                "inhibit-on-failure" => a.inhibit_on_failure = true,
-                "drain" => {
-                    a.drain = Some(number("drain period", &v, crate::consts::MAX_DRAIN_SECS)?)
-                }
-                "weight" => a.weight = Some(number("weight", &v, crate::consts::MAX_WEIGHT)?),
-                "u-threshold" => {
-                    a.u_threshold = Some(number("upper threshold", &v, i32::MAX as u32)?)
-                }
-                "l-threshold" => {
-                    a.l_threshold = Some(number("lower threshold", &v, i32::MAX as u32)?)
-                }
-                "numeric" => a.numeric = true,
-                "connection" => a.connections = true,
-                "exact" => a.exact = true,
-                "stats" => a.stats = true,
-                "rate" => a.rate = true,
-                "thresholds" => a.thresholds = true,
-                "persistent-conn" => a.persistent_conn = true,
-                "sort" => a.nosort = false,
-                "nosort" => a.nosort = true,
-                "api" => a.api = Some(v),
-                "token-file" => a.token_file = Some(v),
-                "api-ca" => a.api_ca = Some(v),
-                "ipv6" => return Err(usage("IPv6 services are not supported by wvs yet")),
-                "ops" => {
-                    return Err(usage(
-                        "one-packet scheduling (-o/--ops) is not supported by wvs",
-                    ));
-                }
-                "pe" => {
-                    return Err(usage("persistence engines (--pe) are not supported by wvs"));
-                }
-                other => {
-                    return Err(usage(format!(
-                        "--{other} is not supported by wvs (no sync daemon yet)"
-                    )));
-                }
-            }
+            let v = value_of(o, attached, words, &mut i)?.unwrap_or_default();
+            apply(&mut a, o.long, &v)?;
         }
     }
+    finish(a, positional)
+}
+
+/// An option as given, with the value attached to it if any.
+type Given = (&'static Opt, Option<String>);
+
+/// The (option, attached value) pairs one word gives: `--opt[=value]`, or short options
+/// bundled (`-Ln`, `-t1.2.3.4:80`); `None` for a word that is no option. `cmd` is the
+/// command so far (DPVS's `-b` is full NAT for a real server, ipvsadm's a service's
+/// scheduler flags).
+fn options_in(w: &str, cmd: Option<Cmd>) -> Result<Option<Vec<Given>>, UsageError> {
+    let mut items = Vec::new();
+    if let Some(long) = w.strip_prefix("--") {
+        let (name, val) = match long.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (long, None),
+        };
+        let o = OPTS
+            .iter()
+            .find(|o| o.long == name)
+            .ok_or_else(|| usage(format!("unknown option --{name}")))?;
+        items.push((o, val));
+        return Ok(Some(items));
+    }
+    let Some(shorts) = w.strip_prefix('-').filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let chars: Vec<char> = shorts.chars().collect();
+    let real_cmd = matches!(cmd, Some(Cmd::AddReal | Cmd::EditReal));
+    let mut k = 0;
+    while k < chars.len() {
+        let c = chars[k];
+        let o = OPTS
+            .iter()
+            .find(|o| {
+                if c == 'b' && real_cmd {
+                    o.long == "fullnat"
+                } else {
+                    o.short == Some(c)
+                }
+            })
+            .ok_or_else(|| usage(format!("unknown option -{c}")))?;
+        k += 1;
+        if o.arg != ArgKind::None && k < chars.len() {
+            items.push((o, Some(chars[k..].iter().collect())));
+            break;
+        }
+        items.push((o, None));
+    }
+    Ok(Some(items))
+}
+
+/// An option's value: attached, or the next word (`words[*i]`, then taken) when it
+/// needs one, or when it may take one and the next word is not an option.
+fn value_of(
+    o: &Opt,
+    attached: Option<String>,
+    words: &[String],
+    i: &mut usize,
+) -> Result<Option<String>, UsageError> {
+    Ok(match (o.arg, attached) {
+        (ArgKind::None, Some(_)) => {
+            return Err(usage(format!("option --{} takes no value", o.long)));
+        }
+        (ArgKind::None, None) => None,
+        (_, Some(v)) => Some(v),
+        (ArgKind::Required, None) => {
+            let v = words
+                .get(*i)
+                .ok_or_else(|| usage(format!("option --{} needs a value", o.long)))?;
+            *i += 1;
+            Some(v.clone())
+        }
+        (ArgKind::Optional, None) => match words.get(*i) {
+            Some(v) if !v.starts_with('-') => {
+                *i += 1;
+                Some(v.clone())
+            }
+            _ => None,
+        },
+    })
+}
+
+fn set_cmd(a: &mut Args, c: Cmd) -> Result<(), UsageError> {
+    if a.cmd.is_some_and(|old| old != c) {
+        return Err(usage("multiple commands specified"));
+    }
+    a.cmd = Some(c);
+    Ok(())
+}
+
+/// Take option `long` with its value `v`, by the kind of thing it says.
+fn apply(a: &mut Args, long: &'static str, v: &str) -> Result<(), UsageError> {
+    if command(a, long, v)?
+        || service_option(a, long, v)?
+        || real_option(a, long, v)?
+        || check_option(a, long, v)?
+        || listing_option(a, long, v)?
+    {
+        return Ok(());
+    }
+    Err(usage(match long {
+        "ipv6" => "IPv6 services are not supported by wvs yet".to_string(),
+        "ops" => "one-packet scheduling (-o/--ops) is not supported by wvs".to_string(),
+        "pe" => "persistence engines (--pe) are not supported by wvs".to_string(),
+        other => format!("--{other} is not supported by wvs (no sync daemon yet)"),
+    }))
+}
+
+/// The commands (one per line), with the value some take.
+fn command(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError> {
+    let c = match long {
+        "add-service" => Cmd::AddService,
+        "edit-service" => Cmd::EditService,
+        "delete-service" => Cmd::DeleteService,
+        "clear" => Cmd::Clear,
+        "restore" => Cmd::Restore,
+        "save" => Cmd::Save,
+        "add-server" => Cmd::AddReal,
+        "edit-server" => Cmd::EditReal,
+        "delete-server" => Cmd::DeleteReal,
+        "list" => Cmd::List,
+        "zero" => Cmd::Zero,
+        "help" => Cmd::Help,
+        "version" => Cmd::Version,
+        "set" => Cmd::SetTimeouts,
+        "add-laddr" => Cmd::AddLaddr,
+        "del-laddr" => Cmd::DelLaddr,
+        "get-laddr" => Cmd::GetLaddr,
+        "import-keepalived" => {
+            a.import = Some(v.into());
+            Cmd::ImportKeepalived
+        }
+        "plugin-load" => {
+            a.plugin = Some(v.into());
+            Cmd::PluginLoad
+        }
+        "plugin-list" => Cmd::PluginList,
+        "plugin-delete" => {
+            a.plugin = Some(v.into());
+            Cmd::PluginDelete
+        }
+        _ => return Ok(false),
+    };
+    set_cmd(a, c)?;
+    Ok(true)
+}
+
+/// What names a service and how it schedules.
+fn service_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError> {
+    match long {
+        "tcp-service" | "udp-service" | "fwmark-service" => {
+            if a.service.is_some() || a.fwmark.is_some() {
+                return Err(usage("more than one service specified"));
+            }
+            match long {
+                "tcp-service" => a.service = Some(("tcp".into(), v.into())),
+                "udp-service" => a.service = Some(("udp".into(), v.into())),
+                _ => a.fwmark = Some(v.into()),
+            }
+        }
+        "scheduler" => a.scheduler = Some(v.into()),
+        "persistent" => {
+            a.persistent = Some(if v.is_empty() {
+                DEFAULT_PERSISTENT_SECS
+            } else {
+                match v.parse::<u32>() {
+                    Ok(t) if t >= 1 => t,
+                    _ => return Err(usage(format!("illegal timeout specified: {v:?}"))),
+                }
+            })
+        }
+        "netmask" => a.netmask = Some(v.into()),
+        "helper" => a.helper = Some(v.into()),
+        "sched-flags" => a
+            .sched_flags
+            .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
+        "udp-on-failure" => a.udp_on_failure = Some(v.into()),
+        "laddr" => a.laddr = Some(v.into()),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// What describes a real server: its address, method, tunnel, weight and thresholds.
+fn real_option(a: &mut Args, long: &'static str, v: &str) -> Result<bool, UsageError> {
+    match long {
+        "real-server" => a.real = Some(v.into()),
+        "gatewaying" => a.fwd = Some(Fwd::Route),
+        "ipip" => a.fwd = Some(Fwd::Tunnel),
+        "masquerading" => a.fwd = Some(Fwd::Masq),
+        "fullnat" => a.fwd = Some(Fwd::FullNat),
+        "tun-type" => {
+            if crate::model::TunKind::from_name(v).is_none() {
+                return Err(usage(format!("illegal tunnel type specified: {v:?}")));
+            }
+            a.tun_type = Some(v.into())
+        }
+        "tun-port" => a.tun_port = Some(number("tunnel port", v, 65535)?),
+        "tun-nocsum" | "tun-csum" | "tun-remcsum" => {
+            if let Some(old) = a.tun_csum.filter(|old| *old != long) {
+                return Err(usage(format!(
+                    "The option '--{long}' conflicts with the '--{old}' option"
+                )));
+            }
+            a.tun_csum = Some(long);
+        }
+        "hint" => a.hint = Some(number("hint", v, u32::MAX)?),
+        "sorry" => a.sorry = true,
+        "drain" => a.drain = Some(number("drain period", v, crate::consts::MAX_DRAIN_SECS)?),
+        "weight" => a.weight = Some(number("weight", v, crate::consts::MAX_WEIGHT)?),
+        "u-threshold" => a.u_threshold = Some(number("upper threshold", v, i32::MAX as u32)?),
+        "l-threshold" => a.l_threshold = Some(number("lower threshold", v, i32::MAX as u32)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// A health check's options (wvs's own).
+fn check_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError> {
+    let more = match long {
+        "check" => {
+            a.check = Some(v.into());
+            return Ok(true);
+        }
+        "check-interval" => {
+            a.check_interval = Some(v.into());
+            return Ok(true);
+        }
+        "check-timeout" => {
+            a.check_timeout = Some(v.into());
+            return Ok(true);
+        }
+        "rise" => {
+            a.rise = Some(number("rise", v, 100)?);
+            return Ok(true);
+        }
+        "fall" => {
+            a.fall = Some(number("fall", v, 100)?);
+            return Ok(true);
+        }
+        "inhibit-on-failure" => {
+            a.inhibit_on_failure = true;
+            return Ok(true);
+        }
+        "check-port" => "port",
+        "check-host" => "host",
+        "check-status" => "status",
+        "check-digest" => "digest",
+        "check-contains" => "contains",
+        "check-payload" => "payload",
+        "check-expect" => "expect",
+        "check-qtype" => "qtype",
+        "check-retry" => "retry",
+        _ => return Ok(false),
+    };
+    a.check_more.push((more, v.into()));
+    Ok(true)
+}
+
+/// How `-L` lists, and how `wvs adm` reaches the API.
+fn listing_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError> {
+    match long {
+        "numeric" => a.numeric = true,
+        "connection" => a.connections = true,
+        "exact" => a.exact = true,
+        "stats" => a.stats = true,
+        "rate" => a.rate = true,
+        "thresholds" => a.thresholds = true,
+        "persistent-conn" => a.persistent_conn = true,
+        "sort" => a.nosort = false,
+        "nosort" => a.nosort = true,
+        "timeout" => a.timeout = true,
+        "tun-info" => a.tun_info = true,
+        "api" => a.api = Some(v.into()),
+        "token-file" => a.token_file = Some(v.into()),
+        "api-ca" => a.api_ca = Some(v.into()),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The words after the options: `--set`'s three timeouts, `--plugin-load`'s file, and
+/// nothing else.
+fn finish(mut a: Args, positional: Vec<String>) -> Result<Args, UsageError> {
     let mut rest = positional.into_iter();
     if a.cmd == Some(Cmd::SetTimeouts) {
         let mut t = [0u32; 3];
