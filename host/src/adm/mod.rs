@@ -184,216 +184,262 @@ fn run(a: &Args) -> Result<String, Failure> {
     }
     let client = Client::new(a)?;
     match cmd {
-        Cmd::List if a.timeout => {
-            let t: crate::config::Timeouts = client.get("/api/v1/timeouts")?;
-            out += &format!(
-                "Timeout (tcp tcpfin udp): {} {} {}\n",
-                t.tcp, t.tcpfin, t.udp
-            );
-        }
-        Cmd::List if a.connections => {
-            let mut path = "/api/v1/connections?".to_string();
-            if let Some((p, addr)) = &a.service {
-                path += &format!("service={p}/{addr}&");
-            }
-            // Page by page, as /proc/net/ip_vs_conn is read: a table of millions is not
-            // one answer.
-            let mut all = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let page = match &cursor {
-                    Some(c) => format!("{path}cursor={c}"),
-                    None => path.clone(),
-                };
-                let list: ConnList = client.get(&page)?;
-                all.extend(list.connections);
-                match list.next {
-                    Some(n) => cursor = Some(n),
-                    None => break,
-                }
-            }
-            format::conns(&mut out, &all);
-        }
-        Cmd::List => {
-            let listing = if a.stats {
-                Listing::Stats
-            } else if a.rate {
-                Listing::Rate
-            } else if a.thresholds {
-                Listing::Thresholds
-            } else if a.persistent_conn {
-                Listing::PersistentConn
-            } else if a.tun_info {
-                Listing::TunInfo
-            } else {
-                Listing::Plain
-            };
-            if a.fwmark.is_some() {
-                return Err(fwmark());
-            }
-            match &a.service {
-                Some((p, addr)) => {
-                    let s: ServiceView = client.get(&format!("/api/v1/services/{p}/{addr}"))?;
-                    format::title(&mut out, listing);
-                    format::service(&mut out, &s, listing, a.exact);
-                }
-                None => {
-                    let info: InfoView = client.get("/api/v1/info")?;
-                    // Listed in ipvsadm's sorted order; --nosort is accepted and lists the same.
-                    let services: Vec<ServiceView> = client.get("/api/v1/services")?;
-                    format::list(
-                        &mut out,
-                        &info.ipvs_version,
-                        info.conn_table_size,
-                        &services,
-                        listing,
-                        a.exact,
-                    );
-                }
-            }
-        }
-        Cmd::Save => {
-            let services: Vec<ServiceView> = client.get("/api/v1/services")?;
-            format::save(&mut out, &services);
-        }
-        Cmd::GetLaddr => {
-            let services: Vec<ServiceView> = match &a.service {
-                Some((p, addr)) => vec![client.get(&format!("/api/v1/services/{p}/{addr}"))?],
-                None => client
-                    .get::<Vec<ServiceView>>("/api/v1/services")?
-                    .into_iter()
-                    .filter(|s| !s.laddrs.is_empty())
-                    .collect(),
-            };
-            format::laddrs(&mut out, &services);
-        }
-        Cmd::Restore => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| Failure::Api(format!("cannot read the rules from stdin: {e}")))?;
-            let mut changes = Vec::new();
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                // Words as a shell splits them: -S quotes what has spaces in it.
-                let words: Vec<String> = shlex::split(line)
-                    .ok_or_else(|| usage(format!("line {}: unbalanced quotes: {line}", n + 1)))?;
-                let words = if words.first().is_some_and(|w| w == "ipvsadm") {
-                    &words[1..]
-                } else {
-                    &words[..]
-                };
-                let la = parse::parse(words)
-                    .map_err(|e| usage(format!("line {}: {e}: {line}", n + 1)))?;
-                changes.push(change(&la).map_err(|e| match e {
-                    Failure::Usage(u) => usage(format!("line {}: {u}: {line}", n + 1)),
-                    other => other,
-                })?);
-            }
-            let n = changes.len();
-            client.batch(changes)?;
-            eprintln!("wvs adm: {n} rules restored");
-        }
-        Cmd::PluginLoad => {
-            let name = a.plugin.clone().unwrap_or_default();
-            let file = a.plugin_file.clone().unwrap_or_default();
-            let wasm = std::fs::read(&file)
-                .map_err(|e| Failure::Api(format!("cannot read {file}: {e}")))?;
-            let _: Option<Vec<crate::api::PluginView>> =
-                client.send("PUT", &format!("/api/v1/plugins/{name}"), Some(wasm))?;
-            out += &format!("plugin {name} loaded from {file}\n");
-        }
-        Cmd::PluginDelete => {
-            let name = a.plugin.clone().unwrap_or_default();
-            let _: Option<()> = client.send("DELETE", &format!("/api/v1/plugins/{name}"), None)?;
-        }
-        Cmd::PluginList => {
-            let all: Vec<crate::api::PluginView> = client.get("/api/v1/plugins")?;
-            out += &format!(
-                "{:<16} {:<8} {:>8}  {}\n",
-                "Name", "Kind", "Bytes", "Used by"
-            );
-            for p in all {
-                out += &format!(
-                    "{:<16} {:<8} {:>8}  {}\n",
-                    p.name,
-                    p.kind,
-                    p.bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-                    if p.used_by.is_empty() {
-                        "-".to_string()
-                    } else {
-                        p.used_by.join(", ")
-                    }
-                );
-            }
-        }
-        Cmd::ImportKeepalived => {
-            let file = a.import.clone().unwrap_or_default();
-            let found = keepalived::import(std::path::Path::new(&file));
-            for n in &found.notes {
-                eprintln!("wvs adm: note: {n}");
-            }
-            if !found.problems.is_empty() {
-                for p in &found.problems {
-                    eprintln!("wvs adm: {p}");
-                }
-                return Err(Failure::Api(format!(
-                    "{file}: {} thing{} wvs cannot import; nothing was applied",
-                    found.problems.len(),
-                    if found.problems.len() == 1 { "" } else { "s" }
-                )));
-            }
-            let (services, reals) = (
-                found.services.len(),
-                found.services.iter().map(|s| s.reals.len()).sum::<usize>(),
-            );
-            let changes = found
-                .services
-                .into_iter()
-                .map(|service| Change::AddService { service })
-                .collect();
-            client.batch(changes)?;
-            eprintln!(
-                "wvs adm: imported {services} virtual server{} with {reals} real server{} from {file}",
-                if services == 1 { "" } else { "s" },
-                if reals == 1 { "" } else { "s" }
-            );
-        }
-        Cmd::Zero => {
-            if a.fwmark.is_some() {
-                return Err(fwmark());
-            }
-            let path = match &a.service {
-                Some((p, addr)) => format!("/api/v1/services/{p}/{addr}/stats/zero"),
-                None => "/api/v1/stats/zero".to_string(),
-            };
-            let _: crate::api::Zeroed = client.post(&path)?;
-        }
-        _ => {
-            let mut c = change(a)?;
-            // -e sets what ipvsadm's -e sets; the hint (wvs's own) stays unless --hint.
-            if let (
-                Change::EditReal {
-                    protocol,
-                    address,
-                    real,
-                },
-                None,
-            ) = (&mut c, a.hint)
-            {
-                let svc: ServiceView =
-                    client.get(&format!("/api/v1/services/{protocol}/{address}"))?;
-                if let Some(r) = svc.reals.iter().find(|r| r.address == real.address) {
-                    real.hint = r.hint;
-                }
-            }
-            client.batch(vec![c])?
-        }
+        Cmd::List if a.timeout => list_timeouts(&client, &mut out)?,
+        Cmd::List if a.connections => list_connections(a, &client, &mut out)?,
+        Cmd::List => list(a, &client, &mut out)?,
+        Cmd::Save => save(&client, &mut out)?,
+        Cmd::GetLaddr => get_laddrs(a, &client, &mut out)?,
+        Cmd::Restore => restore(&client)?,
+        Cmd::PluginLoad => plugin_load(a, &client, &mut out)?,
+        Cmd::PluginDelete => plugin_delete(a, &client)?,
+        Cmd::PluginList => plugin_list(&client, &mut out)?,
+        Cmd::ImportKeepalived => import_keepalived(a, &client)?,
+        Cmd::Zero => zero(a, &client)?,
+        _ => edit(a, &client)?,
     }
     Ok(out)
+}
+
+/// `-L --timeout`: the three timeouts.
+fn list_timeouts(client: &Client, out: &mut String) -> Result<(), Failure> {
+    let t: crate::config::Timeouts = client.get("/api/v1/timeouts")?;
+    *out += &format!(
+        "Timeout (tcp tcpfin udp): {} {} {}\n",
+        t.tcp, t.tcpfin, t.udp
+    );
+    Ok(())
+}
+
+/// `-L -c`: the connections, read page by page as /proc/net/ip_vs_conn is read (a
+/// table of millions is not one answer).
+fn list_connections(a: &Args, client: &Client, out: &mut String) -> Result<(), Failure> {
+    let mut path = "/api/v1/connections?".to_string();
+    if let Some((p, addr)) = &a.service {
+        path += &format!("service={p}/{addr}&");
+    }
+    // Page by page, as /proc/net/ip_vs_conn is read: a table of millions is not
+    // one answer.
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            Some(c) => format!("{path}cursor={c}"),
+            None => path.clone(),
+        };
+        let list: ConnList = client.get(&page)?;
+        all.extend(list.connections);
+        match list.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    format::conns(out, &all);
+    Ok(())
+}
+
+/// `-L`: the table, or one service, in the listing the options ask for.
+fn list(a: &Args, client: &Client, out: &mut String) -> Result<(), Failure> {
+    let listing = if a.stats {
+        Listing::Stats
+    } else if a.rate {
+        Listing::Rate
+    } else if a.thresholds {
+        Listing::Thresholds
+    } else if a.persistent_conn {
+        Listing::PersistentConn
+    } else if a.tun_info {
+        Listing::TunInfo
+    } else {
+        Listing::Plain
+    };
+    if a.fwmark.is_some() {
+        return Err(fwmark());
+    }
+    match &a.service {
+        Some((p, addr)) => {
+            let s: ServiceView = client.get(&format!("/api/v1/services/{p}/{addr}"))?;
+            format::title(out, listing);
+            format::service(out, &s, listing, a.exact);
+        }
+        None => {
+            let info: InfoView = client.get("/api/v1/info")?;
+            // Listed in ipvsadm's sorted order; --nosort is accepted and lists the same.
+            let services: Vec<ServiceView> = client.get("/api/v1/services")?;
+            format::list(
+                out,
+                &info.ipvs_version,
+                info.conn_table_size,
+                &services,
+                listing,
+                a.exact,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `-S`: the rules that make the table again.
+fn save(client: &Client, out: &mut String) -> Result<(), Failure> {
+    let services: Vec<ServiceView> = client.get("/api/v1/services")?;
+    format::save(out, &services);
+    Ok(())
+}
+
+/// `-G` (DPVS): the full-NAT local addresses.
+fn get_laddrs(a: &Args, client: &Client, out: &mut String) -> Result<(), Failure> {
+    let services: Vec<ServiceView> = match &a.service {
+        Some((p, addr)) => vec![client.get(&format!("/api/v1/services/{p}/{addr}"))?],
+        None => client
+            .get::<Vec<ServiceView>>("/api/v1/services")?
+            .into_iter()
+            .filter(|s| !s.laddrs.is_empty())
+            .collect(),
+    };
+    format::laddrs(out, &services);
+    Ok(())
+}
+
+/// `-R`: rules from standard input, applied as one change.
+fn restore(client: &Client) -> Result<(), Failure> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| Failure::Api(format!("cannot read the rules from stdin: {e}")))?;
+    let mut changes = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // Words as a shell splits them: -S quotes what has spaces in it.
+        let words: Vec<String> = shlex::split(line)
+            .ok_or_else(|| usage(format!("line {}: unbalanced quotes: {line}", n + 1)))?;
+        let words = if words.first().is_some_and(|w| w == "ipvsadm") {
+            &words[1..]
+        } else {
+            &words[..]
+        };
+        let la = parse::parse(words).map_err(|e| usage(format!("line {}: {e}: {line}", n + 1)))?;
+        changes.push(change(&la).map_err(|e| match e {
+            Failure::Usage(u) => usage(format!("line {}: {u}: {line}", n + 1)),
+            other => other,
+        })?);
+    }
+    let n = changes.len();
+    client.batch(changes)?;
+    eprintln!("wvs adm: {n} rules restored");
+    Ok(())
+}
+
+/// `--plugin-load NAME FILE`.
+fn plugin_load(a: &Args, client: &Client, out: &mut String) -> Result<(), Failure> {
+    let name = a.plugin.clone().unwrap_or_default();
+    let file = a.plugin_file.clone().unwrap_or_default();
+    let wasm =
+        std::fs::read(&file).map_err(|e| Failure::Api(format!("cannot read {file}: {e}")))?;
+    let _: Option<Vec<crate::api::PluginView>> =
+        client.send("PUT", &format!("/api/v1/plugins/{name}"), Some(wasm))?;
+    *out += &format!("plugin {name} loaded from {file}\n");
+    Ok(())
+}
+
+/// `--plugin-delete NAME`.
+fn plugin_delete(a: &Args, client: &Client) -> Result<(), Failure> {
+    let name = a.plugin.clone().unwrap_or_default();
+    let _: Option<()> = client.send("DELETE", &format!("/api/v1/plugins/{name}"), None)?;
+    Ok(())
+}
+
+/// `--plugin-list`.
+fn plugin_list(client: &Client, out: &mut String) -> Result<(), Failure> {
+    let all: Vec<crate::api::PluginView> = client.get("/api/v1/plugins")?;
+    *out += &format!(
+        "{:<16} {:<8} {:>8}  {}\n",
+        "Name", "Kind", "Bytes", "Used by"
+    );
+    for p in all {
+        *out += &format!(
+            "{:<16} {:<8} {:>8}  {}\n",
+            p.name,
+            p.kind,
+            p.bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            if p.used_by.is_empty() {
+                "-".to_string()
+            } else {
+                p.used_by.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `--import-keepalived FILE`: all of it, or nothing with every problem said.
+fn import_keepalived(a: &Args, client: &Client) -> Result<(), Failure> {
+    let file = a.import.clone().unwrap_or_default();
+    let found = keepalived::import(std::path::Path::new(&file));
+    for n in &found.notes {
+        eprintln!("wvs adm: note: {n}");
+    }
+    if !found.problems.is_empty() {
+        for p in &found.problems {
+            eprintln!("wvs adm: {p}");
+        }
+        return Err(Failure::Api(format!(
+            "{file}: {} thing{} wvs cannot import; nothing was applied",
+            found.problems.len(),
+            if found.problems.len() == 1 { "" } else { "s" }
+        )));
+    }
+    let (services, reals) = (
+        found.services.len(),
+        found.services.iter().map(|s| s.reals.len()).sum::<usize>(),
+    );
+    let changes = found
+        .services
+        .into_iter()
+        .map(|service| Change::AddService { service })
+        .collect();
+    client.batch(changes)?;
+    eprintln!(
+        "wvs adm: imported {services} virtual server{} with {reals} real server{} from {file}",
+        if services == 1 { "" } else { "s" },
+        if reals == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+/// `-Z`: the counters of one service or all.
+fn zero(a: &Args, client: &Client) -> Result<(), Failure> {
+    if a.fwmark.is_some() {
+        return Err(fwmark());
+    }
+    let path = match &a.service {
+        Some((p, addr)) => format!("/api/v1/services/{p}/{addr}/stats/zero"),
+        None => "/api/v1/stats/zero".to_string(),
+    };
+    let _: crate::api::Zeroed = client.post(&path)?;
+    Ok(())
+}
+
+/// The commands that change the table (`-A -E -D -C -a -e -d -P -Q --set`).
+fn edit(a: &Args, client: &Client) -> Result<(), Failure> {
+    let mut c = change(a)?;
+    // -e sets what ipvsadm's -e sets; the hint (wvs's own) stays unless --hint.
+    if let (
+        Change::EditReal {
+            protocol,
+            address,
+            real,
+        },
+        None,
+    ) = (&mut c, a.hint)
+    {
+        let svc: ServiceView = client.get(&format!("/api/v1/services/{protocol}/{address}"))?;
+        if let Some(r) = svc.reals.iter().find(|r| r.address == real.address) {
+            real.hint = r.hint;
+        }
+    }
+    client.batch(vec![c])
 }
 
 fn fwmark() -> Failure {
