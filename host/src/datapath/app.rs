@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use wvs_sdk::{Expect, HELPER_MAX_PAYLOAD, PacketInfo, helper_dir, helper_fwd};
 
-use super::{DropReason, stats};
+use super::{DropReason, L4Info, stats};
 use crate::conn::app::{AppConn, Controller, SeqAdj};
 use crate::conn::{Conn, ConnKey, Hop, TcpState, persist};
 use crate::consts::{
@@ -137,6 +137,92 @@ fn fix_sack(seg: &mut [u8], doff: usize, adj: &SeqAdj, complete: bool) {
     }
 }
 
+/// A TCP segment's sequence and acknowledgement numbers (and SACK blocks) through the
+/// connection's deltas, its first sequence number noted on a SYN. Returns the header's
+/// length and the sequence number as received.
+fn seq_adjust(
+    inner: &mut crate::conn::app::AppInner,
+    flags: crate::conn::TcpFlags,
+    dir: u8,
+    seg: &mut [u8],
+    complete: bool,
+) -> (usize, u32) {
+    let doff = usize::from(seg[tcp_field::DATA_OFF] >> 4) * 4;
+    let seq = read_u32(seg, tcp_field::SEQ);
+    if flags.syn {
+        if dir == helper_dir::IN {
+            inner.in_isn = Some(seq);
+        } else {
+            inner.out_isn = Some(seq);
+        }
+    }
+    let (mine, theirs) = if dir == helper_dir::IN {
+        (inner.in_seq, inner.out_seq)
+    } else {
+        (inner.out_seq, inner.in_seq)
+    };
+    write_u32(seg, tcp_field::SEQ, mine.fix_seq(seq), complete);
+    if flags.ack {
+        let ack = read_u32(seg, tcp_field::ACK);
+        write_u32(seg, tcp_field::ACK, theirs.fix_ack(ack), complete);
+    }
+    if theirs.active() {
+        fix_sack(seg, doff.min(seg.len()), &theirs, complete);
+    }
+    (doff, seq)
+}
+
+/// A payload of `plen` bytes became `cur`: the IPv4 total length and checksum, the UDP
+/// length, and the L4 checksum (in full, or the pseudo-header's part the kernel completes)
+/// follow. Returns the packet's new total length.
+fn resize(buf: &mut [u8], info: &L4Info, csum: CsumMode, plen: usize, cur: usize) -> usize {
+    let (src, dst) = (info.saddr.octets(), info.daddr.octets());
+    let l4 = ETHERNET_HEADER_LEN + info.ihl;
+    let total = info.total_len - plen + cur;
+    {
+        let ip = &mut buf[ETHERNET_HEADER_LEN..l4];
+        let mut iph = Ipv4Packet::new_unchecked(&mut *ip);
+        iph.set_total_len(total as u16);
+        iph.set_checksum(0);
+        let c = checksum::compute(ip);
+        Ipv4Packet::new_unchecked(ip).set_checksum(c);
+    }
+    let seg = &mut buf[l4..ETHERNET_HEADER_LEN + total];
+    let field = match info.proto {
+        Protocol::Tcp => tcp_field::CHECKSUM,
+        Protocol::Udp => {
+            let l = seg.len() as u16;
+            seg[udp_field::LENGTH..udp_field::LENGTH + 2].copy_from_slice(&l.to_be_bytes());
+            udp_field::CHECKSUM
+        }
+    };
+    let no_udp_csum = info.proto == Protocol::Udp && seg[field] == 0 && seg[field + 1] == 0;
+    if csum == CsumMode::Partial {
+        // The kernel sums the segment: only the pseudo-header's length changed.
+        let c = checksum::pseudo_v4(src, dst, info.proto.number(), seg.len() as u16);
+        seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    } else if !no_udp_csum {
+        seg[field..field + 2].fill(0);
+        let mut c = checksum::l4_v4(src, dst, info.proto.number(), seg);
+        if c == 0 && info.proto == Protocol::Udp {
+            c = 0xffff;
+        }
+        seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    total
+}
+
+/// What a packet's helpers made of its payload.
+struct Called {
+    /// Its length now.
+    cur: usize,
+    /// Whether a helper replaced it.
+    changed: bool,
+    /// The connections they expect (the first `n_exp`).
+    expects: [Expect; HELPER_MAX_EXPECTS_PER_CALL],
+    n_exp: usize,
+}
+
 impl super::Datapath {
     /// Run a packet of a connection bound to helpers through them (`app_tcp_pkt_in` and
     /// `app_tcp_pkt_out`): `dir` is [`helper_dir`]. Updates `info` and `meta` to the
@@ -163,30 +249,7 @@ impl super::Datapath {
                 if complete && checksum::l4_v4(src, dst, 6, &buf[l4..end]) != 0 {
                     return Err(DropReason::L4BadChecksum);
                 }
-                let seg = &mut buf[l4..end];
-                let doff = usize::from(seg[tcp_field::DATA_OFF] >> 4) * 4;
-                let seq = read_u32(seg, tcp_field::SEQ);
-                if info.flags.syn {
-                    if dir == helper_dir::IN {
-                        inner.in_isn = Some(seq);
-                    } else {
-                        inner.out_isn = Some(seq);
-                    }
-                }
-                let (mine, theirs) = if dir == helper_dir::IN {
-                    (inner.in_seq, inner.out_seq)
-                } else {
-                    (inner.out_seq, inner.in_seq)
-                };
-                write_u32(seg, tcp_field::SEQ, mine.fix_seq(seq), complete);
-                if info.flags.ack {
-                    let ack = read_u32(seg, tcp_field::ACK);
-                    write_u32(seg, tcp_field::ACK, theirs.fix_ack(ack), complete);
-                }
-                if theirs.active() {
-                    fix_sack(seg, doff.min(seg.len()), &theirs, complete);
-                }
-                (doff, seq)
+                seq_adjust(inner, info.flags, dir, &mut buf[l4..end], complete)
             }
             Protocol::Udp => (udp_field::HEADER_LEN, 0),
         };
@@ -218,6 +281,46 @@ impl super::Datapath {
         };
         pkt.max_len = room as u32;
         let allow = ctx.info.fwd == helper_fwd::NAT;
+        let Called {
+            cur,
+            changed,
+            expects,
+            n_exp,
+        } = self.call_helpers(inner, helpers, &mut pkt, (buf, pstart, plen), (allow, now))?;
+        if info.proto == Protocol::Tcp && cur != plen {
+            let diff = cur as i64 - plen as i64;
+            let adj = if dir == helper_dir::IN {
+                &mut inner.in_seq
+            } else {
+                &mut inner.out_seq
+            };
+            adj.update(seq, diff as i32);
+        }
+        drop(g);
+        for e in &expects[..n_exp] {
+            self.expect(ctx, e, now);
+        }
+        if !changed {
+            return Ok(Helped::default());
+        }
+        info.total_len = resize(buf, info, meta.csum, plen, cur);
+        Ok(Helped {
+            resized: cur != plen,
+        })
+    }
+
+    /// Call the connection's helpers in turn on the payload `buf[pstart..pstart + plen]`,
+    /// each seeing what the one before left (`allow`: it may expect connections; `now`:
+    /// the time). A helper that fails marks the connection faulted and the rest are not
+    /// called; one that drops the packet drops it.
+    fn call_helpers(
+        &self,
+        inner: &mut crate::conn::app::AppInner,
+        helpers: &[Arc<crate::plugin::HelperPool>],
+        pkt: &mut PacketInfo,
+        (buf, pstart, plen): (&mut [u8], usize, usize),
+        (allow, now): (bool, u64),
+    ) -> Result<Called, DropReason> {
         let mut cur = plen;
         let mut changed = false;
         let mut expects = [Expect::default(); HELPER_MAX_EXPECTS_PER_CALL];
@@ -232,7 +335,7 @@ impl super::Datapath {
             let state = &mut slot.state;
             let r = pool.with(self.worker, |h| {
                 let refused = h.refused();
-                let answer = h.packet(&pkt, state, &buf[pstart..pstart + cur], allow, now)?;
+                let answer = h.packet(pkt, state, &buf[pstart..pstart + cur], allow, now)?;
                 let out = match answer {
                     Answer::Keep => None,
                     Answer::Drop => Some(None),
@@ -281,56 +384,11 @@ impl super::Datapath {
                 }
             }
         }
-        if info.proto == Protocol::Tcp && cur != plen {
-            let diff = cur as i64 - plen as i64;
-            let adj = if dir == helper_dir::IN {
-                &mut inner.in_seq
-            } else {
-                &mut inner.out_seq
-            };
-            adj.update(seq, diff as i32);
-        }
-        drop(g);
-        for e in &expects[..n_exp] {
-            self.expect(ctx, e, now);
-        }
-        if !changed {
-            return Ok(Helped::default());
-        }
-        let total = info.total_len - plen + cur;
-        {
-            let ip = &mut buf[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + info.ihl];
-            let mut iph = Ipv4Packet::new_unchecked(&mut *ip);
-            iph.set_total_len(total as u16);
-            iph.set_checksum(0);
-            let c = checksum::compute(ip);
-            Ipv4Packet::new_unchecked(ip).set_checksum(c);
-        }
-        let seg = &mut buf[l4..ETHERNET_HEADER_LEN + total];
-        let field = match info.proto {
-            Protocol::Tcp => tcp_field::CHECKSUM,
-            Protocol::Udp => {
-                let l = seg.len() as u16;
-                seg[udp_field::LENGTH..udp_field::LENGTH + 2].copy_from_slice(&l.to_be_bytes());
-                udp_field::CHECKSUM
-            }
-        };
-        let no_udp_csum = info.proto == Protocol::Udp && seg[field] == 0 && seg[field + 1] == 0;
-        if meta.csum == CsumMode::Partial {
-            // The kernel sums the segment: only the pseudo-header's length changed.
-            let c = checksum::pseudo_v4(src, dst, info.proto.number(), seg.len() as u16);
-            seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
-        } else if !no_udp_csum {
-            seg[field..field + 2].fill(0);
-            let mut c = checksum::l4_v4(src, dst, info.proto.number(), seg);
-            if c == 0 && info.proto == Protocol::Udp {
-                c = 0xffff;
-            }
-            seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
-        }
-        info.total_len = total;
-        Ok(Helped {
-            resized: cur != plen,
+        Ok(Called {
+            cur,
+            changed,
+            expects,
+            n_exp,
         })
     }
 
