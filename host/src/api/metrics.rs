@@ -476,6 +476,30 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
         s.totals = traffic.totals(snap.service_stats());
         s.rates = traffic.rates();
     }
+    services(&snap, &mut s);
+    datapath(&st, &mut s);
+    let mut reg = prometheus_client::registry::Registry::default();
+    reg.register_collector(Box::new(s));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
+        return super::ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        )
+        .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Each service's and real server's rows.
+fn services(snap: &crate::service::Snapshot, s: &mut Scrape) {
     for svc in snap.services_sorted() {
         let proto = svc.key.proto.name().to_ascii_uppercase();
         let (vip, vport) = (svc.key.addr.to_string(), svc.key.port.to_string());
@@ -520,6 +544,10 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
             ));
         }
     }
+}
+
+/// The datapath's, the table's, the defense's and the API server's counters.
+fn datapath(st: &super::ApiState, s: &mut Scrape) {
     let sum = crate::datapath::StatsSum::of(st.datapath.iter().map(|w| w.as_ref()));
     s.drops = sum
         .drops
@@ -545,24 +573,6 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
             a.tls_failed.load(Relaxed),
         ],
     );
-    let mut reg = prometheus_client::registry::Registry::default();
-    reg.register_collector(Box::new(s));
-    let mut out = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
-        return super::ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode metrics: {e}"),
-        )
-        .into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
 }
 
 #[cfg(test)]
