@@ -189,171 +189,205 @@ impl Change {
     /// Apply the change to `cfg` (not checked as a whole: see [`apply_all`]).
     pub fn apply(&self, cfg: &mut Config) -> Result<(), EditError> {
         match self {
-            Self::AddService { service } => {
-                let spec = service.validate()?;
-                if cfg.service(spec.key()).is_some() {
-                    return Err(EditError::Exists(format!(
-                        "service {} exists already",
-                        spec.key()
-                    )));
-                }
-                cfg.services.push(spec);
-            }
+            Self::AddService { service } => add_service(cfg, service),
             Self::EditService {
                 protocol,
                 address,
                 settings,
-            } => {
-                let spec = settings.to_def(protocol, address).validate()?;
-                let cur = find(cfg, spec.key())?;
-                cur.scheduler = spec.scheduler;
-                cur.flags = spec.flags;
-                cur.persistent = spec.persistent;
-                cur.netmask = spec.netmask;
-                // wvs's own setting: left as it was unless given.
-                if spec.helpers.is_some() {
-                    cur.helpers = spec.helpers;
-                }
-                if spec.check.is_some() {
-                    cur.check = spec.check;
-                }
-                if spec.udp_on_failure.is_some() {
-                    cur.udp_on_failure = spec.udp_on_failure;
-                    cur.udp_move = spec.udp_move;
-                }
-            }
+            } => edit_service(cfg, &settings.to_def(protocol, address)),
             Self::DeleteService { protocol, address } => {
                 let id = parse_service_id(protocol, address)?;
                 find(cfg, id)?;
                 cfg.services.retain(|s| s.key() != id);
+                Ok(())
             }
-            Self::Clear {} => cfg.services.clear(),
+            Self::Clear {} => {
+                cfg.services.clear();
+                Ok(())
+            }
             Self::AddReal {
                 protocol,
                 address,
                 real,
-            } => {
-                let id = parse_service_id(protocol, address)?;
-                let spec = real.validate(id)?;
-                let svc = find(cfg, id)?;
-                if svc
-                    .reals
-                    .iter()
-                    .any(|r| r.addr == spec.addr && r.port == spec.port)
-                {
-                    return Err(EditError::Exists(format!(
-                        "real server {} of service {id} exists already",
-                        real.address
-                    )));
-                }
-                svc.reals.push(spec);
-            }
+            } => add_real(cfg, parse_service_id(protocol, address)?, real),
             Self::EditReal {
                 protocol,
                 address,
                 real,
-            } => {
-                let id = parse_service_id(protocol, address)?;
-                let spec = real.validate(id)?;
-                let svc = find(cfg, id)?;
-                let cur = svc
-                    .reals
-                    .iter_mut()
-                    .find(|r| r.addr == spec.addr && r.port == spec.port)
-                    .ok_or_else(|| {
-                        EditError::NotFound(format!(
-                            "service {id} has no real server {}",
-                            real.address
-                        ))
-                    })?;
-                // wvs's own setting: left as it was unless given.
-                let check = spec.check.clone().or_else(|| cur.check.take());
-                let sorry = cur.sorry;
-                *cur = crate::config::RealSpec {
-                    check,
-                    sorry,
-                    ..spec
-                };
-            }
+            } => edit_real(cfg, parse_service_id(protocol, address)?, real),
             Self::DeleteReal {
                 protocol,
                 address,
                 real,
                 drain_timeout,
-            } => {
-                let id = parse_service_id(protocol, address)?;
-                let ra = parse_real_addr(real)?;
-                if let Some(t) = drain_timeout
-                    && *t > crate::consts::MAX_DRAIN_SECS
-                {
-                    return Err(crate::config::ConfigError::Invalid(format!(
-                        "drain timeout {t} is above {} seconds",
-                        crate::consts::MAX_DRAIN_SECS
-                    ))
-                    .into());
-                }
-                // Without a port: the service's, as the server was added.
-                let port = if ra.port() == 0 { id.port } else { ra.port() };
-                let svc = find(cfg, id)?;
-                let before = svc.reals.len();
-                svc.reals.retain(|r| !(r.addr == ra.ip() && r.port == port));
-                if svc.reals.len() == before {
-                    return Err(EditError::NotFound(format!(
-                        "service {id} has no real server {real}"
-                    )));
-                }
-            }
+            } => delete_real(
+                cfg,
+                parse_service_id(protocol, address)?,
+                real,
+                *drain_timeout,
+            ),
             Self::AddLaddr {
                 protocol,
                 address,
                 laddr,
-            } => {
-                let id = parse_service_id(protocol, address)?;
-                let a = crate::config::parse_laddr(laddr)?;
-                let svc = find(cfg, id)?;
-                if svc.laddrs.contains(&a) {
-                    return Err(EditError::Exists(format!(
-                        "service {id} has local address {a} already"
-                    )));
-                }
-                svc.laddrs.push(a);
-            }
+            } => add_laddr(cfg, parse_service_id(protocol, address)?, laddr),
             Self::DeleteLaddr {
                 protocol,
                 address,
                 laddr,
-            } => {
-                let id = parse_service_id(protocol, address)?;
-                let a = crate::config::parse_laddr(laddr)?;
-                let svc = find(cfg, id)?;
-                let before = svc.laddrs.len();
-                svc.laddrs.retain(|l| *l != a);
-                if svc.laddrs.len() == before {
-                    return Err(EditError::NotFound(format!(
-                        "service {id} has no local address {a}"
-                    )));
-                }
+            } => delete_laddr(cfg, parse_service_id(protocol, address)?, laddr),
+            Self::SetSysctl { sysctl } => {
+                cfg.sysctl = *sysctl;
+                Ok(())
             }
-            Self::SetSysctl { sysctl } => cfg.sysctl = *sysctl,
             Self::SetDefense { defense } => {
                 defense
                     .validate()
                     .map_err(|m| EditError::Invalid(ConfigError::Invalid(m)))?;
                 cfg.defense = *defense;
+                Ok(())
             }
-            Self::SetTimeouts { tcp, tcpfin, udp } => {
-                let keep = |new: u32, old: u32| if new == 0 { old } else { new };
-                let t = crate::config::Timeouts {
-                    tcp: keep(*tcp, cfg.timeouts.tcp),
-                    tcpfin: keep(*tcpfin, cfg.timeouts.tcpfin),
-                    udp: keep(*udp, cfg.timeouts.udp),
-                };
-                t.validate()?;
-                cfg.timeouts = t;
-            }
+            Self::SetTimeouts { tcp, tcpfin, udp } => set_timeouts(cfg, [*tcp, *tcpfin, *udp]),
         }
-        Ok(())
     }
+}
+
+fn add_service(cfg: &mut Config, service: &ServiceDef) -> Result<(), EditError> {
+    let spec = service.validate()?;
+    if cfg.service(spec.key()).is_some() {
+        return Err(EditError::Exists(format!(
+            "service {} exists already",
+            spec.key()
+        )));
+    }
+    cfg.services.push(spec);
+    Ok(())
+}
+
+/// `-E`: what ipvsadm's -E sets; wvs's own settings are left as they were unless given.
+fn edit_service(cfg: &mut Config, def: &ServiceDef) -> Result<(), EditError> {
+    let spec = def.validate()?;
+    let cur = find(cfg, spec.key())?;
+    cur.scheduler = spec.scheduler;
+    cur.flags = spec.flags;
+    cur.persistent = spec.persistent;
+    cur.netmask = spec.netmask;
+    if spec.helpers.is_some() {
+        cur.helpers = spec.helpers;
+    }
+    if spec.check.is_some() {
+        cur.check = spec.check;
+    }
+    if spec.udp_on_failure.is_some() {
+        cur.udp_on_failure = spec.udp_on_failure;
+        cur.udp_move = spec.udp_move;
+    }
+    Ok(())
+}
+
+fn add_real(cfg: &mut Config, id: ServiceId, real: &RealDef) -> Result<(), EditError> {
+    let spec = real.validate(id)?;
+    let svc = find(cfg, id)?;
+    if svc
+        .reals
+        .iter()
+        .any(|r| r.addr == spec.addr && r.port == spec.port)
+    {
+        return Err(EditError::Exists(format!(
+            "real server {} of service {id} exists already",
+            real.address
+        )));
+    }
+    svc.reals.push(spec);
+    Ok(())
+}
+
+/// `-e`: the server as given; its check and sorry flag (wvs's own) stay unless given.
+fn edit_real(cfg: &mut Config, id: ServiceId, real: &RealDef) -> Result<(), EditError> {
+    let spec = real.validate(id)?;
+    let svc = find(cfg, id)?;
+    let cur = svc
+        .reals
+        .iter_mut()
+        .find(|r| r.addr == spec.addr && r.port == spec.port)
+        .ok_or_else(|| {
+            EditError::NotFound(format!("service {id} has no real server {}", real.address))
+        })?;
+    let check = spec.check.clone().or_else(|| cur.check.take());
+    let sorry = cur.sorry;
+    *cur = crate::config::RealSpec {
+        check,
+        sorry,
+        ..spec
+    };
+    Ok(())
+}
+
+fn delete_real(
+    cfg: &mut Config,
+    id: ServiceId,
+    real: &str,
+    drain_timeout: Option<u32>,
+) -> Result<(), EditError> {
+    let ra = parse_real_addr(real)?;
+    if let Some(t) = drain_timeout
+        && t > crate::consts::MAX_DRAIN_SECS
+    {
+        return Err(crate::config::ConfigError::Invalid(format!(
+            "drain timeout {t} is above {} seconds",
+            crate::consts::MAX_DRAIN_SECS
+        ))
+        .into());
+    }
+    // Without a port: the service's, as the server was added.
+    let port = if ra.port() == 0 { id.port } else { ra.port() };
+    let svc = find(cfg, id)?;
+    let before = svc.reals.len();
+    svc.reals.retain(|r| !(r.addr == ra.ip() && r.port == port));
+    if svc.reals.len() == before {
+        return Err(EditError::NotFound(format!(
+            "service {id} has no real server {real}"
+        )));
+    }
+    Ok(())
+}
+
+fn add_laddr(cfg: &mut Config, id: ServiceId, laddr: &str) -> Result<(), EditError> {
+    let a = crate::config::parse_laddr(laddr)?;
+    let svc = find(cfg, id)?;
+    if svc.laddrs.contains(&a) {
+        return Err(EditError::Exists(format!(
+            "service {id} has local address {a} already"
+        )));
+    }
+    svc.laddrs.push(a);
+    Ok(())
+}
+
+fn delete_laddr(cfg: &mut Config, id: ServiceId, laddr: &str) -> Result<(), EditError> {
+    let a = crate::config::parse_laddr(laddr)?;
+    let svc = find(cfg, id)?;
+    let before = svc.laddrs.len();
+    svc.laddrs.retain(|l| *l != a);
+    if svc.laddrs.len() == before {
+        return Err(EditError::NotFound(format!(
+            "service {id} has no local address {a}"
+        )));
+    }
+    Ok(())
+}
+
+/// `--set tcp tcpfin udp`: 0 keeps a value.
+fn set_timeouts(cfg: &mut Config, [tcp, tcpfin, udp]: [u32; 3]) -> Result<(), EditError> {
+    let keep = |new: u32, old: u32| if new == 0 { old } else { new };
+    let t = crate::config::Timeouts {
+        tcp: keep(tcp, cfg.timeouts.tcp),
+        tcpfin: keep(tcpfin, cfg.timeouts.tcpfin),
+        udp: keep(udp, cfg.timeouts.udp),
+    };
+    t.validate()?;
+    cfg.timeouts = t;
+    Ok(())
 }
 
 fn find(cfg: &mut Config, id: ServiceId) -> Result<&mut crate::config::ServiceSpec, EditError> {
