@@ -487,9 +487,56 @@ fn change(a: &Args) -> Result<Change, Failure> {
             }
         });
     }
-    let service_def = || ServiceDef {
-        protocol: protocol.clone(),
-        address: address.clone(),
+    let check = check_def(a)?;
+    Ok(match cmd {
+        Cmd::AddService => Change::AddService {
+            service: ServiceDef {
+                check,
+                ..service_def(a, &protocol, &address)
+            },
+        },
+        Cmd::EditService => {
+            let d = service_def(a, &protocol, &address);
+            Change::EditService {
+                settings: crate::config::ServiceSettings {
+                    scheduler: d.scheduler,
+                    flags: d.flags,
+                    persistent: d.persistent,
+                    netmask: d.netmask,
+                    helpers: d.helpers,
+                    check,
+                    udp_on_failure: None,
+                },
+                protocol,
+                address,
+            }
+        }
+        Cmd::DeleteService => Change::DeleteService { protocol, address },
+        Cmd::AddReal => Change::AddReal {
+            real: real_def(a, &address, check)?,
+            protocol,
+            address,
+        },
+        Cmd::EditReal => Change::EditReal {
+            real: real_def(a, &address, check)?,
+            protocol,
+            address,
+        },
+        Cmd::DeleteReal => Change::DeleteReal {
+            real: real_addr(a, &address)?,
+            protocol,
+            address,
+            drain_timeout: a.drain,
+        },
+        other => return Err(usage(format!("{other:?} is not a change"))),
+    })
+}
+
+/// The service `-A`/`-E` describe (without its check and real servers).
+fn service_def(a: &Args, protocol: &str, address: &str) -> ServiceDef {
+    ServiceDef {
+        protocol: protocol.into(),
+        address: address.into(),
         scheduler: a.scheduler.clone().unwrap_or_else(|| "wlc".into()),
         flags: a.sched_flags.clone(),
         persistent: a.persistent,
@@ -499,96 +546,60 @@ fn change(a: &Args) -> Result<Change, Failure> {
         udp_on_failure: a.udp_on_failure.clone(),
         laddrs: Vec::new(),
         reals: vec![],
-    };
-    let check = check_def(a)?;
-    let real_addr = || -> Result<String, Failure> {
-        let r = a
-            .real
-            .clone()
-            .ok_or_else(|| usage("no real server given (-r)"))?;
-        if r.parse::<std::net::IpAddr>().is_ok() {
-            // ipvsadm: without a port, the service's port.
-            let port = address.rsplit_once(':').map_or("0", |(_, p)| p);
-            return Ok(format!("{r}:{port}"));
+    }
+}
+
+/// `-r`'s address; without a port, the service's (ipvsadm's rule).
+fn real_addr(a: &Args, service: &str) -> Result<String, Failure> {
+    let r = a
+        .real
+        .clone()
+        .ok_or_else(|| usage("no real server given (-r)"))?;
+    if r.parse::<std::net::IpAddr>().is_ok() {
+        let port = service.rsplit_once(':').map_or("0", |(_, p)| p);
+        return Ok(format!("{r}:{port}"));
+    }
+    Ok(r)
+}
+
+/// The real server `-a`/`-e` describe, of the service at `service`.
+fn real_def(
+    a: &Args,
+    service: &str,
+    check: Option<crate::health::CheckDef>,
+) -> Result<RealDef, Failure> {
+    let tunnel_opts = a.tun_type.is_some() || a.tun_port.is_some() || a.tun_csum.is_some();
+    // ipvsadm: direct routing when no method is given, to -a and -e alike.
+    let fwd = a.fwd.unwrap_or(Fwd::Route);
+    if tunnel_opts && fwd != Fwd::Tunnel {
+        return Err(usage("Tunnel options conflict with forward method"));
+    }
+    let mut real = real_addr(a, service)?;
+    // ipvsadm: DR and tunnels deliver to the service's port, whatever -r said.
+    if !matches!(fwd, Fwd::Masq | Fwd::FullNat)
+        && let (Some((host, _)), Some((_, port))) =
+            (real.rsplit_once(':'), service.rsplit_once(':'))
+    {
+        real = format!("{host}:{port}");
+    }
+    Ok(RealDef {
+        address: real,
+        weight: a.weight.unwrap_or(1),
+        forward: match fwd {
+            Fwd::Masq => "nat",
+            Fwd::Route => "dr",
+            Fwd::Tunnel => "tunnel",
+            Fwd::FullNat => "fullnat",
         }
-        Ok(r)
-    };
-    let real_def = || -> Result<RealDef, Failure> {
-        let tunnel_opts = a.tun_type.is_some() || a.tun_port.is_some() || a.tun_csum.is_some();
-        // ipvsadm: direct routing when no method is given, to -a and -e alike.
-        let fwd = a.fwd.unwrap_or(Fwd::Route);
-        if tunnel_opts && fwd != Fwd::Tunnel {
-            return Err(usage("Tunnel options conflict with forward method"));
-        }
-        let mut real = real_addr()?;
-        // ipvsadm: DR and tunnels deliver to the service's port, whatever -r said.
-        if !matches!(fwd, Fwd::Masq | Fwd::FullNat)
-            && let (Some((host, _)), Some((_, port))) =
-                (real.rsplit_once(':'), address.rsplit_once(':'))
-        {
-            real = format!("{host}:{port}");
-        }
-        Ok(RealDef {
-            address: real,
-            weight: a.weight.unwrap_or(1),
-            forward: match fwd {
-                Fwd::Masq => "nat",
-                Fwd::Route => "dr",
-                Fwd::Tunnel => "tunnel",
-                Fwd::FullNat => "fullnat",
-            }
-            .into(),
-            tun_type: a.tun_type.clone(),
-            tun_port: a.tun_port,
-            tun_csum: a.tun_csum.map(|c| c.trim_start_matches("tun-").to_string()),
-            upper_threshold: a.u_threshold.unwrap_or(0),
-            lower_threshold: a.l_threshold.unwrap_or(0),
-            hint: a.hint.unwrap_or(0),
-            check: check.clone(),
-            sorry: a.sorry,
-        })
-    };
-    Ok(match cmd {
-        Cmd::AddService => Change::AddService {
-            service: ServiceDef {
-                check: check.clone(),
-                ..service_def()
-            },
-        },
-        Cmd::EditService => {
-            let d = service_def();
-            Change::EditService {
-                settings: crate::config::ServiceSettings {
-                    scheduler: d.scheduler,
-                    flags: d.flags,
-                    persistent: d.persistent,
-                    netmask: d.netmask,
-                    helpers: d.helpers,
-                    check: check.clone(),
-                    udp_on_failure: None,
-                },
-                protocol,
-                address,
-            }
-        }
-        Cmd::DeleteService => Change::DeleteService { protocol, address },
-        Cmd::AddReal => Change::AddReal {
-            real: real_def()?,
-            protocol,
-            address,
-        },
-        Cmd::EditReal => Change::EditReal {
-            real: real_def()?,
-            protocol,
-            address,
-        },
-        Cmd::DeleteReal => Change::DeleteReal {
-            real: real_addr()?,
-            protocol,
-            address,
-            drain_timeout: a.drain,
-        },
-        other => return Err(usage(format!("{other:?} is not a change"))),
+        .into(),
+        tun_type: a.tun_type.clone(),
+        tun_port: a.tun_port,
+        tun_csum: a.tun_csum.map(|c| c.trim_start_matches("tun-").to_string()),
+        upper_threshold: a.u_threshold.unwrap_or(0),
+        lower_threshold: a.l_threshold.unwrap_or(0),
+        hint: a.hint.unwrap_or(0),
+        check,
+        sorry: a.sorry,
     })
 }
 
