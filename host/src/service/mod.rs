@@ -131,30 +131,7 @@ impl Snapshot {
                 .reals
                 .iter()
                 .rev()
-                .map(|r| {
-                    let reused = old.and_then(|o| {
-                        o.dests
-                            .iter()
-                            .find(|d| d.addr == r.addr && d.port == r.port)
-                            .cloned()
-                    });
-                    let dest = match reused {
-                        Some(d) => {
-                            d.set_weight(r.weight);
-                            d
-                        }
-                        None => {
-                            let d = Arc::new(Dest::new(r.addr, r.port));
-                            d.set_initial_weight(r.weight);
-                            d
-                        }
-                    };
-                    dest.set_hint(r.hint);
-                    dest.set_thresholds(r.upper_threshold, r.lower_threshold);
-                    dest.set_forward(r.fwd);
-                    dest.set_sorry(r.sorry);
-                    dest
-                })
+                .map(|r| dest_for(old, r))
                 .collect::<Vec<_>>();
             // Only NAT servers' packets come back through wvs: another method's server
             // talks to its clients directly, and what it sends wvs is none of IPVS's.
@@ -166,49 +143,13 @@ impl Snapshot {
             }
             snap.vips.insert(key.addr);
             let choice = resolve(&spec.scheduler);
-            // The scheduler hears of each change as it is made, as in IPVS. A new service
-            // is told of its real servers as IPVS hears of a service built by `-A` and then
-            // `-a` for each: of the first (up to the first with a weight), then of all (wrr's
-            // current weight depends on that history; no IPVS scheduler's state depends on
-            // more of it). A new scheduler on a service starts from all of them, as
-            // `ip_vs_bind_scheduler` does.
-            let sched = match old {
-                Some(o) if o.scheduler == choice && o.flags == spec.flags => {
-                    o.sched.refresh(&dests);
-                    o.sched.clone()
-                }
-                Some(_) => {
-                    let s = SchedState::new(&choice, spec.flags);
-                    s.refresh(&dests);
-                    Arc::new(s)
-                }
-                None => {
-                    let s = SchedState::new(&choice, spec.flags);
-                    let first = dests
-                        .iter()
-                        .rposition(|d| d.weight() > 0)
-                        .unwrap_or(dests.len());
-                    for k in (first..dests.len()).rev() {
-                        s.refresh(&dests[k..]);
-                    }
-                    s.refresh(&dests);
-                    Arc::new(s)
-                }
-            };
+            let sched = sched_for(old, &choice, spec.flags, &dests);
             let stats = old.map_or_else(Default::default, |o| o.stats.clone());
             let helpers: Vec<_> = spec
                 .helper_names()
                 .iter()
                 .filter_map(|n| helper(n))
-                .map(|p| {
-                    previous
-                        .services
-                        .values()
-                        .flat_map(|s| s.helpers.iter())
-                        .find(|h| h.plugin == p)
-                        .cloned()
-                        .unwrap_or_else(|| Arc::new(crate::plugin::HelperPool::new(p)))
-                })
+                .map(|p| helper_pool(previous, p))
                 .collect();
             if helpers.iter().any(|h| h.expects()) {
                 snap.data_vips.insert((key.proto, key.addr));
@@ -396,4 +337,80 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// The server `r` of a service built again: the one `old` had at its address (its
+/// counters and connections stay, its weight changes as `-e` changes it), else a new one.
+fn dest_for(old: Option<&Arc<VirtualService>>, r: &crate::config::RealSpec) -> Arc<Dest> {
+    let reused = old.and_then(|o| {
+        o.dests
+            .iter()
+            .find(|d| d.addr == r.addr && d.port == r.port)
+            .cloned()
+    });
+    let dest = match reused {
+        Some(d) => {
+            d.set_weight(r.weight);
+            d
+        }
+        None => {
+            let d = Arc::new(Dest::new(r.addr, r.port));
+            d.set_initial_weight(r.weight);
+            d
+        }
+    };
+    dest.set_hint(r.hint);
+    dest.set_thresholds(r.upper_threshold, r.lower_threshold);
+    dest.set_forward(r.fwd);
+    dest.set_sorry(r.sorry);
+    dest
+}
+
+/// The scheduler's state for a service's `dests`. It hears of each change as it is made,
+/// as in IPVS. A new service is told of its real servers as IPVS hears of a service built
+/// by `-A` and then `-a` for each: of the first (up to the first with a weight), then of
+/// all (wrr's current weight depends on that history; no IPVS scheduler's state depends
+/// on more of it). A new scheduler on a service starts from all of them, as
+/// `ip_vs_bind_scheduler` does.
+fn sched_for(
+    old: Option<&Arc<VirtualService>>,
+    choice: &SchedChoice,
+    flags: u32,
+    dests: &[Arc<Dest>],
+) -> Arc<SchedState> {
+    match old {
+        Some(o) if o.scheduler == *choice && o.flags == flags => {
+            o.sched.refresh(dests);
+            o.sched.clone()
+        }
+        Some(_) => {
+            let s = SchedState::new(choice, flags);
+            s.refresh(dests);
+            Arc::new(s)
+        }
+        None => {
+            let s = SchedState::new(choice, flags);
+            let first = dests
+                .iter()
+                .rposition(|d| d.weight() > 0)
+                .unwrap_or(dests.len());
+            for k in (first..dests.len()).rev() {
+                s.refresh(&dests[k..]);
+            }
+            s.refresh(dests);
+            Arc::new(s)
+        }
+    }
+}
+
+/// The pool of helper plugin `p`: the one a service of `previous` has (its instances
+/// stay), else a new one.
+fn helper_pool(previous: &Snapshot, p: crate::plugin::Plugin) -> Arc<crate::plugin::HelperPool> {
+    previous
+        .services
+        .values()
+        .flat_map(|s| s.helpers.iter())
+        .find(|h| h.plugin == p)
+        .cloned()
+        .unwrap_or_else(|| Arc::new(crate::plugin::HelperPool::new(p)))
 }
