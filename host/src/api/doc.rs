@@ -71,11 +71,20 @@ impl utoipa::Modify for Bearer {
     }
 }
 
-/// The document, as served at `/api/v1/openapi.json`.
+/// The document, as served at `/api/v1/openapi.json`: utoipa's, with what it cannot say.
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(Doc::openapi()).unwrap_or(Value::Null);
-    // A change is refused with a field it does not know (serde's deny_unknown_fields),
-    // which utoipa does not carry over to the variants of a tagged enum.
+    strict_changes(&mut doc);
+    add_links(&mut doc);
+    wasm_upload(&mut doc);
+    bearer_everywhere(&mut doc);
+    tag_by_subject(&mut doc);
+    doc
+}
+
+/// A change is refused with a field it does not know (serde's deny_unknown_fields),
+/// which utoipa does not carry over to the variants of a tagged enum.
+fn strict_changes(doc: &mut Value) {
     if let Some(variants) = doc
         .pointer_mut("/components/schemas/Change/oneOf")
         .and_then(Value::as_array_mut)
@@ -86,6 +95,10 @@ pub fn document() -> Value {
             }
         }
     }
+}
+
+/// The links from what a creation answers to the operations on what it created.
+fn add_links(doc: &mut Value) {
     let service = json!({
         "proto": "$response.body#/protocol",
         "addr": "$response.body#/address",
@@ -143,7 +156,10 @@ pub fn document() -> Value {
         }
         resp.insert("links".into(), Value::Object(map));
     }
-    // A plugin is uploaded as the module's bytes (utoipa would say an array of numbers).
+}
+
+/// A plugin is uploaded as the module's bytes (utoipa would say an array of numbers).
+fn wasm_upload(doc: &mut Value) {
     if let Some(body) = doc
         .pointer_mut("/paths/~1api~1v1~1plugins~1{name}/put/requestBody")
         .and_then(Value::as_object_mut)
@@ -154,8 +170,11 @@ pub fn document() -> Value {
             json!({ "application/wasm": binary, "application/octet-stream": binary }),
         );
     }
-    // Every operation but this document's needs the token, reads included (the tables hold
-    // client addresses): say so once here rather than on each handler.
+}
+
+/// Every operation but this document's needs the token, reads included (the tables hold
+/// client addresses): said once here rather than on each handler.
+fn bearer_everywhere(doc: &mut Value) {
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             if path == "/api/v1/openapi.json" {
@@ -180,8 +199,11 @@ pub fn document() -> Value {
             }
         }
     }
-    // Group the operations by what they are about (utoipa would name them all after the
-    // module, "super"), which is also how generated clients name their modules.
+}
+
+/// The operations grouped by what they are about (utoipa would name them all after the
+/// module, "super"), which is also how generated clients name their modules.
+fn tag_by_subject(doc: &mut Value) {
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             let tag = match path.trim_start_matches("/api/v1/") {
@@ -203,7 +225,6 @@ pub fn document() -> Value {
             }
         }
     }
-    doc
 }
 
 #[cfg(test)]
