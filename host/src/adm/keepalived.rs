@@ -448,7 +448,7 @@ fn virtual_server(n: &Node, out: &mut Import) {
             .push(format!("{}: virtual_server without a block", n.at));
         return;
     };
-    let mut svc = ServiceDef {
+    let svc = ServiceDef {
         protocol: "tcp".into(),
         address: address.clone(),
         scheduler: "wlc".into(),
@@ -461,82 +461,29 @@ fn virtual_server(n: &Node, out: &mut Import) {
         laddrs: vec![],
         reals: vec![],
     };
-    let mut method = "nat".to_string();
-    let mut defaults = CheckDefaults::default();
-    let mut inhibit = false;
-    let mut reals: Vec<&Node> = Vec::new();
-    let mut sorry: Option<String> = None;
+    let mut vs = VsBlock {
+        svc,
+        method: "nat".to_string(),
+        defaults: CheckDefaults::default(),
+        inhibit: false,
+        reals: Vec::new(),
+        sorry: None,
+    };
     for c in body {
         let key = c.key.as_str();
         if key != "real_server" && !no_block(c, out) {
             continue;
         }
-        match key {
-            "lb_algo" | "lvs_sched" => {
-                if let Some(v) = one(c, out) {
-                    const SCHEDULERS: [&str; 13] = [
-                        "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo",
-                        "ovf", "mh",
-                    ];
-                    if SCHEDULERS.contains(&v) {
-                        svc.scheduler = v.into();
-                    } else {
-                        out.problems
-                            .push(format!("{}: {key} {v}: no such IPVS scheduler", c.at));
-                    }
-                }
-            }
-            "lb_kind" | "lvs_method" => {
-                if let Some(v) = one(c, out) {
-                    match v.to_ascii_uppercase().as_str() {
-                        "NAT" => method = "nat".into(),
-                        "DR" => method = "dr".into(),
-                        "TUN" => method = "tunnel".into(),
-                        _ => out
-                            .problems
-                            .push(format!("{}: {key} {v}: use NAT, DR or TUN", c.at)),
-                    }
-                }
-            }
-            "protocol" => {
-                if let Some(v) = one(c, out) {
-                    match v.to_ascii_uppercase().as_str() {
-                        "TCP" => svc.protocol = "tcp".into(),
-                        "UDP" => svc.protocol = "udp".into(),
-                        _ => out.problems.push(format!(
-                            "{}: protocol {v} is not supported (TCP or UDP)",
-                            c.at
-                        )),
-                    }
-                }
-            }
-            "persistence_timeout" => {
-                if let Some(t) = num::<u32>(c, out) {
-                    svc.persistent = Some(t.max(1));
-                }
-            }
-            "persistence_granularity" => {
-                if let Some(v) = one(c, out) {
-                    svc.netmask = Some(v.into());
-                }
-            }
-            "delay_loop" => defaults.delay_loop = secs(c, out),
-            "connect_timeout" => defaults.connect_timeout = secs(c, out),
-            "retry" | "nb_get_retry" => defaults.retry = num(c, out),
-            "delay_before_retry" => defaults.delay_before_retry = secs(c, out),
-            "virtualhost" => defaults.virtualhost = one(c, out).map(Into::into),
-            "inhibit_on_failure" => inhibit = true,
-            "ip_family" => {
-                if one(c, out).is_some_and(|v| v != "inet") {
-                    out.problems
-                        .push(format!("{}: ip_family: wvs balances IPv4 (inet)", c.at));
-                }
-            }
-            "sorry_server" => sorry = addr_port(c, out),
-            "real_server" => reals.push(c),
-            _ => unsupported(c, out, "in a virtual_server"),
-        }
+        vs_keyword(c, &mut vs, out);
     }
+    let VsBlock {
+        mut svc,
+        method,
+        defaults,
+        inhibit,
+        reals,
+        sorry,
+    } = vs;
     for r in reals {
         if let Some(real) = real_server(r, &svc, &method, &defaults, inhibit, out) {
             svc.reals.push(real);
@@ -556,6 +503,89 @@ fn virtual_server(n: &Node, out: &mut Import) {
         out.problems.push(format!("{}: {e}", n.at));
     }
     out.services.push(svc);
+}
+
+/// A `virtual_server` block as read so far.
+struct VsBlock<'a> {
+    svc: ServiceDef,
+    /// `lb_kind`, as wvs names it.
+    method: String,
+    /// The checks' settings given at this level.
+    defaults: CheckDefaults,
+    inhibit: bool,
+    /// The `real_server` blocks, read once the rest is known.
+    reals: Vec<&'a Node>,
+    sorry: Option<String>,
+}
+
+/// One keyword of a `virtual_server` block.
+fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
+    let key = c.key.as_str();
+    match key {
+        "lb_algo" | "lvs_sched" => {
+            if let Some(v) = one(c, out) {
+                const SCHEDULERS: [&str; 13] = [
+                    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo",
+                    "ovf", "mh",
+                ];
+                if SCHEDULERS.contains(&v) {
+                    vs.svc.scheduler = v.into();
+                } else {
+                    out.problems
+                        .push(format!("{}: {key} {v}: no such IPVS scheduler", c.at));
+                }
+            }
+        }
+        "lb_kind" | "lvs_method" => {
+            if let Some(v) = one(c, out) {
+                match v.to_ascii_uppercase().as_str() {
+                    "NAT" => vs.method = "nat".into(),
+                    "DR" => vs.method = "dr".into(),
+                    "TUN" => vs.method = "tunnel".into(),
+                    _ => out
+                        .problems
+                        .push(format!("{}: {key} {v}: use NAT, DR or TUN", c.at)),
+                }
+            }
+        }
+        "protocol" => {
+            if let Some(v) = one(c, out) {
+                match v.to_ascii_uppercase().as_str() {
+                    "TCP" => vs.svc.protocol = "tcp".into(),
+                    "UDP" => vs.svc.protocol = "udp".into(),
+                    _ => out.problems.push(format!(
+                        "{}: protocol {v} is not supported (TCP or UDP)",
+                        c.at
+                    )),
+                }
+            }
+        }
+        "persistence_timeout" => {
+            if let Some(t) = num::<u32>(c, out) {
+                vs.svc.persistent = Some(t.max(1));
+            }
+        }
+        "persistence_granularity" => {
+            if let Some(v) = one(c, out) {
+                vs.svc.netmask = Some(v.into());
+            }
+        }
+        "delay_loop" => vs.defaults.delay_loop = secs(c, out),
+        "connect_timeout" => vs.defaults.connect_timeout = secs(c, out),
+        "retry" | "nb_get_retry" => vs.defaults.retry = num(c, out),
+        "delay_before_retry" => vs.defaults.delay_before_retry = secs(c, out),
+        "virtualhost" => vs.defaults.virtualhost = one(c, out).map(Into::into),
+        "inhibit_on_failure" => vs.inhibit = true,
+        "ip_family" => {
+            if one(c, out).is_some_and(|v| v != "inet") {
+                out.problems
+                    .push(format!("{}: ip_family: wvs balances IPv4 (inet)", c.at));
+            }
+        }
+        "sorry_server" => vs.sorry = addr_port(c, out),
+        "real_server" => vs.reals.push(c),
+        _ => unsupported(c, out, "in a virtual_server"),
+    }
 }
 
 /// DR and tunnels deliver to the service's port, whatever the real server says (ipvsadm).
