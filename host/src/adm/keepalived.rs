@@ -743,6 +743,25 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
         }
         d.host = t.virtualhost.clone();
     }
+    let deadline = if kind == "misc" {
+        Deadline::Misc(misc_timeout)
+    } else {
+        Deadline::Connect
+    };
+    set_timing(n, &t, deadline, &mut d, out);
+    Some(d)
+}
+
+/// Which keepalived setting is a check's deadline.
+enum Deadline {
+    /// `connect_timeout`.
+    Connect,
+    /// A MISC check's `misc_timeout` (the delay_loop when absent, as keepalived).
+    Misc(Option<f64>),
+}
+
+/// A check's interval, deadline and retries from keepalived's settings `t`.
+fn set_timing(n: &Node, t: &CheckDefaults, deadline: Deadline, d: &mut CheckDef, out: &mut Import) {
     let period = |v: f64, what: &str, out: &mut Import| -> Option<crate::health::spec::Period> {
         let ms = (v * 1000.0).round() as u64;
         if !(crate::consts::CHECK_MIN_MS..=crate::consts::CHECK_MAX_MS).contains(&ms) {
@@ -761,11 +780,9 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
         "delay_loop",
         out,
     );
-    // MISC_CHECK's deadline is misc_timeout (keepalived: the delay_loop when absent).
-    let timeout = if kind == "misc" {
-        misc_timeout.or(t.delay_loop)
-    } else {
-        t.connect_timeout
+    let timeout = match deadline {
+        Deadline::Misc(m) => m.or(t.delay_loop),
+        Deadline::Connect => t.connect_timeout,
     };
     if let Some(v) = timeout {
         d.timeout = period(v, "connect_timeout", out);
@@ -774,7 +791,6 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
     d.retry_delay = t
         .delay_before_retry
         .map(|v| crate::health::spec::Secs((v * 1000.0).round() as u64));
-    Some(d)
 }
 
 fn url(n: &Node, d: &mut CheckDef, out: &mut Import) {
