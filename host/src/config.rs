@@ -866,25 +866,8 @@ impl ServiceDef {
                 self.address, self.scheduler
             )));
         }
-        let mut flags = 0;
-        for f in &self.flags {
-            flags |= svc_flag(f).ok_or_else(|| {
-                invalid(format!(
-                    "service {}: unknown flag {f:?} (known: sh-fallback sh-port mh-fallback mh-port flag-1 flag-2 flag-3)",
-                    self.address
-                ))
-            })?;
-        }
-        let persistent = match self.persistent {
-            None => None,
-            Some(t) if (1..=MAX_PERSISTENT_SECS).contains(&t) => Some(t),
-            Some(t) => {
-                return Err(invalid(format!(
-                    "service {}: persistence timeout {t} is outside 1..={MAX_PERSISTENT_SECS} seconds",
-                    self.address
-                )));
-            }
-        };
+        let flags = self.flag_bits()?;
+        let persistent = self.persistence()?;
         let netmask = match &self.netmask {
             None => u32::MAX,
             Some(m) => parse_netmask(m).ok_or_else(|| {
@@ -894,6 +877,74 @@ impl ServiceDef {
                 ))
             })?,
         };
+        self.check_helpers()?;
+        let udp_on_failure = match self.udp_on_failure.as_deref() {
+            None => None,
+            Some("keep") => Some(false),
+            Some("move") => Some(true),
+            Some(o) => {
+                return Err(invalid(format!(
+                    "service {}: udp_on_failure {o:?}: keep or move",
+                    self.address
+                )));
+            }
+        };
+        let mut reals = Vec::with_capacity(self.reals.len());
+        for r in &self.reals {
+            reals.push(r.validate(id)?);
+        }
+        let laddrs = self.local_addrs()?;
+        Ok(ServiceSpec {
+            proto: id.proto,
+            addr: id.addr,
+            port: id.port,
+            scheduler: self.scheduler.clone(),
+            flags,
+            persistent,
+            netmask,
+            laddrs,
+            helpers: self.helpers.clone(),
+            check: self
+                .check
+                .as_ref()
+                .map(|c| c.validate(&format!("service {}", self.address)))
+                .transpose()?,
+            udp_on_failure,
+            udp_move: udp_on_failure == Some(true),
+            reals,
+        })
+    }
+
+    /// The `flags` as IPVS's bits.
+    fn flag_bits(&self) -> Result<u32, ConfigError> {
+        let mut flags = 0;
+        for f in &self.flags {
+            flags |= svc_flag(f).ok_or_else(|| {
+                invalid(format!(
+                    "service {}: unknown flag {f:?} (known: sh-fallback sh-port mh-fallback mh-port flag-1 flag-2 flag-3)",
+                    self.address
+                ))
+            })?;
+        }
+        Ok(flags)
+    }
+
+    /// The persistence timeout, if within IPVS's bounds.
+    fn persistence(&self) -> Result<Option<u32>, ConfigError> {
+        Ok(match self.persistent {
+            None => None,
+            Some(t) if (1..=MAX_PERSISTENT_SECS).contains(&t) => Some(t),
+            Some(t) => {
+                return Err(invalid(format!(
+                    "service {}: persistence timeout {t} is outside 1..={MAX_PERSISTENT_SECS} seconds",
+                    self.address
+                )));
+            }
+        })
+    }
+
+    /// Helper names: valid, none twice, and `[]` (not "none") for none.
+    fn check_helpers(&self) -> Result<(), ConfigError> {
         if let Some(hs) = &self.helpers {
             for (i, h) in hs.iter().enumerate() {
                 if !valid_plugin_name(h) {
@@ -916,21 +967,11 @@ impl ServiceDef {
                 }
             }
         }
-        let udp_on_failure = match self.udp_on_failure.as_deref() {
-            None => None,
-            Some("keep") => Some(false),
-            Some("move") => Some(true),
-            Some(o) => {
-                return Err(invalid(format!(
-                    "service {}: udp_on_failure {o:?}: keep or move",
-                    self.address
-                )));
-            }
-        };
-        let mut reals = Vec::with_capacity(self.reals.len());
-        for r in &self.reals {
-            reals.push(r.validate(id)?);
-        }
+        Ok(())
+    }
+
+    /// Full NAT's local addresses, none twice.
+    fn local_addrs(&self) -> Result<Vec<Ipv4Addr>, ConfigError> {
         let mut laddrs = Vec::with_capacity(self.laddrs.len());
         for a in &self.laddrs {
             let l = parse_laddr(a)?;
@@ -942,25 +983,7 @@ impl ServiceDef {
             }
             laddrs.push(l);
         }
-        Ok(ServiceSpec {
-            proto: id.proto,
-            addr: id.addr,
-            port: id.port,
-            scheduler: self.scheduler.clone(),
-            flags,
-            persistent,
-            netmask,
-            laddrs,
-            helpers: self.helpers.clone(),
-            check: self
-                .check
-                .as_ref()
-                .map(|c| c.validate(&format!("service {}", self.address)))
-                .transpose()?,
-            udp_on_failure,
-            udp_move: udp_on_failure == Some(true),
-            reals,
-        })
+        Ok(laddrs)
     }
 }
 
