@@ -143,6 +143,65 @@ struct Slots {
     open: BTreeMap<u64, Slot>,
 }
 
+/// A connection's slot, taken.
+struct Admitted {
+    id: u64,
+    busy: Arc<AtomicUsize>,
+    close: Arc<Notify>,
+    authed: Authed,
+}
+
+impl Slots {
+    /// A slot for a new connection, at most `max_conns` open. At the cap a connection
+    /// goes: the oldest idle one that never showed the token, else the oldest idle one.
+    /// Connections that never showed it may hold every slot but one: the last goes to a
+    /// new connection only when all of them are busy, and the next new one may evict it
+    /// unless it showed the token. `None`: every one open is busy (refused).
+    fn admit(&mut self, max_conns: usize, stats: &ServerStats) -> Option<Admitted> {
+        let unauthed = self.open.values().filter(|v| !v.authed.get()).count();
+        let full = self.open.len() >= max_conns;
+        if full || unauthed + 1 >= max_conns {
+            let oldest_idle = |authed: bool| {
+                self.open
+                    .iter()
+                    .find(|(_, v)| v.busy.load(Relaxed) == 0 && v.authed.get() == authed)
+                    .map(|(k, _)| *k)
+            };
+            let victim = oldest_idle(false).or_else(|| full.then(|| oldest_idle(true)).flatten());
+            match victim.and_then(|k| self.open.remove(&k)) {
+                Some(victim) => {
+                    victim.close.notify_one();
+                    stats.evicted.fetch_add(1, Relaxed);
+                }
+                None if !full => {}
+                None => {
+                    stats.refused.fetch_add(1, Relaxed);
+                    return None;
+                }
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let busy = Arc::new(AtomicUsize::new(0));
+        let close = Arc::new(Notify::new());
+        let authed = Authed::default();
+        self.open.insert(
+            id,
+            Slot {
+                busy: busy.clone(),
+                authed: authed.clone(),
+                close: close.clone(),
+            },
+        );
+        Some(Admitted {
+            id,
+            busy,
+            close,
+            authed,
+        })
+    }
+}
+
 /// Serve `app` on `listener` until the process stops.
 pub async fn serve(
     listener: TcpListener,
@@ -172,50 +231,15 @@ pub async fn serve(
             Ok(a) => a,
             Err(_) => continue,
         };
-        let (id, busy, close, authed) = {
-            let mut s = slots.lock();
-            // At the cap a connection goes: the oldest idle one that never showed the
-            // token, else the oldest idle one. Connections that never showed it may hold
-            // every slot but one: the last goes to a new connection only when all of them
-            // are busy, and the next new one may evict it unless it showed the token.
-            let unauthed = s.open.values().filter(|v| !v.authed.get()).count();
-            let full = s.open.len() >= limits.max_conns;
-            if full || unauthed + 1 >= limits.max_conns {
-                let oldest_idle = |authed: bool| {
-                    s.open
-                        .iter()
-                        .find(|(_, v)| v.busy.load(Relaxed) == 0 && v.authed.get() == authed)
-                        .map(|(k, _)| *k)
-                };
-                let victim =
-                    oldest_idle(false).or_else(|| full.then(|| oldest_idle(true)).flatten());
-                match victim.and_then(|k| s.open.remove(&k)) {
-                    Some(victim) => {
-                        victim.close.notify_one();
-                        stats.evicted.fetch_add(1, Relaxed);
-                    }
-                    None if !full => {}
-                    None => {
-                        stats.refused.fetch_add(1, Relaxed);
-                        tracing::debug!(%peer, "API connection refused: every one open is busy");
-                        continue;
-                    }
-                }
-            }
-            let id = s.next;
-            s.next += 1;
-            let busy = Arc::new(AtomicUsize::new(0));
-            let close = Arc::new(Notify::new());
-            let authed = Authed::default();
-            s.open.insert(
-                id,
-                Slot {
-                    busy: busy.clone(),
-                    authed: authed.clone(),
-                    close: close.clone(),
-                },
-            );
-            (id, busy, close, authed)
+        let Some(Admitted {
+            id,
+            busy,
+            close,
+            authed,
+        }) = slots.lock().admit(limits.max_conns, &stats)
+        else {
+            tracing::debug!(%peer, "API connection refused: every one open is busy");
+            continue;
         };
         stats.open.fetch_add(1, Relaxed);
         let _ = stream.set_nodelay(true);
