@@ -331,6 +331,36 @@ pub struct ConnView {
     pub expires_ms: u64,
 }
 
+impl ConnView {
+    fn of_conn(c: &crate::conn::Conn, state: &str, now: u64) -> Self {
+        Self {
+            protocol: c.proto.name().into(),
+            client: SocketAddr::new(c.caddr, c.cport).to_string(),
+            virtual_address: SocketAddr::new(c.vaddr, c.vport).to_string(),
+            real: SocketAddr::new(c.daddr, c.dport).to_string(),
+            state: state.into(),
+            expires_ms: c.expires.saturating_sub(now),
+        }
+    }
+
+    /// A persistence template as ipvsadm shows one: client port 0, state NONE or ASSURED.
+    fn of_template(
+        k: &crate::conn::persist::TemplateKey,
+        t: &crate::conn::persist::Template,
+        dport: u16,
+        now: u64,
+    ) -> Self {
+        Self {
+            protocol: k.proto.name().into(),
+            client: SocketAddr::new(k.client, 0).to_string(),
+            virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
+            real: SocketAddr::new(t.dest.addr, dport).to_string(),
+            state: t.state_name().into(),
+            expires_ms: t.expires.saturating_sub(now),
+        }
+    }
+}
+
 /// A connection listing.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnList {
@@ -456,14 +486,7 @@ impl ConnList {
                 }
                 let more = push(
                     &mut out,
-                    ConnView {
-                        protocol: c.proto.name().into(),
-                        client: SocketAddr::new(c.caddr, c.cport).to_string(),
-                        virtual_address: SocketAddr::new(c.vaddr, c.vport).to_string(),
-                        real: SocketAddr::new(c.daddr, c.dport).to_string(),
-                        state: state.into(),
-                        expires_ms: c.expires.saturating_sub(now),
-                    },
+                    ConnView::of_conn(c, state, now),
                     ConnCursor::Conn(si, idx),
                 );
                 full = !more;
@@ -485,14 +508,7 @@ impl ConnList {
                     }
                     push(
                         &mut out,
-                        ConnView {
-                            protocol: k.proto.name().into(),
-                            client: SocketAddr::new(k.client, 0).to_string(),
-                            virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
-                            real: SocketAddr::new(t.dest.addr, dport).to_string(),
-                            state: state.into(),
-                            expires_ms: t.expires.saturating_sub(now),
-                        },
+                        ConnView::of_template(k, t, dport, now),
                         ConnCursor::Template(si, i + 1),
                     )
                 });
