@@ -294,6 +294,20 @@ impl CheckDef {
     /// says), then how they fit together ([`ConfigError::Conflict`]).
     pub fn validate(&self, who: &str) -> Result<CheckSpec, ConfigError> {
         self.check_values(who)?;
+        self.check_fit(who)?;
+        let probe = self.probe(who)?;
+        let timing = self.timing(who)?;
+        Ok(CheckSpec {
+            def: self.clone(),
+            probe,
+            port: self.port.map(|p| p as u16),
+            timing,
+            inhibit: self.inhibit_on_failure,
+        })
+    }
+
+    /// Each setting belongs to the check's kind.
+    fn check_fit(&self, who: &str) -> Result<(), ConfigError> {
         let kind = self.kind.as_str();
         let http = matches!(kind, "http" | "https");
         let only = |set: bool, name: &str, ok: bool| -> Result<(), ConfigError> {
@@ -316,7 +330,13 @@ impl CheckDef {
         only(self.name.is_some(), "name", kind == "dns")?;
         only(self.qtype.is_some(), "qtype", kind == "dns")?;
         only(self.program.is_some(), "program", kind == "misc")?;
-        let probe = match kind {
+        Ok(())
+    }
+
+    /// What the check sends and expects.
+    fn probe(&self, who: &str) -> Result<Option<Probe>, ConfigError> {
+        let kind = self.kind.as_str();
+        Ok(match kind {
             "none" => None,
             "tcp" => Some(Probe::Tcp),
             "http" | "https" => Some(self.http(who, kind == "https")?),
@@ -344,7 +364,13 @@ impl CheckDef {
                 }
                 Some(Probe::Misc { argv })
             }
-        };
+        })
+    }
+
+    /// When the check runs and how many results in a row change the server's state,
+    /// with keepalived's defaults for its kind.
+    fn timing(&self, who: &str) -> Result<Timing, ConfigError> {
+        let kind = self.kind.as_str();
         let interval_ms = self.interval.map_or(CHECK_DEFAULT_INTERVAL_MS, |s| s.0);
         let timeout_ms = self.timeout.map_or(CHECK_DEFAULT_TIMEOUT_MS, |s| s.0);
         let retry_delay_ms = match (self.retry_delay, kind) {
@@ -368,18 +394,12 @@ impl CheckDef {
             (Some(f), _) => f,
             (None, r) => r.unwrap_or(default_retry) + 1,
         };
-        Ok(CheckSpec {
-            def: self.clone(),
-            probe,
-            port: self.port.map(|p| p as u16),
-            timing: Timing {
-                interval_ms,
-                timeout_ms,
-                retry_delay_ms,
-                rise: self.rise.unwrap_or(1),
-                fall,
-            },
-            inhibit: self.inhibit_on_failure,
+        Ok(Timing {
+            interval_ms,
+            timeout_ms,
+            retry_delay_ms,
+            rise: self.rise.unwrap_or(1),
+            fall,
         })
     }
 
