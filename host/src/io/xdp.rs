@@ -437,6 +437,99 @@ fn tuples(c: &Claims) -> HashSet<Tuple> {
         .collect()
 }
 
+/// The UMEM: `len` bytes of fresh anonymous memory, populated.
+fn map_umem(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: fresh anonymous memory; the result is checked, unmapped only on drop (or by
+    // the caller if the socket cannot be set up).
+    let umem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    if umem == libc::MAP_FAILED {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("mmap(UMEM): {e}")));
+    }
+    Ok(umem.cast::<u8>())
+}
+
+/// Register the UMEM with socket `s` and map its RX, fill and completion rings.
+fn rings(s: libc::c_int, umem: *mut u8, umem_len: usize) -> io::Result<(Ring, Ring, Ring)> {
+    let reg = libc::xdp_umem_reg {
+        addr: umem as u64,
+        len: umem_len as u64,
+        chunk_size: XSK_CHUNK_SIZE,
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    setsockopt(s, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+    setsockopt(
+        s,
+        libc::XDP_UMEM_FILL_RING,
+        &XSK_CHUNKS,
+        "XDP_UMEM_FILL_RING",
+    )?;
+    setsockopt(
+        s,
+        libc::XDP_UMEM_COMPLETION_RING,
+        &XSK_COMPLETION_RING,
+        "XDP_UMEM_COMPLETION_RING",
+    )?;
+    setsockopt(s, libc::XDP_RX_RING, &XSK_RX_RING, "XDP_RX_RING")?;
+    let off: libc::xdp_mmap_offsets = getsockopt(s, libc::XDP_MMAP_OFFSETS, "XDP_MMAP_OFFSETS")?;
+    let rx = Ring::map(
+        s,
+        &off.rx,
+        XSK_RX_RING,
+        std::mem::size_of::<libc::xdp_desc>(),
+        libc::XDP_PGOFF_RX_RING,
+        "RX ring",
+    )?;
+    let fill = Ring::map(
+        s,
+        &off.fr,
+        XSK_CHUNKS,
+        8,
+        libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t,
+        "fill ring",
+    )?;
+    let completion = Ring::map(
+        s,
+        &off.cr,
+        XSK_COMPLETION_RING,
+        8,
+        libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t,
+        "completion ring",
+    )?;
+    Ok((rx, fill, completion))
+}
+
+/// Bind socket `s` to queue `queue` of interface `ifindex`, woken when it needs to be.
+fn bind_xsk(s: libc::c_int, ifindex: u32, queue: u32) -> io::Result<()> {
+    let addr = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: libc::XDP_USE_NEED_WAKEUP,
+        sxdp_ifindex: ifindex,
+        sxdp_queue_id: queue,
+        sxdp_shared_umem_fd: 0,
+    };
+    // SAFETY: `addr` lives across the call and its exact size is passed.
+    let ret = unsafe {
+        libc::bind(
+            s,
+            (&addr as *const libc::sockaddr_xdp).cast(),
+            std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+        )
+    };
+    check(ret, "bind(AF_XDP)").map(drop)
+}
+
 /// One mapped ring of an XDP socket: the shared producer and consumer indexes, the flags
 /// word, and the descriptors.
 struct Ring {
@@ -571,82 +664,13 @@ impl Xsk {
     pub fn open_on(fd: OwnedFd, ifindex: u32, queue: u32, port: u8) -> io::Result<Self> {
         let s = fd.as_raw_fd();
         let umem_len = (XSK_CHUNKS * XSK_CHUNK_SIZE) as usize;
-        // SAFETY: fresh anonymous memory; the result is checked, unmapped only on drop.
-        let umem = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                umem_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if umem == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("mmap(UMEM): {e}")));
-        }
-        let umem = umem.cast::<u8>();
-        let unmap = || {
-            // SAFETY: the mapping just made, not yet owned by a value.
-            unsafe { libc::munmap(umem.cast(), umem_len) };
-        };
-        let reg = libc::xdp_umem_reg {
-            addr: umem as u64,
-            len: umem_len as u64,
-            chunk_size: XSK_CHUNK_SIZE,
-            headroom: 0,
-            flags: 0,
-            tx_metadata_len: 0,
-        };
-        let setup = || -> io::Result<(Ring, Ring, Ring)> {
-            setsockopt(s, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
-            setsockopt(
-                s,
-                libc::XDP_UMEM_FILL_RING,
-                &XSK_CHUNKS,
-                "XDP_UMEM_FILL_RING",
-            )?;
-            setsockopt(
-                s,
-                libc::XDP_UMEM_COMPLETION_RING,
-                &XSK_COMPLETION_RING,
-                "XDP_UMEM_COMPLETION_RING",
-            )?;
-            setsockopt(s, libc::XDP_RX_RING, &XSK_RX_RING, "XDP_RX_RING")?;
-            let off: libc::xdp_mmap_offsets =
-                getsockopt(s, libc::XDP_MMAP_OFFSETS, "XDP_MMAP_OFFSETS")?;
-            let rx = Ring::map(
-                s,
-                &off.rx,
-                XSK_RX_RING,
-                std::mem::size_of::<libc::xdp_desc>(),
-                libc::XDP_PGOFF_RX_RING,
-                "RX ring",
-            )?;
-            let fill = Ring::map(
-                s,
-                &off.fr,
-                XSK_CHUNKS,
-                8,
-                libc::XDP_UMEM_PGOFF_FILL_RING as libc::off_t,
-                "fill ring",
-            )?;
-            let completion = Ring::map(
-                s,
-                &off.cr,
-                XSK_COMPLETION_RING,
-                8,
-                libc::XDP_UMEM_PGOFF_COMPLETION_RING as libc::off_t,
-                "completion ring",
-            )?;
-            Ok((rx, fill, completion))
-        };
-        let (rx, fill, completion) = match setup() {
+        let umem = map_umem(umem_len)?;
+        let (rx, fill, completion) = match rings(s, umem, umem_len) {
             Ok(r) => r,
             Err(e) => {
                 drop(fd);
-                unmap();
+                // SAFETY: the mapping just made, not yet owned by a value.
+                unsafe { libc::munmap(umem.cast(), umem_len) };
                 return Err(e);
             }
         };
@@ -668,22 +692,7 @@ impl Xsk {
             x.fill_push(u64::from(c) * u64::from(XSK_CHUNK_SIZE));
         }
         x.fill_commit();
-        let addr = libc::sockaddr_xdp {
-            sxdp_family: libc::AF_XDP as u16,
-            sxdp_flags: libc::XDP_USE_NEED_WAKEUP,
-            sxdp_ifindex: ifindex,
-            sxdp_queue_id: queue,
-            sxdp_shared_umem_fd: 0,
-        };
-        // SAFETY: `addr` lives across the call and its exact size is passed.
-        let ret = unsafe {
-            libc::bind(
-                s,
-                (&addr as *const libc::sockaddr_xdp).cast(),
-                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
-        };
-        check(ret, "bind(AF_XDP)")?;
+        bind_xsk(s, ifindex, queue)?;
         let opts: libc::xdp_options = getsockopt(s, libc::XDP_OPTIONS, "XDP_OPTIONS")?;
         x.zero_copy = opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0;
         Ok(x)
