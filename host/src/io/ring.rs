@@ -89,6 +89,46 @@ pub struct RxFrame {
     pub copied: bool,
 }
 
+/// The packet socket's options, set before its rings exist (the version and the vnet
+/// header must be).
+fn socket_options(s: libc::c_int) -> io::Result<()> {
+    // A TX slot the kernel cannot send is skipped (`PACKET_LOSS`, and counted by the
+    // send's result) instead of stopping every slot behind it; frames larger than a slot
+    // are also queued whole on the socket (`PACKET_COPY_THRESH`).
+    super::socket::set_options(
+        s,
+        &[(
+            libc::SOL_PACKET,
+            libc::PACKET_VERSION,
+            TPACKET_V2,
+            "PACKET_VERSION",
+        )],
+    )?;
+    super::socket::set_options(s, &super::socket::RX_OPTIONS)?;
+    super::socket::set_options(
+        s,
+        &[
+            (libc::SOL_PACKET, libc::PACKET_LOSS, 1, "PACKET_LOSS"),
+            (
+                libc::SOL_PACKET,
+                libc::PACKET_COPY_THRESH,
+                1,
+                "PACKET_COPY_THRESH",
+            ),
+        ],
+    )?;
+    super::socket::force_rcvbuf(s, SOCKET_RCVBUF)?;
+    // The TX ring's skbs are charged to the socket until the next hop frees them (for a
+    // veth, when the receiving socket has read them): with the default send buffer a
+    // few hundred frames in flight would make the flush fail with EAGAIN and wait. The
+    // ring is the bound that matters.
+    super::socket::force_sndbuf(
+        s,
+        (RING_TX_FRAMES as usize * RING_FRAME_SIZE * 2) as libc::c_int,
+    )?;
+    Ok(())
+}
+
 impl PacketRing {
     /// Open the socket on interface `ifindex`, map its rings and, if `fanout_group` is given,
     /// join the group.
@@ -118,42 +158,8 @@ impl PacketRing {
         fanout_group: Option<u16>,
         rx: bool,
     ) -> io::Result<Self> {
-        // The version and the vnet header must be set before the rings exist. A TX slot
-        // the kernel cannot send is skipped (`PACKET_LOSS`, and counted by the send's
-        // result) instead of stopping every slot behind it; frames larger than a slot are
-        // also queued whole on the socket (`PACKET_COPY_THRESH`).
         let s = fd.as_raw_fd();
-        super::socket::set_options(
-            s,
-            &[(
-                libc::SOL_PACKET,
-                libc::PACKET_VERSION,
-                TPACKET_V2,
-                "PACKET_VERSION",
-            )],
-        )?;
-        super::socket::set_options(s, &super::socket::RX_OPTIONS)?;
-        super::socket::set_options(
-            s,
-            &[
-                (libc::SOL_PACKET, libc::PACKET_LOSS, 1, "PACKET_LOSS"),
-                (
-                    libc::SOL_PACKET,
-                    libc::PACKET_COPY_THRESH,
-                    1,
-                    "PACKET_COPY_THRESH",
-                ),
-            ],
-        )?;
-        super::socket::force_rcvbuf(s, SOCKET_RCVBUF)?;
-        // The TX ring's skbs are charged to the socket until the next hop frees them (for a
-        // veth, when the receiving socket has read them): with the default send buffer a
-        // few hundred frames in flight would make the flush fail with EAGAIN and wait. The
-        // ring is the bound that matters.
-        super::socket::force_sndbuf(
-            s,
-            (RING_TX_FRAMES as usize * RING_FRAME_SIZE * 2) as libc::c_int,
-        )?;
+        socket_options(s)?;
         let rx_req = ring_req(if rx { RING_RX_FRAMES } else { 0 });
         let tx_req = ring_req(RING_TX_FRAMES);
         if rx {
