@@ -90,16 +90,7 @@ async fn run(
             ..
         } => {
             let (s, _flight) = tcp(target, via).await?;
-            use tokio_rustls::rustls::pki_types::ServerName;
-            let name = match host {
-                Some(h) => ServerName::try_from(h.clone())
-                    .map_err(|e| format!("TLS server name {h:?}: {e}"))?,
-                None => ServerName::IpAddress(target.ip().into()),
-            };
-            let s = tokio_rustls::TlsConnector::from(tls.clone())
-                .connect(name, s)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
+            let s = tls_connect(s, target, host.as_deref(), tls).await?;
             let reply = http_get(s, target, path, host.as_deref()).await?;
             Ok(judge_http(probe, &reply))
         }
@@ -119,31 +110,54 @@ async fn run(
             let reply = udp_exchange(target, via, &query).await?;
             Ok(judge_dns(id, &reply))
         }
-        Probe::Misc { argv } => {
-            let mut cmd = tokio::process::Command::new(&argv[0]);
-            // A minimal environment: nothing of wvs's (its API token) reaches the program.
-            cmd.args(&argv[1..])
-                .env_clear()
-                .env("PATH", crate::consts::MISC_CHECK_PATH)
-                .env("WVS_REAL_ADDR", target.ip().to_string())
-                .env("WVS_REAL_PORT", target.port().to_string())
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                // A program past its deadline is killed when the check is dropped
-                // (keepalived's misc_timeout).
-                .kill_on_drop(true);
-            let st = cmd
-                .status()
-                .await
-                .map_err(|e| format!("{}: {e}", argv[0]))?;
-            Ok(match st.code() {
-                Some(0) => (true, "exit 0".into()),
-                Some(c) => (false, format!("exit {c}")),
-                None => (false, "killed by a signal".into()),
-            })
-        }
+        Probe::Misc { argv } => misc(argv, target).await,
     }
+}
+
+/// TLS over the check's connection, to `host` or else the server's address.
+async fn tls_connect(
+    s: TcpStream,
+    target: SocketAddr,
+    host: Option<&str>,
+    tls: &Arc<tokio_rustls::rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let name = match host {
+        Some(h) => ServerName::try_from(h.to_string())
+            .map_err(|e| format!("TLS server name {h:?}: {e}"))?,
+        None => ServerName::IpAddress(target.ip().into()),
+    };
+    tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, s)
+        .await
+        .map_err(|e| format!("TLS: {e}"))
+}
+
+/// A misc check: the program's exit status, run with a minimal environment (nothing of
+/// wvs's, its API token included, reaches it) and killed when the check is dropped past
+/// its deadline (keepalived's misc_timeout).
+async fn misc(argv: &[String], target: SocketAddr) -> Result<Found, String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("no program".into());
+    };
+    let st = tokio::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", crate::consts::MISC_CHECK_PATH)
+        .env("WVS_REAL_ADDR", target.ip().to_string())
+        .env("WVS_REAL_PORT", target.port().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| format!("{program}: {e}"))?;
+    Ok(match st.code() {
+        Some(0) => (true, "exit 0".into()),
+        Some(c) => (false, format!("exit {c}")),
+        None => (false, "killed by a signal".into()),
+    })
 }
 
 fn io_err(e: std::io::Error) -> String {
