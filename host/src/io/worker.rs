@@ -40,20 +40,86 @@ use crate::service::Snapshot;
 use crate::wire::checksum::CsumMode;
 use crate::wire::vnet::VnetHeader;
 
-const OP_RECV: u64 = 1 << 32;
-const OP_SEND: u64 = 2 << 32;
-const OP_CANCEL: u64 = 3 << 32;
-const OP_SEG: u64 = 4 << 32;
-const OP_POLL: u64 = 5 << 32;
-const OP_FLUSH: u64 = 6 << 32;
-const LOW_MASK: u64 = 0xffff_ffff;
-/// In a receive's or a poll's user data: the interface in the low 16 bits, its sockets'
-/// generation above (a completion of a replaced socket's operation is told apart).
-const IFACE_MASK: u64 = 0xffff;
+/// What an io_uring operation of a worker is, as its user data carries it: the kind in
+/// the high 32 bits, its object in the low ones (a buffer, a segment slot, a port; for a
+/// receive or a poll the interface in the low 16 bits and its sockets' generation above,
+/// so that a completion of a replaced socket's operation is told apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// A multishot receive on interface `iface` (uring).
+    Recv { iface: usize, gen_: u16 },
+    /// The send of receive buffer `bid` (uring).
+    Send { bid: u16 },
+    /// A cancellation.
+    Cancel,
+    /// The send of segment slot `slot` (uring).
+    Seg { slot: u16 },
+    /// A multishot poll of socket `iface` (ring, xdp).
+    Poll { iface: usize, gen_: u16 },
+    /// A TX ring's flush on port `port` (ring, xdp).
+    Flush { port: usize },
+}
 
-/// The user data of a receive or poll on interface `i`'s sockets of generation `gen`.
-fn iface_op(op: u64, gen_: u16, i: usize) -> u64 {
-    op | (u64::from(gen_) << 16) | (i as u64 & IFACE_MASK)
+impl Op {
+    const RECV: u64 = 1;
+    const SEND: u64 = 2;
+    const CANCEL: u64 = 3;
+    const SEG: u64 = 4;
+    const POLL: u64 = 5;
+    const FLUSH: u64 = 6;
+    const IFACE_MASK: u64 = 0xffff;
+
+    fn encode(self) -> u64 {
+        let iface = |i: usize, g: u16| (u64::from(g) << 16) | (i as u64 & Self::IFACE_MASK);
+        let (kind, low) = match self {
+            Self::Recv { iface: i, gen_ } => (Self::RECV, iface(i, gen_)),
+            Self::Send { bid } => (Self::SEND, u64::from(bid)),
+            Self::Cancel => (Self::CANCEL, 0),
+            Self::Seg { slot } => (Self::SEG, u64::from(slot)),
+            Self::Poll { iface: i, gen_ } => (Self::POLL, iface(i, gen_)),
+            Self::Flush { port } => (Self::FLUSH, port as u64 & 0xffff_ffff),
+        };
+        kind << 32 | low
+    }
+
+    fn decode(ud: u64) -> Option<Self> {
+        let low = ud & 0xffff_ffff;
+        let (iface, gen_) = ((low & Self::IFACE_MASK) as usize, (low >> 16) as u16);
+        Some(match ud >> 32 {
+            Self::RECV => Self::Recv { iface, gen_ },
+            Self::SEND => Self::Send { bid: low as u16 },
+            Self::CANCEL => Self::Cancel,
+            Self::SEG => Self::Seg { slot: low as u16 },
+            Self::POLL => Self::Poll { iface, gen_ },
+            Self::FLUSH => Self::Flush { port: low as usize },
+            _ => return None,
+        })
+    }
+}
+
+/// Cancel every operation on `ring` and wait (at most 2 s) for the `inflight` ones to end,
+/// so that the kernel is done with the buffers before they are freed. `ends` says whether
+/// a completion ends an operation that counted.
+fn cancel_all(
+    ring: &mut IoUring<squeue::Entry, cqueue::Entry>,
+    args: &types::SubmitArgs<'_, '_>,
+    mut inflight: usize,
+    ends: impl Fn(Option<Op>, u32) -> bool,
+) -> io::Result<()> {
+    let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+        .build()
+        .user_data(Op::Cancel.encode());
+    push(ring, &cancel)?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    while inflight > 0 && Instant::now() < deadline {
+        let _ = ring.submitter().submit_with_args(1, args);
+        for c in ring.completion() {
+            if ends(Op::decode(c.user_data()), c.flags()) {
+                inflight -= 1;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sockets for an interface that was created again, for one worker to take.
@@ -280,9 +346,9 @@ impl Worker {
             for (i, port) in self.mail.take() {
                 let NewPort::Uring(sock) = port else { continue };
                 let Some(g) = gens.get_mut(i) else { continue };
-                let cancel = opcode::AsyncCancel::new(iface_op(OP_RECV, *g, i))
+                let cancel = opcode::AsyncCancel::new(Op::Recv { iface: i, gen_: *g }.encode())
                     .build()
-                    .user_data(OP_CANCEL);
+                    .user_data(Op::Cancel.encode());
                 push(&mut u.ring, &cancel)?;
                 *g = g.wrapping_add(1);
                 fds[i] = types::Fd(sock.as_raw_fd());
@@ -299,7 +365,13 @@ impl Worker {
                     let e = opcode::RecvMulti::new(fds[i], u.bufs.bgid())
                         .flags(libc::MSG_TRUNC)
                         .build()
-                        .user_data(iface_op(OP_RECV, gens[i], i));
+                        .user_data(
+                            Op::Recv {
+                                iface: i,
+                                gen_: gens[i],
+                            }
+                            .encode(),
+                        );
                     push(&mut u.ring, &e)?;
                     inflight += 1;
                 }
@@ -324,10 +396,8 @@ impl Worker {
             }
             let snap = self.snapshot.load();
             for &(ud, res, flags) in &completions {
-                let low = (ud & LOW_MASK) as usize;
-                match ud & !LOW_MASK {
-                    OP_RECV => {
-                        let (iface, g) = ((ud & IFACE_MASK) as usize, (low >> 16) as u16);
+                match Op::decode(ud) {
+                    Some(Op::Recv { iface, gen_: g }) => {
                         if !cqueue::more(flags) {
                             // The multishot receive ended (out of buffers, or an error): arm
                             // it again in the next round, unless its socket was replaced.
@@ -357,12 +427,12 @@ impl Worker {
                             let slot = u.segs.slot(i);
                             let e = opcode::Send::new(*fd, slot.as_ptr(), len as u32)
                                 .build()
-                                .user_data(OP_SEG | u64::from(i));
+                                .user_data(Op::Seg { slot: i }.encode());
                             push(&mut u.ring, &e)?;
                             inflight += 1;
                         }
                     }
-                    OP_SEND => {
+                    Some(Op::Send { bid }) => {
                         inflight -= 1;
                         if res < 0 {
                             stats.count_drop(DropReason::TxError);
@@ -370,39 +440,28 @@ impl Worker {
                         } else {
                             stats::bump(&stats.tx);
                         }
-                        u.bufs.give(low as u16);
+                        u.bufs.give(bid);
                     }
-                    OP_SEG => {
+                    Some(Op::Seg { slot }) => {
                         inflight -= 1;
                         if res < 0 {
                             stats.count_drop(DropReason::TxError);
                         } else {
                             stats::bump(&stats.tx);
                         }
-                        u.segs.free.push(low as u16);
+                        u.segs.free.push(slot);
                     }
                     _ => {}
                 }
             }
             u.bufs.publish();
         }
-        // Cancel the armed receives and wait for every operation to end, so the kernel is
-        // done with the buffers before they are freed.
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-            .build()
-            .user_data(OP_CANCEL);
-        push(&mut u.ring, &cancel)?;
-        let deadline = Instant::now() + std::time::Duration::from_secs(2);
-        while inflight > 0 && Instant::now() < deadline {
-            let _ = u.ring.submitter().submit_with_args(1, &args);
-            for c in u.ring.completion() {
-                match c.user_data() & !LOW_MASK {
-                    OP_RECV if !cqueue::more(c.flags()) => inflight -= 1,
-                    OP_SEND | OP_SEG => inflight -= 1,
-                    _ => {}
-                }
-            }
-        }
+        // The armed receives and the sends end before the buffers are freed.
+        cancel_all(&mut u.ring, &args, inflight, |op, flags| match op {
+            Some(Op::Recv { .. }) => !cqueue::more(flags),
+            Some(Op::Send { .. } | Op::Seg { .. }) => true,
+            _ => false,
+        })?;
         self.count_queue_drops(
             DropReason::RxQueueFull,
             sockets.iter().map(|s| s.take_queue_drops()),
@@ -463,9 +522,10 @@ impl Worker {
                         // cancel them all and poll the new set, under a generation that
                         // none of the old polls has (so their ends re-arm nothing).
                         for (k, g) in gens.iter().enumerate() {
-                            let cancel = opcode::AsyncCancel::new(iface_op(OP_POLL, *g, k))
-                                .build()
-                                .user_data(OP_CANCEL);
+                            let cancel =
+                                opcode::AsyncCancel::new(Op::Poll { iface: k, gen_: *g }.encode())
+                                    .build()
+                                    .user_data(Op::Cancel.encode());
                             push(&mut ring, &cancel)?;
                         }
                         ports[i] = tx;
@@ -484,9 +544,10 @@ impl Worker {
                     }
                     (NewPort::Ring(p), None) => {
                         let Some(g) = gens.get_mut(i) else { continue };
-                        let cancel = opcode::AsyncCancel::new(iface_op(OP_POLL, *g, i))
-                            .build()
-                            .user_data(OP_CANCEL);
+                        let cancel =
+                            opcode::AsyncCancel::new(Op::Poll { iface: i, gen_: *g }.encode())
+                                .build()
+                                .user_data(Op::Cancel.encode());
                         push(&mut ring, &cancel)?;
                         *g = g.wrapping_add(1);
                         fds[i] = types::Fd(p.ring.as_raw_fd());
@@ -506,7 +567,13 @@ impl Worker {
                     let e = opcode::PollAdd::new(fds[i], libc::POLLIN as u32)
                         .multi(true)
                         .build()
-                        .user_data(iface_op(OP_POLL, gens[i], i));
+                        .user_data(
+                            Op::Poll {
+                                iface: i,
+                                gen_: gens[i],
+                            }
+                            .encode(),
+                        );
                     push(&mut ring, &e)?;
                     inflight += 1;
                 }
@@ -518,7 +585,7 @@ impl Worker {
                     let e = opcode::Send::new(types::Fd(p.ring.as_raw_fd()), std::ptr::null(), 0)
                         .flags(libc::MSG_DONTWAIT)
                         .build()
-                        .user_data(OP_FLUSH | i as u64);
+                        .user_data(Op::Flush { port: i }.encode());
                     push(&mut ring, &e)?;
                     inflight += 1;
                 }
@@ -526,11 +593,9 @@ impl Worker {
             // With frames left in a ring (a full batch was taken), do not wait.
             enter(&ring, usize::from(!more), &args)?;
             for c in ring.completion() {
-                let low = (c.user_data() & LOW_MASK) as usize;
-                match c.user_data() & !LOW_MASK {
-                    OP_POLL if !cqueue::more(c.flags()) => {
+                match Op::decode(c.user_data()) {
+                    Some(Op::Poll { iface: i, gen_: g }) if !cqueue::more(c.flags()) => {
                         inflight -= 1;
-                        let (i, g) = (low & IFACE_MASK as usize, (low >> 16) as u16);
                         if gens.get(i) == Some(&g)
                             && let Some(r) = rearm.get_mut(i)
                         {
@@ -540,7 +605,7 @@ impl Worker {
                             tracing::debug!(worker = self.id, err = -c.result(), "poll failed");
                         }
                     }
-                    OP_FLUSH => {
+                    Some(Op::Flush { .. }) => {
                         inflight -= 1;
                         if c.result() < 0 {
                             tracing::trace!(
@@ -577,21 +642,11 @@ impl Worker {
         for p in &ports {
             let _ = p.ring.flush();
         }
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-            .build()
-            .user_data(OP_CANCEL);
-        push(&mut ring, &cancel)?;
-        let deadline = Instant::now() + std::time::Duration::from_secs(2);
-        while inflight > 0 && Instant::now() < deadline {
-            let _ = ring.submitter().submit_with_args(1, &args);
-            for c in ring.completion() {
-                match c.user_data() & !LOW_MASK {
-                    OP_POLL if !cqueue::more(c.flags()) => inflight -= 1,
-                    OP_FLUSH => inflight -= 1,
-                    _ => {}
-                }
-            }
-        }
+        cancel_all(&mut ring, &args, inflight, |op, flags| match op {
+            Some(Op::Poll { .. }) => !cqueue::more(flags),
+            Some(Op::Flush { .. }) => true,
+            _ => false,
+        })?;
         self.count_ring_drops(&ports, xsks.as_deref_mut());
         self.count_xdp_passed(passed.as_mut());
         tracing::debug!(worker = self.id, "worker stopped");
@@ -850,7 +905,7 @@ impl Worker {
         Some(
             opcode::Send::new(*fd, slot.as_ptr(), out_len as u32)
                 .build()
-                .user_data(OP_SEND | u64::from(bid)),
+                .user_data(Op::Send { bid }.encode()),
         )
     }
 
@@ -994,5 +1049,42 @@ fn push(ring: &mut IoUring, e: &squeue::Entry) -> io::Result<()> {
             return Ok(());
         }
         ring.submit()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Op;
+
+    /// Every operation comes back from its user data as it went in, kinds apart, and an
+    /// interface's generation survives (a replaced socket's completion is told apart).
+    #[test]
+    fn user_data_round_trips() {
+        let ops = [
+            Op::Recv {
+                iface: 3,
+                gen_: 0xfffe,
+            },
+            Op::Send { bid: 4095 },
+            Op::Cancel,
+            Op::Seg { slot: 7 },
+            Op::Poll {
+                iface: 254,
+                gen_: 1,
+            },
+            Op::Flush { port: 2 },
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for op in ops {
+            let ud = op.encode();
+            assert!(seen.insert(ud), "{op:?} encodes as another does");
+            assert_eq!(Op::decode(ud), Some(op));
+        }
+        assert_ne!(
+            Op::Recv { iface: 1, gen_: 1 }.encode(),
+            Op::Recv { iface: 1, gen_: 2 }.encode()
+        );
+        assert_eq!(Op::decode(0), None, "no operation is 0");
+        assert_eq!(Op::decode(9 << 32), None);
     }
 }
