@@ -706,19 +706,7 @@ impl Datapath {
         sysctl: crate::config::Sysctl,
     ) -> Result<InLookup, Option<DropReason>> {
         let snap_bypass = sysctl.cache_bypass;
-        // tcp_conn_schedule: SYN without RST; no ACK check, so SYN+ACK schedules (active FTP).
-        if info.proto == Protocol::Tcp && (!info.flags.syn || info.flags.rst) {
-            return Err(Some(DropReason::NoConnIn));
-        }
-        // Defense, before the scheduler is called: `drop_packet` (`ip_vs_todrop`, in
-        // `tcp_conn_schedule`), and a table with no room (after evicting a half-open
-        // entry) refuses at once.
-        if self.conns.defense().todrop(&self.drop_counter) {
-            return Err(Some(DropReason::DefenseDrop));
-        }
-        if !self.conns.has_room(key) {
-            return Err(Some(DropReason::ConnTableFull));
-        }
+        self.may_schedule(info, key).map_err(Some)?;
         let mut ci = wvs_sdk::ConnInfo {
             saddr: info.saddr.to_ipv6_mapped().octets(),
             daddr: info.daddr.to_ipv6_mapped().octets(),
@@ -791,7 +779,7 @@ impl Datapath {
             self.conns.defense().secure_tcp(),
         );
         conn.touch(now);
-        let mut fwd = InLookup::Forward {
+        let fwd = InLookup::Forward {
             daddr: conn.daddr,
             dport: conn.dport,
             hop,
@@ -801,6 +789,39 @@ impl Datapath {
             local: (conn.laddr, conn.lport),
             app: app::AppCtx::of(&conn),
         };
+        self.add_conn(conn, svc, dest, info, fwd)
+    }
+
+    /// Whether a packet of no connection may be scheduled: a TCP SYN without RST
+    /// (`tcp_conn_schedule`; no ACK check, so SYN+ACK schedules, for active FTP), not
+    /// dropped by the defense (`drop_packet`, `ip_vs_todrop`), and with room in the table
+    /// (after evicting a half-open entry): all before the scheduler is called.
+    #[inline]
+    fn may_schedule(&self, info: &L4Info, key: &ConnKey) -> Result<(), DropReason> {
+        if info.proto == Protocol::Tcp && (!info.flags.syn || info.flags.rst) {
+            return Err(DropReason::NoConnIn);
+        }
+        if self.conns.defense().todrop(&self.drop_counter) {
+            return Err(DropReason::DefenseDrop);
+        }
+        if !self.conns.has_room(key) {
+            return Err(DropReason::ConnTableFull);
+        }
+        Ok(())
+    }
+
+    /// Put a new connection in the table (full NAT: with a local address and port from
+    /// the service's, starting at the flow's hash) and count it; `Err(None)`: another
+    /// worker added the same one meanwhile.
+    #[inline]
+    fn add_conn(
+        &self,
+        conn: Conn,
+        svc: &VirtualService,
+        dest: &Arc<Dest>,
+        info: &L4Info,
+        mut fwd: InLookup,
+    ) -> Result<InLookup, Option<DropReason>> {
         let inserted = if conn.fwd == Forward::FullNat {
             let laddrs = &svc.spec.laddrs;
             let first = flow_hash(info) as usize % laddrs.len().max(1);
