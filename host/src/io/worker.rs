@@ -227,6 +227,61 @@ struct Uring {
     segs: SegPool,
 }
 
+/// The io_uring backend's loop state: the ring, the sockets and what is armed on them.
+struct UringLoop {
+    u: Uring,
+    sockets: Vec<PacketSocket>,
+    fds: Vec<types::Fd>,
+    /// Each interface's sockets' generation (a replaced socket's completions are told
+    /// apart).
+    gens: Vec<u16>,
+    /// The interfaces whose receive is to be armed (again).
+    rearm: Vec<bool>,
+    /// Operations submitted and not ended.
+    inflight: usize,
+}
+
+impl UringLoop {
+    /// Arm a multishot receive on every interface that needs one.
+    fn arm(&mut self) -> io::Result<()> {
+        for (i, r) in self.rearm.iter_mut().enumerate() {
+            if std::mem::take(r) {
+                let e = opcode::RecvMulti::new(self.fds[i], self.u.bufs.bgid())
+                    .flags(libc::MSG_TRUNC)
+                    .build()
+                    .user_data(
+                        Op::Recv {
+                            iface: i,
+                            gen_: self.gens[i],
+                        }
+                        .encode(),
+                    );
+                push(&mut self.u.ring, &e)?;
+                self.inflight += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send the segments the datapath cut from the last frame.
+    fn send_segments(&mut self) -> io::Result<()> {
+        self.u.segs.settle();
+        for (i, iface, len) in std::mem::take(&mut self.u.segs.ready) {
+            let Some(fd) = self.fds.get(usize::from(iface)) else {
+                self.u.segs.free.push(i);
+                continue;
+            };
+            let slot = self.u.segs.slot(i);
+            let e = opcode::Send::new(*fd, slot.as_ptr(), len as u32)
+                .build()
+                .user_data(Op::Seg { slot: i }.encode());
+            push(&mut self.u.ring, &e)?;
+            self.inflight += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Transmit buffers for the segments of GSO super-packets the datapath cuts (into a
 /// tunnel), allocated once: each a vnet header (zero: nothing left for the kernel) and a
 /// frame of up to a jumbo MTU.
@@ -314,27 +369,29 @@ impl Worker {
         }
     }
 
-    fn run_uring(&self, mut sockets: Vec<PacketSocket>) -> io::Result<()> {
+    fn run_uring(&self, sockets: Vec<PacketSocket>) -> io::Result<()> {
         let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
             .setup_cqsize(u32::from(BUFFERS_PER_WORKER) * 2 + URING_ENTRIES)
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(URING_ENTRIES)?;
         let bufs = BufRing::new(&ring, BUFFERS_PER_WORKER, 0)?;
-        let mut u = Uring {
-            ring,
-            bufs,
-            segs: SegPool::new(),
+        let n = sockets.len();
+        let mut st = UringLoop {
+            u: Uring {
+                ring,
+                bufs,
+                segs: SegPool::new(),
+            },
+            fds: sockets.iter().map(|s| types::Fd(s.as_raw_fd())).collect(),
+            sockets,
+            gens: vec![0u16; n],
+            rearm: vec![true; n],
+            inflight: 0,
         };
-        let mut fds: Vec<types::Fd> = sockets.iter().map(|s| types::Fd(s.as_raw_fd())).collect();
-        let mut gens = vec![0u16; fds.len()];
         let mut completions: Vec<(u64, i32, u32)> =
             Vec::with_capacity(usize::from(BUFFERS_PER_WORKER) * 2);
-        let mut rearm = vec![true; fds.len()];
-        let mut inflight = 0usize;
-        let stats = self.datapath.stats().clone();
         let mut last_queue_poll = 0u64;
-
         tracing::debug!(
             worker = self.id,
             buffers = BUFFERS_PER_WORKER,
@@ -343,51 +400,20 @@ impl Worker {
         let ts = wake_interval();
         let args = types::SubmitArgs::new().timespec(&ts);
         while !self.stop.load(Relaxed) {
-            for (i, port) in self.mail.take() {
-                let NewPort::Uring(sock) = port else { continue };
-                let Some(g) = gens.get_mut(i) else { continue };
-                let cancel = opcode::AsyncCancel::new(Op::Recv { iface: i, gen_: *g }.encode())
-                    .build()
-                    .user_data(Op::Cancel.encode());
-                push(&mut u.ring, &cancel)?;
-                *g = g.wrapping_add(1);
-                fds[i] = types::Fd(sock.as_raw_fd());
-                sockets[i] = sock;
-                rearm[i] = true;
-                tracing::debug!(
-                    worker = self.id,
-                    iface = i,
-                    "new socket for a returning interface"
-                );
-            }
-            for (i, r) in rearm.iter_mut().enumerate() {
-                if std::mem::take(r) {
-                    let e = opcode::RecvMulti::new(fds[i], u.bufs.bgid())
-                        .flags(libc::MSG_TRUNC)
-                        .build()
-                        .user_data(
-                            Op::Recv {
-                                iface: i,
-                                gen_: gens[i],
-                            }
-                            .encode(),
-                        );
-                    push(&mut u.ring, &e)?;
-                    inflight += 1;
-                }
-            }
-            enter(&u.ring, 1, &args)?;
+            self.uring_mail(&mut st)?;
+            st.arm()?;
+            enter(&st.u.ring, 1, &args)?;
             let now = self.epoch.elapsed().as_millis() as u64;
             if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
                 last_queue_poll = now;
                 self.count_queue_drops(
                     DropReason::RxQueueFull,
-                    sockets.iter().map(|s| s.take_queue_drops()),
+                    st.sockets.iter().map(|s| s.take_queue_drops()),
                 );
             }
             completions.clear();
             completions.extend(
-                u.ring
+                st.u.ring
                     .completion()
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
@@ -395,78 +421,105 @@ impl Worker {
                 continue;
             }
             let snap = self.snapshot.load();
-            for &(ud, res, flags) in &completions {
-                match Op::decode(ud) {
-                    Some(Op::Recv { iface, gen_: g }) => {
-                        if !cqueue::more(flags) {
-                            // The multishot receive ended (out of buffers, or an error): arm
-                            // it again in the next round, unless its socket was replaced.
-                            inflight -= 1;
-                            if gens.get(iface) == Some(&g) {
-                                rearm[iface] = true;
-                            }
-                        }
-                        let Some(bid) = cqueue::buffer_select(flags) else {
-                            if res < 0 && res != -libc::ENOBUFS {
-                                tracing::debug!(worker = self.id, err = -res, "receive failed");
-                            }
-                            continue;
-                        };
-                        if let Some(e) = self.on_recv(&snap, now, &fds, &mut u, (iface, bid, res)) {
-                            push(&mut u.ring, &e)?;
-                            inflight += 1;
-                        } else {
-                            u.bufs.give(bid);
-                        }
-                        u.segs.settle();
-                        for (i, iface, len) in std::mem::take(&mut u.segs.ready) {
-                            let Some(fd) = fds.get(usize::from(iface)) else {
-                                u.segs.free.push(i);
-                                continue;
-                            };
-                            let slot = u.segs.slot(i);
-                            let e = opcode::Send::new(*fd, slot.as_ptr(), len as u32)
-                                .build()
-                                .user_data(Op::Seg { slot: i }.encode());
-                            push(&mut u.ring, &e)?;
-                            inflight += 1;
-                        }
-                    }
-                    Some(Op::Send { bid }) => {
-                        inflight -= 1;
-                        if res < 0 {
-                            stats.count_drop(DropReason::TxError);
-                            tracing::trace!(worker = self.id, err = -res, "send failed");
-                        } else {
-                            stats::bump(&stats.tx);
-                        }
-                        u.bufs.give(bid);
-                    }
-                    Some(Op::Seg { slot }) => {
-                        inflight -= 1;
-                        if res < 0 {
-                            stats.count_drop(DropReason::TxError);
-                        } else {
-                            stats::bump(&stats.tx);
-                        }
-                        u.segs.free.push(slot);
-                    }
-                    _ => {}
-                }
+            for &c in &completions {
+                self.uring_completion(&mut st, &snap, now, c)?;
             }
-            u.bufs.publish();
+            st.u.bufs.publish();
         }
         // The armed receives and the sends end before the buffers are freed.
-        cancel_all(&mut u.ring, &args, inflight, |op, flags| match op {
+        cancel_all(&mut st.u.ring, &args, st.inflight, |op, flags| match op {
             Some(Op::Recv { .. }) => !cqueue::more(flags),
             Some(Op::Send { .. } | Op::Seg { .. }) => true,
             _ => false,
         })?;
         self.count_queue_drops(
             DropReason::RxQueueFull,
-            sockets.iter().map(|s| s.take_queue_drops()),
+            st.sockets.iter().map(|s| s.take_queue_drops()),
         );
         tracing::debug!(worker = self.id, "worker stopped");
+        Ok(())
+    }
+
+    /// New sockets for a returning interface: the old one's receive is cancelled, and
+    /// the new one's armed under a new generation.
+    fn uring_mail(&self, st: &mut UringLoop) -> io::Result<()> {
+        for (i, port) in self.mail.take() {
+            let NewPort::Uring(sock) = port else { continue };
+            let Some(g) = st.gens.get_mut(i) else {
+                continue;
+            };
+            let cancel = opcode::AsyncCancel::new(Op::Recv { iface: i, gen_: *g }.encode())
+                .build()
+                .user_data(Op::Cancel.encode());
+            push(&mut st.u.ring, &cancel)?;
+            *g = g.wrapping_add(1);
+            st.fds[i] = types::Fd(sock.as_raw_fd());
+            st.sockets[i] = sock;
+            st.rearm[i] = true;
+            tracing::debug!(
+                worker = self.id,
+                iface = i,
+                "new socket for a returning interface"
+            );
+        }
+        Ok(())
+    }
+
+    /// One completion: a received frame handled (and its send, or its buffer given back),
+    /// the segments cut from it sent; a send's buffer or segment slot given back.
+    fn uring_completion(
+        &self,
+        st: &mut UringLoop,
+        snap: &Snapshot,
+        now: u64,
+        (ud, res, flags): (u64, i32, u32),
+    ) -> io::Result<()> {
+        let stats = self.datapath.stats();
+        match Op::decode(ud) {
+            Some(Op::Recv { iface, gen_: g }) => {
+                if !cqueue::more(flags) {
+                    // The multishot receive ended (out of buffers, or an error): arm it
+                    // again in the next round, unless its socket was replaced.
+                    st.inflight -= 1;
+                    if st.gens.get(iface) == Some(&g) {
+                        st.rearm[iface] = true;
+                    }
+                }
+                let Some(bid) = cqueue::buffer_select(flags) else {
+                    if res < 0 && res != -libc::ENOBUFS {
+                        tracing::debug!(worker = self.id, err = -res, "receive failed");
+                    }
+                    return Ok(());
+                };
+                if let Some(e) = self.on_recv(snap, now, &st.fds, &mut st.u, (iface, bid, res)) {
+                    push(&mut st.u.ring, &e)?;
+                    st.inflight += 1;
+                } else {
+                    st.u.bufs.give(bid);
+                }
+                st.send_segments()?;
+            }
+            Some(Op::Send { bid }) => {
+                st.inflight -= 1;
+                if res < 0 {
+                    stats.count_drop(DropReason::TxError);
+                    tracing::trace!(worker = self.id, err = -res, "send failed");
+                } else {
+                    stats::bump(&stats.tx);
+                }
+                st.u.bufs.give(bid);
+            }
+            Some(Op::Seg { slot }) => {
+                st.inflight -= 1;
+                if res < 0 {
+                    stats.count_drop(DropReason::TxError);
+                } else {
+                    stats::bump(&stats.tx);
+                }
+                st.u.segs.free.push(slot);
+            }
+            _ => {}
+        }
         Ok(())
     }
 
