@@ -282,6 +282,65 @@ impl UringLoop {
     }
 }
 
+/// The ring and XDP backends' loop state.
+struct RingLoop {
+    ring: IoUring<squeue::Entry, cqueue::Entry>,
+    /// Each interface's rings (with XDP, only their TX side is used).
+    ports: Vec<RingPort>,
+    /// `--io xdp`: this worker's XDP sockets, and the program's passed-frame counter.
+    xsks: Option<Vec<Xsk>>,
+    passed: Option<XdpPassed>,
+    segs: SegPool,
+    /// A frame too large for a slot comes whole off the socket into this buffer.
+    big: Box<[u8]>,
+    /// What is polled: the RX rings, or the XDP sockets.
+    fds: Vec<types::Fd>,
+    rearm: Vec<bool>,
+    gens: Vec<u16>,
+    /// With --io xdp: the generation of every XDP socket's poll (renewed together).
+    xdp_gen: u16,
+    inflight: usize,
+}
+
+impl RingLoop {
+    /// A multishot poll on every socket that needs one.
+    fn arm(&mut self) -> io::Result<()> {
+        for (i, r) in self.rearm.iter_mut().enumerate() {
+            if std::mem::take(r) {
+                let e = opcode::PollAdd::new(self.fds[i], libc::POLLIN as u32)
+                    .multi(true)
+                    .build()
+                    .user_data(
+                        Op::Poll {
+                            iface: i,
+                            gen_: self.gens[i],
+                        }
+                        .encode(),
+                    );
+                push(&mut self.ring, &e)?;
+                self.inflight += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each TX ring's batch is sent by the same io_uring_enter that waits for the next
+    /// frames: a send with no data makes the kernel take the queued slots.
+    fn flush_tx(&mut self) -> io::Result<()> {
+        for (i, p) in self.ports.iter().enumerate() {
+            if p.ring.take_queued() > 0 {
+                let e = opcode::Send::new(types::Fd(p.ring.as_raw_fd()), std::ptr::null(), 0)
+                    .flags(libc::MSG_DONTWAIT)
+                    .build()
+                    .user_data(Op::Flush { port: i }.encode());
+                push(&mut self.ring, &e)?;
+                self.inflight += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Transmit buffers for the segments of GSO super-packets the datapath cuts (into a
 /// tunnel), allocated once: each a vnet header (zero: nothing left for the kernel) and a
 /// frame of up to a jumbo MTU.
@@ -527,36 +586,40 @@ impl Worker {
     /// come from the XDP sockets, and `ports` only send.
     fn run_ring(
         &self,
-        mut ports: Vec<RingPort>,
+        ports: Vec<RingPort>,
         xdp: Option<(Vec<Xsk>, Option<XdpPassed>)>,
     ) -> io::Result<()> {
-        let (mut xsks, mut passed) = match xdp {
+        let (xsks, passed) = match xdp {
             Some((x, p)) => (Some(x), p),
             None => (None, None),
         };
-        let mut ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
+        let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
             .build(URING_ENTRIES)?;
-        let mut segs = SegPool::new();
-        // A frame too large for a slot comes whole off the socket into this buffer.
-        let mut big = vec![0u8; SLOT_SIZE].into_boxed_slice();
         // What wakes the worker: the RX rings, or the XDP sockets.
-        let mut fds: Vec<types::Fd> = match &xsks {
+        let fds: Vec<types::Fd> = match &xsks {
             Some(x) => x.iter().map(|x| types::Fd(x.as_raw_fd())).collect(),
             None => ports
                 .iter()
                 .map(|p| types::Fd(p.ring.as_raw_fd()))
                 .collect(),
         };
-        let mut rearm = vec![true; fds.len()];
-        let mut gens = vec![0u16; fds.len()];
-        // With --io xdp: the generation of every XDP socket's poll (renewed together).
-        let mut xdp_gen = 0u16;
-        let mut inflight = 0usize;
-        let mut last_queue_poll = 0u64;
-        let mut more = false;
-        match &xsks {
+        let n = fds.len();
+        let mut st = RingLoop {
+            ring,
+            ports,
+            xsks,
+            passed,
+            segs: SegPool::new(),
+            big: vec![0u8; SLOT_SIZE].into_boxed_slice(),
+            fds,
+            rearm: vec![true; n],
+            gens: vec![0u16; n],
+            xdp_gen: 0,
+            inflight: 0,
+        };
+        match &st.xsks {
             Some(x) => tracing::debug!(
                 worker = self.id,
                 io = "xdp",
@@ -567,143 +630,135 @@ impl Worker {
         }
         let ts = wake_interval();
         let args = types::SubmitArgs::new().timespec(&ts);
+        let mut last_queue_poll = 0u64;
+        let mut more = false;
         while !self.stop.load(Relaxed) {
-            for (i, port) in self.mail.take() {
-                match (port, xsks.as_mut()) {
-                    (NewPort::Xdp { tx, xsks: new }, Some(have)) if i < ports.len() => {
-                        // The polls are per XDP socket, and their number may change:
-                        // cancel them all and poll the new set, under a generation that
-                        // none of the old polls has (so their ends re-arm nothing).
-                        for (k, g) in gens.iter().enumerate() {
-                            let cancel =
-                                opcode::AsyncCancel::new(Op::Poll { iface: k, gen_: *g }.encode())
-                                    .build()
-                                    .user_data(Op::Cancel.encode());
-                            push(&mut ring, &cancel)?;
-                        }
-                        ports[i] = tx;
-                        have.retain(|x| usize::from(x.port) != i);
-                        have.extend(new);
-                        xdp_gen = xdp_gen.wrapping_add(1);
-                        fds = have.iter().map(|x| types::Fd(x.as_raw_fd())).collect();
-                        gens = vec![xdp_gen; fds.len()];
-                        rearm = vec![true; fds.len()];
-                        tracing::debug!(
-                            worker = self.id,
-                            iface = i,
-                            queues = ?have.iter().map(|x| (x.port, x.queue)).collect::<Vec<_>>(),
-                            "new XDP sockets for a returning interface"
-                        );
-                    }
-                    (NewPort::Ring(p), None) => {
-                        let Some(g) = gens.get_mut(i) else { continue };
-                        let cancel =
-                            opcode::AsyncCancel::new(Op::Poll { iface: i, gen_: *g }.encode())
-                                .build()
-                                .user_data(Op::Cancel.encode());
-                        push(&mut ring, &cancel)?;
-                        *g = g.wrapping_add(1);
-                        fds[i] = types::Fd(p.ring.as_raw_fd());
-                        ports[i] = p;
-                        rearm[i] = true;
-                        tracing::debug!(
-                            worker = self.id,
-                            iface = i,
-                            "new sockets for a returning interface"
-                        );
-                    }
-                    _ => {}
-                }
-            }
-            for (i, r) in rearm.iter_mut().enumerate() {
-                if std::mem::take(r) {
-                    let e = opcode::PollAdd::new(fds[i], libc::POLLIN as u32)
-                        .multi(true)
-                        .build()
-                        .user_data(
-                            Op::Poll {
-                                iface: i,
-                                gen_: gens[i],
-                            }
-                            .encode(),
-                        );
-                    push(&mut ring, &e)?;
-                    inflight += 1;
-                }
-            }
-            // Each TX ring's batch is sent by the same io_uring_enter that waits for the
-            // next frames: a send with no data makes the kernel take the queued slots.
-            for (i, p) in ports.iter().enumerate() {
-                if p.ring.take_queued() > 0 {
-                    let e = opcode::Send::new(types::Fd(p.ring.as_raw_fd()), std::ptr::null(), 0)
-                        .flags(libc::MSG_DONTWAIT)
-                        .build()
-                        .user_data(Op::Flush { port: i }.encode());
-                    push(&mut ring, &e)?;
-                    inflight += 1;
-                }
-            }
+            self.ring_mail(&mut st)?;
+            st.arm()?;
+            st.flush_tx()?;
             // With frames left in a ring (a full batch was taken), do not wait.
-            enter(&ring, usize::from(!more), &args)?;
-            for c in ring.completion() {
-                match Op::decode(c.user_data()) {
-                    Some(Op::Poll { iface: i, gen_: g }) if !cqueue::more(c.flags()) => {
-                        inflight -= 1;
-                        if gens.get(i) == Some(&g)
-                            && let Some(r) = rearm.get_mut(i)
-                        {
-                            *r = true;
-                        }
-                        if c.result() < 0 {
-                            tracing::debug!(worker = self.id, err = -c.result(), "poll failed");
-                        }
-                    }
-                    Some(Op::Flush { .. }) => {
-                        inflight -= 1;
-                        if c.result() < 0 {
-                            tracing::trace!(
-                                worker = self.id,
-                                err = -c.result(),
-                                "ring send failed"
-                            );
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            enter(&st.ring, usize::from(!more), &args)?;
+            self.ring_completions(&mut st);
             let now = self.epoch.elapsed().as_millis() as u64;
             if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
                 last_queue_poll = now;
-                self.count_ring_drops(&ports, xsks.as_deref_mut());
-                self.count_xdp_passed(passed.as_mut());
+                self.count_ring_drops(&st.ports, st.xsks.as_deref_mut());
+                self.count_xdp_passed(st.passed.as_mut());
             }
             let snap = self.snapshot.load();
-            more = false;
-            match xsks.as_deref_mut() {
-                Some(xsks) => {
-                    for x in xsks {
-                        more |= self.drain_xsk(&snap, now, x, &mut ports, &mut segs);
-                    }
-                }
-                None => {
-                    for i in 0..ports.len() {
-                        more |= self.drain_ring(&snap, now, &mut ports, i, &mut segs, &mut big);
-                    }
-                }
-            }
+            more = self.drain_all(&snap, now, &mut st);
         }
-        for p in &ports {
+        for p in &st.ports {
             let _ = p.ring.flush();
         }
-        cancel_all(&mut ring, &args, inflight, |op, flags| match op {
+        cancel_all(&mut st.ring, &args, st.inflight, |op, flags| match op {
             Some(Op::Poll { .. }) => !cqueue::more(flags),
             Some(Op::Flush { .. }) => true,
             _ => false,
         })?;
-        self.count_ring_drops(&ports, xsks.as_deref_mut());
-        self.count_xdp_passed(passed.as_mut());
+        self.count_ring_drops(&st.ports, st.xsks.as_deref_mut());
+        self.count_xdp_passed(st.passed.as_mut());
         tracing::debug!(worker = self.id, "worker stopped");
         Ok(())
+    }
+
+    /// New sockets for a returning interface. XDP: the polls are per XDP socket, and
+    /// their number may change: all are cancelled and the new set polled, under a
+    /// generation none of the old polls has (so their ends re-arm nothing). Ring: that
+    /// interface's poll moves to the new ring.
+    fn ring_mail(&self, st: &mut RingLoop) -> io::Result<()> {
+        for (i, port) in self.mail.take() {
+            match (port, st.xsks.as_mut()) {
+                (NewPort::Xdp { tx, xsks: new }, Some(have)) if i < st.ports.len() => {
+                    for (k, g) in st.gens.iter().enumerate() {
+                        let cancel =
+                            opcode::AsyncCancel::new(Op::Poll { iface: k, gen_: *g }.encode())
+                                .build()
+                                .user_data(Op::Cancel.encode());
+                        push(&mut st.ring, &cancel)?;
+                    }
+                    st.ports[i] = tx;
+                    have.retain(|x| usize::from(x.port) != i);
+                    have.extend(new);
+                    st.xdp_gen = st.xdp_gen.wrapping_add(1);
+                    st.fds = have.iter().map(|x| types::Fd(x.as_raw_fd())).collect();
+                    st.gens = vec![st.xdp_gen; st.fds.len()];
+                    st.rearm = vec![true; st.fds.len()];
+                    tracing::debug!(
+                        worker = self.id,
+                        iface = i,
+                        queues = ?have.iter().map(|x| (x.port, x.queue)).collect::<Vec<_>>(),
+                        "new XDP sockets for a returning interface"
+                    );
+                }
+                (NewPort::Ring(p), None) => {
+                    let Some(g) = st.gens.get_mut(i) else {
+                        continue;
+                    };
+                    let cancel = opcode::AsyncCancel::new(Op::Poll { iface: i, gen_: *g }.encode())
+                        .build()
+                        .user_data(Op::Cancel.encode());
+                    push(&mut st.ring, &cancel)?;
+                    *g = g.wrapping_add(1);
+                    st.fds[i] = types::Fd(p.ring.as_raw_fd());
+                    st.ports[i] = p;
+                    st.rearm[i] = true;
+                    tracing::debug!(
+                        worker = self.id,
+                        iface = i,
+                        "new sockets for a returning interface"
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The polls that ended (to be armed again unless their socket was replaced) and the
+    /// flushes.
+    fn ring_completions(&self, st: &mut RingLoop) {
+        for c in st.ring.completion() {
+            match Op::decode(c.user_data()) {
+                Some(Op::Poll { iface: i, gen_: g }) if !cqueue::more(c.flags()) => {
+                    st.inflight -= 1;
+                    if st.gens.get(i) == Some(&g)
+                        && let Some(r) = st.rearm.get_mut(i)
+                    {
+                        *r = true;
+                    }
+                    if c.result() < 0 {
+                        tracing::debug!(worker = self.id, err = -c.result(), "poll failed");
+                    }
+                }
+                Some(Op::Flush { .. }) => {
+                    st.inflight -= 1;
+                    if c.result() < 0 {
+                        tracing::trace!(worker = self.id, err = -c.result(), "ring send failed");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Take a batch of frames from every XDP socket or RX ring; whether one was left with
+    /// more (then the next wait does not block).
+    fn drain_all(&self, snap: &Snapshot, now: u64, st: &mut RingLoop) -> bool {
+        let mut more = false;
+        match st.xsks.as_deref_mut() {
+            Some(xsks) => {
+                for x in xsks {
+                    more |= self.drain_xsk(snap, now, x, &mut st.ports, &mut st.segs);
+                }
+            }
+            None => {
+                for i in 0..st.ports.len() {
+                    more |= self.drain_ring(snap, now, &mut st.ports, i, &mut st.segs, &mut st.big);
+                }
+            }
+        }
+        more
     }
 
     /// Add the frames the XDP program passed to the kernel to the `passed` count.
