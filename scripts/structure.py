@@ -111,7 +111,8 @@ def main(argv):
                     pubs += 1
                 elif PUB_FIELD.match(line):
                     pub_fields += 1
-            if os.path.basename(path) in ("tests.rs",) or "tests" in path.split(os.sep)[-2:-1]:
+            base = os.path.basename(path)
+            if base.endswith("tests.rs") or "tests" in path.split(os.sep)[-2:-1]:
                 continue
             for name, at, n in functions(without_tests(text)):
                 longest.append((n, f"{os.path.relpath(path)}:{at}", name))
