@@ -18,6 +18,9 @@ RUNS=${RUNS:-3}
 N=${N:-200}
 P=wvsf$$
 DIR=$(mktemp -d /tmp/wvs-bench-ftp.XXXXXX)
+# wvs started as root runs as its own user (--user), which must reach its state
+# directory and configuration here.
+chmod 755 "$DIR"
 VIP=198.18.100.1
 LB_PID=
 

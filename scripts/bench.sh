@@ -47,6 +47,9 @@ CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-
 MEM=${MEM:-1}
 P=wvsb$$
 DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
+# wvs started as root runs as its own user (--user), which must reach its state
+# directory and configuration here.
+chmod 755 "$DIR"
 VIP=198.18.100.1
 LB_PID=
 
@@ -64,8 +67,9 @@ log "building wvs (release)"
 cargo build --release -q -p wvs
 WVS=target/release/wvs
 # The custom scheduler: examples/lat2, built for wasm32 by the build (host/build.rs).
-LAT2=$(ls -t target/release/build/wvs-*/out/wasm-target/wasm32-unknown-unknown/wasm/wvs_example_lat2.wasm 2>/dev/null | head -1 || true)
-[ -f "$LAT2" ] || { log "wvs_example_lat2.wasm not found under target/release/build"; exit 1; }
+# host/build.rs builds the wasm modules in their own target directory (wasm-plugins).
+LAT2=${CARGO_TARGET_DIR:-target}/wasm-plugins/wasm32-unknown-unknown/wasm/wvs_example_lat2.wasm
+[ -f "$LAT2" ] || { log "$LAT2 not found (host/build.rs builds it)"; exit 1; }
 
 log "building the topology $P-*"
 scripts/topology.sh up "$P"

@@ -10,6 +10,9 @@ LOAD=${1:-udp}
 DUR=${DUR:-5}
 P=wvsp$$
 DIR=$(mktemp -d /tmp/wvs-profile.XXXXXX)
+# wvs started as root runs as its own user (--user), which must reach its state
+# directory and configuration here.
+chmod 755 "$DIR"
 VIP=198.18.100.1
 WVS_PID=
 cleanup() {
