@@ -65,7 +65,7 @@ trap cleanup EXIT INT TERM
 scripts/setup.sh
 log "building wvs (release)"
 cargo build --release -q -p wvs
-WVS=target/release/wvs
+WVS=${CARGO_TARGET_DIR:-target}/release/wvs
 # The custom scheduler: examples/lat2, built for wasm32 by the build (host/build.rs).
 # host/build.rs builds the wasm modules in their own target directory (wasm-plugins).
 LAT2=${CARGO_TARGET_DIR:-target}/wasm-plugins/wasm32-unknown-unknown/wasm/wvs_example_lat2.wasm
