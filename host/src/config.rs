@@ -61,6 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::consts::{MAX_PERSISTENT_SECS, MAX_TIMEOUT_SECS, MAX_WEIGHT};
 use crate::model::{Forward, Protocol, Scheduler, ServiceKey, TunCsum, TunKind, Tunnel};
+use wvs_core::spec;
 
 /// The example configuration (`examples/wvs.toml`, the demo topology's services), which
 /// the tests check parses. wvs itself builds in no services.
@@ -105,7 +106,7 @@ struct File {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sysctl: Option<Sysctl>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    defense: Option<crate::conn::defense::DefenseSettings>,
+    defense: Option<DefenseSettings>,
 }
 
 /// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults but
@@ -196,13 +197,48 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
 
 impl Default for Sysctl {
     fn default() -> Self {
+        spec::Sysctl::default().into()
+    }
+}
+
+impl From<spec::Sysctl> for Sysctl {
+    fn from(s: spec::Sysctl) -> Self {
+        let spec::Sysctl {
+            cache_bypass,
+            nat_icmp_send,
+            pmtu_disc,
+            expire_nodest_conn,
+            expire_quiescent_template,
+            conn_reuse_mode,
+        } = s;
         Self {
-            cache_bypass: false,
-            nat_icmp_send: false,
-            pmtu_disc: true,
-            expire_nodest_conn: true,
-            expire_quiescent_template: false,
-            conn_reuse_mode: 1,
+            cache_bypass,
+            nat_icmp_send,
+            pmtu_disc,
+            expire_nodest_conn,
+            expire_quiescent_template,
+            conn_reuse_mode,
+        }
+    }
+}
+
+impl From<Sysctl> for spec::Sysctl {
+    fn from(s: Sysctl) -> Self {
+        let Sysctl {
+            cache_bypass,
+            nat_icmp_send,
+            pmtu_disc,
+            expire_nodest_conn,
+            expire_quiescent_template,
+            conn_reuse_mode,
+        } = s;
+        Self {
+            cache_bypass,
+            nat_icmp_send,
+            pmtu_disc,
+            expire_nodest_conn,
+            expire_quiescent_template,
+            conn_reuse_mode,
         }
     }
 }
@@ -230,24 +266,37 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self {
-            tcp: default_tcp_timeout(),
-            tcpfin: default_tcpfin_timeout(),
-            udp: default_udp_timeout(),
-        }
+        spec::Timeouts::default().into()
     }
 }
 
 fn default_tcp_timeout() -> u32 {
-    crate::consts::TCP_TIMEOUTS_SECS[crate::conn::TcpState::Established as usize]
+    spec::Timeouts::default().tcp
 }
 
 fn default_tcpfin_timeout() -> u32 {
-    crate::consts::TCP_TIMEOUTS_SECS[crate::conn::TcpState::FinWait as usize]
+    spec::Timeouts::default().tcpfin
 }
 
 fn default_udp_timeout() -> u32 {
-    crate::consts::UDP_TIMEOUT_SECS
+    spec::Timeouts::default().udp
+}
+
+impl From<spec::Timeouts> for Timeouts {
+    fn from(t: spec::Timeouts) -> Self {
+        let spec::Timeouts { tcp, tcpfin, udp } = t;
+        Self { tcp, tcpfin, udp }
+    }
+}
+
+impl TryFrom<Timeouts> for spec::Timeouts {
+    type Error = ConfigError;
+
+    fn try_from(t: Timeouts) -> Result<Self, ConfigError> {
+        t.validate()?;
+        let Timeouts { tcp, tcpfin, udp } = t;
+        Ok(Self { tcp, tcpfin, udp })
+    }
 }
 
 impl Timeouts {
@@ -275,14 +324,8 @@ struct PluginToml {
     path: String,
 }
 
-/// A scheduler plugin loaded from a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginSpec {
-    /// Name services use in `scheduler = "…"`; may replace a built-in one.
-    pub name: String,
-    /// Path of the `.wasm` module (relative paths are relative to the configuration file).
-    pub path: std::path::PathBuf,
-}
+/// A scheduler or helper plugin loaded from a file.
+pub type PluginSpec = spec::Plugin;
 
 /// A validated configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -292,11 +335,11 @@ pub struct Config {
     /// Virtual services.
     pub services: Vec<ServiceSpec>,
     /// Connection timeouts.
-    pub timeouts: Timeouts,
+    pub timeouts: spec::Timeouts,
     /// IPVS's switches.
-    pub sysctl: Sysctl,
+    pub sysctl: spec::Sysctl,
     /// The defense strategies.
-    pub defense: crate::conn::defense::DefenseSettings,
+    pub defense: spec::DefenseSettings,
 }
 
 /// A virtual service as written: in the configuration file, the state file and the REST API.
@@ -629,131 +672,212 @@ fn default_forward() -> String {
     "nat".into()
 }
 
+/// The defense settings (IPVS's sysctls of the same names, and the table threshold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefenseSettings {
+    /// `drop_entry` mode, 0-3. Default 1 (IPVS: 0).
+    #[serde(deserialize_with = "whole::u8")]
+    #[schema(minimum = 0, maximum = 3)]
+    pub drop_entry: u8,
+    /// `drop_packet` mode, 0-3. Default 0, as IPVS: it drops real clients' new
+    /// connections as often as a flood's, and with eviction a full table no longer
+    /// refuses them.
+    #[serde(deserialize_with = "whole::u8")]
+    #[schema(minimum = 0, maximum = 3)]
+    pub drop_packet: u8,
+    /// `secure_tcp` mode, 0-3. Default 1 (IPVS: 0).
+    #[serde(deserialize_with = "whole::u8")]
+    #[schema(minimum = 0, maximum = 3)]
+    pub secure_tcp: u8,
+    /// The automatic modes engage when the table holds more than this percentage of
+    /// `max_conns`, 1-100. Default 75.
+    #[serde(deserialize_with = "whole::u8")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub threshold: u8,
+    /// `amemthresh`: or when the host's available memory is under this many pages, as
+    /// IPVS. Default 1024.
+    #[serde(deserialize_with = "whole::u32")]
+    #[schema(minimum = 0, maximum = 2147483647)]
+    pub amemthresh: u32,
+    /// `am_droprate`: `drop_packet` mode 3 drops one new connection in this many. Default
+    /// 10.
+    #[serde(deserialize_with = "whole::u32")]
+    #[schema(minimum = 1, maximum = 2147483647)]
+    pub am_droprate: u32,
+}
+
+impl Default for DefenseSettings {
+    fn default() -> Self {
+        spec::DefenseSettings::default().into()
+    }
+}
+
+impl From<spec::DefenseSettings> for DefenseSettings {
+    fn from(d: spec::DefenseSettings) -> Self {
+        let spec::DefenseSettings {
+            drop_entry,
+            drop_packet,
+            secure_tcp,
+            threshold,
+            amemthresh,
+            am_droprate,
+        } = d;
+        Self {
+            drop_entry,
+            drop_packet,
+            secure_tcp,
+            threshold,
+            amemthresh,
+            am_droprate,
+        }
+    }
+}
+
+impl TryFrom<DefenseSettings> for spec::DefenseSettings {
+    type Error = String;
+
+    fn try_from(d: DefenseSettings) -> Result<Self, String> {
+        d.validate()?;
+        let DefenseSettings {
+            drop_entry,
+            drop_packet,
+            secure_tcp,
+            threshold,
+            amemthresh,
+            am_droprate,
+        } = d;
+        Ok(Self {
+            drop_entry,
+            drop_packet,
+            secure_tcp,
+            threshold,
+            amemthresh,
+            am_droprate,
+        })
+    }
+}
+
+impl DefenseSettings {
+    /// Check the ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("drop_entry", self.drop_entry),
+            ("drop_packet", self.drop_packet),
+            ("secure_tcp", self.secure_tcp),
+        ] {
+            if v > 3 {
+                return Err(format!("defense.{name} is {v}; it is 0 to 3"));
+            }
+        }
+        if !(1..=100).contains(&self.threshold) {
+            return Err(format!(
+                "defense.threshold is {}; it is a percentage, 1 to 100",
+                self.threshold
+            ));
+        }
+        if self.am_droprate == 0 {
+            return Err("defense.am_droprate is 0; it is 1 or more".into());
+        }
+        for (name, v) in [
+            ("amemthresh", self.amemthresh),
+            ("am_droprate", self.am_droprate),
+        ] {
+            if v > i32::MAX as u32 {
+                return Err(format!("defense.{name} is {v}; it is at most {}", i32::MAX));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What identifies a virtual service.
 pub type ServiceId = ServiceKey;
 
-/// A validated virtual service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceSpec {
-    /// Protocol.
-    pub proto: Protocol,
-    /// Virtual IP.
-    pub addr: IpAddr,
-    /// Virtual port.
-    pub port: u16,
-    /// Scheduler name: a built-in IPVS scheduler or a `[[plugin]]`.
-    pub scheduler: String,
-    /// Service flags (`IP_VS_SVC_F_*`).
-    pub flags: u32,
-    /// Persistence timeout in seconds (`IP_VS_SVC_F_PERSISTENT`), if persistent.
-    pub persistent: Option<u32>,
-    /// Persistence netmask (IPv4, host byte order).
-    pub netmask: u32,
-    /// Full NAT's local addresses, in order, without repeats.
-    pub laddrs: Vec<Ipv4Addr>,
-    /// Helpers as configured (`None`: the default for the port; see [`Self::helper_names`]).
-    pub helpers: Option<Vec<String>>,
-    /// The default health check of its real servers.
-    pub check: Option<crate::health::CheckSpec>,
-    /// `udp_on_failure` as configured: `Some(true)` move, `Some(false)` keep, `None`
-    /// not given (keep).
-    pub udp_on_failure: Option<bool>,
-    /// Whether a failed server's UDP flows move.
-    pub udp_move: bool,
-    /// Real servers, in order.
-    pub reals: Vec<RealSpec>,
-}
+/// A validated virtual service, with its health checks.
+pub type ServiceSpec = spec::Service<crate::health::CheckSpec>;
 
-impl ServiceSpec {
-    /// The service's key.
-    pub fn key(&self) -> ServiceKey {
-        ServiceKey {
-            proto: self.proto,
-            addr: self.addr,
-            port: self.port,
-        }
-    }
-
-    /// The helpers its connections are bound to: those configured, else `ftp` for TCP
-    /// port 21.
-    pub fn helper_names(&self) -> Vec<String> {
-        match &self.helpers {
-            Some(h) => h.clone(),
-            None if self.proto == Protocol::Tcp && self.port == crate::consts::FTP_PORT => {
-                vec!["ftp".into()]
-            }
-            None => Vec::new(),
-        }
-    }
-
+impl From<&ServiceSpec> for ServiceDef {
     /// The service as written (the inverse of [`ServiceDef::validate`]).
-    pub fn to_def(&self) -> ServiceDef {
+    fn from(s: &ServiceSpec) -> Self {
         ServiceDef {
-            protocol: self.proto.name().into(),
-            address: SocketAddr::new(self.addr, self.port).to_string(),
-            scheduler: self.scheduler.clone(),
-            flags: flag_names(&self.scheduler, self.flags),
-            persistent: self.persistent,
-            netmask: (self.netmask != u32::MAX).then(|| Ipv4Addr::from(self.netmask).to_string()),
-            helpers: self.helpers.clone(),
-            check: self.check.as_ref().map(|c| c.def.clone()),
-            udp_on_failure: self
+            protocol: s.proto.name().into(),
+            address: SocketAddr::new(s.addr, s.port).to_string(),
+            scheduler: s.scheduler.clone(),
+            flags: flag_names(&s.scheduler, s.flags),
+            persistent: s.persistent,
+            netmask: (s.netmask != u32::MAX).then(|| Ipv4Addr::from(s.netmask).to_string()),
+            helpers: s.helpers.clone(),
+            check: s.check.as_ref().map(|c| c.def.clone()),
+            udp_on_failure: s
                 .udp_on_failure
                 .map(|m| if m { "move" } else { "keep" }.to_string()),
-            laddrs: self.laddrs.iter().map(|a| a.to_string()).collect(),
-            reals: self.reals.iter().map(RealSpec::to_def).collect(),
+            laddrs: s.laddrs.iter().map(|a| a.to_string()).collect(),
+            reals: s.reals.iter().map(RealDef::from).collect(),
         }
     }
 }
 
-/// A validated real server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RealSpec {
-    /// Address.
-    pub addr: IpAddr,
-    /// Port (0 = the virtual port).
-    pub port: u16,
-    /// Weight, 0..=65535 as in IPVS.
-    pub weight: u32,
-    /// Forwarding method.
-    pub fwd: Forward,
-    /// Upper connection threshold (0 = none).
-    pub upper_threshold: u32,
-    /// Lower connection threshold (0 = none).
-    pub lower_threshold: u32,
-    /// Hint for custom schedulers.
-    pub hint: u32,
-    /// Its own health check (else its service's).
-    pub check: Option<crate::health::CheckSpec>,
-    /// A sorry server: scheduled only when no other can be.
-    pub sorry: bool,
+/// A published service as the daemon gave it to its snapshot, health checks included
+/// (a snapshot built from specs of another type, as some tests build, has none).
+pub fn given(svc: &crate::service::VirtualService) -> std::borrow::Cow<'_, ServiceSpec> {
+    match svc.given::<crate::health::CheckSpec>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(svc.spec.map_checks(|_| None)),
+    }
 }
 
-impl RealSpec {
+/// A validated real server, with its health check.
+pub type RealSpec = spec::Real<crate::health::CheckSpec>;
+
+impl From<&RealSpec> for RealDef {
     /// The real server as written.
-    pub fn to_def(&self) -> RealDef {
+    fn from(r: &RealSpec) -> Self {
         RealDef {
-            address: SocketAddr::new(self.addr, self.port).to_string(),
-            weight: self.weight,
-            forward: self.fwd.name().into(),
-            tun_type: match self.fwd {
+            address: SocketAddr::new(r.addr, r.port).to_string(),
+            weight: r.weight,
+            forward: r.fwd.name().into(),
+            tun_type: match r.fwd {
                 Forward::Tunnel(t) => Some(t.kind.name().into()),
                 _ => None,
             },
-            tun_port: match self.fwd {
+            tun_port: match r.fwd {
                 Forward::Tunnel(t) if t.port != 0 => Some(u32::from(t.port)),
                 _ => None,
             },
-            tun_csum: match self.fwd {
+            tun_csum: match r.fwd {
                 Forward::Tunnel(t) if t.csum != TunCsum::None => Some(t.csum.name().into()),
                 _ => None,
             },
-            upper_threshold: self.upper_threshold,
-            lower_threshold: self.lower_threshold,
-            hint: self.hint,
-            check: self.check.as_ref().map(|c| c.def.clone()),
-            sorry: self.sorry,
+            upper_threshold: r.upper_threshold,
+            lower_threshold: r.lower_threshold,
+            hint: r.hint,
+            check: r.check.as_ref().map(|c| c.def.clone()),
+            sorry: r.sorry,
         }
+    }
+}
+
+impl Config {
+    /// The snapshot of this configuration, the one place one is built from it: `previous`'s
+    /// real servers and scheduler state that stay are taken over, schedulers and helpers
+    /// are the plugins `custom` (from files) or `registry`'s built-in ones.
+    pub fn snapshot(
+        &self,
+        previous: &crate::service::Snapshot,
+        registry: &crate::plugin::Registry,
+        custom: &[crate::plugin::Plugin],
+    ) -> crate::service::Snapshot {
+        let mut snap = crate::service::Snapshot::build_with_helpers(
+            &self.services,
+            &self.timeouts,
+            previous,
+            &|n| crate::service::SchedChoice::new(n, registry.plugin_in(custom, n)),
+            &|n| registry.helper_in(custom, n),
+        );
+        snap.sysctl = self.sysctl;
+        snap.defense = self.defense;
+        snap
     }
 }
 
@@ -785,16 +909,17 @@ pub fn valid_plugin_name(name: &str) -> bool {
 /// Parse and validate configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let file: File = toml::from_str(text)?;
-    let timeouts = file.timeouts.unwrap_or_default();
-    timeouts.validate()?;
     let mut cfg = Config {
         plugins: Vec::with_capacity(file.plugin.len()),
         services: Vec::with_capacity(file.service.len()),
-        timeouts,
-        sysctl: file.sysctl.unwrap_or_default(),
-        defense: file.defense.unwrap_or_default(),
+        timeouts: file.timeouts.unwrap_or_default().try_into()?,
+        sysctl: file.sysctl.unwrap_or_default().into(),
+        defense: file
+            .defense
+            .unwrap_or_default()
+            .try_into()
+            .map_err(invalid)?,
     };
-    cfg.defense.validate().map_err(invalid)?;
     for p in file.plugin {
         if !valid_plugin_name(&p.name) {
             return Err(invalid(format!(
@@ -1320,10 +1445,10 @@ pub fn to_toml(cfg: &Config) -> String {
                 path: p.path.display().to_string(),
             })
             .collect(),
-        service: cfg.services.iter().map(ServiceSpec::to_def).collect(),
-        timeouts: (cfg.timeouts != Timeouts::default()).then_some(cfg.timeouts),
-        sysctl: (cfg.sysctl != Sysctl::default()).then_some(cfg.sysctl),
-        defense: (cfg.defense != Default::default()).then_some(cfg.defense),
+        service: cfg.services.iter().map(ServiceDef::from).collect(),
+        timeouts: (cfg.timeouts != Default::default()).then_some(cfg.timeouts.into()),
+        sysctl: (cfg.sysctl != Default::default()).then_some(cfg.sysctl.into()),
+        defense: (cfg.defense != Default::default()).then_some(cfg.defense.into()),
     };
     // Serializing plain strings and numbers cannot fail.
     toml::to_string(&file).unwrap_or_default()
@@ -1389,10 +1514,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             cfg.sysctl,
-            Sysctl {
+            spec::Sysctl {
                 cache_bypass: true,
                 pmtu_disc: false,
-                ..Sysctl::default()
+                ..spec::Sysctl::default()
             }
         );
         let more = parse(
@@ -1478,7 +1603,7 @@ mod tests {
         let timed = parse("[timeouts]\ntcp = 60\nudp = 5\n").unwrap();
         assert_eq!(
             timed.timeouts,
-            Timeouts {
+            spec::Timeouts {
                 tcp: 60,
                 tcpfin: 120,
                 udp: 5
@@ -1690,5 +1815,32 @@ mod tests {
         let new2 = parse(&(svc(80, "sed") + &svc(81, "rr") + &svc(82, "rr"))).unwrap();
         let (out, _) = running.merge_file(&base, &new2);
         assert_eq!(out.services[0].scheduler, "sed");
+    }
+
+    const S: DefenseSettings = DefenseSettings {
+        drop_entry: 1,
+        drop_packet: 1,
+        secure_tcp: 1,
+        threshold: 75,
+        amemthresh: 1024,
+        am_droprate: 10,
+    };
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(S.validate().is_ok());
+        let e = DefenseSettings { secure_tcp: 4, ..S }
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("secure_tcp"), "{e}");
+        assert!(DefenseSettings { threshold: 0, ..S }.validate().is_err());
+        assert!(
+            DefenseSettings {
+                am_droprate: 0,
+                ..S
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -180,7 +180,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::SocketBroker => wvs::io::broker::serve()?,
         Command::PluginCompile { memory, cache } => {
-            wvs::plugin::budget::child_main(memory, cache.as_deref()).map_err(anyhow::Error::msg)?
+            wvs::budget::child_main(memory, cache.as_deref()).map_err(anyhow::Error::msg)?
         }
         Command::Adm { args } => {
             let code = wvs::adm::main(&args);

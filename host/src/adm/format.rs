@@ -117,7 +117,7 @@ fn numbers(out: &mut String, values: [u64; 5], exact: bool) {
     }
 }
 
-fn totals(t: &crate::stats::Totals) -> [u64; 5] {
+fn totals(t: &crate::api::views::Totals) -> [u64; 5] {
     [t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes]
 }
 
@@ -417,7 +417,7 @@ pub fn conns(out: &mut String, conns: &[ConnView]) {
 mod tests {
     use super::*;
     use crate::api::RealView;
-    use crate::stats::{Rates, Totals};
+    use crate::api::views::{Rates, Totals};
 
     fn real(addr: &str, w: u32, act: i64, inact: i64) -> RealView {
         RealView {

@@ -41,7 +41,7 @@ struct Scrape {
     passed: u64,
     conns: u64,
     capacity: u64,
-    defense: crate::conn::defense::DefenseView,
+    defense: crate::api::views::DefenseView,
     /// The API server's: open connections, then evicted, refused, timed out, TLS failed.
     api: (u64, [u64; 4]),
 }
@@ -525,7 +525,7 @@ fn services(snap: &crate::service::Snapshot, s: &mut Scrape) {
             let mut info = labels.clone();
             info.push(("forward", d.forward().ipvsadm_name().to_string()));
             s.backend_info.push((info, 1));
-            if let Some(h) = d.health() {
+            if let Some(h) = crate::health::report(d) {
                 let mut l = labels.clone();
                 l.push(("check", h.check.clone()));
                 s.backend_up.push((l.clone(), i64::from(h.state == "up")));
@@ -562,7 +562,7 @@ fn datapath(st: &super::ApiState, s: &mut Scrape) {
     (s.rx, s.tx, s.passed) = (sum.rx, sum.tx, sum.passed);
     s.conns = st.conns.len() as u64;
     s.capacity = st.max_conns as u64;
-    s.defense = st.conns.defense().view();
+    s.defense = st.conns.defense().status().into();
     let a = &st.server;
     s.api = (
         a.open.load(Relaxed) as u64,
@@ -634,7 +634,7 @@ mod tests {
             passed: 10,
             conns: 6,
             capacity: 1000,
-            defense: crate::conn::defense::DefenseView {
+            defense: crate::api::views::DefenseView {
                 drop_entry: 1,
                 drop_packet: 0,
                 secure_tcp: 2,

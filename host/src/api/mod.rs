@@ -808,7 +808,7 @@ async fn zero_service(
 
 #[utoipa::path(get, path = "/api/v1/timeouts", responses((status = 200, body = Timeouts, description = "The connection timeouts in seconds (ipvsadm -L --timeout)")))]
 async fn get_timeouts(State(st): State<Shared>) -> axum::Json<Timeouts> {
-    axum::Json(st.control.lock().await.config().timeouts)
+    axum::Json(st.control.lock().await.config().timeouts.into())
 }
 
 #[utoipa::path(put, path = "/api/v1/timeouts", request_body = Timeouts,
@@ -833,7 +833,7 @@ async fn put_timeouts(
 
 #[utoipa::path(get, path = "/api/v1/sysctl", responses((status = 200, body = Sysctl, description = "IPVS's switches wvs follows (/proc/sys/net/ipv4/vs/: cache_bypass, nat_icmp_send, pmtu_disc, expire_nodest_conn, expire_quiescent_template, conn_reuse_mode)")))]
 async fn get_sysctl(State(st): State<Shared>) -> axum::Json<Sysctl> {
-    axum::Json(st.control.lock().await.config().sysctl)
+    axum::Json(st.control.lock().await.config().sysctl.into())
 }
 
 #[utoipa::path(put, path = "/api/v1/sysctl", request_body = Sysctl,
@@ -859,7 +859,7 @@ pub struct Settings {
     pub sysctl: Sysctl,
     /// The defense strategies (docs/defense.md); an absent field is its default.
     #[serde(default)]
-    pub defense: crate::conn::defense::DefenseSettings,
+    pub defense: crate::config::DefenseSettings,
 }
 
 #[utoipa::path(get, path = "/api/v1/settings", responses((status = 200, body = Settings, description = "The timeouts, IPVS's switches and the defense strategies")))]
@@ -867,9 +867,9 @@ async fn get_settings(State(st): State<Shared>) -> axum::Json<Settings> {
     let c = st.control.lock().await;
     let cfg = c.config();
     axum::Json(Settings {
-        timeouts: cfg.timeouts,
-        sysctl: cfg.sysctl,
-        defense: cfg.defense,
+        timeouts: cfg.timeouts.into(),
+        sysctl: cfg.sysctl.into(),
+        defense: cfg.defense.into(),
     })
 }
 

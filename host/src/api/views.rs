@@ -9,7 +9,6 @@ use crate::conn::{Conn, ConnTable};
 use crate::control::Controller;
 use crate::model::Protocol;
 use crate::service::VirtualService;
-use crate::stats::{Rates, Totals};
 
 /// A virtual service, its settings, real servers and counters.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -162,8 +161,8 @@ impl RealView {
             scheduled: false,
             drain_until_ms: Some(d.drain_until_ms()),
             sorry: false,
-            stats: d.stats.totals(),
-            rates: d.stats.rates(),
+            stats: d.stats.totals().into(),
+            rates: d.stats.rates().into(),
         }
     }
 }
@@ -171,7 +170,8 @@ impl RealView {
 impl ServiceView {
     /// The view of a published service.
     pub fn of(s: &VirtualService, conns: &ConnTable) -> Self {
-        let def = s.spec.to_def();
+        let given = crate::config::given(s);
+        let def = crate::config::ServiceDef::from(&*given);
         let runs = match (&s.scheduler.plugin, s.sched.runs_plugin()) {
             (None, _) => "native",
             (Some(_), true) => "wasm",
@@ -189,8 +189,8 @@ impl ServiceView {
             helpers_default: s.spec.helpers.is_none(),
             check: def.check.clone(),
             udp_on_failure: def.udp_on_failure.clone(),
-            stats: s.stats.totals(),
-            rates: s.stats.rates(),
+            stats: s.stats.totals().into(),
+            rates: s.stats.rates().into(),
             laddrs: s
                 .spec
                 .laddrs
@@ -205,10 +205,13 @@ impl ServiceView {
                 })
                 .collect(),
             reals: s
-                .reals()
+                .dests
+                .iter()
+                .rev()
+                .zip(&given.reals)
                 .map(|(d, r)| {
                     let sorry_in_use = crate::service::Dest::sorry_in_use(&s.dests);
-                    let def = r.to_def();
+                    let def = crate::config::RealDef::from(r);
                     RealView {
                         address: SocketAddr::new(d.addr, d.port).to_string(),
                         weight: d.weight(),
@@ -230,12 +233,12 @@ impl ServiceView {
                         reachable: d.next_hop().is_some()
                             || d.forward() == crate::model::Forward::Local,
                         check: def.check,
-                        health: d.health(),
+                        health: crate::health::report(d),
                         scheduled: d.in_scheduling() && (!d.is_sorry() || sorry_in_use),
                         drain_until_ms: None,
                         sorry: d.is_sorry(),
-                        stats: d.stats.totals(),
-                        rates: d.stats.rates(),
+                        stats: d.stats.totals().into(),
+                        rates: d.stats.rates().into(),
                     }
                 })
                 .collect(),
@@ -569,7 +572,7 @@ pub struct StatsView {
     /// Connections tracked now.
     pub connections: usize,
     /// The defense strategies against floods (IPVS's drop_entry, drop_packet, secure_tcp).
-    pub defense: crate::conn::defense::DefenseView,
+    pub defense: DefenseView,
     /// Datapath counters.
     pub datapath: DatapathView,
     /// Plugin counters.
@@ -592,10 +595,10 @@ impl StatsView {
         };
         let traffic = c.traffic();
         Self {
-            totals: traffic.totals(snap.service_stats()),
-            rates: traffic.rates(),
+            totals: traffic.totals(snap.service_stats()).into(),
+            rates: traffic.rates().into(),
             connections: st.conns.len(),
-            defense: st.conns.defense().view(),
+            defense: st.conns.defense().status().into(),
             datapath: DatapathView {
                 rx: sum.rx,
                 tx: sum.tx,
@@ -748,6 +751,124 @@ mod tests {
         }
         for bad in ["", "c.1", "x.1.2", "c.-1.2", "c.1.2.3", "c.a.b"] {
             assert_eq!(ConnCursor::parse(bad), None, "{bad}");
+        }
+    }
+}
+
+/// Summed counters (`stats::Totals` as the API shows it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Totals {
+    /// Connections.
+    pub conns: u64,
+    /// Packets in (client to server).
+    pub inpkts: u64,
+    /// Packets out (server to client).
+    pub outpkts: u64,
+    /// Bytes in.
+    pub inbytes: u64,
+    /// Bytes out.
+    pub outbytes: u64,
+}
+
+impl From<crate::stats::Totals> for Totals {
+    fn from(t: crate::stats::Totals) -> Self {
+        let crate::stats::Totals {
+            conns,
+            inpkts,
+            outpkts,
+            inbytes,
+            outbytes,
+        } = t;
+        Self {
+            conns,
+            inpkts,
+            outpkts,
+            inbytes,
+            outbytes,
+        }
+    }
+}
+
+/// Rates, as `ipvsadm --rate` shows them (`stats::Rates` as the API shows it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Rates {
+    /// Connections per second.
+    pub cps: u64,
+    /// Packets in per second.
+    pub inpps: u64,
+    /// Packets out per second.
+    pub outpps: u64,
+    /// Bytes in per second.
+    pub inbps: u64,
+    /// Bytes out per second.
+    pub outbps: u64,
+}
+
+impl From<crate::stats::Rates> for Rates {
+    fn from(r: crate::stats::Rates) -> Self {
+        let crate::stats::Rates {
+            cps,
+            inpps,
+            outpps,
+            inbps,
+            outbps,
+        } = r;
+        Self {
+            cps,
+            inpps,
+            outpps,
+            inbps,
+            outbps,
+        }
+    }
+}
+
+/// The defense state as the API shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DefenseView {
+    /// The modes now (an automatic one reads 2 while it acts).
+    pub drop_entry: u8,
+    /// See `drop_entry`.
+    pub drop_packet: u8,
+    /// See `drop_entry`.
+    pub secure_tcp: u8,
+    /// One new connection in this many is dropped; 0: none.
+    pub drop_rate: u32,
+    /// Whether any strategy acts now.
+    pub active: bool,
+    /// Half-open entries a full table evicted to take a new connection.
+    pub evicted: u64,
+    /// Entries `drop_entry` expired.
+    pub dropped_entries: u64,
+    /// New connections `drop_packet` dropped.
+    pub dropped_packets: u64,
+    /// Times the automatic strategies engaged.
+    pub engaged: u64,
+}
+
+impl From<crate::conn::defense::Status> for DefenseView {
+    fn from(s: crate::conn::defense::Status) -> Self {
+        let crate::conn::defense::Status {
+            drop_entry,
+            drop_packet,
+            secure_tcp,
+            drop_rate,
+            active,
+            evicted,
+            dropped_entries,
+            dropped_packets,
+            engaged,
+        } = s;
+        Self {
+            drop_entry,
+            drop_packet,
+            secure_tcp,
+            drop_rate,
+            active,
+            evicted,
+            dropped_entries,
+            dropped_packets,
+            engaged,
         }
     }
 }

@@ -117,7 +117,7 @@ pub enum Change {
     /// `secure_tcp`, their threshold; docs/defense.md).
     SetDefense {
         /// The settings.
-        defense: crate::conn::defense::DefenseSettings,
+        defense: crate::config::DefenseSettings,
     },
     /// Set IPVS's switches (`cache_bypass`, `nat_icmp_send`, `pmtu_disc`, `expire_nodest_conn`,
     /// `expire_quiescent_template`, `conn_reuse_mode`).
@@ -237,14 +237,13 @@ impl Change {
                 laddr,
             } => delete_laddr(cfg, parse_service_id(protocol, address)?, laddr),
             Self::SetSysctl { sysctl } => {
-                cfg.sysctl = *sysctl;
+                cfg.sysctl = (*sysctl).into();
                 Ok(())
             }
             Self::SetDefense { defense } => {
-                defense
-                    .validate()
+                cfg.defense = (*defense)
+                    .try_into()
                     .map_err(|m| EditError::Invalid(ConfigError::Invalid(m)))?;
-                cfg.defense = *defense;
                 Ok(())
             }
             Self::SetTimeouts { tcp, tcpfin, udp } => set_timeouts(cfg, [*tcp, *tcpfin, *udp]),
@@ -385,8 +384,7 @@ fn set_timeouts(cfg: &mut Config, [tcp, tcpfin, udp]: [u32; 3]) -> Result<(), Ed
         tcpfin: keep(tcpfin, cfg.timeouts.tcpfin),
         udp: keep(udp, cfg.timeouts.udp),
     };
-    t.validate()?;
-    cfg.timeouts = t;
+    cfg.timeouts = t.try_into()?;
     Ok(())
 }
 

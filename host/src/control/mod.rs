@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::io::nft::{NftError, NftTable};
 use crate::plugin::{PluginError, Registry};
-use crate::service::{SchedChoice, Snapshot};
+use crate::service::Snapshot;
 use crate::stats::BalancerTotals;
 pub use state::{StateError, StateFile};
 
@@ -183,16 +183,7 @@ impl Controller {
         let custom = self.registry.prepare(&next.plugins)?;
         check_kinds(&self.registry, &custom, &next)?;
         let old = self.snapshot.load_full();
-        let registry = &self.registry;
-        let mut snap = Snapshot::build_with_helpers(
-            &next.services,
-            &next.timeouts,
-            &old,
-            &|n| SchedChoice::new(n, registry.plugin_in(&custom, n)),
-            &|n| registry.helper_in(&custom, n),
-        );
-        snap.sysctl = next.sysctl;
-        snap.defense = next.defense;
+        let mut snap = next.snapshot(&old, &self.registry, &custom);
         let drains: Vec<_> = self
             .draining
             .iter()
@@ -683,7 +674,7 @@ mod tests {
         let next = crate::config::parse(ONE).expect("config");
         let changes = vec![
             edit::Change::AddService {
-                service: next.services[0].to_def(),
+                service: crate::config::ServiceDef::from(&next.services[0]),
             },
             edit::Change::DeleteService {
                 protocol: "tcp".into(),

@@ -115,6 +115,21 @@ impl ProbeShared {
     }
 }
 
+/// What a real server is checked by: the probe, and whether a failure inhibits (attached
+/// to its [`Dest`], opaque to the core).
+#[derive(Debug)]
+struct Attached {
+    probe: Arc<ProbeShared>,
+    inhibit: bool,
+}
+
+/// A real server's health as the API shows it, if it is checked.
+pub fn report(dest: &Dest) -> Option<HealthReport> {
+    let c = dest.checker()?;
+    let a = c.downcast_ref::<Attached>()?;
+    Some(a.probe.report(a.inhibit))
+}
+
 /// Now, in ms since the Unix epoch.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -214,10 +229,14 @@ pub fn answers_through_vips(
 fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
     let mut want: HashMap<ProbeKey, Vec<Bound>> = HashMap::new();
     for svc in snap.services() {
-        for (dest, real) in svc.reals() {
+        // The daemon's snapshots are built from its specs: their checks are `CheckSpec`s.
+        let Some(given) = svc.given::<CheckSpec>() else {
+            continue;
+        };
+        for (dest, real) in svc.dests.iter().rev().zip(&given.reals) {
             // A sorry server is not checked by its service's default (keepalived never
             // checks one).
-            let default = svc.spec.check.as_ref().filter(|_| !real.sorry);
+            let default = given.check.as_ref().filter(|_| !real.sorry);
             let Some(spec) = real.check.as_ref().or(default) else {
                 continue;
             };
@@ -260,7 +279,7 @@ fn reconcile(
     for p in probes.values() {
         for b in p.bound.lock().iter() {
             if !checked.contains(&Arc::as_ptr(&b.dest)) {
-                b.dest.set_probe(None);
+                b.dest.set_checker(None);
                 b.dest.set_health(false, false);
             }
         }
@@ -306,7 +325,10 @@ fn reconcile(
         });
         let up = p.up();
         for b in &bound {
-            b.dest.set_probe(Some((p.clone(), b.inhibit)));
+            b.dest.set_checker(Some(Arc::new(Attached {
+                probe: p.clone(),
+                inhibit: b.inhibit,
+            })));
             b.dest.set_health(!up, b.inhibit);
         }
         *p.bound.lock() = bound;

@@ -38,11 +38,7 @@ pub(super) fn start(
                     defense.configure(now_settings);
                     settings = now_settings;
                 }
-                defense.update(
-                    conns.len(),
-                    conns.max_conns(),
-                    crate::conn::defense::avail_pages(),
-                );
+                defense.update(conns.len(), conns.max_conns(), avail_pages());
                 if defense.drop_entry() {
                     let n = conns.random_dropentry(now);
                     if n > 0 {
@@ -51,4 +47,19 @@ pub(super) fn start(
                 }
             }
         })
+}
+
+/// Available memory in pages (`MemAvailable` of /proc/meminfo), as IPVS's `freeram +
+/// bufferram` estimate.
+pub fn avail_pages() -> Option<u64> {
+    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 4)
 }

@@ -539,12 +539,13 @@ fn build_control(opts: &RunOptions, start: Start) -> Result<Controller, RunError
         file_base,
     } = start;
     let t0 = Instant::now();
-    let runtime = Runtime::new(opts.plugin_cache.as_deref())?;
+    let cache = crate::budget::cache_dir(opts.plugin_cache.as_deref());
+    let runtime = Runtime::new(cache)?;
     runtime.set_workers(opts.workers);
-    match crate::plugin::budget::Budget::new(opts.plugin_cache.as_deref()) {
+    match crate::budget::Budget::new(cache) {
         Ok(mut b) => {
             (b.time, b.memory) = opts.plugin_compile;
-            runtime.set_budget(b)
+            runtime.set_gate(b.into_gate())
         }
         Err(e) => tracing::warn!("plugins compile without a time and memory budget: {e}"),
     }
@@ -562,15 +563,7 @@ fn build_control(opts: &RunOptions, start: Start) -> Result<Controller, RunError
     );
     crate::control::check_kinds(&registry, registry.custom(), &cfg)
         .map_err(|e| RunError::Usage(e.to_string()))?;
-    let mut first = Snapshot::build_with_helpers(
-        &cfg.services,
-        &cfg.timeouts,
-        &Snapshot::default(),
-        &|name| crate::service::SchedChoice::new(name, registry.plugin_for(name)),
-        &|name| registry.helper_in(registry.custom(), name),
-    );
-    first.sysctl = cfg.sysctl;
-    first.defense = cfg.defense;
+    let first = cfg.snapshot(&Snapshot::default(), &registry, registry.custom());
     let snapshot = Arc::new(ArcSwap::from_pointee(first));
     let nft = NftTable::install(&opts.ifaces, &snapshot.load())?;
     tracing::info!(table = crate::consts::NFT_TABLE, "nftables table installed");

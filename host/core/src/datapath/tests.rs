@@ -8,7 +8,8 @@ use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use proptest::prelude::*;
 
 use super::*;
-use crate::config;
+use crate::model::{TunCsum, TunKind, Tunnel};
+use crate::spec::{Real, Service};
 use crate::xmit::gso::TestSink;
 
 const CLIENT_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -21,6 +22,39 @@ fn rs_mac(last: u8) -> [u8; 6] {
     [0x02, 0, 0, 0, 1, last]
 }
 
+/// A NAT real server at `ip` (the virtual port) or `ip:port`.
+fn real(at: &str) -> Real {
+    match at.parse::<std::net::SocketAddr>() {
+        Ok(sa) => Real::new(sa.ip(), sa.port()),
+        Err(_) => Real::new(at.parse().expect("an address"), 0),
+    }
+}
+
+/// A real server at `at` reached by `fwd`.
+fn real_by(at: &str, fwd: Forward) -> Real {
+    Real { fwd, ..real(at) }
+}
+
+/// An IPIP tunnel, the default one.
+const IPIP: Forward = Forward::Tunnel(Tunnel {
+    kind: TunKind::Ipip,
+    port: 0,
+    csum: TunCsum::None,
+});
+
+/// A tunnel of `kind` (`port`: GUE's) with `csum`.
+fn tunnel(kind: TunKind, port: u16, csum: TunCsum) -> Forward {
+    Forward::Tunnel(Tunnel { kind, port, csum })
+}
+
+/// A round-robin service on the VIP's `port` with `reals` (as a configuration lists them).
+fn rr(proto: Protocol, port: u16, reals: Vec<Real>) -> Service {
+    Service {
+        reals,
+        ..Service::new(proto, Ipv4Addr::from(VIP).into(), port, "rr")
+    }
+}
+
 struct Harness {
     dp: Datapath,
     snap: Snapshot,
@@ -31,49 +65,34 @@ impl Harness {
     /// The snapshot the control plane publishes next: the round-robin TCP service on the
     /// VIP with `reals` (listed as in the configuration file), its state carried over.
     fn next_snapshot(&self, reals: &[&str]) -> Snapshot {
-        let mut toml = String::from(
-            "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nscheduler = \"rr\"\n",
-        );
-        for r in reals {
-            toml += &format!("[[service.real]]\naddress = \"{r}\"\n");
-        }
-        let specs = config::parse(&toml).expect("a valid configuration");
-        Snapshot::build_native(&specs.services, &self.snap)
+        let svc = rr(Protocol::Tcp, 80, reals.iter().map(|r| real(r)).collect());
+        Snapshot::build_native(&[svc], &self.snap)
     }
 }
 
 fn harness_with(max_conns: usize) -> Harness {
     // Real servers are listed last to first: schedulers see them newest first, as IPVS
     // does, so round robin starts at .11.
-    let specs = config::parse(
-        r#"
-        [[service]]
-        protocol = "tcp"
-        address = "198.18.100.1:80"
-        scheduler = "rr"
-        [[service.real]]
-        address = "198.19.0.13:8080"
-        [[service.real]]
-        address = "198.19.0.12:8080"
-        [[service.real]]
-        address = "198.19.0.11:8080"
-        [[service]]
-        protocol = "udp"
-        address = "198.18.100.1:9000"
-        scheduler = "rr"
-        [[service.real]]
-        address = "198.19.0.12:9000"
-        [[service.real]]
-        address = "198.19.0.11:9000"
-        "#,
-    )
-    .unwrap();
-    harness_of(&specs.services, max_conns)
+    let services = [
+        rr(
+            Protocol::Tcp,
+            80,
+            ["198.19.0.13:8080", "198.19.0.12:8080", "198.19.0.11:8080"]
+                .map(real)
+                .into(),
+        ),
+        rr(
+            Protocol::Udp,
+            9000,
+            ["198.19.0.12:9000", "198.19.0.11:9000"].map(real).into(),
+        ),
+    ];
+    harness_of(&services, max_conns)
 }
 
 /// A harness over `services`, every real server reachable on interface 1 (MAC from its
 /// address) with wvs's source address 198.19.0.1 on the way.
-fn harness_of(services: &[config::ServiceSpec], max_conns: usize) -> Harness {
+fn harness_of(services: &[Service], max_conns: usize) -> Harness {
     let snap = Snapshot::build_native(services, &Snapshot::default());
     for d in snap.dests() {
         let IpAddr::V4(a) = d.addr else {
@@ -1203,7 +1222,7 @@ fn traffic_is_counted_per_server_service_and_balancer() {
     assert_eq!(traffic.totals(h.snap.service_stats()), want);
     // The service goes: what it counted stays in the balancer's totals, also once its last
     // connection has gone.
-    let next = Snapshot::build_native(&[], &h.snap);
+    let next = Snapshot::build_native::<()>(&[], &h.snap);
     h.snap.retire_into(&next);
     traffic.retire(h.snap.service_stats(), next.service_stats());
     assert_eq!(traffic.totals(next.service_stats()), want);
@@ -1396,22 +1415,16 @@ fn a_syn_reusing_a_closed_connection_is_rescheduled() {
 }
 
 fn persistent_harness() -> Harness {
-    let specs = config::parse(
-        r#"
-        [[service]]
-        protocol = "tcp"
-        address = "198.18.100.1:80"
-        scheduler = "rr"
-        persistent = 1
-        [[service.real]]
-        address = "198.19.0.11:8080"
-        [[service.real]]
-        address = "198.19.0.12:8080"
-        "#,
-    )
-    .unwrap();
+    let svc = Service {
+        persistent: Some(1),
+        ..rr(
+            Protocol::Tcp,
+            80,
+            vec![real("198.19.0.11:8080"), real("198.19.0.12:8080")],
+        )
+    };
     let mut h = harness();
-    h.snap = Snapshot::build_native(&specs.services, &Snapshot::default());
+    h.snap = Snapshot::build_native(&[svc], &Snapshot::default());
     for d in h.snap.dests() {
         let IpAddr::V4(a) = d.addr else {
             unreachable!()
@@ -1580,7 +1593,7 @@ fn set_timeouts_take_effect_at_the_next_packet() {
         tx
     );
 
-    let t = config::Timeouts {
+    let t = crate::spec::Timeouts {
         tcp: 45,
         tcpfin: 5,
         udp: 7,
@@ -1614,18 +1627,14 @@ fn set_timeouts_take_effect_at_the_next_packet() {
     assert_eq!(conn(&h, Protocol::Tcp), (TcpState::FinWait, 30 + 5_000));
 }
 
-/// A TCP service on VIP:80 and a UDP one on VIP:9000 whose real servers are `reals` (TOML
-/// `[[service.real]]` bodies, the same for both), with next hops on interface 1 and wvs's
-/// source address 198.19.0.1.
-fn method_harness(real: &str) -> Harness {
-    let toml = format!(
-        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nscheduler = \"rr\"\n\
-         [[service.real]]\n{real}\n\
-         [[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:9000\"\nscheduler = \"rr\"\n\
-         [[service.real]]\n{real}\n"
-    );
-    let specs = config::parse(&toml).unwrap();
-    harness_of(&specs.services, 1 << 10)
+/// A TCP service on VIP:80 and a UDP one on VIP:9000 whose real server is `real` (the
+/// same for both), with next hops on interface 1 and wvs's source address 198.19.0.1.
+fn method_harness(real: Real) -> Harness {
+    let services = [
+        rr(Protocol::Tcp, 80, vec![real.clone()]),
+        rr(Protocol::Udp, 9000, vec![real]),
+    ];
+    harness_of(&services, 1 << 10)
 }
 
 fn state_of(h: &Harness) -> TcpState {
@@ -1636,7 +1645,7 @@ fn state_of(h: &Harness) -> TcpState {
 
 #[test]
 fn direct_routing_changes_the_macs_and_the_ttl_only() {
-    let h = method_harness("address = \"198.19.0.21\"\nforward = \"dr\"");
+    let h = method_harness(real_by("198.19.0.21", Forward::Route));
     let syn = client_syn(40000);
     let mut out = syn.clone();
     assert_eq!(
@@ -1686,11 +1695,11 @@ fn direct_routing_changes_the_macs_and_the_ttl_only() {
 #[test]
 fn a_packet_that_would_outlive_its_ttl_gets_time_exceeded_from_the_vip() {
     for real in [
-        "address = \"198.19.0.21\"\nforward = \"dr\"",
-        "address = \"198.19.0.21\"\nforward = \"tunnel\"",
-        "address = \"198.19.0.21:80\"",
+        real_by("198.19.0.21", Forward::Route),
+        real_by("198.19.0.21", IPIP),
+        real("198.19.0.21:80"),
     ] {
-        let h = method_harness(real);
+        let h = method_harness(real.clone());
         let mut v = Vec::new();
         PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
             .ipv4(CLIENT, VIP, 1)
@@ -1703,19 +1712,19 @@ fn a_packet_that_would_outlive_its_ttl_gets_time_exceeded_from_the_vip() {
         let Verdict::Reply { iface: 0, len } =
             h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, v.len())
         else {
-            panic!("{real}: no answer")
+            panic!("{real:?}: no answer")
         };
         let (s, d, _, quote) = check_icmp(&buf[..len]);
         assert_eq!(
             (s, d),
             (Ipv4Addr::from(VIP), Ipv4Addr::from(CLIENT)),
-            "{real}"
+            "{real:?}"
         );
-        assert_eq!(buf[34..36], [11, 0], "{real}: time exceeded in transit");
+        assert_eq!(buf[34..36], [11, 0], "{real:?}: time exceeded in transit");
         assert_eq!(
             quote[..28],
             v[14..42],
-            "{real}: the packet quoted as it came"
+            "{real:?}: the packet quoted as it came"
         );
         assert_eq!(buf[..6], CLIENT_MAC, "back to the client's hop");
         assert_eq!(h.dp.stats().drops(DropReason::TtlExceeded), 1);
@@ -1726,15 +1735,15 @@ fn a_packet_that_would_outlive_its_ttl_gets_time_exceeded_from_the_vip() {
 fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
     // Path MTU 1400 towards the servers; a tunnel's is 20 (IPIP) or 32 (GUE) bytes less.
     for (real, mtu) in [
-        ("address = \"198.19.0.21:80\"", 1400u16),
-        ("address = \"198.19.0.21\"\nforward = \"dr\"", 1400),
-        ("address = \"198.19.0.21\"\nforward = \"tunnel\"", 1380),
+        (real("198.19.0.21:80"), 1400u16),
+        (real_by("198.19.0.21", Forward::Route), 1400),
+        (real_by("198.19.0.21", IPIP), 1380),
         (
-            "address = \"198.19.0.21\"\nforward = \"tunnel\"\ntun_type = \"gue\"\ntun_port = 6080",
+            real_by("198.19.0.21", tunnel(TunKind::Gue, 6080, TunCsum::None)),
             1368,
         ),
     ] {
-        let h = method_harness(real);
+        let h = method_harness(real.clone());
         for d in h.snap.dests() {
             d.set_mtu(1400);
         }
@@ -1767,7 +1776,7 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
                 h.dp.process_buf(&h.snap, 1, COMPLETE, &mut slot, fits.len()),
                 Verdict::Tx { .. } | Verdict::Whole { .. }
             ),
-            "{real}: {mtu} bytes fit"
+            "{real:?}: {mtu} bytes fit"
         );
         // One byte more with DF: fragmentation needed, with the MTU, from the VIP.
         let over = big(40010, true, usize::from(mtu) + 1);
@@ -1775,12 +1784,12 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         let Verdict::Reply { iface: 0, len } =
             h.dp.process_buf(&h.snap, 2, COMPLETE, &mut slot, over.len())
         else {
-            panic!("{real}: no answer")
+            panic!("{real:?}: no answer")
         };
         let (s, d, _, quote) = check_icmp(&slot[..len]);
         assert_eq!((s, d), (Ipv4Addr::from(VIP), Ipv4Addr::from(CLIENT)));
-        assert_eq!(slot[34..36], [3, 4], "{real}: fragmentation needed");
-        assert_eq!(slot[40..42], mtu.to_be_bytes(), "{real}: next-hop MTU");
+        assert_eq!(slot[34..36], [3, 4], "{real:?}: fragmentation needed");
+        assert_eq!(slot[40..42], mtu.to_be_bytes(), "{real:?}: next-hop MTU");
         assert_eq!(quote[..28], over[14..42]);
         // Without DF: not sent, counted (IPVS would fragment it).
         let nodf = big(40010, false, usize::from(mtu) + 1);
@@ -1798,8 +1807,8 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         let seg = big(40010, true, 200);
         slot[..seg.len()].copy_from_slice(&seg);
         let v = h.dp.process_buf(&h.snap, 4, gso, &mut slot, seg.len());
-        assert!(matches!(v, Verdict::Reply { .. }), "{real}: {v:?}");
-        assert_eq!(slot[40..42], mtu.to_be_bytes(), "{real}: next-hop MTU");
+        assert!(matches!(v, Verdict::Reply { .. }), "{real:?}: {v:?}");
+        assert_eq!(slot[40..42], mtu.to_be_bytes(), "{real:?}: next-hop MTU");
         assert_eq!(h.dp.stats().drops(DropReason::FragNeeded), 2);
     }
 }
@@ -1848,19 +1857,14 @@ fn inner_ok(inner: &[u8], sport: u16, dport: u16) {
 #[test]
 fn tunnels_carry_the_packet_whole_as_linux_takes_it_apart() {
     for (tun, proto) in [
-        ("", 4),
-        ("tun_type = \"ipip\"", 4),
-        ("tun_type = \"gue\"\ntun_port = 6080", 17),
-        (
-            "tun_type = \"gue\"\ntun_port = 6080\ntun_csum = \"csum\"",
-            17,
-        ),
-        ("tun_type = \"gre\"", 47),
-        ("tun_type = \"gre\"\ntun_csum = \"csum\"", 47),
+        (IPIP, 4),
+        (tunnel(TunKind::Ipip, 0, TunCsum::None), 4),
+        (tunnel(TunKind::Gue, 6080, TunCsum::None), 17),
+        (tunnel(TunKind::Gue, 6080, TunCsum::Csum), 17),
+        (tunnel(TunKind::Gre, 0, TunCsum::None), 47),
+        (tunnel(TunKind::Gre, 0, TunCsum::Csum), 47),
     ] {
-        let h = method_harness(&format!(
-            "address = \"198.19.0.22\"\nforward = \"tunnel\"\n{tun}"
-        ));
+        let h = method_harness(real_by("198.19.0.22", tun));
         for (frame, sport, dport) in [
             (client_seg(40001, F::Syn, b""), 40001, 80),
             (
@@ -1880,10 +1884,10 @@ fn tunnels_carry_the_packet_whole_as_linux_takes_it_apart() {
             let v =
                 h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, frame.len());
             let Verdict::Whole { iface: 1, len } = v else {
-                panic!("{tun}: {v:?}")
+                panic!("{tun:?}: {v:?}")
             };
             let (p, rest) = outer(&buf[..len], 22);
-            assert_eq!(p, proto, "{tun}");
+            assert_eq!(p, proto, "{tun:?}");
             let inner = match p {
                 4 => rest,
                 17 => {
@@ -1891,17 +1895,17 @@ fn tunnels_carry_the_packet_whole_as_linux_takes_it_apart() {
                     assert_eq!(udp.destination_port, 6080);
                     assert!((32768..=60999).contains(&udp.source_port));
                     assert_eq!(usize::from(udp.length), rest.len());
-                    if tun.contains("csum") {
+                    if matches!(tun, Forward::Tunnel(t) if t.csum == TunCsum::Csum) {
                         let ip = etherparse::Ipv4Header::from_slice(&buf[14..len]).unwrap().0;
                         assert_eq!(udp.checksum, udp.calc_checksum_ipv4(&ip, gue).unwrap());
                     } else {
-                        assert_eq!(udp.checksum, 0, "{tun}: no checksum");
+                        assert_eq!(udp.checksum, 0, "{tun:?}: no checksum");
                     }
                     assert_eq!(gue[..4], [0, 4, 0, 0], "GUE version 0 carrying IPIP");
                     gue[4..].to_vec()
                 }
                 _ => {
-                    if tun.contains("csum") {
+                    if matches!(tun, Forward::Tunnel(t) if t.csum == TunCsum::Csum) {
                         assert_eq!(rest[..4], [0x80, 0, 0x08, 0x00]);
                         assert_eq!(checksum::compute(&rest), 0, "GRE checksum");
                         rest[8..].to_vec()
@@ -1918,7 +1922,7 @@ fn tunnels_carry_the_packet_whole_as_linux_takes_it_apart() {
 
 #[test]
 fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
-    let h = method_harness("address = \"198.19.0.22\"\nforward = \"tunnel\"");
+    let h = method_harness(real_by("198.19.0.22", IPIP));
     let mut f = client_seg(40003, F::Syn, b"");
     // What a local sender that offloads leaves in the field: the pseudo-header sum.
     let mut ph = Vec::new();
@@ -1983,26 +1987,29 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
 
 /// A full-NAT harness: the TCP and UDP services with local addresses `laddrs` and one
 /// full-NAT real server, 198.19.0.21:8080 (UDP: :9000).
-fn fullnat_harness(laddrs: &str) -> Harness {
+fn fullnat_harness(laddrs: &[&str]) -> Harness {
     fullnat_harness_with(laddrs, 1 << 12)
 }
 
-fn fullnat_harness_with(laddrs: &str, max_conns: usize) -> Harness {
-    let toml = format!(
-        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nscheduler = \"rr\"\n\
-         laddrs = [{laddrs}]\n\
-         [[service.real]]\naddress = \"198.19.0.21:8080\"\nforward = \"fullnat\"\n\
-         [[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:9000\"\nscheduler = \"rr\"\n\
-         laddrs = [{laddrs}]\n\
-         [[service.real]]\naddress = \"198.19.0.21:9000\"\nforward = \"fullnat\"\n"
-    );
-    let specs = config::parse(&toml).unwrap();
-    harness_of(&specs.services, max_conns)
+fn fullnat_harness_with(laddrs: &[&str], max_conns: usize) -> Harness {
+    let laddrs: Vec<Ipv4Addr> = laddrs
+        .iter()
+        .map(|a| a.parse().expect("an address"))
+        .collect();
+    let services = [
+        (Protocol::Tcp, 80, "198.19.0.21:8080"),
+        (Protocol::Udp, 9000, "198.19.0.21:9000"),
+    ]
+    .map(|(proto, port, at)| Service {
+        laddrs: laddrs.clone(),
+        ..rr(proto, port, vec![real_by(at, Forward::FullNat)])
+    });
+    harness_of(&services, max_conns)
 }
 
 #[test]
 fn full_nat_rewrites_both_ends_and_matches_replies_by_local_port() {
-    let h = fullnat_harness("\"198.19.0.1\", \"198.19.0.2\"");
+    let h = fullnat_harness(&["198.19.0.1", "198.19.0.2"]);
     let mut ports = std::collections::HashSet::new();
     for cport in 40000..40100u16 {
         let mut out = client_syn(cport);
@@ -2056,7 +2063,7 @@ fn full_nat_rewrites_both_ends_and_matches_replies_by_local_port() {
 
 #[test]
 fn full_nat_without_local_address_or_free_port_is_refused_and_counted() {
-    let h = fullnat_harness("");
+    let h = fullnat_harness(&[]);
     let mut out = client_syn(40000);
     assert_eq!(
         h.dp.process(&h.snap, 0, COMPLETE, &mut out),
@@ -2064,7 +2071,7 @@ fn full_nat_without_local_address_or_free_port_is_refused_and_counted() {
     );
     // One local address: 64,512 ports, spread over the shards; flows from many clients
     // take them until none is left in a client's shard.
-    let h = fullnat_harness_with("\"198.19.0.1\"", 1 << 20);
+    let h = fullnat_harness_with(&["198.19.0.1"], 1 << 20);
     let mut refused = 0;
     let mut ok = 0;
     // Enough flows that every shard's share of the ports runs out.
@@ -2088,7 +2095,7 @@ fn full_nat_without_local_address_or_free_port_is_refused_and_counted() {
 
 #[test]
 fn a_local_real_server_gets_the_packet_unchanged_through_the_stack() {
-    let h = method_harness("address = \"198.19.0.21\"\nforward = \"dr\"");
+    let h = method_harness(real_by("198.19.0.21", Forward::Route));
     for d in h.snap.dests() {
         d.set_local(true);
         d.set_next_hop(None);
@@ -2111,7 +2118,10 @@ fn a_local_real_server_gets_the_packet_unchanged_through_the_stack() {
 
 #[test]
 fn bypass_sends_a_packet_of_no_server_on_to_its_destination() {
-    let mut h = method_harness("address = \"198.19.0.21\"\nweight = 0");
+    let mut h = method_harness(Real {
+        weight: 0,
+        ..real("198.19.0.21")
+    });
     let mut f = client_syn(40000);
     assert_eq!(
         h.dp.process(&h.snap, 0, COMPLETE, &mut f),
@@ -2295,7 +2305,7 @@ fn what_a_real_server_sends_the_balancers_own_address_goes_to_its_stack() {
 
 #[test]
 fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
-    let mut h = method_harness("address = \"198.19.0.22\"\nforward = \"tunnel\"");
+    let mut h = method_harness(real_by("198.19.0.22", IPIP));
     for d in h.snap.dests() {
         d.set_mtu(1400);
     }
@@ -2362,7 +2372,7 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
 
 #[test]
 fn icmp_errors_of_full_nat_connections_are_translated_at_both_ends() {
-    let h = fullnat_harness("\"198.19.0.1\"");
+    let h = fullnat_harness(&["198.19.0.1"]);
     let mut syn = client_syn(40901);
     assert_eq!(
         h.dp.process(&h.snap, 0, COMPLETE, &mut syn),

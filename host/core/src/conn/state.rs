@@ -96,13 +96,13 @@ pub struct StateTimeouts {
 
 impl Default for StateTimeouts {
     fn default() -> Self {
-        Self::new(&crate::config::Timeouts::default())
+        Self::new(&crate::spec::Timeouts::default())
     }
 }
 
 impl StateTimeouts {
     /// The table for the configured timeouts.
-    pub fn new(t: &crate::config::Timeouts) -> Self {
+    pub fn new(t: &crate::spec::Timeouts) -> Self {
         let mut tcp_ms = TCP_TIMEOUTS_SECS.map(|s| u64::from(s) * 1000);
         tcp_ms[TcpState::Established as usize] = u64::from(t.tcp) * 1000;
         tcp_ms[TcpState::FinWait as usize] = u64::from(t.tcpfin) * 1000;

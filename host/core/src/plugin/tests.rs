@@ -437,7 +437,7 @@ fn an_unchanged_plugin_is_not_compiled_again() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("custom.wat");
     std::fs::write(&path, wat(1, "i32.const 0")).unwrap();
-    let spec = crate::config::PluginSpec {
+    let spec = crate::spec::Plugin {
         name: "custom".into(),
         path: path.clone(),
     };

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::PluginError;
+use crate::plugin::PluginError;
 
 /// What a compilation may take.
 #[derive(Debug, Clone)]
@@ -115,6 +115,7 @@ impl Budget {
 /// else says why on standard error.
 pub fn child_main(memory: u64, cache_dir: Option<&Path>) -> Result<(), String> {
     crate::privs::drop_all_in_this_thread();
+    let cache_dir = cache_dir.filter(|d| d.is_dir());
     restrict_writes(cache_dir);
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, memory, memory)
         .map_err(|e| format!("cannot limit the compiler's memory: {e}"))?;
@@ -122,7 +123,7 @@ pub fn child_main(memory: u64, cache_dir: Option<&Path>) -> Result<(), String> {
     std::io::stdin()
         .read_to_end(&mut wasm)
         .map_err(|e| format!("reading the module: {e}"))?;
-    let engine = wasmtime::Engine::new(&super::engine_config(cache_dir))
+    let engine = wasmtime::Engine::new(&crate::plugin::engine_config(cache_dir))
         .map_err(|e| format!("the engine: {e}"))?;
     wasmtime::Module::new(&engine, &wasm).map_err(|e| format!("{e:#}"))?;
     Ok(())
@@ -147,5 +148,35 @@ fn restrict_writes(cache_dir: Option<&Path>) {
             "note: the kernel does not enforce Landlock: the compiler's writes are not confined"
         ),
         Err(e) => eprintln!("note: cannot confine the compiler's writes: {e}"),
+    }
+}
+
+/// The compiled-plugin cache directory, made if it is not there: `Some` when it is a
+/// directory of wvs's user alone (as the state directory), since wvs runs the native code
+/// it holds; else `None` with a warning, and plugins compile without a cache.
+pub fn cache_dir(dir: Option<&Path>) -> Option<&Path> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = dir?;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            crate::control::state::check_dir(dir, nix::unistd::geteuid().as_raw())
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "plugin cache disabled: {e}");
+            None
+        }
+    }
+}
+
+impl Budget {
+    /// The runtime's gate: compile a module from outside in the child first.
+    pub fn into_gate(self) -> crate::plugin::Gate {
+        crate::plugin::Gate(Box::new(move |name, wasm| self.check(name, wasm)))
     }
 }

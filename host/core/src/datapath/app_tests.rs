@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TcpOptionElement, TransportHeader};
 
 use super::*;
-use crate::config;
 use crate::plugin::{Plugin, Runtime};
+use crate::spec::{Real, Service, Timeouts};
 use crate::xmit::gso::TestSink;
 
 const CLIENT_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -40,18 +40,16 @@ struct H {
     conns: Arc<ConnTable>,
 }
 
-/// One service on `port` with real server 198.19.0.11 (`fwd`, port 0: the same) and
-/// `helpers`, interface 1 with MTU `mtu` towards it.
-fn harness(port: u16, extra: &str, mtu: u32) -> H {
-    let cfg = config::parse(&format!(
-        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:{port}\"\nscheduler = \"rr\"\n{extra}\n\
-         [[service.real]]\naddress = \"198.19.0.11\"\n"
-    ))
-    .unwrap();
+/// One round-robin TCP service on `port` with NAT real server 198.19.0.11 (port 0: the
+/// same), as `tweak` leaves it, interface 1 with MTU `mtu` towards it.
+fn harness(port: u16, tweak: impl FnOnce(&mut Service), mtu: u32) -> H {
+    let mut svc = Service::new(Protocol::Tcp, Ipv4Addr::from(VIP).into(), port, "rr");
+    svc.reals.push(Real::new(Ipv4Addr::from(RS).into(), 0));
+    tweak(&mut svc);
     let (_, plugins) = helpers();
     let snap = Snapshot::build_with_helpers(
-        &cfg.services,
-        &cfg.timeouts,
+        &[svc],
+        &Timeouts::default(),
         &Snapshot::default(),
         &|n| {
             crate::service::SchedChoice::native(
@@ -243,7 +241,7 @@ fn passive(h: &H) {
 
 #[test]
 fn passive_reply_is_rewritten_and_the_stream_shifted() {
-    let h = harness(21, "", 0);
+    let h = harness(21, |_| (), 0);
     handshake(&h);
     let ack = |a| Seg {
         ack: Some(a),
@@ -350,7 +348,7 @@ fn a_closed_data_connection_reused_by_the_client_stays_with_its_server() {
     // IPVS's is_new_conn_expected: a controlled connection is not rescheduled when a SYN
     // reuses its ports once it is over. An FTP data connection's port is no service, so
     // a new schedule would find none, and the client would get a reset.
-    let h = harness(21, "", 0);
+    let h = harness(21, |_| (), 0);
     passive(&h);
     let syn = Seg {
         syn: true,
@@ -383,7 +381,7 @@ fn a_closed_data_connection_reused_by_the_client_stays_with_its_server() {
 
 #[test]
 fn a_bad_checksum_never_reaches_the_helper() {
-    let h = harness(21, "", 0);
+    let h = harness(21, |_| (), 0);
     handshake(&h);
     let mut f = frame(
         true,
@@ -404,7 +402,7 @@ fn a_bad_checksum_never_reaches_the_helper() {
 
 #[test]
 fn active_mode_expects_the_servers_connection_from_port_20() {
-    let h = harness(21, "", 0);
+    let h = harness(21, |_| (), 0);
     handshake(&h);
     let ack = Seg {
         ack: Some(S0 + 1),
@@ -441,7 +439,7 @@ fn active_mode_expects_the_servers_connection_from_port_20() {
 /// replaces the oldest), so a client cannot fill the table with them.
 #[test]
 fn a_hundred_thousand_port_commands_leave_a_handful_of_entries() {
-    let h = harness(21, "", 0);
+    let h = harness(21, |_| (), 0);
     handshake(&h);
     let mut seq = C0 + 1;
     for i in 0..100_000u32 {
@@ -480,7 +478,7 @@ fn a_hundred_thousand_port_commands_leave_a_handful_of_entries() {
 /// expects nothing: the client's next connection to VIP:80 must reach port 80's service.
 #[test]
 fn a_passive_reply_naming_a_privileged_port_expects_nothing() {
-    let h = harness(21, "", 0);
+    let h = harness(21, |_| (), 0);
     handshake(&h);
     one(
         &h,
@@ -501,7 +499,10 @@ fn proxy_header_goes_before_the_first_byte_and_a_grown_segment_is_cut() {
     // long, and leaves in two segments.
     let h = harness(
         8080,
-        "laddrs = [\"198.19.0.1\"]\nhelpers = [\"proxy-v2\"]",
+        |s| {
+            s.laddrs = vec![Ipv4Addr::new(198, 19, 0, 1)];
+            s.helpers = Some(vec!["proxy-v2".into()]);
+        },
         600,
     );
     let cfg_fwd = |h: &H| {
@@ -543,7 +544,7 @@ fn proxy_header_goes_before_the_first_byte_and_a_grown_segment_is_cut() {
 fn an_expected_connection_is_controlled_by_the_template_too() {
     // A persistent FTP service: the template counts the control connection and the data
     // connection it expected (IPVS's n_control), so it outlives neither.
-    let h = harness(21, "persistent = 300", 0);
+    let h = harness(21, |s| s.persistent = Some(300), 0);
     handshake(&h);
     let ack = |a| Seg {
         ack: Some(a),
@@ -564,7 +565,7 @@ fn an_expected_connection_is_controlled_by_the_template_too() {
 
 #[test]
 fn icmp_errors_about_data_connections_are_relayed() {
-    let h = harness(21, "", 0);
+    let h = harness(21, |_| (), 0);
     passive(&h);
     let syn = Seg {
         syn: true,

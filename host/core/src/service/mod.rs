@@ -13,13 +13,14 @@ mod sched;
 pub use dest::{Dest, NextHop};
 pub use sched::{SchedChoice, SchedState};
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::config::{ServiceSpec, Timeouts};
 use crate::conn::StateTimeouts;
 use crate::model::{Protocol, Scheduler, ServiceKey};
+use crate::spec::{Real, Service, Timeouts};
 
 /// (protocol, address) pairs whose data ports are claimed ([`Snapshot::data_claims`]).
 pub type AddrClaims = Vec<(Protocol, IpAddr)>;
@@ -42,8 +43,12 @@ pub struct VirtualService {
     pub sched: Arc<SchedState>,
     /// Traffic counters and rates, kept across snapshots.
     pub stats: Arc<crate::stats::Stats>,
-    /// The service as configured (its `reals` in configuration order, `dests` reversed).
-    pub spec: ServiceSpec,
+    /// The service as configured (its `reals` in configuration order, `dests` reversed),
+    /// as the core reads it: without its health checks.
+    pub spec: Service,
+    /// The service as it was given, health checks included (a `spec::Service<C>` of the
+    /// daemon's `C`; see [`Self::given`]). The core never reads it.
+    given: Arc<dyn Any + Send + Sync>,
     /// Persistence timeout in milliseconds (0: not persistent).
     pub persist_ms: u64,
     /// Persistence netmask applied to client addresses (IPv4).
@@ -62,8 +67,14 @@ pub struct VirtualService {
 
 impl VirtualService {
     /// Each real server with its configuration, in configuration order.
-    pub fn reals(&self) -> impl Iterator<Item = (&Arc<Dest>, &crate::config::RealSpec)> {
+    pub fn reals(&self) -> impl Iterator<Item = (&Arc<Dest>, &Real)> {
         self.dests.iter().rev().zip(&self.spec.reals)
+    }
+
+    /// The service as it was given to [`Snapshot::build`], health checks included, if they
+    /// were of type `C`.
+    pub fn given<C: 'static>(&self) -> Option<&Service<C>> {
+        self.given.downcast_ref()
     }
 
     /// Pick a real server for a new connection, or `None` when none can take one.
@@ -91,9 +102,9 @@ pub struct Snapshot {
     /// The connection timeouts (`ipvsadm --set`).
     pub timeouts: StateTimeouts,
     /// IPVS's switches.
-    pub sysctl: crate::config::Sysctl,
+    pub sysctl: crate::spec::Sysctl,
     /// The defense strategies' settings (the expiry thread applies them).
-    pub defense: crate::conn::defense::DefenseSettings,
+    pub defense: crate::spec::DefenseSettings,
 }
 
 impl Snapshot {
@@ -101,8 +112,8 @@ impl Snapshot {
     /// scheduler state of every real server and service that stays. `resolve` turns a
     /// scheduler name into what runs it; a service whose scheduler (module included) and
     /// flags are unchanged keeps its scheduler instance and state.
-    pub fn build(
-        specs: &[ServiceSpec],
+    pub fn build<C: Clone + Send + Sync + 'static>(
+        specs: &[Service<C>],
         timeouts: &Timeouts,
         previous: &Snapshot,
         resolve: &dyn Fn(&str) -> SchedChoice,
@@ -113,8 +124,8 @@ impl Snapshot {
     /// As [`build`](Self::build), with `helper` turning a helper's name into its plugin
     /// (a name it does not know is left out; the configuration was checked before). A
     /// helper plugin that stays keeps its instances.
-    pub fn build_with_helpers(
-        specs: &[ServiceSpec],
+    pub fn build_with_helpers<C: Clone + Send + Sync + 'static>(
+        specs: &[Service<C>],
         timeouts: &Timeouts,
         previous: &Snapshot,
         resolve: &dyn Fn(&str) -> SchedChoice,
@@ -166,7 +177,8 @@ impl Snapshot {
                     flags: spec.flags,
                     sched,
                     stats,
-                    spec: spec.clone(),
+                    spec: spec.map_checks(|_| Some(())),
+                    given: Arc::new(spec.clone()),
                     persist_ms: spec.persistent.map_or(0, |t| u64::from(t) * 1000),
                     netmask: spec.netmask,
                     timeouts: snap.timeouts,
@@ -319,7 +331,10 @@ impl Snapshot {
 
     /// A snapshot with the built-in schedulers run natively (tests, and the building block
     /// of [`Snapshot::build`]).
-    pub fn build_native(specs: &[ServiceSpec], previous: &Snapshot) -> Self {
+    pub fn build_native<C: Clone + Send + Sync + 'static>(
+        specs: &[Service<C>],
+        previous: &Snapshot,
+    ) -> Self {
         Self::build(specs, &Timeouts::default(), previous, &|name| {
             SchedChoice::native(Scheduler::from_name(name).unwrap_or(Scheduler::Wlc))
         })
@@ -341,7 +356,7 @@ impl Snapshot {
 
 /// The server `r` of a service built again: the one `old` had at its address (its
 /// counters and connections stay, its weight changes as `-e` changes it), else a new one.
-fn dest_for(old: Option<&Arc<VirtualService>>, r: &crate::config::RealSpec) -> Arc<Dest> {
+fn dest_for<C>(old: Option<&Arc<VirtualService>>, r: &Real<C>) -> Arc<Dest> {
     let reused = old.and_then(|o| {
         o.dests
             .iter()

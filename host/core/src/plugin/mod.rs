@@ -18,7 +18,6 @@ pub mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 }
 
-pub mod budget;
 mod helper;
 mod sched;
 
@@ -236,8 +235,9 @@ pub struct Runtime {
     clock: Arc<EpochClock>,
     /// Above this a scheduler call is slow (µs); `PLUGIN_SLOW_CALL_US` unless set.
     slow_call_us: AtomicU64,
-    /// What compiling a module from outside may take (`None`: no child process; tests).
-    budget: std::sync::OnceLock<budget::Budget>,
+    /// What a module from outside must pass before it is compiled here (unset: nothing;
+    /// tests). The daemon's compiles it first in a child process within a budget.
+    gate: std::sync::OnceLock<Gate>,
     /// Modules compiled ahead, off the control thread (an upload), for the change that
     /// follows: with their bytes, the last few.
     ahead: parking_lot::Mutex<Vec<(Arc<[u8]>, wasmtime::Module)>>,
@@ -245,28 +245,28 @@ pub struct Runtime {
     workers: std::sync::atomic::AtomicUsize,
 }
 
-/// The engine's settings: wvs's and the compiler process's are the same, so that what one
-/// puts in the compiled-plugin cache the other finds.
-pub(crate) fn engine_config(cache_dir: Option<&Path>) -> wasmtime::Config {
-    use std::os::unix::fs::DirBuilderExt;
+/// A check of a module from outside, by name and bytes: `Err` refuses it.
+pub type GateFn = dyn Fn(&str, &[u8]) -> Result<(), PluginError> + Send + Sync;
+
+/// A check a module from outside passes before the runtime compiles it.
+pub struct Gate(pub Box<GateFn>);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
+/// The engine's settings, with the compiled-code cache in `cache_dir` (a directory the
+/// caller made sure is wvs's own): wvs's and a compiler process's are the same, so that
+/// what one puts in the cache the other finds.
+pub fn engine_config(cache_dir: Option<&Path>) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
     if let Some(dir) = cache_dir {
-        // Native code wvs runs: a directory of wvs's user alone (as the state directory).
-        match std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                crate::control::state::check_dir(dir, nix::unistd::geteuid().as_raw())
-                    .map_err(|e| e.to_string())
-            })
-            .and_then(|()| {
-                let mut cc = wasmtime::CacheConfig::new();
-                cc.with_directory(dir);
-                wasmtime::Cache::new(cc).map_err(|e| e.to_string())
-            }) {
+        let mut cc = wasmtime::CacheConfig::new();
+        cc.with_directory(dir);
+        match wasmtime::Cache::new(cc) {
             Ok(cache) => {
                 config.cache(Some(cache));
             }
@@ -364,15 +364,15 @@ impl Runtime {
             stop,
             clock,
             slow_call_us: AtomicU64::new(crate::consts::PLUGIN_SLOW_CALL_US),
-            budget: std::sync::OnceLock::new(),
+            gate: std::sync::OnceLock::new(),
             ahead: parking_lot::Mutex::new(Vec::new()),
             workers: std::sync::atomic::AtomicUsize::new(1),
         }))
     }
 
-    /// Compile modules from outside within `b` from now on.
-    pub fn set_budget(&self, b: budget::Budget) {
-        let _ = self.budget.set(b);
+    /// Pass modules from outside through `g` before compiling them, from now on.
+    pub fn set_gate(&self, g: Gate) {
+        let _ = self.gate.set(g);
     }
 
     /// Compile a module from outside now, off the control thread (a blocking task), so that
@@ -408,7 +408,7 @@ impl Runtime {
         self.plugin_of(name, wasm, self.module(name, wasm, true)?)
     }
 
-    /// The compiled module: one compiled ahead, else compiled now (within the budget when
+    /// The compiled module: one compiled ahead, else compiled now (through the gate when
     /// it comes from `outside` the binary).
     fn module(
         &self,
@@ -425,8 +425,8 @@ impl Runtime {
         if let Some(m) = ready {
             return Ok(m);
         }
-        if outside && let Some(b) = self.budget.get() {
-            b.check(name, wasm)?;
+        if outside && let Some(g) = self.gate.get() {
+            (g.0)(name, wasm)?;
         }
         wasmtime::Module::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
             name: name.into(),
@@ -515,7 +515,7 @@ impl Registry {
     /// checked whole before anything of it takes effect. A plugin installed already with
     /// the same name and the same bytes (by digest) is taken as it is: a change that does
     /// not touch a plugin compiles nothing.
-    pub fn prepare(&self, specs: &[crate::config::PluginSpec]) -> Result<Vec<Plugin>, PluginError> {
+    pub fn prepare(&self, specs: &[crate::spec::Plugin]) -> Result<Vec<Plugin>, PluginError> {
         specs
             .iter()
             .map(|s| {
@@ -543,7 +543,7 @@ impl Registry {
     }
 
     /// Compile and install the plugins of a configuration; on failure nothing changes.
-    pub fn load(&mut self, specs: &[crate::config::PluginSpec]) -> Result<(), PluginError> {
+    pub fn load(&mut self, specs: &[crate::spec::Plugin]) -> Result<(), PluginError> {
         let custom = self.prepare(specs)?;
         self.commit(custom);
         Ok(())

@@ -703,7 +703,7 @@ impl Datapath {
         client_hop: Hop,
         info: &L4Info,
         key: &ConnKey,
-        sysctl: crate::config::Sysctl,
+        sysctl: crate::spec::Sysctl,
     ) -> Result<InLookup, Option<DropReason>> {
         let snap_bypass = sysctl.cache_bypass;
         self.may_schedule(info, key).map_err(Some)?;

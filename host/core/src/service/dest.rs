@@ -135,8 +135,9 @@ pub struct Dest {
     /// Removed with a grace period until then (ms since the Unix epoch; 0: not drained):
     /// its connections go on, nothing new goes to it.
     drain_until: AtomicU64,
-    /// The probe that checks it, and whether a failure inhibits (control side only).
-    probe: parking_lot::Mutex<Option<(Arc<crate::health::ProbeShared>, bool)>>,
+    /// What checks it: the daemon's, opaque here (control side only; the workers read
+    /// only `health`).
+    checker: parking_lot::Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
     /// Traffic counters and rates.
     pub stats: crate::stats::Stats,
 }
@@ -171,7 +172,7 @@ impl Dest {
             health: AtomicU8::new(0),
             sorry: AtomicBool::new(false),
             drain_until: AtomicU64::new(0),
-            probe: parking_lot::Mutex::new(None),
+            checker: parking_lot::Mutex::new(None),
             stats: crate::stats::Stats::default(),
         }
     }
@@ -252,17 +253,14 @@ impl Dest {
         self.total_conns()
     }
 
-    /// Attach the probe that checks it (`None`: not checked).
-    pub fn set_probe(&self, probe: Option<(Arc<crate::health::ProbeShared>, bool)>) {
-        *self.probe.lock() = probe;
+    /// Attach what checks it (`None`: not checked).
+    pub fn set_checker(&self, checker: Option<Arc<dyn std::any::Any + Send + Sync>>) {
+        *self.checker.lock() = checker;
     }
 
-    /// Its health as the API shows it, if it is checked.
-    pub fn health(&self) -> Option<crate::health::HealthReport> {
-        self.probe
-            .lock()
-            .as_ref()
-            .map(|(p, inhibit)| p.report(*inhibit))
+    /// What checks it, as attached by [`Self::set_checker`].
+    pub fn checker(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        self.checker.lock().clone()
     }
 
     /// Set the weight (0 quiesces: no new connections, existing ones continue). The last

@@ -22,88 +22,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use serde::{Deserialize, Serialize};
-
-/// The defense settings (IPVS's sysctls of the same names, and the table threshold).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct DefenseSettings {
-    /// `drop_entry` mode, 0-3. Default 1 (IPVS: 0).
-    #[serde(deserialize_with = "crate::config::whole::u8")]
-    #[schema(minimum = 0, maximum = 3)]
-    pub drop_entry: u8,
-    /// `drop_packet` mode, 0-3. Default 0, as IPVS: it drops real clients' new
-    /// connections as often as a flood's, and with eviction a full table no longer
-    /// refuses them.
-    #[serde(deserialize_with = "crate::config::whole::u8")]
-    #[schema(minimum = 0, maximum = 3)]
-    pub drop_packet: u8,
-    /// `secure_tcp` mode, 0-3. Default 1 (IPVS: 0).
-    #[serde(deserialize_with = "crate::config::whole::u8")]
-    #[schema(minimum = 0, maximum = 3)]
-    pub secure_tcp: u8,
-    /// The automatic modes engage when the table holds more than this percentage of
-    /// `max_conns`, 1-100. Default 75.
-    #[serde(deserialize_with = "crate::config::whole::u8")]
-    #[schema(minimum = 1, maximum = 100)]
-    pub threshold: u8,
-    /// `amemthresh`: or when the host's available memory is under this many pages, as
-    /// IPVS. Default 1024.
-    #[serde(deserialize_with = "crate::config::whole::u32")]
-    #[schema(minimum = 0, maximum = 2147483647)]
-    pub amemthresh: u32,
-    /// `am_droprate`: `drop_packet` mode 3 drops one new connection in this many. Default
-    /// 10.
-    #[serde(deserialize_with = "crate::config::whole::u32")]
-    #[schema(minimum = 1, maximum = 2147483647)]
-    pub am_droprate: u32,
-}
-
-impl Default for DefenseSettings {
-    fn default() -> Self {
-        Self {
-            drop_entry: 1,
-            drop_packet: 0,
-            secure_tcp: 1,
-            threshold: 75,
-            amemthresh: 1024,
-            am_droprate: 10,
-        }
-    }
-}
-
-impl DefenseSettings {
-    /// Check the ranges; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("drop_entry", self.drop_entry),
-            ("drop_packet", self.drop_packet),
-            ("secure_tcp", self.secure_tcp),
-        ] {
-            if v > 3 {
-                return Err(format!("defense.{name} is {v}; it is 0 to 3"));
-            }
-        }
-        if !(1..=100).contains(&self.threshold) {
-            return Err(format!(
-                "defense.threshold is {}; it is a percentage, 1 to 100",
-                self.threshold
-            ));
-        }
-        if self.am_droprate == 0 {
-            return Err("defense.am_droprate is 0; it is 1 or more".into());
-        }
-        for (name, v) in [
-            ("amemthresh", self.amemthresh),
-            ("am_droprate", self.am_droprate),
-        ] {
-            if v > i32::MAX as u32 {
-                return Err(format!("defense.{name} is {v}; it is at most {}", i32::MAX));
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::spec::DefenseSettings;
 
 /// What the strategies do now, as `update_defense_level` leaves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -213,9 +132,9 @@ impl Default for Defense {
     }
 }
 
-/// The defense state as the API shows it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DefenseView {
+/// The defense state now, as the API shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
     /// The modes now (an automatic one reads 2 while it acts).
     pub drop_entry: u8,
     /// See `drop_entry`.
@@ -336,9 +255,9 @@ impl Defense {
     }
 
     /// The state for the API.
-    pub fn view(&self) -> DefenseView {
+    pub fn status(&self) -> Status {
         let [drop_entry, drop_packet, secure_tcp] = self.modes();
-        DefenseView {
+        Status {
             drop_entry,
             drop_packet,
             secure_tcp,
@@ -366,21 +285,6 @@ pub fn todrop_entry(in_pkts: u32, counters: &mut [u8; 9]) -> bool {
     }
     counters[i] = i as u8;
     true
-}
-
-/// Available memory in pages (`MemAvailable` of /proc/meminfo), as IPVS's `freeram +
-/// bufferram` estimate.
-pub fn avail_pages() -> Option<u64> {
-    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 4)
 }
 
 #[cfg(test)]
@@ -453,14 +357,14 @@ mod tests {
         let l = d.update(800, 1000, None);
         assert!(l.secure_tcp && l.drop_entry);
         assert_eq!(l.drop_rate, 5);
-        assert_eq!(d.view().secure_tcp, 2);
+        assert_eq!(d.status().secure_tcp, 2);
         assert_eq!(d.engaged.load(Relaxed), 1);
         assert_eq!(d.update(1000, 1000, None).drop_rate, 1);
         assert_eq!(d.update(760, 1000, None).drop_rate, 25);
         // Down again: off.
         assert!(!d.update(10, 1000, None).secure_tcp);
         assert!(!d.active());
-        assert_eq!(d.view().drop_packet, 1);
+        assert_eq!(d.status().drop_packet, 1);
         // The defaults: drop_packet off, as IPVS.
         let d = Defense::default();
         let l = d.update(1000, 1000, None);
@@ -498,23 +402,5 @@ mod tests {
         assert_eq!(drops(2, &mut c), 12);
         assert_eq!(drops(8, &mut c), 3);
         assert_eq!(drops(9, &mut c), 0);
-    }
-
-    #[test]
-    fn settings_are_checked() {
-        assert!(S.validate().is_ok());
-        let e = DefenseSettings { secure_tcp: 4, ..S }
-            .validate()
-            .unwrap_err();
-        assert!(e.contains("secure_tcp"), "{e}");
-        assert!(DefenseSettings { threshold: 0, ..S }.validate().is_err());
-        assert!(
-            DefenseSettings {
-                am_droprate: 0,
-                ..S
-            }
-            .validate()
-            .is_err()
-        );
     }
 }

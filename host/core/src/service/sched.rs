@@ -350,13 +350,19 @@ mod tests {
     /// from the largest weight (`ip_vs_bind_scheduler`).
     #[test]
     fn wrr_follows_the_history_of_changes_as_ipvs() {
-        let cfg = crate::config::parse(
-            "[[service]]\nprotocol = 'tcp'\naddress = '198.18.100.1:80'\nscheduler = 'wrr'\n\
-             [[service.real]]\naddress = '198.19.0.11:80'\nweight = 3\n\
-             [[service.real]]\naddress = '198.19.0.12:80'\nweight = 2\n\
-             [[service.real]]\naddress = '198.19.0.13:80'\nweight = 1\n",
-        )
-        .unwrap();
+        use crate::spec::{Real, Service};
+        let mut svc: Service = Service::new(
+            crate::model::Protocol::Tcp,
+            [198, 18, 100, 1].into(),
+            80,
+            "wrr",
+        );
+        for (last, weight) in [(11, 3), (12, 2), (13, 1)] {
+            svc.reals.push(Real {
+                weight,
+                ..Real::new([198, 19, 0, last].into(), 80)
+            });
+        }
         let order = |snap: &crate::service::Snapshot| -> Vec<u8> {
             let svc = snap.services().next().unwrap();
             (0..6)
@@ -369,7 +375,7 @@ mod tests {
                 })
                 .collect()
         };
-        let built = crate::service::Snapshot::build_native(&cfg.services, &Default::default());
+        let built = crate::service::Snapshot::build_native(&[svc], &Default::default());
         assert_eq!(order(&built), [3, 2, 1, 1, 2, 1]);
 
         let st = native(Scheduler::Wrr);

@@ -1,0 +1,257 @@
+//! What the core is told: services, real servers, timeouts, IPVS's switches, the defense
+//! settings and plugin references, as plain values that were validated before they got here.
+//!
+//! The daemon reads them from its file, API and command-line forms (`wvs::config`) and
+//! converts them with `TryFrom`; nothing here parses text or knows a format. A service and
+//! its real servers carry a health check of the daemon's type `C`, which the core keeps
+//! with the service and never reads (its health reaches the core through [`Dest`]'s cell).
+//!
+//! [`Dest`]: crate::service::Dest
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::conn::TcpState;
+use crate::consts::{FTP_PORT, TCP_TIMEOUTS_SECS, UDP_TIMEOUT_SECS};
+use crate::model::{Forward, Protocol, ServiceKey};
+
+/// A virtual service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service<C = ()> {
+    /// Protocol.
+    pub proto: Protocol,
+    /// Virtual IP.
+    pub addr: IpAddr,
+    /// Virtual port.
+    pub port: u16,
+    /// Scheduler name: a built-in IPVS scheduler or a plugin.
+    pub scheduler: String,
+    /// Service flags (`IP_VS_SVC_F_*`).
+    pub flags: u32,
+    /// Persistence timeout in seconds (`IP_VS_SVC_F_PERSISTENT`), if persistent.
+    pub persistent: Option<u32>,
+    /// Persistence netmask (IPv4, host byte order).
+    pub netmask: u32,
+    /// Full NAT's local addresses, in order, without repeats.
+    pub laddrs: Vec<Ipv4Addr>,
+    /// Helpers as configured (`None`: the default for the port; see [`Self::helper_names`]).
+    pub helpers: Option<Vec<String>>,
+    /// The default health check of its real servers.
+    pub check: Option<C>,
+    /// `udp_on_failure` as configured: `Some(true)` move, `Some(false)` keep, `None`
+    /// not given (keep).
+    pub udp_on_failure: Option<bool>,
+    /// Whether a failed server's UDP flows move.
+    pub udp_move: bool,
+    /// Real servers, in order.
+    pub reals: Vec<Real<C>>,
+}
+
+impl<C> Service<C> {
+    /// A service on `addr:port` run by `scheduler`, with what a configuration may leave
+    /// out: no flags, not persistent, the default helpers, no check and no real server yet.
+    pub fn new(proto: Protocol, addr: IpAddr, port: u16, scheduler: &str) -> Self {
+        Self {
+            proto,
+            addr,
+            port,
+            scheduler: scheduler.into(),
+            flags: 0,
+            persistent: None,
+            netmask: u32::MAX,
+            laddrs: Vec::new(),
+            helpers: None,
+            check: None,
+            udp_on_failure: None,
+            udp_move: false,
+            reals: Vec::new(),
+        }
+    }
+
+    /// The service's key.
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey {
+            proto: self.proto,
+            addr: self.addr,
+            port: self.port,
+        }
+    }
+
+    /// The helpers its connections are bound to: those configured, else `ftp` for TCP
+    /// port 21.
+    pub fn helper_names(&self) -> Vec<String> {
+        match &self.helpers {
+            Some(h) => h.clone(),
+            None if self.proto == Protocol::Tcp && self.port == FTP_PORT => vec!["ftp".into()],
+            None => Vec::new(),
+        }
+    }
+
+    /// The same service with each health check turned by `f` (`|_| Some(())`: what the
+    /// core reads, where there are checks but not what they are; `|_| None`: none).
+    pub fn map_checks<D>(&self, f: impl Fn(&C) -> Option<D>) -> Service<D> {
+        Service {
+            proto: self.proto,
+            addr: self.addr,
+            port: self.port,
+            scheduler: self.scheduler.clone(),
+            flags: self.flags,
+            persistent: self.persistent,
+            netmask: self.netmask,
+            laddrs: self.laddrs.clone(),
+            helpers: self.helpers.clone(),
+            check: self.check.as_ref().and_then(&f),
+            udp_on_failure: self.udp_on_failure,
+            udp_move: self.udp_move,
+            reals: self
+                .reals
+                .iter()
+                .map(|r| Real {
+                    addr: r.addr,
+                    port: r.port,
+                    weight: r.weight,
+                    fwd: r.fwd,
+                    upper_threshold: r.upper_threshold,
+                    lower_threshold: r.lower_threshold,
+                    hint: r.hint,
+                    check: r.check.as_ref().and_then(&f),
+                    sorry: r.sorry,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A real server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Real<C = ()> {
+    /// Address.
+    pub addr: IpAddr,
+    /// Port (0 = the virtual port).
+    pub port: u16,
+    /// Weight, 0..=65535 as in IPVS.
+    pub weight: u32,
+    /// Forwarding method.
+    pub fwd: Forward,
+    /// Upper connection threshold (0 = none).
+    pub upper_threshold: u32,
+    /// Lower connection threshold (0 = none).
+    pub lower_threshold: u32,
+    /// Hint for custom schedulers.
+    pub hint: u32,
+    /// Its own health check (else its service's).
+    pub check: Option<C>,
+    /// A sorry server: scheduled only when no other can be.
+    pub sorry: bool,
+}
+
+impl<C> Real<C> {
+    /// A real server at `addr:port` (port 0: the virtual port) with what a configuration
+    /// may leave out: weight 1, NAT, no thresholds, no hint, no check.
+    pub fn new(addr: IpAddr, port: u16) -> Self {
+        Self {
+            addr,
+            port,
+            weight: 1,
+            fwd: Forward::Masq,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            hint: 0,
+            check: None,
+            sorry: false,
+        }
+    }
+}
+
+/// The connection timeouts `ipvsadm --set tcp tcpfin udp` changes, in seconds: IPVS's
+/// `tcp_timeouts[ESTABLISHED]`, `tcp_timeouts[FIN_WAIT]` and `udp_timeouts[NORMAL]` (the
+/// other TCP states keep IPVS's fixed values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// An established TCP connection.
+    pub tcp: u32,
+    /// A TCP connection in FIN_WAIT.
+    pub tcpfin: u32,
+    /// A UDP flow.
+    pub udp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp: TCP_TIMEOUTS_SECS[TcpState::Established as usize],
+            tcpfin: TCP_TIMEOUTS_SECS[TcpState::FinWait as usize],
+            udp: UDP_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`); the daemon's form says
+/// what each does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sysctl {
+    /// `cache_bypass`.
+    pub cache_bypass: bool,
+    /// `nat_icmp_send`.
+    pub nat_icmp_send: bool,
+    /// `pmtu_disc`.
+    pub pmtu_disc: bool,
+    /// `expire_nodest_conn` (wvs's default: on).
+    pub expire_nodest_conn: bool,
+    /// `expire_quiescent_template`.
+    pub expire_quiescent_template: bool,
+    /// `conn_reuse_mode`, IPVS's bits.
+    pub conn_reuse_mode: u8,
+}
+
+impl Default for Sysctl {
+    fn default() -> Self {
+        Self {
+            cache_bypass: false,
+            nat_icmp_send: false,
+            pmtu_disc: true,
+            expire_nodest_conn: true,
+            expire_quiescent_template: false,
+            conn_reuse_mode: 1,
+        }
+    }
+}
+
+/// The defense strategies' settings (IPVS's sysctls of the same names, and the table
+/// threshold); the daemon's form says what each does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefenseSettings {
+    /// `drop_entry` mode, 0-3.
+    pub drop_entry: u8,
+    /// `drop_packet` mode, 0-3.
+    pub drop_packet: u8,
+    /// `secure_tcp` mode, 0-3.
+    pub secure_tcp: u8,
+    /// The table fill, in percent of `max_conns`, at which the automatic modes engage.
+    pub threshold: u8,
+    /// `amemthresh`, pages.
+    pub amemthresh: u32,
+    /// `am_droprate`.
+    pub am_droprate: u32,
+}
+
+impl Default for DefenseSettings {
+    fn default() -> Self {
+        Self {
+            drop_entry: 1,
+            drop_packet: 0,
+            secure_tcp: 1,
+            threshold: 75,
+            amemthresh: 1024,
+            am_droprate: 10,
+        }
+    }
+}
+
+/// A scheduler or helper plugin loaded from a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plugin {
+    /// Name services use in `scheduler = "…"` or `helpers`; may replace a built-in one.
+    pub name: String,
+    /// Path of the `.wasm` module.
+    pub path: std::path::PathBuf,
+}
