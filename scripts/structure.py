@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""The host crate's structure, as issue 31 measures it: which top-level modules import
-which (and the circles among them), how many items are `pub` and how many `pub(crate)`,
-and the longest functions outside tests.
+"""The structure of wvs's two crates, as issue 31 measures it: which top-level modules
+import which (and the circles among them), how many items are `pub` and how many
+`pub(crate)`, and the longest functions outside tests.
 
     python3 scripts/structure.py [--dot] [SRC_DIR ...]
 
-SRC_DIR defaults to host/src. With --dot, the module graph is printed in Graphviz's
-language (`python3 scripts/structure.py --dot | dot -Tsvg > modules.svg`).
+SRC_DIR defaults to host/core/src (wvs-core, whose modules are named `core::NAME`) and
+host/src (the daemon, which re-exports the core's modules under their names). With --dot,
+the module graph is printed in Graphviz's language
+(`python3 scripts/structure.py --dot | dot -Tsvg > modules.svg`).
 
-It reads the sources as text: a reference is any `crate::NAME` (in a `use` or a path) and
-a function runs from its `fn` line to the brace that closes it. Test code (`#[cfg(test)]`
-modules, `tests.rs` files) is left out of the function lengths.
+It reads the sources as text: a reference is any `crate::NAME` or `wvs_core::NAME` (in a
+`use` or a path) and a function runs from its `fn` line to the brace that closes it. Test
+code (`#[cfg(test)]` items, `tests.rs` files) is left out of the imports and the function
+lengths.
 """
 
 import os
@@ -19,6 +22,7 @@ import sys
 from collections import defaultdict
 
 REF = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
+CORE_REF = re.compile(r"\bwvs_core::([a-z_][a-z0-9_]*)")
 USE_GROUP = re.compile(r"\buse crate::\{([^;]*)\}", re.S)
 FN = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?fn\s+([a-zA-Z0-9_]+)")
 PUB = re.compile(r"^\s*pub\s+(fn|struct|enum|trait|type|const|static|mod|use|async|unsafe)\b")
@@ -87,9 +91,20 @@ def functions(text):
     return found
 
 
+CORE_SRC = os.path.join("host", "core", "src")
+
+
+def core_modules():
+    """The top-level modules of wvs-core (the daemon names them through its re-exports)."""
+    if not os.path.isdir(CORE_SRC):
+        return set()
+    return {n[:-3] if n.endswith(".rs") else n for n in os.listdir(CORE_SRC)} - {"lib"}
+
+
 def main(argv):
     dot = "--dot" in argv
-    srcs = [a for a in argv if a != "--dot"] or ["host/src"]
+    srcs = [a for a in argv if a != "--dot"] or [CORE_SRC, os.path.join("host", "src")]
+    core = core_modules()
     edges = defaultdict(set)
     pubs = pub_fields = crate_pubs = 0
     longest = []
@@ -97,13 +112,18 @@ def main(argv):
         for path in files(src):
             raw = open(path, encoding="utf-8").read()
             text = strip_comments(raw)
-            me = top_module(src, path)
-            refs = set(REF.findall(text))
-            for group in USE_GROUP.findall(text):
-                refs |= set(re.findall(r"(?:^|,)\s*([a-z_][a-z0-9_]*)", group))
-            for r in refs:
-                if r != me and r not in ("self", "super"):
-                    edges[me].add(r)
+            in_core = os.path.normpath(src) == os.path.normpath(CORE_SRC)
+            name = lambda m: f"core::{m}" if (in_core or m in core) and core else m
+            me = name(top_module(src, path))
+            base = os.path.basename(path)
+            if me not in (name("lib"), name("main")) and not base.endswith("tests.rs"):
+                code = without_tests(text)
+                refs = set(REF.findall(code)) | set(CORE_REF.findall(code))
+                for group in USE_GROUP.findall(code):
+                    refs |= set(re.findall(r"(?:^|,)\s*([a-z_][a-z0-9_]*)", group))
+                for r in refs:
+                    if name(r) != me and r not in ("self", "super"):
+                        edges[me].add(name(r))
             for line in text.splitlines():
                 if PUB_CRATE.match(line):
                     crate_pubs += 1
@@ -111,7 +131,6 @@ def main(argv):
                     pubs += 1
                 elif PUB_FIELD.match(line):
                     pub_fields += 1
-            base = os.path.basename(path)
             if base.endswith("tests.rs") or "tests" in path.split(os.sep)[-2:-1]:
                 continue
             for name, at, n in functions(without_tests(text)):

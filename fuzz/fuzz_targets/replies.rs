@@ -3,7 +3,7 @@
 //! parts that its handlers parse themselves (a Host header, a listing's cursor).
 #![no_main]
 
-use wvs::health::spec::Probe;
+use wvs::config::check::Probe;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let probe = Probe::Http {

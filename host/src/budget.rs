@@ -151,29 +151,6 @@ fn restrict_writes(cache_dir: Option<&Path>) {
     }
 }
 
-/// The compiled-plugin cache directory, made if it is not there: `Some` when it is a
-/// directory of wvs's user alone (as the state directory), since wvs runs the native code
-/// it holds; else `None` with a warning, and plugins compile without a cache.
-pub fn cache_dir(dir: Option<&Path>) -> Option<&Path> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = dir?;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            crate::control::state::check_dir(dir, nix::unistd::geteuid().as_raw())
-                .map_err(|e| e.to_string())
-        }) {
-        Ok(()) => Some(dir),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), "plugin cache disabled: {e}");
-            None
-        }
-    }
-}
-
 impl Budget {
     /// The runtime's gate: compile a module from outside in the child first.
     pub fn into_gate(self) -> crate::plugin::Gate {

@@ -10,7 +10,9 @@
 //! - [`adm`]: `wvs adm`, ipvsadm's command line and output formats over the REST API;
 //! - [`config`] and [`run`]: the configuration file and the daemon that ties it together;
 //! - [`budget`]: compiling an uploaded plugin in a child process within a time and memory budget;
-//! - [`privs`]: the user, capabilities and sandbox wvs runs with.
+//! - [`privs`]: the user, capabilities and sandbox wvs runs with;
+//! - [`layers`]: which module may name which, and the test that keeps it;
+//! - [`schema`]: what each string the file and API forms take may be, for the OpenAPI document.
 //!
 //! Every tunable number is in [`consts`]. docs/architecture.md draws the layers.
 
@@ -25,5 +27,7 @@ pub mod config;
 pub mod control;
 pub mod health;
 pub mod io;
+pub mod layers;
 pub mod privs;
 pub mod run;
+pub mod schema;

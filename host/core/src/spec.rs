@@ -10,9 +10,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::conn::TcpState;
 use crate::consts::{FTP_PORT, TCP_TIMEOUTS_SECS, UDP_TIMEOUT_SECS};
-use crate::model::{Forward, Protocol, ServiceKey};
+use crate::model::{Forward, Protocol, ServiceKey, TcpState};
 
 /// A virtual service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +181,46 @@ impl Default for Timeouts {
             tcpfin: TCP_TIMEOUTS_SECS[TcpState::FinWait as usize],
             udp: UDP_TIMEOUT_SECS,
         }
+    }
+}
+
+/// Each state's timeout in milliseconds: IPVS's defaults with the values `--set` changes
+/// (ESTABLISHED, FIN_WAIT and UDP's one state). It lives in the service snapshot, so a change
+/// reaches every worker with the next packet and costs the fast path nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateTimeouts {
+    tcp_ms: [u64; TcpState::ALL.len()],
+    udp_ms: u64,
+}
+
+impl Default for StateTimeouts {
+    fn default() -> Self {
+        Self::new(&Timeouts::default())
+    }
+}
+
+impl StateTimeouts {
+    /// The table for the configured timeouts.
+    pub fn new(t: &Timeouts) -> Self {
+        let mut tcp_ms = TCP_TIMEOUTS_SECS.map(|s| u64::from(s) * 1000);
+        tcp_ms[TcpState::Established as usize] = u64::from(t.tcp) * 1000;
+        tcp_ms[TcpState::FinWait as usize] = u64::from(t.tcpfin) * 1000;
+        Self {
+            tcp_ms,
+            udp_ms: u64::from(t.udp) * 1000,
+        }
+    }
+
+    /// The timeout of a TCP connection in state `s`.
+    #[inline]
+    pub fn tcp(&self, s: TcpState) -> u64 {
+        self.tcp_ms[s as usize]
+    }
+
+    /// The timeout of a UDP flow.
+    #[inline]
+    pub fn udp(&self) -> u64 {
+        self.udp_ms
     }
 }
 

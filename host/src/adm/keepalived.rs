@@ -762,7 +762,7 @@ enum Deadline {
 
 /// A check's interval, deadline and retries from keepalived's settings `t`.
 fn set_timing(n: &Node, t: &CheckDefaults, deadline: Deadline, d: &mut CheckDef, out: &mut Import) {
-    let period = |v: f64, what: &str, out: &mut Import| -> Option<crate::health::spec::Period> {
+    let period = |v: f64, what: &str, out: &mut Import| -> Option<crate::config::check::Period> {
         let ms = (v * 1000.0).round() as u64;
         if !(crate::consts::CHECK_MIN_MS..=crate::consts::CHECK_MAX_MS).contains(&ms) {
             out.problems.push(format!(
@@ -773,7 +773,7 @@ fn set_timing(n: &Node, t: &CheckDefaults, deadline: Deadline, d: &mut CheckDef,
             ));
             return None;
         }
-        Some(crate::health::spec::Secs(ms))
+        Some(crate::config::check::Secs(ms))
     };
     d.interval = period(
         t.delay_loop.unwrap_or(KEEPALIVED_DELAY_LOOP),
@@ -790,7 +790,7 @@ fn set_timing(n: &Node, t: &CheckDefaults, deadline: Deadline, d: &mut CheckDef,
     d.retry = t.retry;
     d.retry_delay = t
         .delay_before_retry
-        .map(|v| crate::health::spec::Secs((v * 1000.0).round() as u64));
+        .map(|v| crate::config::check::Secs((v * 1000.0).round() as u64));
 }
 
 fn url(n: &Node, d: &mut CheckDef, out: &mut Import) {
@@ -923,11 +923,11 @@ virtual_server 10.10.10.2 1358 {
             http.digest.as_deref(),
             Some("640205b7b0fc66c1ea91c463fac6334d")
         );
-        assert_eq!(http.interval, Some(crate::health::spec::Secs(6000)));
-        assert_eq!(http.timeout, Some(crate::health::spec::Secs(3000)));
+        assert_eq!(http.interval, Some(crate::config::check::Secs(6000)));
+        assert_eq!(http.timeout, Some(crate::config::check::Secs(3000)));
         assert_eq!(
             (http.retry, http.retry_delay),
-            (Some(3), Some(crate::health::spec::Secs(3000)))
+            (Some(3), Some(crate::config::check::Secs(3000)))
         );
         let tcp = s.reals[1].check.as_ref().unwrap();
         assert_eq!((tcp.kind.as_str(), tcp.port), ("tcp", Some(1358)));
@@ -963,10 +963,10 @@ virtual_server 10.10.10.2 1358 {
         );
         let c = r.check.as_ref().unwrap();
         assert_eq!(c.program.as_deref(), Some("/usr/local/bin/check --fast"));
-        assert_eq!(c.timeout, Some(crate::health::spec::Secs(4000)));
+        assert_eq!(c.timeout, Some(crate::config::check::Secs(4000)));
         assert_eq!(
             c.interval,
-            Some(crate::health::spec::Secs(60000)),
+            Some(crate::config::check::Secs(60000)),
             "keepalived's default delay_loop"
         );
     }

@@ -802,11 +802,11 @@ fn check_def(a: &Args) -> Result<Option<crate::health::CheckDef>, Failure> {
     };
     let mut d = crate::health::CheckDef::from_arg(c).map_err(usage)?;
     let secs =
-        |what: &str, v: &Option<String>| -> Result<Option<crate::health::spec::Period>, Failure> {
+        |what: &str, v: &Option<String>| -> Result<Option<crate::config::check::Period>, Failure> {
             v.as_deref()
                 .map(|s| match s.parse::<f64>() {
                     Ok(f) if f.is_finite() && (0.05..=86400.0).contains(&f) => {
-                        Ok(crate::health::spec::Secs((f * 1000.0).round() as u64))
+                        Ok(crate::config::check::Secs((f * 1000.0).round() as u64))
                     }
                     _ => Err(usage(format!(
                         "illegal {what} specified: {s:?} (seconds, 0.05 to 86400)"

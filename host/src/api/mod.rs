@@ -8,7 +8,6 @@
 
 mod doc;
 mod metrics;
-pub mod schema;
 pub mod server;
 pub mod views;
 mod web;
@@ -37,6 +36,7 @@ use crate::consts::{API_MAX_JSON, API_MAX_PLUGIN};
 use crate::control::edit::{Change, EditError};
 use crate::control::{ControlError, Controller};
 use crate::datapath::DatapathStats;
+use crate::schema;
 use crate::service::{Dest, Snapshot};
 
 pub use views::*;
@@ -710,11 +710,11 @@ async fn list_connections(
     let real = q.real.as_deref().map(parse_real_addr).transpose()?;
     let state = q.state;
     if let Some(s) = &state
-        && !views::state_names().any(|n| n == s)
+        && !crate::schema::state_names().any(|n| n == s)
     {
         return Err(ApiError::bad(format!(
             "state {s:?}: expected one of {}",
-            views::state_names().collect::<Vec<_>>().join(" ")
+            crate::schema::state_names().collect::<Vec<_>>().join(" ")
         )));
     }
     let limit = match q.limit {

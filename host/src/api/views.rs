@@ -300,15 +300,6 @@ impl PluginView {
     }
 }
 
-/// The names a connection's state can have in listings, as `ipvsadm -L -c` prints them:
-/// the TCP states, and `UDP`.
-pub fn state_names() -> impl Iterator<Item = &'static str> {
-    crate::conn::TcpState::ALL
-        .iter()
-        .map(|s| s.name())
-        .chain(["UDP", "ASSURED"])
-}
-
 /// A connection's state as `ipvsadm -L -c` prints it.
 pub fn conn_state_name(c: &Conn) -> &'static str {
     match c.proto {

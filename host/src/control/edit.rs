@@ -25,10 +25,10 @@ pub enum Change {
     /// counters and connections: `ipvsadm -E`.
     EditService {
         /// `tcp` or `udp`.
-        #[schema(value_type = crate::api::schema::ProtocolName)]
+        #[schema(value_type = crate::schema::ProtocolName)]
         protocol: String,
         /// Virtual IP and port.
-        #[schema(value_type = crate::api::schema::VipPort)]
+        #[schema(value_type = crate::schema::VipPort)]
         address: String,
         /// The service's new settings.
         settings: ServiceSettings,
@@ -36,10 +36,10 @@ pub enum Change {
     /// Delete a virtual service: `ipvsadm -D`.
     DeleteService {
         /// `tcp` or `udp`.
-        #[schema(value_type = crate::api::schema::ProtocolName)]
+        #[schema(value_type = crate::schema::ProtocolName)]
         protocol: String,
         /// Virtual IP and port.
-        #[schema(value_type = crate::api::schema::VipPort)]
+        #[schema(value_type = crate::schema::VipPort)]
         address: String,
     },
     /// Delete every virtual service: `ipvsadm -C`.
@@ -47,10 +47,10 @@ pub enum Change {
     /// Add a real server to a service: `ipvsadm -a`.
     AddReal {
         /// `tcp` or `udp`.
-        #[schema(value_type = crate::api::schema::ProtocolName)]
+        #[schema(value_type = crate::schema::ProtocolName)]
         protocol: String,
         /// The service's virtual IP and port.
-        #[schema(value_type = crate::api::schema::VipPort)]
+        #[schema(value_type = crate::schema::VipPort)]
         address: String,
         /// The real server.
         real: RealDef,
@@ -58,10 +58,10 @@ pub enum Change {
     /// Change a real server's weight, thresholds or hint: `ipvsadm -e`.
     EditReal {
         /// `tcp` or `udp`.
-        #[schema(value_type = crate::api::schema::ProtocolName)]
+        #[schema(value_type = crate::schema::ProtocolName)]
         protocol: String,
         /// The service's virtual IP and port.
-        #[schema(value_type = crate::api::schema::VipPort)]
+        #[schema(value_type = crate::schema::VipPort)]
         address: String,
         /// The real server's new settings.
         real: RealDef,
@@ -69,13 +69,13 @@ pub enum Change {
     /// Remove a real server from a service: `ipvsadm -d`.
     DeleteReal {
         /// `tcp` or `udp`.
-        #[schema(value_type = crate::api::schema::ProtocolName)]
+        #[schema(value_type = crate::schema::ProtocolName)]
         protocol: String,
         /// The service's virtual IP and port.
-        #[schema(value_type = crate::api::schema::VipPort)]
+        #[schema(value_type = crate::schema::VipPort)]
         address: String,
         /// The real server's address.
-        #[schema(value_type = crate::api::schema::RealAddr)]
+        #[schema(value_type = crate::schema::RealAddr)]
         real: String,
         /// A grace period in seconds (`wvs adm -d --drain`): the server gets no new
         /// connections, and its connections go on until they end or the period is over.
@@ -91,26 +91,26 @@ pub enum Change {
     /// Add a full-NAT local address to a service: DPVS's `ipvsadm --add-laddr`.
     AddLaddr {
         /// `tcp` or `udp`.
-        #[schema(value_type = crate::api::schema::ProtocolName)]
+        #[schema(value_type = crate::schema::ProtocolName)]
         protocol: String,
         /// The service's virtual IP and port.
-        #[schema(value_type = crate::api::schema::VipPort)]
+        #[schema(value_type = crate::schema::VipPort)]
         address: String,
         /// The local address.
-        #[schema(value_type = crate::api::schema::Ipv4)]
+        #[schema(value_type = crate::schema::Ipv4)]
         laddr: String,
     },
     /// Remove a full-NAT local address from a service: DPVS's `ipvsadm --del-laddr`. Its
     /// connections keep their address and port until they end.
     DeleteLaddr {
         /// `tcp` or `udp`.
-        #[schema(value_type = crate::api::schema::ProtocolName)]
+        #[schema(value_type = crate::schema::ProtocolName)]
         protocol: String,
         /// The service's virtual IP and port.
-        #[schema(value_type = crate::api::schema::VipPort)]
+        #[schema(value_type = crate::schema::VipPort)]
         address: String,
         /// The local address.
-        #[schema(value_type = crate::api::schema::Ipv4)]
+        #[schema(value_type = crate::schema::Ipv4)]
         laddr: String,
     },
     /// Set the defense strategies against floods (IPVS's `drop_entry`, `drop_packet`,

@@ -199,7 +199,7 @@ impl Controller {
             return Err(e.into());
         }
         if let Some(x) = &mut self.xdp
-            && let Err(e) = x.update(&snap)
+            && let Err(e) = x.update(&snap, crate::health::answers_through_vips(&snap))
         {
             self.undo_filters(&old);
             return Err(e.into());
@@ -455,7 +455,7 @@ impl Controller {
             tracing::error!("cannot restore the nftables table after a failed change: {undo}");
         }
         if let Some(x) = &mut self.xdp
-            && let Err(undo) = x.update(old)
+            && let Err(undo) = x.update(old, crate::health::answers_through_vips(old))
         {
             tracing::error!("cannot restore the XDP filter after a failed change: {undo}");
         }

@@ -207,6 +207,27 @@ fn check_ancestors(dir: &Path, owner: u32) -> Result<(), StateError> {
     Ok(())
 }
 
+/// The compiled-plugin cache directory, made if it is not there: `Some` when it is a
+/// directory of wvs's user alone (as the state directory), since wvs runs the native code
+/// it holds; else `None` with a warning, and plugins compile without a cache.
+pub fn plugin_cache_dir(dir: Option<&Path>) -> Option<&Path> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = dir?;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| check_dir(dir, nix::unistd::geteuid().as_raw()).map_err(|e| e.to_string()))
+    {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "plugin cache disabled: {e}");
+            None
+        }
+    }
+}
+
 /// A directory wvs keeps what it trusts in (its state, compiled plugins), checked by
 /// path: a directory, not a symbolic link, owned by `owner` (wvs's effective user),
 /// writable by no one else, and every directory above it changeable by no one but root

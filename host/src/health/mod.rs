@@ -10,7 +10,6 @@
 //! with weight 0; its connections continue either way. The datapath never waits on a check.
 
 pub mod probe;
-pub mod spec;
 pub mod state;
 pub mod via;
 
@@ -23,10 +22,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+pub use crate::config::check::{CheckDef, CheckSpec, Probe, Timing};
 use crate::consts::CHECK_RECONCILE_MS;
 use crate::model::ServiceKey;
 use crate::service::{Dest, Snapshot};
-pub use spec::{CheckDef, CheckSpec, Probe, Timing};
 pub use state::{Health, Outcome};
 
 /// What identifies a probe: where, what and when.

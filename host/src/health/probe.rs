@@ -10,7 +10,7 @@ use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::spec::Probe;
+use crate::config::check::Probe;
 use crate::consts::CHECK_HTTP_MAX_RESPONSE;
 
 /// What one check found: passed or not, and what was seen.
@@ -402,7 +402,7 @@ pub fn tls_config() -> Arc<tokio_rustls::rustls::ClientConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::spec::CheckDef;
+    use crate::config::check::CheckDef;
 
     fn http(toml: &str) -> Probe {
         toml::from_str::<CheckDef>(toml)

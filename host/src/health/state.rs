@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use super::spec::Timing;
+use crate::config::check::Timing;
 use crate::consts::CHECK_HISTORY;
 
 /// One check's result.

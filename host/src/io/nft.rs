@@ -138,8 +138,8 @@ pub struct Claims {
     pub data_vips: Vec<(Ipv4Addr, Protocol)>,
     /// NAT real servers of those services: replies from their data ports.
     pub data_reals: Vec<(Ipv4Addr, Protocol)>,
-    /// Where the answers to checks through a VIP come from (VIP, protocol, port): the XDP
-    /// program's, not the table's (under the packet-socket backends the kernel's copy is
+    /// Where the answers to checks through a VIP come from (VIP, protocol, port; the
+    /// caller's, from the health checks): the XDP program's, not the table's (under the packet-socket backends the kernel's copy is
     /// what such a check's socket takes, unless the VIP is local, when it is a martian).
     pub check_answers: Vec<(Ipv4Addr, Protocol, u16)>,
 }
@@ -185,7 +185,6 @@ impl Claims {
         };
         c.data_vips = v4(dv);
         c.data_reals = v4(dr);
-        c.check_answers = crate::health::answers_through_vips(snap);
         c
     }
 }

@@ -330,9 +330,17 @@ impl std::fmt::Debug for XdpFilter {
 }
 
 impl XdpFilter {
-    /// Make the map hold `snap`'s claims; on failure it holds what it held.
-    pub fn update(&mut self, snap: &Snapshot) -> Result<(), XdpError> {
-        let next = tuples(&Claims::of(snap));
+    /// Make the map hold `snap`'s claims, and the answers to checks through a VIP
+    /// (`check_answers`: VIP, protocol, port); on failure it holds what it held.
+    pub fn update(
+        &mut self,
+        snap: &Snapshot,
+        check_answers: Vec<(std::net::Ipv4Addr, crate::model::Protocol, u16)>,
+    ) -> Result<(), XdpError> {
+        let next = tuples(&Claims {
+            check_answers,
+            ..Claims::of(snap)
+        });
         apply_tuples(&mut self.map, &self.current, &next)?;
         self.current = next;
         Ok(())

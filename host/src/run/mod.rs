@@ -539,7 +539,7 @@ fn build_control(opts: &RunOptions, start: Start) -> Result<Controller, RunError
         file_base,
     } = start;
     let t0 = Instant::now();
-    let cache = crate::budget::cache_dir(opts.plugin_cache.as_deref());
+    let cache = crate::control::state::plugin_cache_dir(opts.plugin_cache.as_deref());
     let runtime = Runtime::new(cache)?;
     runtime.set_workers(opts.workers);
     match crate::budget::Budget::new(cache) {
@@ -593,7 +593,8 @@ fn attach_xdp(
     let Some((mut prog, mut filter)) = xdp else {
         return Ok(None);
     };
-    filter.update(&snapshot.load())?;
+    let snap = snapshot.load();
+    filter.update(&snap, crate::health::answers_through_vips(&snap))?;
     control.set_xdp_filter(filter);
     for i in ifaces {
         prog.attach(&i.name)?;
@@ -858,7 +859,7 @@ fn setup_xdp(
     snap: &Snapshot,
 ) -> Result<XdpSetup, RunError> {
     let (mut prog, mut filter, passed) = XdpProgram::load()?;
-    filter.update(snap)?;
+    filter.update(snap, crate::health::answers_through_vips(snap))?;
     let mut per_worker: Vec<Vec<Xsk>> = (0..workers).map(|_| Vec::new()).collect();
     let mut n = 0usize;
     for (port, i) in ifaces.iter().enumerate() {

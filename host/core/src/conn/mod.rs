@@ -11,7 +11,9 @@ pub mod table;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use state::{Direction, StateTimeouts, TcpFlags, TcpState};
+pub use crate::model::TcpState;
+pub use crate::spec::StateTimeouts;
+pub use state::{Direction, TcpFlags};
 pub use table::{ConnTable, InsertError};
 
 use crate::consts::UDP_TIMEOUT_SECS;

@@ -18,9 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::conn::StateTimeouts;
 use crate::model::{Protocol, Scheduler, ServiceKey};
-use crate::spec::{Real, Service, Timeouts};
+use crate::spec::{Real, Service, StateTimeouts, Timeouts};
 
 /// (protocol, address) pairs whose data ports are claimed ([`Snapshot::data_claims`]).
 pub type AddrClaims = Vec<(Protocol, IpAddr)>;

@@ -53,6 +53,8 @@
 //! Parsing is strict (unknown keys are errors) and a file either loads whole or not at all:
 //! a bad reload leaves the running configuration untouched.
 
+pub mod check;
+
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -66,7 +68,7 @@ use wvs_core::spec;
 /// The example configuration (`examples/wvs.toml`, the demo topology's services), which
 /// the tests check parses. wvs itself builds in no services.
 #[cfg(test)]
-pub(crate) const EXAMPLE: &str = include_str!("../../examples/wvs.toml");
+pub(crate) const EXAMPLE: &str = include_str!("../../../examples/wvs.toml");
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -347,19 +349,19 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServiceDef {
     /// `tcp` or `udp`.
-    #[schema(value_type = crate::api::schema::ProtocolName)]
+    #[schema(value_type = crate::schema::ProtocolName)]
     pub protocol: String,
     /// Virtual IPv4 address and port (1-65535), written as `a.b.c.d:port`.
-    #[schema(value_type = crate::api::schema::VipPort)]
+    #[schema(value_type = crate::schema::VipPort)]
     pub address: String,
     /// Scheduler: a built-in IPVS scheduler or a loaded plugin's name. Default `wlc`, as
     /// IPVS. A name that is neither is a conflict (409).
     #[serde(default = "default_scheduler")]
-    #[schema(value_type = crate::api::schema::SchedName)]
+    #[schema(value_type = crate::schema::SchedName)]
     pub scheduler: String,
     /// Scheduler flags as ipvsadm's `-b`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<crate::api::schema::SchedFlag>)]
+    #[schema(value_type = Vec<crate::schema::SchedFlag>)]
     pub flags: Vec<String>,
     /// Persistence timeout in seconds (ipvsadm `-p`); absent: not persistent.
     #[serde(
@@ -371,28 +373,28 @@ pub struct ServiceDef {
     pub persistent: Option<u32>,
     /// Persistence granularity (ipvsadm `-M`), a dotted IPv4 netmask; default 255.255.255.255.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::Netmask>)]
+    #[schema(value_type = Option<crate::schema::Netmask>)]
     pub netmask: Option<String>,
     /// Application helpers bound to the service's NAT and full-NAT connections, in order:
     /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent: the
     /// default, `ftp` on TCP port 21 (as `ip_vs_ftp` with `ports=21`), none elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<crate::api::schema::HelperName>>)]
+    #[schema(value_type = Option<Vec<crate::schema::HelperName>>)]
     pub helpers: Option<Vec<String>>,
     /// The health check of its real servers that have none of their own (wvs's
-    /// keepalived: see `health::spec`).
+    /// keepalived: see `config::check`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<crate::health::CheckDef>,
+    pub check: Option<check::CheckDef>,
     /// What happens to a UDP flow whose real server a health check finds down: `keep` (it
     /// stays, as in IPVS; the default) or `move` (its next datagram is scheduled anew,
     /// keepalived#2163).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::UdpOnFailure>)]
+    #[schema(value_type = Option<crate::schema::UdpOnFailure>)]
     pub udp_on_failure: Option<String>,
     /// Local addresses of full NAT (DPVS's `--add-laddr`): the sources its real servers see
     /// and answer to. IPv4 addresses of the balancer's on the servers' side.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<crate::api::schema::Ipv4>)]
+    #[schema(value_type = Vec<crate::schema::Ipv4>)]
     pub laddrs: Vec<String>,
     /// Real servers, in order (`[[service.real]]` in TOML).
     #[serde(
@@ -410,7 +412,7 @@ pub struct ServiceDef {
 pub struct RealDef {
     /// IPv4 address, with a port (`a.b.c.d:port`) or without one (`a.b.c.d`, or port 0):
     /// the virtual port.
-    #[schema(value_type = crate::api::schema::RealAddr)]
+    #[schema(value_type = crate::schema::RealAddr)]
     pub address: String,
     /// Weight 0..=65535; 0 quiesces (no new connections). Default 1.
     #[serde(default = "default_weight", deserialize_with = "whole::u32")]
@@ -419,11 +421,11 @@ pub struct RealDef {
     /// Forwarding method: `nat` (masquerading, ipvsadm `-m`; `masq` is the same), `dr`
     /// (direct routing, `-g`; `route`) or `tunnel` (`-i`; `tun`). Default `nat`.
     #[serde(default = "default_forward")]
-    #[schema(value_type = crate::api::schema::Forward)]
+    #[schema(value_type = crate::schema::Forward)]
     pub forward: String,
     /// Tunnel type (`forward = "tunnel"` only): ipip (default), gue or gre.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::TunType>)]
+    #[schema(value_type = Option<crate::schema::TunType>)]
     pub tun_type: Option<String>,
     /// GUE's UDP destination port (gue only, and required there).
     #[serde(
@@ -435,7 +437,7 @@ pub struct RealDef {
     pub tun_port: Option<u32>,
     /// The tunnel's checksum: nocsum (default), csum (gue, gre) or remcsum (gue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::TunCsum>)]
+    #[schema(value_type = Option<crate::schema::TunCsum>)]
     pub tun_csum: Option<String>,
     /// Upper connection threshold (0: none).
     #[serde(default, deserialize_with = "whole::u32")]
@@ -452,7 +454,7 @@ pub struct RealDef {
     pub hint: u32,
     /// The real server's health check (`type = "none"`: not its service's either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<crate::health::CheckDef>,
+    pub check: Option<check::CheckDef>,
     /// A sorry server (keepalived's `sorry_server`): scheduled only while no other real
     /// server of the service can take a connection (all down, out or of weight 0). Not
     /// health-checked unless it has a check of its own. An edit keeps it what it is.
@@ -469,11 +471,11 @@ pub struct ServiceSettings {
     /// Scheduler: a built-in IPVS scheduler or a loaded plugin's name. Default `wlc`, as
     /// ipvsadm -E without -s. A name that is neither is a conflict (409).
     #[serde(default = "default_scheduler")]
-    #[schema(value_type = crate::api::schema::SchedName)]
+    #[schema(value_type = crate::schema::SchedName)]
     pub scheduler: String,
     /// Scheduler flags as ipvsadm's `-b`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<crate::api::schema::SchedFlag>)]
+    #[schema(value_type = Vec<crate::schema::SchedFlag>)]
     pub flags: Vec<String>,
     /// Persistence timeout in seconds (ipvsadm `-p`); absent: not persistent.
     #[serde(
@@ -485,21 +487,21 @@ pub struct ServiceSettings {
     pub persistent: Option<u32>,
     /// Persistence granularity (ipvsadm `-M`); default 255.255.255.255.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::Netmask>)]
+    #[schema(value_type = Option<crate::schema::Netmask>)]
     pub netmask: Option<String>,
     /// Application helpers bound to the service's NAT and full-NAT connections, in order:
     /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent:
     /// unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<crate::api::schema::HelperName>>)]
+    #[schema(value_type = Option<Vec<crate::schema::HelperName>>)]
     pub helpers: Option<Vec<String>>,
     /// The default health check of its real servers; absent: unchanged, `type = "none"`:
     /// none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<crate::health::CheckDef>,
+    pub check: Option<check::CheckDef>,
     /// UDP flows of a failed real server: `keep` or `move`; absent: unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::UdpOnFailure>)]
+    #[schema(value_type = Option<crate::schema::UdpOnFailure>)]
     pub udp_on_failure: Option<String>,
 }
 
@@ -535,11 +537,11 @@ pub struct RealSettings {
     /// Forwarding method: `nat` (masquerading; `masq`), `dr` (`route`) or `tunnel` (`tun`).
     /// Default `nat`.
     #[serde(default = "default_forward")]
-    #[schema(value_type = crate::api::schema::Forward)]
+    #[schema(value_type = crate::schema::Forward)]
     pub forward: String,
     /// Tunnel type (`forward = "tunnel"` only): ipip (default), gue or gre.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::TunType>)]
+    #[schema(value_type = Option<crate::schema::TunType>)]
     pub tun_type: Option<String>,
     /// GUE's UDP destination port (gue only, and required there).
     #[serde(
@@ -551,7 +553,7 @@ pub struct RealSettings {
     pub tun_port: Option<u32>,
     /// The tunnel's checksum: nocsum (default), csum (gue, gre) or remcsum (gue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::TunCsum>)]
+    #[schema(value_type = Option<crate::schema::TunCsum>)]
     pub tun_csum: Option<String>,
     /// Upper connection threshold (0: none).
     #[serde(default, deserialize_with = "whole::u32")]
@@ -568,7 +570,7 @@ pub struct RealSettings {
     pub hint: u32,
     /// The real server's health check (`type = "none"`: not its service's either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<crate::health::CheckDef>,
+    pub check: Option<check::CheckDef>,
     /// A sorry server (keepalived's `sorry_server`): scheduled only while no other real
     /// server of the service can take a connection (all down, out or of weight 0). Not
     /// health-checked unless it has a check of its own. An edit keeps it what it is.
@@ -795,7 +797,7 @@ impl DefenseSettings {
 pub type ServiceId = ServiceKey;
 
 /// A validated virtual service, with its health checks.
-pub type ServiceSpec = spec::Service<crate::health::CheckSpec>;
+pub type ServiceSpec = spec::Service<check::CheckSpec>;
 
 impl From<&ServiceSpec> for ServiceDef {
     /// The service as written (the inverse of [`ServiceDef::validate`]).
@@ -821,14 +823,14 @@ impl From<&ServiceSpec> for ServiceDef {
 /// A published service as the daemon gave it to its snapshot, health checks included
 /// (a snapshot built from specs of another type, as some tests build, has none).
 pub fn given(svc: &crate::service::VirtualService) -> std::borrow::Cow<'_, ServiceSpec> {
-    match svc.given::<crate::health::CheckSpec>() {
+    match svc.given::<check::CheckSpec>() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(svc.spec.map_checks(|_| None)),
     }
 }
 
 /// A validated real server, with its health check.
-pub type RealSpec = spec::Real<crate::health::CheckSpec>;
+pub type RealSpec = spec::Real<check::CheckSpec>;
 
 impl From<&RealSpec> for RealDef {
     /// The real server as written.

@@ -175,7 +175,7 @@ schema_type!(
     /// A connection state name.
     ConnState,
     string("A connection state, as ipvsadm -L -c names it.")
-        .enum_values(Some(crate::api::views::state_names().collect::<Vec<_>>()))
+        .enum_values(Some(state_names().collect::<Vec<_>>()))
 );
 
 schema_type!(
@@ -315,3 +315,12 @@ schema_type!(
     string("keep (IPVS: they stay on the failed server) or move (scheduled anew).")
         .enum_values(Some(["keep", "move"]))
 );
+
+/// The names a connection's state can have in listings, as `ipvsadm -L -c` prints them:
+/// the TCP states, and `UDP`.
+pub fn state_names() -> impl Iterator<Item = &'static str> {
+    crate::conn::TcpState::ALL
+        .iter()
+        .map(|s| s.name())
+        .chain(["UDP", "ASSURED"])
+}

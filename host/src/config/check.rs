@@ -57,7 +57,7 @@ pub struct CheckDef {
     /// `misc` (a program, MISC_CHECK), or `none` (a real server's way out of its service's
     /// default check).
     #[serde(rename = "type")]
-    #[schema(value_type = crate::api::schema::CheckType)]
+    #[schema(value_type = crate::schema::CheckType)]
     pub kind: String,
     /// The port checked; default the real server's (keepalived's `connect_port`).
     #[serde(
@@ -69,22 +69,22 @@ pub struct CheckDef {
     pub port: Option<u32>,
     /// http/https: the path requested; default `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::CheckPath>)]
+    #[schema(value_type = Option<crate::schema::CheckPath>)]
     pub path: Option<String>,
     /// http/https: the `Host` header (and TLS server name); default the server's address
     /// (keepalived's `virtualhost`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::CheckHost>)]
+    #[schema(value_type = Option<crate::schema::CheckHost>)]
     pub host: Option<String>,
     /// http/https: the status codes that pass, each a code or a range `"200-299"`; default
     /// 200-299 (keepalived's `status_code`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<crate::api::schema::CheckStatus>)]
+    #[schema(value_type = Vec<crate::schema::CheckStatus>)]
     pub status: Vec<String>,
     /// http/https: the MD5 digest of the body, 32 hex digits (keepalived's `digest`, made by
     /// its `genhash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::CheckDigest>)]
+    #[schema(value_type = Option<crate::schema::CheckDigest>)]
     pub digest: Option<String>,
     /// http/https: a string the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,18 +97,18 @@ pub struct CheckDef {
     pub expect: Option<String>,
     /// dns: the name queried; default `.` (keepalived's `name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::CheckDnsName>)]
+    #[schema(value_type = Option<crate::schema::CheckDnsName>)]
     pub name: Option<String>,
     /// dns: the query type (A, NS, CNAME, SOA, MX, TXT, AAAA); default SOA (keepalived's
     /// `type`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::CheckQtype>)]
+    #[schema(value_type = Option<crate::schema::CheckQtype>)]
     pub qtype: Option<String>,
     /// misc: the program and its arguments, split at spaces and run without a shell
     /// (keepalived's `misc_path`); it passes when it exits 0 within `timeout`.
     /// `WVS_REAL_ADDR` and `WVS_REAL_PORT` in its environment say which server it checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::api::schema::CheckProgram>)]
+    #[schema(value_type = Option<crate::schema::CheckProgram>)]
     pub program: Option<String>,
     /// Seconds between checks (keepalived's `delay_loop`); default 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
