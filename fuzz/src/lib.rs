@@ -159,7 +159,7 @@ impl Harness {
         };
         let _ = self
             .dp
-            .process_buf(&self.snap, now, m, &mut buf, frame.len());
+            .process_in_buffer(&self.snap, now, m, &mut buf, frame.len(), &mut wvs::xmit::gso::NoSink);
     }
 }
 

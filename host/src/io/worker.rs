@@ -35,7 +35,7 @@ use crate::consts::{
     BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, RING_BATCH, SEG_BUFFERS, SEG_SLOT, SLOT_SIZE,
     URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS,
 };
-use crate::datapath::{Datapath, DropReason, RxMeta, Verdict, stats};
+use crate::datapath::{Datapath, DropReason, RxMeta, SegmentTo, Verdict, stats};
 use crate::service::Snapshot;
 use crate::wire::checksum::CsumMode;
 use crate::wire::vnet::VnetHeader;
@@ -264,9 +264,16 @@ impl UringLoop {
     }
 
     /// Send the segments the datapath cut from the last frame.
-    fn send_segments(&mut self) -> io::Result<()> {
-        self.u.segs.settle();
-        for (i, iface, len) in std::mem::take(&mut self.u.segs.ready) {
+    fn send_segments(
+        &mut self,
+        stack: &StackSocket,
+        stats: &crate::datapath::DatapathStats,
+    ) -> io::Result<()> {
+        self.u.segs.settle(stack, stats);
+        for (i, to, len) in std::mem::take(&mut self.u.segs.ready) {
+            let SegmentTo::Iface(iface) = to else {
+                continue;
+            };
             let Some(fd) = self.fds.get(usize::from(iface)) else {
                 self.u.segs.free.push(i);
                 continue;
@@ -347,8 +354,8 @@ impl RingLoop {
 struct SegPool {
     mem: Box<[u8]>,
     free: Vec<u16>,
-    /// Written and waiting to be queued: (buffer, interface, frame length).
-    ready: Vec<(u16, u8, usize)>,
+    /// Written and waiting to be sent: (buffer, where to, length as the datapath gave it).
+    ready: Vec<(u16, SegmentTo, usize)>,
     /// Lent to the datapath, not sent (yet).
     lent: Option<u16>,
 }
@@ -368,19 +375,38 @@ impl SegPool {
         &mut self.mem[at..at + SEG_SLOT]
     }
 
-    /// Take back a buffer the datapath was lent but did not send.
-    fn settle(&mut self) {
+    /// Take back a buffer the datapath was lent but did not mark, and hand the segments
+    /// for the balancer's own stack to it (a raw socket's send is synchronous); what is
+    /// left in `ready` goes out of interfaces: (buffer, interface, frame length).
+    fn settle(&mut self, stack: &StackSocket, stats: &crate::datapath::DatapathStats) {
         if let Some(i) = self.lent.take() {
+            self.free.push(i);
+        }
+        let mut k = 0;
+        while k < self.ready.len() {
+            let (i, to, len) = self.ready[k];
+            let SegmentTo::Stack(daddr) = to else {
+                k += 1;
+                continue;
+            };
+            self.ready.swap_remove(k);
+            let at = VNET_HDR_LEN + crate::wire::ETHERNET_HEADER_LEN;
+            match self
+                .slot(i)
+                .get(at..at + len)
+                .map(|p| stack.send_to(p, daddr))
+            {
+                Some(Ok(_)) => stats::bump(&stats.tx),
+                _ => stats.count_drop(DropReason::TxError),
+            }
             self.free.push(i);
         }
     }
 }
 
-/// The segment pool as the datapath sees it, with the way to the own stack.
+/// The segment pool as the datapath sees it.
 struct Sink<'a> {
     pool: &'a mut SegPool,
-    stack: &'a StackSocket,
-    stats: &'a crate::datapath::DatapathStats,
 }
 
 impl crate::datapath::SegmentSink for Sink<'_> {
@@ -396,24 +422,13 @@ impl crate::datapath::SegmentSink for Sink<'_> {
         Some(&mut slot[VNET_HDR_LEN..])
     }
 
-    fn send(&mut self, iface: u8, len: usize) {
+    fn send(&mut self, to: SegmentTo, len: usize) {
         if let Some(i) = self.pool.lent.take() {
-            self.pool.ready.push((i, iface, VNET_HDR_LEN + len));
-        }
-    }
-
-    fn to_stack(&mut self, daddr: std::net::Ipv4Addr, len: usize) {
-        let Some(i) = self.pool.lent else { return };
-        let at = VNET_HDR_LEN + crate::wire::ETHERNET_HEADER_LEN;
-        let sent = self
-            .pool
-            .slot(i)
-            .get(at..at + len)
-            .map(|pkt| self.stack.send_to(pkt, daddr));
-        // Sent (or not) at once: the buffer stays lent for the next segment.
-        match sent {
-            Some(Ok(_)) => stats::bump(&self.stats.tx),
-            _ => self.stats.count_drop(DropReason::TxError),
+            let len = match to {
+                SegmentTo::Iface(_) => VNET_HDR_LEN + len,
+                SegmentTo::Stack(_) => len,
+            };
+            self.pool.ready.push((i, to, len));
         }
     }
 }
@@ -556,7 +571,7 @@ impl Worker {
                 } else {
                     st.u.bufs.give(bid);
                 }
-                st.send_segments()?;
+                st.send_segments(&self.stack, stats)?;
             }
             Some(Op::Send { bid }) => {
                 st.inflight -= 1;
@@ -969,9 +984,11 @@ impl Worker {
 
     /// Send the segments the datapath cut from the last frame.
     fn send_segments(&self, ports: &mut [RingPort], segs: &mut SegPool) {
-        segs.settle();
+        segs.settle(&self.stack, self.datapath.stats());
         for k in 0..segs.ready.len() {
-            let (idx, iface, len) = segs.ready[k];
+            let (idx, SegmentTo::Iface(iface), len) = segs.ready[k] else {
+                continue;
+            };
             let e = usize::from(iface);
             let data = &segs.slot(idx)[..len];
             if ports.get_mut(e).is_some_and(|p| p.ring.tx_push(data)) {
@@ -1055,12 +1072,8 @@ impl Worker {
             csum,
             gso_size,
         };
-        let mut sink = Sink {
-            pool: segs,
-            stack: &self.stack,
-            stats,
-        };
-        let verdict = self.datapath.process_seg(
+        let mut sink = Sink { pool: segs };
+        let verdict = self.datapath.process_in_buffer(
             snap,
             now,
             meta,
@@ -1104,7 +1117,10 @@ impl Worker {
                 }
                 None
             }
-            Verdict::Drop(_) | Verdict::Pass | Verdict::Segmented { .. } => None,
+            Verdict::Drop(_)
+            | Verdict::Refused { .. }
+            | Verdict::Pass
+            | Verdict::Segmented { .. } => None,
         }
     }
 }

@@ -175,7 +175,7 @@ fn send_at(h: &H, now: u64, meta: RxMeta, f: &[u8]) -> (Verdict, Vec<Vec<u8>>) {
     buf[..f.len()].copy_from_slice(f);
     let mut sink = TestSink::default();
     let v =
-        h.dp.process_seg(&h.snap, now, meta, &mut buf, f.len(), &mut sink);
+        h.dp.process_in_buffer(&h.snap, now, meta, &mut buf, f.len(), &mut sink);
     let out = match v {
         Verdict::Tx { .. } => vec![buf[..f.len()].to_vec()],
         Verdict::Whole { len, .. } | Verdict::Resized { len, .. } => vec![buf[..len].to_vec()],

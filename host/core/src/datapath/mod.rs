@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 /// The transmit buffers the I/O layer lends for segments and fragments (defined with the
 /// transmitters that fill them).
-pub use crate::xmit::gso::SegmentSink;
+pub use crate::xmit::gso::{SegmentSink, SegmentTo};
 pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
@@ -56,6 +56,16 @@ pub enum Verdict {
     },
     /// Drop it, counted under this reason.
     Drop(DropReason),
+    /// Refused, counted under `reason`, and its sender is owed an ICMP error that needs
+    /// more than the reason says. A handler's answer: [`Datapath::process_in_buffer`] writes
+    /// the error (then [`Verdict::Reply`]) or drops it ([`Verdict::Drop`]), and
+    /// [`Datapath::process`] drops it; neither returns this.
+    Refused {
+        /// Why.
+        reason: DropReason,
+        /// What the answer needs.
+        answer: Answer,
+    },
     /// Not wvs's: leave it to the kernel.
     Pass,
     /// Send the packet a transmitter rebuilt in the buffer (an encapsulation): `len` bytes
@@ -90,13 +100,25 @@ pub enum Verdict {
         len: usize,
     },
     /// Send the packet wvs wrote in the buffer instead of the received frame: `len` bytes
-    /// from the start (an ICMP error to the client, from [`Datapath::process_buf`]).
+    /// from the start (an ICMP error to the client, from [`Datapath::process_in_buffer`]).
     Reply {
         /// Index of the interface in the `--iface` list.
         iface: u8,
         /// Length of the frame written.
         len: usize,
     },
+}
+
+/// What the ICMP error owed for a [`Verdict::Refused`] packet needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Fragmentation needed, with the path's MTU (`__ip_vs_get_out_rt`).
+    FragNeeded {
+        /// The MTU the sender is to use.
+        mtu: u16,
+    },
+    /// Port unreachable from wvs's own address towards the sender (`nat_icmp_send`).
+    PortUnreachableFrom(Ipv4Addr),
 }
 
 /// One of wvs's interfaces as the datapath sees it.
@@ -145,11 +167,6 @@ pub struct Datapath {
     worker: usize,
     /// Token bucket of the ICMP errors wvs sends itself (tokens, last refill in ms).
     icmp_bucket: std::cell::Cell<(u32, u64)>,
-    /// The MTU of the last `FragNeeded` refusal, for its answer.
-    frag_mtu: std::cell::Cell<u16>,
-    /// wvs's address to answer the last `NoConnOut` from (`nat_icmp_send`), if it is to be
-    /// answered.
-    unreach_src: std::cell::Cell<Option<Ipv4Addr>>,
     /// This worker's `drop_packet` countdown (IPVS's `drop_counter`).
     drop_counter: std::cell::Cell<u32>,
 }
@@ -225,8 +242,6 @@ impl Datapath {
             stats,
             worker,
             icmp_bucket: std::cell::Cell::new((crate::consts::ICMP_REPLY_BURST, 0)),
-            frag_mtu: std::cell::Cell::new(0),
-            unreach_src: std::cell::Cell::new(None),
             drop_counter: std::cell::Cell::new(0),
         }
     }
@@ -271,7 +286,10 @@ impl Datapath {
     /// room after the frame, a packet that must grow (a tunnel's) is dropped.
     pub fn process(&self, snap: &Snapshot, now: u64, meta: RxMeta, frame: &mut [u8]) -> Verdict {
         let len = frame.len();
-        self.process_in(snap, now, meta, frame, len, &mut xmit::gso::NoSink)
+        match self.process_in(snap, now, meta, frame, len, &mut xmit::gso::NoSink) {
+            Verdict::Refused { reason, .. } => Verdict::Drop(reason),
+            v => v,
+        }
     }
 
     fn process_in(
@@ -284,7 +302,6 @@ impl Datapath {
         sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
         stats::bump(&self.stats.rx);
-        self.unreach_src.set(None);
         let v = self.classify(snap, now, meta, buf, len, sink);
         match v {
             Verdict::Tx { .. }
@@ -293,35 +310,23 @@ impl Datapath {
             | Verdict::Stack { .. }
             | Verdict::Resized { .. }
             | Verdict::Segmented { .. } => {}
-            Verdict::Drop(r) => self.stats.count_drop(r),
+            Verdict::Drop(r) | Verdict::Refused { reason: r, .. } => self.stats.count_drop(r),
             Verdict::Pass => stats::bump(&self.stats.passed),
         }
         v
     }
 
     /// As [`process`](Self::process), for a frame of `len` bytes at the start of a larger
-    /// buffer, which lets wvs answer in place, as the director would: a new connection that
-    /// no real server can take gets an ICMP port unreachable from the VIP, as IPVS sends
-    /// (`ip_vs_leave`), and a TCP segment of no connection gets a reset from the VIP, as the
-    /// director's own stack answers what IPVS lets through (see [`reset`]), so clients fail
-    /// at once instead of retrying. A client's packet whose TTL runs out gets ICMP time
-    /// exceeded, and one with DF too long for the path to its server ICMP fragmentation
-    /// needed with the path's MTU (`__ip_vs_get_out_rt`), both from the VIP. All share one
-    /// rate limit per worker.
-    pub fn process_buf(
-        &self,
-        snap: &Snapshot,
-        now: u64,
-        meta: RxMeta,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Verdict {
-        self.process_seg(snap, now, meta, buf, len, &mut xmit::gso::NoSink)
-    }
-
-    /// As [`process_buf`](Self::process_buf), with buffers to cut a GSO super-packet into
-    /// segments when its transmitter cannot send it whole (a tunnel's).
-    pub fn process_seg(
+    /// buffer, with `sink`'s buffers to cut a GSO super-packet into segments when its
+    /// transmitter cannot send it whole (a tunnel's). The room lets wvs answer in place, as
+    /// the director would: a new connection that no real server can take gets an ICMP port
+    /// unreachable from the VIP, as IPVS sends (`ip_vs_leave`), and a TCP segment of no
+    /// connection gets a reset from the VIP, as the director's own stack answers what IPVS
+    /// lets through (see [`reset`]), so clients fail at once instead of retrying. A client's
+    /// packet whose TTL runs out gets ICMP time exceeded, and one with DF too long for the
+    /// path to its server ICMP fragmentation needed with the path's MTU
+    /// (`__ip_vs_get_out_rt`), both from the VIP. All share one rate limit per worker.
+    pub fn process_in_buffer(
         &self,
         snap: &Snapshot,
         now: u64,
@@ -331,23 +336,26 @@ impl Datapath {
         sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
         let len = len.min(buf.len());
-        let v = self.process_in(snap, now, meta, buf, len, sink);
-        let Verdict::Drop(reason) = v else {
-            return v;
+        let (reason, answer) = match self.process_in(snap, now, meta, buf, len, sink) {
+            Verdict::Drop(reason) => (reason, None),
+            Verdict::Refused { reason, answer } => (reason, Some(answer)),
+            v => return v,
         };
+        let v = Verdict::Drop(reason);
         // Written first (a dropped frame may be overwritten), so that what is never
         // answered (a reset, a truncated segment) takes no token.
-        let written = match reason {
-            DropReason::NoDest => icmp::port_unreachable(buf, len),
-            DropReason::NoConnIn => reset::tcp_reset(buf, len),
+        let written = match (reason, answer) {
+            (_, Some(Answer::FragNeeded { mtu })) => icmp::frag_needed(buf, len, mtu),
+            (_, Some(Answer::PortUnreachableFrom(src))) => {
+                icmp::port_unreachable_from(buf, len, src)
+            }
+            (DropReason::NoDest, None) => icmp::port_unreachable(buf, len),
+            (DropReason::NoConnIn, None) => reset::tcp_reset(buf, len),
             // A client's packet, not a reply on its way out (that one is the kernel's
             // business in IPVS, and wvs has no address of its own to answer from).
-            DropReason::TtlExceeded if to_vip(snap, buf, len) => icmp::time_exceeded(buf, len),
-            DropReason::FragNeeded => icmp::frag_needed(buf, len, self.frag_mtu.get()),
-            DropReason::NoConnOut => match self.unreach_src.get() {
-                Some(src) => icmp::port_unreachable_from(buf, len, src),
-                None => return v,
-            },
+            (DropReason::TtlExceeded, None) if to_vip(snap, buf, len) => {
+                icmp::time_exceeded(buf, len)
+            }
             _ => return v,
         };
         let Some(n) = written else {
@@ -927,14 +935,16 @@ impl Datapath {
             None => {
                 // nat_icmp_send: tell the server its packet has no connection, unless it is
                 // a reset (ip_vs_out).
-                if snap.sysctl.nat_icmp_send && !(info.proto == Protocol::Tcp && info.flags.rst) {
-                    self.unreach_src.set(snap.real_source(
-                        info.proto,
-                        IpAddr::V4(info.saddr),
-                        info.sport,
-                    ));
+                let reason = DropReason::NoConnOut;
+                if snap.sysctl.nat_icmp_send
+                    && !(info.proto == Protocol::Tcp && info.flags.rst)
+                    && let Some(src) =
+                        snap.real_source(info.proto, IpAddr::V4(info.saddr), info.sport)
+                {
+                    let answer = Answer::PortUnreachableFrom(src);
+                    return Verdict::Refused { reason, answer };
                 }
-                return Verdict::Drop(DropReason::NoConnOut);
+                return Verdict::Drop(reason);
             }
         };
         let (IpAddr::V4(vaddr), IpAddr::V4(caddr)) = (vaddr, caddr) else {
@@ -1022,7 +1032,8 @@ impl Datapath {
         }
     }
 
-    /// A transmitter's outcome as a verdict; the MTU of a refusal is kept for the answer.
+    /// A transmitter's outcome as a verdict (a refusal for the MTU with what its answer
+    /// needs).
     fn sent(&self, r: Result<xmit::Sent, xmit::Refused>) -> Verdict {
         match r {
             Ok(xmit::Sent::InPlace { iface }) => Verdict::Tx { iface },
@@ -1035,10 +1046,10 @@ impl Datapath {
             Err(xmit::Refused::NoRoom) => Verdict::Drop(DropReason::NoRoom),
             Err(xmit::Refused::TunnelGso) => Verdict::Drop(DropReason::TunnelGso),
             Err(xmit::Refused::TooBig) => Verdict::Drop(DropReason::TooBig),
-            Err(xmit::Refused::FragNeeded { mtu }) => {
-                self.frag_mtu.set(mtu);
-                Verdict::Drop(DropReason::FragNeeded)
-            }
+            Err(xmit::Refused::FragNeeded { mtu }) => Verdict::Refused {
+                reason: DropReason::FragNeeded,
+                answer: Answer::FragNeeded { mtu },
+            },
         }
     }
 }

@@ -1243,7 +1243,14 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
     let syn = client_syn(41300);
     let mut buf = vec![0u8; 2048];
     buf[..syn.len()].copy_from_slice(&syn);
-    let v = h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, syn.len());
+    let v = h.dp.process_in_buffer(
+        &h.snap,
+        0,
+        COMPLETE,
+        &mut buf,
+        syn.len(),
+        &mut crate::xmit::gso::NoSink,
+    );
     let Verdict::Reply { iface: 0, len } = v else {
         panic!("{v:?}")
     };
@@ -1276,14 +1283,28 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
     assert_eq!(sent, crate::consts::ICMP_REPLY_BURST as usize);
     buf[..syn.len()].copy_from_slice(&syn);
     assert!(matches!(
-        h.dp.process_buf(&h.snap, 1000, COMPLETE, &mut buf, syn.len()),
+        h.dp.process_in_buffer(
+            &h.snap,
+            1000,
+            COMPLETE,
+            &mut buf,
+            syn.len(),
+            &mut crate::xmit::gso::NoSink
+        ),
         Verdict::Reply { .. }
     ));
     // Without room in the buffer there is no reply, only the drop.
     let mut tight = syn.clone();
     let n = tight.len();
     assert_eq!(
-        h.dp.process_buf(&h.snap, 2000, COMPLETE, &mut tight, n),
+        h.dp.process_in_buffer(
+            &h.snap,
+            2000,
+            COMPLETE,
+            &mut tight,
+            n,
+            &mut crate::xmit::gso::NoSink
+        ),
         Verdict::Drop(DropReason::NoDest)
     );
 }
@@ -1304,7 +1325,14 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     // With ACK (what a client sends after losing its connection): RST, seq = its ack.
     let seg = client_seg(40500, F::Ack, b"more data");
     buf[..seg.len()].copy_from_slice(&seg);
-    let v = h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len());
+    let v = h.dp.process_in_buffer(
+        &h.snap,
+        0,
+        COMPLETE,
+        &mut buf,
+        seg.len(),
+        &mut crate::xmit::gso::NoSink,
+    );
     let Verdict::Reply { iface: 0, len } = v else {
         panic!("{v:?}")
     };
@@ -1328,8 +1356,14 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     // Without ACK: RST+ACK, seq 0, acknowledging the segment's data and FIN.
     let seg = client_seg(40501, F::Psh, b"12345");
     buf[..seg.len()].copy_from_slice(&seg);
-    let Verdict::Reply { len, .. } = h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len())
-    else {
+    let Verdict::Reply { len, .. } = h.dp.process_in_buffer(
+        &h.snap,
+        0,
+        COMPLETE,
+        &mut buf,
+        seg.len(),
+        &mut crate::xmit::gso::NoSink,
+    ) else {
         panic!("no reset")
     };
     let t = tcp_of(&buf[..len]);
@@ -1340,7 +1374,14 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     let seg = client_seg(40502, F::Rst, b"");
     buf[..seg.len()].copy_from_slice(&seg);
     assert_eq!(
-        h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, seg.len()),
+        h.dp.process_in_buffer(
+            &h.snap,
+            0,
+            COMPLETE,
+            &mut buf,
+            seg.len(),
+            &mut crate::xmit::gso::NoSink
+        ),
         Verdict::Drop(DropReason::NoConnIn)
     );
     assert_eq!(h.dp.stats().resets_sent.load(Relaxed), 2);
@@ -1363,7 +1404,14 @@ fn answers(h: &Harness, frame: &[u8], n: usize, now: u64) -> usize {
         .filter(|_| {
             buf[..frame.len()].copy_from_slice(frame);
             matches!(
-                h.dp.process_buf(&h.snap, now, COMPLETE, &mut buf, frame.len()),
+                h.dp.process_in_buffer(
+                    &h.snap,
+                    now,
+                    COMPLETE,
+                    &mut buf,
+                    frame.len(),
+                    &mut crate::xmit::gso::NoSink
+                ),
                 Verdict::Reply { .. }
             )
         })
@@ -1709,9 +1757,14 @@ fn a_packet_that_would_outlive_its_ttl_gets_time_exceeded_from_the_vip() {
             .unwrap();
         let mut buf = vec![0u8; 2048];
         buf[..v.len()].copy_from_slice(&v);
-        let Verdict::Reply { iface: 0, len } =
-            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, v.len())
-        else {
+        let Verdict::Reply { iface: 0, len } = h.dp.process_in_buffer(
+            &h.snap,
+            0,
+            COMPLETE,
+            &mut buf,
+            v.len(),
+            &mut crate::xmit::gso::NoSink,
+        ) else {
             panic!("{real:?}: no answer")
         };
         let (s, d, _, quote) = check_icmp(&buf[..len]);
@@ -1765,7 +1818,14 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         let mut slot = vec![0u8; 4096];
         slot[..syn.len()].copy_from_slice(&syn);
         assert!(matches!(
-            h.dp.process_buf(&h.snap, 0, COMPLETE, &mut slot, syn.len()),
+            h.dp.process_in_buffer(
+                &h.snap,
+                0,
+                COMPLETE,
+                &mut slot,
+                syn.len(),
+                &mut crate::xmit::gso::NoSink
+            ),
             Verdict::Tx { .. } | Verdict::Whole { .. }
         ));
         syn.clear();
@@ -1773,7 +1833,14 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         slot[..fits.len()].copy_from_slice(&fits);
         assert!(
             matches!(
-                h.dp.process_buf(&h.snap, 1, COMPLETE, &mut slot, fits.len()),
+                h.dp.process_in_buffer(
+                    &h.snap,
+                    1,
+                    COMPLETE,
+                    &mut slot,
+                    fits.len(),
+                    &mut crate::xmit::gso::NoSink
+                ),
                 Verdict::Tx { .. } | Verdict::Whole { .. }
             ),
             "{real:?}: {mtu} bytes fit"
@@ -1781,9 +1848,14 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         // One byte more with DF: fragmentation needed, with the MTU, from the VIP.
         let over = big(40010, true, usize::from(mtu) + 1);
         slot[..over.len()].copy_from_slice(&over);
-        let Verdict::Reply { iface: 0, len } =
-            h.dp.process_buf(&h.snap, 2, COMPLETE, &mut slot, over.len())
-        else {
+        let Verdict::Reply { iface: 0, len } = h.dp.process_in_buffer(
+            &h.snap,
+            2,
+            COMPLETE,
+            &mut slot,
+            over.len(),
+            &mut crate::xmit::gso::NoSink,
+        ) else {
             panic!("{real:?}: no answer")
         };
         let (s, d, _, quote) = check_icmp(&slot[..len]);
@@ -1795,7 +1867,14 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         let nodf = big(40010, false, usize::from(mtu) + 1);
         slot[..nodf.len()].copy_from_slice(&nodf);
         assert_eq!(
-            h.dp.process_buf(&h.snap, 3, COMPLETE, &mut slot, nodf.len()),
+            h.dp.process_in_buffer(
+                &h.snap,
+                3,
+                COMPLETE,
+                &mut slot,
+                nodf.len(),
+                &mut crate::xmit::gso::NoSink
+            ),
             Verdict::Drop(DropReason::TooBig)
         );
         // A GSO super-packet by the size of its segments: small on the wire here, but
@@ -1806,7 +1885,14 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         };
         let seg = big(40010, true, 200);
         slot[..seg.len()].copy_from_slice(&seg);
-        let v = h.dp.process_buf(&h.snap, 4, gso, &mut slot, seg.len());
+        let v = h.dp.process_in_buffer(
+            &h.snap,
+            4,
+            gso,
+            &mut slot,
+            seg.len(),
+            &mut crate::xmit::gso::NoSink,
+        );
         assert!(matches!(v, Verdict::Reply { .. }), "{real:?}: {v:?}");
         assert_eq!(slot[40..42], mtu.to_be_bytes(), "{real:?}: next-hop MTU");
         assert_eq!(h.dp.stats().drops(DropReason::FragNeeded), 2);
@@ -1881,8 +1967,14 @@ fn tunnels_carry_the_packet_whole_as_linux_takes_it_apart() {
         ] {
             let mut buf = vec![0u8; 2048];
             buf[..frame.len()].copy_from_slice(&frame);
-            let v =
-                h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, frame.len());
+            let v = h.dp.process_in_buffer(
+                &h.snap,
+                0,
+                COMPLETE,
+                &mut buf,
+                frame.len(),
+                &mut crate::xmit::gso::NoSink,
+            );
             let Verdict::Whole { iface: 1, len } = v else {
                 panic!("{tun:?}: {v:?}")
             };
@@ -1939,9 +2031,14 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     };
     let mut buf = vec![0u8; 2048];
     buf[..f.len()].copy_from_slice(&f);
-    let Verdict::Whole { len, .. } =
-        h.dp.process_buf(&h.snap, 0, partial_meta, &mut buf, f.len())
-    else {
+    let Verdict::Whole { len, .. } = h.dp.process_in_buffer(
+        &h.snap,
+        0,
+        partial_meta,
+        &mut buf,
+        f.len(),
+        &mut crate::xmit::gso::NoSink,
+    ) else {
         panic!("not sent")
     };
     inner_ok(&outer(&buf[..len], 22).1, 40003, 80);
@@ -1954,7 +2051,7 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     let n = seg.len();
     seg.resize(2048, 0);
     assert_eq!(
-        h.dp.process_buf(&h.snap, 1, gso, &mut seg, n),
+        h.dp.process_in_buffer(&h.snap, 1, gso, &mut seg, n, &mut crate::xmit::gso::NoSink),
         Verdict::Drop(DropReason::TunnelGso)
     );
     // With transmit buffers to cut it into, it goes as the segments the kernel would have
@@ -1965,7 +2062,7 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     buf.resize(big.len() + 64, 0);
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_seg(&h.snap, 3, gso, &mut buf, big.len(), &mut sink),
+        h.dp.process_in_buffer(&h.snap, 3, gso, &mut buf, big.len(), &mut sink),
         Verdict::Segmented { count: 3 }
     );
     let mut data = Vec::new();
@@ -2152,7 +2249,7 @@ fn bypass_sends_a_packet_of_no_server_on_to_its_destination() {
     let mut buf = big.clone();
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_seg(&h.snap, 1, gso, &mut buf, big.len(), &mut sink),
+        h.dp.process_in_buffer(&h.snap, 1, gso, &mut buf, big.len(), &mut sink),
         Verdict::Segmented { count: 3 }
     );
     for (iface, f) in &sink.sent {
@@ -2178,14 +2275,28 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
     let mut buf = frame.clone();
     buf.resize(2048, 0);
     assert_eq!(
-        h.dp.process_buf(&h.snap, 0, FROM_RS, &mut buf, frame.len()),
+        h.dp.process_in_buffer(
+            &h.snap,
+            0,
+            FROM_RS,
+            &mut buf,
+            frame.len(),
+            &mut crate::xmit::gso::NoSink
+        ),
         Verdict::Drop(DropReason::NoConnOut),
         "off by default"
     );
     h.snap.sysctl.nat_icmp_send = true;
     let mut buf = frame.clone();
     buf.resize(2048, 0);
-    let v = h.dp.process_buf(&h.snap, 0, FROM_RS, &mut buf, frame.len());
+    let v = h.dp.process_in_buffer(
+        &h.snap,
+        0,
+        FROM_RS,
+        &mut buf,
+        frame.len(),
+        &mut crate::xmit::gso::NoSink,
+    );
     let Verdict::Reply { iface: 1, len } = v else {
         panic!("{v:?}")
     };
@@ -2206,7 +2317,14 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
     let mut buf = rst.clone();
     buf.resize(2048, 0);
     assert_eq!(
-        h.dp.process_buf(&h.snap, 0, FROM_RS, &mut buf, rst.len()),
+        h.dp.process_in_buffer(
+            &h.snap,
+            0,
+            FROM_RS,
+            &mut buf,
+            rst.len(),
+            &mut crate::xmit::gso::NoSink
+        ),
         Verdict::Drop(DropReason::NoConnOut)
     );
 }
@@ -2327,7 +2445,7 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     buf.resize(n + 64, 0);
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_seg(&h.snap, 1, COMPLETE, &mut buf, n, &mut sink),
+        h.dp.process_in_buffer(&h.snap, 1, COMPLETE, &mut buf, n, &mut sink),
         Verdict::Segmented { count: 2 }
     );
     let mut outer_payload = Vec::new();
@@ -2359,11 +2477,11 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     df.resize(n + 64, 0);
     let mut sink = TestSink::default();
     let v =
-        h.dp.process_seg(&h.snap, 2, COMPLETE, &mut df.clone(), n, &mut sink);
+        h.dp.process_in_buffer(&h.snap, 2, COMPLETE, &mut df.clone(), n, &mut sink);
     assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
     h.snap.sysctl.pmtu_disc = false;
     assert_eq!(
-        h.dp.process_seg(&h.snap, 3, COMPLETE, &mut df, n, &mut sink),
+        h.dp.process_in_buffer(&h.snap, 3, COMPLETE, &mut df, n, &mut sink),
         Verdict::Segmented { count: 2 }
     );
     let (ip, _) = etherparse::Ipv4Header::from_slice(&sink.sent[0].1[14..]).expect("fragment");
@@ -2545,7 +2663,14 @@ fn no_answer_goes_to_an_address_that_is_not_one_hosts() {
     let mut buf = [0u8; 2048];
     let mut run = |f: &[u8]| {
         buf[..f.len()].copy_from_slice(f);
-        h.dp.process_buf(&h.snap, 0, COMPLETE, &mut buf, f.len())
+        h.dp.process_in_buffer(
+            &h.snap,
+            0,
+            COMPLETE,
+            &mut buf,
+            f.len(),
+            &mut crate::xmit::gso::NoSink,
+        )
     };
     for src in [
         [0, 0, 0, 0],

@@ -54,7 +54,10 @@ pub fn fragment(
         h.set_checksum(0);
         let c = checksum::compute(hdr);
         Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
-        sink.send(iface, ETHERNET_HEADER_LEN + len);
+        sink.send(
+            super::gso::SegmentTo::Iface(iface),
+            ETHERNET_HEADER_LEN + len,
+        );
         sent += 1;
     }
     Ok((sent, n))

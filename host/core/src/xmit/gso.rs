@@ -15,15 +15,24 @@ use crate::model::Protocol;
 use crate::wire::checksum::{self, CsumMode};
 use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, tcp_field, udp_field};
 
-/// Where segments go: the I/O layer's transmit buffers.
+/// Where segments go: the I/O layer's transmit buffers. Nothing is sent during the
+/// datapath's call: the I/O layer sends what was marked when the call returns.
 pub trait SegmentSink {
     /// A free buffer to write the next frame in, or `None` when none is free.
     fn buf(&mut self) -> Option<&mut [u8]>;
-    /// Send the frame just written in the last buffer: `len` bytes, out of `iface`.
-    fn send(&mut self, iface: u8, len: usize);
-    /// Hand the IP packet just written in the last buffer (after the Ethernet header, `len`
-    /// bytes) to the balancer's own stack, addressed to `daddr`.
-    fn to_stack(&mut self, daddr: std::net::Ipv4Addr, len: usize);
+    /// Mark the frame just written in the last buffer for sending to `to`: `len` bytes of
+    /// frame out of an interface, or `len` bytes of IP packet (after the Ethernet header)
+    /// for the balancer's own stack.
+    fn send(&mut self, to: SegmentTo, len: usize);
+}
+
+/// Where a segment goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentTo {
+    /// Out of this interface (its index in the `--iface` list), as a frame.
+    Iface(u8),
+    /// To the balancer's own stack, as an IP packet addressed to this address.
+    Stack(std::net::Ipv4Addr),
 }
 
 /// A sink without buffers: nothing can be segmented.
@@ -34,8 +43,7 @@ impl SegmentSink for NoSink {
     fn buf(&mut self) -> Option<&mut [u8]> {
         None
     }
-    fn send(&mut self, _iface: u8, _len: usize) {}
-    fn to_stack(&mut self, _daddr: std::net::Ipv4Addr, _len: usize) {}
+    fn send(&mut self, _to: SegmentTo, _len: usize) {}
 }
 
 const TCP_FIN: u8 = 0x01;
@@ -148,9 +156,11 @@ pub fn segment(
             gso_size: 0,
         };
         match xmit(&mut p)? {
-            Sent::Whole { iface, len } => sink.send(iface, len),
-            Sent::InPlace { iface } => sink.send(iface, ETHERNET_HEADER_LEN + seg_len),
-            Sent::Stack { daddr, len } => sink.to_stack(daddr, len),
+            Sent::Whole { iface, len } => sink.send(SegmentTo::Iface(iface), len),
+            Sent::InPlace { iface } => {
+                sink.send(SegmentTo::Iface(iface), ETHERNET_HEADER_LEN + seg_len)
+            }
+            Sent::Stack { daddr, len } => sink.send(SegmentTo::Stack(daddr), len),
             Sent::Fragment { .. } => return Err(Refused::TooBig),
         }
         sent += 1;
@@ -173,14 +183,15 @@ impl SegmentSink for TestSink {
         self.bufs.push(vec![0; 2048]);
         self.bufs.last_mut().map(|b| &mut b[..])
     }
-    fn send(&mut self, iface: u8, len: usize) {
+    fn send(&mut self, to: SegmentTo, len: usize) {
+        // What goes to the stack is kept as a frame on interface 255.
+        let (iface, len) = match to {
+            SegmentTo::Iface(i) => (i, len),
+            SegmentTo::Stack(_) => (u8::MAX, ETHERNET_HEADER_LEN + len),
+        };
         if let Some(b) = self.bufs.last() {
             self.sent.push((iface, b[..len].to_vec()));
         }
-    }
-    fn to_stack(&mut self, _daddr: std::net::Ipv4Addr, len: usize) {
-        // Kept as a frame on interface 255.
-        self.send(u8::MAX, ETHERNET_HEADER_LEN + len);
     }
 }
 
