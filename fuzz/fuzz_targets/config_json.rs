@@ -10,6 +10,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     }
     let _ = serde_json::from_slice::<wvs::config::Timeouts>(data).map(|t| t.validate());
     let _ = serde_json::from_slice::<wvs::config::Sysctl>(data);
-    let _ =
-        serde_json::from_slice::<wvs::config::DefenseSettings>(data).map(|d| d.validate());
+    let _ = serde_json::from_slice::<wvs::config::DefenseSettings>(data).map(|d| d.validate());
 });

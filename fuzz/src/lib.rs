@@ -1,143 +1,90 @@
 //! What the fuzz targets share: the datapath harness and the seed frames.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::sync::Arc;
 
-use wvs::conn::table::ConnTable;
-use wvs::datapath::{Datapath, DatapathStats, Iface, RxMeta};
-use wvs::service::{NextHop, Snapshot};
+use wvs::datapath::RxMeta;
+use wvs::model::{Forward, Protocol, TunCsum, TunKind};
+use wvs::spec::Service;
 use wvs::wire::checksum::CsumMode;
-
-/// wvs's interface towards the clients, and towards the real servers.
-pub const CLIENT_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-/// See [`CLIENT_IF_MAC`].
-pub const SERVER_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-/// The client's MAC.
-pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
-/// A real server's MAC (by the last byte of its address).
-pub fn rs_mac(last: u8) -> [u8; 6] {
-    [0x02, 0, 0, 0, 1, last]
-}
+use wvs_core::testkit::{self, real, real_by, service, tunnel};
+pub use wvs_core::testkit::{CLIENT_IF_MAC, CLIENT_MAC, SERVER_IF_MAC, rs_mac};
 
 /// NAT (TCP 80, rr; UDP 9000), full NAT (TCP 81), DR (TCP 82), persistence (TCP 83), FTP
 /// with the built-in `ftp` helper (TCP 21: payload rewriting, sequence and SACK
 /// adjustment, expected connections), tunnels (TCP 84: IPIP and GUE with checksums) and a
 /// full-NAT service with `proxy-v2` (TCP 85): every kind of state.
-const SERVICES: &str = r#"
-[[service]]
-protocol = "tcp"
-address = "198.18.100.1:21"
-scheduler = "rr"
-[[service.real]]
-address = "198.19.0.16:21"
-forward = "nat"
-[[service]]
-protocol = "tcp"
-address = "198.18.100.1:84"
-scheduler = "rr"
-[[service.real]]
-address = "198.19.0.17:84"
-forward = "tunnel"
-[[service.real]]
-address = "198.19.0.18:84"
-forward = "tunnel"
-tun_type = "gue"
-tun_port = 6080
-tun_csum = "csum"
-[[service]]
-protocol = "tcp"
-address = "198.18.100.1:85"
-scheduler = "rr"
-helpers = ["proxy-v2"]
-laddrs = ["198.19.0.201"]
-[[service.real]]
-address = "198.19.0.19:85"
-forward = "fullnat"
-[[service]]
-protocol = "tcp"
-address = "198.18.100.1:80"
-scheduler = "rr"
-[[service.real]]
-address = "198.19.0.11:8080"
-[[service.real]]
-address = "198.19.0.12:8080"
-[[service]]
-protocol = "udp"
-address = "198.18.100.1:9000"
-scheduler = "rr"
-[[service.real]]
-address = "198.19.0.11:9000"
-[[service]]
-protocol = "tcp"
-address = "198.18.100.1:81"
-scheduler = "wlc"
-laddrs = ["198.19.0.200"]
-[[service.real]]
-address = "198.19.0.13:80"
-forward = "fullnat"
-[[service]]
-protocol = "tcp"
-address = "198.18.100.1:82"
-scheduler = "sh"
-[[service.real]]
-address = "198.19.0.14:82"
-forward = "dr"
-[[service]]
-protocol = "tcp"
-address = "198.18.100.1:83"
-scheduler = "lc"
-persistent = 60
-[[service.real]]
-address = "198.19.0.15:83"
-"#;
+fn services() -> Vec<Service> {
+    let laddr = |a: [u8; 4]| vec![std::net::Ipv4Addr::from(a)];
+    vec![
+        service(Protocol::Tcp, 21, "rr", vec![real("198.19.0.16:21")]),
+        service(
+            Protocol::Tcp,
+            84,
+            "rr",
+            vec![
+                real_by("198.19.0.17:84", testkit::IPIP),
+                real_by("198.19.0.18:84", tunnel(TunKind::Gue, 6080, TunCsum::Csum)),
+            ],
+        ),
+        Service {
+            helpers: Some(vec!["proxy-v2".into()]),
+            laddrs: laddr([198, 19, 0, 201]),
+            ..service(
+                Protocol::Tcp,
+                85,
+                "rr",
+                vec![real_by("198.19.0.19:85", Forward::FullNat)],
+            )
+        },
+        service(
+            Protocol::Tcp,
+            80,
+            "rr",
+            vec![real("198.19.0.11:8080"), real("198.19.0.12:8080")],
+        ),
+        service(Protocol::Udp, 9000, "rr", vec![real("198.19.0.11:9000")]),
+        Service {
+            laddrs: laddr([198, 19, 0, 200]),
+            ..service(
+                Protocol::Tcp,
+                81,
+                "wlc",
+                vec![real_by("198.19.0.13:80", Forward::FullNat)],
+            )
+        },
+        service(
+            Protocol::Tcp,
+            82,
+            "sh",
+            vec![real_by("198.19.0.14:82", Forward::Route)],
+        ),
+        Service {
+            persistent: Some(60),
+            ..service(Protocol::Tcp, 83, "lc", vec![real("198.19.0.15:83")])
+        },
+    ]
+}
 
-/// A datapath over the services above, every real server reachable on interface 1.
-pub struct Harness {
-    /// The datapath.
-    pub dp: Datapath,
-    /// Its services.
-    pub snap: Snapshot,
-    /// Its table.
-    pub conns: Arc<ConnTable>,
+/// A datapath over the services above, every real server reachable on interface 1
+/// (`wvs_core::testkit`, the unit tests' topology).
+pub struct Harness(testkit::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = testkit::Harness;
+    fn deref(&self) -> &testkit::Harness {
+        &self.0
+    }
 }
 
 impl Harness {
-    /// A fresh one, with a small table (so that fuzzing meets a full one too).
+    /// A fresh one, with a small table (so that fuzzing meets a full one too), the
+    /// built-in helpers run as the daemon runs them.
     pub fn new() -> Self {
-        let cfg = wvs::config::parse(SERVICES).expect("the fuzz harness's services");
-        // The built-in helpers as the daemon runs them: wasm, in a runtime of their own.
-        let runtime = wvs::plugin::Runtime::new(None).expect("plugin runtime");
-        let helpers: Vec<wvs::plugin::Plugin> = wvs::plugin::builtin::BUILTIN
-            .iter()
-            .filter(|(n, _)| wvs::consts::BUILTIN_HELPERS.contains(n))
-            .map(|(n, w)| runtime.compile(n, w).expect("a built-in helper"))
-            .collect();
-        let snap = Snapshot::build_with_helpers(
-            &cfg.services,
-            &cfg.timeouts,
-            &Snapshot::default(),
-            &|n| {
-                wvs::service::SchedChoice::native(
-                    wvs::model::Scheduler::from_name(n).unwrap_or(wvs::model::Scheduler::Wlc),
-                )
-            },
-            &|n| helpers.iter().find(|p| p.name == n).cloned(),
-        );
-        for d in snap.dests() {
-            if let IpAddr::V4(a) = d.addr {
-                d.set_next_hop(Some(NextHop {
-                    iface: 1,
-                    mac: rs_mac(a.octets()[3]),
-                }));
-            }
-            d.set_source(Ipv4Addr::new(198, 19, 0, 1));
-        }
-        let conns = Arc::new(ConnTable::new(512));
-        let ifaces: Arc<[Iface]> =
-            vec![Iface::new(CLIENT_IF_MAC), Iface::new(SERVER_IF_MAC)].into();
-        let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 0);
-        Self { dp, snap, conns }
+        Self(testkit::Harness::new(
+            testkit::snapshot(&services()),
+            512,
+            0,
+        ))
     }
 
     /// Run one frame: `meta`'s bit 0 picks the interface, bit 1 a partial checksum (or,
@@ -157,9 +104,14 @@ impl Harness {
             },
             gso_size: if meta & 4 != 0 { 1400 } else { 0 },
         };
-        let _ = self
-            .dp
-            .process_in_buffer(&self.snap, now, m, &mut buf, frame.len(), &mut wvs::xmit::gso::NoSink);
+        let _ = self.dp.process_in_buffer(
+            &self.snap,
+            now,
+            m,
+            &mut buf,
+            frame.len(),
+            &mut wvs::xmit::gso::NoSink,
+        );
     }
 }
 

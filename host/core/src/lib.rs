@@ -13,7 +13,9 @@
 //! - [`xmit`]: the transmitters, one per forwarding method (NAT, DR, tunnels);
 //! - [`plugin`]: the WebAssembly runtime that runs schedulers and helpers (wasmtime);
 //! - [`datapath`]: a pure function from a frame and the time to what to do with it;
-//! - [`stats`]: traffic counters per service and real server, and IPVS's rate estimator.
+//! - [`stats`]: traffic counters per service and real server, and IPVS's rate estimator;
+//! - `testkit` (tests, and the `testkit` feature): the topology and harness the datapath's
+//!   tests, the fuzz targets and the benchmarks share.
 //!
 //! Every tunable number is in [`consts`].
 
@@ -27,5 +29,7 @@ pub mod plugin;
 pub mod service;
 pub mod spec;
 pub mod stats;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod wire;
 pub mod xmit;

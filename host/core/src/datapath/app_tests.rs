@@ -3,85 +3,35 @@
 //! retransmissions, SACK blocks, expected connections, a grown segment cut at the MTU.
 
 use std::net::Ipv4Addr;
-use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TcpOptionElement, TransportHeader};
 
 use super::*;
-use crate::plugin::{Plugin, Runtime};
-use crate::spec::{Real, Service, Timeouts};
+use crate::spec::{Real, Service};
+use crate::testkit::{
+    CLIENT, CLIENT_IF_MAC, CLIENT_MAC, FROM_CLIENT, FROM_RS, Harness as H, SERVER_IF_MAC, VIP, rr,
+    rs_mac,
+};
 use crate::xmit::gso::TestSink;
 
-const CLIENT_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const SERVER_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
-const RS_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 11];
-const CLIENT: [u8; 4] = [198, 18, 0, 2];
-const VIP: [u8; 4] = [198, 18, 100, 1];
 const RS: [u8; 4] = [198, 19, 0, 11];
-
-fn helpers() -> &'static (Arc<Runtime>, Vec<Plugin>) {
-    static H: OnceLock<(Arc<Runtime>, Vec<Plugin>)> = OnceLock::new();
-    H.get_or_init(|| {
-        let rt = Runtime::new(None).unwrap();
-        let hs = crate::plugin::builtin::BUILTIN
-            .iter()
-            .filter(|(n, _)| crate::consts::BUILTIN_HELPERS.contains(n))
-            .map(|(n, w)| rt.compile(n, w).unwrap())
-            .collect();
-        (rt, hs)
-    })
-}
-
-struct H {
-    dp: Datapath,
-    snap: Snapshot,
-    conns: Arc<ConnTable>,
-}
 
 /// One round-robin TCP service on `port` with NAT real server 198.19.0.11 (port 0: the
 /// same), as `tweak` leaves it, interface 1 with MTU `mtu` towards it.
 fn harness(port: u16, tweak: impl FnOnce(&mut Service), mtu: u32) -> H {
-    let mut svc = Service::new(Protocol::Tcp, Ipv4Addr::from(VIP).into(), port, "rr");
-    svc.reals.push(Real::new(Ipv4Addr::from(RS).into(), 0));
-    tweak(&mut svc);
-    let (_, plugins) = helpers();
-    let snap = Snapshot::build_with_helpers(
-        &[svc],
-        &Timeouts::default(),
-        &Snapshot::default(),
-        &|n| {
-            crate::service::SchedChoice::native(
-                crate::model::Scheduler::from_name(n).unwrap_or(crate::model::Scheduler::Wlc),
-            )
-        },
-        &|n| plugins.iter().find(|p| p.name == n).cloned(),
+    let mut svc = rr(
+        Protocol::Tcp,
+        port,
+        vec![Real::new(Ipv4Addr::from(RS).into(), 0)],
     );
-    for d in snap.dests() {
-        d.set_next_hop(Some(NextHop {
-            iface: 1,
-            mac: RS_MAC,
-        }));
-        d.set_source(Ipv4Addr::new(198, 19, 0, 1));
+    tweak(&mut svc);
+    let h = H::new(crate::testkit::snapshot(&[svc]), 1 << 12, 0);
+    for d in h.snap.dests() {
         d.set_mtu(mtu);
     }
-    let conns = Arc::new(ConnTable::new(1 << 12));
-    let ifaces: Arc<[Iface]> = vec![Iface::new(CLIENT_IF_MAC), Iface::new(SERVER_IF_MAC)].into();
-    let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 0);
-    H { dp, snap, conns }
+    h
 }
-
-const FROM_CLIENT: RxMeta = RxMeta {
-    iface: 0,
-    csum: CsumMode::Complete,
-    gso_size: 0,
-};
-const FROM_RS: RxMeta = RxMeta {
-    iface: 1,
-    csum: CsumMode::Complete,
-    gso_size: 0,
-};
 
 #[derive(Default, Clone, Copy)]
 struct Seg {
@@ -98,7 +48,7 @@ fn frame(from_client: bool, ports: (u16, u16), seq: u32, s: Seg, payload: &[u8])
             .ipv4(CLIENT, VIP, 64)
             .tcp(ports.0, ports.1, seq, 65535)
     } else {
-        PacketBuilder::ethernet2(RS_MAC, SERVER_IF_MAC)
+        PacketBuilder::ethernet2(rs_mac(11), SERVER_IF_MAC)
             .ipv4(RS, CLIENT, 64)
             .tcp(ports.0, ports.1, seq, 65535)
     };

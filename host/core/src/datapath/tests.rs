@@ -8,66 +8,19 @@ use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 use proptest::prelude::*;
 
 use super::*;
-use crate::model::{TunCsum, TunKind, Tunnel};
+use crate::model::{TunCsum, TunKind};
 use crate::spec::{Real, Service};
+use crate::testkit::{
+    CLIENT, CLIENT_IF_MAC, CLIENT_MAC, FROM_CLIENT as COMPLETE, FROM_RS, Harness, IPIP,
+    SERVER_IF_MAC, VIP, real, real_by, rr, rs_mac, tunnel,
+};
 use crate::xmit::gso::TestSink;
 
-const CLIENT_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const SERVER_IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
-const CLIENT: [u8; 4] = [198, 18, 0, 2];
-const VIP: [u8; 4] = [198, 18, 100, 1];
-
-fn rs_mac(last: u8) -> [u8; 6] {
-    [0x02, 0, 0, 0, 1, last]
-}
-
-/// A NAT real server at `ip` (the virtual port) or `ip:port`.
-fn real(at: &str) -> Real {
-    match at.parse::<std::net::SocketAddr>() {
-        Ok(sa) => Real::new(sa.ip(), sa.port()),
-        Err(_) => Real::new(at.parse().expect("an address"), 0),
-    }
-}
-
-/// A real server at `at` reached by `fwd`.
-fn real_by(at: &str, fwd: Forward) -> Real {
-    Real { fwd, ..real(at) }
-}
-
-/// An IPIP tunnel, the default one.
-const IPIP: Forward = Forward::Tunnel(Tunnel {
-    kind: TunKind::Ipip,
-    port: 0,
-    csum: TunCsum::None,
-});
-
-/// A tunnel of `kind` (`port`: GUE's) with `csum`.
-fn tunnel(kind: TunKind, port: u16, csum: TunCsum) -> Forward {
-    Forward::Tunnel(Tunnel { kind, port, csum })
-}
-
-/// A round-robin service on the VIP's `port` with `reals` (as a configuration lists them).
-fn rr(proto: Protocol, port: u16, reals: Vec<Real>) -> Service {
-    Service {
-        reals,
-        ..Service::new(proto, Ipv4Addr::from(VIP).into(), port, "rr")
-    }
-}
-
-struct Harness {
-    dp: Datapath,
-    snap: Snapshot,
-    conns: Arc<ConnTable>,
-}
-
-impl Harness {
-    /// The snapshot the control plane publishes next: the round-robin TCP service on the
-    /// VIP with `reals` (listed as in the configuration file), its state carried over.
-    fn next_snapshot(&self, reals: &[&str]) -> Snapshot {
-        let svc = rr(Protocol::Tcp, 80, reals.iter().map(|r| real(r)).collect());
-        Snapshot::build_native(&[svc], &self.snap)
-    }
+/// The snapshot the control plane publishes next: the round-robin TCP service on the VIP
+/// with `reals` (listed as in the configuration file), `h`'s state carried over.
+fn next_snapshot(h: &Harness, reals: &[&str]) -> Snapshot {
+    let svc = rr(Protocol::Tcp, 80, reals.iter().map(|r| real(r)).collect());
+    Snapshot::build_native(&[svc], &h.snap)
 }
 
 fn harness_with(max_conns: usize) -> Harness {
@@ -90,40 +43,18 @@ fn harness_with(max_conns: usize) -> Harness {
     harness_of(&services, max_conns)
 }
 
-/// A harness over `services`, every real server reachable on interface 1 (MAC from its
-/// address) with wvs's source address 198.19.0.1 on the way.
+/// A harness over `services`, every real server reachable on interface 1.
 fn harness_of(services: &[Service], max_conns: usize) -> Harness {
-    let snap = Snapshot::build_native(services, &Snapshot::default());
-    for d in snap.dests() {
-        let IpAddr::V4(a) = d.addr else {
-            unreachable!()
-        };
-        d.set_next_hop(Some(NextHop {
-            iface: 1,
-            mac: rs_mac(a.octets()[3]),
-        }));
-        d.set_source(Ipv4Addr::new(198, 19, 0, 1));
-    }
-    let conns = Arc::new(ConnTable::new(max_conns));
-    let ifaces: Arc<[Iface]> = vec![Iface::new(CLIENT_IF_MAC), Iface::new(SERVER_IF_MAC)].into();
-    let dp = Datapath::new(conns.clone(), ifaces, Arc::new(DatapathStats::default()), 1);
-    Harness { dp, snap, conns }
+    Harness::new(
+        Snapshot::build_native(services, &Snapshot::default()),
+        max_conns,
+        1,
+    )
 }
 
 fn harness() -> Harness {
     harness_with(1 << 16)
 }
-
-const COMPLETE: RxMeta = RxMeta {
-    iface: 0,
-    csum: CsumMode::Complete,
-    gso_size: 0,
-};
-const FROM_RS: RxMeta = RxMeta {
-    iface: 1,
-    csum: CsumMode::Complete,
-    gso_size: 0,
-};
 
 #[derive(Clone, Copy)]
 enum F {
@@ -494,7 +425,7 @@ fn removed_real_server_drops_and_reschedules() {
     h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
     let first = check_frame(&syn).2;
     // The control plane publishes a snapshot without that server.
-    let next = h.next_snapshot(&["198.19.0.12:8080", "198.19.0.13:8080"]);
+    let next = next_snapshot(&h, &["198.19.0.12:8080", "198.19.0.13:8080"]);
     h.snap.retire_into(&next);
     let mut ack = client_seg(40200, F::Ack, b"");
     assert_eq!(
@@ -562,7 +493,7 @@ fn without_expire_nodest_conn_a_removed_servers_packets_are_dropped_and_it_stays
     let h = harness();
     let mut syn = client_syn(40250);
     h.dp.process(&h.snap, 0, COMPLETE, &mut syn);
-    let mut next = h.next_snapshot(&["198.19.0.12:8080"]);
+    let mut next = next_snapshot(&h, &["198.19.0.12:8080"]);
     next.sysctl.expire_nodest_conn = false;
     h.snap.retire_into(&next);
     for (t, mut seg) in [(1, client_seg(40250, F::Ack, b"")), (2, client_syn(40250))] {
@@ -578,7 +509,10 @@ fn without_expire_nodest_conn_a_removed_servers_packets_are_dropped_and_it_stays
 #[test]
 fn conn_reuse_mode_0_sends_a_syn_in_time_wait_to_the_old_connection() {
     let h = harness();
-    let mut next = h.next_snapshot(&["198.19.0.13:8080", "198.19.0.12:8080", "198.19.0.11:8080"]);
+    let mut next = next_snapshot(
+        &h,
+        &["198.19.0.13:8080", "198.19.0.12:8080", "198.19.0.11:8080"],
+    );
     next.sysctl.conn_reuse_mode = 0;
     to_time_wait(&h, &next, 40310);
     let mut syn = client_syn(40310);

@@ -15,7 +15,7 @@ use super::sched::StoreData;
 use super::{Plugin, PluginError};
 use crate::consts::{
     HELPER_MAX_EXPECTS_PER_CALL, HELPER_REBUILD_BACKOFF_MAX_MS, HELPER_REBUILD_BACKOFF_MS,
-    MAX_WORKERS, PLUGIN_DEADLINE_EPOCHS, PLUGIN_SETUP_DEADLINE_EPOCHS,
+    MAX_WORKERS, PLUGIN_SETUP_DEADLINE_EPOCHS,
 };
 
 /// What the host lets a helper's `expect` call ask for, set before each call.
@@ -190,7 +190,7 @@ impl WasmHelper {
         let (r, _) = super::sched::call(
             &self.clock,
             &mut self.store,
-            PLUGIN_DEADLINE_EPOCHS,
+            self.clock.deadline(),
             kind,
             |store| packet.call(store, ()),
         );

@@ -192,9 +192,19 @@ pub(crate) struct EpochClock {
     running: std::sync::atomic::AtomicU32,
     asleep: AtomicBool,
     thread: std::sync::OnceLock<std::thread::Thread>,
+    /// A call's deadline in ticks, beyond `PLUGIN_DEADLINE_EPOCHS` (0: that).
+    deadline_ticks: AtomicU64,
 }
 
 impl EpochClock {
+    /// A call's deadline, in ticks.
+    pub(crate) fn deadline(&self) -> u64 {
+        match self.deadline_ticks.load(Relaxed) {
+            0 => crate::consts::PLUGIN_DEADLINE_EPOCHS,
+            t => t,
+        }
+    }
+
     /// Say a call is about to start (on the worker's side of the store/load pair with
     /// the timer: either the timer sees the new count or the caller sees it asleep); the
     /// call runs until the guard is dropped.
@@ -395,6 +405,15 @@ impl Runtime {
     /// The datapath workers helper pools build instances for.
     pub fn workers(&self) -> usize {
         self.workers.load(Relaxed)
+    }
+
+    /// Give every call `us` microseconds (of the thread's CPU clock) before it is taken for
+    /// a runaway, instead of `PLUGIN_DEADLINE_EPOCHS` ticks. For the tests: a debug build
+    /// on a shared machine, whose thread CPU clock also counts what the hypervisor took
+    /// (steal), is not where a deadline is judged.
+    pub fn set_call_deadline_us(&self, us: u64) {
+        let ticks = us.div_ceil(crate::consts::PLUGIN_EPOCH_US).max(1);
+        self.clock.deadline_ticks.store(ticks, Relaxed);
     }
 
     /// Set the time above which a scheduler call is slow, for instances made from now on.

@@ -26,6 +26,8 @@ pub(super) struct StoreData {
     /// The thread's CPU time when the current call started, for a call timed from its
     /// start ([`CallKind::Measured`]).
     cpu_start: Option<Duration>,
+    /// The current call's deadline, in ticks.
+    deadline_ticks: u64,
 }
 
 /// wasmtime's per-store limits, with [`PLUGIN_MAX_TABLE_ELEMENTS`] as the bound of every
@@ -124,6 +126,7 @@ impl StoreData {
             expect: Default::default(),
             overrun: None,
             cpu_start: None,
+            deadline_ticks: PLUGIN_DEADLINE_EPOCHS,
         }
     }
 
@@ -141,7 +144,7 @@ impl StoreData {
             // Measured from its start: interrupted once it ran for its deadline.
             let windows = &mut self.overrun.get_or_insert((start, 0)).1;
             *windows += 1;
-            let budget = Duration::from_micros(PLUGIN_EPOCH_US * PLUGIN_DEADLINE_EPOCHS);
+            let budget = Duration::from_micros(PLUGIN_EPOCH_US * self.deadline_ticks);
             return if now.saturating_sub(start) >= budget || *windows >= PLUGIN_OVERRUN_MAX_WINDOWS
             {
                 wasmtime::UpdateDeadline::Interrupt
@@ -189,6 +192,7 @@ pub(super) fn call<R>(
         CallKind::Quick => None,
         CallKind::Measured => thread_cpu(),
     };
+    d.deadline_ticks = ticks;
     store.set_epoch_deadline(ticks);
     let t0 = std::time::Instant::now();
     let r = f(store);
@@ -393,7 +397,7 @@ impl WasmScheduler {
         let (r, _) = call(
             &self.clock,
             &mut self.store,
-            PLUGIN_DEADLINE_EPOCHS,
+            self.clock.deadline(),
             CallKind::Measured,
             |store| update.call(store, (n as u32, flags)),
         );
@@ -427,7 +431,7 @@ impl WasmScheduler {
         let (r, took) = call(
             &self.clock,
             &mut self.store,
-            PLUGIN_DEADLINE_EPOCHS,
+            self.clock.deadline(),
             kind,
             |store| schedule.call(store, n as u32),
         );

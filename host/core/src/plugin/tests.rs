@@ -192,6 +192,8 @@ proptest! {
         static BUILTINS: std::sync::OnceLock<(Arc<Runtime>, Vec<Plugin>)> = std::sync::OnceLock::new();
         let (rt, builtins) = BUILTINS.get_or_init(|| {
             let rt = runtime();
+            // Agreement is tested here, not the deadline (see testkit::TEST_CALL_DEADLINE_US).
+            rt.set_call_deadline_us(crate::testkit::TEST_CALL_DEADLINE_US);
             let b = rt.builtins().unwrap();
             (rt, b)
         });
