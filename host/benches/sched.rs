@@ -14,10 +14,11 @@ use divan::Bencher;
 use etherparse::PacketBuilder;
 use wvs::conn::ConnTable;
 use wvs::datapath::{Datapath, DatapathStats, Iface, RxMeta, Verdict};
-use wvs::model::Scheduler;
+use wvs::model::{Protocol, Scheduler};
 use wvs::plugin::{Registry, Runtime};
 use wvs::service::{NextHop, SchedChoice, SchedState, Snapshot};
 use wvs::wire::checksum::CsumMode;
+use wvs_core::testkit;
 use wvs_sdk::ConnInfo;
 
 fn main() {
@@ -81,14 +82,9 @@ fn plugin_call_only(b: Bencher, name: &str) {
     b.bench_local(|| w.schedule(&conn, &table, 0).expect("call").is_some());
 }
 
-fn snapshot(reg: &Registry) -> Snapshot {
-    let cfg = wvs::config::parse(
-        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nscheduler = \"rr\"\n\
-         [[service.real]]\naddress = \"198.19.0.11:80\"\n[[service.real]]\naddress = \"198.19.0.12:80\"\n\
-         [[service.real]]\naddress = \"198.19.0.13:80\"\n",
-    )
-    .unwrap();
-    let snap = Snapshot::build(&cfg.services, &cfg.timeouts, &Snapshot::default(), &|n| {
+/// The snapshot of `services` (wvs_core::testkit's), schedulers as `reg` runs them.
+fn built(reg: &Registry, services: &[wvs::spec::Service]) -> Snapshot {
+    let snap = Snapshot::build(services, &Default::default(), &Snapshot::default(), &|n| {
         SchedChoice::new(n, reg.plugin_for(n))
     });
     for d in snap.dests() {
@@ -98,6 +94,11 @@ fn snapshot(reg: &Registry) -> Snapshot {
         }));
     }
     snap
+}
+
+fn snapshot(reg: &Registry) -> Snapshot {
+    let reals = ["198.19.0.11:80", "198.19.0.12:80", "198.19.0.13:80"].map(testkit::real);
+    built(reg, &[testkit::rr(Protocol::Tcp, 80, reals.into())])
 }
 
 const CLIENT_IF: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -162,20 +163,8 @@ fn new_conn_wasm(b: Bencher) {
 #[divan::bench(sample_size = 100, sample_count = 500)]
 fn known_flow(b: Bencher) {
     let reg = registry(false);
-    let cfg = wvs::config::parse(
-        "[[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:9000\"\nscheduler = \"rr\"\n\
-         [[service.real]]\naddress = \"198.19.0.11:9000\"\n[[service.real]]\naddress = \"198.19.0.12:9000\"\n",
-    )
-    .unwrap();
-    let snap = Snapshot::build(&cfg.services, &cfg.timeouts, &Snapshot::default(), &|n| {
-        SchedChoice::new(n, reg.plugin_for(n))
-    });
-    for d in snap.dests() {
-        d.set_next_hop(Some(NextHop {
-            iface: 1,
-            mac: [2, 0, 0, 0, 1, 1],
-        }));
-    }
+    let reals = ["198.19.0.11:9000", "198.19.0.12:9000"].map(testkit::real);
+    let snap = built(&reg, &[testkit::rr(Protocol::Udp, 9000, reals.into())]);
     let (dp, meta) = datapath(1 << 20);
     let datagram = |port: u16| {
         let mut v = Vec::with_capacity(64);
