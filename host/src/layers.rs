@@ -16,6 +16,8 @@ pub const CORE_LAYERS: &[&[&str]] = &[
     &["service"],
     &["conn"],
     &["datapath"],
+    // The shared test topology (tests and the `testkit` feature).
+    &["testkit"],
 ];
 
 /// The daemon's layers, lowest first; `"core"` stands for every module of
@@ -236,7 +238,7 @@ mod tests {
         assert_eq!(named(&code(text)), ["a", "b", "e"]);
         assert_eq!(layer("run"), Some(LAYERS.len() - 1));
         assert_eq!(layer("conn"), Some(0));
-        assert_eq!(core_layer("datapath"), Some(CORE_LAYERS.len() - 1));
+        assert_eq!(core_layer("datapath"), Some(CORE_LAYERS.len() - 2));
         assert_eq!(layer("nothing"), None);
     }
 }

@@ -368,3 +368,41 @@ impl TcpState {
         Self::ALL[usize::from(i) % Self::ALL.len()]
     }
 }
+
+/// Where frames go on the link: which of wvs's interfaces and which MAC address (a real
+/// server or its gateway; a client or its router, for replies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    /// Index of the interface in the `--iface` list.
+    pub iface: u8,
+    /// Link-layer address of the next hop.
+    pub mac: [u8; 6],
+}
+
+impl NextHop {
+    const VALID: u64 = 1 << 63;
+
+    /// As one word (for an atomic): valid bit, interface, MAC.
+    pub(crate) fn pack(self) -> u64 {
+        let mut v = Self::VALID | (u64::from(self.iface) << 48);
+        for (i, b) in self.mac.iter().enumerate() {
+            v |= u64::from(*b) << (8 * (5 - i));
+        }
+        v
+    }
+
+    /// From [`Self::pack`]'s word, `None` if it was none.
+    pub(crate) fn unpack(v: u64) -> Option<Self> {
+        if v & Self::VALID == 0 {
+            return None;
+        }
+        let mut mac = [0u8; 6];
+        for (i, b) in mac.iter_mut().enumerate() {
+            *b = (v >> (8 * (5 - i))) as u8;
+        }
+        Some(Self {
+            iface: (v >> 48) as u8,
+            mac,
+        })
+    }
+}

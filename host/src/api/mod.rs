@@ -390,7 +390,7 @@ struct PluginPath {
     name: String,
 }
 
-fn parse_service_filter(s: &str) -> Result<crate::config::ServiceId, ApiError> {
+fn parse_service_filter(s: &str) -> Result<crate::model::ServiceKey, ApiError> {
     let (p, a) = s.split_once('/').ok_or_else(|| {
         ApiError::bad(format!(
             "service {s:?}: write it as PROTO/VIP:PORT, e.g. tcp/198.18.100.1:80"
@@ -480,7 +480,7 @@ async fn add_service(
     Ok((StatusCode::CREATED, view_of(&st, id)?).into_response())
 }
 
-fn view_of(st: &Shared, id: crate::config::ServiceId) -> Result<axum::Json<ServiceView>, ApiError> {
+fn view_of(st: &Shared, id: crate::model::ServiceKey) -> Result<axum::Json<ServiceView>, ApiError> {
     let snap = st.snapshot.load();
     snap.service(id.proto, id.addr, id.port)
         .map(|s| axum::Json(ServiceView::of(s, &st.conns)))

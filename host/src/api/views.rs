@@ -331,7 +331,7 @@ impl ConnView {
             protocol: c.proto.name().into(),
             client: SocketAddr::new(c.caddr, c.cport).to_string(),
             virtual_address: SocketAddr::new(c.vaddr, c.vport).to_string(),
-            real: SocketAddr::new(c.daddr, c.dport).to_string(),
+            real: SocketAddr::new(c.raddr, c.rport).to_string(),
             state: state.into(),
             expires_ms: c.expires.saturating_sub(now),
         }
@@ -475,7 +475,7 @@ impl ConnList {
                     return true;
                 }
                 let state = conn_state_name(c);
-                if !filter.keeps(c.proto, c.vaddr, c.vport, c.daddr, c.dport, state) {
+                if !filter.keeps(c.proto, c.vaddr, c.vport, c.raddr, c.rport, state) {
                     return true;
                 }
                 let more = push(
@@ -633,7 +633,8 @@ pub struct InfoView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{ConnKey, Hop};
+    use crate::conn::ConnKey;
+    use crate::model::NextHop;
     use crate::service::Dest;
     use std::sync::Arc;
 
@@ -648,7 +649,7 @@ mod tests {
                 daddr: "198.18.100.1".parse().expect("addr"),
                 dport: 80,
             };
-            let hop = Hop {
+            let hop = NextHop {
                 iface: 0,
                 mac: [2, 0, 0, 0, 0, 1],
             };

@@ -793,9 +793,6 @@ impl DefenseSettings {
     }
 }
 
-/// What identifies a virtual service.
-pub type ServiceId = ServiceKey;
-
 /// A validated virtual service, with its health checks.
 pub type ServiceSpec = spec::Service<check::CheckSpec>;
 
@@ -961,7 +958,7 @@ pub fn parse_protocol(s: &str) -> Result<Protocol, ConfigError> {
 }
 
 /// Parse a service's identity (protocol name and `vip:port`).
-pub fn parse_service_id(protocol: &str, address: &str) -> Result<ServiceId, ConfigError> {
+pub fn parse_service_id(protocol: &str, address: &str) -> Result<ServiceKey, ConfigError> {
     let proto = parse_protocol(protocol)?;
     let vip = parse_sockaddr(address, "service address")?;
     Ok(ServiceKey {
@@ -1116,7 +1113,7 @@ impl ServiceDef {
 
 impl RealDef {
     /// Validate a real server of service `svc`.
-    pub fn validate(&self, svc: ServiceId) -> Result<RealSpec, ConfigError> {
+    pub fn validate(&self, svc: ServiceKey) -> Result<RealSpec, ConfigError> {
         let ra = parse_real_addr(&self.address)?;
         let fwd = self.forward_method(svc, ra.port())?;
         if self.weight > MAX_WEIGHT {
@@ -1167,7 +1164,7 @@ impl RealDef {
     /// The forwarding method as written, checked as ipvsadm and the kernel check it: tunnel
     /// options only with a tunnel and only those its type takes; DR and tunnels keep the
     /// virtual port (`port`: the real server's as written).
-    fn forward_method(&self, svc: ServiceId, port: u16) -> Result<Forward, ConfigError> {
+    fn forward_method(&self, svc: ServiceKey, port: u16) -> Result<Forward, ConfigError> {
         let who = &self.address;
         let fwd = match self.forward.as_str() {
             "nat" | "masq" => Forward::Masq,
@@ -1420,12 +1417,12 @@ impl Config {
     }
 
     /// The service with this identity.
-    pub fn service(&self, id: ServiceId) -> Option<&ServiceSpec> {
+    pub fn service(&self, id: ServiceKey) -> Option<&ServiceSpec> {
         self.services.iter().find(|s| s.key() == id)
     }
 
     /// The service with this identity, to edit.
-    pub fn service_mut(&mut self, id: ServiceId) -> Option<&mut ServiceSpec> {
+    pub fn service_mut(&mut self, id: ServiceKey) -> Option<&mut ServiceSpec> {
         self.services.iter_mut().find(|s| s.key() == id)
     }
 }

@@ -8,9 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    Config, ConfigError, RealDef, ServiceDef, ServiceId, ServiceSettings, parse_real_addr,
-    parse_service_id,
+    Config, ConfigError, RealDef, ServiceDef, ServiceSettings, parse_real_addr, parse_service_id,
 };
+use crate::model::ServiceKey;
 
 /// One change.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -284,7 +284,7 @@ fn edit_service(cfg: &mut Config, def: &ServiceDef) -> Result<(), EditError> {
     Ok(())
 }
 
-fn add_real(cfg: &mut Config, id: ServiceId, real: &RealDef) -> Result<(), EditError> {
+fn add_real(cfg: &mut Config, id: ServiceKey, real: &RealDef) -> Result<(), EditError> {
     let spec = real.validate(id)?;
     let svc = find(cfg, id)?;
     if svc
@@ -302,7 +302,7 @@ fn add_real(cfg: &mut Config, id: ServiceId, real: &RealDef) -> Result<(), EditE
 }
 
 /// `-e`: the server as given; its check and sorry flag (wvs's own) stay unless given.
-fn edit_real(cfg: &mut Config, id: ServiceId, real: &RealDef) -> Result<(), EditError> {
+fn edit_real(cfg: &mut Config, id: ServiceKey, real: &RealDef) -> Result<(), EditError> {
     let spec = real.validate(id)?;
     let svc = find(cfg, id)?;
     let cur = svc
@@ -324,7 +324,7 @@ fn edit_real(cfg: &mut Config, id: ServiceId, real: &RealDef) -> Result<(), Edit
 
 fn delete_real(
     cfg: &mut Config,
-    id: ServiceId,
+    id: ServiceKey,
     real: &str,
     drain_timeout: Option<u32>,
 ) -> Result<(), EditError> {
@@ -351,7 +351,7 @@ fn delete_real(
     Ok(())
 }
 
-fn add_laddr(cfg: &mut Config, id: ServiceId, laddr: &str) -> Result<(), EditError> {
+fn add_laddr(cfg: &mut Config, id: ServiceKey, laddr: &str) -> Result<(), EditError> {
     let a = crate::config::parse_laddr(laddr)?;
     let svc = find(cfg, id)?;
     if svc.laddrs.contains(&a) {
@@ -363,7 +363,7 @@ fn add_laddr(cfg: &mut Config, id: ServiceId, laddr: &str) -> Result<(), EditErr
     Ok(())
 }
 
-fn delete_laddr(cfg: &mut Config, id: ServiceId, laddr: &str) -> Result<(), EditError> {
+fn delete_laddr(cfg: &mut Config, id: ServiceKey, laddr: &str) -> Result<(), EditError> {
     let a = crate::config::parse_laddr(laddr)?;
     let svc = find(cfg, id)?;
     let before = svc.laddrs.len();
@@ -388,7 +388,7 @@ fn set_timeouts(cfg: &mut Config, [tcp, tcpfin, udp]: [u32; 3]) -> Result<(), Ed
     Ok(())
 }
 
-fn find(cfg: &mut Config, id: ServiceId) -> Result<&mut crate::config::ServiceSpec, EditError> {
+fn find(cfg: &mut Config, id: ServiceKey) -> Result<&mut crate::config::ServiceSpec, EditError> {
     cfg.service_mut(id)
         .ok_or_else(|| EditError::NotFound(format!("no service {id}")))
 }

@@ -17,7 +17,7 @@ pub use state::{Direction, TcpFlags};
 pub use table::{ConnTable, InsertError};
 
 use crate::consts::UDP_TIMEOUT_SECS;
-use crate::model::{Forward, Protocol};
+use crate::model::{Forward, NextHop, Protocol};
 use crate::service::Dest;
 
 /// Lookup key of a packet: protocol and both endpoints, as the packet carries them.
@@ -35,16 +35,6 @@ pub struct ConnKey {
     pub dport: u16,
 }
 
-/// Where replies to the client go: the interface the client's packets came in on and the
-/// MAC address they came from (the client or its router).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Hop {
-    /// Index of the interface in the `--iface` list.
-    pub iface: u8,
-    /// Link-layer address.
-    pub mac: [u8; 6],
-}
-
 /// One tracked connection (`struct ip_vs_conn`), NAT mode.
 #[derive(Debug)]
 pub struct Conn {
@@ -58,10 +48,11 @@ pub struct Conn {
     pub vaddr: IpAddr,
     /// Virtual port.
     pub vport: u16,
-    /// Real server address.
-    pub daddr: IpAddr,
-    /// Real server port.
-    pub dport: u16,
+    /// Real server address (IPVS's `cp->daddr`; a packet's [`ConnKey::daddr`] is its
+    /// destination, the VIP on the way in).
+    pub raddr: IpAddr,
+    /// Real server port (`cp->dport`).
+    pub rport: u16,
     /// TCP state (UDP connections stay in `None`).
     pub state: TcpState,
     /// Whether the connection counts as inactive on its real server (`IP_VS_CONN_F_INACTIVE`).
@@ -73,13 +64,13 @@ pub struct Conn {
     /// Time (ms on the datapath clock) after which the connection is expired.
     pub expires: u64,
     /// Where replies go.
-    pub client_hop: Hop,
+    pub client_hop: NextHop,
     /// The real server; keeps it alive after its removal until the connection goes.
     pub dest: Arc<Dest>,
     /// The service's counters (replies are counted there too).
     pub svc_stats: Arc<crate::stats::Stats>,
-    /// The persistence template that placed it (`cp->control`), kept alive by it.
-    pub control: Option<persist::Control>,
+    /// The persistence template that placed it (IPVS's `cp->control`), kept alive by it.
+    pub template: Option<persist::Control>,
     /// How its packets reach the real server: the server's method when it was created,
     /// kept for its life (IPVS binds `cp->packet_xmit` once).
     pub fwd: Forward,
@@ -115,7 +106,7 @@ impl Conn {
         key: &ConnKey,
         dest: Arc<Dest>,
         svc_stats: Arc<crate::stats::Stats>,
-        client_hop: Hop,
+        client_hop: NextHop,
         now: u64,
     ) -> Self {
         dest.bind();
@@ -130,8 +121,8 @@ impl Conn {
             cport: key.sport,
             vaddr: key.daddr,
             vport: key.dport,
-            daddr: dest.addr,
-            dport: if dest.port == 0 { key.dport } else { dest.port },
+            raddr: dest.addr,
+            rport: if dest.port == 0 { key.dport } else { dest.port },
             state: TcpState::None,
             inactive: true,
             expire_now: false,
@@ -140,7 +131,7 @@ impl Conn {
             client_hop,
             dest,
             svc_stats,
-            control: None,
+            template: None,
             fwd,
             laddr: key.saddr,
             lport: key.sport,
@@ -172,8 +163,8 @@ impl Conn {
     pub fn out_key(&self) -> ConnKey {
         ConnKey {
             proto: self.proto,
-            saddr: self.daddr,
-            sport: self.dport,
+            saddr: self.raddr,
+            sport: self.rport,
             daddr: self.laddr,
             dport: self.lport,
         }
@@ -204,7 +195,7 @@ impl Conn {
             Protocol::Udp => {
                 self.timeout_ms = timeouts.udp();
                 if dir == Direction::Output
-                    && let Some(c) = &self.control
+                    && let Some(c) = &self.template
                 {
                     c.assure();
                 }
@@ -232,7 +223,7 @@ impl Conn {
             }
             self.state = new;
             if new == TcpState::Established
-                && let Some(c) = &self.control
+                && let Some(c) = &self.template
             {
                 c.assure();
             }

@@ -369,7 +369,7 @@ impl ConnTable {
                     return false;
                 }
                 if let Some(c) = inner.conns.get_mut(idx) {
-                    c.dport = key.sport;
+                    c.rport = key.sport;
                     c.vport = vport;
                     c.no_dport = false;
                 }
@@ -716,7 +716,8 @@ fn rehash(table: &ConnTable, conns: &Slab<Conn>, tagged: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{Hop, TcpState};
+    use crate::conn::TcpState;
+    use crate::model::NextHop;
     use crate::service::Dest;
     use std::sync::Arc;
 
@@ -730,8 +731,8 @@ mod tests {
         }
     }
 
-    fn hop() -> Hop {
-        Hop {
+    fn hop() -> NextHop {
+        NextHop {
             iface: 0,
             mac: [2, 0, 0, 0, 0, 1],
         }
@@ -747,7 +748,7 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(d.inactconns.load(Relaxed), 1);
         assert_eq!(
-            t.with_conn(KeyDir::In, &key(40000), |c| c.dport),
+            t.with_conn(KeyDir::In, &key(40000), |c| c.rport),
             Some(8080)
         );
         assert_eq!(t.with_conn(KeyDir::Out, &out, |c| c.vport), Some(80));

@@ -17,10 +17,11 @@ use wvs_sdk::{Expect, HELPER_MAX_PAYLOAD, PacketInfo, helper_dir, helper_fwd};
 
 use super::{DropReason, L4Info, stats};
 use crate::conn::app::{AppConn, Controller, SeqAdj};
-use crate::conn::{Conn, ConnKey, Hop, TcpState, persist};
+use crate::conn::{Conn, ConnKey, TcpState, persist};
 use crate::consts::{
     HELPER_DATA_PORTS_FROM, HELPER_EXPECT_TIMEOUT_MS, HELPER_MAX_EXPECTS_PER_CALL,
 };
+use crate::model::NextHop;
 use crate::model::{Forward, Protocol};
 use crate::plugin::Answer;
 use crate::service::Dest;
@@ -35,8 +36,8 @@ pub(super) struct AppCtx {
     vport: u16,
     dest: Arc<Dest>,
     svc_stats: Arc<crate::stats::Stats>,
-    hop: Hop,
-    control: Option<persist::Control>,
+    hop: NextHop,
+    template: Option<persist::Control>,
 }
 
 fn mapped(a: IpAddr) -> [u8; 16] {
@@ -55,10 +56,10 @@ impl AppCtx {
             info: PacketInfo {
                 caddr: mapped(c.caddr),
                 vaddr: mapped(c.vaddr),
-                daddr: mapped(c.daddr),
+                daddr: mapped(c.raddr),
                 cport: c.cport,
                 vport: c.vport,
-                dport: c.dport,
+                dport: c.rport,
                 proto: c.proto.number(),
                 af: 4,
                 fwd: if c.fwd == Forward::FullNat {
@@ -74,7 +75,7 @@ impl AppCtx {
             dest: c.dest.clone(),
             svc_stats: c.svc_stats.clone(),
             hop: c.client_hop,
-            control: c.control.as_ref().map(persist::Control::share),
+            template: c.template.as_ref().map(persist::Control::share),
         })
     }
 }
@@ -431,11 +432,11 @@ impl super::Datapath {
             dport: vport,
         };
         let mut conn = Conn::new(&key, ctx.dest.clone(), ctx.svc_stats.clone(), ctx.hop, now);
-        conn.dport = e.dport;
+        conn.rport = e.dport;
         conn.no_cport = e.cport == 0;
         conn.no_dport = e.dport == 0;
         conn.controller = Some(Controller::new(&ctx.app));
-        conn.control = ctx.control.as_ref().map(persist::Control::share);
+        conn.template = ctx.template.as_ref().map(persist::Control::share);
         conn.timeout_ms = if e.timeout_ms == 0 {
             HELPER_EXPECT_TIMEOUT_MS
         } else {

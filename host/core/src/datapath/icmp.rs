@@ -253,7 +253,7 @@ impl Datapath {
                     c.dest.stats.worker(w).packet_in(len);
                     c.svc_stats.worker(w).packet_in(len);
                     let other = (c.fwd == Forward::FullNat).then_some((c.laddr, c.lport));
-                    Some((c.daddr, c.dport, hop.iface, hop.mac, other))
+                    Some((c.raddr, c.rport, hop.iface, hop.mac, other))
                 }),
             ),
             About::Forwarded => (

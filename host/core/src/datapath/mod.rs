@@ -24,7 +24,7 @@ pub use crate::xmit::gso::{SegmentSink, SegmentTo};
 pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
-use crate::conn::{Conn, ConnKey, ConnTable, Direction, Hop, InsertError, TcpFlags, TcpState};
+use crate::conn::{Conn, ConnKey, ConnTable, Direction, InsertError, TcpFlags, TcpState};
 use crate::model::{Forward, Protocol};
 use crate::service::{Dest, NextHop, Snapshot, VirtualService};
 use crate::wire::checksum::CsumMode;
@@ -428,7 +428,7 @@ impl Datapath {
             Ok(Parsed::NotOurs) => return Verdict::Pass,
             Err(r) => return Verdict::Drop(r),
         };
-        let hop = Hop {
+        let hop = NextHop {
             iface: meta.iface,
             mac: client_mac,
         };
@@ -472,7 +472,7 @@ impl Datapath {
         &self,
         rx: Rx<'_>,
         svc: Option<&Arc<VirtualService>>,
-        client_hop: Hop,
+        client_hop: NextHop,
         buf: &mut [u8],
         sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
@@ -494,7 +494,7 @@ impl Datapath {
             // no service and could not be scheduled); then the server's state.
             let reuse = sysctl.conn_reuse_mode;
             if reuse != 0 && info.is_new_syn() {
-                let over = c.control.is_none()
+                let over = c.template.is_none()
                     && c.controller.is_none()
                     && (matches!(c.state, TcpState::TimeWait | TcpState::Close)
                         || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output));
@@ -532,8 +532,8 @@ impl Datapath {
             c.dest.stats.worker(self.worker).packet_in(info.total_len);
             c.svc_stats.worker(self.worker).packet_in(info.total_len);
             InLookup::Forward {
-                daddr: c.daddr,
-                dport: c.dport,
+                daddr: c.raddr,
+                dport: c.rport,
                 hop: c.dest.next_hop(),
                 fwd: c.fwd,
                 src: c.dest.source(),
@@ -708,7 +708,7 @@ impl Datapath {
         &self,
         svc: &VirtualService,
         now: u64,
-        client_hop: Hop,
+        client_hop: NextHop,
         info: &L4Info,
         key: &ConnKey,
         sysctl: crate::spec::Sysctl,
@@ -772,7 +772,7 @@ impl Datapath {
             return Err(Some(DropReason::NoLocalAddr));
         }
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
-        conn.control = control;
+        conn.template = control;
         // ip_vs_bind_app: helpers only for the methods whose replies come back through wvs.
         if !svc.helpers.is_empty() && matches!(conn.fwd, Forward::Masq | Forward::FullNat) {
             conn.app = Some(crate::conn::app::AppConn::new(
@@ -788,8 +788,8 @@ impl Datapath {
         );
         conn.touch(now);
         let fwd = InLookup::Forward {
-            daddr: conn.daddr,
-            dport: conn.dport,
+            daddr: conn.raddr,
+            dport: conn.rport,
             hop,
             fwd: conn.fwd,
             src: dest.source(),

@@ -5,44 +5,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use crate::model::{Forward, TunCsum, TunKind, Tunnel};
+use crate::model::{Forward, NextHop, TunCsum, TunKind, Tunnel};
 
 use wvs_sdk::dest_flags::{AVAILABLE, OVERLOAD};
-
-/// Where frames to a real server go: which of wvs's interfaces and which MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NextHop {
-    /// Index of the interface in the `--iface` list.
-    pub iface: u8,
-    /// Link-layer address of the next hop (the real server or its gateway).
-    pub mac: [u8; 6],
-}
-
-impl NextHop {
-    const VALID: u64 = 1 << 63;
-
-    fn pack(self) -> u64 {
-        let mut v = Self::VALID | (u64::from(self.iface) << 48);
-        for (i, b) in self.mac.iter().enumerate() {
-            v |= u64::from(*b) << (8 * (5 - i));
-        }
-        v
-    }
-
-    fn unpack(v: u64) -> Option<Self> {
-        if v & Self::VALID == 0 {
-            return None;
-        }
-        let mut mac = [0u8; 6];
-        for (i, b) in mac.iter_mut().enumerate() {
-            *b = (v >> (8 * (5 - i))) as u8;
-        }
-        Some(Self {
-            iface: (v >> 48) as u8,
-            mac,
-        })
-    }
-}
 
 /// A forwarding method as one word, so that the fast path reads it with one load: the
 /// method in bits 0-7, the tunnel type in 8-15, its checksum option in 16-23, its port in

@@ -10,7 +10,8 @@
 mod dest;
 mod sched;
 
-pub use dest::{Dest, NextHop};
+pub use crate::model::NextHop;
+pub use dest::Dest;
 pub use sched::{SchedChoice, SchedState};
 
 use std::any::Any;
