@@ -18,7 +18,7 @@ use crate::plugin::PluginError;
 
 /// What a compilation may take.
 #[derive(Debug, Clone)]
-pub struct Budget {
+pub(crate) struct Budget {
     /// wvs's binary (it runs the child).
     pub exe: PathBuf,
     /// The child's wall-clock time.
@@ -153,7 +153,7 @@ fn restrict_writes(cache_dir: Option<&Path>) {
 
 impl Budget {
     /// The runtime's gate: compile a module from outside in the child first.
-    pub fn into_gate(self) -> crate::plugin::Gate {
+    pub(crate) fn into_gate(self) -> crate::plugin::Gate {
         crate::plugin::Gate(Box::new(move |name, wasm| self.check(name, wasm)))
     }
 }

@@ -13,7 +13,7 @@
 use caps::{CapSet, Capability, CapsHashSet};
 
 /// The capabilities wvs keeps after start.
-pub const KEPT: &[Capability] = &[Capability::CAP_NET_ADMIN];
+pub(crate) const KEPT: &[Capability] = &[Capability::CAP_NET_ADMIN];
 
 /// With `--io xdp`, also CAP_BPF: every change rewrites the XDP filter's map, and the
 /// `bpf()` call takes it where unprivileged BPF is off (Debian's default); and
@@ -21,7 +21,7 @@ pub const KEPT: &[Capability] = &[Capability::CAP_NET_ADMIN];
 /// against `RLIMIT_MEMLOCK` (8 MiB by default, half of one UMEM), and an interface that
 /// comes back gets new XDP sockets (raising the limit instead would take CAP_SYS_RESOURCE,
 /// which is broader).
-pub const KEPT_XDP: &[Capability] = &[
+pub(crate) const KEPT_XDP: &[Capability] = &[
     Capability::CAP_NET_ADMIN,
     Capability::CAP_BPF,
     Capability::CAP_IPC_LOCK,
@@ -29,7 +29,7 @@ pub const KEPT_XDP: &[Capability] = &[
 
 /// Why privileges could not be dropped.
 #[derive(Debug, thiserror::Error)]
-pub enum PrivsError {
+pub(crate) enum PrivsError {
     /// A capability set could not be read or changed.
     #[error("capabilities: {0}")]
     Caps(#[from] caps::errors::CapsError),
@@ -40,7 +40,7 @@ pub enum PrivsError {
 
 /// What was dropped, for the log.
 #[derive(Debug)]
-pub struct Dropped {
+pub(crate) struct Dropped {
     /// The permitted set now.
     pub kept: Vec<Capability>,
     /// Capabilities removed from the permitted set.
@@ -49,20 +49,20 @@ pub struct Dropped {
 
 /// Drop every capability but [`KEPT`] (or [`KEPT_XDP`]) from every set and set
 /// `NO_NEW_PRIVS`.
-pub fn drop_to_kept(xdp: bool) -> Result<Dropped, PrivsError> {
+pub(crate) fn drop_to_kept(xdp: bool) -> Result<Dropped, PrivsError> {
     drop_to(if xdp { KEPT_XDP } else { KEPT })
 }
 
 /// Drop every capability of the calling thread (capabilities are each thread's own): for a
 /// thread started before [`drop_to_kept`] that needs none.
-pub fn drop_all_in_this_thread() {
+pub(crate) fn drop_all_in_this_thread() {
     if let Err(e) = drop_to(&[]) {
         tracing::warn!("cannot drop this thread's capabilities: {e}");
     }
 }
 
 /// The socket broker's set ([`crate::io::broker`]): CAP_NET_RAW alone.
-pub fn drop_to_net_raw() -> Result<Dropped, PrivsError> {
+pub(crate) fn drop_to_net_raw() -> Result<Dropped, PrivsError> {
     drop_to(&[Capability::CAP_NET_RAW])
 }
 
@@ -98,7 +98,7 @@ fn drop_to(keep: &[Capability]) -> Result<Dropped, PrivsError> {
 
 /// Let the next program this process starts have `cap` (inheritable and ambient), if
 /// this process has it; [`drop_to_kept`] clears it again.
-pub fn pass_on(cap: Capability) {
+pub(crate) fn pass_on(cap: Capability) {
     let r = caps::raise(None, CapSet::Inheritable, cap)
         .and_then(|()| caps::raise(None, CapSet::Ambient, cap));
     if let Err(e) = r {
@@ -109,7 +109,7 @@ pub fn pass_on(cap: Capability) {
 /// Let no program the calling thread starts have a capability through exec (its ambient
 /// and inheritable sets cleared; the thread keeps its own). As root (`--user root`) a
 /// program still gets the bounding set, CAP_NET_ADMIN.
-pub fn pass_none_on() {
+pub(crate) fn pass_none_on() {
     let r =
         caps::clear(None, CapSet::Ambient).and_then(|()| caps::clear(None, CapSet::Inheritable));
     if let Err(e) = r {
@@ -196,7 +196,7 @@ pub fn take_env_token() -> Option<String> {
 
 /// Raise the soft limit on open files to the hard one: the API's connection cap and the
 /// health checks' sockets come out of it, and 1024 is a default from another era.
-pub fn raise_nofile() {
+pub(crate) fn raise_nofile() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => {
@@ -211,7 +211,7 @@ pub fn raise_nofile() {
 
 /// The user wvs runs as once set up, when started as root.
 #[derive(Debug, Clone)]
-pub struct RunAs {
+pub(crate) struct RunAs {
     /// Its name.
     pub name: String,
     /// Its user id.
@@ -279,7 +279,7 @@ pub enum UserError {
 /// its user) or `name` is `root` (by explicit choice, warned about). The default user
 /// (`consts::DEFAULT_USER`) is created as a system user when missing, so that a fresh
 /// machine needs no step first; another name must exist.
-pub fn resolve_user(name: &str) -> Result<Option<RunAs>, UserError> {
+pub(crate) fn resolve_user(name: &str) -> Result<Option<RunAs>, UserError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -340,7 +340,7 @@ pub fn resolve_user(name: &str) -> Result<Option<RunAs>, UserError> {
 /// Make `dir` (created mode 0700 if missing) and everything in it `to`'s, without
 /// following symbolic links: what an earlier run as another user left becomes the new
 /// user's.
-pub fn give_dir(dir: &std::path::Path, to: &RunAs) -> Result<(), UserError> {
+pub(crate) fn give_dir(dir: &std::path::Path, to: &RunAs) -> Result<(), UserError> {
     use std::os::unix::fs::DirBuilderExt;
     let err = |err| UserError::Chown {
         dir: dir.display().to_string(),
@@ -411,7 +411,7 @@ fn reachable(dir: &std::path::Path, to: &RunAs) -> Result<(), String> {
 
 /// Become `to` for good, keeping the permitted capabilities across the change (then
 /// [`drop_to_kept`] narrows them and raises what the new user's children need).
-pub fn become_user(to: &RunAs) -> Result<(), UserError> {
+pub(crate) fn become_user(to: &RunAs) -> Result<(), UserError> {
     use nix::unistd::{setgroups, setresgid, setresuid};
     let err = |source| UserError::Switch {
         name: to.name.clone(),

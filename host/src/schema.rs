@@ -18,22 +18,22 @@ fn ipv4() -> String {
 }
 
 /// Pattern of a virtual service's address: `a.b.c.d:port`.
-pub fn vip_port_pattern() -> String {
+pub(crate) fn vip_port_pattern() -> String {
     format!("^{}:{PORT}$", ipv4())
 }
 
 /// Pattern of a real server's address: `a.b.c.d`, or with a port (0: the virtual port).
-pub fn real_addr_pattern() -> String {
+pub(crate) fn real_addr_pattern() -> String {
     format!("^{}(:(0|{PORT}))?$", ipv4())
 }
 
 /// Pattern of a service filter: `tcp/a.b.c.d:port`.
-pub fn service_filter_pattern() -> String {
+pub(crate) fn service_filter_pattern() -> String {
     format!("^(tcp|udp)/{}:{PORT}$", ipv4())
 }
 
 /// Pattern of a scheduler or plugin name.
-pub const NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,32}$";
+pub(crate) const NAME_PATTERN: &str = "^[A-Za-z0-9_-]{1,32}$";
 
 fn string(description: &str) -> ObjectBuilder {
     ObjectBuilder::new()
@@ -246,17 +246,18 @@ schema_type!(
 );
 
 /// Pattern of an HTTP check's path: `/` and printable ASCII without spaces.
-pub const CHECK_PATH_PATTERN: &str = "^/[!-~]*$";
+pub(crate) const CHECK_PATH_PATTERN: &str = "^/[!-~]*$";
 /// Pattern of an HTTP check's host: printable ASCII without spaces.
-pub const CHECK_HOST_PATTERN: &str = "^[!-~]+$";
+pub(crate) const CHECK_HOST_PATTERN: &str = "^[!-~]+$";
 /// Pattern of an HTTP status code or range.
-pub const CHECK_STATUS_PATTERN: &str = "^[1-5][0-9]{2}(-[1-5][0-9]{2})?$";
+pub(crate) const CHECK_STATUS_PATTERN: &str = "^[1-5][0-9]{2}(-[1-5][0-9]{2})?$";
 /// Pattern of an MD5 digest.
-pub const CHECK_DIGEST_PATTERN: &str = "^[0-9a-fA-F]{32}$";
+pub(crate) const CHECK_DIGEST_PATTERN: &str = "^[0-9a-fA-F]{32}$";
 /// Pattern of a DNS check's name: `.` or labels of letters, digits, '-' and '_'.
-pub const CHECK_DNS_NAME_PATTERN: &str = "^(\\.|([A-Za-z0-9_-]{1,63}\\.)*[A-Za-z0-9_-]{1,63}\\.?)$";
+pub(crate) const CHECK_DNS_NAME_PATTERN: &str =
+    "^(\\.|([A-Za-z0-9_-]{1,63}\\.)*[A-Za-z0-9_-]{1,63}\\.?)$";
 /// Pattern of a misc check's program: something besides spaces.
-pub const CHECK_PROGRAM_PATTERN: &str = "\\S";
+pub(crate) const CHECK_PROGRAM_PATTERN: &str = "\\S";
 
 schema_type!(
     /// An HTTP check's path.
@@ -318,7 +319,7 @@ schema_type!(
 
 /// The names a connection's state can have in listings, as `ipvsadm -L -c` prints them:
 /// the TCP states, and `UDP`.
-pub fn state_names() -> impl Iterator<Item = &'static str> {
+pub(crate) fn state_names() -> impl Iterator<Item = &'static str> {
     crate::conn::TcpState::ALL
         .iter()
         .map(|s| s.name())

@@ -364,6 +364,7 @@ impl TcpState {
         u64::from(crate::consts::TCP_TIMEOUTS_SECS[self as usize]) * 1000
     }
 
+    #[cfg(test)]
     pub(crate) fn from_index(i: u8) -> Self {
         Self::ALL[usize::from(i) % Self::ALL.len()]
     }

@@ -54,7 +54,7 @@ fn tun_info(r: &crate::api::RealView) -> Option<String> {
 }
 
 /// A number as `print_largenum` prints it: 9 wide, or scaled with K/M/G/T unless `exact`.
-pub fn largenum(out: &mut String, i: u64, exact: bool) {
+pub(crate) fn largenum(out: &mut String, i: u64, exact: bool) {
     let _ = if exact {
         let len = i.to_string().len();
         let w = if len <= 8 { 9 } else { len + 1 };
@@ -73,7 +73,7 @@ pub fn largenum(out: &mut String, i: u64, exact: bool) {
 }
 
 /// The title lines of a listing.
-pub fn title(out: &mut String, l: Listing) {
+pub(crate) fn title(out: &mut String, l: Listing) {
     let _ = match l {
         Listing::Stats => writeln!(
             out,

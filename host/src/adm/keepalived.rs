@@ -21,7 +21,7 @@ const MAX_INCLUDE_DEPTH: usize = 8;
 
 /// Where something was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct At {
+pub(crate) struct At {
     /// The file, as named.
     pub file: String,
     /// Its line, from 1.

@@ -77,14 +77,14 @@ type Shared = Arc<ApiState>;
 
 /// An API error: a status and a message saying what is wrong.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
 }
 
 /// The body of every error response.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What is wrong, for a person.
     pub error: String,
 }
@@ -157,7 +157,7 @@ impl From<ConfigError> for ApiError {
 /// the document (bad JSON, an unknown field, a wrong type: axum says 422 for the last two,
 /// but to a client they are all a request the document forbids), 413 when too large, 415
 /// for another content type.
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -325,16 +325,11 @@ async fn openapi() -> Response {
     axum::Json(doc::document()).into_response()
 }
 
-/// The OpenAPI document as served.
-pub fn openapi_document() -> serde_json::Value {
-    doc::document()
-}
-
 /// Filters of a service listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Only the service `proto/vip:port` (e.g. `tcp/198.18.100.1:80`).
     #[param(value_type = Option<schema::ServiceFilter>)]
     pub service: Option<String>,
@@ -344,7 +339,7 @@ pub struct ListQuery {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct DrainQuery {
+pub(crate) struct DrainQuery {
     /// A grace period in seconds: no new connections, and its connections go on until they
     /// end or the period is over (`wvs adm -d --drain`). Absent or 0: at once, as IPVS.
     #[param(minimum = 0, maximum = 86400)]
@@ -593,7 +588,7 @@ async fn delete_real(
 /// A batch of changes, applied all or nothing.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// The changes, in order.
     pub changes: Vec<Change>,
 }
@@ -681,7 +676,7 @@ async fn delete_plugin(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub struct ConnQuery {
+pub(crate) struct ConnQuery {
     /// Only connections of service `proto/vip:port`.
     #[param(value_type = Option<schema::ServiceFilter>)]
     pub service: Option<String>,
@@ -764,7 +759,7 @@ async fn stats(State(st): State<Shared>) -> axum::Json<StatsView> {
 
 /// What a zeroing did.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Zeroed {
+pub(crate) struct Zeroed {
     /// Services whose counters (and their real servers') were zeroed.
     pub services: usize,
 }
@@ -850,7 +845,7 @@ async fn put_sysctl(
 /// The balancer's settings: IPVS's timeouts and sysctls, and the defense strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The connection timeouts (`ipvsadm --set`); an absent value is its default.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -932,7 +927,7 @@ pub async fn serve(
 /// The API token: `WVS_API_TOKEN`, else the `--token-file`, else the token file in the state
 /// directory, created with a random token (mode 0600) if missing. Returns the token and a
 /// description of where it came from.
-pub fn load_token(
+pub(crate) fn load_token(
     env: Option<String>,
     token_file: Option<&std::path::Path>,
     state_dir: &crate::control::state::TrustedDir,

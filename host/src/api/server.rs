@@ -33,12 +33,12 @@ use crate::consts::{API_HEADER_TIMEOUT_MS, API_MAX_CONNS, API_REQUEST_TIMEOUT_MS
 /// The address a request arrived at (a request extension): `/metrics` is open on a loopback
 /// address only.
 #[derive(Debug, Clone, Copy)]
-pub struct LocalAddr(pub SocketAddr);
+pub(crate) struct LocalAddr(pub SocketAddr);
 
 /// Set on a connection once a request on it carried the right token: the cap evicts such
 /// connections last.
 #[derive(Debug, Clone, Default)]
-pub struct Authed(pub Arc<std::sync::atomic::AtomicBool>);
+pub(crate) struct Authed(pub Arc<std::sync::atomic::AtomicBool>);
 
 impl Authed {
     /// Mark the connection.
@@ -104,7 +104,7 @@ pub enum TlsError {
 }
 
 /// A TLS server configuration from a PEM certificate chain and a PEM private key.
-pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub(crate) fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let file_err = |p: &Path, reason: String| TlsError::File {

@@ -253,7 +253,7 @@ impl ServiceView {
 
 /// A scheduler plugin.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PluginView {
+pub(crate) struct PluginView {
     /// Name services use as their scheduler.
     pub name: String,
     /// `builtin` (an IPVS scheduler embedded in wvs) or `custom` (uploaded or from the
@@ -301,7 +301,7 @@ impl PluginView {
 }
 
 /// A connection's state as `ipvsadm -L -c` prints it.
-pub fn conn_state_name(c: &Conn) -> &'static str {
+pub(crate) fn conn_state_name(c: &Conn) -> &'static str {
     match c.proto {
         Protocol::Tcp => c.state.name(),
         Protocol::Udp => "UDP",
@@ -357,7 +357,7 @@ impl ConnView {
 
 /// A connection listing.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ConnList {
+pub(crate) struct ConnList {
     /// Connections that matched from the cursor on: all of them when there is no `next`;
     /// with `next`, the page's and one more (the walk stops at the first match past the
     /// page, so that a page costs its own length, not the table's).
@@ -371,7 +371,7 @@ pub struct ConnList {
 
 /// Which connections a listing shows.
 #[derive(Debug, Clone, Default)]
-pub struct ConnFilter {
+pub(crate) struct ConnFilter {
     /// Only this service.
     pub service: Option<crate::model::ServiceKey>,
     /// Only this real server (port 0: any port).
@@ -516,7 +516,7 @@ impl ConnList {
 
 /// Datapath counters.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DatapathView {
+pub(crate) struct DatapathView {
     /// Frames received.
     pub rx: u64,
     /// Frames sent.
@@ -539,7 +539,7 @@ pub struct DatapathView {
 
 /// Plugin counters.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PluginCounters {
+pub(crate) struct PluginCounters {
     /// Scheduler calls into plugins.
     pub calls: u64,
     /// Calls that trapped or ran out of time.
@@ -555,7 +555,7 @@ pub struct PluginCounters {
 
 /// Global counters.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct StatsView {
+pub(crate) struct StatsView {
     /// The balancer's totals (every service, removed ones included).
     pub totals: Totals,
     /// The balancer's rates.
@@ -617,7 +617,7 @@ impl StatsView {
 
 /// About this wvs.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct InfoView {
+pub(crate) struct InfoView {
     /// wvs's version.
     pub version: String,
     /// The IPVS version whose behaviour wvs follows (printed by `wvs adm -L`).
@@ -817,7 +817,7 @@ impl From<crate::stats::Rates> for Rates {
 
 /// The defense state as the API shows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DefenseView {
+pub(crate) struct DefenseView {
     /// The modes now (an automatic one reads 2 while it acts).
     pub drop_entry: u8,
     /// See `drop_entry`.

@@ -20,7 +20,7 @@ use crate::consts::{
 pub struct Secs<const MIN: u64 = 0>(pub u64);
 
 /// An interval or timeout: at least [`CHECK_MIN_MS`].
-pub type Period = Secs<CHECK_MIN_MS>;
+pub(crate) type Period = Secs<CHECK_MIN_MS>;
 
 impl<const MIN: u64> Serialize for Secs<MIN> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -269,7 +269,7 @@ impl CheckDef {
 
     /// Parse `wvs adm --check`'s value: `tcp`, `http:PATH`, `https:PATH`, `udp`,
     /// `dns:NAME`, `misc:PROGRAM` or `none`.
-    pub fn from_arg(arg: &str) -> Result<Self, String> {
+    pub(crate) fn from_arg(arg: &str) -> Result<Self, String> {
         let (kind, rest) = match arg.split_once(':') {
             Some((k, r)) => (k, Some(r)),
             None => (arg, None),

@@ -327,7 +327,7 @@ struct PluginToml {
 }
 
 /// A scheduler or helper plugin loaded from a file.
-pub type PluginSpec = spec::Plugin;
+pub(crate) type PluginSpec = spec::Plugin;
 
 /// A validated configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -467,7 +467,7 @@ pub struct RealDef {
 /// `-E`), keeping the real servers, counters and connections.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ServiceSettings {
+pub(crate) struct ServiceSettings {
     /// Scheduler: a built-in IPVS scheduler or a loaded plugin's name. Default `wlc`, as
     /// ipvsadm -E without -s. A name that is neither is a conflict (409).
     #[serde(default = "default_scheduler")]
@@ -508,7 +508,7 @@ pub struct ServiceSettings {
 impl ServiceSettings {
     /// The whole service definition of service `protocol`/`address` with these settings
     /// and no real servers.
-    pub fn to_def(&self, protocol: &str, address: &str) -> ServiceDef {
+    pub(crate) fn to_def(&self, protocol: &str, address: &str) -> ServiceDef {
         ServiceDef {
             protocol: protocol.into(),
             address: address.into(),
@@ -529,7 +529,7 @@ impl ServiceSettings {
 /// `PUT /api/v1/services/{proto}/{addr}/reals/{real}` replaces (ipvsadm `-e`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RealSettings {
+pub(crate) struct RealSettings {
     /// Weight 0..=65535; 0 quiesces (no new connections). Default 1.
     #[serde(default = "default_weight", deserialize_with = "whole::u32")]
     #[schema(minimum = 0, maximum = 65535)]
@@ -580,7 +580,7 @@ pub struct RealSettings {
 
 impl RealSettings {
     /// The real server at `address` with these settings.
-    pub fn to_def(&self, address: &str) -> RealDef {
+    pub(crate) fn to_def(&self, address: &str) -> RealDef {
         RealDef {
             address: address.into(),
             weight: self.weight,
@@ -642,7 +642,7 @@ pub(crate) mod whole {
     }
 
     /// An optional `u32` (`null` or absent is `None`).
-    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    pub(crate) fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
         struct Opt;
         impl<'de> Visitor<'de> for Opt {
             type Value = Option<u32>;
@@ -794,7 +794,7 @@ impl DefenseSettings {
 }
 
 /// A validated virtual service, with its health checks.
-pub type ServiceSpec = spec::Service<check::CheckSpec>;
+pub(crate) type ServiceSpec = spec::Service<check::CheckSpec>;
 
 impl From<&ServiceSpec> for ServiceDef {
     /// The service as written (the inverse of [`ServiceDef::validate`]).
@@ -827,7 +827,7 @@ pub fn given(svc: &crate::service::VirtualService) -> std::borrow::Cow<'_, Servi
 }
 
 /// A validated real server, with its health check.
-pub type RealSpec = spec::Real<check::CheckSpec>;
+pub(crate) type RealSpec = spec::Real<check::CheckSpec>;
 
 impl From<&RealSpec> for RealDef {
     /// The real server as written.
@@ -897,7 +897,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Whether `name` may name a plugin.
-pub fn valid_plugin_name(name: &str) -> bool {
+pub(crate) fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
         && name
@@ -947,7 +947,7 @@ fn conflict(msg: String) -> ConfigError {
 }
 
 /// Parse a protocol name.
-pub fn parse_protocol(s: &str) -> Result<Protocol, ConfigError> {
+pub(crate) fn parse_protocol(s: &str) -> Result<Protocol, ConfigError> {
     match s {
         "tcp" => Ok(Protocol::Tcp),
         "udp" => Ok(Protocol::Udp),
@@ -958,7 +958,7 @@ pub fn parse_protocol(s: &str) -> Result<Protocol, ConfigError> {
 }
 
 /// Parse a service's identity (protocol name and `vip:port`).
-pub fn parse_service_id(protocol: &str, address: &str) -> Result<ServiceKey, ConfigError> {
+pub(crate) fn parse_service_id(protocol: &str, address: &str) -> Result<ServiceKey, ConfigError> {
     let proto = parse_protocol(protocol)?;
     let vip = parse_sockaddr(address, "service address")?;
     Ok(ServiceKey {
@@ -1229,7 +1229,7 @@ impl RealDef {
 
 /// Parse a full-NAT local address: an IPv4 address as written canonically (malformed: 400),
 /// that is a unicast one (else a conflict, 409: it cannot be a source).
-pub fn parse_laddr(s: &str) -> Result<Ipv4Addr, ConfigError> {
+pub(crate) fn parse_laddr(s: &str) -> Result<Ipv4Addr, ConfigError> {
     let a: Ipv4Addr = s
         .parse()
         .ok()
@@ -1245,7 +1245,7 @@ pub fn parse_laddr(s: &str) -> Result<Ipv4Addr, ConfigError> {
 
 /// Parse a real server's address: `ip:port`, or a bare IP (port 0: the virtual port), as
 /// ipvsadm's `-r` takes it.
-pub fn parse_real_addr(s: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn parse_real_addr(s: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return canonical(
             SocketAddr::new(ip, 0),
@@ -1353,7 +1353,7 @@ impl Config {
     /// What changed only in the running one (`wvs adm`, the API, `--set`) stays; where the
     /// file changed the same service, plugin or setting, the file wins. Returns the result
     /// and one line per change, for the log.
-    pub fn merge_file(&self, base: &Config, new: &Config) -> (Config, Vec<String>) {
+    pub(crate) fn merge_file(&self, base: &Config, new: &Config) -> (Config, Vec<String>) {
         let mut out = self.clone();
         let mut said = Vec::new();
         // Services, by key, in the running order; new ones after.
@@ -1422,7 +1422,7 @@ impl Config {
     }
 
     /// The service with this identity, to edit.
-    pub fn service_mut(&mut self, id: ServiceKey) -> Option<&mut ServiceSpec> {
+    pub(crate) fn service_mut(&mut self, id: ServiceKey) -> Option<&mut ServiceSpec> {
         self.services.iter_mut().find(|s| s.key() == id)
     }
 }
@@ -1454,7 +1454,7 @@ pub fn to_toml(cfg: &Config) -> String {
 }
 
 /// The flags as ipvsadm's `-b` names them (sh-… or mh-… for those schedulers).
-pub fn flag_names(scheduler: &str, flags: u32) -> Vec<String> {
+pub(crate) fn flag_names(scheduler: &str, flags: u32) -> Vec<String> {
     use wvs_sdk::svc_flags::{SCHED1, SCHED2, SCHED3};
     let (f1, f2) = match scheduler {
         "sh" => ("sh-fallback", "sh-port"),

@@ -15,7 +15,7 @@ use crate::model::ServiceKey;
 /// One change.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Change {
+pub(crate) enum Change {
     /// Add a virtual service (with its real servers, if any): `ipvsadm -A`.
     AddService {
         /// The service.
@@ -145,7 +145,7 @@ pub enum Change {
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum EditError {
+pub(crate) enum EditError {
     /// The change is malformed or makes the configuration invalid.
     #[error(transparent)]
     Invalid(#[from] ConfigError),
@@ -187,7 +187,7 @@ impl Change {
     }
 
     /// Apply the change to `cfg` (not checked as a whole: see [`apply_all`]).
-    pub fn apply(&self, cfg: &mut Config) -> Result<(), EditError> {
+    pub(crate) fn apply(&self, cfg: &mut Config) -> Result<(), EditError> {
         match self {
             Self::AddService { service } => add_service(cfg, service),
             Self::EditService {
@@ -394,7 +394,7 @@ fn find(cfg: &mut Config, id: ServiceKey) -> Result<&mut crate::config::ServiceS
 }
 
 /// Apply `changes` in order to a copy of `cfg` and check the result: all or nothing.
-pub fn apply_all(cfg: &Config, changes: &[Change]) -> Result<Config, EditError> {
+pub(crate) fn apply_all(cfg: &Config, changes: &[Change]) -> Result<Config, EditError> {
     let mut next = cfg.clone();
     for (index, c) in changes.iter().enumerate() {
         c.apply(&mut next).map_err(|e| {

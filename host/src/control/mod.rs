@@ -23,7 +23,7 @@ pub use state::{StateError, StateFile};
 
 /// Why a change was refused (nothing of it took effect).
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     /// A plugin could not be compiled or does not follow the ABI.
     #[error(transparent)]
     Plugin(#[from] PluginError),
@@ -138,23 +138,23 @@ impl Controller {
     }
 
     /// The `--config` file as last applied.
-    pub fn file_base(&self) -> Option<&Config> {
+    pub(crate) fn file_base(&self) -> Option<&Config> {
         self.file_base.as_ref()
     }
 
     /// Record the `--config` file as applied.
-    pub fn set_file_base(&mut self, c: Option<Config>) {
+    pub(crate) fn set_file_base(&mut self, c: Option<Config>) {
         self.file_base = c;
     }
 
     /// Let changes add misc health checks (`--allow-misc-checks`).
-    pub fn set_allow_misc(&mut self, on: bool) {
+    pub(crate) fn set_allow_misc(&mut self, on: bool) {
         self.allow_misc = on;
     }
 
     /// Keep the XDP program's filter in step with every change from now on (`--io xdp`;
     /// it already holds the running snapshot's claims).
-    pub fn set_xdp_filter(&mut self, filter: crate::io::xdp::XdpFilter) {
+    pub(crate) fn set_xdp_filter(&mut self, filter: crate::io::xdp::XdpFilter) {
         self.xdp = Some(filter);
     }
 
@@ -179,7 +179,7 @@ impl Controller {
     }
 
     /// Replace the running configuration with `next`, all or nothing.
-    pub fn apply(&mut self, next: Config) -> Result<(), ControlError> {
+    pub(crate) fn apply(&mut self, next: Config) -> Result<(), ControlError> {
         let custom = self.registry.prepare(&next.plugins)?;
         check_kinds(&self.registry, &custom, &next)?;
         let old = self.snapshot.load_full();
@@ -227,12 +227,12 @@ impl Controller {
     }
 
     /// The state file, if changes are saved.
-    pub fn state_path(&self) -> Option<&std::path::Path> {
+    pub(crate) fn state_path(&self) -> Option<&std::path::Path> {
         self.state.as_ref().map(StateFile::path)
     }
 
     /// Apply a list of edits, all or nothing.
-    pub fn apply_changes(&mut self, changes: &[edit::Change]) -> Result<(), ControlError> {
+    pub(crate) fn apply_changes(&mut self, changes: &[edit::Change]) -> Result<(), ControlError> {
         let next = edit::apply_all(&self.config, changes)?;
         // A misc check runs a program: one the configuration file (root's) did not name
         // needs the operator's opt-in. Those already running may stay.
@@ -295,7 +295,7 @@ impl Controller {
     /// or whose period is over; the server then leaves the snapshot and its remaining
     /// connections end with it, as after `ipvsadm -d`. Called every
     /// [`DRAIN_SWEEP_MS`](crate::consts::DRAIN_SWEEP_MS).
-    pub fn sweep_drains(&mut self) {
+    pub(crate) fn sweep_drains(&mut self) {
         if self.draining.is_empty() {
             return;
         }
@@ -359,7 +359,7 @@ impl Controller {
     /// Add or replace the plugin `name` with `wasm`: the module is written to the plugin
     /// directory under a name of its own, compiled and swapped in with the services that use
     /// it; if anything fails the file is removed and nothing changes.
-    pub fn put_plugin(&mut self, name: &str, wasm: &[u8]) -> Result<(), ControlError> {
+    pub(crate) fn put_plugin(&mut self, name: &str, wasm: &[u8]) -> Result<(), ControlError> {
         use crate::config::PluginSpec;
         check_plugin_name(name)?;
         let dir = self.plugin_dir()?;
@@ -414,7 +414,7 @@ impl Controller {
     }
 
     /// Delete the plugin `name` if no service uses it.
-    pub fn delete_plugin(&mut self, name: &str) -> Result<(), ControlError> {
+    pub(crate) fn delete_plugin(&mut self, name: &str) -> Result<(), ControlError> {
         let users: Vec<String> = self
             .config
             .services
@@ -463,19 +463,19 @@ impl Controller {
 
     /// Write the nftables table again for the running snapshot (an interface it hooks was
     /// created again: the kernel took the hook away with the old one).
-    pub fn reinstall_nft(&mut self) -> Result<(), NftError> {
+    pub(crate) fn reinstall_nft(&mut self) -> Result<(), NftError> {
         let snap = self.snapshot.load_full();
         self.nft.update(&snap)
     }
 
     /// Remove the nftables table (at stop).
-    pub fn remove_nft(&mut self) -> Result<(), NftError> {
+    pub(crate) fn remove_nft(&mut self) -> Result<(), NftError> {
         self.nft.remove()
     }
 }
 
 /// Refuse a plugin name that is not 1 to 32 letters, digits, '-' or '_'.
-pub fn check_plugin_name(name: &str) -> Result<(), ControlError> {
+pub(crate) fn check_plugin_name(name: &str) -> Result<(), ControlError> {
     if crate::config::valid_plugin_name(name) {
         return Ok(());
     }
@@ -489,7 +489,7 @@ pub fn check_plugin_name(name: &str) -> Result<(), ControlError> {
 
 /// Check that every service's scheduler and helpers name plugins of the right kind: a
 /// scheduler plugin as a helper, or a helper as a scheduler, is refused.
-pub fn check_kinds(
+pub(crate) fn check_kinds(
     registry: &Registry,
     custom: &[crate::plugin::Plugin],
     cfg: &Config,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{self, Config, ConfigError};
 
 /// Name of the state file in the state directory.
-pub const STATE_FILE: &str = "wvs-state.toml";
+pub(crate) const STATE_FILE: &str = "wvs-state.toml";
 
 /// Why the state could not be read or saved.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum StateError {
 }
 
 /// Name of the lock file in the state directory: held (`flock`) while wvs runs.
-pub const LOCK_FILE: &str = "wvs.lock";
+pub(crate) const LOCK_FILE: &str = "wvs.lock";
 
 /// The state file of a state directory, which this process holds alone while it lives.
 #[derive(Debug, Clone)]
@@ -210,7 +210,7 @@ fn check_ancestors(dir: &Path, owner: u32) -> Result<(), StateError> {
 /// The compiled-plugin cache directory, made if it is not there: `Some` when it is a
 /// directory of wvs's user alone (as the state directory), since wvs runs the native code
 /// it holds; else `None` with a warning, and plugins compile without a cache.
-pub fn plugin_cache_dir(dir: Option<&Path>) -> Option<&Path> {
+pub(crate) fn plugin_cache_dir(dir: Option<&Path>) -> Option<&Path> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = dir?;
     match std::fs::DirBuilder::new()
@@ -235,7 +235,7 @@ pub fn plugin_cache_dir(dir: Option<&Path>) -> Option<&Path> {
 /// checks the handle it then uses; this is for one a library opens files in by path (the
 /// compiled-plugin cache, which wasmtime manages), where the check of every directory
 /// above is what keeps the path meaning the directory checked.
-pub fn check_dir(dir: &Path, owner: u32) -> Result<(), StateError> {
+pub(crate) fn check_dir(dir: &Path, owner: u32) -> Result<(), StateError> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
     if let Some(why) = unfit(meta.uid(), meta.mode(), meta.is_dir(), owner) {
@@ -312,7 +312,7 @@ impl TrustedDir {
 
     /// The directory `name` in this one, created (mode 0700) if missing, held open and
     /// checked as this one is.
-    pub fn subdir(&self, name: &str) -> Result<Self, StateError> {
+    pub(crate) fn subdir(&self, name: &str) -> Result<Self, StateError> {
         let path = self.join(name);
         match nix::sys::stat::mkdirat(
             &self.fd,
@@ -339,7 +339,7 @@ impl TrustedDir {
 
     /// Open `name` in it with `flags` (never through a symbolic link), creating it with
     /// `mode` if `flags` say so.
-    pub fn open_file(
+    pub(crate) fn open_file(
         &self,
         name: &str,
         flags: nix::fcntl::OFlag,
@@ -364,7 +364,7 @@ impl TrustedDir {
     }
 
     /// What `name` is (not following a symbolic link).
-    pub fn stat(&self, name: &str) -> std::io::Result<nix::sys::stat::FileStat> {
+    pub(crate) fn stat(&self, name: &str) -> std::io::Result<nix::sys::stat::FileStat> {
         Ok(nix::sys::stat::fstatat(
             &self.fd,
             name,
@@ -384,7 +384,7 @@ impl TrustedDir {
     /// Write `bytes` to `name` atomically: a temporary file in the same directory, flushed,
     /// renamed over `name`, then the directory flushed, so that after a crash `name` holds
     /// the old bytes or the new ones, never a mix or nothing.
-    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write_atomic(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         use nix::fcntl::OFlag;
         let tmp = format!(".{name}.{}.tmp", std::process::id());
         // A leftover of a crash is ours to replace (the directory is ours alone); then the
@@ -418,7 +418,7 @@ impl TrustedDir {
 #[cfg(test)]
 thread_local! {
     /// Tests: the next writes fail at the directory's fsync, after their rename.
-    pub static FAIL_DIR_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(crate) static FAIL_DIR_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[cfg(test)]

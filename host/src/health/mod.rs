@@ -30,7 +30,7 @@ pub use state::{Health, Outcome};
 
 /// What identifies a probe: where, what and when.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProbeKey {
+pub(crate) struct ProbeKey {
     /// The address and port checked.
     pub target: SocketAddr,
     /// The check.
@@ -51,7 +51,7 @@ struct Bound {
 
 /// A running probe: its state and the real servers it decides for.
 #[derive(Debug)]
-pub struct ProbeShared {
+pub(crate) struct ProbeShared {
     /// What it checks.
     pub key: ProbeKey,
     state: Mutex<Health>,
@@ -130,7 +130,7 @@ pub fn report(dest: &Dest) -> Option<HealthReport> {
 }
 
 /// Now, in ms since the Unix epoch.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -138,7 +138,7 @@ pub fn unix_ms() -> u64 {
 
 /// The checker: its thread runs every probe of the published configuration.
 #[derive(Debug)]
-pub struct Monitor {
+pub(crate) struct Monitor {
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
@@ -203,7 +203,7 @@ async fn watch(
 /// Where the answers to `snap`'s checks through a VIP come from: the VIPs and ports they go
 /// to, with their protocol. Under `--io xdp` every such check connects to the stand-in
 /// address ([`via`]), and the XDP program hands these answers to wvs.
-pub fn answers_through_vips(
+pub(crate) fn answers_through_vips(
     snap: &Snapshot,
 ) -> Vec<(std::net::Ipv4Addr, crate::model::Protocol, u16)> {
     let mut v: Vec<_> = wanted(snap, true)

@@ -14,7 +14,7 @@ use crate::config::check::Probe;
 use crate::consts::CHECK_HTTP_MAX_RESPONSE;
 
 /// What one check found: passed or not, and what was seen.
-pub type Found = (bool, String);
+pub(crate) type Found = (bool, String);
 
 /// How a check of a DR or tunnel server reaches it: through `vip`, as clients' packets do.
 #[derive(Debug, Clone)]
@@ -285,7 +285,7 @@ async fn udp_exchange(
 }
 
 /// DNS_CHECK's query: recursion desired, one question of class IN.
-pub fn dns_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
+pub(crate) fn dns_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
     use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, TYPE};
     let mut p = Packet::new_query(id);
     p.set_flags(PacketFlag::RECURSION_DESIRED);
@@ -375,7 +375,7 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for AnyCert {
 }
 
 /// The TLS client of HTTPS checks.
-pub fn tls_config() -> Arc<tokio_rustls::rustls::ClientConfig> {
+pub(crate) fn tls_config() -> Arc<tokio_rustls::rustls::ClientConfig> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
     let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -54,7 +54,7 @@ impl Health {
     }
 
     /// When the state last changed (or the check started), ms since the epoch.
-    pub fn since_ms(&self) -> u64 {
+    pub(crate) fn since_ms(&self) -> u64 {
         self.since_ms
     }
 
@@ -64,12 +64,12 @@ impl Health {
     }
 
     /// The latest results, oldest first.
-    pub fn history(&self) -> &VecDeque<Outcome> {
+    pub(crate) fn history(&self) -> &VecDeque<Outcome> {
         &self.history
     }
 
     /// Record a result; returns the new state when it changed.
-    pub fn record(&mut self, o: Outcome, t: &Timing) -> Option<bool> {
+    pub(crate) fn record(&mut self, o: Outcome, t: &Timing) -> Option<bool> {
         let now = o.at_ms;
         if o.ok {
             self.passes = self.passes.saturating_add(1);
@@ -98,7 +98,7 @@ impl Health {
 
     /// Milliseconds until the next check: a failed check of an up server is repeated after
     /// `retry_delay`, as keepalived's retries; otherwise `interval`.
-    pub fn next_delay_ms(&self, t: &Timing) -> u64 {
+    pub(crate) fn next_delay_ms(&self, t: &Timing) -> u64 {
         if self.up && self.failures > 0 {
             t.retry_delay_ms
         } else {

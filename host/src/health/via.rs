@@ -369,14 +369,14 @@ impl CheckPath {
 }
 
 /// Whether a check of a server forwarded by `fwd` goes through the VIP.
-pub fn goes_via(fwd: Forward) -> bool {
+pub(crate) fn goes_via(fwd: Forward) -> bool {
     matches!(fwd, Forward::Route | Forward::Tunnel(_))
 }
 
 /// Whether `vip` is one of this host's addresses (keepalived's VRRP puts it there). Read
 /// from the interfaces' addresses, not by binding to it, which `ip_nonlocal_bind` (often on
 /// where keepalived runs) lets succeed for any address.
-pub fn vip_is_local(vip: IpAddr) -> bool {
+pub(crate) fn vip_is_local(vip: IpAddr) -> bool {
     match nix::ifaddrs::getifaddrs() {
         Ok(addrs) => addrs.into_iter().any(|a| {
             a.address.is_some_and(|s| match vip {

@@ -29,7 +29,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// wvs's end: asks the broker for packet sockets.
 #[derive(Debug)]
-pub struct Broker {
+pub(crate) struct Broker {
     chan: UnixDatagram,
     child: Child,
 }
@@ -55,12 +55,12 @@ impl Broker {
     }
 
     /// A new, unbound `AF_PACKET` socket.
-    pub fn packet_socket(&self) -> io::Result<OwnedFd> {
+    pub(crate) fn packet_socket(&self) -> io::Result<OwnedFd> {
         self.ask(ASK_PACKET)
     }
 
     /// A new, unbound `AF_XDP` socket.
-    pub fn xdp_socket(&self) -> io::Result<OwnedFd> {
+    pub(crate) fn xdp_socket(&self) -> io::Result<OwnedFd> {
         self.ask(ASK_XDP)
     }
 

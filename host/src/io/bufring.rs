@@ -17,7 +17,7 @@ use crate::consts::SLOT_SIZE;
 const PAGE: usize = 4096;
 
 /// The ring of buffer descriptors shared with the kernel, and the buffers.
-pub struct BufRing {
+pub(crate) struct BufRing {
     ring: *mut BufRingEntry,
     ring_layout: Layout,
     mask: u16,
@@ -74,7 +74,7 @@ impl BufRing {
     }
 
     /// Return the buffer group id.
-    pub fn bgid(&self) -> u16 {
+    pub(crate) fn bgid(&self) -> u16 {
         self.bgid
     }
 
@@ -97,7 +97,7 @@ impl BufRing {
     }
 
     /// Publish the buffers given back since the last call (one release store of the tail).
-    pub fn publish(&self) {
+    pub(crate) fn publish(&self) {
         // SAFETY: the ring is initialised and its tail field is a naturally aligned u16 that
         // the kernel reads; an atomic release store orders the descriptor writes before it.
         let tail = unsafe { &*BufRingEntry::tail(self.ring).cast::<AtomicU16>() };

@@ -123,7 +123,7 @@ type Resolved = (
 
 /// Resolves real servers' next hops.
 #[derive(Debug)]
-pub struct Resolver {
+pub(crate) struct Resolver {
     handle: Handle,
     ifaces: Vec<IfaceInfo>,
     warned: HashMap<IpAddr, String>,
@@ -140,7 +140,7 @@ impl Resolver {
     }
 
     /// Follow interface `slot` to what it is now (it was created again).
-    pub fn set_iface(&mut self, slot: usize, info: IfaceInfo) {
+    pub(crate) fn set_iface(&mut self, slot: usize, info: IfaceInfo) {
         if let Some(i) = self.ifaces.get_mut(slot) {
             *i = info;
         }
@@ -337,7 +337,7 @@ fn probe(addr: IpAddr) {
 }
 
 /// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
+pub(crate) fn fmt_mac(m: &[u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         m[0], m[1], m[2], m[3], m[4], m[5]

@@ -40,7 +40,7 @@ pub enum NftError {
 /// What runs an nft script: `nft -f -` ([`NftCommand`]), or in tests a recorder that can
 /// be told to refuse, so that the control plane's all-or-nothing and roll-back paths are
 /// tested without root.
-pub trait NftRunner: std::fmt::Debug + Send {
+pub(crate) trait NftRunner: std::fmt::Debug + Send {
     /// Run `script` as one transaction. `quiet`: a refusal is expected (a probe), so it is
     /// not logged.
     fn run(&mut self, script: &str, quiet: bool) -> Result<(), NftError>;
@@ -48,7 +48,7 @@ pub trait NftRunner: std::fmt::Debug + Send {
 
 /// The real `nft`, by absolute path, bounded in time.
 #[derive(Debug, Default)]
-pub struct NftCommand;
+pub(crate) struct NftCommand;
 
 impl NftRunner for NftCommand {
     fn run(&mut self, script: &str, quiet: bool) -> Result<(), NftError> {
@@ -71,7 +71,7 @@ impl NftTable {
     }
 
     /// [`Self::install`] through another runner.
-    pub fn install_with(
+    pub(crate) fn install_with(
         devices: &[String],
         snap: &Snapshot,
         mut runner: Box<dyn NftRunner>,
@@ -124,7 +124,7 @@ impl Drop for NftTable {
 /// of these packets, and the XDP program of `--io xdp` ([`super::xdp`]) redirects them to
 /// wvs. Sorted, without duplicates.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// Virtual services: (address, protocol, port).
     pub vips: Vec<(Ipv4Addr, Protocol, u16)>,
     /// NAT real servers (whose replies come back through wvs): (address, protocol, port).
@@ -190,7 +190,7 @@ impl Claims {
 }
 
 /// The nft script that replaces the table in one transaction.
-pub fn render(devices: &[String], snap: &Snapshot) -> String {
+pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
     let c = Claims::of(snap);
     let tuple = |&(a, p, port): &(Ipv4Addr, Protocol, u16)| format!("{a} . {} . {port}", p.name());
     // The same tuples as raw integers, for matching inside an ICMP error's quote.
@@ -353,7 +353,7 @@ fn run_program(
 /// A runner for tests: records every script and refuses when told to.
 #[cfg(test)]
 #[derive(Debug, Clone, Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     /// Every script run, in order.
     pub scripts: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
     /// Refuse the next this many scripts.

@@ -29,12 +29,12 @@ use crate::consts::{
 
 /// `tpacket2_hdr`'s fields (`linux/if_packet.h`), as offsets into a slot.
 mod hdr {
-    pub const STATUS: usize = 0;
-    pub const LEN: usize = 4;
-    pub const SNAPLEN: usize = 8;
+    pub(crate) const STATUS: usize = 0;
+    pub(crate) const LEN: usize = 4;
+    pub(crate) const SNAPLEN: usize = 8;
     pub const MAC: usize = 12;
     /// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where a TX slot's data starts.
-    pub const TX_DATA: usize = 32;
+    pub(crate) const TX_DATA: usize = 32;
 }
 
 /// `enum tpacket_versions`' `TPACKET_V2`.
@@ -55,7 +55,7 @@ struct Geometry {
 
 /// A packet socket with an RX and a TX ring, bound to one interface.
 #[derive(Debug)]
-pub struct PacketRing {
+pub(crate) struct PacketRing {
     fd: OwnedFd,
     map: *mut u8,
     map_len: usize,
@@ -78,7 +78,7 @@ impl AsRawFd for PacketRing {
 
 /// A received frame, still in its slot.
 #[derive(Debug, Clone, Copy)]
-pub struct RxFrame {
+pub(crate) struct RxFrame {
     /// Offset of the Ethernet header in the slot; the vnet header is just before it.
     pub mac: usize,
     /// Bytes of the frame in the slot.
@@ -137,18 +137,22 @@ impl PacketRing {
     }
 
     /// As [`Self::open`], on a socket opened elsewhere (the [`super::broker`]'s).
-    pub fn open_on(fd: OwnedFd, ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
+    pub(crate) fn open_on(
+        fd: OwnedFd,
+        ifindex: u32,
+        fanout_group: Option<u16>,
+    ) -> io::Result<Self> {
         Self::open_with(fd, ifindex, fanout_group, true)
     }
 
     /// Open a socket with a TX ring only, on interface `ifindex`: bound with protocol 0, the
     /// kernel delivers nothing to it (`--io xdp` receives through XDP sockets).
-    pub fn open_tx_only(ifindex: u32) -> io::Result<Self> {
+    pub(crate) fn open_tx_only(ifindex: u32) -> io::Result<Self> {
         Self::open_with(super::socket::packet_fd()?, ifindex, None, false)
     }
 
     /// As [`Self::open_tx_only`], on a socket opened elsewhere (the [`super::broker`]'s).
-    pub fn open_tx_only_on(fd: OwnedFd, ifindex: u32) -> io::Result<Self> {
+    pub(crate) fn open_tx_only_on(fd: OwnedFd, ifindex: u32) -> io::Result<Self> {
         Self::open_with(fd, ifindex, None, false)
     }
 
@@ -239,7 +243,7 @@ impl PacketRing {
     }
 
     /// The frame at the head of the RX ring, if the kernel has handed it over.
-    pub fn rx_peek(&self) -> Option<RxFrame> {
+    pub(crate) fn rx_peek(&self) -> Option<RxFrame> {
         if self.rx.frames == 0 {
             return None;
         }
@@ -259,7 +263,7 @@ impl PacketRing {
 
     /// Whether the `ahead`-th slot after the head holds a frame; if so, start loading the
     /// cache lines of its first bytes (the kernel wrote them on another core).
-    pub fn rx_prefetch(&self, ahead: u32) -> bool {
+    pub(crate) fn rx_prefetch(&self, ahead: u32) -> bool {
         if self.rx.frames == 0 {
             return false;
         }
@@ -275,7 +279,7 @@ impl PacketRing {
     }
 
     /// The frame in the `ahead`-th slot after the head (which [`rx_prefetch`] found ready).
-    pub fn rx_frame_at(&self, ahead: u32) -> &[u8] {
+    pub(crate) fn rx_frame_at(&self, ahead: u32) -> &[u8] {
         let i = (self.rx_head + ahead) % self.rx.frames;
         let (mac, snaplen) = self.frame_span(i);
         // SAFETY: the slot is the user's until released, and `frame_span` keeps the range
@@ -297,13 +301,13 @@ impl PacketRing {
     }
 
     /// The head slot's bytes, read-only.
-    pub fn rx_bytes(&self) -> &[u8] {
+    pub(crate) fn rx_bytes(&self) -> &[u8] {
         // SAFETY: as `rx_slot`, shared.
         unsafe { std::slice::from_raw_parts(self.slot_ptr(self.rx, self.rx_head), RING_FRAME_SIZE) }
     }
 
     /// The head slot's bytes, from the start of the slot.
-    pub fn rx_slot(&mut self) -> &mut [u8] {
+    pub(crate) fn rx_slot(&mut self) -> &mut [u8] {
         let p = self.slot_ptr(self.rx, self.rx_head);
         // SAFETY: the head slot is the user's (checked by `rx_peek`) until `rx_release`,
         // and this borrow of `self` ends before that can be called.
@@ -311,7 +315,7 @@ impl PacketRing {
     }
 
     /// Give the head slot back to the kernel and move on.
-    pub fn rx_release(&mut self) {
+    pub(crate) fn rx_release(&mut self) {
         self.status(self.rx, self.rx_head)
             .store(TP_STATUS_KERNEL, Ordering::Release);
         self.rx_head = (self.rx_head + 1) % self.rx.frames;
@@ -319,7 +323,7 @@ impl PacketRing {
 
     /// The data area of the next free TX slot (a vnet header, then the frame), or `None`
     /// when the kernel still holds it (the ring is full).
-    pub fn tx_slot(&mut self) -> Option<&mut [u8]> {
+    pub(crate) fn tx_slot(&mut self) -> Option<&mut [u8]> {
         let st = self.status(self.tx, self.tx_head).load(Ordering::Acquire);
         if st != TP_STATUS_AVAILABLE && st != TP_STATUS_WRONG_FORMAT {
             return None;
@@ -333,11 +337,11 @@ impl PacketRing {
     }
 
     /// Room for data in a TX slot.
-    pub const TX_ROOM: usize = RING_FRAME_SIZE - hdr::TX_DATA;
+    pub(crate) const TX_ROOM: usize = RING_FRAME_SIZE - hdr::TX_DATA;
 
     /// Queue the slot [`tx_slot`](Self::tx_slot) returned, holding `len` bytes, for the next
     /// [`flush`](Self::flush).
-    pub fn tx_commit(&mut self, len: usize) {
+    pub(crate) fn tx_commit(&mut self, len: usize) {
         let p = self.slot_ptr(self.tx, self.tx_head);
         // A frame that is not a GSO super-frame is copied whole into the skb's linear part
         // (the vnet header's `hdr_len`, what the kernel copies before it maps the rest of
@@ -366,7 +370,7 @@ impl PacketRing {
 
     /// Copy `data` (a vnet header, then the frame) into the next TX slot and queue it.
     /// `false` when it does not fit a slot or the ring is full.
-    pub fn tx_push(&mut self, data: &[u8]) -> bool {
+    pub(crate) fn tx_push(&mut self, data: &[u8]) -> bool {
         if data.len() > Self::TX_ROOM {
             return false;
         }
@@ -379,7 +383,7 @@ impl PacketRing {
     }
 
     /// As [`tx_push`](Self::tx_push), for `len` bytes at `start` of the head RX slot.
-    pub fn tx_push_own_rx(&mut self, start: usize, len: usize) -> bool {
+    pub(crate) fn tx_push_own_rx(&mut self, start: usize, len: usize) -> bool {
         if len > Self::TX_ROOM || start + len > RING_FRAME_SIZE {
             return false;
         }
@@ -396,7 +400,7 @@ impl PacketRing {
     }
 
     /// Slots queued since the last flush; taking them resets the count.
-    pub fn take_queued(&self) -> u32 {
+    pub(crate) fn take_queued(&self) -> u32 {
         self.tx_queued.replace(0)
     }
 
@@ -416,7 +420,7 @@ impl PacketRing {
 
     /// Take the whole frame of a slot marked copied from the socket's queue into `buf`
     /// (vnet header first), without waiting. Returns its length with the vnet header.
-    pub fn recv_copy(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn recv_copy(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is writable for its length for the duration of the call.
         let n = unsafe {
             libc::recv(
@@ -434,7 +438,7 @@ impl PacketRing {
     }
 
     /// Frames the kernel dropped because the ring was full, since the last call.
-    pub fn take_ring_drops(&self) -> io::Result<u32> {
+    pub(crate) fn take_ring_drops(&self) -> io::Result<u32> {
         super::socket::take_drops(self.fd.as_raw_fd())
     }
 }
@@ -474,7 +478,7 @@ fn set_ring(fd: RawFd, which: libc::c_int, req: &libc::tpacket_req, what: &str) 
 
 /// Start loading the cache line at `p` (a hint: never faults, changes nothing).
 #[inline]
-pub fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 reads nothing architecturally and cannot fault, whatever `p` is;
     // SSE is part of x86_64's baseline.

@@ -18,7 +18,7 @@ use crate::consts::SOCKET_RCVBUF;
 
 /// A bound packet socket.
 #[derive(Debug)]
-pub struct PacketSocket {
+pub(crate) struct PacketSocket {
     fd: OwnedFd,
 }
 
@@ -137,7 +137,11 @@ impl PacketSocket {
     }
 
     /// As [`Self::open`], on a socket opened elsewhere (the [`super::broker`]'s).
-    pub fn open_on(fd: OwnedFd, ifindex: u32, fanout_group: Option<u16>) -> io::Result<Self> {
+    pub(crate) fn open_on(
+        fd: OwnedFd,
+        ifindex: u32,
+        fanout_group: Option<u16>,
+    ) -> io::Result<Self> {
         set_options(fd.as_raw_fd(), &RX_OPTIONS)?;
         let s = Self { fd };
         let fd = s.as_raw_fd();
@@ -152,19 +156,19 @@ impl PacketSocket {
     /// Frames the kernel dropped since the last call because the socket's receive queue
     /// was full (`PACKET_STATISTICS`, which the kernel resets on each read). They never
     /// reach wvs, so without this they would be lost without a count.
-    pub fn take_queue_drops(&self) -> io::Result<u32> {
+    pub(crate) fn take_queue_drops(&self) -> io::Result<u32> {
         take_drops(self.as_raw_fd())
     }
 
     /// Open a packet socket that only sends, on interface `ifindex`: bound with protocol 0,
     /// the kernel delivers nothing to it. The ring backend sends what does not fit a TX
     /// ring slot through it (GSO super-frames, jumbo frames, a full ring).
-    pub fn open_tx(ifindex: u32) -> io::Result<Self> {
+    pub(crate) fn open_tx(ifindex: u32) -> io::Result<Self> {
         Self::open_tx_on(packet_fd()?, ifindex)
     }
 
     /// As [`Self::open_tx`], on a socket opened elsewhere (the [`super::broker`]'s).
-    pub fn open_tx_on(fd: OwnedFd, ifindex: u32) -> io::Result<Self> {
+    pub(crate) fn open_tx_on(fd: OwnedFd, ifindex: u32) -> io::Result<Self> {
         set_options(fd.as_raw_fd(), &[RX_OPTIONS[0], RX_OPTIONS[2]])?;
         let s = fd.as_raw_fd();
         bind_to(s, ifindex, 0)?;
@@ -173,7 +177,7 @@ impl PacketSocket {
 
     /// Bind this sending socket to another interface (one deleted and created again has a
     /// new index); a socket that only sends is in no fanout group, so it can be.
-    pub fn rebind_tx(&self, ifindex: u32) -> io::Result<()> {
+    pub(crate) fn rebind_tx(&self, ifindex: u32) -> io::Result<()> {
         bind_to(self.as_raw_fd(), ifindex, 0)
     }
 
@@ -253,7 +257,7 @@ pub(super) fn take_drops(fd: RawFd) -> io::Result<u32> {
 /// balancer's own stack (a local real server's packets, bypass) goes out through it as if
 /// the balancer had sent it, so the stack routes it or delivers it locally.
 #[derive(Debug)]
-pub struct StackSocket {
+pub(crate) struct StackSocket {
     fd: OwnedFd,
 }
 
@@ -275,7 +279,7 @@ impl StackSocket {
     }
 
     /// Send the IPv4 packet `pkt` (header included) to `daddr`, without waiting.
-    pub fn send_to(&self, pkt: &[u8], daddr: std::net::Ipv4Addr) -> io::Result<usize> {
+    pub(crate) fn send_to(&self, pkt: &[u8], daddr: std::net::Ipv4Addr) -> io::Result<usize> {
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,

@@ -23,7 +23,7 @@ struct IfReq {
 
 /// An open TUN device.
 #[derive(Debug)]
-pub struct Tun {
+pub(crate) struct Tun {
     file: File,
     /// Its name.
     pub name: String,

@@ -123,7 +123,7 @@ fn cancel_all(
 }
 
 /// Sockets for an interface that was created again, for one worker to take.
-pub enum NewPort {
+pub(crate) enum NewPort {
     /// `--io ring`.
     Ring(RingPort),
     /// `--io uring`.
@@ -141,7 +141,7 @@ pub enum NewPort {
 /// Where the control thread leaves a worker the new sockets of an interface that returned;
 /// the worker looks once per round (one atomic load), not per frame.
 #[derive(Default)]
-pub struct Mailbox {
+pub(crate) struct Mailbox {
     pending: AtomicBool,
     ports: parking_lot::Mutex<Vec<(usize, NewPort)>>,
 }
@@ -172,7 +172,7 @@ impl Mailbox {
 }
 
 /// Everything a worker needs.
-pub struct Worker {
+pub(crate) struct Worker {
     /// Worker number, for logs.
     pub id: usize,
     /// The way frames come and go, one port per interface in `--iface` order.
@@ -192,7 +192,7 @@ pub struct Worker {
 }
 
 /// A worker's interfaces, per backend.
-pub enum Ports {
+pub(crate) enum Ports {
     /// `--io ring`: per interface, a socket with packet rings, and a plain socket for what
     /// does not fit a TX slot.
     Ring(Vec<RingPort>),
@@ -212,7 +212,7 @@ pub enum Ports {
 }
 
 /// One interface of the ring backend.
-pub struct RingPort {
+pub(crate) struct RingPort {
     /// The socket with the RX and TX rings, in the interface's fanout group.
     pub ring: PacketRing,
     /// A send-only socket for frames larger than a TX slot, or when the TX ring is full.

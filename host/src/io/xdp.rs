@@ -54,13 +54,13 @@ const MAX_SOCKETS: u32 = 1024;
 /// What a tuple of `wvs_tuples` is: `enum { KIND_... }` in `wvs_xdp.c`.
 mod kind {
     pub const VIP: u8 = 1;
-    pub const REAL: u8 = 2;
-    pub const VIP_ADDR: u8 = 3;
-    pub const REAL_ADDR: u8 = 4;
+    pub(crate) const REAL: u8 = 2;
+    pub(crate) const VIP_ADDR: u8 = 3;
+    pub(crate) const REAL_ADDR: u8 = 4;
     /// The data ports (20, 1024 up) of a virtual address whose helper expects connections.
-    pub const DATA_VIP: u8 = 5;
+    pub(crate) const DATA_VIP: u8 = 5;
     /// The data ports of such a service's real server.
-    pub const DATA_REAL: u8 = 6;
+    pub(crate) const DATA_REAL: u8 = 6;
 }
 
 /// A key of `wvs_tuples` (`struct tuple` in `wvs_xdp.c`): address and port as on the wire.
@@ -124,7 +124,7 @@ fn program_err(e: impl std::fmt::Display) -> XdpError {
 }
 
 /// The loaded program, its sockets' maps and its attachments; dropping it detaches it.
-pub struct XdpProgram {
+pub(crate) struct XdpProgram {
     ebpf: Ebpf,
     queues: BpfHashMap<MapData, Ifq, u32>,
     xsks: XskMap<MapData>,
@@ -233,7 +233,12 @@ impl XdpProgram {
     }
 
     /// Send the frames of `ifindex`'s receive queue `queue` to `socket`.
-    pub fn add_socket(&mut self, ifindex: u32, queue: u32, socket: &Xsk) -> Result<(), XdpError> {
+    pub(crate) fn add_socket(
+        &mut self,
+        ifindex: u32,
+        queue: u32,
+        socket: &Xsk,
+    ) -> Result<(), XdpError> {
         let ifq = Ifq { ifindex, queue };
         let slot = self.slots.pick(ifq).ok_or_else(|| {
             XdpError::Program(format!("more than {MAX_SOCKETS} interface queues"))
@@ -248,7 +253,7 @@ impl XdpProgram {
 
     /// Interface `ifindex` is gone: its queues' slots are free for another's sockets. (The
     /// kernel takes a socket out of `wvs_xsks` itself when it closes.)
-    pub fn forget_iface(&mut self, ifindex: u32) {
+    pub(crate) fn forget_iface(&mut self, ifindex: u32) {
         for q in self.slots.forget(ifindex) {
             let _ = self.queues.remove(&q);
         }
@@ -316,7 +321,7 @@ fn attach_reason(e: &ProgramError) -> String {
 /// The program's view of which frames are wvs's: a hash map of tuples, kept equal to the
 /// snapshot's [`Claims`] (entries added before stale ones are removed, so a change never
 /// passes a frame of a service that stays).
-pub struct XdpFilter {
+pub(crate) struct XdpFilter {
     map: BpfHashMap<MapData, Tuple, u8>,
     current: HashSet<Tuple>,
 }
@@ -388,7 +393,7 @@ fn apply_tuples(
 }
 
 /// How many frames the program passed to the kernel (it counts them per CPU).
-pub struct XdpPassed {
+pub(crate) struct XdpPassed {
     map: PerCpuArray<MapData, u64>,
     last: u64,
 }
@@ -623,7 +628,7 @@ impl Drop for Ring {
 }
 
 /// An AF_XDP socket bound to one receive queue of one interface, with its own UMEM.
-pub struct Xsk {
+pub(crate) struct Xsk {
     // Rings before the socket and the UMEM: fields drop in order, and the rings are
     // mappings of the socket.
     rx: Ring,
@@ -653,7 +658,7 @@ impl AsRawFd for Xsk {
 
 /// A received frame: where its chunk starts in the UMEM, where the frame starts, its length.
 #[derive(Debug, Clone, Copy)]
-pub struct XskFrame {
+pub(crate) struct XskFrame {
     /// Offset of the chunk.
     pub chunk: u64,
     /// Offset of the first byte of the frame.
@@ -669,7 +674,7 @@ impl Xsk {
     }
 
     /// As [`Self::open`], on a socket opened elsewhere (the [`super::broker`]'s).
-    pub fn open_on(fd: OwnedFd, ifindex: u32, queue: u32, port: u8) -> io::Result<Self> {
+    pub(crate) fn open_on(fd: OwnedFd, ifindex: u32, queue: u32, port: u8) -> io::Result<Self> {
         let s = fd.as_raw_fd();
         let umem_len = (XSK_CHUNKS * XSK_CHUNK_SIZE) as usize;
         let umem = map_umem(umem_len)?;
@@ -707,7 +712,7 @@ impl Xsk {
     }
 
     /// How many received frames are ready, up to `max`; prefetches nothing.
-    pub fn rx_ready(&self, max: u32) -> u32 {
+    pub(crate) fn rx_ready(&self, max: u32) -> u32 {
         let prod = self.rx.producer().load(Ordering::Acquire);
         prod.wrapping_sub(self.rx.head).min(max)
     }
@@ -715,7 +720,7 @@ impl Xsk {
     /// The `ahead`-th ready frame (below what [`rx_ready`](Self::rx_ready) returned). A
     /// descriptor that would put the frame outside its chunk, or leave no room for the
     /// vnet header before it, has no bytes.
-    pub fn rx_frame(&self, ahead: u32) -> XskFrame {
+    pub(crate) fn rx_frame(&self, ahead: u32) -> XskFrame {
         let i = (self.rx.head.wrapping_add(ahead) & self.rx.mask) as usize;
         // SAFETY: `i` is below the ring's size, so the descriptor is inside the mapping;
         // the kernel wrote it before publishing the producer index we read (Acquire).
@@ -735,7 +740,7 @@ impl Xsk {
     }
 
     /// The frame's chunk from `VNET_HDR_LEN` bytes before the frame to the chunk's end.
-    pub fn frame_buf(&mut self, f: &XskFrame) -> &mut [u8] {
+    pub(crate) fn frame_buf(&mut self, f: &XskFrame) -> &mut [u8] {
         let start = f.addr.saturating_sub(VNET_HDR_LEN).max(f.chunk as usize);
         let end = f.chunk as usize + XSK_CHUNK_SIZE as usize;
         // SAFETY: `chunk` is a chunk of the UMEM (the descriptor was checked by `rx_frame`:
@@ -745,21 +750,21 @@ impl Xsk {
     }
 
     /// The first bytes of the `ahead`-th ready frame, to prefetch and peek at.
-    pub fn rx_bytes(&self, ahead: u32) -> &[u8] {
+    pub(crate) fn rx_bytes(&self, ahead: u32) -> &[u8] {
         let f = self.rx_frame(ahead);
         // SAFETY: as `frame_buf`, shared and only the frame's bytes.
         unsafe { std::slice::from_raw_parts(self.umem.add(f.addr), f.len) }
     }
 
     /// Hand `n` read descriptors back to the kernel.
-    pub fn rx_release(&mut self, n: u32) {
+    pub(crate) fn rx_release(&mut self, n: u32) {
         self.rx.head = self.rx.head.wrapping_add(n);
         self.rx.consumer().store(self.rx.head, Ordering::Release);
     }
 
     /// Put a chunk back in the fill ring (published by [`fill_commit`](Self::fill_commit)).
     /// It always fits: the ring has a place for every chunk of the UMEM.
-    pub fn fill_push(&mut self, chunk: u64) {
+    pub(crate) fn fill_push(&mut self, chunk: u64) {
         let i = (self.fill.head & self.fill.mask) as usize;
         // SAFETY: `i` is below the ring's size, so the slot is inside the mapping; the
         // kernel reads it only after the producer index moves past it.
@@ -769,7 +774,7 @@ impl Xsk {
 
     /// Publish the chunks put back since the last call, and wake the driver if it asked
     /// (`XDP_RING_NEED_WAKEUP`; a zero-copy driver waits for it, copy mode never asks).
-    pub fn fill_commit(&mut self) {
+    pub(crate) fn fill_commit(&mut self) {
         self.fill
             .producer()
             .store(self.fill.head, Ordering::Release);
@@ -790,7 +795,7 @@ impl Xsk {
 
     /// Frames the kernel dropped since the last call: (RX ring full, other reasons: no free
     /// chunk in the fill ring, a frame too large for a chunk).
-    pub fn take_drops(&mut self) -> io::Result<(u64, u64)> {
+    pub(crate) fn take_drops(&mut self) -> io::Result<(u64, u64)> {
         let s: libc::xdp_statistics =
             getsockopt(self.as_raw_fd(), libc::XDP_STATISTICS, "XDP_STATISTICS")?;
         let full = s.rx_ring_full.saturating_sub(self.last.rx_ring_full);
@@ -823,7 +828,7 @@ pub(super) fn xsk_fd() -> io::Result<OwnedFd> {
 /// The receive queues in use on interface `name` (each gets an XDP socket): the driver's
 /// count (`ETHTOOL_GCHANNELS`: its RX-only and combined channels; a veth's are its
 /// `real_num_rx_queues`), else the `queues/rx-*` entries of sysfs, else one.
-pub fn rx_queues(name: &str) -> u32 {
+pub(crate) fn rx_queues(name: &str) -> u32 {
     /// `struct ethtool_channels` (`linux/ethtool.h`).
     #[repr(C)]
     #[derive(Default)]

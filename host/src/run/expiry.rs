@@ -51,7 +51,7 @@ pub(super) fn start(
 
 /// Available memory in pages (`MemAvailable` of /proc/meminfo), as IPVS's `freeram +
 /// bufferram` estimate.
-pub fn avail_pages() -> Option<u64> {
+pub(crate) fn avail_pages() -> Option<u64> {
     let m = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = m
         .lines()

@@ -95,7 +95,7 @@ impl AppConn {
     }
 
     /// Whether expected connections it controls are alive.
-    pub fn controls(&self) -> bool {
+    pub(crate) fn controls(&self) -> bool {
         self.n_control.load(Relaxed) > 0
     }
 }
@@ -169,7 +169,7 @@ impl SeqAdj {
 
     /// The sequence number a segment of this direction goes out with (`vs_fix_seq`).
     #[inline]
-    pub fn fix_seq(&self, seq: u32) -> u32 {
+    pub(crate) fn fix_seq(&self, seq: u32) -> u32 {
         if !self.active() {
             seq
         } else if after(seq, self.init_seq) {
@@ -182,7 +182,7 @@ impl SeqAdj {
     /// The acknowledgement (or SACK edge) the other side's segment goes out with, for
     /// data of this direction (`vs_fix_ack_seq`): it acknowledges the shifted numbers.
     #[inline]
-    pub fn fix_ack(&self, ack: u32) -> u32 {
+    pub(crate) fn fix_ack(&self, ack: u32) -> u32 {
         if !self.active() {
             ack
         } else if after(ack, self.init_seq.wrapping_add(self.delta as u32)) {

@@ -239,7 +239,7 @@ impl Defense {
     /// `ip_vs_todrop`: whether to drop this new connection. `counter` is the worker's own
     /// countdown (IPVS's `drop_counter`), so that no atomic is written per packet.
     #[inline]
-    pub fn todrop(&self, counter: &std::cell::Cell<u32>) -> bool {
+    pub(crate) fn todrop(&self, counter: &std::cell::Cell<u32>) -> bool {
         let rate = self.drop_rate.load(Relaxed);
         if rate == 0 {
             return false;
@@ -274,7 +274,7 @@ impl Defense {
 /// `todrop_entry`'s rule for an entry with `in_pkts` packets from the client: none of 0 or
 /// more than 8; of those with `i` packets, every `i`-th candidate (`counters[i]` counts
 /// down), so entries with few packets go first.
-pub fn todrop_entry(in_pkts: u32, counters: &mut [u8; 9]) -> bool {
+pub(crate) fn todrop_entry(in_pkts: u32, counters: &mut [u8; 9]) -> bool {
     let i = in_pkts as usize;
     if !(1..=8).contains(&i) {
         return false;

@@ -12,13 +12,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use crate::model::TcpState;
-pub use crate::spec::StateTimeouts;
-pub use state::{Direction, TcpFlags};
-pub use table::{ConnTable, InsertError};
+
+pub(crate) use state::{Direction, TcpFlags};
+pub use table::ConnTable;
+pub use table::InsertError;
 
 use crate::consts::UDP_TIMEOUT_SECS;
 use crate::model::{Forward, NextHop, Protocol};
 use crate::service::Dest;
+use crate::spec::StateTimeouts;
 
 /// Lookup key of a packet: protocol and both endpoints, as the packet carries them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,7 +149,7 @@ impl Conn {
 
     /// Key of packets from the client (client -> VIP).
     #[inline]
-    pub fn in_key(&self) -> ConnKey {
+    pub(crate) fn in_key(&self) -> ConnKey {
         ConnKey {
             proto: self.proto,
             saddr: self.caddr,
@@ -160,7 +162,7 @@ impl Conn {
     /// Key of replies from the real server (real server -> client, or to the local
     /// address in full NAT).
     #[inline]
-    pub fn out_key(&self) -> ConnKey {
+    pub(crate) fn out_key(&self) -> ConnKey {
         ConnKey {
             proto: self.proto,
             saddr: self.raddr,
@@ -173,7 +175,7 @@ impl Conn {
     /// Account a packet: advance the TCP state (or keep UDP's one) and take the state's
     /// timeout, as IPVS's `state_transition` does for every packet.
     #[inline]
-    pub fn advance(
+    pub(crate) fn advance(
         &mut self,
         dir: Direction,
         flags: TcpFlags,
@@ -205,7 +207,7 @@ impl Conn {
 
     /// Advance the TCP state for a packet and move the connection between the real server's
     /// active and inactive counts as `set_tcp_state` does.
-    pub fn tcp_transition(
+    pub(crate) fn tcp_transition(
         &mut self,
         dir: Direction,
         flags: TcpFlags,
@@ -240,7 +242,7 @@ impl Conn {
     /// Whether a full table may evict it for a new connection: a TCP connection still in
     /// its handshake (SYN_RECV, or SYN_ACK under `secure_tcp`), or a UDP flow of one
     /// packet, that controls no other connection. A SYN flood's entries are all such.
-    pub fn half_open(&self) -> bool {
+    pub(crate) fn half_open(&self) -> bool {
         let early = match self.proto {
             Protocol::Tcp => matches!(self.state, TcpState::SynRecv | TcpState::SynAck),
             Protocol::Udp => self.in_pkts <= 1,
@@ -252,7 +254,7 @@ impl Conn {
     /// Whether it is an expected connection no packet has used yet: such entries are as
     /// cheap to ask for as a SYN, so eviction and `drop_entry` may reclaim them.
     #[inline]
-    pub fn waiting_expectation(&self) -> bool {
+    pub(crate) fn waiting_expectation(&self) -> bool {
         self.controller
             .as_ref()
             .is_some_and(app::Controller::waiting)
@@ -260,7 +262,7 @@ impl Conn {
 
     /// Whether it is an expected connection still waiting for a port.
     #[inline]
-    pub fn wildcard(&self) -> bool {
+    pub(crate) fn wildcard(&self) -> bool {
         self.no_cport || self.no_dport
     }
 

@@ -63,7 +63,7 @@ struct Link {
 
 impl Template {
     /// How many open connections it controls.
-    pub fn controls(&self) -> u32 {
+    pub(crate) fn controls(&self) -> u32 {
         self.link.n_control.load(Relaxed)
     }
 
@@ -109,7 +109,7 @@ impl Control {
     /// The connection was answered: the template becomes ASSURED (once; a plain load
     /// first, so that later packets do not write the shared line).
     #[inline]
-    pub fn assure(&self) {
+    pub(crate) fn assure(&self) {
         if !self.0.assured.load(Relaxed) {
             self.0.assured.store(true, Relaxed);
         }

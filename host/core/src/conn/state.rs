@@ -5,7 +5,7 @@ use crate::model::TcpState;
 
 /// Which way a packet travels, as the state table sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// Client to real server (`TCP_DIR_INPUT`).
     Input = 0,
     /// Real server to client (`TCP_DIR_OUTPUT`).
@@ -16,7 +16,7 @@ pub enum Direction {
 
 /// The TCP flags that drive the state table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TcpFlags {
+pub(crate) struct TcpFlags {
     /// SYN bit.
     pub syn: bool,
     /// FIN bit.
@@ -101,7 +101,12 @@ const TCP_STATES_DOS: [[TcpState; 11]; 12] = [
 /// Next state for a packet with `flags` travelling in `dir` on a connection in `state`
 /// (`set_tcp_state`), by `tcp_states_dos` when `secure` (the `secure_tcp` defense acts).
 /// Packets with none of SYN/FIN/ACK/RST leave the state alone.
-pub fn next_state(state: TcpState, dir: Direction, flags: TcpFlags, secure: bool) -> TcpState {
+pub(crate) fn next_state(
+    state: TcpState,
+    dir: Direction,
+    flags: TcpFlags,
+    secure: bool,
+) -> TcpState {
     let table = if secure { &TCP_STATES_DOS } else { &TCP_STATES };
     match flags.index() {
         Some(i) => table[dir as usize + i][state as usize],
@@ -110,7 +115,8 @@ pub fn next_state(state: TcpState, dir: Direction, flags: TcpFlags, secure: bool
 }
 
 /// Decode a state stored as its number.
-pub fn state_from_u8(v: u8) -> TcpState {
+#[cfg(test)]
+pub(crate) fn state_from_u8(v: u8) -> TcpState {
     TcpState::from_index(v)
 }
 

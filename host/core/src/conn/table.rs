@@ -30,7 +30,7 @@ use crate::model::Protocol;
 
 /// Which of a connection's two keys an index entry or a lookup is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyDir {
+pub(crate) enum KeyDir {
     /// Client -> VIP key.
     In,
     /// Real server -> client key.
@@ -55,7 +55,7 @@ pub enum InsertError {
 
 impl InsertError {
     /// Give the refused connection back.
-    pub fn into_conn(self) -> Conn {
+    pub(crate) fn into_conn(self) -> Conn {
         match self {
             Self::Full(c) | Self::Exists(c) | Self::NoLocalPort(c) => c,
         }
@@ -144,7 +144,7 @@ impl ConnTable {
     /// Whether a new connection from `key` (a client's packet) would find room in its
     /// shard, evicting a half-open entry there if it is full; checked before the scheduler
     /// is called, so that a flood against a full table costs no scheduling.
-    pub fn has_room(&self, key: &ConnKey) -> bool {
+    pub(crate) fn has_room(&self, key: &ConnKey) -> bool {
         let mut g = self.shard_for(KeyDir::In, key).inner.lock();
         (g.conns.len() < self.per_shard_max && self.len() < self.max_conns)
             || self.evict_locked(&mut g)
@@ -273,14 +273,14 @@ impl ConnTable {
     /// are handled. (hashbrown does not expose where a key's control bytes are, so those
     /// and the slab entry are not prefetched.)
     #[inline]
-    pub fn shard_hint(&self, dir: KeyDir, key: &ConnKey) -> *const u8 {
+    pub(crate) fn shard_hint(&self, dir: KeyDir, key: &ConnKey) -> *const u8 {
         (self.shard_for(dir, key) as *const Shard).cast()
     }
 
     /// Find the connection a packet with `key` (travelling in `dir`) belongs to and run `f`
     /// on it under its shard's lock. If `f` sets `expire_now`, the connection is removed.
     #[inline]
-    pub fn with_conn<R>(
+    pub(crate) fn with_conn<R>(
         &self,
         dir: KeyDir,
         key: &ConnKey,
@@ -303,7 +303,7 @@ impl ConnTable {
 
     /// Remove the expected connection with `key` (its client-side key as asked for) if no
     /// packet has used it yet; whether one was.
-    pub fn remove_waiting_expectation(&self, key: &ConnKey) -> bool {
+    pub(crate) fn remove_waiting_expectation(&self, key: &ConnKey) -> bool {
         self.with_conn(KeyDir::In, key, |c| {
             if c.waiting_expectation() {
                 c.expire_now = true;
@@ -315,7 +315,7 @@ impl ConnTable {
 
     /// Whether expected connections wait for a port.
     #[inline]
-    pub fn has_wildcards(&self) -> bool {
+    pub(crate) fn has_wildcards(&self) -> bool {
         self.wildcards.load(Relaxed) > 0
     }
 
@@ -323,7 +323,7 @@ impl ConnTable {
     /// connection waits for it with the port this packet fills in (the client's, coming in;
     /// the real server's, going out), give it that port (`ip_vs_conn_fill_cport`) and
     /// return true; the caller looks the packet up again.
-    pub fn fill_wildcard(&self, dir: KeyDir, key: &ConnKey) -> bool {
+    pub(crate) fn fill_wildcard(&self, dir: KeyDir, key: &ConnKey) -> bool {
         if !self.has_wildcards() {
             return false;
         }
@@ -445,7 +445,7 @@ impl ConnTable {
     // The refused connection comes back by value: boxing it would allocate on the refusal
     // path, which a flood makes hot (a full table refuses every new connection).
     #[allow(clippy::result_large_err)]
-    pub fn insert_fullnat(
+    pub(crate) fn insert_fullnat(
         &self,
         mut conn: Conn,
         laddrs: &[std::net::Ipv4Addr],

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
-pub use helper::{Answer, HelperPool, WasmHelper};
+pub use helper::HelperPool;
+pub use helper::{Answer, WasmHelper};
 pub use sched::WasmScheduler;
 
 use crate::consts::{PLUGIN_EPOCH_IDLE_TICKS, PLUGIN_EPOCH_US, PLUGIN_MAX_MEMORY};
@@ -256,7 +257,7 @@ pub struct Runtime {
 }
 
 /// A check of a module from outside, by name and bytes: `Err` refuses it.
-pub type GateFn = dyn Fn(&str, &[u8]) -> Result<(), PluginError> + Send + Sync;
+pub(crate) type GateFn = dyn Fn(&str, &[u8]) -> Result<(), PluginError> + Send + Sync;
 
 /// A check a module from outside passes before the runtime compiles it.
 pub struct Gate(pub Box<GateFn>);
@@ -417,7 +418,8 @@ impl Runtime {
     }
 
     /// Set the time above which a scheduler call is slow, for instances made from now on.
-    pub fn set_slow_call_us(&self, us: u64) {
+    #[cfg(test)]
+    pub(crate) fn set_slow_call_us(&self, us: u64) {
         self.slow_call_us.store(us, Relaxed);
     }
 
@@ -597,18 +599,10 @@ impl Registry {
             .filter(|p| matches!(p.kind, PluginKind::Helper { .. }))
             .cloned()
     }
-
-    /// The names of the built-in helpers.
-    pub fn builtin_helpers(&self) -> impl Iterator<Item = &str> {
-        self.builtins
-            .iter()
-            .filter(|p| matches!(p.kind, PluginKind::Helper { .. }))
-            .map(|p| p.name.as_str())
-    }
 }
 
 /// Memory a plugin instance may use, in bytes.
-pub const MAX_MEMORY: usize = PLUGIN_MAX_MEMORY;
+pub(crate) const MAX_MEMORY: usize = PLUGIN_MAX_MEMORY;
 
 #[cfg(test)]
 mod tests;

@@ -166,7 +166,7 @@ impl Dest {
 
     /// Whether its health check finds it down.
     #[inline]
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.health.load(Relaxed) & HEALTH_DOWN != 0
     }
 
@@ -178,7 +178,7 @@ impl Dest {
     }
 
     /// Make it a sorry server, or an ordinary one.
-    pub fn set_sorry(&self, sorry: bool) {
+    pub(crate) fn set_sorry(&self, sorry: bool) {
         self.sorry.store(sorry, Relaxed);
     }
 
@@ -230,7 +230,7 @@ impl Dest {
 
     /// Set the weight (0 quiesces: no new connections, existing ones continue). The last
     /// weight above 0 is kept (`last_weight`): Maglev keeps a quiesced server's entries.
-    pub fn set_weight(&self, w: u32) {
+    pub(crate) fn set_weight(&self, w: u32) {
         self.weight.store(w, Relaxed);
         if w > 0 {
             self.last_weight.store(w, Relaxed);
@@ -239,20 +239,20 @@ impl Dest {
 
     /// Set the weight of a server being added: its last weight is that weight, even 0
     /// (IPVS's Maglev ignores a server added with weight 0).
-    pub fn set_initial_weight(&self, w: u32) {
+    pub(crate) fn set_initial_weight(&self, w: u32) {
         self.weight.store(w, Relaxed);
         self.last_weight.store(w, Relaxed);
     }
 
     /// Set the hint custom schedulers may read.
-    pub fn set_hint(&self, hint: u32) {
+    pub(crate) fn set_hint(&self, hint: u32) {
         self.hint.store(hint, Relaxed);
     }
 
     /// Set the upper and lower connection thresholds (0 = none). As `__ip_vs_update_dest`
     /// does, removing the upper threshold or raising it lifts OVERLOAD at once; otherwise the
     /// flag waits for a connection to leave.
-    pub fn set_thresholds(&self, upper: u32, lower: u32) {
+    pub(crate) fn set_thresholds(&self, upper: u32, lower: u32) {
         if upper == 0 || upper > self.u_threshold.load(Relaxed) {
             self.flags.fetch_and(!OVERLOAD, Relaxed);
         }
@@ -273,7 +273,7 @@ impl Dest {
     }
 
     /// Mark the server configured or gone.
-    pub fn set_available(&self, yes: bool) {
+    pub(crate) fn set_available(&self, yes: bool) {
         if yes {
             self.flags.fetch_or(AVAILABLE, Relaxed);
         } else {
@@ -282,8 +282,8 @@ impl Dest {
     }
 
     /// Whether a scheduler may give it a new connection: weight above 0, not overloaded.
-    #[inline]
-    pub fn schedulable(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn schedulable(&self) -> bool {
         self.weight() > 0 && self.flags() & OVERLOAD == 0
     }
 
@@ -320,7 +320,7 @@ impl Dest {
 
     /// Set the forwarding method (connections keep the one they started with, as IPVS
     /// binds a connection's transmitter once).
-    pub fn set_forward(&self, f: Forward) {
+    pub(crate) fn set_forward(&self, f: Forward) {
         self.fwd.store(pack_forward(f), Relaxed);
     }
 
@@ -362,7 +362,7 @@ impl Dest {
 
     /// Count a connection leaving (`ip_vs_unbind_dest`) and clear the overload flag as IPVS
     /// does: below the lower threshold, or below 3/4 of the upper one when there is no lower.
-    pub fn unbind(&self, inactive: bool) {
+    pub(crate) fn unbind(&self, inactive: bool) {
         if inactive {
             self.inactconns.fetch_sub(1, Relaxed);
         } else {
@@ -388,7 +388,7 @@ impl Dest {
     }
 
     /// Move one connection between the active and inactive counts.
-    pub fn set_inactive(&self, inactive: bool) {
+    pub(crate) fn set_inactive(&self, inactive: bool) {
         if inactive {
             self.activeconns.fetch_sub(1, Relaxed);
             self.inactconns.fetch_add(1, Relaxed);

@@ -23,7 +23,7 @@ use crate::model::{Protocol, Scheduler, ServiceKey};
 use crate::spec::{Real, Service, StateTimeouts, Timeouts};
 
 /// (protocol, address) pairs whose data ports are claimed ([`Snapshot::data_claims`]).
-pub type AddrClaims = Vec<(Protocol, IpAddr)>;
+pub(crate) type AddrClaims = Vec<(Protocol, IpAddr)>;
 
 /// One virtual service in a snapshot.
 #[derive(Debug)]
@@ -230,7 +230,7 @@ impl Snapshot {
     }
 
     /// wvs's own address towards the real server `addr:port` (its route's source), if known.
-    pub fn real_source(&self, proto: Protocol, addr: IpAddr, port: u16) -> Option<Ipv4Addr> {
+    pub(crate) fn real_source(&self, proto: Protocol, addr: IpAddr, port: u16) -> Option<Ipv4Addr> {
         self.services
             .values()
             .filter(|s| s.key.proto == proto)
@@ -244,7 +244,7 @@ impl Snapshot {
 
     /// Whether `addr:port` is a real server of some service: its packets may be replies.
     #[inline]
-    pub fn is_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
+    pub(crate) fn is_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
         !self.reals.is_empty() && self.reals.contains(&(proto, addr, port))
     }
 
@@ -258,7 +258,7 @@ impl Snapshot {
     /// Whether a packet to `addr:port` may belong to an expected connection: `addr` is the
     /// virtual address of a service whose helper expects connections.
     #[inline]
-    pub fn is_data_vip(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
+    pub(crate) fn is_data_vip(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
         !self.data_vips.is_empty()
             && Self::is_data_port(port)
             && self.data_vips.contains(&(proto, addr))
@@ -267,7 +267,7 @@ impl Snapshot {
     /// Whether a packet from `addr:port` may belong to an expected connection: `addr` is a
     /// NAT real server of such a service.
     #[inline]
-    pub fn is_data_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
+    pub(crate) fn is_data_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
         !self.data_reals.is_empty()
             && Self::is_data_port(port)
             && self.data_reals.contains(&(proto, addr))
@@ -285,13 +285,13 @@ impl Snapshot {
 
     /// Whether `addr` is a virtual IP address.
     #[inline]
-    pub fn is_vip(&self, addr: IpAddr) -> bool {
+    pub(crate) fn is_vip(&self, addr: IpAddr) -> bool {
         self.vips.contains(&addr)
     }
 
     /// Whether `addr` is a real server address.
     #[inline]
-    pub fn is_real_addr(&self, addr: IpAddr) -> bool {
+    pub(crate) fn is_real_addr(&self, addr: IpAddr) -> bool {
         self.real_addrs.contains(&addr)
     }
 

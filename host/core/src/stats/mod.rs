@@ -50,14 +50,14 @@ impl Counters {
 
     /// Count a packet from the client side of `len` bytes (IP length).
     #[inline]
-    pub fn packet_in(&self, len: usize) {
+    pub(crate) fn packet_in(&self, len: usize) {
         bump(&self.inpkts);
         add(&self.inbytes, len as u64);
     }
 
     /// Count a packet from the real-server side.
     #[inline]
-    pub fn packet_out(&self, len: usize) {
+    pub(crate) fn packet_out(&self, len: usize) {
         bump(&self.outpkts);
         add(&self.outbytes, len as u64);
     }
@@ -177,7 +177,7 @@ pub struct Rates {
 
 /// `struct ip_vs_estimator`: the last totals and the smoothed, scaled rates.
 #[derive(Debug, Default, Clone)]
-pub struct Estimator {
+pub(crate) struct Estimator {
     last: Totals,
     cps: i64,
     inpps: i64,

@@ -24,7 +24,7 @@ pub enum CsumMode {
 
 /// Add `data` as big-endian 16-bit words to a 32-bit one's-complement accumulator.
 #[inline]
-pub fn sum_words(mut acc: u32, data: &[u8]) -> u32 {
+pub(crate) fn sum_words(mut acc: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
         acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
@@ -59,7 +59,7 @@ pub fn update(check: u16, old: &[u8], new: &[u8]) -> u16 {
 
 /// Update a partial (pseudo-header only, uncomplemented) checksum for a pseudo-header change.
 #[inline]
-pub fn update_partial(check: u16, old: &[u8], new: &[u8]) -> u16 {
+pub(crate) fn update_partial(check: u16, old: &[u8], new: &[u8]) -> u16 {
     debug_assert_eq!(old.len(), new.len());
     let mut acc = u32::from(check);
     acc = sub_words(acc, old);
@@ -112,7 +112,7 @@ pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u16 {
 /// the field at `field` of `segment` holds the pseudo-header sum; the result covers it and
 /// every byte of the segment. Returns the value written. `field` must leave room for two
 /// bytes in `segment`.
-pub fn complete_partial(segment: &mut [u8], field: usize) -> u16 {
+pub(crate) fn complete_partial(segment: &mut [u8], field: usize) -> u16 {
     let c = !fold(sum_words(0, segment));
     segment[field..field + 2].copy_from_slice(&c.to_be_bytes());
     c

@@ -21,7 +21,7 @@ pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Ref
 
 /// A real server's reply to the client: one hop less, from the virtual service to the
 /// client again.
-pub fn to_client(pkt: &mut Packet<'_>, b: &Back, link: Link) -> Result<Sent, Refused> {
+pub(crate) fn to_client(pkt: &mut Packet<'_>, b: &Back, link: Link) -> Result<Sent, Refused> {
     let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
     let ip = pkt.ip();
     super::decrement_ttl(&mut ip[..ihl])?;

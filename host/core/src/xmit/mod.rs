@@ -146,7 +146,7 @@ pub struct Target {
 
 /// What the connection says about a real server's reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Back {
+pub(crate) struct Back {
     /// The forwarding method (masquerading or full NAT).
     pub fwd: Forward,
     /// The virtual address, the reply's new source.
@@ -173,7 +173,7 @@ pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Ref
 
 /// Send a real server's reply to the client (NAT and full NAT: the other methods see no
 /// reply).
-pub fn to_client(pkt: &mut Packet<'_>, b: &Back, link: Link) -> Result<Sent, Refused> {
+pub(crate) fn to_client(pkt: &mut Packet<'_>, b: &Back, link: Link) -> Result<Sent, Refused> {
     match b.fwd {
         Forward::FullNat => fullnat::to_client(pkt, b, link),
         _ => nat::to_client(pkt, b.vaddr, b.vport, link),
@@ -182,7 +182,7 @@ pub fn to_client(pkt: &mut Packet<'_>, b: &Back, link: Link) -> Result<Sent, Ref
 
 /// Complete a partial L4 checksum in software (`skb_checksum_help`), for a packet that
 /// leaves without the kernel's offload: an encapsulated one, or one for the own stack.
-pub fn complete_csum(ip: &mut [u8], ihl: usize, proto: Protocol, csum: CsumMode) {
+pub(crate) fn complete_csum(ip: &mut [u8], ihl: usize, proto: Protocol, csum: CsumMode) {
     if csum != CsumMode::Partial {
         return;
     }
@@ -198,7 +198,7 @@ pub fn complete_csum(ip: &mut [u8], ihl: usize, proto: Protocol, csum: CsumMode)
 
 /// Decrement the IPv4 TTL as a router does (`ip_decrease_ttl`), or refuse when it would
 /// reach zero: every transmitter forwards, so every one does this first.
-pub fn decrement_ttl(ip: &mut [u8]) -> Result<(), Refused> {
+pub(crate) fn decrement_ttl(ip: &mut [u8]) -> Result<(), Refused> {
     if nat::decrement_ttl_v4(ip) {
         Ok(())
     } else {
@@ -250,7 +250,7 @@ pub fn check(pkt: &Packet<'_>, mtu: u32) -> Result<(), Refused> {
 const MIN_IPV4_MTU: u16 = 68;
 
 /// Write the Ethernet addresses of `link` into the frame at the start of `buf`.
-pub fn set_macs(buf: &mut [u8], link: Link) {
+pub(crate) fn set_macs(buf: &mut [u8], link: Link) {
     let mut eth = EthernetFrame::new_unchecked(buf);
     eth.set_src_addr(EthernetAddress(link.src_mac));
     eth.set_dst_addr(EthernetAddress(link.dst_mac));

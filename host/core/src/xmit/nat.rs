@@ -27,7 +27,7 @@ pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Ref
 
 /// A real server's reply to the client (`handle_response`): one hop less (the kernel
 /// forwards replies), the source becomes the virtual service.
-pub fn to_client(
+pub(crate) fn to_client(
     pkt: &mut Packet<'_>,
     vaddr: Ipv4Addr,
     vport: u16,
@@ -136,7 +136,7 @@ fn l4_update(
 }
 
 /// Decrement the IPv4 TTL as a router does, or return `false` if it would reach zero.
-pub fn decrement_ttl_v4(hdr: &mut [u8]) -> bool {
+pub(crate) fn decrement_ttl_v4(hdr: &mut [u8]) -> bool {
     let mut iph = Ipv4Packet::new_unchecked(hdr);
     let ttl = iph.hop_limit();
     if ttl <= 1 {

@@ -22,7 +22,7 @@ pub fn local(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
 /// The answer to one of the director's own checks through a local VIP
 /// ([`crate::conn::own`]): from `standin` instead of the VIP (its port, `sport`, kept),
 /// delivered to its stack.
-pub fn own_check(
+pub(crate) fn own_check(
     pkt: &mut Packet<'_>,
     standin: std::net::Ipv4Addr,
     sport: u16,

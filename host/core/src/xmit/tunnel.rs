@@ -45,7 +45,7 @@ const ECN_CE: u8 = 0b11;
 const ECN_ECT0: u8 = 0b10;
 
 /// Bytes a tunnel adds before the inner packet: what the path MTU loses.
-pub fn overhead(tun: &Tunnel) -> usize {
+pub(crate) fn overhead(tun: &Tunnel) -> usize {
     OUTER_IP_LEN
         + match tun.kind {
             TunKind::Ipip => 0,
@@ -56,7 +56,7 @@ pub fn overhead(tun: &Tunnel) -> usize {
 }
 
 /// GUE's UDP source port for a connection hash (`udp_flow_src_port`).
-pub fn flow_port(hash: u32) -> u16 {
+pub(crate) fn flow_port(hash: u32) -> u16 {
     ((u64::from(hash) * u64::from(FLOW_PORT_MAX - FLOW_PORT_MIN)) >> 32) as u16
         + FLOW_PORT_MIN as u16
 }
