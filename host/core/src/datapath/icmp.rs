@@ -231,9 +231,45 @@ fn error_from_destination(
     Some(IP + ipv4_field::MIN_HEADER_LEN + icmp_len)
 }
 
+/// Where a relayed ICMP error goes, and what its connection's translation was: the address
+/// and port the quote's translated end takes, the interface and MAC towards the receiver,
+/// and in full NAT the quote's other end (the client, or the local address).
+struct Relay {
+    dir: KeyDir,
+    addr: Ipv4Addr,
+    port: u16,
+    iface: u8,
+    mac: [u8; 6],
+    other: Option<(Ipv4Addr, u16)>,
+}
+
 impl Datapath {
     /// Relay an ICMP error to the other end of its connection.
     pub(super) fn icmp_error(&self, snap: &Snapshot, e: &IcmpError, frame: &mut [u8]) -> Verdict {
+        let r = match self.relay_of(snap, e) {
+            Ok(r) => r,
+            Err(v) => return v,
+        };
+        let Some(out_if) = self.ifaces.get(usize::from(r.iface)) else {
+            return Verdict::Drop(DropReason::NoNextHop);
+        };
+        let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + e.total_len];
+        let (hdr, icmp) = ip.split_at_mut(e.ihl);
+        if r.dir == KeyDir::Out && !nat::decrement_ttl_v4(hdr) {
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
+        relay_outer(hdr, &r);
+        relay_quote(icmp, e.inner_ihl, &r);
+        icmp[2..4].copy_from_slice(&[0, 0]);
+        let c = checksum::compute(icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        set_macs(frame, out_if.mac(), r.mac);
+        Verdict::Tx { iface: r.iface }
+    }
+
+    /// The connection an ICMP error is about, counted, and where the error goes; or what
+    /// to do instead.
+    fn relay_of(&self, snap: &Snapshot, e: &IcmpError) -> Result<Relay, Verdict> {
         // The quoted packet's key, turned into the key of the packet that would go the
         // other way: that is how the connection table knows the connection.
         let key = ConnKey {
@@ -253,7 +289,7 @@ impl Datapath {
                     c.dest.stats.worker(w).packet_in(len);
                     c.svc_stats.worker(w).packet_in(len);
                     let other = (c.fwd == Forward::FullNat).then_some((c.laddr, c.lport));
-                    Some((c.raddr, c.rport, hop.iface, hop.mac, other))
+                    Some((c.raddr, c.rport, hop, other))
                 }),
             ),
             About::Forwarded => (
@@ -262,19 +298,13 @@ impl Datapath {
                     c.dest.stats.worker(w).packet_out(len);
                     c.svc_stats.worker(w).packet_out(len);
                     let other = (c.fwd == Forward::FullNat).then_some((c.caddr, c.cport));
-                    Some((
-                        c.vaddr,
-                        c.vport,
-                        c.client_hop.iface,
-                        c.client_hop.mac,
-                        other,
-                    ))
+                    Some((c.vaddr, c.vport, c.client_hop, other))
                 }),
             ),
         };
-        let (addr, port, iface, mac, other) = match found {
+        let (addr, port, hop, other) = match found {
             Some(Some(v)) => v,
-            Some(None) => return Verdict::Drop(DropReason::NoNextHop),
+            Some(None) => return Err(Verdict::Drop(DropReason::NoNextHop)),
             // About a packet the balancer's own stack sent a real server (a health check's
             // probe, from its address towards that server): the error is the stack's, as
             // IPVS's ip_vs_out_icmp leaves what belongs to no connection (NF_ACCEPT).
@@ -282,85 +312,87 @@ impl Datapath {
                 && snap.real_source(e.proto, IpAddr::V4(e.daddr), e.dport) == Some(e.saddr) =>
             {
                 super::stats::bump(&self.stats.passed);
-                return Verdict::Stack {
+                return Err(Verdict::Stack {
                     daddr: e.saddr,
                     len: e.total_len,
-                };
+                });
             }
-            None => return Verdict::Drop(DropReason::IcmpNoConn),
+            None => return Err(Verdict::Drop(DropReason::IcmpNoConn)),
         };
         let IpAddr::V4(addr) = addr else {
-            return Verdict::Drop(DropReason::IcmpInnerBad);
+            return Err(Verdict::Drop(DropReason::IcmpInnerBad));
         };
         // Full NAT: the other endpoint was translated too (the client and the local address).
         let other = match other {
             Some((IpAddr::V4(a), p)) => Some((a, p)),
-            Some(_) => return Verdict::Drop(DropReason::IcmpInnerBad),
+            Some(_) => return Err(Verdict::Drop(DropReason::IcmpInnerBad)),
             None => None,
         };
-        let Some(out_if) = self.ifaces.get(usize::from(iface)) else {
-            return Verdict::Drop(DropReason::NoNextHop);
-        };
-        let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + e.total_len];
-        let (hdr, icmp) = ip.split_at_mut(e.ihl);
-        if dir == KeyDir::Out && !nat::decrement_ttl_v4(hdr) {
-            return Verdict::Drop(DropReason::TtlExceeded);
-        }
-        let mut outer = Ipv4Packet::new_unchecked(&mut *hdr);
-        let old = match dir {
-            KeyDir::In => outer.dst_addr(),
-            KeyDir::Out => outer.src_addr(),
-        };
-        match dir {
-            KeyDir::In => outer.set_dst_addr(addr),
-            KeyDir::Out => outer.set_src_addr(addr),
-        }
+        Ok(Relay {
+            dir,
+            addr,
+            port,
+            iface: hop.iface,
+            mac: hop.mac,
+            other,
+        })
+    }
+}
+
+/// The error's own header: a reply's goes to the real server instead of the VIP, a
+/// forwarded one's comes from the VIP instead of the server (and in full NAT goes to the
+/// client instead of the local address).
+fn relay_outer(hdr: &mut [u8], r: &Relay) {
+    let mut outer = Ipv4Packet::new_unchecked(hdr);
+    let old = match r.dir {
+        KeyDir::In => outer.dst_addr(),
+        KeyDir::Out => outer.src_addr(),
+    };
+    match r.dir {
+        KeyDir::In => outer.set_dst_addr(r.addr),
+        KeyDir::Out => outer.set_src_addr(r.addr),
+    }
+    outer.set_checksum(checksum::update(
+        outer.checksum(),
+        &old.octets(),
+        &r.addr.octets(),
+    ));
+    if let (KeyDir::Out, Some((caddr, _))) = (r.dir, r.other) {
+        let old = outer.dst_addr();
+        outer.set_dst_addr(caddr);
         outer.set_checksum(checksum::update(
             outer.checksum(),
             &old.octets(),
-            &addr.octets(),
+            &caddr.octets(),
         ));
-        // Full NAT, an error about a packet to a server: it was addressed to the local
-        // address, and goes to the client.
-        if let (KeyDir::Out, Some((caddr, _))) = (dir, other) {
-            let old = outer.dst_addr();
-            outer.set_dst_addr(caddr);
-            outer.set_checksum(checksum::update(
-                outer.checksum(),
-                &old.octets(),
-                &caddr.octets(),
-            ));
-        }
+    }
+}
 
-        let (inner_hdr, inner_l4) = icmp[ICMP_HEADER_LEN..].split_at_mut(e.inner_ihl);
-        let mut q = Ipv4Packet::new_unchecked(&mut *inner_hdr);
-        // Reply: the quote's source was the VIP and becomes the real server; forwarded: the
-        // quote's destination was the real server and becomes the VIP.
-        match dir {
-            KeyDir::In => q.set_src_addr(addr),
-            KeyDir::Out => q.set_dst_addr(addr),
+/// The quoted packet (after the ICMP header, its IP header `inner_ihl` bytes long),
+/// translated as the connection's packets are.
+fn relay_quote(icmp: &mut [u8], inner_ihl: usize, r: &Relay) {
+    let (inner_hdr, inner_l4) = icmp[ICMP_HEADER_LEN..].split_at_mut(inner_ihl);
+    let mut q = Ipv4Packet::new_unchecked(&mut *inner_hdr);
+    // Reply: the quote's source was the VIP and becomes the real server; forwarded: the
+    // quote's destination was the real server and becomes the VIP.
+    match r.dir {
+        KeyDir::In => q.set_src_addr(r.addr),
+        KeyDir::Out => q.set_dst_addr(r.addr),
+    }
+    // Full NAT: the quote's other end was the client (a reply's destination), or the
+    // local address (a forwarded packet's source).
+    if let Some((a, _)) = r.other {
+        match r.dir {
+            KeyDir::In => q.set_dst_addr(a),
+            KeyDir::Out => q.set_src_addr(a),
         }
-        // Full NAT: the quote's other end was the client (a reply's destination), or the
-        // local address (a forwarded packet's source).
-        if let Some((a, _)) = other {
-            match dir {
-                KeyDir::In => q.set_dst_addr(a),
-                KeyDir::Out => q.set_src_addr(a),
-            }
-        }
-        q.set_checksum(0);
-        let c = checksum::compute(&inner_hdr[..e.inner_ihl]);
-        Ipv4Packet::new_unchecked(&mut *inner_hdr).set_checksum(c);
-        let port_at = if dir == KeyDir::In { 0 } else { 2 };
-        inner_l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
-        if let Some((_, p)) = other {
-            inner_l4[2 - port_at..4 - port_at].copy_from_slice(&p.to_be_bytes());
-        }
-
-        icmp[2..4].copy_from_slice(&[0, 0]);
-        let c = checksum::compute(icmp);
-        icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        set_macs(frame, out_if.mac(), mac);
-        Verdict::Tx { iface }
+    }
+    q.set_checksum(0);
+    let c = checksum::compute(&inner_hdr[..inner_ihl]);
+    Ipv4Packet::new_unchecked(&mut *inner_hdr).set_checksum(c);
+    let port_at = if r.dir == KeyDir::In { 0 } else { 2 };
+    inner_l4[port_at..port_at + 2].copy_from_slice(&r.port.to_be_bytes());
+    if let Some((_, p)) = r.other {
+        inner_l4[2 - port_at..4 - port_at].copy_from_slice(&p.to_be_bytes());
     }
 }

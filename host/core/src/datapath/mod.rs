@@ -213,18 +213,30 @@ impl L4Info {
 
 /// What the connection lookup of an inbound packet decided.
 enum InLookup {
-    Forward {
-        daddr: IpAddr,
-        dport: u16,
-        hop: Option<NextHop>,
-        fwd: Forward,
-        src: Ipv4Addr,
-        mtu: u32,
-        local: (IpAddr, u16),
-        app: Option<app::AppCtx>,
-    },
+    Forward(InForward),
     Drop(DropReason),
     Reschedule,
+}
+
+/// Where a client's packet goes: its connection's real server and how to reach it.
+struct InForward {
+    daddr: IpAddr,
+    dport: u16,
+    hop: Option<NextHop>,
+    fwd: Forward,
+    src: Ipv4Addr,
+    mtu: u32,
+    local: (IpAddr, u16),
+    app: Option<app::AppCtx>,
+}
+
+/// What a packet's connection lookup needs besides the connection, the same for both
+/// directions' lookups.
+struct Lookup<'a> {
+    info: &'a L4Info,
+    now: u64,
+    timeouts: &'a crate::spec::StateTimeouts,
+    secure: bool,
 }
 
 impl Datapath {
@@ -482,66 +494,14 @@ impl Datapath {
         let info = &info;
         let sysctl = snap.sysctl;
         let key = info.key();
-        let timeouts = svc.map_or(&snap.timeouts, |s| &s.timeouts);
         let move_udp = svc.is_some_and(|s| s.spec.udp_move);
-        let secure = self.conns.defense().secure_tcp();
-        let lookup = |c: &mut Conn| -> InLookup {
-            // ip_vs_in's order: first a SYN reusing the ports of a connection that is over
-            // (conn_reuse_mode, `is_new_conn_expected`) or whose server is quiesced
-            // (with expire_nodest_conn) starts a new connection, unless the old one is
-            // controlled (`cp->control`): by a persistence template, or by the control
-            // connection whose helper expected it (an FTP data connection, whose port is
-            // no service and could not be scheduled); then the server's state.
-            let reuse = sysctl.conn_reuse_mode;
-            if reuse != 0 && info.is_new_syn() {
-                let over = c.template.is_none()
-                    && c.controller.is_none()
-                    && (matches!(c.state, TcpState::TimeWait | TcpState::Close)
-                        || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output));
-                if over || (sysctl.expire_nodest_conn && c.dest.weight() == 0) {
-                    c.expire_now = true;
-                    return InLookup::Reschedule;
-                }
-            }
-            if !c.dest.available() {
-                // The server is gone. expire_nodest_conn: the connection ends with this
-                // packet, and a SYN gets a new server; else the packet is dropped and the
-                // connection waits for its timeout.
-                if !sysctl.expire_nodest_conn {
-                    return InLookup::Drop(DropReason::DestGone);
-                }
-                c.expire_now = true;
-                return if info.is_new_syn() {
-                    InLookup::Reschedule
-                } else {
-                    InLookup::Drop(DropReason::DestGone)
-                };
-            }
-            // A UDP flow whose server a health check finds down moves to a live one when
-            // its service says so (keepalived#2163); IPVS keeps it where it is.
-            if move_udp && info.proto == Protocol::Udp && c.dest.is_down() {
-                c.expire_now = true;
-                return InLookup::Reschedule;
-            }
-            c.in_pkts = c.in_pkts.saturating_add(1);
-            if let Some(k) = c.controller.as_mut() {
-                k.used();
-            }
-            c.advance(Direction::Input, info.flags, timeouts, secure);
-            c.touch(now);
-            c.dest.stats.worker(self.worker).packet_in(info.total_len);
-            c.svc_stats.worker(self.worker).packet_in(info.total_len);
-            InLookup::Forward {
-                daddr: c.raddr,
-                dport: c.rport,
-                hop: c.dest.next_hop(),
-                fwd: c.fwd,
-                src: c.dest.source(),
-                mtu: c.dest.mtu(),
-                local: (c.laddr, c.lport),
-                app: app::AppCtx::of(c),
-            }
+        let l = Lookup {
+            info,
+            now,
+            timeouts: svc.map_or(&snap.timeouts, |s| &s.timeouts),
+            secure: self.conns.defense().secure_tcp(),
         };
+        let lookup = |c: &mut Conn| self.lookup_in(c, &l, sysctl, move_udp);
         let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
         // IPVS's NO_CPORT lookup: an expected connection waiting for this client port.
         if found.is_none() && self.conns.fill_wildcard(KeyDir::In, &key) {
@@ -550,7 +510,7 @@ impl Datapath {
         }
         let Some(svc) = svc else {
             return match found {
-                Some(InLookup::Forward { .. }) => self.forward_in(rx, buf, sink, found),
+                Some(InLookup::Forward(_)) => self.forward_in(rx, buf, sink, found),
                 Some(InLookup::Drop(r)) => Verdict::Drop(r),
                 _ => Verdict::Drop(DropReason::NoConnIn),
             };
@@ -571,102 +531,167 @@ impl Datapath {
         self.forward_in(rx, buf, sink, found)
     }
 
+    /// `ip_vs_in` on the connection `c` of a client's packet: start a new one instead, drop
+    /// the packet, or count it, move the state on and say where it goes.
+    #[inline]
+    fn lookup_in(
+        &self,
+        c: &mut Conn,
+        l: &Lookup<'_>,
+        sysctl: crate::spec::Sysctl,
+        move_udp: bool,
+    ) -> InLookup {
+        let info = l.info;
+        // ip_vs_in's order: first a SYN reusing the ports of a connection that is over
+        // (conn_reuse_mode, `is_new_conn_expected`) or whose server is quiesced
+        // (with expire_nodest_conn) starts a new connection, unless the old one is
+        // controlled (`cp->control`): by a persistence template, or by the control
+        // connection whose helper expected it (an FTP data connection, whose port is
+        // no service and could not be scheduled); then the server's state.
+        let reuse = sysctl.conn_reuse_mode;
+        if reuse != 0 && info.is_new_syn() {
+            let over = c.template.is_none()
+                && c.controller.is_none()
+                && (matches!(c.state, TcpState::TimeWait | TcpState::Close)
+                    || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output));
+            if over || (sysctl.expire_nodest_conn && c.dest.weight() == 0) {
+                c.expire_now = true;
+                return InLookup::Reschedule;
+            }
+        }
+        if !c.dest.available() {
+            // The server is gone. expire_nodest_conn: the connection ends with this
+            // packet, and a SYN gets a new server; else the packet is dropped and the
+            // connection waits for its timeout.
+            if !sysctl.expire_nodest_conn {
+                return InLookup::Drop(DropReason::DestGone);
+            }
+            c.expire_now = true;
+            return if info.is_new_syn() {
+                InLookup::Reschedule
+            } else {
+                InLookup::Drop(DropReason::DestGone)
+            };
+        }
+        // A UDP flow whose server a health check finds down moves to a live one when
+        // its service says so (keepalived#2163); IPVS keeps it where it is.
+        if move_udp && info.proto == Protocol::Udp && c.dest.is_down() {
+            c.expire_now = true;
+            return InLookup::Reschedule;
+        }
+        c.in_pkts = c.in_pkts.saturating_add(1);
+        if let Some(k) = c.controller.as_mut() {
+            k.used();
+        }
+        c.advance(Direction::Input, info.flags, l.timeouts, l.secure);
+        c.touch(l.now);
+        c.dest.stats.worker(self.worker).packet_in(info.total_len);
+        c.svc_stats.worker(self.worker).packet_in(info.total_len);
+        InLookup::Forward(InForward {
+            daddr: c.raddr,
+            dport: c.rport,
+            hop: c.dest.next_hop(),
+            fwd: c.fwd,
+            src: c.dest.source(),
+            mtu: c.dest.mtu(),
+            local: (c.laddr, c.lport),
+            app: app::AppCtx::of(c),
+        })
+    }
+
     /// Send a client's packet on by what its connection lookup found.
     fn forward_in(
         &self,
-        rx: Rx<'_>,
+        mut rx: Rx<'_>,
         buf: &mut [u8],
         sink: &mut dyn xmit::gso::SegmentSink,
         found: Option<InLookup>,
     ) -> Verdict {
-        let Rx {
-            snap,
-            now,
-            mut meta,
-            info,
-        } = rx;
-        let info = &info;
-        let sysctl = snap.sysctl;
-        let (daddr, dport, hop, fwd, src, mtu, local, app) = match found {
-            Some(InLookup::Forward {
-                daddr,
-                dport,
-                hop,
-                fwd,
-                src,
-                mtu,
-                local,
-                app,
-            }) => (daddr, dport, hop, fwd, src, mtu, local, app),
+        let f = match found {
+            Some(InLookup::Forward(f)) => f,
             Some(InLookup::Drop(r)) => return Verdict::Drop(r),
             _ => return Verdict::Drop(DropReason::NoConnIn),
         };
-        let mut info = *info;
-        let helped = match &app {
-            Some(ctx) => {
-                let mut seen = Rx {
-                    snap,
-                    now,
-                    meta,
-                    info,
-                };
-                let h = self.help(&mut seen, ctx, wvs_sdk::helper_dir::IN, buf);
-                (meta, info) = (seen.meta, seen.info);
-                match h {
-                    Ok(h) => h,
-                    Err(r) => return Verdict::Drop(r),
-                }
-            }
+        let helped = match &f.app {
+            Some(ctx) => match self.help(&mut rx, ctx, wvs_sdk::helper_dir::IN, buf) {
+                Ok(h) => h,
+                Err(r) => return Verdict::Drop(r),
+            },
             None => app::Helped::default(),
         };
-        let info = &info;
-        let (IpAddr::V4(daddr), IpAddr::V4(laddr)) = (daddr, local.0) else {
+        let (IpAddr::V4(daddr), IpAddr::V4(laddr)) = (f.daddr, f.local.0) else {
             return Verdict::Drop(DropReason::IpBadVersion);
         };
-        // The own stack needs no next hop: it routes or delivers itself.
-        let link = match (fwd, hop) {
-            (Forward::Local | Forward::Bypass, _) => xmit::Link {
-                iface: meta.iface,
-                src_mac: [0; 6],
-                dst_mac: [0; 6],
-            },
-            (_, None) => return Verdict::Drop(DropReason::NoNextHop),
-            (_, Some(hop)) => {
-                let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
-                    return Verdict::Drop(DropReason::NoNextHop);
-                };
-                xmit::Link {
-                    iface: hop.iface,
-                    src_mac: out_if.mac(),
-                    dst_mac: hop.mac,
-                }
-            }
+        let link = match self.link_in(f.fwd, f.hop, rx.meta.iface) {
+            Ok(l) => l,
+            Err(r) => return Verdict::Drop(r),
         };
         // A tunnel needs wvs's own address on the route as its outer source.
-        if matches!(fwd, Forward::Tunnel(_)) && src.is_unspecified() {
+        if matches!(f.fwd, Forward::Tunnel(_)) && f.src.is_unspecified() {
             return Verdict::Drop(DropReason::NoNextHop);
         }
         let target = xmit::Target {
-            fwd,
+            fwd: f.fwd,
             daddr,
-            dport,
-            src,
-            flow_hash: flow_hash(info),
+            dport: f.dport,
+            src: f.src,
+            flow_hash: flow_hash(&rx.info),
             // A segment a helper made longer is held to the MTU by cutting it (below), not
             // refused: the sender never sent anything too long.
-            mtu: if helped.resized { 0 } else { mtu },
-            local: (laddr, local.1),
-            pmtu_disc: sysctl.pmtu_disc,
+            mtu: if helped.resized { 0 } else { f.mtu },
+            local: (laddr, f.local.1),
+            pmtu_disc: rx.snap.sysctl.pmtu_disc,
         };
-        let mut pkt = self.packet(buf, meta, info);
+        let mut pkt = self.packet(buf, rx.meta, &rx.info);
         if helped.resized {
             let r = xmit::to_real(&mut pkt, &target, link);
-            return self.resized(r, &mut pkt, mtu, sink);
+            return self.resized(r, &mut pkt, f.mtu, sink);
         }
-        match xmit::to_real(&mut pkt, &target, link) {
-            // A super-packet into a tunnel: cut here, as the kernel cannot.
+        self.transmit_in(&mut pkt, sink, &target, link)
+    }
+
+    /// How a client's packet reaches its real server: the next hop's interface and MAC,
+    /// or (local, bypass) the own stack, which routes or delivers itself.
+    #[inline]
+    fn link_in(
+        &self,
+        fwd: Forward,
+        hop: Option<NextHop>,
+        iface: u8,
+    ) -> Result<xmit::Link, DropReason> {
+        match (fwd, hop) {
+            (Forward::Local | Forward::Bypass, _) => Ok(xmit::Link {
+                iface,
+                src_mac: [0; 6],
+                dst_mac: [0; 6],
+            }),
+            (_, None) => Err(DropReason::NoNextHop),
+            (_, Some(hop)) => {
+                let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
+                    return Err(DropReason::NoNextHop);
+                };
+                Ok(xmit::Link {
+                    iface: hop.iface,
+                    src_mac: out_if.mac(),
+                    dst_mac: hop.mac,
+                })
+            }
+        }
+    }
+
+    /// Send a client's packet to `target`: whole, or cut into segments (a super-packet into
+    /// a tunnel, which the kernel cannot cut) or fragments (a tunnel's outer packet too long
+    /// for the path, without DF) in `sink`'s buffers.
+    fn transmit_in(
+        &self,
+        pkt: &mut xmit::Packet<'_>,
+        sink: &mut dyn xmit::gso::SegmentSink,
+        target: &xmit::Target,
+        link: xmit::Link,
+    ) -> Verdict {
+        match xmit::to_real(pkt, target, link) {
             Err(xmit::Refused::TunnelGso) => {
-                match xmit::gso::segment(&pkt, sink, |p| xmit::to_real(p, &target, link)) {
+                match xmit::gso::segment(pkt, sink, |p| xmit::to_real(p, target, link)) {
                     Ok((count, all)) => {
                         // Out of transmit buffers part of the way: the rest is lost.
                         self.stats
@@ -676,7 +701,6 @@ impl Datapath {
                     Err(r) => self.sent(Err(r)),
                 }
             }
-            // A tunnel's outer packet too long for the path, without DF: in fragments.
             Ok(xmit::Sent::Fragment { iface, len, mtu }) => {
                 match xmit::frag::fragment(&pkt.buf[..len], mtu, iface, sink) {
                     Ok((count, all)) => {
@@ -787,7 +811,7 @@ impl Datapath {
             self.conns.defense().secure_tcp(),
         );
         conn.touch(now);
-        let fwd = InLookup::Forward {
+        let fwd = InForward {
             daddr: conn.raddr,
             dport: conn.rport,
             hop,
@@ -828,16 +852,14 @@ impl Datapath {
         svc: &VirtualService,
         dest: &Arc<Dest>,
         info: &L4Info,
-        mut fwd: InLookup,
+        mut fwd: InForward,
     ) -> Result<InLookup, Option<DropReason>> {
         let inserted = if conn.fwd == Forward::FullNat {
             let laddrs = &svc.spec.laddrs;
             let first = flow_hash(info) as usize % laddrs.len().max(1);
-            self.conns.insert_fullnat(conn, laddrs, first).map(|l| {
-                if let InLookup::Forward { local, .. } = &mut fwd {
-                    *local = l;
-                }
-            })
+            self.conns
+                .insert_fullnat(conn, laddrs, first)
+                .map(|l| fwd.local = l)
         } else {
             self.conns.insert(conn)
         };
@@ -849,7 +871,7 @@ impl Datapath {
                 svc.stats.worker(w).conn();
                 dest.stats.worker(w).packet_in(info.total_len);
                 svc.stats.worker(w).packet_in(info.total_len);
-                Ok(fwd)
+                Ok(InLookup::Forward(fwd))
             }
             Err(e) => {
                 let reason = match e {
@@ -869,86 +891,29 @@ impl Datapath {
     /// kernel's, routed on as the kernel would have.
     fn outbound(
         &self,
-        rx: Rx<'_>,
+        mut rx: Rx<'_>,
         buf: &mut [u8],
         sink: &mut dyn xmit::gso::SegmentSink,
         data: bool,
     ) -> Verdict {
-        let Rx {
-            snap,
-            now,
-            mut meta,
-            info,
-        } = rx;
-        let info = &info;
-        let key = info.key();
-        let timeouts = &snap.timeouts;
-        let secure = self.conns.defense().secure_tcp();
-        let lookup = |c: &mut Conn| {
-            if !c.dest.available() {
-                c.expire_now = true;
-                return Err(DropReason::DestGone);
-            }
-            if let Some(k) = c.controller.as_mut() {
-                k.used();
-            }
-            c.advance(Direction::Output, info.flags, timeouts, secure);
-            c.touch(now);
-            c.dest.stats.worker(self.worker).packet_out(info.total_len);
-            c.svc_stats.worker(self.worker).packet_out(info.total_len);
-            Ok((
-                (c.fwd, c.vaddr, c.vport, c.caddr, c.cport, c.client_hop),
-                app::AppCtx::of(c),
-            ))
+        let key = rx.info.key();
+        let l = Lookup {
+            info: &rx.info,
+            now: rx.now,
+            timeouts: &rx.snap.timeouts,
+            secure: self.conns.defense().secure_tcp(),
         };
+        let lookup = |c: &mut Conn| self.lookup_out(c, &l);
         let mut found = self.conns.with_conn(KeyDir::Out, &key, lookup);
         // An expected connection waiting for the server's port (a TFTP transfer's).
         if found.is_none() && self.conns.fill_wildcard(KeyDir::Out, &key) {
             stats::bump(&self.stats.helper.expects_matched);
             found = self.conns.with_conn(KeyDir::Out, &key, lookup);
         }
-        let ((fwd, vaddr, vport, caddr, cport, hop), app) = match found {
+        let (back, hop, app) = match found {
             Some(Ok(v)) => v,
             Some(Err(r)) => return Verdict::Drop(r),
-            None if data => {
-                let mut pkt = self.packet(buf, meta, info);
-                return match xmit::stack::bypass(&mut pkt) {
-                    Err(xmit::Refused::TunnelGso) => {
-                        match xmit::gso::segment(&pkt, sink, xmit::stack::bypass) {
-                            Ok((count, _)) => Verdict::Segmented { count },
-                            Err(r) => self.sent(Err(r)),
-                        }
-                    }
-                    r => self.sent(r),
-                };
-            }
-            // A packet to the balancer itself from the server's port, of no connection: the
-            // answer to a connection of the balancer's own stack (a health check's), which
-            // IPVS's ip_vs_out leaves to the stack too (NF_ACCEPT).
-            None if snap.real_source(info.proto, IpAddr::V4(info.saddr), info.sport)
-                == Some(info.daddr) =>
-            {
-                stats::bump(&self.stats.passed);
-                let mut pkt = self.packet(buf, meta, info);
-                return self.sent(xmit::stack::local(&mut pkt));
-            }
-            None => {
-                // nat_icmp_send: tell the server its packet has no connection, unless it is
-                // a reset (ip_vs_out).
-                let reason = DropReason::NoConnOut;
-                if snap.sysctl.nat_icmp_send
-                    && !(info.proto == Protocol::Tcp && info.flags.rst)
-                    && let Some(src) =
-                        snap.real_source(info.proto, IpAddr::V4(info.saddr), info.sport)
-                {
-                    let answer = Answer::PortUnreachableFrom(src);
-                    return Verdict::Refused { reason, answer };
-                }
-                return Verdict::Drop(reason);
-            }
-        };
-        let (IpAddr::V4(vaddr), IpAddr::V4(caddr)) = (vaddr, caddr) else {
-            return Verdict::Drop(DropReason::IpBadVersion);
+            None => return self.no_conn_out(rx, buf, sink, data),
         };
         let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
@@ -958,26 +923,10 @@ impl Datapath {
             src_mac: out_if.mac(),
             dst_mac: hop.mac,
         };
-        let back = xmit::Back {
-            fwd,
-            vaddr,
-            vport,
-            caddr,
-            cport,
-        };
-        let mut info = *info;
         if let Some(ctx) = &app {
-            let mut seen = Rx {
-                snap,
-                now,
-                meta,
-                info,
-            };
-            let h = self.help(&mut seen, ctx, wvs_sdk::helper_dir::OUT, buf);
-            (meta, info) = (seen.meta, seen.info);
-            match h {
+            match self.help(&mut rx, ctx, wvs_sdk::helper_dir::OUT, buf) {
                 Ok(h) if h.resized => {
-                    let mut pkt = self.packet(buf, meta, &info);
+                    let mut pkt = self.packet(buf, rx.meta, &rx.info);
                     let r = xmit::to_client(&mut pkt, &back, link);
                     return self.resized(r, &mut pkt, 0, sink);
                 }
@@ -985,8 +934,87 @@ impl Datapath {
                 Err(r) => return Verdict::Drop(r),
             }
         }
-        let mut pkt = self.packet(buf, meta, &info);
+        let mut pkt = self.packet(buf, rx.meta, &rx.info);
         self.sent(xmit::to_client(&mut pkt, &back, link))
+    }
+
+    /// `ip_vs_out` on the connection `c` of a real server's packet: count it, move the
+    /// state on and say how it goes back to the client.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    fn lookup_out(
+        &self,
+        c: &mut Conn,
+        l: &Lookup<'_>,
+    ) -> Result<(xmit::Back, NextHop, Option<app::AppCtx>), DropReason> {
+        if !c.dest.available() {
+            c.expire_now = true;
+            return Err(DropReason::DestGone);
+        }
+        let (IpAddr::V4(vaddr), IpAddr::V4(caddr)) = (c.vaddr, c.caddr) else {
+            return Err(DropReason::IpBadVersion);
+        };
+        if let Some(k) = c.controller.as_mut() {
+            k.used();
+        }
+        c.advance(Direction::Output, l.info.flags, l.timeouts, l.secure);
+        c.touch(l.now);
+        c.dest
+            .stats
+            .worker(self.worker)
+            .packet_out(l.info.total_len);
+        c.svc_stats.worker(self.worker).packet_out(l.info.total_len);
+        let back = xmit::Back {
+            fwd: c.fwd,
+            vaddr,
+            vport: c.vport,
+            caddr,
+            cport: c.cport,
+        };
+        Ok((back, c.client_hop, app::AppCtx::of(c)))
+    }
+
+    /// A real server's packet of no connection: an expected connection's data port's
+    /// goes on to the own stack (bypass); the answer to the balancer's own connection
+    /// (a health check's) to the stack too, as IPVS's ip_vs_out leaves it (NF_ACCEPT);
+    /// anything else is dropped, answered with port unreachable under `nat_icmp_send`.
+    fn no_conn_out(
+        &self,
+        rx: Rx<'_>,
+        buf: &mut [u8],
+        sink: &mut dyn xmit::gso::SegmentSink,
+        data: bool,
+    ) -> Verdict {
+        let (snap, info) = (rx.snap, &rx.info);
+        if data {
+            let mut pkt = self.packet(buf, rx.meta, info);
+            return match xmit::stack::bypass(&mut pkt) {
+                Err(xmit::Refused::TunnelGso) => {
+                    match xmit::gso::segment(&pkt, sink, xmit::stack::bypass) {
+                        Ok((count, _)) => Verdict::Segmented { count },
+                        Err(r) => self.sent(Err(r)),
+                    }
+                }
+                r => self.sent(r),
+            };
+        }
+        let own = snap.real_source(info.proto, IpAddr::V4(info.saddr), info.sport);
+        if own == Some(info.daddr) {
+            stats::bump(&self.stats.passed);
+            let mut pkt = self.packet(buf, rx.meta, info);
+            return self.sent(xmit::stack::local(&mut pkt));
+        }
+        // nat_icmp_send: tell the server its packet has no connection, unless it is a
+        // reset (ip_vs_out).
+        let reason = DropReason::NoConnOut;
+        if snap.sysctl.nat_icmp_send
+            && !(info.proto == Protocol::Tcp && info.flags.rst)
+            && let Some(src) = own
+        {
+            let answer = Answer::PortUnreachableFrom(src);
+            return Verdict::Refused { reason, answer };
+        }
+        Verdict::Drop(reason)
     }
 
     /// The verdict for a packet a helper resized, which `xmit` rewrote in place: sent at its
