@@ -338,62 +338,7 @@ impl ConnTable {
         };
         let idx = (tagged & !OUT_TAG) as usize;
         match dir {
-            KeyDir::Out => {
-                // The client's endpoint is known, so the connection stays in its shard:
-                // re-index it under its full keys.
-                let Some(c) = inner.conns.get(idx) else {
-                    return false;
-                };
-                if !c.no_dport {
-                    return false;
-                }
-                let (old_in, old_out) = (c.in_key(), c.out_key());
-                let vport = if c.vport == 0 { key.sport } else { c.vport };
-                let new_in = ConnKey {
-                    dport: vport,
-                    ..old_in
-                };
-                let new_out = ConnKey {
-                    sport: key.sport,
-                    ..old_out
-                };
-                let conns = &inner.conns;
-                if inner
-                    .index
-                    .find(self.hash(KeyDir::In, &new_in), |&t| {
-                        tagged_eq(conns, t, &new_in)
-                    })
-                    .is_some()
-                {
-                    // Another connection holds the filled key: this one cannot have it.
-                    return false;
-                }
-                if let Some(c) = inner.conns.get_mut(idx) {
-                    c.rport = key.sport;
-                    c.vport = vport;
-                    c.no_dport = false;
-                }
-                for (d, old, tag) in [
-                    (KeyDir::In, old_in, idx as u32),
-                    (KeyDir::Out, old_out, idx as u32 | OUT_TAG),
-                ] {
-                    if let Ok(e) = inner.index.find_entry(self.hash(d, &old), |&t| t == tag) {
-                        e.remove();
-                    }
-                }
-                let hasher = |t: &u32| rehash(self, &inner.conns, *t);
-                inner
-                    .index
-                    .insert_unique(self.hash(KeyDir::In, &new_in), idx as u32, hasher);
-                let hasher = |t: &u32| rehash(self, &inner.conns, *t);
-                inner.index.insert_unique(
-                    self.hash(KeyDir::Out, &new_out),
-                    idx as u32 | OUT_TAG,
-                    hasher,
-                );
-                self.wildcards.fetch_sub(1, Relaxed);
-                true
-            }
+            KeyDir::Out => self.fill_server_port(inner, idx, key.sport),
             KeyDir::In => {
                 // The client's port decides the shard: move the connection there.
                 if !inner.conns.get(idx).is_some_and(|c| c.no_cport) {
@@ -402,14 +347,7 @@ impl ConnTable {
                 let Some(mut conn) = inner.conns.try_remove(idx) else {
                     return false;
                 };
-                for (d, k, tag) in [
-                    (KeyDir::In, conn.in_key(), idx as u32),
-                    (KeyDir::Out, conn.out_key(), idx as u32 | OUT_TAG),
-                ] {
-                    if let Ok(e) = inner.index.find_entry(self.hash(d, &k), |&t| t == tag) {
-                        e.remove();
-                    }
-                }
+                self.unindex_both(inner, idx, conn.in_key(), conn.out_key());
                 self.len.fetch_sub(1, Relaxed);
                 self.wildcards.fetch_sub(1, Relaxed);
                 drop(g);
@@ -423,6 +361,67 @@ impl ConnTable {
                         false
                     }
                 }
+            }
+        }
+    }
+
+    /// Give the expected connection at `idx`, waiting for its server's port, the port
+    /// `sport` its server's first packet came from. The client's endpoint is known, so the
+    /// connection stays in its shard: it is indexed again under its full keys.
+    fn fill_server_port(&self, inner: &mut ShardInner, idx: usize, sport: u16) -> bool {
+        let Some(c) = inner.conns.get(idx) else {
+            return false;
+        };
+        if !c.no_dport {
+            return false;
+        }
+        let (old_in, old_out) = (c.in_key(), c.out_key());
+        let vport = if c.vport == 0 { sport } else { c.vport };
+        let new_in = ConnKey {
+            dport: vport,
+            ..old_in
+        };
+        let new_out = ConnKey { sport, ..old_out };
+        let conns = &inner.conns;
+        if inner
+            .index
+            .find(self.hash(KeyDir::In, &new_in), |&t| {
+                tagged_eq(conns, t, &new_in)
+            })
+            .is_some()
+        {
+            // Another connection holds the filled key: this one cannot have it.
+            return false;
+        }
+        if let Some(c) = inner.conns.get_mut(idx) {
+            c.rport = sport;
+            c.vport = vport;
+            c.no_dport = false;
+        }
+        self.unindex_both(inner, idx, old_in, old_out);
+        let hasher = |t: &u32| rehash(self, &inner.conns, *t);
+        inner
+            .index
+            .insert_unique(self.hash(KeyDir::In, &new_in), idx as u32, hasher);
+        let hasher = |t: &u32| rehash(self, &inner.conns, *t);
+        inner.index.insert_unique(
+            self.hash(KeyDir::Out, &new_out),
+            idx as u32 | OUT_TAG,
+            hasher,
+        );
+        self.wildcards.fetch_sub(1, Relaxed);
+        true
+    }
+
+    /// Take the index entries of the connection at `idx` (its keys `in_key` and `out_key`,
+    /// as it was indexed) out of its shard's index.
+    fn unindex_both(&self, inner: &mut ShardInner, idx: usize, in_key: ConnKey, out_key: ConnKey) {
+        for (d, k, tag) in [
+            (KeyDir::In, in_key, idx as u32),
+            (KeyDir::Out, out_key, idx as u32 | OUT_TAG),
+        ] {
+            if let Ok(e) = inner.index.find_entry(self.hash(d, &k), |&t| t == tag) {
+                e.remove();
             }
         }
     }

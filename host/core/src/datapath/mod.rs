@@ -15,6 +15,7 @@ mod icmp;
 mod reset;
 pub mod stats;
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -737,54 +738,11 @@ impl Datapath {
         key: &ConnKey,
         sysctl: crate::spec::Sysctl,
     ) -> Result<InLookup, Option<DropReason>> {
-        let snap_bypass = sysctl.cache_bypass;
         self.may_schedule(info, key).map_err(Some)?;
-        let mut ci = wvs_sdk::ConnInfo {
-            saddr: info.saddr.to_ipv6_mapped().octets(),
-            daddr: info.daddr.to_ipv6_mapped().octets(),
-            sport: info.sport,
-            dport: info.dport,
-            proto: info.proto.number(),
-            af: 4,
-            ..Default::default()
-        };
-        // A persistent service's template hands out an owned server and the connection's
-        // link to it; otherwise the service's own server is borrowed (no reference count
-        // taken until the connection holds it).
-        let templated;
-        let mut control = None;
-        let scheduled: Option<&Arc<Dest>> = if svc.persist_ms > 0 {
-            let tkey = crate::conn::persist::TemplateKey {
-                proto: info.proto,
-                client: crate::conn::persist::masked(key.saddr, svc.netmask),
-                vaddr: key.daddr,
-                vport: key.dport,
-            };
-            match self.conns.persist().dest_for(
-                tkey,
-                now,
-                svc.persist_ms,
-                sysctl.expire_quiescent_template,
-                || svc.schedule(&mut ci, now).cloned(),
-            ) {
-                Some((d, c)) => {
-                    templated = d;
-                    control = c;
-                    Some(&templated)
-                }
-                None => None,
-            }
-        } else {
-            svc.schedule(&mut ci, now)
-        };
-        // ip_vs_leave: with no server and cache_bypass on, the packet goes on to where it
-        // was sent, as a connection of its own (later packets follow it even when servers
-        // come back).
-        let dest: &Arc<Dest> = match scheduled {
-            Some(d) => d,
-            None if snap_bypass => &svc.bypass,
-            None => return Err(Some(DropReason::NoDest)),
-        };
+        let (dest, control) = self
+            .schedule_new(svc, now, info, key, sysctl)
+            .map_err(Some)?;
+        let dest: &Arc<Dest> = &dest;
         let fwd = dest.forward();
         let hop = dest.next_hop();
         if hop.is_none() && !matches!(fwd, Forward::Local | Forward::Bypass) {
@@ -822,6 +780,57 @@ impl Datapath {
             app: app::AppCtx::of(&conn),
         };
         self.add_conn(conn, svc, dest, info, fwd)
+    }
+
+    /// The real server for a new connection of `svc`, and the link to the persistence
+    /// template that chose it, if the service is persistent. A persistent service's
+    /// template hands out an owned server; otherwise the service's own server is borrowed
+    /// (no reference count taken until the connection holds it). With no server, and
+    /// `cache_bypass` on, the packet goes on to where it was sent as a connection of its
+    /// own (`ip_vs_leave`; later packets follow it even when servers come back).
+    #[inline]
+    fn schedule_new<'s>(
+        &self,
+        svc: &'s VirtualService,
+        now: u64,
+        info: &L4Info,
+        key: &ConnKey,
+        sysctl: crate::spec::Sysctl,
+    ) -> Result<(Cow<'s, Arc<Dest>>, Option<crate::conn::persist::Control>), DropReason> {
+        let mut ci = wvs_sdk::ConnInfo {
+            saddr: info.saddr.to_ipv6_mapped().octets(),
+            daddr: info.daddr.to_ipv6_mapped().octets(),
+            sport: info.sport,
+            dport: info.dport,
+            proto: info.proto.number(),
+            af: 4,
+            ..Default::default()
+        };
+        let scheduled = if svc.persist_ms > 0 {
+            let tkey = crate::conn::persist::TemplateKey {
+                proto: info.proto,
+                client: crate::conn::persist::masked(key.saddr, svc.netmask),
+                vaddr: key.daddr,
+                vport: key.dport,
+            };
+            self.conns
+                .persist()
+                .dest_for(
+                    tkey,
+                    now,
+                    svc.persist_ms,
+                    sysctl.expire_quiescent_template,
+                    || svc.schedule(&mut ci, now).cloned(),
+                )
+                .map(|(d, c)| (Cow::Owned(d), c))
+        } else {
+            svc.schedule(&mut ci, now).map(|d| (Cow::Borrowed(d), None))
+        };
+        match scheduled {
+            Some(s) => Ok(s),
+            None if sysctl.cache_bypass => Ok((Cow::Borrowed(&svc.bypass), None)),
+            None => Err(DropReason::NoDest),
+        }
     }
 
     /// Whether a packet of no connection may be scheduled: a TCP SYN without RST
@@ -1198,6 +1207,21 @@ fn parse_ipv4(
     if total_len > ip.len() {
         return Err(DropReason::IpTruncated);
     }
+    l4_of_ipv4(snap, own, ip, ihl, total_len, csum)
+}
+
+/// The TCP or UDP packet of a checked IPv4 header (`ihl` and `total_len` bytes long), if
+/// it is wvs's; an ICMP error about one of wvs's connections; or what is wrong with it.
+#[inline]
+fn l4_of_ipv4(
+    snap: &Snapshot,
+    own: &crate::conn::own::OwnChecks,
+    ip: &[u8],
+    ihl: usize,
+    total_len: usize,
+    csum: CsumMode,
+) -> Result<Parsed, DropReason> {
+    let pkt = Ipv4Packet::new_unchecked(ip);
     let (saddr, daddr) = (pkt.src_addr(), pkt.dst_addr());
     let ours = || snap.is_vip(IpAddr::V4(daddr)) || snap.is_real_addr(IpAddr::V4(saddr));
     let fragment = pkt.more_frags() || pkt.frag_offset() != 0;
@@ -1242,7 +1266,30 @@ fn parse_ipv4(
     if checksum::compute(&ip[..ihl]) != 0 {
         return Err(DropReason::IpBadChecksum);
     }
-    let flags = match proto {
+    let flags = l4_flags(proto, l4, (saddr, daddr), csum)?;
+    Ok(Parsed::L4(L4Info {
+        proto,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        ihl,
+        total_len,
+        flags,
+    }))
+}
+
+/// The checks of wvs's TCP or UDP packet `l4` (between `addrs`), and TCP's flags: a
+/// segment that may start or end a connection must have a good checksum (when it is
+/// complete), as a forged one must not change a connection's state.
+#[inline]
+fn l4_flags(
+    proto: Protocol,
+    l4: &[u8],
+    (saddr, daddr): (Ipv4Addr, Ipv4Addr),
+    csum: CsumMode,
+) -> Result<TcpFlags, DropReason> {
+    Ok(match proto {
         Protocol::Tcp => {
             let tcp = TcpPacket::new_checked(l4).map_err(|_| DropReason::TcpTruncated)?;
             if usize::from(tcp.header_len()) < tcp_field::MIN_HEADER_LEN {
@@ -1269,17 +1316,7 @@ fn parse_ipv4(
             }
             TcpFlags::default()
         }
-    };
-    Ok(Parsed::L4(L4Info {
-        proto,
-        saddr,
-        daddr,
-        sport,
-        dport,
-        ihl,
-        total_len,
-        flags,
-    }))
+    })
 }
 
 #[cfg(test)]

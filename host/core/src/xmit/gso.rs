@@ -63,38 +63,12 @@ pub fn segment(
     mut xmit: impl FnMut(&mut Packet<'_>) -> Result<Sent, Refused>,
 ) -> Result<(usize, usize), Refused> {
     let ip = &pkt.buf[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + pkt.total_len];
-    let ihl = pkt.ihl;
-    let l4_hdr = match pkt.proto {
-        Protocol::Tcp => ip
-            .get(ihl + 12)
-            .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
-        Protocol::Udp => udp_field::HEADER_LEN,
-    };
-    let hdrs = ihl + l4_hdr;
-    let gso = usize::from(pkt.gso_size.max(1));
-    let payload = ip.get(hdrs..).ok_or(Refused::NoRoom)?;
-    let n = payload.len().div_ceil(gso).max(1);
-    let iph = Ipv4Packet::new_unchecked(&ip[..ihl]);
-    let (src, dst, id) = (
-        iph.src_addr().octets(),
-        iph.dst_addr().octets(),
-        iph.ident(),
-    );
-    let (seq, flags) = match pkt.proto {
-        Protocol::Tcp => (
-            u32::from_be_bytes([
-                ip[ihl + TCP_SEQ],
-                ip[ihl + TCP_SEQ + 1],
-                ip[ihl + TCP_SEQ + 2],
-                ip[ihl + TCP_SEQ + 3],
-            ]),
-            ip[ihl + TCP_FLAGS],
-        ),
-        Protocol::Udp => (0, 0),
-    };
+    let sp = Super::of(pkt, ip)?;
+    let payload = &ip[sp.hdrs..];
+    let n = payload.len().div_ceil(sp.gso).max(1);
     let mut sent = 0;
-    for (k, chunk) in payload.chunks(gso).enumerate() {
-        let seg_len = hdrs + chunk.len();
+    for (k, chunk) in payload.chunks(sp.gso).enumerate() {
+        let seg_len = sp.hdrs + chunk.len();
         let Some(out) = sink.buf() else {
             return if sent == 0 {
                 Err(Refused::TunnelGso)
@@ -107,49 +81,12 @@ pub fn segment(
         }
         out[..ETHERNET_HEADER_LEN].copy_from_slice(&pkt.buf[..ETHERNET_HEADER_LEN]);
         let seg = &mut out[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + seg_len];
-        seg[..hdrs].copy_from_slice(&ip[..hdrs]);
-        seg[hdrs..].copy_from_slice(chunk);
-        {
-            let (hdr, l4) = seg.split_at_mut(ihl);
-            let mut h = Ipv4Packet::new_unchecked(&mut *hdr);
-            h.set_total_len(seg_len as u16);
-            h.set_ident(id.wrapping_add(k as u16));
-            h.set_checksum(0);
-            let c = checksum::compute(hdr);
-            Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
-            match pkt.proto {
-                Protocol::Tcp => {
-                    let s = seq.wrapping_add((k * gso) as u32);
-                    l4[TCP_SEQ..TCP_SEQ + 4].copy_from_slice(&s.to_be_bytes());
-                    let mut f = flags;
-                    if k + 1 < n {
-                        f &= !(TCP_FIN | TCP_PSH);
-                    }
-                    if k > 0 {
-                        f &= !TCP_CWR;
-                    }
-                    l4[TCP_FLAGS] = f;
-                    l4[tcp_field::CHECKSUM..tcp_field::CHECKSUM + 2].fill(0);
-                    let c = checksum::l4_v4(src, dst, 6, l4);
-                    l4[tcp_field::CHECKSUM..tcp_field::CHECKSUM + 2]
-                        .copy_from_slice(&c.to_be_bytes());
-                }
-                Protocol::Udp => {
-                    let len = (udp_field::HEADER_LEN + chunk.len()) as u16;
-                    l4[4..6].copy_from_slice(&len.to_be_bytes());
-                    l4[udp_field::CHECKSUM..udp_field::CHECKSUM + 2].fill(0);
-                    let mut c = checksum::l4_v4(src, dst, 17, l4);
-                    if c == 0 {
-                        c = 0xffff;
-                    }
-                    l4[udp_field::CHECKSUM..udp_field::CHECKSUM + 2]
-                        .copy_from_slice(&c.to_be_bytes());
-                }
-            }
-        }
+        seg[..sp.hdrs].copy_from_slice(&ip[..sp.hdrs]);
+        seg[sp.hdrs..].copy_from_slice(chunk);
+        sp.fix_headers(seg, k, k + 1 == n);
         let mut p = Packet {
             buf: &mut *out,
-            ihl,
+            ihl: sp.ihl,
             total_len: seg_len,
             proto: pkt.proto,
             csum: CsumMode::Complete,
@@ -166,6 +103,104 @@ pub fn segment(
         sent += 1;
     }
     Ok((sent, n))
+}
+
+/// What every segment of a super-packet takes from it.
+struct Super {
+    proto: Protocol,
+    /// Its IP header's length, and with the TCP or UDP header's.
+    ihl: usize,
+    hdrs: usize,
+    /// Payload bytes per segment.
+    gso: usize,
+    src: [u8; 4],
+    dst: [u8; 4],
+    /// The IP ID of the first segment.
+    id: u16,
+    /// TCP: the first segment's sequence number and the flags.
+    seq: u32,
+    flags: u8,
+}
+
+impl Super {
+    fn of(pkt: &Packet<'_>, ip: &[u8]) -> Result<Self, Refused> {
+        let ihl = pkt.ihl;
+        let l4_hdr = match pkt.proto {
+            Protocol::Tcp => ip
+                .get(ihl + 12)
+                .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
+            Protocol::Udp => udp_field::HEADER_LEN,
+        };
+        let hdrs = ihl + l4_hdr;
+        if hdrs > ip.len() {
+            return Err(Refused::NoRoom);
+        }
+        let iph = Ipv4Packet::new_unchecked(&ip[..ihl]);
+        let (seq, flags) = match pkt.proto {
+            Protocol::Tcp => (
+                u32::from_be_bytes([
+                    ip[ihl + TCP_SEQ],
+                    ip[ihl + TCP_SEQ + 1],
+                    ip[ihl + TCP_SEQ + 2],
+                    ip[ihl + TCP_SEQ + 3],
+                ]),
+                ip[ihl + TCP_FLAGS],
+            ),
+            Protocol::Udp => (0, 0),
+        };
+        Ok(Self {
+            proto: pkt.proto,
+            ihl,
+            hdrs,
+            gso: usize::from(pkt.gso_size.max(1)),
+            src: iph.src_addr().octets(),
+            dst: iph.dst_addr().octets(),
+            id: iph.ident(),
+            seq,
+            flags,
+        })
+    }
+
+    /// The headers of segment `k` (the `last` or not), whose payload is in place: its
+    /// length, IP ID and checksums; TCP's sequence number, FIN and PSH on the last only,
+    /// CWR on the first only (`tcp_gso_segment`).
+    fn fix_headers(&self, seg: &mut [u8], k: usize, last: bool) {
+        let seg_len = seg.len();
+        let (hdr, l4) = seg.split_at_mut(self.ihl);
+        let mut h = Ipv4Packet::new_unchecked(&mut *hdr);
+        h.set_total_len(seg_len as u16);
+        h.set_ident(self.id.wrapping_add(k as u16));
+        h.set_checksum(0);
+        let c = checksum::compute(hdr);
+        Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+        match self.proto {
+            Protocol::Tcp => {
+                let s = self.seq.wrapping_add((k * self.gso) as u32);
+                l4[TCP_SEQ..TCP_SEQ + 4].copy_from_slice(&s.to_be_bytes());
+                let mut f = self.flags;
+                if !last {
+                    f &= !(TCP_FIN | TCP_PSH);
+                }
+                if k > 0 {
+                    f &= !TCP_CWR;
+                }
+                l4[TCP_FLAGS] = f;
+                l4[tcp_field::CHECKSUM..tcp_field::CHECKSUM + 2].fill(0);
+                let c = checksum::l4_v4(self.src, self.dst, 6, l4);
+                l4[tcp_field::CHECKSUM..tcp_field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+            }
+            Protocol::Udp => {
+                let len = l4.len() as u16;
+                l4[4..6].copy_from_slice(&len.to_be_bytes());
+                l4[udp_field::CHECKSUM..udp_field::CHECKSUM + 2].fill(0);
+                let mut c = checksum::l4_v4(self.src, self.dst, 17, l4);
+                if c == 0 {
+                    c = 0xffff;
+                }
+                l4[udp_field::CHECKSUM..udp_field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+    }
 }
 
 /// Transmit buffers for tests, each frame sent kept with its interface.

@@ -71,6 +71,15 @@ fn outer_tos(inner: u8) -> u8 {
     (inner & !ECN_MASK) | ecn
 }
 
+/// What the outer IP header takes from the inner one (and its length).
+struct Outer {
+    tos: u8,
+    ttl: u8,
+    dont_frag: bool,
+    ident: u16,
+    len: u16,
+}
+
 /// A client's packet to its real server through the tunnel.
 pub fn to_real(
     pkt: &mut Packet<'_>,
@@ -79,9 +88,54 @@ pub fn to_real(
     link: Link,
 ) -> Result<Sent, Refused> {
     let over = overhead(tun);
-    // The path's MTU less the tunnel's overhead (IPVS: `dst_mtu - sizeof(iphdr)` ...).
-    // Too long without DF, or with `pmtu_disc` off (`ensure_mtu_is_adequate` lets a
-    // tunnel's packet through then): encapsulated whole, and the outer packet fragmented.
+    let fragment = needs_fragments(pkt, t, over)?;
+    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let inner_len = pkt.total_len;
+    let end = ETHERNET_HEADER_LEN + over + inner_len;
+    let outer_len = u16::try_from(over + inner_len).map_err(|_| Refused::NoRoom)?;
+    if end > pkt.buf.len() {
+        return Err(Refused::NoRoom);
+    }
+    let ip = pkt.ip();
+    super::decrement_ttl(&mut ip[..ihl])?;
+    super::complete_csum(ip, ihl, proto, csum);
+    let outer = {
+        let inner = Ipv4Packet::new_unchecked(&ip[..ihl]);
+        Outer {
+            tos: outer_tos(inner.dscp() << 2 | inner.ecn()),
+            ttl: inner.hop_limit(),
+            dont_frag: inner.dont_frag() && t.pmtu_disc,
+            ident: inner.ident(),
+            len: outer_len,
+        }
+    };
+    pkt.buf.copy_within(
+        ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + inner_len,
+        ETHERNET_HEADER_LEN + over,
+    );
+    let frame = &mut pkt.buf[..end];
+    let (hdr, encap) = frame[ETHERNET_HEADER_LEN..].split_at_mut(OUTER_IP_LEN);
+    write_outer_ip(hdr, t, tun, &outer);
+    write_encap(encap, t, tun, inner_len);
+    super::set_macs(frame, link);
+    if fragment {
+        return Ok(Sent::Fragment {
+            iface: link.iface,
+            len: end,
+            mtu: t.mtu,
+        });
+    }
+    Ok(Sent::Whole {
+        iface: link.iface,
+        len: end,
+    })
+}
+
+/// Whether the packet, encapsulated with `over` bytes, goes out in fragments: the path's
+/// MTU less the tunnel's overhead (IPVS: `dst_mtu - sizeof(iphdr)` ...) is too little, and
+/// it has no DF or `pmtu_disc` is off (`ensure_mtu_is_adequate` lets a tunnel's packet
+/// through then). A super-packet cannot be: it is cut first (`TunnelGso`), or refused.
+fn needs_fragments(pkt: &Packet<'_>, t: &Target, over: usize) -> Result<bool, Refused> {
     let fragment = match super::check(
         pkt,
         t.mtu.saturating_sub(over as u32).max(u32::from(t.mtu != 0)),
@@ -98,31 +152,11 @@ pub fn to_real(
             Refused::TunnelGso
         });
     }
-    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
-    let inner_len = pkt.total_len;
-    let end = ETHERNET_HEADER_LEN + over + inner_len;
-    let outer_len = u16::try_from(over + inner_len).map_err(|_| Refused::NoRoom)?;
-    if end > pkt.buf.len() {
-        return Err(Refused::NoRoom);
-    }
-    let ip = pkt.ip();
-    super::decrement_ttl(&mut ip[..ihl])?;
-    super::complete_csum(ip, ihl, proto, csum);
-    let (tos, ttl, dont_frag, ident) = {
-        let inner = Ipv4Packet::new_unchecked(&ip[..ihl]);
-        (
-            inner.dscp() << 2 | inner.ecn(),
-            inner.hop_limit(),
-            inner.dont_frag(),
-            inner.ident(),
-        )
-    };
-    pkt.buf.copy_within(
-        ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + inner_len,
-        ETHERNET_HEADER_LEN + over,
-    );
-    let frame = &mut pkt.buf[..end];
-    let (hdr, encap) = frame[ETHERNET_HEADER_LEN..].split_at_mut(OUTER_IP_LEN);
+    Ok(fragment)
+}
+
+/// The outer IPv4 header, from wvs's address on the route to the real server.
+fn write_outer_ip(hdr: &mut [u8], t: &Target, tun: &Tunnel, o: &Outer) {
     let next = match tun.kind {
         TunKind::Ipip => PROTO_IPIP,
         TunKind::Gue => PROTO_UDP,
@@ -132,18 +166,22 @@ pub fn to_real(
     let mut outer = Ipv4Packet::new_unchecked(&mut *hdr);
     outer.set_version(4);
     outer.set_header_len(OUTER_IP_LEN as u8);
-    let tos = outer_tos(tos);
-    outer.set_dscp(tos >> 2);
-    outer.set_ecn(tos & ECN_MASK);
-    outer.set_total_len(outer_len);
-    outer.set_ident(ident);
-    outer.set_dont_frag(dont_frag && t.pmtu_disc);
-    outer.set_hop_limit(ttl);
+    outer.set_dscp(o.tos >> 2);
+    outer.set_ecn(o.tos & ECN_MASK);
+    outer.set_total_len(o.len);
+    outer.set_ident(o.ident);
+    outer.set_dont_frag(o.dont_frag);
+    outer.set_hop_limit(o.ttl);
     outer.set_next_header(next.into());
     outer.set_src_addr(t.src);
     outer.set_dst_addr(t.daddr);
     let c = checksum::compute(&hdr[..]);
     Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+}
+
+/// The encapsulation after the outer IP header (nothing for IPIP; GUE's UDP and GUE
+/// headers; GRE's), over `inner_len` bytes of inner packet, with its checksum if asked.
+fn write_encap(encap: &mut [u8], t: &Target, tun: &Tunnel, inner_len: usize) {
     match tun.kind {
         TunKind::Ipip => {}
         TunKind::Gue => {
@@ -176,18 +214,6 @@ pub fn to_real(
             }
         }
     }
-    super::set_macs(frame, link);
-    if fragment {
-        return Ok(Sent::Fragment {
-            iface: link.iface,
-            len: end,
-            mtu: t.mtu,
-        });
-    }
-    Ok(Sent::Whole {
-        iface: link.iface,
-        len: end,
-    })
 }
 
 #[cfg(test)]
