@@ -278,6 +278,15 @@ impl StackSocket {
         Ok(Self { fd })
     }
 
+    /// A stand-in for the tests that send nothing to the stack: a UDP socket, which needs
+    /// no privilege.
+    #[cfg(test)]
+    pub(crate) fn stand_in() -> io::Result<Self> {
+        Ok(Self {
+            fd: std::net::UdpSocket::bind("127.0.0.1:0")?.into(),
+        })
+    }
+
     /// Send the IPv4 packet `pkt` (header included) to `daddr`, without waiting.
     pub(crate) fn send_to(&self, pkt: &[u8], daddr: std::net::Ipv4Addr) -> io::Result<usize> {
         let sa = libc::sockaddr_in {

@@ -239,6 +239,8 @@ struct UringLoop {
     rearm: Vec<bool>,
     /// Operations submitted and not ended.
     inflight: usize,
+    /// The last round's completions (user data, result, flags), kept for its capacity.
+    completions: Vec<(u64, i32, u32)>,
 }
 
 impl UringLoop {
@@ -433,17 +435,27 @@ impl crate::datapath::SegmentSink for Sink<'_> {
     }
 }
 
-impl Worker {
-    /// Run until the stop flag is set.
-    pub fn run(mut self) -> io::Result<()> {
-        match std::mem::replace(&mut self.ports, Ports::Uring(Vec::new())) {
-            Ports::Ring(ports) => self.run_ring(ports, None),
-            Ports::Uring(sockets) => self.run_uring(sockets),
-            Ports::Xdp { xsks, passed, tx } => self.run_ring(tx, Some((xsks, passed))),
-        }
-    }
+/// What the one event loop ([`Worker::drive`]) drives: the io_uring backend
+/// ([`UringLoop`]) or the packet-ring one ([`RingLoop`], with XDP sockets or not).
+trait Backend {
+    /// Its name in logs.
+    fn name(&self) -> &'static str;
+    /// The ring the loop waits on.
+    fn ring(&self) -> &IoUring<squeue::Entry, cqueue::Entry>;
+    /// Take the new sockets of interfaces that returned.
+    fn take_mail(&mut self, w: &Worker) -> io::Result<()>;
+    /// Arm what ended and queue what is to be sent, for the next wait.
+    fn prepare(&mut self) -> io::Result<()>;
+    /// Handle what completed and what arrived; whether frames were left waiting.
+    fn step(&mut self, w: &Worker, now: u64) -> io::Result<bool>;
+    /// Add what the kernel dropped to the drop counts.
+    fn count_drops(&mut self, w: &Worker);
+    /// Cancel what is in flight and wait for it to end; count the last drops.
+    fn finish(&mut self, w: &Worker, args: &types::SubmitArgs<'_, '_>) -> io::Result<()>;
+}
 
-    fn run_uring(&self, sockets: Vec<PacketSocket>) -> io::Result<()> {
+impl UringLoop {
+    fn new(sockets: Vec<PacketSocket>) -> io::Result<Self> {
         let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
             .setup_cqsize(u32::from(BUFFERS_PER_WORKER) * 2 + URING_ENTRIES)
             .setup_single_issuer()
@@ -451,7 +463,7 @@ impl Worker {
             .build(URING_ENTRIES)?;
         let bufs = BufRing::new(&ring, BUFFERS_PER_WORKER, 0)?;
         let n = sockets.len();
-        let mut st = UringLoop {
+        Ok(Self {
             u: Uring {
                 ring,
                 bufs,
@@ -462,54 +474,187 @@ impl Worker {
             gens: vec![0u16; n],
             rearm: vec![true; n],
             inflight: 0,
-        };
-        let mut completions: Vec<(u64, i32, u32)> =
-            Vec::with_capacity(usize::from(BUFFERS_PER_WORKER) * 2);
-        let mut last_queue_poll = 0u64;
-        tracing::debug!(
-            worker = self.id,
-            buffers = BUFFERS_PER_WORKER,
-            "worker started"
+            completions: Vec::with_capacity(usize::from(BUFFERS_PER_WORKER) * 2),
+        })
+    }
+}
+
+impl Backend for UringLoop {
+    fn name(&self) -> &'static str {
+        "uring"
+    }
+
+    fn ring(&self) -> &IoUring<squeue::Entry, cqueue::Entry> {
+        &self.u.ring
+    }
+
+    fn take_mail(&mut self, w: &Worker) -> io::Result<()> {
+        w.uring_mail(self)
+    }
+
+    fn prepare(&mut self) -> io::Result<()> {
+        self.arm()
+    }
+
+    fn step(&mut self, w: &Worker, now: u64) -> io::Result<bool> {
+        let mut completions = std::mem::take(&mut self.completions);
+        completions.clear();
+        completions.extend(
+            self.u
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
         );
+        if !completions.is_empty() {
+            let snap = w.snapshot.load();
+            for &c in &completions {
+                w.uring_completion(self, &snap, now, c)?;
+            }
+            self.u.bufs.publish();
+        }
+        self.completions = completions;
+        Ok(false)
+    }
+
+    fn count_drops(&mut self, w: &Worker) {
+        w.count_queue_drops(
+            DropReason::RxQueueFull,
+            self.sockets.iter().map(|s| s.take_queue_drops()),
+        );
+    }
+
+    fn finish(&mut self, w: &Worker, args: &types::SubmitArgs<'_, '_>) -> io::Result<()> {
+        // The armed receives and the sends end before the buffers are freed.
+        cancel_all(
+            &mut self.u.ring,
+            args,
+            self.inflight,
+            |op, flags| match op {
+                Some(Op::Recv { .. }) => !cqueue::more(flags),
+                Some(Op::Send { .. } | Op::Seg { .. }) => true,
+                _ => false,
+            },
+        )?;
+        self.count_drops(w);
+        Ok(())
+    }
+}
+
+impl RingLoop {
+    /// The loop state of the ring backend, and of the XDP backend with `xdp` given: frames
+    /// then come from the XDP sockets, and `ports` only send.
+    fn new(ports: Vec<RingPort>, xdp: Option<(Vec<Xsk>, Option<XdpPassed>)>) -> io::Result<Self> {
+        let (xsks, passed) = match xdp {
+            Some((x, p)) => (Some(x), p),
+            None => (None, None),
+        };
+        let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(URING_ENTRIES)?;
+        // What wakes the worker: the RX rings, or the XDP sockets.
+        let fds: Vec<types::Fd> = match &xsks {
+            Some(x) => x.iter().map(|x| types::Fd(x.as_raw_fd())).collect(),
+            None => ports
+                .iter()
+                .map(|p| types::Fd(p.ring.as_raw_fd()))
+                .collect(),
+        };
+        let n = fds.len();
+        Ok(Self {
+            ring,
+            ports,
+            xsks,
+            passed,
+            segs: SegPool::new(),
+            big: vec![0u8; SLOT_SIZE].into_boxed_slice(),
+            fds,
+            rearm: vec![true; n],
+            gens: vec![0u16; n],
+            xdp_gen: 0,
+            inflight: 0,
+        })
+    }
+}
+
+impl Backend for RingLoop {
+    fn name(&self) -> &'static str {
+        if self.xsks.is_some() { "xdp" } else { "ring" }
+    }
+
+    fn ring(&self) -> &IoUring<squeue::Entry, cqueue::Entry> {
+        &self.ring
+    }
+
+    fn take_mail(&mut self, w: &Worker) -> io::Result<()> {
+        w.ring_mail(self)
+    }
+
+    fn prepare(&mut self) -> io::Result<()> {
+        self.arm()?;
+        self.flush_tx()
+    }
+
+    fn step(&mut self, w: &Worker, now: u64) -> io::Result<bool> {
+        w.ring_completions(self);
+        let snap = w.snapshot.load();
+        Ok(w.drain_all(&snap, now, self))
+    }
+
+    fn count_drops(&mut self, w: &Worker) {
+        w.count_ring_drops(&self.ports, self.xsks.as_deref_mut());
+        w.count_xdp_passed(self.passed.as_mut());
+    }
+
+    fn finish(&mut self, w: &Worker, args: &types::SubmitArgs<'_, '_>) -> io::Result<()> {
+        for p in &self.ports {
+            let _ = p.ring.flush();
+        }
+        cancel_all(&mut self.ring, args, self.inflight, |op, flags| match op {
+            Some(Op::Poll { .. }) => !cqueue::more(flags),
+            Some(Op::Flush { .. }) => true,
+            _ => false,
+        })?;
+        self.count_drops(w);
+        Ok(())
+    }
+}
+
+impl Worker {
+    /// Run until the stop flag is set: the backend its ports are for, driven by [`drive`].
+    ///
+    /// [`drive`]: Self::drive
+    pub fn run(mut self) -> io::Result<()> {
+        match std::mem::replace(&mut self.ports, Ports::Uring(Vec::new())) {
+            Ports::Ring(ports) => self.drive(RingLoop::new(ports, None)?),
+            Ports::Uring(sockets) => self.drive(UringLoop::new(sockets)?),
+            Ports::Xdp { xsks, passed, tx } => self.drive(RingLoop::new(tx, Some((xsks, passed)))?),
+        }
+    }
+
+    /// The one event loop: new sockets in, what ended armed again, one wait in the kernel
+    /// (which also sends what was queued), then what completed and arrived handled, the
+    /// kernel's drop counters read every `QUEUE_DROPS_POLL_MS`; at the stop, everything in
+    /// flight cancelled before the buffers go.
+    fn drive(&self, mut b: impl Backend) -> io::Result<()> {
+        tracing::debug!(worker = self.id, io = b.name(), "worker started");
         let ts = wake_interval();
         let args = types::SubmitArgs::new().timespec(&ts);
+        let mut last_queue_poll = 0u64;
+        let mut more = false;
         while !self.stop.load(Relaxed) {
-            self.uring_mail(&mut st)?;
-            st.arm()?;
-            enter(&st.u.ring, 1, &args)?;
+            b.take_mail(self)?;
+            b.prepare()?;
+            // With frames left (a full batch was taken), do not wait.
+            enter(b.ring(), usize::from(!more), &args)?;
             let now = self.epoch.elapsed().as_millis() as u64;
             if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
                 last_queue_poll = now;
-                self.count_queue_drops(
-                    DropReason::RxQueueFull,
-                    st.sockets.iter().map(|s| s.take_queue_drops()),
-                );
+                b.count_drops(self);
             }
-            completions.clear();
-            completions.extend(
-                st.u.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            if completions.is_empty() {
-                continue;
-            }
-            let snap = self.snapshot.load();
-            for &c in &completions {
-                self.uring_completion(&mut st, &snap, now, c)?;
-            }
-            st.u.bufs.publish();
+            more = b.step(self, now)?;
         }
-        // The armed receives and the sends end before the buffers are freed.
-        cancel_all(&mut st.u.ring, &args, st.inflight, |op, flags| match op {
-            Some(Op::Recv { .. }) => !cqueue::more(flags),
-            Some(Op::Send { .. } | Op::Seg { .. }) => true,
-            _ => false,
-        })?;
-        self.count_queue_drops(
-            DropReason::RxQueueFull,
-            st.sockets.iter().map(|s| s.take_queue_drops()),
-        );
+        b.finish(self, &args)?;
         tracing::debug!(worker = self.id, "worker stopped");
         Ok(())
     }
@@ -594,86 +739,6 @@ impl Worker {
             }
             _ => {}
         }
-        Ok(())
-    }
-
-    /// The loop of the ring backend, and of the XDP backend with `xsks` given: frames then
-    /// come from the XDP sockets, and `ports` only send.
-    fn run_ring(
-        &self,
-        ports: Vec<RingPort>,
-        xdp: Option<(Vec<Xsk>, Option<XdpPassed>)>,
-    ) -> io::Result<()> {
-        let (xsks, passed) = match xdp {
-            Some((x, p)) => (Some(x), p),
-            None => (None, None),
-        };
-        let ring: IoUring<squeue::Entry, cqueue::Entry> = IoUring::builder()
-            .setup_single_issuer()
-            .setup_defer_taskrun()
-            .build(URING_ENTRIES)?;
-        // What wakes the worker: the RX rings, or the XDP sockets.
-        let fds: Vec<types::Fd> = match &xsks {
-            Some(x) => x.iter().map(|x| types::Fd(x.as_raw_fd())).collect(),
-            None => ports
-                .iter()
-                .map(|p| types::Fd(p.ring.as_raw_fd()))
-                .collect(),
-        };
-        let n = fds.len();
-        let mut st = RingLoop {
-            ring,
-            ports,
-            xsks,
-            passed,
-            segs: SegPool::new(),
-            big: vec![0u8; SLOT_SIZE].into_boxed_slice(),
-            fds,
-            rearm: vec![true; n],
-            gens: vec![0u16; n],
-            xdp_gen: 0,
-            inflight: 0,
-        };
-        match &st.xsks {
-            Some(x) => tracing::debug!(
-                worker = self.id,
-                io = "xdp",
-                queues = ?x.iter().map(|x| (x.port, x.queue)).collect::<Vec<_>>(),
-                "worker started"
-            ),
-            None => tracing::debug!(worker = self.id, io = "ring", "worker started"),
-        }
-        let ts = wake_interval();
-        let args = types::SubmitArgs::new().timespec(&ts);
-        let mut last_queue_poll = 0u64;
-        let mut more = false;
-        while !self.stop.load(Relaxed) {
-            self.ring_mail(&mut st)?;
-            st.arm()?;
-            st.flush_tx()?;
-            // With frames left in a ring (a full batch was taken), do not wait.
-            enter(&st.ring, usize::from(!more), &args)?;
-            self.ring_completions(&mut st);
-            let now = self.epoch.elapsed().as_millis() as u64;
-            if now.saturating_sub(last_queue_poll) >= QUEUE_DROPS_POLL_MS {
-                last_queue_poll = now;
-                self.count_ring_drops(&st.ports, st.xsks.as_deref_mut());
-                self.count_xdp_passed(st.passed.as_mut());
-            }
-            let snap = self.snapshot.load();
-            more = self.drain_all(&snap, now, &mut st);
-        }
-        for p in &st.ports {
-            let _ = p.ring.flush();
-        }
-        cancel_all(&mut st.ring, &args, st.inflight, |op, flags| match op {
-            Some(Op::Poll { .. }) => !cqueue::more(flags),
-            Some(Op::Flush { .. }) => true,
-            _ => false,
-        })?;
-        self.count_ring_drops(&st.ports, st.xsks.as_deref_mut());
-        self.count_xdp_passed(st.passed.as_mut());
-        tracing::debug!(worker = self.id, "worker stopped");
         Ok(())
     }
 
@@ -1178,7 +1243,73 @@ fn push(ring: &mut IoUring, e: &squeue::Entry) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Op;
+    use super::*;
+
+    /// A worker with no interfaces over an empty snapshot, and the io_uring backend's
+    /// loop state; nothing here needs a privilege.
+    fn uring_worker() -> (Worker, UringLoop) {
+        let conns = Arc::new(crate::conn::ConnTable::new(16));
+        let ifaces: Arc<[crate::datapath::Iface]> = Vec::new().into();
+        let datapath = Datapath::new(
+            conns,
+            ifaces,
+            Arc::new(crate::datapath::DatapathStats::default()),
+            0,
+        );
+        let w = Worker {
+            id: 0,
+            ports: Ports::Uring(Vec::new()),
+            stack: StackSocket::stand_in().unwrap(),
+            datapath,
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+            epoch: Instant::now(),
+            mail: Arc::new(Mailbox::default()),
+        };
+        let mut st = UringLoop::new(Vec::new()).unwrap();
+        // As if interface 0 had a socket of generation 1.
+        st.gens = vec![1];
+        st.rearm = vec![false];
+        (w, st)
+    }
+
+    /// The completion core fed completions by hand: sends and segments end (counted,
+    /// their buffers back), a multishot receive that ended is armed again unless its socket
+    /// was replaced since.
+    #[test]
+    fn completions_move_the_loop_as_they_say() {
+        let (w, mut st) = uring_worker();
+        let snap = w.snapshot.load();
+        let stats = w.datapath.stats().clone();
+        st.inflight = 5;
+        let feed = |st: &mut UringLoop, op: Op, res: i32, flags: u32| {
+            w.uring_completion(st, &snap, 0, (op.encode(), res, flags))
+                .unwrap();
+        };
+        feed(&mut st, Op::Send { bid: 3 }, 64, 0);
+        assert_eq!((st.inflight, stats.tx.load(Relaxed)), (4, 1));
+        feed(&mut st, Op::Send { bid: 4 }, -libc::EIO, 0);
+        assert_eq!(st.inflight, 3);
+        assert_eq!(stats.drops(DropReason::TxError), 1);
+        let free = st.u.segs.free.len();
+        feed(&mut st, Op::Seg { slot: 9 }, 64, 0);
+        assert_eq!((st.inflight, st.u.segs.free.len()), (2, free + 1));
+        assert_eq!(st.u.segs.free.last(), Some(&9));
+        // A receive of an old generation ended: nothing is armed for it.
+        feed(&mut st, Op::Recv { iface: 0, gen_: 0 }, -libc::ENOBUFS, 0);
+        assert_eq!((st.inflight, st.rearm[0]), (1, false));
+        // The current one ended (no more flag): armed again next round.
+        feed(&mut st, Op::Recv { iface: 0, gen_: 1 }, -libc::ENOBUFS, 0);
+        assert_eq!((st.inflight, st.rearm[0]), (0, true));
+        // A cancellation's completion changes nothing.
+        feed(&mut st, Op::Cancel, 0, 0);
+        assert_eq!(st.inflight, 0);
+        // Arming takes what is marked (a receive on a UDP socket stands in).
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        st.fds = vec![types::Fd(udp.as_raw_fd())];
+        st.arm().unwrap();
+        assert_eq!((st.inflight, st.rearm[0]), (1, false));
+    }
 
     /// Every operation comes back from its user data as it went in, kinds apart, and an
     /// interface's generation survives (a replaced socket's completion is told apart).
