@@ -996,6 +996,24 @@ pub(crate) fn load_token(
 mod tests {
     use super::*;
 
+    /// The OpenAPI document as served is the one committed (`src/api/openapi.golden.json`):
+    /// a refactoring that changes it changes the API.
+    #[test]
+    fn the_openapi_document_is_as_committed() {
+        let doc = doc::document();
+        let out = serde_json::to_string_pretty(&doc).expect("the document as JSON") + "\n";
+        let golden =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.golden.json");
+        if std::env::var_os("WVS_BLESS").is_some() {
+            std::fs::write(&golden, &out).expect("write the golden file");
+        }
+        let want = std::fs::read_to_string(&golden).expect("src/api/openapi.golden.json");
+        assert!(
+            out == want,
+            "the OpenAPI document changed: check it, then WVS_BLESS=1 cargo test to accept it"
+        );
+    }
+
     #[test]
     fn only_addresses_localhost_and_named_hosts_are_this_apis() {
         let names = ["lb1.example".to_string()];

@@ -747,7 +747,7 @@ mod tests {
     }
 }
 
-/// Summed counters (`stats::Totals` as the API shows it).
+/// Summed counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Totals {
     /// Connections.
@@ -781,7 +781,7 @@ impl From<crate::stats::Totals> for Totals {
     }
 }
 
-/// Rates, as `ipvsadm --rate` shows them (`stats::Rates` as the API shows it).
+/// Rates, as `ipvsadm --rate` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rates {
     /// Connections per second.
