@@ -57,7 +57,10 @@ pub fn rs_mac(last: u8) -> [u8; 6] {
 pub fn real(at: &str) -> Real {
     match at.parse::<std::net::SocketAddr>() {
         Ok(sa) => Real::new(sa.ip(), sa.port()),
-        Err(_) => Real::new(at.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0),
+        Err(_) => match at.parse() {
+            Ok(ip) => Real::new(ip, 0),
+            Err(_) => panic!("{at:?} is no address"),
+        },
     }
 }
 

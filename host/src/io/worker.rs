@@ -384,14 +384,12 @@ impl SegPool {
         if let Some(i) = self.lent.take() {
             self.free.push(i);
         }
-        let mut k = 0;
-        while k < self.ready.len() {
-            let (i, to, len) = self.ready[k];
+        // In order: a super-packet's segments reach the stack as they were cut.
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.retain(|&(i, to, len)| {
             let SegmentTo::Stack(daddr) = to else {
-                k += 1;
-                continue;
+                return true;
             };
-            self.ready.swap_remove(k);
             let at = VNET_HDR_LEN + crate::wire::ETHERNET_HEADER_LEN;
             match self
                 .slot(i)
@@ -402,7 +400,9 @@ impl SegPool {
                 _ => stats.count_drop(DropReason::TxError),
             }
             self.free.push(i);
-        }
+            false
+        });
+        self.ready = ready;
     }
 }
 
