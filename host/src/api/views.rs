@@ -329,9 +329,9 @@ impl ConnView {
     fn of_conn(c: &crate::conn::Conn, state: &str, now: u64) -> Self {
         Self {
             protocol: c.proto.name().into(),
-            client: SocketAddr::new(c.caddr, c.cport).to_string(),
-            virtual_address: SocketAddr::new(c.vaddr, c.vport).to_string(),
-            real: SocketAddr::new(c.raddr, c.rport).to_string(),
+            client: SocketAddr::new(c.caddr(), c.cport).to_string(),
+            virtual_address: SocketAddr::new(c.vaddr(), c.vport).to_string(),
+            real: SocketAddr::new(c.raddr(), c.rport).to_string(),
             state: state.into(),
             expires_ms: c.expires.saturating_sub(now),
         }
@@ -475,7 +475,7 @@ impl ConnList {
                     return true;
                 }
                 let state = conn_state_name(c);
-                if !filter.keeps(c.proto, c.vaddr, c.vport, c.raddr, c.rport, state) {
+                if !filter.keeps(c.proto, c.vaddr(), c.vport, c.raddr(), c.rport, state) {
                     return true;
                 }
                 let more = push(

@@ -194,12 +194,12 @@ impl ConnTable {
                 lports,
             } = &mut *g;
             conns.retain(|idx, c| {
-                let controls = c.app.as_ref().is_some_and(|a| a.controls());
+                let controls = c.app().is_some_and(|a| a.controls());
                 let waiting = c.waiting_expectation();
                 if !waiting && (controls || c.wildcard()) {
                     return true;
                 }
-                let idle = now >= (c.expires - c.timeout_ms.min(c.expires)) + 60_000;
+                let idle = now >= (c.expires - c.timeout_ms().min(c.expires)) + 60_000;
                 let drop = waiting
                     || match (c.proto, c.state) {
                         (Protocol::Tcp, super::TcpState::SynRecv | super::TcpState::SynAck) => true,
@@ -295,7 +295,7 @@ impl ConnTable {
         let idx = (tagged & !OUT_TAG) as usize;
         let conn = inner.conns.get_mut(idx)?;
         let r = f(conn);
-        if conn.expire_now {
+        if conn.expire_now() {
             self.remove_locked(inner, idx);
         }
         Some(r)
@@ -306,9 +306,9 @@ impl ConnTable {
     pub(crate) fn remove_waiting_expectation(&self, key: &ConnKey) -> bool {
         self.with_conn(KeyDir::In, key, |c| {
             if c.waiting_expectation() {
-                c.expire_now = true;
+                c.set_expire_now(true);
             }
-            c.expire_now
+            c.expire_now()
         })
         .unwrap_or(false)
     }
@@ -341,7 +341,7 @@ impl ConnTable {
             KeyDir::Out => self.fill_server_port(inner, idx, key.sport),
             KeyDir::In => {
                 // The client's port decides the shard: move the connection there.
-                if !inner.conns.get(idx).is_some_and(|c| c.no_cport) {
+                if !inner.conns.get(idx).is_some_and(|c| c.no_cport()) {
                     return false;
                 }
                 let Some(mut conn) = inner.conns.try_remove(idx) else {
@@ -353,7 +353,7 @@ impl ConnTable {
                 drop(g);
                 conn.cport = key.sport;
                 conn.lport = key.sport;
-                conn.no_cport = false;
+                conn.set_wildcard_ports(false, conn.no_dport());
                 match self.insert(conn) {
                     Ok(()) => true,
                     Err(e) => {
@@ -372,7 +372,7 @@ impl ConnTable {
         let Some(c) = inner.conns.get(idx) else {
             return false;
         };
-        if !c.no_dport {
+        if !c.no_dport() {
             return false;
         }
         let (old_in, old_out) = (c.in_key(), c.out_key());
@@ -396,7 +396,7 @@ impl ConnTable {
         if let Some(c) = inner.conns.get_mut(idx) {
             c.rport = sport;
             c.vport = vport;
-            c.no_dport = false;
+            c.set_wildcard_ports(c.no_cport(), false);
         }
         self.unindex_both(inner, idx, old_in, old_out);
         let hasher = |t: &u32| rehash(self, &inner.conns, *t);
@@ -450,7 +450,7 @@ impl ConnTable {
         laddrs: &[std::net::Ipv4Addr],
         first: usize,
     ) -> Result<(IpAddr, u16), InsertError> {
-        let si = self.shard_index(conn.proto, conn.caddr, conn.cport);
+        let si = self.shard_index(conn.proto, conn.caddr(), conn.cport);
         let mut g = self.shards[si].inner.lock();
         let inner = &mut *g;
         let n = laddrs.len();
@@ -472,9 +472,8 @@ impl ConnTable {
         let Some((a, p)) = taken else {
             return Err(InsertError::NoLocalPort(conn));
         };
-        conn.laddr = a;
-        conn.lport = p;
-        conn.lport_held = true;
+        conn.set_local(a, p);
+        conn.set_lport_held(true);
         self.insert_locked(inner, conn)
             .map(|()| (a, p))
             .map_err(|e| {
@@ -485,7 +484,7 @@ impl ConnTable {
                     }
                 };
                 give_back(&mut inner.lports, conn);
-                conn.lport_held = false;
+                conn.set_lport_held(false);
                 c
             })
     }
@@ -575,8 +574,8 @@ impl ConnTable {
                 }
                 // A connection that controls expected ones waits for them
                 // (`ip_vs_conn_expire`: `n_control` set, expire later).
-                if c.dest.available() && c.app.as_ref().is_some_and(|a| a.controls()) {
-                    c.expires = now + c.timeout_ms;
+                if c.dest.available() && c.app().is_some_and(|a| a.controls()) {
+                    c.expires = now + c.timeout_ms();
                     return true;
                 }
                 self.unindex(index, idx as u32, c);
@@ -683,10 +682,10 @@ impl LocalPorts {
 
 /// Return a full-NAT connection's local port to its pool.
 fn give_back(pools: &mut LocalPortPools, conn: &Conn) {
-    if !conn.lport_held {
+    if !conn.lport_held() {
         return;
     }
-    if let Some(p) = pools.get_mut(&(conn.proto, conn.laddr)) {
+    if let Some(p) = pools.get_mut(&(conn.proto, conn.laddr())) {
         p.free.push_back(conn.lport);
         p.used = p.used.saturating_sub(1);
     }
@@ -760,7 +759,7 @@ mod tests {
         assert!(matches!(t.insert(again), Err(InsertError::Exists(_))));
         // The refused duplicate was counted by Conn::new; the caller unbinds it.
         d.unbind(true);
-        t.with_conn(KeyDir::In, &key(40000), |c| c.expire_now = true);
+        t.with_conn(KeyDir::In, &key(40000), |c| c.set_expire_now(true));
         assert_eq!(t.len(), 0);
         assert_eq!(d.inactconns.load(Relaxed), 0);
         assert!(t.with_conn(KeyDir::Out, &out, |_| ()).is_none());
@@ -821,9 +820,9 @@ mod tests {
         for p in 0..4000u16 {
             let mut c = Conn::new(&key(p), d.clone(), Default::default(), hop(), 0);
             c.state = TcpState::Listen;
-            c.controller = Some(crate::conn::app::Controller::new(&app));
+            c.set_controller(crate::conn::app::Controller::new(&app));
             if p % 2 == 1 {
-                c.controller.as_mut().unwrap().used();
+                c.controller_mut().unwrap().used();
             }
             (c.timeout_ms, c.expires) = (120_000, 120_000);
             assert_eq!(c.half_open(), p % 2 == 0);
@@ -838,7 +837,7 @@ mod tests {
         assert_eq!(app.n_control.load(Relaxed), 2000);
         // By its key, as a newer expectation of its controller replaces it.
         let mut c = Conn::new(&key(9000), d.clone(), Default::default(), hop(), 0);
-        c.controller = Some(crate::conn::app::Controller::new(&app));
+        c.set_controller(crate::conn::app::Controller::new(&app));
         t.insert(c).unwrap();
         assert!(!t.remove_waiting_expectation(&key(1)), "used: kept");
         assert!(t.remove_waiting_expectation(&key(9000)));
@@ -943,7 +942,7 @@ mod tests {
                         assert!(t.with_conn(KeyDir::In, &k, |_| ()).is_some());
                         assert!(t.with_conn(KeyDir::Out, &out, |_| ()).is_some());
                         if i % 2 == 0 {
-                            t.with_conn(KeyDir::Out, &out, |c| c.expire_now = true);
+                            t.with_conn(KeyDir::Out, &out, |c| c.set_expire_now(true));
                         }
                     }
                 })

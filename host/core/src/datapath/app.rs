@@ -50,13 +50,13 @@ fn mapped(a: IpAddr) -> [u8; 16] {
 impl AppCtx {
     /// The context of `c`'s packets, if helpers are bound to it.
     pub(super) fn of(c: &Conn) -> Option<Self> {
-        let app = c.app.as_ref()?.clone();
+        let app = c.app()?.clone();
         Some(Self {
             app,
             info: PacketInfo {
-                caddr: mapped(c.caddr),
-                vaddr: mapped(c.vaddr),
-                daddr: mapped(c.raddr),
+                caddr: mapped(c.caddr()),
+                vaddr: mapped(c.vaddr()),
+                daddr: mapped(c.raddr()),
                 cport: c.cport,
                 vport: c.vport,
                 dport: c.rport,
@@ -70,7 +70,7 @@ impl AppCtx {
                 tcp_state: c.state as u8,
                 ..Default::default()
             },
-            vaddr: c.vaddr,
+            vaddr: c.vaddr(),
             vport: c.vport,
             dest: c.dest.clone(),
             svc_stats: c.svc_stats.clone(),
@@ -433,15 +433,14 @@ impl super::Datapath {
         };
         let mut conn = Conn::new(&key, ctx.dest.clone(), ctx.svc_stats.clone(), ctx.hop, now);
         conn.rport = e.dport;
-        conn.no_cport = e.cport == 0;
-        conn.no_dport = e.dport == 0;
-        conn.controller = Some(Controller::new(&ctx.app));
+        conn.set_wildcard_ports(e.cport == 0, e.dport == 0);
+        conn.set_controller(Controller::new(&ctx.app));
         conn.template = ctx.template.as_ref().map(persist::Control::share);
-        conn.timeout_ms = if e.timeout_ms == 0 {
+        conn.set_timeout_ms(if e.timeout_ms == 0 {
             HELPER_EXPECT_TIMEOUT_MS
         } else {
             u64::from(e.timeout_ms)
-        };
+        });
         if proto == Protocol::Tcp {
             conn.state = TcpState::Listen;
         }

@@ -288,8 +288,8 @@ impl Datapath {
                     let hop = c.dest.next_hop()?;
                     c.dest.stats.worker(w).packet_in(len);
                     c.svc_stats.worker(w).packet_in(len);
-                    let other = (c.fwd == Forward::FullNat).then_some((c.laddr, c.lport));
-                    Some((c.raddr, c.rport, hop, other))
+                    let other = (c.fwd == Forward::FullNat).then_some((c.laddr(), c.lport));
+                    Some((c.raddr(), c.rport, hop, other))
                 }),
             ),
             About::Forwarded => (
@@ -297,8 +297,8 @@ impl Datapath {
                 self.conns.with_conn(KeyDir::Out, &key, |c| {
                     c.dest.stats.worker(w).packet_out(len);
                     c.svc_stats.worker(w).packet_out(len);
-                    let other = (c.fwd == Forward::FullNat).then_some((c.caddr, c.cport));
-                    Some((c.vaddr, c.vport, c.client_hop, other))
+                    let other = (c.fwd == Forward::FullNat).then_some((c.caddr(), c.cport));
+                    Some((c.vaddr(), c.vport, c.client_hop, other))
                 }),
             ),
         };

@@ -552,11 +552,11 @@ impl Datapath {
         let reuse = sysctl.conn_reuse_mode;
         if reuse != 0 && info.is_new_syn() {
             let over = c.template.is_none()
-                && c.controller.is_none()
+                && c.controller().is_none()
                 && (matches!(c.state, TcpState::TimeWait | TcpState::Close)
-                    || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output));
+                    || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output()));
             if over || (sysctl.expire_nodest_conn && c.dest.weight() == 0) {
-                c.expire_now = true;
+                c.set_expire_now(true);
                 return InLookup::Reschedule;
             }
         }
@@ -567,7 +567,7 @@ impl Datapath {
             if !sysctl.expire_nodest_conn {
                 return InLookup::Drop(DropReason::DestGone);
             }
-            c.expire_now = true;
+            c.set_expire_now(true);
             return if info.is_new_syn() {
                 InLookup::Reschedule
             } else {
@@ -577,11 +577,11 @@ impl Datapath {
         // A UDP flow whose server a health check finds down moves to a live one when
         // its service says so (keepalived#2163); IPVS keeps it where it is.
         if move_udp && info.proto == Protocol::Udp && c.dest.is_down() {
-            c.expire_now = true;
+            c.set_expire_now(true);
             return InLookup::Reschedule;
         }
         c.in_pkts = c.in_pkts.saturating_add(1);
-        if let Some(k) = c.controller.as_mut() {
+        if let Some(k) = c.controller_mut() {
             k.used();
         }
         c.advance(Direction::Input, info.flags, l.timeouts, l.secure);
@@ -589,13 +589,13 @@ impl Datapath {
         c.dest.stats.worker(self.worker).packet_in(info.total_len);
         c.svc_stats.worker(self.worker).packet_in(info.total_len);
         InLookup::Forward(InForward {
-            daddr: c.raddr,
+            daddr: c.raddr(),
             dport: c.rport,
             hop: c.dest.next_hop(),
             fwd: c.fwd,
             src: c.dest.source(),
             mtu: c.dest.mtu(),
-            local: (c.laddr, c.lport),
+            local: (c.laddr(), c.lport),
             app: app::AppCtx::of(c),
         })
     }
@@ -757,7 +757,7 @@ impl Datapath {
         conn.template = control;
         // ip_vs_bind_app: helpers only for the methods whose replies come back through wvs.
         if !svc.helpers.is_empty() && matches!(conn.fwd, Forward::Masq | Forward::FullNat) {
-            conn.app = Some(crate::conn::app::AppConn::new(
+            conn.set_app(crate::conn::app::AppConn::new(
                 svc.helpers.iter().map(|h| Arc::from(h.name())),
             ));
         }
@@ -770,13 +770,13 @@ impl Datapath {
         );
         conn.touch(now);
         let fwd = InForward {
-            daddr: conn.raddr,
+            daddr: conn.raddr(),
             dport: conn.rport,
             hop,
             fwd: conn.fwd,
             src: dest.source(),
             mtu: dest.mtu(),
-            local: (conn.laddr, conn.lport),
+            local: (conn.laddr(), conn.lport),
             app: app::AppCtx::of(&conn),
         };
         self.add_conn(conn, svc, dest, info, fwd)
@@ -957,13 +957,13 @@ impl Datapath {
         l: &Lookup<'_>,
     ) -> Result<(xmit::Back, NextHop, Option<app::AppCtx>), DropReason> {
         if !c.dest.available() {
-            c.expire_now = true;
+            c.set_expire_now(true);
             return Err(DropReason::DestGone);
         }
-        let (IpAddr::V4(vaddr), IpAddr::V4(caddr)) = (c.vaddr, c.caddr) else {
+        let (IpAddr::V4(vaddr), IpAddr::V4(caddr)) = (c.vaddr(), c.caddr()) else {
             return Err(DropReason::IpBadVersion);
         };
-        if let Some(k) = c.controller.as_mut() {
+        if let Some(k) = c.controller_mut() {
             k.used();
         }
         c.advance(Direction::Output, l.info.flags, l.timeouts, l.secure);
