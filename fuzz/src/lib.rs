@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use wvs::datapath::RxMeta;
+use wvs::datapath::{Headers, RxMeta};
 use wvs::model::{Forward, Protocol, TunCsum, TunKind};
 use wvs::spec::Service;
 use wvs::wire::checksum::CsumMode;
@@ -94,7 +94,9 @@ impl Harness {
     pub fn run(&self, now: u64, meta: u8, frame: &[u8]) {
         let mut buf = vec![0u8; frame.len().max(2048) + 256];
         buf[..frame.len()].copy_from_slice(frame);
-        let xdp_partial = wvs::io::xdp::partial_csum(frame).is_some();
+        // Read once, as the I/O layer does: for the checksum rule and the datapath.
+        let headers = Headers::parse(frame);
+        let xdp_partial = wvs::io::xdp::partial_csum(&headers, frame).is_some();
         let m = RxMeta {
             iface: meta & 1,
             csum: if meta & 2 != 0 || xdp_partial {
@@ -108,8 +110,8 @@ impl Harness {
             &self.snap,
             now,
             m,
+            &headers,
             &mut buf,
-            frame.len(),
             &mut wvs::xmit::gso::NoSink,
         );
     }

@@ -35,7 +35,7 @@ use crate::consts::{
     BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, RING_BATCH, SEG_BUFFERS, SEG_SLOT, SLOT_SIZE,
     URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS,
 };
-use crate::datapath::{Datapath, DropReason, RxMeta, SegmentTo, Verdict, stats};
+use crate::datapath::{Datapath, DropReason, Headers, Offloads, RxMeta, SegmentTo, Verdict, stats};
 use crate::service::Snapshot;
 use crate::wire::checksum::CsumMode;
 use crate::wire::vnet::VnetHeader;
@@ -302,6 +302,9 @@ struct RingLoop {
     segs: SegPool,
     /// A frame too large for a slot comes whole off the socket into this buffer.
     big: Box<[u8]>,
+    /// The headers of a batch's frames, read once before it is processed (for the
+    /// prefetch, the checksum detection and the datapath).
+    heads: Vec<Headers>,
     /// What is polled: the RX rings, or the XDP sockets.
     fds: Vec<types::Fd>,
     rearm: Vec<bool>,
@@ -353,6 +356,14 @@ impl RingLoop {
 /// Transmit buffers for the segments of GSO super-packets the datapath cuts (into a
 /// tunnel), allocated once: each a vnet header (zero: nothing left for the kernel) and a
 /// frame of up to a jumbo MTU.
+/// A received frame as [`Worker::handle`] takes it: `len` bytes, its vnet header first,
+/// from interface `iface`, with its headers when the batch read them already.
+struct Arrived {
+    len: usize,
+    iface: usize,
+    headers: Option<Headers>,
+}
+
 struct SegPool {
     mem: Box<[u8]>,
     free: Vec<u16>,
@@ -568,6 +579,7 @@ impl RingLoop {
             passed,
             segs: SegPool::new(),
             big: vec![0u8; SLOT_SIZE].into_boxed_slice(),
+            heads: Vec::with_capacity(RING_BATCH as usize),
             fds,
             rearm: vec![true; n],
             gens: vec![0u16; n],
@@ -829,12 +841,14 @@ impl Worker {
         match st.xsks.as_deref_mut() {
             Some(xsks) => {
                 for x in xsks {
-                    more |= self.drain_xsk(snap, now, x, &mut st.ports, &mut st.segs);
+                    more |=
+                        self.drain_xsk(snap, now, x, &mut st.ports, &mut st.segs, &mut st.heads);
                 }
             }
             None => {
                 for i in 0..st.ports.len() {
-                    more |= self.drain_ring(snap, now, &mut st.ports, i, &mut st.segs, &mut st.big);
+                    let scratch = (&mut st.segs, &mut st.big[..], &mut st.heads);
+                    more |= self.drain_ring(snap, now, &mut st.ports, i, scratch);
                 }
             }
         }
@@ -893,12 +907,14 @@ impl Worker {
         x: &mut Xsk,
         ports: &mut [RingPort],
         segs: &mut SegPool,
+        heads: &mut Vec<Headers>,
     ) -> bool {
         let stats = self.datapath.stats();
         let ready = x.rx_ready(RING_BATCH);
         if ready == 0 {
             return false;
         }
+        heads.clear();
         if ready > 1 {
             for k in 0..ready {
                 let b = x.rx_bytes(k);
@@ -906,9 +922,11 @@ impl Worker {
                 super::ring::prefetch(b.as_ptr().wrapping_add(64));
             }
             for k in 0..ready {
-                if let Some(h) = self.datapath.lookup_hint(x.rx_bytes(k)) {
-                    h.iter().for_each(|&p| super::ring::prefetch(p));
+                let h = Headers::parse(x.rx_bytes(k));
+                if let Some(hint) = self.datapath.lookup_hint(&h) {
+                    hint.iter().for_each(|&p| super::ring::prefetch(p));
                 }
+                heads.push(h);
             }
         }
         let iface = usize::from(x.port);
@@ -920,11 +938,20 @@ impl Worker {
             } else {
                 let buf = x.frame_buf(&f);
                 let len = VNET_HDR_LEN + f.len;
-                let partial = super::xdp::partial_csum(&buf[VNET_HDR_LEN..len]);
+                let headers = heads
+                    .get(k as usize)
+                    .copied()
+                    .unwrap_or_else(|| Headers::parse(&buf[VNET_HDR_LEN..len]));
+                let partial = super::xdp::partial_csum(&headers, &buf[VNET_HDR_LEN..len]);
                 if let Some(mut h) = VnetHeader::new_checked(&mut *buf) {
                     h.set_plain(partial);
                 }
-                if let Some((e, out)) = self.handle(snap, now, buf, len, iface, segs) {
+                let rx = Arrived {
+                    len,
+                    iface,
+                    headers: Some(headers),
+                };
+                if let Some((e, out)) = self.handle(snap, now, buf, rx, segs) {
                     let e = usize::from(e);
                     let data = &buf[..out];
                     if ports.get_mut(e).is_some_and(|p| p.ring.tx_push(data)) {
@@ -951,8 +978,7 @@ impl Worker {
         now: u64,
         ports: &mut [RingPort],
         i: usize,
-        segs: &mut SegPool,
-        big: &mut [u8],
+        (segs, big, heads): (&mut SegPool, &mut [u8], &mut Vec<Headers>),
     ) -> bool {
         let stats = self.datapath.stats();
         let mut ready = 0;
@@ -962,14 +988,17 @@ impl Worker {
         if ready == 0 {
             return false;
         }
+        heads.clear();
         if ready > 1 {
             for k in 0..ready {
-                if let Some(h) = self.datapath.lookup_hint(ports[i].ring.rx_frame_at(k)) {
-                    h.iter().for_each(|&p| super::ring::prefetch(p));
+                let h = Headers::parse(ports[i].ring.rx_frame_at(k));
+                if let Some(hint) = self.datapath.lookup_hint(&h) {
+                    hint.iter().for_each(|&p| super::ring::prefetch(p));
                 }
+                heads.push(h);
             }
         }
-        for _ in 0..ready {
+        for k in 0..ready as usize {
             let Some(f) = ports[i].ring.rx_peek() else {
                 break;
             };
@@ -979,7 +1008,13 @@ impl Worker {
                 ports[i].ring.rx_release();
                 match got {
                     Ok(len) => {
-                        if let Some((e, out)) = self.handle(snap, now, big, len, i, segs) {
+                        // Read whole now: the slot held only its start.
+                        let rx = Arrived {
+                            len,
+                            iface: i,
+                            headers: None,
+                        };
+                        if let Some((e, out)) = self.handle(snap, now, big, rx, segs) {
                             self.send_plain(ports, usize::from(e), &big[..out]);
                         }
                     }
@@ -997,9 +1032,14 @@ impl Worker {
             } else {
                 let start = f.mac - VNET_HDR_LEN;
                 let len = VNET_HDR_LEN + f.snaplen;
+                let rx = Arrived {
+                    len,
+                    iface: i,
+                    headers: heads.get(k).copied(),
+                };
                 let out = {
                     let slot = &mut ports[i].ring.rx_slot()[start..];
-                    self.handle(snap, now, slot, len, i, segs)
+                    self.handle(snap, now, slot, rx, segs)
                 };
                 if let Some((e, out_len)) = out {
                     self.send_from_rx(ports, i, usize::from(e), start, out_len);
@@ -1090,7 +1130,12 @@ impl Worker {
     ) -> Option<squeue::Entry> {
         let len = usize::try_from(res).ok()?;
         let slot = u.bufs.buf(bid);
-        let (iface, out_len) = self.handle(snap, now, slot, len, iface, &mut u.segs)?;
+        let rx = Arrived {
+            len,
+            iface,
+            headers: None,
+        };
+        let (iface, out_len) = self.handle(snap, now, slot, rx, &mut u.segs)?;
         let fd = fds.get(usize::from(iface))?;
         Some(
             opcode::Send::new(*fd, slot.as_ptr(), out_len as u32)
@@ -1099,8 +1144,8 @@ impl Worker {
         )
     }
 
-    /// Process the frame of `len` bytes (its vnet header first) at the start of `slot`, in
-    /// place. Returns the interface to send it on and its new length (vnet header
+    /// Process the frame `rx` (its vnet header first) at the start of `slot`, in place.
+    /// Returns the interface to send it on and its new length (vnet header
     /// included), the header made ready for sending; `None` when nothing is to be sent from
     /// the slot (dropped, passed, handed to the stack, or cut into segments).
     fn handle(
@@ -1108,10 +1153,14 @@ impl Worker {
         snap: &Snapshot,
         now: u64,
         slot: &mut [u8],
-        len: usize,
-        iface: usize,
+        rx: Arrived,
         segs: &mut SegPool,
     ) -> Option<(u8, usize)> {
+        let Arrived {
+            len,
+            iface,
+            headers,
+        } = rx;
         let stats = self.datapath.stats();
         if len > slot.len() {
             stats::bump(&stats.rx);
@@ -1138,12 +1187,13 @@ impl Worker {
             gso_size,
         };
         let mut sink = Sink { pool: segs };
+        let headers = headers.unwrap_or_else(|| Headers::parse(&slot[VNET_HDR_LEN..len]));
         let verdict = self.datapath.process_in_buffer(
             snap,
             now,
             meta,
+            &headers,
             &mut slot[VNET_HDR_LEN..],
-            len - VNET_HDR_LEN,
             &mut sink,
         );
         match verdict {
@@ -1153,14 +1203,22 @@ impl Worker {
                 }
                 Some((iface, len))
             }
-            Verdict::Resized { iface, len: n } => {
+            Verdict::Send {
+                iface,
+                len: n,
+                offloads: Offloads::AsReceived,
+            } => {
                 // Offloads as received, at the length a helper made.
                 if let Some(mut h) = VnetHeader::new_checked(&mut *slot) {
                     h.prepare_tx();
                 }
                 Some((iface, VNET_HDR_LEN + n))
             }
-            Verdict::Reply { iface, len: n } | Verdict::Whole { iface, len: n } => {
+            Verdict::Send {
+                iface,
+                len: n,
+                offloads: Offloads::None,
+            } => {
                 // A packet wvs wrote whole: complete checksums, no segmentation.
                 slot[..VNET_HDR_LEN].fill(0);
                 Some((iface, VNET_HDR_LEN + n))

@@ -37,6 +37,7 @@ use aya::programs::{ProgramError, Xdp, XdpMode};
 use super::nft::Claims;
 use super::socket::check;
 use crate::consts::{VNET_HDR_LEN, XSK_CHUNK_SIZE, XSK_CHUNKS, XSK_COMPLETION_RING, XSK_RX_RING};
+use crate::datapath::Headers;
 use crate::service::Snapshot;
 
 /// The compiled XDP program (empty when the build had no clang).
@@ -893,37 +894,25 @@ pub(crate) fn rx_queues(name: &str) -> u32 {
 /// sent on with `NEEDS_CSUM`, so the kernel completes the checksum as it would have. A
 /// complete checksum that happens to equal that sum (one frame in 65,536) is completed to
 /// the same value, since the sum it stands for is the one the completion adds.
-pub fn partial_csum(frame: &[u8]) -> Option<(u16, u16)> {
-    use smoltcp::wire::{EthernetFrame, EthernetProtocol, Ipv4Packet};
-    let eth = EthernetFrame::new_checked(frame).ok()?;
-    if eth.ethertype() != EthernetProtocol::Ipv4 {
+pub fn partial_csum(headers: &Headers, frame: &[u8]) -> Option<(u16, u16)> {
+    let ip = headers.ipv4()?;
+    if ip.fragment {
         return None;
     }
-    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-    if ip.more_frags() || ip.frag_offset() != 0 {
-        return None;
-    }
-    let proto = u8::from(ip.next_header());
-    let offset: usize = match proto {
+    let offset: usize = match ip.next {
         6 => 16,
         17 => 6,
         _ => return None,
     };
-    let l4 = ip.payload();
+    let start = crate::wire::ETHERNET_HEADER_LEN + ip.ihl;
+    let l4 = frame.get(start..crate::wire::ETHERNET_HEADER_LEN + ip.total_len)?;
     let field = l4.get(offset..offset + 2)?;
     let check = u16::from_be_bytes([field[0], field[1]]);
     let len = u16::try_from(l4.len()).ok()?;
-    let pseudo = crate::wire::checksum::pseudo_v4(
-        ip.src_addr().octets(),
-        ip.dst_addr().octets(),
-        proto,
-        len,
-    );
+    let pseudo =
+        crate::wire::checksum::pseudo_v4(ip.saddr.octets(), ip.daddr.octets(), ip.next, len);
     // UDP's 0 is "no checksum", never a partial one.
-    (check == pseudo && check != 0).then(|| {
-        let start = crate::wire::ETHERNET_HEADER_LEN + usize::from(ip.header_len());
-        (start as u16, offset as u16)
-    })
+    (check == pseudo && check != 0).then_some((start as u16, offset as u16))
 }
 
 fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T, what: &str) -> io::Result<()> {
@@ -961,6 +950,10 @@ fn getsockopt<T>(fd: RawFd, name: libc::c_int, what: &str) -> io::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn partial(frame: &[u8]) -> Option<(u16, u16)> {
+        partial_csum(&Headers::parse(frame), frame)
+    }
 
     #[test]
     fn an_interface_that_comes_back_takes_the_slots_of_the_one_that_went() {
@@ -1044,14 +1037,14 @@ mod tests {
         };
         let pseudo = pseudo_v4(src, dst, 17, seg.len() as u16);
         seg[6..8].copy_from_slice(&pseudo.to_be_bytes());
-        assert_eq!(partial_csum(&frame(&seg)), Some((34, 6)));
+        assert_eq!(partial(&frame(&seg)), Some((34, 6)));
         seg[6..8].copy_from_slice(&[0, 0]);
         let full = l4_v4(src, dst, 17, &seg);
         seg[6..8].copy_from_slice(&full.to_be_bytes());
-        assert_eq!(partial_csum(&frame(&seg)), None);
+        assert_eq!(partial(&frame(&seg)), None);
         // No checksum at all (UDP's 0).
         seg[6..8].copy_from_slice(&[0, 0]);
-        assert_eq!(partial_csum(&frame(&seg)), None);
+        assert_eq!(partial(&frame(&seg)), None);
     }
 
     #[test]

@@ -124,11 +124,17 @@ fn send_at(h: &H, now: u64, meta: RxMeta, f: &[u8]) -> (Verdict, Vec<Vec<u8>>) {
     let mut buf = vec![0u8; 4096];
     buf[..f.len()].copy_from_slice(f);
     let mut sink = TestSink::default();
-    let v =
-        h.dp.process_in_buffer(&h.snap, now, meta, &mut buf, f.len(), &mut sink);
+    let v = h.dp.process_in_buffer(
+        &h.snap,
+        now,
+        meta,
+        &Headers::parse(&buf[..f.len()]),
+        &mut buf,
+        &mut sink,
+    );
     let out = match v {
         Verdict::Tx { .. } => vec![buf[..f.len()].to_vec()],
-        Verdict::Whole { len, .. } | Verdict::Resized { len, .. } => vec![buf[..len].to_vec()],
+        Verdict::Send { len, .. } => vec![buf[..len].to_vec()],
         Verdict::Segmented { .. } => sink.sent.into_iter().map(|(_, f)| f).collect(),
         _ => vec![],
     };

@@ -11,6 +11,7 @@
 //! connection also takes its service's scheduler lock.
 
 mod app;
+mod headers;
 mod icmp;
 mod reset;
 pub mod stats;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 /// The transmit buffers the I/O layer lends for segments and fragments (defined with the
 /// transmitters that fill them).
 pub use crate::xmit::gso::{SegmentSink, SegmentTo};
+pub use headers::{EthHeader, Headers, Ipv4Header};
 pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
@@ -30,8 +32,8 @@ use crate::model::{Forward, Protocol};
 use crate::service::{Dest, NextHop, Snapshot, VirtualService};
 use crate::wire::checksum::CsumMode;
 use crate::wire::{
-    ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, EthernetProtocol, Ipv4Packet, TcpPacket,
-    UdpPacket, checksum, ipv4_field, tcp_field, udp_field,
+    ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, Ipv4Packet, TcpPacket, UdpPacket,
+    checksum, ipv4_field, tcp_field, udp_field,
 };
 use crate::xmit;
 
@@ -50,7 +52,8 @@ pub struct RxMeta {
 /// What to do with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send the (rewritten) frame out of this interface.
+    /// Send the frame, rewritten in place, out of this interface: at its received length
+    /// and with the offloads it was received with (the fast path's verdict).
     Tx {
         /// Index of the interface in the `--iface` list.
         iface: u8,
@@ -59,7 +62,7 @@ pub enum Verdict {
     Drop(DropReason),
     /// Refused, counted under `reason`, and its sender is owed an ICMP error that needs
     /// more than the reason says. A handler's answer: [`Datapath::process_in_buffer`] writes
-    /// the error (then [`Verdict::Reply`]) or drops it ([`Verdict::Drop`]), and
+    /// the error (then [`Verdict::Send`]) or drops it ([`Verdict::Drop`]), and
     /// [`Datapath::process`] drops it; neither returns this.
     Refused {
         /// Why.
@@ -69,14 +72,6 @@ pub enum Verdict {
     },
     /// Not wvs's: leave it to the kernel.
     Pass,
-    /// Send the packet a transmitter rebuilt in the buffer (an encapsulation): `len` bytes
-    /// from the start, checksums complete, nothing left for the kernel to do.
-    Whole {
-        /// Index of the interface in the `--iface` list.
-        iface: u8,
-        /// Length of the frame.
-        len: usize,
-    },
     /// Hand the IP packet (from the end of the Ethernet header, `len` bytes, checksums
     /// complete) to the balancer's own stack, addressed to `daddr`: a local real server, or
     /// bypass.
@@ -92,22 +87,27 @@ pub enum Verdict {
         /// How many segments were sent.
         count: usize,
     },
-    /// Send the frame rewritten in place with its offloads as received (a GSO super-packet,
-    /// a partial checksum), at a new length: an application helper resized its payload.
-    Resized {
+    /// Send `len` bytes from the start of the buffer out of this interface: the frame
+    /// rewritten in place at a new length, or a packet wvs wrote there (an encapsulation,
+    /// an ICMP answer from [`Datapath::process_in_buffer`]).
+    Send {
         /// Index of the interface in the `--iface` list.
         iface: u8,
         /// Length of the frame.
         len: usize,
+        /// What the kernel still has to do for it.
+        offloads: Offloads,
     },
-    /// Send the packet wvs wrote in the buffer instead of the received frame: `len` bytes
-    /// from the start (an ICMP error to the client, from [`Datapath::process_in_buffer`]).
-    Reply {
-        /// Index of the interface in the `--iface` list.
-        iface: u8,
-        /// Length of the frame written.
-        len: usize,
-    },
+}
+
+/// What a frame sent with [`Verdict::Send`] still needs from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offloads {
+    /// Those it was received with (a GSO super-packet, a partial checksum): the received
+    /// frame, rewritten in place, whose payload an application helper resized.
+    AsReceived,
+    /// None: wvs wrote the packet whole, checksums complete, one segment.
+    None,
 }
 
 /// What the ICMP error owed for a [`Verdict::Refused`] packet needs.
@@ -263,25 +263,16 @@ impl Datapath {
     /// frame), one address per direction the packet could be travelling in, for the I/O
     /// layer to prefetch before it processes a batch. Nothing for what is not TCP or UDP
     /// over IPv4.
-    pub fn lookup_hint(&self, frame: &[u8]) -> Option<[*const u8; 2]> {
-        let eth = EthernetFrame::new_checked(frame).ok()?;
-        if eth.ethertype() != EthernetProtocol::Ipv4 {
-            return None;
-        }
-        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-        let proto = match u8::from(ip.next_header()) {
-            6 => Protocol::Tcp,
-            17 => Protocol::Udp,
-            _ => return None,
-        };
-        let l4 = ip.payload();
-        let ports = l4.get(..4)?;
+    pub fn lookup_hint(&self, headers: &Headers) -> Option<[*const u8; 2]> {
+        let ip = headers.ipv4()?;
+        let proto = ip.l4_proto()?;
+        let (sport, dport) = ip.ports?;
         let key = ConnKey {
             proto,
-            saddr: IpAddr::V4(ip.src_addr()),
-            sport: u16::from_be_bytes([ports[0], ports[1]]),
-            daddr: IpAddr::V4(ip.dst_addr()),
-            dport: u16::from_be_bytes([ports[2], ports[3]]),
+            saddr: IpAddr::V4(ip.saddr),
+            sport,
+            daddr: IpAddr::V4(ip.daddr),
+            dport,
         };
         Some([
             self.conns.shard_hint(KeyDir::In, &key),
@@ -298,8 +289,8 @@ impl Datapath {
     /// sent, and count the outcome. `now` is in milliseconds on a monotonic clock. With no
     /// room after the frame, a packet that must grow (a tunnel's) is dropped.
     pub fn process(&self, snap: &Snapshot, now: u64, meta: RxMeta, frame: &mut [u8]) -> Verdict {
-        let len = frame.len();
-        match self.process_in(snap, now, meta, frame, len, &mut xmit::gso::NoSink) {
+        let headers = Headers::parse(frame);
+        match self.process_in(snap, now, meta, &headers, frame, &mut xmit::gso::NoSink) {
             Verdict::Refused { reason, .. } => Verdict::Drop(reason),
             v => v,
         }
@@ -310,18 +301,16 @@ impl Datapath {
         snap: &Snapshot,
         now: u64,
         meta: RxMeta,
+        headers: &Headers,
         buf: &mut [u8],
-        len: usize,
         sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
         stats::bump(&self.stats.rx);
-        let v = self.classify(snap, now, meta, buf, len, sink);
+        let v = self.classify(snap, now, meta, headers, buf, sink);
         match v {
             Verdict::Tx { .. }
-            | Verdict::Whole { .. }
-            | Verdict::Reply { .. }
+            | Verdict::Send { .. }
             | Verdict::Stack { .. }
-            | Verdict::Resized { .. }
             | Verdict::Segmented { .. } => {}
             Verdict::Drop(r) | Verdict::Refused { reason: r, .. } => self.stats.count_drop(r),
             Verdict::Pass => stats::bump(&self.stats.passed),
@@ -329,8 +318,8 @@ impl Datapath {
         v
     }
 
-    /// As [`process`](Self::process), for a frame of `len` bytes at the start of a larger
-    /// buffer, with `sink`'s buffers to cut a GSO super-packet into segments when its
+    /// As [`process`](Self::process), for a frame whose `headers` the I/O layer read (the
+    /// frame is their `len` bytes at the start of a larger buffer), with `sink`'s buffers to cut a GSO super-packet into segments when its
     /// transmitter cannot send it whole (a tunnel's). The room lets wvs answer in place, as
     /// the director would: a new connection that no real server can take gets an ICMP port
     /// unreachable from the VIP, as IPVS sends (`ip_vs_leave`), and a TCP segment of no
@@ -344,12 +333,12 @@ impl Datapath {
         snap: &Snapshot,
         now: u64,
         meta: RxMeta,
+        headers: &Headers,
         buf: &mut [u8],
-        len: usize,
         sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
-        let len = len.min(buf.len());
-        let (reason, answer) = match self.process_in(snap, now, meta, buf, len, sink) {
+        let len = headers.len.min(buf.len());
+        let (reason, answer) = match self.process_in(snap, now, meta, headers, buf, sink) {
             Verdict::Drop(reason) => (reason, None),
             Verdict::Refused { reason, answer } => (reason, Some(answer)),
             v => return v,
@@ -366,7 +355,7 @@ impl Datapath {
             (DropReason::NoConnIn, None) => reset::tcp_reset(buf, len),
             // A client's packet, not a reply on its way out (that one is the kernel's
             // business in IPVS, and wvs has no address of its own to answer from).
-            (DropReason::TtlExceeded, None) if to_vip(snap, buf, len) => {
+            (DropReason::TtlExceeded, None) if to_vip(snap, headers) => {
                 icmp::time_exceeded(buf, len)
             }
             _ => return v,
@@ -382,9 +371,10 @@ impl Datapath {
         } else {
             stats::bump(&self.stats.icmp_sent);
         }
-        Verdict::Reply {
+        Verdict::Send {
             iface: meta.iface,
             len: n,
+            offloads: Offloads::None,
         }
     }
 
@@ -411,29 +401,33 @@ impl Datapath {
         snap: &Snapshot,
         now: u64,
         meta: RxMeta,
+        headers: &Headers,
         buf: &mut [u8],
-        len: usize,
         sink: &mut dyn xmit::gso::SegmentSink,
     ) -> Verdict {
         let Some(iface) = self.ifaces.get(usize::from(meta.iface)) else {
             return Verdict::Pass;
         };
+        let len = headers.len.min(buf.len());
         let frame = &mut buf[..len];
-        let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
+        let Some(eth) = headers.eth else {
             return Verdict::Drop(DropReason::L2Truncated);
         };
         // Only frames sent to our MAC: not broadcasts, and not what a bridge floods to us.
-        if eth.dst_addr() != EthernetAddress(iface.mac()) {
+        if eth.dst != EthernetAddress(iface.mac()) {
             return Verdict::Pass;
         }
-        if eth.ethertype() != EthernetProtocol::Ipv4 {
-            return Verdict::Pass;
-        }
-        let client_mac = eth.src_addr().0;
-        let info = match parse_ipv4(
+        let head = match eth.ipv4 {
+            Ok(Some(h)) => h,
+            Ok(None) => return Verdict::Pass,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let client_mac = eth.src.0;
+        let info = match l4_of_ipv4(
             snap,
             self.conns.own(),
             &frame[ETHERNET_HEADER_LEN..],
+            &head,
             meta.csum,
         ) {
             Ok(Parsed::L4(info)) => info,
@@ -1043,10 +1037,18 @@ impl Datapath {
         };
         let len = ETHERNET_HEADER_LEN + pkt.total_len;
         if pkt.gso_size != 0 || pkt.csum == CsumMode::Partial {
-            return Verdict::Resized { iface, len };
+            return Verdict::Send {
+                iface,
+                len,
+                offloads: Offloads::AsReceived,
+            };
         }
         let Some(mtu) = app::too_long(pkt.total_len, mtu) else {
-            return Verdict::Whole { iface, len };
+            return Verdict::Send {
+                iface,
+                len,
+                offloads: Offloads::None,
+            };
         };
         // Cut what the transmitter made: headers as they leave, segments sent as they are.
         let l4_hdr = match pkt.proto {
@@ -1074,7 +1076,11 @@ impl Datapath {
     fn sent(&self, r: Result<xmit::Sent, xmit::Refused>) -> Verdict {
         match r {
             Ok(xmit::Sent::InPlace { iface }) => Verdict::Tx { iface },
-            Ok(xmit::Sent::Whole { iface, len }) => Verdict::Whole { iface, len },
+            Ok(xmit::Sent::Whole { iface, len }) => Verdict::Send {
+                iface,
+                len,
+                offloads: Offloads::None,
+            },
             Ok(xmit::Sent::Stack { daddr, len }) => Verdict::Stack { daddr, len },
             // Only a tunnel asks for fragments, and the caller handles it; without buffers
             // it is too big.
@@ -1092,10 +1098,10 @@ impl Datapath {
 }
 
 /// Whether the IPv4 packet of the frame in `buf` is addressed to a virtual IP.
-fn to_vip(snap: &Snapshot, buf: &[u8], len: usize) -> bool {
-    buf.get(ETHERNET_HEADER_LEN..len)
-        .filter(|ip| ip.len() >= ipv4_field::MIN_HEADER_LEN)
-        .is_some_and(|ip| snap.is_vip(IpAddr::V4(Ipv4Packet::new_unchecked(ip).dst_addr())))
+fn to_vip(snap: &Snapshot, headers: &Headers) -> bool {
+    headers
+        .ipv4()
+        .is_some_and(|ip| snap.is_vip(IpAddr::V4(ip.daddr)))
 }
 
 /// A hash of a connection's addresses and ports, the same for each of its packets: the
@@ -1172,7 +1178,7 @@ enum Parsed {
     IcmpError(icmp::IcmpError),
 }
 
-/// Validate an IPv4 packet and read what classification needs.
+/// What classification needs of an IPv4 packet whose header `head` checked.
 ///
 /// `Err`: malformed, or a fragment that concerns a service; drop. A packet that is not
 /// addressed to a virtual IP and does not come from a real server is never dropped here,
@@ -1183,66 +1189,37 @@ enum Parsed {
 /// not close a connection, nor a damaged SYN take a table entry. Data segments are left to
 /// the real server's stack, as IPVS leaves them when no helper needs the payload.
 /// `own` is the director's own checks through a local VIP, whose answers are wvs's too.
-fn parse_ipv4(
-    snap: &Snapshot,
-    own: &crate::conn::own::OwnChecks,
-    ip: &[u8],
-    csum: CsumMode,
-) -> Result<Parsed, DropReason> {
-    if ip.len() < ipv4_field::MIN_HEADER_LEN {
-        return Err(DropReason::IpTruncated);
-    }
-    let pkt = Ipv4Packet::new_unchecked(ip);
-    if pkt.version() != 4 {
-        return Err(DropReason::IpBadVersion);
-    }
-    let ihl = usize::from(pkt.header_len());
-    if ihl < ipv4_field::MIN_HEADER_LEN {
-        return Err(DropReason::IpBadIhl);
-    }
-    let total_len = usize::from(pkt.total_len());
-    if total_len < ihl {
-        return Err(DropReason::IpBadLength);
-    }
-    if total_len > ip.len() {
-        return Err(DropReason::IpTruncated);
-    }
-    l4_of_ipv4(snap, own, ip, ihl, total_len, csum)
-}
-
-/// The TCP or UDP packet of a checked IPv4 header (`ihl` and `total_len` bytes long), if
-/// it is wvs's; an ICMP error about one of wvs's connections; or what is wrong with it.
 #[inline]
 fn l4_of_ipv4(
     snap: &Snapshot,
     own: &crate::conn::own::OwnChecks,
     ip: &[u8],
-    ihl: usize,
-    total_len: usize,
+    head: &Ipv4Header,
     csum: CsumMode,
 ) -> Result<Parsed, DropReason> {
-    let pkt = Ipv4Packet::new_unchecked(ip);
-    let (saddr, daddr) = (pkt.src_addr(), pkt.dst_addr());
+    let &Ipv4Header {
+        saddr,
+        daddr,
+        ihl,
+        total_len,
+        ..
+    } = head;
     let ours = || snap.is_vip(IpAddr::V4(daddr)) || snap.is_real_addr(IpAddr::V4(saddr));
-    let fragment = pkt.more_frags() || pkt.frag_offset() != 0;
-    if fragment {
+    if head.fragment {
         return if ours() {
             Err(DropReason::IpFragment)
         } else {
             Ok(Parsed::NotOurs)
         };
     }
-    let proto = match u8::from(pkt.next_header()) {
-        6 => Protocol::Tcp,
-        17 => Protocol::Udp,
-        1 => {
+    let Some(proto) = head.l4_proto() else {
+        if head.next == 1 {
             return icmp::parse(snap, ip, ihl, total_len, daddr)
                 .map(|e| e.map_or(Parsed::NotOurs, Parsed::IcmpError));
         }
-        _ => return Ok(Parsed::NotOurs),
+        return Ok(Parsed::NotOurs);
     };
-    let l4 = &ip[ihl..total_len];
-    if l4.len() < 4 {
+    let Some((sport, dport)) = head.ports else {
         return if ours() {
             Err(match proto {
                 Protocol::Tcp => DropReason::TcpTruncated,
@@ -1251,9 +1228,10 @@ fn l4_of_ipv4(
         } else {
             Ok(Parsed::NotOurs)
         };
-    }
-    let sport = u16::from_be_bytes([l4[0], l4[1]]);
-    let dport = u16::from_be_bytes([l4[2], l4[3]]);
+    };
+    let Some(l4) = ip.get(ihl..total_len) else {
+        return Err(DropReason::IpTruncated);
+    };
     let mine = snap.service(proto, IpAddr::V4(daddr), dport).is_some()
         || snap.is_real(proto, IpAddr::V4(saddr), sport)
         || snap.is_data_vip(proto, IpAddr::V4(daddr), dport)

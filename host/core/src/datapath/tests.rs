@@ -1181,11 +1181,16 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
         &h.snap,
         0,
         COMPLETE,
+        &Headers::parse(&buf[..syn.len()]),
         &mut buf,
-        syn.len(),
         &mut crate::xmit::gso::NoSink,
     );
-    let Verdict::Reply { iface: 0, len } = v else {
+    let Verdict::Send {
+        iface: 0,
+        len,
+        offloads: Offloads::None,
+    } = v
+    else {
         panic!("{v:?}")
     };
     let out = &buf[..len];
@@ -1221,11 +1226,14 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
             &h.snap,
             1000,
             COMPLETE,
+            &Headers::parse(&buf[..syn.len()]),
             &mut buf,
-            syn.len(),
             &mut crate::xmit::gso::NoSink
         ),
-        Verdict::Reply { .. }
+        Verdict::Send {
+            offloads: Offloads::None,
+            ..
+        }
     ));
     // Without room in the buffer there is no reply, only the drop.
     let mut tight = syn.clone();
@@ -1235,8 +1243,8 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
             &h.snap,
             2000,
             COMPLETE,
+            &Headers::parse(&tight[..n]),
             &mut tight,
-            n,
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Drop(DropReason::NoDest)
@@ -1263,11 +1271,16 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
         &h.snap,
         0,
         COMPLETE,
+        &Headers::parse(&buf[..seg.len()]),
         &mut buf,
-        seg.len(),
         &mut crate::xmit::gso::NoSink,
     );
-    let Verdict::Reply { iface: 0, len } = v else {
+    let Verdict::Send {
+        iface: 0,
+        len,
+        offloads: Offloads::None,
+    } = v
+    else {
         panic!("{v:?}")
     };
     let out = &buf[..len];
@@ -1290,14 +1303,19 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     // Without ACK: RST+ACK, seq 0, acknowledging the segment's data and FIN.
     let seg = client_seg(40501, F::Psh, b"12345");
     buf[..seg.len()].copy_from_slice(&seg);
-    let Verdict::Reply { len, .. } = h.dp.process_in_buffer(
+    let Verdict::Send {
+        len,
+        offloads: Offloads::None,
+        ..
+    } = h.dp.process_in_buffer(
         &h.snap,
         0,
         COMPLETE,
+        &Headers::parse(&buf[..seg.len()]),
         &mut buf,
-        seg.len(),
         &mut crate::xmit::gso::NoSink,
-    ) else {
+    )
+    else {
         panic!("no reset")
     };
     let t = tcp_of(&buf[..len]);
@@ -1312,8 +1330,8 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
             &h.snap,
             0,
             COMPLETE,
+            &Headers::parse(&buf[..seg.len()]),
             &mut buf,
-            seg.len(),
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Drop(DropReason::NoConnIn)
@@ -1342,11 +1360,14 @@ fn answers(h: &Harness, frame: &[u8], n: usize, now: u64) -> usize {
                     &h.snap,
                     now,
                     COMPLETE,
+                    &Headers::parse(&buf[..frame.len()]),
                     &mut buf,
-                    frame.len(),
                     &mut crate::xmit::gso::NoSink
                 ),
-                Verdict::Reply { .. }
+                Verdict::Send {
+                    offloads: Offloads::None,
+                    ..
+                }
             )
         })
         .count()
@@ -1691,14 +1712,19 @@ fn a_packet_that_would_outlive_its_ttl_gets_time_exceeded_from_the_vip() {
             .unwrap();
         let mut buf = vec![0u8; 2048];
         buf[..v.len()].copy_from_slice(&v);
-        let Verdict::Reply { iface: 0, len } = h.dp.process_in_buffer(
+        let Verdict::Send {
+            iface: 0,
+            len,
+            offloads: Offloads::None,
+        } = h.dp.process_in_buffer(
             &h.snap,
             0,
             COMPLETE,
+            &Headers::parse(&buf[..v.len()]),
             &mut buf,
-            v.len(),
             &mut crate::xmit::gso::NoSink,
-        ) else {
+        )
+        else {
             panic!("{real:?}: no answer")
         };
         let (s, d, _, quote) = check_icmp(&buf[..len]);
@@ -1756,11 +1782,15 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
                 &h.snap,
                 0,
                 COMPLETE,
+                &Headers::parse(&slot[..syn.len()]),
                 &mut slot,
-                syn.len(),
                 &mut crate::xmit::gso::NoSink
             ),
-            Verdict::Tx { .. } | Verdict::Whole { .. }
+            Verdict::Tx { .. }
+                | Verdict::Send {
+                    offloads: Offloads::None,
+                    ..
+                }
         ));
         syn.clear();
         let fits = big(40010, true, usize::from(mtu));
@@ -1771,25 +1801,34 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
                     &h.snap,
                     1,
                     COMPLETE,
+                    &Headers::parse(&slot[..fits.len()]),
                     &mut slot,
-                    fits.len(),
                     &mut crate::xmit::gso::NoSink
                 ),
-                Verdict::Tx { .. } | Verdict::Whole { .. }
+                Verdict::Tx { .. }
+                    | Verdict::Send {
+                        offloads: Offloads::None,
+                        ..
+                    }
             ),
             "{real:?}: {mtu} bytes fit"
         );
         // One byte more with DF: fragmentation needed, with the MTU, from the VIP.
         let over = big(40010, true, usize::from(mtu) + 1);
         slot[..over.len()].copy_from_slice(&over);
-        let Verdict::Reply { iface: 0, len } = h.dp.process_in_buffer(
+        let Verdict::Send {
+            iface: 0,
+            len,
+            offloads: Offloads::None,
+        } = h.dp.process_in_buffer(
             &h.snap,
             2,
             COMPLETE,
+            &Headers::parse(&slot[..over.len()]),
             &mut slot,
-            over.len(),
             &mut crate::xmit::gso::NoSink,
-        ) else {
+        )
+        else {
             panic!("{real:?}: no answer")
         };
         let (s, d, _, quote) = check_icmp(&slot[..len]);
@@ -1805,8 +1844,8 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
                 &h.snap,
                 3,
                 COMPLETE,
+                &Headers::parse(&slot[..nodf.len()]),
                 &mut slot,
-                nodf.len(),
                 &mut crate::xmit::gso::NoSink
             ),
             Verdict::Drop(DropReason::TooBig)
@@ -1823,11 +1862,20 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
             &h.snap,
             4,
             gso,
+            &Headers::parse(&slot[..seg.len()]),
             &mut slot,
-            seg.len(),
             &mut crate::xmit::gso::NoSink,
         );
-        assert!(matches!(v, Verdict::Reply { .. }), "{real:?}: {v:?}");
+        assert!(
+            matches!(
+                v,
+                Verdict::Send {
+                    offloads: Offloads::None,
+                    ..
+                }
+            ),
+            "{real:?}: {v:?}"
+        );
         assert_eq!(slot[40..42], mtu.to_be_bytes(), "{real:?}: next-hop MTU");
         assert_eq!(h.dp.stats().drops(DropReason::FragNeeded), 2);
     }
@@ -1905,11 +1953,16 @@ fn tunnels_carry_the_packet_whole_as_linux_takes_it_apart() {
                 &h.snap,
                 0,
                 COMPLETE,
+                &Headers::parse(&buf[..frame.len()]),
                 &mut buf,
-                frame.len(),
                 &mut crate::xmit::gso::NoSink,
             );
-            let Verdict::Whole { iface: 1, len } = v else {
+            let Verdict::Send {
+                iface: 1,
+                len,
+                offloads: Offloads::None,
+            } = v
+            else {
                 panic!("{tun:?}: {v:?}")
             };
             let (p, rest) = outer(&buf[..len], 22);
@@ -1965,14 +2018,19 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     };
     let mut buf = vec![0u8; 2048];
     buf[..f.len()].copy_from_slice(&f);
-    let Verdict::Whole { len, .. } = h.dp.process_in_buffer(
+    let Verdict::Send {
+        len,
+        offloads: Offloads::None,
+        ..
+    } = h.dp.process_in_buffer(
         &h.snap,
         0,
         partial_meta,
+        &Headers::parse(&buf[..f.len()]),
         &mut buf,
-        f.len(),
         &mut crate::xmit::gso::NoSink,
-    ) else {
+    )
+    else {
         panic!("not sent")
     };
     inner_ok(&outer(&buf[..len], 22).1, 40003, 80);
@@ -1985,7 +2043,14 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     let n = seg.len();
     seg.resize(2048, 0);
     assert_eq!(
-        h.dp.process_in_buffer(&h.snap, 1, gso, &mut seg, n, &mut crate::xmit::gso::NoSink),
+        h.dp.process_in_buffer(
+            &h.snap,
+            1,
+            gso,
+            &Headers::parse(&seg[..n]),
+            &mut seg,
+            &mut crate::xmit::gso::NoSink
+        ),
         Verdict::Drop(DropReason::TunnelGso)
     );
     // With transmit buffers to cut it into, it goes as the segments the kernel would have
@@ -1996,7 +2061,14 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     buf.resize(big.len() + 64, 0);
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_in_buffer(&h.snap, 3, gso, &mut buf, big.len(), &mut sink),
+        h.dp.process_in_buffer(
+            &h.snap,
+            3,
+            gso,
+            &Headers::parse(&buf[..big.len()]),
+            &mut buf,
+            &mut sink
+        ),
         Verdict::Segmented { count: 3 }
     );
     let mut data = Vec::new();
@@ -2183,7 +2255,14 @@ fn bypass_sends_a_packet_of_no_server_on_to_its_destination() {
     let mut buf = big.clone();
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_in_buffer(&h.snap, 1, gso, &mut buf, big.len(), &mut sink),
+        h.dp.process_in_buffer(
+            &h.snap,
+            1,
+            gso,
+            &Headers::parse(&buf[..big.len()]),
+            &mut buf,
+            &mut sink
+        ),
         Verdict::Segmented { count: 3 }
     );
     for (iface, f) in &sink.sent {
@@ -2213,8 +2292,8 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
             &h.snap,
             0,
             FROM_RS,
+            &Headers::parse(&buf[..frame.len()]),
             &mut buf,
-            frame.len(),
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Drop(DropReason::NoConnOut),
@@ -2227,11 +2306,16 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
         &h.snap,
         0,
         FROM_RS,
+        &Headers::parse(&buf[..frame.len()]),
         &mut buf,
-        frame.len(),
         &mut crate::xmit::gso::NoSink,
     );
-    let Verdict::Reply { iface: 1, len } = v else {
+    let Verdict::Send {
+        iface: 1,
+        len,
+        offloads: Offloads::None,
+    } = v
+    else {
         panic!("{v:?}")
     };
     let (src, dst, _, quote) = check_icmp(&buf[..len]);
@@ -2255,8 +2339,8 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
             &h.snap,
             0,
             FROM_RS,
+            &Headers::parse(&buf[..rst.len()]),
             &mut buf,
-            rst.len(),
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Drop(DropReason::NoConnOut)
@@ -2379,7 +2463,14 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     buf.resize(n + 64, 0);
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_in_buffer(&h.snap, 1, COMPLETE, &mut buf, n, &mut sink),
+        h.dp.process_in_buffer(
+            &h.snap,
+            1,
+            COMPLETE,
+            &Headers::parse(&buf[..n]),
+            &mut buf,
+            &mut sink
+        ),
         Verdict::Segmented { count: 2 }
     );
     let mut outer_payload = Vec::new();
@@ -2410,12 +2501,34 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     let n = df.len();
     df.resize(n + 64, 0);
     let mut sink = TestSink::default();
-    let v =
-        h.dp.process_in_buffer(&h.snap, 2, COMPLETE, &mut df.clone(), n, &mut sink);
-    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    let v = h.dp.process_in_buffer(
+        &h.snap,
+        2,
+        COMPLETE,
+        &Headers::parse(&df.clone()[..n]),
+        &mut df.clone(),
+        &mut sink,
+    );
+    assert!(
+        matches!(
+            v,
+            Verdict::Send {
+                offloads: Offloads::None,
+                ..
+            }
+        ),
+        "{v:?}"
+    );
     h.snap.sysctl.pmtu_disc = false;
     assert_eq!(
-        h.dp.process_in_buffer(&h.snap, 3, COMPLETE, &mut df, n, &mut sink),
+        h.dp.process_in_buffer(
+            &h.snap,
+            3,
+            COMPLETE,
+            &Headers::parse(&df[..n]),
+            &mut df,
+            &mut sink
+        ),
         Verdict::Segmented { count: 2 }
     );
     let (ip, _) = etherparse::Ipv4Header::from_slice(&sink.sent[0].1[14..]).expect("fragment");
@@ -2509,22 +2622,22 @@ fn both_packets_of_a_connection_hint_at_the_same_shard() {
     // client's endpoint, its destination) must name the shard their lookups will lock.
     let h = harness();
     let fwd =
-        h.dp.lookup_hint(&client_syn(40000))
+        h.dp.lookup_hint(&Headers::parse(&client_syn(40000)))
             .expect("a TCP frame has hints");
     let back =
-        h.dp.lookup_hint(&rs1_seg(40000, F::SynAck, b""))
+        h.dp.lookup_hint(&Headers::parse(&rs1_seg(40000, F::SynAck, b"")))
             .expect("hints");
     assert_eq!(
         fwd[0], back[1],
         "the client's key and the reply's key share a shard"
     );
     let udp = udp_frame(CLIENT_MAC, CLIENT_IF_MAC, (CLIENT, 40000), (VIP, 53), b"q");
-    assert!(h.dp.lookup_hint(&udp).is_some());
+    assert!(h.dp.lookup_hint(&Headers::parse(&udp)).is_some());
     // Not TCP or UDP over IPv4: nothing to prefetch.
     let mut arp = client_syn(40000);
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    assert!(h.dp.lookup_hint(&arp).is_none());
-    assert!(h.dp.lookup_hint(&arp[..10]).is_none());
+    assert!(h.dp.lookup_hint(&Headers::parse(&arp)).is_none());
+    assert!(h.dp.lookup_hint(&Headers::parse(&arp[..10])).is_none());
 }
 
 /// A SYN, FIN or RST with a wrong checksum changes nothing: dropped and counted before it
@@ -2601,8 +2714,8 @@ fn no_answer_goes_to_an_address_that_is_not_one_hosts() {
             &h.snap,
             0,
             COMPLETE,
+            &Headers::parse(&buf[..f.len()]),
             &mut buf,
-            f.len(),
             &mut crate::xmit::gso::NoSink,
         )
     };
@@ -2633,7 +2746,13 @@ fn no_answer_goes_to_an_address_that_is_not_one_hosts() {
         F::Ack,
         b"",
     );
-    assert!(matches!(run(&ack), Verdict::Reply { .. }));
+    assert!(matches!(
+        run(&ack),
+        Verdict::Send {
+            offloads: Offloads::None,
+            ..
+        }
+    ));
     assert_eq!(h.dp.stats().resets_sent.load(Relaxed), 1);
     assert!(one_host(Ipv4Addr::new(198, 18, 0, 2)));
     assert!(!one_host(Ipv4Addr::BROADCAST));
