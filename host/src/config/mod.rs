@@ -344,255 +344,241 @@ pub struct Config {
     pub defense: spec::DefenseSettings,
 }
 
-/// A virtual service as written: in the configuration file, the state file and the REST API.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceDef {
-    /// `tcp` or `udp`.
-    #[schema(value_type = crate::schema::ProtocolName)]
-    pub protocol: String,
-    /// Virtual IPv4 address and port (1-65535), written as `a.b.c.d:port`.
-    #[schema(value_type = crate::schema::VipPort)]
-    pub address: String,
-    /// Scheduler: a built-in IPVS scheduler or a loaded plugin's name. Default `wlc`, as
-    /// IPVS. A name that is neither is a conflict (409).
-    #[serde(default = "default_scheduler")]
-    #[schema(value_type = crate::schema::SchedName)]
-    pub scheduler: String,
-    /// Scheduler flags as ipvsadm's `-b`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<crate::schema::SchedFlag>)]
-    pub flags: Vec<String>,
-    /// Persistence timeout in seconds (ipvsadm `-p`); absent: not persistent.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole::opt_u32"
-    )]
-    #[schema(minimum = 1, maximum = 31536000)]
-    pub persistent: Option<u32>,
-    /// Persistence granularity (ipvsadm `-M`), a dotted IPv4 netmask; default 255.255.255.255.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::Netmask>)]
-    pub netmask: Option<String>,
-    /// Application helpers bound to the service's NAT and full-NAT connections, in order:
-    /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent: the
-    /// default, `ftp` on TCP port 21 (as `ip_vs_ftp` with `ports=21`), none elsewhere.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<crate::schema::HelperName>>)]
-    pub helpers: Option<Vec<String>>,
-    /// The health check of its real servers that have none of their own (wvs's
-    /// keepalived: see `config::check`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<check::CheckDef>,
-    /// What happens to a UDP flow whose real server a health check finds down: `keep` (it
-    /// stays, as in IPVS; the default) or `move` (its next datagram is scheduled anew,
-    /// keepalived#2163).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::UdpOnFailure>)]
-    pub udp_on_failure: Option<String>,
-    /// Local addresses of full NAT (DPVS's `--add-laddr`): the sources its real servers see
-    /// and answer to. IPv4 addresses of the balancer's on the servers' side.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<crate::schema::Ipv4>)]
-    pub laddrs: Vec<String>,
-    /// Real servers, in order (`[[service.real]]` in TOML).
-    #[serde(
-        default,
-        rename = "real",
-        alias = "reals",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub reals: Vec<RealDef>,
+/// Declare a struct that holds a virtual service's settings (scheduler, persistence,
+/// helpers, default check, UDP on failure) between the fields given before and after them:
+/// the settings are written once, here, for the whole definition ([`ServiceDef`]) and for
+/// an edit ([`ServiceSettings`]), which read and write them alike. Where absence means
+/// something different in an edit, the field's text says so.
+macro_rules! with_service_settings {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident { $($before:tt)* } { $($after:tt)* }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($before)*
+            /// Scheduler: a built-in IPVS scheduler or a loaded plugin's name. Default `wlc`,
+            /// as IPVS (and ipvsadm `-E` without `-s`). A name that is neither is a conflict
+            /// (409).
+            #[serde(default = "default_scheduler")]
+            #[schema(value_type = crate::schema::SchedName)]
+            pub scheduler: String,
+            /// Scheduler flags as ipvsadm's `-b`.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            #[schema(value_type = Vec<crate::schema::SchedFlag>)]
+            pub flags: Vec<String>,
+            /// Persistence timeout in seconds (ipvsadm `-p`); absent: not persistent.
+            #[serde(
+                default,
+                skip_serializing_if = "Option::is_none",
+                deserialize_with = "whole::opt_u32"
+            )]
+            #[schema(minimum = 1, maximum = 31536000)]
+            pub persistent: Option<u32>,
+            /// Persistence granularity (ipvsadm `-M`), a dotted IPv4 netmask; default
+            /// 255.255.255.255.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<crate::schema::Netmask>)]
+            pub netmask: Option<String>,
+            /// Application helpers bound to the service's NAT and full-NAT connections, in
+            /// order: built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none.
+            /// Absent: the default, `ftp` on TCP port 21 (as `ip_vs_ftp` with `ports=21`),
+            /// none elsewhere; in an edit, unchanged.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<Vec<crate::schema::HelperName>>)]
+            pub helpers: Option<Vec<String>>,
+            /// The health check of its real servers that have none of their own (wvs's
+            /// keepalived: see `config::check`); `type = "none"`: none. Absent: none; in an
+            /// edit, unchanged.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub check: Option<check::CheckDef>,
+            /// What happens to a UDP flow whose real server a health check finds down: `keep`
+            /// (it stays, as in IPVS; the default) or `move` (its next datagram is scheduled
+            /// anew, keepalived#2163). Absent in an edit: unchanged.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<crate::schema::UdpOnFailure>)]
+            pub udp_on_failure: Option<String>,
+            $($after)*
+        }
+    };
 }
 
-/// A real server as written.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RealDef {
-    /// IPv4 address, with a port (`a.b.c.d:port`) or without one (`a.b.c.d`, or port 0):
-    /// the virtual port.
-    #[schema(value_type = crate::schema::RealAddr)]
-    pub address: String,
-    /// Weight 0..=65535; 0 quiesces (no new connections). Default 1.
-    #[serde(default = "default_weight", deserialize_with = "whole::u32")]
-    #[schema(minimum = 0, maximum = 65535)]
-    pub weight: u32,
-    /// Forwarding method: `nat` (masquerading, ipvsadm `-m`; `masq` is the same), `dr`
-    /// (direct routing, `-g`; `route`) or `tunnel` (`-i`; `tun`). Default `nat`.
-    #[serde(default = "default_forward")]
-    #[schema(value_type = crate::schema::Forward)]
-    pub forward: String,
-    /// Tunnel type (`forward = "tunnel"` only): ipip (default), gue or gre.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::TunType>)]
-    pub tun_type: Option<String>,
-    /// GUE's UDP destination port (gue only, and required there).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole::opt_u32"
-    )]
-    #[schema(minimum = 1, maximum = 65535)]
-    pub tun_port: Option<u32>,
-    /// The tunnel's checksum: nocsum (default), csum (gue, gre) or remcsum (gue).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::TunCsum>)]
-    pub tun_csum: Option<String>,
-    /// Upper connection threshold (0: none).
-    #[serde(default, deserialize_with = "whole::u32")]
-    #[schema(minimum = 0, maximum = 4294967295u32)]
-    pub upper_threshold: u32,
-    /// Lower connection threshold (0: none); at most the upper one, as IPVS requires (a
-    /// lower threshold above the upper one is a conflict, 409).
-    #[serde(default, deserialize_with = "whole::u32")]
-    #[schema(minimum = 0, maximum = 4294967295u32)]
-    pub lower_threshold: u32,
-    /// A number custom schedulers may read (e.g. a latency in µs).
-    #[serde(default, deserialize_with = "whole::u32")]
-    #[schema(minimum = 0, maximum = 4294967295u32)]
-    pub hint: u32,
-    /// The real server's health check (`type = "none"`: not its service's either).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<check::CheckDef>,
-    /// A sorry server (keepalived's `sorry_server`): scheduled only while no other real
-    /// server of the service can take a connection (all down, out or of weight 0). Not
-    /// health-checked unless it has a check of its own. An edit keeps it what it is.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sorry: bool,
+with_service_settings! {
+    /// A virtual service as written: in the configuration file, the state file and the REST
+    /// API.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServiceDef {
+        /// `tcp` or `udp`.
+        #[schema(value_type = crate::schema::ProtocolName)]
+        pub protocol: String,
+        /// Virtual IPv4 address and port (1-65535), written as `a.b.c.d:port`.
+        #[schema(value_type = crate::schema::VipPort)]
+        pub address: String,
+    } {
+        /// Local addresses of full NAT (DPVS's `--add-laddr`): the sources its real servers
+        /// see and answer to. IPv4 addresses of the balancer's on the servers' side.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schema(value_type = Vec<crate::schema::Ipv4>)]
+        pub laddrs: Vec<String>,
+        /// Real servers, in order (`[[service.real]]` in TOML).
+        #[serde(
+            default,
+            rename = "real",
+            alias = "reals",
+            skip_serializing_if = "Vec::is_empty"
+        )]
+        pub reals: Vec<RealDef>,
+    }
 }
 
-/// A service's settings, without its identity and real servers: what
-/// `PUT /api/v1/services/{proto}/{addr}` and a batch's `edit_service` replace (ipvsadm
-/// `-E`), keeping the real servers, counters and connections.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ServiceSettings {
-    /// Scheduler: a built-in IPVS scheduler or a loaded plugin's name. Default `wlc`, as
-    /// ipvsadm -E without -s. A name that is neither is a conflict (409).
-    #[serde(default = "default_scheduler")]
-    #[schema(value_type = crate::schema::SchedName)]
-    pub scheduler: String,
-    /// Scheduler flags as ipvsadm's `-b`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<crate::schema::SchedFlag>)]
-    pub flags: Vec<String>,
-    /// Persistence timeout in seconds (ipvsadm `-p`); absent: not persistent.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole::opt_u32"
-    )]
-    #[schema(minimum = 1, maximum = 31536000)]
-    pub persistent: Option<u32>,
-    /// Persistence granularity (ipvsadm `-M`); default 255.255.255.255.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::Netmask>)]
-    pub netmask: Option<String>,
-    /// Application helpers bound to the service's NAT and full-NAT connections, in order:
-    /// built in `ftp` and `proxy-v2`, or a helper plugin's name; `[]` for none. Absent:
-    /// unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<crate::schema::HelperName>>)]
-    pub helpers: Option<Vec<String>>,
-    /// The default health check of its real servers; absent: unchanged, `type = "none"`:
-    /// none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<check::CheckDef>,
-    /// UDP flows of a failed real server: `keep` or `move`; absent: unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::UdpOnFailure>)]
-    pub udp_on_failure: Option<String>,
+with_service_settings! {
+    /// A service's settings, without its identity and real servers: what
+    /// `PUT /api/v1/services/{proto}/{addr}` and a batch's `edit_service` replace (ipvsadm
+    /// `-E`), keeping the real servers, counters and connections.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct ServiceSettings {} {}
 }
 
 impl ServiceSettings {
     /// The whole service definition of service `protocol`/`address` with these settings
     /// and no real servers.
     pub(crate) fn to_def(&self, protocol: &str, address: &str) -> ServiceDef {
+        let Self {
+            scheduler,
+            flags,
+            persistent,
+            netmask,
+            helpers,
+            check,
+            udp_on_failure,
+        } = self.clone();
         ServiceDef {
             protocol: protocol.into(),
             address: address.into(),
-            scheduler: self.scheduler.clone(),
-            flags: self.flags.clone(),
-            persistent: self.persistent,
-            netmask: self.netmask.clone(),
-            helpers: self.helpers.clone(),
-            check: self.check.clone(),
-            udp_on_failure: self.udp_on_failure.clone(),
+            scheduler,
+            flags,
+            persistent,
+            netmask,
+            helpers,
+            check,
+            udp_on_failure,
             laddrs: Vec::new(),
             reals: Vec::new(),
         }
     }
 }
 
-/// A real server's settings, without its address: what
-/// `PUT /api/v1/services/{proto}/{addr}/reals/{real}` replaces (ipvsadm `-e`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RealSettings {
-    /// Weight 0..=65535; 0 quiesces (no new connections). Default 1.
-    #[serde(default = "default_weight", deserialize_with = "whole::u32")]
-    #[schema(minimum = 0, maximum = 65535)]
-    pub weight: u32,
-    /// Forwarding method: `nat` (masquerading; `masq`), `dr` (`route`) or `tunnel` (`tun`).
-    /// Default `nat`.
-    #[serde(default = "default_forward")]
-    #[schema(value_type = crate::schema::Forward)]
-    pub forward: String,
-    /// Tunnel type (`forward = "tunnel"` only): ipip (default), gue or gre.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::TunType>)]
-    pub tun_type: Option<String>,
-    /// GUE's UDP destination port (gue only, and required there).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole::opt_u32"
-    )]
-    #[schema(minimum = 1, maximum = 65535)]
-    pub tun_port: Option<u32>,
-    /// The tunnel's checksum: nocsum (default), csum (gue, gre) or remcsum (gue).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::TunCsum>)]
-    pub tun_csum: Option<String>,
-    /// Upper connection threshold (0: none).
-    #[serde(default, deserialize_with = "whole::u32")]
-    #[schema(minimum = 0, maximum = 4294967295u32)]
-    pub upper_threshold: u32,
-    /// Lower connection threshold (0: none); at most the upper one, as IPVS requires (409
-    /// otherwise).
-    #[serde(default, deserialize_with = "whole::u32")]
-    #[schema(minimum = 0, maximum = 4294967295u32)]
-    pub lower_threshold: u32,
-    /// A number custom schedulers may read (e.g. a latency in µs).
-    #[serde(default, deserialize_with = "whole::u32")]
-    #[schema(minimum = 0, maximum = 4294967295u32)]
-    pub hint: u32,
-    /// The real server's health check (`type = "none"`: not its service's either).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<check::CheckDef>,
-    /// A sorry server (keepalived's `sorry_server`): scheduled only while no other real
-    /// server of the service can take a connection (all down, out or of weight 0). Not
-    /// health-checked unless it has a check of its own. An edit keeps it what it is.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sorry: bool,
+/// Declare a struct that holds a real server's settings (weight, method, thresholds, hint,
+/// check, sorry) after the fields given: written once for the whole definition
+/// ([`RealDef`]) and for an edit ([`RealSettings`]).
+macro_rules! with_real_settings {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident { $($before:tt)* }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($before)*
+            /// Weight 0..=65535; 0 quiesces (no new connections). Default 1.
+            #[serde(default = "default_weight", deserialize_with = "whole::u32")]
+            #[schema(minimum = 0, maximum = 65535)]
+            pub weight: u32,
+            /// Forwarding method: `nat` (masquerading, ipvsadm `-m`; `masq` is the same),
+            /// `dr` (direct routing, `-g`; `route`) or `tunnel` (`-i`; `tun`). Default `nat`.
+            #[serde(default = "default_forward")]
+            #[schema(value_type = crate::schema::Forward)]
+            pub forward: String,
+            /// Tunnel type (`forward = "tunnel"` only): ipip (default), gue or gre.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<crate::schema::TunType>)]
+            pub tun_type: Option<String>,
+            /// GUE's UDP destination port (gue only, and required there).
+            #[serde(
+                default,
+                skip_serializing_if = "Option::is_none",
+                deserialize_with = "whole::opt_u32"
+            )]
+            #[schema(minimum = 1, maximum = 65535)]
+            pub tun_port: Option<u32>,
+            /// The tunnel's checksum: nocsum (default), csum (gue, gre) or remcsum (gue).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<crate::schema::TunCsum>)]
+            pub tun_csum: Option<String>,
+            /// Upper connection threshold (0: none).
+            #[serde(default, deserialize_with = "whole::u32")]
+            #[schema(minimum = 0, maximum = 4294967295u32)]
+            pub upper_threshold: u32,
+            /// Lower connection threshold (0: none); at most the upper one, as IPVS requires
+            /// (a lower threshold above the upper one is a conflict, 409).
+            #[serde(default, deserialize_with = "whole::u32")]
+            #[schema(minimum = 0, maximum = 4294967295u32)]
+            pub lower_threshold: u32,
+            /// A number custom schedulers may read (e.g. a latency in µs).
+            #[serde(default, deserialize_with = "whole::u32")]
+            #[schema(minimum = 0, maximum = 4294967295u32)]
+            pub hint: u32,
+            /// The real server's health check (`type = "none"`: not its service's either).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub check: Option<check::CheckDef>,
+            /// A sorry server (keepalived's `sorry_server`): scheduled only while no other
+            /// real server of the service can take a connection (all down, out or of weight
+            /// 0). Not health-checked unless it has a check of its own. An edit keeps it what
+            /// it is.
+            #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+            pub sorry: bool,
+        }
+    };
+}
+
+with_real_settings! {
+    /// A real server as written.
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RealDef {
+        /// IPv4 address, with a port (`a.b.c.d:port`) or without one (`a.b.c.d`, or port 0):
+        /// the virtual port.
+        #[schema(value_type = crate::schema::RealAddr)]
+        pub address: String,
+    }
+}
+
+with_real_settings! {
+    /// A real server's settings, without its address: what
+    /// `PUT /api/v1/services/{proto}/{addr}/reals/{real}` replaces (ipvsadm `-e`).
+    #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct RealSettings {}
 }
 
 impl RealSettings {
     /// The real server at `address` with these settings.
     pub(crate) fn to_def(&self, address: &str) -> RealDef {
+        let Self {
+            weight,
+            forward,
+            tun_type,
+            tun_port,
+            tun_csum,
+            upper_threshold,
+            lower_threshold,
+            hint,
+            check,
+            sorry,
+        } = self.clone();
         RealDef {
             address: address.into(),
-            weight: self.weight,
-            forward: self.forward.clone(),
-            tun_type: self.tun_type.clone(),
-            tun_port: self.tun_port,
-            tun_csum: self.tun_csum.clone(),
-            upper_threshold: self.upper_threshold,
-            lower_threshold: self.lower_threshold,
-            hint: self.hint,
-            check: self.check.clone(),
-            sorry: self.sorry,
+            weight,
+            forward,
+            tun_type,
+            tun_port,
+            tun_csum,
+            upper_threshold,
+            lower_threshold,
+            hint,
+            check,
+            sorry,
         }
     }
 }
