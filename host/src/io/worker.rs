@@ -35,7 +35,9 @@ use crate::consts::{
     BUFFERS_PER_WORKER, QUEUE_DROPS_POLL_MS, RING_BATCH, SEG_BUFFERS, SEG_SLOT, SLOT_SIZE,
     URING_ENTRIES, VNET_HDR_LEN, WORKER_WAKE_MS,
 };
-use crate::datapath::{Datapath, DropReason, Headers, Offloads, RxMeta, SegmentTo, Verdict, stats};
+use crate::datapath::{
+    Datapath, DatapathStats, DropReason, Headers, Offloads, RxMeta, SegmentTo, Verdict, stats,
+};
 use crate::service::Snapshot;
 use crate::wire::checksum::CsumMode;
 use crate::wire::vnet::VnetHeader;
@@ -1179,25 +1181,7 @@ impl Worker {
             stats.count_drop(DropReason::RxTruncated);
             return None;
         }
-        let vnet = VnetHeader::new_checked(&slot[..len])?;
-        let gso_size = if vnet.gso_type() != crate::wire::vnet::GSO_NONE {
-            vnet.gso_size().max(1)
-        } else {
-            0
-        };
-        if gso_size != 0 {
-            stats::bump(&stats.rx_gso);
-        }
-        let csum = if vnet.needs_csum() {
-            CsumMode::Partial
-        } else {
-            CsumMode::Complete
-        };
-        let meta = RxMeta {
-            iface: iface as u8,
-            csum,
-            gso_size,
-        };
+        let meta = rx_meta(&VnetHeader::new_checked(&slot[..len])?, iface, stats);
         let mut sink = Sink { pool: segs };
         let headers = headers.unwrap_or_else(|| Headers::parse(&slot[VNET_HDR_LEN..len]));
         let verdict = self.datapath.process_in_buffer(
@@ -1208,6 +1192,13 @@ impl Worker {
             &mut slot[VNET_HDR_LEN..],
             &mut sink,
         );
+        self.act(verdict, slot, len)
+    }
+
+    /// Do what the datapath said with the frame of `len` bytes (vnet header included) at
+    /// the start of `slot`: as [`handle`](Self::handle) returns.
+    fn act(&self, verdict: Verdict, slot: &mut [u8], len: usize) -> Option<(u8, usize)> {
+        let stats = self.datapath.stats();
         match verdict {
             Verdict::Tx { iface } => {
                 if let Some(mut h) = VnetHeader::new_checked(&mut *slot) {
@@ -1257,6 +1248,29 @@ impl Worker {
             | Verdict::Pass
             | Verdict::Segmented { .. } => None,
         }
+    }
+}
+
+/// What a received frame's vnet header says (its GSO size, counted, and whether its
+/// checksum is partial), as the datapath takes it.
+fn rx_meta(vnet: &VnetHeader<&[u8]>, iface: usize, stats: &DatapathStats) -> RxMeta {
+    let gso_size = if vnet.gso_type() != crate::wire::vnet::GSO_NONE {
+        vnet.gso_size().max(1)
+    } else {
+        0
+    };
+    if gso_size != 0 {
+        stats::bump(&stats.rx_gso);
+    }
+    let csum = if vnet.needs_csum() {
+        CsumMode::Partial
+    } else {
+        CsumMode::Complete
+    };
+    RxMeta {
+        iface: iface as u8,
+        csum,
+        gso_size,
     }
 }
 
