@@ -23,7 +23,7 @@ use std::sync::Arc;
 /// The transmit buffers the I/O layer lends for segments and fragments (defined with the
 /// transmitters that fill them).
 pub use crate::xmit::gso::{SegmentSink, SegmentTo};
-pub use headers::{EthHeader, Headers, Ipv4Header};
+pub use headers::{EthHeader, Headers, Ipv4Header, Ipv6Fragment, Ipv6Header, Net};
 pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
@@ -417,10 +417,11 @@ impl Datapath {
         if eth.dst != EthernetAddress(iface.mac()) {
             return Verdict::Pass;
         }
-        let head = match eth.ipv4 {
-            Ok(Some(h)) => h,
-            Ok(None) => return Verdict::Pass,
-            Err(r) => return Verdict::Drop(r),
+        let head = match eth.net {
+            Net::Ipv4(Ok(h)) => h,
+            Net::Ipv4(Err(r)) => return Verdict::Drop(r),
+            // IPv6 is the kernel's until wvs serves it (issue 32).
+            Net::Ipv6(_) | Net::Other => return Verdict::Pass,
         };
         let client_mac = eth.src.0;
         let info = match l4_of_ipv4(

@@ -108,6 +108,27 @@ pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, len: u16) -> u16 {
     fold(sum_words(acc, &len.to_be_bytes()))
 }
 
+/// The TCP/UDP/ICMPv6 checksum of `segment` (its checksum field zero) between IPv6 `src`
+/// and `dst`: the pseudo-header of RFC 8200 8.1 (addresses, upper-layer length as 32 bits,
+/// three zero bytes, the next header) and the segment.
+pub fn l4_v6(src: [u8; 16], dst: [u8; 16], proto: u8, segment: &[u8]) -> u16 {
+    let len = segment.len() as u32;
+    let mut acc = sum_words(0, &src);
+    acc = sum_words(acc, &dst);
+    acc = sum_words(acc, &len.to_be_bytes());
+    acc = sum_words(acc, &[0, proto]);
+    !fold(sum_words(acc, segment))
+}
+
+/// The pseudo-header sum an offloading sender leaves in the checksum field of an IPv6
+/// segment of `len` bytes: folded, not complemented.
+pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], proto: u8, len: u32) -> u16 {
+    let mut acc = sum_words(0, &src);
+    acc = sum_words(acc, &dst);
+    acc = sum_words(acc, &len.to_be_bytes());
+    fold(sum_words(acc, &[0, proto]))
+}
+
 /// Complete a partial checksum in software, as the device would have (`skb_checksum_help`):
 /// the field at `field` of `segment` holds the pseudo-header sum; the result covers it and
 /// every byte of the segment. Returns the value written. `field` must leave room for two

@@ -11,7 +11,7 @@ pub mod vnet;
 
 pub use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, IpProtocol,
-    Ipv4Packet, TcpPacket, UdpPacket,
+    Ipv4Packet, Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet, TcpPacket, UdpPacket,
 };
 
 /// TCP header field offsets used by the in-place NAT rewrite (RFC 9293).
@@ -44,6 +44,29 @@ pub mod udp_field {
 pub mod ipv4_field {
     /// Length of an IPv4 header without options.
     pub const MIN_HEADER_LEN: usize = 20;
+}
+
+/// IPv6 header sizes and the protocol numbers of its extension headers (RFC 8200).
+pub mod ipv6_field {
+    /// Length of the fixed IPv6 header.
+    pub const HEADER_LEN: usize = 40;
+    /// The smallest MTU an IPv6 link has: no Packet Too Big asks for less.
+    pub const MIN_MTU: usize = 1280;
+    /// Hop-by-hop options.
+    pub const HOP_BY_HOP: u8 = 0;
+    /// Routing header.
+    pub const ROUTING: u8 = 43;
+    /// Fragment header.
+    pub const FRAGMENT: u8 = 44;
+    /// Authentication header (its length counts 4-byte units, RFC 4302).
+    pub const AUTH: u8 = 51;
+    /// Destination options.
+    pub const DEST_OPTS: u8 = 60;
+    /// Length of a fragment header.
+    pub const FRAGMENT_LEN: usize = 8;
+    /// How many extension headers a packet may chain before wvs stops following them (the
+    /// walk is bounded; what lies past is not wvs's).
+    pub const MAX_EXT_HEADERS: usize = 8;
 }
 
 /// Ethernet header length (no VLAN tag).
