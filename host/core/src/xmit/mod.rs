@@ -196,10 +196,17 @@ pub(crate) fn complete_csum(ip: &mut [u8], ihl: usize, proto: Protocol, csum: Cs
     }
 }
 
-/// Decrement the IPv4 TTL as a router does (`ip_decrease_ttl`), or refuse when it would
-/// reach zero: every transmitter forwards, so every one does this first.
+/// Decrement the IPv4 TTL or the IPv6 hop limit (by the version in `ip`, the header) as a
+/// router does (`ip_decrease_ttl`, `decrement_ttl` for IPv6), or refuse when it would reach
+/// zero: every transmitter forwards, so every one does this first.
 pub(crate) fn decrement_ttl(ip: &mut [u8]) -> Result<(), Refused> {
-    if nat::decrement_ttl_v4(ip) {
+    let ok = match ip.first().map(|b| b >> 4) {
+        Some(6) if ip.len() >= crate::wire::ipv6_field::HEADER_LEN => {
+            nat::decrement_hop_limit_v6(ip)
+        }
+        _ => nat::decrement_ttl_v4(ip),
+    };
+    if ok {
         Ok(())
     } else {
         Err(Refused::TtlExceeded)
