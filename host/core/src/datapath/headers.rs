@@ -196,29 +196,24 @@ pub struct Ipv6Fragment {
     pub ident: u32,
 }
 
-impl Ipv6Header {
-    /// Read and check the IPv6 header at the start of `ip`, and follow its chain.
-    fn parse(ip: &[u8]) -> Result<Self, DropReason> {
-        let pkt = Ipv6Packet::new_checked(ip).map_err(|_| DropReason::IpTruncated)?;
-        if pkt.version() != 6 {
-            return Err(DropReason::IpBadVersion);
-        }
-        let payload_len = usize::from(pkt.payload_len());
-        let total_len = ipv6_field::HEADER_LEN + payload_len;
-        // A payload length of 0 with bytes after the header is a jumbogram (RFC 2675),
-        // which no link wvs serves carries.
-        if total_len > ip.len() || (payload_len == 0 && ip.len() > ipv6_field::HEADER_LEN) {
-            return Err(if total_len > ip.len() {
-                DropReason::IpTruncated
-            } else {
-                DropReason::IpBadLength
-            });
-        }
-        let packet = &ip[..total_len];
-        let mut next = u8::from(pkt.next_header());
+/// Where an IPv6 packet's extension-header chain ends.
+struct Chain {
+    /// The protocol number where the walk stopped.
+    next: u8,
+    /// Where that header starts, from the start of the IPv6 header.
+    off: usize,
+    /// The fragment header met on the way.
+    fragment: Option<Ipv6Fragment>,
+    /// Whether an upper-layer header can follow (not for a later fragment).
+    upper: bool,
+}
+
+impl Chain {
+    /// Step over the extension headers of `packet` (an IPv6 packet up to its length)
+    /// from the fixed header's next header `next` on, at most `MAX_EXT_HEADERS` of them.
+    fn walk(packet: &[u8], mut next: u8) -> Result<Self, DropReason> {
         let mut off = ipv6_field::HEADER_LEN;
         let mut fragment = None;
-        let mut upper = true;
         for _ in 0..ipv6_field::MAX_EXT_HEADERS {
             let rest = packet.get(off..).unwrap_or_default();
             // Every extension header starts with its next header and a length byte.
@@ -253,10 +248,12 @@ impl Ipv6Header {
                     fragment = Some(frag);
                     if frag.offset != 0 {
                         // Not the first: no upper-layer header follows.
-                        next = u8::from(h.next_header());
-                        off += ipv6_field::FRAGMENT_LEN;
-                        upper = false;
-                        break;
+                        return Ok(Self {
+                            next: u8::from(h.next_header()),
+                            off: off + ipv6_field::FRAGMENT_LEN,
+                            fragment,
+                            upper: false,
+                        });
                     }
                     ipv6_field::FRAGMENT_LEN
                 }
@@ -268,9 +265,40 @@ impl Ipv6Header {
             next = u8::from(h.next_header());
             off += len;
         }
-        if off > total_len {
-            return Err(DropReason::IpTruncated);
+        Ok(Self {
+            next,
+            off,
+            fragment,
+            upper: true,
+        })
+    }
+}
+
+impl Ipv6Header {
+    /// Read and check the IPv6 header at the start of `ip`, and follow its chain.
+    fn parse(ip: &[u8]) -> Result<Self, DropReason> {
+        let pkt = Ipv6Packet::new_checked(ip).map_err(|_| DropReason::IpTruncated)?;
+        if pkt.version() != 6 {
+            return Err(DropReason::IpBadVersion);
         }
+        let payload_len = usize::from(pkt.payload_len());
+        let total_len = ipv6_field::HEADER_LEN + payload_len;
+        // A payload length of 0 with bytes after the header is a jumbogram (RFC 2675),
+        // which no link wvs serves carries.
+        if total_len > ip.len() || (payload_len == 0 && ip.len() > ipv6_field::HEADER_LEN) {
+            return Err(if total_len > ip.len() {
+                DropReason::IpTruncated
+            } else {
+                DropReason::IpBadLength
+            });
+        }
+        let packet = &ip[..total_len];
+        let Chain {
+            next,
+            off,
+            fragment,
+            upper,
+        } = Chain::walk(packet, u8::from(pkt.next_header()))?;
         let ports = match next {
             6 | 17 if upper => packet.get(off..).and_then(|l4| l4.get(..4)).map(|p| {
                 (
