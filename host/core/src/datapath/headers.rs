@@ -127,12 +127,7 @@ impl Ipv4Header {
         }
         let next = u8::from(pkt.next_header());
         let ports = match next {
-            6 | 17 => ip.get(ihl..total_len).and_then(|l4| l4.get(..4)).map(|p| {
-                (
-                    u16::from_be_bytes([p[0], p[1]]),
-                    u16::from_be_bytes([p[2], p[3]]),
-                )
-            }),
+            6 | 17 => ip.get(ihl..total_len).and_then(ports_of),
             _ => None,
         };
         Ok(Self {
@@ -300,12 +295,7 @@ impl Ipv6Header {
             upper,
         } = Chain::walk(packet, u8::from(pkt.next_header()))?;
         let ports = match next {
-            6 | 17 if upper => packet.get(off..).and_then(|l4| l4.get(..4)).map(|p| {
-                (
-                    u16::from_be_bytes([p[0], p[1]]),
-                    u16::from_be_bytes([p[2], p[3]]),
-                )
-            }),
+            6 | 17 if upper => packet.get(off..).and_then(ports_of),
             _ => None,
         };
         Ok(Self {
@@ -332,6 +322,15 @@ impl Ipv6Header {
             _ => None,
         }
     }
+}
+
+/// The source and destination port at the start of a TCP or UDP header, if it has them.
+fn ports_of(l4: &[u8]) -> Option<(u16, u16)> {
+    let p = l4.get(..4)?;
+    Some((
+        u16::from_be_bytes([p[0], p[1]]),
+        u16::from_be_bytes([p[2], p[3]]),
+    ))
 }
 
 #[cfg(test)]

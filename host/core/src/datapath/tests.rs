@@ -52,6 +52,20 @@ fn harness_of(services: &[Service], max_conns: usize) -> Harness {
     )
 }
 
+/// `process_in_buffer` on the frame of `len` bytes at the start of `buf`, its headers read
+/// as the I/O layer reads them.
+fn in_buffer(
+    h: &Harness,
+    now: u64,
+    meta: RxMeta,
+    buf: &mut [u8],
+    len: usize,
+    sink: &mut dyn crate::xmit::gso::SegmentSink,
+) -> Verdict {
+    let headers = Headers::parse(&buf[..len]);
+    h.dp.process_in_buffer(&h.snap, now, meta, &headers, buf, sink)
+}
+
 fn harness() -> Harness {
     harness_with(1 << 16)
 }
@@ -1177,12 +1191,12 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
     let syn = client_syn(41300);
     let mut buf = vec![0u8; 2048];
     buf[..syn.len()].copy_from_slice(&syn);
-    let v = h.dp.process_in_buffer(
-        &h.snap,
+    let v = in_buffer(
+        &h,
         0,
         COMPLETE,
-        &Headers::parse(&buf[..syn.len()]),
         &mut buf,
+        syn.len(),
         &mut crate::xmit::gso::NoSink,
     );
     let Verdict::Send {
@@ -1222,12 +1236,12 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
     assert_eq!(sent, crate::consts::ICMP_REPLY_BURST as usize);
     buf[..syn.len()].copy_from_slice(&syn);
     assert!(matches!(
-        h.dp.process_in_buffer(
-            &h.snap,
+        in_buffer(
+            &h,
             1000,
             COMPLETE,
-            &Headers::parse(&buf[..syn.len()]),
             &mut buf,
+            syn.len(),
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Send {
@@ -1239,12 +1253,12 @@ fn no_server_answers_port_unreachable_from_the_vip_rate_limited() {
     let mut tight = syn.clone();
     let n = tight.len();
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
+        in_buffer(
+            &h,
             2000,
             COMPLETE,
-            &Headers::parse(&tight[..n]),
             &mut tight,
+            n,
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Drop(DropReason::NoDest)
@@ -1267,12 +1281,12 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     // With ACK (what a client sends after losing its connection): RST, seq = its ack.
     let seg = client_seg(40500, F::Ack, b"more data");
     buf[..seg.len()].copy_from_slice(&seg);
-    let v = h.dp.process_in_buffer(
-        &h.snap,
+    let v = in_buffer(
+        &h,
         0,
         COMPLETE,
-        &Headers::parse(&buf[..seg.len()]),
         &mut buf,
+        seg.len(),
         &mut crate::xmit::gso::NoSink,
     );
     let Verdict::Send {
@@ -1307,12 +1321,12 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
         len,
         offloads: Offloads::None,
         ..
-    } = h.dp.process_in_buffer(
-        &h.snap,
+    } = in_buffer(
+        &h,
         0,
         COMPLETE,
-        &Headers::parse(&buf[..seg.len()]),
         &mut buf,
+        seg.len(),
         &mut crate::xmit::gso::NoSink,
     )
     else {
@@ -1326,12 +1340,12 @@ fn a_segment_of_no_connection_gets_a_reset_from_the_vip() {
     let seg = client_seg(40502, F::Rst, b"");
     buf[..seg.len()].copy_from_slice(&seg);
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
+        in_buffer(
+            &h,
             0,
             COMPLETE,
-            &Headers::parse(&buf[..seg.len()]),
             &mut buf,
+            seg.len(),
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Drop(DropReason::NoConnIn)
@@ -1356,12 +1370,12 @@ fn answers(h: &Harness, frame: &[u8], n: usize, now: u64) -> usize {
         .filter(|_| {
             buf[..frame.len()].copy_from_slice(frame);
             matches!(
-                h.dp.process_in_buffer(
-                    &h.snap,
+                in_buffer(
+                    h,
                     now,
                     COMPLETE,
-                    &Headers::parse(&buf[..frame.len()]),
                     &mut buf,
+                    frame.len(),
                     &mut crate::xmit::gso::NoSink
                 ),
                 Verdict::Send {
@@ -1716,12 +1730,12 @@ fn a_packet_that_would_outlive_its_ttl_gets_time_exceeded_from_the_vip() {
             iface: 0,
             len,
             offloads: Offloads::None,
-        } = h.dp.process_in_buffer(
-            &h.snap,
+        } = in_buffer(
+            &h,
             0,
             COMPLETE,
-            &Headers::parse(&buf[..v.len()]),
             &mut buf,
+            v.len(),
             &mut crate::xmit::gso::NoSink,
         )
         else {
@@ -1778,12 +1792,12 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         let mut slot = vec![0u8; 4096];
         slot[..syn.len()].copy_from_slice(&syn);
         assert!(matches!(
-            h.dp.process_in_buffer(
-                &h.snap,
+            in_buffer(
+                &h,
                 0,
                 COMPLETE,
-                &Headers::parse(&slot[..syn.len()]),
                 &mut slot,
+                syn.len(),
                 &mut crate::xmit::gso::NoSink
             ),
             Verdict::Tx { .. }
@@ -1797,12 +1811,12 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         slot[..fits.len()].copy_from_slice(&fits);
         assert!(
             matches!(
-                h.dp.process_in_buffer(
-                    &h.snap,
+                in_buffer(
+                    &h,
                     1,
                     COMPLETE,
-                    &Headers::parse(&slot[..fits.len()]),
                     &mut slot,
+                    fits.len(),
                     &mut crate::xmit::gso::NoSink
                 ),
                 Verdict::Tx { .. }
@@ -1820,12 +1834,12 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
             iface: 0,
             len,
             offloads: Offloads::None,
-        } = h.dp.process_in_buffer(
-            &h.snap,
+        } = in_buffer(
+            &h,
             2,
             COMPLETE,
-            &Headers::parse(&slot[..over.len()]),
             &mut slot,
+            over.len(),
             &mut crate::xmit::gso::NoSink,
         )
         else {
@@ -1840,12 +1854,12 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         let nodf = big(40010, false, usize::from(mtu) + 1);
         slot[..nodf.len()].copy_from_slice(&nodf);
         assert_eq!(
-            h.dp.process_in_buffer(
-                &h.snap,
+            in_buffer(
+                &h,
                 3,
                 COMPLETE,
-                &Headers::parse(&slot[..nodf.len()]),
                 &mut slot,
+                nodf.len(),
                 &mut crate::xmit::gso::NoSink
             ),
             Verdict::Drop(DropReason::TooBig)
@@ -1858,12 +1872,12 @@ fn a_packet_too_long_for_the_path_gets_fragmentation_needed_with_the_mtu() {
         };
         let seg = big(40010, true, 200);
         slot[..seg.len()].copy_from_slice(&seg);
-        let v = h.dp.process_in_buffer(
-            &h.snap,
+        let v = in_buffer(
+            &h,
             4,
             gso,
-            &Headers::parse(&slot[..seg.len()]),
             &mut slot,
+            seg.len(),
             &mut crate::xmit::gso::NoSink,
         );
         assert!(
@@ -1949,12 +1963,12 @@ fn tunnels_carry_the_packet_whole_as_linux_takes_it_apart() {
         ] {
             let mut buf = vec![0u8; 2048];
             buf[..frame.len()].copy_from_slice(&frame);
-            let v = h.dp.process_in_buffer(
-                &h.snap,
+            let v = in_buffer(
+                &h,
                 0,
                 COMPLETE,
-                &Headers::parse(&buf[..frame.len()]),
                 &mut buf,
+                frame.len(),
                 &mut crate::xmit::gso::NoSink,
             );
             let Verdict::Send {
@@ -2022,12 +2036,12 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
         len,
         offloads: Offloads::None,
         ..
-    } = h.dp.process_in_buffer(
-        &h.snap,
+    } = in_buffer(
+        &h,
         0,
         partial_meta,
-        &Headers::parse(&buf[..f.len()]),
         &mut buf,
+        f.len(),
         &mut crate::xmit::gso::NoSink,
     )
     else {
@@ -2043,14 +2057,7 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     let n = seg.len();
     seg.resize(2048, 0);
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
-            1,
-            gso,
-            &Headers::parse(&seg[..n]),
-            &mut seg,
-            &mut crate::xmit::gso::NoSink
-        ),
+        in_buffer(&h, 1, gso, &mut seg, n, &mut crate::xmit::gso::NoSink),
         Verdict::Drop(DropReason::TunnelGso)
     );
     // With transmit buffers to cut it into, it goes as the segments the kernel would have
@@ -2061,14 +2068,7 @@ fn a_tunnel_completes_a_partial_checksum_and_refuses_what_it_cannot_carry() {
     buf.resize(big.len() + 64, 0);
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
-            3,
-            gso,
-            &Headers::parse(&buf[..big.len()]),
-            &mut buf,
-            &mut sink
-        ),
+        in_buffer(&h, 3, gso, &mut buf, big.len(), &mut sink),
         Verdict::Segmented { count: 3 }
     );
     let mut data = Vec::new();
@@ -2255,14 +2255,7 @@ fn bypass_sends_a_packet_of_no_server_on_to_its_destination() {
     let mut buf = big.clone();
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
-            1,
-            gso,
-            &Headers::parse(&buf[..big.len()]),
-            &mut buf,
-            &mut sink
-        ),
+        in_buffer(&h, 1, gso, &mut buf, big.len(), &mut sink),
         Verdict::Segmented { count: 3 }
     );
     for (iface, f) in &sink.sent {
@@ -2288,12 +2281,12 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
     let mut buf = frame.clone();
     buf.resize(2048, 0);
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
+        in_buffer(
+            &h,
             0,
             FROM_RS,
-            &Headers::parse(&buf[..frame.len()]),
             &mut buf,
+            frame.len(),
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Drop(DropReason::NoConnOut),
@@ -2302,12 +2295,12 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
     h.snap.sysctl.nat_icmp_send = true;
     let mut buf = frame.clone();
     buf.resize(2048, 0);
-    let v = h.dp.process_in_buffer(
-        &h.snap,
+    let v = in_buffer(
+        &h,
         0,
         FROM_RS,
-        &Headers::parse(&buf[..frame.len()]),
         &mut buf,
+        frame.len(),
         &mut crate::xmit::gso::NoSink,
     );
     let Verdict::Send {
@@ -2335,12 +2328,12 @@ fn nat_icmp_send_answers_a_server_packet_of_no_connection() {
     let mut buf = rst.clone();
     buf.resize(2048, 0);
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
+        in_buffer(
+            &h,
             0,
             FROM_RS,
-            &Headers::parse(&buf[..rst.len()]),
             &mut buf,
+            rst.len(),
             &mut crate::xmit::gso::NoSink
         ),
         Verdict::Drop(DropReason::NoConnOut)
@@ -2463,14 +2456,7 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     buf.resize(n + 64, 0);
     let mut sink = TestSink::default();
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
-            1,
-            COMPLETE,
-            &Headers::parse(&buf[..n]),
-            &mut buf,
-            &mut sink
-        ),
+        in_buffer(&h, 1, COMPLETE, &mut buf, n, &mut sink),
         Verdict::Segmented { count: 2 }
     );
     let mut outer_payload = Vec::new();
@@ -2501,14 +2487,7 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     let n = df.len();
     df.resize(n + 64, 0);
     let mut sink = TestSink::default();
-    let v = h.dp.process_in_buffer(
-        &h.snap,
-        2,
-        COMPLETE,
-        &Headers::parse(&df.clone()[..n]),
-        &mut df.clone(),
-        &mut sink,
-    );
+    let v = in_buffer(&h, 2, COMPLETE, &mut df.clone(), n, &mut sink);
     assert!(
         matches!(
             v,
@@ -2521,14 +2500,7 @@ fn a_tunnel_fragments_the_outer_packet_without_df_or_with_pmtu_disc_off() {
     );
     h.snap.sysctl.pmtu_disc = false;
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
-            3,
-            COMPLETE,
-            &Headers::parse(&df[..n]),
-            &mut df,
-            &mut sink
-        ),
+        in_buffer(&h, 3, COMPLETE, &mut df, n, &mut sink),
         Verdict::Segmented { count: 2 }
     );
     let (ip, _) = etherparse::Ipv4Header::from_slice(&sink.sent[0].1[14..]).expect("fragment");
@@ -2710,12 +2682,12 @@ fn no_answer_goes_to_an_address_that_is_not_one_hosts() {
     let mut buf = [0u8; 2048];
     let mut run = |f: &[u8]| {
         buf[..f.len()].copy_from_slice(f);
-        h.dp.process_in_buffer(
-            &h.snap,
+        in_buffer(
+            &h,
             0,
             COMPLETE,
-            &Headers::parse(&buf[..f.len()]),
             &mut buf,
+            f.len(),
             &mut crate::xmit::gso::NoSink,
         )
     };
