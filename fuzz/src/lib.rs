@@ -6,16 +6,40 @@ use wvs::datapath::{Headers, RxMeta};
 use wvs::model::{Forward, Protocol, TunCsum, TunKind};
 use wvs::spec::Service;
 use wvs::wire::checksum::CsumMode;
-use wvs_core::testkit::{self, real, real_by, service, tunnel};
+use wvs_core::testkit::{self, VIP6, real, real_by, rs6, service, service6, tunnel};
 pub use wvs_core::testkit::{CLIENT_IF_MAC, CLIENT_MAC, SERVER_IF_MAC, rs_mac};
 
 /// NAT (TCP 80, rr; UDP 9000), full NAT (TCP 81), DR (TCP 82), persistence (TCP 83), FTP
 /// with the built-in `ftp` helper (TCP 21: payload rewriting, sequence and SACK
 /// adjustment, expected connections), tunnels (TCP 84: IPIP and GUE with checksums) and a
-/// full-NAT service with `proxy-v2` (TCP 85): every kind of state.
+/// full-NAT service with `proxy-v2` (TCP 85): every kind of state. On the IPv6 VIP:
+/// NAT66 (TCP 80, UDP 9000), full NAT (TCP 81) and DR (TCP 82).
 fn services() -> Vec<Service> {
-    let laddr = |a: [u8; 4]| vec![std::net::Ipv4Addr::from(a)];
+    let laddr = |a: [u8; 4]| vec![std::net::Ipv4Addr::from(a).into()];
+    let at6 = |last: u8, port: u16| format!("[{}]:{port}", std::net::Ipv6Addr::from(rs6(last)));
     vec![
+        service6(
+            Protocol::Tcp,
+            80,
+            "rr",
+            vec![real(&at6(11, 8080)), real(&at6(12, 8080))],
+        ),
+        service6(Protocol::Udp, 9000, "rr", vec![real(&at6(11, 9000))]),
+        Service {
+            laddrs: vec![std::net::Ipv6Addr::from(rs6(200)).into()],
+            ..service6(
+                Protocol::Tcp,
+                81,
+                "wlc",
+                vec![real_by(&at6(13, 80), Forward::FullNat)],
+            )
+        },
+        service6(
+            Protocol::Tcp,
+            82,
+            "sh",
+            vec![real_by(&at6(14, 82), Forward::Route)],
+        ),
         service(Protocol::Tcp, 21, "rr", vec![real("198.19.0.16:21")]),
         service(
             Protocol::Tcp,
@@ -268,6 +292,7 @@ pub fn seed_frames() -> Vec<(u8, Vec<u8>)> {
             &[b'y'; 4000],
         ),
     ));
+    out.extend(seed_frames_v6());
     // A fragment (more fragments set) of a datagram to the UDP service.
     let mut frag = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
@@ -323,6 +348,74 @@ pub fn seed_frames() -> Vec<(u8, Vec<u8>)> {
             out.push((from_if, v));
         }
     }
+    out
+}
+
+/// The IPv6 services' frames: clients' segments to each, the servers' answers, a SYN
+/// behind a destination-options header, a fragment, a super-packet and UDP both ways.
+fn seed_frames_v6() -> Vec<(u8, Vec<u8>)> {
+    use etherparse::PacketBuilder;
+    let client = testkit::CLIENT6;
+    let mut out = Vec::new();
+    let tcp = |from_client: bool, port: u16, f: u8, data: &[u8]| {
+        let b = if from_client {
+            PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+                .ipv6(client, VIP6, 64)
+                .tcp(40000, port, 1000, 65535)
+        } else {
+            PacketBuilder::ethernet2(rs_mac(11), SERVER_IF_MAC)
+                .ipv6(rs6(11), client, 64)
+                .tcp(8080, 40000, 5000, 65535)
+        };
+        let b = match f {
+            0 => b.syn(),
+            1 => b.syn().ack(1001),
+            2 => b.ack(1),
+            3 => b.fin().ack(1),
+            4 => b.rst(),
+            _ => b.psh().ack(1),
+        };
+        let mut v = Vec::new();
+        b.write(&mut v, data).expect("frame");
+        v
+    };
+    for port in [80u16, 81, 82] {
+        for f in 0..6 {
+            out.push((0, tcp(true, port, f, b"GET / HTTP/1.0\r\n\r\n")));
+        }
+    }
+    for f in 0..6 {
+        out.push((1, tcp(false, 80, f, b"HTTP/1.0 200 OK\r\n\r\n")));
+    }
+    out.push((4, tcp(true, 80, 5, &[b'y'; 4000])));
+    // The SYN behind destination options (8 bytes of PadN), and as a first fragment.
+    let syn = tcp(true, 80, 0, b"");
+    for (next, ext) in [
+        (60u8, [6u8, 0, 1, 4, 0, 0, 0, 0]),
+        (44, [6, 0, 0, 1, 0, 0, 0, 7]),
+    ] {
+        let mut v = syn[..14 + 40].to_vec();
+        v[14 + 6] = next;
+        let plen = u16::from_be_bytes([v[18], v[19]]) + 8;
+        v[18..20].copy_from_slice(&plen.to_be_bytes());
+        v.extend_from_slice(&ext);
+        v.extend_from_slice(&syn[14 + 40..]);
+        out.push((0, v));
+    }
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv6(client, VIP6, 64)
+        .udp(41000, 9000)
+        .write(&mut udp, b"who")
+        .expect("frame");
+    out.push((0, udp));
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(rs_mac(11), SERVER_IF_MAC)
+        .ipv6(rs6(11), client, 64)
+        .udp(9000, 41000)
+        .write(&mut reply, b"rs1")
+        .expect("frame");
+    out.push((1, reply));
     out
 }
 

@@ -8,7 +8,7 @@
 //!
 //! [`Dest`]: crate::service::Dest
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::consts::{FTP_PORT, TCP_TIMEOUTS_SECS, UDP_TIMEOUT_SECS};
 use crate::model::{Forward, Protocol, ServiceKey, TcpState};
@@ -30,8 +30,9 @@ pub struct Service<C = ()> {
     pub persistent: Option<u32>,
     /// Persistence netmask (IPv4, host byte order).
     pub netmask: u32,
-    /// Full NAT's local addresses, in order, without repeats.
-    pub laddrs: Vec<Ipv4Addr>,
+    /// Full NAT's local addresses, in order, without repeats; a connection takes one of its
+    /// real server's family.
+    pub laddrs: Vec<IpAddr>,
     /// Helpers as configured (`None`: the default for the port; see [`Self::helper_names`]).
     pub helpers: Option<Vec<String>>,
     /// The default health check of its real servers.

@@ -8,7 +8,8 @@
 //! The topology: clients behind interface 0 (wvs's MAC [`CLIENT_IF_MAC`], the client's
 //! [`CLIENT_MAC`]), real servers on 198.19.0.0/24 behind interface 1 ([`SERVER_IF_MAC`];
 //! a server's MAC is [`rs_mac`] of its last octet), wvs's address towards them 198.19.0.1,
-//! and the virtual IP [`VIP`].
+//! and the virtual IP [`VIP`]. The same in IPv6: clients on 2001:db8:18::/64 ([`CLIENT6`]),
+//! real servers on 2001:db8:19::/64, the virtual IP [`VIP6`].
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
@@ -33,6 +34,27 @@ pub const CLIENT: [u8; 4] = [198, 18, 0, 2];
 pub const VIP: [u8; 4] = [198, 18, 100, 1];
 /// wvs's own address towards the real servers.
 pub const SOURCE: [u8; 4] = [198, 19, 0, 1];
+/// The client's IPv6 address.
+pub const CLIENT6: [u8; 16] = v6([0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 2]);
+/// The IPv6 virtual IP.
+pub const VIP6: [u8; 16] = v6([0x2001, 0xdb8, 0x18, 0x100, 0, 0, 0, 1]);
+
+/// An IPv6 address's octets from its eight groups.
+pub const fn v6(g: [u16; 8]) -> [u8; 16] {
+    let mut o = [0u8; 16];
+    let mut i = 0;
+    while i < 8 {
+        o[2 * i] = (g[i] >> 8) as u8;
+        o[2 * i + 1] = g[i] as u8;
+        i += 1;
+    }
+    o
+}
+
+/// The real server 2001:db8:19::`last` (its MAC is [`rs_mac`] of `last`).
+pub fn rs6(last: u8) -> [u8; 16] {
+    v6([0x2001, 0xdb8, 0x19, 0, 0, 0, 0, u16::from(last)])
+}
 
 /// A frame from a client, checksums complete.
 pub const FROM_CLIENT: RxMeta = RxMeta {
@@ -86,6 +108,19 @@ pub fn service(proto: Protocol, port: u16, scheduler: &str, reals: Vec<Real>) ->
     Service {
         reals,
         ..Service::new(proto, Ipv4Addr::from(VIP).into(), port, scheduler)
+    }
+}
+
+/// A service on the IPv6 VIP's `port` run by `scheduler`, with `reals`.
+pub fn service6(proto: Protocol, port: u16, scheduler: &str, reals: Vec<Real>) -> Service {
+    Service {
+        reals,
+        ..Service::new(
+            proto,
+            std::net::Ipv6Addr::from(VIP6).into(),
+            port,
+            scheduler,
+        )
     }
 }
 
@@ -155,12 +190,14 @@ impl Harness {
     /// [`SOURCE`] address on the way).
     pub fn new(snap: Snapshot, max_conns: usize, worker: usize) -> Self {
         for d in snap.dests() {
-            if let IpAddr::V4(a) = d.addr {
-                d.set_next_hop(Some(NextHop {
-                    iface: 1,
-                    mac: rs_mac(a.octets()[3]),
-                }));
-            }
+            let last = match d.addr {
+                IpAddr::V4(a) => a.octets()[3],
+                IpAddr::V6(a) => a.octets()[15],
+            };
+            d.set_next_hop(Some(NextHop {
+                iface: 1,
+                mac: rs_mac(last),
+            }));
             d.set_source(Ipv4Addr::from(SOURCE));
         }
         let conns = Arc::new(ConnTable::new(max_conns));

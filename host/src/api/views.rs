@@ -196,7 +196,7 @@ impl ServiceView {
                 .laddrs
                 .iter()
                 .map(|a| {
-                    let (used, exhausted) = conns.laddr_usage(s.key.proto, (*a).into());
+                    let (used, exhausted) = conns.laddr_usage(s.key.proto, *a);
                     LaddrView {
                         address: a.to_string(),
                         conns: used,

@@ -1081,7 +1081,7 @@ impl ServiceDef {
     }
 
     /// Full NAT's local addresses, none twice.
-    fn local_addrs(&self) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    fn local_addrs(&self) -> Result<Vec<IpAddr>, ConfigError> {
         let mut laddrs = Vec::with_capacity(self.laddrs.len());
         for a in &self.laddrs {
             let l = parse_laddr(a)?;
@@ -1215,7 +1215,7 @@ impl RealDef {
 
 /// Parse a full-NAT local address: an IPv4 address as written canonically (malformed: 400),
 /// that is a unicast one (else a conflict, 409: it cannot be a source).
-pub(crate) fn parse_laddr(s: &str) -> Result<Ipv4Addr, ConfigError> {
+pub(crate) fn parse_laddr(s: &str) -> Result<IpAddr, ConfigError> {
     let a: Ipv4Addr = s
         .parse()
         .ok()
@@ -1226,7 +1226,7 @@ pub(crate) fn parse_laddr(s: &str) -> Result<Ipv4Addr, ConfigError> {
             "local address {a} is not a unicast address"
         )));
     }
-    Ok(a)
+    Ok(IpAddr::V4(a))
 }
 
 /// Parse a real server's address: `ip:port`, or a bare IP (port 0: the virtual port), as

@@ -259,17 +259,17 @@ impl CheckPath {
         EthernetFrame::new_unchecked(&mut *frame).set_ethertype(EthernetProtocol::Ipv4);
         let target = xmit::Target {
             fwd: dest.forward(),
-            daddr,
+            daddr: daddr.into(),
             dport: dest.port,
-            src: dest.source(),
+            src: dest.source().into(),
             flow_hash: u32::from(sport),
             mtu: 0,
-            local: (Ipv4Addr::UNSPECIFIED, 0),
+            local: (Ipv4Addr::UNSPECIFIED.into(), 0),
             pmtu_disc: true,
         };
         let mut pkt = xmit::Packet {
             buf: frame,
-            ihl,
+            l4_off: ihl,
             total_len: n,
             proto,
             csum: CsumMode::Complete,

@@ -253,29 +253,40 @@ pub(super) fn take_drops(fd: RawFd) -> io::Result<u32> {
     Ok(st.tp_drops)
 }
 
-/// A raw IPv4 socket with the IP header included (`IPPROTO_RAW`): what wvs hands the
-/// balancer's own stack (a local real server's packets, bypass) goes out through it as if
-/// the balancer had sent it, so the stack routes it or delivers it locally.
+/// Raw IPv4 and IPv6 sockets with the IP header included (`IPPROTO_RAW`, which implies
+/// it for IPv6 too): what wvs hands the balancer's own stack (a local real server's
+/// packets, bypass) goes out through them as if the balancer had sent it, so the stack
+/// routes it or delivers it locally.
 #[derive(Debug)]
 pub(crate) struct StackSocket {
     fd: OwnedFd,
+    /// `None` where the kernel has IPv6 off: IPv6 packets for the stack are dropped.
+    fd6: Option<OwnedFd>,
+}
+
+/// A raw `IPPROTO_RAW` socket of `family`.
+fn raw_socket(family: libc::c_int, what: &str) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with constant arguments; the descriptor is checked below.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_RAW,
+        )
+    };
+    let fd = check(fd, what)?;
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 impl StackSocket {
-    /// Open the socket.
+    /// Open the sockets.
     pub fn new() -> io::Result<Self> {
-        // SAFETY: plain syscall with constant arguments; the descriptor is checked below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::IPPROTO_RAW,
-            )
-        };
-        let fd = check(fd, "socket(AF_INET, SOCK_RAW, IPPROTO_RAW)")?;
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd })
+        let fd = raw_socket(libc::AF_INET, "socket(AF_INET, SOCK_RAW, IPPROTO_RAW)")?;
+        let fd6 = raw_socket(libc::AF_INET6, "socket(AF_INET6, SOCK_RAW, IPPROTO_RAW)")
+            .inspect_err(|e| tracing::warn!("no IPv6 to the own stack: {e}"))
+            .ok();
+        Ok(Self { fd, fd6 })
     }
 
     /// A stand-in for the tests that send nothing to the stack: a UDP socket, which needs
@@ -284,29 +295,61 @@ impl StackSocket {
     pub(crate) fn stand_in() -> io::Result<Self> {
         Ok(Self {
             fd: std::net::UdpSocket::bind("127.0.0.1:0")?.into(),
+            fd6: None,
         })
     }
 
-    /// Send the IPv4 packet `pkt` (header included) to `daddr`, without waiting.
-    pub(crate) fn send_to(&self, pkt: &[u8], daddr: std::net::Ipv4Addr) -> io::Result<usize> {
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(daddr).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: `pkt` and `sa` live across the call and their exact sizes are passed.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                pkt.as_ptr().cast(),
-                pkt.len(),
-                libc::MSG_DONTWAIT,
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
+    /// Send the IP packet `pkt` (header included) to `daddr`, without waiting.
+    pub(crate) fn send_to(&self, pkt: &[u8], daddr: std::net::IpAddr) -> io::Result<usize> {
+        let n = match daddr {
+            std::net::IpAddr::V4(a) => {
+                let sa = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(a).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: `pkt` and `sa` live across the call and their exact sizes are
+                // passed.
+                unsafe {
+                    libc::sendto(
+                        self.fd.as_raw_fd(),
+                        pkt.as_ptr().cast(),
+                        pkt.len(),
+                        libc::MSG_DONTWAIT,
+                        (&sa as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    )
+                }
+            }
+            std::net::IpAddr::V6(a) => {
+                let Some(fd6) = &self.fd6 else {
+                    return Err(io::Error::from(io::ErrorKind::Unsupported));
+                };
+                let sa = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: 0,
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.octets(),
+                    },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: `pkt` and `sa` live across the call and their exact sizes are
+                // passed.
+                unsafe {
+                    libc::sendto(
+                        fd6.as_raw_fd(),
+                        pkt.as_ptr().cast(),
+                        pkt.len(),
+                        libc::MSG_DONTWAIT,
+                        (&sa as *const libc::sockaddr_in6).cast(),
+                        std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                    )
+                }
+            }
         };
         if n < 0 {
             Err(io::Error::last_os_error())

@@ -12,7 +12,7 @@
 //! load here.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::RwLock;
@@ -43,13 +43,13 @@ impl OwnChecks {
 
     /// Whether a packet from `saddr:sport` to local port `dport` answers one of them.
     #[inline]
-    pub fn answers(&self, proto: Protocol, saddr: Ipv4Addr, sport: u16, dport: u16) -> bool {
+    pub fn answers(&self, proto: Protocol, saddr: IpAddr, sport: u16, dport: u16) -> bool {
         self.count.load(Relaxed) != 0
             && self
                 .by_port
                 .read()
                 .get(&(proto, dport))
-                .is_some_and(|v| *v.ip() == saddr && v.port() == sport)
+                .is_some_and(|v| IpAddr::V4(*v.ip()) == saddr && v.port() == sport)
     }
 
     /// How many are in flight.
@@ -71,24 +71,27 @@ mod tests {
     fn only_the_vip_and_port_of_a_check_in_flight_answer_it() {
         let own = OwnChecks::default();
         let vip: SocketAddrV4 = "198.18.100.1:80".parse().expect("addr");
-        assert!(!own.answers(Protocol::Tcp, *vip.ip(), 80, 40000));
+        assert!(!own.answers(Protocol::Tcp, (*vip.ip()).into(), 80, 40000));
         own.insert(Protocol::Tcp, 40000, vip);
         own.insert(Protocol::Tcp, 40000, vip);
         assert_eq!(own.len(), 1);
-        assert!(own.answers(Protocol::Tcp, *vip.ip(), 80, 40000));
+        assert!(own.answers(Protocol::Tcp, (*vip.ip()).into(), 80, 40000));
         assert!(
-            !own.answers(Protocol::Udp, *vip.ip(), 80, 40000),
+            !own.answers(Protocol::Udp, (*vip.ip()).into(), 80, 40000),
             "protocol"
         );
-        assert!(!own.answers(Protocol::Tcp, *vip.ip(), 81, 40000), "port");
+        assert!(
+            !own.answers(Protocol::Tcp, (*vip.ip()).into(), 81, 40000),
+            "port"
+        );
         assert!(!own.answers(Protocol::Tcp, "198.18.100.2".parse().expect("a"), 80, 40000));
         assert!(
-            !own.answers(Protocol::Tcp, *vip.ip(), 80, 40001),
+            !own.answers(Protocol::Tcp, (*vip.ip()).into(), 80, 40001),
             "local port"
         );
         own.remove(Protocol::Tcp, 40000);
         own.remove(Protocol::Tcp, 40000);
         assert!(own.is_empty());
-        assert!(!own.answers(Protocol::Tcp, *vip.ip(), 80, 40000));
+        assert!(!own.answers(Protocol::Tcp, (*vip.ip()).into(), 80, 40000));
     }
 }

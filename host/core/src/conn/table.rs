@@ -436,8 +436,9 @@ impl ConnTable {
         self.insert_locked(&mut g, conn)
     }
 
-    /// Add a new full-NAT connection with a local address and port from the pools of
-    /// `laddrs` (tried from `first` on, round the list), and return them. The port is one whose reply key
+    /// Add a new full-NAT connection with a local address and port from the pools of those
+    /// of `laddrs` of its real server's family (tried from the `first` of them on, round
+    /// the list), and return them. The port is one whose reply key
     /// falls in the client's shard, as DPVS picks a port whose replies reach the client's
     /// core: a connection and both its keys stay under one lock, and no two connections
     /// hold the same local address and port.
@@ -447,16 +448,17 @@ impl ConnTable {
     pub(crate) fn insert_fullnat(
         &self,
         mut conn: Conn,
-        laddrs: &[std::net::Ipv4Addr],
+        laddrs: &[IpAddr],
         first: usize,
     ) -> Result<(IpAddr, u16), InsertError> {
         let si = self.shard_index(conn.proto, conn.caddr(), conn.cport);
         let mut g = self.shards[si].inner.lock();
         let inner = &mut *g;
-        let n = laddrs.len();
+        let v6 = conn.raddr().is_ipv6();
+        let of_family = || laddrs.iter().filter(move |a| a.is_ipv6() == v6);
+        let n = of_family().count();
         let mut taken = None;
-        for k in 0..n {
-            let a = IpAddr::V4(laddrs[(first + k) % n]);
+        for &a in of_family().cycle().skip(first % n.max(1)).take(n) {
             let pool = inner
                 .lports
                 .entry((conn.proto, a))

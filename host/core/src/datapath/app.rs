@@ -26,7 +26,7 @@ use crate::model::{Forward, Protocol};
 use crate::plugin::Answer;
 use crate::service::Dest;
 use crate::wire::checksum::{self, CsumMode};
-use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, tcp_field, udp_field};
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, Ipv6Packet, ipv6_field, tcp_field, udp_field};
 
 /// What a packet's helpers need of its connection, taken under the table's lock.
 pub(super) struct AppCtx {
@@ -40,7 +40,7 @@ pub(super) struct AppCtx {
     template: Option<persist::Control>,
 }
 
-fn mapped(a: IpAddr) -> [u8; 16] {
+pub(super) fn mapped(a: IpAddr) -> [u8; 16] {
     match a {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
@@ -61,7 +61,7 @@ impl AppCtx {
                 vport: c.vport,
                 dport: c.rport,
                 proto: c.proto.number(),
-                af: 4,
+                af: if c.caddr().is_ipv6() { 6 } else { 4 },
                 fwd: if c.fwd == Forward::FullNat {
                     helper_fwd::FULLNAT
                 } else {
@@ -173,20 +173,24 @@ fn seq_adjust(
     (doff, seq)
 }
 
-/// A payload of `plen` bytes became `cur`: the IPv4 total length and checksum, the UDP
-/// length, and the L4 checksum (in full, or the pseudo-header's part the kernel completes)
-/// follow. Returns the packet's new total length.
+/// A payload of `plen` bytes became `cur`: the IPv4 total length and checksum (IPv6's
+/// payload length), the UDP length, and the L4 checksum (in full, or the pseudo-header's
+/// part the kernel completes) follow. Returns the packet's new total length.
 fn resize(buf: &mut [u8], info: &L4Info, csum: CsumMode, plen: usize, cur: usize) -> usize {
-    let (src, dst) = (info.saddr.octets(), info.daddr.octets());
-    let l4 = ETHERNET_HEADER_LEN + info.ihl;
+    let l4 = ETHERNET_HEADER_LEN + info.l4_off;
     let total = info.total_len - plen + cur;
     {
         let ip = &mut buf[ETHERNET_HEADER_LEN..l4];
-        let mut iph = Ipv4Packet::new_unchecked(&mut *ip);
-        iph.set_total_len(total as u16);
-        iph.set_checksum(0);
-        let c = checksum::compute(ip);
-        Ipv4Packet::new_unchecked(ip).set_checksum(c);
+        if info.saddr.is_ipv6() {
+            let payload = total.saturating_sub(ipv6_field::HEADER_LEN);
+            Ipv6Packet::new_unchecked(&mut *ip).set_payload_len(payload as u16);
+        } else {
+            let mut iph = Ipv4Packet::new_unchecked(&mut *ip);
+            iph.set_total_len(total as u16);
+            iph.set_checksum(0);
+            let c = checksum::compute(ip);
+            Ipv4Packet::new_unchecked(ip).set_checksum(c);
+        }
     }
     let seg = &mut buf[l4..ETHERNET_HEADER_LEN + total];
     let field = match info.proto {
@@ -200,11 +204,17 @@ fn resize(buf: &mut [u8], info: &L4Info, csum: CsumMode, plen: usize, cur: usize
     let no_udp_csum = info.proto == Protocol::Udp && seg[field] == 0 && seg[field + 1] == 0;
     if csum == CsumMode::Partial {
         // The kernel sums the segment: only the pseudo-header's length changed.
-        let c = checksum::pseudo_v4(src, dst, info.proto.number(), seg.len() as u16);
+        let proto = info.proto.number();
+        let c = match (info.saddr, info.daddr) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                checksum::pseudo_v4(s.octets(), d.octets(), proto, seg.len() as u16)
+            }
+            (s, d) => checksum::pseudo_v6(mapped(s), mapped(d), proto, seg.len() as u32),
+        };
         seg[field..field + 2].copy_from_slice(&c.to_be_bytes());
     } else if !no_udp_csum {
         seg[field..field + 2].fill(0);
-        let mut c = checksum::l4_v4(src, dst, info.proto.number(), seg);
+        let mut c = checksum::l4(info.saddr, info.daddr, info.proto.number(), seg);
         if c == 0 && info.proto == Protocol::Udp {
             c = 0xffff;
         }
@@ -237,9 +247,8 @@ impl super::Datapath {
     ) -> Result<Helped, DropReason> {
         let (snap, now) = (rx.snap, rx.now);
         let (meta, info) = (&mut rx.meta, &mut rx.info);
-        let l4 = ETHERNET_HEADER_LEN + info.ihl;
+        let l4 = ETHERNET_HEADER_LEN + info.l4_off;
         let end = ETHERNET_HEADER_LEN + info.total_len;
-        let (src, dst) = (info.saddr.octets(), info.daddr.octets());
         let complete = meta.csum == CsumMode::Complete;
         let mut g = ctx.app.inner.lock();
         let inner = &mut *g;
@@ -247,7 +256,7 @@ impl super::Datapath {
             Protocol::Tcp => {
                 // tcp_csum_check: a helper never sees (nor a delta records) a segment the
                 // server would discard.
-                if complete && checksum::l4_v4(src, dst, 6, &buf[l4..end]) != 0 {
+                if complete && checksum::l4(info.saddr, info.daddr, 6, &buf[l4..end]) != 0 {
                     return Err(DropReason::L4BadChecksum);
                 }
                 seq_adjust(inner, info.flags, dir, &mut buf[l4..end], complete)
@@ -267,12 +276,12 @@ impl super::Datapath {
         } else {
             inner.out_isn
         };
-        // Room for a replacement: the buffer, and what an IPv4 packet can hold.
+        // Room for a replacement: the buffer, and what an IP packet's length field holds.
         let room = buf
             .len()
             .saturating_sub(pstart)
             .min(HELPER_MAX_PAYLOAD)
-            .min(usize::from(u16::MAX) - info.ihl - hdr_len);
+            .min(usize::from(u16::MAX) - info.l4_off - hdr_len);
         let mut pkt = ctx.info;
         pkt.dir = dir;
         pkt.seq = seq;
@@ -397,8 +406,15 @@ impl super::Datapath {
     /// connection's real server, in LISTEN (TCP) for its timeout, controlled by it.
     fn expect(&self, ctx: &AppCtx, e: &Expect, now: u64) {
         let hs = &self.stats.helper;
-        let v4 = |m: &[u8; 16]| std::net::Ipv6Addr::from(*m).to_ipv4_mapped();
-        let (Some(caddr), IpAddr::V4(vaddr)) = (v4(&e.caddr), ctx.vaddr) else {
+        // The expected client is of the service's family.
+        let vaddr = ctx.vaddr;
+        let caddr = match vaddr {
+            IpAddr::V4(_) => std::net::Ipv6Addr::from(e.caddr)
+                .to_ipv4_mapped()
+                .map(IpAddr::V4),
+            IpAddr::V6(_) => Some(IpAddr::V6(e.caddr.into())),
+        };
+        let Some(caddr) = caddr else {
             stats::bump(&hs.expects_refused);
             return;
         };
@@ -426,9 +442,9 @@ impl super::Datapath {
         let vport = if e.vport == 0 { e.dport } else { e.vport };
         let key = ConnKey {
             proto,
-            saddr: IpAddr::V4(caddr),
+            saddr: caddr,
             sport: e.cport,
-            daddr: IpAddr::V4(vaddr),
+            daddr: vaddr,
             dport: vport,
         };
         let mut conn = Conn::new(&key, ctx.dest.clone(), ctx.svc_stats.clone(), ctx.hop, now);

@@ -456,7 +456,7 @@ fn proxy_header_goes_before_the_first_byte_and_a_grown_segment_is_cut() {
     let h = harness(
         8080,
         |s| {
-            s.laddrs = vec![Ipv4Addr::new(198, 19, 0, 1)];
+            s.laddrs = vec![Ipv4Addr::new(198, 19, 0, 1).into()];
             s.helpers = Some(vec!["proxy-v2".into()]);
         },
         600,

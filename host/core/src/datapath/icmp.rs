@@ -313,7 +313,7 @@ impl Datapath {
             {
                 super::stats::bump(&self.stats.passed);
                 return Err(Verdict::Stack {
-                    daddr: e.saddr,
+                    daddr: e.saddr.into(),
                     len: e.total_len,
                 });
             }

@@ -77,7 +77,7 @@ pub enum Verdict {
     /// bypass.
     Stack {
         /// The packet's destination.
-        daddr: Ipv4Addr,
+        daddr: IpAddr,
         /// Length of the IP packet.
         len: usize,
     },
@@ -172,15 +172,16 @@ pub struct Datapath {
     drop_counter: std::cell::Cell<u32>,
 }
 
-/// The parts of a classified IPv4 TCP/UDP packet the handlers need.
+/// The parts of a classified TCP/UDP packet (IPv4 or IPv6) the handlers need.
 #[derive(Clone, Copy)]
 struct L4Info {
     proto: Protocol,
-    saddr: Ipv4Addr,
-    daddr: Ipv4Addr,
+    saddr: IpAddr,
+    daddr: IpAddr,
     sport: u16,
     dport: u16,
-    ihl: usize,
+    /// Where the upper layer starts in the IP packet.
+    l4_off: usize,
     total_len: usize,
     flags: TcpFlags,
 }
@@ -199,9 +200,9 @@ impl L4Info {
     fn key(&self) -> ConnKey {
         ConnKey {
             proto: self.proto,
-            saddr: IpAddr::V4(self.saddr),
+            saddr: self.saddr,
             sport: self.sport,
-            daddr: IpAddr::V4(self.daddr),
+            daddr: self.daddr,
             dport: self.dport,
         }
     }
@@ -213,6 +214,8 @@ impl L4Info {
 }
 
 /// What the connection lookup of an inbound packet decided.
+// Returned by value for one call: boxing the large variant would allocate per packet.
+#[allow(clippy::large_enum_variant)]
 enum InLookup {
     Forward(InForward),
     Drop(DropReason),
@@ -225,7 +228,7 @@ struct InForward {
     dport: u16,
     hop: Option<NextHop>,
     fwd: Forward,
-    src: Ipv4Addr,
+    src: IpAddr,
     mtu: u32,
     local: (IpAddr, u16),
     app: Option<app::AppCtx>,
@@ -261,17 +264,19 @@ impl Datapath {
 
     /// Where the connection table will look for the connection of `frame` (an Ethernet
     /// frame), one address per direction the packet could be travelling in, for the I/O
-    /// layer to prefetch before it processes a batch. Nothing for what is not TCP or UDP
-    /// over IPv4.
+    /// layer to prefetch before it processes a batch. Nothing for what is not TCP or UDP.
     pub fn lookup_hint(&self, headers: &Headers) -> Option<[*const u8; 2]> {
-        let ip = headers.ipv4()?;
-        let proto = ip.l4_proto()?;
-        let (sport, dport) = ip.ports?;
+        let (proto, saddr, daddr, (sport, dport)) = if let Some(ip) = headers.ipv4() {
+            (ip.l4_proto()?, ip.saddr.into(), ip.daddr.into(), ip.ports?)
+        } else {
+            let ip = headers.ipv6()?;
+            (ip.l4_proto()?, ip.saddr.into(), ip.daddr.into(), ip.ports?)
+        };
         let key = ConnKey {
             proto,
-            saddr: IpAddr::V4(ip.saddr),
+            saddr,
             sport,
-            daddr: IpAddr::V4(ip.daddr),
+            daddr,
             dport,
         };
         Some([
@@ -344,6 +349,10 @@ impl Datapath {
             v => return v,
         };
         let v = Verdict::Drop(reason);
+        // The ICMPv6 answers and IPv6 resets come with their own step (issue 32).
+        if headers.ipv4().is_none() {
+            return v;
+        }
         // Written first (a dropped frame may be overwritten), so that what is never
         // answered (a reset, a truncated segment) takes no token.
         let written = match (reason, answer) {
@@ -417,20 +426,16 @@ impl Datapath {
         if eth.dst != EthernetAddress(iface.mac()) {
             return Verdict::Pass;
         }
-        let head = match eth.net {
-            Net::Ipv4(Ok(h)) => h,
-            Net::Ipv4(Err(r)) => return Verdict::Drop(r),
-            // IPv6 is the kernel's until wvs serves it (issue 32).
-            Net::Ipv6(_) | Net::Other => return Verdict::Pass,
+        let ip = &frame[ETHERNET_HEADER_LEN..];
+        let own = self.conns.own();
+        let parsed = match eth.net {
+            Net::Ipv4(Ok(head)) => l4_of_ipv4(snap, own, ip, &head, meta.csum),
+            Net::Ipv6(Ok(head)) => l4_of_ipv6(snap, own, ip, &head, meta.csum),
+            Net::Ipv4(Err(r)) | Net::Ipv6(Err(r)) => return Verdict::Drop(r),
+            Net::Other => return Verdict::Pass,
         };
         let client_mac = eth.src.0;
-        let info = match l4_of_ipv4(
-            snap,
-            self.conns.own(),
-            &frame[ETHERNET_HEADER_LEN..],
-            &head,
-            meta.csum,
-        ) {
+        let info = match parsed {
             Ok(Parsed::L4(info)) => info,
             Ok(Parsed::IcmpError(e)) => return self.icmp_error(snap, &e, frame),
             Ok(Parsed::NotOurs) => return Verdict::Pass,
@@ -440,7 +445,7 @@ impl Datapath {
             iface: meta.iface,
             mac: client_mac,
         };
-        let (daddr, saddr) = (IpAddr::V4(info.daddr), IpAddr::V4(info.saddr));
+        let (daddr, saddr) = (info.daddr, info.saddr);
         let rx = Rx {
             snap,
             now,
@@ -465,7 +470,7 @@ impl Datapath {
             let mut pkt = self.packet(buf, meta, &info);
             self.sent(xmit::stack::own_check(
                 &mut pkt,
-                crate::consts::CHECK_STANDIN,
+                crate::consts::CHECK_STANDIN.into(),
                 info.sport,
             ))
         } else {
@@ -588,7 +593,7 @@ impl Datapath {
             dport: c.rport,
             hop: c.dest.next_hop(),
             fwd: c.fwd,
-            src: c.dest.source(),
+            src: c.dest.source().into(),
             mtu: c.dest.mtu(),
             local: (c.laddr(), c.lport),
             app: app::AppCtx::of(c),
@@ -615,9 +620,6 @@ impl Datapath {
             },
             None => app::Helped::default(),
         };
-        let (IpAddr::V4(daddr), IpAddr::V4(laddr)) = (f.daddr, f.local.0) else {
-            return Verdict::Drop(DropReason::IpBadVersion);
-        };
         let link = match self.link_in(f.fwd, f.hop, rx.meta.iface) {
             Ok(l) => l,
             Err(r) => return Verdict::Drop(r),
@@ -628,14 +630,14 @@ impl Datapath {
         }
         let target = xmit::Target {
             fwd: f.fwd,
-            daddr,
+            daddr: f.daddr,
             dport: f.dport,
             src: f.src,
             flow_hash: flow_hash(&rx.info),
             // A segment a helper made longer is held to the MTU by cutting it (below), not
             // refused: the sender never sent anything too long.
             mtu: if helped.resized { 0 } else { f.mtu },
-            local: (laddr, f.local.1),
+            local: f.local,
             pmtu_disc: rx.snap.sysctl.pmtu_disc,
         };
         let mut pkt = self.packet(buf, rx.meta, &rx.info);
@@ -714,7 +716,7 @@ impl Datapath {
     fn packet<'a>(&self, buf: &'a mut [u8], meta: RxMeta, info: &L4Info) -> xmit::Packet<'a> {
         xmit::Packet {
             buf,
-            ihl: info.ihl,
+            l4_off: info.l4_off,
             total_len: info.total_len,
             proto: info.proto,
             csum: meta.csum,
@@ -745,7 +747,9 @@ impl Datapath {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(Some(DropReason::NoNextHop));
         }
-        if fwd == Forward::FullNat && svc.spec.laddrs.is_empty() {
+        if fwd == Forward::FullNat
+            && !(svc.spec.laddrs.iter()).any(|a| a.is_ipv6() == dest.addr.is_ipv6())
+        {
             return Err(Some(DropReason::NoLocalAddr));
         }
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
@@ -769,7 +773,7 @@ impl Datapath {
             dport: conn.rport,
             hop,
             fwd: conn.fwd,
-            src: dest.source(),
+            src: dest.source().into(),
             mtu: dest.mtu(),
             local: (conn.laddr(), conn.lport),
             app: app::AppCtx::of(&conn),
@@ -793,12 +797,12 @@ impl Datapath {
         sysctl: crate::spec::Sysctl,
     ) -> Result<(Cow<'s, Arc<Dest>>, Option<crate::conn::persist::Control>), DropReason> {
         let mut ci = wvs_sdk::ConnInfo {
-            saddr: info.saddr.to_ipv6_mapped().octets(),
-            daddr: info.daddr.to_ipv6_mapped().octets(),
+            saddr: app::mapped(info.saddr),
+            daddr: app::mapped(info.daddr),
             sport: info.sport,
             dport: info.dport,
             proto: info.proto.number(),
-            af: 4,
+            af: if info.saddr.is_ipv6() { 6 } else { 4 },
             ..Default::default()
         };
         let scheduled = if svc.persist_ms > 0 {
@@ -860,7 +864,7 @@ impl Datapath {
     ) -> Result<InLookup, Option<DropReason>> {
         let inserted = if conn.fwd == Forward::FullNat {
             let laddrs = &svc.spec.laddrs;
-            let first = flow_hash(info) as usize % laddrs.len().max(1);
+            let first = flow_hash(info) as usize;
             self.conns
                 .insert_fullnat(conn, laddrs, first)
                 .map(|l| fwd.local = l)
@@ -955,9 +959,6 @@ impl Datapath {
             c.set_expire_now(true);
             return Err(DropReason::DestGone);
         }
-        let (IpAddr::V4(vaddr), IpAddr::V4(caddr)) = (c.vaddr(), c.caddr()) else {
-            return Err(DropReason::IpBadVersion);
-        };
         if let Some(k) = c.controller_mut() {
             k.used();
         }
@@ -970,9 +971,9 @@ impl Datapath {
         c.svc_stats.worker(self.worker).packet_out(l.info.total_len);
         let back = xmit::Back {
             fwd: c.fwd,
-            vaddr,
+            vaddr: c.vaddr(),
             vport: c.vport,
-            caddr,
+            caddr: c.caddr(),
             cport: c.cport,
         };
         Ok((back, c.client_hop, app::AppCtx::of(c)))
@@ -1002,8 +1003,8 @@ impl Datapath {
                 r => self.sent(r),
             };
         }
-        let own = snap.real_source(info.proto, IpAddr::V4(info.saddr), info.sport);
-        if own == Some(info.daddr) {
+        let own = snap.real_source(info.proto, info.saddr, info.sport);
+        if own.map(IpAddr::V4) == Some(info.daddr) {
             stats::bump(&self.stats.passed);
             let mut pkt = self.packet(buf, rx.meta, info);
             return self.sent(xmit::stack::local(&mut pkt));
@@ -1055,11 +1056,11 @@ impl Datapath {
         let l4_hdr = match pkt.proto {
             Protocol::Tcp => pkt
                 .buf
-                .get(ETHERNET_HEADER_LEN + pkt.ihl + 12)
+                .get(ETHERNET_HEADER_LEN + pkt.l4_off + 12)
                 .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
             Protocol::Udp => return Verdict::Drop(DropReason::TooBig),
         };
-        pkt.gso_size = mtu.saturating_sub((pkt.ihl + l4_hdr) as u16);
+        pkt.gso_size = mtu.saturating_sub((pkt.l4_off + l4_hdr) as u16);
         // Each segment has the rewritten headers already: it goes out as it is.
         match xmit::gso::segment(pkt, sink, |_| Ok(xmit::Sent::InPlace { iface })) {
             Ok((count, all)) => {
@@ -1090,6 +1091,7 @@ impl Datapath {
             Err(xmit::Refused::NoRoom) => Verdict::Drop(DropReason::NoRoom),
             Err(xmit::Refused::TunnelGso) => Verdict::Drop(DropReason::TunnelGso),
             Err(xmit::Refused::TooBig) => Verdict::Drop(DropReason::TooBig),
+            Err(xmit::Refused::Family) => Verdict::Drop(DropReason::FamilyMismatch),
             Err(xmit::Refused::FragNeeded { mtu }) => Verdict::Refused {
                 reason: DropReason::FragNeeded,
                 answer: Answer::FragNeeded { mtu },
@@ -1098,11 +1100,14 @@ impl Datapath {
     }
 }
 
-/// Whether the IPv4 packet of the frame in `buf` is addressed to a virtual IP.
+/// Whether the IP packet of the frame in `buf` is addressed to a virtual IP.
 fn to_vip(snap: &Snapshot, headers: &Headers) -> bool {
-    headers
-        .ipv4()
-        .is_some_and(|ip| snap.is_vip(IpAddr::V4(ip.daddr)))
+    let daddr = match headers.eth.map(|e| e.net) {
+        Some(Net::Ipv4(Ok(ip))) => IpAddr::V4(ip.daddr),
+        Some(Net::Ipv6(Ok(ip))) => IpAddr::V6(ip.daddr),
+        _ => return false,
+    };
+    snap.is_vip(daddr)
 }
 
 /// A hash of a connection's addresses and ports, the same for each of its packets: the
@@ -1179,7 +1184,74 @@ enum Parsed {
     IcmpError(icmp::IcmpError),
 }
 
-/// What classification needs of an IPv4 packet whose header `head` checked.
+/// What classification needs of an IPv4 packet whose header `head` checked: ICMP errors
+/// are read here, the rest as [`l4_of`] says.
+#[inline]
+fn l4_of_ipv4(
+    snap: &Snapshot,
+    own: &crate::conn::own::OwnChecks,
+    ip: &[u8],
+    head: &Ipv4Header,
+    csum: CsumMode,
+) -> Result<Parsed, DropReason> {
+    let facts = IpFacts {
+        saddr: IpAddr::V4(head.saddr),
+        daddr: IpAddr::V4(head.daddr),
+        l4_off: head.ihl,
+        total_len: head.total_len,
+        fragment: head.fragment,
+        proto: head.l4_proto(),
+        ports: head.ports,
+    };
+    l4_of(snap, own, ip, &facts, csum, || {
+        if head.next == 1 {
+            return icmp::parse(snap, ip, head.ihl, head.total_len, head.daddr)
+                .map(|e| e.map_or(Parsed::NotOurs, Parsed::IcmpError));
+        }
+        Ok(Parsed::NotOurs)
+    })
+}
+
+/// What classification needs of an IPv6 packet whose header and extension headers `head`
+/// checked, as [`l4_of`] says. Fragments are treated as IPv4's: IPVS sees IPv6 packets
+/// after `nf_defrag_ipv6` has put them together, and wvs does not reassemble, so a fragment
+/// of a service's packet is dropped (`ip_fragment`); clients find the path's MTU by
+/// Packet Too Big instead of fragmenting.
+#[inline]
+fn l4_of_ipv6(
+    snap: &Snapshot,
+    own: &crate::conn::own::OwnChecks,
+    ip: &[u8],
+    head: &Ipv6Header,
+    csum: CsumMode,
+) -> Result<Parsed, DropReason> {
+    let facts = IpFacts {
+        saddr: IpAddr::V6(head.saddr),
+        daddr: IpAddr::V6(head.daddr),
+        l4_off: head.l4_off,
+        total_len: head.total_len,
+        fragment: head.fragment.is_some(),
+        proto: head.l4_proto(),
+        ports: head.ports,
+    };
+    // ICMPv6 (errors relayed and answered) comes with its own step; until then it is the
+    // kernel's.
+    l4_of(snap, own, ip, &facts, csum, || Ok(Parsed::NotOurs))
+}
+
+/// What an IP header of either family says that classification needs.
+struct IpFacts {
+    saddr: IpAddr,
+    daddr: IpAddr,
+    l4_off: usize,
+    total_len: usize,
+    fragment: bool,
+    proto: Option<Protocol>,
+    ports: Option<(u16, u16)>,
+}
+
+/// What classification needs of an IP packet `ip` whose header said `f`; `other` reads
+/// what is neither TCP nor UDP.
 ///
 /// `Err`: malformed, or a fragment that concerns a service; drop. A packet that is not
 /// addressed to a virtual IP and does not come from a real server is never dropped here,
@@ -1191,36 +1263,33 @@ enum Parsed {
 /// the real server's stack, as IPVS leaves them when no helper needs the payload.
 /// `own` is the director's own checks through a local VIP, whose answers are wvs's too.
 #[inline]
-fn l4_of_ipv4(
+fn l4_of(
     snap: &Snapshot,
     own: &crate::conn::own::OwnChecks,
     ip: &[u8],
-    head: &Ipv4Header,
+    f: &IpFacts,
     csum: CsumMode,
+    other: impl FnOnce() -> Result<Parsed, DropReason>,
 ) -> Result<Parsed, DropReason> {
-    let &Ipv4Header {
+    let &IpFacts {
         saddr,
         daddr,
-        ihl,
+        l4_off,
         total_len,
         ..
-    } = head;
-    let ours = || snap.is_vip(IpAddr::V4(daddr)) || snap.is_real_addr(IpAddr::V4(saddr));
-    if head.fragment {
+    } = f;
+    let ours = || snap.is_vip(daddr) || snap.is_real_addr(saddr);
+    if f.fragment {
         return if ours() {
             Err(DropReason::IpFragment)
         } else {
             Ok(Parsed::NotOurs)
         };
     }
-    let Some(proto) = head.l4_proto() else {
-        if head.next == 1 {
-            return icmp::parse(snap, ip, ihl, total_len, daddr)
-                .map(|e| e.map_or(Parsed::NotOurs, Parsed::IcmpError));
-        }
-        return Ok(Parsed::NotOurs);
+    let Some(proto) = f.proto else {
+        return other();
     };
-    let Some((sport, dport)) = head.ports else {
+    let Some((sport, dport)) = f.ports else {
         return if ours() {
             Err(match proto {
                 Protocol::Tcp => DropReason::TcpTruncated,
@@ -1230,19 +1299,20 @@ fn l4_of_ipv4(
             Ok(Parsed::NotOurs)
         };
     };
-    let Some(l4) = ip.get(ihl..total_len) else {
+    let Some(l4) = ip.get(l4_off..total_len) else {
         return Err(DropReason::IpTruncated);
     };
-    let mine = snap.service(proto, IpAddr::V4(daddr), dport).is_some()
-        || snap.is_real(proto, IpAddr::V4(saddr), sport)
-        || snap.is_data_vip(proto, IpAddr::V4(daddr), dport)
-        || snap.is_data_real(proto, IpAddr::V4(saddr), sport)
+    let mine = snap.service(proto, daddr, dport).is_some()
+        || snap.is_real(proto, saddr, sport)
+        || snap.is_data_vip(proto, daddr, dport)
+        || snap.is_data_real(proto, saddr, sport)
         || own.answers(proto, saddr, sport, dport);
     if !mine {
         return Ok(Parsed::NotOurs);
     }
-    // From here on the packet is ours: check it fully before anything rewrites it.
-    if checksum::compute(&ip[..ihl]) != 0 {
+    // From here on the packet is ours: check it fully before anything rewrites it (IPv6
+    // has no header checksum).
+    if saddr.is_ipv4() && checksum::compute(&ip[..l4_off]) != 0 {
         return Err(DropReason::IpBadChecksum);
     }
     let flags = l4_flags(proto, l4, (saddr, daddr), csum)?;
@@ -1252,7 +1322,7 @@ fn l4_of_ipv4(
         daddr,
         sport,
         dport,
-        ihl,
+        l4_off,
         total_len,
         flags,
     }))
@@ -1265,7 +1335,7 @@ fn l4_of_ipv4(
 fn l4_flags(
     proto: Protocol,
     l4: &[u8],
-    (saddr, daddr): (Ipv4Addr, Ipv4Addr),
+    (saddr, daddr): (IpAddr, IpAddr),
     csum: CsumMode,
 ) -> Result<TcpFlags, DropReason> {
     Ok(match proto {
@@ -1282,7 +1352,7 @@ fn l4_flags(
             };
             if (flags.syn || flags.fin || flags.rst)
                 && csum == CsumMode::Complete
-                && checksum::l4_v4(saddr.octets(), daddr.octets(), 6, l4) != 0
+                && checksum::l4(saddr, daddr, 6, l4) != 0
             {
                 return Err(DropReason::L4BadChecksum);
             }
@@ -1302,3 +1372,5 @@ fn l4_flags(
 mod app_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod v6_tests;

@@ -99,6 +99,10 @@ drop_reasons! {
     L4BadChecksum => "l4_bad_csum",
     /// An application helper dropped the packet.
     HelperDrop => "helper_drop",
+    /// The connection's method cannot carry a packet of this family to its real server
+    /// (NAT or direct routing between the families; an IPv6 packet into a tunnel, which
+    /// carries IPv4 only so far).
+    FamilyMismatch => "family_mismatch",
 }
 
 /// The names of [`StatsSum::helper`]'s counters, in order.

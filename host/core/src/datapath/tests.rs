@@ -2095,7 +2095,7 @@ fn fullnat_harness(laddrs: &[&str]) -> Harness {
 }
 
 fn fullnat_harness_with(laddrs: &[&str], max_conns: usize) -> Harness {
-    let laddrs: Vec<Ipv4Addr> = laddrs
+    let laddrs: Vec<IpAddr> = laddrs
         .iter()
         .map(|a| a.parse().expect("an address"))
         .collect();
@@ -2209,7 +2209,7 @@ fn a_local_real_server_gets_the_packet_unchanged_through_the_stack() {
     assert_eq!(
         v,
         Verdict::Stack {
-            daddr: Ipv4Addr::from(VIP),
+            daddr: Ipv4Addr::from(VIP).into(),
             len: orig.len() - ETHERNET_HEADER_LEN
         }
     );
@@ -2236,7 +2236,7 @@ fn bypass_sends_a_packet_of_no_server_on_to_its_destination() {
     assert_eq!(
         h.dp.process(&h.snap, 0, COMPLETE, &mut f),
         Verdict::Stack {
-            daddr: Ipv4Addr::from(VIP),
+            daddr: Ipv4Addr::from(VIP).into(),
             len: n
         }
     );
@@ -2358,7 +2358,7 @@ fn what_a_real_server_sends_the_balancers_own_address_goes_to_its_stack() {
     assert_eq!(
         v,
         Verdict::Stack {
-            daddr: Ipv4Addr::new(198, 19, 0, 1),
+            daddr: Ipv4Addr::new(198, 19, 0, 1).into(),
             len: answer.len() - ETHERNET_HEADER_LEN
         }
     );
@@ -2403,7 +2403,7 @@ fn what_a_real_server_sends_the_balancers_own_address_goes_to_its_stack() {
     assert_eq!(
         h.dp.process(&h.snap, 0, FROM_RS, &mut e),
         Verdict::Stack {
-            daddr: Ipv4Addr::new(198, 19, 0, 1),
+            daddr: Ipv4Addr::new(198, 19, 0, 1).into(),
             len: n
         }
     );
@@ -2756,7 +2756,7 @@ fn the_answer_to_a_check_through_a_local_vip_goes_to_the_stack_from_the_stand_in
     assert_eq!(
         h.dp.process(&h.snap, 0, FROM_RS, &mut f),
         Verdict::Stack {
-            daddr: Ipv4Addr::from(own_addr),
+            daddr: Ipv4Addr::from(own_addr).into(),
             len: n
         }
     );

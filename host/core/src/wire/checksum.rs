@@ -129,6 +129,24 @@ pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], proto: u8, len: u32) -> u16 {
     fold(sum_words(acc, &[0, proto]))
 }
 
+/// The TCP/UDP checksum of `segment` between `src` and `dst` of either family (both of
+/// one: a packet has one IP header).
+pub fn l4(src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8, segment: &[u8]) -> u16 {
+    use std::net::IpAddr;
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => l4_v4(s.octets(), d.octets(), proto, segment),
+        (s, d) => l4_v6(v6_octets(s), v6_octets(d), proto, segment),
+    }
+}
+
+/// An address as IPv6 octets (IPv4 as IPv4-mapped).
+fn v6_octets(a: std::net::IpAddr) -> [u8; 16] {
+    match a {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    }
+}
+
 /// Complete a partial checksum in software, as the device would have (`skb_checksum_help`):
 /// the field at `field` of `segment` holds the pseudo-header sum; the result covers it and
 /// every byte of the segment. Returns the value written. `field` must leave room for two

@@ -8,8 +8,11 @@ use super::{Link, Packet, Refused, Sent, Target};
 /// A client's packet to its real server.
 pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
     super::check(pkt, t.mtu)?;
-    let ihl = pkt.ihl;
-    super::decrement_ttl(&mut pkt.ip()[..ihl])?;
+    let l4_off = pkt.l4_off;
+    let ip = pkt.ip();
+    // The real server holds the VIP, of the packet's family.
+    super::nat::same_family(ip, t.daddr)?;
+    super::decrement_ttl(&mut ip[..l4_off])?;
     super::set_macs(pkt.buf, link);
     Ok(Sent::InPlace { iface: link.iface })
 }

@@ -4,17 +4,19 @@
 //! source and the client as its destination. The server answers the balancer whatever its
 //! routes say, so it needs no route to the clients (and does not see their addresses).
 
-use super::nat::{Rewrite, rewrite_v4};
+use super::nat::{Rewrite, rewrite, same_family};
 use super::{Back, Link, Packet, Refused, Sent, Target};
 
 /// A client's packet to its real server: one hop less, then both endpoints rewritten.
 pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
     super::check(pkt, t.mtu)?;
-    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let (l4_off, proto, csum) = (pkt.l4_off, pkt.proto, pkt.csum);
     let ip = pkt.ip();
-    super::decrement_ttl(&mut ip[..ihl])?;
-    rewrite_v4(ip, ihl, proto, Rewrite::Dst, t.daddr, t.dport, csum);
-    rewrite_v4(ip, ihl, proto, Rewrite::Src, t.local.0, t.local.1, csum);
+    same_family(ip, t.daddr)?;
+    same_family(ip, t.local.0)?;
+    super::decrement_ttl(&mut ip[..l4_off])?;
+    rewrite(ip, l4_off, proto, Rewrite::Dst, t.daddr, t.dport, csum);
+    rewrite(ip, l4_off, proto, Rewrite::Src, t.local.0, t.local.1, csum);
     super::set_macs(pkt.buf, link);
     Ok(Sent::InPlace { iface: link.iface })
 }
@@ -22,11 +24,13 @@ pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Ref
 /// A real server's reply to the client: one hop less, from the virtual service to the
 /// client again.
 pub(crate) fn to_client(pkt: &mut Packet<'_>, b: &Back, link: Link) -> Result<Sent, Refused> {
-    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let (l4_off, proto, csum) = (pkt.l4_off, pkt.proto, pkt.csum);
     let ip = pkt.ip();
-    super::decrement_ttl(&mut ip[..ihl])?;
-    rewrite_v4(ip, ihl, proto, Rewrite::Src, b.vaddr, b.vport, csum);
-    rewrite_v4(ip, ihl, proto, Rewrite::Dst, b.caddr, b.cport, csum);
+    same_family(ip, b.vaddr)?;
+    same_family(ip, b.caddr)?;
+    super::decrement_ttl(&mut ip[..l4_off])?;
+    rewrite(ip, l4_off, proto, Rewrite::Src, b.vaddr, b.vport, csum);
+    rewrite(ip, l4_off, proto, Rewrite::Dst, b.caddr, b.cport, csum);
     super::set_macs(pkt.buf, link);
     Ok(Sent::InPlace { iface: link.iface })
 }

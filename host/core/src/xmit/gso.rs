@@ -1,11 +1,11 @@
-//! Software segmentation (`skb_gso_segment` for TCPv4 and UDP_L4): a GSO super-packet that
+//! Software segmentation (`skb_gso_segment` for TCPv4, TCPv6 and UDP_L4): a GSO super-packet that
 //! must be encapsulated (or routed on by the balancer's stack, bypass) is cut into the
 //! segments the kernel would have cut it into, each of which then goes through the
 //! transmitter as a plain packet. The kernel cannot do it for wvs: a packet socket can hand
 //! it a GSO packet only with the headers it knows (TCP or UDP right after the IP header),
 //! not inside a tunnel, and a raw socket none at all.
 //!
-//! Each segment gets the headers of the super-packet with its own length, IP ID (one more
+//! Each segment gets the headers of the super-packet with its own length, IPv4 ID (one more
 //! per segment, as the kernel counts) and checksums; a TCP segment its sequence number, and
 //! FIN and PSH on the last only, CWR on the first only (`tcp_gso_segment`). Segments are
 //! written into buffers the I/O layer lends ([`SegmentSink`]), so nothing is allocated.
@@ -13,7 +13,7 @@
 use super::{Packet, Refused, Sent};
 use crate::model::Protocol;
 use crate::wire::checksum::{self, CsumMode};
-use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, tcp_field, udp_field};
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, Ipv6Packet, ipv6_field, tcp_field, udp_field};
 
 /// Where segments go: the I/O layer's transmit buffers. Nothing is sent during the
 /// datapath's call: the I/O layer sends what was marked when the call returns.
@@ -32,7 +32,7 @@ pub enum SegmentTo {
     /// Out of this interface (its index in the `--iface` list), as a frame.
     Iface(u8),
     /// To the balancer's own stack, as an IP packet addressed to this address.
-    Stack(std::net::Ipv4Addr),
+    Stack(std::net::IpAddr),
 }
 
 /// A sink without buffers: nothing can be segmented.
@@ -86,7 +86,7 @@ pub fn segment(
         sp.fix_headers(seg, k, k + 1 == n);
         let mut p = Packet {
             buf: &mut *out,
-            ihl: sp.ihl,
+            l4_off: sp.l4_off,
             total_len: seg_len,
             proto: pkt.proto,
             csum: CsumMode::Complete,
@@ -108,15 +108,15 @@ pub fn segment(
 /// What every segment of a super-packet takes from it.
 struct Super {
     proto: Protocol,
-    /// Its IP header's length, and with the TCP or UDP header's.
-    ihl: usize,
+    /// Where its upper layer starts, and where its payload does.
+    l4_off: usize,
     hdrs: usize,
     /// Payload bytes per segment.
     gso: usize,
-    src: [u8; 4],
-    dst: [u8; 4],
-    /// The IP ID of the first segment.
-    id: u16,
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    /// The IPv4 ID of the first segment (IPv6 has none outside a fragment header).
+    id: Option<u16>,
     /// TCP: the first segment's sequence number and the flags.
     seq: u32,
     flags: u8,
@@ -124,55 +124,70 @@ struct Super {
 
 impl Super {
     fn of(pkt: &Packet<'_>, ip: &[u8]) -> Result<Self, Refused> {
-        let ihl = pkt.ihl;
+        let l4_off = pkt.l4_off;
         let l4_hdr = match pkt.proto {
             Protocol::Tcp => ip
-                .get(ihl + 12)
+                .get(l4_off + 12)
                 .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
             Protocol::Udp => udp_field::HEADER_LEN,
         };
-        let hdrs = ihl + l4_hdr;
+        let hdrs = l4_off + l4_hdr;
         if hdrs > ip.len() {
             return Err(Refused::NoRoom);
         }
-        let iph = Ipv4Packet::new_unchecked(&ip[..ihl]);
+        let (src, dst, id) = if pkt.is_v6() {
+            let iph = Ipv6Packet::new_unchecked(&ip[..l4_off]);
+            (iph.src_addr().into(), iph.dst_addr().into(), None)
+        } else {
+            let iph = Ipv4Packet::new_unchecked(&ip[..l4_off]);
+            (
+                iph.src_addr().into(),
+                iph.dst_addr().into(),
+                Some(iph.ident()),
+            )
+        };
         let (seq, flags) = match pkt.proto {
             Protocol::Tcp => (
                 u32::from_be_bytes([
-                    ip[ihl + TCP_SEQ],
-                    ip[ihl + TCP_SEQ + 1],
-                    ip[ihl + TCP_SEQ + 2],
-                    ip[ihl + TCP_SEQ + 3],
+                    ip[l4_off + TCP_SEQ],
+                    ip[l4_off + TCP_SEQ + 1],
+                    ip[l4_off + TCP_SEQ + 2],
+                    ip[l4_off + TCP_SEQ + 3],
                 ]),
-                ip[ihl + TCP_FLAGS],
+                ip[l4_off + TCP_FLAGS],
             ),
             Protocol::Udp => (0, 0),
         };
         Ok(Self {
             proto: pkt.proto,
-            ihl,
+            l4_off,
             hdrs,
             gso: usize::from(pkt.gso_size.max(1)),
-            src: iph.src_addr().octets(),
-            dst: iph.dst_addr().octets(),
-            id: iph.ident(),
+            src,
+            dst,
+            id,
             seq,
             flags,
         })
     }
 
     /// The headers of segment `k` (the `last` or not), whose payload is in place: its
-    /// length, IP ID and checksums; TCP's sequence number, FIN and PSH on the last only,
+    /// length, IPv4 ID and checksums; TCP's sequence number, FIN and PSH on the last only,
     /// CWR on the first only (`tcp_gso_segment`).
     fn fix_headers(&self, seg: &mut [u8], k: usize, last: bool) {
         let seg_len = seg.len();
-        let (hdr, l4) = seg.split_at_mut(self.ihl);
-        let mut h = Ipv4Packet::new_unchecked(&mut *hdr);
-        h.set_total_len(seg_len as u16);
-        h.set_ident(self.id.wrapping_add(k as u16));
-        h.set_checksum(0);
-        let c = checksum::compute(hdr);
-        Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+        let (hdr, l4) = seg.split_at_mut(self.l4_off);
+        if let Some(id) = self.id {
+            let mut h = Ipv4Packet::new_unchecked(&mut *hdr);
+            h.set_total_len(seg_len as u16);
+            h.set_ident(id.wrapping_add(k as u16));
+            h.set_checksum(0);
+            let c = checksum::compute(hdr);
+            Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+        } else {
+            let payload = seg_len.saturating_sub(ipv6_field::HEADER_LEN);
+            Ipv6Packet::new_unchecked(&mut *hdr).set_payload_len(payload as u16);
+        }
         match self.proto {
             Protocol::Tcp => {
                 let s = self.seq.wrapping_add((k * self.gso) as u32);
@@ -186,14 +201,14 @@ impl Super {
                 }
                 l4[TCP_FLAGS] = f;
                 l4[tcp_field::CHECKSUM..tcp_field::CHECKSUM + 2].fill(0);
-                let c = checksum::l4_v4(self.src, self.dst, 6, l4);
+                let c = checksum::l4(self.src, self.dst, 6, l4);
                 l4[tcp_field::CHECKSUM..tcp_field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
             }
             Protocol::Udp => {
                 let len = l4.len() as u16;
                 l4[4..6].copy_from_slice(&len.to_be_bytes());
                 l4[udp_field::CHECKSUM..udp_field::CHECKSUM + 2].fill(0);
-                let mut c = checksum::l4_v4(self.src, self.dst, 17, l4);
+                let mut c = checksum::l4(self.src, self.dst, 17, l4);
                 if c == 0 {
                     c = 0xffff;
                 }
@@ -250,7 +265,7 @@ mod tests {
         let total_len = frame.len() - ETHERNET_HEADER_LEN;
         let pkt = Packet {
             buf: &mut frame,
-            ihl: 20,
+            l4_off: 20,
             total_len,
             proto: Protocol::Tcp,
             csum: CsumMode::Complete,
@@ -297,7 +312,7 @@ mod tests {
         let total_len = frame.len() - ETHERNET_HEADER_LEN;
         let pkt = Packet {
             buf: &mut frame,
-            ihl: 20,
+            l4_off: 20,
             total_len,
             proto: Protocol::Udp,
             csum: CsumMode::Complete,

@@ -21,12 +21,13 @@ pub mod nat;
 pub mod stack;
 pub mod tunnel;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::model::{Forward, Protocol};
 use crate::wire::checksum::CsumMode;
 use crate::wire::{
-    ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, Ipv4Packet, tcp_field, udp_field,
+    ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, Ipv4Packet, Ipv6Packet, ipv6_field,
+    tcp_field, udp_field,
 };
 
 /// The link a frame leaves on: which of wvs's interfaces, from and to which MAC address.
@@ -40,13 +41,14 @@ pub struct Link {
     pub dst_mac: [u8; 6],
 }
 
-/// A received IPv4 TCP/UDP packet in its buffer, as the datapath checked it.
+/// A received IPv4 or IPv6 TCP/UDP packet in its buffer, as the datapath checked it.
 #[derive(Debug)]
 pub struct Packet<'a> {
     /// The buffer: the Ethernet frame from its start, with room after it (the whole slot).
     pub buf: &'a mut [u8],
-    /// The IP header's length.
-    pub ihl: usize,
+    /// Where the upper layer starts in the IP packet: IPv4's header length, or IPv6's
+    /// fixed header and the extension headers after it.
+    pub l4_off: usize,
     /// The IP packet's total length (the frame is `ETHERNET_HEADER_LEN + total_len`).
     pub total_len: usize,
     /// The L4 protocol.
@@ -61,6 +63,13 @@ impl Packet<'_> {
     /// The IP packet.
     fn ip(&mut self) -> &mut [u8] {
         &mut self.buf[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + self.total_len]
+    }
+
+    /// Whether it is an IPv6 packet (by its version; the datapath checked it).
+    pub fn is_v6(&self) -> bool {
+        self.buf
+            .get(ETHERNET_HEADER_LEN)
+            .is_some_and(|b| b >> 4 == 6)
     }
 }
 
@@ -95,7 +104,7 @@ pub enum Sent {
     /// own stack to deliver or route to `daddr`.
     Stack {
         /// The packet's destination.
-        daddr: Ipv4Addr,
+        daddr: IpAddr,
         /// Length of the IP packet.
         len: usize,
     },
@@ -112,14 +121,18 @@ pub enum Refused {
     /// knows the headers of, and a packet socket cannot describe a tunnel to it; the
     /// datapath cuts it ([`gso`]) if it has buffers.
     TunnelGso,
-    /// Longer than the path's MTU with DF set: IPVS answers ICMP fragmentation needed
-    /// with this MTU (`ensure_mtu_is_adequate`).
+    /// Longer than the path's MTU with DF set (any IPv6 packet): IPVS answers ICMP
+    /// fragmentation needed, or ICMPv6 Packet Too Big, with this MTU
+    /// (`ensure_mtu_is_adequate`).
     FragNeeded {
         /// The MTU to report.
         mtu: u16,
     },
     /// Longer than the path's MTU without DF (IPVS would fragment it).
     TooBig,
+    /// The method cannot carry a packet of this family to this real server: NAT and
+    /// direct routing between the families, or an IPv6 packet into a tunnel.
+    Family,
 }
 
 /// What the connection says about where a client's packet goes.
@@ -128,17 +141,17 @@ pub struct Target {
     /// The forwarding method.
     pub fwd: Forward,
     /// The real server's address.
-    pub daddr: Ipv4Addr,
+    pub daddr: IpAddr,
     /// The real server's port (NAT).
     pub dport: u16,
     /// wvs's source address towards the real server (the outer source of a tunnel).
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     /// A hash of the connection, for a tunnel's UDP source port (GUE).
     pub flow_hash: u32,
     /// The path MTU towards the real server (0: not known, not checked).
     pub mtu: u32,
     /// Full NAT: the local address and port the real server sees as the source.
-    pub local: (Ipv4Addr, u16),
+    pub local: (IpAddr, u16),
     /// IPVS's `pmtu_disc`: a tunnel's outer packet keeps the inner DF (else it goes without
     /// DF and is fragmented when too long).
     pub pmtu_disc: bool,
@@ -150,11 +163,11 @@ pub(crate) struct Back {
     /// The forwarding method (masquerading or full NAT).
     pub fwd: Forward,
     /// The virtual address, the reply's new source.
-    pub vaddr: Ipv4Addr,
+    pub vaddr: IpAddr,
     /// The virtual port.
     pub vport: u16,
     /// The client's address (full NAT: the reply's new destination).
-    pub caddr: Ipv4Addr,
+    pub caddr: IpAddr,
     /// The client's port.
     pub cport: u16,
 }
@@ -213,13 +226,18 @@ pub(crate) fn decrement_ttl(ip: &mut [u8]) -> Result<(), Refused> {
     }
 }
 
-/// The checks of `__ip_vs_get_out_rt` before a packet is changed, in its order: the TTL,
-/// then the MTU (`mtu`: the path's, less what the method adds; 0: unknown). Nothing is
-/// written, so a refused packet can still be quoted in the answer.
+/// The checks of `__ip_vs_get_out_rt` before a packet is changed, in its order: the TTL
+/// (IPv6's hop limit), then the MTU (`mtu`: the path's, less what the method adds; 0:
+/// unknown). Nothing is written, so a refused packet can still be quoted in the answer.
 pub fn check(pkt: &Packet<'_>, mtu: u32) -> Result<(), Refused> {
     let ip = &pkt.buf[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + pkt.total_len];
-    let iph = Ipv4Packet::new_unchecked(&ip[..pkt.ihl]);
-    if iph.hop_limit() <= 1 {
+    let v6 = pkt.is_v6();
+    let hop_limit = if v6 {
+        Ipv6Packet::new_unchecked(&ip[..pkt.l4_off]).hop_limit()
+    } else {
+        Ipv4Packet::new_unchecked(&ip[..pkt.l4_off]).hop_limit()
+    };
+    if hop_limit <= 1 {
         return Err(Refused::TtlExceeded);
     }
     if mtu == 0 {
@@ -232,19 +250,30 @@ pub fn check(pkt: &Packet<'_>, mtu: u32) -> Result<(), Refused> {
     } else {
         let l4_hdr = match pkt.proto {
             Protocol::Tcp => ip
-                .get(pkt.ihl + 12)
+                .get(pkt.l4_off + 12)
                 .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
             Protocol::Udp => udp_field::HEADER_LEN,
         };
-        pkt.ihl + l4_hdr + usize::from(pkt.gso_size)
+        pkt.l4_off + l4_hdr + usize::from(pkt.gso_size)
     };
     if len as u64 <= u64::from(mtu) {
         return Ok(());
     }
-    if iph.dont_frag() {
-        // `mtu < 68` is a broken route; IPVS drops there without an answer.
+    // IPv6 routers never fragment: every packet too long is answered with Packet Too Big
+    // (`__mtu_check_toobig_v6`), an IPv4 one only with DF.
+    let (dont_frag, least) = if v6 {
+        (true, ipv6_field::MIN_MTU as u16)
+    } else {
+        (
+            Ipv4Packet::new_unchecked(&ip[..pkt.l4_off]).dont_frag(),
+            MIN_IPV4_MTU,
+        )
+    };
+    if dont_frag {
+        // Below the family's least MTU the route is broken; IPVS drops there without an
+        // answer.
         let mtu = u16::try_from(mtu).map_err(|_| Refused::TooBig)?;
-        if mtu < MIN_IPV4_MTU {
+        if mtu < least {
             return Err(Refused::TooBig);
         }
         Err(Refused::FragNeeded { mtu })

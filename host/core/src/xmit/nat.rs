@@ -6,7 +6,7 @@
 //! (RFC 1624), so the cost does not grow with the payload and an already bad checksum stays
 //! bad instead of being "repaired".
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Link, Packet, Refused, Sent, Target};
 use crate::model::Protocol;
@@ -17,10 +17,11 @@ use crate::wire::{Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 /// becomes the real server.
 pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Refused> {
     super::check(pkt, t.mtu)?;
-    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let (l4_off, proto, csum) = (pkt.l4_off, pkt.proto, pkt.csum);
     let ip = pkt.ip();
-    super::decrement_ttl(&mut ip[..ihl])?;
-    rewrite_v4(ip, ihl, proto, Rewrite::Dst, t.daddr, t.dport, csum);
+    same_family(ip, t.daddr)?;
+    super::decrement_ttl(&mut ip[..l4_off])?;
+    rewrite(ip, l4_off, proto, Rewrite::Dst, t.daddr, t.dport, csum);
     super::set_macs(pkt.buf, link);
     Ok(Sent::InPlace { iface: link.iface })
 }
@@ -29,14 +30,15 @@ pub fn to_real(pkt: &mut Packet<'_>, t: &Target, link: Link) -> Result<Sent, Ref
 /// forwards replies), the source becomes the virtual service.
 pub(crate) fn to_client(
     pkt: &mut Packet<'_>,
-    vaddr: Ipv4Addr,
+    vaddr: IpAddr,
     vport: u16,
     link: Link,
 ) -> Result<Sent, Refused> {
-    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let (l4_off, proto, csum) = (pkt.l4_off, pkt.proto, pkt.csum);
     let ip = pkt.ip();
-    super::decrement_ttl(&mut ip[..ihl])?;
-    rewrite_v4(ip, ihl, proto, Rewrite::Src, vaddr, vport, csum);
+    same_family(ip, vaddr)?;
+    super::decrement_ttl(&mut ip[..l4_off])?;
+    rewrite(ip, l4_off, proto, Rewrite::Src, vaddr, vport, csum);
     super::set_macs(pkt.buf, link);
     Ok(Sent::InPlace { iface: link.iface })
 }
@@ -48,6 +50,34 @@ pub enum Rewrite {
     Dst,
     /// The source (real server -> client).
     Src,
+}
+
+/// Whether the IP packet `ip` is of `addr`'s family: an address of one family cannot go
+/// into a header of the other.
+pub(crate) fn same_family(ip: &[u8], addr: IpAddr) -> Result<(), Refused> {
+    let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
+    if v6 == addr.is_ipv6() {
+        Ok(())
+    } else {
+        Err(Refused::Family)
+    }
+}
+
+/// Rewrite one endpoint of a TCP/UDP packet of `addr`'s family (the caller checked that
+/// the packet is of it: [`same_family`]), by [`rewrite_v4`] or [`rewrite_v6`].
+pub(crate) fn rewrite(
+    ip: &mut [u8],
+    l4_off: usize,
+    proto: Protocol,
+    which: Rewrite,
+    addr: IpAddr,
+    port: u16,
+    mode: CsumMode,
+) {
+    match addr {
+        IpAddr::V4(a) => rewrite_v4(ip, l4_off, proto, which, a, port, mode),
+        IpAddr::V6(a) => rewrite_v6(ip, l4_off, proto, which, a, port, mode),
+    }
 }
 
 /// Rewrite one endpoint of an IPv4 TCP/UDP packet.

@@ -12,7 +12,7 @@
 //! is cut into segments first.
 
 use super::{Packet, Refused, Sent};
-use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet};
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, Ipv6Packet};
 
 /// Deliver to the balancer's own stack.
 pub fn local(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
@@ -24,14 +24,15 @@ pub fn local(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
 /// delivered to its stack.
 pub(crate) fn own_check(
     pkt: &mut Packet<'_>,
-    standin: std::net::Ipv4Addr,
+    standin: std::net::IpAddr,
     sport: u16,
 ) -> Result<Sent, Refused> {
-    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let (l4_off, proto, csum) = (pkt.l4_off, pkt.proto, pkt.csum);
     let ip = pkt.ip();
-    super::nat::rewrite_v4(
+    super::nat::same_family(ip, standin)?;
+    super::nat::rewrite(
         ip,
-        ihl,
+        l4_off,
         proto,
         super::nat::Rewrite::Src,
         standin,
@@ -48,16 +49,21 @@ pub fn bypass(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
     if pkt.gso_size != 0 {
         return Err(Refused::TunnelGso);
     }
-    let ihl = pkt.ihl;
-    super::decrement_ttl(&mut pkt.ip()[..ihl])?;
+    let l4_off = pkt.l4_off;
+    super::decrement_ttl(&mut pkt.ip()[..l4_off])?;
     Ok(finish(pkt))
 }
 
 fn finish(pkt: &mut Packet<'_>) -> Sent {
-    let (ihl, proto, csum, len) = (pkt.ihl, pkt.proto, pkt.csum, pkt.total_len);
+    let v6 = pkt.is_v6();
+    let (l4_off, proto, csum, len) = (pkt.l4_off, pkt.proto, pkt.csum, pkt.total_len);
     let ip = pkt.ip();
-    super::complete_csum(ip, ihl, proto, csum);
-    let daddr = Ipv4Packet::new_unchecked(&ip[..ihl]).dst_addr();
+    super::complete_csum(ip, l4_off, proto, csum);
+    let daddr = if v6 {
+        Ipv6Packet::new_unchecked(&ip[..l4_off]).dst_addr().into()
+    } else {
+        Ipv4Packet::new_unchecked(&ip[..l4_off]).dst_addr().into()
+    };
     debug_assert!(pkt.buf.len() >= ETHERNET_HEADER_LEN + len);
     Sent::Stack { daddr, len }
 }

@@ -17,6 +17,8 @@
 //! GSO super-packet is refused here whole ([`Refused::TunnelGso`]) and the datapath cuts it
 //! into segments ([`super::gso`]), each of which comes back here as a plain packet.
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use super::{Link, Packet, Refused, Sent, Target};
 use crate::model::{TunCsum, TunKind, Tunnel};
 use crate::wire::checksum;
@@ -87,9 +89,16 @@ pub fn to_real(
     tun: &Tunnel,
     link: Link,
 ) -> Result<Sent, Refused> {
+    // IPv4 outside and inside until the IPv6 tunnels come (issue 32).
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (t.src, t.daddr) else {
+        return Err(Refused::Family);
+    };
+    if pkt.is_v6() {
+        return Err(Refused::Family);
+    }
     let over = overhead(tun);
     let fragment = needs_fragments(pkt, t, over)?;
-    let (ihl, proto, csum) = (pkt.ihl, pkt.proto, pkt.csum);
+    let (ihl, proto, csum) = (pkt.l4_off, pkt.proto, pkt.csum);
     let inner_len = pkt.total_len;
     let end = ETHERNET_HEADER_LEN + over + inner_len;
     let outer_len = u16::try_from(over + inner_len).map_err(|_| Refused::NoRoom)?;
@@ -115,8 +124,8 @@ pub fn to_real(
     );
     let frame = &mut pkt.buf[..end];
     let (hdr, encap) = frame[ETHERNET_HEADER_LEN..].split_at_mut(OUTER_IP_LEN);
-    write_outer_ip(hdr, t, tun, &outer);
-    write_encap(encap, t, tun, inner_len);
+    write_outer_ip(hdr, (src, dst), tun, &outer);
+    write_encap(encap, (src, dst), t.flow_hash, tun, inner_len);
     super::set_macs(frame, link);
     if fragment {
         return Ok(Sent::Fragment {
@@ -156,7 +165,7 @@ fn needs_fragments(pkt: &Packet<'_>, t: &Target, over: usize) -> Result<bool, Re
 }
 
 /// The outer IPv4 header, from wvs's address on the route to the real server.
-fn write_outer_ip(hdr: &mut [u8], t: &Target, tun: &Tunnel, o: &Outer) {
+fn write_outer_ip(hdr: &mut [u8], (src, dst): (Ipv4Addr, Ipv4Addr), tun: &Tunnel, o: &Outer) {
     let next = match tun.kind {
         TunKind::Ipip => PROTO_IPIP,
         TunKind::Gue => PROTO_UDP,
@@ -173,28 +182,34 @@ fn write_outer_ip(hdr: &mut [u8], t: &Target, tun: &Tunnel, o: &Outer) {
     outer.set_dont_frag(o.dont_frag);
     outer.set_hop_limit(o.ttl);
     outer.set_next_header(next.into());
-    outer.set_src_addr(t.src);
-    outer.set_dst_addr(t.daddr);
+    outer.set_src_addr(src);
+    outer.set_dst_addr(dst);
     let c = checksum::compute(&hdr[..]);
     Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
 }
 
 /// The encapsulation after the outer IP header (nothing for IPIP; GUE's UDP and GUE
 /// headers; GRE's), over `inner_len` bytes of inner packet, with its checksum if asked.
-fn write_encap(encap: &mut [u8], t: &Target, tun: &Tunnel, inner_len: usize) {
+fn write_encap(
+    encap: &mut [u8],
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+    flow_hash: u32,
+    tun: &Tunnel,
+    inner_len: usize,
+) {
     match tun.kind {
         TunKind::Ipip => {}
         TunKind::Gue => {
             let udp_len = (GUE_LEN + inner_len) as u16;
             let (udp, rest) = encap.split_at_mut(udp_field::HEADER_LEN);
-            udp[0..2].copy_from_slice(&flow_port(t.flow_hash).to_be_bytes());
+            udp[0..2].copy_from_slice(&flow_port(flow_hash).to_be_bytes());
             udp[2..4].copy_from_slice(&tun.port.to_be_bytes());
             udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
             udp[6..8].fill(0);
             // Version 0, C 0, no options; the protocol of what follows; no flags.
             rest[..4].copy_from_slice(&[0, PROTO_IPIP, 0, 0]);
             if tun.csum != TunCsum::None {
-                let mut c = checksum::l4_v4(t.src.octets(), t.daddr.octets(), PROTO_UDP, encap);
+                let mut c = checksum::l4_v4(src.octets(), dst.octets(), PROTO_UDP, encap);
                 if c == 0 {
                     c = 0xffff;
                 }

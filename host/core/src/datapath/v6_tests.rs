@@ -1,0 +1,427 @@
+//! The datapath over IPv6 (`ip_vs_in`/`ip_vs_out` for AF_INET6): NAT66 both ways with
+//! checksums etherparse agrees with, the hop limit, extension headers stepped over,
+//! fragments, the methods that carry IPv6 so far and those that refuse it, and IPv4 and
+//! IPv6 services side by side.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::Ordering::Relaxed;
+
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+
+use super::*;
+use crate::model::Protocol;
+use crate::spec::Service;
+use crate::testkit::{
+    CLIENT, CLIENT_IF_MAC, CLIENT_MAC, CLIENT6, FROM_CLIENT as COMPLETE, FROM_RS, Harness, IPIP,
+    SERVER_IF_MAC, VIP, VIP6, real, real_by, rr, rs_mac, rs6, service6, v6,
+};
+
+fn addr(a: [u8; 16]) -> Ipv6Addr {
+    Ipv6Addr::from(a)
+}
+
+fn rs6_at(last: u8, port: u16) -> String {
+    format!("[{}]:{port}", addr(rs6(last)))
+}
+
+fn harness_of(services: &[Service]) -> Harness {
+    Harness::new(
+        Snapshot::build_native(services, &Snapshot::default()),
+        1 << 12,
+        1,
+    )
+}
+
+/// Round robin on [VIP6]:80 (TCP) over three servers, on [VIP6]:9000 (UDP) over two,
+/// listed last to first as IPVS's schedulers see them newest first.
+fn harness() -> Harness {
+    harness_of(&[
+        service6(
+            Protocol::Tcp,
+            80,
+            "rr",
+            [13, 12, 11].map(|n| real(&rs6_at(n, 8080))).into(),
+        ),
+        service6(
+            Protocol::Udp,
+            9000,
+            "rr",
+            [12, 11].map(|n| real(&rs6_at(n, 9000))).into(),
+        ),
+    ])
+}
+
+#[derive(Clone, Copy)]
+enum F {
+    Syn,
+    SynAck,
+    Ack,
+}
+
+fn tcp6(src: ([u8; 16], u16), dst: ([u8; 16], u16), f: F, hops: u8, payload: &[u8]) -> Vec<u8> {
+    let (smac, dmac) = if dst.0 == VIP6 || src.0 == CLIENT6 {
+        (CLIENT_MAC, CLIENT_IF_MAC)
+    } else {
+        (rs_mac(src.0[15]), SERVER_IF_MAC)
+    };
+    let b = PacketBuilder::ethernet2(smac, dmac)
+        .ipv6(src.0, dst.0, hops)
+        .tcp(src.1, dst.1, 1000, 65535);
+    let b = match f {
+        F::Syn => b.syn(),
+        F::SynAck => b.syn().ack(1001),
+        F::Ack => b.ack(1),
+    };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("a frame");
+    v
+}
+
+fn client_syn(cport: u16) -> Vec<u8> {
+    tcp6((CLIENT6, cport), (VIP6, 80), F::Syn, 64, b"")
+}
+
+/// The addresses, ports and hop limit of an IPv6 frame, its L4 checksum checked by
+/// etherparse.
+fn check6(frame: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16, u8) {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("frame parses");
+    let Some(NetHeaders::Ipv6(ip, _)) = &h.net else {
+        panic!("not ipv6")
+    };
+    let payload = h.payload.slice();
+    let (sport, dport) = match &h.transport {
+        Some(TransportHeader::Tcp(t)) => {
+            let c = t.calc_checksum_ipv6(ip, payload).expect("checksum");
+            assert_eq!(t.checksum, c, "tcp checksum");
+            (t.source_port, t.destination_port)
+        }
+        Some(TransportHeader::Udp(u)) => {
+            let c = u.calc_checksum_ipv6(ip, payload).expect("checksum");
+            assert_eq!(u.checksum, c, "udp checksum");
+            (u.source_port, u.destination_port)
+        }
+        _ => panic!("no transport"),
+    };
+    (
+        ip.source.into(),
+        sport,
+        ip.destination.into(),
+        dport,
+        ip.hop_limit,
+    )
+}
+
+#[test]
+fn nat66_both_ways_with_valid_checksums() {
+    let h = harness();
+    let mut syn = client_syn(40000);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    let (s, sp, d, dp, hops) = check6(&syn);
+    assert_eq!((s, sp), (addr(CLIENT6), 40000), "the client is kept (NAT)");
+    assert_eq!((d, dp), (addr(rs6(11)), 8080));
+    assert_eq!(hops, 63, "one hop less, as IPVS's decrement_ttl for IPv6");
+    assert_eq!(&syn[0..6], &rs_mac(11));
+    assert_eq!(&syn[6..12], &SERVER_IF_MAC);
+
+    let mut synack = tcp6((rs6(11), 8080), (CLIENT6, 40000), F::SynAck, 64, b"");
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut synack),
+        Verdict::Tx { iface: 0 }
+    );
+    let (s, sp, d, dp, hops) = check6(&synack);
+    assert_eq!(
+        (s, sp, d, dp),
+        (addr(VIP6), 80, addr(CLIENT6), 40000),
+        "the reply comes from the VIP"
+    );
+    assert_eq!(hops, 63);
+    assert_eq!(&synack[0..6], &CLIENT_MAC);
+
+    let mut ack = tcp6(
+        (CLIENT6, 40000),
+        (VIP6, 80),
+        F::Ack,
+        64,
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 2, COMPLETE, &mut ack),
+        Verdict::Tx { iface: 1 }
+    );
+    check6(&ack);
+    let mut state = None;
+    h.conns
+        .for_each(|c| state = Some((c.state, c.caddr(), c.vaddr(), c.raddr())));
+    assert_eq!(
+        state,
+        Some((
+            TcpState::Established,
+            IpAddr::from(CLIENT6),
+            IpAddr::from(VIP6),
+            IpAddr::from(rs6(11))
+        ))
+    );
+}
+
+#[test]
+fn round_robin_over_thirty_ipv6_connections_beside_an_ipv4_service() {
+    // The same port on an IPv4 VIP: neither family's connections touch the other's.
+    let mut services = vec![service6(
+        Protocol::Tcp,
+        80,
+        "rr",
+        [13, 12, 11].map(|n| real(&rs6_at(n, 8080))).into(),
+    )];
+    services.push(rr(
+        Protocol::Tcp,
+        80,
+        ["198.19.0.12:8080", "198.19.0.11:8080"].map(real).into(),
+    ));
+    let h = harness_of(&services);
+    let mut per = std::collections::HashMap::new();
+    for p in 0..30u16 {
+        let mut f = client_syn(50000 + p);
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut f),
+            Verdict::Tx { iface: 1 }
+        );
+        *per.entry(check6(&f).2).or_insert(0) += 1;
+        let mut f4 = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(50000 + p, 80, 1000, 65535)
+            .syn()
+            .write(&mut f4, b"")
+            .expect("a frame");
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut f4),
+            Verdict::Tx { iface: 1 }
+        );
+    }
+    assert_eq!(per.len(), 3);
+    assert!(per.values().all(|&n| n == 10), "{per:?}");
+    let v6_dests: Vec<_> = h.snap.dests().filter(|d| d.addr.is_ipv6()).collect();
+    assert!(v6_dests.iter().all(|d| d.activeconns.load(Relaxed) == 10));
+    let v4_dests: Vec<_> = h.snap.dests().filter(|d| d.addr.is_ipv4()).collect();
+    assert!(v4_dests.iter().all(|d| d.activeconns.load(Relaxed) == 15));
+    assert_eq!(h.dp.stats().conns.load(Relaxed), 60);
+}
+
+#[test]
+fn udp_over_ipv6_both_ways() {
+    let h = harness();
+    let mut q = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv6(CLIENT6, VIP6, 64)
+        .udp(5353, 9000)
+        .write(&mut q, b"hello")
+        .expect("a frame");
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut q),
+        Verdict::Tx { iface: 1 }
+    );
+    let (_, _, d, dp, _) = check6(&q);
+    assert_eq!((d, dp), (addr(rs6(11)), 9000));
+    let mut a = Vec::new();
+    PacketBuilder::ethernet2(rs_mac(11), SERVER_IF_MAC)
+        .ipv6(rs6(11), CLIENT6, 64)
+        .udp(9000, 5353)
+        .write(&mut a, b"rs1")
+        .expect("a frame");
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut a),
+        Verdict::Tx { iface: 0 }
+    );
+    let (s, sp, ..) = check6(&a);
+    assert_eq!((s, sp), (addr(VIP6), 9000));
+}
+
+/// A destination-options header (8 bytes of padding) between the fixed header and TCP.
+fn with_dest_opts(frame: &[u8]) -> Vec<u8> {
+    const ETH: usize = 14;
+    let mut v = frame[..ETH + 40].to_vec();
+    let next = v[ETH + 6];
+    v[ETH + 6] = 60;
+    let plen = u16::from_be_bytes([v[ETH + 4], v[ETH + 5]]) + 8;
+    v[ETH + 4..ETH + 6].copy_from_slice(&plen.to_be_bytes());
+    // Next header, length 0 (8 bytes), PadN of 4.
+    v.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    v.extend_from_slice(&frame[ETH + 40..]);
+    v
+}
+
+#[test]
+fn extension_headers_are_stepped_over_and_kept() {
+    let h = harness();
+    let mut syn = with_dest_opts(&client_syn(40001));
+    let before = syn.clone();
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    let (_, sp, d, dp, _) = check6(&syn);
+    assert_eq!((sp, d, dp), (40001, addr(rs6(11)), 8080));
+    assert_eq!(
+        &syn[14 + 40..14 + 48],
+        &before[14 + 40..14 + 48],
+        "the options go on untouched"
+    );
+}
+
+#[test]
+fn fragments_of_a_service_are_dropped_as_ipv4_s_are() {
+    let h = harness();
+    // A first fragment (offset 0, M set) and a later one, each to the service.
+    for (offset, more) in [(0u16, true), (185, false)] {
+        let syn = client_syn(40002);
+        let mut v = syn[..14 + 40].to_vec();
+        let next = v[14 + 6];
+        v[14 + 6] = 44;
+        let plen = u16::from_be_bytes([v[14 + 4], v[14 + 5]]) + 8;
+        v[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+        let off = (offset << 3) | u16::from(more);
+        v.extend_from_slice(&[next, 0]);
+        v.extend_from_slice(&off.to_be_bytes());
+        v.extend_from_slice(&7u32.to_be_bytes());
+        v.extend_from_slice(&syn[14 + 40..]);
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut v),
+            Verdict::Drop(DropReason::IpFragment),
+            "offset {offset}"
+        );
+    }
+    assert!(h.conns.is_empty());
+}
+
+#[test]
+fn the_hop_limit_runs_out_at_the_balancer() {
+    let h = harness();
+    let mut syn = tcp6((CLIENT6, 40003), (VIP6, 80), F::Syn, 1, b"");
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Drop(DropReason::TtlExceeded)
+    );
+}
+
+#[test]
+fn ipv6_is_never_fragmented_on_the_way_a_too_long_packet_is_refused_with_the_mtu() {
+    let h = harness();
+    for d in h.snap.dests() {
+        d.set_mtu(1280);
+    }
+    let mut syn = client_syn(40004);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    let big = |len: usize| tcp6((CLIENT6, 40004), (VIP6, 80), F::Ack, 64, &vec![7u8; len]);
+    // 40 + 20 + 1220 = 1280 bytes fit; one more does not (IPv6 has no DF: every packet is).
+    let mut fits = big(1220);
+    assert_eq!(
+        h.dp.process(&h.snap, 1, COMPLETE, &mut fits),
+        Verdict::Tx { iface: 1 }
+    );
+    let mut slot = vec![0u8; 4096];
+    let long = big(1221);
+    slot[..long.len()].copy_from_slice(&long);
+    let headers = Headers::parse(&slot[..long.len()]);
+    assert_eq!(
+        h.dp.process_in_buffer(
+            &h.snap,
+            2,
+            COMPLETE,
+            &headers,
+            &mut slot,
+            &mut crate::xmit::gso::NoSink
+        ),
+        Verdict::Drop(DropReason::FragNeeded)
+    );
+}
+
+#[test]
+fn direct_routing_and_full_nat_carry_ipv6() {
+    // Direct routing: only the MAC changes (and the hop limit).
+    let dr = harness_of(&[service6(
+        Protocol::Tcp,
+        80,
+        "rr",
+        vec![real_by(&addr(rs6(21)).to_string(), Forward::Route)],
+    )]);
+    let mut syn = client_syn(40005);
+    assert_eq!(
+        dr.dp.process(&dr.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    let (s, _, d, dp, hops) = check6(&syn);
+    assert_eq!((s, d, dp, hops), (addr(CLIENT6), addr(VIP6), 80, 63));
+    assert_eq!(&syn[0..6], &rs_mac(21));
+
+    // Full NAT with an IPv4 and an IPv6 local address: the server's family is taken.
+    let laddr6 = v6([0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 1]);
+    let svc = Service {
+        laddrs: vec![
+            "198.19.0.1".parse().expect("an address"),
+            IpAddr::from(laddr6),
+        ],
+        ..service6(
+            Protocol::Tcp,
+            80,
+            "rr",
+            vec![real_by(&rs6_at(21, 8080), Forward::FullNat)],
+        )
+    };
+    let h = harness_of(&[svc]);
+    let mut syn = client_syn(40006);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    let (s, lport, d, dp, _) = check6(&syn);
+    assert_eq!((s, d, dp), (addr(laddr6), addr(rs6(21)), 8080));
+    let mut synack = tcp6((rs6(21), 8080), (laddr6, lport), F::SynAck, 64, b"");
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut synack),
+        Verdict::Tx { iface: 0 }
+    );
+    assert_eq!(check6(&synack), (addr(VIP6), 80, addr(CLIENT6), 40006, 63));
+}
+
+#[test]
+fn a_method_that_cannot_carry_the_family_drops_it_counted() {
+    // An IPv6 service whose real server is IPv4 (NAT cannot translate the header), and an
+    // IPv6 packet into an IPv4 tunnel.
+    for r in [
+        real("198.19.0.21:8080"),
+        real_by(&addr(rs6(21)).to_string(), IPIP),
+    ] {
+        let h = harness_of(&[service6(Protocol::Tcp, 80, "rr", vec![r.clone()])]);
+        let mut syn = client_syn(40007);
+        assert_eq!(
+            h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+            Verdict::Drop(DropReason::FamilyMismatch),
+            "{r:?}"
+        );
+        assert_eq!(h.dp.stats().drops(DropReason::FamilyMismatch), 1);
+    }
+}
+
+#[test]
+fn the_lookup_hint_covers_ipv6() {
+    let h = harness();
+    let syn = client_syn(40008);
+    let headers = Headers::parse(&syn);
+    assert!(h.dp.lookup_hint(&headers).is_some());
+}
+
+#[test]
+fn a_real_server_s_reply_of_no_connection_is_dropped() {
+    let h = harness();
+    let mut r = tcp6((rs6(11), 8080), (CLIENT6, 9), F::Ack, 64, b"");
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_RS, &mut r),
+        Verdict::Drop(DropReason::NoConnOut)
+    );
+}
