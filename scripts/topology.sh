@@ -4,6 +4,9 @@
 #   [P-cli] eth0 198.18.0.2 ── c0 198.18.0.1 [P-lb] s0 198.19.0.1 ── [P-sw] br0 ── eth0 [P-rs1..3]
 #                                                                                 198.19.0.11-13
 # The virtual IP 198.18.100.1 is routed to the balancer; real servers route back through it.
+# Dual-stack: the same in IPv6 (2001:db8::/32, the documentation prefix, inside the namespaces
+# only): client 2001:db8:18::2, balancer 2001:db8:18::1 and 2001:db8:19::1, servers
+# 2001:db8:19::11-13, the virtual IP 2001:db8:18:100::1.
 #
 # One-armed, as DR and TUN are deployed (`up PREFIX onearm`):
 #
@@ -30,29 +33,35 @@ up() {
   ip -n "$P-lb" link add s0 type veth peer name p0 netns "$P-sw"
   ip -n "$P-sw" link add br0 type bridge
   ip -n "$P-sw" link set p0 master br0
-  servers 198.19.0.1
+  servers 198.19.0.1 2001:db8:19::1
   ip -n "$P-sw" link set p0 up
   ip -n "$P-sw" link set br0 up
   ip -n "$P-cli" addr add 198.18.0.2/24 dev eth0
+  ip -n "$P-cli" addr add 2001:db8:18::2/64 dev eth0 nodad
   ip -n "$P-cli" link set eth0 up
   ip -n "$P-cli" route add default via 198.18.0.1
+  ip -n "$P-cli" -6 route add default via 2001:db8:18::1
   ip -n "$P-lb" addr add 198.18.0.1/24 dev c0
   ip -n "$P-lb" addr add 198.19.0.1/24 dev s0
+  ip -n "$P-lb" addr add 2001:db8:18::1/64 dev c0 nodad
+  ip -n "$P-lb" addr add 2001:db8:19::1/64 dev s0 nodad
   ip -n "$P-lb" link set c0 up
   ip -n "$P-lb" link set s0 up
   # wvs forwards; the balancer's kernel must not.
-  ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
+  ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 }
 
-# rs1..rs3 on the switch's br0, their default route via $1.
+# rs1..rs3 on the switch's br0, their default routes via $1 and $2 (IPv6).
 servers() {
   for i in 1 2 3; do
     ip -n "$P-rs$i" link add eth0 type veth peer name "p$i" netns "$P-sw"
     ip -n "$P-sw" link set "p$i" master br0
     ip -n "$P-sw" link set "p$i" up
     ip -n "$P-rs$i" addr add "198.19.0.1$i/24" dev eth0
+    ip -n "$P-rs$i" addr add "2001:db8:19::1$i/64" dev eth0 nodad
     ip -n "$P-rs$i" link set eth0 up
     ip -n "$P-rs$i" route add default via "$1"
+    ip -n "$P-rs$i" -6 route add default via "$2"
   done
 }
 
@@ -63,23 +72,30 @@ up_onearm() {
   ip -n "$P-rt" link add s0 type veth peer name p0 netns "$P-sw"
   ip -n "$P-lb" link add s0 type veth peer name pl netns "$P-sw"
   for p in p0 pl; do ip -n "$P-sw" link set "$p" master br0; ip -n "$P-sw" link set "$p" up; done
-  servers 198.19.0.254
+  servers 198.19.0.254 2001:db8:19::254
   ip -n "$P-sw" link set br0 up
   ip -n "$P-cli" addr add 198.18.0.2/24 dev eth0
+  ip -n "$P-cli" addr add 2001:db8:18::2/64 dev eth0 nodad
   ip -n "$P-cli" link set eth0 up
   ip -n "$P-cli" route add default via 198.18.0.1
+  ip -n "$P-cli" -6 route add default via 2001:db8:18::1
   ip -n "$P-rt" addr add 198.18.0.1/24 dev c0
   ip -n "$P-rt" addr add 198.19.0.254/24 dev s0
+  ip -n "$P-rt" addr add 2001:db8:18::1/64 dev c0 nodad
+  ip -n "$P-rt" addr add 2001:db8:19::254/64 dev s0 nodad
   ip -n "$P-rt" link set c0 up
   ip -n "$P-rt" link set s0 up
   ip -n "$P-rt" route add 198.18.100.1/32 via 198.19.0.1
-  ip netns exec "$P-rt" sysctl -qw net.ipv4.ip_forward=1
+  ip -n "$P-rt" -6 route add 2001:db8:18:100::1/128 via 2001:db8:19::1
+  ip netns exec "$P-rt" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
   # The router's ICMP redirects would tell the servers to skip it: not what this models.
   ip netns exec "$P-rt" sysctl -qw net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.s0.send_redirects=0
   ip -n "$P-lb" addr add 198.19.0.1/24 dev s0
+  ip -n "$P-lb" addr add 2001:db8:19::1/64 dev s0 nodad
   ip -n "$P-lb" link set s0 up
   ip -n "$P-lb" route add default via 198.19.0.254
-  ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
+  ip -n "$P-lb" -6 route add default via 2001:db8:19::254
+  ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 }
 
 # LVS-DR real servers: the VIP on lo, not answered in ARP (arp_ignore=1: only addresses of
@@ -87,6 +103,7 @@ up_onearm() {
 dr() {
   for i in 1 2 3; do
     ip -n "$P-rs$i" addr add 198.18.100.1/32 dev lo
+    ip -n "$P-rs$i" addr add 2001:db8:18:100::1/128 dev lo nodad
     ip netns exec "$P-rs$i" sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.eth0.arp_ignore=1 \
       net.ipv4.conf.all.arp_announce=2 net.ipv4.conf.eth0.arp_announce=2
   done
@@ -126,7 +143,7 @@ http {
   client_body_temp_path $d/tmp; proxy_temp_path $d/tmp; fastcgi_temp_path $d/tmp;
   uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
   keepalive_requests 1000000;
-  server { listen 80 reuseport backlog=4096; root $d/www; location = / { return 200 "rs$i\n"; } }
+  server { listen 80 reuseport backlog=4096; listen [::]:80 ipv6only=on reuseport backlog=4096; root $d/www; location = / { return 200 "rs$i\n"; } }
 }
 CONF
     ip netns exec "$P-rs$i" nginx -c "$d/nginx.conf"
@@ -137,6 +154,7 @@ CONF
 socat_up() {
   for i in 1 2 3; do
     ip netns exec "$P-rs$i" socat -T 5 UDP4-RECVFROM:9000,reuseaddr,fork SYSTEM:"echo rs$i" &
+    ip netns exec "$P-rs$i" socat -T 5 UDP6-RECVFROM:9000,ipv6only=1,reuseaddr,fork SYSTEM:"echo rs$i" &
   done
 }
 
@@ -145,6 +163,7 @@ socat_up() {
 vip_socat() {
   for i in 1 2 3; do
     ip netns exec "$P-rs$i" socat -T 5 UDP4-RECVFROM:9000,bind=198.18.100.1,reuseaddr,fork SYSTEM:"echo rs$i" &
+    ip netns exec "$P-rs$i" socat -T 5 "UDP6-RECVFROM:9000,bind=[2001:db8:18:100::1],reuseaddr,fork" SYSTEM:"echo rs$i" &
   done
 }
 

@@ -10,15 +10,18 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const VIP: &str = "198.18.100.1";
+/// The IPv6 virtual address of the dual-stack topology (scripts/topology.sh).
+pub const VIP6: &str = "2001:db8:18:100::1";
 
 /// The client of [`Topo::udp_ask`]: a socket connected to `VIP PORT` from port `SPORT`
 /// (SO_REUSEADDR, as the previous question's socket may linger), asking "who" until an
 /// answer comes (0.5, 1, 2, 3, 5 and 8 s apart), which it prints.
 const UDP_ASK: &str = r#"
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v6 = ":" in sys.argv[1]
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[3])))
+s.bind(("::" if v6 else "0.0.0.0", int(sys.argv[3])))
 s.connect((sys.argv[1], int(sys.argv[2])))
 for wait in (0.5, 1, 2, 3, 5, 8):
     s.send(b"who\n")
@@ -29,6 +32,15 @@ for wait in (0.5, 1, 2, 3, 5, 8):
     except (socket.timeout, ConnectionRefusedError):
         pass
 "#;
+
+/// An address as a URL's host: an IPv6 one in brackets.
+pub fn url_host(a: &str) -> String {
+    if a.contains(':') {
+        format!("[{a}]")
+    } else {
+        a.to_string()
+    }
+}
 
 pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/topology.sh");
 /// The `wvs` binary the tests run: `$WVS_BIN` when set (scripts/test.sh sets it to the
@@ -170,6 +182,12 @@ impl Topo {
     /// Download `http://VIP/big` from the client (its first `bytes` bytes, or all) into
     /// the test's directory and return what arrived.
     pub fn download_big(&self, bytes: Option<usize>) -> Vec<u8> {
+        self.download_big_from(VIP, bytes)
+    }
+
+    /// As [`Topo::download_big`], from virtual address `vip` (an IPv6 one bare, without
+    /// brackets).
+    pub fn download_big_from(&self, vip: &str, bytes: Option<usize>) -> Vec<u8> {
         let got = self.dir.join("got");
         let range = bytes.map(|n| format!("0-{}", n - 1));
         let mut args = vec![
@@ -183,7 +201,7 @@ impl Topo {
         if let Some(r) = &range {
             args.extend(["-r", r.as_str()]);
         }
-        let url = format!("http://{VIP}/big");
+        let url = format!("http://{}/big", url_host(vip));
         args.push(&url);
         let out = self.exec("cli", &args);
         assert!(
@@ -211,6 +229,11 @@ impl Topo {
     /// server. The port is the caller's: an ephemeral port that happened to repeat would
     /// rightly reuse its UDP connection (and its real server) for 300 s.
     pub fn udp_ask(&self, sport: u16) -> String {
+        self.udp_ask_to(VIP, sport)
+    }
+
+    /// As [`Topo::udp_ask`], to virtual address `vip` (IPv4 or IPv6).
+    pub fn udp_ask_to(&self, vip: &str, sport: u16) -> String {
         // UDP may lose a datagram when parallel tests load the machine (the per-CPU backlog
         // of veth devices is shared by every namespace), and a loaded machine may answer
         // late (the responders fork a shell per datagram; a tunnel end runs in user space):
@@ -225,7 +248,7 @@ impl Topo {
         // CPU: the last two waits outlast such a spell.)
         let out = self.exec(
             "cli",
-            &["python3", "-c", UDP_ASK, VIP, "9000", &sport.to_string()],
+            &["python3", "-c", UDP_ASK, vip, "9000", &sport.to_string()],
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }

@@ -28,7 +28,8 @@ pub struct Service<C = ()> {
     pub flags: u32,
     /// Persistence timeout in seconds (`IP_VS_SVC_F_PERSISTENT`), if persistent.
     pub persistent: Option<u32>,
-    /// Persistence netmask (IPv4, host byte order).
+    /// Persistence granularity: an IPv4 service's netmask (host byte order), an IPv6
+    /// service's prefix length (as IPVS keeps them).
     pub netmask: u32,
     /// Full NAT's local addresses, in order, without repeats; a connection takes one of its
     /// real server's family.

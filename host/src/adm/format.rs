@@ -106,7 +106,12 @@ pub(crate) fn title(out: &mut String, l: Listing) {
     };
 }
 
+/// ipvsadm cuts an IPv4 service's or server's name at `n` bytes; an IPv6 one (in
+/// brackets) is printed whole.
 fn truncate(s: &str, n: usize) -> &str {
+    if s.contains('[') {
+        return s;
+    }
     &s[..s.len().min(n)]
 }
 
@@ -224,7 +229,7 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
             }
             if let Some(t) = s.persistent {
                 let _ = write!(out, " persistent {t}");
-                if s.netmask != "255.255.255.255" {
+                if s.netmask != "255.255.255.255" && s.netmask != "128" {
                     let _ = write!(out, " mask {}", s.netmask);
                 }
             }
@@ -308,7 +313,7 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
         // After the persistence, as ipvsadm -S writes them (the oracle's `outputs`).
         if let Some(t) = s.persistent {
             let _ = write!(out, " -p {t}");
-            if s.netmask != "255.255.255.255" {
+            if s.netmask != "255.255.255.255" && s.netmask != "128" {
                 let _ = write!(out, " -M {}", s.netmask);
             }
         }

@@ -407,20 +407,22 @@ fn no_block(n: &Node, out: &mut Import) -> bool {
 fn addr_port(n: &Node, out: &mut Import) -> Option<String> {
     let (addr, port) = match n.args.as_slice() {
         [a, p] => (a.as_str(), p.as_str()),
+        [a] if a.starts_with('[') => {
+            let (a, p) = a[1..].split_once("]:")?;
+            (a, p)
+        }
         [a] if a.contains(':') => a.rsplit_once(':')?,
         _ => {
-            out.problems.push(format!(
-                "{}: {} needs an IPv4 address and a port",
-                n.at, n.key
-            ));
+            out.problems
+                .push(format!("{}: {} needs an address and a port", n.at, n.key));
             return None;
         }
     };
-    match (addr.parse::<std::net::Ipv4Addr>(), port.parse::<u16>()) {
-        (Ok(a), Ok(p)) => Some(format!("{a}:{p}")),
+    match (addr.parse::<std::net::IpAddr>(), port.parse::<u16>()) {
+        (Ok(a), Ok(p)) => Some(std::net::SocketAddr::new(a, p).to_string()),
         _ => {
             out.problems.push(format!(
-                "{}: {} {addr} {port}: not an IPv4 address and port (wvs balances IPv4)",
+                "{}: {} {addr} {port}: not an IP address and port",
                 n.at, n.key
             ));
             None
@@ -577,9 +579,19 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
         "virtualhost" => vs.defaults.virtualhost = one(c, out).map(Into::into),
         "inhibit_on_failure" => vs.inhibit = true,
         "ip_family" => {
-            if one(c, out).is_some_and(|v| v != "inet") {
-                out.problems
-                    .push(format!("{}: ip_family: wvs balances IPv4 (inet)", c.at));
+            // keepalived's check that the virtual server's address is of the family.
+            let v6 = vs.svc.address.starts_with('[');
+            match one(c, out) {
+                Some("inet") if !v6 => {}
+                Some("inet6") if v6 => {}
+                Some(f @ ("inet" | "inet6")) => out.problems.push(format!(
+                    "{}: ip_family {f}: the virtual server's address is not of it",
+                    c.at
+                )),
+                Some(f) => out
+                    .problems
+                    .push(format!("{}: ip_family {f}: inet or inet6", c.at)),
+                None => {}
             }
         }
         "sorry_server" => vs.sorry = addr_port(c, out),
@@ -979,7 +991,7 @@ virtual_server 10.10.10.2 1358 {
             i.problems,
             vec![
                 "d.conf:11: a `}` that closes nothing",
-                "d.conf:12: virtual_server needs an IPv4 address and a port",
+                "d.conf:12: virtual_server needs an address and a port",
             ]
         );
         let s = &i.services[0];

@@ -74,6 +74,9 @@ pub struct Args {
     pub service: Option<(String, String)>,
     /// -f MARK.
     pub fwmark: Option<String>,
+    /// -6: ipvsadm's family of a fwmark service (-f); -t and -u say theirs by their
+    /// address, so it changes nothing for them.
+    pub ipv6: bool,
     /// -s.
     pub scheduler: Option<String>,
     /// -p [timeout].
@@ -403,7 +406,6 @@ fn apply(a: &mut Args, long: &'static str, v: &str) -> Result<(), UsageError> {
         return Ok(());
     }
     Err(usage(match long {
-        "ipv6" => "IPv6 services are not supported by wvs yet".to_string(),
         "ops" => "one-packet scheduling (-o/--ops) is not supported by wvs".to_string(),
         "pe" => "persistence engines (--pe) are not supported by wvs".to_string(),
         other => format!("--{other} is not supported by wvs (no sync daemon yet)"),
@@ -480,6 +482,7 @@ fn service_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError>
             .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
         "udp-on-failure" => a.udp_on_failure = Some(v.into()),
         "laddr" => a.laddr = Some(v.into()),
+        "ipv6" => a.ipv6 = true,
         _ => return Ok(false),
     }
     Ok(true)

@@ -184,7 +184,10 @@ impl ServiceView {
             scheduler_runs: runs.into(),
             flags: def.flags,
             persistent: def.persistent,
-            netmask: std::net::Ipv4Addr::from(s.spec.netmask).to_string(),
+            netmask: match s.spec.addr {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::from(s.spec.netmask).to_string(),
+                std::net::IpAddr::V6(_) => s.spec.netmask.min(128).to_string(),
+            },
             helpers: s.spec.helper_names(),
             helpers_default: s.spec.helpers.is_none(),
             check: def.check.clone(),

@@ -791,7 +791,12 @@ impl From<&ServiceSpec> for ServiceDef {
             scheduler: s.scheduler.clone(),
             flags: flag_names(&s.scheduler, s.flags),
             persistent: s.persistent,
-            netmask: (s.netmask != u32::MAX).then(|| Ipv4Addr::from(s.netmask).to_string()),
+            netmask: match s.addr {
+                IpAddr::V4(_) => {
+                    (s.netmask != u32::MAX).then(|| Ipv4Addr::from(s.netmask).to_string())
+                }
+                IpAddr::V6(_) => (s.netmask != 128).then(|| s.netmask.to_string()),
+            },
             helpers: s.helpers.clone(),
             check: s.check.as_ref().map(|c| c.def.clone()),
             udp_on_failure: s
@@ -958,12 +963,6 @@ impl ServiceDef {
     /// Validate the service on its own; [`Config::check`] checks it against the others.
     pub fn validate(&self) -> Result<ServiceSpec, ConfigError> {
         let id = parse_service_id(&self.protocol, &self.address)?;
-        if id.addr.is_ipv6() {
-            return Err(invalid(format!(
-                "service {}: IPv6 services are not supported by the datapath yet",
-                self.address
-            )));
-        }
         if id.port == 0 {
             return Err(invalid(format!(
                 "service {}: port 0 (all-port) services are not supported",
@@ -978,14 +977,27 @@ impl ServiceDef {
         }
         let flags = self.flag_bits()?;
         let persistent = self.persistence()?;
-        let netmask = match &self.netmask {
-            None => u32::MAX,
-            Some(m) => parse_netmask(m).ok_or_else(|| {
+        // IPVS keeps an IPv6 service's persistence granularity as a prefix length (1 to
+        // 128) where an IPv4 one has a netmask.
+        let netmask = match (&self.netmask, id.addr.is_ipv6()) {
+            (None, false) => u32::MAX,
+            (None, true) => 128,
+            (Some(m), false) => parse_netmask(m).ok_or_else(|| {
                 invalid(format!(
                     "service {}: netmask {m:?} is not a dotted IPv4 netmask such as 255.255.255.0",
                     self.address
                 ))
             })?,
+            (Some(m), true) => m
+                .parse::<u32>()
+                .ok()
+                .filter(|p| (1..=128).contains(p) && p.to_string() == *m)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "service {}: netmask {m:?} is not a prefix length from 1 to 128 (an IPv6 service's, such as 64)",
+                        self.address
+                    ))
+                })?,
         };
         self.check_helpers()?;
         let udp_on_failure = match self.udp_on_failure.as_deref() {
@@ -1216,17 +1228,22 @@ impl RealDef {
 /// Parse a full-NAT local address: an IPv4 address as written canonically (malformed: 400),
 /// that is a unicast one (else a conflict, 409: it cannot be a source).
 pub(crate) fn parse_laddr(s: &str) -> Result<IpAddr, ConfigError> {
-    let a: Ipv4Addr = s
+    let a: IpAddr = s
         .parse()
         .ok()
-        .filter(|a: &Ipv4Addr| a.to_string() == s)
-        .ok_or_else(|| invalid(format!("local address {s:?} is not an IPv4 address")))?;
-    if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+        .filter(|a: &IpAddr| a.to_string() == s)
+        .ok_or_else(|| {
+            invalid(format!(
+                "local address {s:?} is not an IP address written canonically"
+            ))
+        })?;
+    let broadcast = matches!(a, IpAddr::V4(v) if v.is_broadcast());
+    if a.is_unspecified() || broadcast || a.is_multicast() || a.is_loopback() {
         return Err(conflict(format!(
             "local address {a} is not a unicast address"
         )));
     }
-    Ok(IpAddr::V4(a))
+    Ok(a)
 }
 
 /// Parse a real server's address: `ip:port`, or a bare IP (port 0: the virtual port), as

@@ -6,7 +6,8 @@
 //! or server's MAC). Results are published into each [`Dest`](crate::service::Dest) as one
 //! atomic word the fast path reads. When the kernel has no usable neighbour entry, wvs
 //! sends an empty UDP datagram to the server's discard port so that the kernel resolves it
-//! (ARP) and looks again shortly after; a known MAC stays in use meanwhile.
+//! (ARP, or IPv6's neighbour discovery) and looks again shortly after; a known MAC stays in
+//! use meanwhile.
 //!
 //! Replies to clients need no lookup: they go back to the MAC and interface the client's
 //! packets came from, which each connection remembers.
@@ -208,12 +209,14 @@ impl Resolver {
         addr: IpAddr,
         neighbours: &HashMap<(u32, IpAddr), [u8; 6]>,
     ) -> Result<Resolved, NeighError> {
-        let IpAddr::V4(v4) = addr else {
-            return Ok((None, None, None, false));
+        let msg = match addr {
+            IpAddr::V4(a) => RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .build(),
         };
-        let msg = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
-            .destination_prefix(v4, 32)
-            .build();
         let mut routes = self.handle.route().get(msg).execute();
         // No route is the operator's to fix, not a reason to stop: warn, and look again.
         let route = match routes.try_next().await {
@@ -244,6 +247,7 @@ impl Resolver {
                 }
                 RouteAttribute::Oif(i) => oif = Some(*i),
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(IpAddr::V4(*g)),
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gateway = Some(IpAddr::V6(*g)),
                 RouteAttribute::PrefSource(RouteAddress::Inet(a)) => src = Some(*a),
                 _ => {}
             }

@@ -15,7 +15,7 @@
 //! replaced at start.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
 use crate::consts::{NFT_PRIORITY, NFT_TABLE};
@@ -142,16 +142,38 @@ pub(crate) struct Claims {
     /// caller's, from the health checks): the XDP program's, not the table's (under the packet-socket backends the kernel's copy is
     /// what such a check's socket takes, unless the VIP is local, when it is a martian).
     pub check_answers: Vec<(Ipv4Addr, Protocol, u16)>,
+    /// The same of IPv6 services and real servers (no checks through a VIP yet).
+    pub v6: Claims6,
+}
+
+/// What wvs takes from the kernel of IPv6: as [`Claims`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Claims6 {
+    pub vips: Vec<(Ipv6Addr, Protocol, u16)>,
+    pub reals: Vec<(Ipv6Addr, Protocol, u16)>,
+    pub vip_addrs: Vec<Ipv6Addr>,
+    pub real_addrs: Vec<Ipv6Addr>,
+    pub data_vips: Vec<(Ipv6Addr, Protocol)>,
+    pub data_reals: Vec<(Ipv6Addr, Protocol)>,
 }
 
 impl Claims {
     /// The claims of `snap`'s services.
     pub fn of(snap: &Snapshot) -> Self {
         let mut c = Self::default();
+        let c6 = &mut c.v6;
         for s in snap.services() {
-            let IpAddr::V4(a) = s.key.addr else { continue };
-            c.vips.push((a, s.key.proto, s.key.port));
-            c.vip_addrs.push(a);
+            let (proto, port) = (s.key.proto, s.key.port);
+            match s.key.addr {
+                IpAddr::V4(a) => {
+                    c.vips.push((a, proto, port));
+                    c.vip_addrs.push(a);
+                }
+                IpAddr::V6(a) => {
+                    c6.vips.push((a, proto, port));
+                    c6.vip_addrs.push(a);
+                }
+            }
             // Only NAT servers' packets are wvs's: a DR or tunnel server talks to its
             // clients directly, and what it sends the balancer is the kernel's.
             for d in s
@@ -160,33 +182,97 @@ impl Claims {
                 .chain(s.draining.iter())
                 .filter(|d| d.forward().sees_replies())
             {
-                let IpAddr::V4(r) = d.addr else { continue };
-                let port = if d.port == 0 { s.key.port } else { d.port };
-                c.reals.push((r, s.key.proto, port));
-                c.real_addrs.push(r);
+                let port = if d.port == 0 { port } else { d.port };
+                match d.addr {
+                    IpAddr::V4(r) => {
+                        c.reals.push((r, proto, port));
+                        c.real_addrs.push(r);
+                    }
+                    IpAddr::V6(r) => {
+                        c6.reals.push((r, proto, port));
+                        c6.real_addrs.push(r);
+                    }
+                }
             }
         }
-        c.vips.sort();
-        c.vips.dedup();
-        c.reals.sort();
-        c.reals.dedup();
-        c.vip_addrs.sort();
-        c.vip_addrs.dedup();
-        c.real_addrs.sort();
-        c.real_addrs.dedup();
         let (dv, dr) = snap.data_claims();
-        let v4 = |v: Vec<(Protocol, IpAddr)>| {
-            v.into_iter()
-                .filter_map(|(p, a)| match a {
-                    IpAddr::V4(a) => Some((a, p)),
-                    IpAddr::V6(_) => None,
-                })
-                .collect::<Vec<_>>()
-        };
-        c.data_vips = v4(dv);
-        c.data_reals = v4(dr);
+        for (p, a) in dv {
+            match a {
+                IpAddr::V4(a) => c.data_vips.push((a, p)),
+                IpAddr::V6(a) => c.v6.data_vips.push((a, p)),
+            }
+        }
+        for (p, a) in dr {
+            match a {
+                IpAddr::V4(a) => c.data_reals.push((a, p)),
+                IpAddr::V6(a) => c.v6.data_reals.push((a, p)),
+            }
+        }
+        sort_dedup(&mut c.vips);
+        sort_dedup(&mut c.reals);
+        sort_dedup(&mut c.vip_addrs);
+        sort_dedup(&mut c.real_addrs);
+        sort_dedup(&mut c.data_vips);
+        sort_dedup(&mut c.data_reals);
+        let c6 = &mut c.v6;
+        sort_dedup(&mut c6.vips);
+        sort_dedup(&mut c6.reals);
+        sort_dedup(&mut c6.vip_addrs);
+        sort_dedup(&mut c6.real_addrs);
+        sort_dedup(&mut c6.data_vips);
+        sort_dedup(&mut c6.data_reals);
         c
     }
+}
+
+fn sort_dedup<T: Ord>(v: &mut Vec<T>) {
+    v.sort();
+    v.dedup();
+}
+
+/// The IPv6 sets and rules of the table (nothing when no IPv6 service is configured):
+/// as IPv4's, fragments matched by their fragment header.
+fn render_v6(c: &Claims6, elements: &dyn Fn(&[String]) -> String) -> (String, String) {
+    if c.vips.is_empty() {
+        return (String::new(), String::new());
+    }
+    let tuple = |&(a, p, port): &(Ipv6Addr, Protocol, u16)| format!("{a} . {} . {port}", p.name());
+    let pair = |&(a, p): &(Ipv6Addr, Protocol)| format!("{a} . {}", p.name());
+    let strs = |v: &[Ipv6Addr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let sets = format!(
+        "\tset vips6 {{ type ipv6_addr . inet_proto . inet_service; {} }}\n\
+         \tset reals6 {{ type ipv6_addr . inet_proto . inet_service; {} }}\n\
+         \tset vip6_addrs {{ type ipv6_addr; {} }}\n\
+         \tset real6_addrs {{ type ipv6_addr; {} }}\n\
+         \tset data_vips6 {{ type ipv6_addr . inet_proto; {} }}\n\
+         \tset data_reals6 {{ type ipv6_addr . inet_proto; {} }}\n",
+        elements(&c.vips.iter().map(tuple).collect::<Vec<_>>()),
+        elements(&c.reals.iter().map(tuple).collect::<Vec<_>>()),
+        elements(&strs(&c.vip_addrs)),
+        elements(&strs(&c.real_addrs)),
+        elements(&c.data_vips.iter().map(pair).collect::<Vec<_>>()),
+        elements(&c.data_reals.iter().map(pair).collect::<Vec<_>>()),
+    );
+    let rules = format!(
+        "\t\texthdr frag exists ip6 daddr @vip6_addrs drop\n\
+         \t\texthdr frag exists ip6 saddr @real6_addrs drop\n\
+         \t\tip6 daddr . meta l4proto . th dport @vips6 drop\n\
+         \t\tip6 saddr . meta l4proto . th sport @reals6 drop\n\
+         \t\tip6 daddr . meta l4proto @data_vips6 th dport {{ {ports} }} drop\n\
+         \t\tip6 saddr . meta l4proto @data_reals6 th sport {{ {ports} }} drop\n",
+        ports = data_ports(),
+    );
+    (sets, rules)
+}
+
+/// The ports an expected connection may use (FTP's 20, and those an unprivileged process
+/// binds).
+fn data_ports() -> String {
+    format!(
+        "{}, {}-65535",
+        crate::consts::FTP_PORT - 1,
+        crate::consts::HELPER_DATA_PORTS_FROM
+    )
 }
 
 /// The nft script that replaces the table in one transaction.
@@ -213,6 +299,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
             format!("elements = {{ {} }}", v.join(", "))
         }
     };
+    let (sets6, rules6) = render_v6(&c.v6, &elements);
     let devs = devices
         .iter()
         .map(|d| format!("\"{d}\""))
@@ -231,6 +318,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
          \tset data_reals {{ type ipv4_addr . inet_proto; {data_reals} }}\n\
          \tset icmp_vips {{ typeof {quote_src}; {icmp_vips} }}\n\
          \tset icmp_reals {{ typeof {quote_dst}; {icmp_reals} }}\n\
+         {sets6}\
          \tchain ingress {{\n\
          \t\ttype filter hook ingress devices = {{ {devs} }} priority {prio}; policy accept;\n\
          \t\tip frag-off & 0x3fff != 0 ip daddr @vip_addrs drop\n\
@@ -241,6 +329,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
          \t\tip saddr . meta l4proto @data_reals th sport {{ {data_ports} }} drop\n\
          \t\tip daddr @vip_addrs icmp type {{ {relayed} }} {quote_v4} {quote_src} @icmp_vips drop\n\
          \t\ticmp type {{ {relayed} }} {quote_v4} {quote_dst} @icmp_reals drop\n\
+         {rules6}\
          \t}}\n\
          }}\n",
         t = NFT_TABLE,
@@ -250,11 +339,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
         real_addrs = elements(&real_addrs),
         data_vips = elements(&data_vips),
         data_reals = elements(&data_reals),
-        data_ports = format!(
-            "{}, {}-65535",
-            crate::consts::FTP_PORT - 1,
-            crate::consts::HELPER_DATA_PORTS_FROM
-        ),
+        data_ports = data_ports(),
         icmp_vips = elements(&icmp_vips),
         icmp_reals = elements(&icmp_reals),
         // What the datapath relays (ip_vs_in_icmp / ip_vs_out_icmp).
@@ -402,7 +487,12 @@ mod tests {
              [[service]]\nprotocol = \"udp\"\naddress = \"198.18.100.1:53\"\n\
              [[service.real]]\naddress = \"198.19.0.13:5353\"\n\
              [[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.2:21\"\nhelpers = [\"ftp\"]\n\
-             [[service.real]]\naddress = \"198.19.0.14:21\"\n",
+             [[service.real]]\naddress = \"198.19.0.14:21\"\n\
+             [[service]]\nprotocol = \"tcp\"\naddress = \"[2001:db8:18:100::1]:80\"\n\
+             [[service.real]]\naddress = \"[2001:db8:19::11]:8080\"\n\
+             [[service.real]]\naddress = \"2001:db8:19::12\"\nforward = \"dr\"\n\
+             [[service]]\nprotocol = \"udp\"\naddress = \"[2001:db8:18:100::1]:53\"\n\
+             [[service.real]]\naddress = \"[2001:db8:19::13]:5353\"\n",
         )
         .expect("config");
         // With the built-in helpers, so that the FTP service's data ports are claimed.

@@ -269,11 +269,17 @@ impl PersistTable {
     }
 }
 
-/// The client address a template is keyed by: under the netmask (IPv4).
+/// The client address a template is keyed by: under the netmask (IPv4), or the first
+/// `netmask` bits (IPv6: a prefix length; above 128, the whole address).
 pub fn masked(addr: IpAddr, netmask: u32) -> IpAddr {
     match addr {
         IpAddr::V4(a) => IpAddr::V4((u32::from(a) & netmask).into()),
-        v6 => v6,
+        // An IPv6 service's `netmask` is a prefix length (`ipv6_addr_prefix`).
+        IpAddr::V6(a) => {
+            let plen = netmask.min(128);
+            let mask = u128::MAX.checked_shl(128 - plen).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
     }
 }
 

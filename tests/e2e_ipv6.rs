@@ -1,0 +1,265 @@
+//! End to end over IPv6, in the dual-stack topology (scripts/topology.sh: 2001:db8::/32
+//! inside the namespaces): NAT66, full NAT and direct routing with real nginx and socat,
+//! IPv4 and IPv6 services side by side, and `wvs adm` with bracketed addresses and `-6`.
+//! Needs root, iproute2, nftables, nginx, socat and curl (scripts/setup.sh installs them).
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Topo, VIP, VIP6, Wvs};
+
+/// The real servers' IPv6 addresses.
+const RS6: [&str; 3] = ["2001:db8:19::11", "2001:db8:19::12", "2001:db8:19::13"];
+
+/// TCP [VIP6]:80 and UDP [VIP6]:9000 over rs1..rs3 by rr, each real server's lines
+/// `method`, and `extra` lines in each service.
+fn config(topo: &Topo, method: &str, extra: &str) -> std::path::PathBuf {
+    let mut text = String::new();
+    for (proto, port) in [("tcp", 80), ("udp", 9000)] {
+        text.push_str(&format!(
+            "[[service]]\nprotocol = \"{proto}\"\naddress = \"[{VIP6}]:{port}\"\nscheduler = \"rr\"\n{extra}\n"
+        ));
+        for rs in RS6 {
+            text.push_str(&format!(
+                "[[service.real]]\naddress = \"[{rs}]:{port}\"\n{method}\n"
+            ));
+        }
+    }
+    let path = topo.dir.join("v6.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+/// 30 requests with `curl -6`, served 10/10/10; 30 UDP questions from distinct ports, the
+/// same, each answered from the VIP (a connected socket takes nothing else).
+fn serves_evenly(topo: &Topo) {
+    let url = format!("http://[{VIP6}]/");
+    let out = |_| {
+        let o = topo.exec("cli", &["curl", "-6", "-sS", "-m", "5", &url]);
+        assert!(
+            o.status.success(),
+            "curl -6 {url}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let t = Topo::tally((0..30).map(out));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        Topo::even(30),
+        "TCP spread"
+    );
+    let u = Topo::tally((0..30).map(|i| topo.udp_ask_to(VIP6, 42000 + i)));
+    assert_eq!(
+        u.into_iter().collect::<Vec<_>>(),
+        Topo::even(30),
+        "UDP spread"
+    );
+}
+
+/// A download through the IPv6 VIP (`bytes` of it, or all 100 MB), byte for byte the
+/// served file.
+fn downloads_exactly(topo: &Topo, bytes: Option<usize>) {
+    let have = topo.download_big_from(VIP6, bytes);
+    let want = std::fs::read(topo.dir.join("big")).expect("source file");
+    let n = bytes.unwrap_or(want.len());
+    assert_eq!(have.len(), n);
+    assert!(
+        have[..] == want[..n],
+        "the downloaded bytes differ from the served file"
+    );
+}
+
+macro_rules! on_backends {
+    ($body:ident: $($name:ident => $io:literal),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $body($io)
+            }
+        )+
+    };
+}
+
+on_backends!(nat66_serves_evenly_and_downloads_100_mb_exactly:
+    nat66_serves_evenly_and_downloads_100_mb_exactly_ring => "ring",
+    nat66_serves_evenly_and_downloads_100_mb_exactly_uring => "uring",
+);
+
+fn nat66_serves_evenly_and_downloads_100_mb_exactly(io: &str) {
+    let topo = Topo::new(&format!("n6{io}"), true);
+    let wvs = Wvs::start_io(&topo, Some(&config(&topo, "", "")), io);
+    serves_evenly(&topo);
+    downloads_exactly(&topo, None);
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    for want in [
+        format!("TCP  [{VIP6}]:80 rr\n"),
+        format!("  -> {:<28} Masq    1      ", "[2001:db8:19::11]:80"),
+    ] {
+        assert!(listing.contains(&want), "{want:?} in {listing}");
+    }
+    let saved = wvs.adm_ok(&["-S", "-n"]);
+    assert!(
+        saved.contains(&format!(
+            "-a -u [{VIP6}]:9000 -r [2001:db8:19::12]:9000 -m -w 1\n"
+        )),
+        "{saved}"
+    );
+    let conns = wvs.adm_ok(&["-L", "-n", "-c"]);
+    assert!(
+        conns.contains("UDP ") && conns.contains(&format!("[{VIP6}]:9000")),
+        "{conns}"
+    );
+    // Nothing of it went to the kernel, nor was dropped for the family.
+    assert_eq!(wvs.drops("family_mismatch"), 0);
+}
+
+#[test]
+fn full_nat66_serves_servers_without_a_route_to_the_clients() {
+    let topo = Topo::new("f6", true);
+    for i in 1..=3 {
+        let rs = format!("rs{i}");
+        topo.exec(&rs, &["ip", "-6", "route", "del", "default"]);
+        let out = topo.exec(&rs, &["ip", "-6", "route", "get", "2001:db8:18::2"]);
+        assert!(
+            !out.status.success(),
+            "rs{i} still has a route to the client"
+        );
+    }
+    topo.exec(
+        "lb",
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:19::100/64",
+            "dev",
+            "s0",
+            "nodad",
+        ],
+    );
+    let cfg = config(
+        &topo,
+        "forward = \"fullnat\"",
+        "laddrs = [\"2001:db8:19::1\", \"2001:db8:19::100\"]",
+    );
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    serves_evenly(&topo);
+    downloads_exactly(&topo, Some(20 << 20));
+    let got = wvs.adm_ok(&["-G", "-t", &format!("[{VIP6}]:80")]);
+    let mut total = 0;
+    for addr in ["2001:db8:19::1", "2001:db8:19::100"] {
+        let l = got
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(addr))
+            .unwrap_or_else(|| panic!("no {addr} in {got}"));
+        let n: u64 = l
+            .split_whitespace()
+            .nth(2)
+            .expect("conns")
+            .parse()
+            .expect("n");
+        assert!(n > 0, "no connection on {addr}: {got}");
+        total += n;
+    }
+    assert_eq!(total, 31, "30 requests and the download: {got}");
+    // Local addresses of the other family are refused by the first packet's family, not
+    // used: an IPv4 one is kept in the list, and no connection takes it.
+    wvs.adm_ok(&[
+        "--add-laddr",
+        "-t",
+        &format!("[{VIP6}]:80"),
+        "-z",
+        "198.19.0.100",
+    ]);
+    serves_evenly(&topo);
+    let got = wvs.adm_ok(&["-G", "-t", &format!("[{VIP6}]:80")]);
+    let v4 = got
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("198.19.0.100"))
+        .unwrap_or_else(|| panic!("no 198.19.0.100 in {got}"));
+    assert_eq!(v4.split_whitespace().nth(2), Some("0"), "{got}");
+}
+
+#[test]
+fn direct_routing66_serves_evenly_and_downloads_exactly() {
+    let topo = Topo::onearm("d6", true);
+    topo.script("dr");
+    let wvs = Wvs::start(&topo, Some(&config(&topo, "forward = \"dr\"", "")));
+    serves_evenly(&topo);
+    downloads_exactly(&topo, Some(20 << 20));
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!(
+            "  -> {:<28} Route   1      ",
+            "[2001:db8:19::11]:80"
+        )),
+        "{listing}"
+    );
+}
+
+#[test]
+fn ipv4_and_ipv6_vips_side_by_side_and_edited_with_adm() {
+    let topo = Topo::new("ds", false);
+    let mut text = std::fs::read_to_string(config(&topo, "", "")).expect("v6");
+    text.push_str(&format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n"
+    ));
+    for i in 1..=3 {
+        text.push_str(&format!(
+            "[[service.real]]\naddress = \"198.19.0.1{i}:80\"\n"
+        ));
+    }
+    let cfg = topo.dir.join("ds.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    // Interleaved: each family's round robin is its own.
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for _ in 0..30 {
+        v4.push(topo.curl(&format!("http://{VIP}/")));
+        v6.push(topo.curl(&format!("http://[{VIP6}]/")));
+    }
+    assert_eq!(
+        Topo::tally(v4).into_iter().collect::<Vec<_>>(),
+        Topo::even(30)
+    );
+    assert_eq!(
+        Topo::tally(v6).into_iter().collect::<Vec<_>>(),
+        Topo::even(30)
+    );
+    // ipvsadm's -6 (its fwmark services' family) is taken; the address says the family.
+    let svc = format!("[{VIP6}]:8080");
+    wvs.adm_ok(&["-6", "-A", "-t", &svc, "-s", "wlc", "-p", "60", "-M", "64"]);
+    wvs.adm_ok(&["-a", "-t", &svc, "-r", "[2001:db8:19::11]:80", "-m"]);
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!("TCP  {svc} wlc persistent 60 mask 64\n")),
+        "{listing}"
+    );
+    assert_eq!(
+        topo.curl(&format!("http://{svc}/")),
+        "rs1",
+        "the new service serves"
+    );
+    // A real server of the other family is refused, as IPVS refuses it.
+    let (code, _, err) = wvs.adm(&["-a", "-t", &svc, "-r", "198.19.0.12:80", "-m"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("different address families"), "{err}");
+    // An IPv6 prefix length is the granularity; a dotted netmask is not.
+    let (code, _, err) = wvs.adm(&[
+        "-E",
+        "-t",
+        &svc,
+        "-s",
+        "wlc",
+        "-p",
+        "60",
+        "-M",
+        "255.255.255.0",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("prefix length"), "{err}");
+}
