@@ -86,6 +86,7 @@ macro_rules! on_backends {
 on_backends!(nat66_serves_evenly_and_downloads_100_mb_exactly:
     nat66_serves_evenly_and_downloads_100_mb_exactly_ring => "ring",
     nat66_serves_evenly_and_downloads_100_mb_exactly_uring => "uring",
+    nat66_serves_evenly_and_downloads_100_mb_exactly_xdp => "xdp",
 );
 
 fn nat66_serves_evenly_and_downloads_100_mb_exactly(io: &str) {
@@ -262,4 +263,174 @@ fn ipv4_and_ipv6_vips_side_by_side_and_edited_with_adm() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("prefix length"), "{err}");
+}
+
+/// Lower the MTU of `devs` (namespace, device) to IPv6's least, 1280.
+fn mtu_1280(topo: &Topo, devs: &[(&str, &str)]) {
+    for (ns, dev) in devs {
+        let out = topo.exec(ns, &["ip", "link", "set", "dev", dev, "mtu", "1280"]);
+        assert!(
+            out.status.success(),
+            "{ns} {dev}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Listeners on each real server's port 5001 (IPv6) that count what they receive.
+struct Counters(Vec<std::process::Child>);
+
+impl Drop for Counters {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// 20 MiB sent to [VIP6]:5001, where each real server counts what it received and
+/// answers the count: what the client's socat prints.
+fn upload_20_mib(topo: &Topo) -> String {
+    use std::process::{Command, Stdio};
+    let mut counters = Counters(Vec::new());
+    for i in 1..=3 {
+        let ns = topo.ns(&format!("rs{i}"));
+        counters.0.push(
+            Command::new("ip")
+                .args(["netns", "exec", &ns, "socat"])
+                .args(["TCP6-LISTEN:5001,reuseaddr,fork", "SYSTEM:wc -c"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("socat"),
+        );
+    }
+    let file = topo.dir.join("up");
+    std::fs::write(&file, vec![0x5au8; 20 << 20]).expect("upload file");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = Command::new("ip")
+        .args(["netns", "exec", &topo.ns("cli"), "timeout", "60"])
+        .args(["socat", "-t", "10", "-"])
+        .arg(format!("TCP6:[{VIP6}]:5001"))
+        .stdin(std::fs::File::open(&file).expect("file"))
+        .output()
+        .expect("socat");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The servers' side has IPv6's least MTU, 1280 (the balancer's port and the switch's)
+/// while the client's and the servers' own are 1500: the servers' MSS does not fit, the
+/// client's 1500-byte packets would be lost without a word, and the upload completes only
+/// because wvs answers Packet Too Big with 1280 and the client sends smaller ones. A
+/// probe whose hop limit runs out at the balancer is answered time exceeded from the VIP.
+#[test]
+fn nat66_path_mtu_is_learned_from_packet_too_big_and_hop_limit_1_from_time_exceeded() {
+    let topo = Topo::new("p6", false);
+    mtu_1280(
+        &topo,
+        &[
+            ("lb", "s0"),
+            ("sw", "p0"),
+            ("sw", "p1"),
+            ("sw", "p2"),
+            ("sw", "p3"),
+        ],
+    );
+    let mut text = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"[{VIP6}]:5001\"\nscheduler = \"sh\"\n"
+    );
+    for rs in RS6 {
+        text.push_str(&format!("[[service.real]]\naddress = \"[{rs}]:5001\"\n"));
+    }
+    text.push_str(&format!(
+        "[[service]]\nprotocol = \"udp\"\naddress = \"[{VIP6}]:9000\"\nscheduler = \"rr\"\n\
+         [[service.real]]\naddress = \"[{}]:9000\"\n",
+        RS6[0]
+    ));
+    let cfg = topo.dir.join("mtu6.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    assert_eq!(
+        upload_20_mib(&topo),
+        (20 << 20).to_string(),
+        "all bytes arrived"
+    );
+    let s = wvs.stats();
+    assert!(
+        s.get("icmp_sent").copied().unwrap_or(0) >= 1,
+        "no Packet Too Big sent: {s:?}"
+    );
+    let route = topo.exec("cli", &["ip", "-6", "route", "get", VIP6]);
+    let route = String::from_utf8_lossy(&route.stdout).to_string();
+    assert!(
+        route.contains("mtu 1280"),
+        "the client learned the path MTU: {route}"
+    );
+    let out = topo.exec(
+        "cli",
+        &[
+            "timeout",
+            "20",
+            "tracepath",
+            "-n",
+            "-m",
+            "1",
+            "-p",
+            "9000",
+            VIP6,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("1:") && l.contains(VIP6)),
+        "tracepath: {text}"
+    );
+}
+
+/// A datagram to a real server's port where nothing listens: the server's ICMPv6 port
+/// unreachable reaches the client translated (from the VIP, quoting the datagram the
+/// client sent to the VIP), so the client's connected socket is refused at once.
+const REFUSED6: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.settimeout(3)
+for _ in range(3):
+    s.send(b"anyone?")
+    try:
+        s.recv(100)
+        print("answered")
+        break
+    except ConnectionRefusedError:
+        print("refused")
+        break
+    except socket.timeout:
+        pass
+else:
+    print("silence")
+"#;
+
+#[test]
+fn a_real_server_s_port_unreachable_reaches_the_client_translated() {
+    let topo = Topo::new("u6", false);
+    let text = format!(
+        "[[service]]\nprotocol = \"udp\"\naddress = \"[{VIP6}]:9009\"\nscheduler = \"rr\"\n\
+         [[service.real]]\naddress = \"[{}]:9009\"\n",
+        RS6[0]
+    );
+    let cfg = topo.dir.join("unreach6.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let out = topo.exec("cli", &["python3", "-c", REFUSED6, VIP6, "9009"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(wvs.drops("icmp_no_conn"), 0);
 }

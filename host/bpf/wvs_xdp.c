@@ -51,9 +51,10 @@ enum {
 	KIND_DATA_REAL = 6,
 };
 
-// Address and port in network byte order; port 0 and protocol 0 for the address kinds.
+// Address and port in network byte order, an IPv4 address mapped (::ffff:a.b.c.d); port 0
+// and protocol 0 for the address kinds.
 struct tuple {
-	__u32 addr;
+	__u8 addr[16];
 	__u8 proto;
 	__u8 kind;
 	__u16 port;
@@ -95,8 +96,14 @@ struct {
 
 #define ETH_HLEN 14
 #define ETH_P_IP_BE 0x0008 /* htons(0x0800) */
+#define ETH_P_IPV6_BE 0xdd86 /* htons(0x86dd) */
+#define IPV6_HLEN 40
+// IPv6 extension headers stepped over, as the datapath's Chain::walk does (its
+// MAX_EXT_HEADERS): past them the packet is not wvs's.
+#define MAX_EXT_HEADERS 8
 #define IP_FRAG_BE 0xff3f  /* htons(0x3fff): MF and the offset */
 #define PROTO_ICMP 1
+#define PROTO_ICMPV6 58
 
 // FTP's data port or an unprivileged one (network byte order in): Snapshot::is_data_port.
 // Both numbers come from wvs's src/consts.rs (FTP_PORT - 1, HELPER_DATA_PORTS_FROM),
@@ -112,7 +119,18 @@ static __attribute__((always_inline)) int data_port(__u16 port_be)
 
 static __attribute__((always_inline)) int known(__u32 addr, __u8 proto, __u8 kind, __u16 port)
 {
-	struct tuple t = { .addr = addr, .proto = proto, .kind = kind, .port = port };
+	struct tuple t = { .proto = proto, .kind = kind, .port = port };
+	t.addr[10] = 0xff;
+	t.addr[11] = 0xff;
+	__builtin_memcpy(&t.addr[12], &addr, 4);
+	return bpf_map_lookup_elem(&wvs_tuples, &t) != 0;
+}
+
+static __attribute__((always_inline)) int known6(const __u8 *addr, __u8 proto, __u8 kind,
+						 __u16 port)
+{
+	struct tuple t = { .proto = proto, .kind = kind, .port = port };
+	__builtin_memcpy(t.addr, addr, 16);
 	return bpf_map_lookup_elem(&wvs_tuples, &t) != 0;
 }
 
@@ -135,12 +153,79 @@ static __attribute__((always_inline)) __u16 load16(const __u8 *p)
 	return (__u16)(p[0] | p[1] << 8);
 }
 
+// Whether an IPv6 packet is wvs's: its extension headers stepped over (hop-by-hop,
+// routing, destination options, AH), a fragment by its addresses alone (the datapath
+// drops it), TCP and UDP by their ports, an ICMPv6 error by its quote (as IPv4's).
+static __attribute__((always_inline)) int mine6(const __u8 *ip, const __u8 *end)
+{
+	if (ip + IPV6_HLEN > end || (ip[0] >> 4) != 6)
+		return 0;
+	const __u8 *saddr = ip + 8, *daddr = ip + 24;
+	__u8 next = ip[6];
+	__u32 off = IPV6_HLEN;
+#pragma unroll
+	for (int i = 0; i < MAX_EXT_HEADERS; i++) {
+		const __u8 *h = ip + off;
+		if (next == 44)
+			return known6(daddr, 0, KIND_VIP_ADDR, 0) || known6(saddr, 0, KIND_REAL_ADDR, 0);
+		if (next != 0 && next != 43 && next != 60 && next != 51)
+			break;
+		if (h + 2 > end)
+			return 0;
+		__u32 len = next == 51 ? ((__u32)h[1] + 2) * 4 : ((__u32)h[1] + 1) * 8;
+		next = h[0];
+		off += len;
+	}
+	if (off > 0xffff)
+		return 0;
+	if (next == PROTO_ICMPV6) {
+		// The errors (types 1 to 4) with an IPv6 quote without extension headers: the
+		// quote's next header (6), source (8), destination (24), ports (40, 42), 8 bytes
+		// into the ICMPv6 header.
+		const __u8 *icmp = ip + off;
+		if (icmp + 8 + 44 > end)
+			return 0;
+		const __u8 *q = icmp + 8;
+		if (icmp[0] < 1 || icmp[0] > 4 || (q[0] >> 4) != 6)
+			return 0;
+		__u16 qsport = load16(q + 40), qdport = load16(q + 42);
+		return (known6(daddr, 0, KIND_VIP_ADDR, 0) &&
+			(known6(q + 8, q[6], KIND_VIP, qsport) ||
+			 (data_port(qsport) && known6(q + 8, q[6], KIND_DATA_VIP, 0)))) ||
+		       known6(q + 24, q[6], KIND_REAL, qdport) ||
+		       (data_port(qdport) && known6(q + 24, q[6], KIND_DATA_REAL, 0));
+	}
+	if (next != 6 && next != 17)
+		return 0;
+	const __u8 *l4 = ip + off;
+	if (l4 + 4 > end)
+		return 0;
+	__u16 sport = load16(l4), dport = load16(l4 + 2);
+	return known6(daddr, next, KIND_VIP, dport) || known6(saddr, next, KIND_REAL, sport) ||
+	       (data_port(dport) && known6(daddr, next, KIND_DATA_VIP, 0)) ||
+	       (data_port(sport) && known6(saddr, next, KIND_DATA_REAL, 0));
+}
+
+static __attribute__((always_inline)) int redirect(struct xdp_md *ctx)
+{
+	struct ifq q = { .ifindex = ctx->ingress_ifindex, .queue = ctx->rx_queue_index };
+	__u32 *slot = bpf_map_lookup_elem(&wvs_queues, &q);
+	if (!slot)
+		return pass();
+	long verdict = bpf_redirect_map(&wvs_xsks, *slot, XDP_PASS);
+	return verdict == XDP_PASS ? pass() : verdict;
+}
+
 SEC("xdp")
 int wvs_xdp(struct xdp_md *ctx)
 {
 	const __u8 *data = (const __u8 *)(long)ctx->data;
 	const __u8 *end = (const __u8 *)(long)ctx->data_end;
 	const __u8 *ip = data + ETH_HLEN;
+	if (ip > end || data + ETH_HLEN > end)
+		return pass();
+	if (load16(data + 12) == ETH_P_IPV6_BE)
+		return mine6(ip, end) ? redirect(ctx) : pass();
 	if (ip + 20 > end || load16(data + 12) != ETH_P_IP_BE || (ip[0] >> 4) != 4)
 		return pass();
 	__u32 ihl = (ip[0] & 0x0f) * 4;
@@ -180,12 +265,7 @@ int wvs_xdp(struct xdp_md *ctx)
 	}
 	if (!mine)
 		return pass();
-	struct ifq q = { .ifindex = ctx->ingress_ifindex, .queue = ctx->rx_queue_index };
-	__u32 *slot = bpf_map_lookup_elem(&wvs_queues, &q);
-	if (!slot)
-		return pass();
-	long verdict = bpf_redirect_map(&wvs_xsks, *slot, XDP_PASS);
-	return verdict == XDP_PASS ? pass() : verdict;
+	return redirect(ctx);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -253,17 +253,41 @@ fn render_v6(c: &Claims6, elements: &dyn Fn(&[String]) -> String) -> (String, St
         elements(&c.data_vips.iter().map(pair).collect::<Vec<_>>()),
         elements(&c.data_reals.iter().map(pair).collect::<Vec<_>>()),
     );
+    // The same tuples as raw integers, for matching inside an ICMPv6 error's quote.
+    let raw = |&(a, p, port): &(Ipv6Addr, Protocol, u16)| {
+        format!("{:#034x} . {} . {port}", u128::from(a), p.number())
+    };
+    let sets = format!(
+        "{sets}\tset icmp_vips6 {{ typeof {qs}; {} }}\n\
+         \tset icmp_reals6 {{ typeof {qd}; {} }}\n",
+        elements(&c.vips.iter().map(raw).collect::<Vec<_>>()),
+        elements(&c.reals.iter().map(raw).collect::<Vec<_>>()),
+        qs = QUOTE6_SRC,
+        qd = QUOTE6_DST,
+    );
     let rules = format!(
         "\t\texthdr frag exists ip6 daddr @vip6_addrs drop\n\
          \t\texthdr frag exists ip6 saddr @real6_addrs drop\n\
          \t\tip6 daddr . meta l4proto . th dport @vips6 drop\n\
          \t\tip6 saddr . meta l4proto . th sport @reals6 drop\n\
          \t\tip6 daddr . meta l4proto @data_vips6 th dport {{ {ports} }} drop\n\
-         \t\tip6 saddr . meta l4proto @data_reals6 th sport {{ {ports} }} drop\n",
+         \t\tip6 saddr . meta l4proto @data_reals6 th sport {{ {ports} }} drop\n\
+         \t\tip6 daddr @vip6_addrs icmpv6 type {{ {relayed} }} {v6} {QUOTE6_SRC} @icmp_vips6 drop\n\
+         \t\ticmpv6 type {{ {relayed} }} {v6} {QUOTE6_DST} @icmp_reals6 drop\n",
         ports = data_ports(),
+        // ip_vs_in_icmp_v6 / ip_vs_out_icmp_v6 relay every error type.
+        relayed = "destination-unreachable, packet-too-big, time-exceeded, parameter-problem",
+        // The quote starts 8 bytes into the ICMPv6 header: version 6, then its next header
+        // (byte 6), source (8), destination (24), ports (40, 42) with no extension header.
+        v6 = "@th,64,4 6",
     );
     (sets, rules)
 }
+
+/// An ICMPv6 error's quoted source, protocol and source port (offsets in bits from the
+/// ICMPv6 header), and its destination, protocol and destination port.
+const QUOTE6_SRC: &str = "@th,128,128 . @th,112,8 . @th,384,16";
+const QUOTE6_DST: &str = "@th,256,128 . @th,112,8 . @th,400,16";
 
 /// The ports an expected connection may use (FTP's 20, and those an unprivileged process
 /// binds).

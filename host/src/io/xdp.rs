@@ -64,17 +64,18 @@ mod kind {
     pub(crate) const DATA_REAL: u8 = 6;
 }
 
-/// A key of `wvs_tuples` (`struct tuple` in `wvs_xdp.c`): address and port as on the wire.
+/// A key of `wvs_tuples` (`struct tuple` in `wvs_xdp.c`): address and port as on the wire,
+/// an IPv4 address mapped into IPv6's.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Tuple {
-    addr: [u8; 4],
+    addr: [u8; 16],
     proto: u8,
     kind: u8,
     port: [u8; 2],
 }
 
-// SAFETY: plain data of 8 bytes without padding, valid for every bit pattern.
+// SAFETY: plain data of 20 bytes without padding, valid for every bit pattern.
 unsafe impl aya::Pod for Tuple {}
 
 /// A key of `wvs_queues` (`struct ifq`): which socket a queue's frames go to.
@@ -418,37 +419,87 @@ impl XdpPassed {
     }
 }
 
-/// The map's keys for `c`.
+/// The map's keys for `c`: IPv4's and IPv6's in one map, an IPv4 address mapped.
 fn tuples(c: &Claims) -> HashSet<Tuple> {
-    let port = |(a, p, port): &(std::net::Ipv4Addr, crate::model::Protocol, u16), kind| Tuple {
-        addr: a.octets(),
+    use std::net::IpAddr;
+    let port = |a: IpAddr, p: crate::model::Protocol, port: u16, kind| Tuple {
+        addr: wide(a),
         proto: p.number(),
         kind,
         port: port.to_be_bytes(),
     };
-    let addr = |a: &std::net::Ipv4Addr, kind| Tuple {
-        addr: a.octets(),
+    let addr = |a: IpAddr, kind| Tuple {
+        addr: wide(a),
         proto: 0,
         kind,
         port: [0; 2],
     };
+    let data = |a: IpAddr, p: crate::model::Protocol, kind| Tuple {
+        proto: p.number(),
+        ..addr(a, kind)
+    };
+    let c6 = &c.v6;
     c.vips
         .iter()
-        .map(|v| port(v, kind::VIP))
-        .chain(c.reals.iter().map(|r| port(r, kind::REAL)))
+        .map(|&(a, p, n)| port(a.into(), p, n, kind::VIP))
+        .chain(
+            c.reals
+                .iter()
+                .map(|&(a, p, n)| port(a.into(), p, n, kind::REAL)),
+        )
         // The answers to checks through a VIP, from it: as a NAT server's replies are.
-        .chain(c.check_answers.iter().map(|r| port(r, kind::REAL)))
-        .chain(c.vip_addrs.iter().map(|a| addr(a, kind::VIP_ADDR)))
-        .chain(c.real_addrs.iter().map(|a| addr(a, kind::REAL_ADDR)))
-        .chain(c.data_vips.iter().map(|&(a, p)| Tuple {
-            proto: p.number(),
-            ..addr(&a, kind::DATA_VIP)
-        }))
-        .chain(c.data_reals.iter().map(|&(a, p)| Tuple {
-            proto: p.number(),
-            ..addr(&a, kind::DATA_REAL)
-        }))
+        .chain((c.check_answers.iter()).map(|&(a, p, n)| port(a.into(), p, n, kind::REAL)))
+        .chain(c.vip_addrs.iter().map(|&a| addr(a.into(), kind::VIP_ADDR)))
+        .chain(
+            c.real_addrs
+                .iter()
+                .map(|&a| addr(a.into(), kind::REAL_ADDR)),
+        )
+        .chain(
+            c.data_vips
+                .iter()
+                .map(|&(a, p)| data(a.into(), p, kind::DATA_VIP)),
+        )
+        .chain(
+            c.data_reals
+                .iter()
+                .map(|&(a, p)| data(a.into(), p, kind::DATA_REAL)),
+        )
+        .chain(
+            c6.vips
+                .iter()
+                .map(|&(a, p, n)| port(a.into(), p, n, kind::VIP)),
+        )
+        .chain(
+            c6.reals
+                .iter()
+                .map(|&(a, p, n)| port(a.into(), p, n, kind::REAL)),
+        )
+        .chain(c6.vip_addrs.iter().map(|&a| addr(a.into(), kind::VIP_ADDR)))
+        .chain(
+            c6.real_addrs
+                .iter()
+                .map(|&a| addr(a.into(), kind::REAL_ADDR)),
+        )
+        .chain(
+            c6.data_vips
+                .iter()
+                .map(|&(a, p)| data(a.into(), p, kind::DATA_VIP)),
+        )
+        .chain(
+            c6.data_reals
+                .iter()
+                .map(|&(a, p)| data(a.into(), p, kind::DATA_REAL)),
+        )
         .collect()
+}
+
+/// An address as the map keys it: IPv6's octets, IPv4's mapped (::ffff:a.b.c.d).
+fn wide(a: std::net::IpAddr) -> [u8; 16] {
+    match a {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    }
 }
 
 /// The UMEM: `len` bytes of fresh anonymous memory, populated.
@@ -895,22 +946,38 @@ pub(crate) fn rx_queues(name: &str) -> u32 {
 /// complete checksum that happens to equal that sum (one frame in 65,536) is completed to
 /// the same value, since the sum it stands for is the one the completion adds.
 pub fn partial_csum(headers: &Headers, frame: &[u8]) -> Option<(u16, u16)> {
-    let ip = headers.ipv4()?;
-    if ip.fragment {
-        return None;
-    }
-    let offset: usize = match ip.next {
+    use crate::wire::checksum::{pseudo_v4, pseudo_v6};
+    let (next, l4_off, total_len) = if let Some(ip) = headers.ipv4() {
+        if ip.fragment {
+            return None;
+        }
+        (ip.next, ip.ihl, ip.total_len)
+    } else {
+        let ip = headers.ipv6()?;
+        if ip.fragment.is_some() {
+            return None;
+        }
+        (ip.next, ip.l4_off, ip.total_len)
+    };
+    let offset: usize = match next {
         6 => 16,
         17 => 6,
         _ => return None,
     };
-    let start = crate::wire::ETHERNET_HEADER_LEN + ip.ihl;
-    let l4 = frame.get(start..crate::wire::ETHERNET_HEADER_LEN + ip.total_len)?;
+    let start = crate::wire::ETHERNET_HEADER_LEN + l4_off;
+    let l4 = frame.get(start..crate::wire::ETHERNET_HEADER_LEN + total_len)?;
     let field = l4.get(offset..offset + 2)?;
     let check = u16::from_be_bytes([field[0], field[1]]);
-    let len = u16::try_from(l4.len()).ok()?;
-    let pseudo =
-        crate::wire::checksum::pseudo_v4(ip.saddr.octets(), ip.daddr.octets(), ip.next, len);
+    let pseudo = match (headers.ipv4(), headers.ipv6()) {
+        (Some(ip), _) => pseudo_v4(
+            ip.saddr.octets(),
+            ip.daddr.octets(),
+            next,
+            u16::try_from(l4.len()).ok()?,
+        ),
+        (None, Some(ip)) => pseudo_v6(ip.saddr.octets(), ip.daddr.octets(), next, l4.len() as u32),
+        (None, None) => return None,
+    };
     // UDP's 0 is "no checksum", never a partial one.
     (check == pseudo && check != 0).then_some((start as u16, offset as u16))
 }
@@ -996,26 +1063,55 @@ mod tests {
         let snap = Snapshot::build_native(&cfg.services, &Snapshot::default());
         let t = tuples(&Claims::of(&snap));
         assert_eq!(t.len(), 4, "{t:?}");
+        let v4 = |a: [u8; 4]| wide(std::net::Ipv4Addr::from(a).into());
         assert!(t.contains(&Tuple {
-            addr: [198, 18, 100, 1],
+            addr: v4([198, 18, 100, 1]),
             proto: 17,
             kind: kind::VIP,
             port: [0, 53],
         }));
         assert!(t.contains(&Tuple {
-            addr: [198, 19, 0, 11],
+            addr: v4([198, 19, 0, 11]),
             proto: 17,
             kind: kind::REAL,
             port: 5353u16.to_be_bytes(),
         }));
         assert!(t.contains(&Tuple {
-            addr: [198, 18, 100, 1],
+            addr: v4([198, 18, 100, 1]),
             proto: 0,
             kind: kind::VIP_ADDR,
             port: [0; 2],
         }));
         // A DR server's packets are the kernel's.
-        assert!(!t.iter().any(|t| t.addr == [198, 19, 0, 12]));
+        assert!(!t.iter().any(|t| t.addr == v4([198, 19, 0, 12])));
+    }
+
+    #[test]
+    fn ipv6_services_share_the_map_with_their_own_addresses() {
+        let cfg = crate::config::parse(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"[2001:db8:18:100::1]:80\"\n\
+             [[service.real]]\naddress = \"[2001:db8:19::11]:8080\"\n\
+             [[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:8080\"\n",
+        )
+        .expect("config");
+        let snap = Snapshot::build_native(&cfg.services, &Snapshot::default());
+        let t = tuples(&Claims::of(&snap));
+        assert_eq!(t.len(), 8, "{t:?}");
+        let vip6: std::net::Ipv6Addr = "2001:db8:18:100::1".parse().expect("v6");
+        assert!(t.contains(&Tuple {
+            addr: vip6.octets(),
+            proto: 6,
+            kind: kind::VIP,
+            port: 80u16.to_be_bytes(),
+        }));
+        let rs6: std::net::Ipv6Addr = "2001:db8:19::11".parse().expect("v6");
+        assert!(t.contains(&Tuple {
+            addr: rs6.octets(),
+            proto: 0,
+            kind: kind::REAL_ADDR,
+            port: [0; 2],
+        }));
     }
 
     #[test]
@@ -1044,6 +1140,39 @@ mod tests {
         assert_eq!(partial(&frame(&seg)), None);
         // No checksum at all (UDP's 0).
         seg[6..8].copy_from_slice(&[0, 0]);
+        assert_eq!(partial(&frame(&seg)), None);
+    }
+
+    #[test]
+    fn ipv6_partial_checksums_are_recognised() {
+        use crate::wire::checksum::{l4_v6, pseudo_v6};
+        let src: [u8; 16] = "2001:db8:18::2"
+            .parse::<std::net::Ipv6Addr>()
+            .expect("a")
+            .octets();
+        let dst: [u8; 16] = "2001:db8:18:100::1"
+            .parse::<std::net::Ipv6Addr>()
+            .expect("a")
+            .octets();
+        let mut seg = *b"\x9c\x40\x00\x35\x00\x10\x00\x00payload!";
+        let frame = |seg: &[u8]| {
+            let mut f = vec![0u8; 14 + 40];
+            f[12..14].copy_from_slice(&[0x86, 0xdd]);
+            f[14] = 0x60;
+            f[18..20].copy_from_slice(&(seg.len() as u16).to_be_bytes());
+            f[20] = 17;
+            f[21] = 64;
+            f[22..38].copy_from_slice(&src);
+            f[38..54].copy_from_slice(&dst);
+            f.extend_from_slice(seg);
+            f
+        };
+        let pseudo = pseudo_v6(src, dst, 17, seg.len() as u32);
+        seg[6..8].copy_from_slice(&pseudo.to_be_bytes());
+        assert_eq!(partial(&frame(&seg)), Some((54, 6)));
+        seg[6..8].copy_from_slice(&[0, 0]);
+        let full = l4_v6(src, dst, 17, &seg);
+        seg[6..8].copy_from_slice(&full.to_be_bytes());
         assert_eq!(partial(&frame(&seg)), None);
     }
 
@@ -1078,7 +1207,7 @@ mod tests {
 
     fn tuple(n: u8) -> Tuple {
         Tuple {
-            addr: [198, 18, 100, n],
+            addr: wide(std::net::Ipv4Addr::new(198, 18, 100, n).into()),
             proto: 6,
             kind: 0,
             port: 80u16.to_be_bytes(),

@@ -324,6 +324,49 @@ impl Ipv6Header {
     }
 }
 
+/// The packet an ICMPv6 error quotes (RFC 4443: as much of it as fits, so its payload
+/// length says more than is there): its TCP or UDP endpoints and where its upper layer
+/// starts in the quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Quote6 {
+    pub proto: Protocol,
+    pub saddr: Ipv6Addr,
+    pub sport: u16,
+    pub daddr: Ipv6Addr,
+    pub dport: u16,
+    pub l4_off: usize,
+}
+
+impl Quote6 {
+    /// Read the quote `q`: `Ok(None)` if it is not TCP or UDP with its ports (a later
+    /// fragment, another protocol), `Err` if it is no IPv6 packet or its chain runs out.
+    pub(crate) fn parse(q: &[u8]) -> Result<Option<Self>, DropReason> {
+        let pkt = Ipv6Packet::new_checked(q).map_err(|_| DropReason::IcmpTruncated)?;
+        if pkt.version() != 6 {
+            return Err(DropReason::IcmpInnerBad);
+        }
+        let chain =
+            Chain::walk(q, u8::from(pkt.next_header())).map_err(|_| DropReason::IcmpTruncated)?;
+        let proto = match chain.next {
+            6 if chain.upper => Protocol::Tcp,
+            17 if chain.upper => Protocol::Udp,
+            _ => return Ok(None),
+        };
+        let (sport, dport) = q
+            .get(chain.off..)
+            .and_then(ports_of)
+            .ok_or(DropReason::IcmpTruncated)?;
+        Ok(Some(Self {
+            proto,
+            saddr: pkt.src_addr(),
+            sport,
+            daddr: pkt.dst_addr(),
+            dport,
+            l4_off: chain.off,
+        }))
+    }
+}
+
 /// The source and destination port at the start of a TCP or UDP header, if it has them.
 fn ports_of(l4: &[u8]) -> Option<(u16, u16)> {
     let p = l4.get(..4)?;

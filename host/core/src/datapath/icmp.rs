@@ -16,16 +16,21 @@
 //! off) is left alone, the connection's state and timer do not change, and the error is
 //! counted in the connection's and its service's traffic, inbound or outbound as the
 //! direction it travels (`ip_vs_in_stats` / `ip_vs_out_stats`).
+//!
+//! ICMPv6 the same way (`ip_vs_in_icmp_v6`, `ip_vs_out_icmp_v6`): every error type
+//! (destination unreachable, packet too big, time exceeded, parameter problem) is relayed,
+//! informational messages (echo, neighbour discovery) are the kernel's, an error that is
+//! itself a fragment is dropped, and its checksum (over IPv6's pseudo-header) is
+//! recomputed; the quote has no header checksum.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Datapath, DropReason, Verdict, set_macs};
 use crate::conn::ConnKey;
 use crate::conn::table::KeyDir;
 use crate::model::{Forward, Protocol};
 use crate::service::Snapshot;
-use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, checksum, ipv4_field};
-use crate::xmit::nat;
+use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, Ipv6Packet, checksum, ipv4_field};
 
 /// ICMP header length (type, code, checksum, 4 more bytes).
 const ICMP_HEADER_LEN: usize = 8;
@@ -47,21 +52,98 @@ pub(super) enum About {
     Forwarded,
 }
 
-/// A parsed ICMP error about one of wvs's connections.
+/// A parsed ICMP or ICMPv6 error about one of wvs's connections.
 pub(super) struct IcmpError {
     about: About,
-    /// Outer IP header length.
-    ihl: usize,
+    /// Where the ICMP header starts in the outer packet: its IPv4 header's length, or the
+    /// IPv6 header's with its extension headers.
+    l4_off: usize,
     /// Outer total length.
     total_len: usize,
-    /// The quoted packet's protocol and endpoints.
+    /// The quoted packet's protocol and endpoints (of the outer packet's family).
     proto: Protocol,
-    saddr: Ipv4Addr,
+    saddr: IpAddr,
     sport: u16,
-    daddr: Ipv4Addr,
+    daddr: IpAddr,
     dport: u16,
-    /// Quoted IP header length.
-    inner_ihl: usize,
+    /// Where the quoted packet's upper layer starts in the quote.
+    inner_l4: usize,
+}
+
+/// ICMPv6 types (RFC 4443): the errors, below 128, quote the packet they are about.
+pub(crate) mod v6 {
+    pub const DEST_UNREACHABLE: u8 = 1;
+    pub const PACKET_TOO_BIG: u8 = 2;
+    pub const TIME_EXCEEDED: u8 = 3;
+    pub const PARAMETER_PROBLEM: u8 = 4;
+    /// Code of "port unreachable" under destination unreachable.
+    pub const PORT_UNREACHABLE: u8 = 4;
+    /// The ICMPv6 protocol number.
+    pub const PROTO: u8 = 58;
+}
+
+/// What an error is about: the quoted packet's protocol and endpoints, seen from a VIP
+/// (`to_vip`: the error is addressed to one) or a real server.
+fn about_of(
+    snap: &Snapshot,
+    to_vip: bool,
+    proto: Protocol,
+    (qs, sport): (IpAddr, u16),
+    (qd, dport): (IpAddr, u16),
+) -> Option<About> {
+    // Services' ports, and the data ports of expected connections (application helpers).
+    if to_vip && (snap.service(proto, qs, sport).is_some() || snap.is_data_vip(proto, qs, sport)) {
+        Some(About::Reply)
+    } else if snap.is_real(proto, qd, dport) || snap.is_data_real(proto, qd, dport) {
+        Some(About::Forwarded)
+    } else {
+        None
+    }
+}
+
+/// Read an ICMPv6 error and decide whether it concerns a service. `ip` is the outer packet,
+/// `head` its checked header (not a fragment: the caller drops those).
+pub(super) fn parse_v6(
+    snap: &Snapshot,
+    ip: &[u8],
+    head: &super::Ipv6Header,
+) -> Result<Option<IcmpError>, DropReason> {
+    let to_vip = snap.is_vip(IpAddr::V6(head.daddr));
+    let bad = |r| if to_vip { Err(r) } else { Ok(None) };
+    let icmp = ip.get(head.l4_off..head.total_len).unwrap_or_default();
+    if icmp.len() < ICMP_HEADER_LEN {
+        return bad(DropReason::IcmpTruncated);
+    }
+    if !matches!(
+        icmp[0],
+        v6::DEST_UNREACHABLE | v6::PACKET_TOO_BIG | v6::TIME_EXCEEDED | v6::PARAMETER_PROBLEM
+    ) {
+        return Ok(None);
+    }
+    let q = match super::headers::Quote6::parse(&icmp[ICMP_HEADER_LEN..]) {
+        Ok(Some(q)) => q,
+        // A later fragment's quote has no ports; another upper layer is not wvs's.
+        Ok(None) => return Ok(None),
+        Err(r) => return bad(r),
+    };
+    let (qs, qd) = (IpAddr::V6(q.saddr), IpAddr::V6(q.daddr));
+    let Some(about) = about_of(snap, to_vip, q.proto, (qs, q.sport), (qd, q.dport)) else {
+        return Ok(None);
+    };
+    if checksum::l4_v6(head.saddr.octets(), head.daddr.octets(), v6::PROTO, icmp) != 0 {
+        return Err(DropReason::IcmpBadChecksum);
+    }
+    Ok(Some(IcmpError {
+        about,
+        l4_off: head.l4_off,
+        total_len: head.total_len,
+        proto: q.proto,
+        saddr: qs,
+        sport: q.sport,
+        daddr: qd,
+        dport: q.dport,
+        inner_l4: q.l4_off,
+    }))
 }
 
 /// Read an ICMP error and decide whether it concerns a service. `ip` is the outer packet,
@@ -110,18 +192,8 @@ pub(super) fn parse(
         u16::from_be_bytes([l4[0], l4[1]]),
         u16::from_be_bytes([l4[2], l4[3]]),
     );
-    let (qs, qd) = (q.src_addr(), q.dst_addr());
-    // Services' ports, and the data ports of expected connections (application helpers).
-    let about = if to_vip
-        && (snap.service(proto, IpAddr::V4(qs), sport).is_some()
-            || snap.is_data_vip(proto, IpAddr::V4(qs), sport))
-    {
-        About::Reply
-    } else if snap.is_real(proto, IpAddr::V4(qd), dport)
-        || snap.is_data_real(proto, IpAddr::V4(qd), dport)
-    {
-        About::Forwarded
-    } else {
+    let (qs, qd) = (IpAddr::V4(q.src_addr()), IpAddr::V4(q.dst_addr()));
+    let Some(about) = about_of(snap, to_vip, proto, (qs, sport), (qd, dport)) else {
         return Ok(None);
     };
     if checksum::compute(&ip[..ihl]) != 0 {
@@ -134,14 +206,14 @@ pub(super) fn parse(
     }
     Ok(Some(IcmpError {
         about,
-        ihl,
+        l4_off: ihl,
         total_len,
         proto,
         saddr: qs,
         sport,
         daddr: qd,
         dport,
-        inner_ihl,
+        inner_l4: inner_ihl,
     }))
 }
 
@@ -231,16 +303,49 @@ fn error_from_destination(
     Some(IP + ipv4_field::MIN_HEADER_LEN + icmp_len)
 }
 
+/// Turn the IPv6 frame of `len` bytes at the start of `buf` into an ICMPv6 error of
+/// `kind`/`code` (its second word `word`: Packet Too Big's MTU) from the address it was sent
+/// to back to its sender, quoting as much of it as fits in IPv6's least MTU (RFC 4443 2.4
+/// (c)). Returns the answer's length, or `None` if the frame is no IPv6 packet, the buffer
+/// cannot hold the answer, or either end is not one host.
+pub(super) fn error_v6(
+    buf: &mut [u8],
+    len: usize,
+    kind: u8,
+    code: u8,
+    word: [u8; 4],
+) -> Option<usize> {
+    use crate::wire::ipv6_field::{HEADER_LEN, MIN_MTU};
+    const IP: usize = ETHERNET_HEADER_LEN;
+    let ip = buf.get(IP..len)?;
+    let pkt = Ipv6Packet::new_checked(ip).ok()?;
+    let (client, vip) = (pkt.src_addr(), pkt.dst_addr());
+    let quote_len = ip.len().min(MIN_MTU - HEADER_LEN - ICMP_HEADER_LEN);
+    let at = IP + HEADER_LEN + ICMP_HEADER_LEN;
+    if buf.len() < at + quote_len {
+        return None;
+    }
+    // The quote moves to where it follows the new headers (a refused frame is the
+    // answer's to overwrite).
+    buf.copy_within(IP..IP + quote_len, at);
+    let icmp = super::answer_headers_v6(buf, vip, client, v6::PROTO, ICMP_HEADER_LEN + quote_len)?;
+    icmp[..ICMP_HEADER_LEN]
+        .copy_from_slice(&[kind, code, 0, 0, word[0], word[1], word[2], word[3]]);
+    let c = checksum::l4_v6(vip.octets(), client.octets(), v6::PROTO, icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    Some(at + quote_len)
+}
+
 /// Where a relayed ICMP error goes, and what its connection's translation was: the address
 /// and port the quote's translated end takes, the interface and MAC towards the receiver,
 /// and in full NAT the quote's other end (the client, or the local address).
 struct Relay {
     dir: KeyDir,
-    addr: Ipv4Addr,
+    addr: IpAddr,
     port: u16,
     iface: u8,
     mac: [u8; 6],
-    other: Option<(Ipv4Addr, u16)>,
+    other: Option<(IpAddr, u16)>,
 }
 
 impl Datapath {
@@ -254,14 +359,33 @@ impl Datapath {
             return Verdict::Drop(DropReason::NoNextHop);
         };
         let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + e.total_len];
-        let (hdr, icmp) = ip.split_at_mut(e.ihl);
-        if r.dir == KeyDir::Out && !nat::decrement_ttl_v4(hdr) {
+        let (hdr, icmp) = ip.split_at_mut(e.l4_off);
+        if r.dir == KeyDir::Out && crate::xmit::decrement_ttl(hdr).is_err() {
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        relay_outer(hdr, &r);
-        relay_quote(icmp, e.inner_ihl, &r);
         icmp[2..4].copy_from_slice(&[0, 0]);
-        let c = checksum::compute(icmp);
+        let c = match (r.addr, r.other.map(|o| o.0)) {
+            (IpAddr::V4(a), None | Some(IpAddr::V4(_))) => {
+                let other = r.other.and_then(|(o, p)| match o {
+                    IpAddr::V4(o) => Some((o, p)),
+                    IpAddr::V6(_) => None,
+                });
+                relay_outer(hdr, r.dir, a, other);
+                relay_quote(icmp, e.inner_l4, r.dir, (a, r.port), other);
+                checksum::compute(icmp)
+            }
+            (IpAddr::V6(a), None | Some(IpAddr::V6(_))) => {
+                let other = r.other.and_then(|(o, p)| match o {
+                    IpAddr::V6(o) => Some((o, p)),
+                    IpAddr::V4(_) => None,
+                });
+                let (src, dst) = relay_outer_v6(hdr, r.dir, a, other);
+                relay_quote_v6(icmp, e.inner_l4, r.dir, (a, r.port), other);
+                checksum::l4_v6(src.octets(), dst.octets(), v6::PROTO, icmp)
+            }
+            // A connection between the families (not made yet): nothing to translate into.
+            _ => return Verdict::Drop(DropReason::IcmpInnerBad),
+        };
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
         set_macs(frame, out_if.mac(), r.mac);
         Verdict::Tx { iface: r.iface }
@@ -274,9 +398,9 @@ impl Datapath {
         // other way: that is how the connection table knows the connection.
         let key = ConnKey {
             proto: e.proto,
-            saddr: IpAddr::V4(e.daddr),
+            saddr: e.daddr,
             sport: e.dport,
-            daddr: IpAddr::V4(e.saddr),
+            daddr: e.saddr,
             dport: e.sport,
         };
         let w = self.worker;
@@ -309,25 +433,19 @@ impl Datapath {
             // probe, from its address towards that server): the error is the stack's, as
             // IPVS's ip_vs_out_icmp leaves what belongs to no connection (NF_ACCEPT).
             None if e.about == About::Forwarded
-                && snap.real_source(e.proto, IpAddr::V4(e.daddr), e.dport) == Some(e.saddr) =>
+                && snap
+                    .real_source(e.proto, e.daddr, e.dport)
+                    .is_some_and(|s| IpAddr::V4(s) == e.saddr) =>
             {
                 super::stats::bump(&self.stats.passed);
                 return Err(Verdict::Stack {
-                    daddr: e.saddr.into(),
+                    daddr: e.saddr,
                     len: e.total_len,
                 });
             }
             None => return Err(Verdict::Drop(DropReason::IcmpNoConn)),
         };
-        let IpAddr::V4(addr) = addr else {
-            return Err(Verdict::Drop(DropReason::IcmpInnerBad));
-        };
         // Full NAT: the other endpoint was translated too (the client and the local address).
-        let other = match other {
-            Some((IpAddr::V4(a), p)) => Some((a, p)),
-            Some(_) => return Err(Verdict::Drop(DropReason::IcmpInnerBad)),
-            None => None,
-        };
         Ok(Relay {
             dir,
             addr,
@@ -341,23 +459,23 @@ impl Datapath {
 
 /// The error's own header: a reply's goes to the real server instead of the VIP, a
 /// forwarded one's comes from the VIP instead of the server (and in full NAT goes to the
-/// client instead of the local address).
-fn relay_outer(hdr: &mut [u8], r: &Relay) {
+/// client instead of the local address: `other`).
+fn relay_outer(hdr: &mut [u8], dir: KeyDir, addr: Ipv4Addr, other: Option<(Ipv4Addr, u16)>) {
     let mut outer = Ipv4Packet::new_unchecked(hdr);
-    let old = match r.dir {
+    let old = match dir {
         KeyDir::In => outer.dst_addr(),
         KeyDir::Out => outer.src_addr(),
     };
-    match r.dir {
-        KeyDir::In => outer.set_dst_addr(r.addr),
-        KeyDir::Out => outer.set_src_addr(r.addr),
+    match dir {
+        KeyDir::In => outer.set_dst_addr(addr),
+        KeyDir::Out => outer.set_src_addr(addr),
     }
     outer.set_checksum(checksum::update(
         outer.checksum(),
         &old.octets(),
-        &r.addr.octets(),
+        &addr.octets(),
     ));
-    if let (KeyDir::Out, Some((caddr, _))) = (r.dir, r.other) {
+    if let (KeyDir::Out, Some((caddr, _))) = (dir, other) {
         let old = outer.dst_addr();
         outer.set_dst_addr(caddr);
         outer.set_checksum(checksum::update(
@@ -368,31 +486,86 @@ fn relay_outer(hdr: &mut [u8], r: &Relay) {
     }
 }
 
-/// The quoted packet (after the ICMP header, its IP header `inner_ihl` bytes long),
-/// translated as the connection's packets are.
-fn relay_quote(icmp: &mut [u8], inner_ihl: usize, r: &Relay) {
-    let (inner_hdr, inner_l4) = icmp[ICMP_HEADER_LEN..].split_at_mut(inner_ihl);
+/// [`relay_outer`] for IPv6 (no header checksum); returns the new source and destination,
+/// for the ICMPv6 checksum's pseudo-header.
+fn relay_outer_v6(
+    hdr: &mut [u8],
+    dir: KeyDir,
+    addr: Ipv6Addr,
+    other: Option<(Ipv6Addr, u16)>,
+) -> (Ipv6Addr, Ipv6Addr) {
+    let mut outer = Ipv6Packet::new_unchecked(hdr);
+    match dir {
+        KeyDir::In => outer.set_dst_addr(addr),
+        KeyDir::Out => outer.set_src_addr(addr),
+    }
+    if let (KeyDir::Out, Some((caddr, _))) = (dir, other) {
+        outer.set_dst_addr(caddr);
+    }
+    (outer.src_addr(), outer.dst_addr())
+}
+
+/// The quoted packet (after the ICMP header, its upper layer `inner_l4` bytes into it),
+/// translated as the connection's packets are: `(addr, port)` the translated end, `other`
+/// in full NAT the other end.
+fn relay_quote(
+    icmp: &mut [u8],
+    inner_l4: usize,
+    dir: KeyDir,
+    (addr, port): (Ipv4Addr, u16),
+    other: Option<(Ipv4Addr, u16)>,
+) {
+    let (inner_hdr, inner_l4) = icmp[ICMP_HEADER_LEN..].split_at_mut(inner_l4);
     let mut q = Ipv4Packet::new_unchecked(&mut *inner_hdr);
     // Reply: the quote's source was the VIP and becomes the real server; forwarded: the
     // quote's destination was the real server and becomes the VIP.
-    match r.dir {
-        KeyDir::In => q.set_src_addr(r.addr),
-        KeyDir::Out => q.set_dst_addr(r.addr),
+    match dir {
+        KeyDir::In => q.set_src_addr(addr),
+        KeyDir::Out => q.set_dst_addr(addr),
     }
     // Full NAT: the quote's other end was the client (a reply's destination), or the
     // local address (a forwarded packet's source).
-    if let Some((a, _)) = r.other {
-        match r.dir {
+    if let Some((a, _)) = other {
+        match dir {
             KeyDir::In => q.set_dst_addr(a),
             KeyDir::Out => q.set_src_addr(a),
         }
     }
     q.set_checksum(0);
-    let c = checksum::compute(&inner_hdr[..inner_ihl]);
+    let c = checksum::compute(&inner_hdr[..]);
     Ipv4Packet::new_unchecked(&mut *inner_hdr).set_checksum(c);
-    let port_at = if r.dir == KeyDir::In { 0 } else { 2 };
-    inner_l4[port_at..port_at + 2].copy_from_slice(&r.port.to_be_bytes());
-    if let Some((_, p)) = r.other {
+    quote_ports(inner_l4, dir, port, other.map(|o| o.1));
+}
+
+/// [`relay_quote`] for IPv6: the quote has no header checksum.
+fn relay_quote_v6(
+    icmp: &mut [u8],
+    inner_l4: usize,
+    dir: KeyDir,
+    (addr, port): (Ipv6Addr, u16),
+    other: Option<(Ipv6Addr, u16)>,
+) {
+    let (inner_hdr, inner_l4) = icmp[ICMP_HEADER_LEN..].split_at_mut(inner_l4);
+    let mut q = Ipv6Packet::new_unchecked(&mut *inner_hdr);
+    match dir {
+        KeyDir::In => q.set_src_addr(addr),
+        KeyDir::Out => q.set_dst_addr(addr),
+    }
+    if let Some((a, _)) = other {
+        match dir {
+            KeyDir::In => q.set_dst_addr(a),
+            KeyDir::Out => q.set_src_addr(a),
+        }
+    }
+    quote_ports(inner_l4, dir, port, other.map(|o| o.1));
+}
+
+/// The quoted ports: a reply's source (the VIP's port) or a forwarded packet's destination
+/// (the server's) becomes `port`; in full NAT the other one `other`.
+fn quote_ports(inner_l4: &mut [u8], dir: KeyDir, port: u16, other: Option<u16>) {
+    let port_at = if dir == KeyDir::In { 0 } else { 2 };
+    inner_l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    if let Some(p) = other {
         inner_l4[2 - port_at..4 - port_at].copy_from_slice(&p.to_be_bytes());
     }
 }

@@ -33,7 +33,7 @@ use crate::service::{Dest, NextHop, Snapshot, VirtualService};
 use crate::wire::checksum::CsumMode;
 use crate::wire::{
     ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, Ipv4Packet, TcpPacket, UdpPacket,
-    checksum, ipv4_field, tcp_field, udp_field,
+    checksum, ipv4_field, ipv6_field, tcp_field, udp_field,
 };
 use crate::xmit;
 
@@ -349,22 +349,35 @@ impl Datapath {
             v => return v,
         };
         let v = Verdict::Drop(reason);
-        // The ICMPv6 answers and IPv6 resets come with their own step (issue 32).
-        if headers.ipv4().is_none() {
-            return v;
-        }
+        // IPv6's answers are ICMPv6's (RFC 4443), quoting as much as fits in 1280 bytes.
+        let v6 = headers.ipv6().map(|h| h.l4_off);
+        let icmp6 = |buf: &mut [u8], (kind, code), word| icmp::error_v6(buf, len, kind, code, word);
+        use icmp::v6 as t6;
         // Written first (a dropped frame may be overwritten), so that what is never
         // answered (a reset, a truncated segment) takes no token.
-        let written = match (reason, answer) {
-            (_, Some(Answer::FragNeeded { mtu })) => icmp::frag_needed(buf, len, mtu),
-            (_, Some(Answer::PortUnreachableFrom(src))) => {
+        let written = match (reason, answer, v6) {
+            (_, Some(Answer::FragNeeded { mtu }), Some(_)) => {
+                icmp6(buf, (t6::PACKET_TOO_BIG, 0), u32::from(mtu).to_be_bytes())
+            }
+            (_, Some(Answer::FragNeeded { mtu }), None) => icmp::frag_needed(buf, len, mtu),
+            // wvs's own address towards a server is an IPv4 one so far.
+            (_, Some(Answer::PortUnreachableFrom(_)), Some(_)) => None,
+            (_, Some(Answer::PortUnreachableFrom(src)), None) => {
                 icmp::port_unreachable_from(buf, len, src)
             }
-            (DropReason::NoDest, None) => icmp::port_unreachable(buf, len),
-            (DropReason::NoConnIn, None) => reset::tcp_reset(buf, len),
+            (DropReason::NoDest, None, Some(_)) => {
+                icmp6(buf, (t6::DEST_UNREACHABLE, t6::PORT_UNREACHABLE), [0; 4])
+            }
+            (DropReason::NoDest, None, None) => icmp::port_unreachable(buf, len),
+            (DropReason::NoConnIn, None, l4_off) => {
+                reset::tcp_reset(buf, len, l4_off.unwrap_or_default())
+            }
             // A client's packet, not a reply on its way out (that one is the kernel's
             // business in IPVS, and wvs has no address of its own to answer from).
-            (DropReason::TtlExceeded, None) if to_vip(snap, headers) => {
+            (DropReason::TtlExceeded, None, Some(_)) if to_vip(snap, headers) => {
+                icmp6(buf, (t6::TIME_EXCEEDED, 0), [0; 4])
+            }
+            (DropReason::TtlExceeded, None, None) if to_vip(snap, headers) => {
                 icmp::time_exceeded(buf, len)
             }
             _ => return v,
@@ -1161,6 +1174,46 @@ fn answer_headers(
     Some(payload)
 }
 
+/// As [`answer_headers`] for IPv6: the Ethernet and IPv6 headers of an answer from `src` to
+/// `dst` with `payload_len` bytes of upper layer `next` to follow, or `None` if `out` cannot
+/// hold them or either address is not one host's (RFC 4443 2.4 (e): no error to an
+/// unspecified, loopback or multicast source).
+fn answer_headers_v6(
+    out: &mut [u8],
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    next: u8,
+    payload_len: usize,
+) -> Option<&mut [u8]> {
+    if !one_host_v6(src) || !one_host_v6(dst) {
+        return None;
+    }
+    let total = ipv6_field::HEADER_LEN + payload_len;
+    let out = out.get_mut(..ETHERNET_HEADER_LEN + total)?;
+    let (eth, ip) = out.split_at_mut(ETHERNET_HEADER_LEN);
+    let (dst_mac, src_mac) = eth[..12].split_at_mut(6);
+    dst_mac.swap_with_slice(src_mac);
+    let (hdr, payload) = ip.split_at_mut(ipv6_field::HEADER_LEN);
+    hdr.fill(0);
+    let mut h = crate::wire::Ipv6Packet::new_unchecked(&mut *hdr);
+    h.set_version(6);
+    h.set_payload_len(u16::try_from(payload_len).ok()?);
+    h.set_next_header(next.into());
+    h.set_hop_limit(ANSWER_TTL);
+    h.set_src_addr(src);
+    h.set_dst_addr(dst);
+    Some(payload)
+}
+
+/// Whether an IPv6 address names a single host: not unspecified, loopback or multicast
+/// (an IPv4-mapped one as [`one_host`] says).
+fn one_host_v6(a: std::net::Ipv6Addr) -> bool {
+    !a.is_unspecified()
+        && !a.is_loopback()
+        && !a.is_multicast()
+        && a.to_ipv4_mapped().is_none_or(one_host)
+}
+
 /// Whether `a` names a single host (RFC 1122 3.2.1.3): not 0.0.0.0/8, 127/8, multicast,
 /// the reserved 240/4 or the limited broadcast.
 fn one_host(a: Ipv4Addr) -> bool {
@@ -1234,9 +1287,13 @@ fn l4_of_ipv6(
         proto: head.l4_proto(),
         ports: head.ports,
     };
-    // ICMPv6 (errors relayed and answered) comes with its own step; until then it is the
-    // kernel's.
-    l4_of(snap, own, ip, &facts, csum, || Ok(Parsed::NotOurs))
+    l4_of(snap, own, ip, &facts, csum, || {
+        if head.next == icmp::v6::PROTO {
+            return icmp::parse_v6(snap, ip, head)
+                .map(|e| e.map_or(Parsed::NotOurs, Parsed::IcmpError));
+        }
+        Ok(Parsed::NotOurs)
+    })
 }
 
 /// What an IP header of either family says that classification needs.

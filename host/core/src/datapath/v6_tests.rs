@@ -324,19 +324,10 @@ fn ipv6_is_never_fragmented_on_the_way_a_too_long_packet_is_refused_with_the_mtu
         h.dp.process(&h.snap, 1, COMPLETE, &mut fits),
         Verdict::Tx { iface: 1 }
     );
-    let mut slot = vec![0u8; 4096];
-    let long = big(1221);
-    slot[..long.len()].copy_from_slice(&long);
-    let headers = Headers::parse(&slot[..long.len()]);
+    // (`process` drops what `process_in_buffer` answers: Packet Too Big, tested below.)
+    let mut long = big(1221);
     assert_eq!(
-        h.dp.process_in_buffer(
-            &h.snap,
-            2,
-            COMPLETE,
-            &headers,
-            &mut slot,
-            &mut crate::xmit::gso::NoSink
-        ),
+        h.dp.process(&h.snap, 2, COMPLETE, &mut long),
         Verdict::Drop(DropReason::FragNeeded)
     );
 }
@@ -423,5 +414,219 @@ fn a_real_server_s_reply_of_no_connection_is_dropped() {
     assert_eq!(
         h.dp.process(&h.snap, 0, FROM_RS, &mut r),
         Verdict::Drop(DropReason::NoConnOut)
+    );
+}
+
+/// `process_in_buffer` on `frame` in a slot with room to answer.
+fn answered(h: &Harness, now: u64, meta: RxMeta, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut slot = vec![0u8; 4096];
+    slot[..frame.len()].copy_from_slice(frame);
+    let headers = Headers::parse(&slot[..frame.len()]);
+    let v = h.dp.process_in_buffer(
+        &h.snap,
+        now,
+        meta,
+        &headers,
+        &mut slot,
+        &mut crate::xmit::gso::NoSink,
+    );
+    (v, slot)
+}
+
+/// The ICMPv6 message of `frame`: its outer addresses, type (checksum verified by
+/// etherparse) and the quote.
+fn icmp6_of(frame: &[u8]) -> (Ipv6Addr, Ipv6Addr, etherparse::Icmpv6Type, Vec<u8>) {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("frame parses");
+    let Some(NetHeaders::Ipv6(ip, _)) = &h.net else {
+        panic!("not ipv6")
+    };
+    let Some(TransportHeader::Icmpv6(icmp)) = &h.transport else {
+        panic!("not icmpv6: {:?}", h.transport)
+    };
+    let payload = h.payload.slice();
+    let want = icmp
+        .icmp_type
+        .calc_checksum(ip.source, ip.destination, payload)
+        .expect("checksum");
+    assert_eq!(icmp.checksum, want, "icmpv6 checksum");
+    (
+        ip.source.into(),
+        ip.destination.into(),
+        icmp.icmp_type,
+        payload.to_vec(),
+    )
+}
+
+#[test]
+fn a_service_without_servers_answers_icmpv6_port_unreachable_from_the_vip() {
+    let h = harness_of(&[service6(Protocol::Tcp, 80, "rr", vec![])]);
+    let syn = client_syn(40010);
+    let (v, out) = answered(&h, 0, COMPLETE, &syn);
+    let Verdict::Send { iface: 0, len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let (src, dst, t, quote) = icmp6_of(&out[..len]);
+    assert_eq!((src, dst), (addr(VIP6), addr(CLIENT6)));
+    assert_eq!(
+        t,
+        etherparse::Icmpv6Type::DestinationUnreachable(
+            etherparse::icmpv6::DestUnreachableCode::Port
+        )
+    );
+    assert_eq!(quote, syn[14..], "the whole packet is quoted (it fits)");
+    assert_eq!(&out[0..6], &CLIENT_MAC, "back to the client's MAC");
+    assert_eq!(h.dp.stats().icmp_sent.load(Relaxed), 1);
+}
+
+#[test]
+fn a_too_long_packet_gets_packet_too_big_with_the_mtu_quoting_1232_bytes() {
+    let h = harness();
+    for d in h.snap.dests() {
+        d.set_mtu(1280);
+    }
+    let mut syn = client_syn(40011);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    let long = tcp6((CLIENT6, 40011), (VIP6, 80), F::Ack, 64, &[7u8; 1400]);
+    let (v, out) = answered(&h, 1, COMPLETE, &long);
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(len, 14 + 1280, "as long as IPv6's least MTU allows");
+    let (src, dst, t, quote) = icmp6_of(&out[..len]);
+    assert_eq!((src, dst), (addr(VIP6), addr(CLIENT6)));
+    assert_eq!(t, etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 });
+    assert_eq!(quote, long[14..14 + 1232]);
+}
+
+#[test]
+fn the_hop_limit_running_out_is_answered_time_exceeded_from_the_vip() {
+    let h = harness();
+    let syn = tcp6((CLIENT6, 40012), (VIP6, 80), F::Syn, 1, b"");
+    let (v, out) = answered(&h, 0, COMPLETE, &syn);
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let (src, dst, t, _) = icmp6_of(&out[..len]);
+    assert_eq!((src, dst), (addr(VIP6), addr(CLIENT6)));
+    assert_eq!(
+        t,
+        etherparse::Icmpv6Type::TimeExceeded(
+            etherparse::icmpv6::TimeExceededCode::HopLimitExceeded
+        )
+    );
+}
+
+#[test]
+fn a_segment_of_no_connection_is_reset_from_the_vip() {
+    let h = harness();
+    let ack = with_dest_opts(&tcp6((CLIENT6, 40013), (VIP6, 80), F::Ack, 64, b"lost"));
+    let (v, out) = answered(&h, 0, COMPLETE, &ack);
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(len, 14 + 40 + 20);
+    let (s, sp, d, dp, _) = check6(&out[..len]);
+    assert_eq!((s, sp, d, dp), (addr(VIP6), 80, addr(CLIENT6), 40013));
+    let tcp = etherparse::TcpHeaderSlice::from_slice(&out[14 + 40..len]).expect("tcp");
+    assert!(
+        tcp.rst() && !tcp.ack(),
+        "an ACK is answered by RST from its ack number"
+    );
+    assert_eq!(tcp.sequence_number(), 1);
+    assert_eq!(h.dp.stats().resets_sent.load(Relaxed), 1);
+}
+
+/// An ICMPv6 error frame from `from` (MAC, address) to `to` quoting `quoted` (a frame).
+fn icmp6_frame(
+    macs: ([u8; 6], [u8; 6]),
+    from: [u8; 16],
+    to: [u8; 16],
+    t: etherparse::Icmpv6Type,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv6(from, to, 64)
+        .icmpv6(t)
+        .write(&mut v, &quoted[14..])
+        .expect("a frame");
+    v
+}
+
+#[test]
+fn icmpv6_errors_are_relayed_both_ways_with_the_quote_translated() {
+    let h = harness();
+    let mut syn = client_syn(40014);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Tx { iface: 1 }
+    );
+    // A router on the client's side says a reply (VIP6:80 -> client) was too big: it goes
+    // to the real server, about the packet the server sent.
+    let reply = tcp6((VIP6, 80), (CLIENT6, 40014), F::SynAck, 64, &[1u8; 64]);
+    let router = v6([0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 0xfe]);
+    let mut ptb = icmp6_frame(
+        (CLIENT_MAC, CLIENT_IF_MAC),
+        router,
+        VIP6,
+        etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 },
+        &reply,
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 1, COMPLETE, &mut ptb),
+        Verdict::Tx { iface: 1 }
+    );
+    let (src, dst, t, quote) = icmp6_of(&ptb);
+    assert_eq!((src, dst), (addr(router), addr(rs6(11))));
+    assert_eq!(t, etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 });
+    let (q, rest) = etherparse::Ipv6Header::from_slice(&quote).expect("quote");
+    assert_eq!((q.source, q.destination), (rs6(11), CLIENT6));
+    assert_eq!(&rest[..4], &[0x1f, 0x90, 0x9c, 0x4e], "ports 8080 -> 40014");
+    assert_eq!(&ptb[0..6], &rs_mac(11));
+    // The server's side says the client's packet (client -> rs:8080) could not be
+    // delivered: it goes to the client, about the packet it sent to the VIP.
+    let fwd = tcp6((CLIENT6, 40014), (rs6(11), 8080), F::Ack, 63, b"data");
+    let mut unreach = icmp6_frame(
+        (rs_mac(11), SERVER_IF_MAC),
+        rs6(11),
+        CLIENT6,
+        etherparse::Icmpv6Type::DestinationUnreachable(
+            etherparse::icmpv6::DestUnreachableCode::Port,
+        ),
+        &fwd,
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 2, FROM_RS, &mut unreach),
+        Verdict::Tx { iface: 0 }
+    );
+    let (src, dst, _, quote) = icmp6_of(&unreach);
+    assert_eq!((src, dst), (addr(VIP6), addr(CLIENT6)));
+    let (q, rest) = etherparse::Ipv6Header::from_slice(&quote).expect("quote");
+    assert_eq!((q.source, q.destination), (CLIENT6, VIP6));
+    assert_eq!(&rest[..4], &[0x9c, 0x4e, 0, 80], "ports 40014 -> 80");
+    // Echo and neighbour discovery are the kernel's.
+    let mut echo = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv6(CLIENT6, VIP6, 64)
+        .icmpv6_echo_request(1, 1)
+        .write(&mut echo, b"ping")
+        .expect("a frame");
+    assert_eq!(h.dp.process(&h.snap, 3, COMPLETE, &mut echo), Verdict::Pass);
+    // An error whose checksum fails is dropped, not made good.
+    let mut bad = icmp6_frame(
+        (CLIENT_MAC, CLIENT_IF_MAC),
+        router,
+        VIP6,
+        etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 },
+        &reply,
+    );
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    assert_eq!(
+        h.dp.process(&h.snap, 4, COMPLETE, &mut bad),
+        Verdict::Drop(DropReason::IcmpBadChecksum)
     );
 }
