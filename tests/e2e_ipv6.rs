@@ -434,3 +434,104 @@ fn a_real_server_s_port_unreachable_reaches_the_client_translated() {
     );
     assert_eq!(wvs.drops("icmp_no_conn"), 0);
 }
+
+/// The health of real server `real`, as the API reports it.
+fn health(w: &Wvs, real: &str) -> serde_json::Value {
+    let svcs = w.get_json("/api/v1/services");
+    for s in svcs.as_array().cloned().unwrap_or_default() {
+        for r in s["reals"].as_array().cloned().unwrap_or_default() {
+            if r["address"] == real {
+                return r;
+            }
+        }
+    }
+    panic!("no real server {real}: {svcs}");
+}
+
+/// Wait until `real`'s check state is `state`.
+fn wait_state(w: &Wvs, real: &str, state: &str) {
+    let t0 = std::time::Instant::now();
+    while health(w, real)["health"]["state"] != state {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(8),
+            "{real} not {state}: {}",
+            health(w, real)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// IPv6 servers are checked: NAT ones at their own address (an HTTP check, nginx stopped
+/// on one), DR ones through the VIP as a client's packets go (one without the VIP on its
+/// loopback is down though its own address answers).
+#[test]
+fn ipv6_servers_are_checked_nat_ones_directly_dr_ones_through_the_vip() {
+    let topo = Topo::onearm("h6", false);
+    topo.script("dr");
+    let vip128 = format!("{VIP6}/128");
+    let out = topo.exec("rs3", &["ip", "addr", "del", &vip128, "dev", "lo"]);
+    assert!(out.status.success(), "{out:?}");
+    let check = "check = { type = \"http\", path = \"/\", interval = 0.3, timeout = 0.5 }";
+    let mut text = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"[{VIP6}]:80\"\nscheduler = \"rr\"\n{check}\n"
+    );
+    for rs in RS6 {
+        text.push_str(&format!(
+            "[[service.real]]\naddress = \"[{rs}]:80\"\nforward = \"dr\"\n"
+        ));
+    }
+    let cfg = topo.dir.join("health6.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    for rs in &RS6[..2] {
+        wait_state(&w, &format!("[{rs}]:80"), "up");
+    }
+    wait_state(&w, "[2001:db8:19::13]:80", "down");
+    let own = topo.exec(
+        "lb",
+        &["curl", "-sS", "-m", "2", "http://[2001:db8:19::13]/"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&own.stdout).trim(),
+        "rs3",
+        "{own:?}"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..9 {
+        seen.insert(topo.curl(&format!("http://[{VIP6}]/")));
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["rs1", "rs2"],
+        "no client goes to the server without the VIP"
+    );
+    let out = topo.exec("rs3", &["ip", "addr", "add", &vip128, "dev", "lo", "nodad"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_state(&w, "[2001:db8:19::13]:80", "up");
+    drop(w);
+
+    // NAT servers at their own addresses, on the two-armed topology.
+    let topo = Topo::new("h6n", false);
+    let mut text = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"[{VIP6}]:80\"\nscheduler = \"rr\"\n{check}\n"
+    );
+    for rs in RS6 {
+        text.push_str(&format!("[[service.real]]\naddress = \"[{rs}]:80\"\n"));
+    }
+    let cfg = topo.dir.join("health6n.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    wait_state(&w, "[2001:db8:19::12]:80", "up");
+    let conf = topo.dir.join("rs2/nginx.conf");
+    let out = topo.exec(
+        "rs2",
+        &["nginx", "-c", conf.to_str().expect("path"), "-s", "stop"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    wait_state(&w, "[2001:db8:19::12]:80", "down");
+    let t = Topo::tally((0..6).map(|_| topo.curl(&format!("http://[{VIP6}]/"))));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        [("rs1".to_string(), 3), ("rs3".to_string(), 3)]
+    );
+}

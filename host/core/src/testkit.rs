@@ -34,6 +34,8 @@ pub const CLIENT: [u8; 4] = [198, 18, 0, 2];
 pub const VIP: [u8; 4] = [198, 18, 100, 1];
 /// wvs's own address towards the real servers.
 pub const SOURCE: [u8; 4] = [198, 19, 0, 1];
+/// wvs's own IPv6 address towards the real servers.
+pub const SOURCE6: [u8; 16] = v6([0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 1]);
 /// The client's IPv6 address.
 pub const CLIENT6: [u8; 16] = v6([0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 2]);
 /// The IPv6 virtual IP.
@@ -198,7 +200,10 @@ impl Harness {
                 iface: 1,
                 mac: rs_mac(last),
             }));
-            d.set_source(Ipv4Addr::from(SOURCE));
+            d.set_source(match d.addr {
+                IpAddr::V4(_) => Ipv4Addr::from(SOURCE).into(),
+                IpAddr::V6(_) => std::net::Ipv6Addr::from(SOURCE6).into(),
+            });
         }
         let conns = Arc::new(ConnTable::new(max_conns));
         let ifaces: Arc<[Iface]> =

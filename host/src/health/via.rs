@@ -124,22 +124,19 @@ impl CheckPath {
             .build();
         handle.route().add(route).replace().execute().await?;
         // One rule: remove one left by a wvs that was killed, then add it.
-        let rule = || {
-            handle
-                .rule()
-                .add()
-                .v4()
-                .fw_mark(CHECK_MARK)
-                .table_id(CHECK_TABLE)
-                .priority(CHECK_RULE_PRIORITY)
-                .action(rtnetlink::packet_route::rule::RuleAction::ToTable)
-        };
-        let _ = handle
-            .rule()
-            .del(rule().message_mut().clone())
-            .execute()
-            .await;
-        rule().execute().await?;
+        let _ = check_rule(handle, false, false).await;
+        check_rule(handle, false, true).await?;
+        // The same for IPv6 services' checks, where the kernel has IPv6.
+        let route6 = rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .output_interface(index)
+            .table_id(CHECK_TABLE)
+            .build();
+        let _ = check_rule(handle, true, false).await;
+        if let Err(e) = handle.route().add(route6).replace().execute().await {
+            tracing::warn!("no IPv6 route for checks through the VIP: {e}");
+        } else if let Err(e) = check_rule(handle, true, true).await {
+            tracing::warn!("no IPv6 rule for checks through the VIP: {e}");
+        }
         let links = ifaces
             .iter()
             .map(|i| {
@@ -181,21 +178,11 @@ impl CheckPath {
         Ok(())
     }
 
-    /// Remove the rule (the device and its route go with the process).
+    /// Remove the rules (the device and its routes go with the process).
     pub async fn teardown(handle: &rtnetlink::Handle) {
-        let mut rule = handle
-            .rule()
-            .add()
-            .v4()
-            .fw_mark(CHECK_MARK)
-            .table_id(CHECK_TABLE)
-            .priority(CHECK_RULE_PRIORITY)
-            .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
-        let _ = handle
-            .rule()
-            .del(rule.message_mut().clone())
-            .execute()
-            .await;
+        for v6 in [false, true] {
+            let _ = check_rule(handle, v6, false).await;
+        }
     }
 
     /// Forward what the stack writes into the device until the process ends.
@@ -227,8 +214,8 @@ impl CheckPath {
     /// server yet (the check times out, as a client's connection would).
     fn forward_one(&self, frame: &mut [u8], n: usize) -> Option<(usize, u8)> {
         let ip = frame.get(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + n)?;
-        let (proto, sport) = flight_of(ip)?;
-        let ihl = usize::from(Ipv4Packet::new_unchecked(ip).header_len());
+        let (proto, sport, ihl) = flight_of(ip)?;
+        let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
         let Some((dest, standin)) = self.flights.lock().get(&(proto, sport)).cloned() else {
             tracing::trace!(?proto, sport, "not a check's packet");
             return None;
@@ -252,16 +239,17 @@ impl CheckPath {
         };
         let (_, iface) = self.links.get(usize::from(hop.iface))?;
         let mac = &iface.mac();
-        let IpAddr::V4(daddr) = dest.addr else {
-            return None;
-        };
         // The stack wrote an IP packet: the frame around it is ours to fill.
-        EthernetFrame::new_unchecked(&mut *frame).set_ethertype(EthernetProtocol::Ipv4);
+        EthernetFrame::new_unchecked(&mut *frame).set_ethertype(if v6 {
+            EthernetProtocol::Ipv6
+        } else {
+            EthernetProtocol::Ipv4
+        });
         let target = xmit::Target {
             fwd: dest.forward(),
-            daddr: daddr.into(),
+            daddr: dest.addr,
             dport: dest.port,
-            src: dest.source().into(),
+            src: dest.source(),
             flow_hash: u32::from(sport),
             mtu: 0,
             local: (Ipv4Addr::UNSPECIFIED.into(), 0),
@@ -304,11 +292,16 @@ impl CheckPath {
         if src.is_unspecified() {
             return Err("no route to the real server yet".into());
         }
-        let s = socket2::Socket::new(socket2::Domain::IPV4, kind, None)
+        let domain = if vip.is_ipv6() {
+            socket2::Domain::IPV6
+        } else {
+            socket2::Domain::IPV4
+        };
+        let s = socket2::Socket::new(domain, kind, None)
             .and_then(|s| {
                 s.set_mark(CHECK_MARK)?;
                 s.set_nonblocking(true)?;
-                s.bind(&SocketAddr::new(src.into(), 0).into())?;
+                s.bind(&SocketAddr::new(src, 0).into())?;
                 Ok(s)
             })
             .map_err(|e| format!("check socket: {e}"))?;
@@ -391,17 +384,58 @@ pub(crate) fn vip_is_local(vip: IpAddr) -> bool {
     }
 }
 
-/// The protocol and source port of a check's IPv4 packet.
-fn flight_of(ip: &[u8]) -> Option<(Protocol, u16)> {
-    let p = Ipv4Packet::new_checked(ip).ok()?;
-    let ihl = usize::from(p.header_len());
-    let proto = match u8::from(p.next_header()) {
+/// The protocol and source port of a check's IP packet (a socket's: an IPv6 one carries no
+/// extension header), and where its upper layer starts.
+fn flight_of(ip: &[u8]) -> Option<(Protocol, u16, usize)> {
+    let (next, l4_off) = match ip.first()? >> 4 {
+        4 => {
+            let p = Ipv4Packet::new_checked(ip).ok()?;
+            (u8::from(p.next_header()), usize::from(p.header_len()))
+        }
+        6 => {
+            let p = crate::wire::Ipv6Packet::new_checked(ip).ok()?;
+            (
+                u8::from(p.next_header()),
+                crate::wire::ipv6_field::HEADER_LEN,
+            )
+        }
+        _ => return None,
+    };
+    let proto = match next {
         6 => Protocol::Tcp,
         17 => Protocol::Udp,
         _ => return None,
     };
-    let l4 = ip.get(ihl..ihl + 2)?;
-    Some((proto, u16::from_be_bytes([l4[0], l4[1]])))
+    let l4 = ip.get(l4_off..l4_off + 2)?;
+    Some((proto, u16::from_be_bytes([l4[0], l4[1]]), l4_off))
+}
+
+/// The routing rule that sends marked packets (checks) to the check table, of a family:
+/// added (`add`) or removed.
+async fn check_rule(
+    handle: &rtnetlink::Handle,
+    v6: bool,
+    add: bool,
+) -> Result<(), rtnetlink::Error> {
+    macro_rules! rule {
+        ($r:expr) => {{
+            let mut r = $r
+                .fw_mark(CHECK_MARK)
+                .table_id(CHECK_TABLE)
+                .priority(CHECK_RULE_PRIORITY)
+                .action(rtnetlink::packet_route::rule::RuleAction::ToTable);
+            if add {
+                r.execute().await
+            } else {
+                handle.rule().del(r.message_mut().clone()).execute().await
+            }
+        }};
+    }
+    if v6 {
+        rule!(handle.rule().add().v6())
+    } else {
+        rule!(handle.rule().add().v4())
+    }
 }
 
 #[cfg(test)]
@@ -417,9 +451,9 @@ mod tests {
         ip[8] = 64;
         ip[9] = 6;
         ip[20..22].copy_from_slice(&40000u16.to_be_bytes());
-        assert_eq!(flight_of(&ip), Some((Protocol::Tcp, 40000)));
+        assert_eq!(flight_of(&ip), Some((Protocol::Tcp, 40000, 20)));
         ip[9] = 17;
-        assert_eq!(flight_of(&ip), Some((Protocol::Udp, 40000)));
+        assert_eq!(flight_of(&ip), Some((Protocol::Udp, 40000, 20)));
         ip[9] = 1;
         assert_eq!(flight_of(&ip), None, "ICMP is no check's");
         assert_eq!(flight_of(&ip[..10]), None, "a truncated header");

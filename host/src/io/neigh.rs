@@ -115,12 +115,7 @@ pub async fn lookup_iface(handle: &Handle, name: &str) -> Result<IfaceInfo, Neig
 /// What a route lookup gives: next hop, source address, MTU.
 /// What the route to a real server says: the next hop, wvs's source address, the MTU, and
 /// whether the address is the balancer's own (a local route).
-type Resolved = (
-    Option<NextHop>,
-    Option<std::net::Ipv4Addr>,
-    Option<u32>,
-    bool,
-);
+type Resolved = (Option<NextHop>, Option<IpAddr>, Option<u32>, bool);
 
 /// Resolves real servers' next hops.
 #[derive(Debug)]
@@ -248,7 +243,8 @@ impl Resolver {
                 RouteAttribute::Oif(i) => oif = Some(*i),
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => gateway = Some(IpAddr::V4(*g)),
                 RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gateway = Some(IpAddr::V6(*g)),
-                RouteAttribute::PrefSource(RouteAddress::Inet(a)) => src = Some(*a),
+                RouteAttribute::PrefSource(RouteAddress::Inet(a)) => src = Some(IpAddr::V4(*a)),
+                RouteAttribute::PrefSource(RouteAddress::Inet6(a)) => src = Some(IpAddr::V6(*a)),
                 _ => {}
             }
         }

@@ -305,15 +305,15 @@ fn error_from_destination(
 
 /// Turn the IPv6 frame of `len` bytes at the start of `buf` into an ICMPv6 error of
 /// `kind`/`code` (its second word `word`: Packet Too Big's MTU) from the address it was sent
-/// to back to its sender, quoting as much of it as fits in IPv6's least MTU (RFC 4443 2.4
+/// to (or `from`: wvs's own, `nat_icmp_send`) back to its sender, quoting as much of it as fits in IPv6's least MTU (RFC 4443 2.4
 /// (c)). Returns the answer's length, or `None` if the frame is no IPv6 packet, the buffer
 /// cannot hold the answer, or either end is not one host.
 pub(super) fn error_v6(
     buf: &mut [u8],
     len: usize,
-    kind: u8,
-    code: u8,
+    (kind, code): (u8, u8),
     word: [u8; 4],
+    from: Option<Ipv6Addr>,
 ) -> Option<usize> {
     use crate::wire::ipv6_field::{HEADER_LEN, MIN_MTU};
     const IP: usize = ETHERNET_HEADER_LEN;
@@ -328,10 +328,11 @@ pub(super) fn error_v6(
     // The quote moves to where it follows the new headers (a refused frame is the
     // answer's to overwrite).
     buf.copy_within(IP..IP + quote_len, at);
-    let icmp = super::answer_headers_v6(buf, vip, client, v6::PROTO, ICMP_HEADER_LEN + quote_len)?;
+    let src = from.unwrap_or(vip);
+    let icmp = super::answer_headers_v6(buf, src, client, v6::PROTO, ICMP_HEADER_LEN + quote_len)?;
     icmp[..ICMP_HEADER_LEN]
         .copy_from_slice(&[kind, code, 0, 0, word[0], word[1], word[2], word[3]]);
-    let c = checksum::l4_v6(vip.octets(), client.octets(), v6::PROTO, icmp);
+    let c = checksum::l4_v6(src.octets(), client.octets(), v6::PROTO, icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
     Some(at + quote_len)
 }
@@ -433,9 +434,7 @@ impl Datapath {
             // probe, from its address towards that server): the error is the stack's, as
             // IPVS's ip_vs_out_icmp leaves what belongs to no connection (NF_ACCEPT).
             None if e.about == About::Forwarded
-                && snap
-                    .real_source(e.proto, e.daddr, e.dport)
-                    .is_some_and(|s| IpAddr::V4(s) == e.saddr) =>
+                && snap.real_source(e.proto, e.daddr, e.dport) == Some(e.saddr) =>
             {
                 super::stats::bump(&self.stats.passed);
                 return Err(Verdict::Stack {

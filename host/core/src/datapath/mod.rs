@@ -119,7 +119,7 @@ pub enum Answer {
         mtu: u16,
     },
     /// Port unreachable from wvs's own address towards the sender (`nat_icmp_send`).
-    PortUnreachableFrom(Ipv4Addr),
+    PortUnreachableFrom(IpAddr),
 }
 
 /// One of wvs's interfaces as the datapath sees it.
@@ -351,7 +351,8 @@ impl Datapath {
         let v = Verdict::Drop(reason);
         // IPv6's answers are ICMPv6's (RFC 4443), quoting as much as fits in 1280 bytes.
         let v6 = headers.ipv6().map(|h| h.l4_off);
-        let icmp6 = |buf: &mut [u8], (kind, code), word| icmp::error_v6(buf, len, kind, code, word);
+        let icmp6 =
+            |buf: &mut [u8], kind_code, word| icmp::error_v6(buf, len, kind_code, word, None);
         use icmp::v6 as t6;
         // Written first (a dropped frame may be overwritten), so that what is never
         // answered (a reset, a truncated segment) takes no token.
@@ -360,11 +361,17 @@ impl Datapath {
                 icmp6(buf, (t6::PACKET_TOO_BIG, 0), u32::from(mtu).to_be_bytes())
             }
             (_, Some(Answer::FragNeeded { mtu }), None) => icmp::frag_needed(buf, len, mtu),
-            // wvs's own address towards a server is an IPv4 one so far.
-            (_, Some(Answer::PortUnreachableFrom(_)), Some(_)) => None,
-            (_, Some(Answer::PortUnreachableFrom(src)), None) => {
+            (_, Some(Answer::PortUnreachableFrom(IpAddr::V6(src))), Some(_)) => icmp::error_v6(
+                buf,
+                len,
+                (t6::DEST_UNREACHABLE, t6::PORT_UNREACHABLE),
+                [0; 4],
+                Some(src),
+            ),
+            (_, Some(Answer::PortUnreachableFrom(IpAddr::V4(src))), None) => {
                 icmp::port_unreachable_from(buf, len, src)
             }
+            (_, Some(Answer::PortUnreachableFrom(_)), _) => None,
             (DropReason::NoDest, None, Some(_)) => {
                 icmp6(buf, (t6::DEST_UNREACHABLE, t6::PORT_UNREACHABLE), [0; 4])
             }
@@ -606,7 +613,7 @@ impl Datapath {
             dport: c.rport,
             hop: c.dest.next_hop(),
             fwd: c.fwd,
-            src: c.dest.source().into(),
+            src: c.dest.source(),
             mtu: c.dest.mtu(),
             local: (c.laddr(), c.lport),
             app: app::AppCtx::of(c),
@@ -786,7 +793,7 @@ impl Datapath {
             dport: conn.rport,
             hop,
             fwd: conn.fwd,
-            src: dest.source().into(),
+            src: dest.source(),
             mtu: dest.mtu(),
             local: (conn.laddr(), conn.lport),
             app: app::AppCtx::of(&conn),
@@ -1017,7 +1024,7 @@ impl Datapath {
             };
         }
         let own = snap.real_source(info.proto, info.saddr, info.sport);
-        if own.map(IpAddr::V4) == Some(info.daddr) {
+        if own == Some(info.daddr) {
             stats::bump(&self.stats.passed);
             let mut pkt = self.packet(buf, rx.meta, info);
             return self.sent(xmit::stack::local(&mut pkt));

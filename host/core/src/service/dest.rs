@@ -87,8 +87,10 @@ pub struct Dest {
     /// local one): its connections go to the balancer's stack whatever the method.
     local: AtomicBool,
     /// wvs's source address towards the server (the route's preferred source): a tunnel's
-    /// outer source.
+    /// outer source. An IPv4 server's, or the IPv6 one's (read without a lock; written
+    /// when the route changes).
     src: AtomicU32,
+    src6: arc_swap::ArcSwapOption<std::net::Ipv6Addr>,
     /// The route's MTU towards the server (0 until known).
     mtu: AtomicU32,
     /// Set by the fast path when it has no next hop, so the resolver looks sooner.
@@ -132,6 +134,7 @@ impl Dest {
             fwd: AtomicU64::new(pack_forward(Forward::Masq)),
             local: AtomicBool::new(false),
             src: AtomicU32::new(0),
+            src6: arc_swap::ArcSwapOption::empty(),
             mtu: AtomicU32::new(0),
             resolve_wanted: AtomicBool::new(true),
             health: AtomicU8::new(0),
@@ -324,15 +327,31 @@ impl Dest {
         self.fwd.store(pack_forward(f), Relaxed);
     }
 
-    /// wvs's source address towards the server (0.0.0.0 until the route is known).
+    /// wvs's source address towards the server, of its family (unspecified until the
+    /// route is known).
     #[inline]
-    pub fn source(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.src.load(Relaxed))
+    pub fn source(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(_) => Ipv4Addr::from(self.src.load(Relaxed)).into(),
+            IpAddr::V6(_) => self
+                .src6
+                .load()
+                .as_deref()
+                .map_or(std::net::Ipv6Addr::UNSPECIFIED, |a| *a)
+                .into(),
+        }
     }
 
     /// Set wvs's source address towards the server.
-    pub fn set_source(&self, a: Ipv4Addr) {
-        self.src.store(u32::from(a), Relaxed);
+    pub fn set_source(&self, a: IpAddr) {
+        match a {
+            IpAddr::V4(a) => self.src.store(u32::from(a), Relaxed),
+            IpAddr::V6(a) => {
+                if self.src6.load().as_deref() != Some(&a) {
+                    self.src6.store(Some(std::sync::Arc::new(a)));
+                }
+            }
+        }
     }
 
     /// The path MTU towards the server: the route's (0 until known).

@@ -16,7 +16,7 @@ pub use sched::{SchedChoice, SchedState};
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::model::{Protocol, Scheduler, ServiceKey};
@@ -230,7 +230,7 @@ impl Snapshot {
     }
 
     /// wvs's own address towards the real server `addr:port` (its route's source), if known.
-    pub(crate) fn real_source(&self, proto: Protocol, addr: IpAddr, port: u16) -> Option<Ipv4Addr> {
+    pub(crate) fn real_source(&self, proto: Protocol, addr: IpAddr, port: u16) -> Option<IpAddr> {
         self.services
             .values()
             .filter(|s| s.key.proto == proto)
