@@ -8,13 +8,16 @@ socket for IPIP and GRE, a UDP socket for GUE), checks the encapsulation, and wr
 inner packet into a TUN device that holds the VIP, so the kernel receives it as it would
 from tunl0 and the server's nginx answers the client directly.
 
-usage: decap.py ipip|gre|gue[:PORT] VIP [TUN]   (TUN: the device's name, tun0 by default;
-several kinds in one server need one each)
+usage: decap.py ipip|gre|gue[:PORT]|ipip6|gue6[:PORT] VIP [TUN]   (TUN: the device's name,
+tun0 by default; several kinds in one server need one each). The kinds ending in 6 take
+packets in an IPv6 outer header (IPv6 or IPv4 inside: next header 41 or 4); VIP may be an
+IPv6 address.
 Prints "ready" once listening; counts what it took apart in the file named by $DECAP_COUNT
 (rewritten every 100 packets and at exit).
 """
 import fcntl
 import os
+import select
 import signal
 import socket
 import struct
@@ -36,11 +39,13 @@ def main() -> None:
     kind, vip = sys.argv[1], sys.argv[2]
     port = 0
     if kind.startswith("gue"):
-        kind, port = "gue", int(kind.split(":")[1])
+        kind, port = kind.split(":")[0], int(kind.split(":")[1])
     name = sys.argv[3] if len(sys.argv) > 3 else "tun0"
     tun = open_tun(name)
+    vip_addr = ["ip", "-6", "addr", "add", f"{vip}/128", "dev", name, "nodad"] if ":" in vip \
+        else ["ip", "addr", "add", f"{vip}/32", "dev", name]
     for cmd in (
-        ["ip", "addr", "add", f"{vip}/32", "dev", name],
+        vip_addr,
         ["ip", "link", "set", name, "up"],
         # The inner packet comes from the client, whose route is not tun0: loose rp_filter
         # (the max of all and the interface applies), as LVS-TUN servers are set up.
@@ -52,12 +57,20 @@ def main() -> None:
     ):
         subprocess.run(cmd, check=True)
     if kind == "ipip":
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP)
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP)]
     elif kind == "gre":
-        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)]
+    elif kind == "ipip6":
+        # A raw IPv6 socket gets what follows the outer header (and its extension headers).
+        socks = [socket.socket(socket.AF_INET6, socket.SOCK_RAW, p)
+                 for p in (socket.IPPROTO_IPV6, socket.IPPROTO_IPIP)]
+    elif kind == "gue6":
+        socks = [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)]
+        socks[0].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        socks[0].bind(("::", port))
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("0.0.0.0", port))
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
+        socks[0].bind(("0.0.0.0", port))
     count_file = os.environ.get("DECAP_COUNT")
     n = bad = 0
 
@@ -74,13 +87,18 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     print("ready", flush=True)
     while True:
-        pkt = s.recv(70000)
-        if kind == "gue":
-            # Version 0, no control bit; hlen words of options; the inner protocol IPIP.
-            if len(pkt) < 4 or pkt[0] >> 6 != 0 or pkt[0] & 0x20 or pkt[1] != 4:
+        ready, _, _ = select.select(socks, [], [])
+        pkt = ready[0].recv(70000)
+        if kind in ("gue", "gue6"):
+            # Version 0, no control bit; hlen words of options; the inner protocol IPIP or
+            # IPv6, as the inner packet's version says.
+            inner = pkt[4 + 4 * (pkt[0] & 0x1F):] if len(pkt) >= 4 else b""
+            want = {4: 4, 6: 41}.get(inner[0] >> 4 if inner else 0)
+            if len(pkt) < 4 or pkt[0] >> 6 != 0 or pkt[0] & 0x20 or pkt[1] != want:
                 bad += 1
                 continue
-            inner = pkt[4 + 4 * (pkt[0] & 0x1F):]
+        elif kind == "ipip6":
+            inner = pkt
         else:
             outer_len = (pkt[0] & 0x0F) * 4
             inner = pkt[outer_len:]

@@ -535,3 +535,123 @@ fn ipv6_servers_are_checked_nat_ones_directly_dr_ones_through_the_vip() {
         [("rs1".to_string(), 3), ("rs3".to_string(), 3)]
     );
 }
+
+/// The user-space tunnel ends of tests/decap.py in each real server (the test kernel has
+/// no ip6_tunnel nor fou), holding `vip`; stopped and reaped on drop, their counts read
+/// by `finish`.
+struct Ends(Vec<std::process::Child>);
+
+impl Ends {
+    fn start(topo: &Topo, kind: &str, vip: &str) -> Self {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/decap.py");
+        let mut all = Ends(Vec::new());
+        for i in 1..=3 {
+            let mut c = std::process::Command::new("ip")
+                .args(["netns", "exec", &topo.ns(&format!("rs{i}"))])
+                .args(["python3", script, kind, vip])
+                .env("DECAP_COUNT", topo.dir.join(format!("decap-rs{i}")))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("decap.py");
+            let mut line = String::new();
+            std::io::BufReader::new(c.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("decap.py output");
+            assert_eq!(line.trim(), "ready", "decap.py rs{i} did not start");
+            all.0.push(c);
+        }
+        // The VIP now exists on each server: UDP responders that answer from it.
+        topo.script("vip_socat");
+        all
+    }
+
+    /// Stop them; each one's count of packets taken apart and of malformed ones.
+    fn finish(mut self, topo: &Topo) -> Vec<(u64, u64)> {
+        self.stop();
+        (1..=3)
+            .map(|i| {
+                let c = std::fs::read_to_string(topo.dir.join(format!("decap-rs{i}")))
+                    .unwrap_or_default();
+                let mut it = c.split_whitespace().map(|n| n.parse::<u64>().unwrap_or(0));
+                (it.next().unwrap_or(0), it.next().unwrap_or(u64::MAX))
+            })
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        for mut c in self.0.drain(..) {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Serve through a tunnel over IPv6 to IPv6 servers (`method`: the real servers' lines),
+/// the tunnel ends `decap`, and check every one took packets apart, none malformed.
+fn tunnel66(name: &str, method: &str, decap: &str) {
+    let topo = Topo::onearm(name, true);
+    let ends = Ends::start(&topo, decap, VIP6);
+    let wvs = Wvs::start(&topo, Some(&config(&topo, method, "")));
+    serves_evenly(&topo);
+    downloads_exactly(&topo, Some(20 << 20));
+    for (i, (took, bad)) in ends.finish(&topo).iter().enumerate() {
+        assert_eq!(*bad, 0, "rs{}: malformed tunnel packets", i + 1);
+        assert!(*took >= 10, "rs{} took {took} packets apart", i + 1);
+    }
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!(
+            "  -> {:<28} Tunnel  1      ",
+            "[2001:db8:19::11]:80"
+        )),
+        "{listing}"
+    );
+}
+
+#[test]
+fn ipv6_in_ipv6_tunnel_serves_evenly_and_downloads_exactly() {
+    tunnel66("t66", "forward = \"tunnel\"", "ipip6");
+}
+
+#[test]
+fn gue_over_ipv6_serves_evenly_and_downloads_exactly() {
+    tunnel66(
+        "g66",
+        "forward = \"tunnel\"\ntun_type = \"gue\"\ntun_port = 6080\ntun_csum = \"csum\"",
+        "gue6:6080",
+    );
+}
+
+/// An IPv4 service whose servers are reached through IPv6 tunnels (IPVS lets tunnel
+/// servers be of the other family): IPv4 packets inside IPv6 (next header 4).
+#[test]
+fn an_ipv4_service_is_served_through_ipv6_tunnels() {
+    let topo = Topo::onearm("t46", false);
+    let ends = Ends::start(&topo, "ipip6", VIP);
+    let mut text =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n");
+    for rs in RS6 {
+        text.push_str(&format!(
+            "[[service.real]]\naddress = \"[{rs}]:80\"\nforward = \"tunnel\"\n"
+        ));
+    }
+    let cfg = topo.dir.join("t46.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let _wvs = Wvs::start(&topo, Some(&cfg));
+    let t = Topo::tally((0..30).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(t.into_iter().collect::<Vec<_>>(), Topo::even(30));
+    for (i, (took, bad)) in ends.finish(&topo).iter().enumerate() {
+        assert_eq!(*bad, 0, "rs{}: malformed tunnel packets", i + 1);
+        assert!(*took >= 10, "rs{} took {took} packets apart", i + 1);
+    }
+}

@@ -1120,9 +1120,11 @@ impl RealDef {
                 self.address, self.weight
             )));
         }
-        if ra.is_ipv4() != svc.addr.is_ipv4() {
+        // IPVS lets only a tunnel server be of the other family (`ip_vs_ctl.c`): the
+        // packet goes inside a header of the server's family, unchanged.
+        if ra.is_ipv4() != svc.addr.is_ipv4() && !matches!(fwd, Forward::Tunnel(_)) {
             return Err(conflict(format!(
-                "real server {} and service {svc} are of different address families",
+                "real server {} and service {svc} are of different address families (only a tunnel server may be)",
                 self.address
             )));
         }

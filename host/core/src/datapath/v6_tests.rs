@@ -382,11 +382,11 @@ fn direct_routing_and_full_nat_carry_ipv6() {
 
 #[test]
 fn a_method_that_cannot_carry_the_family_drops_it_counted() {
-    // An IPv6 service whose real server is IPv4 (NAT cannot translate the header), and an
-    // IPv6 packet into an IPv4 tunnel.
+    // An IPv6 service whose real server is IPv4: NAT cannot translate the header, nor can
+    // direct routing hand the server a packet of another family.
     for r in [
         real("198.19.0.21:8080"),
-        real_by(&addr(rs6(21)).to_string(), IPIP),
+        real_by("198.19.0.21", Forward::Route),
     ] {
         let h = harness_of(&[service6(Protocol::Tcp, 80, "rr", vec![r.clone()])]);
         let mut syn = client_syn(40007);
@@ -629,4 +629,149 @@ fn icmpv6_errors_are_relayed_both_ways_with_the_quote_translated() {
         h.dp.process(&h.snap, 4, COMPLETE, &mut bad),
         Verdict::Drop(DropReason::IcmpBadChecksum)
     );
+}
+
+/// A tunnel server's frame: its outer IPv6 header's next header, payload length, hop
+/// limit and addresses, and what follows.
+fn outer6(frame: &[u8]) -> (u8, usize, u8, Ipv6Addr, Ipv6Addr, &[u8]) {
+    assert_eq!(&frame[12..14], &[0x86, 0xdd], "an IPv6 frame");
+    let ip = &frame[14..];
+    let (h, rest) = etherparse::Ipv6Header::from_slice(ip).expect("outer ipv6");
+    (
+        u8::from(h.next_header),
+        usize::from(h.payload_length),
+        h.hop_limit,
+        h.source.into(),
+        h.destination.into(),
+        rest,
+    )
+}
+
+#[test]
+fn tunnels_over_ipv6_carry_either_family_as_ipvs_builds_them() {
+    use crate::model::{TunCsum, TunKind};
+    use crate::testkit::{SOURCE6, tunnel};
+    // IPv6 in IPv6 (next header 41): the inner packet one hop less, the outer's hop limit
+    // from it, from wvs's address on the route.
+    let h = harness_of(&[service6(
+        Protocol::Tcp,
+        80,
+        "rr",
+        vec![real_by(&addr(rs6(21)).to_string(), IPIP)],
+    )]);
+    let syn = client_syn(40020);
+    let (v, out) = answered(&h, 0, COMPLETE, &syn);
+    let Verdict::Send { iface: 1, len, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(len, syn.len() + 40);
+    let (next, plen, hops, src, dst, inner) = outer6(&out[..len]);
+    assert_eq!((next, plen, hops), (41, syn.len() - 14, 63));
+    assert_eq!((src, dst), (addr(SOURCE6), addr(rs6(21))));
+    let mut want = syn[14..].to_vec();
+    want[7] = 63;
+    assert_eq!(inner, want, "the client's packet, one hop less");
+    assert_eq!(&out[0..6], &rs_mac(21));
+
+    // GUE over IPv6 with its checksum, carrying IPv6: UDP to the port, protocol 41.
+    let h = harness_of(&[service6(
+        Protocol::Tcp,
+        80,
+        "rr",
+        vec![real_by(
+            &addr(rs6(22)).to_string(),
+            tunnel(TunKind::Gue, 6080, TunCsum::Csum),
+        )],
+    )]);
+    let (v, out) = answered(&h, 0, COMPLETE, &client_syn(40021));
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let p = PacketHeaders::from_ethernet_slice(&out[..len]).expect("parses");
+    let (Some(NetHeaders::Ipv6(ip, _)), Some(TransportHeader::Udp(u))) = (&p.net, &p.transport)
+    else {
+        panic!("not UDP over IPv6: {p:?}")
+    };
+    assert_eq!(u.destination_port, 6080);
+    let payload = p.payload.slice();
+    assert_eq!(u.checksum, u.calc_checksum_ipv6(ip, payload).expect("sum"));
+    assert_eq!(&payload[..4], &[0, 41, 0, 0], "GUE version 0 carrying IPv6");
+
+    // An IPv4 service's tunnel server of IPv6 (IPVS allows the families to differ for
+    // tunnels only), and the other way round.
+    let mut v4svc = rr(
+        Protocol::Tcp,
+        80,
+        vec![real_by(&addr(rs6(23)).to_string(), IPIP)],
+    );
+    v4svc.reals[0].port = 80;
+    let h = harness_of(&[v4svc]);
+    let mut syn4 = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40022, 80, 1000, 65535)
+        .syn()
+        .write(&mut syn4, b"")
+        .expect("a frame");
+    let (v, out) = answered(&h, 0, COMPLETE, &syn4);
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let (next, _, hops, _, dst, inner) = outer6(&out[..len]);
+    assert_eq!((next, hops, dst), (4, 63, addr(rs6(23))), "IPv4 in IPv6");
+    assert_eq!(inner[0] >> 4, 4);
+    let h = harness_of(&[service6(
+        Protocol::Tcp,
+        80,
+        "rr",
+        vec![real_by(
+            "198.19.0.24",
+            tunnel(TunKind::Gre, 0, TunCsum::None),
+        )],
+    )]);
+    let (v, out) = answered(&h, 0, COMPLETE, &client_syn(40023));
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let p = PacketHeaders::from_ethernet_slice(&out[..len]).expect("parses");
+    let Some(NetHeaders::Ipv4(ip, _)) = &p.net else {
+        panic!("not IPv4 outside")
+    };
+    assert_eq!(u8::from(ip.protocol), 47);
+    assert!(!ip.dont_fragment, "no DF from an IPv6 packet");
+    let gre = &out[14 + 20..];
+    assert_eq!(&gre[..4], &[0, 0, 0x86, 0xdd], "GRE carrying IPv6");
+    assert_eq!(gre[4] >> 4, 6);
+}
+
+#[test]
+fn a_tunnel_over_ipv6_needs_1280_bytes_inside() {
+    let h = harness_of(&[service6(
+        Protocol::Tcp,
+        80,
+        "rr",
+        vec![real_by(&addr(rs6(21)).to_string(), IPIP)],
+    )]);
+    // 1300 on the path leaves 1260 inside: less than IPv6 allows, nothing goes
+    // (`__ip_vs_get_out_rt_v6`), not even a SYN; 1320 leaves 1280.
+    for d in h.snap.dests() {
+        d.set_mtu(1300);
+    }
+    let mut syn = client_syn(40024);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, COMPLETE, &mut syn),
+        Verdict::Drop(DropReason::TooBig)
+    );
+    for d in h.snap.dests() {
+        d.set_mtu(1320);
+    }
+    let (v, _) = answered(&h, 1, COMPLETE, &client_syn(40025));
+    assert!(matches!(v, Verdict::Send { .. }), "{v:?}");
+    let long = tcp6((CLIENT6, 40025), (VIP6, 80), F::Ack, 64, &[7u8; 1300]);
+    let (v, out) = answered(&h, 2, COMPLETE, &long);
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let (_, _, t, _) = icmp6_of(&out[..len]);
+    assert_eq!(t, etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 });
 }
