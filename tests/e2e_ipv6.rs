@@ -655,3 +655,141 @@ fn an_ipv4_service_is_served_through_ipv6_tunnels() {
         assert!(*took >= 10, "rs{} took {took} packets apart", i + 1);
     }
 }
+
+/// Full NAT between the families: an IPv4 service on IPv6 servers, through an IPv6 local
+/// address (the servers see it, not the client), and the reverse.
+#[test]
+fn full_nat_serves_ipv4_clients_from_ipv6_servers_and_the_reverse() {
+    let topo = Topo::new("x46", true);
+    let mut text = String::new();
+    for (proto, port) in [("tcp", 80), ("udp", 9000)] {
+        text.push_str(&format!(
+            "[[service]]\nprotocol = \"{proto}\"\naddress = \"{VIP}:{port}\"\nscheduler = \"rr\"\n\
+             laddrs = [\"2001:db8:19::1\"]\n"
+        ));
+        for rs in RS6 {
+            text.push_str(&format!(
+                "[[service.real]]\naddress = \"[{rs}]:{port}\"\nforward = \"fullnat\"\n"
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"[{VIP6}]:80\"\nscheduler = \"rr\"\n\
+         laddrs = [\"198.19.0.1\"]\n"
+    ));
+    for i in 1..=3 {
+        text.push_str(&format!(
+            "[[service.real]]\naddress = \"198.19.0.1{i}:80\"\nforward = \"fullnat\"\n"
+        ));
+    }
+    let cfg = topo.dir.join("x46.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let t = Topo::tally((0..30).map(|_| topo.curl(&format!("http://{VIP}/"))));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        Topo::even(30),
+        "IPv4 to IPv6"
+    );
+    let u = Topo::tally((0..30).map(|i| topo.udp_ask(43000 + i)));
+    assert_eq!(u.into_iter().collect::<Vec<_>>(), Topo::even(30), "UDP");
+    let have = topo.download_big(Some(20 << 20));
+    let want = std::fs::read(topo.dir.join("big")).expect("source file");
+    assert!(have[..] == want[..20 << 20], "the download differs");
+    let t = Topo::tally((0..30).map(|_| topo.curl(&format!("http://[{VIP6}]/"))));
+    assert_eq!(
+        t.into_iter().collect::<Vec<_>>(),
+        Topo::even(30),
+        "IPv6 to IPv4"
+    );
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!(
+            "  -> {:<28} FullNat 1      ",
+            "[2001:db8:19::11]:80"
+        )),
+        "{listing}"
+    );
+}
+
+/// A server that reads a PROXY v2 header and answers what it says: the family and the
+/// client's address.
+const PROXY_SERVER: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 8000))
+s.listen(8)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    h = b""
+    while len(h) < 16:
+        h += c.recv(16 - len(h))
+    n = struct.unpack("!H", h[14:16])[0]
+    body = b""
+    while len(body) < n:
+        body += c.recv(n - len(body))
+    if h[13] == 0x11:
+        addr = socket.inet_ntop(socket.AF_INET, body[0:4])
+        port = struct.unpack("!H", body[8:10])[0]
+        fam = "TCP4"
+    else:
+        addr = socket.inet_ntop(socket.AF_INET6, body[0:16])
+        port = struct.unpack("!H", body[32:34])[0]
+        fam = "TCP6"
+    c.sendall(f"{fam} {addr} {port} via {peer[0]}\n".encode())
+    c.close()
+"#;
+
+/// The client of the other family's address reaches an IPv6 server behind full NAT in the
+/// PROXY v2 header (`proxy-v2` helper), while the connection comes from the local address.
+#[test]
+fn proxy_v2_tells_an_ipv6_server_its_ipv4_client() {
+    use std::io::BufRead;
+    let topo = Topo::new("pv6", false);
+    let mut server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("rs1"),
+            "python3",
+            "-c",
+            PROXY_SERVER,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    assert_eq!(line.trim(), "ready");
+    let text = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:8000\"\nscheduler = \"rr\"\n\
+         laddrs = [\"2001:db8:19::1\"]\nhelpers = [\"proxy-v2\"]\n\
+         [[service.real]]\naddress = \"[{}]:8000\"\nforward = \"fullnat\"\n",
+        RS6[0]
+    );
+    let cfg = topo.dir.join("pv6.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let _wvs = Wvs::start(&topo, Some(&cfg));
+    let out = topo.exec(
+        "cli",
+        &[
+            "sh",
+            "-c",
+            &format!("printf x | timeout 10 socat -t 5 - TCP4:{VIP}:8000,sourceport=40123"),
+        ],
+    );
+    let _ = std::process::Command::new("kill")
+        .arg(server.id().to_string())
+        .status();
+    let _ = server.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "TCP4 198.18.0.2 40123 via 2001:db8:19::1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

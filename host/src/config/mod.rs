@@ -1121,10 +1121,13 @@ impl RealDef {
             )));
         }
         // IPVS lets only a tunnel server be of the other family (`ip_vs_ctl.c`): the
-        // packet goes inside a header of the server's family, unchanged.
-        if ra.is_ipv4() != svc.addr.is_ipv4() && !matches!(fwd, Forward::Tunnel(_)) {
+        // packet goes inside a header of the server's family, unchanged. wvs's full NAT
+        // translates the header too (with a local address of the server's family).
+        if ra.is_ipv4() != svc.addr.is_ipv4()
+            && !matches!(fwd, Forward::Tunnel(_) | Forward::FullNat)
+        {
             return Err(conflict(format!(
-                "real server {} and service {svc} are of different address families (only a tunnel server may be)",
+                "real server {} and service {svc} are of different address families (only a tunnel or full NAT server may be)",
                 self.address
             )));
         }

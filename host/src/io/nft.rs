@@ -233,7 +233,8 @@ fn sort_dedup<T: Ord>(v: &mut Vec<T>) {
 /// The IPv6 sets and rules of the table (nothing when no IPv6 service is configured):
 /// as IPv4's, fragments matched by their fragment header.
 fn render_v6(c: &Claims6, elements: &dyn Fn(&[String]) -> String) -> (String, String) {
-    if c.vips.is_empty() {
+    // Nothing of IPv6's: no set, no rule. (A server of IPv6 may serve an IPv4 service.)
+    if c == &Claims6::default() {
         return (String::new(), String::new());
     }
     let tuple = |&(a, p, port): &(Ipv6Addr, Protocol, u16)| format!("{a} . {} . {port}", p.name());
@@ -547,6 +548,22 @@ mod tests {
         assert!(
             !empty.contains("elements"),
             "no empty element lists: {empty}"
+        );
+    }
+
+    #[test]
+    fn an_ipv4_service_s_ipv6_servers_are_claimed() {
+        let cfg = crate::config::parse(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.100.1:80\"\nladdrs = [\"2001:db8:19::1\"]\n\
+             [[service.real]]\naddress = \"[2001:db8:19::11]:8080\"\nforward = \"fullnat\"\n",
+        )
+        .expect("config");
+        let snap = Snapshot::build_native(&cfg.services, &Snapshot::default());
+        let script = render(&["s0".to_string()], &snap);
+        assert!(
+            script.contains("set reals6 { type ipv6_addr . inet_proto . inet_service; elements = { 2001:db8:19::11 . tcp . 8080 } }")
+                && script.contains("ip6 saddr . meta l4proto . th sport @reals6 drop"),
+            "{script}"
         );
     }
 

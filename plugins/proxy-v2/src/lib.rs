@@ -24,6 +24,13 @@ const UDP4: u8 = 0x12;
 const V4_BLOCK: u16 = 12;
 /// Length of an IPv4 header: 16 bytes of preamble and the address block.
 pub const V4_LEN: usize = 16 + V4_BLOCK as usize;
+/// AF_INET6, STREAM and DGRAM.
+const TCP6: u8 = 0x21;
+const UDP6: u8 = 0x22;
+/// Length of the IPv6 address block (two addresses of 16 bytes, two ports).
+const V6_BLOCK: u16 = 36;
+/// Length of an IPv6 header.
+pub const V6_LEN: usize = 16 + V6_BLOCK as usize;
 
 /// The helper.
 #[derive(Debug, Default)]
@@ -42,15 +49,26 @@ impl Helper for ProxyV2 {
         out: &mut [u8],
         _host: &mut dyn HelperHost,
     ) -> Action {
-        if pkt.dir != helper_dir::IN || pkt.offset != 0 || pkt.af != 4 || pkt.proto != 6 {
+        if pkt.dir != helper_dir::IN || pkt.offset != 0 || pkt.proto != 6 {
             return Action::Keep;
         }
-        let n = V4_LEN + payload.len();
+        // The client's family (`af`): behind full NAT between the families the server
+        // learns an address of the other family than its connection's.
+        let len = match pkt.af {
+            4 => V4_LEN,
+            6 => V6_LEN,
+            _ => return Action::Keep,
+        };
+        let n = len + payload.len();
         if n > out.len() {
             return Action::Keep;
         }
-        header_v4(pkt, &mut out[..V4_LEN]);
-        out[V4_LEN..n].copy_from_slice(payload);
+        if len == V4_LEN {
+            header_v4(pkt, &mut out[..len]);
+        } else {
+            header_v6(pkt, &mut out[..len]);
+        }
+        out[len..n].copy_from_slice(payload);
         Action::Replace(n)
     }
 }
@@ -65,6 +83,18 @@ pub fn header_v4(pkt: &PacketInfo, out: &mut [u8]) {
     out[20..24].copy_from_slice(&pkt.vaddr[12..]);
     out[24..26].copy_from_slice(&pkt.cport.to_be_bytes());
     out[26..28].copy_from_slice(&pkt.vport.to_be_bytes());
+}
+
+/// Write the IPv6 header for `pkt`'s connection (`out` is `V6_LEN` bytes).
+pub fn header_v6(pkt: &PacketInfo, out: &mut [u8]) {
+    out[..12].copy_from_slice(&SIGNATURE);
+    out[12] = VER_CMD;
+    out[13] = if pkt.proto == 17 { UDP6 } else { TCP6 };
+    out[14..16].copy_from_slice(&V6_BLOCK.to_be_bytes());
+    out[16..32].copy_from_slice(&pkt.caddr);
+    out[32..48].copy_from_slice(&pkt.vaddr);
+    out[48..50].copy_from_slice(&pkt.cport.to_be_bytes());
+    out[50..52].copy_from_slice(&pkt.vport.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -122,6 +152,22 @@ mod tests {
                 Action::Keep
             );
         }
+        // An IPv6 client: the IPv6 block.
+        let mut p6 = pkt(0, 0);
+        p6.af = 6;
+        p6.caddr = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+        ];
+        p6.vaddr = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0x18, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+        ];
+        let a = ProxyV2.packet(&p6, &mut st, b"GET", &mut out, &mut NoHost);
+        assert_eq!(a, Action::Replace(V6_LEN + 3));
+        assert_eq!(&out[12..16], &[0x21, 0x21, 0x00, 0x24]);
+        assert_eq!(&out[16..32], &p6.caddr);
+        assert_eq!(&out[32..48], &p6.vaddr);
+        assert_eq!(&out[48..52], &[0x9c, 0x40, 0x00, 0x50]);
+        assert_eq!(&out[V6_LEN..V6_LEN + 3], b"GET");
         let mut small = [0u8; 20];
         assert_eq!(
             ProxyV2.packet(&pkt(0, 0), &mut st, b"x", &mut small, &mut NoHost),

@@ -963,7 +963,20 @@ impl Datapath {
             }
         }
         let mut pkt = self.packet(buf, rx.meta, &rx.info);
-        self.sent(xmit::to_client(&mut pkt, &back, link))
+        match xmit::to_client(&mut pkt, &back, link) {
+            // A super-packet into the other family (full NAT between them): cut first.
+            Err(xmit::Refused::TunnelGso) => {
+                match xmit::gso::segment(&pkt, sink, |p| xmit::to_client(p, &back, link)) {
+                    Ok((count, all)) => {
+                        self.stats
+                            .count_drops(DropReason::TunnelGso, (all - count) as u64);
+                        Verdict::Segmented { count }
+                    }
+                    Err(r) => self.sent(Err(r)),
+                }
+            }
+            r => self.sent(r),
+        }
     }
 
     /// `ip_vs_out` on the connection `c` of a real server's packet: count it, move the

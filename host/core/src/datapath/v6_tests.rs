@@ -775,3 +775,182 @@ fn a_tunnel_over_ipv6_needs_1280_bytes_inside() {
     let (_, _, t, _) = icmp6_of(&out[..len]);
     assert_eq!(t, etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 });
 }
+
+/// A full-NAT service on `vip_v6`'s VIP (IPv6 or IPv4) over one real server `at` of the
+/// other family, with local addresses of both families.
+fn cross_harness(vip_v6: bool, at: &str) -> Harness {
+    let laddrs = vec![
+        "198.19.0.1".parse().expect("an address"),
+        IpAddr::from(crate::testkit::SOURCE6),
+    ];
+    let reals = vec![real_by(at, Forward::FullNat)];
+    let svc = if vip_v6 {
+        service6(Protocol::Tcp, 80, "rr", reals.clone())
+    } else {
+        rr(Protocol::Tcp, 80, reals.clone())
+    };
+    let udp = if vip_v6 {
+        service6(Protocol::Udp, 9000, "rr", reals)
+    } else {
+        rr(Protocol::Udp, 9000, reals)
+    };
+    harness_of(&[
+        Service {
+            laddrs: laddrs.clone(),
+            ..svc
+        },
+        Service { laddrs, ..udp },
+    ])
+}
+
+/// An IPv4 frame's addresses, ports and TTL, its checksums verified by etherparse, and DF.
+fn check4(frame: &[u8]) -> (std::net::Ipv4Addr, u16, std::net::Ipv4Addr, u16, u8, bool) {
+    let h = PacketHeaders::from_ethernet_slice(frame).expect("frame parses");
+    let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+        panic!("not ipv4")
+    };
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "ip checksum");
+    let payload = h.payload.slice();
+    let (sp, dp) = match &h.transport {
+        Some(TransportHeader::Tcp(t)) => {
+            assert_eq!(t.checksum, t.calc_checksum_ipv4(ip, payload).expect("sum"));
+            (t.source_port, t.destination_port)
+        }
+        Some(TransportHeader::Udp(u)) => {
+            assert_eq!(u.checksum, u.calc_checksum_ipv4(ip, payload).expect("sum"));
+            (u.source_port, u.destination_port)
+        }
+        _ => panic!("no transport"),
+    };
+    (
+        ip.source.into(),
+        sp,
+        ip.destination.into(),
+        dp,
+        ip.time_to_live,
+        ip.dont_fragment,
+    )
+}
+
+#[test]
+fn full_nat_serves_an_ipv4_client_from_an_ipv6_server_and_back() {
+    use crate::testkit::SOURCE6;
+    let h = cross_harness(false, &rs6_at(31, 8080));
+    let mut syn = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40030, 80, 1000, 65535)
+        .syn()
+        .write(&mut syn, b"hello")
+        .expect("a frame");
+    let (v, out) = answered(&h, 0, COMPLETE, &syn);
+    let Verdict::Send { iface: 1, len, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(len, syn.len() + 20, "IPv6's header is 20 bytes longer");
+    let (s, lport, d, dp, hops) = check6(&out[..len]);
+    assert_eq!((s, d, dp, hops), (addr(SOURCE6), addr(rs6(31)), 8080, 63));
+    assert_eq!(&out[len - 5..len], b"hello");
+    // The server's answer, to the local address: back to the client over IPv4 from the VIP.
+    let reply = tcp6((rs6(31), 8080), (SOURCE6, lport), F::SynAck, 64, b"world!");
+    let (v, out) = answered(&h, 1, FROM_RS, &reply);
+    let Verdict::Send { iface: 0, len, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(len, reply.len() - 20);
+    let (s, sp, d, dp, ttl, df) = check4(&out[..len]);
+    assert_eq!(
+        (s, sp, d, dp, ttl, df),
+        (VIP.into(), 80, CLIENT.into(), 40030, 63, true)
+    );
+    assert_eq!(&out[..6], &CLIENT_MAC);
+    // A UDP datagram without a checksum gets one: IPv6 has no "none".
+    let mut q = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .udp(40031, 9000)
+        .write(&mut q, b"who")
+        .expect("a frame");
+    q[14 + 20 + 6..14 + 20 + 8].fill(0);
+    let (v, out) = answered(&h, 2, COMPLETE, &q);
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let (_, _, d, dp, _) = check6(&out[..len]);
+    assert_eq!((d, dp), (addr(rs6(31)), 8080));
+}
+
+#[test]
+fn full_nat_serves_an_ipv6_client_from_an_ipv4_server_and_back() {
+    let h = cross_harness(true, "198.19.0.31:8080");
+    let syn = client_syn(40032);
+    let (v, out) = answered(&h, 0, COMPLETE, &syn);
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(len, syn.len() - 20);
+    let (s, lport, d, dp, ttl, df) = check4(&out[..len]);
+    assert_eq!(
+        (s, d, dp, ttl, df),
+        (
+            "198.19.0.1".parse().expect("a"),
+            "198.19.0.31".parse().expect("a"),
+            8080,
+            63,
+            true
+        )
+    );
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(rs_mac(31), SERVER_IF_MAC)
+        .ipv4([198, 19, 0, 31], [198, 19, 0, 1], 64)
+        .tcp(8080, lport, 5000, 65535)
+        .syn()
+        .ack(1001)
+        .write(&mut reply, b"")
+        .expect("a frame");
+    let (v, out) = answered(&h, 1, FROM_RS, &reply);
+    let Verdict::Send { iface: 0, len, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(
+        check6(&out[..len]),
+        (addr(VIP6), 80, addr(CLIENT6), 40032, 63)
+    );
+}
+
+#[test]
+fn a_super_packet_into_the_other_family_is_cut_into_segments() {
+    let h = cross_harness(false, &rs6_at(31, 8080));
+    let mut syn = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40033, 80, 1000, 65535)
+        .syn()
+        .write(&mut syn, b"")
+        .expect("a frame");
+    let _ = answered(&h, 0, COMPLETE, &syn);
+    let mut big = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40033, 80, 1001, 65535)
+        .ack(1)
+        .write(&mut big, &[9u8; 3000])
+        .expect("a frame");
+    let meta = RxMeta {
+        gso_size: 1000,
+        ..COMPLETE
+    };
+    let mut sink = crate::xmit::gso::TestSink::default();
+    let mut slot = vec![0u8; 8192];
+    slot[..big.len()].copy_from_slice(&big);
+    let headers = Headers::parse(&slot[..big.len()]);
+    let v =
+        h.dp.process_in_buffer(&h.snap, 1, meta, &headers, &mut slot, &mut sink);
+    assert_eq!(v, Verdict::Segmented { count: 3 });
+    for (iface, f) in &sink.sent {
+        assert_eq!(*iface, 1);
+        let (_, _, d, dp, _) = check6(f);
+        assert_eq!((d, dp), (addr(rs6(31)), 8080));
+        assert_eq!(f.len(), 14 + 40 + 20 + 1000);
+    }
+}

@@ -9,7 +9,8 @@
 //!   virtual service back as their source.
 //! - [`dr`]: direct routing; only the Ethernet destination changes.
 //! - [`tunnel`]: IPIP, GUE or GRE around the packet, to the real server.
-//! - [`fullnat`]: masquerading both ways: the source becomes a local address and port too.
+//! - [`fullnat`]: masquerading both ways: the source becomes a local address and port too
+//!   ([`xlat`] when the real server is of the other family than the client).
 //! - [`stack`]: the balancer's own stack takes the packet: a local real server, or the
 //!   packet's own destination (bypass).
 
@@ -20,6 +21,7 @@ pub mod gso;
 pub mod nat;
 pub mod stack;
 pub mod tunnel;
+pub mod xlat;
 
 use std::net::IpAddr;
 
