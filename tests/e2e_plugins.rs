@@ -11,16 +11,32 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Topo, VIP, Wvs, example};
+use common::{Topo, VIP, VIP6, Wvs, example};
 
 fn service(scheduler: &str, reals: &[(u32, u32)], flags: &str) -> String {
+    service_on(VIP, |i| format!("198.19.0.1{i}:80"), scheduler, reals, flags)
+}
+
+/// The same service on the IPv6 VIP, over the servers' IPv6 addresses.
+fn service6(scheduler: &str, reals: &[(u32, u32)], flags: &str) -> String {
+    let vip = format!("[{VIP6}]");
+    service_on(&vip, |i| format!("[2001:db8:19::1{i}]:80"), scheduler, reals, flags)
+}
+
+fn service_on(
+    vip: &str,
+    real: impl Fn(usize) -> String,
+    scheduler: &str,
+    reals: &[(u32, u32)],
+    flags: &str,
+) -> String {
     let mut c = format!(
-        "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"{scheduler}\"\n{flags}\n"
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{vip}:80\"\nscheduler = \"{scheduler}\"\n{flags}\n"
     );
     for (i, (w, hint)) in reals.iter().enumerate() {
         c += &format!(
-            "[[service.real]]\naddress = \"198.19.0.1{}:80\"\nweight = {w}\nhint = {hint}\n",
-            i + 1
+            "[[service.real]]\naddress = \"{}\"\nweight = {w}\nhint = {hint}\n",
+            real(i + 1)
         );
     }
     c
@@ -199,50 +215,52 @@ fn twenty_swaps_under_load_fail_no_request() {
     let topo = Topo::new("swap", false);
     let cfg = topo.dir.join("wvs.toml");
     let lat2 = std::path::Path::new(env!("WVS_EXAMPLE_LAT2_WASM"));
+    // Each configuration the same on an IPv4 and an IPv6 VIP, side by side.
+    let both = |scheduler: &str, reals: &[(u32, u32)], flags: &str| {
+        service(scheduler, reals, flags) + &service6(scheduler, reals, flags)
+    };
     let configs = [
-        service("rr", &[(1, 0), (1, 0), (1, 0)], ""),
-        service("wrr", &[(3, 0), (2, 0), (1, 0)], ""),
-        plugin("lat2", lat2) + &service("lat2", &[(1, 100), (1, 10), (1, 100)], ""),
-        service("mh", &[(1, 0), (1, 0), (1, 0)], "flags = [\"mh-port\"]"),
+        both("rr", &[(1, 0), (1, 0), (1, 0)], ""),
+        both("wrr", &[(3, 0), (2, 0), (1, 0)], ""),
+        plugin("lat2", lat2) + &both("lat2", &[(1, 100), (1, 10), (1, 100)], ""),
+        both("mh", &[(1, 0), (1, 0), (1, 0)], "flags = [\"mh-port\"]"),
     ];
     std::fs::write(&cfg, &configs[0]).expect("config");
     let wvs = Wvs::start(&topo, Some(&cfg));
-    let wrk = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.ns("cli"),
-            "wrk",
-            "-t2",
-            "-c16",
-            "-d12s",
-            "-H",
-            "Connection: close",
-            &format!("http://{VIP}/"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wrk");
+    let wrk = |url: String| {
+        Command::new("ip")
+            .args(["netns", "exec", &topo.ns("cli"), "wrk", "-t1", "-c8", "-d12s"])
+            .args(["-H", "Connection: close", &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wrk")
+    };
+    let loads = [
+        wrk(format!("http://{VIP}/")),
+        wrk(format!("http://[{VIP6}]/")),
+    ];
     std::thread::sleep(Duration::from_millis(1000));
     for i in 1..=20 {
         wvs.reload(&cfg, &configs[i % configs.len()]);
         std::thread::sleep(Duration::from_millis(250));
     }
-    let out = wrk.wait_with_output().expect("wrk");
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{report}");
-    assert!(
-        !report.contains("Socket errors"),
-        "failed requests during the swaps:\n{report}"
-    );
-    assert!(!report.contains("Non-2xx"), "{report}");
-    let requests: u64 = report
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    assert!(requests > 1000, "{report}");
+    for load in loads {
+        let out = load.wait_with_output().expect("wrk");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{report}");
+        assert!(
+            !report.contains("Socket errors"),
+            "failed requests during the swaps:\n{report}"
+        );
+        assert!(!report.contains("Non-2xx"), "{report}");
+        let requests: u64 = report
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        assert!(requests > 500, "{report}");
+    }
     assert_eq!(wvs.log_text().matches("configuration reloaded").count(), 20);
     let log = wvs.log_text();
     let fell: Vec<&str> = log.lines().filter(|l| l.contains("falls back")).collect();
