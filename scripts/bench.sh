@@ -19,6 +19,8 @@
 #   wvs-tun     wvs, IPIP tunnels: the servers take the packets apart in their kernel with a
 #               tc eBPF program (scripts/ipip-decap.py: this kernel has no ipip module),
 #               hold the VIP on lo and answer the client as in wvs-dr
+#   nft-dnat6   nftables DNAT over IPv6 (the dual-stack topology's 2001:db8:: addresses)
+#   wvs6        wvs, NAT66 (the wvs case over IPv6); both are measured against nft-dnat6
 # Figures, each RUNS times for DUR seconds, median and spread:
 #   udp pps     64-byte frames over 64k flows from trafgen, counted where the servers receive
 #   ns/pkt      CPU per forwarded packet during the UDP runs, in ns: the whole machine's busy
@@ -37,13 +39,13 @@
 #               whole machine's busy time
 # Then wvs's resident memory with 1,000,000 tracked connections.
 #
-# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun"
+# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6"
 #                                   MEM=1 for the memory figure, OUT=file for a copy of the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 RUNS=${RUNS:-3}
-CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun}
+CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6}
 MEM=${MEM:-1}
 P=wvsb$$
 DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
@@ -51,7 +53,12 @@ DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
 # directory and configuration here.
 chmod 755 "$DIR"
 VIP=198.18.100.1
+VIP6=2001:db8:18:100::1
 LB_PID=
+# The IPv6 cases end in 6: their target is the IPv6 VIP.
+v6case() { case "$1" in *6) return 0 ;; *) return 1 ;; esac; }
+vip_of() { if v6case "$1"; then echo "$VIP6"; else echo "$VIP"; fi; }
+url_of() { if v6case "$1"; then echo "http://[$VIP6]/"; else echo "http://$VIP/"; fi; }
 
 log() { echo "bench: $*" >&2; }
 cleanup() {
@@ -106,6 +113,15 @@ CFG
 }
 udp_cfg "$VIP" > "$DIR/udp-vip.cfg"
 udp_cfg 198.19.0.11 > "$DIR/udp-rs1.cfg"
+# The same 64-byte frames over IPv6 (the longer header leaves 2 bytes of payload).
+cat > "$DIR/udp-vip6.cfg" <<CFG
+{
+  eth(da=$lb_mac, sa=$cli_mac),
+  ip6(sa=2001:db8:18::2, da=$VIP6, hoplimit=64),
+  udp(sp=dinc(1024, 65535), dp=9000),
+  fill(0x00, 2)
+}
+CFG
 # wrk: one server per thread for the fwd case (no balancer to spread them).
 cat > "$DIR/spread.lua" <<'LUA'
 local addrs = nil
@@ -151,6 +167,10 @@ scheduler = "rr"
 address = "198.19.0.11:5201"
 TOML
 { printf '[[plugin]]\nname = "lat2"\npath = "%s"\n' "$(realpath "$LAT2")"; sed 's/scheduler = "rr"/scheduler = "lat2"/' "$DIR/wvs.toml"; } > "$DIR/wvs-custom.toml"
+# IPv6: the same services on the IPv6 VIP and the servers' IPv6 addresses.
+sed -E -e "s/^address = \"$VIP:([0-9]+)\"$/address = \"[$VIP6]:\1\"/" \
+  -e 's/^address = "198\.19\.0\.1([0-9]):([0-9]+)"$/address = "[2001:db8:19::1\1]:\2"/' \
+  "$DIR/wvs.toml" > "$DIR/wvs6.toml"
 # DR and IPIP: the same services, the servers' port left out (these methods keep the VIP's).
 sed -E 's/^address = "(198\.19\.0\.1[0-9]):[0-9]+"$/address = "\1"\nforward = "dr"/' "$DIR/wvs.toml" > "$DIR/wvs-dr.toml"
 sed -E 's/^address = "(198\.19\.0\.1[0-9]):[0-9]+"$/address = "\1"\nforward = "tunnel"/' "$DIR/wvs.toml" > "$DIR/wvs-tun.toml"
@@ -189,6 +209,19 @@ case_up() {
       # and PAWS would drop SYNs that reuse them.
       ip netns exec "$P-cli" sysctl -qw net.ipv4.ip_local_port_range="10000 29999"
       ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1 ;;
+    nft-dnat6)
+      ip netns exec "$P-lb" sysctl -qw net.ipv6.conf.all.forwarding=1
+      ip netns exec "$P-lb" nft -f - <<'NFT'
+table ip6 wvsbench_dnat6 {
+  chain pre {
+    type nat hook prerouting priority dstnat;
+    ip6 daddr 2001:db8:18:100::1 tcp dport 80 dnat to numgen inc mod 3 map { 0 : 2001:db8:19::11, 1 : 2001:db8:19::12, 2 : 2001:db8:19::13 }
+    ip6 daddr 2001:db8:18:100::1 udp dport 9000 dnat to numgen inc mod 3 map { 0 : 2001:db8:19::11, 1 : 2001:db8:19::12, 2 : 2001:db8:19::13 }
+    ip6 daddr 2001:db8:18:100::1 tcp dport 5201 dnat to 2001:db8:19::11
+  }
+}
+NFT
+      ;;
     nft-dnat)
       ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=1
       ip netns exec "$P-lb" nft -f - <<'NFT'
@@ -210,7 +243,7 @@ NFT
       ip netns exec "$P-lb" haproxy -q -f "$DIR/haproxy.cfg" -db &
       LB_PID=$!
       sleep 0.5 ;;
-    wvs|wvs-uring|wvs-xdp|wvs-custom|wvs-dr|wvs-tun)
+    wvs|wvs-uring|wvs-xdp|wvs-custom|wvs-dr|wvs-tun|wvs6)
       local cfg=$DIR/$1.toml io=ring
       if [ "$1" = wvs-uring ]; then cfg=$DIR/wvs.toml; io=uring; fi
       if [ "$1" = wvs-xdp ]; then cfg=$DIR/wvs.toml; io=xdp; fi
@@ -241,6 +274,7 @@ case_down() {
   if [ -n "$LB_PID" ]; then kill "$LB_PID" 2>/dev/null || true; wait "$LB_PID" 2>/dev/null || true; LB_PID=; fi
   case "$1" in
     nft-dnat) ip netns exec "$P-lb" nft delete table ip wvsbench_dnat ;;
+    nft-dnat6) ip netns exec "$P-lb" nft delete table ip6 wvsbench_dnat6 ;;
     haproxy) ip netns exec "$P-lb" ip addr del "$VIP/32" dev lo ;;
     wvs-dr) for i in 1 2 3; do ip netns exec "$P-rs$i" ip addr del "$VIP/32" dev lo; done ;;
     wvs-tun)
@@ -249,7 +283,7 @@ case_down() {
         ip netns exec "$P-rs$i" tc qdisc del dev eth0 clsact
       done ;;
   esac
-  ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0
+  ip netns exec "$P-lb" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
   ip netns exec "$P-cli" sysctl -qw net.ipv4.ip_local_port_range="30000 60999"
   ip netns exec "$P-lb" conntrack -F >/dev/null 2>&1 || true
   sleep 1
@@ -268,6 +302,7 @@ udp_pps() { # case -> "pps sys-ns/pkt lb-ns/pkt"
   [ "$1" = haproxy ] && { echo "- - -"; return; }
   local cfg=$DIR/udp-vip.cfg before after b0 b1 l0 l1
   [ "$1" = fwd ] && cfg=$DIR/udp-rs1.cfg
+  v6case "$1" && cfg=$DIR/udp-vip6.cfg
   before=$(udp_count); b0=$(busy_ticks); l0=$(ns_ticks "$P-lb")
   ip netns exec "$P-cli" timeout "$DUR" trafgen --dev eth0 --conf "$cfg" --cpus 1 --no-sock-mem -q >/dev/null 2>&1 || true
   sleep 0.5
@@ -280,13 +315,14 @@ udp_pps() { # case -> "pps sys-ns/pkt lb-ns/pkt"
     printf "%d %.0f %s\n", n / d, b / hz * 1e9 / n, lb }'
 }
 tcp_gbps() { # case
-  local to=$VIP
+  local to
+  to=$(vip_of "$1")
   [ "$1" = fwd ] && to=198.19.0.11
   ip netns exec "$P-cli" iperf3 -c "$to" -t "$DUR" -J 2>/dev/null |
     awk -F'[:,]' '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { printf "%.2f\n", $2 / 1e9; exit }'
 }
 wrk_args() { # case -> target arguments
-  if [ "$1" = fwd ]; then echo "-s $DIR/spread.lua http://198.19.0.11/"; else echo "http://$VIP/"; fi
+  if [ "$1" = fwd ]; then echo "-s $DIR/spread.lua http://198.19.0.11/"; else url_of "$1"; fi
 }
 http_close() {
   # shellcheck disable=SC2046
@@ -298,7 +334,8 @@ http_ka() {
 }
 to_us() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); m = 1 } else if (v ~ /ms$/) { sub(/ms$/, "", v); m = 1000 } else { sub(/s$/, "", v); m = 1e6 } printf "%.0f\n", v * m }'; }
 latency() { # case -> "p50 p99" in µs
-  local url=http://$VIP/
+  local url
+  url=$(url_of "$1")
   [ "$1" = fwd ] && url=http://198.19.0.11/
   ip netns exec "$P-cli" wrk -t1 -c1 -d"${DUR}s" --latency "$url" > "$DIR/lat.txt"
   echo "$(awk '$1 == "50%" { print $2 }' "$DIR/lat.txt" | to_us) $(awk '$1 == "99%" { print $2 }' "$DIR/lat.txt" | to_us)"
@@ -400,13 +437,14 @@ ratio() { # value base -> ratio (or -)
   awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'
 }
 {
-  echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); $RUNS runs of ${DUR}s per figure: median (min-max) and ratio to nft-dnat"
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); $RUNS runs of ${DUR}s per figure: median (min-max) and ratio to nft-dnat (IPv6 cases: to nft-dnat6)"
   printf '%-11s | %-26s | %-13s | %-20s | %-26s | %-26s | %-11s | %-22s\n' case "UDP pps" "ns/pkt sys/lb" "TCP Gbit/s" "HTTP close req/s" "HTTP keep-alive req/s" "p50/p99 µs" "CPU % cli/lb/srv/sirq/all"
   for c in $CASES; do
     cell() { # key -> "median (spread) ratio"
       set -- $(echo "${R[$c,$1]}") "$1"
-      local base="-"
-      [ -n "${R[nft-dnat,$3]:-}" ] && base=$(echo "${R[nft-dnat,$3]}" | awk '{ print $1 }')
+      local base="-" peer=nft-dnat
+      v6case "$c" && peer=nft-dnat6
+      [ -n "${R[$peer,$3]:-}" ] && base=$(echo "${R[$peer,$3]}" | awk '{ print $1 }')
       local r
       r=$(ratio "$1" "$base")
       if [ "$1" = - ]; then echo "n/a"; elif [ "$r" = - ]; then echo "$1 ($2)"; else echo "$1 ($2) ${r}x"; fi

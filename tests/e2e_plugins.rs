@@ -14,13 +14,25 @@ use std::time::Duration;
 use common::{Topo, VIP, VIP6, Wvs, example};
 
 fn service(scheduler: &str, reals: &[(u32, u32)], flags: &str) -> String {
-    service_on(VIP, |i| format!("198.19.0.1{i}:80"), scheduler, reals, flags)
+    service_on(
+        VIP,
+        |i| format!("198.19.0.1{i}:80"),
+        scheduler,
+        reals,
+        flags,
+    )
 }
 
 /// The same service on the IPv6 VIP, over the servers' IPv6 addresses.
 fn service6(scheduler: &str, reals: &[(u32, u32)], flags: &str) -> String {
     let vip = format!("[{VIP6}]");
-    service_on(&vip, |i| format!("[2001:db8:19::1{i}]:80"), scheduler, reals, flags)
+    service_on(
+        &vip,
+        |i| format!("[2001:db8:19::1{i}]:80"),
+        scheduler,
+        reals,
+        flags,
+    )
 }
 
 fn service_on(
@@ -229,7 +241,15 @@ fn twenty_swaps_under_load_fail_no_request() {
     let wvs = Wvs::start(&topo, Some(&cfg));
     let wrk = |url: String| {
         Command::new("ip")
-            .args(["netns", "exec", &topo.ns("cli"), "wrk", "-t1", "-c8", "-d12s"])
+            .args([
+                "netns",
+                "exec",
+                &topo.ns("cli"),
+                "wrk",
+                "-t1",
+                "-c8",
+                "-d12s",
+            ])
             .args(["-H", "Connection: close", &url])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1014,6 +1014,31 @@ virtual_server 10.10.10.2 1358 {
     }
 
     #[test]
+    fn ipv6_virtual_servers_and_their_family() {
+        let text = "virtual_server 2001:db8:18:100::1 80 {\n ip_family inet6\n lb_algo sh\n \
+                    persistence_timeout 60\n persistence_granularity 64\n \
+                    real_server 2001:db8:19::11 8080 {\n  TCP_CHECK {\n  }\n }\n}\n\
+                    virtual_server [2001:db8:18:100::2]:443 {\n ip_family inet\n}\n\
+                    virtual_server 198.18.0.10 80 {\n ip_family inet6\n}\n";
+        let i = import_text("v6.conf", text);
+        assert_eq!(
+            i.problems,
+            vec![
+                "v6.conf:12: ip_family inet: the virtual server's address is not of it",
+                "v6.conf:15: ip_family inet6: the virtual server's address is not of it",
+            ]
+        );
+        let s = &i.services[0];
+        assert_eq!(s.address, "[2001:db8:18:100::1]:80");
+        assert_eq!(s.netmask.as_deref(), Some("64"));
+        assert_eq!(s.reals[0].address, "[2001:db8:19::11]:8080");
+        assert_eq!(i.services[1].address, "[2001:db8:18:100::2]:443");
+        // What the import wrote is a configuration wvs takes.
+        let spec = s.validate().expect("valid");
+        assert_eq!(spec.netmask, 64);
+    }
+
+    #[test]
     fn includes_are_followed_relative_to_the_including_file() {
         let dir = std::env::temp_dir().join(format!("wvs-ka-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("conf.d")).unwrap();
