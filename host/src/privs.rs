@@ -337,22 +337,34 @@ pub(crate) fn resolve_user(name: &str) -> Result<Option<RunAs>, UserError> {
     }))
 }
 
+/// Create `dir` (mode 0700) if missing, with any missing parent as a system directory is
+/// made (0755): a parent of the mode of its leaf would keep out the user wvs runs as, who
+/// is given only the leaf (`/var/cache/wvs/plugins` on a machine with no `/var/cache/wvs`).
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        r => r,
+    }
+}
+
 /// Make `dir` (created mode 0700 if missing) and everything in it `to`'s, without
 /// following symbolic links: what an earlier run as another user left becomes the new
 /// user's.
 pub(crate) fn give_dir(dir: &std::path::Path, to: &RunAs) -> Result<(), UserError> {
-    use std::os::unix::fs::DirBuilderExt;
     let err = |err| UserError::Chown {
         dir: dir.display().to_string(),
         name: to.name.clone(),
         err,
     };
     if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
+        create_private_dir(dir).map_err(err)?;
     }
     fn walk(p: &std::path::Path, to: &RunAs) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt;

@@ -211,12 +211,8 @@ fn check_ancestors(dir: &Path, owner: u32) -> Result<(), StateError> {
 /// directory of wvs's user alone (as the state directory), since wvs runs the native code
 /// it holds; else `None` with a warning, and plugins compile without a cache.
 pub(crate) fn plugin_cache_dir(dir: Option<&Path>) -> Option<&Path> {
-    use std::os::unix::fs::DirBuilderExt;
     let dir = dir?;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    match crate::privs::create_private_dir(dir)
         .map_err(|e| e.to_string())
         .and_then(|()| check_dir(dir, nix::unistd::geteuid().as_raw()).map_err(|e| e.to_string()))
     {
@@ -284,13 +280,8 @@ impl TrustedDir {
     /// `path`, created (mode 0700, with any missing parent) if missing, then opened and
     /// checked.
     pub fn open(path: &Path, owner: u32) -> Result<Self, StateError> {
-        use std::os::unix::fs::DirBuilderExt;
         if std::fs::symlink_metadata(path).is_err() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .map_err(io_err(path))?;
+            crate::privs::create_private_dir(path).map_err(io_err(path))?;
         }
         let fd = nix::fcntl::open(path, dir_flags(), nix::sys::stat::Mode::empty())
             .map_err(|e| dir_err(path, e))?;
@@ -429,6 +420,22 @@ mod tests {
         let d = std::env::temp_dir().join(format!("wvs-state-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    /// The missing parents of a private directory are made passable (0755), the leaf
+    /// alone private (0700), whatever the umask: a fresh machine's `/var/cache/wvs/plugins`
+    /// must be reachable by the user wvs runs as.
+    #[test]
+    fn a_private_directory_s_missing_parents_stay_passable() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = tmpdir("parents");
+        let leaf = top.join("a").join("plugins");
+        crate::privs::create_private_dir(&leaf).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&leaf), 0o700);
+        assert_eq!(mode(&top.join("a")) & 0o111, 0o111, "others may pass");
+        crate::privs::create_private_dir(&leaf).expect("an existing directory is fine");
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]
