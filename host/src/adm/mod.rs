@@ -555,9 +555,13 @@ fn real_addr(a: &Args, service: &str) -> Result<String, Failure> {
         .real
         .clone()
         .ok_or_else(|| usage("no real server given (-r)"))?;
-    if r.parse::<std::net::IpAddr>().is_ok() {
-        let port = service.rsplit_once(':').map_or("0", |(_, p)| p);
-        return Ok(format!("{r}:{port}"));
+    // A bare address (an IPv6 one too, as ipvsadm's inet_pton takes it) gets the port.
+    if let Ok(ip) = r.parse::<std::net::IpAddr>() {
+        let port = service
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0);
+        return Ok(std::net::SocketAddr::new(ip, port).to_string());
     }
     Ok(r)
 }
@@ -882,6 +886,18 @@ mod tests {
         let c = ch("-a -t 198.18.100.1:80 -r 198.19.0.11 -w 3 -m").unwrap();
         assert!(
             matches!(&c, Change::AddReal { real, .. } if real.address == "198.19.0.11:80" && real.weight == 3 && real.forward == "nat"),
+            "{c:?}"
+        );
+        // A bare IPv6 address, as ipvsadm's inet_pton reads it: the service's port added
+        // in brackets (not run together with the address's last group).
+        let c = ch("-a -t [2001:db8:18:100::1]:80 -r 2001:db8:19::12 -i").unwrap();
+        assert!(
+            matches!(&c, Change::AddReal { real, .. } if real.address == "[2001:db8:19::12]:80"),
+            "{c:?}"
+        );
+        let c = ch("-a -t 198.18.100.2:80 -r 2001:db8:19::12 -i").unwrap();
+        assert!(
+            matches!(&c, Change::AddReal { real, .. } if real.address == "[2001:db8:19::12]:80"),
             "{c:?}"
         );
         // ipvsadm: direct routing without a method, to the service's port whatever -r says.
