@@ -67,6 +67,10 @@ def main() -> None:
     elif kind == "gue6":
         socks = [socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)]
         socks[0].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # As the kernel's fou socket does (RFC 6935/6936 for tunnels): a datagram without a
+        # checksum (GUE's --tun-nocsum) is taken, where a plain UDP6 socket would drop it.
+        UDP_NO_CHECK6_RX = 102
+        socks[0].setsockopt(socket.IPPROTO_UDP, UDP_NO_CHECK6_RX, 1)
         socks[0].bind(("::", port))
     else:
         socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
