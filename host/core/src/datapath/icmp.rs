@@ -22,6 +22,12 @@
 //! informational messages (echo, neighbour discovery) are the kernel's, an error that is
 //! itself a fragment is dropped, and its checksum (over IPv6's pseudo-header) is
 //! recomputed; the quote has no header checksum.
+//!
+//! A full-NAT connection between the families (no IPVS has one) gets its errors rebuilt in
+//! the receiver's family as a SIIT translator would (RFC 7915 sections 4.2 and 5.2):
+//! [`across`].
+
+mod across;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -359,6 +365,21 @@ impl Datapath {
         let Some(out_if) = self.ifaces.get(usize::from(r.iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
+        // A full-NAT connection between the families: the error is rebuilt in the
+        // receiver's family.
+        if e.saddr.is_ipv6() != r.addr.is_ipv6() {
+            return match across::relay(e, &r, frame) {
+                Ok(len) => {
+                    set_macs(frame, out_if.mac(), r.mac);
+                    Verdict::Send {
+                        iface: r.iface,
+                        len,
+                        offloads: super::Offloads::None,
+                    }
+                }
+                Err(reason) => Verdict::Drop(reason),
+            };
+        }
         let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + e.total_len];
         let (hdr, icmp) = ip.split_at_mut(e.l4_off);
         if r.dir == KeyDir::Out && crate::xmit::decrement_ttl(hdr).is_err() {
@@ -384,7 +405,7 @@ impl Datapath {
                 relay_quote_v6(icmp, e.inner_l4, r.dir, (a, r.port), other);
                 checksum::l4_v6(src.octets(), dst.octets(), v6::PROTO, icmp)
             }
-            // A connection between the families (not made yet): nothing to translate into.
+            // The families agree (checked above).
             _ => return Verdict::Drop(DropReason::IcmpInnerBad),
         };
         icmp[2..4].copy_from_slice(&c.to_be_bytes());

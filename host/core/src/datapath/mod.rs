@@ -457,7 +457,8 @@ impl Datapath {
         let client_mac = eth.src.0;
         let info = match parsed {
             Ok(Parsed::L4(info)) => info,
-            Ok(Parsed::IcmpError(e)) => return self.icmp_error(snap, &e, frame),
+            // The whole buffer: an error rebuilt in the other family may grow.
+            Ok(Parsed::IcmpError(e)) => return self.icmp_error(snap, &e, buf),
             Ok(Parsed::NotOurs) => return Verdict::Pass,
             Err(r) => return Verdict::Drop(r),
         };

@@ -103,6 +103,10 @@ drop_reasons! {
     /// (NAT or direct routing between the families; an IPv6 packet into a tunnel, which
     /// carries IPv4 only so far).
     FamilyMismatch => "family_mismatch",
+    /// An ICMP error about a full-NAT connection between the families that has no
+    /// counterpart in the other family (RFC 7915 drops them: source quench, most parameter
+    /// problems, unknown codes).
+    IcmpUntranslatable => "icmp_untranslatable",
 }
 
 /// The names of [`StatsSum::helper`]'s counters, in order.

@@ -954,3 +954,109 @@ fn a_super_packet_into_the_other_family_is_cut_into_segments() {
         assert_eq!(f.len(), 14 + 40 + 20 + 1000);
     }
 }
+
+/// A full-NAT connection between the families: an error from the server's side (ICMPv6)
+/// reaches the client as ICMP, and one from the client's side (ICMP) the server as
+/// ICMPv6, each quoting the packet as its receiver sent it (RFC 7915); one with no
+/// counterpart is dropped, counted.
+#[test]
+fn icmp_errors_between_the_families_are_rebuilt_in_the_receiver_s_family() {
+    use crate::testkit::SOURCE6;
+    let h = cross_harness(false, &rs6_at(31, 8080));
+    let mut syn = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(40040, 80, 1000, 65535)
+        .syn()
+        .write(&mut syn, b"")
+        .expect("a frame");
+    let (v, out) = answered(&h, 0, COMPLETE, &syn);
+    let Verdict::Send { len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let (_, lport, _, _, _) = check6(&out[..len]);
+    // The server's network: the forwarded packet (local address -> server) is too big.
+    let fwd = tcp6((SOURCE6, lport), (rs6(31), 8080), F::Ack, 63, &[7u8; 100]);
+    let ptb = icmp6_frame(
+        (rs_mac(31), SERVER_IF_MAC),
+        rs6(31),
+        SOURCE6,
+        etherparse::Icmpv6Type::PacketTooBig { mtu: 1300 },
+        &fwd,
+    );
+    let (v, out) = answered(&h, 1, FROM_RS, &ptb);
+    let Verdict::Send { iface: 0, len, .. } = v else {
+        panic!("{v:?}")
+    };
+    let frame = &out[..len];
+    assert_eq!(&frame[12..14], &[0x08, 0x00], "an IPv4 frame");
+    assert_eq!(&frame[..6], &CLIENT_MAC);
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(&frame[14..]).expect("ipv4");
+    assert_eq!(ip.to_header().calc_header_checksum(), ip.header_checksum());
+    assert_eq!((ip.source(), ip.destination()), (VIP, CLIENT));
+    assert_eq!(usize::from(ip.total_len()), len - 14);
+    let icmp = &frame[34..];
+    assert_eq!(crate::wire::checksum::compute(icmp), 0, "icmp checksum");
+    assert_eq!(&icmp[..2], &[3, 4], "fragmentation needed");
+    assert_eq!(&icmp[6..8], &1280u16.to_be_bytes(), "1300 less 20");
+    let q = etherparse::Ipv4HeaderSlice::from_slice(&icmp[8..]).expect("quote");
+    assert_eq!(
+        (q.source(), q.destination(), q.protocol()),
+        (CLIENT, VIP, etherparse::IpNumber::TCP)
+    );
+    assert_eq!(
+        usize::from(q.total_len()),
+        20 + 20 + 100,
+        "the packet's length in IPv4"
+    );
+    assert_eq!(q.to_header().calc_header_checksum(), q.header_checksum());
+    assert_eq!(&icmp[28..32], &[0x9c, 0x68, 0, 80], "ports 40040 -> 80");
+    assert_eq!(&icmp[48..52], &[7; 4], "the quoted payload as it came");
+    // The client's network: a reply (VIP -> client) ran out of hops.
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_IF_MAC, CLIENT_MAC)
+        .ipv4(VIP, CLIENT, 1)
+        .tcp(80, 40040, 5000, 65535)
+        .ack(1001)
+        .write(&mut reply, b"")
+        .expect("a frame");
+    let router = [198, 18, 0, 254];
+    let mut te = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(router, VIP, 64)
+        .icmpv4(etherparse::Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut te, &reply[14..])
+        .expect("a frame");
+    let (v, out) = answered(&h, 2, COMPLETE, &te);
+    let Verdict::Send { iface: 1, len, .. } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(&out[12..14], &[0x86, 0xdd], "an IPv6 frame");
+    let (src, dst, t, quote) = icmp6_of(&out[..len]);
+    assert_eq!((src, dst), (addr(SOURCE6), addr(rs6(31))));
+    assert_eq!(
+        t,
+        etherparse::Icmpv6Type::TimeExceeded(
+            etherparse::icmpv6::TimeExceededCode::HopLimitExceeded
+        )
+    );
+    let (q, rest) = etherparse::Ipv6Header::from_slice(&quote).expect("quote");
+    assert_eq!((q.source, q.destination), (rs6(31), SOURCE6));
+    assert_eq!((q.payload_length, q.hop_limit), (20, 1));
+    assert_eq!(
+        &rest[..4],
+        &[0x1f, 0x90, (lport >> 8) as u8, lport as u8],
+        "8080 -> lport"
+    );
+    // Source quench has no ICMPv6 counterpart.
+    let mut sq = te.clone();
+    sq[34] = 4;
+    sq[35] = 0;
+    sq[36..38].fill(0);
+    let c = crate::wire::checksum::compute(&sq[34..]);
+    sq[36..38].copy_from_slice(&c.to_be_bytes());
+    let (v, _) = answered(&h, 3, COMPLETE, &sq);
+    assert_eq!(v, Verdict::Drop(DropReason::IcmpUntranslatable));
+}

@@ -13,7 +13,7 @@
 //! ([`super::gso`]), as for a tunnel, since the new header is of another family than the
 //! one the received offloads describe.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Link, Packet, Refused, Sent};
 use crate::model::Protocol;
@@ -58,16 +58,9 @@ pub(crate) fn translate(
             let at = ETHERNET_HEADER_LEN;
             pkt.buf
                 .copy_within(at + l4_off..at + total, at + ipv6_field::HEADER_LEN);
+            let l4_len = u16::try_from(l4_len).map_err(|_| Refused::TooBig)?;
             let hdr = &mut pkt.buf[at..at + ipv6_field::HEADER_LEN];
-            hdr.fill(0);
-            let mut h = Ipv6Packet::new_unchecked(hdr);
-            h.set_version(6);
-            h.set_traffic_class(tos);
-            h.set_payload_len(u16::try_from(l4_len).map_err(|_| Refused::TooBig)?);
-            h.set_next_header(proto.number().into());
-            h.set_hop_limit(ttl);
-            h.set_src_addr(s);
-            h.set_dst_addr(d);
+            ipv6_header(hdr, (tos, ttl), l4_len, proto.number(), (s, d));
             (OldAddrs::V4(old), len)
         }
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -80,21 +73,9 @@ pub(crate) fn translate(
             let at = ETHERNET_HEADER_LEN;
             pkt.buf
                 .copy_within(at + l4_off..at + total, at + ipv4_field::MIN_HEADER_LEN);
+            let total = u16::try_from(len).map_err(|_| Refused::TooBig)?;
             let hdr = &mut pkt.buf[at..at + ipv4_field::MIN_HEADER_LEN];
-            hdr.fill(0);
-            let mut h = Ipv4Packet::new_unchecked(&mut *hdr);
-            h.set_version(4);
-            h.set_header_len(ipv4_field::MIN_HEADER_LEN as u8);
-            h.set_dscp(tos >> 2);
-            h.set_ecn(tos & 0b11);
-            h.set_total_len(u16::try_from(len).map_err(|_| Refused::TooBig)?);
-            h.set_dont_frag(true);
-            h.set_hop_limit(ttl);
-            h.set_next_header(proto.number().into());
-            h.set_src_addr(s);
-            h.set_dst_addr(d);
-            let c = checksum::compute(hdr);
-            Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
+            ipv4_header(hdr, (tos, ttl), total, proto.number(), (s, d));
             (OldAddrs::V6(old), len)
         }
         _ => return Err(Refused::Family),
@@ -113,6 +94,51 @@ pub(crate) fn translate(
         iface: link.iface,
         len: ETHERNET_HEADER_LEN + new_len,
     })
+}
+
+/// Write an IPv6 header (no extension header) into `hdr`: traffic class and hop limit,
+/// payload length, next header, source and destination.
+pub(crate) fn ipv6_header(
+    hdr: &mut [u8],
+    (tclass, hops): (u8, u8),
+    payload_len: u16,
+    next: u8,
+    (src, dst): (Ipv6Addr, Ipv6Addr),
+) {
+    hdr.fill(0);
+    let mut h = Ipv6Packet::new_unchecked(hdr);
+    h.set_version(6);
+    h.set_traffic_class(tclass);
+    h.set_payload_len(payload_len);
+    h.set_next_header(next.into());
+    h.set_hop_limit(hops);
+    h.set_src_addr(src);
+    h.set_dst_addr(dst);
+}
+
+/// Write an IPv4 header without options into `hdr` as SIIT does (DF set, ID 0), its
+/// checksum computed: TOS and TTL, total length, protocol, source and destination.
+pub(crate) fn ipv4_header(
+    hdr: &mut [u8],
+    (tos, ttl): (u8, u8),
+    total_len: u16,
+    proto: u8,
+    (src, dst): (Ipv4Addr, Ipv4Addr),
+) {
+    hdr.fill(0);
+    let mut h = Ipv4Packet::new_unchecked(&mut *hdr);
+    h.set_version(4);
+    h.set_header_len(ipv4_field::MIN_HEADER_LEN as u8);
+    h.set_dscp(tos >> 2);
+    h.set_ecn(tos & 0b11);
+    h.set_total_len(total_len);
+    h.set_dont_frag(true);
+    h.set_hop_limit(ttl);
+    h.set_next_header(proto.into());
+    h.set_src_addr(src);
+    h.set_dst_addr(dst);
+    let c = checksum::compute(hdr);
+    Ipv4Packet::new_unchecked(&mut *hdr).set_checksum(c);
 }
 
 /// The translated packet's former addresses, as its pseudo-header summed them.
