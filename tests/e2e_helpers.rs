@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TOPOLOGY, Topo, VIP, Wvs};
+use common::{TOPOLOGY, Topo, VIP, VIP6, Wvs};
 
 /// Three anonymous vsftpd servers (see scripts/topology.sh `vsftpd`).
 fn ftp_topo(name: &str) -> Topo {
@@ -102,6 +102,75 @@ fn ftp_downloads_in_every_mode_through_the_vip() {
     assert!(event(&w, "rewrites") >= 3, "{}", helper_events(&w));
     assert!(event(&w, "expects") >= 12, "{}", helper_events(&w));
     assert!(event(&w, "expects_matched") >= 6, "{}", helper_events(&w));
+    assert_eq!(event(&w, "faults"), 0);
+    assert_eq!(w.drops("l4_bad_csum"), 0);
+}
+
+/// FTP over IPv6 as IPVS helps it (`ip_vs_ftp.c`: EPSV and EPRT `|2|`): a second vsftpd
+/// in each real server listening on its IPv6 address, [VIP6]:21 over them, and curl's two
+/// IPv6 modes (EPSV, its default, and EPRT, the server connecting back from port 20),
+/// each several times, byte-exact; an upload arrives whole.
+#[test]
+fn ftp_over_ipv6_downloads_in_epsv_and_eprt_and_uploads() {
+    let topo = ftp_topo("ftp6");
+    for i in 1..=3 {
+        let d = topo.dir.join(format!("rs{i}"));
+        let conf = std::fs::read_to_string(d.join("vsftpd.conf"))
+            .expect("vsftpd.conf")
+            .replace(
+                "listen=YES",
+                &format!("listen=NO\nlisten_ipv6=YES\nlisten_address6=2001:db8:19::1{i}"),
+            )
+            .replace("vsftpd.log", "vsftpd6.log");
+        let path = d.join("vsftpd6.conf");
+        std::fs::write(&path, conf).expect("vsftpd6.conf");
+        let out = topo.exec(&format!("rs{i}"), &["vsftpd", path.to_str().expect("path")]);
+        assert!(
+            out.status.success(),
+            "vsftpd6: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cfg = topo.dir.join("ftp6.toml");
+    let mut c =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"[{VIP6}]:21\"\nscheduler = \"rr\"\n");
+    for i in 1..=3 {
+        c += &format!("[[service.real]]\naddress = \"[2001:db8:19::1{i}]:21\"\n");
+    }
+    std::fs::write(&cfg, c).expect("config");
+    let w = Wvs::start(&topo, Some(&cfg));
+    let url = format!("ftp://[{VIP6}]/5m");
+    for (name, flags) in [("epsv", vec![]), ("eprt", vec!["-P", "2001:db8:18::2"])] {
+        for k in 0..3 {
+            let to = topo.dir.join(format!("got6-{name}-{k}"));
+            let mut args = flags.clone();
+            args.extend(["-o", to.to_str().expect("path"), &url]);
+            curl(&topo, &args);
+            let got = std::fs::read(&to).expect("downloaded");
+            assert!(
+                got == five_mb(&topo),
+                "{name}: {} bytes, not the file",
+                got.len()
+            );
+        }
+    }
+    let src = topo.dir.join("5m");
+    curl(
+        &topo,
+        &[
+            "-T",
+            src.to_str().expect("path"),
+            &format!("ftp://[{VIP6}]/incoming/up6"),
+        ],
+    );
+    let copies: Vec<Vec<u8>> = (1..=3)
+        .filter_map(|i| std::fs::read(topo.dir.join(format!("rs{i}/ftp/incoming/up6"))).ok())
+        .collect();
+    assert_eq!(copies.len(), 1, "one server has the upload");
+    assert!(copies[0] == five_mb(&topo), "the upload arrived whole");
+    assert!(event(&w, "expects") >= 7, "{}", helper_events(&w));
+    // The passive ones (the client's port filled in when it connects): 3 and the upload.
+    assert!(event(&w, "expects_matched") >= 4, "{}", helper_events(&w));
     assert_eq!(event(&w, "faults"), 0);
     assert_eq!(w.drops("l4_bad_csum"), 0);
 }

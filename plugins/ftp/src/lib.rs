@@ -1,18 +1,21 @@
 //! FTP, as `ip_vs_ftp.c` helps it through NAT.
 //!
-//! - Passive mode: the client's `PASV` (or `EPSV`) is remembered; the server's
+//! - Passive mode: the client's `PASV` (IPv4) or `EPSV` is remembered; the server's
 //!   `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)` reply then names the real server, so
 //!   it is rewritten to name the virtual address (the text may change length; the host
 //!   shifts the sequence numbers), and the data connection is expected from the client,
 //!   any port, to the virtual address on the server's port (IPVS's `NO_CPORT` entry). A
-//!   `229 (|||port|)` reply names no address: only the expectation is needed.
-//! - Active mode: the client's `PORT h1,h2,h3,h4,p1,p2` (or `EPRT |1|addr|port|`) names
-//!   where the server is to connect; the data connection is expected from the real server's
-//!   port 20 (the control port less one) to that client port, leaving as the virtual
-//!   address's port 20.
+//!   `229 (|||port|)` reply names no address: only the expectation is needed (one that
+//!   names the server, `(|2|addr|port|)`, is rewritten to `(|||port|)`, as IPVS does).
+//! - Active mode: the client's `PORT h1,h2,h3,h4,p1,p2` (IPv4) or `EPRT |1|addr|port|`
+//!   (`|2|` in an IPv6 session) names where the server is to connect; the data connection
+//!   is expected from the real server's port 20 (the control port less one) to that client
+//!   port, leaving as the virtual address's port 20.
 //!
-//! As in IPVS: only in ESTABLISHED, IPv4, one segment at a time (a command split across
-//! two segments is not seen), and nothing else of the session is touched.
+//! As in IPVS (`ip_vs_ftp.c` since it learned IPv6): only in ESTABLISHED, one segment at a
+//! time (a command split across two segments is not seen), addresses of the session's own
+//! family only (`EPSV 1` and `|1|` in IPv4, `EPSV 2` and `|2|` in IPv6), and nothing else of
+//! the session is touched.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
@@ -48,7 +51,7 @@ impl Helper for Ftp {
         out: &mut [u8],
         host: &mut dyn HelperHost,
     ) -> Action {
-        if pkt.tcp_state != ESTABLISHED || pkt.af != 4 {
+        if pkt.tcp_state != ESTABLISHED || (pkt.af != 4 && pkt.af != 6) {
             return Action::Keep;
         }
         if pkt.dir == helper_dir::IN {
@@ -67,18 +70,19 @@ fn from_client(
     payload: &[u8],
     host: &mut dyn HelperHost,
 ) {
-    if let Some(mode) = passive_request(payload) {
+    let v6 = pkt.af == 6;
+    if let Some(mode) = passive_request(payload, v6) {
         state[0] = mode;
         return;
     }
-    let Some((addr, port)) = active_request(payload) else {
+    let Some((addr, port)) = active_request(payload, v6) else {
         return;
     };
     state[0] = ACTIVE;
     // The server connects from the port below the control port (20 for 21), and the
     // client sees it come from the same port of the virtual address.
     let e = Expect {
-        caddr: v4_mapped(addr),
+        caddr: addr,
         daddr: pkt.daddr,
         cport: port,
         vport: pkt.vport.wrapping_sub(1),
@@ -104,13 +108,23 @@ fn from_server(
     } else {
         state[0]
     };
-    let (addr, port, span) = match mode {
+    let mut text = [0u8; 40];
+    let (daddr, port, n, span) = match mode {
         PASV => match pasv_reply(payload) {
-            Some(v) => v,
+            Some((addr, port, span)) => {
+                let n = format_pasv(&mut text, addr_of(&pkt.vaddr), port);
+                (v4_mapped(addr), port, n, span)
+            }
             None => return Action::Keep,
         },
-        EPSV => match epsv_reply(payload) {
-            Some(port) => (addr_of(&pkt.daddr), port, None),
+        EPSV => match epsv_reply(payload, pkt.af == 6) {
+            // The data connection goes to the controlling connection's server, whatever
+            // address the reply named; the client is told only the port (`|||port|`).
+            Some((port, (start, end))) => {
+                let n = format_epsv(&mut text, port);
+                let span = (payload[start..end] != text[..n]).then_some((start, end));
+                (pkt.daddr, port, n, span)
+            }
             None => return Action::Keep,
         },
         _ => return Action::Keep,
@@ -122,7 +136,7 @@ fn from_server(
     }
     let e = Expect {
         caddr: pkt.caddr,
-        daddr: v4_mapped(addr),
+        daddr,
         cport: 0,
         vport: port,
         dport: port,
@@ -135,22 +149,21 @@ fn from_server(
     let Some((start, end)) = span else {
         return Action::Keep;
     };
-    let mut text = [0u8; 24];
-    let n = format_pasv(&mut text, addr_of(&pkt.vaddr), port);
     splice(payload, start, end, &text[..n], out).map_or(Action::Keep, Action::Replace)
 }
 
-/// `"PASV\r\n"` anywhere in the segment, or `"EPSV\r\n"` / `"EPSV 1\r\n"` (IPv4): the
-/// mode to wait for.
-pub fn passive_request(p: &[u8]) -> Option<u8> {
+/// `"PASV\r\n"` (IPv4) anywhere in the segment, or `"EPSV\r\n"`, or `"EPSV 1\r\n"`
+/// (IPv4) / `"EPSV 2\r\n"` (IPv6): the mode to wait for.
+pub fn passive_request(p: &[u8], v6: bool) -> Option<u8> {
+    let family = if v6 { b'2' } else { b'1' };
     for i in 0..p.len() {
         let rest = &p[i..];
-        if starts_with_nocase(rest, b"PASV\r\n") {
+        if !v6 && starts_with_nocase(rest, b"PASV\r\n") {
             return Some(PASV);
         }
         if starts_with_nocase(rest, b"EPSV") {
             let tail = &rest[4..];
-            if tail.starts_with(b"\r\n") || tail.starts_with(b" 1\r\n") {
+            if tail.starts_with(b"\r\n") || tail.starts_with(&[b' ', family, b'\r', b'\n']) {
                 return Some(EPSV);
             }
         }
@@ -158,14 +171,17 @@ pub fn passive_request(p: &[u8]) -> Option<u8> {
     None
 }
 
-/// `PORT h1,h2,h3,h4,p1,p2` or `EPRT |1|a.b.c.d|port|` at the start of the segment.
-pub fn active_request(p: &[u8]) -> Option<([u8; 4], u16)> {
-    if starts_with_nocase(p, b"PORT ") {
+/// `PORT h1,h2,h3,h4,p1,p2` (IPv4) or `EPRT |1|a.b.c.d|port|` (IPv4) / `EPRT
+/// |2|ipv6|port|` (IPv6) at the start of the segment: the client's address (IPv4 mapped)
+/// and port.
+pub fn active_request(p: &[u8], v6: bool) -> Option<([u8; 16], u16)> {
+    if !v6 && starts_with_nocase(p, b"PORT ") {
         let (addr, port, _) = six_numbers(&p[5..])?;
-        return Some((addr, port));
+        return Some((v4_mapped(addr), port));
     }
     if starts_with_nocase(p, b"EPRT ") {
-        return eprt(&p[5..]);
+        let (addr, port, _) = extended(&p[5..], Some(v6))?;
+        return Some((addr?, port));
     }
     None
 }
@@ -184,33 +200,60 @@ pub fn pasv_reply(p: &[u8]) -> Option<Passive> {
     Some((addr, port, Some((start, start + len))))
 }
 
-/// `229 ...(|||port|)`: the port.
-pub fn epsv_reply(p: &[u8]) -> Option<u16> {
+/// `229 ...(|||port|)`, or `(|1|a.b.c.d|port|)` / `(|2|ipv6|port|)` of the session's
+/// family: the port and where the text from the first delimiter to the last lies.
+pub fn epsv_reply(p: &[u8], v6: bool) -> Option<(u16, (usize, usize))> {
     if !p.starts_with(b"229 ") {
         return None;
     }
-    let open = p.iter().position(|&b| b == b'(')?;
-    let rest = &p[open + 1..];
-    let d = *rest.first()?;
-    if !(33..=126).contains(&d) || rest.get(1) != Some(&d) || rest.get(2) != Some(&d) {
-        return None;
-    }
-    let (port, used) = number(&rest[3..])?;
-    (rest.get(3 + used) == Some(&d) && (1..=65535).contains(&port)).then_some(port as u16)
+    let open = p.iter().position(|&b| b == b'(')? + 1;
+    let (_, port, len) = extended(&p[open..], None).or_else(|| extended(&p[open..], Some(v6)))?;
+    Some((port, (open, open + len)))
 }
 
-/// `|1|a.b.c.d|port|` (any delimiter from `!` to `~`).
-fn eprt(p: &[u8]) -> Option<([u8; 4], u16)> {
+/// RFC 2428's `<d><net-prt><d><net-addr><d><tcp-port><d>` (any delimiter from `!` to
+/// `~`): the address (IPv4 mapped), the port and the text's length. `family` `None` takes
+/// only the form without an address (`<d><d><d>port<d>`, an EPSV reply's); `Some(v6)` only
+/// the session's own `net-prt` (`1` IPv4, `2` IPv6) with its address.
+fn extended(p: &[u8], family: Option<bool>) -> Option<(Option<[u8; 16]>, u16, usize)> {
     let d = *p.first()?;
-    if !(33..=126).contains(&d) || p.get(1) != Some(&b'1') || p.get(2) != Some(&d) {
+    if !(33..=126).contains(&d) {
         return None;
     }
-    let rest = &p[3..];
-    let end = rest.iter().position(|&b| b == d)?;
-    let addr = parse_v4(&rest[..end])?;
-    let rest = &rest[end + 1..];
+    let (addr, at) = match family {
+        None => {
+            if p.get(1) != Some(&d) || p.get(2) != Some(&d) {
+                return None;
+            }
+            (None, 3)
+        }
+        Some(v6) => {
+            let prt = if v6 { b'2' } else { b'1' };
+            if p.get(1) != Some(&prt) || p.get(2) != Some(&d) {
+                return None;
+            }
+            let rest = &p[3..];
+            let end = rest.iter().position(|&b| b == d)?;
+            let text = &rest[..end];
+            let addr = if v6 {
+                core::str::from_utf8(text)
+                    .ok()?
+                    .parse::<core::net::Ipv6Addr>()
+                    .ok()?
+                    .octets()
+            } else {
+                v4_mapped(parse_v4(text)?)
+            };
+            (Some(addr), 3 + end + 1)
+        }
+    };
+    let rest = &p[at..];
     let (port, used) = number(rest)?;
-    (rest.get(used) == Some(&d) && (1..=65535).contains(&port)).then_some((addr, port as u16))
+    (rest.get(used) == Some(&d) && (1..=65535).contains(&port)).then_some((
+        addr,
+        port as u16,
+        at + used + 1,
+    ))
 }
 
 /// `h1,h2,h3,h4,p1,p2`, each at most 255, ended by anything but a digit or a comma:
@@ -260,8 +303,29 @@ fn parse_v4(p: &[u8]) -> Option<[u8; 4]> {
     (at == p.len()).then_some(a)
 }
 
+/// `|||port|` into `buf`: its length.
+pub fn format_epsv(buf: &mut [u8; 40], port: u16) -> usize {
+    buf[..3].copy_from_slice(b"|||");
+    let mut digits = [0u8; 5];
+    let mut len = 0;
+    let mut v = port;
+    loop {
+        digits[len] = b'0' + (v % 10) as u8;
+        len += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        buf[3 + i] = *d;
+    }
+    buf[3 + len] = b'|';
+    4 + len
+}
+
 /// `h1,h2,h3,h4,p1,p2` for `addr` and `port` into `buf` (24 bytes hold the longest).
-pub fn format_pasv(buf: &mut [u8; 24], addr: [u8; 4], port: u16) -> usize {
+pub fn format_pasv(buf: &mut [u8; 40], addr: [u8; 4], port: u16) -> usize {
     let nums = [
         addr[0],
         addr[1],
@@ -439,6 +503,101 @@ mod tests {
         assert_eq!(h.0.len(), 2, "IPv6 in an IPv4 session is ignored");
     }
 
+    fn pkt6(dir: u8) -> PacketInfo {
+        let a = |last: u8, net: u8| {
+            let mut m = [0u8; 16];
+            m[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+            m[5] = net;
+            m[15] = last;
+            m
+        };
+        PacketInfo {
+            caddr: a(2, 0x18),
+            vaddr: a(1, 0x18),
+            daddr: a(0x11, 0x19),
+            af: 6,
+            ..pkt(dir)
+        }
+    }
+
+    fn call6(
+        dir: u8,
+        state: &mut [u8; HELPER_STATE_LEN],
+        payload: &[u8],
+        host: &mut Host,
+    ) -> (Action, Vec<u8>) {
+        let mut out = vec![0u8; 512];
+        let a = Ftp.packet(&pkt6(dir), state, payload, &mut out, host);
+        let n = match a {
+            Action::Replace(n) => n,
+            _ => 0,
+        };
+        out.truncate(n);
+        (a, out)
+    }
+
+    /// IPv6 as `ip_vs_ftp.c` takes it: EPSV (bare or `2`) and EPRT `|2|`; PASV, PORT and
+    /// the IPv4 forms are not of this family and are left alone.
+    #[test]
+    fn ipv6_sessions_take_epsv_and_eprt_of_their_family() {
+        let mut st = [0u8; HELPER_STATE_LEN];
+        let mut h = Host(vec![], true);
+        for other in [&b"PASV\r\n"[..], b"EPSV 1\r\n", b"PORT 198,18,0,2,4,1\r\n"] {
+            call6(0, &mut st, other, &mut h);
+            assert_eq!(st[0], ACTIVE, "{other:?}");
+        }
+        call6(0, &mut st, b"EPRT |1|198.18.0.2|5282|\r\n", &mut h);
+        assert!(h.0.is_empty(), "an IPv4 address in an IPv6 session");
+        call6(0, &mut st, b"EPRT !2!2001:db8:18::2!5282!\r\n", &mut h);
+        assert_eq!(h.0.len(), 1);
+        let e = h.0[0];
+        assert_eq!(e.caddr, pkt6(0).caddr);
+        assert_eq!(e.daddr, pkt6(0).daddr);
+        assert_eq!((e.cport, e.vport, e.dport), (5282, 20, 20));
+        for bad in [
+            &b"EPRT |2|2001:db8:18::g|5282|\r\n"[..],
+            b"EPRT |2|2001:db8:18::2|0|\r\n",
+            b"EPRT |2|2001:db8:18::2|5282\r\n",
+        ] {
+            call6(0, &mut st, bad, &mut h);
+        }
+        assert_eq!(h.0.len(), 1, "malformed EPRTs are ignored");
+        call6(0, &mut st, b"EPSV 2\r\n", &mut h);
+        assert_eq!(st[0], EPSV);
+        let (a, _) = call6(
+            1,
+            &mut st,
+            b"229 Entering Extended Passive Mode (|||50001|)\r\n",
+            &mut h,
+        );
+        assert_eq!(a, Action::Keep, "nothing to hide");
+        assert_eq!((h.0[1].vport, h.0[1].daddr), (50001, pkt6(0).daddr));
+        // A reply naming the real server is told only the port, as IPVS rewrites it.
+        call6(0, &mut st, b"EPSV\r\n", &mut h);
+        let (a, out) = call6(
+            1,
+            &mut st,
+            b"229 Extended Passive Mode OK (|2|2001:db8:19::11|50002|)\r\n",
+            &mut h,
+        );
+        assert_eq!(a, Action::Replace(out.len()));
+        assert_eq!(out, b"229 Extended Passive Mode OK (|||50002|)\r\n");
+        assert_eq!(h.0[2].vport, 50002);
+    }
+
+    #[test]
+    fn epsv_text_formats() {
+        let mut b = [0u8; 40];
+        for (port, want) in [
+            (1u16, &b"|||1|"[..]),
+            (50001, b"|||50001|"),
+            (65535, b"|||65535|"),
+        ] {
+            let n = format_epsv(&mut b, port);
+            assert_eq!(&b[..n], want);
+        }
+    }
+
     #[test]
     fn malformed_commands_are_ignored() {
         let mut st = [0u8; HELPER_STATE_LEN];
@@ -473,7 +632,7 @@ mod tests {
 
     #[test]
     fn pasv_text_formats() {
-        let mut b = [0u8; 24];
+        let mut b = [0u8; 40];
         let n = format_pasv(&mut b, [255, 255, 255, 255], 65535);
         assert_eq!(&b[..n], b"255,255,255,255,255,255");
         let n = format_pasv(&mut b, [1, 0, 10, 100], 256);
