@@ -17,19 +17,60 @@ fn ipv4() -> String {
     format!("{OCTET}(\\.{OCTET}){{3}}")
 }
 
-/// Pattern of a virtual service's address: `a.b.c.d:port`.
+/// An IPv6 address in any of the forms RFC 4291 allows (RFC 3986's `IPv6address`: groups
+/// of one to four hex digits in either case, one `::`, an IPv4 address in the last 32
+/// bits), which is what the parser takes (as ipvsadm's `inet_pton` does); the API writes it
+/// back canonically (RFC 5952). No zone index.
+fn ipv6() -> String {
+    let h = "[0-9A-Fa-f]{1,4}";
+    let ls32 = format!("({h}:{h}|{})", ipv4());
+    let head = |n: usize| format!("(({h}:){{0,{n}}}{h})?");
+    [
+        format!("({h}:){{6}}{ls32}"),
+        format!("::({h}:){{5}}{ls32}"),
+        format!("({h})?::({h}:){{4}}{ls32}"),
+        format!("{}::({h}:){{3}}{ls32}", head(1)),
+        format!("{}::({h}:){{2}}{ls32}", head(2)),
+        format!("{}::{h}:{ls32}", head(3)),
+        format!("{}::{ls32}", head(4)),
+        format!("{}::{h}", head(5)),
+        format!("{}::", head(6)),
+    ]
+    .iter()
+    .map(|a| format!("({a})"))
+    .collect::<Vec<_>>()
+    .join("|")
+}
+
+/// An address and port: `a.b.c.d:port` or `[IPv6]:port`.
+fn addr_port(port: &str) -> String {
+    format!("({}|\\[({})\\]):{port}", ipv4(), ipv6())
+}
+
+/// Pattern of an IP address of either family.
+pub(crate) fn ip_pattern() -> String {
+    format!("^({}|{})$", ipv4(), ipv6())
+}
+
+/// Pattern of a virtual service's address: `a.b.c.d:port` or `[IPv6]:port`.
 pub(crate) fn vip_port_pattern() -> String {
-    format!("^{}:{PORT}$", ipv4())
+    format!("^{}$", addr_port(PORT))
 }
 
-/// Pattern of a real server's address: `a.b.c.d`, or with a port (0: the virtual port).
+/// Pattern of a real server's address: an IP address of either family, or with a port as
+/// a service's (0: the virtual port).
 pub(crate) fn real_addr_pattern() -> String {
-    format!("^{}(:(0|{PORT}))?$", ipv4())
+    format!(
+        "^({}|{}|{})$",
+        ipv4(),
+        ipv6(),
+        addr_port(&format!("(0|{PORT})"))
+    )
 }
 
-/// Pattern of a service filter: `tcp/a.b.c.d:port`.
+/// Pattern of a service filter: `tcp/a.b.c.d:port` or `tcp/[IPv6]:port`.
 pub(crate) fn service_filter_pattern() -> String {
-    format!("^(tcp|udp)/{}:{PORT}$", ipv4())
+    format!("^(tcp|udp)/{}$", addr_port(PORT))
 }
 
 /// Pattern of a scheduler or plugin name.
@@ -65,20 +106,24 @@ schema_type!(
 schema_type!(
     /// A virtual service's address.
     VipPort,
-    string("A virtual service's IPv4 address and port (1-65535), as a.b.c.d:port.")
-        .pattern(Some(vip_port_pattern()))
-        .examples(["198.18.100.1:80"])
+    string(
+        "A virtual service's address and port (1-65535): a.b.c.d:port, or [IPv6]:port as \
+         ipvsadm writes it (any form RFC 4291 allows; listed canonically, RFC 5952)."
+    )
+    .pattern(Some(vip_port_pattern()))
+    .examples(["198.18.100.1:80", "[2001:db8:18:100::1]:80"])
 );
 
 schema_type!(
     /// A real server's address.
     RealAddr,
     string(
-        "A real server's IPv4 address, as a.b.c.d:port, or a.b.c.d (or port 0) for the \
-         virtual port.",
+        "A real server's address and port, as a.b.c.d:port or [IPv6]:port, or the address \
+         alone (or port 0) for the virtual port. A server of a service of the other family \
+         is taken for tunnels and full NAT.",
     )
     .pattern(Some(real_addr_pattern()))
-    .examples(["198.19.0.11:80"])
+    .examples(["198.19.0.11:80", "[2001:db8:19::11]:80"])
 );
 
 schema_type!(
@@ -117,10 +162,15 @@ schema_type!(
 schema_type!(
     /// A persistence netmask.
     Netmask,
-    string("A persistence netmask (ipvsadm -M): a dotted IPv4 netmask of 1 to 32 bits.")
-        .enum_values(Some(
-            (1..=32u32).map(|bits| std::net::Ipv4Addr::from(u32::MAX << (32 - bits)).to_string()),
-        ))
+    string(
+        "A persistence granularity (ipvsadm -M): an IPv4 service's dotted netmask of 1 to 32 \
+         bits, an IPv6 service's prefix length from 1 to 128."
+    )
+    .enum_values(Some(
+        (1..=32u32)
+            .map(|bits| std::net::Ipv4Addr::from(u32::MAX << (32 - bits)).to_string())
+            .chain((1..=128u32).map(|bits| bits.to_string())),
+    ))
 );
 
 schema_type!(
@@ -139,11 +189,11 @@ schema_type!(
 );
 
 schema_type!(
-    /// An IPv4 address.
-    Ipv4,
-    string("An IPv4 address, a.b.c.d.")
-        .pattern(Some(format!("^{}$", ipv4())))
-        .examples(["198.18.1.1"])
+    /// An IP address.
+    IpAddress,
+    string("An IP address: a.b.c.d, or IPv6 (any form RFC 4291 allows).")
+        .pattern(Some(ip_pattern()))
+        .examples(["198.19.0.100", "2001:db8:19::100"])
 );
 
 schema_type!(
@@ -166,9 +216,9 @@ schema_type!(
 schema_type!(
     /// A service filter.
     ServiceFilter,
-    string("A service, as PROTO/VIP:PORT.")
+    string("A service, as PROTO/VIP:PORT (an IPv6 VIP in brackets).")
         .pattern(Some(service_filter_pattern()))
-        .examples(["tcp/198.18.100.1:80"])
+        .examples(["tcp/198.18.100.1:80", "tcp/[2001:db8:18:100::1]:80"])
 );
 
 schema_type!(
@@ -196,7 +246,9 @@ mod tests {
     fn patterns_and_parsers_agree() {
         let vip = matcher(&vip_port_pattern());
         let real = matcher(&real_addr_pattern());
-        for s in [
+        let filter = matcher(&service_filter_pattern());
+        let ip = matcher(&ip_pattern());
+        let mut samples: Vec<String> = [
             "198.18.100.1:80",
             "0.0.0.0:1",
             "255.255.255.255:65535",
@@ -208,16 +260,86 @@ mod tests {
             "198.18.100:80",
             "198.18.100.1",
             "198.18.100.1:",
-            "[::1]:80",
             " 198.18.100.1:80",
             "198.18.100.1:80 ",
             "198.18.100.1:+80",
-        ] {
-            let parsed = crate::config::parse_service_id("tcp", s)
-                .is_ok_and(|id| id.addr.is_ipv4() && id.port != 0);
+            "[::1]:80",
+            "[::]:80",
+            "[2001:db8:18:100::1]:80",
+            "[2001:DB8:18:100:0:0:0:1]:443",
+            "[2001:0db8:0018:0100:0000:0000:0000:0001]:80",
+            "[::ffff:198.18.0.1]:80",
+            "[::198.18.0.1]:80",
+            "[1:2:3:4:5:6:198.18.0.1]:80",
+            "[1:2:3:4:5:198.18.0.1]:80",
+            "[1:2:3:4:5:6:7:198.18.0.1]:80",
+            "[1::2:3:4:5:198.18.0.1]:80",
+            "[1:2:3:4:5::198.18.0.1]:80",
+            "[1:2:3:4:5:6::198.18.0.1]:80",
+            "[::198.18.0.01]:80",
+            "[1:2:3:4:5:6:7:8]:80",
+            "[1:2:3:4:5:6:7:8:9]:80",
+            "[1:2:3:4:5:6:7::]:80",
+            "[::2:3:4:5:6:7:8]:80",
+            "[1:2:3:4::5:6:7:8]:80",
+            "[1::2::3]:80",
+            "[:::1]:80",
+            "[1:::2]:80",
+            "[12345::1]:80",
+            "[1:2:3:4:5:6:7]:80",
+            "[g::1]:80",
+            "[::1%1]:80",
+            "[::1]:080",
+            "[::1]:0",
+            "[::1]",
+            "::1:80",
+            "[2001:db8::1]:65535",
+            "[2001:db8::1]:65536",
+            "2001:db8::1",
+            "2001:DB8::0:1",
+            "::",
+            "1.2.3.4:5:6:7:8:9:10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every number of groups on either side of `::`, with and without an IPv4 tail.
+        for head in 0..=8 {
+            for tail in 0..=8 {
+                for v4 in [false, true] {
+                    let groups = |n: usize| (1..=n).map(|i| format!("{i:x}")).collect::<Vec<_>>();
+                    let mut t = groups(tail).join(":");
+                    if v4 {
+                        t = if t.is_empty() {
+                            "1.2.3.4".into()
+                        } else {
+                            t + ":1.2.3.4"
+                        };
+                    }
+                    samples.push(format!("[{}::{t}]:80", groups(head).join(":")));
+                    samples.push(format!("[{}:{t}]:80", groups(head).join(":")));
+                }
+            }
+        }
+        for s in &samples {
+            let s = s.as_str();
+            let parsed = crate::config::parse_service_id("tcp", s).is_ok_and(|id| id.port != 0);
             assert_eq!(vip(s), parsed, "vip {s:?}");
-            let parsed = crate::config::parse_real_addr(s).is_ok_and(|a| a.is_ipv4());
+            assert_eq!(filter(&format!("udp/{s}")), parsed, "filter {s:?}");
+            let parsed = crate::config::parse_real_addr(s).is_ok();
             assert_eq!(real(s), parsed, "real {s:?}");
+            let bare = s
+                .trim_start_matches('[')
+                .trim_end_matches(":80")
+                .trim_end_matches(']');
+            let parsed = crate::config::parse_laddr(bare).is_ok()
+                || bare.parse::<std::net::IpAddr>().is_ok_and(|a| {
+                    a.is_unspecified()
+                        || a.is_loopback()
+                        || a.is_multicast()
+                        || a == std::net::Ipv4Addr::BROADCAST
+                });
+            assert_eq!(ip(bare), parsed, "ip {bare:?}");
         }
     }
 

@@ -375,8 +375,8 @@ macro_rules! with_service_settings {
             )]
             #[schema(minimum = 1, maximum = 31536000)]
             pub persistent: Option<u32>,
-            /// Persistence granularity (ipvsadm `-M`), a dotted IPv4 netmask; default
-            /// 255.255.255.255.
+            /// Persistence granularity (ipvsadm `-M`): an IPv4 service's dotted netmask
+            /// (default 255.255.255.255), an IPv6 service's prefix length (default 128).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schema(value_type = Option<crate::schema::Netmask>)]
             pub netmask: Option<String>,
@@ -419,7 +419,7 @@ with_service_settings! {
         /// Local addresses of full NAT (DPVS's `--add-laddr`): the sources its real servers
         /// see and answer to. IPv4 addresses of the balancer's on the servers' side.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        #[schema(value_type = Vec<crate::schema::Ipv4>)]
+        #[schema(value_type = Vec<crate::schema::IpAddress>)]
         pub laddrs: Vec<String>,
         /// Real servers, in order (`[[service.real]]` in TOML).
         #[serde(
@@ -1233,10 +1233,11 @@ impl RealDef {
 /// Parse a full-NAT local address: an IPv4 address as written canonically (malformed: 400),
 /// that is a unicast one (else a conflict, 409: it cannot be a source).
 pub(crate) fn parse_laddr(s: &str) -> Result<IpAddr, ConfigError> {
+    // IPv4 as written back; IPv6 in any form (written back canonically).
     let a: IpAddr = s
         .parse()
         .ok()
-        .filter(|a: &IpAddr| a.to_string() == s)
+        .filter(|a: &IpAddr| a.is_ipv6() || a.to_string() == s)
         .ok_or_else(|| {
             invalid(format!(
                 "local address {s:?} is not an IP address written canonically"
@@ -1255,6 +1256,9 @@ pub(crate) fn parse_laddr(s: &str) -> Result<IpAddr, ConfigError> {
 /// ipvsadm's `-r` takes it.
 pub(crate) fn parse_real_addr(s: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(ip) = s.parse::<IpAddr>() {
+        if ip.is_ipv6() {
+            return Ok(SocketAddr::new(ip, 0));
+        }
         return canonical(
             SocketAddr::new(ip, 0),
             &ip.to_string(),
@@ -1493,7 +1497,26 @@ fn parse_sockaddr(s: &str, what: &str) -> Result<SocketAddr, ConfigError> {
             "{what} {s:?} is not an IP:port (IPv6 as [addr]:port)"
         ))
     })?;
-    canonical(a, &a.to_string(), s, what)
+    match a {
+        // IPv6 in any form RFC 4291 allows (ipvsadm reads it with inet_pton), written back
+        // canonically; the port as written back, and no zone (a service or server is
+        // global).
+        SocketAddr::V6(v6) => {
+            if v6.scope_id() != 0 || v6.flowinfo() != 0 {
+                return Err(invalid(format!(
+                    "{what} {s:?}: an IPv6 zone index is not taken"
+                )));
+            }
+            let port = format!("]:{}", v6.port());
+            if !s.ends_with(&port) {
+                return Err(invalid(format!(
+                    "{what} {s:?} is not written canonically (as {a})"
+                )));
+            }
+            Ok(a)
+        }
+        SocketAddr::V4(_) => canonical(a, &a.to_string(), s, what),
+    }
 }
 
 #[cfg(test)]

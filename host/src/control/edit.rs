@@ -97,7 +97,7 @@ pub(crate) enum Change {
         #[schema(value_type = crate::schema::VipPort)]
         address: String,
         /// The local address.
-        #[schema(value_type = crate::schema::Ipv4)]
+        #[schema(value_type = crate::schema::IpAddress)]
         laddr: String,
     },
     /// Remove a full-NAT local address from a service: DPVS's `ipvsadm --del-laddr`. Its
@@ -110,7 +110,7 @@ pub(crate) enum Change {
         #[schema(value_type = crate::schema::VipPort)]
         address: String,
         /// The local address.
-        #[schema(value_type = crate::schema::Ipv4)]
+        #[schema(value_type = crate::schema::IpAddress)]
         laddr: String,
     },
     /// Set the defense strategies against floods (IPVS's `drop_entry`, `drop_packet`,
