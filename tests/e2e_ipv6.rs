@@ -793,3 +793,76 @@ fn proxy_v2_tells_an_ipv6_server_its_ipv4_client() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An IPv6 service through every view of the control plane: `wvs adm` with an address in a
+/// form other than the canonical one (listed canonically), the REST API with the address in
+/// its path and its filters, `/metrics` (node_exporter's labels, addresses unbracketed), the
+/// connection listing, and the state file across a restart.
+#[test]
+fn ipv6_services_in_the_api_metrics_and_the_state_file_across_a_restart() {
+    let topo = Topo::new("c6", false);
+    let cfg = topo.dir.join("empty.toml");
+    std::fs::write(&cfg, "").expect("config");
+    let state_dir = topo.dir.join("state");
+    let sd = state_dir.to_str().expect("path");
+    let mut wvs = Wvs::start_with(&topo, Some(&cfg), &["--state-dir", sd]);
+    let svc = format!("[{VIP6}]:80");
+    wvs.adm_ok(&[
+        "-A",
+        "-t",
+        "[2001:DB8:18:100:0:0:0:1]:80",
+        "-s",
+        "rr",
+        "-p",
+        "60",
+        "-M",
+        "64",
+    ]);
+    wvs.adm_ok(&["-a", "-t", &svc, "-r", "[2001:db8:19:0::11]:80", "-m"]);
+    wvs.adm_ok(&["-a", "-t", &svc, "-r", "[2001:db8:19::12]:80", "-m"]);
+    let listing = wvs.adm_ok(&["-S", "-n"]);
+    assert!(
+        listing.contains(&format!("-A -t {svc} -s rr -p 60 -M 64\n"))
+            && listing.contains(&format!("-a -t {svc} -r [2001:db8:19::11]:80 -m -w 1\n")),
+        "{listing}"
+    );
+    // Persistence by /64: one client, one server.
+    let t = Topo::tally((0..10).map(|_| topo.curl(&format!("http://{svc}/"))));
+    assert_eq!(t.len(), 1, "persistent: {t:?}");
+    let server = t.keys().next().cloned().unwrap_or_default();
+    let path = format!(
+        "/api/v1/services/tcp/{}",
+        svc.replace('[', "%5B")
+            .replace(']', "%5D")
+            .replace(':', "%3A")
+    );
+    let one = wvs.get_json(&path);
+    assert_eq!(one["address"], svc.as_str(), "{one}");
+    let filtered = wvs.get_json(&format!("/api/v1/services?service=tcp/{svc}"));
+    assert_eq!(filtered.as_array().map(Vec::len), Some(1), "{filtered}");
+    let conns = wvs.get_json(&format!("/api/v1/connections?service=tcp/{svc}"));
+    let list = conns["connections"].as_array().cloned().unwrap_or_default();
+    assert!(
+        list.iter().any(|c| c["client"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("[2001:db8:18::2]:"))
+            && c["virtual_address"] == svc.as_str()),
+        "{conns}"
+    );
+    let (code, metrics) = wvs.api("GET", "/metrics", None, None, None);
+    assert_eq!(code, 200);
+    let rs = if server == "rs1" { "11" } else { "12" };
+    let row = format!(
+        "node_ipvs_backend_connections_total{{local_address=\"{VIP6}\",local_port=\"80\",remote_address=\"2001:db8:19::{rs}\",remote_port=\"80\",proto=\"TCP\",local_mark=\"\"}} 10"
+    );
+    assert!(metrics.contains(&row), "{row} not in /metrics:\n{metrics}");
+    assert!(wvs.stop().success());
+
+    // The state file holds the canonical address; a restart from it alone serves the same.
+    let saved = std::fs::read_to_string(state_dir.join("wvs-state.toml")).expect("state");
+    assert!(saved.contains(&format!("address = \"{svc}\"")), "{saved}");
+    assert!(saved.contains("netmask = \"64\""), "{saved}");
+    let wvs = Wvs::start_with(&topo, None, &["--state-dir", sd]);
+    assert_eq!(wvs.adm_ok(&["-S", "-n"]), listing, "restored as saved");
+    assert_eq!(topo.curl(&format!("http://{svc}/")), server, "served again");
+}

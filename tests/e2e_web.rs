@@ -1,6 +1,7 @@
 //! End to end, the dashboard in a real browser: headless Chromium (through chromedriver and
 //! fantoccini) adds a service and two real servers through the page, curl reaches them
-//! through the VIP, the page's counters rise, and hostile input shows as text. Screenshots
+//! through the VIP, the page's counters rise, and hostile input shows as text; the same
+//! for an IPv6 service. Screenshots
 //! are kept in `artifacts/`. Needs root, chromium and chromium-driver.
 
 // Test code: a failed unwrap is a failed test, with its message.
@@ -11,7 +12,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Topo, VIP, Wvs};
+use common::{Topo, VIP, VIP6, Wvs};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 /// chromedriver in the balancer's namespace (so the browser reaches the API on its
@@ -23,7 +24,10 @@ struct Driver {
 
 impl Driver {
     fn start(topo: &Topo) -> Self {
-        let port = 20000 + (std::process::id() % 20000) as u16;
+        // One bridge port per browser: the tests of this file run side by side.
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20000 + (std::process::id() % 20000) as u16 + next;
         let driver = Command::new("ip")
             .args([
                 "netns",
@@ -374,6 +378,92 @@ fn the_dashboard_adds_a_service_and_shows_its_traffic() {
             .await
             .expect("js");
         assert_eq!(width, serde_json::json!(true), "no sideways scrolling of the page: {wide}");
+        c.close().await.expect("close the browser");
+    });
+    drop(driver);
+    drop(wvs);
+}
+
+/// An IPv6 service through the page: added with its bracketed address, two IPv6 real
+/// servers through the real-server form, traffic over IPv6 counted on the page, and the
+/// connection view filtered by the service listing the IPv6 client.
+#[test]
+fn the_dashboard_adds_an_ipv6_service_and_lists_its_connections() {
+    let topo = Topo::new("web6", false);
+    let cfg = topo.dir.join("empty.toml");
+    std::fs::write(&cfg, "").expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    let token = wvs.token();
+    let driver = Driver::start(&topo);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(driver.port).await;
+        c.goto("http://127.0.0.1:9080/")
+            .await
+            .expect("the dashboard");
+        fill(&c, "token", &token).await;
+        click(&c, "#token-save").await;
+        until("the page to go live", 15, || async {
+            text(&c, "#status").await.starts_with("live")
+        })
+        .await;
+        let vs = format!("[{VIP6}]:80");
+        fill(&c, "svc-address", &vs).await;
+        click(&c, "#svc-scheduler option[value=rr]").await;
+        click(&c, "#svc-submit").await;
+        let svc = format!("[data-service=\"tcp/{vs}\"]");
+        until("the service listed", 10, || async {
+            c.find(Locator::Css(&svc)).await.is_ok()
+        })
+        .await;
+        assert_eq!(
+            text(&c, &format!("{svc} [data-testid=service-name]")).await,
+            format!("TCP {vs}")
+        );
+        for rs in ["[2001:db8:19::11]:80", "[2001:db8:19::12]:80"] {
+            fill(&c, "real-address", rs).await;
+            click(&c, "#real-submit").await;
+            let row = format!("{svc} tr[data-real=\"{rs}\"]");
+            until("the real server listed", 10, || async {
+                c.find(Locator::Css(&row)).await.is_ok()
+            })
+            .await;
+        }
+        // A real server of the other family is refused next to the form (NAT keeps the family).
+        fill(&c, "real-address", "198.19.0.13:80").await;
+        click(&c, "#real-submit").await;
+        until("the family error", 10, || async {
+            text(&c, "#real-form")
+                .await
+                .contains("different address families")
+        })
+        .await;
+        let t = Topo::tally((0..10).map(|_| topo.curl(&format!("http://{vs}/"))));
+        assert_eq!(
+            t.into_iter().collect::<Vec<_>>(),
+            [("rs1".to_string(), 5), ("rs2".to_string(), 5)]
+        );
+        until("the service's counter to reach 10", 15, || async {
+            text(&c, &format!("{svc} [data-testid=service-conns]")).await == "conns 10"
+        })
+        .await;
+        click(&c, &format!("#conn-service option[value=\"tcp/{vs}\"]")).await;
+        click(&c, "#conn-state option[value=TIME_WAIT]").await;
+        click(&c, "#conn-refresh").await;
+        until("the 10 connections listed", 10, || async {
+            text(&c, "#conn-count").await.starts_with("10 matching")
+        })
+        .await;
+        let rows = text(&c, "#conns").await;
+        assert!(
+            rows.contains("[2001:db8:18::2]:") && rows.contains(&vs),
+            "{rows}"
+        );
+        let png = c.screenshot().await.expect("screenshot");
+        std::fs::write(artifacts().join("dashboard-ipv6.png"), &png).expect("save screenshot");
         c.close().await.expect("close the browser");
     });
     drop(driver);
