@@ -396,7 +396,7 @@ fn nat66_path_mtu_is_learned_from_packet_too_big_and_hop_limit_1_from_time_excee
 /// client sent to the VIP), so the client's connected socket is refused at once.
 const REFUSED6: &str = r#"
 import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
 s.connect((sys.argv[1], int(sys.argv[2])))
 s.settimeout(3)
 for _ in range(3):
@@ -656,6 +656,37 @@ fn an_ipv4_service_is_served_through_ipv6_tunnels() {
     }
 }
 
+/// Full NAT between the families: a server's port unreachable reaches the client in the
+/// client's family (ICMPv6 rebuilt as ICMP and the other way, RFC 7915), so the client's
+/// connected socket is refused at once, as within one family.
+#[test]
+fn a_port_unreachable_crosses_the_families_in_full_nat() {
+    let topo = Topo::new("x6u", false);
+    let text = format!(
+        "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:9009\"\nscheduler = \"rr\"\n\
+         laddrs = [\"2001:db8:19::1\"]\n\
+         [[service.real]]\naddress = \"[{}]:9009\"\nforward = \"fullnat\"\n\
+         [[service]]\nprotocol = \"udp\"\naddress = \"[{VIP6}]:9010\"\nscheduler = \"rr\"\n\
+         laddrs = [\"198.19.0.1\"]\n\
+         [[service.real]]\naddress = \"198.19.0.11:9010\"\nforward = \"fullnat\"\n",
+        RS6[0]
+    );
+    let cfg = topo.dir.join("unreach46.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let wvs = Wvs::start(&topo, Some(&cfg));
+    for (vip, port) in [(VIP, "9009"), (VIP6, "9010")] {
+        let out = topo.exec("cli", &["python3", "-c", REFUSED6, vip, port]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "refused",
+            "{vip}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(wvs.drops("icmp_untranslatable"), 0);
+    assert_eq!(wvs.drops("icmp_no_conn"), 0);
+}
+
 /// Full NAT between the families: an IPv4 service on IPv6 servers, through an IPv6 local
 /// address (the servers see it, not the client), and the reverse.
 #[test]
@@ -853,7 +884,7 @@ fn ipv6_services_in_the_api_metrics_and_the_state_file_across_a_restart() {
     assert_eq!(code, 200);
     let rs = if server == "rs1" { "11" } else { "12" };
     let row = format!(
-        "node_ipvs_backend_connections_total{{local_address=\"{VIP6}\",local_port=\"80\",remote_address=\"2001:db8:19::{rs}\",remote_port=\"80\",proto=\"TCP\",local_mark=\"\"}} 10"
+        "node_ipvs_backend_connections_inactive{{local_address=\"{VIP6}\",local_port=\"80\",remote_address=\"2001:db8:19::{rs}\",remote_port=\"80\",proto=\"TCP\",local_mark=\"\"}} 10"
     );
     assert!(metrics.contains(&row), "{row} not in /metrics:\n{metrics}");
     assert!(wvs.stop().success());
