@@ -983,21 +983,21 @@ impl ServiceDef {
             (None, false) => u32::MAX,
             (None, true) => 128,
             (Some(m), false) => parse_netmask(m).ok_or_else(|| {
-                invalid(format!(
+                // A well-formed granularity of the other family is a conflict with the
+                // service's address, not a malformed value (the document allows both).
+                let err = if prefix_len(m).is_some() { conflict } else { invalid };
+                err(format!(
                     "service {}: netmask {m:?} is not a dotted IPv4 netmask such as 255.255.255.0",
                     self.address
                 ))
             })?,
-            (Some(m), true) => m
-                .parse::<u32>()
-                .ok()
-                .filter(|p| (1..=128).contains(p) && p.to_string() == *m)
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "service {}: netmask {m:?} is not a prefix length from 1 to 128 (an IPv6 service's, such as 64)",
-                        self.address
-                    ))
-                })?,
+            (Some(m), true) => prefix_len(m).ok_or_else(|| {
+                let err = if parse_netmask(m).is_some() { conflict } else { invalid };
+                err(format!(
+                    "service {}: netmask {m:?} is not a prefix length from 1 to 128 (an IPv6 service's, such as 64)",
+                    self.address
+                ))
+            })?,
         };
         self.check_helpers()?;
         let udp_on_failure = match self.udp_on_failure.as_deref() {
@@ -1285,6 +1285,14 @@ fn canonical(
             "{what} {given:?} is not written canonically (as {written:?})"
         )))
     }
+}
+
+/// An IPv6 service's persistence granularity: a prefix length from 1 to 128, as written
+/// back.
+fn prefix_len(s: &str) -> Option<u32> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|p| (1..=128).contains(p) && p.to_string() == s)
 }
 
 fn parse_netmask(s: &str) -> Option<u32> {
