@@ -21,6 +21,8 @@
 #               hold the VIP on lo and answer the client as in wvs-dr
 #   nft-dnat6   nftables DNAT over IPv6 (the dual-stack topology's 2001:db8:: addresses)
 #   wvs6        wvs, NAT66 (the wvs case over IPv6); both are measured against nft-dnat6
+#   wvs-uring6  wvs6 with --io uring
+#   wvs-xdp6    wvs6 with --io xdp (the XDP program's IPv6 path)
 # Figures, each RUNS times for DUR seconds, median and spread:
 #   udp pps     64-byte frames over 64k flows from trafgen, counted where the servers receive
 #   ns/pkt      CPU per forwarded packet during the UDP runs, in ns: the whole machine's busy
@@ -39,13 +41,13 @@
 #               whole machine's busy time
 # Then wvs's resident memory with 1,000,000 tracked connections.
 #
-# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6"
+# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6"
 #                                   MEM=1 for the memory figure, OUT=file for a copy of the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 RUNS=${RUNS:-3}
-CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6}
+CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6}
 MEM=${MEM:-1}
 P=wvsb$$
 DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
@@ -243,10 +245,12 @@ NFT
       ip netns exec "$P-lb" haproxy -q -f "$DIR/haproxy.cfg" -db &
       LB_PID=$!
       sleep 0.5 ;;
-    wvs|wvs-uring|wvs-xdp|wvs-custom|wvs-dr|wvs-tun|wvs6)
+    wvs|wvs-uring|wvs-xdp|wvs-custom|wvs-dr|wvs-tun|wvs6|wvs-uring6|wvs-xdp6)
       local cfg=$DIR/$1.toml io=ring
       if [ "$1" = wvs-uring ]; then cfg=$DIR/wvs.toml; io=uring; fi
       if [ "$1" = wvs-xdp ]; then cfg=$DIR/wvs.toml; io=xdp; fi
+      if [ "$1" = wvs-uring6 ]; then cfg=$DIR/wvs6.toml; io=uring; fi
+      if [ "$1" = wvs-xdp6 ]; then cfg=$DIR/wvs6.toml; io=xdp; fi
       if [ "$1" = wvs-dr ] || [ "$1" = wvs-tun ]; then
         # The servers hold the VIP (lo, no ARP for it); their replies to the client go
         # through the balancer's kernel, their gateway.
