@@ -116,7 +116,7 @@ phase "doc tests" cargo test --workspace --doc -q
 
 # The end-to-end tests, one binary at a time (each runs its tests in parallel), with the
 # release binary. Every [[test]] target of the host package.
-for t in $(sed -n 's/^name = "\(e2e_[a-z_]*\|docs\)"$/\1/p' host/Cargo.toml); do
+for t in $(sed -n 's/^name = "\(e2e_[a-z0-9_]*\|docs\)"$/\1/p' host/Cargo.toml); do
   phase "e2e: $t" cargo test -q -p wvs --test "$t"
 done
 
