@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 shift || true
 tests=("$@")
-[ ${#tests[@]} -gt 0 ] || mapfile -t tests < <(sed -n 's/^name = "\(e2e_[a-z_]*\)"$/\1/p' host/Cargo.toml)
+[ ${#tests[@]} -gt 0 ] || mapfile -t tests < <(sed -n 's/^name = "\(e2e_[a-z0-9_]*\)"$/\1/p' host/Cargo.toml)
 cargo build --release -q -p wvs
 export WVS_BIN=$PWD/target/release/wvs
 cargo test -q -p wvs --tests --no-run
