@@ -428,8 +428,18 @@ mod tests {
         payload: &[u8],
         host: &mut Host,
     ) -> (Action, Vec<u8>) {
+        call_as(&pkt(dir), state, payload, host)
+    }
+
+    /// The helper on `payload` as packet `p` of the session: its action and its output.
+    fn call_as(
+        p: &PacketInfo,
+        state: &mut [u8; HELPER_STATE_LEN],
+        payload: &[u8],
+        host: &mut Host,
+    ) -> (Action, Vec<u8>) {
         let mut out = vec![0u8; 512];
-        let a = Ftp.packet(&pkt(dir), state, payload, &mut out, host);
+        let a = Ftp.packet(p, state, payload, &mut out, host);
         let n = match a {
             Action::Replace(n) => n,
             _ => 0,
@@ -526,14 +536,7 @@ mod tests {
         payload: &[u8],
         host: &mut Host,
     ) -> (Action, Vec<u8>) {
-        let mut out = vec![0u8; 512];
-        let a = Ftp.packet(&pkt6(dir), state, payload, &mut out, host);
-        let n = match a {
-            Action::Replace(n) => n,
-            _ => 0,
-        };
-        out.truncate(n);
-        (a, out)
+        call_as(&pkt6(dir), state, payload, host)
     }
 
     /// IPv6 as `ip_vs_ftp.c` takes it: EPSV (bare or `2`) and EPRT `|2|`; PASV, PORT and
