@@ -7,6 +7,7 @@
 //! incremental checksum update that NAT needs ([`checksum`]).
 
 pub mod checksum;
+pub mod sync;
 pub mod vnet;
 
 pub use smoltcp::wire::{
