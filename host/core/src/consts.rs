@@ -359,3 +359,27 @@ pub const CHECK_TABLE: u32 = 0x5756;
 pub const CHECK_STANDIN: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 0, 8);
 /// See [`CHECK_TUN`]: before the main table's rule (32766).
 pub const CHECK_RULE_PRIORITY: u32 = 1000;
+
+// --- Connection synchronisation (ip_vs_sync.c) ---
+
+/// `sync_threshold`'s default first value: a connection is sent at its third packet.
+pub const SYNC_THRESHOLD: u32 = 3;
+/// `sync_threshold`'s default second value (`sync_period`): and every 50 packets after.
+pub const SYNC_PERIOD: u32 = 50;
+/// `IPVS_SYNC_PORTS_MAX`: at most this many sync threads, each on its own port.
+pub const SYNC_PORTS_MAX: u32 = 64;
+/// A master wakes to send what is queued after this long (`IPVS_SYNC_SEND_DELAY`, HZ/50).
+pub const SYNC_SEND_DELAY_MS: u64 = 20;
+/// A message that is not full is sent once its first record is this old
+/// (`IPVS_SYNC_FLUSH_TIME`).
+pub const SYNC_FLUSH_MS: u64 = 2_000;
+/// The message size a master uses by default: 1500 less the IPv4 and UDP headers
+/// (`ip_vs_sync.c` clamps the MTU to 1500 for the master).
+pub const SYNC_MAXLEN_V4: u16 = 1500 - 20 - 8;
+/// The same over IPv6 (40-byte header).
+pub const SYNC_MAXLEN_V6: u16 = 1500 - 40 - 8;
+/// A persistence template's timeout when a version 0 message carries none (3 minutes).
+pub const SYNC_TEMPLATE_TIMEOUT_SECS: u32 = 180;
+/// The records one worker may have queued for the master before new ones are dropped and
+/// counted, unless `sync_qlen_max` says fewer (IPVS counts whole messages; wvs records).
+pub const SYNC_QUEUE_RECORDS: usize = 16_384;

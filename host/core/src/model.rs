@@ -381,6 +381,13 @@ pub struct NextHop {
 }
 
 impl NextHop {
+    /// Not known yet: a connection made from a sync message learns its client's next hop
+    /// from the client's first packet.
+    pub const UNKNOWN: Self = Self {
+        iface: u8::MAX,
+        mac: [0; 6],
+    };
+
     const VALID: u64 = 1 << 63;
 
     /// As one word (for an atomic): valid bit, interface, MAC.

@@ -242,6 +242,45 @@ pub struct Sysctl {
     pub expire_quiescent_template: bool,
     /// `conn_reuse_mode`, IPVS's bits.
     pub conn_reuse_mode: u8,
+    /// `sloppy_tcp`: a TCP segment other than a SYN (and not a reset) may start a
+    /// connection.
+    pub sloppy_tcp: bool,
+    /// `sloppy_udp`, wvs's name for the same switch for UDP (see the daemon's form).
+    pub sloppy_udp: bool,
+    /// `backup_only`: while the sync daemon runs as backup, packets are left to the
+    /// director's own stack.
+    pub backup_only: bool,
+    /// What the sync daemon's master sends and when.
+    pub sync: SyncSettings,
+}
+
+/// `sync_threshold`, `sync_period`, `sync_refresh_period`, `sync_retries` and
+/// `sync_persist_mode`: when a connection is sent to the backups (`ip_vs_sync_conn_needed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// `sync_threshold[0]`: the packet count at which a connection is first sent.
+    pub threshold: u32,
+    /// `sync_threshold[1]`: and again every this many packets (0: once).
+    pub period: u32,
+    /// `sync_refresh_period`, seconds (0: off): sent again only when its expiry moved this
+    /// much (or half its timeout).
+    pub refresh_period: u32,
+    /// `sync_retries`, 0-3: extra sends of an unchanged connection, at `refresh_period / 8`.
+    pub retries: u8,
+    /// `sync_persist_mode`: only the templates of persistent services are sent.
+    pub persist_mode: bool,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            threshold: crate::consts::SYNC_THRESHOLD,
+            period: crate::consts::SYNC_PERIOD,
+            refresh_period: 0,
+            retries: 0,
+            persist_mode: false,
+        }
+    }
 }
 
 impl Default for Sysctl {
@@ -253,6 +292,10 @@ impl Default for Sysctl {
             expire_nodest_conn: true,
             expire_quiescent_template: false,
             conn_reuse_mode: 1,
+            sloppy_tcp: false,
+            sloppy_udp: false,
+            backup_only: false,
+            sync: SyncSettings::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod defense;
 pub mod own;
 pub mod persist;
 pub mod state;
+pub mod sync;
 pub mod table;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -55,6 +56,11 @@ bitflags::bitflags! {
         const NO_CPORT = 1 << 4;
         /// An expectation whose real server port is not known yet.
         const NO_DPORT = 1 << 5;
+        /// Its state changed since it was last sent to the backups (IPVS compares
+        /// `cp->state` with `cp->old_state`).
+        const STATE_CHANGED = 1 << 6;
+        /// Made from a sync message (`IP_VS_CONN_F_SYNC`).
+        const SYNCED = 1 << 7;
     }
 }
 
@@ -116,6 +122,9 @@ pub struct Conn {
     /// TCP state (UDP connections stay in `None`).
     pub state: TcpState,
     flags: Flags,
+    /// When it was last sent to the backups, as `conn::sync` keeps it (IPVS's
+    /// `sync_endtime`); it fills what was padding.
+    sync_endtime: u16,
 }
 
 /// The four addresses, in `Conn::v4`'s and `Side::wide`'s order.
@@ -159,6 +168,7 @@ impl Conn {
             proto: key.proto,
             state: TcpState::None,
             flags,
+            sync_endtime: 0,
         };
         let raddr = conn.dest.addr;
         conn.rport = if conn.dest.port == 0 {
@@ -411,6 +421,7 @@ impl Conn {
                 self.flags.remove(Flags::INACTIVE);
             }
             self.state = new;
+            self.flags.insert(Flags::STATE_CHANGED);
             if new == TcpState::Established
                 && let Some(c) = &self.template
             {

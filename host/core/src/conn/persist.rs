@@ -51,8 +51,16 @@ pub struct Template {
 }
 
 /// What a template shares with the connections it placed.
-#[derive(Debug, Default)]
-struct Link {
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The template's key, for the sync daemon's record of it.
+    pub(crate) key: TemplateKey,
+    /// Its timeout when made, seconds (the record's timeout).
+    pub(crate) timeout_s: u32,
+    /// Packets of the connections it placed (`ct->in_pkts`, counted by the sync daemon).
+    pub(crate) in_pkts: AtomicU32,
+    /// The sync daemon's `sync_endtime` (see `conn::sync`).
+    pub(crate) sync_endtime: AtomicU32,
     /// How many open connections it placed (`n_control`).
     n_control: AtomicU32,
     /// Whether one of them was answered: IPVS's `IP_VS_CTPL_S_ASSURED`, set by
@@ -93,7 +101,30 @@ impl Template {
 #[derive(Debug)]
 pub struct Control(Arc<Link>);
 
+impl Link {
+    fn new(key: TemplateKey, timeout_ms: u64) -> Arc<Self> {
+        Arc::new(Self {
+            key,
+            timeout_s: (timeout_ms / 1000).min(u64::from(u32::MAX)) as u32,
+            in_pkts: AtomicU32::new(0),
+            sync_endtime: AtomicU32::new(0),
+            n_control: AtomicU32::new(0),
+            assured: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether a connection it placed was answered.
+    pub(crate) fn assured(&self) -> bool {
+        self.assured.load(Relaxed)
+    }
+}
+
 impl Control {
+    /// What it links to.
+    pub(crate) fn link(&self) -> &Link {
+        &self.0
+    }
+
     fn new(link: &Arc<Link>) -> Self {
         link.n_control.fetch_add(1, Relaxed);
         Self(link.clone())
@@ -133,6 +164,15 @@ impl Drop for Template {
 /// quadratic). A removal moves the last template into the gap (`swap_remove`), so a page
 /// written meanwhile may miss that one, as a listing of a live table may.
 type Shard = Mutex<indexmap::IndexMap<TemplateKey, Template, foldhash::fast::RandomState>>;
+
+/// Why a synced template was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPutError {
+    /// No such real server here.
+    NoDest,
+    /// The table is full.
+    Full,
+}
 
 /// Every persistence template, sharded by key.
 #[derive(Debug)]
@@ -185,7 +225,7 @@ impl PersistTable {
             return Some((dest, None));
         }
         dest.persistconns.fetch_add(1, Relaxed);
-        let link = Arc::new(Link::default());
+        let link = Link::new(key, timeout_ms);
         let control = Control::new(&link);
         shard.insert(
             key,
@@ -197,6 +237,46 @@ impl PersistTable {
             },
         );
         Some((dest, Some(control)))
+    }
+
+    /// A template a sync message describes (`ip_vs_proc_conn` for a template): one that
+    /// exists is re-armed with the message's timeout and keeps its server; a new one takes
+    /// the server `find` gives. `Ok(true)` when one was made; `Err` when there is no such
+    /// server or no room.
+    pub fn sync_put(
+        &self,
+        key: TemplateKey,
+        now: u64,
+        timeout_ms: u64,
+        assured: bool,
+        find: impl FnOnce() -> Option<Arc<Dest>>,
+    ) -> Result<bool, SyncPutError> {
+        let mut shard = self.shard(&key).lock();
+        if let Some(t) = shard.get_mut(&key) {
+            t.timeout_ms = timeout_ms;
+            t.expires = now + timeout_ms;
+            if assured {
+                t.link.assured.store(true, Relaxed);
+            }
+            return Ok(false);
+        }
+        let dest = find().ok_or(SyncPutError::NoDest)?;
+        if shard.len() >= self.per_shard_max {
+            return Err(SyncPutError::Full);
+        }
+        dest.persistconns.fetch_add(1, Relaxed);
+        let link = Link::new(key, timeout_ms);
+        link.assured.store(assured, Relaxed);
+        shard.insert(
+            key,
+            Template {
+                dest,
+                expires: now + timeout_ms,
+                timeout_ms,
+                link,
+            },
+        );
+        Ok(true)
     }
 
     /// Remove the templates whose time is up and that control no connection, and those

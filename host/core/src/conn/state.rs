@@ -64,7 +64,7 @@ const TCP_STATES: [[TcpState; 11]; 12] = [
     // INPUT
     /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
     /*fin*/ [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW],
-    /*ack*/ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+    /*ack*/ [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
     /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR],
     // OUTPUT
     /*syn*/ [SS, ES, SS, SR, SS, SS, SS, SS, SS, LI, SR],
@@ -74,7 +74,7 @@ const TCP_STATES: [[TcpState; 11]; 12] = [
     // INPUT_ONLY
     /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
     /*fin*/ [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
-    /*ack*/ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+    /*ack*/ [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
     /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
 ];
 
@@ -84,7 +84,7 @@ const TCP_STATES_DOS: [[TcpState; 11]; 12] = [
     // INPUT
     /*syn*/ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SA],
     /*fin*/ [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, SA],
-    /*ack*/ [CL, ES, SS, SR, FW, TW, CL, CW, CL, LI, SA],
+    /*ack*/ [ES, ES, SS, SR, FW, TW, CL, CW, CL, LI, SA],
     /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
     // OUTPUT
     /*syn*/ [SS, ES, SS, SA, SS, SS, SS, SS, SS, LI, SA],
@@ -94,7 +94,7 @@ const TCP_STATES_DOS: [[TcpState; 11]; 12] = [
     // INPUT_ONLY
     /*syn*/ [SA, ES, ES, SR, SA, SA, SA, SA, SA, SA, SA],
     /*fin*/ [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
-    /*ack*/ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+    /*ack*/ [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
     /*rst*/ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
 ];
 

@@ -88,6 +88,7 @@ pub struct ConnTable {
     persist: super::persist::PersistTable,
     defense: super::defense::Defense,
     own: super::own::OwnChecks,
+    pub(super) sync: super::sync::Outbox,
     max_conns: usize,
 }
 
@@ -121,6 +122,7 @@ impl ConnTable {
             persist: super::persist::PersistTable::new(max_conns),
             defense: super::defense::Defense::default(),
             own: super::own::OwnChecks::default(),
+            sync: super::sync::Outbox::default(),
             max_conns,
         }
     }

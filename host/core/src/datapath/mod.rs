@@ -241,6 +241,9 @@ struct Lookup<'a> {
     now: u64,
     timeouts: &'a crate::spec::StateTimeouts,
     secure: bool,
+    /// Where the client's packet came from (inbound only): a connection made from a sync
+    /// message learns its next hop back from it.
+    client_hop: Option<NextHop>,
 }
 
 impl Datapath {
@@ -446,6 +449,11 @@ impl Datapath {
         if eth.dst != EthernetAddress(iface.mac()) {
             return Verdict::Pass;
         }
+        // backup_only: a backup is no director (it would loop DR and TUN packets back to
+        // the master's servers).
+        if snap.sysctl.backup_only && self.conns.sync().is_backup() {
+            return Verdict::Pass;
+        }
         let ip = &frame[ETHERNET_HEADER_LEN..];
         let own = self.conns.own();
         let parsed = match eth.net {
@@ -522,6 +530,7 @@ impl Datapath {
             now,
             timeouts: svc.map_or(&snap.timeouts, |s| &s.timeouts),
             secure: self.conns.defense().secure_tcp(),
+            client_hop: Some(client_hop),
         };
         let lookup = |c: &mut Conn| self.lookup_in(c, &l, sysctl, move_udp);
         let mut found = self.conns.with_conn(KeyDir::In, &key, lookup);
@@ -607,6 +616,14 @@ impl Datapath {
         }
         c.advance(Direction::Input, info.flags, l.timeouts, l.secure);
         c.touch(l.now);
+        if c.client_hop.iface == NextHop::UNKNOWN.iface
+            && let Some(hop) = l.client_hop
+        {
+            c.client_hop = hop;
+        }
+        if self.conns.sync().is_master() {
+            self.conns.sync_in(self.worker, c, l.now, &sysctl.sync);
+        }
         c.dest.stats.worker(self.worker).packet_in(info.total_len);
         c.svc_stats.worker(self.worker).packet_in(info.total_len);
         InLookup::Forward(InForward {
@@ -756,7 +773,7 @@ impl Datapath {
         key: &ConnKey,
         sysctl: crate::spec::Sysctl,
     ) -> Result<InLookup, Option<DropReason>> {
-        self.may_schedule(info, key).map_err(Some)?;
+        self.may_schedule(info, key, sysctl).map_err(Some)?;
         let (dest, control) = self
             .schedule_new(svc, now, info, key, sysctl)
             .map_err(Some)?;
@@ -789,6 +806,10 @@ impl Datapath {
             self.conns.defense().secure_tcp(),
         );
         conn.touch(now);
+        if self.conns.sync().is_master() {
+            self.conns
+                .sync_in(self.worker, &mut conn, now, &sysctl.sync);
+        }
         let fwd = InForward {
             daddr: conn.raddr(),
             dport: conn.rport,
@@ -858,8 +879,16 @@ impl Datapath {
     /// dropped by the defense (`drop_packet`, `ip_vs_todrop`), and with room in the table
     /// (after evicting a half-open entry): all before the scheduler is called.
     #[inline]
-    fn may_schedule(&self, info: &L4Info, key: &ConnKey) -> Result<(), DropReason> {
-        if info.proto == Protocol::Tcp && (!info.flags.syn || info.flags.rst) {
+    fn may_schedule(
+        &self,
+        info: &L4Info,
+        key: &ConnKey,
+        sysctl: crate::spec::Sysctl,
+    ) -> Result<(), DropReason> {
+        // tcp_conn_schedule: only a SYN starts a connection, or with sloppy_tcp any
+        // segment but a reset (a director that takes over flows it was never told of).
+        if info.proto == Protocol::Tcp && (info.flags.rst || !(info.flags.syn || sysctl.sloppy_tcp))
+        {
             return Err(DropReason::NoConnIn);
         }
         if self.conns.defense().todrop(&self.drop_counter) {
@@ -931,6 +960,7 @@ impl Datapath {
             now: rx.now,
             timeouts: &rx.snap.timeouts,
             secure: self.conns.defense().secure_tcp(),
+            client_hop: None,
         };
         let lookup = |c: &mut Conn| self.lookup_out(c, &l);
         let mut found = self.conns.with_conn(KeyDir::Out, &key, lookup);
@@ -1448,6 +1478,8 @@ fn l4_flags(
 
 #[cfg(test)]
 mod app_tests;
+#[cfg(test)]
+mod sync_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -625,7 +625,7 @@ impl<'b> MessageWriter<'b> {
             return false;
         }
         if self.nr > 0 {
-            while self.len % 4 != 0 {
+            while !self.len.is_multiple_of(4) {
                 self.buf[self.len] = 0;
                 self.len += 1;
             }
