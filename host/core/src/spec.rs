@@ -269,6 +269,12 @@ pub struct SyncSettings {
     pub retries: u8,
     /// `sync_persist_mode`: only the templates of persistent services are sent.
     pub persist_mode: bool,
+    /// `sync_ports`: sync threads, one UDP port each (the daemon's business).
+    pub ports: u8,
+    /// `sync_sock_size`: the sync sockets' buffer size, 0 for the system's.
+    pub sock_size: u32,
+    /// `sync_qlen_max`: records each worker may queue for the master.
+    pub qlen_max: u32,
 }
 
 impl Default for SyncSettings {
@@ -279,6 +285,9 @@ impl Default for SyncSettings {
             refresh_period: 0,
             retries: 0,
             persist_mode: false,
+            ports: 1,
+            sock_size: 0,
+            qlen_max: crate::consts::SYNC_QUEUE_RECORDS as u32,
         }
     }
 }

@@ -44,6 +44,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::put_sysctl,
         super::get_settings,
         super::put_settings,
+        super::list_daemons,
+        super::start_daemon,
+        super::stop_daemon,
     ),
     components(schemas(
         crate::control::edit::Change,

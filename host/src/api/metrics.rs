@@ -44,6 +44,10 @@ struct Scrape {
     defense: crate::api::views::DefenseView,
     /// The API server's: open connections, then evicted, refused, timed out, TLS failed.
     api: (u64, [u64; 4]),
+    /// The sync daemons' events, and each daemon: 1 running, 0 not.
+    sync: Vec<(Labels, u64)>,
+    sync_ignored: Vec<(Labels, u64)>,
+    sync_daemons: Vec<(Labels, i64)>,
 }
 
 /// How a metric reads its value from a row of `T`, and so its type.
@@ -409,6 +413,26 @@ const API_EVENTS: &[Def<(Labels, u64)>] = &[count(
     |r| r.1,
 )];
 
+const SYNC_DAEMON: &[Def<(Labels, i64)>] = &[gauge(
+    "wvs_sync_daemon_running",
+    "Each configured sync daemon (ipvsadm --start-daemon): 1 while its threads run.",
+    |r| r.1,
+)];
+
+const SYNC_EVENTS: &[Def<(Labels, u64)>] = &[count(
+    "wvs_sync_events",
+    "Connection sync: records the workers queued for the master and dropped at \
+     sync_qlen_max, messages and records sent, sends failed; messages received, \
+     malformed, of another syncid; connections and templates created and refreshed.",
+    |r| r.1,
+)];
+
+const SYNC_IGNORED: &[Def<(Labels, u64)>] = &[count(
+    "wvs_sync_ignored_records",
+    "Records a backup left out, by reason.",
+    |r| r.1,
+)];
+
 /// `(label name, value)` rows of one label each.
 fn one_label<V: Copy>(name: &'static str, rows: &[(&str, V)]) -> Vec<(Labels, V)> {
     rows.iter()
@@ -454,7 +478,10 @@ impl Collector for Scrape {
             ("timed_out", timed_out),
             ("tls_failed", tls_failed),
         ];
-        families(e, API_EVENTS, &one_label("event", &api), |r| &r.0)
+        families(e, API_EVENTS, &one_label("event", &api), |r| &r.0)?;
+        families(e, SYNC_DAEMON, &self.sync_daemons, |r| &r.0)?;
+        families(e, SYNC_EVENTS, &self.sync, |r| &r.0)?;
+        families(e, SYNC_IGNORED, &self.sync_ignored, |r| &r.0)
     }
 }
 
@@ -472,6 +499,7 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
             p.slow.load(Relaxed),
             p.fallbacks.load(Relaxed),
         ];
+        sync(&c, &st.conns, &mut s);
         let traffic = c.traffic();
         s.totals = traffic.totals(snap.service_stats());
         s.rates = traffic.rates();
@@ -544,6 +572,44 @@ fn services(snap: &crate::service::Snapshot, s: &mut Scrape) {
             ));
         }
     }
+}
+
+/// The sync daemons' counters.
+fn sync(c: &crate::control::Controller, conns: &crate::conn::ConnTable, s: &mut Scrape) {
+    let out = conns.sync();
+    let mut ev = vec![
+        ("queued", out.queued.load(Relaxed)),
+        ("queue_dropped", out.dropped.load(Relaxed)),
+    ];
+    for v in super::daemon_views(c) {
+        s.sync_daemons.push((
+            vec![
+                ("state", v.daemon.state.name().to_string()),
+                ("interface", v.daemon.mcast_interface.clone()),
+                ("syncid", v.daemon.syncid.to_string()),
+            ],
+            i64::from(v.running),
+        ));
+    }
+    if let Some(d) = c.sync() {
+        let t = d.stats();
+        ev.extend([
+            ("sent_messages", t.sent_messages.load(Relaxed)),
+            ("sent_records", t.sent_records.load(Relaxed)),
+            ("send_errors", t.send_errors.load(Relaxed)),
+            ("received_messages", t.received_messages.load(Relaxed)),
+            ("bad_messages", t.bad_messages.load(Relaxed)),
+            ("other_syncid", t.other_syncid.load(Relaxed)),
+            ("created", t.created.load(Relaxed)),
+            ("updated", t.updated.load(Relaxed)),
+        ]);
+        s.sync_ignored = crate::io::sync::IGNORED
+            .iter()
+            .zip(t.ignored.iter())
+            .map(|((name, _), n)| (vec![("reason", (*name).to_string())], n.load(Relaxed)))
+            .collect();
+    }
+    s.sync = one_label("event", &ev);
 }
 
 /// The datapath's, the table's, the defense's and the API server's counters.

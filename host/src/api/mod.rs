@@ -132,6 +132,7 @@ impl From<ControlError> for ApiError {
             ControlError::InUse { .. } | ControlError::WrongKind(_) => StatusCode::CONFLICT,
             ControlError::Plugin(_) => StatusCode::BAD_REQUEST,
             ControlError::MiscCheck { .. } => StatusCode::FORBIDDEN,
+            ControlError::Sync(_) => StatusCode::CONFLICT,
             ControlError::Nft(_)
             | ControlError::Xdp(_)
             | ControlError::State(_)
@@ -216,6 +217,11 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/sysctl", get(get_sysctl).put(put_sysctl))
         .route("/api/v1/settings", get(get_settings).put(put_settings))
         .route("/api/v1/info", get(info))
+        .route("/api/v1/daemons", get(list_daemons).post(start_daemon))
+        .route(
+            "/api/v1/daemons/{state}",
+            axum::routing::delete(stop_daemon),
+        )
         .route("/metrics", get(metrics::metrics))
         .route("/", get(web::asset))
         .route("/{file}", get(web::asset))
@@ -893,6 +899,102 @@ async fn put_settings(
     )
     .await?;
     Ok(axum::Json(s))
+}
+
+/// A sync daemon as `ipvsadm -L --daemon` lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct DaemonView {
+    /// Its settings, as started.
+    #[serde(flatten)]
+    pub daemon: crate::config::daemon::SyncDaemon,
+    /// Its message size, multicast group, port and TTL with their defaults filled in.
+    pub effective: DaemonEffective,
+    /// Whether its threads run (one the configuration names may have failed to start:
+    /// the log says why).
+    pub running: bool,
+}
+
+/// A daemon's settings with their defaults filled in.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct DaemonEffective {
+    /// Message size in bytes.
+    pub sync_maxlen: u16,
+    /// Multicast group.
+    #[schema(value_type = crate::schema::IpAddress)]
+    pub mcast_group: std::net::IpAddr,
+    /// UDP port.
+    pub mcast_port: u16,
+    /// Multicast TTL.
+    pub mcast_ttl: u8,
+}
+
+pub(crate) fn daemon_views(c: &crate::control::Controller) -> Vec<DaemonView> {
+    let running: Vec<_> = c
+        .sync()
+        .map(|d| d.running().cloned().collect())
+        .unwrap_or_default();
+    c.config()
+        .daemons
+        .iter()
+        .map(|d| DaemonView {
+            daemon: d.clone(),
+            effective: DaemonEffective {
+                sync_maxlen: d.maxlen(),
+                mcast_group: d.group(),
+                mcast_port: d.port(),
+                mcast_ttl: d.ttl(),
+            },
+            running: running.contains(d),
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/api/v1/daemons", responses((status = 200, body = [DaemonView], description = "The sync daemons (ipvsadm -L --daemon)")))]
+async fn list_daemons(State(st): State<Shared>) -> axum::Json<Vec<DaemonView>> {
+    axum::Json(daemon_views(&*st.control.lock().await))
+}
+
+#[utoipa::path(post, path = "/api/v1/daemons", request_body = crate::config::daemon::SyncDaemon,
+    responses((status = 201, body = [DaemonView], description = "Started (ipvsadm --start-daemon): every daemon now"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 409, body = ErrorBody, description = "A daemon of that state runs already, or it cannot start (no such interface, no IPv4 address on it, a socket refused)"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
+    security(("bearer" = [])))]
+async fn start_daemon(
+    State(st): State<Shared>,
+    ApiJson(daemon): ApiJson<crate::config::daemon::SyncDaemon>,
+) -> Result<(StatusCode, axum::Json<Vec<DaemonView>>), ApiError> {
+    change(&st, vec![Change::StartDaemon { daemon }]).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(daemon_views(&*st.control.lock().await)),
+    ))
+}
+
+/// Which daemon.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct DaemonPath {
+    /// `master` or `backup`.
+    #[param(value_type = crate::config::daemon::DaemonState)]
+    pub state: String,
+}
+
+#[utoipa::path(delete, path = "/api/v1/daemons/{state}", params(DaemonPath),
+    responses((status = 204, description = "Stopped (ipvsadm --stop-daemon)"), (status = 400, body = ErrorBody, description = "A malformed parameter"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 404, body = ErrorBody, description = "No such daemon runs"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
+    security(("bearer" = [])))]
+async fn stop_daemon(
+    State(st): State<Shared>,
+    Path(DaemonPath { state }): Path<DaemonPath>,
+) -> Result<StatusCode, ApiError> {
+    let state = match state.as_str() {
+        "master" => crate::config::daemon::DaemonState::Master,
+        "backup" => crate::config::daemon::DaemonState::Backup,
+        other => {
+            return Err(ApiError::bad(format!(
+                "daemon {other:?}: expected master or backup"
+            )));
+        }
+    };
+    change(&st, vec![Change::StopDaemon { state }]).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/info", responses((status = 200, body = InfoView, description = "Versions and the connection table's size")))]

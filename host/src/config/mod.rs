@@ -37,6 +37,13 @@
 //! cache_bypass = false          # no real server: packets go on to their destination
 //! nat_icmp_send = false         # port unreachable to a server's packet of no connection
 //! pmtu_disc = true              # off: tunnels fragment instead of fragmentation needed
+//! sloppy_tcp = false            # any segment of an unknown flow may start a connection
+//! sync_threshold = [3, 50]      # a connection goes to the backups at packet 3, 53, ...
+//!
+//! [[daemon]]                    # optional: IPVS's sync daemon (docs/sync.md)
+//! state = "master"              # master or backup; one of each may run
+//! mcast_interface = "eth1"      # the interface its messages use
+//! syncid = 1                    # 0-255
 //!
 //! [defense]                     # optional: IPVS's defense strategies (docs/defense.md)
 //! drop_entry = 1                # 0 off, 1 automatic, 3 always (IPVS's default: 0)
@@ -54,6 +61,7 @@
 //! a bad reload leaves the running configuration untouched.
 
 pub mod check;
+pub mod daemon;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -109,6 +117,8 @@ struct File {
     sysctl: Option<Sysctl>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     defense: Option<DefenseSettings>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    daemon: Vec<daemon::SyncDaemon>,
 }
 
 /// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults but
@@ -156,6 +166,60 @@ pub struct Sysctl {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 3, default = 1)]
     pub conn_reuse_mode: u8,
+    /// `sloppy_tcp`: a TCP segment of a connection this director does not know, other than
+    /// a reset, is scheduled as if it were a SYN (IPVS schedules only SYNs). For a director
+    /// that takes over connections it was never told of (no sync daemon, or one that
+    /// missed them): they go on, on whichever server the scheduler now picks
+    /// (docs/sync.md). Default off.
+    #[serde(default)]
+    pub sloppy_tcp: bool,
+    /// `sloppy_udp`: accepted for configurations that name it. IPVS (and wvs) already
+    /// schedule any UDP datagram of a flow they do not know, so there is nothing to relax;
+    /// Linux has no such sysctl (its SCTP one is `sloppy_sctp`). Default off.
+    #[serde(default)]
+    pub sloppy_udp: bool,
+    /// `backup_only`: while the sync daemon runs as backup, this director balances
+    /// nothing and leaves the packets to its own stack, so that a DR or TUN backup that
+    /// holds the VIP on a loopback does not send packets back to the master's servers.
+    /// Default off.
+    #[serde(default)]
+    pub backup_only: bool,
+    /// `sync_threshold`: `[threshold, period]`: a connection is sent to the backups at
+    /// its `threshold`-th client packet, then every `period` packets (period 0: once).
+    /// Default `[3, 50]`, as IPVS.
+    #[serde(default)]
+    #[schema(default = json!([3, 50]), min_items = 2, max_items = 2)]
+    pub sync_threshold: [u32; 2],
+    /// `sync_refresh_period`, seconds: with it, a connection is sent again only when its
+    /// expiry moved by this much (or half its timeout) since the last send, whatever its
+    /// packet count. Default 0 (off).
+    #[serde(default)]
+    pub sync_refresh_period: u32,
+    /// `sync_retries`, 0-3: an unchanged connection is sent this many extra times, every
+    /// `sync_refresh_period / 8`. Default 0.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 3)]
+    pub sync_retries: u8,
+    /// `sync_persist_mode`: only the persistence templates of persistent services are
+    /// sent, not their connections (the backup needs `sloppy_tcp` then). Default off.
+    #[serde(default)]
+    pub sync_persist_mode: bool,
+    /// `sync_ports`: sync threads (each its own UDP port, from the daemon's port up), a
+    /// power of two up to 64; a connection always goes through the same one. Takes effect
+    /// when a daemon starts. Default 1.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 64, default = 1)]
+    pub sync_ports: u8,
+    /// `sync_sock_size`: the sync sockets' send (master) and receive (backup) buffer in
+    /// bytes; 0 keeps the system's default. Takes effect when a daemon starts. Default 0.
+    #[serde(default)]
+    pub sync_sock_size: u32,
+    /// `sync_qlen_max`: the records each worker may have waiting for the master thread;
+    /// more are dropped and counted (`wvs_sync_dropped_total`). Takes effect when a master
+    /// starts. Default 16384.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1048576, default = 16384)]
+    pub sync_qlen_max: u32,
 }
 
 impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
@@ -184,17 +248,73 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
                         }
                     }
                 }
+                "sloppy_tcp" => s.sloppy_tcp = flag()?,
+                "sloppy_udp" => s.sloppy_udp = flag()?,
+                "backup_only" => s.backup_only = flag()?,
+                "sync_persist_mode" => s.sync_persist_mode = flag()?,
+                "sync_threshold" => {
+                    let max = u64::from(u32::MAX);
+                    let pair = v
+                        .as_array()
+                        .filter(|a| a.len() == 2)
+                        .and_then(|a| Some([whole_in(&a[0], 0, max)?, whole_in(&a[1], 0, max)?]));
+                    s.sync_threshold = match pair {
+                        Some([t, p]) if p == 0 || t < p => [t as u32, p as u32],
+                        _ => {
+                            return Err(format!(
+                                "sync_threshold: expected [threshold, period] with threshold \
+                                 below period (or period 0), not {v}"
+                            ));
+                        }
+                    }
+                }
+                "sync_refresh_period" => {
+                    s.sync_refresh_period = whole_in(&v, 0, u64::from(u32::MAX))
+                        .ok_or_else(|| format!("sync_refresh_period: expected seconds, not {v}"))?
+                        as u32
+                }
+                "sync_retries" => {
+                    s.sync_retries = whole_in(&v, 0, 3)
+                        .ok_or_else(|| format!("sync_retries: expected 0 to 3, not {v}"))?
+                        as u8
+                }
+                "sync_ports" => {
+                    s.sync_ports = whole_in(&v, 1, 64)
+                        .filter(|n| n.is_power_of_two())
+                        .ok_or_else(|| {
+                            format!("sync_ports: expected a power of two from 1 to 64, not {v}")
+                        })? as u8
+                }
+                "sync_sock_size" => {
+                    s.sync_sock_size = whole_in(&v, 0, i32::MAX as u64)
+                        .ok_or_else(|| format!("sync_sock_size: expected bytes, not {v}"))?
+                        as u32
+                }
+                "sync_qlen_max" => {
+                    s.sync_qlen_max = whole_in(&v, 1, 1 << 20).ok_or_else(|| {
+                        format!("sync_qlen_max: expected 1 to 1048576 records, not {v}")
+                    })? as u32
+                }
                 other => {
                     return Err(format!(
-                        "unknown field `{other}`, expected `cache_bypass`, `nat_icmp_send`, \
-                         `pmtu_disc`, `expire_nodest_conn`, `expire_quiescent_template` or \
-                         `conn_reuse_mode`"
+                        "unknown field `{other}`, expected one of `cache_bypass`, \
+                         `nat_icmp_send`, `pmtu_disc`, `expire_nodest_conn`, \
+                         `expire_quiescent_template`, `conn_reuse_mode`, `sloppy_tcp`, \
+                         `sloppy_udp`, `backup_only`, `sync_threshold`, \
+                         `sync_refresh_period`, `sync_retries`, `sync_persist_mode`, \
+                         `sync_ports`, `sync_sock_size`, `sync_qlen_max`"
                     ));
                 }
             }
         }
         Ok(s)
     }
+}
+
+/// A JSON/TOML number that is a whole number in `lo..=hi`.
+fn whole_in(v: &serde_json::Value, lo: u64, hi: u64) -> Option<u64> {
+    let f = v.as_f64()?;
+    (f.fract() == 0.0 && f >= lo as f64 && f <= hi as f64).then_some(f as u64)
 }
 
 impl Default for Sysctl {
@@ -212,6 +332,10 @@ impl From<spec::Sysctl> for Sysctl {
             expire_nodest_conn,
             expire_quiescent_template,
             conn_reuse_mode,
+            sloppy_tcp,
+            sloppy_udp,
+            backup_only,
+            sync,
         } = s;
         Self {
             cache_bypass,
@@ -220,6 +344,16 @@ impl From<spec::Sysctl> for Sysctl {
             expire_nodest_conn,
             expire_quiescent_template,
             conn_reuse_mode,
+            sloppy_tcp,
+            sloppy_udp,
+            backup_only,
+            sync_threshold: [sync.threshold, sync.period],
+            sync_refresh_period: sync.refresh_period,
+            sync_retries: sync.retries,
+            sync_persist_mode: sync.persist_mode,
+            sync_ports: sync.ports,
+            sync_sock_size: sync.sock_size,
+            sync_qlen_max: sync.qlen_max,
         }
     }
 }
@@ -233,6 +367,16 @@ impl From<Sysctl> for spec::Sysctl {
             expire_nodest_conn,
             expire_quiescent_template,
             conn_reuse_mode,
+            sloppy_tcp,
+            sloppy_udp,
+            backup_only,
+            sync_threshold: [threshold, period],
+            sync_refresh_period,
+            sync_retries,
+            sync_persist_mode,
+            sync_ports,
+            sync_sock_size,
+            sync_qlen_max,
         } = s;
         Self {
             cache_bypass,
@@ -241,6 +385,19 @@ impl From<Sysctl> for spec::Sysctl {
             expire_nodest_conn,
             expire_quiescent_template,
             conn_reuse_mode,
+            sloppy_tcp,
+            sloppy_udp,
+            backup_only,
+            sync: spec::SyncSettings {
+                threshold,
+                period,
+                refresh_period: sync_refresh_period,
+                retries: sync_retries,
+                persist_mode: sync_persist_mode,
+                ports: sync_ports,
+                sock_size: sync_sock_size,
+                qlen_max: sync_qlen_max,
+            },
         }
     }
 }
@@ -342,6 +499,8 @@ pub struct Config {
     pub sysctl: spec::Sysctl,
     /// The defense strategies.
     pub defense: spec::DefenseSettings,
+    /// The sync daemons that run (`ipvsadm --start-daemon`), at most one of each state.
+    pub daemons: Vec<daemon::SyncDaemon>,
 }
 
 /// Declare a struct that holds a virtual service's settings (scheduler, persistence,
@@ -909,6 +1068,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             .unwrap_or_default()
             .try_into()
             .map_err(invalid)?,
+        daemons: file.daemon,
     };
     for p in file.plugin {
         if !valid_plugin_name(&p.name) {
@@ -1305,6 +1465,7 @@ impl Config {
     /// Check the services against each other and the plugins: nothing defined twice, every
     /// scheduler known.
     pub fn check(&self) -> Result<(), ConfigError> {
+        daemon::check(&self.daemons)?;
         let mut names = HashSet::new();
         for p in &self.plugins {
             if !names.insert(&p.name) {
@@ -1433,6 +1594,10 @@ impl Config {
             out.defense = new.defense;
             said.push("defense".into());
         }
+        if new.daemons != base.daemons && out.daemons != new.daemons {
+            out.daemons = new.daemons.clone();
+            said.push("daemons".into());
+        }
         (out, said)
     }
 
@@ -1468,6 +1633,7 @@ pub fn to_toml(cfg: &Config) -> String {
         timeouts: (cfg.timeouts != Default::default()).then_some(cfg.timeouts.into()),
         sysctl: (cfg.sysctl != Default::default()).then_some(cfg.sysctl.into()),
         defense: (cfg.defense != Default::default()).then_some(cfg.defense.into()),
+        daemon: cfg.daemons.clone(),
     };
     // Serializing plain strings and numbers cannot fail.
     toml::to_string(&file).unwrap_or_default()

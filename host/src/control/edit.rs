@@ -125,6 +125,17 @@ pub(crate) enum Change {
         /// The switches.
         sysctl: crate::config::Sysctl,
     },
+    /// Start a sync daemon: `ipvsadm --start-daemon` (docs/sync.md). One master and one
+    /// backup may run at once; starting one that runs is a conflict.
+    StartDaemon {
+        /// The daemon.
+        daemon: crate::config::daemon::SyncDaemon,
+    },
+    /// Stop a sync daemon: `ipvsadm --stop-daemon`.
+    StopDaemon {
+        /// `master` or `backup`.
+        state: crate::config::daemon::DaemonState,
+    },
     /// Change the connection timeouts, in seconds; 0 keeps a value: `ipvsadm --set tcp
     /// tcpfin udp`. A connection takes the new value at its next packet.
     SetTimeouts {
@@ -183,6 +194,8 @@ impl Change {
             Self::DeleteLaddr { .. } => "delete_laddr",
             Self::SetSysctl { .. } => "set_sysctl",
             Self::SetDefense { .. } => "set_defense",
+            Self::StartDaemon { .. } => "start_daemon",
+            Self::StopDaemon { .. } => "stop_daemon",
         }
     }
 
@@ -247,6 +260,28 @@ impl Change {
                 Ok(())
             }
             Self::SetTimeouts { tcp, tcpfin, udp } => set_timeouts(cfg, [*tcp, *tcpfin, *udp]),
+            Self::StartDaemon { daemon } => {
+                daemon.validate()?;
+                if cfg.daemons.iter().any(|d| d.state == daemon.state) {
+                    return Err(EditError::Exists(format!(
+                        "a {} sync daemon runs already; stop it first",
+                        daemon.state.name()
+                    )));
+                }
+                cfg.daemons.push(daemon.clone());
+                cfg.daemons.sort_by_key(|d| d.state);
+                Ok(())
+            }
+            Self::StopDaemon { state } => {
+                if !cfg.daemons.iter().any(|d| d.state == *state) {
+                    return Err(EditError::NotFound(format!(
+                        "no {} sync daemon runs",
+                        state.name()
+                    )));
+                }
+                cfg.daemons.retain(|d| d.state != *state);
+                Ok(())
+            }
         }
     }
 }

@@ -36,6 +36,9 @@ pub(crate) enum ControlError {
     /// The state could not be saved.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A sync daemon could not start (no such interface, a socket refused).
+    #[error(transparent)]
+    Sync(#[from] crate::io::sync::SyncError),
     /// The change itself is invalid.
     #[error(transparent)]
     Edit(#[from] edit::EditError),
@@ -88,6 +91,8 @@ pub struct Controller {
     /// The `--config` file as last applied (or read at start): a reload applies what
     /// changed in it since.
     file_base: Option<Config>,
+    /// The sync daemons (not in tests without a datapath).
+    sync: Option<crate::io::sync::Daemons>,
 }
 
 /// The programs of the misc health checks of `cfg`'s services and real servers.
@@ -134,7 +139,25 @@ impl Controller {
             draining: Vec::new(),
             allow_misc: false,
             file_base: None,
+            sync: None,
         }
+    }
+
+    /// Run the sync daemons from now on, starting those the configuration names (one that
+    /// cannot start is logged, and named by `-L --daemon` as not running).
+    pub(crate) fn set_sync(&mut self, mut d: crate::io::sync::Daemons) {
+        let started = d
+            .prepare(&self.config.daemons, &self.config.sysctl.sync)
+            .and_then(|p| d.commit(p));
+        if let Err(e) = started {
+            tracing::error!("{e}");
+        }
+        self.sync = Some(d);
+    }
+
+    /// The sync daemons.
+    pub(crate) fn sync(&self) -> Option<&crate::io::sync::Daemons> {
+        self.sync.as_ref()
     }
 
     /// The `--config` file as last applied.
@@ -204,6 +227,16 @@ impl Controller {
             self.undo_filters(&old);
             return Err(e.into());
         }
+        let prepared = match &self.sync {
+            Some(d) => match d.prepare(&next.daemons, &next.sysctl.sync) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.undo_filters(&old);
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         if let Some(st) = &self.state
             && let Err(e) = st.save(&next)
         {
@@ -223,6 +256,11 @@ impl Controller {
         self.traffic
             .retire(old.service_stats(), snap.service_stats());
         self.config = next;
+        if let (Some(d), Some(p)) = (&mut self.sync, prepared)
+            && let Err(e) = d.commit(p)
+        {
+            tracing::error!("{e}");
+        }
         Ok(())
     }
 

@@ -19,6 +19,7 @@ pub mod neigh;
 pub mod nft;
 pub mod ring;
 pub mod socket;
+pub mod sync;
 pub mod tun;
 pub mod worker;
 pub mod xdp;

@@ -159,6 +159,11 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let mut control = build_control(&opts, start)?;
     let snapshot = control.snapshot().clone();
     conns.defense().configure(snapshot.load().defense);
+    control.set_sync(crate::io::sync::Daemons::new(
+        conns.clone(),
+        snapshot.clone(),
+        epoch,
+    ));
     let xdp = attach_xdp(sockets.xdp, &mut control, &snapshot, &ifaces)?;
     let mut workers = start_workers(
         &opts,

@@ -190,7 +190,7 @@ fn sync_refresh_period_sends_again_only_when_the_expiry_moved() {
         period: 0,
         refresh_period: 20,
         retries: 0,
-        persist_mode: false,
+        ..SyncSettings::default()
     };
     // UDP, 300 s timeout: sent at its first packet (refresh lets through any count), then
     // not until its expiry moved by 20 s.
