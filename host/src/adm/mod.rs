@@ -34,6 +34,10 @@ Usage:
   wvs adm -d virtual-service -r server-address [--drain seconds]
   wvs adm -L|l [virtual-service] [-n] [-c] [--stats|--rate|--thresholds|--persistent-conn|--tun-info] [--exact]
   wvs adm -L|l --timeout
+  wvs adm --start-daemon master|backup [--mcast-interface IF] [--syncid N] [--sync-maxlen N]
+          [--mcast-group ADDR] [--mcast-port PORT] [--mcast-ttl TTL]
+  wvs adm --stop-daemon master|backup
+  wvs adm -L|l --daemon
   wvs adm -Z [virtual-service]    (zero the counters: all, or one service's)
   wvs adm --set tcp tcpfin udp    (seconds; 0 keeps a value)
   wvs adm -P|Q virtual-service -z local-address   (full NAT's local addresses, as DPVS's)
@@ -114,13 +118,23 @@ wvs's own:
   --plugin-list       the plugins: built-in and uploaded, their size and their users
   --plugin-delete NAME
                       delete an uploaded plugin no service uses (with its file)
+  --start-daemon master|backup
+                      run IPVS's connection sync daemon (docs/sync.md): a master sends its
+                      connections to the backups, a backup keeps them so that it can take
+                      the clients over; one of each may run
+  --mcast-interface IF  the interface its messages use (default eth0)
+  --syncid N          0-255: a master's id; a backup takes only that master's (0: any)
+  --sync-maxlen N     bytes of UDP payload per message (default 1472; 1452 over IPv6)
+  --mcast-group ADDR  the multicast group, IPv4 or IPv6 (default 224.0.0.81)
+  --mcast-port PORT   its UDP port (default 8848)
+  --mcast-ttl TTL     1-255, the master's multicast TTL (default 1)
   --api ADDR          the API's address (default $WVS_API or 127.0.0.1:9080);
                       https://HOST:PORT when it is served over TLS
   --api-ca FILE       with https: the API's certificate, or its CA's (PEM)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
 Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -6,
---ops, --pe, the sync daemon.
+--ops, --pe.
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
@@ -185,6 +199,7 @@ fn run(a: &Args) -> Result<String, Failure> {
     let client = Client::new(a)?;
     match cmd {
         Cmd::List if a.timeout => list_timeouts(&client, &mut out)?,
+        Cmd::List if a.list_daemon => list_daemons(&client, &mut out)?,
         Cmd::List if a.connections => list_connections(a, &client, &mut out)?,
         Cmd::List => list(a, &client, &mut out)?,
         Cmd::Save => save(&client, &mut out)?,
@@ -198,6 +213,25 @@ fn run(a: &Args) -> Result<String, Failure> {
         _ => edit(a, &client)?,
     }
     Ok(out)
+}
+
+/// `-L --daemon`: the sync daemons, as ipvsadm prints what the kernel reports.
+fn list_daemons(client: &Client, out: &mut String) -> Result<(), Failure> {
+    let ds: Vec<serde_json::Value> = client.get("/api/v1/daemons")?;
+    for d in ds {
+        let e = &d["effective"];
+        *out += &format!(
+            "{} sync daemon (mcast={}, syncid={}, maxlen={}, group={}, port={}, ttl={})\n",
+            d["state"].as_str().unwrap_or("?"),
+            d["mcast_interface"].as_str().unwrap_or("?"),
+            d["syncid"],
+            e["sync_maxlen"],
+            e["mcast_group"].as_str().unwrap_or("?"),
+            e["mcast_port"],
+            e["mcast_ttl"],
+        );
+    }
+    Ok(())
 }
 
 /// `-L --timeout`: the three timeouts.
@@ -466,6 +500,24 @@ fn change(a: &Args) -> Result<Change, Failure> {
     }
     if let (Cmd::SetTimeouts, Some([tcp, tcpfin, udp])) = (cmd, a.timeouts) {
         return Ok(Change::SetTimeouts { tcp, tcpfin, udp });
+    }
+    if let (Cmd::StartDaemon | Cmd::StopDaemon, Some(state)) = (cmd, a.daemon_state) {
+        return Ok(if cmd == Cmd::StopDaemon {
+            Change::StopDaemon { state }
+        } else {
+            Change::StartDaemon {
+                daemon: crate::config::daemon::SyncDaemon {
+                    state,
+                    // ipvsadm's default interface.
+                    mcast_interface: a.mcast_interface.clone().unwrap_or_else(|| "eth0".into()),
+                    syncid: a.syncid.unwrap_or(0),
+                    sync_maxlen: a.sync_maxlen,
+                    mcast_group: a.mcast_group,
+                    mcast_port: a.mcast_port,
+                    mcast_ttl: a.mcast_ttl,
+                },
+            }
+        });
     }
     let (protocol, address) = service_of(a)?;
     if matches!(cmd, Cmd::AddLaddr | Cmd::DelLaddr) {

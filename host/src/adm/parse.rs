@@ -50,6 +50,10 @@ pub enum Cmd {
     PluginList,
     /// --plugin-delete NAME (wvs's own)
     PluginDelete,
+    /// --start-daemon master|backup
+    StartDaemon,
+    /// --stop-daemon master|backup
+    StopDaemon,
 }
 
 /// Forwarding method flags.
@@ -163,6 +167,23 @@ pub struct Args {
     pub plugin: Option<String>,
     /// --plugin-load NAME FILE: the module's file.
     pub plugin_file: Option<String>,
+    /// --start-daemon / --stop-daemon's state.
+    pub daemon_state: Option<crate::config::daemon::DaemonState>,
+    /// --daemon (with -L: the sync daemons).
+    pub list_daemon: bool,
+    /// --mcast-interface, --syncid, --sync-maxlen, --mcast-group, --mcast-port,
+    /// --mcast-ttl: the daemon's settings.
+    pub mcast_interface: Option<String>,
+    /// --syncid.
+    pub syncid: Option<u8>,
+    /// --sync-maxlen.
+    pub sync_maxlen: Option<u16>,
+    /// --mcast-group.
+    pub mcast_group: Option<std::net::IpAddr>,
+    /// --mcast-port.
+    pub mcast_port: Option<u16>,
+    /// --mcast-ttl.
+    pub mcast_ttl: Option<u8>,
 }
 
 /// A usage error, with ipvsadm's wording where it has one.
@@ -253,6 +274,12 @@ const OPTS: &[Opt] = &[
     opt(None, "start-daemon", ArgKind::Required),
     opt(None, "stop-daemon", ArgKind::Required),
     opt(None, "daemon", ArgKind::None),
+    opt(None, "mcast-interface", ArgKind::Required),
+    opt(None, "syncid", ArgKind::Required),
+    opt(None, "sync-maxlen", ArgKind::Required),
+    opt(None, "mcast-group", ArgKind::Required),
+    opt(None, "mcast-port", ArgKind::Required),
+    opt(None, "mcast-ttl", ArgKind::Required),
     opt(None, "api", ArgKind::Required),
     opt(None, "token-file", ArgKind::Required),
     opt(None, "api-ca", ArgKind::Required),
@@ -402,14 +429,61 @@ fn apply(a: &mut Args, long: &'static str, v: &str) -> Result<(), UsageError> {
         || real_option(a, long, v)?
         || check_option(a, long, v)?
         || listing_option(a, long, v)?
+        || daemon_option(a, long, v)?
     {
         return Ok(());
     }
     Err(usage(match long {
         "ops" => "one-packet scheduling (-o/--ops) is not supported by wvs".to_string(),
         "pe" => "persistence engines (--pe) are not supported by wvs".to_string(),
-        other => format!("--{other} is not supported by wvs (no sync daemon yet)"),
+        other => format!("--{other} is not supported by wvs"),
     }))
+}
+
+/// The sync daemon's commands and settings, with ipvsadm's checks and words.
+fn daemon_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError> {
+    use crate::config::daemon::DaemonState;
+    let state = |what: &str| match v {
+        "master" => Ok(DaemonState::Master),
+        "backup" => Ok(DaemonState::Backup),
+        _ => Err(usage(format!("illegal {what} parameter specified"))),
+    };
+    match long {
+        "start-daemon" => {
+            set_cmd(a, Cmd::StartDaemon)?;
+            a.daemon_state = Some(state("start-daemon")?);
+        }
+        "stop-daemon" => {
+            set_cmd(a, Cmd::StopDaemon)?;
+            a.daemon_state = Some(state("stop-daemon")?);
+        }
+        "daemon" => a.list_daemon = true,
+        "mcast-interface" => {
+            if v.is_empty() || v.len() > 15 {
+                return Err(usage("illegal mcast-interface specified"));
+            }
+            a.mcast_interface = Some(v.into());
+        }
+        "syncid" => a.syncid = Some(number("syncid", v, 255)? as u8),
+        "sync-maxlen" => match v.parse::<u16>() {
+            Ok(n) if (1..=65535 - 20 - 8).contains(&n) => a.sync_maxlen = Some(n),
+            _ => return Err(usage("illegal sync-maxlen specified")),
+        },
+        "mcast-group" => match v.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            Ok(g) if g.is_multicast() => a.mcast_group = Some(g),
+            _ => return Err(usage("illegal mcast-group specified")),
+        },
+        "mcast-port" => match v.parse::<u16>() {
+            Ok(n) if n > 0 => a.mcast_port = Some(n),
+            _ => return Err(usage("illegal mcast-port specified")),
+        },
+        "mcast-ttl" => match v.parse::<u8>() {
+            Ok(n) if n > 0 => a.mcast_ttl = Some(n),
+            _ => return Err(usage("illegal mcast-ttl specified")),
+        },
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// The commands (one per line), with the value some take.
@@ -612,6 +686,20 @@ fn finish(mut a: Args, positional: Vec<String>) -> Result<Args, UsageError> {
     if let Some(w) = rest.next() {
         return Err(usage(format!("unexpected argument {w}")));
     }
+    let daemon_settings = a.mcast_interface.is_some()
+        || a.syncid.is_some()
+        || a.sync_maxlen.is_some()
+        || a.mcast_group.is_some()
+        || a.mcast_port.is_some()
+        || a.mcast_ttl.is_some();
+    if daemon_settings && a.cmd != Some(Cmd::StartDaemon) {
+        return Err(usage(
+            "--mcast-interface, --syncid, --sync-maxlen and --mcast-* go with --start-daemon",
+        ));
+    }
+    if a.list_daemon && a.cmd.is_some_and(|c| c != Cmd::List) {
+        return Err(usage("--daemon goes with -L"));
+    }
     Ok(a)
 }
 
@@ -621,6 +709,71 @@ mod tests {
 
     fn p(s: &str) -> Result<Args, UsageError> {
         parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn daemon_options_as_ipvsadm() {
+        use crate::config::daemon::DaemonState;
+        let a = p(
+            "--start-daemon master --mcast-interface eth1 --syncid 7 --sync-maxlen 1400 \
+                   --mcast-group 224.0.0.99 --mcast-port 9000 --mcast-ttl 2",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                a.cmd,
+                a.daemon_state,
+                a.mcast_interface.as_deref(),
+                a.syncid
+            ),
+            (
+                Some(Cmd::StartDaemon),
+                Some(DaemonState::Master),
+                Some("eth1"),
+                Some(7)
+            )
+        );
+        assert_eq!(
+            (a.sync_maxlen, a.mcast_port, a.mcast_ttl),
+            (Some(1400), Some(9000), Some(2))
+        );
+        assert_eq!(a.mcast_group, Some("224.0.0.99".parse().unwrap()));
+        let s = p("--stop-daemon backup").unwrap();
+        assert_eq!(
+            (s.cmd, s.daemon_state),
+            (Some(Cmd::StopDaemon), Some(DaemonState::Backup))
+        );
+        assert!(p("-L --daemon").unwrap().list_daemon);
+        for (bad, msg) in [
+            (
+                "--start-daemon primary",
+                "illegal start-daemon parameter specified",
+            ),
+            ("--stop-daemon x", "illegal stop-daemon parameter specified"),
+            (
+                "--start-daemon master --syncid 256",
+                "illegal syncid specified: \"256\"",
+            ),
+            (
+                "--start-daemon master --mcast-ttl 0",
+                "illegal mcast-ttl specified",
+            ),
+            (
+                "--start-daemon master --mcast-port 0",
+                "illegal mcast-port specified",
+            ),
+            (
+                "--start-daemon master --mcast-group 10.0.0.1",
+                "illegal mcast-group specified",
+            ),
+            (
+                "--start-daemon master --sync-maxlen 65508",
+                "illegal sync-maxlen specified",
+            ),
+        ] {
+            assert_eq!(p(bad).unwrap_err().0, msg, "{bad}");
+        }
+        assert!(p("-A -t 1.2.3.4:80 --syncid 1").is_err());
     }
 
     #[test]

@@ -712,6 +712,12 @@ mod tests {
                 engaged: 14,
             },
             api: (2, [15, 16, 17, 18]),
+            sync: vec![(labels(&[("event", "sent_records")]), 19)],
+            sync_ignored: vec![(labels(&[("reason", "no_dest")]), 20)],
+            sync_daemons: vec![(
+                labels(&[("state", "master"), ("interface", "eth1"), ("syncid", "1")]),
+                1,
+            )],
         };
         let mut reg = prometheus_client::registry::Registry::default();
         reg.register_collector(Box::new(s));
