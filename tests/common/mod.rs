@@ -77,6 +77,14 @@ pub struct Topo {
     pub onearm: bool,
 }
 
+/// How the topology is built (`topology.sh up PREFIX [onearm|pair]`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    TwoArmed,
+    OneArm,
+    Pair,
+}
+
 fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
@@ -93,16 +101,23 @@ fn run(cmd: &mut Command) -> Output {
 impl Topo {
     /// Build the namespaces and start nginx (with a 100 MB file if `big`) and socat.
     pub fn new(name: &str, big: bool) -> Self {
-        Self::build(name, big, false)
+        Self::build(name, big, Shape::TwoArmed)
+    }
+
+    /// Two directors (lb1 holding the floating gateways, lb2 beside it) in front of the
+    /// servers, as an LVS pair: see scripts/topology.sh.
+    pub fn pair(name: &str, big: bool) -> Self {
+        Self::build(name, big, Shape::Pair)
     }
 
     /// The one-armed topology (DR and TUN as they are deployed): the client behind a
     /// router, the balancer on the servers' switch, the servers answering via the router.
     pub fn onearm(name: &str, big: bool) -> Self {
-        Self::build(name, big, true)
+        Self::build(name, big, Shape::OneArm)
     }
 
-    fn build(name: &str, big: bool, onearm: bool) -> Self {
+    fn build(name: &str, big: bool, shape: Shape) -> Self {
+        let onearm = shape == Shape::OneArm;
         let prefix = format!("w{}{:04x}", name, rand_u16());
         let dir = std::env::temp_dir().join(format!("wvs-e2e-{prefix}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -114,8 +129,14 @@ impl Topo {
         };
         let mut up = Command::new("bash");
         up.args([TOPOLOGY, "up", &t.prefix]);
-        if onearm {
-            up.arg("onearm");
+        match shape {
+            Shape::OneArm => {
+                up.arg("onearm");
+            }
+            Shape::Pair => {
+                up.arg("pair");
+            }
+            Shape::TwoArmed => {}
         }
         run(&mut up);
         let mut nginx = Command::new("bash");
@@ -326,10 +347,26 @@ impl Wvs {
         env: &[(&str, &str)],
         wrapper: &[&str],
     ) -> Self {
+        Self::start_full(topo, "lb", config, extra, env, wrapper)
+    }
+
+    /// As [`Wvs::start_with`], in director `lb` (`lb1` or `lb2` of [`Topo::pair`]).
+    pub fn start_in(topo: &Topo, lb: &str, config: Option<&Path>, extra: &[&str]) -> Self {
+        Self::start_full(topo, lb, config, extra, &[], &[])
+    }
+
+    fn start_full(
+        topo: &Topo,
+        lb: &str,
+        config: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Self {
         let log = topo.dir.join(format!("wvs-{}.log", rand_u16()));
         let f = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &topo.ns("lb")])
+        cmd.args(["netns", "exec", &topo.ns(lb)])
             .args(wrapper)
             .args([wvs_bin(), "run"]);
         let ifaces: &[&str] = if topo.onearm { &["s0"] } else { &["c0", "s0"] };
@@ -359,7 +396,7 @@ impl Wvs {
             child: Some(child),
             log,
             state_dir,
-            ns: topo.ns("lb"),
+            ns: topo.ns(lb),
         };
         w.wait_log("ready", Duration::from_secs(20));
         w

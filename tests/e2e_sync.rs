@@ -1,0 +1,327 @@
+//! End to end, two directors: IPVS's connection sync between two real `wvs` processes
+//! (scripts/topology.sh's `pair`), its messages as tshark's IPVS dissector reads them, and
+//! a takeover in which the backup carries on the master's connections on the same servers.
+//! Needs root, iproute2, nftables, nginx, curl, python3 and tshark (scripts/setup.sh).
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Topo, VIP, Wvs};
+
+/// Both directors' configuration: the same NAT service, and the daemon `daemon`.
+fn config(topo: &Topo, name: &str, daemon: &str) -> std::path::PathBuf {
+    let mut t =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"rr\"\n");
+    for i in 1..=3 {
+        t += &format!("[[service.real]]\naddress = \"198.19.0.1{i}:80\"\nforward = \"nat\"\n");
+    }
+    t += &format!("[[daemon]]\n{daemon}\n");
+    let p = topo.dir.join(format!("{name}.toml"));
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+/// A client holding `n` keep-alive connections to VIP:80: it asks once on each and prints
+/// the servers; given a line on stdin, it asks again on each and prints the servers (or
+/// the error of the first that failed).
+const HOLDER: &str = r#"
+import socket, sys
+n, vip = int(sys.argv[1]), sys.argv[2]
+conns = [socket.create_connection((vip, 80), timeout=10) for _ in range(n)]
+def ask(s):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("closed")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    n = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
+    while len(body) < n:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("closed")
+        body += chunk
+    return body.strip().decode()
+def round_():
+    out = []
+    for s in conns:
+        try:
+            out.append("%d=%s" % (s.getsockname()[1], ask(s)))
+        except Exception as e:
+            out.append("%d=ERR:%s" % (s.getsockname()[1], e))
+    print(" ".join(out), flush=True)
+round_()
+sys.stdin.readline()
+round_()
+"#;
+
+struct Holder {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Holder {
+    fn start(topo: &Topo, n: usize) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &topo.ns("cli"), "python3", "-c", HOLDER])
+            .args([&n.to_string(), VIP])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, out }
+    }
+
+    /// One round's answers: client port -> server (or the error).
+    fn round(&mut self) -> Vec<(u16, String)> {
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("holder output");
+        line.split_whitespace()
+            .map(|w| {
+                let (p, s) = w.split_once('=').unwrap();
+                (p.parse().unwrap(), s.to_string())
+            })
+            .collect()
+    }
+
+    fn again(&mut self) -> Vec<(u16, String)> {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        self.round()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The TCP connections a director lists (`-L -c -n`): (state, client, virtual, server).
+fn listed(w: &Wvs) -> BTreeSet<(String, String, String, String)> {
+    w.adm_ok(&["-L", "-c", "-n"])
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 6 && f[0] == "TCP").then(|| {
+                (
+                    f[2].to_string(),
+                    f[3].to_string(),
+                    f[4].to_string(),
+                    f[5].to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn metric(w: &Wvs, name: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &w.ns, "curl", "-sS", "-m", "5"])
+        .arg("http://127.0.0.1:9080/metrics")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
+    let topo = Topo::pair("sync", true);
+    let master = Wvs::start_in(
+        &topo,
+        "lb1",
+        Some(&config(
+            &topo,
+            "lb1",
+            "state = \"master\"\nmcast_interface = \"s0\"\nsyncid = 7",
+        )),
+        &[],
+    );
+    let backup = Wvs::start_in(
+        &topo,
+        "lb2",
+        Some(&config(
+            &topo,
+            "lb2",
+            "state = \"backup\"\nmcast_interface = \"s0\"\nsyncid = 7",
+        )),
+        &[],
+    );
+    assert_eq!(
+        master.adm_ok(&["-L", "--daemon"]),
+        "master sync daemon (mcast=s0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+    );
+    assert_eq!(
+        backup.adm_ok(&["-L", "--daemon"]),
+        "backup sync daemon (mcast=s0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+    );
+    // What goes over the wire, as tshark's dissector reads it.
+    let pcap = topo.dir.join("sync.pcap");
+    let mut tshark = Command::new("ip")
+        .args(["netns", "exec", &topo.ns("lb2"), "tshark", "-q", "-i", "s0"])
+        .args(["-f", "udp port 8848", "-a", "duration:8", "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tshark");
+    std::thread::sleep(Duration::from_secs(2));
+
+    // 20 keep-alive connections, and a 100 MB download at 10 MB/s.
+    let mut holder = Holder::start(&topo, 20);
+    let first = holder.round();
+    assert_eq!(first.len(), 20);
+    assert!(first.iter().all(|(_, s)| s.starts_with("rs")), "{first:?}");
+    let got = topo.dir.join("got");
+    let mut curl = Command::new("ip")
+        .args(["netns", "exec", &topo.ns("cli"), "curl", "-sS", "-m", "60"])
+        .args(["--limit-rate", "10M", "-o"])
+        .arg(&got)
+        .arg(format!("http://{VIP}/big"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl");
+
+    // The backup lists the master's established connections, on the same servers.
+    let mut on_master = BTreeSet::new();
+    wait_for(
+        "the master has 21 connections",
+        Duration::from_secs(5),
+        || {
+            on_master = listed(&master);
+            on_master.len() >= 21
+        },
+    );
+    wait_for(
+        "the backup has every connection",
+        Duration::from_secs(5),
+        || {
+            let b = listed(&backup);
+            on_master
+                .iter()
+                .filter(|c| c.0 == "ESTABLISHED")
+                .all(|c| b.contains(c))
+        },
+    );
+    assert!(metric(&backup, "wvs_sync_events_total{event=\"created\"}") >= 21);
+    let _ = tshark.wait();
+    let fields = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args(["-T", "fields", "-E", "separator=,", "-E", "occurrence=f"])
+        .args([
+            "-e",
+            "ipvs.syncid",
+            "-e",
+            "ipvs.version",
+            "-e",
+            "ipvs.conncount",
+        ])
+        .args(["-e", "ipvs.proto", "-e", "ipvs.state", "-e", "ipvs.caddr"])
+        .args(["-e", "ipvs.vaddr", "-e", "ipvs.vport", "-e", "ipvs.daddr"])
+        .args([
+            "-e",
+            "ipvs.dport",
+            "-e",
+            "ipvs.timeout",
+            "-e",
+            "ipvs.flags.v1",
+        ])
+        .output()
+        .expect("tshark -r");
+    let text = String::from_utf8_lossy(&fields.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert!(!rows.is_empty(), "no sync message captured");
+    for r in &rows {
+        // syncid, version 1, a TCP record, ESTABLISHED from the client to the VIP on a
+        // real server, 900 s, NAT and active.
+        assert_eq!(&r[..2], ["7", "1"], "{text}");
+        assert_eq!(
+            (r[3], r[4], r[5], r[6], r[7], r[9], r[10], r[11]),
+            (
+                "0x06",
+                "0x0001",
+                "198.18.0.2",
+                VIP,
+                "80",
+                "80",
+                "900",
+                "0x00000000"
+            ),
+            "{text}"
+        );
+        assert!(r[8].starts_with("198.19.0.1"), "{text}");
+    }
+
+    // The master dies; the backup takes the gateways.
+    master.signal("KILL");
+    let killed = Instant::now();
+    let out = Command::new("bash")
+        .args([common::TOPOLOGY, "takeover", &topo.prefix, "lb2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut first_served = None;
+    wait_for(
+        "a new connection served by the backup",
+        Duration::from_secs(10),
+        || {
+            let ok = topo
+                .exec(
+                    "cli",
+                    &["curl", "-sS", "-m", "1", &format!("http://{VIP}/")],
+                )
+                .status
+                .success();
+            if ok {
+                first_served = Some(killed.elapsed());
+            }
+            ok
+        },
+    );
+    eprintln!("takeover: first new request served {first_served:?} after the kill");
+    // Every held connection goes on, on its server.
+    let second = holder.again();
+    assert_eq!(second, first, "the held connections after the takeover");
+    // The download finishes, byte for byte.
+    let st = curl.wait().unwrap();
+    assert!(st.success(), "curl failed");
+    let want = std::fs::read(topo.dir.join("big")).unwrap();
+    let have = std::fs::read(&got).unwrap();
+    assert!(
+        have == want,
+        "the download differs ({} of {} bytes)",
+        have.len(),
+        want.len()
+    );
+    assert_eq!(
+        metric(&backup, "wvs_sync_events_total{event=\"bad_messages\"}"),
+        0
+    );
+}
