@@ -55,6 +55,8 @@ need dig bind9-dnsutils
 # The API over HTTPS: a test certificate. The systemd unit in dist/: systemd's own check.
 need openssl openssl
 need systemd-analyze systemd
+# Two directors under VRRP (e2e_sync): keepalived, VRRP only.
+need keepalived keepalived
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2

@@ -24,7 +24,8 @@
 # the servers' gateway 198.19.0.1 float: the active director holds them (VRRP, or
 # `takeover PREFIX lbN`, which moves them and makes the neighbours ask again).
 #
-# usage: topology.sh up PREFIX [onearm|pair] | down PREFIX | takeover PREFIX lb1|lb2 | nginx PREFIX DIR [big] | socat PREFIX
+# usage: topology.sh up PREFIX [onearm|pair] | down PREFIX | takeover PREFIX lb1|lb2
+#        | release PREFIX (neither director holds the floating gateways: VRRP's job) | nginx PREFIX DIR [big] | socat PREFIX
 #        | dr PREFIX (the real servers hold the VIP on lo, ARP as LVS-DR needs)
 #        | vip_socat PREFIX (UDP responders bound to the VIP, once the servers hold it)
 #        | vsftpd PREFIX DIR (an anonymous FTP server in each real server: DIR/rsN/ftp/5m, a
@@ -164,6 +165,14 @@ takeover() {
   for i in 1 2 3; do ip -n "$P-rs$i" neigh flush all; done
 }
 
+# Take the floating gateways from both directors (VRRP will place them).
+release() {
+  for lb in lb1 lb2; do
+    ip -n "$P-$lb" addr del 198.18.0.1/24 dev c0 2>/dev/null || true
+    ip -n "$P-$lb" addr del 198.19.0.1/24 dev s0 2>/dev/null || true
+  done
+}
+
 down() {
   for n in cli rt lb sw rs1 rs2 rs3 csw lb1 lb2; do
     for pid in $(ip netns pids "$P-$n" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
@@ -272,6 +281,7 @@ case "$cmd" in
   vip_socat) vip_socat ;;
   down) down ;;
   takeover) takeover "${3:-}" ;;
+  release) release ;;
   nginx) nginx_up "$@" ;;
   socat) socat_up ;;
   vsftpd) vsftpd_up "$@" ;;

@@ -60,8 +60,8 @@ def round_():
             out.append("%d=ERR:%s" % (s.getsockname()[1], e))
     print(" ".join(out), flush=True)
 round_()
-sys.stdin.readline()
-round_()
+for line in sys.stdin:
+    round_()
 "#;
 
 struct Holder {
@@ -324,4 +324,227 @@ fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
         metric(&backup, "wvs_sync_events_total{event=\"bad_messages\"}"),
         0
     );
+}
+
+const PAIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lvs-pair");
+
+/// keepalived (VRRP only) on director `lb`, from examples/lvs-pair/keepalived.conf: lb2's
+/// router id and priority, and the notify script run with this test's wvs and token.
+struct Keepalived {
+    child: Child,
+}
+
+impl Keepalived {
+    fn start(topo: &Topo, lb: &str, wvs: &Wvs) -> Self {
+        let example = std::fs::read_to_string(format!("{PAIR}/keepalived.conf")).unwrap();
+        let notify = format!(
+            "/usr/bin/env WVS={} WVS_TOKEN_FILE={} {PAIR}/wvs-sync-notify.sh",
+            common::wvs_bin(),
+            wvs.state_dir.join("api-token").display()
+        );
+        let mut conf = example.replace("/etc/keepalived/wvs-sync-notify.sh", &notify);
+        if lb == "lb2" {
+            conf = conf
+                .replace("router_id wvs-lb1", "router_id wvs-lb2")
+                .replace("priority 150", "priority 100");
+        }
+        let path = topo.dir.join(format!("keepalived-{lb}.conf"));
+        std::fs::write(&path, conf).unwrap();
+        let log = std::fs::File::create(topo.dir.join(format!("keepalived-{lb}.log"))).unwrap();
+        let pid = |k: &str| topo.dir.join(format!("{k}-{lb}.pid"));
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &topo.ns(lb),
+                "keepalived",
+                "--vrrp",
+                "-n",
+                "-l",
+                "-D",
+            ])
+            .arg("-f")
+            .arg(&path)
+            .arg("-p")
+            .arg(pid("keepalived"))
+            .arg("-r")
+            .arg(pid("vrrp"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("keepalived");
+        Self { child }
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether director `lb` holds the clients' gateway.
+fn holds_gateway(topo: &Topo, lb: &str) -> bool {
+    let out = topo.exec(lb, &["ip", "-4", "addr", "show", "dev", "c0"]);
+    String::from_utf8_lossy(&out.stdout).contains("198.18.0.1/24")
+}
+
+fn daemon_role(w: &Wvs) -> String {
+    let (_, out, _) = w.adm(&["-L", "--daemon"]);
+    out.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// The wvs configuration of examples/lvs-pair with forwarding method `fwd`.
+fn pair_config(topo: &Topo, fwd: &str) -> std::path::PathBuf {
+    let t = std::fs::read_to_string(format!("{PAIR}/wvs.toml"))
+        .unwrap()
+        .replace("forward = \"nat\"", &format!("forward = \"{fwd}\""));
+    let p = topo.dir.join(format!("pair-{fwd}.toml"));
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+/// keepalived's VRRP moves the gateways between two wvs directors whose sync daemons
+/// keepalived's notify scripts switch: a master killed with SIGKILL loses none of its
+/// connections, and neither does its return (preempt).
+fn vrrp_failover_and_preempt(fwd: &str) {
+    let topo = Topo::pair(&format!("vr{fwd}"), true);
+    topo.script("release");
+    if fwd == "dr" {
+        // The servers hold the VIP; their replies go through the serving director's kernel.
+        topo.script("dr");
+        for lb in ["lb1", "lb2"] {
+            topo.exec(lb, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        }
+    }
+    let cfg = pair_config(&topo, fwd);
+    let lb1 = Wvs::start_in(&topo, "lb1", Some(&cfg), &[]);
+    let lb2 = Wvs::start_in(&topo, "lb2", Some(&cfg), &[]);
+    let _k1 = Keepalived::start(&topo, "lb1", &lb1);
+    wait_for("lb1 is VRRP master", Duration::from_secs(15), || {
+        holds_gateway(&topo, "lb1") && daemon_role(&lb1) == "master"
+    });
+    let _k2 = Keepalived::start(&topo, "lb2", &lb2);
+    wait_for(
+        "lb2 runs the backup daemon",
+        Duration::from_secs(15),
+        || daemon_role(&lb2) == "backup",
+    );
+    assert!(!holds_gateway(&topo, "lb2"));
+
+    let mut holder = Holder::start(&topo, 20);
+    let first = holder.round();
+    assert_eq!(first.len(), 20);
+    assert!(first.iter().all(|(_, s)| s.starts_with("rs")), "{first:?}");
+    let got = topo.dir.join("got");
+    let mut curl = Command::new("ip")
+        .args(["netns", "exec", &topo.ns("cli"), "curl", "-sS", "-m", "90"])
+        .args(["--limit-rate", "4M", "-o"])
+        .arg(&got)
+        .arg(format!("http://{VIP}/big"))
+        .spawn()
+        .expect("curl");
+    let mut on_lb1 = BTreeSet::new();
+    wait_for("lb1 has 21 connections", Duration::from_secs(5), || {
+        on_lb1 = listed(&lb1);
+        on_lb1.iter().filter(|c| c.0 == "ESTABLISHED").count() >= 21
+    });
+    wait_for("lb2 has lb1's connections", Duration::from_secs(5), || {
+        let b = listed(&lb2);
+        on_lb1
+            .iter()
+            .filter(|c| c.0 == "ESTABLISHED")
+            .all(|c| b.contains(c))
+    });
+
+    // kill -9: keepalived's check fails, lb1 gives the gateways up, lb2 takes them.
+    let state = lb1.state_dir.clone();
+    lb1.signal("KILL");
+    let killed = Instant::now();
+    let mut failover = Duration::ZERO;
+    wait_for(
+        "a new request served after the kill",
+        Duration::from_secs(20),
+        || {
+            let ok = topo
+                .exec(
+                    "cli",
+                    &["curl", "-sS", "-m", "1", &format!("http://{VIP}/")],
+                )
+                .status
+                .success();
+            failover = killed.elapsed();
+            ok
+        },
+    );
+    assert!(holds_gateway(&topo, "lb2"));
+    wait_for("lb2 runs the master daemon", Duration::from_secs(5), || {
+        daemon_role(&lb2) == "master"
+    });
+    let second = holder.again();
+    assert_eq!(second, first, "the held connections through lb2");
+    drop(lb1);
+
+    // lb1 comes back: backup daemon first, the full resync, then preempt.
+    let lb1 = Wvs::start_in(
+        &topo,
+        "lb1",
+        Some(&cfg),
+        &["--state-dir", state.to_str().unwrap()],
+    );
+    let back = Instant::now();
+    wait_for(
+        "lb1 runs the backup daemon",
+        Duration::from_secs(10),
+        || daemon_role(&lb1) == "backup",
+    );
+    let on_lb2 = listed(&lb2);
+    wait_for(
+        "lb1 knows lb2's connections",
+        Duration::from_secs(5),
+        || {
+            let a = listed(&lb1);
+            on_lb2
+                .iter()
+                .filter(|c| c.0 == "ESTABLISHED")
+                .all(|c| a.contains(c))
+        },
+    );
+    wait_for(
+        "lb1 serves again (preempt)",
+        Duration::from_secs(15),
+        || holds_gateway(&topo, "lb1") && daemon_role(&lb1) == "master",
+    );
+    let preempt = back.elapsed();
+    wait_for("lb2 is backup again", Duration::from_secs(5), || {
+        daemon_role(&lb2) == "backup"
+    });
+    let third = holder.again();
+    assert_eq!(third, first, "the held connections through lb1 again");
+    let st = curl.wait().unwrap();
+    assert!(st.success(), "curl failed");
+    let want = std::fs::read(topo.dir.join("big")).unwrap();
+    let have = std::fs::read(&got).unwrap();
+    assert!(
+        have == want,
+        "the download differs ({} of {} bytes)",
+        have.len(),
+        want.len()
+    );
+    eprintln!(
+        "{fwd}: failover (kill -9 to the first new request served) {failover:?}; \
+         lb1 back to serving again {preempt:?}; held connections lost: 0 of 20; \
+         download byte-exact"
+    );
+}
+
+#[test]
+fn vrrp_failover_and_preempt_lose_no_connection_nat() {
+    vrrp_failover_and_preempt("nat");
+}
+
+#[test]
+fn vrrp_failover_and_preempt_lose_no_connection_dr() {
+    vrrp_failover_and_preempt("dr");
 }

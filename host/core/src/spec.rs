@@ -275,6 +275,9 @@ pub struct SyncSettings {
     pub sock_size: u32,
     /// `sync_qlen_max`: records each worker may queue for the master.
     pub qlen_max: u32,
+    /// `sync_full_period` (wvs's own), seconds: the master sends its whole table this
+    /// often (0: never, as IPVS).
+    pub full_period: u32,
 }
 
 impl Default for SyncSettings {
@@ -288,6 +291,7 @@ impl Default for SyncSettings {
             ports: 1,
             sock_size: 0,
             qlen_max: crate::consts::SYNC_QUEUE_RECORDS as u32,
+            full_period: 0,
         }
     }
 }

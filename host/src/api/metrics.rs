@@ -597,6 +597,7 @@ fn sync(c: &crate::control::Controller, conns: &crate::conn::ConnTable, s: &mut 
             ("sent_messages", t.sent_messages.load(Relaxed)),
             ("sent_records", t.sent_records.load(Relaxed)),
             ("send_errors", t.send_errors.load(Relaxed)),
+            ("full_resync_records", t.full_records.load(Relaxed)),
             ("received_messages", t.received_messages.load(Relaxed)),
             ("bad_messages", t.bad_messages.load(Relaxed)),
             ("other_syncid", t.other_syncid.load(Relaxed)),

@@ -220,6 +220,13 @@ pub struct Sysctl {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 1048576, default = 16384)]
     pub sync_qlen_max: u32,
+    /// `sync_full_period` (wvs's own), seconds: a master sends every connection it would
+    /// sync (and every template) this often, whether or not they carry packets, so that a
+    /// director that comes back as backup knows the idle ones before it takes over again
+    /// (docs/sync.md). 0 (the default) sends only what IPVS sends.
+    #[serde(default)]
+    #[schema(maximum = 86400)]
+    pub sync_full_period: u32,
 }
 
 impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
@@ -290,6 +297,11 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
                         .ok_or_else(|| format!("sync_sock_size: expected bytes, not {v}"))?
                         as u32
                 }
+                "sync_full_period" => {
+                    s.sync_full_period = whole_in(&v, 0, 86_400).ok_or_else(|| {
+                        format!("sync_full_period: expected 0 to 86400 seconds, not {v}")
+                    })? as u32
+                }
                 "sync_qlen_max" => {
                     s.sync_qlen_max = whole_in(&v, 1, 1 << 20).ok_or_else(|| {
                         format!("sync_qlen_max: expected 1 to 1048576 records, not {v}")
@@ -302,7 +314,7 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
                          `expire_quiescent_template`, `conn_reuse_mode`, `sloppy_tcp`, \
                          `sloppy_udp`, `backup_only`, `sync_threshold`, \
                          `sync_refresh_period`, `sync_retries`, `sync_persist_mode`, \
-                         `sync_ports`, `sync_sock_size`, `sync_qlen_max`"
+                         `sync_ports`, `sync_sock_size`, `sync_qlen_max`, `sync_full_period`"
                     ));
                 }
             }
@@ -354,6 +366,7 @@ impl From<spec::Sysctl> for Sysctl {
             sync_ports: sync.ports,
             sync_sock_size: sync.sock_size,
             sync_qlen_max: sync.qlen_max,
+            sync_full_period: sync.full_period,
         }
     }
 }
@@ -377,6 +390,7 @@ impl From<Sysctl> for spec::Sysctl {
             sync_ports,
             sync_sock_size,
             sync_qlen_max,
+            sync_full_period,
         } = s;
         Self {
             cache_bypass,
@@ -397,6 +411,7 @@ impl From<Sysctl> for spec::Sysctl {
                 ports: sync_ports,
                 sock_size: sync_sock_size,
                 qlen_max: sync_qlen_max,
+                full_period: sync_full_period,
             },
         }
     }

@@ -67,6 +67,8 @@ pub struct SyncStats {
     pub sent_records: AtomicU64,
     /// Sends that failed.
     pub send_errors: AtomicU64,
+    /// Records of full resyncs (`sync_full_period`).
+    pub full_records: AtomicU64,
     /// Messages a backup received.
     pub received_messages: AtomicU64,
     /// Messages (or the rest of them) dropped as malformed.
@@ -203,6 +205,7 @@ impl Daemons {
                     outbox.start_master(settings.qlen_max as usize);
                     let m = MasterLoop {
                         conns: self.conns.clone(),
+                        snapshot: self.snapshot.clone(),
                         stats: self.stats.clone(),
                         stop: stop.clone(),
                         syncid: def.syncid,
@@ -362,6 +365,7 @@ struct Pending {
 
 struct MasterLoop {
     conns: Arc<ConnTable>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
     stats: Arc<SyncStats>,
     stop: Arc<AtomicBool>,
     syncid: u8,
@@ -376,8 +380,30 @@ impl MasterLoop {
         let mut pending: Vec<Pending> = (0..self.socks.len()).map(|_| Pending::default()).collect();
         let mut taken = Vec::with_capacity(outbox.room());
         let mut buf = vec![0u8; self.maxlen];
+        let mut last_full = Instant::now();
         while !self.stop.load(Relaxed) {
+            let mut force = false;
             std::thread::sleep(Duration::from_millis(SYNC_SEND_DELAY_MS));
+            let s = self.snapshot.load().sysctl.sync;
+            // Only from a director that is not a backup too: an idle director's copies would
+            // overwrite the serving one's.
+            if s.full_period > 0
+                && !outbox.is_backup()
+                && last_full.elapsed() >= Duration::from_secs(u64::from(s.full_period))
+            {
+                last_full = Instant::now();
+                let n = self.socks.len();
+                let mut count = 0u64;
+                self.conns.sync_all(&s, |r| {
+                    let p = &mut pending[thread_of(&r, n)];
+                    p.since.get_or_insert_with(Instant::now);
+                    p.recs.push(r);
+                    count += 1;
+                });
+                self.stats.full_records.fetch_add(count, Relaxed);
+                // Sent now, not after the flush time.
+                force = true;
+            }
             for w in 0..outbox.workers() {
                 outbox.drain(w, &mut taken);
                 for r in taken.drain(..) {
@@ -387,16 +413,16 @@ impl MasterLoop {
                 }
             }
             for (id, p) in pending.iter_mut().enumerate() {
-                self.send(id, p, &mut buf);
+                self.send(id, p, &mut buf, force);
             }
         }
     }
 
     /// Send `p`'s full messages, and the rest once its oldest record waited long enough.
-    fn send(&self, id: usize, p: &mut Pending, buf: &mut [u8]) {
-        let due = p
-            .since
-            .is_some_and(|t| t.elapsed() >= Duration::from_millis(SYNC_FLUSH_MS));
+    fn send(&self, id: usize, p: &mut Pending, buf: &mut [u8], force: bool) {
+        let due = force
+            || p.since
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(SYNC_FLUSH_MS));
         let mut i = 0;
         while i < p.recs.len() {
             let start = i;

@@ -70,6 +70,11 @@ pub(crate) struct Link {
 }
 
 impl Template {
+    /// What it shares with its connections.
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
+    }
+
     /// How many open connections it controls.
     pub(crate) fn controls(&self) -> u32 {
         self.link.n_control.load(Relaxed)

@@ -359,6 +359,42 @@ impl ConnTable {
     }
 }
 
+impl ConnTable {
+    /// Every connection and template a master would sync, as records (wvs's full resync,
+    /// `sync_full_period`: a director that comes back as backup learns the connections that
+    /// carry no packet meanwhile, which IPVS's per-packet rule never sends again).
+    pub fn sync_all(&self, s: &SyncSettings, mut f: impl FnMut(SyncConn)) {
+        self.for_each(|c| {
+            let state_synced = match c.proto {
+                Protocol::Tcp => matches!(
+                    c.state,
+                    TcpState::Established
+                        | TcpState::FinWait
+                        | TcpState::Close
+                        | TcpState::CloseWait
+                        | TcpState::TimeWait
+                ),
+                Protocol::Udp => true,
+            };
+            if state_synced
+                && c.fwd != Forward::FullNat
+                && !c.wildcard()
+                && !(s.persist_mode && c.template.is_some())
+            {
+                f(c.sync_record());
+            }
+        });
+        self.persist().for_each(|k, t| {
+            let rport = if t.dest.port == 0 {
+                k.vport
+            } else {
+                t.dest.port
+            };
+            f(t.link().sync_record(&t.dest, rport));
+        });
+    }
+}
+
 /// What a backup did with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
