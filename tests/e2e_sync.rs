@@ -57,7 +57,7 @@ def round_():
         try:
             out.append("%d=%s" % (s.getsockname()[1], ask(s)))
         except Exception as e:
-            out.append("%d=ERR:%s" % (s.getsockname()[1], e))
+            out.append("%d=ERR:%s" % (s.getsockname()[1], str(e).replace(" ", "_") or type(e).__name__))
     print(" ".join(out), flush=True)
 round_()
 for line in sys.stdin:
@@ -443,6 +443,7 @@ fn vrrp_failover_and_preempt(fwd: &str) {
         .args(["--limit-rate", "4M", "-o"])
         .arg(&got)
         .arg(format!("http://{VIP}/big"))
+        .stderr(Stdio::piped())
         .spawn()
         .expect("curl");
     let mut on_lb1 = BTreeSet::new();
@@ -522,8 +523,14 @@ fn vrrp_failover_and_preempt(fwd: &str) {
     });
     let third = holder.again();
     assert_eq!(third, first, "the held connections through lb1 again");
-    let st = curl.wait().unwrap();
-    assert!(st.success(), "curl failed");
+    let out = curl.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "curl failed ({failover:?} failover, {preempt:?} back): {}\nlb1: {}\nlb2: {}",
+        String::from_utf8_lossy(&out.stderr),
+        lb1.log_text(),
+        lb2.log_text()
+    );
     let want = std::fs::read(topo.dir.join("big")).unwrap();
     let have = std::fs::read(&got).unwrap();
     assert!(
@@ -547,4 +554,68 @@ fn vrrp_failover_and_preempt_lose_no_connection_nat() {
 #[test]
 fn vrrp_failover_and_preempt_lose_no_connection_dr() {
     vrrp_failover_and_preempt("dr");
+}
+
+/// Without sync, a director that takes over resets the connections it was never told of;
+/// with `sloppy_tcp` it takes their next segment as a new connection, scheduled as IPVS
+/// would schedule it: with `sh` both directors pick the same server, so the clients go on.
+#[test]
+fn sloppy_tcp_takes_over_unknown_connections() {
+    let topo = Topo::pair("sloppy", false);
+    let mut t =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:80\"\nscheduler = \"sh\"\n");
+    for i in 1..=3 {
+        t += &format!("[[service.real]]\naddress = \"198.19.0.1{i}:80\"\nforward = \"nat\"\n");
+    }
+    let cfg = topo.dir.join("sh.toml");
+    std::fs::write(&cfg, t).unwrap();
+    let _lb1 = Wvs::start_in(&topo, "lb1", Some(&cfg), &[]);
+    let lb2 = Wvs::start_in(&topo, "lb2", Some(&cfg), &[]);
+    let takeover = |lb: &str| {
+        let out = Command::new("bash")
+            .args([common::TOPOLOGY, "takeover", &topo.prefix, lb])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    let mut a = Holder::start(&topo, 5);
+    let before = a.round();
+    assert!(
+        before.iter().all(|(_, s)| s.starts_with("rs")),
+        "{before:?}"
+    );
+    takeover("lb2");
+    let after = a.again();
+    assert!(
+        after.iter().all(|(_, s)| s.starts_with("ERR")),
+        "sloppy_tcp off: reset, as IPVS: {after:?}"
+    );
+    drop(a);
+
+    takeover("lb1");
+    let mut b = Holder::start(&topo, 5);
+    let before = b.round();
+    let body = topo.dir.join("sysctl.json");
+    std::fs::write(&body, r#"{"sloppy_tcp": true}"#).unwrap();
+    let (code, msg) = lb2.api(
+        "PUT",
+        "/api/v1/sysctl",
+        Some(&format!("Bearer {}", lb2.token())),
+        Some("application/json"),
+        Some(&body),
+    );
+    assert_eq!(code, 200, "{msg}");
+    takeover("lb2");
+    assert_eq!(
+        b.again(),
+        before,
+        "sloppy_tcp on: the same servers, nothing lost"
+    );
+    let on_lb2 = listed(&lb2);
+    assert_eq!(
+        on_lb2.iter().filter(|c| c.0 == "ESTABLISHED").count(),
+        5,
+        "{on_lb2:?}"
+    );
 }

@@ -974,6 +974,9 @@ impl Datapath {
             Some(Err(r)) => return Verdict::Drop(r),
             None => return self.no_conn_out(rx, buf, sink, data),
         };
+        if hop == NextHop::UNKNOWN {
+            return self.to_client_routed(rx, buf, sink, &back, app.as_ref());
+        }
         let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
@@ -1007,6 +1010,48 @@ impl Datapath {
                 }
             }
             r => self.sent(r),
+        }
+    }
+
+    /// A reply of a connection made from a sync message whose client has sent nothing to
+    /// this director yet (a download's client waits in silence): no next hop is known, so
+    /// the reply goes to the director's own stack, which routes it to the client. Without
+    /// this, the server's retransmissions would be dropped until the client spoke, and a
+    /// silent client never does.
+    fn to_client_routed(
+        &self,
+        mut rx: Rx<'_>,
+        buf: &mut [u8],
+        sink: &mut dyn xmit::gso::SegmentSink,
+        back: &xmit::Back,
+        app: Option<&app::AppCtx>,
+    ) -> Verdict {
+        if let Some(ctx) = app
+            && let Err(r) = self.help(&mut rx, ctx, wvs_sdk::helper_dir::OUT, buf)
+        {
+            return Verdict::Drop(r);
+        }
+        let link = xmit::Link {
+            iface: 0,
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+        };
+        let via = |p: &mut xmit::Packet<'_>| {
+            xmit::to_client(p, back, link)?;
+            xmit::stack::routed(p)
+        };
+        let mut pkt = self.packet(buf, rx.meta, &rx.info);
+        if pkt.gso_size == 0 {
+            return self.sent(via(&mut pkt));
+        }
+        // A raw socket takes no super-packet: cut it first.
+        match xmit::gso::segment(&pkt, sink, via) {
+            Ok((count, all)) => {
+                self.stats
+                    .count_drops(DropReason::TunnelGso, (all - count) as u64);
+                Verdict::Segmented { count }
+            }
+            Err(r) => self.sent(Err(r)),
         }
     }
 

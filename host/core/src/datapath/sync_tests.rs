@@ -417,3 +417,37 @@ fn backup_only_leaves_packets_to_the_stack_while_the_backup_runs() {
     b.snap.sysctl.backup_only = false;
     assert_eq!(send(&b, 0, syn(45002)).0, Verdict::Tx { iface: 1 });
 }
+
+#[test]
+fn a_reply_before_the_client_spoke_goes_through_the_stack() {
+    let a = master();
+    send(&a, 0, syn(46000));
+    for _ in 0..2 {
+        send(&a, 1, ack(46000));
+    }
+    let recs = drain(&a);
+    let b = director(&[tcp_rr()]);
+    apply_all(&b, &through_the_wire(&recs), 2);
+    let mut reply = Vec::new();
+    PacketBuilder::ethernet2(rs_mac(11), SERVER_IF_MAC)
+        .ipv4([198, 19, 0, 11], CLIENT, 64)
+        .tcp(8080, 46000, 5000, 65535)
+        .ack(2)
+        .write(&mut reply, b"data the client waits for")
+        .unwrap();
+    let v = b.dp.process(&b.snap, 3, FROM_RS, &mut reply);
+    let Verdict::Stack { daddr, len } = v else {
+        panic!("{v:?}");
+    };
+    assert_eq!(daddr, IpAddr::from(CLIENT));
+    let ip = &reply[14..14 + len];
+    let h = etherparse::Ipv4HeaderSlice::from_slice(ip).unwrap();
+    assert_eq!(h.source(), VIP, "from the VIP");
+    let tcp = etherparse::TcpHeaderSlice::from_slice(&ip[20..]).unwrap();
+    assert_eq!(tcp.source_port(), 80);
+    let want = tcp
+        .to_header()
+        .calc_checksum_ipv4(&h.to_header(), &ip[20 + tcp.slice().len()..])
+        .unwrap();
+    assert_eq!(tcp.checksum(), want, "checksum complete");
+}

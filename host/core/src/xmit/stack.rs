@@ -42,6 +42,12 @@ pub(crate) fn own_check(
     Ok(finish(pkt))
 }
 
+/// A packet already rewritten for its destination, handed to the balancer's stack to route
+/// there (its checksums completed): for a destination whose next hop is not known.
+pub(crate) fn routed(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
+    Ok(finish(pkt))
+}
+
 /// Route on to the packet's own destination.
 pub fn bypass(pkt: &mut Packet<'_>) -> Result<Sent, Refused> {
     super::check(pkt, 0)?;
