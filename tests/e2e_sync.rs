@@ -438,7 +438,7 @@ fn vrrp_failover_and_preempt(fwd: &str) {
     assert_eq!(first.len(), 20);
     assert!(first.iter().all(|(_, s)| s.starts_with("rs")), "{first:?}");
     let got = topo.dir.join("got");
-    let mut curl = Command::new("ip")
+    let curl = Command::new("ip")
         .args(["netns", "exec", &topo.ns("cli"), "curl", "-sS", "-m", "90"])
         .args(["--limit-rate", "4M", "-o"])
         .arg(&got)
