@@ -619,3 +619,54 @@ fn sloppy_tcp_takes_over_unknown_connections() {
         "{on_lb2:?}"
     );
 }
+
+/// keepalived's own `lvs_sync_daemon` line, imported: both daemons run on each director
+/// (as keepalived runs them without an instance), and a takeover keeps the connections.
+#[test]
+fn keepalived_lvs_sync_daemon_is_imported() {
+    let topo = Topo::pair("kimp", false);
+    let cfg = config(
+        &topo,
+        "both",
+        "state = \"master\"\nmcast_interface = \"s0\"\nsyncid = 9",
+    );
+    // The daemons come from keepalived.conf: none in wvs's own file.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let plain = topo.dir.join("plain.toml");
+    std::fs::write(&plain, &text[..text.find("[[daemon]]").unwrap()]).unwrap();
+    let lb1 = Wvs::start_in(&topo, "lb1", Some(&plain), &[]);
+    let lb2 = Wvs::start_in(&topo, "lb2", Some(&plain), &[]);
+    let conf = topo.dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        "global_defs {\n    router_id LVS\n    lvs_sync_daemon s0 VI_1 id 9\n}\n\
+         vrrp_instance VI_1 {\n    interface c0\n    virtual_router_id 51\n    priority 100\n}\n",
+    )
+    .unwrap();
+    for w in [&lb1, &lb2] {
+        let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("VI_1"), "{err}");
+        assert_eq!(
+            w.adm_ok(&["-L", "--daemon"]),
+            "master sync daemon (mcast=s0, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
+             backup sync daemon (mcast=s0, syncid=9, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+        );
+    }
+    let mut h = Holder::start(&topo, 5);
+    let before = h.round();
+    let on_lb1 = listed(&lb1);
+    wait_for("lb2 has lb1's connections", Duration::from_secs(5), || {
+        let b = listed(&lb2);
+        on_lb1
+            .iter()
+            .filter(|c| c.0 == "ESTABLISHED")
+            .all(|c| b.contains(c))
+    });
+    let out = Command::new("bash")
+        .args([common::TOPOLOGY, "takeover", &topo.prefix, "lb2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(h.again(), before);
+}

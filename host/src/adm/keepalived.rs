@@ -52,6 +52,8 @@ pub struct Import {
     pub notes: Vec<String>,
     /// What wvs cannot honour, each with where it is. Not empty: nothing may be applied.
     pub problems: Vec<String>,
+    /// The sync daemons of `global_defs`' `lvs_sync_daemon`.
+    pub daemons: Vec<crate::config::daemon::SyncDaemon>,
 }
 
 /// Read `file` (and what it includes) and turn its virtual servers into services.
@@ -62,9 +64,9 @@ pub fn import(file: &Path) -> Import {
     for n in &nodes {
         top(n, &mut out);
     }
-    if out.services.is_empty() && out.problems.is_empty() {
+    if out.services.is_empty() && out.daemons.is_empty() && out.problems.is_empty() {
         out.problems.push(format!(
-            "{}: no virtual_server block: nothing to import",
+            "{}: no virtual_server block or lvs_sync_daemon: nothing to import",
             file.display()
         ));
     }
@@ -337,11 +339,111 @@ const NOT_OURS: &[&str] = &[
 fn top(n: &Node, out: &mut Import) {
     match n.key.as_str() {
         "virtual_server" => virtual_server(n, out),
+        "global_defs" => {
+            for d in n.block.iter().flatten() {
+                if d.key == "lvs_sync_daemon" {
+                    lvs_sync_daemon(d, out);
+                }
+            }
+            out.notes.push(format!(
+                "{}: global_defs skipped but for lvs_sync_daemon: keepalived's own settings stay keepalived's",
+                n.at
+            ));
+        }
         k if NOT_OURS.contains(&k) || k.starts_with("vrrp_") => out.notes.push(format!(
             "{}: {} skipped: VRRP and keepalived's own settings stay keepalived's (wvs balances and checks)",
             n.at, n.key
         )),
         _ => unsupported(n, out, "at the top level"),
+    }
+}
+
+/// `lvs_sync_daemon <INTERFACE> [[inst] <VRRP_INSTANCE>] [id <SYNC_ID>] [maxlen <LEN>]
+/// [port <PORT>] [ttl <TTL>] [group <IP ADDR>]`: keepalived runs IPVS's master and backup
+/// daemons with these settings (with an instance, only the one its VRRP state says).
+/// wvs cannot see the VRRP state, so both run, as keepalived runs them without an
+/// instance: the master sends what this director serves, the backup keeps what the other
+/// one serves (docs/sync.md).
+fn lvs_sync_daemon(n: &Node, out: &mut Import) {
+    use crate::config::daemon::{DaemonState, SyncDaemon};
+    let mut args = n.args.iter();
+    let Some(iface) = args.next() else {
+        out.problems
+            .push(format!("{}: lvs_sync_daemon needs an interface", n.at));
+        return;
+    };
+    let mut d = SyncDaemon {
+        state: DaemonState::Master,
+        mcast_interface: iface.clone(),
+        syncid: 0,
+        sync_maxlen: None,
+        mcast_group: None,
+        mcast_port: None,
+        mcast_ttl: None,
+    };
+    let mut instance = None;
+    const KEYS: [&str; 6] = ["inst", "id", "maxlen", "port", "ttl", "group"];
+    while let Some(k) = args.next() {
+        let bad = |what: &str| format!("{}: lvs_sync_daemon: {what}", n.at);
+        if !KEYS.contains(&k.as_str()) {
+            // The instance may be named without `inst` (keepalived's older form).
+            if instance.is_none() {
+                instance = Some(k.clone());
+                continue;
+            }
+            out.problems.push(bad(&format!("unknown option {k:?}")));
+            return;
+        }
+        let Some(v) = args.next() else {
+            out.problems.push(bad(&format!("{k} needs a value")));
+            return;
+        };
+        let r: Result<(), String> = match k.as_str() {
+            "inst" => {
+                instance = Some(v.clone());
+                Ok(())
+            }
+            "id" => v
+                .parse()
+                .map(|x| d.syncid = x)
+                .map_err(|_| bad(&format!("id {v:?} is not 0 to 255"))),
+            "maxlen" => v
+                .parse()
+                .map(|x| d.sync_maxlen = Some(x))
+                .map_err(|_| bad(&format!("maxlen {v:?} is not a length"))),
+            "port" => v
+                .parse()
+                .map(|x| d.mcast_port = Some(x))
+                .map_err(|_| bad(&format!("port {v:?} is not a port"))),
+            "ttl" => v
+                .parse()
+                .map(|x| d.mcast_ttl = Some(x))
+                .map_err(|_| bad(&format!("ttl {v:?} is not 1 to 255"))),
+            _ => v
+                .parse()
+                .map(|x| d.mcast_group = Some(x))
+                .map_err(|_| bad(&format!("group {v:?} is not an address"))),
+        };
+        if let Err(e) = r {
+            out.problems.push(e);
+            return;
+        }
+    }
+    for state in [DaemonState::Master, DaemonState::Backup] {
+        let one = SyncDaemon { state, ..d.clone() };
+        if let Err(e) = one.validate() {
+            out.problems.push(format!("{}: lvs_sync_daemon: {e}", n.at));
+            return;
+        }
+        out.daemons.push(one);
+    }
+    if let Some(i) = instance {
+        out.notes.push(format!(
+            "{}: lvs_sync_daemon: both sync daemons run (keepalived runs the one VRRP \
+             instance {i}'s state says; for that, use keepalived's notify scripts: \
+             examples/lvs-pair/wvs-sync-notify.sh)",
+            n.at
+        ));
     }
 }
 
@@ -903,10 +1005,44 @@ virtual_server 10.10.10.2 1358 {
 "#;
 
     #[test]
+    fn lvs_sync_daemon_starts_both_daemons() {
+        let i = import_text(
+            "k.conf",
+            "global_defs {\n  router_id A\n  lvs_sync_daemon eth1 VI_1 id 5 maxlen 1400 port 9000 ttl 2 group 224.0.0.99\n}\n",
+        );
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        assert_eq!(i.daemons.len(), 2);
+        let m = &i.daemons[0];
+        assert_eq!(
+            (
+                m.mcast_interface.as_str(),
+                m.syncid,
+                m.sync_maxlen,
+                m.mcast_port,
+                m.mcast_ttl
+            ),
+            ("eth1", 5, Some(1400), Some(9000), Some(2))
+        );
+        assert_eq!(m.mcast_group, Some("224.0.0.99".parse().unwrap()));
+        assert!(i.notes.iter().any(|n| n.contains("VI_1")), "{:?}", i.notes);
+        let i = import_text(
+            "k.conf",
+            "global_defs {\n  lvs_sync_daemon eth1 inst VI_1 id 300\n}\n",
+        );
+        assert_eq!(
+            i.problems,
+            vec!["k.conf:2: lvs_sync_daemon: id \"300\" is not 0 to 255"]
+        );
+        let i = import_text("k.conf", "global_defs {\n  lvs_sync_daemon eth1 ttl 0\n}\n");
+        assert_eq!(i.problems.len(), 1, "{:?}", i.problems);
+    }
+
+    #[test]
     fn a_documented_configuration_imports_and_what_wvs_lacks_is_listed_by_line() {
         let i = import_text("keepalived.conf", SAMPLE);
         assert_eq!(i.notes.len(), 2, "{:?}", i.notes);
         assert!(i.notes[0].starts_with("keepalived.conf:4: global_defs skipped"));
+        assert!(i.daemons.is_empty());
         assert!(i.notes[1].starts_with("keepalived.conf:11: vrrp_instance skipped"));
         // The first server's second url: one path per check.
         assert_eq!(

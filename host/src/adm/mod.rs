@@ -424,20 +424,38 @@ fn import_keepalived(a: &Args, client: &Client) -> Result<(), Failure> {
             if found.problems.len() == 1 { "" } else { "s" }
         )));
     }
+    let daemons = found.daemons.len();
     let (services, reals) = (
         found.services.len(),
         found.services.iter().map(|s| s.reals.len()).sum::<usize>(),
     );
-    let changes = found
+    let mut changes: Vec<Change> = found
         .services
         .into_iter()
         .map(|service| Change::AddService { service })
         .collect();
+    // keepalived's lvs_sync_daemon: its daemons replace those that run.
+    if !found.daemons.is_empty() {
+        let running: Vec<crate::config::daemon::SyncDaemon> = client.get("/api/v1/daemons")?;
+        for d in running {
+            changes.push(Change::StopDaemon { state: d.state });
+        }
+        for daemon in &found.daemons {
+            changes.push(Change::StartDaemon {
+                daemon: daemon.clone(),
+            });
+        }
+    }
     client.batch(changes)?;
     eprintln!(
-        "wvs adm: imported {services} virtual server{} with {reals} real server{} from {file}",
+        "wvs adm: imported {services} virtual server{} with {reals} real server{}{} from {file}",
         if services == 1 { "" } else { "s" },
-        if reals == 1 { "" } else { "s" }
+        if reals == 1 { "" } else { "s" },
+        if daemons > 0 {
+            " and the sync daemons"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
