@@ -832,7 +832,7 @@ async fn put_timeouts(
     Ok(axum::Json(t))
 }
 
-#[utoipa::path(get, path = "/api/v1/sysctl", responses((status = 200, body = Sysctl, description = "IPVS's switches wvs follows (/proc/sys/net/ipv4/vs/: cache_bypass, nat_icmp_send, pmtu_disc, expire_nodest_conn, expire_quiescent_template, conn_reuse_mode)")))]
+#[utoipa::path(get, path = "/api/v1/sysctl", responses((status = 200, body = Sysctl, description = "IPVS's switches wvs follows (/proc/sys/net/ipv4/vs/: cache_bypass, nat_icmp_send, pmtu_disc, expire_nodest_conn, expire_quiescent_template, conn_reuse_mode, sloppy_tcp, backup_only, the sync_* settings)")))]
 async fn get_sysctl(State(st): State<Shared>) -> axum::Json<Sysctl> {
     axum::Json(st.control.lock().await.config().sysctl.into())
 }

@@ -120,7 +120,8 @@ pub(crate) enum Change {
         defense: crate::config::DefenseSettings,
     },
     /// Set IPVS's switches (`cache_bypass`, `nat_icmp_send`, `pmtu_disc`, `expire_nodest_conn`,
-    /// `expire_quiescent_template`, `conn_reuse_mode`).
+    /// `expire_quiescent_template`, `conn_reuse_mode`, `sloppy_tcp`, `backup_only`, the
+    /// sync daemon's `sync_*`).
     SetSysctl {
         /// The switches.
         sysctl: crate::config::Sysctl,
