@@ -134,7 +134,7 @@ wvs's own:
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
 Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -6,
---ops, --pe.
+--ops, --pe (later work)
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
