@@ -15,17 +15,7 @@
 # The router sends the virtual IP to the balancer; everything else on the switch, the real
 # servers' replies included, goes through the router.
 #
-# Two directors, as an LVS pair (`up PREFIX pair`):
-#
-#   [P-cli] eth0 198.18.0.2 ── [P-csw] br0 ─┬─ c0 [P-lb1] s0 ─┬─ [P-sw] br0 ── eth0 [P-rs1..3]
-#                                           └─ c0 [P-lb2] s0 ─┘
-# lb1 has 198.18.0.11 and 198.19.0.2, lb2 198.18.0.12 and 198.19.0.3 (and 2001:db8:18::11/12,
-# 2001:db8:19::2/3). The clients' gateway 198.18.0.1 (which the virtual IP is routed to) and
-# the servers' gateway 198.19.0.1 float: the active director holds them (VRRP, or
-# `takeover PREFIX lbN`, which moves them and makes the neighbours ask again).
-#
-# usage: topology.sh up PREFIX [onearm|pair] | down PREFIX | takeover PREFIX lb1|lb2
-#        | release PREFIX (neither director holds the floating gateways: VRRP's job) | nginx PREFIX DIR [big] | socat PREFIX
+# usage: topology.sh up PREFIX [onearm] | down PREFIX | nginx PREFIX DIR [big] | socat PREFIX
 #        | dr PREFIX (the real servers hold the VIP on lo, ARP as LVS-DR needs)
 #        | vip_socat PREFIX (UDP responders bound to the VIP, once the servers hold it)
 #        | vsftpd PREFIX DIR (an anonymous FTP server in each real server: DIR/rsN/ftp/5m, a
@@ -38,7 +28,6 @@ P=${2:?prefix}
 
 up() {
   if [ "${1:-}" = onearm ]; then up_onearm; return; fi
-  if [ "${1:-}" = pair ]; then up_pair; return; fi
   for n in cli lb sw rs1 rs2 rs3; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
   ip -n "$P-cli" link add eth0 type veth peer name c0 netns "$P-lb"
   ip -n "$P-lb" link add s0 type veth peer name p0 netns "$P-sw"
@@ -120,65 +109,12 @@ dr() {
   done
 }
 
-up_pair() {
-  for n in cli csw lb1 lb2 sw rs1 rs2 rs3; do ip netns add "$P-$n"; ip -n "$P-$n" link set lo up; done
-  ip -n "$P-csw" link add br0 type bridge
-  ip -n "$P-sw" link add br0 type bridge
-  ip -n "$P-cli" link add eth0 type veth peer name pc netns "$P-csw"
-  local i
-  for i in 1 2; do
-    ip -n "$P-lb$i" link add c0 type veth peer name "pl$i" netns "$P-csw"
-    ip -n "$P-lb$i" link add s0 type veth peer name "pl$i" netns "$P-sw"
-  done
-  for p in pc pl1 pl2; do ip -n "$P-csw" link set "$p" master br0; ip -n "$P-csw" link set "$p" up; done
-  for p in pl1 pl2; do ip -n "$P-sw" link set "$p" master br0; ip -n "$P-sw" link set "$p" up; done
-  servers 198.19.0.1 2001:db8:19::1
-  ip -n "$P-csw" link set br0 up
-  ip -n "$P-sw" link set br0 up
-  ip -n "$P-cli" addr add 198.18.0.2/24 dev eth0
-  ip -n "$P-cli" addr add 2001:db8:18::2/64 dev eth0 nodad
-  ip -n "$P-cli" link set eth0 up
-  ip -n "$P-cli" route add default via 198.18.0.1
-  ip -n "$P-cli" -6 route add default via 2001:db8:18::1
-  for i in 1 2; do
-    ip -n "$P-lb$i" addr add "198.18.0.1$i/24" dev c0
-    ip -n "$P-lb$i" addr add "198.19.0.$((i + 1))/24" dev s0
-    ip -n "$P-lb$i" addr add "2001:db8:18::1$i/64" dev c0 nodad
-    ip -n "$P-lb$i" addr add "2001:db8:19::$((i + 1))/64" dev s0 nodad
-    ip -n "$P-lb$i" link set c0 up
-    ip -n "$P-lb$i" link set s0 up
-    ip netns exec "$P-lb$i" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
-  done
-  takeover lb1
-}
-
-# Move the floating gateways to director $1 (lb1 or lb2) and have the client and the
-# servers look their neighbours up again, as a VRRP takeover's gratuitous ARP makes them.
-takeover() {
-  local to=${1:?lb1|lb2} other=lb1
-  [ "$to" = lb1 ] && other=lb2
-  ip -n "$P-$other" addr del 198.18.0.1/24 dev c0 2>/dev/null || true
-  ip -n "$P-$other" addr del 198.19.0.1/24 dev s0 2>/dev/null || true
-  ip -n "$P-$to" addr add 198.18.0.1/24 dev c0
-  ip -n "$P-$to" addr add 198.19.0.1/24 dev s0
-  ip -n "$P-cli" neigh flush all
-  for i in 1 2 3; do ip -n "$P-rs$i" neigh flush all; done
-}
-
-# Take the floating gateways from both directors (VRRP will place them).
-release() {
-  for lb in lb1 lb2; do
-    ip -n "$P-$lb" addr del 198.18.0.1/24 dev c0 2>/dev/null || true
-    ip -n "$P-$lb" addr del 198.19.0.1/24 dev s0 2>/dev/null || true
-  done
-}
-
 down() {
-  for n in cli rt lb sw rs1 rs2 rs3 csw lb1 lb2; do
+  for n in cli rt lb sw rs1 rs2 rs3; do
     for pid in $(ip netns pids "$P-$n" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
   done
   sleep 0.2
-  for n in cli rt lb sw rs1 rs2 rs3 csw lb1 lb2; do
+  for n in cli rt lb sw rs1 rs2 rs3; do
     for pid in $(ip netns pids "$P-$n" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$P-$n" 2>/dev/null || true
   done
@@ -280,8 +216,6 @@ case "$cmd" in
   dr) dr; vip_socat ;;
   vip_socat) vip_socat ;;
   down) down ;;
-  takeover) takeover "${3:-}" ;;
-  release) release ;;
   nginx) nginx_up "$@" ;;
   socat) socat_up ;;
   vsftpd) vsftpd_up "$@" ;;

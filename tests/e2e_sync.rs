@@ -1,5 +1,5 @@
 //! End to end, two directors: IPVS's connection sync between two real `wvs` processes
-//! (scripts/topology.sh's `pair`), its messages as tshark's IPVS dissector reads them, and
+//! (scripts/pair.sh), its messages as tshark's IPVS dissector reads them, and
 //! a takeover in which the backup carries on the master's connections on the same servers.
 //! Needs root, iproute2, nftables, nginx, curl, python3 and tshark (scripts/setup.sh).
 
@@ -283,7 +283,7 @@ fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
     master.signal("KILL");
     let killed = Instant::now();
     let out = Command::new("bash")
-        .args([common::TOPOLOGY, "takeover", &topo.prefix, "lb2"])
+        .args([common::PAIR_TOPOLOGY, "takeover", &topo.prefix, "lb2"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -573,7 +573,7 @@ fn sloppy_tcp_takes_over_unknown_connections() {
     let lb2 = Wvs::start_in(&topo, "lb2", Some(&cfg), &[]);
     let takeover = |lb: &str| {
         let out = Command::new("bash")
-            .args([common::TOPOLOGY, "takeover", &topo.prefix, lb])
+            .args([common::PAIR_TOPOLOGY, "takeover", &topo.prefix, lb])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -664,7 +664,7 @@ fn keepalived_lvs_sync_daemon_is_imported() {
             .all(|c| b.contains(c))
     });
     let out = Command::new("bash")
-        .args([common::TOPOLOGY, "takeover", &topo.prefix, "lb2"])
+        .args([common::PAIR_TOPOLOGY, "takeover", &topo.prefix, "lb2"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -43,6 +43,9 @@ pub fn url_host(a: &str) -> String {
 }
 
 pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/topology.sh");
+
+/// The two-director topology's script (`Topo::pair`).
+pub const PAIR_TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pair.sh");
 /// The `wvs` binary the tests run: `$WVS_BIN` when set (scripts/test.sh sets it to the
 /// release binary, so that the flood and load tests measure what users run and one build
 /// serves the end-to-end tests, the demo and the oracle), else the debug binary cargo
@@ -75,6 +78,8 @@ pub struct Topo {
     pub dir: PathBuf,
     /// One-armed: client, router, and the balancer beside the servers on the switch.
     pub onearm: bool,
+    /// Two directors (scripts/pair.sh).
+    pub pair: bool,
 }
 
 /// How the topology is built (`topology.sh up PREFIX [onearm|pair]`).
@@ -126,17 +131,16 @@ impl Topo {
             prefix,
             dir,
             onearm,
+            pair: shape == Shape::Pair,
         };
         let mut up = Command::new("bash");
-        up.args([TOPOLOGY, "up", &t.prefix]);
-        match shape {
-            Shape::OneArm => {
-                up.arg("onearm");
-            }
-            Shape::Pair => {
-                up.arg("pair");
-            }
-            Shape::TwoArmed => {}
+        if t.pair {
+            up.args([PAIR_TOPOLOGY, "up", &t.prefix]);
+        } else {
+            up.args([TOPOLOGY, "up", &t.prefix]);
+        }
+        if onearm {
+            up.arg("onearm");
         }
         run(&mut up);
         let mut nginx = Command::new("bash");
@@ -153,11 +157,17 @@ impl Topo {
         t
     }
 
-    /// Run a topology.sh command on this topology. Its output is not kept: what it starts
-    /// in the background (socat) would hold a pipe open.
+    /// Run a topology.sh command on this topology (pair.sh's `takeover` and `release` on
+    /// a pair). Its output is not kept: what it starts in the background (socat) would
+    /// hold a pipe open.
     pub fn script(&self, cmd: &str) {
+        let script = if self.pair && ["takeover", "release"].contains(&cmd) {
+            PAIR_TOPOLOGY
+        } else {
+            TOPOLOGY
+        };
         let st = Command::new("bash")
-            .args([TOPOLOGY, cmd, &self.prefix])
+            .args([script, cmd, &self.prefix])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -294,8 +304,9 @@ impl Topo {
 
 impl Drop for Topo {
     fn drop(&mut self) {
+        let script = if self.pair { PAIR_TOPOLOGY } else { TOPOLOGY };
         let _ = Command::new("bash")
-            .args([TOPOLOGY, "down", &self.prefix])
+            .args([script, "down", &self.prefix])
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
