@@ -462,6 +462,41 @@ fn the_dashboard_adds_an_ipv6_service_and_lists_its_connections() {
             rows.contains("[2001:db8:18::2]:") && rows.contains(&vs),
             "{rows}"
         );
+        // The sync daemon, started and stopped from the page, over an IPv6 group.
+        fill(&c, "daemon-iface", "s0").await;
+        fill(&c, "daemon-syncid", "3").await;
+        fill(&c, "daemon-group", "ff02::8848").await;
+        click(&c, "#daemon-state option[value=backup]").await;
+        click(&c, "#daemon-submit").await;
+        until("the daemon listed as running", 10, || async {
+            c.find(Locator::Css("[data-testid=daemon-backup]"))
+                .await
+                .is_ok()
+        })
+        .await;
+        let row = text(&c, "[data-testid=daemon-backup]").await;
+        assert!(
+            row.contains("s0") && row.contains("ff02::8848") && row.ends_with("yes stop"),
+            "{row}"
+        );
+        assert_eq!(
+            wvs.adm_ok(&["-L", "--daemon"]),
+            "backup sync daemon (mcast=s0, syncid=3, maxlen=1452, group=ff02::8848, port=8848, ttl=1)\n"
+        );
+        // A second backup is refused next to the form.
+        click(&c, "#daemon-submit").await;
+        until("the conflict shown", 10, || async {
+            text(&c, "#daemon-form").await.contains("runs already")
+        })
+        .await;
+        click(&c, "[data-testid=daemon-backup] button").await;
+        until("the daemon gone", 10, || async {
+            c.find(Locator::Css("[data-testid=daemon-backup]"))
+                .await
+                .is_err()
+        })
+        .await;
+        assert_eq!(wvs.adm_ok(&["-L", "--daemon"]), "");
         let png = c.screenshot().await.expect("screenshot");
         std::fs::write(artifacts().join("dashboard-ipv6.png"), &png).expect("save screenshot");
         c.close().await.expect("close the browser");

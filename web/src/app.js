@@ -400,7 +400,10 @@ async function poll() {
     charts["chart-cps"].plot.setData([hist.t, hist.cps]);
     charts["chart-pps"].plot.setData([hist.t, hist.inpps, hist.outpps]);
     charts["chart-bps"].plot.setData([hist.t, hist.inbps, hist.outbps]);
-    if (pluginTick++ % 5 === 0) renderPlugins(await api("GET", "/api/v1/plugins"));
+    if (pluginTick++ % 5 === 0) {
+      renderPlugins(await api("GET", "/api/v1/plugins"));
+      renderDaemons(await api("GET", "/api/v1/daemons"));
+    }
     $("status").textContent = `live · ${services.length} services · updated ${new Date().toLocaleTimeString()}`;
     $("status").className = "status";
   } catch (e) {
@@ -582,6 +585,61 @@ async function deletePlugin(p) {
   }
 }
 
+// --- connection sync -----------------------------------------------------------------------
+const DAEMON_FIELDS = [
+  ["mcast_interface", ["interface"]],
+  ["syncid", ["syncid"]],
+  ["mcast", ["mcast", "group", "port", "ttl"]],
+];
+
+function renderDaemons(list) {
+  $("daemons").tBodies[0].replaceChildren(
+    ...list.map((d) =>
+      el(
+        "tr",
+        { "data-testid": `daemon-${d.state}` },
+        el("td", {}, d.state),
+        el("td", {}, d.mcast_interface),
+        el("td", {}, String(d.syncid)),
+        el("td", {}, d.effective.mcast_group),
+        el("td", {}, String(d.effective.mcast_port)),
+        el("td", {}, String(d.effective.sync_maxlen)),
+        el("td", {}, String(d.effective.mcast_ttl)),
+        el("td", { class: d.running ? "" : "bad" }, d.running ? "yes" : "no"),
+        el("td", {}, el("button", { type: "button", onclick: () => stopDaemon(d.state) }, "stop")),
+      ),
+    ),
+  );
+}
+
+async function submitDaemon(ev) {
+  ev.preventDefault();
+  const form = $("daemon-form");
+  clearErrors(form);
+  const body = {
+    state: $("daemon-state").value,
+    mcast_interface: $("daemon-iface").value.trim(),
+    syncid: Number($("daemon-syncid").value || 0),
+  };
+  if ($("daemon-group").value.trim()) body.mcast_group = $("daemon-group").value.trim();
+  if ($("daemon-port").value) body.mcast_port = Number($("daemon-port").value);
+  if ($("daemon-ttl").value) body.mcast_ttl = Number($("daemon-ttl").value);
+  try {
+    renderDaemons(await api("POST", "/api/v1/daemons", body));
+  } catch (e) {
+    showError(form, e, DAEMON_FIELDS);
+  }
+}
+
+async function stopDaemon(state) {
+  try {
+    await api("DELETE", `/api/v1/daemons/${enc(state)}`);
+    renderDaemons(await api("GET", "/api/v1/daemons"));
+  } catch (e) {
+    showError($("daemon-form"), e, []);
+  }
+}
+
 // --- connections ---------------------------------------------------------------------------
 function expire(ms) {
   const s = Math.floor(ms / 1000);
@@ -637,6 +695,7 @@ function start() {
   $("real-update").addEventListener("click", (ev) => submitReal(ev, true));
   $("plugin-form").addEventListener("submit", submitPlugin);
   $("conn-filter").addEventListener("submit", showConns);
+  $("daemon-form").addEventListener("submit", submitDaemon);
   const states = ["ESTABLISHED", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "NONE", "UDP"];
   $("conn-state").append(...states.map((s) => el("option", { value: s }, s)));
   makeChart("chart-cps", [{ label: "conn/s", color: "#2457c5" }]);

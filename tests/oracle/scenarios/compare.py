@@ -37,6 +37,19 @@ KNOWN = {
     # A NAT66 real server's ICMPv6 error towards the client: the kernel drops it (its
     # checksum is summed without the pseudo-header), wvs relays it; so the client's socket
     # and the outbound counters of that service (scenario v6, port 9100) differ.
+    # An FTP control connection whose passive reply the helper lengthened: wvs sends its
+    # sequence adjustment (IP_VS_CONN_F_OUT_SEQ and the option), the kernel none (its
+    # ip_vs_ftp has conntrack's NAT adjust the sequence numbers, which sync does not carry).
+    "sync-ftp-seq": (
+        r"(?m)(?<=:21 flags )0x0[13]00( timeout \d+ fwmark 0)(?: seq in \S+ out \S+)?$",
+        r"*\1",
+    ),
+    # A service's helpers in -L: wvs names them after the scheduler (the FTP service's
+    # line, with its helper or without).
+    "helper-listed": (r"(?m)^((?:TCP|UDP)  \S+:21 \S+)(?: helper \S+)?$", r"\1"),
+    # A synced FTP data connection: the kernel's backup leaves it unbound (no server of
+    # the service has the data port), wvs's counts it on the control port's server.
+    "sync-ftp-data": (r"(?m)^(  -> \S+:21 +Masq +\d+ +\d+ +)\d+", r"\1*"),
     "icmp6-out": (
         r"(?m)(?<=^== to a closed port of a real server\n)\S.*$"
         r"|(?<=\]:9100 )( +\d+ +\d+) +\d+( +\d+) +\d+$",

@@ -463,9 +463,21 @@ pub fn apply(
         return Err(Ignored::PersistenceEngine);
     }
     let find = || {
-        let svc = snap.service(proto, c.vaddr, c.vport)?;
-        let d = (svc.dests.iter().chain(svc.draining.iter()))
-            .find(|d| d.addr == c.daddr && (d.port == c.dport || d.port == 0))?;
+        if let Some(svc) = snap.service(proto, c.vaddr, c.vport) {
+            let d = (svc.dests.iter().chain(svc.draining.iter()))
+                .find(|d| d.addr == c.daddr && (d.port == c.dport || d.port == 0))?;
+            return Some((svc, d));
+        }
+        // An FTP data connection: ip_vs_service_find's fallback from the data ports (20,
+        // and the unprivileged ones) to the control port's service with a helper, whose
+        // server of that address it goes to, on the data port.
+        if template || !(c.vport == 20 || c.vport >= 1024) {
+            return None;
+        }
+        let svc = snap
+            .service(proto, c.vaddr, crate::consts::FTP_PORT)
+            .filter(|s| !s.helpers.is_empty())?;
+        let d = (svc.dests.iter().chain(svc.draining.iter())).find(|d| d.addr == c.daddr)?;
         Some((svc, d))
     };
     if template {
@@ -561,13 +573,16 @@ pub fn apply(
         return Err(Ignored::FullNat);
     }
     let mut cp = Conn::new(&key, dest.clone(), svc.stats.clone(), NextHop::UNKNOWN, now);
+    // The record's port: a data connection's differs from its server's control port.
+    cp.rport = c.dport;
     cp.flags.insert(Flags::SYNCED);
     if !inactive {
         cp.dest.set_inactive(false);
         cp.flags.remove(Flags::INACTIVE);
     }
     // ip_vs_bind_app: the helpers of the service, for the methods whose replies pass here.
-    if !svc.helpers.is_empty() && cp.fwd == Forward::Masq {
+    // (Not for an FTP data connection found through the control port's service.)
+    if !svc.helpers.is_empty() && cp.fwd == Forward::Masq && svc.key.port == c.vport {
         cp.set_app(super::app::AppConn::new(
             svc.helpers.iter().map(|h| Arc::from(h.name())),
         ));

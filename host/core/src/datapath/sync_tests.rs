@@ -451,3 +451,47 @@ fn a_reply_before_the_client_spoke_goes_through_the_stack() {
         .unwrap();
     assert_eq!(tcp.checksum(), want, "checksum complete");
 }
+
+#[test]
+fn an_ftp_data_connection_is_placed_through_the_control_ports_service() {
+    let ftp = Service {
+        helpers: Some(vec!["ftp".into()]),
+        ..rr(Protocol::Tcp, 21, vec![real("198.19.0.11:21")])
+    };
+    let snap = crate::testkit::snapshot(&[ftp]);
+    let b = Harness::new(snap, 1 << 10, 1);
+    let data = SyncConn {
+        protocol: 6,
+        flags: flag::MASQ,
+        state: 1,
+        cport: 47000,
+        vport: 30000,
+        dport: 30000,
+        fwmark: 0,
+        timeout: 900,
+        caddr: IpAddr::from(CLIENT),
+        vaddr: IpAddr::from(VIP),
+        daddr: "198.19.0.11".parse().unwrap(),
+        seq: None,
+    };
+    let low = SyncConn {
+        cport: 47001,
+        vport: 999,
+        dport: 999,
+        ..data
+    };
+    let msg = through_the_wire(&[data, low]);
+    assert_eq!(
+        apply_all(&b, &msg, 0),
+        vec![Ok(Applied::Created), Err(Ignored::NoService)],
+        "the data ports are 20 and the unprivileged ones"
+    );
+    let mut got = None;
+    b.conns
+        .for_each(|c| got = Some((c.vport, c.rport, c.app().is_some())));
+    assert_eq!(
+        got,
+        Some((30000, 30000, false)),
+        "on the data port, no helper"
+    );
+}
