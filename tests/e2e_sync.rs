@@ -142,6 +142,26 @@ fn metric(w: &Wvs, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Move the floating gateways to director `lb` (scripts/pair.sh).
+fn takeover(topo: &Topo, lb: &str) {
+    let out = Command::new("bash")
+        .args([common::PAIR_TOPOLOGY, "takeover", &topo.prefix, lb])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Wait until director `w` lists every established connection of `of` (another
+/// director's listing), as sync made them.
+fn wait_knows(what: &str, w: &Wvs, of: &BTreeSet<(String, String, String, String)>) {
+    wait_for(what, Duration::from_secs(5), || {
+        let b = listed(w);
+        of.iter()
+            .filter(|c| c.0 == "ESTABLISHED")
+            .all(|c| b.contains(c))
+    });
+}
+
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
@@ -218,17 +238,7 @@ fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
             on_master.len() >= 21
         },
     );
-    wait_for(
-        "the backup has every connection",
-        Duration::from_secs(5),
-        || {
-            let b = listed(&backup);
-            on_master
-                .iter()
-                .filter(|c| c.0 == "ESTABLISHED")
-                .all(|c| b.contains(c))
-        },
-    );
+    wait_knows("the backup has every connection", &backup, &on_master);
     assert!(metric(&backup, "wvs_sync_events_total{event=\"created\"}") >= 21);
     let _ = tshark.wait();
     let fields = Command::new("tshark")
@@ -282,11 +292,7 @@ fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
     // The master dies; the backup takes the gateways.
     master.signal("KILL");
     let killed = Instant::now();
-    let out = Command::new("bash")
-        .args([common::PAIR_TOPOLOGY, "takeover", &topo.prefix, "lb2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    takeover(&topo, "lb2");
     let mut first_served = None;
     wait_for(
         "a new connection served by the backup",
@@ -451,13 +457,7 @@ fn vrrp_failover_and_preempt(fwd: &str) {
         on_lb1 = listed(&lb1);
         on_lb1.iter().filter(|c| c.0 == "ESTABLISHED").count() >= 21
     });
-    wait_for("lb2 has lb1's connections", Duration::from_secs(5), || {
-        let b = listed(&lb2);
-        on_lb1
-            .iter()
-            .filter(|c| c.0 == "ESTABLISHED")
-            .all(|c| b.contains(c))
-    });
+    wait_knows("lb2 has lb1's connections", &lb2, &on_lb1);
 
     // kill -9: keepalived's check fails, lb1 gives the gateways up, lb2 takes them.
     let state = lb1.state_dir.clone();
@@ -501,17 +501,7 @@ fn vrrp_failover_and_preempt(fwd: &str) {
         || daemon_role(&lb1) == "backup",
     );
     let on_lb2 = listed(&lb2);
-    wait_for(
-        "lb1 knows lb2's connections",
-        Duration::from_secs(5),
-        || {
-            let a = listed(&lb1);
-            on_lb2
-                .iter()
-                .filter(|c| c.0 == "ESTABLISHED")
-                .all(|c| a.contains(c))
-        },
-    );
+    wait_knows("lb1 knows lb2's connections", &lb1, &on_lb2);
     wait_for(
         "lb1 serves again (preempt)",
         Duration::from_secs(15),
@@ -571,13 +561,7 @@ fn sloppy_tcp_takes_over_unknown_connections() {
     std::fs::write(&cfg, t).unwrap();
     let _lb1 = Wvs::start_in(&topo, "lb1", Some(&cfg), &[]);
     let lb2 = Wvs::start_in(&topo, "lb2", Some(&cfg), &[]);
-    let takeover = |lb: &str| {
-        let out = Command::new("bash")
-            .args([common::PAIR_TOPOLOGY, "takeover", &topo.prefix, lb])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-    };
+    let takeover = |lb: &str| takeover(&topo, lb);
 
     let mut a = Holder::start(&topo, 5);
     let before = a.round();
@@ -656,17 +640,7 @@ fn keepalived_lvs_sync_daemon_is_imported() {
     let mut h = Holder::start(&topo, 5);
     let before = h.round();
     let on_lb1 = listed(&lb1);
-    wait_for("lb2 has lb1's connections", Duration::from_secs(5), || {
-        let b = listed(&lb2);
-        on_lb1
-            .iter()
-            .filter(|c| c.0 == "ESTABLISHED")
-            .all(|c| b.contains(c))
-    });
-    let out = Command::new("bash")
-        .args([common::PAIR_TOPOLOGY, "takeover", &topo.prefix, "lb2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    wait_knows("lb2 has lb1's connections", &lb2, &on_lb1);
+    takeover(&topo, "lb2");
     assert_eq!(h.again(), before);
 }

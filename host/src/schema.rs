@@ -42,6 +42,30 @@ fn ipv6() -> String {
     .join("|")
 }
 
+/// A multicast address: IPv4's 224.0.0.0/4, or an IPv6 address whose first group is
+/// `ffXX` (ff00::/8), in the forms [`ipv6`] takes with that first group.
+pub(crate) fn multicast_pattern() -> String {
+    let h = "[0-9A-Fa-f]{1,4}";
+    let first = "[fF]{2}[0-9A-Fa-f]{2}";
+    let ls32 = format!("({h}:{h}|{})", ipv4());
+    let head = |n: usize| format!("{first}(:{h}){{0,{n}}}");
+    let v6 = [
+        format!("{first}:({h}:){{5}}{ls32}"),
+        format!("{}::({h}:){{4}}{ls32}", head(0)),
+        format!("{}::({h}:){{3}}{ls32}", head(1)),
+        format!("{}::({h}:){{2}}{ls32}", head(2)),
+        format!("{}::{h}:{ls32}", head(3)),
+        format!("{}::{ls32}", head(4)),
+        format!("{}::{h}", head(5)),
+        format!("{}::", head(6)),
+    ]
+    .iter()
+    .map(|a| format!("({a})"))
+    .collect::<Vec<_>>()
+    .join("|");
+    format!("^((22[4-9]|23[0-9])(\\.{OCTET}){{3}}|{v6})$")
+}
+
 /// An address and port: `a.b.c.d:port` or `[IPv6]:port`.
 fn addr_port(port: &str) -> String {
     format!("({}|\\[({})\\]):{port}", ipv4(), ipv6())
@@ -197,6 +221,33 @@ schema_type!(
 );
 
 schema_type!(
+    /// A sysctl's integer (the kernel's `int`, not negative).
+    SysctlInt,
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0))
+        .maximum(Some(i32::MAX))
+);
+
+schema_type!(
+    /// A multicast group.
+    MulticastAddress,
+    string("A multicast address: IPv4 224.0.0.0/4 or IPv6 ff00::/8 (any form RFC 4291 allows).")
+        .pattern(Some(multicast_pattern()))
+        .examples(["224.0.0.81", "ff02::8848"])
+);
+
+schema_type!(
+    /// `sync_ports`: a power of two from 1 to 64.
+    SyncPorts,
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .description(Some("Sync threads (UDP ports): a power of two from 1 to 64."))
+        .enum_values(Some([1, 2, 4, 8, 16, 32, 64]))
+        .default(Some(serde_json::json!(1)))
+);
+
+schema_type!(
     /// A tunnel type.
     TunType,
     string("The tunnel type (ipvsadm --tun-type): ipip (the default), gue or gre.")
@@ -340,6 +391,52 @@ mod tests {
                         || a == std::net::Ipv4Addr::BROADCAST
                 });
             assert_eq!(ip(bare), parsed, "ip {bare:?}");
+        }
+        // Multicast groups (the sync daemon's): the same samples with an ff02 first group
+        // and an IPv4 one, and near misses.
+        let mcast = matcher(&multicast_pattern());
+        let mut groups: Vec<String> = samples
+            .iter()
+            .map(|s| {
+                s.trim_start_matches('[')
+                    .trim_end_matches(":80")
+                    .trim_end_matches(']')
+                    .to_string()
+            })
+            .collect();
+        groups.extend(samples.iter().filter_map(|s| {
+            let b = s
+                .trim_start_matches('[')
+                .trim_end_matches(":80")
+                .trim_end_matches(']');
+            b.strip_prefix("1:").map(|r| format!("ff02:{r}"))
+        }));
+        groups.extend(
+            [
+                "224.0.0.81",
+                "239.255.255.255",
+                "223.255.255.255",
+                "240.0.0.1",
+                "224.0.0",
+                "ff02::8848",
+                "FF05::1:3",
+                "ff02:0:0:0:0:0:0:1",
+                "ff0::1",
+                "f02::1",
+                "ff::1",
+                "fe80::1",
+                "::ffff:224.0.0.1",
+                "ff02::8848%1",
+                "ff020::1",
+                "ff02::224.0.0.1",
+            ]
+            .map(String::from),
+        );
+        for g in &groups {
+            let parsed = g
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_multicast());
+            assert_eq!(mcast(g), parsed, "multicast {g:?}");
         }
     }
 

@@ -57,29 +57,45 @@ impl DaemonState {
 pub struct SyncDaemon {
     /// `master` or `backup`.
     pub state: DaemonState,
-    /// The interface the messages are sent on or received from (`--mcast-interface`).
-    #[schema(min_length = 1, max_length = 15)]
+    /// The interface the messages are sent on or received from (`--mcast-interface`): a
+    /// Linux interface name, 1 to 15 printable ASCII characters but `/` and `:`.
+    #[schema(pattern = "^[!-.0-9;-~]{1,15}$")]
     pub mcast_interface: String,
     /// `--syncid`, 0-255: a master puts it in its messages; a backup takes only its own
     /// master's, or every master's with 0. Default 0.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::whole::u8")]
+    #[schema(minimum = 0, maximum = 255)]
     pub syncid: u8,
     /// `--sync-maxlen`: the most UDP payload bytes per message. Default: 1472 over IPv4,
-    /// 1452 over IPv6 (a 1500-byte MTU, as IPVS's master).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 1452 over IPv6 (a 1500-byte MTU, as IPVS's master). Taken within what the kernel
+    /// takes: at least 1024 for a backup and one record for a master, at most what an IP
+    /// packet holds (listed as used).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u16"
+    )]
     #[schema(minimum = 1, maximum = 65507)]
     pub sync_maxlen: Option<u16>,
     /// `--mcast-group`: the multicast group, IPv4 or IPv6. Default 224.0.0.81.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::schema::IpAddress>)]
+    #[schema(value_type = Option<crate::schema::MulticastAddress>)]
     pub mcast_group: Option<IpAddr>,
     /// `--mcast-port`: the UDP port (sync thread `n` uses the port plus `n`). Default 8848.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u16"
+    )]
     #[schema(minimum = 1, maximum = 65535)]
     pub mcast_port: Option<u16>,
     /// `--mcast-ttl`, 1-255: the multicast TTL (hop limit) of a master's messages.
     /// Default 1: the messages stay on the link.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u8"
+    )]
     #[schema(minimum = 1, maximum = 255)]
     pub mcast_ttl: Option<u8>,
 }
@@ -100,21 +116,32 @@ impl SyncDaemon {
         self.mcast_ttl.unwrap_or(1)
     }
 
-    /// The message size, its default filled in.
+    /// The message size, its default filled in and clamped as the kernel clamps it.
     pub fn maxlen(&self) -> u16 {
-        self.sync_maxlen.unwrap_or(if self.group().is_ipv6() {
-            crate::consts::SYNC_MAXLEN_V6
-        } else {
-            crate::consts::SYNC_MAXLEN_V4
-        })
+        let v6 = self.group().is_ipv6();
+        let Some(m) = self.sync_maxlen else {
+            return if v6 {
+                crate::consts::SYNC_MAXLEN_V6
+            } else {
+                crate::consts::SYNC_MAXLEN_V4
+            };
+        };
+        let top = if v6 { 65535 - 48 } else { 65535 - 28 };
+        let bottom = match self.state {
+            DaemonState::Master => 8 + crate::wire::sync::conn::LEN_V6 as u16,
+            DaemonState::Backup => 1024,
+        };
+        m.clamp(bottom, top)
     }
 
     /// Check the values on their own (ipvsadm's and the kernel's ranges).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let n = &self.mcast_interface;
-        if n.is_empty() || n.len() > 15 || n.contains(['/', ' ', '\0']) {
+        let char_ok = |b: u8| (0x21..=0x7e).contains(&b) && b != b'/' && b != b':';
+        if n.is_empty() || n.len() > 15 || !n.bytes().all(char_ok) {
             return Err(invalid(format!(
-                "sync daemon: interface name {n:?}: 1 to 15 characters, no '/' or space"
+                "sync daemon: interface name {n:?}: 1 to 15 printable ASCII characters, \
+                 no '/' or ':'"
             )));
         }
         if !self.group().is_multicast() {
@@ -129,19 +156,13 @@ impl SyncDaemon {
         if self.mcast_port == Some(0) {
             return Err(invalid("sync daemon: mcast_port is 1 to 65535".into()));
         }
-        let header = if self.group().is_ipv6() { 48 } else { 28 };
-        // A backup needs room for the largest message it may get (the kernel: 1024 at
-        // least); a master needs room for one record.
-        let min = match self.state {
-            DaemonState::Master => 8 + crate::wire::sync::conn::LEN_V6 as u16,
-            DaemonState::Backup => 1024,
-        };
+        // ipvsadm's range; the kernel then clamps it (maxlen()).
         if let Some(m) = self.sync_maxlen
-            && (m < min || u32::from(m) > 65535 - header)
+            && !(1..=65535 - 28).contains(&m)
         {
             return Err(invalid(format!(
-                "sync daemon: sync_maxlen {m} is {min} to {}",
-                65535 - header
+                "sync daemon: sync_maxlen {m} is 1 to {}",
+                65535 - 28
             )));
         }
         Ok(())

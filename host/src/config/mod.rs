@@ -188,12 +188,13 @@ pub struct Sysctl {
     /// its `threshold`-th client packet, then every `period` packets (period 0: once).
     /// Default `[3, 50]`, as IPVS.
     #[serde(default)]
-    #[schema(default = json!([3, 50]), min_items = 2, max_items = 2)]
+    #[schema(default = json!([3, 50]), min_items = 2, max_items = 2, value_type = Vec<crate::schema::SysctlInt>)]
     pub sync_threshold: [u32; 2],
     /// `sync_refresh_period`, seconds: with it, a connection is sent again only when its
     /// expiry moved by this much (or half its timeout) since the last send, whatever its
     /// packet count. Default 0 (off).
     #[serde(default)]
+    #[schema(maximum = 2147483647)]
     pub sync_refresh_period: u32,
     /// `sync_retries`, 0-3: an unchanged connection is sent this many extra times, every
     /// `sync_refresh_period / 8`. Default 0.
@@ -208,11 +209,12 @@ pub struct Sysctl {
     /// power of two up to 64; a connection always goes through the same one. Takes effect
     /// when a daemon starts. Default 1.
     #[serde(default)]
-    #[schema(minimum = 1, maximum = 64, default = 1)]
+    #[schema(value_type = crate::schema::SyncPorts)]
     pub sync_ports: u8,
     /// `sync_sock_size`: the sync sockets' send (master) and receive (backup) buffer in
     /// bytes; 0 keeps the system's default. Takes effect when a daemon starts. Default 0.
     #[serde(default)]
+    #[schema(maximum = 2147483647)]
     pub sync_sock_size: u32,
     /// `sync_qlen_max`: the records each worker may have waiting for the master thread;
     /// more are dropped and counted (`wvs_sync_dropped_total`). Takes effect when a master
@@ -260,7 +262,8 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
                 "backup_only" => s.backup_only = flag()?,
                 "sync_persist_mode" => s.sync_persist_mode = flag()?,
                 "sync_threshold" => {
-                    let max = u64::from(u32::MAX);
+                    // The kernel's sysctls are ints.
+                    let max = i32::MAX as u64;
                     let pair = v
                         .as_array()
                         .filter(|a| a.len() == 2)
@@ -276,7 +279,7 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
                     }
                 }
                 "sync_refresh_period" => {
-                    s.sync_refresh_period = whole_in(&v, 0, u64::from(u32::MAX))
+                    s.sync_refresh_period = whole_in(&v, 0, i32::MAX as u64)
                         .ok_or_else(|| format!("sync_refresh_period: expected seconds, not {v}"))?
                         as u32
                 }
@@ -820,6 +823,20 @@ pub(crate) mod whole {
             }
         }
         d.deserialize_option(Opt)
+    }
+
+    /// An optional `u16`.
+    pub(crate) fn opt_u16<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        opt_u32(d)?
+            .map(|v| u16::try_from(v).map_err(|_| D::Error::custom(format!("{v} is above 65535"))))
+            .transpose()
+    }
+
+    /// An optional `u8`.
+    pub(crate) fn opt_u8<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+        opt_u32(d)?
+            .map(|v| u8::try_from(v).map_err(|_| D::Error::custom(format!("{v} is above 255"))))
+            .transpose()
     }
 }
 

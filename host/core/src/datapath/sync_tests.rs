@@ -214,6 +214,25 @@ fn through_the_wire(recs: &[SyncConn]) -> Vec<u8> {
     w.bytes().to_vec()
 }
 
+/// An established NAT connection of the client from `cport` to VIP:`vport`, on
+/// 198.19.0.11:`dport`, as a master sends it.
+fn established(cport: u16, vport: u16, dport: u16) -> SyncConn {
+    SyncConn {
+        protocol: 6,
+        flags: flag::MASQ,
+        state: 1,
+        cport,
+        vport,
+        dport,
+        fwmark: 0,
+        timeout: 900,
+        caddr: IpAddr::from(CLIENT),
+        vaddr: IpAddr::from(VIP),
+        daddr: "198.19.0.11".parse().unwrap(),
+        seq: None,
+    }
+}
+
 fn apply_all(b: &Harness, msg: &[u8], now: u64) -> Vec<Result<Applied, Ignored>> {
     let m = Message::parse(msg).unwrap();
     m.conns()
@@ -284,20 +303,7 @@ fn the_backup_binds_to_its_own_servers_method_and_refuses_what_it_cannot_place()
         80,
         vec![crate::testkit::real_by("198.19.0.11:8080", Forward::Route)],
     )]);
-    let base = SyncConn {
-        protocol: 6,
-        flags: flag::MASQ,
-        state: 1,
-        cport: 42000,
-        vport: 80,
-        dport: 8080,
-        fwmark: 0,
-        timeout: 900,
-        caddr: IpAddr::from(CLIENT),
-        vaddr: IpAddr::from(VIP),
-        daddr: "198.19.0.11".parse().unwrap(),
-        seq: None,
-    };
+    let base = established(42000, 80, 8080);
     let other_vip = SyncConn {
         vaddr: "198.18.100.9".parse().unwrap(),
         ..base
@@ -460,20 +466,7 @@ fn an_ftp_data_connection_is_placed_through_the_control_ports_service() {
     };
     let snap = crate::testkit::snapshot(&[ftp]);
     let b = Harness::new(snap, 1 << 10, 1);
-    let data = SyncConn {
-        protocol: 6,
-        flags: flag::MASQ,
-        state: 1,
-        cport: 47000,
-        vport: 30000,
-        dport: 30000,
-        fwmark: 0,
-        timeout: 900,
-        caddr: IpAddr::from(CLIENT),
-        vaddr: IpAddr::from(VIP),
-        daddr: "198.19.0.11".parse().unwrap(),
-        seq: None,
-    };
+    let data = established(47000, 30000, 30000);
     let low = SyncConn {
         cport: 47001,
         vport: 999,
