@@ -142,6 +142,52 @@ fn metric(w: &Wvs, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The 100 MB file downloaded from VIP:80 by the client at `rate` (curl's `--limit-rate`),
+/// in the background.
+struct Download {
+    child: Child,
+    got: std::path::PathBuf,
+    want: std::path::PathBuf,
+}
+
+impl Download {
+    fn start(topo: &Topo, rate: &str, max_secs: u32) -> Self {
+        let got = topo.dir.join("got");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &topo.ns("cli"), "curl", "-sS"])
+            .args(["-m", &max_secs.to_string(), "--limit-rate", rate, "-o"])
+            .arg(&got)
+            .arg(format!("http://{VIP}/big"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("curl");
+        Self {
+            child,
+            got,
+            want: topo.dir.join("big"),
+        }
+    }
+
+    /// Wait for it; it must have succeeded, byte for byte (`context` goes with a failure).
+    fn finish(self, context: impl FnOnce() -> String) {
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "curl failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            context()
+        );
+        let want = std::fs::read(&self.want).unwrap();
+        let have = std::fs::read(&self.got).unwrap();
+        assert!(
+            have == want,
+            "the download differs ({} of {} bytes)",
+            have.len(),
+            want.len()
+        );
+    }
+}
+
 /// Move the floating gateways to director `lb` (scripts/pair.sh).
 fn takeover(topo: &Topo, lb: &str) {
     let out = Command::new("bash")
@@ -218,15 +264,7 @@ fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
     let first = holder.round();
     assert_eq!(first.len(), 20);
     assert!(first.iter().all(|(_, s)| s.starts_with("rs")), "{first:?}");
-    let got = topo.dir.join("got");
-    let mut curl = Command::new("ip")
-        .args(["netns", "exec", &topo.ns("cli"), "curl", "-sS", "-m", "60"])
-        .args(["--limit-rate", "10M", "-o"])
-        .arg(&got)
-        .arg(format!("http://{VIP}/big"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("curl");
+    let download = Download::start(&topo, "10M", 60);
 
     // The backup lists the master's established connections, on the same servers.
     let mut on_master = BTreeSet::new();
@@ -316,16 +354,7 @@ fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
     let second = holder.again();
     assert_eq!(second, first, "the held connections after the takeover");
     // The download finishes, byte for byte.
-    let st = curl.wait().unwrap();
-    assert!(st.success(), "curl failed");
-    let want = std::fs::read(topo.dir.join("big")).unwrap();
-    let have = std::fs::read(&got).unwrap();
-    assert!(
-        have == want,
-        "the download differs ({} of {} bytes)",
-        have.len(),
-        want.len()
-    );
+    download.finish(String::new);
     assert_eq!(
         metric(&backup, "wvs_sync_events_total{event=\"bad_messages\"}"),
         0
@@ -443,15 +472,7 @@ fn vrrp_failover_and_preempt(fwd: &str) {
     let first = holder.round();
     assert_eq!(first.len(), 20);
     assert!(first.iter().all(|(_, s)| s.starts_with("rs")), "{first:?}");
-    let got = topo.dir.join("got");
-    let curl = Command::new("ip")
-        .args(["netns", "exec", &topo.ns("cli"), "curl", "-sS", "-m", "90"])
-        .args(["--limit-rate", "4M", "-o"])
-        .arg(&got)
-        .arg(format!("http://{VIP}/big"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("curl");
+    let download = Download::start(&topo, "4M", 90);
     let mut on_lb1 = BTreeSet::new();
     wait_for("lb1 has 21 connections", Duration::from_secs(5), || {
         on_lb1 = listed(&lb1);
@@ -513,22 +534,15 @@ fn vrrp_failover_and_preempt(fwd: &str) {
     });
     let third = holder.again();
     assert_eq!(third, first, "the held connections through lb1 again");
-    let out = curl.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "curl failed ({failover:?} failover, {preempt:?} back): {}\nlb1: {}\nlb2: {}",
-        String::from_utf8_lossy(&out.stderr),
-        lb1.log_text(),
-        lb2.log_text()
-    );
-    let want = std::fs::read(topo.dir.join("big")).unwrap();
-    let have = std::fs::read(&got).unwrap();
-    assert!(
-        have == want,
-        "the download differs ({} of {} bytes)",
-        have.len(),
-        want.len()
-    );
+    download.finish(|| {
+        format!(
+            "{failover:?} failover, {preempt:?} back
+lb1: {}
+lb2: {}",
+            lb1.log_text(),
+            lb2.log_text()
+        )
+    });
     eprintln!(
         "{fwd}: failover (kill -9 to the first new request served) {failover:?}; \
          lb1 back to serving again {preempt:?}; held connections lost: 0 of 20; \
