@@ -57,6 +57,8 @@
 #define WVS_SVC_F_SCHED1 0x0008u /* sh-fallback / mh-fallback */
 #define WVS_SVC_F_SCHED2 0x0010u /* sh-port / mh-port */
 #define WVS_SVC_F_SCHED3 0x0020u
+/* What a scheduler declares (WVS_SCHEDULER_FLAGS). */
+#define WVS_SCHED_F_CONSISTENT 0x1u /* its choice depends only on the conn and the servers */
 
 /* A real server as a scheduler sees it (48 bytes). Addresses are IPv6 or IPv4-mapped
  * (::ffff:a.b.c.d); ports in host byte order. */
@@ -189,6 +191,13 @@ static inline uint32_t wvs_overhead(const wvs_dest_info *d) {
         uint32_t m = n < WVS_MAX_DESTS ? n : WVS_MAX_DESTS;                            \
         int32_t i = SCHEDULE(&wvs_shared_region.conn, wvs_shared_region.dests, m);     \
         return (i >= 0 && (uint32_t)i < m) ? i : -1;                                   \
+    }
+
+/* Optional, beside WVS_EXPORT_SCHEDULER: what the scheduler declares about itself,
+ * WVS_SCHED_F_* (without it: 0). */
+#define WVS_SCHEDULER_FLAGS(FLAGS)                                                      \
+    __attribute__((export_name("wvs_sched_flags"))) uint32_t wvs_sched_flags(void) {   \
+        return (FLAGS);                                                                \
     }
 
 /* The exports of a helper: PACKET(pkt, state, payload, out, max) -> WVS_HELPER_KEEP,

@@ -32,6 +32,18 @@ pub mod svc_flags {
     pub const SCHED3: u32 = 0x0020;
 }
 
+/// What a scheduler declares about itself (the optional export `wvs_sched_flags`).
+pub mod sched_flags {
+    /// Its choice depends only on the connection's addresses, ports and protocol and on the
+    /// table of real servers (their order, addresses, ports, weights and flags): never on
+    /// connection counts, the clock, random numbers or earlier calls. Two balancers with
+    /// the same servers then pick the same one for a flow, so a balancer may schedule a
+    /// flow it has never seen (a TCP segment other than a SYN, after the routers moved
+    /// the flow to it) where another one scheduled it before: with `sloppy_tcp` and
+    /// `sloppy_consistent_only`, only such schedulers take those segments.
+    pub const CONSISTENT: u32 = 0x1;
+}
+
 /// A real server as a scheduler sees it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -151,6 +163,8 @@ pub const SHARED_FN: &str = "wvs_shared";
 pub const UPDATE_FN: &str = "wvs_update";
 /// Export: `(n_dests: i32) -> i32`, the index of the chosen server, or -1 for none.
 pub const SCHEDULE_FN: &str = "wvs_schedule";
+/// Optional export: `() -> i32`, [`sched_flags`] (none: 0). Read once, at load.
+pub const SCHED_FLAGS_FN: &str = "wvs_sched_flags";
 /// Module of the host functions a plugin imports.
 pub const IMPORT_MODULE: &str = "wvs";
 /// Import: `() -> i32`, a random number.

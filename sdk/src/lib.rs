@@ -37,7 +37,7 @@ pub use abi::{
     ABI_VERSION, ConnInfo, DestInfo, Expect, HELPER_EXPECT_OFFSET, HELPER_MAX_PAYLOAD,
     HELPER_PAYLOAD_OFFSET, HELPER_PKT_OFFSET, HELPER_STATE_LEN, HELPER_STATE_OFFSET, HelperShared,
     MAX_DESTS, PacketInfo, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET, SHARED_N_OFFSET, Shared,
-    dest_flags, helper_answer, helper_dir, helper_flags, helper_fwd, svc_flags,
+    dest_flags, helper_answer, helper_dir, helper_flags, helper_fwd, sched_flags, svc_flags,
 };
 pub use ipvs::{
     DestId, fold_addr, gcd, hash_32, lblc_overloaded, lblc_wlc, least_weighted, v4_mapped,
@@ -56,6 +56,9 @@ pub trait Host {
 pub trait Scheduler: Default {
     /// The scheduler's name as `ipvsadm -s` spells it.
     const NAME: &'static str;
+    /// [`sched_flags`]: [`sched_flags::CONSISTENT`] if its choice depends only on the
+    /// connection and the real servers (mh, sh and dh do; rr, wlc and lblc do not).
+    const FLAGS: u32 = 0;
 
     /// The real servers of the service, their weights or the service flags changed (and
     /// before the first connection). Rebuild what depends on them.
@@ -174,6 +177,11 @@ macro_rules! export_scheduler {
             #[unsafe(no_mangle)]
             pub extern "C" fn wvs_shared() -> *mut $crate::Shared {
                 SHARED.get()
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_sched_flags() -> u32 {
+                <$t as $crate::Scheduler>::FLAGS
             }
 
             #[unsafe(no_mangle)]

@@ -91,6 +91,11 @@ macro_rules! scheduler_names {
             pub fn name(self) -> &'static str {
                 match self { $(Scheduler::$variant => <$ty as wvs_sdk::Scheduler>::NAME,)* }
             }
+
+            /// What it declares ([`wvs_sdk::sched_flags`]).
+            pub fn flags(self) -> u32 {
+                match self { $(Scheduler::$variant => <$ty as wvs_sdk::Scheduler>::FLAGS,)* }
+            }
         }
     };
 }

@@ -247,6 +247,9 @@ pub struct Sysctl {
     pub sloppy_tcp: bool,
     /// `sloppy_udp`, wvs's name for the same switch for UDP (see the daemon's form).
     pub sloppy_udp: bool,
+    /// wvs's: `sloppy_tcp` applies only to services whose scheduler is consistent
+    /// ([`wvs_sdk::sched_flags::CONSISTENT`]); other services answer as without it.
+    pub sloppy_consistent_only: bool,
     /// `backup_only`: while the sync daemon runs as backup, packets are left to the
     /// director's own stack.
     pub backup_only: bool,
@@ -307,6 +310,7 @@ impl Default for Sysctl {
             conn_reuse_mode: 1,
             sloppy_tcp: false,
             sloppy_udp: false,
+            sloppy_consistent_only: false,
             backup_only: false,
             sync: SyncSettings::default(),
         }

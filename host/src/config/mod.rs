@@ -178,6 +178,14 @@ pub struct Sysctl {
     /// Linux has no such sysctl (its SCTP one is `sloppy_sctp`). Default off.
     #[serde(default)]
     pub sloppy_udp: bool,
+    /// `sloppy_consistent_only` (wvs's own): `sloppy_tcp` takes an unknown flow only for a
+    /// service whose scheduler is consistent (mh, sh, dh, fo, or a plugin that declares
+    /// `CONSISTENT`): it picks the server that any other balancer with the same servers
+    /// picked, so a flow the routers move between balancers stays on its server. Another
+    /// service answers such a segment with a reset, as without `sloppy_tcp` (sync its
+    /// connections instead). Default off (IPVS: every scheduler).
+    #[serde(default)]
+    pub sloppy_consistent_only: bool,
     /// `backup_only`: while the sync daemon runs as backup, this director balances
     /// nothing and leaves the packets to its own stack, so that a DR or TUN backup that
     /// holds the VIP on a loopback does not send packets back to the master's servers.
@@ -259,6 +267,7 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
                 }
                 "sloppy_tcp" => s.sloppy_tcp = flag()?,
                 "sloppy_udp" => s.sloppy_udp = flag()?,
+                "sloppy_consistent_only" => s.sloppy_consistent_only = flag()?,
                 "backup_only" => s.backup_only = flag()?,
                 "sync_persist_mode" => s.sync_persist_mode = flag()?,
                 "sync_threshold" => {
@@ -315,7 +324,7 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
                         "unknown field `{other}`, expected one of `cache_bypass`, \
                          `nat_icmp_send`, `pmtu_disc`, `expire_nodest_conn`, \
                          `expire_quiescent_template`, `conn_reuse_mode`, `sloppy_tcp`, \
-                         `sloppy_udp`, `backup_only`, `sync_threshold`, \
+                         `sloppy_udp`, `sloppy_consistent_only`, `backup_only`, `sync_threshold`, \
                          `sync_refresh_period`, `sync_retries`, `sync_persist_mode`, \
                          `sync_ports`, `sync_sock_size`, `sync_qlen_max`, `sync_full_period`"
                     ));
@@ -349,6 +358,7 @@ impl From<spec::Sysctl> for Sysctl {
             conn_reuse_mode,
             sloppy_tcp,
             sloppy_udp,
+            sloppy_consistent_only,
             backup_only,
             sync,
         } = s;
@@ -361,6 +371,7 @@ impl From<spec::Sysctl> for Sysctl {
             conn_reuse_mode,
             sloppy_tcp,
             sloppy_udp,
+            sloppy_consistent_only,
             backup_only,
             sync_threshold: [sync.threshold, sync.period],
             sync_refresh_period: sync.refresh_period,
@@ -385,6 +396,7 @@ impl From<Sysctl> for spec::Sysctl {
             conn_reuse_mode,
             sloppy_tcp,
             sloppy_udp,
+            sloppy_consistent_only,
             backup_only,
             sync_threshold: [threshold, period],
             sync_refresh_period,
@@ -404,6 +416,7 @@ impl From<Sysctl> for spec::Sysctl {
             conn_reuse_mode,
             sloppy_tcp,
             sloppy_udp,
+            sloppy_consistent_only,
             backup_only,
             sync: spec::SyncSettings {
                 threshold,

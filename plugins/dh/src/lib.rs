@@ -32,6 +32,8 @@ pub fn hashkey(addr_fold: u32) -> usize {
 
 impl Scheduler for Dh {
     const NAME: &'static str = "dh";
+    /// Its choice depends only on the connection and the real servers.
+    const FLAGS: u32 = wvs_sdk::sched_flags::CONSISTENT;
 
     /// `ip_vs_dh_reassign`: one bucket per server in turn.
     fn update(&mut self, dests: &[DestInfo], _svc_flags: u32) {

@@ -11,6 +11,8 @@ pub struct Fo;
 
 impl Scheduler for Fo {
     const NAME: &'static str = "fo";
+    /// Its choice depends only on the connection and the real servers.
+    const FLAGS: u32 = wvs_sdk::sched_flags::CONSISTENT;
 
     fn schedule(
         &mut self,

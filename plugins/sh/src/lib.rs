@@ -47,6 +47,8 @@ impl Sh {
 
 impl Scheduler for Sh {
     const NAME: &'static str = "sh";
+    /// Its choice depends only on the connection and the real servers.
+    const FLAGS: u32 = wvs_sdk::sched_flags::CONSISTENT;
 
     /// `ip_vs_sh_reassign`: walk the servers circularly, giving each `weight` buckets in a
     /// row (and at least one).

@@ -773,7 +773,7 @@ impl Datapath {
         key: &ConnKey,
         sysctl: crate::spec::Sysctl,
     ) -> Result<InLookup, Option<DropReason>> {
-        self.may_schedule(info, key, sysctl).map_err(Some)?;
+        self.may_schedule(svc, info, key, sysctl).map_err(Some)?;
         let (dest, control) = self
             .schedule_new(svc, now, info, key, sysctl)
             .map_err(Some)?;
@@ -820,7 +820,12 @@ impl Datapath {
             local: (conn.laddr(), conn.lport),
             app: app::AppCtx::of(&conn),
         };
-        self.add_conn(conn, svc, dest, info, fwd)
+        let unknown = info.proto == Protocol::Tcp && !info.flags.syn;
+        let added = self.add_conn(conn, svc, dest, info, fwd);
+        if unknown && added.is_ok() {
+            stats::bump(&self.stats.unknown_flows);
+        }
+        added
     }
 
     /// The real server for a new connection of `svc`, and the link to the persistence
@@ -881,13 +886,21 @@ impl Datapath {
     #[inline]
     fn may_schedule(
         &self,
+        svc: &VirtualService,
         info: &L4Info,
         key: &ConnKey,
         sysctl: crate::spec::Sysctl,
     ) -> Result<(), DropReason> {
         // tcp_conn_schedule: only a SYN starts a connection, or with sloppy_tcp any
         // segment but a reset (a director that takes over flows it was never told of).
-        if info.proto == Protocol::Tcp && (info.flags.rst || !(info.flags.syn || sysctl.sloppy_tcp))
+        // With sloppy_consistent_only (wvs's), only a consistent scheduler takes such a
+        // segment: it picks the server any other balancer picked; another would send the
+        // flow to a server that never saw it.
+        if info.proto == Protocol::Tcp
+            && (info.flags.rst
+                || !(info.flags.syn
+                    || (sysctl.sloppy_tcp
+                        && (!sysctl.sloppy_consistent_only || svc.sched.consistent()))))
         {
             return Err(DropReason::NoConnIn);
         }
@@ -1523,6 +1536,8 @@ fn l4_flags(
 
 #[cfg(test)]
 mod app_tests;
+#[cfg(test)]
+mod ecmp_tests;
 #[cfg(test)]
 mod sync_tests;
 #[cfg(test)]

@@ -162,6 +162,9 @@ pub struct DatapathStats {
     pub icmp_sent: AtomicU64,
     /// TCP resets sent for segments of no connection.
     pub resets_sent: AtomicU64,
+    /// Connections started by a TCP segment other than a SYN (`sloppy_tcp`): flows the
+    /// routers moved here from another balancer, or that a restarted one forgot.
+    pub unknown_flows: AtomicU64,
     /// Application helpers.
     pub helper: HelperCounters,
     drops: Box<[AtomicU64]>,
@@ -177,6 +180,7 @@ impl Default for DatapathStats {
             rx_gso: AtomicU64::new(0),
             icmp_sent: AtomicU64::new(0),
             resets_sent: AtomicU64::new(0),
+            unknown_flows: AtomicU64::new(0),
             helper: HelperCounters::default(),
             drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
@@ -222,6 +226,8 @@ pub struct StatsSum {
     pub icmp_sent: u64,
     /// TCP resets sent.
     pub resets_sent: u64,
+    /// Connections started by a TCP segment other than a SYN.
+    pub unknown_flows: u64,
     /// Application helpers: calls, rewrites, faults, expected connections registered,
     /// refused and matched, segments cut.
     pub helper: [u64; HELPER_EVENTS.len()],
@@ -244,6 +250,7 @@ impl StatsSum {
             s.rx_gso += w.rx_gso.load(Relaxed);
             s.icmp_sent += w.icmp_sent.load(Relaxed);
             s.resets_sent += w.resets_sent.load(Relaxed);
+            s.unknown_flows += w.unknown_flows.load(Relaxed);
             let h = &w.helper;
             for (acc, c) in s.helper.iter_mut().zip([
                 &h.calls,

@@ -303,6 +303,8 @@ pub struct WasmScheduler {
     warm: bool,
     /// Above this a call is slow (µs).
     slow_call_us: u64,
+    /// What it declared ([`wvs_sdk::sched_flags`]; 0 without `wvs_sched_flags`).
+    flags: u32,
 }
 
 impl std::fmt::Debug for WasmScheduler {
@@ -331,6 +333,24 @@ impl WasmScheduler {
             |store| shared_fn.call(store, ()),
         );
         let shared = r.map_err(|e| abi_err(format!("{e:#}")))? as usize;
+        // Optional: a module without it declares nothing; one with another signature is
+        // refused.
+        let flags = if instance
+            .get_export(&mut store, abi::SCHED_FLAGS_FN)
+            .is_some()
+        {
+            let f: TypedFunc<(), u32> = export(p, &mut store, &instance, abi::SCHED_FLAGS_FN)?;
+            let (r, _) = call(
+                &p.runtime.clock,
+                &mut store,
+                PLUGIN_SETUP_DEADLINE_EPOCHS,
+                CallKind::Quick,
+                |store| f.call(store, ()),
+            );
+            r.map_err(|e| abi_err(format!("{}: {e:#}", abi::SCHED_FLAGS_FN)))?
+        } else {
+            0
+        };
         let size = SHARED_DESTS_OFFSET + wvs_sdk::MAX_DESTS * std::mem::size_of::<DestInfo>();
         if shared
             .checked_add(size)
@@ -348,11 +368,17 @@ impl WasmScheduler {
             clock: p.runtime.clock.clone(),
             slow_score: 0,
             warm: false,
+            flags,
             slow_call_us: p
                 .runtime
                 .slow_call_us
                 .load(std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// What it declared about itself ([`wvs_sdk::sched_flags`]).
+    pub fn flags(&self) -> u32 {
+        self.flags
     }
 
     /// Return the plugin's name.

@@ -659,3 +659,55 @@ fn a_plugin_is_known_by_its_sha256_and_its_bytes() {
     );
     assert!(!p.is("other", &p.digest, text.as_bytes()));
 }
+
+/// `wvs_sched_flags`: the hashing built-ins declare themselves consistent, the others do
+/// not; a module without the export declares nothing; one with another signature is
+/// refused; a service whose plugin fell back to wlc is no longer consistent.
+#[test]
+fn schedulers_declare_whether_they_are_consistent() {
+    let rt = runtime();
+    for p in rt.builtins().unwrap() {
+        if p.kind != PluginKind::Scheduler {
+            continue;
+        }
+        let w = p.instantiate().unwrap();
+        let want = ["mh", "sh", "dh", "fo"].contains(&p.name.as_str());
+        assert_eq!(
+            w.flags() & wvs_sdk::sched_flags::CONSISTENT != 0,
+            want,
+            "{}",
+            p.name
+        );
+        let native = Scheduler::from_name(&p.name).unwrap();
+        assert_eq!(native.flags(), w.flags(), "{} native and wasm", p.name);
+    }
+    let plain = custom(&rt, &wat(1, "i32.const 0")).unwrap();
+    assert_eq!(plain.instantiate().unwrap().flags(), 0);
+    let declares = |f: &str| {
+        let text = wat(1, "i32.const 0").replace(
+            "(func (export \"wvs_update\")",
+            &format!("{f}\n(func (export \"wvs_update\")"),
+        );
+        custom(&rt, &text)
+    };
+    let c = declares(r#"(func (export "wvs_sched_flags") (result i32) i32.const 1)"#).unwrap();
+    let st = SchedState::new(&SchedChoice::new("custom", Some(c)), 0);
+    assert!(st.consistent());
+    let bad = declares(r#"(func (export "wvs_sched_flags") (param i32) (result i32) i32.const 1)"#);
+    assert!(matches!(bad, Err(PluginError::Abi { .. })), "{bad:?}");
+    // A consistent plugin that traps falls back to wlc: no longer consistent.
+    let c = custom(
+        &rt,
+        &wat(1, "unreachable").replace(
+            "(func (export \"wvs_update\")",
+            "(func (export \"wvs_sched_flags\") (result i32) i32.const 1)\n(func (export \"wvs_update\")",
+        ),
+    )
+    .unwrap();
+    let st = SchedState::new(&SchedChoice::new("custom", Some(c)), 0);
+    assert!(st.consistent());
+    let d = dests(&[(1, 0, 0)]);
+    let _ = st.schedule(&d, &mut conn(1, 1), 0);
+    assert!(!st.runs_plugin());
+    assert!(!st.consistent(), "its fallback, wlc, is not");
+}

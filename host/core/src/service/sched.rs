@@ -173,6 +173,18 @@ impl SchedState {
         matches!(self.inner.lock().running, Running::Wasm(_))
     }
 
+    /// Whether what runs now is consistent ([`wvs_sdk::sched_flags::CONSISTENT`]): the
+    /// plugin's declaration, or the native scheduler's (a plugin that fell back to wlc is
+    /// not). Read only for a flow the table does not know, off the common path.
+    pub fn consistent(&self) -> bool {
+        let g = self.inner.lock();
+        let flags = match &g.running {
+            Running::Native(_) => g.fallback.flags(),
+            Running::Wasm(w) => w.flags(),
+        };
+        flags & wvs_sdk::sched_flags::CONSISTENT != 0
+    }
+
     /// Tell the scheduler about the real servers now, as IPVS's `add_dest`/`del_dest`/
     /// `upd_dest` do when each command runs (the control side calls this once per change,
     /// so a scheduler whose state depends on the order of changes, like wrr's current
