@@ -57,6 +57,10 @@ need openssl openssl
 need systemd-analyze systemd
 # Two directors under VRRP (e2e_sync): keepalived, VRRP only.
 need keepalived keepalived
+# Directors behind a router's ECMP (e2e_ecmp, examples/ecmp): BIRD 2 on the router and on
+# each director (BGP), and the test's client of long-lived connections in Python.
+need bird bird2
+need python3 python3
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2

@@ -122,6 +122,17 @@ enum Command {
         /// --config file may name them.
         #[arg(long)]
         allow_misc_checks: bool,
+        /// Hold each VIP this balancer can serve as an address of a TUN device of this
+        /// name (created by wvs, gone with it), for a routing daemon to announce: BIRD's
+        /// `protocol direct`, FRR's `redistribute connected`. A VIP leaves the device when
+        /// none of its services has a server taking connections, and every VIP leaves
+        /// when wvs stops, crashes or is killed. See docs/scaling-out.md.
+        #[arg(long, value_name = "IF")]
+        announce: Option<String>,
+        /// This balancer's name in a fleet: every /metrics series carries
+        /// node="NAME", so that one Prometheus scrapes the directors apart.
+        #[arg(long, value_name = "NAME", env = "WVS_NODE")]
+        node: Option<String>,
     },
     /// Compile a plugin module from standard input within a memory budget (internal:
     /// `wvs run` compiles uploads this way, and kills it after its time budget).
@@ -208,6 +219,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             token_file,
             user,
             allow_misc_checks,
+            announce,
+            node,
         } => {
             // One per core, up to the most wvs runs (a 96-core machine starts with 64).
             let workers = workers.unwrap_or_else(|| {
@@ -235,6 +248,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 token_file,
                 user,
                 allow_misc_checks,
+                announce,
+                node,
             })?;
         }
     }

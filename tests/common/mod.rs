@@ -46,6 +46,8 @@ pub const TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/topo
 
 /// The two-director topology's script (`Topo::pair`).
 pub const PAIR_TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/pair.sh");
+/// Three directors behind a router's ECMP (scripts/ecmp.sh).
+pub const ECMP_TOPOLOGY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ecmp.sh");
 /// The `wvs` binary the tests run: `$WVS_BIN` when set (scripts/test.sh sets it to the
 /// release binary, so that the flood and load tests measure what users run and one build
 /// serves the end-to-end tests, the demo and the oracle), else the debug binary cargo
@@ -80,6 +82,8 @@ pub struct Topo {
     pub onearm: bool,
     /// Two directors (scripts/pair.sh).
     pub pair: bool,
+    /// Three directors behind a router's ECMP (scripts/ecmp.sh).
+    pub ecmp: bool,
 }
 
 /// How the topology is built (`topology.sh up PREFIX [onearm|pair]`).
@@ -88,6 +92,7 @@ enum Shape {
     TwoArmed,
     OneArm,
     Pair,
+    Ecmp,
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -121,8 +126,17 @@ impl Topo {
         Self::build(name, big, Shape::OneArm)
     }
 
+    /// Three one-armed directors (lb1..lb3) behind a router (rt) that spreads the VIPs'
+    /// flows over them, the real servers set up for direct routing (the VIPs on their
+    /// loopback): scripts/ecmp.sh. No route to the VIPs until the directors announce them.
+    pub fn ecmp(name: &str) -> Self {
+        let t = Self::build(name, false, Shape::Ecmp);
+        t.script("dr");
+        t
+    }
+
     fn build(name: &str, big: bool, shape: Shape) -> Self {
-        let onearm = shape == Shape::OneArm;
+        let onearm = matches!(shape, Shape::OneArm | Shape::Ecmp);
         let prefix = format!("w{}{:04x}", name, rand_u16());
         let dir = std::env::temp_dir().join(format!("wvs-e2e-{prefix}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -132,14 +146,17 @@ impl Topo {
             dir,
             onearm,
             pair: shape == Shape::Pair,
+            ecmp: shape == Shape::Ecmp,
         };
         let mut up = Command::new("bash");
         if t.pair {
             up.args([PAIR_TOPOLOGY, "up", &t.prefix]);
+        } else if t.ecmp {
+            up.args([ECMP_TOPOLOGY, "up", &t.prefix]);
         } else {
             up.args([TOPOLOGY, "up", &t.prefix]);
         }
-        if onearm {
+        if shape == Shape::OneArm {
             up.arg("onearm");
         }
         run(&mut up);
@@ -163,11 +180,16 @@ impl Topo {
     pub fn script(&self, cmd: &str) {
         let script = if self.pair && ["takeover", "release"].contains(&cmd) {
             PAIR_TOPOLOGY
+        } else if self.ecmp && ["dead", "alive"].contains(&cmd.split(' ').next().unwrap_or("")) {
+            ECMP_TOPOLOGY
         } else {
             TOPOLOGY
         };
+        let mut words = cmd.split(' ');
+        let verb = words.next().unwrap_or_default();
         let st = Command::new("bash")
-            .args([script, cmd, &self.prefix])
+            .args([script, verb, &self.prefix])
+            .args(words)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -304,7 +326,13 @@ impl Topo {
 
 impl Drop for Topo {
     fn drop(&mut self) {
-        let script = if self.pair { PAIR_TOPOLOGY } else { TOPOLOGY };
+        let script = if self.pair {
+            PAIR_TOPOLOGY
+        } else if self.ecmp {
+            ECMP_TOPOLOGY
+        } else {
+            TOPOLOGY
+        };
         let _ = Command::new("bash")
             .args([script, "down", &self.prefix])
             .status();
@@ -442,6 +470,13 @@ impl Wvs {
         let _ = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
             .status();
+    }
+
+    /// Kill it (SIGKILL: no clean-up of its own) and wait for it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Stop with SIGTERM and return the exit status.

@@ -108,6 +108,11 @@ pub const NEIGH_REFRESH_MS: u64 = 1000;
 /// How soon a real server with no known next hop is looked up again.
 pub const NEIGH_RETRY_MS: u64 = 100;
 
+/// How often the VIPs held for the routing daemon (`wvs run --announce`) are compared with
+/// the servers' health: a VIP whose last server fails is withdrawn within this much of
+/// the check's verdict.
+pub const ANNOUNCE_TICK_MS: u64 = 200;
+
 /// UDP port the neighbour resolver sends an empty datagram to, to make the kernel resolve a
 /// next hop's link-layer address (discard service, RFC 863).
 pub const NEIGH_PROBE_PORT: u16 = 9;

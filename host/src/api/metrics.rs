@@ -48,6 +48,10 @@ struct Scrape {
     sync: Vec<(Labels, u64)>,
     sync_ignored: Vec<(Labels, u64)>,
     sync_daemons: Vec<(Labels, i64)>,
+    /// Connections started by a TCP segment other than a SYN.
+    unknown_flows: u64,
+    /// With `--announce`: each VIP, 1 while announced.
+    announced: Vec<(Labels, i64)>,
 }
 
 /// How a metric reads its value from a row of `T`, and so its type.
@@ -355,6 +359,12 @@ const DROPS: &[Def<(Labels, u64)>] = &[count(
     |r| r.1,
 )];
 
+const ANNOUNCED: &[Def<(Labels, i64)>] = &[gauge(
+    "wvs_announced",
+    "With --announce: 1 while the VIP is on the device for the routing daemon to announce (one of its services has a server taking connections), else 0.",
+    |r| r.1,
+)];
+
 const FRAMES_AND_TABLE: &[Def<Scrape>] = &[
     count("wvs_rx_frames", "Frames received by the datapath.", |s| {
         s.rx
@@ -363,6 +373,11 @@ const FRAMES_AND_TABLE: &[Def<Scrape>] = &[
     count("wvs_passed_frames", "Frames left to the kernel.", |s| {
         s.passed
     }),
+    count(
+        "wvs_unknown_flows",
+        "Connections started by a TCP segment other than a SYN (sloppy_tcp): flows another balancer started, moved here by the routers.",
+        |s| s.unknown_flows,
+    ),
     gauge(
         "wvs_connection_table_entries",
         "Connections tracked now.",
@@ -481,7 +496,8 @@ impl Collector for Scrape {
         families(e, API_EVENTS, &one_label("event", &api), |r| &r.0)?;
         families(e, SYNC_DAEMON, &self.sync_daemons, |r| &r.0)?;
         families(e, SYNC_EVENTS, &self.sync, |r| &r.0)?;
-        families(e, SYNC_IGNORED, &self.sync_ignored, |r| &r.0)
+        families(e, SYNC_IGNORED, &self.sync_ignored, |r| &r.0)?;
+        families(e, ANNOUNCED, &self.announced, |r| &r.0)
     }
 }
 
@@ -506,8 +522,14 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
     }
     services(&snap, &mut s);
     datapath(&st, &mut s);
-    let mut reg = prometheus_client::registry::Registry::default();
-    reg.register_collector(Box::new(s));
+    if let Some((_, held)) = &*st.announced.lock() {
+        let vips: std::collections::BTreeSet<_> = snap.services().map(|v| v.key.addr).collect();
+        s.announced = vips
+            .into_iter()
+            .map(|a| (vec![("vip", a.to_string())], i64::from(held.contains(&a))))
+            .collect();
+    }
+    let reg = registry(st.node.as_deref(), s);
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {
         return super::ApiError::new(
@@ -524,6 +546,20 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// The scrape in a registry; with `--node`, every series carries `node="NAME"`, so that
+/// one Prometheus scrapes a fleet of balancers apart.
+fn registry(node: Option<&str>, s: Scrape) -> prometheus_client::registry::Registry {
+    let mut reg = match node {
+        Some(n) => prometheus_client::registry::Registry::with_labels(std::iter::once((
+            std::borrow::Cow::Borrowed("node"),
+            std::borrow::Cow::Owned(n.to_string()),
+        ))),
+        None => prometheus_client::registry::Registry::default(),
+    };
+    reg.register_collector(Box::new(s));
+    reg
 }
 
 /// Each service's and real server's rows.
@@ -627,6 +663,7 @@ fn datapath(st: &super::ApiState, s: &mut Scrape) {
         .map(|(name, n)| (vec![("event", (*name).to_string())], n))
         .collect();
     (s.rx, s.tx, s.passed) = (sum.rx, sum.tx, sum.passed);
+    s.unknown_flows = sum.unknown_flows;
     s.conns = st.conns.len() as u64;
     s.capacity = st.max_conns as u64;
     s.defense = st.conns.defense().status().into();
@@ -719,9 +756,10 @@ mod tests {
                 labels(&[("state", "master"), ("interface", "eth1"), ("syncid", "1")]),
                 1,
             )],
+            unknown_flows: 21,
+            announced: vec![(labels(&[("vip", "198.18.100.1")]), 1)],
         };
-        let mut reg = prometheus_client::registry::Registry::default();
-        reg.register_collector(Box::new(s));
+        let reg = registry(Some("lb1"), s);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).expect("encode");
         let golden =

@@ -65,6 +65,11 @@ pub struct ApiState {
     pub server: Arc<server::ServerStats>,
     /// One connection-table walk at a time.
     pub conn_walk: tokio::sync::Semaphore,
+    /// This balancer's name in a fleet (`--node`): a label on every metric.
+    pub node: Option<String>,
+    /// With `--announce`: the device and the VIPs it holds now.
+    pub announced:
+        parking_lot::Mutex<Option<(String, std::collections::BTreeSet<std::net::IpAddr>)>>,
 }
 
 impl std::fmt::Debug for ApiState {

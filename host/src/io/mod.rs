@@ -13,6 +13,7 @@
 //! - [`broker`]: the process that keeps CAP_NET_RAW, for the sockets of an interface that
 //!   comes back.
 
+pub mod announce;
 pub mod broker;
 pub mod bufring;
 pub mod neigh;

@@ -68,6 +68,11 @@ pub struct RunOptions {
     pub user: String,
     /// Changes over the API may add misc health checks (`--allow-misc-checks`).
     pub allow_misc_checks: bool,
+    /// The TUN device that holds the VIPs this balancer can serve, for a routing daemon
+    /// to announce (`--announce`).
+    pub announce: Option<String>,
+    /// This balancer's name in a fleet: a `node` label on every metric (`--node`).
+    pub node: Option<String>,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -209,7 +214,14 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let signals = Signals::new()?;
     tracing::info!(workers = opts.workers, io = opts.io.name(), ifaces = ?opts.ifaces, "ready");
     let neighbours = watch(links, resolver, &handle, &api, held.check_path.clone());
+    let announcing = held.announcer.map(|a| announce(a, &api, &conns));
     let result = serve(&opts, signals, &api, &conns, &mut workers).await;
+    // Withdrawn first, so that the routers stop sending while wvs still forwards.
+    if let Some(t) = announcing {
+        t.abort();
+        let _ = t.await;
+        tracing::info!("the announced VIPs are withdrawn");
+    }
     neighbours.abort();
     let _ = neighbours.await;
     shutdown(
@@ -280,6 +292,20 @@ fn check_usage(opts: &RunOptions) -> Result<(), RunError> {
     names.dedup();
     if names.len() != opts.ifaces.len() {
         return Err(RunError::Usage("an interface is given twice".into()));
+    }
+    if let Some(n) = &opts.node
+        && !crate::io::announce::valid_node(n)
+    {
+        return Err(RunError::Usage(format!(
+            "--node {n:?}: give 1 to 63 letters, digits, '.', '-' or '_'"
+        )));
+    }
+    if let Some(d) = &opts.announce
+        && !crate::io::announce::valid_device(d)
+    {
+        return Err(RunError::Usage(format!(
+            "--announce {d:?}: not an interface name (1 to 15 characters, no '/', ':' or space)"
+        )));
     }
     if opts.workers == 0 || opts.workers > crate::consts::MAX_WORKERS {
         return Err(RunError::Usage(format!(
@@ -436,6 +462,8 @@ struct Privileged {
     check_path: Option<Arc<crate::health::via::CheckPath>>,
     /// The API's socket and TLS settings.
     api_listener: Option<ApiListener>,
+    /// The device that holds the announced VIPs (`--announce`).
+    announcer: Option<crate::io::announce::Announcer>,
 }
 
 /// The API's listening socket and its TLS settings (`None`: plain HTTP).
@@ -499,6 +527,15 @@ async fn set_up_privileged(
         Some(addr) => Some(listen_api(opts, addr).await?),
         None => None,
     };
+    // Asked for, it must work: a balancer that cannot announce would not be found.
+    let announcer = match &opts.announce {
+        Some(name) => Some(
+            crate::io::announce::Announcer::open(handle, name)
+                .await
+                .map_err(|e| RunError::Usage(format!("--announce {name}: {e}")))?,
+        ),
+        None => None,
+    };
     crate::privs::raise_nofile();
     match crate::privs::drop_to_kept(opts.io == Backend::Xdp) {
         Ok(d) => tracing::info!(kept = ?d.kept, dropped = d.dropped.len(), "capabilities dropped"),
@@ -508,6 +545,7 @@ async fn set_up_privileged(
         broker,
         check_path,
         api_listener,
+        announcer,
     })
 }
 
@@ -708,6 +746,8 @@ async fn start_api(
         api_hosts: opts.api_hosts.clone(),
         server: Default::default(),
         conn_walk: tokio::sync::Semaphore::new(1),
+        node: opts.node.clone(),
+        announced: Default::default(),
     });
     {
         // Drained real servers leave once their connections end or their period is over.
@@ -783,6 +823,37 @@ fn watch(
             if let Err(e) = resolver.refresh(&snapshot.load(), all).await {
                 tracing::warn!("next-hop refresh failed: {e}");
             }
+        }
+    })
+}
+
+/// Keep the announced VIPs as the servers' health and the sync daemon say, every
+/// `ANNOUNCE_TICK_MS`. Aborting the task drops the device, which withdraws them all.
+fn announce(
+    mut a: crate::io::announce::Announcer,
+    api: &Arc<crate::api::ApiState>,
+    conns: &Arc<ConnTable>,
+) -> tokio::task::JoinHandle<()> {
+    let (api, conns) = (api.clone(), conns.clone());
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(crate::consts::ANNOUNCE_TICK_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let snap = api.snapshot.load();
+            let serving = !(snap.sysctl.backup_only && conns.sync().is_backup());
+            let want = crate::io::announce::wanted(&snap, serving);
+            match a.reconcile(&want).await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(device = a.name(), "cannot change the announced VIPs: {e}");
+                }
+                Err(_) => {}
+            }
+            *api.announced.lock() = Some((a.name().to_string(), a.held().clone()));
         }
     })
 }
