@@ -403,3 +403,77 @@ fn the_announcement_follows_the_servers_health_and_the_process() {
             .contains("the announced VIPs are withdrawn")
     );
 }
+
+/// Where the scheduler is not consistent (rr), the directors keep each other's connections
+/// with IPVS's sync daemon instead: each runs a master and a backup on one multicast group,
+/// so each knows every connection and a flow moved to it goes on as it was.
+#[test]
+fn without_a_consistent_scheduler_the_sync_daemon_keeps_the_connections() {
+    let topo = Topo::ecmp("esync");
+    let config = topo.dir.join("wvs-rr-sync.toml");
+    let mh = std::fs::read_to_string(example("wvs.toml")).expect("examples/ecmp/wvs.toml");
+    let rr = mh
+        .replace("scheduler = \"mh\"", "scheduler = \"rr\"")
+        .replace("flags = [\"mh-port\", \"mh-fallback\"]", "")
+        .replace("sloppy_tcp = true", "sloppy_tcp = false");
+    assert!(
+        rr.contains("scheduler = \"rr\"") && rr.contains("sloppy_tcp = false"),
+        "{rr}"
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{rr}\n[[daemon]]\nstate = \"master\"\nmcast_interface = \"s0\"\nsyncid = 1\n\n\
+             [[daemon]]\nstate = \"backup\"\nmcast_interface = \"s0\"\nsyncid = 1\n"
+        ),
+    )
+    .expect("config");
+    let _rt = Bird::start(&topo, "rt", &example("bird-router.conf"));
+    let mut lbs: Vec<(Wvs, Bird)> = (1..=3)
+        .map(|i| {
+            let lb = format!("lb{i}");
+            let w = Wvs::start_in(
+                &topo,
+                &lb,
+                Some(&config),
+                &["--announce", "wvs-vip", "--node", &lb],
+            );
+            (w, Bird::start(&topo, &lb, &example("bird-director.conf")))
+        })
+        .collect();
+    wait_hops(
+        &topo,
+        &["198.19.0.1", "198.19.0.2", "198.19.0.3"],
+        Duration::from_secs(30),
+    );
+    let mut client = Client::start(&topo);
+    client.open(90);
+    // Every connection passes the sync threshold (its third packet) and the masters send
+    // their last partial message within 2 s.
+    std::thread::sleep(Duration::from_secs(4));
+    client.all_alive(90);
+    let started = syn_started(&topo, "lb2");
+    assert!(started > 0, "lb2 carries some");
+    topo.script("dead lb2");
+    lbs[1].0.kill9();
+    lbs[1].1.kill9();
+    wait_hops(
+        &topo,
+        &["198.19.0.1", "198.19.0.3"],
+        HOLD + Duration::from_secs(2),
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    let r = client.all_alive(90);
+    eprintln!("rr with sync, lb2 (carrying {started}) killed: {r}");
+    for lb in ["lb1", "lb3"] {
+        assert_eq!(
+            metric(&topo, lb, "wvs_unknown_flows_total"),
+            0,
+            "{lb} knew them all"
+        );
+    }
+    drop(client);
+    for lb in [0, 2] {
+        lbs[lb].0.stop();
+    }
+}
