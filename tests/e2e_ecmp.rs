@@ -9,6 +9,8 @@
 //! receiving (an nftables table drops everything), then wvs and BIRD are killed with
 //! SIGKILL, so the router learns of it only by its BGP hold timer (3 s).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

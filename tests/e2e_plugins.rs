@@ -410,6 +410,15 @@ fn c_header_layouts_match_the_rust_abi() {
         "WVS_SVC_F_SCHED3".into(),
         wvs_sdk::svc_flags::SCHED3 as usize,
     );
+    check(
+        "WVS_SCHED_F_CONSISTENT".into(),
+        wvs_sdk::sched_flags::CONSISTENT as usize,
+    );
+    // The export macros compile, the optional flags beside a scheduler's.
+    c += "static void up(const wvs_dest_info *d, uint32_t n, uint32_t f) { (void)d; (void)n; (void)f; }\n\
+          static int32_t pick(const wvs_conn_info *c, const wvs_dest_info *d, uint32_t n) \
+          { (void)c; (void)d; return n ? 0 : -1; }\n\
+          WVS_EXPORT_SCHEDULER(up, pick)\nWVS_SCHEDULER_FLAGS(WVS_SCHED_F_CONSISTENT)\n";
     // The C file goes to a directory removed however the test ends.
     struct TempDir(std::path::PathBuf);
     impl Drop for TempDir {

@@ -532,6 +532,10 @@ pub(crate) struct DatapathView {
     pub icmp_sent: u64,
     /// TCP resets answered to segments of no connection.
     pub resets_sent: u64,
+    /// Connections started by a TCP segment other than a SYN (`sloppy_tcp`: flows moved
+    /// here from another balancer).
+    #[serde(default)]
+    pub unknown_flows: u64,
     /// Application helper events (calls, rewrites, faults, expects, expects_refused,
     /// expects_matched, segmented), those that occurred.
     #[serde(default)]
@@ -600,6 +604,7 @@ impl StatsView {
                 rx_gso: sum.rx_gso,
                 icmp_sent: sum.icmp_sent,
                 resets_sent: sum.resets_sent,
+                unknown_flows: sum.unknown_flows,
                 helpers: crate::datapath::stats::HELPER_EVENTS
                     .iter()
                     .zip(sum.helper)
