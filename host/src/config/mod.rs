@@ -277,12 +277,13 @@ impl TryFrom<std::collections::BTreeMap<String, serde_json::Value>> for Sysctl {
                         .as_array()
                         .filter(|a| a.len() == 2)
                         .and_then(|a| Some([whole_in(&a[0], 0, max)?, whole_in(&a[1], 0, max)?]));
+                    // Threshold below period: Config::check, once the whole is read.
                     s.sync_threshold = match pair {
-                        Some([t, p]) if p == 0 || t < p => [t as u32, p as u32],
+                        Some([t, p]) => [t as u32, p as u32],
                         _ => {
                             return Err(format!(
-                                "sync_threshold: expected [threshold, period] with threshold \
-                                 below period (or period 0), not {v}"
+                                "sync_threshold: expected [threshold, period], two whole \
+                                 numbers from 0 to 2147483647, not {v}"
                             ));
                         }
                     }
@@ -1511,6 +1512,17 @@ impl Config {
     /// scheduler known.
     pub fn check(&self) -> Result<(), ConfigError> {
         daemon::check(&self.daemons)?;
+        // The kernel's proc_do_sync_threshold: two ints, the first below the second unless
+        // that is 0. A pair of numbers that breaks only this is a conflict (409), as the
+        // schema cannot say it.
+        let sync = &self.sysctl.sync;
+        if sync.period != 0 && sync.threshold >= sync.period {
+            return Err(conflict(format!(
+                "sync_threshold: expected [threshold, period] with threshold below period \
+                 (or period 0), not [{}, {}]",
+                sync.threshold, sync.period
+            )));
+        }
         let mut names = HashSet::new();
         for p in &self.plugins {
             if !names.insert(&p.name) {

@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
-use futures::TryStreamExt;
 use parking_lot::Mutex;
 
 use crate::conn::ConnTable;
@@ -31,26 +30,16 @@ use crate::consts::{
 };
 use crate::io::neigh::IfaceInfo;
 use crate::io::socket::PacketSocket;
-use crate::io::tun::Tun;
+use crate::io::tun::{Tun, TunError};
 use crate::model::{Forward, Protocol};
 use crate::service::Dest;
 use crate::wire::checksum::CsumMode;
 use crate::wire::{ETHERNET_HEADER_LEN, EthernetFrame, EthernetProtocol, Ipv4Packet};
 use crate::xmit;
 
-/// Why the check path could not be set up (checks then go to the servers' own addresses).
-#[derive(Debug, thiserror::Error)]
-pub enum ViaError {
-    /// The TUN device or a packet socket.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// A route, a rule or the device's settings.
-    #[error("netlink: {0}")]
-    Netlink(#[from] rtnetlink::Error),
-    /// The device vanished before it could be set up.
-    #[error("the device {0} is gone")]
-    NoDevice(String),
-}
+/// Why the check path could not be set up (checks then go to the servers' own addresses):
+/// the TUN device, a route or rule ([`TunError::Netlink`]), or a packet socket.
+pub type ViaError = TunError;
 
 /// A check in flight: the real server it is for, and the VIP when it connected to the
 /// stand-in address.
@@ -97,26 +86,7 @@ impl CheckPath {
         conns: Arc<ConnTable>,
         standin_always: bool,
     ) -> Result<Arc<Self>, ViaError> {
-        let tun = Tun::open(CHECK_TUN)?;
-        let link = handle
-            .link()
-            .get()
-            .match_name(CHECK_TUN)
-            .execute()
-            .try_next()
-            .await?
-            .ok_or_else(|| ViaError::NoDevice(CHECK_TUN.into()))?;
-        let index = link.header.index;
-        handle
-            .link()
-            .set(
-                rtnetlink::LinkUnspec::new_with_index(index)
-                    .mtu(CHECK_TUN_MTU)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await?;
+        let (tun, index) = Tun::open_up(handle, CHECK_TUN, Some(CHECK_TUN_MTU)).await?;
         let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
             .output_interface(index)
             .table_id(CHECK_TABLE)

@@ -17,24 +17,14 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 
-use crate::io::tun::Tun;
+use crate::io::tun::{Tun, TunError};
 use crate::service::Snapshot;
 
-/// Why the device could not be set up or changed.
-#[derive(Debug, thiserror::Error)]
-pub enum AnnounceError {
-    /// The TUN device.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// An address or the link's state.
-    #[error("netlink: {0}")]
-    Netlink(#[from] rtnetlink::Error),
-    /// The device vanished before it could be set up.
-    #[error("the device {0} is gone")]
-    NoDevice(String),
-}
+/// Why the device could not be set up or changed: the device, or an address on it
+/// ([`TunError::Netlink`]).
+pub type AnnounceError = TunError;
 
 /// The device and the VIPs it holds.
 #[derive(Debug)]
@@ -78,21 +68,7 @@ pub fn valid_device(n: &str) -> bool {
 impl Announcer {
     /// Create the device `name`, up, with no address yet.
     pub async fn open(handle: &rtnetlink::Handle, name: &str) -> Result<Self, AnnounceError> {
-        let tun = Tun::open(name)?;
-        let link = handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await?
-            .ok_or_else(|| AnnounceError::NoDevice(name.into()))?;
-        let index = link.header.index;
-        handle
-            .link()
-            .set(rtnetlink::LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await?;
+        let (tun, index) = Tun::open_up(handle, name, None).await?;
         Ok(Self {
             tun,
             index,
@@ -134,18 +110,8 @@ impl Announcer {
         if gone.is_empty() {
             return Ok(());
         }
-        let mut msgs = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(self.index)
-            .execute();
-        while let Some(m) = msgs.try_next().await? {
-            let addr = m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(a) | AddressAttribute::Address(a) => Some(*a),
-                _ => None,
-            });
-            if let Some(a) = addr.filter(|a| gone.contains(a)) {
+        for (a, m) in self.addresses().await? {
+            if gone.contains(&a) {
                 self.handle.address().del(m).execute().await?;
                 tracing::info!(vip = %a, device = self.name(), "withdrawn: no server takes connections");
             }
@@ -158,20 +124,28 @@ impl Announcer {
 
     /// Whether the device has the address `a`.
     async fn has(&self, a: IpAddr) -> Result<bool, AnnounceError> {
+        Ok(self.addresses().await?.iter().any(|(x, _)| *x == a))
+    }
+
+    /// The device's addresses, each with its message (what deleting it takes).
+    async fn addresses(&self) -> Result<Vec<(IpAddr, AddressMessage)>, AnnounceError> {
         let mut msgs = self
             .handle
             .address()
             .get()
             .set_link_index_filter(self.index)
             .execute();
+        let mut out = Vec::new();
         while let Some(m) = msgs.try_next().await? {
-            if m.attributes.iter().any(
-                |x| matches!(x, AddressAttribute::Local(l) | AddressAttribute::Address(l) if *l == a),
-            ) {
-                return Ok(true);
+            let addr = m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(a) | AddressAttribute::Address(a) => Some(*a),
+                _ => None,
+            });
+            if let Some(a) = addr {
+                out.push((a, m));
             }
         }
-        Ok(false)
+        Ok(out)
     }
 }
 

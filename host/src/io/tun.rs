@@ -21,6 +21,20 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
+/// Why a TUN device could not be created and brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum TunError {
+    /// The device itself (`/dev/net/tun`, `TUNSETIFF`).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Its state (up, MTU), or a route or address on it.
+    #[error("netlink: {0}")]
+    Netlink(#[from] rtnetlink::Error),
+    /// It vanished before it could be set up.
+    #[error("the device {0} is gone")]
+    NoDevice(String),
+}
+
 /// An open TUN device.
 #[derive(Debug)]
 pub(crate) struct Tun {
@@ -57,6 +71,31 @@ impl Tun {
             file,
             name: name.into(),
         })
+    }
+
+    /// Create the TUN device `name` and bring it up (with `mtu` if given); its index.
+    pub async fn open_up(
+        handle: &rtnetlink::Handle,
+        name: &str,
+        mtu: Option<u32>,
+    ) -> Result<(Self, u32), TunError> {
+        use futures::TryStreamExt;
+        let tun = Self::open(name)?;
+        let link = handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await?
+            .ok_or_else(|| TunError::NoDevice(name.into()))?;
+        let index = link.header.index;
+        let mut set = rtnetlink::LinkUnspec::new_with_index(index).up();
+        if let Some(m) = mtu {
+            set = set.mtu(m);
+        }
+        handle.link().set(set.build()).execute().await?;
+        Ok((tun, index))
     }
 
     /// Read one IP packet (blocking).

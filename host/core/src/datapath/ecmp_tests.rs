@@ -158,3 +158,37 @@ fn a_server_removed_on_every_director_moves_mostly_its_own_flows() {
         stayed + moved
     );
 }
+
+#[test]
+fn a_udp_flow_goes_to_the_same_server_on_every_director() {
+    // UDP has no handshake: every director schedules any datagram of a flow it does not
+    // know (sloppy_udp or not), and mh picks the same server on each.
+    let svc = || Service {
+        flags: wvs_sdk::svc_flags::SCHED2,
+        ..service(
+            Protocol::Udp,
+            53,
+            "mh",
+            RS.iter().map(|r| real(r)).collect(),
+        )
+    };
+    let dirs = [
+        director(&[svc()], false, true),
+        director(&[svc()], false, true),
+    ];
+    let dgram = |port: u16| {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+            .ipv4(CLIENT, VIP, 64)
+            .udp(port, 53)
+            .write(&mut v, b"q")
+            .unwrap();
+        v
+    };
+    for port in 50_000..50_200u16 {
+        let a = sent_to(&dirs[0], dgram(port)).unwrap();
+        assert_eq!(sent_to(&dirs[1], dgram(port)), Ok(a), "port {port}");
+    }
+    // Not counted as unknown flows: a UDP flow's first datagram starts it anywhere.
+    assert_eq!(dirs[1].dp.stats.unknown_flows.load(Relaxed), 0);
+}
