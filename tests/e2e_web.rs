@@ -133,13 +133,23 @@ async fn fill(c: &Client, id: &str, value: &str) {
     e.send_keys(value).await.expect("type");
 }
 
+/// Click the element `css` names. The dashboard redraws its tables as it polls, so the
+/// element found may be replaced before the click lands (a stale reference): find it
+/// again and click that one, a few times at most.
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    for attempt in 0.. {
+        let e = c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match e.click().await {
+            Ok(()) => return,
+            Err(e) if attempt < 10 && e.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
 }
 
 fn artifacts() -> std::path::PathBuf {
