@@ -178,15 +178,15 @@ impl Topo {
     /// a pair). Its output is not kept: what it starts in the background (socat) would
     /// hold a pipe open.
     pub fn script(&self, cmd: &str) {
-        let script = if self.pair && ["takeover", "release"].contains(&cmd) {
+        let mut words = cmd.split(' ');
+        let verb = words.next().unwrap_or_default();
+        let script = if self.pair && ["takeover", "release"].contains(&verb) {
             PAIR_TOPOLOGY
-        } else if self.ecmp && ["dead", "alive"].contains(&cmd.split(' ').next().unwrap_or("")) {
+        } else if self.ecmp && ["dead", "alive"].contains(&verb) {
             ECMP_TOPOLOGY
         } else {
             TOPOLOGY
         };
-        let mut words = cmd.split(' ');
-        let verb = words.next().unwrap_or_default();
         let st = Command::new("bash")
             .args([script, verb, &self.prefix])
             .args(words)

@@ -89,7 +89,8 @@ impl Announcer {
 
     /// Put `want` on the device and take off what is not in it (each change logged).
     pub async fn reconcile(&mut self, want: &BTreeSet<IpAddr>) -> Result<(), AnnounceError> {
-        for &a in want.difference(&self.held.clone()) {
+        let new: Vec<IpAddr> = want.difference(&self.held).copied().collect();
+        for a in new {
             let len = if a.is_ipv6() { 128 } else { 32 };
             if let Err(e) = self
                 .handle
