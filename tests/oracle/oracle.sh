@@ -312,7 +312,14 @@ replay() {
   if [ "$rc" != 0 ]; then
     log "scenario $scenario failed:"
     tail -40 "$out/stderr" >&2
-    [ ! -f "$out/wvs.log" ] || { log "wvs's log (last lines):"; tail -20 "$out/wvs.log" >&2; }
+    # What the scenario saw (its traffic's answers) and what wvs said beyond the routine.
+    [ ! -f "$out/wvs.txt" ] || { log "the scenario's output so far (last lines):"; tail -30 "$out/wvs.txt" >&2; }
+    [ ! -f "$out/wvs.log" ] || {
+      log "wvs's warnings and errors:"
+      grep -E ' (WARN|ERROR) ' "$out/wvs.log" | tail -20 >&2 || true
+      log "wvs's log (last lines):"
+      tail -20 "$out/wvs.log" >&2
+    }
     exit 1
   fi
 }

@@ -141,14 +141,20 @@ pub const PLUGIN_EPOCH_US: u64 = 100;
 pub const PLUGIN_EPOCH_IDLE_TICKS: u32 = 50;
 
 /// Epochs of wall-clock time after which a plugin call's running time is examined: 7 ticks
-/// (0.6 to 0.7 ms, the first tick may come at once); then a window of
-/// [`PLUGIN_OVERRUN_WINDOW_TICKS`] in which it must have run to be interrupted, so a
-/// runaway call ends within 0.9 ms. A scheduler call takes about a microsecond: a call
-/// this long is a runaway plugin holding a worker, not a slow one.
+/// (0.6 to 0.7 ms, the first tick may come at once); then
+/// [`PLUGIN_OVERRUN_RUNNING_WINDOWS`] windows of [`PLUGIN_OVERRUN_WINDOW_TICKS`] in which it
+/// must have run to be interrupted, so a runaway call ends within 1.1 ms. A scheduler call
+/// takes about a microsecond: a call this long is a runaway plugin holding a worker, not a
+/// slow one.
 pub const PLUGIN_DEADLINE_EPOCHS: u64 = 7;
 /// The window, in ticks, over which the thread's CPU clock tells a running call (at least
-/// half of it on the CPU: interrupted) from a preempted one (given another window).
+/// half of it on the CPU) from a preempted one (given another window).
 pub const PLUGIN_OVERRUN_WINDOW_TICKS: u64 = 2;
+/// Windows in a row a call must have run in to be interrupted: two, since the CPU clock
+/// of one window may hold a burst of the kernel's work (a fresh instance's page faults,
+/// a softirq that ran in the worker's time), which took a helper of a CI run's FTP
+/// session for a runaway one and cut the session.
+pub const PLUGIN_OVERRUN_RUNNING_WINDOWS: u32 = 2;
 /// Windows after which a call is interrupted however little it ran (10 ms of wall time).
 pub const PLUGIN_OVERRUN_MAX_WINDOWS: u32 = 50;
 /// Deadline of a plugin's instantiation and ABI checks, in epochs (1 s): on the control

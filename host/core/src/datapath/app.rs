@@ -381,6 +381,7 @@ impl super::Datapath {
                     // passes through unmodified from now on.
                     inner.faulted = true;
                     stats::bump(&hs.faults);
+                    let faults = hs.faults.load(std::sync::atomic::Ordering::Relaxed);
                     // No instance (being rebuilt after a failure) is no new trap.
                     if !matches!(e, crate::plugin::PluginError::NoInstance { .. }) {
                         pool.plugin
@@ -389,7 +390,17 @@ impl super::Datapath {
                             .traps
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    tracing::debug!(helper = pool.name(), "helper failed: {e}");
+                    // Logged at the 1st, 2nd, 4th, 8th... fault: a helper failing on
+                    // every connection fills no disk, one failing once is seen.
+                    if faults.is_power_of_two() {
+                        tracing::warn!(
+                            helper = pool.name(),
+                            faults,
+                            "helper failed: {e}; the connection goes on without it"
+                        );
+                    } else {
+                        tracing::debug!(helper = pool.name(), faults, "helper failed: {e}");
+                    }
                     break;
                 }
             }

@@ -8,8 +8,8 @@ use wvs_sdk::{ConnInfo, DestInfo, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET, SHARE
 use super::{MAX_MEMORY, Plugin, PluginError};
 use crate::consts::{
     PLUGIN_DEADLINE_EPOCHS, PLUGIN_EPOCH_US, PLUGIN_MAX_TABLE_ELEMENTS, PLUGIN_OVERRUN_MAX_WINDOWS,
-    PLUGIN_OVERRUN_WINDOW_TICKS, PLUGIN_SETUP_DEADLINE_EPOCHS, PLUGIN_SLOW_SCORE_LIMIT,
-    PLUGIN_SLOW_SCORE_STEP,
+    PLUGIN_OVERRUN_RUNNING_WINDOWS, PLUGIN_OVERRUN_WINDOW_TICKS, PLUGIN_SETUP_DEADLINE_EPOCHS,
+    PLUGIN_SLOW_SCORE_LIMIT, PLUGIN_SLOW_SCORE_STEP,
 };
 use std::time::Duration;
 
@@ -20,9 +20,8 @@ pub(super) struct StoreData {
     pub(super) now: u64,
     /// What a helper's `expect` may register, and what it did (helpers only).
     pub(super) expect: super::helper::ExpectScope,
-    /// The current call's overrun, once its deadline passed: the thread's CPU time at the
-    /// start of the window being measured, and how many windows were measured.
-    overrun: Option<(std::time::Duration, u32)>,
+    /// The current call's overrun, once its deadline passed.
+    overrun: Option<Overrun>,
     /// The thread's CPU time when the current call started, for a call timed from its
     /// start ([`CallKind::Measured`]).
     cpu_start: Option<Duration>,
@@ -93,6 +92,18 @@ impl wasmtime::ResourceLimiter for Limits {
     }
 }
 
+/// A call past its deadline, as measured so far.
+#[derive(Debug, Clone, Copy)]
+struct Overrun {
+    /// The thread's CPU time at the start of the window being measured (of the call, for
+    /// a [`CallKind::Measured`] one).
+    start: Duration,
+    /// Windows measured.
+    windows: u32,
+    /// The last windows in a row in which the call ran at least half of the time.
+    running: u32,
+}
+
 /// How a call's overrun is judged once its deadline has passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum CallKind {
@@ -131,8 +142,9 @@ impl StoreData {
     }
 
     /// The call's deadline passed (in wall-clock ticks). Interrupt it if it was running:
-    /// the thread's CPU clock must show it ran at least half of a window of
-    /// `PLUGIN_OVERRUN_WINDOW_TICKS` after the deadline. A worker preempted in the middle
+    /// the thread's CPU clock must show it ran at least half of each of
+    /// `PLUGIN_OVERRUN_RUNNING_WINDOWS` windows of `PLUGIN_OVERRUN_WINDOW_TICKS` in a row
+    /// after the deadline. A worker preempted in the middle
     /// of a short call (a busy machine) gets more windows, up to
     /// `PLUGIN_OVERRUN_MAX_WINDOWS`, instead of its plugin being taken for a runaway one.
     fn deadline_passed(&mut self) -> wasmtime::UpdateDeadline {
@@ -142,33 +154,42 @@ impl StoreData {
         let window = PLUGIN_OVERRUN_WINDOW_TICKS;
         if let Some(start) = self.cpu_start {
             // Measured from its start: interrupted once it ran for its deadline.
-            let windows = &mut self.overrun.get_or_insert((start, 0)).1;
-            *windows += 1;
+            let o = self.overrun.get_or_insert(Overrun {
+                start,
+                windows: 0,
+                running: 0,
+            });
+            o.windows += 1;
             let budget = Duration::from_micros(PLUGIN_EPOCH_US * self.deadline_ticks);
-            return if now.saturating_sub(start) >= budget || *windows >= PLUGIN_OVERRUN_MAX_WINDOWS
+            return if now.saturating_sub(start) >= budget || o.windows >= PLUGIN_OVERRUN_MAX_WINDOWS
             {
                 wasmtime::UpdateDeadline::Interrupt
             } else {
                 wasmtime::UpdateDeadline::Continue(window)
             };
         }
-        match &mut self.overrun {
-            None => {
-                self.overrun = Some((now, 0));
-                wasmtime::UpdateDeadline::Continue(window)
-            }
-            Some((start, windows)) => {
-                let ran = now.saturating_sub(*start);
-                *windows += 1;
-                if ran >= Duration::from_micros(PLUGIN_EPOCH_US * window / 2)
-                    || *windows >= PLUGIN_OVERRUN_MAX_WINDOWS
-                {
-                    wasmtime::UpdateDeadline::Interrupt
-                } else {
-                    *start = now;
-                    wasmtime::UpdateDeadline::Continue(window)
-                }
-            }
+        let Some(o) = &mut self.overrun else {
+            self.overrun = Some(Overrun {
+                start: now,
+                windows: 0,
+                running: 0,
+            });
+            return wasmtime::UpdateDeadline::Continue(window);
+        };
+        o.windows += 1;
+        // The thread's CPU clock also counts what the kernel did in its time (page faults,
+        // and interrupts and softirqs where their time is not accounted apart): one window
+        // of it is no proof, windows in a row are.
+        if now.saturating_sub(o.start) >= Duration::from_micros(PLUGIN_EPOCH_US * window / 2) {
+            o.running += 1;
+        } else {
+            o.running = 0;
+        }
+        if o.running >= PLUGIN_OVERRUN_RUNNING_WINDOWS || o.windows >= PLUGIN_OVERRUN_MAX_WINDOWS {
+            wasmtime::UpdateDeadline::Interrupt
+        } else {
+            o.start = now;
+            wasmtime::UpdateDeadline::Continue(window)
         }
     }
 }
