@@ -43,6 +43,9 @@ pub struct Service<C = ()> {
     pub udp_on_failure: Option<bool>,
     /// Whether a failed server's UDP flows move.
     pub udp_move: bool,
+    /// One-packet scheduling (`IP_VS_SVC_F_ONEPACKET`, `ipvsadm -o`): each UDP datagram is
+    /// scheduled on its own and leaves no connection behind.
+    pub ops: bool,
     /// Real servers, in order.
     pub reals: Vec<Real<C>>,
 }
@@ -64,6 +67,7 @@ impl<C> Service<C> {
             check: None,
             udp_on_failure: None,
             udp_move: false,
+            ops: false,
             reals: Vec::new(),
         }
     }
@@ -103,6 +107,7 @@ impl<C> Service<C> {
             check: self.check.as_ref().and_then(&f),
             udp_on_failure: self.udp_on_failure,
             udp_move: self.udp_move,
+            ops: self.ops,
             reals: self
                 .reals
                 .iter()

@@ -233,6 +233,9 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
                     let _ = write!(out, " mask {}", s.netmask);
                 }
             }
+            if s.ops {
+                out.push_str(" ops");
+            }
             // wvs's own: the application helpers (ipvsadm lists ip_vs_app elsewhere).
             if !s.helpers.is_empty() {
                 let _ = write!(out, " helper {}", s.helpers.join(","));
@@ -319,6 +322,9 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
         }
         if !s.flags.is_empty() {
             let _ = write!(out, " -b {}", s.flags.join(","));
+        }
+        if s.ops {
+            out.push_str(" -o");
         }
         if !s.helpers_default {
             let h = if s.helpers.is_empty() {

@@ -562,6 +562,7 @@ fn virtual_server(n: &Node, out: &mut Import) {
         helpers: None,
         check: None,
         udp_on_failure: None,
+        ops: false,
         laddrs: vec![],
         reals: vec![],
     };
@@ -588,6 +589,15 @@ fn virtual_server(n: &Node, out: &mut Import) {
         reals,
         sorry,
     } = vs;
+    // keepalived clears `ops` on a service that is not UDP, with a warning.
+    if svc.ops && svc.protocol != "udp" {
+        svc.ops = false;
+        out.notes.push(format!(
+            "{}: ops (one-packet scheduling) is for UDP services: left out of this {} one, as keepalived does",
+            n.at,
+            svc.protocol.to_ascii_uppercase()
+        ));
+    }
     for r in reals {
         if let Some(real) = real_server(r, &svc, &method, &defaults, inhibit, out) {
             svc.reals.push(real);
@@ -680,6 +690,7 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
         "delay_before_retry" => vs.defaults.delay_before_retry = secs(c, out),
         "virtualhost" => vs.defaults.virtualhost = one(c, out).map(Into::into),
         "inhibit_on_failure" => vs.inhibit = true,
+        "ops" => vs.svc.ops = true,
         "ip_family" => {
             // keepalived's check that the virtual server's address is of the family.
             let v6 = vs.svc.address.starts_with('[');

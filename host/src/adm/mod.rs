@@ -23,7 +23,7 @@ wvs adm: ipvsadm's commands for a running wvs, over its REST API
 
 Usage:
   wvs adm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
-          [--helper name[,name]|none] [check options]
+          [-o] [--helper name[,name]|none] [check options]
   wvs adm -D virtual-service
   wvs adm -C
   wvs adm -R                      (reads -S lines from stdin; applied all or nothing)
@@ -57,6 +57,8 @@ Options:
   --netmask      -M netmask     persistence granularity, e.g. 255.255.255.0
   --sched-flags  -b flags       (with -A/-E) sh-fallback sh-port mh-fallback mh-port
                                 flag-1 flag-2 flag-3
+  --ops          -o             one-packet scheduling (UDP services): each datagram is
+                                scheduled on its own, no connection is kept
   --real-server  -r address     ip[:port]; without a port, the service's port
   --gatewaying   -g             direct routing (the default, as ipvsadm's): the server
                                 shares a segment with wvs and holds the VIP
@@ -134,7 +136,7 @@ wvs's own:
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
 Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -6,
---ops, --pe (later work)
+--pe (later work)
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
@@ -558,6 +560,11 @@ fn change(a: &Args) -> Result<Change, Failure> {
         });
     }
     let check = check_def(a)?;
+    if a.ops && protocol != "udp" {
+        return Err(usage(
+            "One-Packet Scheduling is only for UDP virtual services",
+        ));
+    }
     Ok(match cmd {
         Cmd::AddService => Change::AddService {
             service: ServiceDef {
@@ -576,6 +583,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
                     helpers: d.helpers,
                     check,
                     udp_on_failure: None,
+                    ops: d.ops,
                 },
                 protocol,
                 address,
@@ -614,6 +622,7 @@ fn service_def(a: &Args, protocol: &str, address: &str) -> ServiceDef {
         helpers: a.helper.as_deref().map(parse_helpers),
         check: None,
         udp_on_failure: a.udp_on_failure.clone(),
+        ops: a.ops,
         laddrs: Vec::new(),
         reals: vec![],
     }

@@ -157,6 +157,8 @@ pub struct Args {
     pub hint: Option<u32>,
     /// --udp-on-failure keep|move (wvs's own, with -A): a failed server's UDP flows.
     pub udp_on_failure: Option<String>,
+    /// -o/--ops (with -A/-E): one-packet scheduling.
+    pub ops: bool,
     /// --sorry (wvs's own, with -a): a sorry server (keepalived's `sorry_server`).
     pub sorry: bool,
     /// --check-port, --check-host, --check-status, --check-digest, --check-contains,
@@ -434,7 +436,6 @@ fn apply(a: &mut Args, long: &'static str, v: &str) -> Result<(), UsageError> {
         return Ok(());
     }
     Err(usage(match long {
-        "ops" => "one-packet scheduling (-o/--ops) is not supported by wvs".to_string(),
         "pe" => "persistence engines (--pe) are not supported by wvs".to_string(),
         other => format!("--{other} is not supported by wvs"),
     }))
@@ -555,6 +556,7 @@ fn service_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError>
             .sched_flags
             .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
         "udp-on-failure" => a.udp_on_failure = Some(v.into()),
+        "ops" => a.ops = true,
         "laddr" => a.laddr = Some(v.into()),
         "ipv6" => a.ipv6 = true,
         _ => return Ok(false),

@@ -40,6 +40,9 @@ pub struct ServiceView {
     /// A failed real server's UDP flows: `keep` or `move` (when configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_on_failure: Option<String>,
+    /// One-packet scheduling (ipvsadm `-o`).
+    #[serde(default)]
+    pub ops: bool,
     /// Counters since the service was added.
     pub stats: Totals,
     /// Rates (ip_vs_est: 2 s samples, EWMA).
@@ -192,6 +195,7 @@ impl ServiceView {
             helpers_default: s.spec.helpers.is_none(),
             check: def.check.clone(),
             udp_on_failure: def.udp_on_failure.clone(),
+            ops: def.ops,
             stats: s.stats.totals().into(),
             rates: s.stats.rates().into(),
             laddrs: s

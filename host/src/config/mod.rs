@@ -589,6 +589,12 @@ macro_rules! with_service_settings {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schema(value_type = Option<crate::schema::UdpOnFailure>)]
             pub udp_on_failure: Option<String>,
+            /// One-packet scheduling (ipvsadm `-o`, keepalived's `ops`), for UDP services:
+            /// every datagram is scheduled on its own and leaves no connection behind (a DNS
+            /// or syslog service whose clients keep one port). Replies of NAT servers find
+            /// no connection and leave as the servers sent them, as with IPVS.
+            #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+            pub ops: bool,
             $($after)*
         }
     };
@@ -644,6 +650,7 @@ impl ServiceSettings {
             helpers,
             check,
             udp_on_failure,
+            ops,
         } = self.clone();
         ServiceDef {
             protocol: protocol.into(),
@@ -655,6 +662,7 @@ impl ServiceSettings {
             helpers,
             check,
             udp_on_failure,
+            ops,
             laddrs: Vec::new(),
             reals: Vec::new(),
         }
@@ -1007,6 +1015,7 @@ impl From<&ServiceSpec> for ServiceDef {
             udp_on_failure: s
                 .udp_on_failure
                 .map(|m| if m { "move" } else { "keep" }.to_string()),
+            ops: s.ops,
             laddrs: s.laddrs.iter().map(|a| a.to_string()).collect(),
             reals: s.reals.iter().map(RealDef::from).collect(),
         }
@@ -1217,6 +1226,12 @@ impl ServiceDef {
                 )));
             }
         };
+        if self.ops && id.proto != Protocol::Udp {
+            return Err(conflict(format!(
+                "service {}: one-packet scheduling (ops) is only for UDP services",
+                self.address
+            )));
+        }
         let mut reals = Vec::with_capacity(self.reals.len());
         for r in &self.reals {
             reals.push(r.validate(id)?);
@@ -1239,6 +1254,7 @@ impl ServiceDef {
                 .transpose()?,
             udp_on_failure,
             udp_move: udp_on_failure == Some(true),
+            ops: self.ops,
             reals,
         })
     }
@@ -1570,6 +1586,15 @@ impl Config {
                     s.key(),
                     s.reals.len(),
                     wvs_sdk::MAX_DESTS
+                )));
+            }
+            // A full-NAT server's replies need the connection that chose its local
+            // address, which one-packet scheduling does not keep.
+            if s.ops && s.reals.iter().any(|r| r.fwd == Forward::FullNat) {
+                return Err(conflict(format!(
+                    "service {}: one-packet scheduling (ops) keeps no connection, which full \
+                     NAT's replies need: use NAT, DR or a tunnel",
+                    s.key()
                 )));
             }
             let mut seen_real = HashSet::new();

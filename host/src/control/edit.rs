@@ -307,6 +307,7 @@ fn edit_service(cfg: &mut Config, def: &ServiceDef) -> Result<(), EditError> {
     cur.flags = spec.flags;
     cur.persistent = spec.persistent;
     cur.netmask = spec.netmask;
+    cur.ops = spec.ops;
     if spec.helpers.is_some() {
         cur.helpers = spec.helpers;
     }
@@ -464,6 +465,7 @@ mod tests {
             helpers: None,
             check: None,
             udp_on_failure: None,
+            ops: false,
             laddrs: Vec::new(),
             reals: reals
                 .iter()
@@ -525,6 +527,7 @@ mod tests {
             helpers: None,
             check: None,
             udp_on_failure: None,
+            ops: false,
         };
         let cfg = apply_all(
             &cfg,

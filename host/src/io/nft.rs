@@ -180,7 +180,7 @@ impl Claims {
                 .dests
                 .iter()
                 .chain(s.draining.iter())
-                .filter(|d| d.forward().sees_replies())
+                .filter(|d| crate::service::claims_replies(&s.spec, d))
             {
                 let port = if d.port == 0 { port } else { d.port };
                 match d.addr {

@@ -806,7 +806,10 @@ impl Datapath {
             self.conns.defense().secure_tcp(),
         );
         conn.touch(now);
-        if self.conns.sync().is_master() {
+        // One-packet scheduling (`IP_VS_CONN_F_ONE_PACKET`, UDP only): the connection
+        // lives for this datagram, is never synced, and is not kept.
+        let one_packet = svc.spec.ops && info.proto == Protocol::Udp;
+        if self.conns.sync().is_master() && !one_packet {
             self.conns
                 .sync_in(self.worker, &mut conn, now, &sysctl.sync);
         }
@@ -820,6 +823,11 @@ impl Datapath {
             local: (conn.laddr(), conn.lport),
             app: app::AppCtx::of(&conn),
         };
+        if one_packet {
+            self.count_conn(svc, dest, info);
+            conn.release();
+            return Ok(InLookup::Forward(fwd));
+        }
         let unknown = info.proto == Protocol::Tcp && !info.flags.syn;
         let added = self.add_conn(conn, svc, dest, info, fwd);
         if unknown && added.is_ok() {
@@ -936,12 +944,7 @@ impl Datapath {
         };
         match inserted {
             Ok(()) => {
-                stats::bump(&self.stats.conns);
-                let w = self.worker;
-                dest.stats.worker(w).conn();
-                svc.stats.worker(w).conn();
-                dest.stats.worker(w).packet_in(info.total_len);
-                svc.stats.worker(w).packet_in(info.total_len);
+                self.count_conn(svc, dest, info);
                 Ok(InLookup::Forward(fwd))
             }
             Err(e) => {
@@ -954,6 +957,17 @@ impl Datapath {
                 Err(reason)
             }
         }
+    }
+
+    /// Count a new connection and its first packet.
+    #[inline]
+    fn count_conn(&self, svc: &VirtualService, dest: &Arc<Dest>, info: &L4Info) {
+        stats::bump(&self.stats.conns);
+        let w = self.worker;
+        dest.stats.worker(w).conn();
+        svc.stats.worker(w).conn();
+        dest.stats.worker(w).packet_in(info.total_len);
+        svc.stats.worker(w).packet_in(info.total_len);
     }
 
     /// Real server -> client (`ip_vs_out`): find the connection, restore the VIP as source
@@ -1538,6 +1552,8 @@ fn l4_flags(
 mod app_tests;
 #[cfg(test)]
 mod ecmp_tests;
+#[cfg(test)]
+mod ops_tests;
 #[cfg(test)]
 mod sync_tests;
 #[cfg(test)]

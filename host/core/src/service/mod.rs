@@ -65,6 +65,11 @@ pub struct VirtualService {
     pub draining: Vec<Arc<Dest>>,
 }
 
+/// Whether the replies of `d`, a real server of `spec`, are wvs's.
+pub fn claims_replies<C>(spec: &Service<C>, d: &Dest) -> bool {
+    d.forward().sees_replies() && !spec.ops
+}
+
 impl VirtualService {
     /// Each real server with its configuration, in configuration order.
     pub fn reals(&self) -> impl Iterator<Item = (&Arc<Dest>, &Real)> {
@@ -145,8 +150,11 @@ impl Snapshot {
                 .map(|r| dest_for(old, r))
                 .collect::<Vec<_>>();
             // Only NAT servers' packets come back through wvs: another method's server
-            // talks to its clients directly, and what it sends wvs is none of IPVS's.
-            for d in dests.iter().filter(|d| d.forward().sees_replies()) {
+            // talks to its clients directly, and what it sends wvs is none of IPVS's. A
+            // one-packet service keeps no connection for its replies: they are the
+            // kernel's, which routes them on as they are (IPVS's ip_vs_out finds no
+            // connection and accepts them).
+            for d in dests.iter().filter(|d| claims_replies(spec, d)) {
                 // Port 0: the virtual port, as the connections see it.
                 let port = if d.port == 0 { key.port } else { d.port };
                 snap.reals.insert((key.proto, d.addr, port));
@@ -207,7 +215,7 @@ impl Snapshot {
                 continue;
             };
             svc.draining.push(d.clone());
-            if d.forward().sees_replies() {
+            if claims_replies(&svc.spec, d) {
                 let port = if d.port == 0 { key.port } else { d.port };
                 self.reals.insert((key.proto, d.addr, port));
                 self.real_addrs.insert(d.addr);
