@@ -470,6 +470,7 @@ mod tests {
             helpers_default: true,
             check: None,
             udp_on_failure: None,
+            ops: false,
             draining: vec![],
             stats: Totals {
                 conns: 5123,
@@ -559,6 +560,33 @@ mod tests {
             out,
             "TCP  192.168.10.1:80 sh (sh-fallback,sh-port) persistent 300\n"
         );
+    }
+
+    /// ipvsadm's order: ` persistent T`, ` mask M`, then ` ops` (`-L`); `-p T -M M`, then
+    /// `-o` (`-S`), which `-R` reads back.
+    #[test]
+    fn one_packet_scheduling_is_listed_and_saved() {
+        let mut s = svc();
+        s.protocol = "udp".into();
+        s.address = "192.168.10.1:53".into();
+        s.ops = true;
+        s.netmask = "255.255.255.0".into();
+        s.reals.clear();
+        let mut out = String::new();
+        service(&mut out, &s, Listing::Plain, false);
+        assert_eq!(
+            out,
+            "UDP  192.168.10.1:53 wlc persistent 300 mask 255.255.255.0 ops\n"
+        );
+        let mut out = String::new();
+        save(&mut out, &[s]);
+        assert_eq!(
+            out,
+            "-A -u 192.168.10.1:53 -s wlc -p 300 -M 255.255.255.0 -o\n"
+        );
+        let words: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        let a = crate::adm::parse::parse(&words).expect("-R reads it");
+        assert!(a.ops);
     }
 
     #[test]

@@ -1016,6 +1016,25 @@ virtual_server 10.10.10.2 1358 {
 "#;
 
     #[test]
+    fn ops_as_keepalived_reads_it() {
+        // keepalived.conf(5): `ops` "one-packet scheduling", UDP only (cleared with a
+        // warning on another service).
+        let i = import_text(
+            "k.conf",
+            "virtual_server 198.18.100.1 53 {\n  lvs_sched rr\n  lvs_method DR\n  protocol UDP\n  ops\n  real_server 198.19.0.11 53 {\n  }\n}\n\
+             virtual_server 198.18.100.1 80 {\n  protocol TCP\n  ops\n  real_server 198.19.0.11 80 {\n  }\n}\n",
+        );
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        assert!(i.services[0].ops);
+        assert!(!i.services[1].ops);
+        assert!(
+            i.notes.iter().any(|n| n.starts_with("k.conf:9: ops")),
+            "{:?}",
+            i.notes
+        );
+    }
+
+    #[test]
     fn lvs_sync_daemon_starts_both_daemons() {
         let i = import_text(
             "k.conf",

@@ -947,6 +947,30 @@ mod tests {
     }
 
     #[test]
+    fn one_packet_scheduling_is_for_udp_services() {
+        let c = ch("-A -u 198.18.100.1:53 -s rr -o").unwrap();
+        assert!(
+            matches!(&c, Change::AddService { service } if service.ops),
+            "{c:?}"
+        );
+        let c = ch("-E -u 198.18.100.1:53 -s rr --ops").unwrap();
+        assert!(
+            matches!(&c, Change::EditService { settings, .. } if settings.ops),
+            "{c:?}"
+        );
+        // Without -o, -E turns it off, as ipvsadm's -E sets the flags given.
+        let c = ch("-E -u 198.18.100.1:53 -s rr").unwrap();
+        assert!(
+            matches!(&c, Change::EditService { settings, .. } if !settings.ops),
+            "{c:?}"
+        );
+        assert_eq!(
+            ch("-A -t 198.18.100.1:80 -o").unwrap_err(),
+            "One-Packet Scheduling is only for UDP virtual services"
+        );
+    }
+
+    #[test]
     fn commands_become_changes() {
         let c = ch("-A -t 198.18.100.1:80 -s rr -p 60 -M 255.255.255.0").unwrap();
         let Change::AddService { service } = c else {

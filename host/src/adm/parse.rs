@@ -867,7 +867,6 @@ mod tests {
             ("-A -t", "needs a value"),
             ("-J", "unknown option"),
             ("--frobnicate", "unknown option"),
-            ("-A -t 1.2.3.4:80 --ops", "not supported"),
             ("stray", "unexpected argument"),
             (
                 "-a -t 1.2.3.4:80 -r 10.0.0.1 -i --tun-type vxlan",

@@ -2065,6 +2065,36 @@ mod tests {
         );
     }
 
+    /// `ops` (ipvsadm -o): UDP services only, and no full NAT server (its replies need
+    /// the connection); written back as read.
+    #[test]
+    fn one_packet_scheduling_is_for_udp_services_without_full_nat() {
+        let cfg = parse(
+            "[[service]]\nprotocol='udp'\naddress='198.18.100.1:53'\nscheduler='rr'\nops=true\n\
+             [[service.real]]\naddress='198.19.0.11'\nforward='dr'\n",
+        )
+        .expect("a UDP service with -o");
+        assert!(cfg.services[0].ops);
+        let def = ServiceDef::from(&cfg.services[0]);
+        assert!(def.ops);
+        assert!(toml::to_string(&def).unwrap().contains("ops = true"));
+        for (text, want) in [
+            (
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nops=true\n",
+                "only for UDP services",
+            ),
+            (
+                "[[service]]\nprotocol='udp'\naddress='198.18.100.1:53'\nops=true\nladdrs=['198.19.0.1']\n\
+                 [[service.real]]\naddress='198.19.0.11'\nforward='fullnat'\n",
+                "keeps no connection",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.to_string().contains(want), "{text}: {e}");
+            assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
+        }
+    }
+
     /// A reload applies the file's own changes and keeps the operator's edits elsewhere.
     #[test]
     fn a_reload_merges_the_files_changes_into_the_running_configuration() {
