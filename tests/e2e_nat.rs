@@ -583,3 +583,66 @@ fn xdp_follows_services_added_and_removed_while_running() {
     // The services of the configuration were untouched by both changes.
     assert_eq!(topo.curl(&format!("http://{VIP}/")), "rs3");
 }
+
+/// One client port asking `n` times, on an unbound (unconnected) socket: each answer with
+/// the address it came from. A datagram unanswered within 2 s is asked again (a loaded
+/// machine may lose one); with one-packet scheduling the repeat is a new connection.
+const OPS_ASK: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+for _ in range(int(sys.argv[3])):
+    for _try in range(3):
+        s.sendto(b"who\n", (sys.argv[1], 9000))
+        s.settimeout(2)
+        try:
+            d, a = s.recvfrom(2048)
+            print(d.decode(errors="replace").strip(), a[0])
+            break
+        except socket.timeout:
+            pass
+"#;
+
+#[test]
+fn one_packet_scheduling_spreads_one_client_port_and_keeps_no_connection() {
+    let topo = Topo::new("ops", false);
+    let wvs = Wvs::start(&topo, Some(example()));
+    wvs.adm_ok(&["-E", "-u", &format!("{VIP}:9000"), "-s", "rr", "-o"]);
+    let saved = wvs.adm_ok(&["-S", "-n"]);
+    assert!(
+        saved.contains(&format!("-A -u {VIP}:9000 -s rr -o\n")),
+        "{saved}"
+    );
+    let out = topo.exec("cli", &["python3", "-c", OPS_ASK, VIP, "42000", "30"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let answers: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(answers.len(), 30, "every datagram answered:\n{text}");
+    // Round robin datagram by datagram (a repeat after a loss takes the next server).
+    let tally = Topo::tally(answers.iter().map(|(name, _)| name.clone()));
+    assert_eq!(tally.len(), 3, "one client port over every server: {tally:?}");
+    assert!(tally.values().all(|&n| n >= 8), "{tally:?}");
+    // A NAT server's answer has no connection to be rewritten by: it leaves as the server
+    // sent it, from its own address, as with IPVS.
+    for (name, from) in &answers {
+        let want = format!("198.19.0.1{}", &name[2..]);
+        assert_eq!(from, &want, "{name} answered from {from}");
+    }
+    let conns = wvs.adm_ok(&["-L", "-c", "-n"]);
+    assert!(!conns.contains(":42000"), "no entry is kept:\n{conns}");
+    let stats = wvs.adm_ok(&["-L", "-n", "--stats", "-u", &format!("{VIP}:9000")]);
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with("UDP"))
+        .unwrap_or_else(|| panic!("{stats}"));
+    let n: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(n >= 30, "each datagram counted as a connection: {stats}");
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!("UDP  {VIP}:9000 rr ops\n")),
+        "{listing}"
+    );
+}

@@ -180,7 +180,7 @@ impl Claims {
                 .dests
                 .iter()
                 .chain(s.draining.iter())
-                .filter(|d| crate::service::claims_replies(&s.spec, d))
+                .filter(|d| d.forward().sees_replies())
             {
                 let port = if d.port == 0 { port } else { d.port };
                 match d.addr {

@@ -1127,7 +1127,12 @@ impl Datapath {
         data: bool,
     ) -> Verdict {
         let (snap, info) = (rx.snap, &rx.info);
-        if data {
+        // A one-packet service's replies have no connection: IPVS's ip_vs_out accepts
+        // them, and the director's stack routes them on as the server sent them (unless
+        // nat_icmp_send answers them first, below).
+        let ops =
+            !snap.sysctl.nat_icmp_send && snap.is_ops_real(info.proto, info.saddr, info.sport);
+        if data || ops {
             let mut pkt = self.packet(buf, rx.meta, info);
             return match xmit::stack::bypass(&mut pkt) {
                 Err(xmit::Refused::TunnelGso) => {

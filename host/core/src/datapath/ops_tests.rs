@@ -1,7 +1,7 @@
 //! One-packet scheduling (`ipvsadm -o`, `IP_VS_SVC_F_ONEPACKET`): each UDP datagram of a
 //! service is scheduled on its own and leaves no connection behind; a persistent one still
 //! keeps its client on one server through the template; a NAT server's reply finds no
-//! connection and is left to the kernel, as IPVS's `ip_vs_out` accepts it.
+//! connection and is routed on as the server sent it, as IPVS's `ip_vs_out` accepts it.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -93,7 +93,7 @@ fn a_persistent_one_keeps_its_client_on_one_server() {
 }
 
 #[test]
-fn a_servers_reply_is_the_kernels() {
+fn a_servers_reply_is_routed_on_as_it_was_sent() {
     let h = ops(None);
     sent_to(&h, 0, datagram(5353));
     let mut reply = Vec::new();
@@ -103,12 +103,29 @@ fn a_servers_reply_is_the_kernels() {
         .write(&mut reply, b"answer")
         .unwrap();
     let before = reply.clone();
-    assert_eq!(h.dp.process(&h.snap, 1, FROM_RS, &mut reply), Verdict::Pass);
-    assert_eq!(reply, before, "left as the server sent it");
-    assert!(
-        !h.snap
-            .is_real(Protocol::Udp, "198.19.0.11".parse().unwrap(), 53)
+    let len = reply.len() - 14;
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut reply),
+        Verdict::Stack {
+            daddr: Ipv4Addr::from(CLIENT).into(),
+            len
+        }
     );
+    // Routed on: only the TTL (and the header checksum) changed.
+    assert_eq!(reply[14 + 8], before[14 + 8] - 1);
+    assert_eq!(
+        reply[14 + 12..],
+        before[14 + 12..],
+        "addresses, ports, payload"
+    );
+    // With nat_icmp_send, IPVS answers it with port unreachable instead.
+    let mut h = h;
+    h.snap.sysctl.nat_icmp_send = true;
+    let mut again = before.clone();
+    assert!(matches!(
+        h.dp.process(&h.snap, 2, FROM_RS, &mut again),
+        Verdict::Refused { .. } | Verdict::Drop(DropReason::NoConnOut)
+    ));
 }
 
 #[test]

@@ -65,11 +65,6 @@ pub struct VirtualService {
     pub draining: Vec<Arc<Dest>>,
 }
 
-/// Whether the replies of `d`, a real server of `spec`, are wvs's.
-pub fn claims_replies<C>(spec: &Service<C>, d: &Dest) -> bool {
-    d.forward().sees_replies() && !spec.ops
-}
-
 impl VirtualService {
     /// Each real server with its configuration, in configuration order.
     pub fn reals(&self) -> impl Iterator<Item = (&Arc<Dest>, &Real)> {
@@ -95,6 +90,8 @@ pub struct Snapshot {
     services: HashMap<ServiceKey, Arc<VirtualService>, foldhash::fast::RandomState>,
     /// (protocol, address, port) of every real server: replies come from these.
     reals: HashSet<(Protocol, IpAddr, u16), foldhash::fast::RandomState>,
+    /// Those of one-packet services (`ipvsadm -o`): their replies have no connection.
+    ops_reals: HashSet<(Protocol, IpAddr, u16), foldhash::fast::RandomState>,
     /// Every virtual IP address.
     vips: HashSet<IpAddr, foldhash::fast::RandomState>,
     /// Every real server address.
@@ -150,15 +147,15 @@ impl Snapshot {
                 .map(|r| dest_for(old, r))
                 .collect::<Vec<_>>();
             // Only NAT servers' packets come back through wvs: another method's server
-            // talks to its clients directly, and what it sends wvs is none of IPVS's. A
-            // one-packet service keeps no connection for its replies: they are the
-            // kernel's, which routes them on as they are (IPVS's ip_vs_out finds no
-            // connection and accepts them).
-            for d in dests.iter().filter(|d| claims_replies(spec, d)) {
+            // talks to its clients directly, and what it sends wvs is none of IPVS's.
+            for d in dests.iter().filter(|d| d.forward().sees_replies()) {
                 // Port 0: the virtual port, as the connections see it.
                 let port = if d.port == 0 { key.port } else { d.port };
                 snap.reals.insert((key.proto, d.addr, port));
                 snap.real_addrs.insert(d.addr);
+                if spec.ops {
+                    snap.ops_reals.insert((key.proto, d.addr, port));
+                }
             }
             snap.vips.insert(key.addr);
             let choice = resolve(&spec.scheduler);
@@ -215,7 +212,7 @@ impl Snapshot {
                 continue;
             };
             svc.draining.push(d.clone());
-            if claims_replies(&svc.spec, d) {
+            if d.forward().sees_replies() {
                 let port = if d.port == 0 { key.port } else { d.port };
                 self.reals.insert((key.proto, d.addr, port));
                 self.real_addrs.insert(d.addr);
@@ -254,6 +251,13 @@ impl Snapshot {
     #[inline]
     pub(crate) fn is_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
         !self.reals.is_empty() && self.reals.contains(&(proto, addr, port))
+    }
+
+    /// Whether `addr:port` is a NAT real server of a one-packet service: its replies find
+    /// no connection.
+    #[inline]
+    pub(crate) fn is_ops_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
+        !self.ops_reals.is_empty() && self.ops_reals.contains(&(proto, addr, port))
     }
 
     /// Whether `port` is one of the ports expected connections may use: port 20 (active
