@@ -623,7 +623,11 @@ fn one_packet_scheduling_spreads_one_client_port_and_keeps_no_connection() {
     assert_eq!(answers.len(), 30, "every datagram answered:\n{text}");
     // Round robin datagram by datagram (a repeat after a loss takes the next server).
     let tally = Topo::tally(answers.iter().map(|(name, _)| name.clone()));
-    assert_eq!(tally.len(), 3, "one client port over every server: {tally:?}");
+    assert_eq!(
+        tally.len(),
+        3,
+        "one client port over every server: {tally:?}"
+    );
     assert!(tally.values().all(|&n| n >= 8), "{tally:?}");
     // A NAT server's answer has no connection to be rewritten by: it leaves as the server
     // sent it, from its own address, as with IPVS.
@@ -644,5 +648,99 @@ fn one_packet_scheduling_spreads_one_client_port_and_keeps_no_connection() {
     assert!(
         listing.contains(&format!("UDP  {VIP}:9000 rr ops\n")),
         "{listing}"
+    );
+}
+
+/// Listeners started in namespaces for a test, stopped and reaped when it ends.
+struct Listeners(Vec<std::process::Child>);
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+on_every_backend!(an_all_port_service_keeps_a_client_on_one_server_across_ports:
+    an_all_port_service_keeps_a_client_on_one_server_across_ports_ring => "ring",
+    an_all_port_service_keeps_a_client_on_one_server_across_ports_uring => "uring",
+    an_all_port_service_keeps_a_client_on_one_server_across_ports_xdp => "xdp",
+);
+
+/// Every port of the VIP claimed from the kernel (nftables, or the XDP program) and
+/// served by one persistent service.
+fn an_all_port_service_keeps_a_client_on_one_server_across_ports(io: &str) {
+    let topo = Topo::new(&format!("all{io}"), false);
+    let wvs = Wvs::start_io(&topo, None, io);
+    // ipvsadm's words: a service without a port is port 0, which needs -p.
+    let (code, _, err) = wvs.adm(&["-A", "-t", VIP, "-s", "rr"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("Zero port specified for non-persistent service"),
+        "{err}"
+    );
+    wvs.adm_ok(&["-A", "-t", VIP, "-s", "rr", "-p", "120"]);
+    for i in 1..=3 {
+        wvs.adm_ok(&[
+            "-a",
+            "-t",
+            &format!("{VIP}:0"),
+            "-r",
+            &format!("198.19.0.1{i}"),
+            "-m",
+        ]);
+    }
+    let saved = wvs.adm_ok(&["-S", "-n"]);
+    assert!(
+        saved.contains(&format!("-A -t {VIP}:0 -s rr -p 120\n"))
+            && saved.contains(&format!("-a -t {VIP}:0 -r 198.19.0.11:0 -m -w 1\n")),
+        "{saved}"
+    );
+    // A second TCP port on every server, answering with the server's name.
+    let _listeners = Listeners(
+        (1..=3)
+            .map(|i| {
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &topo.ns(&format!("rs{i}"))])
+                    .args(["socat", "TCP-LISTEN:8081,reuseaddr,fork"])
+                    .arg(format!("SYSTEM:echo rs{i}"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("socat")
+            })
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let first = topo.curl(&format!("http://{VIP}/"));
+    for _ in 0..5 {
+        assert_eq!(topo.curl(&format!("http://{VIP}/")), first, "port 80");
+    }
+    let out = topo.exec(
+        "cli",
+        &["socat", "-T", "5", "-", &format!("TCP4:{VIP}:8081")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        first,
+        "port 8081 follows the client's template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One template for every port, listed as ipvsadm lists it (ports 0).
+    let conns = wvs.adm_ok(&["-L", "-c", "-n"]);
+    let n = first.trim_start_matches("rs");
+    let templates: Vec<&str> = conns.lines().filter(|l| l.contains(":0 ")).collect();
+    assert_eq!(templates.len(), 1, "{conns}");
+    let f: Vec<&str> = templates[0].split_whitespace().collect();
+    assert_eq!(
+        f[3..],
+        [
+            "198.18.0.2:0",
+            &format!("{VIP}:0"),
+            &format!("198.19.0.1{n}:0")
+        ],
+        "{conns}"
     );
 }

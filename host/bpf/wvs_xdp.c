@@ -190,9 +190,9 @@ static __attribute__((always_inline)) int mine6(const __u8 *ip, const __u8 *end)
 			return 0;
 		__u16 qsport = load16(q + 40), qdport = load16(q + 42);
 		return (known6(daddr, 0, KIND_VIP_ADDR, 0) &&
-			(known6(q + 8, q[6], KIND_VIP, qsport) ||
+			(known6(q + 8, q[6], KIND_VIP, qsport) || known6(q + 8, q[6], KIND_VIP, 0) ||
 			 (data_port(qsport) && known6(q + 8, q[6], KIND_DATA_VIP, 0)))) ||
-		       known6(q + 24, q[6], KIND_REAL, qdport) ||
+		       known6(q + 24, q[6], KIND_REAL, qdport) || known6(q + 24, q[6], KIND_REAL, 0) ||
 		       (data_port(qdport) && known6(q + 24, q[6], KIND_DATA_REAL, 0));
 	}
 	if (next != 6 && next != 17)
@@ -201,7 +201,9 @@ static __attribute__((always_inline)) int mine6(const __u8 *ip, const __u8 *end)
 	if (l4 + 4 > end)
 		return 0;
 	__u16 sport = load16(l4), dport = load16(l4 + 2);
+	// Port 0 in a VIP or REAL tuple: a port-0 service's, every port.
 	return known6(daddr, next, KIND_VIP, dport) || known6(saddr, next, KIND_REAL, sport) ||
+	       known6(daddr, next, KIND_VIP, 0) || known6(saddr, next, KIND_REAL, 0) ||
 	       (data_port(dport) && known6(daddr, next, KIND_DATA_VIP, 0)) ||
 	       (data_port(sport) && known6(saddr, next, KIND_DATA_REAL, 0));
 }
@@ -249,9 +251,9 @@ int wvs_xdp(struct xdp_md *ctx)
 			__u32 qs = load32(q + 12), qd = load32(q + 16);
 			__u16 qsport = load16(q + 20), qdport = load16(q + 22);
 			mine = (known(daddr, 0, KIND_VIP_ADDR, 0) &&
-				(known(qs, q[9], KIND_VIP, qsport) ||
+				(known(qs, q[9], KIND_VIP, qsport) || known(qs, q[9], KIND_VIP, 0) ||
 				 (data_port(qsport) && known(qs, q[9], KIND_DATA_VIP, 0)))) ||
-			       known(qd, q[9], KIND_REAL, qdport) ||
+			       known(qd, q[9], KIND_REAL, qdport) || known(qd, q[9], KIND_REAL, 0) ||
 			       (data_port(qdport) && known(qd, q[9], KIND_DATA_REAL, 0));
 		}
 	} else {
@@ -259,7 +261,9 @@ int wvs_xdp(struct xdp_md *ctx)
 		if (l4 + 4 > end)
 			return pass();
 		__u16 sport = load16(l4), dport = load16(l4 + 2);
+		// Port 0 in a VIP or REAL tuple: a port-0 service's, every port.
 		mine = known(daddr, proto, KIND_VIP, dport) || known(saddr, proto, KIND_REAL, sport) ||
+		       known(daddr, proto, KIND_VIP, 0) || known(saddr, proto, KIND_REAL, 0) ||
 		       (data_port(dport) && known(daddr, proto, KIND_DATA_VIP, 0)) ||
 		       (data_port(sport) && known(saddr, proto, KIND_DATA_REAL, 0));
 	}

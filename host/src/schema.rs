@@ -78,7 +78,7 @@ pub(crate) fn ip_pattern() -> String {
 
 /// Pattern of a virtual service's address: `a.b.c.d:port` or `[IPv6]:port`.
 pub(crate) fn vip_port_pattern() -> String {
-    format!("^{}$", addr_port(PORT))
+    format!("^{}$", addr_port(&format!("(0|{PORT})")))
 }
 
 /// Pattern of a real server's address: an IP address of either family, or with a port as
@@ -94,7 +94,7 @@ pub(crate) fn real_addr_pattern() -> String {
 
 /// Pattern of a service filter: `tcp/a.b.c.d:port` or `tcp/[IPv6]:port`.
 pub(crate) fn service_filter_pattern() -> String {
-    format!("^(tcp|udp)/{}$", addr_port(PORT))
+    format!("^(tcp|udp)/{}$", addr_port(&format!("(0|{PORT})")))
 }
 
 /// Pattern of a scheduler or plugin name.
@@ -131,8 +131,9 @@ schema_type!(
     /// A virtual service's address.
     VipPort,
     string(
-        "A virtual service's address and port (1-65535): a.b.c.d:port, or [IPv6]:port as \
-         ipvsadm writes it (any form RFC 4291 allows; listed canonically, RFC 5952)."
+        "A virtual service's address and port: a.b.c.d:port, or [IPv6]:port as ipvsadm \
+         writes it (any form RFC 4291 allows; listed canonically, RFC 5952). Port 0: every \
+         port of the address (a persistent service only, as IPVS)."
     )
     .pattern(Some(vip_port_pattern()))
     .examples(["198.18.100.1:80", "[2001:db8:18:100::1]:80"])
@@ -374,7 +375,7 @@ mod tests {
         }
         for s in &samples {
             let s = s.as_str();
-            let parsed = crate::config::parse_service_id("tcp", s).is_ok_and(|id| id.port != 0);
+            let parsed = crate::config::parse_service_id("tcp", s).is_ok();
             assert_eq!(vip(s), parsed, "vip {s:?}");
             assert_eq!(filter(&format!("udp/{s}")), parsed, "filter {s:?}");
             let parsed = crate::config::parse_real_addr(s).is_ok();

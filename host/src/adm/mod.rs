@@ -565,6 +565,12 @@ fn change(a: &Args) -> Result<Change, Failure> {
             "One-Packet Scheduling is only for UDP virtual services",
         ));
     }
+    if matches!(cmd, Cmd::AddService | Cmd::EditService)
+        && a.persistent.is_none()
+        && address.ends_with(":0")
+    {
+        return Err(usage("Zero port specified for non-persistent service"));
+    }
     Ok(match cmd {
         Cmd::AddService => Change::AddService {
             service: ServiceDef {
@@ -944,6 +950,33 @@ mod tests {
             Failure::Usage(u) => u.to_string(),
             Failure::Api(m) => m,
         })
+    }
+
+    #[test]
+    fn a_service_without_a_port_is_port_0_and_persistent() {
+        let c = ch("-A -t 198.18.100.1 -s rr -p 60").unwrap();
+        assert!(
+            matches!(&c, Change::AddService { service } if service.address == "198.18.100.1:0"),
+            "{c:?}"
+        );
+        let c = ch("-A -u [2001:db8::1] -p").unwrap();
+        assert!(
+            matches!(&c, Change::AddService { service } if service.address == "[2001:db8::1]:0"),
+            "{c:?}"
+        );
+        for s in ["-A -t 198.18.100.1", "-E -t 198.18.100.1:0 -s rr"] {
+            assert_eq!(
+                ch(s).unwrap_err(),
+                "Zero port specified for non-persistent service",
+                "{s}"
+            );
+        }
+        // A server without a port on it: port 0, the client's.
+        let c = ch("-a -t 198.18.100.1 -r 198.19.0.11 -m").unwrap();
+        assert!(
+            matches!(&c, Change::AddReal { real, .. } if real.address == "198.19.0.11:0"),
+            "{c:?}"
+        );
     }
 
     #[test]

@@ -534,8 +534,8 @@ fn service_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError>
                 return Err(usage("more than one service specified"));
             }
             match long {
-                "tcp-service" => a.service = Some(("tcp".into(), v.into())),
-                "udp-service" => a.service = Some(("udp".into(), v.into())),
+                "tcp-service" => a.service = Some(("tcp".into(), with_port(v))),
+                "udp-service" => a.service = Some(("udp".into(), with_port(v))),
                 _ => a.fwmark = Some(v.into()),
             }
         }
@@ -562,6 +562,17 @@ fn service_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError>
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// A service address as ipvsadm reads it: without a port, port 0 (every port).
+fn with_port(addr: &str) -> String {
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(ip) => std::net::SocketAddr::new(ip, 0).to_string(),
+        Err(_) => match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => format!("{addr}:0"),
+            _ => addr.to_string(),
+        },
+    }
 }
 
 /// What describes a real server: its address, method, tunnel, weight and thresholds.

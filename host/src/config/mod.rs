@@ -609,7 +609,8 @@ with_service_settings! {
         /// `tcp` or `udp`.
         #[schema(value_type = crate::schema::ProtocolName)]
         pub protocol: String,
-        /// Virtual IPv4 address and port (1-65535), written as `a.b.c.d:port`.
+        /// Virtual address and port, written as `a.b.c.d:port` or `[IPv6]:port`; port 0:
+        /// every port of the address (a persistent service only, as IPVS).
         #[schema(value_type = crate::schema::VipPort)]
         pub address: String,
     } {
@@ -1178,9 +1179,12 @@ impl ServiceDef {
     /// Validate the service on its own; [`Config::check`] checks it against the others.
     pub fn validate(&self) -> Result<ServiceSpec, ConfigError> {
         let id = parse_service_id(&self.protocol, &self.address)?;
-        if id.port == 0 {
-            return Err(invalid(format!(
-                "service {}: port 0 (all-port) services are not supported",
+        // IPVS schedules a port-0 service's connections only when it is persistent (its
+        // template holds every port of a client); ipvsadm refuses another.
+        if id.port == 0 && self.persistent.is_none() {
+            return Err(conflict(format!(
+                "service {}: port 0 (every port) is for a persistent service only (-p): \
+                 Zero port specified for non-persistent service",
                 self.address
             )));
         }
@@ -2063,6 +2067,23 @@ mod tests {
             e.to_string().contains("1025 real servers: at most 1024"),
             "{e}"
         );
+    }
+
+    /// Port 0 (every port) only with persistence, as ipvsadm and IPVS take it.
+    #[test]
+    fn a_port_0_service_is_persistent() {
+        let cfg = parse(
+            "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:0'\npersistent=60\n\
+             [[service.real]]\naddress='198.19.0.11'\n",
+        )
+        .expect("persistent port 0");
+        assert_eq!(
+            (cfg.services[0].port, cfg.services[0].reals[0].port),
+            (0, 0)
+        );
+        let e = parse("[[service]]\nprotocol='tcp'\naddress='198.18.100.1:0'\n").unwrap_err();
+        assert!(e.to_string().contains("persistent service only"), "{e}");
+        assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
     }
 
     /// `ops` (ipvsadm -o): UDP services only, and no full NAT server (its replies need

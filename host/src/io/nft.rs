@@ -125,9 +125,10 @@ impl Drop for NftTable {
 /// wvs. Sorted, without duplicates.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Claims {
-    /// Virtual services: (address, protocol, port).
+    /// Virtual services: (address, protocol, port); port 0: every port.
     pub vips: Vec<(Ipv4Addr, Protocol, u16)>,
-    /// NAT real servers (whose replies come back through wvs): (address, protocol, port).
+    /// NAT real servers (whose replies come back through wvs): (address, protocol, port);
+    /// port 0: every port (a port-0 service's).
     pub reals: Vec<(Ipv4Addr, Protocol, u16)>,
     /// Virtual addresses (for fragments, whose ports cannot be known, and ICMP errors).
     pub vip_addrs: Vec<Ipv4Addr>,
@@ -182,7 +183,13 @@ impl Claims {
                 .chain(s.draining.iter())
                 .filter(|d| d.forward().sees_replies())
             {
-                let port = if d.port == 0 { port } else { d.port };
+                // A port-0 service's connections keep the client's port (0 here: every
+                // port of the server, as every port of the VIP).
+                let port = if d.port == 0 || port == 0 {
+                    port
+                } else {
+                    d.port
+                };
                 match d.addr {
                     IpAddr::V4(r) => {
                         c.reals.push((r, proto, port));
@@ -240,6 +247,8 @@ fn render_v6(c: &Claims6, elements: &dyn Fn(&[String]) -> String) -> (String, St
     let tuple = |&(a, p, port): &(Ipv6Addr, Protocol, u16)| format!("{a} . {} . {port}", p.name());
     let pair = |&(a, p): &(Ipv6Addr, Protocol)| format!("{a} . {}", p.name());
     let strs = |v: &[Ipv6Addr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let (any_vips, vips): (Vec<_>, Vec<_>) = c.vips.iter().copied().partition(|t| t.2 == 0);
+    let (any_reals, reals): (Vec<_>, Vec<_>) = c.reals.iter().copied().partition(|t| t.2 == 0);
     let sets = format!(
         "\tset vips6 {{ type ipv6_addr . inet_proto . inet_service; {} }}\n\
          \tset reals6 {{ type ipv6_addr . inet_proto . inet_service; {} }}\n\
@@ -247,8 +256,8 @@ fn render_v6(c: &Claims6, elements: &dyn Fn(&[String]) -> String) -> (String, St
          \tset real6_addrs {{ type ipv6_addr; {} }}\n\
          \tset data_vips6 {{ type ipv6_addr . inet_proto; {} }}\n\
          \tset data_reals6 {{ type ipv6_addr . inet_proto; {} }}\n",
-        elements(&c.vips.iter().map(tuple).collect::<Vec<_>>()),
-        elements(&c.reals.iter().map(tuple).collect::<Vec<_>>()),
+        elements(&vips.iter().map(tuple).collect::<Vec<_>>()),
+        elements(&reals.iter().map(tuple).collect::<Vec<_>>()),
         elements(&strs(&c.vip_addrs)),
         elements(&strs(&c.real_addrs)),
         elements(&c.data_vips.iter().map(pair).collect::<Vec<_>>()),
@@ -261,8 +270,8 @@ fn render_v6(c: &Claims6, elements: &dyn Fn(&[String]) -> String) -> (String, St
     let sets = format!(
         "{sets}\tset icmp_vips6 {{ typeof {qs}; {} }}\n\
          \tset icmp_reals6 {{ typeof {qd}; {} }}\n",
-        elements(&c.vips.iter().map(raw).collect::<Vec<_>>()),
-        elements(&c.reals.iter().map(raw).collect::<Vec<_>>()),
+        elements(&vips.iter().map(raw).collect::<Vec<_>>()),
+        elements(&reals.iter().map(raw).collect::<Vec<_>>()),
         qs = QUOTE6_SRC,
         qd = QUOTE6_DST,
     );
@@ -281,6 +290,69 @@ fn render_v6(c: &Claims6, elements: &dyn Fn(&[String]) -> String) -> (String, St
         // The quote starts 8 bytes into the ICMPv6 header: version 6, then its next header
         // (byte 6), source (8), destination (24), ports (40, 42) with no extension header.
         v6 = "@th,64,4 6",
+    );
+    if any_vips.is_empty() && any_reals.is_empty() {
+        return (sets, rules);
+    }
+    // Port-0 services: every port of the VIP, and of its NAT servers at port 0.
+    let pair3 = |&(a, p, _): &(Ipv6Addr, Protocol, u16)| format!("{a} . {}", p.name());
+    let raw3 = |&(a, p, _): &(Ipv6Addr, Protocol, u16)| {
+        format!("{:#034x} . {}", u128::from(a), p.number())
+    };
+    let sets = format!(
+        "{sets}\tset any_vips6 {{ type ipv6_addr . inet_proto; {} }}\n\
+         \tset any_reals6 {{ type ipv6_addr . inet_proto; {} }}\n\
+         \tset icmp_any_vips6 {{ typeof @th,128,128 . @th,112,8; {} }}\n\
+         \tset icmp_any_reals6 {{ typeof @th,256,128 . @th,112,8; {} }}\n",
+        elements(&any_vips.iter().map(pair3).collect::<Vec<_>>()),
+        elements(&any_reals.iter().map(pair3).collect::<Vec<_>>()),
+        elements(&any_vips.iter().map(raw3).collect::<Vec<_>>()),
+        elements(&any_reals.iter().map(raw3).collect::<Vec<_>>()),
+    );
+    let relayed = "destination-unreachable, packet-too-big, time-exceeded, parameter-problem";
+    let v6 = "@th,64,4 6";
+    let rules = format!(
+        "{rules}\t\tip6 daddr . meta l4proto @any_vips6 drop\n\
+         \t\tip6 saddr . meta l4proto @any_reals6 drop\n\
+         \t\tip6 daddr @vip6_addrs icmpv6 type {{ {relayed} }} {v6} @th,128,128 . @th,112,8 @icmp_any_vips6 drop\n\
+         \t\ticmpv6 type {{ {relayed} }} {v6} @th,256,128 . @th,112,8 @icmp_any_reals6 drop\n"
+    );
+    (sets, rules)
+}
+
+/// The sets and rules of port-0 services (every port of a VIP, and of its NAT servers at
+/// port 0), IPv4's: nothing when there is none, so that a table without them reads as
+/// before.
+fn render_any_port(
+    vips: &[&(Ipv4Addr, Protocol, u16)],
+    reals: &[&(Ipv4Addr, Protocol, u16)],
+    elements: &dyn Fn(&[String]) -> String,
+) -> (String, String) {
+    if vips.is_empty() && reals.is_empty() {
+        return (String::new(), String::new());
+    }
+    let pair = |&&(a, p, _): &&(Ipv4Addr, Protocol, u16)| format!("{a} . {}", p.name());
+    let raw = |&&(a, p, _): &&(Ipv4Addr, Protocol, u16)| {
+        format!("{:#010x} . {}", u32::from(a), p.number())
+    };
+    // The quote's source or destination and protocol, at `render`'s offsets.
+    let sets = format!(
+        "\tset any_vips {{ type ipv4_addr . inet_proto; {} }}\n\
+         \tset any_reals {{ type ipv4_addr . inet_proto; {} }}\n\
+         \tset icmp_any_vips {{ typeof @th,160,32 . @th,136,8; {} }}\n\
+         \tset icmp_any_reals {{ typeof @th,192,32 . @th,136,8; {} }}\n",
+        elements(&vips.iter().map(pair).collect::<Vec<_>>()),
+        elements(&reals.iter().map(pair).collect::<Vec<_>>()),
+        elements(&vips.iter().map(raw).collect::<Vec<_>>()),
+        elements(&reals.iter().map(raw).collect::<Vec<_>>()),
+    );
+    let relayed = "destination-unreachable, source-quench, time-exceeded";
+    let quote = "@th,64,8 0x45";
+    let rules = format!(
+        "\t\tip daddr . meta l4proto @any_vips drop\n\
+         \t\tip saddr . meta l4proto @any_reals drop\n\
+         \t\tip daddr @vip_addrs icmp type {{ {relayed} }} {quote} @th,160,32 . @th,136,8 @icmp_any_vips drop\n\
+         \t\ticmp type {{ {relayed} }} {quote} @th,192,32 . @th,136,8 @icmp_any_reals drop\n"
     );
     (sets, rules)
 }
@@ -308,10 +380,12 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
     let raw = |&(a, p, port): &(Ipv4Addr, Protocol, u16)| {
         format!("{:#010x} . {} . {port}", u32::from(a), p.number())
     };
-    let vips: Vec<String> = c.vips.iter().map(tuple).collect();
-    let reals: Vec<String> = c.reals.iter().map(tuple).collect();
-    let icmp_vips: Vec<String> = c.vips.iter().map(raw).collect();
-    let icmp_reals: Vec<String> = c.reals.iter().map(raw).collect();
+    let (any_vips, vips_p): (Vec<_>, Vec<_>) = c.vips.iter().partition(|t| t.2 == 0);
+    let (any_reals, reals_p): (Vec<_>, Vec<_>) = c.reals.iter().partition(|t| t.2 == 0);
+    let vips: Vec<String> = vips_p.iter().copied().map(tuple).collect();
+    let reals: Vec<String> = reals_p.iter().copied().map(tuple).collect();
+    let icmp_vips: Vec<String> = vips_p.iter().copied().map(raw).collect();
+    let icmp_reals: Vec<String> = reals_p.iter().copied().map(raw).collect();
     let pair = |&(a, p): &(Ipv4Addr, Protocol)| format!("{a} . {}", p.name());
     let data_vips: Vec<String> = c.data_vips.iter().map(pair).collect();
     let data_reals: Vec<String> = c.data_reals.iter().map(pair).collect();
@@ -325,6 +399,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
         }
     };
     let (sets6, rules6) = render_v6(&c.v6, &elements);
+    let (sets_any, rules_any) = render_any_port(&any_vips, &any_reals, &elements);
     let devs = devices
         .iter()
         .map(|d| format!("\"{d}\""))
@@ -343,6 +418,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
          \tset data_reals {{ type ipv4_addr . inet_proto; {data_reals} }}\n\
          \tset icmp_vips {{ typeof {quote_src}; {icmp_vips} }}\n\
          \tset icmp_reals {{ typeof {quote_dst}; {icmp_reals} }}\n\
+         {sets_any}\
          {sets6}\
          \tchain ingress {{\n\
          \t\ttype filter hook ingress devices = {{ {devs} }} priority {prio}; policy accept;\n\
@@ -354,6 +430,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
          \t\tip saddr . meta l4proto @data_reals th sport {{ {data_ports} }} drop\n\
          \t\tip daddr @vip_addrs icmp type {{ {relayed} }} {quote_v4} {quote_src} @icmp_vips drop\n\
          \t\ticmp type {{ {relayed} }} {quote_v4} {quote_dst} @icmp_reals drop\n\
+         {rules_any}\
          {rules6}\
          \t}}\n\
          }}\n",

@@ -791,6 +791,11 @@ impl Datapath {
             return Err(Some(DropReason::NoLocalAddr));
         }
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
+        // A port-0 service's connection keeps the client's port whatever the server's
+        // (ip_vs_sched_persist: the server's port only when the packet's is the service's).
+        if svc.key.port == 0 && !matches!(fwd, Forward::Bypass) {
+            conn.rport = key.dport;
+        }
         conn.template = control;
         // ip_vs_bind_app: helpers only for the methods whose replies come back through wvs.
         if !svc.helpers.is_empty() && matches!(conn.fwd, Forward::Masq | Forward::FullNat) {
@@ -865,7 +870,9 @@ impl Datapath {
                 proto: info.proto,
                 client: crate::conn::persist::masked(key.saddr, svc.netmask),
                 vaddr: key.daddr,
-                vport: key.dport,
+                // A port-0 service's template holds every port of the client:
+                // <proto, client, 0, vaddr, 0> (ip_vs_sched_persist).
+                vport: if svc.key.port == 0 { 0 } else { key.dport },
             };
             self.conns
                 .persist()
@@ -1553,6 +1560,8 @@ fn l4_flags(
     })
 }
 
+#[cfg(test)]
+mod allport_tests;
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]

@@ -90,6 +90,11 @@ pub struct Snapshot {
     services: HashMap<ServiceKey, Arc<VirtualService>, foldhash::fast::RandomState>,
     /// (protocol, address, port) of every real server: replies come from these.
     reals: HashSet<(Protocol, IpAddr, u16), foldhash::fast::RandomState>,
+    /// (protocol, address) of NAT servers of port-0 services at port 0: replies come
+    /// from any of their ports.
+    all_port_reals: HashSet<(Protocol, IpAddr), foldhash::fast::RandomState>,
+    /// Whether a service has port 0 (every port of its address).
+    all_port: bool,
     /// Those of one-packet services (`ipvsadm -o`): their replies have no connection.
     ops_reals: HashSet<(Protocol, IpAddr, u16), foldhash::fast::RandomState>,
     /// Every virtual IP address.
@@ -149,13 +154,14 @@ impl Snapshot {
             // Only NAT servers' packets come back through wvs: another method's server
             // talks to its clients directly, and what it sends wvs is none of IPVS's.
             for d in dests.iter().filter(|d| d.forward().sees_replies()) {
-                // Port 0: the virtual port, as the connections see it.
-                let port = if d.port == 0 { key.port } else { d.port };
-                snap.reals.insert((key.proto, d.addr, port));
-                snap.real_addrs.insert(d.addr);
+                snap.claim_replies(key, d);
                 if spec.ops {
+                    let port = if d.port == 0 { key.port } else { d.port };
                     snap.ops_reals.insert((key.proto, d.addr, port));
                 }
+            }
+            if key.port == 0 {
+                snap.all_port = true;
             }
             snap.vips.insert(key.addr);
             let choice = resolve(&spec.scheduler);
@@ -213,14 +219,31 @@ impl Snapshot {
             };
             svc.draining.push(d.clone());
             if d.forward().sees_replies() {
-                let port = if d.port == 0 { key.port } else { d.port };
-                self.reals.insert((key.proto, d.addr, port));
-                self.real_addrs.insert(d.addr);
+                self.claim_replies(*key, d);
             }
         }
     }
 
-    /// Find the virtual service a packet to `addr:port` belongs to.
+    /// Take the replies of `d`, a NAT server of service `key`: from its port, or (port 0
+    /// of a port-0 service: the client's destination port) from any.
+    fn claim_replies(&mut self, key: ServiceKey, d: &Dest) {
+        // Port 0: the virtual port, as the connections see it; a port-0 service's
+        // connections keep the client's port whatever the server's.
+        let port = if d.port == 0 || key.port == 0 {
+            key.port
+        } else {
+            d.port
+        };
+        if port == 0 {
+            self.all_port_reals.insert((key.proto, d.addr));
+        } else {
+            self.reals.insert((key.proto, d.addr, port));
+        }
+        self.real_addrs.insert(d.addr);
+    }
+
+    /// Find the virtual service a packet to `addr:port` belongs to: its own, else a
+    /// port-0 service of the address (`ip_vs_service_find`'s last step).
     #[inline]
     pub fn service(
         &self,
@@ -231,7 +254,15 @@ impl Snapshot {
         if self.services.is_empty() {
             return None;
         }
-        self.services.get(&ServiceKey { proto, addr, port })
+        let exact = self.services.get(&ServiceKey { proto, addr, port });
+        if exact.is_some() || !self.all_port {
+            return exact;
+        }
+        self.services.get(&ServiceKey {
+            proto,
+            addr,
+            port: 0,
+        })
     }
 
     /// wvs's own address towards the real server `addr:port` (its route's source), if known.
@@ -241,7 +272,8 @@ impl Snapshot {
             .filter(|s| s.key.proto == proto)
             .flat_map(|s| s.dests.iter().map(move |d| (s.key.port, d)))
             .find(|(vport, d)| {
-                d.addr == addr && (if d.port == 0 { *vport } else { d.port }) == port
+                d.addr == addr
+                    && (*vport == 0 || (if d.port == 0 { *vport } else { d.port }) == port)
             })
             .map(|(_, d)| d.source())
             .filter(|a| !a.is_unspecified())
@@ -250,7 +282,16 @@ impl Snapshot {
     /// Whether `addr:port` is a real server of some service: its packets may be replies.
     #[inline]
     pub(crate) fn is_real(&self, proto: Protocol, addr: IpAddr, port: u16) -> bool {
-        !self.reals.is_empty() && self.reals.contains(&(proto, addr, port))
+        (!self.reals.is_empty() && self.reals.contains(&(proto, addr, port)))
+            || (!self.all_port_reals.is_empty() && self.all_port_reals.contains(&(proto, addr)))
+    }
+
+    /// The (protocol, address) pairs of NAT servers whose every port is claimed (port 0
+    /// of port-0 services).
+    pub fn all_port_reals(&self) -> Vec<(Protocol, IpAddr)> {
+        let mut v: Vec<_> = self.all_port_reals.iter().copied().collect();
+        v.sort();
+        v
     }
 
     /// Whether `addr:port` is a NAT real server of a one-packet service: its replies find
