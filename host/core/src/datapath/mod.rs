@@ -797,8 +797,12 @@ impl Datapath {
             conn.rport = key.dport;
         }
         conn.template = control;
-        // ip_vs_bind_app: helpers only for the methods whose replies come back through wvs.
-        if !svc.helpers.is_empty() && matches!(conn.fwd, Forward::Masq | Forward::FullNat) {
+        // ip_vs_bind_app: helpers only for the methods whose replies come back through wvs;
+        // a port-0 service's default (ftp) only for connections to port 21, as IPVS binds
+        // by the connection's port.
+        let bind =
+            svc.key.port != 0 || svc.spec.helpers.is_some() || key.dport == crate::consts::FTP_PORT;
+        if bind && !svc.helpers.is_empty() && matches!(conn.fwd, Forward::Masq | Forward::FullNat) {
             conn.set_app(crate::conn::app::AppConn::new(
                 svc.helpers.iter().map(|h| Arc::from(h.name())),
             ));

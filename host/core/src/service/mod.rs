@@ -167,8 +167,13 @@ impl Snapshot {
             let choice = resolve(&spec.scheduler);
             let sched = sched_for(old, &choice, spec.flags, &dests);
             let stats = old.map_or_else(Default::default, |o| o.stats.clone());
-            let helpers: Vec<_> = spec
-                .helper_names()
+            // A port-0 TCP service's connections to port 21 get ftp, as IPVS binds its
+            // helpers by the connection's port (tcp_app_conn_bind: cp->vport).
+            let names = match spec.helpers {
+                None if spec.proto == Protocol::Tcp && spec.port == 0 => vec!["ftp".to_string()],
+                _ => spec.helper_names(),
+            };
+            let helpers: Vec<_> = names
                 .iter()
                 .filter_map(|n| helper(n))
                 .map(|p| helper_pool(previous, p))
