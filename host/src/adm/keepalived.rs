@@ -509,6 +509,9 @@ fn no_block(n: &Node, out: &mut Import) -> bool {
 fn addr_port(n: &Node, out: &mut Import) -> Option<String> {
     let (addr, port) = match n.args.as_slice() {
         [a, p] => (a.as_str(), p.as_str()),
+        // Without a port: port 0 (a virtual server's every port; a real server's, the
+        // connection's).
+        [a] if a.parse::<std::net::IpAddr>().is_ok() => (a.as_str(), "0"),
         [a] if a.starts_with('[') => {
             let (a, p) = a[1..].split_once("]:")?;
             (a, p)
@@ -589,6 +592,15 @@ fn virtual_server(n: &Node, out: &mut Import) {
         reals,
         sorry,
     } = vs;
+    // keepalived's check_data.c: a virtual server without a port must be persistent, and
+    // is made so (360 s) with a warning.
+    if svc.address.ends_with(":0") && svc.persistent.is_none() {
+        svc.persistent = Some(360);
+        out.notes.push(format!(
+            "{}: virtual_server {} has no port (every port) and is not persistent: made persistent for 360 s, as keepalived does",
+            n.at, n.args[0]
+        ));
+    }
     // keepalived clears `ops` on a service that is not UDP, with a warning.
     if svc.ops && svc.protocol != "udp" {
         svc.ops = false;
@@ -1014,6 +1026,27 @@ virtual_server 10.10.10.2 1358 {
     }
 }
 "#;
+
+    #[test]
+    fn a_virtual_server_without_a_port_takes_every_port() {
+        let i = import_text(
+            "k.conf",
+            "virtual_server 198.18.100.1 {\n  lvs_sched rr\n  lvs_method NAT\n  protocol TCP\n  persistence_timeout 120\n  real_server 198.19.0.11 {\n  }\n}\n\
+             virtual_server 198.18.100.2 {\n  protocol TCP\n  real_server 198.19.0.12 {\n  }\n}\n",
+        );
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        assert_eq!(i.services[0].address, "198.18.100.1:0");
+        assert_eq!(i.services[0].persistent, Some(120));
+        assert_eq!(i.services[0].reals[0].address, "198.19.0.11:0");
+        assert_eq!(i.services[1].persistent, Some(360));
+        assert!(
+            i.notes
+                .iter()
+                .any(|n| n.starts_with("k.conf:9: virtual_server 198.18.100.2 has no port")),
+            "{:?}",
+            i.notes
+        );
+    }
 
     #[test]
     fn ops_as_keepalived_reads_it() {
