@@ -1184,7 +1184,7 @@ virtual_server 10.10.10.2 1358 {
 
     #[test]
     fn dns_checks_udp_services_and_malformed_input() {
-        let text = "virtual_server 198.18.0.10:53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  DNS_CHECK {\n   type A\n   name example.test\n   retry 2\n  }\n }\n}\n}\nvirtual_server 198.18.0.10 {\n}\n";
+        let text = "virtual_server 198.18.0.10:53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  DNS_CHECK {\n   type A\n   name example.test\n   retry 2\n  }\n }\n}\n}\nvirtual_server {\n}\n";
         let i = import_text("d.conf", text);
         assert_eq!(
             i.problems,
