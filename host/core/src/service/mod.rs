@@ -291,14 +291,6 @@ impl Snapshot {
             || (!self.all_port_reals.is_empty() && self.all_port_reals.contains(&(proto, addr)))
     }
 
-    /// The (protocol, address) pairs of NAT servers whose every port is claimed (port 0
-    /// of port-0 services).
-    pub fn all_port_reals(&self) -> Vec<(Protocol, IpAddr)> {
-        let mut v: Vec<_> = self.all_port_reals.iter().copied().collect();
-        v.sort();
-        v
-    }
-
     /// Whether `addr:port` is a NAT real server of a one-packet service: its replies find
     /// no connection.
     #[inline]
