@@ -72,10 +72,12 @@ fn build_xdp(manifest_dir: &std::path::Path, out: &std::path::Path) {
     let consts = std::fs::read_to_string(&consts_rs).expect("read core/src/consts.rs");
     let ftp = rust_const(&consts, "FTP_PORT");
     let from = rust_const(&consts, "HELPER_DATA_PORTS_FROM");
+    let marks = rust_const_of(&consts, "MAX_MARK_MATCHES", "usize");
     let status = Command::new(&clang)
         .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-c"])
         .arg(format!("-DWVS_FTP_DATA_PORT={}", ftp - 1))
         .arg(format!("-DWVS_DATA_PORTS_FROM={from}"))
+        .arg(format!("-DWVS_MAX_MARK_MATCHES={marks}"))
         .arg(&src)
         .arg("-o")
         .arg(&obj)
@@ -95,7 +97,12 @@ fn build_xdp(manifest_dir: &std::path::Path, out: &std::path::Path) {
 
 /// The value of `pub const NAME: u16 = VALUE;` in `text` (core/src/consts.rs).
 fn rust_const(text: &str, name: &str) -> u32 {
-    let decl = format!("pub const {name}: u16 = ");
+    rust_const_of(text, name, "u16")
+}
+
+/// The value of `pub const NAME: TY = N;` in `text`.
+fn rust_const_of(text: &str, name: &str, ty: &str) -> u32 {
+    let decl = format!("pub const {name}: {ty} = ");
     text.lines()
         .find_map(|l| l.strip_prefix(&decl))
         .and_then(|v| v.trim_end_matches(';').replace('_', "").parse().ok())

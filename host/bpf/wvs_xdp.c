@@ -25,7 +25,7 @@ typedef unsigned long long __u64;
 #define __type(name, val) typeof(val) *name
 
 enum { XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
-enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_PERCPU_ARRAY = 6, BPF_MAP_TYPE_XSKMAP = 17 };
+enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2, BPF_MAP_TYPE_PERCPU_ARRAY = 6, BPF_MAP_TYPE_XSKMAP = 17 };
 
 struct xdp_md {
 	__u32 data;
@@ -85,6 +85,34 @@ struct {
 	__uint(value_size, sizeof(__u32));
 	__uint(max_entries, 1024);
 } wvs_xsks SEC(".maps");
+
+// The mark rules of fwmark services, one match per entry (a rule's destinations × sources ×
+// port ranges), read in order up to the first unused one (protos 0): kept equal to
+// `xdp::MarkMatch` in host/src/io/xdp.rs. Addresses and masks as on the wire, an IPv4 one
+// mapped (its mask covers ::ffff:0:0/96, so a rule holds to its family); ports in host
+// order, inclusive.
+struct mark_match {
+	__u8 daddr[16];
+	__u8 dmask[16];
+	__u8 saddr[16];
+	__u8 smask[16];
+	__u16 dport_lo;
+	__u16 dport_hi;
+	__u16 sport_lo;
+	__u16 sport_hi;
+	__u8 protos; // bit 0: TCP, bit 1: UDP
+	__u8 pad[3];
+};
+
+#if !defined(WVS_MAX_MARK_MATCHES)
+#error "build with -DWVS_MAX_MARK_MATCHES=... (host/build.rs does)"
+#endif
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct mark_match);
+	__uint(max_entries, WVS_MAX_MARK_MATCHES);
+} wvs_marks SEC(".maps");
 
 // Frames passed to the kernel (wvs's `passed` counter, as under the packet-socket backends).
 struct {
@@ -153,6 +181,44 @@ static __attribute__((always_inline)) __u16 load16(const __u8 *p)
 	return (__u16)(p[0] | p[1] << 8);
 }
 
+static __attribute__((always_inline)) int in_net(const __u8 *a, const __u8 *net, const __u8 *mask)
+{
+	return ((load32(a) & load32(mask)) == load32(net)) &&
+	       ((load32(a + 4) & load32(mask + 4)) == load32(net + 4)) &&
+	       ((load32(a + 8) & load32(mask + 8)) == load32(net + 8)) &&
+	       ((load32(a + 12) & load32(mask + 12)) == load32(net + 12));
+}
+
+// Whether a packet `s:sport -> d:dport` of `proto` (addresses wide, ports in network
+// order) is matched by a mark rule of a fwmark service: Snapshot::fwmark_service_for.
+static __attribute__((noinline)) int marked(const __u8 *s, __u16 sport, const __u8 *d,
+					    __u16 dport, __u8 proto)
+{
+	__u8 bit = proto == 6 ? 1 : proto == 17 ? 2 : 0;
+	if (!bit)
+		return 0;
+	__u16 sp = __builtin_bswap16(sport), dp = __builtin_bswap16(dport);
+	for (__u32 i = 0; i < WVS_MAX_MARK_MATCHES; i++) {
+		struct mark_match *m = bpf_map_lookup_elem(&wvs_marks, &i);
+		if (!m || !m->protos)
+			return 0;
+		if ((m->protos & bit) && dp >= m->dport_lo && dp <= m->dport_hi &&
+		    sp >= m->sport_lo && sp <= m->sport_hi && in_net(d, m->daddr, m->dmask) &&
+		    in_net(s, m->saddr, m->smask))
+			return 1;
+	}
+	return 0;
+}
+
+// An IPv4 address (as loaded by load32) mapped into IPv6's.
+static __attribute__((always_inline)) void mapped(__u8 *out, __u32 addr)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &addr, 4);
+}
+
 // Whether an IPv6 packet is wvs's: its extension headers stepped over (hop-by-hop,
 // routing, destination options, AH), a fragment by its addresses alone (the datapath
 // drops it), TCP and UDP by their ports, an ICMPv6 error by its quote (as IPv4's).
@@ -193,7 +259,9 @@ static __attribute__((always_inline)) int mine6(const __u8 *ip, const __u8 *end)
 			(known6(q + 8, q[6], KIND_VIP, qsport) || known6(q + 8, q[6], KIND_VIP, 0) ||
 			 (data_port(qsport) && known6(q + 8, q[6], KIND_DATA_VIP, 0)))) ||
 		       known6(q + 24, q[6], KIND_REAL, qdport) || known6(q + 24, q[6], KIND_REAL, 0) ||
-		       (data_port(qdport) && known6(q + 24, q[6], KIND_DATA_REAL, 0));
+		       (data_port(qdport) && known6(q + 24, q[6], KIND_DATA_REAL, 0)) ||
+		       // A reply from a marked destination (the seed's ip_vs_forward_icmp).
+		       marked(q + 24, qdport, q + 8, qsport, q[6]);
 	}
 	if (next != 6 && next != 17)
 		return 0;
@@ -205,7 +273,8 @@ static __attribute__((always_inline)) int mine6(const __u8 *ip, const __u8 *end)
 	return known6(daddr, next, KIND_VIP, dport) || known6(saddr, next, KIND_REAL, sport) ||
 	       known6(daddr, next, KIND_VIP, 0) || known6(saddr, next, KIND_REAL, 0) ||
 	       (data_port(dport) && known6(daddr, next, KIND_DATA_VIP, 0)) ||
-	       (data_port(sport) && known6(saddr, next, KIND_DATA_REAL, 0));
+	       (data_port(sport) && known6(saddr, next, KIND_DATA_REAL, 0)) ||
+	       marked(saddr, sport, daddr, dport, next);
 }
 
 static __attribute__((always_inline)) int redirect(struct xdp_md *ctx)
@@ -255,6 +324,13 @@ int wvs_xdp(struct xdp_md *ctx)
 				 (data_port(qsport) && known(qs, q[9], KIND_DATA_VIP, 0)))) ||
 			       known(qd, q[9], KIND_REAL, qdport) || known(qd, q[9], KIND_REAL, 0) ||
 			       (data_port(qdport) && known(qd, q[9], KIND_DATA_REAL, 0));
+			if (!mine) {
+				// A reply from a marked destination (the seed's ip_vs_forward_icmp).
+				__u8 s16[16], d16[16];
+				mapped(s16, qs);
+				mapped(d16, qd);
+				mine = marked(d16, qdport, s16, qsport, q[9]);
+			}
 		}
 	} else {
 		const __u8 *l4 = ip + ihl;
@@ -266,6 +342,12 @@ int wvs_xdp(struct xdp_md *ctx)
 		       known(daddr, proto, KIND_VIP, 0) || known(saddr, proto, KIND_REAL, 0) ||
 		       (data_port(dport) && known(daddr, proto, KIND_DATA_VIP, 0)) ||
 		       (data_port(sport) && known(saddr, proto, KIND_DATA_REAL, 0));
+		if (!mine) {
+			__u8 s16[16], d16[16];
+			mapped(s16, saddr);
+			mapped(d16, daddr);
+			mine = marked(s16, sport, d16, dport, proto);
+		}
 	}
 	if (!mine)
 		return pass();

@@ -78,7 +78,7 @@ pub(crate) fn ip_pattern() -> String {
 
 /// Pattern of a virtual service's address: `a.b.c.d:port` or `[IPv6]:port`.
 pub(crate) fn vip_port_pattern() -> String {
-    format!("^{}$", addr_port(&format!("(0|{PORT})")))
+    format!("^({}|{MARK})$", addr_port(&format!("(0|{PORT})")))
 }
 
 /// Pattern of a real server's address: an IP address of either family, or with a port as
@@ -92,9 +92,32 @@ pub(crate) fn real_addr_pattern() -> String {
     )
 }
 
-/// Pattern of a service filter: `tcp/a.b.c.d:port` or `tcp/[IPv6]:port`.
+/// Pattern of a service filter: `tcp/a.b.c.d:port` or `tcp/[IPv6]:port`, or `fwm/MARK`.
 pub(crate) fn service_filter_pattern() -> String {
-    format!("^(tcp|udp)/{}$", addr_port(&format!("(0|{PORT})")))
+    format!(
+        "^((tcp|udp)/{}|fwm6?/{MARK})$",
+        addr_port(&format!("(0|{PORT})"))
+    )
+}
+
+/// A firewall mark 1..=4294967295, without leading zeros.
+const MARK: &str = "([1-9][0-9]{0,8}|[1-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}|\
+     4294[0-8][0-9]{5}|42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}|\
+     42949672[0-8][0-9]|429496729[0-5])";
+
+/// Pattern of a mark rule's prefix: an address of either family, with a prefix length or
+/// without.
+pub(crate) fn prefix_pattern() -> String {
+    format!(
+        "^(({})(/(3[0-2]|[12]?[0-9]))?|({})(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$",
+        ipv4(),
+        ipv6()
+    )
+}
+
+/// Pattern of a mark rule's port or port range.
+pub(crate) fn port_range_pattern() -> String {
+    format!("^(0|{PORT})(-(0|{PORT}))?$")
 }
 
 /// Pattern of a scheduler or plugin name.
@@ -122,9 +145,38 @@ macro_rules! schema_type {
 }
 
 schema_type!(
-    /// `tcp` or `udp`.
+    /// `tcp`, `udp`, `fwm` or `fwm6`.
     ProtocolName,
-    string("The protocol: tcp or udp.").enum_values(Some(["tcp", "udp"]))
+    string(
+        "The protocol: tcp or udp; fwm (fwm6) for a fwmark service of IPv4 (IPv6), whose \
+         address is its mark."
+    )
+    .enum_values(Some(["tcp", "udp", "fwm", "fwm6"]))
+);
+
+schema_type!(
+    /// `tcp` or `udp`.
+    ProtocolOnly,
+    string("A protocol: tcp or udp.").enum_values(Some(["tcp", "udp"]))
+);
+
+schema_type!(
+    /// A mark rule's prefix.
+    Prefix,
+    string(
+        "An address or a prefix of either family: a.b.c.d[/len] or IPv6[/len] (host bits are \
+         cleared, as nft keeps them)."
+    )
+    .pattern(Some(prefix_pattern()))
+    .examples(["198.18.1.0/28", "2001:db8:18:1::/64", "198.18.1.10"])
+);
+
+schema_type!(
+    /// A mark rule's port or range.
+    PortRange,
+    string("A port or an inclusive range of ports: 80, 8000-8100.")
+        .pattern(Some(port_range_pattern()))
+        .examples(["443", "8000-8100"])
 );
 
 schema_type!(
@@ -133,7 +185,8 @@ schema_type!(
     string(
         "A virtual service's address and port: a.b.c.d:port, or [IPv6]:port as ipvsadm \
          writes it (any form RFC 4291 allows; listed canonically, RFC 5952). Port 0: every \
-         port of the address (a persistent service only, as IPVS)."
+         port of the address (a persistent service only, as IPVS). A fwmark service's \
+         (protocol fwm or fwm6): its mark, 1 to 4294967295."
     )
     .pattern(Some(vip_port_pattern()))
     .examples(["198.18.100.1:80", "[2001:db8:18:100::1]:80"])

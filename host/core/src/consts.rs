@@ -250,6 +250,11 @@ pub const MAX_TIMEOUT_SECS: u32 = 86400 * 31;
 /// Longest persistence timeout accepted (one year).
 pub const MAX_PERSISTENT_SECS: u32 = 365 * 24 * 3600;
 
+/// Most mark rules' matches (each rule's prefixes × port ranges, as the XDP program and the
+/// nftables table read them one by one): a classifier is a short list, read for every
+/// packet of a new connection.
+pub const MAX_MARK_MATCHES: usize = 256;
+
 /// Where `wvs run` keeps its state (configuration, API token, uploaded plugins) by default.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/wvs";
 

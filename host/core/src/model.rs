@@ -32,9 +32,17 @@ impl Protocol {
     }
 }
 
-/// What identifies a virtual service: protocol, virtual IP and port.
+/// What identifies a virtual service: protocol, virtual IP and port, or a firewall mark
+/// and an address family (`ipvsadm -f MARK [-6]`).
+///
+/// A fwmark service matches packets by the mark wvs's classifier gives them (its mark
+/// rules), whatever their protocol, address and port; its key holds the unspecified address
+/// of its family, port 0 and TCP, which nothing reads as such ([`Self::is_fwmark`]).
+/// Address services sort first, then fwmark services by mark, IPv4 before IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
+    /// Firewall mark (0: an address service).
+    pub fwmark: u32,
     /// Protocol.
     pub proto: Protocol,
     /// Virtual IP address.
@@ -43,9 +51,54 @@ pub struct ServiceKey {
     pub port: u16,
 }
 
+impl ServiceKey {
+    /// The address service `proto addr:port`.
+    pub fn new(proto: Protocol, addr: IpAddr, port: u16) -> Self {
+        Self {
+            fwmark: 0,
+            proto,
+            addr,
+            port,
+        }
+    }
+
+    /// The fwmark service of `mark` in IPv6 (`v6`) or IPv4.
+    pub fn fwmark(mark: u32, v6: bool) -> Self {
+        Self {
+            fwmark: mark,
+            proto: Protocol::Tcp,
+            addr: if v6 {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            },
+            port: 0,
+        }
+    }
+
+    /// Whether it names a fwmark service.
+    pub fn is_fwmark(&self) -> bool {
+        self.fwmark != 0
+    }
+
+    /// A fwmark service's mark as IPVS writes it where an address goes (its templates'
+    /// virtual address, `union nf_inet_addr fwmark = { .ip = htonl(mark) }`): the first 32
+    /// bits, the rest zero.
+    pub fn mark_addr(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(_) => IpAddr::V4(self.fwmark.into()),
+            IpAddr::V6(_) => {
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(self.fwmark) << 96))
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.addr {
+            _ if self.is_fwmark() && self.addr.is_ipv6() => write!(f, "fwm {} IPv6", self.fwmark),
+            _ if self.is_fwmark() => write!(f, "fwm {}", self.fwmark),
             IpAddr::V4(a) => write!(f, "{} {}:{}", self.proto.name(), a, self.port),
             IpAddr::V6(a) => write!(f, "{} [{}]:{}", self.proto.name(), a, self.port),
         }

@@ -16,6 +16,10 @@ use crate::model::{Forward, Protocol, ServiceKey, TcpState};
 /// A virtual service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service<C = ()> {
+    /// Firewall mark of a fwmark service (`ipvsadm -f`), 0 for an address service. A
+    /// fwmark service's `addr` is the unspecified address of its family, its `port` 0 and
+    /// its `proto` TCP ([`ServiceKey::fwmark`]).
+    pub fwmark: u32,
     /// Protocol.
     pub proto: Protocol,
     /// Virtual IP.
@@ -55,6 +59,7 @@ impl<C> Service<C> {
     /// out: no flags, not persistent, the default helpers, no check and no real server yet.
     pub fn new(proto: Protocol, addr: IpAddr, port: u16, scheduler: &str) -> Self {
         Self {
+            fwmark: 0,
             proto,
             addr,
             port,
@@ -72,9 +77,19 @@ impl<C> Service<C> {
         }
     }
 
+    /// The fwmark service of `mark` in IPv6 (`v6`) or IPv4, as [`Self::new`].
+    pub fn fwmark(mark: u32, v6: bool, scheduler: &str) -> Self {
+        let key = ServiceKey::fwmark(mark, v6);
+        Self {
+            fwmark: mark,
+            ..Self::new(key.proto, key.addr, key.port, scheduler)
+        }
+    }
+
     /// The service's key.
     pub fn key(&self) -> ServiceKey {
         ServiceKey {
+            fwmark: self.fwmark,
             proto: self.proto,
             addr: self.addr,
             port: self.port,
@@ -86,7 +101,9 @@ impl<C> Service<C> {
     pub fn helper_names(&self) -> Vec<String> {
         match &self.helpers {
             Some(h) => h.clone(),
-            None if self.proto == Protocol::Tcp && self.port == FTP_PORT => vec!["ftp".into()],
+            None if self.fwmark == 0 && self.proto == Protocol::Tcp && self.port == FTP_PORT => {
+                vec!["ftp".into()]
+            }
             None => Vec::new(),
         }
     }
@@ -95,6 +112,7 @@ impl<C> Service<C> {
     /// core reads, where there are checks but not what they are; `|_| None`: none).
     pub fn map_checks<D>(&self, f: impl Fn(&C) -> Option<D>) -> Service<D> {
         Service {
+            fwmark: self.fwmark,
             proto: self.proto,
             addr: self.addr,
             port: self.port,
@@ -124,6 +142,69 @@ impl<C> Service<C> {
                 })
                 .collect(),
         }
+    }
+}
+
+/// A mark rule of wvs's classifier: a packet it matches carries `mark`, and a fwmark
+/// service of that mark and the packet's family takes it (IPVS's `skb->mark`, which an
+/// operator sets with `nft ... meta mark set` or iptables' `MARK`). Each list that is empty
+/// matches anything; one that is not matches when one of its items does. The rules are
+/// read in order and the last that matches wins, as a chain of `meta mark set` rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkRule {
+    /// The mark it sets (1 or more).
+    pub mark: u32,
+    /// Only packets of this family (`ip` or `ip6`), if any; prefixes are all of it.
+    pub family: Option<Family>,
+    /// Only these protocols (TCP, UDP).
+    pub protos: Vec<Protocol>,
+    /// Source prefixes.
+    pub saddr: Vec<ipnet::IpNet>,
+    /// Destination prefixes.
+    pub daddr: Vec<ipnet::IpNet>,
+    /// Source port ranges, inclusive.
+    pub sport: Vec<(u16, u16)>,
+    /// Destination port ranges, inclusive.
+    pub dport: Vec<(u16, u16)>,
+}
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4 (nft's `ip`).
+    V4,
+    /// IPv6 (nft's `ip6`).
+    V6,
+}
+
+impl Family {
+    /// The family of `addr`.
+    pub fn of(addr: IpAddr) -> Self {
+        if addr.is_ipv6() { Self::V6 } else { Self::V4 }
+    }
+}
+
+impl MarkRule {
+    /// Whether a packet `saddr:sport -> daddr:dport` of `proto` matches.
+    #[inline]
+    pub fn matches(
+        &self,
+        proto: Protocol,
+        (saddr, sport): (IpAddr, u16),
+        (daddr, dport): (IpAddr, u16),
+    ) -> bool {
+        let port_in = |ranges: &[(u16, u16)], p: u16| {
+            ranges.is_empty() || ranges.iter().any(|&(lo, hi)| lo <= p && p <= hi)
+        };
+        let addr_in = |nets: &[ipnet::IpNet], a: IpAddr| {
+            nets.is_empty() || nets.iter().any(|n| n.contains(&a))
+        };
+        self.family.is_none_or(|f| f == Family::of(daddr))
+            && (self.protos.is_empty() || self.protos.contains(&proto))
+            && port_in(&self.dport, dport)
+            && port_in(&self.sport, sport)
+            && addr_in(&self.daddr, daddr)
+            && addr_in(&self.saddr, saddr)
     }
 }
 

@@ -47,6 +47,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         super::list_daemons,
         super::start_daemon,
         super::stop_daemon,
+        super::get_mark_rules,
+        super::put_mark_rules,
     ),
     components(schemas(
         crate::control::edit::Change,

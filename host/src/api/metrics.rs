@@ -523,7 +523,11 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
     services(&snap, &mut s);
     datapath(&st, &mut s);
     if let Some((_, held)) = &*st.announced.lock() {
-        let vips: std::collections::BTreeSet<_> = snap.services().map(|v| v.key.addr).collect();
+        let vips: std::collections::BTreeSet<_> = snap
+            .services()
+            .filter(|v| !v.key.is_fwmark())
+            .map(|v| v.key.addr)
+            .collect();
         s.announced = vips
             .into_iter()
             .map(|a| (vec![("vip", a.to_string())], i64::from(held.contains(&a))))
@@ -565,8 +569,17 @@ fn registry(node: Option<&str>, s: Scrape) -> prometheus_client::registry::Regis
 /// Each service's and real server's rows.
 fn services(snap: &crate::service::Snapshot, s: &mut Scrape) {
     for svc in snap.services_sorted() {
-        let proto = svc.key.proto.name().to_ascii_uppercase();
-        let (vip, vport) = (svc.key.addr.to_string(), svc.key.port.to_string());
+        // A fwmark service as node_exporter reads /proc/net/ip_vs's "FWM" lines: no
+        // address, port 0, its mark in `local_mark`.
+        let (proto, vip, mark) = match svc.key.fwmark {
+            0 => (
+                svc.key.proto.name().to_ascii_uppercase(),
+                svc.key.addr.to_string(),
+                String::new(),
+            ),
+            m => ("FWM".to_string(), String::new(), m.to_string()),
+        };
+        let vport = svc.key.port.to_string();
         s.services.push((
             vec![
                 ("local_address", vip.clone()),
@@ -584,7 +597,7 @@ fn services(snap: &crate::service::Snapshot, s: &mut Scrape) {
                 ("remote_address", d.addr.to_string()),
                 ("remote_port", port.to_string()),
                 ("proto", proto.clone()),
-                ("local_mark", String::new()),
+                ("local_mark", mark.clone()),
             ];
             let mut info = labels.clone();
             info.push(("forward", d.forward().ipvsadm_name().to_string()));

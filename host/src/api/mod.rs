@@ -220,6 +220,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/api/v1/timeouts", get(get_timeouts).put(put_timeouts))
         .route("/api/v1/sysctl", get(get_sysctl).put(put_sysctl))
+        .route("/api/v1/mark-rules", get(get_mark_rules).put(put_mark_rules))
         .route("/api/v1/settings", get(get_settings).put(put_settings))
         .route("/api/v1/info", get(info))
         .route("/api/v1/daemons", get(list_daemons).post(start_daemon))
@@ -835,6 +836,26 @@ async fn put_timeouts(
     )
     .await?;
     Ok(axum::Json(t))
+}
+
+#[utoipa::path(get, path = "/api/v1/mark-rules", responses((status = 200, body = [crate::config::mark::MarkRuleDef], description = "The classifier's mark rules, in order: the marks fwmark services take packets by (the last rule that matches a packet wins)")))]
+async fn get_mark_rules(
+    State(st): State<Shared>,
+) -> axum::Json<Vec<crate::config::mark::MarkRuleDef>> {
+    let cfg = st.control.lock().await;
+    axum::Json(cfg.config().marks.iter().map(Into::into).collect())
+}
+
+#[utoipa::path(put, path = "/api/v1/mark-rules", request_body = [crate::config::mark::MarkRuleDef],
+    responses((status = 200, body = [crate::config::mark::MarkRuleDef], description = "The rules after the change: the list given, in its order, replacing every rule at once"), (status = 400, body = ErrorBody, description = "Malformed: the request does not match this document"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one"), (status = 409, body = ErrorBody, description = "Well-formed, but in conflict with itself: a rule of two families, a range backwards, a rule given twice, more matches than the classifier holds"), (status = 413, body = ErrorBody, description = "The body is larger than the limit (1 MiB of JSON, 16 MiB of WebAssembly)"), (status = 415, body = ErrorBody, description = "Not the content type this operation takes"), (status = 500, body = ErrorBody, description = "The change could not be saved or installed (state directory, nftables); nothing of it took effect")),
+    security(("bearer" = [])))]
+async fn put_mark_rules(
+    State(st): State<Shared>,
+    ApiJson(rules): ApiJson<Vec<crate::config::mark::MarkRuleDef>>,
+) -> Result<axum::Json<Vec<crate::config::mark::MarkRuleDef>>, ApiError> {
+    change(&st, vec![Change::SetMarkRules { rules }]).await?;
+    let c = st.control.lock().await;
+    Ok(axum::Json(c.config().marks.iter().map(Into::into).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/sysctl", responses((status = 200, body = Sysctl, description = "IPVS's switches wvs follows (/proc/sys/net/ipv4/vs/: cache_bypass, nat_icmp_send, pmtu_disc, expire_nodest_conn, expire_quiescent_template, conn_reuse_mode, sloppy_tcp, backup_only, the sync_* settings)")))]

@@ -352,7 +352,8 @@ impl ConnView {
         now: u64,
     ) -> Self {
         Self {
-            protocol: k.proto.name().into(),
+            // A fwmark service's template is IPVS's IPPROTO_IP, which ipvsadm names IP.
+            protocol: if k.fwmark != 0 { "ip" } else { k.proto.name() }.into(),
             client: SocketAddr::new(k.client, 0).to_string(),
             virtual_address: SocketAddr::new(k.vaddr, k.vport).to_string(),
             real: SocketAddr::new(t.dest.addr, dport).to_string(),
@@ -388,17 +389,23 @@ pub(crate) struct ConnFilter {
 }
 
 impl ConnFilter {
+    /// Whether it keeps an entry of `(fwmark, proto, vaddr, vport)` (`fwmark`: its fwmark
+    /// service's mark, or 0) to `(daddr, dport)` in `state`.
     fn keeps(
         &self,
-        proto: Protocol,
-        vaddr: std::net::IpAddr,
-        vport: u16,
-        daddr: std::net::IpAddr,
-        dport: u16,
+        (fwmark, proto, vaddr, vport): (u32, Protocol, std::net::IpAddr, u16),
+        (daddr, dport): (std::net::IpAddr, u16),
         state: &str,
     ) -> bool {
-        self.service
-            .is_none_or(|k| k.proto == proto && k.addr == vaddr && k.port == vport)
+        let of_service = |k: crate::model::ServiceKey| {
+            if k.is_fwmark() {
+                k.fwmark == fwmark && k.addr.is_ipv6() == vaddr.is_ipv6()
+            } else {
+                // A port-0 service's connections keep their clients' ports.
+                fwmark == 0 && k.proto == proto && k.addr == vaddr && (k.port == vport || k.port == 0)
+            }
+        };
+        self.service.is_none_or(of_service)
             && self
                 .real
                 .is_none_or(|r| r.ip() == daddr && (r.port() == 0 || r.port() == dport))
@@ -482,7 +489,8 @@ impl ConnList {
                     return true;
                 }
                 let state = conn_state_name(c);
-                if !filter.keeps(c.proto, c.vaddr(), c.vport, c.raddr(), c.rport, state) {
+                let v = (c.fwmark, c.proto, c.vaddr(), c.vport);
+                if !filter.keeps(v, (c.raddr(), c.rport), state) {
                     return true;
                 }
                 let more = push(
@@ -504,7 +512,8 @@ impl ConnList {
                         t.dest.port
                     };
                     let state = t.state_name();
-                    if !filter.keeps(k.proto, k.vaddr, k.vport, t.dest.addr, dport, state) {
+                    let v = (k.fwmark, k.proto, k.vaddr, k.vport);
+                    if !filter.keeps(v, (t.dest.addr, dport), state) {
                         return true;
                     }
                     push(
@@ -711,6 +720,7 @@ mod tests {
         for i in 0..n {
             let key = TemplateKey {
                 proto: Protocol::Tcp,
+                fwmark: 0,
                 client: std::net::Ipv4Addr::from(0xc612_0000 + i).into(),
                 vaddr: "198.18.100.1".parse().expect("addr"),
                 vport: 80,

@@ -62,6 +62,7 @@
 
 pub mod check;
 pub mod daemon;
+pub mod mark;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -119,6 +120,8 @@ struct File {
     defense: Option<DefenseSettings>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     daemon: Vec<daemon::SyncDaemon>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mark_rule: Vec<mark::MarkRuleDef>,
 }
 
 /// IPVS's switches that wvs follows (`/proc/sys/net/ipv4/vs/*`), with IPVS's defaults but
@@ -533,6 +536,8 @@ pub struct Config {
     pub defense: spec::DefenseSettings,
     /// The sync daemons that run (`ipvsadm --start-daemon`), at most one of each state.
     pub daemons: Vec<daemon::SyncDaemon>,
+    /// The classifier's mark rules, in order (fwmark services').
+    pub marks: Vec<spec::MarkRule>,
 }
 
 /// Declare a struct that holds a virtual service's settings (scheduler, persistence,
@@ -999,9 +1004,10 @@ pub(crate) type ServiceSpec = spec::Service<check::CheckSpec>;
 impl From<&ServiceSpec> for ServiceDef {
     /// The service as written (the inverse of [`ServiceDef::validate`]).
     fn from(s: &ServiceSpec) -> Self {
+        let (protocol, address) = service_id(s.key());
         ServiceDef {
-            protocol: s.proto.name().into(),
-            address: SocketAddr::new(s.addr, s.port).to_string(),
+            protocol,
+            address,
             scheduler: s.scheduler.clone(),
             flags: flag_names(&s.scheduler, s.flags),
             persistent: s.persistent,
@@ -1082,6 +1088,7 @@ impl Config {
         );
         snap.sysctl = self.sysctl;
         snap.defense = self.defense;
+        snap.set_marks(&self.marks);
         snap
     }
 }
@@ -1125,6 +1132,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             .try_into()
             .map_err(invalid)?,
         daemons: file.daemon,
+        marks: file
+            .mark_rule
+            .iter()
+            .map(mark::MarkRuleDef::validate)
+            .collect::<Result<_, _>>()?,
     };
     for p in file.plugin {
         if !valid_plugin_name(&p.name) {
@@ -1159,20 +1171,43 @@ pub(crate) fn parse_protocol(s: &str) -> Result<Protocol, ConfigError> {
         "tcp" => Ok(Protocol::Tcp),
         "udp" => Ok(Protocol::Udp),
         other => Err(invalid(format!(
-            "protocol {other:?}: expected \"tcp\" or \"udp\""
+            "protocol {other:?}: expected \"tcp\", \"udp\", \"fwm\" or \"fwm6\""
         ))),
     }
 }
 
-/// Parse a service's identity (protocol name and `vip:port`).
+/// A service's identity as the API and files write it: protocol name and `vip:port`, or
+/// `fwm` (`fwm6`) and its mark ([`parse_service_id`]'s inverse).
+pub(crate) fn service_id(k: ServiceKey) -> (String, String) {
+    match (k.is_fwmark(), k.addr.is_ipv6()) {
+        (true, false) => ("fwm".into(), k.fwmark.to_string()),
+        (true, true) => ("fwm6".into(), k.fwmark.to_string()),
+        _ => (k.proto.name().into(), SocketAddr::new(k.addr, k.port).to_string()),
+    }
+}
+
+/// Parse a service's identity: a protocol name and `vip:port`, or `fwm` (`fwm6` for IPv6)
+/// and a firewall mark (ipvsadm's `-f MARK [-6]`).
 pub(crate) fn parse_service_id(protocol: &str, address: &str) -> Result<ServiceKey, ConfigError> {
+    let mark = address.parse::<u32>().ok().filter(|&m| m != 0);
+    if let v6 @ ("fwm6" | "fwm") = protocol {
+        // Either is well-formed on its own: the pair is what conflicts.
+        return match mark {
+            Some(m) => Ok(ServiceKey::fwmark(m, v6 == "fwm6")),
+            None => Err(conflict(format!(
+                "service {protocol}/{address}: a fwmark service is named by its mark, 1 to {}",
+                u32::MAX
+            ))),
+        };
+    }
     let proto = parse_protocol(protocol)?;
+    if mark.is_some() {
+        return Err(conflict(format!(
+            "service {protocol}/{address}: a mark names a fwmark service, whose protocol is fwm (fwm6 for IPv6)"
+        )));
+    }
     let vip = parse_sockaddr(address, "service address")?;
-    Ok(ServiceKey {
-        proto,
-        addr: vip.ip(),
-        port: vip.port(),
-    })
+    Ok(ServiceKey::new(proto, vip.ip(), vip.port()))
 }
 
 impl ServiceDef {
@@ -1181,7 +1216,7 @@ impl ServiceDef {
         let id = parse_service_id(&self.protocol, &self.address)?;
         // IPVS schedules a port-0 service's connections only when it is persistent (its
         // template holds every port of a client); ipvsadm refuses another.
-        if id.port == 0 && self.persistent.is_none() {
+        if id.port == 0 && !id.is_fwmark() && self.persistent.is_none() {
             return Err(conflict(format!(
                 "service {}: port 0 (every port) is for a persistent service only (-p): \
                  Zero port specified for non-persistent service",
@@ -1230,7 +1265,16 @@ impl ServiceDef {
                 )));
             }
         };
-        if self.ops && id.proto != Protocol::Udp {
+        // Helpers are bound by a connection's port (ip_vs_bind_app); a fwmark service's
+        // connections have any.
+        if id.is_fwmark() && self.helpers.as_ref().is_some_and(|h| !h.is_empty()) {
+            return Err(conflict(format!(
+                "service {}/{}: a fwmark service takes no helper (they are bound by port; \
+                 give the application its own address service)",
+                self.protocol, self.address
+            )));
+        }
+        if self.ops && id.proto != Protocol::Udp && !id.is_fwmark() {
             return Err(conflict(format!(
                 "service {}: one-packet scheduling (ops) is only for UDP services",
                 self.address
@@ -1242,6 +1286,7 @@ impl ServiceDef {
         }
         let laddrs = self.local_addrs()?;
         Ok(ServiceSpec {
+            fwmark: id.fwmark,
             proto: id.proto,
             addr: id.addr,
             port: id.port,
@@ -1478,6 +1523,13 @@ pub(crate) fn parse_laddr(s: &str) -> Result<IpAddr, ConfigError> {
     Ok(a)
 }
 
+/// An IP address as the API's patterns take it: IPv4 as written back, IPv6 in any form.
+pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
+    s.parse()
+        .ok()
+        .filter(|a: &IpAddr| a.is_ipv6() || a.to_string() == s)
+}
+
 /// Parse a real server's address: `ip:port`, or a bare IP (port 0: the virtual port), as
 /// ipvsadm's `-r` takes it.
 pub(crate) fn parse_real_addr(s: &str) -> Result<SocketAddr, ConfigError> {
@@ -1532,6 +1584,7 @@ impl Config {
     /// scheduler known.
     pub fn check(&self) -> Result<(), ConfigError> {
         daemon::check(&self.daemons)?;
+        mark::check_all(&self.marks)?;
         // The kernel's proc_do_sync_threshold: two ints, the first below the second unless
         // that is 0. A pair of numbers that breaks only this is a conflict (409), as the
         // schema cannot say it.
@@ -1684,6 +1737,10 @@ impl Config {
             out.daemons = new.daemons.clone();
             said.push("daemons".into());
         }
+        if new.marks != base.marks && out.marks != new.marks {
+            out.marks = new.marks.clone();
+            said.push("mark rules".into());
+        }
         (out, said)
     }
 
@@ -1720,6 +1777,7 @@ pub fn to_toml(cfg: &Config) -> String {
         sysctl: (cfg.sysctl != Default::default()).then_some(cfg.sysctl.into()),
         defense: (cfg.defense != Default::default()).then_some(cfg.defense.into()),
         daemon: cfg.daemons.clone(),
+        mark_rule: cfg.marks.iter().map(mark::MarkRuleDef::from).collect(),
     };
     // Serializing plain strings and numbers cannot fail.
     toml::to_string(&file).unwrap_or_default()

@@ -42,7 +42,8 @@ pub(crate) enum Change {
         #[schema(value_type = crate::schema::VipPort)]
         address: String,
     },
-    /// Delete every virtual service: `ipvsadm -C`.
+    /// Delete every virtual service (and the mark rules, which serve fwmark services
+    /// only): `ipvsadm -C`.
     Clear {},
     /// Add a real server to a service: `ipvsadm -a`.
     AddReal {
@@ -132,6 +133,21 @@ pub(crate) enum Change {
         /// The daemon.
         daemon: crate::config::daemon::SyncDaemon,
     },
+    /// Add a mark rule at the end of the classifier's list (`wvs adm --add-mark-rule`).
+    AddMarkRule {
+        /// The rule.
+        rule: crate::config::mark::MarkRuleDef,
+    },
+    /// Remove a mark rule, given as it was added (`wvs adm --delete-mark-rule`).
+    DeleteMarkRule {
+        /// The rule.
+        rule: crate::config::mark::MarkRuleDef,
+    },
+    /// Replace every mark rule with these, in order (`PUT /api/v1/mark-rules`).
+    SetMarkRules {
+        /// The rules.
+        rules: Vec<crate::config::mark::MarkRuleDef>,
+    },
     /// Stop a sync daemon: `ipvsadm --stop-daemon`.
     StopDaemon {
         /// `master` or `backup`.
@@ -197,6 +213,9 @@ impl Change {
             Self::SetDefense { .. } => "set_defense",
             Self::StartDaemon { .. } => "start_daemon",
             Self::StopDaemon { .. } => "stop_daemon",
+            Self::AddMarkRule { .. } => "add_mark_rule",
+            Self::DeleteMarkRule { .. } => "delete_mark_rule",
+            Self::SetMarkRules { .. } => "set_mark_rules",
         }
     }
 
@@ -216,7 +235,9 @@ impl Change {
                 Ok(())
             }
             Self::Clear {} => {
+                // The mark rules serve the fwmark services only: they go with them.
                 cfg.services.clear();
+                cfg.marks.clear();
                 Ok(())
             }
             Self::AddReal {
@@ -271,6 +292,35 @@ impl Change {
                 }
                 cfg.daemons.push(daemon.clone());
                 cfg.daemons.sort_by_key(|d| d.state);
+                Ok(())
+            }
+            Self::AddMarkRule { rule } => {
+                let r = rule.validate()?;
+                if cfg.marks.contains(&r) {
+                    return Err(EditError::Exists(format!(
+                        "mark rule {} exists already",
+                        crate::config::mark::words(&r)
+                    )));
+                }
+                cfg.marks.push(r);
+                Ok(())
+            }
+            Self::SetMarkRules { rules } => {
+                cfg.marks.clear();
+                rules.iter().try_for_each(|rule| {
+                    Self::AddMarkRule { rule: rule.clone() }.apply(cfg)
+                })
+            }
+            Self::DeleteMarkRule { rule } => {
+                let r = rule.validate()?;
+                let n = cfg.marks.len();
+                cfg.marks.retain(|m| *m != r);
+                if cfg.marks.len() == n {
+                    return Err(EditError::NotFound(format!(
+                        "no mark rule {}",
+                        crate::config::mark::words(&r)
+                    )));
+                }
                 Ok(())
             }
             Self::StopDaemon { state } => {

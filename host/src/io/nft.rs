@@ -145,6 +145,9 @@ pub(crate) struct Claims {
     pub check_answers: Vec<(Ipv4Addr, Protocol, u16)>,
     /// The same of IPv6 services and real servers (no checks through a VIP yet).
     pub v6: Claims6,
+    /// The mark rules whose mark has a fwmark service of the rule's family: what they
+    /// match is wvs's, and the ICMP errors about the replies.
+    pub marked: Vec<crate::spec::MarkRule>,
 }
 
 /// What wvs takes from the kernel of IPv6: as [`Claims`].
@@ -166,6 +169,8 @@ impl Claims {
         for s in snap.services() {
             let (proto, port) = (s.key.proto, s.key.port);
             match s.key.addr {
+                // A fwmark service's are its rules' (below).
+                _ if s.key.is_fwmark() => {}
                 IpAddr::V4(a) => {
                     c.vips.push((a, proto, port));
                     c.vip_addrs.push(a);
@@ -175,6 +180,13 @@ impl Claims {
                     c6.vip_addrs.push(a);
                 }
             }
+            // A fwmark service's servers answer in either protocol, from their port, or
+            // from any (port 0: the client's).
+            let protos = if s.key.is_fwmark() {
+                &[Protocol::Tcp, Protocol::Udp][..]
+            } else {
+                std::slice::from_ref(&s.key.proto)
+            };
             // Only NAT servers' packets are wvs's: a DR or tunnel server talks to its
             // clients directly, and what it sends the balancer is the kernel's.
             for d in s
@@ -185,23 +197,35 @@ impl Claims {
             {
                 // A port-0 service's connections keep the client's port (0 here: every
                 // port of the server, as every port of the VIP).
-                let port = if d.port == 0 || port == 0 {
-                    port
-                } else {
+                let port = if s.key.is_fwmark() || (d.port != 0 && port != 0) {
                     d.port
+                } else {
+                    port
                 };
-                match d.addr {
-                    IpAddr::V4(r) => {
-                        c.reals.push((r, proto, port));
-                        c.real_addrs.push(r);
-                    }
-                    IpAddr::V6(r) => {
-                        c6.reals.push((r, proto, port));
-                        c6.real_addrs.push(r);
+                for &proto in protos {
+                    match d.addr {
+                        IpAddr::V4(r) => {
+                            c.reals.push((r, proto, port));
+                            c.real_addrs.push(r);
+                        }
+                        IpAddr::V6(r) => {
+                            c6.reals.push((r, proto, port));
+                            c6.real_addrs.push(r);
+                        }
                     }
                 }
             }
         }
+        c.marked = snap
+            .marks()
+            .iter()
+            .filter(|r| {
+                let v6 = r.daddr.first().is_some_and(|n| n.addr().is_ipv6());
+                snap.fwmark_service(r.mark, if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() })
+                    .is_some()
+            })
+            .cloned()
+            .collect();
         let (dv, dr) = snap.data_claims();
         for (p, a) in dv {
             match a {
@@ -357,6 +381,90 @@ fn render_any_port(
     (sets, rules)
 }
 
+/// The rules of the mark rules that have a fwmark service: each rule's packets, and the
+/// ICMP errors about their replies wherever they are addressed (the seed's
+/// `ip_vs_forward_icmp`): a quote from one of the rule's destinations and ports, to one of
+/// its sources and ports.
+fn render_marks(rules: &[crate::spec::MarkRule]) -> String {
+    use std::fmt::Write as _;
+    let set = |v: Vec<String>| format!("{{ {} }}", v.join(", "));
+    let ports = |v: &[(u16, u16)]| {
+        set(v
+            .iter()
+            .map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
+            .collect())
+    };
+    // A prefix as the integer range a raw payload match compares with.
+    let range = |n: &ipnet::IpNet| match n {
+        ipnet::IpNet::V4(n) => format!(
+            "{:#010x}-{:#010x}",
+            u32::from(n.network()),
+            u32::from(n.broadcast())
+        ),
+        ipnet::IpNet::V6(n) => format!(
+            "{:#034x}-{:#034x}",
+            u128::from(n.network()),
+            u128::from(n.broadcast())
+        ),
+    };
+    let mut out = String::new();
+    for r in rules {
+        let v6 = r.daddr.first().is_some_and(|n| n.addr().is_ipv6());
+        let fam = if v6 { "ip6" } else { "ip" };
+        let protos = if r.protos.is_empty() {
+            vec![Protocol::Tcp, Protocol::Udp]
+        } else {
+            r.protos.clone()
+        };
+        let mut m = format!(
+            "{fam} daddr {}",
+            set(r.daddr.iter().map(|n| n.to_string()).collect())
+        );
+        if !r.saddr.is_empty() {
+            let _ = write!(m, " {fam} saddr {}", set(r.saddr.iter().map(|n| n.to_string()).collect()));
+        }
+        let _ = write!(m, " meta l4proto {}", set(protos.iter().map(|p| p.name().to_string()).collect()));
+        if !r.dport.is_empty() {
+            let _ = write!(m, " th dport {}", ports(&r.dport));
+        }
+        if !r.sport.is_empty() {
+            let _ = write!(m, " th sport {}", ports(&r.sport));
+        }
+        let _ = writeln!(out, "\t\t{m} drop");
+        // The quote's fields, at the offsets of `render` and `render_v6`: protocol,
+        // source, destination, source port, destination port.
+        let (head, q) = if v6 {
+            (
+                "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } @th,64,4 6",
+                ["@th,112,8", "@th,128,128", "@th,256,128", "@th,384,16", "@th,400,16"],
+            )
+        } else {
+            (
+                "icmp type { destination-unreachable, source-quench, time-exceeded } @th,64,8 0x45",
+                ["@th,136,8", "@th,160,32", "@th,192,32", "@th,224,16", "@th,240,16"],
+            )
+        };
+        let mut e = format!(
+            "{head} {} {} {} {}",
+            q[0],
+            set(protos.iter().map(|p| p.number().to_string()).collect()),
+            q[1],
+            set(r.daddr.iter().map(range).collect())
+        );
+        if !r.saddr.is_empty() {
+            let _ = write!(e, " {} {}", q[2], set(r.saddr.iter().map(range).collect()));
+        }
+        if !r.dport.is_empty() {
+            let _ = write!(e, " {} {}", q[3], ports(&r.dport));
+        }
+        if !r.sport.is_empty() {
+            let _ = write!(e, " {} {}", q[4], ports(&r.sport));
+        }
+        let _ = writeln!(out, "\t\t{e} drop");
+    }
+    out
+}
+
 /// An ICMPv6 error's quoted source, protocol and source port (offsets in bits from the
 /// ICMPv6 header), and its destination, protocol and destination port.
 const QUOTE6_SRC: &str = "@th,128,128 . @th,112,8 . @th,384,16";
@@ -400,6 +508,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
     };
     let (sets6, rules6) = render_v6(&c.v6, &elements);
     let (sets_any, rules_any) = render_any_port(&any_vips, &any_reals, &elements);
+    let rules_marks = render_marks(&c.marked);
     let devs = devices
         .iter()
         .map(|d| format!("\"{d}\""))
@@ -432,6 +541,7 @@ pub(crate) fn render(devices: &[String], snap: &Snapshot) -> String {
          \t\ticmp type {{ {relayed} }} {quote_v4} {quote_dst} @icmp_reals drop\n\
          {rules_any}\
          {rules6}\
+         {rules_marks}\
          \t}}\n\
          }}\n",
         t = NFT_TABLE,

@@ -49,6 +49,7 @@ const MAP_TUPLES: &str = "wvs_tuples";
 const MAP_QUEUES: &str = "wvs_queues";
 const MAP_XSKS: &str = "wvs_xsks";
 const MAP_PASSED: &str = "wvs_passed";
+const MAP_MARKS: &str = "wvs_marks";
 /// `max_entries` of `wvs_xsks` and `wvs_queues`.
 const MAX_SOCKETS: u32 = 1024;
 
@@ -77,6 +78,93 @@ struct Tuple {
 
 // SAFETY: plain data of 20 bytes without padding, valid for every bit pattern.
 unsafe impl aya::Pod for Tuple {}
+
+/// An entry of `wvs_marks` (`struct mark_match` in `wvs_xdp.c`): one match of a mark rule
+/// of a fwmark service; `protos` 0 ends the list.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct MarkMatch {
+    daddr: [u8; 16],
+    dmask: [u8; 16],
+    saddr: [u8; 16],
+    smask: [u8; 16],
+    dport_lo: u16,
+    dport_hi: u16,
+    sport_lo: u16,
+    sport_hi: u16,
+    protos: u8,
+    pad: [u8; 3],
+}
+
+// SAFETY: plain data of 76 bytes (its padding spelled out), valid for every bit pattern.
+unsafe impl aya::Pod for MarkMatch {}
+
+/// The entries of `wvs_marks` for `rules`: each rule's destinations × sources × port
+/// ranges, in order.
+fn mark_matches(rules: &[crate::spec::MarkRule]) -> Vec<MarkMatch> {
+    use crate::model::Protocol;
+    // A prefix as the map holds it: IPv4's mapped, its mask over the mapped prefix too.
+    let wide_net = |n: &ipnet::IpNet| -> ([u8; 16], [u8; 16]) {
+        let (addr, len) = match n {
+            ipnet::IpNet::V4(v) => (v.network().to_ipv6_mapped(), 96 + v.prefix_len()),
+            ipnet::IpNet::V6(v) => (v.network(), v.prefix_len()),
+        };
+        let mask = u128::MAX.checked_shl(u32::from(128 - len)).unwrap_or(0);
+        (addr.octets(), mask.to_be_bytes())
+    };
+    let any = |v: bool| -> ([u8; 16], [u8; 16]) {
+        // Any address of the family: ::ffff:0:0/96 for IPv4, ::/0 for IPv6.
+        if v {
+            ([0; 16], [0; 16])
+        } else {
+            wide_net(&ipnet::IpNet::V4(ipnet::Ipv4Net::default()))
+        }
+    };
+    let full = [(0u16, u16::MAX)];
+    let mut out = Vec::new();
+    for r in rules {
+        let v6 = r.daddr.first().is_some_and(|n| n.addr().is_ipv6());
+        let protos = if r.protos.is_empty() {
+            3
+        } else {
+            r.protos.iter().fold(0, |b, p| {
+                b | match p {
+                    Protocol::Tcp => 1,
+                    Protocol::Udp => 2,
+                }
+            })
+        };
+        let saddrs: Vec<_> = if r.saddr.is_empty() {
+            vec![any(v6)]
+        } else {
+            r.saddr.iter().map(wide_net).collect()
+        };
+        let dports = if r.dport.is_empty() { &full[..] } else { &r.dport[..] };
+        let sports = if r.sport.is_empty() { &full[..] } else { &r.sport[..] };
+        for d in &r.daddr {
+            let (daddr, dmask) = wide_net(d);
+            for &(saddr, smask) in &saddrs {
+                for &(dport_lo, dport_hi) in dports {
+                    for &(sport_lo, sport_hi) in sports {
+                        out.push(MarkMatch {
+                            daddr,
+                            dmask,
+                            saddr,
+                            smask,
+                            dport_lo,
+                            dport_hi,
+                            sport_lo,
+                            sport_hi,
+                            protos,
+                            pad: [0; 3],
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
 
 /// A key of `wvs_queues` (`struct ifq`): which socket a queue's frames go to.
 #[repr(C)]
@@ -209,6 +297,7 @@ impl XdpProgram {
         let queues = BpfHashMap::try_from(take(&mut ebpf, MAP_QUEUES)?).map_err(program_err)?;
         let xsks = XskMap::try_from(take(&mut ebpf, MAP_XSKS)?).map_err(program_err)?;
         let passed = PerCpuArray::try_from(take(&mut ebpf, MAP_PASSED)?).map_err(program_err)?;
+        let marks = aya::maps::Array::try_from(take(&mut ebpf, MAP_MARKS)?).map_err(program_err)?;
         let prog: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or_else(|| XdpError::Program(format!("program {PROGRAM} missing")))?
@@ -226,6 +315,8 @@ impl XdpProgram {
             XdpFilter {
                 map: tuples,
                 current: HashSet::new(),
+                marks,
+                current_marks: Vec::new(),
             },
             XdpPassed {
                 map: passed,
@@ -326,6 +417,8 @@ fn attach_reason(e: &ProgramError) -> String {
 pub(crate) struct XdpFilter {
     map: BpfHashMap<MapData, Tuple, u8>,
     current: HashSet<Tuple>,
+    marks: aya::maps::Array<MapData, MarkMatch>,
+    current_marks: Vec<MarkMatch>,
 }
 
 impl std::fmt::Debug for XdpFilter {
@@ -344,12 +437,25 @@ impl XdpFilter {
         snap: &Snapshot,
         check_answers: Vec<(std::net::Ipv4Addr, crate::model::Protocol, u16)>,
     ) -> Result<(), XdpError> {
-        let next = tuples(&Claims {
+        let claims = Claims {
             check_answers,
             ..Claims::of(snap)
-        });
+        };
+        let next = tuples(&claims);
+        let marks = mark_matches(&claims.marked);
         apply_tuples(&mut self.map, &self.current, &next)?;
         self.current = next;
+        if marks != self.current_marks {
+            // In order, then the end: a packet read meanwhile sees old and new entries
+            // mixed for a moment, never a list cut short of what stays.
+            let end = marks.len().max(self.current_marks.len());
+            for i in 0..end {
+                let m = marks.get(i).copied().unwrap_or_default();
+                let i = u32::try_from(i).map_err(program_err)?;
+                self.marks.set(i, m, 0).map_err(program_err)?;
+            }
+            self.current_marks = marks;
+        }
         Ok(())
     }
 }

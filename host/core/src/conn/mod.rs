@@ -119,6 +119,9 @@ pub struct Conn {
     pub client_hop: NextHop,
     /// Protocol.
     pub proto: Protocol,
+    /// The mark of its fwmark service (`cp->fwmark`; 0: an address service's), which the
+    /// sync daemon's records carry so that a backup finds the service.
+    pub fwmark: u32,
     /// TCP state (UDP connections stay in `None`).
     pub state: TcpState,
     flags: Flags,
@@ -166,6 +169,7 @@ impl Conn {
             fwd,
             client_hop,
             proto: key.proto,
+            fwmark: 0,
             state: TcpState::None,
             flags,
             sync_endtime: 0,

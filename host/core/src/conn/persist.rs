@@ -27,8 +27,11 @@ use crate::service::Dest;
 /// What a template is found by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TemplateKey {
-    /// Protocol.
+    /// Protocol (TCP for a fwmark service's: IPVS's `IPPROTO_IP`, one template for every
+    /// protocol of the mark).
     pub proto: Protocol,
+    /// The fwmark service's mark (0: an address service's template).
+    pub fwmark: u32,
     /// Client address under the service's netmask.
     pub client: IpAddr,
     /// Virtual address.
@@ -375,6 +378,7 @@ mod tests {
     fn key(c: &str) -> TemplateKey {
         TemplateKey {
             proto: Protocol::Tcp,
+            fwmark: 0,
             client: masked(c.parse().unwrap(), 0xffff_ff00),
             vaddr: "198.18.100.1".parse().unwrap(),
             vport: 80,

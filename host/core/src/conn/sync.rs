@@ -250,7 +250,7 @@ impl Conn {
             cport: self.cport,
             vport: self.vport,
             dport: self.rport,
-            fwmark: 0,
+            fwmark: self.fwmark,
             timeout: (self.timeout_ms() / 1000).min(u64::from(u32::MAX)) as u32,
             caddr: self.caddr(),
             vaddr: self.vaddr(),
@@ -319,13 +319,18 @@ impl Link {
             flags |= flag::NOOUTPUT;
         }
         SyncConn {
-            protocol: self.key.proto.number(),
+            // A fwmark service's template: IPPROTO_IP, its mark in the record.
+            protocol: if self.key.fwmark != 0 {
+                0
+            } else {
+                self.key.proto.number()
+            },
             flags,
             state: if self.assured() { TEMPLATE_ASSURED } else { 0 },
             cport: 0,
             vport: self.key.vport,
             dport: rport,
-            fwmark: 0,
+            fwmark: self.key.fwmark,
             timeout: self.timeout_s,
             caddr: self.key.client,
             vaddr: self.key.vaddr,
@@ -444,12 +449,20 @@ pub fn apply(
 ) -> Result<Applied, Ignored> {
     let c = &r.conn;
     let flags = (c.flags & flag::BACKUP_MASK) | flag::SYNC;
+    let template = flags & flag::TEMPLATE != 0;
     let proto = match c.protocol {
         6 => Protocol::Tcp,
         17 => Protocol::Udp,
+        // A fwmark service's template (IPPROTO_IP): keyed as wvs keys them.
+        0 if template && c.fwmark != 0 => Protocol::Tcp,
         _ => return Err(Ignored::Protocol),
     };
-    let template = flags & flag::TEMPLATE != 0;
+    // The service: a fwmark service by the record's mark (`ip_vs_find_dest` with
+    // `cp->fwmark`), else by its address and port.
+    let service = |vport: u16| match c.fwmark {
+        0 => snap.service(proto, c.vaddr, vport),
+        mark => snap.fwmark_service(mark, c.vaddr),
+    };
     if !template {
         let states = match proto {
             Protocol::Tcp => TcpState::ALL.len() as u16,
@@ -463,7 +476,7 @@ pub fn apply(
         return Err(Ignored::PersistenceEngine);
     }
     let find = || {
-        if let Some(svc) = snap.service(proto, c.vaddr, c.vport) {
+        if let Some(svc) = service(c.vport) {
             let d = (svc.dests.iter().chain(svc.draining.iter()))
                 .find(|d| d.addr == c.daddr && (d.port == c.dport || d.port == 0))?;
             return Some((svc, d));
@@ -471,12 +484,10 @@ pub fn apply(
         // An FTP data connection: ip_vs_service_find's fallback from the data ports (20,
         // and the unprivileged ones) to the control port's service with a helper, whose
         // server of that address it goes to, on the data port.
-        if template || !(c.vport == 20 || c.vport >= 1024) {
+        if template || c.fwmark != 0 || !(c.vport == 20 || c.vport >= 1024) {
             return None;
         }
-        let svc = snap
-            .service(proto, c.vaddr, crate::consts::FTP_PORT)
-            .filter(|s| !s.helpers.is_empty())?;
+        let svc = service(crate::consts::FTP_PORT).filter(|s| !s.helpers.is_empty())?;
         let d = (svc.dests.iter().chain(svc.draining.iter())).find(|d| d.addr == c.daddr)?;
         Some((svc, d))
     };
@@ -488,6 +499,7 @@ pub fn apply(
         };
         let key = TemplateKey {
             proto,
+            fwmark: c.fwmark,
             client: c.caddr,
             vaddr: c.vaddr,
             vport: c.vport,
@@ -501,7 +513,7 @@ pub fn apply(
             || match find() {
                 Some((_, d)) => Some(d.clone()),
                 None => {
-                    if snap.service(proto, c.vaddr, c.vport).is_some() {
+                    if service(c.vport).is_some() {
                         missing = Ignored::NoDest;
                     }
                     None
@@ -523,9 +535,7 @@ pub fn apply(
         daddr: c.vaddr,
         dport: c.vport,
     };
-    let timeouts = snap
-        .service(proto, c.vaddr, c.vport)
-        .map_or(&snap.timeouts, |s| &s.timeouts);
+    let timeouts = service(c.vport).map_or(&snap.timeouts, |s| &s.timeouts);
     let timeout_ms = if c.timeout != 0 {
         u64::from(c.timeout) * 1000
     } else {
@@ -563,7 +573,7 @@ pub fn apply(
         Some(Ok(false)) | None => {}
     }
     let Some((svc, dest)) = find() else {
-        return Err(if snap.service(proto, c.vaddr, c.vport).is_some() {
+        return Err(if service(c.vport).is_some() {
             Ignored::NoDest
         } else {
             Ignored::NoService
@@ -575,6 +585,7 @@ pub fn apply(
     let mut cp = Conn::new(&key, dest.clone(), svc.stats.clone(), NextHop::UNKNOWN, now);
     // The record's port: a data connection's differs from its server's control port.
     cp.rport = c.dport;
+    cp.fwmark = c.fwmark;
     cp.flags.insert(Flags::SYNCED);
     if !inactive {
         cp.dest.set_inactive(false);

@@ -100,6 +100,14 @@ fn about_of(
     // Services' ports, and the data ports of expected connections (application helpers).
     if to_vip && (snap.service(proto, qs, sport).is_some() || snap.is_data_vip(proto, qs, sport)) {
         Some(About::Reply)
+    } else if snap
+        .fwmark_service_for(proto, (qd, dport), (qs, sport))
+        .is_some()
+    {
+        // A reply from an address a fwmark service took, to wherever it is addressed: the
+        // seed's ip_vs_forward_icmp, which hands the errors routed through the director to
+        // ip_vs_in_icmp, as nothing marks them.
+        Some(About::Reply)
     } else if snap.is_real(proto, qd, dport) || snap.is_data_real(proto, qd, dport) {
         Some(About::Forwarded)
     } else {

@@ -481,7 +481,8 @@ impl Datapath {
             meta,
             info,
         };
-        if let Some(svc) = snap.service(info.proto, daddr, info.dport) {
+        let svc = snap.service_for(info.proto, (saddr, info.sport), (daddr, info.dport));
+        if let Some(svc) = svc {
             self.inbound(rx, Some(svc), hop, buf, sink)
         } else if snap.is_real(info.proto, saddr, info.sport) {
             self.outbound(rx, buf, sink, false)
@@ -791,9 +792,12 @@ impl Datapath {
             return Err(Some(DropReason::NoLocalAddr));
         }
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
-        // A port-0 service's connection keeps the client's port whatever the server's
-        // (ip_vs_sched_persist: the server's port only when the packet's is the service's).
-        if svc.key.port == 0 && !matches!(fwd, Forward::Bypass) {
+        conn.fwmark = svc.key.fwmark;
+        // A persistent port-0 or fwmark service's connection keeps the client's port
+        // whatever the server's (ip_vs_sched_persist: the server's port only when the
+        // packet's is the service's); a fwmark service's otherwise takes its server's port
+        // when it has one (ip_vs_schedule: `dest->port ? dest->port : vport`).
+        if svc.key.port == 0 && svc.persist_ms > 0 && !matches!(fwd, Forward::Bypass) {
             conn.rport = key.dport;
         }
         conn.template = control;
@@ -870,13 +874,27 @@ impl Datapath {
             ..Default::default()
         };
         let scheduled = if svc.persist_ms > 0 {
-            let tkey = crate::conn::persist::TemplateKey {
-                proto: info.proto,
-                client: crate::conn::persist::masked(key.saddr, svc.netmask),
-                vaddr: key.daddr,
-                // A port-0 service's template holds every port of the client:
-                // <proto, client, 0, vaddr, 0> (ip_vs_sched_persist).
-                vport: if svc.key.port == 0 { 0 } else { key.dport },
+            let client = crate::conn::persist::masked(key.saddr, svc.netmask);
+            let tkey = if svc.key.is_fwmark() {
+                // A fwmark service's template holds every protocol, address and port of
+                // the mark: <IPPROTO_IP, client, 0, mark, 0> (ip_vs_sched_persist).
+                crate::conn::persist::TemplateKey {
+                    proto: Protocol::Tcp,
+                    fwmark: svc.key.fwmark,
+                    client,
+                    vaddr: svc.key.mark_addr(),
+                    vport: 0,
+                }
+            } else {
+                crate::conn::persist::TemplateKey {
+                    proto: info.proto,
+                    fwmark: 0,
+                    client,
+                    vaddr: key.daddr,
+                    // A port-0 service's template holds every port of the client:
+                    // <proto, client, 0, vaddr, 0> (ip_vs_sched_persist).
+                    vport: if svc.key.port == 0 { 0 } else { key.dport },
+                }
             };
             self.conns
                 .persist()
@@ -1498,7 +1516,7 @@ fn l4_of(
     let Some(l4) = ip.get(l4_off..total_len) else {
         return Err(DropReason::IpTruncated);
     };
-    let mine = snap.service(proto, daddr, dport).is_some()
+    let mine = snap.service_for(proto, (saddr, sport), (daddr, dport)).is_some()
         || snap.is_real(proto, saddr, sport)
         || snap.is_data_vip(proto, daddr, dport)
         || snap.is_data_real(proto, saddr, sport)

@@ -95,6 +95,8 @@ pub struct Snapshot {
     all_port_reals: HashSet<(Protocol, IpAddr), foldhash::fast::RandomState>,
     /// Whether a service has port 0 (every port of its address).
     all_port: bool,
+    /// The classifier's mark rules, in order (the last that matches wins).
+    marks: Vec<crate::spec::MarkRule>,
     /// Those of one-packet services (`ipvsadm -o`): their replies have no connection.
     ops_reals: HashSet<(Protocol, IpAddr, u16), foldhash::fast::RandomState>,
     /// Every virtual IP address.
@@ -155,22 +157,25 @@ impl Snapshot {
             // talks to its clients directly, and what it sends wvs is none of IPVS's.
             for d in dests.iter().filter(|d| d.forward().sees_replies()) {
                 snap.claim_replies(key, d);
-                if spec.ops {
+                if spec.ops && !key.is_fwmark() {
                     let port = if d.port == 0 { key.port } else { d.port };
                     snap.ops_reals.insert((key.proto, d.addr, port));
                 }
             }
-            if key.port == 0 {
-                snap.all_port = true;
+            // A fwmark service has no address of its own: what its rules match is its.
+            if !key.is_fwmark() {
+                snap.all_port |= key.port == 0;
+                snap.vips.insert(key.addr);
             }
-            snap.vips.insert(key.addr);
             let choice = resolve(&spec.scheduler);
             let sched = sched_for(old, &choice, spec.flags, &dests);
             let stats = old.map_or_else(Default::default, |o| o.stats.clone());
             // A port-0 TCP service's connections to port 21 get ftp, as IPVS binds its
             // helpers by the connection's port (tcp_app_conn_bind: cp->vport).
             let names = match spec.helpers {
-                None if spec.proto == Protocol::Tcp && spec.port == 0 => vec!["ftp".to_string()],
+                None if !key.is_fwmark() && spec.proto == Protocol::Tcp && spec.port == 0 => {
+                    vec!["ftp".to_string()]
+                }
                 _ => spec.helper_names(),
             };
             let helpers: Vec<_> = names
@@ -178,7 +183,7 @@ impl Snapshot {
                 .filter_map(|n| helper(n))
                 .map(|p| helper_pool(previous, p))
                 .collect();
-            if helpers.iter().any(|h| h.expects()) {
+            if !key.is_fwmark() && helpers.iter().any(|h| h.expects()) {
                 snap.data_vips.insert((key.proto, key.addr));
                 for d in dests.iter().filter(|d| d.forward().sees_replies()) {
                     snap.data_reals.insert((key.proto, d.addr));
@@ -230,8 +235,20 @@ impl Snapshot {
     }
 
     /// Take the replies of `d`, a NAT server of service `key`: from its port, or (port 0
-    /// of a port-0 service: the client's destination port) from any.
+    /// of a port-0 service: the client's destination port) from any. A fwmark service's
+    /// server answers in every protocol, from any port unless it has one.
     fn claim_replies(&mut self, key: ServiceKey, d: &Dest) {
+        if key.is_fwmark() {
+            for proto in [Protocol::Tcp, Protocol::Udp] {
+                if d.port == 0 {
+                    self.all_port_reals.insert((proto, d.addr));
+                } else {
+                    self.reals.insert((proto, d.addr, d.port));
+                }
+            }
+            self.real_addrs.insert(d.addr);
+            return;
+        }
         // Port 0: the virtual port, as the connections see it; a port-0 service's
         // connections keep the client's port whatever the server's.
         let port = if d.port == 0 || key.port == 0 {
@@ -259,22 +276,75 @@ impl Snapshot {
         if self.services.is_empty() {
             return None;
         }
-        let exact = self.services.get(&ServiceKey { proto, addr, port });
+        let exact = self.services.get(&ServiceKey::new(proto, addr, port));
         if exact.is_some() || !self.all_port {
             return exact;
         }
-        self.services.get(&ServiceKey {
-            proto,
-            addr,
-            port: 0,
-        })
+        self.services.get(&ServiceKey::new(proto, addr, 0))
+    }
+
+    /// Set the classifier's mark rules (call on a snapshot just built, before it is
+    /// published).
+    pub fn set_marks(&mut self, rules: &[crate::spec::MarkRule]) {
+        self.marks = rules.to_vec();
+    }
+
+    /// The mark rules.
+    pub fn marks(&self) -> &[crate::spec::MarkRule] {
+        &self.marks
+    }
+
+    /// The mark the classifier gives a packet `src -> dst` of `proto` (0: none).
+    #[inline]
+    pub fn mark_of(&self, proto: Protocol, src: (IpAddr, u16), dst: (IpAddr, u16)) -> u32 {
+        self.marks
+            .iter()
+            .rev()
+            .find(|r| r.matches(proto, src, dst))
+            .map_or(0, |r| r.mark)
+    }
+
+    /// Find the virtual service of a client's packet `src -> dst` of `proto`, as
+    /// `ip_vs_service_find`: the fwmark service of its mark and family first, then its
+    /// address's ([`Self::service`]).
+    #[inline]
+    pub fn service_for(
+        &self,
+        proto: Protocol,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+    ) -> Option<&Arc<VirtualService>> {
+        self.fwmark_service_for(proto, src, dst)
+            .or_else(|| self.service(proto, dst.0, dst.1))
+    }
+
+    /// The fwmark service of a client's packet `src -> dst` of `proto`, if it has one.
+    #[inline]
+    pub fn fwmark_service_for(
+        &self,
+        proto: Protocol,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+    ) -> Option<&Arc<VirtualService>> {
+        if self.marks.is_empty() {
+            return None;
+        }
+        match self.mark_of(proto, src, dst) {
+            0 => None,
+            mark => self.fwmark_service(mark, dst.0),
+        }
+    }
+
+    /// The fwmark service of `mark` in the family of `addr`.
+    pub fn fwmark_service(&self, mark: u32, addr: IpAddr) -> Option<&Arc<VirtualService>> {
+        self.services.get(&ServiceKey::fwmark(mark, addr.is_ipv6()))
     }
 
     /// wvs's own address towards the real server `addr:port` (its route's source), if known.
     pub(crate) fn real_source(&self, proto: Protocol, addr: IpAddr, port: u16) -> Option<IpAddr> {
         self.services
             .values()
-            .filter(|s| s.key.proto == proto)
+            .filter(|s| s.key.is_fwmark() || s.key.proto == proto)
             .flat_map(|s| s.dests.iter().map(move |d| (s.key.port, d)))
             .find(|(vport, d)| {
                 d.addr == addr
