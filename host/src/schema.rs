@@ -345,6 +345,86 @@ schema_type!(
 mod tests {
     use super::*;
 
+    /// The fwmark services' and mark rules' patterns against their parsers: marks,
+    /// prefixes and port ranges, with near misses.
+    #[test]
+    fn mark_patterns_and_parsers_agree() {
+        let vip = matcher(&vip_port_pattern());
+        let filter = matcher(&service_filter_pattern());
+        for m in [
+            "1",
+            "7",
+            "0",
+            "01",
+            "4294967295",
+            "4294967296",
+            "9999999999",
+            "42949672950",
+            "3999999999",
+            "4294967289",
+            "4294967290",
+            "4199999999",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+        ] {
+            let parsed = crate::config::parse_service_id("fwm", m).is_ok();
+            assert_eq!(vip(m), parsed, "mark {m:?}");
+            assert_eq!(filter(&format!("fwm/{m}")), parsed, "filter {m:?}");
+            assert_eq!(filter(&format!("fwm6/{m}")), parsed, "filter6 {m:?}");
+        }
+        let rule = |daddr: &str, dport: &str| crate::config::mark::MarkRuleDef {
+            mark: 1,
+            daddr: vec![daddr.into()],
+            saddr: Vec::new(),
+            protocols: Vec::new(),
+            dport: if dport.is_empty() {
+                Vec::new()
+            } else {
+                vec![dport.into()]
+            },
+            sport: Vec::new(),
+        };
+        let prefix = matcher(&prefix_pattern());
+        for p in [
+            "198.18.1.0/28",
+            "198.18.1.5/28",
+            "198.18.1.1",
+            "198.18.1.1/32",
+            "198.18.1.1/33",
+            "198.18.1.1/",
+            "198.18.1.1/08",
+            "198.18.1.1/0",
+            "198.18.1.01/24",
+            "2001:db8::/32",
+            "2001:db8::1",
+            "2001:db8::/128",
+            "2001:db8::/129",
+            "2001:db8::/0",
+            "::/0",
+            "2001:db8::/1000",
+            "198.18.1.1/a",
+            "/24",
+            "198.18.1.1/24/1",
+        ] {
+            let parsed = rule(p, "").validate().is_ok();
+            assert_eq!(prefix(p), parsed, "prefix {p:?}");
+        }
+        let range = matcher(&port_range_pattern());
+        for r in [
+            "80", "0", "65535", "65536", "080", "80-90", "90-80", "0-65535", "1-", "-1", "80-",
+            "80-65536", "8 0", "80--90",
+        ] {
+            // A range backwards is well-formed: a conflict (409), not malformed.
+            let parsed = match rule("198.18.1.1", r).validate() {
+                Ok(_) => true,
+                Err(e) => matches!(e, crate::config::ConfigError::Conflict(_)),
+            };
+            assert_eq!(range(r), parsed, "range {r:?}");
+        }
+    }
+
     /// The patterns, checked against the parsers they describe: whatever the pattern takes,
     /// the parser takes, and the other way round, on a sample of near misses.
     #[test]

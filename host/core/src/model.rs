@@ -87,9 +87,7 @@ impl ServiceKey {
     pub fn mark_addr(&self) -> IpAddr {
         match self.addr {
             IpAddr::V4(_) => IpAddr::V4(self.fwmark.into()),
-            IpAddr::V6(_) => {
-                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(self.fwmark) << 96))
-            }
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(self.fwmark) << 96)),
         }
     }
 }

@@ -210,7 +210,11 @@ fn all_reals(s: &ServiceView) -> Vec<&crate::api::RealView> {
 
 /// One service and its real servers, as `-L` prints them.
 pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
-    let name = format!("{}  {}", s.protocol.to_ascii_uppercase(), s.address);
+    let name = match s.protocol.as_str() {
+        "fwm" => format!("FWM  {}", s.address),
+        "fwm6" => format!("FWM  {} IPv6", s.address),
+        p => format!("{}  {}", p.to_ascii_uppercase(), s.address),
+    };
     let name = truncate(&name, 33);
     match l {
         Listing::Stats => {
@@ -311,8 +315,14 @@ pub fn list(
 /// The rules, as `ipvsadm -S -n` prints them.
 pub fn save(out: &mut String, services: &[ServiceView]) {
     for s in services {
-        let flag = if s.protocol == "udp" { "-u" } else { "-t" };
-        let _ = write!(out, "-A {flag} {} -s {}", s.address, s.scheduler);
+        // The service as ipvsadm names it: -t/-u ADDR, or -f MARK (-6 after it for IPv6).
+        let id = match s.protocol.as_str() {
+            "udp" => format!("-u {}", s.address),
+            "fwm" => format!("-f {}", s.address),
+            "fwm6" => format!("-f {} -6", s.address),
+            _ => format!("-t {}", s.address),
+        };
+        let _ = write!(out, "-A {id} -s {}", s.scheduler);
         // After the persistence, as ipvsadm -S writes them (the oracle's `outputs`).
         if let Some(t) = s.persistent {
             let _ = write!(out, " -p {t}");
@@ -344,8 +354,7 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
         for r in all_reals(s) {
             let _ = write!(
                 out,
-                "-a {flag} {} -r {} {} -w {}",
-                s.address,
+                "-a {id} -r {} {} -w {}",
                 r.address,
                 method(&r.forward).1,
                 r.configured_weight.unwrap_or(r.weight)
@@ -374,7 +383,7 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
             out.push('\n');
         }
         for l in &s.laddrs {
-            let _ = writeln!(out, "-P {flag} {} -z {}", s.address, l.address);
+            let _ = writeln!(out, "-P {id} -z {}", l.address);
         }
     }
 }

@@ -42,6 +42,7 @@ Usage:
   wvs adm --set tcp tcpfin udp    (seconds; 0 keeps a value)
   wvs adm -P|Q virtual-service -z local-address   (full NAT's local addresses, as DPVS's)
   wvs adm -G [virtual-service]
+  wvs adm --add-mark-rule RULE | --delete-mark-rule RULE | --list-mark-rules
   wvs adm --import-keepalived FILE
   wvs adm --plugin-load NAME FILE | --plugin-list | --plugin-delete NAME
   wvs adm -h | -v
@@ -49,6 +50,8 @@ Usage:
 virtual-service:
   --tcp-service  -t service-address   service-address is host:port
   --udp-service  -u service-address
+  --fwmark-service -f fwmark          fwmark is an integer greater than zero: the
+                                      packets wvs's mark rules give it (-6: IPv6's)
 
 Options:
   --scheduler    -s scheduler   rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos,
@@ -57,6 +60,7 @@ Options:
   --netmask      -M netmask     persistence granularity, e.g. 255.255.255.0
   --sched-flags  -b flags       (with -A/-E) sh-fallback sh-port mh-fallback mh-port
                                 flag-1 flag-2 flag-3
+  --ipv6         -6             with -f: the fwmark service of IPv6
   --ops          -o             one-packet scheduling (UDP services): each datagram is
                                 scheduled on its own, no connection is kept
   --real-server  -r address     ip[:port]; without a port, the service's port
@@ -106,6 +110,13 @@ wvs's own:
                       connection (keepalived's sorry_server)
   --drain S           (with -d) remove the server gracefully: no new connections, its
                       connections go on until they end or S seconds are over
+  --add-mark-rule RULE  add a rule to wvs's classifier, which marks packets for fwmark
+                      services (-f) as `nft ... meta mark set` would: nft's match words
+                      and the mark, e.g. 'ip daddr 198.18.1.10 tcp dport { 80, 443 } mark 1'
+                      (ip/ip6 daddr and saddr, meta l4proto, tcp/udp/th dport and sport;
+                      daddr is required; the last rule that matches a packet wins)
+  --delete-mark-rule RULE  remove a rule, written as it was added
+  --list-mark-rules   the rules, in order (-S saves them first; -C clears them)
   --inhibit-on-failure  a failed server gets weight 0 (its connections go on) instead of
                       leaving scheduling
   --import-keepalived FILE
@@ -135,8 +146,7 @@ wvs's own:
   --api-ca FILE       with https: the API's certificate, or its CA's (PEM)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
-Not supported: fwmark services (-f: wvs sees packets before netfilter marks them), -6,
---pe (later work)
+Not supported yet: --pe (persistence engines), --sctp-service
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
@@ -212,6 +222,7 @@ fn run(a: &Args) -> Result<String, Failure> {
         Cmd::PluginList => plugin_list(&client, &mut out)?,
         Cmd::ImportKeepalived => import_keepalived(a, &client)?,
         Cmd::Zero => zero(a, &client)?,
+        Cmd::ListMarkRules => list_mark_rules(&client, &mut out)?,
         _ => edit(a, &client)?,
     }
     Ok(out)
@@ -232,6 +243,17 @@ fn list_daemons(client: &Client, out: &mut String) -> Result<(), Failure> {
             e["mcast_port"],
             e["mcast_ttl"],
         );
+    }
+    Ok(())
+}
+
+/// `--list-mark-rules`: the classifier's rules, in order, as `--add-mark-rule` takes them.
+fn list_mark_rules(client: &Client, out: &mut String) -> Result<(), Failure> {
+    let rules: Vec<crate::config::mark::MarkRuleDef> = client.get("/api/v1/mark-rules")?;
+    for r in rules {
+        let rule = r.validate().map_err(|e| Failure::Api(e.to_string()))?;
+        *out += &crate::config::mark::words(&rule);
+        out.push('\n');
     }
     Ok(())
 }
@@ -288,9 +310,6 @@ fn list(a: &Args, client: &Client, out: &mut String) -> Result<(), Failure> {
     } else {
         Listing::Plain
     };
-    if a.fwmark.is_some() {
-        return Err(fwmark());
-    }
     match &a.service {
         Some((p, addr)) => {
             let s: ServiceView = client.get(&format!("/api/v1/services/{p}/{addr}"))?;
@@ -316,6 +335,12 @@ fn list(a: &Args, client: &Client, out: &mut String) -> Result<(), Failure> {
 
 /// `-S`: the rules that make the table again.
 fn save(client: &Client, out: &mut String) -> Result<(), Failure> {
+    // The mark rules first (wvs's own: ipvsadm's table has none), then the services.
+    let mut rules = String::new();
+    list_mark_rules(client, &mut rules)?;
+    for r in rules.lines() {
+        *out += &format!("--add-mark-rule {r}\n");
+    }
     let services: Vec<ServiceView> = client.get("/api/v1/services")?;
     format::save(out, &services);
     Ok(())
@@ -464,9 +489,6 @@ fn import_keepalived(a: &Args, client: &Client) -> Result<(), Failure> {
 
 /// `-Z`: the counters of one service or all.
 fn zero(a: &Args, client: &Client) -> Result<(), Failure> {
-    if a.fwmark.is_some() {
-        return Err(fwmark());
-    }
     let path = match &a.service {
         Some((p, addr)) => format!("/api/v1/services/{p}/{addr}/stats/zero"),
         None => "/api/v1/stats/zero".to_string(),
@@ -496,20 +518,11 @@ fn edit(a: &Args, client: &Client) -> Result<(), Failure> {
     client.batch(vec![c])
 }
 
-fn fwmark() -> Failure {
-    usage(
-        "fwmark services (-f) are not supported: wvs reads packets before netfilter could mark them",
-    )
-}
-
 /// The service of a command: (protocol, address).
 fn service_of(a: &Args) -> Result<(String, String), Failure> {
-    if a.fwmark.is_some() {
-        return Err(fwmark());
-    }
     a.service
         .clone()
-        .ok_or_else(|| usage("no virtual service given (-t or -u)"))
+        .ok_or_else(|| usage("no virtual service given (-t, -u or -f)"))
 }
 
 /// The change a command asks for.
@@ -520,6 +533,13 @@ fn change(a: &Args) -> Result<Change, Failure> {
     }
     if let (Cmd::SetTimeouts, Some([tcp, tcpfin, udp])) = (cmd, a.timeouts) {
         return Ok(Change::SetTimeouts { tcp, tcpfin, udp });
+    }
+    if let (Cmd::AddMarkRule | Cmd::DeleteMarkRule, Some(rule)) = (cmd, a.mark_rule.clone()) {
+        return Ok(if cmd == Cmd::AddMarkRule {
+            Change::AddMarkRule { rule }
+        } else {
+            Change::DeleteMarkRule { rule }
+        });
     }
     if let (Cmd::StartDaemon | Cmd::StopDaemon, Some(state)) = (cmd, a.daemon_state) {
         return Ok(if cmd == Cmd::StopDaemon {
@@ -560,7 +580,8 @@ fn change(a: &Args) -> Result<Change, Failure> {
         });
     }
     let check = check_def(a)?;
-    if a.ops && protocol != "udp" {
+    // ipvsadm takes -o for a fwmark service too (one whose marks are UDP's).
+    if a.ops && protocol == "tcp" {
         return Err(usage(
             "One-Packet Scheduling is only for UDP virtual services",
         ));
@@ -1066,7 +1087,37 @@ mod tests {
                 .unwrap_err()
                 .contains("Tunnel options conflict with forward method")
         );
-        assert!(ch("-A -f 7 -s rr").unwrap_err().contains("fwmark"));
+        // -f MARK [-6]: the fwmark service fwm/MARK (fwm6 for IPv6); -o is taken for it.
+        assert!(matches!(ch("-A -f 7 -s rr -o").unwrap(),
+            Change::AddService { service } if service.protocol == "fwm" && service.address == "7" && service.ops));
+        assert!(matches!(ch("-a -f 7 -6 -r [2001:db8::1]:80 -m").unwrap(),
+            Change::AddReal { protocol, address, .. } if protocol == "fwm6" && address == "7"));
+        assert!(ch("-A -f 0 -s rr").unwrap_err().contains("illegal fwmark"));
+        assert!(ch("-A -f x -s rr").unwrap_err().contains("illegal fwmark"));
+        // Mark rules: the words after the option, quoted as one or not.
+        for line in [
+            "--add-mark-rule 'ip daddr 198.18.1.10 tcp dport { 80, 443 } mark 1'",
+            "--add-mark-rule ip daddr 198.18.1.10 tcp dport { 80, 443 } mark 1",
+            "--add-mark-rule=ip daddr 198.18.1.10 tcp dport {80,443} mark 1",
+        ] {
+            let words = shlex::split(line).expect("words");
+            let a = parse::parse(&words).expect(line);
+            let c = change(&a).map_err(|_| line).expect(line);
+            assert!(
+                matches!(&c, Change::AddMarkRule { rule } if rule.mark == 1
+                && rule.daddr == ["198.18.1.10"] && rule.dport == ["80", "443"]),
+                "{line}: {c:?}"
+            );
+        }
+        assert!(
+            matches!(ch("--delete-mark-rule ip daddr 198.18.1.0/28 mark 2").unwrap(),
+            Change::DeleteMarkRule { rule } if rule.mark == 2)
+        );
+        assert!(
+            ch("--add-mark-rule ip daddr 198.18.1.10")
+                .unwrap_err()
+                .contains("no mark")
+        );
         assert!(
             ch("-a -t 198.18.100.1:80")
                 .unwrap_err()

@@ -52,6 +52,12 @@ pub enum Cmd {
     PluginDelete,
     /// --start-daemon master|backup
     StartDaemon,
+    /// --add-mark-rule RULE (wvs's own)
+    AddMarkRule,
+    /// --delete-mark-rule RULE (wvs's own)
+    DeleteMarkRule,
+    /// --list-mark-rules (wvs's own)
+    ListMarkRules,
     /// --stop-daemon master|backup
     StopDaemon,
 }
@@ -76,8 +82,12 @@ pub struct Args {
     pub cmd: Option<Cmd>,
     /// `tcp` or `udp` and the address, from -t / -u.
     pub service: Option<(String, String)>,
-    /// -f MARK.
+    /// -f MARK, as given; [`parse`] turns it (with -6) into `service` (`fwm`/`fwm6`).
     pub fwmark: Option<String>,
+    /// --add-mark-rule / --delete-mark-rule: the rule, read from its words.
+    pub mark_rule: Option<crate::config::mark::MarkRuleDef>,
+    /// The first word of the rule (the option's value), until the rest is read.
+    pub mark_words: Option<String>,
     /// -6: ipvsadm's family of a fwmark service (-f); -t and -u say theirs by their
     /// address, so it changes nothing for them.
     pub ipv6: bool,
@@ -301,6 +311,9 @@ const OPTS: &[Opt] = &[
     opt(None, "plugin-load", ArgKind::Required),
     opt(None, "plugin-list", ArgKind::None),
     opt(None, "plugin-delete", ArgKind::Required),
+    opt(None, "add-mark-rule", ArgKind::Required),
+    opt(None, "delete-mark-rule", ArgKind::Required),
+    opt(None, "list-mark-rules", ArgKind::None),
 ];
 
 const fn opt(short: Option<char>, long: &'static str, arg: ArgKind) -> Opt {
@@ -516,6 +529,15 @@ fn command(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError> {
             Cmd::PluginLoad
         }
         "plugin-list" => Cmd::PluginList,
+        "add-mark-rule" | "delete-mark-rule" => {
+            a.mark_words = Some(v.into());
+            if long == "add-mark-rule" {
+                Cmd::AddMarkRule
+            } else {
+                Cmd::DeleteMarkRule
+            }
+        }
+        "list-mark-rules" => Cmd::ListMarkRules,
         "plugin-delete" => {
             a.plugin = Some(v.into());
             Cmd::PluginDelete
@@ -696,8 +718,30 @@ fn finish(mut a: Args, positional: Vec<String>) -> Result<Args, UsageError> {
                 .ok_or_else(|| usage("--plugin-load takes a name and a .wasm file"))?,
         );
     }
+    if let Some(first) = a.mark_words.take() {
+        // The rule's words: the option's value and every word after it (quoted as one
+        // or not, as -S writes it and -R reads it).
+        let text = std::iter::once(first)
+            .chain(rest.by_ref())
+            .collect::<Vec<_>>()
+            .join(" ");
+        a.mark_rule = Some(
+            crate::config::mark::parse_words(&text)
+                .map_err(|e| usage(format!("mark rule {text:?}: {e}")))?,
+        );
+    }
     if let Some(w) = rest.next() {
         return Err(usage(format!("unexpected argument {w}")));
+    }
+    // -f MARK [-6]: the fwmark service's identity, as the API names it.
+    if let Some(m) = a.fwmark.take() {
+        let mark = m
+            .parse::<u32>()
+            .ok()
+            .filter(|&m| m != 0)
+            .ok_or_else(|| usage(format!("illegal fwmark specified: {m:?}")))?;
+        let proto = if a.ipv6 { "fwm6" } else { "fwm" };
+        a.service = Some((proto.into(), mark.to_string()));
     }
     let daemon_settings = a.mcast_interface.is_some()
         || a.syncid.is_some()

@@ -220,7 +220,10 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/api/v1/timeouts", get(get_timeouts).put(put_timeouts))
         .route("/api/v1/sysctl", get(get_sysctl).put(put_sysctl))
-        .route("/api/v1/mark-rules", get(get_mark_rules).put(put_mark_rules))
+        .route(
+            "/api/v1/mark-rules",
+            get(get_mark_rules).put(put_mark_rules),
+        )
         .route("/api/v1/settings", get(get_settings).put(put_settings))
         .route("/api/v1/info", get(info))
         .route("/api/v1/daemons", get(list_daemons).post(start_daemon))
@@ -855,7 +858,9 @@ async fn put_mark_rules(
 ) -> Result<axum::Json<Vec<crate::config::mark::MarkRuleDef>>, ApiError> {
     change(&st, vec![Change::SetMarkRules { rules }]).await?;
     let c = st.control.lock().await;
-    Ok(axum::Json(c.config().marks.iter().map(Into::into).collect()))
+    Ok(axum::Json(
+        c.config().marks.iter().map(Into::into).collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/sysctl", responses((status = 200, body = Sysctl, description = "IPVS's switches wvs follows (/proc/sys/net/ipv4/vs/: cache_bypass, nat_icmp_send, pmtu_disc, expire_nodest_conn, expire_quiescent_template, conn_reuse_mode, sloppy_tcp, backup_only, the sync_* settings)")))]

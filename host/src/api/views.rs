@@ -402,7 +402,10 @@ impl ConnFilter {
                 k.fwmark == fwmark && k.addr.is_ipv6() == vaddr.is_ipv6()
             } else {
                 // A port-0 service's connections keep their clients' ports.
-                fwmark == 0 && k.proto == proto && k.addr == vaddr && (k.port == vport || k.port == 0)
+                fwmark == 0
+                    && k.proto == proto
+                    && k.addr == vaddr
+                    && (k.port == vport || k.port == 0)
             }
         };
         self.service.is_none_or(of_service)
@@ -489,7 +492,7 @@ impl ConnList {
                     return true;
                 }
                 let state = conn_state_name(c);
-                let v = (c.fwmark, c.proto, c.vaddr(), c.vport);
+                let v = (c.fwmark(), c.proto, c.vaddr(), c.vport);
                 if !filter.keeps(v, (c.raddr(), c.rport), state) {
                     return true;
                 }

@@ -63,15 +63,20 @@ impl MarkRuleDef {
         let prefixes = |v: &[String]| -> Result<Vec<ipnet::IpNet>, ConfigError> {
             v.iter()
                 .map(|p| {
-                    parse_prefix(p)
-                        .ok_or_else(|| invalid(format!("{}: {p:?} is no address or prefix", what())))
+                    parse_prefix(p).ok_or_else(|| {
+                        invalid(format!("{}: {p:?} is no address or prefix", what()))
+                    })
                 })
                 .collect()
         };
         let daddr = prefixes(&self.daddr)?;
         let saddr = prefixes(&self.saddr)?;
         let family = Family::of(daddr[0].addr());
-        if let Some(n) = daddr.iter().chain(&saddr).find(|n| Family::of(n.addr()) != family) {
+        if let Some(n) = daddr
+            .iter()
+            .chain(&saddr)
+            .find(|n| Family::of(n.addr()) != family)
+        {
             return Err(conflict(format!(
                 "{}: {n} is not of the family of {} (a rule is of one family, as nft's ip or ip6)",
                 what(),
@@ -88,9 +93,8 @@ impl MarkRuleDef {
         let ranges = |v: &[String]| -> Result<Vec<(u16, u16)>, ConfigError> {
             v.iter()
                 .map(|r| {
-                    let (lo, hi) = parse_range(r).ok_or_else(|| {
-                        invalid(format!("{}: {r:?} is no port or range", what()))
-                    })?;
+                    let (lo, hi) = parse_range(r)
+                        .ok_or_else(|| invalid(format!("{}: {r:?} is no port or range", what())))?;
                     if lo > hi {
                         return Err(conflict(format!("{}: range {r} goes backwards", what())));
                     }
@@ -162,13 +166,18 @@ fn parse_prefix(s: &str) -> Option<ipnet::IpNet> {
     }
     let addr: IpAddr = super::parse_ip(a)?;
     let max = if addr.is_ipv6() { 128 } else { 32 };
-    ipnet::IpNet::new(addr, len.unwrap_or(max)).ok().map(|n| n.trunc())
+    ipnet::IpNet::new(addr, len.unwrap_or(max))
+        .ok()
+        .map(|n| n.trunc())
 }
 
 /// Parse `port` or `lo-hi`, without leading zeros.
 fn parse_range(s: &str) -> Option<(u16, u16)> {
     let port = |p: &str| -> Option<u16> {
-        if p.is_empty() || (p.len() > 1 && p.starts_with('0')) || !p.bytes().all(|b| b.is_ascii_digit()) {
+        if p.is_empty()
+            || (p.len() > 1 && p.starts_with('0'))
+            || !p.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         p.parse().ok()
@@ -363,8 +372,12 @@ mod tests {
             assert_eq!(words(&r), text);
         }
         // nft's own words, and sets written tight.
-        let d = parse_words("ip daddr 198.18.1.10 tcp dport {80,443} meta mark set 9").expect("nft");
-        assert_eq!(words(&d.validate().expect("valid")), "ip daddr 198.18.1.10 tcp dport { 80, 443 } mark 9");
+        let d =
+            parse_words("ip daddr 198.18.1.10 tcp dport {80,443} meta mark set 9").expect("nft");
+        assert_eq!(
+            words(&d.validate().expect("valid")),
+            "ip daddr 198.18.1.10 tcp dport { 80, 443 } mark 9"
+        );
     }
 
     #[test]
@@ -386,18 +399,29 @@ mod tests {
 
     #[test]
     fn bad_rules_are_told() {
-        let err = |t: &str| parse_words(t).map_err(|e| e).and_then(|d| d.validate().map(|_| ()).map_err(|e| e.to_string()));
+        let err = |t: &str| {
+            parse_words(t).and_then(|d| d.validate().map(|_| ()).map_err(|e| e.to_string()))
+        };
         assert!(err("ip daddr 198.18.1.10 tcp dport 80").is_err_and(|e| e.contains("no mark")));
         assert!(err("tcp dport 80 mark 1").is_err_and(|e| e.contains("destinations")));
-        assert!(err("ip daddr 198.18.1.10 ip saddr 2001:db8::1 mark 1").is_err_and(|e| e.contains("family")));
-        assert!(err("ip daddr 198.18.1.10 tcp dport 90-80 mark 1").is_err_and(|e| e.contains("backwards")));
+        assert!(
+            err("ip daddr 198.18.1.10 ip saddr 2001:db8::1 mark 1")
+                .is_err_and(|e| e.contains("family"))
+        );
+        assert!(
+            err("ip daddr 198.18.1.10 tcp dport 90-80 mark 1")
+                .is_err_and(|e| e.contains("backwards"))
+        );
         assert!(err("ip daddr 198.18.1.300 mark 1").is_err_and(|e| e.contains("no address")));
         assert!(err("ip daddr 198.18.1.1 mark 0").is_err());
         assert!(err("ip daddr { 198.18.1.1 mark 1").is_err());
         assert!(err("ip frag-off 1 mark 1").is_err_and(|e| e.contains("expected")));
         // Host bits are cleared, as nft does.
         let d = parse_words("ip daddr 198.18.1.5/28 mark 1").expect("words");
-        assert_eq!(words(&d.validate().expect("valid")), "ip daddr 198.18.1.0/28 mark 1");
+        assert_eq!(
+            words(&d.validate().expect("valid")),
+            "ip daddr 198.18.1.0/28 mark 1"
+        );
     }
 
     #[test]

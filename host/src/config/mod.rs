@@ -1182,14 +1182,20 @@ pub(crate) fn service_id(k: ServiceKey) -> (String, String) {
     match (k.is_fwmark(), k.addr.is_ipv6()) {
         (true, false) => ("fwm".into(), k.fwmark.to_string()),
         (true, true) => ("fwm6".into(), k.fwmark.to_string()),
-        _ => (k.proto.name().into(), SocketAddr::new(k.addr, k.port).to_string()),
+        _ => (
+            k.proto.name().into(),
+            SocketAddr::new(k.addr, k.port).to_string(),
+        ),
     }
 }
 
 /// Parse a service's identity: a protocol name and `vip:port`, or `fwm` (`fwm6` for IPv6)
 /// and a firewall mark (ipvsadm's `-f MARK [-6]`).
 pub(crate) fn parse_service_id(protocol: &str, address: &str) -> Result<ServiceKey, ConfigError> {
-    let mark = address.parse::<u32>().ok().filter(|&m| m != 0);
+    let mark = address
+        .parse::<u32>()
+        .ok()
+        .filter(|&m| m != 0 && m.to_string() == address);
     if let v6 @ ("fwm6" | "fwm") = protocol {
         // Either is well-formed on its own: the pair is what conflicts.
         return match mark {

@@ -307,9 +307,9 @@ impl Change {
             }
             Self::SetMarkRules { rules } => {
                 cfg.marks.clear();
-                rules.iter().try_for_each(|rule| {
-                    Self::AddMarkRule { rule: rule.clone() }.apply(cfg)
-                })
+                rules
+                    .iter()
+                    .try_for_each(|rule| Self::AddMarkRule { rule: rule.clone() }.apply(cfg))
             }
             Self::DeleteMarkRule { rule } => {
                 let r = rule.validate()?;

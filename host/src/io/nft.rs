@@ -221,8 +221,15 @@ impl Claims {
             .iter()
             .filter(|r| {
                 let v6 = r.daddr.first().is_some_and(|n| n.addr().is_ipv6());
-                snap.fwmark_service(r.mark, if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() })
-                    .is_some()
+                snap.fwmark_service(
+                    r.mark,
+                    if v6 {
+                        Ipv6Addr::UNSPECIFIED.into()
+                    } else {
+                        Ipv4Addr::UNSPECIFIED.into()
+                    },
+                )
+                .is_some()
             })
             .cloned()
             .collect();
@@ -391,7 +398,13 @@ fn render_marks(rules: &[crate::spec::MarkRule]) -> String {
     let ports = |v: &[(u16, u16)]| {
         set(v
             .iter()
-            .map(|&(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
             .collect())
     };
     // A prefix as the integer range a raw payload match compares with.
@@ -421,9 +434,17 @@ fn render_marks(rules: &[crate::spec::MarkRule]) -> String {
             set(r.daddr.iter().map(|n| n.to_string()).collect())
         );
         if !r.saddr.is_empty() {
-            let _ = write!(m, " {fam} saddr {}", set(r.saddr.iter().map(|n| n.to_string()).collect()));
+            let _ = write!(
+                m,
+                " {fam} saddr {}",
+                set(r.saddr.iter().map(|n| n.to_string()).collect())
+            );
         }
-        let _ = write!(m, " meta l4proto {}", set(protos.iter().map(|p| p.name().to_string()).collect()));
+        let _ = write!(
+            m,
+            " meta l4proto {}",
+            set(protos.iter().map(|p| p.name().to_string()).collect())
+        );
         if !r.dport.is_empty() {
             let _ = write!(m, " th dport {}", ports(&r.dport));
         }
@@ -436,12 +457,24 @@ fn render_marks(rules: &[crate::spec::MarkRule]) -> String {
         let (head, q) = if v6 {
             (
                 "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } @th,64,4 6",
-                ["@th,112,8", "@th,128,128", "@th,256,128", "@th,384,16", "@th,400,16"],
+                [
+                    "@th,112,8",
+                    "@th,128,128",
+                    "@th,256,128",
+                    "@th,384,16",
+                    "@th,400,16",
+                ],
             )
         } else {
             (
                 "icmp type { destination-unreachable, source-quench, time-exceeded } @th,64,8 0x45",
-                ["@th,136,8", "@th,160,32", "@th,192,32", "@th,224,16", "@th,240,16"],
+                [
+                    "@th,136,8",
+                    "@th,160,32",
+                    "@th,192,32",
+                    "@th,224,16",
+                    "@th,240,16",
+                ],
             )
         };
         let mut e = format!(

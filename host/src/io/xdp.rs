@@ -139,8 +139,16 @@ fn mark_matches(rules: &[crate::spec::MarkRule]) -> Vec<MarkMatch> {
         } else {
             r.saddr.iter().map(wide_net).collect()
         };
-        let dports = if r.dport.is_empty() { &full[..] } else { &r.dport[..] };
-        let sports = if r.sport.is_empty() { &full[..] } else { &r.sport[..] };
+        let dports = if r.dport.is_empty() {
+            &full[..]
+        } else {
+            &r.dport[..]
+        };
+        let sports = if r.sport.is_empty() {
+            &full[..]
+        } else {
+            &r.sport[..]
+        };
         for d in &r.daddr {
             let (daddr, dmask) = wide_net(d);
             for &(saddr, smask) in &saddrs {

@@ -119,9 +119,6 @@ pub struct Conn {
     pub client_hop: NextHop,
     /// Protocol.
     pub proto: Protocol,
-    /// The mark of its fwmark service (`cp->fwmark`; 0: an address service's), which the
-    /// sync daemon's records carry so that a backup finds the service.
-    pub fwmark: u32,
     /// TCP state (UDP connections stay in `None`).
     pub state: TcpState,
     flags: Flags,
@@ -137,6 +134,12 @@ const R: usize = 2;
 const L: usize = 3;
 
 impl Conn {
+    /// The mark of its fwmark service (`cp->fwmark`; 0: an address service's), which the
+    /// sync daemon's records carry so that a backup finds the service. Its server knows.
+    pub fn fwmark(&self) -> u32 {
+        self.dest.fwmark()
+    }
+
     /// A new connection bound to `dest`, counted on it as IPVS does (`ip_vs_conn_new`).
     pub fn new(
         key: &ConnKey,
@@ -169,7 +172,6 @@ impl Conn {
             fwd,
             client_hop,
             proto: key.proto,
-            fwmark: 0,
             state: TcpState::None,
             flags,
             sync_endtime: 0,

@@ -250,7 +250,7 @@ impl Conn {
             cport: self.cport,
             vport: self.vport,
             dport: self.rport,
-            fwmark: self.fwmark,
+            fwmark: self.fwmark(),
             timeout: (self.timeout_ms() / 1000).min(u64::from(u32::MAX)) as u32,
             caddr: self.caddr(),
             vaddr: self.vaddr(),
@@ -585,7 +585,6 @@ pub fn apply(
     let mut cp = Conn::new(&key, dest.clone(), svc.stats.clone(), NextHop::UNKNOWN, now);
     // The record's port: a data connection's differs from its server's control port.
     cp.rport = c.dport;
-    cp.fwmark = c.fwmark;
     cp.flags.insert(Flags::SYNCED);
     if !inactive {
         cp.dest.set_inactive(false);

@@ -792,7 +792,6 @@ impl Datapath {
             return Err(Some(DropReason::NoLocalAddr));
         }
         let mut conn = Conn::new(key, dest.clone(), svc.stats.clone(), client_hop, now);
-        conn.fwmark = svc.key.fwmark;
         // A persistent port-0 or fwmark service's connection keeps the client's port
         // whatever the server's (ip_vs_sched_persist: the server's port only when the
         // packet's is the service's); a fwmark service's otherwise takes its server's port
@@ -1516,7 +1515,9 @@ fn l4_of(
     let Some(l4) = ip.get(l4_off..total_len) else {
         return Err(DropReason::IpTruncated);
     };
-    let mine = snap.service_for(proto, (saddr, sport), (daddr, dport)).is_some()
+    let mine = snap
+        .service_for(proto, (saddr, sport), (daddr, dport))
+        .is_some()
         || snap.is_real(proto, saddr, sport)
         || snap.is_data_vip(proto, daddr, dport)
         || snap.is_data_real(proto, saddr, sport)
@@ -1588,6 +1589,8 @@ mod allport_tests;
 mod app_tests;
 #[cfg(test)]
 mod ecmp_tests;
+#[cfg(test)]
+mod fwmark_tests;
 #[cfg(test)]
 mod ops_tests;
 #[cfg(test)]

@@ -71,7 +71,7 @@ fn harness() -> Harness {
 }
 
 #[derive(Clone, Copy)]
-enum F {
+pub(super) enum F {
     Syn,
     SynAck,
     Ack,
@@ -80,7 +80,7 @@ enum F {
     Psh,
 }
 
-fn tcp_frame(
+pub(super) fn tcp_frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: ([u8; 4], u16),
@@ -104,7 +104,7 @@ fn tcp_frame(
     v
 }
 
-fn udp_frame(
+pub(super) fn udp_frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: ([u8; 4], u16),
@@ -894,7 +894,7 @@ proptest! {
 }
 
 /// An ICMP error frame from `src` to `dst` quoting `quote` (IP header + 8 bytes or more).
-fn icmp_error_frame(
+pub(super) fn icmp_error_frame(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     src: [u8; 4],
@@ -916,11 +916,11 @@ fn icmp_error_frame(
 }
 
 /// The first `n` bytes of the IP packet inside an Ethernet frame.
-fn quote_of(frame: &[u8], n: usize) -> Vec<u8> {
+pub(super) fn quote_of(frame: &[u8], n: usize) -> Vec<u8> {
     frame[14..14 + n].to_vec()
 }
 
-fn check_icmp(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, Vec<u8>) {
+pub(super) fn check_icmp(frame: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, Vec<u8>) {
     let h = PacketHeaders::from_ethernet_slice(frame).expect("frame parses");
     let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
         panic!("not ipv4")

@@ -95,6 +95,9 @@ pub struct Dest {
     mtu: AtomicU32,
     /// Set by the fast path when it has no next hop, so the resolver looks sooner.
     pub resolve_wanted: AtomicBool,
+    /// The mark of its service when that is a fwmark service (0: an address service's):
+    /// its connections' `cp->fwmark`, which the sync daemon's records carry.
+    fwmark: AtomicU32,
     /// What its health check says: [`HEALTH_DOWN`], [`HEALTH_INHIBIT`].
     health: AtomicU8,
     /// A sorry server (keepalived's `sorry_server`): scheduled only when no other can be.
@@ -137,12 +140,23 @@ impl Dest {
             src6: arc_swap::ArcSwapOption::empty(),
             mtu: AtomicU32::new(0),
             resolve_wanted: AtomicBool::new(true),
+            fwmark: AtomicU32::new(0),
             health: AtomicU8::new(0),
             sorry: AtomicBool::new(false),
             drain_until: AtomicU64::new(0),
             checker: parking_lot::Mutex::new(None),
             stats: crate::stats::Stats::default(),
         }
+    }
+
+    /// The mark of its fwmark service (0: an address service's).
+    pub fn fwmark(&self) -> u32 {
+        self.fwmark.load(Relaxed)
+    }
+
+    /// Say which fwmark service it is of (a server belongs to one service).
+    pub fn set_fwmark(&self, mark: u32) {
+        self.fwmark.store(mark, Relaxed);
     }
 
     /// Return the weight: 0 while a health check with `inhibit_on_failure` finds the

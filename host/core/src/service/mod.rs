@@ -153,6 +153,9 @@ impl Snapshot {
                 .rev()
                 .map(|r| dest_for(old, r))
                 .collect::<Vec<_>>();
+            for d in &dests {
+                d.set_fwmark(key.fwmark);
+            }
             // Only NAT servers' packets come back through wvs: another method's server
             // talks to its clients directly, and what it sends wvs is none of IPVS's.
             for d in dests.iter().filter(|d| d.forward().sees_replies()) {
