@@ -744,3 +744,90 @@ fn an_all_port_service_keeps_a_client_on_one_server_across_ports(io: &str) {
         "{conns}"
     );
 }
+
+on_every_backend!(a_fwmark_service_keeps_a_client_on_one_server_across_ports_and_addresses:
+    a_fwmark_service_keeps_a_client_on_one_server_across_ports_and_addresses_ring => "ring",
+    a_fwmark_service_keeps_a_client_on_one_server_across_ports_and_addresses_uring => "uring",
+    a_fwmark_service_keeps_a_client_on_one_server_across_ports_and_addresses_xdp => "xdp",
+);
+
+/// `ipvsadm -A -f 1 -p`: wvs's mark rules put two ports of a /28 of VIPs (routed to the
+/// balancer, none its own) in one persistent fwmark service, claimed from the kernel by
+/// the nftables table or the XDP program; one template holds a client's every address and
+/// port; the rules and the service go through -S, -C and -R unchanged.
+fn a_fwmark_service_keeps_a_client_on_one_server_across_ports_and_addresses(io: &str) {
+    let topo = Topo::new(&format!("fwm{io}"), false);
+    let wvs = Wvs::start_io(&topo, None, io);
+    let rule = "ip daddr 198.18.1.0/28 tcp dport { 80, 8081 } mark 1";
+    wvs.adm_ok(&["--add-mark-rule", rule]);
+    wvs.adm_ok(&["-A", "-f", "1", "-s", "rr", "-p", "120"]);
+    for i in 1..=3 {
+        wvs.adm_ok(&["-a", "-f", "1", "-r", &format!("198.19.0.1{i}"), "-m"]);
+    }
+    let saved = wvs.adm_ok(&["-S", "-n"]);
+    assert!(
+        saved.starts_with(&format!("--add-mark-rule {rule}\n"))
+            && saved.contains("-A -f 1 -s rr -p 120\n")
+            && saved.contains("-a -f 1 -r 198.19.0.11:0 -m -w 1\n"),
+        "{saved}"
+    );
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains("FWM  1 rr persistent 120\n  -> 198.19.0.11:0"),
+        "{listing}"
+    );
+    // -C takes the rules too; -R gives back the same table.
+    wvs.adm_ok(&["-C"]);
+    assert_eq!(wvs.adm_ok(&["--list-mark-rules"]), "");
+    let (code, _, err) = wvs.adm_stdin(&["-R"], &saved);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(wvs.adm_ok(&["-S", "-n"]), saved);
+    let _listeners = Listeners(
+        (1..=3)
+            .map(|i| {
+                std::process::Command::new("ip")
+                    .args(["netns", "exec", &topo.ns(&format!("rs{i}"))])
+                    .args(["socat", "TCP-LISTEN:8081,reuseaddr,fork"])
+                    .arg(format!("SYSTEM:echo rs{i}"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("socat")
+            })
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let first = topo.curl("http://198.18.1.1/");
+    for last in [1, 7, 15] {
+        assert_eq!(
+            topo.curl(&format!("http://198.18.1.{last}/")),
+            first,
+            "port 80 of .{last}"
+        );
+    }
+    let out = topo.exec("cli", &["socat", "-T", "5", "-", "TCP4:198.18.1.9:8081"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        first,
+        "port 8081 of another address follows the client's template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One template (IPPROTO_IP, the mark as its address), and connections to the
+    // addresses the client used, as ipvsadm -L -c lists them.
+    let conns = wvs.adm_ok(&["-L", "-c", "-n"]);
+    let n = first.trim_start_matches("rs");
+    let templates: Vec<&str> = conns.lines().filter(|l| l.starts_with("IP ")).collect();
+    assert_eq!(templates.len(), 1, "{conns}");
+    let f: Vec<&str> = templates[0].split_whitespace().collect();
+    assert_eq!(
+        f[3..],
+        ["198.18.0.2:0", "0.0.0.1:0", &format!("198.19.0.1{n}:0")],
+        "{conns}"
+    );
+    assert!(
+        conns.contains("198.18.1.9:8081") && conns.contains("198.18.1.15:80"),
+        "{conns}"
+    );
+    let one = wvs.adm_ok(&["-L", "-c", "-n", "-f", "1"]);
+    assert_eq!(one.lines().count(), conns.lines().count(), "{one}");
+}

@@ -38,6 +38,7 @@ struct xdp_md {
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
+static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
 
 // What a tuple is: kept equal to `xdp::Kind` in host/src/io/xdp.rs.
 enum {
@@ -189,25 +190,49 @@ static __attribute__((always_inline)) int in_net(const __u8 *a, const __u8 *net,
 	       ((load32(a + 12) & load32(mask + 12)) == load32(net + 12));
 }
 
-// Whether a packet `s:sport -> d:dport` of `proto` (addresses wide, ports in network
-// order) is matched by a mark rule of a fwmark service: Snapshot::fwmark_service_for.
-static __attribute__((noinline)) int marked(const __u8 *s, __u16 sport, const __u8 *d,
-					    __u16 dport, __u8 proto)
+// What a pass over the mark rules reads and finds (on the caller's stack).
+struct mark_ctx {
+	__u8 s[16];
+	__u8 d[16];
+	__u16 sp;
+	__u16 dp;
+	__u8 bit;
+	__u8 found;
+};
+
+// One entry of `wvs_marks` (bpf_loop's callback: 1 ends the loop).
+static long mark_step(__u32 i, void *arg)
 {
-	__u8 bit = proto == 6 ? 1 : proto == 17 ? 2 : 0;
-	if (!bit)
-		return 0;
-	__u16 sp = __builtin_bswap16(sport), dp = __builtin_bswap16(dport);
-	for (__u32 i = 0; i < WVS_MAX_MARK_MATCHES; i++) {
-		struct mark_match *m = bpf_map_lookup_elem(&wvs_marks, &i);
-		if (!m || !m->protos)
-			return 0;
-		if ((m->protos & bit) && dp >= m->dport_lo && dp <= m->dport_hi &&
-		    sp >= m->sport_lo && sp <= m->sport_hi && in_net(d, m->daddr, m->dmask) &&
-		    in_net(s, m->saddr, m->smask))
-			return 1;
+	struct mark_ctx *c = arg;
+	struct mark_match *m = bpf_map_lookup_elem(&wvs_marks, &i);
+	if (!m || !m->protos)
+		return 1;
+	if ((m->protos & c->bit) && c->dp >= m->dport_lo && c->dp <= m->dport_hi &&
+	    c->sp >= m->sport_lo && c->sp <= m->sport_hi && in_net(c->d, m->daddr, m->dmask) &&
+	    in_net(c->s, m->saddr, m->smask)) {
+		c->found = 1;
+		return 1;
 	}
 	return 0;
+}
+
+// Whether a packet `s:sport -> d:dport` of `proto` (addresses wide, ports in network
+// order) is matched by a mark rule of a fwmark service: Snapshot::fwmark_service_for. The
+// entries are read with bpf_loop, which the verifier checks once, not once per entry.
+static __attribute__((always_inline)) int marked(const __u8 *s, __u16 sport, const __u8 *d,
+						 __u16 dport, __u8 proto)
+{
+	struct mark_ctx c = {
+		.sp = __builtin_bswap16(sport),
+		.dp = __builtin_bswap16(dport),
+		.bit = proto == 6 ? 1 : proto == 17 ? 2 : 0,
+	};
+	if (!c.bit)
+		return 0;
+	__builtin_memcpy(c.s, s, 16);
+	__builtin_memcpy(c.d, d, 16);
+	bpf_loop(WVS_MAX_MARK_MATCHES, mark_step, &c, 0);
+	return c.found;
 }
 
 // An IPv4 address (as loaded by load32) mapped into IPv6's.

@@ -197,7 +197,10 @@ impl Claims {
             {
                 // A port-0 service's connections keep the client's port (0 here: every
                 // port of the server, as every port of the VIP).
-                let port = if s.key.is_fwmark() || (d.port != 0 && port != 0) {
+                let port = if s.key.is_fwmark() {
+                    // A persistent one's connections keep the client's port.
+                    if s.persist_ms > 0 { 0 } else { d.port }
+                } else if d.port != 0 && port != 0 {
                     d.port
                 } else {
                     port
@@ -737,7 +740,14 @@ mod tests {
              [[service.real]]\naddress = \"[2001:db8:19::11]:8080\"\n\
              [[service.real]]\naddress = \"2001:db8:19::12\"\nforward = \"dr\"\n\
              [[service]]\nprotocol = \"udp\"\naddress = \"[2001:db8:18:100::1]:53\"\n\
-             [[service.real]]\naddress = \"[2001:db8:19::13]:5353\"\n",
+             [[service.real]]\naddress = \"[2001:db8:19::13]:5353\"\n\
+             [[service]]\nprotocol = \"fwm\"\naddress = \"1\"\n\
+             [[service.real]]\naddress = \"198.19.0.15\"\n\
+             [[service]]\nprotocol = \"fwm6\"\naddress = \"2\"\npersistent = 60\n\
+             [[service.real]]\naddress = \"[2001:db8:19::15]:8080\"\n\
+             [[mark_rule]]\nmark = 1\ndaddr = [\"198.18.1.0/28\", \"198.18.1.32\"]\nprotocols = [\"tcp\"]\ndport = [\"80\", \"443\"]\n\
+             [[mark_rule]]\nmark = 2\ndaddr = [\"2001:db8:18:1::/64\"]\nsaddr = [\"2001:db8:18::/48\"]\nsport = [\"1024-65535\"]\n\
+             [[mark_rule]]\nmark = 3\ndaddr = [\"198.18.2.0/24\"]\n",
         )
         .expect("config");
         // With the built-in helpers, so that the FTP service's data ports are claimed.
@@ -750,7 +760,13 @@ mod tests {
             &|n| crate::service::SchedChoice::new(n, None),
             &|n| registry.helper_in(&[], n),
         );
+        let mut snap = snap;
+        snap.set_marks(&cfg.marks);
         let script = render(&["s0".to_string(), "s1".to_string()], &snap);
+        assert!(
+            !script.contains("198.18.2.0"),
+            "a mark without a service is not claimed: {script}"
+        );
         assert!(
             script.contains("198.18.100.2 . tcp"),
             "the FTP data ports: {script}"

@@ -196,8 +196,10 @@ fn the_mark_comes_before_the_address_and_the_last_rule_wins() {
 
 #[test]
 fn replies_come_from_the_address_the_client_used_and_icmp_errors_about_them_reach_the_server() {
+    // A persistent service's connections keep the client's port whatever the server's
+    // (ip_vs_sched_persist), and its replies from that port are wvs's.
     let h = harness(
-        &[fwm(1, Some(300), &["198.19.0.11"])],
+        &[fwm(1, Some(300), &["198.19.0.11:9999"])],
         &[rule(1, "198.18.1.0/28", &[Protocol::Tcp], &[])],
     );
     let vip = [198, 18, 1, 5];

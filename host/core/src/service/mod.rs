@@ -159,7 +159,7 @@ impl Snapshot {
             // Only NAT servers' packets come back through wvs: another method's server
             // talks to its clients directly, and what it sends wvs is none of IPVS's.
             for d in dests.iter().filter(|d| d.forward().sees_replies()) {
-                snap.claim_replies(key, d);
+                snap.claim_replies(key, d, spec.persistent.is_some());
                 if spec.ops && !key.is_fwmark() {
                     let port = if d.port == 0 { key.port } else { d.port };
                     snap.ops_reals.insert((key.proto, d.addr, port));
@@ -231,19 +231,21 @@ impl Snapshot {
                 continue;
             };
             svc.draining.push(d.clone());
+            let persistent = svc.persist_ms > 0;
             if d.forward().sees_replies() {
-                self.claim_replies(*key, d);
+                self.claim_replies(*key, d, persistent);
             }
         }
     }
 
     /// Take the replies of `d`, a NAT server of service `key`: from its port, or (port 0
     /// of a port-0 service: the client's destination port) from any. A fwmark service's
-    /// server answers in every protocol, from any port unless it has one.
-    fn claim_replies(&mut self, key: ServiceKey, d: &Dest) {
+    /// server answers in every protocol, from any port unless it has one and the service
+    /// is not `persistent` (whose connections keep the client's port).
+    fn claim_replies(&mut self, key: ServiceKey, d: &Dest, persistent: bool) {
         if key.is_fwmark() {
             for proto in [Protocol::Tcp, Protocol::Udp] {
-                if d.port == 0 {
+                if d.port == 0 || persistent {
                     self.all_port_reals.insert((proto, d.addr));
                 } else {
                     self.reals.insert((proto, d.addr, d.port));
