@@ -536,19 +536,35 @@ fn addr_port(n: &Node, out: &mut Import) -> Option<String> {
 }
 
 fn virtual_server(n: &Node, out: &mut Import) {
-    if n.args
-        .first()
-        .is_some_and(|a| a == "fwmark" || a == "group")
-    {
+    if n.args.first().is_some_and(|a| a == "group") {
         out.problems.push(format!(
-            "{}: virtual_server {} is not supported (wvs's services are an address and a port)",
-            n.at, n.args[0]
+            "{}: virtual_server group is not supported yet (a virtual_server_group's \
+             addresses and marks as one service)",
+            n.at
         ));
         return;
     }
     let before = out.problems.len();
-    let Some(address) = addr_port(n, out) else {
-        return;
+    // `virtual_server fwmark MARK`: a fwmark service (IPv4's unless ip_family inet6 or
+    // its real servers say IPv6, as keepalived decides).
+    let fwmark = n.args.first().is_some_and(|a| a == "fwmark");
+    let address = if fwmark {
+        match n.args.get(1).and_then(|m| m.parse::<u32>().ok()).filter(|&m| m != 0) {
+            Some(m) if n.args.len() == 2 => m.to_string(),
+            _ => {
+                out.problems.push(format!(
+                    "{}: virtual_server fwmark needs a mark from 1 to {}",
+                    n.at,
+                    u32::MAX
+                ));
+                return;
+            }
+        }
+    } else {
+        let Some(address) = addr_port(n, out) else {
+            return;
+        };
+        address
     };
     let Some(body) = &n.block else {
         out.problems
@@ -556,7 +572,7 @@ fn virtual_server(n: &Node, out: &mut Import) {
         return;
     };
     let svc = ServiceDef {
-        protocol: "tcp".into(),
+        protocol: if fwmark { "fwm" } else { "tcp" }.into(),
         address: address.clone(),
         scheduler: "wlc".into(),
         flags: vec![],
@@ -601,8 +617,20 @@ fn virtual_server(n: &Node, out: &mut Import) {
             n.at, n.args[0]
         ));
     }
+    if fwmark {
+        // Family by the real servers when ip_family did not say (check_data.c).
+        if svc.protocol == "fwm" && reals.first().and_then(|r| r.args.first()).is_some_and(|a| a.contains(':')) {
+            svc.protocol = "fwm6".into();
+        }
+        out.notes.push(format!(
+            "{}: virtual_server fwmark {}: the marks come from your nftables or iptables \
+             rules, which wvs does not read: give wvs's classifier the same with \
+             wvs adm --add-mark-rule (docs/adm.md)",
+            n.at, svc.address
+        ));
+    }
     // keepalived clears `ops` on a service that is not UDP, with a warning.
-    if svc.ops && svc.protocol != "udp" {
+    if svc.ops && svc.protocol == "tcp" {
         svc.ops = false;
         out.notes.push(format!(
             "{}: ops (one-packet scheduling) is for UDP services: left out of this {} one, as keepalived does",
@@ -674,6 +702,13 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
                 }
             }
         }
+        "protocol" if vs.svc.protocol.starts_with("fwm") => {
+            // keepalived ignores it for a fwmark service: the mark says which packets.
+            out.notes.push(format!(
+                "{}: protocol is ignored for a fwmark virtual_server, as keepalived ignores it",
+                c.at
+            ));
+        }
         "protocol" => {
             if let Some(v) = one(c, out) {
                 match v.to_ascii_uppercase().as_str() {
@@ -703,6 +738,14 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
         "virtualhost" => vs.defaults.virtualhost = one(c, out).map(Into::into),
         "inhibit_on_failure" => vs.inhibit = true,
         "ops" => vs.svc.ops = true,
+        "ip_family" if vs.svc.protocol.starts_with("fwm") => match one(c, out) {
+            Some("inet") => vs.svc.protocol = "fwm".into(),
+            Some("inet6") => vs.svc.protocol = "fwm6".into(),
+            Some(f) => out
+                .problems
+                .push(format!("{}: ip_family {f}: inet or inet6", c.at)),
+            None => {}
+        },
         "ip_family" => {
             // keepalived's check that the virtual server's address is of the family.
             let v6 = vs.svc.address.starts_with('[');
@@ -726,9 +769,15 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
 }
 
 /// DR and tunnels deliver to the service's port, whatever the real server says (ipvsadm).
+/// A fwmark service's virtual port is each packet's own (port 0).
 fn dr_port(addr: String, svc: &ServiceDef, method: &str) -> String {
-    match (method, addr.rsplit_once(':'), svc.address.rsplit_once(':')) {
-        ("dr" | "tunnel", Some((host, _)), Some((_, port))) => format!("{host}:{port}"),
+    let vport = match svc.address.rsplit_once(':') {
+        _ if svc.protocol.starts_with("fwm") => Some("0"),
+        Some((_, port)) => Some(port),
+        None => None,
+    };
+    match (method, addr.rsplit_once(':'), vport) {
+        ("dr" | "tunnel", Some((host, _)), Some(port)) => format!("{host}:{port}"),
         _ => addr,
     }
 }
@@ -1049,6 +1098,37 @@ virtual_server 10.10.10.2 1358 {
     }
 
     #[test]
+    fn a_fwmark_virtual_server_is_a_fwmark_service() {
+        // keepalived.conf(5): `virtual_server fwmark <INT>`; protocol ignored; the family
+        // by ip_family or the real servers.
+        let i = import_text(
+            "k.conf",
+            "virtual_server fwmark 1 {\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  persistence_timeout 300\n  real_server 198.19.0.11 80 {\n  }\n}\n\
+             virtual_server fwmark 2 {\n  real_server 2001:db8:19::11 80 {\n  }\n}\n\
+             virtual_server fwmark 3 {\n  ip_family inet6\n  lb_kind NAT\n  real_server 2001:db8:19::12 {\n  }\n}\n\
+             virtual_server fwmark 0 {\n}\n",
+        );
+        assert_eq!(
+            i.problems,
+            ["k.conf:19: virtual_server fwmark needs a mark from 1 to 4294967295"]
+        );
+        let s = &i.services;
+        assert_eq!((s[0].protocol.as_str(), s[0].address.as_str()), ("fwm", "1"));
+        assert_eq!(s[0].persistent, Some(300));
+        assert_eq!(s[0].reals[0].address, "198.19.0.11:0", "DR: the packet's port");
+        assert_eq!(s[0].reals[0].forward, "dr");
+        assert_eq!((s[1].protocol.as_str(), s[1].address.as_str()), ("fwm6", "2"));
+        assert_eq!((s[2].protocol.as_str(), s[2].address.as_str()), ("fwm6", "3"));
+        assert!(s.iter().all(|s| s.validate().is_ok()));
+        assert!(
+            i.notes.iter().any(|n| n.starts_with("k.conf:4: protocol is ignored"))
+                && i.notes.iter().any(|n| n.contains("--add-mark-rule")),
+            "{:?}",
+            i.notes
+        );
+    }
+
+    #[test]
     fn ops_as_keepalived_reads_it() {
         // keepalived.conf(5): `ops` "one-packet scheduling", UDP only (cleared with a
         // warning on another service).
@@ -1154,7 +1234,7 @@ virtual_server 10.10.10.2 1358 {
 
     #[test]
     fn every_unsupported_keyword_is_listed_and_blocks_may_open_on_the_next_line() {
-        let text = "virtual_server 198.18.0.10 80\n{\n  lb_algo wrr\n  lb_kind DR\n  alpha\n  quorum 2\n  real_server 198.19.0.11 8080\n  {\n    weight 3\n    notify_down /bin/false\n    MISC_CHECK {\n      misc_path \"/usr/local/bin/check --fast\"\n      misc_timeout 4\n      misc_dynamic\n    }\n  }\n}\nvirtual_server fwmark 1 {\n}\n";
+        let text = "virtual_server 198.18.0.10 80\n{\n  lb_algo wrr\n  lb_kind DR\n  alpha\n  quorum 2\n  real_server 198.19.0.11 8080\n  {\n    weight 3\n    notify_down /bin/false\n    MISC_CHECK {\n      misc_path \"/usr/local/bin/check --fast\"\n      misc_timeout 4\n      misc_dynamic\n    }\n  }\n}\nvirtual_server group web {\n}\n";
         let i = import_text("k.conf", text);
         assert_eq!(
             i.problems,
@@ -1163,7 +1243,7 @@ virtual_server 10.10.10.2 1358 {
                 "k.conf:6: quorum is not supported in a virtual_server",
                 "k.conf:10: notify_down is not supported in a real_server",
                 "k.conf:14: misc_dynamic is not supported in a MISC_CHECK",
-                "k.conf:18: virtual_server fwmark is not supported (wvs's services are an address and a port)",
+                "k.conf:18: virtual_server group is not supported yet (a virtual_server_group's addresses and marks as one service)",
             ]
         );
         let r = &i.services[0].reals[0];
