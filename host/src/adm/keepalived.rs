@@ -549,7 +549,12 @@ fn virtual_server(n: &Node, out: &mut Import) {
     // its real servers say IPv6, as keepalived decides).
     let fwmark = n.args.first().is_some_and(|a| a == "fwmark");
     let address = if fwmark {
-        match n.args.get(1).and_then(|m| m.parse::<u32>().ok()).filter(|&m| m != 0) {
+        match n
+            .args
+            .get(1)
+            .and_then(|m| m.parse::<u32>().ok())
+            .filter(|&m| m != 0)
+        {
             Some(m) if n.args.len() == 2 => m.to_string(),
             _ => {
                 out.problems.push(format!(
@@ -619,7 +624,12 @@ fn virtual_server(n: &Node, out: &mut Import) {
     }
     if fwmark {
         // Family by the real servers when ip_family did not say (check_data.c).
-        if svc.protocol == "fwm" && reals.first().and_then(|r| r.args.first()).is_some_and(|a| a.contains(':')) {
+        if svc.protocol == "fwm"
+            && reals
+                .first()
+                .and_then(|r| r.args.first())
+                .is_some_and(|a| a.contains(':'))
+        {
             svc.protocol = "fwm6".into();
         }
         out.notes.push(format!(
@@ -1113,15 +1123,29 @@ virtual_server 10.10.10.2 1358 {
             ["k.conf:19: virtual_server fwmark needs a mark from 1 to 4294967295"]
         );
         let s = &i.services;
-        assert_eq!((s[0].protocol.as_str(), s[0].address.as_str()), ("fwm", "1"));
+        assert_eq!(
+            (s[0].protocol.as_str(), s[0].address.as_str()),
+            ("fwm", "1")
+        );
         assert_eq!(s[0].persistent, Some(300));
-        assert_eq!(s[0].reals[0].address, "198.19.0.11:0", "DR: the packet's port");
+        assert_eq!(
+            s[0].reals[0].address, "198.19.0.11:0",
+            "DR: the packet's port"
+        );
         assert_eq!(s[0].reals[0].forward, "dr");
-        assert_eq!((s[1].protocol.as_str(), s[1].address.as_str()), ("fwm6", "2"));
-        assert_eq!((s[2].protocol.as_str(), s[2].address.as_str()), ("fwm6", "3"));
+        assert_eq!(
+            (s[1].protocol.as_str(), s[1].address.as_str()),
+            ("fwm6", "2")
+        );
+        assert_eq!(
+            (s[2].protocol.as_str(), s[2].address.as_str()),
+            ("fwm6", "3")
+        );
         assert!(s.iter().all(|s| s.validate().is_ok()));
         assert!(
-            i.notes.iter().any(|n| n.starts_with("k.conf:4: protocol is ignored"))
+            i.notes
+                .iter()
+                .any(|n| n.starts_with("k.conf:4: protocol is ignored"))
                 && i.notes.iter().any(|n| n.contains("--add-mark-rule")),
             "{:?}",
             i.notes

@@ -435,7 +435,7 @@ async fn get_service(
 ) -> Result<axum::Json<ServiceView>, ApiError> {
     let id = parse_service_id(&proto, &addr)?;
     let snap = st.snapshot.load();
-    snap.service(id.proto, id.addr, id.port)
+    snap.get(&id)
         .map(|s| axum::Json(ServiceView::of(s, &st.conns)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))
 }
@@ -492,7 +492,7 @@ async fn add_service(
 
 fn view_of(st: &Shared, id: crate::model::ServiceKey) -> Result<axum::Json<ServiceView>, ApiError> {
     let snap = st.snapshot.load();
-    snap.service(id.proto, id.addr, id.port)
+    snap.get(&id)
         .map(|s| axum::Json(ServiceView::of(s, &st.conns)))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))
 }
@@ -806,7 +806,7 @@ async fn zero_service(
     let id = parse_service_id(&proto, &addr)?;
     let snap = st.snapshot.load_full();
     let s = snap
-        .service(id.proto, id.addr, id.port)
+        .get(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no service {id}")))?;
     s.stats.zero();
     for (d, _) in s.reals() {

@@ -269,6 +269,11 @@ impl Snapshot {
         self.real_addrs.insert(d.addr);
     }
 
+    /// The service of exactly this key (what the API names).
+    pub fn get(&self, key: &ServiceKey) -> Option<&Arc<VirtualService>> {
+        self.services.get(key)
+    }
+
     /// Find the virtual service a packet to `addr:port` belongs to: its own, else a
     /// port-0 service of the address (`ip_vs_service_find`'s last step).
     #[inline]
