@@ -54,6 +54,12 @@ pub struct Import {
     pub problems: Vec<String>,
     /// The sync daemons of `global_defs`' `lvs_sync_daemon`.
     pub daemons: Vec<crate::config::daemon::SyncDaemon>,
+    /// `global_defs`' `lvs_timeouts`: tcp, tcpfin, udp (0 keeps one), as `--set`.
+    pub timeouts: Option<[u32; 3]>,
+    /// `global_defs`' `lvs_flush`: the table is cleared before the import.
+    pub flush: bool,
+    /// The `virtual_server_group` blocks, by name.
+    groups: std::collections::HashMap<String, Node>,
 }
 
 /// Read `file` (and what it includes) and turn its virtual servers into services.
@@ -61,10 +67,13 @@ pub fn import(file: &Path) -> Import {
     let mut out = Import::default();
     let mut nodes = Vec::new();
     read_file(file, 0, &mut nodes, &mut out.problems);
-    for n in &nodes {
-        top(n, &mut out);
-    }
-    if out.services.is_empty() && out.daemons.is_empty() && out.problems.is_empty() {
+    all(&nodes, &mut out);
+    if out.services.is_empty()
+        && out.daemons.is_empty()
+        && out.timeouts.is_none()
+        && !out.flush
+        && out.problems.is_empty()
+    {
         out.problems.push(format!(
             "{}: no virtual_server block or lvs_sync_daemon: nothing to import",
             file.display()
@@ -84,9 +93,7 @@ pub fn import_str(text: &str) -> Import {
         MAX_INCLUDE_DEPTH,
         &mut out.problems,
     );
-    for n in &nodes {
-        top(n, &mut out);
-    }
+    all(&nodes, &mut out);
     out
 }
 
@@ -95,9 +102,7 @@ pub fn import_str(text: &str) -> Import {
 fn import_text(file: &str, text: &str) -> Import {
     let mut out = Import::default();
     let nodes = parse(file, text, Path::new("."), 0, &mut out.problems);
-    for n in &nodes {
-        top(n, &mut out);
-    }
+    all(&nodes, &mut out);
     out
 }
 
@@ -336,17 +341,49 @@ const NOT_OURS: &[&str] = &[
     "net_namespace",
 ];
 
+/// The statements of a file: the groups first (a virtual server may name one defined
+/// after it), then the rest in order.
+fn all(nodes: &[Node], out: &mut Import) {
+    for n in nodes.iter().filter(|n| n.key == "virtual_server_group") {
+        match (n.args.as_slice(), &n.block) {
+            ([name], Some(_)) => {
+                if out.groups.insert(name.clone(), n.clone()).is_some() {
+                    out.problems.push(format!(
+                        "{}: virtual_server_group {name} is defined twice",
+                        n.at
+                    ));
+                }
+            }
+            _ => out.problems.push(format!(
+                "{}: virtual_server_group needs a name and a block",
+                n.at
+            )),
+        }
+    }
+    for n in nodes.iter().filter(|n| n.key != "virtual_server_group") {
+        top(n, out);
+    }
+}
+
 fn top(n: &Node, out: &mut Import) {
     match n.key.as_str() {
         "virtual_server" => virtual_server(n, out),
         "global_defs" => {
             for d in n.block.iter().flatten() {
-                if d.key == "lvs_sync_daemon" {
-                    lvs_sync_daemon(d, out);
+                match d.key.as_str() {
+                    "lvs_sync_daemon" => lvs_sync_daemon(d, out),
+                    "lvs_timeouts" => lvs_timeouts(d, out),
+                    "lvs_flush" => out.flush = true,
+                    "lvs_flush_on_stop" | "lvs_flush_onstop" => out.notes.push(format!(
+                        "{}: {}: wvs keeps its table when it stops (its state directory \
+                         holds it); clear it with wvs adm -C",
+                        d.at, d.key
+                    )),
+                    _ => {}
                 }
             }
             out.notes.push(format!(
-                "{}: global_defs skipped but for lvs_sync_daemon: keepalived's own settings stay keepalived's",
+                "{}: global_defs skipped but for its lvs_* keywords: keepalived's own settings stay keepalived's",
                 n.at
             ));
         }
@@ -356,6 +393,48 @@ fn top(n: &Node, out: &mut Import) {
         )),
         _ => unsupported(n, out, "at the top level"),
     }
+}
+
+/// `lvs_timeouts [tcp SECS] [tcpfin SECS] [udp SECS]`: ipvsadm's `--set`, 0 to 31 days
+/// each, at least one; those not given are kept.
+fn lvs_timeouts(n: &Node, out: &mut Import) {
+    let mut t = [0u32; 3];
+    let mut it = n.args.iter();
+    let mut any = false;
+    while let Some(k) = it.next() {
+        let i = match k.as_str() {
+            "tcp" => 0,
+            "tcpfin" => 1,
+            "udp" => 2,
+            _ => {
+                out.problems
+                    .push(format!("{}: lvs_timeouts {k}: tcp, tcpfin or udp", n.at));
+                return;
+            }
+        };
+        match it.next().and_then(|v| v.parse::<u32>().ok()) {
+            Some(v) if v <= crate::consts::MAX_TIMEOUT_SECS => {
+                t[i] = v;
+                any = true;
+            }
+            _ => {
+                out.problems.push(format!(
+                    "{}: lvs_timeouts {k}: seconds from 0 to {}",
+                    n.at,
+                    crate::consts::MAX_TIMEOUT_SECS
+                ));
+                return;
+            }
+        }
+    }
+    if !any {
+        out.problems.push(format!(
+            "{}: lvs_timeouts needs tcp, tcpfin or udp and seconds",
+            n.at
+        ));
+        return;
+    }
+    out.timeouts = Some(t);
 }
 
 /// `lvs_sync_daemon <INTERFACE> [[inst] <VRRP_INSTANCE>] [id <SYNC_ID>] [maxlen <LEN>]
@@ -537,11 +616,7 @@ fn addr_port(n: &Node, out: &mut Import) -> Option<String> {
 
 fn virtual_server(n: &Node, out: &mut Import) {
     if n.args.first().is_some_and(|a| a == "group") {
-        out.problems.push(format!(
-            "{}: virtual_server group is not supported yet (a virtual_server_group's \
-             addresses and marks as one service)",
-            n.at
-        ));
+        virtual_server_group(n, out);
         return;
     }
     let before = out.problems.len();
@@ -592,7 +667,9 @@ fn virtual_server(n: &Node, out: &mut Import) {
     };
     let mut vs = VsBlock {
         svc,
-        method: "nat".to_string(),
+        method: Method::nat(),
+        sorry_method: None,
+        weight: None,
         defaults: CheckDefaults::default(),
         inhibit: false,
         reals: Vec::new(),
@@ -608,6 +685,8 @@ fn virtual_server(n: &Node, out: &mut Import) {
     let VsBlock {
         mut svc,
         method,
+        sorry_method,
+        weight,
         defaults,
         inhibit,
         reals,
@@ -649,14 +728,19 @@ fn virtual_server(n: &Node, out: &mut Import) {
         ));
     }
     for r in reals {
-        if let Some(real) = real_server(r, &svc, &method, &defaults, inhibit, out) {
+        if let Some(mut real) = real_server(r, &svc, &method, &defaults, inhibit, out) {
+            if let (Some(w), false) = (weight, r.block.iter().flatten().any(|c| c.key == "weight"))
+            {
+                real.weight = w;
+            }
             svc.reals.push(real);
         }
     }
     if let Some(addr) = sorry {
+        let m = sorry_method.unwrap_or_else(|| method.clone());
         svc.reals.push(RealDef {
             sorry: true,
-            ..plain_real(dr_port(addr, &svc, &method), &method)
+            ..plain_real(dr_port(addr, &svc, &m.forward), &m)
         });
     }
     // What wvs would refuse (a bad netmask, say), told here with a line, unless a problem
@@ -669,11 +753,256 @@ fn virtual_server(n: &Node, out: &mut Import) {
     out.services.push(svc);
 }
 
+/// Most services one `virtual_server group` makes (its addresses × one each).
+const MAX_GROUP_SERVICES: usize = 256;
+
+/// `virtual_server group NAME`: as keepalived without `nftables_ipvs`, one service for
+/// each address (ranges and prefixes counted out) and mark of the group, each with the
+/// block's settings and real servers.
+fn virtual_server_group(n: &Node, out: &mut Import) {
+    let Some(name) = n.args.get(1).filter(|_| n.args.len() == 2) else {
+        out.problems.push(format!(
+            "{}: virtual_server group needs the group's name",
+            n.at
+        ));
+        return;
+    };
+    let Some(group) = out.groups.get(name).cloned() else {
+        out.problems
+            .push(format!("{}: no virtual_server_group {name}", n.at));
+        return;
+    };
+    let mut made = Vec::new();
+    for e in group.block.iter().flatten() {
+        let mut words = std::iter::once(e.key.clone()).chain(e.args.iter().cloned());
+        let first = words.next().unwrap_or_default();
+        let rest: Vec<String> = words.collect();
+        if first == "fwmark" {
+            let mut args = vec!["fwmark".to_string()];
+            args.extend(rest.first().cloned());
+            let family = match rest.get(1).map(String::as_str) {
+                None => None,
+                Some(f @ ("inet" | "inet6")) => Some(f.to_string()),
+                Some(f) => {
+                    out.problems
+                        .push(format!("{}: fwmark {f}: inet or inet6", e.at));
+                    continue;
+                }
+            };
+            made.push((e.at.clone(), args, family));
+            continue;
+        }
+        let Some(range) = group_range(&first) else {
+            out.problems.push(format!(
+                "{}: {first}: not an address, a range (a.b.c.d-N, start-end) or a prefix",
+                e.at
+            ));
+            continue;
+        };
+        if made.len() as u128 + range.len() > MAX_GROUP_SERVICES as u128 {
+            out.problems.push(format!(
+                "{}: virtual_server_group {name} makes more than {MAX_GROUP_SERVICES} services: \
+                 give wvs one fwmark service and a mark rule for the range instead (docs/adm.md)",
+                e.at
+            ));
+            return;
+        }
+        // A port that is all zeros is no port (keepalived 2.0.7).
+        let port = rest
+            .first()
+            .filter(|p| !p.trim_start_matches('0').is_empty())
+            .cloned();
+        for a in range.addrs() {
+            let mut args = vec![a.to_string()];
+            args.extend(port.clone());
+            made.push((e.at.clone(), args, None));
+        }
+    }
+    if made.is_empty() {
+        out.notes.push(format!(
+            "{}: virtual_server_group {name} is empty: dropped, as keepalived drops it",
+            n.at
+        ));
+    }
+    for (at, args, family) in made {
+        let mut block = n.block.clone().unwrap_or_default();
+        if let Some(f) = family {
+            block.insert(
+                0,
+                Node {
+                    at: at.clone(),
+                    key: "ip_family".into(),
+                    args: vec![f],
+                    block: None,
+                },
+            );
+        }
+        let one = Node {
+            at: n.at.clone(),
+            key: n.key.clone(),
+            args,
+            block: Some(block),
+        };
+        virtual_server(&one, out);
+    }
+}
+
+/// The addresses of a group's entry: one, `a.b.c.d-N` (the last octet; IPv6's last group
+/// in hex), `start-end`, or a prefix with its host bits zero.
+fn group_range(s: &str) -> Option<GroupRange> {
+    use std::net::IpAddr;
+    let (lo, hi): (IpAddr, IpAddr) = if let Ok(a) = s.parse::<IpAddr>() {
+        (a, a)
+    } else if let Some((a, len)) = s.split_once('/') {
+        let net = ipnet::IpNet::new(a.parse().ok()?, len.parse().ok()?).ok()?;
+        if net.trunc() != net {
+            return None;
+        }
+        (net.network(), net.broadcast())
+    } else {
+        let (a, b) = s.split_once('-')?;
+        let start: IpAddr = a.parse().ok()?;
+        let end = match (b.parse::<IpAddr>(), start) {
+            (Ok(e), _) => e,
+            (Err(_), IpAddr::V4(v)) => {
+                let mut o = v.octets();
+                o[3] = b.parse().ok()?;
+                IpAddr::V4(o.into())
+            }
+            (Err(_), IpAddr::V6(v)) => {
+                let mut g = v.segments();
+                g[7] = u16::from_str_radix(b, 16).ok()?;
+                IpAddr::V6(g.into())
+            }
+        };
+        (start, end)
+    };
+    let (lo, hi) = match (lo, hi) {
+        (IpAddr::V4(l), IpAddr::V4(h)) => (u128::from(u32::from(l)), u128::from(u32::from(h))),
+        (IpAddr::V6(l), IpAddr::V6(h)) => (u128::from(l), u128::from(h)),
+        _ => return None,
+    };
+    (hi >= lo).then_some(GroupRange {
+        lo,
+        hi,
+        v6: s.contains(':'),
+    })
+}
+
+/// The addresses `lo..=hi` of one family, as integers.
+struct GroupRange {
+    lo: u128,
+    hi: u128,
+    v6: bool,
+}
+
+impl GroupRange {
+    fn len(&self) -> u128 {
+        self.hi - self.lo + 1
+    }
+
+    fn addrs(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        (self.lo..=self.hi).map(|x| match u32::try_from(x) {
+            Ok(v4) if !self.v6 => std::net::IpAddr::V4(v4.into()),
+            _ => std::net::IpAddr::V6(x.into()),
+        })
+    }
+}
+
+/// A forwarding method as `lvs_method` says it: wvs's name, and a tunnel's type, port
+/// and checksum.
+#[derive(Debug, Clone, Default)]
+struct Method {
+    forward: String,
+    tun_type: Option<String>,
+    tun_port: Option<u32>,
+    tun_csum: Option<String>,
+}
+
+impl Method {
+    fn nat() -> Self {
+        Self {
+            forward: "nat".into(),
+            ..Self::default()
+        }
+    }
+
+    /// Give `r` this method.
+    fn apply(&self, r: &mut RealDef) {
+        r.forward = self.forward.clone();
+        r.tun_type = self.tun_type.clone();
+        r.tun_port = self.tun_port;
+        r.tun_csum = self.tun_csum.clone();
+    }
+}
+
+/// `lvs_method NAT|DR|TUN [type ipip|gue port N|gre] [nocsum|csum|remcsum]`, with
+/// keepalived's checks: GUE needs its port, only GUE has one, IPIP takes no checksum
+/// option, GRE no remcsum.
+fn method(c: &Node, out: &mut Import) -> Option<Method> {
+    let bad = |out: &mut Import, what: String| {
+        out.problems.push(format!("{}: {} {what}", c.at, c.key));
+        None
+    };
+    let Some(kind) = c.args.first() else {
+        return bad(out, "needs NAT, DR or TUN".into());
+    };
+    let forward = match kind.to_ascii_uppercase().as_str() {
+        "NAT" => "nat",
+        "DR" => "dr",
+        "TUN" => "tunnel",
+        _ => return bad(out, format!("{kind}: use NAT, DR or TUN")),
+    };
+    let mut m = Method {
+        forward: forward.into(),
+        ..Method::default()
+    };
+    let mut it = c.args[1..].iter();
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            _ if forward != "tunnel" => {
+                return bad(out, format!("{kind} {w}: only TUN takes options"));
+            }
+            "type" => match it.next().map(String::as_str) {
+                Some(t @ ("ipip" | "gue" | "gre")) => m.tun_type = Some(t.into()),
+                t => return bad(out, format!("type {}: ipip, gue or gre", t.unwrap_or(""))),
+            },
+            "port" => match it
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|&p| p != 0)
+            {
+                Some(p) => m.tun_port = Some(u32::from(p)),
+                None => return bad(out, "port: 1 to 65535".into()),
+            },
+            "nocsum" | "csum" | "remcsum" => m.tun_csum = Some(w.clone()),
+            _ => return bad(out, format!("{w}: type, port, nocsum, csum or remcsum")),
+        }
+    }
+    let t = m.tun_type.as_deref().unwrap_or("ipip");
+    if (t == "gue") != m.tun_port.is_some() {
+        return bad(out, "TUN: gue needs a port, and only gue has one".into());
+    }
+    match (t, m.tun_csum.as_deref()) {
+        ("ipip", Some(c)) => return bad(out, format!("TUN type ipip takes no {c}")),
+        ("gre", Some("remcsum")) => return bad(out, "TUN type gre takes no remcsum".into()),
+        _ => {}
+    }
+    if m.forward == "tunnel" && m.tun_type.is_none() {
+        m.tun_type = Some("ipip".into());
+    }
+    Some(m)
+}
+
 /// A `virtual_server` block as read so far.
 struct VsBlock<'a> {
     svc: ServiceDef,
     /// `lb_kind`, as wvs names it.
-    method: String,
+    method: Method,
+    /// `sorry_server_lvs_method`, if given.
+    sorry_method: Option<Method>,
+    /// `weight`: the real servers' default.
+    weight: Option<u32>,
     /// The checks' settings given at this level.
     defaults: CheckDefaults,
     inhibit: bool,
@@ -688,9 +1017,9 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
     match key {
         "lb_algo" | "lvs_sched" => {
             if let Some(v) = one(c, out) {
-                const SCHEDULERS: [&str; 13] = [
+                const SCHEDULERS: [&str; 14] = [
                     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo",
-                    "ovf", "mh",
+                    "ovf", "mh", "twos",
                 ];
                 if SCHEDULERS.contains(&v) {
                     vs.svc.scheduler = v.into();
@@ -701,17 +1030,36 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
             }
         }
         "lb_kind" | "lvs_method" => {
-            if let Some(v) = one(c, out) {
-                match v.to_ascii_uppercase().as_str() {
-                    "NAT" => vs.method = "nat".into(),
-                    "DR" => vs.method = "dr".into(),
-                    "TUN" => vs.method = "tunnel".into(),
-                    _ => out
-                        .problems
-                        .push(format!("{}: {key} {v}: use NAT, DR or TUN", c.at)),
-                }
+            if let Some(m) = method(c, out) {
+                vs.method = m;
             }
         }
+        "sorry_server_lvs_method" => vs.sorry_method = method(c, out),
+        "sorry_server_inhibit" => out.notes.push(format!(
+            "{}: sorry_server_inhibit: wvs keeps a sorry server in its table and schedules it \
+             only while no other server can take a connection, so it is the same either way",
+            c.at
+        )),
+        "weight" => vs.weight = num(c, out),
+        // The scheduler's flags (ipvsadm -b), as keepalived takes them: sh-* only after
+        // lvs_sched sh, mh-* only after lvs_sched mh.
+        f @ ("flag-1" | "flag-2" | "flag-3" | "sh-port" | "sh-fallback" | "mh-port"
+        | "mh-fallback") => {
+            let sched = vs.svc.scheduler.as_str();
+            if f.starts_with("flag-") || f.starts_with(sched) && (sched == "sh" || sched == "mh") {
+                vs.svc.flags.push(f.into());
+            } else {
+                out.notes.push(format!(
+                    "{}: {f} left out: it only applies after lvs_sched {}, as keepalived reads it",
+                    c.at,
+                    &f[..2]
+                ));
+            }
+        }
+        "hashed" => out.notes.push(format!(
+            "{}: hashed: accepted for compatibility, as keepalived accepts it (it sets no flag)",
+            c.at
+        )),
         "protocol" if vs.svc.protocol.starts_with("fwm") => {
             // keepalived ignores it for a fwmark service: the mark says which packets.
             out.notes.push(format!(
@@ -731,6 +1079,9 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
                 }
             }
         }
+        "persistence_timeout" if c.args.is_empty() => {
+            vs.svc.persistent = Some(crate::consts::DEFAULT_PERSISTENT_SECS);
+        }
         "persistence_timeout" => {
             if let Some(t) = num::<u32>(c, out) {
                 vs.svc.persistent = Some(t.max(1));
@@ -739,6 +1090,10 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
         "persistence_granularity" => {
             if let Some(v) = one(c, out) {
                 vs.svc.netmask = Some(v.into());
+                // It turns persistence on (360 s) when it is not yet (keepalived).
+                vs.svc
+                    .persistent
+                    .get_or_insert(crate::consts::DEFAULT_PERSISTENT_SECS);
             }
         }
         "delay_loop" => vs.defaults.delay_loop = secs(c, out),
@@ -792,11 +1147,11 @@ fn dr_port(addr: String, svc: &ServiceDef, method: &str) -> String {
     }
 }
 
-fn plain_real(address: String, method: &str) -> RealDef {
-    RealDef {
+fn plain_real(address: String, method: &Method) -> RealDef {
+    let mut r = RealDef {
         address,
         weight: 1,
-        forward: method.into(),
+        forward: String::new(),
         tun_type: None,
         tun_port: None,
         tun_csum: None,
@@ -805,13 +1160,15 @@ fn plain_real(address: String, method: &str) -> RealDef {
         hint: 0,
         check: None,
         sorry: false,
-    }
+    };
+    method.apply(&mut r);
+    r
 }
 
 fn real_server(
     n: &Node,
     svc: &ServiceDef,
-    method: &str,
+    method: &Method,
     defaults: &CheckDefaults,
     vs_inhibit: bool,
     out: &mut Import,
@@ -819,9 +1176,15 @@ fn real_server(
     let address = addr_port(n, out)?;
     let Some(body) = &n.block else {
         // keepalived takes a real server without a block: weight 1, no checker.
-        return Some(plain_real(dr_port(address, svc, method), method));
+        return Some(plain_real(dr_port(address, svc, &method.forward), method));
     };
-    let mut real = plain_real(dr_port(address, svc, method), method);
+    // Its own lvs_method, if it has one (keepalived's real_server takes one).
+    let own = body
+        .iter()
+        .rfind(|c| c.key == "lvs_method" || c.key == "lb_kind")
+        .and_then(|c| self::method(c, out));
+    let method = own.as_ref().unwrap_or(method);
+    let mut real = plain_real(dr_port(address, svc, &method.forward), method);
     let mut defaults = defaults.clone();
     let mut inhibit = vs_inhibit;
     let mut checkers: Vec<&Node> = Vec::new();
@@ -841,6 +1204,7 @@ fn real_server(
                 }
             }
             "inhibit_on_failure" => inhibit = true,
+            "lvs_method" | "lb_kind" => {}
             "uthreshold" => real.upper_threshold = num(c, out).unwrap_or(0),
             "lthreshold" => real.lower_threshold = num(c, out).unwrap_or(0),
             "delay_loop" => defaults.delay_loop = secs(c, out),
@@ -1153,6 +1517,119 @@ virtual_server 10.10.10.2 1358 {
     }
 
     #[test]
+    fn virtual_server_groups_make_a_service_of_each_entry() {
+        // keepalived.conf(5): addresses, a.b.c.d-N ranges, prefixes, and fwmark entries,
+        // defined before or after the virtual server that names the group.
+        let i = import_text(
+            "g.conf",
+            "virtual_server group web {\n  lb_algo rr\n  lb_kind DR\n  persistence_timeout\n  real_server 198.19.0.11 80 {\n  }\n}\n\
+             virtual_server_group web {\n  198.18.100.1 80\n  198.18.100.10-12 80\n  198.18.101.0/31 443\n  fwmark 7\n  fwmark 8 inet\n}\n\
+             virtual_server_group empty {\n}\n\
+             virtual_server group empty {\n  real_server 198.19.0.11 80 {\n  }\n}\n\
+             virtual_server_group huge {\n  198.18.0.0/16 80\n}\n\
+             virtual_server group huge {\n}\n\
+             virtual_server group nosuch {\n}\n",
+        );
+        let ids: Vec<String> = i
+            .services
+            .iter()
+            .map(|s| format!("{}/{}", s.protocol, s.address))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "tcp/198.18.100.1:80",
+                "tcp/198.18.100.10:80",
+                "tcp/198.18.100.11:80",
+                "tcp/198.18.100.12:80",
+                "tcp/198.18.101.0:443",
+                "tcp/198.18.101.1:443",
+                "fwm/7",
+                "fwm/8",
+            ]
+        );
+        assert!(
+            i.services
+                .iter()
+                .all(|s| s.persistent == Some(360) && s.scheduler == "rr")
+        );
+        assert_eq!(
+            i.services[4].reals[0].address, "198.19.0.11:443",
+            "DR: the service's port"
+        );
+        assert_eq!(
+            i.problems,
+            [
+                "g.conf:22: virtual_server_group huge makes more than 256 services: give wvs one fwmark service and a mark rule for the range instead (docs/adm.md)",
+                "g.conf:26: no virtual_server_group nosuch",
+            ]
+        );
+        assert!(
+            i.notes.iter().any(|n| n.contains("group empty is empty")),
+            "{:?}",
+            i.notes
+        );
+    }
+
+    #[test]
+    fn global_defs_lvs_keywords_and_the_methods_flags_and_defaults() {
+        let i = import_text(
+            "m.conf",
+            "global_defs {\n  lvs_timeouts tcp 7200 udp 60\n  lvs_flush\n}\n\
+             virtual_server 198.18.100.1 80 {\n  lvs_sched sh\n  sh-port\n  mh-fallback\n  flag-3\n  \
+             lvs_method TUN type gue port 6080 csum\n  weight 5\n  persistence_granularity 255.255.255.0\n  \
+             sorry_server 198.19.0.99 80\n  sorry_server_lvs_method NAT\n  \
+             real_server 198.19.0.11 80 {\n  }\n  real_server 198.19.0.12 80 {\n    weight 2\n    lvs_method DR\n  }\n}\n\
+             virtual_server 198.18.100.2 80 {\n  lvs_sched twos\n  lvs_method TUN type ipip csum\n  real_server 198.19.0.11 80 {\n  }\n}\n\
+             virtual_server 198.18.100.3 80 {\n  lvs_method TUN type gue\n}\n\
+             virtual_server 198.18.100.4 80 {\n  lvs_method TUN type gre remcsum\n}\n",
+        );
+        assert_eq!(i.timeouts, Some([7200, 0, 60]));
+        assert!(i.flush);
+        let s = &i.services[0];
+        assert_eq!(s.flags, ["sh-port", "flag-3"]);
+        assert_eq!(
+            s.persistent,
+            Some(360),
+            "a granularity turns persistence on"
+        );
+        let r = &s.reals;
+        assert_eq!(
+            (
+                r[0].forward.as_str(),
+                r[0].tun_type.as_deref(),
+                r[0].tun_port,
+                r[0].tun_csum.as_deref(),
+                r[0].weight
+            ),
+            ("tunnel", Some("gue"), Some(6080), Some("csum"), 5)
+        );
+        assert_eq!(
+            (r[1].forward.as_str(), r[1].weight),
+            ("dr", 2),
+            "its own method and weight"
+        );
+        assert!(r[2].sorry && r[2].forward == "nat" && r[2].address == "198.19.0.99:80");
+        assert!(s.validate().is_ok(), "{:?}", s.validate());
+        assert_eq!(i.services[1].scheduler, "twos");
+        assert_eq!(
+            i.problems,
+            [
+                "m.conf:24: lvs_method TUN type ipip takes no csum",
+                "m.conf:29: lvs_method TUN: gue needs a port, and only gue has one",
+                "m.conf:32: lvs_method TUN type gre takes no remcsum",
+            ]
+        );
+        assert!(
+            i.notes
+                .iter()
+                .any(|n| n.starts_with("m.conf:8: mh-fallback left out")),
+            "{:?}",
+            i.notes
+        );
+    }
+
+    #[test]
     fn ops_as_keepalived_reads_it() {
         // keepalived.conf(5): `ops` "one-packet scheduling", UDP only (cleared with a
         // warning on another service).
@@ -1267,7 +1744,7 @@ virtual_server 10.10.10.2 1358 {
                 "k.conf:6: quorum is not supported in a virtual_server",
                 "k.conf:10: notify_down is not supported in a real_server",
                 "k.conf:14: misc_dynamic is not supported in a MISC_CHECK",
-                "k.conf:18: virtual_server group is not supported yet (a virtual_server_group's addresses and marks as one service)",
+                "k.conf:18: no virtual_server_group web",
             ]
         );
         let r = &i.services[0].reals[0];

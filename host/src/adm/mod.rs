@@ -456,11 +456,20 @@ fn import_keepalived(a: &Args, client: &Client) -> Result<(), Failure> {
         found.services.len(),
         found.services.iter().map(|s| s.reals.len()).sum::<usize>(),
     );
-    let mut changes: Vec<Change> = found
-        .services
-        .into_iter()
-        .map(|service| Change::AddService { service })
-        .collect();
+    // global_defs' lvs_flush: keepalived starts from an empty table.
+    let mut changes: Vec<Change> = Vec::new();
+    if found.flush {
+        changes.push(Change::Clear {});
+    }
+    if let Some([tcp, tcpfin, udp]) = found.timeouts {
+        changes.push(Change::SetTimeouts { tcp, tcpfin, udp });
+    }
+    changes.extend(
+        found
+            .services
+            .into_iter()
+            .map(|service| Change::AddService { service }),
+    );
     // keepalived's lvs_sync_daemon: its daemons replace those that run.
     if !found.daemons.is_empty() {
         let running: Vec<crate::config::daemon::SyncDaemon> = client.get("/api/v1/daemons")?;
