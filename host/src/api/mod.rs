@@ -400,6 +400,15 @@ struct PluginPath {
     name: String,
 }
 
+/// The service a path names. A protocol and an address that are each well-formed but do
+/// not go together (`fwm` and `VIP:PORT`, `tcp` and a mark) name no service: 404.
+fn path_id(proto: &str, addr: &str) -> Result<crate::model::ServiceKey, ApiError> {
+    parse_service_id(proto, addr).map_err(|e| match e {
+        crate::config::ConfigError::Conflict(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+        other => other.into(),
+    })
+}
+
 fn parse_service_filter(s: &str) -> Result<crate::model::ServiceKey, ApiError> {
     let (p, a) = s.split_once('/').ok_or_else(|| {
         ApiError::bad(format!(
@@ -433,7 +442,7 @@ async fn get_service(
     State(st): State<Shared>,
     Path((proto, addr)): Path<(String, String)>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
-    let id = parse_service_id(&proto, &addr)?;
+    let id = path_id(&proto, &addr)?;
     let snap = st.snapshot.load();
     snap.get(&id)
         .map(|s| axum::Json(ServiceView::of(s, &st.conns)))
@@ -505,7 +514,7 @@ async fn edit_service(
     Path((protocol, address)): Path<(String, String)>,
     ApiJson(settings): ApiJson<ServiceSettings>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
-    let id = parse_service_id(&protocol, &address)?;
+    let id = path_id(&protocol, &address)?;
     change(
         &st,
         vec![Change::EditService {
@@ -524,6 +533,7 @@ async fn delete_service(
     State(st): State<Shared>,
     Path((protocol, address)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    path_id(&protocol, &address)?;
     change(&st, vec![Change::DeleteService { protocol, address }]).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -543,7 +553,7 @@ async fn add_real(
     Path((protocol, address)): Path<(String, String)>,
     ApiJson(real): ApiJson<RealDef>,
 ) -> Result<Response, ApiError> {
-    let id = parse_service_id(&protocol, &address)?;
+    let id = path_id(&protocol, &address)?;
     change(
         &st,
         vec![Change::AddReal {
@@ -566,7 +576,7 @@ async fn edit_real(
 ) -> Result<axum::Json<ServiceView>, ApiError> {
     parse_real_addr(&rip)?;
     let real = settings.to_def(&rip);
-    let id = parse_service_id(&protocol, &address)?;
+    let id = path_id(&protocol, &address)?;
     change(
         &st,
         vec![Change::EditReal {
@@ -587,6 +597,7 @@ async fn delete_real(
     q: Result<Query<DrainQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    path_id(&protocol, &address)?;
     change(
         &st,
         vec![Change::DeleteReal {
@@ -803,7 +814,7 @@ async fn zero_service(
     State(st): State<Shared>,
     Path((proto, addr)): Path<(String, String)>,
 ) -> Result<axum::Json<Zeroed>, ApiError> {
-    let id = parse_service_id(&proto, &addr)?;
+    let id = path_id(&proto, &addr)?;
     let snap = st.snapshot.load_full();
     let s = snap
         .get(&id)

@@ -21,6 +21,7 @@ use crate::spec::{Family, MarkRule};
 #[serde(deny_unknown_fields)]
 pub struct MarkRuleDef {
     /// The mark (`meta mark set MARK`), 1 to 4294967295.
+    #[serde(deserialize_with = "super::whole::u32")]
     #[schema(minimum = 1, maximum = 4294967295_u32)]
     pub mark: u32,
     /// Destination addresses or prefixes (nft's `ip daddr` / `ip6 daddr`): required, as
