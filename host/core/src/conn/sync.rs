@@ -329,7 +329,9 @@ impl Link {
             state: if self.assured() { TEMPLATE_ASSURED } else { 0 },
             cport: 0,
             vport: self.key.vport,
-            dport: rport,
+            // A template of every port (port-0 and fwmark services') has none of its
+            // server's either: <proto, caddr, 0, vaddr, 0, daddr, 0>.
+            dport: if self.key.vport == 0 { 0 } else { rport },
             fwmark: self.key.fwmark,
             timeout: self.timeout_s,
             caddr: self.key.client,
@@ -478,7 +480,11 @@ pub fn apply(
     let find = || {
         if let Some(svc) = service(c.vport) {
             let d = (svc.dests.iter().chain(svc.draining.iter()))
-                .find(|d| d.addr == c.daddr && (d.port == c.dport || d.port == 0))?;
+                // A template of every port names no port of its server.
+                .find(|d| {
+                    d.addr == c.daddr
+                        && (d.port == c.dport || d.port == 0 || (template && c.dport == 0))
+                })?;
             return Some((svc, d));
         }
         // An FTP data connection: ip_vs_service_find's fallback from the data ports (20,

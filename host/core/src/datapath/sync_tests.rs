@@ -488,3 +488,68 @@ fn an_ftp_data_connection_is_placed_through_the_control_ports_service() {
         "on the data port, no helper"
     );
 }
+
+/// A fwmark service's connections and template carry its mark (the template as IPVS's
+/// `IPPROTO_IP` record, `0.0.0.1` its address), and a backup with the same service and
+/// mark rules rebuilds both on its servers (`ip_vs_find_dest` by `cp->fwmark`).
+#[test]
+fn fwmark_connections_and_templates_carry_their_mark() {
+    let rules = [crate::spec::MarkRule {
+        mark: 5,
+        family: Some(crate::spec::Family::V4),
+        protos: Vec::new(),
+        saddr: Vec::new(),
+        daddr: vec!["198.18.100.0/24".parse().unwrap()],
+        sport: Vec::new(),
+        dport: Vec::new(),
+    }];
+    let svc = Service {
+        persistent: Some(300),
+        reals: ["198.19.0.12", "198.19.0.11"].map(real).into(),
+        ..Service::fwmark(5, false, "rr")
+    };
+    let dir = || {
+        let mut snap = Snapshot::build_native(std::slice::from_ref(&svc), &Snapshot::default());
+        snap.set_marks(&rules);
+        Harness::new(snap, 1 << 12, 1)
+    };
+    let a = dir();
+    a.conns.sync().start_master(1024);
+    send(&a, 0, syn(43100));
+    let (_, f) = send(&a, 0, ack(43100));
+    let server = to(&f);
+    send(&a, 0, ack(43100));
+    let recs = drain(&a);
+    let conn = recs
+        .iter()
+        .find(|r| r.flags & flag::TEMPLATE == 0)
+        .expect("the connection");
+    assert_eq!(
+        (conn.protocol, conn.fwmark, conn.vport, conn.dport),
+        (6, 5, 80, 80)
+    );
+    let t = recs
+        .iter()
+        .find(|r| r.flags & flag::TEMPLATE != 0)
+        .expect("the template");
+    assert_eq!((t.protocol, t.fwmark, t.vport, t.dport), (0, 5, 0, 0));
+    assert_eq!(t.vaddr, IpAddr::from([0, 0, 0, 5]));
+    let b = dir();
+    let r = apply_all(&b, &through_the_wire(&recs), 0);
+    assert!(r.iter().all(Result::is_ok), "{r:?}");
+    assert_eq!(b.conns.persist().len(), 1);
+    let mut marks = Vec::new();
+    b.conns.for_each(|c| marks.push(c.fwmark()));
+    assert_eq!(marks, [5]);
+    // The client's next connection, to another port, follows the template on the backup.
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(43101, 443, 1000, 65535)
+        .syn()
+        .write(&mut v, b"")
+        .unwrap();
+    let (verdict, f) = send(&b, 1, v);
+    assert_eq!(verdict, Verdict::Tx { iface: 1 });
+    assert_eq!(to(&f), (server.0, 443));
+}
