@@ -654,6 +654,26 @@ fn one_packet_scheduling_spreads_one_client_port_and_keeps_no_connection() {
 /// Listeners started in namespaces for a test, stopped and reaped when it ends.
 struct Listeners(Vec<std::process::Child>);
 
+impl Listeners {
+    /// On every server, a TCP port answering with the server's name.
+    fn names(topo: &Topo, port: u16) -> Self {
+        Self(
+            (1..=3)
+                .map(|i| {
+                    std::process::Command::new("ip")
+                        .args(["netns", "exec", &topo.ns(&format!("rs{i}"))])
+                        .args(["socat", &format!("TCP-LISTEN:{port},reuseaddr,fork")])
+                        .arg(format!("SYSTEM:echo rs{i}"))
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .expect("socat")
+                })
+                .collect(),
+        )
+    }
+}
+
 impl Drop for Listeners {
     fn drop(&mut self) {
         for c in &mut self.0 {
@@ -699,20 +719,7 @@ fn an_all_port_service_keeps_a_client_on_one_server_across_ports(io: &str) {
         "{saved}"
     );
     // A second TCP port on every server, answering with the server's name.
-    let _listeners = Listeners(
-        (1..=3)
-            .map(|i| {
-                std::process::Command::new("ip")
-                    .args(["netns", "exec", &topo.ns(&format!("rs{i}"))])
-                    .args(["socat", "TCP-LISTEN:8081,reuseaddr,fork"])
-                    .arg(format!("SYSTEM:echo rs{i}"))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .expect("socat")
-            })
-            .collect(),
-    );
+    let _listeners = Listeners::names(&topo, 8081);
     std::thread::sleep(Duration::from_millis(300));
     let first = topo.curl(&format!("http://{VIP}/"));
     for _ in 0..5 {
@@ -782,20 +789,7 @@ fn a_fwmark_service_keeps_a_client_on_one_server_across_ports_and_addresses(io: 
     let (code, _, err) = wvs.adm_stdin(&["-R"], &saved);
     assert_eq!(code, 0, "{err}");
     assert_eq!(wvs.adm_ok(&["-S", "-n"]), saved);
-    let _listeners = Listeners(
-        (1..=3)
-            .map(|i| {
-                std::process::Command::new("ip")
-                    .args(["netns", "exec", &topo.ns(&format!("rs{i}"))])
-                    .args(["socat", "TCP-LISTEN:8081,reuseaddr,fork"])
-                    .arg(format!("SYSTEM:echo rs{i}"))
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .expect("socat")
-            })
-            .collect(),
-    );
+    let _listeners = Listeners::names(&topo, 8081);
     std::thread::sleep(Duration::from_millis(300));
     let first = topo.curl("http://198.18.1.1/");
     for last in [1, 7, 15] {
