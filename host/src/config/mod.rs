@@ -1291,6 +1291,32 @@ impl ServiceDef {
             reals.push(r.validate(id)?);
         }
         let laddrs = self.local_addrs()?;
+        let check = self
+            .check
+            .as_ref()
+            .map(|c| c.validate(&format!("service {}", self.address)))
+            .transpose()?;
+        // A server without a port of a service of every port (port 0, fwmark) has no port
+        // to check: its check names one (keepalived's connect_port), or runs a program.
+        for r in reals
+            .iter()
+            .filter(|r| id.port == 0 && r.port == 0 && !r.sorry)
+        {
+            let spec = r.check.as_ref().or(check.as_ref());
+            let portless = spec.is_some_and(|c| {
+                c.port.is_none()
+                    && c.probe
+                        .as_ref()
+                        .is_some_and(|p| !matches!(p, check::Probe::Misc { .. }))
+            });
+            if portless {
+                return Err(conflict(format!(
+                    "service {}/{}: real server {} has no port and the service has every \
+                     port: its health check needs a port (port = N, --check-port N)",
+                    self.protocol, self.address, r.addr
+                )));
+            }
+        }
         Ok(ServiceSpec {
             fwmark: id.fwmark,
             proto: id.proto,
@@ -1302,11 +1328,7 @@ impl ServiceDef {
             netmask,
             laddrs,
             helpers: self.helpers.clone(),
-            check: self
-                .check
-                .as_ref()
-                .map(|c| c.validate(&format!("service {}", self.address)))
-                .transpose()?,
+            check,
             udp_on_failure,
             udp_move: udp_on_failure == Some(true),
             ops: self.ops,
@@ -2147,6 +2169,32 @@ mod tests {
         );
         let e = parse("[[service]]\nprotocol='tcp'\naddress='198.18.100.1:0'\n").unwrap_err();
         assert!(e.to_string().contains("persistent service only"), "{e}");
+        assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
+    }
+
+    /// Fwmark services in the file: `fwm`/`fwm6` and the mark, with mark rules; the
+    /// checks of servers without a port name theirs; written back as read.
+    #[test]
+    fn fwmark_services_and_mark_rules_read_and_write_back() {
+        let text = "[[service]]\nprotocol='fwm'\naddress='7'\nscheduler='rr'\npersistent=60\n\
+                    check={type='tcp', port=80}\n\
+                    [[service.real]]\naddress='198.19.0.11'\n\
+                    [[service]]\nprotocol='fwm6'\naddress='7'\n\
+                    [[service.real]]\naddress='[2001:db8:19::11]:80'\n\
+                    [[mark_rule]]\nmark=7\ndaddr=['198.18.1.0/28']\ndport=['80','443']\n";
+        let cfg = parse(text).expect("fwmark services");
+        assert_eq!(cfg.services[0].key(), ServiceKey::fwmark(7, false));
+        assert_eq!(cfg.services[1].key(), ServiceKey::fwmark(7, true));
+        assert_eq!(cfg.marks.len(), 1);
+        let again = parse(&to_toml(&cfg)).expect("written back");
+        assert_eq!((again.services, again.marks), (cfg.services, cfg.marks));
+        // A TCP check of a server without a port, on a service of every port: which port?
+        let e = parse(&text.replace("check={type='tcp', port=80}\n", "check={type='tcp'}\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("needs a port"), "{e}");
+        assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
+        // A helper is bound by port: a fwmark service has none.
+        let e = parse("[[service]]\nprotocol='fwm'\naddress='7'\nhelpers=['ftp']\n").unwrap_err();
         assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
     }
 
