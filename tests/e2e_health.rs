@@ -1057,3 +1057,72 @@ fn misc_checks_from_the_api_need_an_opt_in_and_run_with_nothing_of_wvss() {
     let uid = status.lines().find(|l| l.starts_with("Uid:")).expect("uid");
     assert!(!uid.contains("\t0\t"), "not root: {uid}");
 }
+
+/// keepalived's SMTP_CHECK (keepalived.conf(5): `helo_name`, `connect_timeout`), imported:
+/// two servers speak SMTP (a scripted server: greeting 220, HELO answered 250), the third
+/// refuses with 554 and is taken out; clients of VIP:25 meet only the first two.
+#[test]
+fn an_smtp_check_from_keepalived_conf() {
+    let topo = Topo::new("hsm", false);
+    let mut servers: Vec<std::process::Child> = (1..=3)
+        .map(|i| {
+            let script = if i == 3 {
+                "echo '554 rs3 no service here'".to_string()
+            } else {
+                format!("echo '220 rs{i} ESMTP'; read l; echo '250 rs{i}'; read l; echo '221 bye'")
+            };
+            Command::new("ip")
+                .args(["netns", "exec", &topo.ns(&format!("rs{i}"))])
+                .args(["socat", "TCP-LISTEN:25,reuseaddr,fork"])
+                .arg(format!("SYSTEM:{script}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("socat")
+        })
+        .collect();
+    let w = Wvs::start(&topo, None);
+    let conf = topo.dir.join("smtp.conf");
+    let mut text = format!(
+        "virtual_server {VIP} 25 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    );
+    for i in 1..=3 {
+        text += &format!(
+            "  real_server 198.19.0.1{i} 25 {{\n    SMTP_CHECK {{\n      helo_name lb.wvs.test\n      connect_timeout 2\n      retry 0\n    }}\n  }}\n"
+        );
+    }
+    text += "}\n";
+    std::fs::write(&conf, text).expect("conf");
+    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    wait_state(&w, "198.19.0.13:25", "down", Duration::from_secs(10));
+    let r = health(&w, "198.19.0.13:25");
+    assert_eq!(r["health"]["last"]["detail"], "SMTP greeting 554", "{r}");
+    for i in 1..=2 {
+        let real = format!("198.19.0.1{i}:25");
+        let t0 = Instant::now();
+        let r = loop {
+            let r = health(&w, &real);
+            if !r["health"]["last"].is_null() || t0.elapsed() > Duration::from_secs(5) {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        assert_eq!(r["health"]["state"], "up", "{r}");
+        assert_eq!(r["health"]["last"]["detail"], "SMTP 250", "{r}");
+    }
+    let mut greetings = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let out = topo.exec("cli", &["socat", "-T", "3", "-", &format!("TCP4:{VIP}:25")]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        greetings.insert(text.lines().next().unwrap_or("").to_string());
+    }
+    assert_eq!(
+        greetings.into_iter().collect::<Vec<_>>(),
+        ["220 rs1 ESMTP", "220 rs2 ESMTP"]
+    );
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

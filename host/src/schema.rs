@@ -594,8 +594,8 @@ schema_type!(
 schema_type!(
     /// A health check's type.
     CheckType,
-    string("The check: tcp, http, https, udp, dns, misc, or none (no check).")
-        .enum_values(Some(["tcp", "http", "https", "udp", "dns", "misc", "none"]))
+    string("The check: tcp, http, https, udp, dns, smtp, misc, or none (no check).")
+        .enum_values(Some(["tcp", "http", "https", "udp", "dns", "smtp", "misc", "none"]))
 );
 
 /// Pattern of an HTTP check's path: `/` and printable ASCII without spaces.

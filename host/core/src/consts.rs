@@ -250,6 +250,12 @@ pub const MAX_TIMEOUT_SECS: u32 = 86400 * 31;
 /// Longest persistence timeout accepted (one year).
 pub const MAX_PERSISTENT_SECS: u32 = 365 * 24 * 3600;
 
+/// The name an SMTP check's `HELO` gives unless told (keepalived's `helo_name` default).
+pub const CHECK_SMTP_HELO: &str = "smtpchecker.keepalived.org";
+
+/// Most bytes of an SMTP check's reply line read before it is judged.
+pub const CHECK_SMTP_MAX_REPLY: usize = 4096;
+
 /// Most mark rules' matches (each rule's prefixes × port ranges, as the XDP program and the
 /// nftables table read them one by one): a classifier is a short list, read for every
 /// packet of a new connection.

@@ -1192,7 +1192,7 @@ fn real_server(
         let key = c.key.as_str();
         let checker = matches!(
             key,
-            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "DNS_CHECK" | "MISC_CHECK"
+            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "DNS_CHECK" | "MISC_CHECK" | "SMTP_CHECK"
         );
         if !checker && !no_block(c, out) {
             continue;
@@ -1241,6 +1241,7 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
         "HTTP_GET" => "http",
         "SSL_GET" => "https",
         "DNS_CHECK" => "dns",
+        "SMTP_CHECK" => "smtp",
         _ => "misc",
     };
     let mut d = CheckDef::of(kind);
@@ -1289,6 +1290,7 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
                 }
             }
             "misc_timeout" if kind == "misc" => misc_timeout = secs(c, out),
+            "helo_name" if kind == "smtp" => d.host = one(c, out).map(Into::into),
             _ => unsupported(c, out, &within),
         }
     }
@@ -1626,6 +1628,39 @@ virtual_server 10.10.10.2 1358 {
                 .any(|n| n.starts_with("m.conf:8: mh-fallback left out")),
             "{:?}",
             i.notes
+        );
+    }
+
+    #[test]
+    fn smtp_check_as_keepalived_writes_it() {
+        let i = import_text(
+            "s.conf",
+            "virtual_server 198.18.100.1 25 {\n  protocol TCP\n  real_server 198.19.0.11 25 {\n    SMTP_CHECK {\n      helo_name lb.example\n      connect_port 2525\n      connect_timeout 3\n    }\n  }\n  real_server 198.19.0.12 25 {\n    SMTP_CHECK {\n    }\n  }\n}\n",
+        );
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        let c = i.services[0].reals[0].check.as_ref().expect("a check");
+        assert_eq!(
+            (c.kind.as_str(), c.host.as_deref(), c.port),
+            ("smtp", Some("lb.example"), Some(2525))
+        );
+        let spec = c.validate("test").expect("valid");
+        assert_eq!(
+            spec.probe,
+            Some(crate::config::check::Probe::Smtp {
+                helo: "lb.example".into()
+            })
+        );
+        let d = i.services[0].reals[1]
+            .check
+            .as_ref()
+            .expect("a check")
+            .validate("test")
+            .expect("valid");
+        assert_eq!(
+            d.probe,
+            Some(crate::config::check::Probe::Smtp {
+                helo: "smtpchecker.keepalived.org".into()
+            })
         );
     }
 

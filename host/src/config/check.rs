@@ -194,6 +194,12 @@ pub enum Probe {
         /// Program and arguments.
         argv: Vec<String>,
     },
+    /// An SMTP greeting (220), `HELO` answered with 250, then `QUIT` (keepalived's
+    /// SMTP_CHECK).
+    Smtp {
+        /// The name `HELO` gives (keepalived's `helo_name`).
+        helo: String,
+    },
 }
 
 impl Probe {
@@ -206,6 +212,7 @@ impl Probe {
             Self::Udp { .. } => "udp",
             Self::Dns { .. } => "dns",
             Self::Misc { .. } => "misc",
+            Self::Smtp { .. } => "smtp",
         }
     }
 }
@@ -276,13 +283,14 @@ impl CheckDef {
         };
         let mut d = Self::of(kind);
         match (kind, rest) {
-            ("tcp" | "udp" | "none", None) => {}
+            ("tcp" | "udp" | "smtp" | "none", None) => {}
+            ("smtp", Some(h)) if !h.is_empty() => d.host = Some(h.into()),
             ("http" | "https", r) => d.path = r.filter(|p| !p.is_empty()).map(Into::into),
             ("dns", r) => d.name = r.filter(|p| !p.is_empty()).map(Into::into),
             ("misc", Some(p)) if !p.trim().is_empty() => d.program = Some(p.into()),
             _ => {
                 return Err(format!(
-                    "--check {arg:?}: use tcp, http:PATH, https:PATH, udp, dns:NAME, misc:PROGRAM or none"
+                    "--check {arg:?}: use tcp, http:PATH, https:PATH, udp, dns:NAME, smtp[:HELO], misc:PROGRAM or none"
                 ));
             }
         }
@@ -321,7 +329,7 @@ impl CheckDef {
             }
         };
         only(self.path.is_some(), "path", http)?;
-        only(self.host.is_some(), "host", http)?;
+        only(self.host.is_some(), "host", http || kind == "smtp")?;
         only(!self.status.is_empty(), "status", http)?;
         only(self.digest.is_some(), "digest", http)?;
         only(self.contains.is_some(), "contains", http)?;
@@ -339,6 +347,12 @@ impl CheckDef {
         Ok(match kind {
             "none" => None,
             "tcp" => Some(Probe::Tcp),
+            "smtp" => Some(Probe::Smtp {
+                helo: self
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| crate::consts::CHECK_SMTP_HELO.into()),
+            }),
             "http" | "https" => Some(self.http(who, kind == "https")?),
             "udp" => Some(Probe::Udp {
                 payload: self.payload.clone().unwrap_or_default().into_bytes(),
@@ -405,12 +419,12 @@ impl CheckDef {
 
     /// Each value on its own, as the OpenAPI document's schema describes it.
     fn check_values(&self, who: &str) -> Result<(), ConfigError> {
-        const KINDS: [&str; 7] = ["tcp", "http", "https", "udp", "dns", "misc", "none"];
+        const KINDS: [&str; 8] = ["tcp", "http", "https", "udp", "dns", "smtp", "misc", "none"];
         if !KINDS.contains(&self.kind.as_str()) {
             return Err(invalid(
                 who,
                 format!(
-                    "unknown type {:?} (tcp, http, https, udp, dns, misc or none)",
+                    "unknown type {:?} (tcp, http, https, udp, dns, smtp, misc or none)",
                     self.kind
                 ),
             ));

@@ -111,6 +111,65 @@ async fn run(
             Ok(judge_dns(id, &reply))
         }
         Probe::Misc { argv } => misc(argv, target).await,
+        Probe::Smtp { helo } => {
+            let (s, _flight) = tcp(target, via).await?;
+            smtp(s, helo).await
+        }
+    }
+}
+
+/// keepalived's SMTP_CHECK: the greeting must be 220, `HELO` must get 250; then `QUIT`.
+async fn smtp<S: AsyncRead + AsyncWrite + Unpin>(s: S, helo: &str) -> Result<Found, String> {
+    let mut s = tokio::io::BufReader::new(s);
+    let greeting = smtp_reply(&mut s).await?;
+    if greeting != 220 {
+        return Ok((false, format!("SMTP greeting {greeting}")));
+    }
+    s.get_mut()
+        .write_all(format!("HELO {helo}\r\n").as_bytes())
+        .await
+        .map_err(io_err)?;
+    let code = smtp_reply(&mut s).await?;
+    // QUIT is a courtesy: the verdict is in.
+    let _ = s.get_mut().write_all(b"QUIT\r\n").await;
+    Ok(if code == 250 {
+        (true, "SMTP 250".into())
+    } else {
+        (false, format!("SMTP HELO answered {code}"))
+    })
+}
+
+/// Read one SMTP reply (its lines `NNN-...` up to the last, `NNN ...`); returns its code.
+async fn smtp_reply<S: AsyncRead + Unpin>(s: &mut tokio::io::BufReader<S>) -> Result<u16, String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut read = 0;
+    loop {
+        let mut line = Vec::new();
+        let n = (&mut *s)
+            .take(crate::consts::CHECK_SMTP_MAX_REPLY as u64)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(io_err)?;
+        read += n;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        let code = line
+            .get(..3)
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "not an SMTP reply: {:?}",
+                    String::from_utf8_lossy(&line).trim_end()
+                )
+            })?;
+        if line.get(3) != Some(&b'-') {
+            return Ok(code);
+        }
+        if read >= crate::consts::CHECK_SMTP_MAX_REPLY {
+            return Err("an SMTP reply too long".into());
+        }
     }
 }
 
@@ -480,6 +539,63 @@ mod tests {
         assert!(why.starts_with("timed out"), "{why}");
         assert!(took < Duration::from_millis(1000), "{took:?}");
         hold.abort();
+    }
+
+    /// A scripted SMTP server: its greeting (lines), then its answer to HELO; returns
+    /// its address and what it heard.
+    async fn smtp_server(
+        greeting: &'static str,
+        helo_answer: &'static str,
+    ) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let heard = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let mut s = tokio::io::BufReader::new(s);
+            s.get_mut().write_all(greeting.as_bytes()).await.unwrap();
+            let mut heard = String::new();
+            use tokio::io::AsyncBufReadExt;
+            if s.read_line(&mut heard).await.unwrap_or(0) > 0 {
+                s.get_mut().write_all(helo_answer.as_bytes()).await.unwrap();
+                let _ = s.read_line(&mut heard).await;
+            }
+            heard
+        });
+        (addr, heard)
+    }
+
+    #[tokio::test]
+    async fn smtp_checks_want_220_then_250_as_keepalived() {
+        let tls = tls_config();
+        let t = Duration::from_secs(2);
+        let p = Probe::Smtp {
+            helo: "lb.test".into(),
+        };
+        // A multi-line greeting, HELO, QUIT.
+        let (a, heard) = smtp_server("220-rs1 ESMTP\r\n220 ready\r\n", "250 rs1\r\n").await;
+        assert_eq!(
+            check(&p, a, None, t, &tls).await.0,
+            (true, "SMTP 250".into())
+        );
+        assert_eq!(heard.await.unwrap(), "HELO lb.test\r\nQUIT\r\n");
+        let (a, _) = smtp_server("554 go away\r\n", "").await;
+        assert_eq!(
+            check(&p, a, None, t, &tls).await.0,
+            (false, "SMTP greeting 554".into())
+        );
+        let (a, _) = smtp_server("220 rs1\r\n", "421 busy\r\n").await;
+        assert_eq!(
+            check(&p, a, None, t, &tls).await.0,
+            (false, "SMTP HELO answered 421".into())
+        );
+        let (a, _) = smtp_server("HTTP/1.0 200 OK\r\n", "").await;
+        assert!(
+            check(&p, a, None, t, &tls)
+                .await
+                .0
+                .1
+                .starts_with("not an SMTP reply")
+        );
     }
 
     #[tokio::test]
