@@ -276,6 +276,43 @@ fn replies_come_from_the_address_the_client_used_and_icmp_errors_about_them_reac
     assert_eq!(h.dp.process(&h.snap, 3, FROM_CLIENT, &mut e), Verdict::Pass);
 }
 
+/// A rule wide enough to hold the clients' addresses does not take a server's reply to
+/// one of them for a client's packet: it is a reply.
+#[test]
+fn a_servers_reply_is_never_marked() {
+    let h = harness(
+        &[fwm(1, Some(300), &["198.19.0.11"])],
+        &[rule(1, "198.18.0.0/15", &[Protocol::Tcp], &[])],
+    );
+    let vip = [198, 18, 1, 5];
+    assert_eq!(
+        sent_to(&h, 0, to(vip, 40000, 80, Protocol::Tcp)),
+        Ok((Ipv4Addr::new(198, 19, 0, 11), 80))
+    );
+    let mut reply = tcp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        ([198, 19, 0, 11], 80),
+        (CLIENT, 40000),
+        F::SynAck,
+        b"",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut reply),
+        Verdict::Tx { iface: 0 }
+    );
+    let p = SlicedPacket::from_ethernet(&reply).expect("frame");
+    let Some(NetSlice::Ipv4(ip)) = p.net else {
+        panic!("not IPv4")
+    };
+    assert_eq!(
+        ip.header().source_addr(),
+        Ipv4Addr::from(vip),
+        "rewritten as a reply"
+    );
+    assert_eq!(h.conns.len(), 1, "no connection of the server's");
+}
+
 #[test]
 fn an_ipv6_mark_is_its_own_service() {
     let mut r = rule(1, "2001:db8:18:1::/64", &[], &[]);

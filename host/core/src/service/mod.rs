@@ -210,6 +210,7 @@ impl Snapshot {
                         || {
                             let d = Dest::new(key.addr, key.port);
                             d.set_forward(crate::model::Forward::Bypass);
+                            d.set_fwmark(key.fwmark);
                             Arc::new(d)
                         },
                         |o| o.bypass.clone(),
@@ -316,7 +317,9 @@ impl Snapshot {
 
     /// Find the virtual service of a client's packet `src -> dst` of `proto`, as
     /// `ip_vs_service_find`: the fwmark service of its mark and family first, then its
-    /// address's ([`Self::service`]).
+    /// address's ([`Self::service`]). A packet from a NAT server's port is a reply (IPVS
+    /// sees those in `FORWARD`, where nothing is scheduled), whatever a rule's prefixes
+    /// hold: no mark takes it.
     #[inline]
     pub fn service_for(
         &self,
@@ -324,8 +327,13 @@ impl Snapshot {
         src: (IpAddr, u16),
         dst: (IpAddr, u16),
     ) -> Option<&Arc<VirtualService>> {
-        self.fwmark_service_for(proto, src, dst)
-            .or_else(|| self.service(proto, dst.0, dst.1))
+        if !self.marks.is_empty()
+            && !self.is_real(proto, src.0, src.1)
+            && let Some(s) = self.fwmark_service_for(proto, src, dst)
+        {
+            return Some(s);
+        }
+        self.service(proto, dst.0, dst.1)
     }
 
     /// The fwmark service of a client's packet `src -> dst` of `proto`, if it has one.
