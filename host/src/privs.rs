@@ -366,21 +366,35 @@ pub(crate) fn give_dir(dir: &std::path::Path, to: &RunAs) -> Result<(), UserErro
     if !dir.exists() {
         create_private_dir(dir).map_err(err)?;
     }
-    fn walk(p: &std::path::Path, to: &RunAs) -> std::io::Result<()> {
+    /// `inner`: an entry under `dir`, which another wvs sharing the directory (a plugin
+    /// cache's file written aside and renamed) may take away meanwhile: then it is no one's
+    /// to give.
+    fn walk(p: &std::path::Path, to: &RunAs, inner: bool) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::symlink_metadata(p)?;
+        let gone = |e: &std::io::Error| inner && e.kind() == std::io::ErrorKind::NotFound;
+        let m = match std::fs::symlink_metadata(p) {
+            Err(e) if gone(&e) => return Ok(()),
+            r => r?,
+        };
         // Only what is not the user's yet (a read-only disk of the user's is fine).
         if m.uid() != to.uid.as_raw() || m.gid() != to.gid.as_raw() {
-            std::os::unix::fs::lchown(p, Some(to.uid.as_raw()), Some(to.gid.as_raw()))?;
+            match std::os::unix::fs::lchown(p, Some(to.uid.as_raw()), Some(to.gid.as_raw())) {
+                Err(e) if gone(&e) => return Ok(()),
+                r => r?,
+            }
         }
         if m.is_dir() {
-            for e in std::fs::read_dir(p)? {
-                walk(&e?.path(), to)?;
+            let entries = match std::fs::read_dir(p) {
+                Err(e) if gone(&e) => return Ok(()),
+                r => r?,
+            };
+            for e in entries {
+                walk(&e?.path(), to, true)?;
             }
         }
         Ok(())
     }
-    match walk(dir, to) {
+    match walk(dir, to, false) {
         // A read-only disk: what is there is served as it is (see the state's open).
         Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
             tracing::warn!(dir = %dir.display(), "read-only: cannot give it to user {}", to.name);
