@@ -147,7 +147,7 @@ wvs's own:
   --api-ca FILE       with https: the API's certificate, or its CA's (PEM)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
-Not supported yet: --pe (persistence engines), --sctp-service
+Not supported: --pe (persistence engines), --sctp-service (later work)
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
