@@ -82,6 +82,35 @@ fn sent_to(h: &Harness, now: u64, mut f: Vec<u8>) -> Result<(Ipv4Addr, u16), Ver
     Ok((ip.header().destination_addr(), port))
 }
 
+/// Server 198.19.0.11's SYN-ACK from `port` to the client's 40000, through the datapath
+/// (sent to the client's side).
+fn reply_of(h: &Harness, port: u16) -> Vec<u8> {
+    let mut reply = tcp_frame(
+        rs_mac(11),
+        SERVER_IF_MAC,
+        ([198, 19, 0, 11], port),
+        (CLIENT, 40000),
+        F::SynAck,
+        b"",
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut reply),
+        Verdict::Tx { iface: 0 }
+    );
+    reply
+}
+
+/// A TCP/IPv4 frame's source address and port.
+fn source_of(frame: &[u8]) -> (Ipv4Addr, u16) {
+    let p = SlicedPacket::from_ethernet(frame).expect("frame");
+    match (p.net, p.transport) {
+        (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) => {
+            (ip.header().source_addr(), t.source_port())
+        }
+        _ => panic!("not TCP/IPv4"),
+    }
+}
+
 #[test]
 fn a_persistent_mark_keeps_a_client_on_one_server_across_ports_addresses_and_protocols() {
     let h = harness(
@@ -207,26 +236,8 @@ fn replies_come_from_the_address_the_client_used_and_icmp_errors_about_them_reac
         sent_to(&h, 0, to(vip, 40000, 8000, Protocol::Tcp)),
         Ok((Ipv4Addr::new(198, 19, 0, 11), 8000))
     );
-    let mut reply = tcp_frame(
-        rs_mac(11),
-        SERVER_IF_MAC,
-        ([198, 19, 0, 11], 8000),
-        (CLIENT, 40000),
-        F::SynAck,
-        b"",
-    );
-    assert_eq!(
-        h.dp.process(&h.snap, 1, FROM_RS, &mut reply),
-        Verdict::Tx { iface: 0 }
-    );
-    let p = SlicedPacket::from_ethernet(&reply).expect("frame");
-    match (p.net, p.transport) {
-        (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) => {
-            assert_eq!(ip.header().source_addr(), Ipv4Addr::from(vip));
-            assert_eq!(t.source_port(), 8000);
-        }
-        _ => panic!("not TCP/IPv4"),
-    }
+    let reply = reply_of(&h, 8000);
+    assert_eq!(source_of(&reply), (Ipv4Addr::from(vip), 8000));
     // A router on the client's side cannot forward that reply: its error, addressed to
     // the marked address (no VIP of wvs's), goes to the server.
     let mut e = icmp_error_frame(
@@ -289,24 +300,9 @@ fn a_servers_reply_is_never_marked() {
         sent_to(&h, 0, to(vip, 40000, 80, Protocol::Tcp)),
         Ok((Ipv4Addr::new(198, 19, 0, 11), 80))
     );
-    let mut reply = tcp_frame(
-        rs_mac(11),
-        SERVER_IF_MAC,
-        ([198, 19, 0, 11], 80),
-        (CLIENT, 40000),
-        F::SynAck,
-        b"",
-    );
+    let reply = reply_of(&h, 80);
     assert_eq!(
-        h.dp.process(&h.snap, 1, FROM_RS, &mut reply),
-        Verdict::Tx { iface: 0 }
-    );
-    let p = SlicedPacket::from_ethernet(&reply).expect("frame");
-    let Some(NetSlice::Ipv4(ip)) = p.net else {
-        panic!("not IPv4")
-    };
-    assert_eq!(
-        ip.header().source_addr(),
+        source_of(&reply).0,
         Ipv4Addr::from(vip),
         "rewritten as a reply"
     );
