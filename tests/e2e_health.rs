@@ -75,6 +75,19 @@ fn health(w: &Wvs, real: &str) -> serde_json::Value {
 }
 
 /// Wait until `real`'s check state is `state`; returns how long that took.
+/// `real`'s health once its check has a first result (or after 5 s). Each probe starts
+/// after a random warm-up of up to one interval.
+fn first_result(w: &Wvs, real: &str) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let r = health(w, real);
+        if !r["health"]["last"].is_null() || t0.elapsed() > Duration::from_secs(5) {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 fn wait_state(w: &Wvs, real: &str, state: &str, limit: Duration) -> Duration {
     let t0 = Instant::now();
     loop {
@@ -540,15 +553,7 @@ fn a_dns_check_against_dnsmasq() {
     for i in 1..=2 {
         // Each probe starts after a random warm-up of up to one interval, so the third's
         // two failures can come before the first check of these two: wait for one.
-        let real = format!("198.19.0.1{i}:53");
-        let t0 = Instant::now();
-        let r = loop {
-            let r = health(&w, &real);
-            if !r["health"]["last"].is_null() || t0.elapsed() > Duration::from_secs(5) {
-                break r;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        };
+        let r = first_result(&w, &format!("198.19.0.1{i}:53"));
         assert_eq!(r["health"]["state"], "up", "{r}");
         assert_eq!(r["health"]["last"]["ok"], true, "{r}");
         assert!(
@@ -1099,15 +1104,7 @@ fn an_smtp_check_from_keepalived_conf() {
     let r = health(&w, "198.19.0.13:25");
     assert_eq!(r["health"]["last"]["detail"], "SMTP greeting 554", "{r}");
     for i in 1..=2 {
-        let real = format!("198.19.0.1{i}:25");
-        let t0 = Instant::now();
-        let r = loop {
-            let r = health(&w, &real);
-            if !r["health"]["last"].is_null() || t0.elapsed() > Duration::from_secs(5) {
-                break r;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        };
+        let r = first_result(&w, &format!("198.19.0.1{i}:25"));
         assert_eq!(r["health"]["state"], "up", "{r}");
         assert_eq!(r["health"]["last"]["detail"], "SMTP 250", "{r}");
     }
