@@ -34,6 +34,8 @@ const PLUGINS: &[(&str, &str)] = &[
     // Application helpers.
     ("ftp", "wvs-helper-ftp"),
     ("proxy-v2", "wvs-helper-proxy-v2"),
+    // Persistence engines.
+    ("sip", "wvs-pe-sip"),
 ];
 
 /// The example custom scheduler (examples/lat2).

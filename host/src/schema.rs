@@ -592,6 +592,17 @@ schema_type!(
 );
 
 schema_type!(
+    /// A persistence engine's name.
+    PeName,
+    string(
+        "A persistence engine: sip or an uploaded persistence engine plugin's name (1 to 32 \
+         letters, digits, '-' or '_'). A name that is neither is answered 409.",
+    )
+    .pattern(Some(NAME_PATTERN))
+    .examples(["sip"])
+);
+
+schema_type!(
     /// A health check's type.
     CheckType,
     string("The check: tcp, http, https, udp, dns, smtp, misc, or none (no check).")

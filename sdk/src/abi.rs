@@ -360,6 +360,77 @@ pub const HELPER_PACKET_FN: &str = "wvs_helper_packet";
 /// `expect`; 0 when registered, negative when refused.
 pub const EXPECT_FN: &str = "expect";
 
+/// The most bytes a persistence key may have (IPVS's `IP_VS_PEDATA_MAXLEN`).
+pub const PE_MAX_KEY: usize = 255;
+
+/// What a persistence engine's `wvs_pe_key` answers besides a key's length.
+pub mod pe_answer {
+    /// No key of its own: the service's usual template (IPVS: `fill_param` succeeded
+    /// without `pe_data`).
+    pub const DEFAULT: i32 = -1;
+    /// Drop the packet (IPVS: `fill_param` failed, `NF_DROP`).
+    pub const DROP: i32 = -2;
+}
+
+/// Offset of [`PeShared::conn`] in a persistence engine's shared region.
+pub const PE_CONN_OFFSET: usize = core::mem::offset_of!(PeShared, conn);
+/// Offset of [`PeShared::len`].
+pub const PE_LEN_OFFSET: usize = core::mem::offset_of!(PeShared, len);
+/// Offset of [`PeShared::key`].
+pub const PE_KEY_OFFSET: usize = core::mem::offset_of!(PeShared, key);
+/// Offset of [`PeShared::payload`].
+pub const PE_PAYLOAD_OFFSET: usize = core::mem::offset_of!(PeShared, payload);
+
+/// The memory a persistence engine shares with the host: the new connection and its first
+/// packet's payload, written by the host before each call, and the key, written by the
+/// engine. Offsets: `conn` 0, `len` 44, `key` 48, `payload` 304.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PeShared {
+    /// The connection being scheduled (its `svc_flags` are the service's).
+    pub conn: ConnInfo,
+    /// Payload bytes in `payload`.
+    pub len: u32,
+    /// The key (IPVS's `pe_data`), its first n bytes when the answer is n.
+    pub key: [u8; PE_MAX_KEY + 1],
+    /// The packet's payload (after the UDP or TCP header).
+    pub payload: [u8; HELPER_MAX_PAYLOAD],
+}
+
+impl PeShared {
+    /// An empty region.
+    pub const fn new() -> Self {
+        Self {
+            conn: ConnInfo {
+                saddr: [0; 16],
+                daddr: [0; 16],
+                sport: 0,
+                dport: 0,
+                proto: 0,
+                af: 0,
+                reserved: 0,
+                svc_flags: 0,
+            },
+            len: 0,
+            key: [0; PE_MAX_KEY + 1],
+            payload: [0; HELPER_MAX_PAYLOAD],
+        }
+    }
+}
+
+impl Default for PeShared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Persistence engine export: `() -> i32`, the address of the plugin's [`PeShared`].
+pub const PE_SHARED_FN: &str = "wvs_pe_shared";
+/// Persistence engine export: `() -> i32`, called for a new connection of a persistent
+/// service: [`pe_answer`], or the length of the key written to `key` (at most
+/// [`PE_MAX_KEY`]).
+pub const PE_KEY_FN: &str = "wvs_pe_key";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +459,10 @@ mod tests {
             184 + HELPER_MAX_PAYLOAD,
             "no padding after the payload"
         );
+        assert_eq!(PE_CONN_OFFSET, 0);
+        assert_eq!(PE_LEN_OFFSET, 44);
+        assert_eq!(PE_KEY_OFFSET, 48);
+        assert_eq!(PE_PAYLOAD_OFFSET, 304);
+        assert_eq!(core::mem::size_of::<PeShared>(), 304 + HELPER_MAX_PAYLOAD);
     }
 }

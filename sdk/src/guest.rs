@@ -4,7 +4,9 @@
 
 use core::cell::UnsafeCell;
 
-use super::{Helper, HelperHost, HelperShared, Host, Scheduler, Shared};
+use super::{
+    Helper, HelperHost, HelperShared, Host, PeShared, PersistenceEngine, Scheduler, Shared,
+};
 
 #[link(wasm_import_module = "wvs")]
 unsafe extern "C" {
@@ -160,6 +162,55 @@ impl<T: Helper> HelperCell<T> {
                 len as i32
             }
             crate::Action::Replace(_) => crate::helper_answer::KEEP,
+        }
+    }
+}
+
+/// The region a persistence engine shares with the host.
+pub struct PeSharedCell(UnsafeCell<PeShared>);
+
+/// The engine instance.
+pub struct PeCell<T>(UnsafeCell<Option<T>>);
+
+// SAFETY: a wasm32 plugin instance is single-threaded (see above).
+unsafe impl Sync for PeSharedCell {}
+// SAFETY: as above.
+unsafe impl<T> Sync for PeCell<T> {}
+
+impl PeSharedCell {
+    /// An empty region.
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(PeShared::new()))
+    }
+
+    /// Address of the region.
+    pub fn get(&self) -> *mut PeShared {
+        self.0.get()
+    }
+}
+
+impl<T: PersistenceEngine> PeCell<T> {
+    /// No instance yet.
+    pub const fn new() -> Self {
+        Self(UnsafeCell::new(None))
+    }
+
+    /// `wvs_pe_key`.
+    pub fn key(&self, shared: &PeSharedCell) -> i32 {
+        // SAFETY: single-threaded; the host writes the region only between calls, and no
+        // reference into it outlives this call.
+        let region = unsafe { &mut *shared.get() };
+        // SAFETY: the instance cell is only touched here, one call at a time.
+        let engine = unsafe { &mut *self.0.get() };
+        let engine = engine.get_or_insert_with(T::default);
+        let n = (region.len as usize).min(region.payload.len());
+        let conn = region.conn;
+        let (payload, key) = (&region.payload[..n], &mut region.key[..crate::PE_MAX_KEY]);
+        match engine.key(&conn, payload, key) {
+            crate::PeKey::Default => crate::pe_answer::DEFAULT,
+            crate::PeKey::Drop => crate::pe_answer::DROP,
+            crate::PeKey::Key(len) if len <= crate::PE_MAX_KEY => len as i32,
+            crate::PeKey::Key(_) => crate::pe_answer::DROP,
         }
     }
 }

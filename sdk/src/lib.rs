@@ -23,6 +23,11 @@
 //! sees the payload of the connections bound to it and may rewrite it (FTP's passive
 //! replies, a PROXY protocol header) or ask for expected connections (FTP's data
 //! connections).
+//!
+//! The third kind is a persistence engine ([`PersistenceEngine`], IPVS's `ip_vs_pe`): for a
+//! new connection of a persistent service it reads the first packet's payload and returns
+//! the key its persistence template is found by besides the client (the built-in `sip`
+//! returns a SIP message's Call-ID, as `ip_vs_pe_sip`).
 
 #![warn(missing_docs)]
 #![no_std]
@@ -36,8 +41,10 @@ pub mod ipvs;
 pub use abi::{
     ABI_VERSION, ConnInfo, DestInfo, Expect, HELPER_EXPECT_OFFSET, HELPER_MAX_PAYLOAD,
     HELPER_PAYLOAD_OFFSET, HELPER_PKT_OFFSET, HELPER_STATE_LEN, HELPER_STATE_OFFSET, HelperShared,
-    MAX_DESTS, PacketInfo, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET, SHARED_N_OFFSET, Shared,
-    dest_flags, helper_answer, helper_dir, helper_flags, helper_fwd, sched_flags, svc_flags,
+    MAX_DESTS, PE_CONN_OFFSET, PE_KEY_OFFSET, PE_LEN_OFFSET, PE_MAX_KEY, PE_PAYLOAD_OFFSET,
+    PacketInfo, PeShared, SHARED_CONN_OFFSET, SHARED_DESTS_OFFSET, SHARED_N_OFFSET, Shared,
+    dest_flags, helper_answer, helper_dir, helper_flags, helper_fwd, pe_answer, sched_flags,
+    svc_flags,
 };
 pub use ipvs::{
     DestId, fold_addr, gcd, hash_32, lblc_overloaded, lblc_wlc, least_weighted, v4_mapped,
@@ -118,6 +125,68 @@ pub trait Helper: Default {
         out: &mut [u8],
         host: &mut dyn HelperHost,
     ) -> Action;
+}
+
+/// A persistence engine's answer for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeKey {
+    /// No key of its own: the service's usual template (client, virtual address and port).
+    Default,
+    /// Drop the packet: it is not what the engine serves (IPVS's `fill_param` failing).
+    Drop,
+    /// The key is the first `n` bytes written to the output buffer (at most
+    /// [`PE_MAX_KEY`]): the template is found by the client (under the service's netmask),
+    /// the virtual address and port, and these bytes.
+    Key(usize),
+}
+
+/// A persistence engine (IPVS's `struct ip_vs_pe`): for a new connection of a persistent
+/// service, it reads the first packet's payload and returns the key that, with the client
+/// network, finds the connection's template, so that what belongs together (a SIP call's
+/// messages, by their Call-ID) goes to one server even from one client address. Called once
+/// per new connection (per datagram with one-packet scheduling), never per packet of a
+/// connection. Bind it to a service with `pe = "NAME"` (`wvs adm ... --pe NAME`).
+pub trait PersistenceEngine: Default {
+    /// The engine's name, as services name it (`--pe sip`).
+    const NAME: &'static str;
+
+    /// The key of a new connection whose first packet carries `payload` (after its UDP or
+    /// TCP header; a TCP SYN's is usually empty). A key is written to `out` (at most
+    /// [`PE_MAX_KEY`] bytes) and answered with [`PeKey::Key`].
+    fn key(&mut self, conn: &ConnInfo, payload: &[u8], out: &mut [u8]) -> PeKey;
+}
+
+/// Export a [`PersistenceEngine`] as a wvs plugin:
+/// `wvs_sdk::export_persistence_engine!(MyEngine);`. As [`export_scheduler!`], it does
+/// nothing on targets other than `wasm32`.
+#[macro_export]
+macro_rules! export_persistence_engine {
+    ($t:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            static SHARED: $crate::guest::PeSharedCell = $crate::guest::PeSharedCell::new();
+            static ENGINE: $crate::guest::PeCell<$t> = $crate::guest::PeCell::new();
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_abi_version() -> u32 {
+                $crate::ABI_VERSION
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_pe_shared() -> *mut $crate::PeShared {
+                SHARED.get()
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn wvs_pe_key() -> i32 {
+                ENGINE.key(&SHARED)
+            }
+
+            #[panic_handler]
+            fn panic(_: &core::panic::PanicInfo) -> ! {
+                core::arch::wasm32::unreachable()
+            }
+        };
+    };
 }
 
 /// Export a [`Helper`] as a wvs plugin: `wvs_sdk::export_helper!(MyHelper);`. As

@@ -221,6 +221,9 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// The helpers built into the binary (`plugins/ftp`, `plugins/proxy-v2`).
 pub const BUILTIN_HELPERS: &[&str] = &["ftp", "proxy-v2"];
 
+/// The persistence engines built into the binary (`plugins/sip`).
+pub const BUILTIN_PES: &[&str] = &["sip"];
+
 /// The well-known FTP control port: NAT services on it get the `ftp` helper unless they
 /// name their helpers (as `ip_vs_ftp` loaded with its default `ports=21`).
 pub const FTP_PORT: u16 = 21;

@@ -50,6 +50,10 @@ pub struct Service<C = ()> {
     /// One-packet scheduling (`IP_VS_SVC_F_ONEPACKET`, `ipvsadm -o`): each UDP datagram is
     /// scheduled on its own and leaves no connection behind.
     pub ops: bool,
+    /// The persistence engine (`ipvsadm --pe NAME`, IPVS's `svc->pe`): a plugin that keys
+    /// a persistent service's templates by what it reads in a new connection's first
+    /// packet besides the client (the built-in `sip`: the Call-ID).
+    pub pe: Option<String>,
     /// Real servers, in order.
     pub reals: Vec<Real<C>>,
 }
@@ -73,6 +77,7 @@ impl<C> Service<C> {
             udp_on_failure: None,
             udp_move: false,
             ops: false,
+            pe: None,
             reals: Vec::new(),
         }
     }
@@ -126,6 +131,7 @@ impl<C> Service<C> {
             udp_on_failure: self.udp_on_failure,
             udp_move: self.udp_move,
             ops: self.ops,
+            pe: self.pe.clone(),
             reals: self
                 .reals
                 .iter()

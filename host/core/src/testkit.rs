@@ -139,7 +139,7 @@ pub fn native(name: &str) -> SchedChoice {
 /// The deadline of a plugin call in the tests that are not about deadlines.
 pub const TEST_CALL_DEADLINE_US: u64 = 100_000;
 
-/// The built-in helpers, compiled once per process as the daemon runs them (wasm, in a
+/// The built-in helpers and persistence engines, compiled once per process as the daemon runs them (wasm, in a
 /// runtime of their own).
 pub fn builtin_helpers() -> &'static (Arc<Runtime>, Vec<Plugin>) {
     static H: OnceLock<(Arc<Runtime>, Vec<Plugin>)> = OnceLock::new();
@@ -153,7 +153,9 @@ pub fn builtin_helpers() -> &'static (Arc<Runtime>, Vec<Plugin>) {
         rt.set_call_deadline_us(TEST_CALL_DEADLINE_US);
         let hs = crate::plugin::builtin::BUILTIN
             .iter()
-            .filter(|(n, _)| crate::consts::BUILTIN_HELPERS.contains(n))
+            .filter(|(n, _)| {
+                crate::consts::BUILTIN_HELPERS.contains(n) || crate::consts::BUILTIN_PES.contains(n)
+            })
             .map(|(n, w)| match rt.compile(n, w) {
                 Ok(p) => p,
                 Err(e) => panic!("the built-in helper {n}: {e}"),

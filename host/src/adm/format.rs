@@ -237,6 +237,9 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
                     let _ = write!(out, " mask {}", s.netmask);
                 }
             }
+            if let Some(pe) = &s.pe {
+                let _ = write!(out, " pe {pe}");
+            }
             if s.ops {
                 out.push_str(" ops");
             }
@@ -330,6 +333,9 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
                 let _ = write!(out, " -M {}", s.netmask);
             }
         }
+        if let Some(pe) = &s.pe {
+            let _ = write!(out, " --pe {pe}");
+        }
         if !s.flags.is_empty() {
             let _ = write!(out, " -b {}", s.flags.join(","));
         }
@@ -409,27 +415,44 @@ pub fn laddrs(out: &mut String, services: &[ServiceView]) {
     }
 }
 
-/// The connection table, as `ipvsadm -L -n -c` prints it.
-pub fn conns(out: &mut String, conns: &[ConnView]) {
-    let _ = writeln!(
-        out,
-        "IPVS connection entries\npro expire state       source             virtual            destination"
-    );
+/// The connection table, as `ipvsadm -L -n -c` prints it; with `--persistent-conn`
+/// (`pe`), the persistence engine's name and key of the templates an engine keyed, in
+/// ipvsadm's columns (its header and rows are not of one width, as ipvsadm's are not).
+pub fn conns(out: &mut String, conns: &[ConnView], pe: bool) {
+    out.push_str("IPVS connection entries\n");
+    let _ = if pe {
+        writeln!(
+            out,
+            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} pe_data",
+            "state", "source", "virtual", "destination", "pe name"
+        )
+    } else {
+        writeln!(
+            out,
+            "pro expire {:<11} {:<18} {:<18} destination",
+            "state", "source", "virtual"
+        )
+    };
     for c in conns {
         // Whole seconds left, rounded down as IPVS's `(expires - jiffies) / HZ`: a
         // connection just armed for 60 s shows 00:59 (the oracle's `state` scenario).
         let secs = c.expires_ms / 1000;
         let expire = format!("{:02}:{:02}", secs / 60, secs % 60);
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            "{:<3} {:<6} {:<11} {:<18} {:<18} ",
             c.protocol.to_ascii_uppercase(),
             expire,
             c.state,
             c.client,
             c.virtual_address,
-            c.real
         );
+        let _ = match (&c.pe_name, &c.pe_data) {
+            (Some(name), Some(data)) if pe => {
+                writeln!(out, "{:<16} {:<18} {data}", c.real, name)
+            }
+            _ => writeln!(out, "{}", c.real),
+        };
     }
 }
 

@@ -662,6 +662,7 @@ fn virtual_server(n: &Node, out: &mut Import) {
         check: None,
         udp_on_failure: None,
         ops: false,
+        pe: None,
         laddrs: vec![],
         reals: vec![],
     };
@@ -1103,6 +1104,8 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
         "virtualhost" => vs.defaults.virtualhost = one(c, out).map(Into::into),
         "inhibit_on_failure" => vs.inhibit = true,
         "ops" => vs.svc.ops = true,
+        // IPVS's persistence engine (`--pe`): wvs's built-in `sip`, or an engine plugin.
+        "persistence_engine" => vs.svc.pe = one(c, out).map(Into::into),
         "ip_family" if vs.svc.protocol.starts_with("fwm") => match one(c, out) {
             Some("inet") => vs.svc.protocol = "fwm".into(),
             Some("inet6") => vs.svc.protocol = "fwm6".into(),

@@ -63,6 +63,8 @@ Options:
   --ipv6         -6             with -f: the fwmark service of IPv6
   --ops          -o             one-packet scheduling (UDP services): each datagram is
                                 scheduled on its own, no connection is kept
+  --pe           name           persistence engine of a persistent service: sip (a SIP
+                                call's datagrams by their Call-ID) or an engine plugin
   --real-server  -r address     ip[:port]; without a port, the service's port
   --gatewaying   -g             direct routing (the default, as ipvsadm's): the server
                                 shares a segment with wvs and holds the VIP
@@ -126,7 +128,7 @@ wvs's own:
                       all or nothing: every keyword wvs cannot honour is listed with its
                       file and line and nothing is applied; VRRP sections are skipped
   --plugin-load NAME FILE
-                      upload a scheduler or helper plugin (a .wasm module) under NAME,
+                      upload a scheduler, helper or persistence engine plugin (a .wasm module) under NAME,
                       compiled and checked before it is taken; it replaces a plugin of that
                       name in the services that use it (the built-in ones too)
   --plugin-list       the plugins: built-in and uploaded, their size and their users
@@ -147,7 +149,7 @@ wvs's own:
   --api-ca FILE       with https: the API's certificate, or its CA's (PEM)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
-Not supported: --pe (persistence engines), --sctp-service (later work)
+Not supported: --sctp-service (later work)
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
@@ -292,7 +294,7 @@ fn list_connections(a: &Args, client: &Client, out: &mut String) -> Result<(), F
             None => break,
         }
     }
-    format::conns(out, &all);
+    format::conns(out, &all, a.persistent_conn);
     Ok(())
 }
 
@@ -621,6 +623,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
                     check,
                     udp_on_failure: None,
                     ops: d.ops,
+                    pe: d.pe,
                 },
                 protocol,
                 address,
@@ -660,6 +663,7 @@ fn service_def(a: &Args, protocol: &str, address: &str) -> ServiceDef {
         check: None,
         udp_on_failure: a.udp_on_failure.clone(),
         ops: a.ops,
+        pe: a.pe.clone(),
         laddrs: Vec::new(),
         reals: vec![],
     }

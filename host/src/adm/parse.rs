@@ -169,6 +169,8 @@ pub struct Args {
     pub udp_on_failure: Option<String>,
     /// -o/--ops (with -A/-E): one-packet scheduling.
     pub ops: bool,
+    /// --pe NAME (with -A/-E): the persistence engine.
+    pub pe: Option<String>,
     /// --sorry (wvs's own, with -a): a sorry server (keepalived's `sorry_server`).
     pub sorry: bool,
     /// --check-port, --check-host, --check-status, --check-digest, --check-contains,
@@ -448,10 +450,7 @@ fn apply(a: &mut Args, long: &'static str, v: &str) -> Result<(), UsageError> {
     {
         return Ok(());
     }
-    Err(usage(match long {
-        "pe" => "persistence engines (--pe) are not supported by wvs".to_string(),
-        other => format!("--{other} is not supported by wvs"),
-    }))
+    Err(usage(format!("--{long} is not supported by wvs")))
 }
 
 /// The sync daemon's commands and settings, with ipvsadm's checks and words.
@@ -579,6 +578,7 @@ fn service_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError>
             .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
         "udp-on-failure" => a.udp_on_failure = Some(v.into()),
         "ops" => a.ops = true,
+        "pe" => a.pe = Some(v.into()),
         "laddr" => a.laddr = Some(v.into()),
         "ipv6" => a.ipv6 = true,
         _ => return Ok(false),

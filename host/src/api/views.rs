@@ -43,6 +43,9 @@ pub struct ServiceView {
     /// One-packet scheduling (ipvsadm `-o`).
     #[serde(default)]
     pub ops: bool,
+    /// The persistence engine (ipvsadm `--pe`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pe: Option<String>,
     /// Counters since the service was added.
     pub stats: Totals,
     /// Rates (ip_vs_est: 2 s samples, EWMA).
@@ -196,6 +199,7 @@ impl ServiceView {
             check: def.check.clone(),
             udp_on_failure: def.udp_on_failure.clone(),
             ops: def.ops,
+            pe: def.pe.clone(),
             stats: s.stats.totals().into(),
             rates: s.stats.rates().into(),
             laddrs: s
@@ -330,6 +334,12 @@ pub struct ConnView {
     pub state: String,
     /// Milliseconds until it expires unless more packets come.
     pub expires_ms: u64,
+    /// A persistence template keyed by a persistence engine: the engine's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pe_name: Option<String>,
+    /// And the key it gave (a SIP Call-ID), as text (bytes that are no UTF-8 as U+FFFD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pe_data: Option<String>,
 }
 
 impl ConnView {
@@ -341,6 +351,8 @@ impl ConnView {
             real: SocketAddr::new(c.raddr(), c.rport).to_string(),
             state: state.into(),
             expires_ms: c.expires.saturating_sub(now),
+            pe_name: None,
+            pe_data: None,
         }
     }
 
@@ -359,6 +371,8 @@ impl ConnView {
             real: SocketAddr::new(t.dest.addr, dport).to_string(),
             state: t.state_name().into(),
             expires_ms: t.expires.saturating_sub(now),
+            pe_name: t.pe_name().map(Into::into),
+            pe_data: t.pe_data().map(|d| String::from_utf8_lossy(d).into_owned()),
         }
     }
 }
@@ -727,6 +741,7 @@ mod tests {
                 client: std::net::Ipv4Addr::from(0xc612_0000 + i).into(),
                 vaddr: "198.18.100.1".parse().expect("addr"),
                 vport: 80,
+                pe: 0,
             };
             t.persist()
                 .dest_for(key, 0, 360_000, false, || Some(d.clone()))

@@ -600,6 +600,15 @@ macro_rules! with_service_settings {
             /// no connection and leave as the servers sent them, as with IPVS.
             #[serde(default, skip_serializing_if = "std::ops::Not::not")]
             pub ops: bool,
+            /// Persistence engine (ipvsadm `--pe`, keepalived's `persistence_engine`): a
+            /// plugin that keys a persistent service's templates by what a new connection's
+            /// first packet carries besides the client: built in `sip` (a SIP message's
+            /// Call-ID, as IPVS's `ip_vs_pe_sip`), or a persistence engine plugin's name.
+            /// Only a persistent service consults it. Absent: none (in an edit too, as
+            /// ipvsadm's `-E`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<crate::schema::PeName>)]
+            pub pe: Option<String>,
             $($after)*
         }
     };
@@ -657,6 +666,7 @@ impl ServiceSettings {
             check,
             udp_on_failure,
             ops,
+            pe,
         } = self.clone();
         ServiceDef {
             protocol: protocol.into(),
@@ -669,6 +679,7 @@ impl ServiceSettings {
             check,
             udp_on_failure,
             ops,
+            pe,
             laddrs: Vec::new(),
             reals: Vec::new(),
         }
@@ -1023,6 +1034,7 @@ impl From<&ServiceSpec> for ServiceDef {
                 .udp_on_failure
                 .map(|m| if m { "move" } else { "keep" }.to_string()),
             ops: s.ops,
+            pe: s.pe.clone(),
             laddrs: s.laddrs.iter().map(|a| a.to_string()).collect(),
             reals: s.reals.iter().map(RealDef::from).collect(),
         }
@@ -1084,7 +1096,7 @@ impl Config {
             &self.timeouts,
             previous,
             &|n| crate::service::SchedChoice::new(n, registry.plugin_in(custom, n)),
-            &|n| registry.helper_in(custom, n),
+            &|n| registry.extension_in(custom, n),
         );
         snap.sysctl = self.sysctl;
         snap.defense = self.defense;
@@ -1332,6 +1344,7 @@ impl ServiceDef {
             udp_on_failure,
             udp_move: udp_on_failure == Some(true),
             ops: self.ops,
+            pe: self.pe.clone(),
             reals,
         })
     }
@@ -1662,6 +1675,17 @@ impl Config {
                         crate::consts::BUILTIN_HELPERS.join(" ")
                     )));
                 }
+            }
+            if let Some(pe) = &s.pe
+                && !crate::consts::BUILTIN_PES.contains(&pe.as_str())
+                && !self.plugins.iter().any(|p| &p.name == pe)
+            {
+                return Err(conflict(format!(
+                    "service {}: unknown persistence engine {pe:?} (built in: {}; or a \
+                     persistence engine plugin's name)",
+                    s.key(),
+                    crate::consts::BUILTIN_PES.join(" ")
+                )));
             }
             // The scheduler plugins' table holds that many (the SDK's `MAX_DESTS`): a
             // server past it would never be scheduled.

@@ -525,8 +525,8 @@ pub(crate) fn check_plugin_name(name: &str) -> Result<(), ControlError> {
     )
 }
 
-/// Check that every service's scheduler and helpers name plugins of the right kind: a
-/// scheduler plugin as a helper, or a helper as a scheduler, is refused.
+/// Check that every service's scheduler, helpers and persistence engine name plugins of
+/// the right kind: a scheduler plugin as a helper, or a helper as a scheduler, is refused.
 pub(crate) fn check_kinds(
     registry: &Registry,
     custom: &[crate::plugin::Plugin],
@@ -534,14 +534,27 @@ pub(crate) fn check_kinds(
 ) -> Result<(), ControlError> {
     use crate::plugin::PluginKind;
     for s in &cfg.services {
-        if custom
+        if let Some(p) = custom
             .iter()
-            .any(|p| p.name == s.scheduler && p.kind != PluginKind::Scheduler)
+            .find(|p| p.name == s.scheduler && p.kind != PluginKind::Scheduler)
         {
+            let kind = if p.kind == PluginKind::Pe {
+                "a persistence engine"
+            } else {
+                "an application helper"
+            };
             return Err(ControlError::WrongKind(format!(
-                "service {}: plugin {:?} is an application helper, not a scheduler",
+                "service {}: plugin {:?} is {kind}, not a scheduler",
                 s.key(),
                 s.scheduler
+            )));
+        }
+        if let Some(pe) = &s.pe
+            && registry.pe_in(custom, pe).is_none()
+        {
+            return Err(ControlError::WrongKind(format!(
+                "service {}: {pe:?} is not a persistence engine (the built-in one is \"sip\")",
+                s.key()
             )));
         }
         for h in s.helper_names() {

@@ -758,7 +758,7 @@ mod tests {
             &cfg.timeouts,
             &Snapshot::default(),
             &|n| crate::service::SchedChoice::new(n, None),
-            &|n| registry.helper_in(&[], n),
+            &|n| registry.extension_in(&[], n),
         );
         let mut snap = snap;
         snap.set_marks(&cfg.marks);

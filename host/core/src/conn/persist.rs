@@ -24,6 +24,9 @@ use crate::consts::{PERSIST_SHARDS, TEMPLATE_EXPIRE_LATER_MS};
 use crate::model::Protocol;
 use crate::service::Dest;
 
+/// A persistence engine's name and the key it gave (IPVS's `pe`, `pe_data`).
+pub type PeKey<'a> = (&'a Arc<str>, &'a [u8]);
+
 /// What a template is found by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TemplateKey {
@@ -38,6 +41,10 @@ pub struct TemplateKey {
     pub vaddr: IpAddr,
     /// Virtual port.
     pub vport: u16,
+    /// A hash of the persistence engine's key (IPVS's `pe_data`; 0: none). The key's
+    /// bytes are the template's ([`Template::pe_data`]), compared on every match, as
+    /// `ip_vs_sip_ct_match` compares them.
+    pub pe: u64,
 }
 
 /// A template.
@@ -70,6 +77,8 @@ pub(crate) struct Link {
     /// `ip_vs_control_assure_ct` when a TCP connection it placed becomes ESTABLISHED or a
     /// UDP one carries a reply. `ipvsadm -L -c` shows the template as ASSURED, else NONE.
     assured: AtomicBool,
+    /// The persistence engine that keyed it and its key (`pe`, `pe_data`), if one did.
+    pe: Option<(Arc<str>, Box<[u8]>)>,
 }
 
 impl Template {
@@ -81,6 +90,16 @@ impl Template {
     /// How many open connections it controls.
     pub(crate) fn controls(&self) -> u32 {
         self.link.n_control.load(Relaxed)
+    }
+
+    /// The persistence engine's key (`pe_data`: a SIP Call-ID), if an engine keyed it.
+    pub fn pe_data(&self) -> Option<&[u8]> {
+        self.link.pe_data()
+    }
+
+    /// The name of the engine that keyed it (`ipvsadm -L -c --persistent-conn`'s `pe name`).
+    pub fn pe_name(&self) -> Option<&str> {
+        self.link.pe_name()
     }
 
     /// Its state as `ipvsadm -L -c` names it: ASSURED once a connection it placed was
@@ -111,7 +130,12 @@ pub struct Control(Arc<Link>);
 
 impl Link {
     fn new(key: TemplateKey, timeout_ms: u64) -> Arc<Self> {
+        Self::with_pe(key, timeout_ms, None)
+    }
+
+    fn with_pe(key: TemplateKey, timeout_ms: u64, pe: Option<PeKey<'_>>) -> Arc<Self> {
         Arc::new(Self {
+            pe: pe.map(|(name, data)| (name.clone(), Box::from(data))),
             key,
             timeout_s: (timeout_ms / 1000).min(u64::from(u32::MAX)) as u32,
             in_pkts: AtomicU32::new(0),
@@ -124,6 +148,16 @@ impl Link {
     /// Whether a connection it placed was answered.
     pub(crate) fn assured(&self) -> bool {
         self.assured.load(Relaxed)
+    }
+
+    /// The persistence engine's key, if an engine keyed the template.
+    pub(crate) fn pe_data(&self) -> Option<&[u8]> {
+        self.pe.as_ref().map(|(_, d)| &d[..])
+    }
+
+    /// The engine that keyed the template, if one did.
+    pub(crate) fn pe_name(&self) -> Option<&str> {
+        self.pe.as_ref().map(|(n, _)| &n[..])
     }
 }
 
@@ -187,6 +221,8 @@ pub enum SyncPutError {
 pub struct PersistTable {
     shards: Box<[Shard]>,
     hasher: foldhash::fast::RandomState,
+    /// Hashes persistence engines' keys into [`TemplateKey::pe`].
+    pe_hasher: foldhash::fast::RandomState,
     per_shard_max: usize,
 }
 
@@ -196,6 +232,7 @@ impl PersistTable {
         Self {
             shards: (0..PERSIST_SHARDS).map(|_| Mutex::default()).collect(),
             hasher: foldhash::fast::RandomState::default(),
+            pe_hasher: foldhash::fast::RandomState::default(),
             per_shard_max: max.div_ceil(PERSIST_SHARDS).max(1),
         }
     }
@@ -217,8 +254,30 @@ impl PersistTable {
         expire_quiescent: bool,
         schedule: impl FnOnce() -> Option<Arc<Dest>>,
     ) -> Option<(Arc<Dest>, Option<Control>)> {
+        self.dest_for_pe(key, None, now, timeout_ms, expire_quiescent, schedule)
+    }
+
+    /// As [`dest_for`](Self::dest_for), with a persistence engine's key (`pe_data`) as
+    /// part of the template's: `key.pe` is set from it here. A template whose key hashes
+    /// alike but differs (a collision of 64-bit hashes) is left alone and the connection
+    /// is scheduled without one. A new template copies the key (one allocation per new
+    /// template, not per packet).
+    pub fn dest_for_pe(
+        &self,
+        mut key: TemplateKey,
+        pe: Option<PeKey<'_>>,
+        now: u64,
+        timeout_ms: u64,
+        expire_quiescent: bool,
+        schedule: impl FnOnce() -> Option<Arc<Dest>>,
+    ) -> Option<(Arc<Dest>, Option<Control>)> {
+        let pe_data = pe.map(|(_, d)| d);
+        key.pe = pe_data.map_or(0, |d| self.pe_hasher.hash_one(d) | 1);
         let mut shard = self.shard(&key).lock();
         if let Some(t) = shard.get_mut(&key) {
+            if t.link.pe_data() != pe_data {
+                return schedule().map(|d| (d, None));
+            }
             // expire_quiescent_template: a template on a server of weight 0 is given up
             // (ip_vs_check_template).
             if t.valid(now) && !(expire_quiescent && t.dest.weight() == 0) {
@@ -233,7 +292,7 @@ impl PersistTable {
             return Some((dest, None));
         }
         dest.persistconns.fetch_add(1, Relaxed);
-        let link = Link::new(key, timeout_ms);
+        let link = Link::with_pe(key, timeout_ms, pe);
         let control = Control::new(&link);
         shard.insert(
             key,
@@ -382,6 +441,7 @@ mod tests {
             client: masked(c.parse().unwrap(), 0xffff_ff00),
             vaddr: "198.18.100.1".parse().unwrap(),
             vport: 80,
+            pe: 0,
         }
     }
 

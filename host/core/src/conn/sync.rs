@@ -352,7 +352,11 @@ impl ConnTable {
         if c.fwd != Forward::FullNat && c.sync_needed(c.in_pkts, now, s) {
             out.push(worker, c.sync_record());
         }
-        if let Some(t) = &c.template {
+        // A persistence engine's template is not synced: the v1 message's PE_NAME and
+        // PE_DATA options are not written (yet); the backup keeps its connections.
+        if let Some(t) = &c.template
+            && t.link().pe_data().is_none()
+        {
             let link = t.link();
             if link.sync_needed(now, s) {
                 out.push(worker, link.sync_record(&c.dest, c.rport));
@@ -392,6 +396,9 @@ impl ConnTable {
             }
         });
         self.persist().for_each(|k, t| {
+            if t.pe_data().is_some() {
+                return;
+            }
             let rport = if t.dest.port == 0 {
                 k.vport
             } else {
@@ -509,6 +516,7 @@ pub fn apply(
             client: c.caddr,
             vaddr: c.vaddr,
             vport: c.vport,
+            pe: 0,
         };
         let mut missing = Ignored::NoService;
         let r = table.persist().sync_put(

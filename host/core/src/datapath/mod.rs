@@ -549,7 +549,7 @@ impl Datapath {
         };
         if found.is_none() || matches!(found, Some(InLookup::Reschedule)) {
             found = Some(
-                match self.new_conn(svc, now, client_hop, info, &key, sysctl) {
+                match self.new_conn(svc, now, client_hop, (info, buf), &key, sysctl) {
                     Ok(fwd) => fwd,
                     // Another worker added the same connection in the meantime: use it.
                     Err(None) => self
@@ -770,13 +770,13 @@ impl Datapath {
         svc: &VirtualService,
         now: u64,
         client_hop: NextHop,
-        info: &L4Info,
+        (info, buf): (&L4Info, &[u8]),
         key: &ConnKey,
         sysctl: crate::spec::Sysctl,
     ) -> Result<InLookup, Option<DropReason>> {
         self.may_schedule(svc, info, key, sysctl).map_err(Some)?;
         let (dest, control) = self
-            .schedule_new(svc, now, info, key, sysctl)
+            .schedule_new(svc, now, (info, buf), key, sysctl)
             .map_err(Some)?;
         let dest: &Arc<Dest> = &dest;
         let fwd = dest.forward();
@@ -859,7 +859,7 @@ impl Datapath {
         &self,
         svc: &'s VirtualService,
         now: u64,
-        info: &L4Info,
+        (info, buf): (&L4Info, &[u8]),
         key: &ConnKey,
         sysctl: crate::spec::Sysctl,
     ) -> Result<(Cow<'s, Arc<Dest>>, Option<crate::conn::persist::Control>), DropReason> {
@@ -883,6 +883,7 @@ impl Datapath {
                     client,
                     vaddr: svc.key.mark_addr(),
                     vport: 0,
+                    pe: 0,
                 }
             } else {
                 crate::conn::persist::TemplateKey {
@@ -893,12 +894,25 @@ impl Datapath {
                     // A port-0 service's template holds every port of the client:
                     // <proto, client, 0, vaddr, 0> (ip_vs_sched_persist).
                     vport: if svc.key.port == 0 { 0 } else { key.dport },
+                    pe: 0,
                 }
+            };
+            // The persistence engine's key (ip_vs_conn_fill_param_persist): part of the
+            // template's, or the packet is dropped.
+            let mut pe_key = [0u8; wvs_sdk::PE_MAX_KEY];
+            let pe_data = match &svc.pe {
+                Some(pe) => {
+                    ci.svc_flags = svc.flags | wvs_sdk::svc_flags::PERSISTENT;
+                    let n = self.pe_key(pe, &ci, (info, buf), now, &mut pe_key)?;
+                    n.map(|n| (&pe.label, &pe_key[..n]))
+                }
+                None => None,
             };
             self.conns
                 .persist()
-                .dest_for(
+                .dest_for_pe(
                     tkey,
+                    pe_data,
                     now,
                     svc.persist_ms,
                     sysctl.expire_quiescent_template,
@@ -912,6 +926,58 @@ impl Datapath {
             Some(s) => Ok(s),
             None if sysctl.cache_bypass => Ok((Cow::Borrowed(&svc.bypass), None)),
             None => Err(DropReason::NoDest),
+        }
+    }
+
+    /// Ask the persistence engine `pe` for the key of a new connection whose first packet
+    /// is `buf` (its payload, after the UDP or TCP header): `Some(n)` when it wrote a key of
+    /// `n` bytes to `out`, `None` for the usual template, `Err` to drop the packet. An engine
+    /// that fails (a trap, a timeout, an answer out of range) gives the usual template: the
+    /// service goes on without it, counted and logged as a plugin's trap.
+    fn pe_key(
+        &self,
+        pe: &crate::plugin::PePool,
+        ci: &wvs_sdk::ConnInfo,
+        (info, buf): (&L4Info, &[u8]),
+        now: u64,
+        out: &mut [u8; wvs_sdk::PE_MAX_KEY],
+    ) -> Result<Option<usize>, DropReason> {
+        let l4 = ETHERNET_HEADER_LEN + info.l4_off;
+        let end = (ETHERNET_HEADER_LEN + info.total_len).min(buf.len());
+        let seg = buf.get(l4..end).unwrap_or(&[]);
+        let hdr = match info.proto {
+            Protocol::Udp => Some(udp_field::HEADER_LEN),
+            Protocol::Tcp => TcpPacket::new_checked(seg)
+                .ok()
+                .map(|t| usize::from(t.header_len())),
+        };
+        let payload = hdr.and_then(|h| seg.get(h..)).unwrap_or(&[]);
+        let r = pe.with(self.worker, |e| {
+            Ok(match e.key(ci, payload, now)? {
+                crate::plugin::PeAnswer::Default => Ok(None),
+                crate::plugin::PeAnswer::Drop => Err(DropReason::PeDrop),
+                crate::plugin::PeAnswer::Key(k) => {
+                    out[..k.len()].copy_from_slice(k);
+                    Ok(Some(k.len()))
+                }
+            })
+        });
+        match r {
+            Ok(answer) => answer,
+            Err(e) => {
+                let traps = &pe.plugin.runtime().stats.traps;
+                if !matches!(e, crate::plugin::PluginError::NoInstance { .. }) {
+                    let n = traps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    // Logged at the 1st, 2nd, 4th, 8th... trap of the runtime.
+                    if n.is_power_of_two() {
+                        tracing::warn!(
+                            pe = pe.name(),
+                            "persistence engine failed: {e}; the connection gets the usual template"
+                        );
+                    }
+                }
+                Ok(None)
+            }
         }
     }
 

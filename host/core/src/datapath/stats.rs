@@ -99,6 +99,9 @@ drop_reasons! {
     L4BadChecksum => "l4_bad_csum",
     /// An application helper dropped the packet.
     HelperDrop => "helper_drop",
+    /// A persistence engine refused a new connection's first packet (the `sip` engine: a
+    /// datagram with no Call-ID), as IPVS drops it when `fill_param` fails.
+    PeDrop => "pe_drop",
     /// The connection's method cannot carry a packet of this family to its real server
     /// (NAT or direct routing between the families; an IPv6 packet into a tunnel, which
     /// carries IPv4 only so far).

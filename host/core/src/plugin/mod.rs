@@ -19,6 +19,8 @@ pub mod builtin {
 }
 
 mod helper;
+mod pe;
+mod pool;
 mod sched;
 
 use std::path::Path;
@@ -28,6 +30,8 @@ use std::time::Duration;
 
 pub use helper::HelperPool;
 pub use helper::{Answer, WasmHelper};
+pub use pe::{PeAnswer, PePool, WasmPe};
+pub use pool::{Instance, Pool};
 pub use sched::WasmScheduler;
 
 use crate::consts::{PLUGIN_EPOCH_IDLE_TICKS, PLUGIN_EPOCH_US, PLUGIN_MAX_MEMORY};
@@ -129,6 +133,8 @@ pub enum PluginKind {
         /// [`wvs_sdk::helper_flags`].
         flags: u32,
     },
+    /// A persistence engine (`wvs_pe_key`).
+    Pe,
 }
 
 /// A compiled module, ready to instantiate.
@@ -462,9 +468,9 @@ impl Runtime {
         wasm: &[u8],
         module: wasmtime::Module,
     ) -> Result<Plugin, PluginError> {
-        let helper = module
-            .exports()
-            .any(|e| e.name() == wvs_sdk::abi::HELPER_PACKET_FN);
+        let exports = |name: &str| module.exports().any(|e| e.name() == name);
+        let helper = exports(wvs_sdk::abi::HELPER_PACKET_FN);
+        let pe = exports(wvs_sdk::abi::PE_KEY_FN);
         let mut plugin = Plugin {
             name: name.into(),
             kind: PluginKind::Scheduler,
@@ -476,6 +482,9 @@ impl Runtime {
         if helper {
             let flags = WasmHelper::new(&plugin)?.flags();
             plugin.kind = PluginKind::Helper { flags };
+        } else if pe {
+            WasmPe::new(&plugin)?;
+            plugin.kind = PluginKind::Pe;
         } else {
             plugin.instantiate()?;
         }
@@ -592,11 +601,30 @@ impl Registry {
     /// The helper called `name`: the plugin from a file by that name, else the built-in
     /// one (helpers always run as plugins). `None`: there is no such helper.
     pub fn helper_in(&self, custom: &[Plugin], name: &str) -> Option<Plugin> {
+        self.named_in(custom, name)
+            .filter(|p| matches!(p.kind, PluginKind::Helper { .. }))
+    }
+
+    /// The persistence engine called `name`, found as [`helper_in`](Self::helper_in)
+    /// finds a helper. `None`: there is no such engine.
+    pub fn pe_in(&self, custom: &[Plugin], name: &str) -> Option<Plugin> {
+        self.named_in(custom, name)
+            .filter(|p| p.kind == PluginKind::Pe)
+    }
+
+    /// The helper or persistence engine called `name` (what a service binds by name
+    /// besides its scheduler), found as [`helper_in`](Self::helper_in) finds a helper.
+    pub fn extension_in(&self, custom: &[Plugin], name: &str) -> Option<Plugin> {
+        self.named_in(custom, name)
+            .filter(|p| p.kind != PluginKind::Scheduler)
+    }
+
+    /// The plugin from a file called `name`, else the built-in one.
+    fn named_in(&self, custom: &[Plugin], name: &str) -> Option<Plugin> {
         custom
             .iter()
             .find(|p| p.name == name)
             .or_else(|| self.builtins.iter().find(|p| p.name == name))
-            .filter(|p| matches!(p.kind, PluginKind::Helper { .. }))
             .cloned()
     }
 }

@@ -613,9 +613,9 @@ fn a_failed_helper_is_rebuilt_off_the_worker_after_a_back_off() {
         "after the back-off"
     );
     // Failures in a row wait longer, up to the bound.
-    assert!(helper::rebuild_backoff(3) > helper::rebuild_backoff(1));
+    assert!(pool::rebuild_backoff(3) > pool::rebuild_backoff(1));
     assert_eq!(
-        helper::rebuild_backoff(60).as_millis() as u64,
+        pool::rebuild_backoff(60).as_millis() as u64,
         crate::consts::HELPER_REBUILD_BACKOFF_MAX_MS
     );
 }

@@ -60,6 +60,8 @@ pub struct VirtualService {
     pub bypass: Arc<Dest>,
     /// The application helpers bound to its NAT and full-NAT connections, in order.
     pub helpers: Vec<Arc<crate::plugin::HelperPool>>,
+    /// The persistence engine (`--pe`), if the service names one.
+    pub pe: Option<Arc<crate::plugin::PePool>>,
     /// Real servers removed with a grace period (`wvs adm -d --drain`): not scheduled, but
     /// their replies are still wvs's and their connections go on.
     pub draining: Vec<Arc<Dest>>,
@@ -130,9 +132,10 @@ impl Snapshot {
         Self::build_with_helpers(specs, timeouts, previous, resolve, &|_| None)
     }
 
-    /// As [`build`](Self::build), with `helper` turning a helper's name into its plugin
-    /// (a name it does not know is left out; the configuration was checked before). A
-    /// helper plugin that stays keeps its instances.
+    /// As [`build`](Self::build), with `helper` turning the name of a helper or a
+    /// persistence engine into its plugin (a name it does not know, or a plugin of another
+    /// kind, is left out; the configuration was checked before). A helper or engine
+    /// plugin that stays keeps its instances.
     pub fn build_with_helpers<C: Clone + Send + Sync + 'static>(
         specs: &[Service<C>],
         timeouts: &Timeouts,
@@ -184,8 +187,13 @@ impl Snapshot {
             let helpers: Vec<_> = names
                 .iter()
                 .filter_map(|n| helper(n))
+                .filter(|p| matches!(p.kind, crate::plugin::PluginKind::Helper { .. }))
                 .map(|p| helper_pool(previous, p))
                 .collect();
+            let pe = (spec.pe.as_deref())
+                .and_then(helper)
+                .filter(|p| p.kind == crate::plugin::PluginKind::Pe)
+                .map(|p| pe_pool(previous, p));
             if !key.is_fwmark() && helpers.iter().any(|h| h.expects()) {
                 snap.data_vips.insert((key.proto, key.addr));
                 for d in dests.iter().filter(|d| d.forward().sees_replies()) {
@@ -216,6 +224,7 @@ impl Snapshot {
                         |o| o.bypass.clone(),
                     ),
                     helpers,
+                    pe,
                     draining: Vec::new(),
                 }),
             );
@@ -566,4 +575,16 @@ fn helper_pool(previous: &Snapshot, p: crate::plugin::Plugin) -> Arc<crate::plug
         .find(|h| h.plugin == p)
         .cloned()
         .unwrap_or_else(|| Arc::new(crate::plugin::HelperPool::new(p)))
+}
+
+/// The pool of persistence engine `p`: the one a service of `previous` has (its instances
+/// stay), else a new one.
+fn pe_pool(previous: &Snapshot, p: crate::plugin::Plugin) -> Arc<crate::plugin::PePool> {
+    previous
+        .services
+        .values()
+        .filter_map(|s| s.pe.as_ref())
+        .find(|e| e.plugin == p)
+        .cloned()
+        .unwrap_or_else(|| Arc::new(crate::plugin::PePool::new(p)))
 }
