@@ -15,6 +15,8 @@ use std::process::Command;
 const EXAMPLE: &str = "wvs-example-lat2";
 /// The example custom helper (examples/tftp-helper).
 const EXAMPLE_HELPER: &str = "wvs-example-tftp";
+/// The example persistence engine (examples/pe-session).
+const EXAMPLE_PE: &str = "wvs-example-pe-session";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
@@ -45,6 +47,12 @@ fn main() {
         "cargo:rustc-env=WVS_EXAMPLE_TFTP_WASM={}",
         wasm_dir
             .join(format!("{}.wasm", EXAMPLE_HELPER.replace('-', "_")))
+            .display()
+    );
+    println!(
+        "cargo:rustc-env=WVS_EXAMPLE_PE_WASM={}",
+        wasm_dir
+            .join(format!("{}.wasm", EXAMPLE_PE.replace('-', "_")))
             .display()
     );
     // The built-in helpers' files too: the end-to-end tests load them as plugins from

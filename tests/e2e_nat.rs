@@ -651,6 +651,103 @@ fn one_packet_scheduling_spreads_one_client_port_and_keeps_no_connection() {
     );
 }
 
+/// From one client port, one UDP datagram to VIP:9000 per payload (each sent up to three
+/// times when no answer comes within 2 s); prints each answer's server, or `-` for none.
+const PE_ASK: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+s.settimeout(2)
+out = []
+for p in sys.argv[3:]:
+    name = "-"
+    for _try in range(3):
+        s.sendto(p.encode().replace(b"|", b"\r\n"), (sys.argv[1], 9000))
+        try:
+            d, a = s.recvfrom(2048)
+            name = d.decode(errors="replace").strip()
+            break
+        except socket.timeout:
+            pass
+    out.append(name)
+print(" ".join(out))
+"#;
+
+/// A SIP OPTIONS message with `call_id` (none: `-`), its lines joined by `|`.
+fn sip_options(call_id: &str) -> String {
+    let id = if call_id == "-" {
+        String::new()
+    } else {
+        format!("Call-ID: {call_id}|")
+    };
+    format!("OPTIONS sip:{VIP} SIP/2.0|Via: SIP/2.0/UDP 198.18.0.2|{id}CSeq: 1 OPTIONS||")
+}
+
+/// The persistence engines (`--pe`): the built-in `sip` keeps each SIP call (Call-ID) of
+/// one client on its own server with one-packet scheduling and drops a datagram without
+/// one; the SDK's example engine, uploaded as a plugin, keys by a datagram's first word.
+#[test]
+fn persistence_engines_keep_a_call_on_one_server_and_calls_apart() {
+    let topo = Topo::new("pe", false);
+    let wvs = Wvs::start(&topo, Some(example()));
+    let svc = format!("{VIP}:9000");
+    wvs.adm_ok(&["-E", "-u", &svc, "-s", "rr", "-p", "60", "-o", "--pe", "sip"]);
+    let ask = |port: &str, payloads: &[String]| -> Vec<String> {
+        let mut args = vec!["python3", "-c", PE_ASK, VIP, port];
+        args.extend(payloads.iter().map(String::as_str));
+        let out = topo.exec("cli", &args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let got: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+        assert_eq!(got.len(), payloads.len(), "{text}");
+        got
+    };
+    let calls = ["a1@cli", "b2@cli", "a1@cli", "c3", "b2@cli", "c3", "a1@cli"];
+    let got = ask("5060", &calls.map(sip_options));
+    assert!(got.iter().all(|n| n.starts_with("rs")), "every message answered: {got:?}");
+    assert!(
+        got[0] == got[2] && got[2] == got[6] && got[1] == got[4] && got[3] == got[5],
+        "a call stays on its server: {got:?}"
+    );
+    assert!(
+        got[0] != got[1] && got[1] != got[3] && got[0] != got[3],
+        "three calls of one client port on three servers: {got:?}"
+    );
+    // No Call-ID: dropped, as IPVS drops what its engine cannot key.
+    assert_eq!(ask("5061", &[sip_options("-")]), ["-"]);
+    let conns = wvs.adm_ok(&["-L", "-n", "-c", "--persistent-conn"]);
+    for id in ["a1@cli", "b2@cli", "c3"] {
+        assert!(
+            conns
+                .lines()
+                .any(|l| l.starts_with("UDP") && l.contains(" sip ") && l.ends_with(id)),
+            "the template of {id} with the engine and its key:\n{conns}"
+        );
+    }
+    let listing = wvs.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains(&format!("UDP  {svc} rr persistent 60 pe sip ops\n")),
+        "{listing}"
+    );
+    let saved = wvs.adm_ok(&["-S", "-n"]);
+    assert!(
+        saved.contains(&format!("-A -u {svc} -s rr -p 60 --pe sip -o\n")),
+        "{saved}"
+    );
+    // The example engine of the SDK, uploaded: a datagram's first word is its key.
+    wvs.adm_ok(&["--plugin-load", "session", env!("WVS_EXAMPLE_PE_WASM")]);
+    wvs.adm_ok(&["-E", "-u", &svc, "-s", "rr", "-p", "60", "-o", "--pe", "session"]);
+    let words = ["tokA 1", "tokB 1", "tokA 2", "tokB 2", "tokC 1", "tokA 3"].map(String::from);
+    let got = ask("5062", &words);
+    assert!(
+        got[0] == got[2] && got[2] == got[5] && got[1] == got[3] && got[0] != got[1],
+        "a session's datagrams on one server, two sessions apart: {got:?}"
+    );
+    // An engine's name that is none: refused, nothing changed.
+    let (code, _, err) = wvs.adm(&["-E", "-u", &svc, "-s", "rr", "-p", "60", "--pe", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("persistence engine"), "{err}");
+}
+
 /// Listeners started in namespaces for a test, stopped and reaped when it ends.
 struct Listeners(Vec<std::process::Child>);
 

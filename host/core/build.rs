@@ -42,6 +42,8 @@ const PLUGINS: &[(&str, &str)] = &[
 const EXAMPLE: &str = "wvs-example-lat2";
 /// The example custom helper (examples/tftp-helper).
 const EXAMPLE_HELPER: &str = "wvs-example-tftp";
+/// The example persistence engine (examples/pe-session).
+const EXAMPLE_PE: &str = "wvs-example-pe-session";
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
@@ -67,6 +69,7 @@ fn main() {
         "plugins",
         "examples/lat2",
         "examples/tftp-helper",
+        "examples/pe-session",
         "sdk/src",
         "sdk/Cargo.toml",
         "Cargo.toml",
@@ -92,7 +95,7 @@ fn main() {
     }
     // The example custom scheduler is built too (not embedded): the end-to-end tests load it
     // from the file whose path WVS_EXAMPLE_LAT2_WASM gives.
-    cmd.args(["-p", EXAMPLE, "-p", EXAMPLE_HELPER]);
+    cmd.args(["-p", EXAMPLE, "-p", EXAMPLE_HELPER, "-p", EXAMPLE_PE]);
     // The outer build's flags are for the host target, not for wasm32.
     for var in [
         "RUSTFLAGS",

@@ -45,7 +45,7 @@ PKGS=linux-image-amd64,ipvsadm,keepalived,nginx-light,curl,socat,iproute2,nftabl
 MODULES="virtio_pci 9pnet_virtio 9p overlay"
 IMG=  # $CACHE/<hash of the recipe>, set by recipe() once the functions below are defined
 
-SCENARIOS="sched state persist icmp outputs xmit v6 xmit6 sync allport fwmark"
+SCENARIOS="sched state persist icmp outputs xmit v6 xmit6 sync allport fwmark pe"
 RECORDS=$HERE/kernel
 
 log() { echo "oracle: $*" >&2; }

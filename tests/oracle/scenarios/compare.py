@@ -58,7 +58,7 @@ KNOWN = {
 }
 
 CONN = re.compile(
-    r"^(?P<pro>TCP|UDP|IP) +(?P<mm>\d\d):(?P<ss>\d\d) +(?P<rest>\S+ +\S+ +\S+ +\S+)\s*$"
+    r"^(?P<pro>TCP|UDP|IP) +(?P<mm>\d\d):(?P<ss>\d\d) +(?P<rest>\S+ +\S+ +\S+ +\S+(?: +\S+ +\S+)?)\s*$"
 )
 
 

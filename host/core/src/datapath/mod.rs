@@ -1660,6 +1660,8 @@ mod fwmark_tests;
 #[cfg(test)]
 mod ops_tests;
 #[cfg(test)]
+mod pe_tests;
+#[cfg(test)]
 mod sync_tests;
 #[cfg(test)]
 mod tests;
