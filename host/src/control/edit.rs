@@ -358,6 +358,7 @@ fn edit_service(cfg: &mut Config, def: &ServiceDef) -> Result<(), EditError> {
     cur.persistent = spec.persistent;
     cur.netmask = spec.netmask;
     cur.ops = spec.ops;
+    cur.pe = spec.pe;
     if spec.helpers.is_some() {
         cur.helpers = spec.helpers;
     }
