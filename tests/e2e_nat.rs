@@ -691,7 +691,9 @@ fn persistence_engines_keep_a_call_on_one_server_and_calls_apart() {
     let topo = Topo::new("pe", false);
     let wvs = Wvs::start(&topo, Some(example()));
     let svc = format!("{VIP}:9000");
-    wvs.adm_ok(&["-E", "-u", &svc, "-s", "rr", "-p", "60", "-o", "--pe", "sip"]);
+    wvs.adm_ok(&[
+        "-E", "-u", &svc, "-s", "rr", "-p", "60", "-o", "--pe", "sip",
+    ]);
     let ask = |port: &str, payloads: &[String]| -> Vec<String> {
         let mut args = vec!["python3", "-c", PE_ASK, VIP, port];
         args.extend(payloads.iter().map(String::as_str));
@@ -703,7 +705,10 @@ fn persistence_engines_keep_a_call_on_one_server_and_calls_apart() {
     };
     let calls = ["a1@cli", "b2@cli", "a1@cli", "c3", "b2@cli", "c3", "a1@cli"];
     let got = ask("5060", &calls.map(sip_options));
-    assert!(got.iter().all(|n| n.starts_with("rs")), "every message answered: {got:?}");
+    assert!(
+        got.iter().all(|n| n.starts_with("rs")),
+        "every message answered: {got:?}"
+    );
     assert!(
         got[0] == got[2] && got[2] == got[6] && got[1] == got[4] && got[3] == got[5],
         "a call stays on its server: {got:?}"
@@ -735,7 +740,9 @@ fn persistence_engines_keep_a_call_on_one_server_and_calls_apart() {
     );
     // The example engine of the SDK, uploaded: a datagram's first word is its key.
     wvs.adm_ok(&["--plugin-load", "session", env!("WVS_EXAMPLE_PE_WASM")]);
-    wvs.adm_ok(&["-E", "-u", &svc, "-s", "rr", "-p", "60", "-o", "--pe", "session"]);
+    wvs.adm_ok(&[
+        "-E", "-u", &svc, "-s", "rr", "-p", "60", "-o", "--pe", "session",
+    ]);
     let words = ["tokA 1", "tokB 1", "tokA 2", "tokB 2", "tokC 1", "tokA 3"].map(String::from);
     let got = ask("5062", &words);
     assert!(

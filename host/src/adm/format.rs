@@ -503,6 +503,7 @@ mod tests {
             check: None,
             udp_on_failure: None,
             ops: false,
+            pe: None,
             draining: vec![],
             stats: Totals {
                 conns: 5123,
@@ -695,11 +696,40 @@ mod tests {
                 real: "10.0.0.2:80".into(),
                 state: "ESTABLISHED".into(),
                 expires_ms: 899_000,
+                pe_name: None,
+                pe_data: None,
             }],
+            false,
         );
         assert_eq!(
             out.lines().nth(2),
             Some("TCP 14:59  ESTABLISHED 172.16.0.9:51234   192.168.10.1:80    10.0.0.2:80")
+        );
+    }
+
+    /// `--persistent-conn`: a persistence engine's template with its name and key, in
+    /// ipvsadm's columns (the kernel's record of the oracle's `pe` scenario); a row
+    /// without an engine as without the option.
+    #[test]
+    fn connection_rows_with_the_persistence_engine() {
+        let row = |pe: bool| ConnView {
+            protocol: "udp".into(),
+            client: "198.18.0.10:0".into(),
+            virtual_address: "198.18.100.1:5060".into(),
+            real: "198.19.0.11:5060".into(),
+            state: "NONE".into(),
+            expires_ms: 51_300,
+            pe_name: pe.then(|| "sip".into()),
+            pe_data: pe.then(|| "c3".into()),
+        };
+        let mut out = String::new();
+        conns(&mut out, &[row(true), row(false)], true);
+        assert_eq!(
+            out,
+            "IPVS connection entries\n\
+             pro expire state       source             virtual            destination        pe name          pe_data\n\
+             UDP 00:51  NONE        198.18.0.10:0      198.18.100.1:5060  198.19.0.11:5060 sip                c3\n\
+             UDP 00:51  NONE        198.18.0.10:0      198.18.100.1:5060  198.19.0.11:5060\n"
         );
     }
 }

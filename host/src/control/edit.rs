@@ -517,6 +517,7 @@ mod tests {
             check: None,
             udp_on_failure: None,
             ops: false,
+            pe: None,
             laddrs: Vec::new(),
             reals: reals
                 .iter()
@@ -579,6 +580,7 @@ mod tests {
             check: None,
             udp_on_failure: None,
             ops: false,
+            pe: None,
         };
         let cfg = apply_all(
             &cfg,

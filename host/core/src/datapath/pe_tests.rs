@@ -54,7 +54,14 @@ fn sent_to(h: &Harness, now: u64, mut f: Vec<u8>) -> Result<Ipv4Addr, Verdict> {
 #[test]
 fn a_call_stays_on_its_server_and_another_call_of_the_client_goes_elsewhere() {
     let h = sip_service(true);
-    let calls = ["a1@198.18.0.2", "b2@198.18.0.2", "a1@198.18.0.2", "c3", "b2@198.18.0.2", "c3"];
+    let calls = [
+        "a1@198.18.0.2",
+        "b2@198.18.0.2",
+        "a1@198.18.0.2",
+        "c3",
+        "b2@198.18.0.2",
+        "c3",
+    ];
     let to: Vec<_> = calls
         .iter()
         .enumerate()
@@ -67,11 +74,18 @@ fn a_call_stays_on_its_server_and_another_call_of_the_client_goes_elsewhere() {
         to[0] != to[1] && to[1] != to[3] && to[0] != to[3],
         "three calls of one client on three servers (rr): {to:?}"
     );
-    assert_eq!(h.conns.len(), 0, "one-packet scheduling keeps no connection");
+    assert_eq!(
+        h.conns.len(),
+        0,
+        "one-packet scheduling keeps no connection"
+    );
     // One template per call, each with its engine and key.
     let mut keys = Vec::new();
     h.conns.persist().for_each(|k, t| {
-        assert_eq!((k.client, k.vport), (std::net::IpAddr::V4(CLIENT.into()), 5060));
+        assert_eq!(
+            (k.client, k.vport),
+            (std::net::IpAddr::V4(CLIENT.into()), 5060)
+        );
         keys.push((
             t.pe_name().map(str::to_string),
             t.pe_data().map(|d| String::from_utf8_lossy(d).into_owned()),
@@ -106,4 +120,3 @@ fn without_one_packet_scheduling_a_new_client_port_finds_its_call() {
     assert_eq!(sent_to(&h, 2, options(40002, Some("x"))).unwrap(), first);
     assert_eq!(h.conns.len(), 3);
 }
-

@@ -102,6 +102,7 @@ fn every_builtin_compiles_and_follows_the_abi() {
                 }
             ),
             ("proxy-v2", PluginKind::Helper { flags: 0 }),
+            ("sip", PluginKind::Pe),
         ]
     );
 }
