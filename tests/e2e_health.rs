@@ -1123,3 +1123,130 @@ fn an_smtp_check_from_keepalived_conf() {
         let _ = s.wait();
     }
 }
+
+/// keepalived's several `url` blocks in one HTTP_GET (keepalived.conf(5)'s sample: each
+/// url with its `path` and `digest` or `status_code`), imported: every url is requested in
+/// turn and all must pass. rs3 serves `/mrtg/` with another body than the digest wants and
+/// is taken out, naming the url that failed; clients of the VIP meet only rs1 and rs2.
+#[test]
+fn an_http_check_with_two_urls_from_keepalived_conf() {
+    let topo = Topo::new("hur", false);
+    for i in 1..=3 {
+        let dir = topo.dir.join(format!("rs{i}/www/mrtg"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let body = if i == 3 { "stale\n" } else { "ok\n" };
+        std::fs::write(dir.join("index.html"), body).expect("page");
+    }
+    let w = Wvs::start(&topo, None);
+    let conf = topo.dir.join("urls.conf");
+    let mut text = format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    );
+    for i in 1..=3 {
+        // md5("ok\n"), as keepalived's genhash prints it.
+        text += &format!(
+            "  real_server 198.19.0.1{i} 80 {{\n    weight 1\n    HTTP_GET {{\n      url {{\n        path /\n        status_code 200\n      }}\n      url {{\n        path /mrtg/\n        digest eff5bc1ef8ec9d03e640fc4370f5eacd\n      }}\n      connect_timeout 2\n      retry 0\n    }}\n  }}\n"
+        );
+    }
+    text += "}\n";
+    std::fs::write(&conf, text).expect("conf");
+    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
+    let r = health(&w, "198.19.0.13:80");
+    let detail = r["health"]["last"]["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("/mrtg/: HTTP 200, body digest"), "{r}");
+    for i in 1..=2 {
+        let r = first_result(&w, &format!("198.19.0.1{i}:80"));
+        assert_eq!(r["health"]["state"], "up", "{r}");
+        assert_eq!(r["health"]["last"]["detail"], "/mrtg/: HTTP 200", "{r}");
+    }
+    // The check as saved: both urls.
+    let urls = &health(&w, "198.19.0.11:80")["check"]["urls"];
+    assert_eq!(urls[1]["path"], "/mrtg/", "{urls}");
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
+        names.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["rs1", "rs2"]);
+}
+
+/// keepalived's several checkers on one real server (keepalived.conf(5): a real_server
+/// block may hold several): a TCP_CHECK of the web port and one of a second port, which
+/// rs3 does not serve. Every checker must pass, as keepalived's: rs3 is taken out by its
+/// second one while its first passes; the API lists both checks' states, and clients of
+/// the VIP meet only rs1 and rs2.
+#[test]
+fn several_checkers_on_a_real_server_from_keepalived_conf() {
+    let topo = Topo::new("hsc", false);
+    let mut second: Vec<std::process::Child> = (1..=2)
+        .map(|i| {
+            Command::new("ip")
+                .args(["netns", "exec", &topo.ns(&format!("rs{i}"))])
+                .args(["socat", "TCP-LISTEN:8081,reuseaddr,fork", "SYSTEM:echo ok"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("socat")
+        })
+        .collect();
+    let w = Wvs::start(&topo, None);
+    let conf = topo.dir.join("checkers.conf");
+    let mut text = format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    );
+    for i in 1..=3 {
+        text += &format!(
+            "  real_server 198.19.0.1{i} 80 {{\n    TCP_CHECK {{\n      connect_timeout 2\n      retry 0\n    }}\n    TCP_CHECK {{\n      connect_port 8081\n      connect_timeout 2\n      retry 0\n    }}\n  }}\n"
+        );
+    }
+    text += "}\n";
+    std::fs::write(&conf, text).expect("conf");
+    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
+    let r = health(&w, "198.19.0.13:80");
+    assert_eq!(r["scheduled"], false, "{r}");
+    let each = r["checks_health"].as_array().cloned().unwrap_or_default();
+    assert_eq!(each.len(), 2, "{r}");
+    assert_eq!(each[1]["target"], "198.19.0.13:8081", "{r}");
+    assert_eq!(each[1]["state"], "down", "{r}");
+    assert_eq!(
+        r["health"]["target"], "198.19.0.13:8081",
+        "the failing one: {r}"
+    );
+    assert_eq!(r["checks"][1]["port"], 8081, "{r}");
+    // Its first checker passes all along.
+    let t0 = Instant::now();
+    while health(&w, "198.19.0.13:80")["checks_health"][0]["state"] != "up" {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 1..=2 {
+        let r = first_result(&w, &format!("198.19.0.1{i}:80"));
+        assert_eq!(r["health"]["state"], "up", "{r}");
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
+        names.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["rs1", "rs2"]);
+    // Its second port comes up: both checkers pass, and it is back.
+    second.push(
+        Command::new("ip")
+            .args(["netns", "exec", &topo.ns("rs3")])
+            .args(["socat", "TCP-LISTEN:8081,reuseaddr,fork", "SYSTEM:echo ok"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat"),
+    );
+    wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(10));
+    assert_eq!(health(&w, "198.19.0.13:80")["scheduled"], true);
+    for s in &mut second {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

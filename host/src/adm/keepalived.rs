@@ -526,9 +526,83 @@ fn lvs_sync_daemon(n: &Node, out: &mut Import) {
     }
 }
 
+/// What keepalived does with a keyword wvs does not take: said with the refusal, so that
+/// the operator knows what a configuration without it would lose.
+const MEANINGS: &[(&str, &str)] = &[
+    (
+        "alpha",
+        "real servers start down until their first check passes",
+    ),
+    (
+        "omega",
+        "quorum_down and notify_down run when keepalived stops",
+    ),
+    (
+        "quorum",
+        "the least total weight of live real servers that keeps the service up, else the \
+         sorry server",
+    ),
+    (
+        "quorum_up",
+        "a program run when the live weight reaches the quorum",
+    ),
+    (
+        "quorum_down",
+        "a program run when the live weight falls below the quorum",
+    ),
+    (
+        "hysteresis",
+        "how far past the quorum the live weight must move to change state",
+    ),
+    (
+        "ha_suspend",
+        "checkers paused while this director is not the VRRP master",
+    ),
+    ("notify_up", "a program run when the real server comes up"),
+    (
+        "notify_down",
+        "a program run when the real server goes down",
+    ),
+    (
+        "misc_dynamic",
+        "the program's exit code 2-255 sets the server's weight to code - 2",
+    ),
+    (
+        "warmup",
+        "a random delay before a checker's first check (wvs spreads first checks over up to \
+         a second)",
+    ),
+    (
+        "UDP_CHECK",
+        "a UDP datagram, failed by an ICMP unreachable or a reply that differs",
+    ),
+    ("PING_CHECK", "an ICMP echo request, answered"),
+    (
+        "FILE_CHECK",
+        "a tracked file's number as the weight, or as a failure",
+    ),
+    (
+        "BFD_CHECK",
+        "follows a session of keepalived's own BFD daemon, which wvs does not run; a tcp or \
+         misc check can stand in",
+    ),
+    ("bindto", "the checker's source address"),
+    ("bind_port", "the checker's source port"),
+    ("bind_if", "the checker's interface"),
+    ("fwmark", "the mark of the checker's packets"),
+    ("smtp_alert", "mail on a state change"),
+    ("log_all_failures", "every failed check logged"),
+];
+
 fn unsupported(n: &Node, out: &mut Import, where_: &str) {
-    out.problems
-        .push(format!("{}: {} is not supported {where_}", n.at, n.key));
+    let meaning = MEANINGS
+        .iter()
+        .find(|(k, _)| *k == n.key)
+        .map_or(String::new(), |(_, m)| format!(" (keepalived: {m})"));
+    out.problems.push(format!(
+        "{}: {} is not supported {where_}{meaning}",
+        n.at, n.key
+    ));
 }
 
 /// Defaults a virtual server gives its checkers.
@@ -1162,6 +1236,7 @@ fn plain_real(address: String, method: &Method) -> RealDef {
         lower_threshold: 0,
         hint: 0,
         check: None,
+        checks: Vec::new(),
         sorry: false,
     };
     method.apply(&mut r);
@@ -1197,6 +1272,11 @@ fn real_server(
             key,
             "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "DNS_CHECK" | "MISC_CHECK" | "SMTP_CHECK"
         );
+        // A checker wvs has not: said as such, with what it does, not as a block misplaced.
+        if !checker && key.ends_with("_CHECK") {
+            unsupported(c, out, "in a real_server");
+            continue;
+        }
         if !checker && !no_block(c, out) {
             continue;
         }
@@ -1219,21 +1299,21 @@ fn real_server(
             _ => unsupported(c, out, "in a real_server"),
         }
     }
-    match checkers.as_slice() {
-        [] => {}
-        [c] => {
-            if let Some(mut check) = checker(c, &defaults, out) {
-                check.inhibit_on_failure = inhibit;
-                if let Err(e) = check.validate(&format!("real server {}", real.address)) {
-                    out.problems.push(format!("{}: {e}", c.at));
-                }
-                real.check = Some(check);
+    // Each checker a check of its own; several must all pass, as keepalived's.
+    let mut checks = Vec::new();
+    for c in &checkers {
+        if let Some(mut check) = checker(c, &defaults, out) {
+            check.inhibit_on_failure = inhibit;
+            if let Err(e) = check.validate(&format!("real server {}", real.address)) {
+                out.problems.push(format!("{}: {e}", c.at));
             }
+            checks.push(check);
         }
-        [_, second, ..] => out.problems.push(format!(
-            "{}: a second checker on one real server is not supported (wvs runs one check per server)",
-            second.at
-        )),
+    }
+    if checks.len() == 1 {
+        real.check = checks.pop();
+    } else {
+        real.checks = checks;
     }
     Some(real)
 }
@@ -1249,7 +1329,7 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
     };
     let mut d = CheckDef::of(kind);
     let mut t = defaults.clone();
-    let mut urls = 0;
+    let mut urls: Vec<crate::config::check::UrlDef> = Vec::new();
     let mut misc_timeout = None;
     let within = format!("in a {}", n.key);
     for c in n.block.iter().flatten() {
@@ -1271,17 +1351,7 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
             "retry" | "nb_get_retry" => t.retry = num(c, out),
             "delay_before_retry" => t.delay_before_retry = secs(c, out),
             "virtualhost" if http => t.virtualhost = one(c, out).map(Into::into),
-            "url" if http => {
-                urls += 1;
-                if urls > 1 {
-                    out.problems.push(format!(
-                        "{}: a second url is not supported (wvs's HTTP check requests one path)",
-                        c.at
-                    ));
-                    continue;
-                }
-                url(c, &mut d, out);
-            }
+            "url" if http => urls.push(url(c, out)),
             "type" if kind == "dns" => d.qtype = one(c, out).map(str::to_ascii_uppercase),
             "name" if kind == "dns" => d.name = one(c, out).map(Into::into),
             "misc_path" if kind == "misc" => {
@@ -1302,9 +1372,18 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
             .push(format!("{}: MISC_CHECK without misc_path", n.at));
     }
     if matches!(kind, "http" | "https") {
-        if urls == 0 {
-            out.problems
-                .push(format!("{}: {} without a url block", n.at, n.key));
+        match <[_; 1]>::try_from(urls) {
+            // One url: the check's own path, status and digest.
+            Ok([u]) => {
+                d.path = Some(u.path);
+                d.status = u.status;
+                d.digest = u.digest;
+            }
+            // Several: each requested in turn, all must pass (as keepalived).
+            Err(urls) if !urls.is_empty() => d.urls = urls,
+            Err(_) => out
+                .problems
+                .push(format!("{}: {} without a url block", n.at, n.key)),
         }
         d.host = t.virtualhost.clone();
     }
@@ -1358,18 +1437,28 @@ fn set_timing(n: &Node, t: &CheckDefaults, deadline: Deadline, d: &mut CheckDef,
         .map(|v| crate::config::check::Secs((v * 1000.0).round() as u64));
 }
 
-fn url(n: &Node, d: &mut CheckDef, out: &mut Import) {
+/// A `url` block: its path (default `/`), digest and status codes.
+fn url(n: &Node, out: &mut Import) -> crate::config::check::UrlDef {
+    let mut u = crate::config::check::UrlDef {
+        path: "/".into(),
+        ..Default::default()
+    };
     for c in n.block.iter().flatten() {
         if !no_block(c, out) {
             continue;
         }
         match c.key.as_str() {
-            "path" => d.path = one(c, out).map(Into::into),
-            "digest" => d.digest = one(c, out).map(str::to_ascii_lowercase),
-            "status_code" => d.status.extend(c.args.iter().cloned()),
+            "path" => {
+                if let Some(p) = one(c, out) {
+                    u.path = p.into();
+                }
+            }
+            "digest" => u.digest = one(c, out).map(str::to_ascii_lowercase),
+            "status_code" => u.status.extend(c.args.iter().cloned()),
             _ => unsupported(c, out, "in a url"),
         }
     }
+    u
 }
 
 #[cfg(test)]
@@ -1726,14 +1815,23 @@ virtual_server 10.10.10.2 1358 {
         assert!(i.notes[0].starts_with("keepalived.conf:4: global_defs skipped"));
         assert!(i.daemons.is_empty());
         assert!(i.notes[1].starts_with("keepalived.conf:11: vrrp_instance skipped"));
-        // The first server's second url: one path per check.
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        assert_eq!(i.services.len(), 2);
+        // The first server's two urls: each requested in turn, both must pass.
+        let ssl = i.services[0].reals[0].check.as_ref().unwrap();
+        assert_eq!(ssl.kind, "https");
         assert_eq!(
-            i.problems,
-            vec![
-                "keepalived.conf:35: a second url is not supported (wvs's HTTP check requests one path)"
+            ssl.urls
+                .iter()
+                .map(|u| (u.path.as_str(), u.digest.as_deref()))
+                .collect::<Vec<_>>(),
+            [
+                ("/", Some("ff20ad2481f97b1754ef3e12ecd3a9cc")),
+                ("/mrtg/", Some("9b3a0c85a887a256d6939da88aabd8cd"))
             ]
         );
-        assert_eq!(i.services.len(), 2);
+        assert_eq!((ssl.path.as_ref(), ssl.digest.as_ref()), (None, None));
+        ssl.validate("test").expect("valid check");
         let s = &i.services[1];
         assert_eq!(
             (
@@ -1778,10 +1876,15 @@ virtual_server 10.10.10.2 1358 {
         assert_eq!(
             i.problems,
             vec![
-                "k.conf:5: alpha is not supported in a virtual_server",
-                "k.conf:6: quorum is not supported in a virtual_server",
-                "k.conf:10: notify_down is not supported in a real_server",
-                "k.conf:14: misc_dynamic is not supported in a MISC_CHECK",
+                "k.conf:5: alpha is not supported in a virtual_server (keepalived: real \
+                 servers start down until their first check passes)",
+                "k.conf:6: quorum is not supported in a virtual_server (keepalived: the least \
+                 total weight of live real servers that keeps the service up, else the sorry \
+                 server)",
+                "k.conf:10: notify_down is not supported in a real_server (keepalived: a \
+                 program run when the real server goes down)",
+                "k.conf:14: misc_dynamic is not supported in a MISC_CHECK (keepalived: the \
+                 program's exit code 2-255 sets the server's weight to code - 2)",
                 "k.conf:18: no virtual_server_group web",
             ]
         );
@@ -1799,6 +1902,51 @@ virtual_server 10.10.10.2 1358 {
             Some(crate::config::check::Secs(60000)),
             "keepalived's default delay_loop"
         );
+    }
+
+    /// Several checkers on one real server: a check each, all of which must pass.
+    #[test]
+    fn several_checkers_on_a_real_server() {
+        let text = "virtual_server 198.18.0.10 80 {\n protocol TCP\n real_server 198.19.0.11 80 {\n  inhibit_on_failure\n  TCP_CHECK {\n   connect_timeout 2\n  }\n  HTTP_GET {\n   url {\n    path /health\n   }\n  }\n }\n}\n";
+        let i = import_text("s.conf", text);
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        let r = &i.services[0].reals[0];
+        assert!(r.check.is_none());
+        assert_eq!(
+            r.checks
+                .iter()
+                .map(|c| (c.kind.as_str(), c.path.as_deref(), c.inhibit_on_failure))
+                .collect::<Vec<_>>(),
+            [("tcp", None, true), ("http", Some("/health"), true)]
+        );
+        i.services[0].validate().expect("valid");
+    }
+
+    /// keepalived's checkers wvs has not are refused as checkers, each with what it does
+    /// (a BFD_CHECK with why), not as blocks out of place; all of them in one pass.
+    #[test]
+    fn checkers_wvs_lacks_are_named_with_their_meaning() {
+        let text = "virtual_server 198.18.0.10 53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  UDP_CHECK {\n   connect_timeout 4\n   require_reply\n  }\n  PING_CHECK {\n  }\n  FILE_CHECK {\n   track_file up\n  }\n  BFD_CHECK {\n   name bfd1\n  }\n }\n}\n";
+        let i = import_text("c.conf", text);
+        let want = [
+            ("4", "UDP_CHECK", "a UDP datagram"),
+            ("8", "PING_CHECK", "an ICMP echo request"),
+            ("10", "FILE_CHECK", "a tracked file's number"),
+            (
+                "13",
+                "BFD_CHECK",
+                "keepalived's own BFD daemon, which wvs does not run",
+            ),
+        ];
+        assert_eq!(i.problems.len(), want.len(), "{:?}", i.problems);
+        for (p, (line, key, meaning)) in i.problems.iter().zip(want) {
+            assert!(
+                p.starts_with(&format!(
+                    "c.conf:{line}: {key} is not supported in a real_server (keepalived: "
+                )) && p.contains(meaning),
+                "{p}"
+            );
+        }
     }
 
     #[test]

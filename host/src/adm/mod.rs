@@ -723,6 +723,7 @@ fn real_def(
         lower_threshold: a.l_threshold.unwrap_or(0),
         hint: a.hint.unwrap_or(0),
         check,
+        checks: Vec::new(),
         sorry: a.sorry,
     })
 }

@@ -602,7 +602,7 @@ fn services(snap: &crate::service::Snapshot, s: &mut Scrape) {
             let mut info = labels.clone();
             info.push(("forward", d.forward().ipvsadm_name().to_string()));
             s.backend_info.push((info, 1));
-            if let Some(h) = crate::health::report(d) {
+            for h in crate::health::reports(d) {
                 let mut l = labels.clone();
                 l.push(("check", h.check.clone()));
                 s.backend_up.push((l.clone(), i64::from(h.state == "up")));

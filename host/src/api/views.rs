@@ -118,9 +118,16 @@ pub struct RealView {
     /// Its own health check, as configured (else its service's applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::health::CheckDef>,
-    /// What its health check finds (absent: not checked, or not yet set up).
+    /// Its several health checks, as configured, when it has several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::health::CheckDef>,
+    /// What its health check finds (absent: not checked, or not yet set up); with several,
+    /// the first that finds it down, else the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::HealthReport>,
+    /// What each of its several checks finds, in their order, when it has several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks_health: Vec<crate::health::HealthReport>,
     /// Whether it is in scheduling: false while a health check without
     /// `inhibit_on_failure` finds it down (keepalived removes such a server from IPVS).
     #[serde(default = "yes")]
@@ -163,7 +170,9 @@ impl RealView {
             overloaded: false,
             reachable: d.next_hop().is_some(),
             check: None,
+            checks: Vec::new(),
             health: None,
+            checks_health: Vec::new(),
             scheduled: false,
             drain_until_ms: Some(d.drain_until_ms()),
             sorry: false,
@@ -244,6 +253,12 @@ impl ServiceView {
                         reachable: d.next_hop().is_some()
                             || d.forward() == crate::model::Forward::Local,
                         check: def.check,
+                        checks_health: if def.checks.is_empty() {
+                            Vec::new()
+                        } else {
+                            crate::health::reports(d)
+                        },
+                        checks: def.checks,
                         health: crate::health::report(d),
                         scheduled: d.in_scheduling() && (!d.is_sorry() || sorry_in_use),
                         drain_until_ms: None,

@@ -89,6 +89,11 @@ pub struct CheckDef {
     /// http/https: a string the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contains: Option<String>,
+    /// http/https: the URLs requested in turn, each on a connection of its own, all of
+    /// which must pass (keepalived's several `url` blocks); instead of `path`, `status`,
+    /// `digest` and `contains`, which describe one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<UrlDef>,
     /// udp: the payload sent (text); default empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
@@ -155,25 +160,53 @@ pub struct CheckDef {
     pub inhibit_on_failure: bool,
 }
 
+/// One URL of an HTTP check (keepalived's `url` block): the path requested and what its
+/// reply must be.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UrlDef {
+    /// The path requested.
+    #[schema(value_type = crate::schema::CheckPath)]
+    pub path: String,
+    /// The status codes that pass (codes or ranges); default 200-299.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<crate::schema::CheckStatus>)]
+    pub status: Vec<String>,
+    /// The MD5 digest of the body, 32 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::CheckDigest>)]
+    pub digest: Option<String>,
+    /// A string the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+}
+
+/// A URL an HTTP check requests, and what its reply must be.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HttpUrl {
+    /// The path.
+    pub path: String,
+    /// Status code ranges that pass.
+    pub status: Vec<(u16, u16)>,
+    /// MD5 of the body.
+    pub digest: Option<[u8; 16]>,
+    /// A string the body must contain.
+    pub contains: Option<String>,
+}
+
 /// What a check does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Probe {
     /// A TCP connect.
     Tcp,
-    /// An HTTP/1.0 GET, over TLS (`tls`) or not.
+    /// An HTTP/1.0 GET of each URL in turn, over TLS (`tls`) or not.
     Http {
         /// HTTPS.
         tls: bool,
-        /// The path.
-        path: String,
         /// The `Host` header and TLS server name (`None`: the address).
         host: Option<String>,
-        /// Status code ranges that pass.
-        status: Vec<(u16, u16)>,
-        /// MD5 of the body.
-        digest: Option<[u8; 16]>,
-        /// A string the body must contain.
-        contains: Option<String>,
+        /// The URLs (at least one), all of which must pass.
+        urls: Vec<HttpUrl>,
     },
     /// A UDP datagram and its reply.
     Udp {
@@ -230,6 +263,18 @@ pub struct CheckSpec {
     pub timing: Timing,
     /// Weight 0 on failure instead of leaving scheduling.
     pub inhibit: bool,
+    /// A real server's further checks (keepalived's several checkers on one server): each
+    /// runs on its own, and the server is up only while every one of them passes.
+    pub also: Vec<CheckSpec>,
+    /// Given as a list (`checks`, even of one): written back as one.
+    pub listed: bool,
+}
+
+impl CheckSpec {
+    /// This check and its further ones, in order.
+    pub fn all(&self) -> impl Iterator<Item = &CheckSpec> {
+        std::iter::once(self).chain(&self.also)
+    }
 }
 
 /// When a check runs and how many results change the state.
@@ -311,6 +356,8 @@ impl CheckDef {
             port: self.port.map(|p| p as u16),
             timing,
             inhibit: self.inhibit_on_failure,
+            also: Vec::new(),
+            listed: false,
         })
     }
 
@@ -333,6 +380,20 @@ impl CheckDef {
         only(!self.status.is_empty(), "status", http)?;
         only(self.digest.is_some(), "digest", http)?;
         only(self.contains.is_some(), "contains", http)?;
+        only(!self.urls.is_empty(), "urls", http)?;
+        if !self.urls.is_empty()
+            && (self.path.is_some()
+                || !self.status.is_empty()
+                || self.digest.is_some()
+                || self.contains.is_some())
+        {
+            return Err(conflict(
+                who,
+                "urls describes every URL: give path, status, digest and contains in its \
+                 entries, not beside it"
+                    .into(),
+            ));
+        }
         only(self.payload.is_some(), "payload", kind == "udp")?;
         only(self.expect.is_some(), "expect", kind == "udp")?;
         only(self.name.is_some(), "name", kind == "dns")?;
@@ -434,35 +495,19 @@ impl CheckDef {
         {
             return Err(invalid(who, format!("port {p} is not in 1-65535")));
         }
-        let printable = |v: &str| !v.is_empty() && v.bytes().all(|b| (b'!'..=b'~').contains(&b));
-        if let Some(p) = &self.path
-            && !(p.starts_with('/') && (p.len() == 1 || printable(&p[1..])))
-        {
-            return Err(invalid(
-                who,
-                format!("path {p:?} must start with / and be printable ASCII without spaces"),
-            ));
+        url_values(
+            who,
+            self.path.as_deref(),
+            &self.status,
+            self.digest.as_deref(),
+        )?;
+        for u in &self.urls {
+            url_values(who, Some(&u.path), &u.status, u.digest.as_deref())?;
         }
         if let Some(h) = &self.host
             && !printable(h)
         {
             return Err(invalid(who, format!("host {h:?} is not a host name")));
-        }
-        for st in &self.status {
-            if status_range(st).is_none() {
-                return Err(invalid(
-                    who,
-                    format!("status {st:?}: use a code or a range of codes from 100 to 599"),
-                ));
-            }
-        }
-        if let Some(h) = &self.digest
-            && parse_md5(h).is_none()
-        {
-            return Err(invalid(
-                who,
-                format!("digest {h:?} is not 32 hexadecimal digits"),
-            ));
         }
         if let Some(n) = &self.name
             && !dns_name_ok(n)
@@ -498,30 +543,97 @@ impl CheckDef {
     }
 
     fn http(&self, who: &str, tls: bool) -> Result<Probe, ConfigError> {
-        let mut status = Vec::new();
-        for s in &self.status {
-            match status_range(s) {
-                Some((lo, hi)) if lo <= hi => status.push((lo, hi)),
-                _ => {
-                    return Err(conflict(
-                        who,
-                        format!("status range {s:?} runs from high to low"),
-                    ));
-                }
-            }
-        }
-        if status.is_empty() {
-            status.push((200, 299));
-        }
+        let urls = if self.urls.is_empty() {
+            vec![http_url(
+                who,
+                self.path.as_deref().unwrap_or("/"),
+                &self.status,
+                self.digest.as_deref(),
+                self.contains.as_deref(),
+            )?]
+        } else {
+            (self.urls.iter())
+                .map(|u| {
+                    let (d, c) = (u.digest.as_deref(), u.contains.as_deref());
+                    http_url(who, &u.path, &u.status, d, c)
+                })
+                .collect::<Result<_, _>>()?
+        };
         Ok(Probe::Http {
             tls,
-            path: self.path.clone().unwrap_or_else(|| "/".into()),
             host: self.host.clone(),
-            status,
-            digest: self.digest.as_deref().and_then(parse_md5),
-            contains: self.contains.clone(),
+            urls,
         })
     }
+}
+
+fn printable(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| (b'!'..=b'~').contains(&b))
+}
+
+/// An HTTP check's path, status codes and digest, each on its own.
+fn url_values(
+    who: &str,
+    path: Option<&str>,
+    status: &[String],
+    digest: Option<&str>,
+) -> Result<(), ConfigError> {
+    if let Some(p) = path
+        && !(p.starts_with('/') && (p.len() == 1 || printable(&p[1..])))
+    {
+        return Err(invalid(
+            who,
+            format!("path {p:?} must start with / and be printable ASCII without spaces"),
+        ));
+    }
+    for st in status {
+        if status_range(st).is_none() {
+            return Err(invalid(
+                who,
+                format!("status {st:?}: use a code or a range of codes from 100 to 599"),
+            ));
+        }
+    }
+    if let Some(h) = digest
+        && parse_md5(h).is_none()
+    {
+        return Err(invalid(
+            who,
+            format!("digest {h:?} is not 32 hexadecimal digits"),
+        ));
+    }
+    Ok(())
+}
+
+/// One URL of an HTTP check, its values checked before.
+fn http_url(
+    who: &str,
+    path: &str,
+    status: &[String],
+    digest: Option<&str>,
+    contains: Option<&str>,
+) -> Result<HttpUrl, ConfigError> {
+    let mut ranges = Vec::new();
+    for s in status {
+        match status_range(s) {
+            Some((lo, hi)) if lo <= hi => ranges.push((lo, hi)),
+            _ => {
+                return Err(conflict(
+                    who,
+                    format!("status range {s:?} runs from high to low"),
+                ));
+            }
+        }
+    }
+    if ranges.is_empty() {
+        ranges.push((200, 299));
+    }
+    Ok(HttpUrl {
+        path: path.into(),
+        status: ranges,
+        digest: digest.and_then(parse_md5),
+        contains: contains.map(Into::into),
+    })
 }
 
 /// `NNN` or `NNN-NNN`, codes 100-599 (the bounds' order is checked apart).
@@ -582,10 +694,13 @@ mod tests {
         );
         let h = CheckDef::of("http").validate("x").unwrap();
         assert_eq!(h.timing.retry_delay_ms, 3000, "check_http's default");
-        let Some(Probe::Http { status, path, .. }) = h.probe else {
+        let Some(Probe::Http { urls, .. }) = h.probe else {
             panic!()
         };
-        assert_eq!((status, path.as_str()), (vec![(200, 299)], "/"));
+        assert_eq!(
+            (&urls[0].status, urls[0].path.as_str()),
+            (&vec![(200, 299)], "/")
+        );
         let d = CheckDef::of("dns").validate("x").unwrap();
         assert_eq!(d.timing.fall, 4, "DNS_CHECK retries 3 times");
         assert_eq!(d.timing.retry_delay_ms, d.timing.interval_ms);
@@ -671,18 +786,58 @@ mod tests {
         let h = toml("type = 'https'\npath = '/h'\nstatus = ['503', '200-204']\ndigest = '9e107d9d372bb6826bd81d3542a419d6'")
             .validate("x")
             .unwrap();
-        let Some(Probe::Http {
-            tls,
-            status,
-            digest,
-            ..
-        }) = h.probe
-        else {
+        let Some(Probe::Http { tls, urls, .. }) = h.probe else {
             panic!()
         };
         assert!(tls);
-        assert_eq!(status, vec![(503, 503), (200, 204)]);
-        assert_eq!(digest.unwrap()[0], 0x9e);
+        assert_eq!(urls[0].status, vec![(503, 503), (200, 204)]);
+        assert_eq!(urls[0].digest.unwrap()[0], 0x9e);
+    }
+
+    /// keepalived's several url blocks: `urls`, each its own path, codes and digest; beside
+    /// the one-url keys a conflict; a bad value in an entry as bad as beside.
+    #[test]
+    fn several_urls() {
+        let c = toml(
+            "type = 'http'\nurls = [{ path = '/' }, { path = '/mrtg/', status = ['200-204'], \
+             digest = 'eff5bc1ef8ec9d03e640fc4370f5eacd' }]",
+        )
+        .validate("rs")
+        .unwrap();
+        let Some(Probe::Http { urls, .. }) = c.probe else {
+            panic!("{:?}", c.probe);
+        };
+        assert_eq!(
+            urls.iter()
+                .map(|u| (u.path.as_str(), u.status.clone(), u.digest.is_some()))
+                .collect::<Vec<_>>(),
+            [
+                ("/", vec![(200, 299)], false),
+                ("/mrtg/", vec![(200, 204)], true)
+            ]
+        );
+        let e = toml("type = 'http'\npath = '/'\nurls = [{ path = '/a' }]")
+            .validate("rs")
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::Conflict(_)), "{e}");
+        let e = toml("type = 'tcp'\nurls = [{ path = '/a' }]")
+            .validate("rs")
+            .unwrap_err();
+        assert!(e.to_string().contains("urls does not apply"), "{e}");
+        for bad in [
+            "{ path = 'x' }",
+            "{ path = '/', status = ['99'] }",
+            "{ path = '/', digest = 'zz' }",
+        ] {
+            let e = toml(&format!("type = 'https'\nurls = [{bad}]"))
+                .validate("rs")
+                .unwrap_err();
+            assert!(matches!(e, ConfigError::Invalid(_)), "{bad}: {e}");
+        }
+        let e = toml("type = 'http'\nurls = [{ path = '/', status = ['299-200'] }]")
+            .validate("rs")
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::Conflict(_)), "{e}");
     }
 
     #[test]

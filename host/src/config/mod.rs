@@ -738,6 +738,11 @@ macro_rules! with_real_settings {
             /// The real server's health check (`type = "none"`: not its service's either).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub check: Option<check::CheckDef>,
+            /// Several health checks instead of `check`, each run on its own: the server is
+            /// up only while every one passes (keepalived's several checkers on one real
+            /// server). An edit that gives neither keeps what the server has.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub checks: Vec<check::CheckDef>,
             /// A sorry server (keepalived's `sorry_server`): scheduled only while no other
             /// real server of the service can take a connection (all down, out or of weight
             /// 0). Not health-checked unless it has a check of its own. An edit keeps it what
@@ -781,6 +786,7 @@ impl RealSettings {
             lower_threshold,
             hint,
             check,
+            checks,
             sorry,
         } = self.clone();
         RealDef {
@@ -794,6 +800,7 @@ impl RealSettings {
             lower_threshold,
             hint,
             check,
+            checks,
             sorry,
         }
     }
@@ -1075,7 +1082,13 @@ impl From<&RealSpec> for RealDef {
             upper_threshold: r.upper_threshold,
             lower_threshold: r.lower_threshold,
             hint: r.hint,
-            check: r.check.as_ref().map(|c| c.def.clone()),
+            // One check as `check`, several as `checks`, as they were written.
+            check: (r.check.as_ref())
+                .filter(|c| !c.listed)
+                .map(|c| c.def.clone()),
+            checks: (r.check.as_ref())
+                .filter(|c| c.listed)
+                .map_or(Vec::new(), |c| c.all().map(|c| c.def.clone()).collect()),
             sorry: r.sorry,
         }
     }
@@ -1316,10 +1329,12 @@ impl ServiceDef {
         {
             let spec = r.check.as_ref().or(check.as_ref());
             let portless = spec.is_some_and(|c| {
-                c.port.is_none()
-                    && c.probe
-                        .as_ref()
-                        .is_some_and(|p| !matches!(p, check::Probe::Misc { .. }))
+                c.all().any(|c| {
+                    c.port.is_none()
+                        && c.probe
+                            .as_ref()
+                            .is_some_and(|p| !matches!(p, check::Probe::Misc { .. }))
+                })
             });
             if portless {
                 return Err(conflict(format!(
@@ -1465,13 +1480,33 @@ impl RealDef {
             upper_threshold: self.upper_threshold,
             lower_threshold: self.lower_threshold,
             hint: self.hint,
-            check: self
-                .check
-                .as_ref()
-                .map(|c| c.validate(&format!("real server {}", self.address)))
-                .transpose()?,
+            check: self.check_spec()?,
             sorry: self.sorry,
         })
+    }
+
+    /// Its check, or its several checks as one whose further ones are in `also`.
+    fn check_spec(&self) -> Result<Option<check::CheckSpec>, ConfigError> {
+        let who = format!("real server {}", self.address);
+        match (&self.check, self.checks.as_slice()) {
+            (c, []) => c.as_ref().map(|c| c.validate(&who)).transpose(),
+            (Some(_), [_, ..]) => Err(conflict(format!(
+                "{who}: give check (one) or checks (several), not both"
+            ))),
+            (None, [first, rest @ ..]) => {
+                let mut main = first.validate(&who)?;
+                main.listed = true;
+                for c in rest {
+                    main.also.push(c.validate(&who)?);
+                }
+                if main.all().any(|c| c.probe.is_none()) {
+                    return Err(conflict(format!(
+                        "{who}: a check of type none among several (none alone means no check)"
+                    )));
+                }
+                Ok(Some(main))
+            }
+        }
     }
 }
 
@@ -2220,6 +2255,51 @@ mod tests {
         // A helper is bound by port: a fwmark service has none.
         let e = parse("[[service]]\nprotocol='fwm'\naddress='7'\nhelpers=['ftp']\n").unwrap_err();
         assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
+    }
+
+    /// Several checks on a real server (`checks`): validated each, the first holding the
+    /// others; written back as read; not beside `check`, no `none` among them, and a
+    /// port-less one on a server of every port refused as a single one is.
+    #[test]
+    fn several_checks_on_a_real_server() {
+        let text = "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\n\
+                    [[service.real]]\naddress='198.19.0.11:80'\n\
+                    checks=[{type='tcp'}, {type='http', urls=[{path='/'}, {path='/b'}]}]\n";
+        let cfg = parse(text).expect("several checks");
+        let c = cfg.services[0].reals[0].check.as_ref().expect("checks");
+        assert_eq!(
+            c.all().map(|c| c.def.kind.as_str()).collect::<Vec<_>>(),
+            ["tcp", "http"]
+        );
+        let again = parse(&to_toml(&cfg)).expect("written back");
+        assert_eq!(again.services, cfg.services);
+        assert!(
+            to_toml(&cfg).contains("[[service.real.checks]]"),
+            "{}",
+            to_toml(&cfg)
+        );
+        for (bad, why) in [
+            ("check={type='tcp'}\nchecks=[{type='tcp'}]", "not both"),
+            (
+                "checks=[{type='tcp'}, {type='none'}]",
+                "type none among several",
+            ),
+        ] {
+            let t = text.replace(
+                "checks=[{type='tcp'}, {type='http', urls=[{path='/'}, {path='/b'}]}]",
+                bad,
+            );
+            let e = parse(&t).unwrap_err();
+            assert!(
+                matches!(e, ConfigError::Conflict(_)) && e.to_string().contains(why),
+                "{e}"
+            );
+        }
+        let all_port = "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:0'\npersistent=60\n\
+                        [[service.real]]\naddress='198.19.0.11'\n\
+                        checks=[{type='tcp', port=80}, {type='tcp'}]\n";
+        let e = parse(all_port).unwrap_err();
+        assert!(e.to_string().contains("needs a port"), "{e}");
     }
 
     /// `ops` (ipvsadm -o): UDP services only, and no full NAT server (its replies need

@@ -532,6 +532,7 @@ mod tests {
                     lower_threshold: 0,
                     hint: 0,
                     check: None,
+                    checks: Vec::new(),
                     sorry: false,
                 })
                 .collect(),

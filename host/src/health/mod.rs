@@ -107,26 +107,48 @@ impl ProbeShared {
         self.state.lock().up()
     }
 
+    /// Say to each of its real servers what this probe found: a server checked by several
+    /// probes is up while every one of them finds it up (keepalived's several checkers).
     fn publish(self: &Arc<Self>, up: bool) {
         for b in self.bound.lock().iter() {
-            b.dest.set_health(!up, b.inhibit);
+            let all_up = up && all_up(&b.dest).unwrap_or(true);
+            b.dest.set_health(!all_up, b.inhibit);
         }
     }
 }
 
-/// What a real server is checked by: the probe, and whether a failure inhibits (attached
+/// What a real server is checked by: its probes, and whether a failure inhibits (attached
 /// to its [`Dest`], opaque to the core).
 #[derive(Debug)]
 struct Attached {
-    probe: Arc<ProbeShared>,
+    probes: Vec<Arc<ProbeShared>>,
     inhibit: bool,
 }
 
-/// A real server's health as the API shows it, if it is checked.
-pub fn report(dest: &Dest) -> Option<HealthReport> {
+/// Whether every probe of a real server finds it up (`None`: it has none attached).
+fn all_up(dest: &Dest) -> Option<bool> {
     let c = dest.checker()?;
     let a = c.downcast_ref::<Attached>()?;
-    Some(a.probe.report(a.inhibit))
+    Some(a.probes.iter().all(|p| p.up()))
+}
+
+/// A real server's health as the API shows it, if it is checked: with several checks, the
+/// first that finds it down, else the first.
+pub fn report(dest: &Dest) -> Option<HealthReport> {
+    let reports = reports(dest);
+    let down = reports.iter().position(|r| r.state != "up").unwrap_or(0);
+    reports.into_iter().nth(down)
+}
+
+/// Each of a real server's checks' state, in the order they were given.
+pub fn reports(dest: &Dest) -> Vec<HealthReport> {
+    let Some(c) = dest.checker() else {
+        return Vec::new();
+    };
+    let Some(a) = c.downcast_ref::<Attached>() else {
+        return Vec::new();
+    };
+    a.probes.iter().map(|p| p.report(a.inhibit)).collect()
 }
 
 /// Now, in ms since the Unix epoch.
@@ -236,26 +258,29 @@ fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
             // A sorry server is not checked by its service's default (keepalived never
             // checks one).
             let default = given.check.as_ref().filter(|_| !real.sorry);
-            let Some(spec) = real.check.as_ref().or(default) else {
+            let Some(first) = real.check.as_ref().or(default) else {
                 continue;
             };
-            let Some(probe) = &spec.probe else { continue };
-            // DR and tunnel servers the way clients reach them (not a program's check).
-            let via = (through_vip
-                && via::goes_via(dest.forward())
-                && !matches!(probe, Probe::Misc { .. }))
-            .then(|| SocketAddr::new(svc.key.addr, spec.port.unwrap_or(svc.key.port)));
-            let key = ProbeKey {
-                target: SocketAddr::new(dest.addr, spec.port.unwrap_or(real.port)),
-                probe: probe.clone(),
-                timing: spec.timing,
-                via,
-            };
-            want.entry(key).or_default().push(Bound {
-                dest: dest.clone(),
-                inhibit: spec.inhibit,
-                service: svc.key,
-            });
+            // Each of its checks (keepalived's several checkers) is a probe of its own.
+            for spec in first.all() {
+                let Some(probe) = &spec.probe else { continue };
+                // DR and tunnel servers the way clients reach them (not a program's check).
+                let via = (through_vip
+                    && via::goes_via(dest.forward())
+                    && !matches!(probe, Probe::Misc { .. }))
+                .then(|| SocketAddr::new(svc.key.addr, spec.port.unwrap_or(svc.key.port)));
+                let key = ProbeKey {
+                    target: SocketAddr::new(dest.addr, spec.port.unwrap_or(real.port)),
+                    probe: probe.clone(),
+                    timing: spec.timing,
+                    via,
+                };
+                want.entry(key).or_default().push(Bound {
+                    dest: dest.clone(),
+                    inhibit: first.inhibit,
+                    service: svc.key,
+                });
+            }
         }
     }
     want
@@ -293,6 +318,9 @@ fn reconcile(
         }
         keep
     });
+    // Each real server's probes, in the order its checks were given.
+    let mut of_dest: HashMap<*const Dest, (Arc<Dest>, bool, Vec<Arc<ProbeShared>>)> =
+        HashMap::new();
     for (key, bound) in want {
         let p = probes.entry(key.clone()).or_insert_with(|| {
             // Through the VIP (its own or not: `via` sees to it at each check).
@@ -322,16 +350,47 @@ fn reconcile(
             );
             p
         });
-        let up = p.up();
         for b in &bound {
-            b.dest.set_checker(Some(Arc::new(Attached {
-                probe: p.clone(),
-                inhibit: b.inhibit,
-            })));
-            b.dest.set_health(!up, b.inhibit);
+            of_dest
+                .entry(Arc::as_ptr(&b.dest))
+                .or_insert_with(|| (b.dest.clone(), b.inhibit, Vec::new()))
+                .2
+                .push(p.clone());
         }
         *p.bound.lock() = bound;
     }
+    for (_, (dest, inhibit, mut list)) in of_dest {
+        list.sort_by_key(|p| check_rank(snap, &dest, &p.key));
+        let up = list.iter().all(|p| p.up());
+        dest.set_checker(Some(Arc::new(Attached {
+            probes: list,
+            inhibit,
+        })));
+        dest.set_health(!up, inhibit);
+    }
+}
+
+/// Where probe `key` comes among the checks of real server `dest` as they were given (its
+/// reports are listed in that order).
+fn check_rank(snap: &Snapshot, dest: &Arc<Dest>, key: &ProbeKey) -> usize {
+    for svc in snap.services() {
+        let Some(given) = svc.given::<CheckSpec>() else {
+            continue;
+        };
+        for (d, real) in svc.dests.iter().rev().zip(&given.reals) {
+            if !Arc::ptr_eq(d, dest) {
+                continue;
+            }
+            let first = real.check.as_ref().or(given.check.as_ref());
+            if let Some(i) = first.and_then(|f| {
+                f.all()
+                    .position(|c| c.probe.as_ref() == Some(&key.probe) && c.timing == key.timing)
+            }) {
+                return i;
+            }
+        }
+    }
+    usize::MAX
 }
 
 async fn run_probe(p: Arc<ProbeShared>, tls: Arc<tokio_rustls::rustls::ClientConfig>) {

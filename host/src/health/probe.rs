@@ -74,25 +74,29 @@ async fn run(
             Ok((true, "connected".into()))
         }
         Probe::Http {
-            tls: false,
-            path,
+            tls: https,
             host,
-            ..
+            urls,
         } => {
-            let (s, _flight) = tcp(target, via).await?;
-            let reply = http_get(s, target, path, host.as_deref()).await?;
-            Ok(judge_http(probe, &reply))
-        }
-        Probe::Http {
-            tls: true,
-            path,
-            host,
-            ..
-        } => {
-            let (s, _flight) = tcp(target, via).await?;
-            let s = tls_connect(s, target, host.as_deref(), tls).await?;
-            let reply = http_get(s, target, path, host.as_deref()).await?;
-            Ok(judge_http(probe, &reply))
+            // keepalived's several urls: each on a connection of its own, in turn, the
+            // first that fails failing the check.
+            let mut found = (false, "no url".to_string());
+            for u in urls {
+                let (s, _flight) = tcp(target, via).await?;
+                let reply = if *https {
+                    let s = tls_connect(s, target, host.as_deref(), tls).await?;
+                    http_get(s, target, &u.path, host.as_deref()).await
+                } else {
+                    http_get(s, target, &u.path, host.as_deref()).await
+                }
+                .map_err(|e| named(urls.len(), &u.path, e))?;
+                let (pass, why) = judge_http(u, &reply);
+                found = (pass, named(urls.len(), &u.path, why));
+                if !pass {
+                    break;
+                }
+            }
+            Ok(found)
         }
         Probe::Udp { payload, expect } => {
             let buf = udp_exchange(target, via, payload).await?;
@@ -253,17 +257,19 @@ async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Judge an HTTP reply against the probe's status codes, digest and text.
-pub fn judge_http(probe: &Probe, reply: &[u8]) -> Found {
-    let Probe::Http {
+/// A result of one URL of an HTTP check of `n`: named by its path when there are several.
+fn named(n: usize, path: &str, why: String) -> String {
+    if n > 1 { format!("{path}: {why}") } else { why }
+}
+
+/// Judge an HTTP reply against a URL's status codes, digest and text.
+pub fn judge_http(url: &crate::config::check::HttpUrl, reply: &[u8]) -> Found {
+    let crate::config::check::HttpUrl {
         status,
         digest,
         contains: text,
         ..
-    } = probe
-    else {
-        return (false, "not an HTTP check".into());
-    };
+    } = url;
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut r = httparse::Response::new(&mut headers);
     let head = match r.parse(reply) {
@@ -463,13 +469,20 @@ mod tests {
     use super::*;
     use crate::config::check::CheckDef;
 
-    fn http(toml: &str) -> Probe {
+    fn probe_of(toml: &str) -> Probe {
         toml::from_str::<CheckDef>(toml)
             .unwrap()
             .validate("t")
             .unwrap()
             .probe
             .unwrap()
+    }
+
+    fn http(toml: &str) -> crate::config::check::HttpUrl {
+        match probe_of(toml) {
+            Probe::Http { mut urls, .. } => urls.remove(0),
+            p => panic!("not an HTTP check: {p:?}"),
+        }
     }
 
     #[test]
@@ -533,7 +546,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        let p = http("type = 'http'");
+        let p = probe_of("type = 'http'");
         let ((ok, why), took) = check(&p, addr, None, Duration::from_millis(400), &tls).await;
         assert!(!ok);
         assert!(why.starts_with("timed out"), "{why}");
