@@ -1250,3 +1250,77 @@ fn several_checkers_on_a_real_server_from_keepalived_conf() {
         let _ = s.wait();
     }
 }
+
+/// keepalived's `alpha` and `warmup` (keepalived.conf(5)): with `alpha` the real servers
+/// start down and take no client until their first check passes; `warmup 0` starts that
+/// check at once. The check (a MISC_CHECK that takes 2 s to pass) makes the window: for
+/// its first 2 s every server is down and out of scheduling, then all three are up. With
+/// `ha_suspend` the import says that wvs's checkers always run.
+#[test]
+fn alpha_and_warmup_from_keepalived_conf() {
+    let topo = Topo::new("hal", false);
+    let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
+    let conf = topo.dir.join("alpha.conf");
+    let mut text = format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 10\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  alpha\n  ha_suspend\n"
+    );
+    for i in 1..=3 {
+        text += &format!(
+            "  real_server 198.19.0.1{i} 80 {{\n    MISC_CHECK {{\n      misc_path \"/bin/sleep 2\"\n      misc_timeout 5\n      warmup 0\n    }}\n  }}\n"
+        );
+    }
+    text += "}\n";
+    std::fs::write(&conf, text).expect("conf");
+    let t0 = Instant::now();
+    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("ha_suspend: wvs's checkers always run"),
+        "{err}"
+    );
+    // Before the first checks end: out of scheduling from the start, down once the
+    // checker has them, no client served.
+    for i in 1..=3 {
+        let r = health(&w, &format!("198.19.0.1{i}:80"));
+        assert_eq!(r["scheduled"], false, "{r}");
+    }
+    let out = topo.exec("cli", &["curl", "-s", "-m", "1", &format!("http://{VIP}/")]);
+    assert!(!out.status.success(), "no server takes a client yet");
+    for i in 1..=3 {
+        let real = format!("198.19.0.1{i}:80");
+        let r = loop {
+            let r = health(&w, &real);
+            if !r["health"].is_null() || t0.elapsed() > Duration::from_millis(1500) {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(r["health"]["state"], "down", "{r}");
+        assert!(r["health"]["last"].is_null(), "no check ended yet: {r}");
+        assert_eq!(r["scheduled"], false, "{r}");
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(1800),
+        "the window was missed"
+    );
+    for i in 1..=3 {
+        wait_state(
+            &w,
+            &format!("198.19.0.1{i}:80"),
+            "up",
+            Duration::from_secs(6),
+        );
+    }
+    // warmup 0: each first check started at once, so all were up within about 2 s.
+    assert!(
+        t0.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        t0.elapsed()
+    );
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
+        names.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["rs1", "rs2", "rs3"]);
+}

@@ -530,10 +530,6 @@ fn lvs_sync_daemon(n: &Node, out: &mut Import) {
 /// the operator knows what a configuration without it would lose.
 const MEANINGS: &[(&str, &str)] = &[
     (
-        "alpha",
-        "real servers start down until their first check passes",
-    ),
-    (
         "omega",
         "quorum_down and notify_down run when keepalived stops",
     ),
@@ -554,10 +550,6 @@ const MEANINGS: &[(&str, &str)] = &[
         "hysteresis",
         "how far past the quorum the live weight must move to change state",
     ),
-    (
-        "ha_suspend",
-        "checkers paused while this director is not the VRRP master",
-    ),
     ("notify_up", "a program run when the real server comes up"),
     (
         "notify_down",
@@ -566,11 +558,6 @@ const MEANINGS: &[(&str, &str)] = &[
     (
         "misc_dynamic",
         "the program's exit code 2-255 sets the server's weight to code - 2",
-    ),
-    (
-        "warmup",
-        "a random delay before a checker's first check (wvs spreads first checks over up to \
-         a second)",
     ),
     (
         "UDP_CHECK",
@@ -613,6 +600,31 @@ struct CheckDefaults {
     retry: Option<u32>,
     delay_before_retry: Option<f64>,
     virtualhost: Option<String>,
+    /// `alpha`: checked servers start down.
+    alpha: Option<bool>,
+    /// `warmup`: the most the first check waits.
+    warmup: Option<f64>,
+}
+
+/// A keepalived boolean: bare (on), or `yes`/`no`, `true`/`false`, `on`/`off`.
+fn flag(n: &Node, out: &mut Import) -> Option<bool> {
+    match n.args.as_slice() {
+        [] => Some(true),
+        [v] => match v.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "on" => Some(true),
+            "no" | "false" | "off" => Some(false),
+            _ => {
+                out.problems
+                    .push(format!("{}: {} {v:?} is not yes or no", n.at, n.key));
+                None
+            }
+        },
+        _ => {
+            out.problems
+                .push(format!("{}: {} takes one value", n.at, n.key));
+            None
+        }
+    }
 }
 
 fn one<'a>(n: &'a Node, out: &mut Import) -> Option<&'a str> {
@@ -1176,6 +1188,14 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
         "retry" | "nb_get_retry" => vs.defaults.retry = num(c, out),
         "delay_before_retry" => vs.defaults.delay_before_retry = secs(c, out),
         "virtualhost" => vs.defaults.virtualhost = one(c, out).map(Into::into),
+        "alpha" => vs.defaults.alpha = flag(c, out),
+        // wvs has no VRRP state of its own to pause its checkers by.
+        "ha_suspend" => out.notes.push(format!(
+            "{}: ha_suspend: wvs's checkers always run (keepalived pauses its checkers while \
+             this director is not the VRRP master); a backup director's wvs checks too",
+            c.at
+        )),
+        "warmup" => vs.defaults.warmup = secs(c, out),
         "inhibit_on_failure" => vs.inhibit = true,
         "ops" => vs.svc.ops = true,
         // IPVS's persistence engine (`--pe`): wvs's built-in `sip`, or an engine plugin.
@@ -1295,6 +1315,8 @@ fn real_server(
             "retry" | "nb_get_retry" => defaults.retry = num(c, out),
             "delay_before_retry" => defaults.delay_before_retry = secs(c, out),
             "virtualhost" => defaults.virtualhost = one(c, out).map(Into::into),
+            "alpha" => defaults.alpha = flag(c, out),
+            "warmup" => defaults.warmup = secs(c, out),
             _ if checker => checkers.push(c),
             _ => unsupported(c, out, "in a real_server"),
         }
@@ -1351,6 +1373,8 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
             "retry" | "nb_get_retry" => t.retry = num(c, out),
             "delay_before_retry" => t.delay_before_retry = secs(c, out),
             "virtualhost" if http => t.virtualhost = one(c, out).map(Into::into),
+            "alpha" => t.alpha = flag(c, out),
+            "warmup" => t.warmup = secs(c, out),
             "url" if http => urls.push(url(c, out)),
             "type" if kind == "dns" => d.qtype = one(c, out).map(str::to_ascii_uppercase),
             "name" if kind == "dns" => d.name = one(c, out).map(Into::into),
@@ -1434,6 +1458,10 @@ fn set_timing(n: &Node, t: &CheckDefaults, deadline: Deadline, d: &mut CheckDef,
     d.retry = t.retry;
     d.retry_delay = t
         .delay_before_retry
+        .map(|v| crate::config::check::Secs((v * 1000.0).round() as u64));
+    d.start_down = t.alpha.unwrap_or(false);
+    d.warmup = t
+        .warmup
         .map(|v| crate::config::check::Secs((v * 1000.0).round() as u64));
 }
 
@@ -1876,8 +1904,6 @@ virtual_server 10.10.10.2 1358 {
         assert_eq!(
             i.problems,
             vec![
-                "k.conf:5: alpha is not supported in a virtual_server (keepalived: real \
-                 servers start down until their first check passes)",
                 "k.conf:6: quorum is not supported in a virtual_server (keepalived: the least \
                  total weight of live real servers that keeps the service up, else the sorry \
                  server)",
@@ -1902,6 +1928,31 @@ virtual_server 10.10.10.2 1358 {
             Some(crate::config::check::Secs(60000)),
             "keepalived's default delay_loop"
         );
+        assert!(c.start_down, "the virtual server's alpha");
+    }
+
+    /// Several checkers on one real server: a check each, all of which must pass; `alpha`
+    /// and `warmup` of a real server or a checker.
+    #[test]
+    fn alpha_and_warmup() {
+        let text = "virtual_server 198.18.0.10 80 {\n warmup 3\n real_server 198.19.0.11 80 {\n  alpha no\n  TCP_CHECK {\n  }\n  TCP_CHECK {\n   alpha\n   warmup 0\n  }\n }\n}\n";
+        let i = import_text("a.conf", text);
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        let c = &i.services[0].reals[0].checks;
+        assert_eq!(
+            c.iter()
+                .map(|c| (c.start_down, c.warmup))
+                .collect::<Vec<_>>(),
+            [
+                (false, Some(crate::config::check::Secs(3000))),
+                (true, Some(crate::config::check::Secs(0)))
+            ]
+        );
+        let i = import_text(
+            "a.conf",
+            "virtual_server 198.18.0.10 80 {\n alpha maybe\n}\n",
+        );
+        assert_eq!(i.problems, ["a.conf:2: alpha \"maybe\" is not yes or no"]);
     }
 
     /// Several checkers on one real server: a check each, all of which must pass.

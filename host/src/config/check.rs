@@ -158,6 +158,17 @@ pub struct CheckDef {
     /// ones) instead of leaving scheduling (keepalived's `inhibit_on_failure`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inhibit_on_failure: bool,
+    /// The server starts down and takes clients once its first checks pass (`rise` of
+    /// them), instead of starting up (keepalived's `alpha`): for a service that must not
+    /// send a client to a server nobody checked yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_down: bool,
+    /// The first check waits a random time up to this many seconds, so that many checks
+    /// do not start at once (keepalived's `warmup`); 0: at once. Default: up to the
+    /// interval, at most one second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 86400)]
+    pub warmup: Option<Secs>,
 }
 
 /// One URL of an HTTP check (keepalived's `url` block): the path requested and what its
@@ -290,6 +301,10 @@ pub struct Timing {
     pub rise: u32,
     /// Failures to go down.
     pub fall: u32,
+    /// Starts down (keepalived's `alpha`).
+    pub start_down: bool,
+    /// The most the first check waits, ms (`None`: up to the interval, at most a second).
+    pub warmup_ms: Option<u64>,
 }
 
 const DNS_TYPES: &[(&str, u16)] = &[
@@ -475,6 +490,8 @@ impl CheckDef {
             retry_delay_ms,
             rise: self.rise.unwrap_or(1),
             fall,
+            start_down: self.start_down,
+            warmup_ms: self.warmup.map(|w| w.0),
         })
     }
 

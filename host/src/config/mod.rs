@@ -1114,6 +1114,23 @@ impl Config {
         snap.sysctl = self.sysctl;
         snap.defense = self.defense;
         snap.set_marks(&self.marks);
+        // keepalived's alpha: a new real server whose check starts down is out of
+        // scheduling from its first snapshot, not from the checker's first look at it
+        // (CHECK_RECONCILE_MS later), when it could have taken clients.
+        for svc in snap.services() {
+            let Some(given) = svc.given::<check::CheckSpec>() else {
+                continue;
+            };
+            for (d, r) in svc.dests.iter().rev().zip(&given.reals) {
+                let default = given.check.as_ref().filter(|_| !r.sorry);
+                if let Some(c) = r.check.as_ref().or(default)
+                    && d.checker().is_none()
+                    && c.all().any(|c| c.timing.start_down && c.probe.is_some())
+                {
+                    d.set_health(true, c.inhibit);
+                }
+            }
+        }
         snap
     }
 }

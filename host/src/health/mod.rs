@@ -334,7 +334,7 @@ fn reconcile(
             };
             let p = Arc::new(ProbeShared {
                 key: key.clone(),
-                state: Mutex::new(Health::new(unix_ms())),
+                state: Mutex::new(Health::starting(unix_ms(), !key.timing.start_down)),
                 bound: Mutex::new(Vec::new()),
                 task: Mutex::new(None),
                 via,
@@ -395,8 +395,10 @@ fn check_rank(snap: &Snapshot, dest: &Arc<Dest>, key: &ProbeKey) -> usize {
 
 async fn run_probe(p: Arc<ProbeShared>, tls: Arc<tokio_rustls::rustls::ClientConfig>) {
     let t = p.key.timing;
-    // Spread the first checks of many probes (keepalived's `warmup`), at most a second.
-    let warmup = rand::random::<u64>() % t.interval_ms.clamp(1, 1000);
+    // Spread the first checks of many probes (keepalived's `warmup`): by default over up to
+    // the interval, at most a second.
+    let most = t.warmup_ms.unwrap_or(t.interval_ms.clamp(1, 1000));
+    let warmup = rand::random::<u64>().checked_rem(most).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(warmup)).await;
     loop {
         let ((ok, detail), took) = probe::check(

@@ -39,8 +39,13 @@ impl Health {
     /// A server not checked yet is up (keepalived without `alpha`): a configuration change
     /// must not take servers out until a check says so.
     pub fn new(now_ms: u64) -> Self {
+        Self::starting(now_ms, true)
+    }
+
+    /// A server not checked yet, up or (keepalived's `alpha`) down until its checks pass.
+    pub fn starting(now_ms: u64, up: bool) -> Self {
         Self {
-            up: true,
+            up,
             since_ms: now_ms,
             passes: 0,
             failures: 0,
@@ -118,6 +123,8 @@ mod tests {
             retry_delay_ms: 200,
             rise,
             fall,
+            start_down: false,
+            warmup_ms: None,
         }
     }
 
@@ -172,6 +179,17 @@ mod tests {
         assert_eq!(h.record(o(false, 1), &t), None);
         assert_eq!(h.record(o(false, 2), &t), Some(false));
         assert_eq!(h.record(o(true, 3), &t), Some(true));
+    }
+
+    /// keepalived's `alpha`: down from the start, up at the first pass (rise 1), with
+    /// nothing said before a check ended.
+    #[test]
+    fn a_server_started_down_comes_up_at_its_first_pass() {
+        let t = timing(1, 2);
+        let mut h = Health::starting(0, false);
+        assert!(!h.up());
+        assert_eq!(h.record(o(false, 1), &t), None, "down already");
+        assert_eq!(h.record(o(true, 2), &t), Some(true));
     }
 
     #[test]
