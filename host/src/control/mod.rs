@@ -100,7 +100,8 @@ fn misc_programs(cfg: &Config) -> std::collections::HashSet<&str> {
     let mut out = std::collections::HashSet::new();
     for s in &cfg.services {
         let checks = std::iter::once(&s.check).chain(s.reals.iter().map(|r| &r.check));
-        for c in checks.flatten() {
+        // Every check of a server: its further ones (several checkers) too.
+        for c in checks.flatten().flat_map(|c| c.all()) {
             if let Some(p) = &c.def.program {
                 out.insert(p.as_str());
             }
@@ -603,6 +604,23 @@ mod tests {
 
     fn empty_script() -> String {
         render(&["s0".to_string()], &Snapshot::default())
+    }
+
+    /// A misc check runs a program: one among a server's several checks needs the
+    /// operator's opt-in as a single one does.
+    #[test]
+    fn a_misc_check_among_several_needs_the_opt_in_too() {
+        let (mut c, _rec) = controller(None);
+        let service: crate::config::ServiceDef = toml::from_str(
+            "protocol = 'tcp'\naddress = '198.18.100.1:80'\n[[real]]\naddress = '198.19.0.11:80'\n\
+             checks = [{ type = 'tcp' }, { type = 'misc', program = '/bin/true' }]\n",
+        )
+        .expect("service");
+        let err = c
+            .apply_changes(&[edit::Change::AddService { service }])
+            .expect_err("no opt-in");
+        assert!(matches!(err, ControlError::MiscCheck { .. }), "{err}");
+        assert!(c.config().services.is_empty());
     }
 
     #[test]
