@@ -1324,3 +1324,67 @@ fn alpha_and_warmup_from_keepalived_conf() {
     }
     assert_eq!(names.into_iter().collect::<Vec<_>>(), ["rs1", "rs2", "rs3"]);
 }
+
+/// keepalived's `notify_up` and `notify_down` on a real server (keepalived.conf(5): a
+/// script, quoted with its arguments, and a user): imported (behind `--allow-misc-checks`,
+/// as a misc check's program), run without a shell when the server goes down and comes
+/// back, told which server and state in its environment.
+#[test]
+fn notify_programs_from_keepalived_conf() {
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topo::new("hno", false);
+    let log = topo.dir.join("seen");
+    std::fs::create_dir_all(&log).expect("dir");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let script = topo.dir.join("notify.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $WVS_REAL_ADDR:$WVS_REAL_PORT $WVS_STATE $WVS_SERVICE\" >> {}/log\n",
+            log.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
+    let conf = topo.dir.join("notify.conf");
+    let s = script.display();
+    let mut text = format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    );
+    for i in 1..=3 {
+        text += &format!(
+            "  real_server 198.19.0.1{i} 80 {{\n    notify_up \"{s} UP\"\n    notify_down \"{s} DOWN\" root\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n"
+        );
+    }
+    text += "}\n";
+    std::fs::write(&conf, text).expect("conf");
+    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("runs as wvs's user, not as root"), "{err}");
+    let lines = |n: usize| -> Vec<String> {
+        let t0 = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(log.join("log")).unwrap_or_default();
+            let got: Vec<String> = text.lines().map(str::to_string).collect();
+            if got.len() >= n || t0.elapsed() > Duration::from_secs(8) {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    first_result(&w, "198.19.0.13:80");
+    nginx(&topo, 3, false);
+    wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(8));
+    assert_eq!(
+        lines(1),
+        [format!("DOWN 198.19.0.13:80 down tcp {VIP}:80")],
+        "only rs3's change, once"
+    );
+    nginx(&topo, 3, true);
+    wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(8));
+    assert_eq!(
+        lines(2)[1..],
+        [format!("UP 198.19.0.13:80 up tcp {VIP}:80")]
+    );
+}

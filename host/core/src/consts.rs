@@ -282,6 +282,10 @@ pub const API_TOKEN_MEMFD: &str = "wvs-api-token";
 /// (but `WVS_REAL_ADDR` and `WVS_REAL_PORT`).
 pub const MISC_CHECK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// How long a real server's `notify_up` / `notify_down` program may run before it is
+/// killed (keepalived's scripts have no bound; one that hangs must not pile up).
+pub const CHECK_NOTIFY_TIMEOUT_MS: u64 = 60_000;
+
 /// The user `wvs run` becomes once set up when started as root (`--user`); created as a
 /// system user if missing.
 pub const DEFAULT_USER: &str = "wvs";

@@ -550,11 +550,6 @@ const MEANINGS: &[(&str, &str)] = &[
         "hysteresis",
         "how far past the quorum the live weight must move to change state",
     ),
-    ("notify_up", "a program run when the real server comes up"),
-    (
-        "notify_down",
-        "a program run when the real server goes down",
-    ),
     (
         "misc_dynamic",
         "the program's exit code 2-255 sets the server's weight to code - 2",
@@ -604,6 +599,31 @@ struct CheckDefaults {
     alpha: Option<bool>,
     /// `warmup`: the most the first check waits.
     warmup: Option<f64>,
+}
+
+/// `notify_up`/`notify_down SCRIPT [user [group]]`: the script (quoted with its arguments),
+/// run as wvs's user whatever user it names (told in a note).
+fn notify_program(n: &Node, out: &mut Import) -> Option<String> {
+    let Some((script, user)) = n.args.split_first() else {
+        out.problems
+            .push(format!("{}: {} needs a program", n.at, n.key));
+        return None;
+    };
+    if !user.is_empty() {
+        out.notes.push(format!(
+            "{}: {}: the program runs as wvs's user, not as {}",
+            n.at,
+            n.key,
+            user.join(" ")
+        ));
+    }
+    Some(script.clone())
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            out.problems
+                .push(format!("{}: {} needs a program", n.at, n.key));
+            None
+        })
 }
 
 /// A keepalived boolean: bare (on), or `yes`/`no`, `true`/`false`, `on`/`off`.
@@ -1286,6 +1306,7 @@ fn real_server(
     let mut defaults = defaults.clone();
     let mut inhibit = vs_inhibit;
     let mut checkers: Vec<&Node> = Vec::new();
+    let (mut notify_up, mut notify_down) = (None, None);
     for c in body {
         let key = c.key.as_str();
         let checker = matches!(
@@ -1317,6 +1338,8 @@ fn real_server(
             "virtualhost" => defaults.virtualhost = one(c, out).map(Into::into),
             "alpha" => defaults.alpha = flag(c, out),
             "warmup" => defaults.warmup = secs(c, out),
+            "notify_up" => notify_up = notify_program(c, out),
+            "notify_down" => notify_down = notify_program(c, out),
             _ if checker => checkers.push(c),
             _ => unsupported(c, out, "in a real_server"),
         }
@@ -1331,6 +1354,19 @@ fn real_server(
             }
             checks.push(check);
         }
+    }
+    // The server's programs go with its first check (a server changes state when its
+    // checks say so); without a checker it never does, as in keepalived.
+    match checks.first_mut() {
+        Some(first) => {
+            first.notify_up = notify_up;
+            first.notify_down = notify_down;
+        }
+        None if notify_up.is_some() || notify_down.is_some() => out.notes.push(format!(
+            "{}: real_server {}: notify_up/notify_down without a checker never run",
+            n.at, real.address
+        )),
+        None => {}
     }
     if checks.len() == 1 {
         real.check = checks.pop();
@@ -1907,8 +1943,6 @@ virtual_server 10.10.10.2 1358 {
                 "k.conf:6: quorum is not supported in a virtual_server (keepalived: the least \
                  total weight of live real servers that keeps the service up, else the sorry \
                  server)",
-                "k.conf:10: notify_down is not supported in a real_server (keepalived: a \
-                 program run when the real server goes down)",
                 "k.conf:14: misc_dynamic is not supported in a MISC_CHECK (keepalived: the \
                  program's exit code 2-255 sets the server's weight to code - 2)",
                 "k.conf:18: no virtual_server_group web",
@@ -1929,6 +1963,11 @@ virtual_server 10.10.10.2 1358 {
             "keepalived's default delay_loop"
         );
         assert!(c.start_down, "the virtual server's alpha");
+        assert_eq!(
+            c.notify_down.as_deref(),
+            Some("/bin/false"),
+            "the server's notify_down"
+        );
     }
 
     /// Several checkers on one real server: a check each, all of which must pass; `alpha`

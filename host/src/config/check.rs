@@ -169,6 +169,19 @@ pub struct CheckDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<f64>, minimum = 0, maximum = 86400)]
     pub warmup: Option<Secs>,
+    /// A program run when the real server comes up (keepalived's `notify_up`): split at
+    /// spaces and run without a shell, as `program`, with `WVS_REAL_ADDR`,
+    /// `WVS_REAL_PORT`, `WVS_SERVICE` and `WVS_STATE` (`up`) in its environment. With
+    /// several checks, a server comes up when the last of them passes. From the API only
+    /// behind `--allow-misc-checks`, as a misc check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::CheckProgram>)]
+    pub notify_up: Option<String>,
+    /// A program run when the real server goes down (keepalived's `notify_down`), as
+    /// `notify_up` (`WVS_STATE` is `down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::CheckProgram>)]
+    pub notify_down: Option<String>,
 }
 
 /// One URL of an HTTP check (keepalived's `url` block): the path requested and what its
@@ -279,6 +292,25 @@ pub struct CheckSpec {
     pub also: Vec<CheckSpec>,
     /// Given as a list (`checks`, even of one): written back as one.
     pub listed: bool,
+    /// Programs run when its server comes up and goes down (argv).
+    pub notify: Notify,
+}
+
+/// Programs run when a real server changes state (keepalived's `notify_up`,
+/// `notify_down`), each split into its argv.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Notify {
+    /// When it comes up.
+    pub up: Option<Vec<String>>,
+    /// When it goes down.
+    pub down: Option<Vec<String>>,
+}
+
+impl Notify {
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.up.is_none() && self.down.is_none()
+    }
 }
 
 impl CheckSpec {
@@ -373,6 +405,10 @@ impl CheckDef {
             inhibit: self.inhibit_on_failure,
             also: Vec::new(),
             listed: false,
+            notify: Notify {
+                up: self.notify_up.as_deref().map(argv),
+                down: self.notify_down.as_deref().map(argv),
+            },
         })
     }
 
@@ -442,13 +478,7 @@ impl CheckDef {
                     .map_or(6, |(_, v)| *v),
             }),
             _ => {
-                let argv: Vec<String> = self
-                    .program
-                    .as_deref()
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .map(Into::into)
-                    .collect();
+                let argv = argv(self.program.as_deref().unwrap_or(""));
                 if argv.is_empty() {
                     return Err(conflict(who, "a misc check needs program".into()));
                 }
@@ -539,10 +569,16 @@ impl CheckDef {
                 format!("dns qtype {t:?}: use A, NS, CNAME, SOA, MX, TXT or AAAA"),
             ));
         }
-        if let Some(p) = &self.program
-            && p.trim().is_empty()
-        {
-            return Err(invalid(who, "program is empty".into()));
+        for (name, p) in [
+            ("program", &self.program),
+            ("notify_up", &self.notify_up),
+            ("notify_down", &self.notify_down),
+        ] {
+            if let Some(p) = p
+                && p.trim().is_empty()
+            {
+                return Err(invalid(who, format!("{name} is empty")));
+            }
         }
         if let Some(r) = self.retry
             && r > 99
@@ -582,6 +618,11 @@ impl CheckDef {
             urls,
         })
     }
+}
+
+/// A program and its arguments, split at spaces (run without a shell).
+fn argv(p: &str) -> Vec<String> {
+    p.split_whitespace().map(Into::into).collect()
 }
 
 fn printable(v: &str) -> bool {

@@ -54,10 +54,10 @@ pub(crate) enum ControlError {
         /// The services that use it.
         services: String,
     },
-    /// A misc health check (a program wvs runs) came over the API without
-    /// `--allow-misc-checks`.
+    /// A program wvs would run (a misc health check, a notify program) came over the API
+    /// without `--allow-misc-checks`.
     #[error(
-        "misc health check {program:?}: programs from the API need `wvs run --allow-misc-checks` (or put the check in the --config file)"
+        "health check program {program:?} (misc, notify_up or notify_down): programs from the API need `wvs run --allow-misc-checks` (or put the check in the --config file)"
     )]
     MiscCheck {
         /// The program.
@@ -102,7 +102,11 @@ fn misc_programs(cfg: &Config) -> std::collections::HashSet<&str> {
         let checks = std::iter::once(&s.check).chain(s.reals.iter().map(|r| &r.check));
         // Every check of a server: its further ones (several checkers) too.
         for c in checks.flatten().flat_map(|c| c.all()) {
-            if let Some(p) = &c.def.program {
+            let d = &c.def;
+            for p in [&d.program, &d.notify_up, &d.notify_down]
+                .into_iter()
+                .flatten()
+            {
                 out.insert(p.as_str());
             }
         }
@@ -607,7 +611,7 @@ mod tests {
     }
 
     /// A misc check runs a program: one among a server's several checks needs the
-    /// operator's opt-in as a single one does.
+    /// operator's opt-in as a single one does, and so does a notify program.
     #[test]
     fn a_misc_check_among_several_needs_the_opt_in_too() {
         let (mut c, _rec) = controller(None);
@@ -621,6 +625,19 @@ mod tests {
             .expect_err("no opt-in");
         assert!(matches!(err, ControlError::MiscCheck { .. }), "{err}");
         assert!(c.config().services.is_empty());
+        // A notify program runs a program too.
+        let service: crate::config::ServiceDef = toml::from_str(
+            "protocol = 'tcp'\naddress = '198.18.100.1:80'\n[[real]]\naddress = '198.19.0.11:80'\n\
+             check = { type = 'tcp', notify_down = '/usr/local/bin/page ops' }\n",
+        )
+        .expect("service");
+        let err = c
+            .apply_changes(&[edit::Change::AddService { service }])
+            .expect_err("no opt-in");
+        assert!(
+            matches!(&err, ControlError::MiscCheck { program } if program == "/usr/local/bin/page ops"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -47,6 +47,8 @@ struct Bound {
     dest: Arc<Dest>,
     inhibit: bool,
     service: ServiceKey,
+    /// Programs run when the server changes state.
+    notify: Arc<crate::config::check::Notify>,
 }
 
 /// A running probe: its state and the real servers it decides for.
@@ -112,7 +114,11 @@ impl ProbeShared {
     fn publish(self: &Arc<Self>, up: bool) {
         for b in self.bound.lock().iter() {
             let all_up = up && all_up(&b.dest).unwrap_or(true);
+            let was_down = b.dest.is_down();
             b.dest.set_health(!all_up, b.inhibit);
+            if was_down == all_up {
+                notify(b, all_up);
+            }
         }
     }
 }
@@ -123,6 +129,48 @@ impl ProbeShared {
 struct Attached {
     probes: Vec<Arc<ProbeShared>>,
     inhibit: bool,
+}
+
+/// Run the program the real server of `b` names for its new state (keepalived's
+/// `notify_up`, `notify_down`), in the background, bounded in time, as a misc check's:
+/// without a shell, with nothing of wvs's in its environment but what it is told.
+fn notify(b: &Bound, up: bool) {
+    let (argv, state) = if up {
+        (b.notify.up.as_ref(), "up")
+    } else {
+        (b.notify.down.as_ref(), "down")
+    };
+    let Some((program, args)) = argv.and_then(|a| a.split_first()) else {
+        return;
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", crate::consts::MISC_CHECK_PATH)
+        .env("WVS_REAL_ADDR", b.dest.addr.to_string())
+        .env("WVS_REAL_PORT", b.dest.port.to_string())
+        .env("WVS_SERVICE", b.service.to_string())
+        .env("WVS_STATE", state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let (program, real) = (program.clone(), b.dest.addr);
+    tokio::spawn(async move {
+        let limit = Duration::from_millis(crate::consts::CHECK_NOTIFY_TIMEOUT_MS);
+        let r = match cmd.spawn() {
+            Ok(mut child) => tokio::time::timeout(limit, child.wait()).await,
+            Err(e) => Ok(Err(e)),
+        };
+        match r {
+            Ok(Ok(st)) if st.success() => {}
+            Ok(Ok(st)) => tracing::warn!(%real, state, "notify program {program}: {st}"),
+            Ok(Err(e)) => tracing::warn!(%real, state, "notify program {program}: {e}"),
+            Err(_) => {
+                tracing::warn!(%real, state, "notify program {program}: killed after {limit:?}")
+            }
+        }
+    });
 }
 
 /// Whether every probe of a real server finds it up (`None`: it has none attached).
@@ -261,6 +309,11 @@ fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
             let Some(first) = real.check.as_ref().or(default) else {
                 continue;
             };
+            // The server's programs: the first of its checks' that names each.
+            let notify = Arc::new(crate::config::check::Notify {
+                up: first.all().find_map(|c| c.notify.up.clone()),
+                down: first.all().find_map(|c| c.notify.down.clone()),
+            });
             // Each of its checks (keepalived's several checkers) is a probe of its own.
             for spec in first.all() {
                 let Some(probe) = &spec.probe else { continue };
@@ -279,6 +332,7 @@ fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
                     dest: dest.clone(),
                     inhibit: first.inhibit,
                     service: svc.key,
+                    notify: notify.clone(),
                 });
             }
         }

@@ -183,7 +183,7 @@ impl Dest {
 
     /// Whether its health check finds it down.
     #[inline]
-    pub(crate) fn is_down(&self) -> bool {
+    pub fn is_down(&self) -> bool {
         self.health.load(Relaxed) & HEALTH_DOWN != 0
     }
 
