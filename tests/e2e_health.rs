@@ -1388,3 +1388,92 @@ fn notify_programs_from_keepalived_conf() {
         [format!("UP 198.19.0.13:80 up tcp {VIP}:80")]
     );
 }
+
+/// keepalived's `misc_dynamic` (keepalived.conf(5): a MISC_CHECK whose exit code 2-255
+/// passes and sets the real server's weight to the code less 2; 1 fails; 0 passes as it
+/// is): a program that exits with the code a file names for each server, imported and
+/// served with wrr: weights 3, 0 (quiesced) and 1 (as configured), clients spread by them;
+/// a server whose code turns 1 is taken out, one whose code turns 0 keeps its weight.
+#[test]
+fn misc_dynamic_weights_from_keepalived_conf() {
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topo::new("hdy", false);
+    let dir = topo.dir.join("codes");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let code = |i: u32, c: &str| {
+        let tmp = dir.join(format!("tmp{i}"));
+        std::fs::write(&tmp, c).expect("code");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::rename(&tmp, dir.join(format!("198.19.0.1{i}"))).expect("rename");
+    };
+    code(1, "5");
+    code(2, "2");
+    code(3, "0");
+    let script = topo.dir.join("weight.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexit $(cat {}/$WVS_REAL_ADDR)\n", dir.display()),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
+    let conf = topo.dir.join("dynamic.conf");
+    let mut text = format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 0.3\n  lb_algo wrr\n  lb_kind NAT\n  protocol TCP\n"
+    );
+    for i in 1..=3 {
+        text += &format!(
+            "  real_server 198.19.0.1{i} 80 {{\n    weight 1\n    MISC_CHECK {{\n      misc_path \"{}\"\n      misc_timeout 2\n      misc_dynamic\n    }}\n  }}\n",
+            script.display()
+        );
+    }
+    text += "}\n";
+    std::fs::write(&conf, text).expect("conf");
+    let (code_, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code_, 0, "{err}");
+    let weight_of = |i: u32, want: u32| {
+        let t0 = Instant::now();
+        loop {
+            let r = health(&w, &format!("198.19.0.1{i}:80"));
+            if r["weight"] == want {
+                return r;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "rs{i} not weight {want}: {r}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let r = weight_of(1, 3);
+    assert_eq!(r["health"]["last"]["detail"], "exit 5: weight 3", "{r}");
+    assert_eq!(r["health"]["last"]["weight"], 3, "{r}");
+    assert_eq!(r["configured_weight"], 1, "{r}");
+    weight_of(2, 0);
+    let r = weight_of(3, 1);
+    assert_eq!(r["health"]["last"]["detail"], "exit 0", "{r}");
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
+        seen.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    let tally = Topo::tally(seen);
+    assert_eq!(
+        tally.into_iter().collect::<Vec<_>>(),
+        [("rs1".to_string(), 6), ("rs3".to_string(), 2)],
+        "wrr by the weights the program gave"
+    );
+    // rs2's program fails (exit 1): out; rs1's passes with 0: its weight stays 3.
+    code(2, "1");
+    code(1, "0");
+    wait_state(&w, "198.19.0.12:80", "down", Duration::from_secs(5));
+    assert_eq!(health(&w, "198.19.0.12:80")["scheduled"], false);
+    std::thread::sleep(Duration::from_millis(700));
+    let r = health(&w, "198.19.0.11:80");
+    assert_eq!(
+        (r["weight"].clone(), r["health"]["last"]["detail"].clone()),
+        (3.into(), "exit 0".into()),
+        "{r}"
+    );
+}

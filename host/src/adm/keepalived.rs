@@ -551,10 +551,6 @@ const MEANINGS: &[(&str, &str)] = &[
         "how far past the quorum the live weight must move to change state",
     ),
     (
-        "misc_dynamic",
-        "the program's exit code 2-255 sets the server's weight to code - 2",
-    ),
-    (
         "UDP_CHECK",
         "a UDP datagram, failed by an ICMP unreachable or a reply that differs",
     ),
@@ -1423,6 +1419,7 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
                 }
             }
             "misc_timeout" if kind == "misc" => misc_timeout = secs(c, out),
+            "misc_dynamic" if kind == "misc" => d.dynamic = true,
             "helo_name" if kind == "smtp" => d.host = one(c, out).map(Into::into),
             _ => unsupported(c, out, &within),
         }
@@ -1943,8 +1940,6 @@ virtual_server 10.10.10.2 1358 {
                 "k.conf:6: quorum is not supported in a virtual_server (keepalived: the least \
                  total weight of live real servers that keeps the service up, else the sorry \
                  server)",
-                "k.conf:14: misc_dynamic is not supported in a MISC_CHECK (keepalived: the \
-                 program's exit code 2-255 sets the server's weight to code - 2)",
                 "k.conf:18: no virtual_server_group web",
             ]
         );
@@ -1968,6 +1963,7 @@ virtual_server 10.10.10.2 1358 {
             Some("/bin/false"),
             "the server's notify_down"
         );
+        assert!(c.dynamic, "misc_dynamic");
     }
 
     /// Several checkers on one real server: a check each, all of which must pass; `alpha`

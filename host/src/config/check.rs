@@ -115,6 +115,10 @@ pub struct CheckDef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::schema::CheckProgram>)]
     pub program: Option<String>,
+    /// misc: the exit code sets the server's weight (keepalived's `misc_dynamic`): 0 passes
+    /// and leaves the weight, 1 fails, 2 to 255 pass and set the weight to the code less 2.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic: bool,
     /// Seconds between checks (keepalived's `delay_loop`); default 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<f64>, minimum = 0.05, maximum = 86400)]
@@ -250,6 +254,8 @@ pub enum Probe {
     Misc {
         /// Program and arguments.
         argv: Vec<String>,
+        /// Its exit code sets the weight (`misc_dynamic`).
+        dynamic: bool,
     },
     /// An SMTP greeting (220), `HELO` answered with 250, then `QUIT` (keepalived's
     /// SMTP_CHECK).
@@ -450,6 +456,7 @@ impl CheckDef {
         only(self.name.is_some(), "name", kind == "dns")?;
         only(self.qtype.is_some(), "qtype", kind == "dns")?;
         only(self.program.is_some(), "program", kind == "misc")?;
+        only(self.dynamic, "dynamic", kind == "misc")?;
         Ok(())
     }
 
@@ -482,7 +489,10 @@ impl CheckDef {
                 if argv.is_empty() {
                     return Err(conflict(who, "a misc check needs program".into()));
                 }
-                Some(Probe::Misc { argv })
+                Some(Probe::Misc {
+                    argv,
+                    dynamic: self.dynamic,
+                })
             }
         })
     }

@@ -359,6 +359,7 @@ fn reconcile(
             if !checked.contains(&Arc::as_ptr(&b.dest)) {
                 b.dest.set_checker(None);
                 b.dest.set_health(false, false);
+                b.dest.set_dynamic_weight(None);
             }
         }
     }
@@ -415,6 +416,13 @@ fn reconcile(
     }
     for (_, (dest, inhibit, mut list)) in of_dest {
         list.sort_by_key(|p| check_rank(snap, &dest, &p.key));
+        // A weight set by a check that is no longer there goes back to the configured one.
+        if !list
+            .iter()
+            .any(|p| matches!(p.key.probe, Probe::Misc { dynamic: true, .. }))
+        {
+            dest.set_dynamic_weight(None);
+        }
         let up = list.iter().all(|p| p.up());
         dest.set_checker(Some(Arc::new(Attached {
             probes: list,
@@ -463,17 +471,24 @@ async fn run_probe(p: Arc<ProbeShared>, tls: Arc<tokio_rustls::rustls::ClientCon
             &tls,
         )
         .await;
+        let weight = probe::dynamic_weight(&p.key.probe, &(ok, detail.clone()));
         let outcome = Outcome {
             ok,
             at_ms: unix_ms(),
             latency_us: took.as_micros() as u64,
             detail,
+            weight,
         };
         let (change, delay, up, runs) = {
             let mut h = p.state.lock();
             let change = h.record(outcome.clone(), &t);
             (change, h.next_delay_ms(&t), h.up(), h.runs())
         };
+        if let Some(w) = weight {
+            for b in p.bound.lock().iter() {
+                b.dest.set_dynamic_weight(Some(w));
+            }
+        }
         p.publish(up);
         let services: Vec<String> = p
             .bound

@@ -114,7 +114,7 @@ async fn run(
             let reply = udp_exchange(target, via, &query).await?;
             Ok(judge_dns(id, &reply))
         }
-        Probe::Misc { argv } => misc(argv, target).await,
+        Probe::Misc { argv, dynamic } => misc(argv, target, *dynamic).await,
         Probe::Smtp { helo } => {
             let (s, _flight) = tcp(target, via).await?;
             smtp(s, helo).await
@@ -199,7 +199,23 @@ async fn tls_connect(
 /// A misc check: the program's exit status, run with a minimal environment (nothing of
 /// wvs's, its API token included, reaches it) and killed when the check is dropped past
 /// its deadline (keepalived's misc_timeout).
-async fn misc(argv: &[String], target: SocketAddr) -> Result<Found, String> {
+/// The weight a check of `probe` set, from what it found (a misc check with `dynamic`:
+/// `exit N`, N from 2 to 255, sets N - 2).
+pub fn dynamic_weight(probe: &Probe, found: &Found) -> Option<u32> {
+    let Probe::Misc { dynamic: true, .. } = probe else {
+        return None;
+    };
+    let code: u32 = found
+        .1
+        .strip_prefix("exit ")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()?;
+    (found.0 && (2..=255).contains(&code)).then(|| code - 2)
+}
+
+async fn misc(argv: &[String], target: SocketAddr, dynamic: bool) -> Result<Found, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("no program".into());
     };
@@ -218,6 +234,9 @@ async fn misc(argv: &[String], target: SocketAddr) -> Result<Found, String> {
         .map_err(|e| format!("{program}: {e}"))?;
     Ok(match st.code() {
         Some(0) => (true, "exit 0".into()),
+        // keepalived's misc_dynamic: 2 to 255 pass, with a weight (read back from this
+        // text by `dynamic_weight`).
+        Some(c @ 2..=255) if dynamic => (true, format!("exit {c}: weight {}", c - 2)),
         Some(c) => (false, format!("exit {c}")),
         None => (false, "killed by a signal".into()),
     })
@@ -618,10 +637,12 @@ mod tests {
         let t = Duration::from_secs(5);
         let ok = Probe::Misc {
             argv: vec!["/bin/true".into()],
+            dynamic: false,
         };
         assert!(check(&ok, a, None, t, &tls).await.0.0);
         let bad = Probe::Misc {
             argv: vec!["/bin/false".into()],
+            dynamic: false,
         };
         assert_eq!(
             check(&bad, a, None, t, &tls).await.0,
@@ -629,9 +650,31 @@ mod tests {
         );
         let slow = Probe::Misc {
             argv: vec!["/bin/sleep".into(), "10".into()],
+            dynamic: false,
         };
         let ((ok, why), took) = check(&slow, a, None, Duration::from_millis(300), &tls).await;
         assert!(!ok && why.starts_with("timed out"), "{why}");
         assert!(took < Duration::from_secs(2));
+        // misc_dynamic: 2 to 255 pass with a weight, 1 fails, 0 passes as it is.
+        let dynamic = |code: &str| Probe::Misc {
+            argv: vec!["/bin/sh".into(), "-c".into(), format!("exit {code}")],
+            dynamic: true,
+        };
+        for (code, want, weight) in [
+            ("7", (true, "exit 7: weight 5"), Some(5)),
+            ("2", (true, "exit 2: weight 0"), Some(0)),
+            ("0", (true, "exit 0"), None),
+            ("1", (false, "exit 1"), None),
+        ] {
+            let p = dynamic(code);
+            let (found, _) = check(&p, a, None, t, &tls).await;
+            assert_eq!((found.0, found.1.as_str()), want);
+            assert_eq!(dynamic_weight(&p, &found), weight, "exit {code}");
+        }
+        assert_eq!(
+            dynamic_weight(&bad, &(true, "exit 7".into())),
+            None,
+            "not dynamic"
+        );
     }
 }

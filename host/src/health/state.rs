@@ -22,6 +22,9 @@ pub struct Outcome {
     pub latency_us: u64,
     /// What was seen: `HTTP 200`, `connection refused`, `timed out after 1 s`, …
     pub detail: String,
+    /// The weight it set (a misc check with `dynamic`: its exit code less 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// The state of one probe (a check of one address and port, shared by every service that
@@ -130,6 +133,7 @@ mod tests {
 
     fn o(ok: bool, at_ms: u64) -> Outcome {
         Outcome {
+            weight: None,
             ok,
             at_ms,
             latency_us: 10,

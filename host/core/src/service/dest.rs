@@ -100,6 +100,9 @@ pub struct Dest {
     fwmark: AtomicU32,
     /// What its health check says: [`HEALTH_DOWN`], [`HEALTH_INHIBIT`].
     health: AtomicU8,
+    /// A weight its health check set (keepalived's `misc_dynamic`) in place of the
+    /// configured one; [`NO_DYNAMIC`]: none.
+    dynamic: AtomicU32,
     /// A sorry server (keepalived's `sorry_server`): scheduled only when no other can be.
     sorry: AtomicBool,
     /// Removed with a grace period until then (ms since the Unix epoch; 0: not drained):
@@ -116,6 +119,8 @@ pub struct Dest {
 const HEALTH_DOWN: u8 = 1;
 /// A failure sets weight 0 instead of taking the server out of scheduling.
 const HEALTH_INHIBIT: u8 = 2;
+/// No weight from the health check.
+const NO_DYNAMIC: u32 = u32::MAX;
 
 impl Dest {
     /// A new, available real server with weight 1 and no next hop yet.
@@ -142,6 +147,7 @@ impl Dest {
             resolve_wanted: AtomicBool::new(true),
             fwmark: AtomicU32::new(0),
             health: AtomicU8::new(0),
+            dynamic: AtomicU32::new(NO_DYNAMIC),
             sorry: AtomicBool::new(false),
             drain_until: AtomicU64::new(0),
             checker: parking_lot::Mutex::new(None),
@@ -160,13 +166,30 @@ impl Dest {
     }
 
     /// Return the weight: 0 while a health check with `inhibit_on_failure` finds the
-    /// server down (keepalived sets it so), else the configured one.
+    /// server down (keepalived sets it so), else the one its health check set, else the
+    /// configured one.
     #[inline]
     pub fn weight(&self) -> u32 {
         if self.health.load(Relaxed) == HEALTH_DOWN | HEALTH_INHIBIT {
             return 0;
         }
-        self.weight.load(Relaxed)
+        match self.dynamic.load(Relaxed) {
+            NO_DYNAMIC => self.weight.load(Relaxed),
+            w => w,
+        }
+    }
+
+    /// Set the weight a health check found (keepalived's `misc_dynamic`: a program's exit
+    /// code), or go back to the configured one (`None`). Schedulers see it at their next
+    /// connection, as an edited weight.
+    pub fn set_dynamic_weight(&self, w: Option<u32>) {
+        self.dynamic
+            .store(w.map_or(NO_DYNAMIC, |w| w.min(NO_DYNAMIC - 1)), Relaxed);
+    }
+
+    /// The weight a health check set, if one did.
+    pub fn dynamic_weight(&self) -> Option<u32> {
+        Some(self.dynamic.load(Relaxed)).filter(|&w| w != NO_DYNAMIC)
     }
 
     /// Return the weight as configured, whatever the health check says.
