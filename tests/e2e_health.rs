@@ -1477,3 +1477,128 @@ fn misc_dynamic_weights_from_keepalived_conf() {
         "{r}"
     );
 }
+
+/// keepalived's `quorum`, `hysteresis`, `quorum_up` and `quorum_down` with a sorry server
+/// (keepalived.conf(5)): two real servers of weight 1 and quorum 2. One down: the live
+/// weight (1) is below the quorum, so the sorry server alone takes clients (the live one
+/// too is left out, as keepalived swaps them) and quorum_down runs; back: quorum_up runs and
+/// the real servers take the clients again.
+#[test]
+fn quorum_and_a_sorry_server_from_keepalived_conf() {
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topo::new("hqu", false);
+    let mut sorry = Command::new("ip")
+        .args(["netns", "exec", &topo.ns("rs3")])
+        .args(["socat", "TCP-LISTEN:8081,reuseaddr,fork", "SYSTEM:echo sorry"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("socat");
+    let log = topo.dir.join("seen");
+    std::fs::create_dir_all(&log).expect("dir");
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let script = topo.dir.join("quorum.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $WVS_QUORUM $WVS_WEIGHT $WVS_SERVICE\" >> {}/log\n",
+            log.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
+    let conf = topo.dir.join("quorum.conf");
+    let s = script.display();
+    let mut text = format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  quorum 2\n  hysteresis 0\n  quorum_up \"{s} UP\"\n  quorum_down \"{s} DOWN\"\n  sorry_server 198.19.0.13 8081\n"
+    );
+    for i in 1..=2 {
+        text += &format!(
+            "  real_server 198.19.0.1{i} 80 {{\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n"
+        );
+    }
+    text += "}\n";
+    std::fs::write(&conf, text).expect("conf");
+    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    let names = || {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            let out = topo.exec(
+                "cli",
+                &["curl", "--http0.9", "-s", "-m", "3", &format!("http://{VIP}/")],
+            );
+            seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        seen.into_iter().collect::<Vec<_>>()
+    };
+    let lines = |n: usize| -> Vec<String> {
+        let t0 = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(log.join("log")).unwrap_or_default();
+            let got: Vec<String> = text.lines().map(str::to_string).collect();
+            if got.len() >= n || t0.elapsed() > Duration::from_secs(8) {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    first_result(&w, "198.19.0.12:80");
+    assert_eq!(names(), ["rs1", "rs2"]);
+    nginx(&topo, 2, false);
+    assert_eq!(lines(1), [format!("DOWN down 1 tcp {VIP}:80")]);
+    let svc = w.get_json(&format!("/api/v1/services/tcp/{VIP}:80"));
+    assert_eq!(svc["quorum_lost"], true, "{svc}");
+    assert_eq!(svc["quorum"], 2, "{svc}");
+    assert_eq!(names(), ["sorry"], "the sorry server alone, rs1 left out too");
+    let rs1 = health(&w, "198.19.0.11:80");
+    assert_eq!(rs1["scheduled"], false, "{rs1}");
+    nginx(&topo, 2, true);
+    assert_eq!(lines(2)[1..], [format!("UP up 2 tcp {VIP}:80")]);
+    let t0 = Instant::now();
+    while w.get_json(&format!("/api/v1/services/tcp/{VIP}:80"))["quorum_lost"] == true {
+        assert!(t0.elapsed() < Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(names(), ["rs1", "rs2"]);
+    let _ = sorry.kill();
+    let _ = sorry.wait();
+}
+
+/// keepalived's UDP_CHECK (keepalived.conf(5): `payload` and `require_reply` in hex, `x`
+/// any nibble; without require_reply only an ICMP error fails): the real servers' UDP
+/// responders answer `rsN`. rs1's reply matches `72xx31` ("r?1"); rs2's does not (byte 2
+/// is '2'); rs3 is checked on a closed port without require_reply and fails by the ICMP
+/// port unreachable. Only rs1 takes the datagrams.
+#[test]
+fn udp_checks_from_keepalived_conf() {
+    let topo = Topo::new("hud", false);
+    let w = Wvs::start(&topo, None);
+    let conf = topo.dir.join("udp.conf");
+    let mut text = format!(
+        "virtual_server {VIP} 9000 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol UDP\n"
+    );
+    for i in 1..=2 {
+        text += &format!(
+            "  real_server 198.19.0.1{i} 9000 {{\n    UDP_CHECK {{\n      payload 6869\n      require_reply 72xx31\n      connect_timeout 2\n      retry 0\n    }}\n  }}\n"
+        );
+    }
+    text += "  real_server 198.19.0.13 9000 {\n    UDP_CHECK {\n      connect_port 9002\n      connect_timeout 2\n      retry 0\n    }\n  }\n}\n";
+    std::fs::write(&conf, text).expect("conf");
+    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    wait_state(&w, "198.19.0.12:9000", "down", Duration::from_secs(10));
+    let r = health(&w, "198.19.0.12:9000");
+    assert_eq!(r["health"]["last"]["detail"], "reply of 4 bytes, differs at byte 2", "{r}");
+    wait_state(&w, "198.19.0.13:9000", "down", Duration::from_secs(10));
+    let r = health(&w, "198.19.0.13:9000");
+    assert_eq!(r["health"]["last"]["detail"], "port unreachable", "{r}");
+    assert_eq!(r["check"]["require_reply"], false, "{r}");
+    let r = first_result(&w, "198.19.0.11:9000");
+    assert_eq!(r["health"]["state"], "up", "{r}");
+    assert_eq!(r["health"]["last"]["detail"], "reply of 4 bytes", "{r}");
+    let answers: std::collections::BTreeSet<String> =
+        (0..6).map(|k| topo.udp_ask(45000 + k)).collect();
+    assert_eq!(answers.into_iter().collect::<Vec<_>>(), ["rs1"]);
+}

@@ -54,8 +54,40 @@ pub struct Service<C = ()> {
     /// a persistent service's templates by what it reads in a new connection's first
     /// packet besides the client (the built-in `sip`: the Call-ID).
     pub pe: Option<String>,
+    /// keepalived's `quorum` (the least total weight of live real servers that keeps the
+    /// service up, else only its sorry server takes clients), `hysteresis`, and the
+    /// programs run when the quorum is gained and lost (`quorum_up`, `quorum_down`).
+    pub quorum: Quorum,
     /// Real servers, in order.
     pub reals: Vec<Real<C>>,
+}
+
+/// A service's quorum (keepalived's `quorum`, `hysteresis`, `quorum_up`, `quorum_down`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quorum {
+    /// The least total weight (`None`: 1, keepalived's default).
+    pub quorum: Option<u32>,
+    /// How far past it the weight must move to change state (`None`: 0).
+    pub hysteresis: Option<u32>,
+    /// Run when the quorum is gained (argv as written).
+    pub up: Option<String>,
+    /// Run when it is lost.
+    pub down: Option<String>,
+}
+
+impl Quorum {
+    /// Whether the quorum holds after `up` (its state before) with live weight `sum`
+    /// (`update_quorum_state`): lost when the weight falls below quorum - hysteresis or
+    /// to 0, gained when it reaches quorum + hysteresis.
+    pub fn holds(&self, up: bool, sum: u64) -> bool {
+        let q = u64::from(self.quorum.unwrap_or(1));
+        let h = u64::from(self.hysteresis.unwrap_or(0));
+        if up {
+            !(sum == 0 || sum < q.saturating_sub(h))
+        } else {
+            sum >= q + h
+        }
+    }
 }
 
 impl<C> Service<C> {
@@ -78,6 +110,7 @@ impl<C> Service<C> {
             udp_move: false,
             ops: false,
             pe: None,
+            quorum: Quorum::default(),
             reals: Vec::new(),
         }
     }
@@ -132,6 +165,7 @@ impl<C> Service<C> {
             udp_move: self.udp_move,
             ops: self.ops,
             pe: self.pe.clone(),
+            quorum: self.quorum.clone(),
             reals: self
                 .reals
                 .iter()
@@ -447,4 +481,32 @@ pub struct Plugin {
     pub name: String,
     /// Path of the `.wasm` module.
     pub path: std::path::PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// keepalived's update_quorum_state: lost below quorum - hysteresis (or at 0),
+    /// gained at quorum + hysteresis; in between the state stays.
+    #[test]
+    fn quorum_with_hysteresis() {
+        let q = Quorum {
+            quorum: Some(4),
+            hysteresis: Some(1),
+            ..Quorum::default()
+        };
+        assert!(q.holds(true, 3), "3 is not below 4 - 1");
+        assert!(!q.holds(true, 2));
+        assert!(!q.holds(false, 4), "4 is below 4 + 1");
+        assert!(q.holds(false, 5));
+        let d = Quorum::default();
+        assert!(d.holds(true, 1) && !d.holds(true, 0) && d.holds(false, 1));
+        let big = Quorum {
+            quorum: Some(1),
+            hysteresis: Some(5),
+            ..Quorum::default()
+        };
+        assert!(!big.holds(true, 0), "0 always loses it");
+    }
 }

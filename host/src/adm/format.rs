@@ -506,6 +506,11 @@ mod tests {
             udp_on_failure: None,
             ops: false,
             pe: None,
+            quorum: None,
+            hysteresis: None,
+            quorum_up: None,
+            quorum_down: None,
+            quorum_lost: false,
             draining: vec![],
             stats: Totals {
                 conns: 5123,

@@ -533,27 +533,6 @@ const MEANINGS: &[(&str, &str)] = &[
         "omega",
         "quorum_down and notify_down run when keepalived stops",
     ),
-    (
-        "quorum",
-        "the least total weight of live real servers that keeps the service up, else the \
-         sorry server",
-    ),
-    (
-        "quorum_up",
-        "a program run when the live weight reaches the quorum",
-    ),
-    (
-        "quorum_down",
-        "a program run when the live weight falls below the quorum",
-    ),
-    (
-        "hysteresis",
-        "how far past the quorum the live weight must move to change state",
-    ),
-    (
-        "UDP_CHECK",
-        "a UDP datagram, failed by an ICMP unreachable or a reply that differs",
-    ),
     ("PING_CHECK", "an ICMP echo request, answered"),
     (
         "FILE_CHECK",
@@ -765,6 +744,14 @@ fn virtual_server(n: &Node, out: &mut Import) {
         udp_on_failure: None,
         ops: false,
         pe: None,
+
+        quorum: None,
+
+        hysteresis: None,
+
+        quorum_up: None,
+
+        quorum_down: None,
         laddrs: vec![],
         reals: vec![],
     };
@@ -1241,6 +1228,17 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
             }
         }
         "sorry_server" => vs.sorry = addr_port(c, out),
+        "quorum" => vs.svc.quorum = num::<u32>(c, out).filter(|q| {
+            let ok = *q >= 1;
+            if !ok {
+                out.problems
+                    .push(format!("{}: quorum 0 (the least is 1)", c.at));
+            }
+            ok
+        }),
+        "hysteresis" => vs.svc.hysteresis = num(c, out),
+        "quorum_up" => vs.svc.quorum_up = notify_program(c, out),
+        "quorum_down" => vs.svc.quorum_down = notify_program(c, out),
         "real_server" => vs.reals.push(c),
         _ => unsupported(c, out, "in a virtual_server"),
     }
@@ -1307,7 +1305,13 @@ fn real_server(
         let key = c.key.as_str();
         let checker = matches!(
             key,
-            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "DNS_CHECK" | "MISC_CHECK" | "SMTP_CHECK"
+            "TCP_CHECK"
+                | "HTTP_GET"
+                | "SSL_GET"
+                | "DNS_CHECK"
+                | "MISC_CHECK"
+                | "SMTP_CHECK"
+                | "UDP_CHECK"
         );
         // A checker wvs has not: said as such, with what it does, not as a block misplaced.
         if !checker && key.ends_with("_CHECK") {
@@ -1379,6 +1383,7 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
         "SSL_GET" => "https",
         "DNS_CHECK" => "dns",
         "SMTP_CHECK" => "smtp",
+        "UDP_CHECK" => "udp",
         _ => "misc",
     };
     let mut d = CheckDef::of(kind);
@@ -1421,7 +1426,24 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
             "misc_timeout" if kind == "misc" => misc_timeout = secs(c, out),
             "misc_dynamic" if kind == "misc" => d.dynamic = true,
             "helo_name" if kind == "smtp" => d.host = one(c, out).map(Into::into),
+            "payload" if kind == "udp" => d.payload_hex = one(c, out).map(Into::into),
+            "require_reply" if kind == "udp" => {
+                d.require_reply = Some(true);
+                d.reply_hex = c.args.first().cloned();
+            }
+            "min_reply_length" if kind == "udp" => d.min_reply_length = num(c, out),
+            "max_reply_length" if kind == "udp" => d.max_reply_length = num(c, out),
             _ => unsupported(c, out, &within),
+        }
+    }
+    // UDP_CHECK: without require_reply only an ICMP error fails; with it, a reply of at
+    // most 255 bytes unless said otherwise (keepalived's defaults).
+    if kind == "udp" {
+        match d.require_reply {
+            Some(true) => {
+                d.max_reply_length.get_or_insert(255);
+            }
+            _ => d.require_reply = Some(false),
         }
     }
     if kind == "misc" && d.program.is_none() {
@@ -1937,9 +1959,6 @@ virtual_server 10.10.10.2 1358 {
         assert_eq!(
             i.problems,
             vec![
-                "k.conf:6: quorum is not supported in a virtual_server (keepalived: the least \
-                 total weight of live real servers that keeps the service up, else the sorry \
-                 server)",
                 "k.conf:18: no virtual_server_group web",
             ]
         );
@@ -1964,6 +1983,7 @@ virtual_server 10.10.10.2 1358 {
             "the server's notify_down"
         );
         assert!(c.dynamic, "misc_dynamic");
+        assert_eq!(i.services[0].quorum, Some(2));
     }
 
     /// Several checkers on one real server: a check each, all of which must pass; `alpha`
@@ -1988,6 +2008,31 @@ virtual_server 10.10.10.2 1358 {
             "virtual_server 198.18.0.10 80 {\n alpha maybe\n}\n",
         );
         assert_eq!(i.problems, ["a.conf:2: alpha \"maybe\" is not yes or no"]);
+    }
+
+    /// keepalived's UDP_CHECK: `payload` and `require_reply` in hexadecimal (x: any
+    /// nibble), the reply's lengths; without require_reply, only an ICMP error fails.
+    #[test]
+    fn udp_checks() {
+        let text = "virtual_server 198.18.0.10 53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  UDP_CHECK {\n   payload 6869\n   require_reply 72xx\n   min_reply_length 2\n  }\n }\n real_server 198.19.0.12 53 {\n  UDP_CHECK {\n   connect_timeout 4\n  }\n }\n}\n";
+        let i = import_text("u.conf", text);
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        let r = &i.services[0].reals;
+        let a = r[0].check.as_ref().unwrap();
+        assert_eq!(
+            (
+                a.kind.as_str(),
+                a.payload_hex.as_deref(),
+                a.require_reply,
+                a.reply_hex.as_deref(),
+                a.min_reply_length,
+                a.max_reply_length
+            ),
+            ("udp", Some("6869"), Some(true), Some("72xx"), Some(2), Some(255))
+        );
+        let b = r[1].check.as_ref().unwrap();
+        assert_eq!((b.require_reply, b.reply_hex.as_ref()), (Some(false), None));
+        i.services[0].validate().expect("valid");
     }
 
     /// Several checkers on one real server: a check each, all of which must pass.
@@ -2015,7 +2060,6 @@ virtual_server 10.10.10.2 1358 {
         let text = "virtual_server 198.18.0.10 53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  UDP_CHECK {\n   connect_timeout 4\n   require_reply\n  }\n  PING_CHECK {\n  }\n  FILE_CHECK {\n   track_file up\n  }\n  BFD_CHECK {\n   name bfd1\n  }\n }\n}\n";
         let i = import_text("c.conf", text);
         let want = [
-            ("4", "UDP_CHECK", "a UDP datagram"),
             ("8", "PING_CHECK", "an ICMP echo request"),
             ("10", "FILE_CHECK", "a tracked file's number"),
             (

@@ -624,6 +624,14 @@ fn change(a: &Args) -> Result<Change, Failure> {
                     udp_on_failure: None,
                     ops: d.ops,
                     pe: d.pe,
+
+                    quorum: None,
+
+                    hysteresis: None,
+
+                    quorum_up: None,
+
+                    quorum_down: None,
                 },
                 protocol,
                 address,
@@ -664,6 +672,14 @@ fn service_def(a: &Args, protocol: &str, address: &str) -> ServiceDef {
         udp_on_failure: a.udp_on_failure.clone(),
         ops: a.ops,
         pe: a.pe.clone(),
+
+        quorum: None,
+
+        hysteresis: None,
+
+        quorum_up: None,
+
+        quorum_down: None,
         laddrs: Vec::new(),
         reals: vec![],
     }

@@ -46,6 +46,22 @@ pub struct ServiceView {
     /// The persistence engine (ipvsadm `--pe`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pe: Option<String>,
+    /// keepalived's quorum, when set: the least live weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    /// keepalived's hysteresis, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hysteresis: Option<u32>,
+    /// The program run when the quorum is gained, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_up: Option<String>,
+    /// The program run when the quorum is lost, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_down: Option<String>,
+    /// Whether the quorum is lost now (the live weight fell below it): with a sorry
+    /// server, only it takes clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quorum_lost: bool,
     /// Counters since the service was added.
     pub stats: Totals,
     /// Rates (ip_vs_est: 2 s samples, EWMA).
@@ -209,6 +225,11 @@ impl ServiceView {
             udp_on_failure: def.udp_on_failure.clone(),
             ops: def.ops,
             pe: def.pe.clone(),
+            quorum: def.quorum,
+            hysteresis: def.hysteresis,
+            quorum_up: def.quorum_up.clone(),
+            quorum_down: def.quorum_down.clone(),
+            quorum_lost: s.sched.quorum_lost(),
             stats: s.stats.totals().into(),
             rates: s.stats.rates().into(),
             laddrs: s
@@ -230,7 +251,12 @@ impl ServiceView {
                 .rev()
                 .zip(&given.reals)
                 .map(|(d, r)| {
-                    let sorry_in_use = crate::service::Dest::sorry_in_use(&s.dests);
+                    // As the scheduler sees them: the sorry server while no other can
+                    // take a client, or alone while the quorum is lost.
+                    let lost = s.sched.quorum_lost();
+                    let has_sorry = s.dests.iter().any(|d| d.is_sorry());
+                    let sorry_in_use =
+                        has_sorry && (lost || crate::service::Dest::sorry_in_use(&s.dests));
                     let def = crate::config::RealDef::from(r);
                     RealView {
                         address: SocketAddr::new(d.addr, d.port).to_string(),
@@ -260,7 +286,12 @@ impl ServiceView {
                         },
                         checks: def.checks,
                         health: crate::health::report(d),
-                        scheduled: d.in_scheduling() && (!d.is_sorry() || sorry_in_use),
+                        scheduled: d.in_scheduling()
+                            && if d.is_sorry() {
+                                sorry_in_use
+                            } else {
+                                !(sorry_in_use && lost)
+                            },
                         drain_until_ms: None,
                         sorry: d.is_sorry(),
                         stats: d.stats.totals().into(),

@@ -100,6 +100,37 @@ pub struct CheckDef {
     /// udp: a string the reply must contain; default any reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
+    /// udp: the payload sent, in hexadecimal (keepalived's UDP_CHECK `payload`), instead
+    /// of `payload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^([0-9a-fA-F]{2})+$")]
+    pub payload_hex: Option<String>,
+    /// udp: whether a reply is needed (default true). Without (keepalived's UDP_CHECK
+    /// without `require_reply`), the check passes unless an ICMP unreachable comes back
+    /// within its timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_reply: Option<bool>,
+    /// udp: what the reply must start with, in hexadecimal, `x` a nibble that may be
+    /// anything (keepalived's `require_reply HEX`); compared over the shorter of the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^([0-9a-fA-FxX]{2})+$")]
+    pub reply_hex: Option<String>,
+    /// udp: the fewest bytes a reply may have (keepalived's `min_reply_length`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u32"
+    )]
+    #[schema(minimum = 0, maximum = 65535)]
+    pub min_reply_length: Option<u32>,
+    /// udp: the most bytes a reply may have (keepalived's `max_reply_length`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_u32"
+    )]
+    #[schema(minimum = 0, maximum = 65535)]
+    pub max_reply_length: Option<u32>,
     /// dns: the name queried; default `.` (keepalived's `name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::schema::CheckDnsName>)]
@@ -242,6 +273,13 @@ pub enum Probe {
         payload: Vec<u8>,
         /// The reply must contain it.
         expect: Option<Vec<u8>>,
+        /// What the reply must say: each byte's value and the bits that count (a nibble
+        /// `x` counts none of its four).
+        reply: Vec<(u8, u8)>,
+        /// Whether a reply is needed (else only an ICMP unreachable fails).
+        require: bool,
+        /// The reply's length bounds.
+        len: (u32, u32),
     },
     /// A DNS query over UDP.
     Dns {
@@ -453,6 +491,39 @@ impl CheckDef {
         }
         only(self.payload.is_some(), "payload", kind == "udp")?;
         only(self.expect.is_some(), "expect", kind == "udp")?;
+        for (set, name) in [
+            (self.payload_hex.is_some(), "payload_hex"),
+            (self.require_reply.is_some(), "require_reply"),
+            (self.reply_hex.is_some(), "reply_hex"),
+            (self.min_reply_length.is_some(), "min_reply_length"),
+            (self.max_reply_length.is_some(), "max_reply_length"),
+        ] {
+            only(set, name, kind == "udp")?;
+        }
+        if self.payload.is_some() && self.payload_hex.is_some() {
+            return Err(conflict(who, "give payload or payload_hex, not both".into()));
+        }
+        if self.require_reply == Some(false)
+            && (self.expect.is_some()
+                || self.reply_hex.is_some()
+                || self.min_reply_length.is_some()
+                || self.max_reply_length.is_some())
+        {
+            return Err(conflict(
+                who,
+                "require_reply = false: there is no reply to compare (expect, reply_hex, \
+                 min_reply_length, max_reply_length)"
+                    .into(),
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (self.min_reply_length, self.max_reply_length)
+            && lo > hi
+        {
+            return Err(conflict(
+                who,
+                format!("min_reply_length {lo} is above max_reply_length {hi}"),
+            ));
+        }
         only(self.name.is_some(), "name", kind == "dns")?;
         only(self.qtype.is_some(), "qtype", kind == "dns")?;
         only(self.program.is_some(), "program", kind == "misc")?;
@@ -474,8 +545,19 @@ impl CheckDef {
             }),
             "http" | "https" => Some(self.http(who, kind == "https")?),
             "udp" => Some(Probe::Udp {
-                payload: self.payload.clone().unwrap_or_default().into_bytes(),
+                payload: match &self.payload_hex {
+                    Some(h) => hex_pattern(h).map_or_else(Vec::new, |p| {
+                        p.into_iter().map(|(v, _)| v).collect()
+                    }),
+                    None => self.payload.clone().unwrap_or_default().into_bytes(),
+                },
                 expect: self.expect.clone().map(String::into_bytes),
+                reply: self.reply_hex.as_deref().and_then(hex_pattern).unwrap_or_default(),
+                require: self.require_reply.unwrap_or(true),
+                len: (
+                    self.min_reply_length.unwrap_or(0),
+                    self.max_reply_length.unwrap_or(u32::MAX),
+                ),
             }),
             "dns" => Some(Probe::Dns {
                 name: self.name.clone().unwrap_or_else(|| ".".into()),
@@ -579,6 +661,29 @@ impl CheckDef {
                 format!("dns qtype {t:?}: use A, NS, CNAME, SOA, MX, TXT or AAAA"),
             ));
         }
+        for (name, h, wild) in [
+            ("payload_hex", &self.payload_hex, false),
+            ("reply_hex", &self.reply_hex, true),
+        ] {
+            if let Some(h) = h
+                && (hex_pattern(h).is_none() || (!wild && h.contains(['x', 'X'])))
+            {
+                return Err(invalid(
+                    who,
+                    format!("{name} {h:?} is not pairs of hexadecimal digits"),
+                ));
+            }
+        }
+        for (name, v) in [
+            ("min_reply_length", self.min_reply_length),
+            ("max_reply_length", self.max_reply_length),
+        ] {
+            if let Some(v) = v
+                && v > 65535
+            {
+                return Err(invalid(who, format!("{name} {v} is not in 0-65535")));
+            }
+        }
         for (name, p) in [
             ("program", &self.program),
             ("notify_up", &self.notify_up),
@@ -628,6 +733,28 @@ impl CheckDef {
             urls,
         })
     }
+}
+
+/// Hexadecimal in pairs, `x` (or `X`) a nibble that may be anything: each byte's value and
+/// the bits of it that count. `None` unless it is pairs of such digits.
+pub(crate) fn hex_pattern(h: &str) -> Option<Vec<(u8, u8)>> {
+    if h.is_empty() || h.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| -> Option<(u8, u8)> {
+        match c {
+            b'x' | b'X' => Some((0, 0)),
+            _ => (c as char).to_digit(16).map(|d| (d as u8, 0xf)),
+        }
+    };
+    h.as_bytes()
+        .chunks(2)
+        .map(|p| {
+            let (hv, hm) = nibble(p[0])?;
+            let (lv, lm) = nibble(p[1])?;
+            Some((hv << 4 | lv, hm << 4 | lm))
+        })
+        .collect()
 }
 
 /// A program and its arguments, split at spaces (run without a shell).
@@ -906,6 +1033,48 @@ mod tests {
             .validate("rs")
             .unwrap_err();
         assert!(matches!(e, ConfigError::Conflict(_)), "{e}");
+    }
+
+    /// UDP_CHECK's keys: hex payloads and reply patterns (x: any nibble), the reply's
+    /// length bounds, and no reply needed; what does not go together refused.
+    #[test]
+    fn udp_reply_rules() {
+        assert_eq!(hex_pattern("6869"), Some(vec![(0x68, 0xff), (0x69, 0xff)]));
+        assert_eq!(hex_pattern("7x"), Some(vec![(0x70, 0xf0)]));
+        assert_eq!(hex_pattern("xX"), Some(vec![(0, 0)]));
+        for bad in ["", "6", "6g", "686"] {
+            assert_eq!(hex_pattern(bad), None, "{bad}");
+        }
+        let c = toml("type = 'udp'\npayload_hex = '6869'\nreply_hex = '72x1'\nmax_reply_length = 8")
+            .validate("rs")
+            .unwrap();
+        let Some(Probe::Udp {
+            payload,
+            reply,
+            require,
+            len,
+            ..
+        }) = c.probe
+        else {
+            panic!("{:?}", c.probe);
+        };
+        assert_eq!(
+            (payload, reply, require, len),
+            (b"hi".to_vec(), vec![(0x72, 0xff), (0x01, 0x0f)], true, (0, 8))
+        );
+        for (bad, conflict) in [
+            ("payload_hex = '7x'", false),
+            ("reply_hex = 'zz'", false),
+            ("max_reply_length = 70000", false),
+            ("payload = 'a'\npayload_hex = '61'", true),
+            ("require_reply = false\nexpect = 'ok'", true),
+            ("min_reply_length = 9\nmax_reply_length = 8", true),
+        ] {
+            let e = toml(&format!("type = 'udp'\n{bad}")).validate("rs").unwrap_err();
+            assert_eq!(matches!(e, ConfigError::Conflict(_)), conflict, "{bad}: {e}");
+        }
+        let e = toml("type = 'tcp'\nrequire_reply = true").validate("rs").unwrap_err();
+        assert!(e.to_string().contains("require_reply does not apply"), "{e}");
     }
 
     #[test]

@@ -609,6 +609,37 @@ macro_rules! with_service_settings {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schema(value_type = Option<crate::schema::PeName>)]
             pub pe: Option<String>,
+            /// keepalived's `quorum`: the least total weight of live real servers (not the
+            /// sorry server) that keeps the service up; below it, its sorry server alone
+            /// takes clients. Default 1. Absent in an edit: unchanged.
+            #[serde(
+                default,
+                skip_serializing_if = "Option::is_none",
+                deserialize_with = "whole::opt_u32"
+            )]
+            #[schema(minimum = 1, maximum = 4294967295u32)]
+            pub quorum: Option<u32>,
+            /// keepalived's `hysteresis`: the quorum is lost below quorum - hysteresis and
+            /// gained again at quorum + hysteresis. Default 0. Absent in an edit: unchanged.
+            #[serde(
+                default,
+                skip_serializing_if = "Option::is_none",
+                deserialize_with = "whole::opt_u32"
+            )]
+            #[schema(minimum = 0, maximum = 4294967295u32)]
+            pub hysteresis: Option<u32>,
+            /// A program run when the quorum is gained (keepalived's `quorum_up`), without a
+            /// shell, told `WVS_SERVICE`, `WVS_QUORUM` (`up`) and `WVS_WEIGHT` (the live
+            /// weight); from the API only behind `--allow-misc-checks`. Absent in an edit:
+            /// unchanged.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<crate::schema::CheckProgram>)]
+            pub quorum_up: Option<String>,
+            /// A program run when the quorum is lost (keepalived's `quorum_down`), as
+            /// `quorum_up` (`WVS_QUORUM` is `down`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<crate::schema::CheckProgram>)]
+            pub quorum_down: Option<String>,
             $($after)*
         }
     };
@@ -667,6 +698,10 @@ impl ServiceSettings {
             udp_on_failure,
             ops,
             pe,
+            quorum,
+            hysteresis,
+            quorum_up,
+            quorum_down,
         } = self.clone();
         ServiceDef {
             protocol: protocol.into(),
@@ -680,6 +715,10 @@ impl ServiceSettings {
             udp_on_failure,
             ops,
             pe,
+            quorum,
+            hysteresis,
+            quorum_up,
+            quorum_down,
             laddrs: Vec::new(),
             reals: Vec::new(),
         }
@@ -1042,6 +1081,10 @@ impl From<&ServiceSpec> for ServiceDef {
                 .map(|m| if m { "move" } else { "keep" }.to_string()),
             ops: s.ops,
             pe: s.pe.clone(),
+            quorum: s.quorum.quorum,
+            hysteresis: s.quorum.hysteresis,
+            quorum_up: s.quorum.up.clone(),
+            quorum_down: s.quorum.down.clone(),
             laddrs: s.laddrs.iter().map(|a| a.to_string()).collect(),
             reals: s.reals.iter().map(RealDef::from).collect(),
         }
@@ -1377,7 +1420,32 @@ impl ServiceDef {
             udp_move: udp_on_failure == Some(true),
             ops: self.ops,
             pe: self.pe.clone(),
+            quorum: self.quorum_spec()?,
             reals,
+        })
+    }
+
+    /// Its quorum settings, checked.
+    fn quorum_spec(&self) -> Result<spec::Quorum, ConfigError> {
+        if self.quorum == Some(0) {
+            return Err(invalid(format!(
+                "service {}/{}: quorum 0 (the least is 1)",
+                self.protocol, self.address
+            )));
+        }
+        for (name, p) in [("quorum_up", &self.quorum_up), ("quorum_down", &self.quorum_down)] {
+            if p.as_ref().is_some_and(|p| p.trim().is_empty()) {
+                return Err(invalid(format!(
+                    "service {}/{}: {name} is empty",
+                    self.protocol, self.address
+                )));
+            }
+        }
+        Ok(spec::Quorum {
+            quorum: self.quorum,
+            hysteresis: self.hysteresis,
+            up: self.quorum_up.clone(),
+            down: self.quorum_down.clone(),
         })
     }
 

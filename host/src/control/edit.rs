@@ -359,6 +359,20 @@ fn edit_service(cfg: &mut Config, def: &ServiceDef) -> Result<(), EditError> {
     cur.netmask = spec.netmask;
     cur.ops = spec.ops;
     cur.pe = spec.pe;
+    // wvs's own (keepalived's quorum): unchanged unless given.
+    let q = spec.quorum;
+    if q.quorum.is_some() {
+        cur.quorum.quorum = q.quorum;
+    }
+    if q.hysteresis.is_some() {
+        cur.quorum.hysteresis = q.hysteresis;
+    }
+    if q.up.is_some() {
+        cur.quorum.up = q.up;
+    }
+    if q.down.is_some() {
+        cur.quorum.down = q.down;
+    }
     if spec.helpers.is_some() {
         cur.helpers = spec.helpers;
     }
@@ -518,6 +532,14 @@ mod tests {
             udp_on_failure: None,
             ops: false,
             pe: None,
+
+            quorum: None,
+
+            hysteresis: None,
+
+            quorum_up: None,
+
+            quorum_down: None,
             laddrs: Vec::new(),
             reals: reals
                 .iter()
@@ -582,6 +604,14 @@ mod tests {
             udp_on_failure: None,
             ops: false,
             pe: None,
+
+            quorum: None,
+
+            hysteresis: None,
+
+            quorum_up: None,
+
+            quorum_down: None,
         };
         let cfg = apply_all(
             &cfg,

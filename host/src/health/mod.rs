@@ -150,27 +150,8 @@ fn notify(b: &Bound, up: bool) {
         .env("WVS_REAL_ADDR", b.dest.addr.to_string())
         .env("WVS_REAL_PORT", b.dest.port.to_string())
         .env("WVS_SERVICE", b.service.to_string())
-        .env("WVS_STATE", state)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let (program, real) = (program.clone(), b.dest.addr);
-    tokio::spawn(async move {
-        let limit = Duration::from_millis(crate::consts::CHECK_NOTIFY_TIMEOUT_MS);
-        let r = match cmd.spawn() {
-            Ok(mut child) => tokio::time::timeout(limit, child.wait()).await,
-            Err(e) => Ok(Err(e)),
-        };
-        match r {
-            Ok(Ok(st)) if st.success() => {}
-            Ok(Ok(st)) => tracing::warn!(%real, state, "notify program {program}: {st}"),
-            Ok(Err(e)) => tracing::warn!(%real, state, "notify program {program}: {e}"),
-            Err(_) => {
-                tracing::warn!(%real, state, "notify program {program}: killed after {limit:?}")
-            }
-        }
-    });
+        .env("WVS_STATE", state);
+    run_bounded(cmd, program.clone(), b.dest.addr.to_string(), state);
 }
 
 /// Whether every probe of a real server finds it up (`None`: it has none attached).
@@ -255,12 +236,14 @@ async fn watch(
     let tls = probe::tls_config();
     let mut probes: HashMap<ProbeKey, Arc<ProbeShared>> = HashMap::new();
     let mut seen: Option<Arc<Snapshot>> = None;
+    let mut quorums: HashMap<ServiceKey, bool> = HashMap::new();
     while !stop.load(Relaxed) {
         let snap = snapshot.load_full();
         if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &snap)) {
             reconcile(&snap, &mut probes, &tls, path.as_ref());
-            seen = Some(snap);
+            seen = Some(snap.clone());
         }
+        quorum_tick(&snap, &mut quorums);
         tokio::time::sleep(Duration::from_millis(CHECK_RECONCILE_MS)).await;
     }
     for p in probes.values() {
@@ -268,6 +251,80 @@ async fn watch(
             t.abort();
         }
     }
+}
+
+/// Follow each service's quorum (keepalived's `update_quorum_state`): the live weight of
+/// its real servers (in scheduling, not the sorry server) against `quorum` and
+/// `hysteresis`; a change is told to the scheduler (with a sorry server, only it takes
+/// clients while the quorum is lost) and runs `quorum_up` or `quorum_down`. `states`: each
+/// service's last state (a new one starts with the quorum held).
+fn quorum_tick(snap: &Snapshot, states: &mut HashMap<ServiceKey, bool>) {
+    let mut live = HashSet::new();
+    for svc in snap.services() {
+        // A service without real servers has no quorum to follow.
+        if !svc.dests.iter().any(|d| !d.is_sorry()) {
+            svc.sched.set_quorum_lost(false);
+            continue;
+        }
+        live.insert(svc.key);
+        let sum: u64 = (svc.dests.iter())
+            .filter(|d| !d.is_sorry() && d.in_scheduling())
+            .map(|d| u64::from(d.weight()))
+            .sum();
+        let q = &svc.spec.quorum;
+        let was = states.get(&svc.key).copied().unwrap_or(true);
+        let holds = q.holds(was, sum);
+        svc.sched.set_quorum_lost(!holds);
+        if holds == was {
+            continue;
+        }
+        states.insert(svc.key, holds);
+        let (state, program) = if holds {
+            ("up", q.up.as_deref())
+        } else {
+            ("down", q.down.as_deref())
+        };
+        if *q == wvs_core::spec::Quorum::default() {
+            tracing::debug!(service = %svc.key, weight = sum, "quorum {state}");
+        } else {
+            tracing::warn!(service = %svc.key, weight = sum, "quorum {state}");
+        }
+        let argv: Vec<&str> = program.map_or(Vec::new(), |p| p.split_whitespace().collect());
+        let Some((program, args)) = argv.split_first() else {
+            continue;
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", crate::consts::MISC_CHECK_PATH)
+            .env("WVS_SERVICE", svc.key.to_string())
+            .env("WVS_QUORUM", state)
+            .env("WVS_WEIGHT", sum.to_string());
+        run_bounded(cmd, program.to_string(), svc.key.to_string(), state);
+    }
+    states.retain(|k, _| live.contains(k));
+}
+
+/// Run a notify or quorum program in the background, bounded in time, its output
+/// dropped; a failure is logged.
+fn run_bounded(mut cmd: tokio::process::Command, program: String, who: String, state: &'static str) {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    tokio::spawn(async move {
+        let limit = Duration::from_millis(crate::consts::CHECK_NOTIFY_TIMEOUT_MS);
+        let r = match cmd.spawn() {
+            Ok(mut child) => tokio::time::timeout(limit, child.wait()).await,
+            Err(e) => Ok(Err(e)),
+        };
+        match r {
+            Ok(Ok(st)) if st.success() => {}
+            Ok(Ok(st)) => tracing::warn!(%who, state, "program {program}: {st}"),
+            Ok(Err(e)) => tracing::warn!(%who, state, "program {program}: {e}"),
+            Err(_) => tracing::warn!(%who, state, "program {program}: killed after {limit:?}"),
+        }
+    });
 }
 
 /// Where the answers to `snap`'s checks through a VIP come from: the VIPs and ports they go

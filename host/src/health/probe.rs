@@ -51,7 +51,7 @@ pub async fn check(
     tls: &Arc<tokio_rustls::rustls::ClientConfig>,
 ) -> (Found, Duration) {
     let t0 = Instant::now();
-    let found = match tokio::time::timeout(timeout, run(probe, target, via, tls)).await {
+    let found = match tokio::time::timeout(timeout, run(probe, target, via, tls, timeout)).await {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => (false, e),
         Err(_) => (
@@ -67,6 +67,7 @@ async fn run(
     target: SocketAddr,
     via: Option<&Via>,
     tls: &Arc<tokio_rustls::rustls::ClientConfig>,
+    timeout: Duration,
 ) -> Result<Found, String> {
     match probe {
         Probe::Tcp => {
@@ -98,15 +99,25 @@ async fn run(
             }
             Ok(found)
         }
-        Probe::Udp { payload, expect } => {
+        Probe::Udp {
+            payload,
+            require: false,
+            ..
+        } => {
+            // keepalived's UDP_CHECK without require_reply: only an ICMP unreachable fails;
+            // it is waited for until just before the check's deadline.
+            let wait = timeout.mul_f64(0.9);
+            Ok(
+                match tokio::time::timeout(wait, udp_exchange(target, via, payload)).await {
+                    Err(_) => (true, "no ICMP error".into()),
+                    Ok(Ok(buf)) => (true, format!("reply of {} bytes", buf.len())),
+                    Ok(Err(e)) => (false, e),
+                },
+            )
+        }
+        Probe::Udp { payload, .. } => {
             let buf = udp_exchange(target, via, payload).await?;
-            Ok(match expect {
-                Some(e) if !contains(&buf, e) => (
-                    false,
-                    format!("reply of {} bytes without the expected text", buf.len()),
-                ),
-                _ => (true, format!("reply of {} bytes", buf.len())),
-            })
+            Ok(judge_udp(probe, &buf))
         }
         Probe::Dns { name, qtype } => {
             let id: u16 = rand::random();
@@ -332,6 +343,28 @@ pub fn judge_http(url: &crate::config::check::HttpUrl, reply: &[u8]) -> Found {
     (true, format!("HTTP {code}"))
 }
 
+/// Judge a UDP reply: its length, the pattern it must start with (keepalived's
+/// `require_reply HEX`, compared over the shorter of the two) and the text it must hold.
+pub fn judge_udp(probe: &Probe, buf: &[u8]) -> Found {
+    let Probe::Udp {
+        expect, reply, len, ..
+    } = probe
+    else {
+        return (false, "not a UDP check".into());
+    };
+    let n = buf.len();
+    if (n as u64) < u64::from(len.0) || (n as u64) > u64::from(len.1) {
+        return (false, format!("reply of {n} bytes, not {} to {}", len.0, len.1));
+    }
+    if let Some(i) = (buf.iter().zip(reply)).position(|(b, (v, m))| b & m != v & m) {
+        return (false, format!("reply of {n} bytes, differs at byte {i}"));
+    }
+    match expect {
+        Some(e) if !contains(buf, e) => (false, format!("reply of {n} bytes without the expected text")),
+        _ => (true, format!("reply of {n} bytes")),
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -522,6 +555,26 @@ mod tests {
         let t = http("type = 'http'\ncontains = 'ok'\nstatus = ['503']");
         assert!(!judge_http(&t, ok).0, "200 is not 503");
         assert!(judge_http(&t, b"HTTP/1.0 503 x\r\n\r\nall ok").0);
+    }
+
+    /// UDP_CHECK's reply rules: the length bounds, the pattern over the shorter of the
+    /// two, the expected text.
+    #[test]
+    fn udp_replies_judged_as_keepalived() {
+        let p = probe_of(
+            "type = 'udp'\nreply_hex = '72xx31'\nmin_reply_length = 2\nmax_reply_length = 5",
+        );
+        assert_eq!(judge_udp(&p, b"rs1\n"), (true, "reply of 4 bytes".into()));
+        assert_eq!(
+            judge_udp(&p, b"rs2\n"),
+            (false, "reply of 4 bytes, differs at byte 2".into())
+        );
+        assert!(judge_udp(&p, b"rZ").0, "compared over the shorter");
+        assert!(!judge_udp(&p, b"r").0, "below min_reply_length");
+        assert!(!judge_udp(&p, b"rs1 and more").0, "above max_reply_length");
+        let e = probe_of("type = 'udp'\nexpect = 'ok'");
+        assert!(judge_udp(&e, b"all ok").0);
+        assert!(!judge_udp(&e, b"all ko").0);
     }
 
     #[test]

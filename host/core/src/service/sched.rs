@@ -97,6 +97,9 @@ enum Running {
 /// A service's scheduler instance and its view of the real servers.
 pub struct SchedState {
     inner: Mutex<Inner>,
+    /// The service's quorum is lost (keepalived's `quorum`): with a sorry server, only it
+    /// is scheduled. Set by the health checker, which follows the live weight.
+    quorum_lost: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -152,6 +155,7 @@ impl SchedState {
             None => Running::Native(choice.fallback.instance()),
         };
         Self {
+            quorum_lost: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 running,
                 fallback: choice.fallback,
@@ -192,9 +196,20 @@ impl SchedState {
     pub fn refresh(&self, dests: &[Arc<Dest>]) {
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        if let Err(e) = inner.sync(dests) {
+        if let Err(e) = inner.sync(dests, self.quorum_lost.load(Relaxed)) {
             inner.fall_back(&e, None);
         }
+    }
+
+    /// Say whether the service's quorum is lost (the health checker follows it); a
+    /// change shows at the scheduler's next call.
+    pub fn set_quorum_lost(&self, lost: bool) {
+        self.quorum_lost.store(lost, Relaxed);
+    }
+
+    /// Whether the service's quorum is lost.
+    pub fn quorum_lost(&self) -> bool {
+        self.quorum_lost.load(Relaxed)
     }
 
     /// Pick a real server for a new connection. `conn.svc_flags` is filled in here.
@@ -208,7 +223,7 @@ impl SchedState {
         let inner = &mut *g;
         conn.svc_flags = inner.flags;
         inner.host.now = now;
-        let picked = inner.sync(dests).and_then(|()| match &mut inner.running {
+        let picked = inner.sync(dests, self.quorum_lost.load(Relaxed)).and_then(|()| match &mut inner.running {
             Running::Native(s) => Ok(s.schedule(conn, &inner.table, &mut inner.host)),
             Running::Wasm(w) => {
                 if let Some(rt) = &inner.stats {
@@ -253,15 +268,20 @@ impl Inner {
     /// Refresh the table from the live counters; what IPVS tells a scheduler through
     /// add_dest/del_dest/upd_dest (a server added, removed or reweighted) shows here as a
     /// change of identity or weight, and triggers `update`.
-    fn sync(&mut self, dests: &[Arc<Dest>]) -> Result<(), PluginError> {
+    fn sync(&mut self, dests: &[Arc<Dest>], quorum_lost: bool) -> Result<(), PluginError> {
         let mut changed = !self.updated;
         let mut n = 0;
-        let sorry = dests.iter().any(|d| d.is_sorry()) && Dest::sorry_in_use(dests);
+        let has_sorry = dests.iter().any(|d| d.is_sorry());
+        let sorry = has_sorry && (quorum_lost || Dest::sorry_in_use(dests));
         for (k, d) in dests.iter().enumerate() {
             // A server its health check took out is gone for the scheduler, as keepalived's
             // DELDEST makes it for IPVS's (its connections continue); a sorry server is
-            // there only while no other can take a connection.
-            if !d.in_scheduling() || (d.is_sorry() && !sorry) {
+            // there only while no other can take a connection, or the quorum is lost, when
+            // it is there alone (keepalived swaps the live servers for it).
+            if !d.in_scheduling()
+                || (d.is_sorry() && !sorry)
+                || (!d.is_sorry() && sorry && quorum_lost)
+            {
                 continue;
             }
             let info = d.info();
