@@ -1489,7 +1489,11 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
     let topo = Topo::new("hqu", false);
     let mut sorry = Command::new("ip")
         .args(["netns", "exec", &topo.ns("rs3")])
-        .args(["socat", "TCP-LISTEN:8081,reuseaddr,fork", "SYSTEM:echo sorry"])
+        .args([
+            "socat",
+            "TCP-LISTEN:8081,reuseaddr,fork",
+            "SYSTEM:echo sorry",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1527,7 +1531,14 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
         for _ in 0..6 {
             let out = topo.exec(
                 "cli",
-                &["curl", "--http0.9", "-s", "-m", "3", &format!("http://{VIP}/")],
+                &[
+                    "curl",
+                    "--http0.9",
+                    "-s",
+                    "-m",
+                    "3",
+                    &format!("http://{VIP}/"),
+                ],
             );
             seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
@@ -1551,7 +1562,11 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
     let svc = w.get_json(&format!("/api/v1/services/tcp/{VIP}:80"));
     assert_eq!(svc["quorum_lost"], true, "{svc}");
     assert_eq!(svc["quorum"], 2, "{svc}");
-    assert_eq!(names(), ["sorry"], "the sorry server alone, rs1 left out too");
+    assert_eq!(
+        names(),
+        ["sorry"],
+        "the sorry server alone, rs1 left out too"
+    );
     let rs1 = health(&w, "198.19.0.11:80");
     assert_eq!(rs1["scheduled"], false, "{rs1}");
     nginx(&topo, 2, true);
@@ -1590,7 +1605,10 @@ fn udp_checks_from_keepalived_conf() {
     assert_eq!(code, 0, "{err}");
     wait_state(&w, "198.19.0.12:9000", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.12:9000");
-    assert_eq!(r["health"]["last"]["detail"], "reply of 4 bytes, differs at byte 2", "{r}");
+    assert_eq!(
+        r["health"]["last"]["detail"], "reply of 4 bytes, differs at byte 2",
+        "{r}"
+    );
     wait_state(&w, "198.19.0.13:9000", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.13:9000");
     assert_eq!(r["health"]["last"]["detail"], "port unreachable", "{r}");

@@ -1228,14 +1228,16 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
             }
         }
         "sorry_server" => vs.sorry = addr_port(c, out),
-        "quorum" => vs.svc.quorum = num::<u32>(c, out).filter(|q| {
-            let ok = *q >= 1;
-            if !ok {
-                out.problems
-                    .push(format!("{}: quorum 0 (the least is 1)", c.at));
-            }
-            ok
-        }),
+        "quorum" => {
+            vs.svc.quorum = num::<u32>(c, out).filter(|q| {
+                let ok = *q >= 1;
+                if !ok {
+                    out.problems
+                        .push(format!("{}: quorum 0 (the least is 1)", c.at));
+                }
+                ok
+            })
+        }
         "hysteresis" => vs.svc.hysteresis = num(c, out),
         "quorum_up" => vs.svc.quorum_up = notify_program(c, out),
         "quorum_down" => vs.svc.quorum_down = notify_program(c, out),
@@ -1956,12 +1958,7 @@ virtual_server 10.10.10.2 1358 {
     fn every_unsupported_keyword_is_listed_and_blocks_may_open_on_the_next_line() {
         let text = "virtual_server 198.18.0.10 80\n{\n  lb_algo wrr\n  lb_kind DR\n  alpha\n  quorum 2\n  real_server 198.19.0.11 8080\n  {\n    weight 3\n    notify_down /bin/false\n    MISC_CHECK {\n      misc_path \"/usr/local/bin/check --fast\"\n      misc_timeout 4\n      misc_dynamic\n    }\n  }\n}\nvirtual_server group web {\n}\n";
         let i = import_text("k.conf", text);
-        assert_eq!(
-            i.problems,
-            vec![
-                "k.conf:18: no virtual_server_group web",
-            ]
-        );
+        assert_eq!(i.problems, vec!["k.conf:18: no virtual_server_group web",]);
         let r = &i.services[0].reals[0];
         assert_eq!(
             (r.address.as_str(), r.weight, r.forward.as_str()),
@@ -2028,7 +2025,14 @@ virtual_server 10.10.10.2 1358 {
                 a.min_reply_length,
                 a.max_reply_length
             ),
-            ("udp", Some("6869"), Some(true), Some("72xx"), Some(2), Some(255))
+            (
+                "udp",
+                Some("6869"),
+                Some(true),
+                Some("72xx"),
+                Some(2),
+                Some(255)
+            )
         );
         let b = r[1].check.as_ref().unwrap();
         assert_eq!((b.require_reply, b.reply_hex.as_ref()), (Some(false), None));

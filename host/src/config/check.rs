@@ -501,7 +501,10 @@ impl CheckDef {
             only(set, name, kind == "udp")?;
         }
         if self.payload.is_some() && self.payload_hex.is_some() {
-            return Err(conflict(who, "give payload or payload_hex, not both".into()));
+            return Err(conflict(
+                who,
+                "give payload or payload_hex, not both".into(),
+            ));
         }
         if self.require_reply == Some(false)
             && (self.expect.is_some()
@@ -546,13 +549,16 @@ impl CheckDef {
             "http" | "https" => Some(self.http(who, kind == "https")?),
             "udp" => Some(Probe::Udp {
                 payload: match &self.payload_hex {
-                    Some(h) => hex_pattern(h).map_or_else(Vec::new, |p| {
-                        p.into_iter().map(|(v, _)| v).collect()
-                    }),
+                    Some(h) => hex_pattern(h)
+                        .map_or_else(Vec::new, |p| p.into_iter().map(|(v, _)| v).collect()),
                     None => self.payload.clone().unwrap_or_default().into_bytes(),
                 },
                 expect: self.expect.clone().map(String::into_bytes),
-                reply: self.reply_hex.as_deref().and_then(hex_pattern).unwrap_or_default(),
+                reply: self
+                    .reply_hex
+                    .as_deref()
+                    .and_then(hex_pattern)
+                    .unwrap_or_default(),
                 require: self.require_reply.unwrap_or(true),
                 len: (
                     self.min_reply_length.unwrap_or(0),
@@ -738,7 +744,7 @@ impl CheckDef {
 /// Hexadecimal in pairs, `x` (or `X`) a nibble that may be anything: each byte's value and
 /// the bits of it that count. `None` unless it is pairs of such digits.
 pub(crate) fn hex_pattern(h: &str) -> Option<Vec<(u8, u8)>> {
-    if h.is_empty() || h.len() % 2 != 0 {
+    if h.is_empty() || !h.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| -> Option<(u8, u8)> {
@@ -1045,9 +1051,10 @@ mod tests {
         for bad in ["", "6", "6g", "686"] {
             assert_eq!(hex_pattern(bad), None, "{bad}");
         }
-        let c = toml("type = 'udp'\npayload_hex = '6869'\nreply_hex = '72x1'\nmax_reply_length = 8")
-            .validate("rs")
-            .unwrap();
+        let c =
+            toml("type = 'udp'\npayload_hex = '6869'\nreply_hex = '72x1'\nmax_reply_length = 8")
+                .validate("rs")
+                .unwrap();
         let Some(Probe::Udp {
             payload,
             reply,
@@ -1060,7 +1067,12 @@ mod tests {
         };
         assert_eq!(
             (payload, reply, require, len),
-            (b"hi".to_vec(), vec![(0x72, 0xff), (0x01, 0x0f)], true, (0, 8))
+            (
+                b"hi".to_vec(),
+                vec![(0x72, 0xff), (0x01, 0x0f)],
+                true,
+                (0, 8)
+            )
         );
         for (bad, conflict) in [
             ("payload_hex = '7x'", false),
@@ -1070,11 +1082,22 @@ mod tests {
             ("require_reply = false\nexpect = 'ok'", true),
             ("min_reply_length = 9\nmax_reply_length = 8", true),
         ] {
-            let e = toml(&format!("type = 'udp'\n{bad}")).validate("rs").unwrap_err();
-            assert_eq!(matches!(e, ConfigError::Conflict(_)), conflict, "{bad}: {e}");
+            let e = toml(&format!("type = 'udp'\n{bad}"))
+                .validate("rs")
+                .unwrap_err();
+            assert_eq!(
+                matches!(e, ConfigError::Conflict(_)),
+                conflict,
+                "{bad}: {e}"
+            );
         }
-        let e = toml("type = 'tcp'\nrequire_reply = true").validate("rs").unwrap_err();
-        assert!(e.to_string().contains("require_reply does not apply"), "{e}");
+        let e = toml("type = 'tcp'\nrequire_reply = true")
+            .validate("rs")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("require_reply does not apply"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1433,7 +1433,10 @@ impl ServiceDef {
                 self.protocol, self.address
             )));
         }
-        for (name, p) in [("quorum_up", &self.quorum_up), ("quorum_down", &self.quorum_down)] {
+        for (name, p) in [
+            ("quorum_up", &self.quorum_up),
+            ("quorum_down", &self.quorum_down),
+        ] {
             if p.as_ref().is_some_and(|p| p.trim().is_empty()) {
                 return Err(invalid(format!(
                     "service {}/{}: {name} is empty",

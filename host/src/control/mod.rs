@@ -99,7 +99,12 @@ pub struct Controller {
 fn misc_programs(cfg: &Config) -> std::collections::HashSet<&str> {
     let mut out = std::collections::HashSet::new();
     for s in &cfg.services {
-        out.extend([&s.quorum.up, &s.quorum.down].into_iter().flatten().map(String::as_str));
+        out.extend(
+            [&s.quorum.up, &s.quorum.down]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
         let checks = std::iter::once(&s.check).chain(s.reals.iter().map(|r| &r.check));
         // Every check of a server: its further ones (several checkers) too.
         for c in checks.flatten().flat_map(|c| c.all()) {

@@ -307,7 +307,12 @@ fn quorum_tick(snap: &Snapshot, states: &mut HashMap<ServiceKey, bool>) {
 
 /// Run a notify or quorum program in the background, bounded in time, its output
 /// dropped; a failure is logged.
-fn run_bounded(mut cmd: tokio::process::Command, program: String, who: String, state: &'static str) {
+fn run_bounded(
+    mut cmd: tokio::process::Command,
+    program: String,
+    who: String,
+    state: &'static str,
+) {
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -431,8 +436,7 @@ fn reconcile(
         keep
     });
     // Each real server's probes, in the order its checks were given.
-    let mut of_dest: HashMap<*const Dest, (Arc<Dest>, bool, Vec<Arc<ProbeShared>>)> =
-        HashMap::new();
+    let mut of_dest: HashMap<*const Dest, DestProbes> = HashMap::new();
     for (key, bound) in want {
         let p = probes.entry(key.clone()).or_insert_with(|| {
             // Through the VIP (its own or not: `via` sees to it at each check).
@@ -488,6 +492,9 @@ fn reconcile(
         dest.set_health(!up, inhibit);
     }
 }
+
+/// A real server, whether a failure inhibits it, and its probes.
+type DestProbes = (Arc<Dest>, bool, Vec<Arc<ProbeShared>>);
 
 /// Where probe `key` comes among the checks of real server `dest` as they were given (its
 /// reports are listed in that order).

@@ -354,13 +354,19 @@ pub fn judge_udp(probe: &Probe, buf: &[u8]) -> Found {
     };
     let n = buf.len();
     if (n as u64) < u64::from(len.0) || (n as u64) > u64::from(len.1) {
-        return (false, format!("reply of {n} bytes, not {} to {}", len.0, len.1));
+        return (
+            false,
+            format!("reply of {n} bytes, not {} to {}", len.0, len.1),
+        );
     }
     if let Some(i) = (buf.iter().zip(reply)).position(|(b, (v, m))| b & m != v & m) {
         return (false, format!("reply of {n} bytes, differs at byte {i}"));
     }
     match expect {
-        Some(e) if !contains(buf, e) => (false, format!("reply of {n} bytes without the expected text")),
+        Some(e) if !contains(buf, e) => (
+            false,
+            format!("reply of {n} bytes without the expected text"),
+        ),
         _ => (true, format!("reply of {n} bytes")),
     }
 }

@@ -223,39 +223,41 @@ impl SchedState {
         let inner = &mut *g;
         conn.svc_flags = inner.flags;
         inner.host.now = now;
-        let picked = inner.sync(dests, self.quorum_lost.load(Relaxed)).and_then(|()| match &mut inner.running {
-            Running::Native(s) => Ok(s.schedule(conn, &inner.table, &mut inner.host)),
-            Running::Wasm(w) => {
-                if let Some(rt) = &inner.stats {
-                    rt.stats.calls.fetch_add(1, Relaxed);
-                }
-                w.schedule(conn, &inner.table, now).and_then(|i| {
-                    // No IPVS scheduler picks a server that takes no new connection; a
-                    // plugin that does is wrong, not the server.
-                    let Some(d) = i.and_then(|i| inner.table.get(i)) else {
-                        return Ok(i);
-                    };
-                    let why = if d.weight <= 0 {
-                        "has weight 0"
-                    } else if d.flags & wvs_sdk::dest_flags::OVERLOAD != 0 {
-                        "is over its upper threshold"
-                    } else {
-                        return Ok(i);
-                    };
-                    Err(PluginError::Unavailable {
-                        name: w.name().to_string(),
-                        addr: inner
-                            .map
-                            .get(i.unwrap_or_default())
-                            .and_then(|&k| dests.get(k))
-                            .map_or_else(String::new, |d| {
-                                std::net::SocketAddr::new(d.addr, d.port).to_string()
-                            }),
-                        why,
+        let picked = inner
+            .sync(dests, self.quorum_lost.load(Relaxed))
+            .and_then(|()| match &mut inner.running {
+                Running::Native(s) => Ok(s.schedule(conn, &inner.table, &mut inner.host)),
+                Running::Wasm(w) => {
+                    if let Some(rt) = &inner.stats {
+                        rt.stats.calls.fetch_add(1, Relaxed);
+                    }
+                    w.schedule(conn, &inner.table, now).and_then(|i| {
+                        // No IPVS scheduler picks a server that takes no new connection; a
+                        // plugin that does is wrong, not the server.
+                        let Some(d) = i.and_then(|i| inner.table.get(i)) else {
+                            return Ok(i);
+                        };
+                        let why = if d.weight <= 0 {
+                            "has weight 0"
+                        } else if d.flags & wvs_sdk::dest_flags::OVERLOAD != 0 {
+                            "is over its upper threshold"
+                        } else {
+                            return Ok(i);
+                        };
+                        Err(PluginError::Unavailable {
+                            name: w.name().to_string(),
+                            addr: inner
+                                .map
+                                .get(i.unwrap_or_default())
+                                .and_then(|&k| dests.get(k))
+                                .map_or_else(String::new, |d| {
+                                    std::net::SocketAddr::new(d.addr, d.port).to_string()
+                                }),
+                            why,
+                        })
                     })
-                })
-            }
-        });
+                }
+            });
         let i = match picked {
             Ok(i) => i,
             Err(e) => inner.fall_back(&e, Some(conn)),
