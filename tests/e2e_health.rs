@@ -771,7 +771,7 @@ fn a_keepalived_conf_is_imported_and_served() {
     std::fs::write(
         &bad,
         "virtual_server @VIP@ 82 {\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n    \
-         quorum 2\n    real_server 198.19.0.11 80 {\n        TCP_CHECK {\n            connect_timeout 1\n        }\n    }\n}\n"
+         omega\n    real_server 198.19.0.11 80 {\n        TCP_CHECK {\n            connect_timeout 1\n        }\n    }\n}\n"
             .replace("@VIP@", VIP),
     )
     .expect("conf");
@@ -780,7 +780,8 @@ fn a_keepalived_conf_is_imported_and_served() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(
-            "{bad}:5: quorum is not supported in a virtual_server"
+            "{bad}:5: omega is not supported in a virtual_server (keepalived: quorum_down \
+             and notify_down run when keepalived stops)"
         )),
         "{err}"
     );
@@ -1451,8 +1452,10 @@ fn misc_dynamic_weights_from_keepalived_conf() {
     assert_eq!(r["health"]["last"]["weight"], 3, "{r}");
     assert_eq!(r["configured_weight"], 1, "{r}");
     weight_of(2, 0);
-    let r = weight_of(3, 1);
+    // Exit 0: passes, the configured weight stays.
+    let r = first_result(&w, "198.19.0.13:80");
     assert_eq!(r["health"]["last"]["detail"], "exit 0", "{r}");
+    assert_eq!(r["weight"], 1, "{r}");
     let mut seen = Vec::new();
     for _ in 0..8 {
         let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
@@ -1479,7 +1482,7 @@ fn misc_dynamic_weights_from_keepalived_conf() {
 }
 
 /// keepalived's `quorum`, `hysteresis`, `quorum_up` and `quorum_down` with a sorry server
-/// (keepalived.conf(5)): two real servers of weight 1 and quorum 2. One down: the live
+/// (keepalived.conf(5); rs3's web server is the sorry server): two real servers of weight 1 and quorum 2. One down: the live
 /// weight (1) is below the quorum, so the sorry server alone takes clients (the live one
 /// too is left out, as keepalived swaps them) and quorum_down runs; back: quorum_up runs and
 /// the real servers take the clients again.
@@ -1487,17 +1490,6 @@ fn misc_dynamic_weights_from_keepalived_conf() {
 fn quorum_and_a_sorry_server_from_keepalived_conf() {
     use std::os::unix::fs::PermissionsExt;
     let topo = Topo::new("hqu", false);
-    let mut sorry = Command::new("ip")
-        .args(["netns", "exec", &topo.ns("rs3")])
-        .args([
-            "socat",
-            "TCP-LISTEN:8081,reuseaddr,fork",
-            "SYSTEM:echo sorry",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("socat");
     let log = topo.dir.join("seen");
     std::fs::create_dir_all(&log).expect("dir");
     std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).expect("chmod");
@@ -1515,7 +1507,7 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
     let conf = topo.dir.join("quorum.conf");
     let s = script.display();
     let mut text = format!(
-        "virtual_server {VIP} 80 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  quorum 2\n  hysteresis 0\n  quorum_up \"{s} UP\"\n  quorum_down \"{s} DOWN\"\n  sorry_server 198.19.0.13 8081\n"
+        "virtual_server {VIP} 80 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  quorum 2\n  hysteresis 0\n  quorum_up \"{s} UP\"\n  quorum_down \"{s} DOWN\"\n  sorry_server 198.19.0.13 80\n"
     );
     for i in 1..=2 {
         text += &format!(
@@ -1529,17 +1521,7 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
     let names = || {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..6 {
-            let out = topo.exec(
-                "cli",
-                &[
-                    "curl",
-                    "--http0.9",
-                    "-s",
-                    "-m",
-                    "3",
-                    &format!("http://{VIP}/"),
-                ],
-            );
+            let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
             seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
         seen.into_iter().collect::<Vec<_>>()
@@ -1562,11 +1544,7 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
     let svc = w.get_json(&format!("/api/v1/services/tcp/{VIP}:80"));
     assert_eq!(svc["quorum_lost"], true, "{svc}");
     assert_eq!(svc["quorum"], 2, "{svc}");
-    assert_eq!(
-        names(),
-        ["sorry"],
-        "the sorry server alone, rs1 left out too"
-    );
+    assert_eq!(names(), ["rs3"], "the sorry server alone, rs1 left out too");
     let rs1 = health(&w, "198.19.0.11:80");
     assert_eq!(rs1["scheduled"], false, "{rs1}");
     nginx(&topo, 2, true);
@@ -1577,8 +1555,6 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(names(), ["rs1", "rs2"]);
-    let _ = sorry.kill();
-    let _ = sorry.wait();
 }
 
 /// keepalived's UDP_CHECK (keepalived.conf(5): `payload` and `require_reply` in hex, `x`
@@ -1596,26 +1572,34 @@ fn udp_checks_from_keepalived_conf() {
     );
     for i in 1..=2 {
         text += &format!(
-            "  real_server 198.19.0.1{i} 9000 {{\n    UDP_CHECK {{\n      payload 6869\n      require_reply 72xx31\n      connect_timeout 2\n      retry 0\n    }}\n  }}\n"
+            "  real_server 198.19.0.1{i} 9000 {{\n    UDP_CHECK {{\n      payload 6869\n      require_reply 72xx31\n      connect_timeout 2\n      retry 1\n      delay_before_retry 0.3\n    }}\n  }}\n"
         );
     }
     text += "  real_server 198.19.0.13 9000 {\n    UDP_CHECK {\n      connect_port 9002\n      connect_timeout 2\n      retry 0\n    }\n  }\n}\n";
     std::fs::write(&conf, text).expect("conf");
     let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
     assert_eq!(code, 0, "{err}");
-    wait_state(&w, "198.19.0.12:9000", "down", Duration::from_secs(10));
-    let r = health(&w, "198.19.0.12:9000");
-    assert_eq!(
-        r["health"]["last"]["detail"], "reply of 4 bytes, differs at byte 2",
-        "{r}"
+    // A datagram a loaded machine loses fails one check (`timed out`): what is asserted is
+    // each server's state with the detail of a check that got its answer.
+    let settled = |real: &str, state: &str, detail: &str| {
+        let t0 = Instant::now();
+        loop {
+            let r = health(&w, real);
+            if r["health"]["state"] == state && r["health"]["last"]["detail"] == detail {
+                return r;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(15), "{real}: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    settled(
+        "198.19.0.12:9000",
+        "down",
+        "reply of 4 bytes, differs at byte 2",
     );
-    wait_state(&w, "198.19.0.13:9000", "down", Duration::from_secs(10));
-    let r = health(&w, "198.19.0.13:9000");
-    assert_eq!(r["health"]["last"]["detail"], "port unreachable", "{r}");
+    let r = settled("198.19.0.13:9000", "down", "port unreachable");
     assert_eq!(r["check"]["require_reply"], false, "{r}");
-    let r = first_result(&w, "198.19.0.11:9000");
-    assert_eq!(r["health"]["state"], "up", "{r}");
-    assert_eq!(r["health"]["last"]["detail"], "reply of 4 bytes", "{r}");
+    settled("198.19.0.11:9000", "up", "reply of 4 bytes");
     let answers: std::collections::BTreeSet<String> =
         (0..6).map(|k| topo.udp_ask(45000 + k)).collect();
     assert_eq!(answers.into_iter().collect::<Vec<_>>(), ["rs1"]);

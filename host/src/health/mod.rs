@@ -509,8 +509,11 @@ fn check_rank(snap: &Snapshot, dest: &Arc<Dest>, key: &ProbeKey) -> usize {
             }
             let first = real.check.as_ref().or(given.check.as_ref());
             if let Some(i) = first.and_then(|f| {
-                f.all()
-                    .position(|c| c.probe.as_ref() == Some(&key.probe) && c.timing == key.timing)
+                f.all().position(|c| {
+                    c.probe.as_ref() == Some(&key.probe)
+                        && c.timing == key.timing
+                        && c.port.unwrap_or(real.port) == key.target.port()
+                })
             }) {
                 return i;
             }
