@@ -1064,6 +1064,64 @@ fn misc_checks_from_the_api_need_an_opt_in_and_run_with_nothing_of_wvss() {
     assert!(!uid.contains("\t0\t"), "not root: {uid}");
 }
 
+/// Write keepalived.conf text to NAME.conf and import it into `w` (it must be taken);
+/// returns what `wvs adm` said (its notes).
+fn import(w: &Wvs, topo: &Topo, name: &str, text: &str) -> String {
+    let conf = topo.dir.join(format!("{name}.conf"));
+    std::fs::write(&conf, text).expect("conf");
+    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
+    assert_eq!(code, 0, "{err}");
+    err
+}
+
+/// The web servers that answered six requests to the VIP, by name.
+fn served(topo: &Topo) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
+        names.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    names.into_iter().collect()
+}
+
+/// A program wvs runs (a notify or quorum program) that appends its first argument and
+/// `vars` (environment variables, as the shell writes them) to a log wvs's user may write.
+struct Logged {
+    script: PathBuf,
+    log: PathBuf,
+}
+
+impl Logged {
+    fn new(topo: &Topo, vars: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = topo.dir.join("seen");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let script = topo.dir.join("logged.sh");
+        let log = dir.join("log");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$1 {vars}\" >> {}\n", log.display()),
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Self { script, log }
+    }
+
+    /// The log's lines once there are `n` (or what there is after 8 s).
+    fn lines(&self, n: usize) -> Vec<String> {
+        let t0 = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let got: Vec<String> = text.lines().map(str::to_string).collect();
+            if got.len() >= n || t0.elapsed() > Duration::from_secs(8) {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// keepalived's SMTP_CHECK (keepalived.conf(5): `helo_name`, `connect_timeout`), imported:
 /// two servers speak SMTP (a scripted server: greeting 220, HELO answered 250), the third
 /// refuses with 554 and is taken out; clients of VIP:25 meet only the first two.
@@ -1088,7 +1146,6 @@ fn an_smtp_check_from_keepalived_conf() {
         })
         .collect();
     let w = Wvs::start(&topo, None);
-    let conf = topo.dir.join("smtp.conf");
     let mut text = format!(
         "virtual_server {VIP} 25 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
     );
@@ -1098,9 +1155,7 @@ fn an_smtp_check_from_keepalived_conf() {
         );
     }
     text += "}\n";
-    std::fs::write(&conf, text).expect("conf");
-    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
-    assert_eq!(code, 0, "{err}");
+    import(&w, &topo, "smtp", &text);
     wait_state(&w, "198.19.0.13:25", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.13:25");
     assert_eq!(r["health"]["last"]["detail"], "SMTP greeting 554", "{r}");
@@ -1139,7 +1194,6 @@ fn an_http_check_with_two_urls_from_keepalived_conf() {
         std::fs::write(dir.join("index.html"), body).expect("page");
     }
     let w = Wvs::start(&topo, None);
-    let conf = topo.dir.join("urls.conf");
     let mut text = format!(
         "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
     );
@@ -1150,9 +1204,7 @@ fn an_http_check_with_two_urls_from_keepalived_conf() {
         );
     }
     text += "}\n";
-    std::fs::write(&conf, text).expect("conf");
-    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
-    assert_eq!(code, 0, "{err}");
+    import(&w, &topo, "urls", &text);
     wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.13:80");
     let detail = r["health"]["last"]["detail"].as_str().unwrap_or_default();
@@ -1165,12 +1217,7 @@ fn an_http_check_with_two_urls_from_keepalived_conf() {
     // The check as saved: both urls.
     let urls = &health(&w, "198.19.0.11:80")["check"]["urls"];
     assert_eq!(urls[1]["path"], "/mrtg/", "{urls}");
-    let mut names = std::collections::BTreeSet::new();
-    for _ in 0..6 {
-        let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
-        names.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    }
-    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["rs1", "rs2"]);
+    assert_eq!(served(&topo), ["rs1", "rs2"]);
 }
 
 /// keepalived's several checkers on one real server (keepalived.conf(5): a real_server
@@ -1193,7 +1240,6 @@ fn several_checkers_on_a_real_server_from_keepalived_conf() {
         })
         .collect();
     let w = Wvs::start(&topo, None);
-    let conf = topo.dir.join("checkers.conf");
     let mut text = format!(
         "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
     );
@@ -1203,9 +1249,7 @@ fn several_checkers_on_a_real_server_from_keepalived_conf() {
         );
     }
     text += "}\n";
-    std::fs::write(&conf, text).expect("conf");
-    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
-    assert_eq!(code, 0, "{err}");
+    import(&w, &topo, "checkers", &text);
     wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.13:80");
     assert_eq!(r["scheduled"], false, "{r}");
@@ -1228,12 +1272,7 @@ fn several_checkers_on_a_real_server_from_keepalived_conf() {
         let r = first_result(&w, &format!("198.19.0.1{i}:80"));
         assert_eq!(r["health"]["state"], "up", "{r}");
     }
-    let mut names = std::collections::BTreeSet::new();
-    for _ in 0..6 {
-        let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
-        names.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    }
-    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["rs1", "rs2"]);
+    assert_eq!(served(&topo), ["rs1", "rs2"]);
     // Its second port comes up: both checkers pass, and it is back.
     second.push(
         Command::new("ip")
@@ -1318,12 +1357,7 @@ fn alpha_and_warmup_from_keepalived_conf() {
         "{:?}",
         t0.elapsed()
     );
-    let mut names = std::collections::BTreeSet::new();
-    for _ in 0..6 {
-        let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
-        names.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    }
-    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["rs1", "rs2", "rs3"]);
+    assert_eq!(served(&topo), ["rs1", "rs2", "rs3"]);
 }
 
 /// keepalived's `notify_up` and `notify_down` on a real server (keepalived.conf(5): a
@@ -1332,24 +1366,13 @@ fn alpha_and_warmup_from_keepalived_conf() {
 /// back, told which server and state in its environment.
 #[test]
 fn notify_programs_from_keepalived_conf() {
-    use std::os::unix::fs::PermissionsExt;
     let topo = Topo::new("hno", false);
-    let log = topo.dir.join("seen");
-    std::fs::create_dir_all(&log).expect("dir");
-    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let script = topo.dir.join("notify.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$1 $WVS_REAL_ADDR:$WVS_REAL_PORT $WVS_STATE $WVS_SERVICE\" >> {}/log\n",
-            log.display()
-        ),
-    )
-    .expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let logged = Logged::new(
+        &topo,
+        "$WVS_REAL_ADDR:$WVS_REAL_PORT $WVS_STATE $WVS_SERVICE",
+    );
     let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
-    let conf = topo.dir.join("notify.conf");
-    let s = script.display();
+    let s = logged.script.display();
     let mut text = format!(
         "virtual_server {VIP} 80 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
     );
@@ -1359,33 +1382,20 @@ fn notify_programs_from_keepalived_conf() {
         );
     }
     text += "}\n";
-    std::fs::write(&conf, text).expect("conf");
-    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
-    assert_eq!(code, 0, "{err}");
+    let err = import(&w, &topo, "notify", &text);
     assert!(err.contains("runs as wvs's user, not as root"), "{err}");
-    let lines = |n: usize| -> Vec<String> {
-        let t0 = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(log.join("log")).unwrap_or_default();
-            let got: Vec<String> = text.lines().map(str::to_string).collect();
-            if got.len() >= n || t0.elapsed() > Duration::from_secs(8) {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     first_result(&w, "198.19.0.13:80");
     nginx(&topo, 3, false);
     wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(8));
     assert_eq!(
-        lines(1),
+        logged.lines(1),
         [format!("DOWN 198.19.0.13:80 down tcp {VIP}:80")],
         "only rs3's change, once"
     );
     nginx(&topo, 3, true);
     wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(8));
     assert_eq!(
-        lines(2)[1..],
+        logged.lines(2)[1..],
         [format!("UP 198.19.0.13:80 up tcp {VIP}:80")]
     );
 }
@@ -1482,30 +1492,16 @@ fn misc_dynamic_weights_from_keepalived_conf() {
 }
 
 /// keepalived's `quorum`, `hysteresis`, `quorum_up` and `quorum_down` with a sorry server
-/// (keepalived.conf(5); rs3's web server is the sorry server): two real servers of weight 1 and quorum 2. One down: the live
-/// weight (1) is below the quorum, so the sorry server alone takes clients (the live one
-/// too is left out, as keepalived swaps them) and quorum_down runs; back: quorum_up runs and
-/// the real servers take the clients again.
+/// (keepalived.conf(5); rs3's web server is the sorry server): two real servers of weight
+/// 1 and quorum 2. One down: the live weight (1) is below the quorum, so the sorry server
+/// alone takes clients (the live one too is left out, as keepalived swaps them) and
+/// quorum_down runs; back: quorum_up runs and the real servers take the clients again.
 #[test]
 fn quorum_and_a_sorry_server_from_keepalived_conf() {
-    use std::os::unix::fs::PermissionsExt;
     let topo = Topo::new("hqu", false);
-    let log = topo.dir.join("seen");
-    std::fs::create_dir_all(&log).expect("dir");
-    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let script = topo.dir.join("quorum.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$1 $WVS_QUORUM $WVS_WEIGHT $WVS_SERVICE\" >> {}/log\n",
-            log.display()
-        ),
-    )
-    .expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let logged = Logged::new(&topo, "$WVS_QUORUM $WVS_WEIGHT $WVS_SERVICE");
     let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
-    let conf = topo.dir.join("quorum.conf");
-    let s = script.display();
+    let s = logged.script.display();
     let mut text = format!(
         "virtual_server {VIP} 80 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  quorum 2\n  hysteresis 0\n  quorum_up \"{s} UP\"\n  quorum_down \"{s} DOWN\"\n  sorry_server 198.19.0.13 80\n"
     );
@@ -1515,46 +1511,29 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
         );
     }
     text += "}\n";
-    std::fs::write(&conf, text).expect("conf");
-    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
-    assert_eq!(code, 0, "{err}");
-    let names = || {
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..6 {
-            let out = topo.exec("cli", &["curl", "-s", "-m", "3", &format!("http://{VIP}/")]);
-            seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_string());
-        }
-        seen.into_iter().collect::<Vec<_>>()
-    };
-    let lines = |n: usize| -> Vec<String> {
-        let t0 = Instant::now();
-        loop {
-            let text = std::fs::read_to_string(log.join("log")).unwrap_or_default();
-            let got: Vec<String> = text.lines().map(str::to_string).collect();
-            if got.len() >= n || t0.elapsed() > Duration::from_secs(8) {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    import(&w, &topo, "quorum", &text);
     first_result(&w, "198.19.0.12:80");
-    assert_eq!(names(), ["rs1", "rs2"]);
+    assert_eq!(served(&topo), ["rs1", "rs2"]);
     nginx(&topo, 2, false);
-    assert_eq!(lines(1), [format!("DOWN down 1 tcp {VIP}:80")]);
+    assert_eq!(logged.lines(1), [format!("DOWN down 1 tcp {VIP}:80")]);
     let svc = w.get_json(&format!("/api/v1/services/tcp/{VIP}:80"));
     assert_eq!(svc["quorum_lost"], true, "{svc}");
     assert_eq!(svc["quorum"], 2, "{svc}");
-    assert_eq!(names(), ["rs3"], "the sorry server alone, rs1 left out too");
+    assert_eq!(
+        served(&topo),
+        ["rs3"],
+        "the sorry server alone, rs1 left out too"
+    );
     let rs1 = health(&w, "198.19.0.11:80");
     assert_eq!(rs1["scheduled"], false, "{rs1}");
     nginx(&topo, 2, true);
-    assert_eq!(lines(2)[1..], [format!("UP up 2 tcp {VIP}:80")]);
+    assert_eq!(logged.lines(2)[1..], [format!("UP up 2 tcp {VIP}:80")]);
     let t0 = Instant::now();
     while w.get_json(&format!("/api/v1/services/tcp/{VIP}:80"))["quorum_lost"] == true {
         assert!(t0.elapsed() < Duration::from_secs(3));
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(names(), ["rs1", "rs2"]);
+    assert_eq!(served(&topo), ["rs1", "rs2"]);
 }
 
 /// keepalived's UDP_CHECK (keepalived.conf(5): `payload` and `require_reply` in hex, `x`
@@ -1566,7 +1545,6 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
 fn udp_checks_from_keepalived_conf() {
     let topo = Topo::new("hud", false);
     let w = Wvs::start(&topo, None);
-    let conf = topo.dir.join("udp.conf");
     let mut text = format!(
         "virtual_server {VIP} 9000 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol UDP\n"
     );
@@ -1576,9 +1554,7 @@ fn udp_checks_from_keepalived_conf() {
         );
     }
     text += "  real_server 198.19.0.13 9000 {\n    UDP_CHECK {\n      connect_port 9002\n      connect_timeout 2\n      retry 0\n    }\n  }\n}\n";
-    std::fs::write(&conf, text).expect("conf");
-    let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
-    assert_eq!(code, 0, "{err}");
+    import(&w, &topo, "udp", &text);
     // A datagram a loaded machine loses fails one check (`timed out`): what is asserted is
     // each server's state with the detail of a check that got its answer.
     let settled = |real: &str, state: &str, detail: &str| {

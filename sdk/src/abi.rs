@@ -94,6 +94,20 @@ pub struct ConnInfo {
     pub svc_flags: u32,
 }
 
+impl ConnInfo {
+    /// All zeros (what a shared region holds before the host writes it).
+    pub const ZERO: Self = Self {
+        saddr: [0; 16],
+        daddr: [0; 16],
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        af: 0,
+        reserved: 0,
+        svc_flags: 0,
+    };
+}
+
 /// Offset of [`Shared::conn`] in the shared region.
 pub const SHARED_CONN_OFFSET: usize = core::mem::offset_of!(Shared, conn);
 /// Offset of [`Shared::n_dests`] in the shared region.
@@ -131,16 +145,7 @@ impl Shared {
             hint: 0,
         };
         Self {
-            conn: ConnInfo {
-                saddr: [0; 16],
-                daddr: [0; 16],
-                sport: 0,
-                dport: 0,
-                proto: 0,
-                af: 0,
-                reserved: 0,
-                svc_flags: 0,
-            },
+            conn: ConnInfo::ZERO,
             n_dests: 0,
             dests: [EMPTY; MAX_DESTS],
         }
@@ -401,16 +406,7 @@ impl PeShared {
     /// An empty region.
     pub const fn new() -> Self {
         Self {
-            conn: ConnInfo {
-                saddr: [0; 16],
-                daddr: [0; 16],
-                sport: 0,
-                dport: 0,
-                proto: 0,
-                af: 0,
-                reserved: 0,
-                svc_flags: 0,
-            },
+            conn: ConnInfo::ZERO,
             len: 0,
             key: [0; PE_MAX_KEY + 1],
             payload: [0; HELPER_MAX_PAYLOAD],
