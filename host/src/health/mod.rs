@@ -49,6 +49,8 @@ struct Bound {
     service: ServiceKey,
     /// Programs run when the server changes state.
     notify: Arc<crate::config::check::Notify>,
+    /// Where this probe's check comes among the server's checks (its report's place).
+    rank: usize,
 }
 
 /// A running probe: its state and the real servers it decides for.
@@ -377,7 +379,7 @@ fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
                 down: first.all().find_map(|c| c.notify.down.clone()),
             });
             // Each of its checks (keepalived's several checkers) is a probe of its own.
-            for spec in first.all() {
+            for (rank, spec) in first.all().enumerate() {
                 let Some(probe) = &spec.probe else { continue };
                 // DR and tunnel servers the way clients reach them (not a program's check).
                 let via = (through_vip
@@ -395,6 +397,7 @@ fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
                     inhibit: first.inhibit,
                     service: svc.key,
                     notify: notify.clone(),
+                    rank,
                 });
             }
         }
@@ -471,12 +474,13 @@ fn reconcile(
                 .entry(Arc::as_ptr(&b.dest))
                 .or_insert_with(|| (b.dest.clone(), b.inhibit, Vec::new()))
                 .2
-                .push(p.clone());
+                .push((b.rank, p.clone()));
         }
         *p.bound.lock() = bound;
     }
-    for (_, (dest, inhibit, mut list)) in of_dest {
-        list.sort_by_key(|p| check_rank(snap, &dest, &p.key));
+    for (_, (dest, inhibit, mut ranked)) in of_dest {
+        ranked.sort_by_key(|(rank, _)| *rank);
+        let list: Vec<_> = ranked.into_iter().map(|(_, p)| p).collect();
         // A weight set by a check that is no longer there goes back to the configured one.
         if !list
             .iter()
@@ -493,34 +497,9 @@ fn reconcile(
     }
 }
 
-/// A real server, whether a failure inhibits it, and its probes.
-type DestProbes = (Arc<Dest>, bool, Vec<Arc<ProbeShared>>);
-
-/// Where probe `key` comes among the checks of real server `dest` as they were given (its
-/// reports are listed in that order).
-fn check_rank(snap: &Snapshot, dest: &Arc<Dest>, key: &ProbeKey) -> usize {
-    for svc in snap.services() {
-        let Some(given) = svc.given::<CheckSpec>() else {
-            continue;
-        };
-        for (d, real) in svc.dests.iter().rev().zip(&given.reals) {
-            if !Arc::ptr_eq(d, dest) {
-                continue;
-            }
-            let first = real.check.as_ref().or(given.check.as_ref());
-            if let Some(i) = first.and_then(|f| {
-                f.all().position(|c| {
-                    c.probe.as_ref() == Some(&key.probe)
-                        && c.timing == key.timing
-                        && c.port.unwrap_or(real.port) == key.target.port()
-                })
-            }) {
-                return i;
-            }
-        }
-    }
-    usize::MAX
-}
+/// A real server, whether a failure inhibits it, and its probes with their places among
+/// its checks.
+type DestProbes = (Arc<Dest>, bool, Vec<(usize, Arc<ProbeShared>)>);
 
 async fn run_probe(p: Arc<ProbeShared>, tls: Arc<tokio_rustls::rustls::ClientConfig>) {
     let t = p.key.timing;
