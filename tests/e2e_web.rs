@@ -102,13 +102,25 @@ async fn browser(port: u16) -> Client {
         .expect("a WebDriver session")
 }
 
+/// The text of the element `css` names. As with [`click`], the element found may be
+/// redrawn before its text is read (a stale reference, which read as "" and failed a
+/// test in CI once): find it again, a few times at most.
 async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap_or_default()
+    let mut attempt = 0;
+    loop {
+        let e = c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match e.text().await {
+            Ok(t) => return t,
+            Err(e) if attempt < 10 && e.to_string().contains("stale element") => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("text of {css}: {e}"),
+        }
+    }
 }
 
 /// Wait until `cond` holds for the page (checked every 200 ms), or fail with `what`.
