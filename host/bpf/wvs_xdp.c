@@ -101,7 +101,7 @@ struct mark_match {
 	__u16 dport_hi;
 	__u16 sport_lo;
 	__u16 sport_hi;
-	__u8 protos; // bit 0: TCP, bit 1: UDP
+	__u8 protos; // bit 0: TCP, bit 1: UDP, bit 2: SCTP
 	__u8 pad[3];
 };
 
@@ -225,7 +225,7 @@ static __attribute__((always_inline)) int marked(const __u8 *s, __u16 sport, con
 	struct mark_ctx c = {
 		.sp = __builtin_bswap16(sport),
 		.dp = __builtin_bswap16(dport),
-		.bit = proto == 6 ? 1 : proto == 17 ? 2 : 0,
+		.bit = proto == 6 ? 1 : proto == 17 ? 2 : proto == 132 ? 4 : 0,
 	};
 	if (!c.bit)
 		return 0;

@@ -95,7 +95,7 @@ pub(crate) fn real_addr_pattern() -> String {
 /// Pattern of a service filter: `tcp/a.b.c.d:port` or `tcp/[IPv6]:port`, or `fwm/MARK`.
 pub(crate) fn service_filter_pattern() -> String {
     format!(
-        "^((tcp|udp)/{}|fwm6?/{MARK})$",
+        "^((tcp|udp|sctp)/{}|fwm6?/{MARK})$",
         addr_port(&format!("(0|{PORT})"))
     )
 }
@@ -148,16 +148,16 @@ schema_type!(
     /// `tcp`, `udp`, `fwm` or `fwm6`.
     ProtocolName,
     string(
-        "The protocol: tcp or udp; fwm (fwm6) for a fwmark service of IPv4 (IPv6), whose \
-         address is its mark."
+        "The protocol: tcp, udp or sctp; fwm (fwm6) for a fwmark service of IPv4 (IPv6), \
+         whose address is its mark."
     )
-    .enum_values(Some(["tcp", "udp", "fwm", "fwm6"]))
+    .enum_values(Some(["tcp", "udp", "sctp", "fwm", "fwm6"]))
 );
 
 schema_type!(
-    /// `tcp` or `udp`.
+    /// `tcp`, `udp` or `sctp`.
     ProtocolOnly,
-    string("A protocol: tcp or udp.").enum_values(Some(["tcp", "udp"]))
+    string("A protocol: tcp, udp or sctp.").enum_values(Some(["tcp", "udp", "sctp"]))
 );
 
 schema_type!(

@@ -9,6 +9,13 @@
 /// LISTEN, SYNACK.
 pub const TCP_TIMEOUTS_SECS: [u32; 11] = [2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120];
 
+/// IPVS SCTP state timeouts in seconds, indexed by [`crate::model::SctpState`]
+/// (`sctp_timeouts[]` in `ip_vs_proto_sctp.c`; 61 is `IP_VS_SCTP_MAX_RTO`, INIT1 and
+/// REJECTED's 4 are `(0 + 3 + 1) * HZ`): NONE, INIT1, INIT, C-SENT, C-REPLIED, C-WAIT,
+/// COOKIE, C-ECHOED, ESTABLISHED, S-SENT, S-RECEIVED, S-ACK-SENT, REJECTED, CLOSED.
+/// ipvsadm's `--set` changes none of them.
+pub const SCTP_TIMEOUTS_SECS: [u32; 14] = [2, 4, 61, 61, 61, 61, 61, 61, 900, 61, 61, 61, 4, 61];
+
 /// IPVS UDP timeout in seconds (`udp_timeouts[IP_VS_UDP_S_NORMAL] = 5*60*HZ`).
 pub const UDP_TIMEOUT_SECS: u32 = 300;
 

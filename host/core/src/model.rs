@@ -12,14 +12,31 @@ pub enum Protocol {
     Tcp,
     /// UDP (IP protocol 17).
     Udp,
+    /// SCTP (IP protocol 132; `ipvsadm --sctp-service`).
+    Sctp,
 }
 
 impl Protocol {
+    /// Every protocol a service can balance: what a fwmark service or a mark rule that
+    /// names none takes.
+    pub const ALL: [Self; 3] = [Self::Tcp, Self::Udp, Self::Sctp];
+
     /// Return the IP protocol number.
     pub fn number(self) -> u8 {
         match self {
             Self::Tcp => 6,
             Self::Udp => 17,
+            Self::Sctp => 132,
+        }
+    }
+
+    /// The protocol numbered `n`, if a service can balance it.
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(Self::Tcp),
+            17 => Some(Self::Udp),
+            132 => Some(Self::Sctp),
+            _ => None,
         }
     }
 
@@ -28,6 +45,7 @@ impl Protocol {
         match self {
             Self::Tcp => "tcp",
             Self::Udp => "udp",
+            Self::Sctp => "sctp",
         }
     }
 }
@@ -423,6 +441,99 @@ impl TcpState {
     #[cfg(test)]
     pub(crate) fn from_index(i: u8) -> Self {
         Self::ALL[usize::from(i) % Self::ALL.len()]
+    }
+}
+
+/// IPVS SCTP association states, in the kernel's order (`IP_VS_SCTP_S_*`): the states as
+/// the real server sees them, and a few of IPVS's own (INIT1 and REJECTED for shorter
+/// timeouts, the cookie states for debugging).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum SctpState {
+    /// No packet seen yet.
+    #[default]
+    None = 0,
+    /// The client's first INIT, no INIT ACK yet.
+    Init1,
+    /// The client's INIT again.
+    Init,
+    /// The server's INIT ACK sent.
+    CookieSent,
+    /// The client's COOKIE ECHO sent.
+    CookieReplied,
+    /// The server's INIT sent (an association the server starts).
+    CookieWait,
+    /// The client's INIT ACK sent.
+    Cookie,
+    /// The server's COOKIE ECHO sent.
+    CookieEchoed,
+    /// Associated.
+    Established,
+    /// SHUTDOWN sent by the server.
+    ShutdownSent,
+    /// SHUTDOWN sent by the client.
+    ShutdownReceived,
+    /// SHUTDOWN ACK sent.
+    ShutdownAckSent,
+    /// An INIT answered by an ABORT.
+    Rejected,
+    /// Ended.
+    Closed,
+}
+
+impl SctpState {
+    /// Every state, in `IP_VS_SCTP_S_*` order.
+    pub const ALL: [Self; 14] = [
+        Self::None,
+        Self::Init1,
+        Self::Init,
+        Self::CookieSent,
+        Self::CookieReplied,
+        Self::CookieWait,
+        Self::Cookie,
+        Self::CookieEchoed,
+        Self::Established,
+        Self::ShutdownSent,
+        Self::ShutdownReceived,
+        Self::ShutdownAckSent,
+        Self::Rejected,
+        Self::Closed,
+    ];
+
+    /// Whether a connection in this state counts in its server's active connections: only
+    /// ESTABLISHED (`set_sctp_state`).
+    pub fn active(self) -> bool {
+        self == Self::Established
+    }
+
+    /// The state's name as `ipvsadm -L -c` prints it (`sctp_state_name_table`).
+    pub fn name(self) -> &'static str {
+        [
+            "NONE",
+            "INIT1",
+            "INIT",
+            "C-SENT",
+            "C-REPLIED",
+            "C-WAIT",
+            "COOKIE",
+            "C-ECHOED",
+            "ESTABLISHED",
+            "S-SENT",
+            "S-RECEIVED",
+            "S-ACK-SENT",
+            "REJECTED",
+            "CLOSED",
+        ][self as usize]
+    }
+
+    /// The state's timeout in milliseconds (IPVS's).
+    pub fn timeout_ms(self) -> u64 {
+        u64::from(crate::consts::SCTP_TIMEOUTS_SECS[self as usize]) * 1000
+    }
+
+    /// The state numbered `i` (`IP_VS_SCTP_S_*`, as sync messages carry it), if there is one.
+    pub fn from_index(i: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(i)).copied()
     }
 }
 

@@ -321,6 +321,7 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
         // The service as ipvsadm names it: -t/-u ADDR, or -f MARK (-6 after it for IPv6).
         let id = match s.protocol.as_str() {
             "udp" => format!("-u {}", s.address),
+            "sctp" => format!("--sctp-service {}", s.address),
             "fwm" => format!("-f {}", s.address),
             "fwm6" => format!("-f {} -6", s.address),
             _ => format!("-t {}", s.address),

@@ -809,7 +809,7 @@ fn virtual_server(n: &Node, out: &mut Import) {
         ));
     }
     // keepalived clears `ops` on a service that is not UDP, with a warning.
-    if svc.ops && svc.protocol == "tcp" {
+    if svc.ops && matches!(svc.protocol.as_str(), "tcp" | "sctp") {
         svc.ops = false;
         out.notes.push(format!(
             "{}: ops (one-packet scheduling) is for UDP services: left out of this {} one, as keepalived does",
@@ -1162,8 +1162,9 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
                 match v.to_ascii_uppercase().as_str() {
                     "TCP" => vs.svc.protocol = "tcp".into(),
                     "UDP" => vs.svc.protocol = "udp".into(),
+                    "SCTP" => vs.svc.protocol = "sctp".into(),
                     _ => out.problems.push(format!(
-                        "{}: protocol {v} is not supported (TCP or UDP)",
+                        "{}: protocol {v} is not supported (TCP, UDP or SCTP)",
                         c.at
                     )),
                 }

@@ -50,6 +50,7 @@ Usage:
 virtual-service:
   --tcp-service  -t service-address   service-address is host:port
   --udp-service  -u service-address
+  --sctp-service    service-address   (IPVS's SCTP state table and timeouts)
   --fwmark-service -f fwmark          fwmark is an integer greater than zero: the
                                       packets wvs's mark rules give it (-6: IPv6's)
 
@@ -149,7 +150,8 @@ wvs's own:
   --api-ca FILE       with https: the API's certificate, or its CA's (PEM)
   --token-file FILE   the API token (default $WVS_API_TOKEN, else /var/lib/wvs/api-token)
 
-Not supported: --sctp-service (later work)
+Not supported: none of ipvsadm's options (docs/ipvs-differences.md lists what behaves
+otherwise)
 ";
 
 /// Run `wvs adm` with `words` (the arguments after `adm`); returns the exit code.
@@ -593,7 +595,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
     }
     let check = check_def(a)?;
     // ipvsadm takes -o for a fwmark service too (one whose marks are UDP's).
-    if a.ops && protocol == "tcp" {
+    if a.ops && !matches!(protocol.as_str(), "udp" | "fwm" | "fwm6") {
         return Err(usage(
             "One-Packet Scheduling is only for UDP virtual services",
         ));

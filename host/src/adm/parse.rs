@@ -240,6 +240,7 @@ const OPTS: &[Opt] = &[
     opt(Some('v'), "version", ArgKind::None),
     opt(Some('t'), "tcp-service", ArgKind::Required),
     opt(Some('u'), "udp-service", ArgKind::Required),
+    opt(None, "sctp-service", ArgKind::Required),
     opt(Some('f'), "fwmark-service", ArgKind::Required),
     opt(Some('s'), "scheduler", ArgKind::Required),
     opt(Some('p'), "persistent", ArgKind::Optional),
@@ -550,13 +551,14 @@ fn command(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError> {
 /// What names a service and how it schedules.
 fn service_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError> {
     match long {
-        "tcp-service" | "udp-service" | "fwmark-service" => {
+        "tcp-service" | "udp-service" | "sctp-service" | "fwmark-service" => {
             if a.service.is_some() || a.fwmark.is_some() {
                 return Err(usage("more than one service specified"));
             }
             match long {
                 "tcp-service" => a.service = Some(("tcp".into(), with_port(v))),
                 "udp-service" => a.service = Some(("udp".into(), with_port(v))),
+                "sctp-service" => a.service = Some(("sctp".into(), with_port(v))),
                 _ => a.fwmark = Some(v.into()),
             }
         }

@@ -359,10 +359,7 @@ impl PluginView {
 
 /// A connection's state as `ipvsadm -L -c` prints it.
 pub(crate) fn conn_state_name(c: &Conn) -> &'static str {
-    match c.proto {
-        Protocol::Tcp => c.state.name(),
-        Protocol::Udp => "UDP",
-    }
+    c.state_name()
 }
 
 /// One connection.

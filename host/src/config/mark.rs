@@ -312,7 +312,7 @@ pub fn parse_words(text: &str) -> Result<MarkRuleDef, String> {
             ("ip" | "ip6", "daddr") => d.daddr.extend(items(&mut i)?),
             ("ip" | "ip6", "saddr") => d.saddr.extend(items(&mut i)?),
             ("meta", "l4proto") => d.protocols.extend(items(&mut i)?),
-            ("tcp" | "udp" | "th", "dport" | "sport") => {
+            ("tcp" | "udp" | "sctp" | "th", "dport" | "sport") => {
                 if a != "th" && !d.protocols.iter().any(|p| p == a) {
                     d.protocols.push(a.to_string());
                 }

@@ -6,7 +6,7 @@
 //! path = "lat2.wasm"            # relative to this file
 //!
 //! [[service]]
-//! protocol = "tcp"              # tcp | udp
+//! protocol = "tcp"              # tcp | udp | sctp (or fwm/fwm6 with a mark as address)
 //! address = "198.18.100.1:80"   # virtual IP and port
 //! scheduler = "wlc"             # an IPVS scheduler (rr wrr lc wlc sed nq fo ovf twos sh dh
 //!                               # mh lblc lblcr) or a [[plugin]] name; default wlc
@@ -1255,8 +1255,9 @@ pub(crate) fn parse_protocol(s: &str) -> Result<Protocol, ConfigError> {
     match s {
         "tcp" => Ok(Protocol::Tcp),
         "udp" => Ok(Protocol::Udp),
+        "sctp" => Ok(Protocol::Sctp),
         other => Err(invalid(format!(
-            "protocol {other:?}: expected \"tcp\", \"udp\", \"fwm\" or \"fwm6\""
+            "protocol {other:?}: expected \"tcp\", \"udp\", \"sctp\", \"fwm\" or \"fwm6\""
         ))),
     }
 }
@@ -2150,7 +2151,7 @@ mod tests {
     fn refuses_bad_input_with_a_reason() {
         let cases = [
             (
-                "[[service]]\nprotocol='sctp'\naddress='198.18.100.1:80'",
+                "[[service]]\nprotocol='dccp'\naddress='198.18.100.1:80'",
                 "protocol",
             ),
             (

@@ -180,10 +180,10 @@ impl Claims {
                     c6.vip_addrs.push(a);
                 }
             }
-            // A fwmark service's servers answer in either protocol, from their port, or
-            // from any (port 0: the client's).
+            // A fwmark service's servers answer in any protocol, from their port, or from
+            // any (port 0: the client's).
             let protos = if s.key.is_fwmark() {
-                &[Protocol::Tcp, Protocol::Udp][..]
+                &Protocol::ALL[..]
             } else {
                 std::slice::from_ref(&s.key.proto)
             };
@@ -428,7 +428,7 @@ fn render_marks(rules: &[crate::spec::MarkRule]) -> String {
         let v6 = r.daddr.first().is_some_and(|n| n.addr().is_ipv6());
         let fam = if v6 { "ip6" } else { "ip" };
         let protos = if r.protos.is_empty() {
-            vec![Protocol::Tcp, Protocol::Udp]
+            Protocol::ALL.to_vec()
         } else {
             r.protos.clone()
         };

@@ -1181,9 +1181,19 @@ impl Worker {
             stats.count_drop(DropReason::RxTruncated);
             return None;
         }
+        let headers = match headers {
+            Some(h) => h,
+            None => Headers::parse(slot.get(VNET_HDR_LEN..len)?),
+        };
+        // SCTP's CRC32c left to the device by a local sender: completed here, once.
+        if let Some(l4) = headers.sctp_offset() {
+            let (vnet, frame) = slot.split_at_mut(VNET_HDR_LEN);
+            if let Some(mut h) = VnetHeader::new_checked(vnet) {
+                h.complete_sctp(&mut frame[..len - VNET_HDR_LEN], l4);
+            }
+        }
         let meta = rx_meta(&VnetHeader::new_checked(&slot[..len])?, iface, stats);
         let mut sink = Sink { pool: segs };
-        let headers = headers.unwrap_or_else(|| Headers::parse(&slot[VNET_HDR_LEN..len]));
         let verdict = self.datapath.process_in_buffer(
             snap,
             now,

@@ -124,15 +124,15 @@ fn mark_matches(rules: &[crate::spec::MarkRule]) -> Vec<MarkMatch> {
     let mut out = Vec::new();
     for r in rules {
         let v6 = r.daddr.first().is_some_and(|n| n.addr().is_ipv6());
+        let bit = |p: &Protocol| match p {
+            Protocol::Tcp => 1,
+            Protocol::Udp => 2,
+            Protocol::Sctp => 4,
+        };
         let protos = if r.protos.is_empty() {
-            3
+            Protocol::ALL.iter().fold(0, |b, p| b | bit(p))
         } else {
-            r.protos.iter().fold(0, |b, p| {
-                b | match p {
-                    Protocol::Tcp => 1,
-                    Protocol::Udp => 2,
-                }
-            })
+            r.protos.iter().fold(0, |b, p| b | bit(p))
         };
         let saddrs: Vec<_> = if r.saddr.is_empty() {
             vec![any(v6)]

@@ -5,6 +5,7 @@ pub mod app;
 pub mod defense;
 pub mod own;
 pub mod persist;
+pub mod sctp;
 pub mod state;
 pub mod sync;
 pub mod table;
@@ -12,7 +13,8 @@ pub mod table;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-pub use crate::model::TcpState;
+pub use crate::model::{SctpState, TcpState};
+pub(crate) use sctp::SctpEvent;
 
 pub(crate) use state::{Direction, TcpFlags};
 pub use table::ConnTable;
@@ -76,6 +78,9 @@ struct Side {
     app: Option<Arc<app::AppConn>>,
     /// The connection that expected it (`cp->control` of an FTP data connection).
     controller: Option<app::Controller>,
+    /// An SCTP association's state: kept here, so that TCP's and UDP's entries stay as
+    /// small as they were (an SCTP entry takes this block from its first packet).
+    sctp: SctpState,
 }
 
 /// One tracked connection (`struct ip_vs_conn`).
@@ -119,7 +124,7 @@ pub struct Conn {
     pub client_hop: NextHop,
     /// Protocol.
     pub proto: Protocol,
-    /// TCP state (UDP connections stay in `None`).
+    /// TCP state (UDP and SCTP connections stay in `None`).
     pub state: TcpState,
     flags: Flags,
     /// When it was last sent to the backups, as `conn::sync` keeps it (IPVS's
@@ -153,6 +158,7 @@ impl Conn {
         let timeout_ms = match key.proto {
             Protocol::Tcp => TcpState::None.timeout_ms(),
             Protocol::Udp => u64::from(UDP_TIMEOUT_SECS) * 1000,
+            Protocol::Sctp => SctpState::None.timeout_ms(),
         };
         let mut flags = Flags::INACTIVE;
         flags.set(Flags::NO_OUTPUT, !fwd.sees_replies());
@@ -375,13 +381,14 @@ impl Conn {
         }
     }
 
-    /// Account a packet: advance the TCP state (or keep UDP's one) and take the state's
-    /// timeout, as IPVS's `state_transition` does for every packet.
+    /// Account a packet: advance the TCP or SCTP state (or keep UDP's one) by the packet's
+    /// TCP flags or SCTP chunks, and take the state's timeout, as IPVS's
+    /// `state_transition` does for every packet.
     #[inline]
     pub(crate) fn advance(
         &mut self,
         dir: Direction,
-        flags: TcpFlags,
+        (flags, chunks): (TcpFlags, SctpEvent),
         timeouts: &StateTimeouts,
         secure: bool,
     ) {
@@ -397,6 +404,7 @@ impl Conn {
         };
         match self.proto {
             Protocol::Tcp => self.tcp_transition(dir, flags, timeouts, secure),
+            Protocol::Sctp => self.sctp_transition(dir, chunks),
             Protocol::Udp => {
                 self.set_timeout_ms(timeouts.udp());
                 if dir == Direction::Output
@@ -437,6 +445,62 @@ impl Conn {
         self.set_timeout_ms(timeouts.tcp(self.state));
     }
 
+    /// Advance the SCTP state for a packet, move the connection between its server's active
+    /// and inactive counts (only ESTABLISHED is active) and take the state's timeout, as
+    /// `set_sctp_state` does.
+    fn sctp_transition(&mut self, dir: Direction, chunks: SctpEvent) {
+        let new = sctp::next_state(self.sctp_state(), dir, chunks);
+        if new != self.sctp_state() {
+            if !self.inactive() && !new.active() {
+                self.dest.set_inactive(true);
+                self.flags.insert(Flags::INACTIVE);
+            } else if self.inactive() && new.active() {
+                self.dest.set_inactive(false);
+                self.flags.remove(Flags::INACTIVE);
+            }
+            self.set_sctp_state(new);
+            self.flags.insert(Flags::STATE_CHANGED);
+            if new == SctpState::Established
+                && let Some(c) = &self.template
+            {
+                c.assure();
+            }
+        }
+        self.set_timeout_ms(new.timeout_ms());
+    }
+
+    /// An SCTP connection's state (`None` for TCP and UDP).
+    #[inline]
+    pub fn sctp_state(&self) -> SctpState {
+        self.side.as_ref().map_or(SctpState::None, |s| s.sctp)
+    }
+
+    /// Set an SCTP connection's state.
+    pub(crate) fn set_sctp_state(&mut self, s: SctpState) {
+        if s != self.sctp_state() {
+            self.side_mut().sctp = s;
+        }
+    }
+
+    /// Its state's name as `ipvsadm -L -c` prints it: TCP's or SCTP's, UDP's `UDP`.
+    pub fn state_name(&self) -> &'static str {
+        match self.proto {
+            Protocol::Tcp => self.state.name(),
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => self.sctp_state().name(),
+        }
+    }
+
+    /// Its state as IPVS numbers it (`cp->state`, which sync messages carry): TCP's or
+    /// SCTP's index, 0 for UDP.
+    pub fn state_index(&self) -> u8 {
+        match self.proto {
+            Protocol::Tcp => self.state as u8,
+            Protocol::Udp => 0,
+            Protocol::Sctp => self.sctp_state() as u8,
+        }
+    }
+
     /// Re-arm the expiry timer for the current state (`ip_vs_conn_put`).
     #[inline]
     pub fn touch(&mut self, now: u64) {
@@ -450,6 +514,7 @@ impl Conn {
         let early = match self.proto {
             Protocol::Tcp => matches!(self.state, TcpState::SynRecv | TcpState::SynAck),
             Protocol::Udp => self.in_pkts <= 1,
+            Protocol::Sctp => matches!(self.sctp_state(), SctpState::Init1 | SctpState::Init),
         };
         (early && !self.wildcard() && !self.app().is_some_and(|a| a.controls()))
             || self.waiting_expectation()

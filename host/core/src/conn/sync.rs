@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use parking_lot::Mutex;
 
 use super::persist::{Link, SyncPutError, TemplateKey};
-use super::{Conn, ConnKey, ConnTable, Flags, InsertError, TcpState};
+use super::{Conn, ConnKey, ConnTable, Flags, InsertError, SctpState, TcpState};
 use crate::consts::{MAX_WORKERS, SYNC_TEMPLATE_TIMEOUT_SECS};
 use crate::model::{Forward, NextHop, Protocol};
 use crate::service::Snapshot;
@@ -183,20 +183,13 @@ impl Conn {
         }
         let now_s = (now / 1000) as u32;
         let timeout_s = (self.timeout_ms() / 1000) as u32;
-        if self.proto == Protocol::Tcp {
-            if !matches!(
-                self.state,
-                TcpState::Established
-                    | TcpState::FinWait
-                    | TcpState::Close
-                    | TcpState::CloseWait
-                    | TcpState::TimeWait
-            ) {
+        if self.proto != Protocol::Udp {
+            if !self.state_synced() {
                 return false;
             }
             // A change to another synced state goes at once; to ESTABLISHED, at the
             // next packet the counts let through.
-            if self.flags.contains(Flags::STATE_CHANGED) && self.state != TcpState::Established {
+            if self.flags.contains(Flags::STATE_CHANGED) && !self.established() {
                 self.flags.remove(Flags::STATE_CHANGED);
                 self.sync_endtime = endtime_word(now_s.wrapping_add(timeout_s)) as u16;
                 return true;
@@ -215,6 +208,36 @@ impl Conn {
         self.flags.remove(Flags::STATE_CHANGED);
         self.sync_endtime = n as u16;
         true
+    }
+
+    /// Whether IPVS syncs a connection in its state (`ip_vs_sync_conn_needed`): TCP's
+    /// ESTABLISHED and closing states, SCTP's ESTABLISHED, shutdown states and CLOSED,
+    /// every UDP flow.
+    fn state_synced(&self) -> bool {
+        match self.proto {
+            Protocol::Tcp => matches!(
+                self.state,
+                TcpState::Established
+                    | TcpState::FinWait
+                    | TcpState::Close
+                    | TcpState::CloseWait
+                    | TcpState::TimeWait
+            ),
+            Protocol::Sctp => matches!(
+                self.sctp_state(),
+                SctpState::Established
+                    | SctpState::ShutdownSent
+                    | SctpState::ShutdownReceived
+                    | SctpState::ShutdownAckSent
+                    | SctpState::Closed
+            ),
+            Protocol::Udp => true,
+        }
+    }
+
+    /// Whether it is ESTABLISHED (TCP or SCTP).
+    fn established(&self) -> bool {
+        self.state == TcpState::Established || self.sctp_state() == SctpState::Established
     }
 
     /// The connection as a sync message carries it.
@@ -246,7 +269,7 @@ impl Conn {
         SyncConn {
             protocol: self.proto.number(),
             flags,
-            state: self.state as u16,
+            state: u16::from(self.state_index()),
             cport: self.cport,
             vport: self.vport,
             dport: self.rport,
@@ -376,18 +399,7 @@ impl ConnTable {
     /// carry no packet meanwhile, which IPVS's per-packet rule never sends again).
     pub fn sync_all(&self, s: &SyncSettings, mut f: impl FnMut(SyncConn)) {
         self.for_each(|c| {
-            let state_synced = match c.proto {
-                Protocol::Tcp => matches!(
-                    c.state,
-                    TcpState::Established
-                        | TcpState::FinWait
-                        | TcpState::Close
-                        | TcpState::CloseWait
-                        | TcpState::TimeWait
-                ),
-                Protocol::Udp => true,
-            };
-            if state_synced
+            if c.state_synced()
                 && c.fwd != Forward::FullNat
                 && !c.wildcard()
                 && !(s.persist_mode && c.template.is_some())
@@ -462,6 +474,7 @@ pub fn apply(
     let proto = match c.protocol {
         6 => Protocol::Tcp,
         17 => Protocol::Udp,
+        132 => Protocol::Sctp,
         // A fwmark service's template (IPPROTO_IP): keyed as wvs keys them.
         0 if template && c.fwmark != 0 => Protocol::Tcp,
         _ => return Err(Ignored::Protocol),
@@ -476,6 +489,7 @@ pub fn apply(
         let states = match proto {
             Protocol::Tcp => TcpState::ALL.len() as u16,
             Protocol::Udp => 1,
+            Protocol::Sctp => SctpState::ALL.len() as u16,
         };
         if c.state >= states {
             return Err(Ignored::State);
@@ -541,7 +555,15 @@ pub fn apply(
             Err(SyncPutError::Full) => Err(Ignored::Full),
         };
     }
-    let state = TcpState::ALL[usize::from(c.state)];
+    // Checked above: below the protocol's count of states.
+    let (state, sctp) = match proto {
+        Protocol::Tcp => (TcpState::ALL[usize::from(c.state)], SctpState::None),
+        Protocol::Udp => (TcpState::None, SctpState::None),
+        Protocol::Sctp => (
+            TcpState::None,
+            SctpState::from_index(c.state as u8).unwrap_or(SctpState::None),
+        ),
+    };
     let key = ConnKey {
         proto,
         saddr: c.caddr,
@@ -556,6 +578,7 @@ pub fn apply(
         match proto {
             Protocol::Tcp => timeouts.tcp(state),
             Protocol::Udp => timeouts.udp(),
+            Protocol::Sctp => sctp.timeout_ms(),
         }
     };
     let inactive = flags & flag::INACTIVE != 0;
@@ -574,6 +597,7 @@ pub fn apply(
         }
         set_seq(cp, flags, c.seq.as_ref());
         cp.state = state;
+        cp.set_sctp_state(sctp);
         cp.flags.remove(Flags::STATE_CHANGED);
         cp.in_pkts = threshold;
         cp.set_timeout_ms(timeout_ms);
@@ -613,6 +637,7 @@ pub fn apply(
     }
     set_seq(&mut cp, flags, c.seq.as_ref());
     cp.state = state;
+    cp.set_sctp_state(sctp);
     cp.in_pkts = threshold;
     cp.set_timeout_ms(timeout_ms);
     cp.touch(now);

@@ -195,6 +195,11 @@ fn resize(buf: &mut [u8], info: &L4Info, csum: CsumMode, plen: usize, cur: usize
     let seg = &mut buf[l4..ETHERNET_HEADER_LEN + total];
     let field = match info.proto {
         Protocol::Tcp => tcp_field::CHECKSUM,
+        Protocol::Sctp => {
+            // CRC32c covers no pseudo-header and is never left to the kernel: in full.
+            crate::wire::sctp::SctpPacket::new_unchecked(seg).fill_checksum();
+            return total;
+        }
         Protocol::Udp => {
             let l = seg.len() as u16;
             seg[udp_field::LENGTH..udp_field::LENGTH + 2].copy_from_slice(&l.to_be_bytes());
@@ -262,6 +267,9 @@ impl super::Datapath {
                 seq_adjust(inner, info.flags, dir, &mut buf[l4..end], complete)
             }
             Protocol::Udp => (udp_field::HEADER_LEN, 0),
+            // No helper is bound to an SCTP connection (IPVS has none); its chunks would
+            // follow the common header.
+            Protocol::Sctp => (crate::wire::sctp::field::HEADER_LEN, 0),
         };
         let pstart = l4 + hdr_len;
         let plen = end.saturating_sub(pstart);

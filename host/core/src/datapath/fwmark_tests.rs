@@ -61,6 +61,7 @@ fn to(vip: [u8; 4], cport: u16, dport: u16, proto: Protocol) -> Vec<u8> {
             (vip, dport),
             b"q",
         ),
+        Protocol::Sctp => unreachable!("these tests mark TCP and UDP"),
     }
 }
 

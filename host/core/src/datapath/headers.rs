@@ -63,7 +63,7 @@ pub struct Ipv4Header {
     pub next: u8,
     /// A fragment (more fragments, or an offset).
     pub fragment: bool,
-    /// Source and destination port, when the payload is TCP or UDP and has them.
+    /// Source and destination port, when the payload is TCP, UDP or SCTP and has them.
     pub ports: Option<(u16, u16)>,
 }
 
@@ -82,6 +82,18 @@ impl Headers {
         Self {
             len: frame.len(),
             eth,
+        }
+    }
+
+    /// Where an SCTP header starts in the frame, if the frame carries one (not in a
+    /// later fragment).
+    #[inline]
+    pub fn sctp_offset(&self) -> Option<usize> {
+        let eth = crate::wire::ETHERNET_HEADER_LEN;
+        match &self.eth.as_ref()?.net {
+            Net::Ipv4(Ok(h)) if h.next == 132 && !h.fragment => Some(eth + h.ihl),
+            Net::Ipv6(Ok(h)) if h.l4_proto() == Some(Protocol::Sctp) => Some(eth + h.l4_off),
+            _ => None,
         }
     }
 
@@ -127,7 +139,7 @@ impl Ipv4Header {
         }
         let next = u8::from(pkt.next_header());
         let ports = match next {
-            6 | 17 => ip.get(ihl..total_len).and_then(ports_of),
+            6 | 17 | 132 => ip.get(ihl..total_len).and_then(ports_of),
             _ => None,
         };
         Ok(Self {
@@ -141,14 +153,10 @@ impl Ipv4Header {
         })
     }
 
-    /// TCP or UDP, by the protocol number.
+    /// TCP, UDP or SCTP, by the protocol number.
     #[inline]
     pub fn l4_proto(&self) -> Option<Protocol> {
-        match self.next {
-            6 => Some(Protocol::Tcp),
-            17 => Some(Protocol::Udp),
-            _ => None,
-        }
+        Protocol::from_number(self.next)
     }
 }
 
@@ -174,7 +182,7 @@ pub struct Ipv6Header {
     pub next: u8,
     /// The fragment header, if the packet is a fragment.
     pub fragment: Option<Ipv6Fragment>,
-    /// Source and destination port, when the upper layer is TCP or UDP and has them.
+    /// Source and destination port, when the upper layer is TCP, UDP or SCTP and has them.
     pub ports: Option<(u16, u16)>,
 }
 
@@ -295,7 +303,7 @@ impl Ipv6Header {
             upper,
         } = Chain::walk(packet, u8::from(pkt.next_header()))?;
         let ports = match next {
-            6 | 17 if upper => packet.get(off..).and_then(ports_of),
+            6 | 17 | 132 if upper => packet.get(off..).and_then(ports_of),
             _ => None,
         };
         Ok(Self {
@@ -310,17 +318,13 @@ impl Ipv6Header {
         })
     }
 
-    /// TCP or UDP, by the protocol number (never for a fragment past the first).
+    /// TCP, UDP or SCTP, by the protocol number (never for a fragment past the first).
     #[inline]
     pub fn l4_proto(&self) -> Option<Protocol> {
         if self.fragment.is_some_and(|f| f.offset != 0) {
             return None;
         }
-        match self.next {
-            6 => Some(Protocol::Tcp),
-            17 => Some(Protocol::Udp),
-            _ => None,
-        }
+        Protocol::from_number(self.next)
     }
 }
 

@@ -192,10 +192,8 @@ pub(super) fn parse(
     if inner.len() < inner_ihl + 8 {
         return bad(DropReason::IcmpTruncated);
     }
-    let proto = match u8::from(q.next_header()) {
-        6 => Protocol::Tcp,
-        17 => Protocol::Udp,
-        _ => return Ok(None),
+    let Some(proto) = Protocol::from_number(u8::from(q.next_header())) else {
+        return Ok(None);
     };
     if q.frag_offset() != 0 {
         // A quote of a later fragment has no ports.

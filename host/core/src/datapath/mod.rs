@@ -27,10 +27,13 @@ pub use headers::{EthHeader, Headers, Ipv4Header, Ipv6Fragment, Ipv6Header, Net}
 pub use stats::{DatapathStats, DropReason, StatsSum};
 
 use crate::conn::table::KeyDir;
-use crate::conn::{Conn, ConnKey, ConnTable, Direction, InsertError, TcpFlags, TcpState};
+use crate::conn::{
+    Conn, ConnKey, ConnTable, Direction, InsertError, SctpEvent, TcpFlags, TcpState,
+};
 use crate::model::{Forward, Protocol};
 use crate::service::{Dest, NextHop, Snapshot, VirtualService};
 use crate::wire::checksum::CsumMode;
+use crate::wire::sctp::SctpPacket;
 use crate::wire::{
     ETHERNET_HEADER_LEN, EthernetAddress, EthernetFrame, Ipv4Packet, TcpPacket, UdpPacket,
     checksum, ipv4_field, ipv6_field, tcp_field, udp_field,
@@ -184,6 +187,8 @@ struct L4Info {
     l4_off: usize,
     total_len: usize,
     flags: TcpFlags,
+    /// What an SCTP packet's chunks say to the state table (DATA for TCP and UDP).
+    chunks: SctpEvent,
 }
 
 /// A received packet as the handlers see it: the snapshot it is handled under, the time,
@@ -207,9 +212,20 @@ impl L4Info {
         }
     }
 
-    /// A SYN without ACK or RST: the only TCP packet that may start a connection.
+    /// What moves a connection's state: TCP's flags, SCTP's chunks.
+    #[inline]
+    fn events(&self) -> (TcpFlags, SctpEvent) {
+        (self.flags, self.chunks)
+    }
+
+    /// A SYN without ACK or RST, or an SCTP INIT: the packets that may start a connection
+    /// over an old one's ports (`is_new_conn`).
     fn is_new_syn(&self) -> bool {
-        self.proto == Protocol::Tcp && self.flags.syn && !self.flags.ack && !self.flags.rst
+        match self.proto {
+            Protocol::Tcp => self.flags.syn && !self.flags.ack && !self.flags.rst,
+            Protocol::Sctp => self.chunks == SctpEvent::Init,
+            Protocol::Udp => false,
+        }
     }
 }
 
@@ -584,8 +600,13 @@ impl Datapath {
         if reuse != 0 && info.is_new_syn() {
             let over = c.template.is_none()
                 && c.controller().is_none()
-                && (matches!(c.state, TcpState::TimeWait | TcpState::Close)
-                    || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output()));
+                && match c.proto {
+                    Protocol::Sctp => c.sctp_state() == crate::conn::SctpState::Closed,
+                    _ => {
+                        matches!(c.state, TcpState::TimeWait | TcpState::Close)
+                            || (reuse & 2 != 0 && c.state == TcpState::FinWait && c.no_output())
+                    }
+                };
             if over || (sysctl.expire_nodest_conn && c.dest.weight() == 0) {
                 c.set_expire_now(true);
                 return InLookup::Reschedule;
@@ -615,7 +636,7 @@ impl Datapath {
         if let Some(k) = c.controller_mut() {
             k.used();
         }
-        c.advance(Direction::Input, info.flags, l.timeouts, l.secure);
+        c.advance(Direction::Input, info.events(), l.timeouts, l.secure);
         c.touch(l.now);
         if c.client_hop.iface == NextHop::UNKNOWN.iface
             && let Some(hop) = l.client_hop
@@ -803,8 +824,11 @@ impl Datapath {
         // ip_vs_bind_app: helpers only for the methods whose replies come back through wvs;
         // a port-0 service's default (ftp) only for connections to port 21, as IPVS binds
         // by the connection's port.
-        let bind =
-            svc.key.port != 0 || svc.spec.helpers.is_some() || key.dport == crate::consts::FTP_PORT;
+        // IPVS has no SCTP helper: none binds to an SCTP connection.
+        let bind = key.proto != Protocol::Sctp
+            && (svc.key.port != 0
+                || svc.spec.helpers.is_some()
+                || key.dport == crate::consts::FTP_PORT);
         if bind && !svc.helpers.is_empty() && matches!(conn.fwd, Forward::Masq | Forward::FullNat) {
             conn.set_app(crate::conn::app::AppConn::new(
                 svc.helpers.iter().map(|h| Arc::from(h.name())),
@@ -813,7 +837,7 @@ impl Datapath {
         conn.in_pkts = 1;
         conn.advance(
             Direction::Input,
-            info.flags,
+            info.events(),
             &svc.timeouts,
             self.conns.defense().secure_tcp(),
         );
@@ -947,6 +971,8 @@ impl Datapath {
         let seg = buf.get(l4..end).unwrap_or(&[]);
         let hdr = match info.proto {
             Protocol::Udp => Some(udp_field::HEADER_LEN),
+            // The chunks: an engine reads them as they come.
+            Protocol::Sctp => Some(crate::wire::sctp::field::HEADER_LEN),
             Protocol::Tcp => TcpPacket::new_checked(seg)
                 .ok()
                 .map(|t| usize::from(t.header_len())),
@@ -1004,6 +1030,10 @@ impl Datapath {
                     || (sysctl.sloppy_tcp
                         && (!sysctl.sloppy_consistent_only || svc.sched.consistent()))))
         {
+            return Err(DropReason::NoConnIn);
+        }
+        // sctp_conn_schedule: only an INIT starts an association.
+        if info.proto == Protocol::Sctp && info.chunks != SctpEvent::Init {
             return Err(DropReason::NoConnIn);
         }
         if self.conns.defense().todrop(&self.drop_counter) {
@@ -1192,7 +1222,7 @@ impl Datapath {
         if let Some(k) = c.controller_mut() {
             k.used();
         }
-        c.advance(Direction::Output, l.info.flags, l.timeouts, l.secure);
+        c.advance(Direction::Output, l.info.events(), l.timeouts, l.secure);
         c.touch(l.now);
         c.dest
             .stats
@@ -1245,10 +1275,11 @@ impl Datapath {
             return self.sent(xmit::stack::local(&mut pkt));
         }
         // nat_icmp_send: tell the server its packet has no connection, unless it is a
-        // reset (ip_vs_out).
+        // reset or an SCTP ABORT (ip_vs_out).
         let reason = DropReason::NoConnOut;
         if snap.sysctl.nat_icmp_send
             && !(info.proto == Protocol::Tcp && info.flags.rst)
+            && !(info.proto == Protocol::Sctp && info.chunks == SctpEvent::Abort)
             && let Some(src) = own
         {
             let answer = Answer::PortUnreachableFrom(src);
@@ -1293,7 +1324,7 @@ impl Datapath {
                 .buf
                 .get(ETHERNET_HEADER_LEN + pkt.l4_off + 12)
                 .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
-            Protocol::Udp => return Verdict::Drop(DropReason::TooBig),
+            Protocol::Udp | Protocol::Sctp => return Verdict::Drop(DropReason::TooBig),
         };
         pkt.gso_size = mtu.saturating_sub((pkt.l4_off + l4_hdr) as u16);
         // Each segment has the rewritten headers already: it goes out as it is.
@@ -1573,6 +1604,7 @@ fn l4_of(
             Err(match proto {
                 Protocol::Tcp => DropReason::TcpTruncated,
                 Protocol::Udp => DropReason::UdpTruncated,
+                Protocol::Sctp => DropReason::SctpTruncated,
             })
         } else {
             Ok(Parsed::NotOurs)
@@ -1596,7 +1628,7 @@ fn l4_of(
     if saddr.is_ipv4() && checksum::compute(&ip[..l4_off]) != 0 {
         return Err(DropReason::IpBadChecksum);
     }
-    let flags = l4_flags(proto, l4, (saddr, daddr), csum)?;
+    let (flags, chunks) = l4_flags(proto, l4, (saddr, daddr), csum)?;
     Ok(Parsed::L4(L4Info {
         proto,
         saddr,
@@ -1606,20 +1638,24 @@ fn l4_of(
         l4_off,
         total_len,
         flags,
+        chunks,
     }))
 }
 
-/// The checks of wvs's TCP or UDP packet `l4` (between `addrs`), and TCP's flags: a
-/// segment that may start or end a connection must have a good checksum (when it is
-/// complete), as a forged one must not change a connection's state.
+/// The checks of wvs's TCP, UDP or SCTP packet `l4` (between `addrs`), and what moves its
+/// connection's state: TCP's flags, SCTP's chunks. A segment that may start or end a
+/// connection must have a good checksum (when it is complete), as a forged one must not
+/// change a connection's state; so must an SCTP packet of any chunk but DATA's kind (its
+/// CRC32c, which IPVS leaves to the server: one bit flipped in an INIT would otherwise
+/// take a table entry, in an ABORT close the association's entry).
 #[inline]
 fn l4_flags(
     proto: Protocol,
     l4: &[u8],
     (saddr, daddr): (IpAddr, IpAddr),
     csum: CsumMode,
-) -> Result<TcpFlags, DropReason> {
-    Ok(match proto {
+) -> Result<(TcpFlags, SctpEvent), DropReason> {
+    let flags = match proto {
         Protocol::Tcp => {
             let tcp = TcpPacket::new_checked(l4).map_err(|_| DropReason::TcpTruncated)?;
             if usize::from(tcp.header_len()) < tcp_field::MIN_HEADER_LEN {
@@ -1646,7 +1682,16 @@ fn l4_flags(
             }
             TcpFlags::default()
         }
-    })
+        Protocol::Sctp => {
+            let p = SctpPacket::new_checked(l4).map_err(|_| DropReason::SctpTruncated)?;
+            let ev = SctpEvent::of(&p);
+            if ev != SctpEvent::Data && csum == CsumMode::Complete && !p.verify_checksum() {
+                return Err(DropReason::L4BadChecksum);
+            }
+            return Ok((TcpFlags::default(), ev));
+        }
+    };
+    Ok((flags, SctpEvent::Data))
 }
 
 #[cfg(test)]
@@ -1661,6 +1706,8 @@ mod fwmark_tests;
 mod ops_tests;
 #[cfg(test)]
 mod pe_tests;
+#[cfg(test)]
+mod sctp_tests;
 #[cfg(test)]
 mod sync_tests;
 #[cfg(test)]

@@ -42,6 +42,8 @@ drop_reasons! {
     TcpTruncated => "tcp_truncated",
     /// UDP header cut short or length field out of range.
     UdpTruncated => "udp_truncated",
+    /// SCTP common header or first chunk header cut short.
+    SctpTruncated => "sctp_truncated",
     /// ICMP error about a service too short to hold its quoted header.
     IcmpTruncated => "icmp_truncated",
     /// ICMP error about a service whose quoted IP header is malformed.

@@ -318,12 +318,13 @@ fn the_backup_binds_to_its_own_servers_method_and_refuses_what_it_cannot_place()
         state: 11,
         ..base
     };
-    let sctp = SyncConn {
+    // ESP: no service of IPVS's protocols (an SCTP record finds its SCTP service).
+    let esp = SyncConn {
         cport: 42003,
-        protocol: 132,
+        protocol: 50,
         ..base
     };
-    let msg = through_the_wire(&[base, other_vip, other_rs, bad_state, sctp]);
+    let msg = through_the_wire(&[base, other_vip, other_rs, bad_state, esp]);
     assert_eq!(
         apply_all(&b, &msg, 0),
         vec![

@@ -3,10 +3,11 @@
 //! Ethernet, IPv4, IPv6, TCP, UDP and ICMP views come from `smoltcp::wire`: zero-copy
 //! `Packet<&mut [u8]>` types whose contract is that once `new_checked` (or `check_len`)
 //! succeeded, no accessor or setter panics. This module adds what smoltcp does not have:
-//! the `virtio_net_hdr` that packet sockets put before each frame ([`vnet`]) and the RFC 1624
+//! SCTP's headers and checksum ([`sctp`]), the `virtio_net_hdr` that packet sockets put before each frame ([`vnet`]) and the RFC 1624
 //! incremental checksum update that NAT needs ([`checksum`]).
 
 pub mod checksum;
+pub mod sctp;
 pub mod sync;
 pub mod vnet;
 

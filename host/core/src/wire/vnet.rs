@@ -77,6 +77,28 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VnetHeader<T> {
         self.buffer.as_mut()[field::FLAGS] &= F_NEEDS_CSUM;
     }
 
+    /// Complete an SCTP checksum the sender left to the device (`NEEDS_CSUM` at offset 8
+    /// of an SCTP header starting `l4` bytes into `frame`), as the kernel's
+    /// `skb_crc32c_csum_help` does: a virtio header can only ask for the Internet checksum,
+    /// so the frame must leave complete. Returns whether it did anything.
+    pub fn complete_sctp(&mut self, frame: &mut [u8], l4: usize) -> bool {
+        if !self.needs_csum()
+            || usize::from(self.csum_start()) != l4
+            || usize::from(self.csum_offset()) != super::sctp::field::CHECKSUM.start
+        {
+            return false;
+        }
+        let Some(seg) = frame.get_mut(l4..) else {
+            return false;
+        };
+        if seg.len() < super::sctp::field::HEADER_LEN {
+            return false;
+        }
+        super::sctp::SctpPacket::new_unchecked(seg).fill_checksum();
+        self.buffer.as_mut()[field::FLAGS] &= !F_NEEDS_CSUM;
+        true
+    }
+
     /// Make it the header of a frame that came without one: no GSO, and either a complete
     /// checksum or, with `partial` = (start, offset), `NEEDS_CSUM` for the L4 checksum at
     /// `offset` bytes into the header starting `start` bytes into the frame.

@@ -130,6 +130,8 @@ impl Super {
                 .get(l4_off + 12)
                 .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
             Protocol::Udp => udp_field::HEADER_LEN,
+            // SCTP is cut at chunk boundaries by its own stack, never by bytes.
+            Protocol::Sctp => return Err(Refused::TooBig),
         };
         let hdrs = l4_off + l4_hdr;
         if hdrs > ip.len() {
@@ -156,7 +158,7 @@ impl Super {
                 ]),
                 ip[l4_off + TCP_FLAGS],
             ),
-            Protocol::Udp => (0, 0),
+            Protocol::Udp | Protocol::Sctp => (0, 0),
         };
         Ok(Self {
             proto: pkt.proto,
@@ -214,6 +216,8 @@ impl Super {
                 }
                 l4[udp_field::CHECKSUM..udp_field::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
             }
+            // Refused by `Super::of`.
+            Protocol::Sctp => {}
         }
     }
 }

@@ -204,6 +204,8 @@ pub(crate) fn complete_csum(ip: &mut [u8], ihl: usize, proto: Protocol, csum: Cs
     let field = match proto {
         Protocol::Tcp => tcp_field::CHECKSUM,
         Protocol::Udp => udp_field::CHECKSUM,
+        // Completed when the frame came in: never partial here.
+        Protocol::Sctp => return,
     };
     let l4 = &mut ip[ihl..];
     if crate::wire::checksum::complete_partial(l4, field) == 0 && proto == Protocol::Udp {
@@ -255,6 +257,7 @@ pub fn check(pkt: &Packet<'_>, mtu: u32) -> Result<(), Refused> {
                 .get(pkt.l4_off + 12)
                 .map_or(tcp_field::MIN_HEADER_LEN, |b| usize::from(b >> 4) * 4),
             Protocol::Udp => udp_field::HEADER_LEN,
+            Protocol::Sctp => crate::wire::sctp::field::HEADER_LEN,
         };
         pkt.l4_off + l4_hdr + usize::from(pkt.gso_size)
     };

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::{Link, Packet, Refused, Sent, Target};
 use crate::model::Protocol;
 use crate::wire::checksum::{self, CsumMode};
+use crate::wire::sctp::SctpPacket;
 use crate::wire::{Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
 /// A client's packet to its real server (`ip_vs_nat_xmit`): one hop less, the destination
@@ -144,8 +145,8 @@ pub fn rewrite_v6(
     );
 }
 
-/// Rewrite the port of one endpoint of a TCP or UDP header and adjust its checksum for the
-/// port and for the pseudo-header's address change `(old, new)`.
+/// Rewrite the port of one endpoint of a TCP, UDP or SCTP header and adjust its checksum for
+/// the port and for the pseudo-header's address change `(old, new)`.
 fn rewrite_l4(
     l4: &mut [u8],
     proto: Protocol,
@@ -167,6 +168,23 @@ fn rewrite_l4(
             }
             let c = l4_update(tcp.checksum(), old_a, new_a, old_port, port, mode);
             tcp.set_checksum(c);
+        }
+        Protocol::Sctp => {
+            // CRC32c covers no pseudo-header: only a changed port asks for it again, in
+            // full (`sctp_{s,d}nat_handler`). A checksum left to the device was completed
+            // when the frame came in.
+            let mut p = SctpPacket::new_unchecked(l4);
+            let old_port = match which {
+                Rewrite::Dst => p.dst_port(),
+                Rewrite::Src => p.src_port(),
+            };
+            if old_port != port {
+                match which {
+                    Rewrite::Dst => p.set_dst_port(port),
+                    Rewrite::Src => p.set_src_port(port),
+                }
+                p.fill_checksum();
+            }
         }
         Protocol::Udp => {
             let mut udp = UdpPacket::new_unchecked(l4);
@@ -269,6 +287,7 @@ mod tests {
                 .syn()
                 .write(&mut out, payload),
             Protocol::Udp => b.udp(ports.0, ports.1).write(&mut out, payload),
+            Protocol::Sctp => unreachable!("etherparse writes no SCTP"),
         }
         .unwrap();
         out
@@ -276,10 +295,7 @@ mod tests {
 
     fn l4_ok(ip: &[u8], proto: Protocol) -> bool {
         let p = Ipv6Packet::new_checked(ip).unwrap();
-        let n = match proto {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-        };
+        let n = proto.number();
         checksum::l4_v6(p.src_addr().octets(), p.dst_addr().octets(), n, &ip[40..]) == 0
     }
 

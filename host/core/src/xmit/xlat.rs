@@ -181,6 +181,16 @@ fn rewrite_l4(
     let field = match proto {
         Protocol::Tcp => tcp_field::CHECKSUM,
         Protocol::Udp => udp_field::CHECKSUM,
+        Protocol::Sctp => {
+            // No pseudo-header: the ports alone, the CRC32c again if they changed.
+            let mut p = crate::wire::sctp::SctpPacket::new_unchecked(l4);
+            if (p.src_port(), p.dst_port()) != (sport, dport) {
+                p.set_src_port(sport);
+                p.set_dst_port(dport);
+                p.fill_checksum();
+            }
+            return;
+        }
     };
     let old_ports = [l4[0], l4[1], l4[2], l4[3]];
     l4[0..2].copy_from_slice(&sport.to_be_bytes());

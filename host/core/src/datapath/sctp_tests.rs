@@ -1,0 +1,244 @@
+//! SCTP services (`ipvsadm --sctp-service`, `ip_vs_proto_sctp.c`): only an INIT starts an
+//! association's entry, each packet's first chunk moves it through IPVS's state table, a
+//! NAT server's port change recomputes the CRC32c (an address change leaves it valid), and
+//! a control chunk with a bad checksum changes nothing.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use etherparse::{IpNumber, NetSlice, PacketBuilder, SlicedPacket};
+
+use super::*;
+use crate::model::SctpState;
+use crate::testkit::{CLIENT, CLIENT_IF_MAC, CLIENT_MAC, FROM_CLIENT, FROM_RS, Harness, VIP};
+use crate::testkit::{SERVER_IF_MAC, real, rr, rs_mac};
+use crate::wire::sctp::{SctpPacket, chunk};
+
+/// Two NAT servers, one on another port (the CRC32c must follow), one on the VIP's.
+const RS: [&str; 2] = ["198.19.0.12:5060", "198.19.0.11:3868"];
+
+fn harness() -> Harness {
+    Harness::new(
+        Snapshot::build_native(
+            &[rr(Protocol::Sctp, 5060, RS.map(real).into())],
+            &Snapshot::default(),
+        ),
+        1 << 10,
+        1,
+    )
+}
+
+/// An SCTP packet of `chunks` (type, payload) from `sport` to `dport`, its CRC32c filled.
+fn sctp(sport: u16, dport: u16, chunks: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend(sport.to_be_bytes());
+    p.extend(dport.to_be_bytes());
+    p.extend([0, 0, 0, 7, 0, 0, 0, 0]);
+    for (t, body) in chunks {
+        p.extend([*t, 0]);
+        p.extend(((4 + body.len()) as u16).to_be_bytes());
+        p.extend(*body);
+        p.resize(p.len().next_multiple_of(4), 0);
+    }
+    SctpPacket::new_unchecked(&mut p[..]).fill_checksum();
+    p
+}
+
+fn from_client(cport: u16, chunks: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .write(&mut v, IpNumber::SCTP, &sctp(cport, 5060, chunks))
+        .unwrap();
+    v
+}
+
+fn from_server(rs: [u8; 4], rport: u16, cport: u16, chunks: &[(u8, &[u8])]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(rs_mac(rs[3]), SERVER_IF_MAC)
+        .ipv4(rs, CLIENT, 64)
+        .write(&mut v, IpNumber::SCTP, &sctp(rport, cport, chunks))
+        .unwrap();
+    v
+}
+
+/// The packet's addresses and ports, and whether its CRC32c is right.
+fn seen(f: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16, bool) {
+    let Some(NetSlice::Ipv4(ip)) = SlicedPacket::from_ethernet(f).unwrap().net else {
+        panic!("not IPv4")
+    };
+    let p = SctpPacket::new_checked(ip.payload().payload).unwrap();
+    (
+        ip.header().source_addr(),
+        ip.header().destination_addr(),
+        p.src_port(),
+        p.dst_port(),
+        p.verify_checksum(),
+    )
+}
+
+fn state(h: &Harness) -> Vec<(u16, &'static str)> {
+    let mut v = Vec::new();
+    h.conns.for_each(|c| v.push((c.cport, c.state_name())));
+    v.sort();
+    v
+}
+
+const INIT: (u8, &[u8]) = (
+    chunk::INIT,
+    &[0, 0, 0, 9, 0, 1, 0, 0, 0, 10, 0, 10, 0, 0, 0, 1],
+);
+
+#[test]
+fn an_association_through_nat_as_ipvs_tracks_it() {
+    let h = harness();
+    let rs = [198, 19, 0, 11];
+    let mut f = from_client(40000, &[INIT]);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    // rr takes the newest server first (IPVS adds at the head): 198.19.0.11:3868.
+    assert_eq!(
+        seen(&f),
+        (CLIENT.into(), rs.into(), 40000, 3868, true),
+        "port and CRC32c rewritten"
+    );
+    assert_eq!(state(&h), [(40000, "INIT1")]);
+    let d = h.snap.dests().find(|d| d.port == 3868).unwrap();
+    assert_eq!(
+        (d.activeconns.load(Relaxed), d.inactconns.load(Relaxed)),
+        (0, 1)
+    );
+
+    let steps: [(bool, u8, &str); 6] = [
+        (false, chunk::INIT_ACK, "C-SENT"),
+        (true, chunk::COOKIE_ECHO, "C-REPLIED"),
+        (false, chunk::COOKIE_ACK, "ESTABLISHED"),
+        (true, chunk::SHUTDOWN, "S-RECEIVED"),
+        (false, chunk::SHUTDOWN_ACK, "S-ACK-SENT"),
+        (true, chunk::SHUTDOWN_COMPLETE, "CLOSED"),
+    ];
+    for (t, (client, c, want)) in steps.into_iter().enumerate() {
+        let now = 1 + t as u64;
+        if client {
+            let mut f = from_client(40000, &[(c, &[0, 0, 0, 0])]);
+            assert_eq!(
+                h.dp.process(&h.snap, now, FROM_CLIENT, &mut f),
+                Verdict::Tx { iface: 1 }
+            );
+            assert_eq!(seen(&f).3, 3868);
+            assert!(seen(&f).4, "CRC32c of chunk {c}");
+        } else {
+            let mut f = from_server(rs, 3868, 40000, &[(c, &[0, 0, 0, 0])]);
+            assert_eq!(
+                h.dp.process(&h.snap, now, FROM_RS, &mut f),
+                Verdict::Tx { iface: 0 }
+            );
+            assert_eq!(
+                seen(&f),
+                (VIP.into(), CLIENT.into(), 5060, 40000, true),
+                "from the VIP and its port, the CRC32c right"
+            );
+        }
+        assert_eq!(state(&h), [(40000, want)], "after chunk {c}");
+        if want == "ESTABLISHED" {
+            assert_eq!(
+                (d.activeconns.load(Relaxed), d.inactconns.load(Relaxed)),
+                (1, 0)
+            );
+        }
+    }
+    assert_eq!(
+        (d.activeconns.load(Relaxed), d.inactconns.load(Relaxed)),
+        (0, 1)
+    );
+    let mut timeout = 0;
+    h.conns.for_each(|c| timeout = c.timeout_ms());
+    assert_eq!(timeout, SctpState::Closed.timeout_ms());
+    assert_eq!(timeout, 61_000, "IP_VS_SCTP_MAX_RTO");
+}
+
+#[test]
+fn only_an_init_starts_one_and_a_bad_crc_changes_nothing() {
+    let h = harness();
+    // DATA of no association: dropped, no entry.
+    let mut f = from_client(40001, &[(chunk::DATA, &[0; 12])]);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Drop(DropReason::NoConnIn)
+    );
+    // An INIT whose CRC32c is wrong: dropped before it takes an entry.
+    let mut f = from_client(40002, &[INIT]);
+    let n = f.len();
+    f[n - 1] ^= 0x40;
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Drop(DropReason::L4BadChecksum)
+    );
+    assert_eq!(h.conns.len(), 0);
+    // A real INIT, then a forged ABORT: the entry stays in INIT1.
+    let mut f = from_client(40003, &[INIT]);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    let mut f = from_client(40003, &[(chunk::ABORT, &[])]);
+    f[14 + 20 + 8] ^= 1;
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_CLIENT, &mut f),
+        Verdict::Drop(DropReason::L4BadChecksum)
+    );
+    assert_eq!(state(&h), [(40003, "INIT1")]);
+    // The server rejects it: an ABORT answers the INIT (REJECTED, 4 s).
+    let mut f = from_server([198, 19, 0, 11], 3868, 40003, &[(chunk::ABORT, &[])]);
+    assert_eq!(
+        h.dp.process(&h.snap, 2, FROM_RS, &mut f),
+        Verdict::Tx { iface: 0 }
+    );
+    assert_eq!(state(&h), [(40003, "REJECTED")]);
+    // A truncated packet (no chunk header) is counted as such.
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .write(&mut f, IpNumber::SCTP, &sctp(40004, 5060, &[])[..12])
+        .unwrap();
+    assert_eq!(
+        h.dp.process(&h.snap, 3, FROM_CLIENT, &mut f),
+        Verdict::Drop(DropReason::SctpTruncated)
+    );
+}
+
+#[test]
+fn an_abort_bundled_after_a_cookie_echo_ends_it_and_an_init_reuses_a_closed_one() {
+    let h = harness();
+    let mut f = from_client(40005, &[INIT]);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    let mut f = from_server([198, 19, 0, 11], 3868, 40005, &[(chunk::INIT_ACK, &[0; 4])]);
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut f),
+        Verdict::Tx { iface: 0 }
+    );
+    let mut f = from_client(
+        40005,
+        &[(chunk::COOKIE_ECHO, &[1, 2, 3]), (chunk::ABORT, &[])],
+    );
+    assert_eq!(
+        h.dp.process(&h.snap, 2, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(state(&h), [(40005, "CLOSED")]);
+    // conn_reuse_mode: a new INIT on the closed entry's ports is scheduled afresh (rr: the
+    // other server this time).
+    let mut f = from_client(40005, &[INIT]);
+    assert_eq!(
+        h.dp.process(&h.snap, 3, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(seen(&f).1, Ipv4Addr::new(198, 19, 0, 12));
+    assert_eq!(seen(&f).3, 5060);
+    assert_eq!(state(&h), [(40005, "INIT1")]);
+}
