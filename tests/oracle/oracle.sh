@@ -45,7 +45,7 @@ PKGS=linux-image-amd64,ipvsadm,keepalived,nginx-light,curl,socat,iproute2,nftabl
 MODULES="virtio_pci 9pnet_virtio 9p overlay"
 IMG=  # $CACHE/<hash of the recipe>, set by recipe() once the functions below are defined
 
-SCENARIOS="sched state persist icmp outputs xmit v6 xmit6 sync allport fwmark pe"
+SCENARIOS="sched state persist icmp outputs xmit v6 xmit6 sync allport fwmark pe sctp"
 RECORDS=$HERE/kernel
 
 log() { echo "oracle: $*" >&2; }
@@ -201,7 +201,8 @@ scenario_exists() {
 # and the topology. (Not compare.py, nor anything of wvs's.)
 kernel_hash() {
   { echo "${IMG##*/}"; declare -f boot; cat "$HERE/guest.sh" "$HERE/scenarios/lib.sh" \
-      "$HERE/scenarios/tcpseq.py" "$HERE/scenarios/$1.sh" "$ROOT/scripts/topology.sh"; } |
+      "$HERE/scenarios/tcpseq.py" "$HERE/scenarios/$1.sh" "$ROOT/scripts/topology.sh"
+    [ "$1" != sctp ] || cat "$HERE/scenarios/sctpseq.py"; } |
     sha256sum | cut -c1-16
 }
 

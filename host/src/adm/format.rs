@@ -213,7 +213,8 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
     let name = match s.protocol.as_str() {
         "fwm" => format!("FWM  {}", s.address),
         "fwm6" => format!("FWM  {} IPv6", s.address),
-        p => format!("{}  {}", p.to_ascii_uppercase(), s.address),
+        // ipvsadm's "%-4s %s": TCP and UDP get two spaces, SCTP one.
+        p => format!("{:<4} {}", p.to_ascii_uppercase(), s.address),
     };
     let name = truncate(&name, 33);
     match l {

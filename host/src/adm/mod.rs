@@ -117,7 +117,7 @@ wvs's own:
   --add-mark-rule RULE  add a rule to wvs's classifier, which marks packets for fwmark
                       services (-f) as `nft ... meta mark set` would: nft's match words
                       and the mark, e.g. 'ip daddr 198.18.1.10 tcp dport { 80, 443 } mark 1'
-                      (ip/ip6 daddr and saddr, meta l4proto, tcp/udp/th dport and sport;
+                      (ip/ip6 daddr and saddr, meta l4proto, tcp/udp/sctp/th dport and sport;
                       daddr is required; the last rule that matches a packet wins)
   --delete-mark-rule RULE  remove a rule, written as it was added
   --list-mark-rules   the rules, in order (-S saves them first; -C clears them)

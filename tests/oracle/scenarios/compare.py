@@ -50,6 +50,10 @@ KNOWN = {
     # A synced FTP data connection: the kernel's backup leaves it unbound (no server of
     # the service has the data port), wvs's counts it on the control port's server.
     "sync-ftp-data": (r"(?m)^(  -> \S+:21 +Masq +\d+ +\d+ +)\d+", r"\1*"),
+    # An SCTP INIT whose CRC32c is wrong (scenario sctp): the kernel takes an entry and
+    # passes it on, its checksum recomputed with the server's port (so the server answers);
+    # wvs drops it before it takes one. The whole block differs.
+    "sctp-crc": (r"(?m)(?<=^== an INIT with a bad CRC32c\n)(?:(?!== ).*(?:\n|$))+", "*\n"),
     "icmp6-out": (
         r"(?m)(?<=^== to a closed port of a real server\n)\S.*$"
         r"|(?<=\]:9100 )( +\d+ +\d+) +\d+( +\d+) +\d+$",
@@ -58,7 +62,7 @@ KNOWN = {
 }
 
 CONN = re.compile(
-    r"^(?P<pro>TCP|UDP|IP) +(?P<mm>\d\d):(?P<ss>\d\d) +(?P<rest>\S+ +\S+ +\S+ +\S+(?: +\S+ +\S+)?)\s*$"
+    r"^(?P<pro>TCP|UDP|SCTP|IP) +(?P<mm>\d\d):(?P<ss>\d\d) +(?P<rest>\S+ +\S+ +\S+ +\S+(?: +\S+ +\S+)?)\s*$"
 )
 
 

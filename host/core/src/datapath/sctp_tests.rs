@@ -242,3 +242,40 @@ fn an_abort_bundled_after_a_cookie_echo_ends_it_and_an_init_reuses_a_closed_one(
     assert_eq!(seen(&f).3, 5060);
     assert_eq!(state(&h), [(40005, "INIT1")]);
 }
+
+#[test]
+fn direct_routing_moves_by_the_client_s_chunks_alone() {
+    // DR: the server answers the client itself; the entry follows IPVS's INPUT_ONLY rows.
+    let svc = rr(
+        Protocol::Sctp,
+        5060,
+        vec![crate::testkit::real_by("198.19.0.11:5060", Forward::Route)],
+    );
+    let h = Harness::new(
+        Snapshot::build_native(&[svc], &Snapshot::default()),
+        1 << 10,
+        1,
+    );
+    let steps: [(u8, &str); 4] = [
+        (chunk::INIT, "INIT1"),
+        (chunk::COOKIE_ECHO, "ESTABLISHED"),
+        (chunk::SHUTDOWN, "S-RECEIVED"),
+        (chunk::SHUTDOWN_COMPLETE, "CLOSED"),
+    ];
+    for (t, (c, want)) in steps.into_iter().enumerate() {
+        let body: &[u8] = if c == chunk::INIT {
+            INIT.1
+        } else {
+            &[0, 0, 0, 0]
+        };
+        let mut f = from_client(40100, &[(c, body)]);
+        let before = f[14..].to_vec();
+        assert_eq!(
+            h.dp.process(&h.snap, t as u64, FROM_CLIENT, &mut f),
+            Verdict::Tx { iface: 1 }
+        );
+        // Only the frame's MAC addresses changed (and the TTL): the VIP and port stay.
+        assert_eq!(f[14 + 12..], before[12..], "chunk {c}");
+        assert_eq!(state(&h), [(40100, want)], "after chunk {c}");
+    }
+}
