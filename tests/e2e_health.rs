@@ -1580,3 +1580,46 @@ fn udp_checks_from_keepalived_conf() {
         (0..6).map(|k| topo.udp_ask(45000 + k)).collect();
     assert_eq!(answers.into_iter().collect::<Vec<_>>(), ["rs1"]);
 }
+
+/// keepalived's PING_CHECK: an ICMP echo to each real server, over a ping socket (wvs adds
+/// its group to the namespace's `ping_group_range`, as keepalived does). rs3, which ignores
+/// echo requests, is taken out; it comes back once it answers them.
+#[test]
+fn a_ping_check_from_keepalived_conf() {
+    let topo = Topo::new("hpi", false);
+    let ignore = |on: &str| {
+        let out = topo.exec(
+            "rs3",
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.icmp_echo_ignore_all={on}"),
+            ],
+        );
+        assert!(out.status.success(), "{out:?}");
+    };
+    ignore("1");
+    let w = Wvs::start(&topo, None);
+    let mut text = format!(
+        "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    );
+    for i in 1..=3 {
+        text += &format!(
+            "  real_server 198.19.0.1{i} 80 {{\n    PING_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n"
+        );
+    }
+    text += "}\n";
+    import(&w, &topo, "ping", &text);
+    wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
+    let r = health(&w, "198.19.0.13:80");
+    assert_eq!(r["health"]["last"]["detail"], "timed out after 1 s", "{r}");
+    for i in 1..=2 {
+        let r = first_result(&w, &format!("198.19.0.1{i}:80"));
+        assert_eq!(r["health"]["state"], "up", "{r}");
+        assert_eq!(r["health"]["last"]["detail"], "echo reply", "{r}");
+    }
+    assert_eq!(served(&topo), ["rs1", "rs2"]);
+    ignore("0");
+    wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(10));
+    assert_eq!(served(&topo), ["rs1", "rs2", "rs3"]);
+}

@@ -606,7 +606,9 @@ schema_type!(
     /// A health check's type.
     CheckType,
     string("The check: tcp, http, https, udp, dns, smtp, misc, or none (no check).")
-        .enum_values(Some(["tcp", "http", "https", "udp", "dns", "smtp", "misc", "none"]))
+        .enum_values(Some([
+            "tcp", "http", "https", "udp", "dns", "smtp", "ping", "misc", "none",
+        ]))
 );
 
 /// Pattern of an HTTP check's path: `/` and printable ASCII without spaces.

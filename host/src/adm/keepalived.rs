@@ -533,7 +533,6 @@ const MEANINGS: &[(&str, &str)] = &[
         "omega",
         "quorum_down and notify_down run when keepalived stops",
     ),
-    ("PING_CHECK", "an ICMP echo request, answered"),
     (
         "FILE_CHECK",
         "a tracked file's number as the weight, or as a failure",
@@ -1315,6 +1314,7 @@ fn real_server(
                 | "MISC_CHECK"
                 | "SMTP_CHECK"
                 | "UDP_CHECK"
+                | "PING_CHECK"
         );
         // A checker wvs has not: said as such, with what it does, not as a block misplaced.
         if !checker && key.ends_with("_CHECK") {
@@ -1387,6 +1387,7 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
         "DNS_CHECK" => "dns",
         "SMTP_CHECK" => "smtp",
         "UDP_CHECK" => "udp",
+        "PING_CHECK" => "ping",
         _ => "misc",
     };
     let mut d = CheckDef::of(kind);
@@ -1401,6 +1402,10 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
         }
         let http = matches!(kind, "http" | "https");
         match key {
+            "connect_port" if kind == "ping" => out.notes.push(format!(
+                "{}: connect_port is ignored in a PING_CHECK, as keepalived ignores it",
+                c.at
+            )),
             "connect_port" => {
                 d.port = num::<u16>(c, out).filter(|p| *p > 0).map(u32::from);
             }
@@ -1810,6 +1815,30 @@ virtual_server 10.10.10.2 1358 {
     }
 
     #[test]
+    fn ping_check_as_keepalived_writes_it() {
+        let i = import_text(
+            "p.conf",
+            "virtual_server 198.18.100.1 80 {\n  protocol TCP\n  real_server 198.19.0.11 80 {\n    PING_CHECK {\n      connect_timeout 2\n      retry 2\n      connect_port 80\n    }\n  }\n}\n",
+        );
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        assert!(
+            i.notes
+                .iter()
+                .any(|n| n.starts_with("p.conf:7: connect_port is ignored")),
+            "{:?}",
+            i.notes
+        );
+        let c = i.services[0].reals[0].check.as_ref().expect("a check");
+        assert_eq!((c.kind.as_str(), c.port), ("ping", None));
+        let spec = c.validate("test").expect("valid");
+        assert_eq!(spec.probe, Some(crate::config::check::Probe::Ping));
+        // A port does not fit a ping check in a file or the API either.
+        let mut bad = c.clone();
+        bad.port = Some(80);
+        assert!(bad.validate("test").is_err());
+    }
+
+    #[test]
     fn smtp_check_as_keepalived_writes_it() {
         let i = import_text(
             "s.conf",
@@ -2065,7 +2094,6 @@ virtual_server 10.10.10.2 1358 {
         let text = "virtual_server 198.18.0.10 53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  UDP_CHECK {\n   connect_timeout 4\n   require_reply\n  }\n  PING_CHECK {\n  }\n  FILE_CHECK {\n   track_file up\n  }\n  BFD_CHECK {\n   name bfd1\n  }\n }\n}\n";
         let i = import_text("c.conf", text);
         let want = [
-            ("8", "PING_CHECK", "an ICMP echo request"),
             ("10", "FILE_CHECK", "a tracked file's number"),
             (
                 "13",

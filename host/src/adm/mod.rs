@@ -98,7 +98,7 @@ wvs's own:
                       none for none; without it, -A gives port 21 ftp and -E keeps them
   --check TYPE        (with -A/-E: the service's real servers' default; with -a/-e: the
                       server's own) a health check: tcp, http:PATH, https:PATH, udp,
-                      dns:NAME, smtp[:HELO], misc:PROGRAM, or none; without it, -e
+                      dns:NAME, smtp[:HELO], ping, misc:PROGRAM, or none; without it, -e
                       keeps the check
   --check-interval S  seconds between checks (keepalived's delay_loop; default 5)
   --check-timeout S   seconds one whole check may take (connect_timeout; default 5)

@@ -295,6 +295,8 @@ pub enum Probe {
         /// Its exit code sets the weight (`misc_dynamic`).
         dynamic: bool,
     },
+    /// An ICMP (ICMPv6) echo answered (keepalived's PING_CHECK).
+    Ping,
     /// An SMTP greeting (220), `HELO` answered with 250, then `QUIT` (keepalived's
     /// SMTP_CHECK).
     Smtp {
@@ -314,6 +316,7 @@ impl Probe {
             Self::Dns { .. } => "dns",
             Self::Misc { .. } => "misc",
             Self::Smtp { .. } => "smtp",
+            Self::Ping => "ping",
         }
     }
 }
@@ -419,14 +422,14 @@ impl CheckDef {
         };
         let mut d = Self::of(kind);
         match (kind, rest) {
-            ("tcp" | "udp" | "smtp" | "none", None) => {}
+            ("tcp" | "udp" | "smtp" | "ping" | "none", None) => {}
             ("smtp", Some(h)) if !h.is_empty() => d.host = Some(h.into()),
             ("http" | "https", r) => d.path = r.filter(|p| !p.is_empty()).map(Into::into),
             ("dns", r) => d.name = r.filter(|p| !p.is_empty()).map(Into::into),
             ("misc", Some(p)) if !p.trim().is_empty() => d.program = Some(p.into()),
             _ => {
                 return Err(format!(
-                    "--check {arg:?}: use tcp, http:PATH, https:PATH, udp, dns:NAME, smtp[:HELO], misc:PROGRAM or none"
+                    "--check {arg:?}: use tcp, http:PATH, https:PATH, udp, dns:NAME, smtp[:HELO], ping, misc:PROGRAM or none"
                 ));
             }
         }
@@ -530,6 +533,8 @@ impl CheckDef {
         only(self.name.is_some(), "name", kind == "dns")?;
         only(self.qtype.is_some(), "qtype", kind == "dns")?;
         only(self.program.is_some(), "program", kind == "misc")?;
+        // keepalived's PING_CHECK pings the server's address: no port.
+        only(self.port.is_some(), "port", kind != "ping")?;
         only(self.dynamic, "dynamic", kind == "misc")?;
         Ok(())
     }
@@ -540,6 +545,7 @@ impl CheckDef {
         Ok(match kind {
             "none" => None,
             "tcp" => Some(Probe::Tcp),
+            "ping" => Some(Probe::Ping),
             "smtp" => Some(Probe::Smtp {
                 helo: self
                     .host
@@ -625,12 +631,14 @@ impl CheckDef {
 
     /// Each value on its own, as the OpenAPI document's schema describes it.
     fn check_values(&self, who: &str) -> Result<(), ConfigError> {
-        const KINDS: [&str; 8] = ["tcp", "http", "https", "udp", "dns", "smtp", "misc", "none"];
+        const KINDS: [&str; 9] = [
+            "tcp", "http", "https", "udp", "dns", "smtp", "ping", "misc", "none",
+        ];
         if !KINDS.contains(&self.kind.as_str()) {
             return Err(invalid(
                 who,
                 format!(
-                    "unknown type {:?} (tcp, http, https, udp, dns, smtp, misc or none)",
+                    "unknown type {:?} (tcp, http, https, udp, dns, smtp, ping, misc or none)",
                     self.kind
                 ),
             ));
@@ -976,7 +984,9 @@ mod tests {
                 .validate("x")
                 .is_ok()
         );
-        assert!(toml("type = 'ping'").validate("x").is_err());
+        assert!(toml("type = 'ping'").validate("x").is_ok());
+        assert!(toml("type = 'icmp'").validate("x").is_err());
+        assert!(toml("type = 'ping'\nport = 80").validate("x").is_err());
         assert!(toml("type = 'misc'").validate("x").is_err());
         assert!(
             toml("type = 'http'\nstatus = ['200-2']")

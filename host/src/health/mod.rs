@@ -384,7 +384,7 @@ fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
                 // DR and tunnel servers the way clients reach them (not a program's check).
                 let via = (through_vip
                     && via::goes_via(dest.forward())
-                    && !matches!(probe, Probe::Misc { .. }))
+                    && !matches!(probe, Probe::Misc { .. } | Probe::Ping))
                 .then(|| SocketAddr::new(svc.key.addr, spec.port.unwrap_or(svc.key.port)));
                 let key = ProbeKey {
                     target: SocketAddr::new(dest.addr, spec.port.unwrap_or(real.port)),

@@ -130,7 +130,71 @@ async fn run(
             let (s, _flight) = tcp(target, via).await?;
             smtp(s, helo).await
         }
+        Probe::Ping => ping(target.ip()).await,
     }
+}
+
+/// keepalived's PING_CHECK: an ICMP (ICMPv6) echo request to `addr` over a ping socket
+/// (`SOCK_DGRAM`, `IPPROTO_ICMP`: the kernel sets the identifier and hands this socket only
+/// the replies that carry it), passed by the echo reply. A ping socket is open to the
+/// groups in `net.ipv4.ping_group_range`; wvs's own group is added to it the first time
+/// one is refused (as keepalived does), which its CAP_NET_ADMIN allows.
+async fn ping(addr: std::net::IpAddr) -> Result<Found, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let (domain, proto, request, reply) = match addr {
+        std::net::IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8),
+        std::net::IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6, 128, 129),
+    };
+    let open = || Socket::new(domain, Type::DGRAM, Some(proto));
+    let sock = match open() {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            widen_ping_group_range().map_err(|w| format!("ping socket refused ({e}): {w}"))?;
+            open()
+        }
+        r => r,
+    }
+    .map_err(|e| format!("ping socket: {e}"))?;
+    sock.set_nonblocking(true).map_err(io_err)?;
+    let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(sock)).map_err(io_err)?;
+    let seq: u16 = rand::random();
+    // Type, code, checksum (the kernel's), identifier (the kernel's), sequence, data.
+    let mut msg = vec![request, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&seq.to_be_bytes());
+    msg.extend_from_slice(b"wvs ping check");
+    sock.send_to(&msg, SocketAddr::new(addr, 0))
+        .await
+        .map_err(io_err)?;
+    let mut buf = [0u8; 256];
+    loop {
+        let n = sock.recv(&mut buf).await.map_err(io_err)?;
+        if n >= 8 && buf[0] == reply && buf[6..8] == seq.to_be_bytes() {
+            return Ok((true, "echo reply".into()));
+        }
+    }
+}
+
+/// Add wvs's group to `net.ipv4.ping_group_range` (which covers ICMPv6 too), keeping the
+/// groups already in it.
+fn widen_ping_group_range() -> Result<(), String> {
+    const PATH: &str = "/proc/sys/net/ipv4/ping_group_range";
+    let gid = nix::unistd::getegid().as_raw();
+    let now = std::fs::read_to_string(PATH).map_err(|e| format!("{PATH}: {e}"))?;
+    let mut it = now
+        .split_whitespace()
+        .map(|w| w.parse::<u32>().unwrap_or(1));
+    let (lo, hi) = (it.next().unwrap_or(1), it.next().unwrap_or(0));
+    let (lo, hi) = if lo > hi {
+        (gid, gid)
+    } else {
+        (lo.min(gid), hi.max(gid))
+    };
+    std::fs::write(PATH, format!("{lo} {hi}")).map_err(|e| format!("{PATH}: {e}"))?;
+    tracing::info!(
+        lo,
+        hi,
+        "ping checks: net.ipv4.ping_group_range widened to wvs's group"
+    );
+    Ok(())
 }
 
 /// keepalived's SMTP_CHECK: the greeting must be 220, `HELO` must get 250; then `QUIT`.
