@@ -1623,3 +1623,70 @@ fn a_ping_check_from_keepalived_conf() {
     wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(10));
     assert_eq!(served(&topo), ["rs1", "rs2", "rs3"]);
 }
+
+/// keepalived's FILE_CHECK and its `track_file`: a file's number decides. With weight 0
+/// (rs1, rs3) any number but 0 takes the server out; with a weight (rs2: 5) the number times
+/// it is added to the server's weight. `init_file` writes the file's first number when the
+/// import is applied, as keepalived writes it when it starts.
+#[test]
+fn file_checks_from_keepalived_conf() {
+    use std::os::unix::fs::PermissionsExt;
+    let topo = Topo::new("hfi", false);
+    let dir = topo.dir.join("tracked");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (ok, rs3, wf) = (dir.join("ok"), dir.join("rs3"), dir.join("w"));
+    std::fs::write(&rs3, "1\n").expect("rs3's file");
+    std::fs::write(&wf, "2\n").expect("the weight file");
+    let w = Wvs::start(&topo, None);
+    let text = format!(
+        "track_file ok {{\n  file \"{}\"\n  weight 0\n  init_file 0 overwrite\n}}\n\
+         track_file rs3 {{\n  file \"{}\"\n  weight 0\n}}\n\
+         track_file w {{\n  file \"{}\"\n}}\n\
+         virtual_server {VIP} 80 {{\n  delay_loop 0.3\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n\
+         \x20 real_server 198.19.0.11 80 {{\n    FILE_CHECK {{\n      track_file ok\n    }}\n  }}\n\
+         \x20 real_server 198.19.0.12 80 {{\n    weight 1\n    FILE_CHECK {{\n      track_file w\n      weight 5\n    }}\n  }}\n\
+         \x20 real_server 198.19.0.13 80 {{\n    FILE_CHECK {{\n      track_file rs3\n    }}\n  }}\n}}\n",
+        ok.display(),
+        rs3.display(),
+        wf.display()
+    );
+    let err = import(&w, &topo, "file", &text);
+    assert!(
+        err.contains(&format!("init_file: {} holds 0", ok.display())),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&ok).expect("written"), "0\n");
+    wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
+    let r = health(&w, "198.19.0.13:80");
+    assert_eq!(
+        r["health"]["last"]["detail"],
+        format!("{}: 1", rs3.display()),
+        "{r}"
+    );
+    let r = first_result(&w, "198.19.0.11:80");
+    assert_eq!(r["health"]["state"], "up", "{r}");
+    // rs2: weight 1 + 2 x 5.
+    let t0 = Instant::now();
+    loop {
+        let r = health(&w, "198.19.0.12:80");
+        if r["weight"] == 11 {
+            assert_eq!(r["configured_weight"], 1, "{r}");
+            assert_eq!(
+                r["health"]["last"]["detail"],
+                format!("{}: 2: weight +10", wf.display()),
+                "{r}"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "rs2 not weight 11: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(served(&topo), ["rs1", "rs2"]);
+    std::fs::write(&rs3, "0\n").expect("rs3's file");
+    wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(10));
+    assert_eq!(served(&topo), ["rs1", "rs2", "rs3"]);
+}

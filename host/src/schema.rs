@@ -607,7 +607,7 @@ schema_type!(
     CheckType,
     string("The check: tcp, http, https, udp, dns, smtp, misc, or none (no check).")
         .enum_values(Some([
-            "tcp", "http", "https", "udp", "dns", "smtp", "ping", "misc", "none",
+            "tcp", "http", "https", "udp", "dns", "smtp", "ping", "file", "misc", "none",
         ]))
 );
 

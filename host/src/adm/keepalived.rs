@@ -60,6 +60,19 @@ pub struct Import {
     pub flush: bool,
     /// The `virtual_server_group` blocks, by name.
     groups: std::collections::HashMap<String, Node>,
+    /// The `track_file` blocks FILE_CHECKs name, by name.
+    files: std::collections::HashMap<String, TrackFile>,
+    /// `track_file`'s `init_file`: (path, number, overwrite), written before the import is
+    /// applied, as keepalived writes them when it starts.
+    pub init_files: Vec<(String, i64, bool)>,
+}
+
+/// keepalived's `track_file NAME { file PATH; weight W [reverse]; init_file [N] [overwrite] }`.
+#[derive(Debug, Clone)]
+struct TrackFile {
+    file: String,
+    weight: i32,
+    reverse: bool,
 }
 
 /// Read `file` (and what it includes) and turn its virtual servers into services.
@@ -332,7 +345,6 @@ const NOT_OURS: &[&str] = &[
     "vrrp_sync_group",
     "vrrp_script",
     "vrrp_track_process",
-    "track_file",
     "static_ipaddress",
     "static_routes",
     "static_rules",
@@ -360,8 +372,95 @@ fn all(nodes: &[Node], out: &mut Import) {
             )),
         }
     }
-    for n in nodes.iter().filter(|n| n.key != "virtual_server_group") {
+    for n in nodes.iter().filter(|n| n.key == "track_file") {
+        track_file(n, out);
+    }
+    for n in nodes
+        .iter()
+        .filter(|n| n.key != "virtual_server_group" && n.key != "track_file")
+    {
         top(n, out);
+    }
+}
+
+/// A `track_file` block, kept by name for the FILE_CHECKs that name it.
+fn track_file(n: &Node, out: &mut Import) {
+    let (Some(name), Some(body)) = (n.args.first(), &n.block) else {
+        out.problems
+            .push(format!("{}: track_file needs a name and a block", n.at));
+        return;
+    };
+    // keepalived's default weight of a track_file is 1.
+    let (mut file, mut weight, mut reverse) = (None, 1, false);
+    for c in body {
+        if !no_block(c, out) {
+            continue;
+        }
+        match c.key.as_str() {
+            "file" => file = one(c, out).map(String::from),
+            "weight" => {
+                if let Some((w, r)) = file_weight(c, out) {
+                    (weight, reverse) = (w, r);
+                }
+            }
+            "init_file" => {
+                let mut value = 0;
+                let mut overwrite = false;
+                for a in &c.args {
+                    match (a.as_str(), a.parse::<i64>()) {
+                        ("overwrite", _) => overwrite = true,
+                        (_, Ok(v)) => value = v,
+                        _ => out
+                            .problems
+                            .push(format!("{}: init_file [VALUE] [overwrite]: {a}?", c.at)),
+                    }
+                }
+                match &file {
+                    Some(f) => out.init_files.push((f.clone(), value, overwrite)),
+                    None => out
+                        .problems
+                        .push(format!("{}: init_file before the track_file's file", c.at)),
+                }
+            }
+            _ => unsupported(c, out, "in a track_file"),
+        }
+    }
+    let Some(file) = file else {
+        out.problems
+            .push(format!("{}: track_file {name} without its file", n.at));
+        return;
+    };
+    out.files.insert(
+        name.clone(),
+        TrackFile {
+            file,
+            weight,
+            reverse,
+        },
+    );
+}
+
+/// `weight W [reverse|noreverse]` of a track_file or FILE_CHECK: -65535 to 65535.
+fn file_weight(c: &Node, out: &mut Import) -> Option<(i32, bool)> {
+    let w = c
+        .args
+        .first()
+        .and_then(|w| w.parse::<i32>().ok())
+        .filter(|w| (-65535..=65535).contains(w));
+    let reverse = match c.args.get(1).map(String::as_str) {
+        None | Some("noreverse") => Some(false),
+        Some("reverse") => Some(true),
+        Some(_) => None,
+    };
+    match (w, reverse, c.args.len()) {
+        (Some(w), Some(r), 1..=2) => Some((w, r)),
+        _ => {
+            out.problems.push(format!(
+                "{}: weight -65535..65535 [reverse|noreverse]",
+                c.at
+            ));
+            None
+        }
     }
 }
 
@@ -532,10 +631,6 @@ const MEANINGS: &[(&str, &str)] = &[
     (
         "omega",
         "quorum_down and notify_down run when keepalived stops",
-    ),
-    (
-        "FILE_CHECK",
-        "a tracked file's number as the weight, or as a failure",
     ),
     (
         "BFD_CHECK",
@@ -1315,6 +1410,7 @@ fn real_server(
                 | "SMTP_CHECK"
                 | "UDP_CHECK"
                 | "PING_CHECK"
+                | "FILE_CHECK"
         );
         // A checker wvs has not: said as such, with what it does, not as a block misplaced.
         if !checker && key.ends_with("_CHECK") {
@@ -1388,12 +1484,15 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
         "SMTP_CHECK" => "smtp",
         "UDP_CHECK" => "udp",
         "PING_CHECK" => "ping",
+        "FILE_CHECK" => "file",
         _ => "misc",
     };
     let mut d = CheckDef::of(kind);
     let mut t = defaults.clone();
     let mut urls: Vec<crate::config::check::UrlDef> = Vec::new();
     let mut misc_timeout = None;
+    let mut own_weight = None;
+    let mut named_file = false;
     let within = format!("in a {}", n.key);
     for c in n.block.iter().flatten() {
         let key = c.key.as_str();
@@ -1402,6 +1501,26 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
         }
         let http = matches!(kind, "http" | "https");
         match key {
+            "track_file" if kind == "file" => match c.args.first().and_then(|n| out.files.get(n)) {
+                Some(f) => {
+                    d.file = Some(f.file.clone());
+                    (d.file_weight, d.reverse) = (Some(f.weight), f.reverse);
+                }
+                None => {
+                    named_file = true;
+                    out.problems.push(format!(
+                        "{}: track_file {} is not defined",
+                        c.at,
+                        c.args.first().map_or("", String::as_str)
+                    ))
+                }
+            },
+            // keepalived: a FILE_CHECK's own weight (0 too), else its track_file's.
+            "weight" if kind == "file" => {
+                if let Some((w, r)) = file_weight(c, out) {
+                    own_weight = Some((w, r));
+                }
+            }
             "connect_port" if kind == "ping" => out.notes.push(format!(
                 "{}: connect_port is ignored in a PING_CHECK, as keepalived ignores it",
                 c.at
@@ -1453,6 +1572,19 @@ fn checker(n: &Node, defaults: &CheckDefaults, out: &mut Import) -> Option<Check
             }
             _ => d.require_reply = Some(false),
         }
+    }
+    if let Some((w, r)) = own_weight {
+        (d.file_weight, d.reverse) = (Some(w), r);
+    }
+    if kind == "file" && d.file.is_none() {
+        if !named_file {
+            out.problems
+                .push(format!("{}: FILE_CHECK without track_file", n.at));
+        }
+        return None;
+    }
+    if kind == "file" && d.file_weight == Some(0) {
+        d.file_weight = None;
     }
     if kind == "misc" && d.program.is_none() {
         out.problems
@@ -1815,6 +1947,50 @@ virtual_server 10.10.10.2 1358 {
     }
 
     #[test]
+    fn file_checks_as_keepalived_writes_them() {
+        let i = import_text(
+            "f.conf",
+            "track_file t {\n  file \"/run/t\"\n  init_file 3 overwrite\n}\ntrack_file z {\n  file \"/run/z\"\n  weight 0 reverse\n}\nvirtual_server 198.18.100.1 80 {\n  protocol TCP\n  real_server 198.19.0.11 80 {\n    FILE_CHECK {\n      track_file t\n    }\n  }\n  real_server 198.19.0.12 80 {\n    FILE_CHECK {\n      track_file t\n      weight 0\n    }\n  }\n  real_server 198.19.0.13 80 {\n    FILE_CHECK {\n      track_file z\n    }\n    FILE_CHECK {\n      track_file nope\n    }\n  }\n}\n",
+        );
+        assert_eq!(i.problems, ["f.conf:27: track_file nope is not defined"]);
+        assert_eq!(i.init_files, [("/run/t".to_string(), 3, true)]);
+        let probe = |r: usize| {
+            let c = i.services[0].reals[r]
+                .check
+                .clone()
+                .or_else(|| i.services[0].reals[r].checks.first().cloned())
+                .expect("a check");
+            c.validate("t").expect("valid").probe
+        };
+        use crate::config::check::Probe::File;
+        // A track_file's weight is 1 unless it says; a FILE_CHECK's own weight wins.
+        assert_eq!(
+            probe(0),
+            Some(File {
+                path: "/run/t".into(),
+                weight: 1,
+                reverse: false
+            })
+        );
+        assert_eq!(
+            probe(1),
+            Some(File {
+                path: "/run/t".into(),
+                weight: 0,
+                reverse: false
+            })
+        );
+        assert_eq!(
+            probe(2),
+            Some(File {
+                path: "/run/z".into(),
+                weight: 0,
+                reverse: true
+            })
+        );
+    }
+
+    #[test]
     fn ping_check_as_keepalived_writes_it() {
         let i = import_text(
             "p.conf",
@@ -2091,16 +2267,13 @@ virtual_server 10.10.10.2 1358 {
     /// (a BFD_CHECK with why), not as blocks out of place; all of them in one pass.
     #[test]
     fn checkers_wvs_lacks_are_named_with_their_meaning() {
-        let text = "virtual_server 198.18.0.10 53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  UDP_CHECK {\n   connect_timeout 4\n   require_reply\n  }\n  PING_CHECK {\n  }\n  FILE_CHECK {\n   track_file up\n  }\n  BFD_CHECK {\n   name bfd1\n  }\n }\n}\n";
+        let text = "virtual_server 198.18.0.10 53 {\n protocol UDP\n real_server 198.19.0.11 53 {\n  UDP_CHECK {\n   connect_timeout 4\n   require_reply\n  }\n  PING_CHECK {\n  }\n  BFD_CHECK {\n   name bfd1\n  }\n }\n}\n";
         let i = import_text("c.conf", text);
-        let want = [
-            ("10", "FILE_CHECK", "a tracked file's number"),
-            (
-                "13",
-                "BFD_CHECK",
-                "keepalived's own BFD daemon, which wvs does not run",
-            ),
-        ];
+        let want = [(
+            "10",
+            "BFD_CHECK",
+            "keepalived's own BFD daemon, which wvs does not run",
+        )];
         assert_eq!(i.problems.len(), want.len(), "{:?}", i.problems);
         for (p, (line, key, meaning)) in i.problems.iter().zip(want) {
             assert!(

@@ -456,6 +456,15 @@ fn import_keepalived(a: &Args, client: &Client) -> Result<(), Failure> {
             if found.problems.len() == 1 { "" } else { "s" }
         )));
     }
+    // track_file's init_file: written before the checks read them, as keepalived does.
+    for (path, value, overwrite) in &found.init_files {
+        let p = std::path::Path::new(path);
+        if *overwrite || !p.exists() {
+            std::fs::write(p, format!("{value}\n"))
+                .map_err(|e| Failure::Api(format!("init_file {path}: {e}")))?;
+            eprintln!("wvs adm: note: init_file: {path} holds {value}");
+        }
+    }
     let daemons = found.daemons.len();
     let (services, reals) = (
         found.services.len(),

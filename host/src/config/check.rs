@@ -150,6 +150,19 @@ pub struct CheckDef {
     /// and leaves the weight, 1 fails, 2 to 255 pass and set the weight to the code less 2.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dynamic: bool,
+    /// file: the file whose number decides (keepalived's FILE_CHECK and its `track_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// file: what the number does: 0 (the default) makes any number but 0 a failure;
+    /// another weight adds the number times it to the server's weight (keepalived's
+    /// `weight` of a FILE_CHECK or `track_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -65535, maximum = 65535)]
+    pub file_weight: Option<i32>,
+    /// file: the number's sense reversed (keepalived's `weight W reverse`): with weight 0,
+    /// 0 fails and any other number passes; otherwise the number is subtracted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverse: bool,
     /// Seconds between checks (keepalived's `delay_loop`); default 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<f64>, minimum = 0.05, maximum = 86400)]
@@ -297,6 +310,15 @@ pub enum Probe {
     },
     /// An ICMP (ICMPv6) echo answered (keepalived's PING_CHECK).
     Ping,
+    /// A number read from a file (keepalived's FILE_CHECK).
+    File {
+        /// The file.
+        path: String,
+        /// 0: any number but 0 fails; else the number times it is added to the weight.
+        weight: i32,
+        /// The sense reversed.
+        reverse: bool,
+    },
     /// An SMTP greeting (220), `HELO` answered with 250, then `QUIT` (keepalived's
     /// SMTP_CHECK).
     Smtp {
@@ -317,6 +339,7 @@ impl Probe {
             Self::Misc { .. } => "misc",
             Self::Smtp { .. } => "smtp",
             Self::Ping => "ping",
+            Self::File { .. } => "file",
         }
     }
 }
@@ -533,9 +556,26 @@ impl CheckDef {
         only(self.name.is_some(), "name", kind == "dns")?;
         only(self.qtype.is_some(), "qtype", kind == "dns")?;
         only(self.program.is_some(), "program", kind == "misc")?;
-        // keepalived's PING_CHECK pings the server's address: no port.
-        only(self.port.is_some(), "port", kind != "ping")?;
+        // keepalived's PING_CHECK pings the server's address, FILE_CHECK reads a file: no
+        // port.
+        only(
+            self.port.is_some(),
+            "port",
+            !matches!(kind, "ping" | "file"),
+        )?;
         only(self.dynamic, "dynamic", kind == "misc")?;
+        only(self.file_weight.is_some(), "file_weight", kind == "file")?;
+        only(self.reverse, "reverse", kind == "file")?;
+        match (kind, &self.file) {
+            ("file", None) => return Err(conflict(who, "a file check needs its file".into())),
+            ("file", Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(conflict(
+                    who,
+                    format!("file does not apply to a {kind} check"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -546,6 +586,11 @@ impl CheckDef {
             "none" => None,
             "tcp" => Some(Probe::Tcp),
             "ping" => Some(Probe::Ping),
+            "file" => Some(Probe::File {
+                path: self.file.clone().unwrap_or_default(),
+                weight: self.file_weight.unwrap_or(0),
+                reverse: self.reverse,
+            }),
             "smtp" => Some(Probe::Smtp {
                 helo: self
                     .host
@@ -631,14 +676,14 @@ impl CheckDef {
 
     /// Each value on its own, as the OpenAPI document's schema describes it.
     fn check_values(&self, who: &str) -> Result<(), ConfigError> {
-        const KINDS: [&str; 9] = [
-            "tcp", "http", "https", "udp", "dns", "smtp", "ping", "misc", "none",
+        const KINDS: [&str; 10] = [
+            "tcp", "http", "https", "udp", "dns", "smtp", "ping", "file", "misc", "none",
         ];
         if !KINDS.contains(&self.kind.as_str()) {
             return Err(invalid(
                 who,
                 format!(
-                    "unknown type {:?} (tcp, http, https, udp, dns, smtp, ping, misc or none)",
+                    "unknown type {:?} (tcp, http, https, udp, dns, smtp, ping, file, misc or none)",
                     self.kind
                 ),
             ));
@@ -674,6 +719,14 @@ impl CheckDef {
                 who,
                 format!("dns qtype {t:?}: use A, NS, CNAME, SOA, MX, TXT or AAAA"),
             ));
+        }
+        if let Some(w) = self.file_weight
+            && !(-65535..=65535).contains(&w)
+        {
+            return Err(invalid(who, format!("file_weight {w}: -65535 to 65535")));
+        }
+        if self.file.as_deref().is_some_and(|f| !f.starts_with('/')) {
+            return Err(invalid(who, "file: an absolute path".into()));
         }
         for (name, h, wild) in [
             ("payload_hex", &self.payload_hex, false),

@@ -384,7 +384,7 @@ fn wanted(snap: &Snapshot, through_vip: bool) -> HashMap<ProbeKey, Vec<Bound>> {
                 // DR and tunnel servers the way clients reach them (not a program's check).
                 let via = (through_vip
                     && via::goes_via(dest.forward())
-                    && !matches!(probe, Probe::Misc { .. } | Probe::Ping))
+                    && !matches!(probe, Probe::Misc { .. } | Probe::Ping | Probe::File { .. }))
                 .then(|| SocketAddr::new(svc.key.addr, spec.port.unwrap_or(svc.key.port)));
                 let key = ProbeKey {
                     target: SocketAddr::new(dest.addr, spec.port.unwrap_or(real.port)),
@@ -517,7 +517,9 @@ async fn run_probe(p: Arc<ProbeShared>, tls: Arc<tokio_rustls::rustls::ClientCon
             &tls,
         )
         .await;
-        let weight = probe::dynamic_weight(&p.key.probe, &(ok, detail.clone()));
+        let dynamic = probe::dynamic_weight(&p.key.probe, &(ok, detail.clone()));
+        let configured = p.bound.lock().first().map(|b| b.dest.configured_weight());
+        let weight = dynamic.map(|d| d.of(configured.unwrap_or(1)));
         let outcome = Outcome {
             ok,
             at_ms: unix_ms(),
@@ -530,9 +532,10 @@ async fn run_probe(p: Arc<ProbeShared>, tls: Arc<tokio_rustls::rustls::ClientCon
             let change = h.record(outcome.clone(), &t);
             (change, h.next_delay_ms(&t), h.up(), h.runs())
         };
-        if let Some(w) = weight {
+        if let Some(w) = dynamic {
             for b in p.bound.lock().iter() {
-                b.dest.set_dynamic_weight(Some(w));
+                b.dest
+                    .set_dynamic_weight(Some(w.of(b.dest.configured_weight())));
             }
         }
         p.publish(up);

@@ -131,7 +131,35 @@ async fn run(
             smtp(s, helo).await
         }
         Probe::Ping => ping(target.ip()).await,
+        Probe::File {
+            path,
+            weight,
+            reverse,
+        } => file(path, *weight, *reverse).await,
     }
+}
+
+/// keepalived's FILE_CHECK: the number the file holds (its first word; anything else reads
+/// as 0, as keepalived's `strtol`). With weight 0, a number other than 0 fails (0 fails
+/// when reversed); with another weight the check passes and the number times the weight
+/// (less, when reversed) is what it adds to the server's weight ([`dynamic_weight`]).
+async fn file(path: &str, weight: i32, reverse: bool) -> Result<Found, String> {
+    let owned = path.to_string();
+    let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(owned))
+        .await
+        .map_err(|e| format!("{path}: {e}"))?
+        .map_err(|e| format!("{path}: {e}"))?;
+    let n: i64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    if weight == 0 {
+        let pass = (n == 0) != reverse;
+        return Ok((pass, format!("{path}: {n}")));
+    }
+    let delta = n * i64::from(weight) * if reverse { -1 } else { 1 };
+    Ok((true, format!("{path}: {n}: weight {delta:+}")))
 }
 
 /// keepalived's PING_CHECK: an ICMP (ICMPv6) echo request to `addr` over a ping socket
@@ -276,18 +304,43 @@ async fn tls_connect(
 /// its deadline (keepalived's misc_timeout).
 /// The weight a check of `probe` set, from what it found (a misc check with `dynamic`:
 /// `exit N`, N from 2 to 255, sets N - 2).
-pub fn dynamic_weight(probe: &Probe, found: &Found) -> Option<u32> {
-    let Probe::Misc { dynamic: true, .. } = probe else {
-        return None;
-    };
-    let code: u32 = found
-        .1
-        .strip_prefix("exit ")?
-        .split(':')
-        .next()?
-        .parse()
-        .ok()?;
-    (found.0 && (2..=255).contains(&code)).then(|| code - 2)
+pub fn dynamic_weight(probe: &Probe, found: &Found) -> Option<Dynamic> {
+    match probe {
+        Probe::Misc { dynamic: true, .. } => {
+            let code: u32 = found
+                .1
+                .strip_prefix("exit ")?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()?;
+            (found.0 && (2..=255).contains(&code)).then(|| Dynamic::Set(code - 2))
+        }
+        Probe::File { weight, .. } if *weight != 0 && found.0 => {
+            let (_, delta) = found.1.rsplit_once(": weight ")?;
+            delta.parse().ok().map(Dynamic::Add)
+        }
+        _ => None,
+    }
+}
+
+/// What a check makes of its server's weight (keepalived's dynamic checkers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dynamic {
+    /// This weight (MISC_CHECK's `misc_dynamic`).
+    Set(u32),
+    /// The configured weight plus this, within 0 and 65535 (FILE_CHECK's weight).
+    Add(i64),
+}
+
+impl Dynamic {
+    /// The weight in effect for a server configured with `configured`.
+    pub fn of(self, configured: u32) -> u32 {
+        match self {
+            Self::Set(w) => w,
+            Self::Add(d) => (i64::from(configured) + d).clamp(0, 65535) as u32,
+        }
+    }
 }
 
 async fn misc(argv: &[String], target: SocketAddr, dynamic: bool) -> Result<Found, String> {
@@ -784,8 +837,8 @@ mod tests {
             dynamic: true,
         };
         for (code, want, weight) in [
-            ("7", (true, "exit 7: weight 5"), Some(5)),
-            ("2", (true, "exit 2: weight 0"), Some(0)),
+            ("7", (true, "exit 7: weight 5"), Some(Dynamic::Set(5))),
+            ("2", (true, "exit 2: weight 0"), Some(Dynamic::Set(0))),
             ("0", (true, "exit 0"), None),
             ("1", (false, "exit 1"), None),
         ] {
@@ -799,5 +852,48 @@ mod tests {
             None,
             "not dynamic"
         );
+        // FILE_CHECK: the file's number; with weight 0 any other number fails (0 fails
+        // reversed); with a weight, what it adds, within 0 and 65535.
+        let dir = std::env::temp_dir().join(format!("wvs-file-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n");
+        let file = |weight, reverse| Probe::File {
+            path: path.display().to_string(),
+            weight,
+            reverse,
+        };
+        let p = path.display().to_string();
+        for (text, weight, reverse, want, dynamic) in [
+            ("0\n", 0, false, (true, format!("{p}: 0")), None),
+            ("3\n", 0, false, (false, format!("{p}: 3")), None),
+            ("0", 0, true, (false, format!("{p}: 0")), None),
+            ("junk", 0, false, (true, format!("{p}: 0")), None),
+            (
+                "4",
+                5,
+                false,
+                (true, format!("{p}: 4: weight +20")),
+                Some(Dynamic::Add(20)),
+            ),
+            (
+                "4",
+                5,
+                true,
+                (true, format!("{p}: 4: weight -20")),
+                Some(Dynamic::Add(-20)),
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let probe = file(weight, reverse);
+            let (found, _) = check(&probe, a, None, t, &tls).await;
+            assert_eq!(found, want, "{text:?} {weight} {reverse}");
+            assert_eq!(dynamic_weight(&probe, &found), dynamic);
+        }
+        assert_eq!(Dynamic::Add(-20).of(10), 0);
+        assert_eq!(Dynamic::Add(20).of(65530), 65535);
+        std::fs::remove_file(&path).unwrap();
+        let (found, _) = check(&file(0, false), a, None, t, &tls).await;
+        assert!(!found.0, "a missing file fails: {found:?}");
+        let _ = std::fs::remove_dir(&dir);
     }
 }

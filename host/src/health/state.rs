@@ -22,7 +22,8 @@ pub struct Outcome {
     pub latency_us: u64,
     /// What was seen: `HTTP 200`, `connection refused`, `timed out after 1 s`, …
     pub detail: String,
-    /// The weight it set (a misc check with `dynamic`: its exit code less 2).
+    /// The weight it set (a misc check with `dynamic`: its exit code less 2; a file check
+    /// with a weight: the configured weight plus the file's number times it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
 }
