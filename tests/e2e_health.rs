@@ -771,7 +771,7 @@ fn a_keepalived_conf_is_imported_and_served() {
     std::fs::write(
         &bad,
         "virtual_server @VIP@ 82 {\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n    \
-         omega\n    real_server 198.19.0.11 80 {\n        TCP_CHECK {\n            connect_timeout 1\n        }\n    }\n}\n"
+         smtp_alert\n    real_server 198.19.0.11 80 {\n        TCP_CHECK {\n            connect_timeout 1\n        }\n    }\n}\n"
             .replace("@VIP@", VIP),
     )
     .expect("conf");
@@ -780,8 +780,8 @@ fn a_keepalived_conf_is_imported_and_served() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(
-            "{bad}:5: omega is not supported in a virtual_server (keepalived: quorum_down \
-             and notify_down run when keepalived stops)"
+            "{bad}:5: smtp_alert is not supported in a virtual_server (keepalived: mail on \
+             a state change)"
         )),
         "{err}"
     );
@@ -1689,4 +1689,55 @@ fn file_checks_from_keepalived_conf() {
     std::fs::write(&rs3, "0\n").expect("rs3's file");
     wait_state(&w, "198.19.0.13:80", "up", Duration::from_secs(10));
     assert_eq!(served(&topo), ["rs1", "rs2", "rs3"]);
+}
+
+/// keepalived's `omega`: when wvs stops, a service with it runs `quorum_down` (its quorum
+/// held) and the `notify_down` of each real server that was up (rs3, already down, is not
+/// told again); a service without it runs nothing.
+#[test]
+fn omega_runs_the_down_programs_as_wvs_stops() {
+    let topo = Topo::new("hom", false);
+    let logged = Logged::new(&topo, "$WVS_QUORUM$WVS_REAL_ADDR $WVS_SERVICE");
+    let mut w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
+    let s = logged.script.display();
+    let mut text = String::new();
+    for (port, omega) in [(80, "  omega\n"), (81, "")] {
+        text += &format!(
+            "virtual_server {VIP} {port} {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n{omega}  quorum_down \"{s} QDOWN{port}\"\n"
+        );
+        for i in 1..=3 {
+            text += &format!(
+                "  real_server 198.19.0.1{i} 80 {{\n    notify_down \"{s} DOWN{port}\"\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n"
+            );
+        }
+        text += "}\n";
+    }
+    import(&w, &topo, "omega", &text);
+    let svc = w.get_json(&format!("/api/v1/services/tcp/{VIP}:80"));
+    assert_eq!(svc["omega"], true, "{svc}");
+    first_result(&w, "198.19.0.13:80");
+    nginx(&topo, 3, false);
+    wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(8));
+    // rs3's two checks (one per service) told it down once each.
+    let mut before = logged.lines(2);
+    before.sort();
+    assert_eq!(
+        before,
+        [
+            format!("DOWN80 198.19.0.13 tcp {VIP}:80"),
+            format!("DOWN81 198.19.0.13 tcp {VIP}:81"),
+        ]
+    );
+    assert!(w.stop().success());
+    let mut after = logged.lines(5)[2..].to_vec();
+    after.sort();
+    assert_eq!(
+        after,
+        [
+            format!("DOWN80 198.19.0.11 tcp {VIP}:80"),
+            format!("DOWN80 198.19.0.12 tcp {VIP}:80"),
+            format!("QDOWN80 down tcp {VIP}:80"),
+        ],
+        "only the omega service's, only for servers that were up"
+    );
 }

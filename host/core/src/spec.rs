@@ -73,6 +73,9 @@ pub struct Quorum {
     pub up: Option<String>,
     /// Run when it is lost.
     pub down: Option<String>,
+    /// When wvs stops: `down` runs if the quorum held, and each real server's notify-down
+    /// program if the server was up (keepalived's `omega`).
+    pub omega: bool,
 }
 
 impl Quorum {

@@ -512,6 +512,7 @@ mod tests {
             hysteresis: None,
             quorum_up: None,
             quorum_down: None,
+            omega: false,
             quorum_lost: false,
             draining: vec![],
             stats: Totals {

@@ -629,10 +629,6 @@ fn lvs_sync_daemon(n: &Node, out: &mut Import) {
 /// the operator knows what a configuration without it would lose.
 const MEANINGS: &[(&str, &str)] = &[
     (
-        "omega",
-        "quorum_down and notify_down run when keepalived stops",
-    ),
-    (
         "BFD_CHECK",
         "follows a session of keepalived's own BFD daemon, which wvs does not run; a tcp or \
          misc check can stand in",
@@ -846,6 +842,8 @@ fn virtual_server(n: &Node, out: &mut Import) {
         quorum_up: None,
 
         quorum_down: None,
+
+        omega: None,
         laddrs: vec![],
         reals: vec![],
     };
@@ -1287,6 +1285,7 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
         "delay_before_retry" => vs.defaults.delay_before_retry = secs(c, out),
         "virtualhost" => vs.defaults.virtualhost = one(c, out).map(Into::into),
         "alpha" => vs.defaults.alpha = flag(c, out),
+        "omega" => vs.svc.omega = flag(c, out),
         // wvs has no VRRP state of its own to pause its checkers by.
         "ha_suspend" => out.notes.push(format!(
             "{}: ha_suspend: wvs's checkers always run (keepalived pauses its checkers while \

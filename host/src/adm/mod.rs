@@ -643,6 +643,8 @@ fn change(a: &Args) -> Result<Change, Failure> {
                     quorum_up: None,
 
                     quorum_down: None,
+
+                    omega: None,
                 },
                 protocol,
                 address,
@@ -691,6 +693,8 @@ fn service_def(a: &Args, protocol: &str, address: &str) -> ServiceDef {
         quorum_up: None,
 
         quorum_down: None,
+
+        omega: None,
         laddrs: Vec::new(),
         reals: vec![],
     }

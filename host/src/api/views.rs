@@ -58,6 +58,10 @@ pub struct ServiceView {
     /// The program run when the quorum is lost, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum_down: Option<String>,
+    /// keepalived's `omega`: when wvs stops, `quorum_down` runs if the quorum held and
+    /// each real server's `notify_down` if it was up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub omega: bool,
     /// Whether the quorum is lost now (the live weight fell below it): with a sorry
     /// server, only it takes clients.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -229,6 +233,7 @@ impl ServiceView {
             hysteresis: def.hysteresis,
             quorum_up: def.quorum_up.clone(),
             quorum_down: def.quorum_down.clone(),
+            omega: def.omega.unwrap_or(false),
             quorum_lost: s.sched.quorum_lost(),
             stats: s.stats.totals().into(),
             rates: s.stats.rates().into(),

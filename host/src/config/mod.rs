@@ -640,6 +640,11 @@ macro_rules! with_service_settings {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schema(value_type = Option<crate::schema::CheckProgram>)]
             pub quorum_down: Option<String>,
+            /// keepalived's `omega`: when wvs stops, `quorum_down` runs if the quorum held,
+            /// and the `notify_down` of each real server that was up. Absent in an edit:
+            /// unchanged.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub omega: Option<bool>,
             $($after)*
         }
     };
@@ -702,6 +707,7 @@ impl ServiceSettings {
             hysteresis,
             quorum_up,
             quorum_down,
+            omega,
         } = self.clone();
         ServiceDef {
             protocol: protocol.into(),
@@ -719,6 +725,7 @@ impl ServiceSettings {
             hysteresis,
             quorum_up,
             quorum_down,
+            omega,
             laddrs: Vec::new(),
             reals: Vec::new(),
         }
@@ -1085,6 +1092,7 @@ impl From<&ServiceSpec> for ServiceDef {
             hysteresis: s.quorum.hysteresis,
             quorum_up: s.quorum.up.clone(),
             quorum_down: s.quorum.down.clone(),
+            omega: s.quorum.omega.then_some(true),
             laddrs: s.laddrs.iter().map(|a| a.to_string()).collect(),
             reals: s.reals.iter().map(RealDef::from).collect(),
         }
@@ -1450,6 +1458,7 @@ impl ServiceDef {
             hysteresis: self.hysteresis,
             up: self.quorum_up.clone(),
             down: self.quorum_down.clone(),
+            omega: self.omega.unwrap_or(false),
         })
     }
 

@@ -373,6 +373,9 @@ fn edit_service(cfg: &mut Config, def: &ServiceDef) -> Result<(), EditError> {
     if q.down.is_some() {
         cur.quorum.down = q.down;
     }
+    if def.omega.is_some() {
+        cur.quorum.omega = q.omega;
+    }
     if spec.helpers.is_some() {
         cur.helpers = spec.helpers;
     }
@@ -540,6 +543,8 @@ mod tests {
             quorum_up: None,
 
             quorum_down: None,
+
+            omega: None,
             laddrs: Vec::new(),
             reals: reals
                 .iter()
@@ -612,6 +617,8 @@ mod tests {
             quorum_up: None,
 
             quorum_down: None,
+
+            omega: None,
         };
         let cfg = apply_all(
             &cfg,

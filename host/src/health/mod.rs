@@ -119,7 +119,7 @@ impl ProbeShared {
             let was_down = b.dest.is_down();
             b.dest.set_health(!all_up, b.inhibit);
             if was_down == all_up {
-                notify(b, all_up);
+                let _ = notify(b, all_up);
             }
         }
     }
@@ -136,15 +136,13 @@ struct Attached {
 /// Run the program the real server of `b` names for its new state (keepalived's
 /// `notify_up`, `notify_down`), in the background, bounded in time, as a misc check's:
 /// without a shell, with nothing of wvs's in its environment but what it is told.
-fn notify(b: &Bound, up: bool) {
+fn notify(b: &Bound, up: bool) -> Option<tokio::task::JoinHandle<()>> {
     let (argv, state) = if up {
         (b.notify.up.as_ref(), "up")
     } else {
         (b.notify.down.as_ref(), "down")
     };
-    let Some((program, args)) = argv.and_then(|a| a.split_first()) else {
-        return;
-    };
+    let (program, args) = argv.and_then(|a| a.split_first())?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -153,7 +151,12 @@ fn notify(b: &Bound, up: bool) {
         .env("WVS_REAL_PORT", b.dest.port.to_string())
         .env("WVS_SERVICE", b.service.to_string())
         .env("WVS_STATE", state);
-    run_bounded(cmd, program.clone(), b.dest.addr.to_string(), state);
+    Some(run_bounded(
+        cmd,
+        program.clone(),
+        b.dest.addr.to_string(),
+        state,
+    ))
 }
 
 /// Whether every probe of a real server finds it up (`None`: it has none attached).
@@ -253,6 +256,74 @@ async fn watch(
             t.abort();
         }
     }
+    omega(&snapshot.load_full(), &probes, &quorums).await;
+}
+
+/// keepalived's `omega`, as wvs stops: for each service that asks for it, `quorum_down`
+/// if its quorum held, and the notify-down program of each real server that was up; each
+/// bounded in time, all waited for before the checker thread ends.
+async fn omega(
+    snap: &Snapshot,
+    probes: &HashMap<ProbeKey, Arc<ProbeShared>>,
+    quorums: &HashMap<ServiceKey, bool>,
+) {
+    let mut runs = Vec::new();
+    for svc in snap.services().filter(|s| s.spec.quorum.omega) {
+        let q = &svc.spec.quorum;
+        if quorums.get(&svc.key).copied().unwrap_or(true)
+            && let Some(program) = q.down.as_deref()
+        {
+            let sum: u64 = (svc.dests.iter())
+                .filter(|d| !d.is_sorry() && d.in_scheduling())
+                .map(|d| u64::from(d.weight()))
+                .sum();
+            runs.extend(quorum_program(svc, program, "down", sum));
+        }
+        let mut told = HashSet::new();
+        for p in probes.values() {
+            for b in p.bound.lock().iter() {
+                if b.service == svc.key
+                    && !b.dest.is_down()
+                    && told.insert((b.dest.addr, b.dest.port))
+                {
+                    runs.extend(notify(b, false));
+                }
+            }
+        }
+    }
+    if !runs.is_empty() {
+        tracing::info!(
+            programs = runs.len(),
+            "omega: quorum_down and notify_down as wvs stops"
+        );
+    }
+    for r in runs {
+        let _ = r.await;
+    }
+}
+
+/// Start the quorum program `program` of `svc` for `state` with live weight `sum`.
+fn quorum_program(
+    svc: &wvs_core::service::VirtualService,
+    program: &str,
+    state: &'static str,
+    sum: u64,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let argv: Vec<&str> = program.split_whitespace().collect();
+    let (program, args) = argv.split_first()?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", crate::consts::MISC_CHECK_PATH)
+        .env("WVS_SERVICE", svc.key.to_string())
+        .env("WVS_QUORUM", state)
+        .env("WVS_WEIGHT", sum.to_string());
+    Some(run_bounded(
+        cmd,
+        program.to_string(),
+        svc.key.to_string(),
+        state,
+    ))
 }
 
 /// Follow each service's quorum (keepalived's `update_quorum_state`): the live weight of
@@ -291,30 +362,21 @@ fn quorum_tick(snap: &Snapshot, states: &mut HashMap<ServiceKey, bool>) {
         } else {
             tracing::warn!(service = %svc.key, weight = sum, "quorum {state}");
         }
-        let argv: Vec<&str> = program.map_or(Vec::new(), |p| p.split_whitespace().collect());
-        let Some((program, args)) = argv.split_first() else {
-            continue;
-        };
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", crate::consts::MISC_CHECK_PATH)
-            .env("WVS_SERVICE", svc.key.to_string())
-            .env("WVS_QUORUM", state)
-            .env("WVS_WEIGHT", sum.to_string());
-        run_bounded(cmd, program.to_string(), svc.key.to_string(), state);
+        if let Some(p) = program {
+            let _ = quorum_program(svc, p, state, sum);
+        }
     }
     states.retain(|k, _| live.contains(k));
 }
 
 /// Run a notify or quorum program in the background, bounded in time, its output
-/// dropped; a failure is logged.
+/// dropped; a failure is logged. Its task is returned, for those that must be waited for.
 fn run_bounded(
     mut cmd: tokio::process::Command,
     program: String,
     who: String,
     state: &'static str,
-) {
+) -> tokio::task::JoinHandle<()> {
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -331,7 +393,7 @@ fn run_bounded(
             Ok(Err(e)) => tracing::warn!(%who, state, "program {program}: {e}"),
             Err(_) => tracing::warn!(%who, state, "program {program}: killed after {limit:?}"),
         }
-    });
+    })
 }
 
 /// Where the answers to `snap`'s checks through a VIP come from: the VIPs and ports they go
