@@ -516,19 +516,26 @@ impl ConnTable {
             self.hash(KeyDir::In, &in_key),
             self.hash(KeyDir::Out, &out_key),
         );
-        // A finished TCP connection (TIME_WAIT or CLOSE) holding the same reply key is
-        // replaced: the same client port reaching the same real server port through another
-        // service (or after a reschedule) starts a new connection, as the server sees it,
-        // and its replies must not be taken for the old one's.
+        // A finished TCP connection (TIME_WAIT or CLOSE) or SCTP association (CLOSED, or
+        // REJECTED: never made) holding the same reply key is replaced: the same client
+        // port reaching the same real server port through another service (or after a
+        // reschedule) starts a new connection, as the server sees it, and its replies must
+        // not be taken for the old one's. (IPVS's one hash table lets both be.)
         for (h, key) in [(hin, &in_key), (hout, &out_key)] {
             let conns = &inner.conns;
             let Some(&t) = inner.index.find(h, |&t| tagged_eq(conns, t, key)) else {
                 continue;
             };
             let idx = (t & !OUT_TAG) as usize;
-            let finished = conns.get(idx).is_some_and(|c| {
-                c.proto == Protocol::Tcp
-                    && matches!(c.state, super::TcpState::TimeWait | super::TcpState::Close)
+            let finished = conns.get(idx).is_some_and(|c| match c.proto {
+                Protocol::Tcp => {
+                    matches!(c.state, super::TcpState::TimeWait | super::TcpState::Close)
+                }
+                Protocol::Sctp => matches!(
+                    c.sctp_state(),
+                    super::SctpState::Closed | super::SctpState::Rejected
+                ),
+                Protocol::Udp => false,
             });
             if !finished {
                 return Err(InsertError::Exists(conn));

@@ -395,7 +395,15 @@ impl Datapath {
                 icmp6(buf, (t6::DEST_UNREACHABLE, t6::PORT_UNREACHABLE), [0; 4])
             }
             (DropReason::NoDest, None, None) => icmp::port_unreachable(buf, len),
-            (DropReason::NoConnIn, None, l4_off) => {
+            // Only TCP's (an SCTP packet of no association is dropped; the director's
+            // SCTP stack, where it runs one, would answer an ABORT).
+            (DropReason::NoConnIn, None, l4_off)
+                if headers
+                    .ipv4()
+                    .map(|h| h.next)
+                    .or(headers.ipv6().map(|h| h.next))
+                    == Some(6) =>
+            {
                 reset::tcp_reset(buf, len, l4_off.unwrap_or_default())
             }
             // A client's packet, not a reply on its way out (that one is the kernel's
