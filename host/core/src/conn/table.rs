@@ -208,6 +208,14 @@ impl ConnTable {
                         (Protocol::Tcp, super::TcpState::Established) | (Protocol::Udp, _) => {
                             idle && super::defense::todrop_entry(c.in_pkts, &mut counters)
                         }
+                        // SCTP: INIT1 and INIT at once, ESTABLISHED as TCP's.
+                        (Protocol::Sctp, _) => match c.sctp_state() {
+                            super::SctpState::Init1 | super::SctpState::Init => true,
+                            super::SctpState::Established => {
+                                idle && super::defense::todrop_entry(c.in_pkts, &mut counters)
+                            }
+                            _ => false,
+                        },
                         _ => false,
                     };
                 if !drop {

@@ -160,6 +160,38 @@ fn an_association_through_nat_as_ipvs_tracks_it() {
 }
 
 #[test]
+fn the_drop_entry_defense_takes_unanswered_inits_first() {
+    // ip_vs_random_dropentry: SCTP entries in INIT1 or INIT go at once; an ESTABLISHED one
+    // only as todrop_entry says (not one younger than a minute).
+    let h = harness();
+    let mut f = from_client(40300, &[INIT]);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    let mut f = from_client(40301, &[INIT]);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    let mut f = from_client(40301, &[(chunk::COOKIE_ECHO, &[0; 4])]);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    let mut f = from_server([198, 19, 0, 12], 5060, 40301, &[(chunk::COOKIE_ACK, &[])]);
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_RS, &mut f),
+        Verdict::Tx { iface: 0 }
+    );
+    assert_eq!(state(&h), [(40300, "INIT1"), (40301, "ESTABLISHED")]);
+    // Each call scans a random 1/32 of the table's shards.
+    let dropped: usize = (0..2000).map(|_| h.conns.random_dropentry(1)).sum();
+    assert_eq!(dropped, 1);
+    assert_eq!(state(&h), [(40301, "ESTABLISHED")]);
+}
+
+#[test]
 fn only_an_init_starts_one_and_a_bad_crc_changes_nothing() {
     let h = harness();
     // DATA of no association: dropped, no entry.
