@@ -364,3 +364,63 @@ fn a_closed_association_gives_its_server_port_to_the_clients_next_one() {
     h.conns.for_each(|c| vports.push((c.vport, c.state_name())));
     assert_eq!(vports, [(5061, "INIT1")], "the closed entry made room");
 }
+
+#[test]
+fn a_master_syncs_an_association_and_a_backup_serves_it() {
+    use super::sync_tests::{apply_all, drain, through_the_wire};
+    use crate::conn::sync::Applied;
+    let m = harness();
+    m.conns.sync().start_master(1024);
+    let rs = [198, 19, 0, 11];
+    let step = |now: u64, client: bool, c: u8, body: &[u8]| {
+        let mut f = if client {
+            from_client(40400, &[(c, body)])
+        } else {
+            from_server(rs, 3868, 40400, &[(c, body)])
+        };
+        let meta = if client { FROM_CLIENT } else { FROM_RS };
+        assert!(matches!(
+            m.dp.process(&m.snap, now, meta, &mut f),
+            Verdict::Tx { .. }
+        ));
+    };
+    step(0, true, chunk::INIT, INIT.1);
+    step(1, false, chunk::INIT_ACK, &[0; 4]);
+    step(2, true, chunk::COOKIE_ECHO, &[0; 4]);
+    step(3, false, chunk::COOKIE_ACK, &[]);
+    assert!(
+        drain(&m).is_empty(),
+        "nothing before ESTABLISHED's third client packet"
+    );
+    step(4, true, chunk::DATA, &[0; 16]);
+    let recs = drain(&m);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(
+        (
+            recs[0].protocol,
+            recs[0].state,
+            recs[0].dport,
+            recs[0].timeout
+        ),
+        (132, SctpState::Established as u16, 3868, 900)
+    );
+    // The backup makes it, and serves the association's next chunk on the same server.
+    let b = harness();
+    let msg = through_the_wire(&recs);
+    assert_eq!(apply_all(&b, &msg, 0), [Ok(Applied::Created)]);
+    assert_eq!(state(&b), [(40400, "ESTABLISHED")]);
+    let mut f = from_client(40400, &[(chunk::DATA, &[0; 16])]);
+    assert_eq!(
+        b.dp.process(&b.snap, 5, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(seen(&f).1, Ipv4Addr::from(rs));
+    assert_eq!(seen(&f).3, 3868);
+    // A shutdown state goes at once (a change to a state other than ESTABLISHED).
+    step(6, true, chunk::SHUTDOWN, &[0; 4]);
+    let recs = drain(&m);
+    assert_eq!(
+        recs.iter().map(|r| r.state).collect::<Vec<_>>(),
+        [SctpState::ShutdownReceived as u16]
+    );
+}

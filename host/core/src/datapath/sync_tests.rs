@@ -79,7 +79,7 @@ fn send(h: &Harness, now: u64, mut f: Vec<u8>) -> (Verdict, Vec<u8>) {
     (v, f)
 }
 
-fn drain(h: &Harness) -> Vec<SyncConn> {
+pub(super) fn drain(h: &Harness) -> Vec<SyncConn> {
     let mut all = Vec::new();
     let mut v = Vec::new();
     for w in 0..h.conns.sync().workers() {
@@ -205,7 +205,7 @@ fn sync_refresh_period_sends_again_only_when_the_expiry_moved() {
 }
 
 /// The master's records as a backup receives them: through a version 1 message.
-fn through_the_wire(recs: &[SyncConn]) -> Vec<u8> {
+pub(super) fn through_the_wire(recs: &[SyncConn]) -> Vec<u8> {
     let mut buf = vec![0u8; 1472];
     let mut w = MessageWriter::new(&mut buf, 1).unwrap();
     for r in recs {
@@ -233,7 +233,7 @@ fn established(cport: u16, vport: u16, dport: u16) -> SyncConn {
     }
 }
 
-fn apply_all(b: &Harness, msg: &[u8], now: u64) -> Vec<Result<Applied, Ignored>> {
+pub(super) fn apply_all(b: &Harness, msg: &[u8], now: u64) -> Vec<Result<Applied, Ignored>> {
     let m = Message::parse(msg).unwrap();
     m.conns()
         .map(|r| apply(&b.conns, &b.snap, &r.unwrap().unwrap(), now, 3))
