@@ -399,7 +399,7 @@ fn the_token_is_enforced_and_bad_input_is_refused_with_nothing_changed() {
         ("POST", "/api/v1/services", Some("application/json"), body("unknown.json", br#"{"protocol":"tcp","address":"198.18.100.1:81","colour":"red"}"#), 400, "unknown field `colour`"),
         ("POST", "/api/v1/services", Some("application/json"), body("addr.json", br#"{"protocol":"tcp","address":"198.18.100.300:81"}"#), 400, "not an IP:port"),
         ("POST", "/api/v1/services", Some("application/json"), body("port.json", br#"{"protocol":"tcp","address":"198.18.100.1:70000"}"#), 400, "not an IP:port"),
-        ("POST", "/api/v1/services", Some("application/json"), body("proto.json", br#"{"protocol":"sctp","address":"198.18.100.1:81"}"#), 400, "protocol"),
+        ("POST", "/api/v1/services", Some("application/json"), body("proto.json", br#"{"protocol":"dccp","address":"198.18.100.1:81"}"#), 400, "protocol"),
         ("POST", "/api/v1/services", Some("application/json"), body("sched.json", br#"{"protocol":"tcp","address":"198.18.100.1:81","scheduler":"fastest"}"#), 409, "unknown scheduler \"fastest\""),
         ("POST", "/api/v1/services", Some("application/json"), body("dup.json", br#"{"protocol":"tcp","address":"198.18.100.1:80"}"#), 409, "exists already"),
         ("POST", "/api/v1/services", Some("text/plain"), good.clone(), 415, "Content-Type"),
