@@ -150,13 +150,19 @@ pub struct CheckDef {
     /// and leaves the weight, 1 fails, 2 to 255 pass and set the weight to the code less 2.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dynamic: bool,
-    /// file: the file whose number decides (keepalived's FILE_CHECK and its `track_file`).
+    /// file: the file whose number decides (keepalived's FILE_CHECK and its `track_file`),
+    /// an absolute path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^/")]
     pub file: Option<String>,
     /// file: what the number does: 0 (the default) makes any number but 0 a failure;
     /// another weight adds the number times it to the server's weight (keepalived's
     /// `weight` of a FILE_CHECK or `track_file`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::whole::opt_i32"
+    )]
     #[schema(minimum = -65535, maximum = 65535)]
     pub file_weight: Option<i32>,
     /// file: the number's sense reversed (keepalived's `weight W reverse`): with weight 0,

@@ -917,6 +917,54 @@ pub(crate) mod whole {
         d.deserialize_option(Opt)
     }
 
+    struct I32;
+
+    impl Visitor<'_> for I32 {
+        type Value = i32;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number from -2147483648 to 2147483647")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<i32, E> {
+            i32::try_from(v).map_err(|_| E::custom(format!("{v} is above 2147483647")))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<i32, E> {
+            i32::try_from(v).map_err(|_| E::custom(format!("{v} is outside the i32 range")))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<i32, E> {
+            if v.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
+                Ok(v as i32)
+            } else {
+                Err(E::custom(format!("{v} is not a whole number in the i32 range")))
+            }
+        }
+    }
+
+    /// An optional `i32` (`null` or absent is `None`), also written as a float with no
+    /// fractional part.
+    pub(crate) fn opt_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+        struct Opt;
+        impl<'de> Visitor<'de> for Opt {
+            type Value = Option<i32>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("null or a whole number")
+            }
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(I32).map(Some)
+            }
+        }
+        d.deserialize_option(Opt)
+    }
+
     /// An optional `u16`.
     pub(crate) fn opt_u16<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
         opt_u32(d)?

@@ -529,12 +529,18 @@ impl ConnTable {
         // port reaching the same real server port through another service (or after a
         // reschedule) starts a new connection, as the server sees it, and its replies must
         // not be taken for the old one's. (IPVS's one hash table lets both be.)
-        for (h, key) in [(hin, &in_key), (hout, &out_key)] {
+        // Two connections whose replies bypass wvs (DR, tunnels) may share a reply key, as
+        // IPVS's one hash table lets them: no reply is ever looked up by it.
+        let bypass = !conn.fwd.sees_replies();
+        for (h, key, out) in [(hin, &in_key, false), (hout, &out_key, true)] {
             let conns = &inner.conns;
             let Some(&t) = inner.index.find(h, |&t| tagged_eq(conns, t, key)) else {
                 continue;
             };
             let idx = (t & !OUT_TAG) as usize;
+            if out && bypass && conns.get(idx).is_some_and(|c| !c.fwd.sees_replies()) {
+                continue;
+            }
             let finished = conns.get(idx).is_some_and(|c| match c.proto {
                 Protocol::Tcp => {
                     matches!(c.state, super::TcpState::TimeWait | super::TcpState::Close)

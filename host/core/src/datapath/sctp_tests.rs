@@ -314,55 +314,64 @@ fn direct_routing_moves_by_the_client_s_chunks_alone() {
 
 #[test]
 fn a_closed_association_gives_its_server_port_to_the_clients_next_one() {
-    // DR to two VIPs on one server: the client's port, closed through the first, opens an
-    // association through the second; both entries have the same reply key (the server's
-    // port to the client's), and the closed one makes room, as a TIME_WAIT TCP one does.
-    let svc = |port: u16| {
-        rr(
-            Protocol::Sctp,
-            port,
-            vec![crate::testkit::real_by("198.19.0.11:5060", Forward::Route)],
-        )
-    };
-    let h = Harness::new(
-        Snapshot::build_native(&[svc(5060), svc(5061)], &Snapshot::default()),
-        1 << 10,
-        1,
-    );
-    let to = |dport: u16, c: u8, body: &[u8]| {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
-            .ipv4(CLIENT, VIP, 64)
-            .write(&mut v, IpNumber::SCTP, &sctp(40200, dport, &[(c, body)]))
-            .unwrap();
-        v
-    };
-    for (t, c) in [
-        chunk::INIT,
-        chunk::COOKIE_ECHO,
-        chunk::SHUTDOWN,
-        chunk::SHUTDOWN_COMPLETE,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let body: &[u8] = if c == chunk::INIT { INIT.1 } else { &[0; 4] };
-        let mut f = to(5060, c, body);
-        assert_eq!(
-            h.dp.process(&h.snap, t as u64, FROM_CLIENT, &mut f),
-            Verdict::Tx { iface: 1 }
+    // Two VIP ports on one server port: the client's port, closed through the first, opens
+    // an association through the second; both entries have the same reply key (the
+    // server's port to the client's). Through NAT, whose replies come back, the closed one
+    // makes room, as a TIME_WAIT TCP one does; through DR, whose replies never do, both
+    // stay, as in IPVS (the oracle's sctp-real saw the kernel list both).
+    for (fwd, want) in [
+        (Forward::Masq, vec![(5061, "INIT1")]),
+        (Forward::Route, vec![(5060, "CLOSED"), (5061, "INIT1")]),
+    ] {
+        let svc = |port: u16| {
+            rr(
+                Protocol::Sctp,
+                port,
+                vec![crate::testkit::real_by("198.19.0.11:5060", fwd)],
+            )
+        };
+        let h = Harness::new(
+            Snapshot::build_native(&[svc(5060), svc(5061)], &Snapshot::default()),
+            1 << 10,
+            1,
         );
+        let to = |dport: u16, c: u8, body: &[u8]| {
+            let mut v = Vec::new();
+            PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+                .ipv4(CLIENT, VIP, 64)
+                .write(&mut v, IpNumber::SCTP, &sctp(40200, dport, &[(c, body)]))
+                .unwrap();
+            v
+        };
+        for (t, c) in [
+            chunk::INIT,
+            chunk::COOKIE_ECHO,
+            chunk::SHUTDOWN,
+            chunk::SHUTDOWN_COMPLETE,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let body: &[u8] = if c == chunk::INIT { INIT.1 } else { &[0; 4] };
+            let mut f = to(5060, c, body);
+            assert_eq!(
+                h.dp.process(&h.snap, t as u64, FROM_CLIENT, &mut f),
+                Verdict::Tx { iface: 1 }
+            );
+        }
+        // NAT without the server's answers: INPUT rows; SHUTDOWN_COMPLETE closes either way.
+        assert_eq!(state(&h), [(40200, "CLOSED")], "{fwd:?}");
+        let mut f = to(5061, chunk::INIT, INIT.1);
+        assert_eq!(
+            h.dp.process(&h.snap, 5, FROM_CLIENT, &mut f),
+            Verdict::Tx { iface: 1 },
+            "{fwd:?}: the new association's INIT goes to the server"
+        );
+        let mut vports = Vec::new();
+        h.conns.for_each(|c| vports.push((c.vport, c.state_name())));
+        vports.sort();
+        assert_eq!(vports, want, "{fwd:?}");
     }
-    assert_eq!(state(&h), [(40200, "CLOSED")]);
-    let mut f = to(5061, chunk::INIT, INIT.1);
-    assert_eq!(
-        h.dp.process(&h.snap, 5, FROM_CLIENT, &mut f),
-        Verdict::Tx { iface: 1 },
-        "the new association's INIT goes to the server"
-    );
-    let mut vports = Vec::new();
-    h.conns.for_each(|c| vports.push((c.vport, c.state_name())));
-    assert_eq!(vports, [(5061, "INIT1")], "the closed entry made room");
 }
 
 #[test]
