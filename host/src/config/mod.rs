@@ -938,7 +938,9 @@ pub(crate) mod whole {
             if v.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
                 Ok(v as i32)
             } else {
-                Err(E::custom(format!("{v} is not a whole number in the i32 range")))
+                Err(E::custom(format!(
+                    "{v} is not a whole number in the i32 range"
+                )))
             }
         }
     }
