@@ -433,3 +433,64 @@ fn a_master_syncs_an_association_and_a_backup_serves_it() {
         [SctpState::ShutdownReceived as u16]
     );
 }
+
+#[test]
+fn nat66_rewrites_the_port_and_the_crc32c() {
+    use crate::testkit::{CLIENT6, VIP6, rs6, service6};
+    use std::net::Ipv6Addr;
+    let h = Harness::new(
+        Snapshot::build_native(
+            &[service6(
+                Protocol::Sctp,
+                5060,
+                "rr",
+                vec![real("[2001:db8:19::11]:3868")],
+            )],
+            &Snapshot::default(),
+        ),
+        1 << 10,
+        1,
+    );
+    let v6 = |f: &[u8]| -> (Ipv6Addr, Ipv6Addr, u16, u16, bool) {
+        let Some(NetSlice::Ipv6(ip)) = SlicedPacket::from_ethernet(f).unwrap().net else {
+            panic!("not IPv6")
+        };
+        let p = SctpPacket::new_checked(ip.payload().payload).unwrap();
+        (
+            ip.header().source_addr(),
+            ip.header().destination_addr(),
+            p.src_port(),
+            p.dst_port(),
+            p.verify_checksum(),
+        )
+    };
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+        .ipv6(CLIENT6, VIP6, 64)
+        .write(&mut f, IpNumber::SCTP, &sctp(40500, 5060, &[INIT]))
+        .unwrap();
+    assert_eq!(
+        h.dp.process(&h.snap, 0, FROM_CLIENT, &mut f),
+        Verdict::Tx { iface: 1 }
+    );
+    assert_eq!(
+        v6(&f),
+        (CLIENT6.into(), rs6(0x11).into(), 40500, 3868, true),
+        "to the server's port, the CRC32c recomputed"
+    );
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(rs_mac(0x11), SERVER_IF_MAC)
+        .ipv6(rs6(0x11), CLIENT6, 64)
+        .write(
+            &mut f,
+            IpNumber::SCTP,
+            &sctp(3868, 40500, &[(chunk::INIT_ACK, &[0; 4])]),
+        )
+        .unwrap();
+    assert_eq!(
+        h.dp.process(&h.snap, 1, FROM_RS, &mut f),
+        Verdict::Tx { iface: 0 }
+    );
+    assert_eq!(v6(&f), (VIP6.into(), CLIENT6.into(), 5060, 40500, true));
+    assert_eq!(state(&h), [(40500, "C-SENT")]);
+}
