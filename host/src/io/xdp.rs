@@ -1076,10 +1076,19 @@ pub fn partial_csum(headers: &Headers, frame: &[u8]) -> Option<(u16, u16)> {
     let offset: usize = match next {
         6 => 16,
         17 => 6,
+        132 => crate::wire::sctp::field::CHECKSUM.start,
         _ => return None,
     };
     let start = crate::wire::ETHERNET_HEADER_LEN + l4_off;
     let l4 = frame.get(start..crate::wire::ETHERNET_HEADER_LEN + total_len)?;
+    if next == 132 {
+        // SCTP's CRC32c left to the device reads 0 (`sctp_packet_pack`); one that is 0
+        // and does not verify is taken as such, and completed when the frame is handled
+        // (as the packet-socket backends complete it from the vnet header).
+        let p = crate::wire::sctp::SctpPacket::new_checked(l4).ok()?;
+        return (p.checksum() == 0 && !p.verify_checksum())
+            .then_some((start as u16, offset as u16));
+    }
     let field = l4.get(offset..offset + 2)?;
     let check = u16::from_be_bytes([field[0], field[1]]);
     let pseudo = match (headers.ipv4(), headers.ipv6()) {
@@ -1255,6 +1264,17 @@ mod tests {
         // No checksum at all (UDP's 0).
         seg[6..8].copy_from_slice(&[0, 0]);
         assert_eq!(partial(&frame(&seg)), None);
+        // SCTP: a CRC32c left to the device is 0; a computed one is not taken for it.
+        let mut sctp = vec![
+            0x9c, 0x40, 0x13, 0xc4, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 8, 1, 2, 3, 4,
+        ];
+        let mut f = frame(&sctp);
+        f[23] = 132;
+        assert_eq!(partial(&f), Some((34, 8)));
+        crate::wire::sctp::SctpPacket::new_unchecked(&mut sctp[..]).fill_checksum();
+        let mut f = frame(&sctp);
+        f[23] = 132;
+        assert_eq!(partial(&f), None);
     }
 
     #[test]
