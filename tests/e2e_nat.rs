@@ -621,14 +621,13 @@ fn one_packet_scheduling_spreads_one_client_port_and_keeps_no_connection() {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
     assert_eq!(answers.len(), 30, "every datagram answered:\n{text}");
-    // Round robin datagram by datagram (a repeat after a loss takes the next server).
+    // Every server answered the one client port.
     let tally = Topo::tally(answers.iter().map(|(name, _)| name.clone()));
     assert_eq!(
         tally.len(),
         3,
         "one client port over every server: {tally:?}"
     );
-    assert!(tally.values().all(|&n| n >= 8), "{tally:?}");
     // A NAT server's answer has no connection to be rewritten by: it leaves as the server
     // sent it, from its own address, as with IPVS.
     for (name, from) in &answers {
@@ -644,6 +643,19 @@ fn one_packet_scheduling_spreads_one_client_port_and_keeps_no_connection() {
         .unwrap_or_else(|| panic!("{stats}"));
     let n: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(n >= 30, "each datagram counted as a connection: {stats}");
+    // Round robin datagram by datagram, whatever the client repeated after a slow answer:
+    // the servers' scheduled counts differ by one at most, and make the service's.
+    let per: Vec<u64> = stats
+        .lines()
+        .filter(|l| l.trim_start().starts_with("->") && !l.contains("RemoteAddress"))
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(per.len(), 3, "{stats}");
+    assert_eq!(per.iter().sum::<u64>(), n, "{stats}");
+    assert!(
+        per.iter().max().unwrap() - per.iter().min().unwrap() <= 1,
+        "{stats}"
+    );
     let listing = wvs.adm_ok(&["-L", "-n"]);
     assert!(
         listing.contains(&format!("UDP  {VIP}:9000 rr ops\n")),
