@@ -1,8 +1,10 @@
-//! Compile the XDP program of `wvs run --io xdp` (`bpf/wvs_xdp.c`) with `clang -target bpf`,
-//! and tell the end-to-end tests where the example plugins are.
+//! Compile the XDP program of `wvs run --io xdp` (`bpf/wvs_xdp.c`) and the flow offload of
+//! `--offload tc` (`bpf/wvs_offload.c`) with `clang -target bpf`, and tell the end-to-end
+//! tests where the example plugins are.
 //!
-//! Without clang the build goes on with an empty object and a warning: wvs then runs with
-//! the other I/O backends and says why `--io xdp` cannot start. The wasm32 plugins are built
+//! Without clang the build goes on with empty objects and a warning: wvs then runs with
+//! the other I/O backends and without offload, and says why `--io xdp` or `--offload tc`
+//! cannot start. The wasm32 plugins are built
 //! by wvs-core's build script (host/core/build.rs), which runs before this crate compiles.
 
 // A build script fails by panicking, with the reason: that is what `expect` is for here.
@@ -61,31 +63,60 @@ fn main() {
         "cargo:rustc-env=WVS_HELPER_FTP_WASM={}",
         wasm_dir.join("wvs_helper_ftp.wasm").display()
     );
-    build_xdp(&manifest_dir, &out);
+    build_bpf(&manifest_dir, &out);
 }
 
-/// Compile `bpf/wvs_xdp.c` into `OUT_DIR/wvs_xdp.o` (embedded by `src/io/xdp.rs`).
-fn build_xdp(manifest_dir: &std::path::Path, out: &std::path::Path) {
-    let src = manifest_dir.join("bpf").join("wvs_xdp.c");
-    let obj = out.join("wvs_xdp.o");
-    println!("cargo:rerun-if-changed={}", src.display());
-    println!("cargo:rerun-if-env-changed=CLANG");
-    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
-    // -g: the BTF that describes the maps; -O2: the verifier wants the bounds checks as
-    // written, not spilled to the stack.
+/// Compile wvs's BPF programs into `OUT_DIR` (embedded by `src/io/xdp.rs` and
+/// `src/io/offload.rs`): `bpf/wvs_xdp.c` and `bpf/wvs_offload.c`.
+fn build_bpf(manifest_dir: &std::path::Path, out: &std::path::Path) {
     // Which ports are an expected connection's: the program's rule is the datapath's
     // (`Snapshot::is_data_port`), from the same constants.
     let consts_rs = manifest_dir.join("core").join("src").join("consts.rs");
     println!("cargo:rerun-if-changed={}", consts_rs.display());
+    println!("cargo:rerun-if-env-changed=CLANG");
     let consts = std::fs::read_to_string(&consts_rs).expect("read core/src/consts.rs");
     let ftp = rust_const(&consts, "FTP_PORT");
     let from = rust_const(&consts, "HELPER_DATA_PORTS_FROM");
     let marks = rust_const_of(&consts, "MAX_MARK_MATCHES", "usize");
+    let flows = rust_const_of(&consts, "OFFLOAD_FLOWS", "u32");
+    compile_bpf(
+        manifest_dir,
+        out,
+        "wvs_xdp",
+        &[
+            format!("-DWVS_FTP_DATA_PORT={}", ftp - 1),
+            format!("-DWVS_DATA_PORTS_FROM={from}"),
+            format!("-DWVS_MAX_MARK_MATCHES={marks}"),
+        ],
+        "`--io xdp`",
+    );
+    compile_bpf(
+        manifest_dir,
+        out,
+        "wvs_offload",
+        &[format!("-DWVS_OFFLOAD_FLOWS={flows}")],
+        "`--offload tc`",
+    );
+}
+
+/// Compile `bpf/NAME.c` into `OUT_DIR/NAME.o`; without clang, an empty object and a warning
+/// that `what` will not start.
+fn compile_bpf(
+    manifest_dir: &std::path::Path,
+    out: &std::path::Path,
+    name: &str,
+    defines: &[String],
+    what: &str,
+) {
+    let src = manifest_dir.join("bpf").join(format!("{name}.c"));
+    let obj = out.join(format!("{name}.o"));
+    println!("cargo:rerun-if-changed={}", src.display());
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    // -g: the BTF that describes the maps; -O2: the verifier wants the bounds checks as
+    // written, not spilled to the stack.
     let status = Command::new(&clang)
         .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-c"])
-        .arg(format!("-DWVS_FTP_DATA_PORT={}", ftp - 1))
-        .arg(format!("-DWVS_DATA_PORTS_FROM={from}"))
-        .arg(format!("-DWVS_MAX_MARK_MATCHES={marks}"))
+        .args(defines)
         .arg(&src)
         .arg("-o")
         .arg(&obj)
@@ -95,10 +126,10 @@ fn build_xdp(manifest_dir: &std::path::Path, out: &std::path::Path) {
         Ok(s) => panic!("{clang} could not compile {}: {s}", src.display()),
         Err(e) => {
             println!(
-                "cargo:warning=cannot run {clang} ({e}): wvs is built without its XDP program, \
-                 so `--io xdp` will not start (install clang, as scripts/setup.sh does)"
+                "cargo:warning=cannot run {clang} ({e}): wvs is built without {name}.o, \
+                 so {what} will not start (install clang, as scripts/setup.sh does)"
             );
-            std::fs::write(&obj, b"").expect("write an empty wvs_xdp.o");
+            std::fs::write(&obj, b"").expect("write an empty BPF object");
         }
     }
 }

@@ -18,7 +18,9 @@
 
 #![warn(missing_docs)]
 
-pub use wvs_core::{conn, consts, datapath, model, plugin, service, spec, stats, wire, xmit};
+pub use wvs_core::{
+    conn, consts, datapath, model, offload, plugin, service, spec, stats, wire, xmit,
+};
 
 pub mod adm;
 pub mod api;

@@ -238,6 +238,23 @@ pub const FTP_PORT: u16 = 21;
 /// Most datapath workers (the per-worker counter slots of every service and real server).
 pub const MAX_WORKERS: usize = 64;
 
+/// The counter slot of the offload keeper, which merges what the kernel carried for
+/// offloaded flows (`offload::merge`): after the workers' own.
+pub const OFFLOAD_SLOT: usize = MAX_WORKERS;
+
+/// Counter slots of every service and real server: the workers' and the offload keeper's.
+pub const STAT_SLOTS: usize = MAX_WORKERS + 1;
+
+/// Most flows the offload map holds (two per NAT connection, one per direct-routing one);
+/// a connection offered to a full map stays with wvs.
+pub const OFFLOAD_FLOWS: u32 = 262_144;
+
+/// How often the offload keeper merges what the kernel carried into the connections and
+/// their counters, and takes out the flows of connections that ended or moved on (ms).
+/// Well under every state's timeout, so that an offloaded connection never expires while
+/// the kernel carries its packets.
+pub const OFFLOAD_MERGE_MS: u64 = 1000;
+
 /// Interval of IPVS's rate estimator (`ip_vs_est.c`: 2 s).
 pub const ESTIMATOR_INTERVAL_MS: u64 = 2000;
 

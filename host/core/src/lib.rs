@@ -25,6 +25,7 @@ pub mod conn;
 pub mod consts;
 pub mod datapath;
 pub mod model;
+pub mod offload;
 pub mod plugin;
 pub mod service;
 pub mod spec;

@@ -18,6 +18,7 @@ pub mod broker;
 pub mod bufring;
 pub mod neigh;
 pub mod nft;
+pub mod offload;
 pub mod ring;
 pub mod socket;
 pub mod sync;

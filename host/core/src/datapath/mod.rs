@@ -173,6 +173,8 @@ pub struct Datapath {
     icmp_bucket: std::cell::Cell<(u32, u64)>,
     /// This worker's `drop_packet` countdown (IPVS's `drop_counter`).
     drop_counter: std::cell::Cell<u32>,
+    /// Where connections that need no more decisions are offered (`--offload tc`).
+    offload: Option<Box<dyn crate::offload::FlowSink>>,
 }
 
 /// The parts of a classified TCP/UDP packet (IPv4 or IPv6) the handlers need.
@@ -278,6 +280,61 @@ impl Datapath {
             worker,
             icmp_bucket: std::cell::Cell::new((crate::consts::ICMP_REPLY_BURST, 0)),
             drop_counter: std::cell::Cell::new(0),
+            offload: None,
+        }
+    }
+
+    /// Offer the connections whose packets need no more decisions to `sink` (and withdraw
+    /// them when their state moves on).
+    pub fn set_offload(&mut self, sink: Box<dyn crate::offload::FlowSink>) {
+        self.offload = Some(sink);
+    }
+
+    /// Offer `c`'s flows, or withdraw them, after one of its packets at `moment` that
+    /// found it in TCP state `was` (`offload::step`). Nothing to do for most packets.
+    #[inline]
+    fn offload_step(
+        &self,
+        c: &Conn,
+        moment: crate::offload::Moment,
+        was: TcpState,
+        sync_master: bool,
+    ) {
+        use crate::offload::{self, Step};
+        let Some(sink) = &self.offload else {
+            return;
+        };
+        match offload::step(c, moment, was) {
+            Step::Keep => return,
+            Step::Withdraw => return sink.withdraw(&offload::keys(c)),
+            // The sync daemon's master sends a connection at its threshold packets: those
+            // would not come through wvs.
+            Step::Offer if sync_master => return,
+            Step::Offer => {}
+        }
+        let Ok(to_real) = self.link_in(c.fwd, c.dest.next_hop(), 0) else {
+            return;
+        };
+        let to_client = if c.fwd.sees_replies() {
+            let hop = c.client_hop;
+            let Some(out_if) = self.ifaces.get(usize::from(hop.iface)) else {
+                // Not known yet (a connection made from a sync message, until its
+                // client's first packet): it stays with wvs.
+                return;
+            };
+            Some(xmit::Link {
+                iface: hop.iface,
+                src_mac: out_if.mac(),
+                dst_mac: hop.mac,
+            })
+        } else {
+            None
+        };
+        let (flows, n) = offload::flows(c, to_real, to_client);
+        match sink.offer(&flows[..n]) {
+            offload::Offered::Taken => stats::bump(&self.stats.offloaded),
+            offload::Offered::Held => {}
+            offload::Offered::Refused => stats::bump(&self.stats.offload_refused),
         }
     }
 
@@ -644,6 +701,7 @@ impl Datapath {
         if let Some(k) = c.controller_mut() {
             k.used();
         }
+        let was = c.state;
         c.advance(Direction::Input, info.events(), l.timeouts, l.secure);
         c.touch(l.now);
         if c.client_hop.iface == NextHop::UNKNOWN.iface
@@ -651,11 +709,13 @@ impl Datapath {
         {
             c.client_hop = hop;
         }
-        if self.conns.sync().is_master() {
+        let master = self.conns.sync().is_master();
+        if master {
             self.conns.sync_in(self.worker, c, l.now, &sysctl.sync);
         }
         c.dest.stats.worker(self.worker).packet_in(info.total_len);
         c.svc_stats.worker(self.worker).packet_in(info.total_len);
+        self.offload_step(c, crate::offload::Moment::In, was, master);
         InLookup::Forward(InForward {
             daddr: c.raddr(),
             dport: c.rport,
@@ -1230,6 +1290,7 @@ impl Datapath {
         if let Some(k) = c.controller_mut() {
             k.used();
         }
+        let was = c.state;
         c.advance(Direction::Output, l.info.events(), l.timeouts, l.secure);
         c.touch(l.now);
         c.dest
@@ -1237,6 +1298,8 @@ impl Datapath {
             .worker(self.worker)
             .packet_out(l.info.total_len);
         c.svc_stats.worker(self.worker).packet_out(l.info.total_len);
+        let master = self.conns.sync().is_master();
+        self.offload_step(c, crate::offload::Moment::Out, was, master);
         let back = xmit::Back {
             fwd: c.fwd,
             vaddr: c.vaddr(),

@@ -170,6 +170,10 @@ pub struct DatapathStats {
     /// Connections started by a TCP segment other than a SYN (`sloppy_tcp`): flows the
     /// routers moved here from another balancer, or that a restarted one forgot.
     pub unknown_flows: AtomicU64,
+    /// Connections whose flows the offload map took (`--offload tc`).
+    pub offloaded: AtomicU64,
+    /// Connections whose flows it could not take (full): they stay with wvs.
+    pub offload_refused: AtomicU64,
     /// Application helpers.
     pub helper: HelperCounters,
     drops: Box<[AtomicU64]>,
@@ -186,6 +190,8 @@ impl Default for DatapathStats {
             icmp_sent: AtomicU64::new(0),
             resets_sent: AtomicU64::new(0),
             unknown_flows: AtomicU64::new(0),
+            offloaded: AtomicU64::new(0),
+            offload_refused: AtomicU64::new(0),
             helper: HelperCounters::default(),
             drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
@@ -233,6 +239,10 @@ pub struct StatsSum {
     pub resets_sent: u64,
     /// Connections started by a TCP segment other than a SYN.
     pub unknown_flows: u64,
+    /// Connections offloaded.
+    pub offloaded: u64,
+    /// Connections the offload map could not take.
+    pub offload_refused: u64,
     /// Application helpers: calls, rewrites, faults, expected connections registered,
     /// refused and matched, segments cut.
     pub helper: [u64; HELPER_EVENTS.len()],
@@ -256,6 +266,8 @@ impl StatsSum {
             s.icmp_sent += w.icmp_sent.load(Relaxed);
             s.resets_sent += w.resets_sent.load(Relaxed);
             s.unknown_flows += w.unknown_flows.load(Relaxed);
+            s.offloaded += w.offloaded.load(Relaxed);
+            s.offload_refused += w.offload_refused.load(Relaxed);
             let h = &w.helper;
             for (acc, c) in s.helper.iter_mut().zip([
                 &h.calls,

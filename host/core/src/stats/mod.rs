@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use std::sync::Arc;
 
-use crate::consts::MAX_WORKERS;
+use crate::consts::STAT_SLOTS;
 
 /// Add one to a counter that only the calling thread writes: a plain load and store, no
 /// locked instruction, as IPVS's per-CPU counters.
@@ -60,6 +60,19 @@ impl Counters {
     pub(crate) fn packet_out(&self, len: usize) {
         bump(&self.outpkts);
         add(&self.outbytes, len as u64);
+    }
+
+    /// Count `n` packets of `bytes` in all from the client side, carried elsewhere (the
+    /// offload program) and merged here.
+    pub(crate) fn packets_in(&self, n: u64, bytes: u64) {
+        add(&self.inpkts, n);
+        add(&self.inbytes, bytes);
+    }
+
+    /// Count `n` packets of `bytes` in all from the real-server side, carried elsewhere.
+    pub(crate) fn packets_out(&self, n: u64, bytes: u64) {
+        add(&self.outpkts, n);
+        add(&self.outbytes, bytes);
     }
 }
 
@@ -229,7 +242,7 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Self {
-            slots: (0..MAX_WORKERS).map(|_| Counters::default()).collect(),
+            slots: (0..STAT_SLOTS).map(|_| Counters::default()).collect(),
             est: Mutex::new(Estimator::default()),
             base: Mutex::new(Totals::default()),
         }
@@ -241,7 +254,7 @@ impl Stats {
     /// cache line but still count correctly only if single-writer; the daemon refuses more).
     #[inline]
     pub fn worker(&self, w: usize) -> &Counters {
-        &self.slots[w.min(MAX_WORKERS - 1)]
+        &self.slots[w.min(STAT_SLOTS - 1)]
     }
 
     /// Sum the workers' counters, since they were last zeroed.

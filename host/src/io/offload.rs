@@ -1,0 +1,803 @@
+//! Flow offload (`wvs run --offload tc`): the kernel carries the packets of connections wvs
+//! has decided (see `wvs_core::offload` for which and when).
+//!
+//! - [`Offload`]: wvs's tc-BPF program and socket filter (`host/bpf/wvs_offload.c`, built
+//!   by the build with `clang -target bpf`, loaded with aya) and their map of flows. The
+//!   program is attached to every interface's tc ingress (tcx, a BPF link the kernel
+//!   removes when wvs exits); the filter to every packet socket that receives, so that a
+//!   frame the program will carry is never copied into a ring.
+//! - [`MapSink`]: what a worker's datapath offers flows to; its own handle on the map, so
+//!   workers take no lock to write it.
+//! - [`Keeper`]: every `OFFLOAD_MERGE_MS`, reads what the program carried for each flow,
+//!   merges it into the connection table and the counters (`offload::merge`), and takes
+//!   out the flows whose connection ended or moved on.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use aya::Ebpf;
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::programs::{ProgramError, SchedClassifier, SocketFilter, TcAttachType};
+
+use crate::conn::{ConnKey, ConnTable};
+use crate::model::Protocol;
+use crate::offload::{Carried, Flow, FlowSink, Offered};
+
+/// The compiled program (empty when the build had no clang).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wvs_offload.o"));
+
+/// The programs' and the map's names (in `wvs_offload.c`).
+const PROG_TC: &str = "wvs_offload_tc";
+const PROG_SK: &str = "wvs_offload_sk";
+const MAP_FLOWS: &str = "wvs_flows";
+
+/// A key of `wvs_flows` (`struct flow_key`): a packet's endpoints as it arrives, addresses
+/// and ports as on the wire, an IPv4 address mapped into IPv6's.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: [u8; 2],
+    dport: [u8; 2],
+    proto: u8,
+    pad: [u8; 3],
+}
+
+// SAFETY: plain data of 40 bytes (its padding spelled out), valid for every bit pattern.
+unsafe impl aya::Pod for FlowKey {}
+
+/// A value of `wvs_flows` (`struct flow_val`): what the packet becomes, and what the
+/// program carried (written by the program only).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: [u8; 2],
+    dport: [u8; 2],
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    mtu: u32,
+    packets: u64,
+    bytes: u64,
+    seen_ns: u64,
+}
+
+// SAFETY: plain data of 80 bytes without padding, valid for every bit pattern.
+unsafe impl aya::Pod for FlowValue {}
+
+impl FlowKey {
+    /// The map's key for `k`.
+    pub fn of(k: &ConnKey) -> Self {
+        Self {
+            saddr: crate::offload::wide(k.saddr),
+            daddr: crate::offload::wide(k.daddr),
+            sport: k.sport.to_be_bytes(),
+            dport: k.dport.to_be_bytes(),
+            proto: k.proto.number(),
+            pad: [0; 3],
+        }
+    }
+
+    /// The connection key it stands for (`None`: not a protocol wvs offloads).
+    fn conn_key(&self) -> Option<ConnKey> {
+        Some(ConnKey {
+            proto: Protocol::from_number(self.proto)?,
+            saddr: narrow(self.saddr),
+            sport: u16::from_be_bytes(self.sport),
+            daddr: narrow(self.daddr),
+            dport: u16::from_be_bytes(self.dport),
+        })
+    }
+}
+
+/// An address as the map holds it, back: a mapped IPv4 address is IPv4.
+fn narrow(a: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+}
+
+impl FlowValue {
+    /// The map's value for `f`, leaving on the interface of index `ifindex`.
+    pub fn of(f: &Flow, ifindex: u32) -> Self {
+        Self {
+            saddr: crate::offload::wide(f.to.saddr),
+            daddr: crate::offload::wide(f.to.daddr),
+            sport: f.to.sport.to_be_bytes(),
+            dport: f.to.dport.to_be_bytes(),
+            ifindex,
+            smac: f.link.src_mac,
+            dmac: f.link.dst_mac,
+            mtu: f.mtu,
+            ..Self::default()
+        }
+    }
+}
+
+/// Why the offload cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    /// wvs was built without clang.
+    #[error(
+        "wvs was built without its offload program (clang was missing at build time): \
+         install clang (scripts/setup.sh does) and rebuild, or run with --offload off"
+    )]
+    NotBuilt,
+    /// Loading the program or a map failed.
+    #[error(
+        "offload program: {0} (it needs kernel 6.6 or later for tcx, and CAP_BPF with CAP_NET_ADMIN)"
+    )]
+    Program(String),
+    /// Attaching it to an interface or a socket failed.
+    #[error("cannot attach the offload program to {what}: {reason}")]
+    Attach {
+        /// The interface or socket.
+        what: String,
+        /// The kernel's answer.
+        reason: String,
+    },
+}
+
+fn program_err(e: impl std::fmt::Display) -> OffloadError {
+    OffloadError::Program(e.to_string())
+}
+
+/// The loaded programs and their map.
+pub struct Offload {
+    ebpf: Ebpf,
+    /// Kernel interface index of each of wvs's interfaces, by the datapath's number
+    /// (updated when an interface comes back under another index).
+    ifindex: Arc<[AtomicU32]>,
+    attached: Vec<String>,
+    /// Flows carried, packets and bytes merged, flows in the map now.
+    pub counters: Arc<OffloadCounters>,
+}
+
+impl std::fmt::Debug for Offload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offload")
+            .field("attached", &self.attached)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the keeper counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct OffloadCounters {
+    /// Packets the program carried (merged so far).
+    pub packets: AtomicU64,
+    /// Their bytes (IP length).
+    pub bytes: AtomicU64,
+    /// Flows in the map at the last merge.
+    pub flows: AtomicU64,
+}
+
+impl Offload {
+    /// Load the programs and the map into the kernel (nothing attached yet), for the
+    /// interfaces of these kernel indexes, in the datapath's order.
+    pub fn load(ifindexes: &[u32]) -> Result<Self, OffloadError> {
+        if OBJECT.is_empty() {
+            return Err(OffloadError::NotBuilt);
+        }
+        let mut ebpf = Ebpf::load(OBJECT).map_err(program_err)?;
+        let tc: &mut SchedClassifier = program(&mut ebpf, PROG_TC)?;
+        tc.load().map_err(program_err)?;
+        let sk: &mut SocketFilter = program(&mut ebpf, PROG_SK)?;
+        sk.load().map_err(program_err)?;
+        if ebpf.map(MAP_FLOWS).is_none() {
+            return Err(OffloadError::Program(format!("map {MAP_FLOWS} missing")));
+        }
+        Ok(Self {
+            ebpf,
+            ifindex: ifindexes.iter().map(|&i| AtomicU32::new(i)).collect(),
+            attached: Vec::new(),
+            counters: Arc::default(),
+        })
+    }
+
+    /// Attach the tc program to `iface`'s ingress.
+    pub fn attach(&mut self, iface: &str) -> Result<(), OffloadError> {
+        let tc: &mut SchedClassifier = program(&mut self.ebpf, PROG_TC)?;
+        tc.attach(iface, TcAttachType::Ingress)
+            .map_err(|e| OffloadError::Attach {
+                what: iface.to_string(),
+                reason: reason(&e),
+            })?;
+        if !self.attached.iter().any(|a| a == iface) {
+            self.attached.push(iface.to_string());
+        }
+        tracing::info!(iface, "offload program attached (tc ingress)");
+        Ok(())
+    }
+
+    /// Keep the frames the program carries out of `socket` (a receiving packet socket).
+    pub fn filter(&mut self, socket: BorrowedFd<'_>) -> Result<(), OffloadError> {
+        let sk: &mut SocketFilter = program(&mut self.ebpf, PROG_SK)?;
+        sk.attach(socket).map_err(|e| OffloadError::Attach {
+            what: format!("packet socket {}", socket.as_raw_fd()),
+            reason: reason(&e),
+        })?;
+        Ok(())
+    }
+
+    /// Interface `slot` came back as kernel interface `ifindex`.
+    pub fn set_ifindex(&self, slot: usize, ifindex: u32) {
+        if let Some(i) = self.ifindex.get(slot) {
+            i.store(ifindex, Relaxed);
+        }
+    }
+
+    /// A handle on the map (its own descriptor).
+    fn map(&self) -> Result<BpfHashMap<MapData, FlowKey, FlowValue>, OffloadError> {
+        let Some(aya::maps::Map::HashMap(m)) = self.ebpf.map(MAP_FLOWS) else {
+            return Err(OffloadError::Program(format!("map {MAP_FLOWS} missing")));
+        };
+        let fd = m.fd().as_fd().try_clone_to_owned().map_err(program_err)?;
+        let data = MapData::from_fd(fd).map_err(program_err)?;
+        BpfHashMap::try_from(aya::maps::Map::HashMap(data)).map_err(program_err)
+    }
+
+    /// A worker's sink.
+    pub fn sink(&self) -> Result<MapSink, OffloadError> {
+        Ok(MapSink {
+            map: RefCell::new(self.map()?),
+            ifindex: self.ifindex.clone(),
+        })
+    }
+
+    /// The keeper, merging into `conns` on the datapath clock that started at `epoch`.
+    pub fn keeper(&self, conns: Arc<ConnTable>, epoch: Instant) -> Result<Keeper, OffloadError> {
+        Ok(Keeper {
+            map: self.map()?,
+            conns,
+            epoch,
+            last: HashMap::new(),
+            counters: self.counters.clone(),
+        })
+    }
+}
+
+impl Drop for Offload {
+    fn drop(&mut self) {
+        // The links go with the program (aya detaches them as it drops it).
+        if !self.attached.is_empty() {
+            tracing::info!(ifaces = ?self.attached, "offload program detached");
+        }
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, OffloadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| OffloadError::Program(format!("program {name} missing")))?
+        .try_into()
+        .map_err(program_err)
+}
+
+/// The kernel's refusal.
+fn reason(e: &ProgramError) -> String {
+    match e {
+        ProgramError::SyscallError(s) => format!("{} failed: {}", s.call, s.io_error),
+        _ => e.to_string(),
+    }
+}
+
+/// `bpf_map_update_elem`'s flag: only a key not in the map.
+const BPF_NOEXIST: u64 = 1;
+
+/// The errno of a map operation's failure.
+fn errno(e: &aya::maps::MapError) -> Option<i32> {
+    match e {
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// A worker's handle on the map: the datapath offers and withdraws flows through it.
+pub struct MapSink {
+    map: RefCell<BpfHashMap<MapData, FlowKey, FlowValue>>,
+    ifindex: Arc<[AtomicU32]>,
+}
+
+impl std::fmt::Debug for MapSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapSink").finish_non_exhaustive()
+    }
+}
+
+impl FlowSink for MapSink {
+    fn offer(&self, flows: &[Flow]) -> Offered {
+        let mut map = self.map.borrow_mut();
+        let mut taken = 0;
+        for (n, f) in flows.iter().enumerate() {
+            let Some(ifindex) = self.ifindex.get(usize::from(f.link.iface)) else {
+                return Offered::Refused;
+            };
+            let v = FlowValue::of(f, ifindex.load(Relaxed));
+            match map.insert(FlowKey::of(&f.key), v, BPF_NOEXIST) {
+                Ok(()) => taken += 1,
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(_) => {
+                    // Full: none of the connection's new flows, not half of them.
+                    for g in &flows[..n] {
+                        let _ = map.remove(&FlowKey::of(&g.key));
+                    }
+                    return Offered::Refused;
+                }
+            }
+        }
+        if taken > 0 {
+            Offered::Taken
+        } else {
+            Offered::Held
+        }
+    }
+
+    fn withdraw(&self, keys: &[ConnKey]) {
+        let mut map = self.map.borrow_mut();
+        for k in keys {
+            let _ = map.remove(&FlowKey::of(k));
+        }
+    }
+}
+
+/// Merges what the program carried, every `OFFLOAD_MERGE_MS` (see the module's doc).
+pub struct Keeper {
+    map: BpfHashMap<MapData, FlowKey, FlowValue>,
+    conns: Arc<ConnTable>,
+    epoch: Instant,
+    /// Each flow's counters and last time at the previous merge.
+    last: HashMap<FlowKey, (u64, u64, u64)>,
+    counters: Arc<OffloadCounters>,
+}
+
+impl Keeper {
+    /// Merge until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) {
+        let every = Duration::from_millis(crate::consts::OFFLOAD_MERGE_MS);
+        while !stop.load(Relaxed) {
+            std::thread::sleep(every);
+            self.merge();
+        }
+    }
+
+    /// One merge: every flow of the map, once.
+    pub fn merge(&mut self) {
+        // The program's clock (CLOCK_MONOTONIC, bpf_ktime_get_ns) against the datapath's
+        // (ms since `epoch`).
+        let now_ns = monotonic_ns();
+        let epoch_ns = now_ns.saturating_sub(self.epoch.elapsed().as_nanos() as u64);
+        let mut seen = HashMap::with_capacity(self.last.len());
+        let mut gone = Vec::new();
+        // A flow removed during the walk may restart it: each key is merged once.
+        for (key, v) in self.map.iter().filter_map(Result::ok) {
+            if seen.contains_key(&key) {
+                continue;
+            }
+            let (p0, b0, t0) = self.last.get(&key).copied().unwrap_or_default();
+            let carried = Carried {
+                packets: v.packets.saturating_sub(p0),
+                bytes: v.bytes.saturating_sub(b0),
+                seen: (v.seen_ns != t0 && v.seen_ns != 0)
+                    .then(|| v.seen_ns.saturating_sub(epoch_ns) / 1_000_000),
+            };
+            self.counters.packets.fetch_add(carried.packets, Relaxed);
+            self.counters.bytes.fetch_add(carried.bytes, Relaxed);
+            let stay = key.conn_key().is_some_and(|k| {
+                crate::offload::merge(&self.conns, &k, carried, crate::consts::OFFLOAD_SLOT)
+            });
+            if stay {
+                seen.insert(key, (v.packets, v.bytes, v.seen_ns));
+            } else {
+                gone.push(key);
+                seen.insert(key, (0, 0, 0));
+            }
+        }
+        for k in &gone {
+            let _ = self.map.remove(k);
+            seen.remove(k);
+        }
+        self.counters.flows.store(seen.len() as u64, Relaxed);
+        self.last = seen;
+    }
+}
+
+/// CLOCK_MONOTONIC in ns (the clock of `bpf_ktime_get_ns` and of `Instant`).
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+impl Offload {
+    /// Run the tc program on `frame` (`BPF_PROG_TEST_RUN`: nothing is sent): its verdict
+    /// and the frame as it left the program.
+    fn run_tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.test_run(PROG_TC, frame)
+    }
+
+    /// Run the socket filter on `frame`: how much of it a packet socket would get.
+    fn run_filter(&self, frame: &[u8]) -> u32 {
+        // A test run of a socket filter starts the packet after the link-layer header,
+        // where a packet socket (SOCK_RAW) starts it at the frame: give it one more.
+        let mut f = frame[..14].to_vec();
+        f.extend_from_slice(frame);
+        self.test_run(PROG_SK, &f).0
+    }
+
+    fn test_run(&self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        use aya::programs::{TestRun, TestRunOptions};
+        let mut out = vec![0u8; frame.len() + 256];
+        let prog = self.ebpf.program(name).expect("the program");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
+        let r = match prog {
+            aya::programs::Program::SchedClassifier(p) => p.test_run(opts),
+            aya::programs::Program::SocketFilter(p) => p.test_run(opts),
+            _ => panic!("{name} is neither"),
+        }
+        .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// How many flows the map holds.
+    fn flows(&self) -> usize {
+        self.map().expect("the map").keys().count()
+    }
+}
+
+/// The tc program against the datapath: on the frames of established connections of every
+/// method it offloads, both families, TCP and UDP, it must write byte for byte what the
+/// datapath writes (checksums included), and leave to wvs what the datapath must decide.
+/// Needs root (CAP_BPF) and kernel 6.6 or later, as `--offload tc` does.
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+    use super::*;
+    use crate::datapath::Verdict;
+    use crate::model::Forward;
+    use crate::spec::Service;
+    use wvs_core::testkit::{
+        CLIENT, CLIENT_IF_MAC, CLIENT_MAC, CLIENT6, FROM_CLIENT, FROM_RS, Harness, SERVER_IF_MAC,
+        VIP, VIP6, real_by, rr, rs_mac, rs6, service6,
+    };
+
+    const TC_ACT_OK: u32 = 0;
+    const TC_ACT_REDIRECT: u32 = 7;
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Seg {
+        Syn,
+        SynAck,
+        Ack,
+        Data,
+        Fin,
+    }
+
+    /// A frame between `src` and `dst`, of either family.
+    fn frame(
+        macs: ([u8; 6], [u8; 6]),
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+        proto: Protocol,
+        seg: Seg,
+        ttl: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2(macs.0, macs.1);
+        let b = match (src.0, dst.0) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => b.ipv4(s.octets(), d.octets(), ttl),
+            (IpAddr::V6(s), IpAddr::V6(d)) => b.ipv6(s.octets(), d.octets(), ttl),
+            _ => panic!("one family"),
+        };
+        let mut v = Vec::new();
+        if proto == Protocol::Udp {
+            b.udp(src.1, dst.1).write(&mut v, payload).expect("a frame");
+            return v;
+        }
+        let t = b.tcp(src.1, dst.1, 7000, 64240);
+        let t = match seg {
+            Seg::Syn => t.syn(),
+            Seg::SynAck => t.syn().ack(7001),
+            Seg::Ack => t.ack(7001),
+            Seg::Data => t.psh().ack(7001),
+            Seg::Fin => t.fin().ack(7001),
+        };
+        t.write(&mut v, payload).expect("a frame");
+        v
+    }
+
+    /// The source of a frame the datapath sent.
+    fn source(f: &[u8]) -> (IpAddr, u16) {
+        let p = SlicedPacket::from_ethernet(f).expect("a frame");
+        let a = match p.net {
+            Some(etherparse::NetSlice::Ipv4(h)) => IpAddr::V4(h.header().source_addr()),
+            Some(etherparse::NetSlice::Ipv6(h)) => IpAddr::V6(h.header().source_addr()),
+            _ => panic!("IP"),
+        };
+        let port = match p.transport {
+            Some(TransportSlice::Tcp(t)) => t.source_port(),
+            Some(TransportSlice::Udp(u)) => u.source_port(),
+            _ => panic!("TCP or UDP"),
+        };
+        (a, port)
+    }
+
+    struct Case {
+        h: Harness,
+        off: Offload,
+        proto: Protocol,
+        client: (IpAddr, u16),
+        vip: (IpAddr, u16),
+        server: (IpAddr, u16),
+        server_mac: [u8; 6],
+        /// Where the server sees the client (the client, or full NAT's local address).
+        seen_as: Option<(IpAddr, u16)>,
+        now: u64,
+    }
+
+    impl Case {
+        fn new(svc: Service, server: (IpAddr, u16), v6: bool) -> Self {
+            let mut h = Harness::new(
+                wvs_core::testkit::snapshot(std::slice::from_ref(&svc)),
+                1 << 12,
+                0,
+            );
+            let off = Offload::load(&[11, 12]).expect("the offload program loads (root?)");
+            h.dp.set_offload(Box::new(off.sink().expect("a sink")));
+            let last = match server.0 {
+                IpAddr::V4(a) => a.octets()[3],
+                IpAddr::V6(a) => a.octets()[15],
+            };
+            let (client, vip): (IpAddr, IpAddr) = if v6 {
+                (Ipv6Addr::from(CLIENT6).into(), Ipv6Addr::from(VIP6).into())
+            } else {
+                (Ipv4Addr::from(CLIENT).into(), Ipv4Addr::from(VIP).into())
+            };
+            Self {
+                h,
+                off,
+                proto: svc.proto,
+                client: (client, 40000),
+                vip: (vip, svc.port),
+                server,
+                server_mac: rs_mac(last),
+                seen_as: None,
+                now: 0,
+            }
+        }
+
+        fn client_frame(&self, seg: Seg, ttl: u8, payload: &[u8]) -> Vec<u8> {
+            let m = (CLIENT_MAC, CLIENT_IF_MAC);
+            frame(m, self.client, self.vip, self.proto, seg, ttl, payload)
+        }
+
+        fn server_frame(&self, seg: Seg, ttl: u8, payload: &[u8]) -> Vec<u8> {
+            let to = self.seen_as.expect("the server has seen the client");
+            let m = (self.server_mac, SERVER_IF_MAC);
+            frame(m, self.server, to, self.proto, seg, ttl, payload)
+        }
+
+        /// The datapath on `f`; what it sent.
+        fn datapath(&mut self, f: &[u8], client: bool) -> (Verdict, Vec<u8>) {
+            self.now += 10;
+            let mut out = f.to_vec();
+            let meta = if client { FROM_CLIENT } else { FROM_RS };
+            let v = self.h.dp.process(&self.h.snap, self.now, meta, &mut out);
+            (v, out)
+        }
+
+        /// Open the connection through the datapath: the client's first packet, the
+        /// server's answer when it answers through wvs, the handshake's end.
+        fn open(&mut self, replies: bool) {
+            let first = if self.proto == Protocol::Tcp {
+                Seg::Syn
+            } else {
+                Seg::Data
+            };
+            let (v, out) = self.datapath(&self.client_frame(first, 64, b"hello"), true);
+            assert_eq!(
+                v,
+                Verdict::Tx { iface: 1 },
+                "the first packet goes to the server"
+            );
+            self.seen_as = Some(source(&out));
+            if replies {
+                let answer = if self.proto == Protocol::Tcp {
+                    Seg::SynAck
+                } else {
+                    Seg::Data
+                };
+                let (v, _) = self.datapath(&self.server_frame(answer, 64, b"hi"), false);
+                assert_eq!(v, Verdict::Tx { iface: 0 });
+            }
+            let second = if self.proto == Protocol::Tcp {
+                Seg::Ack
+            } else {
+                Seg::Data
+            };
+            let (v, _) = self.datapath(&self.client_frame(second, 64, b"again"), true);
+            assert_eq!(v, Verdict::Tx { iface: 1 });
+        }
+
+        /// The program and the datapath on the same frame: the same bytes out.
+        fn same(&mut self, f: &[u8], client: bool, what: &str) {
+            assert_eq!(self.off.run_filter(f), 0, "{what}: kept out of the rings");
+            let (code, by_bpf) = self.off.run_tc(f);
+            assert_eq!(code, TC_ACT_REDIRECT, "{what}: carried by the program");
+            let (v, by_rust) = self.datapath(f, client);
+            assert!(matches!(v, Verdict::Tx { .. }), "{what}: {v:?}");
+            assert_eq!(
+                by_bpf, by_rust,
+                "{what}: the program's bytes (left) are the datapath's (right)"
+            );
+        }
+
+        /// The program leaves `f` to wvs, unchanged.
+        fn left(&self, f: &[u8], what: &str) {
+            let (code, out) = self.off.run_tc(f);
+            assert_eq!(code, TC_ACT_OK, "{what}: left to wvs");
+            assert_eq!(out, f, "{what}: unchanged");
+            assert_ne!(self.off.run_filter(f), 0, "{what}: the ring gets it");
+        }
+    }
+
+    fn nat(proto: Protocol, fwd: Forward, v6: bool) -> (Service, (IpAddr, u16)) {
+        let port = if proto == Protocol::Tcp { 80 } else { 9000 };
+        let (at, server): (String, IpAddr) = if v6 {
+            let a = Ipv6Addr::from(rs6(21));
+            (format!("[{a}]:8080"), a.into())
+        } else {
+            (
+                "198.19.0.21:8080".into(),
+                Ipv4Addr::new(198, 19, 0, 21).into(),
+            )
+        };
+        let rport = if fwd == Forward::Route { port } else { 8080 };
+        let reals = vec![real_by(&at, fwd)];
+        let mut svc = if v6 {
+            service6(proto, port, "rr", reals)
+        } else {
+            rr(proto, port, reals)
+        };
+        if fwd == Forward::FullNat {
+            svc.laddrs = vec![if v6 {
+                Ipv6Addr::from(wvs_core::testkit::SOURCE6).into()
+            } else {
+                Ipv4Addr::from(wvs_core::testkit::SOURCE).into()
+            }];
+        }
+        (svc, (server, rport))
+    }
+
+    /// Every method the program carries, both families, TCP and UDP: an established
+    /// connection's packets both ways, byte for byte the datapath's.
+    #[test]
+    fn the_program_writes_what_the_datapath_writes() {
+        for fwd in [Forward::Masq, Forward::FullNat, Forward::Route] {
+            for proto in [Protocol::Tcp, Protocol::Udp] {
+                for v6 in [false, true] {
+                    let what = format!("{fwd:?} {proto:?} v6={v6}");
+                    let (svc, server) = nat(proto, fwd, v6);
+                    let mut c = Case::new(svc, server, v6);
+                    let replies = fwd != Forward::Route;
+                    c.open(replies);
+                    assert_eq!(
+                        c.off.flows(),
+                        if replies { 2 } else { 1 },
+                        "{what}: offered"
+                    );
+                    for (n, payload) in [&b"x"[..], b"GET / HTTP/1.1\r\n\r\n", &[0xff; 999]]
+                        .iter()
+                        .enumerate()
+                    {
+                        let f = c.client_frame(Seg::Data, 64 - n as u8, payload);
+                        c.same(&f, true, &format!("{what}: client's {}", payload.len()));
+                        if replies {
+                            let f = c.server_frame(Seg::Data, 63, payload);
+                            c.same(&f, false, &format!("{what}: server's {}", payload.len()));
+                        }
+                    }
+                    // What wvs decides stays with wvs: a TTL that would reach zero, and the
+                    // end of a TCP connection, which takes both directions out of the map.
+                    c.left(&c.client_frame(Seg::Data, 1, b"x"), &what);
+                    if proto == Protocol::Tcp {
+                        let fin = c.client_frame(Seg::Fin, 64, b"");
+                        c.left(&fin, &format!("{what}: FIN"));
+                        assert_eq!(c.off.flows(), 0, "{what}: the FIN took the flows out");
+                        let (v, _) = c.datapath(&fin, true);
+                        assert!(matches!(v, Verdict::Tx { .. }), "{what}: wvs has the FIN");
+                        c.left(
+                            &c.client_frame(Seg::Ack, 64, b""),
+                            &format!("{what}: last ACK"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A UDP datagram without a checksum (IPv4's 0) keeps none, as the datapath keeps it.
+    #[test]
+    fn a_udp_datagram_without_checksum_keeps_none() {
+        let (svc, server) = nat(Protocol::Udp, Forward::Masq, false);
+        let mut c = Case::new(svc, server, false);
+        c.open(true);
+        let mut f = c.client_frame(Seg::Data, 64, b"no checksum");
+        // The UDP checksum is the last two bytes of its header.
+        f[14 + 20 + 6] = 0;
+        f[14 + 20 + 7] = 0;
+        c.same(&f, true, "checksum 0");
+        assert_eq!(&c.off.run_tc(&f).1[40..42], &[0, 0]);
+    }
+
+    /// A packet longer than the server's path MTU goes to wvs, which answers it.
+    #[test]
+    fn a_packet_over_the_mtu_is_left_to_wvs() {
+        let (svc, server) = nat(Protocol::Tcp, Forward::Masq, false);
+        let mut c = Case::new(svc, server, false);
+        for d in c.h.snap.dests() {
+            d.set_mtu(600);
+        }
+        c.open(true);
+        c.left(
+            &c.client_frame(Seg::Data, 64, &[1; 700]),
+            "700 bytes over 600",
+        );
+        let f = c.client_frame(Seg::Data, 64, &[1; 500]);
+        c.same(&f, true, "500 bytes under 600");
+    }
+
+    /// What the kernel carried comes back: the server's and the service's counters, and
+    /// the connection's timer.
+    #[test]
+    fn the_keeper_merges_counters_and_time() {
+        let (svc, server) = nat(Protocol::Tcp, Forward::Masq, false);
+        let mut c = Case::new(svc, server, false);
+        c.open(true);
+        let before = c.h.snap.dests().next().expect("a server").stats.totals();
+        for _ in 0..3 {
+            let (code, _) = c.off.run_tc(&c.client_frame(Seg::Data, 64, &[7; 100]));
+            assert_eq!(code, TC_ACT_REDIRECT);
+        }
+        let (code, _) = c.off.run_tc(&c.server_frame(Seg::Data, 64, &[7; 60]));
+        assert_eq!(code, TC_ACT_REDIRECT);
+        let mut k = c
+            .off
+            .keeper(c.h.conns.clone(), Instant::now())
+            .expect("a keeper");
+        k.merge();
+        let after = c.h.snap.dests().next().expect("a server").stats.totals();
+        assert_eq!(after.inpkts - before.inpkts, 3);
+        assert_eq!(after.inbytes - before.inbytes, 3 * (20 + 20 + 100));
+        assert_eq!(after.outpkts - before.outpkts, 1);
+        assert_eq!(after.outbytes - before.outbytes, 20 + 20 + 60);
+        // A second merge adds nothing new.
+        k.merge();
+        let again = c.h.snap.dests().next().expect("a server").stats.totals();
+        assert_eq!(again, after);
+        assert_eq!(k.counters.packets.load(Relaxed), 4);
+        assert_eq!(k.counters.flows.load(Relaxed), 2);
+        // The connection gone, the keeper takes its flows out.
+        c.h.conns.sweep(u64::MAX);
+        k.merge();
+        assert_eq!(c.off.flows(), 0);
+    }
+}
