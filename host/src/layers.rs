@@ -15,6 +15,7 @@ pub const CORE_LAYERS: &[&[&str]] = &[
     &["plugin"],
     &["service"],
     &["conn"],
+    &["offload"],
     &["datapath"],
     // The shared test topology (tests and the `testkit` feature).
     &["testkit"],

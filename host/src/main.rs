@@ -61,6 +61,15 @@ enum Command {
         /// kernel), sending through TX rings as `ring` does. See BENCHMARKS.md.
         #[arg(long = "io", value_name = "BACKEND", default_value = "ring", value_parser = ["ring", "uring", "xdp"])]
         io: String,
+        /// Flow offload: `tc`, the packets of connections wvs has decided (TCP once
+        /// ESTABLISHED, UDP once answered; NAT, full NAT and direct routing) are carried by
+        /// wvs's tc-BPF program on each --iface, in the sender's softirq, and never copied
+        /// to wvs; SYN, FIN, RST and anything that needs an answer still come to wvs, and
+        /// what the program carried is merged into the counters and timers every second.
+        /// `off`: every packet goes through wvs. With --io ring or uring. See
+        /// docs/running.md and BENCHMARKS.md.
+        #[arg(long, value_name = "MODE", default_value = "off", value_parser = ["tc", "off"])]
+        offload: String,
         /// Most connections tracked at once.
         #[arg(long, value_name = "N", default_value_t = wvs::consts::DEFAULT_MAX_CONNS)]
         max_conns: usize,
@@ -204,6 +213,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             config,
             workers,
             io,
+            offload,
             max_conns,
             sched_runtime,
             plugin_cache,
@@ -233,6 +243,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 config,
                 workers,
                 io: io.parse().map_err(anyhow::Error::msg)?,
+                offload: offload == "tc",
                 max_conns,
                 wasm_schedulers: sched_runtime == "wasm",
                 plugin_cache: (!no_plugin_cache).then_some(plugin_cache),

@@ -340,6 +340,15 @@ impl Drop for Topo {
     }
 }
 
+/// `wvs run`'s arguments for a backend as the tests name it: `ring`, or `ring+tc` for
+/// `--io ring --offload tc`.
+pub fn io_args(io: &str) -> Vec<&str> {
+    match io.split_once('+') {
+        Some((io, offload)) => vec!["--io", io, "--offload", offload],
+        None => vec!["--io", io],
+    }
+}
+
 /// The real `wvs` binary running in the balancer's namespace; stopped (SIGTERM, then SIGKILL)
 /// on drop.
 pub struct Wvs {
@@ -358,9 +367,10 @@ impl Wvs {
         Self::start_with(topo, config, &[])
     }
 
-    /// As [`Wvs::start`], on I/O backend `io` (`--io`).
+    /// As [`Wvs::start`], on I/O backend `io` (`--io`); `ring+tc` is `--io ring --offload
+    /// tc`.
     pub fn start_io(topo: &Topo, config: Option<&Path>, io: &str) -> Self {
-        Self::start_with(topo, config, &["--io", io])
+        Self::start_with(topo, config, &io_args(io))
     }
 
     /// As [`Wvs::start`], with more arguments.

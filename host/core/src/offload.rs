@@ -234,3 +234,280 @@ pub fn wide(a: IpAddr) -> [u8; 16] {
         IpAddr::V6(v) => v.octets(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::{Arc, Mutex};
+
+    use etherparse::PacketBuilder;
+
+    use super::*;
+    use crate::datapath::Verdict;
+    use crate::model::TunKind;
+    use crate::spec::Real;
+    use crate::testkit::{
+        CLIENT, CLIENT_IF_MAC, CLIENT_MAC, FROM_CLIENT, FROM_RS, Harness, SERVER_IF_MAC, VIP,
+        real_by, rr, rs_mac, snapshot, tunnel,
+    };
+
+    /// What the datapath asked of the sink, in order.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Asked {
+        Offer(Vec<Flow>),
+        Withdraw(Vec<ConnKey>),
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Record(Arc<Mutex<Vec<Asked>>>);
+
+    impl FlowSink for Record {
+        fn offer(&self, flows: &[Flow]) -> Offered {
+            self.0.lock().unwrap().push(Asked::Offer(flows.to_vec()));
+            Offered::Taken
+        }
+        fn withdraw(&self, keys: &[ConnKey]) {
+            self.0.lock().unwrap().push(Asked::Withdraw(keys.to_vec()));
+        }
+    }
+
+    impl Record {
+        fn take(&self) -> Vec<Asked> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    const RS: [u8; 4] = [198, 19, 0, 11];
+
+    fn harness(proto: Protocol, port: u16, real: Real) -> (Harness, Record) {
+        let mut h = Harness::new(snapshot(&[rr(proto, port, vec![real])]), 1 << 12, 0);
+        let r = Record::default();
+        h.dp.set_offload(Box::new(r.clone()));
+        (h, r)
+    }
+
+    #[derive(Clone, Copy)]
+    enum T {
+        Syn,
+        SynAck,
+        Ack,
+        Fin,
+        Udp,
+    }
+
+    fn frame(client: bool, proto_port: (u16, u16), t: T) -> Vec<u8> {
+        let (cport, vport) = proto_port;
+        let b = if client {
+            PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC).ipv4(CLIENT, VIP, 64)
+        } else {
+            PacketBuilder::ethernet2(rs_mac(11), SERVER_IF_MAC).ipv4(RS, CLIENT, 64)
+        };
+        // The server listens on the VIP's port 21 for FTP, on 8080 otherwise.
+        let rport = if vport == 21 { 21 } else { 8080 };
+        let (s, d) = if client {
+            (cport, vport)
+        } else {
+            (rport, cport)
+        };
+        let mut v = Vec::new();
+        match t {
+            T::Udp => b.udp(s, d).write(&mut v, b"x"),
+            T::Syn => b.tcp(s, d, 1, 1000).syn().write(&mut v, b""),
+            T::SynAck => b.tcp(s, d, 1, 1000).syn().ack(2).write(&mut v, b""),
+            T::Ack => b.tcp(s, d, 2, 1000).ack(2).write(&mut v, b"GET"),
+            T::Fin => b.tcp(s, d, 5, 1000).fin().ack(2).write(&mut v, b""),
+        }
+        .unwrap();
+        v
+    }
+
+    fn send(h: &Harness, now: u64, client: bool, mut f: Vec<u8>) {
+        let meta = if client { FROM_CLIENT } else { FROM_RS };
+        let v = h.dp.process(&h.snap, now, meta, &mut f);
+        assert!(matches!(v, Verdict::Tx { .. }), "{v:?}");
+    }
+
+    fn nat() -> Real {
+        real_by("198.19.0.11:8080", Forward::Masq)
+    }
+
+    #[test]
+    fn a_tcp_connection_is_offered_as_it_becomes_established_and_withdrawn_at_its_fin() {
+        let (h, r) = harness(Protocol::Tcp, 80, nat());
+        send(&h, 1, true, frame(true, (40000, 80), T::Syn));
+        send(&h, 2, false, frame(false, (40000, 80), T::SynAck));
+        assert_eq!(r.take(), vec![], "nothing before ESTABLISHED");
+        send(&h, 3, true, frame(true, (40000, 80), T::Ack));
+        let (client, vip, rs) = (
+            IpAddr::from(CLIENT),
+            IpAddr::from(VIP),
+            IpAddr::from(Ipv4Addr::from(RS)),
+        );
+        let key = |saddr, sport, daddr, dport| ConnKey {
+            proto: Protocol::Tcp,
+            saddr,
+            sport,
+            daddr,
+            dport,
+        };
+        assert_eq!(
+            r.take(),
+            vec![Asked::Offer(vec![
+                Flow {
+                    key: key(client, 40000, vip, 80),
+                    to: key(client, 40000, rs, 8080),
+                    link: Link {
+                        iface: 1,
+                        src_mac: SERVER_IF_MAC,
+                        dst_mac: rs_mac(11),
+                    },
+                    mtu: 0,
+                    inbound: true,
+                },
+                Flow {
+                    key: key(rs, 8080, client, 40000),
+                    to: key(vip, 80, client, 40000),
+                    link: Link {
+                        iface: 0,
+                        src_mac: CLIENT_IF_MAC,
+                        dst_mac: CLIENT_MAC,
+                    },
+                    mtu: 0,
+                    inbound: false,
+                },
+            ])]
+        );
+        // Its packets while ESTABLISHED ask nothing more (those the program missed).
+        send(&h, 4, true, frame(true, (40000, 80), T::Ack));
+        send(&h, 5, false, frame(false, (40000, 80), T::Ack));
+        assert_eq!(r.take(), vec![]);
+        send(&h, 6, true, frame(true, (40000, 80), T::Fin));
+        assert_eq!(
+            r.take(),
+            vec![Asked::Withdraw(vec![
+                key(client, 40000, vip, 80),
+                key(rs, 8080, client, 40000)
+            ])]
+        );
+    }
+
+    #[test]
+    fn a_udp_flow_is_offered_at_its_answer() {
+        let (h, r) = harness(
+            Protocol::Udp,
+            9000,
+            real_by("198.19.0.11:8080", Forward::Masq),
+        );
+        send(&h, 1, true, frame(true, (40000, 9000), T::Udp));
+        send(&h, 2, true, frame(true, (40000, 9000), T::Udp));
+        assert_eq!(r.take(), vec![], "not before an answer");
+        send(&h, 3, false, frame(false, (40000, 9000), T::Udp));
+        let asked = r.take();
+        assert!(
+            matches!(&asked[..], [Asked::Offer(f)] if f.len() == 2),
+            "{asked:?}"
+        );
+    }
+
+    #[test]
+    fn a_direct_routing_udp_flow_is_offered_at_the_second_packet_one_way() {
+        let (h, r) = harness(Protocol::Udp, 9000, real_by("198.19.0.11", Forward::Route));
+        send(&h, 1, true, frame(true, (40000, 9000), T::Udp));
+        assert_eq!(r.take(), vec![]);
+        send(&h, 2, true, frame(true, (40000, 9000), T::Udp));
+        let asked = r.take();
+        assert!(
+            matches!(&asked[..], [Asked::Offer(f)] if f.len() == 1 && f[0].to == f[0].key),
+            "only the client's packets, addresses unchanged: {asked:?}"
+        );
+        send(&h, 3, true, frame(true, (40000, 9000), T::Udp));
+        assert_eq!(r.take(), vec![], "once");
+    }
+
+    #[test]
+    fn helpers_tunnels_and_other_families_stay_with_wvs() {
+        // FTP's control connection: its helper reads every segment.
+        let (h, r) = harness(Protocol::Tcp, 21, real_by("198.19.0.11:21", Forward::Masq));
+        send(&h, 1, true, frame(true, (40000, 21), T::Syn));
+        send(&h, 2, false, frame(false, (40000, 21), T::SynAck));
+        send(&h, 3, true, frame(true, (40000, 21), T::Ack));
+        assert_eq!(r.take(), vec![], "a helper's connection");
+        // A tunnel's packets are encapsulated: not the program's.
+        let (h, r) = harness(
+            Protocol::Tcp,
+            80,
+            Real {
+                fwd: tunnel(TunKind::Ipip, 0, crate::model::TunCsum::None),
+                ..real_by("198.19.0.11", Forward::Masq)
+            },
+        );
+        // (Its frames need room for the outer header: the datapath writes them in place.)
+        for (now, t) in [(1, T::Syn), (2, T::Ack)] {
+            let mut buf = frame(true, (40000, 80), t);
+            let len = buf.len();
+            buf.resize(2048, 0);
+            let headers = crate::datapath::Headers::parse(&buf[..len]);
+            let mut sink = crate::xmit::gso::NoSink;
+            let v =
+                h.dp.process_in_buffer(&h.snap, now, FROM_CLIENT, &headers, &mut buf, &mut sink);
+            assert!(matches!(v, Verdict::Send { .. }), "{v:?}");
+        }
+        assert_eq!(r.take(), vec![], "a tunnel");
+    }
+
+    #[test]
+    fn the_merge_counts_what_was_carried_and_keeps_the_timer() {
+        let (h, r) = harness(Protocol::Tcp, 80, nat());
+        send(&h, 1, true, frame(true, (40000, 80), T::Syn));
+        send(&h, 2, false, frame(false, (40000, 80), T::SynAck));
+        send(&h, 3, true, frame(true, (40000, 80), T::Ack));
+        let Some(Asked::Offer(flows)) = r.take().pop() else {
+            panic!("offered")
+        };
+        let d = h.snap.dests().next().unwrap();
+        let before = d.stats.totals();
+        let carried = Carried {
+            packets: 10,
+            bytes: 1000,
+            seen: Some(500_000),
+        };
+        assert!(merge(
+            &h.conns,
+            &flows[0].key,
+            carried,
+            crate::consts::OFFLOAD_SLOT
+        ));
+        assert!(merge(
+            &h.conns,
+            &flows[1].key,
+            carried,
+            crate::consts::OFFLOAD_SLOT
+        ));
+        let after = d.stats.totals();
+        assert_eq!(
+            (after.inpkts - before.inpkts, after.inbytes - before.inbytes),
+            (10, 1000)
+        );
+        assert_eq!(
+            (
+                after.outpkts - before.outpkts,
+                after.outbytes - before.outbytes
+            ),
+            (10, 1000)
+        );
+        // The timer runs from the last carried packet: ESTABLISHED's 900 s.
+        h.conns.sweep(500_000 + 899_000);
+        assert_eq!(h.conns.len(), 1, "not expired while carried");
+        h.conns.sweep(500_000 + 901_000);
+        assert_eq!(h.conns.len(), 0);
+        assert!(
+            !merge(
+                &h.conns,
+                &flows[0].key,
+                Carried::default(),
+                crate::consts::OFFLOAD_SLOT
+            ),
+            "a connection gone takes its flows out"
+        );
+    }
+}

@@ -50,6 +50,9 @@ struct Scrape {
     sync_daemons: Vec<(Labels, i64)>,
     /// Connections started by a TCP segment other than a SYN.
     unknown_flows: u64,
+    /// `--offload tc`: connections offloaded, refused by a full map; packets and bytes the
+    /// program carried; flows in its map.
+    offload: [u64; 5],
     /// With `--announce`: each VIP, 1 while announced.
     announced: Vec<(Labels, i64)>,
 }
@@ -374,6 +377,31 @@ const FRAMES_AND_TABLE: &[Def<Scrape>] = &[
         s.passed
     }),
     count(
+        "wvs_offloaded_connections",
+        "With --offload tc: connections whose flows wvs handed to its tc program (TCP as it became ESTABLISHED, UDP at its answer).",
+        |s| s.offload[0],
+    ),
+    count(
+        "wvs_offload_refused_connections",
+        "With --offload tc: connections the program's full map could not take (they stay with wvs).",
+        |s| s.offload[1],
+    ),
+    count(
+        "wvs_offload_packets",
+        "With --offload tc: packets the tc program carried without wvs (merged every second; counted in the services' and servers' counters too).",
+        |s| s.offload[2],
+    ),
+    count(
+        "wvs_offload_bytes",
+        "With --offload tc: the bytes (IP length) of those packets.",
+        |s| s.offload[3],
+    ),
+    gauge(
+        "wvs_offload_flows",
+        "With --offload tc: flows in the program's map at the last merge (two per NAT connection, one per direct-routing one).",
+        |s| as_gauge(s.offload[4]),
+    ),
+    count(
         "wvs_unknown_flows",
         "Connections started by a TCP segment other than a SYN (sloppy_tcp): flows another balancer started, moved here by the routers.",
         |s| s.unknown_flows,
@@ -677,6 +705,14 @@ fn datapath(st: &super::ApiState, s: &mut Scrape) {
         .collect();
     (s.rx, s.tx, s.passed) = (sum.rx, sum.tx, sum.passed);
     s.unknown_flows = sum.unknown_flows;
+    s.offload[..2].copy_from_slice(&[sum.offloaded, sum.offload_refused]);
+    if let Some(o) = &st.offload {
+        s.offload[2..].copy_from_slice(&[
+            o.packets.load(Relaxed),
+            o.bytes.load(Relaxed),
+            o.flows.load(Relaxed),
+        ]);
+    }
     s.conns = st.conns.len() as u64;
     s.capacity = st.max_conns as u64;
     s.defense = st.conns.defense().status().into();
@@ -770,6 +806,7 @@ mod tests {
                 1,
             )],
             unknown_flows: 21,
+            offload: [3, 0, 120, 9000, 6],
             announced: vec![(labels(&[("vip", "198.18.100.1")]), 1)],
         };
         let reg = registry(Some("lb1"), s);

@@ -70,6 +70,8 @@ pub struct ApiState {
     /// With `--announce`: the device and the VIPs it holds now.
     pub announced:
         parking_lot::Mutex<Option<(String, std::collections::BTreeSet<std::net::IpAddr>)>>,
+    /// With `--offload tc`: what the program carried.
+    pub offload: Option<Arc<crate::io::offload::OffloadCounters>>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -76,6 +76,12 @@ impl AsRawFd for PacketRing {
     }
 }
 
+impl std::os::fd::AsFd for PacketRing {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// A received frame, still in its slot.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RxFrame {

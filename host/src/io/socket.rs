@@ -28,6 +28,12 @@ impl AsRawFd for PacketSocket {
     }
 }
 
+impl std::os::fd::AsFd for PacketSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 pub(super) fn check(ret: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     if ret < 0 {
         let e = io::Error::last_os_error();

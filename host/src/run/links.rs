@@ -25,6 +25,9 @@ pub(super) struct Links {
     pub(super) workers: usize,
     /// `--io xdp`: the program, to be attached to an interface that comes back.
     pub(super) xdp: Option<Arc<parking_lot::Mutex<XdpProgram>>>,
+    /// `--offload tc`: the program, to be attached to an interface that comes back and to
+    /// its new sockets.
+    pub(super) offload: Option<Arc<parking_lot::Mutex<crate::io::offload::Offload>>>,
 }
 
 impl Links {
@@ -129,6 +132,21 @@ impl Links {
                     tx: PacketSocket::open_tx_on(broker.packet_socket()?, info.index)?,
                 }),
             });
+        }
+        if let Some(off) = &self.offload {
+            use std::os::fd::AsFd;
+            let mut off = off.lock();
+            for p in &ports {
+                match p {
+                    NewPort::Uring(s) => off.filter(s.as_fd()),
+                    NewPort::Ring(r) => off.filter(r.ring.as_fd()),
+                    // Not with --io xdp (refused at start).
+                    NewPort::Xdp { .. } => Ok(()),
+                }
+                .map_err(std::io::Error::other)?;
+            }
+            off.set_ifindex(slot, info.index);
+            off.attach(&info.name).map_err(std::io::Error::other)?;
         }
         self.dp[slot].set_mac(info.mac);
         if let Some(p) = check_path {

@@ -21,6 +21,7 @@ use crate::datapath::{Datapath, DatapathStats, Iface, StatsSum};
 use crate::io::Backend;
 use crate::io::neigh::{self, NeighError, Resolver};
 use crate::io::nft::{NftError, NftTable};
+use crate::io::offload::{Keeper, Offload};
 use crate::io::ring::PacketRing;
 use crate::io::socket::{PacketSocket, StackSocket};
 use crate::io::worker::{Ports, RingPort, Worker};
@@ -44,6 +45,8 @@ pub struct RunOptions {
     pub workers: usize,
     /// How the workers move frames.
     pub io: crate::io::Backend,
+    /// Carry decided flows in wvs's tc-BPF program (`--offload tc`).
+    pub offload: bool,
     /// Bound on tracked connections.
     pub max_conns: usize,
     /// Run the built-in schedulers as WebAssembly plugins (else natively).
@@ -90,6 +93,9 @@ pub enum RunError {
     /// The XDP program or its sockets could not be set up (`--io xdp`).
     #[error(transparent)]
     Xdp(#[from] crate::io::xdp::XdpError),
+    /// The flow offload could not start.
+    #[error(transparent)]
+    Offload(#[from] crate::io::offload::OffloadError),
     /// The API's TLS certificate or key could not be used.
     #[error("the API's TLS certificate: {0}")]
     Tls(#[from] crate::api::server::TlsError),
@@ -170,9 +176,14 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         epoch,
     ));
     let xdp = attach_xdp(sockets.xdp, &mut control, &snapshot, &ifaces)?;
+    let offload = sockets.offload;
+    let sinks = (0..opts.workers)
+        .map(|_| offload.as_ref().map(Offload::sink).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
     let mut workers = start_workers(
         &opts,
         sockets.per_worker,
+        sinks,
         WorkerShare {
             conns: &conns,
             ifaces: &dp_ifaces,
@@ -183,6 +194,12 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     )?;
     let sweeper = expiry::start(conns.clone(), stop.clone(), snapshot.clone(), epoch)
         .map_err(io_err("cannot start the expiry thread"))?;
+    let keeper = match &offload {
+        Some(o) => Some(start_keeper(o.keeper(conns.clone(), epoch)?, stop.clone())?),
+        None => None,
+    };
+    let offload_counters = offload.as_ref().map(|o| o.counters.clone());
+    let offload = offload.map(|o| Arc::new(parking_lot::Mutex::new(o)));
     // The health checks: their own thread and runtime, reading the published snapshot.
     let _health =
         crate::health::Monitor::start(snapshot.clone(), stop.clone(), held.check_path.clone())
@@ -192,7 +209,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         control,
         token_state.as_ref(),
         &conns,
-        &workers.stats,
+        (&workers.stats, offload_counters),
         epoch,
         held.api_listener,
     )
@@ -207,12 +224,19 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
         io: opts.io,
         workers: opts.workers,
         xdp: xdp.clone(),
+        offload: offload.clone(),
     };
     wait_for_next_hops(&mut resolver, &snapshot).await?;
     // Taken before readiness is announced: a signal sent on seeing it is never the
     // default action's (which would end wvs without removing its table).
     let signals = Signals::new()?;
-    tracing::info!(workers = opts.workers, io = opts.io.name(), ifaces = ?opts.ifaces, "ready");
+    tracing::info!(
+        workers = opts.workers,
+        io = opts.io.name(),
+        offload = if opts.offload { "tc" } else { "off" },
+        ifaces = ?opts.ifaces,
+        "ready"
+    );
     let neighbours = watch(links, resolver, &handle, &api, held.check_path.clone());
     let announcing = held.announcer.map(|a| announce(a, &api, &conns));
     let result = serve(&opts, signals, &api, &conns, &mut workers).await;
@@ -229,7 +253,9 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
             stop,
             workers,
             sweeper,
+            keeper,
             xdp,
+            offload,
             check_path: held.check_path,
         },
         &api,
@@ -245,7 +271,9 @@ struct Running {
     stop: Arc<AtomicBool>,
     workers: Workers,
     sweeper: std::thread::JoinHandle<()>,
+    keeper: Option<std::thread::JoinHandle<()>>,
     xdp: Option<Arc<parking_lot::Mutex<XdpProgram>>>,
+    offload: Option<Arc<parking_lot::Mutex<Offload>>>,
     check_path: Option<Arc<crate::health::via::CheckPath>>,
 }
 
@@ -262,6 +290,9 @@ async fn shutdown(
         let _ = t.join();
     }
     let _ = r.sweeper.join();
+    if let Some(k) = r.keeper {
+        let _ = k.join();
+    }
     let mut control = api.control.lock().await;
     log_stats(
         &StatsSum::of(r.workers.stats.iter().map(|s| s.as_ref())),
@@ -271,6 +302,9 @@ async fn shutdown(
     // The XDP program goes before the nftables table, so that no frame of a service reaches
     // the kernel unfiltered in between (the interface watch, which shared it, has ended).
     drop(r.xdp);
+    // The offload program too: from here on every packet goes to the kernel's own path
+    // (and to the table below).
+    drop(r.offload);
     if r.check_path.is_some() {
         crate::health::via::CheckPath::teardown(handle).await;
     }
@@ -286,6 +320,13 @@ async fn shutdown(
 fn check_usage(opts: &RunOptions) -> Result<(), RunError> {
     if opts.ifaces.is_empty() || opts.ifaces.len() > usize::from(u8::MAX) {
         return Err(RunError::Usage("give between 1 and 255 --iface".into()));
+    }
+    if opts.offload && opts.io == Backend::Xdp {
+        return Err(RunError::Usage(
+            "--offload tc works with --io ring or uring (under --io xdp the XDP program \
+             takes the frames before tc sees them): give one of those, or --offload off"
+                .into(),
+        ));
     }
     let mut names = opts.ifaces.clone();
     names.sort();
@@ -407,6 +448,9 @@ struct Sockets {
     xdp: Option<(XdpProgram, XdpFilter)>,
     /// Each worker's ports and its socket to the own stack.
     per_worker: Vec<(Ports, StackSocket)>,
+    /// `--offload tc`: the program, attached to every interface and every receiving
+    /// socket.
+    offload: Option<Offload>,
 }
 
 fn open_sockets(opts: &RunOptions, ifaces: &[neigh::IfaceInfo]) -> Result<Sockets, RunError> {
@@ -451,7 +495,39 @@ fn open_sockets(opts: &RunOptions, ifaces: &[neigh::IfaceInfo]) -> Result<Socket
             StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
         per_worker.push((socks, stack));
     }
-    Ok(Sockets { xdp, per_worker })
+    let offload = if opts.offload {
+        Some(setup_offload(ifaces, &per_worker)?)
+    } else {
+        None
+    };
+    Ok(Sockets {
+        xdp,
+        per_worker,
+        offload,
+    })
+}
+
+/// `--offload tc`: load the program, keep what it carries out of every receiving socket,
+/// and attach it to every interface. Its map is empty until the workers offer flows, so
+/// until then it carries nothing.
+fn setup_offload(
+    ifaces: &[neigh::IfaceInfo],
+    per_worker: &[(Ports, StackSocket)],
+) -> Result<Offload, RunError> {
+    use std::os::fd::AsFd;
+    let indexes: Vec<u32> = ifaces.iter().map(|i| i.index).collect();
+    let mut off = Offload::load(&indexes)?;
+    for (ports, _) in per_worker {
+        match ports {
+            Ports::Ring(v) => v.iter().try_for_each(|p| off.filter(p.ring.as_fd()))?,
+            Ports::Uring(v) => v.iter().try_for_each(|s| off.filter(s.as_fd()))?,
+            Ports::Xdp { .. } => {}
+        }
+    }
+    for i in ifaces {
+        off.attach(&i.name)?;
+    }
+    Ok(off)
 }
 
 /// What is set up with privileges, before they are dropped.
@@ -537,7 +613,7 @@ async fn set_up_privileged(
         None => None,
     };
     crate::privs::raise_nofile();
-    match crate::privs::drop_to_kept(opts.io == Backend::Xdp) {
+    match crate::privs::drop_to_kept(opts.io == Backend::Xdp || opts.offload) {
         Ok(d) => tracing::info!(kept = ?d.kept, dropped = d.dropped.len(), "capabilities dropped"),
         Err(e) => tracing::warn!("cannot drop capabilities, running with all of them: {e}"),
     }
@@ -665,9 +741,21 @@ struct Workers {
     exits: tokio::sync::mpsc::UnboundedReceiver<(usize, std::io::Result<()>)>,
 }
 
+/// The offload keeper's thread: merges what the program carried until `stop`.
+fn start_keeper(
+    keeper: Keeper,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, RunError> {
+    std::thread::Builder::new()
+        .name("wvs-offload".into())
+        .spawn(move || keeper.run(&stop))
+        .map_err(io_err("cannot start the offload keeper"))
+}
+
 fn start_workers(
     opts: &RunOptions,
     per_worker: Vec<(Ports, StackSocket)>,
+    sinks: Vec<Option<crate::io::offload::MapSink>>,
     share: WorkerShare<'_>,
 ) -> Result<Workers, RunError> {
     let (exit_tx, exits) = tokio::sync::mpsc::unbounded_channel::<(usize, std::io::Result<()>)>();
@@ -677,8 +765,13 @@ fn start_workers(
         mail: Vec::with_capacity(opts.workers),
         exits,
     };
-    for (id, (sockets, stack)) in per_worker.into_iter().enumerate() {
+    for (id, ((sockets, stack), sink)) in per_worker.into_iter().zip(sinks).enumerate() {
         let stats = Arc::new(DatapathStats::default());
+        let mut datapath =
+            Datapath::new(share.conns.clone(), share.ifaces.clone(), stats.clone(), id);
+        if let Some(s) = sink {
+            datapath.set_offload(Box::new(s));
+        }
         let mailbox = Arc::new(crate::io::worker::Mailbox::default());
         w.mail.push(mailbox.clone());
         w.stats.push(stats.clone());
@@ -686,7 +779,7 @@ fn start_workers(
             id,
             ports: sockets,
             stack,
-            datapath: Datapath::new(share.conns.clone(), share.ifaces.clone(), stats, id),
+            datapath,
             snapshot: share.snapshot.clone(),
             stop: share.stop.clone(),
             epoch: share.epoch,
@@ -715,7 +808,10 @@ async fn start_api(
     control: Controller,
     token_state: Option<&StateFile>,
     conns: &Arc<ConnTable>,
-    stats: &[Arc<DatapathStats>],
+    (stats, offload): (
+        &[Arc<DatapathStats>],
+        Option<Arc<crate::io::offload::OffloadCounters>>,
+    ),
     epoch: Instant,
     listener: Option<ApiListener>,
 ) -> Result<Arc<crate::api::ApiState>, RunError> {
@@ -748,6 +844,7 @@ async fn start_api(
         conn_walk: tokio::sync::Semaphore::new(1),
         node: opts.node.clone(),
         announced: Default::default(),
+        offload,
     });
     {
         // Drained real servers leave once their connections end or their period is over.
@@ -1040,6 +1137,7 @@ fn log_stats(s: &StatsSum, conns: usize, control: &mut Controller) {
         resets_sent = s.resets_sent,
         conns_created = s.conns,
         conns_now = conns,
+        offloaded = s.offloaded,
         dropped = s.dropped(),
         drops = %drops.join(","),
         plugin_calls = plugins.calls.load(Relaxed),
