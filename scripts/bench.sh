@@ -12,6 +12,8 @@
 #   wvs-xdp     the same with --io xdp (AF_XDP sockets fed by wvs's XDP program, copy mode
 #               on veth; sent through TX rings). While it runs, the client's and the switch's
 #               veth ends send no GSO super-packets (the kernel's rule for XDP on a veth)
+#   wvs-offload the same with --offload tc (established flows carried by wvs's tc-BPF
+#               program in the sender's softirq; wvs sees their SYN, FIN and RST)
 #   wvs-custom  wvs, a custom wasm scheduler loaded from a file (examples/lat2)
 #   wvs-dr      wvs, direct routing: the servers hold the VIP on lo and answer the client
 #               themselves; their replies cross the balancer's kernel, which forwards them
@@ -41,13 +43,13 @@
 #               whole machine's busy time
 # Then wvs's resident memory with 1,000,000 tracked connections.
 #
-# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6"
+# usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-offload wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6"
 #                                   MEM=1 for the memory figure, OUT=file for a copy of the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 RUNS=${RUNS:-3}
-CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6}
+CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-offload wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6}
 MEM=${MEM:-1}
 P=wvsb$$
 DIR=$(mktemp -d /tmp/wvs-bench.XXXXXX)
@@ -245,8 +247,9 @@ NFT
       ip netns exec "$P-lb" haproxy -q -f "$DIR/haproxy.cfg" -db &
       LB_PID=$!
       sleep 0.5 ;;
-    wvs|wvs-uring|wvs-xdp|wvs-custom|wvs-dr|wvs-tun|wvs6|wvs-uring6|wvs-xdp6)
-      local cfg=$DIR/$1.toml io=ring
+    wvs|wvs-uring|wvs-xdp|wvs-offload|wvs-custom|wvs-dr|wvs-tun|wvs6|wvs-uring6|wvs-xdp6)
+      local cfg=$DIR/$1.toml io=ring offload=off
+      if [ "$1" = wvs-offload ]; then cfg=$DIR/wvs.toml; offload=tc; fi
       if [ "$1" = wvs-uring ]; then cfg=$DIR/wvs.toml; io=uring; fi
       if [ "$1" = wvs-xdp ]; then cfg=$DIR/wvs.toml; io=xdp; fi
       if [ "$1" = wvs-uring6 ]; then cfg=$DIR/wvs6.toml; io=uring; fi
@@ -268,7 +271,7 @@ NFT
         done
       fi
       ip netns exec "$P-lb" "$WVS" run --iface c0 --iface s0 --config "$cfg" \
-        --state-dir "$DIR/state-$1" --no-api --io "$io" ${WVS_ARGS:-} 2> "$DIR/$1.log" &
+        --state-dir "$DIR/state-$1" --no-api --io "$io" --offload "$offload" ${WVS_ARGS:-} 2> "$DIR/$1.log" &
       LB_PID=$!
       for _ in $(seq 200); do grep -q ready "$DIR/$1.log" && break; sleep 0.1; done
       grep -q ready "$DIR/$1.log" || { cat "$DIR/$1.log" >&2; exit 1; } ;;

@@ -62,7 +62,8 @@ enum Command {
         #[arg(long = "io", value_name = "BACKEND", default_value = "ring", value_parser = ["ring", "uring", "xdp"])]
         io: String,
         /// Flow offload: `tc`, the packets of connections wvs has decided (TCP once
-        /// ESTABLISHED, UDP once answered; NAT, full NAT and direct routing) are carried by
+        /// ESTABLISHED, UDP once answered or at its second datagram; NAT, full NAT and direct
+        /// routing) are carried by
         /// wvs's tc-BPF program on each --iface, in the sender's softirq, and never copied
         /// to wvs; SYN, FIN, RST and anything that needs an answer still come to wvs, and
         /// what the program carried is merged into the counters and timers every second.

@@ -105,9 +105,10 @@ pub(crate) enum Moment {
 /// What a packet of `c` at `moment`, which found it in TCP state `was`, asks of the
 /// offload. Decided by transitions, so that a connection carries no mark of its own (the
 /// entry stays 88 bytes): a TCP connection is offered as it becomes ESTABLISHED and
-/// withdrawn as it leaves it; a UDP flow is offered at each answer that reaches wvs (the
-/// sink takes it once: after that its answers pass wvs by) or, when its answers bypass wvs
-/// (direct routing), at the client's second packet.
+/// withdrawn as it leaves it; a UDP flow at its first answer through wvs or at the
+/// client's second packet, whichever comes first (a flow of one datagram is not worth a
+/// map entry; a stream whose answers bypass wvs, or that has none, is offloaded too). An
+/// answer that reaches wvs after that offers it again, which the sink takes as held.
 pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState) -> Step {
     match c.proto {
         Protocol::Tcp if c.state == was => Step::Keep,
@@ -120,10 +121,9 @@ pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState) -> Step {
         }
         Protocol::Tcp if was == TcpState::Established => Step::Withdraw,
         Protocol::Udp
-            if match (c.fwd, moment) {
-                (Forward::Route, _) => c.in_pkts == 2,
-                (_, Moment::Out) => true,
-                (_, Moment::In) => false,
+            if match moment {
+                Moment::Out => true,
+                Moment::In => c.in_pkts == 2,
             } && eligible(c) =>
         {
             Step::Offer
@@ -392,16 +392,24 @@ mod tests {
     }
 
     #[test]
-    fn a_udp_flow_is_offered_at_its_answer() {
+    fn a_udp_flow_is_offered_at_its_answer_or_second_datagram() {
         let (h, r) = harness(
             Protocol::Udp,
             9000,
             real_by("198.19.0.11:8080", Forward::Masq),
         );
         send(&h, 1, true, frame(true, (40000, 9000), T::Udp));
-        send(&h, 2, true, frame(true, (40000, 9000), T::Udp));
-        assert_eq!(r.take(), vec![], "not before an answer");
-        send(&h, 3, false, frame(false, (40000, 9000), T::Udp));
+        assert_eq!(r.take(), vec![], "not for one datagram");
+        send(&h, 2, false, frame(false, (40000, 9000), T::Udp));
+        let asked = r.take();
+        assert!(
+            matches!(&asked[..], [Asked::Offer(f)] if f.len() == 2),
+            "{asked:?}"
+        );
+        // A stream with no answer: at its second datagram.
+        send(&h, 3, true, frame(true, (40001, 9000), T::Udp));
+        assert_eq!(r.take(), vec![]);
+        send(&h, 4, true, frame(true, (40001, 9000), T::Udp));
         let asked = r.take();
         assert!(
             matches!(&asked[..], [Asked::Offer(f)] if f.len() == 2),

@@ -708,6 +708,8 @@ mod tests {
                 expires_ms: 899_000,
                 pe_name: None,
                 pe_data: None,
+                offloaded: false,
+                key: None,
             }],
             false,
         );
@@ -731,6 +733,8 @@ mod tests {
             expires_ms: 51_300,
             pe_name: pe.then(|| "sip".into()),
             pe_data: pe.then(|| "c3".into()),
+            offloaded: false,
+            key: None,
         };
         let mut out = String::new();
         conns(&mut out, &[row(true), row(false)], true);

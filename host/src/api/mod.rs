@@ -773,10 +773,18 @@ async fn list_connections(
     let now = st.epoch.elapsed().as_millis() as u64;
     let conns = st.conns.clone();
     // Walking a large table takes a while: off the control thread.
-    let list =
-        tokio::task::spawn_blocking(move || ConnList::collect(&conns, now, limit, &filter, from))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let offload = st.offload.clone();
+    let list = tokio::task::spawn_blocking(move || {
+        let mut list = ConnList::collect(&conns, now, limit, &filter, from);
+        if let Some(o) = offload {
+            for v in &mut list.connections {
+                v.offloaded = v.key.as_ref().is_some_and(|k| o.carries(k));
+            }
+        }
+        list
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(axum::Json(list))
 }
 

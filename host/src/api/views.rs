@@ -388,6 +388,13 @@ pub struct ConnView {
     /// And the key it gave (a SIP Call-ID), as text (bytes that are no UTF-8 as U+FFFD).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pe_data: Option<String>,
+    /// With `--offload tc`: its packets are carried by the tc program now (its counters
+    /// and timer are merged every second).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offloaded: bool,
+    /// Its client-side key, to ask the offload's map.
+    #[serde(skip)]
+    pub(crate) key: Option<crate::conn::ConnKey>,
 }
 
 impl ConnView {
@@ -401,6 +408,14 @@ impl ConnView {
             expires_ms: c.expires.saturating_sub(now),
             pe_name: None,
             pe_data: None,
+            offloaded: false,
+            key: Some(crate::conn::ConnKey {
+                proto: c.proto,
+                saddr: c.caddr(),
+                sport: c.cport,
+                daddr: c.vaddr(),
+                dport: c.vport,
+            }),
         }
     }
 
@@ -421,6 +436,9 @@ impl ConnView {
             expires_ms: t.expires.saturating_sub(now),
             pe_name: t.pe_name().map(Into::into),
             pe_data: t.pe_data().map(|d| String::from_utf8_lossy(d).into_owned()),
+            // A template has no packets of its own.
+            offloaded: false,
+            key: None,
         }
     }
 }

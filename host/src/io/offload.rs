@@ -168,8 +168,8 @@ impl std::fmt::Debug for Offload {
     }
 }
 
-/// What the keeper counts, for `/metrics`.
-#[derive(Debug, Default)]
+/// What the keeper counts, for `/metrics`, and a handle on the map for the API's
+/// listing of connections.
 pub struct OffloadCounters {
     /// Packets the program carried (merged so far).
     pub packets: AtomicU64,
@@ -177,6 +177,23 @@ pub struct OffloadCounters {
     pub bytes: AtomicU64,
     /// Flows in the map at the last merge.
     pub flows: AtomicU64,
+    map: parking_lot::Mutex<BpfHashMap<MapData, FlowKey, FlowValue>>,
+}
+
+impl std::fmt::Debug for OffloadCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffloadCounters")
+            .field("packets", &self.packets)
+            .field("flows", &self.flows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OffloadCounters {
+    /// Whether the program carries the flow of key `k` now.
+    pub fn carries(&self, k: &ConnKey) -> bool {
+        self.map.lock().get(&FlowKey::of(k), 0).is_ok()
+    }
 }
 
 impl Offload {
@@ -191,14 +208,17 @@ impl Offload {
         tc.load().map_err(program_err)?;
         let sk: &mut SocketFilter = program(&mut ebpf, PROG_SK)?;
         sk.load().map_err(program_err)?;
-        if ebpf.map(MAP_FLOWS).is_none() {
-            return Err(OffloadError::Program(format!("map {MAP_FLOWS} missing")));
-        }
+        let map = map_handle(&ebpf)?;
         Ok(Self {
             ebpf,
             ifindex: ifindexes.iter().map(|&i| AtomicU32::new(i)).collect(),
             attached: Vec::new(),
-            counters: Arc::default(),
+            counters: Arc::new(OffloadCounters {
+                packets: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                flows: AtomicU64::new(0),
+                map: parking_lot::Mutex::new(map),
+            }),
         })
     }
 
@@ -236,12 +256,7 @@ impl Offload {
 
     /// A handle on the map (its own descriptor).
     fn map(&self) -> Result<BpfHashMap<MapData, FlowKey, FlowValue>, OffloadError> {
-        let Some(aya::maps::Map::HashMap(m)) = self.ebpf.map(MAP_FLOWS) else {
-            return Err(OffloadError::Program(format!("map {MAP_FLOWS} missing")));
-        };
-        let fd = m.fd().as_fd().try_clone_to_owned().map_err(program_err)?;
-        let data = MapData::from_fd(fd).map_err(program_err)?;
-        BpfHashMap::try_from(aya::maps::Map::HashMap(data)).map_err(program_err)
+        map_handle(&self.ebpf)
     }
 
     /// A worker's sink.
@@ -271,6 +286,17 @@ impl Drop for Offload {
             tracing::info!(ifaces = ?self.attached, "offload program detached");
         }
     }
+}
+
+/// A handle on the flows' map (its own descriptor, so that each holder writes it without
+/// sharing one).
+fn map_handle(ebpf: &Ebpf) -> Result<BpfHashMap<MapData, FlowKey, FlowValue>, OffloadError> {
+    let Some(aya::maps::Map::HashMap(m)) = ebpf.map(MAP_FLOWS) else {
+        return Err(OffloadError::Program(format!("map {MAP_FLOWS} missing")));
+    };
+    let fd = m.fd().as_fd().try_clone_to_owned().map_err(program_err)?;
+    let data = MapData::from_fd(fd).map_err(program_err)?;
+    BpfHashMap::try_from(aya::maps::Map::HashMap(data)).map_err(program_err)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, OffloadError>
