@@ -14,7 +14,7 @@
 // fragments, IPv6 extension headers, a TTL or hop limit that would reach zero and a packet
 // longer than the flow's MTU go to wvs, which answers them as it always has.
 //
-// The map is wvs's (host/core/src/offload.rs decides, host/src/io/offload.rs writes and
+// The maps are wvs's (host/core/src/offload.rs decides, host/src/io/offload.rs writes and
 // merges the counters back): addresses as on the wire, an IPv4 one mapped into IPv6's.
 // Self-contained (no kernel or libbpf headers), built by host/build.rs, loaded by aya.
 
@@ -88,7 +88,8 @@ struct flow_key {
 	__u8 pad[3];
 };
 
-// What it becomes, and what was carried: kept equal to `offload::FlowValue`.
+// What it becomes: kept equal to `offload::FlowValue`. Written by wvs (a worker offers
+// a flow, or withdraws it) and by the socket filter (a FIN or RST takes it out).
 struct flow_val {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -98,6 +99,12 @@ struct flow_val {
 	__u8 smac[6];
 	__u8 dmac[6];
 	__u32 mtu; // 0: not checked
+};
+
+// What the program carried for a flow: kept equal to `offload::FlowStats`. Apart from the
+// flows, so that a flow taken out keeps its counts until wvs's keeper has merged them
+// (only the keeper removes these).
+struct flow_stats {
 	__u64 packets;
 	__u64 bytes;
 	__u64 seen_ns; // bpf_ktime_get_ns() of the last packet
@@ -110,6 +117,13 @@ struct {
 	__uint(max_entries, WVS_OFFLOAD_FLOWS);
 } wvs_flows SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct flow_stats);
+	__uint(max_entries, WVS_OFFLOAD_FLOWS);
+} wvs_flow_stats SEC(".maps");
+
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86dd
@@ -117,6 +131,7 @@ struct {
 #define IPV6_HLEN 40
 #define PROTO_TCP 6
 #define PROTO_UDP 17
+#define PACKET_OUTGOING 4 /* skb->pkt_type */
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
@@ -237,6 +252,10 @@ INLINE void reverse(const struct flow_val *v, struct flow_key *k)
 SEC("socket")
 int wvs_offload_sk(struct __sk_buff *skb)
 {
+	// What the tc program redirected, on its way out: a packet socket in a fanout group
+	// sees it despite PACKET_IGNORE_OUTGOING (the group's hook has its own flag).
+	if (skb->pkt_type == PACKET_OUTGOING)
+		return 0;
 	struct packet p;
 	int ending;
 	struct flow_val *v = carried(skb, &p, &ending);
@@ -333,9 +352,12 @@ int wvs_offload_tc(struct __sk_buff *skb)
 	__builtin_memcpy(&macs[6], v->smac, 6);
 	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0))
 		return TC_ACT_OK;
-	__sync_fetch_and_add(&v->packets, 1);
-	__sync_fetch_and_add(&v->bytes, p.ip_len);
-	v->seen_ns = bpf_ktime_get_ns();
+	struct flow_stats *st = bpf_map_lookup_elem(&wvs_flow_stats, &p.key);
+	if (st) {
+		__sync_fetch_and_add(&st->packets, 1);
+		__sync_fetch_and_add(&st->bytes, p.ip_len);
+		st->seen_ns = bpf_ktime_get_ns();
+	}
 	return bpf_redirect(v->ifindex, 0);
 }
 

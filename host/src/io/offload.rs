@@ -35,6 +35,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wv
 const PROG_TC: &str = "wvs_offload_tc";
 const PROG_SK: &str = "wvs_offload_sk";
 const MAP_FLOWS: &str = "wvs_flows";
+const MAP_STATS: &str = "wvs_flow_stats";
 
 /// A key of `wvs_flows` (`struct flow_key`): a packet's endpoints as it arrives, addresses
 /// and ports as on the wire, an IPv4 address mapped into IPv6's.
@@ -52,8 +53,7 @@ pub struct FlowKey {
 // SAFETY: plain data of 40 bytes (its padding spelled out), valid for every bit pattern.
 unsafe impl aya::Pod for FlowKey {}
 
-/// A value of `wvs_flows` (`struct flow_val`): what the packet becomes, and what the
-/// program carried (written by the program only).
+/// A value of `wvs_flows` (`struct flow_val`): what the packet becomes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlowValue {
@@ -65,13 +65,23 @@ pub struct FlowValue {
     smac: [u8; 6],
     dmac: [u8; 6],
     mtu: u32,
+}
+
+// SAFETY: plain data of 56 bytes without padding, valid for every bit pattern.
+unsafe impl aya::Pod for FlowValue {}
+
+/// A value of `wvs_flow_stats` (`struct flow_stats`): what the program carried for a flow
+/// (written by the program; removed by the keeper alone, once merged).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowStats {
     packets: u64,
     bytes: u64,
     seen_ns: u64,
 }
 
-// SAFETY: plain data of 80 bytes without padding, valid for every bit pattern.
-unsafe impl aya::Pod for FlowValue {}
+// SAFETY: plain data of 24 bytes without padding, valid for every bit pattern.
+unsafe impl aya::Pod for FlowStats {}
 
 impl FlowKey {
     /// The map's key for `k`.
@@ -116,7 +126,6 @@ impl FlowValue {
             smac: f.link.src_mac,
             dmac: f.link.dst_mac,
             mtu: f.mtu,
-            ..Self::default()
         }
     }
 }
@@ -208,7 +217,8 @@ impl Offload {
         tc.load().map_err(program_err)?;
         let sk: &mut SocketFilter = program(&mut ebpf, PROG_SK)?;
         sk.load().map_err(program_err)?;
-        let map = map_handle(&ebpf)?;
+        let map = map_handle(&ebpf, MAP_FLOWS)?;
+        map_handle::<FlowStats>(&ebpf, MAP_STATS)?;
         Ok(Self {
             ebpf,
             ifindex: ifindexes.iter().map(|&i| AtomicU32::new(i)).collect(),
@@ -254,15 +264,21 @@ impl Offload {
         }
     }
 
-    /// A handle on the map (its own descriptor).
+    /// A handle on the flows' map (its own descriptor).
     fn map(&self) -> Result<BpfHashMap<MapData, FlowKey, FlowValue>, OffloadError> {
-        map_handle(&self.ebpf)
+        map_handle(&self.ebpf, MAP_FLOWS)
+    }
+
+    /// A handle on the counters' map.
+    fn stats(&self) -> Result<BpfHashMap<MapData, FlowKey, FlowStats>, OffloadError> {
+        map_handle(&self.ebpf, MAP_STATS)
     }
 
     /// A worker's sink.
     pub fn sink(&self) -> Result<MapSink, OffloadError> {
         Ok(MapSink {
             map: RefCell::new(self.map()?),
+            stats: RefCell::new(self.stats()?),
             ifindex: self.ifindex.clone(),
         })
     }
@@ -271,6 +287,7 @@ impl Offload {
     pub fn keeper(&self, conns: Arc<ConnTable>, epoch: Instant) -> Result<Keeper, OffloadError> {
         Ok(Keeper {
             map: self.map()?,
+            stats: self.stats()?,
             conns,
             epoch,
             last: HashMap::new(),
@@ -288,11 +305,14 @@ impl Drop for Offload {
     }
 }
 
-/// A handle on the flows' map (its own descriptor, so that each holder writes it without
+/// A handle on map `name` (its own descriptor, so that each holder writes it without
 /// sharing one).
-fn map_handle(ebpf: &Ebpf) -> Result<BpfHashMap<MapData, FlowKey, FlowValue>, OffloadError> {
-    let Some(aya::maps::Map::HashMap(m)) = ebpf.map(MAP_FLOWS) else {
-        return Err(OffloadError::Program(format!("map {MAP_FLOWS} missing")));
+fn map_handle<V: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &str,
+) -> Result<BpfHashMap<MapData, FlowKey, V>, OffloadError> {
+    let Some(aya::maps::Map::HashMap(m)) = ebpf.map(name) else {
+        return Err(OffloadError::Program(format!("map {name} missing")));
     };
     let fd = m.fd().as_fd().try_clone_to_owned().map_err(program_err)?;
     let data = MapData::from_fd(fd).map_err(program_err)?;
@@ -331,6 +351,7 @@ fn errno(e: &aya::maps::MapError) -> Option<i32> {
 /// A worker's handle on the map: the datapath offers and withdraws flows through it.
 pub struct MapSink {
     map: RefCell<BpfHashMap<MapData, FlowKey, FlowValue>>,
+    stats: RefCell<BpfHashMap<MapData, FlowKey, FlowStats>>,
     ifindex: Arc<[AtomicU32]>,
 }
 
@@ -343,13 +364,21 @@ impl std::fmt::Debug for MapSink {
 impl FlowSink for MapSink {
     fn offer(&self, flows: &[Flow]) -> Offered {
         let mut map = self.map.borrow_mut();
+        let mut stats = self.stats.borrow_mut();
         let mut taken = 0;
         for (n, f) in flows.iter().enumerate() {
             let Some(ifindex) = self.ifindex.get(usize::from(f.link.iface)) else {
                 return Offered::Refused;
             };
             let v = FlowValue::of(f, ifindex.load(Relaxed));
-            match map.insert(FlowKey::of(&f.key), v, BPF_NOEXIST) {
+            let key = FlowKey::of(&f.key);
+            // The counters first, so that the program counts from the flow's first packet;
+            // ones not merged yet (the flow was here before) stay.
+            match stats.insert(key, FlowStats::default(), BPF_NOEXIST) {
+                Err(e) if errno(&e) != Some(libc::EEXIST) => return Offered::Refused,
+                _ => {}
+            }
+            match map.insert(key, v, BPF_NOEXIST) {
                 Ok(()) => taken += 1,
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}
                 Err(_) => {
@@ -379,10 +408,11 @@ impl FlowSink for MapSink {
 /// Merges what the program carried, every `OFFLOAD_MERGE_MS` (see the module's doc).
 pub struct Keeper {
     map: BpfHashMap<MapData, FlowKey, FlowValue>,
+    stats: BpfHashMap<MapData, FlowKey, FlowStats>,
     conns: Arc<ConnTable>,
     epoch: Instant,
-    /// Each flow's counters and last time at the previous merge.
-    last: HashMap<FlowKey, (u64, u64, u64)>,
+    /// Each flow's counters at the previous merge.
+    last: HashMap<FlowKey, FlowStats>,
     counters: Arc<OffloadCounters>,
 }
 
@@ -396,7 +426,7 @@ impl Keeper {
         }
     }
 
-    /// One merge: every flow of the map, once.
+    /// One merge: every flow's counters, once.
     pub fn merge(&mut self) {
         // The program's clock (CLOCK_MONOTONIC, bpf_ktime_get_ns) against the datapath's
         // (ms since `epoch`).
@@ -405,35 +435,53 @@ impl Keeper {
         let mut seen = HashMap::with_capacity(self.last.len());
         let mut gone = Vec::new();
         // A flow removed during the walk may restart it: each key is merged once.
-        for (key, v) in self.map.iter().filter_map(Result::ok) {
+        let walked: Vec<(FlowKey, FlowStats)> = self
+            .stats
+            .iter()
+            .filter_map(Result::ok)
+            .take(crate::consts::OFFLOAD_FLOWS as usize)
+            .collect();
+        for (key, v) in walked {
             if seen.contains_key(&key) {
                 continue;
             }
-            let (p0, b0, t0) = self.last.get(&key).copied().unwrap_or_default();
-            let carried = Carried {
-                packets: v.packets.saturating_sub(p0),
-                bytes: v.bytes.saturating_sub(b0),
-                seen: (v.seen_ns != t0 && v.seen_ns != 0)
-                    .then(|| v.seen_ns.saturating_sub(epoch_ns) / 1_000_000),
-            };
-            self.counters.packets.fetch_add(carried.packets, Relaxed);
-            self.counters.bytes.fetch_add(carried.bytes, Relaxed);
-            let stay = key.conn_key().is_some_and(|k| {
-                crate::offload::merge(&self.conns, &k, carried, crate::consts::OFFLOAD_SLOT)
-            });
-            if stay {
-                seen.insert(key, (v.packets, v.bytes, v.seen_ns));
-            } else {
+            let stay = self.take(&key, v, epoch_ns);
+            seen.insert(key, v);
+            if !stay {
                 gone.push(key);
-                seen.insert(key, (0, 0, 0));
             }
         }
         for k in &gone {
+            // The flow first, so that nothing is counted after the last read; then what
+            // it carried since the walk.
             let _ = self.map.remove(k);
+            if let Ok(v) = self.stats.get(k, 0) {
+                if let Some(&was) = seen.get(k) {
+                    self.last.insert(*k, was);
+                }
+                self.take(k, v, epoch_ns);
+            }
+            let _ = self.stats.remove(k);
             seen.remove(k);
         }
         self.counters.flows.store(seen.len() as u64, Relaxed);
         self.last = seen;
+    }
+
+    /// Merge what flow `key` carried since the last merge (`v` now); whether it stays.
+    fn take(&mut self, key: &FlowKey, v: FlowStats, epoch_ns: u64) -> bool {
+        let was = self.last.get(key).copied().unwrap_or_default();
+        let carried = Carried {
+            packets: v.packets.saturating_sub(was.packets),
+            bytes: v.bytes.saturating_sub(was.bytes),
+            seen: (v.seen_ns != was.seen_ns && v.seen_ns != 0)
+                .then(|| v.seen_ns.saturating_sub(epoch_ns) / 1_000_000),
+        };
+        self.counters.packets.fetch_add(carried.packets, Relaxed);
+        self.counters.bytes.fetch_add(carried.bytes, Relaxed);
+        key.conn_key().is_some_and(|k| {
+            crate::offload::merge(&self.conns, &k, carried, crate::consts::OFFLOAD_SLOT)
+        })
     }
 }
 
@@ -825,5 +873,34 @@ mod tests {
         c.h.conns.sweep(u64::MAX);
         k.merge();
         assert_eq!(c.off.flows(), 0);
+        assert_eq!(k.counters.flows.load(Relaxed), 0);
+    }
+
+    /// A FIN takes the flows out at once, but not what they carried: the keeper merges it.
+    #[test]
+    fn what_was_carried_before_a_fin_is_merged_after_it() {
+        let (svc, server) = nat(Protocol::Tcp, Forward::Masq, false);
+        let mut c = Case::new(svc, server, false);
+        c.open(true);
+        let before = c.h.snap.dests().next().expect("a server").stats.totals();
+        for _ in 0..5 {
+            let (code, _) = c.off.run_tc(&c.client_frame(Seg::Data, 64, &[7; 100]));
+            assert_eq!(code, TC_ACT_REDIRECT);
+        }
+        let fin = c.client_frame(Seg::Fin, 64, b"");
+        assert_ne!(c.off.run_filter(&fin), 0);
+        assert_eq!(c.off.flows(), 0, "the FIN took the flows out");
+        let (v, _) = c.datapath(&fin, true);
+        assert!(matches!(v, Verdict::Tx { .. }));
+        let mut k = c
+            .off
+            .keeper(c.h.conns.clone(), Instant::now())
+            .expect("a keeper");
+        k.merge();
+        let after = c.h.snap.dests().next().expect("a server").stats.totals();
+        // The five carried, and the FIN through wvs.
+        assert_eq!(after.inpkts - before.inpkts, 6);
+        assert_eq!(k.counters.packets.load(Relaxed), 5);
+        assert_eq!(k.counters.flows.load(Relaxed), 0, "merged, then removed");
     }
 }
