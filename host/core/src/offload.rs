@@ -91,6 +91,9 @@ pub(crate) fn eligible(c: &Conn) -> bool {
         && !c.wildcard()
         && !c.expire_now()
         && c.dest.available()
+        // A server a health check took out: wvs decides again what its flows do (a UDP
+        // flow may move, keepalived#2163).
+        && !c.dest.is_down()
 }
 
 /// Which lookup a packet of the connection went through.

@@ -93,6 +93,9 @@ pub struct Controller {
     file_base: Option<Config>,
     /// The sync daemons (not in tests without a datapath).
     sync: Option<crate::io::sync::Daemons>,
+    /// With `--offload tc`: wakes the offload keeper after each swap, so that the flows of
+    /// a removed server leave the program's map at once, not at the next second.
+    offload_kick: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 /// The programs of the misc health checks of `cfg`'s services and real servers.
@@ -145,6 +148,7 @@ impl Controller {
             registry,
             nft,
             xdp: None,
+            offload_kick: None,
             traffic: BalancerTotals::default(),
             state,
             draining: Vec::new(),
@@ -190,6 +194,11 @@ impl Controller {
     /// it already holds the running snapshot's claims).
     pub(crate) fn set_xdp_filter(&mut self, filter: crate::io::xdp::XdpFilter) {
         self.xdp = Some(filter);
+    }
+
+    /// Wake the offload keeper after each swap from now on (`--offload tc`).
+    pub(crate) fn set_offload_kick(&mut self, kick: std::sync::mpsc::SyncSender<()>) {
+        self.offload_kick = Some(kick);
     }
 
     /// The running configuration.
@@ -263,6 +272,10 @@ impl Controller {
         }
         self.registry.commit(custom);
         self.snapshot.store(snap.clone());
+        if let Some(k) = &self.offload_kick {
+            // Full: a merge is due already.
+            let _ = k.try_send(());
+        }
         old.retire_into(&snap);
         self.traffic
             .retire(old.service_stats(), snap.service_stats());

@@ -417,11 +417,16 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Merge until `stop` is set.
-    pub fn run(mut self, stop: &AtomicBool) {
+    /// Merge every `OFFLOAD_MERGE_MS`, and at once when `kick` says the services changed,
+    /// until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool, kick: &std::sync::mpsc::Receiver<()>) {
         let every = Duration::from_millis(crate::consts::OFFLOAD_MERGE_MS);
         while !stop.load(Relaxed) {
-            std::thread::sleep(every);
+            match kick.recv_timeout(every) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // No controller any more: on the clock alone.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(every),
+            }
             self.merge();
         }
     }

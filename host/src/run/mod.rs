@@ -195,7 +195,15 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let sweeper = expiry::start(conns.clone(), stop.clone(), snapshot.clone(), epoch)
         .map_err(io_err("cannot start the expiry thread"))?;
     let keeper = match &offload {
-        Some(o) => Some(start_keeper(o.keeper(conns.clone(), epoch)?, stop.clone())?),
+        Some(o) => {
+            let (kick, kicked) = std::sync::mpsc::sync_channel(1);
+            control.set_offload_kick(kick);
+            Some(start_keeper(
+                o.keeper(conns.clone(), epoch)?,
+                kicked,
+                stop.clone(),
+            )?)
+        }
         None => None,
     };
     let offload_counters = offload.as_ref().map(|o| o.counters.clone());
@@ -744,11 +752,12 @@ struct Workers {
 /// The offload keeper's thread: merges what the program carried until `stop`.
 fn start_keeper(
     keeper: Keeper,
+    kicked: std::sync::mpsc::Receiver<()>,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, RunError> {
     std::thread::Builder::new()
         .name("wvs-offload".into())
-        .spawn(move || keeper.run(&stop))
+        .spawn(move || keeper.run(&stop, &kicked))
         .map_err(io_err("cannot start the offload keeper"))
 }
 
