@@ -1110,3 +1110,119 @@ fn sctp_associations_are_balanced_with_checksums_tshark_accepts(io: &str) {
         );
     }
 }
+
+/// The client of [`offloaded_connections_are_counted_listed_and_leave_with_their_server`]:
+/// one keep-alive connection to the VIP, 50 requests, then (once the file named by argv[1]
+/// exists) one more with a 2 s timeout.
+const KEEPALIVE_CLIENT: &str = r#"
+import os, socket, sys, time
+s = socket.create_connection(("198.18.100.1", 80), timeout=5)
+def ask():
+    s.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            raise EOFError
+        buf += d
+    head, body = buf.split(b"\r\n\r\n", 1)
+    n = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+    while len(body) < n:
+        body += s.recv(4096)
+for i in range(50):
+    ask()
+print("asked 50", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+s.settimeout(2)
+try:
+    ask()
+    print("after: answered", flush=True)
+except socket.timeout:
+    print("after: timeout", flush=True)
+except (EOFError, OSError) as e:
+    print("after: " + type(e).__name__, flush=True)
+"#;
+
+/// With `--offload tc`: a keep-alive connection's requests pass wvs by, yet its counters,
+/// its connection listing and the connection's timer read as without the offload; removing
+/// its server takes its flows out of the program at once, and its next request goes to wvs,
+/// which drops it (as IPVS does without expire_nodest_conn).
+#[test]
+fn offloaded_connections_are_counted_listed_and_leave_with_their_server() {
+    use std::io::BufRead;
+    let topo = Topo::new("offka", false);
+    let wvs = Wvs::start_with(&topo, Some(example()), &["--offload", "tc"]);
+    let go = topo.dir.join("go");
+    let mut client = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "python3",
+            "-c",
+            KEEPALIVE_CLIENT,
+        ])
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut lines = std::io::BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(first, "asked 50", "the client's 50 requests were answered");
+    // What the program carried is merged within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = wvs.stats();
+    assert_eq!(stats.get("offloaded"), Some(&1), "{stats:?}");
+    assert!(
+        stats.get("rx").copied().unwrap_or(u64::MAX) < 60,
+        "the requests went through wvs's rings: {stats:?}"
+    );
+    let svc = format!("{VIP}:80");
+    let listing = wvs.adm_ok(&["-L", "-n", "--stats", "-t", &svc]);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with("TCP"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let col = |n: usize| -> u64 { line.split_whitespace().nth(n).unwrap().parse().unwrap() };
+    // Conns, InPkts, OutPkts: the 50 requests' segments and their answers.
+    assert_eq!(col(2), 1, "{listing}");
+    assert!(col(3) >= 50 && col(4) >= 50, "packets merged: {listing}");
+    let conns = wvs.get_json("/api/v1/connections");
+    let list = conns["connections"].as_array().expect("a list");
+    let c = list
+        .iter()
+        .find(|c| c["protocol"] == "tcp" && c["state"] == "ESTABLISHED")
+        .unwrap_or_else(|| panic!("{conns}"));
+    assert_eq!(c["offloaded"], true, "{c}");
+    // Its timer counts from the last carried packet: ESTABLISHED's 900 s, less a few.
+    let left = c["expires_ms"].as_u64().unwrap();
+    assert!((890_000..=900_000).contains(&left), "{c}");
+    // The server goes: its flows leave the program's map with the change.
+    let real = c["real"].as_str().unwrap().to_string();
+    wvs.adm_ok(&["-d", "-t", &svc, "-r", &real]);
+    let flows = || {
+        let (_, text) = wvs.api("GET", "/metrics", None, None, None);
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("wvs_offload_flows ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(u64::MAX)
+    };
+    let t = std::time::Instant::now();
+    while flows() != 0 && t.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(flows(), 0, "the removed server's flows left the map");
+    std::fs::write(&go, "").expect("go");
+    let after = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(
+        after, "after: timeout",
+        "wvs drops what the gone server would get"
+    );
+    assert!(wvs.drops("dest_gone") >= 1);
+    let _ = client.wait();
+}

@@ -61,9 +61,9 @@ enum Command {
         /// kernel), sending through TX rings as `ring` does. See BENCHMARKS.md.
         #[arg(long = "io", value_name = "BACKEND", default_value = "ring", value_parser = ["ring", "uring", "xdp"])]
         io: String,
-        /// Flow offload: `tc`, the packets of connections wvs has decided (TCP once
-        /// ESTABLISHED, UDP once answered or at its second datagram; NAT, full NAT and direct
-        /// routing) are carried by
+        /// Flow offload: `tc`, the packets of long connections wvs has decided (past their
+        /// first 8 client packets, TCP in ESTABLISHED; NAT, full NAT and direct routing)
+        /// are carried by
         /// wvs's tc-BPF program on each --iface, in the sender's softirq, and never copied
         /// to wvs; SYN, FIN, RST and anything that needs an answer still come to wvs, and
         /// what the program carried is merged into the counters and timers every second.

@@ -245,6 +245,11 @@ pub const OFFLOAD_SLOT: usize = MAX_WORKERS;
 /// Counter slots of every service and real server: the workers' and the offload keeper's.
 pub const STAT_SLOTS: usize = MAX_WORKERS + 1;
 
+/// Client packets a connection shows, in a state that needs no decision, before wvs hands
+/// it to the offload program: a short connection (a request and its answer) costs less
+/// through wvs than its map entries and their merge cost (BENCHMARKS.md, "Flow offload").
+pub const OFFLOAD_AFTER_PACKETS: u32 = 8;
+
 /// Most flows the offload map holds (two per NAT connection, one per direct-routing one);
 /// a connection offered to a full map stays with wvs.
 pub const OFFLOAD_FLOWS: u32 = 262_144;

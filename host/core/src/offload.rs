@@ -107,27 +107,23 @@ pub(crate) enum Moment {
 
 /// What a packet of `c` at `moment`, which found it in TCP state `was`, asks of the
 /// offload. Decided by transitions, so that a connection carries no mark of its own (the
-/// entry stays 88 bytes): a TCP connection is offered as it becomes ESTABLISHED and
-/// withdrawn as it leaves it; a UDP flow at its first answer through wvs or at the
-/// client's second packet, whichever comes first (a flow of one datagram is not worth a
-/// map entry; a stream whose answers bypass wvs, or that has none, is offloaded too). An
-/// answer that reaches wvs after that offers it again, which the sink takes as held.
+/// entry stays 88 bytes): a connection is offered at the client's packet that finds it
+/// both in a state that needs no decision (TCP ESTABLISHED; UDP has no state) and past
+/// `OFFLOAD_AFTER_PACKETS` client packets, and a TCP connection is withdrawn as it leaves
+/// ESTABLISHED. A short connection never reaches the kernel's map.
 pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState) -> Step {
+    let after = crate::consts::OFFLOAD_AFTER_PACKETS;
+    let established = c.state == TcpState::Established;
     match c.proto {
-        Protocol::Tcp if c.state == was => Step::Keep,
-        Protocol::Tcp if c.state == TcpState::Established => {
-            if eligible(c) {
-                Step::Offer
-            } else {
-                Step::Keep
-            }
-        }
-        Protocol::Tcp if was == TcpState::Established => Step::Withdraw,
-        Protocol::Udp
-            if match moment {
-                Moment::Out => true,
-                Moment::In => c.in_pkts == 2,
-            } && eligible(c) =>
+        Protocol::Tcp if was == TcpState::Established && !established => Step::Withdraw,
+        Protocol::Tcp | Protocol::Udp
+            if moment == Moment::In
+                && (c.proto == Protocol::Udp || established)
+                // The packet that crossed the count, or the one that made a long
+                // connection ESTABLISHED.
+                && (c.in_pkts == after
+                    || (c.in_pkts > after && c.proto == Protocol::Tcp && was != c.state))
+                && eligible(c) =>
         {
             Step::Offer
         }
@@ -334,13 +330,28 @@ mod tests {
         real_by("198.19.0.11:8080", Forward::Masq)
     }
 
+    /// Client packets until the connection is offered: the handshake's ACK was the 2nd.
+    fn long(h: &Harness, cport: u16, vport: u16, from: u64) {
+        // A UDP service's port is 9000 here.
+        let t = if vport == 9000 { T::Udp } else { T::Ack };
+        for n in from..u64::from(crate::consts::OFFLOAD_AFTER_PACKETS) {
+            send(h, 10 + n, true, frame(true, (cport, vport), t));
+        }
+    }
+
     #[test]
-    fn a_tcp_connection_is_offered_as_it_becomes_established_and_withdrawn_at_its_fin() {
+    fn a_long_tcp_connection_is_offered_once_and_withdrawn_at_its_fin() {
         let (h, r) = harness(Protocol::Tcp, 80, nat());
         send(&h, 1, true, frame(true, (40000, 80), T::Syn));
         send(&h, 2, false, frame(false, (40000, 80), T::SynAck));
-        assert_eq!(r.take(), vec![], "nothing before ESTABLISHED");
         send(&h, 3, true, frame(true, (40000, 80), T::Ack));
+        assert_eq!(r.take(), vec![], "not a short connection");
+        // Up to the last packet before the count.
+        for n in 2..crate::consts::OFFLOAD_AFTER_PACKETS - 1 {
+            send(&h, 4 + u64::from(n), true, frame(true, (40000, 80), T::Ack));
+        }
+        assert_eq!(r.take(), vec![]);
+        send(&h, 20, true, frame(true, (40000, 80), T::Ack));
         let (client, vip, rs) = (
             IpAddr::from(CLIENT),
             IpAddr::from(VIP),
@@ -380,11 +391,11 @@ mod tests {
                 },
             ])]
         );
-        // Its packets while ESTABLISHED ask nothing more (those the program missed).
-        send(&h, 4, true, frame(true, (40000, 80), T::Ack));
-        send(&h, 5, false, frame(false, (40000, 80), T::Ack));
+        // Its packets after that ask nothing more (those the program missed).
+        send(&h, 21, true, frame(true, (40000, 80), T::Ack));
+        send(&h, 22, false, frame(false, (40000, 80), T::Ack));
         assert_eq!(r.take(), vec![]);
-        send(&h, 6, true, frame(true, (40000, 80), T::Fin));
+        send(&h, 23, true, frame(true, (40000, 80), T::Fin));
         assert_eq!(
             r.take(),
             vec![Asked::Withdraw(vec![
@@ -395,24 +406,16 @@ mod tests {
     }
 
     #[test]
-    fn a_udp_flow_is_offered_at_its_answer_or_second_datagram() {
+    fn a_udp_flow_is_offered_at_the_count_whatever_its_answers() {
         let (h, r) = harness(
             Protocol::Udp,
             9000,
             real_by("198.19.0.11:8080", Forward::Masq),
         );
         send(&h, 1, true, frame(true, (40000, 9000), T::Udp));
-        assert_eq!(r.take(), vec![], "not for one datagram");
         send(&h, 2, false, frame(false, (40000, 9000), T::Udp));
-        let asked = r.take();
-        assert!(
-            matches!(&asked[..], [Asked::Offer(f)] if f.len() == 2),
-            "{asked:?}"
-        );
-        // A stream with no answer: at its second datagram.
-        send(&h, 3, true, frame(true, (40001, 9000), T::Udp));
-        assert_eq!(r.take(), vec![]);
-        send(&h, 4, true, frame(true, (40001, 9000), T::Udp));
+        assert_eq!(r.take(), vec![], "not a query and its answer");
+        long(&h, 40000, 9000, 1);
         let asked = r.take();
         assert!(
             matches!(&asked[..], [Asked::Offer(f)] if f.len() == 2),
@@ -421,17 +424,16 @@ mod tests {
     }
 
     #[test]
-    fn a_direct_routing_udp_flow_is_offered_at_the_second_packet_one_way() {
+    fn a_direct_routing_udp_flow_is_offered_one_way() {
         let (h, r) = harness(Protocol::Udp, 9000, real_by("198.19.0.11", Forward::Route));
         send(&h, 1, true, frame(true, (40000, 9000), T::Udp));
-        assert_eq!(r.take(), vec![]);
-        send(&h, 2, true, frame(true, (40000, 9000), T::Udp));
+        long(&h, 40000, 9000, 1);
         let asked = r.take();
         assert!(
             matches!(&asked[..], [Asked::Offer(f)] if f.len() == 1 && f[0].to == f[0].key),
             "only the client's packets, addresses unchanged: {asked:?}"
         );
-        send(&h, 3, true, frame(true, (40000, 9000), T::Udp));
+        send(&h, 30, true, frame(true, (40000, 9000), T::Udp));
         assert_eq!(r.take(), vec![], "once");
     }
 
@@ -442,6 +444,7 @@ mod tests {
         send(&h, 1, true, frame(true, (40000, 21), T::Syn));
         send(&h, 2, false, frame(false, (40000, 21), T::SynAck));
         send(&h, 3, true, frame(true, (40000, 21), T::Ack));
+        long(&h, 40000, 21, 2);
         assert_eq!(r.take(), vec![], "a helper's connection");
         // A tunnel's packets are encapsulated: not the program's.
         let (h, r) = harness(
@@ -453,7 +456,9 @@ mod tests {
             },
         );
         // (Its frames need room for the outer header: the datapath writes them in place.)
-        for (now, t) in [(1, T::Syn), (2, T::Ack)] {
+        let mut segs = vec![(1, T::Syn)];
+        segs.extend((2..12).map(|n| (n, T::Ack)));
+        for (now, t) in segs {
             let mut buf = frame(true, (40000, 80), t);
             let len = buf.len();
             buf.resize(2048, 0);
@@ -472,6 +477,7 @@ mod tests {
         send(&h, 1, true, frame(true, (40000, 80), T::Syn));
         send(&h, 2, false, frame(false, (40000, 80), T::SynAck));
         send(&h, 3, true, frame(true, (40000, 80), T::Ack));
+        long(&h, 40000, 80, 2);
         let Some(Asked::Offer(flows)) = r.take().pop() else {
             panic!("offered")
         };

@@ -378,7 +378,7 @@ const FRAMES_AND_TABLE: &[Def<Scrape>] = &[
     }),
     count(
         "wvs_offloaded_connections",
-        "With --offload tc: connections whose flows wvs handed to its tc program (TCP as it became ESTABLISHED, UDP at its answer or second datagram).",
+        "With --offload tc: connections whose flows wvs handed to its tc program (past their first 8 client packets: TCP in ESTABLISHED, and UDP).",
         |s| s.offload[0],
     ),
     count(

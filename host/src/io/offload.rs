@@ -707,13 +707,17 @@ mod tests {
                 let (v, _) = self.datapath(&self.server_frame(answer, 64, b"hi"), false);
                 assert_eq!(v, Verdict::Tx { iface: 0 });
             }
-            let second = if self.proto == Protocol::Tcp {
+            // Then the client's packets up to the count that makes it a long connection.
+            let more = if self.proto == Protocol::Tcp {
                 Seg::Ack
             } else {
                 Seg::Data
             };
-            let (v, _) = self.datapath(&self.client_frame(second, 64, b"again"), true);
-            assert_eq!(v, Verdict::Tx { iface: 1 });
+            for _ in 1..crate::consts::OFFLOAD_AFTER_PACKETS {
+                assert_eq!(self.off.flows(), 0, "offered early");
+                let (v, _) = self.datapath(&self.client_frame(more, 64, b"again"), true);
+                assert_eq!(v, Verdict::Tx { iface: 1 });
+            }
         }
 
         /// The program and the datapath on the same frame: the same bytes out.

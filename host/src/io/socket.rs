@@ -228,16 +228,31 @@ pub(super) fn bind_to(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> 
     check(ret, "bind(AF_PACKET)").map(|_| ())
 }
 
-/// Join the interface's `PACKET_FANOUT_HASH` group `group`.
+/// `PACKET_FANOUT_FLAG_IGNORE_OUTGOING` (Linux 6.9): the group's own hook skips what the
+/// host sends, as `PACKET_IGNORE_OUTGOING` does for a socket alone; without it a group
+/// still gets (a clone of) every frame sent on the interface by another path than wvs's
+/// rings, such as what the offload program redirects.
+const FANOUT_FLAG_IGNORE_OUTGOING: u32 = 0x4000;
+
+/// Join the interface's `PACKET_FANOUT_HASH` group `group`, ignoring outgoing frames where
+/// the kernel can.
 pub(super) fn join_fanout(fd: RawFd, group: u16) -> io::Result<()> {
-    let arg = (u32::from(group) | (libc::PACKET_FANOUT_HASH << 16)) as libc::c_int;
-    setsockopt_int(
-        fd,
-        libc::SOL_PACKET,
-        libc::PACKET_FANOUT,
-        arg,
-        "PACKET_FANOUT",
-    )
+    let arg =
+        |flags: u32| (u32::from(group) | ((libc::PACKET_FANOUT_HASH | flags) << 16)) as libc::c_int;
+    let set = |flags| {
+        setsockopt_int(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_FANOUT,
+            arg(flags),
+            "PACKET_FANOUT",
+        )
+    };
+    match set(FANOUT_FLAG_IGNORE_OUTGOING) {
+        // An older kernel does not know the flag.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => set(0),
+        r => r,
+    }
 }
 
 /// `PACKET_STATISTICS`' drops (a full queue or ring), which the kernel resets on each read.
