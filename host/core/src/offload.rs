@@ -115,7 +115,10 @@ pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState) -> Step {
     let after = crate::consts::OFFLOAD_AFTER_PACKETS;
     let established = c.state == TcpState::Established;
     match c.proto {
-        Protocol::Tcp if was == TcpState::Established && !established => Step::Withdraw,
+        // Only one that could have been offered (a short one never was: no map to ask).
+        Protocol::Tcp if was == TcpState::Established && !established && c.in_pkts >= after => {
+            Step::Withdraw
+        }
         Protocol::Tcp | Protocol::Udp
             if moment == Moment::In
                 && (c.proto == Protocol::Udp || established)
