@@ -111,6 +111,11 @@ fn compile_bpf(
     let src = manifest_dir.join("bpf").join(format!("{name}.c"));
     let obj = out.join(format!("{name}.o"));
     println!("cargo:rerun-if-changed={}", src.display());
+    // What both programs include.
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("bpf").join("wvs_bpf.h").display()
+    );
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     // -g: the BTF that describes the maps; -O2: the verifier wants the bounds checks as
     // written, not spilled to the stack.

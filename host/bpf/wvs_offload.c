@@ -16,16 +16,10 @@
 //
 // The maps are wvs's (host/core/src/offload.rs decides, host/src/io/offload.rs writes and
 // merges the counters back): addresses as on the wire, an IPv4 one mapped into IPv6's.
-// Self-contained (no kernel or libbpf headers), built by host/build.rs, loaded by aya.
+// No kernel or libbpf headers (only wvs_bpf.h), built by host/build.rs, loaded by aya.
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
+#include "wvs_bpf.h"
 
-#define SEC(name) __attribute__((section(name), used))
-#define __uint(name, val) int(*name)[val]
-#define __type(name, val) typeof(val) *name
 #define INLINE static __attribute__((always_inline))
 
 enum { BPF_MAP_TYPE_HASH = 1 };
@@ -68,7 +62,6 @@ struct __sk_buff {
 	__u32 gso_size;
 };
 
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 off, const void *from, __u32 len, __u64 flags) = (void *)9;

@@ -11,18 +11,12 @@
 // `wvs_queues`); without one it is passed, and the nftables table drops it as before.
 // Every frame passed is counted (`wvs_passed`), which wvs adds to its `passed` counter.
 //
-// Self-contained (no kernel or libbpf headers), so that `clang -target bpf` needs nothing
-// else; built by host/build.rs and loaded by aya (host/src/io/xdp.rs), which also owns the
+// No kernel or libbpf headers (only wvs_bpf.h, shared with wvs_offload.c), so that
+// `clang -target bpf` needs nothing else; built by host/build.rs and loaded by aya (host/src/io/xdp.rs), which also owns the
 // key layout below: keep them the same.
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
+#include "wvs_bpf.h"
 
-#define SEC(name) __attribute__((section(name), used))
-#define __uint(name, val) int(*name)[val]
-#define __type(name, val) typeof(val) *name
 
 enum { XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2, BPF_MAP_TYPE_PERCPU_ARRAY = 6, BPF_MAP_TYPE_XSKMAP = 17 };
@@ -36,7 +30,6 @@ struct xdp_md {
 	__u32 egress_ifindex;
 };
 
-static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
 static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
 

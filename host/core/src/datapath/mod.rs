@@ -293,13 +293,7 @@ impl Datapath {
     /// Offer `c`'s flows, or withdraw them, after one of its packets at `moment` that
     /// found it in TCP state `was` (`offload::step`). Nothing to do for most packets.
     #[inline]
-    fn offload_step(
-        &self,
-        c: &Conn,
-        moment: crate::offload::Moment,
-        was: TcpState,
-        sync_master: bool,
-    ) {
+    fn offload_step(&self, c: &Conn, moment: crate::offload::Moment, was: TcpState) {
         use crate::offload::{self, Step};
         let Some(sink) = &self.offload else {
             return;
@@ -309,7 +303,7 @@ impl Datapath {
             Step::Withdraw => return sink.withdraw(&offload::keys(c)),
             // The sync daemon's master sends a connection at its threshold packets: those
             // would not come through wvs.
-            Step::Offer if sync_master => return,
+            Step::Offer if self.conns.sync().is_master() => return,
             Step::Offer => {}
         }
         let Ok(to_real) = self.link_in(c.fwd, c.dest.next_hop(), 0) else {
@@ -709,13 +703,12 @@ impl Datapath {
         {
             c.client_hop = hop;
         }
-        let master = self.conns.sync().is_master();
-        if master {
+        if self.conns.sync().is_master() {
             self.conns.sync_in(self.worker, c, l.now, &sysctl.sync);
         }
         c.dest.stats.worker(self.worker).packet_in(info.total_len);
         c.svc_stats.worker(self.worker).packet_in(info.total_len);
-        self.offload_step(c, crate::offload::Moment::In, was, master);
+        self.offload_step(c, crate::offload::Moment::In, was);
         InLookup::Forward(InForward {
             daddr: c.raddr(),
             dport: c.rport,
@@ -1298,8 +1291,7 @@ impl Datapath {
             .worker(self.worker)
             .packet_out(l.info.total_len);
         c.svc_stats.worker(self.worker).packet_out(l.info.total_len);
-        let master = self.conns.sync().is_master();
-        self.offload_step(c, crate::offload::Moment::Out, was, master);
+        self.offload_step(c, crate::offload::Moment::Out, was);
         let back = xmit::Back {
             fwd: c.fwd,
             vaddr: c.vaddr(),
