@@ -86,7 +86,7 @@ fn download_of_100_mb_is_byte_exact(io: &str) {
     // The servers' TCP stack hands the veth 64 KiB super-packets (TSO): they crossed wvs
     // whole, with their vnet headers, and were segmented after it. (With the offload, the
     // tc program carried them whole, and the keeper's merge, every second, counted them.)
-    let offload = io.ends_with("+tc");
+    let offload = common::offloads(&common::io_args(io));
     if offload {
         std::thread::sleep(Duration::from_millis(1500));
     }

@@ -23,7 +23,7 @@
 #define INLINE static __attribute__((always_inline))
 
 enum { BPF_MAP_TYPE_HASH = 1 };
-enum { TC_ACT_OK = 0 };
+enum { TC_ACT_OK = 0, TC_ACT_SHOT = 2 };
 enum { BPF_F_PSEUDO_HDR = 1 << 4, BPF_F_MARK_MANGLED_0 = 1 << 5 };
 
 // struct __sk_buff up to gso_size (include/uapi/linux/bpf.h).
@@ -64,12 +64,10 @@ struct __sk_buff {
 
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
-static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 off, const void *from, __u32 len, __u64 flags) = (void *)9;
-static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to, __u64 size) = (void *)10;
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to, __u64 flags) = (void *)11;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 off, void *to, __u32 len) = (void *)26;
-static long (*bpf_csum_diff)(const void *from, __u32 from_size, const void *to, __u32 to_size, __u32 seed) = (void *)28;
+static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)39;
 
 // A flow as a packet arrives: kept equal to `offload::FlowKey` in host/src/io/offload.rs.
 struct flow_key {
@@ -128,12 +126,17 @@ struct {
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
+// The most of a frame the programs read: Ethernet, IPv6 and TCP up to its flags. Read with
+// one bpf_skb_load_bytes, which costs what a lookup does: five reads of the headers' parts
+// cost new connections, whose packets the programs only look at, a tenth of their rate.
+#define HDRS (ETH_HLEN + IPV6_HLEN + 14)
+// The least: Ethernet, IPv4 and UDP.
+#define HDRS_MIN (ETH_HLEN + IPV4_HLEN + 8)
 
 // A packet as read: its flow's key, where its parts are, and what decides whether the
 // program may carry it.
 struct packet {
 	struct flow_key key;
-	__u32 l4;       // offset of the TCP/UDP header in the frame
 	__u32 ip_len;   // the IP packet's length (as its header says; wvs's counters count it)
 	__u32 l4_hlen;  // TCP's header length, UDP's 8
 	__u8 v6;
@@ -141,20 +144,25 @@ struct packet {
 	__u8 tcp_flags;
 };
 
-INLINE __u16 be16(__u16 v) { return __builtin_bswap16(v); }
 
 // Read the frame's headers; 0 when it is IPv4 without options or fragments, or IPv6
 // without extension headers, carrying TCP or UDP.
 INLINE int parse(const struct __sk_buff *skb, struct packet *p)
 {
-	__u16 proto;
-	if (bpf_skb_load_bytes(skb, 12, &proto, 2))
+	__u8 b[HDRS];
+	__u32 n = skb->len;
+	if (n < HDRS_MIN)
+		return -1;
+	if (n > HDRS)
+		n = HDRS;
+	__builtin_memset(b, 0, sizeof(b));
+	if (bpf_skb_load_bytes(skb, 0, b, n))
 		return -1;
 	__builtin_memset(&p->key, 0, sizeof(p->key));
-	if (proto == be16(ETH_P_IP)) {
-		__u8 h[IPV4_HLEN];
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, IPV4_HLEN))
-			return -1;
+	__u16 proto = ((__u16)b[12] << 8) | b[13];
+	const __u8 *l4;
+	if (proto == ETH_P_IP) {
+		const __u8 *h = &b[ETH_HLEN];
 		// Version 4, 20-byte header; neither MF nor an offset.
 		if (h[0] != 0x45 || ((h[6] & 0x3f) | h[7]))
 			return -1;
@@ -168,11 +176,9 @@ INLINE int parse(const struct __sk_buff *skb, struct packet *p)
 		p->key.daddr[11] = 0xff;
 		__builtin_memcpy(&p->key.saddr[12], &h[12], 4);
 		__builtin_memcpy(&p->key.daddr[12], &h[16], 4);
-		p->l4 = ETH_HLEN + IPV4_HLEN;
-	} else if (proto == be16(ETH_P_IPV6)) {
-		__u8 h[IPV6_HLEN];
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, h, IPV6_HLEN))
-			return -1;
+		l4 = &b[ETH_HLEN + IPV4_HLEN];
+	} else if (proto == ETH_P_IPV6) {
+		const __u8 *h = &b[ETH_HLEN];
 		if ((h[0] >> 4) != 6)
 			return -1;
 		p->v6 = 1;
@@ -181,18 +187,19 @@ INLINE int parse(const struct __sk_buff *skb, struct packet *p)
 		p->ip_len = IPV6_HLEN + (((__u32)h[4] << 8) | h[5]);
 		__builtin_memcpy(p->key.saddr, &h[8], 16);
 		__builtin_memcpy(p->key.daddr, &h[24], 16);
-		p->l4 = ETH_HLEN + IPV6_HLEN;
+		l4 = &b[ETH_HLEN + IPV6_HLEN];
 	} else {
 		return -1;
 	}
-	__u8 l4[14];
+	// What was read must hold the transport header's part that is used.
+	__u32 l4_off = p->v6 ? ETH_HLEN + IPV6_HLEN : ETH_HLEN + IPV4_HLEN;
 	if (p->key.proto == PROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, p->l4, l4, 14))
+		if (n < l4_off + 14)
 			return -1;
 		p->tcp_flags = l4[13];
 		p->l4_hlen = (__u32)(l4[12] >> 4) * 4;
 	} else if (p->key.proto == PROTO_UDP) {
-		if (bpf_skb_load_bytes(skb, p->l4, l4, 4))
+		if (n < l4_off + 8)
 			return -1;
 		p->tcp_flags = 0;
 		p->l4_hlen = 8;
@@ -225,7 +232,8 @@ INLINE struct flow_val *carried(const struct __sk_buff *skb, struct packet *p, i
 		// A GSO super-packet is held to the MTU by the segments it will be cut into
 		// (xmit::check), a plain one by its length.
 		__u32 gso = skb->gso_size;
-		__u32 len = gso ? (p->l4 - ETH_HLEN) + p->l4_hlen + gso : p->ip_len;
+		__u32 ip_hlen = p->v6 ? IPV6_HLEN : IPV4_HLEN;
+		__u32 len = gso ? ip_hlen + p->l4_hlen + gso : p->ip_len;
 		if (len > v->mtu)
 			return 0;
 	}
@@ -268,40 +276,36 @@ int wvs_offload_sk(struct __sk_buff *skb)
 	return skb->len;
 }
 
-// Rewrite one 4-byte word of the IPv4 header at `off` (an address) in the header's and the
-// upper layer's checksums (the pseudo-header).
-INLINE int addr4(struct __sk_buff *skb, __u32 off, __u32 csum_off, __u32 from, __u32 to, __u64 mangled)
+// The ones' complement sum of what changes (RFC 1624): `n` 16-bit words of `from` taken
+// out, those of `to` put in, unfolded (at most 16 words: no overflow).
+INLINE __u32 csum_delta(const __u8 *from, const __u8 *to, int n)
 {
-	if (from == to)
-		return 0;
-	if (bpf_l4_csum_replace(skb, csum_off, from, to, BPF_F_PSEUDO_HDR | mangled | 4))
-		return -1;
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, from, to, 4))
-		return -1;
-	return bpf_skb_store_bytes(skb, off, &to, 4, 0);
+	__u32 s = 0;
+#pragma unroll
+	for (int i = 0; i < n; i++) {
+		__u16 f, t;
+		__builtin_memcpy(&f, &from[2 * i], 2);
+		__builtin_memcpy(&t, &to[2 * i], 2);
+		s += (__u16)~f;
+		s += t;
+	}
+	return s;
 }
 
-INLINE int addr6(struct __sk_buff *skb, __u32 off, __u32 csum_off, const __u8 *from, const __u8 *to, __u64 mangled)
+INLINE __u16 fold(__u32 s)
 {
-	__u32 f[4], t[4];
-	__builtin_memcpy(f, from, 16);
-	__builtin_memcpy(t, to, 16);
-	if (!((f[0] ^ t[0]) | (f[1] ^ t[1]) | (f[2] ^ t[2]) | (f[3] ^ t[3])))
-		return 0;
-	long diff = bpf_csum_diff(f, 16, t, 16, 0);
-	if (bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR | mangled))
-		return -1;
-	return bpf_skb_store_bytes(skb, off, t, 16, 0);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
 }
 
-INLINE int port(struct __sk_buff *skb, __u32 off, __u32 csum_off, __u16 from, __u16 to, __u64 mangled)
-{
-	if (from == to)
-		return 0;
-	if (bpf_l4_csum_replace(skb, csum_off, from, to, mangled | 2))
-		return -1;
-	return bpf_skb_store_bytes(skb, off, &to, 2, 0);
-}
+// The headers as written: Ethernet, then the IP header at `ETH_HLEN` and the transport's
+// ports after it, reached by direct packet access (the verifier's bounds: `end`).
+struct eth {
+	__u8 dst[6];
+	__u8 src[6];
+	__u16 proto;
+};
 
 SEC("classifier")
 int wvs_offload_tc(struct __sk_buff *skb)
@@ -311,47 +315,69 @@ int wvs_offload_tc(struct __sk_buff *skb)
 	struct flow_val *v = carried(skb, &p, &ending);
 	if (!v)
 		return TC_ACT_OK;
-	__u32 csum_off = p.l4 + (p.key.proto == PROTO_TCP ? 16 : 6);
-	// A UDP checksum of 0 (none) stays 0, and one that becomes 0 is written 0xffff.
-	__u64 mangled = p.key.proto == PROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	if (p.v6) {
-		if (addr6(skb, ETH_HLEN + 8, csum_off, p.key.saddr, v->saddr, mangled) ||
-		    addr6(skb, ETH_HLEN + 24, csum_off, p.key.daddr, v->daddr, mangled))
+	__u32 l4 = ETH_HLEN + (p.v6 ? IPV6_HLEN : IPV4_HLEN);
+	// The headers up to the ports, in the skb's linear part for direct access (a veth's
+	// and a NIC's frames have them there; pulled otherwise).
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	if (data + l4 + 4 > end) {
+		if (bpf_skb_pull_data(skb, l4 + 4))
 			return TC_ACT_OK;
-		__u8 hops = p.ttl - 1;
-		if (bpf_skb_store_bytes(skb, ETH_HLEN + 7, &hops, 1, 0))
-			return TC_ACT_OK;
-	} else {
-		__u32 os, od, ns, nd;
-		__builtin_memcpy(&os, &p.key.saddr[12], 4);
-		__builtin_memcpy(&od, &p.key.daddr[12], 4);
-		__builtin_memcpy(&ns, &v->saddr[12], 4);
-		__builtin_memcpy(&nd, &v->daddr[12], 4);
-		if (addr4(skb, ETH_HLEN + 12, csum_off, os, ns, mangled) ||
-		    addr4(skb, ETH_HLEN + 16, csum_off, od, nd, mangled))
-			return TC_ACT_OK;
-		// TTL shares a 16-bit word with the protocol.
-		__u16 ow = be16(((__u16)p.ttl << 8) | p.key.proto);
-		__u16 nw = be16(((__u16)(p.ttl - 1) << 8) | p.key.proto);
-		if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, ow, nw, 2) ||
-		    bpf_skb_store_bytes(skb, ETH_HLEN + 8, &nw, 2, 0))
-			return TC_ACT_OK;
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
 	}
-	if (port(skb, p.l4, csum_off, p.key.sport, v->sport, mangled) ||
-	    port(skb, p.l4 + 2, csum_off, p.key.dport, v->dport, mangled))
-		return TC_ACT_OK;
-	__u8 macs[12];
-	__builtin_memcpy(macs, v->dmac, 6);
-	__builtin_memcpy(&macs[6], v->smac, 6);
-	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0))
-		return TC_ACT_OK;
+	// What changes in the pseudo-header (the addresses) and in the transport header (the
+	// ports): the upper layer's checksum takes both, a partial one (CHECKSUM_PARTIAL, a
+	// local sender's on a veth) only the first, which the kernel's helper knows.
+	__u32 addrs, ports = csum_delta((const __u8 *)&p.key.sport, (const __u8 *)&v->sport, 2);
+	if (p.v6) {
+		__u8 *ip = data + ETH_HLEN;
+		if ((void *)(ip + IPV6_HLEN + 4) > end)
+			return TC_ACT_OK;
+		addrs = csum_delta(p.key.saddr, v->saddr, 16);
+		__builtin_memcpy(ip + 8, v->saddr, 32);
+		ip[7] = p.ttl - 1;
+		__builtin_memcpy(ip + IPV6_HLEN, &v->sport, 4);
+	} else {
+		__u8 *ip = data + ETH_HLEN;
+		if ((void *)(ip + IPV4_HLEN + 4) > end)
+			return TC_ACT_OK;
+		addrs = csum_delta(&p.key.saddr[12], &v->saddr[12], 2) +
+			csum_delta(&p.key.daddr[12], &v->daddr[12], 2);
+		// TTL shares a 16-bit word with the protocol; the header's checksum takes it and
+		// the addresses (RFC 1624: HC' = ~(~HC + ~m + m')).
+		__u8 ttl[2] = { p.ttl - 1, p.key.proto };
+		__u32 l3 = addrs + csum_delta(ip + 8, ttl, 1);
+		__u16 check;
+		__builtin_memcpy(&check, ip + 10, 2);
+		check = ~fold((__u16)~check + l3);
+		__builtin_memcpy(ip + 10, &check, 2);
+		ip[8] = p.ttl - 1;
+		__builtin_memcpy(ip + 12, &v->saddr[12], 4);
+		__builtin_memcpy(ip + 16, &v->daddr[12], 4);
+		__builtin_memcpy(ip + IPV4_HLEN, &v->sport, 4);
+	}
+	struct eth *eth = data;
+	__builtin_memcpy(eth->dst, v->dmac, 6);
+	__builtin_memcpy(eth->src, v->smac, 6);
+	__u32 ifindex = v->ifindex;
+	// Last, as the helpers make the pointers above invalid. A UDP checksum of 0 (none)
+	// stays 0, and one that becomes 0 is written 0xffff.
+	__u32 csum_off = l4 + (p.key.proto == PROTO_TCP ? 16 : 6);
+	__u64 mangled = p.key.proto == PROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	if (fold(addrs) != 0xffff && fold(addrs) != 0 &&
+	    bpf_l4_csum_replace(skb, csum_off, 0, addrs, BPF_F_PSEUDO_HDR | mangled))
+		return TC_ACT_SHOT;
+	if (fold(ports) != 0xffff && fold(ports) != 0 &&
+	    bpf_l4_csum_replace(skb, csum_off, 0, ports, mangled))
+		return TC_ACT_SHOT;
 	struct flow_stats *st = bpf_map_lookup_elem(&wvs_flow_stats, &p.key);
 	if (st) {
 		__sync_fetch_and_add(&st->packets, 1);
 		__sync_fetch_and_add(&st->bytes, p.ip_len);
 		st->seen_ns = bpf_ktime_get_ns();
 	}
-	return bpf_redirect(v->ifindex, 0);
+	return bpf_redirect(ifindex, 0);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

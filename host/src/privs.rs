@@ -27,6 +27,10 @@ pub(crate) const KEPT_XDP: &[Capability] = &[
     Capability::CAP_IPC_LOCK,
 ];
 
+/// With `--offload tc`, also CAP_BPF, as for `--io xdp`: its maps are written after start
+/// (their memory is the memory cgroup's, so no CAP_IPC_LOCK).
+pub(crate) const KEPT_OFFLOAD: &[Capability] = &[Capability::CAP_NET_ADMIN, Capability::CAP_BPF];
+
 /// Why privileges could not be dropped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PrivsError {
@@ -47,10 +51,14 @@ pub(crate) struct Dropped {
     pub dropped: Vec<Capability>,
 }
 
-/// Drop every capability but [`KEPT`] (or [`KEPT_XDP`]) from every set and set
-/// `NO_NEW_PRIVS`.
-pub(crate) fn drop_to_kept(xdp: bool) -> Result<Dropped, PrivsError> {
-    drop_to(if xdp { KEPT_XDP } else { KEPT })
+/// Drop every capability but [`KEPT`] (or [`KEPT_XDP`], [`KEPT_OFFLOAD`]) from every set
+/// and set `NO_NEW_PRIVS`.
+pub(crate) fn drop_to_kept(xdp: bool, offload: bool) -> Result<Dropped, PrivsError> {
+    drop_to(match (xdp, offload) {
+        (true, _) => KEPT_XDP,
+        (false, true) => KEPT_OFFLOAD,
+        (false, false) => KEPT,
+    })
 }
 
 /// Drop every capability of the calling thread (capabilities are each thread's own): for a

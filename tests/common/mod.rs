@@ -349,6 +349,26 @@ pub fn io_args(io: &str) -> Vec<&str> {
     }
 }
 
+/// `--offload MODE` when the whole suite runs with flow offload (`WVS_TEST_OFFLOAD=tc`,
+/// scripts/test.sh's second pass) and the test names neither an offload nor `--io xdp`
+/// (whose XDP program takes the frames before tc sees them).
+pub fn offload_args(extra: &[&str]) -> Vec<String> {
+    let Ok(mode) = std::env::var("WVS_TEST_OFFLOAD") else {
+        return Vec::new();
+    };
+    let xdp = extra.windows(2).any(|w| w == ["--io", "xdp"]);
+    if mode.is_empty() || xdp || extra.contains(&"--offload") {
+        return Vec::new();
+    }
+    vec!["--offload".into(), mode]
+}
+
+/// Whether `wvs run` with these arguments offloads flows: `--offload tc` named, or added by
+/// [`offload_args`].
+pub fn offloads(extra: &[&str]) -> bool {
+    extra.windows(2).any(|w| w == ["--offload", "tc"]) || !offload_args(extra).is_empty()
+}
+
 /// The real `wvs` binary running in the balancer's namespace; stopped (SIGTERM, then SIGKILL)
 /// on drop.
 pub struct Wvs {
@@ -436,6 +456,7 @@ impl Wvs {
             }
         };
         cmd.args(extra);
+        cmd.args(offload_args(extra));
         cmd.env("WVS_LOG", "info").stdout(Stdio::null()).stderr(f);
         for (k, v) in env {
             cmd.env(k, v);

@@ -296,7 +296,16 @@ replay() {
   chmod 755 "$share" "$work"
   cp -r "$HERE/scenarios" "$share/"
   cp "$ROOT/scripts/topology.sh" "$ROOT/tests/decap.py" "$share/"
-  ln -s "$wvs" "$share/wvs"
+  if [ -n "${WVS_TEST_OFFLOAD:-}" ]; then
+    # The whole replay with flow offload (scripts/test.sh's second pass): `wvs run` gets
+    # --offload through a wrapper, so that the scenarios (the kernel's inputs) stay as
+    # recorded.
+    printf '#!/bin/sh\n[ "$1" = run ] && exec "%s" "$@" --offload %s\nexec "%s" "$@"\n' \
+      "$wvs" "$WVS_TEST_OFFLOAD" "$wvs" > "$share/wvs"
+    chmod 755 "$share/wvs"
+  else
+    ln -s "$wvs" "$share/wvs"
+  fi
   mkdir -p "$share/out"
   cp "$out/ipvs.txt" "$share/out/"
   # The scenario's namespaces (prefix o) and what runs in them go, whatever happens.

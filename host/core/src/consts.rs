@@ -260,6 +260,11 @@ pub const OFFLOAD_FLOWS: u32 = 262_144;
 /// the kernel carries its packets.
 pub const OFFLOAD_MERGE_MS: u64 = 1000;
 
+/// Longest an API read of counters or connections waits for a merge that begins after it
+/// asked (ms), so that it reads what the kernel carried until then, as IPVS's counters
+/// read at once; past it, the read answers with the last merge's figures.
+pub const OFFLOAD_FRESH_MS: u64 = 250;
+
 /// Interval of IPVS's rate estimator (`ip_vs_est.c`: 2 s).
 pub const ESTIMATOR_INTERVAL_MS: u64 = 2000;
 

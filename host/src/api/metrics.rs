@@ -531,6 +531,7 @@ impl Collector for Scrape {
 
 /// GET /metrics.
 pub async fn metrics(State(st): State<Shared>) -> Response {
+    super::fresh(&st).await;
     let snap = st.snapshot.load_full();
     let mut s = Scrape::default();
     {

@@ -427,6 +427,7 @@ async fn list_services(
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Vec<ServiceView>>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    fresh(&st).await;
     let filter = q.service.as_deref().map(parse_service_filter).transpose()?;
     let snap = st.snapshot.load();
     Ok(axum::Json(
@@ -445,6 +446,7 @@ async fn get_service(
     Path((proto, addr)): Path<(String, String)>,
 ) -> Result<axum::Json<ServiceView>, ApiError> {
     let id = path_id(&proto, &addr)?;
+    fresh(&st).await;
     let snap = st.snapshot.load();
     snap.get(&id)
         .map(|s| axum::Json(ServiceView::of(s, &st.conns)))
@@ -729,6 +731,7 @@ async fn list_connections(
     q: Result<Query<ConnQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<ConnList>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    fresh(&st).await;
     let svc = q.service.as_deref().map(parse_service_filter).transpose()?;
     let real = q.real.as_deref().map(parse_real_addr).transpose()?;
     let state = q.state;
@@ -790,7 +793,19 @@ async fn list_connections(
 
 #[utoipa::path(get, path = "/api/v1/stats", responses((status = 200, body = StatsView, description = "Totals, rates and datapath counters")))]
 async fn stats(State(st): State<Shared>) -> axum::Json<StatsView> {
+    fresh(&st).await;
     axum::Json(StatsView::collect(&st).await)
+}
+
+/// With `--offload tc`: have the keeper merge what the program carried until now, so that
+/// counters, rates' totals and remaining times read as IPVS's do, at once.
+pub(crate) async fn fresh(st: &Shared) {
+    if let Some(o) = &st.offload {
+        o.fresh(std::time::Duration::from_millis(
+            crate::consts::OFFLOAD_FRESH_MS,
+        ))
+        .await;
+    }
 }
 
 /// What a zeroing did.
@@ -804,6 +819,7 @@ pub(crate) struct Zeroed {
     responses((status = 200, body = Zeroed, description = "Every counter and rate zeroed: the balancer's, each service's and each real server's (ipvsadm -Z)"), (status = 401, body = ErrorBody, description = "No bearer token, or a wrong one")),
     security(("bearer" = [])))]
 async fn zero_all(State(st): State<Shared>) -> axum::Json<Zeroed> {
+    fresh(&st).await;
     let snap = st.snapshot.load_full();
     let mut c = st.control.lock().await;
     c.traffic().zero(snap.service_stats());
@@ -825,6 +841,7 @@ async fn zero_service(
     Path((proto, addr)): Path<(String, String)>,
 ) -> Result<axum::Json<Zeroed>, ApiError> {
     let id = path_id(&proto, &addr)?;
+    fresh(&st).await;
     let snap = st.snapshot.load_full();
     let s = snap
         .get(&id)

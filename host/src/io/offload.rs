@@ -17,7 +17,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
@@ -187,6 +190,11 @@ pub struct OffloadCounters {
     /// Flows in the map at the last merge.
     pub flows: AtomicU64,
     map: parking_lot::Mutex<BpfHashMap<MapData, FlowKey, FlowValue>>,
+    /// Merges begun, and (watched) ended: a reader waits for one that began after it asked.
+    begun: AtomicU64,
+    ended: tokio::sync::watch::Sender<u64>,
+    /// Wakes the keeper (a bound of one: a pending wake-up is a merge to come).
+    kick: std::sync::OnceLock<std::sync::mpsc::SyncSender<()>>,
 }
 
 impl std::fmt::Debug for OffloadCounters {
@@ -202,6 +210,23 @@ impl OffloadCounters {
     /// Whether the program carries the flow of key `k` now.
     pub fn carries(&self, k: &ConnKey) -> bool {
         self.map.lock().get(&FlowKey::of(k), 0).is_ok()
+    }
+
+    /// How the keeper is woken before its time (`Keeper::run`'s receiver).
+    pub fn set_kick(&self, kick: std::sync::mpsc::SyncSender<()>) {
+        let _ = self.kick.set(kick);
+    }
+
+    /// Wake the keeper, and wait (at most `within`) until a merge that began after this
+    /// call has ended: the counters then hold what the program carried until now.
+    pub async fn fresh(&self, within: Duration) {
+        let asked = self.begun.load(SeqCst);
+        let mut ended = self.ended.subscribe();
+        if let Some(k) = self.kick.get() {
+            // Full: a wake-up is pending, and its merge begins after this.
+            let _ = k.try_send(());
+        }
+        let _ = tokio::time::timeout(within, ended.wait_for(|&e| e > asked)).await;
     }
 }
 
@@ -228,6 +253,9 @@ impl Offload {
                 bytes: AtomicU64::new(0),
                 flows: AtomicU64::new(0),
                 map: parking_lot::Mutex::new(map),
+                begun: AtomicU64::new(0),
+                ended: tokio::sync::watch::Sender::new(0),
+                kick: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -434,7 +462,9 @@ impl Keeper {
                 // No controller any more: on the clock alone.
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(every),
             }
+            let n = self.counters.begun.fetch_add(1, SeqCst) + 1;
             self.merge();
+            self.counters.ended.send_replace(n);
         }
     }
 

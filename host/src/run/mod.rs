@@ -197,6 +197,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let keeper = match &offload {
         Some(o) => {
             let (kick, kicked) = std::sync::mpsc::sync_channel(1);
+            o.counters.set_kick(kick.clone());
             control.set_offload_kick(kick);
             Some(start_keeper(
                 o.keeper(conns.clone(), epoch)?,
@@ -621,7 +622,7 @@ async fn set_up_privileged(
         None => None,
     };
     crate::privs::raise_nofile();
-    match crate::privs::drop_to_kept(opts.io == Backend::Xdp || opts.offload) {
+    match crate::privs::drop_to_kept(opts.io == Backend::Xdp, opts.offload) {
         Ok(d) => tracing::info!(kept = ?d.kept, dropped = d.dropped.len(), "capabilities dropped"),
         Err(e) => tracing::warn!("cannot drop capabilities, running with all of them: {e}"),
     }
