@@ -44,10 +44,17 @@
 # Then wvs's resident memory with 1,000,000 tracked connections.
 #
 # usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-offload wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6"
-#                                   MEM=1 for the memory figure, OUT=file for a copy of the table)
+#                                   MEM=1 for the memory figure, OUT=file for a copy of the table,
+#                                   FIGURES="udp tcp close ka lat" for some figures only,
+#                                   UDP_PAYLOAD=18 bytes of UDP payload: 1400 for large datagrams)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
+FIGURES=${FIGURES:-udp tcp close ka lat}
+UDP_PAYLOAD=${UDP_PAYLOAD:-18}
+[[ "$UDP_PAYLOAD" =~ ^[0-9]+$ ]] && [ "$UDP_PAYLOAD" -ge 18 ] && [ "$UDP_PAYLOAD" -le 1472 ] ||
+  { echo "bench.sh: UDP_PAYLOAD is 18 to 1472 bytes, not '$UDP_PAYLOAD'" >&2; exit 1; }
+figure() { [[ " $FIGURES " == *" $1 "* ]]; }
 RUNS=${RUNS:-3}
 CASES=${CASES:-nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-offload wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6}
 MEM=${MEM:-1}
@@ -105,13 +112,13 @@ NFT
 done
 lb_mac=$(ip netns exec "$P-lb" cat /sys/class/net/c0/address)
 cli_mac=$(ip netns exec "$P-cli" cat /sys/class/net/eth0/address)
-udp_cfg() { # daddr -> trafgen config of 64-byte frames (60 + FCS) over 64k source ports
+udp_cfg() { # daddr -> trafgen config of 64-byte frames (60 + FCS; UDP_PAYLOAD) over 64k source ports
   cat <<CFG
 {
   eth(da=$lb_mac, sa=$cli_mac),
   ipv4(saddr=198.18.0.2, daddr=$1, ttl=64),
   udp(sp=dinc(1024, 65535), dp=9000),
-  fill(0x00, 18)
+  fill(0x00, $UDP_PAYLOAD)
 }
 CFG
 }
@@ -123,7 +130,7 @@ cat > "$DIR/udp-vip6.cfg" <<CFG
   eth(da=$lb_mac, sa=$cli_mac),
   ip6(sa=2001:db8:18::2, da=$VIP6, hoplimit=64),
   udp(sp=dinc(1024, 65535), dp=9000),
-  fill(0x00, 2)
+  fill(0x00, $((UDP_PAYLOAD - 16)))
 }
 CFG
 # wrk: one server per thread for the fwd case (no balancer to spread them).
@@ -385,17 +392,17 @@ for c in $CASES; do
   log "case $c"
   case_up "$c"
   : > "$DIR/udp.txt"
-  for _ in $(seq "$RUNS"); do udp_pps "$c" >> "$DIR/udp.txt"; done
+  ! figure udp || for _ in $(seq "$RUNS"); do udp_pps "$c" >> "$DIR/udp.txt"; done
   R[$c,udp]=$(awk '{ print $1 }' "$DIR/udp.txt" | stats)
   R[$c,nspp]="$(awk '{ print $2 }' "$DIR/udp.txt" | median)/$(awk '{ print $3 }' "$DIR/udp.txt" | median)"
-  R[$c,tcp]=$(for _ in $(seq "$RUNS"); do tcp_gbps "$c"; done | stats)
+  R[$c,tcp]=$({ ! figure tcp || for _ in $(seq "$RUNS"); do tcp_gbps "$c"; done; } | stats)
   : > "$DIR/cpu.txt"
-  for _ in $(seq "$RUNS"); do cpu_during_http "$c" >> "$DIR/cpu.txt"; done
+  ! figure close || for _ in $(seq "$RUNS"); do cpu_during_http "$c" >> "$DIR/cpu.txt"; done
   R[$c,close]=$(awk '{ print $1 }' "$DIR/cpu.txt" | stats)
   R[$c,cpu]="$(for f in 2 3 4 5 6; do awk -v f="$f" '{ print $f }' "$DIR/cpu.txt" | median; done | paste -sd/)"
-  R[$c,ka]=$(for _ in $(seq "$RUNS"); do http_ka "$c"; done | stats)
+  R[$c,ka]=$({ ! figure ka || for _ in $(seq "$RUNS"); do http_ka "$c"; done; } | stats)
   : > "$DIR/lat-runs.txt"
-  for _ in $(seq "$RUNS"); do latency "$c" >> "$DIR/lat-runs.txt"; done
+  ! figure lat || for _ in $(seq "$RUNS"); do latency "$c" >> "$DIR/lat-runs.txt"; done
   R[$c,p50]=$(awk '{ print $1 }' "$DIR/lat-runs.txt" | median)
   R[$c,p99]=$(awk '{ print $2 }' "$DIR/lat-runs.txt" | median)
   case_down "$c"

@@ -133,4 +133,16 @@ for scenario in $(tests/oracle/oracle.sh scenarios); do
   phase "oracle: $scenario" tests/oracle/oracle.sh replay "$scenario" "target/oracle/$scenario"
 done
 
+# The flow offload (`--offload tc`, off by default) under the end-to-end binaries whose
+# connections it carries and two oracle scenarios: WVS_TEST_OFFLOAD=tc gives every
+# `wvs run` of theirs --offload tc (bar those that name an offload or --io xdp). The
+# whole suite with it: tests/README.md.
+for t in e2e_nat e2e_xmit e2e_ipv6 e2e_api e2e_hardening e2e_sync; do
+  phase "e2e with offload: $t" env WVS_TEST_OFFLOAD=tc cargo test -q -p wvs --test "$t"
+done
+for scenario in state persist; do
+  phase "oracle with offload: $scenario" env WVS_TEST_OFFLOAD=tc \
+    tests/oracle/oracle.sh replay "$scenario" "target/oracle-offload/$scenario"
+done
+
 bg_wait

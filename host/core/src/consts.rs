@@ -250,6 +250,13 @@ pub const STAT_SLOTS: usize = MAX_WORKERS + 1;
 /// through wvs than its map entries and their merge cost (BENCHMARKS.md, "Flow offload").
 pub const OFFLOAD_AFTER_PACKETS: u32 = 8;
 
+/// Least IP length of a UDP flow's counting packet (its client's `OFFLOAD_AFTER_PACKETS`th)
+/// for the flow to be offloaded: small datagrams cost the kernel's path (one skb each
+/// through veth, tc and the redirect, in the sender's softirq) what they cost nftables'
+/// DNAT, where wvs's rings take them in batches on another core, 1.4 times as fast
+/// (BENCHMARKS.md, "Flow offload"); large ones are copied twice through the rings.
+pub const OFFLOAD_UDP_MIN_LEN: usize = 512;
+
 /// Most flows the offload map holds (two per NAT connection, one per direct-routing one);
 /// a connection offered to a full map stays with wvs.
 pub const OFFLOAD_FLOWS: u32 = 262_144;

@@ -110,10 +110,12 @@ pub(crate) enum Moment {
 /// entry stays 88 bytes): a connection is offered at the client's packet that finds it
 /// both in a state that needs no decision (TCP ESTABLISHED; UDP has no state) and past
 /// `OFFLOAD_AFTER_PACKETS` client packets, and a TCP connection is withdrawn as it leaves
-/// ESTABLISHED. A short connection never reaches the kernel's map.
-pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState) -> Step {
+/// ESTABLISHED. A short connection never reaches the kernel's map, nor a UDP flow whose
+/// counting packet (of IP length `len`) is under `OFFLOAD_UDP_MIN_LEN`.
+pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState, len: usize) -> Step {
     let after = crate::consts::OFFLOAD_AFTER_PACKETS;
     let established = c.state == TcpState::Established;
+    let udp = c.proto == Protocol::Udp && len >= crate::consts::OFFLOAD_UDP_MIN_LEN;
     match c.proto {
         // Only one that could have been offered (a short one never was: no map to ask).
         Protocol::Tcp if was == TcpState::Established && !established && c.in_pkts >= after => {
@@ -121,7 +123,7 @@ pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState) -> Step {
         }
         Protocol::Tcp | Protocol::Udp
             if moment == Moment::In
-                && (c.proto == Protocol::Udp || established)
+                && (udp || established)
                 // The packet that crossed the count, or the one that made a long
                 // connection ESTABLISHED.
                 && (c.in_pkts == after
@@ -294,7 +296,10 @@ mod tests {
         SynAck,
         Ack,
         Fin,
+        /// A datagram over `OFFLOAD_UDP_MIN_LEN`.
         Udp,
+        /// One under it.
+        UdpSmall,
     }
 
     fn frame(client: bool, proto_port: (u16, u16), t: T) -> Vec<u8> {
@@ -313,7 +318,8 @@ mod tests {
         };
         let mut v = Vec::new();
         match t {
-            T::Udp => b.udp(s, d).write(&mut v, b"x"),
+            T::Udp => b.udp(s, d).write(&mut v, &[b'x'; 600]),
+            T::UdpSmall => b.udp(s, d).write(&mut v, b"x"),
             T::Syn => b.tcp(s, d, 1, 1000).syn().write(&mut v, b""),
             T::SynAck => b.tcp(s, d, 1, 1000).syn().ack(2).write(&mut v, b""),
             T::Ack => b.tcp(s, d, 2, 1000).ack(2).write(&mut v, b"GET"),
@@ -424,6 +430,22 @@ mod tests {
             matches!(&asked[..], [Asked::Offer(f)] if f.len() == 2),
             "{asked:?}"
         );
+    }
+
+    #[test]
+    fn a_udp_flow_of_small_datagrams_stays_with_wvs() {
+        let (h, r) = harness(
+            Protocol::Udp,
+            9000,
+            real_by("198.19.0.11:8080", Forward::Masq),
+        );
+        for n in 0..u64::from(crate::consts::OFFLOAD_AFTER_PACKETS) * 4 {
+            send(&h, 1 + n, true, frame(true, (40000, 9000), T::UdpSmall));
+        }
+        assert_eq!(r.take(), vec![], "its rings are faster for these");
+        // Nor does a large one later make it so: the counting packet decides.
+        send(&h, 40, true, frame(true, (40000, 9000), T::Udp));
+        assert_eq!(r.take(), vec![]);
     }
 
     #[test]

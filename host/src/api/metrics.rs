@@ -388,7 +388,7 @@ const FRAMES_AND_TABLE: &[Def<Scrape>] = &[
     ),
     count(
         "wvs_offload_packets",
-        "With --offload tc: packets the tc program carried without wvs (merged every second; counted in the services' and servers' counters too).",
+        "With --offload tc: packets the tc program carried without wvs (merged before each scrape; counted in the services' and servers' counters too).",
         |s| s.offload[2],
     ),
     count(

@@ -389,7 +389,7 @@ pub struct ConnView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pe_data: Option<String>,
     /// With `--offload tc`: its packets are carried by the tc program now (its counters
-    /// and timer are merged every second).
+    /// and timer are merged before this answer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub offloaded: bool,
     /// Its client-side key, to ask the offload's map.

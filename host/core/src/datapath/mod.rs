@@ -290,15 +290,16 @@ impl Datapath {
         self.offload = Some(sink);
     }
 
-    /// Offer `c`'s flows, or withdraw them, after one of its packets at `moment` that
-    /// found it in TCP state `was` (`offload::step`). Nothing to do for most packets.
+    /// Offer `c`'s flows, or withdraw them, after one of its packets (IP length `len`) at
+    /// `moment` that found it in TCP state `was` (`offload::step`). Nothing to do for most
+    /// packets.
     #[inline]
-    fn offload_step(&self, c: &Conn, moment: crate::offload::Moment, was: TcpState) {
+    fn offload_step(&self, c: &Conn, moment: crate::offload::Moment, was: TcpState, len: usize) {
         use crate::offload::{self, Step};
         let Some(sink) = &self.offload else {
             return;
         };
-        match offload::step(c, moment, was) {
+        match offload::step(c, moment, was, len) {
             Step::Keep => return,
             Step::Withdraw => return sink.withdraw(&offload::keys(c)),
             // The sync daemon's master sends a connection at its threshold packets: those
@@ -708,7 +709,7 @@ impl Datapath {
         }
         c.dest.stats.worker(self.worker).packet_in(info.total_len);
         c.svc_stats.worker(self.worker).packet_in(info.total_len);
-        self.offload_step(c, crate::offload::Moment::In, was);
+        self.offload_step(c, crate::offload::Moment::In, was, info.total_len);
         InLookup::Forward(InForward {
             daddr: c.raddr(),
             dport: c.rport,
@@ -1291,7 +1292,7 @@ impl Datapath {
             .worker(self.worker)
             .packet_out(l.info.total_len);
         c.svc_stats.worker(self.worker).packet_out(l.info.total_len);
-        self.offload_step(c, crate::offload::Moment::Out, was);
+        self.offload_step(c, crate::offload::Moment::Out, was, l.info.total_len);
         let back = xmit::Back {
             fwd: c.fwd,
             vaddr: c.vaddr(),
