@@ -46,12 +46,16 @@
 # usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-offload wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6"
 #                                   MEM=1 for the memory figure, OUT=file for a copy of the table,
 #                                   FIGURES="udp tcp close ka lat" for some figures only,
-#                                   UDP_PAYLOAD=18 bytes of UDP payload: 1400 for large datagrams)
+#                                   UDP_PAYLOAD=18 bytes of UDP payload: 1400 for large datagrams,
+#                                   UDP_FLOWS=64512 source ports: 1 for a single busy flow)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 FIGURES=${FIGURES:-udp tcp close ka lat}
 UDP_PAYLOAD=${UDP_PAYLOAD:-18}
+UDP_FLOWS=${UDP_FLOWS:-64512}
+[[ "$UDP_FLOWS" =~ ^[0-9]+$ ]] && [ "$UDP_FLOWS" -ge 1 ] && [ "$UDP_FLOWS" -le 64512 ] ||
+  { echo "bench.sh: UDP_FLOWS is 1 to 64512, not '$UDP_FLOWS'" >&2; exit 1; }
 [[ "$UDP_PAYLOAD" =~ ^[0-9]+$ ]] && [ "$UDP_PAYLOAD" -ge 18 ] && [ "$UDP_PAYLOAD" -le 1472 ] ||
   { echo "bench.sh: UDP_PAYLOAD is 18 to 1472 bytes, not '$UDP_PAYLOAD'" >&2; exit 1; }
 figure() { [[ " $FIGURES " == *" $1 "* ]]; }
@@ -112,12 +116,14 @@ NFT
 done
 lb_mac=$(ip netns exec "$P-lb" cat /sys/class/net/c0/address)
 cli_mac=$(ip netns exec "$P-cli" cat /sys/class/net/eth0/address)
+SPORTS="dinc(1024, $((1023 + UDP_FLOWS)))"
+[ "$UDP_FLOWS" != 1 ] || SPORTS=1024
 udp_cfg() { # daddr -> trafgen config of 64-byte frames (60 + FCS; UDP_PAYLOAD) over 64k source ports
   cat <<CFG
 {
   eth(da=$lb_mac, sa=$cli_mac),
   ipv4(saddr=198.18.0.2, daddr=$1, ttl=64),
-  udp(sp=dinc(1024, 65535), dp=9000),
+  udp(sp=$SPORTS, dp=9000),
   fill(0x00, $UDP_PAYLOAD)
 }
 CFG
@@ -129,7 +135,7 @@ cat > "$DIR/udp-vip6.cfg" <<CFG
 {
   eth(da=$lb_mac, sa=$cli_mac),
   ip6(sa=2001:db8:18::2, da=$VIP6, hoplimit=64),
-  udp(sp=dinc(1024, 65535), dp=9000),
+  udp(sp=$SPORTS, dp=9000),
   fill(0x00, $((UDP_PAYLOAD - 16)))
 }
 CFG

@@ -250,12 +250,13 @@ pub const STAT_SLOTS: usize = MAX_WORKERS + 1;
 /// through wvs than its map entries and their merge cost (BENCHMARKS.md, "Flow offload").
 pub const OFFLOAD_AFTER_PACKETS: u32 = 8;
 
-/// Least IP length of a UDP flow's counting packet (its client's `OFFLOAD_AFTER_PACKETS`th)
-/// for the flow to be offloaded: small datagrams cost the kernel's path (one skb each
-/// through veth, tc and the redirect, in the sender's softirq) what they cost nftables'
-/// DNAT, where wvs's rings take them in batches on another core, 1.4 times as fast
-/// (BENCHMARKS.md, "Flow offload"); large ones are copied twice through the rings.
-pub const OFFLOAD_UDP_MIN_LEN: usize = 512;
+/// Longest gap between a UDP flow's packets (ms) at its `OFFLOAD_AFTER_PACKETS`th client
+/// packet (and every such count after) for the flow to be offloaded: a busy flow (100
+/// packets a second or more) is carried by the kernel at its speed (a single 1400-byte
+/// flow: 1.07 times DNAT's rate, through wvs's rings 0.65 times), and many quiet ones stay
+/// with the rings, which take them in batches on every core (64k flows of 64-byte
+/// datagrams: 1.44 times DNAT's rate; carried, 0.95 times; BENCHMARKS.md, "Flow offload").
+pub const OFFLOAD_UDP_GAP_MS: u64 = 10;
 
 /// Most flows the offload map holds (two per NAT connection, one per direct-routing one);
 /// a connection offered to a full map stays with wvs.

@@ -105,33 +105,40 @@ pub(crate) enum Moment {
     Out,
 }
 
-/// What a packet of `c` at `moment`, which found it in TCP state `was`, asks of the
-/// offload. Decided by transitions, so that a connection carries no mark of its own (the
-/// entry stays 88 bytes): a connection is offered at the client's packet that finds it
-/// both in a state that needs no decision (TCP ESTABLISHED; UDP has no state) and past
-/// `OFFLOAD_AFTER_PACKETS` client packets, and a TCP connection is withdrawn as it leaves
-/// ESTABLISHED. A short connection never reaches the kernel's map, nor a UDP flow whose
-/// counting packet (of IP length `len`) is under `OFFLOAD_UDP_MIN_LEN`.
-pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState, len: usize) -> Step {
+/// What a packet of `c` at `moment`, which found it in TCP state `was` and came `gap_ms`
+/// after the connection's previous packet, asks of the offload. Decided by transitions, so
+/// that a connection carries no mark of its own (the entry stays 88 bytes):
+/// - a TCP connection is offered at the client's packet that finds it both ESTABLISHED
+///   and past `OFFLOAD_AFTER_PACKETS` client packets, and withdrawn as it leaves
+///   ESTABLISHED: a short connection never reaches the kernel's map;
+/// - a UDP flow is offered at every `OFFLOAD_AFTER_PACKETS`th client packet that comes
+///   within `OFFLOAD_UDP_GAP_MS` of the one before: a busy flow at once, and not the many
+///   quiet ones (a flow of one client among thousands), which wvs's rings take in batches
+///   faster than the kernel's path one skb at a time, and whose map entries would cost more
+///   than they carry. (An offered flow's packets no longer come here.)
+pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState, gap_ms: u64) -> Step {
     let after = crate::consts::OFFLOAD_AFTER_PACKETS;
     let established = c.state == TcpState::Established;
-    let udp = c.proto == Protocol::Udp && len >= crate::consts::OFFLOAD_UDP_MIN_LEN;
+    let offer = moment == Moment::In
+        && match c.proto {
+            // The packet that crossed the count, or the one that made a long connection
+            // ESTABLISHED.
+            Protocol::Tcp => {
+                established && (c.in_pkts == after || (c.in_pkts > after && was != c.state))
+            }
+            Protocol::Udp => {
+                c.in_pkts >= after
+                    && c.in_pkts % after == 0
+                    && gap_ms < crate::consts::OFFLOAD_UDP_GAP_MS
+            }
+            Protocol::Sctp => false,
+        };
     match c.proto {
         // Only one that could have been offered (a short one never was: no map to ask).
         Protocol::Tcp if was == TcpState::Established && !established && c.in_pkts >= after => {
             Step::Withdraw
         }
-        Protocol::Tcp | Protocol::Udp
-            if moment == Moment::In
-                && (udp || established)
-                // The packet that crossed the count, or the one that made a long
-                // connection ESTABLISHED.
-                && (c.in_pkts == after
-                    || (c.in_pkts > after && c.proto == Protocol::Tcp && was != c.state))
-                && eligible(c) =>
-        {
-            Step::Offer
-        }
+        _ if offer && eligible(c) => Step::Offer,
         _ => Step::Keep,
     }
 }
@@ -296,10 +303,7 @@ mod tests {
         SynAck,
         Ack,
         Fin,
-        /// A datagram over `OFFLOAD_UDP_MIN_LEN`.
         Udp,
-        /// One under it.
-        UdpSmall,
     }
 
     fn frame(client: bool, proto_port: (u16, u16), t: T) -> Vec<u8> {
@@ -318,8 +322,7 @@ mod tests {
         };
         let mut v = Vec::new();
         match t {
-            T::Udp => b.udp(s, d).write(&mut v, &[b'x'; 600]),
-            T::UdpSmall => b.udp(s, d).write(&mut v, b"x"),
+            T::Udp => b.udp(s, d).write(&mut v, b"x"),
             T::Syn => b.tcp(s, d, 1, 1000).syn().write(&mut v, b""),
             T::SynAck => b.tcp(s, d, 1, 1000).syn().ack(2).write(&mut v, b""),
             T::Ack => b.tcp(s, d, 2, 1000).ack(2).write(&mut v, b"GET"),
@@ -433,19 +436,31 @@ mod tests {
     }
 
     #[test]
-    fn a_udp_flow_of_small_datagrams_stays_with_wvs() {
+    fn a_quiet_udp_flow_stays_with_wvs_until_it_is_busy() {
         let (h, r) = harness(
             Protocol::Udp,
             9000,
             real_by("198.19.0.11:8080", Forward::Masq),
         );
-        for n in 0..u64::from(crate::consts::OFFLOAD_AFTER_PACKETS) * 4 {
-            send(&h, 1 + n, true, frame(true, (40000, 9000), T::UdpSmall));
+        let gap = crate::consts::OFFLOAD_UDP_GAP_MS;
+        let after = u64::from(crate::consts::OFFLOAD_AFTER_PACKETS);
+        // A datagram every OFFLOAD_UDP_GAP_MS: past the count three times over, not offered.
+        let mut now = 1;
+        for _ in 0..after * 3 {
+            send(&h, now, true, frame(true, (40000, 9000), T::Udp));
+            now += gap;
         }
-        assert_eq!(r.take(), vec![], "its rings are faster for these");
-        // Nor does a large one later make it so: the counting packet decides.
-        send(&h, 40, true, frame(true, (40000, 9000), T::Udp));
-        assert_eq!(r.take(), vec![]);
+        assert_eq!(r.take(), vec![], "a quiet flow is the rings'");
+        // Then busy: offered at the next count.
+        for _ in 0..after {
+            send(&h, now, true, frame(true, (40000, 9000), T::Udp));
+            now += 1;
+        }
+        let asked = r.take();
+        assert!(
+            matches!(&asked[..], [Asked::Offer(f)] if f.len() == 2),
+            "{asked:?}"
+        );
     }
 
     #[test]

@@ -790,7 +790,8 @@ mod tests {
 
         /// The datapath on `f`; what it sent.
         fn datapath(&mut self, f: &[u8], client: bool) -> (Verdict, Vec<u8>) {
-            self.now += 10;
+            // A busy flow's pace (OFFLOAD_UDP_GAP_MS).
+            self.now += 1;
             let mut out = f.to_vec();
             let meta = if client { FROM_CLIENT } else { FROM_RS };
             let v = self.h.dp.process(&self.h.snap, self.now, meta, &mut out);
@@ -827,11 +828,9 @@ mod tests {
             } else {
                 Seg::Data
             };
-            // (A UDP flow's datagrams are large enough to be worth the map.)
-            let again = [b'a'; crate::consts::OFFLOAD_UDP_MIN_LEN];
             for _ in 1..crate::consts::OFFLOAD_AFTER_PACKETS {
                 assert_eq!(self.off.flows(), 0, "offered early");
-                let (v, _) = self.datapath(&self.client_frame(more, 64, &again), true);
+                let (v, _) = self.datapath(&self.client_frame(more, 64, b"again"), true);
                 assert_eq!(v, Verdict::Tx { iface: 1 });
             }
         }

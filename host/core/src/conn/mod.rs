@@ -507,6 +507,11 @@ impl Conn {
         self.expires = now + self.timeout_ms();
     }
 
+    /// When its last packet passed (ms): its timer less its state's timeout.
+    pub(crate) fn last_seen(&self) -> u64 {
+        self.expires.saturating_sub(self.timeout_ms())
+    }
+
     /// Whether a full table may evict it for a new connection: a TCP connection still in
     /// its handshake (SYN_RECV, or SYN_ACK under `secure_tcp`), or a UDP flow of one
     /// packet, that controls no other connection. A SYN flood's entries are all such.

@@ -290,16 +290,16 @@ impl Datapath {
         self.offload = Some(sink);
     }
 
-    /// Offer `c`'s flows, or withdraw them, after one of its packets (IP length `len`) at
-    /// `moment` that found it in TCP state `was` (`offload::step`). Nothing to do for most
-    /// packets.
+    /// Offer `c`'s flows, or withdraw them, after one of its packets at `moment` that found
+    /// it in TCP state `was`, `gap_ms` after its previous one (`offload::step`). Nothing to
+    /// do for most packets.
     #[inline]
-    fn offload_step(&self, c: &Conn, moment: crate::offload::Moment, was: TcpState, len: usize) {
+    fn offload_step(&self, c: &Conn, moment: crate::offload::Moment, was: TcpState, gap_ms: u64) {
         use crate::offload::{self, Step};
         let Some(sink) = &self.offload else {
             return;
         };
-        match offload::step(c, moment, was, len) {
+        match offload::step(c, moment, was, gap_ms) {
             Step::Keep => return,
             Step::Withdraw => return sink.withdraw(&offload::keys(c)),
             // The sync daemon's master sends a connection at its threshold packets: those
@@ -697,6 +697,7 @@ impl Datapath {
             k.used();
         }
         let was = c.state;
+        let gap_ms = l.now.saturating_sub(c.last_seen());
         c.advance(Direction::Input, info.events(), l.timeouts, l.secure);
         c.touch(l.now);
         if c.client_hop.iface == NextHop::UNKNOWN.iface
@@ -709,7 +710,7 @@ impl Datapath {
         }
         c.dest.stats.worker(self.worker).packet_in(info.total_len);
         c.svc_stats.worker(self.worker).packet_in(info.total_len);
-        self.offload_step(c, crate::offload::Moment::In, was, info.total_len);
+        self.offload_step(c, crate::offload::Moment::In, was, gap_ms);
         InLookup::Forward(InForward {
             daddr: c.raddr(),
             dport: c.rport,
@@ -1292,7 +1293,7 @@ impl Datapath {
             .worker(self.worker)
             .packet_out(l.info.total_len);
         c.svc_stats.worker(self.worker).packet_out(l.info.total_len);
-        self.offload_step(c, crate::offload::Moment::Out, was, l.info.total_len);
+        self.offload_step(c, crate::offload::Moment::Out, was, 0);
         let back = xmit::Back {
             fwd: c.fwd,
             vaddr: c.vaddr(),
