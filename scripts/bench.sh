@@ -41,6 +41,8 @@
 #               processes of the client, balancer and server namespaces (user + system,
 #               which includes kernel work done in their context), softirq ticks, and the
 #               whole machine's busy time
+#   ns/KB, /req the whole machine's busy time per KB received in the TCP runs and per
+#               request in the keep-alive runs (CPU per unit of work: lower is better)
 # Then wvs's resident memory with 1,000,000 tracked connections.
 #
 # usage: sudo scripts/bench.sh    (env: DUR=5 RUNS=3 CASES="nft-dnat haproxy wvs wvs-uring wvs-xdp wvs-offload wvs-custom fwd wvs-dr wvs-tun nft-dnat6 wvs6 wvs-uring6 wvs-xdp6"
@@ -334,12 +336,17 @@ udp_pps() { # case -> "pps sys-ns/pkt lb-ns/pkt"
     lb = (c ~ /^wvs/) ? sprintf("%.0f", l / hz * 1e9 / n) : "-"
     printf "%d %.0f %s\n", n / d, b / hz * 1e9 / n, lb }'
 }
-tcp_gbps() { # case
-  local to
+tcp_gbps() { # case -> "Gbit/s ns-per-KB" (the whole machine's busy time per KB received)
+  local to b0 b1 gbps
   to=$(vip_of "$1")
   [ "$1" = fwd ] && to=198.19.0.11
-  ip netns exec "$P-cli" iperf3 -c "$to" -t "$DUR" -J 2>/dev/null |
-    awk -F'[:,]' '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { printf "%.2f\n", $2 / 1e9; exit }'
+  b0=$(busy_ticks)
+  gbps=$(ip netns exec "$P-cli" iperf3 -c "$to" -t "$DUR" -J 2>/dev/null |
+    awk -F'[:,]' '/"sum_received"/ { f = 1 } f && /"bits_per_second"/ { printf "%.2f\n", $2 / 1e9; exit }')
+  b1=$(busy_ticks)
+  awk -v g="${gbps:-0}" -v b=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v d="$DUR" 'BEGIN {
+    if (g <= 0) { print "- -"; exit }
+    printf "%s %.0f\n", g, b / hz * 1e9 / (g * 1e9 / 8 * d / 1024) }'
 }
 wrk_args() { # case -> target arguments
   if [ "$1" = fwd ]; then echo "-s $DIR/spread.lua http://198.19.0.11/"; else url_of "$1"; fi
@@ -348,9 +355,15 @@ http_close() {
   # shellcheck disable=SC2046
   ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" -H 'Connection: close' $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
 }
-http_ka() {
+http_ka() { # case -> "req/s ns-per-request" (the whole machine's busy time per request)
+  local b0 b1 rps
+  b0=$(busy_ticks)
   # shellcheck disable=SC2046
-  ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
+  rps=$(ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }')
+  b1=$(busy_ticks)
+  awk -v r="${rps:-0}" -v b=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v d="$DUR" 'BEGIN {
+    if (r <= 0) { print "- -"; exit }
+    printf "%d %.0f\n", r, b / hz * 1e9 / (r * d) }'
 }
 to_us() { awk '{ v = $1; if (v ~ /us$/) { sub(/us$/, "", v); m = 1 } else if (v ~ /ms$/) { sub(/ms$/, "", v); m = 1000 } else { sub(/s$/, "", v); m = 1e6 } printf "%.0f\n", v * m }'; }
 latency() { # case -> "p50 p99" in µs
@@ -401,12 +414,18 @@ for c in $CASES; do
   ! figure udp || for _ in $(seq "$RUNS"); do udp_pps "$c" >> "$DIR/udp.txt"; done
   R[$c,udp]=$(awk '{ print $1 }' "$DIR/udp.txt" | stats)
   R[$c,nspp]="$(awk '{ print $2 }' "$DIR/udp.txt" | median)/$(awk '{ print $3 }' "$DIR/udp.txt" | median)"
-  R[$c,tcp]=$({ ! figure tcp || for _ in $(seq "$RUNS"); do tcp_gbps "$c"; done; } | stats)
+  : > "$DIR/tcp.txt"
+  ! figure tcp || for _ in $(seq "$RUNS"); do tcp_gbps "$c" >> "$DIR/tcp.txt"; done
+  R[$c,tcp]=$(awk '{ print $1 }' "$DIR/tcp.txt" | stats)
+  R[$c,tcpcpu]=$(awk '{ print $2 }' "$DIR/tcp.txt" | median)
   : > "$DIR/cpu.txt"
   ! figure close || for _ in $(seq "$RUNS"); do cpu_during_http "$c" >> "$DIR/cpu.txt"; done
   R[$c,close]=$(awk '{ print $1 }' "$DIR/cpu.txt" | stats)
   R[$c,cpu]="$(for f in 2 3 4 5 6; do awk -v f="$f" '{ print $f }' "$DIR/cpu.txt" | median; done | paste -sd/)"
-  R[$c,ka]=$({ ! figure ka || for _ in $(seq "$RUNS"); do http_ka "$c"; done; } | stats)
+  : > "$DIR/ka.txt"
+  ! figure ka || for _ in $(seq "$RUNS"); do http_ka "$c" >> "$DIR/ka.txt"; done
+  R[$c,ka]=$(awk '{ print $1 }' "$DIR/ka.txt" | stats)
+  R[$c,kacpu]=$(awk '{ print $2 }' "$DIR/ka.txt" | median)
   : > "$DIR/lat-runs.txt"
   ! figure lat || for _ in $(seq "$RUNS"); do latency "$c" >> "$DIR/lat-runs.txt"; done
   R[$c,p50]=$(awk '{ print $1 }' "$DIR/lat-runs.txt" | median)
@@ -458,7 +477,7 @@ ratio() { # value base -> ratio (or -)
 }
 {
   echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); $RUNS runs of ${DUR}s per figure: median (min-max) and ratio to nft-dnat (IPv6 cases: to nft-dnat6)"
-  printf '%-11s | %-26s | %-13s | %-20s | %-26s | %-26s | %-11s | %-22s\n' case "UDP pps" "ns/pkt sys/lb" "TCP Gbit/s" "HTTP close req/s" "HTTP keep-alive req/s" "p50/p99 µs" "CPU % cli/lb/srv/sirq/all"
+  printf '%-11s | %-26s | %-13s | %-20s | %-26s | %-26s | %-11s | %-22s | %-13s\n' case "UDP pps" "ns/pkt sys/lb" "TCP Gbit/s" "HTTP close req/s" "HTTP keep-alive req/s" "p50/p99 µs" "CPU % cli/lb/srv/sirq/all" "ns/KB tcp, /req ka"
   for c in $CASES; do
     cell() { # key -> "median (spread) ratio"
       set -- $(echo "${R[$c,$1]}") "$1"
@@ -469,7 +488,7 @@ ratio() { # value base -> ratio (or -)
       r=$(ratio "$1" "$base")
       if [ "$1" = - ]; then echo "n/a"; elif [ "$r" = - ]; then echo "$1 ($2)"; else echo "$1 ($2) ${r}x"; fi
     }
-    printf '%-11s | %-26s | %-13s | %-20s | %-26s | %-26s | %-11s | %-22s\n' "$c" "$(cell udp)" "${R[$c,nspp]}" "$(cell tcp)" "$(cell close)" "$(cell ka)" "${R[$c,p50]}/${R[$c,p99]}" "${R[$c,cpu]}"
+    printf '%-11s | %-26s | %-13s | %-20s | %-26s | %-26s | %-11s | %-22s | %-13s\n' "$c" "$(cell udp)" "${R[$c,nspp]}" "$(cell tcp)" "$(cell close)" "$(cell ka)" "${R[$c,p50]}/${R[$c,p99]}" "${R[$c,cpu]}" "${R[$c,tcpcpu]}/${R[$c,kacpu]}"
   done
   if [ -n "$mem_line" ]; then echo "$mem_line"; fi
 } | tee "${OUT:-/dev/null}"
