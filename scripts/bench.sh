@@ -7,13 +7,14 @@
 #   nft-dnat    nftables DNAT with numgen round robin (the kernel's balancer)
 #   haproxy     HAProxy in TCP mode, round robin (what users pick instead); no UDP
 #   wvs         wvs, built-in round robin (the embedded wasm plugin), default backend
-#               (--io ring: packet sockets with memory-mapped RX and TX rings)
+#               (--io ring: packet sockets with memory-mapped RX and TX rings), every
+#               packet through wvs (--offload off, as every wvs case but wvs-offload)
 #   wvs-uring   the same with --io uring (one io_uring receive and send per frame)
 #   wvs-xdp     the same with --io xdp (AF_XDP sockets fed by wvs's XDP program, copy mode
 #               on veth; sent through TX rings). While it runs, the client's and the switch's
 #               veth ends send no GSO super-packets (the kernel's rule for XDP on a veth)
-#   wvs-offload the same with --offload tc (established flows carried by wvs's tc-BPF
-#               program in the sender's softirq; wvs sees their SYN, FIN and RST)
+#   wvs-offload the same with --offload tc, wvs's default (established flows carried by
+#               wvs's tc-BPF program in the sender's softirq; wvs sees their SYN, FIN, RST)
 #   wvs-custom  wvs, a custom wasm scheduler loaded from a file (examples/lat2)
 #   wvs-dr      wvs, direct routing: the servers hold the VIP on lo and answer the client
 #               themselves; their replies cross the balancer's kernel, which forwards them

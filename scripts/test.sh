@@ -133,16 +133,16 @@ for scenario in $(tests/oracle/oracle.sh scenarios); do
   phase "oracle: $scenario" tests/oracle/oracle.sh replay "$scenario" "target/oracle/$scenario"
 done
 
-# The flow offload (`--offload tc`, off by default) under the end-to-end binaries whose
-# connections it carries and two oracle scenarios: WVS_TEST_OFFLOAD=tc gives every
-# `wvs run` of theirs --offload tc (bar those that name an offload or --io xdp). The
-# whole suite with it: tests/README.md.
+# The phases above run wvs on its default, with the flow offload (`--offload tc`). Forced
+# off, the end-to-end binaries whose connections it would carry and two oracle scenarios
+# again: WVS_TEST_OFFLOAD=off gives every `wvs run` of theirs --offload off (bar those that
+# name an offload or --io xdp). The whole suite so: tests/README.md.
 for t in e2e_nat e2e_xmit e2e_ipv6 e2e_api e2e_hardening e2e_sync; do
-  phase "e2e with offload: $t" env WVS_TEST_OFFLOAD=tc cargo test -q -p wvs --test "$t"
+  phase "e2e, offload off: $t" env WVS_TEST_OFFLOAD=off cargo test -q -p wvs --test "$t"
 done
 for scenario in state persist; do
-  phase "oracle with offload: $scenario" env WVS_TEST_OFFLOAD=tc \
-    tests/oracle/oracle.sh replay "$scenario" "target/oracle-offload/$scenario"
+  phase "oracle, offload off: $scenario" env WVS_TEST_OFFLOAD=off \
+    tests/oracle/oracle.sh replay "$scenario" "target/oracle-offload-off/$scenario"
 done
 
 bg_wait

@@ -320,8 +320,7 @@ fn after_start_only_cap_net_admin_is_left_and_no_new_privileges() {
     let w = start_empty(&topo, &["--api", "0.0.0.0:9080"]);
     assert!(w.log_text().contains("plain HTTP"), "{}", w.log_text());
     const NET_ADMIN: u64 = 1 << 12;
-    // With the flow offload (the suite's offload pass), CAP_BPF too: its maps are written
-    // while wvs runs.
+    // With the flow offload (the default), CAP_BPF too: its maps are written while wvs runs.
     const BPF: u64 = 1 << 39;
     let kept = if common::offloads(&["--api", "0.0.0.0:9080"]) {
         NET_ADMIN | BPF
@@ -415,7 +414,7 @@ fn unit_words(unit: &str, key: &str) -> Vec<String> {
 }
 
 #[test]
-fn runs_as_the_units_dedicated_user_with_its_two_capabilities() {
+fn runs_as_the_units_dedicated_user_with_its_capabilities() {
     let unit_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/wvs.service");
     let unit = std::fs::read_to_string(unit_path).expect("dist/wvs.service");
     let ambient = unit_words(&unit, "AmbientCapabilities");
@@ -474,10 +473,6 @@ fn runs_as_the_units_dedicated_user_with_its_two_capabilities() {
             sd.to_str().expect("path"),
             "--plugin-cache",
             cache.to_str().expect("path"),
-            // The unit's two capabilities are those of the default; --offload tc needs
-            // CAP_BPF added, as its comment says (checked above).
-            "--offload",
-            "off",
         ],
         &[],
         &[
@@ -494,15 +489,26 @@ fn runs_as_the_units_dedicated_user_with_its_two_capabilities() {
     let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).expect("status");
     assert!(status.contains(&format!("Uid:\t{UID}\t{UID}")), "{status}");
     const NET_ADMIN: u64 = 1 << 12;
-    assert_eq!(
-        cap_field(&status, "CapEff:"),
-        NET_ADMIN,
-        "CAP_NET_RAW is gone"
+    // And CAP_BPF for the flow offload's maps, on by default (the unit grants it).
+    const BPF: u64 = 1 << 39;
+    let kept = if common::offloads(&[]) {
+        NET_ADMIN | BPF
+    } else {
+        NET_ADMIN
+    };
+    assert!(
+        w.log_text().contains(&format!(
+            "offload=\"{}\"",
+            if kept & BPF != 0 { "tc" } else { "off" }
+        )),
+        "{}",
+        w.log_text()
     );
-    assert_eq!(cap_field(&status, "CapPrm:"), NET_ADMIN);
+    assert_eq!(cap_field(&status, "CapEff:"), kept, "CAP_NET_RAW is gone");
+    assert_eq!(cap_field(&status, "CapPrm:"), kept);
     assert_eq!(
         cap_field(&status, "CapAmb:"),
-        NET_ADMIN,
+        kept,
         "nft gets CAP_NET_ADMIN"
     );
     let t = Topo::tally((0..3).map(|_| topo.curl(&format!("http://{VIP}/"))));

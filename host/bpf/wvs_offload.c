@@ -126,10 +126,11 @@ struct {
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
-// The most of a frame the programs read: Ethernet, IPv6 and TCP up to its flags. Read with
-// one bpf_skb_load_bytes, which costs what a lookup does: five reads of the headers' parts
-// cost new connections, whose packets the programs only look at, a tenth of their rate.
-#define HDRS (ETH_HLEN + IPV6_HLEN + 14)
+// The most of a frame the programs read in one bpf_skb_load_bytes, which costs what a
+// lookup does: Ethernet and IPv6's header (five reads of the headers' parts cost new
+// connections, whose packets the programs only look at, a tenth of their rate). The
+// transport header's first bytes come with a second read at the family's offset.
+#define HDRS (ETH_HLEN + IPV6_HLEN)
 // The least: Ethernet, IPv4 and UDP.
 #define HDRS_MIN (ETH_HLEN + IPV4_HLEN + 8)
 
@@ -160,7 +161,7 @@ INLINE int parse(const struct __sk_buff *skb, struct packet *p)
 		return -1;
 	__builtin_memset(&p->key, 0, sizeof(p->key));
 	__u16 proto = ((__u16)b[12] << 8) | b[13];
-	const __u8 *l4;
+	__u32 l4_off;
 	if (proto == ETH_P_IP) {
 		const __u8 *h = &b[ETH_HLEN];
 		// Version 4, 20-byte header; neither MF nor an offset.
@@ -176,7 +177,7 @@ INLINE int parse(const struct __sk_buff *skb, struct packet *p)
 		p->key.daddr[11] = 0xff;
 		__builtin_memcpy(&p->key.saddr[12], &h[12], 4);
 		__builtin_memcpy(&p->key.daddr[12], &h[16], 4);
-		l4 = &b[ETH_HLEN + IPV4_HLEN];
+		l4_off = ETH_HLEN + IPV4_HLEN;
 	} else if (proto == ETH_P_IPV6) {
 		const __u8 *h = &b[ETH_HLEN];
 		if ((h[0] >> 4) != 6)
@@ -187,19 +188,20 @@ INLINE int parse(const struct __sk_buff *skb, struct packet *p)
 		p->ip_len = IPV6_HLEN + (((__u32)h[4] << 8) | h[5]);
 		__builtin_memcpy(p->key.saddr, &h[8], 16);
 		__builtin_memcpy(p->key.daddr, &h[24], 16);
-		l4 = &b[ETH_HLEN + IPV6_HLEN];
+		l4_off = ETH_HLEN + IPV6_HLEN;
 	} else {
 		return -1;
 	}
-	// What was read must hold the transport header's part that is used.
-	__u32 l4_off = p->v6 ? ETH_HLEN + IPV6_HLEN : ETH_HLEN + IPV4_HLEN;
+	// The transport header's ports (and TCP's flags), read at an offset (a number, where a
+	// pointer moved by family is arithmetic the verifier refuses without CAP_PERFMON).
+	__u8 l4[14];
 	if (p->key.proto == PROTO_TCP) {
-		if (n < l4_off + 14)
+		if (bpf_skb_load_bytes(skb, l4_off, l4, 14))
 			return -1;
 		p->tcp_flags = l4[13];
 		p->l4_hlen = (__u32)(l4[12] >> 4) * 4;
 	} else if (p->key.proto == PROTO_UDP) {
-		if (n < l4_off + 8)
+		if (bpf_skb_load_bytes(skb, l4_off, l4, 4))
 			return -1;
 		p->tcp_flags = 0;
 		p->l4_hlen = 8;
@@ -276,20 +278,30 @@ int wvs_offload_sk(struct __sk_buff *skb)
 	return skb->len;
 }
 
-// The ones' complement sum of what changes (RFC 1624): `n` 16-bit words of `from` taken
-// out, those of `to` put in, unfolded (at most 16 words: no overflow).
-INLINE __u32 csum_delta(const __u8 *from, const __u8 *to, int n)
+// The ones' complement sum of what changes (RFC 1624): the 16-bit words of `from` taken
+// out, those of `to` put in, unfolded. Written out word by word, at constant offsets: a
+// loop's moving offset is pointer arithmetic the verifier refuses without CAP_PERFMON.
+INLINE __u32 word_delta(const __u8 *from, const __u8 *to)
 {
-	__u32 s = 0;
-#pragma unroll
-	for (int i = 0; i < n; i++) {
-		__u16 f, t;
-		__builtin_memcpy(&f, &from[2 * i], 2);
-		__builtin_memcpy(&t, &to[2 * i], 2);
-		s += (__u16)~f;
-		s += t;
-	}
-	return s;
+	__u16 f, t;
+	__builtin_memcpy(&f, from, 2);
+	__builtin_memcpy(&t, to, 2);
+	return (__u32)(__u16)~f + t;
+}
+
+// Two words (an IPv4 address; two ports).
+INLINE __u32 delta4(const __u8 *from, const __u8 *to)
+{
+	return word_delta(from, to) + word_delta(from + 2, to + 2);
+}
+
+// Sixteen (two IPv6 addresses): at most 16 * 0x1fffe, no overflow.
+INLINE __u32 delta32(const __u8 *from, const __u8 *to)
+{
+	return delta4(from, to) + delta4(from + 4, to + 4) + delta4(from + 8, to + 8) +
+	       delta4(from + 12, to + 12) + delta4(from + 16, to + 16) +
+	       delta4(from + 20, to + 20) + delta4(from + 24, to + 24) +
+	       delta4(from + 28, to + 28);
 }
 
 INLINE __u16 fold(__u32 s)
@@ -307,6 +319,71 @@ struct eth {
 	__u16 proto;
 };
 
+// The headers up to the ports, `need` bytes of the frame, in the skb's linear part for
+// direct access (a veth's and a NIC's frames have them there; pulled otherwise): the IP
+// header's start, or NULL. The offsets stay constants in each family's caller, as the
+// verifier asks of a program loaded without CAP_PERFMON (CAP_BPF alone, as under the
+// systemd unit).
+#define LINEAR(skb, need, data, end)                                          \
+	do {                                                                   \
+		data = (void *)(long)skb->data;                                \
+		end = (void *)(long)skb->data_end;                             \
+		if (data + (need) > end) {                                     \
+			if (bpf_skb_pull_data(skb, need))                      \
+				return -1;                                     \
+			data = (void *)(long)skb->data;                        \
+			end = (void *)(long)skb->data_end;                     \
+			if (data + (need) > end)                               \
+				return -1;                                     \
+		}                                                              \
+	} while (0)
+
+INLINE void macs(void *data, const struct flow_val *v)
+{
+	struct eth *eth = data;
+	__builtin_memcpy(eth->dst, v->dmac, 6);
+	__builtin_memcpy(eth->src, v->smac, 6);
+}
+
+// Rewrite an IPv6 packet's headers; what changed in the pseudo-header (`*addrs`).
+INLINE int rewrite6(struct __sk_buff *skb, const struct packet *p, const struct flow_val *v, __u32 *addrs)
+{
+	void *data, *end;
+	LINEAR(skb, ETH_HLEN + IPV6_HLEN + 4, data, end);
+	__u8 *ip = data + ETH_HLEN;
+	*addrs = delta32(p->key.saddr, v->saddr);
+	__builtin_memcpy(ip + 8, v->saddr, 32);
+	ip[7] = p->ttl - 1;
+	__builtin_memcpy(ip + IPV6_HLEN, &v->sport, 4);
+	macs(data, v);
+	return 0;
+}
+
+// Rewrite an IPv4 packet's headers, its header checksum with them; what changed in the
+// pseudo-header (`*addrs`).
+INLINE int rewrite4(struct __sk_buff *skb, const struct packet *p, const struct flow_val *v, __u32 *addrs)
+{
+	void *data, *end;
+	LINEAR(skb, ETH_HLEN + IPV4_HLEN + 4, data, end);
+	__u8 *ip = data + ETH_HLEN;
+	*addrs = delta4(&p->key.saddr[12], &v->saddr[12]) +
+		 delta4(&p->key.daddr[12], &v->daddr[12]);
+	// TTL shares a 16-bit word with the protocol; the header's checksum takes it and the
+	// addresses (RFC 1624: HC' = ~(~HC + ~m + m')).
+	__u8 ttl[2] = { p->ttl - 1, p->key.proto };
+	__u32 l3 = *addrs + word_delta(ip + 8, ttl);
+	__u16 check;
+	__builtin_memcpy(&check, ip + 10, 2);
+	check = ~fold((__u16)~check + l3);
+	__builtin_memcpy(ip + 10, &check, 2);
+	ip[8] = p->ttl - 1;
+	__builtin_memcpy(ip + 12, &v->saddr[12], 4);
+	__builtin_memcpy(ip + 16, &v->daddr[12], 4);
+	__builtin_memcpy(ip + IPV4_HLEN, &v->sport, 4);
+	macs(data, v);
+	return 0;
+}
+
 SEC("classifier")
 int wvs_offload_tc(struct __sk_buff *skb)
 {
@@ -315,55 +392,16 @@ int wvs_offload_tc(struct __sk_buff *skb)
 	struct flow_val *v = carried(skb, &p, &ending);
 	if (!v)
 		return TC_ACT_OK;
-	__u32 l4 = ETH_HLEN + (p.v6 ? IPV6_HLEN : IPV4_HLEN);
-	// The headers up to the ports, in the skb's linear part for direct access (a veth's
-	// and a NIC's frames have them there; pulled otherwise).
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (data + l4 + 4 > end) {
-		if (bpf_skb_pull_data(skb, l4 + 4))
-			return TC_ACT_OK;
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-	}
 	// What changes in the pseudo-header (the addresses) and in the transport header (the
 	// ports): the upper layer's checksum takes both, a partial one (CHECKSUM_PARTIAL, a
 	// local sender's on a veth) only the first, which the kernel's helper knows.
-	__u32 addrs, ports = csum_delta((const __u8 *)&p.key.sport, (const __u8 *)&v->sport, 2);
-	if (p.v6) {
-		__u8 *ip = data + ETH_HLEN;
-		if ((void *)(ip + IPV6_HLEN + 4) > end)
-			return TC_ACT_OK;
-		addrs = csum_delta(p.key.saddr, v->saddr, 16);
-		__builtin_memcpy(ip + 8, v->saddr, 32);
-		ip[7] = p.ttl - 1;
-		__builtin_memcpy(ip + IPV6_HLEN, &v->sport, 4);
-	} else {
-		__u8 *ip = data + ETH_HLEN;
-		if ((void *)(ip + IPV4_HLEN + 4) > end)
-			return TC_ACT_OK;
-		addrs = csum_delta(&p.key.saddr[12], &v->saddr[12], 2) +
-			csum_delta(&p.key.daddr[12], &v->daddr[12], 2);
-		// TTL shares a 16-bit word with the protocol; the header's checksum takes it and
-		// the addresses (RFC 1624: HC' = ~(~HC + ~m + m')).
-		__u8 ttl[2] = { p.ttl - 1, p.key.proto };
-		__u32 l3 = addrs + csum_delta(ip + 8, ttl, 1);
-		__u16 check;
-		__builtin_memcpy(&check, ip + 10, 2);
-		check = ~fold((__u16)~check + l3);
-		__builtin_memcpy(ip + 10, &check, 2);
-		ip[8] = p.ttl - 1;
-		__builtin_memcpy(ip + 12, &v->saddr[12], 4);
-		__builtin_memcpy(ip + 16, &v->daddr[12], 4);
-		__builtin_memcpy(ip + IPV4_HLEN, &v->sport, 4);
-	}
-	struct eth *eth = data;
-	__builtin_memcpy(eth->dst, v->dmac, 6);
-	__builtin_memcpy(eth->src, v->smac, 6);
+	__u32 addrs, ports = delta4((const __u8 *)&p.key.sport, (const __u8 *)&v->sport);
+	if (p.v6 ? rewrite6(skb, &p, v, &addrs) : rewrite4(skb, &p, v, &addrs))
+		return TC_ACT_OK;
 	__u32 ifindex = v->ifindex;
-	// Last, as the helpers make the pointers above invalid. A UDP checksum of 0 (none)
-	// stays 0, and one that becomes 0 is written 0xffff.
-	__u32 csum_off = l4 + (p.key.proto == PROTO_TCP ? 16 : 6);
+	// Last, as the helpers make packet pointers invalid. A UDP checksum of 0 (none) stays
+	// 0, and one that becomes 0 is written 0xffff.
+	__u32 csum_off = ETH_HLEN + (p.v6 ? IPV6_HLEN : IPV4_HLEN) + (p.key.proto == PROTO_TCP ? 16 : 6);
 	__u64 mangled = p.key.proto == PROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	if (fold(addrs) != 0xffff && fold(addrs) != 0 &&
 	    bpf_l4_csum_replace(skb, csum_off, 0, addrs, BPF_F_PSEUDO_HDR | mangled))

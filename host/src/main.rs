@@ -62,15 +62,16 @@ enum Command {
         #[arg(long = "io", value_name = "BACKEND", default_value = "ring", value_parser = ["ring", "uring", "xdp"])]
         io: String,
         /// Flow offload: `tc`, the packets of long connections wvs has decided (past their
-        /// first 8 client packets, TCP in ESTABLISHED; NAT, full NAT and direct routing)
-        /// are carried by
-        /// wvs's tc-BPF program on each --iface, in the sender's softirq, and never copied
-        /// to wvs; SYN, FIN, RST and anything that needs an answer still come to wvs, and
-        /// what the program carried is merged into the counters and timers every second.
-        /// `off`: every packet goes through wvs. With --io ring or uring. See
-        /// docs/running.md and BENCHMARKS.md.
-        #[arg(long, value_name = "MODE", default_value = "off", value_parser = ["tc", "off"])]
-        offload: String,
+        /// first 8 client packets: TCP in ESTABLISHED, busy UDP flows; NAT, full NAT and
+        /// direct routing) are carried by wvs's tc-BPF program on each --iface, in the
+        /// sender's softirq, and never copied to wvs; SYN, FIN, RST and anything that needs
+        /// an answer still come to wvs, and what the program carried is merged into the
+        /// counters and timers every second and before the API reads them. `off`: every
+        /// packet goes through wvs. Default: `tc` with --io ring or uring where the kernel
+        /// can (6.6 or later, CAP_BPF), else `off` with a warning; `off` under --io xdp.
+        /// See docs/running.md and BENCHMARKS.md.
+        #[arg(long, value_name = "MODE", value_parser = ["tc", "off"])]
+        offload: Option<String>,
         /// Most connections tracked at once.
         #[arg(long, value_name = "N", default_value_t = wvs::consts::DEFAULT_MAX_CONNS)]
         max_conns: usize,
@@ -244,7 +245,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                 config,
                 workers,
                 io: io.parse().map_err(anyhow::Error::msg)?,
-                offload: offload == "tc",
+                offload: match offload.as_deref() {
+                    Some("tc") => wvs::run::OffloadMode::Tc,
+                    Some(_) => wvs::run::OffloadMode::Off,
+                    None => wvs::run::OffloadMode::Default,
+                },
                 max_conns,
                 wasm_schedulers: sched_runtime == "wasm",
                 plugin_cache: (!no_plugin_cache).then_some(plugin_cache),

@@ -349,24 +349,31 @@ pub fn io_args(io: &str) -> Vec<&str> {
     }
 }
 
-/// `--offload MODE` when the whole suite runs with flow offload (`WVS_TEST_OFFLOAD=tc`,
-/// scripts/test.sh's second pass) and the test names neither an offload nor `--io xdp`
-/// (whose XDP program takes the frames before tc sees them).
+/// `--offload MODE` from `WVS_TEST_OFFLOAD` (`off`: scripts/test.sh's pass with the flow
+/// offload forced off; `tc`: on, refusing to start without it), unless the test names an
+/// offload itself. Unset, wvs runs on its default (the offload where it works).
 pub fn offload_args(extra: &[&str]) -> Vec<String> {
-    let Ok(mode) = std::env::var("WVS_TEST_OFFLOAD") else {
-        return Vec::new();
-    };
-    let xdp = extra.windows(2).any(|w| w == ["--io", "xdp"]);
-    if mode.is_empty() || xdp || extra.contains(&"--offload") {
-        return Vec::new();
+    match std::env::var("WVS_TEST_OFFLOAD") {
+        Ok(mode) if !mode.is_empty() && !extra.contains(&"--offload") && !xdp(extra) => {
+            vec!["--offload".into(), mode]
+        }
+        _ => Vec::new(),
     }
-    vec!["--offload".into(), mode]
 }
 
-/// Whether `wvs run` with these arguments offloads flows: `--offload tc` named, or added by
-/// [`offload_args`].
+fn xdp(extra: &[&str]) -> bool {
+    extra.windows(2).any(|w| w == ["--io", "xdp"])
+}
+
+/// Whether `wvs run` with these arguments offloads flows: `--offload tc` named (or from
+/// [`offload_args`]), or none named and the default's (not under `--io xdp`).
 pub fn offloads(extra: &[&str]) -> bool {
-    extra.windows(2).any(|w| w == ["--offload", "tc"]) || !offload_args(extra).is_empty()
+    let mut all: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    all.extend(offload_args(extra));
+    match all.iter().position(|a| a == "--offload") {
+        Some(i) => all.get(i + 1).is_some_and(|m| m == "tc"),
+        None => !xdp(extra),
+    }
 }
 
 /// The real `wvs` binary running in the balancer's namespace; stopped (SIGTERM, then SIGKILL)

@@ -297,9 +297,9 @@ replay() {
   cp -r "$HERE/scenarios" "$share/"
   cp "$ROOT/scripts/topology.sh" "$ROOT/tests/decap.py" "$share/"
   if [ -n "${WVS_TEST_OFFLOAD:-}" ]; then
-    # The whole replay with flow offload (scripts/test.sh's second pass): `wvs run` gets
-    # --offload through a wrapper, so that the scenarios (the kernel's inputs) stay as
-    # recorded.
+    # The replay with the flow offload as asked (scripts/test.sh's pass with it off):
+    # `wvs run` gets --offload through a wrapper, so that the scenarios (the kernel's
+    # inputs) stay as recorded.
     printf '#!/bin/sh\n[ "$1" = run ] && exec "%s" "$@" --offload %s\nexec "%s" "$@"\n' \
       "$wvs" "$WVS_TEST_OFFLOAD" "$wvs" > "$share/wvs"
     chmod 755 "$share/wvs"

@@ -128,7 +128,7 @@ pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState, gap_ms: u64) -> Step
             }
             Protocol::Udp => {
                 c.in_pkts >= after
-                    && c.in_pkts % after == 0
+                    && c.in_pkts.is_multiple_of(after)
                     && gap_ms < crate::consts::OFFLOAD_UDP_GAP_MS
             }
             Protocol::Sctp => false,

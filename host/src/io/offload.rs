@@ -885,6 +885,21 @@ mod tests {
         (svc, (server, rport))
     }
 
+    /// Under the systemd unit wvs has CAP_BPF but not CAP_PERFMON, and the verifier holds
+    /// such a program to stricter rules (no variable offsets on packet pointers, no
+    /// uninitialised stack): both programs must load so. Capabilities are the thread's
+    /// own: this test's thread drops its.
+    #[test]
+    fn the_programs_load_with_cap_bpf_alone() {
+        use caps::{CapSet, Capability};
+        for c in [Capability::CAP_PERFMON, Capability::CAP_SYS_ADMIN] {
+            caps::drop(None, CapSet::Effective, c).expect("drop a capability");
+        }
+        assert!(!caps::has_cap(None, CapSet::Effective, Capability::CAP_PERFMON).expect("caps"));
+        let off = Offload::load(&[11, 12]);
+        assert!(off.is_ok(), "{:?}", off.err());
+    }
+
     /// Every method the program carries, both families, TCP and UDP: an established
     /// connection's packets both ways, byte for byte the datapath's.
     #[test]

@@ -45,8 +45,8 @@ pub struct RunOptions {
     pub workers: usize,
     /// How the workers move frames.
     pub io: crate::io::Backend,
-    /// Carry decided flows in wvs's tc-BPF program (`--offload tc`).
-    pub offload: bool,
+    /// Carry decided flows in wvs's tc-BPF program (`--offload`).
+    pub offload: OffloadMode,
     /// Bound on tracked connections.
     pub max_conns: usize,
     /// Run the built-in schedulers as WebAssembly plugins (else natively).
@@ -121,6 +121,18 @@ pub enum RunError {
     Usage(String),
 }
 
+/// `--offload`: as given, or its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadMode {
+    /// `tc`: carried by the tc program, or wvs does not start.
+    Tc,
+    /// `off`: every packet through wvs.
+    Off,
+    /// Not given: `tc` where the kernel and the I/O backend allow it, else `off`, said
+    /// with a warning (the faster on the benchmark, BENCHMARKS.md "Flow offload").
+    Default,
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
     let what = what.into();
     move |source| RunError::Io { what, source }
@@ -149,7 +161,7 @@ pub fn default_workers(cores: usize) -> usize {
     cores.clamp(1, crate::consts::MAX_WORKERS)
 }
 
-async fn run_async(opts: RunOptions) -> Result<(), RunError> {
+async fn run_async(mut opts: RunOptions) -> Result<(), RunError> {
     check_usage(&opts)?;
     // Started as root: the user wvs becomes once set up, who owns its directories.
     let run_as = crate::privs::resolve_user(&opts.user)?;
@@ -163,6 +175,12 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let sockets = open_sockets(&opts, &ifaces)?;
+    // What runs, from here on.
+    opts.offload = if sockets.offload.is_some() {
+        OffloadMode::Tc
+    } else {
+        OffloadMode::Off
+    };
     let conns = Arc::new(ConnTable::new(opts.max_conns));
     let held = set_up_privileged(&opts, run_as.as_ref(), &handle, &ifaces, &conns).await?;
     // The API's token is read from (or made in) the state directory.
@@ -242,7 +260,7 @@ async fn run_async(opts: RunOptions) -> Result<(), RunError> {
     tracing::info!(
         workers = opts.workers,
         io = opts.io.name(),
-        offload = if opts.offload { "tc" } else { "off" },
+        offload = if opts.offload == OffloadMode::Tc { "tc" } else { "off" },
         ifaces = ?opts.ifaces,
         "ready"
     );
@@ -330,7 +348,7 @@ fn check_usage(opts: &RunOptions) -> Result<(), RunError> {
     if opts.ifaces.is_empty() || opts.ifaces.len() > usize::from(u8::MAX) {
         return Err(RunError::Usage("give between 1 and 255 --iface".into()));
     }
-    if opts.offload && opts.io == Backend::Xdp {
+    if opts.offload == OffloadMode::Tc && opts.io == Backend::Xdp {
         return Err(RunError::Usage(
             "--offload tc works with --io ring or uring (under --io xdp the XDP program \
              takes the frames before tc sees them): give one of those, or --offload off"
@@ -504,10 +522,20 @@ fn open_sockets(opts: &RunOptions, ifaces: &[neigh::IfaceInfo]) -> Result<Socket
             StackSocket::new().map_err(io_err("raw socket to the own stack".to_string()))?;
         per_worker.push((socks, stack));
     }
-    let offload = if opts.offload {
-        Some(setup_offload(ifaces, &per_worker)?)
-    } else {
-        None
+    let offload = match opts.offload {
+        OffloadMode::Off => None,
+        OffloadMode::Tc => Some(setup_offload(ifaces, &per_worker)?),
+        // Its XDP program takes the frames before tc.
+        OffloadMode::Default if opts.io == Backend::Xdp => None,
+        OffloadMode::Default => match setup_offload(ifaces, &per_worker) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::warn!(
+                    "flow offload is off: {e} (it is the default where it works;                      --offload off starts without trying, docs/running.md)"
+                );
+                None
+            }
+        },
     };
     Ok(Sockets {
         xdp,
@@ -526,15 +554,17 @@ fn setup_offload(
     use std::os::fd::AsFd;
     let indexes: Vec<u32> = ifaces.iter().map(|i| i.index).collect();
     let mut off = Offload::load(&indexes)?;
+    // The tc program first: where the kernel has no tcx it fails here, with no socket
+    // filtered yet (a program dropped takes its links with it).
+    for i in ifaces {
+        off.attach(&i.name)?;
+    }
     for (ports, _) in per_worker {
         match ports {
             Ports::Ring(v) => v.iter().try_for_each(|p| off.filter(p.ring.as_fd()))?,
             Ports::Uring(v) => v.iter().try_for_each(|s| off.filter(s.as_fd()))?,
             Ports::Xdp { .. } => {}
         }
-    }
-    for i in ifaces {
-        off.attach(&i.name)?;
     }
     Ok(off)
 }
@@ -622,7 +652,7 @@ async fn set_up_privileged(
         None => None,
     };
     crate::privs::raise_nofile();
-    match crate::privs::drop_to_kept(opts.io == Backend::Xdp, opts.offload) {
+    match crate::privs::drop_to_kept(opts.io == Backend::Xdp, opts.offload == OffloadMode::Tc) {
         Ok(d) => tracing::info!(kept = ?d.kept, dropped = d.dropped.len(), "capabilities dropped"),
         Err(e) => tracing::warn!("cannot drop capabilities, running with all of them: {e}"),
     }
