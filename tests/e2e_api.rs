@@ -603,17 +603,7 @@ fn metric(text: &str, name: &str) -> f64 {
 #[test]
 fn counters_and_rates_match_the_traffic_sent() {
     let topo = Topo::new("cnt", false);
-    let cfg = topo.dir.join("wvs.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:5201\"\nscheduler = \"rr\"\n\
-             [[service.real]]\naddress = \"198.19.0.11:5201\"\n\
-             [[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:5201\"\nscheduler = \"rr\"\n\
-             [[service.real]]\naddress = \"198.19.0.11:5201\"\n"
-        ),
-    )
-    .expect("config");
+    let cfg = common::iperf3_config(&topo);
     let wvs = Wvs::start(&topo, Some(&cfg));
     // iperf3 in rs1 (stopped with the topology), a steady 2000 datagrams of 1000 bytes a
     // second from the client for 50 s: the EWMA of 2 s samples (weight 1/4) is within

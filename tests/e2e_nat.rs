@@ -1247,18 +1247,7 @@ fn iperf3_udp(topo: &Topo, cport: u16, len: u16, rate: &str) -> u64 {
 #[test]
 fn a_busy_udp_flow_is_offloaded_and_counted_exactly() {
     let topo = Topo::new("offudp", false);
-    let cfg = topo.dir.join("wvs.toml");
-    // iperf3's control connection is TCP, its test UDP, both to port 5201.
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:5201\"\nscheduler = \"rr\"\n\
-             [[service.real]]\naddress = \"198.19.0.11:5201\"\n\
-             [[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:5201\"\nscheduler = \"rr\"\n\
-             [[service.real]]\naddress = \"198.19.0.11:5201\"\n"
-        ),
-    )
-    .expect("config");
+    let cfg = common::iperf3_config(&topo);
     let wvs = Wvs::start_with(&topo, Some(&cfg), &["--offload", "tc"]);
     let udp_in = || {
         let svc = wvs.get_json(&format!("/api/v1/services/udp/{VIP}:5201"));

@@ -349,6 +349,23 @@ pub fn io_args(io: &str) -> Vec<&str> {
     }
 }
 
+/// A configuration with iperf3's two services on the VIP's port 5201, UDP (its test) and
+/// TCP (its control connection), each to rs1's port 5201; written in `topo`'s directory.
+pub fn iperf3_config(topo: &Topo) -> PathBuf {
+    let cfg = topo.dir.join("iperf3.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[service]]\nprotocol = \"udp\"\naddress = \"{VIP}:5201\"\nscheduler = \"rr\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:5201\"\n\
+             [[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:5201\"\nscheduler = \"rr\"\n\
+             [[service.real]]\naddress = \"198.19.0.11:5201\"\n"
+        ),
+    )
+    .expect("config");
+    cfg
+}
+
 /// `--offload MODE` from `WVS_TEST_OFFLOAD` (`off`: scripts/test.sh's pass with the flow
 /// offload forced off; `tc`: on, refusing to start without it), unless the test names an
 /// offload itself. Unset, wvs runs on its default (the offload where it works).
