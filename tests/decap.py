@@ -13,7 +13,15 @@ tun0 by default; several kinds in one server need one each). The kinds ending in
 packets in an IPv6 outer header (IPv6 or IPv4 inside: next header 41 or 4); VIP may be an
 IPv6 address.
 Prints "ready" once listening; counts what it took apart in the file named by $DECAP_COUNT
-(rewritten every 100 packets and at exit).
+(rewritten every 100 packets and at exit): packets taken apart, malformed ones, and those
+whose inner checksum it completed.
+
+An inner TCP or UDP checksum the client's kernel left for the hardware (CHECKSUM_PARTIAL,
+which a veth passes on: the field holds the pseudo-header's sum) is completed here. The
+kernel's own tunnel end takes such a packet as checked; this one hands the bytes to a TUN
+device, where they would be checked again. wvs's rings complete it before sending; the flow
+offload leaves it, as the kernel's tunnels do, for the device that sends it or the kernel
+that takes it (so only carried packets are counted so).
 """
 import fcntl
 import os
@@ -33,6 +41,53 @@ def open_tun(name: str) -> int:
     fd = os.open("/dev/net/tun", os.O_RDWR)
     fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
     return fd
+
+
+def fold(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def words(b) -> int:
+    """The sum of `b`'s 16-bit words in the machine's order (a ones' complement sum is
+    the same in either order, swapped)."""
+    if len(b) % 2:
+        b = bytes(b) + b"\0"
+    return sum(memoryview(b).cast("H"))
+
+
+def complete_partial(inner: bytes) -> tuple:
+    """The inner packet with its TCP or UDP checksum completed if it holds only the
+    pseudo-header's sum; whether it did."""
+    if not inner:
+        return inner, False
+    if inner[0] >> 4 == 4:
+        l4_off, proto = (inner[0] & 0x0F) * 4, inner[9]
+        l4_len = struct.unpack("!H", inner[2:4])[0] - l4_off
+        pseudo = inner[12:20] + struct.pack("!BBH", 0, proto, l4_len)
+    elif inner[0] >> 4 == 6:
+        l4_off, proto = 40, inner[6]
+        l4_len = struct.unpack("!H", inner[4:6])[0]
+        pseudo = inner[8:40] + struct.pack("!IxxxB", l4_len, proto)
+    else:
+        return inner, False
+    at = {6: 16, 17: 6}.get(proto)
+    if at is None or l4_len < at + 2 or len(inner) < l4_off + l4_len:
+        return inner, False
+    field = memoryview(inner)[l4_off + at:l4_off + at + 2].cast("H")[0]
+    if field != fold(words(pseudo)):
+        return inner, False
+    seg = inner[l4_off:l4_off + l4_len]
+    if fold(words(pseudo) + words(seg)) == 0xFFFF:
+        # A complete checksum that happens to equal the pseudo-header's sum.
+        return inner, False
+    c = ~fold(words(seg)) & 0xFFFF
+    if proto == 17 and c == 0:
+        c = 0xFFFF
+    out = bytearray(inner)
+    out[l4_off + at:l4_off + at + 2] = struct.pack("=H", c)
+    return bytes(out), True
 
 
 def main() -> None:
@@ -76,12 +131,12 @@ def main() -> None:
         socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
         socks[0].bind(("0.0.0.0", port))
     count_file = os.environ.get("DECAP_COUNT")
-    n = bad = 0
+    n = bad = partial = 0
 
     def save() -> None:
         if count_file:
             with open(count_file + ".tmp", "w") as f:
-                f.write(f"{n} {bad}\n")
+                f.write(f"{n} {bad} {partial}\n")
             os.replace(count_file + ".tmp", count_file)
 
     def stop(*_):
@@ -112,6 +167,8 @@ def main() -> None:
                     bad += 1
                     continue
                 inner = inner[8 if flags & 0x8000 else 4:]
+        inner, completed = complete_partial(inner)
+        partial += completed
         os.write(tun, inner)
         n += 1
         if n % 100 == 0:

@@ -3,8 +3,10 @@
 //
 // `wvs_offload_tc` (tc ingress on every wvs interface): a TCP or UDP packet whose flow is
 // in `wvs_flows` is rewritten as the datapath's transmitters would (addresses and ports,
-// checksums updated incrementally, one hop less, the next hop's MACs) and redirected to
-// the flow's interface, a GSO super-packet whole. Everything else goes on as without it
+// checksums updated incrementally, one hop less, the next hop's MACs; or, to a tunnel
+// server, one hop less inside the outer header xmit::tunnel writes) and redirected to
+// the flow's interface, a GSO super-packet whole (a tunnel's marked for the kernel to cut
+// as its own tunnels' are, where wvs's rings cut it into segments themselves). Everything else goes on as without it
 // (TC_ACT_OK), to the nftables table and wvs's packet sockets as before.
 // `wvs_offload_sk` (a socket filter on wvs's packet sockets, which see a frame before tc
 // does): keeps out of wvs's rings the frames the tc program will carry, and takes a
@@ -25,6 +27,14 @@
 enum { BPF_MAP_TYPE_HASH = 1 };
 enum { TC_ACT_OK = 0, TC_ACT_SHOT = 2 };
 enum { BPF_F_PSEUDO_HDR = 1 << 4, BPF_F_MARK_MANGLED_0 = 1 << 5 };
+enum { BPF_ADJ_ROOM_MAC = 1 };
+enum {
+	BPF_F_ADJ_ROOM_FIXED_GSO = 1 << 0,
+	BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 = 1 << 1,
+	BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 = 1 << 2,
+	BPF_F_ADJ_ROOM_ENCAP_L4_GRE = 1 << 3,
+	BPF_F_ADJ_ROOM_ENCAP_L4_UDP = 1 << 4,
+};
 
 // struct __sk_buff up to gso_size (include/uapi/linux/bpf.h).
 struct __sk_buff {
@@ -64,10 +74,14 @@ struct __sk_buff {
 
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static long (*bpf_skb_store_bytes)(struct __sk_buff *skb, __u32 off, const void *from, __u32 len, __u64 flags) = (void *)9;
+static long (*bpf_l3_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to, __u64 size) = (void *)10;
 static long (*bpf_l4_csum_replace)(struct __sk_buff *skb, __u32 off, __u64 from, __u64 to, __u64 flags) = (void *)11;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
+static long long (*bpf_csum_diff)(__u32 *from, __u32 from_size, __u32 *to, __u32 to_size, __u32 seed) = (void *)28;
 static long (*bpf_skb_load_bytes)(const struct __sk_buff *skb, __u32 off, void *to, __u32 len) = (void *)26;
 static long (*bpf_skb_pull_data)(struct __sk_buff *skb, __u32 len) = (void *)39;
+static long (*bpf_skb_adjust_room)(struct __sk_buff *skb, int len_diff, __u32 mode, __u64 flags) = (void *)50;
 
 // A flow as a packet arrives: kept equal to `offload::FlowKey` in host/src/io/offload.rs.
 struct flow_key {
@@ -80,7 +94,9 @@ struct flow_key {
 };
 
 // What it becomes: kept equal to `offload::FlowValue`. Written by wvs (a worker offers
-// a flow, or withdraws it) and by the socket filter (a FIN or RST takes it out).
+// a flow, or withdraws it) and by the socket filter (a FIN or RST takes it out). A tunnel's
+// flow (`tun` not 0) keeps its inner packet's addresses and ports: `saddr` and `daddr` are
+// the outer header's, `mtu` what the inner packet may be.
 struct flow_val {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -90,6 +106,17 @@ struct flow_val {
 	__u8 smac[6];
 	__u8 dmac[6];
 	__u32 mtu; // 0: not checked
+	__u8 tun; // TUN_*
+	__u8 tun_flags; // TUN_F_*
+	__u16 ident; // the outer IPv4 ID of an IPv6 packet inside
+	__u16 gue_sport; // GUE's UDP ports
+	__u16 gue_dport;
+};
+
+enum { TUN_NONE = 0, TUN_IPIP = 1, TUN_GUE = 2, TUN_GRE = 3 };
+enum {
+	TUN_F_V6 = 1, // an IPv6 outer header
+	TUN_F_DF = 2, // pmtu_disc: the outer IPv4 header keeps the inner DF
 };
 
 // What the program carried for a flow: kept equal to `offload::FlowStats`. Apart from the
@@ -120,8 +147,13 @@ struct {
 #define ETH_P_IPV6 0x86dd
 #define IPV4_HLEN 20
 #define IPV6_HLEN 40
+#define PROTO_IPIP 4
 #define PROTO_TCP 6
 #define PROTO_UDP 17
+#define PROTO_IPV6 41
+#define PROTO_GRE 47
+#define GUE_LEN 12 /* UDP's header and GUE's, version 0 without options */
+#define GRE_LEN 4
 #define PACKET_OUTGOING 4 /* skb->pkt_type */
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
@@ -143,6 +175,9 @@ struct packet {
 	__u8 v6;
 	__u8 ttl;       // TTL or hop limit
 	__u8 tcp_flags;
+	__u8 tos;       // TOS or traffic class
+	__u8 df;        // IPv4's DF
+	__u8 ident[2];  // IPv4's ID
 };
 
 
@@ -169,6 +204,10 @@ INLINE int parse(const struct __sk_buff *skb, struct packet *p)
 			return -1;
 		p->v6 = 0;
 		p->ttl = h[8];
+		p->tos = h[1];
+		p->df = h[6] & 0x40;
+		p->ident[0] = h[4];
+		p->ident[1] = h[5];
 		p->key.proto = h[9];
 		p->ip_len = ((__u32)h[2] << 8) | h[3];
 		p->key.saddr[10] = 0xff;
@@ -184,6 +223,10 @@ INLINE int parse(const struct __sk_buff *skb, struct packet *p)
 			return -1;
 		p->v6 = 1;
 		p->ttl = h[7];
+		p->tos = (__u8)(h[0] << 4) | (h[1] >> 4);
+		p->df = 0;
+		p->ident[0] = 0;
+		p->ident[1] = 0;
 		p->key.proto = h[6];
 		p->ip_len = IPV6_HLEN + (((__u32)h[4] << 8) | h[5]);
 		__builtin_memcpy(p->key.saddr, &h[8], 16);
@@ -295,15 +338,6 @@ INLINE __u32 delta4(const __u8 *from, const __u8 *to)
 	return word_delta(from, to) + word_delta(from + 2, to + 2);
 }
 
-// Sixteen (two IPv6 addresses): at most 16 * 0x1fffe, no overflow.
-INLINE __u32 delta32(const __u8 *from, const __u8 *to)
-{
-	return delta4(from, to) + delta4(from + 4, to + 4) + delta4(from + 8, to + 8) +
-	       delta4(from + 12, to + 12) + delta4(from + 16, to + 16) +
-	       delta4(from + 20, to + 20) + delta4(from + 24, to + 24) +
-	       delta4(from + 28, to + 28);
-}
-
 INLINE __u16 fold(__u32 s)
 {
 	s = (s & 0xffff) + (s >> 16);
@@ -351,7 +385,9 @@ INLINE int rewrite6(struct __sk_buff *skb, const struct packet *p, const struct 
 	void *data, *end;
 	LINEAR(skb, ETH_HLEN + IPV6_HLEN + 4, data, end);
 	__u8 *ip = data + ETH_HLEN;
-	*addrs = delta32(p->key.saddr, v->saddr);
+	// The helper, where sixteen words written out kept so many sums in registers that
+	// their spills took most of BPF's 512 bytes of stack.
+	*addrs = bpf_csum_diff((__u32 *)p->key.saddr, 32, (__u32 *)v->saddr, 32, 0);
 	__builtin_memcpy(ip + 8, v->saddr, 32);
 	ip[7] = p->ttl - 1;
 	__builtin_memcpy(ip + IPV6_HLEN, &v->sport, 4);
@@ -384,6 +420,151 @@ INLINE int rewrite4(struct __sk_buff *skb, const struct packet *p, const struct 
 	return 0;
 }
 
+// An IPv4 header's checksum, its own field (bytes 10 and 11) left out: the ones'
+// complement of the sum of its other nine words (in the machine's order, as the
+// checksum's bytes are then).
+INLINE __u16 ip4_csum(const __u8 *h)
+{
+	__u16 w[10];
+	__builtin_memcpy(w, h, IPV4_HLEN);
+	__u32 s = (__u32)w[0] + w[1] + w[2] + w[3] + w[4] + w[6] + w[7] + w[8] + w[9];
+	return ~fold(s);
+}
+
+// The outer TOS (traffic class) for an inner one: its DSCP, ECN encapsulated as RFC 6040
+// (CE becomes ECT(0)), as xmit::tunnel's `outer_tos`.
+INLINE __u8 outer_tos(__u8 inner)
+{
+	return (inner & 3) == 3 ? (inner & ~1) : inner;
+}
+
+// The outer IPv4 header (the inner packet's TOS with ECN encapsulated, its DF where
+// pmtu_disc keeps it, its ID, or for an IPv6 packet the connection's) at ETH_HLEN; 0 when
+// written. Each family's header is written by a function of its own, so that the
+// compiler cannot merge their writes into one at an offset chosen by path (pointer
+// arithmetic the verifier refuses without CAP_PERFMON).
+static __attribute__((noinline)) int outer4(struct __sk_buff *skb, const struct packet *p,
+					    const struct flow_val *v, __u32 len, __u32 next)
+{
+	__u8 o[IPV4_HLEN];
+	__builtin_memset(o, 0, sizeof(o));
+	o[0] = 0x45;
+	o[1] = outer_tos(p->tos);
+	o[2] = len >> 8;
+	o[3] = len;
+	if (p->v6)
+		__builtin_memcpy(o + 4, &v->ident, 2);
+	else
+		__builtin_memcpy(o + 4, p->ident, 2);
+	o[6] = (p->df && (v->tun_flags & TUN_F_DF)) ? 0x40 : 0;
+	o[8] = p->ttl - 1;
+	o[9] = next;
+	__builtin_memcpy(o + 12, &v->saddr[12], 4);
+	__builtin_memcpy(o + 16, &v->daddr[12], 4);
+	__u16 c = ip4_csum(o);
+	__builtin_memcpy(o + 10, &c, 2);
+	return bpf_skb_store_bytes(skb, ETH_HLEN, o, IPV4_HLEN, 0) ? -1 : 0;
+}
+
+// The outer IPv6 header: the inner traffic class (ECN encapsulated), flow label 0, the
+// inner hop limit less one.
+static __attribute__((noinline)) int outer6(struct __sk_buff *skb, const struct packet *p,
+					    const struct flow_val *v, __u32 len, __u32 next)
+{
+	__u8 o[IPV6_HLEN];
+	__u8 tos = outer_tos(p->tos);
+	__u32 plen = len - IPV6_HLEN;
+	__builtin_memset(o, 0, sizeof(o));
+	o[0] = 0x60 | (tos >> 4);
+	o[1] = (__u8)(tos << 4);
+	o[4] = plen >> 8;
+	o[5] = plen;
+	o[6] = next;
+	o[7] = p->ttl - 1;
+	__builtin_memcpy(o + 8, v->saddr, 32);
+	return bpf_skb_store_bytes(skb, ETH_HLEN, o, IPV6_HLEN, 0) ? -1 : 0;
+}
+
+// A tunnel's flow: the packet, one hop less, goes inside the outer header (IPv4 or IPv6
+// of the server's family, then GUE's or GRE's or nothing) that xmit::tunnel writes. The
+// room is made first, so that a packet the kernel cannot grow goes to wvs unchanged;
+// then every write goes through helpers at offsets that vary by tunnel (numbers, not
+// packet pointers: the verifier without CAP_PERFMON). 0 when done. Not inlined: its
+// buffers would add to the program's own stack, and the two together pass BPF's 512 bytes.
+static __attribute__((noinline)) int encap(struct __sk_buff *skb, const struct packet *p, const struct flow_val *v)
+{
+	int out6 = v->tun_flags & TUN_F_V6;
+	__u32 olen = out6 ? IPV6_HLEN : IPV4_HLEN;
+	__u32 elen = v->tun == TUN_GUE ? GUE_LEN : v->tun == TUN_GRE ? GRE_LEN : 0;
+	__u32 len = olen + elen + p->ip_len;
+	if (len > 0xffff)
+		return TC_ACT_OK;
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO |
+		      (out6 ? BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 : BPF_F_ADJ_ROOM_ENCAP_L3_IPV4) |
+		      (v->tun == TUN_GUE ? BPF_F_ADJ_ROOM_ENCAP_L4_UDP : 0) |
+		      (v->tun == TUN_GRE ? BPF_F_ADJ_ROOM_ENCAP_L4_GRE : 0);
+	__u8 inner = p->v6 ? PROTO_IPV6 : PROTO_IPIP;
+	__u8 next = v->tun == TUN_GUE ? PROTO_UDP : v->tun == TUN_GRE ? PROTO_GRE : inner;
+	__u8 ttl = p->ttl - 1;
+	// GUE's UDP header (ports, length, no checksum) and its own (version 0, no options,
+	// what follows); or GRE's (no flags, the protocol type): each word chosen first and
+	// written at a fixed place.
+	__u16 w0 = 0, w1 = 0, w2 = 0;
+	__u8 gue_proto = 0;
+	if (v->tun == TUN_GUE) {
+		w0 = v->gue_sport;
+		w1 = v->gue_dport;
+		w2 = __builtin_bswap16((__u16)(len - olen));
+		gue_proto = inner;
+	} else if (v->tun == TUN_GRE) {
+		w1 = __builtin_bswap16(p->v6 ? ETH_P_IPV6 : ETH_P_IP);
+	}
+	__u8 e[GUE_LEN];
+	__builtin_memset(e, 0, sizeof(e));
+	__builtin_memcpy(e, &w0, 2);
+	__builtin_memcpy(e + 2, &w1, 2);
+	__builtin_memcpy(e + 4, &w2, 2);
+	e[9] = gue_proto;
+	struct eth eth;
+	__builtin_memcpy(eth.dst, v->dmac, 6);
+	__builtin_memcpy(eth.src, v->smac, 6);
+	eth.proto = __builtin_bswap16(out6 ? ETH_P_IPV6 : ETH_P_IP);
+	if (bpf_skb_adjust_room(skb, olen + elen, BPF_ADJ_ROOM_MAC, flags))
+		return TC_ACT_OK;
+	// From here on the packet is changed: a failure drops it.
+	__u32 in = ETH_HLEN + olen + elen;
+	if (p->v6) {
+		if (bpf_skb_store_bytes(skb, in + 7, &ttl, 1, 0))
+			return TC_ACT_SHOT;
+	} else {
+		__u8 was[2] = { p->ttl, p->key.proto }, now[2] = { ttl, p->key.proto };
+		__u16 w, n;
+		__builtin_memcpy(&w, was, 2);
+		__builtin_memcpy(&n, now, 2);
+		if (bpf_l3_csum_replace(skb, in + 10, w, n, 2) ||
+		    bpf_skb_store_bytes(skb, in + 8, &ttl, 1, 0))
+			return TC_ACT_SHOT;
+	}
+	if ((out6 ? outer6(skb, p, v, len, next) : outer4(skb, p, v, len, next)) ||
+	    bpf_skb_store_bytes(skb, 0, &eth, ETH_HLEN, 0) ||
+	    (elen && bpf_skb_store_bytes(skb, ETH_HLEN + olen, e, elen, 0)))
+		return TC_ACT_SHOT;
+	return 0;
+}
+
+// Count a carried packet (its inner length for a tunnel's, as the datapath counts it) and
+// send it on.
+INLINE int carry(const struct packet *p, __u32 ifindex)
+{
+	struct flow_stats *st = bpf_map_lookup_elem(&wvs_flow_stats, &p->key);
+	if (st) {
+		__sync_fetch_and_add(&st->packets, 1);
+		__sync_fetch_and_add(&st->bytes, p->ip_len);
+		st->seen_ns = bpf_ktime_get_ns();
+	}
+	return bpf_redirect(ifindex, 0);
+}
+
 SEC("classifier")
 int wvs_offload_tc(struct __sk_buff *skb)
 {
@@ -392,6 +573,11 @@ int wvs_offload_tc(struct __sk_buff *skb)
 	struct flow_val *v = carried(skb, &p, &ending);
 	if (!v)
 		return TC_ACT_OK;
+	if (v->tun) {
+		__u32 ifindex = v->ifindex;
+		int r = encap(skb, &p, v);
+		return r ? r : carry(&p, ifindex);
+	}
 	// What changes in the pseudo-header (the addresses) and in the transport header (the
 	// ports): the upper layer's checksum takes both, a partial one (CHECKSUM_PARTIAL, a
 	// local sender's on a veth) only the first, which the kernel's helper knows.
@@ -409,13 +595,7 @@ int wvs_offload_tc(struct __sk_buff *skb)
 	if (fold(ports) != 0xffff && fold(ports) != 0 &&
 	    bpf_l4_csum_replace(skb, csum_off, 0, ports, mangled))
 		return TC_ACT_SHOT;
-	struct flow_stats *st = bpf_map_lookup_elem(&wvs_flow_stats, &p.key);
-	if (st) {
-		__sync_fetch_and_add(&st->packets, 1);
-		__sync_fetch_and_add(&st->bytes, p.ip_len);
-		st->seen_ns = bpf_ktime_get_ns();
-	}
-	return bpf_redirect(ifindex, 0);
+	return carry(&p, ifindex);
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use crate::conn::table::KeyDir;
 use crate::conn::{Conn, ConnKey, ConnTable, TcpState};
-use crate::model::{Forward, Protocol};
+use crate::model::{Forward, Protocol, TunCsum, TunKind};
 use crate::xmit::Link;
 
 /// One direction of an offloaded connection: a packet that arrives with `key`'s endpoints
@@ -34,6 +34,28 @@ pub struct Flow {
     pub mtu: u32,
     /// A client's packet (counted in), not a server's reply (counted out).
     pub inbound: bool,
+    /// Tunnelling (`xmit::tunnel`): the packet, unchanged bar its TTL, goes inside this
+    /// outer header; `mtu` is then what the inner packet may be.
+    pub encap: Option<Encap>,
+}
+
+/// The outer header a tunnelled flow's packets get, fixed for the connection as
+/// `xmit::tunnel` writes it; what varies by packet (length, TOS, TTL, DF, an IPv4
+/// packet's ID) the program takes from the inner packet, as `xmit::tunnel` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encap {
+    /// IPIP, GUE or GRE (without an outer checksum).
+    pub kind: crate::model::TunKind,
+    /// The outer header's source: wvs's address on the route to the server.
+    pub src: IpAddr,
+    /// Its destination: the real server (of either family, whatever the inner one).
+    pub dst: IpAddr,
+    /// GUE's UDP source port (spread by the connection's hash) and destination port.
+    pub ports: (u16, u16),
+    /// The outer IPv4 ID of an IPv6 packet inside (the connection's hash).
+    pub ident: u16,
+    /// IPVS's `pmtu_disc`: the outer IPv4 header keeps the inner one's DF.
+    pub pmtu_disc: bool,
 }
 
 /// Where the datapath offers the flows it has decided. The host's implementation writes
@@ -69,14 +91,21 @@ pub struct Carried {
 }
 
 /// Whether `c` may be carried outside wvs now, whatever its packets: a method that only
-/// rewrites headers (NAT, full NAT, direct routing) within one address family, no
+/// rewrites or prepends headers (NAT, full NAT and direct routing within one address
+/// family; tunnelling without an outer checksum, which would cover the whole packet), no
 /// application helper or expectation, a server still there, and a state only a SYN, FIN or
 /// RST changes. (UDP has no state: when a flow qualifies is [`step`]'s rule.)
 pub(crate) fn eligible(c: &Conn) -> bool {
-    let method = matches!(c.fwd, Forward::Masq | Forward::FullNat | Forward::Route);
+    let (method, inner_only) = match c.fwd {
+        Forward::Masq | Forward::FullNat | Forward::Route => (true, false),
+        // The outer header may be of the other family: only the inner one is one.
+        Forward::Tunnel(t) => (t.kind == TunKind::Ipip || t.csum == TunCsum::None, true),
+        _ => (false, false),
+    };
     let v4 = c.caddr().is_ipv4();
-    let family = [c.vaddr(), c.raddr(), c.laddr()]
-        .iter()
+    let family = [c.vaddr(), c.laddr()]
+        .into_iter()
+        .chain((!inner_only).then(|| c.raddr()))
         .all(|a| a.is_ipv4() == v4);
     let quiet = match c.proto {
         Protocol::Tcp => c.state == TcpState::Established,
@@ -155,11 +184,49 @@ pub(crate) enum Step {
 }
 
 /// `c`'s flows, given the links to its server and back to its client (none for a method
-/// whose replies bypass wvs): the client's packets to the server, then the replies.
-pub(crate) fn flows(c: &Conn, to_real: Link, to_client: Option<Link>) -> ([Flow; 2], usize) {
+/// whose replies bypass wvs): the client's packets to the server, then the replies. None
+/// for a tunnel whose outer source is not known yet, or whose path leaves an inner packet
+/// less than IPv6's minimum MTU (wvs refuses or fragments each packet then).
+pub(crate) fn flows(
+    c: &Conn,
+    to_real: Link,
+    to_client: Option<Link>,
+    pmtu_disc: bool,
+) -> Option<([Flow; 2], usize)> {
     let key = c.in_key();
+    let (mut mtu, mut encap) = (c.dest.mtu(), None);
+    if let Forward::Tunnel(t) = c.fwd {
+        let (src, dst) = (c.dest.source(), c.raddr());
+        if src.is_unspecified() || src.is_ipv4() != dst.is_ipv4() {
+            return None;
+        }
+        if mtu != 0 {
+            let over = crate::xmit::tunnel::overhead(&t, dst.is_ipv6()) as u32;
+            mtu = mtu.saturating_sub(over);
+            if mtu < crate::wire::ipv6_field::MIN_MTU as u32 {
+                return None;
+            }
+        }
+        let hash = crate::xmit::tunnel::flow_hash(
+            key.proto,
+            (key.saddr, key.sport),
+            (key.daddr, key.dport),
+        );
+        encap = Some(Encap {
+            kind: t.kind,
+            src,
+            dst,
+            ports: if t.kind == TunKind::Gue {
+                (crate::xmit::tunnel::flow_port(hash), t.port)
+            } else {
+                (0, 0)
+            },
+            ident: hash as u16,
+            pmtu_disc,
+        });
+    }
     let to = match c.fwd {
-        Forward::Route => key,
+        Forward::Route | Forward::Tunnel(_) => key,
         _ => ConnKey {
             proto: c.proto,
             saddr: c.laddr(),
@@ -172,11 +239,12 @@ pub(crate) fn flows(c: &Conn, to_real: Link, to_client: Option<Link>) -> ([Flow;
         key,
         to,
         link: to_real,
-        mtu: c.dest.mtu(),
+        mtu,
         inbound: true,
+        encap,
     };
     let Some(back) = to_client else {
-        return ([inbound; 2], 1);
+        return Some(([inbound; 2], 1));
     };
     let reply = Flow {
         key: c.out_key(),
@@ -191,8 +259,9 @@ pub(crate) fn flows(c: &Conn, to_real: Link, to_client: Option<Link>) -> ([Flow;
         // Replies are not held to an MTU by wvs either (`handle_response`).
         mtu: 0,
         inbound: false,
+        encap: None,
     };
-    ([inbound, reply], 2)
+    Some(([inbound, reply], 2))
 }
 
 /// The keys `c`'s flows are carried under.
@@ -389,6 +458,7 @@ mod tests {
                     },
                     mtu: 0,
                     inbound: true,
+                    encap: None,
                 },
                 Flow {
                     key: key(rs, 8080, client, 40000),
@@ -400,6 +470,7 @@ mod tests {
                     },
                     mtu: 0,
                     inbound: false,
+                    encap: None,
                 },
             ])]
         );
@@ -478,7 +549,7 @@ mod tests {
     }
 
     #[test]
-    fn helpers_tunnels_and_other_families_stay_with_wvs() {
+    fn helpers_and_checksummed_tunnels_stay_with_wvs() {
         // FTP's control connection: its helper reads every segment.
         let (h, r) = harness(Protocol::Tcp, 21, real_by("198.19.0.11:21", Forward::Masq));
         send(&h, 1, true, frame(true, (40000, 21), T::Syn));
@@ -486,16 +557,22 @@ mod tests {
         send(&h, 3, true, frame(true, (40000, 21), T::Ack));
         long(&h, 40000, 21, 2);
         assert_eq!(r.take(), vec![], "a helper's connection");
-        // A tunnel's packets are encapsulated: not the program's.
+        // A GRE checksum covers the whole packet: not the program's.
+        let csum = tunnel(TunKind::Gre, 0, TunCsum::Csum);
+        assert_eq!(tunnelled(csum), vec![], "a tunnel with a checksum");
+    }
+
+    /// The client's packets of a TCP connection to a tunnel server, in frames with room
+    /// for the outer header (the datapath writes it in place): what the sink was asked.
+    fn tunnelled(fwd: Forward) -> Vec<Asked> {
         let (h, r) = harness(
             Protocol::Tcp,
             80,
             Real {
-                fwd: tunnel(TunKind::Ipip, 0, crate::model::TunCsum::None),
+                fwd,
                 ..real_by("198.19.0.11", Forward::Masq)
             },
         );
-        // (Its frames need room for the outer header: the datapath writes them in place.)
         let mut segs = vec![(1, T::Syn)];
         segs.extend((2..12).map(|n| (n, T::Ack)));
         for (now, t) in segs {
@@ -508,7 +585,58 @@ mod tests {
                 h.dp.process_in_buffer(&h.snap, now, FROM_CLIENT, &headers, &mut buf, &mut sink);
             assert!(matches!(v, Verdict::Send { .. }), "{v:?}");
         }
-        assert_eq!(r.take(), vec![], "a tunnel");
+        r.take()
+    }
+
+    /// A tunnel's flow: the client's packets only, unchanged inside the outer header that
+    /// `xmit::tunnel` writes (GUE's source port from the connection's hash).
+    #[test]
+    fn a_tunnel_flow_carries_its_outer_header() {
+        let key = ConnKey {
+            proto: Protocol::Tcp,
+            saddr: IpAddr::from(CLIENT),
+            sport: 40000,
+            daddr: IpAddr::from(VIP),
+            dport: 80,
+        };
+        let hash = crate::xmit::tunnel::flow_hash(
+            key.proto,
+            (key.saddr, key.sport),
+            (key.daddr, key.dport),
+        );
+        for (kind, port, ports) in [
+            (TunKind::Ipip, 0, (0, 0)),
+            (TunKind::Gre, 0, (0, 0)),
+            (
+                TunKind::Gue,
+                6080,
+                (crate::xmit::tunnel::flow_port(hash), 6080),
+            ),
+        ] {
+            let asked = tunnelled(tunnel(kind, port, TunCsum::None));
+            let [Asked::Offer(flows)] = &asked[..] else {
+                panic!("{kind:?}: offered once: {asked:?}")
+            };
+            assert_eq!(
+                flows[..],
+                [Flow {
+                    key,
+                    to: key,
+                    link: flows[0].link,
+                    mtu: 0,
+                    inbound: true,
+                    encap: Some(Encap {
+                        kind,
+                        src: IpAddr::from(crate::testkit::SOURCE),
+                        dst: IpAddr::from(Ipv4Addr::from(RS)),
+                        ports,
+                        ident: hash as u16,
+                        pmtu_disc: true,
+                    }),
+                }],
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]

@@ -294,7 +294,14 @@ impl Datapath {
     /// it in TCP state `was`, `gap_ms` after its previous one (`offload::step`). Nothing to
     /// do for most packets.
     #[inline]
-    fn offload_step(&self, c: &Conn, moment: crate::offload::Moment, was: TcpState, gap_ms: u64) {
+    fn offload_step(
+        &self,
+        c: &Conn,
+        moment: crate::offload::Moment,
+        was: TcpState,
+        gap_ms: u64,
+        pmtu_disc: bool,
+    ) {
         use crate::offload::{self, Step};
         let Some(sink) = &self.offload else {
             return;
@@ -325,7 +332,9 @@ impl Datapath {
         } else {
             None
         };
-        let (flows, n) = offload::flows(c, to_real, to_client);
+        let Some((flows, n)) = offload::flows(c, to_real, to_client, pmtu_disc) else {
+            return;
+        };
         match sink.offer(&flows[..n]) {
             offload::Offered::Taken => stats::bump(&self.stats.offloaded),
             offload::Offered::Held => {}
@@ -710,7 +719,7 @@ impl Datapath {
         }
         c.dest.stats.worker(self.worker).packet_in(info.total_len);
         c.svc_stats.worker(self.worker).packet_in(info.total_len);
-        self.offload_step(c, crate::offload::Moment::In, was, gap_ms);
+        self.offload_step(c, crate::offload::Moment::In, was, gap_ms, sysctl.pmtu_disc);
         InLookup::Forward(InForward {
             daddr: c.raddr(),
             dport: c.rport,
@@ -1293,7 +1302,8 @@ impl Datapath {
             .worker(self.worker)
             .packet_out(l.info.total_len);
         c.svc_stats.worker(self.worker).packet_out(l.info.total_len);
-        self.offload_step(c, crate::offload::Moment::Out, was, 0);
+        // (A server's reply offers nothing: no MTU rule to know.)
+        self.offload_step(c, crate::offload::Moment::Out, was, 0, false);
         let back = xmit::Back {
             fwd: c.fwd,
             vaddr: c.vaddr(),
@@ -1441,13 +1451,14 @@ fn to_vip(snap: &Snapshot, headers: &Headers) -> bool {
     snap.is_vip(daddr)
 }
 
-/// A hash of a connection's addresses and ports, the same for each of its packets: the
-/// entropy a tunnel's UDP source port carries (`skb_get_hash` in `udp_flow_src_port`).
+/// A hash of a connection's addresses and ports, the same for each of its packets
+/// (`xmit::tunnel::flow_hash`).
 fn flow_hash(info: &L4Info) -> u32 {
-    use std::hash::BuildHasher;
-    let h = foldhash::fast::FixedState::with_seed(0)
-        .hash_one((info.saddr, info.daddr, info.sport, info.dport, info.proto));
-    (h ^ (h >> 32)) as u32
+    xmit::tunnel::flow_hash(
+        info.proto,
+        (info.saddr, info.sport),
+        (info.daddr, info.dport),
+    )
 }
 
 /// TTL of the answers wvs writes itself (Linux's default `ip_default_ttl`).

@@ -67,6 +67,19 @@ pub(crate) fn overhead(tun: &Tunnel, v6: bool) -> usize {
         }
 }
 
+/// A hash of a connection's addresses and ports (of its client's packets), the same for
+/// each of them: the entropy a tunnel's UDP source port carries (`skb_get_hash` in
+/// `udp_flow_src_port`), and the outer IPv4 ID of an IPv6 packet inside.
+pub(crate) fn flow_hash(
+    proto: crate::model::Protocol,
+    (saddr, sport): (IpAddr, u16),
+    (daddr, dport): (IpAddr, u16),
+) -> u32 {
+    use std::hash::BuildHasher;
+    let h = foldhash::fast::FixedState::with_seed(0).hash_one((saddr, daddr, sport, dport, proto));
+    (h ^ (h >> 32)) as u32
+}
+
 /// GUE's UDP source port for a connection hash (`udp_flow_src_port`).
 pub(crate) fn flow_port(hash: u32) -> u16 {
     ((u64::from(hash) * u64::from(FLOW_PORT_MAX - FLOW_PORT_MIN)) >> 32) as u16
