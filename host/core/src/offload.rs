@@ -138,8 +138,10 @@ pub(crate) enum Moment {
 /// after the connection's previous packet, asks of the offload. Decided by transitions, so
 /// that a connection carries no mark of its own (the entry stays 88 bytes):
 /// - a TCP connection is offered at the client's packet that finds it both ESTABLISHED
-///   and past `OFFLOAD_AFTER_PACKETS` client packets, and withdrawn as it leaves
-///   ESTABLISHED: a short connection never reaches the kernel's map;
+///   and past `OFFLOAD_AFTER_PACKETS` client packets (and again at every
+///   `OFFLOAD_AFTER_PACKETS`th packet after that which wvs sees, so that a flow the keeper
+///   took out comes back; one carried already costs a map insert that finds it there), and
+///   withdrawn as it leaves ESTABLISHED: a short connection never reaches the kernel's map;
 /// - a UDP flow is offered at every `OFFLOAD_AFTER_PACKETS`th client packet that comes
 ///   within `OFFLOAD_UDP_GAP_MS` of the one before: a busy flow at once, and not the many
 ///   quiet ones (a flow of one client among thousands), which wvs's rings take in batches
@@ -152,8 +154,13 @@ pub(crate) fn step(c: &Conn, moment: Moment, was: TcpState, gap_ms: u64) -> Step
         && match c.proto {
             // The packet that crossed the count, or the one that made a long connection
             // ESTABLISHED.
+            // Or every `after`th of those that still come through wvs: a connection the
+            // keeper took out (its server down for a while, then up) is carried again.
             Protocol::Tcp => {
-                established && (c.in_pkts == after || (c.in_pkts > after && was != c.state))
+                established
+                    && (c.in_pkts == after
+                        || (c.in_pkts > after
+                            && (was != c.state || c.in_pkts.is_multiple_of(after))))
             }
             Protocol::Udp => {
                 c.in_pkts >= after
@@ -305,6 +312,18 @@ pub fn merge(table: &ConnTable, key: &ConnKey, carried: Carried, slot: usize) ->
     table
         .with_conn(KeyDir::Out, key, |c| take(c, false))
         .unwrap_or(false)
+}
+
+/// The next hop (interface, MAC) the flow `key` leaves by now: the server's (a client's
+/// packet) or the client's router's (a reply), as the neighbour table last told wvs.
+/// `None` when its connection is gone or its server's hop is not known. A flow offered with
+/// another (the server moved to another MAC) is taken out by the keeper and offered again
+/// by the datapath with this one.
+pub fn next_hop(table: &ConnTable, key: &ConnKey) -> Option<(u8, [u8; 6])> {
+    if let Some(hop) = table.with_conn(KeyDir::In, key, |c| c.dest.next_hop()) {
+        return hop.map(|h| (h.iface, h.mac));
+    }
+    table.with_conn(KeyDir::Out, key, |c| (c.client_hop.iface, c.client_hop.mac))
 }
 
 /// An IPv4 address as the offload map holds every address: mapped into IPv6's.
@@ -637,6 +656,36 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    /// The keeper takes a flow out while its server is down; once the server is up, the
+    /// connection's packets through wvs offer it again.
+    #[test]
+    fn a_tcp_flow_taken_out_while_its_server_was_down_is_offered_again() {
+        let (h, r) = harness(Protocol::Tcp, 80, nat());
+        send(&h, 1, true, frame(true, (40000, 80), T::Syn));
+        send(&h, 2, false, frame(false, (40000, 80), T::SynAck));
+        send(&h, 3, true, frame(true, (40000, 80), T::Ack));
+        long(&h, 40000, 80, 2);
+        let Some(Asked::Offer(flows)) = r.take().pop() else {
+            panic!("offered")
+        };
+        let d = h.snap.dests().next().unwrap();
+        d.set_health(true, false);
+        assert!(
+            !merge(&h.conns, &flows[0].key, Carried::default(), 0),
+            "taken out while its server is down"
+        );
+        let after = u64::from(crate::consts::OFFLOAD_AFTER_PACKETS);
+        for n in 0..after {
+            send(&h, 30 + n, true, frame(true, (40000, 80), T::Ack));
+        }
+        assert_eq!(r.take(), vec![], "not while it is down");
+        d.set_health(false, false);
+        for n in 0..after {
+            send(&h, 40 + n, true, frame(true, (40000, 80), T::Ack));
+        }
+        assert_eq!(r.take(), vec![Asked::Offer(flows)], "once it is up");
     }
 
     #[test]

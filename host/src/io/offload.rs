@@ -346,7 +346,7 @@ impl Offload {
         Ok(Keeper {
             map: self.map()?,
             stats: self.stats()?,
-            stats_fd: map_fd(&self.ebpf, MAP_STATS)?,
+            ifindex: self.ifindex.clone(),
             conns,
             epoch,
             last: HashMap::new(),
@@ -472,8 +472,8 @@ impl FlowSink for MapSink {
 pub struct Keeper {
     map: BpfHashMap<MapData, FlowKey, FlowValue>,
     stats: BpfHashMap<MapData, FlowKey, FlowStats>,
-    /// The counters' map once more, for batch reads.
-    stats_fd: std::os::fd::OwnedFd,
+    /// Kernel interface indexes by wvs's interface slot.
+    ifindex: Arc<[AtomicU32]>,
     conns: Arc<ConnTable>,
     epoch: Instant,
     /// Each flow's counters at the previous merge.
@@ -509,10 +509,20 @@ impl Keeper {
         // In batches (one system call for thousands of flows), or one by one where the
         // kernel has no batch lookup; a flow removed during a one-by-one walk may restart
         // it: each key is merged once.
-        let walked = match lookup_batch(self.stats_fd.as_fd()) {
+        let walked = match lookup_batch(&self.stats) {
             Ok(all) => all,
             Err(_) => self
                 .stats
+                .iter()
+                .filter_map(Result::ok)
+                .take(crate::consts::OFFLOAD_FLOWS as usize)
+                .collect(),
+        };
+        // Where each flow leaves now, against where wvs's neighbour table says it should.
+        let hops: HashMap<FlowKey, FlowValue> = match lookup_batch(&self.map) {
+            Ok(all) => all.into_iter().collect(),
+            Err(_) => self
+                .map
                 .iter()
                 .filter_map(Result::ok)
                 .take(crate::consts::OFFLOAD_FLOWS as usize)
@@ -522,7 +532,7 @@ impl Keeper {
             if seen.contains_key(&key) {
                 continue;
             }
-            let stay = self.take(&key, v, epoch_ns);
+            let stay = self.take(&key, v, epoch_ns) && self.hop_holds(&key, hops.get(&key));
             seen.insert(key, v);
             if !stay {
                 gone.push(key);
@@ -543,6 +553,21 @@ impl Keeper {
         }
         self.counters.flows.store(seen.len() as u64, Relaxed);
         self.last = seen;
+    }
+
+    /// Whether the flow `key`, carried as `v`, still leaves by its connection's next hop
+    /// (none read: not carried now, nothing to say).
+    fn hop_holds(&self, key: &FlowKey, v: Option<&FlowValue>) -> bool {
+        let Some(v) = v else {
+            return true;
+        };
+        let now = key
+            .conn_key()
+            .and_then(|k| crate::offload::next_hop(&self.conns, &k));
+        now.is_some_and(|(iface, mac)| {
+            let ifindex = self.ifindex.get(usize::from(iface));
+            ifindex.is_some_and(|i| i.load(Relaxed) == v.ifindex) && mac == v.dmac
+        })
     }
 
     /// Merge what flow `key` carried since the last merge (`v` now); whether it stays.
@@ -582,12 +607,16 @@ struct BatchAttr {
 /// Flows read per batch.
 const BATCH: usize = 4096;
 
-/// Every entry of the counters' map `fd`, `BATCH` at a time (`BPF_MAP_LOOKUP_BATCH`, Linux
-/// 5.6): at 100,000 flows, 25 system calls a merge instead of 200,000.
-fn lookup_batch(fd: BorrowedFd<'_>) -> std::io::Result<Vec<(FlowKey, FlowStats)>> {
+/// Every entry of `map` (the counters' or the flows'), `BATCH` at a time
+/// (`BPF_MAP_LOOKUP_BATCH`, Linux 5.6): at 100,000 flows, 25 system calls a merge instead
+/// of 200,000.
+fn lookup_batch<V: aya::Pod + Default>(
+    map: &BpfHashMap<MapData, FlowKey, V>,
+) -> std::io::Result<Vec<(FlowKey, V)>> {
+    let fd = aya::maps::IterableMap::map(map).fd().as_fd();
     let mut out = Vec::new();
     let mut keys = vec![FlowKey::default(); BATCH];
-    let mut values = vec![FlowStats::default(); BATCH];
+    let mut values = vec![V::default(); BATCH];
     // The hash map's cursor is a bucket number (u32); room for more.
     let (mut cursor_in, mut cursor_out) = (0u64, 0u64);
     let mut first = true;
@@ -607,8 +636,8 @@ fn lookup_batch(fd: BorrowedFd<'_>) -> std::io::Result<Vec<(FlowKey, FlowStats)>
         };
         // SAFETY: `attr` is the batch member of `union bpf_attr` with its exact size; the
         // buffers it points to hold `count` keys and values of the map's sizes (FlowKey
-        // and FlowStats are the map's key and value) and the cursors 8 bytes each, and all
-        // live across the call.
+        // and `V`, whose sizes aya checked against the map's when it made the handle) and
+        // the cursors 8 bytes each, and all live across the call.
         let ret = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -1125,7 +1154,7 @@ mod tests {
             .keeper(c.h.conns.clone(), Instant::now())
             .expect("a keeper");
         // Read in one batch (the kernel has BPF_MAP_LOOKUP_BATCH).
-        let all = lookup_batch(k.stats_fd.as_fd()).expect("a batch read");
+        let all = lookup_batch(&k.stats).expect("a batch read");
         assert_eq!(all.len(), 2, "{all:?}");
         k.merge();
         let after = c.h.snap.dests().next().expect("a server").stats.totals();
@@ -1144,6 +1173,47 @@ mod tests {
         k.merge();
         assert_eq!(c.off.flows(), 0);
         assert_eq!(k.counters.flows.load(Relaxed), 0);
+    }
+
+    /// A server that moves to another MAC (its neighbour entry changes): the keeper takes
+    /// its flow out, and the connection's next packets through wvs offer it again with the
+    /// new next hop; the replies' flow stays.
+    #[test]
+    fn a_flow_follows_its_servers_new_mac() {
+        let (svc, server) = nat(Protocol::Tcp, Forward::Masq, false);
+        let mut c = Case::new(svc, server, false);
+        c.open(true);
+        let mut k = c
+            .off
+            .keeper(c.h.conns.clone(), Instant::now())
+            .expect("a keeper");
+        k.merge();
+        assert_eq!(c.off.flows(), 2, "both stay while nothing moved");
+        let moved = [0x02, 0, 0, 0, 0x77, 0x77];
+        let d = c.h.snap.dests().next().expect("a server");
+        d.set_next_hop(Some(wvs_core::model::NextHop {
+            iface: 1,
+            mac: moved,
+        }));
+        k.merge();
+        assert_eq!(
+            c.off.flows(),
+            1,
+            "the client's flow is out, the replies' stays"
+        );
+        let f = c.client_frame(Seg::Data, 64, b"x");
+        c.left(&f, "out of the map");
+        for _ in 0..crate::consts::OFFLOAD_AFTER_PACKETS {
+            let (v, out) = c.datapath(&f, true);
+            assert_eq!(v, Verdict::Tx { iface: 1 });
+            assert_eq!(out[..6], moved, "wvs sends it to the new MAC");
+        }
+        assert_eq!(c.off.flows(), 2, "offered again");
+        let (code, out) = c.off.run_tc(&f);
+        assert_eq!(code, TC_ACT_REDIRECT);
+        assert_eq!(out[..6], moved, "the program too");
+        k.merge();
+        assert_eq!(c.off.flows(), 2, "and it stays");
     }
 
     /// A FIN takes the flows out at once, but not what they carried: the keeper merges it.
