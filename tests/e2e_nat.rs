@@ -1004,18 +1004,10 @@ fn sctp_associations_are_balanced_with_checksums_tshark_accepts(io: &str) {
     // a capture on its interfaces would not see): at the client, and at rs2.
     let capture = |ns: &str| {
         let pcap = topo.dir.join(format!("sctp-{ns}.pcap"));
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &topo.ns(ns), "tshark", "-q", "-i", "eth0"])
-            .args(["-f", "sctp", "-a", "duration:12", "-w"])
-            .arg(&pcap)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("tshark");
+        let child = topo.tshark(ns, "eth0", "sctp", &["-a", "duration:12"], &pcap);
         (child, pcap)
     };
     let captures = [capture("cli"), capture("rs2")];
-    std::thread::sleep(Duration::from_secs(2));
     for cport in ["41001", "41002", "41003"] {
         let out = topo.exec(
             "cli",

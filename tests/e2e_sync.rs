@@ -249,15 +249,7 @@ fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
     );
     // What goes over the wire, as tshark's dissector reads it.
     let pcap = topo.dir.join("sync.pcap");
-    let mut tshark = Command::new("ip")
-        .args(["netns", "exec", &topo.ns("lb2"), "tshark", "-q", "-i", "s0"])
-        .args(["-f", "udp port 8848", "-a", "duration:8", "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tshark");
-    std::thread::sleep(Duration::from_secs(2));
+    let mut tshark = topo.tshark("lb2", "s0", "udp port 8848", &["-a", "duration:8"], &pcap);
 
     // 20 keep-alive connections, and a 100 MB download at 10 MB/s.
     let mut holder = Holder::start(&topo, 20);

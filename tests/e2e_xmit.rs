@@ -180,23 +180,13 @@ fn decaps(topo: &Topo, kind: &str) -> Decaps {
 /// `PACKET_QDISC_BYPASS` skip the taps of other packet sockets there.)
 fn capture(topo: &Topo, filter: &str, traffic: impl FnOnce()) -> std::path::PathBuf {
     let pcap = topo.dir.join("tunnel.pcap");
-    let mut dump = Command::new("ip")
-        .args(["netns", "exec", &topo.ns("sw"), "tshark", "-i", "pl"])
-        .args(["-f", filter, "-c", "20", "-a", "duration:60", "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tshark");
-    // The capture file appears once the capture runs (tshark's own messages are buffered
-    // until it exits).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::fs::metadata(&pcap).map_or(0, |m| m.len()) == 0
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut dump = topo.tshark(
+        "sw",
+        "pl",
+        filter,
+        &["-c", "20", "-a", "duration:60"],
+        &pcap,
+    );
     let mut err = dump.stderr.take().expect("stderr");
     traffic();
     // 20 packets end it; fewer, an interrupt (which tshark ends on cleanly).

@@ -210,6 +210,30 @@ impl Topo {
             .expect("ip netns exec")
     }
 
+    /// Start tshark on `iface` of namespace `n`, writing what `filter` (a capture filter)
+    /// lets through into `pcap`, with `more` arguments (how it stops: `-a duration:N`,
+    /// `-c N`), and return once it captures: tshark writes the file's header then, and a
+    /// fixed wait let a loaded machine's capture start after the traffic had begun (an SCTP
+    /// test's first association missing from it in CI). Its error output is piped.
+    pub fn tshark(&self, n: &str, iface: &str, filter: &str, more: &[&str], pcap: &Path) -> Child {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(n), "tshark", "-q", "-i", iface])
+            .args(["-f", filter])
+            .args(more)
+            .arg("-w")
+            .arg(pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tshark");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::fs::metadata(pcap).map_or(0, |m| m.len()) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        child
+    }
+
     /// Run `wvs run --iface c0 --iface s0 ARGS` in the balancer's namespace when it is
     /// meant to refuse to start: it must exit with status 1 within 20 s; its error output.
     pub fn wvs_refused(&self, args: &[&std::ffi::OsStr]) -> String {
