@@ -50,7 +50,10 @@
 #                                   MEM=1 for the memory figure, OUT=file for a copy of the table,
 #                                   FIGURES="udp tcp close ka lat" for some figures only,
 #                                   UDP_PAYLOAD=18 bytes of UDP payload: 1400 for large datagrams,
-#                                   UDP_FLOWS=64512 source ports: 1 for a single busy flow)
+#                                   UDP_FLOWS=64512 source ports: 1 for a single busy flow,
+#                                   PERF="close ka" to profile those figures: the whole machine
+#                                   (perf record -a -g) during each case's first run of each, its
+#                                   top symbols in PERF_DIR/perf-CASE-FIGURE.txt, /tmp by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
@@ -352,15 +355,33 @@ tcp_gbps() { # case -> "Gbit/s ns-per-KB" (the whole machine's busy time per KB 
 wrk_args() { # case -> target arguments
   if [ "$1" = fwd ]; then echo "-s $DIR/spread.lua http://198.19.0.11/"; else url_of "$1"; fi
 }
+PERF_DIR=${PERF_DIR:-/tmp}
+# Profile figure $1 of case $2 while "$@" (from $3) runs, if PERF names the figure and the
+# case has no profile of it yet: the whole machine for the run's duration, then its top
+# symbols (self time) into PERF_DIR/perf-CASE-FIGURE.txt.
+profiled() {
+  local fig=$1 case=$2 data
+  shift 2
+  data=$PERF_DIR/perf-$case-$fig.data
+  if [[ " ${PERF:-} " != *" $fig "* ]] || [ -e "$DIR/profiled-$case-$fig" ]; then "$@"; return; fi
+  touch "$DIR/profiled-$case-$fig"
+  perf record -a -g -q -o "$data" -- sleep "$DUR" >/dev/null 2>&1 &
+  local rec=$!
+  "$@"
+  wait "$rec" || true
+  perf report -i "$data" --no-children --sort sym --stdio 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | head -40 > "$PERF_DIR/perf-$case-$fig.txt" || true
+  log "profile of $case, $fig: $PERF_DIR/perf-$case-$fig.txt"
+}
 http_close() {
   # shellcheck disable=SC2046
-  ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" -H 'Connection: close' $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
+  profiled close "$1" ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" -H 'Connection: close' $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }'
 }
 http_ka() { # case -> "req/s ns-per-request" (the whole machine's busy time per request)
   local b0 b1 rps
   b0=$(busy_ticks)
   # shellcheck disable=SC2046
-  rps=$(ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }')
+  rps=$(profiled ka "$1" ip netns exec "$P-cli" wrk -t3 -c63 -d"${DUR}s" $(wrk_args "$1") | awk '/Requests\/sec/ { printf "%d\n", $2 }')
   b1=$(busy_ticks)
   awk -v r="${rps:-0}" -v b=$((b1 - b0)) -v hz="$(getconf CLK_TCK)" -v d="$DUR" 'BEGIN {
     if (r <= 0) { print "- -"; exit }
