@@ -658,10 +658,8 @@ mod tests {
         }
     }
 
-    /// The keeper takes a flow out while its server is down; once the server is up, the
-    /// connection's packets through wvs offer it again.
-    #[test]
-    fn a_tcp_flow_taken_out_while_its_server_was_down_is_offered_again() {
+    /// A NAT connection through its handshake and past the count: the flows it offered.
+    fn offered_nat() -> (Harness, Record, Vec<Flow>) {
         let (h, r) = harness(Protocol::Tcp, 80, nat());
         send(&h, 1, true, frame(true, (40000, 80), T::Syn));
         send(&h, 2, false, frame(false, (40000, 80), T::SynAck));
@@ -670,6 +668,14 @@ mod tests {
         let Some(Asked::Offer(flows)) = r.take().pop() else {
             panic!("offered")
         };
+        (h, r, flows)
+    }
+
+    /// The keeper takes a flow out while its server is down; once the server is up, the
+    /// connection's packets through wvs offer it again.
+    #[test]
+    fn a_tcp_flow_taken_out_while_its_server_was_down_is_offered_again() {
+        let (h, r, flows) = offered_nat();
         let d = h.snap.dests().next().unwrap();
         d.set_health(true, false);
         assert!(
@@ -690,14 +696,7 @@ mod tests {
 
     #[test]
     fn the_merge_counts_what_was_carried_and_keeps_the_timer() {
-        let (h, r) = harness(Protocol::Tcp, 80, nat());
-        send(&h, 1, true, frame(true, (40000, 80), T::Syn));
-        send(&h, 2, false, frame(false, (40000, 80), T::SynAck));
-        send(&h, 3, true, frame(true, (40000, 80), T::Ack));
-        long(&h, 40000, 80, 2);
-        let Some(Asked::Offer(flows)) = r.take().pop() else {
-            panic!("offered")
-        };
+        let (h, _, flows) = offered_nat();
         let d = h.snap.dests().next().unwrap();
         let before = d.stats.totals();
         let carried = Carried {

@@ -509,25 +509,9 @@ impl Keeper {
         // In batches (one system call for thousands of flows), or one by one where the
         // kernel has no batch lookup; a flow removed during a one-by-one walk may restart
         // it: each key is merged once.
-        let walked = match lookup_batch(&self.stats) {
-            Ok(all) => all,
-            Err(_) => self
-                .stats
-                .iter()
-                .filter_map(Result::ok)
-                .take(crate::consts::OFFLOAD_FLOWS as usize)
-                .collect(),
-        };
+        let walked = read_all(&self.stats);
         // Where each flow leaves now, against where wvs's neighbour table says it should.
-        let hops: HashMap<FlowKey, FlowValue> = match lookup_batch(&self.map) {
-            Ok(all) => all.into_iter().collect(),
-            Err(_) => self
-                .map
-                .iter()
-                .filter_map(Result::ok)
-                .take(crate::consts::OFFLOAD_FLOWS as usize)
-                .collect(),
-        };
+        let hops: HashMap<FlowKey, FlowValue> = read_all(&self.map).into_iter().collect();
         for (key, v) in walked {
             if seen.contains_key(&key) {
                 continue;
@@ -585,6 +569,16 @@ impl Keeper {
             crate::offload::merge(&self.conns, &k, carried, crate::consts::OFFLOAD_SLOT)
         })
     }
+}
+
+/// Every entry of `map`: in batches, or one by one where the kernel has no batch lookup.
+fn read_all<V: aya::Pod + Default>(map: &BpfHashMap<MapData, FlowKey, V>) -> Vec<(FlowKey, V)> {
+    lookup_batch(map).unwrap_or_else(|_| {
+        map.iter()
+            .filter_map(Result::ok)
+            .take(crate::consts::OFFLOAD_FLOWS as usize)
+            .collect()
+    })
 }
 
 /// `bpf(2)`'s command and `union bpf_attr`'s member for it (include/uapi/linux/bpf.h): aya
