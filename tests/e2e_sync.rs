@@ -318,6 +318,29 @@ fn the_backup_takes_over_the_masters_connections_on_the_same_servers() {
         );
         assert!(r[8].starts_with("198.19.0.1"), "{text}");
     }
+    // The download's client packets count toward `sync_threshold` on the master, also
+    // while the flow offload carries them (its keeper counts them at each merge): its
+    // connection goes again and again (its 3rd packet, then every 50th), not once.
+    let cports = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args(["-T", "fields", "-e", "ipvs.cport"])
+        .args(["-E", "occurrence=a", "-E", "aggregator= "])
+        .output()
+        .expect("tshark -r");
+    let mut per_port = std::collections::BTreeMap::<String, usize>::new();
+    for p in String::from_utf8_lossy(&cports.stdout).split_whitespace() {
+        *per_port.entry(p.to_string()).or_default() += 1;
+    }
+    eprintln!("sync records by client port: {per_port:?}");
+    let most = per_port.values().copied().max().unwrap_or(0);
+    assert!(most >= 3, "records by client port: {per_port:?}");
+    if common::offloads(&[]) {
+        assert!(
+            metric(&master, "wvs_offload_packets_total") > 0,
+            "the master's offload carried nothing: {per_port:?}"
+        );
+    }
 
     // The master dies; the backup takes the gateways.
     master.signal("KILL");

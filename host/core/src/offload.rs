@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use crate::conn::table::KeyDir;
 use crate::conn::{Conn, ConnKey, ConnTable, TcpState};
 use crate::model::{Forward, Protocol, TunCsum, TunKind};
+use crate::spec::SyncSettings;
 use crate::xmit::Link;
 
 /// One direction of an offloaded connection: a packet that arrives with `key`'s endpoints
@@ -280,15 +281,25 @@ pub(crate) fn keys(c: &Conn) -> [ConnKey; 2] {
 /// connection's server and service (in the counters' slot `slot`, which only the caller
 /// writes), and its last packet's time into the connection's timer. Returns whether the
 /// flow may stay in the kernel: `false` when its connection is gone or no longer eligible
-/// (its server removed, its state moved on), and the caller takes it out.
-pub fn merge(table: &ConnTable, key: &ConnKey, carried: Carried, slot: usize) -> bool {
+/// (its server removed, its state moved on), and the caller takes it out. With the sync
+/// daemon's master running, the client's carried packets count toward `sync_threshold`
+/// (`sync`) as they would through wvs, and the records they call for are queued in `slot`.
+pub fn merge(
+    table: &ConnTable,
+    key: &ConnKey,
+    carried: Carried,
+    slot: usize,
+    sync: &SyncSettings,
+) -> bool {
     let take = |c: &mut Conn, inbound: bool| {
+        let mut counted = None;
         if carried.packets > 0 {
             let (d, s) = (c.dest.stats.worker(slot), c.svc_stats.worker(slot));
             if inbound {
                 d.packets_in(carried.packets, carried.bytes);
                 s.packets_in(carried.packets, carried.bytes);
                 let n = u32::try_from(carried.packets).unwrap_or(u32::MAX);
+                counted = Some((c.in_pkts, n));
                 c.in_pkts = c.in_pkts.saturating_add(n);
             } else {
                 d.packets_out(carried.packets, carried.bytes);
@@ -300,11 +311,14 @@ pub fn merge(table: &ConnTable, key: &ConnKey, carried: Carried, slot: usize) ->
         {
             c.touch(t);
         }
+        if let (Some(counts), Some(t)) = (counted, carried.seen)
+            && table.sync().is_master()
+        {
+            table.sync_carried(slot, c, counts, t, sync);
+        }
         // Still carried while nothing but a SYN, FIN or RST (which the program leaves to
         // wvs) could change it.
-        eligible(c)
-            && (c.proto != Protocol::Tcp || c.state == TcpState::Established)
-            && !table.sync().is_master()
+        eligible(c) && (c.proto != Protocol::Tcp || c.state == TcpState::Established)
     };
     if let Some(stay) = table.with_conn(KeyDir::In, key, |c| take(c, true)) {
         return stay;
@@ -679,7 +693,13 @@ mod tests {
         let d = h.snap.dests().next().unwrap();
         d.set_health(true, false);
         assert!(
-            !merge(&h.conns, &flows[0].key, Carried::default(), 0),
+            !merge(
+                &h.conns,
+                &flows[0].key,
+                Carried::default(),
+                0,
+                &SyncSettings::default()
+            ),
             "taken out while its server is down"
         );
         let after = u64::from(crate::consts::OFFLOAD_AFTER_PACKETS);
@@ -692,6 +712,42 @@ mod tests {
             send(&h, 40 + n, true, frame(true, (40000, 80), T::Ack));
         }
         assert_eq!(r.take(), vec![Asked::Offer(flows)], "once it is up");
+    }
+
+    /// With the sync daemon's master running, the client's carried packets count toward
+    /// `sync_threshold` as through wvs: a record at a merge whose packets reached a count of
+    /// 3 modulo 50 (IPVS's default), one for several such counts, none for the other
+    /// merges, none for the replies' packets.
+    #[test]
+    fn carried_packets_count_toward_the_sync_threshold() {
+        let (h, _, flows) = offered_nat();
+        h.conns.sync().start_master(64);
+        let sync = SyncSettings::default();
+        let slot = crate::consts::OFFLOAD_SLOT;
+        let merged = |key: &ConnKey, packets: u64| {
+            let carried = Carried {
+                packets,
+                bytes: packets * 100,
+                seen: Some(20_000),
+            };
+            assert!(merge(&h.conns, key, carried, slot, &sync));
+            let mut out = Vec::new();
+            h.conns.sync().drain(slot, &mut out);
+            out.iter().map(|r| (r.cport, r.dport)).collect::<Vec<_>>()
+        };
+        let conn = vec![(40000, 8080)];
+        // Eight client packets through wvs, then 40 carried: 48, short of 53.
+        assert_eq!(merged(&flows[0].key, 40), vec![]);
+        assert_eq!(merged(&flows[0].key, 10), conn, "the 53rd");
+        assert_eq!(merged(&flows[0].key, 40), vec![], "98");
+        assert_eq!(
+            merged(&flows[0].key, 120),
+            conn,
+            "the 103rd to the 203rd: once"
+        );
+        assert_eq!(merged(&flows[1].key, 500), vec![], "replies");
+        h.conns.sync().stop_master();
+        assert_eq!(merged(&flows[0].key, 100), vec![], "no master");
     }
 
     #[test]
@@ -708,13 +764,15 @@ mod tests {
             &h.conns,
             &flows[0].key,
             carried,
-            crate::consts::OFFLOAD_SLOT
+            crate::consts::OFFLOAD_SLOT,
+            &SyncSettings::default(),
         ));
         assert!(merge(
             &h.conns,
             &flows[1].key,
             carried,
-            crate::consts::OFFLOAD_SLOT
+            crate::consts::OFFLOAD_SLOT,
+            &SyncSettings::default(),
         ));
         let after = d.stats.totals();
         assert_eq!(
@@ -738,7 +796,8 @@ mod tests {
                 &h.conns,
                 &flows[0].key,
                 Carried::default(),
-                crate::consts::OFFLOAD_SLOT
+                crate::consts::OFFLOAD_SLOT,
+                &SyncSettings::default(),
             ),
             "a connection gone takes its flows out"
         );

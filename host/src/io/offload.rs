@@ -23,6 +23,7 @@ use std::sync::atomic::{
 };
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::{ProgramError, SchedClassifier, SocketFilter, TcAttachType};
@@ -30,6 +31,8 @@ use aya::programs::{ProgramError, SchedClassifier, SocketFilter, TcAttachType};
 use crate::conn::{ConnKey, ConnTable};
 use crate::model::Protocol;
 use crate::offload::{Carried, Flow, FlowSink, Offered};
+use crate::service::Snapshot;
+use crate::spec::SyncSettings;
 
 /// The compiled program (empty when the build had no clang).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wvs_offload.o"));
@@ -351,6 +354,7 @@ impl Offload {
             epoch,
             last: HashMap::new(),
             counters: self.counters.clone(),
+            snapshot: None,
         })
     }
 }
@@ -479,9 +483,18 @@ pub struct Keeper {
     /// Each flow's counters at the previous merge.
     last: HashMap<FlowKey, FlowStats>,
     counters: Arc<OffloadCounters>,
+    /// The published services, for the sync daemon's settings (none: IPVS's defaults).
+    snapshot: Option<Arc<ArcSwap<Snapshot>>>,
 }
 
 impl Keeper {
+    /// Read the sync daemon's settings (`sync_threshold` and the rest, which the carried
+    /// packets count toward while a master runs) from the published `snapshot`.
+    pub fn with_snapshot(mut self, snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
     /// Merge every `OFFLOAD_MERGE_MS`, and at once when `kick` says the services changed,
     /// until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool, kick: &std::sync::mpsc::Receiver<()>) {
@@ -510,13 +523,18 @@ impl Keeper {
         // kernel has no batch lookup; a flow removed during a one-by-one walk may restart
         // it: each key is merged once.
         let walked = read_all(&self.stats);
+        let sync = self
+            .snapshot
+            .as_ref()
+            .map(|s| s.load().sysctl.sync)
+            .unwrap_or_default();
         // Where each flow leaves now, against where wvs's neighbour table says it should.
         let hops: HashMap<FlowKey, FlowValue> = read_all(&self.map).into_iter().collect();
         for (key, v) in walked {
             if seen.contains_key(&key) {
                 continue;
             }
-            let stay = self.take(&key, v, epoch_ns) && self.hop_holds(&key, hops.get(&key));
+            let stay = self.take(&key, v, epoch_ns, &sync) && self.hop_holds(&key, hops.get(&key));
             seen.insert(key, v);
             if !stay {
                 gone.push(key);
@@ -530,7 +548,7 @@ impl Keeper {
                 if let Some(&was) = seen.get(k) {
                     self.last.insert(*k, was);
                 }
-                self.take(k, v, epoch_ns);
+                self.take(k, v, epoch_ns, &sync);
             }
             let _ = self.stats.remove(k);
             seen.remove(k);
@@ -555,7 +573,7 @@ impl Keeper {
     }
 
     /// Merge what flow `key` carried since the last merge (`v` now); whether it stays.
-    fn take(&mut self, key: &FlowKey, v: FlowStats, epoch_ns: u64) -> bool {
+    fn take(&mut self, key: &FlowKey, v: FlowStats, epoch_ns: u64, sync: &SyncSettings) -> bool {
         let was = self.last.get(key).copied().unwrap_or_default();
         let carried = Carried {
             packets: v.packets.saturating_sub(was.packets),
@@ -566,7 +584,7 @@ impl Keeper {
         self.counters.packets.fetch_add(carried.packets, Relaxed);
         self.counters.bytes.fetch_add(carried.bytes, Relaxed);
         key.conn_key().is_some_and(|k| {
-            crate::offload::merge(&self.conns, &k, carried, crate::consts::OFFLOAD_SLOT)
+            crate::offload::merge(&self.conns, &k, carried, crate::consts::OFFLOAD_SLOT, sync)
         })
     }
 }

@@ -218,7 +218,8 @@ async fn run_async(mut opts: RunOptions) -> Result<(), RunError> {
             o.counters.set_kick(kick.clone());
             control.set_offload_kick(kick);
             Some(start_keeper(
-                o.keeper(conns.clone(), epoch)?,
+                o.keeper(conns.clone(), epoch)?
+                    .with_snapshot(snapshot.clone()),
                 kicked,
                 stop.clone(),
             )?)

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use super::persist::{Link, SyncPutError, TemplateKey};
 use super::{Conn, ConnKey, ConnTable, Flags, InsertError, SctpState, TcpState};
-use crate::consts::{MAX_WORKERS, SYNC_TEMPLATE_TIMEOUT_SECS};
+use crate::consts::{STAT_SLOTS, SYNC_TEMPLATE_TIMEOUT_SECS};
 use crate::model::{Forward, NextHop, Protocol};
 use crate::service::Snapshot;
 use crate::spec::SyncSettings;
@@ -50,7 +50,9 @@ impl Default for Outbox {
         Self {
             master: AtomicBool::new(false),
             backup: AtomicBool::new(false),
-            queues: (0..MAX_WORKERS).map(|_| Mutex::new(Vec::new())).collect(),
+            // One per worker, and the offload keeper's (`OFFLOAD_SLOT`), which counts the
+            // packets the kernel carried.
+            queues: (0..STAT_SLOTS).map(|_| Mutex::new(Vec::new())).collect(),
             cap: AtomicUsize::new(0),
             queued: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -317,19 +319,22 @@ fn fwd_flag(f: Forward) -> u32 {
 }
 
 impl Link {
-    /// `ip_vs_sync_conn_needed` for a template: counted by its connections' packets, never
-    /// forced, and let through by `sync_period` whatever the count.
-    pub(crate) fn sync_needed(&self, now: u64, s: &SyncSettings) -> bool {
-        let pkts = self.in_pkts.fetch_add(1, Relaxed).wrapping_add(1);
+    /// `ip_vs_sync_conn_needed` for a template after `n` packets of its connections (one
+    /// through wvs, or those the offload carried since its last merge): counted by them,
+    /// never forced, and let through by `sync_period` whatever the count.
+    pub(crate) fn sync_needed(&self, n: u32, now: u64, s: &SyncSettings) -> bool {
+        let old = self.in_pkts.fetch_add(n, Relaxed);
         let orig = self.sync_endtime.load(Relaxed);
-        let Some(n) = refresh(orig, (now / 1000) as u32, self.timeout_s, s) else {
+        let Some(end) = refresh(orig, (now / 1000) as u32, self.timeout_s, s) else {
             return false;
         };
-        if s.period == 0 && s.refresh_period == 0 && pkts != s.threshold {
+        // Whether one of the `n` counts was the threshold.
+        let hit = (1..=n).contains(&s.threshold.wrapping_sub(old));
+        if s.period == 0 && s.refresh_period == 0 && !hit {
             return false;
         }
         self.sync_endtime
-            .compare_exchange(orig, n, Relaxed, Relaxed)
+            .compare_exchange(orig, end, Relaxed, Relaxed)
             .is_ok()
     }
 
@@ -381,8 +386,50 @@ impl ConnTable {
             && t.link().pe_data().is_none()
         {
             let link = t.link();
-            if link.sync_needed(now, s) {
+            if link.sync_needed(1, now, s) {
                 out.push(worker, link.sync_record(&c.dest, c.rport));
+            }
+        }
+    }
+
+    /// What `n` client packets of `c` that the offload carried call for, as [`sync_in`]
+    /// for each of them would have: `c.in_pkts` went from `old` to `old + n` (saturating),
+    /// and the connection is sent once, at the last of those counts its rule lets through
+    /// (or at the last count, which `sync_refresh_period` may let through), its template
+    /// counted by all `n`. `now` is the last carried packet's time. Records go out up to a
+    /// merge later than IPVS sends them (`OFFLOAD_MERGE_MS`), and of a burst of several
+    /// periods in one merge only one.
+    ///
+    /// [`sync_in`]: ConnTable::sync_in
+    pub(crate) fn sync_carried(
+        &self,
+        slot: usize,
+        c: &mut Conn,
+        (old, n): (u32, u32),
+        now: u64,
+        s: &SyncSettings,
+    ) {
+        let out = &self.sync;
+        let new = old.saturating_add(n);
+        let pkts = if s.period > 0 {
+            // The greatest count in (old, new] that is `threshold` modulo `period`.
+            new.checked_sub((new % s.period + s.period - s.threshold % s.period) % s.period)
+                .filter(|&p| p > old)
+                .unwrap_or(new)
+        } else if (old.saturating_add(1)..=new).contains(&s.threshold) {
+            s.threshold
+        } else {
+            new
+        };
+        if c.fwd != Forward::FullNat && c.sync_needed(pkts, now, s) {
+            out.push(slot, c.sync_record());
+        }
+        if let Some(t) = &c.template
+            && t.link().pe_data().is_none()
+        {
+            let link = t.link();
+            if link.sync_needed(n, now, s) {
+                out.push(slot, link.sync_record(&c.dest, c.rport));
             }
         }
     }

@@ -309,9 +309,8 @@ impl Datapath {
         match offload::step(c, moment, was, gap_ms) {
             Step::Keep => return,
             Step::Withdraw => return sink.withdraw(&offload::keys(c)),
-            // The sync daemon's master sends a connection at its threshold packets: those
-            // would not come through wvs.
-            Step::Offer if self.conns.sync().is_master() => return,
+            // (With the sync daemon's master, the keeper counts the carried packets toward
+            // `sync_threshold`: `offload::merge`.)
             Step::Offer => {}
         }
         let Ok(to_real) = self.link_in(c.fwd, c.dest.next_hop(), 0) else {
