@@ -1064,6 +1064,22 @@ fn misc_checks_from_the_api_need_an_opt_in_and_run_with_nothing_of_wvss() {
     assert!(!uid.contains("\t0\t"), "not root: {uid}");
 }
 
+/// keepalived.conf's text for a `virtual_server` on the VIP's `port`: `settings` (its own
+/// lines, as written inside it), then a `real_server` block for each of `reals` (n, port,
+/// the block's lines) at 198.19.0.1n.
+fn virtual_server(port: u16, settings: &str, reals: &[(u8, u16, &str)]) -> String {
+    let mut text = format!("virtual_server {VIP} {port} {{\n{settings}");
+    for (n, rport, body) in reals {
+        text += &format!("  real_server 198.19.0.1{n} {rport} {{\n{body}  }}\n");
+    }
+    text + "}\n"
+}
+
+/// The same `real_server` lines `body` on `port` for rs1 to rs`n`.
+fn each(n: u8, port: u16, body: &str) -> Vec<(u8, u16, &str)> {
+    (1..=n).map(|i| (i, port, body)).collect()
+}
+
 /// Write keepalived.conf text to NAME.conf and import it into `w` (it must be taken);
 /// returns what `wvs adm` said (its notes).
 fn import(w: &Wvs, topo: &Topo, name: &str, text: &str) -> String {
@@ -1146,15 +1162,15 @@ fn an_smtp_check_from_keepalived_conf() {
         })
         .collect();
     let w = Wvs::start(&topo, None);
-    let mut text = format!(
-        "virtual_server {VIP} 25 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    let text = virtual_server(
+        25,
+        "  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n",
+        &each(
+            3,
+            25,
+            "    SMTP_CHECK {\n      helo_name lb.wvs.test\n      connect_timeout 2\n      retry 0\n    }\n",
+        ),
     );
-    for i in 1..=3 {
-        text += &format!(
-            "  real_server 198.19.0.1{i} 25 {{\n    SMTP_CHECK {{\n      helo_name lb.wvs.test\n      connect_timeout 2\n      retry 0\n    }}\n  }}\n"
-        );
-    }
-    text += "}\n";
     import(&w, &topo, "smtp", &text);
     wait_state(&w, "198.19.0.13:25", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.13:25");
@@ -1194,16 +1210,16 @@ fn an_http_check_with_two_urls_from_keepalived_conf() {
         std::fs::write(dir.join("index.html"), body).expect("page");
     }
     let w = Wvs::start(&topo, None);
-    let mut text = format!(
-        "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    // md5("ok\n"), as keepalived's genhash prints it.
+    let text = virtual_server(
+        80,
+        "  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n",
+        &each(
+            3,
+            80,
+            "    weight 1\n    HTTP_GET {\n      url {\n        path /\n        status_code 200\n      }\n      url {\n        path /mrtg/\n        digest eff5bc1ef8ec9d03e640fc4370f5eacd\n      }\n      connect_timeout 2\n      retry 0\n    }\n",
+        ),
     );
-    for i in 1..=3 {
-        // md5("ok\n"), as keepalived's genhash prints it.
-        text += &format!(
-            "  real_server 198.19.0.1{i} 80 {{\n    weight 1\n    HTTP_GET {{\n      url {{\n        path /\n        status_code 200\n      }}\n      url {{\n        path /mrtg/\n        digest eff5bc1ef8ec9d03e640fc4370f5eacd\n      }}\n      connect_timeout 2\n      retry 0\n    }}\n  }}\n"
-        );
-    }
-    text += "}\n";
     import(&w, &topo, "urls", &text);
     wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.13:80");
@@ -1240,15 +1256,15 @@ fn several_checkers_on_a_real_server_from_keepalived_conf() {
         })
         .collect();
     let w = Wvs::start(&topo, None);
-    let mut text = format!(
-        "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    let text = virtual_server(
+        80,
+        "  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n",
+        &each(
+            3,
+            80,
+            "    TCP_CHECK {\n      connect_timeout 2\n      retry 0\n    }\n    TCP_CHECK {\n      connect_port 8081\n      connect_timeout 2\n      retry 0\n    }\n",
+        ),
     );
-    for i in 1..=3 {
-        text += &format!(
-            "  real_server 198.19.0.1{i} 80 {{\n    TCP_CHECK {{\n      connect_timeout 2\n      retry 0\n    }}\n    TCP_CHECK {{\n      connect_port 8081\n      connect_timeout 2\n      retry 0\n    }}\n  }}\n"
-        );
-    }
-    text += "}\n";
     import(&w, &topo, "checkers", &text);
     wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.13:80");
@@ -1301,15 +1317,15 @@ fn alpha_and_warmup_from_keepalived_conf() {
     let topo = Topo::new("hal", false);
     let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
     let conf = topo.dir.join("alpha.conf");
-    let mut text = format!(
-        "virtual_server {VIP} 80 {{\n  delay_loop 10\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  alpha\n  ha_suspend\n"
+    let text = virtual_server(
+        80,
+        "  delay_loop 10\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  alpha\n  ha_suspend\n",
+        &each(
+            3,
+            80,
+            "    MISC_CHECK {\n      misc_path \"/bin/sleep 2\"\n      misc_timeout 5\n      warmup 0\n    }\n",
+        ),
     );
-    for i in 1..=3 {
-        text += &format!(
-            "  real_server 198.19.0.1{i} 80 {{\n    MISC_CHECK {{\n      misc_path \"/bin/sleep 2\"\n      misc_timeout 5\n      warmup 0\n    }}\n  }}\n"
-        );
-    }
-    text += "}\n";
     std::fs::write(&conf, text).expect("conf");
     let t0 = Instant::now();
     let (code, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
@@ -1373,15 +1389,17 @@ fn notify_programs_from_keepalived_conf() {
     );
     let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
     let s = logged.script.display();
-    let mut text = format!(
-        "virtual_server {VIP} 80 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    let text = virtual_server(
+        80,
+        "  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n",
+        &each(
+            3,
+            80,
+            &format!(
+                "    notify_up \"{s} UP\"\n    notify_down \"{s} DOWN\" root\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n"
+            ),
+        ),
     );
-    for i in 1..=3 {
-        text += &format!(
-            "  real_server 198.19.0.1{i} 80 {{\n    notify_up \"{s} UP\"\n    notify_down \"{s} DOWN\" root\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n"
-        );
-    }
-    text += "}\n";
     let err = import(&w, &topo, "notify", &text);
     assert!(err.contains("runs as wvs's user, not as root"), "{err}");
     first_result(&w, "198.19.0.13:80");
@@ -1430,16 +1448,18 @@ fn misc_dynamic_weights_from_keepalived_conf() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
     let conf = topo.dir.join("dynamic.conf");
-    let mut text = format!(
-        "virtual_server {VIP} 80 {{\n  delay_loop 0.3\n  lb_algo wrr\n  lb_kind NAT\n  protocol TCP\n"
+    let text = virtual_server(
+        80,
+        "  delay_loop 0.3\n  lb_algo wrr\n  lb_kind NAT\n  protocol TCP\n",
+        &each(
+            3,
+            80,
+            &format!(
+                "    weight 1\n    MISC_CHECK {{\n      misc_path \"{}\"\n      misc_timeout 2\n      misc_dynamic\n    }}\n",
+                script.display()
+            ),
+        ),
     );
-    for i in 1..=3 {
-        text += &format!(
-            "  real_server 198.19.0.1{i} 80 {{\n    weight 1\n    MISC_CHECK {{\n      misc_path \"{}\"\n      misc_timeout 2\n      misc_dynamic\n    }}\n  }}\n",
-            script.display()
-        );
-    }
-    text += "}\n";
     std::fs::write(&conf, text).expect("conf");
     let (code_, _, err) = w.adm(&["--import-keepalived", conf.to_str().expect("path")]);
     assert_eq!(code_, 0, "{err}");
@@ -1502,15 +1522,17 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
     let logged = Logged::new(&topo, "$WVS_QUORUM $WVS_WEIGHT $WVS_SERVICE");
     let w = Wvs::start_with(&topo, None, &["--allow-misc-checks"]);
     let s = logged.script.display();
-    let mut text = format!(
-        "virtual_server {VIP} 80 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  quorum 2\n  hysteresis 0\n  quorum_up \"{s} UP\"\n  quorum_down \"{s} DOWN\"\n  sorry_server 198.19.0.13 80\n"
+    let text = virtual_server(
+        80,
+        &format!(
+            "  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  quorum 2\n  hysteresis 0\n  quorum_up \"{s} UP\"\n  quorum_down \"{s} DOWN\"\n  sorry_server 198.19.0.13 80\n"
+        ),
+        &each(
+            2,
+            80,
+            "    TCP_CHECK {\n      connect_timeout 1\n      retry 0\n    }\n",
+        ),
     );
-    for i in 1..=2 {
-        text += &format!(
-            "  real_server 198.19.0.1{i} 80 {{\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n"
-        );
-    }
-    text += "}\n";
     import(&w, &topo, "quorum", &text);
     first_result(&w, "198.19.0.12:80");
     assert_eq!(served(&topo), ["rs1", "rs2"]);
@@ -1545,15 +1567,21 @@ fn quorum_and_a_sorry_server_from_keepalived_conf() {
 fn udp_checks_from_keepalived_conf() {
     let topo = Topo::new("hud", false);
     let w = Wvs::start(&topo, None);
-    let mut text = format!(
-        "virtual_server {VIP} 9000 {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol UDP\n"
+    let mut reals = each(
+        2,
+        9000,
+        "    UDP_CHECK {\n      payload 6869\n      require_reply 72xx31\n      connect_timeout 2\n      retry 1\n      delay_before_retry 0.3\n    }\n",
     );
-    for i in 1..=2 {
-        text += &format!(
-            "  real_server 198.19.0.1{i} 9000 {{\n    UDP_CHECK {{\n      payload 6869\n      require_reply 72xx31\n      connect_timeout 2\n      retry 1\n      delay_before_retry 0.3\n    }}\n  }}\n"
-        );
-    }
-    text += "  real_server 198.19.0.13 9000 {\n    UDP_CHECK {\n      connect_port 9002\n      connect_timeout 2\n      retry 0\n    }\n  }\n}\n";
+    reals.push((
+        3,
+        9000,
+        "    UDP_CHECK {\n      connect_port 9002\n      connect_timeout 2\n      retry 0\n    }\n",
+    ));
+    let text = virtual_server(
+        9000,
+        "  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol UDP\n",
+        &reals,
+    );
     // rs3's kernel limits its port unreachables to one a second per destination after a
     // burst of six (net.ipv4.icmp_ratelimit, icmp_ratemask): checks every 0.5 s then find
     // every other one unanswered, which passes without require_reply, and rs3 flapped up
@@ -1607,15 +1635,15 @@ fn a_ping_check_from_keepalived_conf() {
     };
     ignore("1");
     let w = Wvs::start(&topo, None);
-    let mut text = format!(
-        "virtual_server {VIP} 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n"
+    let text = virtual_server(
+        80,
+        "  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n",
+        &each(
+            3,
+            80,
+            "    PING_CHECK {\n      connect_timeout 1\n      retry 0\n    }\n",
+        ),
     );
-    for i in 1..=3 {
-        text += &format!(
-            "  real_server 198.19.0.1{i} 80 {{\n    PING_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n"
-        );
-    }
-    text += "}\n";
     import(&w, &topo, "ping", &text);
     wait_state(&w, "198.19.0.13:80", "down", Duration::from_secs(10));
     let r = health(&w, "198.19.0.13:80");
@@ -1709,15 +1737,19 @@ fn omega_runs_the_down_programs_as_wvs_stops() {
     let s = logged.script.display();
     let mut text = String::new();
     for (port, omega) in [(80, "  omega\n"), (81, "")] {
-        text += &format!(
-            "virtual_server {VIP} {port} {{\n  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n{omega}  quorum_down \"{s} QDOWN{port}\"\n"
+        text += &virtual_server(
+            port,
+            &format!(
+                "  delay_loop 0.5\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n{omega}  quorum_down \"{s} QDOWN{port}\"\n"
+            ),
+            &each(
+                3,
+                80,
+                &format!(
+                    "    notify_down \"{s} DOWN{port}\"\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n"
+                ),
+            ),
         );
-        for i in 1..=3 {
-            text += &format!(
-                "  real_server 198.19.0.1{i} 80 {{\n    notify_down \"{s} DOWN{port}\"\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n"
-            );
-        }
-        text += "}\n";
     }
     import(&w, &topo, "omega", &text);
     let svc = w.get_json(&format!("/api/v1/services/tcp/{VIP}:80"));

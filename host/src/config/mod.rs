@@ -855,116 +855,107 @@ impl RealSettings {
 /// Integers as JSON Schema means them: a number with no fractional part, so `300.0` is
 /// 300 (serde alone takes only `300`). Out of range or fractional is an error.
 pub(crate) mod whole {
+    use std::marker::PhantomData;
+
     use serde::de::{Deserializer, Error, Visitor};
 
-    struct U32;
+    /// The integer types read so.
+    trait Int: Copy + TryFrom<u64> + TryFrom<i64> + Into<f64> + std::fmt::Display {
+        const MIN: Self;
+        const MAX: Self;
+    }
 
-    impl Visitor<'_> for U32 {
-        type Value = u32;
+    impl Int for u32 {
+        const MIN: Self = u32::MIN;
+        const MAX: Self = u32::MAX;
+    }
+
+    impl Int for i32 {
+        const MIN: Self = i32::MIN;
+        const MAX: Self = i32::MAX;
+    }
+
+    /// A `T` from any of the forms a JSON or TOML number takes.
+    struct Whole<T>(PhantomData<T>);
+
+    impl<T: Int> Whole<T> {
+        fn out<E: Error>(v: impl std::fmt::Display) -> E {
+            E::custom(format!(
+                "{v} is not a whole number from {} to {}",
+                T::MIN,
+                T::MAX
+            ))
+        }
+    }
+
+    impl<T: Int> Visitor<'_> for Whole<T> {
+        type Value = T;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a whole number from 0 to 4294967295")
+            write!(f, "a whole number from {} to {}", T::MIN, T::MAX)
         }
 
-        fn visit_u64<E: Error>(self, v: u64) -> Result<u32, E> {
-            u32::try_from(v).map_err(|_| E::custom(format!("{v} is above 4294967295")))
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| Self::out(v))
         }
 
-        fn visit_i64<E: Error>(self, v: i64) -> Result<u32, E> {
-            u32::try_from(v).map_err(|_| E::custom(format!("{v} is outside 0..=4294967295")))
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| Self::out(v))
         }
 
-        fn visit_f64<E: Error>(self, v: f64) -> Result<u32, E> {
-            if v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v) {
-                Ok(v as u32)
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            if v.fract() == 0.0 && (T::MIN.into()..=T::MAX.into()).contains(&v) {
+                // In range and whole: the cast is exact.
+                T::try_from(v as i64).map_err(|_| Self::out(v))
             } else {
-                Err(E::custom(format!(
-                    "{v} is not a whole number from 0 to 4294967295"
-                )))
+                Err(Self::out(v))
             }
+        }
+    }
+
+    /// `null` (or absent) as `None`, else a `T` as [`Whole`] reads it.
+    struct Opt<T>(PhantomData<T>);
+
+    impl<'de, T: Int> Visitor<'de> for Opt<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "null or a whole number from {} to {}", T::MIN, T::MAX)
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Whole(PhantomData)).map(Some)
         }
     }
 
     /// A `u32`, also written as a float with no fractional part.
     pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-        d.deserialize_any(U32)
+        d.deserialize_any(Whole(PhantomData))
     }
 
     /// A `u8`, also written as a float with no fractional part.
     pub fn u8<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-        let v = d.deserialize_any(U32)?;
+        let v = u32(d)?;
         u8::try_from(v).map_err(|_| D::Error::custom(format!("{v} is above 255")))
     }
 
     /// An optional `u32` (`null` or absent is `None`).
     pub(crate) fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-        struct Opt;
-        impl<'de> Visitor<'de> for Opt {
-            type Value = Option<u32>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("null or a whole number from 0 to 4294967295")
-            }
-            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                super::whole::u32(d).map(Some)
-            }
-        }
-        d.deserialize_option(Opt)
-    }
-
-    struct I32;
-
-    impl Visitor<'_> for I32 {
-        type Value = i32;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a whole number from -2147483648 to 2147483647")
-        }
-
-        fn visit_u64<E: Error>(self, v: u64) -> Result<i32, E> {
-            i32::try_from(v).map_err(|_| E::custom(format!("{v} is above 2147483647")))
-        }
-
-        fn visit_i64<E: Error>(self, v: i64) -> Result<i32, E> {
-            i32::try_from(v).map_err(|_| E::custom(format!("{v} is outside the i32 range")))
-        }
-
-        fn visit_f64<E: Error>(self, v: f64) -> Result<i32, E> {
-            if v.fract() == 0.0 && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&v) {
-                Ok(v as i32)
-            } else {
-                Err(E::custom(format!(
-                    "{v} is not a whole number in the i32 range"
-                )))
-            }
-        }
+        d.deserialize_option(Opt(PhantomData))
     }
 
     /// An optional `i32` (`null` or absent is `None`), also written as a float with no
     /// fractional part.
     pub(crate) fn opt_i32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
-        struct Opt;
-        impl<'de> Visitor<'de> for Opt {
-            type Value = Option<i32>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("null or a whole number")
-            }
-            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
-                Ok(None)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_any(I32).map(Some)
-            }
-        }
-        d.deserialize_option(Opt)
+        d.deserialize_option(Opt(PhantomData))
     }
 
     /// An optional `u16`.
@@ -979,6 +970,48 @@ pub(crate) mod whole {
         opt_u32(d)?
             .map(|v| u8::try_from(v).map_err(|_| D::Error::custom(format!("{v} is above 255"))))
             .transpose()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[derive(Debug, serde::Deserialize)]
+        struct T {
+            #[serde(default, deserialize_with = "super::opt_i32")]
+            i: Option<i32>,
+            #[serde(default, deserialize_with = "super::opt_u32")]
+            u: Option<u32>,
+        }
+
+        fn read(json: &str) -> Result<(Option<i32>, Option<u32>), String> {
+            serde_json::from_str::<T>(json)
+                .map(|t| (t.i, t.u))
+                .map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn whole_numbers_in_any_form_and_nothing_else() {
+            assert_eq!(read(r#"{}"#), Ok((None, None)));
+            assert_eq!(read(r#"{"i": null, "u": null}"#), Ok((None, None)));
+            assert_eq!(read(r#"{"i": -5, "u": 300.0}"#), Ok((Some(-5), Some(300))));
+            assert_eq!(read(r#"{"i": -2147483648.0}"#), Ok((Some(i32::MIN), None)));
+            assert_eq!(read(r#"{"u": 4294967295}"#), Ok((None, Some(u32::MAX))));
+            for (bad, says) in [
+                (
+                    r#"{"u": -1}"#,
+                    "-1 is not a whole number from 0 to 4294967295",
+                ),
+                (
+                    r#"{"u": 4294967296}"#,
+                    "4294967296 is not a whole number from 0 to",
+                ),
+                (r#"{"u": 1.5}"#, "1.5 is not a whole number"),
+                (r#"{"i": 2147483648}"#, "from -2147483648 to 2147483647"),
+                (r#"{"i": "3"}"#, "expected a whole number from -2147483648"),
+            ] {
+                let e = read(bad).expect_err(bad);
+                assert!(e.contains(says), "{bad}: {e}");
+            }
+        }
     }
 }
 

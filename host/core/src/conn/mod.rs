@@ -427,22 +427,28 @@ impl Conn {
     ) {
         let new = state::next_state(self.state, dir, flags, secure);
         if new != self.state {
-            if !self.inactive() && !new.active() {
-                self.dest.set_inactive(true);
-                self.flags.insert(Flags::INACTIVE);
-            } else if self.inactive() && new.active() {
-                self.dest.set_inactive(false);
-                self.flags.remove(Flags::INACTIVE);
-            }
+            self.state_changed(new.active(), new == TcpState::Established);
             self.state = new;
-            self.flags.insert(Flags::STATE_CHANGED);
-            if new == TcpState::Established
-                && let Some(c) = &self.template
-            {
-                c.assure();
-            }
         }
         self.set_timeout_ms(timeouts.tcp(self.state));
+    }
+
+    /// A move to a state that is `active` or not, and `established` or not (TCP's or
+    /// SCTP's): between the server's active and inactive counts, marked for the sync
+    /// daemon, and an ESTABLISHED connection's template assured (`set_tcp_state`,
+    /// `set_sctp_state`).
+    fn state_changed(&mut self, active: bool, established: bool) {
+        if !self.inactive() && !active {
+            self.dest.set_inactive(true);
+            self.flags.insert(Flags::INACTIVE);
+        } else if self.inactive() && active {
+            self.dest.set_inactive(false);
+            self.flags.remove(Flags::INACTIVE);
+        }
+        self.flags.insert(Flags::STATE_CHANGED);
+        if established && let Some(c) = &self.template {
+            c.assure();
+        }
     }
 
     /// Advance the SCTP state for a packet, move the connection between its server's active
@@ -451,20 +457,8 @@ impl Conn {
     fn sctp_transition(&mut self, dir: Direction, chunks: SctpEvent) {
         let new = sctp::next_state(self.sctp_state(), dir, chunks);
         if new != self.sctp_state() {
-            if !self.inactive() && !new.active() {
-                self.dest.set_inactive(true);
-                self.flags.insert(Flags::INACTIVE);
-            } else if self.inactive() && new.active() {
-                self.dest.set_inactive(false);
-                self.flags.remove(Flags::INACTIVE);
-            }
+            self.state_changed(new.active(), new == SctpState::Established);
             self.set_sctp_state(new);
-            self.flags.insert(Flags::STATE_CHANGED);
-            if new == SctpState::Established
-                && let Some(c) = &self.template
-            {
-                c.assure();
-            }
         }
         self.set_timeout_ms(new.timeout_ms());
     }

@@ -3,7 +3,6 @@
 //! NAT server's port change recomputes the CRC32c (an address change leaves it valid), and
 //! a control chunk with a bad checksum changes nothing.
 
-use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use etherparse::{IpNumber, NetSlice, PacketBuilder, SlicedPacket};
@@ -62,19 +61,23 @@ fn from_server(rs: [u8; 4], rport: u16, cport: u16, chunks: &[(u8, &[u8])]) -> V
     v
 }
 
-/// The packet's addresses and ports, and whether its CRC32c is right.
-fn seen(f: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16, bool) {
-    let Some(NetSlice::Ipv4(ip)) = SlicedPacket::from_ethernet(f).unwrap().net else {
-        panic!("not IPv4")
+/// The packet's addresses (either family) and ports, and whether its CRC32c is right.
+fn seen(f: &[u8]) -> (IpAddr, IpAddr, u16, u16, bool) {
+    let (src, dst, l4): (IpAddr, IpAddr, _) = match SlicedPacket::from_ethernet(f).unwrap().net {
+        Some(NetSlice::Ipv4(ip)) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+            ip.payload().payload,
+        ),
+        Some(NetSlice::Ipv6(ip)) => (
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+            ip.payload().payload,
+        ),
+        other => panic!("not IP: {other:?}"),
     };
-    let p = SctpPacket::new_checked(ip.payload().payload).unwrap();
-    (
-        ip.header().source_addr(),
-        ip.header().destination_addr(),
-        p.src_port(),
-        p.dst_port(),
-        p.verify_checksum(),
-    )
+    let p = SctpPacket::new_checked(l4).unwrap();
+    (src, dst, p.src_port(), p.dst_port(), p.verify_checksum())
 }
 
 fn state(h: &Harness) -> Vec<(u16, &'static str)> {
@@ -270,7 +273,7 @@ fn an_abort_bundled_after_a_cookie_echo_ends_it_and_an_init_reuses_a_closed_one(
         h.dp.process(&h.snap, 3, FROM_CLIENT, &mut f),
         Verdict::Tx { iface: 1 }
     );
-    assert_eq!(seen(&f).1, Ipv4Addr::new(198, 19, 0, 12));
+    assert_eq!(seen(&f).1, IpAddr::from([198, 19, 0, 12]));
     assert_eq!(seen(&f).3, 5060);
     assert_eq!(state(&h), [(40005, "INIT1")]);
 }
@@ -423,7 +426,7 @@ fn a_master_syncs_an_association_and_a_backup_serves_it() {
         b.dp.process(&b.snap, 5, FROM_CLIENT, &mut f),
         Verdict::Tx { iface: 1 }
     );
-    assert_eq!(seen(&f).1, Ipv4Addr::from(rs));
+    assert_eq!(seen(&f).1, IpAddr::from(rs));
     assert_eq!(seen(&f).3, 3868);
     // A shutdown state goes at once (a change to a state other than ESTABLISHED).
     step(6, true, chunk::SHUTDOWN, &[0; 4]);
@@ -437,7 +440,6 @@ fn a_master_syncs_an_association_and_a_backup_serves_it() {
 #[test]
 fn nat66_rewrites_the_port_and_the_crc32c() {
     use crate::testkit::{CLIENT6, VIP6, rs6, service6};
-    use std::net::Ipv6Addr;
     let h = Harness::new(
         Snapshot::build_native(
             &[service6(
@@ -451,19 +453,6 @@ fn nat66_rewrites_the_port_and_the_crc32c() {
         1 << 10,
         1,
     );
-    let v6 = |f: &[u8]| -> (Ipv6Addr, Ipv6Addr, u16, u16, bool) {
-        let Some(NetSlice::Ipv6(ip)) = SlicedPacket::from_ethernet(f).unwrap().net else {
-            panic!("not IPv6")
-        };
-        let p = SctpPacket::new_checked(ip.payload().payload).unwrap();
-        (
-            ip.header().source_addr(),
-            ip.header().destination_addr(),
-            p.src_port(),
-            p.dst_port(),
-            p.verify_checksum(),
-        )
-    };
     let mut f = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
         .ipv6(CLIENT6, VIP6, 64)
@@ -474,7 +463,7 @@ fn nat66_rewrites_the_port_and_the_crc32c() {
         Verdict::Tx { iface: 1 }
     );
     assert_eq!(
-        v6(&f),
+        seen(&f),
         (CLIENT6.into(), rs6(0x11).into(), 40500, 3868, true),
         "to the server's port, the CRC32c recomputed"
     );
@@ -491,6 +480,6 @@ fn nat66_rewrites_the_port_and_the_crc32c() {
         h.dp.process(&h.snap, 1, FROM_RS, &mut f),
         Verdict::Tx { iface: 0 }
     );
-    assert_eq!(v6(&f), (VIP6.into(), CLIENT6.into(), 5060, 40500, true));
+    assert_eq!(seen(&f), (VIP6.into(), CLIENT6.into(), 5060, 40500, true));
     assert_eq!(state(&h), [(40500, "C-SENT")]);
 }

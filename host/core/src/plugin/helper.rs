@@ -177,23 +177,13 @@ impl WasmHelper {
         d.expect.allowed = allow_expect;
         d.expect.n = 0;
         let packet = &self.packet;
-        let kind = if self.warm {
-            super::sched::CallKind::Quick
-        } else {
-            super::sched::CallKind::Measured
-        };
-        let (r, _) = super::sched::call(
+        let (answer, _) = super::sched::call_warm(
+            &self.name,
             &self.clock,
             &mut self.store,
-            self.clock.deadline(),
-            kind,
+            &mut self.warm,
             |store| packet.call(store, ()),
-        );
-        self.warm = true;
-        let answer = r.map_err(|e| PluginError::Trap {
-            name: self.name.clone(),
-            msg: format!("{e:#}"),
-        })?;
+        )?;
         let mem = self.memory.data(&self.store);
         let st = mem
             .get(shared + HELPER_STATE_OFFSET..shared + HELPER_STATE_OFFSET + HELPER_STATE_LEN)

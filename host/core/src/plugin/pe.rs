@@ -113,24 +113,14 @@ impl WasmPe {
             region[PE_PAYLOAD_OFFSET..].copy_from_slice(payload);
         }
         self.store.data_mut().now = now;
-        let kind = if self.warm {
-            super::sched::CallKind::Quick
-        } else {
-            super::sched::CallKind::Measured
-        };
         let key = &self.key;
-        let (r, _) = super::sched::call(
+        let (answer, _) = super::sched::call_warm(
+            &self.name,
             &self.clock,
             &mut self.store,
-            self.clock.deadline(),
-            kind,
+            &mut self.warm,
             |store| key.call(store, ()),
-        );
-        self.warm = true;
-        let answer = r.map_err(|e| PluginError::Trap {
-            name: self.name.clone(),
-            msg: format!("{e:#}"),
-        })?;
+        )?;
         match answer {
             wvs_sdk::pe_answer::DEFAULT => Ok(PeAnswer::Default),
             wvs_sdk::pe_answer::DROP => Ok(PeAnswer::Drop),

@@ -220,6 +220,29 @@ pub(super) fn call<R>(
     (r, t0.elapsed())
 }
 
+/// A per-connection or per-packet call of an instance (`warm`: called before): the first
+/// measured from its start (its code is cold then), the rest [`CallKind::Quick`], under
+/// the clock's deadline; a trap is [`PluginError::Trap`] of plugin `name`.
+pub(super) fn call_warm<R>(
+    name: &str,
+    clock: &super::EpochClock,
+    store: &mut Store<StoreData>,
+    warm: &mut bool,
+    f: impl FnOnce(&mut Store<StoreData>) -> wasmtime::Result<R>,
+) -> Result<(R, Duration), PluginError> {
+    let kind = if *warm {
+        CallKind::Quick
+    } else {
+        CallKind::Measured
+    };
+    let (r, took) = call(clock, store, clock.deadline(), kind, f);
+    *warm = true;
+    r.map(|v| (v, took)).map_err(|e| PluginError::Trap {
+        name: name.to_string(),
+        msg: format!("{e:#}"),
+    })
+}
+
 /// The host functions a plugin imports.
 pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
     let mut l = Linker::new(engine);
@@ -470,21 +493,14 @@ impl WasmScheduler {
         }
         self.store.data_mut().now = now;
         let schedule = &self.schedule;
-        let kind = if self.warm {
-            CallKind::Quick
-        } else {
-            CallKind::Measured
-        };
-        let (r, took) = call(
+        let (answer, took) = call_warm(
+            &self.name,
             &self.clock,
             &mut self.store,
-            self.clock.deadline(),
-            kind,
+            &mut self.warm,
             |store| schedule.call(store, n as u32),
-        );
-        self.warm = true;
+        )?;
         let took_us = took.as_micros() as u64;
-        let answer = r.map_err(|e| self.trap(e))?;
         if took_us > self.slow_call_us {
             self.slow_score += PLUGIN_SLOW_SCORE_STEP;
             if self.slow_score >= PLUGIN_SLOW_SCORE_LIMIT {
