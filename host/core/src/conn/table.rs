@@ -149,12 +149,15 @@ impl ConnTable {
     pub(crate) fn has_room(&self, key: &ConnKey) -> bool {
         let mut g = self.shard_for(KeyDir::In, key).inner.lock();
         (g.conns.len() < self.per_shard_max && self.len() < self.max_conns)
-            || self.evict_locked(&mut g)
+            || self.evict_locked(&mut g, false)
     }
 
     /// Evict one half-open entry of a full shard (a few random slots are looked at, so a
-    /// flood's insert costs a bounded amount); whether one was.
-    fn evict_locked(&self, inner: &mut ShardInner) -> bool {
+    /// flood's insert costs a bounded amount); whether one was. `pass_place`: its place in
+    /// the table's count goes to the connection about to be inserted, with no moment at
+    /// which the count is off by one either way (another worker could take a freed place,
+    /// and the API reads the count).
+    fn evict_locked(&self, inner: &mut ShardInner, pass_place: bool) -> bool {
         let cap = inner.conns.capacity();
         if cap == 0 {
             return false;
@@ -175,7 +178,11 @@ impl ConnTable {
         let Some(idx) = found else {
             return false;
         };
-        self.remove_locked(inner, idx);
+        if pass_place {
+            self.take_locked(inner, idx);
+        } else {
+            self.remove_locked(inner, idx);
+        }
         self.defense.evicted.fetch_add(1, Relaxed);
         true
     }
@@ -556,12 +563,24 @@ impl ConnTable {
             }
             self.remove_locked(inner, idx);
         }
-        // A place in the whole table is reserved first, so that workers inserting at once
-        // in different shards never take it past `max_conns`; a full shard or table takes
-        // the place of a half-open entry (whose removal gives its place back) or refuses.
-        let reserved = self.len.fetch_add(1, Relaxed) < self.max_conns;
-        if (!reserved || inner.conns.len() >= self.per_shard_max) && !self.evict_locked(inner) {
-            self.len.fetch_sub(1, Relaxed);
+        // A place in the whole table is reserved first, only below `max_conns`, so that
+        // workers inserting at once in different shards never take it past the bound, nor
+        // its count (which the API shows); a full table gives the new connection the place
+        // of a half-open entry, a full shard takes one's room, or the connection is refused.
+        let max = self.max_conns;
+        let reserved = self
+            .len
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok();
+        let room = if reserved {
+            inner.conns.len() < self.per_shard_max || self.evict_locked(inner, false)
+        } else {
+            self.evict_locked(inner, true)
+        };
+        if !room {
+            if reserved {
+                self.len.fetch_sub(1, Relaxed);
+            }
             return Err(InsertError::Full(conn));
         }
         let idx = inner.conns.insert(conn) as u32;
@@ -647,12 +666,20 @@ impl ConnTable {
     }
 
     fn remove_locked(&self, inner: &mut ShardInner, idx: usize) {
+        if self.take_locked(inner, idx) {
+            self.len.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Remove entry `idx` but leave the table's count as it is (its caller passes the
+    /// place on); whether there was one.
+    fn take_locked(&self, inner: &mut ShardInner, idx: usize) -> bool {
         let Some(conn) = inner.conns.try_remove(idx) else {
-            return;
+            return false;
         };
         self.unindex(&mut inner.index, idx as u32, &conn);
         give_back(&mut inner.lports, &conn);
-        self.len.fetch_sub(1, Relaxed);
+        true
     }
 
     /// Remove a connection's two index entries and uncount it on its real server.
@@ -885,6 +912,55 @@ mod tests {
         let mut n = 0;
         t.for_each(|_| n += 1);
         assert_eq!(n, 1000);
+    }
+
+    /// A full table whose new connections take half-open entries' places: its count,
+    /// which the API shows, never reads past the bound, not for a moment (it read one over
+    /// while a place was reserved before the eviction gave one back: CI, 2026-12-07).
+    #[test]
+    fn a_full_table_never_counts_past_its_bound() {
+        let t = Arc::new(ConnTable::new(1000));
+        let d = Arc::new(Dest::new("198.19.0.11".parse().unwrap(), 9000));
+        let udp = |client: u8, cport: u16| ConnKey {
+            proto: Protocol::Udp,
+            saddr: std::net::IpAddr::from([198, 18, 1, client]),
+            sport: cport,
+            daddr: "198.18.100.1".parse().unwrap(),
+            dport: 9000,
+        };
+        let fill = |t: &ConnTable, client: u8| {
+            for p in 0..20_000u16 {
+                let c = Conn::new(&udp(client, p), d.clone(), Default::default(), hop(), 0);
+                if let Err(e) = t.insert(c) {
+                    e.into_conn().release();
+                }
+            }
+        };
+        fill(&t, 1);
+        assert_eq!(t.len(), 1000);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (t, done) = (t.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while !done.load(Relaxed) {
+                    most = most.max(t.len());
+                }
+                most
+            })
+        };
+        std::thread::scope(|s| {
+            for client in 2..4 {
+                let t = &t;
+                s.spawn(move || fill(t, client));
+            }
+        });
+        done.store(true, Relaxed);
+        assert_eq!(reader.join().unwrap(), 1000);
+        let mut n = 0;
+        t.for_each(|_| n += 1);
+        assert_eq!((n, t.len()), (1000, 1000));
+        assert!(t.defense().evicted.load(Relaxed) >= 40_000 - 1000);
     }
 
     #[test]
