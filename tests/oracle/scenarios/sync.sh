@@ -96,7 +96,11 @@ for line in sys.stdin:
         # How the FTP data connection ends depends on whether the client acknowledges the
         # FIN of the server alone or with its own, which differs between the kernel of the
         # VM and that of the host: its closing records are left out (-L -c compares it).
-        if vport == 30000 and state != 1:
+        # So is the CLOSE_WAIT record of the control connection: curl on a busy machine
+        # acknowledges the FIN of the server before it sends its own, and the master sends
+        # that state (CI, 2026-12-07); the TIME_WAIT record, with the sequence adjustment,
+        # is compared.
+        if (vport == 30000 and state != 1) or (vport == 21 and state == 7):
             continue
         kind = "template" if flags & 0x1000 else {6: "TCP", 17: "UDP"}.get(proto, str(proto))
         st = ("ASSURED" if state else "NONE") if flags & 0x1000 else (STATES[state] if proto == 6 and state < 11 else str(state))
