@@ -10,7 +10,7 @@
 /// The core's layers, lowest first: each module's top-level name.
 pub const CORE_LAYERS: &[&[&str]] = &[
     &["consts"],
-    &["model", "wire"],
+    &["model", "wire", "synproxy"],
     &["spec", "stats", "xmit"],
     &["plugin"],
     &["service"],

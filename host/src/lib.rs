@@ -19,7 +19,7 @@
 #![warn(missing_docs)]
 
 pub use wvs_core::{
-    conn, consts, datapath, model, offload, plugin, service, spec, stats, wire, xmit,
+    conn, consts, datapath, model, offload, plugin, service, spec, stats, synproxy, wire, xmit,
 };
 
 pub mod adm;

@@ -683,6 +683,14 @@ schema_type!(
         .enum_values(Some(["keep", "move"]))
 );
 
+schema_type!(
+    /// A TCP service's synproxy.
+    SynproxyMode,
+    string("on (every new connection answered with a SYN cookie), off, or auto (while \
+            the connection table is short, the defense's trigger).")
+        .enum_values(Some(["on", "off", "auto"]))
+);
+
 /// The names a connection's state can have in listings, as `ipvsadm -L -c` prints them:
 /// the TCP states, and `UDP`.
 pub(crate) fn state_names() -> impl Iterator<Item = &'static str> {

@@ -454,3 +454,8 @@ pub const SYNC_TEMPLATE_TIMEOUT_SECS: u32 = 180;
 /// The records one worker may have queued for the master before new ones are dropped and
 /// counted, unless `sync_qlen_max` says fewer (IPVS counts whole messages; wvs records).
 pub const SYNC_QUEUE_RECORDS: usize = 16_384;
+
+/// How long a synproxied connection waits for its server's SYN-ACK; then it goes, and the
+/// client's next packet is answered with a reset. DPVS waits 3 s (`conn_init_timeout`),
+/// retrying the SYN; wvs sends it again on each of the client's packets meanwhile.
+pub const SYNPROXY_CONNECT_TIMEOUT_MS: u64 = 3_000;

@@ -13,6 +13,7 @@
 //! - [`xmit`]: the transmitters, one per forwarding method (NAT, DR, tunnels);
 //! - [`plugin`]: the WebAssembly runtime that runs schedulers and helpers (wasmtime);
 //! - [`datapath`]: a pure function from a frame and the time to what to do with it;
+//! - [`synproxy`]: SYN cookies and the joining of a synproxied connection's two halves;
 //! - [`stats`]: traffic counters per service and real server, and IPVS's rate estimator;
 //! - `testkit` (tests, and the `testkit` feature): the topology and harness the datapath's
 //!   tests, the fuzz targets and the benchmarks share.
@@ -30,6 +31,7 @@ pub mod plugin;
 pub mod service;
 pub mod spec;
 pub mod stats;
+pub mod synproxy;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod wire;

@@ -58,8 +58,21 @@ pub struct Service<C = ()> {
     /// service up, else only its sorry server takes clients), `hysteresis`, and the
     /// programs run when the quorum is gained and lost (`quorum_up`, `quorum_down`).
     pub quorum: Quorum,
+    /// Its synproxy (TCP only; `None`: as `defense.synproxy` says).
+    pub synproxy: Option<SynproxyMode>,
     /// Real servers, in order.
     pub reals: Vec<Real<C>>,
+}
+
+/// Whether a TCP service answers new connections with SYN cookies (`crate::synproxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynproxyMode {
+    /// Never.
+    Off,
+    /// While the defense's trigger holds (the table is short).
+    Auto,
+    /// Always.
+    On,
 }
 
 /// A service's quorum (keepalived's `quorum`, `hysteresis`, `quorum_up`, `quorum_down`).
@@ -113,6 +126,7 @@ impl<C> Service<C> {
             udp_move: false,
             ops: false,
             pe: None,
+            synproxy: None,
             quorum: Quorum::default(),
             reals: Vec::new(),
         }
@@ -169,6 +183,7 @@ impl<C> Service<C> {
             ops: self.ops,
             pe: self.pe.clone(),
             quorum: self.quorum.clone(),
+            synproxy: self.synproxy,
             reals: self
                 .reals
                 .iter()
@@ -462,6 +477,10 @@ pub struct DefenseSettings {
     pub amemthresh: u32,
     /// `am_droprate`.
     pub am_droprate: u32,
+    /// The synproxy's mode, 0-3, for the services that leave it to this setting: 1 answers
+    /// new TCP connections with SYN cookies while the table is short (the other
+    /// strategies' trigger), 3 always.
+    pub synproxy: u8,
 }
 
 impl Default for DefenseSettings {
@@ -473,6 +492,7 @@ impl Default for DefenseSettings {
             threshold: 75,
             amemthresh: 1024,
             am_droprate: 10,
+            synproxy: 1,
         }
     }
 }

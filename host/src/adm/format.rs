@@ -355,6 +355,9 @@ pub fn save(out: &mut String, services: &[ServiceView]) {
         if let Some(u) = &s.udp_on_failure {
             let _ = write!(out, " --udp-on-failure {u}");
         }
+        if let Some(m) = &s.synproxy {
+            let _ = write!(out, " --synproxy {m}");
+        }
         if let Some(c) = &s.check {
             check_args(out, c);
         }
@@ -506,6 +509,7 @@ mod tests {
             helpers_default: true,
             check: None,
             udp_on_failure: None,
+            synproxy: None,
             ops: false,
             pe: None,
             quorum: None,

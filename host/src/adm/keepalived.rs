@@ -832,6 +832,7 @@ fn virtual_server(n: &Node, out: &mut Import) {
         helpers: None,
         check: None,
         udp_on_failure: None,
+        synproxy: None,
         ops: false,
         pe: None,
 

@@ -633,6 +633,7 @@ fn change(a: &Args) -> Result<Change, Failure> {
                     helpers: d.helpers,
                     check,
                     udp_on_failure: None,
+                    synproxy: d.synproxy,
                     ops: d.ops,
                     pe: d.pe,
 
@@ -683,6 +684,7 @@ fn service_def(a: &Args, protocol: &str, address: &str) -> ServiceDef {
         helpers: a.helper.as_deref().map(parse_helpers),
         check: None,
         udp_on_failure: a.udp_on_failure.clone(),
+        synproxy: a.synproxy.clone(),
         ops: a.ops,
         pe: a.pe.clone(),
 

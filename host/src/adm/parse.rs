@@ -167,6 +167,8 @@ pub struct Args {
     pub hint: Option<u32>,
     /// --udp-on-failure keep|move (wvs's own, with -A): a failed server's UDP flows.
     pub udp_on_failure: Option<String>,
+    /// --synproxy on|off|auto (wvs's own, as DPVS's `-j`; with -A/-E).
+    pub synproxy: Option<String>,
     /// -o/--ops (with -A/-E): one-packet scheduling.
     pub ops: bool,
     /// --pe NAME (with -A/-E): the persistence engine.
@@ -579,6 +581,7 @@ fn service_option(a: &mut Args, long: &str, v: &str) -> Result<bool, UsageError>
             .sched_flags
             .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
         "udp-on-failure" => a.udp_on_failure = Some(v.into()),
+        "synproxy" => a.synproxy = Some(v.into()),
         "ops" => a.ops = true,
         "pe" => a.pe = Some(v.into()),
         "laddr" => a.laddr = Some(v.into()),

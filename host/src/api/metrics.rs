@@ -36,6 +36,8 @@ struct Scrape {
     plugin: [u64; 5],
     drops: Vec<(Labels, u64)>,
     helper: Vec<(Labels, u64)>,
+    synproxy: Vec<(Labels, u64)>,
+    synproxy_half: i64,
     rx: u64,
     tx: u64,
     passed: u64,
@@ -356,6 +358,20 @@ const HELPER: &[Def<(Labels, u64)>] = &[count(
     |r| r.1,
 )];
 
+const SYNPROXY: &[Def<(Labels, u64)>] = &[count(
+    "wvs_synproxy_events",
+    "The synproxy: SYNs answered with a cookie, ACKs that returned one (connections \
+     made) and that did not, SYNs sent to a server again, connections whose server \
+     answered, servers' resets passed to the client.",
+    |r| r.1,
+)];
+
+const SYNPROXY_HALF: &[Def<Scrape>] = &[gauge(
+    "wvs_synproxy_half_joined",
+    "Synproxied connections whose server has not answered yet.",
+    |s| s.synproxy_half,
+)];
+
 const DROPS: &[Def<(Labels, u64)>] = &[count(
     "wvs_drops",
     "Frames dropped by the datapath, by reason.",
@@ -497,12 +513,15 @@ impl Collector for Scrape {
         families(e, BACKEND_TRAFFIC, &self.backends, |r| &r.0)?;
         scalars(e, PLUGINS, self)?;
         families(e, HELPER, &self.helper, |r| &r.0)?;
+        families(e, SYNPROXY, &self.synproxy, |r| &r.0)?;
+        scalars(e, SYNPROXY_HALF, self)?;
         families(e, DROPS, &self.drops, |r| &r.0)?;
         scalars(e, FRAMES_AND_TABLE, self)?;
         let modes = [
             ("drop_entry", i64::from(d.drop_entry)),
             ("drop_packet", i64::from(d.drop_packet)),
             ("secure_tcp", i64::from(d.secure_tcp)),
+            ("synproxy", i64::from(d.synproxy)),
         ];
         families(e, DEFENSE_MODE, &one_label("strategy", &modes), |r| &r.0)?;
         scalars(e, DEFENSE_RATE, self)?;
@@ -704,6 +723,12 @@ fn datapath(st: &super::ApiState, s: &mut Scrape) {
         .zip(sum.helper)
         .map(|(name, n)| (vec![("event", (*name).to_string())], n))
         .collect();
+    s.synproxy = crate::datapath::stats::SYNPROXY_EVENTS
+        .iter()
+        .zip(sum.synproxy)
+        .map(|(name, n)| (vec![("event", (*name).to_string())], n))
+        .collect();
+    s.synproxy_half = crate::synproxy::HALF_JOINED.load(Relaxed).max(0);
     (s.rx, s.tx, s.passed) = (sum.rx, sum.tx, sum.passed);
     s.unknown_flows = sum.unknown_flows;
     s.offload[..2].copy_from_slice(&[sum.offloaded, sum.offload_refused]);
@@ -783,6 +808,8 @@ mod tests {
             plugin: [1, 2, 3, 4, 5],
             drops: vec![(labels(&[("reason", "no_dest")]), 7)],
             helper: vec![(labels(&[("event", "calls")]), 8)],
+            synproxy: vec![(labels(&[("event", "cookies_sent")]), 15)],
+            synproxy_half: 2,
             rx: 100,
             tx: 90,
             passed: 10,
@@ -793,6 +820,7 @@ mod tests {
                 drop_packet: 0,
                 secure_tcp: 2,
                 drop_rate: 9,
+                synproxy: 1,
                 active: true,
                 evicted: 11,
                 dropped_entries: 12,

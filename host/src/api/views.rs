@@ -40,6 +40,9 @@ pub struct ServiceView {
     /// A failed real server's UDP flows: `keep` or `move` (when configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_on_failure: Option<String>,
+    /// Its synproxy as configured (`on`, `off`, `auto`; absent: `defense.synproxy`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synproxy: Option<String>,
     /// One-packet scheduling (ipvsadm `-o`).
     #[serde(default)]
     pub ops: bool,
@@ -227,6 +230,7 @@ impl ServiceView {
             helpers_default: s.spec.helpers.is_none(),
             check: def.check.clone(),
             udp_on_failure: def.udp_on_failure.clone(),
+            synproxy: def.synproxy.clone(),
             ops: def.ops,
             pe: def.pe.clone(),
             quorum: def.quorum,
@@ -932,6 +936,9 @@ pub(crate) struct DefenseView {
     pub secure_tcp: u8,
     /// One new connection in this many is dropped; 0: none.
     pub drop_rate: u32,
+    /// The synproxy's mode now for the services that follow `defense.synproxy` (an
+    /// automatic one reads 2 while it answers with SYN cookies).
+    pub synproxy: u8,
     /// Whether any strategy acts now.
     pub active: bool,
     /// Half-open entries a full table evicted to take a new connection.
@@ -951,6 +958,7 @@ impl From<crate::conn::defense::Status> for DefenseView {
             drop_packet,
             secure_tcp,
             drop_rate,
+            synproxy,
             active,
             evicted,
             dropped_entries,
@@ -962,6 +970,7 @@ impl From<crate::conn::defense::Status> for DefenseView {
             drop_packet,
             secure_tcp,
             drop_rate,
+            synproxy,
             active,
             evicted,
             dropped_entries,

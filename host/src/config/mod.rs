@@ -594,6 +594,14 @@ macro_rules! with_service_settings {
             #[serde(default, skip_serializing_if = "Option::is_none")]
             #[schema(value_type = Option<crate::schema::UdpOnFailure>)]
             pub udp_on_failure: Option<String>,
+            /// A TCP service's synproxy (wvs's, as DPVS's): `on` answers every new
+            /// connection's SYN with a SYN cookie from the VIP and opens the server's side
+            /// only for a client that completes the handshake; `auto` does so while the
+            /// connection table is short (the defense's trigger); `off` never. NAT and full
+            /// NAT only. Absent: as `defense.synproxy` says; in an edit, unchanged.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            #[schema(value_type = Option<crate::schema::SynproxyMode>)]
+            pub synproxy: Option<String>,
             /// One-packet scheduling (ipvsadm `-o`, keepalived's `ops`), for UDP services:
             /// every datagram is scheduled on its own and leaves no connection behind (a DNS
             /// or syslog service whose clients keep one port). Replies of NAT servers find
@@ -701,6 +709,7 @@ impl ServiceSettings {
             helpers,
             check,
             udp_on_failure,
+            synproxy,
             ops,
             pe,
             quorum,
@@ -719,6 +728,7 @@ impl ServiceSettings {
             helpers,
             check,
             udp_on_failure,
+            synproxy,
             ops,
             pe,
             quorum,
@@ -1059,6 +1069,12 @@ pub struct DefenseSettings {
     #[serde(deserialize_with = "whole::u32")]
     #[schema(minimum = 1, maximum = 2147483647)]
     pub am_droprate: u32,
+    /// The synproxy's mode, 0-3, for the TCP services that do not set their own
+    /// (`synproxy`): 1 answers new connections with SYN cookies while the table is short
+    /// (the trigger above), 3 always, 0 never. Default 1 (IPVS has none).
+    #[serde(deserialize_with = "whole::u8")]
+    #[schema(minimum = 0, maximum = 3)]
+    pub synproxy: u8,
 }
 
 impl Default for DefenseSettings {
@@ -1076,6 +1092,7 @@ impl From<spec::DefenseSettings> for DefenseSettings {
             threshold,
             amemthresh,
             am_droprate,
+            synproxy,
         } = d;
         Self {
             drop_entry,
@@ -1084,6 +1101,7 @@ impl From<spec::DefenseSettings> for DefenseSettings {
             threshold,
             amemthresh,
             am_droprate,
+            synproxy,
         }
     }
 }
@@ -1100,6 +1118,7 @@ impl TryFrom<DefenseSettings> for spec::DefenseSettings {
             threshold,
             amemthresh,
             am_droprate,
+            synproxy,
         } = d;
         Ok(Self {
             drop_entry,
@@ -1108,6 +1127,7 @@ impl TryFrom<DefenseSettings> for spec::DefenseSettings {
             threshold,
             amemthresh,
             am_droprate,
+            synproxy,
         })
     }
 }
@@ -1119,6 +1139,7 @@ impl DefenseSettings {
             ("drop_entry", self.drop_entry),
             ("drop_packet", self.drop_packet),
             ("secure_tcp", self.secure_tcp),
+            ("synproxy", self.synproxy),
         ] {
             if v > 3 {
                 return Err(format!("defense.{name} is {v}; it is 0 to 3"));
@@ -1142,6 +1163,15 @@ impl DefenseSettings {
             }
         }
         Ok(())
+    }
+}
+
+/// A synproxy mode as configured.
+pub(crate) fn synproxy_name(m: spec::SynproxyMode) -> &'static str {
+    match m {
+        spec::SynproxyMode::On => "on",
+        spec::SynproxyMode::Off => "off",
+        spec::SynproxyMode::Auto => "auto",
     }
 }
 
@@ -1169,6 +1199,7 @@ impl From<&ServiceSpec> for ServiceDef {
             udp_on_failure: s
                 .udp_on_failure
                 .map(|m| if m { "move" } else { "keep" }.to_string()),
+            synproxy: s.synproxy.map(|m| synproxy_name(m).to_string()),
             ops: s.ops,
             pe: s.pe.clone(),
             quorum: s.quorum.quorum,
@@ -1448,6 +1479,26 @@ impl ServiceDef {
                 )));
             }
         };
+        let synproxy = match self.synproxy.as_deref() {
+            None => None,
+            Some("on") => Some(spec::SynproxyMode::On),
+            Some("off") => Some(spec::SynproxyMode::Off),
+            Some("auto") => Some(spec::SynproxyMode::Auto),
+            Some(o) => {
+                return Err(invalid(format!(
+                    "service {}: synproxy {o:?}: on, off or auto",
+                    self.address
+                )));
+            }
+        };
+        if synproxy.is_some_and(|m| m != spec::SynproxyMode::Off)
+            && (id.proto != Protocol::Tcp || id.is_fwmark())
+        {
+            return Err(conflict(format!(
+                "service {}/{}: synproxy is for TCP address services",
+                self.protocol, self.address
+            )));
+        }
         // Helpers are bound by a connection's port (ip_vs_bind_app); a fwmark service's
         // connections have any.
         if id.is_fwmark() && self.helpers.as_ref().is_some_and(|h| !h.is_empty()) {
@@ -1510,6 +1561,7 @@ impl ServiceDef {
             check,
             udp_on_failure,
             udp_move: udp_on_failure == Some(true),
+            synproxy,
             ops: self.ops,
             pe: self.pe.clone(),
             quorum: self.quorum_spec()?,
@@ -2558,6 +2610,7 @@ mod tests {
         threshold: 75,
         amemthresh: 1024,
         am_droprate: 10,
+        synproxy: 1,
     };
 
     #[test]

@@ -386,6 +386,9 @@ fn edit_service(cfg: &mut Config, def: &ServiceDef) -> Result<(), EditError> {
         cur.udp_on_failure = spec.udp_on_failure;
         cur.udp_move = spec.udp_move;
     }
+    if spec.synproxy.is_some() {
+        cur.synproxy = spec.synproxy;
+    }
     Ok(())
 }
 
@@ -533,6 +536,7 @@ mod tests {
             helpers: None,
             check: None,
             udp_on_failure: None,
+            synproxy: None,
             ops: false,
             pe: None,
 
@@ -607,6 +611,7 @@ mod tests {
             helpers: None,
             check: None,
             udp_on_failure: None,
+            synproxy: None,
             ops: false,
             pe: None,
 

@@ -18,6 +18,9 @@ pub struct AppConn {
     /// (IPVS's `cp->lock`), held while a helper runs: packets of one connection in the two
     /// directions see each other's deltas in order.
     pub inner: Mutex<AppInner>,
+    /// A synproxied connection whose server has not answered yet (`AppInner::sp` is in
+    /// its half phase): read without the lock by each of the client's packets.
+    pub synproxy_half: std::sync::atomic::AtomicBool,
     /// Expected connections it controls (IPVS's `n_control`): it does not expire while
     /// there are any.
     pub n_control: AtomicU32,
@@ -60,6 +63,8 @@ pub struct AppInner {
     /// A helper failed: the connection is passed through unmodified from then on (its
     /// deltas still apply).
     pub faulted: bool,
+    /// A synproxied connection's join (`crate::synproxy`).
+    pub sp: Option<crate::synproxy::Join>,
 }
 
 /// One bound helper.
@@ -75,6 +80,20 @@ pub struct AppSlot {
 impl AppConn {
     /// A connection bound to `helpers`.
     pub fn new(helpers: impl Iterator<Item = Arc<str>>) -> Arc<Self> {
+        Self::with_join(helpers, None)
+    }
+
+    /// A connection bound to `helpers`, synproxied if `sp` is given.
+    pub fn with_join(
+        helpers: impl Iterator<Item = Arc<str>>,
+        sp: Option<crate::synproxy::Join>,
+    ) -> Arc<Self> {
+        let half = sp
+            .as_ref()
+            .is_some_and(|j| j.phase == crate::synproxy::Phase::Half);
+        if half {
+            crate::synproxy::HALF_JOINED.fetch_add(1, Relaxed);
+        }
         Arc::new(Self {
             inner: Mutex::new(AppInner {
                 helpers: helpers
@@ -88,15 +107,31 @@ impl AppConn {
                 in_isn: None,
                 out_isn: None,
                 faulted: false,
+                sp,
             }),
+            synproxy_half: std::sync::atomic::AtomicBool::new(half),
             n_control: AtomicU32::new(0),
             expected: Mutex::new(ExpectRing::default()),
         })
     }
 
+    /// A synproxied connection's server answered (or refused): it is no longer half
+    /// joined.
+    pub fn end_half(&self) {
+        if self.synproxy_half.swap(false, Relaxed) {
+            crate::synproxy::HALF_JOINED.fetch_sub(1, Relaxed);
+        }
+    }
+
     /// Whether expected connections it controls are alive.
     pub(crate) fn controls(&self) -> bool {
         self.n_control.load(Relaxed) > 0
+    }
+}
+
+impl Drop for AppConn {
+    fn drop(&mut self) {
+        self.end_half();
     }
 }
 

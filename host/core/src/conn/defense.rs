@@ -17,6 +17,10 @@
 //!   ESTABLISHED only once the real server answered, so spoofed ACKs make no 15-minute
 //!   entries.
 //!
+//! - `synproxy` (wvs's, as DPVS's and the kernel's `tcp_syncookies = 1`): new TCP
+//!   connections of the services that follow it are answered with SYN cookies, so a SYN
+//!   flood makes no entries at all (`crate::synproxy`).
+//!
 //! The control values are atomics the workers read; the per-second update runs on the
 //! expiry thread.
 
@@ -96,11 +100,29 @@ pub fn level(s: &DefenseSettings, modes: [u8; 3], free: u64, thresh: u64) -> Lev
     }
 }
 
+/// An automatic mode's flip (`update_defense_level`'s for each strategy): the mode after it
+/// and whether the strategy acts, short of room or not.
+fn flip(mode: u8, nomem: bool) -> (u8, bool) {
+    match mode {
+        0 => (0, false),
+        1 | 2 if nomem => (2, true),
+        1 | 2 => (1, false),
+        _ => (mode, true),
+    }
+}
+
 /// The live defense state: read by the workers, updated once a second.
 #[derive(Debug)]
 pub struct Defense {
     settings: parking_lot::Mutex<DefenseSettings>,
     modes: [AtomicU8; 3],
+    /// The synproxy's mode, 0-3, and whether it acts now.
+    synproxy_mode: AtomicU8,
+    synproxy: AtomicBool,
+    /// The trigger: the table (or memory) is short.
+    short: AtomicBool,
+    /// The key of the SYN cookies.
+    secret: crate::synproxy::Secret,
     drop_entry: AtomicBool,
     drop_rate: AtomicU32,
     secure_tcp: AtomicBool,
@@ -119,6 +141,10 @@ impl Default for Defense {
         let d = Self {
             settings: parking_lot::Mutex::new(DefenseSettings::default()),
             modes: Default::default(),
+            synproxy_mode: AtomicU8::new(0),
+            synproxy: AtomicBool::new(false),
+            short: AtomicBool::new(false),
+            secret: crate::synproxy::Secret::random(),
             drop_entry: AtomicBool::new(false),
             drop_rate: AtomicU32::new(0),
             secure_tcp: AtomicBool::new(false),
@@ -143,6 +169,8 @@ pub struct Status {
     pub secure_tcp: u8,
     /// One new connection in this many is dropped; 0: none.
     pub drop_rate: u32,
+    /// The synproxy's mode now (reads 2 while the automatic one acts).
+    pub synproxy: u8,
     /// Whether any strategy acts now.
     pub active: bool,
     /// Half-open entries a full table evicted to take a new connection.
@@ -166,8 +194,10 @@ impl Defense {
         {
             m.store(v, Relaxed);
         }
+        self.synproxy_mode.store(s.synproxy, Relaxed);
         // Mode 3 acts at once; the automatic ones wait for the next update.
         self.apply(level(&s, self.modes(), 1, 0));
+        self.synproxy.store(flip(s.synproxy, false).1, Relaxed);
     }
 
     fn modes(&self) -> [u8; 3] {
@@ -201,6 +231,20 @@ impl Defense {
         let was = self.active();
         let l = level(&s, self.modes(), free, bound);
         self.apply(l);
+        self.short.store(free < bound, Relaxed);
+        let sp_was = self.synproxy();
+        let (mode, sp) = flip(self.synproxy_mode.load(Relaxed), free < bound);
+        self.synproxy_mode.store(mode, Relaxed);
+        self.synproxy.store(sp, Relaxed);
+        if sp && !sp_was && mode == 2 {
+            tracing::warn!(
+                used = len,
+                max,
+                "the connection table is filling up: new TCP connections are answered with SYN cookies"
+            );
+        } else if sp_was && !sp {
+            tracing::info!(used = len, max, "SYN cookies off");
+        }
         if !was && self.active() {
             self.engaged.fetch_add(1, Relaxed);
             tracing::warn!(
@@ -222,6 +266,31 @@ impl Defense {
         self.drop_entry.load(Relaxed)
             || self.drop_rate.load(Relaxed) != 0
             || self.secure_tcp.load(Relaxed)
+    }
+
+    /// Whether the services that follow the setting answer new TCP connections with SYN
+    /// cookies now.
+    #[inline]
+    pub fn synproxy(&self) -> bool {
+        self.synproxy.load(Relaxed)
+    }
+
+    /// The synproxy's mode now (0-3).
+    #[inline]
+    pub fn synproxy_mode(&self) -> u8 {
+        self.synproxy_mode.load(Relaxed)
+    }
+
+    /// Whether the table (or memory) is short: the automatic strategies' trigger.
+    #[inline]
+    pub fn short(&self) -> bool {
+        self.short.load(Relaxed)
+    }
+
+    /// The key of the SYN cookies.
+    #[inline]
+    pub fn secret(&self) -> &crate::synproxy::Secret {
+        &self.secret
     }
 
     /// Whether `drop_entry` scans now.
@@ -262,6 +331,7 @@ impl Defense {
             drop_packet,
             secure_tcp,
             drop_rate: self.drop_rate.load(Relaxed),
+            synproxy: self.synproxy_mode.load(Relaxed),
             active: self.active(),
             evicted: self.evicted.load(Relaxed),
             dropped_entries: self.dropped_entries.load(Relaxed),
@@ -298,6 +368,7 @@ mod tests {
         threshold: 75,
         amemthresh: 1024,
         am_droprate: 10,
+        synproxy: 1,
     };
 
     #[test]

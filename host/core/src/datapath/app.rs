@@ -30,10 +30,16 @@ use crate::wire::{ETHERNET_HEADER_LEN, Ipv4Packet, Ipv6Packet, ipv6_field, tcp_f
 
 /// What a packet's helpers need of its connection, taken under the table's lock.
 pub(super) struct AppCtx {
-    app: Arc<AppConn>,
+    pub(super) app: Arc<AppConn>,
     info: PacketInfo,
     vaddr: IpAddr,
     vport: u16,
+    caddr: IpAddr,
+    cport: u16,
+    raddr: IpAddr,
+    rport: u16,
+    fwd: Forward,
+    local: (IpAddr, u16),
     dest: Arc<Dest>,
     svc_stats: Arc<crate::stats::Stats>,
     hop: NextHop,
@@ -72,10 +78,57 @@ impl AppCtx {
             },
             vaddr: c.vaddr(),
             vport: c.vport,
+            caddr: c.caddr(),
+            cport: c.cport,
+            raddr: c.raddr(),
+            rport: c.rport,
+            fwd: c.fwd,
+            local: (c.laddr(), c.lport),
             dest: c.dest.clone(),
             svc_stats: c.svc_stats.clone(),
             hop: c.client_hop,
             template: c.template.as_ref().map(persist::Control::share),
+        })
+    }
+}
+
+impl AppCtx {
+    /// The client's address.
+    pub(super) fn caddr(&self) -> IpAddr {
+        self.caddr
+    }
+
+    /// The client's port.
+    pub(super) fn cport(&self) -> u16 {
+        self.cport
+    }
+
+    /// The virtual address.
+    pub(super) fn vaddr(&self) -> IpAddr {
+        self.vaddr
+    }
+
+    /// The virtual port.
+    pub(super) fn vport(&self) -> u16 {
+        self.vport
+    }
+
+    /// Where the client's packets leave for.
+    pub(super) fn client_hop(&self) -> NextHop {
+        self.hop
+    }
+
+    /// Where a packet from the client goes, as the connection's lookup says.
+    pub(super) fn forward(&self) -> Option<super::InForward> {
+        Some(super::InForward {
+            daddr: self.raddr,
+            dport: self.rport,
+            hop: self.dest.next_hop(),
+            fwd: self.fwd,
+            src: self.dest.source(),
+            mtu: self.dest.mtu(),
+            local: self.local,
+            app: None,
         })
     }
 }
@@ -94,18 +147,25 @@ fn read_u32(b: &[u8], at: usize) -> u32 {
 
 /// Write a 32-bit field of a TCP segment, updating a complete checksum incrementally.
 fn write_u32(seg: &mut [u8], at: usize, v: u32, complete: bool) {
-    let Some(old) = seg.get(at..at + 4).map(|s| [s[0], s[1], s[2], s[3]]) else {
+    write_bytes(seg, at, &v.to_be_bytes(), complete);
+}
+
+/// Write an even-aligned field of a TCP segment (2 or 4 bytes), updating a complete
+/// checksum incrementally.
+pub(super) fn write_bytes(seg: &mut [u8], at: usize, new: &[u8], complete: bool) {
+    let Some(old) = seg.get_mut(at..at + new.len()) else {
         return;
     };
-    let new = v.to_be_bytes();
     if old == new {
         return;
     }
-    seg[at..at + 4].copy_from_slice(&new);
+    let mut was = [0u8; 4];
+    was[..new.len()].copy_from_slice(old);
+    old.copy_from_slice(new);
     if complete {
         let c = tcp_field::CHECKSUM;
         let check = u16::from_be_bytes([seg[c], seg[c + 1]]);
-        let check = checksum::update(check, &old, &new);
+        let check = checksum::update(check, &was[..new.len()], new);
         seg[c..c + 2].copy_from_slice(&check.to_be_bytes());
     }
 }
@@ -264,7 +324,11 @@ impl super::Datapath {
                 if complete && checksum::l4(info.saddr, info.daddr, 6, &buf[l4..end]) != 0 {
                     return Err(DropReason::L4BadChecksum);
                 }
-                seq_adjust(inner, info.flags, dir, &mut buf[l4..end], complete)
+                let r = seq_adjust(inner, info.flags, dir, &mut buf[l4..end], complete);
+                if let Some(j) = &inner.sp {
+                    super::synproxy::adjust(j, dir == helper_dir::OUT, &mut buf[l4..end], complete);
+                }
+                r
             }
             Protocol::Udp => (udp_field::HEADER_LEN, 0),
             // No helper is bound to an SCTP connection (IPVS has none); its chunks would

@@ -15,6 +15,7 @@ mod headers;
 mod icmp;
 mod reset;
 pub mod stats;
+mod synproxy;
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr};
@@ -631,9 +632,26 @@ impl Datapath {
                 _ => Verdict::Drop(DropReason::NoConnIn),
             };
         };
-        if found.is_none() || matches!(found, Some(InLookup::Reschedule)) {
+        let new = found.is_none() || matches!(found, Some(InLookup::Reschedule));
+        if new && info.proto == Protocol::Tcp {
+            // The synproxy: a SYN gets a cookie, an ACK that returns one a connection.
+            if info.is_new_syn() && self.synproxy_on(svc) {
+                return self.synproxy_syn(&rx, buf);
+            }
+            if !info.flags.syn && info.flags.ack && self.synproxy_may(svc) {
+                let mut rx = rx;
+                if let Some(v) = self.synproxy_ack(&mut rx, svc, client_hop, buf, sink) {
+                    return v;
+                }
+                if self.synproxy_on(svc) {
+                    stats::bump(&self.stats.synproxy.acks_rejected);
+                    return Verdict::Drop(DropReason::SynproxyBadAck);
+                }
+            }
+        }
+        if new {
             found = Some(
-                match self.new_conn(svc, now, client_hop, (info, buf), &key, sysctl) {
+                match self.new_conn(svc, now, (client_hop, None), (info, buf), &key, sysctl) {
                     Ok(fwd) => fwd,
                     // Another worker added the same connection in the meantime: use it.
                     Err(None) => self
@@ -706,8 +724,15 @@ impl Datapath {
         }
         let was = c.state;
         let gap_ms = l.now.saturating_sub(c.last_seen());
-        c.advance(Direction::Input, info.events(), l.timeouts, l.secure);
-        c.touch(l.now);
+        // A synproxied connection whose server has not answered keeps its state and its
+        // connect timeout: the client's packets only send the SYN again.
+        let half = was == TcpState::SynRecv
+            && c.app()
+                .is_some_and(|a| a.synproxy_half.load(std::sync::atomic::Ordering::Relaxed));
+        if !half {
+            c.advance(Direction::Input, info.events(), l.timeouts, l.secure);
+            c.touch(l.now);
+        }
         if c.client_hop.iface == NextHop::UNKNOWN.iface
             && let Some(hop) = l.client_hop
         {
@@ -744,6 +769,11 @@ impl Datapath {
             Some(InLookup::Drop(r)) => return Verdict::Drop(r),
             _ => return Verdict::Drop(DropReason::NoConnIn),
         };
+        if f.app.is_some()
+            && let Some(v) = self.synproxy_half_in(&mut rx, &f, buf, sink)
+        {
+            return v;
+        }
         let helped = match &f.app {
             Some(ctx) => match self.help(&mut rx, ctx, wvs_sdk::helper_dir::IN, buf) {
                 Ok(h) => h,
@@ -855,13 +885,13 @@ impl Datapath {
         }
     }
 
-    /// Schedule a new connection and add it to the table. `Err(None)` means another worker
-    /// added it first.
+    /// Schedule a new connection and add it to the table (synproxied if `join` is given).
+    /// `Err(None)` means another worker added it first.
     fn new_conn(
         &self,
         svc: &VirtualService,
         now: u64,
-        client_hop: NextHop,
+        (client_hop, join): (NextHop, Option<crate::synproxy::Join>),
         (info, buf): (&L4Info, &[u8]),
         key: &ConnKey,
         sysctl: crate::spec::Sysctl,
@@ -900,9 +930,21 @@ impl Datapath {
             && (svc.key.port != 0
                 || svc.spec.helpers.is_some()
                 || key.dport == crate::consts::FTP_PORT);
-        if bind && !svc.helpers.is_empty() && matches!(conn.fwd, Forward::Masq | Forward::FullNat) {
-            conn.set_app(crate::conn::app::AppConn::new(
-                svc.helpers.iter().map(|h| Arc::from(h.name())),
+        let sees_replies = conn.fwd.sees_replies();
+        let helpers = if bind && sees_replies {
+            &svc.helpers[..]
+        } else {
+            &[]
+        };
+        // A synproxied connection's server (scheduled now) must answer through wvs too.
+        if join.is_some() && !sees_replies {
+            return Err(Some(DropReason::NoDest));
+        }
+        let synproxied = join.is_some();
+        if !helpers.is_empty() || synproxied {
+            conn.set_app(crate::conn::app::AppConn::with_join(
+                helpers.iter().map(|h| Arc::from(h.name())),
+                join,
             ));
         }
         conn.in_pkts = 1;
@@ -912,6 +954,10 @@ impl Datapath {
             &svc.timeouts,
             self.conns.defense().secure_tcp(),
         );
+        if synproxied {
+            // Until its server answers (then its state's timeout, as any other).
+            conn.set_timeout_ms(crate::consts::SYNPROXY_CONNECT_TIMEOUT_MS);
+        }
         conn.touch(now);
         // One-packet scheduling (`IP_VS_CONN_F_ONE_PACKET`, UDP only): the connection
         // lives for this datagram, is never synced, and is not kept.
@@ -1196,6 +1242,11 @@ impl Datapath {
             Some(Err(r)) => return Verdict::Drop(r),
             None => return self.no_conn_out(rx, buf, sink, data),
         };
+        if let Some(ctx) = &app
+            && let Some(v) = self.synproxy_out(&mut rx, ctx, buf, sink)
+        {
+            return v;
+        }
         if hop == NextHop::UNKNOWN {
             return self.to_client_routed(rx, buf, sink, &back, app.as_ref());
         }
@@ -1785,6 +1836,8 @@ mod pe_tests;
 mod sctp_tests;
 #[cfg(test)]
 mod sync_tests;
+#[cfg(test)]
+mod synproxy_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

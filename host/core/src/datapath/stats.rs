@@ -112,6 +112,9 @@ drop_reasons! {
     /// counterpart in the other family (RFC 7915 drops them: source quench, most parameter
     /// problems, unknown codes).
     IcmpUntranslatable => "icmp_untranslatable",
+    /// An ACK of no connection to a service answering with SYN cookies that returned none
+    /// (forged, or older than two cookie periods).
+    SynproxyBadAck => "synproxy_bad_ack",
 }
 
 /// The names of [`StatsSum::helper`]'s counters, in order.
@@ -149,6 +152,33 @@ pub struct HelperCounters {
     pub expects_replaced: AtomicU64,
 }
 
+/// The names of [`StatsSum::synproxy`]'s counters, in order.
+pub const SYNPROXY_EVENTS: [&str; 6] = [
+    "cookies_sent",
+    "acks_accepted",
+    "acks_rejected",
+    "syns_resent",
+    "joined",
+    "server_resets",
+];
+
+/// Counters of the synproxy, per worker.
+#[derive(Debug, Default)]
+pub struct SynproxyCounters {
+    /// SYNs answered with a cookie.
+    pub cookies_sent: AtomicU64,
+    /// ACKs that returned a cookie: connections made.
+    pub acks_accepted: AtomicU64,
+    /// ACKs of no connection to a service answering with cookies that returned none.
+    pub acks_rejected: AtomicU64,
+    /// SYNs sent to a server again (a client's packet while the server had not answered).
+    pub syns_resent: AtomicU64,
+    /// Connections whose server answered: the halves joined.
+    pub joined: AtomicU64,
+    /// Servers that refused (a reset to the SYN), passed to the client.
+    pub server_resets: AtomicU64,
+}
+
 /// Counters of one worker.
 #[derive(Debug)]
 pub struct DatapathStats {
@@ -176,6 +206,8 @@ pub struct DatapathStats {
     pub offload_refused: AtomicU64,
     /// Application helpers.
     pub helper: HelperCounters,
+    /// The synproxy.
+    pub synproxy: SynproxyCounters,
     drops: Box<[AtomicU64]>,
 }
 
@@ -193,6 +225,7 @@ impl Default for DatapathStats {
             offloaded: AtomicU64::new(0),
             offload_refused: AtomicU64::new(0),
             helper: HelperCounters::default(),
+            synproxy: SynproxyCounters::default(),
             drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -246,6 +279,9 @@ pub struct StatsSum {
     /// Application helpers: calls, rewrites, faults, expected connections registered,
     /// refused and matched, segments cut.
     pub helper: [u64; HELPER_EVENTS.len()],
+    /// The synproxy: cookies sent, ACKs accepted and rejected, SYNs sent again, joins,
+    /// servers' resets ([`SYNPROXY_EVENTS`]).
+    pub synproxy: [u64; SYNPROXY_EVENTS.len()],
     /// Drops by reason, in [`DropReason::ALL`] order.
     pub drops: Vec<(DropReason, u64)>,
 }
@@ -278,6 +314,17 @@ impl StatsSum {
                 &h.expects_matched,
                 &h.segmented,
                 &h.expects_replaced,
+            ]) {
+                *acc += c.load(Relaxed);
+            }
+            let p = &w.synproxy;
+            for (acc, c) in s.synproxy.iter_mut().zip([
+                &p.cookies_sent,
+                &p.acks_accepted,
+                &p.acks_rejected,
+                &p.syns_resent,
+                &p.joined,
+                &p.server_resets,
             ]) {
                 *acc += c.load(Relaxed);
             }

@@ -65,6 +65,9 @@ pub struct VirtualService {
     /// Real servers removed with a grace period (`wvs adm -d --drain`): not scheduled, but
     /// their replies are still wvs's and their connections go on.
     pub draining: Vec<Arc<Dest>>,
+    /// Whether it can answer with SYN cookies: TCP, and every real server's replies come
+    /// back through wvs (NAT, full NAT).
+    pub synproxy_capable: bool,
 }
 
 impl VirtualService {
@@ -200,10 +203,17 @@ impl Snapshot {
                     snap.data_reals.insert((key.proto, d.addr));
                 }
             }
+            // The synproxy shifts the server's sequence numbers: every server's replies
+            // must come back through wvs.
+            let synproxy_capable = key.proto == crate::model::Protocol::Tcp
+                && !key.is_fwmark()
+                && !dests.is_empty()
+                && dests.iter().all(|d| d.forward().sees_replies());
             snap.services.insert(
                 key,
                 Arc::new(VirtualService {
                     key,
+                    synproxy_capable,
                     dests,
                     scheduler: choice,
                     flags: spec.flags,

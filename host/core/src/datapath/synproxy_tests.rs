@@ -1,0 +1,377 @@
+//! The synproxy with synthetic frames: the cookie's SYN-ACK, the server's SYN from the
+//! client's ACK, the join (an ACK to the server, a window update to the client), the
+//! translation of both directions afterwards, forged ACKs, a refusing server and a silent
+//! one.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
+
+use super::*;
+use crate::spec::SynproxyMode;
+use crate::synproxy::{SynOpts, parse_options, write_options};
+use crate::testkit::{CLIENT, CLIENT_IF_MAC, CLIENT_MAC, FROM_CLIENT, FROM_RS, Harness, VIP};
+use crate::xmit::gso::TestSink;
+
+const RS: [u8; 4] = [198, 19, 0, 11];
+
+fn harness(mode: Option<SynproxyMode>) -> Harness {
+    let mut svc = crate::testkit::rr(
+        Protocol::Tcp,
+        80,
+        vec![crate::testkit::real("198.19.0.11:8080")],
+    );
+    svc.synproxy = mode;
+    Harness::new(
+        Snapshot::build_native(&[svc], &Snapshot::default()),
+        1 << 12,
+        1,
+    )
+}
+
+/// A TCP segment's fields: (seq, ack, syn, ack flag, rst, window, options, payload).
+struct Seg {
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    rst: bool,
+    window: u16,
+    opts: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+fn seg(seq: u32, ack: Option<u32>, syn: bool, window: u16, opts: &[u8], payload: &[u8]) -> Seg {
+    Seg {
+        seq,
+        ack,
+        syn,
+        rst: false,
+        window,
+        opts: opts.to_vec(),
+        payload: payload.to_vec(),
+    }
+}
+
+fn frame(from_client: bool, cport: u16, s: &Seg) -> Vec<u8> {
+    let b = if from_client {
+        PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
+            .ipv4(CLIENT, VIP, 64)
+            .tcp(cport, 80, s.seq, s.window)
+    } else {
+        PacketBuilder::ethernet2(crate::testkit::rs_mac(11), crate::testkit::SERVER_IF_MAC)
+            .ipv4(RS, CLIENT, 64)
+            .tcp(8080, cport, s.seq, s.window)
+    };
+    let b = if s.syn { b.syn() } else { b };
+    let b = if s.rst { b.rst() } else { b };
+    let b = match s.ack {
+        Some(a) => b.ack(a),
+        None => b,
+    };
+    let b = b.options_raw(&s.opts).unwrap();
+    let mut out = Vec::new();
+    b.write(&mut out, &s.payload).unwrap();
+    out.resize(2048, 0);
+    out
+}
+
+/// What a frame wvs sent holds: addresses, ports and the segment.
+struct Out {
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    seq: u32,
+    ack: u32,
+    flags: (bool, bool, bool),
+    window: u16,
+    opts: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+fn read(f: &[u8]) -> Out {
+    let p = PacketHeaders::from_ethernet_slice(f).unwrap();
+    let Some(NetHeaders::Ipv4(ip, _)) = p.net else {
+        panic!("not IPv4")
+    };
+    let Some(TransportHeader::Tcp(t)) = p.transport else {
+        panic!("not TCP")
+    };
+    // Both checksums hold.
+    let ip_bytes = &f[14..14 + usize::from(ip.total_len)];
+    assert_eq!(crate::wire::checksum::compute(&ip_bytes[..20]), 0);
+    let src = Ipv4Addr::from(ip.source);
+    let dst = Ipv4Addr::from(ip.destination);
+    assert_eq!(
+        crate::wire::checksum::l4(src.into(), dst.into(), 6, &ip_bytes[20..]),
+        0,
+        "TCP checksum"
+    );
+    Out {
+        src: (src, t.source_port),
+        dst: (dst, t.destination_port),
+        seq: t.sequence_number,
+        ack: t.acknowledgment_number,
+        flags: (t.syn, t.ack, t.rst),
+        window: t.window_size,
+        opts: t.options.as_slice().to_vec(),
+        payload: p.payload.slice().to_vec(),
+    }
+}
+
+fn ts(val: u32, ecr: u32) -> Vec<u8> {
+    let mut v = vec![1, 1, 8, 10];
+    v.extend(val.to_be_bytes());
+    v.extend(ecr.to_be_bytes());
+    v
+}
+
+fn syn_opts(mss: u16, ts: Option<(u32, u32)>, ws: Option<u8>) -> Vec<u8> {
+    let mut b = [0u8; 40];
+    let n = write_options(&mut b, mss, true, ts, ws);
+    b[..n].to_vec()
+}
+
+fn run(h: &Harness, now: u64, meta: RxMeta, f: &mut [u8], sink: &mut TestSink) -> Verdict {
+    let headers = Headers::parse(f);
+    h.dp.process_in_buffer(&h.snap, now, meta, &headers, f, sink)
+}
+
+fn sent(v: Verdict, f: &[u8]) -> (u8, Out) {
+    match v {
+        Verdict::Send { iface, len, .. } => (iface, read(&f[..len])),
+        Verdict::Tx { iface } => (iface, read(f)),
+        v => panic!("not sent: {v:?}"),
+    }
+}
+
+/// Client's SYN → cookie SYN-ACK; returns (cookie, our tsval).
+fn handshake(h: &Harness, now: u64, cport: u16) -> (u32, u32) {
+    let mut f = frame(
+        true,
+        cport,
+        &seg(
+            1000,
+            None,
+            true,
+            64240,
+            &syn_opts(1460, Some((100, 0)), Some(9)),
+            &[],
+        ),
+    );
+    let mut sink = TestSink::default();
+    let (iface, o) = sent(run(h, now, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!(iface, 0);
+    assert_eq!(o.src, (Ipv4Addr::from(VIP), 80));
+    assert_eq!(o.dst, (Ipv4Addr::from(CLIENT), cport));
+    assert_eq!(o.flags, (true, true, false));
+    assert_eq!((o.ack, o.window), (1001, 0));
+    assert_eq!(&f[..6], &CLIENT_MAC, "back to the client's MAC");
+    let opts = parse_options(&o.opts);
+    let (tsval, tsecr) = opts.ts.unwrap();
+    assert_eq!(
+        (opts.mss, opts.wscale, opts.sack, tsecr),
+        (1460, Some(7), true, 100)
+    );
+    (o.seq, tsval)
+}
+
+#[test]
+fn a_synproxied_connection_is_made_joined_and_translated() {
+    let h = harness(Some(SynproxyMode::On));
+    let now = 1_000_000;
+    let (cookie, our_ts) = handshake(&h, now, 40000);
+    assert_eq!(h.conns.len(), 0, "a SYN makes no entry");
+    // A forged ACK: dropped, no entry.
+    let mut f = frame(
+        true,
+        40001,
+        &seg(5, Some(12345), false, 502, &ts(101, our_ts), &[]),
+    );
+    let mut sink = TestSink::default();
+    assert_eq!(
+        run(&h, now, FROM_CLIENT, &mut f, &mut sink),
+        Verdict::Drop(DropReason::SynproxyBadAck)
+    );
+    assert_eq!(h.conns.len(), 0);
+    // The client's ACK: the server gets the client's SYN.
+    let mut f = frame(
+        true,
+        40000,
+        &seg(1001, Some(cookie + 1), false, 502, &ts(101, our_ts), &[]),
+    );
+    let (iface, o) = sent(run(&h, now + 1, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!(iface, 1);
+    assert_eq!(o.src, (Ipv4Addr::from(CLIENT), 40000));
+    assert_eq!(o.dst, (Ipv4Addr::from(RS), 8080));
+    assert_eq!(o.flags, (true, false, false));
+    assert_eq!(o.seq, 1000);
+    assert_eq!(o.window, u16::MAX, "502 << 9, unscaled in a SYN");
+    assert_eq!(
+        parse_options(&o.opts),
+        SynOpts {
+            mss: 1460,
+            wscale: Some(9),
+            sack: true,
+            ts: Some((101, 0))
+        }
+    );
+    assert_eq!(h.conns.len(), 1);
+    // A probe of the client's while the server is silent: the SYN again.
+    let mut f = frame(
+        true,
+        40000,
+        &seg(1000, Some(cookie + 1), false, 502, &ts(102, our_ts), &[]),
+    );
+    let (_, o) = sent(run(&h, now + 200, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!((o.flags, o.seq), ((true, false, false), 1000));
+    // The server's SYN-ACK: an ACK to the server, a window update to the client.
+    let mut f = frame(
+        false,
+        40000,
+        &seg(
+            7_000_000,
+            Some(1001),
+            true,
+            65160,
+            &syn_opts(1400, Some((9000, 101)), Some(7)),
+            &[],
+        ),
+    );
+    let mut sink = TestSink::default();
+    let (iface, o) = sent(run(&h, now + 2, FROM_RS, &mut f, &mut sink), &f);
+    assert_eq!(iface, 1);
+    assert_eq!(o.dst, (Ipv4Addr::from(RS), 8080));
+    assert_eq!(o.flags, (false, true, false));
+    assert_eq!((o.seq, o.ack, o.window), (1001, 7_000_001, 502));
+    assert_eq!(parse_options(&o.opts).ts, Some((101, 9000)));
+    assert_eq!(sink.sent.len(), 1);
+    let (iface, wu) = (sink.sent[0].0, read(&sink.sent[0].1));
+    assert_eq!(iface, 0);
+    assert_eq!(&sink.sent[0].1[..6], &CLIENT_MAC);
+    assert_eq!(wu.src, (Ipv4Addr::from(VIP), 80));
+    assert_eq!(wu.flags, (false, true, false));
+    assert_eq!((wu.seq, wu.ack, wu.window), (cookie + 1, 1001, 65160 >> 7));
+    assert_eq!(parse_options(&wu.opts).ts, Some((our_ts, 101)));
+    // The server's data: in the cookie's sequence space and timestamps.
+    let mut f = frame(
+        false,
+        40000,
+        &seg(7_000_001, Some(1001), false, 500, &ts(9005, 101), b"hello"),
+    );
+    let (iface, o) = sent(run(&h, now + 3, FROM_RS, &mut f, &mut sink), &f);
+    assert_eq!(iface, 0);
+    assert_eq!(o.src, (Ipv4Addr::from(VIP), 80));
+    assert_eq!((o.seq, o.ack, o.window), (cookie + 1, 1001, 500));
+    assert_eq!(parse_options(&o.opts).ts, Some((our_ts + 5, 101)));
+    assert_eq!(o.payload, b"hello");
+    // The client's answer: in the server's.
+    let mut f = frame(
+        true,
+        40000,
+        &seg(
+            1001,
+            Some(cookie + 6),
+            false,
+            600,
+            &ts(103, our_ts + 5),
+            b"hi",
+        ),
+    );
+    let (iface, o) = sent(run(&h, now + 4, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!(iface, 1);
+    assert_eq!((o.seq, o.ack, o.window), (1001, 7_000_006, 600));
+    assert_eq!(parse_options(&o.opts).ts, Some((103, 9005)));
+    assert_eq!(o.payload, b"hi");
+    let s = StatsSum::of([&**h.dp.stats()]);
+    assert_eq!(s.synproxy, [1, 1, 1, 1, 1, 0]);
+}
+
+#[test]
+fn a_refusing_server_resets_the_client_and_leaves_nothing() {
+    let h = harness(Some(SynproxyMode::On));
+    let now = 5_000_000;
+    let (cookie, our_ts) = handshake(&h, now, 40010);
+    let mut f = frame(
+        true,
+        40010,
+        &seg(1001, Some(cookie + 1), false, 502, &ts(101, our_ts), &[]),
+    );
+    let mut sink = TestSink::default();
+    sent(run(&h, now, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!(h.conns.len(), 1);
+    let mut rst = seg(0, Some(1001), false, 0, &[], &[]);
+    rst.rst = true;
+    let mut f = frame(false, 40010, &rst);
+    let (iface, o) = sent(run(&h, now + 1, FROM_RS, &mut f, &mut sink), &f);
+    assert_eq!(iface, 0);
+    assert_eq!(o.dst, (Ipv4Addr::from(CLIENT), 40010));
+    assert_eq!(o.flags, (false, false, true));
+    assert_eq!(o.seq, cookie + 1);
+    assert_eq!(h.conns.len(), 0, "the connection went with the reset");
+}
+
+#[test]
+fn a_client_without_options_and_with_data_in_its_ack() {
+    let h = harness(Some(SynproxyMode::On));
+    let now = 9_000_000;
+    let mut f = frame(true, 40020, &seg(77, None, true, 8192, &[], &[]));
+    let mut sink = TestSink::default();
+    let (_, o) = sent(run(&h, now, FROM_CLIENT, &mut f, &mut sink), &f);
+    let opts = parse_options(&o.opts);
+    assert_eq!(
+        (opts.mss, opts.wscale, opts.sack, opts.ts),
+        (536, None, false, None)
+    );
+    let cookie = o.seq;
+    let mut f = frame(
+        true,
+        40020,
+        &seg(
+            78,
+            Some(cookie + 1),
+            false,
+            8192,
+            &[],
+            b"GET / HTTP/1.0\r\n\r\n",
+        ),
+    );
+    let (_, o) = sent(run(&h, now, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!((o.flags, o.seq, o.window), ((true, false, false), 77, 8192));
+    assert!(o.payload.is_empty(), "the data waits for the server");
+    let mut f = frame(
+        false,
+        40020,
+        &seg(555, Some(78), true, 29200, &syn_opts(1460, None, None), &[]),
+    );
+    let (_, o) = sent(run(&h, now, FROM_RS, &mut f, &mut sink), &f);
+    assert_eq!((o.seq, o.ack), (78, 556));
+    assert_eq!(o.payload, b"GET / HTTP/1.0\r\n\r\n");
+    assert!(o.opts.is_empty());
+    let wu = read(&sink.sent[0].1);
+    assert_eq!((wu.seq, wu.ack, wu.window), (cookie + 1, 78, 29200));
+}
+
+#[test]
+fn auto_follows_the_defense_and_off_passes_syns_on() {
+    // Off: the SYN goes to the server as IPVS sends it.
+    let h = harness(Some(SynproxyMode::Off));
+    let mut f = frame(true, 40030, &seg(1, None, true, 8192, &[], &[]));
+    let mut sink = TestSink::default();
+    let (iface, o) = sent(run(&h, 1, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!((iface, o.dst.0), (1, Ipv4Addr::from(RS)));
+    // The default (defense.synproxy = 1): off until the table is short.
+    let h = harness(None);
+    let mut f = frame(true, 40031, &seg(1, None, true, 8192, &[], &[]));
+    let (iface, _) = sent(run(&h, 1, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!(iface, 1);
+    // 4000 entries used of 4096 (threshold 75 %): short.
+    h.conns.defense().update(4000, 4096, None);
+    assert!(h.conns.defense().synproxy());
+    let mut f = frame(true, 40032, &seg(1, None, true, 8192, &[], &[]));
+    let (iface, o) = sent(run(&h, 1, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!((iface, o.flags), (0, (true, true, false)));
+    h.conns.defense().update(10, 4096, None);
+    assert!(!h.conns.defense().synproxy());
+    let n = h.dp.stats().synproxy.cookies_sent.load(Relaxed);
+    assert_eq!(n, 1);
+}
