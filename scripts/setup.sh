@@ -61,6 +61,8 @@ need keepalived keepalived
 # each director (BGP), and the test's client of long-lived connections in Python.
 need bird bird2
 need python3 python3
+# A flood of spoofed SYNs at the synproxy (e2e_synproxy).
+need hping3 hping3
 fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}" >&2

@@ -248,6 +248,10 @@ pub fn service(out: &mut String, s: &ServiceView, l: Listing, exact: bool) {
             if !s.helpers.is_empty() {
                 let _ = write!(out, " helper {}", s.helpers.join(","));
             }
+            // wvs's own, as DPVS's ipvsadm shows its synproxy flag: when set on the service.
+            if let Some(m) = &s.synproxy {
+                let _ = write!(out, " synproxy {m}");
+            }
         }
     }
     out.push('\n');

@@ -110,6 +110,10 @@ wvs's own:
   --hint N            (with -a/-e) a number custom schedulers read; -e keeps it unless given
   --udp-on-failure keep|move
                       (with -A) a failed server's UDP flows stay (IPVS's way) or move
+  --synproxy on|off|auto
+                      (with -A/-E, TCP) answer new connections' SYNs with SYN cookies from
+                      the VIP (as DPVS's synproxy): on always, auto while the connection
+                      table is short; without it, the daemon's defense.synproxy decides
   --sorry             (with -a) a sorry server: scheduled only while no other can take a
                       connection (keepalived's sorry_server)
   --drain S           (with -d) remove the server gracefully: no new connections, its

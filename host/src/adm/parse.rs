@@ -304,6 +304,7 @@ const OPTS: &[Opt] = &[
     opt(None, "hint", ArgKind::Required),
     opt(None, "sorry", ArgKind::None),
     opt(None, "udp-on-failure", ArgKind::Required),
+    opt(None, "synproxy", ArgKind::Required),
     opt(None, "check-port", ArgKind::Required),
     opt(None, "check-host", ArgKind::Required),
     opt(None, "check-status", ArgKind::Required),

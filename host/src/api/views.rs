@@ -640,6 +640,11 @@ pub(crate) struct DatapathView {
     /// expects_matched, segmented), those that occurred.
     #[serde(default)]
     pub helpers: std::collections::BTreeMap<String, u64>,
+    /// The synproxy: every event (cookies_sent, acks_accepted, acks_rejected, syns_resent,
+    /// joined, server_resets) and `half_joined`, the connections whose server has not
+    /// answered yet.
+    #[serde(default)]
+    pub synproxy: std::collections::BTreeMap<String, u64>,
     /// Frames dropped, by reason (only reasons that occurred).
     pub drops: std::collections::BTreeMap<String, u64>,
 }
@@ -710,6 +715,17 @@ impl StatsView {
                     .zip(sum.helper)
                     .filter(|(_, n)| *n > 0)
                     .map(|(k, n)| ((*k).to_string(), n))
+                    .collect(),
+                synproxy: crate::datapath::stats::SYNPROXY_EVENTS
+                    .iter()
+                    .zip(sum.synproxy)
+                    .map(|(k, n)| ((*k).to_string(), n))
+                    .chain(std::iter::once((
+                        "half_joined".to_string(),
+                        crate::synproxy::HALF_JOINED
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            .max(0) as u64,
+                    )))
                     .collect(),
                 drops: sum
                     .drops

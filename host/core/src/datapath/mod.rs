@@ -457,8 +457,10 @@ impl Datapath {
             }
             (DropReason::NoDest, None, None) => icmp::port_unreachable(buf, len),
             // Only TCP's (an SCTP packet of no association is dropped; the director's
-            // SCTP stack, where it runs one, would answer an ABORT).
-            (DropReason::NoConnIn, None, l4_off)
+            // SCTP stack, where it runs one, would answer an ABORT). An ACK that returned no
+            // cookie is a segment of no connection too: a client whose synproxied
+            // connection timed out waiting for its server learns it so.
+            (DropReason::NoConnIn | DropReason::SynproxyBadAck, None, l4_off)
                 if headers
                     .ipv4()
                     .map(|h| h.next)
@@ -483,7 +485,7 @@ impl Datapath {
         if !self.icmp_token(now) {
             return v;
         }
-        if reason == DropReason::NoConnIn {
+        if matches!(reason, DropReason::NoConnIn | DropReason::SynproxyBadAck) {
             stats::bump(&self.stats.resets_sent);
         } else {
             stats::bump(&self.stats.icmp_sent);

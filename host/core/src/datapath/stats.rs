@@ -113,7 +113,9 @@ drop_reasons! {
     /// problems, unknown codes).
     IcmpUntranslatable => "icmp_untranslatable",
     /// An ACK of no connection to a service answering with SYN cookies that returned none
-    /// (forged, or older than two cookie periods).
+    /// (forged, older than two cookie periods, or of a synproxied connection that timed
+    /// out waiting for its server): answered with a reset, as `no_conn_in`, within the
+    /// answers' rate limit.
     SynproxyBadAck => "synproxy_bad_ack",
 }
 
