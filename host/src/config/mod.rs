@@ -1518,6 +1518,18 @@ impl ServiceDef {
         for r in &self.reals {
             reals.push(r.validate(id)?);
         }
+        if synproxy == Some(spec::SynproxyMode::On)
+            && let Some(r) = reals.iter().find(|r| !r.fwd.sees_replies())
+        {
+            return Err(conflict(format!(
+                "service {}/{}: synproxy = \"on\" needs every real server's replies back \
+                 through wvs (nat, fullnat); {} is {}",
+                self.protocol,
+                self.address,
+                r.addr,
+                r.fwd.name()
+            )));
+        }
         let laddrs = self.local_addrs()?;
         let check = self
             .check
@@ -2563,6 +2575,45 @@ mod tests {
             assert!(e.to_string().contains(want), "{text}: {e}");
             assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
         }
+    }
+
+    /// `synproxy`: on, off or auto, for TCP address services, `on` only over servers whose
+    /// replies come back through wvs; written back as read.
+    #[test]
+    fn synproxy_is_for_tcp_services_whose_replies_come_back() {
+        let cfg = parse(
+            "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nsynproxy='on'\n\
+             [[service.real]]\naddress='198.19.0.11'\n",
+        )
+        .expect("a synproxied service");
+        assert_eq!(cfg.services[0].synproxy, Some(spec::SynproxyMode::On));
+        let def = ServiceDef::from(&cfg.services[0]);
+        assert!(toml::to_string(&def).unwrap().contains("synproxy = \"on\""));
+        // auto over a DR server: allowed (the service never answers with cookies).
+        parse(
+            "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nsynproxy='auto'\n\
+             [[service.real]]\naddress='198.19.0.11'\nforward='dr'\n",
+        )
+        .expect("auto over DR");
+        for (text, want) in [
+            (
+                "[[service]]\nprotocol='udp'\naddress='198.18.100.1:53'\nsynproxy='on'\n",
+                "synproxy is for TCP",
+            ),
+            (
+                "[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nsynproxy='on'\n\
+                 [[service.real]]\naddress='198.19.0.11'\nforward='dr'\n",
+                "replies back",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.to_string().contains(want), "{text}: {e}");
+            assert!(matches!(e, ConfigError::Conflict(_)), "{e:?}");
+        }
+        let e =
+            parse("[[service]]\nprotocol='tcp'\naddress='198.18.100.1:80'\nsynproxy='always'\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("on, off or auto"), "{e}");
     }
 
     /// A reload applies the file's own changes and keeps the operator's edits elsewhere.

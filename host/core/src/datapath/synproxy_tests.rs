@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader};
 
 use super::*;
-use crate::spec::SynproxyMode;
+use crate::spec::{Service, SynproxyMode};
 use crate::synproxy::{SynOpts, parse_options, write_options};
 use crate::testkit::{CLIENT, CLIENT_IF_MAC, CLIENT_MAC, FROM_CLIENT, FROM_RS, Harness, VIP};
 use crate::xmit::gso::TestSink;
@@ -188,10 +188,14 @@ fn a_synproxied_connection_is_made_joined_and_translated() {
         &seg(5, Some(12345), false, 502, &ts(101, our_ts), &[]),
     );
     let mut sink = TestSink::default();
+    // Answered as a segment of no connection: a reset from the VIP.
+    let (iface, o) = sent(run(&h, now, FROM_CLIENT, &mut f, &mut sink), &f);
     assert_eq!(
-        run(&h, now, FROM_CLIENT, &mut f, &mut sink),
-        Verdict::Drop(DropReason::SynproxyBadAck)
+        (iface, o.src, o.flags),
+        (0, (Ipv4Addr::from(VIP), 80), (false, false, true))
     );
+    assert_eq!(o.seq, 12345);
+    assert_eq!(h.dp.stats().drops(DropReason::SynproxyBadAck), 1);
     assert_eq!(h.conns.len(), 0);
     // The client's ACK: the server gets the client's SYN.
     let mut f = frame(
@@ -374,4 +378,195 @@ fn auto_follows_the_defense_and_off_passes_syns_on() {
     assert!(!h.conns.defense().synproxy());
     let n = h.dp.stats().synproxy.cookies_sent.load(Relaxed);
     assert_eq!(n, 1);
+}
+
+/// The join over IPv6 and over full NAT: the same steps with other addresses. `v6`: the
+/// service and its server are IPv6; `fullnat`: the server sees a local address.
+fn join_over(v6: bool, fullnat: bool) {
+    use std::net::{IpAddr, Ipv6Addr};
+    let (client, vip, rs, laddr): (IpAddr, IpAddr, IpAddr, IpAddr) = if v6 {
+        (
+            Ipv6Addr::from(crate::testkit::CLIENT6).into(),
+            Ipv6Addr::from(crate::testkit::VIP6).into(),
+            Ipv6Addr::from(crate::testkit::rs6(11)).into(),
+            "2001:db8:19::100".parse().unwrap(),
+        )
+    } else {
+        (
+            Ipv4Addr::from(CLIENT).into(),
+            Ipv4Addr::from(VIP).into(),
+            Ipv4Addr::from(RS).into(),
+            "198.19.0.100".parse().unwrap(),
+        )
+    };
+    let fwd = if fullnat {
+        Forward::FullNat
+    } else {
+        Forward::Masq
+    };
+    let rs_at = match rs {
+        IpAddr::V6(a) => format!("[{a}]:8080"),
+        a => format!("{a}:8080"),
+    };
+    let mut svc = Service {
+        reals: vec![crate::testkit::real_by(&rs_at, fwd)],
+        laddrs: if fullnat { vec![laddr] } else { vec![] },
+        ..Service::new(Protocol::Tcp, vip, 80, "rr")
+    };
+    svc.synproxy = Some(SynproxyMode::On);
+    let h = Harness::new(
+        Snapshot::build_native(&[svc], &Snapshot::default()),
+        1 << 12,
+        1,
+    );
+    // A frame from `src` to `dst` (MACs as the client's, or the server's, link has them).
+    let frame = |from_client: bool, src: (IpAddr, u16), dst: (IpAddr, u16), s: &Seg| {
+        let macs = if from_client {
+            (CLIENT_MAC, CLIENT_IF_MAC)
+        } else {
+            (crate::testkit::rs_mac(11), crate::testkit::SERVER_IF_MAC)
+        };
+        let b = PacketBuilder::ethernet2(macs.0, macs.1);
+        let b = match (src.0, dst.0) {
+            (IpAddr::V4(a), IpAddr::V4(d)) => b.ipv4(a.octets(), d.octets(), 64),
+            (IpAddr::V6(a), IpAddr::V6(d)) => b.ipv6(a.octets(), d.octets(), 64),
+            _ => unreachable!(),
+        };
+        let b = b.tcp(src.1, dst.1, s.seq, s.window);
+        let b = if s.syn { b.syn() } else { b };
+        let b = match s.ack {
+            Some(a) => b.ack(a),
+            None => b,
+        };
+        let b = b.options_raw(&s.opts).unwrap();
+        let mut out = Vec::new();
+        b.write(&mut out, &s.payload).unwrap();
+        out.resize(2048, 0);
+        out
+    };
+    // (src, dst, seq, ack, syn, window, options, payload) of a frame wvs sent.
+    let read_any = |f: &[u8]| {
+        let p = PacketHeaders::from_ethernet_slice(f).unwrap();
+        let (src, dst): (IpAddr, IpAddr) = match p.net {
+            Some(NetHeaders::Ipv4(ip, _)) => (
+                Ipv4Addr::from(ip.source).into(),
+                Ipv4Addr::from(ip.destination).into(),
+            ),
+            Some(NetHeaders::Ipv6(ip, _)) => (
+                Ipv6Addr::from(ip.source).into(),
+                Ipv6Addr::from(ip.destination).into(),
+            ),
+            _ => panic!("not IP"),
+        };
+        let Some(TransportHeader::Tcp(t)) = p.transport else {
+            panic!("not TCP")
+        };
+        let l4 = 14 + if src.is_ipv6() { 40 } else { 20 };
+        let end = l4 + t.header_len() + p.payload.slice().len();
+        assert_eq!(
+            crate::wire::checksum::l4(src, dst, 6, &f[l4..end]),
+            0,
+            "TCP checksum"
+        );
+        (
+            (src, t.source_port),
+            (dst, t.destination_port),
+            t.sequence_number,
+            t.acknowledgment_number,
+            t.syn,
+            t.window_size,
+            t.options.as_slice().to_vec(),
+        )
+    };
+    let got = |v: Verdict, f: &[u8]| match v {
+        Verdict::Send { len, .. } => read_any(&f[..len]),
+        Verdict::Tx { .. } => read_any(f),
+        v => panic!("not sent: {v:?}"),
+    };
+    let c = (client, 40100);
+    let v = (vip, 80);
+    let mut sink = TestSink::default();
+    let mss = if v6 { 1440 } else { 1460 };
+    let mut f = frame(
+        true,
+        c,
+        v,
+        &seg(
+            500,
+            None,
+            true,
+            64240,
+            &syn_opts(mss, Some((100, 0)), Some(9)),
+            &[],
+        ),
+    );
+    let (src, dst, cookie, ack, syn, win, opts) =
+        got(run(&h, 1, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!((src, dst, ack, syn, win), (v, c, 501, true, 0));
+    let our_ts = parse_options(&opts).ts.unwrap().0;
+    let mut f = frame(
+        true,
+        c,
+        v,
+        &seg(501, Some(cookie + 1), false, 502, &ts(101, our_ts), &[]),
+    );
+    let (src, dst, seq, _, syn, _, opts) = got(run(&h, 2, FROM_CLIENT, &mut f, &mut sink), &f);
+    let seen = if fullnat { laddr } else { client };
+    assert_eq!((src.0, dst, seq, syn), (seen, (rs, 8080), 500, true));
+    assert_eq!(parse_options(&opts).mss, mss);
+    let lport = src.1;
+    let mut f = frame(
+        false,
+        (rs, 8080),
+        (seen, lport),
+        &seg(
+            9_000,
+            Some(501),
+            true,
+            65160,
+            &syn_opts(1400, Some((9000, 101)), Some(7)),
+            &[],
+        ),
+    );
+    let mut sink = TestSink::default();
+    let (src, dst, seq, ack, _, _, _) = got(run(&h, 3, FROM_RS, &mut f, &mut sink), &f);
+    assert_eq!(
+        (src, dst, seq, ack),
+        ((seen, lport), (rs, 8080), 501, 9_001)
+    );
+    let wu = read_any(&sink.sent[0].1);
+    assert_eq!((wu.0, wu.1, wu.2, wu.3), (v, c, cookie + 1, 501));
+    // Data both ways.
+    let mut f = frame(
+        false,
+        (rs, 8080),
+        (seen, lport),
+        &seg(9_001, Some(501), false, 500, &ts(9005, 101), b"hello"),
+    );
+    let (src, dst, seq, _, _, _, opts) = got(run(&h, 4, FROM_RS, &mut f, &mut sink), &f);
+    assert_eq!((src, dst, seq), (v, c, cookie + 1));
+    assert_eq!(parse_options(&opts).ts, Some((our_ts + 5, 101)));
+    let mut f = frame(
+        true,
+        c,
+        v,
+        &seg(
+            501,
+            Some(cookie + 6),
+            false,
+            600,
+            &ts(103, our_ts + 5),
+            b"hi",
+        ),
+    );
+    let (src, dst, _, ack, _, _, opts) = got(run(&h, 5, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!((src, dst, ack), ((seen, lport), (rs, 8080), 9_006));
+    assert_eq!(parse_options(&opts).ts, Some((103, 9005)));
+}
+
+#[test]
+fn the_join_holds_over_ipv6_and_full_nat() {
+    join_over(true, false);
+    join_over(false, true);
+    join_over(true, true);
 }
