@@ -253,8 +253,17 @@ fn the_dashboard_adds_a_service_and_shows_its_traffic() {
             text(&c, "[data-testid=total-conns]").await == "10"
         })
         .await;
-        // The flood defense, idle with the table nearly empty.
+        // The flood defense, idle with the table nearly empty; the synproxy automatic
+        // (defense.synproxy's default), idle, its counters shown.
         assert_eq!(text(&c, "[data-testid=defense]").await, "idle");
+        assert_eq!(text(&c, "[data-testid=synproxy]").await, "auto, idle");
+        assert!(
+            text(&c, "[data-testid=synproxy-events]")
+                .await
+                .starts_with("synproxy (0 cookies"),
+            "{}",
+            text(&c, "[data-testid=synproxy-events]").await
+        );
 
         // Upload a plugin through the form (the browser reads the file from disk), switch
         // the service to it with the edit button, then drain rs1 with its button.

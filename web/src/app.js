@@ -165,6 +165,7 @@ function renderTotals(st) {
     card("left to the kernel", fmt(d.passed)),
     card("ICMP sent", fmt(d.icmp_sent)),
     defenseCard(st.defense),
+    synproxyCard(d.synproxy, st.defense),
     ...(drops.length ? drops.map(([k, v]) => card("drop: " + k, fmt(v), "drop-" + k)) : [card("drops", "0", "drops")]),
   );
 }
@@ -184,6 +185,22 @@ function defenseCard(df) {
     { class: df.active ? "card defense acting" : "card defense" },
     el("div", { class: "v", "data-testid": "defense" }, state),
     el("div", { class: "k" }, "defense (" + done + ")"),
+  );
+}
+
+/** The synproxy (docs/defense.md#synproxy): whether it answers with cookies, and what it did. */
+function synproxyCard(sp, df) {
+  if (!sp) return card("synproxy", "-", "synproxy");
+  const mode = df ? df.synproxy : 0;
+  const state = mode === 2 || mode === 3 ? "cookies" : mode === 1 ? "auto, idle" : "off";
+  const done =
+    `${fmt(sp.cookies_sent)} cookies, ${fmt(sp.acks_accepted)} accepted / ${fmt(sp.acks_rejected)} rejected, ` +
+    `${fmt(sp.joined)} joined, ${fmt(sp.half_joined)} half-joined`;
+  return el(
+    "div",
+    { class: "card synproxy" },
+    el("div", { class: "v", "data-testid": "synproxy" }, state),
+    el("div", { class: "k", "data-testid": "synproxy-events" }, "synproxy (" + done + ")"),
   );
 }
 
@@ -306,6 +323,7 @@ function renderServices() {
       s.flags.length ? el("span", { class: "meta" }, s.flags.join(",")) : null,
       s.persistent ? el("span", { class: "meta" }, `persistent ${s.persistent}s mask ${s.netmask}`) : null,
       (s.helpers || []).length ? el("span", { class: "meta", "data-helpers": "" }, "helpers " + s.helpers.join(",")) : null,
+      s.synproxy ? el("span", { class: "meta", "data-synproxy": "" }, "synproxy " + s.synproxy) : null,
       (s.laddrs || []).length
         ? el("span", { class: "meta", "data-laddrs": "" }, "local addresses " + s.laddrs.map((l) => `${l.address} (${l.conns})`).join(", "))
         : null,
