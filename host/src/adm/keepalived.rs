@@ -1296,6 +1296,13 @@ fn vs_keyword<'a>(c: &'a Node, vs: &mut VsBlock<'a>, out: &mut Import) {
         "warmup" => vs.defaults.warmup = secs(c, out),
         "inhibit_on_failure" => vs.inhibit = true,
         "ops" => vs.svc.ops = true,
+        // The LVS and DPVS keepalived's `syn_proxy`: the service's synproxy on (`syn_proxy
+        // no`: off).
+        "syn_proxy" => {
+            if let Some(on) = flag(c, out) {
+                vs.svc.synproxy = Some(if on { "on" } else { "off" }.into());
+            }
+        }
         // IPVS's persistence engine (`--pe`): wvs's built-in `sip`, or an engine plugin.
         "persistence_engine" => vs.svc.pe = one(c, out).map(Into::into),
         "ip_family" if vs.svc.protocol.starts_with("fwm") => match one(c, out) {
@@ -1766,6 +1773,19 @@ virtual_server 10.10.10.2 1358 {
     }
 }
 "#;
+
+    #[test]
+    fn syn_proxy_turns_the_services_synproxy_on() {
+        let i = import_text(
+            "k.conf",
+            "virtual_server 198.18.100.1 80 {\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  syn_proxy\n  real_server 198.19.0.11 80 {\n  }\n}\n\
+             virtual_server 198.18.100.2 80 {\n  protocol TCP\n  syn_proxy no\n  real_server 198.19.0.12 80 {\n  }\n}\n\
+             virtual_server 198.18.100.3 80 {\n  protocol TCP\n  real_server 198.19.0.13 80 {\n  }\n}\n",
+        );
+        assert!(i.problems.is_empty(), "{:?}", i.problems);
+        let got: Vec<Option<&str>> = i.services.iter().map(|s| s.synproxy.as_deref()).collect();
+        assert_eq!(got, [Some("on"), Some("off"), None]);
+    }
 
     #[test]
     fn a_virtual_server_without_a_port_takes_every_port() {
