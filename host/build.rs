@@ -79,6 +79,9 @@ fn build_bpf(manifest_dir: &std::path::Path, out: &std::path::Path) {
     let from = rust_const(&consts, "HELPER_DATA_PORTS_FROM");
     let marks = rust_const_of(&consts, "MAX_MARK_MATCHES", "usize");
     let flows = rust_const_of(&consts, "OFFLOAD_FLOWS", "u32");
+    let sp_services = rust_const_of(&consts, "SYNPROXY_SERVICES", "u32");
+    let sp_shift = rust_const_of(&consts, "SYNPROXY_COUNT_SHIFT", "u32");
+    let sp_wscale = rust_const_of(&consts, "SYNPROXY_WSCALE", "u8");
     compile_bpf(
         manifest_dir,
         out,
@@ -94,7 +97,12 @@ fn build_bpf(manifest_dir: &std::path::Path, out: &std::path::Path) {
         manifest_dir,
         out,
         "wvs_offload",
-        &[format!("-DWVS_OFFLOAD_FLOWS={flows}")],
+        &[
+            format!("-DWVS_OFFLOAD_FLOWS={flows}"),
+            format!("-DWVS_SYNPROXY_SERVICES={sp_services}"),
+            format!("-DWVS_SYNPROXY_COUNT_SHIFT={sp_shift}"),
+            format!("-DWVS_SYNPROXY_WSCALE={sp_wscale}"),
+        ],
         "`--offload tc`",
     );
 }

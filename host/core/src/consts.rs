@@ -459,3 +459,15 @@ pub const SYNC_QUEUE_RECORDS: usize = 16_384;
 /// client's next packet is answered with a reset. DPVS waits 3 s (`conn_init_timeout`),
 /// retrying the SYN; wvs sends it again on each of the client's packets meanwhile.
 pub const SYNPROXY_CONNECT_TIMEOUT_MS: u64 = 3_000;
+
+/// The SYN cookie's time unit, as a shift of the datapath's milliseconds (2^16 ms, about
+/// 65 s): the period's low two bits are in the cookie (`crate::synproxy`), and the tc
+/// program computes the same (host/bpf/wvs_offload.c).
+pub const SYNPROXY_COUNT_SHIFT: u32 = 16;
+
+/// The window scale wvs's SYN-ACK offers a client: Linux's for its default buffers, so
+/// that windows pass unchanged to and from most servers.
+pub const SYNPROXY_WSCALE: u8 = 7;
+
+/// How many virtual services the tc program answers SYNs for at once (its map's size).
+pub const SYNPROXY_SERVICES: u32 = 4_096;

@@ -38,7 +38,7 @@ use siphasher::sip::SipHasher24;
 pub static HALF_JOINED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 /// The cookie's time unit: 2^16 ms.
-pub const COUNT_SHIFT: u32 = 16;
+pub const COUNT_SHIFT: u32 = crate::consts::SYNPROXY_COUNT_SHIFT;
 /// The MSS values a cookie can carry (the kernel's `msstab` for IPv4): the client's MSS is
 /// rounded down to one of them.
 pub const MSS_V4: [u16; 4] = [536, 1300, 1440, 1460];
@@ -46,9 +46,8 @@ pub const MSS_V4: [u16; 4] = [536, 1300, 1440, 1460];
 pub const MSS_V6: [u16; 4] = [1220, 1420, 1440, 8940];
 /// The largest window scale (RFC 7323 2.3).
 pub const MAX_WSCALE: u8 = 14;
-/// The window scale wvs offers a client: Linux's for its default buffers, so that windows
-/// pass unchanged to and from most servers.
-pub const DEFAULT_WSCALE: u8 = 7;
+/// The window scale wvs offers a client.
+pub const DEFAULT_WSCALE: u8 = crate::consts::SYNPROXY_WSCALE;
 
 /// TCP option kinds and lengths (RFC 9293, RFC 7323, RFC 2018).
 mod opt {

@@ -723,9 +723,14 @@ fn datapath(st: &super::ApiState, s: &mut Scrape) {
         .zip(sum.helper)
         .map(|(name, n)| (vec![("event", (*name).to_string())], n))
         .collect();
+    let mut events = sum.synproxy;
+    // The SYNs the tc program answered count as the datapath's.
+    if let Some(o) = &st.offload {
+        events[0] += o.cookies.load(Relaxed);
+    }
     s.synproxy = crate::datapath::stats::SYNPROXY_EVENTS
         .iter()
-        .zip(sum.synproxy)
+        .zip(events)
         .map(|(name, n)| (vec![("event", (*name).to_string())], n))
         .collect();
     s.synproxy_half = crate::synproxy::HALF_JOINED.load(Relaxed).max(0);

@@ -685,7 +685,11 @@ pub(crate) struct StatsView {
 impl StatsView {
     /// Collect the global counters.
     pub async fn collect(st: &super::ApiState) -> Self {
-        let sum = crate::datapath::StatsSum::of(st.datapath.iter().map(|s| s.as_ref()));
+        let mut sum = crate::datapath::StatsSum::of(st.datapath.iter().map(|s| s.as_ref()));
+        // The SYNs the tc program answered count as the datapath's.
+        if let Some(o) = &st.offload {
+            sum.synproxy[0] += o.cookies.load(Relaxed);
+        }
         let snap = st.snapshot.load_full();
         let mut c = st.control.lock().await;
         let p = &c.registry().runtime().stats;

@@ -42,6 +42,48 @@ const PROG_TC: &str = "wvs_offload_tc";
 const PROG_SK: &str = "wvs_offload_sk";
 const MAP_FLOWS: &str = "wvs_flows";
 const MAP_STATS: &str = "wvs_flow_stats";
+const MAP_SP: &str = "wvs_synproxy";
+const MAP_SP_CONF: &str = "wvs_synproxy_conf";
+const MAP_SP_STATS: &str = "wvs_synproxy_stats";
+
+/// A key of `wvs_synproxy` (`struct sp_key`): a service the tc program answers SYNs for,
+/// its address as on the wire (IPv4 mapped) and port in network order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SpKey {
+    addr: [u8; 16],
+    port: [u8; 2],
+    pad: [u8; 2],
+}
+
+// SAFETY: plain data of 20 bytes (its padding spelled out), valid for every bit pattern.
+unsafe impl aya::Pod for SpKey {}
+
+impl SpKey {
+    fn of(addr: IpAddr, port: u16) -> Self {
+        Self {
+            addr: match addr {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                IpAddr::V6(a) => a.octets(),
+            },
+            port: port.to_be_bytes(),
+            pad: [0; 2],
+        }
+    }
+}
+
+/// The value of `wvs_synproxy_conf` (`struct sp_conf`): the cookies' key and clock.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct SpConf {
+    k0: u64,
+    k1: u64,
+    /// CLOCK_MONOTONIC (ns) at the datapath's epoch.
+    epoch_ns: u64,
+}
+
+// SAFETY: plain data of 24 bytes, no padding, valid for every bit pattern.
+unsafe impl aya::Pod for SpConf {}
 
 /// A key of `wvs_flows` (`struct flow_key`): a packet's endpoints as it arrives, addresses
 /// and ports as on the wire, an IPv4 address mapped into IPv6's.
@@ -222,6 +264,8 @@ pub struct OffloadCounters {
     pub bytes: AtomicU64,
     /// Flows in the map at the last merge.
     pub flows: AtomicU64,
+    /// SYNs the tc program answered with a cookie (summed at each merge).
+    pub cookies: AtomicU64,
     map: parking_lot::Mutex<BpfHashMap<MapData, FlowKey, FlowValue>>,
     /// Merges begun, and (watched) ended: a reader waits for one that began after it asked.
     begun: AtomicU64,
@@ -285,6 +329,7 @@ impl Offload {
                 packets: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
                 flows: AtomicU64::new(0),
+                cookies: AtomicU64::new(0),
                 map: parking_lot::Mutex::new(map),
                 begun: AtomicU64::new(0),
                 ended: tokio::sync::watch::Sender::new(0),
@@ -344,9 +389,27 @@ impl Offload {
         })
     }
 
-    /// The keeper, merging into `conns` on the datapath clock that started at `epoch`.
+    /// The keeper, merging into `conns` on the datapath clock that started at `epoch`. It
+    /// gives the tc program the synproxy's key and clock (`conns`' defense's) at once.
     pub fn keeper(&self, conns: Arc<ConnTable>, epoch: Instant) -> Result<Keeper, OffloadError> {
+        let (k0, k1) = conns.defense().secret().keys();
+        let mut conf: aya::maps::Array<MapData, SpConf> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(any_map(&self.ebpf, MAP_SP_CONF)?))
+                .map_err(program_err)?;
+        let epoch_ns = monotonic_ns().saturating_sub(epoch.elapsed().as_nanos() as u64);
+        conf.set(0, SpConf { k0, k1, epoch_ns }, 0)
+            .map_err(program_err)?;
+        let sp = BpfHashMap::try_from(aya::maps::Map::HashMap(any_map(&self.ebpf, MAP_SP)?))
+            .map_err(program_err)?;
+        let sp_stats = aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(any_map(
+            &self.ebpf,
+            MAP_SP_STATS,
+        )?))
+        .map_err(program_err)?;
         Ok(Keeper {
+            sp,
+            sp_stats,
+            sp_now: std::collections::HashSet::new(),
             map: self.map()?,
             stats: self.stats()?,
             ifindex: self.ifindex.clone(),
@@ -376,6 +439,17 @@ fn map_handle<V: aya::Pod>(
 ) -> Result<BpfHashMap<MapData, FlowKey, V>, OffloadError> {
     let data = MapData::from_fd(map_fd(ebpf, name)?).map_err(program_err)?;
     BpfHashMap::try_from(aya::maps::Map::HashMap(data)).map_err(program_err)
+}
+
+/// A handle of its own on map `name`, of any kind.
+fn any_map(ebpf: &Ebpf, name: &str) -> Result<MapData, OffloadError> {
+    use aya::maps::Map;
+    let fd = match ebpf.map(name) {
+        Some(Map::HashMap(m) | Map::Array(m) | Map::PerCpuArray(m)) => m.fd().as_fd(),
+        _ => return Err(OffloadError::Program(format!("map {name} missing"))),
+    };
+    let fd = fd.try_clone_to_owned().map_err(program_err)?;
+    MapData::from_fd(fd).map_err(program_err)
 }
 
 /// A descriptor of its own for map `name`.
@@ -474,6 +548,10 @@ impl FlowSink for MapSink {
 
 /// Merges what the program carried, every `OFFLOAD_MERGE_MS` (see the module's doc).
 pub struct Keeper {
+    /// The services the tc program answers SYNs for, as last written, and its count.
+    sp: BpfHashMap<MapData, SpKey, u32>,
+    sp_stats: aya::maps::PerCpuArray<MapData, u64>,
+    sp_now: std::collections::HashSet<SpKey>,
     map: BpfHashMap<MapData, FlowKey, FlowValue>,
     stats: BpfHashMap<MapData, FlowKey, FlowStats>,
     /// Kernel interface indexes by wvs's interface slot.
@@ -555,6 +633,34 @@ impl Keeper {
         }
         self.counters.flows.store(seen.len() as u64, Relaxed);
         self.last = seen;
+        self.synproxy();
+    }
+
+    /// Tell the tc program which services answer SYNs with cookies now (their own mode,
+    /// or the defense's, which flips at most once a second), and read how many it sent.
+    fn synproxy(&mut self) {
+        if let Some(snap) = &self.snapshot {
+            let snap = snap.load();
+            let d = self.conns.defense();
+            let want: std::collections::HashSet<SpKey> = snap
+                .services()
+                .filter(|s| d.synproxy_for(s))
+                .map(|s| SpKey::of(s.key.addr, s.key.port))
+                .collect();
+            for k in self.sp_now.difference(&want) {
+                let _ = self.sp.remove(k);
+            }
+            for k in want.difference(&self.sp_now) {
+                if let Err(e) = self.sp.insert(k, 1, 0) {
+                    tracing::warn!("the synproxy's service map: {e}");
+                }
+            }
+            self.sp_now = want;
+        }
+        if let Ok(v) = self.sp_stats.get(&0, 0) {
+            let n: u64 = v.iter().sum();
+            self.counters.cookies.store(n, Relaxed);
+        }
     }
 
     /// Whether the flow `key`, carried as `v`, still leaves by its connection's next hop
@@ -1254,5 +1360,137 @@ mod tests {
         assert_eq!(after.inpkts - before.inpkts, 6);
         assert_eq!(k.counters.packets.load(Relaxed), 5);
         assert_eq!(k.counters.flows.load(Relaxed), 0, "merged, then removed");
+    }
+
+    /// The programs answer a SYN to a synproxied service as the datapath does, byte for
+    /// byte (the same cookie from the same key and clock, the same options, checksums
+    /// included), and keep it out of wvs's rings; other SYNs, and one with data, are wvs's.
+    #[test]
+    fn the_programs_answer_a_syn_as_the_datapath_does() {
+        use wvs_core::synproxy::write_options;
+        for v6 in [false, true] {
+            let (real, svc) = if v6 {
+                let r = format!("[{}]:8080", Ipv6Addr::from(rs6(11)));
+                (
+                    r.clone(),
+                    service6(Protocol::Tcp, 80, "rr", vec![real_by(&r, Forward::Masq)]),
+                )
+            } else {
+                let r = "198.19.0.11:8080".to_string();
+                (
+                    r.clone(),
+                    rr(Protocol::Tcp, 80, vec![real_by(&r, Forward::Masq)]),
+                )
+            };
+            let _ = real;
+            let mut svc = svc;
+            svc.synproxy = Some(crate::spec::SynproxyMode::On);
+            let h = Harness::new(
+                wvs_core::testkit::snapshot(std::slice::from_ref(&svc)),
+                1 << 12,
+                0,
+            );
+            let off = Offload::load(&[11, 12]).expect("the offload program loads (root?)");
+            let snap = Arc::new(ArcSwap::from_pointee(wvs_core::testkit::snapshot(
+                std::slice::from_ref(&svc),
+            )));
+            let mut k = off
+                .keeper(h.conns.clone(), Instant::now())
+                .expect("a keeper")
+                .with_snapshot(snap);
+            k.merge();
+            let (client, vip): (IpAddr, IpAddr) = if v6 {
+                (Ipv6Addr::from(CLIENT6).into(), Ipv6Addr::from(VIP6).into())
+            } else {
+                (Ipv4Addr::from(CLIENT).into(), Ipv4Addr::from(VIP).into())
+            };
+            // Linux's options, none, and each alone: (MSS, SACK, timestamps, window
+            // scale); MSS 0: no options at all.
+            type Offered = (u16, bool, Option<(u32, u32)>, Option<u8>);
+            let sets: [Offered; 6] = [
+                (1460, true, Some((123_456, 0)), Some(9)),
+                (0, false, None, None),
+                (1400, true, None, None),
+                (9000, false, None, Some(14)),
+                (1440, false, Some((7, 0)), None),
+                (536, true, None, Some(0)),
+            ];
+            // And lists of other shapes: an unknown option among NOPs, one cut short, one
+            // with a bad length (the reading stops there, as the datapath's).
+            let raw: [&[u8]; 3] = [
+                &[1, 1, 1, 30, 6, 9, 9, 9, 9, 2, 4, 5, 0xb4, 3, 3, 2],
+                &[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1],
+                &[2, 9, 5, 0xb4, 4, 2, 1, 1],
+            ];
+            let shapes = sets.len() + raw.len();
+            for i in 0..shapes {
+                let mut opts = [0u8; 40];
+                let n = match sets.get(i) {
+                    Some(&(0, ..)) => 0,
+                    Some(&(mss, sack, ts, ws)) => write_options(&mut opts, mss, sack, ts, ws),
+                    None => {
+                        let r = raw[i - sets.len()];
+                        opts[..r.len()].copy_from_slice(r);
+                        r.len()
+                    }
+                };
+                let b = PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC);
+                let b = match (client, vip) {
+                    (IpAddr::V4(c), IpAddr::V4(v)) => b.ipv4(c.octets(), v.octets(), 64),
+                    (IpAddr::V6(c), IpAddr::V6(v)) => b.ipv6(c.octets(), v.octets(), 64),
+                    _ => unreachable!(),
+                };
+                let b = b
+                    .tcp(40000 + i as u16, 80, 1_000_000 * i as u32, 64240)
+                    .syn()
+                    .options_raw(&opts[..n])
+                    .expect("options");
+                let mut f = Vec::new();
+                b.write(&mut f, &[]).expect("a frame");
+                let mut out = f.clone();
+                out.resize(f.len() + 128, 0);
+                let headers = crate::datapath::Headers::parse(&f);
+                let v = h.dp.process_in_buffer(
+                    &h.snap,
+                    5,
+                    FROM_CLIENT,
+                    &headers,
+                    &mut out,
+                    &mut wvs_core::xmit::gso::NoSink,
+                );
+                let Verdict::Send { iface: 0, len, .. } = v else {
+                    panic!("the datapath's answer: {v:?}");
+                };
+                let (r, bpf) = off.run_tc(&f);
+                assert_eq!(r, TC_ACT_REDIRECT, "v6 {v6}, options {i}");
+                assert_eq!(bpf, out[..len].to_vec(), "v6 {v6}, options {i}");
+                assert_eq!(off.run_filter(&f), 0, "kept out of the rings");
+            }
+            // Another port's SYN, and a SYN with data: wvs's.
+            let other = frame(
+                (CLIENT_MAC, CLIENT_IF_MAC),
+                (client, 40100),
+                (vip, 81),
+                Protocol::Tcp,
+                Seg::Syn,
+                64,
+                b"",
+            );
+            assert_eq!(off.run_tc(&other).0, TC_ACT_OK);
+            assert_ne!(off.run_filter(&other), 0);
+            let data = frame(
+                (CLIENT_MAC, CLIENT_IF_MAC),
+                (client, 40101),
+                (vip, 80),
+                Protocol::Tcp,
+                Seg::Syn,
+                64,
+                b"early data",
+            );
+            assert_eq!(off.run_tc(&data).0, TC_ACT_OK);
+            assert_ne!(off.run_filter(&data), 0);
+            k.merge();
+            assert_eq!(k.counters.cookies.load(Relaxed), shapes as u64);
+        }
     }
 }

@@ -275,6 +275,20 @@ impl Defense {
         self.synproxy.load(Relaxed)
     }
 
+    /// Whether `svc` answers a new connection's SYN with a cookie now: its own mode, or
+    /// this setting's; never for a service with a server whose replies bypass wvs (their
+    /// sequence numbers could not be shifted).
+    pub fn synproxy_for(&self, svc: &crate::service::VirtualService) -> bool {
+        use crate::spec::SynproxyMode;
+        svc.synproxy_capable
+            && match svc.spec.synproxy {
+                Some(SynproxyMode::On) => true,
+                Some(SynproxyMode::Off) => false,
+                Some(SynproxyMode::Auto) => self.short(),
+                None => self.synproxy(),
+            }
+    }
+
     /// The synproxy's mode now (0-3).
     #[inline]
     pub fn synproxy_mode(&self) -> u8 {

@@ -135,16 +135,7 @@ impl super::Datapath {
     /// the defense's; never for a method whose replies bypass wvs (their sequence numbers
     /// could not be shifted).
     pub(super) fn synproxy_on(&self, svc: &VirtualService) -> bool {
-        if !svc.synproxy_capable {
-            return false;
-        }
-        let d = self.conns.defense();
-        match svc.spec.synproxy {
-            Some(SynproxyMode::On) => true,
-            Some(SynproxyMode::Off) => false,
-            Some(SynproxyMode::Auto) => d.short(),
-            None => d.synproxy(),
-        }
+        self.conns.defense().synproxy_for(svc)
     }
 
     /// Whether an ACK of no connection to `svc` may return a cookie (one sent before the
