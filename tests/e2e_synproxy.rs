@@ -311,6 +311,8 @@ fn a_refusing_server_and_a_silent_one_reset_the_client() {
 fn spoofed_syns_make_no_entry_and_reach_no_server() {
     let topo = Topo::new("spflood", false);
     let w = Wvs::start(&topo, Some(&config(&topo, 80, 80, "")));
+    // (The keeper tells the tc program at start which services answer with cookies.)
+    std::thread::sleep(Duration::from_millis(500));
     // Every SYN that reaches a real server (their stacks' own counters are no measure:
     // a connection whose ACK from wvs and first segment from the client cross counts two
     // passive opens in Linux).

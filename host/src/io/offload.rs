@@ -577,6 +577,8 @@ impl Keeper {
     /// until `stop` is set.
     pub fn run(mut self, stop: &AtomicBool, kick: &std::sync::mpsc::Receiver<()>) {
         let every = Duration::from_millis(crate::consts::OFFLOAD_MERGE_MS);
+        // At once: the program learns at start which services answer SYNs with cookies.
+        self.synproxy();
         while !stop.load(Relaxed) {
             match kick.recv_timeout(every) {
                 Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
