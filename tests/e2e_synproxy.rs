@@ -67,6 +67,26 @@ fn syn_sources(pcaps: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
+/// hping3 sending SYNs from random sources to VIP:80 from the client's namespace, paced by
+/// `pace` (`-i uN -c N`, or `--flood`), for at most `secs`.
+fn hping3(topo: &Topo, secs: u32, pace: &[&str]) -> std::process::Child {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "timeout",
+            &secs.to_string(),
+        ])
+        .args(["hping3", "-q", "-S", "-p", "80", "--rand-source"])
+        .args(pace)
+        .arg(VIP)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("hping3")
+}
+
 #[test]
 fn http_and_a_100_mb_download_through_the_synproxy_with_every_option() {
     let topo = Topo::new("sphttp", true);
@@ -311,8 +331,9 @@ fn a_refusing_server_and_a_silent_one_reset_the_client() {
 fn spoofed_syns_make_no_entry_and_reach_no_server() {
     let topo = Topo::new("spflood", false);
     let w = Wvs::start(&topo, Some(&config(&topo, 80, 80, "")));
-    // (The keeper tells the tc program at start which services answer with cookies.)
-    std::thread::sleep(Duration::from_millis(500));
+    // (The keeper tells the tc program at start which services answer with cookies, and
+    // again at each merge, every second.)
+    std::thread::sleep(Duration::from_millis(1500));
     // Every SYN that reaches a real server (their stacks' own counters are no measure:
     // a connection whose ACK from wvs and first segment from the client cross counts two
     // passive opens in Linux).
@@ -334,23 +355,7 @@ fn spoofed_syns_make_no_entry_and_reach_no_server() {
         })
         .collect();
     // 40,000 SYNs from random sources, about 20,000 a second, beside 50 real requests.
-    let mut flood = Command::new("ip")
-        .args(["netns", "exec", &topo.ns("cli")])
-        .args([
-            "timeout",
-            "30",
-            "hping3",
-            "-q",
-            "-S",
-            "-p",
-            "80",
-            "--rand-source",
-        ])
-        .args(["-i", "u50", "-c", "40000", VIP])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hping3");
+    let mut flood = hping3(&topo, 30, &["-i", "u50", "-c", "40000"]);
     std::thread::sleep(Duration::from_millis(300));
     let mut served = 0;
     for _ in 0..50 {
@@ -395,7 +400,7 @@ fn spoofed_syns_make_no_entry_and_reach_no_server() {
 /// The flood: hping3 `--flood --rand-source` at the VIP, as fast as it sends, with
 /// `--max-conns 100000`, while a client makes 200 requests with curl's 2 s timeout: at
 /// least 199 served; the servers accept only the client's connections; the table holds
-/// no entry of a spoofed source. (`scripts/synflood-served.sh` runs the same flood through
+/// no entry of a spoofed source. (`scripts/synflood.sh served` runs the same flood through
 /// nftables DNAT and wvs's default mode, for comparison.)
 #[test]
 fn a_flood_at_full_rate_leaves_the_real_clients_served() {
@@ -407,23 +412,7 @@ fn a_flood_at_full_rate_leaves_the_real_clients_served() {
     );
     // The keeper's first merge tells the tc program which services answer with cookies.
     std::thread::sleep(Duration::from_millis(1500));
-    let mut flood = Command::new("ip")
-        .args(["netns", "exec", &topo.ns("cli")])
-        .args([
-            "timeout",
-            "40",
-            "hping3",
-            "-q",
-            "-S",
-            "-p",
-            "80",
-            "--rand-source",
-        ])
-        .args(["--flood", VIP])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hping3");
+    let mut flood = hping3(&topo, 40, &["--flood"]);
     std::thread::sleep(Duration::from_secs(2));
     let t0 = Instant::now();
     let mut served = 0;

@@ -53,16 +53,21 @@ fn seg(seq: u32, ack: Option<u32>, syn: bool, window: u16, opts: &[u8], payload:
     }
 }
 
-fn frame(from_client: bool, cport: u16, s: &Seg) -> Vec<u8> {
-    let b = if from_client {
-        PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC)
-            .ipv4(CLIENT, VIP, 64)
-            .tcp(cport, 80, s.seq, s.window)
-    } else {
-        PacketBuilder::ethernet2(crate::testkit::rs_mac(11), crate::testkit::SERVER_IF_MAC)
-            .ipv4(RS, CLIENT, 64)
-            .tcp(8080, cport, s.seq, s.window)
+/// The frame of segment `s` from `src` to `dst` (IPv4 or IPv6), between `macs`.
+fn frame_of(
+    macs: ([u8; 6], [u8; 6]),
+    src: (std::net::IpAddr, u16),
+    dst: (std::net::IpAddr, u16),
+    s: &Seg,
+) -> Vec<u8> {
+    use std::net::IpAddr;
+    let b = PacketBuilder::ethernet2(macs.0, macs.1);
+    let b = match (src.0, dst.0) {
+        (IpAddr::V4(a), IpAddr::V4(d)) => b.ipv4(a.octets(), d.octets(), 64),
+        (IpAddr::V6(a), IpAddr::V6(d)) => b.ipv6(a.octets(), d.octets(), 64),
+        _ => unreachable!("one family"),
     };
+    let b = b.tcp(src.1, dst.1, s.seq, s.window);
     let b = if s.syn { b.syn() } else { b };
     let b = if s.rst { b.rst() } else { b };
     let b = match s.ack {
@@ -74,6 +79,25 @@ fn frame(from_client: bool, cport: u16, s: &Seg) -> Vec<u8> {
     b.write(&mut out, &s.payload).unwrap();
     out.resize(2048, 0);
     out
+}
+
+/// A frame of the client's (`from_client`) to VIP:80, or of the real server's back to it.
+fn frame(from_client: bool, cport: u16, s: &Seg) -> Vec<u8> {
+    let (client, rs) = (
+        (Ipv4Addr::from(CLIENT).into(), cport),
+        (Ipv4Addr::from(RS).into(), 8080),
+    );
+    if from_client {
+        frame_of(
+            (CLIENT_MAC, CLIENT_IF_MAC),
+            client,
+            (Ipv4Addr::from(VIP).into(), 80),
+            s,
+        )
+    } else {
+        let macs = (crate::testkit::rs_mac(11), crate::testkit::SERVER_IF_MAC);
+        frame_of(macs, rs, client, s)
+    }
 }
 
 /// What a frame wvs sent holds: addresses, ports and the segment.
@@ -426,23 +450,7 @@ fn join_over(v6: bool, fullnat: bool) {
         } else {
             (crate::testkit::rs_mac(11), crate::testkit::SERVER_IF_MAC)
         };
-        let b = PacketBuilder::ethernet2(macs.0, macs.1);
-        let b = match (src.0, dst.0) {
-            (IpAddr::V4(a), IpAddr::V4(d)) => b.ipv4(a.octets(), d.octets(), 64),
-            (IpAddr::V6(a), IpAddr::V6(d)) => b.ipv6(a.octets(), d.octets(), 64),
-            _ => unreachable!(),
-        };
-        let b = b.tcp(src.1, dst.1, s.seq, s.window);
-        let b = if s.syn { b.syn() } else { b };
-        let b = match s.ack {
-            Some(a) => b.ack(a),
-            None => b,
-        };
-        let b = b.options_raw(&s.opts).unwrap();
-        let mut out = Vec::new();
-        b.write(&mut out, &s.payload).unwrap();
-        out.resize(2048, 0);
-        out
+        frame_of(macs, src, dst, s)
     };
     // (src, dst, seq, ack, syn, window, options, payload) of a frame wvs sent.
     let read_any = |f: &[u8]| {
