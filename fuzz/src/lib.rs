@@ -86,6 +86,11 @@ fn services() -> Vec<Service> {
             persistent: Some(60),
             ..service(Protocol::Tcp, 83, "lc", vec![real("198.19.0.15:83")])
         },
+        // The synproxy: SYNs answered with cookies, ACKs checked, halves joined.
+        Service {
+            synproxy: Some(wvs_core::spec::SynproxyMode::On),
+            ..service(Protocol::Tcp, 86, "rr", vec![real("198.19.0.20:86")])
+        },
     ]
 }
 
