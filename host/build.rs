@@ -90,6 +90,9 @@ fn build_bpf(manifest_dir: &std::path::Path, out: &std::path::Path) {
             format!("-DWVS_FTP_DATA_PORT={}", ftp - 1),
             format!("-DWVS_DATA_PORTS_FROM={from}"),
             format!("-DWVS_MAX_MARK_MATCHES={marks}"),
+            format!("-DWVS_SYNPROXY_SERVICES={sp_services}"),
+            format!("-DWVS_SYNPROXY_COUNT_SHIFT={sp_shift}"),
+            format!("-DWVS_SYNPROXY_WSCALE={sp_wscale}"),
         ],
         "`--io xdp`",
     );
@@ -120,10 +123,12 @@ fn compile_bpf(
     let obj = out.join(format!("{name}.o"));
     println!("cargo:rerun-if-changed={}", src.display());
     // What both programs include.
-    println!(
-        "cargo:rerun-if-changed={}",
-        manifest_dir.join("bpf").join("wvs_bpf.h").display()
-    );
+    for h in ["wvs_bpf.h", "wvs_synproxy.h"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            manifest_dir.join("bpf").join(h).display()
+        );
+    }
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     // -g: the BTF that describes the maps; -O2: the verifier wants the bounds checks as
     // written, not spilled to the stack.

@@ -30,8 +30,12 @@ struct xdp_md {
 	__u32 egress_ifindex;
 };
 
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)23;
 static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)51;
-static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, __u64 flags) = (void *)181;
+static long (*bpf_xdp_adjust_tail)(struct xdp_md *xdp, int delta) = (void *)65;
+static __u64 (*bpf_xdp_get_buff_len)(struct xdp_md *xdp) = (void *)188;
+static long (*bpf_xdp_load_bytes)(struct xdp_md *xdp, __u32 off, void *buf, __u32 len) = (void *)189;
+static long (*bpf_xdp_store_bytes)(struct xdp_md *xdp, __u32 off, void *buf, __u32 len) = (void *)190;
 
 // What a tuple is: kept equal to `xdp::Kind` in host/src/io/xdp.rs.
 enum {
@@ -116,10 +120,62 @@ struct {
 	__uint(max_entries, 1);
 } wvs_passed SEC(".maps");
 
-#define ETH_HLEN 14
+// The synproxy's first point (wvs_synproxy.h): a SYN to a service answering with cookies
+// is answered here, the SYN-ACK sent back out of the interface it came in on.
+#define SP_CTX struct xdp_md
+#define SP_LOAD bpf_xdp_load_bytes
+#define SP_STORE bpf_xdp_store_bytes
+#define SP_RESIZE(ctx, len) bpf_xdp_adjust_tail(ctx, (int)(len) - (int)bpf_xdp_get_buff_len(ctx))
+#include "wvs_synproxy.h"
+
+// The interfaces (by index) that send what an XDP program redirects into them: wvs asks
+// the kernel (the netdev family's XDP features). Only there does the program answer a SYN
+// itself; elsewhere (a veth whose peer would drop the frame) the SYN goes to wvs, whose
+// datapath answers it.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+} wvs_synproxy_tx SEC(".maps");
+
+// Answer a SYN whose TCP header starts at `l4` (inside the frame, checked), from `saddr`
+// to `daddr` (16 bytes each, as on the wire); its options are read from the frame.
+INLINE int sp_tx(struct xdp_md *ctx, const __u8 *saddr, const __u8 *daddr, const __u8 *l4,
+		 int v6)
+{
+	struct sp_scratch *sc = sp_scratch();
+	if (!sc)
+		return XDP_DROP;
+	__builtin_memcpy(sc->syn.saddr, saddr, 16);
+	__builtin_memcpy(sc->syn.daddr, daddr, 16);
+	__builtin_memcpy(&sc->syn.sport, l4, 2);
+	__builtin_memcpy(&sc->syn.dport, l4 + 2, 2);
+	sc->syn.l4_hlen = (__u32)(l4[12] >> 4) * 4;
+	sc->syn.v6 = v6;
+	if (sp_answer(ctx, sc))
+		return XDP_DROP;
+	// Redirected into the interface it came from rather than XDP_TX: the same on a NIC,
+	// and on a veth the way whose frames the peer takes at once with GRO on (the kernel
+	// leaves XDP_TX's in the peer's ring until something else wakes it, unless the peer
+	// runs an XDP program).
+	return bpf_redirect(ctx->ingress_ifindex, 0);
+}
+
+// Whether the TCP segment at `l4` (its first 14 bytes inside the frame), in an IP packet
+// of `ip_len` bytes to `daddr` (16 bytes), is a SYN the program answers.
+INLINE int sp_syn(struct xdp_md *ctx, const __u8 *l4, __u32 ip_len, int v6, const __u8 *daddr)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	if (!bpf_map_lookup_elem(&wvs_synproxy_tx, &ifindex))
+		return 0;
+	__u16 dport;
+	__builtin_memcpy(&dport, l4 + 2, 2);
+	return sp_wants(l4[13], (__u32)(l4[12] >> 4) * 4, ip_len, v6, daddr, dport);
+}
+
 #define ETH_P_IP_BE 0x0008 /* htons(0x0800) */
 #define ETH_P_IPV6_BE 0xdd86 /* htons(0x86dd) */
-#define IPV6_HLEN 40
 // IPv6 extension headers stepped over, as the datapath's Chain::walk does (its
 // MAX_EXT_HEADERS): past them the packet is not wvs's.
 #define MAX_EXT_HEADERS 8
@@ -313,8 +369,13 @@ int wvs_xdp(struct xdp_md *ctx)
 	const __u8 *ip = data + ETH_HLEN;
 	if (ip > end || data + ETH_HLEN > end)
 		return pass();
-	if (load16(data + 12) == ETH_P_IPV6_BE)
+	if (load16(data + 12) == ETH_P_IPV6_BE) {
+		// A SYN without extension headers may be the synproxy's.
+		if (ip + IPV6_HLEN + 14 <= end && (ip[0] >> 4) == 6 && ip[6] == PROTO_TCP &&
+		    sp_syn(ctx, ip + IPV6_HLEN, IPV6_HLEN + (((__u32)ip[4] << 8) | ip[5]), 1, ip + 24))
+			return sp_tx(ctx, ip + 8, ip + 24, ip + IPV6_HLEN, 1);
 		return mine6(ip, end) ? redirect(ctx) : pass();
+	}
 	if (ip + 20 > end || load16(data + 12) != ETH_P_IP_BE || (ip[0] >> 4) != 4)
 		return pass();
 	__u32 ihl = (ip[0] & 0x0f) * 4;
@@ -354,6 +415,13 @@ int wvs_xdp(struct xdp_md *ctx)
 		const __u8 *l4 = ip + ihl;
 		if (l4 + 4 > end)
 			return pass();
+		if (proto == PROTO_TCP && ihl == IPV4_HLEN && l4 + 14 <= end) {
+			__u8 s16[16], d16[16];
+			mapped(s16, saddr);
+			mapped(d16, daddr);
+			if (sp_syn(ctx, l4, ((__u32)ip[2] << 8) | ip[3], 0, d16))
+				return sp_tx(ctx, s16, d16, l4, 0);
+		}
 		__u16 sport = load16(l4), dport = load16(l4 + 2);
 		// Port 0 in a VIP or REAL tuple: a port-0 service's, every port.
 		mine = known(daddr, proto, KIND_VIP, dport) || known(saddr, proto, KIND_REAL, sport) ||

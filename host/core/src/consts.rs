@@ -267,6 +267,10 @@ pub const OFFLOAD_FLOWS: u32 = 262_144;
 /// Well under every state's timeout, so that an offloaded connection never expires while
 /// the kernel carries its packets.
 pub const OFFLOAD_MERGE_MS: u64 = 1000;
+/// How often `--io xdp` tells its program which services answer SYNs with cookies (their
+/// mode or the defense's, which flips at most once a second) and reads how many it sent
+/// (ms). A service that answers in between is answered by the datapath.
+pub const SYNPROXY_SYNC_MS: u64 = 1000;
 
 /// Longest an API read of counters or connections waits for a merge that begins after it
 /// asked (ms), so that it reads what the kernel carried until then, as IPVS's counters

@@ -28,6 +28,7 @@ use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::{ProgramError, SchedClassifier, SocketFilter, TcAttachType};
 
+use super::synproxy::{SpMaps, monotonic_ns};
 use crate::conn::{ConnKey, ConnTable};
 use crate::model::Protocol;
 use crate::offload::{Carried, Flow, FlowSink, Offered};
@@ -42,48 +43,6 @@ const PROG_TC: &str = "wvs_offload_tc";
 const PROG_SK: &str = "wvs_offload_sk";
 const MAP_FLOWS: &str = "wvs_flows";
 const MAP_STATS: &str = "wvs_flow_stats";
-const MAP_SP: &str = "wvs_synproxy";
-const MAP_SP_CONF: &str = "wvs_synproxy_conf";
-const MAP_SP_STATS: &str = "wvs_synproxy_stats";
-
-/// A key of `wvs_synproxy` (`struct sp_key`): a service the tc program answers SYNs for,
-/// its address as on the wire (IPv4 mapped) and port in network order.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct SpKey {
-    addr: [u8; 16],
-    port: [u8; 2],
-    pad: [u8; 2],
-}
-
-// SAFETY: plain data of 20 bytes (its padding spelled out), valid for every bit pattern.
-unsafe impl aya::Pod for SpKey {}
-
-impl SpKey {
-    fn of(addr: IpAddr, port: u16) -> Self {
-        Self {
-            addr: match addr {
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-                IpAddr::V6(a) => a.octets(),
-            },
-            port: port.to_be_bytes(),
-            pad: [0; 2],
-        }
-    }
-}
-
-/// The value of `wvs_synproxy_conf` (`struct sp_conf`): the cookies' key and clock.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-struct SpConf {
-    k0: u64,
-    k1: u64,
-    /// CLOCK_MONOTONIC (ns) at the datapath's epoch.
-    epoch_ns: u64,
-}
-
-// SAFETY: plain data of 24 bytes, no padding, valid for every bit pattern.
-unsafe impl aya::Pod for SpConf {}
 
 /// A key of `wvs_flows` (`struct flow_key`): a packet's endpoints as it arrives, addresses
 /// and ports as on the wire, an IPv4 address mapped into IPv6's.
@@ -392,24 +351,10 @@ impl Offload {
     /// The keeper, merging into `conns` on the datapath clock that started at `epoch`. It
     /// gives the tc program the synproxy's key and clock (`conns`' defense's) at once.
     pub fn keeper(&self, conns: Arc<ConnTable>, epoch: Instant) -> Result<Keeper, OffloadError> {
-        let (k0, k1) = conns.defense().secret().keys();
-        let mut conf: aya::maps::Array<MapData, SpConf> =
-            aya::maps::Array::try_from(aya::maps::Map::Array(any_map(&self.ebpf, MAP_SP_CONF)?))
-                .map_err(program_err)?;
-        let epoch_ns = monotonic_ns().saturating_sub(epoch.elapsed().as_nanos() as u64);
-        conf.set(0, SpConf { k0, k1, epoch_ns }, 0)
-            .map_err(program_err)?;
-        let sp = BpfHashMap::try_from(aya::maps::Map::HashMap(any_map(&self.ebpf, MAP_SP)?))
-            .map_err(program_err)?;
-        let sp_stats = aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(any_map(
-            &self.ebpf,
-            MAP_SP_STATS,
-        )?))
-        .map_err(program_err)?;
+        let mut sp = SpMaps::open(&self.ebpf).map_err(program_err)?;
+        sp.start(conns.defense(), epoch).map_err(program_err)?;
         Ok(Keeper {
             sp,
-            sp_stats,
-            sp_now: std::collections::HashSet::new(),
             map: self.map()?,
             stats: self.stats()?,
             ifindex: self.ifindex.clone(),
@@ -439,17 +384,6 @@ fn map_handle<V: aya::Pod>(
 ) -> Result<BpfHashMap<MapData, FlowKey, V>, OffloadError> {
     let data = MapData::from_fd(map_fd(ebpf, name)?).map_err(program_err)?;
     BpfHashMap::try_from(aya::maps::Map::HashMap(data)).map_err(program_err)
-}
-
-/// A handle of its own on map `name`, of any kind.
-fn any_map(ebpf: &Ebpf, name: &str) -> Result<MapData, OffloadError> {
-    use aya::maps::Map;
-    let fd = match ebpf.map(name) {
-        Some(Map::HashMap(m) | Map::Array(m) | Map::PerCpuArray(m)) => m.fd().as_fd(),
-        _ => return Err(OffloadError::Program(format!("map {name} missing"))),
-    };
-    let fd = fd.try_clone_to_owned().map_err(program_err)?;
-    MapData::from_fd(fd).map_err(program_err)
 }
 
 /// A descriptor of its own for map `name`.
@@ -548,10 +482,8 @@ impl FlowSink for MapSink {
 
 /// Merges what the program carried, every `OFFLOAD_MERGE_MS` (see the module's doc).
 pub struct Keeper {
-    /// The services the tc program answers SYNs for, as last written, and its count.
-    sp: BpfHashMap<MapData, SpKey, u32>,
-    sp_stats: aya::maps::PerCpuArray<MapData, u64>,
-    sp_now: std::collections::HashSet<SpKey>,
+    /// The services the tc program answers SYNs for, and its count of answers.
+    sp: SpMaps,
     map: BpfHashMap<MapData, FlowKey, FlowValue>,
     stats: BpfHashMap<MapData, FlowKey, FlowStats>,
     /// Kernel interface indexes by wvs's interface slot.
@@ -642,25 +574,9 @@ impl Keeper {
     /// or the defense's, which flips at most once a second), and read how many it sent.
     fn synproxy(&mut self) {
         if let Some(snap) = &self.snapshot {
-            let snap = snap.load();
-            let d = self.conns.defense();
-            let want: std::collections::HashSet<SpKey> = snap
-                .services()
-                .filter(|s| d.synproxy_for(s))
-                .map(|s| SpKey::of(s.key.addr, s.key.port))
-                .collect();
-            for k in self.sp_now.difference(&want) {
-                let _ = self.sp.remove(k);
-            }
-            for k in want.difference(&self.sp_now) {
-                if let Err(e) = self.sp.insert(k, 1, 0) {
-                    tracing::warn!("the synproxy's service map: {e}");
-                }
-            }
-            self.sp_now = want;
+            self.sp.sync(&snap.load(), self.conns.defense());
         }
-        if let Ok(v) = self.sp_stats.get(&0, 0) {
-            let n: u64 = v.iter().sum();
+        if let Some(n) = self.sp.sent() {
             self.counters.cookies.store(n, Relaxed);
         }
     }
@@ -783,12 +699,6 @@ fn lookup_batch<V: aya::Pod + Default>(
     }
 }
 
-/// CLOCK_MONOTONIC in ns (the clock of `bpf_ktime_get_ns` and of `Instant`).
-fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
 
 #[cfg(test)]
 impl Offload {
@@ -1365,134 +1275,30 @@ mod tests {
     }
 
     /// The programs answer a SYN to a synproxied service as the datapath does, byte for
-    /// byte (the same cookie from the same key and clock, the same options, checksums
-    /// included), and keep it out of wvs's rings; other SYNs, and one with data, are wvs's.
+    /// byte (`synproxy::cases`), and keep it out of wvs's rings; other SYNs, and one with
+    /// data, are wvs's.
     #[test]
     fn the_programs_answer_a_syn_as_the_datapath_does() {
-        use wvs_core::synproxy::write_options;
         for v6 in [false, true] {
-            let (real, svc) = if v6 {
-                let r = format!("[{}]:8080", Ipv6Addr::from(rs6(11)));
-                (
-                    r.clone(),
-                    service6(Protocol::Tcp, 80, "rr", vec![real_by(&r, Forward::Masq)]),
-                )
-            } else {
-                let r = "198.19.0.11:8080".to_string();
-                (
-                    r.clone(),
-                    rr(Protocol::Tcp, 80, vec![real_by(&r, Forward::Masq)]),
-                )
-            };
-            let _ = real;
-            let mut svc = svc;
-            svc.synproxy = Some(crate::spec::SynproxyMode::On);
-            let h = Harness::new(
-                wvs_core::testkit::snapshot(std::slice::from_ref(&svc)),
-                1 << 12,
-                0,
-            );
+            let c = crate::io::synproxy::cases::of(v6);
             let off = Offload::load(&[11, 12]).expect("the offload program loads (root?)");
-            let snap = Arc::new(ArcSwap::from_pointee(wvs_core::testkit::snapshot(
-                std::slice::from_ref(&svc),
-            )));
             let mut k = off
-                .keeper(h.conns.clone(), Instant::now())
+                .keeper(c.h.conns.clone(), Instant::now())
                 .expect("a keeper")
-                .with_snapshot(snap);
+                .with_snapshot(c.snap.clone());
             k.merge();
-            let (client, vip): (IpAddr, IpAddr) = if v6 {
-                (Ipv6Addr::from(CLIENT6).into(), Ipv6Addr::from(VIP6).into())
-            } else {
-                (Ipv4Addr::from(CLIENT).into(), Ipv4Addr::from(VIP).into())
-            };
-            // Linux's options, none, and each alone: (MSS, SACK, timestamps, window
-            // scale); MSS 0: no options at all.
-            type Offered = (u16, bool, Option<(u32, u32)>, Option<u8>);
-            let sets: [Offered; 6] = [
-                (1460, true, Some((123_456, 0)), Some(9)),
-                (0, false, None, None),
-                (1400, true, None, None),
-                (9000, false, None, Some(14)),
-                (1440, false, Some((7, 0)), None),
-                (536, true, None, Some(0)),
-            ];
-            // And lists of other shapes: an unknown option among NOPs, one cut short, one
-            // with a bad length (the reading stops there, as the datapath's).
-            let raw: [&[u8]; 3] = [
-                &[1, 1, 1, 30, 6, 9, 9, 9, 9, 2, 4, 5, 0xb4, 3, 3, 2],
-                &[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1],
-                &[2, 9, 5, 0xb4, 4, 2, 1, 1],
-            ];
-            let shapes = sets.len() + raw.len();
-            for i in 0..shapes {
-                let mut opts = [0u8; 40];
-                let n = match sets.get(i) {
-                    Some(&(0, ..)) => 0,
-                    Some(&(mss, sack, ts, ws)) => write_options(&mut opts, mss, sack, ts, ws),
-                    None => {
-                        let r = raw[i - sets.len()];
-                        opts[..r.len()].copy_from_slice(r);
-                        r.len()
-                    }
-                };
-                let b = PacketBuilder::ethernet2(CLIENT_MAC, CLIENT_IF_MAC);
-                let b = match (client, vip) {
-                    (IpAddr::V4(c), IpAddr::V4(v)) => b.ipv4(c.octets(), v.octets(), 64),
-                    (IpAddr::V6(c), IpAddr::V6(v)) => b.ipv6(c.octets(), v.octets(), 64),
-                    _ => unreachable!(),
-                };
-                let b = b
-                    .tcp(40000 + i as u16, 80, 1_000_000 * i as u32, 64240)
-                    .syn()
-                    .options_raw(&opts[..n])
-                    .expect("options");
-                let mut f = Vec::new();
-                b.write(&mut f, &[]).expect("a frame");
-                let mut out = f.clone();
-                out.resize(f.len() + 128, 0);
-                let headers = crate::datapath::Headers::parse(&f);
-                let v = h.dp.process_in_buffer(
-                    &h.snap,
-                    5,
-                    FROM_CLIENT,
-                    &headers,
-                    &mut out,
-                    &mut wvs_core::xmit::gso::NoSink,
-                );
-                let Verdict::Send { iface: 0, len, .. } = v else {
-                    panic!("the datapath's answer: {v:?}");
-                };
-                let (r, bpf) = off.run_tc(&f);
+            for (i, (syn, answer)) in c.answered.iter().enumerate() {
+                let (r, bpf) = off.run_tc(syn);
                 assert_eq!(r, TC_ACT_REDIRECT, "v6 {v6}, options {i}");
-                assert_eq!(bpf, out[..len].to_vec(), "v6 {v6}, options {i}");
-                assert_eq!(off.run_filter(&f), 0, "kept out of the rings");
+                assert_eq!(&bpf, answer, "v6 {v6}, options {i}");
+                assert_eq!(off.run_filter(syn), 0, "kept out of the rings");
             }
-            // Another port's SYN, and a SYN with data: wvs's.
-            let other = frame(
-                (CLIENT_MAC, CLIENT_IF_MAC),
-                (client, 40100),
-                (vip, 81),
-                Protocol::Tcp,
-                Seg::Syn,
-                64,
-                b"",
-            );
-            assert_eq!(off.run_tc(&other).0, TC_ACT_OK);
-            assert_ne!(off.run_filter(&other), 0);
-            let data = frame(
-                (CLIENT_MAC, CLIENT_IF_MAC),
-                (client, 40101),
-                (vip, 80),
-                Protocol::Tcp,
-                Seg::Syn,
-                64,
-                b"early data",
-            );
-            assert_eq!(off.run_tc(&data).0, TC_ACT_OK);
-            assert_ne!(off.run_filter(&data), 0);
+            for syn in &c.left {
+                assert_eq!(off.run_tc(syn).0, TC_ACT_OK);
+                assert_ne!(off.run_filter(syn), 0);
+            }
             k.merge();
-            assert_eq!(k.counters.cookies.load(Relaxed), shapes as u64);
+            assert_eq!(k.counters.cookies.load(Relaxed), c.answered.len() as u64);
         }
     }
 }

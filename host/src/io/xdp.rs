@@ -50,6 +50,7 @@ const MAP_QUEUES: &str = "wvs_queues";
 const MAP_XSKS: &str = "wvs_xsks";
 const MAP_PASSED: &str = "wvs_passed";
 const MAP_MARKS: &str = "wvs_marks";
+const MAP_SP_TX: &str = "wvs_synproxy_tx";
 /// `max_entries` of `wvs_xsks` and `wvs_queues`.
 const MAX_SOCKETS: u32 = 1024;
 
@@ -333,6 +334,22 @@ impl XdpProgram {
         ))
     }
 
+    /// Handles on the program's synproxy maps (its SYN cookies at the first point).
+    pub fn synproxy(&self) -> Result<super::synproxy::SpMaps, XdpError> {
+        super::synproxy::SpMaps::open(&self.ebpf).map_err(program_err)
+    }
+
+    /// The map of interfaces where the program answers SYNs itself, kept for `ifaces`.
+    pub fn synproxy_tx(&self, ifaces: Vec<String>) -> Result<XdpTx, XdpError> {
+        let map = super::synproxy::own(&self.ebpf, MAP_SP_TX).map_err(program_err)?;
+        Ok(XdpTx {
+            map: BpfHashMap::try_from(aya::maps::Map::HashMap(map)).map_err(program_err)?,
+            netdev: None,
+            ifaces,
+            on: std::collections::HashMap::new(),
+        })
+    }
+
     /// Send the frames of `ifindex`'s receive queue `queue` to `socket`.
     pub(crate) fn add_socket(
         &mut self,
@@ -506,6 +523,80 @@ fn apply_tuples(
         map.take(t);
     }
     Ok(())
+}
+
+/// The interfaces where the program answers SYNs with cookies itself (`wvs_synproxy_tx`):
+/// those that send what an XDP program redirects into them, as the kernel says (see
+/// [`super::netdev`]). A veth's answer
+/// changes with its peer's GRO, so [`XdpTx::refresh`] asks again each time.
+pub struct XdpTx {
+    map: BpfHashMap<MapData, u32, u8>,
+    /// Opened at the first refresh (none: the kernel has no netdev family).
+    netdev: Option<super::netdev::Netdev>,
+    ifaces: Vec<String>,
+    /// Each interface's index and answer at the last refresh.
+    on: std::collections::HashMap<String, (u32, bool)>,
+}
+
+impl std::fmt::Debug for XdpTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpTx")
+            .field("on", &self.on)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpTx {
+    /// Ask the kernel again about every interface, and put into the map those whose
+    /// redirected frames leave; a change is logged.
+    pub fn refresh(&mut self) {
+        use super::netdev::{Netdev, XDP_ACT_BASIC, XDP_ACT_NDO_XMIT};
+        if self.netdev.is_none() {
+            match Netdev::open() {
+                Ok(n) => self.netdev = Some(n),
+                Err(e) => {
+                    tracing::info!(
+                        "the kernel does not say where XDP redirects send ({e}): the datapath \
+                         answers SYNs with cookies"
+                    );
+                    // Not asked again: an empty list.
+                    self.ifaces.clear();
+                    return;
+                }
+            }
+        }
+        let Some(netdev) = self.netdev.as_mut() else {
+            return;
+        };
+        for name in &self.ifaces {
+            let Ok(ifindex) = nix::net::if_::if_nametoindex(name.as_str()) else {
+                continue;
+            };
+            let ok = netdev
+                .xdp_features(ifindex)
+                .is_ok_and(|f| f & XDP_ACT_BASIC != 0 && f & XDP_ACT_NDO_XMIT != 0);
+            let was = self.on.insert(name.clone(), (ifindex, ok));
+            if was == Some((ifindex, ok)) {
+                continue;
+            }
+            if let Some((old, true)) = was {
+                let _ = self.map.remove(&old);
+            }
+            if ok {
+                if let Err(e) = self.map.insert(ifindex, 1, 0) {
+                    tracing::warn!(iface = name, "the XDP program's interface map: {e}");
+                }
+                tracing::info!(iface = name, "the XDP program answers SYNs with cookies");
+            } else {
+                tracing::info!(
+                    iface = name,
+                    "the datapath answers SYNs with cookies: the kernel would drop what \
+                     an XDP program sends here (a veth whose peer has neither GRO nor an XDP \
+                     program: `ethtool -K PEER gro on` lets the XDP program answer)"
+                );
+            }
+        }
+    }
 }
 
 /// How many frames the program passed to the kernel (it counts them per CPU).
@@ -1367,5 +1458,58 @@ mod tests {
         };
         apply_tuples(&mut m, &current, &next).expect("applied");
         assert_eq!(m.held, next);
+    }
+
+    /// Run the program on `frame` (`BPF_PROG_TEST_RUN`: nothing is sent): its verdict and
+    /// the frame as it left the program.
+    fn run(prog: &XdpProgram, frame: &[u8]) -> (u32, Vec<u8>) {
+        use aya::programs::{TestRun, TestRunOptions};
+        let mut out = vec![0u8; frame.len() + 256];
+        let Some(aya::programs::Program::Xdp(p)) = prog.ebpf.program(PROGRAM) else {
+            panic!("no XDP program");
+        };
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    /// The program answers a SYN to a synproxied service, redirected back where it came
+    /// in, byte for byte as the datapath (and the tc program) would (`synproxy::cases`),
+    /// where redirected frames leave; other SYNs, and one with data, are left to wvs (passed here: no socket
+    /// takes them). Needs root.
+    #[test]
+    fn the_program_answers_a_syn_as_the_datapath_does() {
+        const XDP_PASS: u32 = 2;
+        const XDP_REDIRECT: u32 = 4;
+        for v6 in [false, true] {
+            let c = crate::io::synproxy::cases::of(v6);
+            let (prog, _filter, _passed) = XdpProgram::load().expect("the XDP program loads (root?)");
+            let mut sp = prog.synproxy().expect("its synproxy maps");
+            sp.start(c.h.conns.defense(), std::time::Instant::now())
+                .expect("the key");
+            // Nothing answered before the services are known.
+            assert_eq!(run(&prog, &c.answered[0].0).0, XDP_PASS);
+            sp.sync(&c.snap.load(), c.h.conns.defense());
+            // Nor on an interface that would not send it (a test run's frames come
+            // in on the loopback device).
+            assert_eq!(run(&prog, &c.answered[0].0).0, XDP_PASS);
+            let mut tx = prog.synproxy_tx(Vec::new()).expect("its interface map");
+            tx.map.insert(1, 1, 0).expect("lo in the map");
+            for (i, (syn, answer)) in c.answered.iter().enumerate() {
+                let (r, bpf) = run(&prog, syn);
+                assert_eq!(r, XDP_REDIRECT, "v6 {v6}, options {i}");
+                assert_eq!(&bpf, answer, "v6 {v6}, options {i}");
+            }
+            for syn in &c.left {
+                assert_eq!(run(&prog, syn).0, XDP_PASS);
+            }
+            assert_eq!(sp.sent(), Some(c.answered.len() as u64));
+        }
     }
 }

@@ -226,6 +226,27 @@ async fn run_async(mut opts: RunOptions) -> Result<(), RunError> {
         }
         None => None,
     };
+    // `--io xdp`: its program answers SYNs with cookies too (under `--offload tc` as well,
+    // as it sees them first).
+    let sp_keeper = match (&xdp, workers.stats.first()) {
+        (Some(x), Some(stats)) => Some(start_sp_keeper(
+            {
+                let x = x.lock();
+                (
+                    x.synproxy()?,
+                    x.synproxy_tx(ifaces.iter().map(|i| i.name.clone()).collect())?,
+                )
+            },
+            SpShare {
+                conns: conns.clone(),
+                snapshot: snapshot.clone(),
+                stats: stats.clone(),
+                stop: stop.clone(),
+                epoch,
+            },
+        )?),
+        _ => None,
+    };
     let offload_counters = offload.as_ref().map(|o| o.counters.clone());
     let offload = offload.map(|o| Arc::new(parking_lot::Mutex::new(o)));
     // The health checks: their own thread and runtime, reading the published snapshot.
@@ -282,6 +303,7 @@ async fn run_async(mut opts: RunOptions) -> Result<(), RunError> {
             workers,
             sweeper,
             keeper,
+            sp_keeper,
             xdp,
             offload,
             check_path: held.check_path,
@@ -300,6 +322,8 @@ struct Running {
     workers: Workers,
     sweeper: std::thread::JoinHandle<()>,
     keeper: Option<std::thread::JoinHandle<()>>,
+    /// `--io xdp`: the thread that keeps its program's synproxy maps.
+    sp_keeper: Option<std::thread::JoinHandle<()>>,
     xdp: Option<Arc<parking_lot::Mutex<XdpProgram>>>,
     offload: Option<Arc<parking_lot::Mutex<Offload>>>,
     check_path: Option<Arc<crate::health::via::CheckPath>>,
@@ -318,7 +342,7 @@ async fn shutdown(
         let _ = t.join();
     }
     let _ = r.sweeper.join();
-    if let Some(k) = r.keeper {
+    for k in [r.keeper, r.sp_keeper].into_iter().flatten() {
         let _ = k.join();
     }
     let mut control = api.control.lock().await;
@@ -791,6 +815,54 @@ fn start_keeper(
         .name("wvs-offload".into())
         .spawn(move || keeper.run(&stop, &kicked))
         .map_err(io_err("cannot start the offload keeper"))
+}
+
+/// What the XDP program's synproxy keeper reads and counts into.
+struct SpShare {
+    conns: Arc<ConnTable>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The worker whose `cookies_sent` counts the program's SYN-ACKs.
+    stats: Arc<DatapathStats>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+}
+
+/// The XDP program's synproxy keeper: gives it the cookies' key and clock, then every
+/// `SYNPROXY_SYNC_MS` the interfaces where its redirects leave and the services answering
+/// with cookies, and counts what it sent.
+fn start_sp_keeper(
+    (mut sp, mut tx): (crate::io::synproxy::SpMaps, crate::io::xdp::XdpTx),
+    share: SpShare,
+) -> Result<std::thread::JoinHandle<()>, RunError> {
+    sp.start(share.conns.defense(), share.epoch)
+        .map_err(|e| XdpError::Program(e.to_string()))?;
+    let every = std::time::Duration::from_millis(crate::consts::SYNPROXY_SYNC_MS);
+    std::thread::Builder::new()
+        .name("wvs-synproxy".into())
+        .spawn(move || {
+            let mut last = 0;
+            loop {
+                tx.refresh();
+                sp.sync(&share.snapshot.load(), share.conns.defense());
+                if let Some(n) = sp.sent() {
+                    share
+                        .stats
+                        .synproxy
+                        .cookies_sent
+                        .fetch_add(n.saturating_sub(last), Relaxed);
+                    last = last.max(n);
+                }
+                if share.stop.load(Relaxed) {
+                    break;
+                }
+                // In short naps, so that a stop is seen within one.
+                let until = Instant::now() + every;
+                while Instant::now() < until && !share.stop.load(Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        })
+        .map_err(io_err("cannot start the synproxy keeper"))
 }
 
 fn start_workers(
