@@ -6,7 +6,9 @@
 #   scripts/synflood.sh cpu [N] [RATE] [MODES]
 #       The CPU wvs spends per spoofed SYN: trafgen sends N SYNs from random sources in
 #       198.18.128.0/17 at RATE, once per mode. A mode is the service's `synproxy` and
-#       wvs's `--offload`, as `on:tc` (`on` alone: the default offload). Prints, per mode,
+#       wvs's `--offload`, as `on:tc` (`on` alone: the default offload), or `xdp` for
+#       `--io xdp` (the client's side then turns GRO on, so that the XDP program's
+#       answers reach it: docs/defense.md). Prints, per mode,
 #       wvs's CPU time (user + system, /proc/PID/stat) over the flood divided by N, the
 #       frames wvs received, and what the synproxy and the table counted.
 #       Defaults: 200000 50000pps "off on:off on:tc".
@@ -17,7 +19,8 @@
 #       cookies once the table is short) and wvs with `synproxy = "on"`. Prints, per case,
 #       the requests served, how long they took, what the real servers' stacks counted
 #       (passive opens, queue-full drops, their own SYN cookies) and, for wvs, its cookies
-#       and connections. Defaults: 12 "nft-dnat wvs wvs-synproxy".
+#       and connections; `wvs-synproxy-xdp` is the last under `--io xdp`. Defaults: 12
+#       "nft-dnat wvs wvs-synproxy".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-}
@@ -76,10 +79,17 @@ cpu() {
     off=default
     [ "$spec" != "$mode" ] && off=${spec#*:}
     extra=()
-    [ "$off" != default ] && extra=(--offload "$off")
+    gro=off
+    case $off in
+      default) ;;
+      xdp) extra=(--io xdp); gro=on ;;
+      *) extra=(--offload "$off") ;;
+    esac
+    ip netns exec "$P-cli" ethtool -K eth0 gro "$gro" >/dev/null
     config "$mode"
     start_wvs "${extra[@]}"
-    sleep 0.5
+    # The keeper's first pass: which interfaces and services the programs answer for.
+    sleep 1.5
     ip netns exec "$P-cli" curl -s -m 2 -o /dev/null http://198.18.100.1/
     printf '{ eth(da=%s, sa=%s), ipv4(saddr=dinc(3323101184, 3323133951), daddr=198.18.100.1, ttl=64), tcp(sp=drnd(), dp=80, seq=drnd(), syn) }\n' \
       "$(mac lb c0)" "$(mac cli eth0)" > "$DIR/flood.cfg"
@@ -130,7 +140,13 @@ NFT
     wvs | wvs-synproxy)
       if [ "$c" = wvs-synproxy ]; then config on; else config ""; fi
       start_wvs
-      sleep 0.5
+      sleep 1.5
+      ;;
+    wvs-synproxy-xdp)
+      config on
+      ip netns exec "$P-cli" ethtool -K eth0 gro on >/dev/null
+      start_wvs --io xdp
+      sleep 1.5
       ;;
     *) echo "synflood: unknown case $c" >&2; exit 1 ;;
   esac

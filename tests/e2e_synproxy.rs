@@ -409,7 +409,12 @@ fn spoofed_syns(name: &str, io: &str) {
     }
     // Only the real clients' connections were made, and only they reached a server.
     let before: usize = if io == "xdp" { 5 } else { 0 };
-    assert_eq!(event(&w, "acks_accepted"), before as u64 + 50, "{}", synproxy(&w));
+    assert_eq!(
+        event(&w, "acks_accepted"),
+        before as u64 + 50,
+        "{}",
+        synproxy(&w)
+    );
     for c in &mut caps {
         c.wait().expect("tshark");
     }

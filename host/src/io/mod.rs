@@ -10,6 +10,9 @@
 //!   [`crate::datapath::Datapath::process`] and sending what it returns;
 //! - [`nft`]: the nftables table that keeps the kernel from also handling wvs's packets;
 //! - [`neigh`]: interfaces and next hops (routes and neighbours) read over rtnetlink;
+//! - [`netdev`]: what an interface's XDP can do, over generic netlink;
+//! - [`offload`]: the flow offload's tc program (`--offload tc`);
+//! - [`synproxy`]: the maps of the SYN cookies' first point in the BPF programs;
 //! - [`broker`]: the process that keeps CAP_NET_RAW, for the sockets of an interface that
 //!   comes back.
 

@@ -129,12 +129,16 @@ fn attr(attrs: &[u8], kind: u16) -> Option<&[u8]> {
         .find(|a: &NlaBuffer<&[u8]>| a.kind() == kind)
         .and_then(|a| {
             let len = usize::from(a.length());
-            a.into_inner().get(netlink_packet_core::NLA_HEADER_SIZE..len)
+            a.into_inner()
+                .get(netlink_packet_core::NLA_HEADER_SIZE..len)
         })
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("netdev netlink: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("netdev netlink: {what}"),
+    )
 }
 
 #[cfg(test)]

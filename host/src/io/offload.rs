@@ -699,7 +699,6 @@ fn lookup_batch<V: aya::Pod + Default>(
     }
 }
 
-
 #[cfg(test)]
 impl Offload {
     /// Run the tc program on `frame` (`BPF_PROG_TEST_RUN`: nothing is sent): its verdict

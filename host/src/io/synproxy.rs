@@ -88,9 +88,11 @@ impl std::fmt::Debug for SpMaps {
 impl SpMaps {
     /// Handles on the synproxy maps of the loaded `ebpf`, which keeps its own.
     pub fn open(ebpf: &Ebpf) -> Result<Self, SpMapsError> {
-        let err = |map: &'static str| move |e: aya::maps::MapError| SpMapsError {
-            map,
-            reason: e.to_string(),
+        let err = |map: &'static str| {
+            move |e: aya::maps::MapError| SpMapsError {
+                map,
+                reason: e.to_string(),
+            }
         };
         Ok(Self {
             conf: Array::try_from(Map::Array(own(ebpf, MAP_CONF)?)).map_err(err(MAP_CONF))?,
@@ -174,8 +176,8 @@ pub(crate) mod cases {
     use crate::service::Snapshot;
     use wvs_core::synproxy::write_options;
     use wvs_core::testkit::{
-        CLIENT, CLIENT_IF_MAC, CLIENT_MAC, CLIENT6, FROM_CLIENT, Harness, VIP, VIP6, real_by,
-        rr, rs6, service6,
+        CLIENT, CLIENT_IF_MAC, CLIENT_MAC, CLIENT6, FROM_CLIENT, Harness, VIP, VIP6, real_by, rr,
+        rs6, service6,
     };
 
     /// One family's cases.
@@ -266,7 +268,14 @@ pub(crate) mod cases {
                     r.len()
                 }
             };
-            let f = syn(v6, 40000 + i as u16, 80, 1_000_000 * i as u32, &opts[..n], b"");
+            let f = syn(
+                v6,
+                40000 + i as u16,
+                80,
+                1_000_000 * i as u32,
+                &opts[..n],
+                b"",
+            );
             let mut out = f.clone();
             out.resize(f.len() + 128, 0);
             let headers = crate::datapath::Headers::parse(&f);

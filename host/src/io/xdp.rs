@@ -6,7 +6,9 @@
 //!   redirects what is wvs's (the [`Claims`] of the running snapshot, kept in a hash map by
 //!   [`XdpFilter`]) to the socket of the queue the frame came in on, and passes the rest
 //!   (ARP, SSH, the host's own traffic) to the kernel as usual. It is attached through a
-//!   BPF link, which the kernel removes when wvs exits, however it exits.
+//!   BPF link, which the kernel removes when wvs exits, however it exits. It also answers
+//!   SYNs to services answering with cookies (`wvs_synproxy.h`, [`super::synproxy`]),
+//!   where the kernel says a frame redirected back out leaves ([`XdpTx`]).
 //! - [`Xsk`]: one socket per interface and receive queue, with its own UMEM: a fill ring
 //!   that hands every chunk to the kernel, an RX ring wvs reads frames from, processed in
 //!   their chunk. Bound with `XDP_USE_NEED_WAKEUP`, zero-copy where the driver has it, copy
@@ -1489,7 +1491,8 @@ mod tests {
         const XDP_REDIRECT: u32 = 4;
         for v6 in [false, true] {
             let c = crate::io::synproxy::cases::of(v6);
-            let (prog, _filter, _passed) = XdpProgram::load().expect("the XDP program loads (root?)");
+            let (prog, _filter, _passed) =
+                XdpProgram::load().expect("the XDP program loads (root?)");
             let mut sp = prog.synproxy().expect("its synproxy maps");
             sp.start(c.h.conns.defense(), std::time::Instant::now())
                 .expect("the key");
