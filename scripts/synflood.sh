@@ -12,9 +12,10 @@
 #       wvs's CPU time (user + system, /proc/PID/stat) over the flood divided by N, the
 #       frames wvs received, and what the synproxy and the table counted.
 #       Defaults: 200000 50000pps "off on:off on:tc".
-#   scripts/synflood.sh served [FLOOD_SECS] [CASES]
+#   scripts/synflood.sh served [FLOOD_SECS] [CASES] [TOOL]
 #       Real clients through a full-rate flood, as issue 37 states it: hping3 --flood
-#       --rand-source while the client makes 200 requests with curl's 2 s timeout, through
+#       --rand-source (TOOL `trafgen`: trafgen at the highest rate it reaches, from random
+#       sources in 198.18.128.0/17) while the client makes 200 requests with curl's 2 s timeout, through
 #       nftables DNAT (the kernel's balancer), wvs with its defaults (`defense.synproxy = 1`:
 #       cookies once the table is short) and wvs with `synproxy = "on"`. Prints, per case,
 #       the requests served, how long they took, what the real servers' stacks counted
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-}
 [ "$WHAT" = cpu ] || [ "$WHAT" = served ] || {
-  echo "usage: scripts/synflood.sh cpu [N] [RATE] [MODES] | served [FLOOD_SECS] [CASES]" >&2
+  echo "usage: scripts/synflood.sh cpu [N] [RATE] [MODES] | served [FLOOD_SECS] [CASES] [TOOL]" >&2
   exit 2
 }
 shift
@@ -66,10 +67,16 @@ api() {
     "http://127.0.0.1:9180$1"
 }
 
+mac() { ip netns exec "$P-$1" cat "/sys/class/net/$2/address"; }
+# trafgen's configuration: SYNs to the VIP's port 80 from 32,768 sources in 198.18.128.0/17.
+trafgen_conf() {
+  printf '{ eth(da=%s, sa=%s), ipv4(saddr=dinc(3323101184, 3323133951), daddr=198.18.100.1, ttl=64), tcp(sp=drnd(), dp=80, seq=drnd(), syn) }\n' \
+    "$(mac lb c0)" "$(mac cli eth0)" > "$DIR/flood.cfg"
+}
+
 cpu() {
   local N=${1:-200000} RATE=${2:-50000pps} MODES=${3:-off on:off on:tc}
   need trafgen
-  mac() { ip netns exec "$P-$1" cat "/sys/class/net/$2/address"; }
   ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   local HZ; HZ=$(getconf CLK_TCK)
   printf '| synproxy | offload | SYNs | wvs CPU s | µs per SYN | frames into wvs | cookies sent | connections | table after |\n'
@@ -91,8 +98,7 @@ cpu() {
     # The keeper's first pass: which interfaces and services the programs answer for.
     sleep 1.5
     ip netns exec "$P-cli" curl -s -m 2 -o /dev/null http://198.18.100.1/
-    printf '{ eth(da=%s, sa=%s), ipv4(saddr=dinc(3323101184, 3323133951), daddr=198.18.100.1, ttl=64), tcp(sp=drnd(), dp=80, seq=drnd(), syn) }\n' \
-      "$(mac lb c0)" "$(mac cli eth0)" > "$DIR/flood.cfg"
+    trafgen_conf
     rx_before=$(api /api/v1/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["datapath"]["rx"])')
     before=$(ticks "$WVS_PID")
     ip netns exec "$P-cli" timeout 120 trafgen --dev eth0 --conf "$DIR/flood.cfg" --cpus 1 \
@@ -112,8 +118,8 @@ print(s["datapath"]["synproxy"]["cookies_sent"], s["totals"]["conns"], s["connec
 }
 
 served() {
-  local SECS=${1:-12} CASES=${2:-nft-dnat wvs wvs-synproxy}
-  need hping3
+  local SECS=${1:-12} CASES=${2:-nft-dnat wvs wvs-synproxy} TOOL=${3:-hping3}
+  need "$TOOL"
   nstat_sum() {
   local t=0 i v
     for i in 1 2 3; do
@@ -153,8 +159,14 @@ NFT
   opens=$(nstat_sum TcpPassiveOpens)
   qfull=$(nstat_sum TcpExtTCPReqQFullDrop)
   scook=$(nstat_sum TcpExtSyncookiesSent)
-  ip netns exec "$P-cli" timeout "$SECS" hping3 -q -S -p 80 --rand-source --flood 198.18.100.1 \
-    >/dev/null 2>&1 &
+  if [ "$TOOL" = trafgen ]; then
+    trafgen_conf
+    ip netns exec "$P-cli" timeout "$SECS" trafgen --dev eth0 --conf "$DIR/flood.cfg" --cpus 1 \
+      --no-sock-mem -q >/dev/null 2>&1 &
+  else
+    ip netns exec "$P-cli" timeout "$SECS" hping3 -q -S -p 80 --rand-source --flood 198.18.100.1 \
+      >/dev/null 2>&1 &
+  fi
   FLOOD=$!
   sleep 2
   start=$(date +%s.%N)

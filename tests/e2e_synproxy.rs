@@ -432,6 +432,49 @@ fn spoofed_syns(name: &str, io: &str) {
     );
 }
 
+/// trafgen sending SYNs from 32,768 sources in 198.18.128.0/17 to VIP:80 from the client's
+/// namespace, as fast as it can, for at most `secs`.
+fn trafgen(topo: &Topo, secs: u32) -> std::process::Child {
+    let mac = |ns: &str, dev: &str| {
+        let out = topo.exec(ns, &["cat", &format!("/sys/class/net/{dev}/address")]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let conf = topo.dir.join("flood.cfg");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{ eth(da={}, sa={}), ipv4(saddr=dinc(3323101184, 3323133951), daddr={VIP}, \
+             ttl=64), tcp(sp=drnd(), dp=80, seq=drnd(), syn) }}\n",
+            mac("lb", "c0"),
+            mac("cli", "eth0")
+        ),
+    )
+    .expect("trafgen's configuration");
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topo.ns("cli"),
+            "timeout",
+            &secs.to_string(),
+        ])
+        .args([
+            "trafgen",
+            "--dev",
+            "eth0",
+            "--cpus",
+            "1",
+            "--no-sock-mem",
+            "-q",
+            "--conf",
+        ])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("trafgen")
+}
+
 /// The issue's flood: hping3 `--flood --rand-source` at the VIP, as fast as it sends, with
 /// `--max-conns 100000`, while a client makes 200 requests with curl's 2 s timeout: at
 /// least 199 served; the servers accept only the client's connections; the table holds
@@ -439,7 +482,17 @@ fn spoofed_syns(name: &str, io: &str) {
 /// nftables DNAT and wvs's default mode, for comparison.)
 #[test]
 fn a_flood_at_full_rate_leaves_the_real_clients_served() {
-    let topo = Topo::new("spfull", false);
+    full_rate("spfull", "hping3");
+}
+
+/// The same with trafgen at the highest rate it reaches.
+#[test]
+fn a_flood_at_full_rate_leaves_the_real_clients_served_trafgen() {
+    full_rate("spfullt", "trafgen");
+}
+
+fn full_rate(name: &str, tool: &str) {
+    let topo = Topo::new(name, false);
     let w = Wvs::start_with(
         &topo,
         Some(&config(&topo, 80, 80, "")),
@@ -447,7 +500,11 @@ fn a_flood_at_full_rate_leaves_the_real_clients_served() {
     );
     // The keeper's first merge tells the tc program which services answer with cookies.
     std::thread::sleep(Duration::from_millis(1500));
-    let mut flood = hping3(&topo, 40, &["--flood"]);
+    let mut flood = if tool == "trafgen" {
+        trafgen(&topo, 40)
+    } else {
+        hping3(&topo, 40, &["--flood"])
+    };
     std::thread::sleep(Duration::from_secs(2));
     let t0 = Instant::now();
     let mut served = 0;
@@ -468,13 +525,13 @@ fn a_flood_at_full_rate_leaves_the_real_clients_served() {
     }
     let took = t0.elapsed();
     let cookies_mid = event(&w, "cookies_sent");
-    // Stop the flood (hping3 leaves on SIGINT, as timeout would have it).
+    // Stop the flood (hping3 and trafgen leave on SIGINT, as timeout would have it).
     let _ = Command::new("kill")
         .args(["-INT", &flood.id().to_string()])
         .status();
-    flood.wait().expect("hping3");
+    flood.wait().expect("the flood");
     eprintln!(
-        "full-rate flood: {served} of 200 served in {took:?}; synproxy {}; wvs frames {}",
+        "full-rate flood ({tool}): {served} of 200 served in {took:?}; synproxy {}; wvs frames {}",
         synproxy(&w),
         w.get_json("/api/v1/stats")["datapath"]["rx"]
     );

@@ -338,6 +338,63 @@ fn a_refusing_server_resets_the_client_and_leaves_nothing() {
     assert_eq!(h.conns.len(), 0, "the connection went with the reset");
 }
 
+/// Whatever a side sends twice: a client's SYN gets the same SYN-ACK and still no entry;
+/// its ACK again makes no second connection (the server, silent so far, gets the SYN
+/// again); the server's SYN-ACK again gets the ACK again, without a second window update
+/// to the client; after the join the client's ACK again is translated and passed on.
+#[test]
+fn retransmitted_syns_acks_and_syn_acks() {
+    let h = harness(Some(SynproxyMode::On));
+    let now = 12_000_000;
+    let (cookie, our_ts) = handshake(&h, now, 40040);
+    assert_eq!(handshake(&h, now + 1000, 40040), (cookie, our_ts));
+    assert_eq!(h.conns.len(), 0);
+    let ack = || {
+        frame(
+            true,
+            40040,
+            &seg(1001, Some(cookie + 1), false, 502, &ts(101, our_ts), &[]),
+        )
+    };
+    let mut sink = TestSink::default();
+    for _ in 0..2 {
+        let mut f = ack();
+        let (iface, o) = sent(run(&h, now + 1001, FROM_CLIENT, &mut f, &mut sink), &f);
+        assert_eq!((iface, o.flags, o.seq), (1, (true, false, false), 1000));
+        assert_eq!(h.conns.len(), 1);
+    }
+    let syn_ack = || {
+        frame(
+            false,
+            40040,
+            &seg(
+                7_000_000,
+                Some(1001),
+                true,
+                65160,
+                &syn_opts(1400, Some((9000, 101)), Some(7)),
+                &[],
+            ),
+        )
+    };
+    for updates in [1, 0] {
+        let mut sink = TestSink::default();
+        let mut f = syn_ack();
+        let (iface, o) = sent(run(&h, now + 1002, FROM_RS, &mut f, &mut sink), &f);
+        assert_eq!((iface, o.flags), (1, (false, true, false)));
+        assert_eq!((o.seq, o.ack), (1001, 7_000_001));
+        assert_eq!(sink.sent.len(), updates, "window updates to the client");
+    }
+    let mut f = ack();
+    let (iface, o) = sent(run(&h, now + 1003, FROM_CLIENT, &mut f, &mut sink), &f);
+    assert_eq!((iface, o.flags), (1, (false, true, false)));
+    assert_eq!((o.seq, o.ack), (1001, 7_000_001));
+    assert_eq!(h.conns.len(), 1);
+    let s = StatsSum::of([&**h.dp.stats()]);
+    // Cookies sent, ACKs accepted and rejected, SYNs sent again, joins, server resets.
+    assert_eq!(s.synproxy, [2, 1, 0, 1, 1, 0]);
+}
+
 #[test]
 fn a_client_without_options_and_with_data_in_its_ack() {
     let h = harness(Some(SynproxyMode::On));
