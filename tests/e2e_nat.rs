@@ -263,9 +263,10 @@ on_every_backend!(a_flood_of_malformed_frames_is_counted_and_survived:
 );
 
 fn a_flood_of_malformed_frames_is_counted_and_survived(io: &str) {
-    // 100,000 frames to the VIP's port 80, as fast as the sender goes, through the real interfaces: half
-    // with random version/IHL, total length, id, fragment bits and header checksum; half
-    // well-formed but for a random header checksum; all with random TCP header bytes.
+    // 100,000 frames to the VIP's port 80, as fast as the sender goes, through the real
+    // interfaces: half with random version/IHL, total length, id, fragment bits and header
+    // checksum; half well-formed but for a random header checksum; all with random TCP
+    // header bytes.
     let topo = Topo::new(&format!("fuzz{io}"), false);
     let mut wvs = Wvs::start_io(&topo, Some(example()), io);
     let mac = |ns: &str, dev: &str| {

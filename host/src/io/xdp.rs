@@ -1483,8 +1483,8 @@ mod tests {
 
     /// The program answers a SYN to a synproxied service, redirected back where it came
     /// in, byte for byte as the datapath (and the tc program) would (`synproxy::cases`),
-    /// where redirected frames leave; other SYNs, and one with data, are left to wvs (passed here: no socket
-    /// takes them). Needs root.
+    /// where redirected frames leave; other SYNs, and one with data, are left to wvs
+    /// (passed here: no socket takes them). Needs root.
     #[test]
     fn the_program_answers_a_syn_as_the_datapath_does() {
         const XDP_PASS: u32 = 2;
