@@ -236,7 +236,11 @@ impl Topo {
 
     /// Run `wvs run --iface c0 --iface s0 ARGS` in the balancer's namespace when it is
     /// meant to refuse to start: it must exit with status 1 within 20 s; its error output.
+    /// Its state directory is the test's own unless ARGS name one: a state saved in the
+    /// default one (/var/lib/wvs, a real installation's) would be restored instead.
     pub fn wvs_refused(&self, args: &[&std::ffi::OsStr]) -> String {
+        let state = self.dir.join("refused-state");
+        let own_state = !args.iter().any(|a| *a == "--state-dir");
         let out = Command::new("timeout")
             .args([
                 "20",
@@ -248,6 +252,8 @@ impl Topo {
                 "run",
             ])
             .args(["--iface", "c0", "--iface", "s0"])
+            .args(own_state.then_some("--state-dir"))
+            .args(own_state.then_some(&state))
             .args(args)
             .output()
             .expect("wvs");
